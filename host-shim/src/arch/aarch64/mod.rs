@@ -1,0 +1,37 @@
+//! The host shim's assembly: Image entry and EL1 vectors, and the one instruction
+//! sequence the isolation check needs (a load that may be aborted).
+
+use core::arch::{asm, global_asm};
+
+global_asm!(include_str!("head.S"));
+global_asm!(include_str!("vectors.S"));
+
+/// x0..x30 as saved by `vectors.S`.
+#[repr(C)]
+pub struct ShimFrame {
+    pub regs: [u64; 32],
+}
+
+const _: () = assert!(core::mem::size_of::<ShimFrame>() == 256);
+
+/// Loads 8 bytes from `address`, which may abort: the exception handler then
+/// skips the load and the result is whatever x0 held (the address itself).
+///
+/// # Safety
+///
+/// `address` must be 8-byte aligned, and an exception on it must be one that the
+/// shim's handler is armed to skip.
+pub unsafe fn probe_read(address: u64) -> u64 {
+    let value: u64;
+    // SAFETY: The caller guarantees the handler is armed for a fault here; if the
+    // load succeeds it only reads.
+    unsafe { asm!("ldr {v}, [{a}]", a = in(reg) address, v = lateout(reg) value, options(nostack, readonly)) };
+    value
+}
+
+/// Waits forever.
+pub fn park() -> ! {
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}

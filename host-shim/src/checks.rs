@@ -1,0 +1,111 @@
+//! The host's checks of the hyp, in order: it runs at EL1, hypercalls round-trip,
+//! unknown calls are refused, the refused PSCI calls stay refused, and reads of
+//! hyp memory abort without harming anything.
+
+use crate::arch::{probe_read, ShimFrame};
+use crate::hypercall;
+use crate::platform::HostPlatform;
+use aarch64_cpu::registers::{Readable, Writeable, CurrentEL, ELR_EL1, ESR_EL1, FAR_EL1};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use hyp_abi::{HostCall, HypError, ABI_VERSION_MAJOR, ABI_VERSION_MINOR};
+
+/// Set while a probe that may abort is in flight; the handler then skips it.
+static PROBE_ARMED: AtomicBool = AtomicBool::new(false);
+/// ESR_EL1 and FAR_EL1 of the last skipped abort (0: none).
+static PROBE_ESR: AtomicU64 = AtomicU64::new(0);
+static PROBE_FAR: AtomicU64 = AtomicU64::new(0);
+
+/// EC of a data abort taken without a change of EL.
+const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
+/// DFSC of a synchronous external abort.
+const DFSC_SYNC_EXTERNAL: u64 = 0x10;
+
+/// EL1 exception entry (from `vectors.S`).
+#[no_mangle]
+extern "C" fn shim_exception(_frame: &mut ShimFrame, kind: u64) {
+    let esr = ESR_EL1.get();
+    if kind == 0 && (esr >> 26) == EC_DATA_ABORT_SAME_EL && PROBE_ARMED.load(Ordering::Relaxed) {
+        PROBE_ESR.store(esr, Ordering::Relaxed);
+        PROBE_FAR.store(FAR_EL1.get(), Ordering::Relaxed);
+        PROBE_ARMED.store(false, Ordering::Relaxed);
+        ELR_EL1.set(ELR_EL1.get() + 4);
+        return;
+    }
+    log::error!(
+        "unexpected exception (vector kind {kind}): ESR_EL1 {esr:#x}, ELR_EL1 {:#x}, FAR_EL1 {:#x}",
+        ELR_EL1.get(),
+        FAR_EL1.get()
+    );
+    crate::console::Console::flush();
+    crate::arch::park()
+}
+
+macro_rules! check {
+    ($ok:expr, $($fmt:tt)*) => {{
+        if $ok {
+            log::info!("ok: {}", format_args!($($fmt)*));
+            true
+        } else {
+            log::error!("FAILED: {}", format_args!($($fmt)*));
+            false
+        }
+    }};
+}
+
+/// Runs every check; true when all passed.
+pub fn run_all(platform: &HostPlatform) -> bool {
+    let mut passed = true;
+    let el = CurrentEL.read(CurrentEL::EL);
+    passed &= check!(el == 1, "host shim running at EL{el}");
+
+    let version = hypercall::version();
+    passed &= check!(
+        version == Ok((ABI_VERSION_MAJOR, ABI_VERSION_MINOR)),
+        "hypercall round trip: VERSION returned {version:?}"
+    );
+    let features = hypercall::features();
+    passed &= check!(
+        features == Ok(HostCall::features_bitmap()),
+        "hypercall round trip: FEATURES returned {features:?}"
+    );
+    let unknown = hypercall::raw_call(hyp_abi::vendor_hyp_fn(0x1fff), [0; 6]);
+    passed &= check!(
+        unknown[0] as i64 == HypError::NotSupported.code(),
+        "unknown hypercall 0x{:x} returned {}",
+        hyp_abi::vendor_hyp_fn(0x1fff),
+        unknown[0] as i64
+    );
+    let cpu_on = {
+        let mut args = [0u64; 17];
+        args[0] = 1;
+        smccc::smc64(smccc::psci::PSCI_CPU_ON_64, args)[0] as i64
+    };
+    passed &= check!(cpu_on == -3, "PSCI CPU_ON from the host refused by the hyp ({cpu_on})");
+
+    passed &= check!(!platform.hyp_regions().is_empty(), "device tree carves out {} hyp region(s)", platform.hyp_regions().len());
+    for &(base, size) in platform.hyp_regions() {
+        for address in [base, base + size / 2, base + size - 8] {
+            passed &= probe_hyp_memory(address);
+        }
+    }
+    passed
+}
+
+/// Reads `address` (hyp memory) and expects a synchronous external abort.
+fn probe_hyp_memory(address: u64) -> bool {
+    PROBE_ESR.store(0, Ordering::Relaxed);
+    PROBE_ARMED.store(true, Ordering::Relaxed);
+    // SAFETY: The handler is armed to skip a data abort on this load; the address is
+    // 8-byte aligned.
+    let value = unsafe { probe_read(address & !7) };
+    let still_armed = PROBE_ARMED.swap(false, Ordering::Relaxed);
+    let esr = PROBE_ESR.load(Ordering::Relaxed);
+    let far = PROBE_FAR.load(Ordering::Relaxed);
+    if still_armed {
+        return check!(false, "read of hyp memory at {address:#x} was NOT blocked (read {value:#x})");
+    }
+    check!(
+        esr & 0x3f == DFSC_SYNC_EXTERNAL && far == address & !7,
+        "blocked host read of hyp memory at {address:#x}: synchronous external abort (ESR_EL1 {esr:#x}, FAR_EL1 {far:#x})"
+    )
+}

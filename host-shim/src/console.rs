@@ -1,0 +1,87 @@
+//! The shim's console: the `/chosen/stdout-path` PL011 and a `log` backend that
+//! prefixes each line with `[host LEVEL]`. The shim runs on one CPU with its MMU
+//! off, so the writer takes no lock (exclusive accesses are not dependable on
+//! device memory); the level is set at build time by `HOST_LOG_LEVEL`.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use hyp_drivers::pl011::Pl011;
+use hyp_drivers::ConsoleWrite;
+use log::{LevelFilter, Log, Metadata, Record};
+
+static UART_BASE: AtomicUsize = AtomicUsize::new(0);
+
+/// Writes to the console UART, if one was found.
+pub struct Console;
+
+impl Console {
+    fn uart() -> Option<Pl011> {
+        let base = UART_BASE.load(Ordering::Relaxed);
+        // SAFETY: Only `init` stores a non-zero base: the device tree's console PL011.
+        (base != 0).then(|| unsafe { Pl011::attach(base) })
+    }
+
+    pub fn flush() {
+        if let Some(uart) = Self::uart() {
+            uart.flush();
+        }
+    }
+}
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(uart) = Self::uart() {
+            uart.write_bytes(s.as_bytes());
+        }
+        Ok(())
+    }
+}
+
+struct Logger;
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let _ = writeln!(Console, "[host {}] {}", record.level(), record.args());
+        }
+    }
+
+    fn flush(&self) {
+        Console::flush();
+    }
+}
+
+static LOGGER: Logger = Logger;
+
+fn build_level() -> LevelFilter {
+    match option_env!("HOST_LOG_LEVEL").unwrap_or("info") {
+        "off" => LevelFilter::Off,
+        "error" => LevelFilter::Error,
+        "warn" => LevelFilter::Warn,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => LevelFilter::Info,
+    }
+}
+
+/// Starts the console on the PL011 at `base` (0: no console) and installs the logger.
+///
+/// # Safety
+///
+/// A non-zero `base` must be a PL011 register block; call once, before anything logs.
+pub unsafe fn init(base: usize) {
+    if base != 0 {
+        // SAFETY: The caller guarantees a PL011 at `base`.
+        let _ = unsafe { Pl011::new(base) };
+    }
+    UART_BASE.store(base, Ordering::Relaxed);
+    // SAFETY: Single CPU, called once, before any log record.
+    unsafe {
+        let _ = log::set_logger_racy(&LOGGER);
+        log::set_max_level_racy(build_level());
+    }
+}

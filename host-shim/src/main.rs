@@ -1,0 +1,47 @@
+//! The host shim: the untrusted host of this project, entered by the hyp at EL1
+//! like a kernel (x0 = device tree). It exercises the hypercall ABI and checks
+//! the hyp's isolation from the host's side, printing one line per check, then
+//! turns the machine off through PSCI (which the hyp relays).
+
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(target_os = "none")]
+mod arch;
+#[cfg(target_os = "none")]
+mod checks;
+#[cfg(target_os = "none")]
+mod console;
+#[cfg(target_os = "none")]
+mod hypercall;
+#[cfg(target_os = "none")]
+mod platform;
+
+/// The line that tells the boot tests every check passed.
+pub const ALL_CHECKS_PASSED: &str = "all host checks passed";
+
+#[cfg(target_os = "none")]
+#[no_mangle]
+extern "C" fn shim_main(dtb: usize) -> ! {
+    let platform = platform::HostPlatform::read(dtb);
+    // SAFETY: The base is the device tree's console PL011 (or 0 for none), and
+    // this is the first and only call.
+    unsafe { console::init(platform.uart_base) };
+    let status = checks::run_all(&platform);
+    platform.power_off(status)
+}
+
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    log::error!("PANIC: {info}");
+    console::Console::flush();
+    arch::park()
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("the host shim runs under the hyp: build it with scripts/build-image");
+}

@@ -1,0 +1,78 @@
+//! What the shim needs from its device tree: the console, the PSCI conduit and the
+//! hyp's carve-outs under `/reserved-memory` (what a real OS would avoid, and what
+//! the isolation check deliberately touches).
+
+use fdt::Fdt;
+
+/// Most carve-outs the shim remembers.
+const MAX_HYP_REGIONS: usize = 4;
+
+pub struct HostPlatform {
+    pub uart_base: usize,
+    pub psci_hvc: bool,
+    /// `(base, size)` of each `/reserved-memory/hyp@...` node.
+    pub hyp_regions: [(u64, u64); MAX_HYP_REGIONS],
+    pub hyp_region_count: usize,
+}
+
+impl HostPlatform {
+    /// Reads the device tree at `dtb` (from x0 at entry).
+    pub fn read(dtb: usize) -> HostPlatform {
+        let mut platform = HostPlatform { uart_base: 0, psci_hvc: false, hyp_regions: [(0, 0); MAX_HYP_REGIONS], hyp_region_count: 0 };
+        // SAFETY: x0 at entry is the address of a device tree, per the boot protocol.
+        let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb as *const u8) }) else {
+            return platform;
+        };
+        let stdout = fdt
+            .find_node("/chosen")
+            .and_then(|c| c.property("stdout-path"))
+            .and_then(|p| p.as_str())
+            .map(|p| p.split(':').next().unwrap_or(p));
+        let stdout = stdout.and_then(|path| {
+            if path.starts_with('/') {
+                fdt.find_node(path)
+            } else {
+                fdt.find_node("/aliases").and_then(|a| a.property(path)).and_then(|p| p.as_str()).and_then(|p| fdt.find_node(p))
+            }
+        });
+        if let Some(region) = stdout.and_then(|n| n.reg()).and_then(|mut r| r.next()) {
+            platform.uart_base = region.starting_address as usize;
+        }
+        platform.psci_hvc = fdt.find_node("/psci").and_then(|p| p.property("method")).and_then(|m| m.as_str()) == Some("hvc");
+        if let Some(reserved) = fdt.find_node("/reserved-memory") {
+            for node in reserved.children().filter(|n| n.name.starts_with("hyp@")) {
+                if let Some(region) = node.reg().and_then(|mut r| r.next()) {
+                    if platform.hyp_region_count < MAX_HYP_REGIONS {
+                        platform.hyp_regions[platform.hyp_region_count] = (region.starting_address as u64, region.size.unwrap_or(0) as u64);
+                        platform.hyp_region_count += 1;
+                    }
+                }
+            }
+        }
+        platform
+    }
+
+    pub fn hyp_regions(&self) -> &[(u64, u64)] {
+        &self.hyp_regions[..self.hyp_region_count]
+    }
+
+    /// PSCI SYSTEM_OFF through the device tree's conduit. The hyp relays it; the
+    /// `status` only decides the last line (scripts look for the success line).
+    pub fn power_off(&self, passed: bool) -> ! {
+        if passed {
+            log::info!("{}", crate::ALL_CHECKS_PASSED);
+        } else {
+            log::error!("host checks FAILED");
+        }
+        log::info!("PSCI SYSTEM_OFF");
+        crate::console::Console::flush();
+        let args = [0u64; 17];
+        if self.psci_hvc {
+            smccc::hvc64(smccc::psci::PSCI_SYSTEM_OFF, args);
+        } else {
+            smccc::smc64(smccc::psci::PSCI_SYSTEM_OFF, args);
+        }
+        log::error!("SYSTEM_OFF returned");
+        crate::arch::park()
+    }
+}

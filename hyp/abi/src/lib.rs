@@ -1,0 +1,247 @@
+//! The hypercall ABI between the hyp and its callers (host shim, later guests).
+//!
+//! Calls follow SMCCC 1.1 over `HVC #0`: fast calls, SMC64 convention, owner
+//! "vendor specific hypervisor service" (function IDs `0xC600_xxxx`). The function
+//! ID goes in x0, arguments in x1..x6; x0 returns a status (0 = success, negative =
+//! [`HypError`]) and x1..x3 return values. Every number of the ABI is defined here
+//! once; `docs/abi.md` describes each call.
+//!
+//! Host-facing calls are numbered from [`HOST_CALL_BASE`] so that they never collide
+//! with the guest-facing vendor calls, which reuse Linux's pKVM numbers (0..=7).
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+use core::fmt;
+
+/// SMCCC function-ID bit 31: fast call.
+const SMCCC_FAST_CALL: u32 = 1 << 31;
+/// SMCCC function-ID bit 30: SMC64/HVC64 calling convention.
+const SMCCC_64: u32 = 1 << 30;
+/// SMCCC owning entity 6: vendor specific hypervisor service (bits 29:24).
+const OWNER_VENDOR_HYP: u32 = 6 << 24;
+/// Mask of the function number within an owner (bits 15:0).
+const FUNCTION_NUMBER_MASK: u32 = 0xFFFF;
+
+/// Prefix shared by every vendor-hyp SMC64 fast call: `0xC600_0000`.
+pub const VENDOR_HYP_SMC64_BASE: u32 = SMCCC_FAST_CALL | SMCCC_64 | OWNER_VENDOR_HYP;
+
+/// First function number of the host-facing calls (guest calls use 0..=0xFFF).
+pub const HOST_CALL_BASE: u16 = 0x1000;
+
+/// Builds the vendor-hyp SMC64 fast-call function ID of function `number`.
+pub const fn vendor_hyp_fn(number: u16) -> u32 {
+    VENDOR_HYP_SMC64_BASE | number as u32
+}
+
+/// The host-facing hypercalls. The discriminant is the offset from [`HOST_CALL_BASE`],
+/// which is also the call's bit in the [`HostCall::Features`] bitmap.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[repr(u16)]
+pub enum HostCall {
+    /// ABI version: x1 = major, x2 = minor.
+    Version = 0,
+    /// Supported host calls: x1 = bitmap, bit n set when call `HOST_CALL_BASE + n` exists.
+    Features = 1,
+}
+
+impl HostCall {
+    /// Every host call, in function-number order.
+    pub const ALL: [HostCall; 2] = [HostCall::Version, HostCall::Features];
+
+    /// The SMCCC function ID that selects this call (x0).
+    pub const fn function_id(self) -> u32 {
+        vendor_hyp_fn(HOST_CALL_BASE + self as u16)
+    }
+
+    /// Decodes a function ID; `None` for anything that is not exactly a known host call
+    /// (wrong owner, SMC32 convention, yielding call, unknown number).
+    pub fn from_function_id(function_id: u64) -> Option<HostCall> {
+        let id = u32::try_from(function_id).ok()?;
+        if id & !FUNCTION_NUMBER_MASK != VENDOR_HYP_SMC64_BASE {
+            return None;
+        }
+        let number = (id & FUNCTION_NUMBER_MASK) as u16;
+        let offset = number.checked_sub(HOST_CALL_BASE)?;
+        Self::ALL.into_iter().find(|call| *call as u16 == offset)
+    }
+
+    /// The bitmap returned by [`HostCall::Features`]: one bit per implemented call.
+    pub fn features_bitmap() -> u64 {
+        Self::ALL
+            .into_iter()
+            .fold(0, |bits, call| bits | 1 << (call as u16))
+    }
+}
+
+/// ABI major version: bumped when an existing call changes incompatibly.
+pub const ABI_VERSION_MAJOR: u64 = 0;
+/// ABI minor version: bumped when calls are added.
+pub const ABI_VERSION_MINOR: u64 = 1;
+
+/// Every error a hypercall can return in x0. Codes are stable; `-1` and `-3`
+/// coincide with SMCCC `NOT_SUPPORTED` and `INVALID_PARAMETER`.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[repr(i64)]
+pub enum HypError {
+    /// Unknown function ID (SMCCC `NOT_SUPPORTED`).
+    NotSupported = -1,
+    /// An argument has a value the call never accepts (SMCCC `INVALID_PARAMETER`).
+    InvalidArgument = -3,
+    /// An address or size is not page-aligned.
+    NotAligned = -4,
+    /// An address range is outside what the caller may name, or wraps.
+    OutOfRange = -5,
+    /// A page is not owned by the caller in the state the call requires.
+    NotOwned = -6,
+    /// The object is in use (e.g. a vCPU running on another CPU).
+    Busy = -7,
+    /// The hyp has no memory left for the call; donate pages and retry.
+    NoMemory = -8,
+    /// The call is not allowed on this object (e.g. reading a protected VM's registers).
+    PermissionDenied = -9,
+    /// No VM has this handle.
+    NoSuchVm = -10,
+    /// The VM has no vCPU with this index.
+    NoSuchVcpu = -11,
+}
+
+impl HypError {
+    /// Every error, for tables and exhaustive tests.
+    pub const ALL: [HypError; 10] = [
+        HypError::NotSupported,
+        HypError::InvalidArgument,
+        HypError::NotAligned,
+        HypError::OutOfRange,
+        HypError::NotOwned,
+        HypError::Busy,
+        HypError::NoMemory,
+        HypError::PermissionDenied,
+        HypError::NoSuchVm,
+        HypError::NoSuchVcpu,
+    ];
+
+    /// The value returned in x0.
+    pub const fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The error for an x0 status, `None` for success or an unknown code.
+    pub fn from_code(code: i64) -> Option<HypError> {
+        Self::ALL.into_iter().find(|error| error.code() == code)
+    }
+
+    /// A short, stable name for logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HypError::NotSupported => "not supported",
+            HypError::InvalidArgument => "invalid argument",
+            HypError::NotAligned => "not aligned",
+            HypError::OutOfRange => "out of range",
+            HypError::NotOwned => "not owned",
+            HypError::Busy => "busy",
+            HypError::NoMemory => "no memory",
+            HypError::PermissionDenied => "permission denied",
+            HypError::NoSuchVm => "no such VM",
+            HypError::NoSuchVcpu => "no such vCPU",
+        }
+    }
+}
+
+impl fmt::Display for HypError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.code())
+    }
+}
+
+/// What a caller sees when a call fails with a status that is not in [`HypError`].
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct UnknownStatus(pub i64);
+
+/// Registers x0..x3 after a hypercall, decoded into the call's result.
+///
+/// # Errors
+///
+/// A negative x0 becomes `Err(Ok(error))`; a negative status the ABI does not
+/// define becomes `Err(Err(UnknownStatus))`, so a newer hyp never gets misread.
+pub fn decode_result(regs: [u64; 4]) -> Result<[u64; 3], Result<HypError, UnknownStatus>> {
+    let status = regs[0] as i64;
+    if status >= 0 {
+        return Ok([regs[1], regs[2], regs[3]]);
+    }
+    Err(HypError::from_code(status).ok_or(UnknownStatus(status)))
+}
+
+/// Register values x0..x3 the hyp returns for a result.
+pub fn encode_result(result: Result<[u64; 3], HypError>) -> [u64; 4] {
+    match result {
+        Ok([a, b, c]) => [0, a, b, c],
+        Err(error) => [error.code() as u64, 0, 0, 0],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_call_ids_are_vendor_hyp_smc64_fast_calls() {
+        assert_eq!(HostCall::Version.function_id(), 0xC600_1000);
+        assert_eq!(HostCall::Features.function_id(), 0xC600_1001);
+    }
+
+    #[test]
+    fn function_ids_round_trip() {
+        for call in HostCall::ALL {
+            assert_eq!(HostCall::from_function_id(call.function_id().into()), Some(call));
+        }
+    }
+
+    #[test]
+    fn near_misses_are_not_host_calls() {
+        // SMC32 convention, yielding call, other owner, guest range, next number, high bits.
+        for id in [
+            0x8600_1000u64,
+            0x4600_1000,
+            0xC500_1000,
+            0xC600_0000,
+            0xC600_0FFF,
+            0xC600_1002,
+            0xC600_FFFF,
+            0x1_C600_1000,
+            u64::MAX,
+        ] {
+            assert_eq!(HostCall::from_function_id(id), None, "{id:#x}");
+        }
+    }
+
+    #[test]
+    fn features_bitmap_has_one_bit_per_call() {
+        assert_eq!(HostCall::features_bitmap(), 0b11);
+    }
+
+    #[test]
+    fn error_codes_are_unique_negative_and_round_trip() {
+        for (i, a) in HypError::ALL.iter().enumerate() {
+            assert!(a.code() < 0);
+            assert_eq!(HypError::from_code(a.code()), Some(*a));
+            for b in &HypError::ALL[i + 1..] {
+                assert_ne!(a.code(), b.code());
+            }
+        }
+        assert_eq!(HypError::NotSupported.code(), -1, "SMCCC NOT_SUPPORTED");
+        assert_eq!(HypError::from_code(0), None);
+    }
+
+    #[test]
+    fn results_encode_and_decode() {
+        let ok = encode_result(Ok([1, 2, 3]));
+        assert_eq!(decode_result(ok), Ok([1, 2, 3]));
+        let err = encode_result(Err(HypError::Busy));
+        assert_eq!(decode_result(err), Err(Ok(HypError::Busy)));
+        assert_eq!(
+            decode_result([(-99i64) as u64, 0, 0, 0]),
+            Err(Err(UnknownStatus(-99)))
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! Data-cache maintenance by virtual address, to the point of coherency.
+
+use core::arch::asm;
+
+/// Smallest data-cache line size of this CPU (CTR_EL0.DminLine).
+fn dcache_line_size() -> usize {
+    let ctr: u64;
+    // SAFETY: Reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+/// Invalidates `[start, start + len)` to the point of coherency, discarding any
+/// cached copy (dirty or not).
+///
+/// # Safety
+///
+/// No cache line of the range may hold data newer than memory that anyone needs:
+/// true for memory only ever written with the MMU (and so the D-cache) off.
+pub unsafe fn invalidate(start: usize, len: usize) {
+    let line = dcache_line_size();
+    let mut addr = start & !(line - 1);
+    while addr < start.saturating_add(len) {
+        // SAFETY: The caller guarantees no needed data lives only in these lines.
+        unsafe { asm!("dc ivac, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        addr += line;
+    }
+    // SAFETY: A barrier has no memory-safety effect.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+}

@@ -1,0 +1,97 @@
+/*
+ * Entry of the hyp Image: the Linux arm64 Image header, self-relocation, bss
+ * clearing, the boot stack, and the hand-off to Rust.
+ *
+ * Entered with the MMU and D-cache off, x0 = physical address of the device tree
+ * (Linux arm64 boot protocol), at EL2, or at EL1 on a machine without EL2.
+ */
+
+.set R_AARCH64_RELATIVE, 1027   /* the only relocation type a PIE of ours contains */
+.set CURRENT_EL_EL2, 2 << 2     /* CurrentEL.EL (bits 3:2) when at EL2 */
+.set IMAGE_FLAGS, 0xa           /* LE, 4 KiB pages (bits 2:1 = 1), any base (bit 3) */
+.set CPTR_EL2_NO_FP_TRAP, 0x33ff /* nVHE RES1 bits, TFP (10) clear: Rust code uses SIMD */
+.set CPACR_EL1_FPEN, 3 << 20    /* FP/SIMD usable at EL1 */
+
+.section .text.head, "ax"
+.global _start
+_start:
+    b       primary_entry       /* code0 */
+    .long   0                   /* code1 */
+    .quad   0                   /* text_offset: load at a 2 MiB-aligned base + 0 */
+    .quad   __image_size        /* image_size: bss and boot stack included */
+    .quad   IMAGE_FLAGS         /* flags */
+    .quad   0                   /* res2 */
+    .quad   0                   /* res3 */
+    .quad   0                   /* res4 */
+    .ascii  "ARM\x64"           /* magic */
+    .long   0                   /* res5 */
+
+primary_entry:
+    mov     x19, x0             /* x19 = device tree, kept across the calls below */
+    adr     x20, _start         /* x20 = load address (the image is linked at 0) */
+
+    /* Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend. */
+    adrp    x9, __rela_start
+    add     x9, x9, :lo12:__rela_start
+    adrp    x10, __rela_end
+    add     x10, x10, :lo12:__rela_end
+1:  cmp     x9, x10
+    b.hs    3f
+    ldp     x11, x12, [x9], #16 /* r_offset, r_info */
+    ldr     x13, [x9], #8       /* r_addend */
+    cmp     w12, #R_AARCH64_RELATIVE
+    b.ne    bad_relocation
+    add     x13, x13, x20
+    str     x13, [x20, x11]
+    b       1b
+3:
+    /* Clear bss (16-byte aligned at both ends by the linker script). */
+    adrp    x9, __bss_start
+    add     x9, x9, :lo12:__bss_start
+    adrp    x10, __bss_end
+    add     x10, x10, :lo12:__bss_end
+4:  cmp     x9, x10
+    b.hs    5f
+    stp     xzr, xzr, [x9], #16
+    b       4b
+5:
+    adrp    x9, __boot_stack_top
+    add     x9, x9, :lo12:__boot_stack_top
+    mov     sp, x9
+    mov     x29, xzr
+    mov     x30, xzr
+
+    mrs     x9, CurrentEL
+    cmp     x9, #CURRENT_EL_EL2
+    b.ne    not_at_el2
+
+    /* The reset value of CPTR_EL2 is UNKNOWN: stop FP/SIMD from trapping. */
+    mov     x9, #CPTR_EL2_NO_FP_TRAP
+    msr     cptr_el2, x9
+    /* Fatal exceptions before the per-CPU stacks exist use the top of the boot stack. */
+    mov     x9, sp
+    msr     tpidr_el2, x9
+    isb
+
+    adrp    x9, hyp_vectors
+    add     x9, x9, :lo12:hyp_vectors
+    msr     vbar_el2, x9
+    isb
+    mov     x0, x19
+    mov     x1, x20
+    bl      hyp_boot_primary    /* never returns */
+    b       park
+
+not_at_el2:
+    mov     x9, #CPACR_EL1_FPEN
+    msr     cpacr_el1, x9
+    isb
+    mov     x0, x19
+    bl      boot_not_at_el2     /* prints why and powers off; never returns */
+    b       park
+
+bad_relocation:
+    /* The build checks that only RELATIVE relocations exist; nothing can print yet. */
+park:
+    wfe
+    b       park

@@ -1,0 +1,26 @@
+//! Everything that needs `asm!`/`global_asm!`: entry, vectors, MMU switch-on, cache
+//! and TLB maintenance, SMC/HVC conduits, semihosting. This module imports nothing
+//! from the layers above; the vectors call the trap handlers by symbol name.
+
+pub mod cache;
+pub mod exception;
+pub mod host_regs;
+pub mod inject;
+pub mod mmu;
+pub mod power;
+
+use core::arch::global_asm;
+
+global_asm!(include_str!("head.S"));
+global_asm!(
+    include_str!("vectors.S"),
+    trap_frame_size = const core::mem::size_of::<exception::TrapFrame>(),
+    frame_x30 = const core::mem::offset_of!(exception::TrapFrame, regs) + 30 * 8,
+);
+
+/// Waits for an event forever: the end of every path that cannot go on.
+pub fn park() -> ! {
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}

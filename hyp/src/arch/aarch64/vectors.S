@@ -1,0 +1,158 @@
+/*
+ * The EL2 exception vector table (VBAR_EL2) and the register save/restore around
+ * the Rust trap handlers.
+ *
+ * Exceptions from a lower EL (the host) run on the current SP_EL2, the per-CPU
+ * trap stack the host was entered with. Exceptions taken from EL2 itself are
+ * always fatal: they switch to this CPU's emergency stack (its top is kept in
+ * TPIDR_EL2) without touching the faulting stack, which may be the one that
+ * overflowed.
+ */
+
+.set TRAP_FRAME_SIZE, {trap_frame_size}  /* size_of::<TrapFrame>() */
+.set FRAME_X30, {frame_x30}              /* offset_of!(TrapFrame, x30) */
+
+.set KIND_SYNC, 0
+.set KIND_IRQ, 1
+.set KIND_FIQ, 2
+.set KIND_SERROR, 3
+
+/* Saves x0..x30 into a TrapFrame at sp (x0, x1 already saved by the vector stub). */
+.macro save_frame_rest
+    stp     x2, x3, [sp, #16 * 1]
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    stp     x18, x19, [sp, #16 * 9]
+    stp     x20, x21, [sp, #16 * 10]
+    stp     x22, x23, [sp, #16 * 11]
+    stp     x24, x25, [sp, #16 * 12]
+    stp     x26, x27, [sp, #16 * 13]
+    stp     x28, x29, [sp, #16 * 14]
+    str     x30, [sp, #FRAME_X30]
+.endm
+
+.macro restore_frame
+    ldp     x2, x3, [sp, #16 * 1]
+    ldp     x4, x5, [sp, #16 * 2]
+    ldp     x6, x7, [sp, #16 * 3]
+    ldp     x8, x9, [sp, #16 * 4]
+    ldp     x10, x11, [sp, #16 * 5]
+    ldp     x12, x13, [sp, #16 * 6]
+    ldp     x14, x15, [sp, #16 * 7]
+    ldp     x16, x17, [sp, #16 * 8]
+    ldp     x18, x19, [sp, #16 * 9]
+    ldp     x20, x21, [sp, #16 * 10]
+    ldp     x22, x23, [sp, #16 * 11]
+    ldp     x24, x25, [sp, #16 * 12]
+    ldp     x26, x27, [sp, #16 * 13]
+    ldp     x28, x29, [sp, #16 * 14]
+    ldr     x30, [sp, #FRAME_X30]
+    ldp     x0, x1, [sp, #16 * 0]
+    add     sp, sp, #TRAP_FRAME_SIZE
+.endm
+
+/* An exception taken from EL2: move to the emergency stack, save, report, stop. */
+.macro vector_from_el2 kind
+    .balign 0x80
+    msr     sp_el0, x0          /* SP_EL0 is unused at EL2: borrow it as scratch */
+    mrs     x0, tpidr_el2       /* this CPU's emergency stack top */
+    sub     x0, x0, #TRAP_FRAME_SIZE
+    mov     sp, x0
+    mrs     x0, sp_el0
+    stp     x0, x1, [sp, #16 * 0]
+    mov     x1, #\kind
+    b       el2_fatal_common
+.endm
+
+/* An exception taken from the host: save its registers on the trap stack. */
+.macro vector_from_lower kind
+    .balign 0x80
+    sub     sp, sp, #TRAP_FRAME_SIZE
+    stp     x0, x1, [sp, #16 * 0]
+    mov     x1, #\kind
+    b       lower_el_common
+.endm
+
+.section .text.vectors, "ax"
+.balign 0x800
+.global hyp_vectors
+hyp_vectors:
+    /* Current EL with SP_EL0 */
+    vector_from_el2 KIND_SYNC
+    vector_from_el2 KIND_IRQ
+    vector_from_el2 KIND_FIQ
+    vector_from_el2 KIND_SERROR
+    /* Current EL with SP_ELx */
+    vector_from_el2 KIND_SYNC
+    vector_from_el2 KIND_IRQ
+    vector_from_el2 KIND_FIQ
+    vector_from_el2 KIND_SERROR
+    /* Lower EL using AArch64 */
+    vector_from_lower KIND_SYNC
+    vector_from_lower KIND_IRQ
+    vector_from_lower KIND_FIQ
+    vector_from_lower KIND_SERROR
+    /* Lower EL using AArch32 (e.g. a 32-bit EL0 task of the host) */
+    vector_from_lower KIND_SYNC
+    vector_from_lower KIND_IRQ
+    vector_from_lower KIND_FIQ
+    vector_from_lower KIND_SERROR
+
+el2_fatal_common:
+    save_frame_rest
+    mov     x0, sp
+    bl      handle_el2_exception    /* never returns */
+1:  wfe
+    b       1b
+
+lower_el_common:
+    save_frame_rest
+    mov     x0, sp
+    bl      handle_lower_el_exception
+    restore_frame
+    eret
+
+/*
+ * enter_host(entry: &HostEntry, trap_stack_top: usize) -> !
+ * Resets SP_EL2 to the trap stack, loads x0..x3 and ERETs to the host.
+ * HostEntry layout: x0..x3 at 0, 8, 16, 24 (asserted in Rust).
+ */
+.global enter_host
+enter_host:
+    mov     sp, x1
+    ldp     x2, x3, [x0, #16]
+    ldr     x1, [x0, #8]
+    ldr     x0, [x0, #0]
+    mov     x4, xzr
+    mov     x5, xzr
+    mov     x6, xzr
+    mov     x7, xzr
+    mov     x8, xzr
+    mov     x9, xzr
+    mov     x10, xzr
+    mov     x11, xzr
+    mov     x12, xzr
+    mov     x13, xzr
+    mov     x14, xzr
+    mov     x15, xzr
+    mov     x16, xzr
+    mov     x17, xzr
+    mov     x18, xzr
+    mov     x19, xzr
+    mov     x20, xzr
+    mov     x21, xzr
+    mov     x22, xzr
+    mov     x23, xzr
+    mov     x24, xzr
+    mov     x25, xzr
+    mov     x26, xzr
+    mov     x27, xzr
+    mov     x28, xzr
+    mov     x29, xzr
+    mov     x30, xzr
+    eret

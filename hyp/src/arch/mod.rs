@@ -1,0 +1,3 @@
+//! Architecture-specific code; the only place with assembly.
+
+pub mod aarch64;

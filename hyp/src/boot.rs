@@ -1,0 +1,331 @@
+//! The boot path of the primary CPU, from the assembly entry to the first entry
+//! into the host, and the EL1 entry that only explains what is missing.
+//!
+//! Order matters: with the MMU off, the hyp parses the device tree, reserves its
+//! pool, lays out the host (its Image and its device tree with the hyp carved out)
+//! and builds its stage-1 tables, all without locks and without logging. Then the
+//! MMU goes on, the logger starts, the host stage-2 is built and the host runs.
+
+use crate::arch::aarch64::cache;
+use crate::arch::aarch64::exception::{drop_to_host, HostEntry};
+use crate::arch::aarch64::host_regs;
+use crate::arch::aarch64::mmu;
+use crate::console::{emergency, logger};
+use crate::emergency_println;
+use crate::layout::{find_free, Placement};
+use crate::mm::host_stage2::{self, HostStage2};
+use crate::mm::stage1::{HypStage1, Permission};
+use crate::platform::{Platform, PlatformError};
+use crate::range::{align_up, FixedVec, PhysRange, PAGE_SIZE, SIZE_2M};
+use crate::{fdt_edit, power, HEAP};
+use aarch64_cpu::registers::{Readable, Writeable, MIDR_EL1, MPIDR_EL1, SPSR_EL2, ELR_EL2, TPIDR_EL2};
+use core::alloc::Layout;
+
+/// The hyp's memory pool: page tables, per-CPU stacks, and (later) VM metadata
+/// the host has not donated.
+const POOL_SIZE: u64 = 16 << 20;
+/// Per-CPU trap stack (the SP_EL2 the host traps arrive on).
+const TRAP_STACK_SIZE: usize = 64 << 10;
+/// Per-CPU emergency stack for fatal exceptions taken at EL2.
+const EMERGENCY_STACK_SIZE: usize = 16 << 10;
+
+/// The host shim Image, embedded by `scripts/build-image`.
+#[cfg(host_shim_embedded)]
+static HOST_IMAGE: &[u8] = include_bytes!(env!("HOST_SHIM_IMAGE_PATH"));
+
+extern "C" {
+    static __image_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static __image_end: u8;
+    static __boot_stack_guard: u8;
+    static __boot_stack_bottom: u8;
+}
+
+/// The hyp image's sections as loaded.
+struct ImageLayout {
+    start: u64,
+    text_end: u64,
+    rodata_end: u64,
+    end: u64,
+    boot_stack_guard: PhysRange,
+}
+
+fn image_layout() -> ImageLayout {
+    let addr = |sym: &u8| sym as *const u8 as u64;
+    // SAFETY: Only the addresses of these linker symbols are taken, never their contents.
+    unsafe {
+        ImageLayout {
+            start: addr(&__image_start),
+            text_end: addr(&__text_end),
+            rodata_end: addr(&__rodata_end),
+            end: addr(&__image_end),
+            boot_stack_guard: PhysRange { start: addr(&__boot_stack_guard), end: addr(&__boot_stack_bottom) },
+        }
+    }
+}
+
+/// One CPU's stacks, each above an unmapped guard page.
+struct CpuStacks {
+    trap_top: usize,
+    emergency_top: usize,
+    guards: [PhysRange; 2],
+}
+
+fn allocate_stacks() -> Option<CpuStacks> {
+    let page = PAGE_SIZE as usize;
+    let size = page + TRAP_STACK_SIZE + page + EMERGENCY_STACK_SIZE;
+    let layout = Layout::from_size_align(size, page).ok()?;
+    // SAFETY: The layout has a non-zero size.
+    let base = unsafe { alloc::alloc::alloc(layout) } as usize;
+    if base == 0 {
+        return None;
+    }
+    let trap_bottom = base + page;
+    let emergency_guard = trap_bottom + TRAP_STACK_SIZE;
+    let emergency_bottom = emergency_guard + page;
+    Some(CpuStacks {
+        trap_top: trap_bottom + TRAP_STACK_SIZE,
+        emergency_top: emergency_bottom + EMERGENCY_STACK_SIZE,
+        guards: [
+            PhysRange { start: base as u64, end: trap_bottom as u64 },
+            PhysRange { start: emergency_guard as u64, end: emergency_bottom as u64 },
+        ],
+    })
+}
+
+static HOST_STAGE2: spin::Once<spin::Mutex<HostStage2>> = spin::Once::new();
+static PLATFORM: spin::Once<Platform> = spin::Once::new();
+
+/// The host stage-2, once built.
+pub fn host_stage2() -> Option<&'static spin::Mutex<HostStage2>> {
+    HOST_STAGE2.get()
+}
+
+/// Stops boot with a message on the console (if any) and a failure status.
+fn fatal(args: core::fmt::Arguments<'_>) -> ! {
+    emergency_println!("[hyp ERROR] {args}");
+    power::system_off(1)
+}
+
+/// Reads the platform from the device tree at `dtb`, and selects the console.
+fn read_platform(dtb: usize) -> Platform {
+    // SAFETY: The boot protocol passes the device tree's address in x0; the header
+    // is read first and only `totalsize` bytes are used after that.
+    let blob = unsafe {
+        let header = core::slice::from_raw_parts(dtb as *const u8, 8);
+        let total = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if u32::from_be_bytes([header[0], header[1], header[2], header[3]]) != 0xd00d_feed {
+            fatal(format_args!("{}", PlatformError::BadDeviceTree));
+        }
+        core::slice::from_raw_parts(dtb as *const u8, total)
+    };
+    let platform = match Platform::from_fdt(blob) {
+        Ok(p) => p,
+        Err(e) => fatal(format_args!("device tree at {dtb:#x}: {e}")),
+    };
+    power::configure(platform.semihosting_exit, platform.psci);
+    if let Some(uart) = platform.uart {
+        // SAFETY: The device tree names this PL011 as the console; with the MMU off
+        // (and later identity-mapped as device memory) its registers are at this address.
+        unsafe { emergency::set_uart(uart.regs.start as usize) };
+    }
+    platform
+}
+
+/// Rust entry of the boot CPU at EL2 (from `head.S`), MMU off.
+#[no_mangle]
+extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
+    let platform = read_platform(dtb);
+    let image = image_layout();
+    debug_assert_eq!(image.start, load_address as u64);
+    let Some(image_range) = PhysRange::from_base_size(image.start, image.end - image.start) else {
+        fatal(format_args!("hyp image wraps"));
+    };
+    let dtb_range = PhysRange::from_base_size(dtb as u64, platform.fdt_size as u64).unwrap_or(image_range);
+
+    // Everything that is already taken.
+    let mut taken: FixedVec<PhysRange, 48> = FixedVec::default();
+    taken.push(image_range);
+    taken.push(dtb_range);
+    for r in platform.reserved() {
+        taken.push(*r);
+    }
+    let ram = platform.ram.as_slice();
+    let Some(pool) = find_free(ram, taken.as_slice(), POOL_SIZE, SIZE_2M, Placement::Highest) else {
+        fatal(format_args!("no room for the hyp's {POOL_SIZE:#x}-byte memory pool in RAM"));
+    };
+    taken.push(pool);
+    // SAFETY: The pool lies in RAM, clear of every range in use; the hyp owns it.
+    unsafe { HEAP.add_memory(pool.start as usize, pool.end as usize) };
+
+    let Some(stacks) = allocate_stacks() else {
+        fatal(format_args!("no memory for the boot CPU's stacks"));
+    };
+    let hyp_ranges = [image_range, pool];
+    let host = prepare_host(&platform, dtb_range, &hyp_ranges, &mut taken);
+
+    let mut stage1 = HypStage1::new();
+    let mut holes: FixedVec<PhysRange, 4> = FixedVec::default();
+    holes.push(image.boot_stack_guard);
+    holes.push(stacks.guards[0]);
+    holes.push(stacks.guards[1]);
+    let text = PhysRange { start: image.start, end: image.text_end };
+    let rodata = PhysRange { start: image.text_end, end: image.rodata_end };
+    let data = PhysRange { start: image.rodata_end, end: image.end };
+    let mapped = stage1
+        .map(text, Permission::Text, &[])
+        .and_then(|()| stage1.map(rodata, Permission::ReadOnly, &[]))
+        .and_then(|()| stage1.map(data, Permission::ReadWrite, holes.as_slice()))
+        .and_then(|()| stage1.map(pool, Permission::ReadWrite, holes.as_slice()))
+        .and_then(|()| match platform.uart {
+            Some(uart) => stage1.map(uart.regs, Permission::Device, &[]),
+            None => Ok(()),
+        });
+    if let Err(e) = mapped {
+        fatal(format_args!("building the EL2 stage-1 tables failed: {e}"));
+    }
+
+    // SAFETY: The hyp image (data, bss, stacks) and the pool, and the host's Image
+    // and device tree, were written only with the MMU off, i.e. straight to memory:
+    // any cached line for them is stale and must not be used or written back.
+    unsafe {
+        cache::invalidate(image.rodata_end as usize, (image.end - image.rodata_end) as usize);
+        cache::invalidate(pool.start as usize, pool.size() as usize);
+        cache::invalidate(host.image.start as usize, host.image.size() as usize);
+        cache::invalidate(host.fdt.start as usize, host.fdt.size() as usize);
+    }
+    stage1.mark_active();
+    // SAFETY: The tables identity-map this code (text), the boot stack and all data
+    // the hyp uses from here on, with the MAIR indices of `mmu`.
+    unsafe { mmu::enable(stage1.root_address()) };
+    // The tables stay live for good.
+    core::mem::forget(stage1);
+    HEAP.finish_early_boot();
+    TPIDR_EL2.set(stacks.emergency_top as u64);
+    // SAFETY: The MMU is on, only this CPU runs, and this is the only call.
+    unsafe { logger::init() };
+
+    let platform = PLATFORM.call_once(|| platform);
+    report_boot(platform, image_range, pool);
+
+    let pa_range = mmu::pa_range_encoding();
+    let ipa_bits = host_stage2::ipa_bits(pa_range);
+    let stage2 = match HostStage2::new(ram, &hyp_ranges, ipa_bits) {
+        Ok(s) => s,
+        Err(e) => fatal(format_args!("building the host stage-2 failed: {e}")),
+    };
+    let stage2 = HOST_STAGE2.call_once(|| spin::Mutex::new(stage2));
+    let root = {
+        let mut s2 = stage2.lock();
+        s2.mark_active();
+        s2.root_address()
+    };
+    log::info!("host stage-2: {ipa_bits}-bit IPA, all RAM but hyp memory mapped, device space on demand");
+    let (used, total) = HEAP.usage();
+    log::info!("hyp pool: {used} of {total} bytes in use");
+
+    // SAFETY: The stage-2 at `root` is complete for `ipa_bits` and excludes hyp memory.
+    unsafe { host_regs::configure(root, ipa_bits, pa_range) };
+    ELR_EL2.set(host.entry);
+    // EL1h with D, A, I, F masked, as the boot protocol requires.
+    SPSR_EL2.set(0x3c5);
+    log::info!("entering the host at EL1: entry {:#x}, device tree {}", host.entry, host.fdt);
+    let entry = HostEntry { x: [host.fdt.start, 0, 0, 0] };
+    // SAFETY: ELR/SPSR/HCR/stage-2 are set; the trap stack is this CPU's and unused.
+    unsafe { drop_to_host(&entry, stacks.trap_top) }
+}
+
+/// Where the host was laid out.
+struct HostLayout {
+    image: PhysRange,
+    fdt: PhysRange,
+    entry: u64,
+}
+
+/// Copies the host Image to a 2 MiB-aligned base in host RAM (plus its
+/// text_offset) and writes the host's device tree, with the hyp carved out, after
+/// it. MMU off: these are physical writes.
+#[cfg(host_shim_embedded)]
+fn prepare_host(platform: &Platform, dtb: PhysRange, hyp: &[PhysRange], taken: &mut FixedVec<PhysRange, 48>) -> HostLayout {
+    let header = match crate::image_header::ImageHeader::parse(HOST_IMAGE) {
+        Ok(h) => h,
+        Err(e) => fatal(format_args!("embedded host image: {e}")),
+    };
+    let ram = platform.ram.as_slice();
+    let span = align_up(header.text_offset + header.image_size, PAGE_SIZE).unwrap_or(u64::MAX);
+    let Some(slot) = find_free(ram, taken.as_slice(), span, SIZE_2M, Placement::Lowest) else {
+        fatal(format_args!("no room in RAM for the host image ({span:#x} bytes)"));
+    };
+    taken.push(slot);
+    let image = PhysRange { start: slot.start + header.text_offset, end: slot.end };
+    // SAFETY: `slot` is RAM nobody uses (checked against every taken range above).
+    let destination = unsafe { core::slice::from_raw_parts_mut(image.start as *mut u8, HOST_IMAGE.len()) };
+    destination.copy_from_slice(HOST_IMAGE);
+
+    // SAFETY: `dtb` is the boot device tree, already validated by `Platform::from_fdt`.
+    let source = unsafe { core::slice::from_raw_parts(dtb.start as *const u8, dtb.size() as usize) };
+    let regions = [(hyp[0].start, hyp[0].size()), (hyp[1].start, hyp[1].size())];
+    let max = fdt_edit::max_output_size(source, regions.len()).unwrap_or(0) as u64;
+    let Some(fdt_slot) = align_up(max, PAGE_SIZE).and_then(|size| find_free(ram, taken.as_slice(), size, PAGE_SIZE, Placement::Lowest)) else {
+        fatal(format_args!("no room in RAM for the host device tree"));
+    };
+    taken.push(fdt_slot);
+    // SAFETY: As for the image slot.
+    let output = unsafe { core::slice::from_raw_parts_mut(fdt_slot.start as *mut u8, fdt_slot.size() as usize) };
+    let fdt_len = match fdt_edit::with_reserved_memory(source, &regions, output) {
+        Ok(len) => len as u64,
+        Err(e) => fatal(format_args!("writing the host device tree: {e}")),
+    };
+    HostLayout { image, fdt: PhysRange { start: fdt_slot.start, end: fdt_slot.start + fdt_len }, entry: image.start }
+}
+
+#[cfg(not(host_shim_embedded))]
+fn prepare_host(_: &Platform, _: PhysRange, _: &[PhysRange], _: &mut FixedVec<PhysRange, 48>) -> HostLayout {
+    fatal(format_args!("this hyp was built without a host image (use scripts/build-image)"))
+}
+
+fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
+    log::info!("pkvm-style hyp v{} at EL2 (MIDR {:#x}, MPIDR {:#x})", env!("CARGO_PKG_VERSION"), MIDR_EL1.get(), MPIDR_EL1.get());
+    let total: u64 = platform.ram.as_slice().iter().map(PhysRange::size).sum();
+    log::info!("RAM: {} MiB in {} bank(s)", total >> 20, platform.ram.len());
+    for bank in platform.ram.as_slice() {
+        log::info!("  RAM bank {bank}");
+    }
+    for r in platform.reserved() {
+        log::info!("  reserved {r} (left alone)");
+    }
+    if platform.ram.overflowed() || platform.reserved.overflowed() {
+        log::warn!("device tree lists more memory ranges than the hyp tracks; extra ranges ignored");
+    }
+    match platform.uart {
+        Some(uart) => log::info!("UART: {:?} at {}", uart.model, uart.regs),
+        None => log::warn!("UART: none usable"),
+    }
+    match platform.gic {
+        Some(gic) => log::info!("GIC: {gic}"),
+        None => log::warn!("GIC: none found; virtual interrupts will not be available"),
+    }
+    log::info!("CPUs: {} in the device tree", platform.cpus.len());
+    for cpu in platform.cpus.as_slice() {
+        log::info!("  CPU MPIDR {:#x}, enable method {:?}", cpu.mpidr, cpu.enable_method);
+    }
+    if platform.cpus.overflowed() {
+        log::warn!("more than {} CPUs: the rest stay off", crate::platform::MAX_CPUS);
+    }
+    match platform.psci {
+        Some(conduit) => log::info!("PSCI via {conduit:?}"),
+        None => log::warn!("no PSCI node: power-off will not work"),
+    }
+    log::info!("hyp memory: image {image}, pool {pool}");
+}
+
+/// Rust entry when the image was entered at EL1 (from `head.S`), MMU off: say why
+/// this cannot work and power off with a failure status.
+#[no_mangle]
+extern "C" fn boot_not_at_el2(dtb: usize) -> ! {
+    let _ = read_platform(dtb);
+    fatal(format_args!(
+        "entered at EL1, but this hypervisor must be entered at EL2: under QEMU add virtualization=on to -M (e.g. -M virt,virtualization=on); on a board, have the firmware or bootloader enter the Image at EL2"
+    ))
+}

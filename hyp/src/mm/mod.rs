@@ -1,0 +1,7 @@
+//! Memory management: the hyp's heap (its memory pool), its own EL2 stage-1
+//! translation tables, and the host stage-2 that hides hyp memory from the host.
+
+pub mod heap;
+pub mod host_stage2;
+pub mod regions;
+pub mod stage1;

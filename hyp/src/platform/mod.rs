@@ -1,0 +1,333 @@
+//! The machine as the device tree describes it: RAM banks, reserved memory, the
+//! console UART, the GIC, the CPUs and how to reach PSCI. Nothing about a
+//! particular board is written anywhere else in the hyp.
+//!
+//! Parsing happens once at boot, with the MMU off, so the result is copied into
+//! fixed-size arrays: the hyp never reads the device tree again.
+
+#![forbid(unsafe_code)]
+
+mod dt;
+
+use crate::range::{FixedVec, PhysRange};
+use core::fmt;
+use dt::Bus;
+use fdt::node::FdtNode;
+use fdt::Fdt;
+
+/// RAM banks the hyp keeps track of.
+pub const MAX_RAM_BANKS: usize = 16;
+/// Reserved ranges (`/memreserve/` entries and `/reserved-memory` children).
+pub const MAX_RESERVED: usize = 32;
+/// CPUs the hyp can manage; more in the device tree are reported and left alone.
+pub const MAX_CPUS: usize = 8;
+
+/// The console UART models the hyp can drive.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub enum UartModel {
+    #[default]
+    Pl011,
+}
+
+/// The console named by `/chosen/stdout-path`.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Uart {
+    pub model: UartModel,
+    pub regs: PhysRange,
+}
+
+/// The interrupt controller and its register frames.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Gic {
+    /// GICv2: distributor, CPU interface, and (with virtualization) GICH and GICV.
+    V2 { gicd: PhysRange, gicc: PhysRange, gich: Option<PhysRange>, gicv: Option<PhysRange> },
+    /// GICv3: distributor and the first redistributor region.
+    V3 { gicd: PhysRange, gicr: PhysRange },
+}
+
+/// How PSCI calls reach the firmware.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum PsciConduit {
+    Smc,
+    Hvc,
+}
+
+/// How a CPU is started, from its `enable-method`.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub enum EnableMethod {
+    #[default]
+    Psci,
+    SpinTable { release_address: u64 },
+    /// Absent or unknown: the hyp cannot start this CPU.
+    Unknown,
+}
+
+/// One CPU node.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Cpu {
+    /// MPIDR affinity fields, from `reg`.
+    pub mpidr: u64,
+    pub enable_method: EnableMethod,
+}
+
+/// Why the device tree cannot be used.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum PlatformError {
+    /// The blob is not a device tree (bad magic, version or size).
+    BadDeviceTree,
+    /// No `device_type = "memory"` node with a usable `reg`.
+    NoMemory,
+}
+
+impl fmt::Display for PlatformError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlatformError::BadDeviceTree => f.write_str("not a valid flattened device tree"),
+            PlatformError::NoMemory => f.write_str("the device tree describes no RAM"),
+        }
+    }
+}
+
+/// Everything the hyp learned from the device tree.
+#[derive(Clone, Copy, Default)]
+pub struct Platform {
+    pub ram: FixedVec<PhysRange, MAX_RAM_BANKS>,
+    pub reserved: FixedVec<PhysRange, MAX_RESERVED>,
+    pub uart: Option<Uart>,
+    /// The stdout UART exists but is of a model the hyp cannot drive.
+    pub uart_unsupported: bool,
+    pub gic: Option<Gic>,
+    pub cpus: FixedVec<Cpu, MAX_CPUS>,
+    pub psci: Option<PsciConduit>,
+    /// `hyp.exit=semihosting` in `/chosen/bootargs`: end runs with a semihosting
+    /// exit status (QEMU `-semihosting`), not only PSCI SYSTEM_OFF.
+    pub semihosting_exit: bool,
+    /// Size of the device tree blob in bytes.
+    pub fdt_size: usize,
+}
+
+/// The bootargs token that selects semihosting exit statuses.
+pub const SEMIHOSTING_EXIT_ARG: &str = "hyp.exit=semihosting";
+
+const GIC_V3_COMPATIBLE: &[&str] = &["arm,gic-v3"];
+const GIC_V2_COMPATIBLE: &[&str] =
+    &["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic", "arm,cortex-a7-gic", "arm,gic-v2"];
+const PL011_COMPATIBLE: &[&str] = &["arm,pl011"];
+
+impl Platform {
+    /// Reads the platform from a device tree blob.
+    ///
+    /// # Errors
+    ///
+    /// [`PlatformError::BadDeviceTree`] if the blob does not parse,
+    /// [`PlatformError::NoMemory`] if it names no RAM.
+    pub fn from_fdt(blob: &[u8]) -> Result<Platform, PlatformError> {
+        let fdt = Fdt::new(blob).map_err(|_| PlatformError::BadDeviceTree)?;
+        let mut platform = Platform { fdt_size: fdt.total_size(), ..Platform::default() };
+        for reservation in fdt.memory_reservations() {
+            let start = reservation.address() as u64;
+            if let Some(range) = PhysRange::from_base_size(start, reservation.size() as u64) {
+                platform.reserved.push(range);
+            }
+        }
+        let chosen = fdt.find_node("/chosen");
+        if let Some(args) = chosen.as_ref().and_then(|c| dt::prop_str(c, "bootargs")) {
+            platform.semihosting_exit = args.split_ascii_whitespace().any(|a| a == SEMIHOSTING_EXIT_ARG);
+        }
+        let stdout_path = chosen
+            .as_ref()
+            .and_then(|c| dt::prop_str(c, "stdout-path").or_else(|| dt::prop_str(c, "linux,stdout-path")))
+            .map(|p| p.split(':').next().unwrap_or(p))
+            .and_then(|p| resolve_alias(&fdt, p));
+
+        let root = fdt.find_node("/").ok_or(PlatformError::BadDeviceTree)?;
+        let bus = Bus::root(&root);
+        let mut walker = Walker { platform: &mut platform };
+        walker.visit_children(&root, &bus, 1, stdout_path);
+
+        if platform.ram.is_empty() {
+            return Err(PlatformError::NoMemory);
+        }
+        Ok(platform)
+    }
+
+    /// Every range of RAM the hyp must never hand out: `/memreserve/` and
+    /// `/reserved-memory`.
+    pub fn reserved(&self) -> &[PhysRange] {
+        self.reserved.as_slice()
+    }
+}
+
+/// Turns an alias (`serial0`) into a path; paths pass through.
+fn resolve_alias<'a>(fdt: &Fdt<'a>, path: &'a str) -> Option<&'a str> {
+    if path.starts_with('/') {
+        return Some(path);
+    }
+    let aliases = fdt.find_node("/aliases")?;
+    dt::prop_str(&aliases, path)
+}
+
+struct Walker<'p> {
+    platform: &'p mut Platform,
+}
+
+impl Walker<'_> {
+    /// Visits the children of `node`, whose own children sit on `bus`. `stdout` is
+    /// the rest of the stdout path if `node` lies on it.
+    fn visit_children(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>, depth: usize, stdout: Option<&str>) {
+        if depth > dt::MAX_DEPTH {
+            return;
+        }
+        for child in node.children() {
+            let on_stdout = stdout.and_then(|rest| {
+                let rest = rest.trim_start_matches('/');
+                let (component, remainder) = rest.split_once('/').unwrap_or((rest, ""));
+                let matches = child.name == component
+                    || (!component.contains('@') && child.name.split('@').next() == Some(component));
+                matches.then_some(remainder)
+            });
+            self.visit(&child, bus, depth, on_stdout);
+            let child_bus = bus.child_bus(&child);
+            self.visit_children(&child, &child_bus, depth + 1, on_stdout.filter(|r| !r.is_empty()));
+        }
+    }
+
+    fn visit(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>, depth: usize, stdout_rest: Option<&str>) {
+        let name = node.name.split('@').next().unwrap_or(node.name);
+        if depth == 1 && dt::prop_str(node, "device_type") == Some("memory") && is_enabled(node) {
+            for (base, size) in bus.regs(node).flatten() {
+                if let Some(range) = PhysRange::from_base_size(base, size).filter(|r| !r.is_empty()) {
+                    self.platform.ram.push(range);
+                }
+            }
+        }
+        if depth == 1 && name == "reserved-memory" {
+            let child_bus = bus.child_bus(node);
+            for region in node.children().filter(is_enabled) {
+                for (base, size) in child_bus.regs(&region).flatten() {
+                    if let Some(range) = PhysRange::from_base_size(base, size) {
+                        self.platform.reserved.push(range);
+                    }
+                }
+            }
+        }
+        if depth == 1 && name == "psci" {
+            self.platform.psci = match dt::prop_str(node, "method") {
+                Some("smc") => Some(PsciConduit::Smc),
+                Some("hvc") => Some(PsciConduit::Hvc),
+                _ => None,
+            };
+        }
+        if depth == 2 && dt::prop_str(node, "device_type") == Some("cpu") && is_enabled(node) {
+            self.visit_cpu(node, bus);
+        }
+        if stdout_rest == Some("") {
+            self.visit_stdout(node, bus);
+        }
+        if self.platform.gic.is_none() && is_enabled(node) {
+            self.platform.gic = gic_of(node, bus);
+        }
+    }
+
+    fn visit_cpu(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) {
+        let Some(mpidr) = node.property("reg").and_then(|p| dt::read_cells(p.value)) else {
+            return;
+        };
+        let enable_method = match dt::prop_str(node, "enable-method") {
+            Some("psci") => EnableMethod::Psci,
+            Some("spin-table") => node
+                .property("cpu-release-addr")
+                .and_then(|p| dt::read_cells(p.value))
+                .map_or(EnableMethod::Unknown, |release_address| EnableMethod::SpinTable { release_address }),
+            // The boot CPU often has no enable-method; PSCI is what starts it again.
+            None if self.platform.cpus.is_empty() => EnableMethod::Psci,
+            _ => EnableMethod::Unknown,
+        };
+        let _ = bus;
+        self.platform.cpus.push(Cpu { mpidr, enable_method });
+    }
+
+    fn visit_stdout(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) {
+        if dt::is_compatible(node, PL011_COMPATIBLE) {
+            if let Some(regs) = bus.reg(node, 0).and_then(|(b, s)| PhysRange::from_base_size(b, s.max(0x1000))) {
+                self.platform.uart = Some(Uart { model: UartModel::Pl011, regs });
+                return;
+            }
+        }
+        self.platform.uart_unsupported = true;
+    }
+}
+
+fn is_enabled(node: &FdtNode<'_, '_>) -> bool {
+    matches!(dt::prop_str(node, "status"), None | Some("okay") | Some("ok"))
+}
+
+fn gic_of(node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) -> Option<Gic> {
+    let frame = |i: usize| bus.reg(node, i).and_then(|(b, s)| PhysRange::from_base_size(b, s));
+    if dt::is_compatible(node, GIC_V3_COMPATIBLE) {
+        return Some(Gic::V3 { gicd: frame(0)?, gicr: frame(1)? });
+    }
+    if dt::is_compatible(node, GIC_V2_COMPATIBLE) {
+        return Some(Gic::V2 { gicd: frame(0)?, gicc: frame(1)?, gich: frame(2), gicv: frame(3) });
+    }
+    None
+}
+
+impl fmt::Display for Gic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Gic::V3 { gicd, gicr } => write!(f, "GICv3 distributor {gicd}, redistributors {gicr}"),
+            Gic::V2 { gicd, gicc, gich, gicv } => {
+                write!(f, "GICv2 distributor {gicd}, CPU interface {gicc}")?;
+                match (gich, gicv) {
+                    (Some(h), Some(v)) => write!(f, ", GICH {h}, GICV {v}"),
+                    _ => write!(f, ", no virtualization extensions"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIRT_GICV3: &[u8] = include_bytes!("testdata/virt-gicv3.dtb");
+    const VIRT_GICV2: &[u8] = include_bytes!("testdata/virt-gicv2.dtb");
+
+    fn r(start: u64, end: u64) -> PhysRange {
+        PhysRange { start, end }
+    }
+
+    #[test]
+    fn virt_gicv3_board_is_fully_described() {
+        let p = Platform::from_fdt(VIRT_GICV3).expect("parses");
+        assert_eq!(p.ram.as_slice(), &[r(0x4000_0000, 0x8000_0000)]);
+        assert_eq!(p.uart, Some(Uart { model: UartModel::Pl011, regs: r(0x900_0000, 0x900_1000) }));
+        assert_eq!(p.gic, Some(Gic::V3 { gicd: r(0x800_0000, 0x801_0000), gicr: r(0x80a_0000, 0x900_0000) }));
+        assert_eq!(p.psci, Some(PsciConduit::Smc));
+        assert_eq!(p.cpus.len(), 4);
+        assert_eq!(p.cpus.as_slice()[3], Cpu { mpidr: 3, enable_method: EnableMethod::Psci });
+        assert!(!p.semihosting_exit);
+        assert!(p.reserved().is_empty());
+    }
+
+    #[test]
+    fn virt_gicv2_board_has_virtualization_frames_and_4g() {
+        let p = Platform::from_fdt(VIRT_GICV2).expect("parses");
+        assert_eq!(p.ram.as_slice(), &[r(0x4000_0000, 0x1_4000_0000)]);
+        match p.gic {
+            Some(Gic::V2 { gicd, gicc, gich: Some(_), gicv: Some(_) }) => {
+                assert_eq!(gicd, r(0x800_0000, 0x801_0000));
+                assert_eq!(gicc, r(0x801_0000, 0x802_0000));
+            }
+            other => panic!("unexpected GIC {other:?}"),
+        }
+        assert_eq!(p.cpus.len(), 2);
+    }
+
+    #[test]
+    fn garbage_is_not_a_device_tree() {
+        assert_eq!(Platform::from_fdt(&[0u8; 64]).err(), Some(PlatformError::BadDeviceTree));
+    }
+}

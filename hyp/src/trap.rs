@@ -1,0 +1,120 @@
+//! The trap handlers the vectors call: where each exception from the host goes,
+//! and the fatal report for any exception taken from the hyp itself.
+//!
+//! Sits above mm and hypercall (it calls them); the arch layer below only knows
+//! these functions by their symbol names.
+
+use crate::arch::aarch64::exception::{ExceptionKind, TrapFrame};
+use crate::arch::aarch64::host_regs::publish_stage2_update;
+use crate::arch::aarch64::inject::{inject_external_abort, inject_undefined};
+use crate::emergency_println;
+use crate::esr::{Esr, ExceptionClass};
+use crate::mm::host_stage2::HostFault;
+use crate::psci_relay::{self, HostFirmwareCall};
+use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, ESR_EL2, FAR_EL2, HPFAR_EL2, SPSR_EL2};
+
+/// Entry from `vectors.S` for every exception taken from the host.
+#[no_mangle]
+extern "C" fn handle_lower_el_exception(frame: &mut TrapFrame, kind: u64) {
+    match ExceptionKind::from_vector(kind) {
+        ExceptionKind::Synchronous => handle_host_sync(frame),
+        other => {
+            // Interrupts and SErrors are routed to EL1 (HCR_EL2.IMO/FMO/AMO clear):
+            // one arriving here is spurious. The host goes on.
+            log::warn!("unexpected {other:?} from the host ignored");
+        }
+    }
+}
+
+fn handle_host_sync(frame: &mut TrapFrame) {
+    let esr = Esr(ESR_EL2.get());
+    match esr.class() {
+        ExceptionClass::Hvc64 => handle_host_hvc(frame, esr),
+        ExceptionClass::Smc64 => {
+            // A trapped SMC returns to the SMC itself: step over it.
+            ELR_EL2.set(ELR_EL2.get() + 4);
+            handle_firmware_call(frame);
+        }
+        ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => handle_host_abort(esr),
+        _ => {
+            log::warn!("host trap not handled, UNDEFINED injected: {esr}, ELR {:#x}", ELR_EL2.get());
+            inject_undefined();
+        }
+    }
+}
+
+fn handle_host_hvc(frame: &mut TrapFrame, esr: Esr) {
+    let function_id = frame.regs[0];
+    if esr.immediate() != 0 {
+        frame.regs[0] = hyp_abi::HypError::NotSupported.code() as u64;
+        return;
+    }
+    if psci_relay::is_firmware_call(function_id) {
+        handle_firmware_call(frame);
+        return;
+    }
+    let mut args = [0u64; 7];
+    args.copy_from_slice(&frame.regs[..7]);
+    let result = crate::hypercall::handle_host_hvc(&args);
+    frame.regs[..4].copy_from_slice(&result);
+}
+
+fn handle_firmware_call(frame: &mut TrapFrame) {
+    let function_id = frame.regs[0];
+    match psci_relay::classify(function_id) {
+        HostFirmwareCall::Forward | HostFirmwareCall::SystemReset => {
+            let result = crate::power::psci_call(function_id as u32, [frame.regs[1], frame.regs[2], frame.regs[3]]);
+            frame.regs[..4].copy_from_slice(&result);
+        }
+        HostFirmwareCall::SystemOff => {
+            log::info!("host requested PSCI SYSTEM_OFF: powering off");
+            crate::power::system_off(0);
+        }
+        HostFirmwareCall::Refuse(status) => {
+            log::debug!("host firmware call {function_id:#x} refused ({status})");
+            frame.regs[0] = status as i64 as u64;
+        }
+    }
+}
+
+fn handle_host_abort(esr: Esr) {
+    // HPFAR_EL2.FIPA holds IPA[47:12] of a stage-2 fault; the page offset is FAR's.
+    let ipa = ((HPFAR_EL2.get() & 0x0000_0fff_ffff_fff0) << 8) | (FAR_EL2.get() & 0xfff);
+    let outcome = match crate::boot::host_stage2() {
+        Some(stage2) => stage2.lock().handle_fault(ipa),
+        None => HostFault::Refused,
+    };
+    match outcome {
+        HostFault::MappedDevice(block) => {
+            log::debug!("host device space {block} mapped");
+            publish_stage2_update();
+        }
+        HostFault::Refused => {
+            log::info!(
+                "host access to {ipa:#x} blocked (hyp memory): synchronous external abort injected, {esr}, ELR {:#x}",
+                ELR_EL2.get()
+            );
+            inject_external_abort(esr.class() == ExceptionClass::InstructionAbortLower, esr.is_write());
+        }
+    }
+}
+
+/// Entry from `vectors.S` for any exception taken from EL2: a hyp bug. Reports
+/// everything through the lock-free console and powers off with a failure status.
+#[no_mangle]
+extern "C" fn handle_el2_exception(frame: &TrapFrame, kind: u64) -> ! {
+    let esr = Esr(ESR_EL2.get());
+    emergency_println!("[hyp PANIC] {:?} exception at EL2", ExceptionKind::from_vector(kind));
+    emergency_println!("[hyp PANIC] {esr}");
+    emergency_println!(
+        "[hyp PANIC] ELR {:#x} FAR {:#x} SPSR {:#x}",
+        ELR_EL2.get(),
+        FAR_EL2.get(),
+        SPSR_EL2.get()
+    );
+    for (i, pair) in frame.regs[..30].chunks(2).enumerate() {
+        emergency_println!("[hyp PANIC] x{:<2} {:#018x}  x{:<2} {:#018x}", 2 * i, pair[0], 2 * i + 1, pair[1]);
+    }
+    emergency_println!("[hyp PANIC] x30 {:#018x}", frame.regs[30]);
+    crate::power::system_off(1)
+}
