@@ -5,7 +5,7 @@
 use crate::arch::{probe_read, ShimFrame};
 use crate::hypercall;
 use crate::platform::HostPlatform;
-use aarch64_cpu::registers::{Readable, Writeable, CurrentEL, ELR_EL1, ESR_EL1, FAR_EL1};
+use aarch64_cpu::registers::{CurrentEL, Readable, Writeable, ELR_EL1, ESR_EL1, FAR_EL1};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hyp_abi::{HostCall, HypError, ABI_VERSION_MAJOR, ABI_VERSION_MINOR};
 
@@ -80,9 +80,16 @@ pub fn run_all(platform: &HostPlatform) -> bool {
         args[0] = 1;
         smccc::smc64(smccc::psci::PSCI_CPU_ON_64, args)[0] as i64
     };
-    passed &= check!(cpu_on == -3, "PSCI CPU_ON from the host refused by the hyp ({cpu_on})");
+    passed &= check!(
+        cpu_on == -3,
+        "PSCI CPU_ON from the host refused by the hyp ({cpu_on})"
+    );
 
-    passed &= check!(!platform.hyp_regions().is_empty(), "device tree carves out {} hyp region(s)", platform.hyp_regions().len());
+    passed &= check!(
+        !platform.hyp_regions().is_empty(),
+        "device tree carves out {} hyp region(s)",
+        platform.hyp_regions().len()
+    );
     for &(base, size) in platform.hyp_regions() {
         for address in [base, base + size / 2, base + size - 8] {
             passed &= probe_hyp_memory(address);
@@ -102,7 +109,10 @@ fn probe_hyp_memory(address: u64) -> bool {
     let esr = PROBE_ESR.load(Ordering::Relaxed);
     let far = PROBE_FAR.load(Ordering::Relaxed);
     if still_armed {
-        return check!(false, "read of hyp memory at {address:#x} was NOT blocked (read {value:#x})");
+        return check!(
+            false,
+            "read of hyp memory at {address:#x} was NOT blocked (read {value:#x})"
+        );
     }
     check!(
         esr & 0x3f == DFSC_SYNC_EXTERNAL && far == address & !7,

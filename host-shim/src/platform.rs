@@ -18,7 +18,12 @@ pub struct HostPlatform {
 impl HostPlatform {
     /// Reads the device tree at `dtb` (from x0 at entry).
     pub fn read(dtb: usize) -> HostPlatform {
-        let mut platform = HostPlatform { uart_base: 0, psci_hvc: false, hyp_regions: [(0, 0); MAX_HYP_REGIONS], hyp_region_count: 0 };
+        let mut platform = HostPlatform {
+            uart_base: 0,
+            psci_hvc: false,
+            hyp_regions: [(0, 0); MAX_HYP_REGIONS],
+            hyp_region_count: 0,
+        };
         // SAFETY: x0 at entry is the address of a device tree, per the boot protocol.
         let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb as *const u8) }) else {
             return platform;
@@ -32,18 +37,28 @@ impl HostPlatform {
             if path.starts_with('/') {
                 fdt.find_node(path)
             } else {
-                fdt.find_node("/aliases").and_then(|a| a.property(path)).and_then(|p| p.as_str()).and_then(|p| fdt.find_node(p))
+                fdt.find_node("/aliases")
+                    .and_then(|a| a.property(path))
+                    .and_then(|p| p.as_str())
+                    .and_then(|p| fdt.find_node(p))
             }
         });
         if let Some(region) = stdout.and_then(|n| n.reg()).and_then(|mut r| r.next()) {
             platform.uart_base = region.starting_address as usize;
         }
-        platform.psci_hvc = fdt.find_node("/psci").and_then(|p| p.property("method")).and_then(|m| m.as_str()) == Some("hvc");
+        platform.psci_hvc = fdt
+            .find_node("/psci")
+            .and_then(|p| p.property("method"))
+            .and_then(|m| m.as_str())
+            == Some("hvc");
         if let Some(reserved) = fdt.find_node("/reserved-memory") {
             for node in reserved.children().filter(|n| n.name.starts_with("hyp@")) {
                 if let Some(region) = node.reg().and_then(|mut r| r.next()) {
                     if platform.hyp_region_count < MAX_HYP_REGIONS {
-                        platform.hyp_regions[platform.hyp_region_count] = (region.starting_address as u64, region.size.unwrap_or(0) as u64);
+                        platform.hyp_regions[platform.hyp_region_count] = (
+                            region.starting_address as u64,
+                            region.size.unwrap_or(0) as u64,
+                        );
                         platform.hyp_region_count += 1;
                     }
                 }

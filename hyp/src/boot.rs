@@ -18,7 +18,9 @@ use crate::mm::stage1::{HypStage1, Permission};
 use crate::platform::{Platform, PlatformError};
 use crate::range::{align_up, FixedVec, PhysRange, PAGE_SIZE, SIZE_2M};
 use crate::{fdt_edit, power, HEAP};
-use aarch64_cpu::registers::{Readable, Writeable, MIDR_EL1, MPIDR_EL1, SPSR_EL2, ELR_EL2, TPIDR_EL2};
+use aarch64_cpu::registers::{
+    Readable, Writeable, ELR_EL2, MIDR_EL1, MPIDR_EL1, SPSR_EL2, TPIDR_EL2,
+};
 use core::alloc::Layout;
 
 /// The hyp's memory pool: page tables, per-CPU stacks, and (later) VM metadata
@@ -60,7 +62,10 @@ fn image_layout() -> ImageLayout {
             text_end: addr(&__text_end),
             rodata_end: addr(&__rodata_end),
             end: addr(&__image_end),
-            boot_stack_guard: PhysRange { start: addr(&__boot_stack_guard), end: addr(&__boot_stack_bottom) },
+            boot_stack_guard: PhysRange {
+                start: addr(&__boot_stack_guard),
+                end: addr(&__boot_stack_bottom),
+            },
         }
     }
 }
@@ -88,8 +93,14 @@ fn allocate_stacks() -> Option<CpuStacks> {
         trap_top: trap_bottom + TRAP_STACK_SIZE,
         emergency_top: emergency_bottom + EMERGENCY_STACK_SIZE,
         guards: [
-            PhysRange { start: base as u64, end: trap_bottom as u64 },
-            PhysRange { start: emergency_guard as u64, end: emergency_bottom as u64 },
+            PhysRange {
+                start: base as u64,
+                end: trap_bottom as u64,
+            },
+            PhysRange {
+                start: emergency_guard as u64,
+                end: emergency_bottom as u64,
+            },
         ],
     })
 }
@@ -142,7 +153,8 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     let Some(image_range) = PhysRange::from_base_size(image.start, image.end - image.start) else {
         fatal(format_args!("hyp image wraps"));
     };
-    let dtb_range = PhysRange::from_base_size(dtb as u64, platform.fdt_size as u64).unwrap_or(image_range);
+    let dtb_range =
+        PhysRange::from_base_size(dtb as u64, platform.fdt_size as u64).unwrap_or(image_range);
 
     // Everything that is already taken.
     let mut taken: FixedVec<PhysRange, 48> = FixedVec::default();
@@ -152,8 +164,16 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         taken.push(*r);
     }
     let ram = platform.ram.as_slice();
-    let Some(pool) = find_free(ram, taken.as_slice(), POOL_SIZE, SIZE_2M, Placement::Highest) else {
-        fatal(format_args!("no room for the hyp's {POOL_SIZE:#x}-byte memory pool in RAM"));
+    let Some(pool) = find_free(
+        ram,
+        taken.as_slice(),
+        POOL_SIZE,
+        SIZE_2M,
+        Placement::Highest,
+    ) else {
+        fatal(format_args!(
+            "no room for the hyp's {POOL_SIZE:#x}-byte memory pool in RAM"
+        ));
     };
     taken.push(pool);
     // SAFETY: The pool lies in RAM, clear of every range in use; the hyp owns it.
@@ -170,9 +190,18 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     holes.push(image.boot_stack_guard);
     holes.push(stacks.guards[0]);
     holes.push(stacks.guards[1]);
-    let text = PhysRange { start: image.start, end: image.text_end };
-    let rodata = PhysRange { start: image.text_end, end: image.rodata_end };
-    let data = PhysRange { start: image.rodata_end, end: image.end };
+    let text = PhysRange {
+        start: image.start,
+        end: image.text_end,
+    };
+    let rodata = PhysRange {
+        start: image.text_end,
+        end: image.rodata_end,
+    };
+    let data = PhysRange {
+        start: image.rodata_end,
+        end: image.end,
+    };
     let mapped = stage1
         .map(text, Permission::Text, &[])
         .and_then(|()| stage1.map(rodata, Permission::ReadOnly, &[]))
@@ -190,7 +219,10 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     // and device tree, were written only with the MMU off, i.e. straight to memory:
     // any cached line for them is stale and must not be used or written back.
     unsafe {
-        cache::invalidate(image.rodata_end as usize, (image.end - image.rodata_end) as usize);
+        cache::invalidate(
+            image.rodata_end as usize,
+            (image.end - image.rodata_end) as usize,
+        );
         cache::invalidate(pool.start as usize, pool.size() as usize);
         cache::invalidate(host.image.start as usize, host.image.size() as usize);
         cache::invalidate(host.fdt.start as usize, host.fdt.size() as usize);
@@ -221,7 +253,9 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         s2.mark_active();
         s2.root_address()
     };
-    log::info!("host stage-2: {ipa_bits}-bit IPA, all RAM but hyp memory mapped, device space on demand");
+    log::info!(
+        "host stage-2: {ipa_bits}-bit IPA, all RAM but hyp memory mapped, device space on demand"
+    );
     let (used, total) = HEAP.usage();
     log::info!("hyp pool: {used} of {total} bytes in use");
 
@@ -230,8 +264,14 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     ELR_EL2.set(host.entry);
     // EL1h with D, A, I, F masked, as the boot protocol requires.
     SPSR_EL2.set(0x3c5);
-    log::info!("entering the host at EL1: entry {:#x}, device tree {}", host.entry, host.fdt);
-    let entry = HostEntry { x: [host.fdt.start, 0, 0, 0] };
+    log::info!(
+        "entering the host at EL1: entry {:#x}, device tree {}",
+        host.entry,
+        host.fdt
+    );
+    let entry = HostEntry {
+        x: [host.fdt.start, 0, 0, 0],
+    };
     // SAFETY: ELR/SPSR/HCR/stage-2 are set; the trap stack is this CPU's and unused.
     unsafe { drop_to_host(&entry, stacks.trap_top) }
 }
@@ -247,7 +287,12 @@ struct HostLayout {
 /// text_offset) and writes the host's device tree, with the hyp carved out, after
 /// it. MMU off: these are physical writes.
 #[cfg(host_shim_embedded)]
-fn prepare_host(platform: &Platform, dtb: PhysRange, hyp: &[PhysRange], taken: &mut FixedVec<PhysRange, 48>) -> HostLayout {
+fn prepare_host(
+    platform: &Platform,
+    dtb: PhysRange,
+    hyp: &[PhysRange],
+    taken: &mut FixedVec<PhysRange, 48>,
+) -> HostLayout {
     let header = match crate::image_header::ImageHeader::parse(HOST_IMAGE) {
         Ok(h) => h,
         Err(e) => fatal(format_args!("embedded host image: {e}")),
@@ -255,38 +300,68 @@ fn prepare_host(platform: &Platform, dtb: PhysRange, hyp: &[PhysRange], taken: &
     let ram = platform.ram.as_slice();
     let span = align_up(header.text_offset + header.image_size, PAGE_SIZE).unwrap_or(u64::MAX);
     let Some(slot) = find_free(ram, taken.as_slice(), span, SIZE_2M, Placement::Lowest) else {
-        fatal(format_args!("no room in RAM for the host image ({span:#x} bytes)"));
+        fatal(format_args!(
+            "no room in RAM for the host image ({span:#x} bytes)"
+        ));
     };
     taken.push(slot);
-    let image = PhysRange { start: slot.start + header.text_offset, end: slot.end };
+    let image = PhysRange {
+        start: slot.start + header.text_offset,
+        end: slot.end,
+    };
     // SAFETY: `slot` is RAM nobody uses (checked against every taken range above).
-    let destination = unsafe { core::slice::from_raw_parts_mut(image.start as *mut u8, HOST_IMAGE.len()) };
+    let destination =
+        unsafe { core::slice::from_raw_parts_mut(image.start as *mut u8, HOST_IMAGE.len()) };
     destination.copy_from_slice(HOST_IMAGE);
 
     // SAFETY: `dtb` is the boot device tree, already validated by `Platform::from_fdt`.
-    let source = unsafe { core::slice::from_raw_parts(dtb.start as *const u8, dtb.size() as usize) };
+    let source =
+        unsafe { core::slice::from_raw_parts(dtb.start as *const u8, dtb.size() as usize) };
     let regions = [(hyp[0].start, hyp[0].size()), (hyp[1].start, hyp[1].size())];
     let max = fdt_edit::max_output_size(source, regions.len()).unwrap_or(0) as u64;
-    let Some(fdt_slot) = align_up(max, PAGE_SIZE).and_then(|size| find_free(ram, taken.as_slice(), size, PAGE_SIZE, Placement::Lowest)) else {
+    let Some(fdt_slot) = align_up(max, PAGE_SIZE)
+        .and_then(|size| find_free(ram, taken.as_slice(), size, PAGE_SIZE, Placement::Lowest))
+    else {
         fatal(format_args!("no room in RAM for the host device tree"));
     };
     taken.push(fdt_slot);
     // SAFETY: As for the image slot.
-    let output = unsafe { core::slice::from_raw_parts_mut(fdt_slot.start as *mut u8, fdt_slot.size() as usize) };
+    let output = unsafe {
+        core::slice::from_raw_parts_mut(fdt_slot.start as *mut u8, fdt_slot.size() as usize)
+    };
     let fdt_len = match fdt_edit::with_reserved_memory(source, &regions, output) {
         Ok(len) => len as u64,
         Err(e) => fatal(format_args!("writing the host device tree: {e}")),
     };
-    HostLayout { image, fdt: PhysRange { start: fdt_slot.start, end: fdt_slot.start + fdt_len }, entry: image.start }
+    HostLayout {
+        image,
+        fdt: PhysRange {
+            start: fdt_slot.start,
+            end: fdt_slot.start + fdt_len,
+        },
+        entry: image.start,
+    }
 }
 
 #[cfg(not(host_shim_embedded))]
-fn prepare_host(_: &Platform, _: PhysRange, _: &[PhysRange], _: &mut FixedVec<PhysRange, 48>) -> HostLayout {
-    fatal(format_args!("this hyp was built without a host image (use scripts/build-image)"))
+fn prepare_host(
+    _: &Platform,
+    _: PhysRange,
+    _: &[PhysRange],
+    _: &mut FixedVec<PhysRange, 48>,
+) -> HostLayout {
+    fatal(format_args!(
+        "this hyp was built without a host image (use scripts/build-image)"
+    ))
 }
 
 fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
-    log::info!("pkvm-style hyp v{} at EL2 (MIDR {:#x}, MPIDR {:#x})", env!("CARGO_PKG_VERSION"), MIDR_EL1.get(), MPIDR_EL1.get());
+    log::info!(
+        "pkvm-style hyp v{} at EL2 (MIDR {:#x}, MPIDR {:#x})",
+        env!("CARGO_PKG_VERSION"),
+        MIDR_EL1.get(),
+        MPIDR_EL1.get()
+    );
     let total: u64 = platform.ram.as_slice().iter().map(PhysRange::size).sum();
     log::info!("RAM: {} MiB in {} bank(s)", total >> 20, platform.ram.len());
     for bank in platform.ram.as_slice() {
@@ -296,7 +371,9 @@ fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
         log::info!("  reserved {r} (left alone)");
     }
     if platform.ram.overflowed() || platform.reserved.overflowed() {
-        log::warn!("device tree lists more memory ranges than the hyp tracks; extra ranges ignored");
+        log::warn!(
+            "device tree lists more memory ranges than the hyp tracks; extra ranges ignored"
+        );
     }
     match platform.uart {
         Some(uart) => log::info!("UART: {:?} at {}", uart.model, uart.regs),
@@ -308,10 +385,17 @@ fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
     }
     log::info!("CPUs: {} in the device tree", platform.cpus.len());
     for cpu in platform.cpus.as_slice() {
-        log::info!("  CPU MPIDR {:#x}, enable method {:?}", cpu.mpidr, cpu.enable_method);
+        log::info!(
+            "  CPU MPIDR {:#x}, enable method {:?}",
+            cpu.mpidr,
+            cpu.enable_method
+        );
     }
     if platform.cpus.overflowed() {
-        log::warn!("more than {} CPUs: the rest stay off", crate::platform::MAX_CPUS);
+        log::warn!(
+            "more than {} CPUs: the rest stay off",
+            crate::platform::MAX_CPUS
+        );
     }
     match platform.psci {
         Some(conduit) => log::info!("PSCI via {conduit:?}"),

@@ -28,17 +28,30 @@ mod tests {
 
     #[test]
     fn version_reports_the_abi_version() {
-        assert_eq!(call(HostCall::Version.function_id().into()), Ok([ABI_VERSION_MAJOR, ABI_VERSION_MINOR, 0]));
+        assert_eq!(
+            call(HostCall::Version.function_id().into()),
+            Ok([ABI_VERSION_MAJOR, ABI_VERSION_MINOR, 0])
+        );
     }
 
     #[test]
     fn features_lists_every_call() {
-        assert_eq!(call(HostCall::Features.function_id().into()), Ok([0b11, 0, 0]));
+        assert_eq!(
+            call(HostCall::Features.function_id().into()),
+            Ok([0b11, 0, 0])
+        );
     }
 
     #[test]
     fn unknown_ids_are_not_supported() {
-        for id in [0u64, 0xC600_1002, 0xC600_0000, 0x8400_0000, u64::MAX, 0xC600_1000 | (1 << 32)] {
+        for id in [
+            0u64,
+            0xC600_1002,
+            0xC600_0000,
+            0x8400_0000,
+            u64::MAX,
+            0xC600_1000 | (1 << 32),
+        ] {
             assert_eq!(call(id), Err(Ok(HypError::NotSupported)), "{id:#x}");
         }
     }

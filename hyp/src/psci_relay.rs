@@ -37,12 +37,22 @@ pub fn classify(function_id: u64) -> HostFirmwareCall {
         return HostFirmwareCall::Refuse(NOT_SUPPORTED);
     };
     match id {
-        PSCI_VERSION | PSCI_FEATURES | PSCI_AFFINITY_INFO_32 | PSCI_AFFINITY_INFO_64
-        | PSCI_MIGRATE_INFO_TYPE | SMCCC_VERSION | SMCCC_ARCH_FEATURES => HostFirmwareCall::Forward,
+        PSCI_VERSION
+        | PSCI_FEATURES
+        | PSCI_AFFINITY_INFO_32
+        | PSCI_AFFINITY_INFO_64
+        | PSCI_MIGRATE_INFO_TYPE
+        | SMCCC_VERSION
+        | SMCCC_ARCH_FEATURES => HostFirmwareCall::Forward,
         PSCI_SYSTEM_OFF => HostFirmwareCall::SystemOff,
         PSCI_SYSTEM_RESET => HostFirmwareCall::SystemReset,
-        PSCI_CPU_ON_32 | PSCI_CPU_ON_64 | PSCI_CPU_OFF | PSCI_CPU_SUSPEND_32 | PSCI_CPU_SUSPEND_64
-        | PSCI_SYSTEM_SUSPEND_32 | PSCI_SYSTEM_SUSPEND_64 => HostFirmwareCall::Refuse(PSCI_DENIED),
+        PSCI_CPU_ON_32
+        | PSCI_CPU_ON_64
+        | PSCI_CPU_OFF
+        | PSCI_CPU_SUSPEND_32
+        | PSCI_CPU_SUSPEND_64
+        | PSCI_SYSTEM_SUSPEND_32
+        | PSCI_SYSTEM_SUSPEND_64 => HostFirmwareCall::Refuse(PSCI_DENIED),
         _ => HostFirmwareCall::Refuse(NOT_SUPPORTED),
     }
 }
@@ -60,17 +70,35 @@ mod tests {
 
     #[test]
     fn cpu_control_is_refused_and_queries_pass() {
-        assert_eq!(classify(PSCI_CPU_ON_64.into()), HostFirmwareCall::Refuse(PSCI_DENIED));
-        assert_eq!(classify(PSCI_CPU_SUSPEND_64.into()), HostFirmwareCall::Refuse(PSCI_DENIED));
+        assert_eq!(
+            classify(PSCI_CPU_ON_64.into()),
+            HostFirmwareCall::Refuse(PSCI_DENIED)
+        );
+        assert_eq!(
+            classify(PSCI_CPU_SUSPEND_64.into()),
+            HostFirmwareCall::Refuse(PSCI_DENIED)
+        );
         assert_eq!(classify(PSCI_VERSION.into()), HostFirmwareCall::Forward);
-        assert_eq!(classify(PSCI_SYSTEM_OFF.into()), HostFirmwareCall::SystemOff);
-        assert_eq!(classify(PSCI_SYSTEM_RESET.into()), HostFirmwareCall::SystemReset);
+        assert_eq!(
+            classify(PSCI_SYSTEM_OFF.into()),
+            HostFirmwareCall::SystemOff
+        );
+        assert_eq!(
+            classify(PSCI_SYSTEM_RESET.into()),
+            HostFirmwareCall::SystemReset
+        );
     }
 
     #[test]
     fn unknown_and_wide_ids_are_not_supported() {
-        assert_eq!(classify(0xC200_0000), HostFirmwareCall::Refuse(NOT_SUPPORTED));
-        assert_eq!(classify(u64::from(PSCI_VERSION) | 1 << 32), HostFirmwareCall::Refuse(NOT_SUPPORTED));
+        assert_eq!(
+            classify(0xC200_0000),
+            HostFirmwareCall::Refuse(NOT_SUPPORTED)
+        );
+        assert_eq!(
+            classify(u64::from(PSCI_VERSION) | 1 << 32),
+            HostFirmwareCall::Refuse(NOT_SUPPORTED)
+        );
     }
 
     #[test]

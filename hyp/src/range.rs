@@ -18,7 +18,10 @@ pub struct PhysRange {
 impl PhysRange {
     /// The range `[start, start + size)`, or `None` if it would wrap.
     pub fn from_base_size(start: u64, size: u64) -> Option<Self> {
-        Some(Self { start, end: start.checked_add(size)? })
+        Some(Self {
+            start,
+            end: start.checked_add(size)?,
+        })
     }
 
     pub fn size(&self) -> u64 {
@@ -39,7 +42,10 @@ impl PhysRange {
 
     /// The smallest page-aligned range that covers `self`.
     pub fn page_aligned_outward(&self) -> Self {
-        Self { start: align_down(self.start, PAGE_SIZE), end: align_up(self.end, PAGE_SIZE).unwrap_or(u64::MAX & !(PAGE_SIZE - 1)) }
+        Self {
+            start: align_down(self.start, PAGE_SIZE),
+            end: align_up(self.end, PAGE_SIZE).unwrap_or(!(PAGE_SIZE - 1)),
+        }
     }
 }
 
@@ -79,7 +85,11 @@ pub struct FixedVec<T: Copy + Default, const N: usize> {
 
 impl<T: Copy + Default, const N: usize> Default for FixedVec<T, N> {
     fn default() -> Self {
-        Self { items: [T::default(); N], len: 0, overflowed: false }
+        Self {
+            items: [T::default(); N],
+            len: 0,
+            overflowed: false,
+        }
     }
 }
 
@@ -123,16 +133,31 @@ mod tests {
 
     #[test]
     fn ranges_overlap_only_when_they_share_a_byte() {
-        let a = PhysRange { start: 0x1000, end: 0x2000 };
-        assert!(a.overlaps(&PhysRange { start: 0x1fff, end: 0x3000 }));
-        assert!(!a.overlaps(&PhysRange { start: 0x2000, end: 0x3000 }));
-        assert!(!a.overlaps(&PhysRange { start: 0x0, end: 0x1000 }));
+        let a = PhysRange {
+            start: 0x1000,
+            end: 0x2000,
+        };
+        assert!(a.overlaps(&PhysRange {
+            start: 0x1fff,
+            end: 0x3000
+        }));
+        assert!(!a.overlaps(&PhysRange {
+            start: 0x2000,
+            end: 0x3000
+        }));
+        assert!(!a.overlaps(&PhysRange {
+            start: 0x0,
+            end: 0x1000
+        }));
     }
 
     #[test]
     fn from_base_size_rejects_wrapping() {
         assert_eq!(PhysRange::from_base_size(u64::MAX, 2), None);
-        assert_eq!(PhysRange::from_base_size(0x1000, 0x1000).map(|r| r.end), Some(0x2000));
+        assert_eq!(
+            PhysRange::from_base_size(0x1000, 0x1000).map(|r| r.end),
+            Some(0x2000)
+        );
     }
 
     #[test]

@@ -193,7 +193,10 @@ mod tests {
     #[test]
     fn function_ids_round_trip() {
         for call in HostCall::ALL {
-            assert_eq!(HostCall::from_function_id(call.function_id().into()), Some(call));
+            assert_eq!(
+                HostCall::from_function_id(call.function_id().into()),
+                Some(call)
+            );
         }
     }
 

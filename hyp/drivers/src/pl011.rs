@@ -72,7 +72,8 @@ impl Pl011 {
     /// As for [`Pl011::new`].
     pub unsafe fn attach(base: usize) -> Self {
         // SAFETY: The caller guarantees `base` is a live, device-mapped PL011 block.
-        Self { registers: unsafe { &*(base as *const Pl011Registers) } }
+        let registers = unsafe { &*(base as *const Pl011Registers) };
+        Self { registers }
     }
 
     fn write_byte(&self, byte: u8) {

@@ -95,7 +95,11 @@ impl HostStage2 {
         let mut result = Ok(());
         for bank in ram {
             stage2.ram.push(*bank);
-            let clipped = PhysRange { start: bank.start.min(ipa_limit), end: bank.end.min(ipa_limit) }.page_aligned_outward();
+            let clipped = PhysRange {
+                start: bank.start.min(ipa_limit),
+                end: bank.end.min(ipa_limit),
+            }
+            .page_aligned_outward();
             for_each_piece_outside(clipped, hyp, |piece| {
                 if result.is_ok() && !piece.is_empty() {
                     let region = MemoryRegion::new(piece.start as usize, piece.end as usize);
@@ -171,7 +175,10 @@ mod tests {
         let mut s2 = HostStage2::new(&ram, &hyp, 40).unwrap();
         assert_eq!(s2.handle_fault(0x4020_0000), HostFault::Refused);
         assert!(!s2.is_mapped(0x4020_0000));
-        assert_eq!(s2.handle_fault(0x900_0000), HostFault::MappedDevice(r(0, 0x4000_0000)));
+        assert_eq!(
+            s2.handle_fault(0x900_0000),
+            HostFault::MappedDevice(r(0, 0x4000_0000))
+        );
         assert!(s2.is_mapped(0x900_0000));
         assert_eq!(s2.handle_fault(1 << 40), HostFault::Refused);
     }

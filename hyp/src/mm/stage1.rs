@@ -19,9 +19,13 @@ const BASE: El23Attributes = El23Attributes::VALID
     .union(El23Attributes::ACCESSED)
     .union(El23Attributes::USER_RES1);
 /// Normal write-back memory (MAIR index 1), inner shareable.
-const NORMAL: El23Attributes = BASE.union(El23Attributes::ATTRIBUTE_INDEX_1).union(El23Attributes::INNER_SHAREABLE);
+const NORMAL: El23Attributes = BASE
+    .union(El23Attributes::ATTRIBUTE_INDEX_1)
+    .union(El23Attributes::INNER_SHAREABLE);
 /// Device-nGnRE (MAIR index 0), never executable.
-const DEVICE: El23Attributes = BASE.union(El23Attributes::ATTRIBUTE_INDEX_0).union(El23Attributes::XN);
+const DEVICE: El23Attributes = BASE
+    .union(El23Attributes::ATTRIBUTE_INDEX_0)
+    .union(El23Attributes::XN);
 
 /// Permissions of one region of the hyp's address space.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -40,7 +44,9 @@ impl Permission {
     fn attributes(self) -> El23Attributes {
         match self {
             Permission::Text => NORMAL.union(El23Attributes::READ_ONLY),
-            Permission::ReadOnly => NORMAL.union(El23Attributes::READ_ONLY).union(El23Attributes::XN),
+            Permission::ReadOnly => NORMAL
+                .union(El23Attributes::READ_ONLY)
+                .union(El23Attributes::XN),
             Permission::ReadWrite => NORMAL.union(El23Attributes::XN),
             Permission::Device => DEVICE,
         }
@@ -54,7 +60,9 @@ pub struct HypStage1 {
 
 impl HypStage1 {
     pub fn new() -> Self {
-        Self { map: IdMap::new(ROOT_LEVEL, El2) }
+        Self {
+            map: IdMap::new(ROOT_LEVEL, El2),
+        }
     }
 
     /// Maps `range` (rounded out to pages) with `permission`, except the pages in `holes`.
@@ -62,7 +70,12 @@ impl HypStage1 {
     /// # Errors
     ///
     /// What `aarch64-paging` reports (address out of range, break-before-make).
-    pub fn map(&mut self, range: PhysRange, permission: Permission, holes: &[PhysRange]) -> Result<(), MapError> {
+    pub fn map(
+        &mut self,
+        range: PhysRange,
+        permission: Permission,
+        holes: &[PhysRange],
+    ) -> Result<(), MapError> {
         let range = range.page_aligned_outward();
         let mut result = Ok(());
         super::regions::for_each_piece_outside(range, holes, |piece| {

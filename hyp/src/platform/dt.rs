@@ -96,7 +96,11 @@ impl<'p, 'a> Bus<'p, 'a> {
                     return None;
                 }
                 let (address, size) = entry.split_at(self.address_cells * 4);
-                let size = if self.size_cells == 0 { 0 } else { read_cells(size)? };
+                let size = if self.size_cells == 0 {
+                    0
+                } else {
+                    read_cells(size)?
+                };
                 Some((self.translate(read_cells(address)?)?, size))
             })
     }
@@ -107,7 +111,11 @@ impl<'p, 'a> Bus<'p, 'a> {
         let entry_bytes = (self.address_cells + self.size_cells) * 4;
         let entry = value.get(index * entry_bytes..(index + 1) * entry_bytes)?;
         let (address, size) = entry.split_at(self.address_cells * 4);
-        let size = if self.size_cells == 0 { 0 } else { read_cells(size)? };
+        let size = if self.size_cells == 0 {
+            0
+        } else {
+            read_cells(size)?
+        };
         Some((self.translate(read_cells(address)?)?, size))
     }
 }
@@ -125,7 +133,7 @@ fn cells_of(node: &FdtNode<'_, '_>) -> (usize, usize) {
 /// Reads one or two big-endian 32-bit cells as a number; more than two cells keep
 /// the low 64 bits only if the high ones are zero.
 pub fn read_cells(bytes: &[u8]) -> Option<u64> {
-    if bytes.is_empty() || bytes.len() % 4 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
         return None;
     }
     let mut value: u64 = 0;
@@ -164,7 +172,10 @@ mod tests {
     fn read_cells_handles_one_two_and_wide_values() {
         assert_eq!(read_cells(&[0, 0, 0x10, 0]), Some(0x1000));
         assert_eq!(read_cells(&[0, 0, 0, 1, 0, 0, 0, 2]), Some(0x1_0000_0002));
-        assert_eq!(read_cells(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2]), Some(0x1_0000_0002));
+        assert_eq!(
+            read_cells(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2]),
+            Some(0x1_0000_0002)
+        );
         assert_eq!(read_cells(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2]), None);
         assert_eq!(read_cells(&[1, 2, 3]), None);
         assert_eq!(read_cells(&[]), None);

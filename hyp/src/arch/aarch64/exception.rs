@@ -11,7 +11,7 @@ pub struct TrapFrame {
 
 const _: () = {
     assert!(core::mem::size_of::<TrapFrame>() == 256);
-    assert!(core::mem::size_of::<TrapFrame>() % 16 == 0);
+    assert!(core::mem::size_of::<TrapFrame>().is_multiple_of(16));
 };
 
 /// Which of the four vectors of a group was taken.

@@ -1,7 +1,10 @@
 //! The EL2 controls that hold the host in its place, set once per CPU before the
 //! first entry to the host.
 
-use aarch64_cpu::registers::{Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, HCR_EL2, ID_AA64ISAR1_EL1, ID_AA64PFR0_EL1, MIDR_EL1, MPIDR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2};
+use aarch64_cpu::registers::{
+    Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, HCR_EL2, ID_AA64ISAR1_EL1, ID_AA64PFR0_EL1,
+    MIDR_EL1, MPIDR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
+};
 use core::arch::asm;
 
 /// HCR_EL2 for the host:
@@ -14,7 +17,8 @@ const HCR_PAUTH: u64 = (1 << 40) | (1 << 41);
 
 /// SCTLR_EL1 the host starts with: MMU off, RES1 bits of ARMv8.0 set (as Linux's
 /// INIT_SCTLR_EL1_MMU_OFF), little-endian.
-const SCTLR_EL1_MMU_OFF: u64 = (1 << 11) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 28) | (1 << 29);
+const SCTLR_EL1_MMU_OFF: u64 =
+    (1 << 11) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 28) | (1 << 29);
 
 /// CPTR_EL2 (nVHE layout): RES1 bits 13:12 and 9:0 set, TZ (8) set so SVE traps
 /// (the hyp does not switch SVE state yet), TFP (10) clear: FP/SIMD is the host's.
@@ -62,7 +66,12 @@ pub unsafe fn configure(stage2_root: usize, ipa_bits: u32, pa_range: u64) {
             // ICC_SRE_EL2: SRE (0) and Enable (3): EL1 uses the GIC system registers.
             asm!("mrs {t}, icc_sre_el2", "orr {t}, {t}, #1", "orr {t}, {t}, #8", "msr icc_sre_el2, {t}", "isb", t = out(reg) _, options(nostack, preserves_flags));
         }
-        asm!("tlbi vmalls12e1", "dsb ish", "isb", options(nostack, preserves_flags));
+        asm!(
+            "tlbi vmalls12e1",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        );
     }
 }
 

@@ -1,7 +1,9 @@
 //! Injecting synchronous exceptions into the host's EL1, as the architecture would
 //! have taken them had the hyp not been there: the host's own vector handles them.
 
-use aarch64_cpu::registers::{Readable, Writeable, ELR_EL1, ELR_EL2, ESR_EL1, FAR_EL1, FAR_EL2, SPSR_EL1, SPSR_EL2, VBAR_EL1};
+use aarch64_cpu::registers::{
+    Readable, Writeable, ELR_EL1, ELR_EL2, ESR_EL1, FAR_EL1, FAR_EL2, SPSR_EL1, SPSR_EL2, VBAR_EL1,
+};
 
 /// SPSR value for entering the host's EL1 vector: EL1h with D, A, I, F masked.
 const SPSR_EL1H_MASKED: u64 = 0x3c5;

@@ -1,0 +1,141 @@
+//! Boot tests: the image boots at EL2 on QEMU's virt board across CPU models, RAM
+//! sizes and GIC versions, the host shim's checks pass, and an EL1 entry fails
+//! cleanly. Every test has a timeout and checks exact console lines and QEMU's
+//! exit status.
+
+use boot_tests::{boot, repo_root, run_with_timeout, Boot};
+use std::process::Command;
+use std::time::Duration;
+
+/// Generous for TCG on a loaded 2-core machine; a boot takes about a second.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Lines every successful boot prints, in this order.
+const SUCCESS_MARKERS: &[&str] = &[
+    "[hyp INFO] pkvm-style hyp v0.1.0 at EL2",
+    "[hyp INFO] RAM: ",
+    "[hyp INFO] UART: Pl011 at [0x9000000..0x9001000)",
+    "[hyp INFO] GIC: ",
+    "[hyp INFO] CPUs: ",
+    "[hyp INFO] PSCI via Smc",
+    "[hyp INFO] hyp memory: image [",
+    "[hyp INFO] host stage-2: ",
+    "[hyp INFO] entering the host at EL1: entry ",
+    "[host INFO] ok: host shim running at EL1",
+    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 1))",
+    "[host INFO] ok: hypercall round trip: FEATURES returned Ok(3)",
+    "[host INFO] ok: unknown hypercall 0xc6001fff returned -1",
+    "[host INFO] ok: PSCI CPU_ON from the host refused by the hyp (-3)",
+    "[host INFO] ok: device tree carves out 2 hyp region(s)",
+    "[hyp INFO] host access to 0x",
+    "blocked (hyp memory): synchronous external abort injected, ESR ",
+    "EC 0x24 (data abort from a lower EL)",
+    "[host INFO] ok: blocked host read of hyp memory at 0x",
+    ": synchronous external abort (ESR_EL1 0x96000010, FAR_EL1 0x",
+    "[host INFO] all host checks passed",
+    "[hyp INFO] host requested PSCI SYSTEM_OFF: powering off",
+];
+
+fn assert_success(boot: &Boot) {
+    boot.assert_markers_in_order(SUCCESS_MARKERS);
+    boot.assert_absent(&["FAILED", "PANIC", "ERROR", "WARN"]);
+    // Six probes (three per carve-out), each refused by the hyp and seen by the host.
+    assert_eq!(
+        boot.console
+            .matches("[host INFO] ok: blocked host read of hyp memory")
+            .count(),
+        6,
+        "{}",
+        boot.console
+    );
+    boot.assert_status(0);
+}
+
+#[test]
+fn default_boot_reports_platform_and_passes_host_checks() {
+    let boot = boot(&[], TIMEOUT);
+    assert_success(&boot);
+    boot.assert_markers_in_order(&[
+        "[hyp INFO] RAM: 1024 MiB in 1 bank(s)",
+        "[hyp INFO]   RAM bank [0x40000000..0x80000000)",
+        "[hyp INFO] GIC: GICv3 distributor [0x8000000..0x8010000), redistributors [0x80a0000..0x9000000)",
+        "[hyp INFO] CPUs: 1 in the device tree",
+        "[hyp INFO]   CPU MPIDR 0x0, enable method Psci",
+    ]);
+}
+
+#[test]
+fn boots_on_cortex_a57() {
+    let boot = boot(&["-cpu", "cortex-a57"], TIMEOUT);
+    assert_success(&boot);
+    boot.assert_markers_in_order(&["[hyp INFO] host stage-2: 44-bit IPA"]);
+}
+
+#[test]
+fn boots_on_cortex_a72() {
+    let boot = boot(&["-cpu", "cortex-a72"], TIMEOUT);
+    assert_success(&boot);
+}
+
+#[test]
+fn boots_with_512m() {
+    let boot = boot(&["-m", "512M"], TIMEOUT);
+    assert_success(&boot);
+    boot.assert_markers_in_order(&["[hyp INFO] RAM: 512 MiB in 1 bank(s)"]);
+}
+
+#[test]
+fn boots_with_4g() {
+    let boot = boot(&["-m", "4G"], TIMEOUT);
+    assert_success(&boot);
+    boot.assert_markers_in_order(&["[hyp INFO]   RAM bank [0x40000000..0x140000000)"]);
+}
+
+#[test]
+fn boots_with_gicv2() {
+    let boot = boot(&["-M", "virt,virtualization=on,gic-version=2"], TIMEOUT);
+    assert_success(&boot);
+    boot.assert_markers_in_order(&[
+        "[hyp INFO] GIC: GICv2 distributor [0x8000000..0x8010000), CPU interface [0x8010000..0x8020000), GICH [0x8030000..0x8040000), GICV [0x8040000..0x8050000)",
+    ]);
+}
+
+#[test]
+fn reports_every_cpu_of_the_device_tree() {
+    let boot = boot(&["-smp", "4"], TIMEOUT);
+    assert_success(&boot);
+    boot.assert_markers_in_order(&[
+        "[hyp INFO] CPUs: 4 in the device tree",
+        "[hyp INFO]   CPU MPIDR 0x3, enable method Psci",
+    ]);
+}
+
+#[test]
+fn entry_at_el1_explains_and_fails() {
+    let boot = boot(&["-M", "virt,virtualization=off"], TIMEOUT);
+    boot.assert_markers_in_order(&[
+        "[hyp ERROR] entered at EL1, but this hypervisor must be entered at EL2: under QEMU add virtualization=on to -M",
+    ]);
+    boot.assert_absent(&["[host", "[hyp INFO]"]);
+    boot.assert_status(1);
+    assert!(
+        boot.elapsed < Duration::from_secs(60),
+        "took {:?}",
+        boot.elapsed
+    );
+}
+
+#[test]
+fn scripts_run_exits_zero_on_success_and_nonzero_without_el2() {
+    let run = |extra: &[&str]| {
+        let mut command = Command::new(repo_root().join("scripts/run"));
+        command.args(extra).env("RUN_TIMEOUT", "120");
+        run_with_timeout(command, Duration::from_secs(600))
+    };
+    let ok = run(&[]);
+    ok.assert_markers_in_order(&["[host INFO] all host checks passed", "run succeeded"]);
+    ok.assert_status(0);
+    let failed = run(&["-M", "virt,virtualization=off"]);
+    failed.assert_markers_in_order(&["entered at EL1", "run failed: QEMU exited with status 1"]);
+    failed.assert_status(1);
+}
