@@ -139,3 +139,35 @@ fn scripts_run_exits_zero_on_success_and_nonzero_without_el2() {
     failed.assert_markers_in_order(&["entered at EL1", "run failed: QEMU exited with status 1"]);
     failed.assert_status(1);
 }
+
+/// The image runs wherever a loader puts it: U-Boot's `booti` loads it at its own
+/// `kernel_addr_r`, not where QEMU's `-kernel` does.
+#[test]
+fn boots_through_uboot_booti_at_another_address() {
+    let uboot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+    assert!(
+        std::path::Path::new(uboot).exists(),
+        "{uboot} missing: scripts/test installs Debian's u-boot-qemu"
+    );
+    let direct = boot(&[], TIMEOUT);
+    let via_uboot = boot(&["-bios", uboot], TIMEOUT);
+    assert_success(&via_uboot);
+    via_uboot.assert_markers_in_order(&["Starting kernel ...", "[hyp INFO] pkvm-style hyp"]);
+    let load_address = |b: &Boot| {
+        let line = b
+            .console
+            .lines()
+            .find(|l| l.contains("hyp memory: image ["))
+            .expect("layout line");
+        line.split("image [")
+            .nth(1)
+            .and_then(|s| s.split("..").next())
+            .map(str::to_owned)
+            .expect("address")
+    };
+    assert_ne!(
+        load_address(&direct),
+        load_address(&via_uboot),
+        "both boots used the same load address"
+    );
+}
