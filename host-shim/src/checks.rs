@@ -2,7 +2,7 @@
 //! unknown calls are refused, the refused PSCI calls stay refused, and reads of
 //! hyp memory abort without harming anything.
 
-use crate::arch::{probe_read, ShimFrame};
+use crate::arch::{probe_read, probe_write, ShimFrame};
 use crate::hypercall;
 use crate::platform::HostPlatform;
 use aarch64_cpu::registers::{CurrentEL, Readable, Writeable, ELR_EL1, ESR_EL1, FAR_EL1};
@@ -92,30 +92,54 @@ pub fn run_all(platform: &HostPlatform) -> bool {
     );
     for &(base, size) in platform.hyp_regions() {
         for address in [base, base + size / 2, base + size - 8] {
-            passed &= probe_hyp_memory(address);
+            passed &= probe_hyp_memory(address, Access::Read);
         }
+        passed &= probe_hyp_memory(base + size / 2, Access::Write);
     }
     passed
 }
 
-/// Reads `address` (hyp memory) and expects a synchronous external abort.
-fn probe_hyp_memory(address: u64) -> bool {
+#[derive(Clone, Copy, PartialEq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// ESR_EL1 WnR: the abort was caused by a write.
+const ESR_WNR: u64 = 1 << 6;
+
+/// Reads or writes `address` (hyp memory) and expects a synchronous external abort.
+fn probe_hyp_memory(address: u64, access: Access) -> bool {
+    let address = address & !7;
     PROBE_ESR.store(0, Ordering::Relaxed);
     PROBE_ARMED.store(true, Ordering::Relaxed);
-    // SAFETY: The handler is armed to skip a data abort on this load; the address is
-    // 8-byte aligned.
-    let value = unsafe { probe_read(address & !7) };
+    let word = match access {
+        // SAFETY: The handler is armed to skip a data abort on this access, and the
+        // address is 8-byte aligned.
+        Access::Read => unsafe { probe_read(address) },
+        Access::Write => {
+            // SAFETY: As above; the hyp must refuse the store, which is the check.
+            unsafe { probe_write(address, 0xbad0_c0de) };
+            0xbad0_c0de
+        }
+    };
+    let name = if access == Access::Read {
+        "read"
+    } else {
+        "write"
+    };
     let still_armed = PROBE_ARMED.swap(false, Ordering::Relaxed);
     let esr = PROBE_ESR.load(Ordering::Relaxed);
     let far = PROBE_FAR.load(Ordering::Relaxed);
     if still_armed {
         return check!(
             false,
-            "read of hyp memory at {address:#x} was NOT blocked (read {value:#x})"
+            "{name} of hyp memory at {address:#x} was NOT blocked ({word:#x})"
         );
     }
+    let wnr_matches = (esr & ESR_WNR != 0) == (access == Access::Write);
     check!(
-        esr & 0x3f == DFSC_SYNC_EXTERNAL && far == address & !7,
-        "blocked host read of hyp memory at {address:#x}: synchronous external abort (ESR_EL1 {esr:#x}, FAR_EL1 {far:#x})"
+        esr & 0x3f == DFSC_SYNC_EXTERNAL && far == address && wnr_matches,
+        "blocked host {name} of hyp memory at {address:#x}: synchronous external abort (ESR_EL1 {esr:#x}, FAR_EL1 {far:#x})"
     )
 }

@@ -85,12 +85,24 @@ fn handle_firmware_call(frame: &mut TrapFrame) {
     }
 }
 
+/// Free heap the hyp keeps before it maps device space for the host: enough for
+/// the (at most three) new table pages of one mapping, with room for
+/// fragmentation. `aarch64-paging` cannot report an allocation failure, so the
+/// hyp refuses the fault instead of letting the allocator run dry.
+const DEVICE_MAP_HEAP_RESERVE: usize = 64 << 10;
+
 fn handle_host_abort(esr: Esr) {
-    // HPFAR_EL2.FIPA holds IPA[47:12] of a stage-2 fault; the page offset is FAR's.
+    // HPFAR_EL2.FIPA holds IPA[51:12] of a stage-2 fault; the page offset is FAR's.
     let ipa = ((HPFAR_EL2.get() & 0x0000_0fff_ffff_fff0) << 8) | (FAR_EL2.get() & 0xfff);
+    // Only a translation fault can be cured by mapping; permission, access-flag,
+    // alignment and external aborts would fault again forever.
+    let is_translation_fault = matches!(esr.fault_status(), 0x04..=0x07);
+    let (used, total) = crate::HEAP.usage();
     let outcome = match crate::boot::host_stage2() {
-        Some(stage2) => stage2.lock().handle_fault(ipa),
-        None => HostFault::Refused,
+        Some(stage2) if is_translation_fault && total - used >= DEVICE_MAP_HEAP_RESERVE => {
+            stage2.lock().handle_fault(ipa)
+        }
+        _ => HostFault::Refused,
     };
     match outcome {
         HostFault::MappedDevice(block) => {
@@ -99,7 +111,7 @@ fn handle_host_abort(esr: Esr) {
         }
         HostFault::Refused => {
             log::info!(
-                "host access to {ipa:#x} blocked (hyp memory): synchronous external abort injected, {esr}, ELR {:#x}",
+                "host access to {ipa:#x} blocked: synchronous external abort injected, {esr}, ELR {:#x}",
                 ELR_EL2.get()
             );
             inject_external_abort(

@@ -28,7 +28,7 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[host INFO] ok: PSCI CPU_ON from the host refused by the hyp (-3)",
     "[host INFO] ok: device tree carves out 2 hyp region(s)",
     "[hyp INFO] host access to 0x",
-    "blocked (hyp memory): synchronous external abort injected, ESR ",
+    " blocked: synchronous external abort injected, ESR ",
     "EC 0x24 (data abort from a lower EL)",
     "[host INFO] ok: blocked host read of hyp memory at 0x",
     ": synchronous external abort (ESR_EL1 0x96000010, FAR_EL1 0x",

@@ -31,6 +31,16 @@ pub unsafe fn probe_read(address: u64) -> u64 {
     value
 }
 
+/// Stores `value` to `address`, which may abort: the handler then skips the store.
+///
+/// # Safety
+///
+/// As for [`probe_read`]; and if the store is not refused it really writes.
+pub unsafe fn probe_write(address: u64, value: u64) {
+    // SAFETY: The caller guarantees the handler is armed for a fault here.
+    unsafe { asm!("str {v}, [{a}]", a = in(reg) address, v = in(reg) value, options(nostack)) };
+}
+
 /// Waits forever.
 pub fn park() -> ! {
     loop {
