@@ -18,34 +18,31 @@ llvm_tool() {
     echo "$sysroot/lib/rustlib/$host/bin/$1"
 }
 
-# Installs qemu-system-aarch64 from Debian when missing (as root), or says how.
-ensure_qemu() {
-    if command -v qemu-system-aarch64 >/dev/null 2>&1; then
+# Installs Debian package $2 when $1 (a command, or a file path) is missing:
+# itself when root, otherwise it prints the command to run and fails.
+ensure_debian_package() {
+    local what="$1" package="$2"
+    if command -v "$what" >/dev/null 2>&1 || [ -f "$what" ]; then
         return 0
     fi
     if [ "$(id -u)" = 0 ]; then
-        echo "qemu-system-aarch64 not found: installing Debian's qemu-system-arm" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm >/dev/null
+        echo "$what not found: installing Debian's $package" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
     else
-        echo "qemu-system-aarch64 not found; install it with: sudo apt-get install -y qemu-system-arm" >&2
+        echo "$what not found; install it with: sudo apt-get install -y $package" >&2
         return 1
     fi
 }
 
-# Debian's U-Boot for QEMU's arm64 virt board (package u-boot-qemu), for the
-# boot test that loads hyp.img with booti.
+ensure_qemu() {
+    ensure_debian_package qemu-system-aarch64 qemu-system-arm
+}
+
+# Debian's U-Boot for QEMU's arm64 virt board, for the boot test that loads
+# hyp.img with booti.
 UBOOT_QEMU_ARM64=/usr/lib/u-boot/qemu_arm64/u-boot.bin
 ensure_uboot() {
-    if [ -f "$UBOOT_QEMU_ARM64" ]; then
-        return 0
-    fi
-    if [ "$(id -u)" = 0 ]; then
-        echo "$UBOOT_QEMU_ARM64 not found: installing Debian's u-boot-qemu" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq u-boot-qemu >/dev/null
-    else
-        echo "U-Boot for QEMU not found; install it with: sudo apt-get install -y u-boot-qemu" >&2
-        return 1
-    fi
+    ensure_debian_package "$UBOOT_QEMU_ARM64" u-boot-qemu
 }
 
 # The QEMU command line of a default run (scripts/run, the boot tests), without -kernel.

@@ -58,14 +58,7 @@ impl Log for Logger {
 static LOGGER: Logger = Logger;
 
 fn build_level() -> LevelFilter {
-    match option_env!("HOST_LOG_LEVEL").unwrap_or("info") {
-        "off" => LevelFilter::Off,
-        "error" => LevelFilter::Error,
-        "warn" => LevelFilter::Warn,
-        "debug" => LevelFilter::Debug,
-        "trace" => LevelFilter::Trace,
-        _ => LevelFilter::Info,
-    }
+    hyp_drivers::log_level::parse(option_env!("HOST_LOG_LEVEL"))
 }
 
 /// Starts the console on the PL011 at `base` (0: no console) and installs the logger.

@@ -8,6 +8,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod log_level;
 pub mod pl011;
 
 /// A byte sink for console output.

@@ -16,19 +16,7 @@ static LOGGER: Logger = Logger {
 
 /// The level chosen at build time.
 pub fn build_level() -> LevelFilter {
-    parse_level(option_env!("HYP_LOG_LEVEL").unwrap_or("info"))
-}
-
-/// Parses a level name; anything unknown means the default, info.
-pub fn parse_level(name: &str) -> LevelFilter {
-    match name.trim() {
-        "off" => LevelFilter::Off,
-        "error" => LevelFilter::Error,
-        "warn" => LevelFilter::Warn,
-        "debug" => LevelFilter::Debug,
-        "trace" => LevelFilter::Trace,
-        _ => LevelFilter::Info,
-    }
+    hyp_drivers::log_level::parse(option_env!("HYP_LOG_LEVEL"))
 }
 
 impl Log for Logger {
@@ -65,17 +53,5 @@ pub unsafe fn init() {
     unsafe {
         let _ = log::set_logger_racy(&LOGGER);
         log::set_max_level_racy(build_level());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn level_names_parse() {
-        assert_eq!(parse_level("debug"), LevelFilter::Debug);
-        assert_eq!(parse_level("warn\n"), LevelFilter::Warn);
-        assert_eq!(parse_level("bogus"), LevelFilter::Info);
     }
 }
