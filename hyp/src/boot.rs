@@ -15,12 +15,11 @@ use crate::emergency_println;
 use crate::layout::{find_free, Placement};
 use crate::mm::host_stage2::{self, HostStage2};
 use crate::mm::stage1::{HypStage1, Permission};
+use crate::percpu::{self, PerCpu};
 use crate::platform::{Platform, PlatformError};
 use crate::range::{align_up, FixedVec, PhysRange, PAGE_SIZE, SIZE_2M};
 use crate::{fdt_edit, power, HEAP};
-use aarch64_cpu::registers::{
-    Readable, Writeable, ELR_EL2, MIDR_EL1, MPIDR_EL1, SPSR_EL2, TPIDR_EL2,
-};
+use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, MIDR_EL1, MPIDR_EL1, SPSR_EL2};
 use core::alloc::Layout;
 
 /// The hyp's memory pool: page tables, per-CPU stacks, and (later) VM metadata
@@ -234,12 +233,30 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     // The tables stay live for good.
     core::mem::forget(stage1);
     HEAP.finish_early_boot();
-    TPIDR_EL2.set(stacks.emergency_top as u64);
+    let per_cpu = alloc::boxed::Box::leak(alloc::boxed::Box::new(PerCpu {
+        emergency_stack_top: stacks.emergency_top,
+        trap_stack_top: stacks.trap_top,
+        index: 0,
+        mpidr: MPIDR_EL1.get(),
+    }));
+    percpu::install(per_cpu);
     // SAFETY: The MMU is on, only this CPU runs, and this is the only call.
     unsafe { logger::init() };
 
     let platform = PLATFORM.call_once(|| platform);
     report_boot(platform, image_range, pool);
+    if platform.selftest_stack_guard {
+        log::info!(
+            "self-test: reading the boot stack guard page at {}",
+            image.boot_stack_guard
+        );
+        // SAFETY: The guard page is never mapped: this read must take a fatal EL2
+        // data abort, which is what the self-test shows. Nothing is written.
+        unsafe { core::ptr::read_volatile(image.boot_stack_guard.start as *const u64) };
+        fatal(format_args!(
+            "self-test: the boot stack guard page is mapped"
+        ));
+    }
 
     let pa_range = mmu::pa_range_encoding();
     let ipa_bits = host_stage2::ipa_bits(pa_range);
@@ -273,7 +290,7 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         x: [host.fdt.start, 0, 0, 0],
     };
     // SAFETY: ELR/SPSR/HCR/stage-2 are set; the trap stack is this CPU's and unused.
-    unsafe { drop_to_host(&entry, stacks.trap_top) }
+    unsafe { drop_to_host(&entry, percpu::this_cpu().trap_stack_top) }
 }
 
 /// Where the host was laid out.

@@ -23,6 +23,7 @@ mod hypercall;
 mod image_header;
 mod layout;
 mod mm;
+mod percpu;
 mod platform;
 mod psci_relay;
 mod range;

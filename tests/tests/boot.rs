@@ -110,6 +110,43 @@ fn reports_every_cpu_of_the_device_tree() {
     ]);
 }
 
+/// A fatal EL2 exception (here a read of the unmapped guard page below the boot
+/// stack, asked for by a bootarg) is reported with the ESR decoded, and the run
+/// ends with a failure status.
+#[test]
+fn fatal_el2_exception_is_decoded_and_stops_the_machine() {
+    let boot = boot(
+        &["-append", "hyp.exit=semihosting hyp.selftest=stack-guard"],
+        TIMEOUT,
+    );
+    boot.assert_markers_in_order(&[
+        "[hyp INFO] self-test: reading the boot stack guard page at [0x",
+        "[hyp PANIC] Synchronous exception at EL2",
+        "[hyp PANIC] ESR 0x",
+        ": EC 0x25 (data abort at the same EL), IL 1, ISS 0x",
+        " [FSC 0x07 translation fault level 3, read",
+        "[hyp PANIC] ELR 0x",
+        " FAR 0x",
+        "[hyp PANIC] x30 0x",
+    ]);
+    boot.assert_absent(&["[host", "guard page is mapped"]);
+    boot.assert_status(1);
+    // FAR is the guard page the hyp named.
+    let guard = boot
+        .console
+        .split("guard page at [")
+        .nth(1)
+        .and_then(|s| s.split("..").next())
+        .expect("guard address");
+    let far = boot
+        .console
+        .split(" FAR ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("FAR");
+    assert_eq!(guard, far, "{}", boot.console);
+}
+
 #[test]
 fn entry_at_el1_explains_and_fails() {
     let boot = boot(&["-M", "virt,virtualization=off"], TIMEOUT);

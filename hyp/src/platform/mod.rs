@@ -109,12 +109,18 @@ pub struct Platform {
     /// `hyp.exit=semihosting` in `/chosen/bootargs`: end runs with a semihosting
     /// exit status (QEMU `-semihosting`), not only PSCI SYSTEM_OFF.
     pub semihosting_exit: bool,
+    /// `hyp.selftest=stack-guard` in the bootargs: after the MMU is on, the hyp
+    /// reads its boot stack's guard page, to show that the guard is unmapped and
+    /// that a fatal EL2 exception is reported and stops the machine.
+    pub selftest_stack_guard: bool,
     /// Size of the device tree blob in bytes.
     pub fdt_size: usize,
 }
 
 /// The bootargs token that selects semihosting exit statuses.
 pub const SEMIHOSTING_EXIT_ARG: &str = "hyp.exit=semihosting";
+/// The bootargs token of the stack-guard self-test.
+pub const SELFTEST_STACK_GUARD_ARG: &str = "hyp.selftest=stack-guard";
 
 const GIC_V3_COMPATIBLE: &[&str] = &["arm,gic-v3"];
 const GIC_V2_COMPATIBLE: &[&str] = &[
@@ -150,6 +156,9 @@ impl Platform {
             platform.semihosting_exit = args
                 .split_ascii_whitespace()
                 .any(|a| a == SEMIHOSTING_EXIT_ARG);
+            platform.selftest_stack_guard = args
+                .split_ascii_whitespace()
+                .any(|a| a == SELFTEST_STACK_GUARD_ARG);
         }
         let stdout_path = chosen
             .as_ref()
@@ -417,6 +426,16 @@ mod tests {
             other => panic!("unexpected GIC {other:?}"),
         }
         assert_eq!(p.cpus.len(), 2);
+    }
+
+    #[test]
+    fn bootargs_select_semihosting_exit_and_self_tests() {
+        // Dumped with -append "console=ttyAMA0 hyp.exit=semihosting hyp.selftest=stack-guard".
+        let p = Platform::from_fdt(include_bytes!("testdata/virt-bootargs.dtb")).expect("parses");
+        assert!(p.semihosting_exit);
+        assert!(p.selftest_stack_guard);
+        let plain = Platform::from_fdt(VIRT_GICV3).expect("parses");
+        assert!(!plain.semihosting_exit && !plain.selftest_stack_guard);
     }
 
     #[test]

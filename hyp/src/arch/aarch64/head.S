@@ -68,9 +68,15 @@ primary_entry:
     /* The reset value of CPTR_EL2 is UNKNOWN: stop FP/SIMD from trapping. */
     mov     x9, #CPTR_EL2_NO_FP_TRAP
     msr     cptr_el2, x9
-    /* Fatal exceptions before the per-CPU stacks exist use the top of the boot stack. */
+    /*
+     * Until the boot CPU has its PerCpu, TPIDR_EL2 points at a stand-in whose
+     * first word (the emergency stack top) is the top of the boot stack.
+     */
+    adrp    x10, early_percpu
+    add     x10, x10, :lo12:early_percpu
     mov     x9, sp
-    msr     tpidr_el2, x9
+    str     x9, [x10]
+    msr     tpidr_el2, x10
     isb
 
     adrp    x9, hyp_vectors
@@ -90,6 +96,12 @@ not_at_el2:
     bl      boot_not_at_el2     /* prints why and powers off; never returns */
     b       park
 
+.section .bss.early_percpu, "aw", %nobits
+.balign 16
+early_percpu:
+    .skip   16
+
+.section .text.head, "ax"
 bad_relocation:
     /* The build checks that only RELATIVE relocations exist; nothing can print yet. */
 park:

@@ -16,6 +16,7 @@ global_asm!(
     include_str!("vectors.S"),
     trap_frame_size = const core::mem::size_of::<exception::TrapFrame>(),
     frame_x30 = const core::mem::offset_of!(exception::TrapFrame, regs) + 30 * 8,
+    emergency_top = const crate::percpu::EMERGENCY_STACK_TOP_OFFSET,
 );
 
 /// Waits for an event forever: the end of every path that cannot go on.

@@ -4,13 +4,14 @@
  *
  * Exceptions from a lower EL (the host) run on the current SP_EL2, the per-CPU
  * trap stack the host was entered with. Exceptions taken from EL2 itself are
- * always fatal: they switch to this CPU's emergency stack (its top is kept in
- * TPIDR_EL2) without touching the faulting stack, which may be the one that
- * overflowed.
+ * always fatal: they switch to this CPU's emergency stack (its top is the first
+ * word of the PerCpu that TPIDR_EL2 points at) without touching the faulting
+ * stack, which may be the one that overflowed.
  */
 
 .set TRAP_FRAME_SIZE, {trap_frame_size}  /* size_of::<TrapFrame>() */
 .set FRAME_X30, {frame_x30}              /* offset_of!(TrapFrame, x30) */
+.set PERCPU_EMERGENCY_TOP, {emergency_top}  /* offset_of!(PerCpu, emergency_stack_top) */
 
 .set KIND_SYNC, 0
 .set KIND_IRQ, 1
@@ -60,7 +61,8 @@
 .macro vector_from_el2 kind
     .balign 0x80
     msr     sp_el0, x0          /* SP_EL0 is unused at EL2: borrow it as scratch */
-    mrs     x0, tpidr_el2       /* this CPU's emergency stack top */
+    mrs     x0, tpidr_el2       /* this CPU's PerCpu */
+    ldr     x0, [x0, #PERCPU_EMERGENCY_TOP]
     sub     x0, x0, #TRAP_FRAME_SIZE
     mov     sp, x0
     mrs     x0, sp_el0
