@@ -27,6 +27,8 @@ mod percpu;
 mod platform;
 mod psci_relay;
 mod range;
+#[cfg(test)]
+mod testing;
 
 #[cfg(target_os = "none")]
 mod arch;

@@ -3,5 +3,6 @@
 
 pub mod heap;
 pub mod host_stage2;
+pub mod pgtable;
 pub mod regions;
 pub mod stage1;

@@ -1,0 +1,620 @@
+//! The one page-table type of the hyp, for its EL2 stage-1 and every stage-2: a
+//! wrapper around `aarch64-paging`'s [`Mapping`] that adds what a hypervisor
+//! needs and the crate leaves out:
+//!
+//! - **Fallible allocation.** The crate's table allocation cannot fail. Before each
+//!   operation the wrapper computes the worst-case number of new tables and fills
+//!   a reserve of zeroed pages (from a caller-supplied source: the hyp's pool, or
+//!   pages the host donated); only then does it change anything. Without enough
+//!   pages the operation fails with [`PgTableError::NoMemory`] and changes nothing.
+//! - **Break-before-make on live tables.** The crate refuses to split a live block.
+//!   The wrapper keeps the crate in its "not live" mode and orders every change
+//!   itself: new mappings only go into invalid entries; a block that an unmap cuts
+//!   is first invalidated whole (break), its TLB entries removed, then the parts
+//!   that stay are mapped again (make).
+//! - **Targeted TLB maintenance** through [`TlbMaintenance`] (by IPA in the
+//!   table's VMID for a stage-2, by VA at EL2): one invalidation per leaf that was
+//!   valid and changed, none for new mappings; a whole-context invalidation only
+//!   when table pages were freed (the walk caches may hold them).
+//! - **Freeing tables when their range empties**: after an unmap, each table that
+//!   covered an edge of the range and is now empty is removed. Freed pages go back
+//!   to the source only after the TLB maintenance has completed.
+//!
+//! Tables are accessed at their physical address (the hyp's stage-1 is an identity
+//! map of its pool and of donated pages; in host tests they are heap pages).
+
+use aarch64_paging::descriptor::{PagingAttributes, PhysicalAddress};
+use aarch64_paging::paging::{
+    Constraints, MemoryRegion, PageTable as HwTable, Translation, TranslationRegime,
+};
+use aarch64_paging::Mapping;
+use core::cell::RefCell;
+use core::fmt;
+use core::ptr::NonNull;
+
+/// Size of a page and of a table.
+pub const PAGE_SIZE: usize = 4096;
+/// Levels of a 4 KiB-granule walk: 0..=3.
+const LEAF_LEVEL: usize = 3;
+/// Most new tables one operation may need; larger operations are refused (and
+/// callers split their work to stay below it).
+pub const MAX_TABLES_PER_OP: usize = 64;
+
+/// Bytes mapped by one entry at `level`.
+pub const fn granule(level: usize) -> usize {
+    PAGE_SIZE << (9 * (LEAF_LEVEL - level))
+}
+
+/// Why a page-table operation failed. A failed operation changed nothing.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum PgTableError {
+    /// The range is empty, unaligned, backwards or beyond the table's reach.
+    BadRange,
+    /// Part of the range is already mapped (for `map`).
+    AlreadyMapped,
+    /// No pages for the tables the operation needs.
+    NoMemory,
+    /// The operation would need more tables than [`MAX_TABLES_PER_OP`].
+    TooLarge,
+}
+
+impl fmt::Display for PgTableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PgTableError::BadRange => "bad address range",
+            PgTableError::AlreadyMapped => "range already mapped",
+            PgTableError::NoMemory => "no memory for page tables",
+            PgTableError::TooLarge => "operation needs too many page tables",
+        })
+    }
+}
+
+/// Where table pages come from and go back to.
+pub trait PageSource {
+    /// A page (4 KiB, 4 KiB-aligned, accessible at its physical address), or `None`.
+    fn alloc_page(&mut self) -> Option<usize>;
+    /// Takes back a page `alloc_page` gave out.
+    fn free_page(&mut self, page: usize);
+}
+
+/// The TLB maintenance of one translation context.
+pub trait TlbMaintenance {
+    /// Removes cached translations of the leaf (page or block) at `address`, `level`.
+    fn invalidate_leaf(&mut self, address: usize, level: usize);
+    /// Removes every cached translation and walk of the context.
+    fn invalidate_all(&mut self);
+    /// Waits until all maintenance issued so far has completed everywhere.
+    fn sync(&mut self);
+}
+
+/// A singly linked list of free pages, the link stored in each page's first word,
+/// so that it never needs memory of its own.
+struct PageList {
+    head: usize,
+    len: usize,
+}
+
+impl PageList {
+    const fn new() -> Self {
+        Self { head: 0, len: 0 }
+    }
+
+    fn push(&mut self, page: usize) {
+        // SAFETY: `page` is a whole page that nobody else uses (a fresh page from
+        // the source or a table the crate has detached), accessible at its address.
+        unsafe { (page as *mut usize).write(self.head) };
+        self.head = page;
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<usize> {
+        if self.head == 0 {
+            return None;
+        }
+        let page = self.head;
+        // SAFETY: `page` was pushed by `push`, which wrote the link there.
+        self.head = unsafe { (page as *const usize).read() };
+        self.len -= 1;
+        Some(page)
+    }
+}
+
+/// The `Translation` the crate allocates tables through: pages come from the
+/// reserve the wrapper filled, freed tables wait in `freed` until the TLB is clean.
+pub struct ReserveTranslation {
+    reserve: RefCell<PageList>,
+    freed: RefCell<PageList>,
+    /// Tables handed out when the reserve was empty (a worst-case estimate that was
+    /// too low: a hyp bug). Counted, never zero in tests.
+    underflows: RefCell<usize>,
+}
+
+impl ReserveTranslation {
+    fn new() -> Self {
+        Self {
+            reserve: RefCell::new(PageList::new()),
+            freed: RefCell::new(PageList::new()),
+            underflows: RefCell::new(0),
+        }
+    }
+}
+
+impl<A: PagingAttributes> Translation<A> for ReserveTranslation {
+    fn allocate_table(&mut self) -> (NonNull<HwTable<A>>, PhysicalAddress) {
+        let page = self.reserve.get_mut().pop().unwrap_or_else(|| {
+            // The worst-case estimate was wrong. Fall back to the global heap
+            // rather than corrupt anything; tests check this never happens.
+            *self.underflows.get_mut() += 1;
+            HwTable::<A>::new().as_ptr() as usize
+        });
+        // SAFETY: The page is a whole, unused page: zero it to make an empty table.
+        unsafe { core::ptr::write_bytes(page as *mut u8, 0, PAGE_SIZE) };
+        // SAFETY: Pages are non-null (0 marks the end of the list).
+        (
+            unsafe { NonNull::new_unchecked(page as *mut HwTable<A>) },
+            PhysicalAddress(page),
+        )
+    }
+
+    unsafe fn deallocate_table(&mut self, page_table: NonNull<HwTable<A>>) {
+        self.freed.get_mut().push(page_table.as_ptr() as usize);
+    }
+
+    fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<HwTable<A>> {
+        // Tables are identity-mapped.
+        NonNull::new(pa.0 as *mut HwTable<A>).unwrap_or(NonNull::dangling())
+    }
+}
+
+/// One valid leaf of a table: `range` maps to `pa..` with `attributes`.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Leaf<A> {
+    pub start: usize,
+    pub end: usize,
+    pub pa: usize,
+    pub level: usize,
+    pub attributes: A,
+}
+
+/// A live translation table of regime `R`.
+pub struct PgTable<R: TranslationRegime> {
+    mapping: Mapping<ReserveTranslation, R>,
+    root_level: usize,
+    /// Exclusive end of the input address space this table serves.
+    limit: usize,
+}
+
+impl<R: TranslationRegime<Asid = (), VaRange = ()>> PgTable<R>
+where
+    ReserveTranslation: Translation<R::Attributes>,
+{
+    /// An empty table starting at `root_level`, for inputs below 2^`input_bits`,
+    /// its root page taken from `source`.
+    ///
+    /// # Errors
+    ///
+    /// [`PgTableError::NoMemory`] without a page for the root.
+    pub fn new(
+        root_level: usize,
+        input_bits: u32,
+        regime: R,
+        source: &mut dyn PageSource,
+    ) -> Result<Self, PgTableError> {
+        let translation = ReserveTranslation::new();
+        translation
+            .reserve
+            .borrow_mut()
+            .push(source.alloc_page().ok_or(PgTableError::NoMemory)?);
+        Ok(Self {
+            mapping: Mapping::new(translation, root_level, regime),
+            root_level,
+            limit: 1usize << input_bits,
+        })
+    }
+}
+
+impl<R: TranslationRegime> PgTable<R>
+where
+    ReserveTranslation: Translation<R::Attributes>,
+{
+    /// Physical address of the root table.
+    pub fn root_address(&self) -> usize {
+        self.mapping.root_address().0
+    }
+
+    /// Exclusive end of the input address space.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn check_range(&self, start: usize, end: usize) -> Result<MemoryRegion, PgTableError> {
+        if start >= end
+            || !start.is_multiple_of(PAGE_SIZE)
+            || !end.is_multiple_of(PAGE_SIZE)
+            || end > self.limit
+        {
+            return Err(PgTableError::BadRange);
+        }
+        Ok(MemoryRegion::new(start, end))
+    }
+
+    /// Worst-case new tables to map `[start, end)` to `pa..` in empty space.
+    fn tables_to_map(&self, start: usize, end: usize, pa: usize) -> usize {
+        let mut count = 0;
+        for level in self.root_level + 1..=LEAF_LEVEL {
+            // A table at `level` serves one window the size of a `level - 1` entry.
+            let window = granule(level - 1);
+            let touched = (end - 1) / window - start / window + 1;
+            let can_block = level - 1 > 0 && (start ^ pa).is_multiple_of(window);
+            count += if can_block { touched.min(2) } else { touched };
+        }
+        count
+    }
+
+    /// Fills the reserve up to `needed` pages from `source`.
+    fn fill_reserve(&self, needed: usize, source: &mut dyn PageSource) -> Result<(), PgTableError> {
+        if needed > MAX_TABLES_PER_OP {
+            return Err(PgTableError::TooLarge);
+        }
+        let mut reserve = self
+            .mapping
+            .translation()
+            .reserve
+            .try_borrow_mut()
+            .map_err(|_| PgTableError::NoMemory)?;
+        while reserve.len < needed {
+            let page = source.alloc_page().ok_or(PgTableError::NoMemory)?;
+            reserve.push(page);
+        }
+        Ok(())
+    }
+
+    /// Gives back to `source` the reserve beyond `keep` pages and every freed table.
+    /// Call only after the TLB maintenance of the operation has completed.
+    fn release_pages(&self, keep: usize, source: &mut dyn PageSource) {
+        let translation = self.mapping.translation();
+        if let Ok(mut freed) = translation.freed.try_borrow_mut() {
+            while let Some(page) = freed.pop() {
+                source.free_page(page);
+            }
+        }
+        if let Ok(mut reserve) = translation.reserve.try_borrow_mut() {
+            while reserve.len > keep {
+                if let Some(page) = reserve.pop() {
+                    source.free_page(page);
+                }
+            }
+        }
+    }
+
+    /// How many tables the crate had to take outside the reserve (must stay 0).
+    pub fn reserve_underflows(&self) -> usize {
+        self.mapping
+            .translation()
+            .underflows
+            .try_borrow()
+            .map_or(0, |u| *u)
+    }
+
+    /// Calls `f` with each valid leaf overlapping `[start, end)`, clipped to it.
+    pub fn for_each_leaf(&self, start: usize, end: usize, mut f: impl FnMut(Leaf<R::Attributes>)) {
+        let Ok(region) = self.check_range(start, end) else {
+            return;
+        };
+        let _ = self
+            .mapping
+            .walk_range(&region, &mut |chunk, descriptor, level| {
+                if descriptor.is_valid() {
+                    let block_start = chunk.start().0 & !(granule(level) - 1);
+                    let pa = descriptor.output_address().0 + (chunk.start().0 - block_start);
+                    let attributes =
+                        descriptor.flags() - R::Attributes::TABLE_OR_PAGE - R::Attributes::VALID;
+                    f(Leaf {
+                        start: chunk.start().0,
+                        end: chunk.end().0,
+                        pa,
+                        level,
+                        attributes,
+                    });
+                }
+                Ok(())
+            });
+    }
+
+    /// The leaf containing `address`, whole (not clipped), if mapped.
+    pub fn leaf_at(&self, address: usize) -> Option<Leaf<R::Attributes>> {
+        let page = address & !(PAGE_SIZE - 1);
+        let mut found = None;
+        self.for_each_leaf(page, page + PAGE_SIZE, |leaf| found = Some(leaf));
+        found.map(|leaf| {
+            let size = granule(leaf.level);
+            let start = leaf.start & !(size - 1);
+            Leaf {
+                start,
+                end: start + size,
+                pa: leaf.pa - (leaf.start - start),
+                ..leaf
+            }
+        })
+    }
+
+    /// Maps `[start, end)` to `pa..` with `attributes` (which must include VALID),
+    /// using blocks where alignment allows. The range must be unmapped.
+    ///
+    /// # Errors
+    ///
+    /// [`PgTableError::BadRange`], [`PgTableError::AlreadyMapped`],
+    /// [`PgTableError::NoMemory`], [`PgTableError::TooLarge`]; nothing changes.
+    pub fn map(
+        &mut self,
+        start: usize,
+        end: usize,
+        pa: usize,
+        attributes: R::Attributes,
+        source: &mut dyn PageSource,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), PgTableError> {
+        let region = self.check_range(start, end)?;
+        if !pa.is_multiple_of(PAGE_SIZE) || pa.checked_add(end - start).is_none() {
+            return Err(PgTableError::BadRange);
+        }
+        let mut mapped = false;
+        self.for_each_leaf(start, end, |_| mapped = true);
+        if mapped {
+            return Err(PgTableError::AlreadyMapped);
+        }
+        let needed = self.tables_to_map(start, end, pa);
+        self.fill_reserve(needed, source)?;
+        self.mapping
+            .map_range(
+                &region,
+                PhysicalAddress(pa),
+                attributes | R::Attributes::VALID,
+                Constraints::empty(),
+            )
+            .map_err(|_| PgTableError::BadRange)?;
+        // Invalid -> valid needs no invalidation; make the new entries visible.
+        tlb.sync();
+        self.release_pages(0, source);
+        Ok(())
+    }
+
+    /// Unmaps `[start, end)` (mapped or not), splitting blocks that straddle its
+    /// edges with break-before-make, and frees tables left empty at its edges.
+    ///
+    /// # Errors
+    ///
+    /// [`PgTableError::BadRange`], [`PgTableError::NoMemory`] (for the tables a
+    /// split needs); nothing changes.
+    pub fn unmap(
+        &mut self,
+        start: usize,
+        end: usize,
+        source: &mut dyn PageSource,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), PgTableError> {
+        let region = self.check_range(start, end)?;
+        // Blocks that straddle an edge: the (at most two) leaves holding the first
+        // and the last page, when they reach outside the range.
+        let mut straddling: [Option<Leaf<R::Attributes>>; 2] = [None, None];
+        for (slot, address) in straddling.iter_mut().zip([start, end - PAGE_SIZE]) {
+            *slot = self
+                .leaf_at(address)
+                .filter(|leaf| leaf.start < start || leaf.end > end);
+        }
+        if straddling[0].is_some() && straddling[0] == straddling[1] {
+            straddling[1] = None;
+        }
+        // Remapping what stays of each straddling block needs at most the tables of
+        // two ranges below it.
+        let mut needed = 0;
+        for leaf in straddling.iter().flatten() {
+            for (s, e) in [
+                (leaf.start, start.max(leaf.start)),
+                (end.min(leaf.end), leaf.end),
+            ] {
+                if s < e {
+                    needed += self.tables_to_map(s, e, leaf.pa + (s - leaf.start));
+                }
+            }
+        }
+        self.fill_reserve(needed, source)?;
+
+        // Break each straddling block, then make what stays of it.
+        let mut freed_tables = false;
+        for leaf in straddling.iter().flatten() {
+            let block = MemoryRegion::new(leaf.start, leaf.end);
+            self.mapping
+                .map_range(
+                    &block,
+                    PhysicalAddress(0),
+                    R::Attributes::default(),
+                    Constraints::empty(),
+                )
+                .map_err(|_| PgTableError::BadRange)?;
+            tlb.invalidate_leaf(leaf.start, leaf.level);
+            tlb.sync();
+            for (s, e) in [
+                (leaf.start, start.max(leaf.start)),
+                (end.min(leaf.end), leaf.end),
+            ] {
+                if s < e {
+                    let keep = MemoryRegion::new(s, e);
+                    let pa = PhysicalAddress(leaf.pa + (s - leaf.start));
+                    self.mapping
+                        .map_range(
+                            &keep,
+                            pa,
+                            leaf.attributes | R::Attributes::VALID,
+                            Constraints::empty(),
+                        )
+                        .map_err(|_| PgTableError::BadRange)?;
+                }
+            }
+        }
+
+        // Now every leaf in the range lies inside it. Clear the range in naturally
+        // aligned pieces, each one entry of some level, and only pieces that hold a
+        // leaf or a table: the crate then frees whole subtables and never has to
+        // split an invalid entry (which would allocate).
+        let mut leaves: LeafList = LeafList::new();
+        let mut address = start;
+        while address < end {
+            let level = (self.root_level..=LEAF_LEVEL)
+                .find(|&l| address.is_multiple_of(granule(l)) && address + granule(l) <= end)
+                .unwrap_or(LEAF_LEVEL);
+            let piece_end = address + granule(level);
+            let mut content = false;
+            if let Ok(piece) = self.check_range(address, piece_end) {
+                let _ = self
+                    .mapping
+                    .walk_range(&piece, &mut |chunk, descriptor, l| {
+                        if descriptor.is_valid() {
+                            leaves.push(chunk.start().0, l);
+                        }
+                        content |= descriptor.is_valid() || l > level;
+                        Ok(())
+                    });
+                if content {
+                    self.mapping
+                        .map_range(
+                            &piece,
+                            PhysicalAddress(0),
+                            R::Attributes::default(),
+                            Constraints::empty(),
+                        )
+                        .map_err(|_| PgTableError::BadRange)?;
+                }
+            }
+            address = piece_end;
+        }
+        let _ = region;
+        if leaves.overflowed() {
+            tlb.invalidate_all();
+        } else {
+            for &(address, level) in leaves.as_slice() {
+                tlb.invalidate_leaf(address, level);
+            }
+        }
+
+        // Free the tables at the edges that are now empty, deepest first.
+        for level in (self.root_level + 1..=LEAF_LEVEL).rev() {
+            let window = granule(level - 1);
+            for edge in [start, end - PAGE_SIZE] {
+                let w_start = edge & !(window - 1);
+                let w_end = w_start.saturating_add(window).min(self.limit);
+                if w_start >= start && w_end <= end {
+                    continue; // entirely inside the range: already gone
+                }
+                let mut any = false;
+                self.for_each_leaf(w_start, w_end, |_| any = true);
+                if !any && self.has_table(w_start, level - 1) {
+                    let w = MemoryRegion::new(w_start, w_end);
+                    self.mapping
+                        .map_range(
+                            &w,
+                            PhysicalAddress(0),
+                            R::Attributes::default(),
+                            Constraints::empty(),
+                        )
+                        .map_err(|_| PgTableError::BadRange)?;
+                    freed_tables = true;
+                }
+            }
+        }
+        let freed_during_unmap = self
+            .mapping
+            .translation()
+            .freed
+            .try_borrow()
+            .is_ok_and(|f| f.len > 0);
+        if freed_tables || freed_during_unmap {
+            // A freed table may sit in a walk cache: drop the whole context.
+            tlb.invalidate_all();
+        }
+        tlb.sync();
+        self.release_pages(0, source);
+        Ok(())
+    }
+
+    /// Whether the entry at `level` covering `address` points to a subtable.
+    fn has_table(&self, address: usize, level: usize) -> bool {
+        // A window with a table but no valid leaf: walking it visits entries below
+        // `level`; a window without a table visits one entry at `level`.
+        let end = (address + granule(level)).min(self.limit);
+        let mut deeper = false;
+        if let Ok(region) = self.check_range(address, end) {
+            let _ = self.mapping.walk_range(&region, &mut |_, _, l| {
+                deeper |= l > level;
+                Ok(())
+            });
+        }
+        deeper
+    }
+
+    /// Number of table pages in use (root included), for tests and accounting.
+    pub fn table_pages(&self) -> usize {
+        let mut tables = 1;
+        self.count_tables(0, self.limit, self.root_level, &mut tables);
+        tables
+    }
+
+    fn count_tables(&self, start: usize, end: usize, level: usize, tables: &mut usize) {
+        if level >= LEAF_LEVEL {
+            return;
+        }
+        let size = granule(level);
+        let mut address = start;
+        while address < end {
+            let next = address.saturating_add(size).min(end);
+            if self.has_table(address, level) {
+                *tables += 1;
+                self.count_tables(address, next, level + 1, tables);
+            }
+            address = next;
+        }
+    }
+}
+
+/// Leaves to invalidate, `(address, level)`, at most [`LEAF_LIST_CAPACITY`]; past
+/// that the caller invalidates the whole context instead (cheaper than hundreds
+/// of single invalidations anyway).
+struct LeafList {
+    items: [(usize, usize); LEAF_LIST_CAPACITY],
+    len: usize,
+    overflowed: bool,
+}
+
+const LEAF_LIST_CAPACITY: usize = 64;
+
+impl LeafList {
+    fn new() -> Self {
+        Self {
+            items: [(0, 0); LEAF_LIST_CAPACITY],
+            len: 0,
+            overflowed: false,
+        }
+    }
+
+    fn push(&mut self, address: usize, level: usize) {
+        match self.items.get_mut(self.len) {
+            Some(slot) => {
+                *slot = (address, level);
+                self.len += 1;
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    fn as_slice(&self) -> &[(usize, usize)] {
+        &self.items[..self.len]
+    }
+
+    fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+}
+
+#[cfg(test)]
+#[path = "pgtable_tests.rs"]
+mod tests;

@@ -1,0 +1,348 @@
+//! Tests of `PgTable`: behaviours one by one, then a long random run against a
+//! plain interval model.
+
+use super::*;
+use crate::testing::Rng;
+use aarch64_paging::descriptor::Stage2Attributes;
+use aarch64_paging::paging::Stage2;
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::collections::HashSet;
+
+const RW: Stage2Attributes = Stage2Attributes::MEMATTR_NORMAL_INNER_WB
+    .union(Stage2Attributes::MEMATTR_NORMAL_OUTER_WB)
+    .union(Stage2Attributes::S2AP_ACCESS_RW)
+    .union(Stage2Attributes::ACCESS_FLAG);
+const RO: Stage2Attributes = RW.difference(Stage2Attributes::S2AP_ACCESS_WO);
+
+const K4: usize = 4096;
+const M2: usize = 2 << 20;
+const G1: usize = 1 << 30;
+
+/// Pages from the test process's heap, counted; `limit` pages at most outstanding.
+#[derive(Default)]
+struct HeapSource {
+    outstanding: HashSet<usize>,
+    limit: Option<usize>,
+}
+
+impl PageSource for HeapSource {
+    fn alloc_page(&mut self) -> Option<usize> {
+        if self.limit.is_some_and(|l| self.outstanding.len() >= l) {
+            return None;
+        }
+        // SAFETY: Non-zero size.
+        let page = unsafe { alloc_zeroed(Layout::from_size_align(K4, K4).unwrap()) } as usize;
+        assert!(self.outstanding.insert(page));
+        Some(page)
+    }
+
+    fn free_page(&mut self, page: usize) {
+        assert!(
+            self.outstanding.remove(&page),
+            "freed a page never given out: {page:#x}"
+        );
+        // SAFETY: Allocated above with this layout.
+        unsafe { dealloc(page as *mut u8, Layout::from_size_align(K4, K4).unwrap()) };
+    }
+}
+
+/// Records maintenance instead of doing it.
+#[derive(Default, Debug)]
+struct FakeTlb {
+    leaves: Vec<(usize, usize)>,
+    all: usize,
+    syncs: usize,
+}
+
+impl TlbMaintenance for FakeTlb {
+    fn invalidate_leaf(&mut self, address: usize, level: usize) {
+        self.leaves.push((address, level));
+    }
+    fn invalidate_all(&mut self) {
+        self.all += 1;
+    }
+    fn sync(&mut self) {
+        self.syncs += 1;
+    }
+}
+
+fn table() -> PgTable<Stage2> {
+    PgTable::new(0, 40, Stage2, &mut HeapSource::default()).unwrap()
+}
+
+fn leaves(t: &PgTable<Stage2>) -> Vec<Leaf<Stage2Attributes>> {
+    let mut v = Vec::new();
+    t.for_each_leaf(0, t.limit(), |l| v.push(l));
+    v
+}
+
+#[test]
+fn aligned_ranges_use_1g_and_2m_blocks() {
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    t.map(G1, 2 * G1 + M2 + K4, G1, RW, &mut src, &mut tlb)
+        .unwrap();
+    let levels: Vec<_> = leaves(&t).iter().map(|l| (l.start, l.level)).collect();
+    assert_eq!(levels, vec![(G1, 1), (2 * G1, 2), (2 * G1 + M2, 3)]);
+    assert!(
+        tlb.leaves.is_empty() && tlb.all == 0,
+        "new mappings need no invalidation"
+    );
+    assert_eq!(t.reserve_underflows(), 0);
+}
+
+#[test]
+fn mapping_over_a_mapping_is_refused_and_changes_nothing() {
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    t.map(0, M2, 0x8000_0000, RW, &mut src, &mut tlb).unwrap();
+    let before = leaves(&t);
+    assert_eq!(
+        t.map(M2 - K4, M2 + K4, 0, RW, &mut src, &mut tlb),
+        Err(PgTableError::AlreadyMapped)
+    );
+    assert_eq!(leaves(&t), before);
+}
+
+#[test]
+fn bad_ranges_are_refused() {
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    for (s, e) in [(0, 0), (K4, 0), (1, K4), (0, K4 + 1), (0, (1 << 40) + K4)] {
+        assert_eq!(
+            t.map(s, e, 0, RW, &mut src, &mut tlb),
+            Err(PgTableError::BadRange),
+            "{s:#x}..{e:#x}"
+        );
+        assert_eq!(
+            t.unmap(s, e, &mut src, &mut tlb),
+            Err(PgTableError::BadRange),
+            "{s:#x}..{e:#x}"
+        );
+    }
+    assert_eq!(
+        t.map(0, K4, usize::MAX & !(K4 - 1), RW, &mut src, &mut tlb),
+        Err(PgTableError::BadRange)
+    );
+}
+
+#[test]
+fn unmapping_a_page_inside_a_block_splits_it_with_one_invalidation() {
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    t.map(0, M2, 0x4000_0000, RO, &mut src, &mut tlb).unwrap();
+    t.unmap(0x1000, 0x2000, &mut src, &mut tlb).unwrap();
+    // Break: the 2 MiB block goes, once. The page inside is then already invalid.
+    assert_eq!(tlb.leaves, vec![(0, 2)]);
+    let got: Vec<_> = leaves(&t)
+        .iter()
+        .map(|l| (l.start, l.end, l.pa, l.attributes))
+        .collect();
+    assert_eq!(got.first(), Some(&(0, K4, 0x4000_0000, RO)));
+    assert_eq!(got.get(1), Some(&(0x2000, 0x3000, 0x4000_2000, RO)));
+    assert_eq!(got.len(), 511);
+    assert_eq!(t.reserve_underflows(), 0);
+}
+
+#[test]
+fn unmapping_a_1g_block_partially_splits_down_to_pages() {
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    t.map(G1, 2 * G1, 0, RW, &mut src, &mut tlb).unwrap();
+    t.unmap(G1 + M2 + K4, G1 + 3 * M2, &mut src, &mut tlb)
+        .unwrap();
+    assert_eq!(tlb.leaves, vec![(G1, 1)]);
+    let mut covered = 0;
+    for l in leaves(&t) {
+        assert!(
+            l.end <= G1 + M2 + K4 || l.start >= G1 + 3 * M2,
+            "{l:?} inside the hole"
+        );
+        assert_eq!(l.pa, l.start - G1);
+        covered += l.end - l.start;
+    }
+    assert_eq!(covered, G1 - (2 * M2 - K4));
+}
+
+#[test]
+fn tables_are_freed_when_their_range_empties() {
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    t.map(
+        3 * G1 + 5 * K4,
+        3 * G1 + 7 * K4,
+        0x1000_0000,
+        RW,
+        &mut src,
+        &mut tlb,
+    )
+    .unwrap();
+    assert_eq!(t.table_pages(), 4, "root + level 1, 2, 3");
+    t.unmap(3 * G1 + 5 * K4, 3 * G1 + 6 * K4, &mut src, &mut tlb)
+        .unwrap();
+    assert_eq!(t.table_pages(), 4, "one page still mapped");
+    assert_eq!(tlb.all, 0);
+    t.unmap(3 * G1 + 6 * K4, 3 * G1 + 7 * K4, &mut src, &mut tlb)
+        .unwrap();
+    assert_eq!(t.table_pages(), 1);
+    assert_eq!(tlb.all, 1, "freed tables flush the walk caches");
+    assert!(src.outstanding.is_empty(), "every table page went back");
+}
+
+#[test]
+fn without_memory_nothing_changes() {
+    let (mut t, mut src, mut tlb) = (
+        table(),
+        HeapSource {
+            limit: Some(0),
+            ..Default::default()
+        },
+        FakeTlb::default(),
+    );
+    assert_eq!(
+        t.map(K4, 2 * K4, 0, RW, &mut src, &mut tlb),
+        Err(PgTableError::NoMemory)
+    );
+    assert!(leaves(&t).is_empty());
+    let mut src2 = HeapSource::default();
+    t.map(0, M2, 0, RW, &mut src2, &mut tlb).unwrap();
+    // Splitting needs a table; none to be had.
+    src.limit = Some(0);
+    assert_eq!(
+        t.unmap(K4, 2 * K4, &mut src, &mut tlb),
+        Err(PgTableError::NoMemory)
+    );
+    assert_eq!(leaves(&t).len(), 1);
+}
+
+#[test]
+fn unmapped_ranges_need_no_invalidation() {
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    t.unmap(0, G1, &mut src, &mut tlb).unwrap();
+    assert!(tlb.leaves.is_empty() && tlb.all == 0);
+}
+
+/// The model: non-overlapping `(start, end, pa, attributes)` intervals.
+#[derive(Default)]
+struct Model {
+    intervals: Vec<(usize, usize, usize, Stage2Attributes)>,
+}
+
+impl Model {
+    fn overlaps(&self, s: usize, e: usize) -> bool {
+        self.intervals.iter().any(|&(a, b, _, _)| a < e && s < b)
+    }
+
+    fn unmap(&mut self, s: usize, e: usize) {
+        let mut next = Vec::new();
+        for &(a, b, pa, attr) in &self.intervals {
+            if b <= s || e <= a {
+                next.push((a, b, pa, attr));
+                continue;
+            }
+            if a < s {
+                next.push((a, s, pa, attr));
+            }
+            if e < b {
+                next.push((e, b, pa + (e - a), attr));
+            }
+        }
+        self.intervals = next;
+    }
+
+    fn normalised(
+        mut v: Vec<(usize, usize, usize, Stage2Attributes)>,
+    ) -> Vec<(usize, usize, usize, Stage2Attributes)> {
+        v.sort();
+        let mut out: Vec<(usize, usize, usize, Stage2Attributes)> = Vec::new();
+        for i in v {
+            match out.last_mut() {
+                Some(last)
+                    if last.1 == i.0 && last.2 + (last.1 - last.0) == i.2 && last.3 == i.3 =>
+                {
+                    last.1 = i.1
+                }
+                _ => out.push(i),
+            }
+        }
+        out
+    }
+}
+
+/// Addresses near the boundaries that matter (pages, 2 MiB, 1 GiB) in [0, 4 GiB).
+fn interesting_address(rng: &mut Rng) -> usize {
+    let base = match rng.below(3) {
+        0 => rng.below(4) as usize * G1,
+        1 => rng.below(2048) as usize * M2,
+        _ => rng.below(1 << 20) as usize * K4,
+    };
+    let jitter = (rng.below(5) as usize).saturating_sub(2) * K4;
+    (base + jitter).min(4 * G1 - K4)
+}
+
+fn random_range(rng: &mut Rng) -> (usize, usize) {
+    let start = interesting_address(rng);
+    let len = match rng.below(4) {
+        0 => K4 * (1 + rng.below(8) as usize),
+        1 => M2 * (1 + rng.below(3) as usize) + K4 * rng.below(3) as usize,
+        2 => G1,
+        _ => K4 * (1 + rng.below(1024) as usize),
+    };
+    (start, (start + len).min(4 * G1))
+}
+
+/// Random maps and unmaps against the model; after each operation the table's
+/// leaves must equal the model, no table may come from outside the reserve, and
+/// an empty model must leave only the root table.
+#[test]
+fn random_operations_agree_with_the_model() {
+    let ops = crate::testing::ops_from_env("HYP_PGTABLE_OPS", 50_000);
+    let seed = crate::testing::seed_from_env();
+    let mut rng = Rng::new(seed);
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    let mut model = Model::default();
+    for op in 0..ops {
+        let (s, e) = random_range(&mut rng);
+        let context = format!("seed {seed} op {op}: range {s:#x}..{e:#x}");
+        if rng.below(2) == 0 {
+            let pa = interesting_address(&mut rng) + 0x10_0000_0000;
+            let attr = if rng.below(2) == 0 { RW } else { RO };
+            let result = t.map(s, e, pa, attr, &mut src, &mut tlb);
+            if model.overlaps(s, e) {
+                assert_eq!(result, Err(PgTableError::AlreadyMapped), "{context}");
+            } else if result == Err(PgTableError::TooLarge) {
+                // A misaligned 1 GiB map would need 512 tables: callers split those.
+            } else {
+                assert_eq!(result, Ok(()), "{context}");
+                model.intervals.push((s, e, pa, attr));
+            }
+        } else {
+            assert_eq!(t.unmap(s, e, &mut src, &mut tlb), Ok(()), "{context}");
+            model.unmap(s, e);
+        }
+        // Compare around the operation every time, everything now and then.
+        let (lo, hi) = if op % 256 == 0 {
+            (0, 4 * G1)
+        } else {
+            (
+                (s & !(G1 - 1)).saturating_sub(G1),
+                ((e + G1) & !(G1 - 1)).min(4 * G1),
+            )
+        };
+        let mut got = Vec::new();
+        t.for_each_leaf(lo, hi, |l| got.push((l.start, l.end, l.pa, l.attributes)));
+        let mut want = model.intervals.clone();
+        want.retain(|&(a, b, _, _)| a < hi && lo < b);
+        for w in &mut want {
+            let (a, b) = (w.0.max(lo), w.1.min(hi));
+            w.2 += a - w.0;
+            (w.0, w.1) = (a, b);
+        }
+        assert_eq!(Model::normalised(got), Model::normalised(want), "{context}");
+        assert_eq!(
+            t.reserve_underflows(),
+            0,
+            "{context}: worst-case estimate too low"
+        );
+        if model.intervals.is_empty() {
+            assert_eq!(t.table_pages(), 1, "{context}: empty tables left behind");
+        }
+    }
+    t.unmap(0, 4 * G1, &mut src, &mut tlb).unwrap();
+    assert_eq!(t.table_pages(), 1);
+    assert!(src.outstanding.is_empty(), "table pages leaked");
+}
