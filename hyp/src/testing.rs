@@ -1,5 +1,12 @@
 //! Helpers of the host-side tests: a small deterministic PRNG and the knobs of
-//! the long random runs (`HYP_TEST_SEED`, and an operation count per test).
+//! the long random runs (`HYP_TEST_SEED`, and an operation count per test), and
+//! fakes of the page source and the TLB.
+
+use crate::mm::pgtable::{PageSource, TlbMaintenance};
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::collections::HashSet;
+
+const K4: usize = 4096;
 
 /// xorshift64*: deterministic, fast, good enough to drive random operations.
 pub struct Rng(u64);
@@ -38,4 +45,52 @@ pub fn ops_from_env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
+}
+
+/// Pages from the test process's heap, counted; `limit` pages at most outstanding.
+#[derive(Default)]
+pub struct HeapSource {
+    pub outstanding: HashSet<usize>,
+    pub limit: Option<usize>,
+}
+
+impl PageSource for HeapSource {
+    fn alloc_page(&mut self) -> Option<usize> {
+        if self.limit.is_some_and(|l| self.outstanding.len() >= l) {
+            return None;
+        }
+        // SAFETY: Non-zero size.
+        let page = unsafe { alloc_zeroed(Layout::from_size_align(K4, K4).unwrap()) } as usize;
+        assert!(self.outstanding.insert(page));
+        Some(page)
+    }
+
+    fn free_page(&mut self, page: usize) {
+        assert!(
+            self.outstanding.remove(&page),
+            "freed a page never given out: {page:#x}"
+        );
+        // SAFETY: Allocated above with this layout.
+        unsafe { dealloc(page as *mut u8, Layout::from_size_align(K4, K4).unwrap()) };
+    }
+}
+
+/// Records maintenance instead of doing it.
+#[derive(Default, Debug)]
+pub struct FakeTlb {
+    pub leaves: Vec<(usize, usize)>,
+    pub all: usize,
+    pub syncs: usize,
+}
+
+impl TlbMaintenance for FakeTlb {
+    fn invalidate_leaf(&mut self, address: usize, level: usize) {
+        self.leaves.push((address, level));
+    }
+    fn invalidate_all(&mut self) {
+        self.all += 1;
+    }
+    fn sync(&mut self) {
+        self.syncs += 1;
+    }
 }

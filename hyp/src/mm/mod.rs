@@ -3,6 +3,9 @@
 
 pub mod heap;
 pub mod host_stage2;
+pub mod invariants;
+pub mod memory;
+pub mod ownership;
 pub mod pgtable;
 pub mod regions;
 pub mod stage1;

@@ -2,11 +2,9 @@
 //! plain interval model.
 
 use super::*;
-use crate::testing::Rng;
+use crate::testing::{FakeTlb, HeapSource, Rng};
 use aarch64_paging::descriptor::Stage2Attributes;
 use aarch64_paging::paging::Stage2;
-use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::collections::HashSet;
 
 const RW: Stage2Attributes = Stage2Attributes::MEMATTR_NORMAL_INNER_WB
     .union(Stage2Attributes::MEMATTR_NORMAL_OUTER_WB)
@@ -17,54 +15,6 @@ const RO: Stage2Attributes = RW.difference(Stage2Attributes::S2AP_ACCESS_WO);
 const K4: usize = 4096;
 const M2: usize = 2 << 20;
 const G1: usize = 1 << 30;
-
-/// Pages from the test process's heap, counted; `limit` pages at most outstanding.
-#[derive(Default)]
-struct HeapSource {
-    outstanding: HashSet<usize>,
-    limit: Option<usize>,
-}
-
-impl PageSource for HeapSource {
-    fn alloc_page(&mut self) -> Option<usize> {
-        if self.limit.is_some_and(|l| self.outstanding.len() >= l) {
-            return None;
-        }
-        // SAFETY: Non-zero size.
-        let page = unsafe { alloc_zeroed(Layout::from_size_align(K4, K4).unwrap()) } as usize;
-        assert!(self.outstanding.insert(page));
-        Some(page)
-    }
-
-    fn free_page(&mut self, page: usize) {
-        assert!(
-            self.outstanding.remove(&page),
-            "freed a page never given out: {page:#x}"
-        );
-        // SAFETY: Allocated above with this layout.
-        unsafe { dealloc(page as *mut u8, Layout::from_size_align(K4, K4).unwrap()) };
-    }
-}
-
-/// Records maintenance instead of doing it.
-#[derive(Default, Debug)]
-struct FakeTlb {
-    leaves: Vec<(usize, usize)>,
-    all: usize,
-    syncs: usize,
-}
-
-impl TlbMaintenance for FakeTlb {
-    fn invalidate_leaf(&mut self, address: usize, level: usize) {
-        self.leaves.push((address, level));
-    }
-    fn invalidate_all(&mut self) {
-        self.all += 1;
-    }
-    fn sync(&mut self) {
-        self.syncs += 1;
-    }
-}
 
 fn table() -> PgTable<Stage2> {
     PgTable::new(0, 40, Stage2, &mut HeapSource::default()).unwrap()

@@ -1,0 +1,179 @@
+//! The invariant checker: walks the host stage-2 and the hyp's stage-1 against the
+//! page records and reports every disagreement. Run by the host-side tests after
+//! every operation, and by the hyp on the debug hypercall of test builds.
+
+#![forbid(unsafe_code)]
+
+use crate::mm::memory::{MemoryState, HOST_DEVICE, HOST_RAM, HYP_DATA, HYP_DEVICE};
+use crate::mm::ownership::{Owner, PageRecord};
+use crate::range::{FixedVec, PhysRange};
+use core::fmt;
+
+/// What is wrong at an address.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum ViolationKind {
+    /// The host stage-2 maps a RAM page the host neither owns nor borrows.
+    HostMapsForeignPage,
+    /// A page the host owns or borrows is missing from the host stage-2.
+    HostPageUnmapped,
+    /// The host stage-2 maps a page with attributes other than its state implies.
+    HostWrongAttributes,
+    /// A stage-2 or hyp stage-1 leaf is not an identity mapping.
+    NotIdentity,
+    /// The hyp's stage-1 maps a page that is neither the hyp's nor lent to it.
+    HypMapsForeignPage,
+    /// A page lent or donated to the hyp is missing from its stage-1.
+    HypPageUnmapped,
+    /// The hyp's stage-1 maps a page with attributes other than its state implies.
+    HypWrongAttributes,
+}
+
+/// One violation.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Violation {
+    pub address: u64,
+    pub kind: ViolationKind,
+}
+
+impl Default for Violation {
+    fn default() -> Self {
+        Violation {
+            address: 0,
+            kind: ViolationKind::NotIdentity,
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} at {:#x}", self.kind, self.address)
+    }
+}
+
+/// Everything the checker found: the count, and the first few in detail.
+#[derive(Default)]
+pub struct Report {
+    pub count: usize,
+    pub first: FixedVec<Violation, 8>,
+}
+
+impl Report {
+    fn add(&mut self, address: u64, kind: ViolationKind) {
+        self.count += 1;
+        self.first.push(Violation { address, kind });
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The host may map a page when it owns or borrows it.
+fn host_may_map(record: PageRecord) -> bool {
+    record.state_for(Owner::Host).is_some()
+}
+
+/// The hyp maps a page when it is its own, donated to it, or lent to it.
+fn hyp_maps(record: PageRecord) -> bool {
+    record.state_for(Owner::Hyp).is_some()
+}
+
+/// The hyp's own memory (image, pool): mapped with per-section attributes.
+fn hyp_private(record: PageRecord) -> bool {
+    record.owner == Owner::Hyp && !record.donated
+}
+
+/// Checks `state`; `hyp_devices` are the MMIO ranges the hyp maps for itself.
+pub fn check(state: &MemoryState, hyp_devices: &[PhysRange]) -> Report {
+    let mut report = Report::default();
+    let pages = &state.pages;
+
+    // Every host stage-2 leaf: identity, and RAM only where the host may be.
+    state
+        .host_stage2
+        .for_each_leaf(0, state.host_stage2.limit(), |leaf| {
+            if leaf.pa != leaf.start {
+                report.add(leaf.start as u64, ViolationKind::NotIdentity);
+            }
+            let range = PhysRange {
+                start: leaf.start as u64,
+                end: leaf.end as u64,
+            };
+            let mut ram_bytes = 0;
+            pages.for_each_run_in(range, |run, record| {
+                ram_bytes += run.size();
+                if !host_may_map(record) {
+                    report.add(run.start, ViolationKind::HostMapsForeignPage);
+                } else if leaf.attributes != HOST_RAM {
+                    report.add(run.start, ViolationKind::HostWrongAttributes);
+                }
+            });
+            if ram_bytes < range.size() && leaf.attributes != HOST_DEVICE {
+                report.add(range.start, ViolationKind::HostWrongAttributes);
+            }
+        });
+
+    // Every hyp stage-1 leaf: identity, and only pages the hyp may use.
+    state
+        .hyp_stage1
+        .for_each_leaf(0, state.hyp_stage1.limit(), |leaf| {
+            if leaf.pa != leaf.start {
+                report.add(leaf.start as u64, ViolationKind::NotIdentity);
+            }
+            let range = PhysRange {
+                start: leaf.start as u64,
+                end: leaf.end as u64,
+            };
+            let mut ram_bytes = 0;
+            pages.for_each_run_in(range, |run, record| {
+                ram_bytes += run.size();
+                if !hyp_maps(record) {
+                    report.add(run.start, ViolationKind::HypMapsForeignPage);
+                } else if !hyp_private(record) && leaf.attributes != HYP_DATA {
+                    report.add(run.start, ViolationKind::HypWrongAttributes);
+                }
+            });
+            if ram_bytes < range.size() {
+                let is_hyp_device = hyp_devices
+                    .iter()
+                    .any(|d| d.start <= range.start && range.end <= d.end.next_multiple_of(4096));
+                if !is_hyp_device || leaf.attributes != HYP_DEVICE {
+                    report.add(range.start, ViolationKind::HypMapsForeignPage);
+                }
+            }
+        });
+
+    // Every page someone may use is mapped where it must be.
+    pages.for_each_run(|run, record| {
+        let (s, e) = (run.start as usize, run.end as usize);
+        if host_may_map(record) {
+            if let Some(gap) = first_gap(s, e, |f| state.host_stage2.for_each_leaf(s, e, f)) {
+                report.add(gap as u64, ViolationKind::HostPageUnmapped);
+            }
+        }
+        if hyp_maps(record) && !hyp_private(record) {
+            if let Some(gap) = first_gap(s, e, |f| state.hyp_stage1.for_each_leaf(s, e, f)) {
+                report.add(gap as u64, ViolationKind::HypPageUnmapped);
+            }
+        }
+    });
+    report
+}
+
+/// The first address of `[start, end)` that the leaves `walk` reports (in
+/// address order, clipped to the range) leave uncovered.
+fn first_gap<A>(
+    start: usize,
+    end: usize,
+    walk: impl FnOnce(&mut dyn FnMut(crate::mm::pgtable::Leaf<A>)),
+) -> Option<usize> {
+    let mut cursor = start;
+    let mut gap = None;
+    walk(&mut |leaf| {
+        if gap.is_none() && leaf.start > cursor {
+            gap = Some(cursor);
+        }
+        cursor = cursor.max(leaf.end);
+    });
+    gap.or((cursor < end).then_some(cursor))
+}

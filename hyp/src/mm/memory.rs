@@ -1,0 +1,398 @@
+//! The memory state of the machine and its transitions: page records
+//! (`ownership`), the host stage-2 and the hyp's stage-1, changed together under
+//! one lock.
+//!
+//! Every transition first checks the whole range against the records (and fails
+//! with a specific error, changing nothing), then changes the page tables in an
+//! order that can be undone without memory if the second table runs out of it,
+//! and only then writes the records.
+
+use crate::mm::host_stage2::{root_level, HostFault};
+use crate::mm::ownership::{Owner, PageDb, PageRecord, RangeError};
+use crate::mm::pgtable::{PageSource, PgTable, PgTableError, TlbMaintenance};
+use crate::mm::regions::{device_block_around, for_each_piece_outside};
+use crate::range::{PhysRange, PAGE_SIZE};
+use aarch64_paging::descriptor::{El23Attributes, Stage2Attributes};
+use aarch64_paging::paging::{El2, Stage2};
+use hyp_abi::HypError;
+
+/// Most pages one memory hypercall may name.
+pub const MAX_PAGES_PER_CALL: u64 = 512;
+
+/// Host RAM in the host stage-2: normal write-back memory, inner shareable,
+/// read-write, executable.
+pub const HOST_RAM: Stage2Attributes = Stage2Attributes::MEMATTR_NORMAL_INNER_WB
+    .union(Stage2Attributes::MEMATTR_NORMAL_OUTER_WB)
+    .union(Stage2Attributes::SH_INNER)
+    .union(Stage2Attributes::S2AP_ACCESS_RW)
+    .union(Stage2Attributes::ACCESS_FLAG);
+/// Device space in the host stage-2: Device-nGnRE, read-write, never executable.
+pub const HOST_DEVICE: Stage2Attributes = Stage2Attributes::MEMATTR_DEVICE_nGnRE
+    .union(Stage2Attributes::S2AP_ACCESS_RW)
+    .union(Stage2Attributes::ACCESS_FLAG)
+    .union(Stage2Attributes::XN);
+
+/// EL2 stage-1 attributes (AP[1] is RES1 in this regime).
+const EL2_BASE: El23Attributes = El23Attributes::ACCESSED.union(El23Attributes::USER_RES1);
+/// Hyp code: normal memory (MAIR index 1), read-only, executable.
+pub const HYP_TEXT: El23Attributes = EL2_BASE
+    .union(El23Attributes::ATTRIBUTE_INDEX_1)
+    .union(El23Attributes::INNER_SHAREABLE)
+    .union(El23Attributes::READ_ONLY);
+/// Hyp constants: normal memory, read-only, never executable.
+pub const HYP_RODATA: El23Attributes = HYP_TEXT.union(El23Attributes::XN);
+/// Hyp data and pages it borrows or was donated: normal memory, read-write, never executable.
+pub const HYP_DATA: El23Attributes = EL2_BASE
+    .union(El23Attributes::ATTRIBUTE_INDEX_1)
+    .union(El23Attributes::INNER_SHAREABLE)
+    .union(El23Attributes::XN);
+/// MMIO the hyp uses: Device-nGnRE (MAIR index 0), never executable.
+pub const HYP_DEVICE: El23Attributes = EL2_BASE
+    .union(El23Attributes::ATTRIBUTE_INDEX_0)
+    .union(El23Attributes::XN);
+
+/// Access to physical memory by address, for scrubbing and debug accesses.
+pub trait PhysMemory {
+    /// Zeroes the page at `page`.
+    fn zero_page(&mut self, page: u64);
+    fn read_u64(&mut self, address: u64) -> u64;
+    fn write_u64(&mut self, address: u64, value: u64);
+}
+
+/// What a transition needs from the environment: table pages and TLB maintenance
+/// for both tables, and access to memory.
+pub struct Env<'a> {
+    pub source: &'a mut dyn PageSource,
+    pub stage2_tlb: &'a mut dyn TlbMaintenance,
+    pub el2_tlb: &'a mut dyn TlbMaintenance,
+    pub memory: &'a mut dyn PhysMemory,
+}
+
+/// The machine's memory state.
+pub struct MemoryState {
+    pub pages: PageDb,
+    pub host_stage2: PgTable<Stage2>,
+    pub hyp_stage1: PgTable<El2>,
+}
+
+fn range_error(error: RangeError) -> HypError {
+    match error {
+        RangeError::NotAligned => HypError::NotAligned,
+        RangeError::OutOfRange => HypError::OutOfRange,
+    }
+}
+
+fn table_error(error: PgTableError) -> HypError {
+    match error {
+        PgTableError::NoMemory => HypError::NoMemory,
+        PgTableError::TooLarge | PgTableError::BadRange => HypError::OutOfRange,
+        // The records said the range was free: tables and records disagree.
+        PgTableError::AlreadyMapped => HypError::Busy,
+    }
+}
+
+/// Checks the argument shape shared by all memory calls.
+fn check_count(pages: u64) -> Result<(), HypError> {
+    if pages == 0 || pages > MAX_PAGES_PER_CALL {
+        return Err(HypError::InvalidArgument);
+    }
+    Ok(())
+}
+
+/// Maps `[start, end)` identity in pieces that never cross a 1 GiB boundary, so
+/// that no piece needs more tables than one operation may reserve.
+///
+/// # Errors
+///
+/// As [`PgTable::map`].
+pub fn map_identity_chunked<R: aarch64_paging::paging::TranslationRegime>(
+    table: &mut PgTable<R>,
+    start: usize,
+    end: usize,
+    attributes: R::Attributes,
+    source: &mut dyn PageSource,
+    tlb: &mut dyn TlbMaintenance,
+) -> Result<(), PgTableError>
+where
+    crate::mm::pgtable::ReserveTranslation: aarch64_paging::paging::Translation<R::Attributes>,
+{
+    const CHUNK: usize = 1 << 30;
+    let mut address = start;
+    while address < end {
+        let next = ((address / CHUNK) + 1).saturating_mul(CHUNK).min(end);
+        table.map(address, next, address, attributes, source, tlb)?;
+        address = next;
+    }
+    Ok(())
+}
+
+impl MemoryState {
+    /// The boot state: every page of `ram` the host's except `hyp` (the hyp's image
+    /// and pool, already mapped in `hyp_stage1`); the host stage-2 maps all RAM the
+    /// host owns (below 2^`ipa_bits`); device space is mapped on demand.
+    ///
+    /// # Errors
+    ///
+    /// `OutOfRange` if a hyp range is not page-aligned RAM or the records do not
+    /// fit `records`; `NoMemory` if the tables do not fit the source.
+    pub fn new(
+        ram: &[PhysRange],
+        hyp: &[PhysRange],
+        records: &'static mut [u32],
+        ipa_bits: u32,
+        hyp_stage1: PgTable<El2>,
+        env: &mut Env<'_>,
+    ) -> Result<MemoryState, HypError> {
+        let mut pages = PageDb::new(ram, records).map_err(range_error)?;
+        for range in hyp {
+            pages
+                .update(range.start, range.size() / PAGE_SIZE, |_| PageRecord::HYP)
+                .map_err(range_error)?;
+        }
+        let mut host_stage2 = PgTable::new(root_level(ipa_bits), ipa_bits, Stage2, env.source)
+            .map_err(table_error)?;
+        let limit = host_stage2.limit() as u64;
+        for bank in ram {
+            let clipped = PhysRange {
+                start: bank.start.min(limit),
+                end: bank.end.min(limit),
+            };
+            let mut result = Ok(());
+            for_each_piece_outside(clipped, hyp, |piece| {
+                if result.is_ok() && !piece.is_empty() {
+                    result = map_identity_chunked(
+                        &mut host_stage2,
+                        piece.start as usize,
+                        piece.end as usize,
+                        HOST_RAM,
+                        env.source,
+                        env.stage2_tlb,
+                    );
+                }
+            });
+            result.map_err(table_error)?;
+        }
+        Ok(MemoryState {
+            pages,
+            host_stage2,
+            hyp_stage1,
+        })
+    }
+
+    /// Serves a host stage-2 translation fault at `ipa`: device space is mapped
+    /// (largest block holding no RAM), anything else refused.
+    pub fn host_device_fault(&mut self, ipa: u64, env: &mut Env<'_>) -> HostFault {
+        let banks: crate::range::FixedVec<PhysRange, { crate::platform::MAX_RAM_BANKS }> = {
+            let mut v = crate::range::FixedVec::default();
+            for bank in self.pages.banks() {
+                v.push(bank);
+            }
+            v
+        };
+        let Some(block) =
+            device_block_around(ipa, banks.as_slice(), self.host_stage2.limit() as u64)
+        else {
+            return HostFault::Refused;
+        };
+        match self.host_stage2.map(
+            block.start as usize,
+            block.end as usize,
+            block.start as usize,
+            HOST_DEVICE,
+            env.source,
+            env.stage2_tlb,
+        ) {
+            Ok(()) => HostFault::MappedDevice(block),
+            Err(_) => HostFault::Refused,
+        }
+    }
+
+    /// Checks that every page of the range satisfies `wanted`, with the specific
+    /// error of the first failure.
+    fn require(
+        &self,
+        start: u64,
+        pages: u64,
+        wanted: impl Fn(PageRecord) -> bool,
+    ) -> Result<(), HypError> {
+        check_count(pages)?;
+        self.pages
+            .check(start, pages, |_, record| {
+                if wanted(record) {
+                    Ok(())
+                } else {
+                    Err(HypError::NotOwned)
+                }
+            })
+            .map_err(|e| match e {
+                Ok(error) => error,
+                Err(range) => range_error(range),
+            })
+    }
+
+    fn span(start: u64, pages: u64) -> (usize, usize) {
+        (start as usize, (start + pages * PAGE_SIZE) as usize)
+    }
+
+    /// The host lends pages it owns to the hyp (HOST_SHARE_HYP).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` (count), `NotAligned`, `OutOfRange` (wraps, not RAM),
+    /// `NotOwned` (not the host's, or already lent), `NoMemory`.
+    pub fn host_share_hyp(
+        &mut self,
+        start: u64,
+        pages: u64,
+        env: &mut Env<'_>,
+    ) -> Result<(), HypError> {
+        self.require(start, pages, |r| r == PageRecord::HOST)?;
+        let (s, e) = Self::span(start, pages);
+        self.hyp_stage1
+            .map(s, e, s, HYP_DATA, env.source, env.el2_tlb)
+            .map_err(table_error)?;
+        self.pages
+            .update(start, pages, |r| PageRecord {
+                borrower: Some(Owner::Hyp),
+                ..r
+            })
+            .map_err(range_error)
+    }
+
+    /// The host takes back pages it lent to the hyp (HOST_UNSHARE_HYP).
+    ///
+    /// # Errors
+    ///
+    /// As [`MemoryState::host_share_hyp`]; `NotOwned` if a page is not lent to the hyp.
+    pub fn host_unshare_hyp(
+        &mut self,
+        start: u64,
+        pages: u64,
+        env: &mut Env<'_>,
+    ) -> Result<(), HypError> {
+        self.require(start, pages, |r| {
+            r.owner == Owner::Host && r.borrower == Some(Owner::Hyp)
+        })?;
+        let (s, e) = Self::span(start, pages);
+        self.hyp_stage1
+            .unmap(s, e, env.source, env.el2_tlb)
+            .map_err(table_error)?;
+        self.pages
+            .update(start, pages, |r| PageRecord {
+                borrower: None,
+                ..r
+            })
+            .map_err(range_error)
+    }
+
+    /// The host gives pages to the hyp for its metadata (HOST_DONATE_HYP): they
+    /// leave the host stage-2 and join the hyp's memcache.
+    ///
+    /// # Errors
+    ///
+    /// As [`MemoryState::host_share_hyp`].
+    pub fn host_donate_hyp(
+        &mut self,
+        start: u64,
+        pages: u64,
+        env: &mut Env<'_>,
+    ) -> Result<(), HypError> {
+        self.require(start, pages, |r| r == PageRecord::HOST)?;
+        let (s, e) = Self::span(start, pages);
+        self.hyp_stage1
+            .map(s, e, s, HYP_DATA, env.source, env.el2_tlb)
+            .map_err(table_error)?;
+        if let Err(error) = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb) {
+            // Undo: unmapping exactly what was just mapped needs no memory.
+            let _ = self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb);
+            return Err(table_error(error));
+        }
+        self.pages
+            .update(start, pages, |_| PageRecord {
+                owner: Owner::Hyp,
+                borrower: None,
+                donated: true,
+                in_use: false,
+            })
+            .map_err(range_error)
+    }
+
+    /// The host takes back donated pages the hyp no longer uses (HOST_RECLAIM_HYP).
+    /// They are zeroed before the host can see them again.
+    ///
+    /// # Errors
+    ///
+    /// As [`MemoryState::host_share_hyp`]; `NotOwned` if a page was never donated
+    /// (or is the hyp's own), `Busy` if the hyp is using it.
+    pub fn host_reclaim_hyp(
+        &mut self,
+        start: u64,
+        pages: u64,
+        env: &mut Env<'_>,
+    ) -> Result<(), HypError> {
+        self.require(start, pages, |r| {
+            r.owner == Owner::Hyp && r.donated && r.borrower.is_none()
+        })?;
+        self.require(start, pages, |r| !r.in_use)
+            .map_err(|_| HypError::Busy)?;
+        let (s, e) = Self::span(start, pages);
+        for page in (start..start + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
+            env.memory.zero_page(page);
+        }
+        self.host_stage2
+            .map(s, e, s, HOST_RAM, env.source, env.stage2_tlb)
+            .map_err(table_error)?;
+        if let Err(error) = self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb) {
+            let _ = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb);
+            return Err(table_error(error));
+        }
+        self.pages
+            .update(start, pages, |_| PageRecord::HOST)
+            .map_err(range_error)
+    }
+
+    /// Reads the u64 at `address` and writes `value` there, for the host's tests of
+    /// sharing (a debug hypercall). Only pages the host lent to the hyp qualify.
+    ///
+    /// # Errors
+    ///
+    /// `NotAligned` unless 8-byte aligned; `OutOfRange` outside RAM; `NotOwned`
+    /// unless the page is lent to the hyp by the host.
+    pub fn debug_exchange(
+        &mut self,
+        address: u64,
+        value: u64,
+        env: &mut Env<'_>,
+    ) -> Result<u64, HypError> {
+        if address % 8 != 0 {
+            return Err(HypError::NotAligned);
+        }
+        let page = address & !(PAGE_SIZE - 1);
+        self.require(page, 1, |r| {
+            r.owner == Owner::Host && r.borrower == Some(Owner::Hyp)
+        })?;
+        let old = env.memory.read_u64(address);
+        env.memory.write_u64(address, value);
+        Ok(old)
+    }
+
+    /// Donated pages the hyp holds: (free, in use).
+    pub fn memcache_pages(&self) -> (u64, u64) {
+        let (mut free, mut used) = (0, 0);
+        self.pages.for_each_run(|range, r| {
+            if r.owner == Owner::Hyp && r.donated {
+                let n = range.size() / PAGE_SIZE;
+                if r.in_use {
+                    used += n;
+                } else {
+                    free += n;
+                }
+            }
+        });
+        (free, used)
+    }
+}
+
+#[cfg(test)]
+#[path = "memory_tests.rs"]
+mod tests;

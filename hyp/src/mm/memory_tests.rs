@@ -1,0 +1,643 @@
+//! Tests of the memory transitions: each call and each error, the invariant
+//! checker on good and corrupted states, and a long random run of transitions
+//! against a plain per-page model.
+
+use super::*;
+use crate::mm::invariants::{check, ViolationKind};
+use crate::mm::ownership::PageDb;
+use crate::testing::{FakeTlb, HeapSource, Rng};
+use std::collections::{HashMap, HashSet};
+
+const K4: u64 = 4096;
+const RAM0: PhysRange = PhysRange {
+    start: 0x4000_0000,
+    end: 0x4400_0000,
+};
+const RAM1: PhysRange = PhysRange {
+    start: 0x8000_0000,
+    end: 0x8020_0000,
+};
+const HYP_IMAGE: PhysRange = PhysRange {
+    start: 0x4020_0000,
+    end: 0x4030_0000,
+};
+const HYP_POOL: PhysRange = PhysRange {
+    start: 0x4300_0000,
+    end: 0x4400_0000,
+};
+const UART: PhysRange = PhysRange {
+    start: 0x900_0000,
+    end: 0x900_1000,
+};
+
+/// Physical memory as a sparse map of words; pages zeroed are remembered.
+#[derive(Default)]
+struct FakeMemory {
+    words: HashMap<u64, u64>,
+    zeroed: HashSet<u64>,
+}
+
+impl PhysMemory for FakeMemory {
+    fn zero_page(&mut self, page: u64) {
+        self.words.retain(|&a, _| a & !(K4 - 1) != page);
+        self.zeroed.insert(page);
+    }
+    fn read_u64(&mut self, address: u64) -> u64 {
+        self.words.get(&address).copied().unwrap_or(0)
+    }
+    fn write_u64(&mut self, address: u64, value: u64) {
+        self.words.insert(address, value);
+    }
+}
+
+struct Fixture {
+    state: MemoryState,
+    source: HeapSource,
+    stage2_tlb: FakeTlb,
+    el2_tlb: FakeTlb,
+    memory: FakeMemory,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let mut source = HeapSource::default();
+        let (mut stage2_tlb, mut el2_tlb, mut memory) = (
+            FakeTlb::default(),
+            FakeTlb::default(),
+            FakeMemory::default(),
+        );
+        let mut hyp_stage1 = PgTable::new(0, 48, El2, &mut source).unwrap();
+        for r in [HYP_IMAGE, HYP_POOL] {
+            hyp_stage1
+                .map(
+                    r.start as usize,
+                    r.end as usize,
+                    r.start as usize,
+                    HYP_DATA,
+                    &mut source,
+                    &mut el2_tlb,
+                )
+                .unwrap();
+        }
+        hyp_stage1
+            .map(
+                UART.start as usize,
+                UART.end as usize,
+                UART.start as usize,
+                HYP_DEVICE,
+                &mut source,
+                &mut el2_tlb,
+            )
+            .unwrap();
+        let ram = [RAM0, RAM1];
+        let records = vec![0u32; PageDb::storage_bytes(&ram) / 4].leak();
+        let mut env = Env {
+            source: &mut source,
+            stage2_tlb: &mut stage2_tlb,
+            el2_tlb: &mut el2_tlb,
+            memory: &mut memory,
+        };
+        let state = MemoryState::new(
+            &ram,
+            &[HYP_IMAGE, HYP_POOL],
+            records,
+            40,
+            hyp_stage1,
+            &mut env,
+        )
+        .unwrap();
+        Fixture {
+            state,
+            source,
+            stage2_tlb,
+            el2_tlb,
+            memory,
+        }
+    }
+
+    fn env(&mut self) -> (&mut MemoryState, Env<'_>) {
+        (
+            &mut self.state,
+            Env {
+                source: &mut self.source,
+                stage2_tlb: &mut self.stage2_tlb,
+                el2_tlb: &mut self.el2_tlb,
+                memory: &mut self.memory,
+            },
+        )
+    }
+
+    fn call(&mut self, op: Op, start: u64, pages: u64) -> Result<(), HypError> {
+        let (state, mut env) = self.env();
+        match op {
+            Op::Share => state.host_share_hyp(start, pages, &mut env),
+            Op::Unshare => state.host_unshare_hyp(start, pages, &mut env),
+            Op::Donate => state.host_donate_hyp(start, pages, &mut env),
+            Op::Reclaim => state.host_reclaim_hyp(start, pages, &mut env),
+        }
+    }
+
+    fn assert_clean(&self) {
+        let report = check(&self.state, &[UART]);
+        assert!(
+            report.is_clean(),
+            "violations: {:?}",
+            report.first.as_slice()
+        );
+        assert_eq!(
+            self.state.host_stage2.reserve_underflows()
+                + self.state.hyp_stage1.reserve_underflows(),
+            0
+        );
+    }
+
+    fn host_maps(&self, address: u64) -> bool {
+        self.state.host_stage2.leaf_at(address as usize).is_some()
+    }
+
+    fn hyp_maps(&self, address: u64) -> bool {
+        self.state.hyp_stage1.leaf_at(address as usize).is_some()
+    }
+
+    /// Everything observable: both tables' leaves and the records.
+    fn snapshot(&self) -> Snapshot {
+        self.snapshot_of(PhysRange {
+            start: 0,
+            end: 1 << 40,
+        })
+    }
+
+    /// What is observable in `window`.
+    fn snapshot_of(&self, window: PhysRange) -> Snapshot {
+        let (s, e) = (window.start as usize, window.end as usize);
+        let mut s2 = Vec::new();
+        self.state
+            .host_stage2
+            .for_each_leaf(s, e, |l| s2.push((l.start, l.end, l.pa)));
+        let mut s1 = Vec::new();
+        self.state
+            .hyp_stage1
+            .for_each_leaf(s, e, |l| s1.push((l.start, l.end, l.pa)));
+        let mut records = Vec::new();
+        self.state
+            .pages
+            .for_each_run_in(window, |r, rec| records.push((r.start, r.end, rec)));
+        (s2, s1, records)
+    }
+}
+
+type Snapshot = (
+    Vec<(usize, usize, usize)>,
+    Vec<(usize, usize, usize)>,
+    Vec<(u64, u64, PageRecord)>,
+);
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Share,
+    Unshare,
+    Donate,
+    Reclaim,
+}
+
+#[test]
+fn boot_state_hides_hyp_memory_and_is_clean() {
+    let f = Fixture::new();
+    f.assert_clean();
+    assert!(f.host_maps(RAM0.start) && f.host_maps(RAM1.end - K4));
+    assert!(!f.host_maps(HYP_IMAGE.start) && !f.host_maps(HYP_POOL.end - K4));
+    assert!(!f.host_maps(UART.start), "device space is mapped on demand");
+}
+
+#[test]
+fn share_lets_the_hyp_use_a_page_until_unshared() {
+    let mut f = Fixture::new();
+    let page = RAM0.start + 0x5000;
+    f.memory.write_u64(page + 8, 0x1234);
+    f.call(Op::Share, page, 1).unwrap();
+    f.assert_clean();
+    assert!(f.hyp_maps(page) && f.host_maps(page), "shared: both map it");
+    let (state, mut env) = f.env();
+    assert_eq!(state.debug_exchange(page + 8, 0xabcd, &mut env), Ok(0x1234));
+    assert_eq!(f.memory.read_u64(page + 8), 0xabcd);
+    f.call(Op::Unshare, page, 1).unwrap();
+    f.assert_clean();
+    assert!(!f.hyp_maps(page));
+    let (state, mut env) = f.env();
+    assert_eq!(
+        state.debug_exchange(page + 8, 1, &mut env),
+        Err(HypError::NotOwned)
+    );
+    assert!(
+        !f.el2_tlb.leaves.is_empty(),
+        "unshare invalidated the hyp's TLB"
+    );
+}
+
+#[test]
+fn donated_pages_leave_the_host_and_come_back_zeroed() {
+    let mut f = Fixture::new();
+    let start = RAM0.start + 0x10_0000;
+    f.memory.write_u64(start + 0x1000, 42);
+    f.call(Op::Donate, start, 4).unwrap();
+    f.assert_clean();
+    assert!(!f.host_maps(start) && !f.host_maps(start + 3 * K4) && f.host_maps(start + 4 * K4));
+    assert!(f.hyp_maps(start));
+    assert_eq!(f.state.memcache_pages(), (4, 0));
+    assert!(
+        f.stage2_tlb.leaves.iter().any(|&(a, _)| a as u64 <= start),
+        "host TLB invalidated"
+    );
+    f.call(Op::Reclaim, start, 4).unwrap();
+    f.assert_clean();
+    assert!(f.host_maps(start) && !f.hyp_maps(start));
+    assert_eq!(f.memory.read_u64(start + 0x1000), 0);
+    assert!((0..4).all(|i| f.memory.zeroed.contains(&(start + i * K4))));
+    assert_eq!(f.state.memcache_pages(), (0, 0));
+}
+
+#[test]
+fn every_bad_call_returns_its_error_and_changes_nothing() {
+    let mut f = Fixture::new();
+    let page = RAM0.start + 0x7000;
+    f.call(Op::Share, page, 1).unwrap();
+    f.call(Op::Donate, page + 0x10000, 2).unwrap();
+    let before = f.snapshot();
+    let cases: &[(Op, u64, u64, HypError, &str)] = &[
+        (
+            Op::Share,
+            page + 0x800,
+            1,
+            HypError::NotAligned,
+            "unaligned",
+        ),
+        (
+            Op::Share,
+            0x2000_0000,
+            1,
+            HypError::OutOfRange,
+            "outside RAM",
+        ),
+        (Op::Share, UART.start, 1, HypError::OutOfRange, "device"),
+        (
+            Op::Share,
+            HYP_IMAGE.start,
+            1,
+            HypError::NotOwned,
+            "hyp image",
+        ),
+        (
+            Op::Donate,
+            HYP_POOL.start,
+            2,
+            HypError::NotOwned,
+            "hyp pool",
+        ),
+        (
+            Op::Share,
+            u64::MAX & !(K4 - 1),
+            2,
+            HypError::OutOfRange,
+            "wraps",
+        ),
+        (
+            Op::Share,
+            RAM0.start,
+            0,
+            HypError::InvalidArgument,
+            "no pages",
+        ),
+        (
+            Op::Share,
+            RAM0.start,
+            MAX_PAGES_PER_CALL + 1,
+            HypError::InvalidArgument,
+            "too long",
+        ),
+        (
+            Op::Share,
+            RAM1.end - K4,
+            2,
+            HypError::OutOfRange,
+            "runs off the bank",
+        ),
+        (Op::Share, page, 1, HypError::NotOwned, "double share"),
+        (
+            Op::Donate,
+            page,
+            1,
+            HypError::NotOwned,
+            "donate a shared page",
+        ),
+        (
+            Op::Unshare,
+            page + K4,
+            1,
+            HypError::NotOwned,
+            "unshare a page not shared",
+        ),
+        (
+            Op::Reclaim,
+            page + K4,
+            1,
+            HypError::NotOwned,
+            "reclaim a page never donated",
+        ),
+        (
+            Op::Reclaim,
+            page,
+            1,
+            HypError::NotOwned,
+            "reclaim a shared page",
+        ),
+        (
+            Op::Reclaim,
+            HYP_POOL.start,
+            1,
+            HypError::NotOwned,
+            "reclaim the hyp's own page",
+        ),
+        (
+            Op::Reclaim,
+            page + 0x10000,
+            3,
+            HypError::NotOwned,
+            "reclaim more than was donated",
+        ),
+        (
+            Op::Unshare,
+            page - K4,
+            2,
+            HypError::NotOwned,
+            "unshare a range only partly shared",
+        ),
+    ];
+    for &(op, start, pages, error, what) in cases {
+        assert_eq!(f.call(op, start, pages), Err(error), "{what}");
+        assert!(f.snapshot() == before, "{what} changed something");
+        f.assert_clean();
+    }
+}
+
+#[test]
+fn without_memory_for_tables_nothing_changes() {
+    let mut f = Fixture::new();
+    let before = f.snapshot();
+    f.source.limit = Some(f.source.outstanding.len());
+    // Donating one page out of a 2 MiB block needs tables to split it.
+    assert_eq!(
+        f.call(Op::Donate, RAM0.start + 0x40_1000, 1),
+        Err(HypError::NoMemory)
+    );
+    assert!(f.snapshot() == before);
+    assert_eq!(
+        f.call(Op::Share, RAM0.start + 0x40_1000, 1),
+        Err(HypError::NoMemory)
+    );
+    assert!(f.snapshot() == before);
+    f.assert_clean();
+}
+
+#[test]
+fn device_faults_map_device_space_and_never_ram() {
+    let mut f = Fixture::new();
+    let (state, mut env) = f.env();
+    assert_eq!(
+        state.host_device_fault(UART.start, &mut env),
+        HostFault::MappedDevice(PhysRange {
+            start: 0,
+            end: 0x4000_0000
+        })
+    );
+    assert_eq!(
+        state.host_device_fault(HYP_IMAGE.start, &mut env),
+        HostFault::Refused
+    );
+    assert_eq!(
+        state.host_device_fault(1 << 40, &mut env),
+        HostFault::Refused
+    );
+    f.assert_clean();
+    assert!(f.host_maps(UART.start));
+}
+
+#[test]
+fn the_checker_reports_each_kind_of_corruption() {
+    let mut f = Fixture::new();
+    let (s, env) = f.env();
+    s.host_stage2
+        .map(
+            HYP_IMAGE.start as usize,
+            HYP_IMAGE.start as usize + 4096,
+            HYP_IMAGE.start as usize,
+            HOST_RAM,
+            env.source,
+            env.stage2_tlb,
+        )
+        .unwrap();
+    let page = (RAM0.start + 0x9000) as usize;
+    s.host_stage2
+        .unmap(page, page + 4096, env.source, env.stage2_tlb)
+        .unwrap();
+    s.hyp_stage1
+        .map(
+            page + 4096,
+            page + 8192,
+            page + 4096,
+            HYP_DATA,
+            env.source,
+            env.el2_tlb,
+        )
+        .unwrap();
+    let kinds: Vec<_> = check(s, &[UART])
+        .first
+        .as_slice()
+        .iter()
+        .map(|v| (v.kind, v.address))
+        .collect();
+    assert!(
+        kinds.contains(&(ViolationKind::HostMapsForeignPage, HYP_IMAGE.start)),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(ViolationKind::HostPageUnmapped, page as u64)),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(ViolationKind::HypMapsForeignPage, page as u64 + 4096)),
+        "{kinds:?}"
+    );
+}
+
+/// The rules, written out per page, independently of `MemoryState`.
+fn model_call(
+    model: &mut HashMap<u64, PageRecord>,
+    op: Op,
+    start: u64,
+    pages: u64,
+) -> Result<(), HypError> {
+    if pages == 0 || pages > MAX_PAGES_PER_CALL {
+        return Err(HypError::InvalidArgument);
+    }
+    if start % K4 != 0 {
+        return Err(HypError::NotAligned);
+    }
+    let Some(end) = pages
+        .checked_mul(K4)
+        .and_then(|size| start.checked_add(size))
+    else {
+        return Err(HypError::OutOfRange);
+    };
+    if ![RAM0, RAM1]
+        .iter()
+        .any(|b| b.start <= start && end <= b.end)
+    {
+        return Err(HypError::OutOfRange);
+    }
+    let addresses: Vec<u64> = (start..end).step_by(K4 as usize).collect();
+    let get = |m: &HashMap<u64, PageRecord>, a: u64| m.get(&a).copied().unwrap_or(PageRecord::HOST);
+    let ok = |wanted: &dyn Fn(PageRecord) -> bool| addresses.iter().all(|&a| wanted(get(model, a)));
+    let new: Box<dyn Fn(PageRecord) -> PageRecord> = match op {
+        Op::Share if ok(&|r| r == PageRecord::HOST) => Box::new(|r| PageRecord {
+            borrower: Some(Owner::Hyp),
+            ..r
+        }),
+        Op::Unshare if ok(&|r| r.owner == Owner::Host && r.borrower == Some(Owner::Hyp)) => {
+            Box::new(|r| PageRecord {
+                borrower: None,
+                ..r
+            })
+        }
+        Op::Donate if ok(&|r| r == PageRecord::HOST) => Box::new(|_| PageRecord {
+            owner: Owner::Hyp,
+            borrower: None,
+            donated: true,
+            in_use: false,
+        }),
+        Op::Reclaim if ok(&|r| r.owner == Owner::Hyp && r.donated && r.borrower.is_none()) => {
+            Box::new(|_| PageRecord::HOST)
+        }
+        _ => return Err(HypError::NotOwned),
+    };
+    for a in addresses {
+        let r = new(get(model, a));
+        model.insert(a, r);
+    }
+    Ok(())
+}
+
+fn interesting_start(rng: &mut Rng, recent: &[(u64, u64, bool)]) -> u64 {
+    let bases = [
+        RAM0.start,
+        RAM1.start,
+        HYP_IMAGE.start,
+        HYP_IMAGE.end,
+        HYP_POOL.start,
+        RAM0.start + 0x20_0000,
+        RAM1.end,
+        UART.start,
+        0,
+    ];
+    let base = match rng.below(4) {
+        0 => bases[rng.below(bases.len() as u64) as usize],
+        1 if !recent.is_empty() => {
+            let (start, pages, _) = recent[rng.below(recent.len() as u64) as usize];
+            return start + rng.below(pages) * K4;
+        }
+        _ => RAM0.start + rng.below(16) * 0x10_0000,
+    };
+    let offset = match rng.below(8) {
+        0 => 0x800,
+        1 => 0u64.wrapping_sub(K4),
+        _ => rng.below(32) * K4,
+    };
+    base.wrapping_add(offset)
+}
+
+/// Random transitions among the host and the hyp, against the model: the same
+/// result, the same records, a clean checker after every call, and no change of
+/// anything at all when a call fails.
+#[test]
+fn random_transitions_agree_with_the_model() {
+    let ops = crate::testing::ops_from_env("HYP_MEMORY_OPS", 50_000);
+    let seed = crate::testing::seed_from_env();
+    let mut rng = Rng::new(seed);
+    let mut f = Fixture::new();
+    let mut model: HashMap<u64, PageRecord> = HashMap::new();
+    for r in [HYP_IMAGE, HYP_POOL] {
+        for a in (r.start..r.end).step_by(K4 as usize) {
+            model.insert(a, PageRecord::HYP);
+        }
+    }
+    let mut successes = [0usize; 4];
+    // Ranges recently shared or donated: where unshare and reclaim can succeed.
+    let mut recent: Vec<(u64, u64, bool)> = Vec::new();
+    for i in 0..ops {
+        let which = rng.below(4) as usize;
+        let op = [Op::Share, Op::Unshare, Op::Donate, Op::Reclaim][which];
+        let mut start = interesting_start(&mut rng, &recent);
+        // Half the time, undo a recent share or donation exactly.
+        let undo = match op {
+            Op::Unshare => recent.iter().rev().find(|r| r.2),
+            Op::Reclaim => recent.iter().rev().find(|r| !r.2),
+            _ => None,
+        };
+        let mut exact_pages = None;
+        if let (Some(&(s, p, _)), true) = (undo, rng.below(2) == 0) {
+            start = s;
+            exact_pages = Some(p);
+        }
+        let pages = exact_pages.unwrap_or(match rng.below(16) {
+            0 => 0,
+            1 => MAX_PAGES_PER_CALL + rng.below(3),
+            2 => u64::MAX / K4,
+            3 => MAX_PAGES_PER_CALL,
+            _ => 1 + rng.below(8),
+        });
+        let context = format!("seed {seed} op {i}: {op:?} {start:#x} x{pages}");
+        let window = PhysRange {
+            start: start.saturating_sub(0x40_0000),
+            end: start.saturating_add(0x80_0000),
+        };
+        let before = if i % 64 == 0 {
+            f.snapshot()
+        } else {
+            f.snapshot_of(window)
+        };
+        let expected = model_call(&mut model, op, start, pages);
+        let got = f.call(op, start, pages);
+        assert_eq!(got, expected, "{context}");
+        successes[which] += usize::from(got.is_ok());
+        if got.is_err() {
+            let after = if i % 64 == 0 {
+                f.snapshot()
+            } else {
+                f.snapshot_of(window)
+            };
+            assert!(
+                after == before,
+                "{context}: a failed call changed something"
+            );
+        } else if matches!(op, Op::Share | Op::Donate) {
+            recent.push((start, pages, matches!(op, Op::Share)));
+            if recent.len() > 16 {
+                recent.remove(0);
+            }
+        }
+        if i % 16 == 0 {
+            f.assert_clean();
+        }
+        if i % 512 == 0 {
+            for (&a, &r) in &model {
+                assert_eq!(f.state.pages.get(a), Some(r), "{context}: record of {a:#x}");
+            }
+        }
+    }
+    f.assert_clean();
+    if ops >= 10_000 {
+        assert!(
+            successes.iter().all(|&n| n >= ops / 100),
+            "too few successful calls to mean much: {successes:?}"
+        );
+    }
+}

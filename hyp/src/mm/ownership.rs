@@ -1,0 +1,452 @@
+//! Who owns every page of RAM: the single source of truth of the hyp's memory
+//! protection. One 32-bit record per 4 KiB page of each RAM bank holds the owner
+//! (host, hyp or a VM), the borrower it is shared with (if any), and whether a
+//! hyp-owned page was donated by the host (and may go back to it).
+//!
+//! From one record both sides' states follow: the owner's page is *owned*, or
+//! *shared-owned* while lent; the borrower's view is *shared-borrowed*. The page
+//! tables (host stage-2, hyp stage-1, VM stage-2s) are derived from these records
+//! by the transitions in `mm::memory`, and `mm::invariants` checks that they agree.
+
+#![forbid(unsafe_code)]
+
+use crate::range::{FixedVec, PhysRange, PAGE_SIZE};
+
+/// A VM's slot number in the VM table.
+pub type VmId = u16;
+
+/// Who a page belongs to.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Owner {
+    Host,
+    Hyp,
+    Vm(VmId),
+}
+
+/// A page as one party sees it.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum PageState {
+    /// Owned and used only by its owner.
+    Owned,
+    /// Owned, and lent to a borrower.
+    SharedOwned,
+    /// Borrowed from its owner.
+    SharedBorrowed,
+}
+
+/// The record of one page.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct PageRecord {
+    pub owner: Owner,
+    pub borrower: Option<Owner>,
+    /// Hyp-owned page that the host donated (memcache), as opposed to the hyp's own.
+    pub donated: bool,
+    /// A donated page the hyp is using (not free to go back to the host).
+    pub in_use: bool,
+}
+
+impl PageRecord {
+    pub const HOST: PageRecord = PageRecord {
+        owner: Owner::Host,
+        borrower: None,
+        donated: false,
+        in_use: false,
+    };
+    pub const HYP: PageRecord = PageRecord {
+        owner: Owner::Hyp,
+        borrower: None,
+        donated: false,
+        in_use: false,
+    };
+
+    /// The state of this page for `who`, or `None` if `who` may not touch it.
+    pub fn state_for(&self, who: Owner) -> Option<PageState> {
+        if self.owner == who {
+            Some(if self.borrower.is_some() {
+                PageState::SharedOwned
+            } else {
+                PageState::Owned
+            })
+        } else if self.borrower == Some(who) {
+            Some(PageState::SharedBorrowed)
+        } else {
+            None
+        }
+    }
+
+    // Packed layout: bits 1:0 owner kind (0 host, 1 hyp, 2 VM), 2 donated,
+    // 3 in_use, 5:4 borrower kind (0 none, 1 host, 2 hyp, 3 VM),
+    // 15:8 unused, 31:16 VM id of the owner or borrower (only one may be a VM).
+    fn pack(&self) -> u32 {
+        let (owner_kind, owner_vm) = match self.owner {
+            Owner::Host => (0, 0),
+            Owner::Hyp => (1, 0),
+            Owner::Vm(id) => (2, id),
+        };
+        let (borrower_kind, borrower_vm) = match self.borrower {
+            None => (0, 0),
+            Some(Owner::Host) => (1, 0),
+            Some(Owner::Hyp) => (2, 0),
+            Some(Owner::Vm(id)) => (3, id),
+        };
+        owner_kind
+            | u32::from(self.donated) << 2
+            | u32::from(self.in_use) << 3
+            | borrower_kind << 4
+            | u32::from(owner_vm | borrower_vm) << 16
+    }
+
+    fn unpack(bits: u32) -> PageRecord {
+        let vm = (bits >> 16) as VmId;
+        let owner = match bits & 3 {
+            0 => Owner::Host,
+            1 => Owner::Hyp,
+            _ => Owner::Vm(vm),
+        };
+        let borrower = match (bits >> 4) & 3 {
+            0 => None,
+            1 => Some(Owner::Host),
+            2 => Some(Owner::Hyp),
+            _ => Some(Owner::Vm(vm)),
+        };
+        PageRecord {
+            owner,
+            borrower,
+            donated: bits & 4 != 0,
+            in_use: bits & 8 != 0,
+        }
+    }
+
+    /// Whether the record can be stored: a VM may be owner or borrower, not both
+    /// (there is one VM id field).
+    fn is_representable(&self) -> bool {
+        !matches!(
+            (self.owner, self.borrower),
+            (Owner::Vm(_), Some(Owner::Vm(_)))
+        )
+    }
+}
+
+/// Why a range of pages cannot be looked up.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum RangeError {
+    /// Not page-aligned.
+    NotAligned,
+    /// Wraps, is empty, or is not inside one RAM bank.
+    OutOfRange,
+}
+
+/// Most RAM banks with records.
+pub const MAX_BANKS: usize = crate::platform::MAX_RAM_BANKS;
+
+/// One RAM bank and the records of its pages.
+struct Bank {
+    range: PhysRange,
+    records: &'static mut [u32],
+}
+
+/// The records of every page of RAM.
+pub struct PageDb {
+    banks: FixedVec<usize, MAX_BANKS>,
+    storage: [Option<Bank>; MAX_BANKS],
+}
+
+impl PageDb {
+    /// Bytes of record storage `ram` needs.
+    pub fn storage_bytes(ram: &[PhysRange]) -> usize {
+        ram.iter()
+            .map(|b| (b.size() / PAGE_SIZE) as usize * 4)
+            .sum()
+    }
+
+    /// Records for `ram`, every page the host's, kept in `storage` (at least
+    /// [`PageDb::storage_bytes`] long, in 4-byte words).
+    ///
+    /// # Errors
+    ///
+    /// [`RangeError::OutOfRange`] when `storage` is too small or a bank is not
+    /// page-aligned.
+    pub fn new(ram: &[PhysRange], storage: &'static mut [u32]) -> Result<PageDb, RangeError> {
+        let mut db = PageDb {
+            banks: FixedVec::default(),
+            storage: [const { None }; MAX_BANKS],
+        };
+        let mut rest = storage;
+        for (i, bank) in ram.iter().enumerate().take(MAX_BANKS) {
+            if bank.start % PAGE_SIZE != 0 || bank.end % PAGE_SIZE != 0 {
+                return Err(RangeError::OutOfRange);
+            }
+            let pages = (bank.size() / PAGE_SIZE) as usize;
+            if rest.len() < pages {
+                return Err(RangeError::OutOfRange);
+            }
+            let (records, tail) = rest.split_at_mut(pages);
+            records.fill(PageRecord::HOST.pack());
+            rest = tail;
+            db.storage[i] = Some(Bank {
+                range: *bank,
+                records,
+            });
+            db.banks.push(i);
+        }
+        Ok(db)
+    }
+
+    /// The RAM banks covered.
+    pub fn banks(&self) -> impl Iterator<Item = PhysRange> + '_ {
+        self.storage.iter().flatten().map(|b| b.range)
+    }
+
+    /// Checks that `[start, start + pages * 4K)` is page-aligned, non-empty, does
+    /// not wrap and lies in one bank; returns the bank index and first record index.
+    pub fn locate(&self, start: u64, pages: u64) -> Result<(usize, usize), RangeError> {
+        if start % PAGE_SIZE != 0 {
+            return Err(RangeError::NotAligned);
+        }
+        let size = pages.checked_mul(PAGE_SIZE).ok_or(RangeError::OutOfRange)?;
+        let range = PhysRange::from_base_size(start, size).ok_or(RangeError::OutOfRange)?;
+        if pages == 0 {
+            return Err(RangeError::OutOfRange);
+        }
+        self.storage
+            .iter()
+            .enumerate()
+            .find_map(|(i, bank)| {
+                let bank = bank.as_ref()?;
+                (bank.range.start <= range.start && range.end <= bank.range.end)
+                    .then(|| (i, ((range.start - bank.range.start) / PAGE_SIZE) as usize))
+            })
+            .ok_or(RangeError::OutOfRange)
+    }
+
+    /// Whether `address` is RAM.
+    pub fn is_ram(&self, address: u64) -> bool {
+        self.banks().any(|b| b.contains(address))
+    }
+
+    /// The record of the page at `address`, if RAM.
+    pub fn get(&self, address: u64) -> Option<PageRecord> {
+        let (bank, index) = self.locate(address & !(PAGE_SIZE - 1), 1).ok()?;
+        let bank = self.storage[bank].as_ref()?;
+        bank.records
+            .get(index)
+            .map(|&bits| PageRecord::unpack(bits))
+    }
+
+    /// Calls `f` with the record of each page of a located range; stops at the
+    /// first `Err` and returns it.
+    pub fn check<E>(
+        &self,
+        start: u64,
+        pages: u64,
+        mut f: impl FnMut(u64, PageRecord) -> Result<(), E>,
+    ) -> Result<(), Result<E, RangeError>> {
+        let (bank, first) = self.locate(start, pages).map_err(Err)?;
+        let Some(bank) = self.storage[bank].as_ref() else {
+            return Err(Err(RangeError::OutOfRange));
+        };
+        for (i, &bits) in bank.records[first..first + pages as usize]
+            .iter()
+            .enumerate()
+        {
+            f(start + i as u64 * PAGE_SIZE, PageRecord::unpack(bits)).map_err(Ok)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the record of every page of a located range to `update(old)`.
+    /// Callers check the range first; a range that does not locate changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`PageDb::locate`], or `OutOfRange` if an updated record cannot be
+    /// represented (nothing is written then either).
+    pub fn update(
+        &mut self,
+        start: u64,
+        pages: u64,
+        update: impl Fn(PageRecord) -> PageRecord,
+    ) -> Result<(), RangeError> {
+        let (bank, first) = self.locate(start, pages)?;
+        let Some(bank) = self.storage[bank].as_mut() else {
+            return Err(RangeError::OutOfRange);
+        };
+        let records = &mut bank.records[first..first + pages as usize];
+        if records
+            .iter()
+            .any(|&bits| !update(PageRecord::unpack(bits)).is_representable())
+        {
+            return Err(RangeError::OutOfRange);
+        }
+        for bits in records {
+            *bits = update(PageRecord::unpack(*bits)).pack();
+        }
+        Ok(())
+    }
+
+    /// Calls `f` for every run of equal records inside `range` (clipped to it), in
+    /// address order; addresses of `range` outside RAM are skipped.
+    pub fn for_each_run_in(&self, range: PhysRange, mut f: impl FnMut(PhysRange, PageRecord)) {
+        for bank in self.storage.iter().flatten() {
+            let start = range.start.max(bank.range.start);
+            let end = range.end.min(bank.range.end);
+            if start >= end {
+                continue;
+            }
+            let first = ((start - bank.range.start) / PAGE_SIZE) as usize;
+            let last = ((end - bank.range.start).div_ceil(PAGE_SIZE)) as usize;
+            let records = &bank.records[first..last];
+            let mut run_start = 0usize;
+            for i in 1..=records.len() {
+                if i == records.len() || records[i] != records[run_start] {
+                    let run = PhysRange {
+                        start: start.max(bank.range.start + (first + run_start) as u64 * PAGE_SIZE),
+                        end: end.min(bank.range.start + (first + i) as u64 * PAGE_SIZE),
+                    };
+                    f(run, PageRecord::unpack(records[run_start]));
+                    run_start = i;
+                }
+            }
+        }
+    }
+
+    /// Calls `f` for every run of pages with equal records, in address order.
+    pub fn for_each_run(&self, mut f: impl FnMut(PhysRange, PageRecord)) {
+        for bank in self.banks() {
+            self.for_each_run_in(bank, &mut f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(ram: &[PhysRange]) -> PageDb {
+        let storage = vec![0u32; PageDb::storage_bytes(ram) / 4].leak();
+        PageDb::new(ram, storage).unwrap()
+    }
+
+    #[test]
+    fn records_pack_and_unpack() {
+        let all = [
+            PageRecord::HOST,
+            PageRecord::HYP,
+            PageRecord {
+                owner: Owner::Host,
+                borrower: Some(Owner::Hyp),
+                donated: false,
+                in_use: false,
+            },
+            PageRecord {
+                owner: Owner::Hyp,
+                borrower: None,
+                donated: true,
+                in_use: true,
+            },
+            PageRecord {
+                owner: Owner::Vm(7),
+                borrower: Some(Owner::Host),
+                donated: false,
+                in_use: false,
+            },
+            PageRecord {
+                owner: Owner::Host,
+                borrower: Some(Owner::Vm(65535)),
+                donated: false,
+                in_use: false,
+            },
+        ];
+        for r in all {
+            assert_eq!(PageRecord::unpack(r.pack()), r);
+        }
+    }
+
+    #[test]
+    fn states_follow_from_one_record() {
+        let shared = PageRecord {
+            owner: Owner::Host,
+            borrower: Some(Owner::Hyp),
+            donated: false,
+            in_use: false,
+        };
+        assert_eq!(shared.state_for(Owner::Host), Some(PageState::SharedOwned));
+        assert_eq!(
+            shared.state_for(Owner::Hyp),
+            Some(PageState::SharedBorrowed)
+        );
+        assert_eq!(shared.state_for(Owner::Vm(0)), None);
+        assert_eq!(
+            PageRecord::HOST.state_for(Owner::Host),
+            Some(PageState::Owned)
+        );
+    }
+
+    #[test]
+    fn ranges_must_be_aligned_in_one_bank_and_not_wrap() {
+        let d = db(&[
+            PhysRange {
+                start: 0x4000_0000,
+                end: 0x4010_0000,
+            },
+            PhysRange {
+                start: 0x8000_0000,
+                end: 0x8000_4000,
+            },
+        ]);
+        assert_eq!(d.locate(0x4000_0000, 1), Ok((0, 0)));
+        assert_eq!(d.locate(0x8000_1000, 3), Ok((1, 1)));
+        assert_eq!(d.locate(0x4000_0800, 1), Err(RangeError::NotAligned));
+        assert_eq!(
+            d.locate(0x8000_1000, 4),
+            Err(RangeError::OutOfRange),
+            "runs off the bank"
+        );
+        assert_eq!(
+            d.locate(0x900_0000, 1),
+            Err(RangeError::OutOfRange),
+            "device space"
+        );
+        assert_eq!(d.locate(0x4000_0000, 0), Err(RangeError::OutOfRange));
+        assert_eq!(
+            d.locate(u64::MAX & !0xfff, 2),
+            Err(RangeError::OutOfRange),
+            "wraps"
+        );
+        assert_eq!(d.locate(0x4000_0000, u64::MAX), Err(RangeError::OutOfRange));
+    }
+
+    #[test]
+    fn updates_apply_to_the_whole_range_or_not_at_all() {
+        let mut d = db(&[PhysRange {
+            start: 0,
+            end: 0x10000,
+        }]);
+        d.update(0x1000, 2, |r| PageRecord {
+            owner: Owner::Vm(3),
+            ..r
+        })
+        .unwrap();
+        assert_eq!(d.get(0x1000).map(|r| r.owner), Some(Owner::Vm(3)));
+        assert_eq!(d.get(0x3000).map(|r| r.owner), Some(Owner::Host));
+        // A VM owner lent to another VM cannot be stored: nothing changes.
+        assert_eq!(
+            d.update(0, 3, |r| PageRecord {
+                borrower: Some(Owner::Vm(4)),
+                ..r
+            }),
+            Err(RangeError::OutOfRange)
+        );
+        assert_eq!(d.get(0).and_then(|r| r.borrower), None);
+        let mut runs = Vec::new();
+        d.for_each_run(|range, r| runs.push((range.start, range.end, r.owner)));
+        assert_eq!(
+            runs,
+            vec![
+                (0, 0x1000, Owner::Host),
+                (0x1000, 0x3000, Owner::Vm(3)),
+                (0x3000, 0x10000, Owner::Host)
+            ]
+        );
+    }
+}
