@@ -40,6 +40,7 @@ extern "C" fn shim_exception(_frame: &mut ShimFrame, kind: u64) {
     crate::arch::park()
 }
 
+/// Logs `ok: ...` or `FAILED: ...` and evaluates to whether the check held.
 macro_rules! check {
     ($ok:expr, $($fmt:tt)*) => {{
         if $ok {
@@ -51,6 +52,7 @@ macro_rules! check {
         }
     }};
 }
+pub(crate) use check;
 
 /// Runs every check; true when all passed.
 pub fn run_all(platform: &HostPlatform) -> bool {
@@ -65,8 +67,8 @@ pub fn run_all(platform: &HostPlatform) -> bool {
     );
     let features = hypercall::features();
     passed &= check!(
-        features == Ok(HostCall::features_bitmap()),
-        "hypercall round trip: FEATURES returned {features:?}"
+        features == Ok(HostCall::features_bitmap(true)),
+        "hypercall round trip: FEATURES returned {features:x?}"
     );
     let unknown = hypercall::raw_call(hyp_abi::vendor_hyp_fn(0x1fff), [0; 6]);
     passed &= check!(
@@ -90,6 +92,7 @@ pub fn run_all(platform: &HostPlatform) -> bool {
         "device tree carves out {} hyp region(s)",
         platform.hyp_regions().len()
     );
+    passed &= crate::memory_checks::run_all(platform);
     for &(base, size) in platform.hyp_regions() {
         for address in [base, base + size / 2, base + size - 8] {
             passed &= probe_hyp_memory(address, Access::Read);
@@ -100,7 +103,7 @@ pub fn run_all(platform: &HostPlatform) -> bool {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Access {
+pub enum Access {
     Read,
     Write,
 }
@@ -109,7 +112,7 @@ enum Access {
 const ESR_WNR: u64 = 1 << 6;
 
 /// Reads or writes `address` (hyp memory) and expects a synchronous external abort.
-fn probe_hyp_memory(address: u64, access: Access) -> bool {
+pub fn probe_hyp_memory(address: u64, access: Access) -> bool {
     let address = address & !7;
     PROBE_ESR.store(0, Ordering::Relaxed);
     PROBE_ARMED.store(true, Ordering::Relaxed);

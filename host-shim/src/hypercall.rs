@@ -26,3 +26,48 @@ pub fn version() -> Result<(u64, u64), HypError> {
 pub fn features() -> Result<u64, HypError> {
     call(HostCall::Features, [0; 6]).map(|[bits, _, _]| bits)
 }
+
+/// Lends `pages` pages at physical address `start` to the hyp.
+pub fn share_hyp(start: u64, pages: u64) -> Result<(), HypError> {
+    call(HostCall::ShareHyp, [start, pages, 0, 0, 0, 0]).map(|_| ())
+}
+
+/// Takes back pages lent to the hyp.
+pub fn unshare_hyp(start: u64, pages: u64) -> Result<(), HypError> {
+    call(HostCall::UnshareHyp, [start, pages, 0, 0, 0, 0]).map(|_| ())
+}
+
+/// Gives pages to the hyp's memcache.
+pub fn donate_hyp(start: u64, pages: u64) -> Result<(), HypError> {
+    call(HostCall::DonateHyp, [start, pages, 0, 0, 0, 0]).map(|_| ())
+}
+
+/// Takes back donated pages the hyp does not use (they come back zeroed).
+pub fn reclaim_hyp(start: u64, pages: u64) -> Result<(), HypError> {
+    call(HostCall::ReclaimHyp, [start, pages, 0, 0, 0, 0]).map(|_| ())
+}
+
+/// What the hyp's invariant checker reports (test builds of the hyp only).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct InvariantReport {
+    pub violations: u64,
+    pub memcache_free: u64,
+    pub memcache_used: u64,
+}
+
+/// Runs the hyp's invariant checker (test builds of the hyp only).
+pub fn check_invariants() -> Result<InvariantReport, HypError> {
+    call(HostCall::DebugCheckInvariants, [0; 6]).map(|[violations, memcache_free, memcache_used]| {
+        InvariantReport {
+            violations,
+            memcache_free,
+            memcache_used,
+        }
+    })
+}
+
+/// Has the hyp exchange the u64 at `address` (in a page lent to it) with `value`;
+/// returns the old value (test builds of the hyp only).
+pub fn debug_exchange(address: u64, value: u64) -> Result<u64, HypError> {
+    call(HostCall::DebugExchange, [address, value, 0, 0, 0, 0]).map(|[old, _, _]| old)
+}

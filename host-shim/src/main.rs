@@ -17,6 +17,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod hypercall;
 #[cfg(target_os = "none")]
+mod memory_checks;
+#[cfg(target_os = "none")]
 mod platform;
 
 /// The line that tells the boot tests every check passed.

@@ -13,6 +13,8 @@ pub struct HostPlatform {
     /// `(base, size)` of each `/reserved-memory/hyp@...` node.
     pub hyp_regions: [(u64, u64); MAX_HYP_REGIONS],
     pub hyp_region_count: usize,
+    /// End of the first RAM bank (the first address past it is not RAM).
+    pub ram_end: u64,
 }
 
 impl HostPlatform {
@@ -23,6 +25,7 @@ impl HostPlatform {
             psci_hvc: false,
             hyp_regions: [(0, 0); MAX_HYP_REGIONS],
             hyp_region_count: 0,
+            ram_end: 0,
         };
         // SAFETY: x0 at entry is the address of a device tree, per the boot protocol.
         let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb as *const u8) }) else {
@@ -45,6 +48,13 @@ impl HostPlatform {
         });
         if let Some(region) = stdout.and_then(|n| n.reg()).and_then(|mut r| r.next()) {
             platform.uart_base = region.starting_address as usize;
+        }
+        if let Some(ram) = fdt
+            .find_node("/memory")
+            .and_then(|n| n.reg())
+            .and_then(|mut r| r.next())
+        {
+            platform.ram_end = ram.starting_address as u64 + ram.size.unwrap_or(0) as u64;
         }
         platform.psci_hvc = fdt
             .find_node("/psci")

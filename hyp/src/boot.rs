@@ -10,11 +10,15 @@ use crate::arch::aarch64::cache;
 use crate::arch::aarch64::exception::{drop_to_host, HostEntry};
 use crate::arch::aarch64::host_regs;
 use crate::arch::aarch64::mmu;
+use crate::arch::aarch64::tlb::{El2Tlb, HostStage2Tlb};
 use crate::console::{emergency, logger};
 use crate::emergency_println;
 use crate::layout::{find_free, Placement};
-use crate::mm::host_stage2::{self, HostStage2};
-use crate::mm::stage1::{HypStage1, Permission};
+use crate::mm::host_stage2;
+use crate::mm::memory::{Env, MemoryState};
+use crate::mm::ownership::PageDb;
+use crate::mm::phys::{HeapPages, IdentityMemory};
+use crate::mm::stage1::{self, Permission};
 use crate::percpu::{self, PerCpu};
 use crate::platform::{Platform, PlatformError};
 use crate::range::{align_up, FixedVec, PhysRange, PAGE_SIZE, SIZE_2M};
@@ -22,9 +26,9 @@ use crate::{fdt_edit, power, HEAP};
 use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, MIDR_EL1, MPIDR_EL1, SPSR_EL2};
 use core::alloc::Layout;
 
-/// The hyp's memory pool: page tables, per-CPU stacks, and (later) VM metadata
-/// the host has not donated.
-const POOL_SIZE: u64 = 16 << 20;
+/// The hyp's memory pool, beyond the page records: page tables, per-CPU stacks,
+/// and (later) VM metadata the host has not donated.
+const POOL_BASE_SIZE: u64 = 16 << 20;
 /// Per-CPU trap stack (the SP_EL2 the host traps arrive on).
 const TRAP_STACK_SIZE: usize = 64 << 10;
 /// Per-CPU emergency stack for fatal exceptions taken at EL2.
@@ -104,12 +108,29 @@ fn allocate_stacks() -> Option<CpuStacks> {
     })
 }
 
-static HOST_STAGE2: spin::Once<spin::Mutex<HostStage2>> = spin::Once::new();
+static MEMORY: spin::Once<spin::Mutex<MemoryState>> = spin::Once::new();
 static PLATFORM: spin::Once<Platform> = spin::Once::new();
 
-/// The host stage-2, once built.
-pub fn host_stage2() -> Option<&'static spin::Mutex<HostStage2>> {
-    HOST_STAGE2.get()
+/// The platform the hyp booted on, once read.
+pub fn platform() -> Option<&'static Platform> {
+    PLATFORM.get()
+}
+
+/// Runs `f` with the memory state and the hyp's environment (heap pages, TLB
+/// maintenance of the host stage-2 and of EL2, identity-mapped memory). `None`
+/// before the state exists.
+pub fn with_memory<R>(f: impl FnOnce(&mut MemoryState, &mut Env<'_>) -> R) -> Option<R> {
+    let memory = MEMORY.get()?;
+    let mut state = memory.lock();
+    let (mut source, mut stage2_tlb, mut el2_tlb, mut phys) =
+        (HeapPages, HostStage2Tlb::default(), El2Tlb, IdentityMemory);
+    let mut env = Env {
+        source: &mut source,
+        stage2_tlb: &mut stage2_tlb,
+        el2_tlb: &mut el2_tlb,
+        memory: &mut phys,
+    };
+    Some(f(&mut state, &mut env))
 }
 
 /// Stops boot with a message on the console (if any) and a failure status.
@@ -163,15 +184,17 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         taken.push(*r);
     }
     let ram = platform.ram.as_slice();
+    let records_bytes = PageDb::storage_bytes(ram) as u64;
+    let pool_size = align_up(POOL_BASE_SIZE + records_bytes, SIZE_2M).unwrap_or(u64::MAX);
     let Some(pool) = find_free(
         ram,
         taken.as_slice(),
-        POOL_SIZE,
+        pool_size,
         SIZE_2M,
         Placement::Highest,
     ) else {
         fatal(format_args!(
-            "no room for the hyp's {POOL_SIZE:#x}-byte memory pool in RAM"
+            "no room for the hyp's {pool_size:#x}-byte memory pool in RAM"
         ));
     };
     taken.push(pool);
@@ -184,35 +207,45 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     let hyp_ranges = [image_range, pool];
     let host = prepare_host(&platform, dtb_range, &hyp_ranges, &mut taken);
 
-    let mut stage1 = HypStage1::new();
     let mut holes: FixedVec<PhysRange, 4> = FixedVec::default();
     holes.push(image.boot_stack_guard);
     holes.push(stacks.guards[0]);
     holes.push(stacks.guards[1]);
-    let text = PhysRange {
-        start: image.start,
-        end: image.text_end,
-    };
-    let rodata = PhysRange {
-        start: image.text_end,
-        end: image.rodata_end,
-    };
-    let data = PhysRange {
-        start: image.rodata_end,
-        end: image.end,
-    };
-    let mapped = stage1
-        .map(text, Permission::Text, &[])
-        .and_then(|()| stage1.map(rodata, Permission::ReadOnly, &[]))
-        .and_then(|()| stage1.map(data, Permission::ReadWrite, holes.as_slice()))
-        .and_then(|()| stage1.map(pool, Permission::ReadWrite, holes.as_slice()))
-        .and_then(|()| match platform.uart {
-            Some(uart) => stage1.map(uart.regs, Permission::Device, &[]),
-            None => Ok(()),
-        });
-    if let Err(e) = mapped {
-        fatal(format_args!("building the EL2 stage-1 tables failed: {e}"));
+    let mut regions: FixedVec<(PhysRange, Permission), 6> = FixedVec::default();
+    regions.push((
+        PhysRange {
+            start: image.start,
+            end: image.text_end,
+        },
+        Permission::Text,
+    ));
+    regions.push((
+        PhysRange {
+            start: image.text_end,
+            end: image.rodata_end,
+        },
+        Permission::ReadOnly,
+    ));
+    regions.push((
+        PhysRange {
+            start: image.rodata_end,
+            end: image.end,
+        },
+        Permission::ReadWrite,
+    ));
+    regions.push((pool, Permission::ReadWrite));
+    if let Some(uart) = platform.uart {
+        regions.push((uart.regs, Permission::Device));
     }
+    let stage1 = match stage1::build(
+        regions.as_slice(),
+        holes.as_slice(),
+        &mut HeapPages,
+        &mut El2Tlb,
+    ) {
+        Ok(table) => table,
+        Err(e) => fatal(format_args!("building the EL2 stage-1 tables failed: {e}")),
+    };
 
     // SAFETY: The hyp image (data, bss, stacks) and the pool, and the host's Image
     // and device tree, were written only with the MMU off, i.e. straight to memory:
@@ -226,12 +259,9 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         cache::invalidate(host.image.start as usize, host.image.size() as usize);
         cache::invalidate(host.fdt.start as usize, host.fdt.size() as usize);
     }
-    stage1.mark_active();
     // SAFETY: The tables identity-map this code (text), the boot stack and all data
     // the hyp uses from here on, with the MAIR indices of `mmu`.
     unsafe { mmu::enable(stage1.root_address()) };
-    // The tables stay live for good.
-    core::mem::forget(stage1);
     HEAP.finish_early_boot();
     let per_cpu = alloc::boxed::Box::leak(alloc::boxed::Box::new(PerCpu {
         emergency_stack_top: stacks.emergency_top,
@@ -260,16 +290,29 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
 
     let pa_range = mmu::pa_range_encoding();
     let ipa_bits = host_stage2::ipa_bits(pa_range);
-    let stage2 = match HostStage2::new(ram, &hyp_ranges, ipa_bits) {
-        Ok(s) => s,
-        Err(e) => fatal(format_args!("building the host stage-2 failed: {e}")),
+    let words = records_bytes as usize / 4;
+    let mut records = alloc::vec::Vec::new();
+    if records.try_reserve_exact(words).is_err() {
+        fatal(format_args!("no memory for the page records"));
+    }
+    records.resize(words, 0u32);
+    let records = records.leak();
+    let state = {
+        let (mut source, mut stage2_tlb, mut el2_tlb, mut phys) =
+            (HeapPages, HostStage2Tlb::default(), El2Tlb, IdentityMemory);
+        let mut env = Env {
+            source: &mut source,
+            stage2_tlb: &mut stage2_tlb,
+            el2_tlb: &mut el2_tlb,
+            memory: &mut phys,
+        };
+        match MemoryState::new(ram, &hyp_ranges, records, ipa_bits, stage1, &mut env) {
+            Ok(state) => state,
+            Err(e) => fatal(format_args!("building the host stage-2 failed: {e}")),
+        }
     };
-    let stage2 = HOST_STAGE2.call_once(|| spin::Mutex::new(stage2));
-    let root = {
-        let mut s2 = stage2.lock();
-        s2.mark_active();
-        s2.root_address()
-    };
+    let root = state.host_stage2.root_address();
+    MEMORY.call_once(|| spin::Mutex::new(state));
     log::info!(
         "host stage-2: {ipa_bits}-bit IPA, all RAM but hyp memory mapped, device space on demand"
     );

@@ -5,7 +5,6 @@
 //! these functions by their symbol names.
 
 use crate::arch::aarch64::exception::{ExceptionKind, TrapFrame};
-use crate::arch::aarch64::host_regs::publish_stage2_update;
 use crate::arch::aarch64::inject::{inject_external_abort, inject_undefined};
 use crate::emergency_println;
 use crate::esr::{Esr, ExceptionClass};
@@ -60,7 +59,7 @@ fn handle_host_hvc(frame: &mut TrapFrame, esr: Esr) {
     }
     let mut args = [0u64; 7];
     args.copy_from_slice(&frame.regs[..7]);
-    let result = crate::hypercall::handle_host_hvc(&args);
+    let result = crate::hypercall::handle_host_hvc(&args, &mut crate::host_calls::HypMemoryCalls);
     frame.regs[..4].copy_from_slice(&result);
 }
 
@@ -98,16 +97,15 @@ fn handle_host_abort(esr: Esr) {
     // alignment and external aborts would fault again forever.
     let is_translation_fault = matches!(esr.fault_status(), 0x04..=0x07);
     let (used, total) = crate::HEAP.usage();
-    let outcome = match crate::boot::host_stage2() {
-        Some(stage2) if is_translation_fault && total - used >= DEVICE_MAP_HEAP_RESERVE => {
-            stage2.lock().handle_fault(ipa)
-        }
-        _ => HostFault::Refused,
+    let outcome = if is_translation_fault && total - used >= DEVICE_MAP_HEAP_RESERVE {
+        crate::boot::with_memory(|state, env| state.host_device_fault(ipa, env))
+            .unwrap_or(HostFault::Refused)
+    } else {
+        HostFault::Refused
     };
     match outcome {
         HostFault::MappedDevice(block) => {
             log::debug!("host device space {block} mapped");
-            publish_stage2_update();
         }
         HostFault::Refused => {
             log::info!(

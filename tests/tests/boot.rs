@@ -23,10 +23,39 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[hyp INFO] entering the host at EL1: entry ",
     "[host INFO] ok: host shim running at EL1",
     "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 1))",
-    "[host INFO] ok: hypercall round trip: FEATURES returned Ok(3)",
+    "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c00000000000003f)",
     "[host INFO] ok: unknown hypercall 0xc6001fff returned -1",
     "[host INFO] ok: PSCI CPU_ON from the host refused by the hyp (-3)",
     "[host INFO] ok: device tree carves out 2 hyp region(s)",
+    "[host INFO] ok: invariant checker clean at start: Ok(InvariantReport { violations: 0, memcache_free: 0, memcache_used: 0 })",
+    "[host INFO] ok: share page 0x",
+    "[host INFO] ok: hyp read the shared page (Ok(5eed1234)) and wrote it (0xc0ffee00)",
+    "[host INFO] ok: unshare page 0x",
+    "[host INFO] ok: hyp refuses the unshared page: Err(NotOwned)",
+    "[host INFO] ok: donate 4 pages at 0x",
+    "[host INFO] ok: hyp memcache holds them: Ok(InvariantReport { violations: 0, memcache_free: 4, memcache_used: 0 })",
+    "[host INFO] ok: blocked host read of hyp memory at 0x",
+    "[host INFO] ok: blocked host write of hyp memory at 0x",
+    "[host INFO] ok: reclaim the 4 donated pages",
+    "[host INFO] ok: reclaimed pages read back zeroed: [0, 0, 0, 0]",
+    "[host INFO] ok: share an unaligned address (0x",
+    ") refused: Err(NotAligned)",
+    "[host INFO] ok: share memory outside RAM (0x",
+    ") refused: Err(OutOfRange)",
+    "[host INFO] ok: share device (UART) memory (0x9000000 x1) refused: Err(OutOfRange)",
+    "[host INFO] ok: share the hyp's memory (0x",
+    ") refused: Err(NotOwned)",
+    "[host INFO] ok: donate the hyp's memory (0x",
+    "[host INFO] ok: share a wrapping range (0xfffffffffffff000 x2) refused: Err(OutOfRange)",
+    "[host INFO] ok: share too many pages (0x",
+    " x513) refused: Err(InvalidArgument)",
+    "[host INFO] ok: share zero pages (0x",
+    " x0) refused: Err(InvalidArgument)",
+    "[host INFO] ok: share a page twice (0x",
+    "[host INFO] ok: unshare a page never shared (0x",
+    "[host INFO] ok: reclaim a page never donated (0x",
+    "[host INFO] ok: reclaim the hyp's own memory (0x",
+    "[host INFO] ok: memory checks leave the hyp as they found it: Ok(InvariantReport { violations: 0, memcache_free: 0, memcache_used: 0 })",
     "[hyp INFO] host access to 0x",
     " blocked: synchronous external abort injected, ESR ",
     "EC 0x24 (data abort from a lower EL)",
@@ -39,15 +68,30 @@ const SUCCESS_MARKERS: &[&str] = &[
 fn assert_success(boot: &Boot) {
     boot.assert_markers_in_order(SUCCESS_MARKERS);
     boot.assert_absent(&["FAILED", "PANIC", "ERROR", "WARN"]);
-    // Six probes (three per carve-out), each refused by the hyp and seen by the host.
+    // Per carve-out three reads and one write, and a read and a write of donated
+    // pages: each refused by the hyp and seen by the host.
+    let count = |needle: &str| boot.console.matches(needle).count();
     assert_eq!(
-        boot.console
-            .matches("[host INFO] ok: blocked host read of hyp memory")
-            .count(),
-        6,
+        count("[host INFO] ok: blocked host read of hyp memory"),
+        7,
         "{}",
         boot.console
     );
+    assert_eq!(
+        count("[host INFO] ok: blocked host write of hyp memory"),
+        3,
+        "{}",
+        boot.console
+    );
+    assert_eq!(
+        count(" blocked: synchronous external abort injected"),
+        10,
+        "{}",
+        boot.console
+    );
+    // Each bad memory call was refused, and followed by a clean invariant check.
+    assert_eq!(count(") refused: Err("), 12, "{}", boot.console);
+    assert_eq!(count("invariant check after"), 0, "{}", boot.console);
     boot.assert_status(0);
 }
 

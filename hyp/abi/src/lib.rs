@@ -43,11 +43,45 @@ pub enum HostCall {
     Version = 0,
     /// Supported host calls: x1 = bitmap, bit n set when call `HOST_CALL_BASE + n` exists.
     Features = 1,
+    /// Lend pages to the hyp: x1 = physical address, x2 = page count.
+    ShareHyp = 2,
+    /// Take back pages lent to the hyp: x1 = physical address, x2 = page count.
+    UnshareHyp = 3,
+    /// Give pages to the hyp for its metadata (memcache): x1 = address, x2 = count.
+    DonateHyp = 4,
+    /// Take back donated pages the hyp does not use, zeroed: x1 = address, x2 = count.
+    ReclaimHyp = 5,
+    /// Test builds only: run the invariant checker. x1 = violations, x2 = free
+    /// memcache pages, x3 = memcache pages in use.
+    DebugCheckInvariants = 62,
+    /// Test builds only: the hyp exchanges the u64 at x1 (in a page lent to it)
+    /// with x2 and returns the old value in x1.
+    DebugExchange = 63,
 }
+
+/// Most pages one memory call (share, unshare, donate, reclaim) may name.
+pub const MAX_PAGES_PER_CALL: u64 = 512;
 
 impl HostCall {
     /// Every host call, in function-number order.
-    pub const ALL: [HostCall; 2] = [HostCall::Version, HostCall::Features];
+    pub const ALL: [HostCall; 8] = [
+        HostCall::Version,
+        HostCall::Features,
+        HostCall::ShareHyp,
+        HostCall::UnshareHyp,
+        HostCall::DonateHyp,
+        HostCall::ReclaimHyp,
+        HostCall::DebugCheckInvariants,
+        HostCall::DebugExchange,
+    ];
+
+    /// Whether this call exists only in test builds of the hyp.
+    pub const fn is_debug(self) -> bool {
+        matches!(
+            self,
+            HostCall::DebugCheckInvariants | HostCall::DebugExchange
+        )
+    }
 
     /// The SMCCC function ID that selects this call (x0).
     pub const fn function_id(self) -> u32 {
@@ -66,10 +100,12 @@ impl HostCall {
         Self::ALL.into_iter().find(|call| *call as u16 == offset)
     }
 
-    /// The bitmap returned by [`HostCall::Features`]: one bit per implemented call.
-    pub fn features_bitmap() -> u64 {
+    /// The bitmap returned by [`HostCall::Features`]: one bit per implemented call,
+    /// the debug calls included only in test builds (`with_debug`).
+    pub fn features_bitmap(with_debug: bool) -> u64 {
         Self::ALL
             .into_iter()
+            .filter(|call| with_debug || !call.is_debug())
             .fold(0, |bits, call| bits | 1 << (call as u16))
     }
 }
@@ -188,6 +224,9 @@ mod tests {
     fn host_call_ids_are_vendor_hyp_smc64_fast_calls() {
         assert_eq!(HostCall::Version.function_id(), 0xC600_1000);
         assert_eq!(HostCall::Features.function_id(), 0xC600_1001);
+        assert_eq!(HostCall::ShareHyp.function_id(), 0xC600_1002);
+        assert_eq!(HostCall::ReclaimHyp.function_id(), 0xC600_1005);
+        assert_eq!(HostCall::DebugExchange.function_id(), 0xC600_103F);
     }
 
     #[test]
@@ -209,7 +248,8 @@ mod tests {
             0xC500_1000,
             0xC600_0000,
             0xC600_0FFF,
-            0xC600_1002,
+            0xC600_1006,
+            0xC600_1040,
             0xC600_FFFF,
             0x1_C600_1000,
             u64::MAX,
@@ -220,7 +260,8 @@ mod tests {
 
     #[test]
     fn features_bitmap_has_one_bit_per_call() {
-        assert_eq!(HostCall::features_bitmap(), 0b11);
+        assert_eq!(HostCall::features_bitmap(false), 0b11_1111);
+        assert_eq!(HostCall::features_bitmap(true), 0b11_1111 | 3 << 62);
     }
 
     #[test]

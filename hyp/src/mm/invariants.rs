@@ -26,6 +26,9 @@ pub enum ViolationKind {
     HypPageUnmapped,
     /// The hyp's stage-1 maps a page with attributes other than its state implies.
     HypWrongAttributes,
+    /// A table operation needed more pages than it reserved (address 0: the count
+    /// of such tables is the number of these violations).
+    TableReserveExceeded,
 }
 
 /// One violation.
@@ -63,6 +66,7 @@ impl Report {
         self.first.push(Violation { address, kind });
     }
 
+    #[cfg(test)]
     pub fn is_clean(&self) -> bool {
         self.count == 0
     }
@@ -87,6 +91,9 @@ fn hyp_private(record: PageRecord) -> bool {
 pub fn check(state: &MemoryState, hyp_devices: &[PhysRange]) -> Report {
     let mut report = Report::default();
     let pages = &state.pages;
+    for _ in 0..state.host_stage2.reserve_underflows() + state.hyp_stage1.reserve_underflows() {
+        report.add(0, ViolationKind::TableReserveExceeded);
+    }
 
     // Every host stage-2 leaf: identity, and RAM only where the host may be.
     state

@@ -16,8 +16,7 @@ use aarch64_paging::descriptor::{El23Attributes, Stage2Attributes};
 use aarch64_paging::paging::{El2, Stage2};
 use hyp_abi::HypError;
 
-/// Most pages one memory hypercall may name.
-pub const MAX_PAGES_PER_CALL: u64 = 512;
+pub use hyp_abi::MAX_PAGES_PER_CALL;
 
 /// Host RAM in the host stage-2: normal write-back memory, inner shareable,
 /// read-write, executable.
@@ -364,7 +363,7 @@ impl MemoryState {
         value: u64,
         env: &mut Env<'_>,
     ) -> Result<u64, HypError> {
-        if address % 8 != 0 {
+        if !address.is_multiple_of(8) {
             return Err(HypError::NotAligned);
         }
         let page = address & !(PAGE_SIZE - 1);

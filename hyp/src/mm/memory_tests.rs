@@ -293,13 +293,7 @@ fn every_bad_call_returns_its_error_and_changes_nothing() {
             HypError::NotOwned,
             "hyp pool",
         ),
-        (
-            Op::Share,
-            u64::MAX & !(K4 - 1),
-            2,
-            HypError::OutOfRange,
-            "wraps",
-        ),
+        (Op::Share, !(K4 - 1), 2, HypError::OutOfRange, "wraps"),
         (
             Op::Share,
             RAM0.start,
@@ -479,7 +473,7 @@ fn model_call(
     if pages == 0 || pages > MAX_PAGES_PER_CALL {
         return Err(HypError::InvalidArgument);
     }
-    if start % K4 != 0 {
+    if !start.is_multiple_of(K4) {
         return Err(HypError::NotAligned);
     }
     let Some(end) = pages

@@ -7,5 +7,7 @@ pub mod invariants;
 pub mod memory;
 pub mod ownership;
 pub mod pgtable;
+#[cfg(target_os = "none")]
+pub mod phys;
 pub mod regions;
 pub mod stage1;

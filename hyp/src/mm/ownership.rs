@@ -200,7 +200,7 @@ impl PageDb {
     /// Checks that `[start, start + pages * 4K)` is page-aligned, non-empty, does
     /// not wrap and lies in one bank; returns the bank index and first record index.
     pub fn locate(&self, start: u64, pages: u64) -> Result<(usize, usize), RangeError> {
-        if start % PAGE_SIZE != 0 {
+        if !start.is_multiple_of(PAGE_SIZE) {
             return Err(RangeError::NotAligned);
         }
         let size = pages.checked_mul(PAGE_SIZE).ok_or(RangeError::OutOfRange)?;
@@ -219,12 +219,8 @@ impl PageDb {
             .ok_or(RangeError::OutOfRange)
     }
 
-    /// Whether `address` is RAM.
-    pub fn is_ram(&self, address: u64) -> bool {
-        self.banks().any(|b| b.contains(address))
-    }
-
     /// The record of the page at `address`, if RAM.
+    #[cfg(test)]
     pub fn get(&self, address: u64) -> Option<PageRecord> {
         let (bank, index) = self.locate(address & !(PAGE_SIZE - 1), 1).ok()?;
         let bank = self.storage[bank].as_ref()?;
@@ -408,11 +404,7 @@ mod tests {
             "device space"
         );
         assert_eq!(d.locate(0x4000_0000, 0), Err(RangeError::OutOfRange));
-        assert_eq!(
-            d.locate(u64::MAX & !0xfff, 2),
-            Err(RangeError::OutOfRange),
-            "wraps"
-        );
+        assert_eq!(d.locate(!0xfff, 2), Err(RangeError::OutOfRange), "wraps");
         assert_eq!(d.locate(0x4000_0000, u64::MAX), Err(RangeError::OutOfRange));
     }
 

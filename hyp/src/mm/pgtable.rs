@@ -552,13 +552,15 @@ where
         deeper
     }
 
-    /// Number of table pages in use (root included), for tests and accounting.
+    /// Number of table pages in use (root included), for tests.
+    #[cfg(test)]
     pub fn table_pages(&self) -> usize {
         let mut tables = 1;
         self.count_tables(0, self.limit, self.root_level, &mut tables);
         tables
     }
 
+    #[cfg(test)]
     fn count_tables(&self, start: usize, end: usize, level: usize, tables: &mut usize) {
         if level >= LEAF_LEVEL {
             return;

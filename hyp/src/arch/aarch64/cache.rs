@@ -10,6 +10,22 @@ fn dcache_line_size() -> usize {
     4 << ((ctr >> 16) & 0xf)
 }
 
+/// Cleans and invalidates `[start, start + len)` to the point of coherency: for
+/// memory the hyp wrote through its cacheable mapping that an observer without
+/// the cache (a host running with its MMU off, a device) reads next.
+pub fn clean_invalidate(start: usize, len: usize) {
+    let line = dcache_line_size();
+    let mut addr = start & !(line - 1);
+    while addr < start.saturating_add(len) {
+        // SAFETY: Cleaning before invalidating keeps the data; it does not fault on
+        // a mapped address, and callers pass mapped ranges.
+        unsafe { asm!("dc civac, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        addr += line;
+    }
+    // SAFETY: A barrier has no memory-safety effect.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
 /// Invalidates `[start, start + len)` to the point of coherency, discarding any
 /// cached copy (dirty or not).
 ///

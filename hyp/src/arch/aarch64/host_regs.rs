@@ -74,10 +74,3 @@ pub unsafe fn configure(stage2_root: usize, ipa_bits: u32, pa_range: u64) {
         );
     }
 }
-
-/// Makes host stage-2 updates (new mappings only) visible to the table walker
-/// before the host runs again.
-pub fn publish_stage2_update() {
-    // SAFETY: A barrier has no memory-safety effect.
-    unsafe { asm!("dsb ishst", "isb", options(nostack, preserves_flags)) };
-}

@@ -8,6 +8,7 @@ pub mod host_regs;
 pub mod inject;
 pub mod mmu;
 pub mod power;
+pub mod tlb;
 
 use core::arch::global_asm;
 
