@@ -52,7 +52,7 @@ impl HostMemoryCalls for HypMemoryCalls {
         let uart = crate::boot::platform().and_then(|p| p.uart).map(|u| u.regs);
         let devices = uart.as_slice();
         crate::boot::with_memory(|state, _| {
-            let report = invariants::check(state, devices);
+            let report = invariants::check(state, devices, &[]);
             for violation in report.first.as_slice() {
                 log::warn!("invariant violated: {violation}");
             }

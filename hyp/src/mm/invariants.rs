@@ -4,9 +4,11 @@
 
 #![forbid(unsafe_code)]
 
-use crate::mm::memory::{MemoryState, HOST_DEVICE, HOST_RAM, HYP_DATA, HYP_DEVICE};
-use crate::mm::ownership::{Owner, PageRecord};
+use crate::mm::memory::{MemoryState, GUEST_RAM, HOST_DEVICE, HOST_RAM, HYP_DATA, HYP_DEVICE};
+use crate::mm::ownership::{Owner, PageRecord, VmId};
+use crate::mm::pgtable::PgTable;
 use crate::range::{FixedVec, PhysRange};
+use aarch64_paging::paging::Stage2;
 use core::fmt;
 
 /// What is wrong at an address.
@@ -26,6 +28,13 @@ pub enum ViolationKind {
     HypPageUnmapped,
     /// The hyp's stage-1 maps a page with attributes other than its state implies.
     HypWrongAttributes,
+    /// A guest's stage-2 maps a page that guest neither owns nor borrows.
+    GuestMapsForeignPage,
+    /// A guest's stage-2 maps a page with attributes other than guest memory's.
+    GuestWrongAttributes,
+    /// Pages owned by or lent to a guest that its stage-2 does not map (address:
+    /// the guest id).
+    GuestPageUnmapped,
     /// A table operation needed more pages than it reserved (address 0: the count
     /// of such tables is the number of these violations).
     TableReserveExceeded,
@@ -87,8 +96,13 @@ fn hyp_private(record: PageRecord) -> bool {
     record.owner == Owner::Hyp && !record.donated
 }
 
-/// Checks `state`; `hyp_devices` are the MMIO ranges the hyp maps for itself.
-pub fn check(state: &MemoryState, hyp_devices: &[PhysRange]) -> Report {
+/// Checks `state` and the stage-2s of `guests`; `hyp_devices` are the MMIO ranges
+/// the hyp maps for itself.
+pub fn check(
+    state: &MemoryState,
+    hyp_devices: &[PhysRange],
+    guests: &[(VmId, &PgTable<Stage2>)],
+) -> Report {
     let mut report = Report::default();
     let pages = &state.pages;
     for _ in 0..state.host_stage2.reserve_underflows() + state.hyp_stage1.reserve_underflows() {
@@ -149,6 +163,40 @@ pub fn check(state: &MemoryState, hyp_devices: &[PhysRange]) -> Report {
                 }
             }
         });
+
+    // Every guest leaf maps pages of that guest, and all of them.
+    for &(id, stage2) in guests {
+        let mut mapped_pages = 0u64;
+        stage2.for_each_leaf(0, stage2.limit(), |leaf| {
+            if leaf.attributes != GUEST_RAM {
+                report.add(leaf.start as u64, ViolationKind::GuestWrongAttributes);
+            }
+            let range = PhysRange {
+                start: leaf.pa as u64,
+                end: (leaf.pa + (leaf.end - leaf.start)) as u64,
+            };
+            let mut ram_bytes = 0;
+            pages.for_each_run_in(range, |run, record| {
+                ram_bytes += run.size();
+                if record.state_for(Owner::Vm(id)).is_none() {
+                    report.add(run.start, ViolationKind::GuestMapsForeignPage);
+                }
+            });
+            if ram_bytes < range.size() {
+                report.add(range.start, ViolationKind::GuestMapsForeignPage);
+            }
+            mapped_pages += range.size() / 4096;
+        });
+        let mut held_pages = 0u64;
+        pages.for_each_run(|run, record| {
+            if record.state_for(Owner::Vm(id)).is_some() {
+                held_pages += run.size() / 4096;
+            }
+        });
+        if held_pages != mapped_pages {
+            report.add(u64::from(id), ViolationKind::GuestPageUnmapped);
+        }
+    }
 
     // Every page someone may use is mapped where it must be.
     pages.for_each_run(|run, record| {

@@ -8,7 +8,7 @@
 //! and only then writes the records.
 
 use crate::mm::host_stage2::{root_level, HostFault};
-use crate::mm::ownership::{Owner, PageDb, PageRecord, RangeError};
+use crate::mm::ownership::{Owner, PageDb, PageRecord, RangeError, VmId};
 use crate::mm::pgtable::{PageSource, PgTable, PgTableError, TlbMaintenance};
 use crate::mm::regions::{device_block_around, for_each_piece_outside};
 use crate::range::{PhysRange, PAGE_SIZE};
@@ -30,6 +30,10 @@ pub const HOST_DEVICE: Stage2Attributes = Stage2Attributes::MEMATTR_DEVICE_nGnRE
     .union(Stage2Attributes::S2AP_ACCESS_RW)
     .union(Stage2Attributes::ACCESS_FLAG)
     .union(Stage2Attributes::XN);
+
+/// Guest memory in a guest's stage-2: normal write-back memory, inner shareable,
+/// read-write, executable.
+pub const GUEST_RAM: Stage2Attributes = HOST_RAM;
 
 /// EL2 stage-1 attributes (AP[1] is RES1 in this regime).
 const EL2_BASE: El23Attributes = El23Attributes::ACCESSED.union(El23Attributes::USER_RES1);
@@ -65,6 +69,21 @@ pub struct Env<'a> {
     pub stage2_tlb: &'a mut dyn TlbMaintenance,
     pub el2_tlb: &'a mut dyn TlbMaintenance,
     pub memory: &'a mut dyn PhysMemory,
+}
+
+#[cfg_attr(
+    target_os = "none",
+    allow(
+        dead_code,
+        reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
+    )
+)]
+/// One guest's side of a transition: its id in the records, its stage-2 and the
+/// TLB maintenance of its VMID.
+pub struct Guest<'a> {
+    pub id: VmId,
+    pub stage2: &'a mut PgTable<Stage2>,
+    pub tlb: &'a mut dyn TlbMaintenance,
 }
 
 /// The machine's memory state.
@@ -347,6 +366,249 @@ impl MemoryState {
         }
         self.pages
             .update(start, pages, |_| PageRecord::HOST)
+            .map_err(range_error)
+    }
+
+    #[cfg_attr(
+        target_os = "none",
+        allow(
+            dead_code,
+            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
+        )
+    )]
+    /// Checks a guest IPA range of `pages` pages: aligned, inside the guest's IPA
+    /// space, and (for `must_be_free`) not mapped yet.
+    fn check_guest_range(
+        guest: &Guest<'_>,
+        ipa: u64,
+        pages: u64,
+        must_be_free: bool,
+    ) -> Result<(usize, usize), HypError> {
+        if !ipa.is_multiple_of(PAGE_SIZE) {
+            return Err(HypError::NotAligned);
+        }
+        let end = pages
+            .checked_mul(PAGE_SIZE)
+            .and_then(|size| ipa.checked_add(size))
+            .ok_or(HypError::OutOfRange)?;
+        if end > guest.stage2.limit() as u64 {
+            return Err(HypError::OutOfRange);
+        }
+        let (s, e) = (ipa as usize, end as usize);
+        if must_be_free {
+            let mut mapped = false;
+            guest.stage2.for_each_leaf(s, e, |_| mapped = true);
+            if mapped {
+                return Err(HypError::InvalidArgument);
+            }
+        }
+        Ok((s, e))
+    }
+
+    #[cfg_attr(
+        target_os = "none",
+        allow(
+            dead_code,
+            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
+        )
+    )]
+    /// Whether the guest maps `[ipa, ipa + pages)` exactly to `pa..`.
+    fn guest_maps(guest: &Guest<'_>, ipa: usize, end: usize, pa: u64) -> bool {
+        let mut covered = 0;
+        let mut identical = true;
+        guest.stage2.for_each_leaf(ipa, end, |leaf| {
+            covered += leaf.end - leaf.start;
+            identical &= leaf.pa as u64 == pa + (leaf.start - ipa) as u64;
+        });
+        identical && covered == end - ipa
+    }
+
+    #[cfg_attr(
+        target_os = "none",
+        allow(
+            dead_code,
+            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
+        )
+    )]
+    /// Gives host pages to a guest (a protected VM's memory): they leave the host
+    /// stage-2 and appear at `ipa..` in the guest's.
+    ///
+    /// # Errors
+    ///
+    /// As the host-hyp calls for the pages; for the IPA range `NotAligned`,
+    /// `OutOfRange` (beyond the guest's IPA space, or wraps), `InvalidArgument`
+    /// (already mapped in the guest).
+    pub fn host_donate_guest(
+        &mut self,
+        guest: &mut Guest<'_>,
+        pa: u64,
+        ipa: u64,
+        pages: u64,
+        env: &mut Env<'_>,
+    ) -> Result<(), HypError> {
+        self.require(pa, pages, |r| r == PageRecord::HOST)?;
+        let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
+        let (s, e) = Self::span(pa, pages);
+        guest
+            .stage2
+            .map(gs, ge, s, GUEST_RAM, env.source, guest.tlb)
+            .map_err(table_error)?;
+        if let Err(error) = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb) {
+            let _ = guest.stage2.unmap(gs, ge, env.source, guest.tlb);
+            return Err(table_error(error));
+        }
+        let id = guest.id;
+        self.pages
+            .update(pa, pages, |_| PageRecord {
+                owner: Owner::Vm(id),
+                borrower: None,
+                donated: false,
+                in_use: false,
+            })
+            .map_err(range_error)
+    }
+
+    #[cfg_attr(
+        target_os = "none",
+        allow(
+            dead_code,
+            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
+        )
+    )]
+    /// Lends host pages to a guest (a non-protected VM's memory): the host keeps
+    /// them, the guest maps them at `ipa..`.
+    ///
+    /// # Errors
+    ///
+    /// As [`MemoryState::host_donate_guest`].
+    pub fn host_share_guest(
+        &mut self,
+        guest: &mut Guest<'_>,
+        pa: u64,
+        ipa: u64,
+        pages: u64,
+        env: &mut Env<'_>,
+    ) -> Result<(), HypError> {
+        self.require(pa, pages, |r| r == PageRecord::HOST)?;
+        let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
+        let (s, _) = Self::span(pa, pages);
+        guest
+            .stage2
+            .map(gs, ge, s, GUEST_RAM, env.source, guest.tlb)
+            .map_err(table_error)?;
+        let id = guest.id;
+        self.pages
+            .update(pa, pages, |r| PageRecord {
+                borrower: Some(Owner::Vm(id)),
+                ..r
+            })
+            .map_err(range_error)
+    }
+
+    #[cfg_attr(
+        target_os = "none",
+        allow(
+            dead_code,
+            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
+        )
+    )]
+    /// Ends a share with a guest: it loses `ipa..`, which must map `pa..`.
+    ///
+    /// # Errors
+    ///
+    /// `NotOwned` unless every page is host-owned and lent to this guest;
+    /// `InvalidArgument` unless the guest maps exactly these pages there.
+    pub fn host_unshare_guest(
+        &mut self,
+        guest: &mut Guest<'_>,
+        pa: u64,
+        ipa: u64,
+        pages: u64,
+        env: &mut Env<'_>,
+    ) -> Result<(), HypError> {
+        let id = guest.id;
+        self.require(pa, pages, |r| {
+            r.owner == Owner::Host && r.borrower == Some(Owner::Vm(id))
+        })?;
+        let (gs, ge) = Self::check_guest_range(guest, ipa, pages, false)?;
+        if !Self::guest_maps(guest, gs, ge, pa) {
+            return Err(HypError::InvalidArgument);
+        }
+        guest
+            .stage2
+            .unmap(gs, ge, env.source, guest.tlb)
+            .map_err(table_error)?;
+        self.pages
+            .update(pa, pages, |r| PageRecord {
+                borrower: None,
+                ..r
+            })
+            .map_err(range_error)
+    }
+
+    #[cfg_attr(
+        target_os = "none",
+        allow(
+            dead_code,
+            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
+        )
+    )]
+    /// Takes pages back from a guest that owns them (at teardown, or by force from
+    /// a live one): the guest loses `ipa..`, the hyp zeroes the pages, the host gets
+    /// them back. All table pages are reserved first, so nothing fails halfway.
+    ///
+    /// # Errors
+    ///
+    /// `NotOwned` unless every page is owned by this guest and not lent;
+    /// `InvalidArgument` unless the guest maps exactly these pages at `ipa..`;
+    /// `NoMemory`.
+    pub fn host_reclaim_guest(
+        &mut self,
+        guest: &mut Guest<'_>,
+        pa: u64,
+        ipa: u64,
+        pages: u64,
+        env: &mut Env<'_>,
+    ) -> Result<(), HypError> {
+        let id = guest.id;
+        self.require(pa, pages, |r| {
+            r.owner == Owner::Vm(id) && r.borrower.is_none()
+        })?;
+        let (gs, ge) = Self::check_guest_range(guest, ipa, pages, false)?;
+        if !Self::guest_maps(guest, gs, ge, pa) {
+            return Err(HypError::InvalidArgument);
+        }
+        let (s, e) = Self::span(pa, pages);
+        let reserved = self
+            .hyp_stage1
+            .reserve_for_map(s, e, s, env.source)
+            .and_then(|()| guest.stage2.reserve_for_unmap(gs, ge, env.source))
+            .and_then(|()| self.host_stage2.reserve_for_map(s, e, s, env.source));
+        if let Err(error) = reserved {
+            self.hyp_stage1.release_reserve(env.source);
+            guest.stage2.release_reserve(env.source);
+            self.host_stage2.release_reserve(env.source);
+            return Err(table_error(error));
+        }
+        // From here on nothing can fail for memory.
+        guest
+            .stage2
+            .unmap(gs, ge, env.source, guest.tlb)
+            .map_err(table_error)?;
+        self.hyp_stage1
+            .map(s, e, s, HYP_DATA, env.source, env.el2_tlb)
+            .map_err(table_error)?;
+        for page in (pa..pa + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
+            env.memory.zero_page(page);
+        }
+        self.hyp_stage1
+            .unmap(s, e, env.source, env.el2_tlb)
+            .map_err(table_error)?;
+        self.host_stage2
+            .map(s, e, s, HOST_RAM, env.source, env.stage2_tlb)
+            .map_err(table_error)?;
+        self.pages
+            .update(pa, pages, |_| PageRecord::HOST)
             .map_err(range_error)
     }
 

@@ -5,6 +5,7 @@
 use super::*;
 use crate::mm::invariants::{check, ViolationKind};
 use crate::mm::ownership::PageDb;
+use crate::mm::ownership::VmId;
 use crate::testing::{FakeTlb, HeapSource, Rng};
 use std::collections::{HashMap, HashSet};
 
@@ -50,12 +51,17 @@ impl PhysMemory for FakeMemory {
     }
 }
 
+/// IPA bits of the test guests' stage-2s.
+const GUEST_IPA_BITS: u32 = 32;
+
 struct Fixture {
     state: MemoryState,
     source: HeapSource,
     stage2_tlb: FakeTlb,
     el2_tlb: FakeTlb,
     memory: FakeMemory,
+    guests: [PgTable<Stage2>; 2],
+    guest_tlbs: [FakeTlb; 2],
 }
 
 impl Fixture {
@@ -67,28 +73,16 @@ impl Fixture {
             FakeMemory::default(),
         );
         let mut hyp_stage1 = PgTable::new(0, 48, El2, &mut source).unwrap();
-        for r in [HYP_IMAGE, HYP_POOL] {
+        for (r, attributes) in [
+            (HYP_IMAGE, HYP_DATA),
+            (HYP_POOL, HYP_DATA),
+            (UART, HYP_DEVICE),
+        ] {
+            let (s, e) = (r.start as usize, r.end as usize);
             hyp_stage1
-                .map(
-                    r.start as usize,
-                    r.end as usize,
-                    r.start as usize,
-                    HYP_DATA,
-                    &mut source,
-                    &mut el2_tlb,
-                )
+                .map(s, e, s, attributes, &mut source, &mut el2_tlb)
                 .unwrap();
         }
-        hyp_stage1
-            .map(
-                UART.start as usize,
-                UART.end as usize,
-                UART.start as usize,
-                HYP_DEVICE,
-                &mut source,
-                &mut el2_tlb,
-            )
-            .unwrap();
         let ram = [RAM0, RAM1];
         let records = vec![0u32; PageDb::storage_bytes(&ram) / 4].leak();
         let mut env = Env {
@@ -106,12 +100,19 @@ impl Fixture {
             &mut env,
         )
         .unwrap();
+        let level = crate::mm::host_stage2::root_level(GUEST_IPA_BITS);
+        let guests = [
+            PgTable::new(level, GUEST_IPA_BITS, Stage2, &mut source).unwrap(),
+            PgTable::new(level, GUEST_IPA_BITS, Stage2, &mut source).unwrap(),
+        ];
         Fixture {
             state,
             source,
             stage2_tlb,
             el2_tlb,
             memory,
+            guests,
+            guest_tlbs: Default::default(),
         }
     }
 
@@ -128,27 +129,61 @@ impl Fixture {
     }
 
     fn call(&mut self, op: Op, start: u64, pages: u64) -> Result<(), HypError> {
-        let (state, mut env) = self.env();
+        self.call_guest(op, 0, start, 0, pages)
+    }
+
+    /// Runs `op`; guest operations act on guest `g` (VM id `g + 1`) at `ipa`.
+    fn call_guest(
+        &mut self,
+        op: Op,
+        g: usize,
+        start: u64,
+        ipa: u64,
+        pages: u64,
+    ) -> Result<(), HypError> {
+        let mut env = Env {
+            source: &mut self.source,
+            stage2_tlb: &mut self.stage2_tlb,
+            el2_tlb: &mut self.el2_tlb,
+            memory: &mut self.memory,
+        };
+        let mut guest = Guest {
+            id: g as VmId + 1,
+            stage2: &mut self.guests[g],
+            tlb: &mut self.guest_tlbs[g],
+        };
+        let state = &mut self.state;
         match op {
             Op::Share => state.host_share_hyp(start, pages, &mut env),
             Op::Unshare => state.host_unshare_hyp(start, pages, &mut env),
             Op::Donate => state.host_donate_hyp(start, pages, &mut env),
             Op::Reclaim => state.host_reclaim_hyp(start, pages, &mut env),
+            Op::DonateGuest => state.host_donate_guest(&mut guest, start, ipa, pages, &mut env),
+            Op::ShareGuest => state.host_share_guest(&mut guest, start, ipa, pages, &mut env),
+            Op::UnshareGuest => state.host_unshare_guest(&mut guest, start, ipa, pages, &mut env),
+            Op::ReclaimGuest => state.host_reclaim_guest(&mut guest, start, ipa, pages, &mut env),
         }
     }
 
     fn assert_clean(&self) {
-        let report = check(&self.state, &[UART]);
+        let report = check(
+            &self.state,
+            &[UART],
+            &[(1, &self.guests[0]), (2, &self.guests[1])],
+        );
         assert!(
             report.is_clean(),
             "violations: {:?}",
             report.first.as_slice()
         );
-        assert_eq!(
-            self.state.host_stage2.reserve_underflows()
-                + self.state.hyp_stage1.reserve_underflows(),
-            0
-        );
+        let underflows = self.state.host_stage2.reserve_underflows()
+            + self.state.hyp_stage1.reserve_underflows()
+            + self
+                .guests
+                .iter()
+                .map(PgTable::reserve_underflows)
+                .sum::<usize>();
+        assert_eq!(underflows, 0);
     }
 
     fn host_maps(&self, address: u64) -> bool {
@@ -159,7 +194,7 @@ impl Fixture {
         self.state.hyp_stage1.leaf_at(address as usize).is_some()
     }
 
-    /// Everything observable: both tables' leaves and the records.
+    /// Everything observable: all tables' leaves and the records.
     fn snapshot(&self) -> Snapshot {
         self.snapshot_of(PhysRange {
             start: 0,
@@ -167,7 +202,7 @@ impl Fixture {
         })
     }
 
-    /// What is observable in `window`.
+    /// What is observable in `window` (and the guests' tables, whole).
     fn snapshot_of(&self, window: PhysRange) -> Snapshot {
         let (s, e) = (window.start as usize, window.end as usize);
         let mut s2 = Vec::new();
@@ -182,23 +217,39 @@ impl Fixture {
         self.state
             .pages
             .for_each_run_in(window, |r, rec| records.push((r.start, r.end, rec)));
-        (s2, s1, records)
+        let mut guests = Vec::new();
+        for g in &self.guests {
+            g.for_each_leaf(0, g.limit(), |l| guests.push((l.start, l.end, l.pa)));
+        }
+        (s2, s1, records, guests)
     }
 }
 
-type Snapshot = (
-    Vec<(usize, usize, usize)>,
-    Vec<(usize, usize, usize)>,
-    Vec<(u64, u64, PageRecord)>,
-);
+type Leaves = Vec<(usize, usize, usize)>;
+type Snapshot = (Leaves, Leaves, Vec<(u64, u64, PageRecord)>, Leaves);
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Op {
     Share,
     Unshare,
     Donate,
     Reclaim,
+    DonateGuest,
+    ShareGuest,
+    UnshareGuest,
+    ReclaimGuest,
 }
+
+const ALL_OPS: [Op; 8] = [
+    Op::Share,
+    Op::Unshare,
+    Op::Donate,
+    Op::Reclaim,
+    Op::DonateGuest,
+    Op::ShareGuest,
+    Op::UnshareGuest,
+    Op::ReclaimGuest,
+];
 
 #[test]
 fn boot_state_hides_hyp_memory_and_is_clean() {
@@ -443,7 +494,7 @@ fn the_checker_reports_each_kind_of_corruption() {
             env.el2_tlb,
         )
         .unwrap();
-    let kinds: Vec<_> = check(s, &[UART])
+    let kinds: Vec<_> = check(s, &[UART], &[])
         .first
         .as_slice()
         .iter()
@@ -463,11 +514,21 @@ fn the_checker_reports_each_kind_of_corruption() {
     );
 }
 
+/// The model: a record per page (absent: the host's), and per guest its
+/// IPA page -> PA page mappings.
+#[derive(Default)]
+struct Model {
+    records: HashMap<u64, PageRecord>,
+    guests: [HashMap<u64, u64>; 2],
+}
+
 /// The rules, written out per page, independently of `MemoryState`.
 fn model_call(
-    model: &mut HashMap<u64, PageRecord>,
+    model: &mut Model,
     op: Op,
+    g: usize,
     start: u64,
+    ipa: u64,
     pages: u64,
 ) -> Result<(), HypError> {
     if pages == 0 || pages > MAX_PAGES_PER_CALL {
@@ -489,38 +550,86 @@ fn model_call(
         return Err(HypError::OutOfRange);
     }
     let addresses: Vec<u64> = (start..end).step_by(K4 as usize).collect();
-    let get = |m: &HashMap<u64, PageRecord>, a: u64| m.get(&a).copied().unwrap_or(PageRecord::HOST);
-    let ok = |wanted: &dyn Fn(PageRecord) -> bool| addresses.iter().all(|&a| wanted(get(model, a)));
-    let new: Box<dyn Fn(PageRecord) -> PageRecord> = match op {
-        Op::Share if ok(&|r| r == PageRecord::HOST) => Box::new(|r| PageRecord {
-            borrower: Some(Owner::Hyp),
-            ..r
-        }),
-        Op::Unshare if ok(&|r| r.owner == Owner::Host && r.borrower == Some(Owner::Hyp)) => {
-            Box::new(|r| PageRecord {
+    let vm = Owner::Vm(g as VmId + 1);
+    let get = |m: &Model, a: u64| m.records.get(&a).copied().unwrap_or(PageRecord::HOST);
+    let wanted = |r: PageRecord| match op {
+        Op::Share | Op::Donate | Op::DonateGuest | Op::ShareGuest => r == PageRecord::HOST,
+        Op::Unshare => r.owner == Owner::Host && r.borrower == Some(Owner::Hyp),
+        Op::Reclaim => r.owner == Owner::Hyp && r.donated && r.borrower.is_none(),
+        Op::UnshareGuest => r.owner == Owner::Host && r.borrower == Some(vm),
+        Op::ReclaimGuest => r.owner == vm && r.borrower.is_none(),
+    };
+    if !addresses.iter().all(|&a| wanted(get(model, a))) {
+        return Err(HypError::NotOwned);
+    }
+    if matches!(
+        op,
+        Op::DonateGuest | Op::ShareGuest | Op::UnshareGuest | Op::ReclaimGuest
+    ) {
+        if !ipa.is_multiple_of(K4) {
+            return Err(HypError::NotAligned);
+        }
+        let ipa_end = pages.checked_mul(K4).and_then(|size| ipa.checked_add(size));
+        if ipa_end.is_none_or(|e| e > 1 << GUEST_IPA_BITS) {
+            return Err(HypError::OutOfRange);
+        }
+        let ipas: Vec<u64> = (0..pages).map(|i| ipa + i * K4).collect();
+        let fresh = matches!(op, Op::DonateGuest | Op::ShareGuest);
+        let map = &mut model.guests[g];
+        let acceptable = if fresh {
+            ipas.iter().all(|i| !map.contains_key(i))
+        } else {
+            ipas.iter()
+                .zip(&addresses)
+                .all(|(i, a)| map.get(i) == Some(a))
+        };
+        if !acceptable {
+            return Err(HypError::InvalidArgument);
+        }
+        for (i, &a) in ipas.into_iter().zip(&addresses) {
+            if fresh {
+                map.insert(i, a);
+            } else {
+                map.remove(&i);
+            }
+        }
+    }
+    for a in addresses {
+        let r = get(model, a);
+        let new = match op {
+            Op::Share => PageRecord {
+                borrower: Some(Owner::Hyp),
+                ..r
+            },
+            Op::Unshare | Op::UnshareGuest => PageRecord {
                 borrower: None,
                 ..r
-            })
-        }
-        Op::Donate if ok(&|r| r == PageRecord::HOST) => Box::new(|_| PageRecord {
-            owner: Owner::Hyp,
-            borrower: None,
-            donated: true,
-            in_use: false,
-        }),
-        Op::Reclaim if ok(&|r| r.owner == Owner::Hyp && r.donated && r.borrower.is_none()) => {
-            Box::new(|_| PageRecord::HOST)
-        }
-        _ => return Err(HypError::NotOwned),
-    };
-    for a in addresses {
-        let r = new(get(model, a));
-        model.insert(a, r);
+            },
+            Op::Donate => PageRecord {
+                owner: Owner::Hyp,
+                borrower: None,
+                donated: true,
+                in_use: false,
+            },
+            Op::Reclaim | Op::ReclaimGuest => PageRecord::HOST,
+            Op::DonateGuest => PageRecord {
+                owner: vm,
+                ..PageRecord::HOST
+            },
+            Op::ShareGuest => PageRecord {
+                borrower: Some(vm),
+                ..r
+            },
+        };
+        model.records.insert(a, new);
     }
     Ok(())
 }
 
-fn interesting_start(rng: &mut Rng, recent: &[(u64, u64, bool)]) -> u64 {
+/// A successful share or donation: (op, guest, pa, ipa, pages).
+type Recent = (Op, usize, u64, u64, u64);
+
+fn interesting_start(rng: &mut Rng, recent: &[Recent]) -> u64 {
     let bases = [
         RAM0.start,
         RAM1.start,
@@ -535,7 +644,7 @@ fn interesting_start(rng: &mut Rng, recent: &[(u64, u64, bool)]) -> u64 {
     let base = match rng.below(4) {
         0 => bases[rng.below(bases.len() as u64) as usize],
         1 if !recent.is_empty() => {
-            let (start, pages, _) = recent[rng.below(recent.len() as u64) as usize];
+            let (_, _, start, _, pages) = recent[rng.below(recent.len() as u64) as usize];
             return start + rng.below(pages) * K4;
         }
         _ => RAM0.start + rng.below(16) * 0x10_0000,
@@ -548,47 +657,60 @@ fn interesting_start(rng: &mut Rng, recent: &[(u64, u64, bool)]) -> u64 {
     base.wrapping_add(offset)
 }
 
-/// Random transitions among the host and the hyp, against the model: the same
-/// result, the same records, a clean checker after every call, and no change of
-/// anything at all when a call fails.
+/// Random transitions among the host, the hyp and two guests, against the model:
+/// the same result, the same records and guest mappings, a clean checker, and no
+/// change of anything at all when a call fails.
 #[test]
 fn random_transitions_agree_with_the_model() {
     let ops = crate::testing::ops_from_env("HYP_MEMORY_OPS", 50_000);
     let seed = crate::testing::seed_from_env();
     let mut rng = Rng::new(seed);
     let mut f = Fixture::new();
-    let mut model: HashMap<u64, PageRecord> = HashMap::new();
+    let mut model = Model::default();
     for r in [HYP_IMAGE, HYP_POOL] {
         for a in (r.start..r.end).step_by(K4 as usize) {
-            model.insert(a, PageRecord::HYP);
+            model.records.insert(a, PageRecord::HYP);
         }
     }
-    let mut successes = [0usize; 4];
-    // Ranges recently shared or donated: where unshare and reclaim can succeed.
-    let mut recent: Vec<(u64, u64, bool)> = Vec::new();
+    let mut successes = [0usize; 8];
+    let mut recent: Vec<Recent> = Vec::new();
     for i in 0..ops {
-        let which = rng.below(4) as usize;
-        let op = [Op::Share, Op::Unshare, Op::Donate, Op::Reclaim][which];
+        let which = rng.below(8) as usize;
+        let op = ALL_OPS[which];
+        let g = rng.below(2) as usize;
         let mut start = interesting_start(&mut rng, &recent);
-        // Half the time, undo a recent share or donation exactly.
-        let undo = match op {
-            Op::Unshare => recent.iter().rev().find(|r| r.2),
-            Op::Reclaim => recent.iter().rev().find(|r| !r.2),
-            _ => None,
+        let mut ipa = match rng.below(8) {
+            0 => 1 << GUEST_IPA_BITS,
+            1 => rng.below(64) * K4 + 0x800,
+            _ => rng.below(64) * 0x4_0000 + rng.below(4) * K4,
         };
-        let mut exact_pages = None;
-        if let (Some(&(s, p, _)), true) = (undo, rng.below(2) == 0) {
-            start = s;
-            exact_pages = Some(p);
-        }
-        let pages = exact_pages.unwrap_or(match rng.below(16) {
+        let mut pages = match rng.below(16) {
             0 => 0,
             1 => MAX_PAGES_PER_CALL + rng.below(3),
             2 => u64::MAX / K4,
             3 => MAX_PAGES_PER_CALL,
             _ => 1 + rng.below(8),
-        });
-        let context = format!("seed {seed} op {i}: {op:?} {start:#x} x{pages}");
+        };
+        // Half the time, undo a recent share or donation exactly.
+        let undoes = match op {
+            Op::Unshare => Some(Op::Share),
+            Op::Reclaim => Some(Op::Donate),
+            Op::UnshareGuest => Some(Op::ShareGuest),
+            Op::ReclaimGuest => Some(Op::DonateGuest),
+            _ => None,
+        };
+        let guest_op = matches!(op, Op::UnshareGuest | Op::ReclaimGuest);
+        if let (Some(u), true) = (undoes, rng.below(2) == 0) {
+            if let Some(&(_, _, s, guest_ipa, p)) = recent
+                .iter()
+                .rev()
+                .find(|r| r.0 == u && (!guest_op || r.1 == g))
+            {
+                (start, ipa, pages) = (s, guest_ipa, p);
+            }
+        }
+        let context =
+            format!("seed {seed} op {i}: {op:?} guest {g} pa {start:#x} ipa {ipa:#x} x{pages}");
         let window = PhysRange {
             start: start.saturating_sub(0x40_0000),
             end: start.saturating_add(0x80_0000),
@@ -598,8 +720,8 @@ fn random_transitions_agree_with_the_model() {
         } else {
             f.snapshot_of(window)
         };
-        let expected = model_call(&mut model, op, start, pages);
-        let got = f.call(op, start, pages);
+        let expected = model_call(&mut model, op, g, start, ipa, pages);
+        let got = f.call_guest(op, g, start, ipa, pages);
         assert_eq!(got, expected, "{context}");
         successes[which] += usize::from(got.is_ok());
         if got.is_err() {
@@ -612,9 +734,12 @@ fn random_transitions_agree_with_the_model() {
                 after == before,
                 "{context}: a failed call changed something"
             );
-        } else if matches!(op, Op::Share | Op::Donate) {
-            recent.push((start, pages, matches!(op, Op::Share)));
-            if recent.len() > 16 {
+        } else if matches!(
+            op,
+            Op::Share | Op::Donate | Op::ShareGuest | Op::DonateGuest
+        ) {
+            recent.push((op, g, start, ipa, pages));
+            if recent.len() > 32 {
                 recent.remove(0);
             }
         }
@@ -622,15 +747,25 @@ fn random_transitions_agree_with_the_model() {
             f.assert_clean();
         }
         if i % 512 == 0 {
-            for (&a, &r) in &model {
+            for (&a, &r) in &model.records {
                 assert_eq!(f.state.pages.get(a), Some(r), "{context}: record of {a:#x}");
+            }
+            for (g, map) in model.guests.iter().enumerate() {
+                let mut mapped = HashMap::new();
+                f.guests[g].for_each_leaf(0, f.guests[g].limit(), |l| {
+                    for off in (0..l.end - l.start).step_by(K4 as usize) {
+                        mapped.insert((l.start + off) as u64, (l.pa + off) as u64);
+                    }
+                });
+                assert_eq!(&mapped, map, "{context}: guest {g} stage-2");
             }
         }
     }
     f.assert_clean();
+    eprintln!("successful calls per operation: {successes:?}");
     if ops >= 10_000 {
         assert!(
-            successes.iter().all(|&n| n >= ops / 100),
+            successes.iter().all(|&n| n >= ops / 500),
             "too few successful calls to mean much: {successes:?}"
         );
     }

@@ -338,6 +338,102 @@ where
         })
     }
 
+    /// The (at most two) leaves holding the first and the last page of the range
+    /// when they reach outside it: the blocks an unmap must split.
+    fn straddling_leaves(&self, start: usize, end: usize) -> [Option<Leaf<R::Attributes>>; 2] {
+        let mut straddling: [Option<Leaf<R::Attributes>>; 2] = [None, None];
+        for (slot, address) in straddling.iter_mut().zip([start, end - PAGE_SIZE]) {
+            *slot = self
+                .leaf_at(address)
+                .filter(|leaf| leaf.start < start || leaf.end > end);
+        }
+        if straddling[0].is_some() && straddling[0] == straddling[1] {
+            straddling[1] = None;
+        }
+        straddling
+    }
+
+    /// Worst-case new tables to map back what stays of the straddling blocks.
+    fn tables_to_split(
+        &self,
+        start: usize,
+        end: usize,
+        straddling: &[Option<Leaf<R::Attributes>>; 2],
+    ) -> usize {
+        let mut needed = 0;
+        for leaf in straddling.iter().flatten() {
+            for (s, e) in [
+                (leaf.start, start.max(leaf.start)),
+                (end.min(leaf.end), leaf.end),
+            ] {
+                if s < e {
+                    needed += self.tables_to_map(s, e, leaf.pa + (s - leaf.start));
+                }
+            }
+        }
+        needed
+    }
+
+    #[cfg_attr(
+        target_os = "none",
+        allow(
+            dead_code,
+            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
+        )
+    )]
+    /// Takes from `source`, ahead of time, every page a later
+    /// `map(start, end, pa, ..)` can need, so that it cannot fail for memory.
+    /// Used by transitions that change several tables and must not fail halfway.
+    ///
+    /// # Errors
+    ///
+    /// [`PgTableError::BadRange`], [`PgTableError::NoMemory`], [`PgTableError::TooLarge`].
+    pub fn reserve_for_map(
+        &self,
+        start: usize,
+        end: usize,
+        pa: usize,
+        source: &mut dyn PageSource,
+    ) -> Result<(), PgTableError> {
+        self.check_range(start, end)?;
+        self.fill_reserve(self.tables_to_map(start, end, pa), source)
+    }
+
+    #[cfg_attr(
+        target_os = "none",
+        allow(
+            dead_code,
+            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
+        )
+    )]
+    /// As [`PgTable::reserve_for_map`], for a later `unmap(start, end, ..)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`PgTable::reserve_for_map`].
+    pub fn reserve_for_unmap(
+        &self,
+        start: usize,
+        end: usize,
+        source: &mut dyn PageSource,
+    ) -> Result<(), PgTableError> {
+        self.check_range(start, end)?;
+        let straddling = self.straddling_leaves(start, end);
+        self.fill_reserve(self.tables_to_split(start, end, &straddling), source)
+    }
+
+    #[cfg_attr(
+        target_os = "none",
+        allow(
+            dead_code,
+            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
+        )
+    )]
+    /// Gives back the pages reserved ahead of time (after a transition gave up).
+    pub fn release_reserve(&self, source: &mut dyn PageSource) {
+        self.release_pages(0, source);
+    }
+
     /// Maps `[start, end)` to `pa..` with `attributes` (which must include VALID),
     /// using blocks where alignment allows. The range must be unmapped.
     ///
@@ -394,30 +490,8 @@ where
         tlb: &mut dyn TlbMaintenance,
     ) -> Result<(), PgTableError> {
         let region = self.check_range(start, end)?;
-        // Blocks that straddle an edge: the (at most two) leaves holding the first
-        // and the last page, when they reach outside the range.
-        let mut straddling: [Option<Leaf<R::Attributes>>; 2] = [None, None];
-        for (slot, address) in straddling.iter_mut().zip([start, end - PAGE_SIZE]) {
-            *slot = self
-                .leaf_at(address)
-                .filter(|leaf| leaf.start < start || leaf.end > end);
-        }
-        if straddling[0].is_some() && straddling[0] == straddling[1] {
-            straddling[1] = None;
-        }
-        // Remapping what stays of each straddling block needs at most the tables of
-        // two ranges below it.
-        let mut needed = 0;
-        for leaf in straddling.iter().flatten() {
-            for (s, e) in [
-                (leaf.start, start.max(leaf.start)),
-                (end.min(leaf.end), leaf.end),
-            ] {
-                if s < e {
-                    needed += self.tables_to_map(s, e, leaf.pa + (s - leaf.start));
-                }
-            }
-        }
+        let straddling = self.straddling_leaves(start, end);
+        let needed = self.tables_to_split(start, end, &straddling);
         self.fill_reserve(needed, source)?;
 
         // Break each straddling block, then make what stays of it.
