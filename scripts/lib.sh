@@ -1,7 +1,9 @@
 # Shared helpers of the scripts in this folder; source it, do not run it.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The host shim's target; the hyp's is HYP_TARGET (no FP/SIMD registers).
 TARGET=aarch64-unknown-none
+HYP_TARGET=aarch64-unknown-none-softfloat
 IMAGE_DIR="$REPO_ROOT/target/image"
 
 # Installs the toolchain of rust-toolchain.toml with its target and components

@@ -9,8 +9,7 @@
 .set R_AARCH64_RELATIVE, 1027   /* the only relocation type a PIE of ours contains */
 .set CURRENT_EL_EL2, 2 << 2     /* CurrentEL.EL (bits 3:2) when at EL2 */
 .set IMAGE_FLAGS, 0xa           /* LE, 4 KiB pages (bits 2:1 = 1), any base (bit 3) */
-.set CPTR_EL2_NO_FP_TRAP, 0x33ff /* nVHE RES1 bits, TFP (10) clear: Rust code uses SIMD */
-.set CPACR_EL1_FPEN, 3 << 20    /* FP/SIMD usable at EL1 */
+.set CPTR_EL2_NO_FP_TRAP, 0x33ff /* nVHE RES1 bits, TFP (10) clear: FP/SIMD is the host's */
 
 .section .text.head, "ax"
 .global _start
@@ -65,7 +64,10 @@ primary_entry:
     cmp     x9, #CURRENT_EL_EL2
     b.ne    not_at_el2
 
-    /* The reset value of CPTR_EL2 is UNKNOWN: stop FP/SIMD from trapping. */
+    /*
+     * The reset value of CPTR_EL2 is UNKNOWN: let the host use FP/SIMD. The hyp
+     * itself is built without FP/SIMD (softfloat target) and never touches them.
+     */
     mov     x9, #CPTR_EL2_NO_FP_TRAP
     msr     cptr_el2, x9
     /*
@@ -89,9 +91,6 @@ primary_entry:
     b       park
 
 not_at_el2:
-    mov     x9, #CPACR_EL1_FPEN
-    msr     cpacr_el1, x9
-    isb
     mov     x0, x19
     bl      boot_not_at_el2     /* prints why and powers off; never returns */
     b       park
