@@ -82,10 +82,7 @@ pub fn run_all(platform: &HostPlatform) -> bool {
         args[0] = 1;
         smccc::smc64(smccc::psci::PSCI_CPU_ON_64, args)[0] as i64
     };
-    passed &= check!(
-        cpu_on == -3,
-        "PSCI CPU_ON from the host refused by the hyp ({cpu_on})"
-    );
+    passed &= check!(cpu_on == -3, "PSCI CPU_ON from the host refused by the hyp ({cpu_on})");
 
     passed &= check!(
         !platform.hyp_regions().is_empty(),
@@ -126,19 +123,12 @@ pub fn probe_hyp_memory(address: u64, access: Access) -> bool {
             0xbad0_c0de
         }
     };
-    let name = if access == Access::Read {
-        "read"
-    } else {
-        "write"
-    };
+    let name = if access == Access::Read { "read" } else { "write" };
     let still_armed = PROBE_ARMED.swap(false, Ordering::Relaxed);
     let esr = PROBE_ESR.load(Ordering::Relaxed);
     let far = PROBE_FAR.load(Ordering::Relaxed);
     if still_armed {
-        return check!(
-            false,
-            "{name} of hyp memory at {address:#x} was NOT blocked ({word:#x})"
-        );
+        return check!(false, "{name} of hyp memory at {address:#x} was NOT blocked ({word:#x})");
     }
     let wnr_matches = (esr & ESR_WNR != 0) == (access == Access::Write);
     check!(

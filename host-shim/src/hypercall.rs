@@ -13,8 +13,7 @@ pub fn raw_call(function: u32, args: [u64; 6]) -> [u64; 4] {
 
 fn call(call: HostCall, args: [u64; 6]) -> Result<[u64; 3], HypError> {
     // A status this shim does not know means a call it cannot use.
-    decode_result(raw_call(call.function_id(), args))
-        .map_err(|e| e.unwrap_or(HypError::NotSupported))
+    decode_result(raw_call(call.function_id(), args)).map_err(|e| e.unwrap_or(HypError::NotSupported))
 }
 
 /// The hyp's ABI version as (major, minor).
@@ -57,12 +56,10 @@ pub struct InvariantReport {
 
 /// Runs the hyp's invariant checker (test builds of the hyp only).
 pub fn check_invariants() -> Result<InvariantReport, HypError> {
-    call(HostCall::DebugCheckInvariants, [0; 6]).map(|[violations, memcache_free, memcache_used]| {
-        InvariantReport {
-            violations,
-            memcache_free,
-            memcache_used,
-        }
+    call(HostCall::DebugCheckInvariants, [0; 6]).map(|[violations, memcache_free, memcache_used]| InvariantReport {
+        violations,
+        memcache_free,
+        memcache_used,
     })
 }
 

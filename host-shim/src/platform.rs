@@ -49,26 +49,17 @@ impl HostPlatform {
         if let Some(region) = stdout.and_then(|n| n.reg()).and_then(|mut r| r.next()) {
             platform.uart_base = region.starting_address as usize;
         }
-        if let Some(ram) = fdt
-            .find_node("/memory")
-            .and_then(|n| n.reg())
-            .and_then(|mut r| r.next())
-        {
+        if let Some(ram) = fdt.find_node("/memory").and_then(|n| n.reg()).and_then(|mut r| r.next()) {
             platform.ram_end = ram.starting_address as u64 + ram.size.unwrap_or(0) as u64;
         }
-        platform.psci_hvc = fdt
-            .find_node("/psci")
-            .and_then(|p| p.property("method"))
-            .and_then(|m| m.as_str())
-            == Some("hvc");
+        platform.psci_hvc =
+            fdt.find_node("/psci").and_then(|p| p.property("method")).and_then(|m| m.as_str()) == Some("hvc");
         if let Some(reserved) = fdt.find_node("/reserved-memory") {
             for node in reserved.children().filter(|n| n.name.starts_with("hyp@")) {
                 if let Some(region) = node.reg().and_then(|mut r| r.next()) {
                     if platform.hyp_region_count < MAX_HYP_REGIONS {
-                        platform.hyp_regions[platform.hyp_region_count] = (
-                            region.starting_address as u64,
-                            region.size.unwrap_or(0) as u64,
-                        );
+                        platform.hyp_regions[platform.hyp_region_count] =
+                            (region.starting_address as u64, region.size.unwrap_or(0) as u64);
                         platform.hyp_region_count += 1;
                     }
                 }

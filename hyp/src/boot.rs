@@ -22,6 +22,7 @@ use crate::mm::stage1::{self, Permission};
 use crate::percpu::{self, PerCpu};
 use crate::platform::{Platform, PlatformError};
 use crate::range::{align_up, FixedVec, PhysRange, PAGE_SIZE, SIZE_2M};
+use crate::vm::table::VmTable;
 use crate::{fdt_edit, power, HEAP};
 use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, MIDR_EL1, MPIDR_EL1, SPSR_EL2};
 use core::alloc::Layout;
@@ -65,10 +66,7 @@ fn image_layout() -> ImageLayout {
             text_end: addr(&__text_end),
             rodata_end: addr(&__rodata_end),
             end: addr(&__image_end),
-            boot_stack_guard: PhysRange {
-                start: addr(&__boot_stack_guard),
-                end: addr(&__boot_stack_bottom),
-            },
+            boot_stack_guard: PhysRange { start: addr(&__boot_stack_guard), end: addr(&__boot_stack_bottom) },
         }
     }
 }
@@ -96,20 +94,20 @@ fn allocate_stacks() -> Option<CpuStacks> {
         trap_top: trap_bottom + TRAP_STACK_SIZE,
         emergency_top: emergency_bottom + EMERGENCY_STACK_SIZE,
         guards: [
-            PhysRange {
-                start: base as u64,
-                end: trap_bottom as u64,
-            },
-            PhysRange {
-                start: emergency_guard as u64,
-                end: emergency_bottom as u64,
-            },
+            PhysRange { start: base as u64, end: trap_bottom as u64 },
+            PhysRange { start: emergency_guard as u64, end: emergency_bottom as u64 },
         ],
     })
 }
 
 static MEMORY: spin::Once<spin::Mutex<MemoryState>> = spin::Once::new();
 static PLATFORM: spin::Once<Platform> = spin::Once::new();
+static VMS: spin::Once<spin::Mutex<VmTable>> = spin::Once::new();
+
+/// The VM table, once built. Lock order: VMs before memory.
+pub fn vms() -> Option<&'static spin::Mutex<VmTable>> {
+    VMS.get()
+}
 
 /// The platform the hyp booted on, once read.
 pub fn platform() -> Option<&'static Platform> {
@@ -124,12 +122,7 @@ pub fn with_memory<R>(f: impl FnOnce(&mut MemoryState, &mut Env<'_>) -> R) -> Op
     let mut state = memory.lock();
     let (mut source, mut stage2_tlb, mut el2_tlb, mut phys) =
         (HeapPages, HostStage2Tlb::default(), El2Tlb, IdentityMemory);
-    let mut env = Env {
-        source: &mut source,
-        stage2_tlb: &mut stage2_tlb,
-        el2_tlb: &mut el2_tlb,
-        memory: &mut phys,
-    };
+    let mut env = Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut phys };
     Some(f(&mut state, &mut env))
 }
 
@@ -173,8 +166,7 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     let Some(image_range) = PhysRange::from_base_size(image.start, image.end - image.start) else {
         fatal(format_args!("hyp image wraps"));
     };
-    let dtb_range =
-        PhysRange::from_base_size(dtb as u64, platform.fdt_size as u64).unwrap_or(image_range);
+    let dtb_range = PhysRange::from_base_size(dtb as u64, platform.fdt_size as u64).unwrap_or(image_range);
 
     // Everything that is already taken.
     let mut taken: FixedVec<PhysRange, 48> = FixedVec::default();
@@ -186,16 +178,8 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     let ram = platform.ram.as_slice();
     let records_bytes = PageDb::storage_bytes(ram) as u64;
     let pool_size = align_up(POOL_BASE_SIZE + records_bytes, SIZE_2M).unwrap_or(u64::MAX);
-    let Some(pool) = find_free(
-        ram,
-        taken.as_slice(),
-        pool_size,
-        SIZE_2M,
-        Placement::Highest,
-    ) else {
-        fatal(format_args!(
-            "no room for the hyp's {pool_size:#x}-byte memory pool in RAM"
-        ));
+    let Some(pool) = find_free(ram, taken.as_slice(), pool_size, SIZE_2M, Placement::Highest) else {
+        fatal(format_args!("no room for the hyp's {pool_size:#x}-byte memory pool in RAM"));
     };
     taken.push(pool);
     // SAFETY: The pool lies in RAM, clear of every range in use; the hyp owns it.
@@ -212,37 +196,14 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     holes.push(stacks.guards[0]);
     holes.push(stacks.guards[1]);
     let mut regions: FixedVec<(PhysRange, Permission), 6> = FixedVec::default();
-    regions.push((
-        PhysRange {
-            start: image.start,
-            end: image.text_end,
-        },
-        Permission::Text,
-    ));
-    regions.push((
-        PhysRange {
-            start: image.text_end,
-            end: image.rodata_end,
-        },
-        Permission::ReadOnly,
-    ));
-    regions.push((
-        PhysRange {
-            start: image.rodata_end,
-            end: image.end,
-        },
-        Permission::ReadWrite,
-    ));
+    regions.push((PhysRange { start: image.start, end: image.text_end }, Permission::Text));
+    regions.push((PhysRange { start: image.text_end, end: image.rodata_end }, Permission::ReadOnly));
+    regions.push((PhysRange { start: image.rodata_end, end: image.end }, Permission::ReadWrite));
     regions.push((pool, Permission::ReadWrite));
     if let Some(uart) = platform.uart {
         regions.push((uart.regs, Permission::Device));
     }
-    let stage1 = match stage1::build(
-        regions.as_slice(),
-        holes.as_slice(),
-        &mut HeapPages,
-        &mut El2Tlb,
-    ) {
+    let stage1 = match stage1::build(regions.as_slice(), holes.as_slice(), &mut HeapPages, &mut El2Tlb) {
         Ok(table) => table,
         Err(e) => fatal(format_args!("building the EL2 stage-1 tables failed: {e}")),
     };
@@ -251,10 +212,7 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     // and device tree, were written only with the MMU off, i.e. straight to memory:
     // any cached line for them is stale and must not be used or written back.
     unsafe {
-        cache::invalidate(
-            image.rodata_end as usize,
-            (image.end - image.rodata_end) as usize,
-        );
+        cache::invalidate(image.rodata_end as usize, (image.end - image.rodata_end) as usize);
         cache::invalidate(pool.start as usize, pool.size() as usize);
         cache::invalidate(host.image.start as usize, host.image.size() as usize);
         cache::invalidate(host.fdt.start as usize, host.fdt.size() as usize);
@@ -268,6 +226,8 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         trap_stack_top: stacks.trap_top,
         index: 0,
         mpidr: MPIDR_EL1.get(),
+        guest_gprs: 0,
+        hyp_sp: 0,
     }));
     percpu::install(per_cpu);
     // SAFETY: The MMU is on, only this CPU runs, and this is the only call.
@@ -276,16 +236,11 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     let platform = PLATFORM.call_once(|| platform);
     report_boot(platform, image_range, pool);
     if platform.selftest_stack_guard {
-        log::info!(
-            "self-test: reading the boot stack guard page at {}",
-            image.boot_stack_guard
-        );
+        log::info!("self-test: reading the boot stack guard page at {}", image.boot_stack_guard);
         // SAFETY: The guard page is never mapped: this read must take a fatal EL2
         // data abort, which is what the self-test shows. Nothing is written.
         unsafe { core::ptr::read_volatile(image.boot_stack_guard.start as *const u64) };
-        fatal(format_args!(
-            "self-test: the boot stack guard page is mapped"
-        ));
+        fatal(format_args!("self-test: the boot stack guard page is mapped"));
     }
 
     let pa_range = mmu::pa_range_encoding();
@@ -300,12 +255,8 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     let state = {
         let (mut source, mut stage2_tlb, mut el2_tlb, mut phys) =
             (HeapPages, HostStage2Tlb::default(), El2Tlb, IdentityMemory);
-        let mut env = Env {
-            source: &mut source,
-            stage2_tlb: &mut stage2_tlb,
-            el2_tlb: &mut el2_tlb,
-            memory: &mut phys,
-        };
+        let mut env =
+            Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut phys };
         match MemoryState::new(ram, &hyp_ranges, records, ipa_bits, stage1, &mut env) {
             Ok(state) => state,
             Err(e) => fatal(format_args!("building the host stage-2 failed: {e}")),
@@ -313,9 +264,8 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     };
     let root = state.host_stage2.root_address();
     MEMORY.call_once(|| spin::Mutex::new(state));
-    log::info!(
-        "host stage-2: {ipa_bits}-bit IPA, all RAM but hyp memory mapped, device space on demand"
-    );
+    VMS.call_once(|| spin::Mutex::new(VmTable::new(ipa_bits)));
+    log::info!("host stage-2: {ipa_bits}-bit IPA, all RAM but hyp memory mapped, device space on demand");
     let (used, total) = HEAP.usage();
     log::info!("hyp pool: {used} of {total} bytes in use");
 
@@ -324,14 +274,8 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     ELR_EL2.set(host.entry);
     // EL1h with D, A, I, F masked, as the boot protocol requires.
     SPSR_EL2.set(0x3c5);
-    log::info!(
-        "entering the host at EL1: entry {:#x}, device tree {}",
-        host.entry,
-        host.fdt
-    );
-    let entry = HostEntry {
-        x: [host.fdt.start, 0, 0, 0],
-    };
+    log::info!("entering the host at EL1: entry {:#x}, device tree {}", host.entry, host.fdt);
+    let entry = HostEntry { x: [host.fdt.start, 0, 0, 0] };
     // SAFETY: ELR/SPSR/HCR/stage-2 are set; the trap stack is this CPU's and unused.
     unsafe { drop_to_host(&entry, percpu::this_cpu().trap_stack_top) }
 }
@@ -360,59 +304,36 @@ fn prepare_host(
     let ram = platform.ram.as_slice();
     let span = align_up(header.text_offset + header.image_size, PAGE_SIZE).unwrap_or(u64::MAX);
     let Some(slot) = find_free(ram, taken.as_slice(), span, SIZE_2M, Placement::Lowest) else {
-        fatal(format_args!(
-            "no room in RAM for the host image ({span:#x} bytes)"
-        ));
+        fatal(format_args!("no room in RAM for the host image ({span:#x} bytes)"));
     };
     taken.push(slot);
-    let image = PhysRange {
-        start: slot.start + header.text_offset,
-        end: slot.end,
-    };
+    let image = PhysRange { start: slot.start + header.text_offset, end: slot.end };
     // SAFETY: `slot` is RAM nobody uses (checked against every taken range above).
-    let destination =
-        unsafe { core::slice::from_raw_parts_mut(image.start as *mut u8, HOST_IMAGE.len()) };
+    let destination = unsafe { core::slice::from_raw_parts_mut(image.start as *mut u8, HOST_IMAGE.len()) };
     destination.copy_from_slice(HOST_IMAGE);
 
     // SAFETY: `dtb` is the boot device tree, already validated by `Platform::from_fdt`.
-    let source =
-        unsafe { core::slice::from_raw_parts(dtb.start as *const u8, dtb.size() as usize) };
+    let source = unsafe { core::slice::from_raw_parts(dtb.start as *const u8, dtb.size() as usize) };
     let regions = [(hyp[0].start, hyp[0].size()), (hyp[1].start, hyp[1].size())];
     let max = fdt_edit::max_output_size(source, regions.len()).unwrap_or(0) as u64;
-    let Some(fdt_slot) = align_up(max, PAGE_SIZE)
-        .and_then(|size| find_free(ram, taken.as_slice(), size, PAGE_SIZE, Placement::Lowest))
+    let Some(fdt_slot) =
+        align_up(max, PAGE_SIZE).and_then(|size| find_free(ram, taken.as_slice(), size, PAGE_SIZE, Placement::Lowest))
     else {
         fatal(format_args!("no room in RAM for the host device tree"));
     };
     taken.push(fdt_slot);
     // SAFETY: As for the image slot.
-    let output = unsafe {
-        core::slice::from_raw_parts_mut(fdt_slot.start as *mut u8, fdt_slot.size() as usize)
-    };
+    let output = unsafe { core::slice::from_raw_parts_mut(fdt_slot.start as *mut u8, fdt_slot.size() as usize) };
     let fdt_len = match fdt_edit::with_reserved_memory(source, &regions, output) {
         Ok(len) => len as u64,
         Err(e) => fatal(format_args!("writing the host device tree: {e}")),
     };
-    HostLayout {
-        image,
-        fdt: PhysRange {
-            start: fdt_slot.start,
-            end: fdt_slot.start + fdt_len,
-        },
-        entry: image.start,
-    }
+    HostLayout { image, fdt: PhysRange { start: fdt_slot.start, end: fdt_slot.start + fdt_len }, entry: image.start }
 }
 
 #[cfg(not(host_shim_embedded))]
-fn prepare_host(
-    _: &Platform,
-    _: PhysRange,
-    _: &[PhysRange],
-    _: &mut FixedVec<PhysRange, 48>,
-) -> HostLayout {
-    fatal(format_args!(
-        "this hyp was built without a host image (use scripts/build-image)"
-    ))
+fn prepare_host(_: &Platform, _: PhysRange, _: &[PhysRange], _: &mut FixedVec<PhysRange, 48>) -> HostLayout {
+    fatal(format_args!("this hyp was built without a host image (use scripts/build-image)"))
 }
 
 fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
@@ -431,9 +352,7 @@ fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
         log::info!("  reserved {r} (left alone)");
     }
     if platform.ram.overflowed() || platform.reserved.overflowed() {
-        log::warn!(
-            "device tree lists more memory ranges than the hyp tracks; extra ranges ignored"
-        );
+        log::warn!("device tree lists more memory ranges than the hyp tracks; extra ranges ignored");
     }
     match platform.uart {
         Some(uart) => log::info!("UART: {:?} at {}", uart.model, uart.regs),
@@ -445,17 +364,10 @@ fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
     }
     log::info!("CPUs: {} in the device tree", platform.cpus.len());
     for cpu in platform.cpus.as_slice() {
-        log::info!(
-            "  CPU MPIDR {:#x}, enable method {:?}",
-            cpu.mpidr,
-            cpu.enable_method
-        );
+        log::info!("  CPU MPIDR {:#x}, enable method {:?}", cpu.mpidr, cpu.enable_method);
     }
     if platform.cpus.overflowed() {
-        log::warn!(
-            "more than {} CPUs: the rest stay off",
-            crate::platform::MAX_CPUS
-        );
+        log::warn!("more than {} CPUs: the rest stay off", crate::platform::MAX_CPUS);
     }
     match platform.psci {
         Some(conduit) => log::info!("PSCI via {conduit:?}"),

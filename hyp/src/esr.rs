@@ -82,10 +82,7 @@ impl ExceptionClass {
     fn is_abort(self) -> bool {
         matches!(
             self,
-            Self::InstructionAbortLower
-                | Self::InstructionAbortSame
-                | Self::DataAbortLower
-                | Self::DataAbortSame
+            Self::InstructionAbortLower | Self::InstructionAbortSame | Self::DataAbortLower | Self::DataAbortSame
         )
     }
 }
@@ -169,18 +166,10 @@ impl fmt::Display for Esr {
             if fsc < 0x10 {
                 write!(f, " level {}", self.fault_level())?;
             }
-            if matches!(
-                class,
-                ExceptionClass::DataAbortLower | ExceptionClass::DataAbortSame
-            ) {
+            if matches!(class, ExceptionClass::DataAbortLower | ExceptionClass::DataAbortSame) {
                 write!(f, ", {}", if self.is_write() { "write" } else { "read" })?;
                 if self.0 & (1 << 24) != 0 {
-                    write!(
-                        f,
-                        ", ISV, SAS {}, SRT x{}",
-                        (self.0 >> 22) & 3,
-                        (self.0 >> 16) & 0x1f
-                    )?;
+                    write!(f, ", ISV, SAS {}, SRT x{}", (self.0 >> 22) & 3, (self.0 >> 16) & 0x1f)?;
                 }
             }
             if self.is_stage1_walk() {
@@ -205,10 +194,7 @@ mod tests {
         assert_eq!(esr.fault_status(), 0x07);
         let text = format!("{esr}");
         assert!(text.contains("data abort from a lower EL"), "{text}");
-        assert!(
-            text.contains("translation fault level 3, read, ISV, SAS 3, SRT x1"),
-            "{text}"
-        );
+        assert!(text.contains("translation fault level 3, read, ISV, SAS 3, SRT x1"), "{text}");
     }
 
     #[test]

@@ -38,9 +38,8 @@ impl fmt::Display for FdtEditError {
 }
 
 fn be32(blob: &[u8], offset: usize) -> Result<u32, FdtEditError> {
-    let bytes = blob
-        .get(offset..offset.checked_add(4).ok_or(FdtEditError::Malformed)?)
-        .ok_or(FdtEditError::Malformed)?;
+    let bytes =
+        blob.get(offset..offset.checked_add(4).ok_or(FdtEditError::Malformed)?).ok_or(FdtEditError::Malformed)?;
     Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
@@ -84,20 +83,10 @@ fn parse(input: &[u8]) -> Result<Layout, FdtEditError> {
         return Err(FdtEditError::Malformed);
     }
     let structure = input
-        .get(
-            struct_offset
-                ..struct_offset
-                    .checked_add(struct_size)
-                    .ok_or(FdtEditError::Malformed)?,
-        )
+        .get(struct_offset..struct_offset.checked_add(struct_size).ok_or(FdtEditError::Malformed)?)
         .ok_or(FdtEditError::Malformed)?;
     let strings = input
-        .get(
-            strings_offset
-                ..strings_offset
-                    .checked_add(strings_size)
-                    .ok_or(FdtEditError::Malformed)?,
-        )
+        .get(strings_offset..strings_offset.checked_add(strings_size).ok_or(FdtEditError::Malformed)?)
         .ok_or(FdtEditError::Malformed)?;
     if rsvmap_offset >= total {
         return Err(FdtEditError::Malformed);
@@ -145,15 +134,12 @@ fn parse(input: &[u8]) -> Result<Layout, FdtEditError> {
             FDT_PROP => {
                 let len = be32(structure, offset)? as usize;
                 let name_offset = be32(structure, offset + 4)? as usize;
-                let value = structure
-                    .get(offset + 8..offset + 8 + len)
-                    .ok_or(FdtEditError::Malformed)?;
+                let value = structure.get(offset + 8..offset + 8 + len).ok_or(FdtEditError::Malformed)?;
                 let name = strings
                     .get(name_offset..)
                     .and_then(|s| s.split(|&b| b == 0).next())
                     .ok_or(FdtEditError::Malformed)?;
-                let cell = (len == 4)
-                    .then(|| u32::from_be_bytes([value[0], value[1], value[2], value[3]]));
+                let cell = (len == 4).then(|| u32::from_be_bytes([value[0], value[1], value[2], value[3]]));
                 match (depth, in_reserved_memory, name, cell) {
                     (1, _, b"#address-cells", Some(v)) => root_cells.0 = v,
                     (1, _, b"#size-cells", Some(v)) => root_cells.1 = v,
@@ -195,10 +181,7 @@ struct Out<'o> {
 impl Out<'_> {
     fn bytes(&mut self, bytes: &[u8]) -> Result<(), FdtEditError> {
         let end = self.len + bytes.len();
-        self.buf
-            .get_mut(self.len..end)
-            .ok_or(FdtEditError::OutputTooSmall)?
-            .copy_from_slice(bytes);
+        self.buf.get_mut(self.len..end).ok_or(FdtEditError::OutputTooSmall)?.copy_from_slice(bytes);
         self.len = end;
         Ok(())
     }
@@ -232,12 +215,7 @@ struct Names {
     ranges: u32,
 }
 
-fn find_or_append(
-    strings: &[u8],
-    appended: &mut Out<'_>,
-    base_len: usize,
-    name: &[u8],
-) -> Result<u32, FdtEditError> {
+fn find_or_append(strings: &[u8], appended: &mut Out<'_>, base_len: usize, name: &[u8]) -> Result<u32, FdtEditError> {
     let mut start = 0;
     for s in strings.split(|&b| b == 0) {
         if s == name {
@@ -313,11 +291,7 @@ fn hex_digits(mut value: u64, out: &mut [u8]) -> usize {
 /// [`FdtEditError::Malformed`] if `input` is not a valid device tree (or uses
 /// cells wider than 64 bits), [`FdtEditError::OutputTooSmall`] if `output` is
 /// smaller than needed ([`max_output_size`] is always enough).
-pub fn with_reserved_memory(
-    input: &[u8],
-    regions: &[(u64, u64)],
-    output: &mut [u8],
-) -> Result<usize, FdtEditError> {
+pub fn with_reserved_memory(input: &[u8], regions: &[(u64, u64)], output: &mut [u8]) -> Result<usize, FdtEditError> {
     let layout = parse(input)?;
     let structure = &input[layout.struct_offset..layout.struct_offset + layout.struct_size];
     let strings = &input[layout.strings_offset..layout.strings_offset + layout.strings_size];
@@ -333,10 +307,7 @@ pub fn with_reserved_memory(
     };
 
     let mut extra_strings_buf = [0u8; 64];
-    let mut extra = Out {
-        buf: &mut extra_strings_buf,
-        len: 0,
-    };
+    let mut extra = Out { buf: &mut extra_strings_buf, len: 0 };
     let names = Names {
         reg: find_or_append(strings, &mut extra, layout.strings_size, b"reg")?,
         no_map: find_or_append(strings, &mut extra, layout.strings_size, b"no-map")?,
@@ -346,10 +317,7 @@ pub fn with_reserved_memory(
     };
     let extra_len = extra.len;
 
-    let mut out = Out {
-        buf: output,
-        len: 0,
-    };
+    let mut out = Out { buf: output, len: 0 };
     out.bytes(&[0; HEADER_SIZE])?;
     while !out.len.is_multiple_of(8) {
         out.bytes(&[0])?;
@@ -424,9 +392,7 @@ mod tests {
 
     fn hyp_nodes(blob: &[u8]) -> Vec<(String, u64, u64, bool)> {
         let fdt = Fdt::new(blob).expect("output parses");
-        let rm = fdt
-            .find_node("/reserved-memory")
-            .expect("reserved-memory exists");
+        let rm = fdt.find_node("/reserved-memory").expect("reserved-memory exists");
         rm.children()
             .map(|c| {
                 let reg = c.reg().unwrap().next().unwrap();
@@ -457,11 +423,7 @@ mod tests {
         let before = Fdt::new(VIRT).unwrap();
         let out = carve(VIRT, &[(0x4020_0000, 0x1000)]);
         let after = Fdt::new(&out).unwrap();
-        let names = |f: &Fdt| {
-            f.all_nodes()
-                .map(|n| n.name.to_string())
-                .collect::<Vec<_>>()
-        };
+        let names = |f: &Fdt| f.all_nodes().map(|n| n.name.to_string()).collect::<Vec<_>>();
         let mut expected = names(&before);
         expected.push("reserved-memory".into());
         expected.push("hyp@40200000".into());
@@ -470,24 +432,11 @@ mod tests {
         got.sort();
         assert_eq!(got, expected);
         assert_eq!(
-            after
-                .find_node("/pl011@9000000")
-                .unwrap()
-                .reg()
-                .unwrap()
-                .next()
-                .unwrap()
-                .starting_address as u64,
+            after.find_node("/pl011@9000000").unwrap().reg().unwrap().next().unwrap().starting_address as u64,
             0x900_0000
         );
         let p = crate::platform::Platform::from_fdt(&out).unwrap();
-        assert_eq!(
-            p.reserved(),
-            &[crate::range::PhysRange {
-                start: 0x4020_0000,
-                end: 0x4020_1000
-            }]
-        );
+        assert_eq!(p.reserved(), &[crate::range::PhysRange { start: 0x4020_0000, end: 0x4020_1000 }]);
     }
 
     #[test]
@@ -495,36 +444,19 @@ mod tests {
         let once = carve(VIRT, &[(0x4020_0000, 0x1000)]);
         let twice = carve(&once, &[(0x5000_0000, 0x2000)]);
         assert_eq!(hyp_nodes(&twice).len(), 2);
-        assert_eq!(
-            hyp_nodes(&twice)[1],
-            ("hyp@50000000".to_string(), 0x5000_0000, 0x2000, true)
-        );
+        assert_eq!(hyp_nodes(&twice)[1], ("hyp@50000000".to_string(), 0x5000_0000, 0x2000, true));
         let fdt = Fdt::new(&twice).unwrap();
-        assert_eq!(
-            fdt.all_nodes()
-                .filter(|n| n.name == "reserved-memory")
-                .count(),
-            1
-        );
+        assert_eq!(fdt.all_nodes().filter(|n| n.name == "reserved-memory").count(), 1);
     }
 
     #[test]
     fn small_output_and_garbage_are_errors() {
         let mut small = [0u8; 100];
-        assert_eq!(
-            with_reserved_memory(VIRT, &[(0, 0x1000)], &mut small),
-            Err(FdtEditError::OutputTooSmall)
-        );
+        assert_eq!(with_reserved_memory(VIRT, &[(0, 0x1000)], &mut small), Err(FdtEditError::OutputTooSmall));
         let mut out = [0u8; 4096];
-        assert_eq!(
-            with_reserved_memory(&[0u8; 64], &[], &mut out),
-            Err(FdtEditError::Malformed)
-        );
+        assert_eq!(with_reserved_memory(&[0u8; 64], &[], &mut out), Err(FdtEditError::Malformed));
         let mut truncated = VIRT.to_vec();
         truncated.truncate(200);
-        assert_eq!(
-            with_reserved_memory(&truncated, &[], &mut out),
-            Err(FdtEditError::Malformed)
-        );
+        assert_eq!(with_reserved_memory(&truncated, &[], &mut out), Err(FdtEditError::Malformed));
     }
 }

@@ -2,13 +2,46 @@
 //! lock, runs the transition with the hyp's environment, and logs failures at
 //! debug level (a hostile host must not be able to flood the console).
 
-use crate::hypercall::HostMemoryCalls;
+use crate::arch::aarch64::tlb::GuestStage2Tlb;
+use crate::arch::aarch64::world::run_guest;
+use crate::hypercall::HostServices;
 use crate::mm::invariants;
 use crate::mm::memory::{Env, MemoryState};
-use hyp_abi::HypError;
+use crate::vm::context::VcpuContext;
+use crate::vm::guest_trap::{self, Outcome};
+use crate::vm::table::{VmState, VmTable};
+use alloc::vec::Vec;
+use hyp_abi::{Exit, HypError};
 
-/// The memory calls, served by the hyp's global memory state.
-pub struct HypMemoryCalls;
+/// Injected exceptions one run may take before the VM is declared dead: a
+/// guest with no working vector faults at its vector forever.
+const MAX_INJECTIONS_PER_RUN: u32 = 64;
+/// Traps the hyp may serve in one run without returning to the host, so that a
+/// guest calling the hyp in a loop cannot keep the host's CPU.
+const MAX_TRAPS_PER_RUN: u32 = 4096;
+
+/// The host calls, served by the hyp's global state.
+pub struct HypServices;
+
+/// Runs `f` with the VM table, the memory state and the hyp's environment, in
+/// lock order (VMs, then memory).
+fn with_vms<T>(
+    f: impl FnOnce(&mut VmTable, &mut MemoryState, &mut Env<'_>) -> Result<T, HypError>,
+) -> Result<T, HypError> {
+    let vms = crate::boot::vms().ok_or(HypError::Busy)?;
+    let mut vms = vms.lock();
+    crate::boot::with_memory(|memory, env| f(&mut vms, memory, env)).unwrap_or(Err(HypError::Busy))
+}
+
+/// The TLB maintenance of a VM's stage-2.
+fn guest_tlb(vms: &mut VmTable, handle: u64) -> Result<GuestStage2Tlb, HypError> {
+    let vm = vms.get(handle)?;
+    Ok(GuestStage2Tlb { vttbr: vttbr_of(vm.stage2.root_address() as u64, vm.vmid()) })
+}
+
+fn vttbr_of(root: u64, vmid: u16) -> u64 {
+    root | u64::from(vmid) << 48
+}
 
 fn run(
     name: &str,
@@ -23,36 +56,33 @@ fn run(
     result
 }
 
-impl HostMemoryCalls for HypMemoryCalls {
+impl HostServices for HypServices {
     fn share_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
-        run("share", start, pages, |s, env| {
-            s.host_share_hyp(start, pages, env)
-        })
+        run("share", start, pages, |s, env| s.host_share_hyp(start, pages, env))
     }
 
     fn unshare_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
-        run("unshare", start, pages, |s, env| {
-            s.host_unshare_hyp(start, pages, env)
-        })
+        run("unshare", start, pages, |s, env| s.host_unshare_hyp(start, pages, env))
     }
 
     fn donate_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
-        run("donate", start, pages, |s, env| {
-            s.host_donate_hyp(start, pages, env)
-        })
+        run("donate", start, pages, |s, env| s.host_donate_hyp(start, pages, env))
     }
 
     fn reclaim_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
-        run("reclaim", start, pages, |s, env| {
-            s.host_reclaim_hyp(start, pages, env)
-        })
+        run("reclaim", start, pages, |s, env| s.host_reclaim_hyp(start, pages, env))
     }
 
     fn check_invariants(&mut self) -> [u64; 3] {
         let uart = crate::boot::platform().and_then(|p| p.uart).map(|u| u.regs);
         let devices = uart.as_slice();
+        let Some(vms) = crate::boot::vms() else {
+            return [u64::MAX, 0, 0];
+        };
+        let vms = vms.lock();
+        let guests: Vec<_> = vms.stage2s().collect();
         crate::boot::with_memory(|state, _| {
-            let report = invariants::check(state, devices, &[]);
+            let report = invariants::check(state, devices, &guests);
             for violation in report.first.as_slice() {
                 log::warn!("invariant violated: {violation}");
             }
@@ -63,7 +93,110 @@ impl HostMemoryCalls for HypMemoryCalls {
     }
 
     fn debug_exchange(&mut self, address: u64, value: u64) -> Result<u64, HypError> {
-        crate::boot::with_memory(|state, env| state.debug_exchange(address, value, env))
-            .unwrap_or(Err(HypError::Busy))
+        crate::boot::with_memory(|state, env| state.debug_exchange(address, value, env)).unwrap_or(Err(HypError::Busy))
+    }
+
+    fn vm_create(&mut self, ty: u64, vcpus: u64) -> Result<u64, HypError> {
+        with_vms(|vms, _, env| vms.create(ty, vcpus, env.source))
+    }
+
+    fn vm_map(&mut self, handle: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+        with_vms(|vms, memory, env| {
+            let mut tlb = guest_tlb(vms, handle)?;
+            vms.map(handle, pa, ipa, pages, memory, env, &mut tlb)
+        })
+    }
+
+    fn vcpu_init(&mut self, handle: u64, vcpu: u64, pc: u64, x0: u64) -> Result<(), HypError> {
+        with_vms(|vms, _, _| vms.vcpu_init(handle, vcpu, pc, x0))
+    }
+
+    fn vcpu_run(&mut self, handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, HypError> {
+        // Claim the vCPU under the lock; run it without the lock.
+        let Some(vms_lock) = crate::boot::vms() else {
+            return Err(HypError::Busy);
+        };
+        let (ctx, vttbr, protected) = {
+            let mut vms = vms_lock.lock();
+            let vm = vms.get(handle)?;
+            if vm.state != VmState::Alive {
+                return Err(HypError::NoSuchVm);
+            }
+            let (protected, vttbr) = (vm.protected, vttbr_of(vm.stage2.root_address() as u64, vm.vmid()));
+            let v = usize::try_from(vcpu).ok().and_then(|i| vm.vcpus.get_mut(i)).ok_or(HypError::NoSuchVcpu)?;
+            if v.running {
+                return Err(HypError::Busy);
+            }
+            if !v.initialized {
+                return Err(HypError::InvalidArgument);
+            }
+            if let Some(access) = v.pending_read.take() {
+                guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);
+            }
+            v.running = true;
+            (&mut *v.ctx as *mut VcpuContext, vttbr, protected)
+        };
+        // SAFETY: `running` gives this CPU the vCPU alone until it is cleared below;
+        // the context is boxed (it does not move) and the VM cannot be freed while
+        // a vCPU runs (teardown answers Busy).
+        let ctx = unsafe { &mut *ctx };
+        let (mut injections, mut traps) = (0u32, 0u32);
+        let (exit, pending_read) = loop {
+            let trap = run_guest(ctx, vttbr);
+            let is_memory = |ipa: u64| {
+                let mut vms = vms_lock.lock();
+                vms.get(handle).is_ok_and(|vm| vm.stage2.leaf_at(ipa as usize).is_some())
+            };
+            traps += 1;
+            match guest_trap::handle(ctx, trap, is_memory) {
+                Outcome::ToHost { exit, pending_read } => break (exit, pending_read),
+                Outcome::Injected if injections + 1 >= MAX_INJECTIONS_PER_RUN => {
+                    let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
+                    break (Exit::Fatal { esr, address }, None);
+                }
+                Outcome::Injected => injections += 1,
+                Outcome::Resume => {}
+            }
+            if traps >= MAX_TRAPS_PER_RUN {
+                break (Exit::Interrupted, None);
+            }
+        };
+        let mut vms = vms_lock.lock();
+        if let Ok(vm) = vms.get(handle) {
+            if matches!(exit, Exit::Fatal { .. }) {
+                vm.state = VmState::Crashed;
+            }
+            if let Some(v) = usize::try_from(vcpu).ok().and_then(|i| vm.vcpus.get_mut(i)) {
+                v.running = false;
+                v.pending_read = pending_read;
+            }
+        }
+        Ok(exit)
+    }
+
+    fn vcpu_get_reg(&mut self, handle: u64, vcpu: u64, reg: u64) -> Result<u64, HypError> {
+        with_vms(|vms, _, _| vms.get_reg(handle, vcpu, reg))
+    }
+
+    fn vcpu_set_reg(&mut self, handle: u64, vcpu: u64, reg: u64, value: u64) -> Result<(), HypError> {
+        with_vms(|vms, _, _| vms.set_reg(handle, vcpu, reg, value))
+    }
+
+    fn vm_info(&mut self, handle: u64) -> Result<[u64; 3], HypError> {
+        with_vms(|vms, _, _| vms.info(handle))
+    }
+
+    fn vm_teardown(&mut self, handle: u64) -> Result<(), HypError> {
+        with_vms(|vms, memory, env| {
+            let mut tlb = guest_tlb(vms, handle)?;
+            vms.teardown(handle, memory, env, &mut tlb)
+        })
+    }
+
+    fn vm_reclaim(&mut self, handle: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+        with_vms(|vms, memory, env| {
+            let mut tlb = guest_tlb(vms, handle)?;
+            vms.reclaim(handle, ipa, pages, memory, env, &mut tlb)
+        })
     }
 }

@@ -61,11 +61,7 @@ impl ImageHeader {
         if u32::from_le_bytes([image[56], image[57], image[58], image[59]]) != IMAGE_MAGIC {
             return Err(ImageError::BadMagic);
         }
-        let header = ImageHeader {
-            text_offset: le64(image, 8),
-            image_size: le64(image, 16),
-            flags: le64(image, 24),
-        };
+        let header = ImageHeader { text_offset: le64(image, 8), image_size: le64(image, 16), flags: le64(image, 24) };
         if header.image_size < image.len() as u64 {
             return Err(ImageError::BadSize);
         }
@@ -93,11 +89,7 @@ mod tests {
     fn parses_a_valid_header() {
         assert_eq!(
             ImageHeader::parse(&header(0, 0x20000, 0xa)),
-            Ok(ImageHeader {
-                text_offset: 0,
-                image_size: 0x20000,
-                flags: 0xa
-            })
+            Ok(ImageHeader { text_offset: 0, image_size: 0x20000, flags: 0xa })
         );
     }
 
@@ -107,13 +99,7 @@ mod tests {
         let mut bad = header(0, 0x1000, 0);
         bad[56] = b'X';
         assert_eq!(ImageHeader::parse(&bad), Err(ImageError::BadMagic));
-        assert_eq!(
-            ImageHeader::parse(&header(0, 0, 0)),
-            Err(ImageError::BadSize)
-        );
-        assert_eq!(
-            ImageHeader::parse(&header(0, 0x1000, 1)),
-            Err(ImageError::BigEndian)
-        );
+        assert_eq!(ImageHeader::parse(&header(0, 0, 0)), Err(ImageError::BadSize));
+        assert_eq!(ImageHeader::parse(&header(0, 0x1000, 1)), Err(ImageError::BigEndian));
     }
 }

@@ -29,26 +29,22 @@ pub fn find_free(
         return None;
     }
     let first_clash = |candidate: &PhysRange| {
-        avoid
-            .iter()
-            .filter(|a| a.overlaps(candidate))
-            .copied()
-            .reduce(|a, b| match placement {
-                Placement::Lowest => {
-                    if b.end > a.end {
-                        b
-                    } else {
-                        a
-                    }
+        avoid.iter().filter(|a| a.overlaps(candidate)).copied().reduce(|a, b| match placement {
+            Placement::Lowest => {
+                if b.end > a.end {
+                    b
+                } else {
+                    a
                 }
-                Placement::Highest => {
-                    if b.start < a.start {
-                        b
-                    } else {
-                        a
-                    }
+            }
+            Placement::Highest => {
+                if b.start < a.start {
+                    b
+                } else {
+                    a
                 }
-            })
+            }
+        })
     };
     let try_bank = |bank: &PhysRange| -> Option<PhysRange> {
         match placement {
@@ -116,27 +112,15 @@ mod tests {
     fn later_banks_are_used_when_the_first_is_full() {
         let ram = [r(0, 4 * MIB), r(0x8000_0000, 0x9000_0000)];
         let avoid = [r(0, 4 * MIB)];
-        assert_eq!(
-            find_free(&ram, &avoid, MIB, 2 * MIB, Placement::Lowest),
-            Some(r(0x8000_0000, 0x8010_0000))
-        );
-        assert_eq!(
-            find_free(&ram[..1], &avoid, MIB, 2 * MIB, Placement::Lowest),
-            None
-        );
+        assert_eq!(find_free(&ram, &avoid, MIB, 2 * MIB, Placement::Lowest), Some(r(0x8000_0000, 0x8010_0000)));
+        assert_eq!(find_free(&ram[..1], &avoid, MIB, 2 * MIB, Placement::Lowest), None);
     }
 
     #[test]
     fn ram_at_zero_and_the_top_of_the_address_space_do_not_wrap() {
         let ram = [r(0, 2 * MIB), r(u64::MAX - 4 * MIB, u64::MAX)];
-        assert_eq!(
-            find_free(&ram, &[], 2 * MIB, 2 * MIB, Placement::Lowest),
-            Some(r(0, 2 * MIB))
-        );
-        assert_eq!(
-            find_free(&ram[..1], &[r(0, 1)], 2 * MIB, 2 * MIB, Placement::Highest),
-            None
-        );
+        assert_eq!(find_free(&ram, &[], 2 * MIB, 2 * MIB, Placement::Lowest), Some(r(0, 2 * MIB)));
+        assert_eq!(find_free(&ram[..1], &[r(0, 1)], 2 * MIB, 2 * MIB, Placement::Highest), None);
         assert!(find_free(&ram[1..], &[], 2 * MIB, 2 * MIB, Placement::Lowest).is_some());
     }
 

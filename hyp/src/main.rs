@@ -40,6 +40,7 @@ mod host_calls;
 mod power;
 #[cfg(target_os = "none")]
 mod trap;
+mod vm;
 
 /// The hyp's heap, fed with its memory pool at boot.
 #[cfg(target_os = "none")]

@@ -14,12 +14,22 @@ pub struct PerCpu {
     pub index: usize,
     /// This CPU's MPIDR_EL1.
     pub mpidr: u64,
+    /// While a guest runs on this CPU: where its registers go when it traps
+    /// (read by `vectors.S`; 0 when the host runs).
+    pub guest_gprs: usize,
+    /// While a guest runs: the hyp's stack pointer in `__guest_enter`.
+    pub hyp_sp: usize,
 }
 
 /// Offset of `emergency_stack_top`, for `vectors.S`.
 pub const EMERGENCY_STACK_TOP_OFFSET: usize = core::mem::offset_of!(PerCpu, emergency_stack_top);
 
 const _: () = assert!(EMERGENCY_STACK_TOP_OFFSET == 0);
+
+/// Offset of `guest_gprs`, for `vectors.S` and `switch.S`.
+pub const GUEST_GPRS_OFFSET: usize = core::mem::offset_of!(PerCpu, guest_gprs);
+/// Offset of `hyp_sp`, for `switch.S`.
+pub const HYP_SP_OFFSET: usize = core::mem::offset_of!(PerCpu, hyp_sp);
 
 /// Makes `per_cpu` this CPU's state.
 #[cfg(target_os = "none")]

@@ -6,10 +6,9 @@
 
 use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
 use smccc::psci::{
-    PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_CPU_OFF, PSCI_CPU_ON_32, PSCI_CPU_ON_64,
-    PSCI_CPU_SUSPEND_32, PSCI_CPU_SUSPEND_64, PSCI_FEATURES, PSCI_MIGRATE_INFO_TYPE,
-    PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_SYSTEM_SUSPEND_32, PSCI_SYSTEM_SUSPEND_64,
-    PSCI_VERSION,
+    PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_CPU_OFF, PSCI_CPU_ON_32, PSCI_CPU_ON_64, PSCI_CPU_SUSPEND_32,
+    PSCI_CPU_SUSPEND_64, PSCI_FEATURES, PSCI_MIGRATE_INFO_TYPE, PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET,
+    PSCI_SYSTEM_SUSPEND_32, PSCI_SYSTEM_SUSPEND_64, PSCI_VERSION,
 };
 
 /// PSCI status DENIED.
@@ -70,35 +69,17 @@ mod tests {
 
     #[test]
     fn cpu_control_is_refused_and_queries_pass() {
-        assert_eq!(
-            classify(PSCI_CPU_ON_64.into()),
-            HostFirmwareCall::Refuse(PSCI_DENIED)
-        );
-        assert_eq!(
-            classify(PSCI_CPU_SUSPEND_64.into()),
-            HostFirmwareCall::Refuse(PSCI_DENIED)
-        );
+        assert_eq!(classify(PSCI_CPU_ON_64.into()), HostFirmwareCall::Refuse(PSCI_DENIED));
+        assert_eq!(classify(PSCI_CPU_SUSPEND_64.into()), HostFirmwareCall::Refuse(PSCI_DENIED));
         assert_eq!(classify(PSCI_VERSION.into()), HostFirmwareCall::Forward);
-        assert_eq!(
-            classify(PSCI_SYSTEM_OFF.into()),
-            HostFirmwareCall::SystemOff
-        );
-        assert_eq!(
-            classify(PSCI_SYSTEM_RESET.into()),
-            HostFirmwareCall::SystemReset
-        );
+        assert_eq!(classify(PSCI_SYSTEM_OFF.into()), HostFirmwareCall::SystemOff);
+        assert_eq!(classify(PSCI_SYSTEM_RESET.into()), HostFirmwareCall::SystemReset);
     }
 
     #[test]
     fn unknown_and_wide_ids_are_not_supported() {
-        assert_eq!(
-            classify(0xC200_0000),
-            HostFirmwareCall::Refuse(NOT_SUPPORTED)
-        );
-        assert_eq!(
-            classify(u64::from(PSCI_VERSION) | 1 << 32),
-            HostFirmwareCall::Refuse(NOT_SUPPORTED)
-        );
+        assert_eq!(classify(0xC200_0000), HostFirmwareCall::Refuse(NOT_SUPPORTED));
+        assert_eq!(classify(u64::from(PSCI_VERSION) | 1 << 32), HostFirmwareCall::Refuse(NOT_SUPPORTED));
     }
 
     #[test]

@@ -18,10 +18,7 @@ pub struct PhysRange {
 impl PhysRange {
     /// The range `[start, start + size)`, or `None` if it would wrap.
     pub fn from_base_size(start: u64, size: u64) -> Option<Self> {
-        Some(Self {
-            start,
-            end: start.checked_add(size)?,
-        })
+        Some(Self { start, end: start.checked_add(size)? })
     }
 
     pub fn size(&self) -> u64 {
@@ -85,11 +82,7 @@ pub struct FixedVec<T: Copy + Default, const N: usize> {
 
 impl<T: Copy + Default, const N: usize> Default for FixedVec<T, N> {
     fn default() -> Self {
-        Self {
-            items: [T::default(); N],
-            len: 0,
-            overflowed: false,
-        }
+        Self { items: [T::default(); N], len: 0, overflowed: false }
     }
 }
 
@@ -133,31 +126,16 @@ mod tests {
 
     #[test]
     fn ranges_overlap_only_when_they_share_a_byte() {
-        let a = PhysRange {
-            start: 0x1000,
-            end: 0x2000,
-        };
-        assert!(a.overlaps(&PhysRange {
-            start: 0x1fff,
-            end: 0x3000
-        }));
-        assert!(!a.overlaps(&PhysRange {
-            start: 0x2000,
-            end: 0x3000
-        }));
-        assert!(!a.overlaps(&PhysRange {
-            start: 0x0,
-            end: 0x1000
-        }));
+        let a = PhysRange { start: 0x1000, end: 0x2000 };
+        assert!(a.overlaps(&PhysRange { start: 0x1fff, end: 0x3000 }));
+        assert!(!a.overlaps(&PhysRange { start: 0x2000, end: 0x3000 }));
+        assert!(!a.overlaps(&PhysRange { start: 0x0, end: 0x1000 }));
     }
 
     #[test]
     fn from_base_size_rejects_wrapping() {
         assert_eq!(PhysRange::from_base_size(u64::MAX, 2), None);
-        assert_eq!(
-            PhysRange::from_base_size(0x1000, 0x1000).map(|r| r.end),
-            Some(0x2000)
-        );
+        assert_eq!(PhysRange::from_base_size(0x1000, 0x1000).map(|r| r.end), Some(0x2000));
     }
 
     #[test]

@@ -33,18 +33,12 @@ impl Rng {
 
 /// The seed of the random runs: `HYP_TEST_SEED`, or a fixed default.
 pub fn seed_from_env() -> u64 {
-    std::env::var("HYP_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_2026)
+    std::env::var("HYP_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_2026)
 }
 
 /// An operation count from the environment variable `name`, or `default`.
 pub fn ops_from_env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 /// Pages from the test process's heap, counted; `limit` pages at most outstanding.
@@ -66,10 +60,7 @@ impl PageSource for HeapSource {
     }
 
     fn free_page(&mut self, page: usize) {
-        assert!(
-            self.outstanding.remove(&page),
-            "freed a page never given out: {page:#x}"
-        );
+        assert!(self.outstanding.remove(&page), "freed a page never given out: {page:#x}");
         // SAFETY: Allocated above with this layout.
         unsafe { dealloc(page as *mut u8, Layout::from_size_align(K4, K4).unwrap()) };
     }

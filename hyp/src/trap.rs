@@ -34,14 +34,9 @@ fn handle_host_sync(frame: &mut TrapFrame) {
             ELR_EL2.set(ELR_EL2.get() + 4);
             handle_firmware_call(frame);
         }
-        ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => {
-            handle_host_abort(esr)
-        }
+        ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => handle_host_abort(esr),
         _ => {
-            log::warn!(
-                "host trap not handled, UNDEFINED injected: {esr}, ELR {:#x}",
-                ELR_EL2.get()
-            );
+            log::warn!("host trap not handled, UNDEFINED injected: {esr}, ELR {:#x}", ELR_EL2.get());
             inject_undefined();
         }
     }
@@ -59,7 +54,7 @@ fn handle_host_hvc(frame: &mut TrapFrame, esr: Esr) {
     }
     let mut args = [0u64; 7];
     args.copy_from_slice(&frame.regs[..7]);
-    let result = crate::hypercall::handle_host_hvc(&args, &mut crate::host_calls::HypMemoryCalls);
+    let result = crate::hypercall::handle_host_hvc(&args, &mut crate::host_calls::HypServices);
     frame.regs[..4].copy_from_slice(&result);
 }
 
@@ -67,10 +62,7 @@ fn handle_firmware_call(frame: &mut TrapFrame) {
     let function_id = frame.regs[0];
     match psci_relay::classify(function_id) {
         HostFirmwareCall::Forward | HostFirmwareCall::SystemReset => {
-            let result = crate::power::psci_call(
-                function_id as u32,
-                [frame.regs[1], frame.regs[2], frame.regs[3]],
-            );
+            let result = crate::power::psci_call(function_id as u32, [frame.regs[1], frame.regs[2], frame.regs[3]]);
             frame.regs[..4].copy_from_slice(&result);
         }
         HostFirmwareCall::SystemOff => {
@@ -98,8 +90,7 @@ fn handle_host_abort(esr: Esr) {
     let is_translation_fault = matches!(esr.fault_status(), 0x04..=0x07);
     let (used, total) = crate::HEAP.usage();
     let outcome = if is_translation_fault && total - used >= DEVICE_MAP_HEAP_RESERVE {
-        crate::boot::with_memory(|state, env| state.host_device_fault(ipa, env))
-            .unwrap_or(HostFault::Refused)
+        crate::boot::with_memory(|state, env| state.host_device_fault(ipa, env)).unwrap_or(HostFault::Refused)
     } else {
         HostFault::Refused
     };
@@ -112,10 +103,7 @@ fn handle_host_abort(esr: Esr) {
                 "host access to {ipa:#x} blocked: synchronous external abort injected, {esr}, ELR {:#x}",
                 ELR_EL2.get()
             );
-            inject_external_abort(
-                esr.class() == ExceptionClass::InstructionAbortLower,
-                esr.is_write(),
-            );
+            inject_external_abort(esr.class() == ExceptionClass::InstructionAbortLower, esr.is_write());
         }
     }
 }
@@ -125,25 +113,11 @@ fn handle_host_abort(esr: Esr) {
 #[no_mangle]
 extern "C" fn handle_el2_exception(frame: &TrapFrame, kind: u64) -> ! {
     let esr = Esr(ESR_EL2.get());
-    emergency_println!(
-        "[hyp PANIC] {:?} exception at EL2",
-        ExceptionKind::from_vector(kind)
-    );
+    emergency_println!("[hyp PANIC] {:?} exception at EL2", ExceptionKind::from_vector(kind));
     emergency_println!("[hyp PANIC] {esr}");
-    emergency_println!(
-        "[hyp PANIC] ELR {:#x} FAR {:#x} SPSR {:#x}",
-        ELR_EL2.get(),
-        FAR_EL2.get(),
-        SPSR_EL2.get()
-    );
+    emergency_println!("[hyp PANIC] ELR {:#x} FAR {:#x} SPSR {:#x}", ELR_EL2.get(), FAR_EL2.get(), SPSR_EL2.get());
     for (i, pair) in frame.regs[..30].chunks(2).enumerate() {
-        emergency_println!(
-            "[hyp PANIC] x{:<2} {:#018x}  x{:<2} {:#018x}",
-            2 * i,
-            pair[0],
-            2 * i + 1,
-            pair[1]
-        );
+        emergency_println!("[hyp PANIC] x{:<2} {:#018x}  x{:<2} {:#018x}", 2 * i, pair[0], 2 * i + 1, pair[1]);
     }
     emergency_println!("[hyp PANIC] x30 {:#018x}", frame.regs[30]);
     crate::power::system_off(1)

@@ -29,10 +29,7 @@ impl Boot {
         for marker in markers {
             match rest.find(marker) {
                 Some(at) => rest = &rest[at + marker.len()..],
-                None => panic!(
-                    "marker {marker:?} missing (or out of order); console:\n{}",
-                    self.console
-                ),
+                None => panic!("marker {marker:?} missing (or out of order); console:\n{}", self.console),
             }
         }
     }
@@ -40,22 +37,13 @@ impl Boot {
     /// Panics unless none of `words` appears.
     pub fn assert_absent(&self, words: &[&str]) {
         for word in words {
-            assert!(
-                !self.console.contains(word),
-                "{word:?} on the console:\n{}",
-                self.console
-            );
+            assert!(!self.console.contains(word), "{word:?} on the console:\n{}", self.console);
         }
     }
 
     /// Panics unless QEMU exited by itself with `expected`.
     pub fn assert_status(&self, expected: i32) {
-        assert_eq!(
-            self.status,
-            Some(expected),
-            "exit status; console:\n{}",
-            self.console
-        );
+        assert_eq!(self.status, Some(expected), "exit status; console:\n{}", self.console);
     }
 }
 
@@ -66,13 +54,8 @@ pub fn repo_root() -> PathBuf {
 
 /// The image under test: `HYP_IMAGE` or `target/image/hyp.img`.
 pub fn image() -> PathBuf {
-    let path = std::env::var_os("HYP_IMAGE")
-        .map_or_else(|| repo_root().join("target/image/hyp.img"), PathBuf::from);
-    assert!(
-        path.exists(),
-        "{} does not exist: run scripts/build-image (scripts/test does)",
-        path.display()
-    );
+    let path = std::env::var_os("HYP_IMAGE").map_or_else(|| repo_root().join("target/image/hyp.img"), PathBuf::from);
+    assert!(path.exists(), "{} does not exist: run scripts/build-image (scripts/test does)", path.display());
     path
 }
 
@@ -85,21 +68,14 @@ pub fn default_args() -> Vec<String> {
         .output()
         .expect("bash runs");
     assert!(out.status.success(), "qemu_default_args failed");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
 }
 
 /// Runs `program args`, capturing stdout and stderr, killing it after `timeout`.
 pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Boot {
     let start = Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the program starts");
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the program starts");
     let (tx, rx) = mpsc::channel();
     for (index, mut pipe) in [
         Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
@@ -130,25 +106,13 @@ pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Boot {
     // stdout first, then stderr: deterministic order for the marker checks.
     let mut outputs: Vec<(usize, Vec<u8>)> = rx.iter().collect();
     outputs.sort_by_key(|(index, _)| *index);
-    let console = outputs
-        .iter()
-        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-        .collect::<Vec<_>>()
-        .join("");
-    Boot {
-        status,
-        console,
-        elapsed: start.elapsed(),
-    }
+    let console = outputs.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>().join("");
+    Boot { status, console, elapsed: start.elapsed() }
 }
 
 /// Boots the image with the default arguments plus `extra`, within `timeout`.
 pub fn boot(extra: &[&str], timeout: Duration) -> Boot {
     let mut command = Command::new("qemu-system-aarch64");
-    command
-        .args(default_args())
-        .arg("-kernel")
-        .arg(image())
-        .args(extra);
+    command.args(default_args()).arg("-kernel").arg(image()).args(extra);
     run_with_timeout(command, timeout)
 }

@@ -71,24 +71,9 @@ fn assert_success(boot: &Boot) {
     // Per carve-out three reads and one write, and a read and a write of donated
     // pages: each refused by the hyp and seen by the host.
     let count = |needle: &str| boot.console.matches(needle).count();
-    assert_eq!(
-        count("[host INFO] ok: blocked host read of hyp memory"),
-        7,
-        "{}",
-        boot.console
-    );
-    assert_eq!(
-        count("[host INFO] ok: blocked host write of hyp memory"),
-        3,
-        "{}",
-        boot.console
-    );
-    assert_eq!(
-        count(" blocked: synchronous external abort injected"),
-        10,
-        "{}",
-        boot.console
-    );
+    assert_eq!(count("[host INFO] ok: blocked host read of hyp memory"), 7, "{}", boot.console);
+    assert_eq!(count("[host INFO] ok: blocked host write of hyp memory"), 3, "{}", boot.console);
+    assert_eq!(count(" blocked: synchronous external abort injected"), 10, "{}", boot.console);
     // Each bad memory call was refused, and followed by a clean invariant check.
     assert_eq!(count(") refused: Err("), 12, "{}", boot.console);
     assert_eq!(count("invariant check after"), 0, "{}", boot.console);
@@ -159,10 +144,7 @@ fn reports_every_cpu_of_the_device_tree() {
 /// ends with a failure status.
 #[test]
 fn fatal_el2_exception_is_decoded_and_stops_the_machine() {
-    let boot = boot(
-        &["-append", "hyp.exit=semihosting hyp.selftest=stack-guard"],
-        TIMEOUT,
-    );
+    let boot = boot(&["-append", "hyp.exit=semihosting hyp.selftest=stack-guard"], TIMEOUT);
     boot.assert_markers_in_order(&[
         "[hyp INFO] self-test: reading the boot stack guard page at [0x",
         "[hyp PANIC] Synchronous exception at EL2",
@@ -176,18 +158,8 @@ fn fatal_el2_exception_is_decoded_and_stops_the_machine() {
     boot.assert_absent(&["[host", "guard page is mapped"]);
     boot.assert_status(1);
     // FAR is the guard page the hyp named.
-    let guard = boot
-        .console
-        .split("guard page at [")
-        .nth(1)
-        .and_then(|s| s.split("..").next())
-        .expect("guard address");
-    let far = boot
-        .console
-        .split(" FAR ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("FAR");
+    let guard = boot.console.split("guard page at [").nth(1).and_then(|s| s.split("..").next()).expect("guard address");
+    let far = boot.console.split(" FAR ").nth(1).and_then(|s| s.split_whitespace().next()).expect("FAR");
     assert_eq!(guard, far, "{}", boot.console);
 }
 
@@ -199,11 +171,7 @@ fn entry_at_el1_explains_and_fails() {
     ]);
     boot.assert_absent(&["[host", "[hyp INFO]"]);
     boot.assert_status(1);
-    assert!(
-        boot.elapsed < Duration::from_secs(60),
-        "took {:?}",
-        boot.elapsed
-    );
+    assert!(boot.elapsed < Duration::from_secs(60), "took {:?}", boot.elapsed);
 }
 
 #[test]
@@ -226,29 +194,14 @@ fn scripts_run_exits_zero_on_success_and_nonzero_without_el2() {
 #[test]
 fn boots_through_uboot_booti_at_another_address() {
     let uboot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
-    assert!(
-        std::path::Path::new(uboot).exists(),
-        "{uboot} missing: scripts/test installs Debian's u-boot-qemu"
-    );
+    assert!(std::path::Path::new(uboot).exists(), "{uboot} missing: scripts/test installs Debian's u-boot-qemu");
     let direct = boot(&[], TIMEOUT);
     let via_uboot = boot(&["-bios", uboot], TIMEOUT);
     assert_success(&via_uboot);
     via_uboot.assert_markers_in_order(&["Starting kernel ...", "[hyp INFO] pkvm-style hyp"]);
     let load_address = |b: &Boot| {
-        let line = b
-            .console
-            .lines()
-            .find(|l| l.contains("hyp memory: image ["))
-            .expect("layout line");
-        line.split("image [")
-            .nth(1)
-            .and_then(|s| s.split("..").next())
-            .map(str::to_owned)
-            .expect("address")
+        let line = b.console.lines().find(|l| l.contains("hyp memory: image [")).expect("layout line");
+        line.split("image [").nth(1).and_then(|s| s.split("..").next()).map(str::to_owned).expect("address")
     };
-    assert_ne!(
-        load_address(&direct),
-        load_address(&via_uboot),
-        "both boots used the same load address"
-    );
+    assert_ne!(load_address(&direct), load_address(&via_uboot), "both boots used the same load address");
 }

@@ -51,6 +51,27 @@ pub enum HostCall {
     DonateHyp = 4,
     /// Take back donated pages the hyp does not use, zeroed: x1 = address, x2 = count.
     ReclaimHyp = 5,
+    /// Create a VM: x1 = [`VmType`], x2 = vCPU count; returns x1 = handle.
+    VmCreate = 6,
+    /// Give a VM memory: x1 = handle, x2 = physical address, x3 = IPA, x4 = pages.
+    /// Donated to a protected VM, lent to a non-protected one.
+    VmMap = 7,
+    /// Set a vCPU's entry: x1 = handle, x2 = vCPU index, x3 = PC, x4 = x0.
+    VcpuInit = 8,
+    /// Run a vCPU until it exits: x1 = handle, x2 = vCPU index, x3 = the value of
+    /// a pending MMIO read. Returns x1 = [`Exit`] reason and flags, x2, x3 = data.
+    VcpuRun = 9,
+    /// Read a vCPU register (non-protected VMs): x1 = handle, x2 = vCPU, x3 = [`VcpuReg`].
+    VcpuGetReg = 10,
+    /// Write a vCPU register (non-protected VMs): x1..x3 as for get, x4 = value.
+    VcpuSetReg = 11,
+    /// VM information: x1 = handle; returns x1 = is_protected, x2 = vCPUs, x3 = pages held.
+    VmInfo = 12,
+    /// Tear a VM down: x1 = handle. It never runs again; its memory waits for reclaim.
+    VmTeardown = 13,
+    /// Take back a torn-down VM's memory, zeroed: x1 = handle, x2 = IPA, x3 = pages.
+    /// When the VM holds no more pages its handle dies.
+    VmReclaim = 14,
     /// Test builds only: run the invariant checker. x1 = violations, x2 = free
     /// memcache pages, x3 = memcache pages in use.
     DebugCheckInvariants = 62,
@@ -64,23 +85,29 @@ pub const MAX_PAGES_PER_CALL: u64 = 512;
 
 impl HostCall {
     /// Every host call, in function-number order.
-    pub const ALL: [HostCall; 8] = [
+    pub const ALL: [HostCall; 17] = [
         HostCall::Version,
         HostCall::Features,
         HostCall::ShareHyp,
         HostCall::UnshareHyp,
         HostCall::DonateHyp,
         HostCall::ReclaimHyp,
+        HostCall::VmCreate,
+        HostCall::VmMap,
+        HostCall::VcpuInit,
+        HostCall::VcpuRun,
+        HostCall::VcpuGetReg,
+        HostCall::VcpuSetReg,
+        HostCall::VmInfo,
+        HostCall::VmTeardown,
+        HostCall::VmReclaim,
         HostCall::DebugCheckInvariants,
         HostCall::DebugExchange,
     ];
 
     /// Whether this call exists only in test builds of the hyp.
     pub const fn is_debug(self) -> bool {
-        matches!(
-            self,
-            HostCall::DebugCheckInvariants | HostCall::DebugExchange
-        )
+        matches!(self, HostCall::DebugCheckInvariants | HostCall::DebugExchange)
     }
 
     /// The SMCCC function ID that selects this call (x0).
@@ -107,6 +134,111 @@ impl HostCall {
             .into_iter()
             .filter(|call| with_debug || !call.is_debug())
             .fold(0, |bits, call| bits | 1 << (call as u16))
+    }
+}
+
+/// The kind of VM `VmCreate` makes.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[repr(u64)]
+pub enum VmType {
+    /// The host can read and write its memory and registers.
+    NonProtected = 0,
+    /// Its memory and registers are out of the host's reach for its whole life.
+    Protected = 1,
+}
+
+impl VmType {
+    pub fn from_raw(raw: u64) -> Option<VmType> {
+        match raw {
+            0 => Some(VmType::NonProtected),
+            1 => Some(VmType::Protected),
+            _ => None,
+        }
+    }
+}
+
+/// Most vCPUs of one VM.
+pub const MAX_VCPUS_PER_VM: u64 = 8;
+
+/// A vCPU register as named by `VcpuGetReg`/`VcpuSetReg`: 0..=30 are x0..x30.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum VcpuReg {
+    X(u8),
+    Pc,
+    Pstate,
+    SpEl1,
+}
+
+impl VcpuReg {
+    pub fn from_raw(raw: u64) -> Option<VcpuReg> {
+        match raw {
+            0..=30 => Some(VcpuReg::X(raw as u8)),
+            31 => Some(VcpuReg::Pc),
+            32 => Some(VcpuReg::Pstate),
+            33 => Some(VcpuReg::SpEl1),
+            _ => None,
+        }
+    }
+
+    pub fn raw(self) -> u64 {
+        match self {
+            VcpuReg::X(n) => u64::from(n),
+            VcpuReg::Pc => 31,
+            VcpuReg::Pstate => 32,
+            VcpuReg::SpEl1 => 33,
+        }
+    }
+}
+
+/// Why `VcpuRun` returned, with its data (x1 = reason | flags, x2, x3).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Exit {
+    /// An access to an IPA that is not memory. For a write, `value` is what was
+    /// written; for a read, the host passes the value in x3 of the next `VcpuRun`.
+    Mmio { ipa: u64, size_bytes: u8, write: bool, value: u64 },
+    /// A guest HVC the hyp leaves to the host: the function ID and x1.
+    Hypercall { function: u64, arg: u64 },
+    /// The guest waits for an interrupt (WFI/WFE).
+    Wfi,
+    /// PSCI SYSTEM_OFF from the guest.
+    SystemOff,
+    /// PSCI SYSTEM_RESET from the guest.
+    SystemReset,
+    /// The guest faulted in a way it cannot go on from; the VM no longer runs.
+    /// For a protected VM the syndrome is withheld (0).
+    Fatal { esr: u64, address: u64 },
+    /// A physical interrupt took the CPU back for the host.
+    Interrupted,
+}
+
+impl Exit {
+    /// Registers x1..x3.
+    pub fn encode(self) -> [u64; 3] {
+        match self {
+            Exit::Mmio { ipa, size_bytes, write, value } => {
+                [u64::from(size_bytes) << 8 | u64::from(write) << 16, ipa, value]
+            }
+            Exit::Hypercall { function, arg } => [1, function, arg],
+            Exit::Wfi => [2, 0, 0],
+            Exit::SystemOff => [3, 0, 0],
+            Exit::SystemReset => [4, 0, 0],
+            Exit::Fatal { esr, address } => [5, esr, address],
+            Exit::Interrupted => [6, 0, 0],
+        }
+    }
+
+    /// Decodes x1..x3; `None` for a reason this ABI does not define.
+    pub fn decode([code, a, b]: [u64; 3]) -> Option<Exit> {
+        Some(match code & 0xff {
+            0 => Exit::Mmio { ipa: a, size_bytes: (code >> 8) as u8, write: code & (1 << 16) != 0, value: b },
+            1 => Exit::Hypercall { function: a, arg: b },
+            2 => Exit::Wfi,
+            3 => Exit::SystemOff,
+            4 => Exit::SystemReset,
+            5 => Exit::Fatal { esr: a, address: b },
+            6 => Exit::Interrupted,
+            _ => return None,
+        })
     }
 }
 
@@ -232,10 +364,7 @@ mod tests {
     #[test]
     fn function_ids_round_trip() {
         for call in HostCall::ALL {
-            assert_eq!(
-                HostCall::from_function_id(call.function_id().into()),
-                Some(call)
-            );
+            assert_eq!(HostCall::from_function_id(call.function_id().into()), Some(call));
         }
     }
 
@@ -248,7 +377,7 @@ mod tests {
             0xC500_1000,
             0xC600_0000,
             0xC600_0FFF,
-            0xC600_1006,
+            0xC600_100F,
             0xC600_1040,
             0xC600_FFFF,
             0x1_C600_1000,
@@ -260,8 +389,38 @@ mod tests {
 
     #[test]
     fn features_bitmap_has_one_bit_per_call() {
-        assert_eq!(HostCall::features_bitmap(false), 0b11_1111);
-        assert_eq!(HostCall::features_bitmap(true), 0b11_1111 | 3 << 62);
+        assert_eq!(HostCall::features_bitmap(false), 0x7fff);
+        assert_eq!(HostCall::features_bitmap(true), 0x7fff | 3 << 62);
+    }
+
+    #[test]
+    fn exits_round_trip() {
+        let all = [
+            Exit::Mmio { ipa: 0x900_0000, size_bytes: 1, write: true, value: 0x41 },
+            Exit::Mmio { ipa: 0x900_0018, size_bytes: 4, write: false, value: 0 },
+            Exit::Hypercall { function: 0xC500_0001, arg: 7 },
+            Exit::Wfi,
+            Exit::SystemOff,
+            Exit::SystemReset,
+            Exit::Fatal { esr: 0x9200_0007, address: 0x1234 },
+            Exit::Interrupted,
+        ];
+        for exit in all {
+            assert_eq!(Exit::decode(exit.encode()), Some(exit));
+        }
+        assert_eq!(Exit::decode([0x99, 0, 0]), None);
+    }
+
+    #[test]
+    fn registers_and_types_decode() {
+        assert_eq!(VcpuReg::from_raw(0), Some(VcpuReg::X(0)));
+        assert_eq!(VcpuReg::from_raw(31), Some(VcpuReg::Pc));
+        assert_eq!(VcpuReg::from_raw(34), None);
+        for raw in 0..=33 {
+            assert_eq!(VcpuReg::from_raw(raw).map(VcpuReg::raw), Some(raw));
+        }
+        assert_eq!(VmType::from_raw(1), Some(VmType::Protected));
+        assert_eq!(VmType::from_raw(2), None);
     }
 
     #[test]
@@ -283,9 +442,6 @@ mod tests {
         assert_eq!(decode_result(ok), Ok([1, 2, 3]));
         let err = encode_result(Err(HypError::Busy));
         assert_eq!(decode_result(err), Err(Ok(HypError::Busy)));
-        assert_eq!(
-            decode_result([(-99i64) as u64, 0, 0, 0]),
-            Err(Err(UnknownStatus(-99)))
-        );
+        assert_eq!(decode_result([(-99i64) as u64, 0, 0, 0]), Err(Err(UnknownStatus(-99))));
     }
 }

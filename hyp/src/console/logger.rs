@@ -10,9 +10,7 @@ struct Logger {
     line_lock: spin::Mutex<()>,
 }
 
-static LOGGER: Logger = Logger {
-    line_lock: spin::Mutex::new(()),
-};
+static LOGGER: Logger = Logger { line_lock: spin::Mutex::new(()) };
 
 /// The level chosen at build time.
 pub fn build_level() -> LevelFilter {
@@ -29,12 +27,7 @@ impl Log for Logger {
             return;
         }
         let _line = self.line_lock.lock();
-        let _ = writeln!(
-            EmergencyWriter,
-            "[hyp {}] {}",
-            record.level(),
-            record.args()
-        );
+        let _ = writeln!(EmergencyWriter, "[hyp {}] {}", record.level(), record.args());
     }
 
     fn flush(&self) {

@@ -49,10 +49,7 @@ pub struct Violation {
 
 impl Default for Violation {
     fn default() -> Self {
-        Violation {
-            address: 0,
-            kind: ViolationKind::NotIdentity,
-        }
+        Violation { address: 0, kind: ViolationKind::NotIdentity }
     }
 }
 
@@ -98,11 +95,7 @@ fn hyp_private(record: PageRecord) -> bool {
 
 /// Checks `state` and the stage-2s of `guests`; `hyp_devices` are the MMIO ranges
 /// the hyp maps for itself.
-pub fn check(
-    state: &MemoryState,
-    hyp_devices: &[PhysRange],
-    guests: &[(VmId, &PgTable<Stage2>)],
-) -> Report {
+pub fn check(state: &MemoryState, hyp_devices: &[PhysRange], guests: &[(VmId, &PgTable<Stage2>)]) -> Report {
     let mut report = Report::default();
     let pages = &state.pages;
     for _ in 0..state.host_stage2.reserve_underflows() + state.hyp_stage1.reserve_underflows() {
@@ -110,59 +103,48 @@ pub fn check(
     }
 
     // Every host stage-2 leaf: identity, and RAM only where the host may be.
-    state
-        .host_stage2
-        .for_each_leaf(0, state.host_stage2.limit(), |leaf| {
-            if leaf.pa != leaf.start {
-                report.add(leaf.start as u64, ViolationKind::NotIdentity);
-            }
-            let range = PhysRange {
-                start: leaf.start as u64,
-                end: leaf.end as u64,
-            };
-            let mut ram_bytes = 0;
-            pages.for_each_run_in(range, |run, record| {
-                ram_bytes += run.size();
-                if !host_may_map(record) {
-                    report.add(run.start, ViolationKind::HostMapsForeignPage);
-                } else if leaf.attributes != HOST_RAM {
-                    report.add(run.start, ViolationKind::HostWrongAttributes);
-                }
-            });
-            if ram_bytes < range.size() && leaf.attributes != HOST_DEVICE {
-                report.add(range.start, ViolationKind::HostWrongAttributes);
+    state.host_stage2.for_each_leaf(0, state.host_stage2.limit(), |leaf| {
+        if leaf.pa != leaf.start {
+            report.add(leaf.start as u64, ViolationKind::NotIdentity);
+        }
+        let range = PhysRange { start: leaf.start as u64, end: leaf.end as u64 };
+        let mut ram_bytes = 0;
+        pages.for_each_run_in(range, |run, record| {
+            ram_bytes += run.size();
+            if !host_may_map(record) {
+                report.add(run.start, ViolationKind::HostMapsForeignPage);
+            } else if leaf.attributes != HOST_RAM {
+                report.add(run.start, ViolationKind::HostWrongAttributes);
             }
         });
+        if ram_bytes < range.size() && leaf.attributes != HOST_DEVICE {
+            report.add(range.start, ViolationKind::HostWrongAttributes);
+        }
+    });
 
     // Every hyp stage-1 leaf: identity, and only pages the hyp may use.
-    state
-        .hyp_stage1
-        .for_each_leaf(0, state.hyp_stage1.limit(), |leaf| {
-            if leaf.pa != leaf.start {
-                report.add(leaf.start as u64, ViolationKind::NotIdentity);
-            }
-            let range = PhysRange {
-                start: leaf.start as u64,
-                end: leaf.end as u64,
-            };
-            let mut ram_bytes = 0;
-            pages.for_each_run_in(range, |run, record| {
-                ram_bytes += run.size();
-                if !hyp_maps(record) {
-                    report.add(run.start, ViolationKind::HypMapsForeignPage);
-                } else if !hyp_private(record) && leaf.attributes != HYP_DATA {
-                    report.add(run.start, ViolationKind::HypWrongAttributes);
-                }
-            });
-            if ram_bytes < range.size() {
-                let is_hyp_device = hyp_devices
-                    .iter()
-                    .any(|d| d.start <= range.start && range.end <= d.end.next_multiple_of(4096));
-                if !is_hyp_device || leaf.attributes != HYP_DEVICE {
-                    report.add(range.start, ViolationKind::HypMapsForeignPage);
-                }
+    state.hyp_stage1.for_each_leaf(0, state.hyp_stage1.limit(), |leaf| {
+        if leaf.pa != leaf.start {
+            report.add(leaf.start as u64, ViolationKind::NotIdentity);
+        }
+        let range = PhysRange { start: leaf.start as u64, end: leaf.end as u64 };
+        let mut ram_bytes = 0;
+        pages.for_each_run_in(range, |run, record| {
+            ram_bytes += run.size();
+            if !hyp_maps(record) {
+                report.add(run.start, ViolationKind::HypMapsForeignPage);
+            } else if !hyp_private(record) && leaf.attributes != HYP_DATA {
+                report.add(run.start, ViolationKind::HypWrongAttributes);
             }
         });
+        if ram_bytes < range.size() {
+            let is_hyp_device =
+                hyp_devices.iter().any(|d| d.start <= range.start && range.end <= d.end.next_multiple_of(4096));
+            if !is_hyp_device || leaf.attributes != HYP_DEVICE {
+                report.add(range.start, ViolationKind::HypMapsForeignPage);
+            }
+        }
+    });
 
     // Every guest leaf maps pages of that guest, and all of them.
     for &(id, stage2) in guests {
@@ -171,10 +153,7 @@ pub fn check(
             if leaf.attributes != GUEST_RAM {
                 report.add(leaf.start as u64, ViolationKind::GuestWrongAttributes);
             }
-            let range = PhysRange {
-                start: leaf.pa as u64,
-                end: (leaf.pa + (leaf.end - leaf.start)) as u64,
-            };
+            let range = PhysRange { start: leaf.pa as u64, end: (leaf.pa + (leaf.end - leaf.start)) as u64 };
             let mut ram_bytes = 0;
             pages.for_each_run_in(range, |run, record| {
                 ram_bytes += run.size();

@@ -45,14 +45,10 @@ pub const HYP_TEXT: El23Attributes = EL2_BASE
 /// Hyp constants: normal memory, read-only, never executable.
 pub const HYP_RODATA: El23Attributes = HYP_TEXT.union(El23Attributes::XN);
 /// Hyp data and pages it borrows or was donated: normal memory, read-write, never executable.
-pub const HYP_DATA: El23Attributes = EL2_BASE
-    .union(El23Attributes::ATTRIBUTE_INDEX_1)
-    .union(El23Attributes::INNER_SHAREABLE)
-    .union(El23Attributes::XN);
+pub const HYP_DATA: El23Attributes =
+    EL2_BASE.union(El23Attributes::ATTRIBUTE_INDEX_1).union(El23Attributes::INNER_SHAREABLE).union(El23Attributes::XN);
 /// MMIO the hyp uses: Device-nGnRE (MAIR index 0), never executable.
-pub const HYP_DEVICE: El23Attributes = EL2_BASE
-    .union(El23Attributes::ATTRIBUTE_INDEX_0)
-    .union(El23Attributes::XN);
+pub const HYP_DEVICE: El23Attributes = EL2_BASE.union(El23Attributes::ATTRIBUTE_INDEX_0).union(El23Attributes::XN);
 
 /// Access to physical memory by address, for scrubbing and debug accesses.
 pub trait PhysMemory {
@@ -73,10 +69,7 @@ pub struct Env<'a> {
 
 #[cfg_attr(
     target_os = "none",
-    allow(
-        dead_code,
-        reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
-    )
+    allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
 )]
 /// One guest's side of a transition: its id in the records, its stage-2 and the
 /// TLB maintenance of its VMID.
@@ -163,18 +156,12 @@ impl MemoryState {
     ) -> Result<MemoryState, HypError> {
         let mut pages = PageDb::new(ram, records).map_err(range_error)?;
         for range in hyp {
-            pages
-                .update(range.start, range.size() / PAGE_SIZE, |_| PageRecord::HYP)
-                .map_err(range_error)?;
+            pages.update(range.start, range.size() / PAGE_SIZE, |_| PageRecord::HYP).map_err(range_error)?;
         }
-        let mut host_stage2 = PgTable::new(root_level(ipa_bits), ipa_bits, Stage2, env.source)
-            .map_err(table_error)?;
+        let mut host_stage2 = PgTable::new(root_level(ipa_bits), ipa_bits, Stage2, env.source).map_err(table_error)?;
         let limit = host_stage2.limit() as u64;
         for bank in ram {
-            let clipped = PhysRange {
-                start: bank.start.min(limit),
-                end: bank.end.min(limit),
-            };
+            let clipped = PhysRange { start: bank.start.min(limit), end: bank.end.min(limit) };
             let mut result = Ok(());
             for_each_piece_outside(clipped, hyp, |piece| {
                 if result.is_ok() && !piece.is_empty() {
@@ -190,11 +177,7 @@ impl MemoryState {
             });
             result.map_err(table_error)?;
         }
-        Ok(MemoryState {
-            pages,
-            host_stage2,
-            hyp_stage1,
-        })
+        Ok(MemoryState { pages, host_stage2, hyp_stage1 })
     }
 
     /// Serves a host stage-2 translation fault at `ipa`: device space is mapped
@@ -207,9 +190,7 @@ impl MemoryState {
             }
             v
         };
-        let Some(block) =
-            device_block_around(ipa, banks.as_slice(), self.host_stage2.limit() as u64)
-        else {
+        let Some(block) = device_block_around(ipa, banks.as_slice(), self.host_stage2.limit() as u64) else {
             return HostFault::Refused;
         };
         match self.host_stage2.map(
@@ -227,21 +208,10 @@ impl MemoryState {
 
     /// Checks that every page of the range satisfies `wanted`, with the specific
     /// error of the first failure.
-    fn require(
-        &self,
-        start: u64,
-        pages: u64,
-        wanted: impl Fn(PageRecord) -> bool,
-    ) -> Result<(), HypError> {
+    fn require(&self, start: u64, pages: u64, wanted: impl Fn(PageRecord) -> bool) -> Result<(), HypError> {
         check_count(pages)?;
         self.pages
-            .check(start, pages, |_, record| {
-                if wanted(record) {
-                    Ok(())
-                } else {
-                    Err(HypError::NotOwned)
-                }
-            })
+            .check(start, pages, |_, record| if wanted(record) { Ok(()) } else { Err(HypError::NotOwned) })
             .map_err(|e| match e {
                 Ok(error) => error,
                 Err(range) => range_error(range),
@@ -258,23 +228,11 @@ impl MemoryState {
     ///
     /// `InvalidArgument` (count), `NotAligned`, `OutOfRange` (wraps, not RAM),
     /// `NotOwned` (not the host's, or already lent), `NoMemory`.
-    pub fn host_share_hyp(
-        &mut self,
-        start: u64,
-        pages: u64,
-        env: &mut Env<'_>,
-    ) -> Result<(), HypError> {
+    pub fn host_share_hyp(&mut self, start: u64, pages: u64, env: &mut Env<'_>) -> Result<(), HypError> {
         self.require(start, pages, |r| r == PageRecord::HOST)?;
         let (s, e) = Self::span(start, pages);
-        self.hyp_stage1
-            .map(s, e, s, HYP_DATA, env.source, env.el2_tlb)
-            .map_err(table_error)?;
-        self.pages
-            .update(start, pages, |r| PageRecord {
-                borrower: Some(Owner::Hyp),
-                ..r
-            })
-            .map_err(range_error)
+        self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;
+        self.pages.update(start, pages, |r| PageRecord { borrower: Some(Owner::Hyp), ..r }).map_err(range_error)
     }
 
     /// The host takes back pages it lent to the hyp (HOST_UNSHARE_HYP).
@@ -282,25 +240,11 @@ impl MemoryState {
     /// # Errors
     ///
     /// As [`MemoryState::host_share_hyp`]; `NotOwned` if a page is not lent to the hyp.
-    pub fn host_unshare_hyp(
-        &mut self,
-        start: u64,
-        pages: u64,
-        env: &mut Env<'_>,
-    ) -> Result<(), HypError> {
-        self.require(start, pages, |r| {
-            r.owner == Owner::Host && r.borrower == Some(Owner::Hyp)
-        })?;
+    pub fn host_unshare_hyp(&mut self, start: u64, pages: u64, env: &mut Env<'_>) -> Result<(), HypError> {
+        self.require(start, pages, |r| r.owner == Owner::Host && r.borrower == Some(Owner::Hyp))?;
         let (s, e) = Self::span(start, pages);
-        self.hyp_stage1
-            .unmap(s, e, env.source, env.el2_tlb)
-            .map_err(table_error)?;
-        self.pages
-            .update(start, pages, |r| PageRecord {
-                borrower: None,
-                ..r
-            })
-            .map_err(range_error)
+        self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb).map_err(table_error)?;
+        self.pages.update(start, pages, |r| PageRecord { borrower: None, ..r }).map_err(range_error)
     }
 
     /// The host gives pages to the hyp for its metadata (HOST_DONATE_HYP): they
@@ -309,29 +253,17 @@ impl MemoryState {
     /// # Errors
     ///
     /// As [`MemoryState::host_share_hyp`].
-    pub fn host_donate_hyp(
-        &mut self,
-        start: u64,
-        pages: u64,
-        env: &mut Env<'_>,
-    ) -> Result<(), HypError> {
+    pub fn host_donate_hyp(&mut self, start: u64, pages: u64, env: &mut Env<'_>) -> Result<(), HypError> {
         self.require(start, pages, |r| r == PageRecord::HOST)?;
         let (s, e) = Self::span(start, pages);
-        self.hyp_stage1
-            .map(s, e, s, HYP_DATA, env.source, env.el2_tlb)
-            .map_err(table_error)?;
+        self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;
         if let Err(error) = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb) {
             // Undo: unmapping exactly what was just mapped needs no memory.
             let _ = self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb);
             return Err(table_error(error));
         }
         self.pages
-            .update(start, pages, |_| PageRecord {
-                owner: Owner::Hyp,
-                borrower: None,
-                donated: true,
-                in_use: false,
-            })
+            .update(start, pages, |_| PageRecord { owner: Owner::Hyp, borrower: None, donated: true, in_use: false })
             .map_err(range_error)
     }
 
@@ -342,39 +274,24 @@ impl MemoryState {
     ///
     /// As [`MemoryState::host_share_hyp`]; `NotOwned` if a page was never donated
     /// (or is the hyp's own), `Busy` if the hyp is using it.
-    pub fn host_reclaim_hyp(
-        &mut self,
-        start: u64,
-        pages: u64,
-        env: &mut Env<'_>,
-    ) -> Result<(), HypError> {
-        self.require(start, pages, |r| {
-            r.owner == Owner::Hyp && r.donated && r.borrower.is_none()
-        })?;
-        self.require(start, pages, |r| !r.in_use)
-            .map_err(|_| HypError::Busy)?;
+    pub fn host_reclaim_hyp(&mut self, start: u64, pages: u64, env: &mut Env<'_>) -> Result<(), HypError> {
+        self.require(start, pages, |r| r.owner == Owner::Hyp && r.donated && r.borrower.is_none())?;
+        self.require(start, pages, |r| !r.in_use).map_err(|_| HypError::Busy)?;
         let (s, e) = Self::span(start, pages);
         for page in (start..start + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
             env.memory.zero_page(page);
         }
-        self.host_stage2
-            .map(s, e, s, HOST_RAM, env.source, env.stage2_tlb)
-            .map_err(table_error)?;
+        self.host_stage2.map(s, e, s, HOST_RAM, env.source, env.stage2_tlb).map_err(table_error)?;
         if let Err(error) = self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb) {
             let _ = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb);
             return Err(table_error(error));
         }
-        self.pages
-            .update(start, pages, |_| PageRecord::HOST)
-            .map_err(range_error)
+        self.pages.update(start, pages, |_| PageRecord::HOST).map_err(range_error)
     }
 
     #[cfg_attr(
         target_os = "none",
-        allow(
-            dead_code,
-            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
-        )
+        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
     )]
     /// Checks a guest IPA range of `pages` pages: aligned, inside the guest's IPA
     /// space, and (for `must_be_free`) not mapped yet.
@@ -387,10 +304,7 @@ impl MemoryState {
         if !ipa.is_multiple_of(PAGE_SIZE) {
             return Err(HypError::NotAligned);
         }
-        let end = pages
-            .checked_mul(PAGE_SIZE)
-            .and_then(|size| ipa.checked_add(size))
-            .ok_or(HypError::OutOfRange)?;
+        let end = pages.checked_mul(PAGE_SIZE).and_then(|size| ipa.checked_add(size)).ok_or(HypError::OutOfRange)?;
         if end > guest.stage2.limit() as u64 {
             return Err(HypError::OutOfRange);
         }
@@ -407,10 +321,7 @@ impl MemoryState {
 
     #[cfg_attr(
         target_os = "none",
-        allow(
-            dead_code,
-            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
-        )
+        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
     )]
     /// Whether the guest maps `[ipa, ipa + pages)` exactly to `pa..`.
     fn guest_maps(guest: &Guest<'_>, ipa: usize, end: usize, pa: u64) -> bool {
@@ -425,10 +336,7 @@ impl MemoryState {
 
     #[cfg_attr(
         target_os = "none",
-        allow(
-            dead_code,
-            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
-        )
+        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
     )]
     /// Gives host pages to a guest (a protected VM's memory): they leave the host
     /// stage-2 and appear at `ipa..` in the guest's.
@@ -449,31 +357,20 @@ impl MemoryState {
         self.require(pa, pages, |r| r == PageRecord::HOST)?;
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
         let (s, e) = Self::span(pa, pages);
-        guest
-            .stage2
-            .map(gs, ge, s, GUEST_RAM, env.source, guest.tlb)
-            .map_err(table_error)?;
+        guest.stage2.map(gs, ge, s, GUEST_RAM, env.source, guest.tlb).map_err(table_error)?;
         if let Err(error) = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb) {
             let _ = guest.stage2.unmap(gs, ge, env.source, guest.tlb);
             return Err(table_error(error));
         }
         let id = guest.id;
         self.pages
-            .update(pa, pages, |_| PageRecord {
-                owner: Owner::Vm(id),
-                borrower: None,
-                donated: false,
-                in_use: false,
-            })
+            .update(pa, pages, |_| PageRecord { owner: Owner::Vm(id), borrower: None, donated: false, in_use: false })
             .map_err(range_error)
     }
 
     #[cfg_attr(
         target_os = "none",
-        allow(
-            dead_code,
-            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
-        )
+        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
     )]
     /// Lends host pages to a guest (a non-protected VM's memory): the host keeps
     /// them, the guest maps them at `ipa..`.
@@ -492,25 +389,14 @@ impl MemoryState {
         self.require(pa, pages, |r| r == PageRecord::HOST)?;
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
         let (s, _) = Self::span(pa, pages);
-        guest
-            .stage2
-            .map(gs, ge, s, GUEST_RAM, env.source, guest.tlb)
-            .map_err(table_error)?;
+        guest.stage2.map(gs, ge, s, GUEST_RAM, env.source, guest.tlb).map_err(table_error)?;
         let id = guest.id;
-        self.pages
-            .update(pa, pages, |r| PageRecord {
-                borrower: Some(Owner::Vm(id)),
-                ..r
-            })
-            .map_err(range_error)
+        self.pages.update(pa, pages, |r| PageRecord { borrower: Some(Owner::Vm(id)), ..r }).map_err(range_error)
     }
 
     #[cfg_attr(
         target_os = "none",
-        allow(
-            dead_code,
-            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
-        )
+        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
     )]
     /// Ends a share with a guest: it loses `ipa..`, which must map `pa..`.
     ///
@@ -527,31 +413,18 @@ impl MemoryState {
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
         let id = guest.id;
-        self.require(pa, pages, |r| {
-            r.owner == Owner::Host && r.borrower == Some(Owner::Vm(id))
-        })?;
+        self.require(pa, pages, |r| r.owner == Owner::Host && r.borrower == Some(Owner::Vm(id)))?;
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, false)?;
         if !Self::guest_maps(guest, gs, ge, pa) {
             return Err(HypError::InvalidArgument);
         }
-        guest
-            .stage2
-            .unmap(gs, ge, env.source, guest.tlb)
-            .map_err(table_error)?;
-        self.pages
-            .update(pa, pages, |r| PageRecord {
-                borrower: None,
-                ..r
-            })
-            .map_err(range_error)
+        guest.stage2.unmap(gs, ge, env.source, guest.tlb).map_err(table_error)?;
+        self.pages.update(pa, pages, |r| PageRecord { borrower: None, ..r }).map_err(range_error)
     }
 
     #[cfg_attr(
         target_os = "none",
-        allow(
-            dead_code,
-            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
-        )
+        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
     )]
     /// Takes pages back from a guest that owns them (at teardown, or by force from
     /// a live one): the guest loses `ipa..`, the hyp zeroes the pages, the host gets
@@ -571,9 +444,7 @@ impl MemoryState {
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
         let id = guest.id;
-        self.require(pa, pages, |r| {
-            r.owner == Owner::Vm(id) && r.borrower.is_none()
-        })?;
+        self.require(pa, pages, |r| r.owner == Owner::Vm(id) && r.borrower.is_none())?;
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, false)?;
         if !Self::guest_maps(guest, gs, ge, pa) {
             return Err(HypError::InvalidArgument);
@@ -591,25 +462,14 @@ impl MemoryState {
             return Err(table_error(error));
         }
         // From here on nothing can fail for memory.
-        guest
-            .stage2
-            .unmap(gs, ge, env.source, guest.tlb)
-            .map_err(table_error)?;
-        self.hyp_stage1
-            .map(s, e, s, HYP_DATA, env.source, env.el2_tlb)
-            .map_err(table_error)?;
+        guest.stage2.unmap(gs, ge, env.source, guest.tlb).map_err(table_error)?;
+        self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;
         for page in (pa..pa + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
             env.memory.zero_page(page);
         }
-        self.hyp_stage1
-            .unmap(s, e, env.source, env.el2_tlb)
-            .map_err(table_error)?;
-        self.host_stage2
-            .map(s, e, s, HOST_RAM, env.source, env.stage2_tlb)
-            .map_err(table_error)?;
-        self.pages
-            .update(pa, pages, |_| PageRecord::HOST)
-            .map_err(range_error)
+        self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb).map_err(table_error)?;
+        self.host_stage2.map(s, e, s, HOST_RAM, env.source, env.stage2_tlb).map_err(table_error)?;
+        self.pages.update(pa, pages, |_| PageRecord::HOST).map_err(range_error)
     }
 
     /// Reads the u64 at `address` and writes `value` there, for the host's tests of
@@ -619,19 +479,12 @@ impl MemoryState {
     ///
     /// `NotAligned` unless 8-byte aligned; `OutOfRange` outside RAM; `NotOwned`
     /// unless the page is lent to the hyp by the host.
-    pub fn debug_exchange(
-        &mut self,
-        address: u64,
-        value: u64,
-        env: &mut Env<'_>,
-    ) -> Result<u64, HypError> {
+    pub fn debug_exchange(&mut self, address: u64, value: u64, env: &mut Env<'_>) -> Result<u64, HypError> {
         if !address.is_multiple_of(8) {
             return Err(HypError::NotAligned);
         }
         let page = address & !(PAGE_SIZE - 1);
-        self.require(page, 1, |r| {
-            r.owner == Owner::Host && r.borrower == Some(Owner::Hyp)
-        })?;
+        self.require(page, 1, |r| r.owner == Owner::Host && r.borrower == Some(Owner::Hyp))?;
         let old = env.memory.read_u64(address);
         env.memory.write_u64(address, value);
         Ok(old)

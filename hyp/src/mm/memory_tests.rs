@@ -10,26 +10,11 @@ use crate::testing::{FakeTlb, HeapSource, Rng};
 use std::collections::{HashMap, HashSet};
 
 const K4: u64 = 4096;
-const RAM0: PhysRange = PhysRange {
-    start: 0x4000_0000,
-    end: 0x4400_0000,
-};
-const RAM1: PhysRange = PhysRange {
-    start: 0x8000_0000,
-    end: 0x8020_0000,
-};
-const HYP_IMAGE: PhysRange = PhysRange {
-    start: 0x4020_0000,
-    end: 0x4030_0000,
-};
-const HYP_POOL: PhysRange = PhysRange {
-    start: 0x4300_0000,
-    end: 0x4400_0000,
-};
-const UART: PhysRange = PhysRange {
-    start: 0x900_0000,
-    end: 0x900_1000,
-};
+const RAM0: PhysRange = PhysRange { start: 0x4000_0000, end: 0x4400_0000 };
+const RAM1: PhysRange = PhysRange { start: 0x8000_0000, end: 0x8020_0000 };
+const HYP_IMAGE: PhysRange = PhysRange { start: 0x4020_0000, end: 0x4030_0000 };
+const HYP_POOL: PhysRange = PhysRange { start: 0x4300_0000, end: 0x4400_0000 };
+const UART: PhysRange = PhysRange { start: 0x900_0000, end: 0x900_1000 };
 
 /// Physical memory as a sparse map of words; pages zeroed are remembered.
 #[derive(Default)]
@@ -67,53 +52,23 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let mut source = HeapSource::default();
-        let (mut stage2_tlb, mut el2_tlb, mut memory) = (
-            FakeTlb::default(),
-            FakeTlb::default(),
-            FakeMemory::default(),
-        );
+        let (mut stage2_tlb, mut el2_tlb, mut memory) = (FakeTlb::default(), FakeTlb::default(), FakeMemory::default());
         let mut hyp_stage1 = PgTable::new(0, 48, El2, &mut source).unwrap();
-        for (r, attributes) in [
-            (HYP_IMAGE, HYP_DATA),
-            (HYP_POOL, HYP_DATA),
-            (UART, HYP_DEVICE),
-        ] {
+        for (r, attributes) in [(HYP_IMAGE, HYP_DATA), (HYP_POOL, HYP_DATA), (UART, HYP_DEVICE)] {
             let (s, e) = (r.start as usize, r.end as usize);
-            hyp_stage1
-                .map(s, e, s, attributes, &mut source, &mut el2_tlb)
-                .unwrap();
+            hyp_stage1.map(s, e, s, attributes, &mut source, &mut el2_tlb).unwrap();
         }
         let ram = [RAM0, RAM1];
         let records = vec![0u32; PageDb::storage_bytes(&ram) / 4].leak();
-        let mut env = Env {
-            source: &mut source,
-            stage2_tlb: &mut stage2_tlb,
-            el2_tlb: &mut el2_tlb,
-            memory: &mut memory,
-        };
-        let state = MemoryState::new(
-            &ram,
-            &[HYP_IMAGE, HYP_POOL],
-            records,
-            40,
-            hyp_stage1,
-            &mut env,
-        )
-        .unwrap();
+        let mut env =
+            Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut memory };
+        let state = MemoryState::new(&ram, &[HYP_IMAGE, HYP_POOL], records, 40, hyp_stage1, &mut env).unwrap();
         let level = crate::mm::host_stage2::root_level(GUEST_IPA_BITS);
         let guests = [
             PgTable::new(level, GUEST_IPA_BITS, Stage2, &mut source).unwrap(),
             PgTable::new(level, GUEST_IPA_BITS, Stage2, &mut source).unwrap(),
         ];
-        Fixture {
-            state,
-            source,
-            stage2_tlb,
-            el2_tlb,
-            memory,
-            guests,
-            guest_tlbs: Default::default(),
-        }
+        Fixture { state, source, stage2_tlb, el2_tlb, memory, guests, guest_tlbs: Default::default() }
     }
 
     fn env(&mut self) -> (&mut MemoryState, Env<'_>) {
@@ -133,25 +88,14 @@ impl Fixture {
     }
 
     /// Runs `op`; guest operations act on guest `g` (VM id `g + 1`) at `ipa`.
-    fn call_guest(
-        &mut self,
-        op: Op,
-        g: usize,
-        start: u64,
-        ipa: u64,
-        pages: u64,
-    ) -> Result<(), HypError> {
+    fn call_guest(&mut self, op: Op, g: usize, start: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
         let mut env = Env {
             source: &mut self.source,
             stage2_tlb: &mut self.stage2_tlb,
             el2_tlb: &mut self.el2_tlb,
             memory: &mut self.memory,
         };
-        let mut guest = Guest {
-            id: g as VmId + 1,
-            stage2: &mut self.guests[g],
-            tlb: &mut self.guest_tlbs[g],
-        };
+        let mut guest = Guest { id: g as VmId + 1, stage2: &mut self.guests[g], tlb: &mut self.guest_tlbs[g] };
         let state = &mut self.state;
         match op {
             Op::Share => state.host_share_hyp(start, pages, &mut env),
@@ -166,23 +110,11 @@ impl Fixture {
     }
 
     fn assert_clean(&self) {
-        let report = check(
-            &self.state,
-            &[UART],
-            &[(1, &self.guests[0]), (2, &self.guests[1])],
-        );
-        assert!(
-            report.is_clean(),
-            "violations: {:?}",
-            report.first.as_slice()
-        );
+        let report = check(&self.state, &[UART], &[(1, &self.guests[0]), (2, &self.guests[1])]);
+        assert!(report.is_clean(), "violations: {:?}", report.first.as_slice());
         let underflows = self.state.host_stage2.reserve_underflows()
             + self.state.hyp_stage1.reserve_underflows()
-            + self
-                .guests
-                .iter()
-                .map(PgTable::reserve_underflows)
-                .sum::<usize>();
+            + self.guests.iter().map(PgTable::reserve_underflows).sum::<usize>();
         assert_eq!(underflows, 0);
     }
 
@@ -196,27 +128,18 @@ impl Fixture {
 
     /// Everything observable: all tables' leaves and the records.
     fn snapshot(&self) -> Snapshot {
-        self.snapshot_of(PhysRange {
-            start: 0,
-            end: 1 << 40,
-        })
+        self.snapshot_of(PhysRange { start: 0, end: 1 << 40 })
     }
 
     /// What is observable in `window` (and the guests' tables, whole).
     fn snapshot_of(&self, window: PhysRange) -> Snapshot {
         let (s, e) = (window.start as usize, window.end as usize);
         let mut s2 = Vec::new();
-        self.state
-            .host_stage2
-            .for_each_leaf(s, e, |l| s2.push((l.start, l.end, l.pa)));
+        self.state.host_stage2.for_each_leaf(s, e, |l| s2.push((l.start, l.end, l.pa)));
         let mut s1 = Vec::new();
-        self.state
-            .hyp_stage1
-            .for_each_leaf(s, e, |l| s1.push((l.start, l.end, l.pa)));
+        self.state.hyp_stage1.for_each_leaf(s, e, |l| s1.push((l.start, l.end, l.pa)));
         let mut records = Vec::new();
-        self.state
-            .pages
-            .for_each_run_in(window, |r, rec| records.push((r.start, r.end, rec)));
+        self.state.pages.for_each_run_in(window, |r, rec| records.push((r.start, r.end, rec)));
         let mut guests = Vec::new();
         for g in &self.guests {
             g.for_each_leaf(0, g.limit(), |l| guests.push((l.start, l.end, l.pa)));
@@ -275,14 +198,8 @@ fn share_lets_the_hyp_use_a_page_until_unshared() {
     f.assert_clean();
     assert!(!f.hyp_maps(page));
     let (state, mut env) = f.env();
-    assert_eq!(
-        state.debug_exchange(page + 8, 1, &mut env),
-        Err(HypError::NotOwned)
-    );
-    assert!(
-        !f.el2_tlb.leaves.is_empty(),
-        "unshare invalidated the hyp's TLB"
-    );
+    assert_eq!(state.debug_exchange(page + 8, 1, &mut env), Err(HypError::NotOwned));
+    assert!(!f.el2_tlb.leaves.is_empty(), "unshare invalidated the hyp's TLB");
 }
 
 #[test]
@@ -295,10 +212,7 @@ fn donated_pages_leave_the_host_and_come_back_zeroed() {
     assert!(!f.host_maps(start) && !f.host_maps(start + 3 * K4) && f.host_maps(start + 4 * K4));
     assert!(f.hyp_maps(start));
     assert_eq!(f.state.memcache_pages(), (4, 0));
-    assert!(
-        f.stage2_tlb.leaves.iter().any(|&(a, _)| a as u64 <= start),
-        "host TLB invalidated"
-    );
+    assert!(f.stage2_tlb.leaves.iter().any(|&(a, _)| a as u64 <= start), "host TLB invalidated");
     f.call(Op::Reclaim, start, 4).unwrap();
     f.assert_clean();
     assert!(f.host_maps(start) && !f.hyp_maps(start));
@@ -315,107 +229,23 @@ fn every_bad_call_returns_its_error_and_changes_nothing() {
     f.call(Op::Donate, page + 0x10000, 2).unwrap();
     let before = f.snapshot();
     let cases: &[(Op, u64, u64, HypError, &str)] = &[
-        (
-            Op::Share,
-            page + 0x800,
-            1,
-            HypError::NotAligned,
-            "unaligned",
-        ),
-        (
-            Op::Share,
-            0x2000_0000,
-            1,
-            HypError::OutOfRange,
-            "outside RAM",
-        ),
+        (Op::Share, page + 0x800, 1, HypError::NotAligned, "unaligned"),
+        (Op::Share, 0x2000_0000, 1, HypError::OutOfRange, "outside RAM"),
         (Op::Share, UART.start, 1, HypError::OutOfRange, "device"),
-        (
-            Op::Share,
-            HYP_IMAGE.start,
-            1,
-            HypError::NotOwned,
-            "hyp image",
-        ),
-        (
-            Op::Donate,
-            HYP_POOL.start,
-            2,
-            HypError::NotOwned,
-            "hyp pool",
-        ),
+        (Op::Share, HYP_IMAGE.start, 1, HypError::NotOwned, "hyp image"),
+        (Op::Donate, HYP_POOL.start, 2, HypError::NotOwned, "hyp pool"),
         (Op::Share, !(K4 - 1), 2, HypError::OutOfRange, "wraps"),
-        (
-            Op::Share,
-            RAM0.start,
-            0,
-            HypError::InvalidArgument,
-            "no pages",
-        ),
-        (
-            Op::Share,
-            RAM0.start,
-            MAX_PAGES_PER_CALL + 1,
-            HypError::InvalidArgument,
-            "too long",
-        ),
-        (
-            Op::Share,
-            RAM1.end - K4,
-            2,
-            HypError::OutOfRange,
-            "runs off the bank",
-        ),
+        (Op::Share, RAM0.start, 0, HypError::InvalidArgument, "no pages"),
+        (Op::Share, RAM0.start, MAX_PAGES_PER_CALL + 1, HypError::InvalidArgument, "too long"),
+        (Op::Share, RAM1.end - K4, 2, HypError::OutOfRange, "runs off the bank"),
         (Op::Share, page, 1, HypError::NotOwned, "double share"),
-        (
-            Op::Donate,
-            page,
-            1,
-            HypError::NotOwned,
-            "donate a shared page",
-        ),
-        (
-            Op::Unshare,
-            page + K4,
-            1,
-            HypError::NotOwned,
-            "unshare a page not shared",
-        ),
-        (
-            Op::Reclaim,
-            page + K4,
-            1,
-            HypError::NotOwned,
-            "reclaim a page never donated",
-        ),
-        (
-            Op::Reclaim,
-            page,
-            1,
-            HypError::NotOwned,
-            "reclaim a shared page",
-        ),
-        (
-            Op::Reclaim,
-            HYP_POOL.start,
-            1,
-            HypError::NotOwned,
-            "reclaim the hyp's own page",
-        ),
-        (
-            Op::Reclaim,
-            page + 0x10000,
-            3,
-            HypError::NotOwned,
-            "reclaim more than was donated",
-        ),
-        (
-            Op::Unshare,
-            page - K4,
-            2,
-            HypError::NotOwned,
-            "unshare a range only partly shared",
-        ),
+        (Op::Donate, page, 1, HypError::NotOwned, "donate a shared page"),
+        (Op::Unshare, page + K4, 1, HypError::NotOwned, "unshare a page not shared"),
+        (Op::Reclaim, page + K4, 1, HypError::NotOwned, "reclaim a page never donated"),
+        (Op::Reclaim, page, 1, HypError::NotOwned, "reclaim a shared page"),
+        (Op::Reclaim, HYP_POOL.start, 1, HypError::NotOwned, "reclaim the hyp's own page"),
+        (Op::Reclaim, page + 0x10000, 3, HypError::NotOwned, "reclaim more than was donated"),
+        (Op::Unshare, page - K4, 2, HypError::NotOwned, "unshare a range only partly shared"),
     ];
     for &(op, start, pages, error, what) in cases {
         assert_eq!(f.call(op, start, pages), Err(error), "{what}");
@@ -430,15 +260,9 @@ fn without_memory_for_tables_nothing_changes() {
     let before = f.snapshot();
     f.source.limit = Some(f.source.outstanding.len());
     // Donating one page out of a 2 MiB block needs tables to split it.
-    assert_eq!(
-        f.call(Op::Donate, RAM0.start + 0x40_1000, 1),
-        Err(HypError::NoMemory)
-    );
+    assert_eq!(f.call(Op::Donate, RAM0.start + 0x40_1000, 1), Err(HypError::NoMemory));
     assert!(f.snapshot() == before);
-    assert_eq!(
-        f.call(Op::Share, RAM0.start + 0x40_1000, 1),
-        Err(HypError::NoMemory)
-    );
+    assert_eq!(f.call(Op::Share, RAM0.start + 0x40_1000, 1), Err(HypError::NoMemory));
     assert!(f.snapshot() == before);
     f.assert_clean();
 }
@@ -449,19 +273,10 @@ fn device_faults_map_device_space_and_never_ram() {
     let (state, mut env) = f.env();
     assert_eq!(
         state.host_device_fault(UART.start, &mut env),
-        HostFault::MappedDevice(PhysRange {
-            start: 0,
-            end: 0x4000_0000
-        })
+        HostFault::MappedDevice(PhysRange { start: 0, end: 0x4000_0000 })
     );
-    assert_eq!(
-        state.host_device_fault(HYP_IMAGE.start, &mut env),
-        HostFault::Refused
-    );
-    assert_eq!(
-        state.host_device_fault(1 << 40, &mut env),
-        HostFault::Refused
-    );
+    assert_eq!(state.host_device_fault(HYP_IMAGE.start, &mut env), HostFault::Refused);
+    assert_eq!(state.host_device_fault(1 << 40, &mut env), HostFault::Refused);
     f.assert_clean();
     assert!(f.host_maps(UART.start));
 }
@@ -481,37 +296,12 @@ fn the_checker_reports_each_kind_of_corruption() {
         )
         .unwrap();
     let page = (RAM0.start + 0x9000) as usize;
-    s.host_stage2
-        .unmap(page, page + 4096, env.source, env.stage2_tlb)
-        .unwrap();
-    s.hyp_stage1
-        .map(
-            page + 4096,
-            page + 8192,
-            page + 4096,
-            HYP_DATA,
-            env.source,
-            env.el2_tlb,
-        )
-        .unwrap();
-    let kinds: Vec<_> = check(s, &[UART], &[])
-        .first
-        .as_slice()
-        .iter()
-        .map(|v| (v.kind, v.address))
-        .collect();
-    assert!(
-        kinds.contains(&(ViolationKind::HostMapsForeignPage, HYP_IMAGE.start)),
-        "{kinds:?}"
-    );
-    assert!(
-        kinds.contains(&(ViolationKind::HostPageUnmapped, page as u64)),
-        "{kinds:?}"
-    );
-    assert!(
-        kinds.contains(&(ViolationKind::HypMapsForeignPage, page as u64 + 4096)),
-        "{kinds:?}"
-    );
+    s.host_stage2.unmap(page, page + 4096, env.source, env.stage2_tlb).unwrap();
+    s.hyp_stage1.map(page + 4096, page + 8192, page + 4096, HYP_DATA, env.source, env.el2_tlb).unwrap();
+    let kinds: Vec<_> = check(s, &[UART], &[]).first.as_slice().iter().map(|v| (v.kind, v.address)).collect();
+    assert!(kinds.contains(&(ViolationKind::HostMapsForeignPage, HYP_IMAGE.start)), "{kinds:?}");
+    assert!(kinds.contains(&(ViolationKind::HostPageUnmapped, page as u64)), "{kinds:?}");
+    assert!(kinds.contains(&(ViolationKind::HypMapsForeignPage, page as u64 + 4096)), "{kinds:?}");
 }
 
 /// The model: a record per page (absent: the host's), and per guest its
@@ -523,30 +313,17 @@ struct Model {
 }
 
 /// The rules, written out per page, independently of `MemoryState`.
-fn model_call(
-    model: &mut Model,
-    op: Op,
-    g: usize,
-    start: u64,
-    ipa: u64,
-    pages: u64,
-) -> Result<(), HypError> {
+fn model_call(model: &mut Model, op: Op, g: usize, start: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
     if pages == 0 || pages > MAX_PAGES_PER_CALL {
         return Err(HypError::InvalidArgument);
     }
     if !start.is_multiple_of(K4) {
         return Err(HypError::NotAligned);
     }
-    let Some(end) = pages
-        .checked_mul(K4)
-        .and_then(|size| start.checked_add(size))
-    else {
+    let Some(end) = pages.checked_mul(K4).and_then(|size| start.checked_add(size)) else {
         return Err(HypError::OutOfRange);
     };
-    if ![RAM0, RAM1]
-        .iter()
-        .any(|b| b.start <= start && end <= b.end)
-    {
+    if ![RAM0, RAM1].iter().any(|b| b.start <= start && end <= b.end) {
         return Err(HypError::OutOfRange);
     }
     let addresses: Vec<u64> = (start..end).step_by(K4 as usize).collect();
@@ -562,10 +339,7 @@ fn model_call(
     if !addresses.iter().all(|&a| wanted(get(model, a))) {
         return Err(HypError::NotOwned);
     }
-    if matches!(
-        op,
-        Op::DonateGuest | Op::ShareGuest | Op::UnshareGuest | Op::ReclaimGuest
-    ) {
+    if matches!(op, Op::DonateGuest | Op::ShareGuest | Op::UnshareGuest | Op::ReclaimGuest) {
         if !ipa.is_multiple_of(K4) {
             return Err(HypError::NotAligned);
         }
@@ -579,9 +353,7 @@ fn model_call(
         let acceptable = if fresh {
             ipas.iter().all(|i| !map.contains_key(i))
         } else {
-            ipas.iter()
-                .zip(&addresses)
-                .all(|(i, a)| map.get(i) == Some(a))
+            ipas.iter().zip(&addresses).all(|(i, a)| map.get(i) == Some(a))
         };
         if !acceptable {
             return Err(HypError::InvalidArgument);
@@ -597,29 +369,12 @@ fn model_call(
     for a in addresses {
         let r = get(model, a);
         let new = match op {
-            Op::Share => PageRecord {
-                borrower: Some(Owner::Hyp),
-                ..r
-            },
-            Op::Unshare | Op::UnshareGuest => PageRecord {
-                borrower: None,
-                ..r
-            },
-            Op::Donate => PageRecord {
-                owner: Owner::Hyp,
-                borrower: None,
-                donated: true,
-                in_use: false,
-            },
+            Op::Share => PageRecord { borrower: Some(Owner::Hyp), ..r },
+            Op::Unshare | Op::UnshareGuest => PageRecord { borrower: None, ..r },
+            Op::Donate => PageRecord { owner: Owner::Hyp, borrower: None, donated: true, in_use: false },
             Op::Reclaim | Op::ReclaimGuest => PageRecord::HOST,
-            Op::DonateGuest => PageRecord {
-                owner: vm,
-                ..PageRecord::HOST
-            },
-            Op::ShareGuest => PageRecord {
-                borrower: Some(vm),
-                ..r
-            },
+            Op::DonateGuest => PageRecord { owner: vm, ..PageRecord::HOST },
+            Op::ShareGuest => PageRecord { borrower: Some(vm), ..r },
         };
         model.records.insert(a, new);
     }
@@ -701,43 +456,21 @@ fn random_transitions_agree_with_the_model() {
         };
         let guest_op = matches!(op, Op::UnshareGuest | Op::ReclaimGuest);
         if let (Some(u), true) = (undoes, rng.below(2) == 0) {
-            if let Some(&(_, _, s, guest_ipa, p)) = recent
-                .iter()
-                .rev()
-                .find(|r| r.0 == u && (!guest_op || r.1 == g))
-            {
+            if let Some(&(_, _, s, guest_ipa, p)) = recent.iter().rev().find(|r| r.0 == u && (!guest_op || r.1 == g)) {
                 (start, ipa, pages) = (s, guest_ipa, p);
             }
         }
-        let context =
-            format!("seed {seed} op {i}: {op:?} guest {g} pa {start:#x} ipa {ipa:#x} x{pages}");
-        let window = PhysRange {
-            start: start.saturating_sub(0x40_0000),
-            end: start.saturating_add(0x80_0000),
-        };
-        let before = if i % 64 == 0 {
-            f.snapshot()
-        } else {
-            f.snapshot_of(window)
-        };
+        let context = format!("seed {seed} op {i}: {op:?} guest {g} pa {start:#x} ipa {ipa:#x} x{pages}");
+        let window = PhysRange { start: start.saturating_sub(0x40_0000), end: start.saturating_add(0x80_0000) };
+        let before = if i % 64 == 0 { f.snapshot() } else { f.snapshot_of(window) };
         let expected = model_call(&mut model, op, g, start, ipa, pages);
         let got = f.call_guest(op, g, start, ipa, pages);
         assert_eq!(got, expected, "{context}");
         successes[which] += usize::from(got.is_ok());
         if got.is_err() {
-            let after = if i % 64 == 0 {
-                f.snapshot()
-            } else {
-                f.snapshot_of(window)
-            };
-            assert!(
-                after == before,
-                "{context}: a failed call changed something"
-            );
-        } else if matches!(
-            op,
-            Op::Share | Op::Donate | Op::ShareGuest | Op::DonateGuest
-        ) {
+            let after = if i % 64 == 0 { f.snapshot() } else { f.snapshot_of(window) };
+            assert!(after == before, "{context}: a failed call changed something");
+        } else if matches!(op, Op::Share | Op::Donate | Op::ShareGuest | Op::DonateGuest) {
             recent.push((op, g, start, ipa, pages));
             if recent.len() > 32 {
                 recent.remove(0);
@@ -764,9 +497,6 @@ fn random_transitions_agree_with_the_model() {
     f.assert_clean();
     eprintln!("successful calls per operation: {successes:?}");
     if ops >= 10_000 {
-        assert!(
-            successes.iter().all(|&n| n >= ops / 500),
-            "too few successful calls to mean much: {successes:?}"
-        );
+        assert!(successes.iter().all(|&n| n >= ops / 500), "too few successful calls to mean much: {successes:?}");
     }
 }

@@ -46,27 +46,13 @@ pub struct PageRecord {
 }
 
 impl PageRecord {
-    pub const HOST: PageRecord = PageRecord {
-        owner: Owner::Host,
-        borrower: None,
-        donated: false,
-        in_use: false,
-    };
-    pub const HYP: PageRecord = PageRecord {
-        owner: Owner::Hyp,
-        borrower: None,
-        donated: false,
-        in_use: false,
-    };
+    pub const HOST: PageRecord = PageRecord { owner: Owner::Host, borrower: None, donated: false, in_use: false };
+    pub const HYP: PageRecord = PageRecord { owner: Owner::Hyp, borrower: None, donated: false, in_use: false };
 
     /// The state of this page for `who`, or `None` if `who` may not touch it.
     pub fn state_for(&self, who: Owner) -> Option<PageState> {
         if self.owner == who {
-            Some(if self.borrower.is_some() {
-                PageState::SharedOwned
-            } else {
-                PageState::Owned
-            })
+            Some(if self.borrower.is_some() { PageState::SharedOwned } else { PageState::Owned })
         } else if self.borrower == Some(who) {
             Some(PageState::SharedBorrowed)
         } else {
@@ -109,21 +95,13 @@ impl PageRecord {
             2 => Some(Owner::Hyp),
             _ => Some(Owner::Vm(vm)),
         };
-        PageRecord {
-            owner,
-            borrower,
-            donated: bits & 4 != 0,
-            in_use: bits & 8 != 0,
-        }
+        PageRecord { owner, borrower, donated: bits & 4 != 0, in_use: bits & 8 != 0 }
     }
 
     /// Whether the record can be stored: a VM may be owner or borrower, not both
     /// (there is one VM id field).
     fn is_representable(&self) -> bool {
-        !matches!(
-            (self.owner, self.borrower),
-            (Owner::Vm(_), Some(Owner::Vm(_)))
-        )
+        !matches!((self.owner, self.borrower), (Owner::Vm(_), Some(Owner::Vm(_))))
     }
 }
 
@@ -154,9 +132,7 @@ pub struct PageDb {
 impl PageDb {
     /// Bytes of record storage `ram` needs.
     pub fn storage_bytes(ram: &[PhysRange]) -> usize {
-        ram.iter()
-            .map(|b| (b.size() / PAGE_SIZE) as usize * 4)
-            .sum()
+        ram.iter().map(|b| (b.size() / PAGE_SIZE) as usize * 4).sum()
     }
 
     /// Records for `ram`, every page the host's, kept in `storage` (at least
@@ -167,10 +143,7 @@ impl PageDb {
     /// [`RangeError::OutOfRange`] when `storage` is too small or a bank is not
     /// page-aligned.
     pub fn new(ram: &[PhysRange], storage: &'static mut [u32]) -> Result<PageDb, RangeError> {
-        let mut db = PageDb {
-            banks: FixedVec::default(),
-            storage: [const { None }; MAX_BANKS],
-        };
+        let mut db = PageDb { banks: FixedVec::default(), storage: [const { None }; MAX_BANKS] };
         let mut rest = storage;
         for (i, bank) in ram.iter().enumerate().take(MAX_BANKS) {
             if bank.start % PAGE_SIZE != 0 || bank.end % PAGE_SIZE != 0 {
@@ -183,10 +156,7 @@ impl PageDb {
             let (records, tail) = rest.split_at_mut(pages);
             records.fill(PageRecord::HOST.pack());
             rest = tail;
-            db.storage[i] = Some(Bank {
-                range: *bank,
-                records,
-            });
+            db.storage[i] = Some(Bank { range: *bank, records });
             db.banks.push(i);
         }
         Ok(db)
@@ -224,9 +194,7 @@ impl PageDb {
     pub fn get(&self, address: u64) -> Option<PageRecord> {
         let (bank, index) = self.locate(address & !(PAGE_SIZE - 1), 1).ok()?;
         let bank = self.storage[bank].as_ref()?;
-        bank.records
-            .get(index)
-            .map(|&bits| PageRecord::unpack(bits))
+        bank.records.get(index).map(|&bits| PageRecord::unpack(bits))
     }
 
     /// Calls `f` with the record of each page of a located range; stops at the
@@ -241,10 +209,7 @@ impl PageDb {
         let Some(bank) = self.storage[bank].as_ref() else {
             return Err(Err(RangeError::OutOfRange));
         };
-        for (i, &bits) in bank.records[first..first + pages as usize]
-            .iter()
-            .enumerate()
-        {
+        for (i, &bits) in bank.records[first..first + pages as usize].iter().enumerate() {
             f(start + i as u64 * PAGE_SIZE, PageRecord::unpack(bits)).map_err(Ok)?;
         }
         Ok(())
@@ -268,10 +233,7 @@ impl PageDb {
             return Err(RangeError::OutOfRange);
         };
         let records = &mut bank.records[first..first + pages as usize];
-        if records
-            .iter()
-            .any(|&bits| !update(PageRecord::unpack(bits)).is_representable())
-        {
+        if records.iter().any(|&bits| !update(PageRecord::unpack(bits)).is_representable()) {
             return Err(RangeError::OutOfRange);
         }
         for bits in records {
@@ -328,30 +290,10 @@ mod tests {
         let all = [
             PageRecord::HOST,
             PageRecord::HYP,
-            PageRecord {
-                owner: Owner::Host,
-                borrower: Some(Owner::Hyp),
-                donated: false,
-                in_use: false,
-            },
-            PageRecord {
-                owner: Owner::Hyp,
-                borrower: None,
-                donated: true,
-                in_use: true,
-            },
-            PageRecord {
-                owner: Owner::Vm(7),
-                borrower: Some(Owner::Host),
-                donated: false,
-                in_use: false,
-            },
-            PageRecord {
-                owner: Owner::Host,
-                borrower: Some(Owner::Vm(65535)),
-                donated: false,
-                in_use: false,
-            },
+            PageRecord { owner: Owner::Host, borrower: Some(Owner::Hyp), donated: false, in_use: false },
+            PageRecord { owner: Owner::Hyp, borrower: None, donated: true, in_use: true },
+            PageRecord { owner: Owner::Vm(7), borrower: Some(Owner::Host), donated: false, in_use: false },
+            PageRecord { owner: Owner::Host, borrower: Some(Owner::Vm(65535)), donated: false, in_use: false },
         ];
         for r in all {
             assert_eq!(PageRecord::unpack(r.pack()), r);
@@ -360,49 +302,24 @@ mod tests {
 
     #[test]
     fn states_follow_from_one_record() {
-        let shared = PageRecord {
-            owner: Owner::Host,
-            borrower: Some(Owner::Hyp),
-            donated: false,
-            in_use: false,
-        };
+        let shared = PageRecord { owner: Owner::Host, borrower: Some(Owner::Hyp), donated: false, in_use: false };
         assert_eq!(shared.state_for(Owner::Host), Some(PageState::SharedOwned));
-        assert_eq!(
-            shared.state_for(Owner::Hyp),
-            Some(PageState::SharedBorrowed)
-        );
+        assert_eq!(shared.state_for(Owner::Hyp), Some(PageState::SharedBorrowed));
         assert_eq!(shared.state_for(Owner::Vm(0)), None);
-        assert_eq!(
-            PageRecord::HOST.state_for(Owner::Host),
-            Some(PageState::Owned)
-        );
+        assert_eq!(PageRecord::HOST.state_for(Owner::Host), Some(PageState::Owned));
     }
 
     #[test]
     fn ranges_must_be_aligned_in_one_bank_and_not_wrap() {
         let d = db(&[
-            PhysRange {
-                start: 0x4000_0000,
-                end: 0x4010_0000,
-            },
-            PhysRange {
-                start: 0x8000_0000,
-                end: 0x8000_4000,
-            },
+            PhysRange { start: 0x4000_0000, end: 0x4010_0000 },
+            PhysRange { start: 0x8000_0000, end: 0x8000_4000 },
         ]);
         assert_eq!(d.locate(0x4000_0000, 1), Ok((0, 0)));
         assert_eq!(d.locate(0x8000_1000, 3), Ok((1, 1)));
         assert_eq!(d.locate(0x4000_0800, 1), Err(RangeError::NotAligned));
-        assert_eq!(
-            d.locate(0x8000_1000, 4),
-            Err(RangeError::OutOfRange),
-            "runs off the bank"
-        );
-        assert_eq!(
-            d.locate(0x900_0000, 1),
-            Err(RangeError::OutOfRange),
-            "device space"
-        );
+        assert_eq!(d.locate(0x8000_1000, 4), Err(RangeError::OutOfRange), "runs off the bank");
+        assert_eq!(d.locate(0x900_0000, 1), Err(RangeError::OutOfRange), "device space");
         assert_eq!(d.locate(0x4000_0000, 0), Err(RangeError::OutOfRange));
         assert_eq!(d.locate(!0xfff, 2), Err(RangeError::OutOfRange), "wraps");
         assert_eq!(d.locate(0x4000_0000, u64::MAX), Err(RangeError::OutOfRange));
@@ -410,35 +327,18 @@ mod tests {
 
     #[test]
     fn updates_apply_to_the_whole_range_or_not_at_all() {
-        let mut d = db(&[PhysRange {
-            start: 0,
-            end: 0x10000,
-        }]);
-        d.update(0x1000, 2, |r| PageRecord {
-            owner: Owner::Vm(3),
-            ..r
-        })
-        .unwrap();
+        let mut d = db(&[PhysRange { start: 0, end: 0x10000 }]);
+        d.update(0x1000, 2, |r| PageRecord { owner: Owner::Vm(3), ..r }).unwrap();
         assert_eq!(d.get(0x1000).map(|r| r.owner), Some(Owner::Vm(3)));
         assert_eq!(d.get(0x3000).map(|r| r.owner), Some(Owner::Host));
         // A VM owner lent to another VM cannot be stored: nothing changes.
-        assert_eq!(
-            d.update(0, 3, |r| PageRecord {
-                borrower: Some(Owner::Vm(4)),
-                ..r
-            }),
-            Err(RangeError::OutOfRange)
-        );
+        assert_eq!(d.update(0, 3, |r| PageRecord { borrower: Some(Owner::Vm(4)), ..r }), Err(RangeError::OutOfRange));
         assert_eq!(d.get(0).and_then(|r| r.borrower), None);
         let mut runs = Vec::new();
         d.for_each_run(|range, r| runs.push((range.start, range.end, r.owner)));
         assert_eq!(
             runs,
-            vec![
-                (0, 0x1000, Owner::Host),
-                (0x1000, 0x3000, Owner::Vm(3)),
-                (0x3000, 0x10000, Owner::Host)
-            ]
+            vec![(0, 0x1000, Owner::Host), (0x1000, 0x3000, Owner::Vm(3)), (0x3000, 0x10000, Owner::Host)]
         );
     }
 }

@@ -24,9 +24,7 @@
 //! map of its pool and of donated pages; in host tests they are heap pages).
 
 use aarch64_paging::descriptor::{PagingAttributes, PhysicalAddress};
-use aarch64_paging::paging::{
-    Constraints, MemoryRegion, PageTable as HwTable, Translation, TranslationRegime,
-};
+use aarch64_paging::paging::{Constraints, MemoryRegion, PageTable as HwTable, Translation, TranslationRegime};
 use aarch64_paging::Mapping;
 use core::cell::RefCell;
 use core::fmt;
@@ -150,10 +148,7 @@ impl<A: PagingAttributes> Translation<A> for ReserveTranslation {
         // SAFETY: The page is a whole, unused page: zero it to make an empty table.
         unsafe { core::ptr::write_bytes(page as *mut u8, 0, PAGE_SIZE) };
         // SAFETY: Pages are non-null (0 marks the end of the list).
-        (
-            unsafe { NonNull::new_unchecked(page as *mut HwTable<A>) },
-            PhysicalAddress(page),
-        )
+        (unsafe { NonNull::new_unchecked(page as *mut HwTable<A>) }, PhysicalAddress(page))
     }
 
     unsafe fn deallocate_table(&mut self, page_table: NonNull<HwTable<A>>) {
@@ -201,15 +196,8 @@ where
         source: &mut dyn PageSource,
     ) -> Result<Self, PgTableError> {
         let translation = ReserveTranslation::new();
-        translation
-            .reserve
-            .borrow_mut()
-            .push(source.alloc_page().ok_or(PgTableError::NoMemory)?);
-        Ok(Self {
-            mapping: Mapping::new(translation, root_level, regime),
-            root_level,
-            limit: 1usize << input_bits,
-        })
+        translation.reserve.borrow_mut().push(source.alloc_page().ok_or(PgTableError::NoMemory)?);
+        Ok(Self { mapping: Mapping::new(translation, root_level, regime), root_level, limit: 1usize << input_bits })
     }
 }
 
@@ -228,11 +216,7 @@ where
     }
 
     fn check_range(&self, start: usize, end: usize) -> Result<MemoryRegion, PgTableError> {
-        if start >= end
-            || !start.is_multiple_of(PAGE_SIZE)
-            || !end.is_multiple_of(PAGE_SIZE)
-            || end > self.limit
-        {
+        if start >= end || !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) || end > self.limit {
             return Err(PgTableError::BadRange);
         }
         Ok(MemoryRegion::new(start, end))
@@ -256,12 +240,7 @@ where
         if needed > MAX_TABLES_PER_OP {
             return Err(PgTableError::TooLarge);
         }
-        let mut reserve = self
-            .mapping
-            .translation()
-            .reserve
-            .try_borrow_mut()
-            .map_err(|_| PgTableError::NoMemory)?;
+        let mut reserve = self.mapping.translation().reserve.try_borrow_mut().map_err(|_| PgTableError::NoMemory)?;
         while reserve.len < needed {
             let page = source.alloc_page().ok_or(PgTableError::NoMemory)?;
             reserve.push(page);
@@ -289,11 +268,7 @@ where
 
     /// How many tables the crate had to take outside the reserve (must stay 0).
     pub fn reserve_underflows(&self) -> usize {
-        self.mapping
-            .translation()
-            .underflows
-            .try_borrow()
-            .map_or(0, |u| *u)
+        self.mapping.translation().underflows.try_borrow().map_or(0, |u| *u)
     }
 
     /// Calls `f` with each valid leaf overlapping `[start, end)`, clipped to it.
@@ -301,24 +276,15 @@ where
         let Ok(region) = self.check_range(start, end) else {
             return;
         };
-        let _ = self
-            .mapping
-            .walk_range(&region, &mut |chunk, descriptor, level| {
-                if descriptor.is_valid() {
-                    let block_start = chunk.start().0 & !(granule(level) - 1);
-                    let pa = descriptor.output_address().0 + (chunk.start().0 - block_start);
-                    let attributes =
-                        descriptor.flags() - R::Attributes::TABLE_OR_PAGE - R::Attributes::VALID;
-                    f(Leaf {
-                        start: chunk.start().0,
-                        end: chunk.end().0,
-                        pa,
-                        level,
-                        attributes,
-                    });
-                }
-                Ok(())
-            });
+        let _ = self.mapping.walk_range(&region, &mut |chunk, descriptor, level| {
+            if descriptor.is_valid() {
+                let block_start = chunk.start().0 & !(granule(level) - 1);
+                let pa = descriptor.output_address().0 + (chunk.start().0 - block_start);
+                let attributes = descriptor.flags() - R::Attributes::TABLE_OR_PAGE - R::Attributes::VALID;
+                f(Leaf { start: chunk.start().0, end: chunk.end().0, pa, level, attributes });
+            }
+            Ok(())
+        });
     }
 
     /// The leaf containing `address`, whole (not clipped), if mapped.
@@ -329,12 +295,7 @@ where
         found.map(|leaf| {
             let size = granule(leaf.level);
             let start = leaf.start & !(size - 1);
-            Leaf {
-                start,
-                end: start + size,
-                pa: leaf.pa - (leaf.start - start),
-                ..leaf
-            }
+            Leaf { start, end: start + size, pa: leaf.pa - (leaf.start - start), ..leaf }
         })
     }
 
@@ -343,9 +304,7 @@ where
     fn straddling_leaves(&self, start: usize, end: usize) -> [Option<Leaf<R::Attributes>>; 2] {
         let mut straddling: [Option<Leaf<R::Attributes>>; 2] = [None, None];
         for (slot, address) in straddling.iter_mut().zip([start, end - PAGE_SIZE]) {
-            *slot = self
-                .leaf_at(address)
-                .filter(|leaf| leaf.start < start || leaf.end > end);
+            *slot = self.leaf_at(address).filter(|leaf| leaf.start < start || leaf.end > end);
         }
         if straddling[0].is_some() && straddling[0] == straddling[1] {
             straddling[1] = None;
@@ -354,18 +313,10 @@ where
     }
 
     /// Worst-case new tables to map back what stays of the straddling blocks.
-    fn tables_to_split(
-        &self,
-        start: usize,
-        end: usize,
-        straddling: &[Option<Leaf<R::Attributes>>; 2],
-    ) -> usize {
+    fn tables_to_split(&self, start: usize, end: usize, straddling: &[Option<Leaf<R::Attributes>>; 2]) -> usize {
         let mut needed = 0;
         for leaf in straddling.iter().flatten() {
-            for (s, e) in [
-                (leaf.start, start.max(leaf.start)),
-                (end.min(leaf.end), leaf.end),
-            ] {
+            for (s, e) in [(leaf.start, start.max(leaf.start)), (end.min(leaf.end), leaf.end)] {
                 if s < e {
                     needed += self.tables_to_map(s, e, leaf.pa + (s - leaf.start));
                 }
@@ -376,10 +327,7 @@ where
 
     #[cfg_attr(
         target_os = "none",
-        allow(
-            dead_code,
-            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
-        )
+        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
     )]
     /// Takes from `source`, ahead of time, every page a later
     /// `map(start, end, pa, ..)` can need, so that it cannot fail for memory.
@@ -401,22 +349,14 @@ where
 
     #[cfg_attr(
         target_os = "none",
-        allow(
-            dead_code,
-            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
-        )
+        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
     )]
     /// As [`PgTable::reserve_for_map`], for a later `unmap(start, end, ..)`.
     ///
     /// # Errors
     ///
     /// As [`PgTable::reserve_for_map`].
-    pub fn reserve_for_unmap(
-        &self,
-        start: usize,
-        end: usize,
-        source: &mut dyn PageSource,
-    ) -> Result<(), PgTableError> {
+    pub fn reserve_for_unmap(&self, start: usize, end: usize, source: &mut dyn PageSource) -> Result<(), PgTableError> {
         self.check_range(start, end)?;
         let straddling = self.straddling_leaves(start, end);
         self.fill_reserve(self.tables_to_split(start, end, &straddling), source)
@@ -424,10 +364,7 @@ where
 
     #[cfg_attr(
         target_os = "none",
-        allow(
-            dead_code,
-            reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now"
-        )
+        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
     )]
     /// Gives back the pages reserved ahead of time (after a transition gave up).
     pub fn release_reserve(&self, source: &mut dyn PageSource) {
@@ -462,12 +399,7 @@ where
         let needed = self.tables_to_map(start, end, pa);
         self.fill_reserve(needed, source)?;
         self.mapping
-            .map_range(
-                &region,
-                PhysicalAddress(pa),
-                attributes | R::Attributes::VALID,
-                Constraints::empty(),
-            )
+            .map_range(&region, PhysicalAddress(pa), attributes | R::Attributes::VALID, Constraints::empty())
             .map_err(|_| PgTableError::BadRange)?;
         // Invalid -> valid needs no invalidation; make the new entries visible.
         tlb.sync();
@@ -499,29 +431,16 @@ where
         for leaf in straddling.iter().flatten() {
             let block = MemoryRegion::new(leaf.start, leaf.end);
             self.mapping
-                .map_range(
-                    &block,
-                    PhysicalAddress(0),
-                    R::Attributes::default(),
-                    Constraints::empty(),
-                )
+                .map_range(&block, PhysicalAddress(0), R::Attributes::default(), Constraints::empty())
                 .map_err(|_| PgTableError::BadRange)?;
             tlb.invalidate_leaf(leaf.start, leaf.level);
             tlb.sync();
-            for (s, e) in [
-                (leaf.start, start.max(leaf.start)),
-                (end.min(leaf.end), leaf.end),
-            ] {
+            for (s, e) in [(leaf.start, start.max(leaf.start)), (end.min(leaf.end), leaf.end)] {
                 if s < e {
                     let keep = MemoryRegion::new(s, e);
                     let pa = PhysicalAddress(leaf.pa + (s - leaf.start));
                     self.mapping
-                        .map_range(
-                            &keep,
-                            pa,
-                            leaf.attributes | R::Attributes::VALID,
-                            Constraints::empty(),
-                        )
+                        .map_range(&keep, pa, leaf.attributes | R::Attributes::VALID, Constraints::empty())
                         .map_err(|_| PgTableError::BadRange)?;
                 }
             }
@@ -540,23 +459,16 @@ where
             let piece_end = address + granule(level);
             let mut content = false;
             if let Ok(piece) = self.check_range(address, piece_end) {
-                let _ = self
-                    .mapping
-                    .walk_range(&piece, &mut |chunk, descriptor, l| {
-                        if descriptor.is_valid() {
-                            leaves.push(chunk.start().0, l);
-                        }
-                        content |= descriptor.is_valid() || l > level;
-                        Ok(())
-                    });
+                let _ = self.mapping.walk_range(&piece, &mut |chunk, descriptor, l| {
+                    if descriptor.is_valid() {
+                        leaves.push(chunk.start().0, l);
+                    }
+                    content |= descriptor.is_valid() || l > level;
+                    Ok(())
+                });
                 if content {
                     self.mapping
-                        .map_range(
-                            &piece,
-                            PhysicalAddress(0),
-                            R::Attributes::default(),
-                            Constraints::empty(),
-                        )
+                        .map_range(&piece, PhysicalAddress(0), R::Attributes::default(), Constraints::empty())
                         .map_err(|_| PgTableError::BadRange)?;
                 }
             }
@@ -585,23 +497,13 @@ where
                 if !any && self.has_table(w_start, level - 1) {
                     let w = MemoryRegion::new(w_start, w_end);
                     self.mapping
-                        .map_range(
-                            &w,
-                            PhysicalAddress(0),
-                            R::Attributes::default(),
-                            Constraints::empty(),
-                        )
+                        .map_range(&w, PhysicalAddress(0), R::Attributes::default(), Constraints::empty())
                         .map_err(|_| PgTableError::BadRange)?;
                     freed_tables = true;
                 }
             }
         }
-        let freed_during_unmap = self
-            .mapping
-            .translation()
-            .freed
-            .try_borrow()
-            .is_ok_and(|f| f.len > 0);
+        let freed_during_unmap = self.mapping.translation().freed.try_borrow().is_ok_and(|f| f.len > 0);
         if freed_tables || freed_during_unmap {
             // A freed table may sit in a walk cache: drop the whole context.
             tlb.invalidate_all();
@@ -609,6 +511,22 @@ where
         tlb.sync();
         self.release_pages(0, source);
         Ok(())
+    }
+
+    /// Frees every table, the root included, into `source`. The caller has made
+    /// sure no walker uses the table any more (for a stage-2: the VM never runs
+    /// again, and `tlb` drops the VMID's entries before the pages are reused).
+    pub fn destroy(mut self, source: &mut dyn PageSource, tlb: &mut dyn TlbMaintenance) {
+        let root = self.root_address();
+        let limit = self.limit;
+        // Clearing everything frees every subtable (into `source`, after `tlb`).
+        let _ = self.unmap(0, limit, source, tlb);
+        tlb.invalidate_all();
+        tlb.sync();
+        // Dropping the mapping hands the root to the translation, which goes too;
+        // the page is then unused and goes back.
+        drop(self.mapping);
+        source.free_page(root);
     }
 
     /// Whether the entry at `level` covering `address` points to a subtable.
@@ -665,11 +583,7 @@ const LEAF_LIST_CAPACITY: usize = 64;
 
 impl LeafList {
     fn new() -> Self {
-        Self {
-            items: [(0, 0); LEAF_LIST_CAPACITY],
-            len: 0,
-            overflowed: false,
-        }
+        Self { items: [(0, 0); LEAF_LIST_CAPACITY], len: 0, overflowed: false }
     }
 
     fn push(&mut self, address: usize, level: usize) {

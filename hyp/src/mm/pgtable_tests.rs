@@ -29,14 +29,10 @@ fn leaves(t: &PgTable<Stage2>) -> Vec<Leaf<Stage2Attributes>> {
 #[test]
 fn aligned_ranges_use_1g_and_2m_blocks() {
     let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
-    t.map(G1, 2 * G1 + M2 + K4, G1, RW, &mut src, &mut tlb)
-        .unwrap();
+    t.map(G1, 2 * G1 + M2 + K4, G1, RW, &mut src, &mut tlb).unwrap();
     let levels: Vec<_> = leaves(&t).iter().map(|l| (l.start, l.level)).collect();
     assert_eq!(levels, vec![(G1, 1), (2 * G1, 2), (2 * G1 + M2, 3)]);
-    assert!(
-        tlb.leaves.is_empty() && tlb.all == 0,
-        "new mappings need no invalidation"
-    );
+    assert!(tlb.leaves.is_empty() && tlb.all == 0, "new mappings need no invalidation");
     assert_eq!(t.reserve_underflows(), 0);
 }
 
@@ -45,10 +41,7 @@ fn mapping_over_a_mapping_is_refused_and_changes_nothing() {
     let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
     t.map(0, M2, 0x8000_0000, RW, &mut src, &mut tlb).unwrap();
     let before = leaves(&t);
-    assert_eq!(
-        t.map(M2 - K4, M2 + K4, 0, RW, &mut src, &mut tlb),
-        Err(PgTableError::AlreadyMapped)
-    );
+    assert_eq!(t.map(M2 - K4, M2 + K4, 0, RW, &mut src, &mut tlb), Err(PgTableError::AlreadyMapped));
     assert_eq!(leaves(&t), before);
 }
 
@@ -56,21 +49,10 @@ fn mapping_over_a_mapping_is_refused_and_changes_nothing() {
 fn bad_ranges_are_refused() {
     let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
     for (s, e) in [(0, 0), (K4, 0), (1, K4), (0, K4 + 1), (0, (1 << 40) + K4)] {
-        assert_eq!(
-            t.map(s, e, 0, RW, &mut src, &mut tlb),
-            Err(PgTableError::BadRange),
-            "{s:#x}..{e:#x}"
-        );
-        assert_eq!(
-            t.unmap(s, e, &mut src, &mut tlb),
-            Err(PgTableError::BadRange),
-            "{s:#x}..{e:#x}"
-        );
+        assert_eq!(t.map(s, e, 0, RW, &mut src, &mut tlb), Err(PgTableError::BadRange), "{s:#x}..{e:#x}");
+        assert_eq!(t.unmap(s, e, &mut src, &mut tlb), Err(PgTableError::BadRange), "{s:#x}..{e:#x}");
     }
-    assert_eq!(
-        t.map(0, K4, usize::MAX & !(K4 - 1), RW, &mut src, &mut tlb),
-        Err(PgTableError::BadRange)
-    );
+    assert_eq!(t.map(0, K4, usize::MAX & !(K4 - 1), RW, &mut src, &mut tlb), Err(PgTableError::BadRange));
 }
 
 #[test]
@@ -80,10 +62,7 @@ fn unmapping_a_page_inside_a_block_splits_it_with_one_invalidation() {
     t.unmap(0x1000, 0x2000, &mut src, &mut tlb).unwrap();
     // Break: the 2 MiB block goes, once. The page inside is then already invalid.
     assert_eq!(tlb.leaves, vec![(0, 2)]);
-    let got: Vec<_> = leaves(&t)
-        .iter()
-        .map(|l| (l.start, l.end, l.pa, l.attributes))
-        .collect();
+    let got: Vec<_> = leaves(&t).iter().map(|l| (l.start, l.end, l.pa, l.attributes)).collect();
     assert_eq!(got.first(), Some(&(0, K4, 0x4000_0000, RO)));
     assert_eq!(got.get(1), Some(&(0x2000, 0x3000, 0x4000_2000, RO)));
     assert_eq!(got.len(), 511);
@@ -94,15 +73,11 @@ fn unmapping_a_page_inside_a_block_splits_it_with_one_invalidation() {
 fn unmapping_a_1g_block_partially_splits_down_to_pages() {
     let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
     t.map(G1, 2 * G1, 0, RW, &mut src, &mut tlb).unwrap();
-    t.unmap(G1 + M2 + K4, G1 + 3 * M2, &mut src, &mut tlb)
-        .unwrap();
+    t.unmap(G1 + M2 + K4, G1 + 3 * M2, &mut src, &mut tlb).unwrap();
     assert_eq!(tlb.leaves, vec![(G1, 1)]);
     let mut covered = 0;
     for l in leaves(&t) {
-        assert!(
-            l.end <= G1 + M2 + K4 || l.start >= G1 + 3 * M2,
-            "{l:?} inside the hole"
-        );
+        assert!(l.end <= G1 + M2 + K4 || l.start >= G1 + 3 * M2, "{l:?} inside the hole");
         assert_eq!(l.pa, l.start - G1);
         covered += l.end - l.start;
     }
@@ -112,22 +87,12 @@ fn unmapping_a_1g_block_partially_splits_down_to_pages() {
 #[test]
 fn tables_are_freed_when_their_range_empties() {
     let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
-    t.map(
-        3 * G1 + 5 * K4,
-        3 * G1 + 7 * K4,
-        0x1000_0000,
-        RW,
-        &mut src,
-        &mut tlb,
-    )
-    .unwrap();
+    t.map(3 * G1 + 5 * K4, 3 * G1 + 7 * K4, 0x1000_0000, RW, &mut src, &mut tlb).unwrap();
     assert_eq!(t.table_pages(), 4, "root + level 1, 2, 3");
-    t.unmap(3 * G1 + 5 * K4, 3 * G1 + 6 * K4, &mut src, &mut tlb)
-        .unwrap();
+    t.unmap(3 * G1 + 5 * K4, 3 * G1 + 6 * K4, &mut src, &mut tlb).unwrap();
     assert_eq!(t.table_pages(), 4, "one page still mapped");
     assert_eq!(tlb.all, 0);
-    t.unmap(3 * G1 + 6 * K4, 3 * G1 + 7 * K4, &mut src, &mut tlb)
-        .unwrap();
+    t.unmap(3 * G1 + 6 * K4, 3 * G1 + 7 * K4, &mut src, &mut tlb).unwrap();
     assert_eq!(t.table_pages(), 1);
     assert_eq!(tlb.all, 1, "freed tables flush the walk caches");
     assert!(src.outstanding.is_empty(), "every table page went back");
@@ -135,27 +100,14 @@ fn tables_are_freed_when_their_range_empties() {
 
 #[test]
 fn without_memory_nothing_changes() {
-    let (mut t, mut src, mut tlb) = (
-        table(),
-        HeapSource {
-            limit: Some(0),
-            ..Default::default()
-        },
-        FakeTlb::default(),
-    );
-    assert_eq!(
-        t.map(K4, 2 * K4, 0, RW, &mut src, &mut tlb),
-        Err(PgTableError::NoMemory)
-    );
+    let (mut t, mut src, mut tlb) = (table(), HeapSource { limit: Some(0), ..Default::default() }, FakeTlb::default());
+    assert_eq!(t.map(K4, 2 * K4, 0, RW, &mut src, &mut tlb), Err(PgTableError::NoMemory));
     assert!(leaves(&t).is_empty());
     let mut src2 = HeapSource::default();
     t.map(0, M2, 0, RW, &mut src2, &mut tlb).unwrap();
     // Splitting needs a table; none to be had.
     src.limit = Some(0);
-    assert_eq!(
-        t.unmap(K4, 2 * K4, &mut src, &mut tlb),
-        Err(PgTableError::NoMemory)
-    );
+    assert_eq!(t.unmap(K4, 2 * K4, &mut src, &mut tlb), Err(PgTableError::NoMemory));
     assert_eq!(leaves(&t).len(), 1);
 }
 
@@ -194,18 +146,12 @@ impl Model {
         self.intervals = next;
     }
 
-    fn normalised(
-        mut v: Vec<(usize, usize, usize, Stage2Attributes)>,
-    ) -> Vec<(usize, usize, usize, Stage2Attributes)> {
+    fn normalised(mut v: Vec<(usize, usize, usize, Stage2Attributes)>) -> Vec<(usize, usize, usize, Stage2Attributes)> {
         v.sort();
         let mut out: Vec<(usize, usize, usize, Stage2Attributes)> = Vec::new();
         for i in v {
             match out.last_mut() {
-                Some(last)
-                    if last.1 == i.0 && last.2 + (last.1 - last.0) == i.2 && last.3 == i.3 =>
-                {
-                    last.1 = i.1
-                }
+                Some(last) if last.1 == i.0 && last.2 + (last.1 - last.0) == i.2 && last.3 == i.3 => last.1 = i.1,
                 _ => out.push(i),
             }
         }
@@ -268,10 +214,7 @@ fn random_operations_agree_with_the_model() {
         let (lo, hi) = if op % 256 == 0 {
             (0, 4 * G1)
         } else {
-            (
-                (s & !(G1 - 1)).saturating_sub(G1),
-                ((e + G1) & !(G1 - 1)).min(4 * G1),
-            )
+            ((s & !(G1 - 1)).saturating_sub(G1), ((e + G1) & !(G1 - 1)).min(4 * G1))
         };
         let mut got = Vec::new();
         t.for_each_leaf(lo, hi, |l| got.push((l.start, l.end, l.pa, l.attributes)));
@@ -283,11 +226,7 @@ fn random_operations_agree_with_the_model() {
             (w.0, w.1) = (a, b);
         }
         assert_eq!(Model::normalised(got), Model::normalised(want), "{context}");
-        assert_eq!(
-            t.reserve_underflows(),
-            0,
-            "{context}: worst-case estimate too low"
-        );
+        assert_eq!(t.reserve_underflows(), 0, "{context}: worst-case estimate too low");
         if model.intervals.is_empty() {
             assert_eq!(t.table_pages(), 1, "{context}: empty tables left behind");
         }

@@ -10,20 +10,12 @@ pub fn for_each_piece_outside(range: PhysRange, holes: &[PhysRange], mut f: impl
     let mut cursor = range.start;
     while cursor < range.end {
         // The hole that contains the cursor, or else the nearest one after it.
-        let covering = holes
-            .iter()
-            .filter(|h| h.contains(cursor))
-            .map(|h| h.end)
-            .max();
+        let covering = holes.iter().filter(|h| h.contains(cursor)).map(|h| h.end).max();
         if let Some(end) = covering {
             cursor = end;
             continue;
         }
-        let next_hole = holes
-            .iter()
-            .filter(|h| h.start > cursor && h.start < range.end)
-            .map(|h| h.start)
-            .min();
+        let next_hole = holes.iter().filter(|h| h.start > cursor && h.start < range.end).map(|h| h.start).min();
         let end = next_hole.unwrap_or(range.end);
         f(PhysRange { start: cursor, end });
         cursor = end;
@@ -72,22 +64,13 @@ mod tests {
     fn device_blocks_avoid_ram() {
         let ram = [r(0x4000_0000, 0x8000_0000)];
         // The UART's GiB (0..1 GiB) holds no RAM: one 1 GiB block.
-        assert_eq!(
-            device_block_around(0x900_0000, &ram, 1 << 40),
-            Some(r(0, 0x4000_0000))
-        );
+        assert_eq!(device_block_around(0x900_0000, &ram, 1 << 40), Some(r(0, 0x4000_0000)));
         // RAM itself is never device memory.
         assert_eq!(device_block_around(0x4000_1000, &ram, 1 << 40), None);
         // Next to RAM that does not fill its GiB, smaller blocks are used.
         let ram = [r(0x4000_0000, 0x4010_0000)];
-        assert_eq!(
-            device_block_around(0x4020_0000, &ram, 1 << 40),
-            Some(r(0x4020_0000, 0x4040_0000))
-        );
-        assert_eq!(
-            device_block_around(0x4010_0000, &ram, 1 << 40),
-            Some(r(0x4010_0000, 0x4010_1000))
-        );
+        assert_eq!(device_block_around(0x4020_0000, &ram, 1 << 40), Some(r(0x4020_0000, 0x4040_0000)));
+        assert_eq!(device_block_around(0x4010_0000, &ram, 1 << 40), Some(r(0x4010_0000, 0x4010_1000)));
         // Nothing beyond the IPA limit.
         assert_eq!(device_block_around(1 << 40, &[], 1 << 40), None);
     }

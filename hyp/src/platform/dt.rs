@@ -30,13 +30,7 @@ impl<'p, 'a> Bus<'p, 'a> {
     /// The bus of the root node's children.
     pub fn root(root: &FdtNode<'_, 'a>) -> Bus<'p, 'a> {
         let (address_cells, size_cells) = cells_of(root);
-        Bus {
-            address_cells,
-            size_cells,
-            ranges: Some(&[]),
-            parent_address_cells: address_cells,
-            parent: None,
-        }
+        Bus { address_cells, size_cells, ranges: Some(&[]), parent_address_cells: address_cells, parent: None }
     }
 
     /// The bus of `node`'s children, where `node` sits on `self`.
@@ -79,30 +73,20 @@ impl<'p, 'a> Bus<'p, 'a> {
 
     /// The `reg` entries of a node on this bus, translated; `None` entries where the
     /// cells cannot be read or translated.
-    pub fn regs<'s>(
-        &'s self,
-        node: &FdtNode<'_, 'a>,
-    ) -> impl Iterator<Item = Option<(u64, u64)>> + 's
+    pub fn regs<'s>(&'s self, node: &FdtNode<'_, 'a>) -> impl Iterator<Item = Option<(u64, u64)>> + 's
     where
         'a: 's,
     {
         let value = node.property("reg").map(|p| p.value).unwrap_or(&[]);
         let entry_bytes = (self.address_cells + self.size_cells) * 4;
-        value
-            .chunks(entry_bytes.max(4))
-            .filter(move |_| entry_bytes > 0)
-            .map(move |entry| {
-                if entry.len() != entry_bytes {
-                    return None;
-                }
-                let (address, size) = entry.split_at(self.address_cells * 4);
-                let size = if self.size_cells == 0 {
-                    0
-                } else {
-                    read_cells(size)?
-                };
-                Some((self.translate(read_cells(address)?)?, size))
-            })
+        value.chunks(entry_bytes.max(4)).filter(move |_| entry_bytes > 0).map(move |entry| {
+            if entry.len() != entry_bytes {
+                return None;
+            }
+            let (address, size) = entry.split_at(self.address_cells * 4);
+            let size = if self.size_cells == 0 { 0 } else { read_cells(size)? };
+            Some((self.translate(read_cells(address)?)?, size))
+        })
     }
 
     /// The `index`-th `reg` entry, if present and readable.
@@ -111,11 +95,7 @@ impl<'p, 'a> Bus<'p, 'a> {
         let entry_bytes = (self.address_cells + self.size_cells) * 4;
         let entry = value.get(index * entry_bytes..(index + 1) * entry_bytes)?;
         let (address, size) = entry.split_at(self.address_cells * 4);
-        let size = if self.size_cells == 0 {
-            0
-        } else {
-            read_cells(size)?
-        };
+        let size = if self.size_cells == 0 { 0 } else { read_cells(size)? };
         Some((self.translate(read_cells(address)?)?, size))
     }
 }
@@ -123,9 +103,7 @@ impl<'p, 'a> Bus<'p, 'a> {
 /// `#address-cells` and `#size-cells` a node gives its children (spec defaults 2, 1).
 fn cells_of(node: &FdtNode<'_, '_>) -> (usize, usize) {
     let read = |name: &str, default: usize| {
-        node.property(name)
-            .and_then(|p| read_cells(p.value))
-            .map_or(default, |v| v as usize)
+        node.property(name).and_then(|p| read_cells(p.value)).map_or(default, |v| v as usize)
     };
     (read("#address-cells", 2), read("#size-cells", 1))
 }
@@ -157,10 +135,7 @@ pub fn prop_str<'a>(node: &FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {
 /// Whether any string of the node's `compatible` list equals one of `names`.
 pub fn is_compatible(node: &FdtNode<'_, '_>, names: &[&str]) -> bool {
     node.property("compatible").is_some_and(|p| {
-        p.value
-            .split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            .any(|s| names.iter().any(|n| n.as_bytes() == s))
+        p.value.split(|&b| b == 0).filter(|s| !s.is_empty()).any(|s| names.iter().any(|n| n.as_bytes() == s))
     })
 }
 
@@ -172,10 +147,7 @@ mod tests {
     fn read_cells_handles_one_two_and_wide_values() {
         assert_eq!(read_cells(&[0, 0, 0x10, 0]), Some(0x1000));
         assert_eq!(read_cells(&[0, 0, 0, 1, 0, 0, 0, 2]), Some(0x1_0000_0002));
-        assert_eq!(
-            read_cells(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2]),
-            Some(0x1_0000_0002)
-        );
+        assert_eq!(read_cells(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2]), Some(0x1_0000_0002));
         assert_eq!(read_cells(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2]), None);
         assert_eq!(read_cells(&[1, 2, 3]), None);
         assert_eq!(read_cells(&[]), None);

@@ -40,12 +40,7 @@ pub struct Uart {
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum Gic {
     /// GICv2: distributor, CPU interface, and (with virtualization) GICH and GICV.
-    V2 {
-        gicd: PhysRange,
-        gicc: PhysRange,
-        gich: Option<PhysRange>,
-        gicv: Option<PhysRange>,
-    },
+    V2 { gicd: PhysRange, gicc: PhysRange, gich: Option<PhysRange>, gicv: Option<PhysRange> },
     /// GICv3: distributor and the first redistributor region.
     V3 { gicd: PhysRange, gicr: PhysRange },
 }
@@ -123,13 +118,8 @@ pub const SEMIHOSTING_EXIT_ARG: &str = "hyp.exit=semihosting";
 pub const SELFTEST_STACK_GUARD_ARG: &str = "hyp.selftest=stack-guard";
 
 const GIC_V3_COMPATIBLE: &[&str] = &["arm,gic-v3"];
-const GIC_V2_COMPATIBLE: &[&str] = &[
-    "arm,gic-400",
-    "arm,cortex-a15-gic",
-    "arm,cortex-a9-gic",
-    "arm,cortex-a7-gic",
-    "arm,gic-v2",
-];
+const GIC_V2_COMPATIBLE: &[&str] =
+    &["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic", "arm,cortex-a7-gic", "arm,gic-v2"];
 const PL011_COMPATIBLE: &[&str] = &["arm,pl011"];
 
 impl Platform {
@@ -141,10 +131,7 @@ impl Platform {
     /// [`PlatformError::NoMemory`] if it names no RAM.
     pub fn from_fdt(blob: &[u8]) -> Result<Platform, PlatformError> {
         let fdt = Fdt::new(blob).map_err(|_| PlatformError::BadDeviceTree)?;
-        let mut platform = Platform {
-            fdt_size: fdt.total_size(),
-            ..Platform::default()
-        };
+        let mut platform = Platform { fdt_size: fdt.total_size(), ..Platform::default() };
         for reservation in fdt.memory_reservations() {
             let start = reservation.address() as u64;
             if let Some(range) = PhysRange::from_base_size(start, reservation.size() as u64) {
@@ -153,26 +140,18 @@ impl Platform {
         }
         let chosen = fdt.find_node("/chosen");
         if let Some(args) = chosen.as_ref().and_then(|c| dt::prop_str(c, "bootargs")) {
-            platform.semihosting_exit = args
-                .split_ascii_whitespace()
-                .any(|a| a == SEMIHOSTING_EXIT_ARG);
-            platform.selftest_stack_guard = args
-                .split_ascii_whitespace()
-                .any(|a| a == SELFTEST_STACK_GUARD_ARG);
+            platform.semihosting_exit = args.split_ascii_whitespace().any(|a| a == SEMIHOSTING_EXIT_ARG);
+            platform.selftest_stack_guard = args.split_ascii_whitespace().any(|a| a == SELFTEST_STACK_GUARD_ARG);
         }
         let stdout_path = chosen
             .as_ref()
-            .and_then(|c| {
-                dt::prop_str(c, "stdout-path").or_else(|| dt::prop_str(c, "linux,stdout-path"))
-            })
+            .and_then(|c| dt::prop_str(c, "stdout-path").or_else(|| dt::prop_str(c, "linux,stdout-path")))
             .map(|p| p.split(':').next().unwrap_or(p))
             .and_then(|p| resolve_alias(&fdt, p));
 
         let root = fdt.find_node("/").ok_or(PlatformError::BadDeviceTree)?;
         let bus = Bus::root(&root);
-        let mut walker = Walker {
-            platform: &mut platform,
-        };
+        let mut walker = Walker { platform: &mut platform };
         walker.visit_children(&root, &bus, 1, stdout_path);
 
         if platform.ram.is_empty() {
@@ -204,13 +183,7 @@ struct Walker<'p> {
 impl Walker<'_> {
     /// Visits the children of `node`, whose own children sit on `bus`. `stdout` is
     /// the rest of the stdout path if `node` lies on it.
-    fn visit_children(
-        &mut self,
-        node: &FdtNode<'_, '_>,
-        bus: &Bus<'_, '_>,
-        depth: usize,
-        stdout: Option<&str>,
-    ) {
+    fn visit_children(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>, depth: usize, stdout: Option<&str>) {
         if depth > dt::MAX_DEPTH {
             return;
         }
@@ -219,33 +192,20 @@ impl Walker<'_> {
                 let rest = rest.trim_start_matches('/');
                 let (component, remainder) = rest.split_once('/').unwrap_or((rest, ""));
                 let matches = child.name == component
-                    || (!component.contains('@')
-                        && child.name.split('@').next() == Some(component));
+                    || (!component.contains('@') && child.name.split('@').next() == Some(component));
                 matches.then_some(remainder)
             });
             self.visit(&child, bus, depth, on_stdout);
             let child_bus = bus.child_bus(&child);
-            self.visit_children(
-                &child,
-                &child_bus,
-                depth + 1,
-                on_stdout.filter(|r| !r.is_empty()),
-            );
+            self.visit_children(&child, &child_bus, depth + 1, on_stdout.filter(|r| !r.is_empty()));
         }
     }
 
-    fn visit(
-        &mut self,
-        node: &FdtNode<'_, '_>,
-        bus: &Bus<'_, '_>,
-        depth: usize,
-        stdout_rest: Option<&str>,
-    ) {
+    fn visit(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>, depth: usize, stdout_rest: Option<&str>) {
         let name = node.name.split('@').next().unwrap_or(node.name);
         if depth == 1 && dt::prop_str(node, "device_type") == Some("memory") && is_enabled(node) {
             for (base, size) in bus.regs(node).flatten() {
-                if let Some(range) = PhysRange::from_base_size(base, size).filter(|r| !r.is_empty())
-                {
+                if let Some(range) = PhysRange::from_base_size(base, size).filter(|r| !r.is_empty()) {
                     self.platform.ram.push(range);
                 }
             }
@@ -287,30 +247,19 @@ impl Walker<'_> {
             Some("spin-table") => node
                 .property("cpu-release-addr")
                 .and_then(|p| dt::read_cells(p.value))
-                .map_or(EnableMethod::Unknown, |release_address| {
-                    EnableMethod::SpinTable { release_address }
-                }),
+                .map_or(EnableMethod::Unknown, |release_address| EnableMethod::SpinTable { release_address }),
             // The boot CPU often has no enable-method; PSCI is what starts it again.
             None if self.platform.cpus.is_empty() => EnableMethod::Psci,
             _ => EnableMethod::Unknown,
         };
         let _ = bus;
-        self.platform.cpus.push(Cpu {
-            mpidr,
-            enable_method,
-        });
+        self.platform.cpus.push(Cpu { mpidr, enable_method });
     }
 
     fn visit_stdout(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) {
         if dt::is_compatible(node, PL011_COMPATIBLE) {
-            if let Some(regs) = bus
-                .reg(node, 0)
-                .and_then(|(b, s)| PhysRange::from_base_size(b, s.max(0x1000)))
-            {
-                self.platform.uart = Some(Uart {
-                    model: UartModel::Pl011,
-                    regs,
-                });
+            if let Some(regs) = bus.reg(node, 0).and_then(|(b, s)| PhysRange::from_base_size(b, s.max(0x1000))) {
+                self.platform.uart = Some(Uart { model: UartModel::Pl011, regs });
                 return;
             }
         }
@@ -319,30 +268,16 @@ impl Walker<'_> {
 }
 
 fn is_enabled(node: &FdtNode<'_, '_>) -> bool {
-    matches!(
-        dt::prop_str(node, "status"),
-        None | Some("okay") | Some("ok")
-    )
+    matches!(dt::prop_str(node, "status"), None | Some("okay") | Some("ok"))
 }
 
 fn gic_of(node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) -> Option<Gic> {
-    let frame = |i: usize| {
-        bus.reg(node, i)
-            .and_then(|(b, s)| PhysRange::from_base_size(b, s))
-    };
+    let frame = |i: usize| bus.reg(node, i).and_then(|(b, s)| PhysRange::from_base_size(b, s));
     if dt::is_compatible(node, GIC_V3_COMPATIBLE) {
-        return Some(Gic::V3 {
-            gicd: frame(0)?,
-            gicr: frame(1)?,
-        });
+        return Some(Gic::V3 { gicd: frame(0)?, gicr: frame(1)? });
     }
     if dt::is_compatible(node, GIC_V2_COMPATIBLE) {
-        return Some(Gic::V2 {
-            gicd: frame(0)?,
-            gicc: frame(1)?,
-            gich: frame(2),
-            gicv: frame(3),
-        });
+        return Some(Gic::V2 { gicd: frame(0)?, gicc: frame(1)?, gich: frame(2), gicv: frame(3) });
     }
     None
 }
@@ -351,12 +286,7 @@ impl fmt::Display for Gic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Gic::V3 { gicd, gicr } => write!(f, "GICv3 distributor {gicd}, redistributors {gicr}"),
-            Gic::V2 {
-                gicd,
-                gicc,
-                gich,
-                gicv,
-            } => {
+            Gic::V2 { gicd, gicc, gich, gicv } => {
                 write!(f, "GICv2 distributor {gicd}, CPU interface {gicc}")?;
                 match (gich, gicv) {
                     (Some(h), Some(v)) => write!(f, ", GICH {h}, GICV {v}"),
@@ -382,29 +312,11 @@ mod tests {
     fn virt_gicv3_board_is_fully_described() {
         let p = Platform::from_fdt(VIRT_GICV3).expect("parses");
         assert_eq!(p.ram.as_slice(), &[r(0x4000_0000, 0x8000_0000)]);
-        assert_eq!(
-            p.uart,
-            Some(Uart {
-                model: UartModel::Pl011,
-                regs: r(0x900_0000, 0x900_1000)
-            })
-        );
-        assert_eq!(
-            p.gic,
-            Some(Gic::V3 {
-                gicd: r(0x800_0000, 0x801_0000),
-                gicr: r(0x80a_0000, 0x900_0000)
-            })
-        );
+        assert_eq!(p.uart, Some(Uart { model: UartModel::Pl011, regs: r(0x900_0000, 0x900_1000) }));
+        assert_eq!(p.gic, Some(Gic::V3 { gicd: r(0x800_0000, 0x801_0000), gicr: r(0x80a_0000, 0x900_0000) }));
         assert_eq!(p.psci, Some(PsciConduit::Smc));
         assert_eq!(p.cpus.len(), 4);
-        assert_eq!(
-            p.cpus.as_slice()[3],
-            Cpu {
-                mpidr: 3,
-                enable_method: EnableMethod::Psci
-            }
-        );
+        assert_eq!(p.cpus.as_slice()[3], Cpu { mpidr: 3, enable_method: EnableMethod::Psci });
         assert!(!p.semihosting_exit);
         assert!(p.reserved().is_empty());
     }
@@ -414,12 +326,7 @@ mod tests {
         let p = Platform::from_fdt(VIRT_GICV2).expect("parses");
         assert_eq!(p.ram.as_slice(), &[r(0x4000_0000, 0x1_4000_0000)]);
         match p.gic {
-            Some(Gic::V2 {
-                gicd,
-                gicc,
-                gich: Some(_),
-                gicv: Some(_),
-            }) => {
+            Some(Gic::V2 { gicd, gicc, gich: Some(_), gicv: Some(_) }) => {
                 assert_eq!(gicd, r(0x800_0000, 0x801_0000));
                 assert_eq!(gicc, r(0x801_0000, 0x802_0000));
             }
@@ -440,9 +347,6 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_device_tree() {
-        assert_eq!(
-            Platform::from_fdt(&[0u8; 64]).err(),
-            Some(PlatformError::BadDeviceTree)
-        );
+        assert_eq!(Platform::from_fdt(&[0u8; 64]).err(), Some(PlatformError::BadDeviceTree));
     }
 }

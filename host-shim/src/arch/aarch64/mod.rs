@@ -25,9 +25,7 @@ pub unsafe fn probe_read(address: u64) -> u64 {
     let value: u64;
     // SAFETY: The caller guarantees the handler is armed for a fault here; if the
     // load succeeds it only reads.
-    unsafe {
-        asm!("ldr {v}, [{a}]", a = in(reg) address, v = lateout(reg) value, options(nostack, readonly))
-    };
+    unsafe { asm!("ldr {v}, [{a}]", a = in(reg) address, v = lateout(reg) value, options(nostack, readonly)) };
     value
 }
 

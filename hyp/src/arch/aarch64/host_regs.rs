@@ -2,8 +2,8 @@
 //! first entry to the host.
 
 use aarch64_cpu::registers::{
-    Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, HCR_EL2, ID_AA64ISAR1_EL1, ID_AA64PFR0_EL1,
-    MIDR_EL1, MPIDR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
+    Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, HCR_EL2, ID_AA64ISAR1_EL1, ID_AA64PFR0_EL1, MIDR_EL1, MPIDR_EL1,
+    VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use core::arch::asm;
 
@@ -17,8 +17,7 @@ const HCR_PAUTH: u64 = (1 << 40) | (1 << 41);
 
 /// SCTLR_EL1 the host starts with: MMU off, RES1 bits of ARMv8.0 set (as Linux's
 /// INIT_SCTLR_EL1_MMU_OFF), little-endian.
-const SCTLR_EL1_MMU_OFF: u64 =
-    (1 << 11) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 28) | (1 << 29);
+const SCTLR_EL1_MMU_OFF: u64 = (1 << 11) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 28) | (1 << 29);
 
 /// CPTR_EL2 (nVHE layout): RES1 bits 13:12 and 9:0 set, TZ (8) set so SVE traps
 /// (the hyp does not switch SVE state yet), TFP (10) clear: FP/SIMD is the host's.
@@ -34,8 +33,7 @@ pub unsafe fn configure(stage2_root: usize, ipa_bits: u32, pa_range: u64) {
     VTCR_EL2.set(crate::mm::host_stage2::vtcr(ipa_bits, pa_range));
     // VMID 0 is the host's.
     VTTBR_EL2.set(stage2_root as u64);
-    let pauth = ID_AA64ISAR1_EL1.read(ID_AA64ISAR1_EL1::APA) != 0
-        || ID_AA64ISAR1_EL1.read(ID_AA64ISAR1_EL1::API) != 0;
+    let pauth = ID_AA64ISAR1_EL1.read(ID_AA64ISAR1_EL1::APA) != 0 || ID_AA64ISAR1_EL1.read(ID_AA64ISAR1_EL1::API) != 0;
     HCR_EL2.set(HCR_HOST | if pauth { HCR_PAUTH } else { 0 });
     // The host reads its own IDs.
     VMPIDR_EL2.set(MPIDR_EL1.get());
@@ -66,11 +64,6 @@ pub unsafe fn configure(stage2_root: usize, ipa_bits: u32, pa_range: u64) {
             // ICC_SRE_EL2: SRE (0) and Enable (3): EL1 uses the GIC system registers.
             asm!("mrs {t}, icc_sre_el2", "orr {t}, {t}, #1", "orr {t}, {t}, #8", "msr icc_sre_el2, {t}", "isb", t = out(reg) _, options(nostack, preserves_flags));
         }
-        asm!(
-            "tlbi vmalls12e1",
-            "dsb ish",
-            "isb",
-            options(nostack, preserves_flags)
-        );
+        asm!("tlbi vmalls12e1", "dsb ish", "isb", options(nostack, preserves_flags));
     }
 }

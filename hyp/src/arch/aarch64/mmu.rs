@@ -14,15 +14,8 @@ const TCR_EL2_BASE: u64 = (1 << 31) | (1 << 23) | 16 | (1 << 8) | (1 << 10) | (3
 
 /// SCTLR_EL2 with the MMU, D- and I-caches, SP alignment check and WXN on.
 /// RES1 bits (nVHE layout): 4, 5, 11, 16, 18, 22, 23, 28, 29.
-const SCTLR_EL2_RES1: u64 = (1 << 4)
-    | (1 << 5)
-    | (1 << 11)
-    | (1 << 16)
-    | (1 << 18)
-    | (1 << 22)
-    | (1 << 23)
-    | (1 << 28)
-    | (1 << 29);
+const SCTLR_EL2_RES1: u64 =
+    (1 << 4) | (1 << 5) | (1 << 11) | (1 << 16) | (1 << 18) | (1 << 22) | (1 << 23) | (1 << 28) | (1 << 29);
 const SCTLR_EL2_MMU_ON: u64 = SCTLR_EL2_RES1 | 1 /* M */ | (1 << 2) /* C */ | (1 << 3) /* SA */ | (1 << 12) /* I */ | (1 << 19) /* WXN */;
 
 /// The CPU's physical address range as the 3-bit PARange encoding.

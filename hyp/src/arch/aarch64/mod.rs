@@ -9,6 +9,7 @@ pub mod inject;
 pub mod mmu;
 pub mod power;
 pub mod tlb;
+pub mod world;
 
 use core::arch::global_asm;
 
@@ -18,6 +19,13 @@ global_asm!(
     trap_frame_size = const core::mem::size_of::<exception::TrapFrame>(),
     frame_x30 = const core::mem::offset_of!(exception::TrapFrame, regs) + 30 * 8,
     emergency_top = const crate::percpu::EMERGENCY_STACK_TOP_OFFSET,
+    guest_gprs = const crate::percpu::GUEST_GPRS_OFFSET,
+);
+global_asm!(
+    include_str!("switch.S"),
+    guest_gprs = const crate::percpu::GUEST_GPRS_OFFSET,
+    hyp_sp = const crate::percpu::HYP_SP_OFFSET,
+    fp_fpcr = const core::mem::offset_of!(crate::vm::context::FpState, fpcr),
 );
 
 /// Waits for an event forever: the end of every path that cannot go on.

@@ -33,10 +33,6 @@ pub unsafe fn semihosting_exit(status: u32) {
 pub fn firmware_call(use_hvc: bool, function: u32, args: [u64; 3]) -> [u64; 4] {
     let mut args17 = [0u64; 17];
     args17[..3].copy_from_slice(&args);
-    let r = if use_hvc {
-        smccc::hvc64(function, args17)
-    } else {
-        smccc::smc64(function, args17)
-    };
+    let r = if use_hvc { smccc::hvc64(function, args17) } else { smccc::smc64(function, args17) };
     [r[0], r[1], r[2], r[3]]
 }

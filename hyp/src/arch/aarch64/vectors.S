@@ -2,8 +2,9 @@
  * The EL2 exception vector table (VBAR_EL2) and the register save/restore around
  * the Rust trap handlers.
  *
- * Exceptions from a lower EL (the host) run on the current SP_EL2, the per-CPU
- * trap stack the host was entered with. Exceptions taken from EL2 itself are
+ * Exceptions from a lower EL run on the current SP_EL2: the per-CPU trap stack
+ * the host was entered with, or, while a guest runs, the hyp stack below
+ * `__guest_enter`'s frame, from where `guest_exit` (switch.S) returns to it. Exceptions taken from EL2 itself are
  * always fatal: they switch to this CPU's emergency stack (its top is the first
  * word of the PerCpu that TPIDR_EL2 points at) without touching the faulting
  * stack, which may be the one that overflowed.
@@ -12,6 +13,7 @@
 .set TRAP_FRAME_SIZE, {trap_frame_size}  /* size_of::<TrapFrame>() */
 .set FRAME_X30, {frame_x30}              /* offset_of!(TrapFrame, x30) */
 .set PERCPU_EMERGENCY_TOP, {emergency_top}  /* offset_of!(PerCpu, emergency_stack_top) */
+.set PERCPU_GUEST_GPRS, {guest_gprs}        /* offset_of!(PerCpu, guest_gprs) */
 
 .set KIND_SYNC, 0
 .set KIND_IRQ, 1
@@ -114,6 +116,10 @@ el2_fatal_common:
 
 lower_el_common:
     save_frame_rest
+    /* A guest was running: its registers go to its vCPU, back to __guest_enter. */
+    mrs     x2, tpidr_el2
+    ldr     x3, [x2, #PERCPU_GUEST_GPRS]
+    cbnz    x3, guest_exit
     mov     x0, sp
     bl      handle_lower_el_exception
     restore_frame

@@ -1,0 +1,122 @@
+/*
+ * The world switch: entering a guest with its general registers, coming back
+ * when it traps, and saving/restoring FP/SIMD state (the hyp itself never uses
+ * FP/SIMD, so only this code touches those registers).
+ */
+
+.arch_extension fp
+.arch_extension simd
+
+.set PERCPU_GUEST_GPRS, {guest_gprs}    /* offset_of!(PerCpu, guest_gprs) */
+.set PERCPU_HYP_SP, {hyp_sp}            /* offset_of!(PerCpu, hyp_sp) */
+.set FP_FPCR, {fp_fpcr}                 /* offset_of!(FpState, fpcr); fpsr follows */
+
+.section .text.switch, "ax"
+
+/*
+ * u64 __guest_enter(gprs: *mut Gprs)
+ * ELR_EL2, SPSR_EL2, VTTBR_EL2, HCR_EL2 and the guest's EL1 state are set.
+ * Returns the vector kind of the trap that ended the run, with the guest's
+ * x0..x30 saved in *gprs.
+ */
+.global __guest_enter
+__guest_enter:
+    stp     x29, x30, [sp, #-16]!
+    stp     x27, x28, [sp, #-16]!
+    stp     x25, x26, [sp, #-16]!
+    stp     x23, x24, [sp, #-16]!
+    stp     x21, x22, [sp, #-16]!
+    stp     x19, x20, [sp, #-16]!
+    mrs     x1, tpidr_el2
+    mov     x2, sp
+    str     x2, [x1, #PERCPU_HYP_SP]
+    str     x0, [x1, #PERCPU_GUEST_GPRS]
+    ldp     x2, x3, [x0, #16 * 1]
+    ldp     x4, x5, [x0, #16 * 2]
+    ldp     x6, x7, [x0, #16 * 3]
+    ldp     x8, x9, [x0, #16 * 4]
+    ldp     x10, x11, [x0, #16 * 5]
+    ldp     x12, x13, [x0, #16 * 6]
+    ldp     x14, x15, [x0, #16 * 7]
+    ldp     x16, x17, [x0, #16 * 8]
+    ldp     x18, x19, [x0, #16 * 9]
+    ldp     x20, x21, [x0, #16 * 10]
+    ldp     x22, x23, [x0, #16 * 11]
+    ldp     x24, x25, [x0, #16 * 12]
+    ldp     x26, x27, [x0, #16 * 13]
+    ldp     x28, x29, [x0, #16 * 14]
+    ldr     x30, [x0, #16 * 15]
+    ldp     x0, x1, [x0, #16 * 0]
+    eret
+
+/*
+ * From vectors.S: the guest's registers are in the trap frame at sp, x1 = the
+ * vector kind, x2 = this CPU's PerCpu, x3 = the vCPU's Gprs.
+ */
+.global guest_exit
+guest_exit:
+    str     xzr, [x2, #PERCPU_GUEST_GPRS]
+    .irp    pair, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    ldp     x4, x5, [sp, #16 * \pair]
+    stp     x4, x5, [x3, #16 * \pair]
+    .endr
+    ldr     x4, [x2, #PERCPU_HYP_SP]
+    mov     sp, x4
+    mov     x0, x1
+    ldp     x19, x20, [sp], #16
+    ldp     x21, x22, [sp], #16
+    ldp     x23, x24, [sp], #16
+    ldp     x25, x26, [sp], #16
+    ldp     x27, x28, [sp], #16
+    ldp     x29, x30, [sp], #16
+    ret
+
+/* fpsimd_save(state: *mut FpState) */
+.global fpsimd_save
+fpsimd_save:
+    stp     q0, q1, [x0, #32 * 0]
+    stp     q2, q3, [x0, #32 * 1]
+    stp     q4, q5, [x0, #32 * 2]
+    stp     q6, q7, [x0, #32 * 3]
+    stp     q8, q9, [x0, #32 * 4]
+    stp     q10, q11, [x0, #32 * 5]
+    stp     q12, q13, [x0, #32 * 6]
+    stp     q14, q15, [x0, #32 * 7]
+    stp     q16, q17, [x0, #32 * 8]
+    stp     q18, q19, [x0, #32 * 9]
+    stp     q20, q21, [x0, #32 * 10]
+    stp     q22, q23, [x0, #32 * 11]
+    stp     q24, q25, [x0, #32 * 12]
+    stp     q26, q27, [x0, #32 * 13]
+    stp     q28, q29, [x0, #32 * 14]
+    stp     q30, q31, [x0, #32 * 15]
+    mrs     x1, fpcr
+    mrs     x2, fpsr
+    add     x3, x0, #FP_FPCR
+    stp     x1, x2, [x3]
+    ret
+
+/* fpsimd_restore(state: *const FpState) */
+.global fpsimd_restore
+fpsimd_restore:
+    ldp     q0, q1, [x0, #32 * 0]
+    ldp     q2, q3, [x0, #32 * 1]
+    ldp     q4, q5, [x0, #32 * 2]
+    ldp     q6, q7, [x0, #32 * 3]
+    ldp     q8, q9, [x0, #32 * 4]
+    ldp     q10, q11, [x0, #32 * 5]
+    ldp     q12, q13, [x0, #32 * 6]
+    ldp     q14, q15, [x0, #32 * 7]
+    ldp     q16, q17, [x0, #32 * 8]
+    ldp     q18, q19, [x0, #32 * 9]
+    ldp     q20, q21, [x0, #32 * 10]
+    ldp     q22, q23, [x0, #32 * 11]
+    ldp     q24, q25, [x0, #32 * 12]
+    ldp     q26, q27, [x0, #32 * 13]
+    ldp     q28, q29, [x0, #32 * 14]
+    ldp     q30, q31, [x0, #32 * 15]
+    add     x3, x0, #FP_FPCR
+    ldp     x1, x2, [x3]
+    msr     fpcr, x1
+    msr     fpsr, x2
+    ret

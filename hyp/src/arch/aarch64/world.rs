@@ -1,0 +1,193 @@
+//! Running a vCPU: switching the EL1 state, FP/SIMD and the EL2 controls from the
+//! host to the guest and back around `__guest_enter` (switch.S).
+//!
+//! FP/SIMD is switched eagerly on every entry and exit. Lazy switching (trapping
+//! the first FP use with CPTR_EL2.TFP) saves the 64 loads and stores when a guest
+//! exits without touching FP, but costs a trap when it does, and the bookkeeping
+//! of which context owns the registers; eager is the simple, always-correct
+//! choice until the benchmarks say otherwise.
+
+use crate::esr::Esr;
+use crate::vm::context::{El1Sysregs, FpState, Gprs, VcpuContext};
+use crate::vm::guest_trap::GuestTrap;
+use core::arch::asm;
+
+extern "C" {
+    fn __guest_enter(gprs: *mut Gprs) -> u64;
+    fn fpsimd_save(state: *mut FpState);
+    fn fpsimd_restore(state: *const FpState);
+}
+
+/// HCR_EL2 while a guest runs: VM (0) stage-2; SWIO (1); FMO, IMO, AMO (3..5)
+/// physical interrupts and SErrors to EL2, so the host gets its CPU back; FB (9)
+/// and BSU = inner shareable (10); TWI, TWE (13, 14) trap WFI/WFE; TIDCP (20)
+/// implementation-defined registers; TSC (19) trap SMC; TACR (21) ACTLR; TSW (22)
+/// set/way cache maintenance; TPCP (23), TPU (24) cache maintenance to PoC/PoU
+/// by VA... left to the guest (not set: they are safe with stage-2 in place);
+/// RW (31) EL1 is AArch64.
+const HCR_GUEST: u64 = 1
+    | 1 << 1
+    | 1 << 3
+    | 1 << 4
+    | 1 << 5
+    | 1 << 9
+    | 1 << 10
+    | 1 << 13
+    | 1 << 14
+    | 1 << 19
+    | 1 << 20
+    | 1 << 21
+    | 1 << 22
+    | 1 << 31;
+
+/// MDCR_EL2 bits for guests: TPMCR (5) and TPM (6) trap the PMU; TDA (9),
+/// TDOSA (10) and TDRA (11) trap the debug registers. HPMN comes from PMCR_EL0.N.
+const MDCR_GUEST_TRAPS: u64 = 1 << 5 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11;
+
+/// CNTHCTL_EL2 for guests: EL1PCTEN (0) the physical counter is readable; EL1PCEN
+/// (1) clear, the physical timer traps (guests use the virtual timer).
+const CNTHCTL_GUEST: u64 = 1;
+
+macro_rules! read_sysreg {
+    ($name:literal) => {{
+        let value: u64;
+        // SAFETY: Reading an EL1/EL2 system register at EL2 has no side effect.
+        unsafe { asm!(concat!("mrs {}, ", $name), out(reg) value, options(nomem, nostack, preserves_flags)) };
+        value
+    }};
+}
+
+macro_rules! write_sysreg {
+    ($name:literal, $value:expr) => {{
+        let value: u64 = $value;
+        // SAFETY: The register belongs to the EL1 context being switched (or an
+        // EL2 control the world switch owns); the caller restores it on the way back.
+        unsafe { asm!(concat!("msr ", $name, ", {}"), in(reg) value, options(nomem, nostack, preserves_flags)) };
+    }};
+}
+
+fn save_el1(regs: &mut El1Sysregs) {
+    regs.sctlr = read_sysreg!("sctlr_el1");
+    regs.ttbr0 = read_sysreg!("ttbr0_el1");
+    regs.ttbr1 = read_sysreg!("ttbr1_el1");
+    regs.tcr = read_sysreg!("tcr_el1");
+    regs.mair = read_sysreg!("mair_el1");
+    regs.amair = read_sysreg!("amair_el1");
+    regs.vbar = read_sysreg!("vbar_el1");
+    regs.contextidr = read_sysreg!("contextidr_el1");
+    regs.tpidr_el0 = read_sysreg!("tpidr_el0");
+    regs.tpidrro_el0 = read_sysreg!("tpidrro_el0");
+    regs.tpidr_el1 = read_sysreg!("tpidr_el1");
+    regs.sp_el0 = read_sysreg!("sp_el0");
+    regs.sp_el1 = read_sysreg!("sp_el1");
+    regs.elr_el1 = read_sysreg!("elr_el1");
+    regs.spsr_el1 = read_sysreg!("spsr_el1");
+    regs.esr_el1 = read_sysreg!("esr_el1");
+    regs.far_el1 = read_sysreg!("far_el1");
+    regs.afsr0 = read_sysreg!("afsr0_el1");
+    regs.afsr1 = read_sysreg!("afsr1_el1");
+    regs.par = read_sysreg!("par_el1");
+    regs.cpacr = read_sysreg!("cpacr_el1");
+    regs.cntkctl = read_sysreg!("cntkctl_el1");
+    regs.csselr = read_sysreg!("csselr_el1");
+    regs.mdscr = read_sysreg!("mdscr_el1");
+    regs.cntv_ctl = read_sysreg!("cntv_ctl_el0");
+    regs.cntv_cval = read_sysreg!("cntv_cval_el0");
+}
+
+fn restore_el1(regs: &El1Sysregs) {
+    write_sysreg!("sctlr_el1", regs.sctlr);
+    write_sysreg!("ttbr0_el1", regs.ttbr0);
+    write_sysreg!("ttbr1_el1", regs.ttbr1);
+    write_sysreg!("tcr_el1", regs.tcr);
+    write_sysreg!("mair_el1", regs.mair);
+    write_sysreg!("amair_el1", regs.amair);
+    write_sysreg!("vbar_el1", regs.vbar);
+    write_sysreg!("contextidr_el1", regs.contextidr);
+    write_sysreg!("tpidr_el0", regs.tpidr_el0);
+    write_sysreg!("tpidrro_el0", regs.tpidrro_el0);
+    write_sysreg!("tpidr_el1", regs.tpidr_el1);
+    write_sysreg!("sp_el0", regs.sp_el0);
+    write_sysreg!("sp_el1", regs.sp_el1);
+    write_sysreg!("elr_el1", regs.elr_el1);
+    write_sysreg!("spsr_el1", regs.spsr_el1);
+    write_sysreg!("esr_el1", regs.esr_el1);
+    write_sysreg!("far_el1", regs.far_el1);
+    write_sysreg!("afsr0_el1", regs.afsr0);
+    write_sysreg!("afsr1_el1", regs.afsr1);
+    write_sysreg!("par_el1", regs.par);
+    write_sysreg!("cpacr_el1", regs.cpacr);
+    write_sysreg!("cntkctl_el1", regs.cntkctl);
+    write_sysreg!("csselr_el1", regs.csselr);
+    write_sysreg!("mdscr_el1", regs.mdscr);
+    write_sysreg!("cntv_cval_el0", regs.cntv_cval);
+    write_sysreg!("cntv_ctl_el0", regs.cntv_ctl);
+}
+
+/// The host's EL1 and FP state while a guest runs.
+#[derive(Default)]
+struct HostState {
+    sysregs: El1Sysregs,
+    fp: FpState,
+    hcr: u64,
+    vttbr: u64,
+    mdcr: u64,
+    cnthctl: u64,
+}
+
+/// Runs `ctx` on this CPU behind the stage-2 `vttbr` (root | VMID << 48) until
+/// it traps, and returns what trapped. The host's EL1, FP/SIMD and EL2 controls
+/// are as they were on return.
+pub fn run_guest(ctx: &mut VcpuContext, vttbr: u64) -> GuestTrap {
+    let mut host = HostState {
+        hcr: read_sysreg!("hcr_el2"),
+        vttbr: read_sysreg!("vttbr_el2"),
+        mdcr: read_sysreg!("mdcr_el2"),
+        cnthctl: read_sysreg!("cnthctl_el2"),
+        ..HostState::default()
+    };
+    save_el1(&mut host.sysregs);
+    // SAFETY: `host.fp` is a valid FpState to write.
+    unsafe { fpsimd_save(&mut host.fp) };
+
+    restore_el1(&ctx.sysregs);
+    // SAFETY: `ctx.fp` is a valid FpState to read.
+    unsafe { fpsimd_restore(&ctx.fp) };
+    write_sysreg!("vttbr_el2", vttbr);
+    write_sysreg!("hcr_el2", HCR_GUEST);
+    write_sysreg!("mdcr_el2", (host.mdcr & 0x1f) | MDCR_GUEST_TRAPS);
+    write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
+    write_sysreg!("elr_el2", ctx.pc);
+    write_sysreg!("spsr_el2", ctx.pstate);
+    // SAFETY: Barrier only.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) };
+
+    // SAFETY: The EL2 controls and the guest's EL1 state are in place; the
+    // registers come from (and go back to) `ctx.gprs`, which outlives the call.
+    let kind = unsafe { __guest_enter(&mut ctx.gprs) };
+
+    ctx.pc = read_sysreg!("elr_el2");
+    ctx.pstate = read_sysreg!("spsr_el2");
+    let esr = read_sysreg!("esr_el2");
+    let far = read_sysreg!("far_el2");
+    let hpfar = read_sysreg!("hpfar_el2");
+    save_el1(&mut ctx.sysregs);
+    // SAFETY: As above.
+    unsafe { fpsimd_save(&mut ctx.fp) };
+
+    write_sysreg!("hcr_el2", host.hcr);
+    write_sysreg!("vttbr_el2", host.vttbr);
+    write_sysreg!("mdcr_el2", host.mdcr);
+    write_sysreg!("cnthctl_el2", host.cnthctl);
+    // The guest's virtual timer must not fire for the host.
+    write_sysreg!("cntv_ctl_el0", 0);
+    restore_el1(&host.sysregs);
+    // SAFETY: As above.
+    unsafe { fpsimd_restore(&host.fp) };
+    // SAFETY: Barrier only.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) };
+
+    // HPFAR_EL2.FIPA is IPA[51:12]; the page offset comes from FAR.
+    let ipa = ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (far & 0xfff);
+    GuestTrap { kind, esr: Esr(esr), far, ipa }
+}

@@ -1,0 +1,82 @@
+//! A vCPU's saved state. The layouts are read by the world-switch assembly
+//! (`arch/aarch64/switch.S`), which pins them with the assertions below.
+
+/// General registers x0..x30 (index 31 is padding), in `TrapFrame` order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Gprs {
+    pub x: [u64; 32],
+}
+
+/// The EL1 system registers of a guest, switched on every entry and exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct El1Sysregs {
+    pub sctlr: u64,
+    pub ttbr0: u64,
+    pub ttbr1: u64,
+    pub tcr: u64,
+    pub mair: u64,
+    pub amair: u64,
+    pub vbar: u64,
+    pub contextidr: u64,
+    pub tpidr_el0: u64,
+    pub tpidrro_el0: u64,
+    pub tpidr_el1: u64,
+    pub sp_el0: u64,
+    pub sp_el1: u64,
+    pub elr_el1: u64,
+    pub spsr_el1: u64,
+    pub esr_el1: u64,
+    pub far_el1: u64,
+    pub afsr0: u64,
+    pub afsr1: u64,
+    pub par: u64,
+    pub cpacr: u64,
+    pub cntkctl: u64,
+    pub csselr: u64,
+    pub mdscr: u64,
+    pub cntv_ctl: u64,
+    pub cntv_cval: u64,
+}
+
+/// FP/SIMD state: q0..q31, FPCR, FPSR.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct FpState {
+    pub q: [u128; 32],
+    pub fpcr: u64,
+    pub fpsr: u64,
+}
+
+/// SCTLR_EL1 of a vCPU out of reset: MMU and caches off, RES1 bits set.
+pub const SCTLR_EL1_RESET: u64 = (1 << 11) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 28) | (1 << 29);
+/// PSTATE of a vCPU at its entry: EL1h with D, A, I, F masked.
+pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
+
+/// Everything a vCPU is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct VcpuContext {
+    pub gprs: Gprs,
+    pub pc: u64,
+    pub pstate: u64,
+    pub sysregs: El1Sysregs,
+    pub fp: FpState,
+}
+
+impl VcpuContext {
+    /// A vCPU that starts at `pc` with `x0`, MMU off, at EL1h, interrupts masked.
+    pub fn at_entry(pc: u64, x0: u64) -> VcpuContext {
+        let mut ctx = VcpuContext { pc, pstate: PSTATE_EL1H_MASKED, ..VcpuContext::default() };
+        ctx.gprs.x[0] = x0;
+        ctx.sysregs.sctlr = SCTLR_EL1_RESET;
+        ctx
+    }
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Gprs>() == 256);
+    assert!(core::mem::size_of::<FpState>() == 32 * 16 + 16);
+    assert!(core::mem::offset_of!(FpState, fpcr) == 512);
+};

@@ -1,0 +1,160 @@
+//! Decisions about guest exits, kept apart from the registers they come from so
+//! that they can be tested: which guest calls the hyp answers itself, and how a
+//! stage-2 data abort decodes into an MMIO access.
+
+#![forbid(unsafe_code)]
+
+use crate::esr::Esr;
+use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
+use smccc::psci::{PSCI_FEATURES, PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_VERSION};
+
+/// SMCCC / PSCI NOT_SUPPORTED.
+pub const NOT_SUPPORTED: u64 = -1i64 as u64;
+/// PSCI 1.1, the version the hyp offers its guests.
+pub const PSCI_VERSION_1_1: u64 = 0x1_0001;
+/// SMCCC 1.1.
+pub const SMCCC_VERSION_1_1: u64 = 0x1_0001;
+
+/// What to do with a guest's HVC (or trapped SMC).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum GuestCall {
+    /// Answer in the guest's x0 and resume it.
+    Return(u64),
+    /// The guest turns its VM off.
+    SystemOff,
+    /// The guest resets its VM.
+    SystemReset,
+    /// Leave it to the host (standard hypervisor service calls, owner 5).
+    Host,
+}
+
+/// Decides a guest call by function ID (`x0`) and first argument (`x1`).
+pub fn guest_call(function_id: u64, arg: u64) -> GuestCall {
+    let Ok(id) = u32::try_from(function_id) else {
+        return GuestCall::Return(NOT_SUPPORTED);
+    };
+    match id {
+        PSCI_VERSION => GuestCall::Return(PSCI_VERSION_1_1),
+        SMCCC_VERSION => GuestCall::Return(SMCCC_VERSION_1_1),
+        PSCI_FEATURES => {
+            let known = [PSCI_VERSION, PSCI_FEATURES, PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, SMCCC_VERSION];
+            let supported = u32::try_from(arg).is_ok_and(|f| known.contains(&f));
+            GuestCall::Return(if supported { 0 } else { NOT_SUPPORTED })
+        }
+        SMCCC_ARCH_FEATURES => {
+            let supported = arg == u64::from(SMCCC_VERSION) || arg == u64::from(SMCCC_ARCH_FEATURES);
+            GuestCall::Return(if supported { 0 } else { NOT_SUPPORTED })
+        }
+        PSCI_SYSTEM_OFF => GuestCall::SystemOff,
+        PSCI_SYSTEM_RESET => GuestCall::SystemReset,
+        _ if (id >> 24) & 0x3f == 5 => GuestCall::Host,
+        _ => GuestCall::Return(NOT_SUPPORTED),
+    }
+}
+
+/// A decoded load or store to emulate (from a data abort with a valid syndrome).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct MmioAccess {
+    pub size_bytes: u8,
+    pub write: bool,
+    /// Transfer register (31 means xzr/wzr).
+    pub register: u8,
+    /// Sign-extend a load.
+    pub sign_extend: bool,
+    /// The register is 64-bit (else 32-bit, upper half zeroed).
+    pub sixty_four: bool,
+}
+
+/// Decodes a data abort's ISS into an access, when the syndrome is valid (ISV)
+/// and describes a plain load or store (not an acquire/release pair, not a
+/// cache maintenance or stage-1 walk abort).
+pub fn decode_mmio(esr: Esr) -> Option<MmioAccess> {
+    let iss = u64::from(esr.iss());
+    let isv = iss & (1 << 24) != 0;
+    let cache_maintenance = iss & (1 << 8) != 0;
+    if !isv || cache_maintenance || esr.is_stage1_walk() {
+        return None;
+    }
+    Some(MmioAccess {
+        size_bytes: 1 << ((iss >> 22) & 3),
+        write: esr.is_write(),
+        register: ((iss >> 16) & 0x1f) as u8,
+        sign_extend: iss & (1 << 21) != 0,
+        sixty_four: iss & (1 << 15) != 0,
+    })
+}
+
+/// The value a load of `access` puts in its register, given what the device read.
+pub fn load_value(access: MmioAccess, data: u64) -> u64 {
+    let bits = u32::from(access.size_bytes) * 8;
+    let mask = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    let mut value = data & mask;
+    if access.sign_extend && bits < 64 && value & (1 << (bits - 1)) != 0 {
+        value |= !mask;
+    }
+    if !access.sixty_four {
+        value &= 0xffff_ffff;
+    }
+    value
+}
+
+/// The value a store of `access` writes, from its register's content.
+pub fn store_value(access: MmioAccess, register_value: u64) -> u64 {
+    let bits = u32::from(access.size_bytes) * 8;
+    if bits >= 64 {
+        register_value
+    } else {
+        register_value & ((1u64 << bits) - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hyp_answers_psci_and_smccc_queries() {
+        assert_eq!(guest_call(PSCI_VERSION.into(), 0), GuestCall::Return(PSCI_VERSION_1_1));
+        assert_eq!(guest_call(SMCCC_VERSION.into(), 0), GuestCall::Return(SMCCC_VERSION_1_1));
+        assert_eq!(guest_call(PSCI_FEATURES.into(), PSCI_SYSTEM_OFF.into()), GuestCall::Return(0));
+        assert_eq!(guest_call(PSCI_FEATURES.into(), 0xC400_0003), GuestCall::Return(NOT_SUPPORTED));
+        assert_eq!(guest_call(SMCCC_ARCH_FEATURES.into(), 0x8000_8000), GuestCall::Return(NOT_SUPPORTED));
+        assert_eq!(guest_call(PSCI_SYSTEM_OFF.into(), 0), GuestCall::SystemOff);
+        assert_eq!(guest_call(PSCI_SYSTEM_RESET.into(), 0), GuestCall::SystemReset);
+    }
+
+    #[test]
+    fn unknown_calls_are_not_supported_and_standard_hyp_calls_go_to_the_host() {
+        assert_eq!(guest_call(0xC600_1000, 0), GuestCall::Return(NOT_SUPPORTED), "host ABI is not for guests");
+        assert_eq!(guest_call(0x1234, 0), GuestCall::Return(NOT_SUPPORTED));
+        assert_eq!(guest_call(u64::MAX, 0), GuestCall::Return(NOT_SUPPORTED));
+        assert_eq!(guest_call(0xC500_0001, 0), GuestCall::Host);
+    }
+
+    #[test]
+    fn data_aborts_decode_into_accesses() {
+        // strb w1, [x0]: ISV, SAS 0, SRT 1, WnR, EC 0x24.
+        let strb = Esr((0x24 << 26) | (1 << 25) | (1 << 24) | (1 << 16) | (1 << 6) | 0x7);
+        assert_eq!(
+            decode_mmio(strb),
+            Some(MmioAccess { size_bytes: 1, write: true, register: 1, sign_extend: false, sixty_four: false })
+        );
+        // ldrsh x3, [x0]: SAS 1, SSE, SF, SRT 3.
+        let ldrsh = Esr((0x24 << 26) | (1 << 25) | (1 << 24) | (1 << 22) | (1 << 21) | (3 << 16) | (1 << 15) | 0x7);
+        let access = decode_mmio(ldrsh).unwrap();
+        assert_eq!(load_value(access, 0x8001), 0xffff_ffff_ffff_8001);
+        // No valid syndrome: cannot be emulated.
+        assert_eq!(decode_mmio(Esr((0x24 << 26) | 0x7)), None);
+    }
+
+    #[test]
+    fn loads_and_stores_truncate_and_extend() {
+        let byte = MmioAccess { size_bytes: 1, write: false, register: 0, sign_extend: false, sixty_four: false };
+        assert_eq!(load_value(byte, 0x1ff), 0xff);
+        assert_eq!(store_value(byte, 0x1234), 0x34);
+        let word = MmioAccess { size_bytes: 4, sign_extend: true, sixty_four: false, ..byte };
+        assert_eq!(load_value(word, 0x8000_0000), 0x8000_0000, "32-bit register: upper half zero");
+        let dword = MmioAccess { size_bytes: 8, ..byte };
+        assert_eq!(store_value(dword, u64::MAX), u64::MAX);
+    }
+}

@@ -1,0 +1,249 @@
+//! What a guest's trap turns into: resumed in the hyp, or an exit to the host.
+//! Works on the saved vCPU context only, so it is tested on the host.
+
+#![forbid(unsafe_code)]
+
+use crate::esr::{Esr, ExceptionClass};
+use crate::vm::context::{VcpuContext, PSTATE_EL1H_MASKED};
+use crate::vm::exit::{decode_mmio, guest_call, store_value, GuestCall, MmioAccess, NOT_SUPPORTED};
+use hyp_abi::Exit;
+
+/// One trap, as the world switch saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestTrap {
+    /// Vector kind: 0 synchronous, 1 IRQ, 2 FIQ, 3 SError.
+    pub kind: u64,
+    pub esr: Esr,
+    /// FAR_EL2 (the guest VA of an abort).
+    pub far: u64,
+    /// The faulting IPA of a stage-2 abort.
+    pub ipa: u64,
+}
+
+/// What to do after a trap.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Outcome {
+    /// Enter the guest again.
+    Resume,
+    /// Enter the guest again, at its exception vector (an exception was injected).
+    Injected,
+    /// Return to the host with this exit; `pending_read` is an MMIO load the host
+    /// must answer in its next run.
+    ToHost { exit: Exit, pending_read: Option<MmioAccess> },
+}
+
+/// Synchronous external abort fault status.
+const FSC_EXTERNAL_ABORT: u64 = 0x10;
+
+/// Makes the guest take a synchronous exception with `esr` (and `far`) at its
+/// EL1 vector, as the architecture would have.
+pub fn inject(ctx: &mut VcpuContext, esr: u64, far: Option<u64>) {
+    let from_el0 = (ctx.pstate >> 2) & 3 == 0;
+    let aarch32 = ctx.pstate & (1 << 4) != 0;
+    let sp_elx = ctx.pstate & 1 != 0;
+    let offset = match (aarch32, from_el0, sp_elx) {
+        (true, _, _) => 0x600,
+        (false, true, _) => 0x400,
+        (false, false, false) => 0x000,
+        (false, false, true) => 0x200,
+    };
+    ctx.sysregs.esr_el1 = esr;
+    if let Some(far) = far {
+        ctx.sysregs.far_el1 = far;
+    }
+    ctx.sysregs.elr_el1 = ctx.pc;
+    ctx.sysregs.spsr_el1 = ctx.pstate;
+    ctx.pc = ctx.sysregs.vbar.wrapping_add(offset);
+    ctx.pstate = PSTATE_EL1H_MASKED;
+}
+
+/// Injects a synchronous external abort for the access of `trap`.
+pub fn inject_abort(ctx: &mut VcpuContext, trap: &GuestTrap) {
+    let same_el = (ctx.pstate >> 2) & 3 == 1;
+    let instruction = trap.esr.class() == ExceptionClass::InstructionAbortLower;
+    let class: u64 = match (instruction, same_el) {
+        (false, true) => 0x25,
+        (false, false) => 0x24,
+        (true, true) => 0x21,
+        (true, false) => 0x20,
+    };
+    let wnr = if trap.esr.is_write() && !instruction { 1 << 6 } else { 0 };
+    inject(ctx, (class << 26) | (1 << 25) | wnr | FSC_EXTERNAL_ABORT, Some(trap.far));
+}
+
+/// Injects an UNDEFINED exception (EC 0).
+pub fn inject_undefined(ctx: &mut VcpuContext) {
+    inject(ctx, 1 << 25, None);
+}
+
+/// Handles `trap` on `ctx`. `is_memory(ipa)` says whether the IPA is the guest's
+/// memory (then a stage-2 fault there is not MMIO).
+pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, is_memory: impl Fn(u64) -> bool) -> Outcome {
+    if trap.kind != 0 {
+        // An interrupt (or SError) for the host: give the CPU back.
+        return Outcome::ToHost { exit: Exit::Interrupted, pending_read: None };
+    }
+    let step = |ctx: &mut VcpuContext| ctx.pc = ctx.pc.wrapping_add(4);
+    match trap.esr.class() {
+        ExceptionClass::Hvc64 | ExceptionClass::Smc64 => {
+            // HVC returns past itself; a trapped SMC returns to itself.
+            if trap.esr.class() == ExceptionClass::Smc64 {
+                step(ctx);
+            }
+            let (function, arg) = (ctx.gprs.x[0], ctx.gprs.x[1]);
+            if trap.esr.immediate() != 0 {
+                ctx.gprs.x[0] = NOT_SUPPORTED;
+                return Outcome::Resume;
+            }
+            match guest_call(function, arg) {
+                GuestCall::Return(value) => {
+                    ctx.gprs.x[0] = value;
+                    Outcome::Resume
+                }
+                GuestCall::SystemOff => Outcome::ToHost { exit: Exit::SystemOff, pending_read: None },
+                GuestCall::SystemReset => Outcome::ToHost { exit: Exit::SystemReset, pending_read: None },
+                GuestCall::Host => Outcome::ToHost { exit: Exit::Hypercall { function, arg }, pending_read: None },
+            }
+        }
+        ExceptionClass::WfiWfe => {
+            step(ctx);
+            Outcome::ToHost { exit: Exit::Wfi, pending_read: None }
+        }
+        ExceptionClass::DataAbortLower => {
+            let translation = matches!(trap.esr.fault_status(), 0x04..=0x07);
+            match decode_mmio(trap.esr) {
+                Some(access) if translation && !is_memory(trap.ipa) => {
+                    if access.write {
+                        let reg = usize::from(access.register);
+                        let value = if reg == 31 { 0 } else { store_value(access, ctx.gprs.x[reg]) };
+                        step(ctx);
+                        let exit = Exit::Mmio { ipa: trap.ipa, size_bytes: access.size_bytes, write: true, value };
+                        Outcome::ToHost { exit, pending_read: None }
+                    } else {
+                        let exit = Exit::Mmio { ipa: trap.ipa, size_bytes: access.size_bytes, write: false, value: 0 };
+                        Outcome::ToHost { exit, pending_read: Some(access) }
+                    }
+                }
+                _ => {
+                    inject_abort(ctx, &trap);
+                    Outcome::Injected
+                }
+            }
+        }
+        ExceptionClass::InstructionAbortLower => {
+            inject_abort(ctx, &trap);
+            Outcome::Injected
+        }
+        _ => {
+            inject_undefined(ctx);
+            Outcome::Injected
+        }
+    }
+}
+
+/// Completes an MMIO load with the host's `data`: the register gets it, the
+/// guest moves past the load.
+pub fn complete_read(ctx: &mut VcpuContext, access: MmioAccess, data: u64) {
+    let reg = usize::from(access.register);
+    if reg != 31 {
+        ctx.gprs.x[reg] = crate::vm::exit::load_value(access, data);
+    }
+    ctx.pc = ctx.pc.wrapping_add(4);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trap(esr: u64, ipa: u64) -> GuestTrap {
+        GuestTrap { kind: 0, esr: Esr(esr), far: ipa, ipa }
+    }
+
+    fn ctx() -> VcpuContext {
+        let mut c = VcpuContext::at_entry(0x8000_0000, 0);
+        c.sysregs.vbar = 0x8000_1000;
+        c
+    }
+
+    #[test]
+    fn psci_version_is_answered_without_the_host() {
+        let mut c = ctx();
+        c.gprs.x[0] = 0x8400_0000;
+        assert_eq!(handle(&mut c, trap(0x16 << 26 | 1 << 25, 0), |_| false), Outcome::Resume);
+        assert_eq!(c.gprs.x[0], 0x1_0001);
+        assert_eq!(c.pc, 0x8000_0000, "HVC already returns past itself");
+    }
+
+    #[test]
+    fn smc_is_stepped_over_and_unknown_calls_fail() {
+        let mut c = ctx();
+        c.gprs.x[0] = 0xC200_0000;
+        assert_eq!(handle(&mut c, trap(0x17 << 26 | 1 << 25, 0), |_| false), Outcome::Resume);
+        assert_eq!(c.gprs.x[0], NOT_SUPPORTED);
+        assert_eq!(c.pc, 0x8000_0004);
+    }
+
+    #[test]
+    fn system_off_goes_to_the_host() {
+        let mut c = ctx();
+        c.gprs.x[0] = 0x8400_0008;
+        assert_eq!(
+            handle(&mut c, trap(0x16 << 26, 0), |_| false),
+            Outcome::ToHost { exit: Exit::SystemOff, pending_read: None }
+        );
+    }
+
+    #[test]
+    fn mmio_writes_exit_with_the_value_and_reads_wait_for_the_host() {
+        let mut c = ctx();
+        c.gprs.x[1] = 0x1_2341;
+        // strb w1, [x0] at IPA 0x900_0000.
+        let strb = 0x24 << 26 | 1 << 25 | 1 << 24 | 1 << 16 | 1 << 6 | 0x7;
+        let out = handle(&mut c, trap(strb, 0x900_0000), |_| false);
+        assert_eq!(
+            out,
+            Outcome::ToHost {
+                exit: Exit::Mmio { ipa: 0x900_0000, size_bytes: 1, write: true, value: 0x41 },
+                pending_read: None
+            }
+        );
+        assert_eq!(c.pc, 0x8000_0004);
+        // ldr w2, [x0, #0x18].
+        let ldr = 0x24 << 26 | 1 << 25 | 1 << 24 | 2 << 22 | 2 << 16 | 0x7;
+        let Outcome::ToHost { exit, pending_read: Some(access) } = handle(&mut c, trap(ldr, 0x900_0018), |_| false)
+        else {
+            panic!("read must wait for the host");
+        };
+        assert_eq!(exit, Exit::Mmio { ipa: 0x900_0018, size_bytes: 4, write: false, value: 0 });
+        assert_eq!(c.pc, 0x8000_0004, "not past the load until it completes");
+        complete_read(&mut c, access, 0xffff_ffff_0000_0090);
+        assert_eq!((c.gprs.x[2], c.pc), (0x90, 0x8000_0008));
+    }
+
+    #[test]
+    fn undecodable_or_memory_faults_inject_an_abort() {
+        let mut c = ctx();
+        let no_isv = 0x24 << 26 | 1 << 25 | 0x7;
+        assert_eq!(handle(&mut c, trap(no_isv, 0x900_0000), |_| false), Outcome::Injected);
+        assert_eq!(c.pc, 0x8000_1200, "current EL, SPx vector");
+        assert_eq!(c.sysregs.esr_el1 >> 26, 0x25);
+        assert_eq!(c.sysregs.esr_el1 & 0x3f, 0x10);
+        assert_eq!(c.sysregs.elr_el1, 0x8000_0000);
+        assert_eq!(c.sysregs.far_el1, 0x900_0000);
+        let mut c = ctx();
+        let with_isv_on_memory = 0x24 << 26 | 1 << 25 | 1 << 24 | 0x7;
+        assert_eq!(handle(&mut c, trap(with_isv_on_memory, 0x4000), |_| true), Outcome::Injected);
+        assert_eq!(c.sysregs.esr_el1 >> 26, 0x25);
+    }
+
+    #[test]
+    fn other_traps_are_undefined_and_interrupts_go_home() {
+        let mut c = ctx();
+        assert_eq!(handle(&mut c, trap(0x18 << 26 | 1 << 25, 0), |_| false), Outcome::Injected);
+        assert_eq!((c.sysregs.esr_el1 >> 26, c.pc), (0, 0x8000_1200));
+        let mut c = ctx();
+        let irq = GuestTrap { kind: 1, ..trap(0, 0) };
+        assert_eq!(handle(&mut c, irq, |_| false), Outcome::ToHost { exit: Exit::Interrupted, pending_read: None });
+        assert_eq!(c.pc, 0x8000_0000);
+    }
+}

@@ -1,0 +1,371 @@
+//! The VM table: per-VM state behind handles that carry a generation, so that a
+//! stale or forged handle finds no VM (never another one). A VM's id (its slot
+//! number + 1) names it in the page records and is its VMID; VMID 0 is the host's.
+
+use crate::mm::memory::{Env, Guest, MemoryState};
+use crate::mm::ownership::VmId;
+use crate::mm::pgtable::{PageSource, PgTable, TlbMaintenance};
+use crate::vm::context::VcpuContext;
+use crate::vm::exit::MmioAccess;
+use aarch64_paging::paging::Stage2;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use hyp_abi::{HypError, VcpuReg, VmType, MAX_VCPUS_PER_VM};
+
+/// Most VMs alive at once.
+pub const MAX_VMS: usize = 64;
+
+/// One vCPU.
+pub struct Vcpu {
+    /// Boxed so that its address stays put while the world switch uses it.
+    pub ctx: Box<VcpuContext>,
+    pub initialized: bool,
+    /// Running on some CPU right now.
+    pub running: bool,
+    /// An MMIO load waiting for the host's value.
+    pub pending_read: Option<MmioAccess>,
+}
+
+/// Lifecycle of a VM.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum VmState {
+    Alive,
+    /// Ended by a fatal guest fault: never runs again, can be torn down.
+    Crashed,
+    /// Torn down: only its memory remains, waiting for reclaim.
+    TornDown,
+}
+
+/// One VM.
+pub struct Vm {
+    pub id: VmId,
+    pub protected: bool,
+    pub vcpus: Vec<Vcpu>,
+    pub stage2: PgTable<Stage2>,
+    /// Pages of memory the VM owns or borrows (mapped in its stage-2).
+    pub pages_held: u64,
+    pub state: VmState,
+}
+
+impl Vm {
+    /// The VMID in VTTBR_EL2.
+    pub fn vmid(&self) -> u16 {
+        self.id
+    }
+
+    fn vcpu(&mut self, index: u64) -> Result<&mut Vcpu, HypError> {
+        usize::try_from(index).ok().and_then(|i| self.vcpus.get_mut(i)).ok_or(HypError::NoSuchVcpu)
+    }
+}
+
+struct Slot {
+    generation: u32,
+    vm: Option<Vm>,
+}
+
+/// All VMs.
+pub struct VmTable {
+    slots: Vec<Slot>,
+    /// IPA size of every guest stage-2 (VTCR_EL2 is shared by all of them).
+    ipa_bits: u32,
+}
+
+impl VmTable {
+    /// An empty table for guests with `ipa_bits`-bit IPAs.
+    pub fn new(ipa_bits: u32) -> VmTable {
+        VmTable { slots: (0..MAX_VMS).map(|_| Slot { generation: 1, vm: None }).collect(), ipa_bits }
+    }
+
+    fn handle(index: usize, generation: u32) -> u64 {
+        u64::from(generation) << 32 | (index as u64 + 1)
+    }
+
+    /// The VM behind `handle`.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm` for a handle of no live slot or of an earlier generation.
+    pub fn get(&mut self, handle: u64) -> Result<&mut Vm, HypError> {
+        let index =
+            usize::try_from(handle & 0xffff_ffff).ok().and_then(|i| i.checked_sub(1)).ok_or(HypError::NoSuchVm)?;
+        let slot = self.slots.get_mut(index).ok_or(HypError::NoSuchVm)?;
+        if u64::from(slot.generation) != handle >> 32 {
+            return Err(HypError::NoSuchVm);
+        }
+        slot.vm.as_mut().ok_or(HypError::NoSuchVm)
+    }
+
+    /// Creates a VM; returns its handle.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` (type, vCPU count 0 or above the limit), `NoMemory` (no
+    /// free slot, or no memory for its stage-2 or vCPUs).
+    pub fn create(&mut self, ty: u64, vcpus: u64, source: &mut dyn PageSource) -> Result<u64, HypError> {
+        let ty = VmType::from_raw(ty).ok_or(HypError::InvalidArgument)?;
+        if vcpus == 0 || vcpus > MAX_VCPUS_PER_VM {
+            return Err(HypError::InvalidArgument);
+        }
+        let index = self.slots.iter().position(|s| s.vm.is_none()).ok_or(HypError::NoMemory)?;
+        let level = crate::mm::host_stage2::root_level(self.ipa_bits);
+        let stage2 = PgTable::new(level, self.ipa_bits, Stage2, source).map_err(|_| HypError::NoMemory)?;
+        let mut list = Vec::new();
+        list.try_reserve_exact(vcpus as usize).map_err(|_| HypError::NoMemory)?;
+        for _ in 0..vcpus {
+            list.push(Vcpu {
+                ctx: Box::new(VcpuContext::default()),
+                initialized: false,
+                running: false,
+                pending_read: None,
+            });
+        }
+        let slot = &mut self.slots[index];
+        let id = (index + 1) as VmId;
+        slot.vm = Some(Vm {
+            id,
+            protected: ty == VmType::Protected,
+            vcpus: list,
+            stage2,
+            pages_held: 0,
+            state: VmState::Alive,
+        });
+        Ok(Self::handle(index, slot.generation))
+    }
+
+    /// Gives the VM `pages` pages at `pa` for its IPAs `ipa..`: donated to a
+    /// protected VM, lent to a non-protected one.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm`; `NoSuchVm` too for a VM that no longer runs; what the memory
+    /// transition reports.
+    pub fn map(
+        &mut self,
+        handle: u64,
+        pa: u64,
+        ipa: u64,
+        pages: u64,
+        memory: &mut MemoryState,
+        env: &mut Env<'_>,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), HypError> {
+        let vm = self.get(handle)?;
+        if vm.state != VmState::Alive {
+            return Err(HypError::NoSuchVm);
+        }
+        let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb };
+        if vm.protected {
+            memory.host_donate_guest(&mut guest, pa, ipa, pages, env)?;
+        } else {
+            memory.host_share_guest(&mut guest, pa, ipa, pages, env)?;
+        }
+        vm.pages_held += pages;
+        Ok(())
+    }
+
+    /// Sets a vCPU's entry point and x0.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm`, `NoSuchVcpu`, `Busy` while it runs.
+    pub fn vcpu_init(&mut self, handle: u64, index: u64, pc: u64, x0: u64) -> Result<(), HypError> {
+        let vm = self.get(handle)?;
+        if vm.state != VmState::Alive {
+            return Err(HypError::NoSuchVm);
+        }
+        let vcpu = vm.vcpu(index)?;
+        if vcpu.running {
+            return Err(HypError::Busy);
+        }
+        *vcpu.ctx = VcpuContext::at_entry(pc, x0);
+        vcpu.initialized = true;
+        vcpu.pending_read = None;
+        Ok(())
+    }
+
+    /// Reads a register of a non-protected VM's vCPU.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm`, `NoSuchVcpu`, `InvalidArgument` (register), `PermissionDenied`
+    /// for a protected VM, `Busy` while it runs.
+    pub fn get_reg(&mut self, handle: u64, index: u64, reg: u64) -> Result<u64, HypError> {
+        let vm = self.get(handle)?;
+        let protected = vm.protected;
+        let vcpu = vm.vcpu(index)?;
+        let reg = VcpuReg::from_raw(reg).ok_or(HypError::InvalidArgument)?;
+        if protected {
+            return Err(HypError::PermissionDenied);
+        }
+        if vcpu.running {
+            return Err(HypError::Busy);
+        }
+        Ok(match reg {
+            VcpuReg::X(n) => vcpu.ctx.gprs.x[usize::from(n)],
+            VcpuReg::Pc => vcpu.ctx.pc,
+            VcpuReg::Pstate => vcpu.ctx.pstate,
+            VcpuReg::SpEl1 => vcpu.ctx.sysregs.sp_el1,
+        })
+    }
+
+    /// Writes a register of a non-protected VM's vCPU.
+    ///
+    /// # Errors
+    ///
+    /// As [`VmTable::get_reg`].
+    pub fn set_reg(&mut self, handle: u64, index: u64, reg: u64, value: u64) -> Result<(), HypError> {
+        let vm = self.get(handle)?;
+        let protected = vm.protected;
+        let vcpu = vm.vcpu(index)?;
+        let reg = VcpuReg::from_raw(reg).ok_or(HypError::InvalidArgument)?;
+        if protected {
+            return Err(HypError::PermissionDenied);
+        }
+        if vcpu.running {
+            return Err(HypError::Busy);
+        }
+        match reg {
+            VcpuReg::X(n) => vcpu.ctx.gprs.x[usize::from(n)] = value,
+            VcpuReg::Pc => vcpu.ctx.pc = value,
+            // Only EL1/EL0 AArch64 states with their flags: never EL2.
+            VcpuReg::Pstate => vcpu.ctx.pstate = sanitize_pstate(value),
+            VcpuReg::SpEl1 => vcpu.ctx.sysregs.sp_el1 = value,
+        }
+        Ok(())
+    }
+
+    /// `[is_protected, vCPUs, pages held]`.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm`.
+    pub fn info(&mut self, handle: u64) -> Result<[u64; 3], HypError> {
+        let vm = self.get(handle)?;
+        Ok([u64::from(vm.protected), vm.vcpus.len() as u64, vm.pages_held])
+    }
+
+    /// Tears a VM down: it never runs again. A non-protected VM's borrowed pages
+    /// return to the host at once; a protected VM's pages wait for [`VmTable::reclaim`]
+    /// (each is zeroed then). A VM holding no pages is freed now.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm` (also if already torn down), `Busy` while a vCPU runs, `NoMemory`.
+    pub fn teardown(
+        &mut self,
+        handle: u64,
+        memory: &mut MemoryState,
+        env: &mut Env<'_>,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), HypError> {
+        let vm = self.get(handle)?;
+        if vm.state == VmState::TornDown {
+            return Err(HypError::NoSuchVm);
+        }
+        if vm.vcpus.iter().any(|v| v.running) {
+            return Err(HypError::Busy);
+        }
+        if !vm.protected {
+            // Every leaf of a non-protected VM is a page the host lent it.
+            let mut leaves: Vec<(usize, usize, usize)> = Vec::new();
+            vm.stage2.for_each_leaf(0, vm.stage2.limit(), |l| leaves.push((l.start, l.end, l.pa)));
+            let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb };
+            for (start, end, pa) in leaves {
+                let pages = ((end - start) / 4096) as u64;
+                for chunk in (0..pages).step_by(hyp_abi::MAX_PAGES_PER_CALL as usize) {
+                    let n = (pages - chunk).min(hyp_abi::MAX_PAGES_PER_CALL);
+                    let offset = chunk * 4096;
+                    memory.host_unshare_guest(&mut guest, pa as u64 + offset, start as u64 + offset, n, env)?;
+                    vm.pages_held -= n;
+                }
+            }
+        }
+        vm.state = VmState::TornDown;
+        self.free_if_empty(handle, env.source, tlb);
+        Ok(())
+    }
+
+    /// Takes back `pages` pages of a torn-down protected VM at its IPAs `ipa..`,
+    /// zeroed. The VM (and its handle) goes away with its last page.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm`; `Busy` unless the VM is torn down; `InvalidArgument` or
+    /// `NotOwned` if the IPAs do not hold pages the VM owns; `NoMemory`.
+    pub fn reclaim(
+        &mut self,
+        handle: u64,
+        ipa: u64,
+        pages: u64,
+        memory: &mut MemoryState,
+        env: &mut Env<'_>,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), HypError> {
+        let vm = self.get(handle)?;
+        if vm.state != VmState::TornDown {
+            return Err(HypError::Busy);
+        }
+        if pages == 0 || pages > hyp_abi::MAX_PAGES_PER_CALL {
+            return Err(HypError::InvalidArgument);
+        }
+        if ipa % 4096 != 0 {
+            return Err(HypError::NotAligned);
+        }
+        let end =
+            ipa.checked_add(pages * 4096).filter(|&e| e <= vm.stage2.limit() as u64).ok_or(HypError::OutOfRange)?;
+        // One page at a time: guest-physically contiguous pages need not be
+        // host-physically contiguous.
+        for page in (ipa..end).step_by(4096) {
+            let pa = vm
+                .stage2
+                .leaf_at(page as usize)
+                .map(|l| (l.pa + (page as usize - l.start)) as u64)
+                .ok_or(HypError::InvalidArgument)?;
+            let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb: &mut *tlb };
+            memory.host_reclaim_guest(&mut guest, pa, page, 1, env)?;
+            vm.pages_held -= 1;
+        }
+        self.free_if_empty(handle, env.source, tlb);
+        Ok(())
+    }
+
+    /// Frees a torn-down VM's slot when it holds no memory any more: its stage-2
+    /// goes back to `source` and its handle stops working.
+    fn free_if_empty(&mut self, handle: u64, source: &mut dyn PageSource, tlb: &mut dyn TlbMaintenance) {
+        let index = (handle & 0xffff_ffff) as usize - 1;
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        let done = slot.vm.as_ref().is_some_and(|vm| vm.state == VmState::TornDown && vm.pages_held == 0);
+        if done {
+            if let Some(vm) = slot.vm.take() {
+                vm.stage2.destroy(source, tlb);
+            }
+            slot.generation = slot.generation.wrapping_add(1).max(1);
+        }
+    }
+
+    /// Live VMs (for the invariant checker): id and stage-2.
+    pub fn stage2s(&self) -> impl Iterator<Item = (VmId, &PgTable<Stage2>)> {
+        self.slots.iter().filter_map(|s| s.vm.as_ref()).map(|vm| (vm.id, &vm.stage2))
+    }
+
+    /// Number of VMs that hold a slot.
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        self.slots.iter().filter(|s| s.vm.is_some()).count()
+    }
+}
+
+/// PSTATE the host may give a non-protected vCPU: EL0 or EL1 (t or h), AArch64,
+/// with NZCV and DAIF; anything else becomes EL1h with DAIF masked.
+pub fn sanitize_pstate(value: u64) -> u64 {
+    const FLAGS: u64 = 0xf << 28 | 0xf << 6;
+    let mode = value & 0x1f;
+    let mode = if matches!(mode, 0b00000 | 0b00100 | 0b00101) { mode } else { 0b00101 };
+    (value & FLAGS) | mode
+}
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;

@@ -1,0 +1,211 @@
+//! Tests of the VM table: handles, limits, registers, and the memory lifecycle
+//! of protected and non-protected VMs against the real memory state.
+
+use super::*;
+use crate::mm::invariants::check;
+use crate::mm::memory::{PhysMemory, HYP_DATA};
+use crate::mm::ownership::PageDb;
+use crate::range::PhysRange;
+use crate::testing::{FakeTlb, HeapSource};
+use aarch64_paging::paging::El2;
+use std::collections::HashSet;
+
+const RAM: PhysRange = PhysRange { start: 0x4000_0000, end: 0x4400_0000 };
+const HYP: PhysRange = PhysRange { start: 0x4300_0000, end: 0x4400_0000 };
+
+#[derive(Default)]
+struct Zeroes(HashSet<u64>);
+
+impl PhysMemory for Zeroes {
+    fn zero_page(&mut self, page: u64) {
+        self.0.insert(page);
+    }
+    fn read_u64(&mut self, _: u64) -> u64 {
+        0
+    }
+    fn write_u64(&mut self, _: u64, _: u64) {}
+}
+
+struct World {
+    vms: VmTable,
+    memory: MemoryState,
+    source: HeapSource,
+    s2: FakeTlb,
+    el2: FakeTlb,
+    guest_tlb: FakeTlb,
+    zeroes: Zeroes,
+}
+
+impl World {
+    fn new() -> World {
+        let mut source = HeapSource::default();
+        let (mut s2, mut el2, mut zeroes) = (FakeTlb::default(), FakeTlb::default(), Zeroes::default());
+        let mut stage1 = PgTable::new(0, 48, El2, &mut source).unwrap();
+        stage1.map(HYP.start as usize, HYP.end as usize, HYP.start as usize, HYP_DATA, &mut source, &mut el2).unwrap();
+        let records = vec![0u32; PageDb::storage_bytes(&[RAM]) / 4].leak();
+        let mut env = Env { source: &mut source, stage2_tlb: &mut s2, el2_tlb: &mut el2, memory: &mut zeroes };
+        let memory = MemoryState::new(&[RAM], &[HYP], records, 40, stage1, &mut env).unwrap();
+        World { vms: VmTable::new(40), memory, source, s2, el2, guest_tlb: FakeTlb::default(), zeroes }
+    }
+
+    fn create(&mut self, ty: u64, vcpus: u64) -> Result<u64, HypError> {
+        self.vms.create(ty, vcpus, &mut self.source)
+    }
+
+    fn map(&mut self, h: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+        let mut env = Env {
+            source: &mut self.source,
+            stage2_tlb: &mut self.s2,
+            el2_tlb: &mut self.el2,
+            memory: &mut self.zeroes,
+        };
+        self.vms.map(h, pa, ipa, pages, &mut self.memory, &mut env, &mut self.guest_tlb)
+    }
+
+    fn teardown(&mut self, h: u64) -> Result<(), HypError> {
+        let mut env = Env {
+            source: &mut self.source,
+            stage2_tlb: &mut self.s2,
+            el2_tlb: &mut self.el2,
+            memory: &mut self.zeroes,
+        };
+        self.vms.teardown(h, &mut self.memory, &mut env, &mut self.guest_tlb)
+    }
+
+    fn reclaim(&mut self, h: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+        let mut env = Env {
+            source: &mut self.source,
+            stage2_tlb: &mut self.s2,
+            el2_tlb: &mut self.el2,
+            memory: &mut self.zeroes,
+        };
+        self.vms.reclaim(h, ipa, pages, &mut self.memory, &mut env, &mut self.guest_tlb)
+    }
+
+    fn assert_clean(&self) {
+        let guests: Vec<_> = self.vms.stage2s().collect();
+        let report = check(&self.memory, &[], &guests);
+        assert_eq!(report.count, 0, "{:?}", report.first.as_slice());
+    }
+
+    fn host_maps(&self, pa: u64) -> bool {
+        self.memory.host_stage2.leaf_at(pa as usize).is_some()
+    }
+}
+
+#[test]
+fn stale_and_forged_handles_find_no_vm() {
+    let mut w = World::new();
+    let h = w.create(0, 1).unwrap();
+    assert!(w.vms.get(h).is_ok());
+    for forged in [0, h + 1, h ^ (1 << 32), h & 0xffff_ffff, u64::MAX, (MAX_VMS as u64 + 1) | 1 << 32] {
+        assert_eq!(w.vms.get(forged).err(), Some(HypError::NoSuchVm), "{forged:#x}");
+    }
+    w.teardown(h).unwrap();
+    assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm), "freed at teardown: held nothing");
+    let h2 = w.create(0, 1).unwrap();
+    assert_ne!(h, h2, "the slot's next VM has a new generation");
+    assert_eq!(w.vms.info(h).err(), Some(HypError::NoSuchVm));
+}
+
+#[test]
+fn bad_create_arguments_and_the_vm_limit() {
+    let mut w = World::new();
+    assert_eq!(w.create(2, 1), Err(HypError::InvalidArgument));
+    assert_eq!(w.create(0, 0), Err(HypError::InvalidArgument));
+    assert_eq!(w.create(1, MAX_VCPUS_PER_VM + 1), Err(HypError::InvalidArgument));
+    for _ in 0..MAX_VMS {
+        w.create(1, 1).unwrap();
+    }
+    assert_eq!(w.create(1, 1), Err(HypError::NoMemory));
+    assert_eq!(w.vms.count(), MAX_VMS);
+}
+
+#[test]
+fn registers_of_protected_vms_are_refused() {
+    let mut w = World::new();
+    let p = w.create(1, 2).unwrap();
+    let n = w.create(0, 2).unwrap();
+    w.vms.vcpu_init(p, 1, 0x8000_0000, 7).unwrap();
+    w.vms.vcpu_init(n, 1, 0x8000_0000, 7).unwrap();
+    assert_eq!(w.vms.get_reg(p, 1, 0), Err(HypError::PermissionDenied));
+    assert_eq!(w.vms.set_reg(p, 1, 0, 1), Err(HypError::PermissionDenied));
+    assert_eq!(w.vms.get_reg(n, 1, 0), Ok(7));
+    assert_eq!(w.vms.get_reg(n, 1, 31), Ok(0x8000_0000));
+    w.vms.set_reg(n, 1, 3, 0x33).unwrap();
+    assert_eq!(w.vms.get_reg(n, 1, 3), Ok(0x33));
+    // PSTATE can never name EL2.
+    w.vms.set_reg(n, 1, 32, 0x3c9).unwrap();
+    assert_eq!(w.vms.get_reg(n, 1, 32), Ok(0x3c5));
+    assert_eq!(w.vms.get_reg(n, 2, 0), Err(HypError::NoSuchVcpu));
+    assert_eq!(w.vms.get_reg(n, 1, 34), Err(HypError::InvalidArgument));
+    assert_eq!(w.vms.vcpu_init(n, u64::MAX, 0, 0), Err(HypError::NoSuchVcpu));
+}
+
+#[test]
+fn protected_memory_leaves_the_host_until_reclaimed_zeroed() {
+    let mut w = World::new();
+    let h = w.create(1, 1).unwrap();
+    w.map(h, 0x4010_0000, 0x8000_0000, 16).unwrap();
+    assert!(!w.host_maps(0x4010_0000));
+    assert_eq!(w.vms.info(h), Ok([1, 1, 16]));
+    w.assert_clean();
+    assert_eq!(w.map(h, 0x4020_0000, 0x8000_0000, 1), Err(HypError::InvalidArgument), "IPA overlap");
+    assert_eq!(w.map(h, 0x4010_0000, 0x9000_0000, 1), Err(HypError::NotOwned), "page already given");
+    assert_eq!(w.map(h, 0x4030_0000, 1 << 40, 1), Err(HypError::OutOfRange), "IPA out of range");
+    assert_eq!(w.reclaim(h, 0x8000_0000, 1), Err(HypError::Busy), "not torn down yet");
+    w.teardown(h).unwrap();
+    assert_eq!(w.map(h, 0x4020_0000, 0, 1), Err(HypError::NoSuchVm));
+    assert_eq!(w.teardown(h), Err(HypError::NoSuchVm));
+    w.reclaim(h, 0x8000_0000, 10).unwrap();
+    assert_eq!(w.vms.info(h), Ok([1, 1, 6]));
+    w.assert_clean();
+    w.reclaim(h, 0x8000_a000, 6).unwrap();
+    assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm), "gone with its last page");
+    assert!(w.host_maps(0x4010_0000) && w.host_maps(0x4010_f000));
+    assert!((0..16).all(|i| w.zeroes.0.contains(&(0x4010_0000 + i * 4096))));
+    w.assert_clean();
+}
+
+#[test]
+fn non_protected_memory_stays_with_the_host_and_returns_at_teardown() {
+    let mut w = World::new();
+    let h = w.create(0, 1).unwrap();
+    w.map(h, 0x4010_0000, 0x8000_0000, 4).unwrap();
+    assert!(w.host_maps(0x4010_0000), "the host still sees a non-protected VM's memory");
+    w.assert_clean();
+    w.teardown(h).unwrap();
+    assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm));
+    w.assert_clean();
+    // The pages are plain host pages again.
+    let h2 = w.create(1, 1).unwrap();
+    w.map(h2, 0x4010_0000, 0, 4).unwrap();
+    w.assert_clean();
+}
+
+#[test]
+fn many_vms_created_and_torn_down_leave_nothing_behind() {
+    let mut w = World::new();
+    // The host stage-2 keeps the tables of its first splits (it does not merge
+    // pages back into blocks), so memory is compared from the second round on.
+    let mut outstanding = None;
+    for round in 0..50u64 {
+        let mut handles = Vec::new();
+        for i in 0..32u64 {
+            let h = w.create(i % 2, 1).unwrap();
+            w.map(h, 0x4000_0000 + i * 0x10_0000, 0x8000_0000, 2).unwrap();
+            handles.push(h);
+        }
+        w.assert_clean();
+        for (i, h) in handles.into_iter().enumerate() {
+            w.teardown(h).unwrap();
+            if i % 2 == 1 {
+                w.reclaim(h, 0x8000_0000, 2).unwrap();
+            }
+        }
+        assert_eq!(w.vms.count(), 0, "round {round}");
+        let now = w.source.outstanding.len();
+        assert_eq!(*outstanding.get_or_insert(now), now, "round {round}: table pages leaked");
+    }
+    w.assert_clean();
+}
