@@ -68,3 +68,44 @@ pub fn check_invariants() -> Result<InvariantReport, HypError> {
 pub fn debug_exchange(address: u64, value: u64) -> Result<u64, HypError> {
     call(HostCall::DebugExchange, [address, value, 0, 0, 0, 0]).map(|[old, _, _]| old)
 }
+
+/// Creates a VM of `ty` with `vcpus` vCPUs; returns its handle.
+pub fn vm_create(ty: hyp_abi::VmType, vcpus: u64) -> Result<u64, HypError> {
+    call(HostCall::VmCreate, [ty as u64, vcpus, 0, 0, 0, 0]).map(|[handle, _, _]| handle)
+}
+
+/// Gives a VM `pages` pages at `pa` for its IPAs `ipa..`.
+pub fn vm_map(handle: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+    call(HostCall::VmMap, [handle, pa, ipa, pages, 0, 0]).map(|_| ())
+}
+
+/// Sets a vCPU's entry point and x0.
+pub fn vcpu_init(handle: u64, vcpu: u64, pc: u64, x0: u64) -> Result<(), HypError> {
+    call(HostCall::VcpuInit, [handle, vcpu, pc, x0, 0, 0]).map(|_| ())
+}
+
+/// Runs a vCPU until it exits; `mmio_read_value` answers a pending MMIO read.
+pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<hyp_abi::Exit, HypError> {
+    call(HostCall::VcpuRun, [handle, vcpu, mmio_read_value, 0, 0, 0])
+        .and_then(|regs| hyp_abi::Exit::decode(regs).ok_or(HypError::NotSupported))
+}
+
+/// Reads a vCPU register.
+pub fn vcpu_get_reg(handle: u64, vcpu: u64, reg: hyp_abi::VcpuReg) -> Result<u64, HypError> {
+    call(HostCall::VcpuGetReg, [handle, vcpu, reg.raw(), 0, 0, 0]).map(|[value, _, _]| value)
+}
+
+/// VM information: (is_protected, vCPUs, pages held).
+pub fn vm_info(handle: u64) -> Result<(bool, u64, u64), HypError> {
+    call(HostCall::VmInfo, [handle, 0, 0, 0, 0, 0]).map(|[p, v, pages]| (p != 0, v, pages))
+}
+
+/// Tears a VM down.
+pub fn vm_teardown(handle: u64) -> Result<(), HypError> {
+    call(HostCall::VmTeardown, [handle, 0, 0, 0, 0, 0]).map(|_| ())
+}
+
+/// Takes back a torn-down VM's pages at its IPAs `ipa..`.
+pub fn vm_reclaim(handle: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+    call(HostCall::VmReclaim, [handle, ipa, pages, 0, 0, 0]).map(|_| ())
+}

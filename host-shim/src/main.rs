@@ -20,6 +20,8 @@ mod hypercall;
 mod memory_checks;
 #[cfg(target_os = "none")]
 mod platform;
+#[cfg(target_os = "none")]
+mod vm_checks;
 
 /// The line that tells the boot tests every check passed.
 pub const ALL_CHECKS_PASSED: &str = "all host checks passed";

@@ -10,8 +10,8 @@ use core::cell::UnsafeCell;
 use hyp_abi::{HypError, MAX_PAGES_PER_CALL};
 
 const PAGE: u64 = 4096;
-/// Pages of scratch memory the checks lend and donate.
-const SCRATCH_PAGES: usize = 8;
+/// Pages of scratch memory the checks lend and donate (and give VMs: 1, 7, 8).
+const SCRATCH_PAGES: usize = 12;
 
 /// Page-aligned host memory in the shim's bss (the shim runs with its MMU off, so
 /// these addresses are physical).
@@ -24,17 +24,17 @@ unsafe impl Sync for Scratch {}
 
 static SCRATCH: Scratch = Scratch(UnsafeCell::new([0; SCRATCH_PAGES * 512]));
 
-fn page(index: usize) -> u64 {
+pub fn page(index: usize) -> u64 {
     SCRATCH.0.get() as u64 + index as u64 * PAGE
 }
 
-fn read(address: u64) -> u64 {
+pub fn read(address: u64) -> u64 {
     // SAFETY: `address` is in SCRATCH and 8-byte aligned; volatile because the hyp
     // may write it.
     unsafe { core::ptr::read_volatile(address as *const u64) }
 }
 
-fn write(address: u64, value: u64) {
+pub fn write(address: u64, value: u64) {
     // SAFETY: As for `read`.
     unsafe { core::ptr::write_volatile(address as *mut u64, value) }
 }
@@ -43,7 +43,7 @@ fn write(address: u64, value: u64) {
 /// error it must return.
 type BadCall = (&'static str, fn(u64, u64) -> Result<(), HypError>, u64, u64, HypError);
 
-fn invariants(what: &str) -> bool {
+pub fn invariants(what: &str) -> bool {
     match hypercall::check_invariants() {
         Ok(InvariantReport { violations: 0, .. }) => true,
         other => check!(false, "invariant check after {what}: {other:?}"),

@@ -9,7 +9,7 @@ use crate::mm::invariants;
 use crate::mm::memory::{Env, MemoryState};
 use crate::vm::context::VcpuContext;
 use crate::vm::guest_trap::{self, Outcome};
-use crate::vm::table::{VmState, VmTable};
+use crate::vm::table::{GuestPages, VmState, VmTable};
 use alloc::vec::Vec;
 use hyp_abi::{Exit, HypError};
 
@@ -103,7 +103,7 @@ impl HostServices for HypServices {
     fn vm_map(&mut self, handle: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
         with_vms(|vms, memory, env| {
             let mut tlb = guest_tlb(vms, handle)?;
-            vms.map(handle, pa, ipa, pages, memory, env, &mut tlb)
+            vms.map(handle, GuestPages { pa, ipa, count: pages }, memory, env, &mut tlb)
         })
     }
 

@@ -23,7 +23,7 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[hyp INFO] entering the host at EL1: entry ",
     "[host INFO] ok: host shim running at EL1",
     "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 1))",
-    "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c00000000000003f)",
+    "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c000000000007fff)",
     "[host INFO] ok: unknown hypercall 0xc6001fff returned -1",
     "[host INFO] ok: PSCI CPU_ON from the host refused by the hyp (-3)",
     "[host INFO] ok: device tree carves out 2 hyp region(s)",
@@ -56,6 +56,30 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[host INFO] ok: reclaim a page never donated (0x",
     "[host INFO] ok: reclaim the hyp's own memory (0x",
     "[host INFO] ok: memory checks leave the hyp as they found it: Ok(InvariantReport { violations: 0, memcache_free: 0, memcache_used: 0 })",
+    "[host INFO] ok: created a protected VM: info Ok((true, 1, 0))",
+    "[host INFO] ok: registers of the protected VM refused: Err(PermissionDenied)",
+    "[host INFO] ok: blocked host read of hyp memory at 0x",
+    "[host INFO] guest P: hello from guest P R1",
+    "[host INFO] ok: protected VM ran to SYSTEM_OFF printing \"hello from guest P R1\"",
+    "[host INFO] ok: running the torn-down protected VM refused: Err(NoSuchVm)",
+    "[host INFO] ok: torn-down protected VM still holds its page: Ok((true, 1, 1))",
+    "[host INFO] ok: the protected VM's page came back zeroed: 0x0",
+    "[host INFO] ok: the protected VM's handle is dead: Err(NoSuchVm)",
+    "[host INFO] ok: created a non-protected VM: info Ok((false, 1, 0))",
+    "[host INFO] ok: host reads the non-protected VM's x0: Ok(4e)",
+    "[host INFO] ok: host reads the non-protected VM's memory: 0x",
+    "[host INFO] guest N: hello from guest N R1",
+    "[host INFO] ok: non-protected VM ran to SYSTEM_OFF printing \"hello from guest N R1\"",
+    "[host INFO] ok: the non-protected VM's page is the host's again, unchanged",
+    "[host INFO] ok: a guest faulting without vectors ends with a fatal exit: Ok(Fatal {",
+    "[host INFO] ok: the crashed VM does not run again: Err(NoSuchVm)",
+    "[host INFO] ok: create a VM of unknown type refused",
+    "[host INFO] ok: a forged handle finds no VM",
+    "[host INFO] ok: vCPU index out of range refused",
+    "[host INFO] ok: giving a VM hyp memory refused",
+    "[host INFO] ok: an IPA already mapped refused",
+    "[host INFO] ok: reclaiming from a live VM refused",
+    "[host INFO] ok: tearing it down twice refused",
     "[hyp INFO] host access to 0x",
     " blocked: synchronous external abort injected, ESR ",
     "EC 0x24 (data abort from a lower EL)",
@@ -71,9 +95,9 @@ fn assert_success(boot: &Boot) {
     // Per carve-out three reads and one write, and a read and a write of donated
     // pages: each refused by the hyp and seen by the host.
     let count = |needle: &str| boot.console.matches(needle).count();
-    assert_eq!(count("[host INFO] ok: blocked host read of hyp memory"), 7, "{}", boot.console);
+    assert_eq!(count("[host INFO] ok: blocked host read of hyp memory"), 8, "{}", boot.console);
     assert_eq!(count("[host INFO] ok: blocked host write of hyp memory"), 3, "{}", boot.console);
-    assert_eq!(count(" blocked: synchronous external abort injected"), 10, "{}", boot.console);
+    assert_eq!(count(" blocked: synchronous external abort injected"), 11, "{}", boot.console);
     // Each bad memory call was refused, and followed by a clean invariant check.
     assert_eq!(count(") refused: Err("), 12, "{}", boot.console);
     assert_eq!(count("invariant check after"), 0, "{}", boot.console);

@@ -26,6 +26,14 @@ pub struct Vcpu {
     pub pending_read: Option<MmioAccess>,
 }
 
+/// Host pages for a VM: `count` pages at physical `pa`, for the IPAs `ipa..`.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestPages {
+    pub pa: u64,
+    pub ipa: u64,
+    pub count: u64,
+}
+
 /// Lifecycle of a VM.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum VmState {
@@ -132,7 +140,7 @@ impl VmTable {
         Ok(Self::handle(index, slot.generation))
     }
 
-    /// Gives the VM `pages` pages at `pa` for its IPAs `ipa..`: donated to a
+    /// Gives the VM the host `pages`: donated to a
     /// protected VM, lent to a non-protected one.
     ///
     /// # Errors
@@ -142,9 +150,7 @@ impl VmTable {
     pub fn map(
         &mut self,
         handle: u64,
-        pa: u64,
-        ipa: u64,
-        pages: u64,
+        pages: GuestPages,
         memory: &mut MemoryState,
         env: &mut Env<'_>,
         tlb: &mut dyn TlbMaintenance,
@@ -155,11 +161,11 @@ impl VmTable {
         }
         let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb };
         if vm.protected {
-            memory.host_donate_guest(&mut guest, pa, ipa, pages, env)?;
+            memory.host_donate_guest(&mut guest, pages.pa, pages.ipa, pages.count, env)?;
         } else {
-            memory.host_share_guest(&mut guest, pa, ipa, pages, env)?;
+            memory.host_share_guest(&mut guest, pages.pa, pages.ipa, pages.count, env)?;
         }
-        vm.pages_held += pages;
+        vm.pages_held += pages.count;
         Ok(())
     }
 
@@ -308,7 +314,7 @@ impl VmTable {
         if pages == 0 || pages > hyp_abi::MAX_PAGES_PER_CALL {
             return Err(HypError::InvalidArgument);
         }
-        if ipa % 4096 != 0 {
+        if !ipa.is_multiple_of(4096) {
             return Err(HypError::NotAligned);
         }
         let end =

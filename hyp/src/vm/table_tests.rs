@@ -59,7 +59,7 @@ impl World {
             el2_tlb: &mut self.el2,
             memory: &mut self.zeroes,
         };
-        self.vms.map(h, pa, ipa, pages, &mut self.memory, &mut env, &mut self.guest_tlb)
+        self.vms.map(h, GuestPages { pa, ipa, count: pages }, &mut self.memory, &mut env, &mut self.guest_tlb)
     }
 
     fn teardown(&mut self, h: u64) -> Result<(), HypError> {

@@ -5,6 +5,33 @@ use core::arch::{asm, global_asm};
 
 global_asm!(include_str!("head.S"));
 global_asm!(include_str!("vectors.S"));
+global_asm!(include_str!("guests.S"));
+
+extern "C" {
+    static guest_console_start: u8;
+    static guest_console_end: u8;
+    static guest_crash_start: u8;
+    static guest_crash_end: u8;
+}
+
+/// The code of a guest payload from `guests.S`.
+fn payload(start: &'static u8, end: &'static u8) -> &'static [u8] {
+    let (s, e) = (start as *const u8, end as *const u8);
+    // SAFETY: The two labels delimit one read-only blob in `.rodata.guests`.
+    unsafe { core::slice::from_raw_parts(s, e as usize - s as usize) }
+}
+
+/// The console guest's code.
+pub fn guest_console() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_console_start }, unsafe { &guest_console_end })
+}
+
+/// The misbehaving guest's code.
+pub fn guest_crash() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_crash_start }, unsafe { &guest_crash_end })
+}
 
 /// x0..x30 as saved by `vectors.S`.
 #[repr(C)]

@@ -133,6 +133,9 @@ struct HostState {
     vttbr: u64,
     mdcr: u64,
     cnthctl: u64,
+    /// Where the host's HVC returns to, and its PSTATE.
+    elr: u64,
+    spsr: u64,
 }
 
 /// Runs `ctx` on this CPU behind the stage-2 `vttbr` (root | VMID << 48) until
@@ -144,6 +147,8 @@ pub fn run_guest(ctx: &mut VcpuContext, vttbr: u64) -> GuestTrap {
         vttbr: read_sysreg!("vttbr_el2"),
         mdcr: read_sysreg!("mdcr_el2"),
         cnthctl: read_sysreg!("cnthctl_el2"),
+        elr: read_sysreg!("elr_el2"),
+        spsr: read_sysreg!("spsr_el2"),
         ..HostState::default()
     };
     save_el1(&mut host.sysregs);
@@ -179,6 +184,8 @@ pub fn run_guest(ctx: &mut VcpuContext, vttbr: u64) -> GuestTrap {
     write_sysreg!("vttbr_el2", host.vttbr);
     write_sysreg!("mdcr_el2", host.mdcr);
     write_sysreg!("cnthctl_el2", host.cnthctl);
+    write_sysreg!("elr_el2", host.elr);
+    write_sysreg!("spsr_el2", host.spsr);
     // The guest's virtual timer must not fire for the host.
     write_sysreg!("cntv_ctl_el0", 0);
     restore_el1(&host.sysregs);

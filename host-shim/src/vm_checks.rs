@@ -1,0 +1,208 @@
+//! The host's checks of VMs: a protected and a non-protected VM each run the
+//! console guest to completion through MMIO exits the shim emulates; the host
+//! reads the non-protected VM's memory and registers and is refused the
+//! protected one's; teardown returns every page (the protected VM's zeroed); a
+//! crashing guest ends with a fatal exit; bad VM calls return their errors.
+
+use crate::arch::{guest_console, guest_crash};
+use crate::checks::{check, probe_hyp_memory, Access};
+use crate::hypercall;
+use crate::memory_checks::{invariants, page, read};
+use hyp_abi::{Exit, HostCall, HypError, VcpuReg, VmType};
+
+/// Where the guests' code goes in guest-physical memory.
+const GUEST_ENTRY: u64 = 0x8000_0000;
+/// The UART the shim emulates for its guests.
+const GUEST_UART: u64 = 0x0900_0000;
+/// Reads of this register get [`STATUS_ANSWER`].
+const GUEST_UART_STATUS: u64 = GUEST_UART + 0x18;
+const STATUS_ANSWER: u64 = b'R' as u64;
+/// Runs before a guest is declared stuck.
+const MAX_RUNS: usize = 256;
+
+/// Copies `code` to the start of the page at `pa` (host memory, MMU off).
+fn load(pa: u64, code: &[u8]) {
+    for (i, byte) in code.iter().enumerate() {
+        // SAFETY: `pa` is a scratch page of the shim's, not given to anyone yet;
+        // the code is far smaller than a page.
+        unsafe { core::ptr::write_volatile((pa as *mut u8).add(i), *byte) };
+    }
+}
+
+/// A console line collected from MMIO writes.
+struct Line {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Line {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("<not UTF-8>")
+    }
+}
+
+/// Runs vCPU 0 until SYSTEM_OFF, emulating the UART; returns the first line.
+fn run_console(handle: u64, tag: char) -> Result<Line, &'static str> {
+    let mut line = Line { bytes: [0; 64], len: 0 };
+    let mut answer = 0;
+    for _ in 0..MAX_RUNS {
+        match hypercall::vcpu_run(handle, 0, answer) {
+            Ok(Exit::Mmio { ipa: GUEST_UART, size_bytes: 1, write: true, value }) => {
+                if value == u64::from(b'\n') {
+                    log::info!("guest {tag}: {}", line.as_str());
+                } else if line.len < line.bytes.len() {
+                    line.bytes[line.len] = value as u8;
+                    line.len += 1;
+                }
+            }
+            Ok(Exit::Mmio { ipa: GUEST_UART_STATUS, size_bytes: 4, write: false, .. }) => answer = STATUS_ANSWER,
+            Ok(Exit::SystemOff) => return Ok(line),
+            Ok(_) => return Err("unexpected exit"),
+            Err(_) => return Err("run failed"),
+        }
+    }
+    Err("guest did not finish")
+}
+
+fn console_vm(ty: VmType, pa: u64, tag: char) -> bool {
+    let protected = ty == VmType::Protected;
+    let kind = if protected { "protected" } else { "non-protected" };
+    let mut passed = true;
+    load(pa, guest_console());
+    let first_word = read(pa);
+    let Ok(handle) = hypercall::vm_create(ty, 1) else {
+        return check!(false, "create a {kind} VM");
+    };
+    let info = hypercall::vm_info(handle);
+    passed &= check!(info == Ok((protected, 1, 0)), "created a {kind} VM: info {info:?}");
+    passed &= check!(
+        hypercall::vm_map(handle, pa, GUEST_ENTRY, 1).is_ok(),
+        "give the {kind} VM page {pa:#x} at IPA {GUEST_ENTRY:#x}"
+    );
+    passed &=
+        check!(hypercall::vcpu_init(handle, 0, GUEST_ENTRY, tag as u64).is_ok(), "initialise the {kind} VM's vCPU");
+    let reg = hypercall::vcpu_get_reg(handle, 0, VcpuReg::X(0));
+    if protected {
+        passed &= check!(reg == Err(HypError::PermissionDenied), "registers of the protected VM refused: {reg:?}");
+        passed &= probe_hyp_memory(pa, Access::Read);
+    } else {
+        passed &= check!(reg == Ok(tag as u64), "host reads the non-protected VM's x0: {reg:x?}");
+        passed &= check!(read(pa) == first_word, "host reads the non-protected VM's memory: {:#x}", read(pa));
+    }
+    let expected = match protected {
+        true => "hello from guest P R1",
+        false => "hello from guest N R1",
+    };
+    match run_console(handle, tag) {
+        Ok(line) => {
+            passed &= check!(line.as_str() == expected, "{kind} VM ran to SYSTEM_OFF printing {:?}", line.as_str())
+        }
+        Err(why) => passed &= check!(false, "{kind} VM run: {why}"),
+    }
+    passed &= invariants("running a VM");
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the {kind} VM down");
+    let again = hypercall::vcpu_run(handle, 0, 0);
+    passed &= check!(again == Err(HypError::NoSuchVm), "running the torn-down {kind} VM refused: {again:?}");
+    if protected {
+        let info = hypercall::vm_info(handle);
+        passed &= check!(info == Ok((true, 1, 1)), "torn-down protected VM still holds its page: {info:?}");
+        passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the protected VM's page");
+        passed &= check!(read(pa) == 0, "the protected VM's page came back zeroed: {:#x}", read(pa));
+    } else {
+        passed &= check!(read(pa) == first_word, "the non-protected VM's page is the host's again, unchanged");
+    }
+    let gone = hypercall::vm_info(handle);
+    passed &= check!(gone == Err(HypError::NoSuchVm), "the {kind} VM's handle is dead: {gone:?}");
+    passed &= invariants("tearing a VM down");
+    passed
+}
+
+fn crashing_vm(pa: u64) -> bool {
+    let mut passed = true;
+    load(pa, guest_crash());
+    let Ok(handle) = hypercall::vm_create(VmType::NonProtected, 1) else {
+        return check!(false, "create the crashing VM");
+    };
+    passed &= check!(hypercall::vm_map(handle, pa, GUEST_ENTRY, 1).is_ok(), "give the crashing VM its page");
+    passed &= check!(hypercall::vcpu_init(handle, 0, GUEST_ENTRY, 0).is_ok(), "initialise the crashing VM");
+    let exit = hypercall::vcpu_run(handle, 0, 0);
+    passed &= check!(
+        matches!(exit, Ok(Exit::Fatal { .. })),
+        "a guest faulting without vectors ends with a fatal exit: {exit:x?}"
+    );
+    let again = hypercall::vcpu_run(handle, 0, 0);
+    passed &= check!(again == Err(HypError::NoSuchVm), "the crashed VM does not run again: {again:?}");
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the crashed VM down");
+    passed &= invariants("a crashed VM");
+    passed
+}
+
+fn bad_calls(hyp: u64) -> bool {
+    let mut passed = true;
+    let raw = |call: HostCall, args: [u64; 6]| {
+        let r = hypercall::raw_call(call.function_id(), args);
+        hyp_abi::decode_result(r).map_err(|e| e.unwrap_or(HypError::NotSupported))
+    };
+    passed &= check!(
+        raw(HostCall::VmCreate, [2, 1, 0, 0, 0, 0]) == Err(HypError::InvalidArgument),
+        "create a VM of unknown type refused"
+    );
+    passed &= check!(
+        raw(HostCall::VmCreate, [0, 0, 0, 0, 0, 0]) == Err(HypError::InvalidArgument),
+        "create a VM with no vCPU refused"
+    );
+    passed &= check!(
+        raw(HostCall::VmCreate, [0, 9, 0, 0, 0, 0]) == Err(HypError::InvalidArgument),
+        "create a VM with 9 vCPUs refused"
+    );
+    let Ok(handle) = hypercall::vm_create(VmType::Protected, 2) else {
+        return check!(false, "create a VM for the bad calls");
+    };
+    let forged = handle ^ (1 << 32);
+    passed &= check!(hypercall::vm_info(forged) == Err(HypError::NoSuchVm), "a forged handle finds no VM");
+    passed &= check!(hypercall::vm_info(0) == Err(HypError::NoSuchVm), "handle 0 finds no VM");
+    passed &= check!(
+        hypercall::vcpu_init(handle, 2, GUEST_ENTRY, 0) == Err(HypError::NoSuchVcpu),
+        "vCPU index out of range refused"
+    );
+    passed &= check!(
+        hypercall::vcpu_run(handle, 0, 0) == Err(HypError::InvalidArgument),
+        "running an uninitialised vCPU refused"
+    );
+    passed &= check!(
+        hypercall::vm_map(handle, hyp, GUEST_ENTRY, 1) == Err(HypError::NotOwned),
+        "giving a VM hyp memory refused"
+    );
+    passed &= check!(
+        hypercall::vm_map(handle, page(9), 1 << 60, 1) == Err(HypError::OutOfRange),
+        "an IPA beyond the VM's space refused"
+    );
+    passed &= check!(hypercall::vm_map(handle, page(9), GUEST_ENTRY, 1).is_ok(), "give the VM a page");
+    passed &= check!(
+        hypercall::vm_map(handle, page(10), GUEST_ENTRY, 1) == Err(HypError::InvalidArgument),
+        "an IPA already mapped refused"
+    );
+    passed &= check!(
+        hypercall::vm_map(handle, page(9), GUEST_ENTRY + 0x1000, 1) == Err(HypError::NotOwned),
+        "a page already given refused"
+    );
+    passed &= check!(
+        hypercall::vm_reclaim(handle, GUEST_ENTRY, 1) == Err(HypError::Busy),
+        "reclaiming from a live VM refused"
+    );
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the VM down");
+    passed &= check!(hypercall::vm_teardown(handle) == Err(HypError::NoSuchVm), "tearing it down twice refused");
+    passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim its page");
+    passed &= invariants("bad VM calls");
+    passed
+}
+
+/// Runs the VM checks; true when all passed. `hyp` is an address of hyp memory.
+pub fn run_all(hyp: u64) -> bool {
+    let mut passed = true;
+    passed &= console_vm(VmType::Protected, page(1), 'P');
+    passed &= console_vm(VmType::NonProtected, page(7), 'N');
+    passed &= crashing_vm(page(8));
+    passed &= bad_calls(hyp);
+    passed
+}
