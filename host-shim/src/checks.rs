@@ -90,7 +90,7 @@ pub fn run_all(platform: &HostPlatform) -> bool {
         platform.hyp_regions().len()
     );
     passed &= crate::memory_checks::run_all(platform);
-    passed &= crate::vm_checks::run_all(platform.hyp_regions().first().map_or(0, |r| r.0));
+    passed &= crate::vm_checks::run_all(platform.hyp_regions().first().map_or(0, |r| r.0), platform.vm_stress_rounds);
     for &(base, size) in platform.hyp_regions() {
         for address in [base, base + size / 2, base + size - 8] {
             passed &= probe_hyp_memory(address, Access::Read);

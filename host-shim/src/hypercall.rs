@@ -52,14 +52,17 @@ pub struct InvariantReport {
     pub violations: u64,
     pub memcache_free: u64,
     pub memcache_used: u64,
+    /// Bytes of the hyp's own pool in use.
+    pub pool_used: u64,
 }
 
 /// Runs the hyp's invariant checker (test builds of the hyp only).
 pub fn check_invariants() -> Result<InvariantReport, HypError> {
-    call(HostCall::DebugCheckInvariants, [0; 6]).map(|[violations, memcache_free, memcache_used]| InvariantReport {
+    call(HostCall::DebugCheckInvariants, [0; 6]).map(|[violations, memcache, pool_used]| InvariantReport {
         violations,
-        memcache_free,
-        memcache_used,
+        memcache_free: memcache & 0xffff_ffff,
+        memcache_used: memcache >> 32,
+        pool_used,
     })
 }
 

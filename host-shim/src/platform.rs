@@ -15,7 +15,12 @@ pub struct HostPlatform {
     pub hyp_region_count: usize,
     /// End of the first RAM bank (the first address past it is not RAM).
     pub ram_end: u64,
+    /// Rounds of the 32-VM stress run: `shim.vm-rounds=N` in the bootargs.
+    pub vm_stress_rounds: u64,
 }
+
+/// Rounds of the VM stress run unless the bootargs say otherwise.
+const DEFAULT_VM_STRESS_ROUNDS: u64 = 20;
 
 impl HostPlatform {
     /// Reads the device tree at `dtb` (from x0 at entry).
@@ -26,6 +31,7 @@ impl HostPlatform {
             hyp_regions: [(0, 0); MAX_HYP_REGIONS],
             hyp_region_count: 0,
             ram_end: 0,
+            vm_stress_rounds: DEFAULT_VM_STRESS_ROUNDS,
         };
         // SAFETY: x0 at entry is the address of a device tree, per the boot protocol.
         let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb as *const u8) }) else {
@@ -51,6 +57,15 @@ impl HostPlatform {
         }
         if let Some(ram) = fdt.find_node("/memory").and_then(|n| n.reg()).and_then(|mut r| r.next()) {
             platform.ram_end = ram.starting_address as u64 + ram.size.unwrap_or(0) as u64;
+        }
+        let bootargs = fdt.find_node("/chosen").and_then(|c| c.property("bootargs")).and_then(|p| p.as_str());
+        if let Some(rounds) = bootargs
+            .into_iter()
+            .flat_map(str::split_ascii_whitespace)
+            .find_map(|arg| arg.strip_prefix("shim.vm-rounds="))
+            .and_then(|n| n.parse().ok())
+        {
+            platform.vm_stress_rounds = rounds;
         }
         platform.psci_hvc =
             fdt.find_node("/psci").and_then(|p| p.property("method")).and_then(|m| m.as_str()) == Some("hvc");

@@ -4,7 +4,7 @@
 //! protected one's; teardown returns every page (the protected VM's zeroed); a
 //! crashing guest ends with a fatal exit; bad VM calls return their errors.
 
-use crate::arch::{guest_console, guest_crash};
+use crate::arch::{guest_console, guest_crash, guest_off};
 use crate::checks::{check, probe_hyp_memory, Access};
 use crate::hypercall;
 use crate::memory_checks::{invariants, page, read};
@@ -197,12 +197,68 @@ fn bad_calls(hyp: u64) -> bool {
     passed
 }
 
-/// Runs the VM checks; true when all passed. `hyp` is an address of hyp memory.
-pub fn run_all(hyp: u64) -> bool {
+/// VMs alive at once in the stress rounds.
+const STRESS_VMS: usize = 32;
+
+/// `rounds` times: create 32 VMs (alternately protected and not), give each a
+/// page, run each to SYSTEM_OFF, tear all down and reclaim; afterwards the hyp's
+/// memory accounting must be what it was and the invariants must hold.
+fn stress(rounds: u64) -> bool {
+    let before = hypercall::check_invariants();
+    let code = guest_off();
+    for i in 0..STRESS_VMS {
+        load(crate::memory_checks::stress_page(i), code);
+    }
+    for round in 0..rounds {
+        let mut handles = [0u64; STRESS_VMS];
+        for (i, handle) in handles.iter_mut().enumerate() {
+            let ty = if i % 2 == 0 { VmType::Protected } else { VmType::NonProtected };
+            let pa = crate::memory_checks::stress_page(i);
+            let ok = hypercall::vm_create(ty, 1).and_then(|h| {
+                *handle = h;
+                hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
+                hypercall::vcpu_init(h, 0, GUEST_ENTRY, 0)?;
+                match hypercall::vcpu_run(h, 0, 0)? {
+                    Exit::SystemOff => Ok(()),
+                    _ => Err(HypError::InvalidArgument),
+                }
+            });
+            if let Err(e) = ok {
+                return check!(false, "stress round {round}, VM {i}: {e}");
+            }
+        }
+        for (i, &h) in handles.iter().enumerate() {
+            let ok = hypercall::vm_teardown(h).and_then(|()| {
+                if i % 2 == 0 {
+                    hypercall::vm_reclaim(h, GUEST_ENTRY, 1)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = ok {
+                return check!(false, "stress round {round}, teardown of VM {i}: {e}");
+            }
+        }
+        // The guests' code comes back zeroed from the protected VMs: load it again.
+        for i in (0..STRESS_VMS).step_by(2) {
+            load(crate::memory_checks::stress_page(i), code);
+        }
+    }
+    let after = hypercall::check_invariants();
+    check!(
+        matches!((before, after), (Ok(b), Ok(a)) if a == b && a.violations == 0),
+        "{rounds} rounds of {STRESS_VMS} VMs created, run, torn down and reclaimed: hyp memory unchanged ({after:?})"
+    )
+}
+
+/// Runs the VM checks; true when all passed. `hyp` is an address of hyp memory;
+/// `stress_rounds` rounds of the 32-VM stress run.
+pub fn run_all(hyp: u64, stress_rounds: u64) -> bool {
     let mut passed = true;
     passed &= console_vm(VmType::Protected, page(1), 'P');
     passed &= console_vm(VmType::NonProtected, page(7), 'N');
     passed &= crashing_vm(page(8));
     passed &= bad_calls(hyp);
+    passed &= stress(stress_rounds);
     passed
 }

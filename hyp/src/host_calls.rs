@@ -87,7 +87,8 @@ impl HostServices for HypServices {
                 log::warn!("invariant violated: {violation}");
             }
             let (free, used) = state.memcache_pages();
-            [report.count as u64, free, used]
+            let (pool_used, _) = crate::HEAP.usage();
+            [report.count as u64, free | used << 32, pool_used as u64]
         })
         .unwrap_or([u64::MAX, 0, 0])
     }

@@ -73,7 +73,7 @@ pub enum HostCall {
     /// When the VM holds no more pages its handle dies.
     VmReclaim = 14,
     /// Test builds only: run the invariant checker. x1 = violations, x2 = free
-    /// memcache pages, x3 = memcache pages in use.
+    /// memcache pages | memcache pages in use << 32, x3 = bytes of the hyp's pool in use.
     DebugCheckInvariants = 62,
     /// Test builds only: the hyp exchanges the u64 at x1 (in a page lent to it)
     /// with x2 and returns the old value in x1.

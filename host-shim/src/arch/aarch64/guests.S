@@ -60,3 +60,14 @@ guest_crash_start:
     udf     #0
 .global guest_crash_end
 guest_crash_end:
+
+/* Off guest: turns its VM off at once (the stress test's guest). */
+.balign 4
+.global guest_off_start
+guest_off_start:
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+1:  b       1b
+.global guest_off_end
+guest_off_end:

@@ -12,6 +12,8 @@ extern "C" {
     static guest_console_end: u8;
     static guest_crash_start: u8;
     static guest_crash_end: u8;
+    static guest_off_start: u8;
+    static guest_off_end: u8;
 }
 
 /// The code of a guest payload from `guests.S`.
@@ -25,6 +27,12 @@ fn payload(start: &'static u8, end: &'static u8) -> &'static [u8] {
 pub fn guest_console() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_console_start }, unsafe { &guest_console_end })
+}
+
+/// The guest that turns its VM off at once.
+pub fn guest_off() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_off_start }, unsafe { &guest_off_end })
 }
 
 /// The misbehaving guest's code.
