@@ -144,12 +144,9 @@ impl HostServices for HypServices {
         let (mut injections, mut traps) = (0u32, 0u32);
         let (exit, pending_read) = loop {
             let trap = run_guest(ctx, vttbr);
-            let is_memory = |ipa: u64| {
-                let mut vms = vms_lock.lock();
-                vms.get(handle).is_ok_and(|vm| vm.stage2.leaf_at(ipa as usize).is_some())
-            };
+            let ipa_kind = |ipa: u64| vms_lock.lock().ipa_kind(handle, ipa);
             traps += 1;
-            match guest_trap::handle(ctx, trap, is_memory) {
+            match guest_trap::handle(ctx, trap, protected, ipa_kind) {
                 Outcome::ToHost { exit, pending_read } => break (exit, pending_read),
                 Outcome::Injected if injections + 1 >= MAX_INJECTIONS_PER_RUN => {
                     let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };

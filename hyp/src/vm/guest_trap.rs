@@ -20,6 +20,17 @@ pub struct GuestTrap {
     pub ipa: u64,
 }
 
+/// What an IPA is to the VM that faulted on it.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum IpaKind {
+    /// Its memory (a fault there is not MMIO).
+    Memory,
+    /// Memory the host took back from the live VM: touching it ends the VM.
+    Lost,
+    /// Anything else: MMIO, if the access can be decoded.
+    Other,
+}
+
 /// What to do after a trap.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum Outcome {
@@ -76,9 +87,9 @@ pub fn inject_undefined(ctx: &mut VcpuContext) {
     inject(ctx, 1 << 25, None);
 }
 
-/// Handles `trap` on `ctx`. `is_memory(ipa)` says whether the IPA is the guest's
-/// memory (then a stage-2 fault there is not MMIO).
-pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, is_memory: impl Fn(u64) -> bool) -> Outcome {
+/// Handles `trap` on `ctx`. `ipa_kind(ipa)` says what the faulting IPA is to the
+/// VM; `protected` withholds the syndrome of a fatal exit.
+pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, ipa_kind: impl Fn(u64) -> IpaKind) -> Outcome {
     if trap.kind != 0 {
         // An interrupt (or SError) for the host: give the CPU back.
         return Outcome::ToHost { exit: Exit::Interrupted, pending_read: None };
@@ -109,10 +120,16 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, is_memory: impl Fn(u64) ->
             step(ctx);
             Outcome::ToHost { exit: Exit::Wfi, pending_read: None }
         }
+        ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower
+            if ipa_kind(trap.ipa) == IpaKind::Lost =>
+        {
+            let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
+            Outcome::ToHost { exit: Exit::Fatal { esr, address }, pending_read: None }
+        }
         ExceptionClass::DataAbortLower => {
             let translation = matches!(trap.esr.fault_status(), 0x04..=0x07);
             match decode_mmio(trap.esr) {
-                Some(access) if translation && !is_memory(trap.ipa) => {
+                Some(access) if translation && ipa_kind(trap.ipa) == IpaKind::Other => {
                     if access.write {
                         let reg = usize::from(access.register);
                         let value = if reg == 31 { 0 } else { store_value(access, ctx.gprs.x[reg]) };
@@ -169,7 +186,7 @@ mod tests {
     fn psci_version_is_answered_without_the_host() {
         let mut c = ctx();
         c.gprs.x[0] = 0x8400_0000;
-        assert_eq!(handle(&mut c, trap(0x16 << 26 | 1 << 25, 0), |_| false), Outcome::Resume);
+        assert_eq!(handle(&mut c, trap(0x16 << 26 | 1 << 25, 0), false, |_| IpaKind::Other), Outcome::Resume);
         assert_eq!(c.gprs.x[0], 0x1_0001);
         assert_eq!(c.pc, 0x8000_0000, "HVC already returns past itself");
     }
@@ -178,7 +195,7 @@ mod tests {
     fn smc_is_stepped_over_and_unknown_calls_fail() {
         let mut c = ctx();
         c.gprs.x[0] = 0xC200_0000;
-        assert_eq!(handle(&mut c, trap(0x17 << 26 | 1 << 25, 0), |_| false), Outcome::Resume);
+        assert_eq!(handle(&mut c, trap(0x17 << 26 | 1 << 25, 0), false, |_| IpaKind::Other), Outcome::Resume);
         assert_eq!(c.gprs.x[0], NOT_SUPPORTED);
         assert_eq!(c.pc, 0x8000_0004);
     }
@@ -188,7 +205,7 @@ mod tests {
         let mut c = ctx();
         c.gprs.x[0] = 0x8400_0008;
         assert_eq!(
-            handle(&mut c, trap(0x16 << 26, 0), |_| false),
+            handle(&mut c, trap(0x16 << 26, 0), false, |_| IpaKind::Other),
             Outcome::ToHost { exit: Exit::SystemOff, pending_read: None }
         );
     }
@@ -199,7 +216,7 @@ mod tests {
         c.gprs.x[1] = 0x1_2341;
         // strb w1, [x0] at IPA 0x900_0000.
         let strb = 0x24 << 26 | 1 << 25 | 1 << 24 | 1 << 16 | 1 << 6 | 0x7;
-        let out = handle(&mut c, trap(strb, 0x900_0000), |_| false);
+        let out = handle(&mut c, trap(strb, 0x900_0000), false, |_| IpaKind::Other);
         assert_eq!(
             out,
             Outcome::ToHost {
@@ -210,7 +227,8 @@ mod tests {
         assert_eq!(c.pc, 0x8000_0004);
         // ldr w2, [x0, #0x18].
         let ldr = 0x24 << 26 | 1 << 25 | 1 << 24 | 2 << 22 | 2 << 16 | 0x7;
-        let Outcome::ToHost { exit, pending_read: Some(access) } = handle(&mut c, trap(ldr, 0x900_0018), |_| false)
+        let Outcome::ToHost { exit, pending_read: Some(access) } =
+            handle(&mut c, trap(ldr, 0x900_0018), false, |_| IpaKind::Other)
         else {
             panic!("read must wait for the host");
         };
@@ -224,7 +242,7 @@ mod tests {
     fn undecodable_or_memory_faults_inject_an_abort() {
         let mut c = ctx();
         let no_isv = 0x24 << 26 | 1 << 25 | 0x7;
-        assert_eq!(handle(&mut c, trap(no_isv, 0x900_0000), |_| false), Outcome::Injected);
+        assert_eq!(handle(&mut c, trap(no_isv, 0x900_0000), false, |_| IpaKind::Other), Outcome::Injected);
         assert_eq!(c.pc, 0x8000_1200, "current EL, SPx vector");
         assert_eq!(c.sysregs.esr_el1 >> 26, 0x25);
         assert_eq!(c.sysregs.esr_el1 & 0x3f, 0x10);
@@ -232,18 +250,37 @@ mod tests {
         assert_eq!(c.sysregs.far_el1, 0x900_0000);
         let mut c = ctx();
         let with_isv_on_memory = 0x24 << 26 | 1 << 25 | 1 << 24 | 0x7;
-        assert_eq!(handle(&mut c, trap(with_isv_on_memory, 0x4000), |_| true), Outcome::Injected);
+        assert_eq!(handle(&mut c, trap(with_isv_on_memory, 0x4000), false, |_| IpaKind::Memory), Outcome::Injected);
         assert_eq!(c.sysregs.esr_el1 >> 26, 0x25);
+    }
+
+    #[test]
+    fn touching_memory_the_host_took_back_is_fatal() {
+        let mut c = ctx();
+        let read = 0x24 << 26 | 1 << 25 | 1 << 24 | 0x7;
+        let lost = |_| IpaKind::Lost;
+        assert_eq!(
+            handle(&mut c, trap(read, 0x8000_1000), true, lost),
+            Outcome::ToHost { exit: Exit::Fatal { esr: 0, address: 0 }, pending_read: None },
+            "protected: nothing about the fault is shown"
+        );
+        assert!(matches!(
+            handle(&mut c, trap(read, 0x8000_1000), false, lost),
+            Outcome::ToHost { exit: Exit::Fatal { address: 0x8000_1000, .. }, .. }
+        ));
     }
 
     #[test]
     fn other_traps_are_undefined_and_interrupts_go_home() {
         let mut c = ctx();
-        assert_eq!(handle(&mut c, trap(0x18 << 26 | 1 << 25, 0), |_| false), Outcome::Injected);
+        assert_eq!(handle(&mut c, trap(0x18 << 26 | 1 << 25, 0), false, |_| IpaKind::Other), Outcome::Injected);
         assert_eq!((c.sysregs.esr_el1 >> 26, c.pc), (0, 0x8000_1200));
         let mut c = ctx();
         let irq = GuestTrap { kind: 1, ..trap(0, 0) };
-        assert_eq!(handle(&mut c, irq, |_| false), Outcome::ToHost { exit: Exit::Interrupted, pending_read: None });
+        assert_eq!(
+            handle(&mut c, irq, false, |_| IpaKind::Other),
+            Outcome::ToHost { exit: Exit::Interrupted, pending_read: None }
+        );
         assert_eq!(c.pc, 0x8000_0000);
     }
 }

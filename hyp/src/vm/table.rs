@@ -52,6 +52,9 @@ pub struct Vm {
     pub stage2: PgTable<Stage2>,
     /// Pages of memory the VM owns or borrows (mapped in its stage-2).
     pub pages_held: u64,
+    /// IPAs of pages the host forced back while the VM was alive: the VM's next
+    /// touch of one ends it.
+    pub lost: Vec<u64>,
     pub state: VmState,
 }
 
@@ -135,6 +138,7 @@ impl VmTable {
             vcpus: list,
             stage2,
             pages_held: 0,
+            lost: Vec::new(),
             state: VmState::Alive,
         });
         Ok(Self::handle(index, slot.generation))
@@ -291,13 +295,18 @@ impl VmTable {
         Ok(())
     }
 
-    /// Takes back `pages` pages of a torn-down protected VM at its IPAs `ipa..`,
-    /// zeroed. The VM (and its handle) goes away with its last page.
+    /// Takes back `pages` pages of a protected VM at its IPAs `ipa..`, zeroed:
+    /// after teardown (the VM and its handle go away with its last page), or by
+    /// force from a live VM (its next touch of those IPAs then ends it with a
+    /// fatal exit, never a leak).
     ///
     /// # Errors
     ///
-    /// `NoSuchVm`; `Busy` unless the VM is torn down; `InvalidArgument` or
-    /// `NotOwned` if the IPAs do not hold pages the VM owns; `NoMemory`.
+    /// `NoSuchVm`; `Busy` for a non-protected VM not torn down (its pages are only
+    /// lent: teardown returns them) or while one of its vCPUs runs;
+    /// `InvalidArgument` if the IPAs do not map pages that are contiguous in host
+    /// memory (reclaim what one `VM_MAP` gave), `NotOwned` if they are not the
+    /// VM's; `NoMemory`. A failed call takes nothing back.
     pub fn reclaim(
         &mut self,
         handle: u64,
@@ -308,7 +317,8 @@ impl VmTable {
         tlb: &mut dyn TlbMaintenance,
     ) -> Result<(), HypError> {
         let vm = self.get(handle)?;
-        if vm.state != VmState::TornDown {
+        let live = vm.state != VmState::TornDown;
+        if live && (!vm.protected || vm.vcpus.iter().any(|v| v.running)) {
             return Err(HypError::Busy);
         }
         if pages == 0 || pages > hyp_abi::MAX_PAGES_PER_CALL {
@@ -317,19 +327,25 @@ impl VmTable {
         if !ipa.is_multiple_of(4096) {
             return Err(HypError::NotAligned);
         }
-        let end =
-            ipa.checked_add(pages * 4096).filter(|&e| e <= vm.stage2.limit() as u64).ok_or(HypError::OutOfRange)?;
-        // One page at a time: guest-physically contiguous pages need not be
-        // host-physically contiguous.
-        for page in (ipa..end).step_by(4096) {
-            let pa = vm
-                .stage2
-                .leaf_at(page as usize)
-                .map(|l| (l.pa + (page as usize - l.start)) as u64)
-                .ok_or(HypError::InvalidArgument)?;
-            let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb: &mut *tlb };
-            memory.host_reclaim_guest(&mut guest, pa, page, 1, env)?;
-            vm.pages_held -= 1;
+        if ipa.checked_add(pages * 4096).is_none_or(|end| end > vm.stage2.limit() as u64) {
+            return Err(HypError::OutOfRange);
+        }
+        // The range must map host-physically contiguous pages (what the host gave
+        // in one call): then one transition takes them all back, or none.
+        let pa = vm
+            .stage2
+            .leaf_at(ipa as usize)
+            .map(|l| (l.pa + (ipa as usize - l.start)) as u64)
+            .ok_or(HypError::InvalidArgument)?;
+        let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb: &mut *tlb };
+        memory.host_reclaim_guest(&mut guest, pa, ipa, pages, env)?;
+        vm.pages_held -= pages;
+        if live {
+            for page in (ipa..ipa + pages * 4096).step_by(4096) {
+                if vm.lost.try_reserve(1).is_ok() {
+                    vm.lost.push(page);
+                }
+            }
         }
         self.free_if_empty(handle, env.source, tlb);
         Ok(())
@@ -348,6 +364,21 @@ impl VmTable {
                 vm.stage2.destroy(source, tlb);
             }
             slot.generation = slot.generation.wrapping_add(1).max(1);
+        }
+    }
+
+    /// What `ipa` is to the VM behind `handle`.
+    pub fn ipa_kind(&mut self, handle: u64, ipa: u64) -> crate::vm::guest_trap::IpaKind {
+        use crate::vm::guest_trap::IpaKind;
+        let Ok(vm) = self.get(handle) else {
+            return IpaKind::Other;
+        };
+        if vm.stage2.leaf_at(ipa as usize).is_some() {
+            IpaKind::Memory
+        } else if vm.lost.contains(&(ipa & !0xfff)) {
+            IpaKind::Lost
+        } else {
+            IpaKind::Other
         }
     }
 

@@ -153,14 +153,20 @@ fn protected_memory_leaves_the_host_until_reclaimed_zeroed() {
     assert_eq!(w.map(h, 0x4020_0000, 0x8000_0000, 1), Err(HypError::InvalidArgument), "IPA overlap");
     assert_eq!(w.map(h, 0x4010_0000, 0x9000_0000, 1), Err(HypError::NotOwned), "page already given");
     assert_eq!(w.map(h, 0x4030_0000, 1 << 40, 1), Err(HypError::OutOfRange), "IPA out of range");
-    assert_eq!(w.reclaim(h, 0x8000_0000, 1), Err(HypError::Busy), "not torn down yet");
+    // Forced back from the live VM: zeroed, and the IPA is now lost to the VM.
+    w.reclaim(h, 0x8000_f000, 1).unwrap();
+    assert_eq!(w.vms.ipa_kind(h, 0x8000_f008), crate::vm::guest_trap::IpaKind::Lost);
+    assert_eq!(w.vms.ipa_kind(h, 0x8000_e000), crate::vm::guest_trap::IpaKind::Memory);
+    assert!(w.host_maps(0x4010_f000) && w.zeroes.0.contains(&0x4010_f000));
+    w.assert_clean();
     w.teardown(h).unwrap();
     assert_eq!(w.map(h, 0x4020_0000, 0, 1), Err(HypError::NoSuchVm));
     assert_eq!(w.teardown(h), Err(HypError::NoSuchVm));
     w.reclaim(h, 0x8000_0000, 10).unwrap();
-    assert_eq!(w.vms.info(h), Ok([1, 1, 6]));
+    assert_eq!(w.vms.info(h), Ok([1, 1, 5]));
     w.assert_clean();
-    w.reclaim(h, 0x8000_a000, 6).unwrap();
+    assert_eq!(w.reclaim(h, 0x8000_a000, 6), Err(HypError::NotOwned), "the lost page is not the VM's any more");
+    w.reclaim(h, 0x8000_a000, 5).unwrap();
     assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm), "gone with its last page");
     assert!(w.host_maps(0x4010_0000) && w.host_maps(0x4010_f000));
     assert!((0..16).all(|i| w.zeroes.0.contains(&(0x4010_0000 + i * 4096))));
@@ -172,6 +178,7 @@ fn non_protected_memory_stays_with_the_host_and_returns_at_teardown() {
     let mut w = World::new();
     let h = w.create(0, 1).unwrap();
     w.map(h, 0x4010_0000, 0x8000_0000, 4).unwrap();
+    assert_eq!(w.reclaim(h, 0x8000_0000, 1), Err(HypError::Busy), "lent pages return at teardown");
     assert!(w.host_maps(0x4010_0000), "the host still sees a non-protected VM's memory");
     w.assert_clean();
     w.teardown(h).unwrap();

@@ -9,6 +9,9 @@
 .set UART_STATUS, 0x18          /* a register whose reads the host answers */
 .set PSCI_VERSION, 0x84000000
 .set PSCI_SYSTEM_OFF, 0x84000008
+.set PSCI_SYSTEM_RESET, 0x84000009
+.set GUEST_RESULT, 0x20         /* UART offset where the memory test reports */
+.set HOST_CALL, 0xC5000001      /* a standard hypervisor call the hyp leaves to the host */
 
 .section .rodata.guests, "a"
 
@@ -71,3 +74,45 @@ guest_off_start:
 1:  b       1b
 .global guest_off_end
 guest_off_end:
+
+/*
+ * Memory-test guest: fills the page after its code with seed + i (x0 = seed),
+ * checks it, reports 1 (or 0) with a 64-bit MMIO write to GUEST_RESULT, makes a
+ * call the hyp leaves to the host (x1 = seed), waits for an interrupt (WFI),
+ * touches its data page once more, and resets its VM.
+ */
+.balign 4
+.global guest_memtest_start
+guest_memtest_start:
+    mov     x19, x0
+    mov     x20, #GUEST_UART
+    adr     x21, guest_memtest_start
+    add     x21, x21, #0x1000
+    mov     x2, #0
+1:  add     x3, x19, x2
+    str     x3, [x21, x2, lsl #3]
+    add     x2, x2, #1
+    cmp     x2, #512
+    b.ne    1b
+    mov     x2, #0
+    mov     x4, #1
+2:  ldr     x3, [x21, x2, lsl #3]
+    add     x5, x19, x2
+    cmp     x3, x5
+    csel    x4, x4, xzr, eq
+    add     x2, x2, #1
+    cmp     x2, #512
+    b.ne    2b
+    str     x4, [x20, #GUEST_RESULT]
+    mov     x0, #(HOST_CALL & 0xffff)
+    movk    x0, #(HOST_CALL >> 16), lsl #16
+    mov     x1, x19
+    hvc     #0
+    wfi
+    ldr     x3, [x21]
+    mov     x0, #(PSCI_SYSTEM_RESET & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_RESET >> 16), lsl #16
+    hvc     #0
+3:  b       3b
+.global guest_memtest_end
+guest_memtest_end:

@@ -14,6 +14,8 @@ extern "C" {
     static guest_crash_end: u8;
     static guest_off_start: u8;
     static guest_off_end: u8;
+    static guest_memtest_start: u8;
+    static guest_memtest_end: u8;
 }
 
 /// The code of a guest payload from `guests.S`.
@@ -33,6 +35,12 @@ pub fn guest_console() -> &'static [u8] {
 pub fn guest_off() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_off_start }, unsafe { &guest_off_end })
+}
+
+/// The memory-test guest's code (its data page follows it at +0x1000).
+pub fn guest_memtest() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_memtest_start }, unsafe { &guest_memtest_end })
 }
 
 /// The misbehaving guest's code.
