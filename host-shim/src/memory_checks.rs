@@ -11,9 +11,11 @@ use hyp_abi::{HypError, MAX_PAGES_PER_CALL};
 
 const PAGE: u64 = 4096;
 /// Pages of scratch memory the checks lend and donate (and give VMs: 1, 7, 8).
-const SCRATCH_PAGES: usize = 12 + STRESS_PAGES;
+const SCRATCH_PAGES: usize = 12 + STRESS_PAGES + MEMCACHE_PAGES;
 /// Pages the VM stress run gives its 32 VMs, after the others.
 const STRESS_PAGES: usize = 32;
+/// Pages the VM checks donate to the hyp for VM stage-2 tables, after those.
+pub const MEMCACHE_PAGES: usize = 160;
 
 /// Page-aligned host memory in the shim's bss (the shim runs with its MMU off, so
 /// these addresses are physical).
@@ -28,6 +30,11 @@ static SCRATCH: Scratch = Scratch(UnsafeCell::new([0; SCRATCH_PAGES * 512]));
 
 pub fn page(index: usize) -> u64 {
     SCRATCH.0.get() as u64 + index as u64 * PAGE
+}
+
+/// The first page donated for the hyp's memcache.
+pub fn memcache_pages() -> u64 {
+    page(12 + STRESS_PAGES)
 }
 
 /// The page the stress run gives its VM `index`.

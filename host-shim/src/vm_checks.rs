@@ -316,6 +316,11 @@ fn stress(rounds: u64) -> bool {
 /// `stress_rounds` rounds of the 32-VM stress run.
 pub fn run_all(hyp: u64, stress_rounds: u64) -> bool {
     let mut passed = true;
+    let refused = hypercall::vm_create(VmType::Protected, 1);
+    passed &= check!(refused == Err(HypError::NoMemory), "a VM needs donated memory first: {refused:?}");
+    let memcache = crate::memory_checks::memcache_pages();
+    let pages = crate::memory_checks::MEMCACHE_PAGES as u64;
+    passed &= check!(hypercall::donate_hyp(memcache, pages).is_ok(), "donate {pages} pages for VM metadata (memcache)");
     passed &= console_vm(VmType::Protected, page(1), 'P');
     passed &= console_vm(VmType::NonProtected, page(7), 'N');
     passed &= memtest_vm(VmType::Protected, page(2), page(3));
@@ -323,5 +328,8 @@ pub fn run_all(hyp: u64, stress_rounds: u64) -> bool {
     passed &= crashing_vm(page(8));
     passed &= bad_calls(hyp);
     passed &= stress(stress_rounds);
+    let back = hypercall::reclaim_hyp(memcache, pages);
+    passed &= check!(back.is_ok(), "every memcache page is free again and comes back: {back:?}");
+    passed &= invariants("reclaiming the memcache");
     passed
 }

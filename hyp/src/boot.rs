@@ -262,6 +262,8 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
             Err(e) => fatal(format_args!("building the host stage-2 failed: {e}")),
         }
     };
+    let mut state = state;
+    state.use_memcache_for_guest_tables();
     let root = state.host_stage2.root_address();
     MEMORY.call_once(|| spin::Mutex::new(state));
     VMS.call_once(|| spin::Mutex::new(VmTable::new(ipa_bits)));

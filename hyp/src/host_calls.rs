@@ -98,7 +98,7 @@ impl HostServices for HypServices {
     }
 
     fn vm_create(&mut self, ty: u64, vcpus: u64) -> Result<u64, HypError> {
-        with_vms(|vms, _, env| vms.create(ty, vcpus, env.source))
+        with_vms(|vms, memory, env| vms.create(ty, vcpus, memory, env))
     }
 
     fn vm_map(&mut self, handle: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {

@@ -35,6 +35,9 @@ pub enum ViolationKind {
     /// Pages owned by or lent to a guest that its stage-2 does not map (address:
     /// the guest id).
     GuestPageUnmapped,
+    /// The memcache list does not hold exactly the donated pages not in use
+    /// (address: the list's length).
+    MemcacheMismatch,
     /// A table operation needed more pages than it reserved (address 0: the count
     /// of such tables is the number of these violations).
     TableReserveExceeded,
@@ -100,6 +103,10 @@ pub fn check(state: &MemoryState, hyp_devices: &[PhysRange], guests: &[(VmId, &P
     let pages = &state.pages;
     for _ in 0..state.host_stage2.reserve_underflows() + state.hyp_stage1.reserve_underflows() {
         report.add(0, ViolationKind::TableReserveExceeded);
+    }
+    let (free, _) = state.memcache_pages();
+    if state.memcache.len() != free {
+        report.add(state.memcache.len(), ViolationKind::MemcacheMismatch);
     }
 
     // Every host stage-2 leaf: identity, and RAM only where the host may be.

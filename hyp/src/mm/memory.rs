@@ -8,6 +8,7 @@
 //! and only then writes the records.
 
 use crate::mm::host_stage2::{root_level, HostFault};
+use crate::mm::memcache::{Memcache, MemcacheSource};
 use crate::mm::ownership::{Owner, PageDb, PageRecord, RangeError, VmId};
 use crate::mm::pgtable::{PageSource, PgTable, PgTableError, TlbMaintenance};
 use crate::mm::regions::{device_block_around, for_each_piece_outside};
@@ -84,6 +85,49 @@ pub struct MemoryState {
     pub pages: PageDb,
     pub host_stage2: PgTable<Stage2>,
     pub hyp_stage1: PgTable<El2>,
+    /// Donated pages the hyp does not use yet.
+    pub memcache: Memcache,
+    /// Guest stage-2 tables come from the memcache (the hyp), or from the
+    /// environment's page source (host-side tests, whose RAM is not real memory).
+    guest_tables_from_memcache: bool,
+}
+
+/// Table pages for guests: from the memcache, or from a fallback source.
+struct GuestSource<'a> {
+    memcache: Option<(&'a mut Memcache, &'a mut PageDb)>,
+    fallback: &'a mut dyn PageSource,
+    memory: &'a mut dyn PhysMemory,
+}
+
+impl PageSource for GuestSource<'_> {
+    fn alloc_page(&mut self) -> Option<usize> {
+        match &mut self.memcache {
+            Some((memcache, pages)) => MemcacheSource { memcache, pages, memory: &mut *self.memory }.alloc_page(),
+            None => self.fallback.alloc_page(),
+        }
+    }
+
+    fn free_page(&mut self, page: usize) {
+        match &mut self.memcache {
+            Some((memcache, pages)) => MemcacheSource { memcache, pages, memory: &mut *self.memory }.free_page(page),
+            None => self.fallback.free_page(page),
+        }
+    }
+}
+
+/// The source of guest table pages for a transition of `$state` in `$env`.
+macro_rules! guest_source {
+    ($state:ident, $env:ident) => {
+        GuestSource {
+            memcache: if $state.guest_tables_from_memcache {
+                Some((&mut $state.memcache, &mut $state.pages))
+            } else {
+                None
+            },
+            fallback: &mut *$env.source,
+            memory: &mut *$env.memory,
+        }
+    };
 }
 
 fn range_error(error: RangeError) -> HypError {
@@ -177,7 +221,35 @@ impl MemoryState {
             });
             result.map_err(table_error)?;
         }
-        Ok(MemoryState { pages, host_stage2, hyp_stage1 })
+        Ok(MemoryState {
+            pages,
+            host_stage2,
+            hyp_stage1,
+            memcache: Memcache::default(),
+            guest_tables_from_memcache: false,
+        })
+    }
+
+    /// Takes guest stage-2 tables from the memcache from now on (the hyp does;
+    /// host-side tests keep the environment's source).
+    pub fn use_memcache_for_guest_tables(&mut self) {
+        self.guest_tables_from_memcache = true;
+    }
+
+    /// A new, empty guest stage-2 for `ipa_bits`, its root from the guest source.
+    ///
+    /// # Errors
+    ///
+    /// `NoMemory` (the host must donate pages first).
+    pub fn new_guest_table(&mut self, ipa_bits: u32, env: &mut Env<'_>) -> Result<PgTable<Stage2>, HypError> {
+        let level = root_level(ipa_bits);
+        PgTable::new(level, ipa_bits, Stage2, &mut guest_source!(self, env)).map_err(|_| HypError::NoMemory)
+    }
+
+    /// Frees a guest stage-2 no vCPU uses any more into the guest source, after
+    /// `tlb` dropped the VM's translations.
+    pub fn destroy_guest_table(&mut self, table: PgTable<Stage2>, env: &mut Env<'_>, tlb: &mut dyn TlbMaintenance) {
+        table.destroy(&mut guest_source!(self, env), tlb);
     }
 
     /// Serves a host stage-2 translation fault at `ipa`: device space is mapped
@@ -264,7 +336,11 @@ impl MemoryState {
         }
         self.pages
             .update(start, pages, |_| PageRecord { owner: Owner::Hyp, borrower: None, donated: true, in_use: false })
-            .map_err(range_error)
+            .map_err(range_error)?;
+        for page in (start..start + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
+            self.memcache.push(page, env.memory);
+        }
+        Ok(())
     }
 
     /// The host takes back donated pages the hyp no longer uses (HOST_RECLAIM_HYP).
@@ -277,15 +353,30 @@ impl MemoryState {
     pub fn host_reclaim_hyp(&mut self, start: u64, pages: u64, env: &mut Env<'_>) -> Result<(), HypError> {
         self.require(start, pages, |r| r.owner == Owner::Hyp && r.donated && r.borrower.is_none())?;
         self.require(start, pages, |r| !r.in_use).map_err(|_| HypError::Busy)?;
+        // Free donated pages are exactly the memcache's.
+        if !self.memcache.remove_range(start, pages, env.memory) {
+            return Err(HypError::Busy);
+        }
         let (s, e) = Self::span(start, pages);
+        let give_back = |memcache: &mut Memcache, memory: &mut dyn PhysMemory| {
+            for page in (start..start + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
+                memcache.push(page, memory);
+            }
+        };
+        if let Err(error) = self.host_stage2.map(s, e, s, HOST_RAM, env.source, env.stage2_tlb) {
+            give_back(&mut self.memcache, env.memory);
+            return Err(table_error(error));
+        }
+        if let Err(error) = self.hyp_stage1.reserve_for_unmap(s, e, env.source) {
+            let _ = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb);
+            give_back(&mut self.memcache, env.memory);
+            return Err(table_error(error));
+        }
+        // Nothing can fail from here: scrub, then hide from the hyp.
         for page in (start..start + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
             env.memory.zero_page(page);
         }
-        self.host_stage2.map(s, e, s, HOST_RAM, env.source, env.stage2_tlb).map_err(table_error)?;
-        if let Err(error) = self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb) {
-            let _ = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb);
-            return Err(table_error(error));
-        }
+        self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb).map_err(table_error)?;
         self.pages.update(start, pages, |_| PageRecord::HOST).map_err(range_error)
     }
 
@@ -357,9 +448,9 @@ impl MemoryState {
         self.require(pa, pages, |r| r == PageRecord::HOST)?;
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
         let (s, e) = Self::span(pa, pages);
-        guest.stage2.map(gs, ge, s, GUEST_RAM, env.source, guest.tlb).map_err(table_error)?;
+        guest.stage2.map(gs, ge, s, GUEST_RAM, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
         if let Err(error) = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb) {
-            let _ = guest.stage2.unmap(gs, ge, env.source, guest.tlb);
+            let _ = guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb);
             return Err(table_error(error));
         }
         let id = guest.id;
@@ -389,7 +480,7 @@ impl MemoryState {
         self.require(pa, pages, |r| r == PageRecord::HOST)?;
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
         let (s, _) = Self::span(pa, pages);
-        guest.stage2.map(gs, ge, s, GUEST_RAM, env.source, guest.tlb).map_err(table_error)?;
+        guest.stage2.map(gs, ge, s, GUEST_RAM, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
         let id = guest.id;
         self.pages.update(pa, pages, |r| PageRecord { borrower: Some(Owner::Vm(id)), ..r }).map_err(range_error)
     }
@@ -418,7 +509,7 @@ impl MemoryState {
         if !Self::guest_maps(guest, gs, ge, pa) {
             return Err(HypError::InvalidArgument);
         }
-        guest.stage2.unmap(gs, ge, env.source, guest.tlb).map_err(table_error)?;
+        guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
         self.pages.update(pa, pages, |r| PageRecord { borrower: None, ..r }).map_err(range_error)
     }
 
@@ -453,16 +544,16 @@ impl MemoryState {
         let reserved = self
             .hyp_stage1
             .reserve_for_map(s, e, s, env.source)
-            .and_then(|()| guest.stage2.reserve_for_unmap(gs, ge, env.source))
+            .and_then(|()| guest.stage2.reserve_for_unmap(gs, ge, &mut guest_source!(self, env)))
             .and_then(|()| self.host_stage2.reserve_for_map(s, e, s, env.source));
         if let Err(error) = reserved {
             self.hyp_stage1.release_reserve(env.source);
-            guest.stage2.release_reserve(env.source);
+            guest.stage2.release_reserve(&mut guest_source!(self, env));
             self.host_stage2.release_reserve(env.source);
             return Err(table_error(error));
         }
         // From here on nothing can fail for memory.
-        guest.stage2.unmap(gs, ge, env.source, guest.tlb).map_err(table_error)?;
+        guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
         self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;
         for page in (pa..pa + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
             env.memory.zero_page(page);

@@ -4,6 +4,7 @@
 pub mod heap;
 pub mod host_stage2;
 pub mod invariants;
+pub mod memcache;
 pub mod memory;
 pub mod ownership;
 pub mod pgtable;

@@ -4,7 +4,7 @@
 
 use crate::mm::memory::{Env, Guest, MemoryState};
 use crate::mm::ownership::VmId;
-use crate::mm::pgtable::{PageSource, PgTable, TlbMaintenance};
+use crate::mm::pgtable::{PgTable, TlbMaintenance};
 use crate::vm::context::VcpuContext;
 use crate::vm::exit::MmioAccess;
 use aarch64_paging::paging::Stage2;
@@ -112,16 +112,21 @@ impl VmTable {
     ///
     /// `InvalidArgument` (type, vCPU count 0 or above the limit), `NoMemory` (no
     /// free slot, or no memory for its stage-2 or vCPUs).
-    pub fn create(&mut self, ty: u64, vcpus: u64, source: &mut dyn PageSource) -> Result<u64, HypError> {
+    pub fn create(
+        &mut self,
+        ty: u64,
+        vcpus: u64,
+        memory: &mut MemoryState,
+        env: &mut Env<'_>,
+    ) -> Result<u64, HypError> {
         let ty = VmType::from_raw(ty).ok_or(HypError::InvalidArgument)?;
         if vcpus == 0 || vcpus > MAX_VCPUS_PER_VM {
             return Err(HypError::InvalidArgument);
         }
         let index = self.slots.iter().position(|s| s.vm.is_none()).ok_or(HypError::NoMemory)?;
-        let level = crate::mm::host_stage2::root_level(self.ipa_bits);
-        let stage2 = PgTable::new(level, self.ipa_bits, Stage2, source).map_err(|_| HypError::NoMemory)?;
         let mut list = Vec::new();
         list.try_reserve_exact(vcpus as usize).map_err(|_| HypError::NoMemory)?;
+        let stage2 = memory.new_guest_table(self.ipa_bits, env)?;
         for _ in 0..vcpus {
             list.push(Vcpu {
                 ctx: Box::new(VcpuContext::default()),
@@ -291,7 +296,7 @@ impl VmTable {
             }
         }
         vm.state = VmState::TornDown;
-        self.free_if_empty(handle, env.source, tlb);
+        self.free_if_empty(handle, memory, env, tlb);
         Ok(())
     }
 
@@ -347,13 +352,19 @@ impl VmTable {
                 }
             }
         }
-        self.free_if_empty(handle, env.source, tlb);
+        self.free_if_empty(handle, memory, env, tlb);
         Ok(())
     }
 
     /// Frees a torn-down VM's slot when it holds no memory any more: its stage-2
     /// goes back to `source` and its handle stops working.
-    fn free_if_empty(&mut self, handle: u64, source: &mut dyn PageSource, tlb: &mut dyn TlbMaintenance) {
+    fn free_if_empty(
+        &mut self,
+        handle: u64,
+        memory: &mut MemoryState,
+        env: &mut Env<'_>,
+        tlb: &mut dyn TlbMaintenance,
+    ) {
         let index = (handle & 0xffff_ffff) as usize - 1;
         let Some(slot) = self.slots.get_mut(index) else {
             return;
@@ -361,7 +372,7 @@ impl VmTable {
         let done = slot.vm.as_ref().is_some_and(|vm| vm.state == VmState::TornDown && vm.pages_held == 0);
         if done {
             if let Some(vm) = slot.vm.take() {
-                vm.stage2.destroy(source, tlb);
+                memory.destroy_guest_table(vm.stage2, env, tlb);
             }
             slot.generation = slot.generation.wrapping_add(1).max(1);
         }

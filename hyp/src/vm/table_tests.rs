@@ -13,17 +13,39 @@ use std::collections::HashSet;
 const RAM: PhysRange = PhysRange { start: 0x4000_0000, end: 0x4400_0000 };
 const HYP: PhysRange = PhysRange { start: 0x4300_0000, end: 0x4400_0000 };
 
+/// Records zeroed pages; inside `real` (pages of this process) reads and writes
+/// are real, elsewhere (the fake RAM) they are dropped.
 #[derive(Default)]
-struct Zeroes(HashSet<u64>);
+struct Zeroes(HashSet<u64>, Option<PhysRange>);
+
+impl Zeroes {
+    fn is_real(&self, address: u64) -> bool {
+        self.1.is_some_and(|r| r.contains(address))
+    }
+}
 
 impl PhysMemory for Zeroes {
     fn zero_page(&mut self, page: u64) {
         self.0.insert(page);
+        if self.is_real(page) {
+            // SAFETY: A page of the test's own real bank.
+            unsafe { core::ptr::write_bytes(page as *mut u8, 0, 4096) };
+        }
     }
-    fn read_u64(&mut self, _: u64) -> u64 {
-        0
+    fn read_u64(&mut self, address: u64) -> u64 {
+        if self.is_real(address) {
+            // SAFETY: As above.
+            unsafe { (address as *const u64).read() }
+        } else {
+            0
+        }
     }
-    fn write_u64(&mut self, _: u64, _: u64) {}
+    fn write_u64(&mut self, address: u64, value: u64) {
+        if self.is_real(address) {
+            // SAFETY: As above.
+            unsafe { (address as *mut u64).write(value) };
+        }
+    }
 }
 
 struct World {
@@ -38,18 +60,45 @@ struct World {
 
 impl World {
     fn new() -> World {
+        Self::with_real_bank(None)
+    }
+
+    /// A world whose RAM also has `real`, a bank of this process's own memory
+    /// (for the memcache, whose pages the hyp really writes).
+    fn with_real_bank(real: Option<PhysRange>) -> World {
         let mut source = HeapSource::default();
-        let (mut s2, mut el2, mut zeroes) = (FakeTlb::default(), FakeTlb::default(), Zeroes::default());
+        let (mut s2, mut el2, mut zeroes) = (FakeTlb::default(), FakeTlb::default(), Zeroes(HashSet::new(), real));
         let mut stage1 = PgTable::new(0, 48, El2, &mut source).unwrap();
         stage1.map(HYP.start as usize, HYP.end as usize, HYP.start as usize, HYP_DATA, &mut source, &mut el2).unwrap();
-        let records = vec![0u32; PageDb::storage_bytes(&[RAM]) / 4].leak();
+        let ram: Vec<PhysRange> = [Some(RAM), real].into_iter().flatten().collect();
+        let records = vec![0u32; PageDb::storage_bytes(&ram) / 4].leak();
         let mut env = Env { source: &mut source, stage2_tlb: &mut s2, el2_tlb: &mut el2, memory: &mut zeroes };
-        let memory = MemoryState::new(&[RAM], &[HYP], records, 40, stage1, &mut env).unwrap();
-        World { vms: VmTable::new(40), memory, source, s2, el2, guest_tlb: FakeTlb::default(), zeroes }
+        let memory = MemoryState::new(&ram, &[HYP], records, 48, stage1, &mut env).unwrap();
+        World { vms: VmTable::new(48), memory, source, s2, el2, guest_tlb: FakeTlb::default(), zeroes }
+    }
+
+    /// Runs a memory call with this world's environment.
+    fn memory_call(
+        &mut self,
+        f: impl FnOnce(&mut MemoryState, &mut Env<'_>) -> Result<(), HypError>,
+    ) -> Result<(), HypError> {
+        let mut env = Env {
+            source: &mut self.source,
+            stage2_tlb: &mut self.s2,
+            el2_tlb: &mut self.el2,
+            memory: &mut self.zeroes,
+        };
+        f(&mut self.memory, &mut env)
     }
 
     fn create(&mut self, ty: u64, vcpus: u64) -> Result<u64, HypError> {
-        self.vms.create(ty, vcpus, &mut self.source)
+        let mut env = Env {
+            source: &mut self.source,
+            stage2_tlb: &mut self.s2,
+            el2_tlb: &mut self.el2,
+            memory: &mut self.zeroes,
+        };
+        self.vms.create(ty, vcpus, &mut self.memory, &mut env)
     }
 
     fn map(&mut self, h: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
@@ -152,7 +201,7 @@ fn protected_memory_leaves_the_host_until_reclaimed_zeroed() {
     w.assert_clean();
     assert_eq!(w.map(h, 0x4020_0000, 0x8000_0000, 1), Err(HypError::InvalidArgument), "IPA overlap");
     assert_eq!(w.map(h, 0x4010_0000, 0x9000_0000, 1), Err(HypError::NotOwned), "page already given");
-    assert_eq!(w.map(h, 0x4030_0000, 1 << 40, 1), Err(HypError::OutOfRange), "IPA out of range");
+    assert_eq!(w.map(h, 0x4030_0000, 1 << 48, 1), Err(HypError::OutOfRange), "IPA out of range");
     // Forced back from the live VM: zeroed, and the IPA is now lost to the VM.
     w.reclaim(h, 0x8000_f000, 1).unwrap();
     assert_eq!(w.vms.ipa_kind(h, 0x8000_f008), crate::vm::guest_trap::IpaKind::Lost);
@@ -215,4 +264,40 @@ fn many_vms_created_and_torn_down_leave_nothing_behind() {
         assert_eq!(*outstanding.get_or_insert(now), now, "round {round}: table pages leaked");
     }
     w.assert_clean();
+}
+
+/// VM stage-2 tables come from pages the host donated: without them a VM cannot
+/// be created; while a VM lives its tables are in use and cannot be reclaimed;
+/// after teardown every table page is back in the memcache.
+#[test]
+fn vm_tables_live_in_donated_memory() {
+    const PAGES: usize = 16;
+    let layout = std::alloc::Layout::from_size_align(PAGES * 4096, 4096).unwrap();
+    // SAFETY: Non-zero size; freed at the end.
+    let base = unsafe { std::alloc::alloc_zeroed(layout) } as u64;
+    let real = PhysRange { start: base, end: base + (PAGES * 4096) as u64 };
+    let mut w = World::with_real_bank(Some(real));
+    w.memory.use_memcache_for_guest_tables();
+    assert_eq!(w.create(1, 1), Err(HypError::NoMemory), "nothing donated yet");
+    w.memory_call(|m, env| m.host_donate_hyp(base, PAGES as u64, env)).unwrap();
+    assert_eq!(w.memory.memcache_pages(), (PAGES as u64, 0));
+    let h = w.create(1, 1).unwrap();
+    w.map(h, 0x4010_0000, 0x8000_0000, 2).unwrap();
+    let (free, used) = w.memory.memcache_pages();
+    assert_eq!((free + used, w.memory.memcache.len()), (PAGES as u64, free));
+    assert!(used >= 2, "root and tables in use: {used}");
+    assert_eq!(
+        w.memory_call(|m, env| m.host_reclaim_hyp(base, PAGES as u64, env)),
+        Err(HypError::Busy),
+        "tables in use"
+    );
+    w.assert_clean();
+    w.teardown(h).unwrap();
+    w.reclaim(h, 0x8000_0000, 2).unwrap();
+    assert_eq!(w.memory.memcache_pages(), (PAGES as u64, 0), "every table page came back");
+    w.memory_call(|m, env| m.host_reclaim_hyp(base, PAGES as u64, env)).unwrap();
+    assert_eq!(w.memory.memcache_pages(), (0, 0));
+    w.assert_clean();
+    // SAFETY: Allocated above with this layout; no record refers to it any more.
+    unsafe { std::alloc::dealloc(base as *mut u8, layout) };
 }
