@@ -125,7 +125,9 @@ pub fn probe_hyp_memory(address: u64, access: Access) -> bool {
         }
     };
     let name = if access == Access::Read { "read" } else { "write" };
-    let still_armed = PROBE_ARMED.swap(false, Ordering::Relaxed);
+    // Plain load and store: no exclusive accesses with the MMU off.
+    let still_armed = PROBE_ARMED.load(Ordering::Relaxed);
+    PROBE_ARMED.store(false, Ordering::Relaxed);
     let esr = PROBE_ESR.load(Ordering::Relaxed);
     let far = PROBE_FAR.load(Ordering::Relaxed);
     if still_armed {

@@ -15,7 +15,7 @@ const SCRATCH_PAGES: usize = 12 + STRESS_PAGES + MEMCACHE_PAGES;
 /// Pages the VM stress run gives its 32 VMs, after the others.
 const STRESS_PAGES: usize = 32;
 /// Pages the VM checks donate to the hyp for VM stage-2 tables, after those.
-pub const MEMCACHE_PAGES: usize = 160;
+pub const MEMCACHE_PAGES: usize = 192;
 
 /// Page-aligned host memory in the shim's bss (the shim runs with its MMU off, so
 /// these addresses are physical).

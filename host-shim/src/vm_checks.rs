@@ -8,6 +8,7 @@ use crate::arch::{guest_console, guest_crash, guest_memtest, guest_off};
 use crate::checks::{check, probe_hyp_memory, Access};
 use crate::hypercall;
 use crate::memory_checks::{invariants, page, read};
+use core::sync::atomic::{AtomicU64, Ordering};
 use hyp_abi::{Exit, HostCall, HypError, VcpuReg, VmType};
 
 /// Where the guests' code goes in guest-physical memory.
@@ -19,6 +20,34 @@ const GUEST_UART_STATUS: u64 = GUEST_UART + 0x18;
 const STATUS_ANSWER: u64 = b'R' as u64;
 /// Runs before a guest is declared stuck.
 const MAX_RUNS: usize = 256;
+
+/// What the VM checks did, for the summary line.
+static VMS_CREATED: AtomicU64 = AtomicU64::new(0);
+static PROTECTED_CREATED: AtomicU64 = AtomicU64::new(0);
+static EXITS: AtomicU64 = AtomicU64::new(0);
+
+/// Adds one with a plain load and store: the shim runs on one CPU with its MMU
+/// off, where exclusive accesses are not dependable.
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// `VM_CREATE`, counted.
+fn create_vm(ty: VmType, vcpus: u64) -> Result<u64, HypError> {
+    let handle = hypercall::vm_create(ty, vcpus)?;
+    bump(&VMS_CREATED);
+    if ty == VmType::Protected {
+        bump(&PROTECTED_CREATED);
+    }
+    Ok(handle)
+}
+
+/// `VCPU_RUN`, counting exits.
+fn run_vcpu(handle: u64, vcpu: u64, value: u64) -> Result<Exit, HypError> {
+    let exit = hypercall::vcpu_run(handle, vcpu, value)?;
+    bump(&EXITS);
+    Ok(exit)
+}
 
 /// Copies `code` to the start of the page at `pa` (host memory, MMU off).
 fn load(pa: u64, code: &[u8]) {
@@ -46,7 +75,7 @@ fn run_console(handle: u64, tag: char) -> Result<Line, &'static str> {
     let mut line = Line { bytes: [0; 64], len: 0 };
     let mut answer = 0;
     for _ in 0..MAX_RUNS {
-        match hypercall::vcpu_run(handle, 0, answer) {
+        match run_vcpu(handle, 0, answer) {
             Ok(Exit::Mmio { ipa: GUEST_UART, size_bytes: 1, write: true, value }) => {
                 if value == u64::from(b'\n') {
                     log::info!("guest {tag}: {}", line.as_str());
@@ -70,7 +99,7 @@ fn console_vm(ty: VmType, pa: u64, tag: char) -> bool {
     let mut passed = true;
     load(pa, guest_console());
     let first_word = read(pa);
-    let Ok(handle) = hypercall::vm_create(ty, 1) else {
+    let Ok(handle) = create_vm(ty, 1) else {
         return check!(false, "create a {kind} VM");
     };
     let info = hypercall::vm_info(handle);
@@ -101,7 +130,7 @@ fn console_vm(ty: VmType, pa: u64, tag: char) -> bool {
     }
     passed &= invariants("running a VM");
     passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the {kind} VM down");
-    let again = hypercall::vcpu_run(handle, 0, 0);
+    let again = run_vcpu(handle, 0, 0);
     passed &= check!(again == Err(HypError::NoSuchVm), "running the torn-down {kind} VM refused: {again:?}");
     if protected {
         let info = hypercall::vm_info(handle);
@@ -126,7 +155,7 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
     let kind = if protected { "protected" } else { "non-protected" };
     let mut passed = true;
     load(code, guest_memtest());
-    let Ok(handle) = hypercall::vm_create(ty, 1) else {
+    let Ok(handle) = create_vm(ty, 1) else {
         return check!(false, "create the {kind} memory-test VM");
     };
     passed &= check!(
@@ -136,17 +165,17 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
     );
     passed &=
         check!(hypercall::vcpu_init(handle, 0, GUEST_ENTRY, SEED).is_ok(), "initialise the {kind} memory-test VM");
-    let result = hypercall::vcpu_run(handle, 0, 0);
+    let result = run_vcpu(handle, 0, 0);
     passed &= check!(
         result == Ok(Exit::Mmio { ipa: GUEST_UART + 0x20, size_bytes: 8, write: true, value: 1 }),
         "{kind} memory-test guest reports its memory good: {result:x?}"
     );
-    let call = hypercall::vcpu_run(handle, 0, 0);
+    let call = run_vcpu(handle, 0, 0);
     passed &= check!(
         call == Ok(Exit::Hypercall { function: 0xC500_0001, arg: SEED }),
         "{kind} guest call left to the host: {call:x?}"
     );
-    let wfi = hypercall::vcpu_run(handle, 0, 0);
+    let wfi = run_vcpu(handle, 0, 0);
     passed &= check!(wfi == Ok(Exit::Wfi), "{kind} guest WFI exits to the host: {wfi:?}");
     if protected {
         passed &= check!(
@@ -158,7 +187,7 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
             "the forced-back page came back zeroed: {:#x}",
             read(data + 8)
         );
-        let fatal = hypercall::vcpu_run(handle, 0, 0);
+        let fatal = run_vcpu(handle, 0, 0);
         passed &= check!(
             fatal == Ok(Exit::Fatal { esr: 0, address: 0 }),
             "the protected VM touching its lost page ends, showing nothing: {fatal:x?}"
@@ -171,7 +200,7 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
             "host reads what the non-protected guest wrote: {:#x}",
             read(data + 8)
         );
-        let reset = hypercall::vcpu_run(handle, 0, 0);
+        let reset = run_vcpu(handle, 0, 0);
         passed &= check!(reset == Ok(Exit::SystemReset), "non-protected guest resets its VM: {reset:?}");
         passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the non-protected memory-test VM down");
     }
@@ -182,17 +211,17 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
 fn crashing_vm(pa: u64) -> bool {
     let mut passed = true;
     load(pa, guest_crash());
-    let Ok(handle) = hypercall::vm_create(VmType::NonProtected, 1) else {
+    let Ok(handle) = create_vm(VmType::NonProtected, 1) else {
         return check!(false, "create the crashing VM");
     };
     passed &= check!(hypercall::vm_map(handle, pa, GUEST_ENTRY, 1).is_ok(), "give the crashing VM its page");
     passed &= check!(hypercall::vcpu_init(handle, 0, GUEST_ENTRY, 0).is_ok(), "initialise the crashing VM");
-    let exit = hypercall::vcpu_run(handle, 0, 0);
+    let exit = run_vcpu(handle, 0, 0);
     passed &= check!(
         matches!(exit, Ok(Exit::Fatal { .. })),
         "a guest faulting without vectors ends with a fatal exit: {exit:x?}"
     );
-    let again = hypercall::vcpu_run(handle, 0, 0);
+    let again = run_vcpu(handle, 0, 0);
     passed &= check!(again == Err(HypError::NoSuchVm), "the crashed VM does not run again: {again:?}");
     passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the crashed VM down");
     passed &= invariants("a crashed VM");
@@ -217,7 +246,7 @@ fn bad_calls(hyp: u64) -> bool {
         raw(HostCall::VmCreate, [0, 9, 0, 0, 0, 0]) == Err(HypError::InvalidArgument),
         "create a VM with 9 vCPUs refused"
     );
-    let Ok(handle) = hypercall::vm_create(VmType::Protected, 2) else {
+    let Ok(handle) = create_vm(VmType::Protected, 2) else {
         return check!(false, "create a VM for the bad calls");
     };
     let forged = handle ^ (1 << 32);
@@ -227,10 +256,7 @@ fn bad_calls(hyp: u64) -> bool {
         hypercall::vcpu_init(handle, 2, GUEST_ENTRY, 0) == Err(HypError::NoSuchVcpu),
         "vCPU index out of range refused"
     );
-    passed &= check!(
-        hypercall::vcpu_run(handle, 0, 0) == Err(HypError::InvalidArgument),
-        "running an uninitialised vCPU refused"
-    );
+    passed &= check!(run_vcpu(handle, 0, 0) == Err(HypError::InvalidArgument), "running an uninitialised vCPU refused");
     passed &= check!(
         hypercall::vm_map(handle, hyp, GUEST_ENTRY, 1) == Err(HypError::NotOwned),
         "giving a VM hyp memory refused"
@@ -275,11 +301,11 @@ fn stress(rounds: u64) -> bool {
         for (i, handle) in handles.iter_mut().enumerate() {
             let ty = if i % 2 == 0 { VmType::Protected } else { VmType::NonProtected };
             let pa = crate::memory_checks::stress_page(i);
-            let ok = hypercall::vm_create(ty, 1).and_then(|h| {
+            let ok = create_vm(ty, 1).and_then(|h| {
                 *handle = h;
                 hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
                 hypercall::vcpu_init(h, 0, GUEST_ENTRY, 0)?;
-                match hypercall::vcpu_run(h, 0, 0)? {
+                match run_vcpu(h, 0, 0)? {
                     Exit::SystemOff => Ok(()),
                     _ => Err(HypError::InvalidArgument),
                 }
@@ -316,7 +342,7 @@ fn stress(rounds: u64) -> bool {
 /// `stress_rounds` rounds of the 32-VM stress run.
 pub fn run_all(hyp: u64, stress_rounds: u64) -> bool {
     let mut passed = true;
-    let refused = hypercall::vm_create(VmType::Protected, 1);
+    let refused = create_vm(VmType::Protected, 1);
     passed &= check!(refused == Err(HypError::NoMemory), "a VM needs donated memory first: {refused:?}");
     let memcache = crate::memory_checks::memcache_pages();
     let pages = crate::memory_checks::MEMCACHE_PAGES as u64;
@@ -331,5 +357,11 @@ pub fn run_all(hyp: u64, stress_rounds: u64) -> bool {
     let back = hypercall::reclaim_hyp(memcache, pages);
     passed &= check!(back.is_ok(), "every memcache page is free again and comes back: {back:?}");
     passed &= invariants("reclaiming the memcache");
+    log::info!(
+        "summary: {} VMs created ({} protected), {} exits handled, every page back with the host",
+        VMS_CREATED.load(Ordering::Relaxed),
+        PROTECTED_CREATED.load(Ordering::Relaxed),
+        EXITS.load(Ordering::Relaxed)
+    );
     passed
 }

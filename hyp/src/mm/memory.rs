@@ -246,6 +246,16 @@ impl MemoryState {
         PgTable::new(level, ipa_bits, Stage2, &mut guest_source!(self, env)).map_err(|_| HypError::NoMemory)
     }
 
+    /// A page for a VM's own state (a vCPU context), from the guest source.
+    pub fn alloc_guest_page(&mut self, env: &mut Env<'_>) -> Option<usize> {
+        guest_source!(self, env).alloc_page()
+    }
+
+    /// Gives back a page from [`MemoryState::alloc_guest_page`].
+    pub fn free_guest_page(&mut self, page: usize, env: &mut Env<'_>) {
+        guest_source!(self, env).free_page(page);
+    }
+
     /// Frees a guest stage-2 no vCPU uses any more into the guest source, after
     /// `tlb` dropped the VM's translations.
     pub fn destroy_guest_table(&mut self, table: PgTable<Stage2>, env: &mut Env<'_>, tlb: &mut dyn TlbMaintenance) {

@@ -8,22 +8,80 @@ use crate::mm::pgtable::{PgTable, TlbMaintenance};
 use crate::vm::context::VcpuContext;
 use crate::vm::exit::MmioAccess;
 use aarch64_paging::paging::Stage2;
-use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::ptr::NonNull;
 use hyp_abi::{HypError, VcpuReg, VmType, MAX_VCPUS_PER_VM};
 
 /// Most VMs alive at once.
 pub const MAX_VMS: usize = 64;
 
+/// A vCPU context in a page of its own: from the host-donated memcache in the
+/// hyp, so that a VM's state grows the host's donation, not the hyp's pool. The
+/// page never moves, which the world switch relies on.
+pub struct ContextPage {
+    context: NonNull<VcpuContext>,
+}
+
+const _: () = assert!(core::mem::size_of::<VcpuContext>() <= 4096);
+
+// SAFETY: The page belongs to this value alone (see `ContextPage::new`); moving
+// the value between CPUs moves that ownership with it.
+unsafe impl Send for ContextPage {}
+
+impl ContextPage {
+    /// Puts a fresh context at the start of `page`.
+    ///
+    /// # Safety
+    ///
+    /// `page` must be a whole 4 KiB, 4 KiB-aligned page, mapped read-write, that
+    /// nothing else uses until [`ContextPage::into_page`].
+    unsafe fn new(page: usize) -> ContextPage {
+        let context = page as *mut VcpuContext;
+        // SAFETY: The caller hands over the page; alignment 4096 suits the context.
+        unsafe { context.write(VcpuContext::default()) };
+        // SAFETY: Pages are never at address 0.
+        ContextPage { context: unsafe { NonNull::new_unchecked(context) } }
+    }
+
+    /// The page, to give back.
+    fn into_page(self) -> usize {
+        self.context.as_ptr() as usize
+    }
+}
+
+impl core::ops::Deref for ContextPage {
+    type Target = VcpuContext;
+
+    fn deref(&self) -> &VcpuContext {
+        // SAFETY: The page holds an initialised context owned by `self`.
+        unsafe { self.context.as_ref() }
+    }
+}
+
+impl core::ops::DerefMut for ContextPage {
+    fn deref_mut(&mut self) -> &mut VcpuContext {
+        // SAFETY: As above, and `&mut self` makes the access exclusive.
+        unsafe { self.context.as_mut() }
+    }
+}
+
 /// One vCPU.
 pub struct Vcpu {
-    /// Boxed so that its address stays put while the world switch uses it.
-    pub ctx: Box<VcpuContext>,
+    pub ctx: ContextPage,
     pub initialized: bool,
     /// Running on some CPU right now.
     pub running: bool,
     /// An MMIO load waiting for the host's value.
     pub pending_read: Option<MmioAccess>,
+}
+
+/// No TLB maintenance: for a stage-2 no walker has ever used.
+struct NoTlb;
+
+impl TlbMaintenance for NoTlb {
+    fn invalidate_leaf(&mut self, _: usize, _: usize) {}
+    fn invalidate_all(&mut self) {}
+    fn sync(&mut self) {}
 }
 
 /// Host pages for a VM: `count` pages at physical `pa`, for the IPAs `ipa..`.
@@ -124,16 +182,21 @@ impl VmTable {
             return Err(HypError::InvalidArgument);
         }
         let index = self.slots.iter().position(|s| s.vm.is_none()).ok_or(HypError::NoMemory)?;
-        let mut list = Vec::new();
+        let mut list: Vec<Vcpu> = Vec::new();
         list.try_reserve_exact(vcpus as usize).map_err(|_| HypError::NoMemory)?;
         let stage2 = memory.new_guest_table(self.ipa_bits, env)?;
         for _ in 0..vcpus {
-            list.push(Vcpu {
-                ctx: Box::new(VcpuContext::default()),
-                initialized: false,
-                running: false,
-                pending_read: None,
-            });
+            let Some(page) = memory.alloc_guest_page(env) else {
+                for vcpu in list {
+                    memory.free_guest_page(vcpu.ctx.into_page(), env);
+                }
+                memory.destroy_guest_table(stage2, env, &mut NoTlb);
+                return Err(HypError::NoMemory);
+            };
+            // SAFETY: The page is fresh from the guest source, mapped for the hyp,
+            // and this vCPU's alone until the VM is freed.
+            let ctx = unsafe { ContextPage::new(page) };
+            list.push(Vcpu { ctx, initialized: false, running: false, pending_read: None });
         }
         let slot = &mut self.slots[index];
         let id = (index + 1) as VmId;
@@ -373,6 +436,9 @@ impl VmTable {
         if done {
             if let Some(vm) = slot.vm.take() {
                 memory.destroy_guest_table(vm.stage2, env, tlb);
+                for vcpu in vm.vcpus {
+                    memory.free_guest_page(vcpu.ctx.into_page(), env);
+                }
             }
             slot.generation = slot.generation.wrapping_add(1).max(1);
         }
