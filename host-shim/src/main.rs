@@ -7,9 +7,13 @@
 #![cfg_attr(target_os = "none", no_main)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
+// The benchmark build runs the benchmarks instead of the checks.
+#![cfg_attr(feature = "bench", allow(dead_code))]
 
 #[cfg(target_os = "none")]
 mod arch;
+#[cfg(all(target_os = "none", feature = "bench"))]
+mod bench;
 #[cfg(target_os = "none")]
 mod checks;
 #[cfg(target_os = "none")]
@@ -28,12 +32,18 @@ pub const ALL_CHECKS_PASSED: &str = "all host checks passed";
 
 #[cfg(target_os = "none")]
 #[no_mangle]
-extern "C" fn shim_main(dtb: usize) -> ! {
+extern "C" fn shim_main(dtb: usize, entry_counter: u64) -> ! {
     let platform = platform::HostPlatform::read(dtb);
     // SAFETY: The base is the device tree's console PL011 (or 0 for none), and
     // this is the first and only call.
     unsafe { console::init(platform.uart_base) };
-    let status = checks::run_all(&platform);
+    #[cfg(feature = "bench")]
+    let status = bench::run_all(&platform, entry_counter);
+    #[cfg(not(feature = "bench"))]
+    let status = {
+        let _ = entry_counter;
+        checks::run_all(&platform)
+    };
     platform.power_off(status)
 }
 

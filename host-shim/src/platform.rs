@@ -13,7 +13,8 @@ pub struct HostPlatform {
     /// `(base, size)` of each `/reserved-memory/hyp@...` node.
     pub hyp_regions: [(u64, u64); MAX_HYP_REGIONS],
     pub hyp_region_count: usize,
-    /// End of the first RAM bank (the first address past it is not RAM).
+    /// Start and end of the first RAM bank (the first address past it is not RAM).
+    pub ram_start: u64,
     pub ram_end: u64,
     /// Rounds of the 32-VM stress run: `shim.vm-rounds=N` in the bootargs.
     pub vm_stress_rounds: u64,
@@ -30,6 +31,7 @@ impl HostPlatform {
             psci_hvc: false,
             hyp_regions: [(0, 0); MAX_HYP_REGIONS],
             hyp_region_count: 0,
+            ram_start: 0,
             ram_end: 0,
             vm_stress_rounds: DEFAULT_VM_STRESS_ROUNDS,
         };
@@ -56,6 +58,7 @@ impl HostPlatform {
             platform.uart_base = region.starting_address as usize;
         }
         if let Some(ram) = fdt.find_node("/memory").and_then(|n| n.reg()).and_then(|mut r| r.next()) {
+            platform.ram_start = ram.starting_address as u64;
             platform.ram_end = ram.starting_address as u64 + ram.size.unwrap_or(0) as u64;
         }
         let bootargs = fdt.find_node("/chosen").and_then(|c| c.property("bootargs")).and_then(|p| p.as_str());

@@ -142,23 +142,20 @@ impl HostServices for HypServices {
         // a vCPU runs (teardown answers Busy).
         let ctx = unsafe { &mut *ctx };
         let (mut injections, mut traps) = (0u32, 0u32);
-        let (exit, pending_read) = loop {
-            let trap = run_guest(ctx, vttbr);
+        let (exit, pending_read) = run_guest(ctx, vttbr, |ctx, trap| {
             let ipa_kind = |ipa: u64| vms_lock.lock().ipa_kind(handle, ipa);
             traps += 1;
             match guest_trap::handle(ctx, trap, protected, ipa_kind) {
-                Outcome::ToHost { exit, pending_read } => break (exit, pending_read),
+                Outcome::ToHost { exit, pending_read } => return Some((exit, pending_read)),
                 Outcome::Injected if injections + 1 >= MAX_INJECTIONS_PER_RUN => {
                     let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
-                    break (Exit::Fatal { esr, address }, None);
+                    return Some((Exit::Fatal { esr, address }, None));
                 }
                 Outcome::Injected => injections += 1,
                 Outcome::Resume => {}
             }
-            if traps >= MAX_TRAPS_PER_RUN {
-                break (Exit::Interrupted, None);
-            }
-        };
+            (traps >= MAX_TRAPS_PER_RUN).then_some((Exit::Interrupted, None))
+        });
         let mut vms = vms_lock.lock();
         if let Ok(vm) = vms.get(handle) {
             if matches!(exit, Exit::Fatal { .. }) {

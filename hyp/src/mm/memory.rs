@@ -243,7 +243,10 @@ impl MemoryState {
     /// `NoMemory` (the host must donate pages first).
     pub fn new_guest_table(&mut self, ipa_bits: u32, env: &mut Env<'_>) -> Result<PgTable<Stage2>, HypError> {
         let level = root_level(ipa_bits);
-        PgTable::new(level, ipa_bits, Stage2, &mut guest_source!(self, env)).map_err(|_| HypError::NoMemory)
+        let mut table =
+            PgTable::new(level, ipa_bits, Stage2, &mut guest_source!(self, env)).map_err(|_| HypError::NoMemory)?;
+        table.keep_no_reserve();
+        Ok(table)
     }
 
     /// A page for a VM's own state (a vCPU context), from the guest source.

@@ -37,6 +37,10 @@ const LEAF_LEVEL: usize = 3;
 /// Most new tables one operation may need; larger operations are refused (and
 /// callers split their work to stay below it).
 pub const MAX_TABLES_PER_OP: usize = 64;
+/// Pages a table keeps in its reserve between operations, so that a page that
+/// is mapped and unmapped again and again does not take a page from its source
+/// and give it back each time.
+const RESERVE_KEEP: usize = 4;
 
 /// Bytes mapped by one entry at `level`.
 pub const fn granule(level: usize) -> usize {
@@ -175,6 +179,8 @@ pub struct Leaf<A> {
 pub struct PgTable<R: TranslationRegime> {
     mapping: Mapping<ReserveTranslation, R>,
     root_level: usize,
+    /// Reserve pages kept between operations (see [`RESERVE_KEEP`]).
+    keep: usize,
     /// Exclusive end of the input address space this table serves.
     limit: usize,
 }
@@ -197,7 +203,12 @@ where
     ) -> Result<Self, PgTableError> {
         let translation = ReserveTranslation::new();
         translation.reserve.borrow_mut().push(source.alloc_page().ok_or(PgTableError::NoMemory)?);
-        Ok(Self { mapping: Mapping::new(translation, root_level, regime), root_level, limit: 1usize << input_bits })
+        Ok(Self {
+            mapping: Mapping::new(translation, root_level, regime),
+            root_level,
+            keep: RESERVE_KEEP,
+            limit: 1usize << input_bits,
+        })
     }
 }
 
@@ -205,6 +216,12 @@ impl<R: TranslationRegime> PgTable<R>
 where
     ReserveTranslation: Translation<R::Attributes>,
 {
+    /// Keeps no reserve pages between operations: for tables whose pages are
+    /// counted against someone (a VM's tables in the host's memcache).
+    pub fn keep_no_reserve(&mut self) {
+        self.keep = 0;
+    }
+
     /// Physical address of the root table.
     pub fn root_address(&self) -> usize {
         self.mapping.root_address().0
@@ -391,9 +408,7 @@ where
         if !pa.is_multiple_of(PAGE_SIZE) || pa.checked_add(end - start).is_none() {
             return Err(PgTableError::BadRange);
         }
-        let mut mapped = false;
-        self.for_each_leaf(start, end, |_| mapped = true);
-        if mapped {
+        if self.any_valid(start, end) {
             return Err(PgTableError::AlreadyMapped);
         }
         let needed = self.tables_to_map(start, end, pa);
@@ -403,7 +418,7 @@ where
             .map_err(|_| PgTableError::BadRange)?;
         // Invalid -> valid needs no invalidation; make the new entries visible.
         tlb.sync();
-        self.release_pages(0, source);
+        self.release_pages(self.keep, source);
         Ok(())
     }
 
@@ -486,15 +501,15 @@ where
         // Free the tables at the edges that are now empty, deepest first.
         for level in (self.root_level + 1..=LEAF_LEVEL).rev() {
             let window = granule(level - 1);
-            for edge in [start, end - PAGE_SIZE] {
-                let w_start = edge & !(window - 1);
+            let first = start & !(window - 1);
+            let last = (end - PAGE_SIZE) & !(window - 1);
+            let edges: &[usize] = if first == last { &[first] } else { &[first, last] };
+            for &w_start in edges {
                 let w_end = w_start.saturating_add(window).min(self.limit);
                 if w_start >= start && w_end <= end {
                     continue; // entirely inside the range: already gone
                 }
-                let mut any = false;
-                self.for_each_leaf(w_start, w_end, |_| any = true);
-                if !any && self.has_table(w_start, level - 1) {
+                if self.table_is_empty(w_start, level) == Some(true) {
                     let w = MemoryRegion::new(w_start, w_end);
                     self.mapping
                         .map_range(&w, PhysicalAddress(0), R::Attributes::default(), Constraints::empty())
@@ -509,7 +524,7 @@ where
             tlb.invalidate_all();
         }
         tlb.sync();
-        self.release_pages(0, source);
+        self.release_pages(self.keep, source);
         Ok(())
     }
 
@@ -523,22 +538,68 @@ where
         let _ = self.unmap(0, limit, source, tlb);
         tlb.invalidate_all();
         tlb.sync();
+        self.release_pages(0, source);
         // Dropping the mapping hands the root to the translation, which goes too;
         // the page is then unused and goes back.
         drop(self.mapping);
         source.free_page(root);
     }
 
+    /// Whether the table at `level` that serves `window_start` (a window of one
+    /// `level - 1` entry) holds no valid entry: `None` if there is no such table.
+    /// Reads the table's 512 descriptors directly (stopping at the first valid
+    /// one) rather than visiting them through the crate, which costs ten times more.
+    fn table_is_empty(&self, window_start: usize, level: usize) -> Option<bool> {
+        let region = self.check_range(window_start, window_start + PAGE_SIZE).ok()?;
+        let mut state = None;
+        let _ = self.mapping.walk_range(&region, &mut |_, descriptor, l| {
+            if l == level {
+                let table = (descriptor as *const _ as usize) & !(PAGE_SIZE - 1);
+                // SAFETY: `descriptor` lies in one of this table's translation tables,
+                // a whole page of 512 descriptors that `&self` keeps from changing.
+                let entries = unsafe { core::slice::from_raw_parts(table as *const u64, PAGE_SIZE / 8) };
+                state = Some(entries.iter().all(|&entry| entry & 1 == 0));
+            } else if l > level {
+                // A deeper table hangs off it: not empty.
+                state = Some(false);
+            }
+            Err(())
+        });
+        state
+    }
+
+    /// Whether any valid leaf lies in `[start, end)`; stops at the first one, so
+    /// an empty window costs one visit per entry of its table, a full one one visit.
+    fn any_valid(&self, start: usize, end: usize) -> bool {
+        let mut found = false;
+        if let Ok(region) = self.check_range(start, end) {
+            let _ = self.mapping.walk_range(&region, &mut |_, descriptor, _| {
+                found = descriptor.is_valid();
+                if found {
+                    Err(())
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        found
+    }
+
     /// Whether the entry at `level` covering `address` points to a subtable.
+    #[cfg(test)]
     fn has_table(&self, address: usize, level: usize) -> bool {
-        // A window with a table but no valid leaf: walking it visits entries below
-        // `level`; a window without a table visits one entry at `level`.
+        // A window with a table: walking it visits entries below `level` (and the
+        // walk stops at the first one); without a table it visits one entry.
         let end = (address + granule(level)).min(self.limit);
         let mut deeper = false;
         if let Ok(region) = self.check_range(address, end) {
             let _ = self.mapping.walk_range(&region, &mut |_, _, l| {
                 deeper |= l > level;
-                Ok(())
+                if deeper {
+                    Err(())
+                } else {
+                    Ok(())
+                }
             });
         }
         deeper

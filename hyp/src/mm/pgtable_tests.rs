@@ -233,5 +233,6 @@ fn random_operations_agree_with_the_model() {
     }
     t.unmap(0, 4 * G1, &mut src, &mut tlb).unwrap();
     assert_eq!(t.table_pages(), 1);
+    t.release_reserve(&mut src);
     assert!(src.outstanding.is_empty(), "table pages leaked");
 }

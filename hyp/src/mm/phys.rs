@@ -15,8 +15,9 @@ const PAGE_LAYOUT: Layout = match Layout::from_size_align(PAGE_SIZE, PAGE_SIZE) 
 
 impl PageSource for HeapPages {
     fn alloc_page(&mut self) -> Option<usize> {
+        // Not zeroed here: page tables zero each page as they take it.
         // SAFETY: The layout has a non-zero size.
-        let page = unsafe { alloc::alloc::alloc_zeroed(PAGE_LAYOUT) };
+        let page = unsafe { alloc::alloc::alloc(PAGE_LAYOUT) };
         (!page.is_null()).then_some(page as usize)
     }
 
@@ -34,7 +35,7 @@ impl PhysMemory for IdentityMemory {
     fn zero_page(&mut self, page: u64) {
         // SAFETY: The page is mapped read-write at this address in the hyp's
         // stage-1 and owned by (or lent to) the hyp, so nothing else uses it as Rust memory.
-        unsafe { core::ptr::write_bytes(page as *mut u8, 0, PAGE_SIZE) };
+        unsafe { crate::arch::aarch64::cache::zero_page(page as usize) };
         // The zeroes must reach memory before the page goes back: the host may
         // read it with its caches off.
         crate::arch::aarch64::cache::clean_invalidate(page as usize, PAGE_SIZE);

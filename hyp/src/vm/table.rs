@@ -344,9 +344,13 @@ impl VmTable {
             return Err(HypError::Busy);
         }
         if !vm.protected {
-            // Every leaf of a non-protected VM is a page the host lent it.
+            // Every leaf of a non-protected VM is a page the host lent it; runs of
+            // leaves contiguous in both spaces go back in one transition each.
             let mut leaves: Vec<(usize, usize, usize)> = Vec::new();
-            vm.stage2.for_each_leaf(0, vm.stage2.limit(), |l| leaves.push((l.start, l.end, l.pa)));
+            vm.stage2.for_each_leaf(0, vm.stage2.limit(), |l| match leaves.last_mut() {
+                Some(last) if last.1 == l.start && last.2 + (last.1 - last.0) == l.pa => last.1 = l.end,
+                _ => leaves.push((l.start, l.end, l.pa)),
+            });
             let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb };
             for (start, end, pa) in leaves {
                 let pages = ((end - start) / 4096) as u64;

@@ -64,6 +64,40 @@ guest_crash_start:
 .global guest_crash_end
 guest_crash_end:
 
+/*
+ * Benchmark guest: x0 = what to do, x1 = how many times, then SYSTEM_OFF.
+ * 0: nothing; 1: PSCI VERSION calls (answered by the hyp); 2: MMIO byte writes
+ * to the UART (each an exit to the host); 3: WFI forever (each run exits at once).
+ */
+.balign 4
+.global guest_bench_start
+guest_bench_start:
+    mov     x19, x0
+    mov     x20, x1
+    cmp     x19, #3
+    b.eq    4f
+    mov     x21, #GUEST_UART
+1:  cbz     x20, 3f
+    sub     x20, x20, #1
+    cmp     x19, #1
+    b.ne    2f
+    mov     x0, #(PSCI_VERSION & 0xffff)
+    movk    x0, #(PSCI_VERSION >> 16), lsl #16
+    hvc     #0
+    b       1b
+2:  cmp     x19, #2
+    b.ne    1b
+    strb    w20, [x21]
+    b       1b
+3:  mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+    b       3b
+4:  wfi
+    b       4b
+.global guest_bench_end
+guest_bench_end:
+
 /* Off guest: turns its VM off at once (the stress test's guest). */
 .balign 4
 .global guest_off_start

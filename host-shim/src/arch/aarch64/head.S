@@ -23,6 +23,7 @@ _start:
     .long   0
 
 entry:
+    mrs     x21, cntpct_el0     /* when the shim started, for the benchmarks */
     mov     x19, x0
     adr     x20, _start
 
@@ -59,6 +60,7 @@ entry:
     msr     vbar_el1, x9
     isb
     mov     x0, x19
+    mov     x1, x21
     bl      shim_main
 park:
     wfe

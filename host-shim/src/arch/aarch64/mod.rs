@@ -16,6 +16,8 @@ extern "C" {
     static guest_off_end: u8;
     static guest_memtest_start: u8;
     static guest_memtest_end: u8;
+    static guest_bench_start: u8;
+    static guest_bench_end: u8;
 }
 
 /// The code of a guest payload from `guests.S`.
@@ -41,6 +43,13 @@ pub fn guest_off() -> &'static [u8] {
 pub fn guest_memtest() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_memtest_start }, unsafe { &guest_memtest_end })
+}
+
+/// The benchmark guest's code.
+#[cfg_attr(not(feature = "bench"), allow(dead_code))]
+pub fn guest_bench() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_bench_start }, unsafe { &guest_bench_end })
 }
 
 /// The misbehaving guest's code.

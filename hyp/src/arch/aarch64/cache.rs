@@ -44,3 +44,52 @@ pub unsafe fn invalidate(start: usize, len: usize) {
     // SAFETY: A barrier has no memory-safety effect.
     unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
 }
+
+/// Zeroes the 4 KiB page at `page` with `DC ZVA` (one instruction per block of
+/// DCZID_EL0 bytes), or with pairs of stores where ZVA is prohibited.
+///
+/// # Safety
+///
+/// `page` must be a page mapped read-write as normal memory, that nothing else
+/// uses as Rust memory.
+pub unsafe fn zero_page(page: usize) {
+    const PAGE: usize = 4096;
+    let dczid: u64;
+    // SAFETY: Reading DCZID_EL0 has no side effect.
+    unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack, preserves_flags)) };
+    let prohibited = dczid & (1 << 4) != 0;
+    let block = 4usize << (dczid & 0xf);
+    if prohibited || block > PAGE {
+        // SAFETY: The caller guarantees the page is ours to write.
+        unsafe { core::ptr::write_bytes(page as *mut u8, 0, PAGE) };
+        return;
+    }
+    let mut addr = page;
+    while addr < page + PAGE {
+        // Four blocks per turn (a page holds a multiple of four blocks of at most
+        // 1 KiB, and larger ones took the store path above).
+        if block <= PAGE / 4 {
+            // SAFETY: The four blocks lie inside the caller's page.
+            unsafe {
+                asm!(
+                    "dc zva, {a}",
+                    "add {t}, {a}, {b}",
+                    "dc zva, {t}",
+                    "add {t}, {t}, {b}",
+                    "dc zva, {t}",
+                    "add {t}, {t}, {b}",
+                    "dc zva, {t}",
+                    a = in(reg) addr,
+                    b = in(reg) block,
+                    t = out(reg) _,
+                    options(nostack, preserves_flags),
+                );
+            }
+            addr += 4 * block;
+        } else {
+            // SAFETY: The block lies inside the caller's page.
+            unsafe { asm!("dc zva, {}", in(reg) addr, options(nostack, preserves_flags)) };
+            addr += block;
+        }
+    }
+}

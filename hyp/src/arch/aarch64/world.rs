@@ -139,9 +139,16 @@ struct HostState {
 }
 
 /// Runs `ctx` on this CPU behind the stage-2 `vttbr` (root | VMID << 48) until
-/// it traps, and returns what trapped. The host's EL1, FP/SIMD and EL2 controls
-/// are as they were on return.
-pub fn run_guest(ctx: &mut VcpuContext, vttbr: u64) -> GuestTrap {
+/// `on_trap` returns a result. Traps that `on_trap` resolves inside the hyp
+/// (`None`) re-enter the guest at once, without switching back to the host: only
+/// the registers a trap handler reads or writes (PC, PSTATE, and VBAR, ESR, FAR,
+/// ELR, SPSR of EL1 for injected exceptions) move between the CPU and `ctx`.
+/// The host's EL1, FP/SIMD and EL2 controls are as they were on return.
+pub fn run_guest<R>(
+    ctx: &mut VcpuContext,
+    vttbr: u64,
+    mut on_trap: impl FnMut(&mut VcpuContext, GuestTrap) -> Option<R>,
+) -> R {
     let mut host = HostState {
         hcr: read_sysreg!("hcr_el2"),
         vttbr: read_sysreg!("vttbr_el2"),
@@ -162,20 +169,35 @@ pub fn run_guest(ctx: &mut VcpuContext, vttbr: u64) -> GuestTrap {
     write_sysreg!("hcr_el2", HCR_GUEST);
     write_sysreg!("mdcr_el2", (host.mdcr & 0x1f) | MDCR_GUEST_TRAPS);
     write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
-    write_sysreg!("elr_el2", ctx.pc);
-    write_sysreg!("spsr_el2", ctx.pstate);
-    // SAFETY: Barrier only.
-    unsafe { asm!("isb", options(nostack, preserves_flags)) };
 
-    // SAFETY: The EL2 controls and the guest's EL1 state are in place; the
-    // registers come from (and go back to) `ctx.gprs`, which outlives the call.
-    let kind = unsafe { __guest_enter(&mut ctx.gprs) };
+    let result = loop {
+        write_sysreg!("elr_el2", ctx.pc);
+        write_sysreg!("spsr_el2", ctx.pstate);
+        // SAFETY: The EL2 controls and the guest's EL1 state are in place; the
+        // registers come from (and go back to) `ctx.gprs`, which outlives the call.
+        let kind = unsafe { __guest_enter(&mut ctx.gprs) };
+        ctx.pc = read_sysreg!("elr_el2");
+        ctx.pstate = read_sysreg!("spsr_el2");
+        let esr = read_sysreg!("esr_el2");
+        let far = read_sysreg!("far_el2");
+        let hpfar = read_sysreg!("hpfar_el2");
+        ctx.sysregs.vbar = read_sysreg!("vbar_el1");
+        ctx.sysregs.esr_el1 = read_sysreg!("esr_el1");
+        ctx.sysregs.far_el1 = read_sysreg!("far_el1");
+        ctx.sysregs.elr_el1 = read_sysreg!("elr_el1");
+        ctx.sysregs.spsr_el1 = read_sysreg!("spsr_el1");
+        // HPFAR_EL2.FIPA is IPA[51:12]; the page offset comes from FAR.
+        let ipa = ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (far & 0xfff);
+        let trap = GuestTrap { kind, esr: Esr(esr), far, ipa };
+        if let Some(result) = on_trap(ctx, trap) {
+            break result;
+        }
+        write_sysreg!("esr_el1", ctx.sysregs.esr_el1);
+        write_sysreg!("far_el1", ctx.sysregs.far_el1);
+        write_sysreg!("elr_el1", ctx.sysregs.elr_el1);
+        write_sysreg!("spsr_el1", ctx.sysregs.spsr_el1);
+    };
 
-    ctx.pc = read_sysreg!("elr_el2");
-    ctx.pstate = read_sysreg!("spsr_el2");
-    let esr = read_sysreg!("esr_el2");
-    let far = read_sysreg!("far_el2");
-    let hpfar = read_sysreg!("hpfar_el2");
     save_el1(&mut ctx.sysregs);
     // SAFETY: As above.
     unsafe { fpsimd_save(&mut ctx.fp) };
@@ -193,8 +215,5 @@ pub fn run_guest(ctx: &mut VcpuContext, vttbr: u64) -> GuestTrap {
     unsafe { fpsimd_restore(&host.fp) };
     // SAFETY: Barrier only.
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
-
-    // HPFAR_EL2.FIPA is IPA[51:12]; the page offset comes from FAR.
-    let ipa = ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (far & 0xfff);
-    GuestTrap { kind, esr: Esr(esr), far, ipa }
+    result
 }
