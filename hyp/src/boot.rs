@@ -29,7 +29,7 @@ use core::alloc::Layout;
 
 /// The hyp's memory pool, beyond the page records: page tables, per-CPU stacks,
 /// and (later) VM metadata the host has not donated.
-const POOL_BASE_SIZE: u64 = 16 << 20;
+const POOL_BASE_SIZE: u64 = 8 << 20;
 /// Per-CPU trap stack (the SP_EL2 the host traps arrive on).
 const TRAP_STACK_SIZE: usize = 64 << 10;
 /// Per-CPU emergency stack for fatal exceptions taken at EL2.
@@ -245,13 +245,7 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
 
     let pa_range = mmu::pa_range_encoding();
     let ipa_bits = host_stage2::ipa_bits(pa_range);
-    let words = records_bytes as usize / 4;
-    let mut records = alloc::vec::Vec::new();
-    if records.try_reserve_exact(words).is_err() {
-        fatal(format_args!("no memory for the page records"));
-    }
-    records.resize(words, 0u32);
-    let records = records.leak();
+    let records = allocate_records(records_bytes as usize);
     let state = {
         let (mut source, mut stage2_tlb, mut el2_tlb, mut phys) =
             (HeapPages, HostStage2Tlb::default(), El2Tlb, IdentityMemory);
@@ -280,6 +274,27 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     let entry = HostEntry { x: [host.fdt.start, 0, 0, 0] };
     // SAFETY: ELR/SPSR/HCR/stage-2 are set; the trap stack is this CPU's and unused.
     unsafe { drop_to_host(&entry, percpu::this_cpu().trap_stack_top) }
+}
+
+/// The page records' storage: whole pages from the pool, zeroed with `DC ZVA`
+/// (every record zero: every page the host's).
+fn allocate_records(bytes: usize) -> &'static mut [u32] {
+    let size = bytes.next_multiple_of(PAGE_SIZE as usize).max(PAGE_SIZE as usize);
+    let Ok(layout) = Layout::from_size_align(size, PAGE_SIZE as usize) else {
+        fatal(format_args!("page records too large"));
+    };
+    // SAFETY: The layout has a non-zero size.
+    let base = unsafe { alloc::alloc::alloc(layout) } as usize;
+    if base == 0 {
+        fatal(format_args!("no memory for the page records"));
+    }
+    for page in (base..base + size).step_by(PAGE_SIZE as usize) {
+        // SAFETY: The page is part of the fresh allocation above, mapped read-write.
+        unsafe { cache::zero_page(page) };
+    }
+    // SAFETY: `size` bytes at `base` are allocated for good (never freed) and
+    // zeroed, so they are valid u32s; nothing else refers to them.
+    unsafe { core::slice::from_raw_parts_mut(base as *mut u32, bytes / 4) }
 }
 
 /// Where the host was laid out.

@@ -124,7 +124,27 @@ impl HostCall {
         }
         let number = (id & FUNCTION_NUMBER_MASK) as u16;
         let offset = number.checked_sub(HOST_CALL_BASE)?;
-        Self::ALL.into_iter().find(|call| *call as u16 == offset)
+        // A direct match (not a search of ALL): this decodes every hypercall.
+        Some(match offset {
+            0 => HostCall::Version,
+            1 => HostCall::Features,
+            2 => HostCall::ShareHyp,
+            3 => HostCall::UnshareHyp,
+            4 => HostCall::DonateHyp,
+            5 => HostCall::ReclaimHyp,
+            6 => HostCall::VmCreate,
+            7 => HostCall::VmMap,
+            8 => HostCall::VcpuInit,
+            9 => HostCall::VcpuRun,
+            10 => HostCall::VcpuGetReg,
+            11 => HostCall::VcpuSetReg,
+            12 => HostCall::VmInfo,
+            13 => HostCall::VmTeardown,
+            14 => HostCall::VmReclaim,
+            62 => HostCall::DebugCheckInvariants,
+            63 => HostCall::DebugExchange,
+            _ => return None,
+        })
     }
 
     /// The bitmap returned by [`HostCall::Features`]: one bit per implemented call,

@@ -63,7 +63,7 @@ impl PageRecord {
     // Packed layout: bits 1:0 owner kind (0 host, 1 hyp, 2 VM), 2 donated,
     // 3 in_use, 5:4 borrower kind (0 none, 1 host, 2 hyp, 3 VM),
     // 15:8 unused, 31:16 VM id of the owner or borrower (only one may be a VM).
-    fn pack(&self) -> u32 {
+    const fn pack(&self) -> u32 {
         let (owner_kind, owner_vm) = match self.owner {
             Owner::Host => (0, 0),
             Owner::Hyp => (1, 0),
@@ -76,10 +76,10 @@ impl PageRecord {
             Some(Owner::Vm(id)) => (3, id),
         };
         owner_kind
-            | u32::from(self.donated) << 2
-            | u32::from(self.in_use) << 3
+            | (self.donated as u32) << 2
+            | (self.in_use as u32) << 3
             | borrower_kind << 4
-            | u32::from(owner_vm | borrower_vm) << 16
+            | ((owner_vm | borrower_vm) as u32) << 16
     }
 
     fn unpack(bits: u32) -> PageRecord {
@@ -136,13 +136,15 @@ impl PageDb {
     }
 
     /// Records for `ram`, every page the host's, kept in `storage` (at least
-    /// [`PageDb::storage_bytes`] long, in 4-byte words).
+    /// [`PageDb::storage_bytes`] long, in 4-byte words, and zeroed: a zero record
+    /// is a host page, so boot can zero it the fastest way it has).
     ///
     /// # Errors
     ///
     /// [`RangeError::OutOfRange`] when `storage` is too small or a bank is not
     /// page-aligned.
     pub fn new(ram: &[PhysRange], storage: &'static mut [u32]) -> Result<PageDb, RangeError> {
+        const _: () = assert!(PageRecord::HOST.pack() == 0);
         let mut db = PageDb { banks: FixedVec::default(), storage: [const { None }; MAX_BANKS] };
         let mut rest = storage;
         for (i, bank) in ram.iter().enumerate().take(MAX_BANKS) {
@@ -154,7 +156,8 @@ impl PageDb {
                 return Err(RangeError::OutOfRange);
             }
             let (records, tail) = rest.split_at_mut(pages);
-            records.fill(PageRecord::HOST.pack());
+            // Zeroed by contract (checking costs a pass over every record at boot).
+            debug_assert!(records.iter().all(|&r| r == 0));
             rest = tail;
             db.storage[i] = Some(Bank { range: *bank, records });
             db.banks.push(i);
