@@ -114,7 +114,6 @@ pub fn vm_reclaim(handle: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
 }
 
 /// Writes a vCPU register (non-protected VMs).
-#[cfg_attr(not(feature = "bench"), allow(dead_code))]
 pub fn vcpu_set_reg(handle: u64, vcpu: u64, reg: hyp_abi::VcpuReg, value: u64) -> Result<(), HypError> {
     call(HostCall::VcpuSetReg, [handle, vcpu, reg.raw(), value, 0, 0]).map(|_| ())
 }

@@ -256,6 +256,14 @@ fn bad_calls(hyp: u64) -> bool {
         hypercall::vcpu_init(handle, 2, GUEST_ENTRY, 0) == Err(HypError::NoSuchVcpu),
         "vCPU index out of range refused"
     );
+    let run_bad = run_vcpu(handle, 7, 0);
+    passed &= check!(run_bad == Err(HypError::NoSuchVcpu), "running a vCPU out of range refused: {run_bad:?}");
+    let set = hypercall::vcpu_set_reg(handle, 0, VcpuReg::Pc, 0);
+    passed &= check!(set == Err(HypError::PermissionDenied), "writing a protected VM's register refused: {set:?}");
+    let unaligned = hypercall::vm_map(handle, page(9), GUEST_ENTRY + 0x10, 1);
+    passed &= check!(unaligned == Err(HypError::NotAligned), "an unaligned IPA refused: {unaligned:?}");
+    let forged_run = run_vcpu(handle ^ (1 << 40), 0, 0);
+    passed &= check!(forged_run == Err(HypError::NoSuchVm), "running a forged handle refused: {forged_run:?}");
     passed &= check!(run_vcpu(handle, 0, 0) == Err(HypError::InvalidArgument), "running an uninitialised vCPU refused");
     passed &= check!(
         hypercall::vm_map(handle, hyp, GUEST_ENTRY, 1) == Err(HypError::NotOwned),
