@@ -5,10 +5,7 @@ use hyp_abi::{decode_result, HostCall, HypError};
 
 /// Issues the call with function ID `function` and arguments x1..x6.
 pub fn raw_call(function: u32, args: [u64; 6]) -> [u64; 4] {
-    let mut all = [0u64; 17];
-    all[..6].copy_from_slice(&args);
-    let r = smccc::hvc64(function, all);
-    [r[0], r[1], r[2], r[3]]
+    crate::arch::hvc(function, args)
 }
 
 fn call(call: HostCall, args: [u64; 6]) -> Result<[u64; 3], HypError> {

@@ -165,7 +165,8 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
     );
     passed &=
         check!(hypercall::vcpu_init(handle, 0, GUEST_ENTRY, SEED).is_ok(), "initialise the {kind} memory-test VM");
-    let result = run_vcpu(handle, 0, 0);
+    let (result, d8) = crate::arch::with_d8(0x5eed_f00d, || run_vcpu(handle, 0, 0));
+    passed &= check!(d8 == 0x5eed_f00d, "the host's FP registers survive a guest that uses FP/SIMD: d8 {d8:#x}");
     passed &= check!(
         result == Ok(Exit::Mmio { ipa: GUEST_UART + 0x20, size_bytes: 8, write: true, value: 1 }),
         "{kind} memory-test guest reports its memory good: {result:x?}"

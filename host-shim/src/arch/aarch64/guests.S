@@ -13,6 +13,9 @@
 .set GUEST_RESULT, 0x20         /* UART offset where the memory test reports */
 .set HOST_CALL, 0xC5000001      /* a standard hypervisor call the hyp leaves to the host */
 
+.arch_extension fp
+.arch_extension simd
+
 .section .rodata.guests, "a"
 
 /*
@@ -137,6 +140,16 @@ guest_memtest_start:
     add     x2, x2, #1
     cmp     x2, #512
     b.ne    2b
+    /* FP/SIMD too (enabled at EL1 first): the seed through d1 must come back,
+     * and v8 is clobbered (the host's v8 must not be). */
+    mov     x9, #(3 << 20)
+    msr     cpacr_el1, x9
+    isb
+    fmov    d1, x19
+    movi    v8.2d, #0
+    fmov    x6, d1
+    cmp     x6, x19
+    csel    x4, x4, xzr, eq
     str     x4, [x20, #GUEST_RESULT]
     mov     x0, #(HOST_CALL & 0xffff)
     movk    x0, #(HOST_CALL >> 16), lsl #16

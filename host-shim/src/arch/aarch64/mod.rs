@@ -91,6 +91,43 @@ pub unsafe fn probe_write(address: u64, value: u64) {
     unsafe { asm!("str {v}, [{a}]", a = in(reg) address, v = in(reg) value, options(nostack)) };
 }
 
+/// An SMCCC 1.1 call with `HVC #0`: function ID in x0, arguments in x1..x6;
+/// returns x0..x3. x4..x17 count as clobbered, as SMCCC 1.1 allows.
+pub fn hvc(function: u32, args: [u64; 6]) -> [u64; 4] {
+    let (r0, r1, r2, r3);
+    // SAFETY: HVC #0 enters the hyp, which follows SMCCC: it returns here with
+    // results in x0..x3 and changes no memory of ours.
+    unsafe {
+        asm!(
+            "hvc #0",
+            inout("x0") u64::from(function) => r0,
+            inout("x1") args[0] => r1,
+            inout("x2") args[1] => r2,
+            inout("x3") args[2] => r3,
+            inout("x4") args[3] => _,
+            inout("x5") args[4] => _,
+            inout("x6") args[5] => _,
+            out("x7") _, out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _,
+            options(nostack),
+        );
+    }
+    [r0, r1, r2, r3]
+}
+
+/// Runs `f` with `value` in d8 (a callee-saved FP register) and returns what d8
+/// holds afterwards: the host's FP/SIMD state must survive what `f` does.
+pub fn with_d8<R>(value: u64, f: impl FnOnce() -> R) -> (R, u64) {
+    // SAFETY: Writing d8 only; AAPCS64 makes it callee-saved, and nothing between
+    // here and the read below is expected to change it.
+    unsafe { asm!("fmov d8, {}", in(reg) value, out("v8") _, options(nomem, nostack)) };
+    let result = f();
+    let after: u64;
+    // SAFETY: Reading d8 has no side effect.
+    unsafe { asm!("fmov {}, d8", out(reg) after, options(nomem, nostack)) };
+    (result, after)
+}
+
 /// Waits forever.
 pub fn park() -> ! {
     loop {
