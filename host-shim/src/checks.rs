@@ -56,6 +56,9 @@ pub(crate) use check;
 
 /// Runs every check; true when all passed.
 pub fn run_all(platform: &HostPlatform) -> bool {
+    if platform.fuzz_calls > 0 {
+        return crate::fuzz::run(platform, platform.fuzz_calls, platform.fuzz_seed);
+    }
     let mut passed = true;
     let el = CurrentEL.read(CurrentEL::EL);
     passed &= check!(el == 1, "host shim running at EL{el}");
@@ -108,6 +111,19 @@ pub enum Access {
 
 /// ESR_EL1 WnR: the abort was caused by a write.
 const ESR_WNR: u64 = 1 << 6;
+
+/// Arms the handler to skip one data abort (for a probe that logs nothing).
+pub fn arm_probe() {
+    PROBE_ESR.store(0, Ordering::Relaxed);
+    PROBE_ARMED.store(true, Ordering::Relaxed);
+}
+
+/// After an armed probe: whether it was refused with a synchronous external abort.
+pub fn probe_was_refused() -> bool {
+    let still_armed = PROBE_ARMED.load(Ordering::Relaxed);
+    PROBE_ARMED.store(false, Ordering::Relaxed);
+    !still_armed && PROBE_ESR.load(Ordering::Relaxed) & 0x3f == DFSC_SYNC_EXTERNAL
+}
 
 /// Reads or writes `address` (hyp memory) and expects a synchronous external abort.
 pub fn probe_hyp_memory(address: u64, access: Access) -> bool {

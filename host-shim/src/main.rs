@@ -19,6 +19,8 @@ mod checks;
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
+mod fuzz;
+#[cfg(target_os = "none")]
 mod hypercall;
 #[cfg(target_os = "none")]
 mod memory_checks;

@@ -18,6 +18,10 @@ pub struct HostPlatform {
     pub ram_end: u64,
     /// Rounds of the 32-VM stress run: `shim.vm-rounds=N` in the bootargs.
     pub vm_stress_rounds: u64,
+    /// Hostile-host calls instead of the checks: `shim.fuzz-calls=N`.
+    pub fuzz_calls: u64,
+    /// Their seed: `shim.fuzz-seed=S`.
+    pub fuzz_seed: u64,
 }
 
 /// Rounds of the VM stress run unless the bootargs say otherwise.
@@ -34,6 +38,8 @@ impl HostPlatform {
             ram_start: 0,
             ram_end: 0,
             vm_stress_rounds: DEFAULT_VM_STRESS_ROUNDS,
+            fuzz_calls: 0,
+            fuzz_seed: 1,
         };
         // SAFETY: x0 at entry is the address of a device tree, per the boot protocol.
         let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb as *const u8) }) else {
@@ -62,13 +68,21 @@ impl HostPlatform {
             platform.ram_end = ram.starting_address as u64 + ram.size.unwrap_or(0) as u64;
         }
         let bootargs = fdt.find_node("/chosen").and_then(|c| c.property("bootargs")).and_then(|p| p.as_str());
-        if let Some(rounds) = bootargs
-            .into_iter()
-            .flat_map(str::split_ascii_whitespace)
-            .find_map(|arg| arg.strip_prefix("shim.vm-rounds="))
-            .and_then(|n| n.parse().ok())
-        {
+        let arg = |key: &str| -> Option<u64> {
+            bootargs
+                .into_iter()
+                .flat_map(str::split_ascii_whitespace)
+                .find_map(|a| a.strip_prefix(key))
+                .and_then(|n| n.parse().ok())
+        };
+        if let Some(rounds) = arg("shim.vm-rounds=") {
             platform.vm_stress_rounds = rounds;
+        }
+        if let Some(calls) = arg("shim.fuzz-calls=") {
+            platform.fuzz_calls = calls;
+        }
+        if let Some(seed) = arg("shim.fuzz-seed=") {
+            platform.fuzz_seed = seed;
         }
         platform.psci_hvc =
             fdt.find_node("/psci").and_then(|p| p.property("method")).and_then(|m| m.as_str()) == Some("hvc");

@@ -149,6 +149,25 @@ fn thousand_rounds_of_32_vms_leave_memory_unchanged() {
     boot.assert_status(0);
 }
 
+/// The hostile host: 20,000 seeded hypercalls mixing lifecycle work with hostile
+/// arguments, the invariant checker after each, protected memory probed, and
+/// every page back at the end (`scripts/fuzz-host` runs any number).
+#[test]
+fn hostile_host_20000_calls_with_a_fixed_seed() {
+    let boot = boot(
+        &["-m", "256M", "-append", "hyp.exit=semihosting shim.fuzz-calls=20000 shim.fuzz-seed=2026"],
+        Duration::from_secs(900),
+    );
+    boot.assert_markers_in_order(&[
+        "[host INFO] hostile host: 20000 calls, seed 2026",
+        "VMs it created are gone (0 left)",
+        "[host INFO] ok: hostile host: 20000 calls with seed 2026 and the hyp held; every page is back (Ok(InvariantReport { violations: 0, memcache_free: 0, memcache_used: 0,",
+        "[host INFO] all host checks passed",
+    ]);
+    boot.assert_absent(&["FAILED", "PANIC"]);
+    boot.assert_status(0);
+}
+
 #[test]
 fn boots_on_cortex_a57() {
     let boot = boot(&["-cpu", "cortex-a57"], TIMEOUT);
