@@ -68,10 +68,6 @@ pub struct Env<'a> {
     pub memory: &'a mut dyn PhysMemory,
 }
 
-#[cfg_attr(
-    target_os = "none",
-    allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
-)]
 /// One guest's side of a transition: its id in the records, its stage-2 and the
 /// TLB maintenance of its VMID.
 pub struct Guest<'a> {
@@ -393,10 +389,6 @@ impl MemoryState {
         self.pages.update(start, pages, |_| PageRecord::HOST).map_err(range_error)
     }
 
-    #[cfg_attr(
-        target_os = "none",
-        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
-    )]
     /// Checks a guest IPA range of `pages` pages: aligned, inside the guest's IPA
     /// space, and (for `must_be_free`) not mapped yet.
     fn check_guest_range(
@@ -423,10 +415,6 @@ impl MemoryState {
         Ok((s, e))
     }
 
-    #[cfg_attr(
-        target_os = "none",
-        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
-    )]
     /// Whether the guest maps `[ipa, ipa + pages)` exactly to `pa..`.
     fn guest_maps(guest: &Guest<'_>, ipa: usize, end: usize, pa: u64) -> bool {
         let mut covered = 0;
@@ -438,10 +426,6 @@ impl MemoryState {
         identical && covered == end - ipa
     }
 
-    #[cfg_attr(
-        target_os = "none",
-        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
-    )]
     /// Gives host pages to a guest (a protected VM's memory): they leave the host
     /// stage-2 and appear at `ipa..` in the guest's.
     ///
@@ -472,10 +456,6 @@ impl MemoryState {
             .map_err(range_error)
     }
 
-    #[cfg_attr(
-        target_os = "none",
-        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
-    )]
     /// Lends host pages to a guest (a non-protected VM's memory): the host keeps
     /// them, the guest maps them at `ipa..`.
     ///
@@ -498,10 +478,6 @@ impl MemoryState {
         self.pages.update(pa, pages, |r| PageRecord { borrower: Some(Owner::Vm(id)), ..r }).map_err(range_error)
     }
 
-    #[cfg_attr(
-        target_os = "none",
-        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
-    )]
     /// Ends a share with a guest: it loses `ipa..`, which must map `pa..`.
     ///
     /// # Errors
@@ -526,10 +502,6 @@ impl MemoryState {
         self.pages.update(pa, pages, |r| PageRecord { borrower: None, ..r }).map_err(range_error)
     }
 
-    #[cfg_attr(
-        target_os = "none",
-        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
-    )]
     /// Takes pages back from a guest that owns them (at teardown, or by force from
     /// a live one): the guest loses `ipa..`, the hyp zeroes the pages, the host gets
     /// them back. All table pages are reserved first, so nothing fails halfway.

@@ -342,10 +342,6 @@ where
         needed
     }
 
-    #[cfg_attr(
-        target_os = "none",
-        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
-    )]
     /// Takes from `source`, ahead of time, every page a later
     /// `map(start, end, pa, ..)` can need, so that it cannot fail for memory.
     /// Used by transitions that change several tables and must not fail halfway.
@@ -364,10 +360,6 @@ where
         self.fill_reserve(self.tables_to_map(start, end, pa), source)
     }
 
-    #[cfg_attr(
-        target_os = "none",
-        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
-    )]
     /// As [`PgTable::reserve_for_map`], for a later `unmap(start, end, ..)`.
     ///
     /// # Errors
@@ -379,10 +371,6 @@ where
         self.fill_reserve(self.tables_to_split(start, end, &straddling), source)
     }
 
-    #[cfg_attr(
-        target_os = "none",
-        allow(dead_code, reason = "reached once the VM hypercalls exist (VMs issue); tested on the host now")
-    )]
     /// Gives back the pages reserved ahead of time (after a transition gave up).
     pub fn release_reserve(&self, source: &mut dyn PageSource) {
         self.release_pages(0, source);

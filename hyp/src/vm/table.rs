@@ -261,13 +261,8 @@ impl VmTable {
         Ok(())
     }
 
-    /// Reads a register of a non-protected VM's vCPU.
-    ///
-    /// # Errors
-    ///
-    /// `NoSuchVm`, `NoSuchVcpu`, `InvalidArgument` (register), `PermissionDenied`
-    /// for a protected VM, `Busy` while it runs.
-    pub fn get_reg(&mut self, handle: u64, index: u64, reg: u64) -> Result<u64, HypError> {
+    /// The vCPU and register a register call names, if the host may touch them.
+    fn register_access(&mut self, handle: u64, index: u64, reg: u64) -> Result<(&mut Vcpu, VcpuReg), HypError> {
         let vm = self.get(handle)?;
         let protected = vm.protected;
         let vcpu = vm.vcpu(index)?;
@@ -278,6 +273,17 @@ impl VmTable {
         if vcpu.running {
             return Err(HypError::Busy);
         }
+        Ok((vcpu, reg))
+    }
+
+    /// Reads a register of a non-protected VM's vCPU.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm`, `NoSuchVcpu`, `InvalidArgument` (register), `PermissionDenied`
+    /// for a protected VM, `Busy` while it runs.
+    pub fn get_reg(&mut self, handle: u64, index: u64, reg: u64) -> Result<u64, HypError> {
+        let (vcpu, reg) = self.register_access(handle, index, reg)?;
         Ok(match reg {
             VcpuReg::X(n) => vcpu.ctx.gprs.x[usize::from(n)],
             VcpuReg::Pc => vcpu.ctx.pc,
@@ -292,16 +298,7 @@ impl VmTable {
     ///
     /// As [`VmTable::get_reg`].
     pub fn set_reg(&mut self, handle: u64, index: u64, reg: u64, value: u64) -> Result<(), HypError> {
-        let vm = self.get(handle)?;
-        let protected = vm.protected;
-        let vcpu = vm.vcpu(index)?;
-        let reg = VcpuReg::from_raw(reg).ok_or(HypError::InvalidArgument)?;
-        if protected {
-            return Err(HypError::PermissionDenied);
-        }
-        if vcpu.running {
-            return Err(HypError::Busy);
-        }
+        let (vcpu, reg) = self.register_access(handle, index, reg)?;
         match reg {
             VcpuReg::X(n) => vcpu.ctx.gprs.x[usize::from(n)] = value,
             VcpuReg::Pc => vcpu.ctx.pc = value,
