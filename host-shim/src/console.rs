@@ -4,21 +4,24 @@
 //! device memory); the level is set at build time by `HOST_LOG_LEVEL`.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use hyp_drivers::pl011::Pl011;
+use hyp_drivers::uart::{Uart, UartKind};
 use hyp_drivers::ConsoleWrite;
 use log::{LevelFilter, Log, Metadata, Record};
 
 static UART_BASE: AtomicUsize = AtomicUsize::new(0);
+static UART_KIND: AtomicU64 = AtomicU64::new(0);
 
 /// Writes to the console UART, if one was found.
 pub struct Console;
 
 impl Console {
-    fn uart() -> Option<Pl011> {
+    fn uart() -> Option<Uart> {
         let base = UART_BASE.load(Ordering::Relaxed);
-        // SAFETY: Only `init` stores a non-zero base: the device tree's console PL011.
-        (base != 0).then(|| unsafe { Pl011::attach(base) })
+        let kind = UartKind::unpack(UART_KIND.load(Ordering::Relaxed));
+        // SAFETY: Only `init` stores a non-zero base: the device tree's console UART.
+        (base != 0).then(|| unsafe { Uart::attach(kind, base) })
     }
 
     pub fn flush() {
@@ -61,16 +64,19 @@ fn build_level() -> LevelFilter {
     hyp_drivers::log_level::parse(option_env!("HOST_LOG_LEVEL"))
 }
 
-/// Starts the console on the PL011 at `base` (0: no console) and installs the logger.
+/// Starts the console on the UART of `kind` at `base` (0: no console) and
+/// installs the logger.
 ///
 /// # Safety
 ///
-/// A non-zero `base` must be a PL011 register block; call once, before anything logs.
-pub unsafe fn init(base: usize) {
-    if base != 0 {
+/// A non-zero `base` must be such a UART's register block; call once, before
+/// anything logs.
+pub unsafe fn init(kind: UartKind, base: usize) {
+    if base != 0 && kind == UartKind::Pl011 {
         // SAFETY: The caller guarantees a PL011 at `base`.
         let _ = unsafe { Pl011::new(base) };
     }
+    UART_KIND.store(kind.pack(), Ordering::Relaxed);
     UART_BASE.store(base, Ordering::Relaxed);
     // SAFETY: Single CPU, called once, before any log record.
     unsafe {

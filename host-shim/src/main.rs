@@ -38,7 +38,7 @@ extern "C" fn shim_main(dtb: usize, entry_counter: u64) -> ! {
     let platform = platform::HostPlatform::read(dtb);
     // SAFETY: The base is the device tree's console PL011 (or 0 for none), and
     // this is the first and only call.
-    unsafe { console::init(platform.uart_base) };
+    unsafe { console::init(platform.uart_kind, platform.uart_base) };
     #[cfg(feature = "bench")]
     let status = bench::run_all(&platform, entry_counter);
     #[cfg(not(feature = "bench"))]

@@ -9,6 +9,7 @@ const MAX_HYP_REGIONS: usize = 4;
 
 pub struct HostPlatform {
     pub uart_base: usize,
+    pub uart_kind: hyp_drivers::uart::UartKind,
     pub psci_hvc: bool,
     /// `(base, size)` of each `/reserved-memory/hyp@...` node.
     pub hyp_regions: [(u64, u64); MAX_HYP_REGIONS],
@@ -32,6 +33,7 @@ impl HostPlatform {
     pub fn read(dtb: usize) -> HostPlatform {
         let mut platform = HostPlatform {
             uart_base: 0,
+            uart_kind: hyp_drivers::uart::UartKind::Pl011,
             psci_hvc: false,
             hyp_regions: [(0, 0); MAX_HYP_REGIONS],
             hyp_region_count: 0,
@@ -60,8 +62,19 @@ impl HostPlatform {
                     .and_then(|p| fdt.find_node(p))
             }
         });
-        if let Some(region) = stdout.and_then(|n| n.reg()).and_then(|mut r| r.next()) {
-            platform.uart_base = region.starting_address as usize;
+        if let Some(node) = stdout {
+            if let Some(region) = node.reg().and_then(|mut r| r.next()) {
+                platform.uart_base = region.starting_address as usize;
+            }
+            let is = |names: &[&str]| node.compatible().is_some_and(|c| c.all().any(|n| names.contains(&n)));
+            let cell = |name: &str| node.property(name).and_then(|p| p.as_usize());
+            if is(&["ns16550a", "ns16550", "ns16450", "ns8250", "snps,dw-apb-uart"]) {
+                let io_width = if cell("reg-io-width") == Some(4) { 4 } else { 1 };
+                platform.uart_kind = hyp_drivers::uart::UartKind::Ns16550 {
+                    reg_shift: cell("reg-shift").unwrap_or(0).min(4) as u8,
+                    io_width,
+                };
+            }
         }
         if let Some(ram) = fdt.find_node("/memory").and_then(|n| n.reg()).and_then(|mut r| r.next()) {
             platform.ram_start = ram.starting_address as u64;

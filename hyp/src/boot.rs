@@ -152,7 +152,7 @@ fn read_platform(dtb: usize) -> Platform {
     if let Some(uart) = platform.uart {
         // SAFETY: The device tree names this PL011 as the console; with the MMU off
         // (and later identity-mapped as device memory) its registers are at this address.
-        unsafe { emergency::set_uart(uart.regs.start as usize) };
+        unsafe { emergency::set_uart(uart.model, uart.regs.start as usize) };
     }
     platform
 }

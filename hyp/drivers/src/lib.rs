@@ -9,7 +9,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod log_level;
+pub mod ns16550;
 pub mod pl011;
+pub mod uart;
 
 /// A byte sink for console output.
 pub trait ConsoleWrite {

@@ -22,12 +22,8 @@ pub const MAX_RESERVED: usize = 32;
 /// CPUs the hyp can manage; more in the device tree are reported and left alone.
 pub const MAX_CPUS: usize = 8;
 
-/// The console UART models the hyp can drive.
-#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
-pub enum UartModel {
-    #[default]
-    Pl011,
-}
+/// The console UART models the hyp can drive (PL011, the 8250/16550 family).
+pub use hyp_drivers::uart::UartKind as UartModel;
 
 /// The console named by `/chosen/stdout-path`.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
@@ -121,6 +117,7 @@ const GIC_V3_COMPATIBLE: &[&str] = &["arm,gic-v3"];
 const GIC_V2_COMPATIBLE: &[&str] =
     &["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic", "arm,cortex-a7-gic", "arm,gic-v2"];
 const PL011_COMPATIBLE: &[&str] = &["arm,pl011"];
+const NS16550_COMPATIBLE: &[&str] = &["ns16550a", "ns16550", "ns16450", "ns8250", "snps,dw-apb-uart"];
 
 impl Platform {
     /// Reads the platform from a device tree blob.
@@ -257,9 +254,19 @@ impl Walker<'_> {
     }
 
     fn visit_stdout(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) {
-        if dt::is_compatible(node, PL011_COMPATIBLE) {
+        let cell = |name: &str| node.property(name).and_then(|p| dt::read_cells(p.value));
+        let model = if dt::is_compatible(node, PL011_COMPATIBLE) {
+            Some(UartModel::Pl011)
+        } else if dt::is_compatible(node, NS16550_COMPATIBLE) {
+            let reg_shift = cell("reg-shift").unwrap_or(0).min(4) as u8;
+            let io_width = cell("reg-io-width").unwrap_or(1) as u8;
+            Some(UartModel::Ns16550 { reg_shift, io_width: if io_width == 4 { 4 } else { 1 } })
+        } else {
+            None
+        };
+        if let Some(model) = model {
             if let Some(regs) = bus.reg(node, 0).and_then(|(b, s)| PhysRange::from_base_size(b, s.max(0x1000))) {
-                self.platform.uart = Some(Uart { model: UartModel::Pl011, regs });
+                self.platform.uart = Some(Uart { model, regs });
                 return;
             }
         }
@@ -343,6 +350,28 @@ mod tests {
         assert!(p.selftest_stack_guard);
         let plain = Platform::from_fdt(VIRT_GICV3).expect("parses");
         assert!(!plain.semihosting_exit && !plain.selftest_stack_guard);
+    }
+
+    #[test]
+    fn a_board_with_an_8250_console_behind_a_bus_is_understood() {
+        let p = Platform::from_fdt(include_bytes!("testdata/board-8250.dtb")).expect("parses");
+        assert_eq!(p.ram.as_slice(), &[r(0, 0x2000_0000), r(0x1_0000_0000, 0x1_1000_0000)]);
+        // The bus maps 0 -> 0x4000_0000: the console is at 0x4000_0000 + 0x1c2_8000.
+        assert_eq!(
+            p.uart,
+            Some(Uart { model: UartModel::Ns16550 { reg_shift: 2, io_width: 4 }, regs: r(0x41c2_8000, 0x41c2_9000) })
+        );
+        assert!(!p.uart_unsupported);
+        match p.gic {
+            Some(Gic::V2 { gicd, gich: Some(_), .. }) => assert_eq!(gicd, r(0x41c8_1000, 0x41c8_2000)),
+            other => panic!("unexpected GIC {other:?}"),
+        }
+        assert_eq!(
+            p.cpus.as_slice()[1],
+            Cpu { mpidr: 1, enable_method: EnableMethod::SpinTable { release_address: 0x8000_fff8 } }
+        );
+        assert_eq!(p.reserved(), &[r(0, 0x10000), r(0x800_0000, 0x820_0000)]);
+        assert_eq!(p.psci, None);
     }
 
     #[test]

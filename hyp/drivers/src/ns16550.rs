@@ -1,0 +1,93 @@
+//! 8250/16550-compatible UART (`ns16550a`, `snps,dw-apb-uart`, ...), transmit side.
+//!
+//! Boards space the registers `1 << reg-shift` bytes apart and access them with
+//! `reg-io-width` bytes, both from the device tree, so the layout is not fixed at
+//! compile time and cannot be a `register_structs!` block: the two accessors
+//! below compute each register's address from the shift, and are the only
+//! places that touch the device.
+
+use crate::ConsoleWrite;
+
+/// Transmit holding register (write).
+const THR: usize = 0;
+/// Line status register.
+const LSR: usize = 5;
+/// LSR: transmit holding register empty.
+const LSR_THRE: u32 = 1 << 5;
+/// LSR: transmitter empty (holding and shift registers).
+const LSR_TEMT: u32 = 1 << 6;
+
+/// A 16550-compatible UART at a fixed MMIO address.
+pub struct Ns16550 {
+    base: usize,
+    reg_shift: u8,
+    /// 4: 32-bit accesses; anything else: byte accesses.
+    io_width: u8,
+}
+
+impl Ns16550 {
+    /// Takes the UART whose registers start at `base`, `1 << reg_shift` bytes
+    /// apart, accessed `io_width` bytes wide (1 or 4).
+    ///
+    /// # Safety
+    ///
+    /// `base` must be the address (in the current translation regime) of such a
+    /// UART's registers, mapped as device memory for `'static`.
+    pub unsafe fn attach(base: usize, reg_shift: u8, io_width: u8) -> Self {
+        Self { base, reg_shift: reg_shift.min(4), io_width }
+    }
+
+    fn address(&self, register: usize) -> usize {
+        self.base + (register << self.reg_shift)
+    }
+
+    fn read(&self, register: usize) -> u32 {
+        let address = self.address(register);
+        // SAFETY: `attach`'s contract: the register block is mapped device memory;
+        // the address stays inside it (register < 8, shift <= 4).
+        unsafe {
+            if self.io_width == 4 {
+                core::ptr::read_volatile(address as *const u32)
+            } else {
+                u32::from(core::ptr::read_volatile(address as *const u8))
+            }
+        }
+    }
+
+    fn write(&self, register: usize, value: u8) {
+        let address = self.address(register);
+        // SAFETY: As for `read`.
+        unsafe {
+            if self.io_width == 4 {
+                core::ptr::write_volatile(address as *mut u32, u32::from(value));
+            } else {
+                core::ptr::write_volatile(address as *mut u8, value);
+            }
+        }
+    }
+
+    fn write_byte(&self, byte: u8) {
+        while self.read(LSR) & LSR_THRE == 0 {
+            core::hint::spin_loop();
+        }
+        self.write(THR, byte);
+    }
+
+    /// Waits until every queued byte has left the transmitter.
+    pub fn flush(&self) {
+        while self.read(LSR) & LSR_TEMT == 0 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl ConsoleWrite for Ns16550 {
+    fn write_bytes(&self, bytes: &[u8]) {
+        for &byte in bytes {
+            if byte == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(byte);
+        }
+    }
+}
