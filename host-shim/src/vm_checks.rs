@@ -4,7 +4,7 @@
 //! protected one's; teardown returns every page (the protected VM's zeroed); a
 //! crashing guest ends with a fatal exit; bad VM calls return their errors.
 
-use crate::arch::{guest_console, guest_crash, guest_memtest, guest_off};
+use crate::arch::{guest_console, guest_crash, guest_evil, guest_memtest, guest_off};
 use crate::checks::{check, probe_hyp_memory, Access};
 use crate::hypercall;
 use crate::memory_checks::{invariants, page, read};
@@ -209,6 +209,62 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
     passed
 }
 
+/// The malicious guest: each thing it tries is contained, and it reports what it
+/// saw; then another VM runs as if nothing had happened.
+fn malicious_vm(pa: u64) -> bool {
+    const REPORT: u64 = GUEST_UART + 0x28;
+    let mut passed = true;
+    load(pa, guest_evil());
+    let Ok(handle) = create_vm(VmType::Protected, 1) else {
+        return check!(false, "create the malicious VM");
+    };
+    passed &= check!(hypercall::vm_map(handle, pa, GUEST_ENTRY, 1).is_ok(), "give the malicious VM its page");
+    passed &= check!(hypercall::vcpu_init(handle, 0, GUEST_ENTRY, 0).is_ok(), "initialise the malicious VM");
+    let mut reports = [0u64; 4];
+    let mut count = 0;
+    let mut stray = None;
+    let mut end = None;
+    for _ in 0..16 {
+        match run_vcpu(handle, 0, 0) {
+            Ok(Exit::Mmio { ipa: REPORT, size_bytes: 8, write: true, value }) => {
+                if count < reports.len() {
+                    reports[count] = value;
+                }
+                count += 1;
+            }
+            Ok(Exit::Mmio { ipa, write: true, value, .. }) => stray = Some((ipa, value)),
+            other => {
+                end = Some(other);
+                break;
+            }
+        }
+    }
+    let ec = |esr: u64| esr >> 26;
+    passed &= check!(reports[0] == u64::MAX, "a guest SMC to a firmware service gets NOT_SUPPORTED: {:#x}", reports[0]);
+    passed &=
+        check!(ec(reports[1]) == 0 && reports[1] != 0, "a guest reading the PMU gets UNDEFINED: ESR {:#x}", reports[1]);
+    passed &= check!(
+        ec(reports[2]) == 0 && reports[2] != 0,
+        "a guest reading a debug register gets UNDEFINED: ESR {:#x}",
+        reports[2]
+    );
+    passed &= check!(
+        ec(reports[3]) == 0 && reports[3] != 0,
+        "a guest reading an EL2 register gets UNDEFINED: ESR {:#x}",
+        reports[3]
+    );
+    passed &= check!(count == 4, "the malicious guest reported {count} outcomes");
+    passed &= check!(
+        stray == Some((0x1000_0000, 0x5a)),
+        "a guest store outside its memory is an MMIO exit for the host: {stray:x?}"
+    );
+    passed &= check!(end == Some(Ok(Exit::SystemOff)), "the malicious guest's SYSTEM_OFF ends only its VM: {end:?}");
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the malicious VM down");
+    passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the malicious VM's page");
+    passed &= invariants("the malicious VM");
+    passed
+}
+
 fn crashing_vm(pa: u64) -> bool {
     let mut passed = true;
     load(pa, guest_crash());
@@ -360,6 +416,7 @@ pub fn run_all(hyp: u64, stress_rounds: u64) -> bool {
     passed &= console_vm(VmType::NonProtected, page(7), 'N');
     passed &= memtest_vm(VmType::Protected, page(2), page(3));
     passed &= memtest_vm(VmType::NonProtected, page(4), page(5));
+    passed &= malicious_vm(page(6));
     passed &= crashing_vm(page(8));
     passed &= bad_calls(hyp);
     passed &= stress(stress_rounds);

@@ -163,3 +163,50 @@ guest_memtest_start:
 3:  b       3b
 .global guest_memtest_end
 guest_memtest_end:
+
+/*
+ * Malicious guest: tries what a guest must not reach and reports each outcome
+ * with a 64-bit MMIO write to GUEST_UART + GUEST_REPORT (exceptions it takes
+ * itself are reported by its own vector, which then skips the instruction):
+ * an SMC to a firmware (SiP) service (x0 must come back NOT_SUPPORTED), the PMU cycle counter and
+ * a debug register (trapped by the hyp: an UNDEFINED exception comes back), an
+ * EL2 register (UNDEFINED at EL1), a store outside its memory (an MMIO exit the
+ * host sees), then PSCI SYSTEM_OFF (only this VM ends).
+ */
+.set GUEST_REPORT, 0x28
+.balign 4096
+.global guest_evil_start
+guest_evil_start:
+    adr     x9, guest_evil_start
+    add     x9, x9, #0x800
+    msr     vbar_el1, x9
+    isb
+    mov     x20, #GUEST_UART
+    mov     x0, #0x0001             /* a SiP (firmware) call: never reaches firmware */
+    movk    x0, #0xC200, lsl #16
+    smc     #0
+    str     x0, [x20, #GUEST_REPORT]
+    mrs     x1, pmccntr_el0
+    mrs     x1, dbgbvr0_el1
+    mrs     x1, hcr_el2
+    mov     x2, #0x10000000
+    mov     x3, #0x5a
+    str     x3, [x2]
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+1:  b       1b
+/* Its vector table: every entry reports ESR_EL1 and returns past the instruction. */
+.balign 2048
+evil_vectors:
+    .rept 16
+    .balign 128
+    mrs     x10, esr_el1
+    str     x10, [x20, #GUEST_REPORT]
+    mrs     x10, elr_el1
+    add     x10, x10, #4
+    msr     elr_el1, x10
+    eret
+    .endr
+.global guest_evil_end
+guest_evil_end:

@@ -18,6 +18,8 @@ extern "C" {
     static guest_memtest_end: u8;
     static guest_bench_start: u8;
     static guest_bench_end: u8;
+    static guest_evil_start: u8;
+    static guest_evil_end: u8;
 }
 
 /// The code of a guest payload from `guests.S`.
@@ -50,6 +52,12 @@ pub fn guest_memtest() -> &'static [u8] {
 pub fn guest_bench() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_bench_start }, unsafe { &guest_bench_end })
+}
+
+/// The malicious guest's code (one page: code, then its vectors at +0x800).
+pub fn guest_evil() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_evil_start }, unsafe { &guest_evil_end })
 }
 
 /// The misbehaving guest's code.
