@@ -54,6 +54,18 @@ macro_rules! check {
 }
 pub(crate) use check;
 
+/// A hypercall answers in x0..x3 and leaves x4..x30 as the host had them.
+fn check_hypercall_preserves_registers() -> bool {
+    let after = crate::arch::hvc_registers_after(HostCall::Version.function_id());
+    let answered = after[..3] == [0, ABI_VERSION_MAJOR, ABI_VERSION_MINOR];
+    let changed = (4..=30).find(|&n| after[n] != crate::arch::probe_pattern(n));
+    check!(
+        answered && changed.is_none(),
+        "VERSION with x4..x30 patterned: answered {:x?}, first register changed {changed:?}",
+        &after[..3]
+    )
+}
+
 /// Runs every check; true when all passed.
 pub fn run_all(platform: &HostPlatform) -> bool {
     if platform.fuzz_calls > 0 {
@@ -80,6 +92,7 @@ pub fn run_all(platform: &HostPlatform) -> bool {
         hyp_abi::vendor_hyp_fn(0x1fff),
         unknown[0] as i64
     );
+    passed &= check_hypercall_preserves_registers();
     let cpu_on = {
         let mut args = [0u64; 17];
         args[0] = 1;

@@ -1,13 +1,16 @@
 //! The host shim's assembly: Image entry and EL1 vectors, and the one instruction
-//! sequence the isolation check needs (a load that may be aborted).
+//! sequences the isolation check needs (a load that may be aborted) and the
+//! register-preservation check (a hypercall with every register patterned).
 
 use core::arch::{asm, global_asm};
 
 global_asm!(include_str!("head.S"));
 global_asm!(include_str!("vectors.S"));
 global_asm!(include_str!("guests.S"));
+global_asm!(include_str!("register_probe.S"));
 
 extern "C" {
+    fn hvc_register_probe(function: u64, out: *mut [u64; 31]);
     static guest_console_start: u8;
     static guest_console_end: u8;
     static guest_crash_start: u8;
@@ -121,6 +124,22 @@ pub fn hvc(function: u32, args: [u64; 6]) -> [u64; 4] {
         );
     }
     [r0, r1, r2, r3]
+}
+
+/// The value `register_probe.S` puts in x`n` before its hypercall.
+pub const fn probe_pattern(n: usize) -> u64 {
+    0x5a5a_0000_0000_0000 | n as u64
+}
+
+/// Calls `function` by `HVC #0` with x1..x3 zero and x4..x30 set to
+/// `probe_pattern(n)`, and returns x0..x30 as the hyp left them.
+pub fn hvc_registers_after(function: u32) -> [u64; 31] {
+    let mut registers = [0u64; 31];
+    // SAFETY: The probe saves and restores every callee-saved register (and
+    // x18) itself, writes only the 31 words `registers` provides, and the
+    // hypercall it makes changes no memory of ours.
+    unsafe { hvc_register_probe(u64::from(function), &mut registers) };
+    registers
 }
 
 /// Runs `f` with `value` in d8 (a callee-saved FP register) and returns what d8

@@ -39,7 +39,32 @@
     str     x30, [sp, #FRAME_X30]
 .endm
 
-.macro restore_frame
+/* Saves x2..x18, x29 and x30 (x0, x1 already saved by the vector stub). */
+.macro save_frame_caller_saved
+    stp     x2, x3, [sp, #16 * 1]
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    str     x18, [sp, #16 * 9]
+    stp     x29, x30, [sp, #16 * 14 + 8]
+.endm
+
+/* Completes a save_frame_caller_saved frame with x19..x28. */
+.macro save_frame_callee_saved
+    str     x19, [sp, #16 * 9 + 8]
+    stp     x20, x21, [sp, #16 * 10]
+    stp     x22, x23, [sp, #16 * 11]
+    stp     x24, x25, [sp, #16 * 12]
+    stp     x26, x27, [sp, #16 * 13]
+    str     x28, [sp, #16 * 14]
+.endm
+
+/* Undoes save_frame_caller_saved and pops the frame. */
+.macro restore_frame_caller_saved
     ldp     x2, x3, [sp, #16 * 1]
     ldp     x4, x5, [sp, #16 * 2]
     ldp     x6, x7, [sp, #16 * 3]
@@ -48,13 +73,8 @@
     ldp     x12, x13, [sp, #16 * 6]
     ldp     x14, x15, [sp, #16 * 7]
     ldp     x16, x17, [sp, #16 * 8]
-    ldp     x18, x19, [sp, #16 * 9]
-    ldp     x20, x21, [sp, #16 * 10]
-    ldp     x22, x23, [sp, #16 * 11]
-    ldp     x24, x25, [sp, #16 * 12]
-    ldp     x26, x27, [sp, #16 * 13]
-    ldp     x28, x29, [sp, #16 * 14]
-    ldr     x30, [sp, #FRAME_X30]
+    ldr     x18, [sp, #16 * 9]
+    ldp     x29, x30, [sp, #16 * 14 + 8]
     ldp     x0, x1, [sp, #16 * 0]
     add     sp, sp, #TRAP_FRAME_SIZE
 .endm
@@ -114,16 +134,26 @@ el2_fatal_common:
 1:  wfe
     b       1b
 
+/*
+ * From a lower EL only the registers a Rust call may clobber are saved first:
+ * x0..x18, x29, x30. The handler preserves x19..x28 (AAPCS64) and reads no
+ * host argument from them, so a host trap leaves them in the registers; a
+ * guest's go to the frame too, since its whole x0..x30 belongs to its vCPU.
+ */
 lower_el_common:
-    save_frame_rest
+    save_frame_caller_saved
     /* A guest was running: its registers go to its vCPU, back to __guest_enter. */
     mrs     x2, tpidr_el2
     ldr     x3, [x2, #PERCPU_GUEST_GPRS]
-    cbnz    x3, guest_exit
+    cbnz    x3, guest_exit_save_callee_saved
     mov     x0, sp
     bl      handle_lower_el_exception
-    restore_frame
+    restore_frame_caller_saved
     eret
+
+guest_exit_save_callee_saved:
+    save_frame_callee_saved
+    b       guest_exit
 
 /*
  * enter_host(entry: &HostEntry, trap_stack_top: usize) -> !

@@ -1,0 +1,54 @@
+/*
+ * hvc_register_probe(function: u64, out: *mut [u64; 31])
+ *
+ * Makes one `HVC #0` call with x1..x3 zero and x4..x30 holding a pattern
+ * (0x5a5a_0000_0000_00nn for xnn), then stores x0..x30 as the hyp left them in
+ * `out`. The check compares: a hypercall returns results in x0..x3 and must
+ * leave every other register as it was (SMCCC 1.1 and later; AAPCS64's
+ * callee-saved x19..x29 in particular).
+ */
+.section .text.register_probe, "ax"
+.global hvc_register_probe
+hvc_register_probe:
+    stp     x29, x30, [sp, #-112]!
+    stp     x19, x20, [sp, #16]
+    stp     x21, x22, [sp, #32]
+    stp     x23, x24, [sp, #48]
+    stp     x25, x26, [sp, #64]
+    stp     x27, x28, [sp, #80]
+    stp     x18, x1, [sp, #96]      /* x18 in case the platform owns it; out */
+    mov     x1, xzr
+    mov     x2, xzr
+    mov     x3, xzr
+    .irp    n, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30
+    movz    x\n, #\n
+    movk    x\n, #0x5a5a, lsl #48
+    .endr
+    hvc     #0
+    stp     x0, x1, [sp, #-16]!     /* results x0, x1 while x0 takes `out` */
+    ldr     x0, [sp, #16 + 104]
+    stp     x2, x3, [x0, #16 * 1]
+    stp     x4, x5, [x0, #16 * 2]
+    stp     x6, x7, [x0, #16 * 3]
+    stp     x8, x9, [x0, #16 * 4]
+    stp     x10, x11, [x0, #16 * 5]
+    stp     x12, x13, [x0, #16 * 6]
+    stp     x14, x15, [x0, #16 * 7]
+    stp     x16, x17, [x0, #16 * 8]
+    stp     x18, x19, [x0, #16 * 9]
+    stp     x20, x21, [x0, #16 * 10]
+    stp     x22, x23, [x0, #16 * 11]
+    stp     x24, x25, [x0, #16 * 12]
+    stp     x26, x27, [x0, #16 * 13]
+    stp     x28, x29, [x0, #16 * 14]
+    str     x30, [x0, #16 * 15]
+    ldp     x2, x3, [sp], #16
+    stp     x2, x3, [x0, #16 * 0]
+    ldr     x18, [sp, #96]
+    ldp     x19, x20, [sp, #16]
+    ldp     x21, x22, [sp, #32]
+    ldp     x23, x24, [sp, #48]
+    ldp     x25, x26, [sp, #64]
+    ldp     x27, x28, [sp, #80]
+    ldp     x29, x30, [sp], #112
+    ret
