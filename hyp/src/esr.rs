@@ -31,6 +31,9 @@ pub enum ExceptionClass {
 }
 
 impl ExceptionClass {
+    /// Inlined so that a trap handler's match on the class compiles to a
+    /// compare of the EC field, not a table lookup and a second match.
+    #[inline]
     pub fn from_esr(esr: u64) -> Self {
         match ((esr >> 26) & 0x3f) as u8 {
             0x00 => Self::Unknown,
@@ -108,6 +111,7 @@ pub fn fault_status_description(fsc: u8) -> &'static str {
 pub struct Esr(pub u64);
 
 impl Esr {
+    #[inline]
     pub fn class(self) -> ExceptionClass {
         ExceptionClass::from_esr(self.0)
     }

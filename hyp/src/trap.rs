@@ -17,12 +17,16 @@ use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, ESR_EL2, FAR_EL2, HPF
 extern "C" fn handle_lower_el_exception(frame: &mut TrapFrame, kind: u64) {
     match ExceptionKind::from_vector(kind) {
         ExceptionKind::Synchronous => handle_host_sync(frame),
-        other => {
-            // Interrupts and SErrors are routed to EL1 (HCR_EL2.IMO/FMO/AMO clear):
-            // one arriving here is spurious. The host goes on.
-            log::warn!("unexpected {other:?} from the host ignored");
-        }
+        other => report_spurious_exception(other),
     }
+}
+
+/// Interrupts and SErrors are routed to EL1 (HCR_EL2.IMO/FMO/AMO clear): one
+/// arriving here is spurious. The host goes on.
+#[cold]
+#[inline(never)]
+fn report_spurious_exception(kind: ExceptionKind) {
+    log::warn!("unexpected {kind:?} from the host ignored");
 }
 
 fn handle_host_sync(frame: &mut TrapFrame) {
@@ -35,11 +39,15 @@ fn handle_host_sync(frame: &mut TrapFrame) {
             handle_firmware_call(frame);
         }
         ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => handle_host_abort(esr),
-        _ => {
-            log::warn!("host trap not handled, UNDEFINED injected: {esr}, ELR {:#x}", ELR_EL2.get());
-            inject_undefined();
-        }
+        _ => refuse_host_trap(esr),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn refuse_host_trap(esr: Esr) {
+    log::warn!("host trap not handled, UNDEFINED injected: {esr}, ELR {:#x}", ELR_EL2.get());
+    inject_undefined();
 }
 
 fn handle_host_hvc(frame: &mut TrapFrame, esr: Esr) {
@@ -82,6 +90,9 @@ fn handle_firmware_call(frame: &mut TrapFrame) {
 /// hyp refuses the fault instead of letting the allocator run dry.
 const DEVICE_MAP_HEAP_RESERVE: usize = 64 << 10;
 
+// Kept out of line: inlined, its locals would make every hypercall's entry save
+// callee-saved registers it never uses.
+#[inline(never)]
 fn handle_host_abort(esr: Esr) {
     // HPFAR_EL2.FIPA holds IPA[51:12] of a stage-2 fault; the page offset is FAR's.
     let ipa = ((HPFAR_EL2.get() & 0x0000_0fff_ffff_fff0) << 8) | (FAR_EL2.get() & 0xfff);
