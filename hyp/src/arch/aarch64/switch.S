@@ -50,16 +50,13 @@ __guest_enter:
     eret
 
 /*
- * From vectors.S: the guest's registers are in the trap frame at sp, x1 = the
- * vector kind, x2 = this CPU's PerCpu, x3 = the vCPU's Gprs.
+ * From vectors.S: the guest's x0..x30 are saved in its vCPU's Gprs, x1 = the
+ * vector kind, x2 = this CPU's PerCpu. The trap frame the vector pushed is
+ * dropped with the rest of the guest-time stack when sp is reset below.
  */
 .global guest_exit
 guest_exit:
     str     xzr, [x2, #PERCPU_GUEST_GPRS]
-    .irp    pair, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
-    ldp     x4, x5, [sp, #16 * \pair]
-    stp     x4, x5, [x3, #16 * \pair]
-    .endr
     ldr     x4, [x2, #PERCPU_HYP_SP]
     mov     sp, x4
     mov     x0, x1

@@ -53,16 +53,6 @@
     stp     x29, x30, [sp, #16 * 14 + 8]
 .endm
 
-/* Completes a save_frame_caller_saved frame with x19..x28. */
-.macro save_frame_callee_saved
-    str     x19, [sp, #16 * 9 + 8]
-    stp     x20, x21, [sp, #16 * 10]
-    stp     x22, x23, [sp, #16 * 11]
-    stp     x24, x25, [sp, #16 * 12]
-    stp     x26, x27, [sp, #16 * 13]
-    str     x28, [sp, #16 * 14]
-.endm
-
 /* Undoes save_frame_caller_saved and pops the frame. */
 .macro restore_frame_caller_saved
     ldp     x2, x3, [sp, #16 * 1]
@@ -135,24 +125,42 @@ el2_fatal_common:
     b       1b
 
 /*
- * From a lower EL only the registers a Rust call may clobber are saved first:
- * x0..x18, x29, x30. The handler preserves x19..x28 (AAPCS64) and reads no
- * host argument from them, so a host trap leaves them in the registers; a
- * guest's go to the frame too, since its whole x0..x30 belongs to its vCPU.
+ * From a lower EL. A host trap saves only the registers a Rust call may
+ * clobber (x0..x18, x29, x30): the handler preserves x19..x28 (AAPCS64) and
+ * reads no host argument from them. A guest trap saves all of x0..x30 straight
+ * into its vCPU's Gprs (they all belong to the vCPU), then leaves through
+ * guest_exit.
  */
 lower_el_common:
+    mrs     x0, tpidr_el2
+    ldr     x0, [x0, #PERCPU_GUEST_GPRS]
+    cbnz    x0, guest_trap
     save_frame_caller_saved
-    /* A guest was running: its registers go to its vCPU, back to __guest_enter. */
-    mrs     x2, tpidr_el2
-    ldr     x3, [x2, #PERCPU_GUEST_GPRS]
-    cbnz    x3, guest_exit_save_callee_saved
     mov     x0, sp
     bl      handle_lower_el_exception
     restore_frame_caller_saved
     eret
 
-guest_exit_save_callee_saved:
-    save_frame_callee_saved
+/* x0 = the running vCPU's Gprs; the guest's x0, x1 are in the frame at sp. */
+guest_trap:
+    stp     x2, x3, [x0, #16 * 1]
+    stp     x4, x5, [x0, #16 * 2]
+    stp     x6, x7, [x0, #16 * 3]
+    stp     x8, x9, [x0, #16 * 4]
+    stp     x10, x11, [x0, #16 * 5]
+    stp     x12, x13, [x0, #16 * 6]
+    stp     x14, x15, [x0, #16 * 7]
+    stp     x16, x17, [x0, #16 * 8]
+    stp     x18, x19, [x0, #16 * 9]
+    stp     x20, x21, [x0, #16 * 10]
+    stp     x22, x23, [x0, #16 * 11]
+    stp     x24, x25, [x0, #16 * 12]
+    stp     x26, x27, [x0, #16 * 13]
+    stp     x28, x29, [x0, #16 * 14]
+    str     x30, [x0, #16 * 15]
+    ldp     x2, x3, [sp, #16 * 0]
+    stp     x2, x3, [x0, #16 * 0]
+    mrs     x2, tpidr_el2
     b       guest_exit
 
 /*

@@ -13,6 +13,7 @@ use crate::esr::Esr;
 use crate::vm::context::{El1Sysregs, FpState, Gprs, VcpuContext};
 use crate::vm::guest_trap::GuestTrap;
 use core::arch::asm;
+use core::mem::MaybeUninit;
 
 extern "C" {
     fn __guest_enter(gprs: *mut Gprs) -> u64;
@@ -73,33 +74,36 @@ macro_rules! write_sysreg {
     }};
 }
 
-fn save_el1(regs: &mut El1Sysregs) {
-    regs.sctlr = read_sysreg!("sctlr_el1");
-    regs.ttbr0 = read_sysreg!("ttbr0_el1");
-    regs.ttbr1 = read_sysreg!("ttbr1_el1");
-    regs.tcr = read_sysreg!("tcr_el1");
-    regs.mair = read_sysreg!("mair_el1");
-    regs.amair = read_sysreg!("amair_el1");
-    regs.vbar = read_sysreg!("vbar_el1");
-    regs.contextidr = read_sysreg!("contextidr_el1");
-    regs.tpidr_el0 = read_sysreg!("tpidr_el0");
-    regs.tpidrro_el0 = read_sysreg!("tpidrro_el0");
-    regs.tpidr_el1 = read_sysreg!("tpidr_el1");
-    regs.sp_el0 = read_sysreg!("sp_el0");
-    regs.sp_el1 = read_sysreg!("sp_el1");
-    regs.elr_el1 = read_sysreg!("elr_el1");
-    regs.spsr_el1 = read_sysreg!("spsr_el1");
-    regs.esr_el1 = read_sysreg!("esr_el1");
-    regs.far_el1 = read_sysreg!("far_el1");
-    regs.afsr0 = read_sysreg!("afsr0_el1");
-    regs.afsr1 = read_sysreg!("afsr1_el1");
-    regs.par = read_sysreg!("par_el1");
-    regs.cpacr = read_sysreg!("cpacr_el1");
-    regs.cntkctl = read_sysreg!("cntkctl_el1");
-    regs.csselr = read_sysreg!("csselr_el1");
-    regs.mdscr = read_sysreg!("mdscr_el1");
-    regs.cntv_ctl = read_sysreg!("cntv_ctl_el0");
-    regs.cntv_cval = read_sysreg!("cntv_cval_el0");
+/// The live EL1 context, read whole (so no zeroed copy is made first).
+fn read_el1() -> El1Sysregs {
+    El1Sysregs {
+        sctlr: read_sysreg!("sctlr_el1"),
+        ttbr0: read_sysreg!("ttbr0_el1"),
+        ttbr1: read_sysreg!("ttbr1_el1"),
+        tcr: read_sysreg!("tcr_el1"),
+        mair: read_sysreg!("mair_el1"),
+        amair: read_sysreg!("amair_el1"),
+        vbar: read_sysreg!("vbar_el1"),
+        contextidr: read_sysreg!("contextidr_el1"),
+        tpidr_el0: read_sysreg!("tpidr_el0"),
+        tpidrro_el0: read_sysreg!("tpidrro_el0"),
+        tpidr_el1: read_sysreg!("tpidr_el1"),
+        sp_el0: read_sysreg!("sp_el0"),
+        sp_el1: read_sysreg!("sp_el1"),
+        elr_el1: read_sysreg!("elr_el1"),
+        spsr_el1: read_sysreg!("spsr_el1"),
+        esr_el1: read_sysreg!("esr_el1"),
+        far_el1: read_sysreg!("far_el1"),
+        afsr0: read_sysreg!("afsr0_el1"),
+        afsr1: read_sysreg!("afsr1_el1"),
+        par: read_sysreg!("par_el1"),
+        cpacr: read_sysreg!("cpacr_el1"),
+        cntkctl: read_sysreg!("cntkctl_el1"),
+        csselr: read_sysreg!("csselr_el1"),
+        mdscr: read_sysreg!("mdscr_el1"),
+        cntv_ctl: read_sysreg!("cntv_ctl_el0"),
+        cntv_cval: read_sysreg!("cntv_cval_el0"),
+    }
 }
 
 fn restore_el1(regs: &El1Sysregs) {
@@ -131,11 +135,10 @@ fn restore_el1(regs: &El1Sysregs) {
     write_sysreg!("cntv_ctl_el0", regs.cntv_ctl);
 }
 
-/// The host's EL1 and FP state while a guest runs.
-#[derive(Default)]
+/// The host's EL1 state and EL2 controls while a guest runs. (Its FP/SIMD state
+/// is saved separately, and only if the guest uses FP/SIMD.)
 struct HostState {
     sysregs: El1Sysregs,
-    fp: FpState,
     hcr: u64,
     vttbr: u64,
     mdcr: u64,
@@ -157,7 +160,7 @@ pub fn run_guest<R>(
     vttbr: u64,
     mut on_trap: impl FnMut(&mut VcpuContext, GuestTrap) -> Option<R>,
 ) -> R {
-    let mut host = HostState {
+    let host = HostState {
         hcr: read_sysreg!("hcr_el2"),
         vttbr: read_sysreg!("vttbr_el2"),
         mdcr: read_sysreg!("mdcr_el2"),
@@ -165,9 +168,12 @@ pub fn run_guest<R>(
         cptr: read_sysreg!("cptr_el2"),
         elr: read_sysreg!("elr_el2"),
         spsr: read_sysreg!("spsr_el2"),
-        ..HostState::default()
+        sysregs: read_el1(),
     };
-    save_el1(&mut host.sysregs);
+    // Written by `fpsimd_save` when the guest first uses FP/SIMD, read back only
+    // then: left uninitialised so that runs which never touch FP/SIMD (most) do
+    // not pay for zeroing 528 bytes.
+    let mut host_fp = MaybeUninit::<FpState>::uninit();
     restore_el1(&ctx.sysregs);
     // The host's FP/SIMD registers stay live until the guest first needs them.
     let mut guest_fp_loaded = false;
@@ -199,10 +205,11 @@ pub fn run_guest<R>(
             write_sysreg!("cptr_el2", host.cptr);
             // SAFETY: Barrier only.
             unsafe { asm!("isb", options(nostack, preserves_flags)) };
-            // SAFETY: Both are valid FpStates; the hyp itself never uses FP/SIMD,
-            // so the live registers are the host's until this point.
+            // SAFETY: `host_fp` has room for a whole FpState (fpsimd_save only
+            // writes it) and `ctx.fp` is a valid one; the hyp itself never uses
+            // FP/SIMD, so the live registers are the host's until this point.
             unsafe {
-                fpsimd_save(&mut host.fp);
+                fpsimd_save(host_fp.as_mut_ptr());
                 fpsimd_restore(&ctx.fp);
             }
             guest_fp_loaded = true;
@@ -220,13 +227,14 @@ pub fn run_guest<R>(
         write_sysreg!("spsr_el1", ctx.sysregs.spsr_el1);
     };
 
-    save_el1(&mut ctx.sysregs);
+    ctx.sysregs = read_el1();
     // (If the guest used FP/SIMD, TFP is already clear: EL2 may touch them.)
     if guest_fp_loaded {
-        // SAFETY: As above.
+        // SAFETY: As above; `guest_fp_loaded` is set only after `fpsimd_save`
+        // wrote every field of `host_fp`, which `fpsimd_restore` reads.
         unsafe {
             fpsimd_save(&mut ctx.fp);
-            fpsimd_restore(&host.fp);
+            fpsimd_restore(host_fp.as_ptr());
         }
     }
 
