@@ -10,20 +10,50 @@ fn dcache_line_size() -> usize {
     4 << ((ctr >> 16) & 0xf)
 }
 
+/// Applies `DC <op>` to every data-cache line of `[start, start + len)`, eight
+/// lines per loop turn (boot invalidates the whole pool this way, and every
+/// scrubbed page is cleaned line by line), then waits for completion.
+macro_rules! dc_by_line {
+    ($op:literal, $start:expr, $len:expr) => {{
+        let start: usize = $start;
+        let line = dcache_line_size();
+        let mut addr = start & !(line - 1);
+        let end = start.saturating_add($len);
+        while addr.saturating_add(8 * line) <= end {
+            // SAFETY: The caller of the enclosing function vouches for the range
+            // (mapped, and for invalidation holding no data anyone needs).
+            unsafe {
+                asm!(
+                    concat!("dc ", $op, ", {a}"), "add {a}, {a}, {l}",
+                    concat!("dc ", $op, ", {a}"), "add {a}, {a}, {l}",
+                    concat!("dc ", $op, ", {a}"), "add {a}, {a}, {l}",
+                    concat!("dc ", $op, ", {a}"), "add {a}, {a}, {l}",
+                    concat!("dc ", $op, ", {a}"), "add {a}, {a}, {l}",
+                    concat!("dc ", $op, ", {a}"), "add {a}, {a}, {l}",
+                    concat!("dc ", $op, ", {a}"), "add {a}, {a}, {l}",
+                    concat!("dc ", $op, ", {a}"), "add {a}, {a}, {l}",
+                    a = inout(reg) addr,
+                    l = in(reg) line,
+                    options(nostack, preserves_flags),
+                );
+            }
+        }
+        while addr < end {
+            // SAFETY: As above.
+            unsafe { asm!(concat!("dc ", $op, ", {}"), in(reg) addr, options(nostack, preserves_flags)) };
+            addr += line;
+        }
+        // SAFETY: A barrier has no memory-safety effect.
+        unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+    }};
+}
+
 /// Cleans and invalidates `[start, start + len)` to the point of coherency: for
 /// memory the hyp wrote through its cacheable mapping that an observer without
-/// the cache (a host running with its MMU off, a device) reads next.
+/// the cache (a host running with its MMU off, a device) reads next. Callers
+/// pass mapped ranges; cleaning before invalidating keeps the data.
 pub fn clean_invalidate(start: usize, len: usize) {
-    let line = dcache_line_size();
-    let mut addr = start & !(line - 1);
-    while addr < start.saturating_add(len) {
-        // SAFETY: Cleaning before invalidating keeps the data; it does not fault on
-        // a mapped address, and callers pass mapped ranges.
-        unsafe { asm!("dc civac, {}", in(reg) addr, options(nostack, preserves_flags)) };
-        addr += line;
-    }
-    // SAFETY: A barrier has no memory-safety effect.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+    dc_by_line!("civac", start, len);
 }
 
 /// Invalidates `[start, start + len)` to the point of coherency, discarding any
@@ -34,31 +64,7 @@ pub fn clean_invalidate(start: usize, len: usize) {
 /// No cache line of the range may hold data newer than memory that anyone needs:
 /// true for memory only ever written with the MMU (and so the D-cache) off.
 pub unsafe fn invalidate(start: usize, len: usize) {
-    let line = dcache_line_size();
-    let mut addr = start & !(line - 1);
-    let end = start.saturating_add(len);
-    // Eight lines per turn: boot invalidates the whole pool this way.
-    while addr.saturating_add(8 * line) <= end {
-        // SAFETY: The caller guarantees no needed data lives only in these lines.
-        unsafe {
-            asm!(
-                "dc ivac, {a}", "add {a}, {a}, {l}", "dc ivac, {a}", "add {a}, {a}, {l}",
-                "dc ivac, {a}", "add {a}, {a}, {l}", "dc ivac, {a}", "add {a}, {a}, {l}",
-                "dc ivac, {a}", "add {a}, {a}, {l}", "dc ivac, {a}", "add {a}, {a}, {l}",
-                "dc ivac, {a}", "add {a}, {a}, {l}", "dc ivac, {a}", "add {a}, {a}, {l}",
-                a = inout(reg) addr,
-                l = in(reg) line,
-                options(nostack, preserves_flags),
-            );
-        }
-    }
-    while addr < end {
-        // SAFETY: As above.
-        unsafe { asm!("dc ivac, {}", in(reg) addr, options(nostack, preserves_flags)) };
-        addr += line;
-    }
-    // SAFETY: A barrier has no memory-safety effect.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+    dc_by_line!("ivac", start, len);
 }
 
 /// Zeroes the 4 KiB page at `page` with `DC ZVA` (one instruction per block of
