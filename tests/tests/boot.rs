@@ -167,7 +167,7 @@ fn hostile_host_20000_calls_with_a_fixed_seed() {
     );
     boot.assert_markers_in_order(&[
         "[host INFO] hostile host: 20000 calls, seed 2026",
-        "VMs it created are gone (0 left)",
+        "VMs it still tracks are gone (0 left)",
         "[host INFO] ok: hostile host: 20000 calls with seed 2026 and the hyp held; every page is back (Ok(InvariantReport { violations: 0, memcache_free: 0, memcache_used: 0,",
         "[host INFO] all host checks passed",
     ]);
