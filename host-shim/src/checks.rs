@@ -93,20 +93,20 @@ pub fn run_all(platform: &HostPlatform) -> bool {
         unknown[0] as i64
     );
     passed &= check_hypercall_preserves_registers();
-    let cpu_on = {
-        let mut args = [0u64; 17];
-        args[0] = 1;
-        smccc::smc64(smccc::psci::PSCI_CPU_ON_64, args)[0] as i64
-    };
-    passed &= check!(cpu_on == -3, "PSCI CPU_ON from the host refused by the hyp ({cpu_on})");
-
+    let own_mpidr = aarch64_cpu::registers::MPIDR_EL1.get() & 0xff_00ff_ffff;
+    let cpu_on = platform.psci_call(smccc::psci::PSCI_CPU_ON_64, [own_mpidr, 0, 0])[0] as i64;
+    passed &= check!(cpu_on == -4, "PSCI CPU_ON of the running CPU: ALREADY_ON from the hyp ({cpu_on})");
     passed &= check!(
         !platform.hyp_regions().is_empty(),
         "device tree carves out {} hyp region(s)",
         platform.hyp_regions().len()
     );
     passed &= crate::memory_checks::run_all(platform);
-    passed &= crate::vm_checks::run_all(platform.hyp_regions().first().map_or(0, |r| r.0), platform.vm_stress_rounds);
+    passed &= crate::vm_checks::run_all(
+        platform,
+        platform.hyp_regions().first().map_or(0, |r| r.0),
+        platform.vm_stress_rounds,
+    );
     for &(base, size) in platform.hyp_regions() {
         for address in [base, base + size / 2, base + size - 8] {
             passed &= probe_hyp_memory(address, Access::Read);

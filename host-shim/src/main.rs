@@ -27,6 +27,8 @@ mod memory_checks;
 #[cfg(target_os = "none")]
 mod platform;
 #[cfg(target_os = "none")]
+mod smp;
+#[cfg(target_os = "none")]
 mod vm_checks;
 
 /// The line that tells the boot tests every check passed.

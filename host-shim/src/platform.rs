@@ -6,11 +6,20 @@ use fdt::Fdt;
 
 /// Most carve-outs the shim remembers.
 const MAX_HYP_REGIONS: usize = 4;
+/// Most CPUs the shim uses.
+pub const MAX_CPUS: usize = 8;
 
 pub struct HostPlatform {
     pub uart_base: usize,
     pub uart_kind: hyp_drivers::uart::UartKind,
     pub psci_hvc: bool,
+    /// A `/psci` node exists (CPUs can be started with CPU_ON).
+    pub psci: bool,
+    /// MPIDR (`reg`) of each CPU in `/cpus` whose enable method is PSCI.
+    pub cpus: [u64; MAX_CPUS],
+    pub cpu_count: usize,
+    /// Rounds of the all-CPU stress run per CPU: `shim.smp-rounds=N`.
+    pub smp_stress_rounds: u64,
     /// `(base, size)` of each `/reserved-memory/hyp@...` node.
     pub hyp_regions: [(u64, u64); MAX_HYP_REGIONS],
     pub hyp_region_count: usize,
@@ -27,6 +36,8 @@ pub struct HostPlatform {
 
 /// Rounds of the VM stress run unless the bootargs say otherwise.
 const DEFAULT_VM_STRESS_ROUNDS: u64 = 20;
+/// Rounds per CPU of the all-CPU stress run unless the bootargs say otherwise.
+const DEFAULT_SMP_STRESS_ROUNDS: u64 = 100;
 
 impl HostPlatform {
     /// Reads the device tree at `dtb` (from x0 at entry).
@@ -35,6 +46,10 @@ impl HostPlatform {
             uart_base: 0,
             uart_kind: hyp_drivers::uart::UartKind::Pl011,
             psci_hvc: false,
+            psci: false,
+            cpus: [0; MAX_CPUS],
+            cpu_count: 0,
+            smp_stress_rounds: DEFAULT_SMP_STRESS_ROUNDS,
             hyp_regions: [(0, 0); MAX_HYP_REGIONS],
             hyp_region_count: 0,
             ram_start: 0,
@@ -97,8 +112,23 @@ impl HostPlatform {
         if let Some(seed) = arg("shim.fuzz-seed=") {
             platform.fuzz_seed = seed;
         }
-        platform.psci_hvc =
-            fdt.find_node("/psci").and_then(|p| p.property("method")).and_then(|m| m.as_str()) == Some("hvc");
+        if let Some(rounds) = arg("shim.smp-rounds=") {
+            platform.smp_stress_rounds = rounds;
+        }
+        let psci = fdt.find_node("/psci");
+        platform.psci = psci.is_some();
+        platform.psci_hvc = psci.and_then(|p| p.property("method")).and_then(|m| m.as_str()) == Some("hvc");
+        for cpu in fdt.cpus() {
+            let method = cpu.property("enable-method").and_then(|m| m.as_str());
+            // The boot CPU may have no enable-method.
+            if method.is_some_and(|m| m != "psci") || platform.cpu_count == MAX_CPUS {
+                continue;
+            }
+            if let Some(mpidr) = cpu.property("reg").and_then(|r| r.as_usize()) {
+                platform.cpus[platform.cpu_count] = mpidr as u64;
+                platform.cpu_count += 1;
+            }
+        }
         if let Some(reserved) = fdt.find_node("/reserved-memory") {
             for node in reserved.children().filter(|n| n.name.starts_with("hyp@")) {
                 if let Some(region) = node.reg().and_then(|mut r| r.next()) {
@@ -115,6 +145,19 @@ impl HostPlatform {
 
     pub fn hyp_regions(&self) -> &[(u64, u64)] {
         &self.hyp_regions[..self.hyp_region_count]
+    }
+
+    /// The MPIDRs of the CPUs the shim may use.
+    pub fn cpus(&self) -> &[u64] {
+        &self.cpus[..self.cpu_count]
+    }
+
+    /// A PSCI call through the device tree's conduit (SMC64/32 by function ID).
+    pub fn psci_call(&self, function: u32, args: [u64; 3]) -> [u64; 4] {
+        let mut all = [0u64; 17];
+        all[..3].copy_from_slice(&args);
+        let r = if self.psci_hvc { smccc::hvc64(function, all) } else { smccc::smc64(function, all) };
+        [r[0], r[1], r[2], r[3]]
     }
 
     /// PSCI SYSTEM_OFF through the device tree's conduit. The hyp relays it; the

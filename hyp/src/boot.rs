@@ -19,13 +19,16 @@ use crate::mm::memory::{Env, MemoryState};
 use crate::mm::ownership::PageDb;
 use crate::mm::phys::{HeapPages, IdentityMemory};
 use crate::mm::stage1::{self, Permission};
-use crate::percpu::{self, PerCpu};
+use crate::percpu::{self, PerCpu, CPU_OFF, CPU_ON};
+use crate::platform::MAX_CPUS;
 use crate::platform::{Platform, PlatformError};
 use crate::range::{align_up, FixedVec, PhysRange, PAGE_SIZE, SIZE_2M};
 use crate::vm::table::VmTable;
-use crate::{fdt_edit, power, HEAP};
+use crate::{cpus, fdt_edit, power, HEAP};
 use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, MIDR_EL1, MPIDR_EL1, SPSR_EL2};
+use alloc::vec::Vec;
 use core::alloc::Layout;
+use core::sync::atomic::{AtomicU64, AtomicU8};
 
 /// The hyp's memory pool, beyond the page records: page tables, per-CPU stacks,
 /// and (later) VM metadata the host has not donated.
@@ -72,6 +75,7 @@ fn image_layout() -> ImageLayout {
 }
 
 /// One CPU's stacks, each above an unmapped guard page.
+#[derive(Clone, Copy, Default)]
 struct CpuStacks {
     trap_top: usize,
     emergency_top: usize,
@@ -185,16 +189,23 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     // SAFETY: The pool lies in RAM, clear of every range in use; the hyp owns it.
     unsafe { HEAP.add_memory(pool.start as usize, pool.end as usize) };
 
-    let Some(stacks) = allocate_stacks() else {
-        fatal(format_args!("no memory for the boot CPU's stacks"));
-    };
+    // Every CPU's stacks now: their guard pages are holes in the stage-1.
+    let mut stacks: FixedVec<CpuStacks, MAX_CPUS> = FixedVec::default();
+    for _ in 0..platform.cpus.len().max(1) {
+        let Some(cpu_stacks) = allocate_stacks() else {
+            fatal(format_args!("no memory for the CPUs' stacks"));
+        };
+        stacks.push(cpu_stacks);
+    }
     let hyp_ranges = [image_range, pool];
     let host = prepare_host(&platform, dtb_range, &hyp_ranges, &mut taken);
 
-    let mut holes: FixedVec<PhysRange, 4> = FixedVec::default();
+    let mut holes: FixedVec<PhysRange, { 1 + 2 * MAX_CPUS }> = FixedVec::default();
     holes.push(image.boot_stack_guard);
-    holes.push(stacks.guards[0]);
-    holes.push(stacks.guards[1]);
+    for cpu_stacks in stacks.as_slice() {
+        holes.push(cpu_stacks.guards[0]);
+        holes.push(cpu_stacks.guards[1]);
+    }
     let mut regions: FixedVec<(PhysRange, Permission), 6> = FixedVec::default();
     regions.push((PhysRange { start: image.start, end: image.text_end }, Permission::Text));
     regions.push((PhysRange { start: image.text_end, end: image.rodata_end }, Permission::ReadOnly));
@@ -221,15 +232,9 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     // the hyp uses from here on, with the MAIR indices of `mmu`.
     unsafe { mmu::enable(stage1.root_address()) };
     HEAP.finish_early_boot();
-    let per_cpu = alloc::boxed::Box::leak(alloc::boxed::Box::new(PerCpu {
-        emergency_stack_top: stacks.emergency_top,
-        trap_stack_top: stacks.trap_top,
-        index: 0,
-        mpidr: MPIDR_EL1.get(),
-        guest_gprs: 0,
-        hyp_sp: 0,
-    }));
-    percpu::install(per_cpu);
+    let (boot_cpu, per_cpus) = make_per_cpus(&platform, stacks.as_slice());
+    percpu::install(boot_cpu);
+    cpus::init(per_cpus);
     // SAFETY: The MMU is on, only this CPU runs, and this is the only call.
     unsafe { logger::init() };
 
@@ -265,15 +270,69 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     let (used, total) = HEAP.usage();
     log::info!("hyp pool: {used} of {total} bytes in use");
 
+    HOST_STAGE2.call_once(|| HostStage2Config { root, ipa_bits, pa_range });
+    log::info!("entering the host at EL1: entry {:#x}, device tree {}", host.entry, host.fdt);
+    enter_host(host.entry, [host.fdt.start, 0, 0, 0])
+}
+
+/// What every CPU's EL2 controls need to run the host behind its stage-2.
+struct HostStage2Config {
+    root: usize,
+    ipa_bits: u32,
+    pa_range: u64,
+}
+
+static HOST_STAGE2: spin::Once<HostStage2Config> = spin::Once::new();
+
+/// Sets this CPU's EL2 controls for the host and enters it at EL1 at `entry`
+/// with x0..x3 = `x`, on this CPU's (empty) trap stack.
+pub fn enter_host(entry: u64, x: [u64; 4]) -> ! {
+    let Some(config) = HOST_STAGE2.get() else {
+        fatal(format_args!("a CPU reached the host before the host stage-2 existed"));
+    };
     // SAFETY: The stage-2 at `root` is complete for `ipa_bits` and excludes hyp memory.
-    unsafe { host_regs::configure(root, ipa_bits, pa_range) };
-    ELR_EL2.set(host.entry);
+    unsafe { host_regs::configure(config.root, config.ipa_bits, config.pa_range) };
+    ELR_EL2.set(entry);
     // EL1h with D, A, I, F masked, as the boot protocol requires.
     SPSR_EL2.set(0x3c5);
-    log::info!("entering the host at EL1: entry {:#x}, device tree {}", host.entry, host.fdt);
-    let entry = HostEntry { x: [host.fdt.start, 0, 0, 0] };
-    // SAFETY: ELR/SPSR/HCR/stage-2 are set; the trap stack is this CPU's and unused.
-    unsafe { drop_to_host(&entry, percpu::this_cpu().trap_stack_top) }
+    // SAFETY: ELR/SPSR/HCR/stage-2 are set; the trap stack is this CPU's, and
+    // whatever is on it belongs to a path that never returns.
+    unsafe { drop_to_host(&HostEntry { x }, percpu::this_cpu().trap_stack_top) }
+}
+
+/// One `PerCpu` per CPU of the device tree (at least one: the boot CPU, if the
+/// tree lists none), the boot CPU's on and the others off. Returns the boot
+/// CPU's and the list.
+fn make_per_cpus(platform: &Platform, stacks: &[CpuStacks]) -> (&'static PerCpu, Vec<&'static PerCpu>) {
+    let own_mpidr = MPIDR_EL1.get() & cpus::MPIDR_AFFINITY_MASK;
+    let listed = platform.cpus.as_slice();
+    let boot_index = listed.iter().position(|c| c.mpidr & cpus::MPIDR_AFFINITY_MASK == own_mpidr);
+    if boot_index.is_none() && !listed.is_empty() {
+        emergency_println!("[hyp WARN] the boot CPU (MPIDR {own_mpidr:#x}) is not in the device tree's /cpus");
+    }
+    let boot_index = boot_index.unwrap_or(0);
+    let mut list: Vec<&'static PerCpu> = Vec::with_capacity(stacks.len());
+    for (index, cpu_stacks) in stacks.iter().enumerate() {
+        let mpidr = listed.get(index).map_or(own_mpidr, |c| c.mpidr);
+        let power = if index == boot_index { CPU_ON } else { CPU_OFF };
+        let per_cpu: &'static PerCpu = alloc::boxed::Box::leak(alloc::boxed::Box::new(PerCpu {
+            emergency_stack_top: cpu_stacks.emergency_top,
+            trap_stack_top: cpu_stacks.trap_top,
+            index,
+            mpidr,
+            guest_gprs: 0,
+            hyp_sp: 0,
+            boot_mmu: mmu::current_setup(),
+            power: AtomicU8::new(power),
+            host_entry: AtomicU64::new(0),
+            host_context: AtomicU64::new(0),
+        }));
+        list.push(per_cpu);
+    }
+    let Some(&boot_cpu) = list.get(boot_index).or(list.first()) else {
+        fatal(format_args!("no CPU to run on"));
+    };
+    (boot_cpu, list)
 }
 
 /// The page records' storage: whole pages from the pool, zeroed with `DC ZVA`

@@ -3,13 +3,13 @@
 //! debug level (a hostile host must not be able to flood the console).
 
 use crate::arch::aarch64::tlb::GuestStage2Tlb;
-use crate::arch::aarch64::world::run_guest;
+use crate::arch::aarch64::world::{run_guest, GuestEntry};
 use crate::hypercall::HostServices;
 use crate::mm::invariants;
 use crate::mm::memory::{Env, MemoryState};
 use crate::vm::context::VcpuContext;
-use crate::vm::guest_trap::{self, Outcome};
-use crate::vm::table::{GuestPages, VmState, VmTable};
+use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
+use crate::vm::table::{vcpu_mpidr, GuestPages, VcpuPower, VmState, VmTable};
 use alloc::vec::Vec;
 use hyp_abi::{Exit, HypError};
 
@@ -37,6 +37,34 @@ fn with_vms<T>(
 fn guest_tlb(vms: &mut VmTable, handle: u64) -> Result<GuestStage2Tlb, HypError> {
     let vm = vms.get(handle)?;
     Ok(GuestStage2Tlb { vttbr: vttbr_of(vm.stage2.root_address() as u64, vm.vmid()) })
+}
+
+/// The VM of a running vCPU, as its trap handler sees it: each question takes
+/// the VM table's lock for its answer only.
+struct RunningVm {
+    vms: &'static spin::Mutex<VmTable>,
+    handle: u64,
+}
+
+/// PSCI INTERNAL_FAILURE: the VM went away under the caller (cannot happen while
+/// one of its vCPUs runs, which blocks teardown).
+const PSCI_INTERNAL_FAILURE: i64 = -6;
+
+impl VmView for RunningVm {
+    fn ipa_kind(&self, ipa: u64) -> IpaKind {
+        self.vms.lock().ipa_kind(self.handle, ipa)
+    }
+
+    fn cpu_on(&self, target: u64, entry: u64, context: u64) -> Result<u64, i64> {
+        let mut vms = self.vms.lock();
+        let vm = vms.get(self.handle).map_err(|_| PSCI_INTERNAL_FAILURE)?;
+        vm.psci_cpu_on(target, entry, context)
+    }
+
+    fn affinity_info(&self, target: u64) -> i64 {
+        let mut vms = self.vms.lock();
+        vms.get(self.handle).map_or(PSCI_INTERNAL_FAILURE, |vm| vm.psci_affinity_info(target))
+    }
 }
 
 fn vttbr_of(root: u64, vmid: u16) -> u64 {
@@ -117,35 +145,44 @@ impl HostServices for HypServices {
         let Some(vms_lock) = crate::boot::vms() else {
             return Err(HypError::Busy);
         };
-        let (ctx, vttbr, protected) = {
+        let cpu = crate::percpu::this_cpu().index;
+        let (ctx, entry, protected) = {
             let mut vms = vms_lock.lock();
             let vm = vms.get(handle)?;
             if vm.state != VmState::Alive {
                 return Err(HypError::NoSuchVm);
             }
-            let (protected, vttbr) = (vm.protected, vttbr_of(vm.stage2.root_address() as u64, vm.vmid()));
-            let v = usize::try_from(vcpu).ok().and_then(|i| vm.vcpus.get_mut(i)).ok_or(HypError::NoSuchVcpu)?;
+            let index = usize::try_from(vcpu).ok().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
+            let v = &vm.vcpus[index];
             if v.running {
                 return Err(HypError::Busy);
             }
-            if !v.initialized {
-                return Err(HypError::InvalidArgument);
+            if v.power == VcpuPower::Off {
+                return Err(HypError::VcpuOff);
             }
+            let entry = GuestEntry {
+                vttbr: vttbr_of(vm.stage2.root_address() as u64, vm.vmid()),
+                vmpidr: vcpu_mpidr(index),
+                flush_local_tlb: vm.switch_vcpu_on_cpu(cpu, index),
+            };
+            let protected = vm.protected;
+            let v = &mut vm.vcpus[index];
             if let Some(access) = v.pending_read.take() {
                 guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);
             }
             v.running = true;
-            (&mut *v.ctx as *mut VcpuContext, vttbr, protected)
+            v.power = VcpuPower::On;
+            (&mut *v.ctx as *mut VcpuContext, entry, protected)
         };
         // SAFETY: `running` gives this CPU the vCPU alone until it is cleared below;
-        // the context is boxed (it does not move) and the VM cannot be freed while
-        // a vCPU runs (teardown answers Busy).
+        // the context is in its own page (it does not move) and the VM cannot be
+        // freed while a vCPU runs (teardown answers Busy).
         let ctx = unsafe { &mut *ctx };
+        let view = RunningVm { vms: vms_lock, handle };
         let (mut injections, mut traps) = (0u32, 0u32);
-        let (exit, pending_read) = run_guest(ctx, vttbr, |ctx, trap| {
-            let ipa_kind = |ipa: u64| vms_lock.lock().ipa_kind(handle, ipa);
+        let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap| {
             traps += 1;
-            match guest_trap::handle(ctx, trap, protected, ipa_kind) {
+            match guest_trap::handle(ctx, trap, protected, &view) {
                 Outcome::ToHost { exit, pending_read } => return Some((exit, pending_read)),
                 Outcome::Injected if injections + 1 >= MAX_INJECTIONS_PER_RUN => {
                     let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
@@ -164,6 +201,9 @@ impl HostServices for HypServices {
             if let Some(v) = usize::try_from(vcpu).ok().and_then(|i| vm.vcpus.get_mut(i)) {
                 v.running = false;
                 v.pending_read = pending_read;
+                if exit == Exit::CpuOff {
+                    v.power = VcpuPower::Off;
+                }
             }
         }
         Ok(exit)

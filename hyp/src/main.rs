@@ -35,6 +35,8 @@ mod arch;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod cpus;
+#[cfg(target_os = "none")]
 mod host_calls;
 #[cfg(target_os = "none")]
 mod power;

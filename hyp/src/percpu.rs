@@ -1,6 +1,28 @@
 //! Per-CPU hyp state. Each CPU's `TPIDR_EL2` points at its own `PerCpu`, which
-//! lives in the pool for good; nothing in it is shared, so it needs no lock.
-//! `vectors.S` reads the emergency stack top at offset 0 (pinned below).
+//! lives in the pool for good. Only its own CPU uses most of it; the fields
+//! another CPU touches (to start this one) are atomics. `vectors.S`,
+//! `switch.S` and `head.S` read fields at the offsets pinned below.
+
+use core::sync::atomic::{AtomicU64, AtomicU8};
+
+/// What a secondary CPU loads into its EL2 MMU registers at entry, before it
+/// can read anything through the caches: MAIR, TCR, TTBR0 and SCTLR of EL2.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct BootMmu {
+    pub mair: u64,
+    pub tcr: u64,
+    pub ttbr0: u64,
+    pub sctlr: u64,
+}
+
+/// [`PerCpu::power`]: the CPU is off (or was never started).
+pub const CPU_OFF: u8 = 0;
+/// [`PerCpu::power`]: CPU_ON was sent to the firmware; the CPU has not yet
+/// reached the hyp.
+pub const CPU_BOOTING: u8 = 1;
+/// [`PerCpu::power`]: the CPU runs under the hyp.
+pub const CPU_ON: u8 = 2;
 
 /// One CPU's hyp state.
 #[repr(C)]
@@ -12,13 +34,20 @@ pub struct PerCpu {
     pub trap_stack_top: usize,
     /// Index of this CPU in the device tree's `/cpus`.
     pub index: usize,
-    /// This CPU's MPIDR_EL1.
+    /// This CPU's MPIDR affinity, from the device tree.
     pub mpidr: u64,
     /// While a guest runs on this CPU: where its registers go when it traps
     /// (read by `vectors.S`; 0 when the host runs).
     pub guest_gprs: usize,
     /// While a guest runs: the hyp's stack pointer in `__guest_enter`.
     pub hyp_sp: usize,
+    /// EL2 MMU setup for `head.S`'s secondary entry (same on every CPU).
+    pub boot_mmu: BootMmu,
+    /// `CPU_OFF`, `CPU_BOOTING` or `CPU_ON`.
+    pub power: AtomicU8,
+    /// Where the host asked this CPU to start (PSCI CPU_ON), and its x0.
+    pub host_entry: AtomicU64,
+    pub host_context: AtomicU64,
 }
 
 /// Offset of `emergency_stack_top`, for `vectors.S`.
@@ -26,10 +55,14 @@ pub const EMERGENCY_STACK_TOP_OFFSET: usize = core::mem::offset_of!(PerCpu, emer
 
 const _: () = assert!(EMERGENCY_STACK_TOP_OFFSET == 0);
 
+/// Offset of `trap_stack_top`, for `head.S`.
+pub const TRAP_STACK_TOP_OFFSET: usize = core::mem::offset_of!(PerCpu, trap_stack_top);
 /// Offset of `guest_gprs`, for `vectors.S` and `switch.S`.
 pub const GUEST_GPRS_OFFSET: usize = core::mem::offset_of!(PerCpu, guest_gprs);
 /// Offset of `hyp_sp`, for `switch.S`.
 pub const HYP_SP_OFFSET: usize = core::mem::offset_of!(PerCpu, hyp_sp);
+/// Offset of `boot_mmu`, for `head.S`.
+pub const BOOT_MMU_OFFSET: usize = core::mem::offset_of!(PerCpu, boot_mmu);
 
 /// Makes `per_cpu` this CPU's state.
 #[cfg(target_os = "none")]
@@ -38,7 +71,8 @@ pub fn install(per_cpu: &'static PerCpu) {
     TPIDR_EL2.set(per_cpu as *const PerCpu as u64);
 }
 
-/// This CPU's state, once [`install`]ed.
+/// This CPU's state, once [`install`]ed (by the boot path, or `head.S` for a
+/// secondary CPU).
 #[cfg(target_os = "none")]
 pub fn this_cpu() -> &'static PerCpu {
     use aarch64_cpu::registers::{Readable, TPIDR_EL2};

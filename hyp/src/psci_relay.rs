@@ -25,8 +25,13 @@ pub enum HostFirmwareCall {
     SystemOff,
     /// The host resets the machine: forwarded.
     SystemReset,
-    /// Refused with this status (calls that would start, stop or suspend a CPU at an
-    /// address the host picks: they wait for the hyp's own CPU management).
+    /// The host starts a CPU (x1 MPIDR, x2 entry, x3 context): the hyp starts it
+    /// at its own entry, then enters the host there.
+    CpuOn,
+    /// The host stops the calling CPU: the hyp records it, then asks the firmware.
+    CpuOff,
+    /// Refused with this status (suspend calls, whose resume would enter a CPU
+    /// at an address the host picks without the hyp: not served yet).
     Refuse(i32),
 }
 
@@ -45,13 +50,11 @@ pub fn classify(function_id: u64) -> HostFirmwareCall {
         | SMCCC_ARCH_FEATURES => HostFirmwareCall::Forward,
         PSCI_SYSTEM_OFF => HostFirmwareCall::SystemOff,
         PSCI_SYSTEM_RESET => HostFirmwareCall::SystemReset,
-        PSCI_CPU_ON_32
-        | PSCI_CPU_ON_64
-        | PSCI_CPU_OFF
-        | PSCI_CPU_SUSPEND_32
-        | PSCI_CPU_SUSPEND_64
-        | PSCI_SYSTEM_SUSPEND_32
-        | PSCI_SYSTEM_SUSPEND_64 => HostFirmwareCall::Refuse(PSCI_DENIED),
+        PSCI_CPU_ON_32 | PSCI_CPU_ON_64 => HostFirmwareCall::CpuOn,
+        PSCI_CPU_OFF => HostFirmwareCall::CpuOff,
+        PSCI_CPU_SUSPEND_32 | PSCI_CPU_SUSPEND_64 | PSCI_SYSTEM_SUSPEND_32 | PSCI_SYSTEM_SUSPEND_64 => {
+            HostFirmwareCall::Refuse(PSCI_DENIED)
+        }
         _ => HostFirmwareCall::Refuse(NOT_SUPPORTED),
     }
 }
@@ -68,8 +71,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_control_is_refused_and_queries_pass() {
-        assert_eq!(classify(PSCI_CPU_ON_64.into()), HostFirmwareCall::Refuse(PSCI_DENIED));
+    fn cpu_control_is_served_suspend_refused_and_queries_pass() {
+        assert_eq!(classify(PSCI_CPU_ON_64.into()), HostFirmwareCall::CpuOn);
+        assert_eq!(classify(PSCI_CPU_ON_32.into()), HostFirmwareCall::CpuOn);
+        assert_eq!(classify(PSCI_CPU_OFF.into()), HostFirmwareCall::CpuOff);
         assert_eq!(classify(PSCI_CPU_SUSPEND_64.into()), HostFirmwareCall::Refuse(PSCI_DENIED));
         assert_eq!(classify(PSCI_VERSION.into()), HostFirmwareCall::Forward);
         assert_eq!(classify(PSCI_SYSTEM_OFF.into()), HostFirmwareCall::SystemOff);

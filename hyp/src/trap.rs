@@ -73,6 +73,13 @@ fn handle_firmware_call(frame: &mut TrapFrame) {
             let result = crate::power::psci_call(function_id as u32, [frame.regs[1], frame.regs[2], frame.regs[3]]);
             frame.regs[..4].copy_from_slice(&result);
         }
+        HostFirmwareCall::CpuOn => {
+            // SMC32 CPU_ON passes 32-bit arguments.
+            let mask = if function_id & (1 << 30) == 0 { 0xffff_ffff } else { u64::MAX };
+            let (target, entry, context) = (frame.regs[1] & mask, frame.regs[2] & mask, frame.regs[3] & mask);
+            frame.regs[0] = crate::cpus::host_cpu_on(target, entry, context) as u64;
+        }
+        HostFirmwareCall::CpuOff => frame.regs[0] = crate::cpus::host_cpu_off() as u64,
         HostFirmwareCall::SystemOff => {
             log::info!("host requested PSCI SYSTEM_OFF: powering off");
             crate::power::system_off(0);

@@ -22,11 +22,11 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[hyp INFO] host stage-2: ",
     "[hyp INFO] entering the host at EL1: entry ",
     "[host INFO] ok: host shim running at EL1",
-    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 1))",
+    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 2))",
     "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c000000000007fff)",
     "[host INFO] ok: unknown hypercall 0xc6001fff returned -1",
-    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 1], first register changed None",
-    "[host INFO] ok: PSCI CPU_ON from the host refused by the hyp (-3)",
+    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 2], first register changed None",
+    "[host INFO] ok: PSCI CPU_ON of the running CPU: ALREADY_ON from the hyp (-4)",
     "[host INFO] ok: device tree carves out 2 hyp region(s)",
     "[host INFO] ok: invariant checker clean at start: Ok(InvariantReport { violations: 0, memcache_free: 0, memcache_used: 0, pool_used: ",
     "[host INFO] ok: share page 0x",
@@ -211,14 +211,48 @@ fn boots_with_gicv2() {
     ]);
 }
 
+/// The SMP acceptance: every CPU comes up under the hyp through the host's PSCI
+/// CPU_ON and runs the shim; a 4-vCPU guest (protected and not) starts its
+/// secondaries with PSCI CPU_ON and all four run at once on four CPUs; every
+/// CPU creates, runs and tears down VMs and shares and donates pages at once,
+/// with a fixed seed, and the hyp's memory is unchanged afterwards; CPU_OFF
+/// and a second CPU_ON work.
 #[test]
-fn reports_every_cpu_of_the_device_tree() {
+fn smp4_every_cpu_runs_the_host_vcpus_run_in_parallel_and_stress_leaves_memory_unchanged() {
     let boot = boot(&["-smp", "4"], TIMEOUT);
     assert_success(&boot);
-    boot.assert_markers_in_order(&[
-        "[hyp INFO] CPUs: 4 in the device tree",
-        "[hyp INFO]   CPU MPIDR 0x3, enable method Psci",
+    let mut markers = vec!["[hyp INFO] CPUs: 4 in the device tree", "[hyp INFO]   CPU MPIDR 0x3, enable method Psci"];
+    let up: Vec<String> = (1..4)
+        .flat_map(|cpu| {
+            [
+                format!("[hyp INFO] CPU {cpu} (MPIDR {cpu:#x}) up at EL2: entering the host at 0x"),
+                format!("[host INFO] ok: CPU {cpu} (MPIDR {cpu:#x}) started with PSCI CPU_ON (Ok(())): runs the shim at EL1, MPIDR_EL1 0x8000000{cpu}, VERSION 0x2"),
+            ]
+        })
+        .collect();
+    markers.extend(up.iter().map(String::as_str));
+    markers.extend([
+        "[host INFO] ok: CPU_ON of a running CPU: ALREADY_ON (-4)",
+        "[host INFO] ok: CPU_ON of an MPIDR no CPU has: INVALID_PARAMETERS (-2)",
+        "[host INFO] ok: non-protected VM: vCPU 1 cannot run before its guest starts it: Err(VcpuOff)",
+        "[host INFO] ok: non-protected VM: vCPU 0 started vCPUs 1..3 with PSCI CPU_ON, each ran on the CPU of its index, all 4 ran at the same time, then CPU_OFF and SYSTEM_OFF ([Some([0, 1, e, ",
+        "[host INFO] ok: non-protected 4-vCPU VM torn down and its memory back: Ok(())",
+        "[host INFO] ok: protected VM: vCPU 1 cannot run before its guest starts it: Err(VcpuOff)",
+        "[host INFO] ok: protected VM: vCPU 0 started vCPUs 1..3 with PSCI CPU_ON, each ran on the CPU of its index, all 4 ran at the same time, then CPU_OFF and SYSTEM_OFF ([Some([0, 1, e, ",
+        "[host INFO] ok: protected 4-vCPU VM torn down and its memory back: Ok(())",
+        "[host INFO] ok: stress on CPU 0: 100 rounds of VM create/run/teardown/reclaim with page sharing and donation, concurrently with the other CPUs (seed 2026): Some([0, 100,",
+        "[host INFO] ok: stress on CPU 1: 100 rounds",
+        "[host INFO] ok: stress on CPU 2: 100 rounds",
+        "[host INFO] ok: stress on CPU 3: 100 rounds",
+        "[host INFO] ok: after the all-CPU stress run the hyp's memory is what it was and its invariants hold (Ok(InvariantReport { violations: 0, memcache_free: 192, memcache_used: 0,",
+        "[host INFO] ok: CPU 1 off with PSCI CPU_OFF: AFFINITY_INFO 1",
+        "[host INFO] ok: CPU 3 off with PSCI CPU_OFF: AFFINITY_INFO 1",
+        "[hyp INFO] CPU 1 (MPIDR 0x1) up at EL2",
+        "[host INFO] ok: CPU 1 started again after CPU_OFF: Ok(())",
+        "[host INFO] ok: CPU 1 off again: AFFINITY_INFO 1",
+        "[host INFO] ok: every memcache page is free again and comes back: Ok(())",
     ]);
+    boot.assert_markers_in_order(&markers);
 }
 
 /// A fatal EL2 exception (here a read of the unmapped guard page below the boot

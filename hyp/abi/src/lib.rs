@@ -229,6 +229,13 @@ pub enum Exit {
     Fatal { esr: u64, address: u64 },
     /// A physical interrupt took the CPU back for the host.
     Interrupted,
+    /// The guest started its vCPU `vcpu` with PSCI CPU_ON (the call already
+    /// returned SUCCESS to the caller): the host should now run that vCPU, on
+    /// this CPU or another, as well as the one that exited.
+    CpuOn { vcpu: u64 },
+    /// The vCPU called PSCI CPU_OFF: it is off, and `VCPU_RUN` refuses it with
+    /// `VcpuOff` until another vCPU (or `VCPU_INIT`) starts it again.
+    CpuOff,
 }
 
 impl Exit {
@@ -244,6 +251,8 @@ impl Exit {
             Exit::SystemReset => [4, 0, 0],
             Exit::Fatal { esr, address } => [5, esr, address],
             Exit::Interrupted => [6, 0, 0],
+            Exit::CpuOn { vcpu } => [7, vcpu, 0],
+            Exit::CpuOff => [8, 0, 0],
         }
     }
 
@@ -257,6 +266,8 @@ impl Exit {
             4 => Exit::SystemReset,
             5 => Exit::Fatal { esr: a, address: b },
             6 => Exit::Interrupted,
+            7 => Exit::CpuOn { vcpu: a },
+            8 => Exit::CpuOff,
             _ => return None,
         })
     }
@@ -265,7 +276,7 @@ impl Exit {
 /// ABI major version: bumped when an existing call changes incompatibly.
 pub const ABI_VERSION_MAJOR: u64 = 0;
 /// ABI minor version: bumped when calls are added.
-pub const ABI_VERSION_MINOR: u64 = 1;
+pub const ABI_VERSION_MINOR: u64 = 2;
 
 /// Every error a hypercall can return in x0. Codes are stable; `-1` and `-3`
 /// coincide with SMCCC `NOT_SUPPORTED` and `INVALID_PARAMETER`.
@@ -292,11 +303,14 @@ pub enum HypError {
     NoSuchVm = -10,
     /// The VM has no vCPU with this index.
     NoSuchVcpu = -11,
+    /// The vCPU is off: never initialised and not started by its guest, or it
+    /// called PSCI CPU_OFF.
+    VcpuOff = -12,
 }
 
 impl HypError {
     /// Every error, for tables and exhaustive tests.
-    pub const ALL: [HypError; 10] = [
+    pub const ALL: [HypError; 11] = [
         HypError::NotSupported,
         HypError::InvalidArgument,
         HypError::NotAligned,
@@ -307,6 +321,7 @@ impl HypError {
         HypError::PermissionDenied,
         HypError::NoSuchVm,
         HypError::NoSuchVcpu,
+        HypError::VcpuOff,
     ];
 
     /// The value returned in x0.
@@ -332,6 +347,7 @@ impl HypError {
             HypError::PermissionDenied => "permission denied",
             HypError::NoSuchVm => "no such VM",
             HypError::NoSuchVcpu => "no such vCPU",
+            HypError::VcpuOff => "vCPU off",
         }
     }
 }
@@ -424,6 +440,8 @@ mod tests {
             Exit::SystemReset,
             Exit::Fatal { esr: 0x9200_0007, address: 0x1234 },
             Exit::Interrupted,
+            Exit::CpuOn { vcpu: 3 },
+            Exit::CpuOff,
         ];
         for exit in all {
             assert_eq!(Exit::decode(exit.encode()), Some(exit));

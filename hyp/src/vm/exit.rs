@@ -6,7 +6,10 @@
 
 use crate::esr::Esr;
 use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
-use smccc::psci::{PSCI_FEATURES, PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_VERSION};
+use smccc::psci::{
+    PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_CPU_OFF, PSCI_CPU_ON_32, PSCI_CPU_ON_64, PSCI_FEATURES,
+    PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_VERSION,
+};
 
 /// SMCCC / PSCI NOT_SUPPORTED.
 pub const NOT_SUPPORTED: u64 = -1i64 as u64;
@@ -26,18 +29,51 @@ pub enum GuestCall {
     SystemReset,
     /// Leave it to the host (standard hypervisor service calls, owner 5).
     Host,
+    /// PSCI CPU_ON: start the vCPU whose MPIDR is `target` at `entry` with
+    /// x0 = `context`.
+    CpuOn { target: u64, entry: u64, context: u64 },
+    /// PSCI CPU_OFF: the calling vCPU stops.
+    CpuOff,
+    /// PSCI AFFINITY_INFO for the vCPU whose MPIDR is `target` (level 0 only).
+    AffinityInfo { target: u64, level: u64 },
 }
 
-/// Decides a guest call by function ID (`x0`) and first argument (`x1`).
-pub fn guest_call(function_id: u64, arg: u64) -> GuestCall {
-    let Ok(id) = u32::try_from(function_id) else {
+/// The guest's x0..x3 of a call: function ID and three arguments.
+pub type CallArgs = [u64; 4];
+
+/// The 32-bit SMC32 calling convention passes 32-bit arguments: the upper
+/// halves of the registers are ignored.
+fn arguments_of(id: u32, args: CallArgs) -> [u64; 3] {
+    let smc32 = id & (1 << 30) == 0;
+    let mask = if smc32 { 0xffff_ffff } else { u64::MAX };
+    [args[1] & mask, args[2] & mask, args[3] & mask]
+}
+
+/// Decides a guest call from its x0..x3 (function ID and arguments).
+pub fn guest_call(args: CallArgs) -> GuestCall {
+    let Ok(id) = u32::try_from(args[0]) else {
         return GuestCall::Return(NOT_SUPPORTED);
     };
+    let [arg, arg2, arg3] = arguments_of(id, args);
     match id {
         PSCI_VERSION => GuestCall::Return(PSCI_VERSION_1_1),
         SMCCC_VERSION => GuestCall::Return(SMCCC_VERSION_1_1),
+        PSCI_CPU_ON_32 | PSCI_CPU_ON_64 => GuestCall::CpuOn { target: arg, entry: arg2, context: arg3 },
+        PSCI_CPU_OFF => GuestCall::CpuOff,
+        PSCI_AFFINITY_INFO_32 | PSCI_AFFINITY_INFO_64 => GuestCall::AffinityInfo { target: arg, level: arg2 },
         PSCI_FEATURES => {
-            let known = [PSCI_VERSION, PSCI_FEATURES, PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, SMCCC_VERSION];
+            let known = [
+                PSCI_VERSION,
+                PSCI_FEATURES,
+                PSCI_CPU_ON_32,
+                PSCI_CPU_ON_64,
+                PSCI_CPU_OFF,
+                PSCI_AFFINITY_INFO_32,
+                PSCI_AFFINITY_INFO_64,
+                PSCI_SYSTEM_OFF,
+                PSCI_SYSTEM_RESET,
+                SMCCC_VERSION,
+            ];
             let supported = u32::try_from(arg).is_ok_and(|f| known.contains(&f));
             GuestCall::Return(if supported { 0 } else { NOT_SUPPORTED })
         }
@@ -114,21 +150,40 @@ mod tests {
 
     #[test]
     fn the_hyp_answers_psci_and_smccc_queries() {
-        assert_eq!(guest_call(PSCI_VERSION.into(), 0), GuestCall::Return(PSCI_VERSION_1_1));
-        assert_eq!(guest_call(SMCCC_VERSION.into(), 0), GuestCall::Return(SMCCC_VERSION_1_1));
-        assert_eq!(guest_call(PSCI_FEATURES.into(), PSCI_SYSTEM_OFF.into()), GuestCall::Return(0));
-        assert_eq!(guest_call(PSCI_FEATURES.into(), 0xC400_0003), GuestCall::Return(NOT_SUPPORTED));
-        assert_eq!(guest_call(SMCCC_ARCH_FEATURES.into(), 0x8000_8000), GuestCall::Return(NOT_SUPPORTED));
-        assert_eq!(guest_call(PSCI_SYSTEM_OFF.into(), 0), GuestCall::SystemOff);
-        assert_eq!(guest_call(PSCI_SYSTEM_RESET.into(), 0), GuestCall::SystemReset);
+        assert_eq!(guest_call([PSCI_VERSION.into(), 0, 0, 0]), GuestCall::Return(PSCI_VERSION_1_1));
+        assert_eq!(guest_call([SMCCC_VERSION.into(), 0, 0, 0]), GuestCall::Return(SMCCC_VERSION_1_1));
+        assert_eq!(guest_call([PSCI_FEATURES.into(), PSCI_SYSTEM_OFF.into(), 0, 0]), GuestCall::Return(0));
+        assert_eq!(guest_call([PSCI_FEATURES.into(), 0xC400_0001, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
+        assert_eq!(guest_call([SMCCC_ARCH_FEATURES.into(), 0x8000_8000, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
+        assert_eq!(guest_call([PSCI_SYSTEM_OFF.into(), 0, 0, 0]), GuestCall::SystemOff);
+        assert_eq!(guest_call([PSCI_SYSTEM_RESET.into(), 0, 0, 0]), GuestCall::SystemReset);
+    }
+
+    #[test]
+    fn cpu_power_calls_decode_with_their_arguments() {
+        assert_eq!(
+            guest_call([PSCI_CPU_ON_64.into(), 2, 0x8000_1000, 7]),
+            GuestCall::CpuOn { target: 2, entry: 0x8000_1000, context: 7 }
+        );
+        assert_eq!(
+            guest_call([PSCI_CPU_ON_32.into(), 1 << 32 | 1, 1 << 40 | 0x8000_0000, 0]),
+            GuestCall::CpuOn { target: 1, entry: 0x8000_0000, context: 0 },
+            "SMC32 arguments are 32-bit"
+        );
+        assert_eq!(guest_call([PSCI_CPU_OFF.into(), 0, 0, 0]), GuestCall::CpuOff);
+        assert_eq!(
+            guest_call([PSCI_AFFINITY_INFO_64.into(), 3, 0, 0]),
+            GuestCall::AffinityInfo { target: 3, level: 0 }
+        );
+        assert_eq!(guest_call([PSCI_FEATURES.into(), PSCI_CPU_ON_64.into(), 0, 0]), GuestCall::Return(0));
     }
 
     #[test]
     fn unknown_calls_are_not_supported_and_standard_hyp_calls_go_to_the_host() {
-        assert_eq!(guest_call(0xC600_1000, 0), GuestCall::Return(NOT_SUPPORTED), "host ABI is not for guests");
-        assert_eq!(guest_call(0x1234, 0), GuestCall::Return(NOT_SUPPORTED));
-        assert_eq!(guest_call(u64::MAX, 0), GuestCall::Return(NOT_SUPPORTED));
-        assert_eq!(guest_call(0xC500_0001, 0), GuestCall::Host);
+        assert_eq!(guest_call([0xC600_1000, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED), "host ABI is not for guests");
+        assert_eq!(guest_call([0x1234, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
+        assert_eq!(guest_call([u64::MAX, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
+        assert_eq!(guest_call([0xC500_0001, 0, 0, 0]), GuestCall::Host);
     }
 
     #[test]

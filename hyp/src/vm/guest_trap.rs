@@ -31,6 +31,22 @@ pub enum IpaKind {
     Other,
 }
 
+/// What a trap handler may ask of the VM whose vCPU trapped (the hyp answers
+/// these under the VM table's lock; tests use fakes).
+pub trait VmView {
+    /// What `ipa` is to the VM.
+    fn ipa_kind(&self, ipa: u64) -> IpaKind;
+    /// PSCI CPU_ON of the vCPU whose MPIDR is `target`: makes it runnable at
+    /// `entry` with x0 = `context` and returns its index, or the PSCI status
+    /// that refuses the call.
+    fn cpu_on(&self, target: u64, entry: u64, context: u64) -> Result<u64, i64>;
+    /// PSCI AFFINITY_INFO (level 0) of the vCPU whose MPIDR is `target`.
+    fn affinity_info(&self, target: u64) -> i64;
+}
+
+/// PSCI INVALID_PARAMETERS.
+pub const PSCI_INVALID_PARAMETERS: i64 = -2;
+
 /// What to do after a trap.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum Outcome {
@@ -87,9 +103,11 @@ pub fn inject_undefined(ctx: &mut VcpuContext) {
     inject(ctx, 1 << 25, None);
 }
 
-/// Handles `trap` on `ctx`. `ipa_kind(ipa)` says what the faulting IPA is to the
-/// VM; `protected` withholds the syndrome of a fatal exit.
-pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, ipa_kind: impl Fn(u64) -> IpaKind) -> Outcome {
+/// Handles `trap` on `ctx`. `vm` answers what the faulting IPA is to the VM and
+/// serves PSCI calls about its other vCPUs; `protected` withholds the syndrome
+/// of a fatal exit.
+pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl VmView) -> Outcome {
+    let ipa_kind = |ipa| vm.ipa_kind(ipa);
     if trap.kind != 0 {
         // An interrupt (or SError) for the host: give the CPU back.
         return Outcome::ToHost { exit: Exit::Interrupted, pending_read: None };
@@ -106,7 +124,8 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, ipa_kind:
                 ctx.gprs.x[0] = NOT_SUPPORTED;
                 return Outcome::Resume;
             }
-            match guest_call(function, arg) {
+            let x = &ctx.gprs.x;
+            match guest_call([x[0], x[1], x[2], x[3]]) {
                 GuestCall::Return(value) => {
                     ctx.gprs.x[0] = value;
                     Outcome::Resume
@@ -114,6 +133,22 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, ipa_kind:
                 GuestCall::SystemOff => Outcome::ToHost { exit: Exit::SystemOff, pending_read: None },
                 GuestCall::SystemReset => Outcome::ToHost { exit: Exit::SystemReset, pending_read: None },
                 GuestCall::Host => Outcome::ToHost { exit: Exit::Hypercall { function, arg }, pending_read: None },
+                GuestCall::CpuOn { target, entry, context } => match vm.cpu_on(target, entry, context) {
+                    Ok(vcpu) => {
+                        ctx.gprs.x[0] = 0;
+                        Outcome::ToHost { exit: Exit::CpuOn { vcpu }, pending_read: None }
+                    }
+                    Err(status) => {
+                        ctx.gprs.x[0] = status as u64;
+                        Outcome::Resume
+                    }
+                },
+                GuestCall::CpuOff => Outcome::ToHost { exit: Exit::CpuOff, pending_read: None },
+                GuestCall::AffinityInfo { target, level } => {
+                    let status = if level == 0 { vm.affinity_info(target) } else { PSCI_INVALID_PARAMETERS };
+                    ctx.gprs.x[0] = status as u64;
+                    Outcome::Resume
+                }
             }
         }
         ExceptionClass::WfiWfe => {
@@ -172,6 +207,27 @@ pub fn complete_read(ctx: &mut VcpuContext, access: MmioAccess, data: u64) {
 mod tests {
     use super::*;
 
+    /// A VM whose IPAs are all `kind` and whose vCPU 1 may be started (index 1).
+    struct Fake(IpaKind);
+
+    impl VmView for Fake {
+        fn ipa_kind(&self, _: u64) -> IpaKind {
+            self.0
+        }
+        fn cpu_on(&self, target: u64, _: u64, _: u64) -> Result<u64, i64> {
+            if target == 1 {
+                Ok(1)
+            } else {
+                Err(-4)
+            }
+        }
+        fn affinity_info(&self, target: u64) -> i64 {
+            i64::from(target != 0)
+        }
+    }
+
+    const OTHER: Fake = Fake(IpaKind::Other);
+
     fn trap(esr: u64, ipa: u64) -> GuestTrap {
         GuestTrap { kind: 0, esr: Esr(esr), far: ipa, ipa }
     }
@@ -186,7 +242,7 @@ mod tests {
     fn psci_version_is_answered_without_the_host() {
         let mut c = ctx();
         c.gprs.x[0] = 0x8400_0000;
-        assert_eq!(handle(&mut c, trap(0x16 << 26 | 1 << 25, 0), false, |_| IpaKind::Other), Outcome::Resume);
+        assert_eq!(handle(&mut c, trap(0x16 << 26 | 1 << 25, 0), false, &OTHER), Outcome::Resume);
         assert_eq!(c.gprs.x[0], 0x1_0001);
         assert_eq!(c.pc, 0x8000_0000, "HVC already returns past itself");
     }
@@ -195,9 +251,34 @@ mod tests {
     fn smc_is_stepped_over_and_unknown_calls_fail() {
         let mut c = ctx();
         c.gprs.x[0] = 0xC200_0000;
-        assert_eq!(handle(&mut c, trap(0x17 << 26 | 1 << 25, 0), false, |_| IpaKind::Other), Outcome::Resume);
+        assert_eq!(handle(&mut c, trap(0x17 << 26 | 1 << 25, 0), false, &OTHER), Outcome::Resume);
         assert_eq!(c.gprs.x[0], NOT_SUPPORTED);
         assert_eq!(c.pc, 0x8000_0004);
+    }
+
+    #[test]
+    fn cpu_on_starts_another_vcpu_through_the_host_and_refusals_return() {
+        let mut c = ctx();
+        c.gprs.x[..4].copy_from_slice(&[0xC400_0003, 1, 0x8000_2000, 9]);
+        assert_eq!(
+            handle(&mut c, trap(0x16 << 26, 0), false, &OTHER),
+            Outcome::ToHost { exit: Exit::CpuOn { vcpu: 1 }, pending_read: None }
+        );
+        assert_eq!(c.gprs.x[0], 0, "SUCCESS for the caller");
+        c.gprs.x[..4].copy_from_slice(&[0xC400_0003, 0, 0x8000_2000, 9]);
+        assert_eq!(handle(&mut c, trap(0x16 << 26, 0), false, &OTHER), Outcome::Resume);
+        assert_eq!(c.gprs.x[0] as i64, -4, "ALREADY_ON");
+        c.gprs.x[..3].copy_from_slice(&[0xC400_0004, 2, 0]);
+        assert_eq!(handle(&mut c, trap(0x16 << 26, 0), false, &OTHER), Outcome::Resume);
+        assert_eq!(c.gprs.x[0], 1, "AFFINITY_INFO: OFF");
+        c.gprs.x[..3].copy_from_slice(&[0xC400_0004, 2, 1]);
+        assert_eq!(handle(&mut c, trap(0x16 << 26, 0), false, &OTHER), Outcome::Resume);
+        assert_eq!(c.gprs.x[0] as i64, PSCI_INVALID_PARAMETERS, "only level 0");
+        c.gprs.x[0] = 0x8400_0002;
+        assert_eq!(
+            handle(&mut c, trap(0x16 << 26, 0), false, &OTHER),
+            Outcome::ToHost { exit: Exit::CpuOff, pending_read: None }
+        );
     }
 
     #[test]
@@ -205,7 +286,7 @@ mod tests {
         let mut c = ctx();
         c.gprs.x[0] = 0x8400_0008;
         assert_eq!(
-            handle(&mut c, trap(0x16 << 26, 0), false, |_| IpaKind::Other),
+            handle(&mut c, trap(0x16 << 26, 0), false, &OTHER),
             Outcome::ToHost { exit: Exit::SystemOff, pending_read: None }
         );
     }
@@ -216,7 +297,7 @@ mod tests {
         c.gprs.x[1] = 0x1_2341;
         // strb w1, [x0] at IPA 0x900_0000.
         let strb = 0x24 << 26 | 1 << 25 | 1 << 24 | 1 << 16 | 1 << 6 | 0x7;
-        let out = handle(&mut c, trap(strb, 0x900_0000), false, |_| IpaKind::Other);
+        let out = handle(&mut c, trap(strb, 0x900_0000), false, &OTHER);
         assert_eq!(
             out,
             Outcome::ToHost {
@@ -227,8 +308,7 @@ mod tests {
         assert_eq!(c.pc, 0x8000_0004);
         // ldr w2, [x0, #0x18].
         let ldr = 0x24 << 26 | 1 << 25 | 1 << 24 | 2 << 22 | 2 << 16 | 0x7;
-        let Outcome::ToHost { exit, pending_read: Some(access) } =
-            handle(&mut c, trap(ldr, 0x900_0018), false, |_| IpaKind::Other)
+        let Outcome::ToHost { exit, pending_read: Some(access) } = handle(&mut c, trap(ldr, 0x900_0018), false, &OTHER)
         else {
             panic!("read must wait for the host");
         };
@@ -242,7 +322,7 @@ mod tests {
     fn undecodable_or_memory_faults_inject_an_abort() {
         let mut c = ctx();
         let no_isv = 0x24 << 26 | 1 << 25 | 0x7;
-        assert_eq!(handle(&mut c, trap(no_isv, 0x900_0000), false, |_| IpaKind::Other), Outcome::Injected);
+        assert_eq!(handle(&mut c, trap(no_isv, 0x900_0000), false, &OTHER), Outcome::Injected);
         assert_eq!(c.pc, 0x8000_1200, "current EL, SPx vector");
         assert_eq!(c.sysregs.esr_el1 >> 26, 0x25);
         assert_eq!(c.sysregs.esr_el1 & 0x3f, 0x10);
@@ -250,7 +330,7 @@ mod tests {
         assert_eq!(c.sysregs.far_el1, 0x900_0000);
         let mut c = ctx();
         let with_isv_on_memory = 0x24 << 26 | 1 << 25 | 1 << 24 | 0x7;
-        assert_eq!(handle(&mut c, trap(with_isv_on_memory, 0x4000), false, |_| IpaKind::Memory), Outcome::Injected);
+        assert_eq!(handle(&mut c, trap(with_isv_on_memory, 0x4000), false, &Fake(IpaKind::Memory)), Outcome::Injected);
         assert_eq!(c.sysregs.esr_el1 >> 26, 0x25);
     }
 
@@ -258,7 +338,7 @@ mod tests {
     fn touching_memory_the_host_took_back_is_fatal() {
         let mut c = ctx();
         let read = 0x24 << 26 | 1 << 25 | 1 << 24 | 0x7;
-        let lost = |_| IpaKind::Lost;
+        let lost = &Fake(IpaKind::Lost);
         assert_eq!(
             handle(&mut c, trap(read, 0x8000_1000), true, lost),
             Outcome::ToHost { exit: Exit::Fatal { esr: 0, address: 0 }, pending_read: None },
@@ -273,14 +353,11 @@ mod tests {
     #[test]
     fn other_traps_are_undefined_and_interrupts_go_home() {
         let mut c = ctx();
-        assert_eq!(handle(&mut c, trap(0x18 << 26 | 1 << 25, 0), false, |_| IpaKind::Other), Outcome::Injected);
+        assert_eq!(handle(&mut c, trap(0x18 << 26 | 1 << 25, 0), false, &OTHER), Outcome::Injected);
         assert_eq!((c.sysregs.esr_el1 >> 26, c.pc), (0, 0x8000_1200));
         let mut c = ctx();
         let irq = GuestTrap { kind: 1, ..trap(0, 0) };
-        assert_eq!(
-            handle(&mut c, irq, false, |_| IpaKind::Other),
-            Outcome::ToHost { exit: Exit::Interrupted, pending_read: None }
-        );
+        assert_eq!(handle(&mut c, irq, false, &OTHER), Outcome::ToHost { exit: Exit::Interrupted, pending_read: None });
         assert_eq!(c.pc, 0x8000_0000);
     }
 }

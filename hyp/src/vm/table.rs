@@ -65,10 +65,39 @@ impl core::ops::DerefMut for ContextPage {
     }
 }
 
+/// Whether a vCPU may run (its PSCI power state).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum VcpuPower {
+    /// Never initialised, or it called PSCI CPU_OFF.
+    Off,
+    /// Started (by `VCPU_INIT` or a sibling's CPU_ON) but not run since.
+    OnPending,
+    /// Has run since it was started.
+    On,
+}
+
+/// PSCI statuses of CPU_ON and AFFINITY_INFO.
+mod psci_status {
+    pub const ALREADY_ON: i64 = -4;
+    pub const ON_PENDING: i64 = -5;
+    pub const INVALID_ADDRESS: i64 = -9;
+    pub const AFFINITY_ON: i64 = 0;
+    pub const AFFINITY_OFF: i64 = 1;
+    pub const AFFINITY_ON_PENDING: i64 = 2;
+}
+
+/// MPIDR affinity fields (Aff3 at 39:32, Aff2..Aff0 at 23:0).
+const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+
+/// The MPIDR_EL1 a guest reads on its vCPU `index`: Aff0 = index, bit 31 RES1.
+pub fn vcpu_mpidr(index: usize) -> u64 {
+    1 << 31 | index as u64
+}
+
 /// One vCPU.
 pub struct Vcpu {
     pub ctx: ContextPage,
-    pub initialized: bool,
+    pub power: VcpuPower,
     /// Running on some CPU right now.
     pub running: bool,
     /// An MMIO load waiting for the host's value.
@@ -114,7 +143,15 @@ pub struct Vm {
     /// touch of one ends it.
     pub lost: Vec<u64>,
     pub state: VmState,
+    /// Per physical CPU, the vCPU of this VM that ran there last
+    /// ([`NO_VCPU`]: none since the VM was created). Guest TLB entries are tagged
+    /// by VMID, not vCPU: when another vCPU of the VM comes to that CPU, it must
+    /// not see what the last one cached there.
+    pub last_vcpu_on_cpu: [u8; crate::platform::MAX_CPUS],
 }
+
+/// No vCPU ran on that CPU.
+pub const NO_VCPU: u8 = u8::MAX;
 
 impl Vm {
     /// The VMID in VTTBR_EL2.
@@ -124,6 +161,52 @@ impl Vm {
 
     fn vcpu(&mut self, index: u64) -> Result<&mut Vcpu, HypError> {
         usize::try_from(index).ok().and_then(|i| self.vcpus.get_mut(i)).ok_or(HypError::NoSuchVcpu)
+    }
+
+    /// The index of the vCPU whose MPIDR affinity is `target`.
+    fn vcpu_by_mpidr(&self, target: u64) -> Option<usize> {
+        (0..self.vcpus.len()).find(|&i| vcpu_mpidr(i) & MPIDR_AFFINITY_MASK == target & MPIDR_AFFINITY_MASK)
+    }
+
+    /// Records that `vcpu` runs on physical CPU `cpu`; true if another vCPU of
+    /// this VM ran there last, so that the CPU's TLB entries for the VMID must go.
+    pub fn switch_vcpu_on_cpu(&mut self, cpu: usize, vcpu: usize) -> bool {
+        let Some(last) = self.last_vcpu_on_cpu.get_mut(cpu) else {
+            return true;
+        };
+        let previous = core::mem::replace(last, vcpu as u8);
+        previous != NO_VCPU && usize::from(previous) != vcpu
+    }
+
+    /// PSCI CPU_ON from one of this VM's vCPUs: see [`VmView::cpu_on`].
+    ///
+    /// [`VmView::cpu_on`]: crate::vm::guest_trap::VmView::cpu_on
+    pub fn psci_cpu_on(&mut self, target: u64, entry: u64, context: u64) -> Result<u64, i64> {
+        let index = self.vcpu_by_mpidr(target).ok_or(crate::vm::guest_trap::PSCI_INVALID_PARAMETERS)?;
+        if !entry.is_multiple_of(4) {
+            return Err(psci_status::INVALID_ADDRESS);
+        }
+        let vcpu = &mut self.vcpus[index];
+        match vcpu.power {
+            VcpuPower::On => return Err(psci_status::ALREADY_ON),
+            VcpuPower::OnPending => return Err(psci_status::ON_PENDING),
+            VcpuPower::Off => {}
+        }
+        // An off vCPU never runs, so nothing else has its context now.
+        *vcpu.ctx = VcpuContext::at_entry(entry, context);
+        vcpu.pending_read = None;
+        vcpu.power = VcpuPower::OnPending;
+        Ok(index as u64)
+    }
+
+    /// PSCI AFFINITY_INFO (level 0) about one of this VM's vCPUs.
+    pub fn psci_affinity_info(&self, target: u64) -> i64 {
+        match self.vcpu_by_mpidr(target).map(|i| self.vcpus[i].power) {
+            None => crate::vm::guest_trap::PSCI_INVALID_PARAMETERS,
+            Some(VcpuPower::On) => psci_status::AFFINITY_ON,
+            Some(VcpuPower::OnPending) => psci_status::AFFINITY_ON_PENDING,
+            Some(VcpuPower::Off) => psci_status::AFFINITY_OFF,
+        }
     }
 }
 
@@ -196,7 +279,7 @@ impl VmTable {
             // SAFETY: The page is fresh from the guest source, mapped for the hyp,
             // and this vCPU's alone until the VM is freed.
             let ctx = unsafe { ContextPage::new(page) };
-            list.push(Vcpu { ctx, initialized: false, running: false, pending_read: None });
+            list.push(Vcpu { ctx, power: VcpuPower::Off, running: false, pending_read: None });
         }
         let slot = &mut self.slots[index];
         let id = (index + 1) as VmId;
@@ -208,6 +291,7 @@ impl VmTable {
             pages_held: 0,
             lost: Vec::new(),
             state: VmState::Alive,
+            last_vcpu_on_cpu: [NO_VCPU; crate::platform::MAX_CPUS],
         });
         Ok(Self::handle(index, slot.generation))
     }
@@ -241,7 +325,7 @@ impl VmTable {
         Ok(())
     }
 
-    /// Sets a vCPU's entry point and x0.
+    /// Sets a vCPU's entry point and x0, and turns it on.
     ///
     /// # Errors
     ///
@@ -256,7 +340,7 @@ impl VmTable {
             return Err(HypError::Busy);
         }
         *vcpu.ctx = VcpuContext::at_entry(pc, x0);
-        vcpu.initialized = true;
+        vcpu.power = VcpuPower::OnPending;
         vcpu.pending_read = None;
         Ok(())
     }

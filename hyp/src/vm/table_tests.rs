@@ -301,3 +301,37 @@ fn vm_tables_live_in_donated_memory() {
     // SAFETY: Allocated above with this layout; no record refers to it any more.
     unsafe { std::alloc::dealloc(base as *mut u8, layout) };
 }
+
+#[test]
+fn guest_psci_cpu_on_starts_only_an_off_vcpu_and_affinity_info_follows() {
+    let mut w = World::new();
+    let h = w.create(1, 3).unwrap();
+    w.vms.vcpu_init(h, 0, 0x8000_0000, 0).unwrap();
+    let vm = w.vms.get(h).unwrap();
+    assert_eq!(vm.vcpus[1].power, VcpuPower::Off);
+    assert_eq!(vm.psci_affinity_info(vcpu_mpidr(1)), 1, "OFF");
+    assert_eq!(vm.psci_cpu_on(vcpu_mpidr(1), 0x8000_1002, 5), Err(-9), "unaligned entry: INVALID_ADDRESS");
+    assert_eq!(vm.psci_cpu_on(7, 0x8000_1000, 5), Err(-2), "no vCPU with that MPIDR");
+    assert_eq!(vm.psci_cpu_on(1, 0x8000_1000, 5), Ok(1), "Aff0 alone names vCPU 1");
+    assert_eq!(vm.vcpus[1].power, VcpuPower::OnPending);
+    assert_eq!((vm.vcpus[1].ctx.pc, vm.vcpus[1].ctx.gprs.x[0]), (0x8000_1000, 5));
+    assert_eq!(vm.psci_affinity_info(1), 2, "ON_PENDING until it runs");
+    assert_eq!(vm.psci_cpu_on(1, 0x8000_1000, 5), Err(-5), "ON_PENDING");
+    vm.vcpus[1].power = VcpuPower::On;
+    assert_eq!(vm.psci_cpu_on(1, 0x8000_1000, 5), Err(-4), "ALREADY_ON");
+    assert_eq!(vm.psci_affinity_info(1), 0, "ON");
+    assert_eq!(vm.psci_affinity_info(3), -2, "no vCPU 3");
+}
+
+#[test]
+fn another_vcpu_on_a_cpu_asks_for_a_local_tlb_flush() {
+    let mut w = World::new();
+    let h = w.create(0, 2).unwrap();
+    let vm = w.vms.get(h).unwrap();
+    assert!(!vm.switch_vcpu_on_cpu(0, 0), "first vCPU there: the VMID is clean");
+    assert!(!vm.switch_vcpu_on_cpu(0, 0), "same vCPU again");
+    assert!(!vm.switch_vcpu_on_cpu(1, 1), "first on CPU 1");
+    assert!(vm.switch_vcpu_on_cpu(0, 1), "vCPU 1 where vCPU 0 ran");
+    assert!(vm.switch_vcpu_on_cpu(1, 0), "vCPU 0 where vCPU 1 ran");
+    assert!(vm.switch_vcpu_on_cpu(99, 0), "an unknown CPU always flushes");
+}

@@ -12,6 +12,11 @@
 .set PSCI_SYSTEM_RESET, 0x84000009
 .set GUEST_RESULT, 0x20         /* UART offset where the memory test reports */
 .set HOST_CALL, 0xC5000001      /* a standard hypervisor call the hyp leaves to the host */
+.set PSCI_CPU_OFF, 0x84000002
+.set PSCI_CPU_ON_64, 0xC4000003
+.set PSCI_AFFINITY_INFO_64, 0xC4000004
+.set SMP_VCPUS, 4               /* vCPUs of the SMP guest's VM */
+.set SMP_WAIT, 0x10000000       /* polls before a vCPU gives up waiting for the others */
 
 .arch_extension fp
 .arch_extension simd
@@ -210,3 +215,78 @@ evil_vectors:
     .endr
 .global guest_evil_end
 guest_evil_end:
+
+/*
+ * SMP guest, for a VM of SMP_VCPUS vCPUs; its data page follows its code page.
+ * Each vCPU learns its index from MPIDR_EL1.Aff0. vCPU 0 starts the others with
+ * PSCI CPU_ON at this same code. Each vCPU marks itself present in the data
+ * page (one word each) and waits, for at most SMP_WAIT polls, until all are:
+ * they can only all be present at once if they run at the same time. Each then
+ * reports with HOST_CALL, x1 = 1 if it saw all present (0 if it gave up) | its
+ * index << 8 | the low byte of vCPU 0's CPU_ON statuses ORed << 16 (0: all
+ * succeeded); x1 reaches the host in the exit even for a protected VM.
+ * The others then call CPU_OFF; vCPU 0 waits until AFFINITY_INFO says they
+ * are off, and turns the VM off.
+ */
+.balign 4
+.global guest_smp_start
+guest_smp_start:
+    mrs     x19, mpidr_el1
+    and     x19, x19, #0xff
+    adr     x20, guest_smp_start
+    add     x21, x20, #0x1000
+    mov     x24, xzr
+    cbnz    x19, 2f
+    mov     x22, #1
+1:  mov     x0, #(PSCI_CPU_ON_64 & 0xffff)
+    movk    x0, #(PSCI_CPU_ON_64 >> 16), lsl #16
+    mov     x1, x22
+    mov     x2, x20
+    mov     x3, x22
+    hvc     #0
+    orr     x24, x24, x0
+    add     x22, x22, #1
+    cmp     x22, #SMP_VCPUS
+    b.lo    1b
+2:  mov     x0, #1
+    str     x0, [x21, x19, lsl #3]
+    mov     x23, #SMP_WAIT
+3:  mov     x4, #1
+    mov     x5, xzr
+4:  ldr     x6, [x21, x5, lsl #3]
+    and     x4, x4, x6
+    add     x5, x5, #1
+    cmp     x5, #SMP_VCPUS
+    b.lo    4b
+    cbnz    x4, 5f
+    subs    x23, x23, #1
+    b.ne    3b
+5:  mov     x0, #(HOST_CALL & 0xffff)
+    movk    x0, #(HOST_CALL >> 16), lsl #16
+    and     x24, x24, #0xff
+    orr     x1, x4, x19, lsl #8
+    orr     x1, x1, x24, lsl #16
+    hvc     #0
+    cbnz    x19, 8f
+    mov     x22, #1
+6:  mov     x0, #(PSCI_AFFINITY_INFO_64 & 0xffff)
+    movk    x0, #(PSCI_AFFINITY_INFO_64 >> 16), lsl #16
+    mov     x1, x22
+    mov     x2, xzr
+    hvc     #0
+    cmp     x0, #1
+    b.ne    6b
+    add     x22, x22, #1
+    cmp     x22, #SMP_VCPUS
+    b.lo    6b
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+7:  b       7b
+8:  mov     x0, #(PSCI_CPU_OFF & 0xffff)
+    movk    x0, #(PSCI_CPU_OFF >> 16), lsl #16
+    hvc     #0
+9:  b       9b
+.balign 4
+.global guest_smp_end
+guest_smp_end:

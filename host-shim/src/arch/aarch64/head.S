@@ -65,3 +65,22 @@ entry:
 park:
     wfe
     b       park
+
+/*
+ * A secondary CPU, started by the shim with PSCI CPU_ON (the hyp enters it
+ * here at EL1, MMU off), x0 = its mailbox, whose first word is its stack top.
+ */
+.global secondary_entry
+secondary_entry:
+    ldr     x9, [x0]
+    mov     sp, x9
+    mov     x9, #CPACR_EL1_FPEN
+    msr     cpacr_el1, x9
+    adrp    x9, shim_vectors
+    add     x9, x9, :lo12:shim_vectors
+    msr     vbar_el1, x9
+    isb
+    mov     x29, xzr
+    mov     x30, xzr
+    bl      shim_secondary_main /* never returns */
+    b       park

@@ -23,6 +23,10 @@ extern "C" {
     static guest_bench_end: u8;
     static guest_evil_start: u8;
     static guest_evil_end: u8;
+    static guest_smp_start: u8;
+    static guest_smp_end: u8;
+    /// head.S: where a secondary CPU enters the shim, x0 = its mailbox.
+    pub fn secondary_entry();
 }
 
 /// The code of a guest payload from `guests.S`.
@@ -61,6 +65,12 @@ pub fn guest_bench() -> &'static [u8] {
 pub fn guest_evil() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_evil_start }, unsafe { &guest_evil_end })
+}
+
+/// The SMP guest's code (its data page follows it at +0x1000).
+pub fn guest_smp() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_smp_start }, unsafe { &guest_smp_end })
 }
 
 /// The misbehaving guest's code.

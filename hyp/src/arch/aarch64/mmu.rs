@@ -56,3 +56,23 @@ pub unsafe fn enable(root: usize) {
         );
     }
 }
+
+/// This CPU's live EL2 MMU registers, for a secondary CPU to load at entry.
+pub fn current_setup() -> crate::percpu::BootMmu {
+    let (mair, tcr, ttbr0, sctlr): (u64, u64, u64, u64);
+    // SAFETY: Reading EL2 system registers at EL2 has no side effect.
+    unsafe {
+        asm!(
+            "mrs {0}, mair_el2",
+            "mrs {1}, tcr_el2",
+            "mrs {2}, ttbr0_el2",
+            "mrs {3}, sctlr_el2",
+            out(reg) mair,
+            out(reg) tcr,
+            out(reg) ttbr0,
+            out(reg) sctlr,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    crate::percpu::BootMmu { mair, tcr, ttbr0, sctlr }
+}

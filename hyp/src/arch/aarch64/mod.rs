@@ -13,7 +13,11 @@ pub mod world;
 
 use core::arch::global_asm;
 
-global_asm!(include_str!("head.S"));
+global_asm!(
+    include_str!("head.S"),
+    trap_stack_top = const crate::percpu::TRAP_STACK_TOP_OFFSET,
+    boot_mmu = const crate::percpu::BOOT_MMU_OFFSET,
+);
 global_asm!(
     include_str!("vectors.S"),
     trap_frame_size = const core::mem::size_of::<exception::TrapFrame>(),

@@ -135,12 +135,25 @@ fn restore_el1(regs: &El1Sysregs) {
     write_sysreg!("cntv_ctl_el0", regs.cntv_ctl);
 }
 
+/// Where and as what a vCPU runs.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestEntry {
+    /// VTTBR_EL2: the VM's stage-2 root | VMID << 48.
+    pub vttbr: u64,
+    /// The MPIDR_EL1 the guest reads (VMPIDR_EL2).
+    pub vmpidr: u64,
+    /// Another vCPU of the VM ran on this CPU last: drop this CPU's stage-1
+    /// TLB entries of the VMID before the guest runs.
+    pub flush_local_tlb: bool,
+}
+
 /// The host's EL1 state and EL2 controls while a guest runs. (Its FP/SIMD state
 /// is saved separately, and only if the guest uses FP/SIMD.)
 struct HostState {
     sysregs: El1Sysregs,
     hcr: u64,
     vttbr: u64,
+    vmpidr: u64,
     mdcr: u64,
     cnthctl: u64,
     cptr: u64,
@@ -149,7 +162,7 @@ struct HostState {
     spsr: u64,
 }
 
-/// Runs `ctx` on this CPU behind the stage-2 `vttbr` (root | VMID << 48) until
+/// Runs `ctx` on this CPU as `entry` says until
 /// `on_trap` returns a result. Traps that `on_trap` resolves inside the hyp
 /// (`None`) re-enter the guest at once, without switching back to the host: only
 /// the registers a trap handler reads or writes (PC, PSTATE, and VBAR, ESR, FAR,
@@ -157,12 +170,13 @@ struct HostState {
 /// The host's EL1, FP/SIMD and EL2 controls are as they were on return.
 pub fn run_guest<R>(
     ctx: &mut VcpuContext,
-    vttbr: u64,
+    entry: GuestEntry,
     mut on_trap: impl FnMut(&mut VcpuContext, GuestTrap) -> Option<R>,
 ) -> R {
     let host = HostState {
         hcr: read_sysreg!("hcr_el2"),
         vttbr: read_sysreg!("vttbr_el2"),
+        vmpidr: read_sysreg!("vmpidr_el2"),
         mdcr: read_sysreg!("mdcr_el2"),
         cnthctl: read_sysreg!("cnthctl_el2"),
         cptr: read_sysreg!("cptr_el2"),
@@ -178,7 +192,13 @@ pub fn run_guest<R>(
     // The host's FP/SIMD registers stay live until the guest first needs them.
     let mut guest_fp_loaded = false;
     write_sysreg!("cptr_el2", host.cptr | CPTR_TFP);
-    write_sysreg!("vttbr_el2", vttbr);
+    write_sysreg!("vttbr_el2", entry.vttbr);
+    write_sysreg!("vmpidr_el2", entry.vmpidr);
+    if entry.flush_local_tlb {
+        // SAFETY: TLB maintenance of the guest's VMID (now in VTTBR_EL2) on this
+        // CPU only; it has no memory-safety effect.
+        unsafe { asm!("isb", "tlbi vmalle1", "dsb nsh", options(nostack, preserves_flags)) };
+    }
     write_sysreg!("hcr_el2", HCR_GUEST);
     write_sysreg!("mdcr_el2", (host.mdcr & 0x1f) | MDCR_GUEST_TRAPS);
     write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
@@ -241,6 +261,7 @@ pub fn run_guest<R>(
     write_sysreg!("cptr_el2", host.cptr);
     write_sysreg!("hcr_el2", host.hcr);
     write_sysreg!("vttbr_el2", host.vttbr);
+    write_sysreg!("vmpidr_el2", host.vmpidr);
     write_sysreg!("mdcr_el2", host.mdcr);
     write_sysreg!("cnthctl_el2", host.cnthctl);
     write_sysreg!("elr_el2", host.elr);

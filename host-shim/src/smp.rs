@@ -1,0 +1,474 @@
+//! The host on every CPU: the shim starts its other CPUs with PSCI CPU_ON (which
+//! the hyp serves), hands them work, and checks what they did.
+//!
+//! The shim runs with its MMU off, where exclusive accesses (and so locks) are
+//! not dependable. The CPUs therefore share nothing but one mailbox per
+//! secondary CPU, in which every word has a single writer: the boot CPU posts a
+//! job and bumps `posted`; the secondary does it, writes its results and sets
+//! `done` to the same number. Secondaries never log; the boot CPU reports.
+
+use crate::arch::{guest_off, guest_smp, secondary_entry};
+use crate::checks::check;
+use crate::hypercall;
+use crate::platform::{HostPlatform, MAX_CPUS};
+use crate::vm_checks::{load, GUEST_ENTRY};
+use aarch64_cpu::registers::{CurrentEL, Readable, MPIDR_EL1};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+use hyp_abi::{Exit, HypError, VmType, ABI_VERSION_MAJOR, ABI_VERSION_MINOR};
+use smccc::psci::{PSCI_AFFINITY_INFO_64, PSCI_CPU_ON_64};
+
+const PAGE: u64 = 4096;
+/// Stack of each secondary CPU.
+const STACK_SIZE: usize = 32 << 10;
+/// Polls of a mailbox before the boot CPU declares a secondary lost.
+const MAX_POLLS: u64 = 1 << 32;
+/// MPIDR affinity fields.
+const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+/// vCPUs of the SMP guest's VM (`SMP_VCPUS` in guests.S).
+const SMP_VCPUS: usize = 4;
+/// The guests' report call (`HOST_CALL` in guests.S).
+const HOST_CALL: u64 = 0xC500_0001;
+/// Runs of one vCPU before it is declared stuck.
+const MAX_RUNS: u64 = 100_000;
+/// Scratch pages per CPU for the stress run: guest code, a page to share, one
+/// to donate.
+const PAGES_PER_CPU: usize = 3;
+/// Scratch pages: the SMP guest's code and data, then each CPU's.
+const SCRATCH_PAGES: usize = 2 + PAGES_PER_CPU * MAX_CPUS;
+
+/// PSCI statuses the checks expect.
+const PSCI_SUCCESS: i64 = 0;
+const PSCI_INVALID_PARAMETERS: i64 = -2;
+const PSCI_ALREADY_ON: i64 = -4;
+const AFFINITY_OFF: i64 = 1;
+
+/// Jobs a secondary CPU can be given (`Mailbox::job[0]`).
+const JOB_RUN_VCPU: u64 = 1;
+const JOB_STRESS: u64 = 2;
+const JOB_OFF: u64 = 3;
+
+/// One secondary CPU's mailbox. Every field has one writer (see the module
+/// comment); `head.S` reads `stack_top` at offset 0.
+#[repr(C)]
+pub struct Mailbox {
+    stack_top: AtomicU64,
+    /// Times this CPU entered the shim (secondary).
+    arrivals: AtomicU64,
+    /// Its MPIDR_EL1 and CurrentEL, and the VERSION hypercall's answer, from
+    /// its last arrival (secondary).
+    mpidr: AtomicU64,
+    el: AtomicU64,
+    version: AtomicU64,
+    /// Jobs posted (boot CPU) and done (secondary).
+    posted: AtomicU64,
+    done: AtomicU64,
+    /// The job: kind and arguments (boot CPU).
+    job: [AtomicU64; 4],
+    /// What it did (secondary).
+    result: [AtomicU64; 4],
+}
+
+impl Mailbox {
+    const fn new() -> Mailbox {
+        Mailbox {
+            stack_top: AtomicU64::new(0),
+            arrivals: AtomicU64::new(0),
+            mpidr: AtomicU64::new(0),
+            el: AtomicU64::new(0),
+            version: AtomicU64::new(0),
+            posted: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            job: [const { AtomicU64::new(0) }; 4],
+            result: [const { AtomicU64::new(0) }; 4],
+        }
+    }
+}
+
+static MAILBOXES: [Mailbox; MAX_CPUS] = [const { Mailbox::new() }; MAX_CPUS];
+
+#[repr(C, align(4096))]
+struct Memory<const N: usize>(UnsafeCell<[u8; N]>);
+
+// SAFETY: Each stack is used by one CPU only; each scratch page by one CPU at a
+// time (the boot CPU hands pages out with the jobs), or by the hyp and guests
+// while lent, which is what the checks are about.
+unsafe impl<const N: usize> Sync for Memory<N> {}
+
+static STACKS: Memory<{ STACK_SIZE * MAX_CPUS }> = Memory(UnsafeCell::new([0; STACK_SIZE * MAX_CPUS]));
+static SCRATCH: Memory<{ SCRATCH_PAGES * 4096 }> = Memory(UnsafeCell::new([0; SCRATCH_PAGES * 4096]));
+
+fn scratch_page(index: usize) -> u64 {
+    SCRATCH.0.get() as u64 + index as u64 * PAGE
+}
+
+/// The stress pages of CPU `cpu`.
+fn cpu_pages(cpu: usize) -> u64 {
+    scratch_page(2 + cpu * PAGES_PER_CPU)
+}
+
+fn zero_page(pa: u64) {
+    for offset in (0..PAGE).step_by(8) {
+        // SAFETY: `pa` is one of the shim's scratch pages, not lent to anyone now.
+        unsafe { core::ptr::write_volatile((pa + offset) as *mut u64, 0) };
+    }
+}
+
+/// Rust entry of a secondary CPU (from `head.S`), on its own stack.
+#[no_mangle]
+extern "C" fn shim_secondary_main(mailbox: &'static Mailbox) -> ! {
+    mailbox.mpidr.store(MPIDR_EL1.get(), Ordering::Relaxed);
+    mailbox.el.store(CurrentEL.read(CurrentEL::EL), Ordering::Relaxed);
+    let version = hypercall::version().map_or(u64::MAX, |(major, minor)| major << 32 | minor);
+    mailbox.version.store(version, Ordering::Relaxed);
+    // Jobs posted before a CPU_OFF are finished: start from the last one.
+    mailbox.done.store(mailbox.posted.load(Ordering::Acquire), Ordering::Release);
+    mailbox.arrivals.store(mailbox.arrivals.load(Ordering::Relaxed) + 1, Ordering::Release);
+    aarch64_cpu::asm::sev();
+    let cpu = MAILBOXES.iter().position(|m| core::ptr::eq(m, mailbox)).unwrap_or(0);
+    loop {
+        let posted = mailbox.posted.load(Ordering::Acquire);
+        if posted == mailbox.done.load(Ordering::Relaxed) {
+            aarch64_cpu::asm::wfe();
+            continue;
+        }
+        let job: [u64; 4] = core::array::from_fn(|i| mailbox.job[i].load(Ordering::Relaxed));
+        let result = match job[0] {
+            JOB_RUN_VCPU => run_reporting_vcpu(job[1], job[2]),
+            JOB_STRESS => stress(cpu, job[1], job[2]),
+            _ => [0; 4],
+        };
+        for (slot, value) in mailbox.result.iter().zip(result) {
+            slot.store(value, Ordering::Relaxed);
+        }
+        mailbox.done.store(posted, Ordering::Release);
+        aarch64_cpu::asm::sev();
+        if job[0] == JOB_OFF {
+            // The boot CPU watches AFFINITY_INFO; the hyp relays CPU_OFF.
+            let psci_hvc = job[1] != 0;
+            let args = [0; 17];
+            let _ = if psci_hvc {
+                smccc::hvc64(smccc::psci::PSCI_CPU_OFF, args)
+            } else {
+                smccc::smc64(smccc::psci::PSCI_CPU_OFF, args)
+            };
+        }
+    }
+}
+
+/// Posts `job` to CPU `cpu`'s mailbox.
+fn post(cpu: usize, job: [u64; 4]) {
+    let mailbox = &MAILBOXES[cpu];
+    for (slot, value) in mailbox.job.iter().zip(job) {
+        slot.store(value, Ordering::Relaxed);
+    }
+    mailbox.posted.store(mailbox.posted.load(Ordering::Relaxed) + 1, Ordering::Release);
+    aarch64_cpu::asm::sev();
+}
+
+/// Waits until CPU `cpu` has done its last job; its results, or `None` if it
+/// never finished.
+fn wait(cpu: usize) -> Option<[u64; 4]> {
+    let mailbox = &MAILBOXES[cpu];
+    let posted = mailbox.posted.load(Ordering::Relaxed);
+    for _ in 0..MAX_POLLS {
+        if mailbox.done.load(Ordering::Acquire) == posted {
+            return Some(core::array::from_fn(|i| mailbox.result[i].load(Ordering::Relaxed)));
+        }
+        core::hint::spin_loop();
+    }
+    None
+}
+
+/// Starts CPU `cpu` (MPIDR `mpidr`) in the shim and waits for it to arrive.
+fn start_cpu(platform: &HostPlatform, cpu: usize, mpidr: u64) -> Result<(), i64> {
+    let mailbox = &MAILBOXES[cpu];
+    let top = STACKS.0.get() as u64 + ((cpu + 1) * STACK_SIZE) as u64;
+    mailbox.stack_top.store(top, Ordering::Relaxed);
+    let arrivals = mailbox.arrivals.load(Ordering::Acquire);
+    let entry = secondary_entry as *const () as u64;
+    let status = platform.psci_call(PSCI_CPU_ON_64, [mpidr, entry, mailbox as *const Mailbox as u64])[0] as i64;
+    if status != PSCI_SUCCESS {
+        return Err(status);
+    }
+    for _ in 0..MAX_POLLS {
+        if mailbox.arrivals.load(Ordering::Acquire) != arrivals {
+            return Ok(());
+        }
+        core::hint::spin_loop();
+    }
+    Err(i64::MIN)
+}
+
+/// The CPUs the shim can use besides the boot CPU: (index, MPIDR).
+fn secondaries(platform: &HostPlatform) -> impl Iterator<Item = (usize, u64)> + '_ {
+    let own = MPIDR_EL1.get() & MPIDR_AFFINITY_MASK;
+    platform.cpus().iter().copied().enumerate().filter(move |&(_, mpidr)| mpidr & MPIDR_AFFINITY_MASK != own)
+}
+
+/// Runs the SMP checks (with more than one CPU); true when all passed.
+pub fn run_all(platform: &HostPlatform) -> bool {
+    let count = platform.cpus().len();
+    if count < 2 || !platform.psci {
+        log::info!("one CPU (or no PSCI): the SMP checks need more");
+        return true;
+    }
+    let mut passed = bring_up(platform);
+    passed &= smp_guest(platform, VmType::NonProtected);
+    passed &= smp_guest(platform, VmType::Protected);
+    passed &= stress_all(platform);
+    passed &= off_and_on_again(platform);
+    passed
+}
+
+fn bring_up(platform: &HostPlatform) -> bool {
+    let mut passed = true;
+    for (cpu, mpidr) in secondaries(platform) {
+        let started = start_cpu(platform, cpu, mpidr);
+        let mailbox = &MAILBOXES[cpu];
+        let (seen, el) = (mailbox.mpidr.load(Ordering::Relaxed), mailbox.el.load(Ordering::Relaxed));
+        let version = mailbox.version.load(Ordering::Relaxed);
+        passed &= check!(
+            started.is_ok()
+                && seen & MPIDR_AFFINITY_MASK == mpidr
+                && el == 1
+                && version == ABI_VERSION_MAJOR << 32 | ABI_VERSION_MINOR,
+            "CPU {cpu} (MPIDR {mpidr:#x}) started with PSCI CPU_ON ({started:?}): runs the shim at EL{el}, MPIDR_EL1 {seen:#x}, VERSION {version:#x}"
+        );
+    }
+    let (_, first) = secondaries(platform).next().unwrap_or((0, 0));
+    let again = platform.psci_call(PSCI_CPU_ON_64, [first, 0, 0])[0] as i64;
+    passed &= check!(again == PSCI_ALREADY_ON, "CPU_ON of a running CPU: ALREADY_ON ({again})");
+    let nobody = platform.psci_call(PSCI_CPU_ON_64, [0xff_00ff_fffe, 0, 0])[0] as i64;
+    passed &= check!(nobody == PSCI_INVALID_PARAMETERS, "CPU_ON of an MPIDR no CPU has: INVALID_PARAMETERS ({nobody})");
+    passed
+}
+
+/// Runs vCPU `vcpu` of `handle` until it turns itself (or its VM) off, and
+/// returns `[status, reported, started, runs]`: status 0 when it ended as
+/// the SMP guest should; `reported` what it said with `HOST_CALL` (its x1);
+/// `started` the vCPUs it started (bit n: vCPU n). vCPU 0 also hands the vCPUs it starts to the CPUs
+/// with the same index.
+fn run_reporting_vcpu(handle: u64, vcpu: u64) -> [u64; 4] {
+    let mut reported = u64::MAX;
+    let mut started = 0u64;
+    for runs in 1..=MAX_RUNS {
+        match hypercall::vcpu_run(handle, vcpu, 0) {
+            Ok(Exit::Hypercall { function: HOST_CALL, arg }) => reported = arg,
+            Ok(Exit::CpuOn { vcpu: target }) if vcpu == 0 => {
+                post(target as usize, [JOB_RUN_VCPU, handle, target, 0]);
+                started |= 1 << target;
+            }
+            Ok(Exit::Interrupted) => {}
+            Ok(Exit::CpuOff) if vcpu != 0 => return [0, reported, started, runs],
+            Ok(Exit::SystemOff) if vcpu == 0 => return [0, reported, started, runs],
+            Ok(_) => return [1, reported, started, runs],
+            Err(e) => return [e.code() as u64, reported, started, runs],
+        }
+    }
+    [2, reported, started, MAX_RUNS]
+}
+
+/// A VM of four vCPUs runs the SMP guest: vCPU 0 on this CPU starts the others
+/// with PSCI CPU_ON, each runs on the CPU of its index, and all four must have
+/// run at the same time.
+fn smp_guest(platform: &HostPlatform, ty: VmType) -> bool {
+    let kind = if ty == VmType::Protected { "protected" } else { "non-protected" };
+    if platform.cpus().len() < SMP_VCPUS || MPIDR_EL1.get() & MPIDR_AFFINITY_MASK != platform.cpus()[0] {
+        log::info!("the {SMP_VCPUS}-vCPU guest needs {SMP_VCPUS} CPUs with the boot CPU first: skipped");
+        return true;
+    }
+    let (code, data) = (scratch_page(0), scratch_page(1));
+    load(code, guest_smp());
+    zero_page(data);
+    let ready = hypercall::vm_create(ty, SMP_VCPUS as u64).and_then(|h| {
+        hypercall::vm_map(h, code, GUEST_ENTRY, 2)?;
+        hypercall::vcpu_init(h, 0, GUEST_ENTRY, 0)?;
+        Ok(h)
+    });
+    let Ok(handle) = ready else {
+        return check!(false, "{kind} {SMP_VCPUS}-vCPU VM: set up failed: {ready:?}");
+    };
+    let early = hypercall::vcpu_run(handle, 1, 0);
+    let mut passed =
+        check!(early == Err(HypError::VcpuOff), "{kind} VM: vCPU 1 cannot run before its guest starts it: {early:?}");
+    let own = run_reporting_vcpu(handle, 0);
+    let others: [Option<[u64; 4]>; SMP_VCPUS] =
+        core::array::from_fn(|cpu| if cpu == 0 { Some(own) } else { wait(cpu) });
+    let all_met = others.iter().all(|r| matches!(r, Some([0, reported, _, _]) if reported & 0xff == 1));
+    let indices_right = others
+        .iter()
+        .enumerate()
+        .all(|(i, r)| matches!(r, Some([_, reported, _, _]) if (reported >> 8) & 0xff == i as u64));
+    passed &= check!(
+        all_met && indices_right && own[2] == 0b1110 && (own[1] >> 16) & 0xff == 0,
+        "{kind} VM: vCPU 0 started vCPUs 1..{} with PSCI CPU_ON, each ran on the CPU of its index, all {SMP_VCPUS} ran at the same time, then CPU_OFF and SYSTEM_OFF ({others:x?})",
+        SMP_VCPUS - 1
+    );
+    let down = hypercall::vm_teardown(handle).and_then(|()| {
+        if ty == VmType::Protected {
+            hypercall::vm_reclaim(handle, GUEST_ENTRY, 2)
+        } else {
+            Ok(())
+        }
+    });
+    passed &= check!(down.is_ok(), "{kind} {SMP_VCPUS}-vCPU VM torn down and its memory back: {down:?}");
+    passed
+}
+
+/// A small seeded generator (xorshift64*), for the stress run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// `rounds` rounds of CPU `cpu`'s share of the stress run, with `seed`: create
+/// a VM (protected or not, by the seed), give it a page, run it to SYSTEM_OFF,
+/// lend a page to the hyp and take it back, donate one and reclaim it, tear the
+/// VM down and take its memory back.
+///
+/// A donated page joins the hyp's memcache, where another CPU's new VM may be
+/// using it: its reclaim then answers `Busy` (rightly), and the page is tried
+/// again in later rounds. Returns `[error code (0: none), rounds done, reclaims
+/// answered Busy, the page still donated (0: none)]`; on an error, the step
+/// that failed is in the last word.
+fn stress(cpu: usize, seed: u64, rounds: u64) -> [u64; 4] {
+    let pages = cpu_pages(cpu);
+    let (code, shared, donated) = (pages, pages + PAGE, pages + 2 * PAGE);
+    let mut rng = Rng(seed ^ (cpu as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let fail = |e: HypError, round: u64, step: u64| [e.code() as u64, round, 0, step];
+    let (mut busy, mut still_donated) = (0u64, false);
+    for round in 0..rounds {
+        let choice = rng.next();
+        let ty = if choice & 1 == 0 { VmType::Protected } else { VmType::NonProtected };
+        let vcpus = 1 + (choice >> 1) % 2;
+        load(code, guest_off());
+        let handle = match hypercall::vm_create(ty, vcpus) {
+            Ok(h) => h,
+            Err(e) => return fail(e, round, 1),
+        };
+        let ran = hypercall::vm_map(handle, code, GUEST_ENTRY, 1)
+            .and_then(|()| hypercall::vcpu_init(handle, 0, GUEST_ENTRY, 0))
+            .and_then(|()| hypercall::vcpu_run(handle, 0, 0));
+        match ran {
+            Ok(Exit::SystemOff) => {}
+            Ok(_) => return fail(HypError::InvalidArgument, round, 2),
+            Err(e) => return fail(e, round, 2),
+        }
+        if choice & 4 != 0 {
+            if let Err(e) = hypercall::share_hyp(shared, 1).and_then(|()| hypercall::unshare_hyp(shared, 1)) {
+                return fail(e, round, 3);
+            }
+        }
+        if choice & 8 != 0 || still_donated {
+            if !still_donated {
+                if let Err(e) = hypercall::donate_hyp(donated, 1) {
+                    return fail(e, round, 4);
+                }
+            }
+            match hypercall::reclaim_hyp(donated, 1) {
+                Ok(()) => still_donated = false,
+                Err(HypError::Busy) => {
+                    busy += 1;
+                    still_donated = true;
+                }
+                Err(e) => return fail(e, round, 5),
+            }
+        }
+        let down = hypercall::vm_teardown(handle).and_then(|()| {
+            if ty == VmType::Protected {
+                hypercall::vm_reclaim(handle, GUEST_ENTRY, 1)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = down {
+            return fail(e, round, 6);
+        }
+    }
+    [0, rounds, busy, if still_donated { donated } else { 0 }]
+}
+
+/// Every CPU runs its share of the stress run at once; afterwards the hyp's
+/// memory accounting must be what it was and its invariants must hold.
+fn stress_all(platform: &HostPlatform) -> bool {
+    const SEED: u64 = 2026;
+    let rounds = platform.smp_stress_rounds;
+    let before = hypercall::check_invariants();
+    let cpus: [bool; MAX_CPUS] = core::array::from_fn(|i| i < platform.cpus().len());
+    for (cpu, _) in secondaries(platform) {
+        post(cpu, [JOB_STRESS, SEED, rounds, 0]);
+    }
+    let own_index = platform.cpus().iter().position(|&m| m == MPIDR_EL1.get() & MPIDR_AFFINITY_MASK).unwrap_or(0);
+    let own = stress(own_index, SEED, rounds);
+    let mut passed = true;
+    let mut busy = 0;
+    for (cpu, &present) in cpus.iter().enumerate() {
+        if !present {
+            continue;
+        }
+        let result = if cpu == own_index { Some(own) } else { wait(cpu) };
+        passed &= check!(
+            matches!(result, Some([0, done, _, _]) if done == rounds),
+            "stress on CPU {cpu}: {rounds} rounds of VM create/run/teardown/reclaim with page sharing and donation, concurrently with the other CPUs (seed {SEED}): {result:?}"
+        );
+        let Some([_, _, cpu_busy, still_donated]) = result else {
+            continue;
+        };
+        busy += cpu_busy;
+        if still_donated != 0 {
+            // Every VM is gone now: the page is free in the memcache.
+            let back = hypercall::reclaim_hyp(still_donated, 1);
+            passed &= check!(back.is_ok(), "CPU {cpu}'s donated page comes back once every VM is gone: {back:?}");
+        }
+    }
+    log::info!("stress: {busy} reclaims of a donated page answered Busy while another CPU's VM used it");
+    let after = hypercall::check_invariants();
+    passed &= check!(
+        matches!((before, after), (Ok(b), Ok(a)) if a == b && a.violations == 0),
+        "after the all-CPU stress run the hyp's memory is what it was and its invariants hold ({after:?})"
+    );
+    passed
+}
+
+/// Asks CPU `cpu` to turn itself off and waits until AFFINITY_INFO says it is;
+/// returns whether it took the job and the last AFFINITY_INFO answer.
+fn turn_off(platform: &HostPlatform, cpu: usize, mpidr: u64) -> (bool, i64) {
+    post(cpu, [JOB_OFF, u64::from(platform.psci_hvc), 0, 0]);
+    let acknowledged = wait(cpu).is_some();
+    let mut state = i64::MIN;
+    for _ in 0..MAX_POLLS {
+        state = platform.psci_call(PSCI_AFFINITY_INFO_64, [mpidr, 0, 0])[0] as i64;
+        if state == AFFINITY_OFF {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    (acknowledged, state)
+}
+
+/// The secondaries turn themselves off (PSCI CPU_OFF through the hyp), which
+/// AFFINITY_INFO confirms; the first one is started again and must come back.
+fn off_and_on_again(platform: &HostPlatform) -> bool {
+    let mut passed = true;
+    for (cpu, mpidr) in secondaries(platform) {
+        let (acknowledged, state) = turn_off(platform, cpu, mpidr);
+        passed &=
+            check!(acknowledged && state == AFFINITY_OFF, "CPU {cpu} off with PSCI CPU_OFF: AFFINITY_INFO {state}");
+    }
+    if let Some((cpu, mpidr)) = secondaries(platform).next() {
+        let arrivals = MAILBOXES[cpu].arrivals.load(Ordering::Acquire);
+        let again = start_cpu(platform, cpu, mpidr);
+        let now = MAILBOXES[cpu].arrivals.load(Ordering::Acquire);
+        passed &= check!(again.is_ok() && now == arrivals + 1, "CPU {cpu} started again after CPU_OFF: {again:?}");
+        let (acknowledged, state) = turn_off(platform, cpu, mpidr);
+        passed &= check!(acknowledged && state == AFFINITY_OFF, "CPU {cpu} off again: AFFINITY_INFO {state}");
+    }
+    passed
+}
