@@ -4,7 +4,7 @@
 //! protected one's; teardown returns every page (the protected VM's zeroed); a
 //! crashing guest ends with a fatal exit; bad VM calls return their errors.
 
-use crate::arch::{guest_console, guest_crash, guest_evil, guest_memtest, guest_off};
+use crate::arch::{guest_console, guest_crash, guest_evil, guest_memtest, guest_off, guest_probe};
 use crate::checks::{check, probe_hyp_memory, Access};
 use crate::hypercall;
 use crate::memory_checks::{invariants, page, read};
@@ -265,6 +265,86 @@ fn malicious_vm(pa: u64) -> bool {
     passed
 }
 
+/// A protected guest probes IPAs that are the physical addresses of the hyp
+/// (image and pool), of the host shim's code, and of a page the host lends to
+/// another (non-protected) VM. None is its memory: every read is an MMIO exit
+/// the host answers (the guest sees the host's answer, never the memory), every
+/// write an MMIO exit that changes nothing; and the lent page cannot be given
+/// to the protected VM as well.
+fn probing_vm(code: u64, list: u64, lent: u64, hyp: &[(u64, u64)]) -> bool {
+    const REPORT: u64 = GUEST_UART + 0x30;
+    const LENT_CONTENT: u64 = 0x1e47_0000_cafe;
+    let mut passed = true;
+    // SAFETY: `lent` is a scratch page of the shim's, not given to anyone yet.
+    unsafe { core::ptr::write_volatile(lent as *mut u64, LENT_CONTENT) };
+    let other = create_vm(VmType::NonProtected, 1);
+    let lent_ok = other.and_then(|h| hypercall::vm_map(h, lent, GUEST_ENTRY, 1));
+    passed &= check!(lent_ok.is_ok(), "lend a page to a non-protected VM: {lent_ok:?}");
+    let mut targets = [0u64; 5];
+    let mut count = 0;
+    for address in hyp.iter().map(|r| r.0).chain([crate::arch::park as *const () as u64 & !7, lent]) {
+        if count < targets.len() - 1 {
+            targets[count] = address;
+            count += 1;
+        }
+    }
+    let targets = &targets[..count];
+    load(code, guest_probe());
+    for (i, &address) in targets.iter().chain([&0]).enumerate() {
+        // SAFETY: `list` is a scratch page of the shim's, not given to anyone yet.
+        unsafe { core::ptr::write_volatile((list as *mut u64).add(i), address) };
+    }
+    let Ok(handle) = create_vm(VmType::Protected, 1) else {
+        return check!(false, "create the probing VM");
+    };
+    let twice = hypercall::vm_map(handle, lent, GUEST_ENTRY + 0x2000, 1);
+    passed &= check!(
+        twice == Err(HypError::NotOwned),
+        "the page lent to a non-protected VM cannot be given to a protected VM too: {twice:?}"
+    );
+    passed &= check!(hypercall::vm_map(handle, code, GUEST_ENTRY, 2).is_ok(), "give the probing VM its pages");
+    passed &= check!(hypercall::vcpu_init(handle, 0, GUEST_ENTRY, 0).is_ok(), "initialise the probing VM");
+    let answer = |i: usize| 0x5afe_0000_0000_0000 | i as u64;
+    let (mut reads, mut reports, mut writes) = (0usize, 0usize, 0usize);
+    let mut faithful = true;
+    let mut value = 0;
+    let mut end = None;
+    for _ in 0..64 {
+        match run_vcpu(handle, 0, value) {
+            Ok(Exit::Mmio { ipa: REPORT, write: true, value: got, .. }) => {
+                faithful &= got == answer(reports);
+                reports += 1;
+            }
+            Ok(Exit::Mmio { ipa, size_bytes: 8, write: false, .. }) if reads < targets.len() => {
+                faithful &= ipa == targets[reads];
+                value = answer(reads);
+                reads += 1;
+            }
+            Ok(Exit::Mmio { ipa, size_bytes: 8, write: true, value: 0xbad }) if writes < targets.len() => {
+                faithful &= ipa == targets[writes];
+                writes += 1;
+            }
+            other => {
+                end = Some(other);
+                break;
+            }
+        }
+    }
+    passed &= check!(
+        faithful && reads == targets.len() && reports == reads && writes == reads,
+        "a protected guest probing the hyp's, the host's and another VM's physical addresses {targets:x?} only reaches the host, by MMIO exits ({reads} reads answered by the host, {writes} writes)"
+    );
+    passed &= check!(end == Some(Ok(Exit::SystemOff)), "the probing guest ends with SYSTEM_OFF: {end:?}");
+    // SAFETY: As above; the page is lent, which leaves the host its access.
+    let content = unsafe { core::ptr::read_volatile(lent as *const u64) };
+    passed &= check!(content == LENT_CONTENT, "the page lent to the other VM is unchanged: {content:#x}");
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the probing VM down");
+    passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 2).is_ok(), "reclaim the probing VM's pages");
+    passed &= check!(other.and_then(hypercall::vm_teardown).is_ok(), "tear the other VM down");
+    passed &= invariants("the probing VM");
+    passed
+}
+
 fn crashing_vm(pa: u64) -> bool {
     let mut passed = true;
     load(pa, guest_crash());
@@ -418,6 +498,7 @@ pub fn run_all(platform: &crate::platform::HostPlatform, hyp: u64, stress_rounds
     passed &= memtest_vm(VmType::Protected, page(2), page(3));
     passed &= memtest_vm(VmType::NonProtected, page(4), page(5));
     passed &= malicious_vm(page(6));
+    passed &= probing_vm(page(2), page(3), page(4), platform.hyp_regions());
     passed &= crashing_vm(page(8));
     passed &= bad_calls(hyp);
     passed &= stress(stress_rounds);

@@ -15,6 +15,7 @@
 .set PSCI_CPU_OFF, 0x84000002
 .set PSCI_CPU_ON_64, 0xC4000003
 .set PSCI_AFFINITY_INFO_64, 0xC4000004
+.set PROBE_REPORT, 0x30        /* UART offset where the probing guest reports */
 .set SMP_VCPUS, 4               /* vCPUs of the SMP guest's VM */
 .set SMP_WAIT, 0x10000000       /* polls before a vCPU gives up waiting for the others */
 
@@ -290,3 +291,35 @@ guest_smp_start:
 .balign 4
 .global guest_smp_end
 guest_smp_end:
+
+/*
+ * Probing guest: its data page (+0x1000) holds a zero-terminated list of IPAs
+ * (the host puts physical addresses of the hyp, of itself and of a page it
+ * lends to another VM there). It reads each one and reports the value it got
+ * to PROBE_REPORT, then writes 0xbad to each, then turns its VM off.
+ */
+.balign 4
+.global guest_probe_start
+guest_probe_start:
+    adr     x21, guest_probe_start
+    add     x21, x21, #0x1000
+    mov     x20, #GUEST_UART
+    mov     x22, x21
+1:  ldr     x1, [x22], #8
+    cbz     x1, 2f
+    ldr     x3, [x1]
+    str     x3, [x20, #PROBE_REPORT]
+    b       1b
+2:  mov     x22, x21
+    mov     x4, #0xbad
+3:  ldr     x1, [x22], #8
+    cbz     x1, 4f
+    str     x4, [x1]
+    b       3b
+4:  mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+5:  b       5b
+.balign 4
+.global guest_probe_end
+guest_probe_end:

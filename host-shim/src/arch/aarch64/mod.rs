@@ -23,6 +23,8 @@ extern "C" {
     static guest_bench_end: u8;
     static guest_evil_start: u8;
     static guest_evil_end: u8;
+    static guest_probe_start: u8;
+    static guest_probe_end: u8;
     static guest_smp_start: u8;
     static guest_smp_end: u8;
     /// head.S: where a secondary CPU enters the shim, x0 = its mailbox.
@@ -65,6 +67,12 @@ pub fn guest_bench() -> &'static [u8] {
 pub fn guest_evil() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_evil_start }, unsafe { &guest_evil_end })
+}
+
+/// The probing guest's code (its list of IPAs goes at +0x1000).
+pub fn guest_probe() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_probe_start }, unsafe { &guest_probe_end })
 }
 
 /// The SMP guest's code (its data page follows it at +0x1000).
