@@ -23,6 +23,10 @@ const DFSC_SYNC_EXTERNAL: u64 = 0x10;
 /// EL1 exception entry (from `vectors.S`).
 #[no_mangle]
 extern "C" fn shim_exception(_frame: &mut ShimFrame, kind: u64) {
+    if kind == 1 {
+        crate::gic::handle_irq();
+        return;
+    }
     let esr = ESR_EL1.get();
     if kind == 0 && (esr >> 26) == EC_DATA_ABORT_SAME_EL && PROBE_ARMED.load(Ordering::Relaxed) {
         PROBE_ESR.store(esr, Ordering::Relaxed);

@@ -21,6 +21,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod fuzz;
 #[cfg(target_os = "none")]
+mod gic;
+#[cfg(target_os = "none")]
 mod hypercall;
 #[cfg(target_os = "none")]
 mod memory_checks;

@@ -20,6 +20,10 @@ pub struct HostPlatform {
     pub cpu_count: usize,
     /// Rounds of the all-CPU stress run per CPU: `shim.smp-rounds=N`.
     pub smp_stress_rounds: u64,
+    /// The interrupt controller, if the shim can drive it.
+    pub gic: Option<crate::gic::GicConfig>,
+    /// INTID of the EL1 non-secure physical timer (`/timer`, second entry).
+    pub timer_intid: Option<u32>,
     /// `(base, size)` of each `/reserved-memory/hyp@...` node.
     pub hyp_regions: [(u64, u64); MAX_HYP_REGIONS],
     pub hyp_region_count: usize,
@@ -50,6 +54,8 @@ impl HostPlatform {
             cpus: [0; MAX_CPUS],
             cpu_count: 0,
             smp_stress_rounds: DEFAULT_SMP_STRESS_ROUNDS,
+            gic: None,
+            timer_intid: None,
             hyp_regions: [(0, 0); MAX_HYP_REGIONS],
             hyp_region_count: 0,
             ram_start: 0,
@@ -115,6 +121,16 @@ impl HostPlatform {
         if let Some(rounds) = arg("shim.smp-rounds=") {
             platform.smp_stress_rounds = rounds;
         }
+        platform.gic = crate::gic::GicConfig::from_fdt(&fdt);
+        platform.timer_intid = fdt
+            .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
+            .and_then(|t| t.property("interrupts"))
+            .and_then(|p| {
+                // Second <type number flags> triple: the non-secure EL1 physical timer (a PPI).
+                let cell =
+                    |i: usize| p.value.get(i * 4..i * 4 + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                (cell(3)? == 1).then_some(cell(4)? + 16)
+            });
         let psci = fdt.find_node("/psci");
         platform.psci = psci.is_some();
         platform.psci_hvc = psci.and_then(|p| p.property("method")).and_then(|m| m.as_str()) == Some("hvc");

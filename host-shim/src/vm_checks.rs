@@ -4,7 +4,7 @@
 //! protected one's; teardown returns every page (the protected VM's zeroed); a
 //! crashing guest ends with a fatal exit; bad VM calls return their errors.
 
-use crate::arch::{guest_console, guest_crash, guest_evil, guest_memtest, guest_off, guest_probe};
+use crate::arch::{guest_console, guest_crash, guest_evil, guest_memtest, guest_off, guest_probe, guest_spin};
 use crate::checks::{check, probe_hyp_memory, Access};
 use crate::hypercall;
 use crate::memory_checks::{invariants, page, read};
@@ -345,6 +345,57 @@ fn probing_vm(code: u64, list: u64, lent: u64, hyp: &[(u64, u64)]) -> bool {
     passed
 }
 
+/// A protected guest that masks its interrupts and spins forever cannot keep
+/// the CPU: while it runs, the host's timer interrupt goes to EL2, the hyp
+/// returns to the host with an "interrupted" exit, and the host takes its tick
+/// (its timer keeps ticking) and decides what to run; here it stops the VM after
+/// a few ticks.
+fn spinning_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+    const TICKS: u64 = 5;
+    const TICK_HZ: u64 = 100;
+    let (Some(gic), Some(intid)) = (platform.gic, platform.timer_intid) else {
+        log::info!("no GIC or timer the shim drives: the preemption check is skipped");
+        return true;
+    };
+    let mut passed = true;
+    load(pa, guest_spin());
+    let ready = create_vm(VmType::Protected, 1).and_then(|h| {
+        hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
+        hypercall::vcpu_init(h, 0, GUEST_ENTRY, 0)?;
+        Ok(h)
+    });
+    let Ok(handle) = ready else {
+        return check!(false, "set up the spinning VM: {ready:?}");
+    };
+    passed &= check!(crate::gic::start_tick(gic, intid, TICK_HZ), "host timer tick on INTID {intid} through {gic:x?}");
+    let start = crate::gic::ticks();
+    let (mut interrupted, mut other) = (0u64, None);
+    for _ in 0..10_000 {
+        match run_vcpu(handle, 0, 0) {
+            Ok(Exit::Interrupted) => {
+                interrupted += 1;
+                crate::gic::take_pending_interrupts();
+            }
+            exit => {
+                other = Some(exit);
+                break;
+            }
+        }
+        if crate::gic::ticks() - start >= TICKS {
+            break;
+        }
+    }
+    crate::gic::stop_tick();
+    let ticks = crate::gic::ticks() - start;
+    passed &= check!(
+        other.is_none() && ticks >= TICKS && interrupted >= TICKS,
+        "a protected guest spinning with interrupts masked is preempted: {interrupted} interrupted exits, the host's timer ticked {ticks} times ({other:?})"
+    );
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the spinning VM down");
+    passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the spinning VM's page");
+    passed
+}
+
 fn crashing_vm(pa: u64) -> bool {
     let mut passed = true;
     load(pa, guest_crash());
@@ -500,6 +551,7 @@ pub fn run_all(platform: &crate::platform::HostPlatform, hyp: u64, stress_rounds
     passed &= malicious_vm(page(6));
     passed &= probing_vm(page(2), page(3), page(4), platform.hyp_regions());
     passed &= crashing_vm(page(8));
+    passed &= spinning_vm(platform, page(8));
     passed &= bad_calls(hyp);
     passed &= stress(stress_rounds);
     passed &= crate::smp::run_all(platform);

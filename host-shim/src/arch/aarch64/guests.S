@@ -323,3 +323,16 @@ guest_probe_start:
 .balign 4
 .global guest_probe_end
 guest_probe_end:
+
+/*
+ * Spinning guest: masks every interrupt and exception it can and loops forever.
+ * Only the hyp taking the CPU back (a physical interrupt routed to EL2) ends a
+ * run of it.
+ */
+.balign 4
+.global guest_spin_start
+guest_spin_start:
+    msr     daifset, #0xf
+1:  b       1b
+.global guest_spin_end
+guest_spin_end:

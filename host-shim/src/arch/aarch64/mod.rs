@@ -23,6 +23,8 @@ extern "C" {
     static guest_bench_end: u8;
     static guest_evil_start: u8;
     static guest_evil_end: u8;
+    static guest_spin_start: u8;
+    static guest_spin_end: u8;
     static guest_probe_start: u8;
     static guest_probe_end: u8;
     static guest_smp_start: u8;
@@ -67,6 +69,12 @@ pub fn guest_bench() -> &'static [u8] {
 pub fn guest_evil() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_evil_start }, unsafe { &guest_evil_end })
+}
+
+/// The guest that spins forever with interrupts masked.
+pub fn guest_spin() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_spin_start }, unsafe { &guest_spin_end })
 }
 
 /// The probing guest's code (its list of IPAs goes at +0x1000).
