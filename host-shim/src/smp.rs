@@ -409,11 +409,13 @@ fn stress_all(platform: &HostPlatform) -> bool {
     let own = stress(own_index, SEED, rounds);
     let mut passed = true;
     let mut busy = 0;
+    let mut results: [Option<[u64; 4]>; MAX_CPUS] = [None; MAX_CPUS];
     for (cpu, &present) in cpus.iter().enumerate() {
-        if !present {
-            continue;
+        if present {
+            results[cpu] = if cpu == own_index { Some(own) } else { wait(cpu) };
         }
-        let result = if cpu == own_index { Some(own) } else { wait(cpu) };
+    }
+    for (cpu, &result) in results.iter().enumerate().filter(|&(cpu, _)| cpus[cpu]) {
         passed &= check!(
             matches!(result, Some([0, done, _, _]) if done == rounds),
             "stress on CPU {cpu}: {rounds} rounds of VM create/run/teardown/reclaim with page sharing and donation, concurrently with the other CPUs (seed {SEED}): {result:?}"
@@ -423,7 +425,7 @@ fn stress_all(platform: &HostPlatform) -> bool {
         };
         busy += cpu_busy;
         if still_donated != 0 {
-            // Every VM is gone now: the page is free in the memcache.
+            // Every CPU is done, so every VM is gone: the page is free in the memcache.
             let back = hypercall::reclaim_hyp(still_donated, 1);
             passed &= check!(back.is_ok(), "CPU {cpu}'s donated page comes back once every VM is gone: {back:?}");
         }

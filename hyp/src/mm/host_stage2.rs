@@ -29,13 +29,16 @@ pub fn root_level(ipa_bits: u32) -> usize {
 }
 
 /// The IPA width the hyp uses for a CPU's PARange encoding: the physical address
-/// size, at most 48 bits (52 would need LPA2 tables).
+/// size, at most 48 bits (52 would need LPA2 tables). With 4 KiB pages a walk
+/// may start at level 0 only on CPUs of 44 or more physical address bits (VTCR_EL2.SL0
+/// = 2 is reserved below that, e.g. on Cortex-A53's 40 bits); a single level-1
+/// root covers 39 bits, so 40- and 42-bit CPUs get a 39-bit IPA space (the hyp
+/// does not use concatenated root tables).
 pub fn ipa_bits(pa_range: u64) -> u32 {
     match pa_range {
         0 => 32,
         1 => 36,
-        2 => 40,
-        3 => 42,
+        2 | 3 => 39,
         4 => 44,
         _ => 48,
     }
@@ -60,8 +63,11 @@ mod tests {
 
     #[test]
     fn vtcr_matches_the_ipa_size() {
-        // 40-bit IPA (cortex-a57's PARange 2): T0SZ 24, start level 0 (SL0 = 2).
-        assert_eq!(vtcr(ipa_bits(2), 2), 0x8002_3598);
+        // 40-bit PA (cortex-a53's PARange 2): a 39-bit IPA, T0SZ 25, start level 1
+        // (SL0 = 1): level 0 (SL0 = 2) is reserved below 44 bits.
+        assert_eq!(vtcr(ipa_bits(2), 2), 0x8002_3559);
+        // 44-bit PA (cortex-a57): T0SZ 20, start level 0.
+        assert_eq!(vtcr(ipa_bits(4), 4) & 0xff, 20 | (2 << 6));
         // 36-bit IPA: T0SZ 28, start level 1 (SL0 = 1).
         assert_eq!(vtcr(ipa_bits(1), 1) & 0xff, 28 | (1 << 6));
         assert_eq!(ipa_bits(6), 48);
