@@ -430,9 +430,10 @@ fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
     if platform.ram.overflowed() || platform.reserved.overflowed() {
         log::warn!("device tree lists more memory ranges than the hyp tracks; extra ranges ignored");
     }
-    match platform.uart {
-        Some(uart) => log::info!("UART: {:?} at {}", uart.model, uart.regs),
-        None => log::warn!("UART: none usable"),
+    match (platform.uart, platform.unsupported_console) {
+        (Some(uart), _) => log::info!("UART: {:?} at {}", uart.model, uart.regs),
+        (None, Some(compatible)) => log::warn!("UART: unsupported console \"{compatible}\": no hyp console"),
+        (None, None) => log::warn!("UART: none usable"),
     }
     match platform.gic {
         Some(gic) => log::info!("GIC: {gic}"),
@@ -441,6 +442,14 @@ fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
     log::info!("CPUs: {} in the device tree", platform.cpus.len());
     for cpu in platform.cpus.as_slice() {
         log::info!("  CPU MPIDR {:#x}, enable method {:?}", cpu.mpidr, cpu.enable_method);
+        let is_boot_cpu = cpu.mpidr & cpus::MPIDR_AFFINITY_MASK == MPIDR_EL1.get() & cpus::MPIDR_AFFINITY_MASK;
+        if !is_boot_cpu && !matches!(cpu.enable_method, crate::platform::EnableMethod::Psci) {
+            log::warn!(
+                "  CPU MPIDR {:#x} ({:?}) stays off: the hyp starts CPUs through PSCI only, and does not yet keep a spin-table release address from the host",
+                cpu.mpidr,
+                cpu.enable_method
+            );
+        }
     }
     if platform.cpus.overflowed() {
         log::warn!("more than {} CPUs: the rest stay off", crate::platform::MAX_CPUS);

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod dt;
+mod fdt_check;
 
 use crate::range::{FixedVec, PhysRange};
 use core::fmt;
@@ -92,8 +93,9 @@ pub struct Platform {
     pub ram: FixedVec<PhysRange, MAX_RAM_BANKS>,
     pub reserved: FixedVec<PhysRange, MAX_RESERVED>,
     pub uart: Option<Uart>,
-    /// The stdout UART exists but is of a model the hyp cannot drive.
-    pub uart_unsupported: bool,
+    /// The stdout UART exists but is of a model the hyp cannot drive: its
+    /// first `compatible` string.
+    pub unsupported_console: Option<ShortName>,
     pub gic: Option<Gic>,
     pub cpus: FixedVec<Cpu, MAX_CPUS>,
     pub psci: Option<PsciConduit>,
@@ -106,6 +108,43 @@ pub struct Platform {
     pub selftest_stack_guard: bool,
     /// Size of the device tree blob in bytes.
     pub fdt_size: usize,
+}
+
+/// A device-tree string kept in the platform record (which holds no borrow of
+/// the blob): up to 32 bytes, longer ones cut.
+#[derive(Clone, Copy, Eq, PartialEq)]
+pub struct ShortName {
+    bytes: [u8; 32],
+    len: u8,
+}
+
+impl ShortName {
+    fn new(name: &str) -> ShortName {
+        let mut short = ShortName { bytes: [0; 32], len: 0 };
+        let mut len = name.len().min(short.bytes.len());
+        while !name.is_char_boundary(len) {
+            len -= 1;
+        }
+        short.bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        short.len = len as u8;
+        short
+    }
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for ShortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for ShortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The bootargs token that selects semihosting exit statuses.
@@ -127,6 +166,7 @@ impl Platform {
     /// [`PlatformError::BadDeviceTree`] if the blob does not parse,
     /// [`PlatformError::NoMemory`] if it names no RAM.
     pub fn from_fdt(blob: &[u8]) -> Result<Platform, PlatformError> {
+        fdt_check::check(blob).ok_or(PlatformError::BadDeviceTree)?;
         let fdt = Fdt::new(blob).map_err(|_| PlatformError::BadDeviceTree)?;
         let mut platform = Platform { fdt_size: fdt.total_size(), ..Platform::default() };
         for reservation in fdt.memory_reservations() {
@@ -270,7 +310,8 @@ impl Walker<'_> {
                 return;
             }
         }
-        self.platform.uart_unsupported = true;
+        let compatible = dt::prop_str(node, "compatible").unwrap_or("(no compatible)");
+        self.platform.unsupported_console = Some(ShortName::new(compatible));
     }
 }
 
@@ -361,7 +402,7 @@ mod tests {
             p.uart,
             Some(Uart { model: UartModel::Ns16550 { reg_shift: 2, io_width: 4 }, regs: r(0x41c2_8000, 0x41c2_9000) })
         );
-        assert!(!p.uart_unsupported);
+        assert_eq!(p.unsupported_console, None);
         match p.gic {
             Some(Gic::V2 { gicd, gich: Some(_), .. }) => assert_eq!(gicd, r(0x41c8_1000, 0x41c8_2000)),
             other => panic!("unexpected GIC {other:?}"),
@@ -379,3 +420,7 @@ mod tests {
         assert_eq!(Platform::from_fdt(&[0u8; 64]).err(), Some(PlatformError::BadDeviceTree));
     }
 }
+
+#[cfg(test)]
+#[path = "boards_tests.rs"]
+mod boards_tests;
