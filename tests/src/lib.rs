@@ -116,3 +116,69 @@ pub fn boot(extra: &[&str], timeout: Duration) -> Boot {
     command.args(default_args()).arg("-kernel").arg(image()).args(extra);
     run_with_timeout(command, timeout)
 }
+
+/// Boots the image with the default arguments plus `extra`, typing on the
+/// serial console as it goes: for each `(prompt, input)` of `script`, once
+/// `prompt` has appeared (after the previous one), `input` is written to QEMU's
+/// stdin (the console with `-nographic`). Used to drive U-Boot's command line.
+pub fn boot_typing(extra: &[&str], script: &[(&str, &str)], timeout: Duration) -> Boot {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-aarch64")
+        .args(default_args())
+        .arg("-kernel")
+        .arg(image())
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("QEMU starts");
+    let console = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().expect("piped")),
+    ]
+    .into_iter()
+    .map(|mut pipe| {
+        let console = Arc::clone(&console);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                console.lock().expect("not poisoned").extend_from_slice(&chunk[..n]);
+            }
+        })
+    })
+    .collect();
+    let mut stdin = child.stdin.take().expect("piped");
+    let (mut step, mut seen) = (0, 0);
+    let status = loop {
+        if let Some(&(prompt, input)) = script.get(step) {
+            let text = String::from_utf8_lossy(&console.lock().expect("not poisoned")).into_owned();
+            if let Some(at) = text.get(seen..).and_then(|rest| rest.find(prompt)) {
+                seen += at + prompt.len();
+                let _ = stdin.write_all(input.as_bytes());
+                let _ = stdin.flush();
+                step += 1;
+            }
+        }
+        if let Some(status) = child.try_wait().expect("wait works") {
+            break status.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let console = String::from_utf8_lossy(&console.lock().expect("not poisoned")).into_owned();
+    Boot { status, console, elapsed: start.elapsed() }
+}
