@@ -99,7 +99,11 @@ pub fn run_all(platform: &HostPlatform) -> bool {
     passed &= check_hypercall_preserves_registers();
     let own_mpidr = aarch64_cpu::registers::MPIDR_EL1.get() & 0xff_00ff_ffff;
     let cpu_on = platform.psci_call(smccc::psci::PSCI_CPU_ON_64, [own_mpidr, 0, 0])[0] as i64;
-    passed &= check!(cpu_on == -4, "PSCI CPU_ON of the running CPU: ALREADY_ON from the hyp ({cpu_on})");
+    passed &= if platform.psci {
+        check!(cpu_on == -4, "PSCI CPU_ON of the running CPU: ALREADY_ON from the hyp ({cpu_on})")
+    } else {
+        check!(cpu_on == -1, "PSCI CPU_ON without PSCI firmware: NOT_SUPPORTED from the hyp ({cpu_on})")
+    };
     passed &= check!(
         !platform.hyp_regions().is_empty(),
         "device tree carves out {} hyp region(s)",

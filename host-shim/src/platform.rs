@@ -43,6 +43,47 @@ const DEFAULT_VM_STRESS_ROUNDS: u64 = 20;
 /// Rounds per CPU of the all-CPU stress run unless the bootargs say otherwise.
 const DEFAULT_SMP_STRESS_ROUNDS: u64 = 100;
 
+/// Big-endian cells `at..at + count` of a property value, as one number.
+fn cells(value: &[u8], at: usize, count: usize) -> Option<u64> {
+    (at..at + count).try_fold(0u64, |acc, i| {
+        let b = value.get(i * 4..i * 4 + 4)?;
+        Some(acc << 32 | u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+    })
+}
+
+/// `#address-cells` / `#size-cells` of the node at `path` (defaults 2 and 1).
+fn cell_counts(fdt: &Fdt<'_>, path: &str) -> (usize, usize) {
+    let node = fdt.find_node(if path.is_empty() { "/" } else { path });
+    let read =
+        |name: &str, default: usize| node.and_then(|n| n.property(name)).and_then(|p| p.as_usize()).unwrap_or(default);
+    (read("#address-cells", 2), read("#size-cells", 1))
+}
+
+/// Translates `address`, a `reg` address of the node at `path`, through the
+/// `ranges` of every bus above it to a CPU physical address. `None` if a bus
+/// does not map it.
+fn translate(fdt: &Fdt<'_>, path: &str, mut address: u64) -> Option<u64> {
+    let mut bus = path.rsplit_once('/')?.0;
+    while !bus.is_empty() {
+        let parent = bus.rsplit_once('/').map_or("", |(p, _)| p);
+        let ranges = fdt.find_node(bus)?.property("ranges")?.value;
+        if !ranges.is_empty() {
+            let (child_cells, size_cells) = cell_counts(fdt, bus);
+            let (parent_cells, _) = cell_counts(fdt, parent);
+            let entry = child_cells + parent_cells + size_cells;
+            let mapped = (0..ranges.len() / 4 / entry.max(1)).find_map(|i| {
+                let child = cells(ranges, i * entry, child_cells)?;
+                let target = cells(ranges, i * entry + child_cells, parent_cells)?;
+                let size = cells(ranges, i * entry + child_cells + parent_cells, size_cells)?;
+                (child <= address && address - child < size).then(|| target + (address - child))
+            });
+            address = mapped?;
+        }
+        bus = parent;
+    }
+    Some(address)
+}
+
 impl HostPlatform {
     /// Reads the device tree at `dtb` (from x0 at entry).
     pub fn read(dtb: usize) -> HostPlatform {
@@ -73,19 +114,19 @@ impl HostPlatform {
             .and_then(|c| c.property("stdout-path"))
             .and_then(|p| p.as_str())
             .map(|p| p.split(':').next().unwrap_or(p));
-        let stdout = stdout.and_then(|path| {
+        let stdout_path = stdout.and_then(|path| {
             if path.starts_with('/') {
-                fdt.find_node(path)
+                Some(path)
             } else {
-                fdt.find_node("/aliases")
-                    .and_then(|a| a.property(path))
-                    .and_then(|p| p.as_str())
-                    .and_then(|p| fdt.find_node(p))
+                fdt.find_node("/aliases").and_then(|a| a.property(path)).and_then(|p| p.as_str())
             }
         });
+        let stdout = stdout_path.and_then(|p| fdt.find_node(p));
         if let Some(node) = stdout {
             if let Some(region) = node.reg().and_then(|mut r| r.next()) {
-                platform.uart_base = region.starting_address as usize;
+                let bus_address = region.starting_address as u64;
+                let cpu_address = stdout_path.and_then(|p| translate(&fdt, p, bus_address));
+                platform.uart_base = cpu_address.unwrap_or(bus_address) as usize;
             }
             let is = |names: &[&str]| node.compatible().is_some_and(|c| c.all().any(|n| names.contains(&n)));
             let cell = |name: &str| node.property(name).and_then(|p| p.as_usize());

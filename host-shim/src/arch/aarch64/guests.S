@@ -5,7 +5,7 @@
  * guests run with their MMU off.
  */
 
-.set GUEST_UART, 0x09000000     /* IPA of the UART the host shim emulates */
+.set GUEST_UART, 0x03000000     /* IPA of the UART the host shim emulates for its guests */
 .set UART_STATUS, 0x18          /* a register whose reads the host answers */
 .set PSCI_VERSION, 0x84000000
 .set PSCI_SYSTEM_OFF, 0x84000008
