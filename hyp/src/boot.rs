@@ -33,6 +33,9 @@ use core::sync::atomic::{AtomicU64, AtomicU8};
 /// The hyp's memory pool, beyond the page records: page tables, per-CPU stacks,
 /// and (later) VM metadata the host has not donated.
 const POOL_BASE_SIZE: u64 = 8 << 20;
+/// Ranges of RAM in use at boot: image, device tree, reserved ranges, pool,
+/// spin-table release pages, host image and device tree.
+const TAKEN_RANGES: usize = 2 + crate::platform::MAX_RESERVED + 1 + MAX_CPUS + 2;
 /// Per-CPU trap stack (the SP_EL2 the host traps arrive on).
 const TRAP_STACK_SIZE: usize = 64 << 10;
 /// Per-CPU emergency stack for fatal exceptions taken at EL2.
@@ -173,13 +176,17 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     let dtb_range = PhysRange::from_base_size(dtb as u64, platform.fdt_size as u64).unwrap_or(image_range);
 
     // Everything that is already taken.
-    let mut taken: FixedVec<PhysRange, 48> = FixedVec::default();
+    let mut taken: FixedVec<PhysRange, TAKEN_RANGES> = FixedVec::default();
     taken.push(image_range);
     taken.push(dtb_range);
     for r in platform.reserved() {
         taken.push(*r);
     }
     let ram = platform.ram.as_slice();
+    let release_pages = spin_table_release_pages(&platform);
+    for page in release_pages.as_slice() {
+        taken.push(*page);
+    }
     let records_bytes = PageDb::storage_bytes(ram) as u64;
     let pool_size = align_up(POOL_BASE_SIZE + records_bytes, SIZE_2M).unwrap_or(u64::MAX);
     let Some(pool) = find_free(ram, taken.as_slice(), pool_size, SIZE_2M, Placement::Highest) else {
@@ -197,8 +204,15 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         };
         stacks.push(cpu_stacks);
     }
-    let hyp_ranges = [image_range, pool];
-    let host = prepare_host(&platform, dtb_range, &hyp_ranges, &mut taken);
+    // Hyp-owned memory: never mapped for the host, carved out of its device tree.
+    let mut hyp_ranges: FixedVec<PhysRange, { 2 + MAX_CPUS }> = FixedVec::default();
+    hyp_ranges.push(image_range);
+    hyp_ranges.push(pool);
+    for page in release_pages.as_slice() {
+        hyp_ranges.push(*page);
+    }
+    let hyp_ranges = hyp_ranges;
+    let host = prepare_host(&platform, dtb_range, hyp_ranges.as_slice(), &mut taken);
 
     let mut holes: FixedVec<PhysRange, { 1 + 2 * MAX_CPUS }> = FixedVec::default();
     holes.push(image.boot_stack_guard);
@@ -256,7 +270,7 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
             (HeapPages, HostStage2Tlb::default(), El2Tlb, IdentityMemory);
         let mut env =
             Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut phys };
-        match MemoryState::new(ram, &hyp_ranges, records, ipa_bits, stage1, &mut env) {
+        match MemoryState::new(ram, hyp_ranges.as_slice(), records, ipa_bits, stage1, &mut env) {
             Ok(state) => state,
             Err(e) => fatal(format_args!("building the host stage-2 failed: {e}")),
         }
@@ -356,6 +370,27 @@ fn allocate_records(bytes: usize) -> &'static mut [u32] {
     unsafe { core::slice::from_raw_parts_mut(base as *mut u32, bytes / 4) }
 }
 
+/// The pages holding the spin-table release addresses of the device tree's
+/// CPUs (those in RAM). A host that could write one could release a CPU the
+/// firmware parked at whatever exception level it parked it in (EL2 on the
+/// Raspberry Pi), outside the hyp: the hyp keeps these pages for itself.
+fn spin_table_release_pages(platform: &Platform) -> FixedVec<PhysRange, MAX_CPUS> {
+    let mut pages: FixedVec<PhysRange, MAX_CPUS> = FixedVec::default();
+    for cpu in platform.cpus.as_slice() {
+        let crate::platform::EnableMethod::SpinTable { release_address } = cpu.enable_method else {
+            continue;
+        };
+        let Some(page) = PhysRange::from_base_size(release_address & !(PAGE_SIZE - 1), PAGE_SIZE) else {
+            continue;
+        };
+        let in_ram = platform.ram.as_slice().iter().any(|bank| bank.start <= page.start && page.end <= bank.end);
+        if in_ram && !pages.as_slice().contains(&page) {
+            pages.push(page);
+        }
+    }
+    pages
+}
+
 /// Where the host was laid out.
 struct HostLayout {
     image: PhysRange,
@@ -371,7 +406,7 @@ fn prepare_host(
     platform: &Platform,
     dtb: PhysRange,
     hyp: &[PhysRange],
-    taken: &mut FixedVec<PhysRange, 48>,
+    taken: &mut FixedVec<PhysRange, TAKEN_RANGES>,
 ) -> HostLayout {
     let header = match crate::image_header::ImageHeader::parse(HOST_IMAGE) {
         Ok(h) => h,
@@ -390,7 +425,11 @@ fn prepare_host(
 
     // SAFETY: `dtb` is the boot device tree, already validated by `Platform::from_fdt`.
     let source = unsafe { core::slice::from_raw_parts(dtb.start as *const u8, dtb.size() as usize) };
-    let regions = [(hyp[0].start, hyp[0].size()), (hyp[1].start, hyp[1].size())];
+    let mut regions: FixedVec<(u64, u64), { 2 + MAX_CPUS }> = FixedVec::default();
+    for range in hyp {
+        regions.push((range.start, range.size()));
+    }
+    let regions = regions.as_slice();
     let max = fdt_edit::max_output_size(source, regions.len()).unwrap_or(0) as u64;
     let Some(fdt_slot) =
         align_up(max, PAGE_SIZE).and_then(|size| find_free(ram, taken.as_slice(), size, PAGE_SIZE, Placement::Lowest))
@@ -400,7 +439,7 @@ fn prepare_host(
     taken.push(fdt_slot);
     // SAFETY: As for the image slot.
     let output = unsafe { core::slice::from_raw_parts_mut(fdt_slot.start as *mut u8, fdt_slot.size() as usize) };
-    let fdt_len = match fdt_edit::with_reserved_memory(source, &regions, output) {
+    let fdt_len = match fdt_edit::with_reserved_memory(source, regions, output) {
         Ok(len) => len as u64,
         Err(e) => fatal(format_args!("writing the host device tree: {e}")),
     };
@@ -408,7 +447,7 @@ fn prepare_host(
 }
 
 #[cfg(not(host_shim_embedded))]
-fn prepare_host(_: &Platform, _: PhysRange, _: &[PhysRange], _: &mut FixedVec<PhysRange, 48>) -> HostLayout {
+fn prepare_host(_: &Platform, _: PhysRange, _: &[PhysRange], _: &mut FixedVec<PhysRange, TAKEN_RANGES>) -> HostLayout {
     fatal(format_args!("this hyp was built without a host image (use scripts/build-image)"))
 }
 
@@ -443,12 +482,20 @@ fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
     for cpu in platform.cpus.as_slice() {
         log::info!("  CPU MPIDR {:#x}, enable method {:?}", cpu.mpidr, cpu.enable_method);
         let is_boot_cpu = cpu.mpidr & cpus::MPIDR_AFFINITY_MASK == MPIDR_EL1.get() & cpus::MPIDR_AFFINITY_MASK;
-        if !is_boot_cpu && !matches!(cpu.enable_method, crate::platform::EnableMethod::Psci) {
-            log::warn!(
-                "  CPU MPIDR {:#x} ({:?}) stays off: the hyp starts CPUs through PSCI only, and does not yet keep a spin-table release address from the host",
-                cpu.mpidr,
-                cpu.enable_method
-            );
+        if let crate::platform::EnableMethod::SpinTable { release_address } = cpu.enable_method {
+            let kept = spin_table_release_pages(platform).as_slice().iter().any(|p| p.contains(release_address));
+            let fate = if kept {
+                "the page of its release address is the hyp's, out of the host's reach"
+            } else {
+                "its release address is not in RAM, and the hyp cannot keep it from the host"
+            };
+            if is_boot_cpu {
+                log::info!("  (the boot CPU: {fate})");
+            } else {
+                log::warn!("  CPU MPIDR {:#x} stays off: the hyp starts CPUs through PSCI only; {fate}", cpu.mpidr);
+            }
+        } else if !is_boot_cpu && cpu.enable_method == crate::platform::EnableMethod::Unknown {
+            log::warn!("  CPU MPIDR {:#x} stays off: no enable method the hyp knows", cpu.mpidr);
         }
     }
     if platform.cpus.overflowed() {

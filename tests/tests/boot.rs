@@ -358,8 +358,10 @@ fn boots_through_uboot_booti_typed_at_a_second_address() {
 /// tree of Debian's kernel package (fetched by `scripts/fetch-board-dtbs`, its
 /// console moved to the PL011 that QEMU emulates well). RAM starts at 0, there
 /// is no GIC, the CPUs use spin-table and there is no PSCI, and the console sits
-/// behind a bus `ranges`: the hyp says what it cannot use and the host shim's
-/// checks pass (without the SMP and preemption checks, which need PSCI and a GIC).
+/// behind a bus `ranges`: the hyp says what it cannot use, keeps the page of the
+/// spin-table release addresses from the host (who could otherwise release the
+/// parked CPUs at EL2), and the host shim's checks pass (without the SMP and
+/// preemption checks, which need PSCI and a GIC).
 #[test]
 fn boots_on_raspberry_pi_3b_with_its_own_device_tree() {
     let fetch = Command::new(repo_root().join("scripts/fetch-board-dtbs")).output().expect("the fetch script runs");
@@ -379,15 +381,19 @@ fn boots_on_raspberry_pi_3b_with_its_own_device_tree() {
         "[hyp INFO] UART: Pl011 at [0x3f201000..0x3f202000)",
         "[hyp WARN] GIC: none found; virtual interrupts will not be available",
         "[hyp INFO]   CPU MPIDR 0x0, enable method SpinTable { release_address: 216 }",
-        "[hyp WARN]   CPU MPIDR 0x3 (SpinTable { release_address: 240 }) stays off",
+        "[hyp INFO]   (the boot CPU: the page of its release address is the hyp's, out of the host's reach)",
+        "[hyp WARN]   CPU MPIDR 0x3 stays off: the hyp starts CPUs through PSCI only; the page of its release address is the hyp's, out of the host's reach",
         "[hyp WARN] no PSCI node: power-off will not work",
         "[hyp INFO] host stage-2: 39-bit IPA",
         "[host INFO] ok: host shim running at EL1",
         "[host INFO] ok: PSCI CPU_ON without PSCI firmware: NOT_SUPPORTED from the hyp (-1)",
+        "[host INFO] ok: device tree carves out 3 hyp region(s)",
         "[host INFO] guest P: hello from guest P R1",
         "[host INFO] no GIC or timer the shim drives: the preemption check is skipped",
         "[host INFO] one CPU (or no PSCI): the SMP checks need more",
         "[host INFO] ok: blocked host read of hyp memory at 0x200000",
+        "[host INFO] ok: blocked host read of hyp memory at 0x0: synchronous external abort",
+        "[host INFO] ok: blocked host write of hyp memory at 0x800: synchronous external abort",
         "[host INFO] all host checks passed",
     ]);
     boot.assert_absent(&["FAILED", "PANIC", "ERROR"]);
