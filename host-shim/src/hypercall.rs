@@ -114,3 +114,7 @@ pub fn vm_reclaim(handle: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
 pub fn vcpu_set_reg(handle: u64, vcpu: u64, reg: hyp_abi::VcpuReg, value: u64) -> Result<(), HypError> {
     call(HostCall::VcpuSetReg, [handle, vcpu, reg.raw(), value, 0, 0]).map(|_| ())
 }
+
+pub fn vcpu_inject_irq(handle: u64, vcpu: u64, intid: u64) -> Result<(), HypError> {
+    call(HostCall::VcpuInjectIrq, [handle, vcpu, intid, 0, 0, 0]).map(|_| ())
+}

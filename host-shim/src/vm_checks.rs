@@ -4,7 +4,9 @@
 //! protected one's; teardown returns every page (the protected VM's zeroed); a
 //! crashing guest ends with a fatal exit; bad VM calls return their errors.
 
-use crate::arch::{guest_console, guest_crash, guest_evil, guest_memtest, guest_off, guest_probe, guest_spin};
+use crate::arch::{
+    guest_console, guest_crash, guest_evil, guest_irq, guest_memtest, guest_off, guest_probe, guest_spin,
+};
 use crate::checks::{check, probe_hyp_memory, Access};
 use crate::hypercall;
 use crate::memory_checks::{invariants, page, read};
@@ -398,6 +400,74 @@ fn spinning_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     passed
 }
 
+/// Virtual interrupts: the host makes SPIs, an SGI and a PPI pending for a
+/// protected vCPU (more than the GIC has list registers), and the guest takes
+/// each exactly once through its virtual CPU interface, acknowledging and
+/// ending them itself. Bad injections get their errors. Without a GICv3 the
+/// call answers `NotSupported`.
+fn interrupt_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+    const REPORT: u64 = GUEST_UART + 0x38;
+    const FAULT: u64 = GUEST_UART + 0x40;
+    const INTIDS: [u64; 7] = [100, 40, 41, 3, 27, 42, 1019];
+    let mut passed = true;
+    load(pa, guest_irq());
+    let ready = create_vm(VmType::Protected, 1).and_then(|h| {
+        hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
+        hypercall::vcpu_init(h, 0, GUEST_ENTRY, INTIDS.len() as u64)?;
+        Ok(h)
+    });
+    let Ok(handle) = ready else {
+        return check!(false, "set up the interrupt VM: {ready:?}");
+    };
+    if !matches!(platform.gic, Some(crate::gic::GicConfig::V3 { .. })) {
+        let refused = hypercall::vcpu_inject_irq(handle, 0, 40);
+        passed &=
+            check!(refused == Err(HypError::NotSupported), "virtual interrupts need a GICv3 for now: {refused:?}");
+    } else {
+        for intid in INTIDS {
+            passed &= check!(hypercall::vcpu_inject_irq(handle, 0, intid).is_ok(), "inject INTID {intid}");
+        }
+        let bad = [
+            hypercall::vcpu_inject_irq(handle, 0, 1020),
+            hypercall::vcpu_inject_irq(handle, 1, 40),
+            hypercall::vcpu_inject_irq(handle ^ 1 << 40, 0, 40),
+        ];
+        passed &= check!(
+            bad == [Err(HypError::InvalidArgument), Err(HypError::NoSuchVcpu), Err(HypError::NoSuchVm)],
+            "bad injections refused: {bad:?}"
+        );
+        let (mut taken, mut count, mut fault, mut end) = ([0u64; 8], 0, None, None);
+        for _ in 0..64 {
+            match run_vcpu(handle, 0, 0) {
+                Ok(Exit::Mmio { ipa: REPORT, write: true, value, .. }) => {
+                    if count < taken.len() {
+                        taken[count] = value;
+                    }
+                    count += 1;
+                }
+                Ok(Exit::Mmio { ipa: FAULT, write: true, value, .. }) => fault = Some(value),
+                other => {
+                    end = Some(other);
+                    break;
+                }
+            }
+        }
+        let mut sorted = taken;
+        sorted[..count.min(8)].sort_unstable();
+        let mut expected = INTIDS;
+        expected.sort_unstable();
+        passed &= check!(
+            count == INTIDS.len() && sorted[..INTIDS.len()] == expected && fault.is_none(),
+            "a protected guest took each injected interrupt once through its virtual CPU interface: {:?} (fault {fault:x?})",
+            &taken[..count.min(8)]
+        );
+        passed &= check!(end == Some(Ok(Exit::SystemOff)), "the interrupt guest ends with SYSTEM_OFF: {end:?}");
+    }
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the interrupt VM down");
+    passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the interrupt VM's page");
+    passed
+}
+
 fn crashing_vm(pa: u64) -> bool {
     let mut passed = true;
     load(pa, guest_crash());
@@ -554,6 +624,7 @@ pub fn run_all(platform: &crate::platform::HostPlatform, hyp: u64, stress_rounds
     passed &= probing_vm(page(2), page(3), page(4), platform.hyp_regions());
     passed &= crashing_vm(page(8));
     passed &= spinning_vm(platform, page(8));
+    passed &= interrupt_vm(platform, page(8));
     passed &= bad_calls(hyp);
     passed &= stress(stress_rounds);
     passed &= crate::smp::run_all(platform);

@@ -306,6 +306,7 @@ pub fn enter_host(entry: u64, x: [u64; 4]) -> ! {
     };
     // SAFETY: The stage-2 at `root` is complete for `ipa_bits` and excludes hyp memory.
     unsafe { host_regs::configure(config.root, config.ipa_bits, config.pa_range) };
+    crate::arch::aarch64::gicv3::reset();
     ELR_EL2.set(entry);
     // EL1h with D, A, I, F masked, as the boot protocol requires.
     SPSR_EL2.set(0x3c5);

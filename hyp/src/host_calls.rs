@@ -67,6 +67,13 @@ impl VmView for RunningVm {
     }
 }
 
+/// Whether guests get virtual interrupts: a GICv3 in the device tree and its
+/// system-register interface on this CPU. (GICv2's GICH is not driven yet.)
+fn gicv3_available() -> bool {
+    let gicv3 = crate::boot::platform().is_some_and(|p| matches!(p.gic, Some(crate::platform::Gic::V3 { .. })));
+    gicv3 && crate::arch::aarch64::gicv3::has_system_registers()
+}
+
 fn vttbr_of(root: u64, vmid: u16) -> u64 {
     root | u64::from(vmid) << 48
 }
@@ -164,9 +171,11 @@ impl HostServices for HypServices {
                 vttbr: vttbr_of(vm.stage2.root_address() as u64, vm.vmid()),
                 vmpidr: vcpu_mpidr(index),
                 flush_local_tlb: vm.switch_vcpu_on_cpu(cpu, index),
+                gicv3: gicv3_available(),
             };
             let protected = vm.protected;
             let v = &mut vm.vcpus[index];
+            v.ctx.vgic.queue.take_all(&mut v.irq_queue);
             if let Some(access) = v.pending_read.take() {
                 guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);
             }
@@ -226,6 +235,13 @@ impl HostServices for HypServices {
             let mut tlb = guest_tlb(vms, handle)?;
             vms.teardown(handle, memory, env, &mut tlb)
         })
+    }
+
+    fn vcpu_inject_irq(&mut self, handle: u64, vcpu: u64, intid: u64) -> Result<(), HypError> {
+        if !gicv3_available() {
+            return Err(HypError::NotSupported);
+        }
+        with_vms(|vms, _, _| vms.inject_irq(handle, vcpu, intid))
     }
 
     fn vm_reclaim(&mut self, handle: u64, ipa: u64, pages: u64) -> Result<(), HypError> {

@@ -72,6 +72,11 @@ pub enum HostCall {
     /// Take back a torn-down VM's memory, zeroed: x1 = handle, x2 = IPA, x3 = pages.
     /// When the VM holds no more pages its handle dies.
     VmReclaim = 14,
+    /// Make an interrupt pending for a vCPU: x1 = handle, x2 = vCPU index, x3 =
+    /// INTID (SGI 0..15, PPI 16..31, SPI 32..1019). The hyp delivers it through
+    /// the GIC's virtual CPU interface when the vCPU next runs (list registers,
+    /// queued beyond them).
+    VcpuInjectIrq = 15,
     /// Test builds only: run the invariant checker. x1 = violations, x2 = free
     /// memcache pages | memcache pages in use << 32, x3 = bytes of the hyp's pool in use.
     DebugCheckInvariants = 62,
@@ -85,7 +90,7 @@ pub const MAX_PAGES_PER_CALL: u64 = 512;
 
 impl HostCall {
     /// Every host call, in function-number order.
-    pub const ALL: [HostCall; 17] = [
+    pub const ALL: [HostCall; 18] = [
         HostCall::Version,
         HostCall::Features,
         HostCall::ShareHyp,
@@ -101,6 +106,7 @@ impl HostCall {
         HostCall::VmInfo,
         HostCall::VmTeardown,
         HostCall::VmReclaim,
+        HostCall::VcpuInjectIrq,
         HostCall::DebugCheckInvariants,
         HostCall::DebugExchange,
     ];
@@ -141,6 +147,7 @@ impl HostCall {
             12 => HostCall::VmInfo,
             13 => HostCall::VmTeardown,
             14 => HostCall::VmReclaim,
+            15 => HostCall::VcpuInjectIrq,
             62 => HostCall::DebugCheckInvariants,
             63 => HostCall::DebugExchange,
             _ => return None,
@@ -276,7 +283,7 @@ impl Exit {
 /// ABI major version: bumped when an existing call changes incompatibly.
 pub const ABI_VERSION_MAJOR: u64 = 0;
 /// ABI minor version: bumped when calls are added.
-pub const ABI_VERSION_MINOR: u64 = 2;
+pub const ABI_VERSION_MINOR: u64 = 3;
 
 /// Every error a hypercall can return in x0. Codes are stable; `-1` and `-3`
 /// coincide with SMCCC `NOT_SUPPORTED` and `INVALID_PARAMETER`.
@@ -413,7 +420,7 @@ mod tests {
             0xC500_1000,
             0xC600_0000,
             0xC600_0FFF,
-            0xC600_100F,
+            0xC600_1010,
             0xC600_1040,
             0xC600_FFFF,
             0x1_C600_1000,
@@ -425,8 +432,8 @@ mod tests {
 
     #[test]
     fn features_bitmap_has_one_bit_per_call() {
-        assert_eq!(HostCall::features_bitmap(false), 0x7fff);
-        assert_eq!(HostCall::features_bitmap(true), 0x7fff | 3 << 62);
+        assert_eq!(HostCall::features_bitmap(false), 0xffff);
+        assert_eq!(HostCall::features_bitmap(true), 0xffff | 3 << 62);
     }
 
     #[test]

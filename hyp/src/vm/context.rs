@@ -63,6 +63,8 @@ pub struct VcpuContext {
     pub pstate: u64,
     pub sysregs: El1Sysregs,
     pub fp: FpState,
+    /// Virtual interrupts (GICv3 list registers and those waiting for one).
+    pub vgic: crate::vm::vgic::VgicState,
 }
 
 impl VcpuContext {

@@ -5,3 +5,4 @@ pub mod context;
 pub mod exit;
 pub mod guest_trap;
 pub mod table;
+pub mod vgic;

@@ -102,6 +102,9 @@ pub struct Vcpu {
     pub running: bool,
     /// An MMIO load waiting for the host's value.
     pub pending_read: Option<MmioAccess>,
+    /// Interrupts the host made pending since the vCPU last entered: they move
+    /// into its context when it runs (the context belongs to the CPU running it).
+    pub irq_queue: crate::vm::vgic::IrqQueue,
 }
 
 /// No TLB maintenance: for a stage-2 no walker has ever used.
@@ -279,7 +282,13 @@ impl VmTable {
             // SAFETY: The page is fresh from the guest source, mapped for the hyp,
             // and this vCPU's alone until the VM is freed.
             let ctx = unsafe { ContextPage::new(page) };
-            list.push(Vcpu { ctx, power: VcpuPower::Off, running: false, pending_read: None });
+            list.push(Vcpu {
+                ctx,
+                power: VcpuPower::Off,
+                running: false,
+                pending_read: None,
+                irq_queue: Default::default(),
+            });
         }
         let slot = &mut self.slots[index];
         let id = (index + 1) as VmId;
@@ -343,6 +352,27 @@ impl VmTable {
         vcpu.power = VcpuPower::OnPending;
         vcpu.pending_read = None;
         Ok(())
+    }
+
+    /// Makes interrupt `intid` pending for a vCPU; it reaches the guest when the
+    /// vCPU next enters.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm` (also for a VM that no longer runs), `NoSuchVcpu`,
+    /// `InvalidArgument` for an INTID of 1020 or more.
+    pub fn inject_irq(&mut self, handle: u64, index: u64, intid: u64) -> Result<(), HypError> {
+        let vm = self.get(handle)?;
+        if vm.state != VmState::Alive {
+            return Err(HypError::NoSuchVm);
+        }
+        let vcpu = vm.vcpu(index)?;
+        let intid = u32::try_from(intid).map_err(|_| HypError::InvalidArgument)?;
+        if vcpu.irq_queue.add(intid) {
+            Ok(())
+        } else {
+            Err(HypError::InvalidArgument)
+        }
     }
 
     /// The vCPU and register a register call names, if the host may touch them.

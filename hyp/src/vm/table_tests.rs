@@ -335,3 +335,19 @@ fn another_vcpu_on_a_cpu_asks_for_a_local_tlb_flush() {
     assert!(vm.switch_vcpu_on_cpu(1, 0), "vCPU 0 where vCPU 1 ran");
     assert!(vm.switch_vcpu_on_cpu(99, 0), "an unknown CPU always flushes");
 }
+
+#[test]
+fn injected_interrupts_wait_on_the_vcpu_and_bad_ones_are_refused() {
+    let mut w = World::new();
+    let h = w.create(1, 2).unwrap();
+    assert_eq!(w.vms.inject_irq(h, 1, 40), Ok(()));
+    assert_eq!(w.vms.inject_irq(h, 1, 1020), Err(HypError::InvalidArgument));
+    assert_eq!(w.vms.inject_irq(h, 1, 1 << 40), Err(HypError::InvalidArgument));
+    assert_eq!(w.vms.inject_irq(h, 2, 40), Err(HypError::NoSuchVcpu));
+    assert_eq!(w.vms.inject_irq(h ^ 1 << 32, 0, 40), Err(HypError::NoSuchVm));
+    let vm = w.vms.get(h).unwrap();
+    assert!(!vm.vcpus[1].irq_queue.is_empty());
+    assert!(vm.vcpus[0].irq_queue.is_empty());
+    w.teardown(h).unwrap();
+    assert_eq!(w.vms.inject_irq(h, 1, 40), Err(HypError::NoSuchVm));
+}

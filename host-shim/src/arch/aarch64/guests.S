@@ -336,3 +336,64 @@ guest_spin_start:
 1:  b       1b
 .global guest_spin_end
 guest_spin_end:
+
+/*
+ * Interrupt guest: x0 = how many interrupts to take. It opens its virtual CPU
+ * interface (priority mask 0xff, group 1 enabled: ICC_* registers, which reach
+ * the ICV_* ones under the hyp), installs its vectors (+0x800), unmasks IRQs and
+ * waits. Its IRQ handler acknowledges (ICC_IAR1_EL1), reports the INTID with a
+ * store to IRQ_REPORT (an MMIO exit the host sees), and ends the interrupt
+ * (ICC_EOIR1_EL1). After x0 interrupts it turns its VM off. Any other exception
+ * reports ESR_EL1 to IRQ_FAULT and turns the VM off.
+ */
+.set IRQ_REPORT, 0x38
+.set IRQ_FAULT, 0x40
+.balign 4096
+.global guest_irq_start
+guest_irq_start:
+    mov     x21, x0
+    mov     x19, xzr
+    mov     x20, #GUEST_UART
+    adr     x9, guest_irq_start
+    add     x9, x9, #0x800
+    msr     vbar_el1, x9
+    isb
+    mov     x9, #0xff
+    msr     icc_pmr_el1, x9
+    mov     x9, #1
+    msr     icc_igrpen1_el1, x9
+    isb
+    msr     daifclr, #2
+1:  cmp     x19, x21
+    b.lo    1b
+    msr     daifset, #2
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+2:  b       2b
+.balign 2048
+irq_vectors:
+    .rept 5
+    .balign 128
+    mrs     x9, esr_el1
+    str     x9, [x20, #IRQ_FAULT]
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+    .endr
+    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
+    mrs     x9, icc_iar1_el1
+    str     x9, [x20, #IRQ_REPORT]
+    msr     icc_eoir1_el1, x9
+    add     x19, x19, #1
+    eret
+    .rept 10
+    .balign 128
+    mrs     x9, esr_el1
+    str     x9, [x20, #IRQ_FAULT]
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+    .endr
+.global guest_irq_end
+guest_irq_end:

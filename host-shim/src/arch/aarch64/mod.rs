@@ -23,6 +23,8 @@ extern "C" {
     static guest_bench_end: u8;
     static guest_evil_start: u8;
     static guest_evil_end: u8;
+    static guest_irq_start: u8;
+    static guest_irq_end: u8;
     static guest_spin_start: u8;
     static guest_spin_end: u8;
     static guest_probe_start: u8;
@@ -69,6 +71,12 @@ pub fn guest_bench() -> &'static [u8] {
 pub fn guest_evil() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_evil_start }, unsafe { &guest_evil_end })
+}
+
+/// The interrupt guest's code (one page: code, then its vectors at +0x800).
+pub fn guest_irq() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_irq_start }, unsafe { &guest_irq_end })
 }
 
 /// The guest that spins forever with interrupts masked.

@@ -145,6 +145,9 @@ pub struct GuestEntry {
     /// Another vCPU of the VM ran on this CPU last: drop this CPU's stage-1
     /// TLB entries of the VMID before the guest runs.
     pub flush_local_tlb: bool,
+    /// Present the vCPU's virtual interrupts through the GICv3 virtual CPU
+    /// interface.
+    pub gicv3: bool,
 }
 
 /// The host's EL1 state and EL2 controls while a guest runs. (Its FP/SIMD state
@@ -203,6 +206,8 @@ pub fn run_guest<R>(
     write_sysreg!("mdcr_el2", (host.mdcr & 0x1f) | MDCR_GUEST_TRAPS);
     write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
 
+    let vgic_entered = entry.gicv3.then(|| super::gicv3::enter(&mut ctx.vgic));
+
     let result = loop {
         write_sysreg!("elr_el2", ctx.pc);
         write_sysreg!("spsr_el2", ctx.pstate);
@@ -247,6 +252,9 @@ pub fn run_guest<R>(
         write_sysreg!("spsr_el1", ctx.sysregs.spsr_el1);
     };
 
+    if let Some(entered) = vgic_entered {
+        super::gicv3::exit(&mut ctx.vgic, entered);
+    }
     ctx.sysregs = read_el1();
     // (If the guest used FP/SIMD, TFP is already clear: EL2 may touch them.)
     if guest_fp_loaded {

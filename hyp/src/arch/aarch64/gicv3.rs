@@ -1,0 +1,154 @@
+//! The GICv3 virtual CPU interface (`ICH_*_EL2`) around a guest run: the vCPU's
+//! list registers, VMCR and active priorities go into the hardware on entry and
+//! come back on exit; the interface is off while the host runs (the host uses
+//! the physical CPU interface, `ICC_*_EL1`).
+
+use crate::vm::vgic::{VgicState, MAX_LIST_REGISTERS};
+use core::arch::asm;
+
+/// ICH_HCR_EL2.En: the virtual CPU interface signals interrupts.
+const ICH_HCR_EN: u64 = 1;
+/// ICC_SRE_EL1 for guests: SRE (system registers), DFB and DIB (no FIQ/IRQ bypass).
+const ICC_SRE_EL1_GUEST: u64 = 0x7;
+
+/// Whether this CPU has the GIC system-register interface (ID_AA64PFR0_EL1.GIC).
+pub fn has_system_registers() -> bool {
+    let pfr0: u64;
+    // SAFETY: Reading an ID register has no side effect.
+    unsafe { asm!("mrs {}, id_aa64pfr0_el1", out(reg) pfr0, options(nomem, nostack, preserves_flags)) };
+    (pfr0 >> 24) & 0xf != 0
+}
+
+/// The number of list registers (ICH_VTR_EL2.ListRegs + 1).
+pub fn list_registers() -> usize {
+    let vtr: u64;
+    // SAFETY: Reading ICH_VTR_EL2 has no side effect; callers checked that the
+    // system-register interface exists.
+    unsafe { asm!("mrs {}, ich_vtr_el2", out(reg) vtr, options(nomem, nostack, preserves_flags)) };
+    ((vtr & 0xf) as usize + 1).min(MAX_LIST_REGISTERS)
+}
+
+macro_rules! list_register_access {
+    ($($n:literal => $name:literal),* $(,)?) => {
+        fn write_lr(n: usize, value: u64) {
+            match n {
+                // SAFETY: Writing a list register of the virtual CPU interface,
+                // which only the running guest sees.
+                $($n => unsafe { asm!(concat!("msr ", $name, ", {}"), in(reg) value, options(nomem, nostack, preserves_flags)) },)*
+                _ => {}
+            }
+        }
+
+        fn read_lr(n: usize) -> u64 {
+            let value: u64;
+            match n {
+                // SAFETY: Reading a list register has no side effect.
+                $($n => unsafe { asm!(concat!("mrs {}, ", $name), out(reg) value, options(nomem, nostack, preserves_flags)) },)*
+                _ => value = 0,
+            }
+            value
+        }
+    };
+}
+
+list_register_access! {
+    0 => "ich_lr0_el2", 1 => "ich_lr1_el2", 2 => "ich_lr2_el2", 3 => "ich_lr3_el2",
+    4 => "ich_lr4_el2", 5 => "ich_lr5_el2", 6 => "ich_lr6_el2", 7 => "ich_lr7_el2",
+    8 => "ich_lr8_el2", 9 => "ich_lr9_el2", 10 => "ich_lr10_el2", 11 => "ich_lr11_el2",
+    12 => "ich_lr12_el2", 13 => "ich_lr13_el2", 14 => "ich_lr14_el2", 15 => "ich_lr15_el2",
+}
+
+/// Empties and turns off this CPU's virtual CPU interface (its list registers
+/// are UNKNOWN out of reset, and [`enter`] writes only those in use): once per
+/// CPU, before its first guest.
+pub fn reset() {
+    if !has_system_registers() {
+        return;
+    }
+    for n in 0..list_registers() {
+        write_lr(n, 0);
+    }
+    // SAFETY: Turning the virtual interface off and clearing its active
+    // priorities; the host does not use it.
+    unsafe {
+        asm!(
+            "msr ich_hcr_el2, xzr",
+            "msr ich_ap0r0_el2, xzr",
+            "msr ich_ap1r0_el2, xzr",
+            "msr ich_vmcr_el2, xzr",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// What [`exit`] needs from [`enter`].
+#[derive(Clone, Copy, Debug)]
+pub struct Entered {
+    /// The host's ICC_SRE_EL1.
+    host_sre: u64,
+    /// List registers written (the rest were left empty and stay so: a guest
+    /// only changes the state of interrupts it was given).
+    used: usize,
+}
+
+/// Loads `state` into the virtual CPU interface (after moving queued interrupts
+/// into free list registers) and turns it on.
+pub fn enter(state: &mut VgicState) -> Entered {
+    if !state.queue.is_empty() {
+        state.fill_list_registers(list_registers());
+    }
+    // Only the list registers in use move: none at all for a vCPU without
+    // interrupts in flight (the common case of an exit-heavy guest).
+    let used = state.lrs.iter().rposition(|&lr| lr != 0).map_or(0, |last| last + 1);
+    for (n, &lr) in state.lrs[..used].iter().enumerate() {
+        write_lr(n, lr);
+    }
+    let host_sre: u64;
+    // SAFETY: These registers belong to the guest's virtual interface and to its
+    // EL1 view of the GIC; `exit` puts the host's ICC_SRE_EL1 back.
+    unsafe {
+        asm!(
+            "mrs {sre}, icc_sre_el1",
+            "msr icc_sre_el1, {guest_sre}",
+            "msr ich_vmcr_el2, {vmcr}",
+            "msr ich_ap1r0_el2, {ap1r0}",
+            "msr ich_hcr_el2, {hcr}",
+            "isb",
+            sre = out(reg) host_sre,
+            guest_sre = in(reg) ICC_SRE_EL1_GUEST,
+            vmcr = in(reg) state.vmcr,
+            ap1r0 = in(reg) state.ap1r0,
+            hcr = in(reg) ICH_HCR_EN,
+            options(nostack, preserves_flags),
+        );
+    }
+    Entered { host_sre, used }
+}
+
+/// Saves the virtual CPU interface into `state` and turns it off; the host gets
+/// its ICC_SRE_EL1 back.
+pub fn exit(state: &mut VgicState, entered: Entered) {
+    let Entered { host_sre, used } = entered;
+    for (n, lr) in state.lrs[..used].iter_mut().enumerate() {
+        *lr = read_lr(n);
+        // An empty interface for the host (and nothing of a protected guest's left).
+        write_lr(n, 0);
+    }
+    // SAFETY: Saving the guest's virtual-interface state, then disabling it and
+    // restoring the host's EL1 view of the GIC.
+    unsafe {
+        asm!(
+            "mrs {vmcr}, ich_vmcr_el2",
+            "mrs {ap1r0}, ich_ap1r0_el2",
+            "msr ich_hcr_el2, xzr",
+            "msr ich_ap1r0_el2, xzr",
+            "msr icc_sre_el1, {sre}",
+            "isb",
+            vmcr = out(reg) state.vmcr,
+            ap1r0 = out(reg) state.ap1r0,
+            sre = in(reg) host_sre,
+            options(nostack, preserves_flags),
+        );
+    }
+}

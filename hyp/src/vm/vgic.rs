@@ -1,0 +1,171 @@
+//! Virtual interrupts of one vCPU, for the GICv3 virtual CPU interface: the
+//! interrupts the host made pending, and the list registers that present them
+//! to the guest. Plain data and decisions (which interrupt goes into which list
+//! register), so that they are tested on the host; `arch::aarch64::gicv3` moves
+//! the list registers in and out of the hardware around each run.
+//!
+//! A guest acknowledges and ends its interrupts itself, through the virtual CPU
+//! interface (`ICC_IAR1_EL1`/`ICC_EOIR1_EL1` reach `ICV_*` while `HCR_EL2.IMO`
+//! is set): no trap. An interrupt leaves its list register when the guest has
+//! ended it (state invalid). More pending interrupts than list registers wait
+//! here, in INTID order, and enter as list registers free up, at the next entry.
+
+#![forbid(unsafe_code)]
+
+/// INTIDs 0..1019 (1020..1023 are special, LPIs are not supported).
+pub const MAX_INTID: u32 = 1020;
+/// List registers the architecture allows (ICH_VTR_EL2.ListRegs + 1 <= 16).
+pub const MAX_LIST_REGISTERS: usize = 16;
+/// Priority of every injected interrupt (no virtual distributor yet to set
+/// one): the middle of the range, above any sensible priority mask.
+pub const DEFAULT_PRIORITY: u64 = 0xa0;
+
+const LR_STATE_SHIFT: u32 = 62;
+const LR_STATE_PENDING: u64 = 1 << LR_STATE_SHIFT;
+const LR_STATE_MASK: u64 = 3 << LR_STATE_SHIFT;
+const LR_GROUP1: u64 = 1 << 60;
+const LR_PRIORITY_SHIFT: u32 = 48;
+const LR_VINTID_MASK: u64 = 0xffff_ffff;
+
+/// A list register presenting `intid` as pending, group 1.
+pub fn pending_lr(intid: u32) -> u64 {
+    LR_STATE_PENDING | LR_GROUP1 | DEFAULT_PRIORITY << LR_PRIORITY_SHIFT | u64::from(intid)
+}
+
+/// Interrupts waiting for a list register: one bit per INTID.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct IrqQueue {
+    bits: [u32; 32],
+}
+
+impl IrqQueue {
+    /// Adds `intid`; false (and nothing added) unless it is below [`MAX_INTID`].
+    pub fn add(&mut self, intid: u32) -> bool {
+        if intid >= MAX_INTID {
+            return false;
+        }
+        self.bits[(intid / 32) as usize] |= 1 << (intid % 32);
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|&w| w == 0)
+    }
+
+    /// Moves every interrupt of `other` here.
+    pub fn take_all(&mut self, other: &mut IrqQueue) {
+        for (mine, theirs) in self.bits.iter_mut().zip(other.bits.iter_mut()) {
+            *mine |= core::mem::take(theirs);
+        }
+    }
+
+    /// Takes the lowest INTID out.
+    fn pop(&mut self) -> Option<u32> {
+        let (word, bits) = self.bits.iter_mut().enumerate().find(|(_, w)| **w != 0)?;
+        let bit = bits.trailing_zeros();
+        *bits &= !(1 << bit);
+        Some(word as u32 * 32 + bit)
+    }
+}
+
+/// A vCPU's virtual-interrupt state, saved in its context between runs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct VgicState {
+    /// Pending interrupts not yet in a list register.
+    pub queue: IrqQueue,
+    /// The list registers as of the last exit (0: empty).
+    pub lrs: [u64; MAX_LIST_REGISTERS],
+    /// ICH_VMCR_EL2: the guest's priority mask, group enables, EOI mode.
+    pub vmcr: u64,
+    /// ICH_AP1R0_EL2: the guest's active group-1 priorities.
+    pub ap1r0: u64,
+}
+
+impl VgicState {
+    /// Fills the empty ones of the first `count` list registers from the queue,
+    /// lowest INTID first (every injected interrupt has the same priority).
+    /// An interrupt that is already in a list register (active) is made pending
+    /// there instead of taking a second one.
+    pub fn fill_list_registers(&mut self, count: usize) {
+        let count = count.min(MAX_LIST_REGISTERS);
+        while let Some(intid) = self.queue.pop() {
+            if let Some(lr) = self.lrs[..count]
+                .iter_mut()
+                .find(|lr| **lr & LR_STATE_MASK != 0 && **lr & LR_VINTID_MASK == u64::from(intid))
+            {
+                *lr |= LR_STATE_PENDING;
+                continue;
+            }
+            match self.lrs[..count].iter_mut().find(|lr| **lr & LR_STATE_MASK == 0) {
+                Some(free) => *free = pending_lr(intid),
+                None => {
+                    self.queue.add(intid);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LR_STATE_ACTIVE: u64 = 2 << LR_STATE_SHIFT;
+
+    fn intids(state: &VgicState) -> Vec<u64> {
+        state.lrs.iter().filter(|lr| **lr & LR_STATE_MASK != 0).map(|lr| lr & LR_VINTID_MASK).collect()
+    }
+
+    fn injected(intids: &[u32]) -> VgicState {
+        let mut s = VgicState::default();
+        for &intid in intids {
+            assert!(s.queue.add(intid));
+        }
+        s
+    }
+
+    #[test]
+    fn list_registers_take_interrupts_in_intid_order_and_the_rest_wait() {
+        let mut s = injected(&[45, 3, 27, 40, 1019, 33]);
+        assert!(!s.queue.add(1020), "special INTIDs are refused");
+        s.fill_list_registers(4);
+        assert_eq!(intids(&s), vec![3, 27, 33, 40]);
+        assert_eq!(s.lrs[0], 0x50a0_0000_0000_0003, "pending, group 1, priority 0xa0");
+        assert!(!s.queue.is_empty());
+        // The guest ends two of them: their list registers are free again.
+        s.lrs[1] = 0;
+        s.lrs[3] = 0;
+        s.fill_list_registers(4);
+        assert_eq!(intids(&s), vec![3, 45, 33, 1019]);
+        assert!(s.queue.is_empty());
+    }
+
+    #[test]
+    fn an_interrupt_already_presented_is_not_presented_twice() {
+        let mut s = injected(&[40]);
+        s.fill_list_registers(4);
+        s.queue.add(40);
+        s.fill_list_registers(4);
+        assert_eq!(intids(&s), vec![40], "still pending: one list register");
+        // The guest acknowledged it (active); a new edge makes it pending again.
+        s.lrs[0] = s.lrs[0] & !LR_STATE_MASK | LR_STATE_ACTIVE;
+        s.queue.add(40);
+        s.fill_list_registers(4);
+        assert_eq!(s.lrs[0] & LR_STATE_MASK, LR_STATE_PENDING | LR_STATE_ACTIVE);
+        assert_eq!(intids(&s), vec![40]);
+        assert!(s.queue.is_empty());
+    }
+
+    #[test]
+    fn queues_merge() {
+        let (mut a, mut b) = (IrqQueue::default(), IrqQueue::default());
+        assert!(a.add(1) && b.add(2) && b.add(999));
+        assert!(!b.add(5000));
+        a.take_all(&mut b);
+        assert!(b.is_empty());
+        assert_eq!((a.pop(), a.pop(), a.pop(), a.pop()), (Some(1), Some(2), Some(999), None));
+    }
+}
