@@ -175,7 +175,9 @@ impl HostServices for HypServices {
             };
             let protected = vm.protected;
             let v = &mut vm.vcpus[index];
-            v.ctx.vgic.queue.take_all(&mut v.irq_queue);
+            if !v.irq_queue.is_empty() {
+                v.ctx.vgic.queue.take_all(&mut v.irq_queue);
+            }
             if let Some(access) = v.pending_read.take() {
                 guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);
             }

@@ -32,10 +32,13 @@ pub fn pending_lr(intid: u32) -> u64 {
     LR_STATE_PENDING | LR_GROUP1 | DEFAULT_PRIORITY << LR_PRIORITY_SHIFT | u64::from(intid)
 }
 
-/// Interrupts waiting for a list register: one bit per INTID.
+/// Interrupts waiting for a list register: one bit per INTID, and one bit per
+/// non-empty word, so that the common case (nothing queued) costs one compare.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
 pub struct IrqQueue {
+    /// Bit n set: `bits[n]` is not zero.
+    words: u32,
     bits: [u32; 32],
 }
 
@@ -45,26 +48,38 @@ impl IrqQueue {
         if intid >= MAX_INTID {
             return false;
         }
-        self.bits[(intid / 32) as usize] |= 1 << (intid % 32);
+        let word = (intid / 32) as usize;
+        self.bits[word] |= 1 << (intid % 32);
+        self.words |= 1 << word;
         true
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bits.iter().all(|&w| w == 0)
+        self.words == 0
     }
 
     /// Moves every interrupt of `other` here.
     pub fn take_all(&mut self, other: &mut IrqQueue) {
-        for (mine, theirs) in self.bits.iter_mut().zip(other.bits.iter_mut()) {
-            *mine |= core::mem::take(theirs);
+        let mut words = core::mem::take(&mut other.words);
+        self.words |= words;
+        while words != 0 {
+            let word = words.trailing_zeros() as usize;
+            words &= words - 1;
+            self.bits[word] |= core::mem::take(&mut other.bits[word]);
         }
     }
 
     /// Takes the lowest INTID out.
     fn pop(&mut self) -> Option<u32> {
-        let (word, bits) = self.bits.iter_mut().enumerate().find(|(_, w)| **w != 0)?;
-        let bit = bits.trailing_zeros();
-        *bits &= !(1 << bit);
+        if self.words == 0 {
+            return None;
+        }
+        let word = self.words.trailing_zeros() as usize;
+        let bit = self.bits[word].trailing_zeros();
+        self.bits[word] &= !(1 << bit);
+        if self.bits[word] == 0 {
+            self.words &= !(1 << word);
+        }
         Some(word as u32 * 32 + bit)
     }
 }
@@ -81,6 +96,8 @@ pub struct VgicState {
     pub vmcr: u64,
     /// ICH_AP1R0_EL2: the guest's active group-1 priorities.
     pub ap1r0: u64,
+    /// List registers `0..used` may be non-zero; the rest are empty.
+    pub used: u8,
 }
 
 impl VgicState {
@@ -90,6 +107,11 @@ impl VgicState {
     /// there instead of taking a second one.
     pub fn fill_list_registers(&mut self, count: usize) {
         let count = count.min(MAX_LIST_REGISTERS);
+        self.refill(count);
+        self.used = self.lrs[..count].iter().rposition(|&lr| lr != 0).map_or(0, |last| last + 1) as u8;
+    }
+
+    fn refill(&mut self, count: usize) {
         while let Some(intid) = self.queue.pop() {
             if let Some(lr) = self.lrs[..count]
                 .iter_mut()
@@ -133,6 +155,7 @@ mod tests {
         assert!(!s.queue.add(1020), "special INTIDs are refused");
         s.fill_list_registers(4);
         assert_eq!(intids(&s), vec![3, 27, 33, 40]);
+        assert_eq!(s.used, 4);
         assert_eq!(s.lrs[0], 0x50a0_0000_0000_0003, "pending, group 1, priority 0xa0");
         assert!(!s.queue.is_empty());
         // The guest ends two of them: their list registers are free again.
@@ -141,6 +164,10 @@ mod tests {
         s.fill_list_registers(4);
         assert_eq!(intids(&s), vec![3, 45, 33, 1019]);
         assert!(s.queue.is_empty());
+        s.lrs = [0; MAX_LIST_REGISTERS];
+        s.lrs[1] = pending_lr(7);
+        s.fill_list_registers(4);
+        assert_eq!(s.used, 2, "up to the last one in use");
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub fn enter(state: &mut VgicState) -> Entered {
     }
     // Only the list registers in use move: none at all for a vCPU without
     // interrupts in flight (the common case of an exit-heavy guest).
-    let used = state.lrs.iter().rposition(|&lr| lr != 0).map_or(0, |last| last + 1);
+    let used = usize::from(state.used).min(MAX_LIST_REGISTERS);
     for (n, &lr) in state.lrs[..used].iter().enumerate() {
         write_lr(n, lr);
     }
@@ -135,6 +135,8 @@ pub fn exit(state: &mut VgicState, entered: Entered) {
         // An empty interface for the host (and nothing of a protected guest's left).
         write_lr(n, 0);
     }
+    // Those the guest has ended are empty now.
+    state.used = state.lrs[..used].iter().rposition(|&lr| lr != 0).map_or(0, |last| last + 1) as u8;
     // SAFETY: Saving the guest's virtual-interface state, then disabling it and
     // restoring the host's EL1 view of the GIC.
     unsafe {
