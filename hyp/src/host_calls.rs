@@ -10,6 +10,7 @@ use crate::mm::memory::{Env, MemoryState};
 use crate::vm::context::VcpuContext;
 use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::table::{vcpu_mpidr, GuestPages, VcpuPower, VmState, VmTable};
+use crate::vm::vtimer;
 use alloc::vec::Vec;
 use hyp_abi::{Exit, HypError};
 
@@ -65,6 +66,12 @@ impl VmView for RunningVm {
         let mut vms = self.vms.lock();
         vms.get(self.handle).map_or(PSCI_INTERNAL_FAILURE, |vm| vm.psci_affinity_info(target))
     }
+}
+
+/// The physical counter (CNTPCT_EL0).
+fn physical_count() -> u64 {
+    use aarch64_cpu::registers::{Readable, CNTPCT_EL0};
+    CNTPCT_EL0.get()
 }
 
 /// Whether guests get virtual interrupts: a GICv3 in the device tree and its
@@ -133,7 +140,11 @@ impl HostServices for HypServices {
     }
 
     fn vm_create(&mut self, ty: u64, vcpus: u64) -> Result<u64, HypError> {
-        with_vms(|vms, memory, env| vms.create(ty, vcpus, memory, env))
+        with_vms(|vms, memory, env| {
+            let handle = vms.create(ty, vcpus, memory, env)?;
+            vms.get(handle)?.cntvoff = physical_count();
+            Ok(handle)
+        })
     }
 
     fn vm_map(&mut self, handle: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
@@ -172,11 +183,19 @@ impl HostServices for HypServices {
                 vmpidr: vcpu_mpidr(index),
                 flush_local_tlb: vm.switch_vcpu_on_cpu(cpu, index),
                 gicv3: gicv3_available(),
+                cntvoff: vm.cntvoff,
             };
             let protected = vm.protected;
             let v = &mut vm.vcpus[index];
             if !v.irq_queue.is_empty() {
                 v.ctx.vgic.queue.take_all(&mut v.irq_queue);
+            }
+            // The timer is level-triggered: asserted at entry, it is presented.
+            let timer = (v.ctx.sysregs.cntv_ctl, v.ctx.sysregs.cntv_cval);
+            let virtual_now = physical_count().wrapping_sub(entry.cntvoff);
+            if entry.gicv3 && vtimer::asserted(timer.0, timer.1, virtual_now) && !v.ctx.vgic.holds(vtimer::VTIMER_INTID)
+            {
+                v.ctx.vgic.queue.add(vtimer::VTIMER_INTID);
             }
             if let Some(access) = v.pending_read.take() {
                 guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);
@@ -204,6 +223,12 @@ impl HostServices for HypServices {
             }
             (traps >= MAX_TRAPS_PER_RUN).then_some((Exit::Interrupted, None))
         });
+        let exit = match exit {
+            Exit::Wfi { .. } => Exit::Wfi {
+                timer_deadline: vtimer::deadline(ctx.sysregs.cntv_ctl, ctx.sysregs.cntv_cval, entry.cntvoff),
+            },
+            other => other,
+        };
         let mut vms = vms_lock.lock();
         if let Ok(vm) = vms.get(handle) {
             if matches!(exit, Exit::Fatal { .. }) {

@@ -22,10 +22,10 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[hyp INFO] host stage-2: ",
     "[hyp INFO] entering the host at EL1: entry ",
     "[host INFO] ok: host shim running at EL1",
-    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 3))",
+    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 4))",
     "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c00000000000ffff)",
     "[host INFO] ok: unknown hypercall 0xc6001fff returned -1",
-    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 3], first register changed None",
+    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 4], first register changed None",
     "[host INFO] ok: PSCI CPU_ON of the running CPU: ALREADY_ON from the hyp (-4)",
     "[host INFO] ok: device tree carves out 2 hyp region(s)",
     "[host INFO] ok: invariant checker clean at start: Ok(InvariantReport { violations: 0, memcache_free: 0, memcache_used: 0, pool_used: ",
@@ -77,7 +77,7 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[host INFO] ok: the host's FP registers survive a guest that uses FP/SIMD: d8 0x5eedf00d",
     "[host INFO] ok: protected memory-test guest reports its memory good: Ok(Mmio { ipa: 3000020, size_bytes: 8, write: true, value: 1 })",
     "[host INFO] ok: protected guest call left to the host: Ok(Hypercall { function: c5000001, arg: 10000000 })",
-    "[host INFO] ok: protected guest WFI exits to the host: Ok(Wfi)",
+    "[host INFO] ok: protected guest WFI exits to the host: Ok(Wfi { timer_deadline: 18446744073709551615 })",
     "[host INFO] ok: force the data page back from the live protected VM",
     "[host INFO] ok: the forced-back page came back zeroed: 0x0",
     "[host INFO] ok: the protected VM touching its lost page ends, showing nothing: Ok(Fatal { esr: 0, address: 0 })",
@@ -116,7 +116,7 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[host INFO] ok: tearing it down twice refused",
     "[host INFO] ok: 20 rounds of 32 VMs created, run, torn down and reclaimed: hyp memory unchanged (Ok(InvariantReport { violations: 0,",
     "[host INFO] ok: every memcache page is free again and comes back: Ok(())",
-    "[host INFO] summary: 651 VMs created (327 protected), ",
+    "[host INFO] summary: ",
     " exits handled, every page back with the host",
     "[hyp INFO] host access to 0x",
     " blocked: synchronous external abort injected, ESR ",
@@ -155,6 +155,9 @@ fn default_boot_reports_platform_and_passes_host_checks() {
         "[host INFO] ok: bad injections refused: [Err(InvalidArgument), Err(NoSuchVcpu), Err(NoSuchVm)]",
         "[host INFO] ok: a protected guest took each injected interrupt once through its virtual CPU interface: [",
         "[host INFO] ok: the interrupt guest ends with SYSTEM_OFF: Some(Ok(SystemOff))",
+        "[host INFO] ok: a protected guest's virtual timer ticked Some(10) times (1 ms period), the host waiting for its deadline ",
+        "[host INFO] ok: the timer guest ends with SYSTEM_OFF: Some(Ok(SystemOff))",
+        "[host INFO] summary: 652 VMs created (328 protected), ",
     ]);
 }
 
@@ -241,7 +244,7 @@ fn smp4_every_cpu_runs_the_host_vcpus_run_in_parallel_and_stress_leaves_memory_u
         .flat_map(|cpu| {
             [
                 format!("[hyp INFO] CPU {cpu} (MPIDR {cpu:#x}) up at EL2: entering the host at 0x"),
-                format!("[host INFO] ok: CPU {cpu} (MPIDR {cpu:#x}) started with PSCI CPU_ON (Ok(())): runs the shim at EL1, MPIDR_EL1 0x8000000{cpu}, VERSION 0x3"),
+                format!("[host INFO] ok: CPU {cpu} (MPIDR {cpu:#x}) started with PSCI CPU_ON (Ok(())): runs the shim at EL1, MPIDR_EL1 0x8000000{cpu}, VERSION 0x4"),
             ]
         })
         .collect();

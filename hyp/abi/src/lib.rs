@@ -225,8 +225,11 @@ pub enum Exit {
     Mmio { ipa: u64, size_bytes: u8, write: bool, value: u64 },
     /// A guest HVC the hyp leaves to the host: the function ID and x1.
     Hypercall { function: u64, arg: u64 },
-    /// The guest waits for an interrupt (WFI/WFE).
-    Wfi,
+    /// The guest waits for an interrupt (WFI/WFE) and none is pending for it.
+    /// `timer_deadline` is the physical counter value (CNTPCT) at which its
+    /// virtual timer fires, `u64::MAX` if the timer is off or masked: the host
+    /// may run something else until then, or until it injects an interrupt.
+    Wfi { timer_deadline: u64 },
     /// PSCI SYSTEM_OFF from the guest.
     SystemOff,
     /// PSCI SYSTEM_RESET from the guest.
@@ -253,7 +256,7 @@ impl Exit {
                 [u64::from(size_bytes) << 8 | u64::from(write) << 16, ipa, value]
             }
             Exit::Hypercall { function, arg } => [1, function, arg],
-            Exit::Wfi => [2, 0, 0],
+            Exit::Wfi { timer_deadline } => [2, timer_deadline, 0],
             Exit::SystemOff => [3, 0, 0],
             Exit::SystemReset => [4, 0, 0],
             Exit::Fatal { esr, address } => [5, esr, address],
@@ -268,7 +271,7 @@ impl Exit {
         Some(match code & 0xff {
             0 => Exit::Mmio { ipa: a, size_bytes: (code >> 8) as u8, write: code & (1 << 16) != 0, value: b },
             1 => Exit::Hypercall { function: a, arg: b },
-            2 => Exit::Wfi,
+            2 => Exit::Wfi { timer_deadline: a },
             3 => Exit::SystemOff,
             4 => Exit::SystemReset,
             5 => Exit::Fatal { esr: a, address: b },
@@ -283,7 +286,7 @@ impl Exit {
 /// ABI major version: bumped when an existing call changes incompatibly.
 pub const ABI_VERSION_MAJOR: u64 = 0;
 /// ABI minor version: bumped when calls are added.
-pub const ABI_VERSION_MINOR: u64 = 3;
+pub const ABI_VERSION_MINOR: u64 = 4;
 
 /// Every error a hypercall can return in x0. Codes are stable; `-1` and `-3`
 /// coincide with SMCCC `NOT_SUPPORTED` and `INVALID_PARAMETER`.
@@ -442,7 +445,7 @@ mod tests {
             Exit::Mmio { ipa: 0x900_0000, size_bytes: 1, write: true, value: 0x41 },
             Exit::Mmio { ipa: 0x900_0018, size_bytes: 4, write: false, value: 0 },
             Exit::Hypercall { function: 0xC500_0001, arg: 7 },
-            Exit::Wfi,
+            Exit::Wfi { timer_deadline: 0x1234_5678 },
             Exit::SystemOff,
             Exit::SystemReset,
             Exit::Fatal { esr: 0x9200_0007, address: 0x1234 },

@@ -153,7 +153,9 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
         }
         ExceptionClass::WfiWfe => {
             step(ctx);
-            Outcome::ToHost { exit: Exit::Wfi, pending_read: None }
+            // The caller fills in the timer deadline (the live timer registers
+            // are not in `ctx` during a run).
+            Outcome::ToHost { exit: Exit::Wfi { timer_deadline: u64::MAX }, pending_read: None }
         }
         ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower
             if ipa_kind(trap.ipa) == IpaKind::Lost =>

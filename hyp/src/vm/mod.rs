@@ -6,3 +6,4 @@ pub mod exit;
 pub mod guest_trap;
 pub mod table;
 pub mod vgic;
+pub mod vtimer;

@@ -145,6 +145,8 @@ pub struct Vm {
     /// IPAs of pages the host forced back while the VM was alive: the VM's next
     /// touch of one ends it.
     pub lost: Vec<u64>,
+    /// CNTVOFF_EL2 of the VM: its virtual counter starts near 0 when created.
+    pub cntvoff: u64,
     pub state: VmState,
     /// Per physical CPU, the vCPU of this VM that ran there last
     /// ([`NO_VCPU`]: none since the VM was created). Guest TLB entries are tagged
@@ -299,6 +301,7 @@ impl VmTable {
             stage2,
             pages_held: 0,
             lost: Vec::new(),
+            cntvoff: 0,
             state: VmState::Alive,
             last_vcpu_on_cpu: [NO_VCPU; crate::platform::MAX_CPUS],
         });

@@ -69,6 +69,10 @@ impl IrqQueue {
         }
     }
 
+    pub fn contains(&self, intid: u32) -> bool {
+        intid < MAX_INTID && self.bits[(intid / 32) as usize] & 1 << (intid % 32) != 0
+    }
+
     /// Takes the lowest INTID out.
     fn pop(&mut self) -> Option<u32> {
         if self.words == 0 {
@@ -109,6 +113,21 @@ impl VgicState {
         let count = count.min(MAX_LIST_REGISTERS);
         self.refill(count);
         self.used = self.lrs[..count].iter().rposition(|&lr| lr != 0).map_or(0, |last| last + 1) as u8;
+    }
+
+    /// Whether `intid` is in a list register (pending or active) or queued.
+    pub fn holds(&self, intid: u32) -> bool {
+        let in_lr = self.lrs[..usize::from(self.used).min(MAX_LIST_REGISTERS)]
+            .iter()
+            .any(|lr| lr & LR_STATE_MASK != 0 && lr & LR_VINTID_MASK == u64::from(intid));
+        in_lr || self.queue.contains(intid)
+    }
+
+    /// Whether an interrupt is pending for the guest: queued, or pending in a
+    /// list register (`lrs` as last saved).
+    pub fn any_pending(&self) -> bool {
+        !self.queue.is_empty()
+            || self.lrs[..usize::from(self.used).min(MAX_LIST_REGISTERS)].iter().any(|lr| lr & LR_STATE_PENDING != 0)
     }
 
     fn refill(&mut self, count: usize) {
@@ -184,6 +203,18 @@ mod tests {
         assert_eq!(s.lrs[0] & LR_STATE_MASK, LR_STATE_PENDING | LR_STATE_ACTIVE);
         assert_eq!(intids(&s), vec![40]);
         assert!(s.queue.is_empty());
+    }
+
+    #[test]
+    fn held_and_pending_interrupts_are_seen() {
+        let mut s = injected(&[27]);
+        assert!(s.holds(27) && s.any_pending() && !s.holds(28));
+        s.fill_list_registers(4);
+        assert!(s.holds(27) && s.any_pending());
+        s.lrs[0] = s.lrs[0] & !LR_STATE_MASK | LR_STATE_ACTIVE;
+        assert!(s.holds(27) && !s.any_pending(), "active only");
+        s.lrs[0] = 0;
+        assert!(!s.holds(27));
     }
 
     #[test]

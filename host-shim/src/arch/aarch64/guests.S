@@ -397,3 +397,78 @@ irq_vectors:
     .endr
 .global guest_irq_end
 guest_irq_end:
+
+/*
+ * Timer guest: x0 = how many ticks to count (bits 15:0) | the period in
+ * counter ticks << 16 (a protected vCPU gets nothing but x0 from the host).
+ * It opens its virtual CPU interface, arms its virtual timer (CNTV) one period
+ * ahead, unmasks IRQs and waits with WFI. Its IRQ handler counts each timer
+ * interrupt (PPI 27) and re-arms the timer one period later. After x0 ticks it
+ * turns the timer off, reports the count with HOST_CALL (x1) and turns its VM
+ * off. Any other exception reports ESR_EL1 to IRQ_FAULT and turns the VM off.
+ */
+.balign 4096
+.global guest_timer_start
+guest_timer_start:
+    and     x21, x0, #0xffff
+    lsr     x22, x0, #16
+    mov     x19, xzr
+    mov     x20, #GUEST_UART
+    adr     x9, guest_timer_start
+    add     x9, x9, #0x800
+    msr     vbar_el1, x9
+    isb
+    mov     x9, #0xff
+    msr     icc_pmr_el1, x9
+    mov     x9, #1
+    msr     icc_igrpen1_el1, x9
+    mrs     x9, cntvct_el0
+    add     x9, x9, x22
+    msr     cntv_cval_el0, x9
+    mov     x9, #1
+    msr     cntv_ctl_el0, x9
+    isb
+    msr     daifclr, #2
+1:  wfi
+    cmp     x19, x21
+    b.lo    1b
+    msr     daifset, #2
+    msr     cntv_ctl_el0, xzr
+    mov     x0, #(HOST_CALL & 0xffff)
+    movk    x0, #(HOST_CALL >> 16), lsl #16
+    mov     x1, x19
+    hvc     #0
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+2:  b       2b
+.balign 2048
+timer_vectors:
+    .rept 5
+    .balign 128
+    mrs     x9, esr_el1
+    str     x9, [x20, #IRQ_FAULT]
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+    .endr
+    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
+    mrs     x9, icc_iar1_el1
+    cmp     x9, #27
+    b.ne    3f
+    add     x19, x19, #1
+    mrs     x10, cntv_cval_el0
+    add     x10, x10, x22
+    msr     cntv_cval_el0, x10
+3:  msr     icc_eoir1_el1, x9
+    eret
+    .rept 10
+    .balign 128
+    mrs     x9, esr_el1
+    str     x9, [x20, #IRQ_FAULT]
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+    .endr
+.global guest_timer_end
+guest_timer_end:

@@ -126,6 +126,29 @@ pub fn enter(state: &mut VgicState) -> Entered {
     Entered { host_sre, used }
 }
 
+/// While the guest runs (its interface live): reads the list registers in use
+/// back into `state`, moves queued interrupts into free ones and writes them
+/// out again, so that an interrupt queued during the run reaches the guest
+/// without leaving it.
+pub fn refill_live(state: &mut VgicState, entered: &mut Entered) {
+    for (n, lr) in state.lrs[..entered.used].iter_mut().enumerate() {
+        *lr = read_lr(n);
+    }
+    state.fill_list_registers(list_registers());
+    let used = usize::from(state.used).min(MAX_LIST_REGISTERS);
+    for (n, &lr) in state.lrs[..used].iter().enumerate() {
+        write_lr(n, lr);
+    }
+    entered.used = entered.used.max(used);
+}
+
+/// While the guest runs: reads the list registers in use back into `state`.
+pub fn sync_live(state: &mut VgicState, entered: &Entered) {
+    for (n, lr) in state.lrs[..entered.used].iter_mut().enumerate() {
+        *lr = read_lr(n);
+    }
+}
+
 /// Saves the virtual CPU interface into `state` and turns it off; the host gets
 /// its ICC_SRE_EL1 back.
 pub fn exit(state: &mut VgicState, entered: Entered) {

@@ -51,6 +51,9 @@ const MDCR_GUEST_TRAPS: u64 = 1 << 5 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11;
 /// (1) clear, the physical timer traps (guests use the virtual timer).
 const CNTHCTL_GUEST: u64 = 1;
 
+/// ESR_EL2 exception class of a trapped WFI/WFE.
+const EC_WFX: u64 = 0x01;
+
 /// CPTR_EL2.TFP: trap FP/SIMD to EL2 (until the guest's state is loaded).
 const CPTR_TFP: u64 = 1 << 10;
 /// ESR_EL2 exception class of a trapped FP/SIMD access.
@@ -148,6 +151,25 @@ pub struct GuestEntry {
     /// Present the vCPU's virtual interrupts through the GICv3 virtual CPU
     /// interface.
     pub gicv3: bool,
+    /// The VM's CNTVOFF_EL2 (its virtual counter is the physical one minus this).
+    pub cntvoff: u64,
+}
+
+/// A guest's WFI with its interface live: whether it should return at once
+/// because an interrupt is pending for the vCPU (a list register, the queue, or
+/// its virtual timer, which is then presented). WFI returns on a pending
+/// interrupt even when the guest masks interrupts.
+fn wake_from_wfi(ctx: &mut VcpuContext, entered: &mut super::gicv3::Entered) -> bool {
+    use crate::vm::vtimer::{asserted, VTIMER_INTID};
+    let (ctl, cval, now) = (read_sysreg!("cntv_ctl_el0"), read_sysreg!("cntv_cval_el0"), read_sysreg!("cntvct_el0"));
+    super::gicv3::sync_live(&mut ctx.vgic, entered);
+    if asserted(ctl, cval, now) && !ctx.vgic.holds(VTIMER_INTID) {
+        ctx.vgic.queue.add(VTIMER_INTID);
+    }
+    if !ctx.vgic.queue.is_empty() {
+        super::gicv3::refill_live(&mut ctx.vgic, entered);
+    }
+    ctx.vgic.any_pending()
 }
 
 /// The host's EL1 state and EL2 controls while a guest runs. (Its FP/SIMD state
@@ -203,10 +225,11 @@ pub fn run_guest<R>(
         unsafe { asm!("isb", "tlbi vmalle1", "dsb nsh", options(nostack, preserves_flags)) };
     }
     write_sysreg!("hcr_el2", HCR_GUEST);
+    write_sysreg!("cntvoff_el2", entry.cntvoff);
     write_sysreg!("mdcr_el2", (host.mdcr & 0x1f) | MDCR_GUEST_TRAPS);
     write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
 
-    let vgic_entered = entry.gicv3.then(|| super::gicv3::enter(&mut ctx.vgic));
+    let mut vgic_entered = entry.gicv3.then(|| super::gicv3::enter(&mut ctx.vgic));
 
     let result = loop {
         write_sysreg!("elr_el2", ctx.pc);
@@ -240,6 +263,14 @@ pub fn run_guest<R>(
             guest_fp_loaded = true;
             continue;
         }
+        if kind == 0 && esr >> 26 == EC_WFX {
+            if let Some(entered) = vgic_entered.as_mut() {
+                if wake_from_wfi(ctx, entered) {
+                    ctx.pc = ctx.pc.wrapping_add(4);
+                    continue;
+                }
+            }
+        }
         // HPFAR_EL2.FIPA is IPA[51:12]; the page offset comes from FAR.
         let ipa = ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (far & 0xfff);
         let trap = GuestTrap { kind, esr: Esr(esr), far, ipa };
@@ -270,6 +301,8 @@ pub fn run_guest<R>(
     write_sysreg!("hcr_el2", host.hcr);
     write_sysreg!("vttbr_el2", host.vttbr);
     write_sysreg!("vmpidr_el2", host.vmpidr);
+    // The host's virtual counter has no offset.
+    write_sysreg!("cntvoff_el2", 0);
     write_sysreg!("mdcr_el2", host.mdcr);
     write_sysreg!("cnthctl_el2", host.cnthctl);
     write_sysreg!("elr_el2", host.elr);
