@@ -5,7 +5,8 @@
 //! crashing guest ends with a fatal exit; bad VM calls return their errors.
 
 use crate::arch::{
-    guest_console, guest_crash, guest_evil, guest_irq, guest_memtest, guest_off, guest_probe, guest_spin, guest_timer,
+    guest_console, guest_crash, guest_evil, guest_irq, guest_memtest, guest_off, guest_probe, guest_sgi, guest_spin,
+    guest_timer,
 };
 use crate::checks::{check, probe_hyp_memory, Access};
 use crate::hypercall;
@@ -520,6 +521,50 @@ fn timer_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     passed
 }
 
+/// An SGI between vCPUs: vCPU 1 of a protected VM writes ICC_SGI1R_EL1 for
+/// vCPU 0; the hyp queues SGI 5 for vCPU 0 and tells the host (`Exit::Sgi`),
+/// which runs vCPU 0; its handler takes SGI 5.
+fn sgi_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+    const REPORT: u64 = GUEST_UART + 0x38;
+    if !matches!(platform.gic, Some(crate::gic::GicConfig::V3 { .. })) {
+        log::info!("no GICv3: the SGI check is skipped");
+        return true;
+    }
+    let mut passed = true;
+    load(pa, guest_irq());
+    load(pa + 0x1000, guest_sgi());
+    let ready = create_vm(VmType::Protected, 2).and_then(|h| {
+        hypercall::vm_map(h, pa, GUEST_ENTRY, 2)?;
+        hypercall::vcpu_init(h, 0, GUEST_ENTRY, 1)?;
+        hypercall::vcpu_init(h, 1, GUEST_ENTRY + 0x1000, 0)?;
+        Ok(h)
+    });
+    let Ok(handle) = ready else {
+        return check!(false, "set up the SGI VM: {ready:?}");
+    };
+    let sent = run_vcpu(handle, 1, 0);
+    passed &= check!(sent == Ok(Exit::Sgi { targets: 1 }), "vCPU 1 sends SGI 5 to vCPU 0: {sent:?}");
+    let off = run_vcpu(handle, 1, 0);
+    passed &= check!(off == Ok(Exit::CpuOff), "then turns itself off: {off:?}");
+    let (mut taken, mut end) = (None, None);
+    for _ in 0..16 {
+        match run_vcpu(handle, 0, 0) {
+            Ok(Exit::Mmio { ipa: REPORT, write: true, value, .. }) => taken = Some(value),
+            other => {
+                end = Some(other);
+                break;
+            }
+        }
+    }
+    passed &= check!(
+        taken == Some(5) && end == Some(Ok(Exit::SystemOff)),
+        "vCPU 0 takes the SGI from vCPU 1 through its virtual CPU interface: INTID {taken:?}, then {end:?}"
+    );
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the SGI VM down");
+    passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 2).is_ok(), "reclaim the SGI VM's pages");
+    passed
+}
+
 fn crashing_vm(pa: u64) -> bool {
     let mut passed = true;
     load(pa, guest_crash());
@@ -678,6 +723,7 @@ pub fn run_all(platform: &crate::platform::HostPlatform, hyp: u64, stress_rounds
     passed &= spinning_vm(platform, page(8));
     passed &= interrupt_vm(platform, page(8));
     passed &= timer_vm(platform, page(8));
+    passed &= sgi_vm(platform, page(8));
     passed &= bad_calls(hyp);
     passed &= stress(stress_rounds);
     passed &= crate::smp::run_all(platform);

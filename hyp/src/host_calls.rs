@@ -45,6 +45,7 @@ fn guest_tlb(vms: &mut VmTable, handle: u64) -> Result<GuestStage2Tlb, HypError>
 struct RunningVm {
     vms: &'static spin::Mutex<VmTable>,
     handle: u64,
+    vcpu: usize,
 }
 
 /// PSCI INTERNAL_FAILURE: the VM went away under the caller (cannot happen while
@@ -65,6 +66,24 @@ impl VmView for RunningVm {
     fn affinity_info(&self, target: u64) -> i64 {
         let mut vms = self.vms.lock();
         vms.get(self.handle).map_or(PSCI_INTERNAL_FAILURE, |vm| vm.psci_affinity_info(target))
+    }
+
+    fn send_sgi(&self, targets: u64, intid: u32) -> u64 {
+        let mut vms = self.vms.lock();
+        let Ok(vm) = vms.get(self.handle) else {
+            return 0;
+        };
+        let mut sent = 0;
+        for (index, vcpu) in vm.vcpus.iter_mut().enumerate().filter(|(i, _)| targets & (1 << i) != 0) {
+            if vcpu.irq_queue.add(intid) {
+                sent |= 1 << index;
+            }
+        }
+        sent
+    }
+
+    fn vcpu_index(&self) -> usize {
+        self.vcpu
     }
 }
 
@@ -208,7 +227,7 @@ impl HostServices for HypServices {
         // the context is in its own page (it does not move) and the VM cannot be
         // freed while a vCPU runs (teardown answers Busy).
         let ctx = unsafe { &mut *ctx };
-        let view = RunningVm { vms: vms_lock, handle };
+        let view = RunningVm { vms: vms_lock, handle, vcpu: vcpu as usize };
         let (mut injections, mut traps) = (0u32, 0u32);
         let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap| {
             traps += 1;

@@ -157,7 +157,10 @@ fn default_boot_reports_platform_and_passes_host_checks() {
         "[host INFO] ok: the interrupt guest ends with SYSTEM_OFF: Some(Ok(SystemOff))",
         "[host INFO] ok: a protected guest's virtual timer ticked Some(10) times (1 ms period), the host waiting for its deadline ",
         "[host INFO] ok: the timer guest ends with SYSTEM_OFF: Some(Ok(SystemOff))",
-        "[host INFO] summary: 652 VMs created (328 protected), ",
+        "[host INFO] ok: vCPU 1 sends SGI 5 to vCPU 0: Ok(Sgi { targets: 1 })",
+        "[host INFO] ok: then turns itself off: Ok(CpuOff)",
+        "[host INFO] ok: vCPU 0 takes the SGI from vCPU 1 through its virtual CPU interface: INTID Some(5), then Some(Ok(SystemOff))",
+        "[host INFO] summary: 653 VMs created (329 protected), ",
     ]);
 }
 

@@ -246,6 +246,9 @@ pub enum Exit {
     /// The vCPU called PSCI CPU_OFF: it is off, and `VCPU_RUN` refuses it with
     /// `VcpuOff` until another vCPU (or `VCPU_INIT`) starts it again.
     CpuOff,
+    /// The guest sent an SGI (ICC_SGI1R_EL1) to its vCPUs in `targets` (bit n:
+    /// vCPU n); the hyp queued it for them: the host should run them.
+    Sgi { targets: u64 },
 }
 
 impl Exit {
@@ -263,6 +266,7 @@ impl Exit {
             Exit::Interrupted => [6, 0, 0],
             Exit::CpuOn { vcpu } => [7, vcpu, 0],
             Exit::CpuOff => [8, 0, 0],
+            Exit::Sgi { targets } => [9, targets, 0],
         }
     }
 
@@ -278,6 +282,7 @@ impl Exit {
             6 => Exit::Interrupted,
             7 => Exit::CpuOn { vcpu: a },
             8 => Exit::CpuOff,
+            9 => Exit::Sgi { targets: a },
             _ => return None,
         })
     }
@@ -452,6 +457,7 @@ mod tests {
             Exit::Interrupted,
             Exit::CpuOn { vcpu: 3 },
             Exit::CpuOff,
+            Exit::Sgi { targets: 0b101 },
         ];
         for exit in all {
             assert_eq!(Exit::decode(exit.encode()), Some(exit));

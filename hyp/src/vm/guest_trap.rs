@@ -42,6 +42,31 @@ pub trait VmView {
     fn cpu_on(&self, target: u64, entry: u64, context: u64) -> Result<u64, i64>;
     /// PSCI AFFINITY_INFO (level 0) of the vCPU whose MPIDR is `target`.
     fn affinity_info(&self, target: u64) -> i64;
+    /// Queues SGI `intid` for the vCPUs of `targets` (bit n: vCPU n); returns
+    /// those that exist.
+    fn send_sgi(&self, targets: u64, intid: u32) -> u64;
+    /// The index of the vCPU that trapped.
+    fn vcpu_index(&self) -> usize;
+}
+
+/// ICC_SGI1R_EL1 as a trapped system-register access (Op0 3, Op1 0, CRn 12,
+/// CRm 11, Op2 5) in ESR_EL2.ISS, with Rt and the direction masked out.
+const ISS_ICC_SGI1R_EL1: u32 = 3 << 20 | 5 << 17 | 12 << 10 | 11 << 1;
+const ISS_SYSREG_MASK: u32 = 0x3f_fc1e;
+
+/// The vCPUs an ICC_SGI1R_EL1 value names, for a VM whose vCPU n has MPIDR
+/// affinity n (Aff3..Aff1 zero), sent by vCPU `from`: all but `from` with the
+/// IRM bit, else the TargetList of affinity 0.0.0 (RS 0). The INTID too.
+pub fn sgi_targets(value: u64, from: usize) -> (u64, u32) {
+    let intid = ((value >> 24) & 0xf) as u32;
+    let targets = if value & (1 << 40) != 0 {
+        !(1u64 << from) & 0xffff
+    } else if value & (0xff << 48 | 0xff << 32 | 0xf << 44 | 0xff << 16) == 0 {
+        value & 0xffff
+    } else {
+        0
+    };
+    (targets, intid)
 }
 
 /// PSCI INVALID_PARAMETERS.
@@ -151,6 +176,16 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
                 }
             }
         }
+        ExceptionClass::SysReg if trap.esr.iss() & ISS_SYSREG_MASK == ISS_ICC_SGI1R_EL1 && trap.esr.iss() & 1 == 0 => {
+            let rt = ((trap.esr.iss() >> 5) & 0x1f) as usize;
+            let value = if rt == 31 { 0 } else { ctx.gprs.x[rt] };
+            step(ctx);
+            let (targets, intid) = sgi_targets(value, vm.vcpu_index());
+            match vm.send_sgi(targets, intid) {
+                0 => Outcome::Resume,
+                sent => Outcome::ToHost { exit: Exit::Sgi { targets: sent }, pending_read: None },
+            }
+        }
         ExceptionClass::WfiWfe => {
             step(ctx);
             // The caller fills in the timer deadline (the live timer registers
@@ -226,6 +261,12 @@ mod tests {
         fn affinity_info(&self, target: u64) -> i64 {
             i64::from(target != 0)
         }
+        fn send_sgi(&self, targets: u64, _intid: u32) -> u64 {
+            targets & 0b11
+        }
+        fn vcpu_index(&self) -> usize {
+            0
+        }
     }
 
     const OTHER: Fake = Fake(IpaKind::Other);
@@ -281,6 +322,26 @@ mod tests {
             handle(&mut c, trap(0x16 << 26, 0), false, &OTHER),
             Outcome::ToHost { exit: Exit::CpuOff, pending_read: None }
         );
+    }
+
+    #[test]
+    fn sgis_name_their_targets_and_reach_the_host() {
+        assert_eq!(sgi_targets(5 << 24 | 0b110, 0), (0b110, 5));
+        assert_eq!(sgi_targets(1 << 40 | 3 << 24, 1), (0xfffd, 3), "everyone but the sender");
+        assert_eq!(sgi_targets(1 << 16 | 1, 0), (0, 0), "Aff1 1: no such vCPU");
+        let mut c = ctx();
+        c.gprs.x[4] = 7 << 24 | 0b10;
+        // msr icc_sgi1r_el1, x4: EC 0x18, ISS Op0 3, Op2 5, CRn 12, Rt 4, CRm 11, write.
+        let msr = 0x18 << 26 | 1 << 25 | 3 << 20 | 5 << 17 | 12 << 10 | 4 << 5 | 11 << 1;
+        assert_eq!(
+            handle(&mut c, trap(msr, 0), false, &OTHER),
+            Outcome::ToHost { exit: Exit::Sgi { targets: 0b10 }, pending_read: None }
+        );
+        assert_eq!(c.pc, 0x8000_0004);
+        c.gprs.x[4] = 7 << 24 | 0b100;
+        assert_eq!(handle(&mut c, trap(msr, 0), false, &OTHER), Outcome::Resume, "no such vCPU: nothing sent");
+        // A read of the register (direction 1) is not an SGI: UNDEFINED.
+        assert_eq!(handle(&mut c, trap(msr | 1, 0), false, &OTHER), Outcome::Injected);
     }
 
     #[test]

@@ -472,3 +472,21 @@ timer_vectors:
     .endr
 .global guest_timer_end
 guest_timer_end:
+
+/*
+ * SGI guest, run as another vCPU beside the interrupt guest: sends SGI 5 to
+ * vCPU 0 (ICC_SGI1R_EL1: TargetList bit 0, INTID 5), then turns itself off.
+ */
+.balign 4
+.global guest_sgi_start
+guest_sgi_start:
+    mov     x1, #(5 << 24)
+    orr     x1, x1, #1
+    msr     icc_sgi1r_el1, x1
+    mov     x0, #(PSCI_CPU_OFF & 0xffff)
+    movk    x0, #(PSCI_CPU_OFF >> 16), lsl #16
+    hvc     #0
+1:  b       1b
+.balign 4
+.global guest_sgi_end
+guest_sgi_end:

@@ -23,6 +23,8 @@ extern "C" {
     static guest_bench_end: u8;
     static guest_evil_start: u8;
     static guest_evil_end: u8;
+    static guest_sgi_start: u8;
+    static guest_sgi_end: u8;
     static guest_timer_start: u8;
     static guest_timer_end: u8;
     static guest_irq_start: u8;
@@ -73,6 +75,12 @@ pub fn guest_bench() -> &'static [u8] {
 pub fn guest_evil() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_evil_start }, unsafe { &guest_evil_end })
+}
+
+/// The SGI-sending guest's code.
+pub fn guest_sgi() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_sgi_start }, unsafe { &guest_sgi_end })
 }
 
 /// The timer guest's code (one page: code, then its vectors at +0x800).
