@@ -4,7 +4,7 @@
 //! instruction, at EL2 too (PMCCFILTR_EL0.NSH). Each is printed as a line
 //! `BENCH <name> <value>` for the script to collect.
 
-use crate::arch::guest_bench;
+use crate::arch::{guest_bench, guest_irq};
 use crate::hypercall;
 use crate::memory_checks::{memcache_pages, page, MEMCACHE_PAGES};
 use crate::platform::HostPlatform;
@@ -128,6 +128,33 @@ fn guest_loop(mode: u64) -> Result<u64, HypError> {
     Ok((costs[1] - costs[0]) / ITERATIONS)
 }
 
+/// A virtual interrupt from the host to the guest's handler: `VCPU_INJECT_IRQ`,
+/// then `VCPU_RUN` of a vCPU waiting with interrupts unmasked, until its IRQ
+/// handler's first store (an MMIO exit) reaches the host. Each round also
+/// holds the end of the previous interrupt (EOI, ERET), as a guest's would.
+fn virtual_irq_to_handler() -> Result<u64, HypError> {
+    let pa = page(1);
+    for (i, byte) in guest_irq().iter().enumerate() {
+        // SAFETY: `pa` is a page of the shim's that nobody else holds now.
+        unsafe { core::ptr::write_volatile((pa as *mut u8).add(i), *byte) };
+    }
+    let handle = hypercall::vm_create(VmType::Protected, 1)?;
+    hypercall::vm_map(handle, pa, GUEST_ENTRY, 1)?;
+    hypercall::vcpu_init(handle, 0, GUEST_ENTRY, u64::MAX)?;
+    // Its interface is set up when it says it is ready.
+    let _ = hypercall::vcpu_run(handle, 0, 0)?;
+    let mut failed = false;
+    let cost = per_op(ITERATIONS, || {
+        let delivered = hypercall::vcpu_inject_irq(handle, 0, 40).and_then(|()| hypercall::vcpu_run(handle, 0, 0));
+        failed |= !matches!(delivered, Ok(Exit::Mmio { value: 40, .. }));
+    });
+    destroy(handle, VmType::Protected, 1)?;
+    if failed {
+        return Err(HypError::InvalidArgument);
+    }
+    Ok(cost)
+}
+
 fn run_benches(platform: &HostPlatform, entry_counter: u64) -> Result<(), HypError> {
     // Reset to the shim's first instruction: the counter's ticks, scaled to
     // nanoseconds, which are instructions under -icount shift=0.
@@ -162,6 +189,8 @@ fn run_benches(platform: &HostPlatform, entry_counter: u64) -> Result<(), HypErr
     hypercall::donate_hyp(memcache_pages(), MEMCACHE_PAGES as u64)?;
     report("guest_psci_version", guest_loop(1)?);
     report("guest_mmio_exit_round_trip", guest_loop(2)?);
+
+    report("virtual_irq_to_guest_handler", virtual_irq_to_handler()?);
 
     for (ty, name) in [(VmType::Protected, "protected"), (VmType::NonProtected, "non_protected")] {
         let handle = vm_with(ty, page(1), 1, 3, 0)?;

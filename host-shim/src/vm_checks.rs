@@ -409,6 +409,7 @@ fn spinning_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
 fn interrupt_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     const REPORT: u64 = GUEST_UART + 0x38;
     const FAULT: u64 = GUEST_UART + 0x40;
+    const READY: u64 = GUEST_UART + 0x48;
     const INTIDS: [u64; 7] = [100, 40, 41, 3, 27, 42, 1019];
     let mut passed = true;
     load(pa, guest_irq());
@@ -447,6 +448,7 @@ fn interrupt_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
                     count += 1;
                 }
                 Ok(Exit::Mmio { ipa: FAULT, write: true, value, .. }) => fault = Some(value),
+                Ok(Exit::Mmio { ipa: READY, write: true, .. }) => {}
                 other => {
                     end = Some(other);
                     break;
@@ -550,6 +552,7 @@ fn sgi_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     for _ in 0..16 {
         match run_vcpu(handle, 0, 0) {
             Ok(Exit::Mmio { ipa: REPORT, write: true, value, .. }) => taken = Some(value),
+            Ok(Exit::Mmio { ipa, write: true, .. }) if ipa == GUEST_UART + 0x48 => {}
             other => {
                 end = Some(other);
                 break;

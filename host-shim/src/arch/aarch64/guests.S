@@ -340,14 +340,15 @@ guest_spin_end:
 /*
  * Interrupt guest: x0 = how many interrupts to take. It opens its virtual CPU
  * interface (priority mask 0xff, group 1 enabled: ICC_* registers, which reach
- * the ICV_* ones under the hyp), installs its vectors (+0x800), unmasks IRQs and
- * waits. Its IRQ handler acknowledges (ICC_IAR1_EL1), reports the INTID with a
+ * the ICV_* ones under the hyp), installs its vectors (+0x800), says it is
+ * ready with a store to IRQ_READY (an MMIO exit), unmasks IRQs and waits. Its IRQ handler acknowledges (ICC_IAR1_EL1), reports the INTID with a
  * store to IRQ_REPORT (an MMIO exit the host sees), and ends the interrupt
  * (ICC_EOIR1_EL1). After x0 interrupts it turns its VM off. Any other exception
  * reports ESR_EL1 to IRQ_FAULT and turns the VM off.
  */
 .set IRQ_REPORT, 0x38
 .set IRQ_FAULT, 0x40
+.set IRQ_READY, 0x48
 .balign 4096
 .global guest_irq_start
 guest_irq_start:
@@ -363,6 +364,7 @@ guest_irq_start:
     mov     x9, #1
     msr     icc_igrpen1_el1, x9
     isb
+    str     xzr, [x20, #IRQ_READY]
     msr     daifclr, #2
 1:  cmp     x19, x21
     b.lo    1b
