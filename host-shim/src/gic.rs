@@ -10,8 +10,16 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// Which GIC and where (from the device tree).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum GicConfig {
-    V3 { distributor: u64, redistributors: u64 },
-    V2 { distributor: u64, cpu_interface: u64 },
+    V3 {
+        distributor: u64,
+        redistributors: u64,
+    },
+    /// `control`: the virtual interface control frame (GICH), if listed.
+    V2 {
+        distributor: u64,
+        cpu_interface: u64,
+        control: Option<u64>,
+    },
 }
 
 impl GicConfig {
@@ -27,7 +35,8 @@ impl GicConfig {
         let mut reg = node.reg()?;
         let distributor = reg.next()?.starting_address as u64;
         let cpu_interface = reg.next()?.starting_address as u64;
-        Some(GicConfig::V2 { distributor, cpu_interface })
+        let control = reg.next().map(|r| r.starting_address as u64);
+        Some(GicConfig::V2 { distributor, cpu_interface, control })
     }
 }
 
@@ -121,7 +130,7 @@ fn enable_ppi(gic: GicConfig, intid: u32) -> bool {
             }
             GIC_VERSION.store(3, Ordering::Relaxed);
         }
-        GicConfig::V2 { distributor, cpu_interface } => {
+        GicConfig::V2 { distributor, cpu_interface, .. } => {
             write32(distributor + GICD_CTLR, 1);
             write8(distributor + GICD_IPRIORITYR + u64::from(intid), TICK_PRIORITY);
             write32(distributor + GICD_ISENABLER, bit);

@@ -116,6 +116,23 @@ pub fn vms() -> Option<&'static spin::Mutex<VmTable>> {
     VMS.get()
 }
 
+/// The device frames the hyp maps for itself: the console UART and, on GICv2,
+/// the virtual interface frames (GICH, GICV).
+pub fn hyp_devices() -> FixedVec<PhysRange, 3> {
+    let mut devices = FixedVec::default();
+    let Some(platform) = platform() else {
+        return devices;
+    };
+    if let Some(uart) = platform.uart {
+        devices.push(uart.regs);
+    }
+    if let Some(crate::platform::Gic::V2 { gich: Some(gich), gicv: Some(gicv), .. }) = platform.gic {
+        devices.push(gich);
+        devices.push(gicv);
+    }
+    devices
+}
+
 /// The platform the hyp booted on, once read.
 pub fn platform() -> Option<&'static Platform> {
     PLATFORM.get()
@@ -220,13 +237,23 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         holes.push(cpu_stacks.guards[0]);
         holes.push(cpu_stacks.guards[1]);
     }
-    let mut regions: FixedVec<(PhysRange, Permission), 6> = FixedVec::default();
+    let mut regions: FixedVec<(PhysRange, Permission), 8> = FixedVec::default();
     regions.push((PhysRange { start: image.start, end: image.text_end }, Permission::Text));
     regions.push((PhysRange { start: image.text_end, end: image.rodata_end }, Permission::ReadOnly));
     regions.push((PhysRange { start: image.rodata_end, end: image.end }, Permission::ReadWrite));
     regions.push((pool, Permission::ReadWrite));
     if let Some(uart) = platform.uart {
         regions.push((uart.regs, Permission::Device));
+    }
+    // The GICv2 virtual interface: its control frame (GICH) and the virtual CPU
+    // interface the hyp serves guests' CPU-interface accesses from (GICV).
+    let gicv2_virtual = match platform.gic {
+        Some(crate::platform::Gic::V2 { gich: Some(gich), gicv: Some(gicv), .. }) => Some((gich, gicv)),
+        _ => None,
+    };
+    if let Some((gich, gicv)) = gicv2_virtual {
+        regions.push((gich, Permission::Device));
+        regions.push((gicv, Permission::Device));
     }
     let stage1 = match stage1::build(regions.as_slice(), holes.as_slice(), &mut HeapPages, &mut El2Tlb) {
         Ok(table) => table,
@@ -277,6 +304,12 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     };
     let mut state = state;
     state.use_memcache_for_guest_tables();
+    if let Some((gich, gicv)) = gicv2_virtual {
+        // The host must not rewrite guests' list registers.
+        state.forbid_device(gich);
+        crate::arch::aarch64::gicv2::configure(gich.start as usize, gicv.start as usize);
+        log::info!("GICv2 virtual interface: GICH {gich} kept from the host, GICV {gicv} serves guests");
+    }
     let root = state.host_stage2.root_address();
     MEMORY.call_once(|| spin::Mutex::new(state));
     VMS.call_once(|| spin::Mutex::new(VmTable::new(ipa_bits)));
@@ -307,6 +340,7 @@ pub fn enter_host(entry: u64, x: [u64; 4]) -> ! {
     // SAFETY: The stage-2 at `root` is complete for `ipa_bits` and excludes hyp memory.
     unsafe { host_regs::configure(config.root, config.ipa_bits, config.pa_range) };
     crate::arch::aarch64::gicv3::reset();
+    crate::arch::aarch64::gicv2::reset();
     ELR_EL2.set(entry);
     // EL1h with D, A, I, F masked, as the boot protocol requires.
     SPSR_EL2.set(0x3c5);

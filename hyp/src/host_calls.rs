@@ -3,7 +3,7 @@
 //! debug level (a hostile host must not be able to flood the console).
 
 use crate::arch::aarch64::tlb::GuestStage2Tlb;
-use crate::arch::aarch64::world::{run_guest, GuestEntry};
+use crate::arch::aarch64::world::{run_guest, GuestEntry, VgicHardware};
 use crate::hypercall::HostServices;
 use crate::mm::invariants;
 use crate::mm::memory::{Env, MemoryState};
@@ -93,11 +93,63 @@ fn physical_count() -> u64 {
     CNTPCT_EL0.get()
 }
 
-/// Whether guests get virtual interrupts: a GICv3 in the device tree and its
-/// system-register interface on this CPU. (GICv2's GICH is not driven yet.)
-fn gicv3_available() -> bool {
+/// The virtual interface that presents guests' interrupts: GICv3's (in the
+/// device tree, with its system registers on this CPU), GICv2's (GICH and GICV
+/// in the device tree), or none.
+fn vgic_hardware() -> VgicHardware {
     let gicv3 = crate::boot::platform().is_some_and(|p| matches!(p.gic, Some(crate::platform::Gic::V3 { .. })));
-    gicv3 && crate::arch::aarch64::gicv3::has_system_registers()
+    if gicv3 && crate::arch::aarch64::gicv3::has_system_registers() {
+        VgicHardware::V3
+    } else if crate::arch::aarch64::gicv2::available() {
+        VgicHardware::V2
+    } else {
+        VgicHardware::None
+    }
+}
+
+/// On GICv2, a guest's write of GICD_SGIR (in its distributor window at
+/// [`hyp_abi::GUEST_GICV2_DISTRIBUTOR`]) sends an SGI to its vCPUs: queued for
+/// them; `Some(the vCPUs sent to)` if `trap` was one (the guest moves past it).
+fn serve_gicv2_sgir(ctx: &mut VcpuContext, trap: &guest_trap::GuestTrap, view: &RunningVm) -> Option<u64> {
+    const GICD_SGIR: u64 = 0xf00;
+    if trap.esr.class() != crate::esr::ExceptionClass::DataAbortLower
+        || trap.ipa != hyp_abi::GUEST_GICV2_DISTRIBUTOR + GICD_SGIR
+    {
+        return None;
+    }
+    let access = crate::vm::exit::decode_mmio(trap.esr).filter(|a| a.write && a.size_bytes == 4)?;
+    let register = usize::from(access.register);
+    let value = if register == 31 { 0 } else { ctx.gprs.x[register] as u32 };
+    ctx.pc = ctx.pc.wrapping_add(4);
+    let (targets, intid) = guest_trap::gicv2_sgir_targets(value, view.vcpu_index());
+    Some(view.send_sgi(targets, intid))
+}
+
+/// On GICv2, a guest's access to its CPU interface (GICC at
+/// [`hyp_abi::GUEST_GICV2_CPU_INTERFACE`]) is performed on the virtual CPU
+/// interface (GICV); true if `trap` was one (then the guest moves past it).
+fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &guest_trap::GuestTrap) -> bool {
+    use crate::arch::aarch64::gicv2::{cpu_interface_access, CPU_INTERFACE_SIZE};
+    let offset = trap.ipa.wrapping_sub(hyp_abi::GUEST_GICV2_CPU_INTERFACE);
+    if trap.esr.class() != crate::esr::ExceptionClass::DataAbortLower || offset >= CPU_INTERFACE_SIZE {
+        return false;
+    }
+    let Some(access) = crate::vm::exit::decode_mmio(trap.esr).filter(|a| a.size_bytes == 4 && offset.is_multiple_of(4))
+    else {
+        return false;
+    };
+    let register = usize::from(access.register);
+    if access.write {
+        let value = if register == 31 { 0 } else { ctx.gprs.x[register] as u32 };
+        cpu_interface_access(offset, Some(value));
+    } else {
+        let value = cpu_interface_access(offset, None);
+        if register != 31 {
+            ctx.gprs.x[register] = crate::vm::exit::load_value(access, u64::from(value));
+        }
+    }
+    ctx.pc = ctx.pc.wrapping_add(4);
+    true
 }
 
 fn vttbr_of(root: u64, vmid: u16) -> u64 {
@@ -135,8 +187,8 @@ impl HostServices for HypServices {
     }
 
     fn check_invariants(&mut self) -> [u64; 3] {
-        let uart = crate::boot::platform().and_then(|p| p.uart).map(|u| u.regs);
-        let devices = uart.as_slice();
+        let devices = crate::boot::hyp_devices();
+        let devices = devices.as_slice();
         let Some(vms) = crate::boot::vms() else {
             return [u64::MAX, 0, 0];
         };
@@ -201,7 +253,7 @@ impl HostServices for HypServices {
                 vttbr: vttbr_of(vm.stage2.root_address() as u64, vm.vmid()),
                 vmpidr: vcpu_mpidr(index),
                 flush_local_tlb: vm.switch_vcpu_on_cpu(cpu, index),
-                gicv3: gicv3_available(),
+                vgic: vgic_hardware(),
                 cntvoff: vm.cntvoff,
             };
             let protected = vm.protected;
@@ -212,7 +264,9 @@ impl HostServices for HypServices {
             // The timer is level-triggered: asserted at entry, it is presented.
             let timer = (v.ctx.sysregs.cntv_ctl, v.ctx.sysregs.cntv_cval);
             let virtual_now = physical_count().wrapping_sub(entry.cntvoff);
-            if entry.gicv3 && vtimer::asserted(timer.0, timer.1, virtual_now) && !v.ctx.vgic.holds(vtimer::VTIMER_INTID)
+            if entry.vgic != VgicHardware::None
+                && vtimer::asserted(timer.0, timer.1, virtual_now)
+                && !v.ctx.vgic.holds(vtimer::VTIMER_INTID)
             {
                 v.ctx.vgic.queue.add(vtimer::VTIMER_INTID);
             }
@@ -231,6 +285,17 @@ impl HostServices for HypServices {
         let (mut injections, mut traps) = (0u32, 0u32);
         let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap| {
             traps += 1;
+            if entry.vgic == VgicHardware::V2 && trap.kind == 0 {
+                if serve_gicv2_cpu_interface(ctx, &trap) {
+                    return (traps >= MAX_TRAPS_PER_RUN).then_some((Exit::Interrupted, None));
+                }
+                if let Some(sent) = serve_gicv2_sgir(ctx, &trap, &view) {
+                    return match sent {
+                        0 => (traps >= MAX_TRAPS_PER_RUN).then_some((Exit::Interrupted, None)),
+                        targets => Some((Exit::Sgi { targets }, None)),
+                    };
+                }
+            }
             match guest_trap::handle(ctx, trap, protected, &view) {
                 Outcome::ToHost { exit, pending_read } => return Some((exit, pending_read)),
                 Outcome::Injected if injections + 1 >= MAX_INJECTIONS_PER_RUN => {
@@ -284,7 +349,7 @@ impl HostServices for HypServices {
     }
 
     fn vcpu_inject_irq(&mut self, handle: u64, vcpu: u64, intid: u64) -> Result<(), HypError> {
-        if !gicv3_available() {
+        if vgic_hardware() == VgicHardware::None {
             return Err(HypError::NotSupported);
         }
         with_vms(|vms, _, _| vms.inject_irq(handle, vcpu, intid))

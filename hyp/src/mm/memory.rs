@@ -86,6 +86,9 @@ pub struct MemoryState {
     /// Guest stage-2 tables come from the memcache (the hyp), or from the
     /// environment's page source (host-side tests, whose RAM is not real memory).
     guest_tables_from_memcache: bool,
+    /// Device space the host never gets (e.g. the GICv2 virtual interface
+    /// control frame, GICH, through which it could rewrite guests' interrupts).
+    device_holes: crate::range::FixedVec<PhysRange, 4>,
 }
 
 /// Table pages for guests: from the memcache, or from a fallback source.
@@ -223,6 +226,7 @@ impl MemoryState {
             hyp_stage1,
             memcache: Memcache::default(),
             guest_tables_from_memcache: false,
+            device_holes: crate::range::FixedVec::default(),
         })
     }
 
@@ -263,10 +267,16 @@ impl MemoryState {
 
     /// Serves a host stage-2 translation fault at `ipa`: device space is mapped
     /// (largest block holding no RAM), anything else refused.
+    /// Keeps `range` (device space) from the host: its stage-2 faults there are
+    /// refused, and no device block mapped for it overlaps it.
+    pub fn forbid_device(&mut self, range: PhysRange) {
+        self.device_holes.push(range);
+    }
+
     pub fn host_device_fault(&mut self, ipa: u64, env: &mut Env<'_>) -> HostFault {
-        let banks: crate::range::FixedVec<PhysRange, { crate::platform::MAX_RAM_BANKS }> = {
+        let banks: crate::range::FixedVec<PhysRange, { crate::platform::MAX_RAM_BANKS + 4 }> = {
             let mut v = crate::range::FixedVec::default();
-            for bank in self.pages.banks() {
+            for bank in self.pages.banks().chain(self.device_holes.as_slice().iter().copied()) {
                 v.push(bank);
             }
             v

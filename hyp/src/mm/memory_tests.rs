@@ -282,6 +282,26 @@ fn device_faults_map_device_space_and_never_ram() {
 }
 
 #[test]
+fn device_holes_are_never_mapped_for_the_host() {
+    let mut f = Fixture::new();
+    let (state, mut env) = f.env();
+    let gich = PhysRange { start: 0x803_0000, end: 0x804_0000 };
+    state.forbid_device(gich);
+    assert_eq!(state.host_device_fault(gich.start + 0x100, &mut env), HostFault::Refused);
+    // Next to it, only blocks that leave it out.
+    assert_eq!(
+        state.host_device_fault(gich.end, &mut env),
+        HostFault::MappedDevice(PhysRange { start: 0x804_0000, end: 0x804_1000 })
+    );
+    assert_eq!(
+        state.host_device_fault(UART.start, &mut env),
+        HostFault::MappedDevice(PhysRange { start: 0x900_0000, end: 0x920_0000 })
+    );
+    f.assert_clean();
+    assert!(!f.host_maps(gich.start));
+}
+
+#[test]
 fn the_checker_reports_each_kind_of_corruption() {
     let mut f = Fixture::new();
     let (s, env) = f.env();

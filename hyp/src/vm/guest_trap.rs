@@ -54,6 +54,20 @@ pub trait VmView {
 const ISS_ICC_SGI1R_EL1: u32 = 3 << 20 | 5 << 17 | 12 << 10 | 11 << 1;
 const ISS_SYSREG_MASK: u32 = 0x3f_fc1e;
 
+/// The vCPUs a GICv2 GICD_SGIR value names, sent by vCPU `from`
+/// (TargetListFilter 0: CPUTargetList, 1: all but the sender, 2: the sender),
+/// and the INTID.
+pub fn gicv2_sgir_targets(value: u32, from: usize) -> (u64, u32) {
+    let intid = value & 0xf;
+    let targets = match (value >> 24) & 3 {
+        0 => u64::from((value >> 16) & 0xff),
+        1 => !(1u64 << from) & 0xff,
+        2 => 1 << from,
+        _ => 0,
+    };
+    (targets, intid)
+}
+
 /// The vCPUs an ICC_SGI1R_EL1 value names, for a VM whose vCPU n has MPIDR
 /// affinity n (Aff3..Aff1 zero), sent by vCPU `from`: all but `from` with the
 /// IRM bit, else the TargetList of affinity 0.0.0 (RS 0). The INTID too.
@@ -322,6 +336,14 @@ mod tests {
             handle(&mut c, trap(0x16 << 26, 0), false, &OTHER),
             Outcome::ToHost { exit: Exit::CpuOff, pending_read: None }
         );
+    }
+
+    #[test]
+    fn gicv2_sgir_names_its_targets() {
+        assert_eq!(gicv2_sgir_targets(0b101 << 16 | 5, 0), (0b101, 5));
+        assert_eq!(gicv2_sgir_targets(1 << 24 | 3, 1), (0xfd, 3), "all but the sender");
+        assert_eq!(gicv2_sgir_targets(2 << 24 | 3, 2), (0b100, 3), "the sender");
+        assert_eq!(gicv2_sgir_targets(3 << 24 | 3, 2), (0, 3), "reserved filter");
     }
 
     #[test]

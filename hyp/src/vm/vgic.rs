@@ -32,6 +32,26 @@ pub fn pending_lr(intid: u32) -> u64 {
     LR_STATE_PENDING | LR_GROUP1 | DEFAULT_PRIORITY << LR_PRIORITY_SHIFT | u64::from(intid)
 }
 
+/// A list register of the (GICv3) layout kept here, in the GICv2 layout:
+/// group 0 (signalled as IRQ and acknowledged by `GICV_IAR`), 5-bit priority.
+pub fn to_v2(lr: u64) -> u32 {
+    let state = ((lr >> LR_STATE_SHIFT) & 3) as u32;
+    let priority = ((lr >> LR_PRIORITY_SHIFT) & 0xff) as u32 >> 3;
+    (lr & 0x3ff) as u32 | priority << 23 | state << 28
+}
+
+/// A GICv2 list register back in the layout kept here (0 when empty).
+pub fn from_v2(lr: u32) -> u64 {
+    let state = u64::from((lr >> 28) & 3);
+    if state == 0 {
+        return 0;
+    }
+    state << LR_STATE_SHIFT
+        | LR_GROUP1
+        | u64::from((lr >> 23) & 0x1f) << (LR_PRIORITY_SHIFT + 3)
+        | u64::from(lr & 0x3ff)
+}
+
 /// Interrupts waiting for a list register: one bit per INTID, and one bit per
 /// non-empty word, so that the common case (nothing queued) costs one compare.
 #[repr(C)]
@@ -215,6 +235,16 @@ mod tests {
         assert!(s.holds(27) && !s.any_pending(), "active only");
         s.lrs[0] = 0;
         assert!(!s.holds(27));
+    }
+
+    #[test]
+    fn gicv2_list_registers_convert_both_ways() {
+        let lr = pending_lr(40);
+        assert_eq!(to_v2(lr), 40 | 20 << 23 | 1 << 28, "INTID 40, priority 0xa0 >> 3, pending");
+        assert_eq!(from_v2(to_v2(lr)), lr);
+        let active = lr & !LR_STATE_MASK | LR_STATE_ACTIVE;
+        assert_eq!(from_v2(to_v2(active)), active);
+        assert_eq!(from_v2(to_v2(lr) & !(3 << 28)), 0, "ended: empty");
     }
 
     #[test]

@@ -492,3 +492,160 @@ guest_sgi_start:
 .balign 4
 .global guest_sgi_end
 guest_sgi_end:
+
+/*
+ * The interrupt guest for GICv2: the same as guest_irq, but its CPU interface
+ * is memory-mapped (GICC at GUEST_GICC): it opens it (GICC_PMR 0xf8,
+ * GICC_CTLR group 0 enabled), acknowledges with GICC_IAR and ends with
+ * GICC_EOIR. x0 = how many interrupts to take.
+ */
+.set GUEST_GICC, 0x08010000     /* hyp_abi::GUEST_GICV2_CPU_INTERFACE */
+.balign 4096
+.global guest_irq2_start
+guest_irq2_start:
+    mov     x21, x0
+    mov     x19, xzr
+    mov     x20, #GUEST_UART
+    mov     x22, #GUEST_GICC
+    adr     x9, guest_irq2_start
+    add     x9, x9, #0x800
+    msr     vbar_el1, x9
+    isb
+    mov     w9, #0xf8
+    str     w9, [x22, #0x4]
+    mov     w9, #1
+    str     w9, [x22, #0x0]
+    str     xzr, [x20, #IRQ_READY]
+    msr     daifclr, #2
+1:  cmp     x19, x21
+    b.lo    1b
+    msr     daifset, #2
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+2:  b       2b
+.balign 2048
+irq2_vectors:
+    .rept 5
+    .balign 128
+    mrs     x9, esr_el1
+    str     x9, [x20, #IRQ_FAULT]
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+    .endr
+    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
+    ldr     w9, [x22, #0xc]
+    and     x10, x9, #0x3ff
+    str     x10, [x20, #IRQ_REPORT]
+    str     w9, [x22, #0x10]
+    add     x19, x19, #1
+    eret
+    .rept 10
+    .balign 128
+    mrs     x9, esr_el1
+    str     x9, [x20, #IRQ_FAULT]
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+    .endr
+.global guest_irq2_end
+guest_irq2_end:
+
+/*
+ * The timer guest for GICv2 (CPU interface at GUEST_GICC, as guest_irq2).
+ * Timer guest: x0 = how many ticks to count (bits 15:0) | the period in
+ * counter ticks << 16 (a protected vCPU gets nothing but x0 from the host).
+ * It opens its virtual CPU interface, arms its virtual timer (CNTV) one period
+ * ahead, unmasks IRQs and waits with WFI. Its IRQ handler counts each timer
+ * interrupt (PPI 27) and re-arms the timer one period later. After x0 ticks it
+ * turns the timer off, reports the count with HOST_CALL (x1) and turns its VM
+ * off. Any other exception reports ESR_EL1 to IRQ_FAULT and turns the VM off.
+ */
+.balign 4096
+.global guest_timer2_start
+guest_timer2_start:
+    and     x21, x0, #0xffff
+    lsr     x22, x0, #16
+    mov     x19, xzr
+    mov     x20, #GUEST_UART
+    adr     x9, guest_timer2_start
+    add     x9, x9, #0x800
+    msr     vbar_el1, x9
+    isb
+    mov     x23, #GUEST_GICC
+    mov     w9, #0xf8
+    str     w9, [x23, #0x4]
+    mov     w9, #1
+    str     w9, [x23, #0x0]
+    mrs     x9, cntvct_el0
+    add     x9, x9, x22
+    msr     cntv_cval_el0, x9
+    mov     x9, #1
+    msr     cntv_ctl_el0, x9
+    isb
+    msr     daifclr, #2
+1:  wfi
+    cmp     x19, x21
+    b.lo    1b
+    msr     daifset, #2
+    msr     cntv_ctl_el0, xzr
+    mov     x0, #(HOST_CALL & 0xffff)
+    movk    x0, #(HOST_CALL >> 16), lsl #16
+    mov     x1, x19
+    hvc     #0
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+2:  b       2b
+.balign 2048
+timer2_vectors:
+    .rept 5
+    .balign 128
+    mrs     x9, esr_el1
+    str     x9, [x20, #IRQ_FAULT]
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+    .endr
+    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
+    ldr     w9, [x23, #0xc]
+    and     x11, x9, #0x3ff
+    cmp     x11, #27
+    b.ne    3f
+    add     x19, x19, #1
+    mrs     x10, cntv_cval_el0
+    add     x10, x10, x22
+    msr     cntv_cval_el0, x10
+3:  str     w9, [x23, #0x10]
+    eret
+    .rept 10
+    .balign 128
+    mrs     x9, esr_el1
+    str     x9, [x20, #IRQ_FAULT]
+    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
+    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
+    hvc     #0
+    .endr
+.global guest_timer2_end
+guest_timer2_end:
+
+/*
+ * SGI guest for GICv2: sends SGI 5 to vCPU 0 with a write of GICD_SGIR
+ * (CPUTargetList bit 0), then turns itself off.
+ */
+.set GUEST_GICD, 0x08000000     /* hyp_abi::GUEST_GICV2_DISTRIBUTOR */
+.balign 4
+.global guest_sgi2_start
+guest_sgi2_start:
+    mov     x1, #GUEST_GICD
+    mov     w2, #5
+    movk    w2, #1, lsl #16
+    str     w2, [x1, #0xf00]
+    mov     x0, #(PSCI_CPU_OFF & 0xffff)
+    movk    x0, #(PSCI_CPU_OFF >> 16), lsl #16
+    hvc     #0
+1:  b       1b
+.balign 4
+.global guest_sgi2_end
+guest_sgi2_end:

@@ -23,10 +23,16 @@ extern "C" {
     static guest_bench_end: u8;
     static guest_evil_start: u8;
     static guest_evil_end: u8;
+    static guest_sgi2_start: u8;
+    static guest_sgi2_end: u8;
     static guest_sgi_start: u8;
     static guest_sgi_end: u8;
+    static guest_timer2_start: u8;
+    static guest_timer2_end: u8;
     static guest_timer_start: u8;
     static guest_timer_end: u8;
+    static guest_irq2_start: u8;
+    static guest_irq2_end: u8;
     static guest_irq_start: u8;
     static guest_irq_end: u8;
     static guest_spin_start: u8;
@@ -77,16 +83,34 @@ pub fn guest_evil() -> &'static [u8] {
     payload(unsafe { &guest_evil_start }, unsafe { &guest_evil_end })
 }
 
+/// The SGI-sending guest for GICv2 (GICD_SGIR).
+pub fn guest_sgi2() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_sgi2_start }, unsafe { &guest_sgi2_end })
+}
+
 /// The SGI-sending guest's code.
 pub fn guest_sgi() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_sgi_start }, unsafe { &guest_sgi_end })
 }
 
+/// The timer guest for GICv2's memory-mapped CPU interface.
+pub fn guest_timer2() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_timer2_start }, unsafe { &guest_timer2_end })
+}
+
 /// The timer guest's code (one page: code, then its vectors at +0x800).
 pub fn guest_timer() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_timer_start }, unsafe { &guest_timer_end })
+}
+
+/// The interrupt guest for GICv2's memory-mapped CPU interface.
+pub fn guest_irq2() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_irq2_start }, unsafe { &guest_irq2_end })
 }
 
 /// The interrupt guest's code (one page: code, then its vectors at +0x800).

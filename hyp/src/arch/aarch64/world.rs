@@ -148,9 +148,8 @@ pub struct GuestEntry {
     /// Another vCPU of the VM ran on this CPU last: drop this CPU's stage-1
     /// TLB entries of the VMID before the guest runs.
     pub flush_local_tlb: bool,
-    /// Present the vCPU's virtual interrupts through the GICv3 virtual CPU
-    /// interface.
-    pub gicv3: bool,
+    /// Which virtual interface presents the vCPU's interrupts.
+    pub vgic: VgicHardware,
     /// The VM's CNTVOFF_EL2 (its virtual counter is the physical one minus this).
     pub cntvoff: u64,
 }
@@ -159,17 +158,62 @@ pub struct GuestEntry {
 /// because an interrupt is pending for the vCPU (a list register, the queue, or
 /// its virtual timer, which is then presented). WFI returns on a pending
 /// interrupt even when the guest masks interrupts.
-fn wake_from_wfi(ctx: &mut VcpuContext, entered: &mut super::gicv3::Entered) -> bool {
+fn wake_from_wfi(ctx: &mut VcpuContext, entered: &mut VgicEntered) -> bool {
     use crate::vm::vtimer::{asserted, VTIMER_INTID};
     let (ctl, cval, now) = (read_sysreg!("cntv_ctl_el0"), read_sysreg!("cntv_cval_el0"), read_sysreg!("cntvct_el0"));
-    super::gicv3::sync_live(&mut ctx.vgic, entered);
+    entered.sync_live(ctx);
     if asserted(ctl, cval, now) && !ctx.vgic.holds(VTIMER_INTID) {
         ctx.vgic.queue.add(VTIMER_INTID);
     }
     if !ctx.vgic.queue.is_empty() {
-        super::gicv3::refill_live(&mut ctx.vgic, entered);
+        entered.refill_live(ctx);
     }
     ctx.vgic.any_pending()
+}
+
+/// The GIC virtual interface of the platform, if the hyp drives one.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum VgicHardware {
+    None,
+    V3,
+    V2,
+}
+
+/// A virtual interface loaded for a run.
+enum VgicEntered {
+    V3(super::gicv3::Entered),
+    V2(super::gicv2::Entered),
+}
+
+impl VgicEntered {
+    fn enter(hardware: VgicHardware, ctx: &mut VcpuContext) -> Option<VgicEntered> {
+        match hardware {
+            VgicHardware::V3 => Some(VgicEntered::V3(super::gicv3::enter(&mut ctx.vgic))),
+            VgicHardware::V2 => Some(VgicEntered::V2(super::gicv2::enter(&mut ctx.vgic))),
+            VgicHardware::None => None,
+        }
+    }
+
+    fn sync_live(&self, ctx: &mut VcpuContext) {
+        match self {
+            VgicEntered::V3(e) => super::gicv3::sync_live(&mut ctx.vgic, e),
+            VgicEntered::V2(e) => super::gicv2::sync_live(&mut ctx.vgic, e),
+        }
+    }
+
+    fn refill_live(&mut self, ctx: &mut VcpuContext) {
+        match self {
+            VgicEntered::V3(e) => super::gicv3::refill_live(&mut ctx.vgic, e),
+            VgicEntered::V2(e) => super::gicv2::refill_live(&mut ctx.vgic, e),
+        }
+    }
+
+    fn exit(self, ctx: &mut VcpuContext) {
+        match self {
+            VgicEntered::V3(e) => super::gicv3::exit(&mut ctx.vgic, e),
+            VgicEntered::V2(e) => super::gicv2::exit(&mut ctx.vgic, e),
+        }
+    }
 }
 
 /// The host's EL1 state and EL2 controls while a guest runs. (Its FP/SIMD state
@@ -229,7 +273,7 @@ pub fn run_guest<R>(
     write_sysreg!("mdcr_el2", (host.mdcr & 0x1f) | MDCR_GUEST_TRAPS);
     write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
 
-    let mut vgic_entered = entry.gicv3.then(|| super::gicv3::enter(&mut ctx.vgic));
+    let mut vgic_entered = VgicEntered::enter(entry.vgic, ctx);
 
     let result = loop {
         write_sysreg!("elr_el2", ctx.pc);
@@ -284,7 +328,7 @@ pub fn run_guest<R>(
     };
 
     if let Some(entered) = vgic_entered {
-        super::gicv3::exit(&mut ctx.vgic, entered);
+        entered.exit(ctx);
     }
     ctx.sysregs = read_el1();
     // (If the guest used FP/SIMD, TFP is already clear: EL2 may touch them.)
