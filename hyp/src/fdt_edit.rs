@@ -10,14 +10,7 @@
 
 use core::fmt;
 
-const FDT_MAGIC: u32 = 0xd00d_feed;
-const FDT_BEGIN_NODE: u32 = 1;
-const FDT_END_NODE: u32 = 2;
-const FDT_PROP: u32 = 3;
-const FDT_NOP: u32 = 4;
-const FDT_END: u32 = 9;
-/// Size of the version 17 header.
-const HEADER_SIZE: usize = 40;
+use crate::fdt_format::{FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_MAGIC, FDT_NOP, FDT_PROP, HEADER_SIZE};
 
 /// Why a device tree could not be rewritten.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]

@@ -19,6 +19,7 @@ extern crate alloc;
 mod console;
 mod esr;
 mod fdt_edit;
+mod fdt_format;
 mod hypercall;
 mod image_header;
 mod layout;

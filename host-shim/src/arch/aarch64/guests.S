@@ -19,6 +19,27 @@
 .set SMP_VCPUS, 4               /* vCPUs of the SMP guest's VM */
 .set SMP_WAIT, 0x10000000       /* polls before a vCPU gives up waiting for the others */
 
+
+/* x0 = `fn`, then HVC #0: a PSCI or hypervisor call. */
+.macro call_hyp fn
+    mov     x0, #(\fn & 0xffff)
+    movk    x0, #(\fn >> 16), lsl #16
+    hvc     #0
+.endm
+
+/*
+ * `count` exception vectors that report ESR_EL1 to IRQ_FAULT (x20 = the guest
+ * UART) and turn the VM off: for the interrupt guests' unexpected exceptions.
+ */
+.macro fault_vectors count
+    .rept \count
+    .balign 128
+    mrs     x9, esr_el1
+    str     x9, [x20, #IRQ_FAULT]
+    call_hyp PSCI_SYSTEM_OFF
+    .endr
+.endm
+
 .arch_extension fp
 .arch_extension simd
 
@@ -44,17 +65,13 @@ guest_console_start:
     strb    w2, [x20]
     ldr     w3, [x20, #UART_STATUS]
     strb    w3, [x20]
-    mov     x0, #(PSCI_VERSION & 0xffff)
-    movk    x0, #(PSCI_VERSION >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_VERSION
     and     x0, x0, #0xff
     add     x0, x0, #'0'
     strb    w0, [x20]
     mov     w2, #'\n'
     strb    w2, [x20]
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_SYSTEM_OFF
 3:  b       3b
 9:  .asciz  "hello from guest "
 .balign 4
@@ -90,9 +107,7 @@ guest_bench_start:
     sub     x20, x20, #1
     cmp     x19, #1
     b.ne    2f
-    mov     x0, #(PSCI_VERSION & 0xffff)
-    movk    x0, #(PSCI_VERSION >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_VERSION
     b       1b
 2:  cmp     x19, #2
     b.ne    1b
@@ -111,9 +126,7 @@ guest_bench_end:
 .balign 4
 .global guest_off_start
 guest_off_start:
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_SYSTEM_OFF
 1:  b       1b
 .global guest_off_end
 guest_off_end:
@@ -163,9 +176,7 @@ guest_memtest_start:
     hvc     #0
     wfi
     ldr     x3, [x21]
-    mov     x0, #(PSCI_SYSTEM_RESET & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_RESET >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_SYSTEM_RESET
 3:  b       3b
 .global guest_memtest_end
 guest_memtest_end:
@@ -198,9 +209,7 @@ guest_evil_start:
     mov     x2, #0x10000000
     mov     x3, #0x5a
     str     x3, [x2]
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_SYSTEM_OFF
 1:  b       1b
 /* Its vector table: every entry reports ESR_EL1 and returns past the instruction. */
 .balign 2048
@@ -280,9 +289,7 @@ guest_smp_start:
     add     x22, x22, #1
     cmp     x22, #SMP_VCPUS
     b.lo    6b
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_SYSTEM_OFF
 7:  b       7b
 8:  mov     x0, #(PSCI_CPU_OFF & 0xffff)
     movk    x0, #(PSCI_CPU_OFF >> 16), lsl #16
@@ -369,34 +376,18 @@ guest_irq_start:
 1:  cmp     x19, x21
     b.lo    1b
     msr     daifset, #2
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_SYSTEM_OFF
 2:  b       2b
 .balign 2048
 irq_vectors:
-    .rept 5
-    .balign 128
-    mrs     x9, esr_el1
-    str     x9, [x20, #IRQ_FAULT]
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
-    .endr
+    fault_vectors 5
     .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
     mrs     x9, icc_iar1_el1
     str     x9, [x20, #IRQ_REPORT]
     msr     icc_eoir1_el1, x9
     add     x19, x19, #1
     eret
-    .rept 10
-    .balign 128
-    mrs     x9, esr_el1
-    str     x9, [x20, #IRQ_FAULT]
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
-    .endr
+    fault_vectors 10
 .global guest_irq_end
 guest_irq_end:
 
@@ -440,20 +431,11 @@ guest_timer_start:
     movk    x0, #(HOST_CALL >> 16), lsl #16
     mov     x1, x19
     hvc     #0
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_SYSTEM_OFF
 2:  b       2b
 .balign 2048
 timer_vectors:
-    .rept 5
-    .balign 128
-    mrs     x9, esr_el1
-    str     x9, [x20, #IRQ_FAULT]
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
-    .endr
+    fault_vectors 5
     .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
     mrs     x9, icc_iar1_el1
     cmp     x9, #27
@@ -464,14 +446,7 @@ timer_vectors:
     msr     cntv_cval_el0, x10
 3:  msr     icc_eoir1_el1, x9
     eret
-    .rept 10
-    .balign 128
-    mrs     x9, esr_el1
-    str     x9, [x20, #IRQ_FAULT]
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
-    .endr
+    fault_vectors 10
 .global guest_timer_end
 guest_timer_end:
 
@@ -485,9 +460,7 @@ guest_sgi_start:
     mov     x1, #(5 << 24)
     orr     x1, x1, #1
     msr     icc_sgi1r_el1, x1
-    mov     x0, #(PSCI_CPU_OFF & 0xffff)
-    movk    x0, #(PSCI_CPU_OFF >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_CPU_OFF
 1:  b       1b
 .balign 4
 .global guest_sgi_end
@@ -520,20 +493,11 @@ guest_irq2_start:
 1:  cmp     x19, x21
     b.lo    1b
     msr     daifset, #2
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_SYSTEM_OFF
 2:  b       2b
 .balign 2048
 irq2_vectors:
-    .rept 5
-    .balign 128
-    mrs     x9, esr_el1
-    str     x9, [x20, #IRQ_FAULT]
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
-    .endr
+    fault_vectors 5
     .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
     ldr     w9, [x22, #0xc]
     and     x10, x9, #0x3ff
@@ -541,14 +505,7 @@ irq2_vectors:
     str     w9, [x22, #0x10]
     add     x19, x19, #1
     eret
-    .rept 10
-    .balign 128
-    mrs     x9, esr_el1
-    str     x9, [x20, #IRQ_FAULT]
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
-    .endr
+    fault_vectors 10
 .global guest_irq2_end
 guest_irq2_end:
 
@@ -594,20 +551,11 @@ guest_timer2_start:
     movk    x0, #(HOST_CALL >> 16), lsl #16
     mov     x1, x19
     hvc     #0
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_SYSTEM_OFF
 2:  b       2b
 .balign 2048
 timer2_vectors:
-    .rept 5
-    .balign 128
-    mrs     x9, esr_el1
-    str     x9, [x20, #IRQ_FAULT]
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
-    .endr
+    fault_vectors 5
     .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
     ldr     w9, [x23, #0xc]
     and     x11, x9, #0x3ff
@@ -619,14 +567,7 @@ timer2_vectors:
     msr     cntv_cval_el0, x10
 3:  str     w9, [x23, #0x10]
     eret
-    .rept 10
-    .balign 128
-    mrs     x9, esr_el1
-    str     x9, [x20, #IRQ_FAULT]
-    mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
-    .endr
+    fault_vectors 10
 .global guest_timer2_end
 guest_timer2_end:
 
@@ -642,9 +583,7 @@ guest_sgi2_start:
     mov     w2, #5
     movk    w2, #1, lsl #16
     str     w2, [x1, #0xf00]
-    mov     x0, #(PSCI_CPU_OFF & 0xffff)
-    movk    x0, #(PSCI_CPU_OFF >> 16), lsl #16
-    hvc     #0
+    call_hyp PSCI_CPU_OFF
 1:  b       1b
 .balign 4
 .global guest_sgi2_end
