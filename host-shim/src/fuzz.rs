@@ -76,7 +76,7 @@ pub fn run(platform: &HostPlatform, calls: u64, seed: u64) -> bool {
     }
     let code = guest_bench();
     for call in 0..calls {
-        let which = rng.below(16);
+        let which = rng.below(17);
         let handle_pool = |rng: &mut Rng, vms: &[Option<Vm>; SLOTS]| -> u64 {
             let live = vms[rng.below(SLOTS as u64) as usize].map_or(0, |v| v.handle);
             {
@@ -280,6 +280,19 @@ pub fn run(platform: &HostPlatform, calls: u64, seed: u64) -> bool {
                 };
                 let r = raw_call(id as u32, [rng.next(), rng.next(), rng.next(), rng.next(), rng.next(), rng.next()]);
                 let _ = r;
+            }
+            15 => {
+                // Interrupts for live, stale and forged VMs, good and bad INTIDs.
+                let h = handle_pool(&mut rng, &vms);
+                let vcpu = {
+                    let options = [0, 0, 1, 8, u64::MAX];
+                    rng.pick(&options)
+                };
+                let intid = {
+                    let options = [0, 27, 40, 1019, 1020, 1023, u64::from(u32::MAX), rng.next()];
+                    rng.pick(&options)
+                };
+                let _ = hypercall::vcpu_inject_irq(h, vcpu, intid);
             }
             _ => {
                 // The host tries to read every protected VM's memory.
