@@ -4,7 +4,7 @@
 //! instruction, at EL2 too (PMCCFILTR_EL0.NSH). Each is printed as a line
 //! `BENCH <name> <value>` for the script to collect.
 
-use crate::arch::{guest_bench, guest_irq};
+use crate::arch::{guest_bench, guest_irq, guest_vtimer_bench};
 use crate::hypercall;
 use crate::memory_checks::{memcache_pages, page, MEMCACHE_PAGES};
 use crate::platform::HostPlatform;
@@ -133,8 +133,26 @@ fn guest_loop(mode: u64) -> Result<u64, HypError> {
 /// handler's first store (an MMIO exit) reaches the host. Each round also
 /// holds the end of the previous interrupt (EOI, ERET), as a guest's would.
 fn virtual_irq_to_handler() -> Result<u64, HypError> {
+    interrupt_round_trips(guest_irq(), |handle| hypercall::vcpu_inject_irq(handle, 0, 40), 40)
+}
+
+/// The virtual timer to the guest's handler: `VCPU_RUN` of a vCPU whose timer
+/// stays expired; it ends its previous timer interrupt, waits with WFI, the hyp
+/// sees the timer asserted and presents PPI 27, and the handler's first store
+/// reaches the host.
+fn virtual_timer_to_handler() -> Result<u64, HypError> {
+    interrupt_round_trips(guest_vtimer_bench(), |_| Ok(()), 27)
+}
+
+/// Loads `code` into a protected VM, runs it until it is ready, then measures
+/// `before(handle)` + `VCPU_RUN` until an MMIO exit reports `intid`.
+fn interrupt_round_trips(
+    code: &[u8],
+    mut before: impl FnMut(u64) -> Result<(), HypError>,
+    intid: u64,
+) -> Result<u64, HypError> {
     let pa = page(1);
-    for (i, byte) in guest_irq().iter().enumerate() {
+    for (i, byte) in code.iter().enumerate() {
         // SAFETY: `pa` is a page of the shim's that nobody else holds now.
         unsafe { core::ptr::write_volatile((pa as *mut u8).add(i), *byte) };
     }
@@ -145,8 +163,8 @@ fn virtual_irq_to_handler() -> Result<u64, HypError> {
     let _ = hypercall::vcpu_run(handle, 0, 0)?;
     let mut failed = false;
     let cost = per_op(ITERATIONS, || {
-        let delivered = hypercall::vcpu_inject_irq(handle, 0, 40).and_then(|()| hypercall::vcpu_run(handle, 0, 0));
-        failed |= !matches!(delivered, Ok(Exit::Mmio { value: 40, .. }));
+        let delivered = before(handle).and_then(|()| hypercall::vcpu_run(handle, 0, 0));
+        failed |= !matches!(delivered, Ok(Exit::Mmio { value, .. }) if value == intid);
     });
     destroy(handle, VmType::Protected, 1)?;
     if failed {
@@ -191,6 +209,7 @@ fn run_benches(platform: &HostPlatform, entry_counter: u64) -> Result<(), HypErr
     report("guest_mmio_exit_round_trip", guest_loop(2)?);
 
     report("virtual_irq_to_guest_handler", virtual_irq_to_handler()?);
+    report("virtual_timer_to_guest_handler", virtual_timer_to_handler()?);
 
     for (ty, name) in [(VmType::Protected, "protected"), (VmType::NonProtected, "non_protected")] {
         let handle = vm_with(ty, page(1), 1, 3, 0)?;

@@ -588,3 +588,40 @@ guest_sgi2_start:
 .balign 4
 .global guest_sgi2_end
 guest_sgi2_end:
+
+/*
+ * Timer benchmark guest (GICv3): opens its interface, arms its virtual timer
+ * already expired (CVAL 0), says it is ready (IRQ_READY), unmasks IRQs and
+ * waits with WFI forever. Its handler reports the INTID (IRQ_REPORT) and ends
+ * it, leaving the timer asserted, so that every WFI takes the timer again.
+ */
+.balign 4096
+.global guest_vtimer_bench_start
+guest_vtimer_bench_start:
+    mov     x20, #GUEST_UART
+    adr     x9, guest_vtimer_bench_start
+    add     x9, x9, #0x800
+    msr     vbar_el1, x9
+    isb
+    mov     x9, #0xff
+    msr     icc_pmr_el1, x9
+    mov     x9, #1
+    msr     icc_igrpen1_el1, x9
+    msr     cntv_cval_el0, xzr
+    msr     cntv_ctl_el0, x9
+    isb
+    str     xzr, [x20, #IRQ_READY]
+    msr     daifclr, #2
+1:  wfi
+    b       1b
+.balign 2048
+vtimer_bench_vectors:
+    fault_vectors 5
+    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
+    mrs     x9, icc_iar1_el1
+    str     x9, [x20, #IRQ_REPORT]
+    msr     icc_eoir1_el1, x9
+    eret
+    fault_vectors 10
+.global guest_vtimer_bench_end
+guest_vtimer_bench_end:

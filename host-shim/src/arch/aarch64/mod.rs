@@ -31,6 +31,8 @@ extern "C" {
     static guest_timer2_end: u8;
     static guest_timer_start: u8;
     static guest_timer_end: u8;
+    static guest_vtimer_bench_start: u8;
+    static guest_vtimer_bench_end: u8;
     static guest_irq2_start: u8;
     static guest_irq2_end: u8;
     static guest_irq_start: u8;
@@ -105,6 +107,13 @@ pub fn guest_timer2() -> &'static [u8] {
 pub fn guest_timer() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_timer_start }, unsafe { &guest_timer_end })
+}
+
+/// The timer benchmark guest's code.
+#[cfg_attr(not(feature = "bench"), allow(dead_code))]
+pub fn guest_vtimer_bench() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_vtimer_bench_start }, unsafe { &guest_vtimer_bench_end })
 }
 
 /// The interrupt guest for GICv2's memory-mapped CPU interface.
