@@ -7,11 +7,11 @@
 //! job and bumps `posted`; the secondary does it, writes its results and sets
 //! `done` to the same number. Secondaries never log; the boot CPU reports.
 
-use crate::arch::{guest_off, guest_smp, secondary_entry};
+use crate::arch::{guest_console, guest_off, guest_smp, secondary_entry};
 use crate::checks::check;
 use crate::hypercall;
 use crate::platform::{HostPlatform, MAX_CPUS};
-use crate::vm_checks::{load, GUEST_ENTRY};
+use crate::vm_checks::{load, GUEST_ENTRY, GUEST_UART, GUEST_UART_STATUS, STATUS_ANSWER};
 use aarch64_cpu::registers::{CurrentEL, Readable, MPIDR_EL1};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +47,7 @@ const AFFINITY_OFF: i64 = 1;
 const JOB_RUN_VCPU: u64 = 1;
 const JOB_STRESS: u64 = 2;
 const JOB_OFF: u64 = 3;
+const JOB_RUN_ONCE: u64 = 4;
 
 /// One secondary CPU's mailbox. Every field has one writer (see the module
 /// comment); `head.S` reads `stack_top` at offset 0.
@@ -136,6 +137,7 @@ extern "C" fn shim_secondary_main(mailbox: &'static Mailbox) -> ! {
         let result = match job[0] {
             JOB_RUN_VCPU => run_reporting_vcpu(job[1], job[2]),
             JOB_STRESS => stress(cpu, job[1], job[2]),
+            JOB_RUN_ONCE => run_once(job[1], job[2], job[3]),
             _ => [0; 4],
         };
         for (slot, value) in mailbox.result.iter().zip(result) {
@@ -216,6 +218,7 @@ pub fn run_all(platform: &HostPlatform) -> bool {
     let mut passed = bring_up(platform);
     passed &= smp_guest(platform, VmType::NonProtected);
     passed &= smp_guest(platform, VmType::Protected);
+    passed &= migrating_vcpu(platform);
     passed &= stress_all(platform);
     passed &= off_and_on_again(platform);
     passed
@@ -313,6 +316,68 @@ fn smp_guest(platform: &HostPlatform, ty: VmType) -> bool {
         }
     });
     passed &= check!(down.is_ok(), "{kind} {SMP_VCPUS}-vCPU VM torn down and its memory back: {down:?}");
+    passed
+}
+
+/// One `VCPU_RUN`: `[0, x1, x2, x3 of the exit]`, or `[error code, 0, 0, 0]`.
+fn run_once(handle: u64, vcpu: u64, value: u64) -> [u64; 4] {
+    match hypercall::vcpu_run(handle, vcpu, value) {
+        Ok(exit) => {
+            let [a, b, c] = exit.encode();
+            [0, a, b, c]
+        }
+        Err(e) => [e.code() as u64, 0, 0, 0],
+    }
+}
+
+/// A vCPU moves between CPUs: the console guest's vCPU runs on every CPU in
+/// turn, one exit each, and its output comes out whole (its registers, EL1
+/// state and the per-CPU TLB bookkeeping follow it).
+fn migrating_vcpu(platform: &HostPlatform) -> bool {
+    let count = platform.cpus().len();
+    let own = platform.cpus().iter().position(|&m| m == MPIDR_EL1.get() & MPIDR_AFFINITY_MASK).unwrap_or(0);
+    let code = scratch_page(0);
+    load(code, guest_console());
+    let ready = hypercall::vm_create(VmType::NonProtected, 1).and_then(|h| {
+        hypercall::vm_map(h, code, GUEST_ENTRY, 1)?;
+        hypercall::vcpu_init(h, 0, GUEST_ENTRY, u64::from(b'M'))?;
+        Ok(h)
+    });
+    let Ok(handle) = ready else {
+        return check!(false, "set up the migrating VM: {ready:?}");
+    };
+    let (mut line, mut len, mut value, mut used, mut end) = ([0u8; 48], 0, 0, 0u64, None);
+    for round in 0..256 {
+        let cpu = round % count;
+        let result = if cpu == own {
+            run_once(handle, 0, value)
+        } else {
+            post(cpu, [JOB_RUN_ONCE, handle, 0, value]);
+            wait(cpu).unwrap_or([u64::MAX, 0, 0, 0])
+        };
+        used |= 1 << cpu;
+        let exit = (result[0] == 0).then(|| Exit::decode([result[1], result[2], result[3]])).flatten();
+        match exit {
+            Some(Exit::Mmio { ipa: GUEST_UART, write: true, value: byte, .. }) => {
+                if byte != u64::from(b'\n') && len < line.len() {
+                    line[len] = byte as u8;
+                    len += 1;
+                }
+                value = 0;
+            }
+            Some(Exit::Mmio { ipa: GUEST_UART_STATUS, write: false, .. }) => value = STATUS_ANSWER,
+            other => {
+                end = Some(other);
+                break;
+            }
+        }
+    }
+    let text = core::str::from_utf8(&line[..len]).unwrap_or("?");
+    let mut passed = check!(
+        text == "hello from guest M R1" && end == Some(Some(Exit::SystemOff)) && used.count_ones() as usize == count,
+        "a vCPU moved between {count} CPUs at every exit and its guest printed {text:?} whole ({end:?})"
+    );
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the migrating VM down");
     passed
 }
 

@@ -17,10 +17,10 @@ use hyp_abi::{Exit, HostCall, HypError, VcpuReg, VmType};
 /// Where the guests' code goes in guest-physical memory.
 pub const GUEST_ENTRY: u64 = 0x8000_0000;
 /// The UART the shim emulates for its guests.
-const GUEST_UART: u64 = 0x0300_0000;
+pub const GUEST_UART: u64 = 0x0300_0000;
 /// Reads of this register get [`STATUS_ANSWER`].
-const GUEST_UART_STATUS: u64 = GUEST_UART + 0x18;
-const STATUS_ANSWER: u64 = b'R' as u64;
+pub const GUEST_UART_STATUS: u64 = GUEST_UART + 0x18;
+pub const STATUS_ANSWER: u64 = b'R' as u64;
 /// Runs before a guest is declared stuck.
 const MAX_RUNS: usize = 256;
 

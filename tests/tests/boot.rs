@@ -272,6 +272,7 @@ fn smp4_every_cpu_runs_the_host_vcpus_run_in_parallel_and_stress_leaves_memory_u
         "[host INFO] ok: protected VM: vCPU 1 cannot run before its guest starts it: Err(VcpuOff)",
         "[host INFO] ok: protected VM: vCPU 0 started vCPUs 1..3 with PSCI CPU_ON, each ran on the CPU of its index, all 4 ran at the same time, then CPU_OFF and SYSTEM_OFF ([Some([0, 1, e, ",
         "[host INFO] ok: protected 4-vCPU VM torn down and its memory back: Ok(())",
+        "[host INFO] ok: a vCPU moved between 4 CPUs at every exit and its guest printed \"hello from guest M R1\" whole (Some(Some(SystemOff)))",
         "[host INFO] ok: stress on CPU 0: 100 rounds of VM create/run/teardown/reclaim with page sharing and donation, concurrently with the other CPUs (seed 2026): Some([0, 100,",
         "[host INFO] ok: stress on CPU 1: 100 rounds",
         "[host INFO] ok: stress on CPU 2: 100 rounds",
