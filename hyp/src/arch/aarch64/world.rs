@@ -77,65 +77,40 @@ macro_rules! write_sysreg {
     }};
 }
 
+/// The EL1 registers a world switch moves: field of [`El1Sysregs`] and system
+/// register, in the order they are written back (the timer's compare value
+/// before its control, so that it never fires on a stale value).
+macro_rules! el1_registers {
+    ($apply:ident) => {
+        $apply! {
+            sctlr: "sctlr_el1", ttbr0: "ttbr0_el1", ttbr1: "ttbr1_el1", tcr: "tcr_el1",
+            mair: "mair_el1", amair: "amair_el1", vbar: "vbar_el1", contextidr: "contextidr_el1",
+            tpidr_el0: "tpidr_el0", tpidrro_el0: "tpidrro_el0", tpidr_el1: "tpidr_el1",
+            sp_el0: "sp_el0", sp_el1: "sp_el1", elr_el1: "elr_el1", spsr_el1: "spsr_el1",
+            esr_el1: "esr_el1", far_el1: "far_el1", afsr0: "afsr0_el1", afsr1: "afsr1_el1",
+            par: "par_el1", cpacr: "cpacr_el1", cntkctl: "cntkctl_el1", csselr: "csselr_el1",
+            mdscr: "mdscr_el1", cntv_cval: "cntv_cval_el0", cntv_ctl: "cntv_ctl_el0",
+        }
+    };
+}
+
 /// The live EL1 context, read whole (so no zeroed copy is made first).
 fn read_el1() -> El1Sysregs {
-    El1Sysregs {
-        sctlr: read_sysreg!("sctlr_el1"),
-        ttbr0: read_sysreg!("ttbr0_el1"),
-        ttbr1: read_sysreg!("ttbr1_el1"),
-        tcr: read_sysreg!("tcr_el1"),
-        mair: read_sysreg!("mair_el1"),
-        amair: read_sysreg!("amair_el1"),
-        vbar: read_sysreg!("vbar_el1"),
-        contextidr: read_sysreg!("contextidr_el1"),
-        tpidr_el0: read_sysreg!("tpidr_el0"),
-        tpidrro_el0: read_sysreg!("tpidrro_el0"),
-        tpidr_el1: read_sysreg!("tpidr_el1"),
-        sp_el0: read_sysreg!("sp_el0"),
-        sp_el1: read_sysreg!("sp_el1"),
-        elr_el1: read_sysreg!("elr_el1"),
-        spsr_el1: read_sysreg!("spsr_el1"),
-        esr_el1: read_sysreg!("esr_el1"),
-        far_el1: read_sysreg!("far_el1"),
-        afsr0: read_sysreg!("afsr0_el1"),
-        afsr1: read_sysreg!("afsr1_el1"),
-        par: read_sysreg!("par_el1"),
-        cpacr: read_sysreg!("cpacr_el1"),
-        cntkctl: read_sysreg!("cntkctl_el1"),
-        csselr: read_sysreg!("csselr_el1"),
-        mdscr: read_sysreg!("mdscr_el1"),
-        cntv_ctl: read_sysreg!("cntv_ctl_el0"),
-        cntv_cval: read_sysreg!("cntv_cval_el0"),
+    macro_rules! read_all {
+        ($($field:ident: $register:literal),* $(,)?) => {
+            El1Sysregs { $($field: read_sysreg!($register)),* }
+        };
     }
+    el1_registers!(read_all)
 }
 
 fn restore_el1(regs: &El1Sysregs) {
-    write_sysreg!("sctlr_el1", regs.sctlr);
-    write_sysreg!("ttbr0_el1", regs.ttbr0);
-    write_sysreg!("ttbr1_el1", regs.ttbr1);
-    write_sysreg!("tcr_el1", regs.tcr);
-    write_sysreg!("mair_el1", regs.mair);
-    write_sysreg!("amair_el1", regs.amair);
-    write_sysreg!("vbar_el1", regs.vbar);
-    write_sysreg!("contextidr_el1", regs.contextidr);
-    write_sysreg!("tpidr_el0", regs.tpidr_el0);
-    write_sysreg!("tpidrro_el0", regs.tpidrro_el0);
-    write_sysreg!("tpidr_el1", regs.tpidr_el1);
-    write_sysreg!("sp_el0", regs.sp_el0);
-    write_sysreg!("sp_el1", regs.sp_el1);
-    write_sysreg!("elr_el1", regs.elr_el1);
-    write_sysreg!("spsr_el1", regs.spsr_el1);
-    write_sysreg!("esr_el1", regs.esr_el1);
-    write_sysreg!("far_el1", regs.far_el1);
-    write_sysreg!("afsr0_el1", regs.afsr0);
-    write_sysreg!("afsr1_el1", regs.afsr1);
-    write_sysreg!("par_el1", regs.par);
-    write_sysreg!("cpacr_el1", regs.cpacr);
-    write_sysreg!("cntkctl_el1", regs.cntkctl);
-    write_sysreg!("csselr_el1", regs.csselr);
-    write_sysreg!("mdscr_el1", regs.mdscr);
-    write_sysreg!("cntv_cval_el0", regs.cntv_cval);
-    write_sysreg!("cntv_ctl_el0", regs.cntv_ctl);
+    macro_rules! write_all {
+        ($($field:ident: $register:literal),* $(,)?) => {{
+            $(write_sysreg!($register, regs.$field);)*
+        }};
+    }
+    el1_registers!(write_all);
 }
 
 /// Where and as what a vCPU runs.
