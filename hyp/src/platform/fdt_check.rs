@@ -9,8 +9,9 @@
 
 use crate::fdt_format::{FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_MAGIC, FDT_NOP, FDT_PROP, HEADER_SIZE};
 
-/// Deepest node nesting accepted (real trees stay below 10).
-const MAX_DEPTH: usize = 64;
+/// Deepest node nesting accepted (real trees stay below 10; the crate keeps 64
+/// parents).
+const MAX_DEPTH: usize = 32;
 
 fn be32(bytes: &[u8], at: usize) -> Option<u32> {
     let word = bytes.get(at..at.checked_add(4)?)?;
@@ -35,7 +36,10 @@ fn c_str(bytes: &[u8]) -> Option<(&str, usize)> {
 /// The tree's total size if `blob` holds a well-formed device tree (version 17
 /// or later): header, reservation block, strings and structure all inside
 /// `totalsize`, which fits in `blob`; every token known; nodes balanced, one
-/// root; names NUL-terminated UTF-8; property values inside the block.
+/// root; names NUL-terminated UTF-8; property values inside the block; in each
+/// node its properties before its children (as the specification requires).
+/// NOP tokens are accepted only just before a node's end: the crate's node walk
+/// does not skip them elsewhere (found by `cargo fuzz`, target `device_tree`).
 pub fn check(blob: &[u8]) -> Option<usize> {
     let field = |i: usize| be32(blob, i * 4).map(|v| v as usize);
     if be32(blob, 0)? != FDT_MAGIC {
@@ -59,6 +63,8 @@ pub fn check(blob: &[u8]) -> Option<usize> {
         }
     }
     let (mut pos, mut depth, mut roots) = (0usize, 0usize, 0usize);
+    // Bit d: the open node at depth d has had a child (no property may follow).
+    let mut had_child = 0u64;
     loop {
         let token = be32(structs, pos)?;
         pos += 4;
@@ -67,16 +73,18 @@ pub fn check(blob: &[u8]) -> Option<usize> {
                 if depth == 0 {
                     roots += 1;
                 }
+                had_child |= 1 << depth;
                 depth += 1;
                 if roots > 1 || depth > MAX_DEPTH {
                     return None;
                 }
+                had_child &= !(1 << depth);
                 let (_, len) = c_str(structs.get(pos..)?)?;
                 pos = align4(pos + len + 1)?;
             }
             FDT_END_NODE => depth = depth.checked_sub(1)?,
             FDT_PROP => {
-                if depth == 0 {
+                if depth == 0 || had_child & (1 << depth) != 0 {
                     return None;
                 }
                 let len = be32(structs, pos)? as usize;
@@ -89,7 +97,15 @@ pub fn check(blob: &[u8]) -> Option<usize> {
                 }
                 pos = align4(end)?;
             }
-            FDT_NOP => {}
+            FDT_NOP => {
+                let mut next = pos;
+                while be32(structs, next)? == FDT_NOP {
+                    next += 4;
+                }
+                if be32(structs, next)? != FDT_END_NODE {
+                    return None;
+                }
+            }
             FDT_END => return (depth == 0 && roots == 1).then_some(total),
             _ => return None,
         }
@@ -167,6 +183,7 @@ mod tests {
         assert_eq!(damaged(struct_at + 40, FDT_END_NODE), None, "one end too many");
         assert_eq!(damaged(struct_at + 40, FDT_NOP), None, "the root never ends");
         assert_eq!(damaged(struct_at + 24, 7), None, "unknown token");
+        assert_eq!(damaged(struct_at + 8, FDT_NOP), None, "a NOP where the crate does not skip one");
         let mut not_utf8 = blob.clone();
         not_utf8[struct_at + 28] = 0xff;
         assert_eq!(check(&not_utf8), None, "node name not UTF-8");

@@ -1,0 +1,87 @@
+//! A guest's trap, as the world switch hands it over: any ESR, FAR, IPA and
+//! registers, against a VM whose answers come from the input too. The handler
+//! must decide without panicking, and never exit with an MMIO access to the
+//! VM's own memory.
+
+#![no_main]
+#![allow(dead_code)]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../src/vm/context.rs"]
+mod context;
+#[path = "../../src/esr.rs"]
+mod esr;
+#[path = "../../src/vm/exit.rs"]
+mod exit;
+#[path = "../../src/vm/guest_trap.rs"]
+mod guest_trap;
+#[path = "../../src/vm/vgic.rs"]
+mod vgic;
+
+/// `crate::vm::...` as the hyp names these modules.
+mod vm {
+    pub(crate) use super::{context, exit, vgic};
+}
+
+use guest_trap::{GuestTrap, IpaKind, Outcome, VmView};
+
+struct View {
+    kind: u8,
+    vcpus: u64,
+}
+
+impl VmView for View {
+    fn ipa_kind(&self, _: u64) -> IpaKind {
+        match self.kind % 3 {
+            0 => IpaKind::Memory,
+            1 => IpaKind::Lost,
+            _ => IpaKind::Other,
+        }
+    }
+    fn cpu_on(&self, target: u64, _: u64, _: u64) -> Result<u64, i64> {
+        if target < self.vcpus {
+            Ok(target)
+        } else {
+            Err(-2)
+        }
+    }
+    fn affinity_info(&self, target: u64) -> i64 {
+        i64::from(target >= self.vcpus)
+    }
+    fn send_sgi(&self, targets: u64, _: u32) -> u64 {
+        targets & ((1 << self.vcpus) - 1)
+    }
+    fn vcpu_index(&self) -> usize {
+        0
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let word = |i: usize| {
+        let mut bytes = [0u8; 8];
+        if let Some(chunk) = data.get(i * 8..) {
+            let n = chunk.len().min(8);
+            bytes[..n].copy_from_slice(&chunk[..n]);
+        }
+        u64::from_le_bytes(bytes)
+    };
+    let mut ctx = context::VcpuContext::at_entry(word(0), word(1));
+    ctx.pstate = word(2);
+    ctx.sysregs.vbar = word(3);
+    for i in 0..31 {
+        ctx.gprs.x[i] = word(4 + i % 8);
+    }
+    let trap = GuestTrap { kind: word(12) % 4, esr: esr::Esr(word(13)), far: word(14), ipa: word(15) };
+    let view = View { kind: data.first().copied().unwrap_or(0), vcpus: 1 + word(16) % 8 };
+    let protected = word(17) & 1 != 0;
+    match guest_trap::handle(&mut ctx, trap, protected, &view) {
+        Outcome::ToHost { exit: hyp_abi::Exit::Mmio { .. }, .. } => {
+            assert_ne!(view.ipa_kind(trap.ipa), IpaKind::Memory, "its own memory is never MMIO");
+        }
+        Outcome::ToHost { exit: hyp_abi::Exit::Fatal { esr, address }, .. } if protected => {
+            assert_eq!((esr, address), (0, 0), "a protected VM's fault shows nothing");
+        }
+        _ => {}
+    }
+});
