@@ -290,12 +290,12 @@ impl Exit {
 
 /// Where a guest finds its GIC CPU interface (GICC) on a GICv2 platform, in its
 /// IPA space: the hyp serves accesses there from the GICv2 virtual CPU interface.
-pub const GUEST_GICV2_CPU_INTERFACE: u64 = 0x0801_0000;
+pub const GUEST_GICV2_CPU_INTERFACE: u64 = 0x0201_0000;
 
 /// Where a guest finds its GIC distributor (GICD) on a GICv2 platform, in its
 /// IPA space. Only GICD_SGIR (offset 0xF00), which sends SGIs to the VM's
 /// vCPUs, is served by the hyp; other accesses are MMIO exits to the host.
-pub const GUEST_GICV2_DISTRIBUTOR: u64 = 0x0800_0000;
+pub const GUEST_GICV2_DISTRIBUTOR: u64 = 0x0200_0000;
 
 /// ABI major version: bumped when an existing call changes incompatibly.
 pub const ABI_VERSION_MAJOR: u64 = 0;

@@ -472,7 +472,7 @@ guest_sgi_end:
  * GICC_CTLR group 0 enabled), acknowledges with GICC_IAR and ends with
  * GICC_EOIR. x0 = how many interrupts to take.
  */
-.set GUEST_GICC, 0x08010000     /* hyp_abi::GUEST_GICV2_CPU_INTERFACE */
+.set GUEST_GICC, 0x02010000     /* hyp_abi::GUEST_GICV2_CPU_INTERFACE */
 .balign 4096
 .global guest_irq2_start
 guest_irq2_start:
@@ -575,7 +575,7 @@ guest_timer2_end:
  * SGI guest for GICv2: sends SGI 5 to vCPU 0 with a write of GICD_SGIR
  * (CPUTargetList bit 0), then turns itself off.
  */
-.set GUEST_GICD, 0x08000000     /* hyp_abi::GUEST_GICV2_DISTRIBUTOR */
+.set GUEST_GICD, 0x02000000     /* hyp_abi::GUEST_GICV2_DISTRIBUTOR */
 .balign 4
 .global guest_sgi2_start
 guest_sgi2_start:
