@@ -133,7 +133,7 @@ fn guest_loop(mode: u64) -> Result<u64, HypError> {
 /// handler's first store (an MMIO exit) reaches the host. Each round also
 /// holds the end of the previous interrupt (EOI, ERET), as a guest's would.
 fn virtual_irq_to_handler() -> Result<u64, HypError> {
-    interrupt_round_trips(guest_irq(), |handle| hypercall::vcpu_inject_irq(handle, 0, 40), 40)
+    interrupt_round_trips(guest_irq(), |handle| hypercall::vcpu_inject_irq(handle, 0, 40).map(|_| ()), 40)
 }
 
 /// The virtual timer to the guest's handler: `VCPU_RUN` of a vCPU whose timer

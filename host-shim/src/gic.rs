@@ -173,6 +173,14 @@ fn arm_timer(period: u64) {
     };
 }
 
+/// Enables, on this CPU, the PPIs through which the hyp serves running guests
+/// without the host: the GIC's maintenance interrupt (25) and the virtual
+/// timer (27). They reach the hyp while a guest runs; the host only ever sees
+/// them by accident (then it ends them).
+pub fn enable_guest_ppis(gic: GicConfig) -> bool {
+    enable_ppi(gic, 25) && enable_ppi(gic, 27)
+}
+
 /// Starts a tick every `hz`-th of a second on this CPU, through `gic`. Returns
 /// false if the GIC did not respond.
 pub fn start_tick(gic: GicConfig, intid: u32, hz: u64) -> bool {

@@ -115,6 +115,8 @@ pub fn vcpu_set_reg(handle: u64, vcpu: u64, reg: hyp_abi::VcpuReg, value: u64) -
     call(HostCall::VcpuSetReg, [handle, vcpu, reg.raw(), value, 0, 0]).map(|_| ())
 }
 
-pub fn vcpu_inject_irq(handle: u64, vcpu: u64, intid: u64) -> Result<(), HypError> {
-    call(HostCall::VcpuInjectIrq, [handle, vcpu, intid, 0, 0, 0]).map(|_| ())
+/// Makes `intid` pending for the VM (an SGI or PPI for vCPU `vcpu`); returns
+/// the vCPU it goes to (`u64::MAX`: an SPI the guest routes nowhere yet).
+pub fn vcpu_inject_irq(handle: u64, vcpu: u64, intid: u64) -> Result<u64, HypError> {
+    call(HostCall::VcpuInjectIrq, [handle, vcpu, intid, 0, 0, 0]).map(|[vcpu, ..]| vcpu)
 }

@@ -4,10 +4,7 @@
 //! protected one's; teardown returns every page (the protected VM's zeroed); a
 //! crashing guest ends with a fatal exit; bad VM calls return their errors.
 
-use crate::arch::{
-    guest_console, guest_crash, guest_evil, guest_irq, guest_irq2, guest_memtest, guest_off, guest_probe, guest_sgi,
-    guest_sgi2, guest_spin, guest_timer, guest_timer2,
-};
+use crate::arch::{guest_console, guest_crash, guest_evil, guest_memtest, guest_off, guest_probe, guest_spin};
 use crate::checks::{check, probe_hyp_memory, Access};
 use crate::hypercall;
 use crate::memory_checks::{invariants, page, read};
@@ -36,7 +33,7 @@ fn bump(counter: &AtomicU64) {
 }
 
 /// `VM_CREATE`, counted.
-fn create_vm(ty: VmType, vcpus: u64) -> Result<u64, HypError> {
+pub(crate) fn create_vm(ty: VmType, vcpus: u64) -> Result<u64, HypError> {
     let handle = hypercall::vm_create(ty, vcpus)?;
     bump(&VMS_CREATED);
     if ty == VmType::Protected {
@@ -46,7 +43,7 @@ fn create_vm(ty: VmType, vcpus: u64) -> Result<u64, HypError> {
 }
 
 /// `VCPU_RUN`, counting exits.
-fn run_vcpu(handle: u64, vcpu: u64, value: u64) -> Result<Exit, HypError> {
+pub(crate) fn run_vcpu(handle: u64, vcpu: u64, value: u64) -> Result<Exit, HypError> {
     let exit = hypercall::vcpu_run(handle, vcpu, value)?;
     bump(&EXITS);
     Ok(exit)
@@ -401,185 +398,6 @@ fn spinning_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     passed
 }
 
-/// Virtual interrupts: the host makes SPIs, an SGI and a PPI pending for a
-/// protected vCPU (more than the GIC has list registers), and the guest takes
-/// each exactly once through its virtual CPU interface, acknowledging and
-/// ending them itself. Bad injections get their errors. Without a GICv3 the
-/// call answers `NotSupported`.
-fn interrupt_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
-    const REPORT: u64 = GUEST_UART + 0x38;
-    const FAULT: u64 = GUEST_UART + 0x40;
-    const READY: u64 = GUEST_UART + 0x48;
-    const INTIDS: [u64; 7] = [100, 40, 41, 3, 27, 42, 1019];
-    let mut passed = true;
-    let gic = platform.gic;
-    load(pa, if matches!(gic, Some(crate::gic::GicConfig::V2 { .. })) { guest_irq2() } else { guest_irq() });
-    let ready = create_vm(VmType::Protected, 1).and_then(|h| {
-        hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
-        hypercall::vcpu_init(h, 0, GUEST_ENTRY, INTIDS.len() as u64)?;
-        Ok(h)
-    });
-    let Ok(handle) = ready else {
-        return check!(false, "set up the interrupt VM: {ready:?}");
-    };
-    if let Some(crate::gic::GicConfig::V2 { control: Some(gich), .. }) = gic {
-        crate::checks::arm_probe();
-        // SAFETY: The probe handler is armed for an abort here; a read has no effect.
-        let value = unsafe { crate::arch::probe_read(gich) };
-        passed &= check!(
-            crate::checks::probe_was_refused(),
-            "the GICv2 virtual interface control frame (GICH at {gich:#x}) is refused to the host ({value:#x})"
-        );
-    }
-    if gic.is_none() {
-        let refused = hypercall::vcpu_inject_irq(handle, 0, 40);
-        passed &= check!(refused == Err(HypError::NotSupported), "virtual interrupts need a GIC: {refused:?}");
-    } else {
-        for intid in INTIDS {
-            passed &= check!(hypercall::vcpu_inject_irq(handle, 0, intid).is_ok(), "inject INTID {intid}");
-        }
-        let bad = [
-            hypercall::vcpu_inject_irq(handle, 0, 1020),
-            hypercall::vcpu_inject_irq(handle, 1, 40),
-            hypercall::vcpu_inject_irq(handle ^ 1 << 40, 0, 40),
-        ];
-        passed &= check!(
-            bad == [Err(HypError::InvalidArgument), Err(HypError::NoSuchVcpu), Err(HypError::NoSuchVm)],
-            "bad injections refused: {bad:?}"
-        );
-        let (mut taken, mut count, mut fault, mut end) = ([0u64; 8], 0, None, None);
-        for _ in 0..64 {
-            match run_vcpu(handle, 0, 0) {
-                Ok(Exit::Mmio { ipa: REPORT, write: true, value, .. }) => {
-                    if count < taken.len() {
-                        taken[count] = value;
-                    }
-                    count += 1;
-                }
-                Ok(Exit::Mmio { ipa: FAULT, write: true, value, .. }) => fault = Some(value),
-                Ok(Exit::Mmio { ipa: READY, write: true, .. }) => {}
-                other => {
-                    end = Some(other);
-                    break;
-                }
-            }
-        }
-        let gic_name = if matches!(gic, Some(crate::gic::GicConfig::V2 { .. })) { "GICv2" } else { "GICv3" };
-        let mut sorted = taken;
-        sorted[..count.min(8)].sort_unstable();
-        let mut expected = INTIDS;
-        expected.sort_unstable();
-        passed &= check!(
-            count == INTIDS.len() && sorted[..INTIDS.len()] == expected && fault.is_none(),
-            "a protected guest took each injected interrupt once through its virtual CPU interface ({gic_name}): {:?} (fault {fault:x?})",
-            &taken[..count.min(8)]
-        );
-        passed &= check!(end == Some(Ok(Exit::SystemOff)), "the interrupt guest ends with SYSTEM_OFF: {end:?}");
-    }
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the interrupt VM down");
-    passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the interrupt VM's page");
-    passed
-}
-
-/// The virtual timer: a protected guest arms CNTV every millisecond and waits
-/// with WFI. Each wait leaves the CPU to the host with the timer's deadline; the
-/// host waits until then and runs the vCPU again, and the hyp presents the
-/// expired timer as PPI 27. The guest counts its ticks.
-fn timer_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
-    use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
-    const TICKS: u64 = 10;
-    let Some(gic) = platform.gic else {
-        log::info!("no GIC: the virtual timer check is skipped");
-        return true;
-    };
-    let gic_name = if matches!(gic, crate::gic::GicConfig::V2 { .. }) { "GICv2" } else { "GICv3" };
-    let period = (CNTFRQ_EL0.get() / 1000).max(1);
-    let mut passed = true;
-    load(pa, if gic_name == "GICv2" { guest_timer2() } else { guest_timer() });
-    let ready = create_vm(VmType::Protected, 1).and_then(|h| {
-        hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
-        hypercall::vcpu_init(h, 0, GUEST_ENTRY, TICKS | period << 16)?;
-        Ok(h)
-    });
-    let Ok(handle) = ready else {
-        return check!(false, "set up the timer VM: {ready:?}");
-    };
-    let (mut waits, mut reported, mut fault, mut end) = (0u64, None, None, None);
-    for _ in 0..1000 {
-        match run_vcpu(handle, 0, 0) {
-            Ok(Exit::Wfi { timer_deadline }) if timer_deadline != u64::MAX => {
-                waits += 1;
-                while CNTPCT_EL0.get() < timer_deadline {
-                    core::hint::spin_loop();
-                }
-            }
-            Ok(Exit::Interrupted) => {}
-            Ok(Exit::Hypercall { function: 0xC500_0001, arg }) => reported = Some(arg),
-            Ok(Exit::Mmio { ipa, write: true, value, .. }) if ipa == GUEST_UART + 0x40 => fault = Some(value),
-            other => {
-                end = Some(other);
-                break;
-            }
-        }
-    }
-    // How often the guest had to wait depends on how fast the host came back
-    // (a tick already due when the guest reaches WFI is taken at once): not checked.
-    passed &= check!(
-        reported == Some(TICKS) && fault.is_none(),
-        "a protected guest's virtual timer ticked {reported:?} times (1 ms period, {gic_name}), the host waiting for its deadline {waits} times (fault {fault:x?})"
-    );
-    passed &= check!(end == Some(Ok(Exit::SystemOff)), "the timer guest ends with SYSTEM_OFF: {end:?}");
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the timer VM down");
-    passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the timer VM's page");
-    passed
-}
-
-/// An SGI between vCPUs: vCPU 1 of a protected VM writes ICC_SGI1R_EL1
-/// (GICv3) or GICD_SGIR (GICv2) for vCPU 0; the hyp queues SGI 5 for vCPU 0 and tells the host (`Exit::Sgi`),
-/// which runs vCPU 0; its handler takes SGI 5.
-fn sgi_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
-    const REPORT: u64 = GUEST_UART + 0x38;
-    let Some(gic) = platform.gic else {
-        log::info!("no GIC: the SGI check is skipped");
-        return true;
-    };
-    let v2 = matches!(gic, crate::gic::GicConfig::V2 { .. });
-    let mut passed = true;
-    load(pa, if v2 { guest_irq2() } else { guest_irq() });
-    load(pa + 0x1000, if v2 { guest_sgi2() } else { guest_sgi() });
-    let ready = create_vm(VmType::Protected, 2).and_then(|h| {
-        hypercall::vm_map(h, pa, GUEST_ENTRY, 2)?;
-        hypercall::vcpu_init(h, 0, GUEST_ENTRY, 1)?;
-        hypercall::vcpu_init(h, 1, GUEST_ENTRY + 0x1000, 0)?;
-        Ok(h)
-    });
-    let Ok(handle) = ready else {
-        return check!(false, "set up the SGI VM: {ready:?}");
-    };
-    let sent = run_vcpu(handle, 1, 0);
-    passed &= check!(sent == Ok(Exit::Sgi { targets: 1 }), "vCPU 1 sends SGI 5 to vCPU 0: {sent:?}");
-    let off = run_vcpu(handle, 1, 0);
-    passed &= check!(off == Ok(Exit::CpuOff), "then turns itself off: {off:?}");
-    let (mut taken, mut end) = (None, None);
-    for _ in 0..16 {
-        match run_vcpu(handle, 0, 0) {
-            Ok(Exit::Mmio { ipa: REPORT, write: true, value, .. }) => taken = Some(value),
-            Ok(Exit::Mmio { ipa, write: true, .. }) if ipa == GUEST_UART + 0x48 => {}
-            other => {
-                end = Some(other);
-                break;
-            }
-        }
-    }
-    passed &= check!(
-        taken == Some(5) && end == Some(Ok(Exit::SystemOff)),
-        "vCPU 0 takes the SGI from vCPU 1 through its virtual CPU interface: INTID {taken:?}, then {end:?}"
-    );
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the SGI VM down");
-    passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 2).is_ok(), "reclaim the SGI VM's pages");
-    passed
-}
-
 fn crashing_vm(pa: u64) -> bool {
     let mut passed = true;
     load(pa, guest_crash());
@@ -736,9 +554,7 @@ pub fn run_all(platform: &crate::platform::HostPlatform, hyp: u64, stress_rounds
     passed &= probing_vm(page(2), page(3), page(4), platform.hyp_regions());
     passed &= crashing_vm(page(8));
     passed &= spinning_vm(platform, page(8));
-    passed &= interrupt_vm(platform, page(8));
-    passed &= timer_vm(platform, page(8));
-    passed &= sgi_vm(platform, page(8));
+    passed &= crate::interrupt_checks::run_all(platform, page(8));
     passed &= bad_calls(hyp);
     passed &= stress(stress_rounds);
     passed &= crate::smp::run_all(platform);

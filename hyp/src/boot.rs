@@ -116,9 +116,9 @@ pub fn vms() -> Option<&'static spin::Mutex<VmTable>> {
     VMS.get()
 }
 
-/// The device frames the hyp maps for itself: the console UART and, on GICv2,
-/// the virtual interface frames (GICH, GICV).
-pub fn hyp_devices() -> FixedVec<PhysRange, 3> {
+/// The device frames the hyp maps for itself: the console UART, on GICv2 the
+/// virtual interface frames (GICH, GICV), and the GIC frames of the CPUs' PPIs.
+pub fn hyp_devices() -> FixedVec<PhysRange, 4> {
     let mut devices = FixedVec::default();
     let Some(platform) = platform() else {
         return devices;
@@ -129,6 +129,9 @@ pub fn hyp_devices() -> FixedVec<PhysRange, 3> {
     if let Some(crate::platform::Gic::V2 { gich: Some(gich), gicv: Some(gicv), .. }) = platform.gic {
         devices.push(gich);
         devices.push(gicv);
+    }
+    if let Some(ppis) = gic_ppi_region(platform) {
+        devices.push(ppis);
     }
     devices
 }
@@ -255,6 +258,9 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         regions.push((gich, Permission::Device));
         regions.push((gicv, Permission::Device));
     }
+    if let Some(ppis) = gic_ppi_region(&platform) {
+        regions.push((ppis, Permission::Device));
+    }
     let stage1 = match stage1::build(regions.as_slice(), holes.as_slice(), &mut HeapPages, &mut El2Tlb) {
         Ok(table) => table,
         Err(e) => fatal(format_args!("building the EL2 stage-1 tables failed: {e}")),
@@ -372,6 +378,7 @@ fn make_per_cpus(platform: &Platform, stacks: &[CpuStacks]) -> (&'static PerCpu,
             guest_gprs: 0,
             hyp_sp: 0,
             boot_mmu: mmu::current_setup(),
+            ppi_frame: ppi_frame(platform, mpidr),
             power: AtomicU8::new(power),
             host_entry: AtomicU64::new(0),
             host_context: AtomicU64::new(0),
@@ -382,6 +389,30 @@ fn make_per_cpus(platform: &Platform, stacks: &[CpuStacks]) -> (&'static PerCpu,
         fatal(format_args!("no CPU to run on"));
     };
     (boot_cpu, list)
+}
+
+/// The frame of the physical GIC holding the banked PPI registers of the CPU
+/// with `mpidr` (mapped for the hyp: see [`gic_ppi_region`]).
+fn ppi_frame(platform: &Platform, mpidr: u64) -> usize {
+    match platform.gic {
+        Some(crate::platform::Gic::V3 { gicr, .. }) => {
+            crate::arch::aarch64::gicv3::find_redistributor_sgi_frame(gicr.start as usize, gicr.end as usize, mpidr)
+                .unwrap_or(0)
+        }
+        Some(crate::platform::Gic::V2 { gicd, .. }) => gicd.start as usize,
+        None => 0,
+    }
+}
+
+/// The physical GIC registers the hyp maps (shared with the host) to keep the
+/// virtual timer's PPI active while a guest's timer is asserted: GICv3's
+/// redistributors, GICv2's distributor.
+fn gic_ppi_region(platform: &Platform) -> Option<PhysRange> {
+    match platform.gic {
+        Some(crate::platform::Gic::V3 { gicr, .. }) => Some(gicr),
+        Some(crate::platform::Gic::V2 { gicd, .. }) => Some(gicd),
+        None => None,
+    }
 }
 
 /// The page records' storage: whole pages from the pool, zeroed with `DC ZVA`

@@ -27,7 +27,7 @@ pub trait HostServices {
     fn vm_info(&mut self, handle: u64) -> Result<[u64; 3], HypError>;
     fn vm_teardown(&mut self, handle: u64) -> Result<(), HypError>;
     fn vm_reclaim(&mut self, handle: u64, ipa: u64, pages: u64) -> Result<(), HypError>;
-    fn vcpu_inject_irq(&mut self, handle: u64, vcpu: u64, intid: u64) -> Result<(), HypError>;
+    fn vcpu_inject_irq(&mut self, handle: u64, vcpu: u64, intid: u64) -> Result<u64, HypError>;
 }
 
 /// Handles one host hypercall: `regs` are x0..x6 at the HVC, the result is the
@@ -54,7 +54,7 @@ pub fn handle_host_hvc(regs: &[u64; 7], memory: &mut dyn HostServices) -> [u64; 
         Some(HostCall::VmInfo) => memory.vm_info(a1),
         Some(HostCall::VmTeardown) => done(memory.vm_teardown(a1)),
         Some(HostCall::VmReclaim) => done(memory.vm_reclaim(a1, a2, a3)),
-        Some(HostCall::VcpuInjectIrq) => done(memory.vcpu_inject_irq(a1, a2, a3)),
+        Some(HostCall::VcpuInjectIrq) => memory.vcpu_inject_irq(a1, a2, a3).map(|vcpu| [vcpu, 0, 0]),
         None => Err(HypError::NotSupported),
     };
     encode_result(result)
@@ -122,9 +122,9 @@ mod tests {
         fn vm_reclaim(&mut self, _handle: u64, _ipa: u64, _pages: u64) -> Result<(), HypError> {
             Err(HypError::Busy)
         }
-        fn vcpu_inject_irq(&mut self, _handle: u64, _vcpu: u64, intid: u64) -> Result<(), HypError> {
+        fn vcpu_inject_irq(&mut self, _handle: u64, _vcpu: u64, intid: u64) -> Result<u64, HypError> {
             self.0.push(("inject", intid, 0));
-            Ok(())
+            Ok(0)
         }
     }
 

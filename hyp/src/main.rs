@@ -43,6 +43,8 @@ mod host_calls;
 mod power;
 #[cfg(target_os = "none")]
 mod trap;
+#[cfg(target_os = "none")]
+mod vcpu_run;
 mod vm;
 
 /// The hyp's heap, fed with its memory pool at boot.

@@ -43,6 +43,9 @@ pub struct PerCpu {
     pub hyp_sp: usize,
     /// EL2 MMU setup for `head.S`'s secondary entry (same on every CPU).
     pub boot_mmu: BootMmu,
+    /// The physical GIC frame with this CPU's banked PPI registers (GICv3: its
+    /// redistributor's SGI frame; GICv2: the distributor); 0 if none.
+    pub ppi_frame: usize,
     /// `CPU_OFF`, `CPU_BOOTING` or `CPU_ON`.
     pub power: AtomicU8,
     /// Where the host asked this CPU to start (PSCI CPU_ON), and its x0.

@@ -246,9 +246,12 @@ pub enum Exit {
     /// The vCPU called PSCI CPU_OFF: it is off, and `VCPU_RUN` refuses it with
     /// `VcpuOff` until another vCPU (or `VCPU_INIT`) starts it again.
     CpuOff,
-    /// The guest sent an SGI (ICC_SGI1R_EL1) to its vCPUs in `targets` (bit n:
-    /// vCPU n); the hyp queued it for them: the host should run them.
-    Sgi { targets: u64 },
+    /// Interrupts became pending for the VM's vCPUs in `targets` (bit n:
+    /// vCPU n) that they can take: the guest sent an SGI, or enabled, pended
+    /// or routed an interrupt in its distributor. The host should run them
+    /// (interrupting those that run on other CPUs is not needed: they see it
+    /// at their next exit or WFI).
+    Wake { targets: u64 },
 }
 
 impl Exit {
@@ -266,7 +269,7 @@ impl Exit {
             Exit::Interrupted => [6, 0, 0],
             Exit::CpuOn { vcpu } => [7, vcpu, 0],
             Exit::CpuOff => [8, 0, 0],
-            Exit::Sgi { targets } => [9, targets, 0],
+            Exit::Wake { targets } => [9, targets, 0],
         }
     }
 
@@ -282,7 +285,7 @@ impl Exit {
             6 => Exit::Interrupted,
             7 => Exit::CpuOn { vcpu: a },
             8 => Exit::CpuOff,
-            9 => Exit::Sgi { targets: a },
+            9 => Exit::Wake { targets: a },
             _ => return None,
         })
     }
@@ -292,15 +295,22 @@ impl Exit {
 /// IPA space: the hyp serves accesses there from the GICv2 virtual CPU interface.
 pub const GUEST_GICV2_CPU_INTERFACE: u64 = 0x0201_0000;
 
-/// Where a guest finds its GIC distributor (GICD) on a GICv2 platform, in its
-/// IPA space. Only GICD_SGIR (offset 0xF00), which sends SGIs to the VM's
-/// vCPUs, is served by the hyp; other accesses are MMIO exits to the host.
-pub const GUEST_GICV2_DISTRIBUTOR: u64 = 0x0200_0000;
+/// Where a guest finds its GIC distributor (GICD, 64 KiB window), on either
+/// GIC version, in its IPA space. The hyp emulates it: the host never sees
+/// these accesses.
+pub const GUEST_GIC_DISTRIBUTOR: u64 = 0x0200_0000;
+
+/// Where a GICv3 guest finds its redistributors: vCPU n's (RD_base, then
+/// SGI_base) at this IPA + n * 0x2_0000. Emulated by the hyp.
+pub const GUEST_GICV3_REDISTRIBUTORS: u64 = 0x0210_0000;
+
+/// The SPIs a VM has: INTIDs 32..96 (GICD_TYPER.ITLinesNumber 2).
+pub const GUEST_SPI_LIMIT: u64 = 96;
 
 /// ABI major version: bumped when an existing call changes incompatibly.
 pub const ABI_VERSION_MAJOR: u64 = 0;
 /// ABI minor version: bumped when calls are added.
-pub const ABI_VERSION_MINOR: u64 = 4;
+pub const ABI_VERSION_MINOR: u64 = 5;
 
 /// Every error a hypercall can return in x0. Codes are stable; `-1` and `-3`
 /// coincide with SMCCC `NOT_SUPPORTED` and `INVALID_PARAMETER`.
@@ -466,7 +476,7 @@ mod tests {
             Exit::Interrupted,
             Exit::CpuOn { vcpu: 3 },
             Exit::CpuOff,
-            Exit::Sgi { targets: 0b101 },
+            Exit::Wake { targets: 0b101 },
         ];
         for exit in all {
             assert_eq!(Exit::decode(exit.encode()), Some(exit));

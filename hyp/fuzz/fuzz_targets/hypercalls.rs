@@ -78,7 +78,7 @@ impl hypercall::HostServices for Services {
         self.calls += 1;
         Err(HypError::InvalidArgument)
     }
-    fn vcpu_inject_irq(&mut self, _: u64, _: u64, _: u64) -> Result<(), HypError> {
+    fn vcpu_inject_irq(&mut self, _: u64, _: u64, _: u64) -> Result<u64, HypError> {
         self.calls += 1;
         Err(HypError::VcpuOff)
     }

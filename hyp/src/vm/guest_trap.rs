@@ -42,8 +42,9 @@ pub trait VmView {
     fn cpu_on(&self, target: u64, entry: u64, context: u64) -> Result<u64, i64>;
     /// PSCI AFFINITY_INFO (level 0) of the vCPU whose MPIDR is `target`.
     fn affinity_info(&self, target: u64) -> i64;
-    /// Queues SGI `intid` for the vCPUs of `targets` (bit n: vCPU n); returns
-    /// those that exist.
+    /// Makes SGI `intid` pending for the vCPUs of `targets` (bit n: vCPU n);
+    /// returns those that can now take an interrupt they could not before, and
+    /// the sender itself if it can take one.
     fn send_sgi(&self, targets: u64, intid: u32) -> u64;
     /// The index of the vCPU that trapped.
     fn vcpu_index(&self) -> usize;
@@ -91,6 +92,9 @@ pub const PSCI_INVALID_PARAMETERS: i64 = -2;
 pub enum Outcome {
     /// Enter the guest again.
     Resume,
+    /// Enter the guest again, after moving the interrupts that became pending
+    /// for it into its list registers.
+    Deliver,
     /// Enter the guest again, at its exception vector (an exception was injected).
     Injected,
     /// Return to the host with this exit; `pending_read` is an MMIO load the host
@@ -194,10 +198,13 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
             let rt = ((trap.esr.iss() >> 5) & 0x1f) as usize;
             let value = if rt == 31 { 0 } else { ctx.gprs.x[rt] };
             step(ctx);
-            let (targets, intid) = sgi_targets(value, vm.vcpu_index());
-            match vm.send_sgi(targets, intid) {
+            let sender = vm.vcpu_index();
+            let (targets, intid) = sgi_targets(value, sender);
+            let woken = vm.send_sgi(targets, intid);
+            match woken & !(1 << sender) {
+                0 if woken != 0 => Outcome::Deliver,
                 0 => Outcome::Resume,
-                sent => Outcome::ToHost { exit: Exit::Sgi { targets: sent }, pending_read: None },
+                others => Outcome::ToHost { exit: Exit::Wake { targets: others }, pending_read: None },
             }
         }
         ExceptionClass::WfiWfe => {
@@ -357,11 +364,13 @@ mod tests {
         let msr = 0x18 << 26 | 1 << 25 | 3 << 20 | 5 << 17 | 12 << 10 | 4 << 5 | 11 << 1;
         assert_eq!(
             handle(&mut c, trap(msr, 0), false, &OTHER),
-            Outcome::ToHost { exit: Exit::Sgi { targets: 0b10 }, pending_read: None }
+            Outcome::ToHost { exit: Exit::Wake { targets: 0b10 }, pending_read: None }
         );
         assert_eq!(c.pc, 0x8000_0004);
         c.gprs.x[4] = 7 << 24 | 0b100;
         assert_eq!(handle(&mut c, trap(msr, 0), false, &OTHER), Outcome::Resume, "no such vCPU: nothing sent");
+        c.gprs.x[4] = 7 << 24 | 0b1;
+        assert_eq!(handle(&mut c, trap(msr, 0), false, &OTHER), Outcome::Deliver, "to itself: delivered at once");
         // A read of the register (direction 1) is not an SGI: UNDEFINED.
         assert_eq!(handle(&mut c, trap(msr | 1, 0), false, &OTHER), Outcome::Injected);
     }

@@ -6,4 +6,6 @@ pub mod exit;
 pub mod guest_trap;
 pub mod table;
 pub mod vgic;
+pub mod vgic_dist;
+pub mod vgic_mmio;
 pub mod vtimer;

@@ -7,6 +7,7 @@ use crate::mm::ownership::VmId;
 use crate::mm::pgtable::{PgTable, TlbMaintenance};
 use crate::vm::context::VcpuContext;
 use crate::vm::exit::MmioAccess;
+use crate::vm::vgic_dist::{Distributor, GicVersion, Routed};
 use aarch64_paging::paging::Stage2;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
@@ -102,9 +103,6 @@ pub struct Vcpu {
     pub running: bool,
     /// An MMIO load waiting for the host's value.
     pub pending_read: Option<MmioAccess>,
-    /// Interrupts the host made pending since the vCPU last entered: they move
-    /// into its context when it runs (the context belongs to the CPU running it).
-    pub irq_queue: crate::vm::vgic::IrqQueue,
 }
 
 /// No TLB maintenance: for a stage-2 no walker has ever used.
@@ -147,6 +145,8 @@ pub struct Vm {
     pub lost: Vec<u64>,
     /// CNTVOFF_EL2 of the VM: its virtual counter starts near 0 when created.
     pub cntvoff: u64,
+    /// The VM's GIC distributor (and redistributors): its interrupts' state.
+    pub gic: Distributor,
     pub state: VmState,
     /// Per physical CPU, the vCPU of this VM that ran there last
     /// ([`NO_VCPU`]: none since the VM was created). Guest TLB entries are tagged
@@ -262,6 +262,7 @@ impl VmTable {
         &mut self,
         ty: u64,
         vcpus: u64,
+        gic_version: GicVersion,
         memory: &mut MemoryState,
         env: &mut Env<'_>,
     ) -> Result<u64, HypError> {
@@ -284,13 +285,7 @@ impl VmTable {
             // SAFETY: The page is fresh from the guest source, mapped for the hyp,
             // and this vCPU's alone until the VM is freed.
             let ctx = unsafe { ContextPage::new(page) };
-            list.push(Vcpu {
-                ctx,
-                power: VcpuPower::Off,
-                running: false,
-                pending_read: None,
-                irq_queue: Default::default(),
-            });
+            list.push(Vcpu { ctx, power: VcpuPower::Off, running: false, pending_read: None });
         }
         let slot = &mut self.slots[index];
         let id = (index + 1) as VmId;
@@ -302,6 +297,7 @@ impl VmTable {
             pages_held: 0,
             lost: Vec::new(),
             cntvoff: 0,
+            gic: Distributor::new(gic_version, vcpus as usize),
             state: VmState::Alive,
             last_vcpu_on_cpu: [NO_VCPU; crate::platform::MAX_CPUS],
         });
@@ -357,24 +353,25 @@ impl VmTable {
         Ok(())
     }
 
-    /// Makes interrupt `intid` pending for a vCPU; it reaches the guest when the
-    /// vCPU next enters.
+    /// Makes interrupt `intid` pending: an SGI or PPI for vCPU `index`, an SPI
+    /// for the vCPU the guest routed it to. Returns that vCPU's index, or
+    /// `u64::MAX` while the guest routes the SPI to none.
     ///
     /// # Errors
     ///
     /// `NoSuchVm` (also for a VM that no longer runs), `NoSuchVcpu`,
-    /// `InvalidArgument` for an INTID of 1020 or more.
-    pub fn inject_irq(&mut self, handle: u64, index: u64, intid: u64) -> Result<(), HypError> {
+    /// `InvalidArgument` for an INTID the VM does not have (96 or more).
+    pub fn inject_irq(&mut self, handle: u64, index: u64, intid: u64) -> Result<u64, HypError> {
         let vm = self.get(handle)?;
         if vm.state != VmState::Alive {
             return Err(HypError::NoSuchVm);
         }
-        let vcpu = vm.vcpu(index)?;
+        let index = usize::try_from(index).ok().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
         let intid = u32::try_from(intid).map_err(|_| HypError::InvalidArgument)?;
-        if vcpu.irq_queue.add(intid) {
-            Ok(())
-        } else {
-            Err(HypError::InvalidArgument)
+        match vm.gic.make_pending(index, intid) {
+            Some(Routed::Vcpu(target)) => Ok(target as u64),
+            Some(Routed::Unrouted) => Ok(u64::MAX),
+            None => Err(HypError::InvalidArgument),
         }
     }
 

@@ -98,7 +98,7 @@ impl World {
             el2_tlb: &mut self.el2,
             memory: &mut self.zeroes,
         };
-        self.vms.create(ty, vcpus, &mut self.memory, &mut env)
+        self.vms.create(ty, vcpus, crate::vm::vgic_dist::GicVersion::V3, &mut self.memory, &mut env)
     }
 
     fn map(&mut self, h: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
@@ -337,17 +337,21 @@ fn another_vcpu_on_a_cpu_asks_for_a_local_tlb_flush() {
 }
 
 #[test]
-fn injected_interrupts_wait_on_the_vcpu_and_bad_ones_are_refused() {
+fn injected_interrupts_are_routed_and_bad_ones_are_refused() {
     let mut w = World::new();
     let h = w.create(1, 2).unwrap();
-    assert_eq!(w.vms.inject_irq(h, 1, 40), Ok(()));
+    assert_eq!(w.vms.inject_irq(h, 1, 40), Ok(0), "an SPI goes where the guest routes it: vCPU 0 out of reset");
+    assert_eq!(w.vms.inject_irq(h, 1, 27), Ok(1), "a PPI goes to the vCPU named");
+    assert_eq!(w.vms.inject_irq(h, 1, 96), Err(HypError::InvalidArgument), "beyond the VM's SPIs");
     assert_eq!(w.vms.inject_irq(h, 1, 1020), Err(HypError::InvalidArgument));
     assert_eq!(w.vms.inject_irq(h, 1, 1 << 40), Err(HypError::InvalidArgument));
     assert_eq!(w.vms.inject_irq(h, 2, 40), Err(HypError::NoSuchVcpu));
     assert_eq!(w.vms.inject_irq(h ^ 1 << 32, 0, 40), Err(HypError::NoSuchVm));
     let vm = w.vms.get(h).unwrap();
-    assert!(!vm.vcpus[1].irq_queue.is_empty());
-    assert!(vm.vcpus[0].irq_queue.is_empty());
+    assert_eq!(vm.gic.pending_word(1, 0), 1 << 27);
+    assert_eq!(vm.gic.pending_word(0, 1), 1 << 8);
+    vm.gic.set_irouter(41, 7);
+    assert_eq!(w.vms.inject_irq(h, 0, 41), Ok(u64::MAX), "routed to no vCPU of the VM");
     w.teardown(h).unwrap();
     assert_eq!(w.vms.inject_irq(h, 1, 40), Err(HypError::NoSuchVm));
 }

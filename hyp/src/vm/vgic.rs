@@ -1,43 +1,60 @@
-//! Virtual interrupts of one vCPU, for the GICv3 virtual CPU interface: the
-//! interrupts the host made pending, and the list registers that present them
-//! to the guest. Plain data and decisions (which interrupt goes into which list
-//! register), so that they are tested on the host; `arch::aarch64::gicv3` moves
-//! the list registers in and out of the hardware around each run.
+//! The list registers of one vCPU: how the GIC's virtual CPU interface presents
+//! interrupts to the guest. Plain data, kept in the GICv3 layout (converted for
+//! GICv2 by `arch::aarch64::gicv2`), and the operations the distributor model
+//! ([`crate::vm::vgic_dist`]) needs to fill them; `arch::aarch64::gicv3`/`gicv2`
+//! move them in and out of the hardware around each run.
 //!
 //! A guest acknowledges and ends its interrupts itself, through the virtual CPU
 //! interface (`ICC_IAR1_EL1`/`ICC_EOIR1_EL1` reach `ICV_*` while `HCR_EL2.IMO`
-//! is set): no trap. An interrupt leaves its list register when the guest has
-//! ended it (state invalid). More pending interrupts than list registers wait
-//! here, in INTID order, and enter as list registers free up, at the next entry.
+//! is set, or GICV on GICv2): no trap. An interrupt leaves its list register
+//! when the guest has ended it (state invalid).
 
 #![forbid(unsafe_code)]
 
-/// INTIDs 0..1019 (1020..1023 are special, LPIs are not supported).
-pub const MAX_INTID: u32 = 1020;
 /// List registers the architecture allows (ICH_VTR_EL2.ListRegs + 1 <= 16).
 pub const MAX_LIST_REGISTERS: usize = 16;
-/// Priority of every injected interrupt (no virtual distributor yet to set
-/// one): the middle of the range, above any sensible priority mask.
-pub const DEFAULT_PRIORITY: u64 = 0xa0;
 
 const LR_STATE_SHIFT: u32 = 62;
 const LR_STATE_PENDING: u64 = 1 << LR_STATE_SHIFT;
 const LR_STATE_MASK: u64 = 3 << LR_STATE_SHIFT;
+/// The virtual interrupt is tied to a physical one (pINTID): the guest's
+/// deactivation deactivates it too.
+const LR_HW: u64 = 1 << 61;
 const LR_GROUP1: u64 = 1 << 60;
 const LR_PRIORITY_SHIFT: u32 = 48;
+const LR_PINTID_SHIFT: u32 = 32;
 const LR_VINTID_MASK: u64 = 0xffff_ffff;
 
-/// A list register presenting `intid` as pending, group 1.
-pub fn pending_lr(intid: u32) -> u64 {
-    LR_STATE_PENDING | LR_GROUP1 | DEFAULT_PRIORITY << LR_PRIORITY_SHIFT | u64::from(intid)
+/// A list register presenting `intid` as pending, group 1, at `priority`;
+/// with `physical`, tied to that physical INTID (HW).
+pub fn pending_lr(intid: u32, priority: u8, physical: Option<u32>) -> u64 {
+    let hw = physical.map_or(0, |p| LR_HW | u64::from(p & 0x3ff) << LR_PINTID_SHIFT);
+    LR_STATE_PENDING | hw | LR_GROUP1 | u64::from(priority) << LR_PRIORITY_SHIFT | u64::from(intid)
+}
+
+/// The INTID a list register presents.
+pub fn lr_intid(lr: u64) -> u32 {
+    (lr & LR_VINTID_MASK) as u32
+}
+
+/// The priority a list register presents its interrupt at.
+pub fn lr_priority(lr: u64) -> u8 {
+    (lr >> LR_PRIORITY_SHIFT) as u8
+}
+
+/// Whether a list register is tied to a physical interrupt.
+pub fn lr_is_hw(lr: u64) -> bool {
+    lr & LR_HW != 0
 }
 
 /// A list register of the (GICv3) layout kept here, in the GICv2 layout:
-/// group 0 (signalled as IRQ and acknowledged by `GICV_IAR`), 5-bit priority.
+/// group 0 (signalled as IRQ and acknowledged by `GICV_IAR`), 5-bit priority,
+/// HW with the physical ID at bits 19:10.
 pub fn to_v2(lr: u64) -> u32 {
     let state = ((lr >> LR_STATE_SHIFT) & 3) as u32;
-    let priority = ((lr >> LR_PRIORITY_SHIFT) & 0xff) as u32 >> 3;
-    (lr & 0x3ff) as u32 | priority << 23 | state << 28
+    let priority = u32::from(lr_priority(lr)) >> 3;
+    let hw = if lr_is_hw(lr) { 1 << 31 | (((lr >> LR_PINTID_SHIFT) & 0x3ff) as u32) << 10 } else { 0 };
+    (lr & 0x3ff) as u32 | hw | priority << 23 | state << 28
 }
 
 /// A GICv2 list register back in the layout kept here (0 when empty).
@@ -46,74 +63,18 @@ pub fn from_v2(lr: u32) -> u64 {
     if state == 0 {
         return 0;
     }
+    let hw = if lr & (1 << 31) != 0 { LR_HW | u64::from((lr >> 10) & 0x3ff) << LR_PINTID_SHIFT } else { 0 };
     state << LR_STATE_SHIFT
+        | hw
         | LR_GROUP1
         | u64::from((lr >> 23) & 0x1f) << (LR_PRIORITY_SHIFT + 3)
         | u64::from(lr & 0x3ff)
-}
-
-/// Interrupts waiting for a list register: one bit per INTID, and one bit per
-/// non-empty word, so that the common case (nothing queued) costs one compare.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
-pub struct IrqQueue {
-    /// Bit n set: `bits[n]` is not zero.
-    words: u32,
-    bits: [u32; 32],
-}
-
-impl IrqQueue {
-    /// Adds `intid`; false (and nothing added) unless it is below [`MAX_INTID`].
-    pub fn add(&mut self, intid: u32) -> bool {
-        if intid >= MAX_INTID {
-            return false;
-        }
-        let word = (intid / 32) as usize;
-        self.bits[word] |= 1 << (intid % 32);
-        self.words |= 1 << word;
-        true
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.words == 0
-    }
-
-    /// Moves every interrupt of `other` here.
-    pub fn take_all(&mut self, other: &mut IrqQueue) {
-        let mut words = core::mem::take(&mut other.words);
-        self.words |= words;
-        while words != 0 {
-            let word = words.trailing_zeros() as usize;
-            words &= words - 1;
-            self.bits[word] |= core::mem::take(&mut other.bits[word]);
-        }
-    }
-
-    pub fn contains(&self, intid: u32) -> bool {
-        intid < MAX_INTID && self.bits[(intid / 32) as usize] & 1 << (intid % 32) != 0
-    }
-
-    /// Takes the lowest INTID out.
-    fn pop(&mut self) -> Option<u32> {
-        if self.words == 0 {
-            return None;
-        }
-        let word = self.words.trailing_zeros() as usize;
-        let bit = self.bits[word].trailing_zeros();
-        self.bits[word] &= !(1 << bit);
-        if self.bits[word] == 0 {
-            self.words &= !(1 << word);
-        }
-        Some(word as u32 * 32 + bit)
-    }
 }
 
 /// A vCPU's virtual-interrupt state, saved in its context between runs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
 pub struct VgicState {
-    /// Pending interrupts not yet in a list register.
-    pub queue: IrqQueue,
     /// The list registers as of the last exit (0: empty).
     pub lrs: [u64; MAX_LIST_REGISTERS],
     /// ICH_VMCR_EL2: the guest's priority mask, group enables, EOI mode.
@@ -122,51 +83,77 @@ pub struct VgicState {
     pub ap1r0: u64,
     /// List registers `0..used` may be non-zero; the rest are empty.
     pub used: u8,
+    /// The list registers changed in the hyp since they were last loaded into
+    /// the hardware (the running guest must see them).
+    pub changed: bool,
 }
 
 impl VgicState {
-    /// Fills the empty ones of the first `count` list registers from the queue,
-    /// lowest INTID first (every injected interrupt has the same priority).
-    /// An interrupt that is already in a list register (active) is made pending
-    /// there instead of taking a second one.
-    pub fn fill_list_registers(&mut self, count: usize) {
-        let count = count.min(MAX_LIST_REGISTERS);
-        self.refill(count);
-        self.used = self.lrs[..count].iter().rposition(|&lr| lr != 0).map_or(0, |last| last + 1) as u8;
+    fn live(&self) -> &[u64] {
+        &self.lrs[..usize::from(self.used).min(MAX_LIST_REGISTERS)]
     }
 
-    /// Whether `intid` is in a list register (pending or active) or queued.
-    pub fn holds(&self, intid: u32) -> bool {
-        let in_lr = self.lrs[..usize::from(self.used).min(MAX_LIST_REGISTERS)]
-            .iter()
-            .any(|lr| lr & LR_STATE_MASK != 0 && lr & LR_VINTID_MASK == u64::from(intid));
-        in_lr || self.queue.contains(intid)
+    /// The list register presenting `intid` (pending or active), if any.
+    pub fn slot_of(&self, intid: u32) -> Option<usize> {
+        self.live().iter().position(|&lr| lr & LR_STATE_MASK != 0 && lr_intid(lr) == intid)
     }
 
-    /// Whether an interrupt is pending for the guest: queued, or pending in a
-    /// list register (`lrs` as last saved).
+    /// Whether a list register presents an interrupt as pending.
     pub fn any_pending(&self) -> bool {
-        !self.queue.is_empty()
-            || self.lrs[..usize::from(self.used).min(MAX_LIST_REGISTERS)].iter().any(|lr| lr & LR_STATE_PENDING != 0)
+        self.live().iter().any(|lr| lr & LR_STATE_PENDING != 0)
     }
 
-    fn refill(&mut self, count: usize) {
-        while let Some(intid) = self.queue.pop() {
-            if let Some(lr) = self.lrs[..count]
-                .iter_mut()
-                .find(|lr| **lr & LR_STATE_MASK != 0 && **lr & LR_VINTID_MASK == u64::from(intid))
-            {
+    /// Whether a list register tied to a physical interrupt is still in use.
+    pub fn holds_hw(&self) -> bool {
+        self.live().iter().any(|&lr| lr & LR_STATE_MASK != 0 && lr_is_hw(lr))
+    }
+
+    /// Makes the interrupt in `slot` pending again (a new edge while active).
+    pub fn make_pending(&mut self, slot: usize) {
+        if let Some(lr) = self.lrs.get_mut(slot) {
+            if *lr & LR_STATE_PENDING == 0 {
                 *lr |= LR_STATE_PENDING;
-                continue;
-            }
-            match self.lrs[..count].iter_mut().find(|lr| **lr & LR_STATE_MASK == 0) {
-                Some(free) => *free = pending_lr(intid),
-                None => {
-                    self.queue.add(intid);
-                    break;
-                }
+                self.changed = true;
             }
         }
+    }
+
+    /// An empty list register among the first `count`.
+    pub fn free_slot(&self, count: usize) -> Option<usize> {
+        self.lrs[..count.min(MAX_LIST_REGISTERS)].iter().position(|lr| lr & LR_STATE_MASK == 0)
+    }
+
+    /// Among the first `count`, the list register with the lowest-priority
+    /// interrupt that is only pending (not yet acknowledged, not tied to a
+    /// physical interrupt) and of lower priority than `priority`: it may give
+    /// its place to a more urgent interrupt.
+    pub fn evictable_slot(&self, count: usize, priority: u8) -> Option<usize> {
+        self.lrs[..count.min(MAX_LIST_REGISTERS)]
+            .iter()
+            .enumerate()
+            .filter(|(_, &lr)| lr & LR_STATE_MASK == LR_STATE_PENDING && !lr_is_hw(lr) && lr_priority(lr) > priority)
+            .max_by_key(|(_, &lr)| lr_priority(lr))
+            .map(|(slot, _)| slot)
+    }
+
+    /// Puts `lr` into `slot` and recounts those in use.
+    pub fn set(&mut self, slot: usize, lr: u64) {
+        if let Some(entry) = self.lrs.get_mut(slot) {
+            *entry = lr;
+            self.changed = true;
+            self.recount();
+        }
+    }
+
+    /// Recomputes `used` after list registers changed.
+    pub fn recount(&mut self) {
+        self.used = self.lrs.iter().rposition(|&lr| lr & LR_STATE_MASK != 0).map_or(0, |last| last + 1) as u8;
+    }
+
+    /// The INTIDs in list registers (pending or active), for the distributor
+    /// to see which of its interrupts the vCPU has ended.
+    pub fn held_intids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.live().iter().filter(|&&lr| lr & LR_STATE_MASK != 0).map(|&lr| lr_intid(lr))
     }
 }
 
@@ -176,84 +163,45 @@ mod tests {
 
     const LR_STATE_ACTIVE: u64 = 2 << LR_STATE_SHIFT;
 
-    fn intids(state: &VgicState) -> Vec<u64> {
-        state.lrs.iter().filter(|lr| **lr & LR_STATE_MASK != 0).map(|lr| lr & LR_VINTID_MASK).collect()
+    #[test]
+    fn list_registers_encode_intid_priority_and_hw() {
+        assert_eq!(pending_lr(3, 0xa0, None), 0x50a0_0000_0000_0003, "pending, group 1, priority 0xa0");
+        let hw = pending_lr(27, 0x20, Some(27));
+        assert!(lr_is_hw(hw) && lr_intid(hw) == 27 && lr_priority(hw) == 0x20);
+        assert_eq!(hw >> 32 & 0x3ff, 27, "pINTID");
     }
 
-    fn injected(intids: &[u32]) -> VgicState {
+    #[test]
+    fn slots_are_found_freed_and_evicted_by_priority() {
         let mut s = VgicState::default();
-        for &intid in intids {
-            assert!(s.queue.add(intid));
-        }
-        s
-    }
-
-    #[test]
-    fn list_registers_take_interrupts_in_intid_order_and_the_rest_wait() {
-        let mut s = injected(&[45, 3, 27, 40, 1019, 33]);
-        assert!(!s.queue.add(1020), "special INTIDs are refused");
-        s.fill_list_registers(4);
-        assert_eq!(intids(&s), vec![3, 27, 33, 40]);
+        s.set(0, pending_lr(40, 0x80, None));
+        s.set(1, pending_lr(41, 0xc0, None) & !LR_STATE_MASK | LR_STATE_ACTIVE);
+        s.set(2, pending_lr(42, 0xe0, None));
+        s.set(3, pending_lr(27, 0xf0, Some(27)));
         assert_eq!(s.used, 4);
-        assert_eq!(s.lrs[0], 0x50a0_0000_0000_0003, "pending, group 1, priority 0xa0");
-        assert!(!s.queue.is_empty());
-        // The guest ends two of them: their list registers are free again.
-        s.lrs[1] = 0;
-        s.lrs[3] = 0;
-        s.fill_list_registers(4);
-        assert_eq!(intids(&s), vec![3, 45, 33, 1019]);
-        assert!(s.queue.is_empty());
-        s.lrs = [0; MAX_LIST_REGISTERS];
-        s.lrs[1] = pending_lr(7);
-        s.fill_list_registers(4);
-        assert_eq!(s.used, 2, "up to the last one in use");
-    }
-
-    #[test]
-    fn an_interrupt_already_presented_is_not_presented_twice() {
-        let mut s = injected(&[40]);
-        s.fill_list_registers(4);
-        s.queue.add(40);
-        s.fill_list_registers(4);
-        assert_eq!(intids(&s), vec![40], "still pending: one list register");
-        // The guest acknowledged it (active); a new edge makes it pending again.
-        s.lrs[0] = s.lrs[0] & !LR_STATE_MASK | LR_STATE_ACTIVE;
-        s.queue.add(40);
-        s.fill_list_registers(4);
-        assert_eq!(s.lrs[0] & LR_STATE_MASK, LR_STATE_PENDING | LR_STATE_ACTIVE);
-        assert_eq!(intids(&s), vec![40]);
-        assert!(s.queue.is_empty());
-    }
-
-    #[test]
-    fn held_and_pending_interrupts_are_seen() {
-        let mut s = injected(&[27]);
-        assert!(s.holds(27) && s.any_pending() && !s.holds(28));
-        s.fill_list_registers(4);
-        assert!(s.holds(27) && s.any_pending());
-        s.lrs[0] = s.lrs[0] & !LR_STATE_MASK | LR_STATE_ACTIVE;
-        assert!(s.holds(27) && !s.any_pending(), "active only");
-        s.lrs[0] = 0;
-        assert!(!s.holds(27));
+        assert_eq!(s.slot_of(41), Some(1));
+        assert_eq!(s.free_slot(4), None);
+        assert_eq!(s.evictable_slot(4, 0x10), Some(2), "lowest-priority pending one; not active, not HW");
+        assert_eq!(s.evictable_slot(4, 0xe0), None, "not more urgent");
+        s.set(3, 0);
+        assert_eq!((s.free_slot(4), s.used), (Some(3), 3));
+        assert!(!s.holds_hw());
+        s.make_pending(1);
+        assert_eq!(s.lrs[1] & LR_STATE_MASK, LR_STATE_PENDING | LR_STATE_ACTIVE);
+        assert!(s.any_pending());
+        assert_eq!(s.held_intids().collect::<Vec<_>>(), vec![40, 41, 42]);
     }
 
     #[test]
     fn gicv2_list_registers_convert_both_ways() {
-        let lr = pending_lr(40);
+        let lr = pending_lr(40, 0xa0, None);
         assert_eq!(to_v2(lr), 40 | 20 << 23 | 1 << 28, "INTID 40, priority 0xa0 >> 3, pending");
         assert_eq!(from_v2(to_v2(lr)), lr);
         let active = lr & !LR_STATE_MASK | LR_STATE_ACTIVE;
         assert_eq!(from_v2(to_v2(active)), active);
         assert_eq!(from_v2(to_v2(lr) & !(3 << 28)), 0, "ended: empty");
-    }
-
-    #[test]
-    fn queues_merge() {
-        let (mut a, mut b) = (IrqQueue::default(), IrqQueue::default());
-        assert!(a.add(1) && b.add(2) && b.add(999));
-        assert!(!b.add(5000));
-        a.take_all(&mut b);
-        assert!(b.is_empty());
-        assert_eq!((a.pop(), a.pop(), a.pop(), a.pop()), (Some(1), Some(2), Some(999), None));
+        let hw = pending_lr(27, 0x40, Some(27));
+        assert_eq!(to_v2(hw), 27 | 1 << 31 | 27 << 10 | 8 << 23 | 1 << 28);
+        assert_eq!(from_v2(to_v2(hw)), hw);
     }
 }

@@ -18,6 +18,9 @@
 .set PROBE_REPORT, 0x30        /* UART offset where the probing guest reports */
 .set SMP_VCPUS, 4               /* vCPUs of the SMP guest's VM */
 .set SMP_WAIT, 0x10000000       /* polls before a vCPU gives up waiting for the others */
+.set GUEST_GICD, 0x02000000     /* hyp_abi::GUEST_GIC_DISTRIBUTOR */
+.set GUEST_GICR, 0x02100000     /* hyp_abi::GUEST_GICV3_REDISTRIBUTORS */
+.set GUEST_GICC, 0x02010000     /* hyp_abi::GUEST_GICV2_CPU_INTERFACE */
 
 
 /* x0 = `fn`, then HVC #0: a PSCI or hypervisor call. */
@@ -38,6 +41,38 @@
     str     x9, [x20, #IRQ_FAULT]
     call_hyp PSCI_SYSTEM_OFF
     .endr
+.endm
+
+/*
+ * Opens the guest's GICv3 distributor (both groups, affinity routing) and
+ * this vCPU's redistributor (awake), and enables every SGI, PPI and SPI
+ * (INTIDs 0..96). Uses x9..x12.
+ */
+.macro gicv3_open_all
+    mov     x9, #GUEST_GICD
+    mov     w10, #0x13
+    str     w10, [x9]
+    mov     w10, #-1
+    str     w10, [x9, #0x104]
+    str     w10, [x9, #0x108]
+    mrs     x11, mpidr_el1
+    and     x11, x11, #0xff
+    mov     x12, #GUEST_GICR
+    add     x12, x12, x11, lsl #17
+    str     wzr, [x12, #0x14]
+    add     x12, x12, #0x10, lsl #12
+    str     w10, [x12, #0x100]
+.endm
+
+/* The same for a GICv2 distributor (banked SGIs and PPIs). Uses x9, x10. */
+.macro gicv2_open_all
+    mov     x9, #GUEST_GICD
+    mov     w10, #1
+    str     w10, [x9]
+    mov     w10, #-1
+    str     w10, [x9, #0x100]
+    str     w10, [x9, #0x104]
+    str     w10, [x9, #0x108]
 .endm
 
 .arch_extension fp
@@ -345,10 +380,12 @@ guest_spin_start:
 guest_spin_end:
 
 /*
- * Interrupt guest: x0 = how many interrupts to take. It opens its virtual CPU
- * interface (priority mask 0xff, group 1 enabled: ICC_* registers, which reach
- * the ICV_* ones under the hyp), installs its vectors (+0x800), says it is
- * ready with a store to IRQ_READY (an MMIO exit), unmasks IRQs and waits. Its IRQ handler acknowledges (ICC_IAR1_EL1), reports the INTID with a
+ * Interrupt guest: x0 = how many interrupts to take. It installs its vectors
+ * (+0x800), opens its distributor (every interrupt enabled) and its virtual
+ * CPU interface (priority mask 0xff, group 1 enabled: ICC_* registers, which
+ * reach the ICV_* ones under the hyp), says it is ready with a store to
+ * IRQ_READY (an MMIO exit), unmasks IRQs and waits. Its IRQ handler
+ * acknowledges (ICC_IAR1_EL1), reports the INTID with a
  * store to IRQ_REPORT (an MMIO exit the host sees), and ends the interrupt
  * (ICC_EOIR1_EL1). After x0 interrupts it turns its VM off. Any other exception
  * reports ESR_EL1 to IRQ_FAULT and turns the VM off.
@@ -366,6 +403,7 @@ guest_irq_start:
     add     x9, x9, #0x800
     msr     vbar_el1, x9
     isb
+    gicv3_open_all
     mov     x9, #0xff
     msr     icc_pmr_el1, x9
     mov     x9, #1
@@ -392,10 +430,11 @@ irq_vectors:
 guest_irq_end:
 
 /*
- * Timer guest: x0 = how many ticks to count (bits 15:0) | the period in
- * counter ticks << 16 (a protected vCPU gets nothing but x0 from the host).
- * It opens its virtual CPU interface, arms its virtual timer (CNTV) one period
- * ahead, unmasks IRQs and waits with WFI. Its IRQ handler counts each timer
+ * Timer guest: x0 = how many ticks to count (bits 14:0) | spin (bit 15) | the
+ * period in counter ticks << 16 (a protected vCPU gets nothing but x0 from the
+ * host). It opens its distributor and virtual CPU interface, arms its virtual
+ * timer (CNTV) one period ahead, unmasks IRQs and waits with WFI (or, with
+ * spin, in a loop that never traps). Its IRQ handler counts each timer
  * interrupt (PPI 27) and re-arms the timer one period later. After x0 ticks it
  * turns the timer off, reports the count with HOST_CALL (x1) and turns its VM
  * off. Any other exception reports ESR_EL1 to IRQ_FAULT and turns the VM off.
@@ -403,7 +442,8 @@ guest_irq_end:
 .balign 4096
 .global guest_timer_start
 guest_timer_start:
-    and     x21, x0, #0xffff
+    and     x21, x0, #0x7fff
+    ubfx    x26, x0, #15, #1
     lsr     x22, x0, #16
     mov     x19, xzr
     mov     x20, #GUEST_UART
@@ -411,6 +451,7 @@ guest_timer_start:
     add     x9, x9, #0x800
     msr     vbar_el1, x9
     isb
+    gicv3_open_all
     mov     x9, #0xff
     msr     icc_pmr_el1, x9
     mov     x9, #1
@@ -422,8 +463,9 @@ guest_timer_start:
     msr     cntv_ctl_el0, x9
     isb
     msr     daifclr, #2
-1:  wfi
-    cmp     x19, x21
+1:  cbnz    x26, 4f                 /* spinning: the timer must interrupt the loop */
+    wfi
+4:  cmp     x19, x21
     b.lo    1b
     msr     daifset, #2
     msr     cntv_ctl_el0, xzr
@@ -451,12 +493,14 @@ timer_vectors:
 guest_timer_end:
 
 /*
- * SGI guest, run as another vCPU beside the interrupt guest: sends SGI 5 to
- * vCPU 0 (ICC_SGI1R_EL1: TargetList bit 0, INTID 5), then turns itself off.
+ * SGI guest, run as another vCPU beside the interrupt guest: opens the
+ * distributor, sends SGI 5 to vCPU 0 (ICC_SGI1R_EL1: TargetList bit 0,
+ * INTID 5), then turns itself off.
  */
 .balign 4
 .global guest_sgi_start
 guest_sgi_start:
+    gicv3_open_all
     mov     x1, #(5 << 24)
     orr     x1, x1, #1
     msr     icc_sgi1r_el1, x1
@@ -472,7 +516,6 @@ guest_sgi_end:
  * GICC_CTLR group 0 enabled), acknowledges with GICC_IAR and ends with
  * GICC_EOIR. x0 = how many interrupts to take.
  */
-.set GUEST_GICC, 0x02010000     /* hyp_abi::GUEST_GICV2_CPU_INTERFACE */
 .balign 4096
 .global guest_irq2_start
 guest_irq2_start:
@@ -484,6 +527,7 @@ guest_irq2_start:
     add     x9, x9, #0x800
     msr     vbar_el1, x9
     isb
+    gicv2_open_all
     mov     w9, #0xf8
     str     w9, [x22, #0x4]
     mov     w9, #1
@@ -510,19 +554,14 @@ irq2_vectors:
 guest_irq2_end:
 
 /*
- * The timer guest for GICv2 (CPU interface at GUEST_GICC, as guest_irq2).
- * Timer guest: x0 = how many ticks to count (bits 15:0) | the period in
- * counter ticks << 16 (a protected vCPU gets nothing but x0 from the host).
- * It opens its virtual CPU interface, arms its virtual timer (CNTV) one period
- * ahead, unmasks IRQs and waits with WFI. Its IRQ handler counts each timer
- * interrupt (PPI 27) and re-arms the timer one period later. After x0 ticks it
- * turns the timer off, reports the count with HOST_CALL (x1) and turns its VM
- * off. Any other exception reports ESR_EL1 to IRQ_FAULT and turns the VM off.
+ * The timer guest for GICv2: the same as guest_timer, with its CPU interface
+ * at GUEST_GICC (as guest_irq2).
  */
 .balign 4096
 .global guest_timer2_start
 guest_timer2_start:
-    and     x21, x0, #0xffff
+    and     x21, x0, #0x7fff
+    ubfx    x26, x0, #15, #1
     lsr     x22, x0, #16
     mov     x19, xzr
     mov     x20, #GUEST_UART
@@ -530,6 +569,7 @@ guest_timer2_start:
     add     x9, x9, #0x800
     msr     vbar_el1, x9
     isb
+    gicv2_open_all
     mov     x23, #GUEST_GICC
     mov     w9, #0xf8
     str     w9, [x23, #0x4]
@@ -542,8 +582,9 @@ guest_timer2_start:
     msr     cntv_ctl_el0, x9
     isb
     msr     daifclr, #2
-1:  wfi
-    cmp     x19, x21
+1:  cbnz    x26, 4f                 /* spinning: the timer must interrupt the loop */
+    wfi
+4:  cmp     x19, x21
     b.lo    1b
     msr     daifset, #2
     msr     cntv_ctl_el0, xzr
@@ -572,13 +613,13 @@ timer2_vectors:
 guest_timer2_end:
 
 /*
- * SGI guest for GICv2: sends SGI 5 to vCPU 0 with a write of GICD_SGIR
- * (CPUTargetList bit 0), then turns itself off.
+ * SGI guest for GICv2: opens the distributor, sends SGI 5 to vCPU 0 with a
+ * write of GICD_SGIR (CPUTargetList bit 0), then turns itself off.
  */
-.set GUEST_GICD, 0x02000000     /* hyp_abi::GUEST_GICV2_DISTRIBUTOR */
 .balign 4
 .global guest_sgi2_start
 guest_sgi2_start:
+    gicv2_open_all
     mov     x1, #GUEST_GICD
     mov     w2, #5
     movk    w2, #1, lsl #16
@@ -593,7 +634,7 @@ guest_sgi2_end:
  * Timer benchmark guest (GICv3): opens its interface, arms its virtual timer
  * already expired (CVAL 0), says it is ready (IRQ_READY), unmasks IRQs and
  * waits with WFI forever. Its handler reports the INTID (IRQ_REPORT) and ends
- * it, leaving the timer asserted, so that every WFI takes the timer again.
+ * it, leaving the timer asserted, so that the timer interrupt comes again.
  */
 .balign 4096
 .global guest_vtimer_bench_start
@@ -603,6 +644,7 @@ guest_vtimer_bench_start:
     add     x9, x9, #0x800
     msr     vbar_el1, x9
     isb
+    gicv3_open_all
     mov     x9, #0xff
     msr     icc_pmr_el1, x9
     mov     x9, #1
@@ -625,3 +667,202 @@ vtimer_bench_vectors:
     fault_vectors 10
 .global guest_vtimer_bench_end
 guest_vtimer_bench_end:
+
+/*
+ * Distributor guest, for either GIC version (x0 = 2: GICv2, else GICv3): it
+ * programs its distributor and checks how interrupts reach it. Reports: each
+ * INTID taken to IRQ_REPORT, values read back to GIC_VALUE, IRQ_READY when the
+ * host has a part to play.
+ *  1. Reads GICD_TYPER.ITLinesNumber and reports it; sets the priorities of
+ *     SPIs 50..55 (0xe0 0x20 0xc0 0x40 0xa0 0x60) and 42 (0x80), reads SPI 51's
+ *     back and reports it; enables SPIs 50..55 only. IRQ_READY: the host makes
+ *     50..55 and 42 pending.
+ *  2. Takes six interrupts: most urgent first, whatever the number of list
+ *     registers.
+ *  3. With IRQs masked, WFI: SPI 42 is pending but disabled, so the host gets
+ *     a WFI exit. Then enables SPI 42 and takes it.
+ *  4. Makes the disabled SPI 43 pending, clears it, enables it, reports
+ *     GICD_ISPENDR1 (nothing pending), makes it pending again and takes it.
+ *  5. Routes SPI 44 to vCPU 1 and enables it; IRQ_READY (the host injects
+ *     44 and runs vCPU 1); turns itself off (PSCI CPU_OFF).
+ */
+.set GIC_VALUE, 0x50
+.balign 4096
+.global guest_gic_start
+guest_gic_start:
+    mov     x25, x0
+    mov     x19, xzr
+    mov     x20, #GUEST_UART
+    mov     x22, #GUEST_GICC
+    mov     x23, #GUEST_GICD
+    adr     x9, guest_gic_start
+    add     x9, x9, #0x800
+    msr     vbar_el1, x9
+    isb
+    cmp     x25, #2
+    b.eq    1f
+    mov     x9, #0xff
+    msr     icc_pmr_el1, x9
+    mov     x9, #1
+    msr     icc_igrpen1_el1, x9
+    mov     w9, #0x13
+    str     w9, [x23]
+    mov     x9, #GUEST_GICR
+    str     wzr, [x9, #0x14]
+    isb
+    b       2f
+1:  mov     w9, #0xf8
+    str     w9, [x22, #0x4]
+    mov     w9, #1
+    str     w9, [x22]
+    str     w9, [x23]
+2:  ldr     w9, [x23, #0x4]
+    and     x9, x9, #0x1f
+    str     x9, [x20, #GIC_VALUE]
+    mov     w9, #0xe0
+    strb    w9, [x23, #(0x400 + 50)]
+    mov     w9, #0x20
+    strb    w9, [x23, #(0x400 + 51)]
+    mov     w9, #0xc0
+    strb    w9, [x23, #(0x400 + 52)]
+    mov     w9, #0x40
+    strb    w9, [x23, #(0x400 + 53)]
+    mov     w9, #0xa0
+    strb    w9, [x23, #(0x400 + 54)]
+    mov     w9, #0x60
+    strb    w9, [x23, #(0x400 + 55)]
+    mov     w9, #0x80
+    strb    w9, [x23, #(0x400 + 42)]
+    ldrb    w9, [x23, #(0x400 + 51)]
+    str     x9, [x20, #GIC_VALUE]
+    mov     w9, #(0x3f << 18)
+    str     w9, [x23, #0x104]
+    str     xzr, [x20, #IRQ_READY]
+    /* 2: six interrupts, most urgent first (no WFI here: a WFI reached
+     * just after the last one would exit to the host). */
+    msr     daifclr, #2
+    mov     x21, #6
+3:  cmp     x19, x21
+    b.lo    3b
+    /* 3: nothing it can take: WFI reaches the host. */
+    msr     daifset, #2
+    wfi
+    mov     w9, #(1 << 10)
+    str     w9, [x23, #0x104]
+    msr     daifclr, #2
+    mov     x21, #7
+4:  cmp     x19, x21
+    b.lo    4b
+    /* 4: set- and clear-pending. */
+    mov     w9, #(1 << 11)
+    str     w9, [x23, #0x204]
+    str     w9, [x23, #0x284]
+    str     w9, [x23, #0x104]
+    ldr     w10, [x23, #0x204]
+    str     x10, [x20, #GIC_VALUE]
+    str     w9, [x23, #0x204]
+    mov     x21, #8
+5:  cmp     x19, x21
+    b.lo    5b
+    /* 5: SPI 44 to vCPU 1. */
+    cmp     x25, #2
+    b.eq    6f
+    mov     x9, #1
+    str     x9, [x23, #(0x6000 + 8 * 44)]
+    b       7f
+6:  mov     w9, #2
+    strb    w9, [x23, #(0x800 + 44)]
+7:  mov     w9, #(1 << 12)
+    str     w9, [x23, #0x104]
+    str     xzr, [x20, #IRQ_READY]
+    msr     daifset, #2
+    call_hyp PSCI_CPU_OFF
+8:  b       8b
+.balign 2048
+gic_vectors:
+    fault_vectors 5
+    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
+    cmp     x25, #2
+    b.eq    1f
+    mrs     x9, icc_iar1_el1
+    str     x9, [x20, #IRQ_REPORT]
+    msr     icc_eoir1_el1, x9
+    b       2f
+1:  ldr     w9, [x22, #0xc]
+    and     x10, x9, #0x3ff
+    str     x10, [x20, #IRQ_REPORT]
+    str     w9, [x22, #0x10]
+2:  add     x19, x19, #1
+    eret
+    fault_vectors 10
+.global guest_gic_end
+guest_gic_end:
+
+/*
+ * Burst guest, for either GIC version (x0 = how many interrupts | 2 << 16 for
+ * GICv2): opens its distributor and CPU interface, says it is ready
+ * (IRQ_READY), and spins with IRQs unmasked until it has taken them all. Its
+ * handler only logs the INTID in memory (the page after its code) and ends
+ * it: no exit. More interrupts than list registers can only all arrive
+ * through the maintenance interrupt. Then it reports the log (IRQ_REPORT, one
+ * store each) and turns its VM off.
+ */
+.balign 4096
+.global guest_burst_start
+guest_burst_start:
+    and     x21, x0, #0xffff
+    lsr     x25, x0, #16
+    mov     x19, xzr
+    mov     x20, #GUEST_UART
+    mov     x22, #GUEST_GICC
+    adr     x24, guest_burst_start
+    add     x9, x24, #0x800
+    add     x24, x24, #0x1000
+    msr     vbar_el1, x9
+    isb
+    cmp     x25, #2
+    b.eq    1f
+    gicv3_open_all
+    mov     x9, #0xff
+    msr     icc_pmr_el1, x9
+    mov     x9, #1
+    msr     icc_igrpen1_el1, x9
+    isb
+    b       2f
+1:  gicv2_open_all
+    mov     w9, #0xf8
+    str     w9, [x22, #0x4]
+    mov     w9, #1
+    str     w9, [x22]
+2:  str     xzr, [x20, #IRQ_READY]
+    msr     daifclr, #2
+3:  cmp     x19, x21
+    b.lo    3b
+    msr     daifset, #2
+    mov     x10, xzr
+4:  ldr     x9, [x24, x10, lsl #3]
+    str     x9, [x20, #IRQ_REPORT]
+    add     x10, x10, #1
+    cmp     x10, x21
+    b.lo    4b
+    call_hyp PSCI_SYSTEM_OFF
+5:  b       5b
+.balign 2048
+burst_vectors:
+    fault_vectors 5
+    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
+    cmp     x25, #2
+    b.eq    1f
+    mrs     x9, icc_iar1_el1
+    str     x9, [x24, x19, lsl #3]
+    msr     icc_eoir1_el1, x9
+    b       2f
+1:  ldr     w9, [x22, #0xc]
+    and     x10, x9, #0x3ff
+    str     x10, [x24, x19, lsl #3]
+    str     w9, [x22, #0x10]
+2:  add     x19, x19, #1
+    eret
+    fault_vectors 10
+.global guest_burst_end
+guest_burst_end:

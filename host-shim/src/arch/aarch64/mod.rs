@@ -33,6 +33,10 @@ extern "C" {
     static guest_timer_end: u8;
     static guest_vtimer_bench_start: u8;
     static guest_vtimer_bench_end: u8;
+    static guest_gic_start: u8;
+    static guest_gic_end: u8;
+    static guest_burst_start: u8;
+    static guest_burst_end: u8;
     static guest_irq2_start: u8;
     static guest_irq2_end: u8;
     static guest_irq_start: u8;
@@ -107,6 +111,18 @@ pub fn guest_timer2() -> &'static [u8] {
 pub fn guest_timer() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_timer_start }, unsafe { &guest_timer_end })
+}
+
+/// The distributor guest's code.
+pub fn guest_gic() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_gic_start }, unsafe { &guest_gic_end })
+}
+
+/// The burst guest's code.
+pub fn guest_burst() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_burst_start }, unsafe { &guest_burst_end })
 }
 
 /// The timer benchmark guest's code.

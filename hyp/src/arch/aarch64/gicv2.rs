@@ -45,7 +45,8 @@ fn write(offset: usize, value: u32) {
     unsafe { core::ptr::write_volatile((GICH.load(Ordering::Relaxed) + offset) as *mut u32, value) };
 }
 
-fn list_registers() -> usize {
+/// The number of list registers (GICH_VTR.ListRegs + 1).
+pub fn list_registers() -> usize {
     ((read(GICH_VTR) & 0x3f) as usize + 1).min(MAX_LIST_REGISTERS)
 }
 
@@ -68,10 +69,7 @@ pub fn reset() {
 }
 
 /// Loads `state` into the virtual interface and turns it on.
-pub fn enter(state: &mut VgicState) -> Entered {
-    if !state.queue.is_empty() {
-        state.fill_list_registers(list_registers());
-    }
+pub fn enter(state: &VgicState) -> Entered {
     let used = usize::from(state.used).min(MAX_LIST_REGISTERS);
     for (n, &lr) in state.lrs[..used].iter().enumerate() {
         write(GICH_LR0 + 4 * n, to_v2(lr));
@@ -87,17 +85,31 @@ pub fn sync_live(state: &mut VgicState, entered: &Entered) {
     for (n, lr) in state.lrs[..entered.used].iter_mut().enumerate() {
         *lr = from_v2(read(GICH_LR0 + 4 * n));
     }
+    state.recount();
 }
 
-/// While the guest runs: moves queued interrupts into free list registers.
-pub fn refill_live(state: &mut VgicState, entered: &mut Entered) {
-    sync_live(state, entered);
-    state.fill_list_registers(list_registers());
-    let used = usize::from(state.used).min(MAX_LIST_REGISTERS);
+/// While the guest runs: writes the list registers the hyp changed back.
+pub fn load_live(state: &mut VgicState, entered: &mut Entered) {
+    let used = usize::from(state.used).min(MAX_LIST_REGISTERS).max(entered.used);
     for (n, &lr) in state.lrs[..used].iter().enumerate() {
         write(GICH_LR0 + 4 * n, to_v2(lr));
     }
-    entered.used = entered.used.max(used);
+    entered.used = used;
+    state.changed = false;
+}
+
+/// GICH_HCR.UIE and GICH_MISR: the maintenance interrupt on (near) underflow.
+const HCR_UIE: u32 = 1 << 1;
+const GICH_MISR: usize = 0x10;
+
+/// Asks for the maintenance interrupt when the list registers run (nearly) empty.
+pub fn set_underflow_interrupt(on: bool) {
+    write(GICH_HCR, HCR_EN | if on { HCR_UIE } else { 0 });
+}
+
+/// Whether the virtual interface asserts its maintenance interrupt.
+pub fn maintenance_pending() -> bool {
+    read(GICH_MISR) != 0
 }
 
 /// Saves the virtual interface into `state`, empties it and turns it off.
@@ -106,7 +118,6 @@ pub fn exit(state: &mut VgicState, entered: Entered) {
     for n in 0..entered.used {
         write(GICH_LR0 + 4 * n, 0);
     }
-    state.used = state.lrs[..entered.used].iter().rposition(|&lr| lr != 0).map_or(0, |last| last + 1) as u8;
     state.vmcr = u64::from(read(GICH_VMCR));
     state.ap1r0 = u64::from(read(GICH_APR));
     write(GICH_APR, 0);

@@ -92,12 +92,12 @@ pub struct Entered {
     used: usize,
 }
 
-/// Loads `state` into the virtual CPU interface (after moving queued interrupts
-/// into free list registers) and turns it on.
-pub fn enter(state: &mut VgicState) -> Entered {
-    if !state.queue.is_empty() {
-        state.fill_list_registers(list_registers());
-    }
+/// ICH_HCR_EL2.UIE: the maintenance interrupt fires when no more than one list
+/// register holds an interrupt.
+const ICH_HCR_UIE: u64 = 1 << 1;
+
+/// Loads `state` into the virtual CPU interface and turns it on.
+pub fn enter(state: &VgicState) -> Entered {
     // Only the list registers in use move: none at all for a vCPU without
     // interrupts in flight (the common case of an exit-heavy guest).
     let used = usize::from(state.used).min(MAX_LIST_REGISTERS);
@@ -126,27 +126,39 @@ pub fn enter(state: &mut VgicState) -> Entered {
     Entered { host_sre, used }
 }
 
-/// While the guest runs (its interface live): reads the list registers in use
-/// back into `state`, moves queued interrupts into free ones and writes them
-/// out again, so that an interrupt queued during the run reaches the guest
-/// without leaving it.
-pub fn refill_live(state: &mut VgicState, entered: &mut Entered) {
-    for (n, lr) in state.lrs[..entered.used].iter_mut().enumerate() {
-        *lr = read_lr(n);
-    }
-    state.fill_list_registers(list_registers());
-    let used = usize::from(state.used).min(MAX_LIST_REGISTERS);
-    for (n, &lr) in state.lrs[..used].iter().enumerate() {
-        write_lr(n, lr);
-    }
-    entered.used = entered.used.max(used);
-}
-
 /// While the guest runs: reads the list registers in use back into `state`.
 pub fn sync_live(state: &mut VgicState, entered: &Entered) {
     for (n, lr) in state.lrs[..entered.used].iter_mut().enumerate() {
         *lr = read_lr(n);
     }
+    state.recount();
+}
+
+/// While the guest runs: writes the list registers the hyp changed in `state`
+/// back into the interface.
+pub fn load_live(state: &mut VgicState, entered: &mut Entered) {
+    let used = usize::from(state.used).min(MAX_LIST_REGISTERS).max(entered.used);
+    for (n, &lr) in state.lrs[..used].iter().enumerate() {
+        write_lr(n, lr);
+    }
+    entered.used = used;
+    state.changed = false;
+}
+
+/// Asks for the maintenance interrupt when the list registers run (nearly)
+/// empty, so that interrupts waiting for one get in without an exit.
+pub fn set_underflow_interrupt(on: bool) {
+    let hcr = ICH_HCR_EN | if on { ICH_HCR_UIE } else { 0 };
+    // SAFETY: The virtual interface's control belongs to the running guest's world switch.
+    unsafe { asm!("msr ich_hcr_el2, {}", "isb", in(reg) hcr, options(nostack, preserves_flags)) };
+}
+
+/// Whether the virtual interface asserts its maintenance interrupt (ICH_MISR_EL2).
+pub fn maintenance_pending() -> bool {
+    let misr: u64;
+    // SAFETY: Reading ICH_MISR_EL2 has no side effect.
+    unsafe { asm!("mrs {}, ich_misr_el2", out(reg) misr, options(nomem, nostack, preserves_flags)) };
+    misr != 0
 }
 
 /// Saves the virtual CPU interface into `state` and turns it off; the host gets
@@ -159,7 +171,7 @@ pub fn exit(state: &mut VgicState, entered: Entered) {
         write_lr(n, 0);
     }
     // Those the guest has ended are empty now.
-    state.used = state.lrs[..used].iter().rposition(|&lr| lr != 0).map_or(0, |last| last + 1) as u8;
+    state.recount();
     // SAFETY: Saving the guest's virtual-interface state, then disabling it and
     // restoring the host's EL1 view of the GIC.
     unsafe {
@@ -176,4 +188,29 @@ pub fn exit(state: &mut VgicState, entered: Entered) {
             options(nostack, preserves_flags),
         );
     }
+}
+
+/// GICR_TYPER and the SGI_base frame's offset in a redistributor.
+const GICR_TYPER: usize = 0x8;
+const GICR_SGI_FRAME: usize = 0x1_0000;
+
+/// The SGI frame of the redistributor (in `start..end`, mapped for the hyp)
+/// whose GICR_TYPER affinity is `mpidr`'s, if any.
+pub fn find_redistributor_sgi_frame(start: usize, end: usize, mpidr: u64) -> Option<usize> {
+    let affinity = (mpidr & 0xff_ffff) | (mpidr >> 32 & 0xff) << 24;
+    let mut frame = start;
+    while frame + 2 * GICR_SGI_FRAME <= end {
+        // SAFETY: `frame` is a redistributor frame inside the region, which the
+        // hyp maps as device memory; reading GICR_TYPER has no side effect.
+        let typer = unsafe { core::ptr::read_volatile((frame + GICR_TYPER) as *const u64) };
+        if typer >> 32 == affinity {
+            return Some(frame + GICR_SGI_FRAME);
+        }
+        if typer & (1 << 4) != 0 {
+            return None;
+        }
+        // Two 64 KiB frames each, four with virtual LPIs (GICv4).
+        frame += if typer & (1 << 1) != 0 { 4 * GICR_SGI_FRAME } else { 2 * GICR_SGI_FRAME };
+    }
+    None
 }

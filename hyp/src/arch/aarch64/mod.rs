@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod exception;
+pub mod gic_ppi;
 pub mod gicv2;
 pub mod gicv3;
 pub mod host_regs;

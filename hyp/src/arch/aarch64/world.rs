@@ -9,6 +9,7 @@
 //! an MMIO round trip with eager switching, and the trap costs a guest that does
 //! use FP about 150 instructions once per run.
 
+use super::gic_ppi::PpiFrame;
 use crate::esr::Esr;
 use crate::vm::context::{El1Sysregs, FpState, Gprs, VcpuContext};
 use crate::vm::guest_trap::GuestTrap;
@@ -50,9 +51,6 @@ const MDCR_GUEST_TRAPS: u64 = 1 << 5 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11;
 /// CNTHCTL_EL2 for guests: EL1PCTEN (0) the physical counter is readable; EL1PCEN
 /// (1) clear, the physical timer traps (guests use the virtual timer).
 const CNTHCTL_GUEST: u64 = 1;
-
-/// ESR_EL2 exception class of a trapped WFI/WFE.
-const EC_WFX: u64 = 0x01;
 
 /// CPTR_EL2.TFP: trap FP/SIMD to EL2 (until the guest's state is loaded).
 const CPTR_TFP: u64 = 1 << 10;
@@ -127,23 +125,14 @@ pub struct GuestEntry {
     pub vgic: VgicHardware,
     /// The VM's CNTVOFF_EL2 (its virtual counter is the physical one minus this).
     pub cntvoff: u64,
-}
-
-/// A guest's WFI with its interface live: whether it should return at once
-/// because an interrupt is pending for the vCPU (a list register, the queue, or
-/// its virtual timer, which is then presented). WFI returns on a pending
-/// interrupt even when the guest masks interrupts.
-fn wake_from_wfi(ctx: &mut VcpuContext, entered: &mut VgicEntered) -> bool {
-    use crate::vm::vtimer::{asserted, VTIMER_INTID};
-    let (ctl, cval, now) = (read_sysreg!("cntv_ctl_el0"), read_sysreg!("cntv_cval_el0"), read_sysreg!("cntvct_el0"));
-    entered.sync_live(ctx);
-    if asserted(ctl, cval, now) && !ctx.vgic.holds(VTIMER_INTID) {
-        ctx.vgic.queue.add(VTIMER_INTID);
-    }
-    if !ctx.vgic.queue.is_empty() {
-        entered.refill_live(ctx);
-    }
-    ctx.vgic.any_pending()
+    /// This CPU's banked PPI registers in the physical GIC.
+    pub ppi_frame: PpiFrame,
+    /// Keep the virtual timer's physical PPI active from the start (its output
+    /// is high at entry, or a list register still holds the virtual one).
+    pub timer_physically_active: bool,
+    /// Ask for the maintenance interrupt from the start (interrupts wait for a
+    /// list register).
+    pub underflow_interrupt: bool,
 }
 
 /// The GIC virtual interface of the platform, if the hyp drives one.
@@ -154,40 +143,129 @@ pub enum VgicHardware {
     V2,
 }
 
+impl VgicHardware {
+    /// The number of list registers of this CPU's virtual interface.
+    pub fn list_registers(self) -> usize {
+        match self {
+            VgicHardware::V3 => super::gicv3::list_registers(),
+            VgicHardware::V2 => super::gicv2::list_registers(),
+            VgicHardware::None => 0,
+        }
+    }
+}
+
 /// A virtual interface loaded for a run.
 enum VgicEntered {
     V3(super::gicv3::Entered),
     V2(super::gicv2::Entered),
 }
 
-impl VgicEntered {
-    fn enter(hardware: VgicHardware, ctx: &mut VcpuContext) -> Option<VgicEntered> {
-        match hardware {
-            VgicHardware::V3 => Some(VgicEntered::V3(super::gicv3::enter(&mut ctx.vgic))),
-            VgicHardware::V2 => Some(VgicEntered::V2(super::gicv2::enter(&mut ctx.vgic))),
+/// The virtual timer's PPI, physically.
+const VTIMER_PPI: u32 = crate::vm::vtimer::VTIMER_INTID;
+
+/// The running guest's interrupt state, for its trap handler: the list
+/// registers (read into the context before each handler runs; written back
+/// after it if it changed them), the live virtual timer, the maintenance
+/// interrupt.
+pub struct LiveGic {
+    entered: Option<VgicEntered>,
+    ppi_frame: PpiFrame,
+    /// This run made the timer's PPI active: the exit makes it inactive again.
+    timer_activated: bool,
+}
+
+impl LiveGic {
+    fn enter(entry: &GuestEntry, ctx: &mut VcpuContext) -> LiveGic {
+        let entered = match entry.vgic {
+            VgicHardware::V3 => Some(VgicEntered::V3(super::gicv3::enter(&ctx.vgic))),
+            VgicHardware::V2 => Some(VgicEntered::V2(super::gicv2::enter(&ctx.vgic))),
             VgicHardware::None => None,
+        };
+        ctx.vgic.changed = false;
+        let mut live = LiveGic { entered, ppi_frame: entry.ppi_frame, timer_activated: false };
+        if entry.timer_physically_active {
+            live.activate_timer_ppi();
+        }
+        if entry.underflow_interrupt {
+            live.set_underflow_interrupt(true);
+        }
+        live
+    }
+
+    /// Whether a GIC virtual interface is loaded.
+    pub fn is_present(&self) -> bool {
+        self.entered.is_some()
+    }
+
+    fn sync(&mut self, ctx: &mut VcpuContext) {
+        match &self.entered {
+            Some(VgicEntered::V3(e)) => super::gicv3::sync_live(&mut ctx.vgic, e),
+            Some(VgicEntered::V2(e)) => super::gicv2::sync_live(&mut ctx.vgic, e),
+            None => {}
         }
     }
 
-    fn sync_live(&self, ctx: &mut VcpuContext) {
-        match self {
-            VgicEntered::V3(e) => super::gicv3::sync_live(&mut ctx.vgic, e),
-            VgicEntered::V2(e) => super::gicv2::sync_live(&mut ctx.vgic, e),
+    fn load(&mut self, ctx: &mut VcpuContext) {
+        match &mut self.entered {
+            Some(VgicEntered::V3(e)) => super::gicv3::load_live(&mut ctx.vgic, e),
+            Some(VgicEntered::V2(e)) => super::gicv2::load_live(&mut ctx.vgic, e),
+            None => {}
+        }
+        if ctx.vgic.holds_hw() {
+            self.activate_timer_ppi();
         }
     }
 
-    fn refill_live(&mut self, ctx: &mut VcpuContext) {
-        match self {
-            VgicEntered::V3(e) => super::gicv3::refill_live(&mut ctx.vgic, e),
-            VgicEntered::V2(e) => super::gicv2::refill_live(&mut ctx.vgic, e),
+    /// Whether the guest's virtual timer asserts its output now (ISTATUS set,
+    /// enabled, not masked).
+    pub fn timer_asserted(&self) -> bool {
+        read_sysreg!("cntv_ctl_el0") & 0b111 == 0b101
+    }
+
+    /// Whether the timer's physical PPI is active (so it cannot fire now).
+    pub fn timer_ppi_active(&self) -> bool {
+        self.ppi_frame.is_active(VTIMER_PPI)
+    }
+
+    /// Whether the hyp can tie the virtual timer interrupt to the physical one.
+    pub fn manages_timer_ppi(&self) -> bool {
+        self.ppi_frame.exists() && self.entered.is_some()
+    }
+
+    /// Keeps the timer's physical PPI from firing until the guest deactivates
+    /// the virtual one (or the run ends).
+    pub fn activate_timer_ppi(&mut self) {
+        if self.manages_timer_ppi() {
+            self.ppi_frame.set_active(VTIMER_PPI, true);
+            self.timer_activated = true;
         }
     }
 
-    fn exit(self, ctx: &mut VcpuContext) {
-        match self {
-            VgicEntered::V3(e) => super::gicv3::exit(&mut ctx.vgic, e),
-            VgicEntered::V2(e) => super::gicv2::exit(&mut ctx.vgic, e),
+    /// Whether the virtual interface asserts its maintenance interrupt.
+    pub fn maintenance_pending(&self) -> bool {
+        match self.entered {
+            Some(VgicEntered::V3(_)) => super::gicv3::maintenance_pending(),
+            Some(VgicEntered::V2(_)) => super::gicv2::maintenance_pending(),
+            None => false,
         }
+    }
+
+    /// Asks for (or stops asking for) the maintenance interrupt on underflow.
+    pub fn set_underflow_interrupt(&mut self, on: bool) {
+        match self.entered {
+            Some(VgicEntered::V3(_)) => super::gicv3::set_underflow_interrupt(on),
+            Some(VgicEntered::V2(_)) => super::gicv2::set_underflow_interrupt(on),
+            None => {}
+        }
+    }
+
+    fn exit(self, ctx: &mut VcpuContext) -> bool {
+        match self.entered {
+            Some(VgicEntered::V3(e)) => super::gicv3::exit(&mut ctx.vgic, e),
+            Some(VgicEntered::V2(e)) => super::gicv2::exit(&mut ctx.vgic, e),
+            None => {}
+        }
+        self.timer_activated
     }
 }
 
@@ -215,7 +293,7 @@ struct HostState {
 pub fn run_guest<R>(
     ctx: &mut VcpuContext,
     entry: GuestEntry,
-    mut on_trap: impl FnMut(&mut VcpuContext, GuestTrap) -> Option<R>,
+    mut on_trap: impl FnMut(&mut VcpuContext, GuestTrap, &mut LiveGic) -> Option<R>,
 ) -> R {
     let host = HostState {
         hcr: read_sysreg!("hcr_el2"),
@@ -248,7 +326,7 @@ pub fn run_guest<R>(
     write_sysreg!("mdcr_el2", (host.mdcr & 0x1f) | MDCR_GUEST_TRAPS);
     write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
 
-    let mut vgic_entered = VgicEntered::enter(entry.vgic, ctx);
+    let mut live = LiveGic::enter(&entry, ctx);
 
     let result = loop {
         write_sysreg!("elr_el2", ctx.pc);
@@ -282,19 +360,15 @@ pub fn run_guest<R>(
             guest_fp_loaded = true;
             continue;
         }
-        if kind == 0 && esr >> 26 == EC_WFX {
-            if let Some(entered) = vgic_entered.as_mut() {
-                if wake_from_wfi(ctx, entered) {
-                    ctx.pc = ctx.pc.wrapping_add(4);
-                    continue;
-                }
-            }
-        }
         // HPFAR_EL2.FIPA is IPA[51:12]; the page offset comes from FAR.
         let ipa = ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (far & 0xfff);
         let trap = GuestTrap { kind, esr: Esr(esr), far, ipa };
-        if let Some(result) = on_trap(ctx, trap) {
+        live.sync(ctx);
+        if let Some(result) = on_trap(ctx, trap, &mut live) {
             break result;
+        }
+        if ctx.vgic.changed {
+            live.load(ctx);
         }
         write_sysreg!("esr_el1", ctx.sysregs.esr_el1);
         write_sysreg!("far_el1", ctx.sysregs.far_el1);
@@ -302,9 +376,7 @@ pub fn run_guest<R>(
         write_sysreg!("spsr_el1", ctx.sysregs.spsr_el1);
     };
 
-    if let Some(entered) = vgic_entered {
-        entered.exit(ctx);
-    }
+    let timer_activated = live.exit(ctx);
     ctx.sysregs = read_el1();
     // (If the guest used FP/SIMD, TFP is already clear: EL2 may touch them.)
     if guest_fp_loaded {
@@ -331,5 +403,9 @@ pub fn run_guest<R>(
     restore_el1(&host.sysregs);
     // SAFETY: Barrier only.
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
+    if timer_activated {
+        // The host's own timer state is loaded: its output drives the PPI again.
+        entry.ppi_frame.set_active(VTIMER_PPI, false);
+    }
     result
 }

@@ -1,0 +1,89 @@
+//! A hostile guest at its GIC: any access (frame, offset, size, value) to its
+//! distributor and redistributors from any of its vCPUs, mixed with host
+//! injections and list-register fills, on either GIC version. The model must
+//! never panic, never present an INTID the VM does not have, never present one
+//! interrupt twice to a vCPU, and never let two vCPUs hold the same SPI.
+
+#![no_main]
+#![allow(dead_code)]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../src/vm/context.rs"]
+mod context;
+#[path = "../../src/esr.rs"]
+mod esr;
+#[path = "../../src/vm/exit.rs"]
+mod exit;
+#[path = "../../src/vm/guest_trap.rs"]
+mod guest_trap;
+#[path = "../../src/vm/vgic.rs"]
+mod vgic;
+#[path = "../../src/vm/vgic_dist.rs"]
+mod vgic_dist;
+#[path = "../../src/vm/vgic_mmio.rs"]
+mod vgic_mmio;
+
+/// `crate::vm::...` as the hyp names these modules.
+mod vm {
+    pub(crate) use super::{context, exit, guest_trap, vgic, vgic_dist};
+}
+
+use vgic::VgicState;
+use vgic_dist::{Distributor, GicVersion, INTID_LIMIT};
+
+const LIST_REGISTERS: usize = 4;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&setup, ops)) = data.split_first() else {
+        return;
+    };
+    let version = if setup & 1 == 0 { GicVersion::V3 } else { GicVersion::V2 };
+    let vcpus = 1 + usize::from(setup >> 1) % 8;
+    let mut gic = Distributor::new(version, vcpus);
+    let mut lrs = vec![VgicState::default(); vcpus];
+    for op in ops.chunks(12) {
+        let byte = |i: usize| op.get(i).copied().unwrap_or(0);
+        let vcpu = usize::from(byte(1)) % vcpus;
+        let value = u64::from_le_bytes(core::array::from_fn(|i| byte(4 + i)));
+        match byte(0) % 5 {
+            0 | 1 => {
+                // A register access: an IPA in or near the GIC windows.
+                let ipa = hyp_abi::GUEST_GIC_DISTRIBUTOR + (u64::from(byte(2)) << 12 | u64::from(byte(3)) << 4) * 2
+                    + value % 8;
+                if let Some((frame, offset)) = vgic_mmio::frame_of(version, vcpus, ipa) {
+                    let size = 1 << (byte(2) % 4);
+                    let write = (byte(0) % 5 == 1).then_some(value);
+                    let _ = gic.mmio(vcpu, frame, offset, size, write);
+                }
+            }
+            2 => {
+                let _ = gic.make_pending(vcpu, u32::from(byte(2)) | u32::from(byte(3) & 3) << 8);
+            }
+            3 => {
+                let hw = (byte(2) & 1 != 0).then_some(27);
+                gic.fill(vcpu, &mut lrs[vcpu], LIST_REGISTERS, hw);
+            }
+            _ => {
+                // The guest ends (or acknowledges) what a list register holds.
+                let slot = usize::from(byte(2)) % LIST_REGISTERS;
+                lrs[vcpu].lrs[slot] = if byte(3) & 1 == 0 { 0 } else { lrs[vcpu].lrs[slot] & !(1 << 62) };
+                lrs[vcpu].recount();
+                gic.release_ended(vcpu, &lrs[vcpu]);
+            }
+        }
+        let mut spi_holder = [None; INTID_LIMIT as usize];
+        for (v, state) in lrs.iter().enumerate() {
+            let held: Vec<u32> = state.held_intids().collect();
+            for (i, &intid) in held.iter().enumerate() {
+                assert!(intid < INTID_LIMIT, "INTID {intid} presented");
+                assert!(!held[..i].contains(&intid), "INTID {intid} twice on vCPU {v}");
+                if intid >= 32 {
+                    let holder = &mut spi_holder[intid as usize];
+                    assert!(holder.is_none(), "SPI {intid} on vCPUs {holder:?} and {v}");
+                    *holder = Some(v);
+                }
+            }
+        }
+    }
+});

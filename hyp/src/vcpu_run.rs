@@ -1,0 +1,362 @@
+//! One `VCPU_RUN`: claim the vCPU and fill its list registers under the VM
+//! table's lock, run it without the lock, serve in the hyp the traps that need
+//! no host (the guest's GIC distributor and redistributors, its CPU interface
+//! on GICv2, SGIs, WFI with an interrupt pending, its virtual timer firing,
+//! the maintenance interrupt, PSCI), and release it with its exit.
+
+use crate::arch::aarch64::gic_ppi::PpiFrame;
+use crate::arch::aarch64::world::{run_guest, GuestEntry, LiveGic, VgicHardware};
+use crate::esr::ExceptionClass;
+use crate::vm::context::VcpuContext;
+use crate::vm::guest_trap::{self, GuestTrap, IpaKind, Outcome, VmView};
+use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState, VmTable};
+use crate::vm::vgic::VgicState;
+use crate::vm::vgic_dist::{Filled, GicVersion};
+use crate::vm::vgic_mmio::frame_of;
+use crate::vm::vtimer::{self, VTIMER_INTID};
+use core::sync::atomic::{AtomicU8, Ordering};
+use hyp_abi::{Exit, HypError};
+
+/// Injected exceptions one run may take before the VM is declared dead: a
+/// guest with no working vector faults at its vector forever.
+const MAX_INJECTIONS_PER_RUN: u32 = 64;
+/// Traps the hyp may serve in one run without returning to the host, so that a
+/// guest calling the hyp in a loop cannot keep the host's CPU.
+const MAX_TRAPS_PER_RUN: u32 = 4096;
+
+/// The physical counter (CNTPCT_EL0).
+pub fn physical_count() -> u64 {
+    use aarch64_cpu::registers::{Readable, CNTPCT_EL0};
+    CNTPCT_EL0.get()
+}
+
+/// [`vgic_hardware`], once decided: 0 not yet, else `1 + VgicHardware as u8`.
+static VGIC_HARDWARE: AtomicU8 = AtomicU8::new(0);
+
+/// The virtual interface that presents guests' interrupts: GICv3's (in the
+/// device tree, with its system registers on this CPU), GICv2's (GICH and GICV
+/// in the device tree), or none. Decided once: every CPU has the same GIC.
+pub fn vgic_hardware() -> VgicHardware {
+    const ALL: [VgicHardware; 3] = [VgicHardware::None, VgicHardware::V3, VgicHardware::V2];
+    if let Some(&known) = ALL.get(usize::from(VGIC_HARDWARE.load(Ordering::Relaxed)).wrapping_sub(1)) {
+        return known;
+    }
+    let gicv3 = crate::boot::platform().is_some_and(|p| matches!(p.gic, Some(crate::platform::Gic::V3 { .. })));
+    let hardware = if gicv3 && crate::arch::aarch64::gicv3::has_system_registers() {
+        VgicHardware::V3
+    } else if crate::arch::aarch64::gicv2::available() {
+        VgicHardware::V2
+    } else {
+        VgicHardware::None
+    };
+    let code = ALL.iter().position(|&h| h == hardware).map_or(0, |i| i as u8 + 1);
+    VGIC_HARDWARE.store(code, Ordering::Relaxed);
+    hardware
+}
+
+/// The GIC architecture guests see on this platform.
+pub fn guest_gic_version() -> GicVersion {
+    match vgic_hardware() {
+        VgicHardware::V2 => GicVersion::V2,
+        VgicHardware::V3 | VgicHardware::None => GicVersion::V3,
+    }
+}
+
+pub fn vttbr_of(root: u64, vmid: u16) -> u64 {
+    root | u64::from(vmid) << 48
+}
+
+/// The private interrupt tied to its physical twin in list registers: the
+/// virtual timer, where the hyp can reach this CPU's PPI state.
+fn hw_timer(hardware: VgicHardware, frame: PpiFrame) -> Option<u32> {
+    (hardware != VgicHardware::None && frame.exists()).then_some(VTIMER_INTID)
+}
+
+/// Whether to ask for the maintenance interrupt after a fill: when interrupts
+/// wait for a list register, and at least two are in use (underflow is "at
+/// most one in use": with fewer, it would fire at once, again and again).
+fn wants_underflow_interrupt(filled: Filled, lrs: &VgicState) -> bool {
+    filled.overflow && lrs.held_intids().nth(1).is_some()
+}
+
+/// The VM of a running vCPU, as its trap handlers see it: each question takes
+/// the VM table's lock for its answer only.
+struct RunningVm {
+    vms: &'static spin::Mutex<VmTable>,
+    handle: u64,
+    vcpu: usize,
+    hardware: VgicHardware,
+    ppi_frame: PpiFrame,
+}
+
+/// PSCI INTERNAL_FAILURE: the VM went away under the caller (cannot happen while
+/// one of its vCPUs runs, which blocks teardown).
+const PSCI_INTERNAL_FAILURE: i64 = -6;
+
+impl RunningVm {
+    fn with_vm<T>(&self, default: T, f: impl FnOnce(&mut Vm) -> T) -> T {
+        let mut vms = self.vms.lock();
+        match vms.get(self.handle) {
+            Ok(vm) => f(vm),
+            Err(_) => default,
+        }
+    }
+
+    /// Moves what the vCPU can take into its list registers (live), and asks
+    /// for the maintenance interrupt if some did not fit.
+    fn fill(&self, ctx: &mut VcpuContext, live: &mut LiveGic) {
+        let count = self.hardware.list_registers();
+        let hw = hw_timer(self.hardware, self.ppi_frame);
+        let filled = self.with_vm(Default::default(), |vm| vm.gic.fill(self.vcpu, &mut ctx.vgic, count, hw));
+        live.set_underflow_interrupt(wants_underflow_interrupt(filled, &ctx.vgic));
+    }
+
+    fn make_pending(&self, intid: u32) {
+        self.with_vm((), |vm| {
+            vm.gic.make_pending(self.vcpu, intid);
+        });
+    }
+}
+
+impl VmView for RunningVm {
+    fn ipa_kind(&self, ipa: u64) -> IpaKind {
+        self.vms.lock().ipa_kind(self.handle, ipa)
+    }
+
+    fn cpu_on(&self, target: u64, entry: u64, context: u64) -> Result<u64, i64> {
+        self.with_vm(Err(PSCI_INTERNAL_FAILURE), |vm| vm.psci_cpu_on(target, entry, context))
+    }
+
+    fn affinity_info(&self, target: u64) -> i64 {
+        self.with_vm(PSCI_INTERNAL_FAILURE, |vm| vm.psci_affinity_info(target))
+    }
+
+    fn send_sgi(&self, targets: u64, intid: u32) -> u64 {
+        self.with_vm(0, |vm| {
+            let before = vm.gic.deliverable_mask();
+            vm.gic.send_sgi(targets, intid);
+            let after = vm.gic.deliverable_mask();
+            after & !before | after & (1 << self.vcpu)
+        })
+    }
+
+    fn vcpu_index(&self) -> usize {
+        self.vcpu
+    }
+}
+
+/// A physical interrupt while the guest ran: the guest's own virtual timer
+/// firing and the maintenance interrupt are served here; anything else is the
+/// host's, which gets its CPU back.
+fn serve_irq(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm) -> Outcome {
+    let mut ours = live.maintenance_pending();
+    if live.manages_timer_ppi() && live.timer_asserted() && !live.timer_ppi_active() {
+        live.activate_timer_ppi();
+        view.make_pending(VTIMER_INTID);
+        ours = true;
+    }
+    if !ours {
+        return Outcome::ToHost { exit: Exit::Interrupted, pending_read: None };
+    }
+    view.fill(ctx, live);
+    Outcome::Resume
+}
+
+/// A WFI: returns at once if the vCPU has an interrupt to take (also with
+/// interrupts masked, as on hardware); else the host gets the CPU.
+fn serve_wfi(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm) -> Outcome {
+    if live.timer_asserted() {
+        live.activate_timer_ppi();
+        view.make_pending(VTIMER_INTID);
+    }
+    view.fill(ctx, live);
+    // Either way the guest goes on past its WFI (when the host runs it again).
+    ctx.pc = ctx.pc.wrapping_add(4);
+    if ctx.vgic.any_pending() {
+        return Outcome::Resume;
+    }
+    Outcome::ToHost { exit: Exit::Wfi { timer_deadline: u64::MAX }, pending_read: None }
+}
+
+/// An access to the guest's GIC distributor or redistributors: emulated. `None`
+/// if `trap` is not one (or cannot be decoded: the caller injects an abort).
+fn serve_gic_access(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic, view: &RunningVm) -> Option<Outcome> {
+    if trap.esr.class() != ExceptionClass::DataAbortLower {
+        return None;
+    }
+    let version = guest_gic_version();
+    let vcpus = view.with_vm(0, |vm| vm.gic.vcpus());
+    let (frame, offset) = frame_of(version, vcpus, trap.ipa)?;
+    let access = crate::vm::exit::decode_mmio(trap.esr)?;
+    let register = usize::from(access.register);
+    let write = access.write.then(|| if register == 31 { 0 } else { ctx.gprs.x[register] });
+    let (value, woken) = view.with_vm((0, 0), |vm| {
+        let before = if write.is_some() { vm.gic.deliverable_mask() } else { 0 };
+        let effect = vm.gic.mmio(view.vcpu, frame, offset, access.size_bytes, write);
+        if let Some((targets, intid)) = effect.sgi {
+            vm.gic.send_sgi(targets, intid);
+        }
+        let woken = if effect.may_deliver || effect.sgi.is_some() { vm.gic.deliverable_mask() & !before } else { 0 };
+        (effect.value, woken)
+    });
+    if write.is_none() && register != 31 {
+        ctx.gprs.x[register] = crate::vm::exit::load_value(access, value);
+    }
+    ctx.pc = ctx.pc.wrapping_add(4);
+    if woken & (1 << view.vcpu) != 0 {
+        view.fill(ctx, live);
+    }
+    Some(match woken & !(1 << view.vcpu) {
+        0 => Outcome::Resume,
+        targets => Outcome::ToHost { exit: Exit::Wake { targets }, pending_read: None },
+    })
+}
+
+/// On GICv2, a guest's access to its CPU interface (GICC at
+/// [`hyp_abi::GUEST_GICV2_CPU_INTERFACE`]) is performed on the virtual CPU
+/// interface (GICV); true if `trap` was one (then the guest moves past it).
+fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap) -> bool {
+    use crate::arch::aarch64::gicv2::{cpu_interface_access, CPU_INTERFACE_SIZE};
+    let offset = trap.ipa.wrapping_sub(hyp_abi::GUEST_GICV2_CPU_INTERFACE);
+    if trap.esr.class() != ExceptionClass::DataAbortLower || offset >= CPU_INTERFACE_SIZE {
+        return false;
+    }
+    let Some(access) = crate::vm::exit::decode_mmio(trap.esr).filter(|a| a.size_bytes == 4 && offset.is_multiple_of(4))
+    else {
+        return false;
+    };
+    let register = usize::from(access.register);
+    if access.write {
+        let value = if register == 31 { 0 } else { ctx.gprs.x[register] as u32 };
+        cpu_interface_access(offset, Some(value));
+    } else {
+        let value = cpu_interface_access(offset, None);
+        if register != 31 {
+            ctx.gprs.x[register] = crate::vm::exit::load_value(access, u64::from(value));
+        }
+    }
+    ctx.pc = ctx.pc.wrapping_add(4);
+    true
+}
+
+/// Serves one trap of the running guest.
+fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &RunningVm, protected: bool) -> Outcome {
+    if trap.kind == 1 {
+        return serve_irq(ctx, live, view);
+    }
+    if trap.kind == 0 && live.is_present() {
+        if trap.esr.class() == ExceptionClass::WfiWfe {
+            return serve_wfi(ctx, live, view);
+        }
+        if view.hardware == VgicHardware::V2 && serve_gicv2_cpu_interface(ctx, &trap) {
+            return Outcome::Resume;
+        }
+        if let Some(outcome) = serve_gic_access(ctx, &trap, live, view) {
+            return outcome;
+        }
+    }
+    guest_trap::handle(ctx, trap, protected, view)
+}
+
+/// `VCPU_RUN`: see `docs/abi.md`.
+pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, HypError> {
+    // Claim the vCPU under the lock; run it without the lock.
+    let Some(vms_lock) = crate::boot::vms() else {
+        return Err(HypError::Busy);
+    };
+    let this_cpu = crate::percpu::this_cpu();
+    let hardware = vgic_hardware();
+    let ppi_frame = PpiFrame(this_cpu.ppi_frame);
+    let (ctx, entry, protected, index) = {
+        let mut vms = vms_lock.lock();
+        let vm = vms.get(handle)?;
+        if vm.state != VmState::Alive {
+            return Err(HypError::NoSuchVm);
+        }
+        let index = usize::try_from(vcpu).ok().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
+        let v = &vm.vcpus[index];
+        if v.running {
+            return Err(HypError::Busy);
+        }
+        if v.power == VcpuPower::Off {
+            return Err(HypError::VcpuOff);
+        }
+        let flush_local_tlb = vm.switch_vcpu_on_cpu(this_cpu.index, index);
+        let vttbr = vttbr_of(vm.stage2.root_address() as u64, vm.vmid());
+        let v = &mut vm.vcpus[index];
+        // The timer is level-triggered: asserted at entry, it is pending.
+        let (ctl, cval) = (v.ctx.sysregs.cntv_ctl, v.ctx.sysregs.cntv_cval);
+        let timer_asserted =
+            hardware != VgicHardware::None && vtimer::asserted(ctl, cval, physical_count().wrapping_sub(vm.cntvoff));
+        if timer_asserted {
+            vm.gic.make_pending(index, VTIMER_INTID);
+        }
+        let filled = if hardware == VgicHardware::None {
+            Default::default()
+        } else {
+            vm.gic.fill(index, &mut v.ctx.vgic, hardware.list_registers(), hw_timer(hardware, ppi_frame))
+        };
+        let entry = GuestEntry {
+            vttbr,
+            vmpidr: vcpu_mpidr(index),
+            flush_local_tlb,
+            vgic: hardware,
+            cntvoff: vm.cntvoff,
+            ppi_frame,
+            timer_physically_active: timer_asserted || v.ctx.vgic.holds_hw(),
+            underflow_interrupt: wants_underflow_interrupt(filled, &v.ctx.vgic),
+        };
+        if let Some(access) = v.pending_read.take() {
+            guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);
+        }
+        v.running = true;
+        v.power = VcpuPower::On;
+        (&mut *v.ctx as *mut VcpuContext, entry, vm.protected, index)
+    };
+    // SAFETY: `running` gives this CPU the vCPU alone until it is cleared below;
+    // the context is in its own page (it does not move) and the VM cannot be
+    // freed while a vCPU runs (teardown answers Busy).
+    let ctx = unsafe { &mut *ctx };
+    let view = RunningVm { vms: vms_lock, handle, vcpu: index, hardware, ppi_frame };
+    let (mut injections, mut traps) = (0u32, 0u32);
+    let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap, live| {
+        traps += 1;
+        match serve(ctx, trap, live, &view, protected) {
+            Outcome::ToHost { exit, pending_read } => return Some((exit, pending_read)),
+            Outcome::Injected if injections + 1 >= MAX_INJECTIONS_PER_RUN => {
+                let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
+                return Some((Exit::Fatal { esr, address }, None));
+            }
+            Outcome::Injected => injections += 1,
+            Outcome::Deliver => view.fill(ctx, live),
+            Outcome::Resume => {}
+        }
+        (traps >= MAX_TRAPS_PER_RUN).then_some((Exit::Interrupted, None))
+    });
+    let mut vms = vms_lock.lock();
+    let Ok(vm) = vms.get(handle) else {
+        return Ok(exit);
+    };
+    if matches!(exit, Exit::Fatal { .. }) {
+        vm.state = VmState::Crashed;
+    }
+    vm.gic.release_ended(index, &ctx.vgic);
+    let exit = match exit {
+        // A timer whose interrupt the guest disabled wakes nothing.
+        Exit::Wfi { .. } if vm.gic.private(index).is_none_or(|p| p.enabled & 1 << VTIMER_INTID == 0) => {
+            Exit::Wfi { timer_deadline: u64::MAX }
+        }
+        Exit::Wfi { .. } => {
+            Exit::Wfi { timer_deadline: vtimer::deadline(ctx.sysregs.cntv_ctl, ctx.sysregs.cntv_cval, entry.cntvoff) }
+        }
+        other => other,
+    };
+    if let Some(v) = vm.vcpus.get_mut(index) {
+        v.running = false;
+        v.pending_read = pending_read;
+        if exit == Exit::CpuOff {
+            v.power = VcpuPower::Off;
+        }
+    }
+    Ok(exit)
+}

@@ -1,0 +1,427 @@
+//! The guest-facing GIC distributor of one VM (and, for GICv3, its vCPUs'
+//! redistributors): which interrupts the guest enabled, at which priority, to
+//! which vCPU it routed each SPI, and which are pending. The hyp keeps it for
+//! every VM, so that a protected VM's interrupt configuration never reaches its
+//! host; `vgic_mmio` maps the guest's register accesses onto it.
+//!
+//! Interrupts become pending here (host injection, SGIs, the guest's own
+//! set-pending writes, the virtual timer's level) and move into a vCPU's list
+//! registers ([`VgicState`]) only when the guest can take them: distributor
+//! group enabled, interrupt enabled, SPI routed to that vCPU and not held by
+//! another's list registers. Those that fit go in priority order (then INTID);
+//! a more urgent one may push a less urgent, unacknowledged one back out.
+
+#![forbid(unsafe_code)]
+
+use crate::vm::vgic::{lr_intid, pending_lr, VgicState};
+use hyp_abi::MAX_VCPUS_PER_VM;
+
+/// Shared peripheral interrupts a VM has: INTIDs 32..96.
+pub const SPI_COUNT: usize = 64;
+/// One past the last INTID a VM has.
+pub const INTID_LIMIT: u32 = 32 + SPI_COUNT as u32;
+const SPI_WORDS: usize = SPI_COUNT / 32;
+const MAX_VCPUS: usize = MAX_VCPUS_PER_VM as usize;
+
+/// The GIC architecture a VM sees (that of the platform's GIC).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+/// The SGIs and PPIs of one vCPU (banked per vCPU).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct PrivateIrqs {
+    pub enabled: u32,
+    pub pending: u32,
+    /// ICFGR: bit n set, INTID n is edge-triggered (SGIs always are).
+    pub edge: u32,
+    pub priority: [u8; 32],
+    /// GICR_WAKER.ProcessorSleep (GICv3): set out of reset.
+    pub asleep: bool,
+    /// SPIs in this vCPU's list registers (bit n: INTID 32 + n).
+    held_spis: [u32; SPI_WORDS],
+}
+
+impl Default for PrivateIrqs {
+    fn default() -> Self {
+        // SGIs enabled and edge-triggered out of reset (as KVM and most GICv2
+        // implementations have them); PPIs disabled, level.
+        PrivateIrqs { enabled: 0xffff, pending: 0, edge: 0xffff, priority: [0; 32], asleep: true, held_spis: [0; 2] }
+    }
+}
+
+/// Where an interrupt went when it was made pending.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Routed {
+    /// To this vCPU (the one to run so that the guest sees it).
+    Vcpu(usize),
+    /// Nowhere yet: an SPI whose route names no vCPU of the VM. It stays
+    /// pending until the guest routes it.
+    Unrouted,
+}
+
+/// What filling a vCPU's list registers did.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Filled {
+    /// Deliverable interrupts did not all fit (a maintenance interrupt, or the
+    /// next entry, brings them in).
+    pub overflow: bool,
+}
+
+/// One VM's distributor.
+#[derive(Clone, Debug)]
+pub struct Distributor {
+    pub version: GicVersion,
+    vcpus: usize,
+    /// GICD_CTLR bits the guest wrote (group enables).
+    ctlr: u32,
+    enabled: [u32; SPI_WORDS],
+    pending: [u32; SPI_WORDS],
+    edge: [u32; SPI_WORDS],
+    priority: [u8; SPI_COUNT],
+    /// vCPUs an SPI may go to (bit n: vCPU n): from GICD_ITARGETSR (GICv2) or
+    /// GICD_IROUTER (GICv3).
+    targets: [u8; SPI_COUNT],
+    /// GICD_IROUTER as the guest wrote it (GICv3).
+    irouter: [u64; SPI_COUNT],
+    /// SPIs some vCPU's list registers hold (they go to no other until ended).
+    held: [u32; SPI_WORDS],
+    private: [PrivateIrqs; MAX_VCPUS],
+}
+
+/// GICD_CTLR group enable our interrupts belong to: GICv3 presents everything
+/// as group 1 (EnableGrp1, bit 1 with a single security state), GICv2 as
+/// group 0 (Enable, bit 0), matching the list registers' group.
+fn group_enable_bit(version: GicVersion) -> u32 {
+    match version {
+        GicVersion::V3 => 1 << 1,
+        GicVersion::V2 => 1,
+    }
+}
+
+fn bit(intid: u32) -> (usize, u32) {
+    ((intid / 32) as usize, 1 << (intid % 32))
+}
+
+impl Distributor {
+    /// A distributor out of reset for a VM of `vcpus` vCPUs: disabled, SPIs
+    /// disabled, level-triggered, priority 0, routed to vCPU 0.
+    pub fn new(version: GicVersion, vcpus: usize) -> Distributor {
+        Distributor {
+            version,
+            vcpus: vcpus.clamp(1, MAX_VCPUS),
+            ctlr: 0,
+            enabled: [0; SPI_WORDS],
+            pending: [0; SPI_WORDS],
+            edge: [0; SPI_WORDS],
+            priority: [0; SPI_COUNT],
+            targets: [1; SPI_COUNT],
+            irouter: [0; SPI_COUNT],
+            held: [0; SPI_WORDS],
+            private: [PrivateIrqs::default(); MAX_VCPUS],
+        }
+    }
+
+    pub fn vcpus(&self) -> usize {
+        self.vcpus
+    }
+
+    pub fn ctlr(&self) -> u32 {
+        self.ctlr
+    }
+
+    pub fn set_ctlr(&mut self, value: u32) {
+        self.ctlr = value & 3;
+    }
+
+    fn group_enabled(&self) -> bool {
+        self.ctlr & group_enable_bit(self.version) != 0
+    }
+
+    /// The banked SGIs and PPIs of `vcpu`.
+    pub fn private(&mut self, vcpu: usize) -> Option<&mut PrivateIrqs> {
+        self.private[..self.vcpus].get_mut(vcpu)
+    }
+
+    /// Makes `intid` pending: an SGI or PPI for `vcpu`, an SPI for the vCPU the
+    /// guest routed it to. `None` for an INTID the VM does not have or a vCPU
+    /// it does not have.
+    pub fn make_pending(&mut self, vcpu: usize, intid: u32) -> Option<Routed> {
+        if vcpu >= self.vcpus || intid >= INTID_LIMIT {
+            return None;
+        }
+        if intid < 32 {
+            self.private[vcpu].pending |= 1 << intid;
+            return Some(Routed::Vcpu(vcpu));
+        }
+        let spi = (intid - 32) as usize;
+        let (word, mask) = bit(intid - 32);
+        self.pending[word] |= mask;
+        let targets = u32::from(self.targets[spi]) & ((1 << self.vcpus) - 1);
+        Some(if targets == 0 { Routed::Unrouted } else { Routed::Vcpu(targets.trailing_zeros() as usize) })
+    }
+
+    /// Makes SGI `intid` (0..16) pending for the vCPUs of `targets` (bit n:
+    /// vCPU n) that the VM has.
+    pub fn send_sgi(&mut self, targets: u64, intid: u32) {
+        for vcpu in (0..self.vcpus).filter(|v| targets & (1 << v) != 0) {
+            self.private[vcpu].pending |= 1 << (intid % 16);
+        }
+    }
+
+    /// Forgets the SPIs `vcpu`'s list registers (`lrs`, as just saved) no
+    /// longer hold: the guest ended them, so another vCPU may take them.
+    pub fn release_ended(&mut self, vcpu: usize, lrs: &VgicState) {
+        let Some(p) = self.private[..self.vcpus].get_mut(vcpu) else {
+            return;
+        };
+        if p.held_spis == [0; SPI_WORDS] {
+            return;
+        }
+        let mut still = [0u32; SPI_WORDS];
+        for intid in lrs.held_intids().filter(|i| (32..INTID_LIMIT).contains(i)) {
+            let (word, mask) = bit(intid - 32);
+            still[word] |= mask & p.held_spis[word];
+        }
+        for (held, (was, is)) in self.held.iter_mut().zip(p.held_spis.iter().zip(still)) {
+            *held &= !(was & !is);
+        }
+        p.held_spis = still;
+    }
+
+    /// The most urgent interrupt `vcpu` could take now: (priority, INTID).
+    fn best_candidate(&self, vcpu: usize) -> Option<(u8, u32)> {
+        if !self.group_enabled() {
+            return None;
+        }
+        let p = &self.private[vcpu];
+        let mut best: Option<(u8, u32)> = None;
+        let mut consider = |priority: u8, intid: u32| {
+            if best.is_none_or(|b| (priority, intid) < b) {
+                best = Some((priority, intid));
+            }
+        };
+        let mut bits = p.pending & p.enabled;
+        while bits != 0 {
+            let n = bits.trailing_zeros();
+            bits &= bits - 1;
+            consider(p.priority[n as usize], n);
+        }
+        for word in 0..SPI_WORDS {
+            let mut bits = self.pending[word] & self.enabled[word] & !(self.held[word] & !p.held_spis[word]);
+            while bits != 0 {
+                let n = bits.trailing_zeros();
+                bits &= bits - 1;
+                let spi = word * 32 + n as usize;
+                if self.targets[spi] & (1 << vcpu) != 0 {
+                    consider(self.priority[spi], 32 + spi as u32);
+                }
+            }
+        }
+        best
+    }
+
+    /// The vCPUs that have an interrupt they could take (bit n: vCPU n):
+    /// pending, enabled, routed to it, whether or not it fits in a list register.
+    pub fn deliverable_mask(&self) -> u64 {
+        (0..self.vcpus).filter(|&v| self.best_candidate(v).is_some()).fold(0, |mask, v| mask | 1 << v)
+    }
+
+    fn clear_pending(&mut self, vcpu: usize, intid: u32) {
+        if intid < 32 {
+            self.private[vcpu].pending &= !(1 << intid);
+        } else if intid < INTID_LIMIT {
+            let (word, mask) = bit(intid - 32);
+            self.pending[word] &= !mask;
+        }
+    }
+
+    fn hold(&mut self, vcpu: usize, intid: u32, held: bool) {
+        if !(32..INTID_LIMIT).contains(&intid) {
+            return;
+        }
+        let (word, mask) = bit(intid - 32);
+        if held {
+            self.held[word] |= mask;
+            self.private[vcpu].held_spis[word] |= mask;
+        } else {
+            self.held[word] &= !mask;
+            self.private[vcpu].held_spis[word] &= !mask;
+        }
+    }
+
+    /// Moves the interrupts `vcpu` can take into its first `count` list
+    /// registers, most urgent first. `hw_intid` is a private interrupt to tie
+    /// to the same physical one (the virtual timer, when the hyp manages its
+    /// physical active state).
+    pub fn fill(&mut self, vcpu: usize, lrs: &mut VgicState, count: usize, hw_intid: Option<u32>) -> Filled {
+        if vcpu >= self.vcpus {
+            return Filled::default();
+        }
+        self.release_ended(vcpu, lrs);
+        while let Some((priority, intid)) = self.best_candidate(vcpu) {
+            self.clear_pending(vcpu, intid);
+            if let Some(slot) = lrs.slot_of(intid) {
+                // Acknowledged already (active): pending again too.
+                lrs.make_pending(slot);
+                continue;
+            }
+            let slot = match lrs.free_slot(count) {
+                Some(slot) => slot,
+                None => match lrs.evictable_slot(count, priority) {
+                    Some(slot) => {
+                        let evicted = lr_intid(lrs.lrs[slot]);
+                        self.hold(vcpu, evicted, false);
+                        self.make_pending(vcpu, evicted);
+                        slot
+                    }
+                    None => {
+                        self.make_pending(vcpu, intid);
+                        return Filled { overflow: true };
+                    }
+                },
+            };
+            let physical = hw_intid.filter(|&hw| hw == intid);
+            lrs.set(slot, pending_lr(intid, priority, physical));
+            self.hold(vcpu, intid, true);
+        }
+        Filled::default()
+    }
+
+    /// Bitmap word `word` (INTIDs 32*word..) of enables, as `vcpu` sees it.
+    pub fn enabled_word(&self, vcpu: usize, word: usize) -> u32 {
+        match word {
+            0 => self.private.get(vcpu).map_or(0, |p| p.enabled),
+            w => self.enabled.get(w - 1).copied().unwrap_or(0),
+        }
+    }
+
+    pub fn pending_word(&self, vcpu: usize, word: usize) -> u32 {
+        match word {
+            0 => self.private.get(vcpu).map_or(0, |p| p.pending),
+            w => self.pending.get(w - 1).copied().unwrap_or(0),
+        }
+    }
+
+    /// Sets (`set`) or clears the enable bits `bits` of word `word`.
+    pub fn write_enabled(&mut self, vcpu: usize, word: usize, bits: u32, set: bool) {
+        let target = match word {
+            0 => self.private[..self.vcpus].get_mut(vcpu).map(|p| &mut p.enabled),
+            w => self.enabled.get_mut(w - 1),
+        };
+        if let Some(target) = target {
+            if set {
+                *target |= bits;
+            } else {
+                *target &= !bits;
+            }
+        }
+    }
+
+    /// Sets or clears pending bits (a guest's GICD_ISPENDR/ICPENDR write).
+    /// Only interrupts not yet in a list register are affected.
+    pub fn write_pending(&mut self, vcpu: usize, word: usize, bits: u32, set: bool) {
+        let target = match word {
+            0 => self.private[..self.vcpus].get_mut(vcpu).map(|p| &mut p.pending),
+            w => self.pending.get_mut(w - 1),
+        };
+        if let Some(target) = target {
+            if set {
+                *target |= bits;
+            } else {
+                *target &= !bits;
+            }
+        }
+    }
+
+    /// The priority byte of `intid` as `vcpu` sees it.
+    pub fn priority(&self, vcpu: usize, intid: u32) -> u8 {
+        match intid {
+            0..32 => self.private.get(vcpu).map_or(0, |p| p.priority[intid as usize]),
+            _ => self.priority.get((intid - 32) as usize).copied().unwrap_or(0),
+        }
+    }
+
+    pub fn set_priority(&mut self, vcpu: usize, intid: u32, priority: u8) {
+        let slot = match intid {
+            0..32 => self.private[..self.vcpus].get_mut(vcpu).map(|p| &mut p.priority[intid as usize]),
+            _ => self.priority.get_mut((intid - 32) as usize),
+        };
+        if let Some(slot) = slot {
+            *slot = priority;
+        }
+    }
+
+    /// Edge bits of word `word` (INTIDs 32*word..; bit n: INTID 32*word + n).
+    pub fn edge_word(&self, vcpu: usize, word: usize) -> u32 {
+        match word {
+            0 => self.private.get(vcpu).map_or(0xffff, |p| p.edge),
+            w => self.edge.get(w - 1).copied().unwrap_or(0),
+        }
+    }
+
+    /// Sets the edge bits of word `word` (SGIs stay edge-triggered).
+    pub fn set_edge_word(&mut self, vcpu: usize, word: usize, edge: u32) {
+        match word {
+            0 => {
+                if let Some(p) = self.private[..self.vcpus].get_mut(vcpu) {
+                    p.edge = edge | 0xffff;
+                }
+            }
+            w => {
+                if let Some(e) = self.edge.get_mut(w - 1) {
+                    *e = edge;
+                }
+            }
+        }
+    }
+
+    /// GICD_ITARGETSR byte of `intid` (GICv2): SGIs and PPIs read as the
+    /// reading vCPU itself.
+    pub fn targets(&self, vcpu: usize, intid: u32) -> u8 {
+        match intid {
+            0..32 => 1 << (vcpu % 8),
+            _ => self.targets.get((intid - 32) as usize).copied().unwrap_or(0),
+        }
+    }
+
+    /// Routes an SPI to the vCPUs of `mask` (GICv2), those the VM has.
+    pub fn set_targets(&mut self, intid: u32, mask: u8) {
+        let vcpus = ((1u32 << self.vcpus) - 1) as u8;
+        if let Some(t) = intid.checked_sub(32).and_then(|spi| self.targets.get_mut(spi as usize)) {
+            *t = mask & vcpus;
+        }
+    }
+
+    /// GICD_IROUTER of an SPI (GICv3).
+    pub fn irouter(&self, intid: u32) -> u64 {
+        intid.checked_sub(32).and_then(|spi| self.irouter.get(spi as usize)).copied().unwrap_or(0)
+    }
+
+    /// Routes an SPI by affinity (GICv3): to the vCPU whose MPIDR is the
+    /// affinity (vCPU n: Aff0 = n, the rest 0), to any vCPU with
+    /// Interrupt_Routing_Mode (bit 31), else to none.
+    pub fn set_irouter(&mut self, intid: u32, value: u64) {
+        const IRM: u64 = 1 << 31;
+        const AFFINITY: u64 = 0xff_00ff_ffff;
+        let Some(spi) = intid.checked_sub(32).map(|s| s as usize).filter(|&s| s < SPI_COUNT) else {
+            return;
+        };
+        let value = value & (AFFINITY | IRM);
+        let all = ((1u32 << self.vcpus) - 1) as u8;
+        self.irouter[spi] = value;
+        self.targets[spi] = if value & IRM != 0 {
+            all
+        } else if value & AFFINITY < self.vcpus as u64 {
+            1 << (value & AFFINITY)
+        } else {
+            0
+        };
+    }
+}
+
+#[cfg(test)]
+#[path = "vgic_dist_tests.rs"]
+mod tests;

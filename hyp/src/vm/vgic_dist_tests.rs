@@ -1,0 +1,129 @@
+use super::*;
+
+fn intids(lrs: &VgicState) -> Vec<u32> {
+    lrs.held_intids().collect()
+}
+
+/// A GICv3 distributor for `vcpus` vCPUs with group 1 and every interrupt enabled.
+fn open(vcpus: usize) -> Distributor {
+    let mut d = Distributor::new(GicVersion::V3, vcpus);
+    d.set_ctlr(0b10);
+    for vcpu in 0..vcpus {
+        d.write_enabled(vcpu, 0, u32::MAX, true);
+    }
+    d.write_enabled(0, 1, u32::MAX, true);
+    d.write_enabled(0, 2, u32::MAX, true);
+    d
+}
+
+#[test]
+fn nothing_is_delivered_until_the_guest_enables_it() {
+    let mut d = Distributor::new(GicVersion::V3, 1);
+    let mut lrs = VgicState::default();
+    assert_eq!(d.make_pending(0, 40), Some(Routed::Vcpu(0)));
+    d.fill(0, &mut lrs, 4, None);
+    assert!(intids(&lrs).is_empty(), "distributor off");
+    d.set_ctlr(0b10);
+    d.fill(0, &mut lrs, 4, None);
+    assert!(intids(&lrs).is_empty() && d.deliverable_mask() == 0, "SPI 40 disabled");
+    d.write_enabled(0, 1, 1 << 8, true);
+    assert_eq!(d.deliverable_mask(), 1);
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(intids(&lrs), vec![40]);
+    assert_eq!(d.pending_word(0, 1), 0, "no longer pending in the distributor");
+    let mut v2 = Distributor::new(GicVersion::V2, 1);
+    v2.set_ctlr(0b10);
+    v2.make_pending(0, 3);
+    assert_eq!(v2.deliverable_mask(), 0, "GICv2 interrupts are group 0: bit 0 enables them");
+    v2.set_ctlr(0b01);
+    assert_eq!(v2.deliverable_mask(), 1, "SGIs are enabled out of reset");
+}
+
+#[test]
+fn the_most_urgent_go_first_and_the_rest_wait() {
+    let mut d = open(1);
+    for (intid, priority) in [(50, 0xe0), (51, 0x20), (52, 0xc0), (53, 0x40), (54, 0xa0), (55, 0x60)] {
+        d.set_priority(0, intid, priority);
+        d.make_pending(0, intid);
+    }
+    let mut lrs = VgicState::default();
+    assert_eq!(d.fill(0, &mut lrs, 4, None), Filled { overflow: true });
+    assert_eq!(intids(&lrs), vec![51, 53, 55, 54]);
+    assert_eq!(crate::vm::vgic::lr_priority(lrs.lrs[0]), 0x20);
+    // The guest ends two of them; the next two in priority order get in.
+    lrs.lrs[0] = 0;
+    lrs.lrs[2] = 0;
+    assert_eq!(d.fill(0, &mut lrs, 4, None), Filled { overflow: false });
+    assert_eq!(intids(&lrs), vec![52, 53, 50, 54]);
+}
+
+#[test]
+fn an_urgent_interrupt_takes_the_place_of_a_waiting_lesser_one() {
+    let mut d = open(1);
+    let mut lrs = VgicState::default();
+    for intid in 40..44 {
+        d.set_priority(0, intid, 0x80);
+        d.make_pending(0, intid);
+    }
+    d.fill(0, &mut lrs, 4, None);
+    d.set_priority(0, 60, 0x10);
+    d.make_pending(0, 60);
+    assert_eq!(d.fill(0, &mut lrs, 4, None), Filled { overflow: true }, "43 waits for a list register");
+    assert_eq!(intids(&lrs), vec![40, 41, 42, 60], "43 (last of the least urgent) went back to pending");
+    assert_eq!(d.pending_word(0, 1), 1 << 11);
+}
+
+#[test]
+fn an_active_interrupt_becomes_active_and_pending_in_its_list_register() {
+    let mut d = open(1);
+    let mut lrs = VgicState::default();
+    d.make_pending(0, 40);
+    d.fill(0, &mut lrs, 4, None);
+    lrs.lrs[0] = lrs.lrs[0] & !(3 << 62) | 2 << 62;
+    d.make_pending(0, 40);
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(lrs.lrs[0] >> 62, 3, "pending and active");
+    assert_eq!(intids(&lrs), vec![40]);
+}
+
+#[test]
+fn spis_go_where_the_guest_routes_them_and_to_one_vcpu_at_a_time() {
+    let mut d = open(2);
+    let (mut lrs0, mut lrs1) = (VgicState::default(), VgicState::default());
+    d.set_irouter(40, 1);
+    assert_eq!(d.make_pending(0, 40), Some(Routed::Vcpu(1)));
+    d.fill(0, &mut lrs0, 4, None);
+    assert!(intids(&lrs0).is_empty(), "routed to vCPU 1");
+    assert_eq!(d.deliverable_mask(), 0b10);
+    d.fill(1, &mut lrs1, 4, None);
+    assert_eq!(intids(&lrs1), vec![40]);
+    // Any vCPU (IRM) now, and pending again while vCPU 1 still holds it.
+    d.set_irouter(40, 1 << 31);
+    d.make_pending(0, 40);
+    d.fill(0, &mut lrs0, 4, None);
+    assert!(intids(&lrs0).is_empty(), "held by vCPU 1 until it ends it");
+    lrs1.lrs[0] = 0;
+    d.release_ended(1, &lrs1);
+    d.fill(0, &mut lrs0, 4, None);
+    assert_eq!(intids(&lrs0), vec![40]);
+    d.set_irouter(41, 5);
+    assert_eq!(d.make_pending(0, 41), Some(Routed::Unrouted), "no vCPU 5");
+    assert_eq!(d.irouter(41), 5);
+    d.set_targets(42, 0b1110);
+    assert_eq!(d.targets(0, 42), 0b10, "GICv2 targets: only vCPUs the VM has");
+}
+
+#[test]
+fn sgis_reach_the_vcpus_named_and_the_timer_is_tied_to_its_ppi() {
+    let mut d = open(3);
+    d.send_sgi(0b101 | 1 << 9, 5);
+    assert_eq!(d.deliverable_mask(), 0b101);
+    let mut lrs = VgicState::default();
+    d.make_pending(2, 27);
+    d.fill(2, &mut lrs, 4, Some(27));
+    assert_eq!(intids(&lrs), vec![5, 27]);
+    assert!(lrs.holds_hw());
+    assert!(!crate::vm::vgic::lr_is_hw(lrs.lrs[0]));
+    assert_eq!(d.make_pending(3, 27), None, "no vCPU 3");
+    assert_eq!(d.make_pending(0, INTID_LIMIT), None);
+}

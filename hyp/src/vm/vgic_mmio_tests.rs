@@ -1,0 +1,109 @@
+use super::*;
+
+const D: Frame = Frame::Distributor;
+
+fn rd(vcpu: usize) -> Frame {
+    Frame::Redistributor { vcpu, sgi: false }
+}
+
+fn sgi(vcpu: usize) -> Frame {
+    Frame::Redistributor { vcpu, sgi: true }
+}
+
+fn read32(d: &mut Distributor, from: usize, frame: Frame, offset: u64) -> u64 {
+    d.mmio(from, frame, offset, 4, None).value
+}
+
+#[test]
+fn windows_map_to_frames() {
+    let v3 = GicVersion::V3;
+    assert_eq!(frame_of(v3, 2, 0x0200_0004), Some((D, 4)));
+    assert_eq!(frame_of(v3, 2, 0x0210_0008), Some((rd(0), 8)));
+    assert_eq!(frame_of(v3, 2, 0x0213_0100), Some((sgi(1), 0x100)));
+    assert_eq!(frame_of(v3, 2, 0x0214_0000), Some((Frame::Unused, 0)), "no vCPU 2");
+    assert_eq!(frame_of(v3, 2, 0x0220_0000), None, "past the window");
+    assert_eq!(frame_of(GicVersion::V2, 2, 0x0210_0008), None, "GICv2 has no redistributors");
+    assert_eq!(frame_of(v3, 2, 0x0900_0000), None);
+}
+
+#[test]
+fn a_gicv3_guest_finds_its_distributor_and_redistributors() {
+    let mut d = Distributor::new(GicVersion::V3, 2);
+    assert_eq!(read32(&mut d, 0, D, 0xffe8) >> 4 & 0xf, 3, "PIDR2: GICv3");
+    let typer = read32(&mut d, 0, D, 0x4);
+    assert_eq!((typer & 0x1f, typer >> 19 & 0x1f, typer >> 5 & 7), (2, 9, 1), "96 INTIDs, 10-bit IDs, 2 CPUs");
+    assert_eq!(read32(&mut d, 0, D, 0x0), 1 << 4 | 1 << 6, "ARE and DS, disabled");
+    assert!(d.mmio(0, D, 0x0, 4, Some(0x13)).may_deliver);
+    assert_eq!(read32(&mut d, 0, D, 0x0), 0x53);
+    assert_eq!(d.mmio(0, rd(0), 0x8, 8, None).value, 0, "vCPU 0: affinity 0, not last");
+    assert_eq!(d.mmio(1, rd(1), 0x8, 8, None).value, 1 << 32 | 1 << 8 | 1 << 4, "vCPU 1: the last");
+    assert_eq!(read32(&mut d, 0, rd(1), 0xc), 1, "upper half alone");
+    assert_eq!(read32(&mut d, 0, rd(0), 0xffe8), 0x3b);
+    assert_eq!(read32(&mut d, 0, rd(0), 0x14), 0b110, "asleep out of reset");
+    d.mmio(0, rd(0), 0x14, 4, Some(0));
+    assert_eq!(read32(&mut d, 0, rd(0), 0x14), 0, "awake at once");
+}
+
+#[test]
+fn gicv3_enables_priorities_and_routes_are_kept() {
+    let mut d = Distributor::new(GicVersion::V3, 2);
+    // SPIs through GICD; SGIs and PPIs through the redistributor (bank 0 of GICD is RES0).
+    assert!(d.mmio(0, D, 0x104, 4, Some(1 << 8 | 1 << 9)).may_deliver);
+    d.mmio(0, D, 0x184, 4, Some(1 << 9));
+    assert_eq!(read32(&mut d, 0, D, 0x104), 1 << 8);
+    d.mmio(0, D, 0x100, 4, Some(u32::MAX.into()));
+    assert_eq!(read32(&mut d, 0, D, 0x100), 0);
+    d.mmio(0, sgi(1), 0x100, 4, Some(1 << 27));
+    assert_eq!(read32(&mut d, 0, sgi(1), 0x100), 0xffff | 1 << 27, "SGIs on out of reset");
+    assert_eq!(read32(&mut d, 0, sgi(0), 0x100), 0xffff, "banked per vCPU");
+    // Priorities by byte and by word.
+    d.mmio(0, D, 0x400 + 41, 1, Some(0x40));
+    d.mmio(0, D, 0x400 + 44, 4, Some(0x1122_3344));
+    assert_eq!(read32(&mut d, 0, D, 0x400 + 40), 0x4000);
+    assert_eq!(d.mmio(0, D, 0x400 + 46, 1, None).value, 0x22);
+    d.mmio(0, sgi(0), 0x400 + 27, 1, Some(0x80));
+    assert_eq!(d.priority(0, 27), 0x80);
+    assert_eq!(d.priority(0, 41), 0x40);
+    // Routes: 64-bit and 32-bit halves.
+    assert!(d.mmio(0, D, 0x6000 + 8 * 40, 8, Some(1)).may_deliver);
+    assert_eq!(d.make_pending(0, 40), Some(crate::vm::vgic_dist::Routed::Vcpu(1)));
+    d.mmio(0, D, 0x6000 + 8 * 41, 4, Some(1 << 31));
+    assert_eq!(d.mmio(0, D, 0x6000 + 8 * 41, 8, None).value, 1 << 31);
+    // Configuration: edge for SPI 42 (ICFGR2, bits 21:20).
+    d.mmio(0, D, 0xc08, 4, Some(2 << 20));
+    assert_eq!(read32(&mut d, 0, D, 0xc08), 2 << 20);
+    assert_eq!(read32(&mut d, 0, sgi(0), 0xc00), 0xaaaa_aaaa, "SGIs are edge-triggered");
+    assert_eq!(read32(&mut d, 0, D, 0x084), u32::MAX.into(), "every interrupt group 1");
+    // Set- and clear-pending.
+    d.mmio(0, D, 0x204, 4, Some(1 << 11));
+    assert_eq!(read32(&mut d, 0, D, 0x204), 1 << 8 | 1 << 11);
+    d.mmio(0, D, 0x284, 4, Some(1 << 11));
+    assert_eq!(read32(&mut d, 0, D, 0x204), 1 << 8);
+    // Beyond the VM's INTIDs and unknown registers: read as zero, writes ignored.
+    assert_eq!(d.mmio(0, D, 0x10c, 4, Some(u32::MAX.into())), Effect::default());
+    assert_eq!(read32(&mut d, 0, D, 0x10c), 0);
+    assert_eq!(read32(&mut d, 0, D, 0x6000 + 8 * 96), 0);
+    assert_eq!(read32(&mut d, 0, D, 0x800), 0, "no ITARGETSR with affinity routing");
+    assert_eq!(d.mmio(0, D, 0x104, 2, None).value, 0, "halfword: not a register access");
+}
+
+#[test]
+fn a_gicv2_distributor_banks_private_interrupts_and_sends_sgis() {
+    let mut d = Distributor::new(GicVersion::V2, 2);
+    assert_eq!(read32(&mut d, 0, D, 0xfe8) >> 4 & 0xf, 2, "PIDR2: GICv2");
+    d.mmio(0, D, 0x0, 4, Some(1));
+    assert_eq!(read32(&mut d, 0, D, 0x0), 1);
+    d.mmio(1, D, 0x100, 4, Some(1 << 27));
+    assert_eq!(read32(&mut d, 1, D, 0x100), 0xffff | 1 << 27);
+    assert_eq!(read32(&mut d, 0, D, 0x100), 0xffff, "vCPU 0's own bank");
+    assert_eq!(read32(&mut d, 1, D, 0x800), 0x0202_0202, "ITARGETSR0: the reader");
+    d.mmio(0, D, 0x800 + 40, 1, Some(0b10));
+    assert_eq!(d.mmio(0, D, 0x800 + 40, 1, None).value, 0b10);
+    d.mmio(0, D, 0x800 + 44, 4, Some(0xff_ff_ff_ff));
+    assert_eq!(read32(&mut d, 0, D, 0x800 + 44), 0x0303_0303, "only existing vCPUs");
+    assert_eq!(read32(&mut d, 0, D, 0x080), 0, "group 0");
+    let effect = d.mmio(1, D, 0xf00, 4, Some(1 << 24 | 3));
+    assert_eq!(effect.sgi, Some((0xfd, 3)), "all but the sender");
+    assert_eq!(read32(&mut d, 0, D, 0xf00), 0, "write-only");
+    assert_eq!(read32(&mut d, 0, D, 0x6100), 0, "no IROUTER");
+}
