@@ -289,10 +289,16 @@ pub fn run(platform: &HostPlatform, calls: u64, seed: u64) -> bool {
                     rng.pick(&options)
                 };
                 let intid = {
-                    let options = [0, 27, 40, 1019, 1020, 1023, u64::from(u32::MAX), rng.next()];
+                    let options = [0, 27, 40, 95, 96, 1019, 1020, u64::from(u32::MAX), rng.next()];
                     rng.pick(&options)
                 };
                 let _ = hypercall::vcpu_inject_irq(h, vcpu, intid);
+                // And the IRQ line of boards without a GIC (refused with one).
+                let level = {
+                    let options = [0, 1, 2, u64::MAX];
+                    rng.pick(&options)
+                };
+                let _ = hypercall::vcpu_set_irq_line(h, vcpu, level);
             }
             _ => {
                 // The host tries to read every protected VM's memory.

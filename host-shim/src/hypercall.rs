@@ -115,6 +115,11 @@ pub fn vcpu_set_reg(handle: u64, vcpu: u64, reg: hyp_abi::VcpuReg, value: u64) -
     call(HostCall::VcpuSetReg, [handle, vcpu, reg.raw(), value, 0, 0]).map(|_| ())
 }
 
+/// Without a GIC: sets vCPU `vcpu`'s virtual IRQ line (`level` 1 or 0).
+pub fn vcpu_set_irq_line(handle: u64, vcpu: u64, level: u64) -> Result<(), HypError> {
+    call(HostCall::VcpuSetIrqLine, [handle, vcpu, level, 0, 0, 0]).map(|_| ())
+}
+
 /// Makes `intid` pending for the VM (an SGI or PPI for vCPU `vcpu`); returns
 /// the vCPU it goes to (`u64::MAX`: an SPI the guest routes nowhere yet).
 pub fn vcpu_inject_irq(handle: u64, vcpu: u64, intid: u64) -> Result<u64, HypError> {

@@ -3,7 +3,9 @@
 //! priorities, pending state, routing), the virtual timer (waiting in WFI and
 //! interrupting a running guest), SGIs between vCPUs.
 
-use crate::arch::{guest_burst, guest_gic, guest_irq, guest_irq2, guest_sgi, guest_sgi2, guest_timer, guest_timer2};
+use crate::arch::{
+    guest_burst, guest_gic, guest_irq, guest_irq2, guest_line, guest_sgi, guest_sgi2, guest_timer, guest_timer2,
+};
 use crate::checks::check;
 use crate::hypercall;
 use crate::vm_checks::{create_vm, load, run_vcpu, GUEST_ENTRY, GUEST_UART};
@@ -24,6 +26,7 @@ pub fn run_all(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
         );
     }
     passed &= interrupt_vm(platform, pa);
+    passed &= irq_line_vm(platform, pa);
     passed &= distributor_vm(platform, pa);
     passed &= burst_vm(platform, pa);
     passed &= timer_vm(platform, pa, false);
@@ -374,5 +377,75 @@ fn burst_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     );
     passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the burst VM down");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 2).is_ok(), "reclaim the burst VM's pages");
+    passed
+}
+
+/// Without a GIC: the virtual IRQ line (HCR_EL2.VI). A protected guest's
+/// virtual timer ticks through it (the hyp ORs the timer's output into the
+/// line), then the host raises the line itself and lowers it when the guest
+/// acknowledges (see `guest_line` in guests.S). With a GIC the call is refused.
+fn irq_line_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+    use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
+    const TICKS: u64 = 5;
+    const STATUS: u64 = GUEST_UART + 0x58;
+    const ACK: u64 = GUEST_UART + 0x60;
+    let mut passed = true;
+    load(pa, guest_line());
+    let period = (CNTFRQ_EL0.get() / 1000).max(1);
+    let ready = create_vm(VmType::Protected, 1).and_then(|h| {
+        hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
+        hypercall::vcpu_init(h, 0, GUEST_ENTRY, TICKS | period << 16)?;
+        Ok(h)
+    });
+    let Ok(handle) = ready else {
+        return check!(false, "set up the IRQ-line VM: {ready:?}");
+    };
+    if platform.gic.is_some() {
+        let refused =
+            [hypercall::vcpu_set_irq_line(handle, 0, 1), hypercall::vcpu_inject_irq(handle, 0, 96).map(|_| ())];
+        passed &= check!(
+            refused == [Err(HypError::NotSupported), Err(HypError::InvalidArgument)],
+            "with a GIC the IRQ line is not the host's to set: {refused:?}"
+        );
+    } else {
+        let bad = [hypercall::vcpu_set_irq_line(handle, 0, 2), hypercall::vcpu_set_irq_line(handle, 1, 1)];
+        passed &= check!(
+            bad == [Err(HypError::InvalidArgument), Err(HypError::NoSuchVcpu)],
+            "bad IRQ-line calls refused: {bad:?}"
+        );
+        let (mut line, mut answer, mut reported, mut end) = (false, 0, None, None);
+        for _ in 0..4096 {
+            let exit = run_vcpu(handle, 0, answer);
+            answer = 0;
+            match exit {
+                Ok(Exit::Mmio { ipa: STATUS, write: false, .. }) => answer = u64::from(line),
+                Ok(Exit::Mmio { ipa: ACK, write: true, .. }) => {
+                    line = false;
+                    passed &= hypercall::vcpu_set_irq_line(handle, 0, 0).is_ok();
+                }
+                Ok(Exit::Mmio { ipa: READY, write: true, .. }) => {
+                    line = true;
+                    passed &= hypercall::vcpu_set_irq_line(handle, 0, 1).is_ok();
+                }
+                Ok(Exit::Wfi { timer_deadline }) => {
+                    while timer_deadline != u64::MAX && CNTPCT_EL0.get() < timer_deadline {
+                        core::hint::spin_loop();
+                    }
+                }
+                Ok(Exit::Interrupted) => {}
+                Ok(Exit::Hypercall { function: 0xC500_0001, arg }) => reported = Some((arg & 0xffff, arg >> 16)),
+                other => {
+                    end = Some(other);
+                    break;
+                }
+            }
+        }
+        passed &= check!(
+            reported == Some((TICKS, 1)) && end == Some(Ok(Exit::SystemOff)),
+            "without a GIC a protected guest takes its timer ticks and the host's interrupt through its virtual IRQ line: (ticks, host interrupts) {reported:?}, then {end:?}"
+        );
+    }
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the IRQ-line VM down");
+    passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the IRQ-line VM's page");
     passed
 }

@@ -127,6 +127,13 @@ impl HostServices for HypServices {
         })
     }
 
+    fn vcpu_set_irq_line(&mut self, handle: u64, vcpu: u64, level: u64) -> Result<(), HypError> {
+        if vgic_hardware() != VgicHardware::None {
+            return Err(HypError::NotSupported);
+        }
+        with_vms(|vms, _, _| vms.set_irq_line(handle, vcpu, level))
+    }
+
     fn vcpu_inject_irq(&mut self, handle: u64, vcpu: u64, intid: u64) -> Result<u64, HypError> {
         if vgic_hardware() == VgicHardware::None {
             return Err(HypError::NotSupported);

@@ -28,6 +28,7 @@ pub trait HostServices {
     fn vm_teardown(&mut self, handle: u64) -> Result<(), HypError>;
     fn vm_reclaim(&mut self, handle: u64, ipa: u64, pages: u64) -> Result<(), HypError>;
     fn vcpu_inject_irq(&mut self, handle: u64, vcpu: u64, intid: u64) -> Result<u64, HypError>;
+    fn vcpu_set_irq_line(&mut self, handle: u64, vcpu: u64, level: u64) -> Result<(), HypError>;
 }
 
 /// Handles one host hypercall: `regs` are x0..x6 at the HVC, the result is the
@@ -55,6 +56,7 @@ pub fn handle_host_hvc(regs: &[u64; 7], memory: &mut dyn HostServices) -> [u64; 
         Some(HostCall::VmTeardown) => done(memory.vm_teardown(a1)),
         Some(HostCall::VmReclaim) => done(memory.vm_reclaim(a1, a2, a3)),
         Some(HostCall::VcpuInjectIrq) => memory.vcpu_inject_irq(a1, a2, a3).map(|vcpu| [vcpu, 0, 0]),
+        Some(HostCall::VcpuSetIrqLine) => done(memory.vcpu_set_irq_line(a1, a2, a3)),
         None => Err(HypError::NotSupported),
     };
     encode_result(result)
@@ -126,6 +128,10 @@ mod tests {
             self.0.push(("inject", intid, 0));
             Ok(0)
         }
+        fn vcpu_set_irq_line(&mut self, _handle: u64, _vcpu: u64, level: u64) -> Result<(), HypError> {
+            self.0.push(("irq line", level, 0));
+            Ok(())
+        }
     }
 
     fn call(
@@ -190,7 +196,7 @@ mod tests {
     #[test]
     fn unknown_ids_are_not_supported_and_reach_nothing() {
         let m = &mut Recorder::default();
-        for id in [0u64, 0xC600_1010, 0xC600_0000, 0x8400_0000, u64::MAX, 0xC600_1002 | (1 << 32), 0x8600_1002] {
+        for id in [0u64, 0xC600_1011, 0xC600_0000, 0x8400_0000, u64::MAX, 0xC600_1002 | (1 << 32), 0x8600_1002] {
             assert_eq!(call(m, id, 0, 0), Err(Ok(HypError::NotSupported)), "{id:#x}");
         }
         assert!(m.0.is_empty());

@@ -111,6 +111,11 @@ impl RunningVm {
         live.set_underflow_interrupt(wants_underflow_interrupt(filled, &ctx.vgic));
     }
 
+    /// Without a GIC: the vCPU's virtual IRQ line as the host set it.
+    fn irq_line(&self) -> bool {
+        self.with_vm(false, |vm| vm.vcpus.get(self.vcpu).is_some_and(|v| v.irq_line))
+    }
+
     fn make_pending(&self, intid: u32) {
         self.with_vm((), |vm| {
             vm.gic.make_pending(self.vcpu, intid);
@@ -239,8 +244,26 @@ fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap) -> bool {
     true
 }
 
+/// Without a GIC the guest's IRQ line (HCR_EL2.VI) is the host's line or its
+/// virtual timer's output, recomputed at every trap (a guest's interrupt
+/// handler reads its interrupt controller, which traps) and at entry.
+fn update_irq_line(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic, view: &RunningVm) -> Option<Outcome> {
+    live.set_virtual_irq(view.irq_line() || live.timer_asserted());
+    if trap.kind == 0 && trap.esr.class() == ExceptionClass::WfiWfe && live.virtual_irq() {
+        // An interrupt is pending: WFI returns at once.
+        ctx.pc = ctx.pc.wrapping_add(4);
+        return Some(Outcome::Resume);
+    }
+    None
+}
+
 /// Serves one trap of the running guest.
 fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &RunningVm, protected: bool) -> Outcome {
+    if view.hardware == VgicHardware::None {
+        if let Some(outcome) = update_irq_line(ctx, &trap, live, view) {
+            return outcome;
+        }
+    }
     if trap.kind == 1 {
         return serve_irq(ctx, live, view);
     }
@@ -286,8 +309,8 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
         let v = &mut vm.vcpus[index];
         // The timer is level-triggered: asserted at entry, it is pending.
         let (ctl, cval) = (v.ctx.sysregs.cntv_ctl, v.ctx.sysregs.cntv_cval);
-        let timer_asserted =
-            hardware != VgicHardware::None && vtimer::asserted(ctl, cval, physical_count().wrapping_sub(vm.cntvoff));
+        let timer_output = vtimer::asserted(ctl, cval, physical_count().wrapping_sub(vm.cntvoff));
+        let timer_asserted = hardware != VgicHardware::None && timer_output;
         if timer_asserted {
             vm.gic.make_pending(index, VTIMER_INTID);
         }
@@ -305,6 +328,7 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
             ppi_frame,
             timer_physically_active: timer_asserted || v.ctx.vgic.holds_hw(),
             underflow_interrupt: wants_underflow_interrupt(filled, &v.ctx.vgic),
+            virtual_irq: hardware == VgicHardware::None && (v.irq_line || timer_output),
         };
         if let Some(access) = v.pending_read.take() {
             guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);
@@ -343,7 +367,10 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
     vm.gic.release_ended(index, &ctx.vgic);
     let exit = match exit {
         // A timer whose interrupt the guest disabled wakes nothing.
-        Exit::Wfi { .. } if vm.gic.private(index).is_none_or(|p| p.enabled & 1 << VTIMER_INTID == 0) => {
+        Exit::Wfi { .. }
+            if hardware != VgicHardware::None
+                && vm.gic.private(index).is_none_or(|p| p.enabled & 1 << VTIMER_INTID == 0) =>
+        {
             Exit::Wfi { timer_deadline: u64::MAX }
         }
         Exit::Wfi { .. } => {

@@ -22,8 +22,8 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[hyp INFO] host stage-2: ",
     "[hyp INFO] entering the host at EL1: entry ",
     "[host INFO] ok: host shim running at EL1",
-    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 4))",
-    "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c00000000000ffff)",
+    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 5))",
+    "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c00000000001ffff)",
     "[host INFO] ok: unknown hypercall 0xc6001fff returned -1",
     "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 4], first register changed None",
     "[host INFO] ok: PSCI CPU_ON of the running CPU: ALREADY_ON from the hyp (-4)",
@@ -162,6 +162,7 @@ fn default_boot_reports_platform_and_passes_host_checks() {
         "[host INFO] ok: bad injections refused: [Err(InvalidArgument), Err(InvalidArgument), Err(NoSuchVcpu), Err(NoSuchVm)]",
         "[host INFO] ok: a protected guest took each injected interrupt once through its virtual CPU interface (GICv3): [",
         "[host INFO] ok: the interrupt guest ends with SYSTEM_OFF: Some(Ok(SystemOff))",
+        "[host INFO] ok: with a GIC the IRQ line is not the host's to set: [Err(NotSupported), Err(InvalidArgument)]",
         "[host INFO] ok: GICv3 distributor: 96 INTIDs (ITLinesNumber Some(2)), a priority reads back (Some(",
         "[host INFO] ok: SPIs 50..55 and 42 made pending, routed to vCPU 0: [Ok(0), Ok(0), Ok(0), Ok(0), Ok(0), Ok(0), Ok(0)]",
         "[host INFO] ok: enabled SPIs are taken most urgent first: [51, 53, 55, 54, 52, 50]; the disabled one wakes nothing (Ok(Wfi { timer_deadline: 18446744073709551615 }))",
@@ -175,7 +176,7 @@ fn default_boot_reports_platform_and_passes_host_checks() {
         "[host INFO] ok: vCPU 1 sends SGI 5 to vCPU 0: Ok(Wake { targets: 1 })",
         "[host INFO] ok: then turns itself off: Ok(CpuOff)",
         "[host INFO] ok: vCPU 0 takes the SGI from vCPU 1 through its virtual CPU interface: INTID Some(5), then Some(Ok(SystemOff))",
-        "[host INFO] summary: 656 VMs created (332 protected), ",
+        "[host INFO] summary: 657 VMs created (333 protected), ",
     ]);
 }
 
@@ -428,6 +429,7 @@ fn boots_on_raspberry_pi_3b_with_its_own_device_tree() {
         "[host INFO] ok: device tree carves out 3 hyp region(s)",
         "[host INFO] guest P: hello from guest P R1",
         "[host INFO] no GIC or timer the shim drives: the preemption check is skipped",
+        "[host INFO] ok: without a GIC a protected guest takes its timer ticks and the host's interrupt through its virtual IRQ line: (ticks, host interrupts) Some((5, 1)), then Some(Ok(SystemOff))",
         "[host INFO] one CPU (or no PSCI): the SMP checks need more",
         "[host INFO] ok: blocked host read of hyp memory at 0x200000",
         "[host INFO] ok: blocked host read of hyp memory at 0x0: synchronous external abort",

@@ -72,11 +72,16 @@ pub enum HostCall {
     /// Take back a torn-down VM's memory, zeroed: x1 = handle, x2 = IPA, x3 = pages.
     /// When the VM holds no more pages its handle dies.
     VmReclaim = 14,
-    /// Make an interrupt pending for a vCPU: x1 = handle, x2 = vCPU index, x3 =
-    /// INTID (SGI 0..15, PPI 16..31, SPI 32..1019). The hyp delivers it through
-    /// the GIC's virtual CPU interface when the vCPU next runs (list registers,
-    /// queued beyond them).
+    /// Make an interrupt pending (an edge): x1 = handle, x2 = vCPU index, x3 =
+    /// INTID (SGI 0..15 and PPI 16..31 for that vCPU, SPI 32..95 for the vCPU
+    /// the guest routes it to). Returns x1 = the vCPU it goes to (`u64::MAX`:
+    /// none yet). The guest's own distributor, which the hyp emulates, decides
+    /// when it takes it.
     VcpuInjectIrq = 15,
+    /// Without a GIC: set a vCPU's virtual IRQ line (HCR_EL2.VI), x1 = handle,
+    /// x2 = vCPU index, x3 = level (0 or 1). The line stays as set until the
+    /// host sets it again.
+    VcpuSetIrqLine = 16,
     /// Test builds only: run the invariant checker. x1 = violations, x2 = free
     /// memcache pages | memcache pages in use << 32, x3 = bytes of the hyp's pool in use.
     DebugCheckInvariants = 62,
@@ -90,7 +95,7 @@ pub const MAX_PAGES_PER_CALL: u64 = 512;
 
 impl HostCall {
     /// Every host call, in function-number order.
-    pub const ALL: [HostCall; 18] = [
+    pub const ALL: [HostCall; 19] = [
         HostCall::Version,
         HostCall::Features,
         HostCall::ShareHyp,
@@ -107,6 +112,7 @@ impl HostCall {
         HostCall::VmTeardown,
         HostCall::VmReclaim,
         HostCall::VcpuInjectIrq,
+        HostCall::VcpuSetIrqLine,
         HostCall::DebugCheckInvariants,
         HostCall::DebugExchange,
     ];
@@ -148,6 +154,7 @@ impl HostCall {
             13 => HostCall::VmTeardown,
             14 => HostCall::VmReclaim,
             15 => HostCall::VcpuInjectIrq,
+            16 => HostCall::VcpuSetIrqLine,
             62 => HostCall::DebugCheckInvariants,
             63 => HostCall::DebugExchange,
             _ => return None,
@@ -447,7 +454,7 @@ mod tests {
             0xC500_1000,
             0xC600_0000,
             0xC600_0FFF,
-            0xC600_1010,
+            0xC600_1011,
             0xC600_1040,
             0xC600_FFFF,
             0x1_C600_1000,
@@ -459,8 +466,8 @@ mod tests {
 
     #[test]
     fn features_bitmap_has_one_bit_per_call() {
-        assert_eq!(HostCall::features_bitmap(false), 0xffff);
-        assert_eq!(HostCall::features_bitmap(true), 0xffff | 3 << 62);
+        assert_eq!(HostCall::features_bitmap(false), 0x1_ffff);
+        assert_eq!(HostCall::features_bitmap(true), 0x1_ffff | 3 << 62);
     }
 
     #[test]

@@ -82,6 +82,10 @@ impl hypercall::HostServices for Services {
         self.calls += 1;
         Err(HypError::VcpuOff)
     }
+    fn vcpu_set_irq_line(&mut self, _: u64, _: u64, _: u64) -> Result<(), HypError> {
+        self.calls += 1;
+        Err(HypError::NotSupported)
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

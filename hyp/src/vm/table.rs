@@ -103,6 +103,8 @@ pub struct Vcpu {
     pub running: bool,
     /// An MMIO load waiting for the host's value.
     pub pending_read: Option<MmioAccess>,
+    /// Without a GIC: the virtual IRQ line as the host set it.
+    pub irq_line: bool,
 }
 
 /// No TLB maintenance: for a stage-2 no walker has ever used.
@@ -285,7 +287,7 @@ impl VmTable {
             // SAFETY: The page is fresh from the guest source, mapped for the hyp,
             // and this vCPU's alone until the VM is freed.
             let ctx = unsafe { ContextPage::new(page) };
-            list.push(Vcpu { ctx, power: VcpuPower::Off, running: false, pending_read: None });
+            list.push(Vcpu { ctx, power: VcpuPower::Off, running: false, pending_read: None, irq_line: false });
         }
         let slot = &mut self.slots[index];
         let id = (index + 1) as VmId;
@@ -373,6 +375,26 @@ impl VmTable {
             Some(Routed::Unrouted) => Ok(u64::MAX),
             None => Err(HypError::InvalidArgument),
         }
+    }
+
+    /// Sets a vCPU's virtual IRQ line (platforms without a GIC).
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm` (also for a VM that no longer runs), `NoSuchVcpu`,
+    /// `InvalidArgument` for a level other than 0 or 1.
+    pub fn set_irq_line(&mut self, handle: u64, index: u64, level: u64) -> Result<(), HypError> {
+        let vm = self.get(handle)?;
+        if vm.state != VmState::Alive {
+            return Err(HypError::NoSuchVm);
+        }
+        let vcpu = vm.vcpu(index)?;
+        vcpu.irq_line = match level {
+            0 => false,
+            1 => true,
+            _ => return Err(HypError::InvalidArgument),
+        };
+        Ok(())
     }
 
     /// The vCPU and register a register call names, if the host may touch them.

@@ -435,9 +435,10 @@ guest_irq_end:
  * host). It opens its distributor and virtual CPU interface, arms its virtual
  * timer (CNTV) one period ahead, unmasks IRQs and waits with WFI (or, with
  * spin, in a loop that never traps). Its IRQ handler counts each timer
- * interrupt (PPI 27) and re-arms the timer one period later. After x0 ticks it
- * turns the timer off, reports the count with HOST_CALL (x1) and turns its VM
- * off. Any other exception reports ESR_EL1 to IRQ_FAULT and turns the VM off.
+ * interrupt (PPI 27) and re-arms the timer one period later; the last tick
+ * turns the timer off, so that the count is exact however slow the run. It
+ * then reports the count with HOST_CALL (x1) and turns its VM off. Any other
+ * exception reports ESR_EL1 to IRQ_FAULT and turns the VM off.
  */
 .balign 4096
 .global guest_timer_start
@@ -483,7 +484,10 @@ timer_vectors:
     cmp     x9, #27
     b.ne    3f
     add     x19, x19, #1
-    mrs     x10, cntv_cval_el0
+    cmp     x19, x21
+    b.lo    6f
+    msr     cntv_ctl_el0, xzr       /* the last tick: the timer goes off */
+6:  mrs     x10, cntv_cval_el0
     add     x10, x10, x22
     msr     cntv_cval_el0, x10
 3:  msr     icc_eoir1_el1, x9
@@ -603,7 +607,10 @@ timer2_vectors:
     cmp     x11, #27
     b.ne    3f
     add     x19, x19, #1
-    mrs     x10, cntv_cval_el0
+    cmp     x19, x21
+    b.lo    6f
+    msr     cntv_ctl_el0, xzr       /* the last tick: the timer goes off */
+6:  mrs     x10, cntv_cval_el0
     add     x10, x10, x22
     msr     cntv_cval_el0, x10
 3:  str     w9, [x23, #0x10]
@@ -866,3 +873,76 @@ burst_vectors:
     fault_vectors 10
 .global guest_burst_end
 guest_burst_end:
+
+/*
+ * IRQ-line guest, for a board without a GIC: x0 = ticks (bits 15:0) | the
+ * period in counter ticks << 16. Its virtual timer interrupts it through the
+ * hyp's virtual IRQ line (HCR_EL2.VI): it arms the timer and waits with WFI
+ * for the ticks; then it says it is ready (IRQ_READY) and waits for the
+ * host's line. Its IRQ handler first reads the interrupt status the host
+ * emulates (IRQ_STATUS, a trap, at which the hyp recomputes the line):
+ * nonzero is the host's line, which it acknowledges (IRQ_ACK: the host lowers
+ * the line) and counts in x23; then a timer with its condition met counts a
+ * tick in x19 and is re-armed. At the end it reports x19 | x23 << 16 with
+ * HOST_CALL and turns its VM off.
+ */
+.set IRQ_STATUS, 0x58
+.set IRQ_ACK, 0x60
+.balign 4096
+.global guest_line_start
+guest_line_start:
+    and     x21, x0, #0xffff
+    lsr     x22, x0, #16
+    mov     x19, xzr
+    mov     x23, xzr
+    mov     x20, #GUEST_UART
+    adr     x9, guest_line_start
+    add     x9, x9, #0x800
+    msr     vbar_el1, x9
+    mrs     x9, cntvct_el0
+    add     x9, x9, x22
+    msr     cntv_cval_el0, x9
+    mov     x9, #1
+    msr     cntv_ctl_el0, x9
+    isb
+    msr     daifclr, #2
+1:  wfi
+    cmp     x19, x21
+    b.lo    1b
+    msr     daifset, #2
+    msr     cntv_ctl_el0, xzr
+    isb
+    str     xzr, [x20, #IRQ_READY]
+    msr     daifclr, #2
+2:  wfi
+    cbz     x23, 2b
+    msr     daifset, #2
+    orr     x1, x19, x23, lsl #16
+    mov     x0, #(HOST_CALL & 0xffff)
+    movk    x0, #(HOST_CALL >> 16), lsl #16
+    hvc     #0
+    call_hyp PSCI_SYSTEM_OFF
+3:  b       3b
+.balign 2048
+line_vectors:
+    fault_vectors 5
+    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
+    ldr     x9, [x20, #IRQ_STATUS]
+    cbz     x9, 4f
+    str     xzr, [x20, #IRQ_ACK]
+    add     x23, x23, #1
+4:  mrs     x10, cntv_ctl_el0
+    and     x10, x10, #7
+    cmp     x10, #5
+    b.ne    5f
+    add     x19, x19, #1
+    cmp     x19, x21
+    b.lo    6f
+    msr     cntv_ctl_el0, xzr       /* the last tick: the timer goes off */
+6:  mrs     x10, cntv_cval_el0
+    add     x10, x10, x22
+    msr     cntv_cval_el0, x10
+5:  eret
+    fault_vectors 10
+.global guest_line_end
+guest_line_end:

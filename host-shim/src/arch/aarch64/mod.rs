@@ -37,6 +37,8 @@ extern "C" {
     static guest_gic_end: u8;
     static guest_burst_start: u8;
     static guest_burst_end: u8;
+    static guest_line_start: u8;
+    static guest_line_end: u8;
     static guest_irq2_start: u8;
     static guest_irq2_end: u8;
     static guest_irq_start: u8;
@@ -123,6 +125,12 @@ pub fn guest_gic() -> &'static [u8] {
 pub fn guest_burst() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_burst_start }, unsafe { &guest_burst_end })
+}
+
+/// The IRQ-line guest's code (boards without a GIC).
+pub fn guest_line() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_line_start }, unsafe { &guest_line_end })
 }
 
 /// The timer benchmark guest's code.

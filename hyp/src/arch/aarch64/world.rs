@@ -133,7 +133,12 @@ pub struct GuestEntry {
     /// Ask for the maintenance interrupt from the start (interrupts wait for a
     /// list register).
     pub underflow_interrupt: bool,
+    /// Without a GIC: assert the vCPU's virtual IRQ line (HCR_EL2.VI).
+    pub virtual_irq: bool,
 }
+
+/// HCR_EL2.VI: a virtual IRQ is pending for the guest.
+const HCR_VI: u64 = 1 << 7;
 
 /// The GIC virtual interface of the platform, if the hyp drives one.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -172,6 +177,8 @@ pub struct LiveGic {
     ppi_frame: PpiFrame,
     /// This run made the timer's PPI active: the exit makes it inactive again.
     timer_activated: bool,
+    /// HCR_EL2.VI as last written.
+    virtual_irq: bool,
 }
 
 impl LiveGic {
@@ -182,7 +189,8 @@ impl LiveGic {
             VgicHardware::None => None,
         };
         ctx.vgic.changed = false;
-        let mut live = LiveGic { entered, ppi_frame: entry.ppi_frame, timer_activated: false };
+        let mut live =
+            LiveGic { entered, ppi_frame: entry.ppi_frame, timer_activated: false, virtual_irq: entry.virtual_irq };
         if entry.timer_physically_active {
             live.activate_timer_ppi();
         }
@@ -239,6 +247,19 @@ impl LiveGic {
             self.ppi_frame.set_active(VTIMER_PPI, true);
             self.timer_activated = true;
         }
+    }
+
+    /// Without a GIC: sets the guest's virtual IRQ line (HCR_EL2.VI).
+    pub fn set_virtual_irq(&mut self, asserted: bool) {
+        if asserted != self.virtual_irq {
+            write_sysreg!("hcr_el2", HCR_GUEST | if asserted { HCR_VI } else { 0 });
+            self.virtual_irq = asserted;
+        }
+    }
+
+    /// Whether the guest's virtual IRQ line is asserted (HCR_EL2.VI).
+    pub fn virtual_irq(&self) -> bool {
+        self.virtual_irq
     }
 
     /// Whether the virtual interface asserts its maintenance interrupt.
@@ -321,7 +342,7 @@ pub fn run_guest<R>(
         // CPU only; it has no memory-safety effect.
         unsafe { asm!("isb", "tlbi vmalle1", "dsb nsh", options(nostack, preserves_flags)) };
     }
-    write_sysreg!("hcr_el2", HCR_GUEST);
+    write_sysreg!("hcr_el2", HCR_GUEST | if entry.virtual_irq { HCR_VI } else { 0 });
     write_sysreg!("cntvoff_el2", entry.cntvoff);
     write_sysreg!("mdcr_el2", (host.mdcr & 0x1f) | MDCR_GUEST_TRAPS);
     write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
