@@ -207,6 +207,7 @@ fn run_benches(platform: &HostPlatform, entry_counter: u64) -> Result<(), HypErr
     hypercall::donate_hyp(memcache_pages(), MEMCACHE_PAGES as u64)?;
     report("guest_psci_version", guest_loop(1)?);
     report("guest_mmio_exit_round_trip", guest_loop(2)?);
+    report("guest_gic_distributor_read", guest_loop(4)?);
 
     report("virtual_irq_to_guest_handler", virtual_irq_to_handler()?);
     report("virtual_timer_to_guest_handler", virtual_timer_to_handler()?);

@@ -87,6 +87,8 @@ struct RunningVm {
     vcpu: usize,
     hardware: VgicHardware,
     ppi_frame: PpiFrame,
+    /// The VM's vCPU count (fixed at creation), for the GIC windows.
+    vcpus: usize,
 }
 
 /// PSCI INTERNAL_FAILURE: the VM went away under the caller (cannot happen while
@@ -189,9 +191,8 @@ fn serve_gic_access(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic,
     if trap.esr.class() != ExceptionClass::DataAbortLower {
         return None;
     }
-    let version = guest_gic_version();
-    let vcpus = view.with_vm(0, |vm| vm.gic.vcpus());
-    let (frame, offset) = frame_of(version, vcpus, trap.ipa)?;
+    // Decided without the lock: most data aborts are the host's MMIO.
+    let (frame, offset) = frame_of(guest_gic_version(), view.vcpus, trap.ipa)?;
     let access = crate::vm::exit::decode_mmio(trap.esr)?;
     let register = usize::from(access.register);
     let write = access.write.then(|| if register == 31 { 0 } else { ctx.gprs.x[register] });
@@ -290,7 +291,7 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
     let this_cpu = crate::percpu::this_cpu();
     let hardware = vgic_hardware();
     let ppi_frame = PpiFrame(this_cpu.ppi_frame);
-    let (ctx, entry, protected, index) = {
+    let (ctx, entry, protected, index, vcpus) = {
         let mut vms = vms_lock.lock();
         let vm = vms.get(handle)?;
         if vm.state != VmState::Alive {
@@ -335,13 +336,13 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
         }
         v.running = true;
         v.power = VcpuPower::On;
-        (&mut *v.ctx as *mut VcpuContext, entry, vm.protected, index)
+        (&mut *v.ctx as *mut VcpuContext, entry, vm.protected, index, vm.vcpus.len())
     };
     // SAFETY: `running` gives this CPU the vCPU alone until it is cleared below;
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).
     let ctx = unsafe { &mut *ctx };
-    let view = RunningVm { vms: vms_lock, handle, vcpu: index, hardware, ppi_frame };
+    let view = RunningVm { vms: vms_lock, handle, vcpu: index, hardware, ppi_frame, vcpus };
     let (mut injections, mut traps) = (0u32, 0u32);
     let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap, live| {
         traps += 1;

@@ -25,7 +25,7 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 5))",
     "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c00000000001ffff)",
     "[host INFO] ok: unknown hypercall 0xc6001fff returned -1",
-    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 4], first register changed None",
+    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 5], first register changed None",
     "[host INFO] ok: PSCI CPU_ON of the running CPU: ALREADY_ON from the hyp (-4)",
     "[host INFO] ok: device tree carves out 2 hyp region(s)",
     "[host INFO] ok: invariant checker clean at start: Ok(InvariantReport { violations: 0, memcache_free: 0, memcache_used: 0, pool_used: ",

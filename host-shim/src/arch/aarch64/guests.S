@@ -128,7 +128,8 @@ guest_crash_end:
 /*
  * Benchmark guest: x0 = what to do, x1 = how many times, then SYSTEM_OFF.
  * 0: nothing; 1: PSCI VERSION calls (answered by the hyp); 2: MMIO byte writes
- * to the UART (each an exit to the host); 3: WFI forever (each run exits at once).
+ * to the UART (each an exit to the host); 3: WFI forever (each run exits at
+ * once); 4: reads of its GIC distributor's GICD_TYPER (emulated by the hyp).
  */
 .balign 4
 .global guest_bench_start
@@ -138,6 +139,7 @@ guest_bench_start:
     cmp     x19, #3
     b.eq    4f
     mov     x21, #GUEST_UART
+    mov     x22, #GUEST_GICD
 1:  cbz     x20, 3f
     sub     x20, x20, #1
     cmp     x19, #1
@@ -145,8 +147,12 @@ guest_bench_start:
     call_hyp PSCI_VERSION
     b       1b
 2:  cmp     x19, #2
-    b.ne    1b
+    b.ne    5f
     strb    w20, [x21]
+    b       1b
+5:  cmp     x19, #4
+    b.ne    1b
+    ldr     w9, [x22, #4]
     b       1b
 3:  mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
     movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
