@@ -274,7 +274,7 @@ fn smp4_every_cpu_runs_the_host_vcpus_run_in_parallel_and_stress_leaves_memory_u
         .flat_map(|cpu| {
             [
                 format!("[hyp INFO] CPU {cpu} (MPIDR {cpu:#x}) up at EL2: entering the host at 0x"),
-                format!("[host INFO] ok: CPU {cpu} (MPIDR {cpu:#x}) started with PSCI CPU_ON (Ok(())): runs the shim at EL1, MPIDR_EL1 0x8000000{cpu}, VERSION 0x4"),
+                format!("[host INFO] ok: CPU {cpu} (MPIDR {cpu:#x}) started with PSCI CPU_ON (Ok(())): runs the shim at EL1, MPIDR_EL1 0x8000000{cpu}, VERSION 0x5"),
             ]
         })
         .collect();
