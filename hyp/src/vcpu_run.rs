@@ -87,8 +87,9 @@ struct RunningVm {
     vcpu: usize,
     hardware: VgicHardware,
     ppi_frame: PpiFrame,
-    /// The VM's vCPU count (fixed at creation), for the GIC windows.
+    /// The VM's vCPU count (fixed at creation) and GIC version, for its GIC windows.
     vcpus: usize,
+    version: GicVersion,
 }
 
 /// PSCI INTERNAL_FAILURE: the VM went away under the caller (cannot happen while
@@ -192,7 +193,7 @@ fn serve_gic_access(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic,
         return None;
     }
     // Decided without the lock: most data aborts are the host's MMIO.
-    let (frame, offset) = frame_of(guest_gic_version(), view.vcpus, trap.ipa)?;
+    let (frame, offset) = frame_of(view.version, view.vcpus, trap.ipa)?;
     let access = crate::vm::exit::decode_mmio(trap.esr)?;
     let register = usize::from(access.register);
     let write = access.write.then(|| if register == 31 { 0 } else { ctx.gprs.x[register] });
@@ -269,14 +270,17 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
         return serve_irq(ctx, live, view);
     }
     if trap.kind == 0 && live.is_present() {
-        if trap.esr.class() == ExceptionClass::WfiWfe {
-            return serve_wfi(ctx, live, view);
-        }
-        if view.hardware == VgicHardware::V2 && serve_gicv2_cpu_interface(ctx, &trap) {
-            return Outcome::Resume;
-        }
-        if let Some(outcome) = serve_gic_access(ctx, &trap, live, view) {
-            return outcome;
+        match trap.esr.class() {
+            ExceptionClass::WfiWfe => return serve_wfi(ctx, live, view),
+            ExceptionClass::DataAbortLower => {
+                if view.hardware == VgicHardware::V2 && serve_gicv2_cpu_interface(ctx, &trap) {
+                    return Outcome::Resume;
+                }
+                if let Some(outcome) = serve_gic_access(ctx, &trap, live, view) {
+                    return outcome;
+                }
+            }
+            _ => {}
         }
     }
     guest_trap::handle(ctx, trap, protected, view)
@@ -315,10 +319,10 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
         if timer_asserted {
             vm.gic.make_pending(index, VTIMER_INTID);
         }
-        let filled = if hardware == VgicHardware::None {
-            Default::default()
-        } else {
+        let filled = if hardware != VgicHardware::None && vm.gic.may_fill(index) {
             vm.gic.fill(index, &mut v.ctx.vgic, hardware.list_registers(), hw_timer(hardware, ppi_frame))
+        } else {
+            Default::default()
         };
         let entry = GuestEntry {
             vttbr,
@@ -342,7 +346,8 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).
     let ctx = unsafe { &mut *ctx };
-    let view = RunningVm { vms: vms_lock, handle, vcpu: index, hardware, ppi_frame, vcpus };
+    let version = guest_gic_version();
+    let view = RunningVm { vms: vms_lock, handle, vcpu: index, hardware, ppi_frame, vcpus, version };
     let (mut injections, mut traps) = (0u32, 0u32);
     let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap, live| {
         traps += 1;
@@ -365,7 +370,9 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
     if matches!(exit, Exit::Fatal { .. }) {
         vm.state = VmState::Crashed;
     }
-    vm.gic.release_ended(index, &ctx.vgic);
+    if vm.gic.holds_spis(index) {
+        vm.gic.release_ended(index, &ctx.vgic);
+    }
     let exit = match exit {
         // A timer whose interrupt the guest disabled wakes nothing.
         Exit::Wfi { .. }

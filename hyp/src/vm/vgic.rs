@@ -136,18 +136,29 @@ impl VgicState {
             .map(|(slot, _)| slot)
     }
 
-    /// Puts `lr` into `slot` and recounts those in use.
+    /// Puts `lr` (an interrupt, not an empty one) into `slot`.
     pub fn set(&mut self, slot: usize, lr: u64) {
         if let Some(entry) = self.lrs.get_mut(slot) {
             *entry = lr;
             self.changed = true;
-            self.recount();
+            if lr & LR_STATE_MASK != 0 {
+                self.used = self.used.max(slot as u8 + 1);
+            } else {
+                self.recount();
+            }
         }
     }
 
     /// Recomputes `used` after list registers changed.
     pub fn recount(&mut self) {
-        self.used = self.lrs.iter().rposition(|&lr| lr & LR_STATE_MASK != 0).map_or(0, |last| last + 1) as u8;
+        self.recount_below(MAX_LIST_REGISTERS);
+    }
+
+    /// Recomputes `used` when only the first `bound` list registers can be in
+    /// use (the rest are known empty): the hot paths look at no more.
+    pub fn recount_below(&mut self, bound: usize) {
+        let bound = bound.min(MAX_LIST_REGISTERS);
+        self.used = self.lrs[..bound].iter().rposition(|&lr| lr & LR_STATE_MASK != 0).map_or(0, |last| last + 1) as u8;
     }
 
     /// The INTIDs in list registers (pending or active), for the distributor

@@ -171,6 +171,17 @@ impl Distributor {
         }
     }
 
+    /// Whether [`Distributor::fill`] could do anything for `vcpu`: not for a
+    /// guest that never opened its GIC (the common case of exit-heavy guests).
+    pub fn may_fill(&self, vcpu: usize) -> bool {
+        self.group_enabled() || self.holds_spis(vcpu)
+    }
+
+    /// Whether `vcpu`'s list registers held SPIs when last filled.
+    pub fn holds_spis(&self, vcpu: usize) -> bool {
+        self.private.get(vcpu).is_some_and(|p| p.held_spis != [0; SPI_WORDS])
+    }
+
     /// Forgets the SPIs `vcpu`'s list registers (`lrs`, as just saved) no
     /// longer hold: the guest ended them, so another vCPU may take them.
     pub fn release_ended(&mut self, vcpu: usize, lrs: &VgicState) {
@@ -258,6 +269,9 @@ impl Distributor {
     /// physical active state).
     pub fn fill(&mut self, vcpu: usize, lrs: &mut VgicState, count: usize, hw_intid: Option<u32>) -> Filled {
         if vcpu >= self.vcpus {
+            return Filled::default();
+        }
+        if !self.may_fill(vcpu) {
             return Filled::default();
         }
         self.release_ended(vcpu, lrs);

@@ -82,10 +82,13 @@ pub fn enter(state: &VgicState) -> Entered {
 
 /// Reads the list registers in use back into `state` (the guest still runs).
 pub fn sync_live(state: &mut VgicState, entered: &Entered) {
+    if entered.used == 0 {
+        return;
+    }
     for (n, lr) in state.lrs[..entered.used].iter_mut().enumerate() {
         *lr = from_v2(read(GICH_LR0 + 4 * n));
     }
-    state.recount();
+    state.recount_below(entered.used);
 }
 
 /// While the guest runs: writes the list registers the hyp changed back.

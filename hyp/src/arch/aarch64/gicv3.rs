@@ -128,10 +128,13 @@ pub fn enter(state: &VgicState) -> Entered {
 
 /// While the guest runs: reads the list registers in use back into `state`.
 pub fn sync_live(state: &mut VgicState, entered: &Entered) {
+    if entered.used == 0 {
+        return;
+    }
     for (n, lr) in state.lrs[..entered.used].iter_mut().enumerate() {
         *lr = read_lr(n);
     }
-    state.recount();
+    state.recount_below(entered.used);
 }
 
 /// While the guest runs: writes the list registers the hyp changed in `state`
@@ -171,7 +174,7 @@ pub fn exit(state: &mut VgicState, entered: Entered) {
         write_lr(n, 0);
     }
     // Those the guest has ended are empty now.
-    state.recount();
+    state.recount_below(used);
     // SAFETY: Saving the guest's virtual-interface state, then disabling it and
     // restoring the host's EL1 view of the GIC.
     unsafe {

@@ -179,6 +179,8 @@ pub struct LiveGic {
     timer_activated: bool,
     /// HCR_EL2.VI as last written.
     virtual_irq: bool,
+    /// The underflow maintenance interrupt as last asked for.
+    underflow_interrupt: bool,
 }
 
 impl LiveGic {
@@ -189,8 +191,13 @@ impl LiveGic {
             VgicHardware::None => None,
         };
         ctx.vgic.changed = false;
-        let mut live =
-            LiveGic { entered, ppi_frame: entry.ppi_frame, timer_activated: false, virtual_irq: entry.virtual_irq };
+        let mut live = LiveGic {
+            entered,
+            ppi_frame: entry.ppi_frame,
+            timer_activated: false,
+            virtual_irq: entry.virtual_irq,
+            underflow_interrupt: false,
+        };
         if entry.timer_physically_active {
             live.activate_timer_ppi();
         }
@@ -273,6 +280,10 @@ impl LiveGic {
 
     /// Asks for (or stops asking for) the maintenance interrupt on underflow.
     pub fn set_underflow_interrupt(&mut self, on: bool) {
+        if on == self.underflow_interrupt {
+            return;
+        }
+        self.underflow_interrupt = on;
         match self.entered {
             Some(VgicEntered::V3(_)) => super::gicv3::set_underflow_interrupt(on),
             Some(VgicEntered::V2(_)) => super::gicv2::set_underflow_interrupt(on),
