@@ -66,10 +66,14 @@ pub fn vttbr_of(root: u64, vmid: u16) -> u64 {
     root | u64::from(vmid) << 48
 }
 
-/// The private interrupt tied to its physical twin in list registers: the
-/// virtual timer, where the hyp can reach this CPU's PPI state.
+/// The private interrupt tied to its physical twin in list registers (HW): the
+/// virtual timer, on GICv3, where the hyp can reach this CPU's PPI state. On
+/// GICv2 the guest's end of the interrupt traps anyway (its CPU interface is
+/// emulated), and the hyp deactivates the physical PPI itself
+/// ([`serve_gicv2_cpu_interface`]): QEMU's GICv2 left HW list registers
+/// unsignalled at times, which hung guests under load.
 fn hw_timer(hardware: VgicHardware, frame: PpiFrame) -> Option<u32> {
-    (hardware != VgicHardware::None && frame.exists()).then_some(VTIMER_INTID)
+    (hardware == VgicHardware::V3 && frame.exists()).then_some(VTIMER_INTID)
 }
 
 /// Whether to ask for the maintenance interrupt after a fill: when interrupts
@@ -151,6 +155,14 @@ impl VmView for RunningVm {
     fn vcpu_index(&self) -> usize {
         self.vcpu
     }
+
+    fn id_register(&self, reg: crate::vm::sysreg::SysReg) -> u64 {
+        crate::arch::aarch64::id_regs::read_id_register(reg)
+    }
+
+    fn gicv3(&self) -> bool {
+        self.hardware == VgicHardware::V3
+    }
 }
 
 /// A physical interrupt while the guest ran: the guest's own virtual timer
@@ -219,10 +231,14 @@ fn serve_gic_access(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic,
     })
 }
 
+/// GICC_EOIR and GICC_DIR: where a GICv2 guest ends its interrupts.
+const GICC_EOIR: u64 = 0x10;
+const GICC_DIR: u64 = 0x1000;
+
 /// On GICv2, a guest's access to its CPU interface (GICC at
 /// [`hyp_abi::GUEST_GICV2_CPU_INTERFACE`]) is performed on the virtual CPU
 /// interface (GICV); true if `trap` was one (then the guest moves past it).
-fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap) -> bool {
+fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic) -> bool {
     use crate::arch::aarch64::gicv2::{cpu_interface_access, CPU_INTERFACE_SIZE};
     let offset = trap.ipa.wrapping_sub(hyp_abi::GUEST_GICV2_CPU_INTERFACE);
     if trap.esr.class() != ExceptionClass::DataAbortLower || offset >= CPU_INTERFACE_SIZE {
@@ -236,6 +252,10 @@ fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap) -> bool {
     if access.write {
         let value = if register == 31 { 0 } else { ctx.gprs.x[register] as u32 };
         cpu_interface_access(offset, Some(value));
+        if (offset == GICC_EOIR || offset == GICC_DIR) && value & 0x3ff == VTIMER_INTID {
+            // The guest ended its timer interrupt: the physical PPI may fire again.
+            live.deactivate_timer_ppi();
+        }
     } else {
         let value = cpu_interface_access(offset, None);
         if register != 31 {
@@ -273,7 +293,7 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
         match trap.esr.class() {
             ExceptionClass::WfiWfe => return serve_wfi(ctx, live, view),
             ExceptionClass::DataAbortLower => {
-                if view.hardware == VgicHardware::V2 && serve_gicv2_cpu_interface(ctx, &trap) {
+                if view.hardware == VgicHardware::V2 && serve_gicv2_cpu_interface(ctx, &trap, live) {
                     return Outcome::Resume;
                 }
                 if let Some(outcome) = serve_gic_access(ctx, &trap, live, view) {
@@ -331,7 +351,7 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
             vgic: hardware,
             cntvoff: vm.cntvoff,
             ppi_frame,
-            timer_physically_active: timer_asserted || v.ctx.vgic.holds_hw(),
+            timer_physically_active: timer_asserted || v.ctx.vgic.slot_of(VTIMER_INTID).is_some(),
             underflow_interrupt: wants_underflow_interrupt(filled, &v.ctx.vgic),
             virtual_irq: hardware == VgicHardware::None && (v.irq_line || timer_output),
         };

@@ -17,6 +17,8 @@ mod esr;
 mod exit;
 #[path = "../../src/vm/guest_trap.rs"]
 mod guest_trap;
+#[path = "../../src/vm/sysreg.rs"]
+mod sysreg;
 #[path = "../../src/vm/vgic.rs"]
 mod vgic;
 #[path = "../../src/vm/vgic_dist.rs"]
@@ -26,7 +28,7 @@ mod vgic_mmio;
 
 /// `crate::vm::...` as the hyp names these modules.
 mod vm {
-    pub(crate) use super::{context, exit, guest_trap, vgic, vgic_dist};
+    pub(crate) use super::{context, exit, guest_trap, sysreg, vgic, vgic_dist};
 }
 
 use vgic::VgicState;

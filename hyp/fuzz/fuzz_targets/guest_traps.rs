@@ -16,12 +16,14 @@ mod esr;
 mod exit;
 #[path = "../../src/vm/guest_trap.rs"]
 mod guest_trap;
+#[path = "../../src/vm/sysreg.rs"]
+mod sysreg;
 #[path = "../../src/vm/vgic.rs"]
 mod vgic;
 
 /// `crate::vm::...` as the hyp names these modules.
 mod vm {
-    pub(crate) use super::{context, exit, vgic};
+    pub(crate) use super::{context, exit, sysreg, vgic};
 }
 
 use guest_trap::{GuestTrap, IpaKind, Outcome, VmView};
@@ -54,6 +56,12 @@ impl VmView for View {
     }
     fn vcpu_index(&self) -> usize {
         0
+    }
+    fn id_register(&self, _: sysreg::SysReg) -> u64 {
+        u64::from(self.kind) * 0x0101_0101_0101_0101
+    }
+    fn gicv3(&self) -> bool {
+        self.kind & 1 != 0
     }
 }
 

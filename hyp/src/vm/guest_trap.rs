@@ -6,6 +6,7 @@
 use crate::esr::{Esr, ExceptionClass};
 use crate::vm::context::{VcpuContext, PSTATE_EL1H_MASKED};
 use crate::vm::exit::{decode_mmio, guest_call, store_value, GuestCall, MmioAccess, NOT_SUPPORTED};
+use crate::vm::sysreg::{classify, sanitize_id, SysReg, SysRegAccess, SysRegHandling, OSLSR_UNLOCKED};
 use hyp_abi::Exit;
 
 /// One trap, as the world switch saw it.
@@ -48,6 +49,10 @@ pub trait VmView {
     fn send_sgi(&self, targets: u64, intid: u32) -> u64;
     /// The index of the vCPU that trapped.
     fn vcpu_index(&self) -> usize;
+    /// The hardware value of ID register `reg`.
+    fn id_register(&self, reg: SysReg) -> u64;
+    /// Whether the VM's GIC has the GICv3 system-register interface.
+    fn gicv3(&self) -> bool;
 }
 
 /// ICC_SGI1R_EL1 as a trapped system-register access (Op0 3, Op1 0, CRn 12,
@@ -207,6 +212,23 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
                 others => Outcome::ToHost { exit: Exit::Wake { targets: others }, pending_read: None },
             }
         }
+        ExceptionClass::SysReg => {
+            let access = SysRegAccess::decode(trap.esr.iss());
+            let value = match classify(access) {
+                SysRegHandling::IdRegister => sanitize_id(access.reg, vm.id_register(access.reg), vm.gicv3()),
+                SysRegHandling::OsLockStatus => OSLSR_UNLOCKED,
+                SysRegHandling::ReadsAsZero => 0,
+                SysRegHandling::Undefined => {
+                    inject_undefined(ctx);
+                    return Outcome::Injected;
+                }
+            };
+            if access.read && access.rt != 31 {
+                ctx.gprs.x[usize::from(access.rt)] = value;
+            }
+            step(ctx);
+            Outcome::Resume
+        }
         ExceptionClass::WfiWfe => {
             step(ctx);
             // The caller fills in the timer deadline (the live timer registers
@@ -287,6 +309,12 @@ mod tests {
         }
         fn vcpu_index(&self) -> usize {
             0
+        }
+        fn id_register(&self, _: SysReg) -> u64 {
+            u64::MAX
+        }
+        fn gicv3(&self) -> bool {
+            true
         }
     }
 
@@ -373,6 +401,25 @@ mod tests {
         assert_eq!(handle(&mut c, trap(msr, 0), false, &OTHER), Outcome::Deliver, "to itself: delivered at once");
         // A read of the register (direction 1) is not an SGI: UNDEFINED.
         assert_eq!(handle(&mut c, trap(msr | 1, 0), false, &OTHER), Outcome::Injected);
+    }
+
+    #[test]
+    fn id_registers_are_sanitised_and_debug_registers_read_as_zero() {
+        let mut c = ctx();
+        // mrs x3, id_aa64dfr0_el1.
+        let mrs_dfr0 = 0x18 << 26 | 1 << 25 | 3 << 20 | 3 << 5 | 5 << 1 | 1;
+        assert_eq!(handle(&mut c, trap(mrs_dfr0, 0), false, &OTHER), Outcome::Resume);
+        assert_eq!((c.gprs.x[3] >> 8 & 0xf, c.pc), (0, 0x8000_0004), "no PMU");
+        // mrs x5, dbgbvr0_el1 (Op0 2, CRn 0, CRm 0, Op2 4); msr oslar_el1, x5.
+        c.gprs.x[5] = 7;
+        let dbgbvr0 = 0x18 << 26 | 1 << 25 | 2 << 20 | 4 << 17 | 5 << 5 | 1;
+        assert_eq!(handle(&mut c, trap(dbgbvr0, 0), false, &OTHER), Outcome::Resume);
+        assert_eq!(c.gprs.x[5], 0);
+        let oslar = 0x18 << 26 | 1 << 25 | 2 << 20 | 4 << 17 | 1 << 10 | 5 << 5;
+        assert_eq!(handle(&mut c, trap(oslar, 0), false, &OTHER), Outcome::Resume);
+        // mrs x1, pmccntr_el0: UNDEFINED.
+        let pmccntr = 0x18 << 26 | 1 << 25 | 3 << 20 | 3 << 14 | 9 << 10 | 1 << 5 | 13 << 1 | 1;
+        assert_eq!(handle(&mut c, trap(pmccntr, 0), false, &OTHER), Outcome::Injected);
     }
 
     #[test]

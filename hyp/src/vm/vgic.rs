@@ -103,11 +103,6 @@ impl VgicState {
         self.live().iter().any(|lr| lr & LR_STATE_PENDING != 0)
     }
 
-    /// Whether a list register tied to a physical interrupt is still in use.
-    pub fn holds_hw(&self) -> bool {
-        self.live().iter().any(|&lr| lr & LR_STATE_MASK != 0 && lr_is_hw(lr))
-    }
-
     /// Makes the interrupt in `slot` pending again (a new edge while active).
     pub fn make_pending(&mut self, slot: usize) {
         if let Some(lr) = self.lrs.get_mut(slot) {
@@ -196,7 +191,6 @@ mod tests {
         assert_eq!(s.evictable_slot(4, 0xe0), None, "not more urgent");
         s.set(3, 0);
         assert_eq!((s.free_slot(4), s.used), (Some(3), 3));
-        assert!(!s.holds_hw());
         s.make_pending(1);
         assert_eq!(s.lrs[1] & LR_STATE_MASK, LR_STATE_PENDING | LR_STATE_ACTIVE);
         assert!(s.any_pending());

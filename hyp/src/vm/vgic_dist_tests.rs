@@ -122,7 +122,7 @@ fn sgis_reach_the_vcpus_named_and_the_timer_is_tied_to_its_ppi() {
     d.make_pending(2, 27);
     d.fill(2, &mut lrs, 4, Some(27));
     assert_eq!(intids(&lrs), vec![5, 27]);
-    assert!(lrs.holds_hw());
+    assert!(crate::vm::vgic::lr_is_hw(lrs.lrs[1]));
     assert!(!crate::vm::vgic::lr_is_hw(lrs.lrs[0]));
     assert_eq!(d.make_pending(3, 27), None, "no vCPU 3");
     assert_eq!(d.make_pending(0, INTID_LIMIT), None);

@@ -226,10 +226,12 @@ guest_memtest_end:
  * Malicious guest: tries what a guest must not reach and reports each outcome
  * with a 64-bit MMIO write to GUEST_UART + GUEST_REPORT (exceptions it takes
  * itself are reported by its own vector, which then skips the instruction):
- * an SMC to a firmware (SiP) service (x0 must come back NOT_SUPPORTED), the PMU cycle counter and
- * a debug register (trapped by the hyp: an UNDEFINED exception comes back), an
- * EL2 register (UNDEFINED at EL1), a store outside its memory (an MMIO exit the
- * host sees), then PSCI SYSTEM_OFF (only this VM ends).
+ * an SMC to a firmware (SiP) service (x0 must come back NOT_SUPPORTED), the
+ * PMU cycle counter (trapped: UNDEFINED comes back), a debug register (reads
+ * as zero: reported) and the OS lock (a write ignored), ID_AA64DFR0_EL1
+ * (trapped, sanitised: reported), an EL2 register (UNDEFINED at EL1), a store
+ * outside its memory (an MMIO exit the host sees), then PSCI SYSTEM_OFF (only
+ * this VM ends).
  */
 .set GUEST_REPORT, 0x28
 .balign 4096
@@ -245,7 +247,12 @@ guest_evil_start:
     smc     #0
     str     x0, [x20, #GUEST_REPORT]
     mrs     x1, pmccntr_el0
+    mov     x1, #1
     mrs     x1, dbgbvr0_el1
+    str     x1, [x20, #GUEST_REPORT]
+    msr     oslar_el1, xzr
+    mrs     x1, id_aa64dfr0_el1
+    str     x1, [x20, #GUEST_REPORT]
     mrs     x1, hcr_el2
     mov     x2, #0x10000000
     mov     x3, #0x5a

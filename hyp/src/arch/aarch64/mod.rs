@@ -8,6 +8,7 @@ pub mod gic_ppi;
 pub mod gicv2;
 pub mod gicv3;
 pub mod host_regs;
+pub mod id_regs;
 pub mod inject;
 pub mod mmu;
 pub mod power;

@@ -24,7 +24,8 @@ extern "C" {
 
 /// HCR_EL2 while a guest runs: VM (0) stage-2; SWIO (1); FMO, IMO, AMO (3..5)
 /// physical interrupts and SErrors to EL2, so the host gets its CPU back; FB (9)
-/// and BSU = inner shareable (10); TWI, TWE (13, 14) trap WFI/WFE; TIDCP (20)
+/// and BSU = inner shareable (10); TWI, TWE (13, 14) trap WFI/WFE; TID3 (18)
+/// the ID registers, which guests read sanitised (`vm::sysreg`); TIDCP (20)
 /// implementation-defined registers; TSC (19) trap SMC; TACR (21) ACTLR; TSW (22)
 /// set/way cache maintenance; TPCP (23), TPU (24) cache maintenance to PoC/PoU
 /// by VA... left to the guest (not set: they are safe with stage-2 in place);
@@ -38,6 +39,7 @@ const HCR_GUEST: u64 = 1
     | 1 << 10
     | 1 << 13
     | 1 << 14
+    | 1 << 18
     | 1 << 19
     | 1 << 20
     | 1 << 21
@@ -185,6 +187,13 @@ pub struct LiveGic {
 
 impl LiveGic {
     fn enter(entry: &GuestEntry, ctx: &mut VcpuContext) -> LiveGic {
+        // The physical PPI is made active before the list registers that
+        // present the timer are loaded, so that it never fires meanwhile.
+        let timer_activated =
+            entry.timer_physically_active && entry.ppi_frame.exists() && entry.vgic != VgicHardware::None;
+        if timer_activated {
+            entry.ppi_frame.set_active(VTIMER_PPI, true);
+        }
         let entered = match entry.vgic {
             VgicHardware::V3 => Some(VgicEntered::V3(super::gicv3::enter(&ctx.vgic))),
             VgicHardware::V2 => Some(VgicEntered::V2(super::gicv2::enter(&ctx.vgic))),
@@ -194,13 +203,10 @@ impl LiveGic {
         let mut live = LiveGic {
             entered,
             ppi_frame: entry.ppi_frame,
-            timer_activated: false,
+            timer_activated,
             virtual_irq: entry.virtual_irq,
             underflow_interrupt: false,
         };
-        if entry.timer_physically_active {
-            live.activate_timer_ppi();
-        }
         if entry.underflow_interrupt {
             live.set_underflow_interrupt(true);
         }
@@ -221,13 +227,14 @@ impl LiveGic {
     }
 
     fn load(&mut self, ctx: &mut VcpuContext) {
+        // Active before the list registers that tie to it (see `enter`).
+        if ctx.vgic.slot_of(VTIMER_PPI).is_some() {
+            self.activate_timer_ppi();
+        }
         match &mut self.entered {
             Some(VgicEntered::V3(e)) => super::gicv3::load_live(&mut ctx.vgic, e),
             Some(VgicEntered::V2(e)) => super::gicv2::load_live(&mut ctx.vgic, e),
             None => {}
-        }
-        if ctx.vgic.holds_hw() {
-            self.activate_timer_ppi();
         }
     }
 
@@ -267,6 +274,14 @@ impl LiveGic {
     /// Whether the guest's virtual IRQ line is asserted (HCR_EL2.VI).
     pub fn virtual_irq(&self) -> bool {
         self.virtual_irq
+    }
+
+    /// The guest ended its timer interrupt (GICv2, where the hyp sees it):
+    /// the physical PPI may fire again.
+    pub fn deactivate_timer_ppi(&mut self) {
+        if self.manages_timer_ppi() {
+            self.ppi_frame.set_active(VTIMER_PPI, false);
+        }
     }
 
     /// Whether the virtual interface asserts its maintenance interrupt.

@@ -1,0 +1,150 @@
+//! A guest's trapped system-register accesses that the hyp answers itself, so
+//! that an unmodified OS boots: the ID registers (trapped by HCR_EL2.TID3),
+//! reported with the features guests do not get hidden, and the debug
+//! registers (trapped by MDCR_EL2.TDA/TDOSA/TDRA), which read as zero and
+//! ignore writes, with the OS lock reported unlocked (as pKVM gives protected
+//! guests). The PMU stays UNDEFINED, which the PMUVer of 0 in the ID
+//! registers announces, and a guest never learns the hyp traps anything else.
+
+#![forbid(unsafe_code)]
+
+/// A system register's encoding (Op0, Op1, CRn, CRm, Op2).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct SysReg {
+    pub op0: u8,
+    pub op1: u8,
+    pub crn: u8,
+    pub crm: u8,
+    pub op2: u8,
+}
+
+/// A trapped MSR or MRS (ESR_EL2.EC 0x18), from its ISS.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct SysRegAccess {
+    pub reg: SysReg,
+    /// The general register (31: xzr).
+    pub rt: u8,
+    /// MRS (a read), else MSR.
+    pub read: bool,
+}
+
+impl SysRegAccess {
+    pub fn decode(iss: u32) -> SysRegAccess {
+        let bits = |shift: u32, width: u32| ((iss >> shift) & ((1 << width) - 1)) as u8;
+        SysRegAccess {
+            reg: SysReg { op0: bits(20, 2), op2: bits(17, 3), op1: bits(14, 3), crn: bits(10, 4), crm: bits(1, 4) },
+            rt: bits(5, 5),
+            read: iss & 1 != 0,
+        }
+    }
+}
+
+/// What the hyp does with a trapped system-register access.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum SysRegHandling {
+    /// An ID register (Op0 3, Op1 0, CRn 0, CRm 1..7): its sanitised value.
+    IdRegister,
+    /// OSLSR_EL1: the OS lock is implemented and unlocked.
+    OsLockStatus,
+    /// Another debug register (Op0 2): reads as zero, writes ignored.
+    ReadsAsZero,
+    /// Anything else (the PMU among them): UNDEFINED.
+    Undefined,
+}
+
+/// OSLSR_EL1 as the guest reads it: OSLM = 0b10 (the OS lock is implemented),
+/// OSLK = 0 (unlocked).
+pub const OSLSR_UNLOCKED: u64 = 0b1000;
+
+pub fn classify(access: SysRegAccess) -> SysRegHandling {
+    match access.reg {
+        SysReg { op0: 3, op1: 0, crn: 0, crm: 1..=7, .. } if access.read => SysRegHandling::IdRegister,
+        SysReg { op0: 2, op1: 0, crn: 1, crm: 1, op2: 4 } if access.read => SysRegHandling::OsLockStatus,
+        SysReg { op0: 2, .. } => SysRegHandling::ReadsAsZero,
+        _ => SysRegHandling::Undefined,
+    }
+}
+
+/// Replaces the 4-bit field at `shift` of `value` with `field`.
+fn set_field(value: u64, shift: u32, field: u64) -> u64 {
+    value & !(0xf << shift) | (field & 0xf) << shift
+}
+
+/// The value a guest reads from ID register `reg` given the hardware's:
+/// features the hyp does not give guests are hidden. `gicv3`: the guest's GIC
+/// has the system-register interface.
+pub fn sanitize_id(reg: SysReg, hardware: u64, gicv3: bool) -> u64 {
+    match (reg.crm, reg.op2) {
+        // ID_AA64PFR0_EL1: no SVE (CPTR_EL2.TZ traps it), no AMU, no MPAM,
+        // and the GIC interface the VM really has.
+        (4, 0) => {
+            let value = set_field(hardware, 32, 0);
+            let value = set_field(value, 40, 0);
+            let value = set_field(value, 44, 0);
+            set_field(value, 24, u64::from(gicv3))
+        }
+        // ID_AA64PFR1_EL1: no SME (trapped), no MTE (no tagged stage-2), no
+        // MPAM fraction.
+        (4, 1) => set_field(set_field(set_field(hardware, 24, 0), 8, 0), 16, 0),
+        // ID_AA64ZFR0_EL1, ID_AA64SMFR0_EL1: no SVE, no SME.
+        (4, 4) | (4, 5) => 0,
+        // ID_AA64DFR0_EL1: no PMU, no statistical profiling, no trace, no
+        // branch records; the debug architecture and breakpoints as they are.
+        (5, 0) => {
+            let value = set_field(hardware, 4, 0);
+            let value = set_field(value, 8, 0);
+            let value = set_field(value, 32, 0);
+            let value = set_field(value, 44, 0);
+            let value = set_field(value, 48, 0);
+            set_field(value, 52, 0)
+        }
+        // ID_DFR0_EL1 (AArch32 view): no PMU, no trace.
+        (1, 2) => set_field(set_field(set_field(hardware, 24, 0), 12, 0), 28, 0),
+        _ => hardware,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(crm: u8, op2: u8) -> SysReg {
+        SysReg { op0: 3, op1: 0, crn: 0, crm, op2 }
+    }
+
+    #[test]
+    fn accesses_decode_from_the_syndrome() {
+        // mrs x3, id_aa64dfr0_el1: Op0 3, Op2 0, Op1 0, CRn 0, Rt 3, CRm 5, read.
+        let iss = 3 << 20 | 3 << 5 | 5 << 1 | 1;
+        let access = SysRegAccess::decode(iss);
+        assert_eq!(access, SysRegAccess { reg: id(5, 0), rt: 3, read: true });
+        assert_eq!(classify(access), SysRegHandling::IdRegister);
+        // msr oslar_el1, xzr: Op0 2, Op1 0, CRn 1, CRm 0, Op2 4, write.
+        let oslar = SysRegAccess::decode(2 << 20 | 4 << 17 | 1 << 10 | 31 << 5);
+        assert_eq!(classify(oslar), SysRegHandling::ReadsAsZero);
+        let oslsr = SysRegAccess::decode(2 << 20 | 4 << 17 | 1 << 10 | 1 << 1 | 1);
+        assert_eq!(classify(oslsr), SysRegHandling::OsLockStatus);
+        // mrs pmccntr_el0: Op0 3, Op1 3, CRn 9, CRm 13, Op2 0.
+        let pmu = SysRegAccess::decode(3 << 20 | 3 << 14 | 9 << 10 | 13 << 1 | 1);
+        assert_eq!(classify(pmu), SysRegHandling::Undefined);
+        let write_id = SysRegAccess::decode(3 << 20 | 5 << 1);
+        assert_eq!(classify(write_id), SysRegHandling::Undefined, "ID registers are read-only");
+    }
+
+    #[test]
+    fn features_guests_do_not_get_are_hidden() {
+        let all = u64::MAX;
+        let pfr0 = sanitize_id(id(4, 0), all, false);
+        assert_eq!((pfr0 >> 32 & 0xf, pfr0 >> 24 & 0xf, pfr0 >> 44 & 0xf), (0, 0, 0), "SVE, GIC, AMU");
+        assert_eq!(sanitize_id(id(4, 0), 0, true) >> 24 & 0xf, 1, "GICv3 system registers");
+        assert_eq!(pfr0 & 0xffff, 0xffff, "exception levels untouched");
+        let dfr0 = sanitize_id(id(5, 0), all, true);
+        assert_eq!(dfr0 >> 8 & 0xf, 0, "no PMU");
+        assert_eq!(dfr0 & 0xf, 0xf, "debug architecture untouched");
+        assert_eq!(dfr0 >> 12 & 0xff, 0xff, "breakpoints and watchpoints untouched");
+        assert_eq!(sanitize_id(id(4, 4), all, true), 0, "no SVE");
+        assert_eq!(sanitize_id(id(4, 1), all, true) >> 24 & 0xf, 0, "no SME");
+        assert_eq!(sanitize_id(id(1, 2), all, true) >> 24 & 0xf, 0, "AArch32 view: no PMU");
+        assert_eq!(sanitize_id(id(6, 0), 0x1234, true), 0x1234, "instruction sets untouched");
+    }
+}
