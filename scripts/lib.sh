@@ -36,6 +36,26 @@ ensure_debian_package() {
     fi
 }
 
+# Prints the name of Debian's current arm64 kernel package (linux-image-...),
+# enabling the arm64 package architecture first if it is not.
+debian_arm64_kernel_package() {
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "the arm64 package architecture is needed: sudo dpkg --add-architecture arm64 && sudo apt-get update" >&2
+            return 1
+        fi
+        dpkg --add-architecture arm64
+        apt-get update -qq >&2
+    fi
+    local package
+    package=$(apt-cache depends linux-image-arm64:arm64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[^:]*\).*/\1/p' | head -1)
+    if [ -z "$package" ]; then
+        apt-get update -qq >&2
+        package=$(apt-cache depends linux-image-arm64:arm64 | sed -n 's/.*Depends: \(linux-image-[^:]*\).*/\1/p' | head -1)
+    fi
+    [ -n "$package" ] && echo "$package"
+}
+
 ensure_qemu() {
     ensure_debian_package qemu-system-aarch64 qemu-system-arm
 }
