@@ -75,6 +75,9 @@ pub fn run_all(platform: &HostPlatform) -> bool {
     if platform.fuzz_calls > 0 {
         return crate::fuzz::run(platform, platform.fuzz_calls, platform.fuzz_seed);
     }
+    if let Some(ty) = platform.linux_guest {
+        return crate::linux_guest::run(platform, ty);
+    }
     let mut passed = true;
     let el = CurrentEL.read(CurrentEL::EL);
     passed &= check!(el == 1, "host shim running at EL{el}");

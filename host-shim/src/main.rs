@@ -27,6 +27,8 @@ mod hypercall;
 #[cfg(target_os = "none")]
 mod interrupt_checks;
 #[cfg(target_os = "none")]
+mod linux_guest;
+#[cfg(target_os = "none")]
 mod memory_checks;
 #[cfg(target_os = "none")]
 mod platform;

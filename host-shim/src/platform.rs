@@ -32,6 +32,9 @@ pub struct HostPlatform {
     pub ram_end: u64,
     /// Rounds of the 32-VM stress run: `shim.vm-rounds=N` in the bootargs.
     pub vm_stress_rounds: u64,
+    /// Run a Linux guest instead of the checks, in a VM of this type:
+    /// `shim.linux-guest=protected` or `=non-protected` (see `linux_guest.rs`).
+    pub linux_guest: Option<hyp_abi::VmType>,
     /// Hostile-host calls instead of the checks: `shim.fuzz-calls=N`.
     pub fuzz_calls: u64,
     /// Their seed: `shim.fuzz-seed=S`.
@@ -103,6 +106,7 @@ impl HostPlatform {
             ram_end: 0,
             vm_stress_rounds: DEFAULT_VM_STRESS_ROUNDS,
             fuzz_calls: 0,
+            linux_guest: None,
             fuzz_seed: 1,
         };
         // SAFETY: x0 at entry is the address of a device tree, per the boot protocol.
@@ -153,6 +157,13 @@ impl HostPlatform {
         if let Some(rounds) = arg("shim.vm-rounds=") {
             platform.vm_stress_rounds = rounds;
         }
+        platform.linux_guest = bootargs.into_iter().flat_map(str::split_ascii_whitespace).find_map(|a| {
+            match a.strip_prefix("shim.linux-guest=")? {
+                "protected" => Some(hyp_abi::VmType::Protected),
+                "non-protected" => Some(hyp_abi::VmType::NonProtected),
+                _ => None,
+            }
+        });
         if let Some(calls) = arg("shim.fuzz-calls=") {
             platform.fuzz_calls = calls;
         }

@@ -355,6 +355,37 @@ fn scripts_run_exits_zero_on_success_and_nonzero_without_el2() {
     failed.assert_status(1);
 }
 
+/// The Linux-guest acceptance: an unmodified Debian arm64 kernel boots to its
+/// user-space marker in a non-protected and in a protected VM of 2 vCPUs, with
+/// the hyp's GICv3, its timer and the shim's PL011 working, and every page
+/// comes back after it powers off.
+#[test]
+fn linux_guest_reaches_user_space_in_both_vm_types() {
+    for (flag, kind) in [(None, "NonProtected"), (Some("--protected"), "Protected")] {
+        let mut command = Command::new(repo_root().join("scripts/run-linux"));
+        command.args(flag).env("RUN_TIMEOUT", "300");
+        let run = run_with_timeout(command, Duration::from_secs(900));
+        run.assert_markers_in_order(&[
+            &format!("[host INFO] linux: a {kind} VM of 2 vCPUs with 256 MiB at IPA 0x80000000"),
+            "GICv3: CPU0: found redistributor 0 region 0:0x0000000002100000",
+            "arch_timer: cp15 timer(s) running at",
+            "GICv3: CPU1: found redistributor 1 region 0:0x0000000002120000",
+            "smp: Brought up 1 node, 2 CPUs",
+            "ttyAMA0 at MMIO 0x9000000",
+            "[host INFO] guest: linux-guest: user space reached",
+            "[host INFO] guest: processor\t: 1",
+            "GICv3  27 Level     arch_timer",
+            "GICv3  33 Level     uart-pl011",
+            "[host INFO] ok: the Linux guest powered off: Some(SystemOff)",
+            "[host INFO] ok: every page of the Linux VM back with the host: Ok(())",
+            "[host INFO] all host checks passed",
+            "run succeeded",
+        ]);
+        run.assert_absent(&["FAILED", "PANIC", "Kernel panic", "Oops"]);
+        run.assert_status(0);
+    }
+}
+
 /// The image runs wherever a loader puts it: U-Boot's `booti` loads it at its own
 /// `kernel_addr_r`, not where QEMU's `-kernel` does.
 #[test]

@@ -4,7 +4,8 @@
 //! registers (trapped by MDCR_EL2.TDA/TDOSA/TDRA), which read as zero and
 //! ignore writes, with the OS lock reported unlocked (as pKVM gives protected
 //! guests). The PMU stays UNDEFINED, which the PMUVer of 0 in the ID
-//! registers announces, and a guest never learns the hyp traps anything else.
+//! registers announces; pointer authentication is hidden (its keys are not
+//! switched yet).
 
 #![forbid(unsafe_code)]
 
@@ -88,6 +89,11 @@ pub fn sanitize_id(reg: SysReg, hardware: u64, gicv3: bool) -> u64 {
         (4, 1) => set_field(set_field(set_field(hardware, 24, 0), 8, 0), 16, 0),
         // ID_AA64ZFR0_EL1, ID_AA64SMFR0_EL1: no SVE, no SME.
         (4, 4) | (4, 5) => 0,
+        // ID_AA64ISAR1_EL1, ID_AA64ISAR2_EL1: no pointer authentication (its
+        // key registers are not switched: HCR_EL2.APK/API stay clear, so they
+        // and the PAC instructions would trap).
+        (6, 1) => set_field(set_field(set_field(set_field(hardware, 4, 0), 8, 0), 24, 0), 28, 0),
+        (6, 2) => set_field(set_field(hardware, 8, 0), 12, 0),
         // ID_AA64DFR0_EL1: no PMU, no statistical profiling, no trace, no
         // branch records; the debug architecture and breakpoints as they are.
         (5, 0) => {
@@ -146,5 +152,8 @@ mod tests {
         assert_eq!(sanitize_id(id(4, 1), all, true) >> 24 & 0xf, 0, "no SME");
         assert_eq!(sanitize_id(id(1, 2), all, true) >> 24 & 0xf, 0, "AArch32 view: no PMU");
         assert_eq!(sanitize_id(id(6, 0), 0x1234, true), 0x1234, "instruction sets untouched");
+        let isar1 = sanitize_id(id(6, 1), all, true);
+        assert_eq!((isar1 >> 4 & 0xff, isar1 >> 24 & 0xff), (0, 0), "no pointer authentication");
+        assert_eq!(sanitize_id(id(6, 2), all, true) >> 8 & 0xff, 0, "no QARMA3 pointer authentication");
     }
 }
