@@ -8,7 +8,6 @@ use crate::arch::{guest_bench, guest_irq, guest_vtimer_bench};
 use crate::hypercall;
 use crate::memory_checks::{memcache_pages, page, MEMCACHE_PAGES};
 use crate::platform::HostPlatform;
-use core::arch::asm;
 use hyp_abi::{Exit, HypError, VmType, MAX_PAGES_PER_CALL};
 
 const GUEST_ENTRY: u64 = 0x8000_0000;
@@ -16,35 +15,7 @@ const MIB: u64 = 1 << 20;
 /// Operations per averaged figure.
 const ITERATIONS: u64 = 1000;
 
-/// PMCR_EL0: E (0) enable, C (2) reset the cycle counter, LC (6) 64-bit overflow.
-const PMCR_ENABLE: u64 = 1 | 1 << 2 | 1 << 6;
-/// PMCCFILTR_EL0: NSH (27) count at EL2 as well.
-const PMCCFILTR_COUNT_EL2: u64 = 1 << 27;
-
-fn pmu_start() {
-    // SAFETY: Programming the PMU from EL1 has no memory-safety effect; the hyp
-    // leaves the PMU to the host (MDCR_EL2.TPM clear).
-    unsafe {
-        asm!(
-            "msr pmccfiltr_el0, {f}",
-            "msr pmcntenset_el0, {c}",
-            "msr pmcr_el0, {e}",
-            "isb",
-            f = in(reg) PMCCFILTR_COUNT_EL2,
-            c = in(reg) 1u64 << 31,
-            e = in(reg) PMCR_ENABLE,
-            options(nostack),
-        );
-    }
-}
-
-/// Instructions so far (under -icount shift=0).
-fn now() -> u64 {
-    let value: u64;
-    // SAFETY: Reading the cycle counter has no side effect.
-    unsafe { asm!("isb", "mrs {}, pmccntr_el0", out(reg) value, options(nomem, nostack)) };
-    value
-}
+use crate::instructions::{now, start as pmu_start};
 
 /// Instructions `f` takes, per call, over `n` calls, less the loop's own cost.
 fn per_op(n: u64, mut f: impl FnMut()) -> u64 {

@@ -32,7 +32,12 @@ struct Pl011 {
     imsc: u64,
     line: [u8; 160],
     len: usize,
+    /// The instruction count at VM creation (see `crate::instructions`).
+    created_at: u64,
 }
+
+/// The line of the guest's init that ends its boot.
+const USER_SPACE_MARKER: &[u8] = b"linux-guest: user space reached";
 
 const PL011_TXIM: u64 = 1 << 5;
 /// Flags: transmit FIFO empty, receive FIFO empty.
@@ -65,6 +70,13 @@ impl Pl011 {
     fn put(&mut self, byte: u8) {
         if byte == b'\n' || self.len == self.line.len() {
             log::info!("guest: {}", core::str::from_utf8(&self.line[..self.len]).unwrap_or("(not UTF-8)"));
+            if &self.line[..self.len] == USER_SPACE_MARKER {
+                // Exact under -icount shift=0 (e.g. scripts/run-linux -icount shift=0,sleep=off).
+                log::info!(
+                    "linux: user space reached {} instructions after VM creation",
+                    crate::instructions::now().wrapping_sub(self.created_at)
+                );
+            }
             self.len = 0;
         } else if byte != b'\r' {
             self.line[self.len] = byte;
@@ -91,6 +103,8 @@ pub fn run(platform: &HostPlatform, ty: VmType) -> bool {
             "the host's 100 Hz tick (time slices)"
         );
     }
+    crate::instructions::start();
+    let created_at = crate::instructions::now();
     let ready = hypercall::vm_create(ty, 2).and_then(|handle| {
         for page in (0..GUEST_PAGES).step_by(512) {
             hypercall::vm_map(handle, LOAD_ADDRESS + page * 4096, GUEST_RAM + page * 4096, 512)?;
@@ -102,7 +116,7 @@ pub fn run(platform: &HostPlatform, ty: VmType) -> bool {
         return check!(false, "set up the Linux VM: {ready:?}");
     };
     log::info!("linux: a {ty:?} VM of 2 vCPUs with 256 MiB at IPA {GUEST_RAM:#x}");
-    let end = run_vcpus(handle);
+    let end = run_vcpus(handle, created_at);
     crate::gic::stop_tick();
     passed &= check!(end == Some(Exit::SystemOff), "the Linux guest powered off: {end:?}");
     passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the Linux VM down");
@@ -120,8 +134,8 @@ pub fn run(platform: &HostPlatform, ty: VmType) -> bool {
 }
 
 /// Runs the two vCPUs in turn until the guest powers off, resets or dies.
-fn run_vcpus(handle: u64) -> Option<Exit> {
-    let mut uart = Pl011 { imsc: 0, line: [0; 160], len: 0 };
+fn run_vcpus(handle: u64, created_at: u64) -> Option<Exit> {
+    let mut uart = Pl011 { imsc: 0, line: [0; 160], len: 0, created_at };
     let mut on = [true, false];
     let mut answer = [0u64; 2];
     let mut vcpu = 0usize;

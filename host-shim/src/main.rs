@@ -25,6 +25,8 @@ mod gic;
 #[cfg(target_os = "none")]
 mod hypercall;
 #[cfg(target_os = "none")]
+mod instructions;
+#[cfg(target_os = "none")]
 mod interrupt_checks;
 #[cfg(target_os = "none")]
 mod linux_guest;
