@@ -16,6 +16,7 @@ const MIB: u64 = 1 << 20;
 const ITERATIONS: u64 = 1000;
 
 use crate::instructions::{now, start as pmu_start};
+use core::arch::asm;
 
 /// Instructions `f` takes, per call, over `n` calls, less the loop's own cost.
 fn per_op(n: u64, mut f: impl FnMut()) -> u64 {
