@@ -56,7 +56,12 @@ pub fn vgic_hardware() -> VgicHardware {
 
 /// The GIC architecture guests see on this platform.
 pub fn guest_gic_version() -> GicVersion {
-    match vgic_hardware() {
+    gic_version_of(vgic_hardware())
+}
+
+/// The GIC architecture guests see given the virtual interface that serves them.
+fn gic_version_of(hardware: VgicHardware) -> GicVersion {
+    match hardware {
         VgicHardware::V2 => GicVersion::V2,
         VgicHardware::V3 | VgicHardware::None => GicVersion::V3,
     }
@@ -91,9 +96,8 @@ struct RunningVm {
     vcpu: usize,
     hardware: VgicHardware,
     ppi_frame: PpiFrame,
-    /// The VM's vCPU count (fixed at creation) and GIC version, for its GIC windows.
+    /// The VM's vCPU count (fixed at creation), for its GIC windows.
     vcpus: usize,
-    version: GicVersion,
 }
 
 /// PSCI INTERNAL_FAILURE: the VM went away under the caller (cannot happen while
@@ -198,14 +202,12 @@ fn serve_wfi(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm) -> Out
     Outcome::ToHost { exit: Exit::Wfi { timer_deadline: u64::MAX }, pending_read: None }
 }
 
-/// An access to the guest's GIC distributor or redistributors: emulated. `None`
-/// if `trap` is not one (or cannot be decoded: the caller injects an abort).
+/// A data abort (the caller checked) at the guest's GIC distributor or
+/// redistributors: emulated. `None` if `trap` is not one (or cannot be
+/// decoded: the caller injects an abort).
 fn serve_gic_access(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic, view: &RunningVm) -> Option<Outcome> {
-    if trap.esr.class() != ExceptionClass::DataAbortLower {
-        return None;
-    }
     // Decided without the lock: most data aborts are the host's MMIO.
-    let (frame, offset) = frame_of(view.version, view.vcpus, trap.ipa)?;
+    let (frame, offset) = frame_of(gic_version_of(view.hardware), view.vcpus, trap.ipa)?;
     let access = crate::vm::exit::decode_mmio(trap.esr)?;
     let register = usize::from(access.register);
     let write = access.write.then(|| if register == 31 { 0 } else { ctx.gprs.x[register] });
@@ -237,11 +239,12 @@ const GICC_DIR: u64 = 0x1000;
 
 /// On GICv2, a guest's access to its CPU interface (GICC at
 /// [`hyp_abi::GUEST_GICV2_CPU_INTERFACE`]) is performed on the virtual CPU
-/// interface (GICV); true if `trap` was one (then the guest moves past it).
+/// interface (GICV); true if `trap` (a data abort, the caller checked) was one
+/// (then the guest moves past it).
 fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic) -> bool {
     use crate::arch::aarch64::gicv2::{cpu_interface_access, CPU_INTERFACE_SIZE};
     let offset = trap.ipa.wrapping_sub(hyp_abi::GUEST_GICV2_CPU_INTERFACE);
-    if trap.esr.class() != ExceptionClass::DataAbortLower || offset >= CPU_INTERFACE_SIZE {
+    if offset >= CPU_INTERFACE_SIZE {
         return false;
     }
     let Some(access) = crate::vm::exit::decode_mmio(trap.esr).filter(|a| a.size_bytes == 4 && offset.is_multiple_of(4))
@@ -366,8 +369,7 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).
     let ctx = unsafe { &mut *ctx };
-    let version = guest_gic_version();
-    let view = RunningVm { vms: vms_lock, handle, vcpu: index, hardware, ppi_frame, vcpus, version };
+    let view = RunningVm { vms: vms_lock, handle, vcpu: index, hardware, ppi_frame, vcpus };
     let (mut injections, mut traps) = (0u32, 0u32);
     let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap, live| {
         traps += 1;

@@ -101,6 +101,17 @@ fn group_enable_bit(version: GicVersion) -> u32 {
     }
 }
 
+/// Sets (`set`) or clears `bits` of a bitmap word, if there is one.
+fn set_or_clear(word: Option<&mut u32>, bits: u32, set: bool) {
+    if let Some(word) = word {
+        if set {
+            *word |= bits;
+        } else {
+            *word &= !bits;
+        }
+    }
+}
+
 fn bit(intid: u32) -> (usize, u32) {
     ((intid / 32) as usize, 1 << (intid % 32))
 }
@@ -325,13 +336,7 @@ impl Distributor {
             0 => self.private[..self.vcpus].get_mut(vcpu).map(|p| &mut p.enabled),
             w => self.enabled.get_mut(w - 1),
         };
-        if let Some(target) = target {
-            if set {
-                *target |= bits;
-            } else {
-                *target &= !bits;
-            }
-        }
+        set_or_clear(target, bits, set);
     }
 
     /// Sets or clears pending bits (a guest's GICD_ISPENDR/ICPENDR write).
@@ -341,13 +346,7 @@ impl Distributor {
             0 => self.private[..self.vcpus].get_mut(vcpu).map(|p| &mut p.pending),
             w => self.pending.get_mut(w - 1),
         };
-        if let Some(target) = target {
-            if set {
-                *target |= bits;
-            } else {
-                *target &= !bits;
-            }
-        }
+        set_or_clear(target, bits, set);
     }
 
     /// The priority byte of `intid` as `vcpu` sees it.
