@@ -4,7 +4,9 @@
 //! protected one's; teardown returns every page (the protected VM's zeroed); a
 //! crashing guest ends with a fatal exit; bad VM calls return their errors.
 
-use crate::arch::{guest_console, guest_crash, guest_evil, guest_memtest, guest_off, guest_probe, guest_spin};
+use crate::arch::{
+    guest_console, guest_crash, guest_evil, guest_guard, guest_memtest, guest_off, guest_probe, guest_spin,
+};
 use crate::checks::{check, probe_hyp_memory, Access};
 use crate::hypercall;
 use crate::memory_checks::{invariants, page, read};
@@ -267,6 +269,72 @@ fn malicious_vm(pa: u64) -> bool {
     passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the malicious VM down");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the malicious VM's page");
     passed &= invariants("the malicious VM");
+    passed
+}
+
+/// The MMIO-guard guest, in a VM of type `ty`: unguarded, its MMIO reaches
+/// the host; once it enrolled, only the granule it allowed does, and its
+/// stores anywhere else (or to that granule once disallowed) end in aborts
+/// it takes itself, which the host never sees as MMIO.
+fn guarded_vm(pa: u64, ty: VmType) -> bool {
+    const REPORT: u64 = GUEST_UART + 0x28;
+    /// A data abort from EL1 (EC 0x25), a write, synchronous external.
+    const INJECTED_WRITE_ABORT: u64 = 0x25 << 26 | 1 << 25 | 1 << 6 | 0x10;
+    const INVALID_PARAMETER: u64 = -3i64 as u64;
+    let mut passed = true;
+    load(pa, guest_guard());
+    let ready = create_vm(ty, 1).and_then(|handle| {
+        hypercall::vm_map(handle, pa, GUEST_ENTRY, 1)?;
+        hypercall::vcpu_init(handle, 0, GUEST_ENTRY, 0)?;
+        Ok(handle)
+    });
+    let Ok(handle) = ready else {
+        return check!(false, "set up the MMIO-guard VM ({ty:?}): {ready:?}");
+    };
+    let (mut reports, mut calls) = ([0u64; 6], [0u64; 3]);
+    let (mut report_count, mut call_count) = (0, 0);
+    let mut stray = None;
+    let mut end = None;
+    for _ in 0..16 {
+        match run_vcpu(handle, 0, 0) {
+            Ok(Exit::Mmio { ipa: REPORT, size_bytes: 8, write: true, value }) => {
+                if let Some(slot) = reports.get_mut(report_count) {
+                    *slot = value;
+                }
+                report_count += 1;
+            }
+            Ok(Exit::Hypercall { arg, .. }) => {
+                if let Some(slot) = calls.get_mut(call_count) {
+                    *slot = arg;
+                }
+                call_count += 1;
+            }
+            Ok(Exit::Mmio { ipa, value, .. }) => stray = Some((ipa, value)),
+            other => {
+                end = Some(other);
+                break;
+            }
+        }
+    }
+    let expected = [1, 0, 0, hyp_abi::MMIO_GUARD_GRANULE, INVALID_PARAMETER, INVALID_PARAMETER];
+    passed &= check!(
+        report_count == 6 && reports == expected,
+        "MMIO guard ({ty:?}): unguarded MMIO reaches the host, then enrol, allow the UART, granule \
+         {}, misaligned and memory IPAs refused: {reports:x?}",
+        hyp_abi::MMIO_GUARD_GRANULE
+    );
+    passed &= check!(
+        call_count == 3 && calls == [INJECTED_WRITE_ABORT, INJECTED_WRITE_ABORT, 0],
+        "MMIO guard ({ty:?}): stores outside the allowed granule and to it once disallowed abort in the guest: \
+         {calls:x?}"
+    );
+    passed &= check!(stray.is_none(), "MMIO guard ({ty:?}): no refused access reached the host: {stray:x?}");
+    passed &= check!(end == Some(Ok(Exit::SystemOff)), "the MMIO-guard guest turned its VM off: {end:?}");
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the MMIO-guard VM down");
+    if ty == VmType::Protected {
+        passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the MMIO-guard VM's page");
+    }
+    passed &= invariants("the MMIO-guard VM");
     passed
 }
 
@@ -556,6 +624,8 @@ pub fn run_all(platform: &crate::platform::HostPlatform, hyp: u64, stress_rounds
     passed &= memtest_vm(VmType::Protected, page(2), page(3));
     passed &= memtest_vm(VmType::NonProtected, page(4), page(5));
     passed &= malicious_vm(page(6));
+    passed &= guarded_vm(page(6), VmType::Protected);
+    passed &= guarded_vm(page(6), VmType::NonProtected);
     passed &= probing_vm(page(2), page(3), page(4), platform.hyp_regions());
     passed &= crashing_vm(page(8));
     passed &= spinning_vm(platform, page(8));

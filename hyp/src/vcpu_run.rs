@@ -8,6 +8,7 @@ use crate::arch::aarch64::gic_ppi::PpiFrame;
 use crate::arch::aarch64::world::{run_guest, GuestEntry, LiveGic, VgicHardware};
 use crate::esr::ExceptionClass;
 use crate::vm::context::VcpuContext;
+use crate::vm::exit::GuardCall;
 use crate::vm::guest_trap::{self, GuestTrap, IpaKind, Outcome, VmView};
 use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState, VmTable};
 use crate::vm::vgic::VgicState;
@@ -166,6 +167,10 @@ impl VmView for RunningVm {
 
     fn gicv3(&self) -> bool {
         self.hardware == VgicHardware::V3
+    }
+
+    fn mmio_guard(&self, call: GuardCall) -> u64 {
+        self.vms.lock().mmio_guard(self.handle, call)
     }
 }
 

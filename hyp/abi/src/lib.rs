@@ -7,7 +7,8 @@
 //! once; `docs/abi.md` describes each call.
 //!
 //! Host-facing calls are numbered from [`HOST_CALL_BASE`] so that they never collide
-//! with the guest-facing vendor calls, which reuse Linux's pKVM numbers (0..=7).
+//! with the guest-facing vendor calls ([`GuestCall`]), which reuse the numbers of
+//! Android's pKVM.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -314,10 +315,65 @@ pub const GUEST_GICV3_REDISTRIBUTORS: u64 = 0x0210_0000;
 /// The SPIs a VM has: INTIDs 32..96 (GICD_TYPER.ITLinesNumber 2).
 pub const GUEST_SPI_LIMIT: u64 = 96;
 
+/// The vendor-hyp calls a guest may make (HVC, SMCCC 1.1 SMC64 fast calls,
+/// function ID `0xC600_0000 | number`). Numbers as in Android's pKVM, whose
+/// guests (pvmfw, Microdroid) already make them.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[repr(u16)]
+pub enum GuestCall {
+    /// x0 = bitmap of the supported guest calls (bit n: number n).
+    Features = 0,
+    /// x0 = the MMIO guard's granule in bytes ([`MMIO_GUARD_GRANULE`]).
+    MmioGuardInfo = 5,
+    /// From now on, for the VM's whole life, only MMIO the guard allows leaves
+    /// the hyp; any other access outside the VM's memory gets a synchronous
+    /// external abort. x0 = 0.
+    MmioGuardEnroll = 6,
+    /// Allow MMIO to the granule at IPA x1 (aligned, outside the VM's memory).
+    /// x0 = 0, or -3 (INVALID_PARAMETER: misaligned, the VM's memory, beyond
+    /// its IPA space), or -1 (NOT_SUPPORTED: not enrolled, or the guard
+    /// already holds [`MMIO_GUARD_CAPACITY`] granules).
+    MmioGuardMap = 7,
+    /// Stop allowing the granule at IPA x1. x0 = 0, or -3 (it was not allowed).
+    MmioGuardUnmap = 8,
+}
+
+impl GuestCall {
+    pub const ALL: [GuestCall; 5] = [
+        GuestCall::Features,
+        GuestCall::MmioGuardInfo,
+        GuestCall::MmioGuardEnroll,
+        GuestCall::MmioGuardMap,
+        GuestCall::MmioGuardUnmap,
+    ];
+
+    /// The SMCCC function ID.
+    pub const fn function_id(self) -> u32 {
+        vendor_hyp_fn(self as u16)
+    }
+
+    /// The call with function ID `id`, if it is one.
+    pub fn from_function_id(id: u32) -> Option<GuestCall> {
+        GuestCall::ALL.into_iter().find(|call| call.function_id() == id)
+    }
+
+    /// What [`GuestCall::Features`] answers.
+    pub fn features_bitmap() -> u64 {
+        GuestCall::ALL.iter().fold(0, |bits, call| bits | 1 << (*call as u16))
+    }
+}
+
+/// The MMIO guard's granule: what one [`GuestCall::MmioGuardMap`] allows.
+pub const MMIO_GUARD_GRANULE: u64 = 4096;
+
+/// Most granules a VM's MMIO guard allows at once (a VM has a handful of
+/// devices; the bound keeps the guard's state fixed and outside the heap).
+pub const MMIO_GUARD_CAPACITY: usize = 32;
+
 /// ABI major version: bumped when an existing call changes incompatibly.
 pub const ABI_VERSION_MAJOR: u64 = 0;
 /// ABI minor version: bumped when calls are added.
-pub const ABI_VERSION_MINOR: u64 = 5;
+pub const ABI_VERSION_MINOR: u64 = 6;
 
 /// Every error a hypercall can return in x0. Codes are stable; `-1` and `-3`
 /// coincide with SMCCC `NOT_SUPPORTED` and `INVALID_PARAMETER`.

@@ -36,6 +36,16 @@ pub enum GuestCall {
     CpuOff,
     /// PSCI AFFINITY_INFO for the vCPU whose MPIDR is `target` (level 0 only).
     AffinityInfo { target: u64, level: u64 },
+    /// A call about the VM's MMIO guard (answered in x0 by the VM's state).
+    MmioGuard(GuardCall),
+}
+
+/// The MMIO guard calls that change or consult the VM's guard.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum GuardCall {
+    Enroll,
+    Map { ipa: u64 },
+    Unmap { ipa: u64 },
 }
 
 /// The guest's x0..x3 of a call: function ID and three arguments.
@@ -84,7 +94,14 @@ pub fn guest_call(args: CallArgs) -> GuestCall {
         PSCI_SYSTEM_OFF => GuestCall::SystemOff,
         PSCI_SYSTEM_RESET => GuestCall::SystemReset,
         _ if (id >> 24) & 0x3f == 5 => GuestCall::Host,
-        _ => GuestCall::Return(NOT_SUPPORTED),
+        _ => match hyp_abi::GuestCall::from_function_id(id) {
+            Some(hyp_abi::GuestCall::Features) => GuestCall::Return(hyp_abi::GuestCall::features_bitmap()),
+            Some(hyp_abi::GuestCall::MmioGuardInfo) => GuestCall::Return(hyp_abi::MMIO_GUARD_GRANULE),
+            Some(hyp_abi::GuestCall::MmioGuardEnroll) => GuestCall::MmioGuard(GuardCall::Enroll),
+            Some(hyp_abi::GuestCall::MmioGuardMap) => GuestCall::MmioGuard(GuardCall::Map { ipa: arg }),
+            Some(hyp_abi::GuestCall::MmioGuardUnmap) => GuestCall::MmioGuard(GuardCall::Unmap { ipa: arg }),
+            None => GuestCall::Return(NOT_SUPPORTED),
+        },
     }
 }
 
@@ -184,6 +201,20 @@ mod tests {
         assert_eq!(guest_call([0x1234, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
         assert_eq!(guest_call([u64::MAX, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
         assert_eq!(guest_call([0xC500_0001, 0, 0, 0]), GuestCall::Host);
+    }
+
+    #[test]
+    fn guest_vendor_calls_decode_and_host_calls_stay_refused() {
+        assert_eq!(guest_call([0xC600_0000, 0, 0, 0]), GuestCall::Return(0b1_1110_0001), "features");
+        assert_eq!(guest_call([0xC600_0005, 0, 0, 0]), GuestCall::Return(4096), "granule");
+        assert_eq!(guest_call([0xC600_0006, 0, 0, 0]), GuestCall::MmioGuard(GuardCall::Enroll));
+        assert_eq!(
+            guest_call([0xC600_0007, 0x900_0000, 0, 0]),
+            GuestCall::MmioGuard(GuardCall::Map { ipa: 0x900_0000 })
+        );
+        assert_eq!(guest_call([0xC600_0008, 0x1000, 0, 0]), GuestCall::MmioGuard(GuardCall::Unmap { ipa: 0x1000 }));
+        assert_eq!(guest_call([0x8600_0007, 0x900_0000, 0, 0]), GuestCall::Return(NOT_SUPPORTED), "SMC32: not ours");
+        assert_eq!(guest_call([0xC600_0001, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
     }
 
     #[test]

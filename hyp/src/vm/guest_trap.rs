@@ -5,7 +5,7 @@
 
 use crate::esr::{Esr, ExceptionClass};
 use crate::vm::context::{VcpuContext, PSTATE_EL1H_MASKED};
-use crate::vm::exit::{decode_mmio, guest_call, store_value, GuestCall, MmioAccess, NOT_SUPPORTED};
+use crate::vm::exit::{decode_mmio, guest_call, store_value, GuardCall, GuestCall, MmioAccess, NOT_SUPPORTED};
 use crate::vm::sysreg::{classify, sanitize_id, SysReg, SysRegAccess, SysRegHandling, OSLSR_UNLOCKED};
 use hyp_abi::Exit;
 
@@ -30,6 +30,9 @@ pub enum IpaKind {
     Lost,
     /// Anything else: MMIO, if the access can be decoded.
     Other,
+    /// Outside its memory and outside what its MMIO guard allows: an access
+    /// gets an abort and never reaches the host.
+    Refused,
 }
 
 /// What a trap handler may ask of the VM whose vCPU trapped (the hyp answers
@@ -53,6 +56,8 @@ pub trait VmView {
     fn id_register(&self, reg: SysReg) -> u64;
     /// Whether the VM's GIC has the GICv3 system-register interface.
     fn gicv3(&self) -> bool;
+    /// Serves an MMIO guard call; the SMCCC result for the guest's x0.
+    fn mmio_guard(&self, call: GuardCall) -> u64;
 }
 
 /// ICC_SGI1R_EL1 as a trapped system-register access (Op0 3, Op1 0, CRn 12,
@@ -192,6 +197,10 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
                     }
                 },
                 GuestCall::CpuOff => Outcome::ToHost { exit: Exit::CpuOff, pending_read: None },
+                GuestCall::MmioGuard(call) => {
+                    ctx.gprs.x[0] = vm.mmio_guard(call);
+                    Outcome::Resume
+                }
                 GuestCall::AffinityInfo { target, level } => {
                     let status = if level == 0 { vm.affinity_info(target) } else { PSCI_INVALID_PARAMETERS };
                     ctx.gprs.x[0] = status as u64;
@@ -315,6 +324,12 @@ mod tests {
         }
         fn gicv3(&self) -> bool {
             true
+        }
+        fn mmio_guard(&self, call: GuardCall) -> u64 {
+            match call {
+                GuardCall::Map { ipa: 0x900_0000 } => 0,
+                _ => NOT_SUPPORTED,
+            }
         }
     }
 
@@ -473,6 +488,22 @@ mod tests {
         let with_isv_on_memory = 0x24 << 26 | 1 << 25 | 1 << 24 | 0x7;
         assert_eq!(handle(&mut c, trap(with_isv_on_memory, 0x4000), false, &Fake(IpaKind::Memory)), Outcome::Injected);
         assert_eq!(c.sysregs.esr_el1 >> 26, 0x25);
+    }
+
+    #[test]
+    fn mmio_the_guard_refuses_gets_an_abort_and_guard_calls_answer_in_x0() {
+        let mut c = ctx();
+        let write = 0x24 << 26 | 1 << 25 | 1 << 24 | 1 << 6 | 0x7;
+        assert_eq!(handle(&mut c, trap(write, 0x900_1000), true, &Fake(IpaKind::Refused)), Outcome::Injected);
+        assert_eq!((c.sysregs.esr_el1 >> 26, c.sysregs.esr_el1 & 0x3f), (0x25, 0x10));
+        let mut c = ctx();
+        c.gprs.x[..2].copy_from_slice(&[0xC600_0007, 0x900_0000]);
+        let hvc = 0x16 << 26 | 1 << 25;
+        assert_eq!(handle(&mut c, trap(hvc, 0), true, &OTHER), Outcome::Resume);
+        assert_eq!(c.gprs.x[0], 0, "the VM's answer");
+        c.gprs.x[..2].copy_from_slice(&[0xC600_0007, 0x900_1000]);
+        assert_eq!(handle(&mut c, trap(hvc, 0), true, &OTHER), Outcome::Resume);
+        assert_eq!(c.gprs.x[0], NOT_SUPPORTED);
     }
 
     #[test]

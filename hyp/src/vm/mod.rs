@@ -4,6 +4,7 @@
 pub mod context;
 pub mod exit;
 pub mod guest_trap;
+pub mod mmio_guard;
 pub mod sysreg;
 pub mod table;
 pub mod vgic;

@@ -6,7 +6,8 @@ use crate::mm::memory::{Env, Guest, MemoryState};
 use crate::mm::ownership::VmId;
 use crate::mm::pgtable::{PgTable, TlbMaintenance};
 use crate::vm::context::VcpuContext;
-use crate::vm::exit::MmioAccess;
+use crate::vm::exit::{GuardCall, MmioAccess, NOT_SUPPORTED};
+use crate::vm::mmio_guard::{GuardError, MmioGuard};
 use crate::vm::vgic_dist::{Distributor, GicVersion, Routed};
 use aarch64_paging::paging::Stage2;
 use alloc::vec::Vec;
@@ -149,6 +150,8 @@ pub struct Vm {
     pub cntvoff: u64,
     /// The VM's GIC distributor (and redistributors): its interrupts' state.
     pub gic: Distributor,
+    /// The MMIO the guest allows to reach the host, once it enrolled.
+    pub mmio_guard: MmioGuard,
     pub state: VmState,
     /// Per physical CPU, the vCPU of this VM that ran there last
     /// ([`NO_VCPU`]: none since the VM was created). Guest TLB entries are tagged
@@ -298,6 +301,7 @@ impl VmTable {
             stage2,
             pages_held: 0,
             lost: Vec::new(),
+            mmio_guard: MmioGuard::default(),
             cntvoff: 0,
             gic: Distributor::new(gic_version, vcpus as usize),
             state: VmState::Alive,
@@ -591,8 +595,39 @@ impl VmTable {
             IpaKind::Memory
         } else if vm.lost.contains(&(ipa & !0xfff)) {
             IpaKind::Lost
-        } else {
+        } else if vm.mmio_guard.allows(ipa) {
             IpaKind::Other
+        } else {
+            IpaKind::Refused
+        }
+    }
+
+    /// Serves the guest's MMIO guard `call` for the VM behind `handle`; the
+    /// SMCCC result (0, or INVALID_PARAMETER for an IPA that is misaligned,
+    /// the VM's memory or beyond its IPA space, or NOT_SUPPORTED).
+    pub fn mmio_guard(&mut self, handle: u64, call: GuardCall) -> u64 {
+        const INVALID_PARAMETER: u64 = -3i64 as u64;
+        let ipa_limit = 1u64 << self.ipa_bits;
+        let Ok(vm) = self.get(handle) else {
+            return NOT_SUPPORTED;
+        };
+        let result = match call {
+            GuardCall::Enroll => {
+                vm.mmio_guard.enroll();
+                Ok(())
+            }
+            GuardCall::Map { ipa } | GuardCall::Unmap { ipa }
+                if ipa >= ipa_limit || vm.stage2.leaf_at(ipa as usize).is_some() =>
+            {
+                Err(GuardError::Misaligned)
+            }
+            GuardCall::Map { ipa } => vm.mmio_guard.map(ipa),
+            GuardCall::Unmap { ipa } => vm.mmio_guard.unmap(ipa),
+        };
+        match result {
+            Ok(()) => 0,
+            Err(GuardError::Misaligned | GuardError::NotMapped) => INVALID_PARAMETER,
+            Err(GuardError::NotEnrolled | GuardError::Full) => NOT_SUPPORTED,
         }
     }
 

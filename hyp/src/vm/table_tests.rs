@@ -355,3 +355,28 @@ fn injected_interrupts_are_routed_and_bad_ones_are_refused() {
     w.teardown(h).unwrap();
     assert_eq!(w.vms.inject_irq(h, 1, 40), Err(HypError::NoSuchVm));
 }
+
+#[test]
+fn the_mmio_guard_refuses_memory_and_far_ipas_and_decides_what_is_mmio() {
+    use crate::vm::exit::{GuardCall, NOT_SUPPORTED};
+    use crate::vm::guest_trap::IpaKind;
+    let mut w = World::new();
+    let h = w.create(1, 1).unwrap();
+    w.map(h, 0x4010_0000, 0x8000_0000, 16).unwrap();
+    let invalid = -3i64 as u64;
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0000 }), NOT_SUPPORTED, "not enrolled");
+    assert_eq!(w.vms.ipa_kind(h, 0x900_0000), IpaKind::Other, "no guard: everything outside memory is MMIO");
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Enroll), 0);
+    assert_eq!(w.vms.ipa_kind(h, 0x900_0000), IpaKind::Refused);
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0000 }), 0);
+    assert_eq!(w.vms.ipa_kind(h, 0x900_0ff8), IpaKind::Other);
+    assert_eq!(w.vms.ipa_kind(h, 0x900_1000), IpaKind::Refused);
+    assert_eq!(w.vms.ipa_kind(h, 0x8000_0000), IpaKind::Memory, "memory is never MMIO");
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x8000_1000 }), invalid, "the VM's memory");
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 1 << 48 }), invalid, "beyond the IPA space");
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0004 }), invalid, "misaligned");
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Unmap { ipa: 0x900_0000 }), 0);
+    assert_eq!(w.vms.ipa_kind(h, 0x900_0000), IpaKind::Refused);
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Unmap { ipa: 0x900_0000 }), invalid, "not allowed any more");
+    assert_eq!(w.vms.mmio_guard(h + 1, GuardCall::Enroll), NOT_SUPPORTED, "no such VM");
+}

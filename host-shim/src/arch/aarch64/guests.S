@@ -275,6 +275,73 @@ evil_vectors:
 guest_evil_end:
 
 /*
+ * MMIO-guard guest: reports with 64-bit MMIO writes to GUEST_UART +
+ * GUEST_REPORT and, where the UART is not allowed, with HOST_CALL (x1 = the
+ * value). Unguarded, its store to the UART reaches the host. It asks the
+ * guard's granule (INFO), enrols, allows the UART's granule (MAP), then reports
+ * ENROLL's and MAP's results and the granule, and MAP's refusals of a
+ * misaligned IPA and of its own memory. A store to an IPA it did not allow
+ * takes an abort (its vector reports ESR_EL1 with HOST_CALL and skips the
+ * store); it then disallows the UART (UNMAP), stores to it (another abort),
+ * reports UNMAP's result with HOST_CALL, and turns the VM off.
+ */
+.set GUARD_INFO, 0xC6000005
+.set GUARD_ENROLL, 0xC6000006
+.set GUARD_MAP, 0xC6000007
+.set GUARD_UNMAP, 0xC6000008
+.balign 4096
+.global guest_guard_start
+guest_guard_start:
+    adr     x9, guest_guard_start
+    add     x9, x9, #0x800
+    msr     vbar_el1, x9
+    isb
+    mov     x20, #GUEST_UART
+    mov     x1, #1
+    str     x1, [x20, #GUEST_REPORT]        /* unguarded: reaches the host */
+    call_hyp GUARD_INFO
+    mov     x19, x0
+    call_hyp GUARD_ENROLL
+    mov     x21, x0
+    mov     x1, x20
+    call_hyp GUARD_MAP
+    mov     x22, x0
+    str     x21, [x20, #GUEST_REPORT]
+    str     x22, [x20, #GUEST_REPORT]
+    str     x19, [x20, #GUEST_REPORT]
+    add     x1, x20, #8
+    call_hyp GUARD_MAP
+    str     x0, [x20, #GUEST_REPORT]
+    adr     x1, guest_guard_start
+    call_hyp GUARD_MAP
+    str     x0, [x20, #GUEST_REPORT]
+    mov     x2, #0x10000000
+    mov     x3, #0x5a
+    str     x3, [x2]                        /* not allowed: an abort */
+    mov     x1, x20
+    call_hyp GUARD_UNMAP
+    mov     x21, x0
+    str     x3, [x20, #GUEST_REPORT]        /* disallowed again: an abort */
+    mov     x1, x21
+    call_hyp HOST_CALL
+    call_hyp PSCI_SYSTEM_OFF
+1:  b       1b
+/* Its vector table: every entry reports ESR_EL1 with HOST_CALL and skips the instruction. */
+.balign 2048
+guard_vectors:
+    .rept 16
+    .balign 128
+    mrs     x1, esr_el1
+    call_hyp HOST_CALL
+    mrs     x10, elr_el1
+    add     x10, x10, #4
+    msr     elr_el1, x10
+    eret
+    .endr
+.global guest_guard_end
+guest_guard_end:
+
+/*
  * SMP guest, for a VM of SMP_VCPUS vCPUs; its data page follows its code page.
  * Each vCPU learns its index from MPIDR_EL1.Aff0. vCPU 0 starts the others with
  * PSCI CPU_ON at this same code. Each vCPU marks itself present in the data

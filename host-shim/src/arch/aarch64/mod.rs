@@ -23,6 +23,8 @@ extern "C" {
     static guest_bench_end: u8;
     static guest_evil_start: u8;
     static guest_evil_end: u8;
+    static guest_guard_start: u8;
+    static guest_guard_end: u8;
     static guest_sgi2_start: u8;
     static guest_sgi2_end: u8;
     static guest_sgi_start: u8;
@@ -89,6 +91,12 @@ pub fn guest_bench() -> &'static [u8] {
 pub fn guest_evil() -> &'static [u8] {
     // SAFETY: Only the addresses of the labels are taken.
     payload(unsafe { &guest_evil_start }, unsafe { &guest_evil_end })
+}
+
+/// The MMIO-guard guest's code (one page: code, then its vectors at +0x800).
+pub fn guest_guard() -> &'static [u8] {
+    // SAFETY: Only the addresses of the labels are taken.
+    payload(unsafe { &guest_guard_start }, unsafe { &guest_guard_end })
 }
 
 /// The SGI-sending guest for GICv2 (GICD_SGIR).
