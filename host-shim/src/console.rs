@@ -24,6 +24,11 @@ impl Console {
         (base != 0).then(|| unsafe { Uart::attach(kind, base) })
     }
 
+    /// A byte typed at the console, if one is waiting.
+    pub fn read_byte() -> Option<u8> {
+        Self::uart().and_then(|uart| uart.read_byte())
+    }
+
     pub fn flush() {
         if let Some(uart) = Self::uart() {
             uart.flush();

@@ -1,72 +1,197 @@
 //! A Linux guest, instead of the checks (`shim.linux-guest=protected` or
 //! `=non-protected` in the bootargs; `scripts/run-linux` sets it up): the shim
-//! as a small VMM. The bootloader (QEMU's `-device loader`) placed the kernel
-//! Image, the initramfs and the guest's device tree in host RAM at the
-//! addresses below; the shim gives those 256 MiB to a VM of two vCPUs at IPA
-//! 0x8000_0000 (donated to a protected VM, lent to a non-protected one),
-//! starts vCPU 0 at the Image with x0 = the device tree, runs both vCPUs on
-//! this CPU in time slices of its own 100 Hz tick, serves a PL011 at IPA
-//! 0x0900_0000 (SPI 33) from MMIO exits, and when the guest powers off tears
-//! the VM down and takes every page back (a protected VM's zeroed).
+//! as a small VMM.
+//!
+//! The bootloader placed the kernel Image (`shim.guest-kernel=<address>,<size>`
+//! in the bootargs) and the initramfs (`/chosen/linux,initrd-start` and `-end`,
+//! as for any kernel) in host RAM. The shim takes 256 MiB of free host RAM
+//! (the highest 2 MiB-aligned range clear of itself, its device tree, the hyp
+//! and those two), copies the Image and the initramfs in where the arm64 boot
+//! protocol wants them, writes the guest's device tree beside them
+//! (`vmm::guest_tree`), and gives the range to a VM of two vCPUs at IPA
+//! 0x8000_0000 (donated to a protected VM, lent to a non-protected one). It
+//! starts vCPU 0 at the Image with x0 = the tree, runs both vCPUs on this CPU
+//! in time slices of its own 100 Hz tick, serves a PL011 at IPA 0x0900_0000
+//! (SPI 33) from MMIO exits, passing what is typed at its own console to the
+//! guest, and when the guest powers off tears the VM down and takes every page
+//! back (a protected VM's zeroed).
 
 use crate::checks::check;
+use crate::console::Console;
+use crate::gic::GicConfig;
 use crate::hypercall;
 use crate::platform::HostPlatform;
 use hyp_abi::{Exit, VmType};
+use vmm::arm64_image::{ImageHeader, HEADER_SIZE};
+use vmm::boot_layout::{self, BootLayout, TREE_ROOM};
+use vmm::guest_tree::{GuestGic, GuestTree};
+use vmm::pl011::Pl011;
 
-/// Where the loader put the Image (the initramfs follows at +128 MiB and the
-/// device tree at +255 MiB, as `scripts/linux-guest.dts` says), and the VM's view.
-pub const LOAD_ADDRESS: u64 = 0x6000_0000;
+/// The VM's RAM in its IPA space.
 const GUEST_RAM: u64 = 0x8000_0000;
-const GUEST_PAGES: u64 = 0x10000;
-const DEVICE_TREE_OFFSET: u64 = 0x0ff0_0000;
+const GUEST_RAM_SIZE: u64 = 256 << 20;
+const PAGE: u64 = 4096;
 /// The guest's PL011 and its interrupt.
 const UART: u64 = 0x0900_0000;
-const UART_SPI: u64 = 33;
+const UART_INTID: u32 = 33;
+const BOOTARGS: &str = "console=ttyAMA0 earlycon=pl011,0x9000000 rdinit=/init";
 /// Runs before the guest is declared stuck.
 const MAX_RUNS: u64 = 50_000_000;
+/// The line of the guest's init that ends its boot.
+const USER_SPACE_MARKER: &[u8] = b"linux-guest: user space reached";
 
-/// A PL011 as far as Linux's driver needs it: transmit only, always ready,
-/// its transmit interrupt raised while unmasked; the PrimeCell ID registers.
-struct Pl011 {
-    imsc: u64,
+/// What the VMM set up in host RAM before creating the VM.
+struct Prepared {
+    /// Host physical address of the guest's RAM.
+    host_ram: u64,
+    layout: BootLayout,
+}
+
+/// Copies `size` bytes from host physical `from` to `to`.
+///
+/// # Safety
+///
+/// Both ranges must be RAM that nothing else uses during the copy, and must
+/// not overlap.
+unsafe fn copy(from: u64, to: u64, size: u64) {
+    // SAFETY: The caller's guarantee; the shim's MMU is off, so physical
+    // addresses are what it dereferences.
+    unsafe { core::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, size as usize) };
+}
+
+/// Whether `(start, start + size)` lies in the first RAM bank.
+fn in_ram(platform: &HostPlatform, start: u64, size: u64) -> bool {
+    start >= platform.ram_start && start.checked_add(size).is_some_and(|end| end <= platform.ram_end)
+}
+
+/// Finds the guest's RAM and fills it: Image, initramfs, device tree.
+fn prepare(platform: &HostPlatform) -> Result<Prepared, &'static str> {
+    let (kernel, kernel_size) =
+        platform.guest_kernel.ok_or("no kernel: shim.guest-kernel=<address>,<size> is not in the bootargs")?;
+    let (initrd, initrd_end) = platform.initrd.ok_or("no initramfs: /chosen has no linux,initrd-start/end")?;
+    let initrd_size = initrd_end - initrd;
+    if !in_ram(platform, kernel, kernel_size) || !in_ram(platform, initrd, initrd_size) {
+        return Err("the kernel or the initramfs is not in RAM");
+    }
+    if kernel_size < HEADER_SIZE as u64 {
+        return Err("the kernel is smaller than an Image header");
+    }
+    let mut header_bytes = [0u8; HEADER_SIZE];
+    // SAFETY: The header lies in RAM (checked above), where the bootloader put the Image.
+    unsafe { copy(kernel, header_bytes.as_mut_ptr() as u64, HEADER_SIZE as u64) };
+    let header = ImageHeader::parse(&header_bytes).map_err(|error| {
+        log::error!("linux: {error}");
+        "the kernel is not a usable arm64 Image"
+    })?;
+    if kernel_size > header.image_size {
+        return Err("the kernel's size is larger than its Image header's image_size");
+    }
+    let layout = boot_layout::place(GUEST_RAM, GUEST_RAM_SIZE, header, initrd_size).map_err(|error| {
+        log::error!("linux: {error}");
+        "the kernel and initramfs do not fit in the guest's RAM"
+    })?;
+    let gic = match platform.gic {
+        Some(GicConfig::V3 { .. }) => GuestGic::V3,
+        Some(GicConfig::V2 { .. }) => GuestGic::V2,
+        None => return Err("a Linux guest needs a GIC"),
+    };
+    let image = crate::arch::image_range();
+    let (tree, tree_size) = platform.device_tree;
+    let mut busy = [(0, 0); 4 + crate::platform::MAX_HYP_REGIONS];
+    busy[..4].copy_from_slice(&[image, (tree, tree + tree_size), (kernel, kernel + kernel_size), (initrd, initrd_end)]);
+    for (slot, (base, size)) in busy[4..].iter_mut().zip(platform.hyp_regions()) {
+        *slot = (*base, base + size);
+    }
+    let host_ram = boot_layout::highest_free((platform.ram_start, platform.ram_end), &busy, GUEST_RAM_SIZE, 2 << 20)
+        .ok_or("no 256 MiB of free host RAM for the guest")?;
+    let host = |ipa: u64| host_ram + (ipa - GUEST_RAM);
+    // SAFETY: The destination is the free range just found (clear of the
+    // shim, its device tree, the hyp and both sources); the sources are in RAM.
+    unsafe {
+        copy(kernel, host(layout.kernel), kernel_size);
+        copy(initrd, host(layout.initrd), initrd_size);
+    }
+    let guest_tree = GuestTree {
+        ram: (GUEST_RAM, GUEST_RAM_SIZE),
+        vcpus: 2,
+        gic,
+        uart: UART,
+        uart_intid: UART_INTID,
+        bootargs: BOOTARGS,
+        initrd: Some((layout.initrd, layout.initrd + initrd_size)),
+    };
+    // SAFETY: The tree's room is the top TREE_ROOM bytes of the free range
+    // found above, which nothing else uses.
+    let room = unsafe { core::slice::from_raw_parts_mut(host(layout.tree) as *mut u8, TREE_ROOM as usize) };
+    let size = guest_tree.write(room).map_err(|error| {
+        log::error!("linux: {error}");
+        "the guest's device tree could not be written"
+    })?;
+    log::info!(
+        "linux: guest RAM at host {host_ram:#x}: Image ({kernel_size} bytes) at IPA {:#x}, initramfs ({initrd_size} \
+         bytes) at {:#x}, device tree ({size} bytes) at {:#x}",
+        layout.kernel,
+        layout.initrd,
+        layout.tree
+    );
+    Ok(Prepared { host_ram, layout })
+}
+
+/// Runs the guest to its power-off; true if it got there and every page came back.
+pub fn run(platform: &HostPlatform, ty: VmType) -> bool {
+    let prepared = match prepare(platform) {
+        Ok(prepared) => prepared,
+        Err(reason) => return check!(false, "prepare the Linux guest: {reason}"),
+    };
+    let memcache = crate::memory_checks::memcache_pages();
+    let memcache_pages = crate::memory_checks::MEMCACHE_PAGES as u64;
+    let mut passed = check!(hypercall::donate_hyp(memcache, memcache_pages).is_ok(), "donate the memcache");
+    if let Some(gic) = platform.gic {
+        passed &= check!(
+            crate::gic::start_tick(gic, platform.timer_intid.unwrap_or(30), 100),
+            "the host's 100 Hz tick (time slices)"
+        );
+    }
+    crate::instructions::start();
+    let created_at = crate::instructions::now();
+    let pages = GUEST_RAM_SIZE / PAGE;
+    let ready = hypercall::vm_create(ty, 2).and_then(|handle| {
+        for page in (0..pages).step_by(512) {
+            hypercall::vm_map(handle, prepared.host_ram + page * PAGE, GUEST_RAM + page * PAGE, 512)?;
+        }
+        hypercall::vcpu_init(handle, 0, prepared.layout.kernel, prepared.layout.tree)?;
+        Ok(handle)
+    });
+    let Ok(handle) = ready else {
+        return check!(false, "set up the Linux VM: {ready:?}");
+    };
+    log::info!("linux: a {ty:?} VM of 2 vCPUs with 256 MiB at IPA {GUEST_RAM:#x}");
+    let end = run_vcpus(handle, created_at);
+    crate::gic::stop_tick();
+    passed &= check!(end == Some(Exit::SystemOff), "the Linux guest powered off: {end:?}");
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the Linux VM down");
+    // Lent pages come back with the teardown; donated ones are reclaimed, zeroed.
+    let back = match ty {
+        VmType::Protected => {
+            (0..pages).step_by(512).try_for_each(|page| hypercall::vm_reclaim(handle, GUEST_RAM + page * PAGE, 512))
+        }
+        VmType::NonProtected => Ok(()),
+    };
+    passed &= check!(back.is_ok(), "every page of the Linux VM back with the host: {back:?}");
+    passed &= check!(hypercall::reclaim_hyp(memcache, memcache_pages).is_ok(), "the memcache back with the host");
+    passed &= crate::memory_checks::invariants("the Linux guest");
+    passed
+}
+
+/// The guest's console as the shim shows it: one log line per guest line.
+struct ConsoleLines {
     line: [u8; 160],
     len: usize,
     /// The instruction count at VM creation (see `crate::instructions`).
     created_at: u64,
 }
 
-/// The line of the guest's init that ends its boot.
-const USER_SPACE_MARKER: &[u8] = b"linux-guest: user space reached";
-
-const PL011_TXIM: u64 = 1 << 5;
-/// Flags: transmit FIFO empty, receive FIFO empty.
-const PL011_FR_IDLE: u64 = 0x90;
-/// PeriphID0..3 (PL011 r1p5) and CellID0..3.
-const PL011_IDS: [u64; 8] = [0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
-
-impl Pl011 {
-    fn access(&mut self, handle: u64, offset: u64, write: Option<u64>) -> u64 {
-        match (offset, write) {
-            (0x00, Some(byte)) => {
-                self.put(byte as u8);
-                self.raise(handle);
-                0
-            }
-            (0x18, None) => PL011_FR_IDLE,
-            (0x38, Some(mask)) => {
-                self.imsc = mask;
-                self.raise(handle);
-                0
-            }
-            (0x38, None) => self.imsc,
-            (0x3c, None) => PL011_TXIM,
-            (0x40, None) => PL011_TXIM & self.imsc,
-            (0xfe0..=0xffc, None) => PL011_IDS.get(((offset - 0xfe0) / 4) as usize).copied().unwrap_or(0),
-            _ => 0,
-        }
-    }
-
+impl ConsoleLines {
     fn put(&mut self, byte: u8) {
         if byte == b'\n' || self.len == self.line.len() {
             log::info!("guest: {}", core::str::from_utf8(&self.line[..self.len]).unwrap_or("(not UTF-8)"));
@@ -83,59 +208,59 @@ impl Pl011 {
             self.len += 1;
         }
     }
-
-    /// The transmitter is always empty: with its interrupt unmasked, it is raised.
-    fn raise(&self, handle: u64) {
-        if self.imsc & PL011_TXIM != 0 {
-            let _ = hypercall::vcpu_inject_irq(handle, 0, UART_SPI);
-        }
-    }
 }
 
-/// Runs the guest to its power-off; true if it got there and every page came back.
-pub fn run(platform: &HostPlatform, ty: VmType) -> bool {
-    let memcache = crate::memory_checks::memcache_pages();
-    let memcache_pages = crate::memory_checks::MEMCACHE_PAGES as u64;
-    let mut passed = check!(hypercall::donate_hyp(memcache, memcache_pages).is_ok(), "donate the memcache");
-    if let Some(gic) = platform.gic {
-        passed &= check!(
-            crate::gic::start_tick(gic, platform.timer_intid.unwrap_or(30), 100),
-            "the host's 100 Hz tick (time slices)"
-        );
-    }
-    crate::instructions::start();
-    let created_at = crate::instructions::now();
-    let ready = hypercall::vm_create(ty, 2).and_then(|handle| {
-        for page in (0..GUEST_PAGES).step_by(512) {
-            hypercall::vm_map(handle, LOAD_ADDRESS + page * 4096, GUEST_RAM + page * 4096, 512)?;
+/// The guest's UART: the model, where its output goes, and its interrupt.
+struct GuestUart {
+    model: Pl011,
+    lines: ConsoleLines,
+}
+
+impl GuestUart {
+    /// An MMIO access at `offset`; the value a load reads.
+    fn access(&mut self, handle: u64, offset: u64, write: Option<u64>) -> u64 {
+        let value = match write {
+            Some(value) => {
+                if let Some(byte) = self.model.write(offset, value as u32) {
+                    self.lines.put(byte);
+                }
+                0
+            }
+            None => u64::from(self.model.read(offset)),
+        };
+        // A level interrupt over an edge injection: inject again after any
+        // store or data read that leaves it asserted.
+        if write.is_some() || offset == 0 {
+            self.raise(handle);
         }
-        hypercall::vcpu_init(handle, 0, GUEST_RAM, GUEST_RAM + DEVICE_TREE_OFFSET)?;
-        Ok(handle)
-    });
-    let Ok(handle) = ready else {
-        return check!(false, "set up the Linux VM: {ready:?}");
-    };
-    log::info!("linux: a {ty:?} VM of 2 vCPUs with 256 MiB at IPA {GUEST_RAM:#x}");
-    let end = run_vcpus(handle, created_at);
-    crate::gic::stop_tick();
-    passed &= check!(end == Some(Exit::SystemOff), "the Linux guest powered off: {end:?}");
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the Linux VM down");
-    // Lent pages come back with the teardown; donated ones are reclaimed, zeroed.
-    let back = match ty {
-        VmType::Protected => (0..GUEST_PAGES)
-            .step_by(512)
-            .try_for_each(|page| hypercall::vm_reclaim(handle, GUEST_RAM + page * 4096, 512)),
-        VmType::NonProtected => Ok(()),
-    };
-    passed &= check!(back.is_ok(), "every page of the Linux VM back with the host: {back:?}");
-    passed &= check!(hypercall::reclaim_hyp(memcache, memcache_pages).is_ok(), "the memcache back with the host");
-    passed &= crate::memory_checks::invariants("the Linux guest");
-    passed
+        value
+    }
+
+    /// Moves what was typed at the shim's console into the UART, while the
+    /// guest's driver listens.
+    fn poll_input(&mut self, handle: u64) {
+        let mut received = false;
+        while self.model.wants_input() {
+            let Some(byte) = Console::read_byte() else {
+                break;
+            };
+            received |= self.model.receive(byte);
+        }
+        if received {
+            self.raise(handle);
+        }
+    }
+
+    fn raise(&self, handle: u64) {
+        if self.model.interrupt() {
+            let _ = hypercall::vcpu_inject_irq(handle, 0, u64::from(UART_INTID));
+        }
+    }
 }
 
 /// Runs the two vCPUs in turn until the guest powers off, resets or dies.
 fn run_vcpus(handle: u64, created_at: u64) -> Option<Exit> {
-    let mut uart = Pl011 { imsc: 0, line: [0; 160], len: 0, created_at };
+    let mut uart = GuestUart { model: Pl011::default(), lines: ConsoleLines { line: [0; 160], len: 0, created_at } };
     let mut on = [true, false];
     let mut answer = [0u64; 2];
     let mut vcpu = 0usize;
@@ -158,9 +283,13 @@ fn run_vcpus(handle: u64, created_at: u64) -> Option<Exit> {
             }
             Ok(Exit::Interrupted) => {
                 crate::gic::take_pending_interrupts();
+                uart.poll_input(handle);
                 vcpu ^= 1;
             }
-            Ok(Exit::Wfi { .. } | Exit::Wake { .. }) => vcpu ^= 1,
+            Ok(Exit::Wfi { .. } | Exit::Wake { .. }) => {
+                uart.poll_input(handle);
+                vcpu ^= 1;
+            }
             Ok(end @ (Exit::SystemOff | Exit::SystemReset | Exit::Fatal { .. })) => return Some(end),
             Err(error) => {
                 log::warn!("linux: run of vCPU {vcpu}: {error}");

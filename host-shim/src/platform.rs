@@ -5,7 +5,7 @@
 use fdt::Fdt;
 
 /// Most carve-outs the shim remembers.
-const MAX_HYP_REGIONS: usize = 4;
+pub const MAX_HYP_REGIONS: usize = 4;
 /// Most CPUs the shim uses.
 pub const MAX_CPUS: usize = 8;
 
@@ -35,6 +35,14 @@ pub struct HostPlatform {
     /// Run a Linux guest instead of the checks, in a VM of this type:
     /// `shim.linux-guest=protected` or `=non-protected` (see `linux_guest.rs`).
     pub linux_guest: Option<hyp_abi::VmType>,
+    /// Where the bootloader put the guest's kernel Image, and its size in
+    /// bytes: `shim.guest-kernel=<address>,<size>` in the bootargs.
+    pub guest_kernel: Option<(u64, u64)>,
+    /// Start and end of the initramfs the bootloader loaded
+    /// (`/chosen/linux,initrd-start` and `-end`).
+    pub initrd: Option<(u64, u64)>,
+    /// Address and size of this device tree.
+    pub device_tree: (u64, u64),
     /// Hostile-host calls instead of the checks: `shim.fuzz-calls=N`.
     pub fuzz_calls: u64,
     /// Their seed: `shim.fuzz-seed=S`.
@@ -52,6 +60,14 @@ fn cells(value: &[u8], at: usize, count: usize) -> Option<u64> {
         let b = value.get(i * 4..i * 4 + 4)?;
         Some(acc << 32 | u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
     })
+}
+
+/// A number in decimal or, with `0x`, in hex.
+fn parse_number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
 }
 
 /// `#address-cells` / `#size-cells` of the node at `path` (defaults 2 and 1).
@@ -107,12 +123,16 @@ impl HostPlatform {
             vm_stress_rounds: DEFAULT_VM_STRESS_ROUNDS,
             fuzz_calls: 0,
             linux_guest: None,
+            guest_kernel: None,
+            initrd: None,
+            device_tree: (dtb as u64, 0),
             fuzz_seed: 1,
         };
         // SAFETY: x0 at entry is the address of a device tree, per the boot protocol.
         let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb as *const u8) }) else {
             return platform;
         };
+        platform.device_tree.1 = fdt.total_size() as u64;
         let stdout = fdt
             .find_node("/chosen")
             .and_then(|c| c.property("stdout-path"))
@@ -164,6 +184,19 @@ impl HostPlatform {
                 _ => None,
             }
         });
+        platform.guest_kernel = bootargs
+            .into_iter()
+            .flat_map(str::split_ascii_whitespace)
+            .find_map(|a| a.strip_prefix("shim.guest-kernel="))
+            .and_then(|v| v.split_once(','))
+            .and_then(|(address, size)| Some((parse_number(address)?, parse_number(size)?)));
+        let chosen_number = |name: &str| {
+            let value = fdt.find_node("/chosen")?.property(name)?.value;
+            matches!(value.len(), 4 | 8).then(|| cells(value, 0, value.len() / 4))?
+        };
+        platform.initrd = chosen_number("linux,initrd-start")
+            .zip(chosen_number("linux,initrd-end"))
+            .filter(|(start, end)| start < end);
         if let Some(calls) = arg("shim.fuzz-calls=") {
             platform.fuzz_calls = calls;
         }

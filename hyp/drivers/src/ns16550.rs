@@ -12,6 +12,8 @@ use crate::ConsoleWrite;
 const THR: usize = 0;
 /// Line status register.
 const LSR: usize = 5;
+/// LSR: a received byte is waiting in RBR (register 0).
+const LSR_DR: u32 = 1;
 /// LSR: transmit holding register empty.
 const LSR_THRE: u32 = 1 << 5;
 /// LSR: transmitter empty (holding and shift registers).
@@ -74,6 +76,11 @@ impl Ns16550 {
     }
 
     /// Waits until every queued byte has left the transmitter.
+    /// The next received byte, if one is waiting.
+    pub fn read_byte(&self) -> Option<u8> {
+        (self.read(LSR) & LSR_DR != 0).then(|| self.read(0) as u8)
+    }
+
     pub fn flush(&self) {
         while self.read(LSR) & LSR_TEMT == 0 {
             core::hint::spin_loop();

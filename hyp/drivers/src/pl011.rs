@@ -1,4 +1,5 @@
-//! Arm PrimeCell UART (PL011), transmit side only.
+//! Arm PrimeCell UART (PL011): polled transmit, and polled receive for a host
+//! that forwards its console input (the host shim's Linux guest).
 //!
 //! The firmware or bootloader has already configured baud rate and line control
 //! (as the Linux boot protocol assumes for the `stdout-path` UART), so we only make
@@ -17,6 +18,8 @@ register_bitfields! [u32,
     ],
     /// Flag register.
     FR [
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) [],
         /// Transmit FIFO full.
         TXFF OFFSET(5) NUMBITS(1) [],
         /// UART busy transmitting.
@@ -81,6 +84,15 @@ impl Pl011 {
             core::hint::spin_loop();
         }
         self.registers.dr.write(DR::DATA.val(byte.into()));
+    }
+
+    /// The next received byte, if one is waiting (errors in the upper bits of
+    /// the data register are dropped with the byte's status).
+    pub fn read_byte(&self) -> Option<u8> {
+        if self.registers.fr.is_set(FR::RXFE) {
+            return None;
+        }
+        Some(self.registers.dr.read(DR::DATA) as u8)
     }
 
     /// Waits until every queued byte has left the transmitter (used before power-off,

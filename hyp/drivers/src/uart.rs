@@ -59,6 +59,14 @@ impl Uart {
         }
     }
 
+    /// The next received byte, if one is waiting.
+    pub fn read_byte(&self) -> Option<u8> {
+        match self {
+            Uart::Pl011(u) => u.read_byte(),
+            Uart::Ns16550(u) => u.read_byte(),
+        }
+    }
+
     /// Waits for the transmitter to drain.
     pub fn flush(&self) {
         match self {

@@ -21,6 +21,8 @@ extern "C" {
     static guest_memtest_end: u8;
     static guest_bench_start: u8;
     static guest_bench_end: u8;
+    static __image_start: u8;
+    static __image_end: u8;
     static guest_evil_start: u8;
     static guest_evil_end: u8;
     static guest_guard_start: u8;
@@ -60,6 +62,13 @@ fn payload(start: &'static u8, end: &'static u8) -> &'static [u8] {
     let (s, e) = (start as *const u8, end as *const u8);
     // SAFETY: The two labels delimit one read-only blob in `.rodata.guests`.
     unsafe { core::slice::from_raw_parts(s, e as usize - s as usize) }
+}
+
+/// Where the shim's own image is in RAM: code, data, bss and boot stack.
+pub fn image_range() -> (u64, u64) {
+    // SAFETY: Only the addresses of the linker script's symbols are taken.
+    let (start, end) = unsafe { (&__image_start as *const u8 as u64, &__image_end as *const u8 as u64) };
+    (start, end)
 }
 
 /// The console guest's code.

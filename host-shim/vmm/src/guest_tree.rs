@@ -1,0 +1,287 @@
+//! The device tree a Linux guest boots with: its RAM, its vCPUs (started with
+//! PSCI over HVC), the GIC the hyp emulates for it, the virtual timer, one
+//! PL011 and `/chosen` (bootargs, initramfs, console).
+
+use crate::fdt_writer::{FdtWriteError, FdtWriter};
+use hyp_abi::{GUEST_GICV2_CPU_INTERFACE, GUEST_GICV3_REDISTRIBUTORS, GUEST_GIC_DISTRIBUTOR, MAX_VCPUS_PER_VM};
+
+/// Which GIC the guest finds (the hyp emulates the one the hardware has).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum GuestGic {
+    V2,
+    V3,
+}
+
+/// What goes into the guest's tree.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestTree<'a> {
+    /// Guest-physical base and size of its RAM.
+    pub ram: (u64, u64),
+    pub vcpus: u32,
+    pub gic: GuestGic,
+    /// Guest-physical address of the PL011 and its INTID (an SPI, 32 or more).
+    pub uart: u64,
+    pub uart_intid: u32,
+    pub bootargs: &'a str,
+    /// Guest-physical start and end of the initramfs.
+    pub initrd: Option<(u64, u64)>,
+}
+
+/// Why no tree was written.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum TreeError {
+    /// No vCPUs, or more than a VM can have.
+    VcpuCount,
+    /// The UART's interrupt is not an SPI.
+    UartInterrupt,
+    Write(FdtWriteError),
+}
+
+impl From<FdtWriteError> for TreeError {
+    fn from(error: FdtWriteError) -> TreeError {
+        TreeError::Write(error)
+    }
+}
+
+impl core::fmt::Display for TreeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TreeError::VcpuCount => write!(f, "a VM has 1 to {MAX_VCPUS_PER_VM} vCPUs"),
+            TreeError::UartInterrupt => f.write_str("the UART's interrupt must be an SPI (INTID 32 or more)"),
+            TreeError::Write(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+const GIC_PHANDLE: u32 = 1;
+const CLOCK_PHANDLE: u32 = 2;
+/// Interrupt specifier cells: type (SPI 0, PPI 1), number, flags.
+const GIC_SPI: u32 = 0;
+const GIC_PPI: u32 = 1;
+const IRQ_LEVEL_HIGH: u32 = 4;
+/// The architected timer's PPIs (secure, non-secure physical, virtual, hypervisor).
+const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
+/// GICv3: distributor 64 KiB; each redistributor 128 KiB (RD and SGI frames).
+const GICV3_DISTRIBUTOR_SIZE: u64 = 0x1_0000;
+const GICV3_REDISTRIBUTOR_SIZE: u64 = 0x2_0000;
+/// GICv2: distributor 4 KiB, CPU interface 8 KiB.
+const GICV2_DISTRIBUTOR_SIZE: u64 = 0x1000;
+const GICV2_CPU_INTERFACE_SIZE: u64 = 0x2000;
+const PL011_SIZE: u64 = 0x1000;
+/// The PL011's reference clock (what QEMU's virt board describes).
+const PL011_CLOCK_HZ: u32 = 24_000_000;
+
+impl GuestTree<'_> {
+    /// Writes the tree into `buffer`; its size.
+    pub fn write(&self, buffer: &mut [u8]) -> Result<usize, TreeError> {
+        if self.vcpus == 0 || u64::from(self.vcpus) > MAX_VCPUS_PER_VM {
+            return Err(TreeError::VcpuCount);
+        }
+        if self.uart_intid < 32 {
+            return Err(TreeError::UartInterrupt);
+        }
+        let mut w = FdtWriter::new(buffer)?;
+        let mut name = NameBuffer { bytes: [0; 48] };
+        w.begin_node("")?;
+        w.property_u32("#address-cells", 2)?;
+        w.property_u32("#size-cells", 2)?;
+        w.property_string("compatible", "linux,dummy-virt")?;
+        w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+
+        w.begin_node("chosen")?;
+        w.property_string("bootargs", self.bootargs)?;
+        w.property_string("stdout-path", name.format("/pl011@", self.uart))?;
+        if let Some((start, end)) = self.initrd {
+            w.property_u64s("linux,initrd-start", &[start])?;
+            w.property_u64s("linux,initrd-end", &[end])?;
+        }
+        w.end_node()?;
+
+        w.begin_node(name.format("memory@", self.ram.0))?;
+        w.property_string("device_type", "memory")?;
+        w.property_u64s("reg", &[self.ram.0, self.ram.1])?;
+        w.end_node()?;
+
+        w.begin_node("cpus")?;
+        w.property_u32("#address-cells", 1)?;
+        w.property_u32("#size-cells", 0)?;
+        for cpu in 0..self.vcpus {
+            w.begin_node(name.format("cpu@", cpu.into()))?;
+            w.property_string("device_type", "cpu")?;
+            w.property_string("compatible", "arm,armv8")?;
+            w.property_u32("reg", cpu)?;
+            w.property_string("enable-method", "psci")?;
+            w.end_node()?;
+        }
+        w.end_node()?;
+
+        w.begin_node("psci")?;
+        w.property_strings("compatible", &["arm,psci-1.0", "arm,psci-0.2"])?;
+        w.property_string("method", "hvc")?;
+        w.end_node()?;
+
+        // GICv2 PPI specifiers name the CPUs they reach (bits 15:8).
+        let ppi_flags = match self.gic {
+            GuestGic::V2 => ((1 << self.vcpus) - 1) << 8 | IRQ_LEVEL_HIGH,
+            GuestGic::V3 => IRQ_LEVEL_HIGH,
+        };
+        w.begin_node("timer")?;
+        w.property_string("compatible", "arm,armv8-timer")?;
+        let mut interrupts = [0u32; 12];
+        for (cells, ppi) in interrupts.chunks_exact_mut(3).zip(TIMER_PPIS) {
+            cells.copy_from_slice(&[GIC_PPI, ppi, ppi_flags]);
+        }
+        w.property_cells("interrupts", &interrupts)?;
+        w.property_empty("always-on")?;
+        w.end_node()?;
+
+        w.begin_node(name.format("interrupt-controller@", GUEST_GIC_DISTRIBUTOR))?;
+        match self.gic {
+            GuestGic::V3 => {
+                w.property_string("compatible", "arm,gic-v3")?;
+                let redistributors = GICV3_REDISTRIBUTOR_SIZE * u64::from(self.vcpus);
+                w.property_u64s(
+                    "reg",
+                    &[GUEST_GIC_DISTRIBUTOR, GICV3_DISTRIBUTOR_SIZE, GUEST_GICV3_REDISTRIBUTORS, redistributors],
+                )?;
+            }
+            GuestGic::V2 => {
+                w.property_string("compatible", "arm,cortex-a15-gic")?;
+                w.property_u64s(
+                    "reg",
+                    &[
+                        GUEST_GIC_DISTRIBUTOR,
+                        GICV2_DISTRIBUTOR_SIZE,
+                        GUEST_GICV2_CPU_INTERFACE,
+                        GICV2_CPU_INTERFACE_SIZE,
+                    ],
+                )?;
+            }
+        }
+        w.property_u32("#interrupt-cells", 3)?;
+        w.property_empty("interrupt-controller")?;
+        w.property_u32("phandle", GIC_PHANDLE)?;
+        w.end_node()?;
+
+        w.begin_node("apb-pclk")?;
+        w.property_string("compatible", "fixed-clock")?;
+        w.property_u32("#clock-cells", 0)?;
+        w.property_u32("clock-frequency", PL011_CLOCK_HZ)?;
+        w.property_u32("phandle", CLOCK_PHANDLE)?;
+        w.end_node()?;
+
+        w.begin_node(name.format("pl011@", self.uart))?;
+        w.property_strings("compatible", &["arm,pl011", "arm,primecell"])?;
+        w.property_u64s("reg", &[self.uart, PL011_SIZE])?;
+        w.property_cells("interrupts", &[GIC_SPI, self.uart_intid - 32, IRQ_LEVEL_HIGH])?;
+        w.property_cells("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
+        w.property_strings("clock-names", &["uartclk", "apb_pclk"])?;
+        w.end_node()?;
+
+        w.end_node()?;
+        Ok(w.finish()?)
+    }
+}
+
+/// Room to spell a node name with a unit address ("prefix@hex").
+struct NameBuffer {
+    bytes: [u8; 48],
+}
+
+impl NameBuffer {
+    /// `prefix` followed by `address` in lower-case hex without leading zeros.
+    fn format(&mut self, prefix: &str, address: u64) -> &str {
+        let mut digits = [0u8; 16];
+        let mut count = 0;
+        let mut rest = address;
+        loop {
+            digits[count] = b"0123456789abcdef"[(rest & 0xf) as usize];
+            count += 1;
+            rest >>= 4;
+            if rest == 0 {
+                break;
+            }
+        }
+        let len = prefix.len().min(self.bytes.len() - 16);
+        self.bytes[..len].copy_from_slice(&prefix.as_bytes()[..len]);
+        for (i, digit) in digits[..count].iter().rev().enumerate() {
+            self.bytes[len + i] = *digit;
+        }
+        // Only ASCII was written.
+        core::str::from_utf8(&self.bytes[..len + count]).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn tree(gic: GuestGic) -> GuestTree<'static> {
+        GuestTree {
+            ram: (0x8000_0000, 0x1000_0000),
+            vcpus: 2,
+            gic,
+            uart: 0x900_0000,
+            uart_intid: 33,
+            bootargs: "console=ttyAMA0 rdinit=/init",
+            initrd: Some((0x8300_0000, 0x8314_0000)),
+        }
+    }
+
+    fn cells(value: &[u8]) -> Vec<u32> {
+        value.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect()
+    }
+
+    #[test]
+    fn a_gicv3_guest_tree_describes_everything_linux_needs() {
+        let mut buffer = [0u8; 4096];
+        let size = tree(GuestGic::V3).write(&mut buffer).unwrap();
+        let fdt = fdt::Fdt::new(&buffer[..size]).unwrap();
+        let chosen = fdt.chosen();
+        assert_eq!(chosen.bootargs(), Some("console=ttyAMA0 rdinit=/init"));
+        assert_eq!(chosen.stdout().map(|s| s.name), Some("pl011@9000000"));
+        let initrd = fdt.find_node("/chosen").unwrap();
+        assert_eq!(cells(initrd.property("linux,initrd-start").unwrap().value), [0, 0x8300_0000]);
+        assert_eq!(cells(initrd.property("linux,initrd-end").unwrap().value), [0, 0x8314_0000]);
+        let ram = fdt.memory().regions().next().unwrap();
+        assert_eq!((ram.starting_address as u64, ram.size), (0x8000_0000, Some(0x1000_0000)));
+        assert_eq!(fdt.cpus().count(), 2);
+        assert!(fdt.cpus().all(|c| c.property("enable-method").and_then(|p| p.as_str()) == Some("psci")));
+        let gic = fdt.find_compatible(&["arm,gic-v3"]).unwrap();
+        let reg: Vec<_> = gic.reg().unwrap().map(|r| (r.starting_address as u64, r.size)).collect();
+        assert_eq!(reg, [(0x200_0000, Some(0x1_0000)), (0x210_0000, Some(0x4_0000))]);
+        let timer = fdt.find_compatible(&["arm,armv8-timer"]).unwrap();
+        assert_eq!(cells(timer.property("interrupts").unwrap().value)[6..9], [1, 11, 4], "virtual timer PPI 27");
+        let uart = fdt.find_compatible(&["arm,pl011"]).unwrap();
+        assert_eq!(cells(uart.property("interrupts").unwrap().value), [0, 1, 4], "SPI 1 = INTID 33");
+        let root_parent = fdt.find_node("/").unwrap().property("interrupt-parent").unwrap().as_usize();
+        assert_eq!(root_parent, gic.property("phandle").unwrap().as_usize(), "interrupts go to the GIC");
+        let clock = fdt.find_node("/apb-pclk").unwrap();
+        assert_eq!(clock.property("clock-frequency").unwrap().as_usize(), Some(24_000_000));
+        assert_eq!(fdt.find_node("/psci").unwrap().property("method").unwrap().as_str(), Some("hvc"));
+    }
+
+    #[test]
+    fn a_gicv2_guest_tree_names_the_cpu_interface_and_the_timer_cpus() {
+        let mut buffer = [0u8; 4096];
+        let size = GuestTree { initrd: None, ..tree(GuestGic::V2) }.write(&mut buffer).unwrap();
+        let fdt = fdt::Fdt::new(&buffer[..size]).unwrap();
+        let gic = fdt.find_compatible(&["arm,cortex-a15-gic"]).unwrap();
+        let reg: Vec<_> = gic.reg().unwrap().map(|r| (r.starting_address as u64, r.size)).collect();
+        assert_eq!(reg, [(0x200_0000, Some(0x1000)), (0x201_0000, Some(0x2000))]);
+        let timer = fdt.find_compatible(&["arm,armv8-timer"]).unwrap();
+        assert_eq!(cells(timer.property("interrupts").unwrap().value)[2], 0x304, "both CPUs, level high");
+        assert!(fdt.find_node("/chosen").unwrap().property("linux,initrd-start").is_none());
+    }
+
+    #[test]
+    fn impossible_trees_are_refused() {
+        let mut buffer = [0u8; 4096];
+        assert_eq!(GuestTree { vcpus: 0, ..tree(GuestGic::V3) }.write(&mut buffer), Err(TreeError::VcpuCount));
+        assert_eq!(GuestTree { vcpus: 9, ..tree(GuestGic::V3) }.write(&mut buffer), Err(TreeError::VcpuCount));
+        let ppi = GuestTree { uart_intid: 27, ..tree(GuestGic::V3) };
+        assert_eq!(ppi.write(&mut buffer), Err(TreeError::UartInterrupt));
+        assert_eq!(tree(GuestGic::V3).write(&mut buffer[..256]), Err(TreeError::Write(FdtWriteError::NoRoom)));
+    }
+}
