@@ -180,6 +180,13 @@ impl Platform {
             platform.semihosting_exit = args.split_ascii_whitespace().any(|a| a == SEMIHOSTING_EXIT_ARG);
             platform.selftest_stack_guard = args.split_ascii_whitespace().any(|a| a == SELFTEST_STACK_GUARD_ARG);
         }
+        // The initramfs the bootloader loaded for the host: never the hyp's.
+        let chosen_number = |name: &str| chosen.as_ref()?.property(name).and_then(|p| dt::read_cells(p.value));
+        if let (Some(start), Some(end)) = (chosen_number("linux,initrd-start"), chosen_number("linux,initrd-end")) {
+            if start < end {
+                platform.reserved.push(PhysRange { start, end });
+            }
+        }
         let stdout_path = chosen
             .as_ref()
             .and_then(|c| dt::prop_str(c, "stdout-path").or_else(|| dt::prop_str(c, "linux,stdout-path")))
@@ -413,6 +420,12 @@ mod tests {
         );
         assert_eq!(p.reserved(), &[r(0, 0x10000), r(0x800_0000, 0x820_0000)]);
         assert_eq!(p.psci, None);
+    }
+
+    #[test]
+    fn the_hosts_initramfs_is_reserved() {
+        let p = Platform::from_fdt(include_bytes!("testdata/virt-initrd.dtb")).expect("parses");
+        assert_eq!(p.reserved(), &[r(0x4800_0000, 0x480f_11a3)]);
     }
 
     #[test]
