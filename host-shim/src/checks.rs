@@ -70,6 +70,17 @@ fn check_hypercall_preserves_registers() -> bool {
     )
 }
 
+/// The host's ID registers come from the hyp (HCR_EL2.TID3): SVE hidden, and
+/// the answer reaches whichever register the MRS names, x19..x28 included.
+fn check_id_registers_read_through_the_hyp() -> bool {
+    let [x2, x19, x28, x20] = crate::arch::id_register_reads();
+    let sve = x2 >> 32 & 0xf;
+    check!(
+        x2 == x19 && x2 == x28 && x20 == crate::arch::probe_pattern(20) && sve == 0,
+        "ID_AA64PFR0_EL1 read into x2, x19 and x28 alike ({x2:#x}, {x19:#x}, {x28:#x}), SVE {sve} (hidden), x20 kept"
+    )
+}
+
 /// Runs every check; true when all passed.
 pub fn run_all(platform: &HostPlatform) -> bool {
     if platform.fuzz_calls > 0 {
@@ -100,6 +111,7 @@ pub fn run_all(platform: &HostPlatform) -> bool {
         unknown[0] as i64
     );
     passed &= check_hypercall_preserves_registers();
+    passed &= check_id_registers_read_through_the_hyp();
     let own_mpidr = aarch64_cpu::registers::MPIDR_EL1.get() & 0xff_00ff_ffff;
     let cpu_on = platform.psci_call(smccc::psci::PSCI_CPU_ON_64, [own_mpidr, 0, 0])[0] as i64;
     passed &= if platform.psci {

@@ -33,9 +33,9 @@ use core::sync::atomic::{AtomicU64, AtomicU8};
 /// The hyp's memory pool, beyond the page records: page tables, per-CPU stacks,
 /// and (later) VM metadata the host has not donated.
 const POOL_BASE_SIZE: u64 = 8 << 20;
-/// Ranges of RAM in use at boot: image, device tree, reserved ranges, pool,
-/// spin-table release pages, host image and device tree.
-const TAKEN_RANGES: usize = 2 + crate::platform::MAX_RESERVED + 1 + MAX_CPUS + 2;
+/// Ranges of RAM in use at boot: image, device tree, reserved ranges, a host
+/// kernel, pool, spin-table release pages, host image and device tree.
+const TAKEN_RANGES: usize = 2 + crate::platform::MAX_RESERVED + 1 + 1 + MAX_CPUS + 2;
 /// Per-CPU trap stack (the SP_EL2 the host traps arrive on).
 const TRAP_STACK_SIZE: usize = 64 << 10;
 /// Per-CPU emergency stack for fatal exceptions taken at EL2.
@@ -203,6 +203,10 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         taken.push(*r);
     }
     let ram = platform.ram.as_slice();
+    let host_kernel = platform.host_kernel.map(|address| host_kernel_range(&platform, address, taken.as_slice()));
+    if let Some(kernel) = host_kernel {
+        taken.push(kernel);
+    }
     let release_pages = spin_table_release_pages(&platform);
     for page in release_pages.as_slice() {
         taken.push(*page);
@@ -232,7 +236,7 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         hyp_ranges.push(*page);
     }
     let hyp_ranges = hyp_ranges;
-    let host = prepare_host(&platform, dtb_range, hyp_ranges.as_slice(), &mut taken);
+    let host = prepare_host(&platform, dtb_range, hyp_ranges.as_slice(), &mut taken, host_kernel);
 
     let mut holes: FixedVec<PhysRange, { 1 + 2 * MAX_CPUS }> = FixedVec::default();
     holes.push(image.boot_stack_guard);
@@ -464,31 +468,55 @@ struct HostLayout {
     entry: u64,
 }
 
-/// Copies the host Image to a 2 MiB-aligned base in host RAM (plus its
-/// text_offset) and writes the host's device tree, with the hyp carved out, after
-/// it. MMU off: these are physical writes.
-#[cfg(host_shim_embedded)]
+/// The range a host kernel Image at `address` (placed by the bootloader) runs
+/// in: `image_size` bytes from there, which must be RAM clear of everything in
+/// `taken`, at a 2 MiB boundary plus the Image's `text_offset`. A bad
+/// placement stops the boot with its reason (the bootloader is trusted; this
+/// catches mistakes).
+fn host_kernel_range(platform: &Platform, address: u64, taken: &[PhysRange]) -> PhysRange {
+    let in_ram =
+        |range: PhysRange| platform.ram.as_slice().iter().any(|b| b.start <= range.start && range.end <= b.end);
+    let header_range = PhysRange::from_base_size(address, crate::image_header::IMAGE_HEADER_SIZE as u64);
+    if !header_range.is_some_and(in_ram) {
+        fatal(format_args!("host kernel at {address:#x} (hyp.host-kernel=): not in RAM"));
+    }
+    // SAFETY: The header lies in RAM (checked above), where the bootloader put the
+    // Image; MMU off, so this reads memory.
+    let bytes = unsafe { core::slice::from_raw_parts(address as *const u8, crate::image_header::IMAGE_HEADER_SIZE) };
+    let header = match crate::image_header::ImageHeader::parse(bytes) {
+        Ok(header) => header,
+        Err(e) => fatal(format_args!("host kernel at {address:#x}: {e}")),
+    };
+    if !address.wrapping_sub(header.text_offset).is_multiple_of(SIZE_2M) {
+        fatal(format_args!(
+            "host kernel at {address:#x}: must sit {:#x} (its text_offset) past a 2 MiB boundary",
+            header.text_offset
+        ));
+    }
+    let Some(range) = PhysRange::from_base_size(address, header.image_size).filter(|r| in_ram(*r)) else {
+        fatal(format_args!("host kernel at {address:#x}: its {:#x} bytes are not all RAM", header.image_size));
+    };
+    if let Some(clash) = taken.iter().find(|t| t.overlaps(&range)) {
+        fatal(format_args!("host kernel {range} overlaps {clash}, which is in use"));
+    }
+    range
+}
+
+/// Lays the host out: the bootloader's kernel Image where it is (`kernel`),
+/// or else the embedded host shim copied to a 2 MiB-aligned base, and the
+/// host's device tree, with the hyp carved out, written after it.
 fn prepare_host(
     platform: &Platform,
     dtb: PhysRange,
     hyp: &[PhysRange],
     taken: &mut FixedVec<PhysRange, TAKEN_RANGES>,
+    kernel: Option<PhysRange>,
 ) -> HostLayout {
-    let header = match crate::image_header::ImageHeader::parse(HOST_IMAGE) {
-        Ok(h) => h,
-        Err(e) => fatal(format_args!("embedded host image: {e}")),
+    let image = match kernel {
+        Some(range) => range,
+        None => place_host_shim(platform, taken),
     };
     let ram = platform.ram.as_slice();
-    let span = align_up(header.text_offset + header.image_size, PAGE_SIZE).unwrap_or(u64::MAX);
-    let Some(slot) = find_free(ram, taken.as_slice(), span, SIZE_2M, Placement::Lowest) else {
-        fatal(format_args!("no room in RAM for the host image ({span:#x} bytes)"));
-    };
-    taken.push(slot);
-    let image = PhysRange { start: slot.start + header.text_offset, end: slot.end };
-    // SAFETY: `slot` is RAM nobody uses (checked against every taken range above).
-    let destination = unsafe { core::slice::from_raw_parts_mut(image.start as *mut u8, HOST_IMAGE.len()) };
-    destination.copy_from_slice(HOST_IMAGE);
-
     // SAFETY: `dtb` is the boot device tree, already validated by `Platform::from_fdt`.
     let source = unsafe { core::slice::from_raw_parts(dtb.start as *const u8, dtb.size() as usize) };
     let mut regions: FixedVec<(u64, u64), { 2 + MAX_CPUS }> = FixedVec::default();
@@ -503,7 +531,7 @@ fn prepare_host(
         fatal(format_args!("no room in RAM for the host device tree"));
     };
     taken.push(fdt_slot);
-    // SAFETY: As for the image slot.
+    // SAFETY: `fdt_slot` is RAM nobody uses (checked against every taken range).
     let output = unsafe { core::slice::from_raw_parts_mut(fdt_slot.start as *mut u8, fdt_slot.size() as usize) };
     let fdt_len = match fdt_edit::with_reserved_memory(source, regions, output) {
         Ok(len) => len as u64,
@@ -512,8 +540,28 @@ fn prepare_host(
     HostLayout { image, fdt: PhysRange { start: fdt_slot.start, end: fdt_slot.start + fdt_len }, entry: image.start }
 }
 
+/// Copies the embedded host shim Image to a 2 MiB-aligned base in host RAM
+/// (plus its text_offset). MMU off: these are physical writes.
+#[cfg(host_shim_embedded)]
+fn place_host_shim(platform: &Platform, taken: &mut FixedVec<PhysRange, TAKEN_RANGES>) -> PhysRange {
+    let header = match crate::image_header::ImageHeader::parse(HOST_IMAGE) {
+        Ok(h) => h,
+        Err(e) => fatal(format_args!("embedded host image: {e}")),
+    };
+    let span = align_up(header.text_offset + header.image_size, PAGE_SIZE).unwrap_or(u64::MAX);
+    let Some(slot) = find_free(platform.ram.as_slice(), taken.as_slice(), span, SIZE_2M, Placement::Lowest) else {
+        fatal(format_args!("no room in RAM for the host image ({span:#x} bytes)"));
+    };
+    taken.push(slot);
+    let image = PhysRange { start: slot.start + header.text_offset, end: slot.end };
+    // SAFETY: `slot` is RAM nobody uses (checked against every taken range above).
+    let destination = unsafe { core::slice::from_raw_parts_mut(image.start as *mut u8, HOST_IMAGE.len()) };
+    destination.copy_from_slice(HOST_IMAGE);
+    image
+}
+
 #[cfg(not(host_shim_embedded))]
-fn prepare_host(_: &Platform, _: PhysRange, _: &[PhysRange], _: &mut FixedVec<PhysRange, TAKEN_RANGES>) -> HostLayout {
+fn place_host_shim(_: &Platform, _: &mut FixedVec<PhysRange, TAKEN_RANGES>) -> PhysRange {
     fatal(format_args!("this hyp was built without a host image (use scripts/build-image)"))
 }
 

@@ -12,12 +12,17 @@ use crate::mm::host_stage2::HostFault;
 use crate::psci_relay::{self, HostFirmwareCall};
 use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, ESR_EL2, FAR_EL2, HPFAR_EL2, SPSR_EL2};
 
-/// Entry from `vectors.S` for every exception taken from the host.
+/// Entry from `vectors.S` for every exception taken from the host. Returns 0,
+/// or n (19..=28) when the host's xn must be loaded from the frame's spare
+/// slot (see [`TrapFrame::set_x`]).
 #[no_mangle]
-extern "C" fn handle_lower_el_exception(frame: &mut TrapFrame, kind: u64) {
+extern "C" fn handle_lower_el_exception(frame: &mut TrapFrame, kind: u64) -> u64 {
     match ExceptionKind::from_vector(kind) {
         ExceptionKind::Synchronous => handle_host_sync(frame),
-        other => report_spurious_exception(other),
+        other => {
+            report_spurious_exception(other);
+            0
+        }
     }
 }
 
@@ -29,7 +34,7 @@ fn report_spurious_exception(kind: ExceptionKind) {
     log::warn!("unexpected {kind:?} from the host ignored");
 }
 
-fn handle_host_sync(frame: &mut TrapFrame) {
+fn handle_host_sync(frame: &mut TrapFrame) -> u64 {
     let esr = Esr(ESR_EL2.get());
     match esr.class() {
         ExceptionClass::Hvc64 => handle_host_hvc(frame, esr),
@@ -39,8 +44,25 @@ fn handle_host_sync(frame: &mut TrapFrame) {
             handle_firmware_call(frame);
         }
         ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => handle_host_abort(esr),
+        ExceptionClass::SysReg => return handle_host_sysreg(frame, esr),
         _ => refuse_host_trap(esr),
     }
+    0
+}
+
+/// A host read of an ID register (HCR_EL2.TID3): the hardware's value with what
+/// the hyp keeps trapped hidden. Nothing else of the host's traps here.
+fn handle_host_sysreg(frame: &mut TrapFrame, esr: Esr) -> u64 {
+    use crate::vm::sysreg::{is_id_register_read, sanitize_host_id, SysRegAccess};
+    let access = SysRegAccess::decode(esr.iss());
+    if !is_id_register_read(access) {
+        refuse_host_trap(esr);
+        return 0;
+    }
+    let value = sanitize_host_id(access.reg, crate::arch::aarch64::id_regs::read_id_register(access.reg));
+    ELR_EL2.set(ELR_EL2.get() + 4);
+    // Rt 31 is xzr: the read is discarded.
+    frame.set_x(usize::from(access.rt), value)
 }
 
 #[cold]

@@ -25,7 +25,9 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 5))",
     "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c00000000001ffff)",
     "[host INFO] ok: unknown hypercall 0xc6001fff returned -1",
-    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 5], first register changed None",
+    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 6], first register changed None",
+    "[host INFO] ok: ID_AA64PFR0_EL1 read into x2, x19 and x28 alike (0x",
+    "), SVE 0 (hidden), x20 kept",
     "[host INFO] ok: PSCI CPU_ON of the running CPU: ALREADY_ON from the hyp (-4)",
     "[host INFO] ok: device tree carves out 2 hyp region(s)",
     "[host INFO] ok: invariant checker clean at start: Ok(InvariantReport { violations: 0, memcache_free: 0, memcache_used: 0, pool_used: ",
@@ -411,6 +413,54 @@ fn linux_guest_reaches_user_space_in_both_vm_types() {
         run.assert_absent(&["FAILED", "PANIC", "Kernel panic", "Oops"]);
         run.assert_status(0);
     }
+}
+
+/// Linux as the host (the first part of its issue): the hyp enters Debian's
+/// stock arm64 kernel at EL1 instead of the host shim; it boots to its busybox
+/// user space with all 4 CPUs (PSCI relayed), the GIC, its timer and the UART;
+/// `/proc/iomem` shows the hyp's image and pool as reserved; its read of the
+/// hyp's memory through /dev/mem is refused (an abort the kernel reports as the
+/// reader's unhandled exception) and it goes on to power off.
+#[test]
+fn linux_host_boots_and_is_refused_the_hyps_memory() {
+    let mut command = Command::new(repo_root().join("scripts/run-linux-host"));
+    command.env("RUN_TIMEOUT", "300");
+    let run = run_with_timeout(command, Duration::from_secs(600));
+    // The hyp's own memory, as it reports it: `image [a..b), pool [c..d)`.
+    let line = run.console.lines().find(|l| l.contains("[hyp INFO] hyp memory: image [")).unwrap_or("");
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter_map(|word| word.strip_prefix("0x"))
+        .filter_map(|hex| u64::from_str_radix(hex, 16).ok())
+        .collect();
+    assert_eq!(numbers.len(), 4, "the hyp's memory line: {line:?}");
+    let reserved = |start: u64, end: u64| format!("\n{start:08x}-{:08x} : reserved", end - 1);
+    let (image, pool) = (reserved(numbers[0], numbers[1]), reserved(numbers[2], numbers[3]));
+    run.assert_markers_in_order(&[
+        "[hyp INFO] entering the host at EL1: entry 0x42000000",
+        "Booting Linux on physical CPU 0x0000000000",
+        "GICv3: CPU0: found redistributor 0 region",
+        "arch_timer: cp15 timer(s) running at",
+        "smp: Brought up 1 node, 4 CPUs",
+        "ttyAMA0 at MMIO 0x9000000",
+        "linux-host: user space reached",
+        "linux-host: CPUs online: 4",
+        "GICv3  27 Level     arch_timer",
+        "GICv3  33 Level     uart-pl011",
+        &image,
+        &pool,
+        "linux-host: reading the hyp's memory at 0x",
+        "[hyp INFO] host access to 0x",
+        "blocked: synchronous external abort injected",
+        "devmem[",
+        "]: unhandled exception: DABT (lower EL), ESR 0x0000000092000010, synchronous external abort",
+        "linux-host: the read of the hyp's memory was refused",
+        "linux-host: still running",
+        "[hyp INFO] host requested PSCI SYSTEM_OFF: powering off",
+        "run succeeded",
+    ]);
+    run.assert_absent(&["Kernel panic", "Oops", "PANIC", "UNDEFINED injected", "the hyp's memory was readable"]);
+    run.assert_status(0);
 }
 
 /// The image runs wherever a loader puts it: U-Boot's `booti` loads it at its own

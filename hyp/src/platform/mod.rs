@@ -106,6 +106,10 @@ pub struct Platform {
     /// reads its boot stack's guard page, to show that the guard is unmapped and
     /// that a fatal EL2 exception is reported and stops the machine.
     pub selftest_stack_guard: bool,
+    /// `hyp.host-kernel=<address>` in the bootargs: the host is the Linux
+    /// kernel Image the bootloader placed there, entered in place, instead of
+    /// the embedded host shim.
+    pub host_kernel: Option<u64>,
     /// Size of the device tree blob in bytes.
     pub fdt_size: usize,
 }
@@ -151,6 +155,16 @@ impl fmt::Display for ShortName {
 pub const SEMIHOSTING_EXIT_ARG: &str = "hyp.exit=semihosting";
 /// The bootargs token of the stack-guard self-test.
 pub const SELFTEST_STACK_GUARD_ARG: &str = "hyp.selftest=stack-guard";
+/// Bootargs prefix naming the host kernel's address (decimal, or hex with `0x`).
+pub const HOST_KERNEL_ARG: &str = "hyp.host-kernel=";
+
+/// A number in decimal or, with `0x`, in hex.
+fn parse_number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
 
 const GIC_V3_COMPATIBLE: &[&str] = &["arm,gic-v3"];
 const GIC_V2_COMPATIBLE: &[&str] =
@@ -179,6 +193,8 @@ impl Platform {
         if let Some(args) = chosen.as_ref().and_then(|c| dt::prop_str(c, "bootargs")) {
             platform.semihosting_exit = args.split_ascii_whitespace().any(|a| a == SEMIHOSTING_EXIT_ARG);
             platform.selftest_stack_guard = args.split_ascii_whitespace().any(|a| a == SELFTEST_STACK_GUARD_ARG);
+            platform.host_kernel =
+                args.split_ascii_whitespace().find_map(|a| a.strip_prefix(HOST_KERNEL_ARG)).and_then(parse_number);
         }
         // The initramfs the bootloader loaded for the host: never the hyp's.
         let chosen_number = |name: &str| chosen.as_ref()?.property(name).and_then(|p| dt::read_cells(p.value));
@@ -398,6 +414,7 @@ mod tests {
         assert!(p.selftest_stack_guard);
         let plain = Platform::from_fdt(VIRT_GICV3).expect("parses");
         assert!(!plain.semihosting_exit && !plain.selftest_stack_guard);
+        assert_eq!(plain.host_kernel, None);
     }
 
     #[test]
@@ -420,6 +437,15 @@ mod tests {
         );
         assert_eq!(p.reserved(), &[r(0, 0x10000), r(0x800_0000, 0x820_0000)]);
         assert_eq!(p.psci, None);
+    }
+
+    #[test]
+    fn host_kernel_addresses_parse_in_hex_and_decimal() {
+        assert_eq!(parse_number("0x42000000"), Some(0x4200_0000));
+        assert_eq!(parse_number("1107296256"), Some(0x4200_0000));
+        assert_eq!(parse_number("0x"), None);
+        assert_eq!(parse_number("0x1_0000"), None);
+        assert_eq!(parse_number("-1"), None);
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! A guest's trapped system-register accesses that the hyp answers itself, so
+//! Trapped system-register accesses that the hyp answers itself. For the host
+//! only its ID registers are trapped (HCR_EL2.TID3), to hide SVE, SME and MTE,
+//! which the hyp keeps trapped ([`sanitize_host_id`]). A guest's, so
 //! that an unmodified OS boots: the ID registers (trapped by HCR_EL2.TID3),
 //! reported with the features guests do not get hidden, and the debug
 //! registers (trapped by MDCR_EL2.TDA/TDOSA/TDRA), which read as zero and
@@ -110,9 +112,46 @@ pub fn sanitize_id(reg: SysReg, hardware: u64, gicv3: bool) -> u64 {
     }
 }
 
+/// Whether `access` is a read of an ID register (Op0 3, Op1 0, CRn 0, CRm 1..7).
+pub fn is_id_register_read(access: SysRegAccess) -> bool {
+    classify(access) == SysRegHandling::IdRegister
+}
+
+/// The value the host reads from ID register `reg` given the hardware's: as it
+/// is, but without SVE and SME (CPTR_EL2.TZ and TSM trap them: the hyp does not
+/// save a host's SVE or SME state around guest runs) and without MTE (the
+/// host's HCR_EL2.ATA is clear, so tag accesses would trap).
+pub fn sanitize_host_id(reg: SysReg, hardware: u64) -> u64 {
+    match (reg.crm, reg.op2) {
+        // ID_AA64PFR0_EL1.SVE.
+        (4, 0) => set_field(hardware, 32, 0),
+        // ID_AA64PFR1_EL1.SME and .MTE.
+        (4, 1) => set_field(set_field(hardware, 24, 0), 8, 0),
+        // ID_AA64ZFR0_EL1, ID_AA64SMFR0_EL1.
+        (4, 4) | (4, 5) => 0,
+        _ => hardware,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_sees_its_cpu_without_sve_sme_and_mte() {
+        let all = u64::MAX;
+        let pfr0 = sanitize_host_id(id(4, 0), all);
+        assert_eq!(pfr0 >> 32 & 0xf, 0, "no SVE");
+        assert_eq!(pfr0 | 0xf << 32, all, "everything else as it is (GIC, AMU, exception levels)");
+        let pfr1 = sanitize_host_id(id(4, 1), all);
+        assert_eq!((pfr1 >> 24 & 0xf, pfr1 >> 8 & 0xf), (0, 0), "no SME, no MTE");
+        assert_eq!(sanitize_host_id(id(4, 4), all), 0);
+        assert_eq!(sanitize_host_id(id(4, 5), all), 0);
+        assert_eq!(sanitize_host_id(id(5, 0), all), all, "the host keeps its PMU and debug");
+        assert_eq!(sanitize_host_id(id(6, 1), all), all, "and pointer authentication");
+        assert!(is_id_register_read(SysRegAccess { reg: id(4, 0), rt: 0, read: true }));
+        assert!(!is_id_register_read(SysRegAccess { reg: id(4, 0), rt: 0, read: false }));
+    }
 
     fn id(crm: u8, op2: u8) -> SysReg {
         SysReg { op0: 3, op1: 0, crn: 0, crm, op2 }

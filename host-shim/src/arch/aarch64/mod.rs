@@ -11,6 +11,7 @@ global_asm!(include_str!("register_probe.S"));
 
 extern "C" {
     fn hvc_register_probe(function: u64, out: *mut [u64; 31]);
+    fn id_register_probe(out: *mut [u64; 4]);
     static guest_console_start: u8;
     static guest_console_end: u8;
     static guest_crash_start: u8;
@@ -264,6 +265,16 @@ pub fn hvc_registers_after(function: u32) -> [u64; 31] {
     // hypercall it makes changes no memory of ours.
     unsafe { hvc_register_probe(u64::from(function), &mut registers) };
     registers
+}
+
+/// ID_AA64PFR0_EL1 as read into x2, x19 and x28, and x20 (patterned
+/// `probe_pattern(20)`) afterwards: see `register_probe.S`.
+pub fn id_register_reads() -> [u64; 4] {
+    let mut out = [0u64; 4];
+    // SAFETY: The probe saves and restores the callee-saved registers it uses
+    // and writes only the four words `out` provides.
+    unsafe { id_register_probe(&mut out) };
+    out
 }
 
 /// Runs `f` with `value` in d8 (a callee-saved FP register) and returns what d8

@@ -52,3 +52,28 @@ hvc_register_probe:
     ldp     x27, x28, [sp, #80]
     ldp     x29, x30, [sp], #112
     ret
+
+/*
+ * id_register_probe(out: *mut [u64; 4])
+ *
+ * Reads ID_AA64PFR0_EL1 (trapped by the hyp, HCR_EL2.TID3) into x2, x19 and
+ * x28 with x20 patterned, and stores x2, x19, x28, x20 in `out`: the hyp's
+ * answer must reach any register, x19..x28 included (its trap path does not
+ * save those), and leave the others alone.
+ */
+.global id_register_probe
+id_register_probe:
+    stp     x19, x20, [sp, #-32]!
+    str     x28, [sp, #16]
+    mov     x19, xzr
+    mov     x28, xzr
+    movz    x20, #20
+    movk    x20, #0x5a5a, lsl #48
+    mrs     x2, id_aa64pfr0_el1
+    mrs     x19, id_aa64pfr0_el1
+    mrs     x28, id_aa64pfr0_el1
+    stp     x2, x19, [x0]
+    stp     x28, x20, [x0, #16]
+    ldr     x28, [sp, #16]
+    ldp     x19, x20, [sp], #32
+    ret

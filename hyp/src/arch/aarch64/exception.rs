@@ -5,8 +5,33 @@
 #[repr(C)]
 #[derive(Debug)]
 pub struct TrapFrame {
-    /// x0..x30; index 31 is padding that keeps the frame 16-byte aligned.
+    /// x0..x30 (a host trap saves only x0..x18, x29 and x30: the handler
+    /// preserves x19..x28); index 31 holds a new value for one of x19..x28
+    /// (see [`TrapFrame::set_x`]).
     pub regs: [u64; 32],
+}
+
+/// The frame slot `vectors.S` loads into x19..x28 when a host trap handler asks.
+const CALLEE_SAVED_VALUE_SLOT: usize = 31;
+
+impl TrapFrame {
+    /// Gives the host's register x`n` (n < 31) `value` on return from a host
+    /// trap. Returns what `handle_lower_el_exception` must return: 0, or `n`
+    /// for x19..x28, which the vectors then load from the frame's spare slot
+    /// (they do not save or restore those registers on the fast path).
+    pub fn set_x(&mut self, n: usize, value: u64) -> u64 {
+        match n {
+            19..=28 => {
+                self.regs[CALLEE_SAVED_VALUE_SLOT] = value;
+                n as u64
+            }
+            0..=30 => {
+                self.regs[n] = value;
+                0
+            }
+            _ => 0,
+        }
+    }
 }
 
 const _: () = {

@@ -9,9 +9,11 @@ use core::arch::asm;
 
 /// HCR_EL2 for the host:
 /// VM (0) stage-2 on; SWIO (1); FB (9) broadcast TLB/cache maintenance;
-/// BSU (11:10) = inner shareable; TSC (19) trap SMC, so PSCI goes through the
-/// hyp; RW (31) EL1 is AArch64. Interrupts (IMO/FMO/AMO) stay with the host.
-const HCR_HOST: u64 = 1 | (1 << 1) | (1 << 9) | (1 << 10) | (1 << 19) | (1 << 31);
+/// BSU (11:10) = inner shareable; TID3 (18) trap ID register reads, so that
+/// the host is not told of SVE, SME and MTE, which stay trapped; TSC (19) trap
+/// SMC, so PSCI goes through the hyp; RW (31) EL1 is AArch64. Interrupts
+/// (IMO/FMO/AMO) stay with the host.
+const HCR_HOST: u64 = 1 | (1 << 1) | (1 << 9) | (1 << 10) | (1 << 18) | (1 << 19) | (1 << 31);
 /// HCR_EL2.APK (40) and API (41): do not trap pointer-authentication use.
 const HCR_PAUTH: u64 = (1 << 40) | (1 << 41);
 

@@ -138,8 +138,42 @@ lower_el_common:
     save_frame_caller_saved
     mov     x0, sp
     bl      handle_lower_el_exception
+    cbnz    x0, host_set_callee_saved
+host_return:
     restore_frame_caller_saved
     eret
+
+/*
+ * The handler returned n (19..28): the host's xn gets the value the handler
+ * left in the frame's spare slot (x19..x28 are not in the frame: the handler
+ * preserved the host's values, so only xn changes).
+ */
+host_set_callee_saved:
+    ldr     x1, [sp, #8 * 31]
+    sub     x0, x0, #19
+    adr     x2, 1f
+    add     x2, x2, x0, lsl #3
+    br      x2
+1:  mov     x19, x1
+    b       host_return
+    mov     x20, x1
+    b       host_return
+    mov     x21, x1
+    b       host_return
+    mov     x22, x1
+    b       host_return
+    mov     x23, x1
+    b       host_return
+    mov     x24, x1
+    b       host_return
+    mov     x25, x1
+    b       host_return
+    mov     x26, x1
+    b       host_return
+    mov     x27, x1
+    b       host_return
+    mov     x28, x1
+    b       host_return
 
 /* x0 = the running vCPU's Gprs; the guest's x0, x1 are in the frame at sp. */
 guest_trap:
