@@ -51,7 +51,11 @@ fn handle_host_sync(frame: &mut TrapFrame) -> u64 {
 }
 
 /// A host read of an ID register (HCR_EL2.TID3): the hardware's value with what
-/// the hyp keeps trapped hidden. Nothing else of the host's traps here.
+/// the hyp keeps trapped hidden. Nothing else of the host's traps here. Rare
+/// (a kernel reads its ID registers at boot): kept out of line, so that the
+/// hypercall path does not carry its registers.
+#[cold]
+#[inline(never)]
 fn handle_host_sysreg(frame: &mut TrapFrame, esr: Esr) -> u64 {
     use crate::vm::sysreg::{is_id_register_read, sanitize_host_id, SysRegAccess};
     let access = SysRegAccess::decode(esr.iss());
