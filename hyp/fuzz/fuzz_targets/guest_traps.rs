@@ -35,9 +35,10 @@ struct View {
 
 impl VmView for View {
     fn ipa_kind(&self, _: u64) -> IpaKind {
-        match self.kind % 3 {
+        match self.kind % 4 {
             0 => IpaKind::Memory,
             1 => IpaKind::Lost,
+            2 => IpaKind::Refused,
             _ => IpaKind::Other,
         }
     }
@@ -63,6 +64,12 @@ impl VmView for View {
     fn gicv3(&self) -> bool {
         self.kind & 1 != 0
     }
+    fn mmio_guard(&self, call: exit::GuardCall) -> u64 {
+        match call {
+            exit::GuardCall::Enroll => 0,
+            _ => u64::from(self.kind),
+        }
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -85,7 +92,8 @@ fuzz_target!(|data: &[u8]| {
     let protected = word(17) & 1 != 0;
     match guest_trap::handle(&mut ctx, trap, protected, &view) {
         Outcome::ToHost { exit: hyp_abi::Exit::Mmio { .. }, .. } => {
-            assert_ne!(view.ipa_kind(trap.ipa), IpaKind::Memory, "its own memory is never MMIO");
+            let kind = view.ipa_kind(trap.ipa);
+            assert_eq!(kind, IpaKind::Other, "its own memory, and what its MMIO guard refuses, are never MMIO");
         }
         Outcome::ToHost { exit: hyp_abi::Exit::Fatal { esr, address }, .. } if protected => {
             assert_eq!((esr, address), (0, 0), "a protected VM's fault shows nothing");
