@@ -22,7 +22,7 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[hyp INFO] host stage-2: ",
     "[hyp INFO] entering the host at EL1: entry ",
     "[host INFO] ok: host shim running at EL1",
-    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 5))",
+    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 6))",
     "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c00000000001ffff)",
     "[host INFO] ok: unknown hypercall 0xc6001fff returned -1",
     "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 6], first register changed None",
