@@ -415,12 +415,14 @@ fn linux_guest_reaches_user_space_in_both_vm_types() {
     }
 }
 
-/// Linux as the host (the first part of its issue): the hyp enters Debian's
-/// stock arm64 kernel at EL1 instead of the host shim; it boots to its busybox
-/// user space with all 4 CPUs (PSCI relayed), the GIC, its timer and the UART;
-/// `/proc/iomem` shows the hyp's image and pool as reserved; its read of the
-/// hyp's memory through /dev/mem is refused (an abort the kernel reports as the
-/// reader's unhandled exception) and it goes on to power off.
+/// Linux as the host: the hyp enters Debian's stock arm64 kernel at EL1
+/// instead of the host shim; it boots to its busybox user space with all 4
+/// CPUs (PSCI relayed), the GIC, its timer and the UART; `/proc/iomem` shows
+/// the hyp's image and pool as reserved; its read of the hyp's memory through
+/// /dev/mem is refused (an abort the kernel reports as the reader's unhandled
+/// exception) and it goes on; the /dev/hyp driver loads and the user-space VMM
+/// runs a guest in a non-protected and a protected VM, is refused the
+/// protected one's memory and registers, and gets every page back.
 #[test]
 fn linux_host_boots_and_is_refused_the_hyps_memory() {
     let mut command = Command::new(repo_root().join("scripts/run-linux-host"));
@@ -456,6 +458,20 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "]: unhandled exception: DABT (lower EL), ESR 0x0000000092000010, synchronous external abort",
         "linux-host: the read of the hyp's memory was refused",
         "linux-host: still running",
+        "hyp: ABI 0.6, /dev/hyp ready",
+        "linux-host: /dev/hyp ready",
+        "hyp-vmm: ok: /dev/hyp answers: ABI Ok((0, 6))",
+        "hyp-vmm: ok: the host reads the VM's x0: Ok(78)",
+        "hyp-vmm: ok: the non-protected guest ran to SYSTEM_OFF printing Ok(\"hello from guest N R1\")",
+        "hyp-vmm: ok: the lent page came back as it was",
+        "hyp-vmm: ok: the protected VM's registers refused: Err(Hyp(PermissionDenied))",
+        "hyp-vmm: ok: reading the protected VM's memory refused: Err(7) (signal 7 is SIGBUS)",
+        "hyp-vmm: ok: the protected guest ran to SYSTEM_OFF printing Ok(\"hello from guest P R1\")",
+        "hyp-vmm: ok: reclaim the protected VM's page: Ok(())",
+        "hyp-vmm: ok: the page came back zeroed: 0x0",
+        "hyp-vmm: ok: every page given to a VM came back: Ok(Accounting { pinned: 0, given: 2, returned: 2, memcache: 256 })",
+        "hyp-vmm: all checks passed",
+        "linux-host: hyp-vmm check exited with status 0",
         "[hyp INFO] host requested PSCI SYSTEM_OFF: powering off",
         "run succeeded",
     ]);

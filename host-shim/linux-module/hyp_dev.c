@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: MIT
+/*
+ * /dev/hyp: the Linux host's door to the hyp (see hyp_dev.h). Glue only: each
+ * ioctl is one hypercall, passed through. What the driver adds is what user
+ * space cannot do itself: it pins the user pages a VM gets and names them to
+ * the hyp by physical address, it gives the hyp the memcache pages VMs need
+ * (donated at open, reclaimed at release), and when the file is closed it
+ * tears down the VMs made through it and takes every page back. The policy
+ * (which VMs, which calls, in what order) lives in the Rust VMM.
+ */
+
+#include <linux/arm-smccc.h>
+#include <linux/gfp.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+
+#include "hyp_dev.h"
+
+/* Host call function IDs: 0xC600_1000 + number (hyp/abi). */
+#define HOST_CALL(number) (0xC6001000u + (number))
+#define CALL_DONATE_HYP 4
+#define CALL_RECLAIM_HYP 5
+#define CALL_VM_MAP 7
+#define CALL_VM_TEARDOWN 13
+#define CALL_VM_RECLAIM 14
+/* hyp_abi::HypError::InvalidArgument, NoMemory. */
+#define HYP_INVALID_ARGUMENT (-3L)
+
+/* Memcache pages per open file: VM and vCPU state and stage-2 tables. */
+#define MEMCACHE_ORDER 8
+#define MEMCACHE_PAGES (1UL << MEMCACHE_ORDER)
+/* Most guest pages one file may have pinned. */
+#define MAX_PINNED (1UL << 17)
+
+/* One pinned user page given to a VM. */
+struct given_page {
+	u64 handle;
+	u64 ipa;
+	struct page *page;
+};
+
+struct hyp_file {
+	struct mutex lock;
+	struct page *memcache;
+	struct given_page *given;
+	unsigned long given_count;
+	/* Accounting: pages ever given, pages ever returned. */
+	u64 given_total;
+	u64 returned_total;
+	/* Handles of VMs made through this file (for teardown at release). */
+	u64 handles[64];
+	unsigned int handle_count;
+};
+
+static struct arm_smccc_res hyp_call(u32 number, const u64 a[6])
+{
+	struct arm_smccc_res res;
+
+	arm_smccc_1_1_hvc(HOST_CALL(number), a[0], a[1], a[2], a[3], a[4], a[5], &res);
+	return res;
+}
+
+static long hyp_call2(u32 number, u64 a0, u64 a1, u64 a2)
+{
+	const u64 a[6] = { a0, a1, a2, 0, 0, 0 };
+
+	return (long)hyp_call(number, a).a0;
+}
+
+static void forget_handle(struct hyp_file *f, u64 handle)
+{
+	unsigned int i;
+
+	for (i = 0; i < f->handle_count; i++) {
+		if (f->handles[i] == handle) {
+			f->handles[i] = f->handles[--f->handle_count];
+			return;
+		}
+	}
+}
+
+/* Unpins the pages of `handle` for which `back(ipa)` holds. */
+static void unpin_returned(struct hyp_file *f, u64 handle, u64 ipa, u64 pages)
+{
+	unsigned long i = 0;
+
+	while (i < f->given_count) {
+		struct given_page *g = &f->given[i];
+
+		if (g->handle == handle && (pages == 0 || (g->ipa >= ipa && g->ipa < ipa + pages * PAGE_SIZE))) {
+			unpin_user_page(g->page);
+			f->returned_total++;
+			*g = f->given[--f->given_count];
+		} else {
+			i++;
+		}
+	}
+}
+
+/* VM_MAP from user memory: pin, then give page by page (runs of one). */
+static long hyp_vm_map(struct hyp_file *f, struct hyp_call *call)
+{
+	u64 handle = call->args[0], uaddr = call->args[1], ipa = call->args[2], pages = call->args[3];
+	u64 done;
+	long status = 0;
+
+	if (!PAGE_ALIGNED(uaddr) || pages == 0 || pages > MAX_PINNED - f->given_count)
+		return HYP_INVALID_ARGUMENT;
+	for (done = 0; done < pages; done++) {
+		struct page *page;
+		u64 a[6] = { handle, 0, ipa + done * PAGE_SIZE, 1, 0, 0 };
+
+		if (pin_user_pages_fast(uaddr + done * PAGE_SIZE, 1, FOLL_WRITE | FOLL_LONGTERM, &page) != 1)
+			return -EFAULT;
+		a[1] = page_to_phys(page);
+		status = (long)hyp_call(CALL_VM_MAP, a).a0;
+		if (status != 0) {
+			unpin_user_page(page);
+			break;
+		}
+		f->given[f->given_count++] = (struct given_page){ handle, ipa + done * PAGE_SIZE, page };
+		f->given_total++;
+	}
+	return status;
+}
+
+static long hyp_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct hyp_file *f = file->private_data;
+	struct hyp_call call;
+	unsigned int number = _IOC_NR(cmd);
+	long ret = 0;
+
+	if (_IOC_TYPE(cmd) != HYP_IOCTL_MAGIC || _IOC_SIZE(cmd) != sizeof(call))
+		return -ENOTTY;
+	if (copy_from_user(&call, (void __user *)arg, sizeof(call)))
+		return -EFAULT;
+	memset(call.results, 0, sizeof(call.results));
+	mutex_lock(&f->lock);
+	switch (cmd) {
+	case HYP_VERSION:
+	case HYP_FEATURES:
+	case HYP_VCPU_INIT:
+	case HYP_VCPU_RUN:
+	case HYP_VCPU_GET_REG:
+	case HYP_VCPU_SET_REG:
+	case HYP_VM_INFO:
+	case HYP_VCPU_INJECT_IRQ:
+	case HYP_VCPU_SET_IRQ_LINE:
+	case HYP_VM_CREATE:
+	case HYP_VM_TEARDOWN: {
+		struct arm_smccc_res res = hyp_call(number, call.args);
+
+		call.results[0] = res.a0;
+		call.results[1] = res.a1;
+		call.results[2] = res.a2;
+		call.results[3] = res.a3;
+		if (cmd == HYP_VM_CREATE && res.a0 == 0 && f->handle_count < ARRAY_SIZE(f->handles))
+			f->handles[f->handle_count++] = res.a1;
+		/* Lent pages come back with a non-protected VM's teardown. */
+		if (cmd == HYP_VM_TEARDOWN && res.a0 == 0) {
+			const u64 info[6] = { call.args[0], 0, 0, 0, 0, 0 };
+			struct arm_smccc_res vm = hyp_call(12, info);
+
+			if (vm.a0 != 0) {
+				unpin_returned(f, call.args[0], 0, 0);
+				forget_handle(f, call.args[0]);
+			}
+		}
+		break;
+	}
+	case HYP_VM_MAP:
+		call.results[0] = hyp_vm_map(f, &call);
+		break;
+	case HYP_VM_RECLAIM:
+		call.results[0] = hyp_call2(CALL_VM_RECLAIM, call.args[0], call.args[1], call.args[2]);
+		if (call.results[0] == 0) {
+			const u64 info[6] = { call.args[0], 0, 0, 0, 0, 0 };
+
+			unpin_returned(f, call.args[0], call.args[1], call.args[2]);
+			if (hyp_call(12, info).a0 != 0)
+				forget_handle(f, call.args[0]);
+		}
+		break;
+	case HYP_ACCOUNTING:
+		call.results[0] = f->given_count;
+		call.results[1] = f->given_total;
+		call.results[2] = f->returned_total;
+		call.results[3] = MEMCACHE_PAGES;
+		break;
+	default:
+		ret = -ENOTTY;
+	}
+	mutex_unlock(&f->lock);
+	if (ret == 0 && copy_to_user((void __user *)arg, &call, sizeof(call)))
+		ret = -EFAULT;
+	return ret;
+}
+
+static int hyp_open(struct inode *inode, struct file *file)
+{
+	struct hyp_file *f = kzalloc(sizeof(*f), GFP_KERNEL);
+
+	if (!f)
+		return -ENOMEM;
+	mutex_init(&f->lock);
+	f->given = kvcalloc(MAX_PINNED, sizeof(*f->given), GFP_KERNEL);
+	f->memcache = alloc_pages(GFP_KERNEL | __GFP_ZERO, MEMCACHE_ORDER);
+	if (!f->given || !f->memcache ||
+	    hyp_call2(CALL_DONATE_HYP, page_to_phys(f->memcache), MEMCACHE_PAGES, 0) != 0) {
+		if (f->memcache)
+			__free_pages(f->memcache, MEMCACHE_ORDER);
+		kvfree(f->given);
+		kfree(f);
+		return -ENOMEM;
+	}
+	file->private_data = f;
+	return 0;
+}
+
+/* Tears down what the file left behind and takes every page back. */
+static int hyp_release(struct inode *inode, struct file *file)
+{
+	struct hyp_file *f = file->private_data;
+	unsigned long i;
+
+	for (i = 0; i < f->handle_count; i++)
+		hyp_call2(CALL_VM_TEARDOWN, f->handles[i], 0, 0);
+	while (f->given_count > 0) {
+		struct given_page g = f->given[f->given_count - 1];
+
+		/* A protected VM's page: reclaimed (zeroed); a lent one is back already. */
+		hyp_call2(CALL_VM_RECLAIM, g.handle, g.ipa, 1);
+		unpin_returned(f, g.handle, g.ipa, 1);
+	}
+	if (hyp_call2(CALL_RECLAIM_HYP, page_to_phys(f->memcache), MEMCACHE_PAGES, 0) == 0)
+		__free_pages(f->memcache, MEMCACHE_ORDER);
+	else
+		pr_warn("hyp: memcache not returned by the hyp; its pages stay out of use\n");
+	kvfree(f->given);
+	kfree(f);
+	return 0;
+}
+
+static const struct file_operations hyp_fops = {
+	.owner = THIS_MODULE,
+	.open = hyp_open,
+	.release = hyp_release,
+	.unlocked_ioctl = hyp_ioctl,
+};
+
+static struct miscdevice hyp_device = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "hyp",
+	.fops = &hyp_fops,
+	.mode = 0600,
+};
+
+static int __init hyp_dev_init(void)
+{
+	const u64 none[6] = { 0 };
+	struct arm_smccc_res version = hyp_call(0, none);
+
+	if (version.a0 != 0) {
+		pr_err("hyp: no hyp answers (VERSION returned %ld)\n", (long)version.a0);
+		return -ENODEV;
+	}
+	pr_info("hyp: ABI %lu.%lu, /dev/hyp ready\n", version.a1, version.a2);
+	return misc_register(&hyp_device);
+}
+
+static void __exit hyp_dev_exit(void)
+{
+	misc_deregister(&hyp_device);
+}
+
+module_init(hyp_dev_init);
+module_exit(hyp_dev_exit);
+MODULE_DESCRIPTION("/dev/hyp: the host's hypercalls to the pKVM-style hyp");
+MODULE_LICENSE("Dual MIT/GPL");

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * /dev/hyp: the ioctls of the hyp's host driver (hyp_dev.c). Each maps onto
+ * one host hypercall of the hyp's ABI (hyp/abi, docs/abi.md): the ioctl
+ * number is the call's number (its function ID minus 0xC600_1000), `args`
+ * are its x1..x6 and `results` its x0..x3 as the hyp returned them. The
+ * driver passes them through, except where a physical address is involved:
+ * user space names memory by its own virtual address and the driver pins it.
+ * Mirrored in host-shim/linux-vmm/src/dev_hyp.rs.
+ */
+#ifndef HYP_DEV_H
+#define HYP_DEV_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+struct hyp_call {
+	__u64 args[6];
+	__u64 results[4];
+};
+
+#define HYP_IOCTL_MAGIC 'H'
+#define HYP_IOCTL(number) _IOWR(HYP_IOCTL_MAGIC, (number), struct hyp_call)
+
+/* Passed through as they are. */
+#define HYP_VERSION HYP_IOCTL(0)
+#define HYP_FEATURES HYP_IOCTL(1)
+#define HYP_VM_CREATE HYP_IOCTL(6)
+#define HYP_VCPU_INIT HYP_IOCTL(8)
+#define HYP_VCPU_RUN HYP_IOCTL(9)
+#define HYP_VCPU_GET_REG HYP_IOCTL(10)
+#define HYP_VCPU_SET_REG HYP_IOCTL(11)
+#define HYP_VM_INFO HYP_IOCTL(12)
+#define HYP_VM_TEARDOWN HYP_IOCTL(13)
+#define HYP_VCPU_INJECT_IRQ HYP_IOCTL(15)
+#define HYP_VCPU_SET_IRQ_LINE HYP_IOCTL(16)
+/*
+ * VM_MAP: args = handle, user address (page aligned), IPA, pages. The driver
+ * pins the pages and gives each to the VM (lent to a non-protected VM,
+ * donated to a protected one); they stay pinned until they come back.
+ */
+#define HYP_VM_MAP HYP_IOCTL(7)
+/*
+ * VM_RECLAIM: args = handle, IPA, pages. The pages come back (zeroed) and
+ * are unpinned.
+ */
+#define HYP_VM_RECLAIM HYP_IOCTL(14)
+/*
+ * The driver's own accounting (no hypercall): results = pages pinned now,
+ * pages ever given to VMs, pages ever returned by the hyp (unpinned), pages
+ * of this file's memcache.
+ */
+#define HYP_ACCOUNTING HYP_IOCTL(0x40)
+
+#endif

@@ -1,0 +1,204 @@
+//! `hyp-vmm`: the user-space VMM of a Linux host, on `/dev/hyp`.
+//!
+//! `hyp-vmm check` runs the console test guest in a non-protected and in a
+//! protected VM from the host's shell: the guest's output arrives through MMIO
+//! exits; the host reads the non-protected VM's memory and registers and is
+//! refused the protected VM's (a read of its page kills the reader with
+//! SIGBUS, its registers are refused by the hyp); after teardown every page
+//! is back, the protected one zeroed, as the driver's accounting shows. Prints
+//! one line per step; exits 0 only if all of them held.
+
+mod dev_hyp;
+mod guests;
+
+use dev_hyp::DevHyp;
+use hyp_abi::{Exit, VmType};
+use std::process::ExitCode;
+
+const PAGE: usize = 4096;
+
+/// One page of this process's memory, page aligned, for a guest.
+struct GuestPage {
+    address: *mut u8,
+}
+
+impl GuestPage {
+    fn new() -> Option<GuestPage> {
+        // SAFETY: A fresh private anonymous mapping; nothing else refers to it.
+        let address = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        (address != libc::MAP_FAILED).then_some(GuestPage { address: address.cast() })
+    }
+
+    fn load(&self, code: &[u8]) {
+        // SAFETY: The page is ours and `code` is smaller than a page.
+        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), self.address, code.len().min(PAGE)) };
+    }
+
+    fn first_word(&self) -> u64 {
+        // SAFETY: The page is mapped and 8-byte aligned. Only called while it
+        // is readable by the host (never while a protected VM holds it).
+        unsafe { core::ptr::read_volatile(self.address.cast::<u64>()) }
+    }
+
+    /// Reads the page's first word, catching a synchronous external abort
+    /// (a protected VM's page: the kernel delivers SIGBUS): the word, or the
+    /// signal. No child process: fork would make the kernel copy the pinned
+    /// page for the child, reading a page the hyp gave away.
+    fn read_guarded(&self) -> Result<u64, i32> {
+        abort_guard::read(self.address.cast())
+    }
+}
+
+/// One load whose SIGBUS is caught: the handler notes the signal and moves
+/// the PC past the load (a single `ldr`, so 4 bytes).
+mod abort_guard {
+    use core::sync::atomic::{AtomicI32, Ordering};
+
+    static CAUGHT: AtomicI32 = AtomicI32::new(0);
+
+    extern "C" fn on_sigbus(signal: i32, _: *mut libc::siginfo_t, context: *mut libc::c_void) {
+        CAUGHT.store(signal, Ordering::SeqCst);
+        // SAFETY: The kernel passes the interrupted context; stepping its PC
+        // over the faulting `ldr` resumes after it.
+        unsafe { (*context.cast::<libc::ucontext_t>()).uc_mcontext.pc += 4 };
+    }
+
+    pub fn read(address: *const u64) -> Result<u64, i32> {
+        CAUGHT.store(0, Ordering::SeqCst);
+        // SAFETY: A zeroed sigaction with a handler of the SA_SIGINFO form.
+        let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
+        action.sa_sigaction = on_sigbus as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO;
+        // SAFETY: As above: filled in by sigaction.
+        let mut previous: libc::sigaction = unsafe { core::mem::zeroed() };
+        // SAFETY: Installs the handler for the duration of the load below.
+        unsafe { libc::sigaction(libc::SIGBUS, &action, &mut previous) };
+        let value: u64;
+        // SAFETY: `address` is a mapped page of this process; if the hyp
+        // refuses the access the handler skips this one instruction.
+        unsafe { core::arch::asm!("mov {v}, xzr", "ldr {v}, [{a}]", v = out(reg) value, a = in(reg) address) };
+        // SAFETY: Restores what was there before.
+        unsafe { libc::sigaction(libc::SIGBUS, &previous, core::ptr::null_mut()) };
+        match CAUGHT.load(Ordering::SeqCst) {
+            0 => Ok(value),
+            signal => Err(signal),
+        }
+    }
+}
+
+/// Prints a step and whether it held.
+fn step(held: bool, what: std::fmt::Arguments<'_>) -> bool {
+    println!("hyp-vmm: {}: {what}", if held { "ok" } else { "FAILED" });
+    held
+}
+
+/// Runs vCPU 0 until SYSTEM_OFF, serving the console; its first line.
+fn run_console(hyp: &DevHyp, handle: u64) -> Result<String, String> {
+    let mut line = String::new();
+    let mut answer = 0;
+    for _ in 0..256 {
+        match hyp.vcpu_run(handle, 0, answer) {
+            Ok(Exit::Mmio { ipa: guests::GUEST_UART, size_bytes: 1, write: true, value }) => {
+                if value != u64::from(b'\n') {
+                    line.push(value as u8 as char);
+                }
+            }
+            Ok(Exit::Mmio { ipa: guests::GUEST_UART_STATUS, write: false, .. }) => answer = guests::STATUS_ANSWER,
+            Ok(Exit::Interrupted) => {}
+            Ok(Exit::SystemOff) => return Ok(line),
+            Ok(other) => return Err(format!("unexpected exit {other:?}")),
+            Err(e) => return Err(format!("run failed: {e}")),
+        }
+    }
+    Err("the guest did not finish".into())
+}
+
+fn console_vm(hyp: &DevHyp, ty: VmType) -> bool {
+    let protected = ty == VmType::Protected;
+    let (kind, tag) = if protected { ("protected", b'P') } else { ("non-protected", b'N') };
+    let Some(page) = GuestPage::new() else {
+        return step(false, format_args!("a page for the {kind} VM"));
+    };
+    page.load(guests::console());
+    let code_word = page.first_word();
+    let ready = hyp.vm_create(ty, 1).and_then(|handle| {
+        hyp.vm_map(handle, page.address, guests::GUEST_ENTRY, 1)?;
+        hyp.vcpu_init(handle, 0, guests::GUEST_ENTRY, u64::from(tag))?;
+        Ok(handle)
+    });
+    let handle = match ready {
+        Ok(handle) => handle,
+        Err(e) => return step(false, format_args!("create and set up a {kind} VM: {e}")),
+    };
+    let mut passed = step(true, format_args!("a {kind} VM with one page of this process's memory"));
+    let x0 = hyp.vcpu_get_reg(handle, 0, 0);
+    let read = page.read_guarded();
+    if protected {
+        passed &= step(x0.is_err(), format_args!("the protected VM's registers refused: {x0:?}"));
+        passed &= step(
+            read == Err(libc::SIGBUS),
+            format_args!("reading the protected VM's memory refused: {read:?} (signal 7 is SIGBUS)"),
+        );
+    } else {
+        passed &= step(x0.as_ref().ok() == Some(&u64::from(tag)), format_args!("the host reads the VM's x0: {x0:?}"));
+        passed &= step(read == Ok(code_word), format_args!("the host reads the non-protected VM's memory: {read:?}"));
+    }
+    let expected = format!("hello from guest {} R1", tag as char);
+    let line = run_console(hyp, handle);
+    passed &= step(
+        line.as_deref() == Ok(expected.as_str()),
+        format_args!("the {kind} guest ran to SYSTEM_OFF printing {line:?}"),
+    );
+    passed &= step(hyp.vm_teardown(handle).is_ok(), format_args!("tear the {kind} VM down"));
+    if protected {
+        let back = hyp.vm_reclaim(handle, guests::GUEST_ENTRY, 1);
+        passed &= step(back.is_ok(), format_args!("reclaim the protected VM's page: {back:?}"));
+        passed &= step(page.first_word() == 0, format_args!("the page came back zeroed: {:#x}", page.first_word()));
+    } else {
+        passed &= step(page.first_word() == code_word, format_args!("the lent page came back as it was"));
+    }
+    passed
+}
+
+fn check() -> bool {
+    let hyp = match DevHyp::open() {
+        Ok(hyp) => hyp,
+        Err(e) => return step(false, format_args!("open /dev/hyp: {e}")),
+    };
+    let version = hyp.version();
+    let mut passed = step(version.is_ok(), format_args!("/dev/hyp answers: ABI {version:?}"));
+    passed &= console_vm(&hyp, VmType::NonProtected);
+    passed &= console_vm(&hyp, VmType::Protected);
+    let accounting = hyp.accounting();
+    passed &= step(
+        accounting.as_ref().is_ok_and(|a| a.pinned == 0 && a.given == a.returned && a.given == 2),
+        format_args!("every page given to a VM came back: {accounting:?}"),
+    );
+    passed
+}
+
+fn main() -> ExitCode {
+    let command = std::env::args().nth(1).unwrap_or_default();
+    let passed = match command.as_str() {
+        "check" => check(),
+        _ => {
+            eprintln!("usage: hyp-vmm check");
+            return ExitCode::from(2);
+        }
+    };
+    println!("hyp-vmm: {}", if passed { "all checks passed" } else { "checks FAILED" });
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
