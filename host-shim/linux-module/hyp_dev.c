@@ -25,10 +25,12 @@
 #define CALL_DONATE_HYP 4
 #define CALL_RECLAIM_HYP 5
 #define CALL_VM_MAP 7
+#define CALL_VM_INFO 12
 #define CALL_VM_TEARDOWN 13
 #define CALL_VM_RECLAIM 14
-/* hyp_abi::HypError::InvalidArgument, NoMemory. */
+/* hyp_abi::HypError::InvalidArgument, NoSuchVm. */
 #define HYP_INVALID_ARGUMENT (-3L)
+#define HYP_NO_SUCH_VM (-10L)
 
 /* Memcache pages per open file: VM and vCPU state and stage-2 tables. */
 #define MEMCACHE_ORDER 8
@@ -83,7 +85,10 @@ static void forget_handle(struct hyp_file *f, u64 handle)
 	}
 }
 
-/* Unpins the pages of `handle` for which `back(ipa)` holds. */
+/*
+ * Unpins the pages of `handle` the hyp has given back: those at IPAs
+ * ipa..ipa + pages * PAGE_SIZE, or all of them (pages == 0).
+ */
 static void unpin_returned(struct hyp_file *f, u64 handle, u64 ipa, u64 pages)
 {
 	unsigned long i = 0;
@@ -101,31 +106,141 @@ static void unpin_returned(struct hyp_file *f, u64 handle, u64 ipa, u64 pages)
 	}
 }
 
-/* VM_MAP from user memory: pin, then give page by page (runs of one). */
+/* Pages pinned per batch of VM_MAP. */
+#define MAP_BATCH 512
+
+/*
+ * VM_MAP from user memory: pin a batch, then give each run of physically
+ * consecutive pages to the VM with one hypercall.
+ */
 static long hyp_vm_map(struct hyp_file *f, struct hyp_call *call)
 {
 	u64 handle = call->args[0], uaddr = call->args[1], ipa = call->args[2], pages = call->args[3];
-	u64 done;
+	struct page **batch;
+	u64 done = 0;
 	long status = 0;
 
-	if (!PAGE_ALIGNED(uaddr) || pages == 0 || pages > MAX_PINNED - f->given_count)
+	if (!PAGE_ALIGNED(uaddr) || !PAGE_ALIGNED(ipa) || pages == 0 || pages > MAX_PINNED - f->given_count)
 		return HYP_INVALID_ARGUMENT;
-	for (done = 0; done < pages; done++) {
-		struct page *page;
-		u64 a[6] = { handle, 0, ipa + done * PAGE_SIZE, 1, 0, 0 };
+	batch = kmalloc_array(MAP_BATCH, sizeof(*batch), GFP_KERNEL);
+	if (!batch)
+		return -ENOMEM;
+	while (done < pages && status == 0) {
+		int count = min_t(u64, pages - done, MAP_BATCH);
+		int pinned = pin_user_pages_fast(uaddr + done * PAGE_SIZE, count, FOLL_WRITE | FOLL_LONGTERM, batch);
+		int i = 0;
 
-		if (pin_user_pages_fast(uaddr + done * PAGE_SIZE, 1, FOLL_WRITE | FOLL_LONGTERM, &page) != 1)
-			return -EFAULT;
-		a[1] = page_to_phys(page);
-		status = (long)hyp_call(CALL_VM_MAP, a).a0;
-		if (status != 0) {
-			unpin_user_page(page);
+		if (pinned != count) {
+			if (pinned > 0)
+				unpin_user_pages(batch, pinned);
+			status = -EFAULT;
 			break;
 		}
-		f->given[f->given_count++] = (struct given_page){ handle, ipa + done * PAGE_SIZE, page };
-		f->given_total++;
+		while (i < count) {
+			int run = 1, j;
+			u64 a[6] = { handle, page_to_phys(batch[i]), ipa + (done + i) * PAGE_SIZE, 0, 0, 0 };
+
+			while (i + run < count && page_to_pfn(batch[i + run]) == page_to_pfn(batch[i]) + run)
+				run++;
+			a[3] = run;
+			status = (long)hyp_call(CALL_VM_MAP, a).a0;
+			if (status != 0) {
+				unpin_user_pages(batch + i, count - i);
+				break;
+			}
+			for (j = 0; j < run; j++) {
+				f->given[f->given_count++] =
+					(struct given_page){ handle, ipa + (done + i + j) * PAGE_SIZE, batch[i + j] };
+				f->given_total++;
+			}
+			i += run;
+		}
+		done += count;
+	}
+	kfree(batch);
+	return status;
+}
+
+/*
+ * VM_RECLAIM of the IPAs ipa..ipa + pages * PAGE_SIZE: page by page, since
+ * the pages the driver pinned need not be physically consecutive (the hyp
+ * takes back a range only if it is); each page returned is unpinned.
+ */
+static long hyp_vm_reclaim(struct hyp_file *f, u64 handle, u64 ipa, u64 pages)
+{
+	unsigned long i = 0;
+	long status = 0;
+
+	if (!PAGE_ALIGNED(ipa) || pages == 0 || pages > MAX_PINNED)
+		return HYP_INVALID_ARGUMENT;
+	while (i < f->given_count) {
+		struct given_page *g = &f->given[i];
+		long page_status;
+
+		if (g->handle != handle || g->ipa < ipa || g->ipa >= ipa + pages * PAGE_SIZE) {
+			i++;
+			continue;
+		}
+		page_status = hyp_call2(CALL_VM_RECLAIM, handle, g->ipa, 1);
+		if (page_status != 0) {
+			if (status == 0)
+				status = page_status;
+			i++;
+			continue;
+		}
+		unpin_user_page(g->page);
+		f->returned_total++;
+		*g = f->given[--f->given_count];
 	}
 	return status;
+}
+
+/* The calls that change or read the file's own state, under its lock. */
+static long hyp_ioctl_locked(struct hyp_file *f, unsigned int cmd, struct hyp_call *call)
+{
+	switch (cmd) {
+	case HYP_VM_CREATE:
+	case HYP_VM_TEARDOWN: {
+		struct arm_smccc_res res = hyp_call(_IOC_NR(cmd), call->args);
+
+		call->results[0] = res.a0;
+		call->results[1] = res.a1;
+		call->results[2] = res.a2;
+		call->results[3] = res.a3;
+		if (cmd == HYP_VM_CREATE && res.a0 == 0 && f->handle_count < ARRAY_SIZE(f->handles))
+			f->handles[f->handle_count++] = res.a1;
+		/* Lent pages come back with a non-protected VM's teardown. */
+		if (cmd == HYP_VM_TEARDOWN && res.a0 == 0) {
+			const u64 info[6] = { call->args[0], 0, 0, 0, 0, 0 };
+
+			if (hyp_call(CALL_VM_INFO, info).a0 != 0) {
+				unpin_returned(f, call->args[0], 0, 0);
+				forget_handle(f, call->args[0]);
+			}
+		}
+		return 0;
+	}
+	case HYP_VM_MAP:
+		call->results[0] = hyp_vm_map(f, call);
+		return 0;
+	case HYP_VM_RECLAIM:
+		call->results[0] = hyp_vm_reclaim(f, call->args[0], call->args[1], call->args[2]);
+		if (call->results[0] == 0) {
+			const u64 info[6] = { call->args[0], 0, 0, 0, 0, 0 };
+
+			if (hyp_call(CALL_VM_INFO, info).a0 != 0)
+				forget_handle(f, call->args[0]);
+		}
+		return 0;
+	case HYP_ACCOUNTING:
+		call->results[0] = f->given_count;
+		call->results[1] = f->given_total;
+		call->results[2] = f->returned_total;
+		call->results[3] = MEMCACHE_PAGES;
+		return 0;
+	default:
+		return -ENOTTY;
+	}
 }
 
 static long hyp_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
@@ -140,8 +255,11 @@ static long hyp_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	if (copy_from_user(&call, (void __user *)arg, sizeof(call)))
 		return -EFAULT;
 	memset(call.results, 0, sizeof(call.results));
-	mutex_lock(&f->lock);
 	switch (cmd) {
+	/*
+	 * No file state: no lock, so that vCPUs of one VM run at once on several
+	 * CPUs (a run lasts until the guest exits).
+	 */
 	case HYP_VERSION:
 	case HYP_FEATURES:
 	case HYP_VCPU_INIT:
@@ -150,52 +268,20 @@ static long hyp_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	case HYP_VCPU_SET_REG:
 	case HYP_VM_INFO:
 	case HYP_VCPU_INJECT_IRQ:
-	case HYP_VCPU_SET_IRQ_LINE:
-	case HYP_VM_CREATE:
-	case HYP_VM_TEARDOWN: {
+	case HYP_VCPU_SET_IRQ_LINE: {
 		struct arm_smccc_res res = hyp_call(number, call.args);
 
 		call.results[0] = res.a0;
 		call.results[1] = res.a1;
 		call.results[2] = res.a2;
 		call.results[3] = res.a3;
-		if (cmd == HYP_VM_CREATE && res.a0 == 0 && f->handle_count < ARRAY_SIZE(f->handles))
-			f->handles[f->handle_count++] = res.a1;
-		/* Lent pages come back with a non-protected VM's teardown. */
-		if (cmd == HYP_VM_TEARDOWN && res.a0 == 0) {
-			const u64 info[6] = { call.args[0], 0, 0, 0, 0, 0 };
-			struct arm_smccc_res vm = hyp_call(12, info);
-
-			if (vm.a0 != 0) {
-				unpin_returned(f, call.args[0], 0, 0);
-				forget_handle(f, call.args[0]);
-			}
-		}
 		break;
 	}
-	case HYP_VM_MAP:
-		call.results[0] = hyp_vm_map(f, &call);
-		break;
-	case HYP_VM_RECLAIM:
-		call.results[0] = hyp_call2(CALL_VM_RECLAIM, call.args[0], call.args[1], call.args[2]);
-		if (call.results[0] == 0) {
-			const u64 info[6] = { call.args[0], 0, 0, 0, 0, 0 };
-
-			unpin_returned(f, call.args[0], call.args[1], call.args[2]);
-			if (hyp_call(12, info).a0 != 0)
-				forget_handle(f, call.args[0]);
-		}
-		break;
-	case HYP_ACCOUNTING:
-		call.results[0] = f->given_count;
-		call.results[1] = f->given_total;
-		call.results[2] = f->returned_total;
-		call.results[3] = MEMCACHE_PAGES;
-		break;
 	default:
-		ret = -ENOTTY;
+		mutex_lock(&f->lock);
+		ret = hyp_ioctl_locked(f, cmd, &call);
+		mutex_unlock(&f->lock);
 	}
-	mutex_unlock(&f->lock);
 	if (ret == 0 && copy_to_user((void __user *)arg, &call, sizeof(call)))
 		ret = -EFAULT;
 	return ret;
@@ -231,11 +317,17 @@ static int hyp_release(struct inode *inode, struct file *file)
 	for (i = 0; i < f->handle_count; i++)
 		hyp_call2(CALL_VM_TEARDOWN, f->handles[i], 0, 0);
 	while (f->given_count > 0) {
-		struct given_page g = f->given[f->given_count - 1];
-
+		struct given_page *g = &f->given[--f->given_count];
 		/* A protected VM's page: reclaimed (zeroed); a lent one is back already. */
-		hyp_call2(CALL_VM_RECLAIM, g.handle, g.ipa, 1);
-		unpin_returned(f, g.handle, g.ipa, 1);
+		long status = hyp_call2(CALL_VM_RECLAIM, g->handle, g->ipa, 1);
+
+		if (status == 0 || status == HYP_NO_SUCH_VM) {
+			unpin_user_page(g->page);
+			f->returned_total++;
+		} else {
+			/* The hyp still holds it: the kernel must never get it back. */
+			pr_warn("hyp: page at IPA %#llx not returned (%ld); kept pinned\n", g->ipa, status);
+		}
 	}
 	if (hyp_call2(CALL_RECLAIM_HYP, page_to_phys(f->memcache), MEMCACHE_PAGES, 0) == 0)
 		__free_pages(f->memcache, MEMCACHE_ORDER);

@@ -42,7 +42,8 @@ struct hyp_call {
 #define HYP_VM_MAP HYP_IOCTL(7)
 /*
  * VM_RECLAIM: args = handle, IPA, pages. The pages come back (zeroed) and
- * are unpinned.
+ * are unpinned. The driver reclaims them one hypercall per page (the pages it
+ * pinned need not be physically consecutive); results[0] is the first error.
  */
 #define HYP_VM_RECLAIM HYP_IOCTL(14)
 /*

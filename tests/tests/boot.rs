@@ -183,7 +183,7 @@ fn default_boot_reports_platform_and_passes_host_checks() {
         "[host INFO] ok: vCPU 1 sends SGI 5 to vCPU 0: Ok(Wake { targets: 1 })",
         "[host INFO] ok: then turns itself off: Ok(CpuOff)",
         "[host INFO] ok: vCPU 0 takes the SGI from vCPU 1 through its virtual CPU interface: INTID Some(5), then Some(Ok(SystemOff))",
-        "[host INFO] summary: 657 VMs created (333 protected), ",
+        "[host INFO] summary: 659 VMs created (334 protected), ",
     ]);
 }
 
@@ -281,7 +281,7 @@ fn smp4_every_cpu_runs_the_host_vcpus_run_in_parallel_and_stress_leaves_memory_u
         .flat_map(|cpu| {
             [
                 format!("[hyp INFO] CPU {cpu} (MPIDR {cpu:#x}) up at EL2: entering the host at 0x"),
-                format!("[host INFO] ok: CPU {cpu} (MPIDR {cpu:#x}) started with PSCI CPU_ON (Ok(())): runs the shim at EL1, MPIDR_EL1 0x8000000{cpu}, VERSION 0x5"),
+                format!("[host INFO] ok: CPU {cpu} (MPIDR {cpu:#x}) started with PSCI CPU_ON (Ok(())): runs the shim at EL1, MPIDR_EL1 0x8000000{cpu}, VERSION 0x6"),
             ]
         })
         .collect();
@@ -422,7 +422,9 @@ fn linux_guest_reaches_user_space_in_both_vm_types() {
 /// /dev/mem is refused (an abort the kernel reports as the reader's unhandled
 /// exception) and it goes on; the /dev/hyp driver loads and the user-space VMM
 /// runs a guest in a non-protected and a protected VM, is refused the
-/// protected one's memory and registers, and gets every page back.
+/// protected one's memory and registers, and gets every page back; then it
+/// boots the Linux guest in each VM type (2 vCPUs in threads, console both
+/// ways) and again gets every page back.
 #[test]
 fn linux_host_boots_and_is_refused_the_hyps_memory() {
     let mut command = Command::new(repo_root().join("scripts/run-linux-host"));
@@ -472,6 +474,21 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "hyp-vmm: ok: every page given to a VM came back: Ok(Accounting { pinned: 0, given: 2, returned: 2, memcache: 256 })",
         "hyp-vmm: all checks passed",
         "linux-host: hyp-vmm check exited with status 0",
+        "hyp-vmm: linux: a NonProtected VM of 2 vCPUs, 256 MiB of this process at IPA 0x80000000",
+        "guest: [",
+        "smp: Brought up 1 node, 2 CPUs",
+        "guest: linux-guest: user space reached",
+        "guest: linux-guest: console input: hello from the linux host",
+        "hyp-vmm: ok: the NonProtected Linux guest powered off: Ok(())",
+        "hyp-vmm: ok: every page of the Linux guest came back: Ok(Accounting { pinned: 0, given: 65536, returned: 65536, memcache: 256 })",
+        "linux-host: hyp-vmm linux (non-protected) exited with status 0",
+        "hyp-vmm: linux: a Protected VM of 2 vCPUs, 256 MiB of this process at IPA 0x80000000",
+        "smp: Brought up 1 node, 2 CPUs",
+        "guest: linux-guest: user space reached",
+        "guest: linux-guest: console input: hello from the linux host",
+        "hyp-vmm: ok: the Protected Linux guest powered off: Ok(())",
+        "hyp-vmm: ok: every page of the Linux guest came back: Ok(Accounting { pinned: 0, given: 65536, returned: 65536, memcache: 256 })",
+        "linux-host: hyp-vmm linux (protected) exited with status 0",
         "[hyp INFO] host requested PSCI SYSTEM_OFF: powering off",
         "run succeeded",
     ]);

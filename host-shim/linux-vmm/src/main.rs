@@ -7,9 +7,13 @@
 //! SIGBUS, its registers are refused by the hyp); after teardown every page
 //! is back, the protected one zeroed, as the driver's accounting shows. Prints
 //! one line per step; exits 0 only if all of them held.
+//!
+//! `hyp-vmm linux [--protected] IMAGE INITRAMFS` boots a Linux guest (see
+//! `linux_guest`) and exits 0 if it powered off and every page came back.
 
 mod dev_hyp;
 mod guests;
+mod linux_guest;
 
 use dev_hyp::DevHyp;
 use hyp_abi::{Exit, VmType};
@@ -186,12 +190,30 @@ fn check() -> bool {
     passed
 }
 
+fn linux(ty: VmType, image: &str, initrd: &str) -> bool {
+    let hyp = match DevHyp::open() {
+        Ok(hyp) => hyp,
+        Err(e) => return step(false, format_args!("open /dev/hyp: {e}")),
+    };
+    let result = linux_guest::run(&hyp, ty, image, initrd);
+    let mut passed = step(result.is_ok(), format_args!("the {ty:?} Linux guest powered off: {result:?}"));
+    let accounting = hyp.accounting();
+    passed &= step(
+        accounting.as_ref().is_ok_and(|a| a.pinned == 0 && a.given == a.returned && a.given > 0),
+        format_args!("every page of the Linux guest came back: {accounting:?}"),
+    );
+    passed
+}
+
 fn main() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_default();
-    let passed = match command.as_str() {
-        "check" => check(),
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let passed = match (command.as_str(), args.as_slice()) {
+        ("check", []) => check(),
+        ("linux", [flag, image, initrd]) if flag == "--protected" => linux(VmType::Protected, image, initrd),
+        ("linux", [image, initrd]) => linux(VmType::NonProtected, image, initrd),
         _ => {
-            eprintln!("usage: hyp-vmm check");
+            eprintln!("usage: hyp-vmm check | hyp-vmm linux [--protected] IMAGE INITRAMFS");
             return ExitCode::from(2);
         }
     };

@@ -54,7 +54,15 @@ pub struct Pl011 {
     rx: [u8; RX_FIFO_DEPTH],
     rx_head: usize,
     rx_len: usize,
+    /// Register accesses since the receive interrupts were last unmasked
+    /// (saturating).
+    accesses_since_rx_unmasked: u32,
 }
+
+/// Register accesses a driver gets after unmasking the receive interrupts
+/// before input is offered: Linux unmasks them while it sets the port up and
+/// drains the FIFO afterwards, so input offered at once would be lost.
+const RX_SETTLE_ACCESSES: u32 = 16;
 
 impl Default for Pl011 {
     fn default() -> Pl011 {
@@ -70,6 +78,7 @@ impl Default for Pl011 {
             rx: [0; RX_FIFO_DEPTH],
             rx_head: 0,
             rx_len: 0,
+            accesses_since_rx_unmasked: 0,
         }
     }
 }
@@ -84,6 +93,7 @@ impl Pl011 {
 
     /// A guest load at `offset` in the UART's 4 KiB window.
     pub fn read(&mut self, offset: u64) -> u32 {
+        self.count_access();
         match offset {
             DR => self.pop().map_or(0, u32::from),
             RSR => 0,
@@ -111,6 +121,7 @@ impl Pl011 {
 
     /// A guest store of `value` at `offset`; the byte to transmit, if any.
     pub fn write(&mut self, offset: u64, value: u32) -> Option<u8> {
+        self.count_access();
         match offset {
             DR => return Some(value as u8),
             ILPR => self.ilpr = value & 0xff,
@@ -119,7 +130,13 @@ impl Pl011 {
             LCR_H => self.lcr_h = value & 0xff,
             CR => self.cr = value & 0xff87,
             IFLS => self.ifls = value & 0x3f,
-            IMSC => self.imsc = value & INT_ALL,
+            IMSC => {
+                let rx = INT_RX | INT_RT;
+                if self.imsc & rx == 0 && value & rx != 0 {
+                    self.accesses_since_rx_unmasked = 0;
+                }
+                self.imsc = value & INT_ALL;
+            }
             DMACR => self.dmacr = value & 0x7,
             // Every status here follows the FIFOs, so clearing changes nothing.
             ICR => {}
@@ -134,11 +151,17 @@ impl Pl011 {
         self.raw_status() & self.imsc != 0
     }
 
-    /// Whether the guest is ready for input: its driver unmasked the receive
-    /// interrupts (Linux drains the FIFO before it does, so input offered
-    /// earlier would be lost) and the FIFO has room.
+    fn count_access(&mut self) {
+        self.accesses_since_rx_unmasked = self.accesses_since_rx_unmasked.saturating_add(1);
+    }
+
+    /// Whether the guest is ready for input: its driver has had the receive
+    /// interrupts unmasked for [`RX_SETTLE_ACCESSES`] register accesses and
+    /// the FIFO has room.
     pub fn wants_input(&self) -> bool {
-        self.imsc & (INT_RX | INT_RT) != 0 && self.rx_len < RX_FIFO_DEPTH
+        self.imsc & (INT_RX | INT_RT) != 0
+            && self.accesses_since_rx_unmasked >= RX_SETTLE_ACCESSES
+            && self.rx_len < RX_FIFO_DEPTH
     }
 
     /// Puts a received byte in the FIFO; false (and the byte dropped) if full.
@@ -186,7 +209,18 @@ mod tests {
         let mut uart = Pl011::default();
         assert!(!uart.wants_input(), "not before the driver unmasks receive");
         uart.write(IMSC, INT_RX | INT_RT);
-        assert!(uart.wants_input());
+        assert!(!uart.wants_input(), "not while the port is being set up (Linux drains the FIFO next)");
+        for _ in 0..RX_SETTLE_ACCESSES {
+            uart.read(FR);
+        }
+        uart.write(IMSC, INT_RX | INT_RT | INT_TX);
+        assert!(uart.wants_input(), "once the driver has settled; unmasking more does not restart the wait");
+        uart.write(IMSC, 0);
+        uart.write(IMSC, INT_RX);
+        assert!(!uart.wants_input(), "masked and unmasked again: wait again");
+        for _ in 0..RX_SETTLE_ACCESSES {
+            uart.read(FR);
+        }
         assert!(uart.receive(b'h') && uart.receive(b'i'));
         assert!(uart.interrupt());
         assert_eq!(uart.read(RIS) & (INT_RX | INT_RT), INT_RX | INT_RT);
@@ -201,6 +235,9 @@ mod tests {
     fn a_full_fifo_refuses_input_and_wraps_correctly() {
         let mut uart = Pl011::default();
         uart.write(IMSC, INT_RX);
+        for _ in 0..RX_SETTLE_ACCESSES {
+            uart.read(FR);
+        }
         for round in 0..3u8 {
             for i in 0..RX_FIFO_DEPTH as u8 {
                 assert!(uart.receive(round.wrapping_mul(64).wrapping_add(i)));
