@@ -201,13 +201,18 @@ static long hyp_ioctl_locked(struct hyp_file *f, unsigned int cmd, struct hyp_ca
 	switch (cmd) {
 	case HYP_VM_CREATE:
 	case HYP_VM_TEARDOWN: {
-		struct arm_smccc_res res = hyp_call(_IOC_NR(cmd), call->args);
+		struct arm_smccc_res res;
+
+		/* Every VM must be tracked, so that release can tear it down. */
+		if (cmd == HYP_VM_CREATE && f->handle_count == ARRAY_SIZE(f->handles))
+			return -ENOSPC;
+		res = hyp_call(_IOC_NR(cmd), call->args);
 
 		call->results[0] = res.a0;
 		call->results[1] = res.a1;
 		call->results[2] = res.a2;
 		call->results[3] = res.a3;
-		if (cmd == HYP_VM_CREATE && res.a0 == 0 && f->handle_count < ARRAY_SIZE(f->handles))
+		if (cmd == HYP_VM_CREATE && res.a0 == 0)
 			f->handles[f->handle_count++] = res.a1;
 		/* Lent pages come back with a non-protected VM's teardown. */
 		if (cmd == HYP_VM_TEARDOWN && res.a0 == 0) {

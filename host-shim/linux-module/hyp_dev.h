@@ -35,6 +35,8 @@ struct hyp_call {
 #define HYP_VCPU_INJECT_IRQ HYP_IOCTL(15)
 #define HYP_VCPU_SET_IRQ_LINE HYP_IOCTL(16)
 /*
+ * VM_CREATE makes at most 64 VMs per open file (-ENOSPC after that).
+ *
  * VM_MAP: args = handle, user address (page aligned), IPA, pages. The driver
  * pins the pages and gives each to the VM (lent to a non-protected VM,
  * donated to a protected one); they stay pinned until they come back.

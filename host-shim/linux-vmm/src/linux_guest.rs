@@ -9,7 +9,7 @@ use crate::dev_hyp::DevHyp;
 use hyp_abi::{Exit, VmType};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use vmm::arm64_image::{ImageHeader, HEADER_SIZE};
@@ -70,6 +70,8 @@ struct Shared<'a> {
     /// for ever, so it is not one of the scoped threads).
     input: Arc<Mutex<VecDeque<u8>>>,
     on: [AtomicBool; VCPUS],
+    /// Each vCPU thread's pthread, to kick it out of a run (0: not started).
+    threads: [AtomicU64; VCPUS],
     done: AtomicBool,
     end: Mutex<Option<Exit>>,
     /// Wakes threads sleeping in a WFI or waiting to be started.
@@ -94,8 +96,27 @@ impl Shared<'_> {
 
     fn raise(&self, console: &Console) {
         if console.model.interrupt() {
-            let _ = self.hyp.vcpu_inject_irq(self.handle, 0, u64::from(UART_INTID));
+            if let Ok(target) = self.hyp.vcpu_inject_irq(self.handle, 0, u64::from(UART_INTID)) {
+                self.kick_vcpus(1 << target.min(63));
+            }
         }
+    }
+
+    /// Makes the vCPUs of `targets` (bit n: vCPU n) take what is pending for
+    /// them now: a signal to a thread inside VCPU_RUN interrupts its CPU, the
+    /// hyp ends the run, and the thread enters again with the interrupt in
+    /// place (the hyp does not interrupt a running vCPU itself); a sleeping
+    /// thread is woken.
+    fn kick_vcpus(&self, targets: u64) {
+        for (vcpu, thread) in self.threads.iter().enumerate() {
+            let thread = thread.load(Ordering::SeqCst);
+            if targets & 1 << vcpu != 0 && thread != 0 {
+                // SAFETY: `thread` is a live vCPU thread of this process (they
+                // end only after `done`), and SIGUSR1 has a no-op handler.
+                unsafe { libc::pthread_kill(thread as libc::pthread_t, libc::SIGUSR1) };
+            }
+        }
+        self.kick();
     }
 
     /// An MMIO access to the UART at `offset`; what a load reads.
@@ -171,6 +192,8 @@ fn counter_frequency() -> u64 {
 
 /// One vCPU's thread: runs it until the guest ends.
 fn run_vcpu(shared: &Shared<'_>, vcpu: usize) {
+    // SAFETY: pthread_self has no preconditions.
+    shared.threads[vcpu].store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
     let frequency = counter_frequency();
     let mut answer = 0;
     while !shared.done.load(Ordering::SeqCst) {
@@ -198,7 +221,7 @@ fn run_vcpu(shared: &Shared<'_>, vcpu: usize) {
                 let wait = Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / frequency);
                 shared.sleep(wait.min(WFI_POLL));
             }
-            Ok(Exit::Wake { .. }) => shared.kick(),
+            Ok(Exit::Wake { targets }) => shared.kick_vcpus(targets),
             Ok(end @ (Exit::SystemOff | Exit::SystemReset | Exit::Fatal { .. })) => shared.finish(Some(end)),
             Err(e) => {
                 println!("hyp-vmm: run of vCPU {vcpu}: {e}");
@@ -206,6 +229,18 @@ fn run_vcpu(shared: &Shared<'_>, vcpu: usize) {
             }
         }
     }
+}
+
+extern "C" fn on_kick(_: i32) {}
+
+/// SIGUSR1 does nothing but interrupt: see `Shared::kick_vcpus`.
+fn install_kick_handler() {
+    // SAFETY: A zeroed sigaction with a plain handler that touches nothing.
+    let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
+    action.sa_sigaction = on_kick as *const () as usize;
+    action.sa_flags = libc::SA_RESTART;
+    // SAFETY: Installs that handler for the process.
+    unsafe { libc::sigaction(libc::SIGUSR1, &action, core::ptr::null_mut()) };
 }
 
 /// Which GIC the hyp emulates for guests: the one the host has.
@@ -263,10 +298,12 @@ pub fn run(hyp: &DevHyp, ty: VmType, image_path: &str, initrd_path: &str) -> Res
         uart: Mutex::new(Console { model: Pl011::default(), line: Vec::new() }),
         input: Arc::new(Mutex::new(VecDeque::new())),
         on: [AtomicBool::new(true), AtomicBool::new(false)],
+        threads: [AtomicU64::new(0), AtomicU64::new(0)],
         done: AtomicBool::new(false),
         end: Mutex::new(None),
         kick: Arc::new((Mutex::new(()), Condvar::new())),
     };
+    install_kick_handler();
     let (input, kick) = (shared.input.clone(), shared.kick.clone());
     // Console input: this process's stdin, a byte at a time.
     std::thread::spawn(move || {
