@@ -37,6 +37,27 @@ const UART_INTID: u32 = 33;
 const BOOTARGS: &str = "console=ttyAMA0 earlycon=pl011,0x9000000 rdinit=/init";
 /// Runs before the guest is declared stuck.
 const MAX_RUNS: u64 = 50_000_000;
+/// Exits of the Linux VM so far, by kind: MMIO, WFI, interrupted, other. The
+/// shim runs on one CPU with its MMU off: plain counters.
+struct ExitCounts {
+    mmio: core::sync::atomic::AtomicU64,
+    wfi: core::sync::atomic::AtomicU64,
+    interrupted: core::sync::atomic::AtomicU64,
+    other: core::sync::atomic::AtomicU64,
+}
+
+static EXITS: ExitCounts = ExitCounts {
+    mmio: core::sync::atomic::AtomicU64::new(0),
+    wfi: core::sync::atomic::AtomicU64::new(0),
+    interrupted: core::sync::atomic::AtomicU64::new(0),
+    other: core::sync::atomic::AtomicU64::new(0),
+};
+
+fn count(counter: &core::sync::atomic::AtomicU64) {
+    use core::sync::atomic::Ordering::Relaxed;
+    counter.store(counter.load(Relaxed) + 1, Relaxed);
+}
+
 /// The line of the guest's init that ends its boot.
 const USER_SPACE_MARKER: &[u8] = b"linux-guest: user space reached";
 
@@ -197,9 +218,15 @@ impl ConsoleLines {
             log::info!("guest: {}", core::str::from_utf8(&self.line[..self.len]).unwrap_or("(not UTF-8)"));
             if &self.line[..self.len] == USER_SPACE_MARKER {
                 // Exact under -icount shift=0 (e.g. scripts/run-linux -icount shift=0,sleep=off).
+                use core::sync::atomic::Ordering::Relaxed;
                 log::info!(
-                    "linux: user space reached {} instructions after VM creation",
-                    crate::instructions::now().wrapping_sub(self.created_at)
+                    "linux: user space reached {} instructions after VM creation ({} MMIO, {} WFI, {} interrupted, \
+                     {} other exits)",
+                    crate::instructions::now().wrapping_sub(self.created_at),
+                    EXITS.mmio.load(Relaxed),
+                    EXITS.wfi.load(Relaxed),
+                    EXITS.interrupted.load(Relaxed),
+                    EXITS.other.load(Relaxed)
                 );
             }
             self.len = 0;
@@ -271,6 +298,12 @@ fn run_vcpus(handle: u64, created_at: u64) -> Option<Exit> {
         }
         let exit = hypercall::vcpu_run(handle, vcpu as u64, answer[vcpu]);
         answer[vcpu] = 0;
+        count(match exit {
+            Ok(Exit::Mmio { .. }) => &EXITS.mmio,
+            Ok(Exit::Wfi { .. }) => &EXITS.wfi,
+            Ok(Exit::Interrupted) => &EXITS.interrupted,
+            _ => &EXITS.other,
+        });
         match exit {
             Ok(Exit::Mmio { ipa, write, value, .. }) if (UART..UART + 0x1000).contains(&ipa) => {
                 answer[vcpu] = uart.access(handle, ipa - UART, write.then_some(value));
