@@ -85,18 +85,15 @@ static void forget_handle(struct hyp_file *f, u64 handle)
 	}
 }
 
-/*
- * Unpins the pages of `handle` the hyp has given back: those at IPAs
- * ipa..ipa + pages * PAGE_SIZE, or all of them (pages == 0).
- */
-static void unpin_returned(struct hyp_file *f, u64 handle, u64 ipa, u64 pages)
+/* Unpins every page of `handle`: a non-protected VM's teardown gave them back. */
+static void unpin_all_of(struct hyp_file *f, u64 handle)
 {
 	unsigned long i = 0;
 
 	while (i < f->given_count) {
 		struct given_page *g = &f->given[i];
 
-		if (g->handle == handle && (pages == 0 || (g->ipa >= ipa && g->ipa < ipa + pages * PAGE_SIZE))) {
+		if (g->handle == handle) {
 			unpin_user_page(g->page);
 			f->returned_total++;
 			*g = f->given[--f->given_count];
@@ -219,7 +216,7 @@ static long hyp_ioctl_locked(struct hyp_file *f, unsigned int cmd, struct hyp_ca
 			const u64 info[6] = { call->args[0], 0, 0, 0, 0, 0 };
 
 			if (hyp_call(CALL_VM_INFO, info).a0 != 0) {
-				unpin_returned(f, call->args[0], 0, 0);
+				unpin_all_of(f, call->args[0]);
 				forget_handle(f, call->args[0]);
 			}
 		}

@@ -21,8 +21,8 @@ use crate::console::Console;
 use crate::gic::GicConfig;
 use crate::hypercall;
 use crate::platform::HostPlatform;
+use hyp_abi::image_header::{ImageHeader, IMAGE_HEADER_SIZE};
 use hyp_abi::{Exit, VmType};
-use vmm::arm64_image::{ImageHeader, HEADER_SIZE};
 use vmm::boot_layout::{self, BootLayout, TREE_ROOM};
 use vmm::guest_tree::{GuestGic, GuestTree};
 use vmm::pl011::Pl011;
@@ -94,12 +94,12 @@ fn prepare(platform: &HostPlatform) -> Result<Prepared, &'static str> {
     if !in_ram(platform, kernel, kernel_size) || !in_ram(platform, initrd, initrd_size) {
         return Err("the kernel or the initramfs is not in RAM");
     }
-    if kernel_size < HEADER_SIZE as u64 {
+    if kernel_size < IMAGE_HEADER_SIZE as u64 {
         return Err("the kernel is smaller than an Image header");
     }
-    let mut header_bytes = [0u8; HEADER_SIZE];
+    let mut header_bytes = [0u8; IMAGE_HEADER_SIZE];
     // SAFETY: The header lies in RAM (checked above), where the bootloader put the Image.
-    unsafe { copy(kernel, header_bytes.as_mut_ptr() as u64, HEADER_SIZE as u64) };
+    unsafe { copy(kernel, header_bytes.as_mut_ptr() as u64, IMAGE_HEADER_SIZE as u64) };
     let header = ImageHeader::parse(&header_bytes).map_err(|error| {
         log::error!("linux: {error}");
         "the kernel is not a usable arm64 Image"

@@ -476,14 +476,14 @@ struct HostLayout {
 fn host_kernel_range(platform: &Platform, address: u64, taken: &[PhysRange]) -> PhysRange {
     let in_ram =
         |range: PhysRange| platform.ram.as_slice().iter().any(|b| b.start <= range.start && range.end <= b.end);
-    let header_range = PhysRange::from_base_size(address, crate::image_header::IMAGE_HEADER_SIZE as u64);
+    let header_range = PhysRange::from_base_size(address, hyp_abi::image_header::IMAGE_HEADER_SIZE as u64);
     if !header_range.is_some_and(in_ram) {
         fatal(format_args!("host kernel at {address:#x} (hyp.host-kernel=): not in RAM"));
     }
     // SAFETY: The header lies in RAM (checked above), where the bootloader put the
     // Image; MMU off, so this reads memory.
-    let bytes = unsafe { core::slice::from_raw_parts(address as *const u8, crate::image_header::IMAGE_HEADER_SIZE) };
-    let header = match crate::image_header::ImageHeader::parse(bytes) {
+    let bytes = unsafe { core::slice::from_raw_parts(address as *const u8, hyp_abi::image_header::IMAGE_HEADER_SIZE) };
+    let header = match hyp_abi::image_header::ImageHeader::parse(bytes) {
         Ok(header) => header,
         Err(e) => fatal(format_args!("host kernel at {address:#x}: {e}")),
     };
@@ -544,7 +544,7 @@ fn prepare_host(
 /// (plus its text_offset). MMU off: these are physical writes.
 #[cfg(host_shim_embedded)]
 fn place_host_shim(platform: &Platform, taken: &mut FixedVec<PhysRange, TAKEN_RANGES>) -> PhysRange {
-    let header = match crate::image_header::ImageHeader::parse(HOST_IMAGE) {
+    let header = match hyp_abi::image_header::ImageHeader::parse(HOST_IMAGE) {
         Ok(h) => h,
         Err(e) => fatal(format_args!("embedded host image: {e}")),
     };

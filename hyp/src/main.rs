@@ -21,7 +21,6 @@ mod esr;
 mod fdt_edit;
 mod fdt_format;
 mod hypercall;
-mod image_header;
 mod layout;
 mod mm;
 mod percpu;

@@ -6,13 +6,13 @@
 //! of its own, the guest's console is this process's stdin and stdout.
 
 use crate::dev_hyp::DevHyp;
+use hyp_abi::image_header::ImageHeader;
 use hyp_abi::{Exit, VmType};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use vmm::arm64_image::{ImageHeader, HEADER_SIZE};
 use vmm::boot_layout;
 use vmm::guest_tree::{GuestGic, GuestTree};
 use vmm::pl011::Pl011;
@@ -34,21 +34,8 @@ struct GuestRam {
 
 impl GuestRam {
     fn new() -> Result<GuestRam, String> {
-        // SAFETY: A fresh private anonymous mapping; nothing else refers to it.
-        let base = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                GUEST_RAM_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err("no 256 MiB for the guest's RAM".into());
-        }
-        Ok(GuestRam { base: base.cast() })
+        let base = crate::anonymous_memory(GUEST_RAM_SIZE).ok_or("no 256 MiB for the guest's RAM")?;
+        Ok(GuestRam { base })
     }
 
     /// The bytes at guest-physical `ipa`, `len` long, for loading (before the
@@ -261,9 +248,8 @@ fn host_gic() -> GuestGic {
 pub fn run(hyp: &DevHyp, ty: VmType, image_path: &str, initrd_path: &str) -> Result<(), String> {
     let image = std::fs::read(image_path).map_err(|e| format!("{image_path}: {e}"))?;
     let initrd = std::fs::read(initrd_path).map_err(|e| format!("{initrd_path}: {e}"))?;
-    let header_bytes: &[u8; HEADER_SIZE] =
-        image.get(..HEADER_SIZE).and_then(|h| h.try_into().ok()).ok_or("the kernel is too short")?;
-    let header = ImageHeader::parse(header_bytes).map_err(|e| e.to_string())?;
+    // The whole file: its header must also cover it (`image_size`).
+    let header = ImageHeader::parse(&image).map_err(|e| format!("{image_path}: {e}"))?;
     let layout =
         boot_layout::place(GUEST_RAM, GUEST_RAM_SIZE as u64, header, initrd.len() as u64).map_err(|e| e.to_string())?;
     let mut ram = GuestRam::new()?;

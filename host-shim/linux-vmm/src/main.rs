@@ -21,6 +21,23 @@ use std::process::ExitCode;
 
 const PAGE: usize = 4096;
 
+/// `len` bytes of fresh private anonymous memory, page aligned (memory a VM
+/// gets: the driver pins it).
+pub fn anonymous_memory(len: usize) -> Option<*mut u8> {
+    // SAFETY: A fresh private anonymous mapping; nothing else refers to it.
+    let address = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    (address != libc::MAP_FAILED).then_some(address.cast())
+}
+
 /// One page of this process's memory, page aligned, for a guest.
 struct GuestPage {
     address: *mut u8,
@@ -28,18 +45,7 @@ struct GuestPage {
 
 impl GuestPage {
     fn new() -> Option<GuestPage> {
-        // SAFETY: A fresh private anonymous mapping; nothing else refers to it.
-        let address = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        (address != libc::MAP_FAILED).then_some(GuestPage { address: address.cast() })
+        anonymous_memory(PAGE).map(|address| GuestPage { address })
     }
 
     fn load(&self, code: &[u8]) {

@@ -3,8 +3,8 @@
 //! boundary with `image_size` bytes free from there, the initramfs after it,
 //! the tree (at most 2 MiB, 8-byte aligned) in the last 2 MiB.
 
-use crate::arm64_image::ImageHeader;
 use core::fmt;
+use hyp_abi::image_header::ImageHeader;
 
 const MIB_2: u64 = 2 << 20;
 
@@ -79,13 +79,13 @@ pub fn highest_free(ram: (u64, u64), busy: &[(u64, u64)], size: u64, align: u64)
 mod tests {
     use super::*;
 
-    const KERNEL: ImageHeader = ImageHeader { text_offset: 0, image_size: 0x2d1_0000 };
+    const KERNEL: ImageHeader = ImageHeader { text_offset: 0, image_size: 0x2d1_0000, flags: 0 };
 
     #[test]
     fn kernel_then_initramfs_then_the_tree_at_the_top() {
         let layout = place(0x8000_0000, 0x1000_0000, KERNEL, 0x14_0000).unwrap();
         assert_eq!(layout, BootLayout { kernel: 0x8000_0000, initrd: 0x82e0_0000, tree: 0x8fe0_0000 });
-        let offset = ImageHeader { text_offset: 0x8_0000, image_size: 0x20_0000 };
+        let offset = ImageHeader { text_offset: 0x8_0000, image_size: 0x20_0000, flags: 0 };
         assert_eq!(place(0x4000_0000, 0x100_0000, offset, 1).unwrap().kernel, 0x4008_0000);
     }
 

@@ -11,7 +11,6 @@
 #[macro_use]
 extern crate std;
 
-pub mod arm64_image;
 pub mod boot_layout;
 pub mod fdt_writer;
 pub mod guest_tree;

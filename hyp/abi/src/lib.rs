@@ -15,6 +15,8 @@
 
 use core::fmt;
 
+pub mod image_header;
+
 /// SMCCC function-ID bit 31: fast call.
 const SMCCC_FAST_CALL: u32 = 1 << 31;
 /// SMCCC function-ID bit 30: SMC64/HVC64 calling convention.
