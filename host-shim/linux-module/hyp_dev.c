@@ -364,6 +364,11 @@ static int __init hyp_dev_init(void)
 		return -ENODEV;
 	}
 	pr_info("hyp: ABI %lu.%lu, /dev/hyp ready\n", version.a1, version.a2);
+	/* FEATURES x2 bit 0 (hyp_abi::platform_flags::DMA_NOT_ISOLATED). */
+	if (hyp_call(1, none).a2 & 1)
+		pr_warn("hyp: booted with hyp.dma=permissive: protected VMs are NOT isolated from DMA the host programs\n");
+	else
+		pr_info("hyp: DMA isolation: bus masters withheld from the host\n");
 	return misc_register(&hyp_device);
 }
 

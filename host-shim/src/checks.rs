@@ -40,11 +40,25 @@ extern "C" fn shim_exception(_frame: &mut ShimFrame, kind: u64) {
         ELR_EL1.get(),
         FAR_EL1.get()
     );
-    crate::console::Console::flush();
-    crate::arch::park()
+    crate::platform::fail_stop()
 }
 
-/// Logs `ok: ...` or `FAILED: ...` and evaluates to whether the check held.
+/// Set by every failed check, on any CPU, whatever its caller does with the
+/// result: the run then ends as failed (plain stores only: the MMU is off).
+static ANY_CHECK_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Records a failed check (see [`check`]).
+pub fn note_failure() {
+    ANY_CHECK_FAILED.store(true, Ordering::Relaxed);
+}
+
+/// Whether any check failed so far.
+pub fn any_failed() -> bool {
+    ANY_CHECK_FAILED.load(Ordering::Relaxed)
+}
+
+/// Logs `ok: ...` or `FAILED: ...` and evaluates to whether the check held; a
+/// failure also fails the run (see [`any_failed`]).
 macro_rules! check {
     ($ok:expr, $($fmt:tt)*) => {{
         if $ok {
@@ -52,11 +66,35 @@ macro_rules! check {
             true
         } else {
             log::error!("FAILED: {}", format_args!($($fmt)*));
+            $crate::checks::note_failure();
             false
         }
     }};
 }
 pub(crate) use check;
+
+/// Whether the hyp answers the debug hypercalls (its FEATURES says so). A
+/// production build does not: the checks that need them are then left out,
+/// and [`check_debug_calls_refused`] checks that they are refused instead.
+static DEBUG_CALLS: AtomicBool = AtomicBool::new(true);
+
+/// Whether the hyp under test answers `DEBUG_CHECK_INVARIANTS` and `DEBUG_EXCHANGE`.
+pub fn debug_calls() -> bool {
+    DEBUG_CALLS.load(Ordering::Relaxed)
+}
+
+/// A production hyp refuses both debug calls with NOT_SUPPORTED, whatever
+/// their arguments (here: an address in hyp memory for the exchange).
+fn check_debug_calls_refused(hyp: u64) -> bool {
+    let code = |call: HostCall, args: [u64; 6]| hypercall::raw_call(call.function_id(), args)[0] as i64;
+    let invariants = code(HostCall::DebugCheckInvariants, [0; 6]);
+    let exchange = code(HostCall::DebugExchange, [hyp, 0xbad, 0, 0, 0, 0]);
+    let not_supported = HypError::NotSupported.code();
+    check!(
+        invariants == not_supported && exchange == not_supported,
+        "production hyp: DEBUG_CHECK_INVARIANTS and DEBUG_EXCHANGE (at {hyp:#x}) refused: [{invariants}, {exchange}] (NOT_SUPPORTED is {not_supported})"
+    )
+}
 
 /// A hypercall answers in x0..x3 and leaves x4..x30 as the host had them.
 fn check_hypercall_preserves_registers() -> bool {
@@ -83,11 +121,21 @@ fn check_id_registers_read_through_the_hyp() -> bool {
 
 /// Runs every check; true when all passed.
 pub fn run_all(platform: &HostPlatform) -> bool {
+    // A production hyp (built without the debug calls) says so in FEATURES.
+    let features = hypercall::features();
+    let production = features == Ok(HostCall::features_bitmap(false));
+    DEBUG_CALLS.store(!production, Ordering::Relaxed);
     if platform.fuzz_calls > 0 {
         return crate::fuzz::run(platform, platform.fuzz_calls, platform.fuzz_seed);
     }
+    if platform.split_stress > 0 {
+        return crate::split_stress::run(platform, platform.split_stress);
+    }
     if let Some(ty) = platform.linux_guest {
         return crate::linux_guest::run(platform, ty);
+    }
+    if platform.console_attack {
+        return crate::console_checks::run(platform);
     }
     let mut passed = true;
     let el = CurrentEL.read(CurrentEL::EL);
@@ -98,11 +146,14 @@ pub fn run_all(platform: &HostPlatform) -> bool {
         version == Ok((ABI_VERSION_MAJOR, ABI_VERSION_MINOR)),
         "hypercall round trip: VERSION returned {version:?}"
     );
-    let features = hypercall::features();
     passed &= check!(
-        features == Ok(HostCall::features_bitmap(true)),
+        features == Ok(HostCall::features_bitmap(!production)),
         "hypercall round trip: FEATURES returned {features:x?}"
     );
+    if production {
+        log::info!("production hyp: FEATURES shows no debug calls; the checks that need them are left out");
+        passed &= check_debug_calls_refused(platform.hyp_regions().first().map_or(0, |r| r.0));
+    }
     let unknown = hypercall::raw_call(hyp_abi::vendor_hyp_fn(0x1fff), [0; 6]);
     passed &= check!(
         unknown[0] as i64 == HypError::NotSupported.code(),

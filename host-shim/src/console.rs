@@ -1,17 +1,21 @@
 //! The shim's console: the `/chosen/stdout-path` PL011 and a `log` backend that
 //! prefixes each line with `[host LEVEL]`. The shim runs on one CPU with its MMU
 //! off, so the writer takes no lock (exclusive accesses are not dependable on
-//! device memory); the level is set at build time by `HOST_LOG_LEVEL`.
+//! device memory); the level is set at build time by `HOST_LOG_LEVEL`. Every
+//! wait on the UART is bounded (`hyp_drivers::tx`): output to a UART that is
+//! switched off or does not drain is dropped.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use hyp_drivers::pl011::Pl011;
+use hyp_drivers::tx::TxState;
 use hyp_drivers::uart::{Uart, UartKind};
-use hyp_drivers::ConsoleWrite;
 use log::{LevelFilter, Log, Metadata, Record};
 
 static UART_BASE: AtomicUsize = AtomicUsize::new(0);
 static UART_KIND: AtomicU64 = AtomicU64::new(0);
+/// Whether the UART is stuck (plain loads and stores only).
+static TX: TxState = TxState::new();
 
 /// Writes to the console UART, if one was found.
 pub struct Console;
@@ -31,7 +35,7 @@ impl Console {
 
     pub fn flush() {
         if let Some(uart) = Self::uart() {
-            uart.flush();
+            TX.flush(&uart);
         }
     }
 }
@@ -39,7 +43,7 @@ impl Console {
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         if let Some(uart) = Self::uart() {
-            uart.write_bytes(s.as_bytes());
+            TX.write(&uart, s.as_bytes());
         }
         Ok(())
     }

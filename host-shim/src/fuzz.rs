@@ -75,8 +75,10 @@ pub fn run(platform: &HostPlatform, calls: u64, seed: u64) -> bool {
         return check!(false, "hostile host: donate the memcache");
     }
     let code = guest_bench();
+    let (device_registers, device_register_count) = crate::device_attacks::hostile_registers(platform);
+    let device_registers = &device_registers[..device_register_count];
     for call in 0..calls {
-        let which = rng.below(17);
+        let which = rng.below(18);
         let handle_pool = |rng: &mut Rng, vms: &[Option<Vm>; SLOTS]| -> u64 {
             let live = vms[rng.below(SLOTS as u64) as usize].map_or(0, |v| v.handle);
             {
@@ -299,6 +301,28 @@ pub fn run(platform: &HostPlatform, calls: u64, seed: u64) -> bool {
                     rng.pick(&options)
                 };
                 let _ = hypercall::vcpu_set_irq_line(h, vcpu, level);
+            }
+            16 => {
+                // Device registers that would make a bus master or the GIC write
+                // memory (the ITS, the LPI tables, fw_cfg DMA, virtio): each
+                // write must be refused.
+                if let Some(&(register, narrow)) =
+                    device_registers.get(rng.below(device_registers.len().max(1) as u64) as usize)
+                {
+                    let value = address(&mut rng) | rng.pick(&[0, 1, 1 << 63, 0xfff]);
+                    let refused = if narrow {
+                        // GICR_CTLR: only a write that sets EnableLPIs is refused.
+                        crate::device_attacks::write32_refused(register, value as u32 | 1)
+                    } else {
+                        crate::device_attacks::write_refused(register, value)
+                    };
+                    if !refused {
+                        return check!(
+                            false,
+                            "hostile host seed {seed} call {call}: device register write at {register:#x} not refused"
+                        );
+                    }
+                }
             }
             _ => {
                 // The host tries to read every protected VM's memory.

@@ -23,6 +23,11 @@ pub fn features() -> Result<u64, HypError> {
     call(HostCall::Features, [0; 6]).map(|[bits, _, _]| bits)
 }
 
+/// The platform flags FEATURES reports in x2 (`hyp_abi::platform_flags`).
+pub fn platform_flags() -> Result<u64, HypError> {
+    call(HostCall::Features, [0; 6]).map(|[_, flags, _]| flags)
+}
+
 /// Lends `pages` pages at physical address `start` to the hyp.
 pub fn share_hyp(start: u64, pages: u64) -> Result<(), HypError> {
     call(HostCall::ShareHyp, [start, pages, 0, 0, 0, 0]).map(|_| ())

@@ -181,10 +181,11 @@ fn timer_vm(platform: &crate::platform::HostPlatform, pa: u64, spin: bool) -> bo
     passed
 }
 
-/// An SGI between vCPUs: vCPU 1 of a protected VM writes ICC_SGI1R_EL1
-/// (GICv3) or GICD_SGIR (GICv2) for vCPU 0; the hyp makes SGI 5 pending for
-/// vCPU 0 and tells the host (`Exit::Wake`), which runs vCPU 0; its handler
-/// takes SGI 5.
+/// An SGI between vCPUs: vCPU 0 of a protected VM starts vCPU 1 with PSCI
+/// CPU_ON (the host may not: it is refused a VCPU_INIT of either vCPU from
+/// then on); vCPU 1 writes ICC_SGI1R_EL1 (GICv3) or GICD_SGIR (GICv2) for
+/// vCPU 0; the hyp makes SGI 5 pending for vCPU 0 and tells the host
+/// (`Exit::Wake`), which runs vCPU 0; its handler takes SGI 5.
 fn sgi_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     let Some(gic) = platform.gic else {
         log::info!("no GIC: the SGI check is skipped");
@@ -197,12 +198,20 @@ fn sgi_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     let ready = create_vm(VmType::Protected, 2).and_then(|h| {
         hypercall::vm_map(h, pa, GUEST_ENTRY, 2)?;
         hypercall::vcpu_init(h, 0, GUEST_ENTRY, 1)?;
-        hypercall::vcpu_init(h, 1, GUEST_ENTRY + 0x1000, 0)?;
         Ok(h)
     });
     let Ok(handle) = ready else {
         return check!(false, "set up the SGI VM: {ready:?}");
     };
+    // A protected VM's secondaries start only through its guest's CPU_ON.
+    let started = run_vcpu(handle, 0, 0);
+    passed &= check!(started == Ok(Exit::CpuOn { vcpu: 1 }), "vCPU 0 starts vCPU 1 with PSCI CPU_ON: {started:?}");
+    let taken_over =
+        [hypercall::vcpu_init(handle, 0, GUEST_ENTRY, 1), hypercall::vcpu_init(handle, 1, GUEST_ENTRY + 0x1000, 0)];
+    passed &= check!(
+        taken_over == [Err(HypError::PermissionDenied); 2],
+        "the protected SGI VM's vCPUs are its guest's: VCPU_INIT of vCPU 0 (it ran) and of vCPU 1 (its guest started it) refused: {taken_over:?}"
+    );
     let sent = run_vcpu(handle, 1, 0);
     passed &= check!(sent == Ok(Exit::Wake { targets: 1 }), "vCPU 1 sends SGI 5 to vCPU 0: {sent:?}");
     let off = run_vcpu(handle, 1, 0);
@@ -286,13 +295,15 @@ fn distributor_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     let ready = create_vm(VmType::Protected, 2).and_then(|h| {
         hypercall::vm_map(h, pa, GUEST_ENTRY, 2)?;
         hypercall::vcpu_init(h, 0, GUEST_ENTRY, if v2 { 2 } else { 3 })?;
-        hypercall::vcpu_init(h, 1, GUEST_ENTRY + 0x1000, 1)?;
         Ok(h)
     });
     let Ok(handle) = ready else {
         return check!(false, "set up the distributor VM: {ready:?}");
     };
     let mut seen = Seen::default();
+    // Its guest starts vCPU 1 (the interrupt guest) first, with PSCI CPU_ON.
+    let started = seen.run_until_stop(handle, 0);
+    passed &= check!(started == Ok(Exit::CpuOn { vcpu: 1 }), "the distributor guest starts vCPU 1: {started:?}");
     let first = seen.run_until_stop(handle, 0);
     passed &= check!(
         matches!(first, Ok(Exit::Mmio { ipa: READY, .. })) && seen.values() == [2, 0x20],

@@ -19,6 +19,10 @@ mod checks;
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
+mod console_checks;
+#[cfg(target_os = "none")]
+mod device_attacks;
+#[cfg(target_os = "none")]
 mod fuzz;
 #[cfg(target_os = "none")]
 mod gic;
@@ -33,9 +37,13 @@ mod linux_guest;
 #[cfg(target_os = "none")]
 mod memory_checks;
 #[cfg(target_os = "none")]
+mod pci_dma_attacks;
+#[cfg(target_os = "none")]
 mod platform;
 #[cfg(target_os = "none")]
 mod smp;
+#[cfg(target_os = "none")]
+mod split_stress;
 #[cfg(target_os = "none")]
 mod vm_checks;
 
@@ -63,8 +71,7 @@ extern "C" fn shim_main(dtb: usize, entry_counter: u64) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     log::error!("PANIC: {info}");
-    console::Console::flush();
-    arch::park()
+    platform::fail_stop()
 }
 
 #[cfg(not(target_os = "none"))]

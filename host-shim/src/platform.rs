@@ -2,6 +2,7 @@
 //! hyp's carve-outs under `/reserved-memory` (what a real OS would avoid, and what
 //! the isolation check deliberately touches).
 
+use core::sync::atomic::{AtomicBool, Ordering};
 use fdt::Fdt;
 
 /// Most carve-outs the shim remembers.
@@ -47,7 +48,22 @@ pub struct HostPlatform {
     pub fuzz_calls: u64,
     /// Their seed: `shim.fuzz-seed=S`.
     pub fuzz_seed: u64,
+    /// Block-split stress instead of the checks: `shim.split-stress=N`
+    /// transitions (see `split_stress.rs`).
+    pub split_stress: u64,
+    /// The console check instead of the others: `shim.console-attack`
+    /// (see `console_checks.rs`).
+    pub console_attack: bool,
 }
+
+/// `hyp.exit=semihosting` in the bootargs: QEMU runs with `-semihosting`, and
+/// a failed run ends with a semihosting exit of status 1 (plain store and
+/// load: the MMU is off).
+static SEMIHOSTING_EXIT: AtomicBool = AtomicBool::new(false);
+/// The PSCI conduit is HVC (for [`fail_stop`], which has no platform).
+static PSCI_HVC: AtomicBool = AtomicBool::new(false);
+/// [`fail_stop`] has begun (a fault in it must not start it again).
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// Rounds of the VM stress run unless the bootargs say otherwise.
 const DEFAULT_VM_STRESS_ROUNDS: u64 = 20;
@@ -122,11 +138,13 @@ impl HostPlatform {
             ram_end: 0,
             vm_stress_rounds: DEFAULT_VM_STRESS_ROUNDS,
             fuzz_calls: 0,
+            split_stress: 0,
             linux_guest: None,
             guest_kernel: None,
             initrd: None,
             device_tree: (dtb as u64, 0),
             fuzz_seed: 1,
+            console_attack: false,
         };
         // SAFETY: x0 at entry is the address of a device tree, per the boot protocol.
         let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb as *const u8) }) else {
@@ -203,9 +221,15 @@ impl HostPlatform {
         if let Some(seed) = arg("shim.fuzz-seed=") {
             platform.fuzz_seed = seed;
         }
+        if let Some(transitions) = arg("shim.split-stress=") {
+            platform.split_stress = transitions;
+        }
         if let Some(rounds) = arg("shim.smp-rounds=") {
             platform.smp_stress_rounds = rounds;
         }
+        let flag = |name: &str| bootargs.into_iter().flat_map(str::split_ascii_whitespace).any(|a| a == name);
+        platform.console_attack = flag("shim.console-attack");
+        SEMIHOSTING_EXIT.store(flag("hyp.exit=semihosting"), Ordering::Relaxed);
         platform.gic = crate::gic::GicConfig::from_fdt(&fdt);
         platform.timer_intid = fdt
             .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
@@ -219,6 +243,7 @@ impl HostPlatform {
         let psci = fdt.find_node("/psci");
         platform.psci = psci.is_some();
         platform.psci_hvc = psci.and_then(|p| p.property("method")).and_then(|m| m.as_str()) == Some("hvc");
+        PSCI_HVC.store(platform.psci_hvc, Ordering::Relaxed);
         for cpu in fdt.cpus() {
             let method = cpu.property("enable-method").and_then(|m| m.as_str());
             // The boot CPU may have no enable-method.
@@ -261,14 +286,16 @@ impl HostPlatform {
         [r[0], r[1], r[2], r[3]]
     }
 
-    /// PSCI SYSTEM_OFF through the device tree's conduit. The hyp relays it; the
-    /// `status` only decides the last line (scripts look for the success line).
+    /// Ends the run: PSCI SYSTEM_OFF through the device tree's conduit, which
+    /// the hyp relays and which ends QEMU with status 0. So a failed run (`passed`
+    /// false, or any check failed on any CPU) ends with [`fail_stop`] instead,
+    /// whose status is 1, and scripts require the success line too.
     pub fn power_off(&self, passed: bool) -> ! {
-        if passed {
-            log::info!("{}", crate::ALL_CHECKS_PASSED);
-        } else {
+        if !passed || crate::checks::any_failed() {
             log::error!("host checks FAILED");
+            fail_stop();
         }
+        log::info!("{}", crate::ALL_CHECKS_PASSED);
         log::info!("PSCI SYSTEM_OFF");
         crate::console::Console::flush();
         let args = [0u64; 17];
@@ -280,4 +307,29 @@ impl HostPlatform {
         log::error!("SYSTEM_OFF returned");
         crate::arch::park()
     }
+}
+
+/// Ends a failed run (a failed check, an unexpected exception, a panic): with
+/// `hyp.exit=semihosting`, a semihosting exit of status 1 (QEMU's
+/// `-semihosting`; the shim is a test host); otherwise PSCI SYSTEM_OFF, and
+/// the missing success line fails the run.
+pub fn fail_stop() -> ! {
+    if STOPPING.load(Ordering::Relaxed) {
+        crate::arch::park()
+    }
+    STOPPING.store(true, Ordering::Relaxed);
+    crate::console::Console::flush();
+    if SEMIHOSTING_EXIT.load(Ordering::Relaxed) {
+        // SAFETY: The bootargs say QEMU runs with -semihosting, which serves
+        // the call and does not return (were it absent, the HLT's exception
+        // comes back here, and STOPPING parks the CPU).
+        unsafe { crate::arch::semihosting_exit(1) };
+    }
+    let args = [0u64; 17];
+    if PSCI_HVC.load(Ordering::Relaxed) {
+        smccc::hvc64(smccc::psci::PSCI_SYSTEM_OFF, args);
+    } else {
+        smccc::smc64(smccc::psci::PSCI_SYSTEM_OFF, args);
+    }
+    crate::arch::park()
 }

@@ -13,13 +13,18 @@ use crate::arch::aarch64::mmu;
 use crate::arch::aarch64::tlb::{El2Tlb, HostStage2Tlb};
 use crate::console::{emergency, logger};
 use crate::emergency_println;
+use crate::host_lpi::LpiPage;
 use crate::layout::{find_free, Placement};
+use crate::mm::host_devices::HostDevices;
 use crate::mm::host_stage2;
+use crate::mm::memory::HostDmaMirror;
 use crate::mm::memory::{Env, MemoryState};
 use crate::mm::ownership::PageDb;
+use crate::mm::pgtable::PgTable;
 use crate::mm::phys::{HeapPages, IdentityMemory};
 use crate::mm::stage1::{self, Permission};
 use crate::percpu::{self, PerCpu, CPU_OFF, CPU_ON};
+use crate::platform::devices::DmaPolicy;
 use crate::platform::MAX_CPUS;
 use crate::platform::{Platform, PlatformError};
 use crate::range::{align_up, FixedVec, PhysRange, PAGE_SIZE, SIZE_2M};
@@ -110,6 +115,16 @@ fn allocate_stacks() -> Option<CpuStacks> {
 static MEMORY: spin::Once<spin::Mutex<MemoryState>> = spin::Once::new();
 static PLATFORM: spin::Once<Platform> = spin::Once::new();
 static VMS: spin::Once<spin::Mutex<VmTable>> = spin::Once::new();
+/// The redistributor pages whose LPI controls the hyp emulates for the host
+/// (sorted), fixed at boot.
+static HOST_LPI_PAGES: spin::Once<Vec<(u64, LpiPage)>> = spin::Once::new();
+
+/// Which LPI control page holds `address`, if the hyp emulates it.
+pub fn host_lpi_page(address: u64) -> Option<LpiPage> {
+    let pages = HOST_LPI_PAGES.get()?;
+    let page = address & !(PAGE_SIZE - 1);
+    pages.binary_search_by_key(&page, |&(p, _)| p).ok().and_then(|i| pages.get(i)).map(|&(_, kind)| kind)
+}
 
 /// The VM table, once built. Lock order: VMs before memory.
 pub fn vms() -> Option<&'static spin::Mutex<VmTable>> {
@@ -117,8 +132,9 @@ pub fn vms() -> Option<&'static spin::Mutex<VmTable>> {
 }
 
 /// The device frames the hyp maps for itself: the console UART, on GICv2 the
-/// virtual interface frames (GICH, GICV), and the GIC frames of the CPUs' PPIs.
-pub fn hyp_devices() -> FixedVec<PhysRange, 4> {
+/// virtual interface frames (GICH, GICV), the GIC frames of the CPUs' PPIs,
+/// and the SMMU it drives.
+pub fn hyp_devices() -> FixedVec<PhysRange, 5> {
     let mut devices = FixedVec::default();
     let Some(platform) = platform() else {
         return devices;
@@ -133,8 +149,14 @@ pub fn hyp_devices() -> FixedVec<PhysRange, 4> {
     if let Some(ppis) = gic_ppi_region(platform) {
         devices.push(ppis);
     }
+    if let Some(&frame) = SMMU_FRAME.get() {
+        devices.push(frame);
+    }
     devices
 }
+
+/// The SMMU's register frame, once the hyp has taken it.
+static SMMU_FRAME: spin::Once<PhysRange> = spin::Once::new();
 
 /// The platform the hyp booted on, once read.
 pub fn platform() -> Option<&'static Platform> {
@@ -212,7 +234,10 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         taken.push(*page);
     }
     let records_bytes = PageDb::storage_bytes(ram) as u64;
-    let pool_size = align_up(POOL_BASE_SIZE + records_bytes, SIZE_2M).unwrap_or(u64::MAX);
+    // The host can split every block of its RAM (a donation per 2 MiB): room
+    // for the host stage-2's tables of all of it, and the SMMU's copy.
+    let split_tables = host_table_reserve(ram) * if platform.devices.smmu.is_some() { 2 } else { 1 };
+    let pool_size = align_up(POOL_BASE_SIZE + records_bytes + split_tables, SIZE_2M).unwrap_or(u64::MAX);
     let Some(pool) = find_free(ram, taken.as_slice(), pool_size, SIZE_2M, Placement::Highest) else {
         fatal(format_args!("no room for the hyp's {pool_size:#x}-byte memory pool in RAM"));
     };
@@ -236,7 +261,15 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         hyp_ranges.push(*page);
     }
     let hyp_ranges = hyp_ranges;
-    let host = prepare_host(&platform, dtb_range, hyp_ranges.as_slice(), &mut taken, host_kernel);
+    // The SMMU is the hyp's when the tree has one the hyp can drive; then the
+    // PCIe behind it is the host's (its tree shows it), else withheld.
+    let smmu = platform.devices.smmu;
+    // SAFETY: The device tree names this SMMUv3 frame; reading its ID registers
+    // (MMU off: a device access) has no side effect.
+    let iommu =
+        smmu.is_some_and(|frame| unsafe { crate::smmu::read_features(frame.start as usize) }.unusable().is_none());
+    let dma_policy = DmaPolicy { permissive: platform.dma_permissive, iommu };
+    let host = prepare_host(&platform, dma_policy, dtb_range, hyp_ranges.as_slice(), &mut taken, host_kernel);
 
     let mut holes: FixedVec<PhysRange, { 1 + 2 * MAX_CPUS }> = FixedVec::default();
     holes.push(image.boot_stack_guard);
@@ -244,7 +277,7 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         holes.push(cpu_stacks.guards[0]);
         holes.push(cpu_stacks.guards[1]);
     }
-    let mut regions: FixedVec<(PhysRange, Permission), 8> = FixedVec::default();
+    let mut regions: FixedVec<(PhysRange, Permission), 10> = FixedVec::default();
     regions.push((PhysRange { start: image.start, end: image.text_end }, Permission::Text));
     regions.push((PhysRange { start: image.text_end, end: image.rodata_end }, Permission::ReadOnly));
     regions.push((PhysRange { start: image.rodata_end, end: image.end }, Permission::ReadWrite));
@@ -264,6 +297,9 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     }
     if let Some(ppis) = gic_ppi_region(&platform) {
         regions.push((ppis, Permission::Device));
+    }
+    if let Some(frame) = smmu.filter(|_| iommu) {
+        regions.push((frame, Permission::Device));
     }
     let stage1 = match stage1::build(regions.as_slice(), holes.as_slice(), &mut HeapPages, &mut El2Tlb) {
         Ok(table) => table,
@@ -290,7 +326,7 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     unsafe { logger::init() };
 
     let platform = PLATFORM.call_once(|| platform);
-    report_boot(platform, image_range, pool);
+    report_boot(platform, dma_policy, image_range, pool);
     if platform.selftest_stack_guard {
         log::info!("self-test: reading the boot stack guard page at {}", image.boot_stack_guard);
         // SAFETY: The guard page is never mapped: this read must take a fatal EL2
@@ -314,6 +350,25 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     };
     let mut state = state;
     state.use_memcache_for_guest_tables();
+    state.host_devices = HostDevices::new(platform.devices.regions.as_slice(), dma_policy);
+    if let Some(frame) = smmu.filter(|_| iommu) {
+        take_smmu(&mut state, frame, ipa_bits);
+    } else if let Some(frame) = smmu {
+        log::warn!("SMMU {frame}: not one the hyp can drive; withheld, and the devices behind it with it");
+    }
+    if let Some(crate::platform::Gic::V3 { gicr, .. }) = platform.gic {
+        // Mapped for the hyp (`gic_ppi_region`): the LPI controls are read here.
+        let mut pages = Vec::new();
+        crate::arch::aarch64::gicv3::for_each_lpi_control_page(gicr.start as usize, gicr.end as usize, |page, vlpi| {
+            state.host_devices.emulate_page(page as u64);
+            pages.push((page as u64, if vlpi { LpiPage::VirtualLpis } else { LpiPage::Controls }));
+        });
+        log::info!(
+            "GICv3: the LPI controls of {} redistributor page(s) emulated: LPIs withheld from the host",
+            pages.len()
+        );
+        HOST_LPI_PAGES.call_once(|| pages);
+    }
     if let Some((gich, gicv)) = gicv2_virtual {
         // The host must not rewrite guests' list registers.
         state.forbid_device(gich);
@@ -330,6 +385,44 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     HOST_STAGE2.call_once(|| HostStage2Config { root, ipa_bits, pa_range });
     log::info!("entering the host at EL1: entry {:#x}, device tree {}", host.entry, host.fdt);
     enter_host(host.entry, [host.fdt.start, 0, 0, 0])
+}
+
+/// Takes the SMMU at `frame` (mapped for the hyp): the host's devices get a
+/// stage-1 identity map of exactly the host's RAM, kept in step with the host
+/// stage-2 from now on. The host's tree already shows the devices behind it,
+/// so failing here stops the boot.
+fn take_smmu(state: &mut MemoryState, frame: PhysRange, ipa_bits: u32) {
+    let asid = usize::from(crate::smmu::SMMU_ASID);
+    let (mut source, mut stage2_tlb, mut el2_tlb, mut phys) =
+        (HeapPages, HostStage2Tlb::default(), El2Tlb, IdentityMemory);
+    let mut env = Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut phys };
+    let table = match PgTable::new_stage1(host_stage2::root_level(ipa_bits), ipa_bits, asid, env.source) {
+        Ok(table) => table,
+        Err(e) => fatal(format_args!("SMMU {frame}: its table: {e}")),
+    };
+    let root = table.root_address() as u64;
+    let mirror = HostDmaMirror { table, tlb: alloc::boxed::Box::new(crate::smmu::SmmuTlb) };
+    if let Err(e) = state.attach_host_dma(mirror, &mut env) {
+        fatal(format_args!("SMMU {frame}: mapping the host's RAM for its devices: {e}"));
+    }
+    // SAFETY: The frame is the device tree's SMMUv3, mapped for the hyp as
+    // device memory, withheld from the host; only the hyp programs it.
+    if let Err(why) = unsafe { crate::smmu::init(frame.start as usize, root, ipa_bits, mmu::MAIR_EL2_VALUE) } {
+        fatal(format_args!("SMMU {frame}: {why}; the host's device tree gives it the devices behind it"));
+    }
+    SMMU_FRAME.call_once(|| frame);
+}
+
+/// Bytes of the tables that map all of `ram` in 4 KiB pages (one level-3
+/// table per 2 MiB, one level-2 table per 1 GiB, with a table of slack per
+/// bank for unaligned ends): the most a host can make its stage-2 need.
+fn host_table_reserve(ram: &[PhysRange]) -> u64 {
+    ram.iter()
+        .map(|bank| {
+            let pages = bank.size() / PAGE_SIZE;
+            (pages.div_ceil(512) + pages.div_ceil(512 * 512) + 4) * PAGE_SIZE
+        })
+        .sum()
 }
 
 /// What every CPU's EL2 controls need to run the host behind its stage-2.
@@ -507,6 +600,7 @@ fn host_kernel_range(platform: &Platform, address: u64, taken: &[PhysRange]) -> 
 /// host's device tree, with the hyp carved out, written after it.
 fn prepare_host(
     platform: &Platform,
+    dma_policy: DmaPolicy,
     dtb: PhysRange,
     hyp: &[PhysRange],
     taken: &mut FixedVec<PhysRange, TAKEN_RANGES>,
@@ -524,7 +618,12 @@ fn prepare_host(
         regions.push((range.start, range.size()));
     }
     let regions = regions.as_slice();
-    let max = fdt_edit::max_output_size(source, regions.len()).unwrap_or(0) as u64;
+    // Withheld devices are disabled in the host's tree, so that it does not
+    // probe them (and take aborts); unless the walk was cut short, when the
+    // node indices past the cut are unknown.
+    let disabled = platform.devices.disabled_nodes(dma_policy);
+    let disabled = if platform.walk_truncated { &[][..] } else { disabled.as_slice() };
+    let max = fdt_edit::max_output_size(source, regions.len(), disabled.len()).unwrap_or(0) as u64;
     let Some(fdt_slot) =
         align_up(max, PAGE_SIZE).and_then(|size| find_free(ram, taken.as_slice(), size, PAGE_SIZE, Placement::Lowest))
     else {
@@ -533,7 +632,7 @@ fn prepare_host(
     taken.push(fdt_slot);
     // SAFETY: `fdt_slot` is RAM nobody uses (checked against every taken range).
     let output = unsafe { core::slice::from_raw_parts_mut(fdt_slot.start as *mut u8, fdt_slot.size() as usize) };
-    let fdt_len = match fdt_edit::with_reserved_memory(source, regions, output) {
+    let fdt_len = match fdt_edit::with_reserved_memory(source, regions, disabled, output) {
         Ok(len) => len as u64,
         Err(e) => fatal(format_args!("writing the host device tree: {e}")),
     };
@@ -565,7 +664,7 @@ fn place_host_shim(_: &Platform, _: &mut FixedVec<PhysRange, TAKEN_RANGES>) -> P
     fatal(format_args!("this hyp was built without a host image (use scripts/build-image)"))
 }
 
-fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
+fn report_boot(platform: &Platform, dma_policy: DmaPolicy, image: PhysRange, pool: PhysRange) {
     log::info!(
         "pkvm-style hyp v{} at EL2 (MIDR {:#x}, MPIDR {:#x})",
         env!("CARGO_PKG_VERSION"),
@@ -620,6 +719,40 @@ fn report_boot(platform: &Platform, image: PhysRange, pool: PhysRange) {
         None => log::warn!("no PSCI node: power-off will not work"),
     }
     log::info!("hyp memory: image {image}, pool {pool}");
+    report_devices(platform, dma_policy);
+}
+
+/// The device policy, one line per run of regions of one node kind and class.
+fn report_devices(platform: &Platform, dma_policy: DmaPolicy) {
+    let regions = platform.devices.regions.as_slice();
+    let mut i = 0;
+    while let Some(first) = regions.get(i) {
+        let run = regions[i..].iter().take_while(|r| r.name == first.name && r.class == first.class).count();
+        let last = regions[i + run - 1];
+        let fate = if first.class.host_may_map(dma_policy) { "the host's" } else { "withheld" };
+        log::info!(
+            "device {} x{run} [{:#x}..{:#x}): {}, {fate}",
+            first.name,
+            first.range.start,
+            last.range.end,
+            first.class.description()
+        );
+        i += run;
+    }
+    if platform.devices.regions.overflowed() {
+        log::warn!("more device regions than the hyp records: the rest are withheld from the host");
+    }
+    if platform.devices.withheld_nodes.overflowed() || platform.walk_truncated {
+        log::warn!("not every withheld device could be disabled in the host's device tree: the host may probe one and take an abort");
+    }
+    if platform.dma_permissive {
+        log::warn!("**************************************************************************");
+        log::warn!("hyp.dma=permissive: the host gets its DMA-capable devices with no IOMMU.");
+        log::warn!("Protected VMs and the hyp itself are NOT isolated from DMA the host programs.");
+        log::warn!("**************************************************************************");
+    } else {
+        log::info!("DMA policy: strict (bus masters withheld from the host; hyp.dma=permissive gives them)");
+    }
 }
 
 /// Rust entry when the image was entered at EL1 (from `head.S`), MMU off: say why

@@ -1,6 +1,7 @@
 //! Writing the device tree the host receives: a copy of the boot device tree with
 //! the hyp's memory carved out as `/reserved-memory/hyp@<addr>` nodes marked
-//! `no-map`, so that an operating system as host never touches it.
+//! `no-map`, so that an operating system as host never touches it, and the
+//! devices the hyp withholds from the host marked `status = "disabled"`.
 //!
 //! The blob is rebuilt (header, memory reservations, structure, strings) rather than
 //! patched in place, because the new nodes and strings need room the original does
@@ -40,10 +41,14 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// Upper bound of the output size for `regions` carve-outs of `input`.
-pub fn max_output_size(input: &[u8], regions: usize) -> Result<usize, FdtEditError> {
+/// Bytes a `status = "disabled"` property takes: token, length, name, value.
+const DISABLED_PROP_SIZE: usize = 12 + 12;
+
+/// Upper bound of the output size for `regions` carve-outs and `disabled`
+/// nodes of `input`.
+pub fn max_output_size(input: &[u8], regions: usize, disabled: usize) -> Result<usize, FdtEditError> {
     let total = be32(input, 4)? as usize;
-    Ok(total + 256 + 96 * regions)
+    Ok(total + 256 + 96 * regions + DISABLED_PROP_SIZE * disabled)
 }
 
 /// The pieces of the input that matter for the edit.
@@ -206,6 +211,7 @@ struct Names {
     address_cells: u32,
     size_cells: u32,
     ranges: u32,
+    status: u32,
 }
 
 fn find_or_append(strings: &[u8], appended: &mut Out<'_>, base_len: usize, name: &[u8]) -> Result<u32, FdtEditError> {
@@ -257,6 +263,86 @@ fn write_hyp_node(
     out.u32(FDT_END_NODE)
 }
 
+/// The FDT_BEGIN_NODE tokens in a well-formed piece of the structure block.
+fn count_nodes(structure: &[u8]) -> Result<usize, FdtEditError> {
+    let mut nodes = 0;
+    walk_tokens(structure, |token, _| {
+        nodes += usize::from(token == FDT_BEGIN_NODE);
+        Ok(())
+    })?;
+    Ok(nodes)
+}
+
+/// Calls `f` with each token of `structure` and its bytes (token included).
+fn walk_tokens(
+    structure: &[u8],
+    mut f: impl FnMut(u32, &[u8]) -> Result<(), FdtEditError>,
+) -> Result<(), FdtEditError> {
+    let mut offset = 0;
+    while offset < structure.len() {
+        let token = be32(structure, offset)?;
+        let end = match token {
+            FDT_BEGIN_NODE => {
+                let name_len = structure
+                    .get(offset + 4..)
+                    .ok_or(FdtEditError::Malformed)?
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(FdtEditError::Malformed)?;
+                align4(offset + 4 + name_len + 1)
+            }
+            FDT_PROP => align4(offset + 12 + be32(structure, offset + 4)? as usize),
+            FDT_END_NODE | FDT_NOP | FDT_END => offset + 4,
+            _ => return Err(FdtEditError::Malformed),
+        };
+        f(token, structure.get(offset..end).ok_or(FdtEditError::Malformed)?)?;
+        offset = end;
+    }
+    Ok(())
+}
+
+/// Copies `structure`, whose first node has depth-first index `first_node`,
+/// giving each node of `disabled` the property `status = "disabled"` in place
+/// of its own `status`.
+fn copy_structure(
+    out: &mut Out<'_>,
+    structure: &[u8],
+    first_node: usize,
+    disabled: &[u16],
+    status_name: u32,
+    strings: &[u8],
+) -> Result<(), FdtEditError> {
+    let mut next_node = first_node;
+    // Whether the properties being copied belong to a disabled node.
+    let mut in_disabled = false;
+    walk_tokens(structure, |token, bytes| match token {
+        FDT_BEGIN_NODE => {
+            out.bytes(bytes)?;
+            in_disabled = u16::try_from(next_node).is_ok_and(|i| disabled.contains(&i));
+            next_node += 1;
+            if in_disabled {
+                out.u32(FDT_PROP)?;
+                out.u32(9)?;
+                out.u32(status_name)?;
+                out.bytes(b"disabled\0\0\0\0")?;
+            }
+            Ok(())
+        }
+        FDT_PROP => {
+            let name_offset = be32(bytes, 8)? as usize;
+            let is_status = strings.get(name_offset..).is_some_and(|s| s.starts_with(b"status\0"));
+            if in_disabled && is_status {
+                return Ok(());
+            }
+            out.bytes(bytes)
+        }
+        _ => {
+            in_disabled = false;
+            out.bytes(bytes)
+        }
+    })
+}
+
 /// Lower-case hex without leading zeros; returns the number of digits written.
 fn hex_digits(mut value: u64, out: &mut [u8]) -> usize {
     let mut tmp = [0u8; 16];
@@ -276,15 +362,22 @@ fn hex_digits(mut value: u64, out: &mut [u8]) -> usize {
 }
 
 /// Writes into `output` a copy of `input` in which each `(base, size)` of
-/// `regions` is a `no-map` child of `/reserved-memory` (created if missing), and
-/// returns the new blob's size.
+/// `regions` is a `no-map` child of `/reserved-memory` (created if missing) and
+/// each node whose depth-first index (the root is 0) is in `disabled` has
+/// `status = "disabled"` (replacing its own `status`), and returns the new
+/// blob's size.
 ///
 /// # Errors
 ///
 /// [`FdtEditError::Malformed`] if `input` is not a valid device tree (or uses
 /// cells wider than 64 bits), [`FdtEditError::OutputTooSmall`] if `output` is
 /// smaller than needed ([`max_output_size`] is always enough).
-pub fn with_reserved_memory(input: &[u8], regions: &[(u64, u64)], output: &mut [u8]) -> Result<usize, FdtEditError> {
+pub fn with_reserved_memory(
+    input: &[u8],
+    regions: &[(u64, u64)],
+    disabled: &[u16],
+    output: &mut [u8],
+) -> Result<usize, FdtEditError> {
     let layout = parse(input)?;
     let structure = &input[layout.struct_offset..layout.struct_offset + layout.struct_size];
     let strings = &input[layout.strings_offset..layout.strings_offset + layout.strings_size];
@@ -307,6 +400,7 @@ pub fn with_reserved_memory(input: &[u8], regions: &[(u64, u64)], output: &mut [
         address_cells: find_or_append(strings, &mut extra, layout.strings_size, b"#address-cells")?,
         size_cells: find_or_append(strings, &mut extra, layout.strings_size, b"#size-cells")?,
         ranges: find_or_append(strings, &mut extra, layout.strings_size, b"ranges")?,
+        status: find_or_append(strings, &mut extra, layout.strings_size, b"status")?,
     };
     let extra_len = extra.len;
 
@@ -322,7 +416,7 @@ pub fn with_reserved_memory(input: &[u8], regions: &[(u64, u64)], output: &mut [
         Some((end, ac, sc)) => (end, (ac, sc)),
         None => (layout.root_end, layout.root_cells),
     };
-    out.bytes(&structure[..insert_at])?;
+    copy_structure(&mut out, &structure[..insert_at], 0, disabled, names.status, strings)?;
     if layout.reserved_memory.is_none() {
         out.u32(FDT_BEGIN_NODE)?;
         out.bytes(b"reserved-memory\0")?;
@@ -343,7 +437,8 @@ pub fn with_reserved_memory(input: &[u8], regions: &[(u64, u64)], output: &mut [
     if layout.reserved_memory.is_none() {
         out.u32(FDT_END_NODE)?;
     }
-    out.bytes(&structure[insert_at..])?;
+    let nodes_before = count_nodes(&structure[..insert_at])?;
+    copy_structure(&mut out, &structure[insert_at..], nodes_before, disabled, names.status, strings)?;
     let struct_size = out.len - struct_offset;
     let strings_offset = out.len;
     out.bytes(strings)?;
@@ -377,8 +472,8 @@ mod tests {
     const VIRT: &[u8] = include_bytes!("platform/testdata/virt-gicv3.dtb");
 
     fn carve(input: &[u8], regions: &[(u64, u64)]) -> Vec<u8> {
-        let mut out = vec![0u8; max_output_size(input, regions.len()).unwrap()];
-        let len = with_reserved_memory(input, regions, &mut out).expect("edit succeeds");
+        let mut out = vec![0u8; max_output_size(input, regions.len(), 0).unwrap()];
+        let len = with_reserved_memory(input, regions, &[], &mut out).expect("edit succeeds");
         out.truncate(len);
         out
     }
@@ -445,11 +540,43 @@ mod tests {
     #[test]
     fn small_output_and_garbage_are_errors() {
         let mut small = [0u8; 100];
-        assert_eq!(with_reserved_memory(VIRT, &[(0, 0x1000)], &mut small), Err(FdtEditError::OutputTooSmall));
+        assert_eq!(with_reserved_memory(VIRT, &[(0, 0x1000)], &[], &mut small), Err(FdtEditError::OutputTooSmall));
         let mut out = [0u8; 4096];
-        assert_eq!(with_reserved_memory(&[0u8; 64], &[], &mut out), Err(FdtEditError::Malformed));
+        assert_eq!(with_reserved_memory(&[0u8; 64], &[], &[], &mut out), Err(FdtEditError::Malformed));
         let mut truncated = VIRT.to_vec();
         truncated.truncate(200);
-        assert_eq!(with_reserved_memory(&truncated, &[], &mut out), Err(FdtEditError::Malformed));
+        assert_eq!(with_reserved_memory(&truncated, &[], &[], &mut out), Err(FdtEditError::Malformed));
+    }
+
+    #[test]
+    fn withheld_nodes_are_disabled_and_nothing_else_changes() {
+        let platform = crate::platform::Platform::from_fdt(VIRT).unwrap();
+        let disabled = platform.devices.withheld_nodes.as_slice();
+        let mut out = vec![0u8; max_output_size(VIRT, 1, disabled.len()).unwrap()];
+        let len = with_reserved_memory(VIRT, &[(0x4020_0000, 0x1000)], disabled, &mut out).unwrap();
+        out.truncate(len);
+        let after = Fdt::new(&out).unwrap();
+        let status = |path: &str| after.find_node(path).and_then(|n| n.property("status")).and_then(|p| p.as_str());
+        assert_eq!(status("/fw-cfg@9020000"), Some("disabled"));
+        assert_eq!(status("/virtio_mmio@a000000"), Some("disabled"));
+        assert_eq!(status("/pcie@10000000"), Some("disabled"));
+        assert_eq!(status("/intc@8000000/its@8080000"), Some("disabled"));
+        assert_eq!(status("/pl011@9000000"), None);
+        assert_eq!(status("/intc@8000000"), None);
+        let disabled_count =
+            after.all_nodes().filter(|n| n.property("status").and_then(|p| p.as_str()) == Some("disabled")).count();
+        assert_eq!(disabled_count, disabled.len());
+        // The edited tree still parses to the same platform, reserved range added.
+        let again = crate::platform::Platform::from_fdt(&out).unwrap();
+        assert_eq!(again.uart, platform.uart);
+        assert_eq!(again.gic, platform.gic);
+        // Disabling again replaces the status rather than adding a second one.
+        let again_disabled = again.devices.withheld_nodes.as_slice();
+        let mut twice = vec![0u8; max_output_size(&out, 0, again_disabled.len()).unwrap()];
+        let len = with_reserved_memory(&out, &[], again_disabled, &mut twice).unwrap();
+        twice.truncate(len);
+        let fdt = Fdt::new(&twice).unwrap();
+        let statuses = fdt.find_node("/fw-cfg@9020000").unwrap().properties().filter(|p| p.name == "status").count();
+        assert_eq!(statuses, 1);
     }
 }

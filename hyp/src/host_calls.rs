@@ -38,6 +38,8 @@ fn run(
     f: impl FnOnce(&mut MemoryState, &mut Env<'_>) -> Result<(), HypError>,
 ) -> Result<(), HypError> {
     let result = crate::boot::with_memory(f).unwrap_or(Err(HypError::Busy));
+    // Faults of the host's devices are logged as they come.
+    crate::smmu::drain_events();
     if let Err(error) = result {
         log::debug!("host {name} {start:#x} x{pages}: {error}");
     }
@@ -45,6 +47,15 @@ fn run(
 }
 
 impl HostServices for HypServices {
+    fn platform_flags(&mut self) -> u64 {
+        let permissive = crate::boot::platform().is_some_and(|p| p.dma_permissive);
+        if permissive {
+            hyp_abi::platform_flags::DMA_NOT_ISOLATED
+        } else {
+            0
+        }
+    }
+
     fn share_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
         run("share", start, pages, |s, env| s.host_share_hyp(start, pages, env))
     }
@@ -62,6 +73,7 @@ impl HostServices for HypServices {
     }
 
     fn check_invariants(&mut self) -> [u64; 3] {
+        crate::smmu::drain_events();
         let devices = crate::boot::hyp_devices();
         let devices = devices.as_slice();
         let Some(vms) = crate::boot::vms() else {

@@ -11,6 +11,10 @@ pub const DEBUG_HYPERCALLS: bool = cfg!(feature = "debug-hypercalls");
 
 /// The services behind the host calls (the hyp's state, or a fake in tests).
 pub trait HostServices {
+    /// The [`hyp_abi::platform_flags`] FEATURES reports in x2.
+    fn platform_flags(&mut self) -> u64 {
+        0
+    }
     fn share_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError>;
     fn unshare_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError>;
     fn donate_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError>;
@@ -39,7 +43,7 @@ pub fn handle_host_hvc(regs: &[u64; 7], memory: &mut dyn HostServices) -> [u64; 
     let done = |r: Result<(), HypError>| r.map(|()| [0, 0, 0]);
     let result = match call {
         Some(HostCall::Version) => Ok([ABI_VERSION_MAJOR, ABI_VERSION_MINOR, 0]),
-        Some(HostCall::Features) => Ok([HostCall::features_bitmap(DEBUG_HYPERCALLS), 0, 0]),
+        Some(HostCall::Features) => Ok([HostCall::features_bitmap(DEBUG_HYPERCALLS), memory.platform_flags(), 0]),
         Some(HostCall::ShareHyp) => done(memory.share_hyp(a1, a2)),
         Some(HostCall::UnshareHyp) => done(memory.unshare_hyp(a1, a2)),
         Some(HostCall::DonateHyp) => done(memory.donate_hyp(a1, a2)),

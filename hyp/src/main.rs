@@ -20,6 +20,7 @@ mod console;
 mod esr;
 mod fdt_edit;
 mod fdt_format;
+mod host_lpi;
 mod hypercall;
 mod layout;
 mod mm;
@@ -27,6 +28,7 @@ mod percpu;
 mod platform;
 mod psci_relay;
 mod range;
+mod smmu;
 #[cfg(test)]
 mod testing;
 

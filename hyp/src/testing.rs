@@ -3,7 +3,7 @@
 //! fakes of the page source and the TLB.
 
 use crate::mm::pgtable::{PageSource, TlbMaintenance};
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::alloc::{alloc_zeroed, dealloc, GlobalAlloc, Layout};
 use std::collections::HashSet;
 
 const K4: usize = 4096;
@@ -84,4 +84,66 @@ impl TlbMaintenance for FakeTlb {
     fn sync(&mut self) {
         self.syncs += 1;
     }
+}
+
+/// The test binary's global allocator: the system's, counting per thread the
+/// bytes it holds for that thread, so that a test can see whether code under
+/// test (whose allocations are the hyp's pool on the target) grows the heap.
+/// Only allocations and frees of the same thread are counted consistently; the
+/// tests that read the count allocate and free on their own thread.
+struct CountingAllocator;
+
+thread_local! {
+    static LIVE_BYTES: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
+fn count_bytes(delta: isize) {
+    // A thread being torn down has no counter any more: nothing to count.
+    let _ = LIVE_BYTES.try_with(|live| live.set(live.get() + delta));
+}
+
+// SAFETY: Every call goes to the system allocator with the caller's arguments;
+// the counting touches a plain thread-local cell and never allocates.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: The caller's contract is the system allocator's.
+        let pointer = unsafe { std::alloc::System.alloc(layout) };
+        if !pointer.is_null() {
+            count_bytes(layout.size() as isize);
+        }
+        pointer
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: As above.
+        let pointer = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !pointer.is_null() {
+            count_bytes(layout.size() as isize);
+        }
+        pointer
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        // SAFETY: As above.
+        unsafe { std::alloc::System.dealloc(pointer, layout) };
+        count_bytes(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: As above.
+        let moved = unsafe { std::alloc::System.realloc(pointer, layout, new_size) };
+        if !moved.is_null() {
+            count_bytes(new_size as isize - layout.size() as isize);
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Bytes the global allocator holds for this thread (allocated minus freed
+/// since the thread started).
+pub fn live_heap_bytes() -> isize {
+    LIVE_BYTES.with(std::cell::Cell::get)
 }

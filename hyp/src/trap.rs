@@ -4,7 +4,7 @@
 //! Sits above mm and hypercall (it calls them); the arch layer below only knows
 //! these functions by their symbol names.
 
-use crate::arch::aarch64::exception::{ExceptionKind, TrapFrame};
+use crate::arch::aarch64::exception::{ExceptionKind, TrapFrame, NEED_CALLEE_SAVED};
 use crate::arch::aarch64::inject::{inject_external_abort, inject_undefined};
 use crate::emergency_println;
 use crate::esr::{Esr, ExceptionClass};
@@ -18,12 +18,21 @@ use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, ESR_EL2, FAR_EL2, HPF
 #[no_mangle]
 extern "C" fn handle_lower_el_exception(frame: &mut TrapFrame, kind: u64) -> u64 {
     match ExceptionKind::from_vector(kind) {
-        ExceptionKind::Synchronous => handle_host_sync(frame),
+        ExceptionKind::Synchronous => handle_host_sync(frame, false),
         other => {
             report_spurious_exception(other);
             0
         }
     }
+}
+
+/// Entry from `vectors.S` after [`handle_lower_el_exception`] returned
+/// [`NEED_CALLEE_SAVED`]: the frame now holds the host's x19..x28 too, and
+/// the synchronous exception is handled again from the start (nothing was
+/// changed the first time). Never returns [`NEED_CALLEE_SAVED`].
+#[no_mangle]
+extern "C" fn handle_lower_el_exception_full_frame(frame: &mut TrapFrame) -> u64 {
+    handle_host_sync(frame, true)
 }
 
 /// Interrupts and SErrors are routed to EL1 (HCR_EL2.IMO/FMO/AMO clear): one
@@ -34,7 +43,8 @@ fn report_spurious_exception(kind: ExceptionKind) {
     log::warn!("unexpected {kind:?} from the host ignored");
 }
 
-fn handle_host_sync(frame: &mut TrapFrame) -> u64 {
+/// `full_frame`: the frame holds x19..x28 (see [`NEED_CALLEE_SAVED`]).
+fn handle_host_sync(frame: &mut TrapFrame, full_frame: bool) -> u64 {
     let esr = Esr(ESR_EL2.get());
     match esr.class() {
         ExceptionClass::Hvc64 => handle_host_hvc(frame, esr),
@@ -43,7 +53,9 @@ fn handle_host_sync(frame: &mut TrapFrame) -> u64 {
             ELR_EL2.set(ELR_EL2.get() + 4);
             handle_firmware_call(frame);
         }
-        ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => handle_host_abort(esr),
+        ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => {
+            return handle_host_abort(frame, esr, full_frame)
+        }
         ExceptionClass::SysReg => return handle_host_sysreg(frame, esr),
         _ => refuse_host_trap(esr),
     }
@@ -126,15 +138,22 @@ const DEVICE_MAP_HEAP_RESERVE: usize = 64 << 10;
 // Kept out of line: inlined, its locals would make every hypercall's entry save
 // callee-saved registers it never uses.
 #[inline(never)]
-fn handle_host_abort(esr: Esr) {
+fn handle_host_abort(frame: &mut TrapFrame, esr: Esr, full_frame: bool) -> u64 {
     // HPFAR_EL2.FIPA holds IPA[51:12] of a stage-2 fault; the page offset is FAR's.
     let ipa = ((HPFAR_EL2.get() & 0x0000_0fff_ffff_fff0) << 8) | (FAR_EL2.get() & 0xfff);
     // Only a translation fault can be cured by mapping; permission, access-flag,
     // alignment and external aborts would fault again forever.
     let is_translation_fault = matches!(esr.fault_status(), 0x04..=0x07);
+    if is_translation_fault && esr.class() == ExceptionClass::DataAbortLower {
+        if let Some(page) = crate::boot::host_lpi_page(ipa) {
+            return emulate_lpi_access(frame, esr, ipa, page, full_frame);
+        }
+    }
     let (used, total) = crate::HEAP.usage();
-    let outcome = if is_translation_fault && total - used >= DEVICE_MAP_HEAP_RESERVE {
-        crate::boot::with_memory(|state, env| state.host_device_fault(ipa, env)).unwrap_or(HostFault::Refused)
+    let room_for_tables = total - used >= DEVICE_MAP_HEAP_RESERVE;
+    let outcome = if is_translation_fault {
+        crate::boot::with_memory(|state, env| state.host_device_fault(ipa, room_for_tables, env))
+            .unwrap_or(HostFault::Refused)
     } else {
         HostFault::Refused
     };
@@ -142,6 +161,7 @@ fn handle_host_abort(esr: Esr) {
         HostFault::MappedDevice(block) => {
             log::debug!("host device space {block} mapped");
         }
+        HostFault::AlreadyMapped => {}
         HostFault::Refused => {
             log::info!(
                 "host access to {ipa:#x} blocked: synchronous external abort injected, {esr}, ELR {:#x}",
@@ -150,6 +170,53 @@ fn handle_host_abort(esr: Esr) {
             inject_external_abort(esr.class() == ExceptionClass::InstructionAbortLower, esr.is_write());
         }
     }
+    0
+}
+
+/// A host load or store to a redistributor's LPI control page: performed if
+/// `host_lpi` lets it through, else refused with an abort.
+#[cold]
+#[inline(never)]
+fn emulate_lpi_access(
+    frame: &mut TrapFrame,
+    esr: Esr,
+    ipa: u64,
+    page: crate::host_lpi::LpiPage,
+    full_frame: bool,
+) -> u64 {
+    use crate::host_lpi::{decide, LpiDecision};
+    use crate::vm::exit::{decode_mmio, load_value, store_value};
+    let Some(access) = decode_mmio(esr) else {
+        log::info!("host access to LPI controls at {ipa:#x} without a valid syndrome refused: {esr}");
+        inject_external_abort(false, esr.is_write());
+        return 0;
+    };
+    let register = usize::from(access.register);
+    if access.write && (19..=28).contains(&register) && !full_frame {
+        return NEED_CALLEE_SAVED;
+    }
+    let bytes = u64::from(access.size_bytes);
+    let write = access.write.then(|| store_value(access, if register == 31 { 0 } else { frame.regs[register] }));
+    if decide(page, ipa & 0xfff, bytes, write) == LpiDecision::Refuse {
+        log::info!("host access to LPI controls at {ipa:#x} refused (LPIs are withheld): {esr}");
+        inject_external_abort(false, access.write);
+        return 0;
+    }
+    ELR_EL2.set(ELR_EL2.get() + 4);
+    match write {
+        // SAFETY: `ipa` is an aligned register (checked by `decide`) of a
+        // redistributor frame the hyp maps (`boot` records only those pages);
+        // `decide` let this write through.
+        Some(value) => unsafe { crate::arch::aarch64::gicv3::write_redistributor(ipa as usize, bytes as usize, value) },
+        None => {
+            // SAFETY: As above; reading redistributor registers has no side effect.
+            let data = unsafe { crate::arch::aarch64::gicv3::read_redistributor(ipa as usize, bytes as usize) };
+            if register != 31 {
+                return frame.set_x(register, load_value(access, data));
+            }
+        }
+    }
+    0
 }
 
 /// Entry from `vectors.S` for any exception taken from EL2: a hyp bug. Reports

@@ -59,6 +59,19 @@ pub fn image() -> PathBuf {
     path
 }
 
+/// The production image (`scripts/build-image --production`): the hyp without
+/// the debug hypercalls, `HYP_PRODUCTION_IMAGE` or `target/image/hyp-production.img`.
+pub fn production_image() -> PathBuf {
+    let path = std::env::var_os("HYP_PRODUCTION_IMAGE")
+        .map_or_else(|| repo_root().join("target/image/hyp-production.img"), PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} does not exist: run scripts/build-image --production (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
 /// The default QEMU arguments, from `scripts/lib.sh`.
 pub fn default_args() -> Vec<String> {
     let out = Command::new("bash")
@@ -112,8 +125,13 @@ pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Boot {
 
 /// Boots the image with the default arguments plus `extra`, within `timeout`.
 pub fn boot(extra: &[&str], timeout: Duration) -> Boot {
+    boot_image(&image(), extra, timeout)
+}
+
+/// Boots `image` with the default arguments plus `extra`, within `timeout`.
+pub fn boot_image(image: &Path, extra: &[&str], timeout: Duration) -> Boot {
     let mut command = Command::new("qemu-system-aarch64");
-    command.args(default_args()).arg("-kernel").arg(image()).args(extra);
+    command.args(default_args()).arg("-kernel").arg(image).args(extra);
     run_with_timeout(command, timeout)
 }
 

@@ -44,7 +44,8 @@ pub const fn vendor_hyp_fn(number: u16) -> u32 {
 pub enum HostCall {
     /// ABI version: x1 = major, x2 = minor.
     Version = 0,
-    /// Supported host calls: x1 = bitmap, bit n set when call `HOST_CALL_BASE + n` exists.
+    /// Supported host calls: x1 = bitmap, bit n set when call `HOST_CALL_BASE + n` exists;
+    /// x2 = [`platform_flags`].
     Features = 1,
     /// Lend pages to the hyp: x1 = physical address, x2 = page count.
     ShareHyp = 2,
@@ -91,6 +92,14 @@ pub enum HostCall {
     /// Test builds only: the hyp exchanges the u64 at x1 (in a page lent to it)
     /// with x2 and returns the old value in x1.
     DebugExchange = 63,
+}
+
+/// What FEATURES reports about the platform in x2.
+pub mod platform_flags {
+    /// The hyp was booted with `hyp.dma=permissive`: the host has bus masters
+    /// no IOMMU of the hyp's confines, so protected VMs' memory (and the hyp's)
+    /// is not isolated from DMA the host programs.
+    pub const DMA_NOT_ISOLATED: u64 = 1 << 0;
 }
 
 /// Most pages one memory call (share, unshare, donate, reclaim) may name.

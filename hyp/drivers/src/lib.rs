@@ -2,19 +2,16 @@
 //!
 //! Each driver turns a raw base address into a typed register block once, in an
 //! `unsafe` constructor whose contract is written down; every access after that is
-//! safe. Nothing here allocates or locks: callers wrap drivers in their own locks.
+//! safe. Nothing here allocates or locks, and no wait is unbounded: transmission
+//! goes through [`tx::TxState`], which gives every byte a budget of polls.
 
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod line;
 pub mod log_level;
 pub mod ns16550;
 pub mod pl011;
+pub mod tx;
 pub mod uart;
-
-/// A byte sink for console output.
-pub trait ConsoleWrite {
-    /// Writes all bytes, waiting for room in the transmit FIFO as needed.
-    fn write_bytes(&self, bytes: &[u8]);
-}

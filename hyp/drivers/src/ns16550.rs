@@ -6,7 +6,7 @@
 //! below compute each register's address from the shift, and are the only
 //! places that touch the device.
 
-use crate::ConsoleWrite;
+use crate::tx::Transmitter;
 
 /// Transmit holding register (write).
 const THR: usize = 0;
@@ -68,33 +68,28 @@ impl Ns16550 {
         }
     }
 
-    fn write_byte(&self, byte: u8) {
-        while self.read(LSR) & LSR_THRE == 0 {
-            core::hint::spin_loop();
-        }
-        self.write(THR, byte);
-    }
-
-    /// Waits until every queued byte has left the transmitter.
     /// The next received byte, if one is waiting.
     pub fn read_byte(&self) -> Option<u8> {
         (self.read(LSR) & LSR_DR != 0).then(|| self.read(0) as u8)
     }
-
-    pub fn flush(&self) {
-        while self.read(LSR) & LSR_TEMT == 0 {
-            core::hint::spin_loop();
-        }
-    }
 }
 
-impl ConsoleWrite for Ns16550 {
-    fn write_bytes(&self, bytes: &[u8]) {
-        for &byte in bytes {
-            if byte == b'\n' {
-                self.write_byte(b'\r');
-            }
-            self.write_byte(byte);
-        }
+/// A 16550 has no transmitter enable; flow control (auto-CTS) or a stopped
+/// clock shows as a holding register that never empties.
+impl Transmitter for Ns16550 {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn has_room(&self) -> bool {
+        self.read(LSR) & LSR_THRE != 0
+    }
+
+    fn idle(&self) -> bool {
+        self.read(LSR) & LSR_TEMT != 0
+    }
+
+    fn push(&self, byte: u8) {
+        self.write(THR, byte);
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::ns16550::Ns16550;
 use crate::pl011::Pl011;
-use crate::ConsoleWrite;
+use crate::tx::Transmitter;
 
 /// Which UART, and how to reach its registers.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
@@ -66,21 +66,34 @@ impl Uart {
             Uart::Ns16550(u) => u.read_byte(),
         }
     }
-
-    /// Waits for the transmitter to drain.
-    pub fn flush(&self) {
-        match self {
-            Uart::Pl011(u) => u.flush(),
-            Uart::Ns16550(u) => u.flush(),
-        }
-    }
 }
 
-impl ConsoleWrite for Uart {
-    fn write_bytes(&self, bytes: &[u8]) {
+impl Transmitter for Uart {
+    fn enabled(&self) -> bool {
         match self {
-            Uart::Pl011(u) => u.write_bytes(bytes),
-            Uart::Ns16550(u) => u.write_bytes(bytes),
+            Uart::Pl011(u) => u.enabled(),
+            Uart::Ns16550(u) => u.enabled(),
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        match self {
+            Uart::Pl011(u) => u.has_room(),
+            Uart::Ns16550(u) => u.has_room(),
+        }
+    }
+
+    fn idle(&self) -> bool {
+        match self {
+            Uart::Pl011(u) => u.idle(),
+            Uart::Ns16550(u) => u.idle(),
+        }
+    }
+
+    fn push(&self, byte: u8) {
+        match self {
+            Uart::Pl011(u) => u.push(byte),
+            Uart::Ns16550(u) => u.push(byte),
         }
     }
 }

@@ -17,6 +17,10 @@ pub enum HostFault {
     MappedDevice(PhysRange),
     /// Memory the host may not touch: the host gets an abort.
     Refused,
+    /// The host stage-2 maps the address now: the fault came while another
+    /// CPU changed the table (a block split's break-before-make, or the same
+    /// device block being mapped). The host retries the access.
+    AlreadyMapped,
 }
 
 /// Start level of the stage-2 walk for `ipa_bits` with 4 KiB pages.

@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::mm::memory::{MemoryState, GUEST_RAM, HOST_DEVICE, HOST_RAM, HYP_DATA, HYP_DEVICE};
+use crate::mm::memory::{MemoryState, GUEST_RAM, HOST_DEVICE, HOST_DMA_RAM, HOST_RAM, HYP_DATA, HYP_DEVICE};
 use crate::mm::ownership::{Owner, PageRecord, VmId};
 use crate::mm::pgtable::PgTable;
 use crate::range::{FixedVec, PhysRange};
@@ -20,6 +20,9 @@ pub enum ViolationKind {
     HostPageUnmapped,
     /// The host stage-2 maps a page with attributes other than its state implies.
     HostWrongAttributes,
+    /// The host stage-2 maps device space the device policy withholds (or
+    /// that no device-tree node names, or a page the hyp emulates).
+    HostMapsWithheldDevice,
     /// A stage-2 or hyp stage-1 leaf is not an identity mapping.
     NotIdentity,
     /// The hyp's stage-1 maps a page that is neither the hyp's nor lent to it.
@@ -38,6 +41,12 @@ pub enum ViolationKind {
     /// The memcache list does not hold exactly the donated pages not in use
     /// (address: the list's length).
     MemcacheMismatch,
+    /// The host's devices (the IOMMU's table) reach a page the host neither
+    /// owns nor borrows, or with other attributes than host RAM's, or not
+    /// at its own address.
+    DeviceMapsForeignPage,
+    /// A page the host may use is missing from its devices' table.
+    DevicePageUnmapped,
     /// A table operation needed more pages than it reserved (address 0: the count
     /// of such tables is the number of these violations).
     TableReserveExceeded,
@@ -127,7 +136,35 @@ pub fn check(state: &MemoryState, hyp_devices: &[PhysRange], guests: &[(VmId, &P
         if ram_bytes < range.size() && leaf.attributes != HOST_DEVICE {
             report.add(range.start, ViolationKind::HostWrongAttributes);
         }
+        if ram_bytes == 0 && !state.host_devices.may_map(range) {
+            report.add(range.start, ViolationKind::HostMapsWithheldDevice);
+        }
     });
+
+    // The host's devices reach exactly the host's RAM.
+    if let Some(dma) = &state.host_dma {
+        dma.table.for_each_leaf(0, dma.table.limit(), |leaf| {
+            let range = PhysRange { start: leaf.start as u64, end: leaf.end as u64 };
+            let mut ram_bytes = 0;
+            pages.for_each_run_in(range, |run, record| {
+                ram_bytes += run.size();
+                if !host_may_map(record) {
+                    report.add(run.start, ViolationKind::DeviceMapsForeignPage);
+                }
+            });
+            if leaf.pa != leaf.start || leaf.attributes != HOST_DMA_RAM || ram_bytes < range.size() {
+                report.add(range.start, ViolationKind::DeviceMapsForeignPage);
+            }
+        });
+        pages.for_each_run(|run, record| {
+            let (s, e) = (run.start as usize, run.end as usize);
+            if host_may_map(record) && (run.end as usize) <= dma.table.limit() {
+                if let Some(gap) = first_gap(s, e, |f| dma.table.for_each_leaf(s, e, f)) {
+                    report.add(gap as u64, ViolationKind::DevicePageUnmapped);
+                }
+            }
+        });
+    }
 
     // Every hyp stage-1 leaf: identity, and only pages the hyp may use.
     state.hyp_stage1.for_each_leaf(0, state.hyp_stage1.limit(), |leaf| {
@@ -153,8 +190,15 @@ pub fn check(state: &MemoryState, hyp_devices: &[PhysRange], guests: &[(VmId, &P
         }
     });
 
-    // Every guest leaf maps pages of that guest, and all of them.
+    // Every guest leaf maps pages of that guest, and all of them. (Pages the
+    // host forced back from a live protected VM are no leaves: their poisoned
+    // entries are invalid and map nothing. Their marks live in the tables the
+    // VM's mappings used, so a guest table too must never take a page outside
+    // its reserve.)
     for &(id, stage2) in guests {
+        for _ in 0..stage2.reserve_underflows() {
+            report.add(0, ViolationKind::TableReserveExceeded);
+        }
         let mut mapped_pages = 0u64;
         stage2.for_each_leaf(0, stage2.limit(), |leaf| {
             if leaf.attributes != GUEST_RAM {

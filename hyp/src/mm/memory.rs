@@ -7,14 +7,15 @@
 //! order that can be undone without memory if the second table runs out of it,
 //! and only then writes the records.
 
+use crate::mm::host_devices::HostDevices;
 use crate::mm::host_stage2::{root_level, HostFault};
 use crate::mm::memcache::{Memcache, MemcacheSource};
 use crate::mm::ownership::{Owner, PageDb, PageRecord, RangeError, VmId};
 use crate::mm::pgtable::{PageSource, PgTable, PgTableError, TlbMaintenance};
-use crate::mm::regions::{device_block_around, for_each_piece_outside};
+use crate::mm::regions::for_each_piece_outside;
 use crate::range::{PhysRange, PAGE_SIZE};
-use aarch64_paging::descriptor::{El23Attributes, Stage2Attributes};
-use aarch64_paging::paging::{El2, Stage2};
+use aarch64_paging::descriptor::{El1Attributes, El23Attributes, Stage2Attributes};
+use aarch64_paging::paging::{El1And0, El2, Stage2};
 use hyp_abi::HypError;
 
 pub use hyp_abi::MAX_PAGES_PER_CALL;
@@ -35,6 +36,11 @@ pub const HOST_DEVICE: Stage2Attributes = Stage2Attributes::MEMATTR_DEVICE_nGnRE
 /// Guest memory in a guest's stage-2: normal write-back memory, inner shareable,
 /// read-write, executable.
 pub const GUEST_RAM: Stage2Attributes = HOST_RAM;
+/// The mark of a poisoned page in a guest's stage-2: an invalid entry (the
+/// walker ignores everything but bit 0) carrying a software bit, left where the
+/// host took a page back from a live protected VM. The guest's access faults to
+/// the hyp, which ends the VM; the host cannot map anything there again.
+pub const GUEST_POISONED: Stage2Attributes = Stage2Attributes::SWFLAG_0;
 
 /// EL2 stage-1 attributes (AP[1] is RES1 in this regime).
 const EL2_BASE: El23Attributes = El23Attributes::ACCESSED.union(El23Attributes::USER_RES1);
@@ -86,10 +92,32 @@ pub struct MemoryState {
     /// Guest stage-2 tables come from the memcache (the hyp), or from the
     /// environment's page source (host-side tests, whose RAM is not real memory).
     guest_tables_from_memcache: bool,
-    /// Device space the host never gets (e.g. the GICv2 virtual interface
-    /// control frame, GICH, through which it could rewrite guests' interrupts).
-    device_holes: crate::range::FixedVec<PhysRange, 4>,
+    /// The device space the host may map (the device policy).
+    pub host_devices: HostDevices,
+    /// With an IOMMU the hyp drives: what the host's devices may reach.
+    pub host_dma: Option<HostDmaMirror>,
 }
+
+/// The table every stream of the host's devices translates through (an
+/// IOMMU's stage 1, QEMU's SMMUv3 having no stage 2): an identity map of
+/// exactly the RAM the host stage-2 maps, changed with it in every transition
+/// (a page leaves the devices' reach, TLBs invalidated, before it leaves the
+/// host's; it comes back after).
+pub struct HostDmaMirror {
+    pub table: PgTable<El1And0>,
+    pub tlb: alloc::boxed::Box<dyn TlbMaintenance + Send>,
+}
+
+/// Host RAM in the devices' stage 1: normal write-back memory (MAIR index 1 of
+/// the hyp's MAIR), inner shareable, read-write, never executable, tagged with
+/// the ASID (so that invalidation by ASID reaches it).
+pub const HOST_DMA_RAM: El1Attributes = El1Attributes::ATTRIBUTE_INDEX_1
+    .union(El1Attributes::INNER_SHAREABLE)
+    .union(El1Attributes::ACCESSED)
+    .union(El1Attributes::USER)
+    .union(El1Attributes::NON_GLOBAL)
+    .union(El1Attributes::UXN)
+    .union(El1Attributes::PXN);
 
 /// Table pages for guests: from the memcache, or from a fallback source.
 struct GuestSource<'a> {
@@ -226,7 +254,8 @@ impl MemoryState {
             hyp_stage1,
             memcache: Memcache::default(),
             guest_tables_from_memcache: false,
-            device_holes: crate::range::FixedVec::default(),
+            host_devices: HostDevices::default(),
+            host_dma: None,
         })
     }
 
@@ -234,6 +263,58 @@ impl MemoryState {
     /// host-side tests keep the environment's source).
     pub fn use_memcache_for_guest_tables(&mut self) {
         self.guest_tables_from_memcache = true;
+    }
+
+    /// Gives the host's devices `mirror` (empty), filled with every RAM run
+    /// the host stage-2 maps: from now on they reach exactly the host's RAM.
+    ///
+    /// # Errors
+    ///
+    /// `NoMemory` if the tables do not fit the source (the mirror is dropped).
+    pub fn attach_host_dma(&mut self, mut mirror: HostDmaMirror, env: &mut Env<'_>) -> Result<(), HypError> {
+        let mut runs: alloc::vec::Vec<(usize, usize)> = alloc::vec::Vec::new();
+        self.host_stage2.for_each_leaf(0, self.host_stage2.limit(), |leaf| {
+            if leaf.attributes == HOST_RAM {
+                match runs.last_mut() {
+                    Some(last) if last.1 == leaf.start => last.1 = leaf.end,
+                    _ => runs.push((leaf.start, leaf.end)),
+                }
+            }
+        });
+        for (start, end) in runs {
+            map_identity_chunked(&mut mirror.table, start, end, HOST_DMA_RAM, env.source, &mut *mirror.tlb)
+                .map_err(table_error)?;
+        }
+        self.host_dma = Some(mirror);
+        Ok(())
+    }
+
+    /// Takes `[s, e)` of RAM from the host: first from its devices (their TLBs
+    /// invalidated), then from its stage-2; undone if the second fails.
+    fn host_unmap_ram(&mut self, s: usize, e: usize, env: &mut Env<'_>) -> Result<(), PgTableError> {
+        if let Some(dma) = &mut self.host_dma {
+            dma.table.unmap(s, e, env.source, &mut *dma.tlb)?;
+        }
+        if let Err(error) = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb) {
+            if let Some(dma) = &mut self.host_dma {
+                let _ = dma.table.map(s, e, s, HOST_DMA_RAM, env.source, &mut *dma.tlb);
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Gives `[s, e)` of RAM back to the host: its stage-2, then its devices;
+    /// undone if the second fails.
+    fn host_map_ram(&mut self, s: usize, e: usize, env: &mut Env<'_>) -> Result<(), PgTableError> {
+        self.host_stage2.map(s, e, s, HOST_RAM, env.source, env.stage2_tlb)?;
+        if let Some(dma) = &mut self.host_dma {
+            if let Err(error) = dma.table.map(s, e, s, HOST_DMA_RAM, env.source, &mut *dma.tlb) {
+                let _ = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb);
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 
     /// A new, empty guest stage-2 for `ipa_bits`, its root from the guest source.
@@ -265,23 +346,37 @@ impl MemoryState {
         table.destroy(&mut guest_source!(self, env), tlb);
     }
 
-    /// Serves a host stage-2 translation fault at `ipa`: device space is mapped
-    /// (largest block holding no RAM), anything else refused.
-    /// Keeps `range` (device space) from the host: its stage-2 faults there are
-    /// refused, and no device block mapped for it overlaps it.
+    /// Keeps `range` (device space) from the host whatever the device policy
+    /// says: its stage-2 faults there are refused, and no device block mapped
+    /// for it overlaps it.
     pub fn forbid_device(&mut self, range: PhysRange) {
-        self.device_holes.push(range);
+        self.host_devices.withhold(range);
     }
 
-    pub fn host_device_fault(&mut self, ipa: u64, env: &mut Env<'_>) -> HostFault {
-        let banks: crate::range::FixedVec<PhysRange, { crate::platform::MAX_RAM_BANKS + 4 }> = {
+    /// Serves a host stage-2 translation fault at `ipa`: device space the
+    /// policy gives the host is mapped (the largest block inside its region
+    /// that holds no RAM and nothing withheld), anything else refused.
+    /// Without `room_for_tables` nothing new is mapped (the environment's source
+    /// may not be able to give table pages).
+    pub fn host_device_fault(&mut self, ipa: u64, room_for_tables: bool, env: &mut Env<'_>) -> HostFault {
+        // Under the lock every change of the table is complete: what faulted
+        // during another CPU's break-before-make (the host's own RAM, even
+        // its stage-1 walk) or beside its mapping of the same device block is
+        // mapped now. The host retries; it never gets an abort for that.
+        if self.host_stage2.leaf_at(ipa as usize).is_some() {
+            return HostFault::AlreadyMapped;
+        }
+        if !room_for_tables {
+            return HostFault::Refused;
+        }
+        let banks: crate::range::FixedVec<PhysRange, { crate::platform::MAX_RAM_BANKS }> = {
             let mut v = crate::range::FixedVec::default();
-            for bank in self.pages.banks().chain(self.device_holes.as_slice().iter().copied()) {
+            for bank in self.pages.banks() {
                 v.push(bank);
             }
             v
         };
-        let Some(block) = device_block_around(ipa, banks.as_slice(), self.host_stage2.limit() as u64) else {
+        let Some(block) = self.host_devices.block_for(ipa, banks.as_slice(), self.host_stage2.limit() as u64) else {
             return HostFault::Refused;
         };
         match self.host_stage2.map(
@@ -348,7 +443,7 @@ impl MemoryState {
         self.require(start, pages, |r| r == PageRecord::HOST)?;
         let (s, e) = Self::span(start, pages);
         self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;
-        if let Err(error) = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb) {
+        if let Err(error) = self.host_unmap_ram(s, e, env) {
             // Undo: unmapping exactly what was just mapped needs no memory.
             let _ = self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb);
             return Err(table_error(error));
@@ -382,25 +477,25 @@ impl MemoryState {
                 memcache.push(page, memory);
             }
         };
-        if let Err(error) = self.host_stage2.map(s, e, s, HOST_RAM, env.source, env.stage2_tlb) {
-            give_back(&mut self.memcache, env.memory);
-            return Err(table_error(error));
-        }
         if let Err(error) = self.hyp_stage1.reserve_for_unmap(s, e, env.source) {
-            let _ = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb);
             give_back(&mut self.memcache, env.memory);
             return Err(table_error(error));
         }
-        // Nothing can fail from here: scrub, then hide from the hyp.
+        // Scrub before the host (and its devices) can reach the pages again.
         for page in (start..start + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
             env.memory.zero_page(page);
         }
+        if let Err(error) = self.host_map_ram(s, e, env) {
+            give_back(&mut self.memcache, env.memory);
+            return Err(table_error(error));
+        }
+        // Nothing can fail from here: hide from the hyp.
         self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb).map_err(table_error)?;
         self.pages.update(start, pages, |_| PageRecord::HOST).map_err(range_error)
     }
 
     /// Checks a guest IPA range of `pages` pages: aligned, inside the guest's IPA
-    /// space, and (for `must_be_free`) not mapped yet.
+    /// space, and (for `must_be_free`) neither mapped nor poisoned.
     fn check_guest_range(
         guest: &Guest<'_>,
         ipa: u64,
@@ -415,12 +510,8 @@ impl MemoryState {
             return Err(HypError::OutOfRange);
         }
         let (s, e) = (ipa as usize, end as usize);
-        if must_be_free {
-            let mut mapped = false;
-            guest.stage2.for_each_leaf(s, e, |_| mapped = true);
-            if mapped {
-                return Err(HypError::InvalidArgument);
-            }
+        if must_be_free && !guest.stage2.is_vacant(s, e) {
+            return Err(HypError::InvalidArgument);
         }
         Ok((s, e))
     }
@@ -456,7 +547,7 @@ impl MemoryState {
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
         let (s, e) = Self::span(pa, pages);
         guest.stage2.map(gs, ge, s, GUEST_RAM, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
-        if let Err(error) = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb) {
+        if let Err(error) = self.host_unmap_ram(s, e, env) {
             let _ = guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb);
             return Err(table_error(error));
         }
@@ -512,9 +603,9 @@ impl MemoryState {
         self.pages.update(pa, pages, |r| PageRecord { borrower: None, ..r }).map_err(range_error)
     }
 
-    /// Takes pages back from a guest that owns them (at teardown, or by force from
-    /// a live one): the guest loses `ipa..`, the hyp zeroes the pages, the host gets
-    /// them back. All table pages are reserved first, so nothing fails halfway.
+    /// Takes pages back from a guest that owns them (after teardown): the guest
+    /// loses `ipa..`, the hyp zeroes the pages, the host gets them back. All
+    /// table pages are reserved first, so nothing fails halfway.
     ///
     /// # Errors
     ///
@@ -527,6 +618,38 @@ impl MemoryState {
         pa: u64,
         ipa: u64,
         pages: u64,
+        env: &mut Env<'_>,
+    ) -> Result<(), HypError> {
+        self.reclaim_guest(guest, pa, ipa, pages, false, env)
+    }
+
+    /// [`MemoryState::host_reclaim_guest`] from a guest that may still run: its
+    /// stage-2 keeps every page of `ipa..` as an invalid entry marked
+    /// [`GUEST_POISONED`], in the tables that mapped them (from the host's
+    /// donation: no hyp memory per page), so that its next access faults and
+    /// the IPAs can never be given to it again.
+    ///
+    /// # Errors
+    ///
+    /// As [`MemoryState::host_reclaim_guest`].
+    pub fn host_reclaim_guest_poisoning(
+        &mut self,
+        guest: &mut Guest<'_>,
+        pa: u64,
+        ipa: u64,
+        pages: u64,
+        env: &mut Env<'_>,
+    ) -> Result<(), HypError> {
+        self.reclaim_guest(guest, pa, ipa, pages, true, env)
+    }
+
+    fn reclaim_guest(
+        &mut self,
+        guest: &mut Guest<'_>,
+        pa: u64,
+        ipa: u64,
+        pages: u64,
+        poison: bool,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
         let id = guest.id;
@@ -547,14 +670,20 @@ impl MemoryState {
             self.host_stage2.release_reserve(env.source);
             return Err(table_error(error));
         }
-        // From here on nothing can fail for memory.
-        guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
+        // From here on nothing can fail for memory (poisoning reuses the entries
+        // the mappings had: it needs no table an unmap does not need).
+        if poison {
+            guest.stage2.unmap_marking(gs, ge, GUEST_POISONED, &mut guest_source!(self, env), guest.tlb)
+        } else {
+            guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb)
+        }
+        .map_err(table_error)?;
         self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;
         for page in (pa..pa + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
             env.memory.zero_page(page);
         }
         self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb).map_err(table_error)?;
-        self.host_stage2.map(s, e, s, HOST_RAM, env.source, env.stage2_tlb).map_err(table_error)?;
+        self.host_map_ram(s, e, env).map_err(table_error)?;
         self.pages.update(pa, pages, |_| PageRecord::HOST).map_err(range_error)
     }
 

@@ -6,6 +6,7 @@ use super::*;
 use crate::mm::invariants::{check, ViolationKind};
 use crate::mm::ownership::PageDb;
 use crate::mm::ownership::VmId;
+use crate::mm::pgtable::Entry;
 use crate::testing::{FakeTlb, HeapSource, Rng};
 use std::collections::{HashMap, HashSet};
 
@@ -62,7 +63,19 @@ impl Fixture {
         let records = vec![0u32; PageDb::storage_bytes(&ram) / 4].leak();
         let mut env =
             Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut memory };
-        let state = MemoryState::new(&ram, &[HYP_IMAGE, HYP_POOL], records, 40, hyp_stage1, &mut env).unwrap();
+        let mut state = MemoryState::new(&ram, &[HYP_IMAGE, HYP_POOL], records, 40, hyp_stage1, &mut env).unwrap();
+        // Everything below RAM is plain MMIO, as the tests assume.
+        let mmio = crate::platform::DeviceRegion {
+            range: PhysRange { start: 0, end: RAM0.start },
+            class: crate::platform::devices::DeviceClass::Mmio,
+            name: Default::default(),
+        };
+        state.host_devices = crate::mm::host_devices::HostDevices::new(&[mmio], Default::default());
+        // The host's devices behind an IOMMU: their table follows every transition.
+        let table = PgTable::new_stage1(0, 40, 1, &mut source).unwrap();
+        let mut env =
+            Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut memory };
+        state.attach_host_dma(HostDmaMirror { table, tlb: Box::new(FakeTlb::default()) }, &mut env).unwrap();
         let level = crate::mm::host_stage2::root_level(GUEST_IPA_BITS);
         let guests = [
             PgTable::new(level, GUEST_IPA_BITS, Stage2, &mut source).unwrap(),
@@ -106,6 +119,7 @@ impl Fixture {
             Op::ShareGuest => state.host_share_guest(&mut guest, start, ipa, pages, &mut env),
             Op::UnshareGuest => state.host_unshare_guest(&mut guest, start, ipa, pages, &mut env),
             Op::ReclaimGuest => state.host_reclaim_guest(&mut guest, start, ipa, pages, &mut env),
+            Op::PoisonGuest => state.host_reclaim_guest_poisoning(&mut guest, start, ipa, pages, &mut env),
         }
     }
 
@@ -120,6 +134,10 @@ impl Fixture {
 
     fn host_maps(&self, address: u64) -> bool {
         self.state.host_stage2.leaf_at(address as usize).is_some()
+    }
+
+    fn devices_reach(&self, address: u64) -> bool {
+        self.state.host_dma.as_ref().is_some_and(|d| d.table.leaf_at(address as usize).is_some())
     }
 
     fn hyp_maps(&self, address: u64) -> bool {
@@ -161,9 +179,11 @@ enum Op {
     ShareGuest,
     UnshareGuest,
     ReclaimGuest,
+    /// A reclaim from a guest that may still run: its IPAs stay poisoned.
+    PoisonGuest,
 }
 
-const ALL_OPS: [Op; 8] = [
+const ALL_OPS: [Op; 9] = [
     Op::Share,
     Op::Unshare,
     Op::Donate,
@@ -172,6 +192,7 @@ const ALL_OPS: [Op; 8] = [
     Op::ShareGuest,
     Op::UnshareGuest,
     Op::ReclaimGuest,
+    Op::PoisonGuest,
 ];
 
 #[test]
@@ -219,6 +240,25 @@ fn donated_pages_leave_the_host_and_come_back_zeroed() {
     assert_eq!(f.memory.read_u64(start + 0x1000), 0);
     assert!((0..4).all(|i| f.memory.zeroed.contains(&(start + i * K4))));
     assert_eq!(f.state.memcache_pages(), (0, 0));
+}
+
+#[test]
+fn the_host_devices_reach_exactly_the_host_pages() {
+    let mut f = Fixture::new();
+    let page = RAM0.start + 0x40_1000;
+    assert!(f.devices_reach(page) && f.devices_reach(RAM1.start) && !f.devices_reach(HYP_IMAGE.start));
+    assert_eq!(f.call(Op::Donate, page, 2), Ok(()));
+    f.assert_clean();
+    assert!(!f.devices_reach(page) && !f.devices_reach(page + K4) && f.devices_reach(page + 2 * K4));
+    assert_eq!(f.call(Op::Reclaim, page, 2), Ok(()));
+    assert!(f.devices_reach(page));
+    assert_eq!(f.call_guest(Op::DonateGuest, 0, page, 0x1000, 1), Ok(()));
+    assert!(!f.devices_reach(page));
+    assert_eq!(f.call_guest(Op::ShareGuest, 1, page + K4, 0x1000, 1), Ok(()));
+    assert!(f.devices_reach(page + K4), "a non-protected VM's page stays the host's");
+    assert_eq!(f.call_guest(Op::ReclaimGuest, 0, page, 0x1000, 1), Ok(()));
+    assert!(f.devices_reach(page));
+    f.assert_clean();
 }
 
 #[test]
@@ -272,11 +312,17 @@ fn device_faults_map_device_space_and_never_ram() {
     let mut f = Fixture::new();
     let (state, mut env) = f.env();
     assert_eq!(
-        state.host_device_fault(UART.start, &mut env),
+        state.host_device_fault(UART.start, true, &mut env),
         HostFault::MappedDevice(PhysRange { start: 0, end: 0x4000_0000 })
     );
-    assert_eq!(state.host_device_fault(HYP_IMAGE.start, &mut env), HostFault::Refused);
-    assert_eq!(state.host_device_fault(1 << 40, &mut env), HostFault::Refused);
+    assert_eq!(state.host_device_fault(HYP_IMAGE.start, true, &mut env), HostFault::Refused);
+    assert_eq!(state.host_device_fault(1 << 40, true, &mut env), HostFault::Refused);
+    // Above RAM no node names anything: refused.
+    assert_eq!(state.host_device_fault(RAM1.end + 0x1000_0000, true, &mut env), HostFault::Refused);
+    // A fault on what is mapped by now (the host's RAM after another CPU's
+    // block split, a device block another CPU mapped) is retried, never refused.
+    assert_eq!(state.host_device_fault(RAM0.start + 0x1234, true, &mut env), HostFault::AlreadyMapped);
+    assert_eq!(state.host_device_fault(UART.start + 8, false, &mut env), HostFault::AlreadyMapped);
     f.assert_clean();
     assert!(f.host_maps(UART.start));
 }
@@ -287,14 +333,14 @@ fn device_holes_are_never_mapped_for_the_host() {
     let (state, mut env) = f.env();
     let gich = PhysRange { start: 0x803_0000, end: 0x804_0000 };
     state.forbid_device(gich);
-    assert_eq!(state.host_device_fault(gich.start + 0x100, &mut env), HostFault::Refused);
+    assert_eq!(state.host_device_fault(gich.start + 0x100, true, &mut env), HostFault::Refused);
     // Next to it, only blocks that leave it out.
     assert_eq!(
-        state.host_device_fault(gich.end, &mut env),
+        state.host_device_fault(gich.end, true, &mut env),
         HostFault::MappedDevice(PhysRange { start: 0x804_0000, end: 0x804_1000 })
     );
     assert_eq!(
-        state.host_device_fault(UART.start, &mut env),
+        state.host_device_fault(UART.start, true, &mut env),
         HostFault::MappedDevice(PhysRange { start: 0x900_0000, end: 0x920_0000 })
     );
     f.assert_clean();
@@ -325,11 +371,12 @@ fn the_checker_reports_each_kind_of_corruption() {
 }
 
 /// The model: a record per page (absent: the host's), and per guest its
-/// IPA page -> PA page mappings.
+/// IPA page -> PA page mappings and its poisoned IPA pages.
 #[derive(Default)]
 struct Model {
     records: HashMap<u64, PageRecord>,
     guests: [HashMap<u64, u64>; 2],
+    poisoned: [HashSet<u64>; 2],
 }
 
 /// The rules, written out per page, independently of `MemoryState`.
@@ -354,12 +401,12 @@ fn model_call(model: &mut Model, op: Op, g: usize, start: u64, ipa: u64, pages: 
         Op::Unshare => r.owner == Owner::Host && r.borrower == Some(Owner::Hyp),
         Op::Reclaim => r.owner == Owner::Hyp && r.donated && r.borrower.is_none(),
         Op::UnshareGuest => r.owner == Owner::Host && r.borrower == Some(vm),
-        Op::ReclaimGuest => r.owner == vm && r.borrower.is_none(),
+        Op::ReclaimGuest | Op::PoisonGuest => r.owner == vm && r.borrower.is_none(),
     };
     if !addresses.iter().all(|&a| wanted(get(model, a))) {
         return Err(HypError::NotOwned);
     }
-    if matches!(op, Op::DonateGuest | Op::ShareGuest | Op::UnshareGuest | Op::ReclaimGuest) {
+    if matches!(op, Op::DonateGuest | Op::ShareGuest | Op::UnshareGuest | Op::ReclaimGuest | Op::PoisonGuest) {
         if !ipa.is_multiple_of(K4) {
             return Err(HypError::NotAligned);
         }
@@ -369,9 +416,9 @@ fn model_call(model: &mut Model, op: Op, g: usize, start: u64, ipa: u64, pages: 
         }
         let ipas: Vec<u64> = (0..pages).map(|i| ipa + i * K4).collect();
         let fresh = matches!(op, Op::DonateGuest | Op::ShareGuest);
-        let map = &mut model.guests[g];
+        let (map, poisoned) = (&mut model.guests[g], &mut model.poisoned[g]);
         let acceptable = if fresh {
-            ipas.iter().all(|i| !map.contains_key(i))
+            ipas.iter().all(|i| !map.contains_key(i) && !poisoned.contains(i))
         } else {
             ipas.iter().zip(&addresses).all(|(i, a)| map.get(i) == Some(a))
         };
@@ -384,6 +431,9 @@ fn model_call(model: &mut Model, op: Op, g: usize, start: u64, ipa: u64, pages: 
             } else {
                 map.remove(&i);
             }
+            if op == Op::PoisonGuest {
+                poisoned.insert(i);
+            }
         }
     }
     for a in addresses {
@@ -392,7 +442,7 @@ fn model_call(model: &mut Model, op: Op, g: usize, start: u64, ipa: u64, pages: 
             Op::Share => PageRecord { borrower: Some(Owner::Hyp), ..r },
             Op::Unshare | Op::UnshareGuest => PageRecord { borrower: None, ..r },
             Op::Donate => PageRecord { owner: Owner::Hyp, borrower: None, donated: true, in_use: false },
-            Op::Reclaim | Op::ReclaimGuest => PageRecord::HOST,
+            Op::Reclaim | Op::ReclaimGuest | Op::PoisonGuest => PageRecord::HOST,
             Op::DonateGuest => PageRecord { owner: vm, ..PageRecord::HOST },
             Op::ShareGuest => PageRecord { borrower: Some(vm), ..r },
         };
@@ -432,6 +482,26 @@ fn interesting_start(rng: &mut Rng, recent: &[Recent]) -> u64 {
     base.wrapping_add(offset)
 }
 
+/// Guest `g` goes away and a new one takes its place (poisoned IPAs last as
+/// long as the guest's stage-2): every page it holds goes back (reclaimed or
+/// unshared, as the model says), its stage-2 is destroyed and a fresh one made.
+fn replace_guest(f: &mut Fixture, model: &mut Model, g: usize, context: &str) {
+    let held: Vec<(u64, u64)> = model.guests[g].iter().map(|(&ipa, &pa)| (ipa, pa)).collect();
+    for (ipa, pa) in held {
+        let lent = model.records.get(&pa).is_some_and(|r| r.owner == Owner::Host);
+        let op = if lent { Op::UnshareGuest } else { Op::ReclaimGuest };
+        let expected = model_call(model, op, g, pa, ipa, 1);
+        assert_eq!(expected, Ok(()), "{context}: replacing guest {g}, {op:?} of {ipa:#x}");
+        assert_eq!(f.call_guest(op, g, pa, ipa, 1), expected, "{context}: replacing guest {g}, {op:?} of {ipa:#x}");
+    }
+    let level = crate::mm::host_stage2::root_level(GUEST_IPA_BITS);
+    let fresh = PgTable::new(level, GUEST_IPA_BITS, Stage2, &mut f.source).unwrap();
+    let old = core::mem::replace(&mut f.guests[g], fresh);
+    old.destroy(&mut f.source, &mut f.guest_tlbs[g]);
+    model.poisoned[g].clear();
+    f.assert_clean();
+}
+
 /// Random transitions among the host, the hyp and two guests, against the model:
 /// the same result, the same records and guest mappings, a clean checker, and no
 /// change of anything at all when a call fails.
@@ -447,10 +517,10 @@ fn random_transitions_agree_with_the_model() {
             model.records.insert(a, PageRecord::HYP);
         }
     }
-    let mut successes = [0usize; 8];
+    let mut successes = [0usize; ALL_OPS.len()];
     let mut recent: Vec<Recent> = Vec::new();
     for i in 0..ops {
-        let which = rng.below(8) as usize;
+        let which = rng.below(ALL_OPS.len() as u64) as usize;
         let op = ALL_OPS[which];
         let g = rng.below(2) as usize;
         let mut start = interesting_start(&mut rng, &recent);
@@ -471,10 +541,10 @@ fn random_transitions_agree_with_the_model() {
             Op::Unshare => Some(Op::Share),
             Op::Reclaim => Some(Op::Donate),
             Op::UnshareGuest => Some(Op::ShareGuest),
-            Op::ReclaimGuest => Some(Op::DonateGuest),
+            Op::ReclaimGuest | Op::PoisonGuest => Some(Op::DonateGuest),
             _ => None,
         };
-        let guest_op = matches!(op, Op::UnshareGuest | Op::ReclaimGuest);
+        let guest_op = matches!(op, Op::UnshareGuest | Op::ReclaimGuest | Op::PoisonGuest);
         if let (Some(u), true) = (undoes, rng.below(2) == 0) {
             if let Some(&(_, _, s, guest_ipa, p)) = recent.iter().rev().find(|r| r.0 == u && (!guest_op || r.1 == g)) {
                 (start, ipa, pages) = (s, guest_ipa, p);
@@ -499,6 +569,9 @@ fn random_transitions_agree_with_the_model() {
         if i % 16 == 0 {
             f.assert_clean();
         }
+        if i % 4096 == 4095 {
+            replace_guest(&mut f, &mut model, i / 4096 % 2, &context);
+        }
         if i % 512 == 0 {
             for (&a, &r) in &model.records {
                 assert_eq!(f.state.pages.get(a), Some(r), "{context}: record of {a:#x}");
@@ -511,6 +584,12 @@ fn random_transitions_agree_with_the_model() {
                     }
                 });
                 assert_eq!(&mapped, map, "{context}: guest {g} stage-2");
+            }
+            for (g, poisoned) in model.poisoned.iter().enumerate() {
+                for &ipa in poisoned {
+                    let entry = f.guests[g].entry_at(ipa as usize);
+                    assert_eq!(entry, Entry::Marked(GUEST_POISONED), "{context}: guest {g} IPA {ipa:#x}");
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 //! translation tables, and the host stage-2 that hides hyp memory from the host.
 
 pub mod heap;
+pub mod host_devices;
 pub mod host_stage2;
 pub mod invariants;
 pub mod memcache;

@@ -19,11 +19,16 @@
 //! - **Freeing tables when their range empties**: after an unmap, each table that
 //!   covered an edge of the range and is now empty is removed. Freed pages go back
 //!   to the source only after the TLB maintenance has completed.
+//! - **Marked invalid entries** ([`PgTable::unmap_marking`]): an unmap may leave a
+//!   software annotation in the invalid entries it writes (as pKVM annotates
+//!   invalid stage-2 entries), which the walker ignores and [`PgTable::entry_at`]
+//!   reports. A marked entry is not empty: `map` refuses it and no table holding
+//!   one is freed, so the mark costs no memory beyond the tables already there.
 //!
 //! Tables are accessed at their physical address (the hyp's stage-1 is an identity
 //! map of its pool and of donated pages; in host tests they are heap pages).
 
-use aarch64_paging::descriptor::{PagingAttributes, PhysicalAddress};
+use aarch64_paging::descriptor::{Descriptor, PagingAttributes, PhysicalAddress};
 use aarch64_paging::paging::{Constraints, MemoryRegion, PageTable as HwTable, Translation, TranslationRegime};
 use aarch64_paging::Mapping;
 use core::cell::RefCell;
@@ -175,6 +180,23 @@ pub struct Leaf<A> {
     pub attributes: A,
 }
 
+/// Whether a descriptor is all zeroes (invalid and unmarked).
+fn is_empty<A: PagingAttributes>(descriptor: &Descriptor<A>) -> bool {
+    descriptor.flags() == A::default() && descriptor.output_address().0 == 0
+}
+
+/// What one entry of a table says about an address.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Entry<A> {
+    /// A valid leaf, whole (not clipped).
+    Mapped(Leaf<A>),
+    /// An invalid entry carrying a software annotation (see
+    /// [`PgTable::unmap_marking`]): the attributes written there.
+    Marked(A),
+    /// Nothing: an empty entry, or an address beyond the table.
+    Empty,
+}
+
 /// A live translation table of regime `R`.
 pub struct PgTable<R: TranslationRegime> {
     mapping: Mapping<ReserveTranslation, R>,
@@ -205,6 +227,36 @@ where
         translation.reserve.borrow_mut().push(source.alloc_page().ok_or(PgTableError::NoMemory)?);
         Ok(Self {
             mapping: Mapping::new(translation, root_level, regime),
+            root_level,
+            keep: RESERVE_KEEP,
+            limit: 1usize << input_bits,
+        })
+    }
+}
+
+impl PgTable<aarch64_paging::paging::El1And0> {
+    /// An empty EL1&0 stage-1 table (the format an SMMU's stage 1 walks), as
+    /// [`PgTable::new`], for ASID `asid`, lower VA range.
+    ///
+    /// # Errors
+    ///
+    /// [`PgTableError::NoMemory`] without a page for the root.
+    pub fn new_stage1(
+        root_level: usize,
+        input_bits: u32,
+        asid: usize,
+        source: &mut dyn PageSource,
+    ) -> Result<Self, PgTableError> {
+        let translation = ReserveTranslation::new();
+        translation.reserve.borrow_mut().push(source.alloc_page().ok_or(PgTableError::NoMemory)?);
+        Ok(Self {
+            mapping: Mapping::with_asid_and_va_range(
+                translation,
+                asid,
+                root_level,
+                aarch64_paging::paging::El1And0,
+                aarch64_paging::paging::VaRange::Lower,
+            ),
             root_level,
             keep: RESERVE_KEEP,
             limit: 1usize << input_bits,
@@ -306,14 +358,52 @@ where
 
     /// The leaf containing `address`, whole (not clipped), if mapped.
     pub fn leaf_at(&self, address: usize) -> Option<Leaf<R::Attributes>> {
+        match self.entry_at(address) {
+            Entry::Mapped(leaf) => Some(leaf),
+            Entry::Marked(_) | Entry::Empty => None,
+        }
+    }
+
+    /// The entry that translates `address`: one walk, whatever it finds.
+    pub fn entry_at(&self, address: usize) -> Entry<R::Attributes> {
         let page = address & !(PAGE_SIZE - 1);
+        let Ok(region) = self.check_range(page, page + PAGE_SIZE) else {
+            return Entry::Empty;
+        };
+        let mut found = Entry::Empty;
+        let _ = self.mapping.walk_range(&region, &mut |chunk, descriptor, level| {
+            let size = granule(level);
+            let start = chunk.start().0 & !(size - 1);
+            found = if descriptor.is_valid() {
+                let attributes = descriptor.flags() - R::Attributes::TABLE_OR_PAGE - R::Attributes::VALID;
+                let pa = descriptor.output_address().0;
+                Entry::Mapped(Leaf { start, end: start + size, pa, level, attributes })
+            } else if !is_empty(descriptor) {
+                Entry::Marked(descriptor.flags())
+            } else {
+                Entry::Empty
+            };
+            Ok(())
+        });
+        found
+    }
+
+    /// The first valid leaf at or after `start`, clipped to begin there (so
+    /// that its `pa` is the output address of its `start`).
+    pub fn first_leaf_from(&self, start: usize) -> Option<Leaf<R::Attributes>> {
+        let region = self.check_range(start, self.limit).ok()?;
         let mut found = None;
-        self.for_each_leaf(page, page + PAGE_SIZE, |leaf| found = Some(leaf));
-        found.map(|leaf| {
-            let size = granule(leaf.level);
-            let start = leaf.start & !(size - 1);
-            Leaf { start, end: start + size, pa: leaf.pa - (leaf.start - start), ..leaf }
-        })
+        let _ = self.mapping.walk_range(&region, &mut |chunk, descriptor, level| {
+            if !descriptor.is_valid() {
+                return Ok(());
+            }
+            let block_start = chunk.start().0 & !(granule(level) - 1);
+            let pa = descriptor.output_address().0 + (chunk.start().0 - block_start);
+            let attributes = descriptor.flags() - R::Attributes::TABLE_OR_PAGE - R::Attributes::VALID;
+            found = Some(Leaf { start: chunk.start().0, end: chunk.end().0, pa, level, attributes });
+            Err(())
+        });
+        found
     }
 
     /// The (at most two) leaves holding the first and the last page of the range
@@ -377,12 +467,14 @@ where
     }
 
     /// Maps `[start, end)` to `pa..` with `attributes` (which must include VALID),
-    /// using blocks where alignment allows. The range must be unmapped.
+    /// using blocks where alignment allows. The range must be empty: neither
+    /// mapped nor marked.
     ///
     /// # Errors
     ///
-    /// [`PgTableError::BadRange`], [`PgTableError::AlreadyMapped`],
-    /// [`PgTableError::NoMemory`], [`PgTableError::TooLarge`]; nothing changes.
+    /// [`PgTableError::BadRange`], [`PgTableError::AlreadyMapped`] (also for a
+    /// marked entry), [`PgTableError::NoMemory`], [`PgTableError::TooLarge`];
+    /// nothing changes.
     pub fn map(
         &mut self,
         start: usize,
@@ -396,7 +488,7 @@ where
         if !pa.is_multiple_of(PAGE_SIZE) || pa.checked_add(end - start).is_none() {
             return Err(PgTableError::BadRange);
         }
-        if self.any_valid(start, end) {
+        if !self.is_vacant(start, end) {
             return Err(PgTableError::AlreadyMapped);
         }
         let needed = self.tables_to_map(start, end, pa);
@@ -421,6 +513,53 @@ where
         &mut self,
         start: usize,
         end: usize,
+        source: &mut dyn PageSource,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), PgTableError> {
+        self.unmap_filling(start, end, R::Attributes::default(), source, tlb)
+    }
+
+    /// Unmaps `[start, end)`, which must be mapped whole, as [`PgTable::unmap`]
+    /// does, but leaves `marker` (attributes without VALID, not empty) in the
+    /// invalid entries it writes: the walker still finds nothing there, and
+    /// [`PgTable::entry_at`] answers [`Entry::Marked`] for every page of the
+    /// range until [`PgTable::destroy`] (or a later unmap that clears a piece of
+    /// the table holding mappings beside the mark). The mark takes no memory:
+    /// the entries are those the mappings had (a whole piece of the range
+    /// becomes one marked entry of its level, freeing its subtable), and the
+    /// tables holding them are kept until then.
+    ///
+    /// # Errors
+    ///
+    /// [`PgTableError::BadRange`] (also for a range not mapped whole, or a
+    /// marker with VALID or nothing in it), [`PgTableError::NoMemory`] (for the
+    /// tables a split needs); nothing changes.
+    pub fn unmap_marking(
+        &mut self,
+        start: usize,
+        end: usize,
+        marker: R::Attributes,
+        source: &mut dyn PageSource,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), PgTableError> {
+        self.check_range(start, end)?;
+        if marker & R::Attributes::VALID != R::Attributes::default() || marker == R::Attributes::default() {
+            return Err(PgTableError::BadRange);
+        }
+        let mut covered = 0;
+        self.for_each_leaf(start, end, |leaf| covered += leaf.end - leaf.start);
+        if covered != end - start {
+            return Err(PgTableError::BadRange);
+        }
+        self.unmap_filling(start, end, marker, source, tlb)
+    }
+
+    /// [`PgTable::unmap`], writing `fill` (no VALID) into the entries it clears.
+    fn unmap_filling(
+        &mut self,
+        start: usize,
+        end: usize,
+        fill: R::Attributes,
         source: &mut dyn PageSource,
         tlb: &mut dyn TlbMaintenance,
     ) -> Result<(), PgTableError> {
@@ -452,7 +591,15 @@ where
         // Now every leaf in the range lies inside it. Clear the range in naturally
         // aligned pieces, each one entry of some level, and only pieces that hold a
         // leaf or a table: the crate then frees whole subtables and never has to
-        // split an invalid entry (which would allocate).
+        // split an invalid entry (which would allocate). Each cleared piece becomes
+        // one entry of its level holding `fill` (empty for a plain unmap).
+        //
+        // A marking unmap writes every piece: its range was mapped whole, so a
+        // piece without content now is part of a block broken above, and the
+        // table of its level exists (the piece is not a whole entry of the level
+        // above, so the window of that entry also holds pages outside the range,
+        // which the make step mapped at the piece's level or deeper).
+        let marking = fill != R::Attributes::default();
         let mut leaves: LeafList = LeafList::new();
         let mut address = start;
         while address < end {
@@ -469,9 +616,9 @@ where
                     content |= descriptor.is_valid() || l > level;
                     Ok(())
                 });
-                if content {
+                if content || marking {
                     self.mapping
-                        .map_range(&piece, PhysicalAddress(0), R::Attributes::default(), Constraints::empty())
+                        .map_range(&piece, PhysicalAddress(0), fill, Constraints::empty())
                         .map_err(|_| PgTableError::BadRange)?;
                 }
             }
@@ -534,9 +681,11 @@ where
     }
 
     /// Whether the table at `level` that serves `window_start` (a window of one
-    /// `level - 1` entry) holds no valid entry: `None` if there is no such table.
-    /// Reads the table's 512 descriptors directly (stopping at the first valid
-    /// one) rather than visiting them through the crate, which costs ten times more.
+    /// `level - 1` entry) holds nothing, neither a valid nor a marked entry:
+    /// `None` if there is no such table.
+    /// Reads the table's 512 descriptors directly (stopping at the first one
+    /// that is not zero) rather than visiting them through the crate, which
+    /// costs ten times more.
     fn table_is_empty(&self, window_start: usize, level: usize) -> Option<bool> {
         let region = self.check_range(window_start, window_start + PAGE_SIZE).ok()?;
         let mut state = None;
@@ -546,7 +695,7 @@ where
                 // SAFETY: `descriptor` lies in one of this table's translation tables,
                 // a whole page of 512 descriptors that `&self` keeps from changing.
                 let entries = unsafe { core::slice::from_raw_parts(table as *const u64, PAGE_SIZE / 8) };
-                state = Some(entries.iter().all(|&entry| entry & 1 == 0));
+                state = Some(entries.iter().all(|&entry| entry == 0));
             } else if l > level {
                 // A deeper table hangs off it: not empty.
                 state = Some(false);
@@ -556,13 +705,14 @@ where
         state
     }
 
-    /// Whether any valid leaf lies in `[start, end)`; stops at the first one, so
-    /// an empty window costs one visit per entry of its table, a full one one visit.
-    fn any_valid(&self, start: usize, end: usize) -> bool {
+    /// Whether `[start, end)` holds nothing: no valid leaf and no marked entry.
+    /// Stops at the first entry that is not empty, so an empty window costs one
+    /// visit per entry of its table, a full one one visit.
+    pub fn is_vacant(&self, start: usize, end: usize) -> bool {
         let mut found = false;
         if let Ok(region) = self.check_range(start, end) {
             let _ = self.mapping.walk_range(&region, &mut |_, descriptor, _| {
-                found = descriptor.is_valid();
+                found = !is_empty(descriptor);
                 if found {
                     Err(())
                 } else {
@@ -570,7 +720,7 @@ where
                 }
             });
         }
-        found
+        !found
     }
 
     /// Whether the entry at `level` covering `address` points to a subtable.

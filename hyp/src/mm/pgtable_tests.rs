@@ -118,6 +118,78 @@ fn unmapped_ranges_need_no_invalidation() {
     assert!(tlb.leaves.is_empty() && tlb.all == 0);
 }
 
+const MARK: Stage2Attributes = Stage2Attributes::SWFLAG_0;
+
+/// An unmap that marks: every page of the range says `Marked` afterwards, its
+/// neighbours stay mapped, `map` refuses the marked pages, the tables holding
+/// the marks stay (no memory is taken for them), and destroy frees everything.
+#[test]
+fn marked_pages_stay_marked_without_new_tables() {
+    let (mut src, mut tlb) = (HeapSource::default(), FakeTlb::default());
+    let mut t = PgTable::new(0, 40, Stage2, &mut src).unwrap();
+    t.map(G1, G1 + 4 * K4, 0x4000_0000, RW, &mut src, &mut tlb).unwrap();
+    let tables = t.table_pages();
+    let outstanding = src.outstanding.len();
+    t.unmap_marking(G1 + K4, G1 + 2 * K4, MARK, &mut src, &mut tlb).unwrap();
+    assert_eq!(tlb.leaves, vec![(G1 + K4, 3)], "the page that went invalid, once");
+    assert_eq!(t.entry_at(G1 + K4 + 8), Entry::Marked(MARK));
+    assert!(matches!(t.entry_at(G1), Entry::Mapped(Leaf { pa: 0x4000_0000, level: 3, .. })));
+    assert_eq!(t.entry_at(G1 + 4 * K4), Entry::Empty);
+    assert_eq!(t.leaf_at(G1 + K4), None);
+    assert!(!t.is_vacant(G1 + K4, G1 + 2 * K4) && t.is_vacant(G1 + 4 * K4, G1 + 5 * K4));
+    assert_eq!(t.map(G1 + K4, G1 + 2 * K4, 0, RW, &mut src, &mut tlb), Err(PgTableError::AlreadyMapped));
+    // The other pages go with plain unmaps: the table keeps the mark.
+    t.unmap(G1, G1 + K4, &mut src, &mut tlb).unwrap();
+    t.unmap(G1 + 2 * K4, G1 + 4 * K4, &mut src, &mut tlb).unwrap();
+    assert_eq!(t.entry_at(G1 + K4), Entry::Marked(MARK), "a table holding a mark is not empty");
+    assert_eq!(t.table_pages(), tables);
+    assert_eq!(src.outstanding.len(), outstanding);
+    assert_eq!(t.reserve_underflows(), 0);
+    t.destroy(&mut src, &mut tlb);
+    assert!(src.outstanding.is_empty(), "every table page went back");
+}
+
+/// Marking a whole 2 MiB of pages leaves one marked entry at level 2 and frees
+/// the level-3 table; marking part of a block splits it first (break, make).
+#[test]
+fn marking_whole_pieces_frees_their_tables_and_marking_part_of_a_block_splits_it() {
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    t.map(0, 2 * M2, 0x4000_0000, RW, &mut src, &mut tlb).unwrap();
+    t.unmap(M2, M2 + K4, &mut src, &mut tlb).unwrap();
+    let split = t.table_pages();
+    t.unmap_marking(M2 + K4, 2 * M2, MARK, &mut src, &mut tlb).unwrap();
+    assert_eq!(t.table_pages(), split, "the level-3 table keeps its marks");
+    assert!((M2 + K4..2 * M2).step_by(K4).all(|a| t.entry_at(a) == Entry::Marked(MARK)));
+    assert_eq!(t.entry_at(M2), Entry::Empty);
+    // Part of a 2 MiB block: split, the rest stays mapped.
+    t.unmap_marking(K4, 2 * K4, MARK, &mut src, &mut tlb).unwrap();
+    assert_eq!(t.entry_at(K4), Entry::Marked(MARK));
+    assert!(matches!(t.entry_at(0), Entry::Mapped(Leaf { pa: 0x4000_0000, level: 3, .. })));
+    assert!(matches!(t.entry_at(2 * K4), Entry::Mapped(Leaf { pa: 0x4000_2000, level: 3, .. })));
+    // A whole 2 MiB block becomes one marked level-2 entry.
+    t.map(4 * M2, 5 * M2, 0x8000_0000, RW, &mut src, &mut tlb).unwrap();
+    let before = t.table_pages();
+    t.unmap_marking(4 * M2, 5 * M2, MARK, &mut src, &mut tlb).unwrap();
+    assert_eq!(t.table_pages(), before);
+    assert_eq!(t.entry_at(4 * M2 + 0x1234), Entry::Marked(MARK));
+    assert_eq!(t.reserve_underflows(), 0);
+}
+
+#[test]
+fn marking_needs_a_whole_mapped_range_and_a_real_marker() {
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    t.map(0, 2 * K4, 0x4000_0000, RW, &mut src, &mut tlb).unwrap();
+    for (s, e, m) in [
+        (0, 3 * K4, MARK),
+        (K4, 3 * K4, MARK),
+        (0, K4, Stage2Attributes::empty()),
+        (0, K4, RW | Stage2Attributes::VALID),
+    ] {
+        assert_eq!(t.unmap_marking(s, e, m, &mut src, &mut tlb), Err(PgTableError::BadRange), "{s:#x}..{e:#x}");
+    }
+    assert_eq!(leaves(&t).len(), 2, "nothing changed");
+}
+
 /// The model: non-overlapping `(start, end, pa, attributes)` intervals.
 #[derive(Default)]
 struct Model {

@@ -7,8 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod devices;
 mod dt;
 mod fdt_check;
+
+pub use devices::{DeviceRegion, DeviceTable};
 
 use crate::range::{FixedVec, PhysRange};
 use core::fmt;
@@ -112,11 +115,20 @@ pub struct Platform {
     pub host_kernel: Option<u64>,
     /// Size of the device tree blob in bytes.
     pub fdt_size: usize,
+    /// Every node's MMIO and its class (`devices`), and the nodes the host's
+    /// tree shows disabled.
+    pub devices: DeviceTable,
+    /// `hyp.dma=permissive` in the bootargs: the host gets its bus masters
+    /// without an IOMMU, and protected VMs are not DMA-isolated.
+    pub dma_permissive: bool,
+    /// The tree nests deeper than the walk follows: node indices past the cut
+    /// are unknown, so no node is disabled in the host's tree.
+    pub walk_truncated: bool,
 }
 
 /// A device-tree string kept in the platform record (which holds no borrow of
 /// the blob): up to 32 bytes, longer ones cut.
-#[derive(Clone, Copy, Eq, PartialEq)]
+#[derive(Clone, Copy, Default, Eq, PartialEq)]
 pub struct ShortName {
     bytes: [u8; 32],
     len: u8,
@@ -157,6 +169,8 @@ pub const SEMIHOSTING_EXIT_ARG: &str = "hyp.exit=semihosting";
 pub const SELFTEST_STACK_GUARD_ARG: &str = "hyp.selftest=stack-guard";
 /// Bootargs prefix naming the host kernel's address (decimal, or hex with `0x`).
 pub const HOST_KERNEL_ARG: &str = "hyp.host-kernel=";
+/// The bootargs token that gives the host its DMA devices without an IOMMU.
+pub const DMA_PERMISSIVE_ARG: &str = "hyp.dma=permissive";
 
 /// A number in decimal or, with `0x`, in hex.
 fn parse_number(text: &str) -> Option<u64> {
@@ -195,6 +209,7 @@ impl Platform {
             platform.selftest_stack_guard = args.split_ascii_whitespace().any(|a| a == SELFTEST_STACK_GUARD_ARG);
             platform.host_kernel =
                 args.split_ascii_whitespace().find_map(|a| a.strip_prefix(HOST_KERNEL_ARG)).and_then(parse_number);
+            platform.dma_permissive = args.split_ascii_whitespace().any(|a| a == DMA_PERMISSIVE_ARG);
         }
         // The initramfs the bootloader loaded for the host: never the hyp's.
         let chosen_number = |name: &str| chosen.as_ref()?.property(name).and_then(|p| dt::read_cells(p.value));
@@ -211,8 +226,8 @@ impl Platform {
 
         let root = fdt.find_node("/").ok_or(PlatformError::BadDeviceTree)?;
         let bus = Bus::root(&root);
-        let mut walker = Walker { platform: &mut platform };
-        walker.visit_children(&root, &bus, 1, stdout_path);
+        let mut walker = Walker { platform: &mut platform, next_index: 1 };
+        walker.visit_children(&root, &bus, 1, stdout_path, false);
 
         if platform.ram.is_empty() {
             return Err(PlatformError::NoMemory);
@@ -238,16 +253,35 @@ fn resolve_alias<'a>(fdt: &Fdt<'a>, path: &'a str) -> Option<&'a str> {
 
 struct Walker<'p> {
     platform: &'p mut Platform,
+    /// Depth-first index of the next node (the root is 0).
+    next_index: usize,
 }
 
 impl Walker<'_> {
     /// Visits the children of `node`, whose own children sit on `bus`. `stdout` is
     /// the rest of the stdout path if `node` lies on it.
-    fn visit_children(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>, depth: usize, stdout: Option<&str>) {
+    /// `no_devices`: `node` is (or sits below) a PCI host bridge, whose
+    /// children's `reg` are PCI addresses, or `/reserved-memory`, whose
+    /// children are RAM: none of them is a device.
+    fn visit_children(
+        &mut self,
+        node: &FdtNode<'_, '_>,
+        bus: &Bus<'_, '_>,
+        depth: usize,
+        stdout: Option<&str>,
+        no_devices: bool,
+    ) {
         if depth > dt::MAX_DEPTH {
+            self.platform.walk_truncated |= node.children().next().is_some();
             return;
         }
         for child in node.children() {
+            let index = self.next_index;
+            self.next_index += 1;
+            let not_devices = depth == 1 && matches!(child.name, "reserved-memory" | "cpus");
+            let pci = !no_devices
+                && !not_devices
+                && self.platform.devices.visit(&child, bus, index, self.platform.dma_permissive);
             let on_stdout = stdout.and_then(|rest| {
                 let rest = rest.trim_start_matches('/');
                 let (component, remainder) = rest.split_once('/').unwrap_or((rest, ""));
@@ -257,7 +291,13 @@ impl Walker<'_> {
             });
             self.visit(&child, bus, depth, on_stdout);
             let child_bus = bus.child_bus(&child);
-            self.visit_children(&child, &child_bus, depth + 1, on_stdout.filter(|r| !r.is_empty()));
+            self.visit_children(
+                &child,
+                &child_bus,
+                depth + 1,
+                on_stdout.filter(|r| !r.is_empty()),
+                no_devices || not_devices || pci,
+            );
         }
     }
 

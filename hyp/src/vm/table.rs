@@ -2,9 +2,9 @@
 //! stale or forged handle finds no VM (never another one). A VM's id (its slot
 //! number + 1) names it in the page records and is its VMID; VMID 0 is the host's.
 
-use crate::mm::memory::{Env, Guest, MemoryState};
+use crate::mm::memory::{Env, Guest, MemoryState, GUEST_POISONED};
 use crate::mm::ownership::VmId;
-use crate::mm::pgtable::{PgTable, TlbMaintenance};
+use crate::mm::pgtable::{Entry, PgTable, TlbMaintenance};
 use crate::vm::context::VcpuContext;
 use crate::vm::exit::{GuardCall, MmioAccess, NOT_SUPPORTED};
 use crate::vm::mmio_guard::{GuardError, MmioGuard};
@@ -100,6 +100,9 @@ pub fn vcpu_mpidr(index: usize) -> u64 {
 pub struct Vcpu {
     pub ctx: ContextPage,
     pub power: VcpuPower,
+    /// Ever started (by `VCPU_INIT` or a sibling's CPU_ON). A protected VM's
+    /// vCPU takes its entry state from the host only before this.
+    pub started: bool,
     /// Running on some CPU right now.
     pub running: bool,
     /// An MMIO load waiting for the host's value.
@@ -141,11 +144,11 @@ pub struct Vm {
     pub protected: bool,
     pub vcpus: Vec<Vcpu>,
     pub stage2: PgTable<Stage2>,
-    /// Pages of memory the VM owns or borrows (mapped in its stage-2).
-    pub pages_held: u64,
-    /// IPAs of pages the host forced back while the VM was alive: the VM's next
+    /// Pages of memory the VM owns or borrows (mapped in its stage-2). Pages
+    /// the host forced back while the VM was alive are not here: its stage-2
+    /// keeps them as poisoned entries ([`GUEST_POISONED`]), and the VM's next
     /// touch of one ends it.
-    pub lost: Vec<u64>,
+    pub pages_held: u64,
     /// CNTVOFF_EL2 of the VM: its virtual counter starts near 0 when created.
     pub cntvoff: u64,
     /// The VM's GIC distributor (and redistributors): its interrupts' state.
@@ -206,6 +209,7 @@ impl Vm {
         *vcpu.ctx = VcpuContext::at_entry(entry, context);
         vcpu.pending_read = None;
         vcpu.power = VcpuPower::OnPending;
+        vcpu.started = true;
         Ok(index as u64)
     }
 
@@ -290,7 +294,14 @@ impl VmTable {
             // SAFETY: The page is fresh from the guest source, mapped for the hyp,
             // and this vCPU's alone until the VM is freed.
             let ctx = unsafe { ContextPage::new(page) };
-            list.push(Vcpu { ctx, power: VcpuPower::Off, running: false, pending_read: None, irq_line: false });
+            list.push(Vcpu {
+                ctx,
+                power: VcpuPower::Off,
+                started: false,
+                running: false,
+                pending_read: None,
+                irq_line: false,
+            });
         }
         let slot = &mut self.slots[index];
         let id = (index + 1) as VmId;
@@ -300,7 +311,6 @@ impl VmTable {
             vcpus: list,
             stage2,
             pages_held: 0,
-            lost: Vec::new(),
             mmio_guard: MmioGuard::default(),
             cntvoff: 0,
             gic: Distributor::new(gic_version, vcpus as usize),
@@ -339,22 +349,32 @@ impl VmTable {
         Ok(())
     }
 
-    /// Sets a vCPU's entry point and x0, and turns it on.
+    /// Sets a vCPU's entry point and x0, and turns it on. A protected VM's state
+    /// is its guest's: the host sets the entry of its vCPU 0 once, before it
+    /// first runs; its other vCPUs start only through the guest's PSCI CPU_ON.
     ///
     /// # Errors
     ///
-    /// `NoSuchVm`, `NoSuchVcpu`, `Busy` while it runs.
+    /// `NoSuchVm`, `NoSuchVcpu`; `PermissionDenied` for a protected VM's vCPU
+    /// other than 0, or its vCPU 0 once started (a second `VCPU_INIT`, or after
+    /// it ran); `Busy` while a non-protected VM's vCPU runs. A refused call
+    /// changes nothing.
     pub fn vcpu_init(&mut self, handle: u64, index: u64, pc: u64, x0: u64) -> Result<(), HypError> {
         let vm = self.get(handle)?;
         if vm.state != VmState::Alive {
             return Err(HypError::NoSuchVm);
         }
+        let protected = vm.protected;
         let vcpu = vm.vcpu(index)?;
+        if protected && (index != 0 || vcpu.started) {
+            return Err(HypError::PermissionDenied);
+        }
         if vcpu.running {
             return Err(HypError::Busy);
         }
         *vcpu.ctx = VcpuContext::at_entry(pc, x0);
         vcpu.power = VcpuPower::OnPending;
+        vcpu.started = true;
         vcpu.pending_read = None;
         Ok(())
     }
@@ -482,21 +502,27 @@ impl VmTable {
         }
         if !vm.protected {
             // Every leaf of a non-protected VM is a page the host lent it; runs of
-            // leaves contiguous in both spaces go back in one transition each.
-            let mut leaves: Vec<(usize, usize, usize)> = Vec::new();
-            vm.stage2.for_each_leaf(0, vm.stage2.limit(), |l| match leaves.last_mut() {
-                Some(last) if last.1 == l.start && last.2 + (last.1 - last.0) == l.pa => last.1 = l.end,
-                _ => leaves.push((l.start, l.end, l.pa)),
-            });
+            // leaves contiguous in both spaces (up to one call's pages) go back in
+            // one transition each, found one after the other in the table itself
+            // (a list of them would be hyp memory the host could grow).
+            const MOST: usize = hyp_abi::MAX_PAGES_PER_CALL as usize * 4096;
             let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb };
-            for (start, end, pa) in leaves {
-                let pages = ((end - start) / 4096) as u64;
-                for chunk in (0..pages).step_by(hyp_abi::MAX_PAGES_PER_CALL as usize) {
-                    let n = (pages - chunk).min(hyp_abi::MAX_PAGES_PER_CALL);
-                    let offset = chunk * 4096;
-                    memory.host_unshare_guest(&mut guest, pa as u64 + offset, start as u64 + offset, n, env)?;
-                    vm.pages_held -= n;
+            let mut cursor = 0;
+            while let Some(first) = guest.stage2.first_leaf_from(cursor) {
+                let (start, pa) = (first.start, first.pa);
+                let mut end = first.end.min(start + MOST);
+                while end < start + MOST {
+                    match guest.stage2.leaf_at(end) {
+                        Some(next) if next.start == end && next.pa == pa + (end - start) => {
+                            end = next.end.min(start + MOST);
+                        }
+                        _ => break,
+                    }
                 }
+                let pages = ((end - start) / 4096) as u64;
+                memory.host_unshare_guest(&mut guest, pa as u64, start as u64, pages, env)?;
+                vm.pages_held -= pages;
+                cursor = end;
             }
         }
         vm.state = VmState::TornDown;
@@ -506,8 +532,9 @@ impl VmTable {
 
     /// Takes back `pages` pages of a protected VM at its IPAs `ipa..`, zeroed:
     /// after teardown (the VM and its handle go away with its last page), or by
-    /// force from a live VM (its next touch of those IPAs then ends it with a
-    /// fatal exit, never a leak).
+    /// force from a live VM (those IPAs stay poisoned in its stage-2: its next
+    /// touch of one ends it with a fatal exit, never a leak, and nothing can be
+    /// mapped there again).
     ///
     /// # Errors
     ///
@@ -547,15 +574,12 @@ impl VmTable {
             .map(|l| (l.pa + (ipa as usize - l.start)) as u64)
             .ok_or(HypError::InvalidArgument)?;
         let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb: &mut *tlb };
-        memory.host_reclaim_guest(&mut guest, pa, ipa, pages, env)?;
-        vm.pages_held -= pages;
         if live {
-            for page in (ipa..ipa + pages * 4096).step_by(4096) {
-                if vm.lost.try_reserve(1).is_ok() {
-                    vm.lost.push(page);
-                }
-            }
+            memory.host_reclaim_guest_poisoning(&mut guest, pa, ipa, pages, env)?;
+        } else {
+            memory.host_reclaim_guest(&mut guest, pa, ipa, pages, env)?;
         }
+        vm.pages_held -= pages;
         self.free_if_empty(handle, memory, env, tlb);
         Ok(())
     }
@@ -585,20 +609,17 @@ impl VmTable {
         }
     }
 
-    /// What `ipa` is to the VM behind `handle`.
+    /// What `ipa` is to the VM behind `handle`: one walk of its stage-2.
     pub fn ipa_kind(&mut self, handle: u64, ipa: u64) -> crate::vm::guest_trap::IpaKind {
         use crate::vm::guest_trap::IpaKind;
         let Ok(vm) = self.get(handle) else {
             return IpaKind::Other;
         };
-        if vm.stage2.leaf_at(ipa as usize).is_some() {
-            IpaKind::Memory
-        } else if vm.lost.contains(&(ipa & !0xfff)) {
-            IpaKind::Lost
-        } else if vm.mmio_guard.allows(ipa) {
-            IpaKind::Other
-        } else {
-            IpaKind::Refused
+        match usize::try_from(ipa).map_or(Entry::Empty, |ipa| vm.stage2.entry_at(ipa)) {
+            Entry::Mapped(_) => IpaKind::Memory,
+            Entry::Marked(mark) if mark == GUEST_POISONED => IpaKind::Lost,
+            Entry::Marked(_) | Entry::Empty if vm.mmio_guard.allows(ipa) => IpaKind::Other,
+            Entry::Marked(_) | Entry::Empty => IpaKind::Refused,
         }
     }
 

@@ -175,10 +175,12 @@ fn registers_of_protected_vms_are_refused() {
     let mut w = World::new();
     let p = w.create(1, 2).unwrap();
     let n = w.create(0, 2).unwrap();
-    w.vms.vcpu_init(p, 1, 0x8000_0000, 7).unwrap();
+    w.vms.vcpu_init(p, 0, 0x8000_0000, 7).unwrap();
     w.vms.vcpu_init(n, 1, 0x8000_0000, 7).unwrap();
-    assert_eq!(w.vms.get_reg(p, 1, 0), Err(HypError::PermissionDenied));
-    assert_eq!(w.vms.set_reg(p, 1, 0, 1), Err(HypError::PermissionDenied));
+    for vcpu in [0, 1] {
+        assert_eq!(w.vms.get_reg(p, vcpu, 0), Err(HypError::PermissionDenied));
+        assert_eq!(w.vms.set_reg(p, vcpu, 0, 1), Err(HypError::PermissionDenied));
+    }
     assert_eq!(w.vms.get_reg(n, 1, 0), Ok(7));
     assert_eq!(w.vms.get_reg(n, 1, 31), Ok(0x8000_0000));
     w.vms.set_reg(n, 1, 3, 0x33).unwrap();
@@ -379,4 +381,331 @@ fn the_mmio_guard_refuses_memory_and_far_ipas_and_decides_what_is_mmio() {
     assert_eq!(w.vms.ipa_kind(h, 0x900_0000), IpaKind::Refused);
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Unmap { ipa: 0x900_0000 }), invalid, "not allowed any more");
     assert_eq!(w.vms.mmio_guard(h + 1, GuardCall::Enroll), NOT_SUPPORTED, "no such VM");
+}
+
+/// A vCPU's power state and entry (PC, x0), as the table holds them.
+fn vcpu_state(w: &mut World, h: u64, index: usize) -> (VcpuPower, u64, u64) {
+    let v = &w.vms.get(h).unwrap().vcpus[index];
+    (v.power, v.ctx.pc, v.ctx.gprs.x[0])
+}
+
+/// What `VCPU_RUN` does to a vCPU under the lock when it enters (`true`) and
+/// when the run ends (`false`).
+fn set_running(w: &mut World, h: u64, index: usize, running: bool) {
+    let v = &mut w.vms.get(h).unwrap().vcpus[index];
+    v.running = running;
+    if running {
+        v.power = VcpuPower::On;
+    }
+}
+
+/// A protected vCPU's state belongs to its guest: the host sets vCPU 0's entry
+/// once, before it first runs; every later `VCPU_INIT` (before the first run,
+/// while it runs, after it exited, after its guest turned it off), and any of a
+/// secondary (before or after the guest's own CPU_ON, after its CPU_OFF), is
+/// refused with `PermissionDenied` and changes nothing, as is every register
+/// write; a crashed or torn-down VM answers `NoSuchVm`.
+#[test]
+fn protected_vcpu_entry_is_set_once_by_the_host_and_only_for_vcpu_0() {
+    use HypError::{NoSuchVcpu, NoSuchVm, PermissionDenied};
+    use VcpuPower::{Off, On, OnPending};
+    let mut w = World::new();
+    let h = w.create(1, 3).unwrap();
+    w.map(h, 0x4010_0000, 0x8000_0000, 4).unwrap();
+    // Before anything ran: no secondary takes the host's entry.
+    for vcpu in [1, 2] {
+        assert_eq!(w.vms.vcpu_init(h, vcpu, 0x8000_1000, 1), Err(PermissionDenied), "secondary {vcpu}");
+        assert_eq!(vcpu_state(&mut w, h, vcpu as usize), (Off, 0, 0));
+    }
+    assert_eq!(w.vms.vcpu_init(h, 3, 0x8000_1000, 1), Err(NoSuchVcpu));
+    // vCPU 0: once.
+    w.vms.vcpu_init(h, 0, 0x8000_0000, 7).unwrap();
+    assert_eq!(vcpu_state(&mut w, h, 0), (OnPending, 0x8000_0000, 7));
+    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(PermissionDenied), "a second entry before it ran");
+    assert_eq!(vcpu_state(&mut w, h, 0), (OnPending, 0x8000_0000, 7));
+    // While it runs, and after it exited.
+    set_running(&mut w, h, 0, true);
+    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(PermissionDenied), "while it runs");
+    w.vms.get(h).unwrap().vcpus[0].ctx.pc = 0x8000_0040;
+    set_running(&mut w, h, 0, false);
+    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(PermissionDenied), "after it exited");
+    assert_eq!(vcpu_state(&mut w, h, 0), (On, 0x8000_0040, 7), "the guest's own state, untouched");
+    // A secondary the guest started with CPU_ON: its entry is the guest's.
+    assert_eq!(w.vms.get(h).unwrap().psci_cpu_on(vcpu_mpidr(1), 0x8000_2000, 5), Ok(1));
+    assert_eq!(w.vms.vcpu_init(h, 1, 0x6666_0000, 66), Err(PermissionDenied), "after the guest's CPU_ON");
+    assert_eq!(vcpu_state(&mut w, h, 1), (OnPending, 0x8000_2000, 5));
+    set_running(&mut w, h, 1, true);
+    assert_eq!(w.vms.vcpu_init(h, 1, 0x6666_0000, 66), Err(PermissionDenied), "while it runs");
+    set_running(&mut w, h, 1, false);
+    // Its guest turns it off (the CPU_OFF exit): only the guest starts it again.
+    w.vms.get(h).unwrap().vcpus[1].power = Off;
+    assert_eq!(w.vms.vcpu_init(h, 1, 0x6666_0000, 66), Err(PermissionDenied), "after its CPU_OFF");
+    assert_eq!(vcpu_state(&mut w, h, 1).0, Off);
+    assert_eq!(w.vms.get(h).unwrap().psci_cpu_on(vcpu_mpidr(1), 0x8000_3000, 6), Ok(1));
+    assert_eq!(vcpu_state(&mut w, h, 1), (OnPending, 0x8000_3000, 6));
+    // vCPU 0 off by its guest's CPU_OFF: the host cannot start it again either.
+    w.vms.get(h).unwrap().vcpus[0].power = Off;
+    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(PermissionDenied), "vCPU 0 after its CPU_OFF");
+    assert_eq!(vcpu_state(&mut w, h, 0), (Off, 0x8000_0040, 7));
+    // The secondary its guest never started stays off.
+    assert_eq!(w.vms.vcpu_init(h, 2, 0x6666_0000, 66), Err(PermissionDenied));
+    assert_eq!(vcpu_state(&mut w, h, 2), (Off, 0, 0));
+    // No register write, at any stage.
+    for vcpu in 0..3 {
+        for reg in [0, 31, 32, 33] {
+            assert_eq!(w.vms.set_reg(h, vcpu, reg, 0x6666_0000), Err(PermissionDenied));
+        }
+    }
+    // Crashed, then torn down: no VM to initialise.
+    w.vms.get(h).unwrap().state = VmState::Crashed;
+    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(NoSuchVm), "crashed");
+    w.teardown(h).unwrap();
+    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(NoSuchVm), "torn down");
+    assert_eq!(w.vms.vcpu_init(h, 2, 0x6666_0000, 66), Err(NoSuchVm), "torn down");
+    w.reclaim(h, 0x8000_0000, 4).unwrap();
+    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(NoSuchVm), "gone");
+    w.assert_clean();
+}
+
+/// A non-protected VM's vCPUs are the host's to start (and restart) at any time,
+/// except while they run.
+#[test]
+fn non_protected_vcpus_are_started_by_the_host_whenever_they_do_not_run() {
+    let mut w = World::new();
+    let h = w.create(0, 2).unwrap();
+    w.vms.vcpu_init(h, 1, 0x8000_1000, 1).unwrap();
+    w.vms.vcpu_init(h, 0, 0x8000_0000, 2).unwrap();
+    w.vms.vcpu_init(h, 0, 0x8000_0100, 3).unwrap();
+    assert_eq!(vcpu_state(&mut w, h, 0), (VcpuPower::OnPending, 0x8000_0100, 3));
+    set_running(&mut w, h, 0, true);
+    assert_eq!(w.vms.vcpu_init(h, 0, 0x8000_0200, 4), Err(HypError::Busy));
+    set_running(&mut w, h, 0, false);
+    w.vms.vcpu_init(h, 0, 0x8000_0200, 4).unwrap();
+    assert_eq!(vcpu_state(&mut w, h, 0), (VcpuPower::OnPending, 0x8000_0200, 4));
+    w.vms.set_reg(h, 1, 31, 0x8000_1100).unwrap();
+    assert_eq!(vcpu_state(&mut w, h, 1), (VcpuPower::OnPending, 0x8000_1100, 1));
+    w.teardown(h).unwrap();
+    assert_eq!(w.vms.vcpu_init(h, 0, 0x8000_0000, 0), Err(HypError::NoSuchVm));
+}
+
+/// A VM's view for `guest_trap::handle`: its IPAs as the table says.
+struct TableView<'a> {
+    vms: std::cell::RefCell<&'a mut VmTable>,
+    handle: u64,
+}
+
+impl crate::vm::guest_trap::VmView for TableView<'_> {
+    fn ipa_kind(&self, ipa: u64) -> crate::vm::guest_trap::IpaKind {
+        self.vms.borrow_mut().ipa_kind(self.handle, ipa)
+    }
+    fn cpu_on(&self, _: u64, _: u64, _: u64) -> Result<u64, i64> {
+        Err(-2)
+    }
+    fn affinity_info(&self, _: u64) -> i64 {
+        -2
+    }
+    fn send_sgi(&self, _: u64, _: u32) -> u64 {
+        0
+    }
+    fn vcpu_index(&self) -> usize {
+        0
+    }
+    fn id_register(&self, _: crate::vm::sysreg::SysReg) -> u64 {
+        0
+    }
+    fn gicv3(&self) -> bool {
+        true
+    }
+    fn mmio_guard(&self, _: GuardCall) -> u64 {
+        NOT_SUPPORTED
+    }
+}
+
+/// Whether the protected VM behind `handle` touching `ipa` (a load, a store,
+/// an instruction fetch: stage-2 translation faults) ends with the fatal exit
+/// that shows nothing, never an exit the host could serve.
+fn touching_is_fatal(vms: &mut VmTable, handle: u64, ipa: u64) -> bool {
+    use crate::esr::Esr;
+    use crate::vm::guest_trap::{handle as serve, GuestTrap, Outcome};
+    const LOAD: u64 = 0x24 << 26 | 1 << 25 | 1 << 24 | 3 << 22 | 0x7;
+    const STORE: u64 = LOAD | 1 << 6;
+    const FETCH: u64 = 0x20 << 26 | 1 << 25 | 0x7;
+    let view = TableView { vms: std::cell::RefCell::new(vms), handle };
+    [LOAD, STORE, FETCH].into_iter().all(|esr| {
+        let mut ctx = VcpuContext::at_entry(0x8000_0000, 0);
+        let trap = GuestTrap { kind: 0, esr: Esr(esr), far: ipa, ipa };
+        serve(&mut ctx, trap, true, &view)
+            == Outcome::ToHost { exit: hyp_abi::Exit::Fatal { esr: 0, address: 0 }, pending_read: None }
+    })
+}
+
+/// A bank of this process's memory to donate as the memcache, freed on drop.
+struct Bank {
+    range: PhysRange,
+    layout: std::alloc::Layout,
+}
+
+impl Bank {
+    fn new(pages: usize) -> Bank {
+        let layout = std::alloc::Layout::from_size_align(pages * 4096, 4096).unwrap();
+        // SAFETY: Non-zero size; freed on drop.
+        let base = unsafe { std::alloc::alloc_zeroed(layout) } as u64;
+        Bank { range: PhysRange { start: base, end: base + (pages * 4096) as u64 }, layout }
+    }
+
+    fn pages(&self) -> u64 {
+        self.range.size() / 4096
+    }
+}
+
+impl Drop for Bank {
+    fn drop(&mut self) {
+        // SAFETY: Allocated in `new` with this layout; the tests drop a bank
+        // only after the hyp gave every page of it back (or when failing).
+        unsafe { std::alloc::dealloc(self.range.start as *mut u8, self.layout) };
+    }
+}
+
+/// A world whose guest tables and vCPU contexts come from `bank`, donated.
+fn world_with_memcache(bank: &Bank) -> World {
+    let mut w = World::with_real_bank(Some(bank.range));
+    w.memory.use_memcache_for_guest_tables();
+    let (start, pages) = (bank.range.start, bank.pages());
+    w.memory_call(|m, env| m.host_donate_hyp(start, pages, env)).unwrap();
+    w
+}
+
+/// Forgets the fakes' records of TLB maintenance (kept allocated: flat).
+fn forget_tlb_records(w: &mut World) {
+    for tlb in [&mut w.s2, &mut w.el2, &mut w.guest_tlb] {
+        tlb.leaves.clear();
+    }
+}
+
+/// 100,000 cycles of map + forced reclaim against one live protected VM, each
+/// at a new IPA: the hyp's own memory (its page source and every allocation on
+/// the heap, which is the hyp's pool on the target) stays exactly flat; what
+/// grows is the VM's stage-2, whose tables come from the pages the host donated
+/// (one leaf table per 2 MiB of poisoned IPAs). Every poisoned page then faults
+/// (fatal exit, nothing shown, never MMIO) and can never be mapped again.
+#[test]
+fn forced_reclaims_poison_the_stage2_and_take_no_hyp_memory() {
+    const CYCLES: u64 = 100_000;
+    const WARM_UP: u64 = 1_000;
+    const BASE: u64 = 0x8000_0000;
+    const PA: u64 = 0x4010_0000;
+    let bank = Bank::new(512);
+    let mut w = world_with_memcache(&bank);
+    let h = w.create(1, 1).unwrap();
+    w.vms.vcpu_init(h, 0, BASE, 0).unwrap();
+    let mut flat = None;
+    for i in 0..CYCLES {
+        let ipa = BASE + i * 4096;
+        w.map(h, PA, ipa, 1).unwrap();
+        w.reclaim(h, ipa, 1).unwrap();
+        forget_tlb_records(&mut w);
+        if i + 1 >= WARM_UP && (i + 1) % 10_000 == 0 || i + 1 == WARM_UP {
+            let now = (crate::testing::live_heap_bytes(), w.source.outstanding.len());
+            assert_eq!(*flat.get_or_insert(now), now, "after {} cycles: hyp memory (heap bytes, pages) grew", i + 1);
+        }
+    }
+    let (_, used) = w.memory.memcache_pages();
+    assert!(used <= 4 + CYCLES.div_ceil(512), "the VM's tables and context: {used} donated pages");
+    assert_eq!(w.vms.info(h), Ok([1, 1, 0]));
+    assert!(w.host_maps(PA) && w.zeroes.0.contains(&PA));
+    w.assert_clean();
+    for i in 0..CYCLES {
+        let ipa = BASE + i * 4096;
+        assert_eq!(w.vms.ipa_kind(h, ipa + 8), crate::vm::guest_trap::IpaKind::Lost, "{ipa:#x}");
+        assert!(touching_is_fatal(&mut w.vms, h, ipa + 0x10), "{ipa:#x}");
+    }
+    assert!(!touching_is_fatal(&mut w.vms, h, BASE + CYCLES * 4096), "past the poisoned pages: not fatal");
+    for ipa in [BASE, BASE + 4096 * (CYCLES / 2), BASE + 4096 * (CYCLES - 1)] {
+        assert_eq!(w.map(h, PA, ipa, 1), Err(HypError::InvalidArgument), "a poisoned IPA is never given again");
+    }
+    w.assert_clean();
+    // The VM goes with its teardown (it holds no page), its tables back to the memcache.
+    w.teardown(h).unwrap();
+    assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm));
+    assert_eq!(w.memory.memcache_pages(), (bank.pages(), 0));
+    let (start, pages) = (bank.range.start, bank.pages());
+    w.memory_call(|m, env| m.host_reclaim_hyp(start, pages, env)).unwrap();
+    w.assert_clean();
+}
+
+/// Poisoning takes no memory: with the memcache used up, maps that need a table
+/// fail with `NoMemory` and change nothing, a forced reclaim that would split a
+/// block fails the same way, and a forced reclaim of a page still poisons it.
+#[test]
+fn with_the_memcache_used_up_maps_fail_cleanly_and_forced_reclaims_still_poison() {
+    use crate::vm::guest_trap::IpaKind;
+    const M2: u64 = 2 << 20;
+    let bank = Bank::new(8);
+    let mut w = world_with_memcache(&bank);
+    let h = w.create(1, 1).unwrap();
+    // A 2 MiB block (one level-2 entry), a page, then pages in other 2 MiB
+    // windows until no table can be had.
+    w.map(h, 0x4020_0000, 0x8020_0000, 512).unwrap();
+    w.map(h, 0x4011_0000, 0x8000_1000, 1).unwrap();
+    let mut windows = 0;
+    for k in 2..64 {
+        match w.map(h, 0x4010_0000, 0x8000_0000 + k * M2, 1) {
+            Ok(()) => {
+                w.reclaim(h, 0x8000_0000 + k * M2, 1).unwrap();
+                windows += 1;
+            }
+            Err(error) => {
+                assert_eq!(error, HypError::NoMemory);
+                assert_eq!(w.vms.ipa_kind(h, 0x8000_0000 + k * M2), IpaKind::Other, "nothing there");
+                break;
+            }
+        }
+    }
+    assert!(windows >= 1 && w.memory.memcache_pages().0 == 0, "{windows} windows, memcache used up");
+    w.assert_clean();
+    // Splitting the block needs a table: refused, nothing changed.
+    assert_eq!(w.reclaim(h, 0x8020_1000, 1), Err(HypError::NoMemory));
+    assert_eq!(w.vms.ipa_kind(h, 0x8020_1000), IpaKind::Memory);
+    assert_eq!(w.vms.info(h), Ok([1, 1, 513]));
+    // A page of its own: forced back and poisoned without memory.
+    w.reclaim(h, 0x8000_1000, 1).unwrap();
+    assert_eq!(w.vms.ipa_kind(h, 0x8000_1000), IpaKind::Lost);
+    assert!(touching_is_fatal(&mut w.vms, h, 0x8000_1000));
+    w.assert_clean();
+    // The whole block goes back at once after teardown (no split), and the VM with it.
+    w.teardown(h).unwrap();
+    w.reclaim(h, 0x8020_0000, 512).unwrap();
+    assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm));
+    assert_eq!(w.memory.memcache_pages(), (bank.pages(), 0));
+    let (start, pages) = (bank.range.start, bank.pages());
+    w.memory_call(|m, env| m.host_reclaim_hyp(start, pages, env)).unwrap();
+    w.assert_clean();
+}
+
+/// A non-protected VM's teardown returns its pages in runs found in its
+/// stage-2 (contiguous in both spaces, at most one call's pages each), keeping
+/// no list of them in the hyp.
+#[test]
+fn non_protected_teardown_returns_runs_longer_than_a_call_and_scattered_pages() {
+    let mut w = World::new();
+    let h = w.create(0, 1).unwrap();
+    // 612 pages contiguous in both spaces (two calls), and 3 scattered pages.
+    w.map(h, 0x4020_0000, 0x8020_0000, 512).unwrap();
+    w.map(h, 0x4040_0000, 0x8040_0000, 100).unwrap();
+    for (k, (pa, ipa)) in
+        [(0x4010_0000, 0x9000_0000), (0x4010_2000, 0x9000_1000), (0x4011_0000, 0x1000)].iter().enumerate()
+    {
+        w.map(h, *pa, *ipa, 1).unwrap_or_else(|e| panic!("scattered page {k}: {e:?}"));
+    }
+    assert_eq!(w.vms.info(h), Ok([0, 1, 615]));
+    let before = crate::testing::live_heap_bytes();
+    w.teardown(h).unwrap();
+    assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm));
+    assert!(crate::testing::live_heap_bytes() <= before, "teardown kept nothing on the heap");
+    let borrowed = (0x4000_0000..0x4400_0000u64)
+        .step_by(4096)
+        .filter(|&pa| w.memory.pages.get(pa).is_some_and(|r| r.borrower.is_some()))
+        .count();
+    assert_eq!(borrowed, 0, "every page back with the host alone");
+    w.assert_clean();
 }

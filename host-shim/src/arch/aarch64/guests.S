@@ -64,6 +64,27 @@
     str     w10, [x12, #0x100]
 .endm
 
+/*
+ * On vCPU 0 (MPIDR_EL1.Aff0 0): PSCI CPU_ON of vCPU 1 at the page after
+ * `code`, with x0 = `context` there. A protected VM's secondaries start only
+ * this way (the host may not set their entry); the call ends the run with a
+ * CPU_ON exit, so that the host runs vCPU 1. In a VM without a vCPU 1 it
+ * answers INVALID_PARAMETERS and nothing happens. Uses x0..x3, x9.
+ */
+.macro start_vcpu1 code, context
+    mrs     x9, mpidr_el1
+    tst     x9, #0xff
+    b.ne    99f
+    mov     x0, #(PSCI_CPU_ON_64 & 0xffff)
+    movk    x0, #(PSCI_CPU_ON_64 >> 16), lsl #16
+    mov     x1, #1
+    adr     x2, \code
+    add     x2, x2, #0x1000
+    mov     x3, #\context
+    hvc     #0
+99:
+.endm
+
 /* The same for a GICv2 distributor (banked SGIs and PPIs). Uses x9, x10. */
 .macro gicv2_open_all
     mov     x9, #GUEST_GICD
@@ -460,7 +481,9 @@ guest_spin_start:
 guest_spin_end:
 
 /*
- * Interrupt guest: x0 = how many interrupts to take. It installs its vectors
+ * Interrupt guest: x0 = how many interrupts to take. On vCPU 0 it first starts
+ * vCPU 1 (if the VM has one) at the next page (`start_vcpu1`, x0 = 0 there).
+ * It installs its vectors
  * (+0x800), opens its distributor (every interrupt enabled) and its virtual
  * CPU interface (priority mask 0xff, group 1 enabled: ICC_* registers, which
  * reach the ICV_* ones under the hyp), says it is ready with a store to
@@ -477,6 +500,7 @@ guest_spin_end:
 .global guest_irq_start
 guest_irq_start:
     mov     x21, x0
+    start_vcpu1 guest_irq_start, 0
     mov     x19, xzr
     mov     x20, #GUEST_UART
     adr     x9, guest_irq_start
@@ -577,7 +601,7 @@ timer_vectors:
 guest_timer_end:
 
 /*
- * SGI guest, run as another vCPU beside the interrupt guest: opens the
+ * SGI guest, run as vCPU 1 beside the interrupt guest (which starts it): opens the
  * distributor, sends SGI 5 to vCPU 0 (ICC_SGI1R_EL1: TargetList bit 0,
  * INTID 5), then turns itself off.
  */
@@ -595,7 +619,8 @@ guest_sgi_start:
 guest_sgi_end:
 
 /*
- * The interrupt guest for GICv2: the same as guest_irq, but its CPU interface
+ * The interrupt guest for GICv2: the same as guest_irq (starting vCPU 1 too),
+ * but its CPU interface
  * is memory-mapped (GICC at GUEST_GICC): it opens it (GICC_PMR 0xf8,
  * GICC_CTLR group 0 enabled), acknowledges with GICC_IAR and ends with
  * GICC_EOIR. x0 = how many interrupts to take.
@@ -604,6 +629,7 @@ guest_sgi_end:
 .global guest_irq2_start
 guest_irq2_start:
     mov     x21, x0
+    start_vcpu1 guest_irq2_start, 0
     mov     x19, xzr
     mov     x20, #GUEST_UART
     mov     x22, #GUEST_GICC
@@ -757,7 +783,9 @@ guest_vtimer_bench_end:
 
 /*
  * Distributor guest, for either GIC version (x0 = 2: GICv2, else GICv3): it
- * programs its distributor and checks how interrupts reach it. Reports: each
+ * programs its distributor and checks how interrupts reach it. It first
+ * starts vCPU 1 (the interrupt guest, at the next page, x0 = 1 there: one
+ * interrupt to take) with PSCI CPU_ON. Reports: each
  * INTID taken to IRQ_REPORT, values read back to GIC_VALUE, IRQ_READY when the
  * host has a part to play.
  *  1. Reads GICD_TYPER.ITLinesNumber and reports it; sets the priorities of
@@ -778,6 +806,7 @@ guest_vtimer_bench_end:
 .global guest_gic_start
 guest_gic_start:
     mov     x25, x0
+    start_vcpu1 guest_gic_start, 1
     mov     x19, xzr
     mov     x20, #GUEST_UART
     mov     x22, #GUEST_GICC

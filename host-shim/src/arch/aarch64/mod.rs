@@ -227,6 +227,32 @@ pub unsafe fn probe_write(address: u64, value: u64) {
     unsafe { asm!("str {v}, [{a}]", a = in(reg) address, v = in(reg) value, options(nostack)) };
 }
 
+/// Loads 4 bytes from `address`, which may abort (as [`probe_read`]).
+///
+/// # Safety
+///
+/// As for [`probe_read`], with 4-byte alignment.
+pub unsafe fn probe_read32(address: u64) -> u32 {
+    let value: u32;
+    // SAFETY: As for `probe_read`.
+    unsafe { asm!("ldr {v:w}, [{a}]", a = in(reg) address, v = lateout(reg) value, options(nostack, readonly)) };
+    value
+}
+
+/// Stores 4 bytes to `address` from x25 (a register the hyp does not save on
+/// its fast path, so a trapped store from it takes the hyp's slow path),
+/// which may abort: the handler then skips the store.
+///
+/// # Safety
+///
+/// As for [`probe_write`], with 4-byte alignment.
+pub unsafe fn probe_write32_from_x25(address: u64, value: u32) {
+    // SAFETY: As for `probe_write`.
+    unsafe {
+        asm!("mov w25, {v:w}", "str w25, [{a}]", a = in(reg) address, v = in(reg) value, out("x25") _, options(nostack))
+    };
+}
+
 /// An SMCCC 1.1 call with `HVC #0`: function ID in x0, arguments in x1..x6;
 /// returns x0..x3. x4..x17 count as clobbered, as SMCCC 1.1 allows.
 pub fn hvc(function: u32, args: [u64; 6]) -> [u64; 4] {
@@ -288,6 +314,31 @@ pub fn with_d8<R>(value: u64, f: impl FnOnce() -> R) -> (R, u64) {
     // SAFETY: Reading d8 has no side effect.
     unsafe { asm!("fmov {}, d8", out(reg) after, options(nomem, nostack)) };
     (result, after)
+}
+
+/// Ends QEMU with `status` through semihosting (`SYS_EXIT`,
+/// `ADP_Stopped_ApplicationExit`).
+///
+/// # Safety
+///
+/// QEMU must serve semihosting (`-semihosting`); without it `HLT` is an
+/// undefined instruction.
+pub unsafe fn semihosting_exit(status: u32) {
+    /// ADP_Stopped_ApplicationExit.
+    const APPLICATION_EXIT: u64 = 0x20026;
+    /// SYS_EXIT operation number.
+    const SYS_EXIT: u64 = 0x18;
+    let block: [u64; 2] = [APPLICATION_EXIT, u64::from(status)];
+    // SAFETY: The caller guarantees a semihosting host; the parameter block
+    // stays alive for the duration of the call.
+    unsafe {
+        asm!(
+            "hlt #0xf000",
+            inout("x0") SYS_EXIT => _,
+            in("x1") block.as_ptr(),
+            options(nostack),
+        );
+    }
 }
 
 /// Waits forever.

@@ -14,6 +14,12 @@ pub struct TrapFrame {
 /// The frame slot `vectors.S` loads into x19..x28 when a host trap handler asks.
 const CALLEE_SAVED_VALUE_SLOT: usize = 31;
 
+/// What a host trap handler returns when it needs the host's x19..x28 (a
+/// store from one of them to emulate): the vectors save them into the frame
+/// and call `handle_lower_el_exception_full_frame`. Rare, so the fast path
+/// never saves them.
+pub const NEED_CALLEE_SAVED: u64 = 64;
+
 impl TrapFrame {
     /// Gives the host's register x`n` (n < 31) `value` on return from a host
     /// trap. Returns what `handle_lower_el_exception` must return: 0, or `n`

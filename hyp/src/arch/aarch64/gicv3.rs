@@ -217,3 +217,59 @@ pub fn find_redistributor_sgi_frame(start: usize, end: usize, mpidr: u64) -> Opt
     }
     None
 }
+
+/// Calls `f` with the address of each page of the redistributors in
+/// `start..end` (mapped for the hyp) that holds LPI controls: every
+/// redistributor's first page (GICR_CTLR, PROPBASER, PENDBASER, SETLPIR,
+/// INVLPIR, ...) and, with virtual LPIs, the first page of its VLPI frame
+/// (VPROPBASER, VPENDBASER).
+/// `f` gets the page and whether it is a VLPI frame's.
+pub fn for_each_lpi_control_page(start: usize, end: usize, mut f: impl FnMut(usize, bool)) {
+    let mut frame = start;
+    while frame + 2 * GICR_SGI_FRAME <= end {
+        // SAFETY: As in `find_redistributor_sgi_frame`.
+        let typer = unsafe { core::ptr::read_volatile((frame + GICR_TYPER) as *const u64) };
+        f(frame, false);
+        let has_vlpis = typer & (1 << 1) != 0;
+        if has_vlpis {
+            f(frame + 2 * GICR_SGI_FRAME, true);
+        }
+        if typer & (1 << 4) != 0 {
+            return;
+        }
+        frame += if has_vlpis { 4 * GICR_SGI_FRAME } else { 2 * GICR_SGI_FRAME };
+    }
+}
+
+/// Reads the 4- or 8-byte redistributor register at `address` for the host.
+///
+/// # Safety
+///
+/// `address` must be a naturally aligned register of a redistributor frame
+/// the hyp maps as device memory.
+pub unsafe fn read_redistributor(address: usize, bytes: usize) -> u64 {
+    // SAFETY: The caller guarantees a mapped, aligned device register.
+    unsafe {
+        if bytes == 8 {
+            core::ptr::read_volatile(address as *const u64)
+        } else {
+            u64::from(core::ptr::read_volatile(address as *const u32))
+        }
+    }
+}
+
+/// Writes the 4- or 8-byte redistributor register at `address` for the host.
+///
+/// # Safety
+///
+/// As [`read_redistributor`]; the caller decided the write is harmless.
+pub unsafe fn write_redistributor(address: usize, bytes: usize, value: u64) {
+    // SAFETY: The caller guarantees a mapped, aligned device register.
+    unsafe {
+        if bytes == 8 {
+            core::ptr::write_volatile(address as *mut u64, value);
+        } else {
+            core::ptr::write_volatile(address as *mut u32, value as u32);
+        }
+    }
+}

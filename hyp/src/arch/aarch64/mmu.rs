@@ -5,7 +5,7 @@ use core::arch::asm;
 
 /// MAIR_EL2: index 0 Device-nGnRE (0x04), index 1 normal memory, inner and outer
 /// write-back read/write-allocate (0xff). `mm::stage1` uses these indices.
-const MAIR_EL2_VALUE: u64 = 0x04 | (0xff << 8);
+pub const MAIR_EL2_VALUE: u64 = 0x04 | (0xff << 8);
 
 /// TCR_EL2 for a 48-bit VA, 4 KiB granule, inner-shareable write-back walks; the
 /// physical address size (PS, bits 18:16) is filled in from ID_AA64MMFR0_EL1.

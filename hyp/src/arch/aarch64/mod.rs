@@ -28,6 +28,7 @@ global_asm!(
     frame_x30 = const core::mem::offset_of!(exception::TrapFrame, regs) + 30 * 8,
     emergency_top = const crate::percpu::EMERGENCY_STACK_TOP_OFFSET,
     guest_gprs = const crate::percpu::GUEST_GPRS_OFFSET,
+    need_callee_saved = const exception::NEED_CALLEE_SAVED,
 );
 global_asm!(
     include_str!("switch.S"),

@@ -14,6 +14,7 @@
 .set FRAME_X30, {frame_x30}              /* offset_of!(TrapFrame, x30) */
 .set PERCPU_EMERGENCY_TOP, {emergency_top}  /* offset_of!(PerCpu, emergency_stack_top) */
 .set PERCPU_GUEST_GPRS, {guest_gprs}        /* offset_of!(PerCpu, guest_gprs) */
+.set NEED_CALLEE_SAVED, {need_callee_saved}  /* exception::NEED_CALLEE_SAVED */
 
 .set KIND_SYNC, 0
 .set KIND_IRQ, 1
@@ -149,6 +150,8 @@ host_return:
  * preserved the host's values, so only xn changes).
  */
 host_set_callee_saved:
+    cmp     x0, #NEED_CALLEE_SAVED
+    b.eq    host_save_callee_saved
     ldr     x1, [sp, #8 * 31]
     sub     x0, x0, #19
     adr     x2, 1f
@@ -173,6 +176,22 @@ host_set_callee_saved:
     mov     x27, x1
     b       host_return
     mov     x28, x1
+    b       host_return
+
+/*
+ * The handler returned NEED_CALLEE_SAVED: it must read one of the host's
+ * x19..x28, which still hold the host's values (the handler preserved them).
+ * Store them into the frame and handle the exception again with the full frame.
+ */
+host_save_callee_saved:
+    stp     x19, x20, [sp, #8 * 19]
+    stp     x21, x22, [sp, #8 * 21]
+    stp     x23, x24, [sp, #8 * 23]
+    stp     x25, x26, [sp, #8 * 25]
+    stp     x27, x28, [sp, #8 * 27]
+    mov     x0, sp
+    bl      handle_lower_el_exception_full_frame
+    cbnz    x0, host_set_callee_saved
     b       host_return
 
 /* x0 = the running vCPU's Gprs; the guest's x0, x1 are in the frame at sp. */

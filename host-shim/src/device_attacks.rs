@@ -1,0 +1,226 @@
+//! The hostile host's attacks through devices that master the bus: the GIC
+//! ITS (its command queue and tables), the redistributors' LPI tables
+//! (PROPBASER, PENDBASER, EnableLPIs), QEMU's fw_cfg DMA and the virtio-mmio
+//! transports. Each is aimed at a protected VM's page and at the hyp's image;
+//! each register access must be refused with an abort (so the device never
+//! learns the address), the protected guest must then run its code unchanged,
+//! the hyp must answer, and its invariant checker must be clean. Under
+//! `hyp.dma=permissive` (FEATURES says so) the host gets fw_cfg and virtio
+//! back, and the ITS and LPIs stay withheld.
+
+use crate::arch::{probe_read, probe_read32, probe_write, probe_write32_from_x25};
+use crate::checks::{arm_probe, check, probe_was_refused};
+use crate::hypercall;
+use crate::platform::HostPlatform;
+use hyp_abi::VmType;
+
+/// ITS registers.
+const GITS_CTLR: u64 = 0x0;
+const GITS_CBASER: u64 = 0x80;
+const GITS_CWRITER: u64 = 0x88;
+const GITS_BASER0: u64 = 0x100;
+/// Redistributor (RD frame) registers.
+const GICR_CTLR: u64 = 0x0;
+const GICR_TYPER: u64 = 0x8;
+const GICR_WAKER: u64 = 0x14;
+const GICR_SETLPIR: u64 = 0x40;
+const GICR_PROPBASER: u64 = 0x70;
+const GICR_PENDBASER: u64 = 0x78;
+const GICR_INVALLR: u64 = 0xb0;
+/// fw_cfg's DMA address register (big-endian; a write starts a transfer).
+const FW_CFG_DMA: u64 = 0x10;
+/// "virt": a virtio-mmio transport's magic value.
+const VIRTIO_MAGIC: u32 = 0x7472_6976;
+
+pub fn write_refused(address: u64, value: u64) -> bool {
+    arm_probe();
+    // SAFETY: The handler is armed; the address is aligned device space, and
+    // the store is what the hyp must refuse.
+    unsafe { probe_write(address, value) };
+    probe_was_refused()
+}
+
+pub fn write32_refused(address: u64, value: u32) -> bool {
+    arm_probe();
+    // SAFETY: As in `write_refused`.
+    unsafe { probe_write32_from_x25(address, value) };
+    probe_was_refused()
+}
+
+/// Reads 8 bytes; `None` if refused.
+fn read(address: u64) -> Option<u64> {
+    arm_probe();
+    // SAFETY: The handler is armed; reading device registers is harmless here.
+    let value = unsafe { probe_read(address) };
+    (!probe_was_refused()).then_some(value)
+}
+
+fn read32(address: u64) -> Option<u32> {
+    arm_probe();
+    // SAFETY: As in `read`.
+    let value = unsafe { probe_read32(address) };
+    (!probe_was_refused()).then_some(value)
+}
+
+/// The first `reg` address of the first node compatible with `names`.
+fn find(fdt: &fdt::Fdt<'_>, names: &[&str]) -> Option<u64> {
+    let node = fdt.find_compatible(names)?;
+    Some(node.reg()?.next()?.starting_address as u64)
+}
+
+/// Most device registers the hostile host's fuzzer writes.
+pub const MAX_HOSTILE_REGISTERS: usize = 12;
+
+/// The device registers whose every write the hyp must refuse (address, and
+/// whether the register is 32 bits wide): the ITS's, the redistributor's LPI
+/// controls, and with DMA isolation fw_cfg's DMA and a virtio transport's.
+pub fn hostile_registers(platform: &HostPlatform) -> ([(u64, bool); MAX_HOSTILE_REGISTERS], usize) {
+    let mut registers = [(0, false); MAX_HOSTILE_REGISTERS];
+    let mut count = 0;
+    let mut add = |address: u64, narrow: bool| {
+        if let Some(slot) = registers.get_mut(count) {
+            *slot = (address, narrow);
+            count += 1;
+        }
+    };
+    // SAFETY: The device tree the hyp gave the shim, at the address it passed.
+    let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(platform.device_tree.0 as *const u8) }) else {
+        return (registers, 0);
+    };
+    if let Some(its) = find(&fdt, &["arm,gic-v3-its"]) {
+        for offset in [GITS_CTLR, GITS_CBASER, GITS_CWRITER, GITS_BASER0] {
+            add(its + offset, false);
+        }
+    }
+    if let Some(crate::gic::GicConfig::V3 { redistributors: rd, .. }) = platform.gic {
+        for offset in [GICR_PROPBASER, GICR_PENDBASER, GICR_INVALLR, GICR_SETLPIR] {
+            add(rd + offset, false);
+        }
+        add(rd + GICR_CTLR, true);
+    }
+    let permissive = hypercall::platform_flags().is_ok_and(|f| f & hyp_abi::platform_flags::DMA_NOT_ISOLATED != 0);
+    if !permissive {
+        if let Some(fw_cfg) = find(&fdt, &["qemu,fw-cfg-mmio"]) {
+            add(fw_cfg + FW_CFG_DMA, false);
+        }
+        if let Some(virtio) = find(&fdt, &["virtio,mmio"]) {
+            add(virtio + 0x70, true);
+        }
+    }
+    (registers, count)
+}
+
+/// Runs every attack; `page` is a scratch page the shim gives a protected VM.
+pub fn run_all(platform: &HostPlatform, page: u64) -> bool {
+    // SAFETY: The device tree the hyp gave the shim, at the address it passed.
+    let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(platform.device_tree.0 as *const u8) }) else {
+        return check!(false, "device attacks: the device tree does not parse");
+    };
+    let hyp_image = platform.hyp_regions().first().map_or(0, |r| r.0);
+    let mut passed = true;
+    let flags = hypercall::platform_flags();
+    let permissive = flags.is_ok_and(|f| f & hyp_abi::platform_flags::DMA_NOT_ISOLATED != 0);
+    passed &= check!(flags.is_ok(), "FEATURES platform flags {flags:x?} (DMA isolated: {})", !permissive);
+
+    // A protected guest whose code page is every attack's target.
+    crate::vm_checks::load(page, crate::arch::guest_console());
+    let Ok(handle) = crate::vm_checks::create_vm(VmType::Protected, 1) else {
+        return check!(false, "device attacks: create the protected target VM");
+    };
+    passed &= check!(
+        hypercall::vm_map(handle, page, crate::vm_checks::GUEST_ENTRY, 1).is_ok()
+            && hypercall::vcpu_init(handle, 0, crate::vm_checks::GUEST_ENTRY, u64::from(b'P')).is_ok(),
+        "device attacks: protected target VM holds page {page:#x}"
+    );
+    let targets = [("the protected VM's page", page), ("the hyp's image", hyp_image)];
+
+    if let Some(its) = find(&fdt, &["arm,gic-v3-its"]) {
+        let mut refused = read(its + GITS_CTLR).is_none();
+        for (_, target) in targets {
+            refused &= write_refused(its + GITS_BASER0, target | 1 << 63);
+        }
+        let queue = crate::memory_checks::page(10);
+        refused &= write_refused(its + GITS_CBASER, queue | 1 << 63);
+        refused &= write_refused(its + GITS_CWRITER, 0x20);
+        passed &= check!(
+            refused,
+            "ITS at {its:#x} withheld: GITS_CTLR read, GITS_BASER0 (at the protected page, at the hyp's image), GITS_CBASER and GITS_CWRITER writes all aborted"
+        );
+    }
+    if let Some(crate::gic::GicConfig::V3 { redistributors: rd, .. }) = platform.gic {
+        let typer = read(rd + GICR_TYPER);
+        passed &= check!(
+            typer.is_some_and(|t| t >> 32 == 0),
+            "GICR_TYPER of CPU 0's redistributor read through the hyp: {typer:x?}"
+        );
+        let mut refused = true;
+        for (_, target) in targets {
+            refused &= write_refused(rd + GICR_PROPBASER, target | 0xf);
+            refused &= write_refused(rd + GICR_PENDBASER, target);
+        }
+        refused &= write32_refused(rd + GICR_CTLR, 1);
+        refused &= write_refused(rd + GICR_INVALLR, 0);
+        refused &= write_refused(rd + GICR_SETLPIR, 8192);
+        let ctlr = read32(rd + GICR_CTLR);
+        passed &= check!(
+            refused && ctlr.is_some_and(|c| c & 1 == 0),
+            "LPIs withheld: PROPBASER and PENDBASER (at the protected page, at the hyp's image), GICR_CTLR.EnableLPIs, INVALLR, SETLPIR writes aborted; GICR_CTLR reads {ctlr:x?}"
+        );
+        let waker = read32(rd + GICR_WAKER);
+        let kept = waker.is_some_and(|w| !write32_refused(rd + GICR_WAKER, w & !0b110));
+        let after = read32(rd + GICR_WAKER);
+        passed &= check!(
+            kept && after == waker,
+            "GICR_WAKER written from x25 through the hyp (its slow path): {waker:x?} -> {after:x?}"
+        );
+    }
+    if let Some(fw_cfg) = find(&fdt, &["qemu,fw-cfg-mmio"]) {
+        passed &= if permissive {
+            // The host may program fw_cfg's DMA now, at any address: no attack
+            // is aimed (it would succeed); its registers answer.
+            let data = read(fw_cfg);
+            check!(data.is_some(), "fw_cfg at {fw_cfg:#x} is the host's under hyp.dma=permissive")
+        } else {
+            let mut refused = read(fw_cfg).is_none();
+            for (_, target) in targets {
+                refused &= write_refused(fw_cfg + FW_CFG_DMA, target.to_be());
+            }
+            check!(
+                refused,
+                "fw_cfg at {fw_cfg:#x} withheld: its data read and its DMA address (the protected page, the hyp's image) aborted"
+            )
+        };
+    }
+    if let Some(virtio) = find(&fdt, &["virtio,mmio"]) {
+        let magic = read32(virtio);
+        passed &= if permissive {
+            check!(
+                magic == Some(VIRTIO_MAGIC),
+                "virtio-mmio at {virtio:#x} is the host's under hyp.dma=permissive: magic {magic:x?}"
+            )
+        } else {
+            check!(magic.is_none(), "virtio-mmio at {virtio:#x} withheld: its magic read aborted")
+        };
+    }
+
+    // The target page is intact: the protected guest runs its code as loaded.
+    let printed = crate::vm_checks::console_prints(handle, 'P', "hello from guest P R1");
+    passed &= check!(
+        printed == Ok(true),
+        "after the device attacks the protected guest runs its code unchanged: {printed:?}"
+    );
+    passed &= check!(hypercall::version().is_ok(), "after the device attacks the hyp answers");
+    passed &= check!(
+        hypercall::vm_teardown(handle).is_ok()
+            && hypercall::vm_reclaim(handle, crate::vm_checks::GUEST_ENTRY, 1).is_ok(),
+        "device attacks: target VM torn down and its page reclaimed"
+    );
+    if crate::checks::debug_calls() {
+        let report = hypercall::check_invariants();
+        passed &= check!(
+            matches!(report, Ok(r) if r.violations == 0),
+            "invariant checker clean after the device attacks: {report:?}"
+        );
+    }
+    passed
+}

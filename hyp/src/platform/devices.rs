@@ -1,0 +1,311 @@
+//! The device policy: every device-tree node with MMIO registers gets a class
+//! that decides whether the host may map it. Secure by default: a node the hyp
+//! does not recognise counts as a bus master, and bus masters are withheld from
+//! the host (their frames are holes in its stage-2 and their nodes disabled in
+//! its device tree) unless the boot arguments say `hyp.dma=permissive`.
+//!
+//! `docs/security.md` has the table this code implements.
+
+#![forbid(unsafe_code)]
+
+use super::dt::{self, Bus};
+use super::ShortName;
+use crate::range::PhysRange;
+use fdt::node::FdtNode;
+
+/// Device regions the hyp records; more are reported and, being unknown to
+/// the host stage-2, withheld.
+pub const MAX_DEVICE_REGIONS: usize = 160;
+/// Nodes the hyp can disable in the host's device tree.
+pub const MAX_WITHHELD_NODES: usize = 96;
+
+/// What the host may do with a device's registers.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub enum DeviceClass {
+    /// (a) Plain MMIO that cannot master the bus: mapped for the host.
+    #[default]
+    Mmio,
+    /// (a) GICv3 redistributors: mapped for the host, except each
+    /// redistributor's LPI registers (its first page, and its VLPI page),
+    /// which the hyp emulates so that LPIs, whose tables the redistributor
+    /// reads and writes in memory, stay off.
+    Redistributors,
+    /// (b) The hyp's own, or kept by it: GICH, GICV, the SMMU, the GIC ITS
+    /// (a bus master the hyp does not shadow). Never the host's.
+    Hyp,
+    /// (c) A bus master (DMA), or a device the hyp does not recognise:
+    /// withheld unless `hyp.dma=permissive`.
+    BusMaster,
+    /// (c) A bus master whose DMA goes through an IOMMU (a PCI host bridge
+    /// with `iommu-map`): the host's when the hyp drives that IOMMU.
+    BehindIommu,
+}
+
+/// What decides whether the host gets a bus master.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct DmaPolicy {
+    /// `hyp.dma=permissive`.
+    pub permissive: bool,
+    /// The hyp drives the SMMU the device tree names.
+    pub iommu: bool,
+}
+
+impl DeviceClass {
+    /// Whether the host may map this class's registers.
+    pub fn host_may_map(self, policy: DmaPolicy) -> bool {
+        match self {
+            DeviceClass::Mmio | DeviceClass::Redistributors => true,
+            DeviceClass::Hyp => false,
+            DeviceClass::BusMaster => policy.permissive,
+            DeviceClass::BehindIommu => policy.permissive || policy.iommu,
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            DeviceClass::Mmio => "plain MMIO",
+            DeviceClass::Redistributors => "redistributors, LPI controls emulated",
+            DeviceClass::Hyp => "hyp's own",
+            DeviceClass::BusMaster => "bus master",
+            DeviceClass::BehindIommu => "bus master behind the SMMU",
+        }
+    }
+}
+
+/// One MMIO range of a device-tree node and its class.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct DeviceRegion {
+    pub range: PhysRange,
+    pub class: DeviceClass,
+    /// The node's first `compatible` string (or its name), for the boot log.
+    pub name: ShortName,
+}
+
+/// Registers that cannot master the bus. Anything not here (and not below) is
+/// a bus master as far as the hyp knows.
+const PLAIN_MMIO: &[&str] = &[
+    // Consoles.
+    "arm,pl011",
+    "ns16550a",
+    "ns16550",
+    "ns16450",
+    "ns8250",
+    "snps,dw-apb-uart",
+    "brcm,bcm2835-aux-uart",
+    "brcm,bcm2835-aux",
+    // RTC, GPIO, watchdogs, flash, power controls.
+    "arm,pl031",
+    "arm,pl061",
+    "arm,sp805",
+    "arm,sbsa-gwdt",
+    "cfi-flash",
+    "brcm,bcm2835-gpio",
+    "brcm,bcm2711-gpio",
+    "brcm,bcm2835-pm-wdt",
+    "brcm,bcm2835-pm",
+    // Interrupt controllers without memory tables, and timers.
+    "arm,gic-v2m-frame",
+    "brcm,bcm2836-l1-intc",
+    "brcm,bcm2836-armctrl-ic",
+    "brcm,bcm2835-armctrl-ic",
+    "brcm,bcm2835-system-timer",
+    "arm,armv7-timer-mem",
+];
+
+/// Devices the hyp keeps for itself (or withholds whatever the policy).
+const HYP_KEPT: &[&str] = &["arm,smmu-v3", "arm,gic-v3-its"];
+const SMMU_V3: &[&str] = &["arm,smmu-v3"];
+
+/// Whether the node's DMA goes through an IOMMU.
+fn behind_iommu(node: &FdtNode<'_, '_>) -> bool {
+    node.property("iommu-map").is_some() || node.property("iommus").is_some()
+}
+
+const GIC_V3: &[&str] = &["arm,gic-v3"];
+const GIC_V2: &[&str] = &["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic", "arm,cortex-a7-gic", "arm,gic-v2"];
+const PCI_HOST: &[&str] = &["pci-host-ecam-generic", "pci-host-cam-generic"];
+
+/// Whether the node is a PCI host bridge: its `reg` is config space, its
+/// children's `reg` are PCI addresses, its `ranges` are the windows of the
+/// devices' BARs.
+pub fn is_pci_host(node: &FdtNode<'_, '_>) -> bool {
+    dt::prop_str(node, "device_type") == Some("pci") || dt::is_compatible(node, PCI_HOST)
+}
+
+/// Whether the node's MMIO is not a device at all (RAM, reserved memory, CPUs).
+fn is_not_a_device(node: &FdtNode<'_, '_>) -> bool {
+    matches!(dt::prop_str(node, "device_type"), Some("memory") | Some("cpu"))
+}
+
+/// The class of a node's `index`-th `reg` entry.
+fn reg_class(node: &FdtNode<'_, '_>, index: usize) -> DeviceClass {
+    if dt::is_compatible(node, GIC_V3) {
+        // GICD, the redistributor regions, then GICC, GICH, GICV. The hyp
+        // maps and emulates the LPI controls of the first redistributor region
+        // only (its CPUs are the first ones, and it runs at most MAX_CPUS):
+        // further regions are kept from the host.
+        let redistributor_regions =
+            node.property("#redistributor-regions").and_then(|p| dt::read_cells(p.value)).unwrap_or(1) as usize;
+        return match index {
+            0 => DeviceClass::Mmio,
+            1 => DeviceClass::Redistributors,
+            i if i <= redistributor_regions => DeviceClass::Hyp,
+            i if i == redistributor_regions + 1 => DeviceClass::Mmio,
+            _ => DeviceClass::Hyp,
+        };
+    }
+    if dt::is_compatible(node, GIC_V2) {
+        // GICD and GICC are the host's; GICH and GICV the hyp's.
+        return if index < 2 { DeviceClass::Mmio } else { DeviceClass::Hyp };
+    }
+    if dt::is_compatible(node, HYP_KEPT) {
+        return DeviceClass::Hyp;
+    }
+    if dt::is_compatible(node, PLAIN_MMIO) {
+        return DeviceClass::Mmio;
+    }
+    DeviceClass::BusMaster
+}
+
+/// What the walk of the tree learns about devices.
+#[derive(Clone, Copy, Default)]
+pub struct DeviceTable {
+    pub regions: crate::range::FixedVec<DeviceRegion, MAX_DEVICE_REGIONS>,
+    /// Depth-first indices (the root is 0) of the nodes the host's tree shows
+    /// as disabled.
+    pub withheld_nodes: crate::range::FixedVec<u16, MAX_WITHHELD_NODES>,
+    /// Of those, the ones behind an IOMMU: enabled again when the hyp drives it.
+    pub iommu_nodes: crate::range::FixedVec<u16, 8>,
+    /// The first `arm,smmu-v3`'s register frame.
+    pub smmu: Option<PhysRange>,
+}
+
+impl DeviceTable {
+    /// Records the MMIO of `node` (depth-first index `index`, on `bus`).
+    /// Returns whether its children are to be skipped (a PCI host bridge's).
+    pub fn visit(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>, index: usize, dma_permissive: bool) -> bool {
+        if is_not_a_device(node) {
+            return false;
+        }
+        let strict = DmaPolicy { permissive: dma_permissive, iommu: false };
+        if self.smmu.is_none() && dt::is_compatible(node, SMMU_V3) {
+            self.smmu = bus.reg(node, 0).and_then(|(base, size)| PhysRange::from_base_size(base, size));
+        }
+        let name = ShortName::new(dt::prop_str(node, "compatible").unwrap_or(node.name));
+        let mut withheld = false;
+        for (i, (base, size)) in bus.regs(node).enumerate().filter_map(|(i, r)| Some((i, r?))) {
+            let Some(range) = PhysRange::from_base_size(base, size).filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            let class = reg_class(node, i);
+            let is_gic = dt::is_compatible(node, GIC_V3) || dt::is_compatible(node, GIC_V2);
+            let pci_class = if is_pci_host(node) && behind_iommu(node) { DeviceClass::BehindIommu } else { class };
+            withheld |= !is_gic && !pci_class.host_may_map(strict);
+            self.regions.push(DeviceRegion { range: range.page_aligned_outward(), class: pci_class, name });
+        }
+        let pci = is_pci_host(node);
+        let class = if behind_iommu(node) { DeviceClass::BehindIommu } else { DeviceClass::BusMaster };
+        if pci {
+            for window in pci_windows(node, bus).flatten() {
+                self.regions.push(DeviceRegion { range: window, class, name });
+            }
+            withheld |= !dma_permissive;
+        }
+        if withheld {
+            if let Ok(index) = u16::try_from(index) {
+                self.withheld_nodes.push(index);
+                if pci && class == DeviceClass::BehindIommu {
+                    self.iommu_nodes.push(index);
+                }
+            }
+        }
+        pci
+    }
+
+    /// The nodes the host's tree shows disabled under `policy`.
+    pub fn disabled_nodes(&self, policy: DmaPolicy) -> crate::range::FixedVec<u16, MAX_WITHHELD_NODES> {
+        let mut nodes = crate::range::FixedVec::default();
+        for &node in self.withheld_nodes.as_slice() {
+            if !(policy.iommu && self.iommu_nodes.as_slice().contains(&node)) {
+                nodes.push(node);
+            }
+        }
+        nodes
+    }
+
+    /// The class of the region holding `address`; `None` if no node names it.
+    #[cfg(test)]
+    pub fn class_at(&self, address: u64) -> Option<DeviceClass> {
+        self.regions.as_slice().iter().find(|r| r.range.contains(address)).map(|r| r.class)
+    }
+}
+
+/// The CPU-side windows of a PCI host bridge's `ranges` (3 PCI address
+/// cells, the parent's address cells, 2 size cells).
+fn pci_windows<'s>(node: &'s FdtNode<'_, '_>, bus: &'s Bus<'_, '_>) -> impl Iterator<Item = Option<PhysRange>> + 's {
+    let value = node.property("ranges").map(|p| p.value).unwrap_or(&[]);
+    let entry = (3 + bus.address_cells + 2) * 4;
+    value.chunks_exact(entry).map(move |e| {
+        let parent = dt::read_cells(&e[12..12 + bus.address_cells * 4])?;
+        let size = dt::read_cells(&e[12 + bus.address_cells * 4..])?;
+        PhysRange::from_base_size(bus.translate(parent)?, size).map(|r| r.page_aligned_outward())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::platform::devices::{DeviceClass, DmaPolicy};
+    use crate::platform::Platform;
+
+    const VIRT_GICV3: &[u8] = include_bytes!("testdata/virt-gicv3.dtb");
+    const VIRT_GICV2: &[u8] = include_bytes!("testdata/virt-gicv2.dtb");
+
+    fn class(p: &Platform, address: u64) -> Option<DeviceClass> {
+        p.devices.class_at(address)
+    }
+
+    #[test]
+    fn virt_gicv3_devices_are_classified() {
+        let p = Platform::from_fdt(VIRT_GICV3).expect("parses");
+        assert_eq!(class(&p, 0x900_0000), Some(DeviceClass::Mmio), "PL011");
+        assert_eq!(class(&p, 0x901_0000), Some(DeviceClass::Mmio), "PL031");
+        assert_eq!(class(&p, 0x903_0000), Some(DeviceClass::Mmio), "PL061");
+        assert_eq!(class(&p, 0x800_0000), Some(DeviceClass::Mmio), "GICD");
+        assert_eq!(class(&p, 0x80a_0000), Some(DeviceClass::Redistributors));
+        assert_eq!(class(&p, 0x808_0000), Some(DeviceClass::Hyp), "ITS");
+        assert_eq!(class(&p, 0x902_0000), Some(DeviceClass::BusMaster), "fw_cfg");
+        assert_eq!(class(&p, 0xa00_0000), Some(DeviceClass::BusMaster), "virtio-mmio");
+        assert_eq!(class(&p, 0xa00_3e00), Some(DeviceClass::BusMaster), "the last virtio-mmio");
+        assert_eq!(class(&p, 0x40_1000_0000), Some(DeviceClass::BusMaster), "PCIe ECAM");
+        assert_eq!(class(&p, 0x1000_0000), Some(DeviceClass::BusMaster), "PCIe MMIO window");
+        assert_eq!(class(&p, 0x80_0000_0000), Some(DeviceClass::BusMaster), "PCIe 64-bit window");
+        assert_eq!(class(&p, 0), Some(DeviceClass::Mmio), "flash");
+        assert_eq!(class(&p, 0x4000_0000), None, "RAM is no device");
+        assert_eq!(class(&p, 0x0c00_0000), None, "nothing there");
+        // ITS, fw_cfg, 32 virtio-mmio transports, PCIe: disabled for the host.
+        assert_eq!(p.devices.withheld_nodes.len(), 35);
+        assert!(!p.devices.regions.overflowed());
+    }
+
+    #[test]
+    fn permissive_dma_gives_the_host_its_bus_masters_but_not_the_its() {
+        let permissive = DmaPolicy { permissive: true, iommu: false };
+        let iommu = DmaPolicy { permissive: false, iommu: true };
+        assert!(DeviceClass::BusMaster.host_may_map(permissive));
+        assert!(!DeviceClass::Hyp.host_may_map(permissive));
+        assert!(!DeviceClass::BusMaster.host_may_map(DmaPolicy::default()));
+        assert!(!DeviceClass::BusMaster.host_may_map(iommu));
+        assert!(DeviceClass::BehindIommu.host_may_map(iommu));
+        assert!(!DeviceClass::BehindIommu.host_may_map(DmaPolicy::default()));
+    }
+
+    #[test]
+    fn virt_gicv2_keeps_gich_and_gicv_for_the_hyp() {
+        let p = Platform::from_fdt(VIRT_GICV2).expect("parses");
+        assert_eq!(class(&p, 0x800_0000), Some(DeviceClass::Mmio), "GICD");
+        assert_eq!(class(&p, 0x801_0000), Some(DeviceClass::Mmio), "GICC");
+        assert_eq!(class(&p, 0x803_0000), Some(DeviceClass::Hyp), "GICH");
+        assert_eq!(class(&p, 0x804_0000), Some(DeviceClass::Hyp), "GICV");
+        assert_eq!(class(&p, 0x802_0000), Some(DeviceClass::Mmio), "GICv2m");
+    }
+}
