@@ -69,11 +69,12 @@ fn find(fdt: &fdt::Fdt<'_>, names: &[&str]) -> Option<u64> {
 }
 
 /// Most device registers the hostile host's fuzzer writes.
-pub const MAX_HOSTILE_REGISTERS: usize = 12;
+pub const MAX_HOSTILE_REGISTERS: usize = 16;
 
 /// The device registers whose every write the hyp must refuse (address, and
 /// whether the register is 32 bits wide): the ITS's, the redistributor's LPI
-/// controls, and with DMA isolation fw_cfg's DMA and a virtio transport's.
+/// controls, the SMMU's (CR0, STRTAB_BASE, CMDQ_BASE, GBPA), and with DMA
+/// isolation fw_cfg's DMA and a virtio transport's.
 pub fn hostile_registers(platform: &HostPlatform) -> ([(u64, bool); MAX_HOSTILE_REGISTERS], usize) {
     let mut registers = [(0, false); MAX_HOSTILE_REGISTERS];
     let mut count = 0;
@@ -97,6 +98,11 @@ pub fn hostile_registers(platform: &HostPlatform) -> ([(u64, bool); MAX_HOSTILE_
             add(rd + offset, false);
         }
         add(rd + GICR_CTLR, true);
+    }
+    if let Some(smmu) = find(&fdt, &["arm,smmu-v3"]) {
+        for (offset, narrow) in [(0x20, true), (0x44, true), (0x80, false), (0x90, false)] {
+            add(smmu + offset, narrow);
+        }
     }
     let permissive = hypercall::platform_flags().is_ok_and(|f| f & hyp_abi::platform_flags::DMA_NOT_ISOLATED != 0);
     if !permissive {

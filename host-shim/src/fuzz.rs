@@ -311,7 +311,8 @@ pub fn run(platform: &HostPlatform, calls: u64, seed: u64) -> bool {
                 {
                     let value = address(&mut rng) | rng.pick(&[0, 1, 1 << 63, 0xfff]);
                     let refused = if narrow {
-                        // GICR_CTLR: only a write that sets EnableLPIs is refused.
+                        // GICR_CTLR: only a write that sets EnableLPIs is refused
+                        // (the SMMU's 32-bit registers are refused whatever).
                         crate::device_attacks::write32_refused(register, value as u32 | 1)
                     } else {
                         crate::device_attacks::write_refused(register, value)

@@ -309,12 +309,21 @@ fn thousand_rounds_of_32_vms_leave_memory_unchanged() {
 }
 
 /// The hostile host: 20,000 seeded hypercalls mixing lifecycle work with hostile
-/// arguments, the invariant checker after each, protected memory probed, and
-/// every page back at the end (`scripts/fuzz-host` runs any number).
+/// arguments and device-register writes (ITS, LPI controls, SMMU, fw_cfg,
+/// virtio), the invariant checker after each (the SMMU's table of the host's
+/// pages included), protected memory probed, and every page back at the end
+/// (`scripts/fuzz-host` runs any number).
 #[test]
 fn hostile_host_20000_calls_with_a_fixed_seed() {
     let boot = boot(
-        &["-m", "256M", "-append", "hyp.exit=semihosting shim.fuzz-calls=20000 shim.fuzz-seed=2026"],
+        &[
+            "-M",
+            "virt,virtualization=on,gic-version=3,iommu=smmuv3",
+            "-m",
+            "256M",
+            "-append",
+            "hyp.exit=semihosting shim.fuzz-calls=20000 shim.fuzz-seed=2026",
+        ],
         Duration::from_secs(900),
     );
     boot.assert_markers_in_order(&[
