@@ -12,7 +12,6 @@ use crate::arch::{probe_read, probe_read32, probe_write, probe_write32_from_x25}
 use crate::checks::{arm_probe, check, probe_was_refused};
 use crate::hypercall;
 use crate::platform::HostPlatform;
-use hyp_abi::VmType;
 
 /// ITS registers.
 const GITS_CTLR: u64 = 0x0;
@@ -129,15 +128,9 @@ pub fn run_all(platform: &HostPlatform, page: u64) -> bool {
     passed &= check!(flags.is_ok(), "FEATURES platform flags {flags:x?} (DMA isolated: {})", !permissive);
 
     // A protected guest whose code page is every attack's target.
-    crate::vm_checks::load(page, crate::arch::guest_console());
-    let Ok(handle) = crate::vm_checks::create_vm(VmType::Protected, 1) else {
-        return check!(false, "device attacks: create the protected target VM");
+    let Some(handle) = crate::attack_target::create(page, "device attacks") else {
+        return false;
     };
-    passed &= check!(
-        hypercall::vm_map(handle, page, crate::vm_checks::GUEST_ENTRY, 1).is_ok()
-            && hypercall::vcpu_init(handle, 0, crate::vm_checks::GUEST_ENTRY, u64::from(b'P')).is_ok(),
-        "device attacks: protected target VM holds page {page:#x}"
-    );
     let targets = [("the protected VM's page", page), ("the hyp's image", hyp_image)];
 
     if let Some(its) = find(&fdt, &["arm,gic-v3-its"]) {
@@ -210,23 +203,6 @@ pub fn run_all(platform: &HostPlatform, page: u64) -> bool {
     }
 
     // The target page is intact: the protected guest runs its code as loaded.
-    let printed = crate::vm_checks::console_prints(handle, 'P', "hello from guest P R1");
-    passed &= check!(
-        printed == Ok(true),
-        "after the device attacks the protected guest runs its code unchanged: {printed:?}"
-    );
-    passed &= check!(hypercall::version().is_ok(), "after the device attacks the hyp answers");
-    passed &= check!(
-        hypercall::vm_teardown(handle).is_ok()
-            && hypercall::vm_reclaim(handle, crate::vm_checks::GUEST_ENTRY, 1).is_ok(),
-        "device attacks: target VM torn down and its page reclaimed"
-    );
-    if crate::checks::debug_calls() {
-        let report = hypercall::check_invariants();
-        passed &= check!(
-            matches!(report, Ok(r) if r.violations == 0),
-            "invariant checker clean after the device attacks: {report:?}"
-        );
-    }
+    passed &= crate::attack_target::check_intact(handle, "device attacks");
     passed
 }

@@ -21,6 +21,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod console_checks;
 #[cfg(target_os = "none")]
+mod attack_target;
+#[cfg(target_os = "none")]
 mod device_attacks;
 #[cfg(target_os = "none")]
 mod fuzz;

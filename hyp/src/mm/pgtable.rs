@@ -223,14 +223,8 @@ where
         regime: R,
         source: &mut dyn PageSource,
     ) -> Result<Self, PgTableError> {
-        let translation = ReserveTranslation::new();
-        translation.reserve.borrow_mut().push(source.alloc_page().ok_or(PgTableError::NoMemory)?);
-        Ok(Self {
-            mapping: Mapping::new(translation, root_level, regime),
-            root_level,
-            keep: RESERVE_KEEP,
-            limit: 1usize << input_bits,
-        })
+        let translation = root_reserve(source)?;
+        Ok(Self::with_mapping(Mapping::new(translation, root_level, regime), root_level, input_bits))
     }
 }
 
@@ -247,27 +241,33 @@ impl PgTable<aarch64_paging::paging::El1And0> {
         asid: usize,
         source: &mut dyn PageSource,
     ) -> Result<Self, PgTableError> {
-        let translation = ReserveTranslation::new();
-        translation.reserve.borrow_mut().push(source.alloc_page().ok_or(PgTableError::NoMemory)?);
-        Ok(Self {
-            mapping: Mapping::with_asid_and_va_range(
-                translation,
-                asid,
-                root_level,
-                aarch64_paging::paging::El1And0,
-                aarch64_paging::paging::VaRange::Lower,
-            ),
+        let translation = root_reserve(source)?;
+        let mapping = Mapping::with_asid_and_va_range(
+            translation,
+            asid,
             root_level,
-            keep: RESERVE_KEEP,
-            limit: 1usize << input_bits,
-        })
+            aarch64_paging::paging::El1And0,
+            aarch64_paging::paging::VaRange::Lower,
+        );
+        Ok(Self::with_mapping(mapping, root_level, input_bits))
     }
+}
+
+/// A reserve holding one page from `source`: the root the crate takes first.
+fn root_reserve(source: &mut dyn PageSource) -> Result<ReserveTranslation, PgTableError> {
+    let translation = ReserveTranslation::new();
+    translation.reserve.borrow_mut().push(source.alloc_page().ok_or(PgTableError::NoMemory)?);
+    Ok(translation)
 }
 
 impl<R: TranslationRegime> PgTable<R>
 where
     ReserveTranslation: Translation<R::Attributes>,
 {
+    fn with_mapping(mapping: Mapping<ReserveTranslation, R>, root_level: usize, input_bits: u32) -> Self {
+        Self { mapping, root_level, keep: RESERVE_KEEP, limit: 1usize << input_bits }
+    }
+
     /// Keeps no reserve pages between operations: for tables whose pages are
     /// counted against someone (a VM's tables in the host's memcache).
     pub fn keep_no_reserve(&mut self) {
