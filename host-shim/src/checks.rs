@@ -5,15 +5,23 @@
 use crate::arch::{probe_read, probe_write, ShimFrame};
 use crate::hypercall;
 use crate::platform::HostPlatform;
-use aarch64_cpu::registers::{CurrentEL, Readable, Writeable, ELR_EL1, ESR_EL1, FAR_EL1};
+use crate::platform::MAX_CPUS;
+use aarch64_cpu::registers::{CurrentEL, Readable, Writeable, ELR_EL1, ESR_EL1, FAR_EL1, MPIDR_EL1};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hyp_abi::{HostCall, HypError, ABI_VERSION_MAJOR, ABI_VERSION_MINOR};
 
-/// Set while a probe that may abort is in flight; the handler then skips it.
-static PROBE_ARMED: AtomicBool = AtomicBool::new(false);
-/// ESR_EL1 and FAR_EL1 of the last skipped abort (0: none).
-static PROBE_ESR: AtomicU64 = AtomicU64::new(0);
-static PROBE_FAR: AtomicU64 = AtomicU64::new(0);
+/// Per CPU (see [`probe_slot`]; the hostile host probes on every CPU at
+/// once): set while a probe that may abort is in flight; the handler then skips it.
+static PROBE_ARMED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Per CPU: ESR_EL1 and FAR_EL1 of the last skipped abort (0: none).
+static PROBE_ESR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static PROBE_FAR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// This CPU's probe state: by MPIDR Aff0 (QEMU virt and the boards the shim
+/// runs on number their CPUs from 0 there).
+fn probe_slot() -> usize {
+    (MPIDR_EL1.get() & 0xff) as usize % MAX_CPUS
+}
 
 /// EC of a data abort taken without a change of EL.
 const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
@@ -28,10 +36,11 @@ extern "C" fn shim_exception(_frame: &mut ShimFrame, kind: u64) {
         return;
     }
     let esr = ESR_EL1.get();
-    if kind == 0 && (esr >> 26) == EC_DATA_ABORT_SAME_EL && PROBE_ARMED.load(Ordering::Relaxed) {
-        PROBE_ESR.store(esr, Ordering::Relaxed);
-        PROBE_FAR.store(FAR_EL1.get(), Ordering::Relaxed);
-        PROBE_ARMED.store(false, Ordering::Relaxed);
+    let slot = probe_slot();
+    if kind == 0 && (esr >> 26) == EC_DATA_ABORT_SAME_EL && PROBE_ARMED[slot].load(Ordering::Relaxed) {
+        PROBE_ESR[slot].store(esr, Ordering::Relaxed);
+        PROBE_FAR[slot].store(FAR_EL1.get(), Ordering::Relaxed);
+        PROBE_ARMED[slot].store(false, Ordering::Relaxed);
         ELR_EL1.set(ELR_EL1.get() + 4);
         return;
     }
@@ -163,6 +172,7 @@ pub fn run_all(platform: &HostPlatform) -> bool {
     );
     passed &= check_hypercall_preserves_registers();
     passed &= check_id_registers_read_through_the_hyp();
+    passed &= crate::leak_checks::run_all(platform);
     let own_mpidr = aarch64_cpu::registers::MPIDR_EL1.get() & 0xff_00ff_ffff;
     let cpu_on = platform.psci_call(smccc::psci::PSCI_CPU_ON_64, [own_mpidr, 0, 0])[0] as i64;
     passed &= if platform.psci {
@@ -201,22 +211,25 @@ const ESR_WNR: u64 = 1 << 6;
 
 /// Arms the handler to skip one data abort (for a probe that logs nothing).
 pub fn arm_probe() {
-    PROBE_ESR.store(0, Ordering::Relaxed);
-    PROBE_ARMED.store(true, Ordering::Relaxed);
+    let slot = probe_slot();
+    PROBE_ESR[slot].store(0, Ordering::Relaxed);
+    PROBE_ARMED[slot].store(true, Ordering::Relaxed);
 }
 
 /// After an armed probe: whether it was refused with a synchronous external abort.
 pub fn probe_was_refused() -> bool {
-    let still_armed = PROBE_ARMED.load(Ordering::Relaxed);
-    PROBE_ARMED.store(false, Ordering::Relaxed);
-    !still_armed && PROBE_ESR.load(Ordering::Relaxed) & 0x3f == DFSC_SYNC_EXTERNAL
+    let slot = probe_slot();
+    let still_armed = PROBE_ARMED[slot].load(Ordering::Relaxed);
+    PROBE_ARMED[slot].store(false, Ordering::Relaxed);
+    !still_armed && PROBE_ESR[slot].load(Ordering::Relaxed) & 0x3f == DFSC_SYNC_EXTERNAL
 }
 
 /// Reads or writes `address` (hyp memory) and expects a synchronous external abort.
 pub fn probe_hyp_memory(address: u64, access: Access) -> bool {
     let address = address & !7;
-    PROBE_ESR.store(0, Ordering::Relaxed);
-    PROBE_ARMED.store(true, Ordering::Relaxed);
+    let slot = probe_slot();
+    PROBE_ESR[slot].store(0, Ordering::Relaxed);
+    PROBE_ARMED[slot].store(true, Ordering::Relaxed);
     let word = match access {
         // SAFETY: The handler is armed to skip a data abort on this access, and the
         // address is 8-byte aligned.
@@ -229,10 +242,10 @@ pub fn probe_hyp_memory(address: u64, access: Access) -> bool {
     };
     let name = if access == Access::Read { "read" } else { "write" };
     // Plain load and store: no exclusive accesses with the MMU off.
-    let still_armed = PROBE_ARMED.load(Ordering::Relaxed);
-    PROBE_ARMED.store(false, Ordering::Relaxed);
-    let esr = PROBE_ESR.load(Ordering::Relaxed);
-    let far = PROBE_FAR.load(Ordering::Relaxed);
+    let still_armed = PROBE_ARMED[slot].load(Ordering::Relaxed);
+    PROBE_ARMED[slot].store(false, Ordering::Relaxed);
+    let esr = PROBE_ESR[slot].load(Ordering::Relaxed);
+    let far = PROBE_FAR[slot].load(Ordering::Relaxed);
     if still_armed {
         return check!(false, "{name} of hyp memory at {address:#x} was NOT blocked ({word:#x})");
     }

@@ -1,7 +1,9 @@
 //! The host's own interrupts: just enough of the GIC (v3 or v2, as the device
 //! tree says) and of the EL1 physical timer for the shim to have a timer tick,
-//! which is how it shows that a guest cannot keep its CPU. Runs on the boot CPU
-//! only, with the MMU off (register accesses are device accesses already).
+//! which is how it shows that a guest cannot keep its CPU. Runs with the MMU
+//! off (register accesses are device accesses already); on the boot CPU, and
+//! with the hostile host on every CPU (each enables its own PPI and timer; the
+//! tick count is then approximate).
 
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0};
 use core::arch::asm;

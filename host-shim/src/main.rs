@@ -12,6 +12,8 @@
 
 #[cfg(target_os = "none")]
 mod arch;
+#[cfg(target_os = "none")]
+mod attack_target;
 #[cfg(all(target_os = "none", feature = "bench"))]
 mod bench;
 #[cfg(target_os = "none")]
@@ -20,8 +22,6 @@ mod checks;
 mod console;
 #[cfg(target_os = "none")]
 mod console_checks;
-#[cfg(target_os = "none")]
-mod attack_target;
 #[cfg(target_os = "none")]
 mod device_attacks;
 #[cfg(target_os = "none")]
@@ -34,6 +34,8 @@ mod hypercall;
 mod instructions;
 #[cfg(target_os = "none")]
 mod interrupt_checks;
+#[cfg(target_os = "none")]
+mod leak_checks;
 #[cfg(target_os = "none")]
 mod linux_guest;
 #[cfg(target_os = "none")]

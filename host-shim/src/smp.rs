@@ -49,6 +49,7 @@ const JOB_STRESS: u64 = 2;
 const JOB_OFF: u64 = 3;
 const JOB_RUN_ONCE: u64 = 4;
 const JOB_READ_BLOCKS: u64 = 5;
+const JOB_FUZZ: u64 = 6;
 
 /// One secondary CPU's mailbox. Every field has one writer (see the module
 /// comment); `head.S` reads `stack_top` at offset 0.
@@ -140,6 +141,7 @@ extern "C" fn shim_secondary_main(mailbox: &'static Mailbox) -> ! {
             JOB_STRESS => stress(cpu, job[1], job[2]),
             JOB_RUN_ONCE => run_once(job[1], job[2], job[3]),
             JOB_READ_BLOCKS => crate::split_stress::read_blocks(),
+            JOB_FUZZ => crate::fuzz::run_on_this_cpu(cpu, job[1], job[2], job[3]),
             _ => [0; 4],
         };
         for (slot, value) in mailbox.result.iter().zip(result) {
@@ -226,6 +228,12 @@ pub fn secondary_indices(platform: &HostPlatform) -> impl Iterator<Item = usize>
 /// Has CPU `cpu` read blocks for the split stress (`split_stress::read_blocks`).
 pub fn post_read_blocks(cpu: usize) {
     post(cpu, [JOB_READ_BLOCKS, 0, 0, 0]);
+}
+
+/// Has CPU `cpu` run its share of the hostile host (`fuzz::run_on_this_cpu`
+/// with these arguments).
+pub fn post_fuzz(cpu: usize, args: [u64; 3]) {
+    post(cpu, [JOB_FUZZ, args[0], args[1], args[2]]);
 }
 
 /// Waits until CPU `cpu` has done its last job: its results, or `None`.

@@ -146,6 +146,27 @@ impl Esr {
         self.0 & (1 << 7) != 0
     }
 
+    /// Whether HPFAR_EL2 holds the faulting IPA of this exception: an
+    /// instruction or data abort from a lower EL that is a translation,
+    /// access-flag or address-size fault (at stage 2, or on the stage-2
+    /// translation of a stage-1 walk), or a permission fault on a stage-1
+    /// walk (as Linux's `__hpfar_valid`). For every other abort (a stage-2
+    /// permission fault, an external abort, an alignment fault, ...)
+    /// HPFAR_EL2 is UNKNOWN and the IPA is not known.
+    #[inline]
+    pub fn hpfar_valid(self) -> bool {
+        if !matches!(self.class(), ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower) {
+            return false;
+        }
+        match self.fault_status() {
+            // Address size (levels 0..3, and -1 with 52-bit addresses),
+            // translation (0..3, and -1), access flag.
+            0x00..=0x0b | 0x29 | 0x2b => true,
+            0x0c..=0x0f => self.is_stage1_walk(),
+            _ => false,
+        }
+    }
+
     /// The 16-bit immediate of HVC/SMC/SVC/BRK.
     pub fn immediate(self) -> u16 {
         (self.0 & 0xffff) as u16
@@ -208,6 +229,22 @@ mod tests {
         assert_eq!(hvc.immediate(), 0x1234);
         assert_eq!(Esr(0x3f << 26).class(), ExceptionClass::Other(0x3f));
         assert!(format!("{}", Esr(0)).contains("undefined instruction"));
+    }
+
+    #[test]
+    fn hpfar_is_trusted_only_for_the_faults_that_set_it() {
+        let data = |iss: u64| Esr((0x24 << 26) | (1 << 25) | iss);
+        let instruction = |iss: u64| Esr((0x20 << 26) | (1 << 25) | iss);
+        for fsc in [0x00, 0x03, 0x04, 0x07, 0x09, 0x0b] {
+            assert!(data(fsc).hpfar_valid() && instruction(fsc).hpfar_valid(), "FSC {fsc:#x}");
+        }
+        assert!(!data(0x0f).hpfar_valid(), "a stage-2 permission fault leaves HPFAR UNKNOWN");
+        assert!(data(1 << 7 | 0x0f).hpfar_valid(), "but not on a stage-1 walk");
+        for fsc in [0x10, 0x11, 0x14, 0x17, 0x18, 0x21, 0x30] {
+            assert!(!data(fsc).hpfar_valid(), "FSC {fsc:#x}: external abort, tag, parity, alignment, TLB conflict");
+        }
+        assert!(!Esr((0x25 << 26) | 0x07).hpfar_valid(), "an abort taken at EL2 itself");
+        assert!(!Esr((0x16 << 26) | 0x07).hpfar_valid(), "an HVC whose immediate looks like a translation fault");
     }
 
     #[test]

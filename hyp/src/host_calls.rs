@@ -10,7 +10,7 @@ use crate::mm::memory::{Env, MemoryState};
 use crate::vcpu_run::{guest_gic_version, physical_count, vgic_hardware, vttbr_of};
 use crate::vm::table::{GuestPages, VmTable};
 use alloc::vec::Vec;
-use hyp_abi::{Exit, HypError};
+use hyp_abi::{CheckScope, Exit, HypError};
 
 /// The host calls, served by the hyp's global state.
 pub struct HypServices;
@@ -72,25 +72,36 @@ impl HostServices for HypServices {
         run("reclaim", start, pages, |s, env| s.host_reclaim_hyp(start, pages, env))
     }
 
-    fn check_invariants(&mut self) -> [u64; 3] {
+    fn check_invariants(&mut self, scope: u64) -> Result<[u64; 3], HypError> {
+        let scope = CheckScope::from_raw(scope).ok_or(HypError::InvalidArgument)?;
         crate::smmu::drain_events();
         let devices = crate::boot::hyp_devices();
         let devices = devices.as_slice();
-        let Some(vms) = crate::boot::vms() else {
-            return [u64::MAX, 0, 0];
-        };
+        let vms = crate::boot::vms().ok_or(HypError::Busy)?;
         let vms = vms.lock();
         let guests: Vec<_> = vms.stage2s().collect();
         crate::boot::with_memory(|state, _| {
-            let report = invariants::check(state, devices, &guests);
+            // Either scope starts a new log of what the transitions touch.
+            let touched = state.pages.take_touched();
+            let report = match scope {
+                CheckScope::Full => invariants::check(state, devices, &guests),
+                CheckScope::Touched => invariants::check_touched(state, devices, &guests, &touched),
+            };
             for violation in report.first.as_slice() {
                 log::warn!("invariant violated: {violation}");
             }
-            let (free, used) = state.memcache_pages();
+            let memcache = match scope {
+                CheckScope::Full => {
+                    let (free, used) = state.memcache_pages();
+                    free | used << 32
+                }
+                // Counting them takes a pass over every record.
+                CheckScope::Touched => u64::MAX,
+            };
             let (pool_used, _) = crate::HEAP.usage();
-            [report.count as u64, free | used << 32, pool_used as u64]
+            Ok([report.count as u64, memcache, pool_used as u64])
         })
-        .unwrap_or([u64::MAX, 0, 0])
+        .unwrap_or(Err(HypError::Busy))
     }
 
     fn debug_exchange(&mut self, address: u64, value: u64) -> Result<u64, HypError> {

@@ -19,8 +19,13 @@ pub trait HostServices {
     fn unshare_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError>;
     fn donate_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError>;
     fn reclaim_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError>;
-    /// Violations found, free memcache pages, memcache pages in use.
-    fn check_invariants(&mut self) -> [u64; 3];
+    /// Runs the invariant checker over `scope` (a [`hyp_abi::CheckScope`]):
+    /// violations found, memcache pages (free | in use << 32), pool bytes in use.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` for a scope the ABI does not define.
+    fn check_invariants(&mut self, scope: u64) -> Result<[u64; 3], HypError>;
     fn debug_exchange(&mut self, address: u64, value: u64) -> Result<u64, HypError>;
     fn vm_create(&mut self, ty: u64, vcpus: u64) -> Result<u64, HypError>;
     fn vm_map(&mut self, handle: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError>;
@@ -48,7 +53,7 @@ pub fn handle_host_hvc(regs: &[u64; 7], memory: &mut dyn HostServices) -> [u64; 
         Some(HostCall::UnshareHyp) => done(memory.unshare_hyp(a1, a2)),
         Some(HostCall::DonateHyp) => done(memory.donate_hyp(a1, a2)),
         Some(HostCall::ReclaimHyp) => done(memory.reclaim_hyp(a1, a2)),
-        Some(HostCall::DebugCheckInvariants) => Ok(memory.check_invariants()),
+        Some(HostCall::DebugCheckInvariants) => memory.check_invariants(a1),
         Some(HostCall::DebugExchange) => memory.debug_exchange(a1, a2).map(|old| [old, 0, 0]),
         Some(HostCall::VmCreate) => memory.vm_create(a1, a2).map(|handle| [handle, 0, 0]),
         Some(HostCall::VmMap) => done(memory.vm_map(a1, a2, a3, a4)),
@@ -92,8 +97,9 @@ mod tests {
             self.0.push(("reclaim", start, pages));
             Ok(())
         }
-        fn check_invariants(&mut self) -> [u64; 3] {
-            [0, 7, 1]
+        fn check_invariants(&mut self, scope: u64) -> Result<[u64; 3], HypError> {
+            self.0.push(("check", scope, 0));
+            Ok([0, 7, 1])
         }
         fn debug_exchange(&mut self, address: u64, value: u64) -> Result<u64, HypError> {
             Ok(address ^ value)
@@ -189,9 +195,10 @@ mod tests {
     #[test]
     fn debug_calls_exist_only_in_debug_builds() {
         let m = &mut Recorder::default();
-        let got = call(m, HostCall::DebugCheckInvariants.function_id().into(), 0, 0);
+        let got = call(m, HostCall::DebugCheckInvariants.function_id().into(), 1, 0);
         if DEBUG_HYPERCALLS {
             assert_eq!(got, Ok([0, 7, 1]));
+            assert_eq!(m.0, vec![("check", 1, 0)], "the scope reaches the checker");
         } else {
             assert_eq!(got, Err(Ok(HypError::NotSupported)));
         }

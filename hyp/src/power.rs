@@ -9,7 +9,9 @@
 use crate::arch::aarch64::power::{firmware_call, semihosting_exit};
 use crate::console::emergency::EmergencyWriter;
 use crate::platform::PsciConduit;
+use crate::vm::table::VmTable;
 use core::sync::atomic::{AtomicBool, Ordering};
+use hyp_abi::HypError;
 
 static SEMIHOSTING_EXIT: AtomicBool = AtomicBool::new(false);
 static PSCI_OVER_HVC: AtomicBool = AtomicBool::new(false);
@@ -34,4 +36,54 @@ pub fn system_off(status: u32) -> ! {
     }
     psci_call(smccc::psci::PSCI_SYSTEM_OFF, [0; 3]);
     crate::arch::aarch64::park()
+}
+
+/// How long the hyp waits for protected vCPUs to return to their host before
+/// it refuses the host's SYSTEM_RESET or SYSTEM_OFF.
+const SCRUB_WAIT_SECONDS: u64 = 1;
+
+/// Before the host's PSCI SYSTEM_RESET or SYSTEM_OFF is passed on (`name`
+/// for the log): every protected VM stops for good, and once none of its
+/// vCPUs runs any more, its memory and vCPU contexts are zeroed and written
+/// back to memory ([`VmTable::scrub_for_power_off`]), so that nothing of it
+/// survives into what the machine boots next. Returns the VM table's lock,
+/// held: the caller keeps it until the machine goes down (or the firmware
+/// returns), so that no VM is created, given memory or run meanwhile. `None`
+/// before the VM table exists (then there is nothing to scrub).
+///
+/// # Errors
+///
+/// `Busy` if a protected vCPU still runs after [`SCRUB_WAIT_SECONDS`] (a
+/// guest that never traps, on a CPU whose host takes no interrupt: the host
+/// gets its CPU back at its next interrupt, and may ask again); `NoMemory` if
+/// the hyp could not map a page to zero it. Nothing is passed on then.
+pub fn scrub_before_power_off(name: &str) -> Result<Option<spin::MutexGuard<'static, VmTable>>, HypError> {
+    use aarch64_cpu::registers::{Readable, CNTFRQ_EL0};
+    let Some(vms) = crate::boot::vms() else {
+        return Ok(None);
+    };
+    let deadline = crate::vcpu_run::physical_count().saturating_add(CNTFRQ_EL0.get() * SCRUB_WAIT_SECONDS);
+    loop {
+        let mut table = vms.lock();
+        let Some(result) = crate::boot::with_memory(|memory, env| table.scrub_for_power_off(memory, env)) else {
+            return Ok(Some(table));
+        };
+        match result {
+            Ok(0) => return Ok(Some(table)),
+            Ok(pages) => {
+                log::info!(
+                    "host requested PSCI {name}: {pages} page(s) of protected VMs zeroed, and their vCPU contexts"
+                );
+                return Ok(Some(table));
+            }
+            Err(HypError::Busy) if crate::vcpu_run::physical_count() < deadline => {
+                drop(table);
+                core::hint::spin_loop();
+            }
+            Err(error) => {
+                log::warn!("host requested PSCI {name}: refused, protected VMs not scrubbed ({error})");
+                return Err(error);
+            }
+        }
+    }
 }

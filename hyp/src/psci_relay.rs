@@ -21,9 +21,10 @@ pub const NOT_SUPPORTED: i32 = -1;
 pub enum HostFirmwareCall {
     /// Harmless and stateless for the hyp: pass x0..x3 to the firmware, return its answer.
     Forward,
-    /// The host turns the machine off: the hyp ends the run itself.
+    /// The host turns the machine off: the hyp scrubs the protected VMs
+    /// (`power::scrub_before_power_off`), then ends the run itself.
     SystemOff,
-    /// The host resets the machine: forwarded.
+    /// The host resets the machine: forwarded once the protected VMs are scrubbed.
     SystemReset,
     /// The host starts a CPU (x1 MPIDR, x2 entry, x3 context): the hyp starts it
     /// at its own entry, then enters the host there.

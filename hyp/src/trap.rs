@@ -107,9 +107,21 @@ fn handle_host_hvc(frame: &mut TrapFrame, esr: Esr) {
 fn handle_firmware_call(frame: &mut TrapFrame) {
     let function_id = frame.regs[0];
     match psci_relay::classify(function_id) {
-        HostFirmwareCall::Forward | HostFirmwareCall::SystemReset => {
+        HostFirmwareCall::Forward => {
             let result = crate::power::psci_call(function_id as u32, [frame.regs[1], frame.regs[2], frame.regs[3]]);
             frame.regs[..4].copy_from_slice(&result);
+        }
+        HostFirmwareCall::SystemReset => {
+            // Protected VMs are scrubbed first; the VM table stays locked until
+            // the reset (or the firmware's refusal) so that none runs meanwhile.
+            match crate::power::scrub_before_power_off("SYSTEM_RESET") {
+                Ok(_vms) => {
+                    let args = [frame.regs[1], frame.regs[2], frame.regs[3]];
+                    let result = crate::power::psci_call(function_id as u32, args);
+                    frame.regs[..4].copy_from_slice(&result);
+                }
+                Err(_) => frame.regs[0] = psci_relay::PSCI_DENIED as i64 as u64,
+            }
         }
         HostFirmwareCall::CpuOn => {
             // SMC32 CPU_ON passes 32-bit arguments.
@@ -118,10 +130,13 @@ fn handle_firmware_call(frame: &mut TrapFrame) {
             frame.regs[0] = crate::cpus::host_cpu_on(target, entry, context) as u64;
         }
         HostFirmwareCall::CpuOff => frame.regs[0] = crate::cpus::host_cpu_off() as u64,
-        HostFirmwareCall::SystemOff => {
-            log::info!("host requested PSCI SYSTEM_OFF: powering off");
-            crate::power::system_off(0);
-        }
+        HostFirmwareCall::SystemOff => match crate::power::scrub_before_power_off("SYSTEM_OFF") {
+            Ok(_vms) => {
+                log::info!("host requested PSCI SYSTEM_OFF: powering off");
+                crate::power::system_off(0);
+            }
+            Err(_) => frame.regs[0] = psci_relay::PSCI_DENIED as i64 as u64,
+        },
         HostFirmwareCall::Refuse(status) => {
             log::debug!("host firmware call {function_id:#x} refused ({status})");
             frame.regs[0] = status as i64 as u64;
@@ -139,23 +154,28 @@ const DEVICE_MAP_HEAP_RESERVE: usize = 64 << 10;
 // callee-saved registers it never uses.
 #[inline(never)]
 fn handle_host_abort(frame: &mut TrapFrame, esr: Esr, full_frame: bool) -> u64 {
-    // HPFAR_EL2.FIPA holds IPA[51:12] of a stage-2 fault; the page offset is FAR's.
-    let ipa = ((HPFAR_EL2.get() & 0x0000_0fff_ffff_fff0) << 8) | (FAR_EL2.get() & 0xfff);
+    // HPFAR_EL2.FIPA holds IPA[51:12] of a stage-2 fault; the page offset is
+    // FAR's. It is valid only for the aborts `Esr::hpfar_valid` names (any
+    // translation fault among them); for the others it is UNKNOWN and not read.
+    let ipa = if esr.hpfar_valid() {
+        Some(((HPFAR_EL2.get() & 0x0000_0fff_ffff_fff0) << 8) | (FAR_EL2.get() & 0xfff))
+    } else {
+        None
+    };
     // Only a translation fault can be cured by mapping; permission, access-flag,
     // alignment and external aborts would fault again forever.
-    let is_translation_fault = matches!(esr.fault_status(), 0x04..=0x07);
-    if is_translation_fault && esr.class() == ExceptionClass::DataAbortLower {
+    let translation_ipa = ipa.filter(|_| matches!(esr.fault_status(), 0x04..=0x07));
+    if let (Some(ipa), ExceptionClass::DataAbortLower) = (translation_ipa, esr.class()) {
         if let Some(page) = crate::boot::host_lpi_page(ipa) {
             return emulate_lpi_access(frame, esr, ipa, page, full_frame);
         }
     }
     let (used, total) = crate::HEAP.usage();
     let room_for_tables = total - used >= DEVICE_MAP_HEAP_RESERVE;
-    let outcome = if is_translation_fault {
-        crate::boot::with_memory(|state, env| state.host_device_fault(ipa, room_for_tables, env))
-            .unwrap_or(HostFault::Refused)
-    } else {
-        HostFault::Refused
+    let outcome = match translation_ipa {
+        Some(ipa) => crate::boot::with_memory(|state, env| state.host_device_fault(ipa, room_for_tables, env))
+            .unwrap_or(HostFault::Refused),
+        None => HostFault::Refused,
     };
     match outcome {
         HostFault::MappedDevice(block) => {
@@ -163,10 +183,17 @@ fn handle_host_abort(frame: &mut TrapFrame, esr: Esr, full_frame: bool) -> u64 {
         }
         HostFault::AlreadyMapped => {}
         HostFault::Refused => {
-            log::info!(
-                "host access to {ipa:#x} blocked: synchronous external abort injected, {esr}, ELR {:#x}",
-                ELR_EL2.get()
-            );
+            match ipa {
+                Some(ipa) => log::info!(
+                    "host access to {ipa:#x} blocked: synchronous external abort injected, {esr}, ELR {:#x}",
+                    ELR_EL2.get()
+                ),
+                None => log::info!(
+                    "host access (IPA unknown, FAR {:#x}) blocked: synchronous external abort injected, {esr}, ELR {:#x}",
+                    FAR_EL2.get(),
+                    ELR_EL2.get()
+                ),
+            }
             inject_external_abort(esr.class() == ExceptionClass::InstructionAbortLower, esr.is_write());
         }
     }

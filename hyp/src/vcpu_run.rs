@@ -128,9 +128,11 @@ impl RunningVm {
         self.with_vm(false, |vm| vm.vcpus.get(self.vcpu).is_some_and(|v| v.irq_line))
     }
 
-    fn make_pending(&self, intid: u32) {
+    /// The vCPU's virtual timer asserts its output: its interrupt is pending,
+    /// tied to the physical PPI (the only interrupt that may be).
+    fn timer_pending(&self) {
         self.with_vm((), |vm| {
-            vm.gic.make_pending(self.vcpu, intid);
+            vm.gic.make_pending_from_hardware(self.vcpu, VTIMER_INTID);
         });
     }
 }
@@ -181,7 +183,7 @@ fn serve_irq(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm) -> Out
     let mut ours = live.maintenance_pending();
     if live.manages_timer_ppi() && live.timer_asserted() && !live.timer_ppi_active() {
         live.activate_timer_ppi();
-        view.make_pending(VTIMER_INTID);
+        view.timer_pending();
         ours = true;
     }
     if !ours {
@@ -196,7 +198,7 @@ fn serve_irq(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm) -> Out
 fn serve_wfi(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm) -> Outcome {
     if live.timer_asserted() {
         live.activate_timer_ppi();
-        view.make_pending(VTIMER_INTID);
+        view.timer_pending();
     }
     view.fill(ctx, live);
     // Either way the guest goes on past its WFI (when the host runs it again).
@@ -300,6 +302,8 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
     if trap.kind == 0 && live.is_present() {
         match trap.esr.class() {
             ExceptionClass::WfiWfe => return serve_wfi(ctx, live, view),
+            // (An abort whose IPA HPFAR_EL2 did not give has `ipa` 0, which
+            // is no GIC frame: it goes on to `guest_trap::handle`.)
             ExceptionClass::DataAbortLower => {
                 if view.hardware == VgicHardware::V2 && serve_gicv2_cpu_interface(ctx, &trap, live) {
                     return Outcome::Resume;
@@ -345,7 +349,7 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
         let timer_output = vtimer::asserted(ctl, cval, physical_count().wrapping_sub(vm.cntvoff));
         let timer_asserted = hardware != VgicHardware::None && timer_output;
         if timer_asserted {
-            vm.gic.make_pending(index, VTIMER_INTID);
+            vm.gic.make_pending_from_hardware(index, VTIMER_INTID);
         }
         let filled = if hardware != VgicHardware::None && vm.gic.may_fill(index) {
             vm.gic.fill(index, &mut v.ctx.vgic, hardware.list_registers(), hw_timer(hardware, ppi_frame))
@@ -362,6 +366,7 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
             timer_physically_active: timer_asserted || v.ctx.vgic.slot_of(VTIMER_INTID).is_some(),
             underflow_interrupt: wants_underflow_interrupt(filled, &v.ctx.vgic),
             virtual_irq: hardware == VgicHardware::None && (v.irq_line || timer_output),
+            protected: vm.protected,
         };
         if let Some(access) = v.pending_read.take() {
             guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);

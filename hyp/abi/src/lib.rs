@@ -86,8 +86,9 @@ pub enum HostCall {
     /// x2 = vCPU index, x3 = level (0 or 1). The line stays as set until the
     /// host sets it again.
     VcpuSetIrqLine = 16,
-    /// Test builds only: run the invariant checker. x1 = violations, x2 = free
-    /// memcache pages | memcache pages in use << 32, x3 = bytes of the hyp's pool in use.
+    /// Test builds only: run the invariant checker, x1 = [`CheckScope`]. Returns
+    /// x1 = violations, x2 = free memcache pages | memcache pages in use << 32
+    /// (a full check only; `u64::MAX` otherwise), x3 = bytes of the hyp's pool in use.
     DebugCheckInvariants = 62,
     /// Test builds only: the hyp exchanges the u64 at x1 (in a page lent to it)
     /// with x2 and returns the old value in x1.
@@ -100,6 +101,28 @@ pub mod platform_flags {
     /// no IOMMU of the hyp's confines, so protected VMs' memory (and the hyp's)
     /// is not isolated from DMA the host programs.
     pub const DMA_NOT_ISOLATED: u64 = 1 << 0;
+}
+
+/// What `DebugCheckInvariants` checks (x1).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[repr(u64)]
+pub enum CheckScope {
+    /// Everything: every table, every page record, every guest.
+    Full = 0,
+    /// Only what the transitions touched since the last check (of either
+    /// scope): their ranges, widened to 2 MiB blocks, and the stage-2s of the
+    /// guests they changed. A full check now and then covers the rest.
+    Touched = 1,
+}
+
+impl CheckScope {
+    pub fn from_raw(raw: u64) -> Option<CheckScope> {
+        match raw {
+            0 => Some(CheckScope::Full),
+            1 => Some(CheckScope::Touched),
+            _ => None,
+        }
+    }
 }
 
 /// Most pages one memory call (share, unshare, donate, reclaim) may name.

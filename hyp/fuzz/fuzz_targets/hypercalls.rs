@@ -34,9 +34,9 @@ impl hypercall::HostServices for Services {
         self.calls += 1;
         Err(HypError::Busy)
     }
-    fn check_invariants(&mut self) -> [u64; 3] {
+    fn check_invariants(&mut self, _: u64) -> Result<[u64; 3], HypError> {
         self.calls += 1;
-        [0, 1, 2]
+        Ok([0, 1, 2])
     }
     fn debug_exchange(&mut self, _: u64, value: u64) -> Result<u64, HypError> {
         self.calls += 1;

@@ -379,6 +379,7 @@ impl MemoryState {
         let Some(block) = self.host_devices.block_for(ipa, banks.as_slice(), self.host_stage2.limit() as u64) else {
             return HostFault::Refused;
         };
+        self.pages.touched.range(block.start, block.end);
         match self.host_stage2.map(
             block.start as usize,
             block.end as usize,
@@ -393,15 +394,20 @@ impl MemoryState {
     }
 
     /// Checks that every page of the range satisfies `wanted`, with the specific
-    /// error of the first failure.
-    fn require(&self, start: u64, pages: u64, wanted: impl Fn(PageRecord) -> bool) -> Result<(), HypError> {
+    /// error of the first failure. A range that passes is about to change: it
+    /// is noted for the invariant checker ([`Touched`]), whatever happens next.
+    ///
+    /// [`Touched`]: crate::mm::ownership::Touched
+    fn require(&mut self, start: u64, pages: u64, wanted: impl Fn(PageRecord) -> bool) -> Result<(), HypError> {
         check_count(pages)?;
         self.pages
             .check(start, pages, |_, record| if wanted(record) { Ok(()) } else { Err(HypError::NotOwned) })
             .map_err(|e| match e {
                 Ok(error) => error,
                 Err(range) => range_error(range),
-            })
+            })?;
+        self.pages.touched.range(start, start + pages * PAGE_SIZE);
+        Ok(())
     }
 
     fn span(start: u64, pages: u64) -> (usize, usize) {
@@ -544,6 +550,7 @@ impl MemoryState {
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
         self.require(pa, pages, |r| r == PageRecord::HOST)?;
+        self.pages.touched.guest(guest.id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
         let (s, e) = Self::span(pa, pages);
         guest.stage2.map(gs, ge, s, GUEST_RAM, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
@@ -572,6 +579,7 @@ impl MemoryState {
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
         self.require(pa, pages, |r| r == PageRecord::HOST)?;
+        self.pages.touched.guest(guest.id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
         let (s, _) = Self::span(pa, pages);
         guest.stage2.map(gs, ge, s, GUEST_RAM, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
@@ -595,6 +603,7 @@ impl MemoryState {
     ) -> Result<(), HypError> {
         let id = guest.id;
         self.require(pa, pages, |r| r.owner == Owner::Host && r.borrower == Some(Owner::Vm(id)))?;
+        self.pages.touched.guest(id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, false)?;
         if !Self::guest_maps(guest, gs, ge, pa) {
             return Err(HypError::InvalidArgument);
@@ -654,6 +663,7 @@ impl MemoryState {
     ) -> Result<(), HypError> {
         let id = guest.id;
         self.require(pa, pages, |r| r.owner == Owner::Vm(id) && r.borrower.is_none())?;
+        self.pages.touched.guest(id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, false)?;
         if !Self::guest_maps(guest, gs, ge, pa) {
             return Err(HypError::InvalidArgument);

@@ -3,7 +3,7 @@
 //! against a plain per-page model.
 
 use super::*;
-use crate::mm::invariants::{check, ViolationKind};
+use crate::mm::invariants::{check, check_touched, Report, ViolationKind};
 use crate::mm::ownership::PageDb;
 use crate::mm::ownership::VmId;
 use crate::mm::pgtable::Entry;
@@ -130,6 +130,18 @@ impl Fixture {
             + self.state.hyp_stage1.reserve_underflows()
             + self.guests.iter().map(PgTable::reserve_underflows).sum::<usize>();
         assert_eq!(underflows, 0);
+    }
+
+    /// The checker over what the calls since the last check touched, as the
+    /// hyp's debug call runs it (which starts a new log).
+    fn check_touched(&mut self) -> Report {
+        let touched = self.state.pages.take_touched();
+        check_touched(&self.state, &[UART], &[(1, &self.guests[0]), (2, &self.guests[1])], &touched)
+    }
+
+    fn assert_touched_clean(&mut self) {
+        let report = self.check_touched();
+        assert!(report.is_clean(), "violations: {:?}", report.first.as_slice());
     }
 
     fn host_maps(&self, address: u64) -> bool {
@@ -370,6 +382,111 @@ fn the_checker_reports_each_kind_of_corruption() {
     assert!(kinds.contains(&(ViolationKind::HypMapsForeignPage, page as u64 + 4096)), "{kinds:?}");
 }
 
+/// What a report says, as (kind, address) pairs.
+fn kinds(report: &Report) -> Vec<(ViolationKind, u64)> {
+    report.first.as_slice().iter().map(|v| (v.kind, v.address)).collect()
+}
+
+#[test]
+fn the_touched_check_reports_corruption_where_the_calls_touched() {
+    let mut f = Fixture::new();
+    // The first check looks at everything (nothing was checked before).
+    f.assert_touched_clean();
+    f.assert_touched_clean();
+
+    // Corruption no call touched is for the full check (the fuzzer runs one
+    // every so often, and at the end) ...
+    let far = RAM1.start + 0x10_0000;
+    let (s, env) = f.env();
+    s.host_stage2.unmap(far as usize, far as usize + 4096, env.source, env.stage2_tlb).unwrap();
+    assert!(f.check_touched().is_clean(), "nothing was touched");
+    let full = check(&f.state, &[UART], &[(1, &f.guests[0]), (2, &f.guests[1])]);
+    assert!(kinds(&full).contains(&(ViolationKind::HostPageUnmapped, far)), "{:?}", kinds(&full));
+    // ... until a call touches its 2 MiB block (here: a page 5 pages on).
+    f.call(Op::Share, far + 5 * K4, 1).unwrap();
+    let report = f.check_touched();
+    assert!(kinds(&report).contains(&(ViolationKind::HostPageUnmapped, far)), "{:?}", kinds(&report));
+    let (s, env) = f.env();
+    s.host_stage2.map(far as usize, far as usize + 4096, far as usize, HOST_RAM, env.source, env.stage2_tlb).unwrap();
+    f.call(Op::Unshare, far + 5 * K4, 1).unwrap();
+    f.assert_touched_clean();
+
+    // Each kind of corruption a transition could leave behind, next to what
+    // it touched (the raw table operations below log nothing themselves).
+    let page = RAM0.start + 0x80_0000;
+    f.call(Op::Donate, page, 1).unwrap();
+    let (s, env) = f.env();
+    s.host_stage2
+        .map(page as usize, page as usize + 4096, page as usize, HOST_RAM, env.source, env.stage2_tlb)
+        .unwrap();
+    let report = f.check_touched();
+    assert!(kinds(&report).contains(&(ViolationKind::HostMapsForeignPage, page)), "{:?}", kinds(&report));
+    let (s, env) = f.env();
+    s.host_stage2.unmap(page as usize, page as usize + 4096, env.source, env.stage2_tlb).unwrap();
+    let dma = f.state.host_dma.as_mut().unwrap();
+    dma.table
+        .map(page as usize, page as usize + 4096, page as usize, HOST_DMA_RAM, &mut f.source, &mut FakeTlb::default())
+        .unwrap();
+    // As a transition notes the range it is about to change.
+    f.state.pages.touched.range(page, page + K4);
+    let report = f.check_touched();
+    assert!(kinds(&report).contains(&(ViolationKind::DeviceMapsForeignPage, page)), "{:?}", kinds(&report));
+    let dma = f.state.host_dma.as_mut().unwrap();
+    dma.table.unmap(page as usize, page as usize + 4096, &mut f.source, &mut FakeTlb::default()).unwrap();
+    f.call(Op::Reclaim, page, 1).unwrap();
+    f.assert_touched_clean();
+
+    let (s, env) = f.env();
+    s.hyp_stage1.map(page as usize, page as usize + 4096, page as usize, HYP_DATA, env.source, env.el2_tlb).unwrap();
+    f.call(Op::Share, page + K4, 1).unwrap();
+    let report = f.check_touched();
+    assert!(kinds(&report).contains(&(ViolationKind::HypMapsForeignPage, page)), "{:?}", kinds(&report));
+    let (s, env) = f.env();
+    s.hyp_stage1.unmap(page as usize, page as usize + 4096, env.source, env.el2_tlb).unwrap();
+    s.hyp_stage1.unmap(page as usize + 4096, page as usize + 8192, env.source, env.el2_tlb).unwrap();
+    assert!(f.check_touched().is_clean(), "the last check took the log: nothing is touched");
+    f.state.pages.touched.range(page + K4, page + 2 * K4);
+    let report = f.check_touched();
+    assert!(kinds(&report).contains(&(ViolationKind::HypPageUnmapped, page + K4)), "{:?}", kinds(&report));
+    f.call(Op::Unshare, page + K4, 1).unwrap();
+    f.assert_touched_clean();
+
+    // Guests: a leaf mapping a page not theirs, a page of theirs not mapped.
+    f.call_guest(Op::DonateGuest, 0, page, 0x1000, 1).unwrap();
+    let foreign = RAM0.start + 0x100_0000;
+    f.guests[0].map(0x2000, 0x3000, foreign as usize, GUEST_RAM, &mut f.source, &mut FakeTlb::default()).unwrap();
+    let report = f.check_touched();
+    assert!(kinds(&report).contains(&(ViolationKind::GuestMapsForeignPage, foreign)), "{:?}", kinds(&report));
+    f.guests[0].unmap(0x2000, 0x3000, &mut f.source, &mut FakeTlb::default()).unwrap();
+    f.guests[0].unmap(0x1000, 0x2000, &mut f.source, &mut FakeTlb::default()).unwrap();
+    f.state.pages.touched.guest(1);
+    f.state.pages.touched.range(page, page + K4);
+    let report = f.check_touched();
+    assert!(kinds(&report).contains(&(ViolationKind::GuestPageUnmapped, 1)), "{:?}", kinds(&report));
+    f.guests[0].map(0x1000, 0x2000, page as usize, GUEST_RAM, &mut f.source, &mut FakeTlb::default()).unwrap();
+    f.call_guest(Op::ReclaimGuest, 0, page, 0x1000, 1).unwrap();
+    f.assert_touched_clean();
+
+    // A record naming a guest that does not exist (here: id 9).
+    f.state.pages.update(page, 1, |r| PageRecord { borrower: Some(Owner::Vm(9)), ..r }).unwrap();
+    let report = f.check_touched();
+    assert!(kinds(&report).contains(&(ViolationKind::GuestPageUnmapped, 9)), "{:?}", kinds(&report));
+    f.state.pages.update(page, 1, |_| PageRecord::HOST).unwrap();
+    f.assert_touched_clean();
+
+    // More separate blocks than the log holds: the next check is a full one,
+    // which sees the corruption far from all of them.
+    let (s, env) = f.env();
+    s.host_stage2.unmap(far as usize, far as usize + 4096, env.source, env.stage2_tlb).unwrap();
+    for i in 0..=crate::mm::ownership::TOUCHED_RANGES as u64 {
+        let block = RAM0.start + 0x40_0000 + 2 * i * crate::range::SIZE_2M;
+        f.state.pages.touched.range(block, block + K4);
+    }
+    assert!(f.state.pages.touched.is_everything());
+    let report = f.check_touched();
+    assert!(kinds(&report).contains(&(ViolationKind::HostPageUnmapped, far)), "{:?}", kinds(&report));
+}
+
 /// The model: a record per page (absent: the host's), and per guest its
 /// IPA page -> PA page mappings and its poisoned IPA pages.
 #[derive(Default)]
@@ -566,6 +683,9 @@ fn random_transitions_agree_with_the_model() {
                 recent.remove(0);
             }
         }
+        // The hyp's fuzzer checks what each call touched, and everything now
+        // and then: the touched check must never see what is not there.
+        f.assert_touched_clean();
         if i % 16 == 0 {
             f.assert_clean();
         }

@@ -10,7 +10,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::range::{FixedVec, PhysRange, PAGE_SIZE};
+use crate::range::{align_down, align_up, FixedVec, PhysRange, PAGE_SIZE, SIZE_2M};
 
 /// A VM's slot number in the VM table.
 pub type VmId = u16;
@@ -123,10 +123,104 @@ struct Bank {
     records: &'static mut [u32],
 }
 
+/// Most separate ranges [`Touched`] remembers before it gives up and asks
+/// for a check of everything.
+pub const TOUCHED_RANGES: usize = 32;
+
+/// What the transitions touched since the invariant checker last looked, so
+/// that it can look only there (`invariants::check_touched`): physical ranges
+/// (every range a transition was about to change, and every record that
+/// changed), widened to whole 2 MiB blocks, where the leaves of a block split
+/// lie, and the guests whose stage-2 a transition changed. Fixed size: when it
+/// runs out of room it says "everything", and the next check is a full one.
+#[derive(Clone, Copy, Debug)]
+pub struct Touched {
+    ranges: [PhysRange; TOUCHED_RANGES],
+    len: usize,
+    /// Bit `id` for guest `id` (ids of 128 and more set `all_guests`).
+    guests: u128,
+    all_guests: bool,
+    everything: bool,
+}
+
+impl Default for Touched {
+    fn default() -> Self {
+        Touched {
+            ranges: [PhysRange::default(); TOUCHED_RANGES],
+            len: 0,
+            guests: 0,
+            all_guests: false,
+            everything: false,
+        }
+    }
+}
+
+impl Touched {
+    /// Nothing known: everything must be checked.
+    pub fn everything() -> Touched {
+        Touched { everything: true, ..Touched::default() }
+    }
+
+    /// Remembers `[start, end)` (any physical addresses; empty ranges are
+    /// ignored), widened to 2 MiB blocks and merged with what it overlaps or
+    /// adjoins.
+    pub fn range(&mut self, start: u64, end: u64) {
+        if self.everything || start >= end {
+            return;
+        }
+        let mut new =
+            PhysRange { start: align_down(start, SIZE_2M), end: align_up(end, SIZE_2M).unwrap_or(!(PAGE_SIZE - 1)) };
+        let mut i = 0;
+        while i < self.len {
+            let old = self.ranges[i];
+            if old.start <= new.end && new.start <= old.end {
+                new = PhysRange { start: old.start.min(new.start), end: old.end.max(new.end) };
+                self.len -= 1;
+                self.ranges[i] = self.ranges[self.len];
+                i = 0;
+            } else {
+                i += 1;
+            }
+        }
+        if self.len == TOUCHED_RANGES {
+            *self = Touched::everything();
+            return;
+        }
+        self.ranges[self.len] = new;
+        self.len += 1;
+    }
+
+    /// Remembers that guest `id`'s stage-2 changed.
+    pub fn guest(&mut self, id: VmId) {
+        match 1u128.checked_shl(u32::from(id)) {
+            Some(bit) => self.guests |= bit,
+            None => self.all_guests = true,
+        }
+    }
+
+    /// The ranges, disjoint and 2 MiB-aligned (meaningless with [`Touched::is_everything`]).
+    pub fn ranges(&self) -> &[PhysRange] {
+        &self.ranges[..self.len]
+    }
+
+    /// Whether guest `id`'s stage-2 changed.
+    pub fn has_guest(&self, id: VmId) -> bool {
+        self.everything || self.all_guests || 1u128.checked_shl(u32::from(id)).is_some_and(|bit| self.guests & bit != 0)
+    }
+
+    /// Whether the log overflowed (or was never started): check everything.
+    pub fn is_everything(&self) -> bool {
+        self.everything
+    }
+}
+
 /// The records of every page of RAM.
 pub struct PageDb {
     banks: FixedVec<usize, MAX_BANKS>,
     storage: [Option<Bank>; MAX_BANKS],
+    /// What changed since the checker last looked (every [`PageDb::update`]
+    /// is noted here; transitions note what they are about to change).
+    pub touched: Touched,
 }
 
 impl PageDb {
@@ -145,7 +239,9 @@ impl PageDb {
     /// page-aligned.
     pub fn new(ram: &[PhysRange], storage: &'static mut [u32]) -> Result<PageDb, RangeError> {
         const _: () = assert!(PageRecord::HOST.pack() == 0);
-        let mut db = PageDb { banks: FixedVec::default(), storage: [const { None }; MAX_BANKS] };
+        // Nothing has been checked yet: the first check looks at everything.
+        let mut db =
+            PageDb { banks: FixedVec::default(), storage: [const { None }; MAX_BANKS], touched: Touched::everything() };
         let mut rest = storage;
         for (i, bank) in ram.iter().enumerate().take(MAX_BANKS) {
             if bank.start % PAGE_SIZE != 0 || bank.end % PAGE_SIZE != 0 {
@@ -242,7 +338,13 @@ impl PageDb {
         for bits in records {
             *bits = update(PageRecord::unpack(*bits)).pack();
         }
+        self.touched.range(start, start + pages * PAGE_SIZE);
         Ok(())
+    }
+
+    /// What changed since the last call (see [`Touched`]); starts a new log.
+    pub fn take_touched(&mut self) -> Touched {
+        core::mem::take(&mut self.touched)
     }
 
     /// Calls `f` for every run of equal records inside `range` (clipped to it), in
@@ -286,6 +388,33 @@ mod tests {
     fn db(ram: &[PhysRange]) -> PageDb {
         let storage = vec![0u32; PageDb::storage_bytes(ram) / 4].leak();
         PageDb::new(ram, storage).unwrap()
+    }
+
+    #[test]
+    fn touched_ranges_widen_to_2m_blocks_merge_and_overflow_to_everything() {
+        let mut t = Touched::default();
+        assert!(!t.is_everything() && t.ranges().is_empty());
+        t.range(0x4020_1000, 0x4020_3000);
+        assert_eq!(t.ranges(), &[PhysRange { start: 0x4020_0000, end: 0x4040_0000 }]);
+        // Adjoining and overlapping ranges merge, also across several.
+        t.range(0x4080_0000, 0x4080_1000);
+        t.range(0x4040_0000, 0x4070_1000);
+        assert_eq!(t.ranges(), &[PhysRange { start: 0x4020_0000, end: 0x40a0_0000 }]);
+        t.range(0x5000, 0x5000);
+        assert_eq!(t.ranges().len(), 1, "an empty range is nothing");
+        t.guest(3);
+        assert!(t.has_guest(3) && !t.has_guest(4));
+        t.guest(200);
+        assert!(t.has_guest(4), "a guest id past the bitmap makes every guest touched");
+        for i in 0..TOUCHED_RANGES as u64 {
+            t.range(0x1_0000_0000 + i * 0x40_0000, 0x1_0000_0000 + i * 0x40_0000 + 0x1000);
+        }
+        assert!(t.is_everything(), "out of room: everything");
+        let mut db = db(&[PhysRange { start: 0, end: 0x40_0000 }]);
+        assert!(db.take_touched().is_everything(), "nothing checked yet");
+        assert!(db.take_touched().ranges().is_empty());
+        db.update(0x1000, 1, |r| PageRecord { in_use: true, ..r }).unwrap();
+        assert_eq!(db.take_touched().ranges(), &[PhysRange { start: 0, end: 0x20_0000 }], "every update is noted");
     }
 
     #[test]

@@ -100,12 +100,15 @@ impl<'p, 'a> Bus<'p, 'a> {
     }
 }
 
-/// `#address-cells` and `#size-cells` a node gives its children (spec defaults 2, 1).
+/// `#address-cells` and `#size-cells` a node gives its children (spec defaults
+/// 2, 1), at most 4 each (real trees use 1 to 3; a larger value, from a
+/// corrupted tree, must not overflow the entry arithmetic: such `reg`s simply
+/// do not read).
 fn cells_of(node: &FdtNode<'_, '_>) -> (usize, usize) {
     let read = |name: &str, default: usize| {
         node.property(name).and_then(|p| read_cells(p.value)).map_or(default, |v| v as usize)
     };
-    (read("#address-cells", 2), read("#size-cells", 1))
+    (read("#address-cells", 2).min(4), read("#size-cells", 1).min(4))
 }
 
 /// Reads one or two big-endian 32-bit cells as a number; more than two cells keep

@@ -17,7 +17,10 @@ pub struct GuestTrap {
     pub esr: Esr,
     /// FAR_EL2 (the guest VA of an abort).
     pub far: u64,
-    /// The faulting IPA of a stage-2 abort.
+    /// The faulting IPA of an abort whose HPFAR_EL2 holds it
+    /// ([`Esr::hpfar_valid`]); 0 for any other trap. Only such aborts may
+    /// become MMIO exits (translation faults, which always have one) or
+    /// lost-page exits; 0 is never one of the guest's GIC frames.
     pub ipa: u64,
 }
 
@@ -52,7 +55,7 @@ pub trait VmView {
     fn send_sgi(&self, targets: u64, intid: u32) -> u64;
     /// The index of the vCPU that trapped.
     fn vcpu_index(&self) -> usize;
-    /// The hardware value of ID register `reg`.
+    /// The hardware value of ID register `reg` (also REVIDR_EL1 and AIDR_EL1).
     fn id_register(&self, reg: SysReg) -> u64;
     /// Whether the VM's GIC has the GICv3 system-register interface.
     fn gicv3(&self) -> bool;
@@ -225,6 +228,7 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
             let access = SysRegAccess::decode(trap.esr.iss());
             let value = match classify(access) {
                 SysRegHandling::IdRegister => sanitize_id(access.reg, vm.id_register(access.reg), vm.gicv3()),
+                SysRegHandling::ImplementationId => vm.id_register(access.reg),
                 SysRegHandling::OsLockStatus => OSLSR_UNLOCKED,
                 SysRegHandling::ReadsAsZero => 0,
                 SysRegHandling::Undefined => {
@@ -244,13 +248,16 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
             // are not in `ctx` during a run).
             Outcome::ToHost { exit: Exit::Wfi { timer_deadline: u64::MAX }, pending_read: None }
         }
+        // (Checked in this order so that the common abort, which is not at a
+        // lost page, pays for one walk only.)
         ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower
-            if ipa_kind(trap.ipa) == IpaKind::Lost =>
+            if ipa_kind(trap.ipa) == IpaKind::Lost && trap.esr.hpfar_valid() =>
         {
             let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
             Outcome::ToHost { exit: Exit::Fatal { esr, address }, pending_read: None }
         }
         ExceptionClass::DataAbortLower => {
+            // (A translation fault's HPFAR_EL2 holds its IPA: `Esr::hpfar_valid`.)
             let translation = matches!(trap.esr.fault_status(), 0x04..=0x07);
             match decode_mmio(trap.esr) {
                 Some(access) if translation && ipa_kind(trap.ipa) == IpaKind::Other => {
@@ -520,6 +527,21 @@ mod tests {
             handle(&mut c, trap(read, 0x8000_1000), false, lost),
             Outcome::ToHost { exit: Exit::Fatal { address: 0x8000_1000, .. }, .. }
         ));
+    }
+
+    #[test]
+    fn aborts_whose_hpfar_is_unknown_never_use_the_ipa() {
+        // A synchronous external abort (with HCR_EL2.TEA) and a stage-2
+        // permission fault carry no IPA: whatever the trap's `ipa` says, the
+        // guest gets an abort, never an MMIO exit or a lost-page fatal exit.
+        for fsc in [0x10, 0x0f, 0x21] {
+            let esr = 0x24 << 26 | 1 << 25 | 1 << 24 | 1 << 6 | fsc;
+            for view in [Fake(IpaKind::Lost), Fake(IpaKind::Other)] {
+                let mut c = ctx();
+                assert_eq!(handle(&mut c, trap(esr, 0x900_0000), true, &view), Outcome::Injected, "FSC {fsc:#x}");
+                assert_eq!(c.sysregs.esr_el1 & 0x3f, 0x10);
+            }
+        }
     }
 
     #[test]

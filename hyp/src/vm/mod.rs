@@ -7,6 +7,7 @@ pub mod guest_trap;
 pub mod mmio_guard;
 pub mod sysreg;
 pub mod table;
+pub mod trap_controls;
 pub mod vgic;
 pub mod vgic_dist;
 pub mod vgic_mmio;

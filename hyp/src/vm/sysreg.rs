@@ -7,7 +7,12 @@
 //! ignore writes, with the OS lock reported unlocked (as pKVM gives protected
 //! guests). The PMU stays UNDEFINED, which the PMUVer of 0 in the ID
 //! registers announces; pointer authentication is hidden (its keys are not
-//! switched yet).
+//! switched yet). With the controls of issue 19 (`vm::trap_controls`), as
+//! KVM has them: REVIDR_EL1 and AIDR_EL1 (HCR_EL2.TID1) read as the
+//! hardware's; the RAS error records (TERR) read as zero and ignore writes
+//! (ERRIDR_EL1 reads 0: no records); LORegions (TLOR), the trace unit
+//! (CPTR_EL2.TTA) and its filter TRFCR_EL1 (MDCR_EL2.TTRF) are UNDEFINED and
+//! hidden from the ID registers.
 
 #![forbid(unsafe_code)]
 
@@ -47,9 +52,12 @@ impl SysRegAccess {
 pub enum SysRegHandling {
     /// An ID register (Op0 3, Op1 0, CRn 0, CRm 1..7): its sanitised value.
     IdRegister,
+    /// REVIDR_EL1 or AIDR_EL1 (HCR_EL2.TID1): the hardware's value.
+    ImplementationId,
     /// OSLSR_EL1: the OS lock is implemented and unlocked.
     OsLockStatus,
-    /// Another debug register (Op0 2): reads as zero, writes ignored.
+    /// Another debug register (Op0 2, Op1 0 or 3), or a RAS error-record
+    /// register (ERR*, HCR_EL2.TERR): reads as zero, writes ignored.
     ReadsAsZero,
     /// Anything else (the PMU among them): UNDEFINED.
     Undefined,
@@ -59,10 +67,20 @@ pub enum SysRegHandling {
 /// OSLK = 0 (unlocked).
 pub const OSLSR_UNLOCKED: u64 = 0b1000;
 
+/// REVIDR_EL1 (Op0 3, Op1 0, CRn 0, CRm 0, Op2 6) and AIDR_EL1 (Op1 1, Op2 7).
+pub const REVIDR_EL1: SysReg = SysReg { op0: 3, op1: 0, crn: 0, crm: 0, op2: 6 };
+pub const AIDR_EL1: SysReg = SysReg { op0: 3, op1: 1, crn: 0, crm: 0, op2: 7 };
+
 pub fn classify(access: SysRegAccess) -> SysRegHandling {
     match access.reg {
         SysReg { op0: 3, op1: 0, crn: 0, crm: 1..=7, .. } if access.read => SysRegHandling::IdRegister,
+        reg if access.read && (reg == REVIDR_EL1 || reg == AIDR_EL1) => SysRegHandling::ImplementationId,
+        // ERRIDR_EL1, ERRSELR_EL1 (CRm 3), ERXFR/CTLR/STATUS/ADDR/PFG* (CRm 4),
+        // ERXMISC0..3 (CRm 5): RAZ/WI, as KVM.
+        SysReg { op0: 3, op1: 0, crn: 5, crm: 3..=5, .. } => SysRegHandling::ReadsAsZero,
         SysReg { op0: 2, op1: 0, crn: 1, crm: 1, op2: 4 } if access.read => SysRegHandling::OsLockStatus,
+        // The trace unit's registers (TRC*, Op1 1): the guest has no trace.
+        SysReg { op0: 2, op1: 1, .. } => SysRegHandling::Undefined,
         SysReg { op0: 2, .. } => SysRegHandling::ReadsAsZero,
         _ => SysRegHandling::Undefined,
     }
@@ -96,18 +114,22 @@ pub fn sanitize_id(reg: SysReg, hardware: u64, gicv3: bool) -> u64 {
         // and the PAC instructions would trap).
         (6, 1) => set_field(set_field(set_field(set_field(hardware, 4, 0), 8, 0), 24, 0), 28, 0),
         (6, 2) => set_field(set_field(hardware, 8, 0), 12, 0),
-        // ID_AA64DFR0_EL1: no PMU, no statistical profiling, no trace, no
-        // branch records; the debug architecture and breakpoints as they are.
+        // ID_AA64DFR0_EL1: no PMU, no statistical profiling, no trace (unit,
+        // filter or buffer), no branch records; the debug architecture and
+        // breakpoints as they are.
         (5, 0) => {
             let value = set_field(hardware, 4, 0);
             let value = set_field(value, 8, 0);
             let value = set_field(value, 32, 0);
+            let value = set_field(value, 40, 0);
             let value = set_field(value, 44, 0);
             let value = set_field(value, 48, 0);
             set_field(value, 52, 0)
         }
         // ID_DFR0_EL1 (AArch32 view): no PMU, no trace.
         (1, 2) => set_field(set_field(set_field(hardware, 24, 0), 12, 0), 28, 0),
+        // ID_AA64MMFR1_EL1: no LORegions (HCR_EL2.TLOR traps them).
+        (7, 1) => set_field(hardware, 16, 0),
         _ => hardware,
     }
 }
@@ -119,10 +141,14 @@ pub fn is_id_register_read(access: SysRegAccess) -> bool {
 
 /// The value the host reads from ID register `reg` given the hardware's: as it
 /// is, but without SVE and SME (CPTR_EL2.TZ and TSM trap them: the hyp does not
-/// save a host's SVE or SME state around guest runs) and without MTE (the
-/// host's HCR_EL2.ATA is clear, so tag accesses would trap).
+/// save a host's SVE or SME state around guest runs), without MTE (the
+/// host's HCR_EL2.ATA is clear, so tag accesses would trap), and without
+/// statistical profiling and the trace buffer (their buffers are EL2's,
+/// MDCR_EL2.E2PB/E2TB 0b00, and their controls trap).
 pub fn sanitize_host_id(reg: SysReg, hardware: u64) -> u64 {
     match (reg.crm, reg.op2) {
+        // ID_AA64DFR0_EL1.PMSVer and .TraceBuffer.
+        (5, 0) => set_field(set_field(hardware, 32, 0), 44, 0),
         // ID_AA64PFR0_EL1.SVE.
         (4, 0) => set_field(hardware, 32, 0),
         // ID_AA64PFR1_EL1.SME and .MTE.
@@ -147,7 +173,9 @@ mod tests {
         assert_eq!((pfr1 >> 24 & 0xf, pfr1 >> 8 & 0xf), (0, 0), "no SME, no MTE");
         assert_eq!(sanitize_host_id(id(4, 4), all), 0);
         assert_eq!(sanitize_host_id(id(4, 5), all), 0);
-        assert_eq!(sanitize_host_id(id(5, 0), all), all, "the host keeps its PMU and debug");
+        let dfr0 = sanitize_host_id(id(5, 0), all);
+        assert_eq!((dfr0 >> 32 & 0xf, dfr0 >> 44 & 0xf), (0, 0), "no SPE, no trace buffer");
+        assert_eq!(dfr0 | 0xf << 32 | 0xf << 44, all, "the host keeps its PMU, trace filter and debug");
         assert_eq!(sanitize_host_id(id(6, 1), all), all, "and pointer authentication");
         assert!(is_id_register_read(SysRegAccess { reg: id(4, 0), rt: 0, read: true }));
         assert!(!is_id_register_read(SysRegAccess { reg: id(4, 0), rt: 0, read: false }));
@@ -174,6 +202,38 @@ mod tests {
         assert_eq!(classify(pmu), SysRegHandling::Undefined);
         let write_id = SysRegAccess::decode(3 << 20 | 5 << 1);
         assert_eq!(classify(write_id), SysRegHandling::Undefined, "ID registers are read-only");
+    }
+
+    /// Issue 19 item 5: what HCR_EL2.TID1, TERR, TLOR, CPTR_EL2.TTA and
+    /// MDCR_EL2.TTRF bring to the hyp, handled as KVM does.
+    #[test]
+    fn implementation_ids_error_records_lorregions_and_trace_are_handled_as_kvm_does() {
+        let access = |op0: u32, op1: u32, crn: u32, crm: u32, op2: u32, read: bool| {
+            SysRegAccess::decode(op0 << 20 | op2 << 17 | op1 << 14 | crn << 10 | crm << 1 | u32::from(read))
+        };
+        assert_eq!(classify(access(3, 0, 0, 0, 6, true)), SysRegHandling::ImplementationId, "REVIDR_EL1");
+        assert_eq!(classify(access(3, 1, 0, 0, 7, true)), SysRegHandling::ImplementationId, "AIDR_EL1");
+        assert_eq!(classify(access(3, 0, 0, 0, 6, false)), SysRegHandling::Undefined, "read-only");
+        assert_eq!(classify(access(3, 1, 0, 0, 6, true)), SysRegHandling::Undefined, "SMIDR_EL1: no SME");
+        for (crm, op2) in [(3, 0), (3, 1), (4, 0), (4, 1), (4, 2), (4, 3), (5, 0), (5, 3)] {
+            for read in [true, false] {
+                assert_eq!(classify(access(3, 0, 5, crm, op2, read)), SysRegHandling::ReadsAsZero, "ERR* {crm} {op2}");
+            }
+        }
+        for op2 in [0, 1, 2, 3, 7] {
+            assert_eq!(classify(access(3, 0, 10, 4, op2, true)), SysRegHandling::Undefined, "LOR* {op2}");
+        }
+        // TRCIDR0 (Op0 2, Op1 1, CRn 0, CRm 8, Op2 7), TRCPRGCTLR (CRn 0, CRm 1, Op2 0).
+        assert_eq!(classify(access(2, 1, 0, 8, 7, true)), SysRegHandling::Undefined);
+        assert_eq!(classify(access(2, 1, 0, 1, 0, false)), SysRegHandling::Undefined);
+        // TRFCR_EL1 (Op0 3, Op1 0, CRn 1, CRm 2, Op2 1).
+        assert_eq!(classify(access(3, 0, 1, 2, 1, false)), SysRegHandling::Undefined);
+        // The debug registers stay RAZ/WI (MDCCSR_EL0 is Op1 3).
+        assert_eq!(classify(access(2, 3, 0, 1, 0, true)), SysRegHandling::ReadsAsZero);
+        let all = u64::MAX;
+        assert_eq!(sanitize_id(id(7, 1), all, true) >> 16 & 0xf, 0, "no LORegions");
+        assert_eq!(sanitize_id(id(7, 1), all, true) | 0xf << 16, all);
+        assert_eq!(sanitize_id(id(5, 0), all, true) >> 40 & 0xf, 0, "no trace filter");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! stale or forged handle finds no VM (never another one). A VM's id (its slot
 //! number + 1) names it in the page records and is its VMID; VMID 0 is the host's.
 
-use crate::mm::memory::{Env, Guest, MemoryState, GUEST_POISONED};
-use crate::mm::ownership::VmId;
+use crate::mm::memory::{Env, Guest, MemoryState, GUEST_POISONED, HYP_DATA};
+use crate::mm::ownership::{Owner, VmId};
 use crate::mm::pgtable::{Entry, PgTable, TlbMaintenance};
 use crate::vm::context::VcpuContext;
 use crate::vm::exit::{GuardCall, MmioAccess, NOT_SUPPORTED};
@@ -48,6 +48,11 @@ impl ContextPage {
     /// The page, to give back.
     fn into_page(self) -> usize {
         self.context.as_ptr() as usize
+    }
+
+    /// The page's address.
+    fn page(&self) -> u64 {
+        self.context.as_ptr() as u64
     }
 }
 
@@ -652,6 +657,49 @@ impl VmTable {
         }
     }
 
+    /// Before the machine is reset or turned off at the host's request (PSCI
+    /// SYSTEM_RESET, SYSTEM_OFF), so that nothing of a protected VM survives
+    /// into whatever the machine boots next: every protected VM stops for
+    /// good (a live one becomes `Crashed`: it never runs again), then every
+    /// page a protected VM owns (the page records say which) and each of its
+    /// vCPU contexts (its registers, in donated hyp pages) are zeroed, the
+    /// zeroes written back to memory ([`PhysMemory::zero_page`]), and its
+    /// distributor is reset. Non-protected VMs are left alone: their memory
+    /// and registers are the host's to see. Returns the guest pages zeroed.
+    ///
+    /// # Errors
+    ///
+    /// `Busy` while a protected vCPU runs: nothing is zeroed (none of them
+    /// can start again; the caller waits for the running ones to return to
+    /// their host and asks again). `NoMemory` if a page could not be mapped
+    /// for the hyp to zero it.
+    ///
+    /// [`PhysMemory::zero_page`]: crate::mm::memory::PhysMemory::zero_page
+    pub fn scrub_for_power_off(&mut self, memory: &mut MemoryState, env: &mut Env<'_>) -> Result<u64, HypError> {
+        let mut running = false;
+        for vm in self.slots.iter_mut().filter_map(|s| s.vm.as_mut()).filter(|vm| vm.protected) {
+            if vm.state == VmState::Alive {
+                vm.state = VmState::Crashed;
+            }
+            running |= vm.vcpus.iter().any(|v| v.running);
+        }
+        if running {
+            return Err(HypError::Busy);
+        }
+        for vm in self.slots.iter_mut().filter_map(|s| s.vm.as_mut()).filter(|vm| vm.protected) {
+            for vcpu in &mut vm.vcpus {
+                *vcpu.ctx = VcpuContext::default();
+                // Through the page too: the zeroes must reach memory, which a
+                // reset may keep while it drops the caches.
+                env.memory.zero_page(vcpu.ctx.page());
+                vcpu.pending_read = None;
+                vcpu.power = VcpuPower::Off;
+            }
+            vm.gic = Distributor::new(vm.gic.version, vm.gic.vcpus());
+        }
+        scrub_vm_owned_pages(memory, env)
+    }
+
     /// Live VMs (for the invariant checker): id and stage-2.
     pub fn stage2s(&self) -> impl Iterator<Item = (VmId, &PgTable<Stage2>)> {
         self.slots.iter().filter_map(|s| s.vm.as_ref()).map(|vm| (vm.id, &vm.stage2))
@@ -662,6 +710,43 @@ impl VmTable {
     pub fn count(&self) -> usize {
         self.slots.iter().filter(|s| s.vm.is_some()).count()
     }
+}
+
+/// Zeroes every page a VM owns (only protected VMs own pages: a non-protected
+/// VM's are lent by the host, which sees them anyway): each run of them is
+/// mapped for the hyp in pieces of at most 2 MiB, zeroed page by page and
+/// cleaned to memory, and unmapped again. The records do not change. Returns
+/// the pages zeroed.
+fn scrub_vm_owned_pages(memory: &mut MemoryState, env: &mut Env<'_>) -> Result<u64, HypError> {
+    const PIECE: u64 = 2 << 20;
+    const PAGE: u64 = crate::range::PAGE_SIZE;
+    let MemoryState { pages, hyp_stage1, .. } = memory;
+    let (mut scrubbed, mut result) = (0, Ok(()));
+    pages.for_each_run(|run, record| {
+        // (A page a VM lends the hyp is mapped for it already: there is no such page yet.)
+        if result.is_err() || !matches!(record.owner, Owner::Vm(_)) || record.borrower == Some(Owner::Hyp) {
+            return;
+        }
+        let mut start = run.start;
+        while start < run.end {
+            let end = ((start / PIECE + 1) * PIECE).min(run.end);
+            let (s, e) = (start as usize, end as usize);
+            if hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).is_err() {
+                result = Err(HypError::NoMemory);
+                return;
+            }
+            for page in (start..end).step_by(PAGE as usize) {
+                env.memory.zero_page(page);
+            }
+            if hyp_stage1.unmap(s, e, env.source, env.el2_tlb).is_err() {
+                result = Err(HypError::NoMemory);
+                return;
+            }
+            scrubbed += (end - start) / PAGE;
+            start = end;
+        }
+    });
+    result.map(|()| scrubbed)
 }
 
 /// PSTATE the host may give a non-protected vCPU: EL0 or EL1 (t or h), AArch64,

@@ -709,3 +709,76 @@ fn non_protected_teardown_returns_runs_longer_than_a_call_and_scattered_pages() 
     assert_eq!(borrowed, 0, "every page back with the host alone");
     w.assert_clean();
 }
+
+/// Issue 19 item 5: before the host's PSCI SYSTEM_RESET or SYSTEM_OFF is
+/// passed on, every page a protected VM owns (also one torn down and waiting
+/// for reclaim) and its vCPU contexts are zeroed; nothing of the host's, of a
+/// non-protected VM's or of the hyp's is touched; the protected VMs never run
+/// again; the hyp's stage-1 maps nothing more than before; the records and
+/// tables stay consistent. While a protected vCPU runs, nothing is zeroed.
+#[test]
+fn power_off_scrubs_every_page_and_register_of_protected_vms_only() {
+    let mut w = World::new();
+    let live = w.create(1, 2).unwrap();
+    let gone = w.create(1, 1).unwrap();
+    let other = w.create(0, 1).unwrap();
+    // 3 pages, then one run of 600 pages (two calls) across two 2 MiB
+    // boundaries, then one.
+    w.map(live, 0x4010_0000, 0x8000_0000, 3).unwrap();
+    w.map(live, 0x405f_0000, 0x9000_0000, 512).unwrap();
+    w.map(live, 0x407f_0000, 0x9020_0000, 88).unwrap();
+    w.map(gone, 0x4030_0000, 0x8000_0000, 1).unwrap();
+    w.map(other, 0x4040_0000, 0x8000_0000, 4).unwrap();
+    w.vms.vcpu_init(live, 0, 0x8000_0000, 0x5ec7e7).unwrap();
+    w.vms.vcpu_init(other, 0, 0x8000_0000, 0x0bed).unwrap();
+    w.vms.get(live).unwrap().vcpus[0].ctx.gprs.x[5] = 0x5ec7e7;
+    w.vms.get(live).unwrap().vcpus[0].ctx.tpidr2 = 0x5ec7e7;
+    w.teardown(gone).unwrap();
+    let stage1_tables = w.memory.hyp_stage1.table_pages();
+    let context = |w: &mut World, h: u64, vcpu: usize| w.vms.get(h).unwrap().vcpus[vcpu].ctx.page();
+    let contexts = [context(&mut w, live, 0), context(&mut w, live, 1), context(&mut w, gone, 0)];
+    let other_context = context(&mut w, other, 0);
+    let scrub = |w: &mut World| {
+        let mut env = Env { source: &mut w.source, stage2_tlb: &mut w.s2, el2_tlb: &mut w.el2, memory: &mut w.zeroes };
+        w.vms.scrub_for_power_off(&mut w.memory, &mut env)
+    };
+
+    // A protected vCPU runs: it may not start again, but nothing is zeroed yet.
+    set_running(&mut w, live, 1, true);
+    assert_eq!(scrub(&mut w), Err(HypError::Busy));
+    assert!(w.zeroes.0.is_empty(), "nothing zeroed while the guest runs: {:x?}", w.zeroes.0);
+    assert_eq!(w.vms.get(live).unwrap().state, VmState::Crashed, "stopped for good");
+    set_running(&mut w, live, 1, false);
+
+    assert_eq!(scrub(&mut w), Ok(3 + 600 + 1));
+    let guest_pages: Vec<u64> = (0..3)
+        .map(|i| 0x4010_0000 + i * 4096)
+        .chain((0..600).map(|i| 0x405f_0000 + i * 4096))
+        .chain([0x4030_0000])
+        .collect();
+    let expected: HashSet<u64> = guest_pages.iter().copied().chain(contexts).collect();
+    assert_eq!(w.zeroes.0, expected, "exactly the protected VMs' pages and their vCPU contexts");
+    assert!(!w.zeroes.0.contains(&other_context) && !w.zeroes.0.contains(&0x4040_0000));
+    let vcpu = &w.vms.get(live).unwrap().vcpus[0];
+    assert_eq!((vcpu.ctx.gprs.x[0], vcpu.ctx.gprs.x[5], vcpu.ctx.tpidr2, vcpu.ctx.pc), (0, 0, 0, 0));
+    assert_eq!(vcpu.power, VcpuPower::Off);
+    assert_eq!(w.vms.get_reg(other, 0, 0), Ok(0x0bed), "a non-protected VM is the host's to see: untouched");
+    assert_eq!(w.vms.get(other).unwrap().state, VmState::Alive);
+    // The hyp mapped each piece only while it zeroed it.
+    assert_eq!(w.memory.hyp_stage1.table_pages(), stage1_tables);
+    for &pa in &guest_pages {
+        assert!(w.memory.hyp_stage1.leaf_at(pa as usize).is_none(), "{pa:#x} still mapped for the hyp");
+        assert!(!w.host_maps(pa), "{pa:#x}: still the protected VM's");
+    }
+    w.assert_clean();
+    // The protected VMs can be torn down and reclaimed as before (should the
+    // firmware return); the live one never runs again.
+    assert_eq!(w.vms.vcpu_init(live, 0, 0, 0), Err(HypError::NoSuchVm));
+    w.teardown(live).unwrap();
+    w.reclaim(live, 0x8000_0000, 3).unwrap();
+    w.reclaim(live, 0x9000_0000, 512).unwrap();
+    w.reclaim(live, 0x9020_0000, 88).unwrap();
+    w.reclaim(gone, 0x8000_0000, 1).unwrap();
+    assert_eq!(w.vms.count(), 1);
+    w.assert_clean();
+}

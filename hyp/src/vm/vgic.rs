@@ -25,6 +25,20 @@ const LR_PRIORITY_SHIFT: u32 = 48;
 const LR_PINTID_SHIFT: u32 = 32;
 const LR_VINTID_MASK: u64 = 0xffff_ffff;
 
+/// How many ICH_AP0R<n>_EL2 (and as many ICH_AP1R<n>_EL2) a virtual CPU
+/// interface with this ICH_VTR_EL2 has: one bit per preemption level, 32 per
+/// register, so 1 with 5 bits of preemption, 2 with 6, 4 with 7
+/// (ICH_VTR_EL2.PREbits, bits 28:26, is that number minus one). The others
+/// are not implemented: accessing one is UNDEFINED. (PREbits, not PRIbits,
+/// decides, as in Linux's `vgic_v3_save_aprs`; PRIbits may be larger.)
+pub fn active_priority_registers(vtr: u64) -> usize {
+    match ((vtr >> 26) & 7) + 1 {
+        7 => 4,
+        6 => 2,
+        _ => 1,
+    }
+}
+
 /// A list register presenting `intid` as pending, group 1, at `priority`;
 /// with `physical`, tied to that physical INTID (HW).
 pub fn pending_lr(intid: u32, priority: u8, physical: Option<u32>) -> u64 {
@@ -79,8 +93,12 @@ pub struct VgicState {
     pub lrs: [u64; MAX_LIST_REGISTERS],
     /// ICH_VMCR_EL2: the guest's priority mask, group enables, EOI mode.
     pub vmcr: u64,
-    /// ICH_AP1R0_EL2: the guest's active group-1 priorities.
-    pub ap1r0: u64,
+    /// ICH_AP0R<n>_EL2 and ICH_AP1R<n>_EL2, n below
+    /// [`active_priority_registers`]: the guest's active priorities of each
+    /// group (it can write its ICV_AP0R<n>/ICV_AP1R<n> itself). On GICv2,
+    /// `ap1r[0]` holds GICH_APR.
+    pub ap0r: [u32; 4],
+    pub ap1r: [u32; 4],
     /// List registers `0..used` may be non-zero; the rest are empty.
     pub used: u8,
     /// The list registers changed in the hyp since they were last loaded into
@@ -195,6 +213,18 @@ mod tests {
         assert_eq!(s.lrs[1] & LR_STATE_MASK, LR_STATE_PENDING | LR_STATE_ACTIVE);
         assert!(s.any_pending());
         assert_eq!(s.held_intids().collect::<Vec<_>>(), vec![40, 41, 42]);
+    }
+
+    #[test]
+    fn the_active_priority_registers_follow_the_preemption_bits() {
+        let vtr = |pri_bits: u64, pre_bits: u64| (pri_bits - 1) << 29 | (pre_bits - 1) << 26 | 3;
+        assert_eq!(active_priority_registers(vtr(5, 5)), 1, "AP0R0/AP1R0 only");
+        assert_eq!(active_priority_registers(vtr(6, 6)), 2, "AP*R0..1");
+        assert_eq!(active_priority_registers(vtr(7, 7)), 4, "AP*R0..3");
+        assert_eq!(active_priority_registers(vtr(8, 7)), 4, "8 priority bits, 7 of preemption");
+        assert_eq!(active_priority_registers(vtr(7, 5)), 1, "more priority than preemption bits: PREbits decides");
+        assert_eq!(active_priority_registers(vtr(6, 5)), 1);
+        assert_eq!(active_priority_registers(0), 1, "at least 5 bits: never fewer than one");
     }
 
     #[test]

@@ -42,13 +42,26 @@ pub struct PrivateIrqs {
     pub asleep: bool,
     /// SPIs in this vCPU's list registers (bit n: INTID 32 + n).
     held_spis: [u32; SPI_WORDS],
+    /// Pending because their physical twin asserts (the virtual timer, made
+    /// pending by the hyp itself): only these may get a hardware list
+    /// register. The host's injection of the same INTID, or the guest's own
+    /// set-pending write, gives a purely virtual one.
+    from_hardware: u32,
 }
 
 impl Default for PrivateIrqs {
     fn default() -> Self {
         // SGIs enabled and edge-triggered out of reset (as KVM and most GICv2
         // implementations have them); PPIs disabled, level.
-        PrivateIrqs { enabled: 0xffff, pending: 0, edge: 0xffff, priority: [0; 32], asleep: true, held_spis: [0; 2] }
+        PrivateIrqs {
+            enabled: 0xffff,
+            pending: 0,
+            edge: 0xffff,
+            priority: [0; 32],
+            asleep: true,
+            held_spis: [0; 2],
+            from_hardware: 0,
+        }
     }
 }
 
@@ -174,6 +187,17 @@ impl Distributor {
         Some(if targets == 0 { Routed::Unrouted } else { Routed::Vcpu(targets.trailing_zeros() as usize) })
     }
 
+    /// Makes PPI `intid` of `vcpu` pending because the physical PPI it mirrors
+    /// asserts (the hyp's own timer path): [`Distributor::fill`] may tie it to
+    /// that physical interrupt. Nothing for an INTID that is not a PPI.
+    pub fn make_pending_from_hardware(&mut self, vcpu: usize, intid: u32) {
+        if vcpu < self.vcpus && (16..32).contains(&intid) {
+            let p = &mut self.private[vcpu];
+            p.pending |= 1 << intid;
+            p.from_hardware |= 1 << intid;
+        }
+    }
+
     /// Makes SGI `intid` (0..16) pending for the vCPUs of `targets` (bit n:
     /// vCPU n) that the VM has.
     pub fn send_sgi(&mut self, targets: u64, intid: u32) {
@@ -254,6 +278,7 @@ impl Distributor {
     fn clear_pending(&mut self, vcpu: usize, intid: u32) {
         if intid < 32 {
             self.private[vcpu].pending &= !(1 << intid);
+            self.private[vcpu].from_hardware &= !(1 << intid);
         } else if intid < INTID_LIMIT {
             let (word, mask) = bit(intid - 32);
             self.pending[word] &= !mask;
@@ -277,7 +302,8 @@ impl Distributor {
     /// Moves the interrupts `vcpu` can take into its first `count` list
     /// registers, most urgent first. `hw_intid` is a private interrupt to tie
     /// to the same physical one (the virtual timer, when the hyp manages its
-    /// physical active state).
+    /// physical active state), when it is pending from its physical twin
+    /// ([`Distributor::make_pending_from_hardware`]) and only then.
     pub fn fill(&mut self, vcpu: usize, lrs: &mut VgicState, count: usize, hw_intid: Option<u32>) -> Filled {
         if vcpu >= self.vcpus {
             return Filled::default();
@@ -287,6 +313,7 @@ impl Distributor {
         }
         self.release_ended(vcpu, lrs);
         while let Some((priority, intid)) = self.best_candidate(vcpu) {
+            let from_hardware = intid < 32 && self.private[vcpu].from_hardware & (1 << intid) != 0;
             self.clear_pending(vcpu, intid);
             if let Some(slot) = lrs.slot_of(intid) {
                 // Acknowledged already (active): pending again too.
@@ -303,12 +330,16 @@ impl Distributor {
                         slot
                     }
                     None => {
-                        self.make_pending(vcpu, intid);
+                        if from_hardware {
+                            self.make_pending_from_hardware(vcpu, intid);
+                        } else {
+                            self.make_pending(vcpu, intid);
+                        }
                         return Filled { overflow: true };
                     }
                 },
             };
-            let physical = hw_intid.filter(|&hw| hw == intid);
+            let physical = hw_intid.filter(|&hw| hw == intid && from_hardware);
             lrs.set(slot, pending_lr(intid, priority, physical));
             self.hold(vcpu, intid, true);
         }
@@ -342,6 +373,11 @@ impl Distributor {
     /// Sets or clears pending bits (a guest's GICD_ISPENDR/ICPENDR write).
     /// Only interrupts not yet in a list register are affected.
     pub fn write_pending(&mut self, vcpu: usize, word: usize, bits: u32, set: bool) {
+        if word == 0 && !set {
+            if let Some(p) = self.private[..self.vcpus].get_mut(vcpu) {
+                p.from_hardware &= !bits;
+            }
+        }
         let target = match word {
             0 => self.private[..self.vcpus].get_mut(vcpu).map(|p| &mut p.pending),
             w => self.pending.get_mut(w - 1),

@@ -119,11 +119,64 @@ fn sgis_reach_the_vcpus_named_and_the_timer_is_tied_to_its_ppi() {
     d.send_sgi(0b101 | 1 << 9, 5);
     assert_eq!(d.deliverable_mask(), 0b101);
     let mut lrs = VgicState::default();
-    d.make_pending(2, 27);
+    d.make_pending_from_hardware(2, 27);
     d.fill(2, &mut lrs, 4, Some(27));
     assert_eq!(intids(&lrs), vec![5, 27]);
     assert!(crate::vm::vgic::lr_is_hw(lrs.lrs[1]));
     assert!(!crate::vm::vgic::lr_is_hw(lrs.lrs[0]));
     assert_eq!(d.make_pending(3, 27), None, "no vCPU 3");
     assert_eq!(d.make_pending(0, INTID_LIMIT), None);
+}
+
+/// Issue 19 item 5: only the hyp's own timer path ties INTID 27 to the
+/// physical PPI. The same INTID injected by the host (`VCPU_INJECT_IRQ`) or
+/// set pending by the guest itself (GICD_ISPENDR0) gets a purely virtual list
+/// register, whose end the GIC does not pass on to the physical interrupt.
+#[test]
+fn a_host_injected_timer_interrupt_never_gets_a_hardware_list_register() {
+    use crate::vm::vgic::{lr_intid, lr_is_hw};
+    let mut d = open(1);
+    let mut lrs = VgicState::default();
+    // The host injects 27 (the hyp's VCPU_INJECT_IRQ is `make_pending`).
+    assert_eq!(d.make_pending(0, 27), Some(Routed::Vcpu(0)));
+    d.fill(0, &mut lrs, 4, Some(27));
+    assert_eq!(intids(&lrs), vec![27]);
+    assert!(!lr_is_hw(lrs.lrs[0]), "host-injected 27: virtual only ({:#x})", lrs.lrs[0]);
+    // The guest ends it; its own set-pending write is virtual too.
+    lrs.set(0, 0);
+    d.write_pending(0, 0, 1 << 27, true);
+    d.fill(0, &mut lrs, 4, Some(27));
+    assert!(lr_intid(lrs.lrs[0]) == 27 && !lr_is_hw(lrs.lrs[0]), "guest-set 27: virtual only");
+    lrs.set(0, 0);
+    // The timer path's 27 is tied to the PPI; a host injection on top of it
+    // changes nothing.
+    d.make_pending_from_hardware(0, 27);
+    d.make_pending(0, 27);
+    d.fill(0, &mut lrs, 4, Some(27));
+    assert!(lr_intid(lrs.lrs[0]) == 27 && lr_is_hw(lrs.lrs[0]), "timer 27: HW");
+    lrs.set(0, 0);
+    // A guest's clear-pending write forgets where it came from.
+    d.make_pending_from_hardware(0, 27);
+    d.write_pending(0, 0, 1 << 27, false);
+    d.make_pending(0, 27);
+    d.fill(0, &mut lrs, 4, Some(27));
+    assert!(!lr_is_hw(lrs.lrs[0]), "cleared by the guest, then injected by the host: virtual only");
+    lrs.set(0, 0);
+    // Waiting for a list register keeps the mark: four more urgent
+    // interrupts fill every slot, 27 from the timer waits, then gets in tied.
+    for intid in 40..44 {
+        d.set_priority(0, intid, 0x10);
+        d.make_pending(0, intid);
+    }
+    d.set_priority(0, 27, 0x80);
+    d.make_pending_from_hardware(0, 27);
+    assert_eq!(d.fill(0, &mut lrs, 4, Some(27)), Filled { overflow: true });
+    assert_eq!(intids(&lrs), vec![40, 41, 42, 43]);
+    lrs.set(2, 0);
+    d.fill(0, &mut lrs, 4, Some(27));
+    assert!(lr_intid(lrs.lrs[2]) == 27 && lr_is_hw(lrs.lrs[2]), "the timer's 27 after waiting: HW");
+    // Not a PPI: nothing.
+    d.make_pending_from_hardware(0, 40);
+    d.make_pending_from_hardware(0, 3);
+    assert_eq!(d.pending_word(0, 1) & 1 << 8, 0);
 }

@@ -65,6 +65,7 @@ pub fn reset() {
         write(GICH_LR0 + 4 * n, 0);
     }
     write(GICH_APR, 0);
+    write(GICH_VMCR, 0);
     write(GICH_HCR, 0);
 }
 
@@ -75,7 +76,7 @@ pub fn enter(state: &VgicState) -> Entered {
         write(GICH_LR0 + 4 * n, to_v2(lr));
     }
     write(GICH_VMCR, state.vmcr as u32);
-    write(GICH_APR, state.ap1r0 as u32);
+    write(GICH_APR, state.ap1r[0]);
     write(GICH_HCR, HCR_EN);
     Entered { used }
 }
@@ -115,15 +116,18 @@ pub fn maintenance_pending() -> bool {
     read(GICH_MISR) != 0
 }
 
-/// Saves the virtual interface into `state`, empties it and turns it off.
+/// Saves the virtual interface into `state`, empties it and turns it off:
+/// nothing of the guest's stays in GICH (its VMCR too is cleared, as pKVM
+/// does, although the host is never given GICH).
 pub fn exit(state: &mut VgicState, entered: Entered) {
     sync_live(state, &entered);
     for n in 0..entered.used {
         write(GICH_LR0 + 4 * n, 0);
     }
     state.vmcr = u64::from(read(GICH_VMCR));
-    state.ap1r0 = u64::from(read(GICH_APR));
+    state.ap1r[0] = read(GICH_APR);
     write(GICH_APR, 0);
+    write(GICH_VMCR, 0);
     write(GICH_HCR, 0);
 }
 

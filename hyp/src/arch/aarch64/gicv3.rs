@@ -3,8 +3,9 @@
 //! come back on exit; the interface is off while the host runs (the host uses
 //! the physical CPU interface, `ICC_*_EL1`).
 
-use crate::vm::vgic::{VgicState, MAX_LIST_REGISTERS};
+use crate::vm::vgic::{active_priority_registers, VgicState, MAX_LIST_REGISTERS};
 use core::arch::asm;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// ICH_HCR_EL2.En: the virtual CPU interface signals interrupts.
 const ICH_HCR_EN: u64 = 1;
@@ -19,14 +20,79 @@ pub fn has_system_registers() -> bool {
     (pfr0 >> 24) & 0xf != 0
 }
 
-/// The number of list registers (ICH_VTR_EL2.ListRegs + 1).
-pub fn list_registers() -> usize {
+fn vtr() -> u64 {
     let vtr: u64;
     // SAFETY: Reading ICH_VTR_EL2 has no side effect; callers checked that the
     // system-register interface exists.
     unsafe { asm!("mrs {}, ich_vtr_el2", out(reg) vtr, options(nomem, nostack, preserves_flags)) };
-    ((vtr & 0xf) as usize + 1).min(MAX_LIST_REGISTERS)
+    vtr
 }
+
+/// The number of list registers (ICH_VTR_EL2.ListRegs + 1).
+pub fn list_registers() -> usize {
+    ((vtr() & 0xf) as usize + 1).min(MAX_LIST_REGISTERS)
+}
+
+/// Writes an active-priority register.
+macro_rules! write_apr {
+    ($name:literal, $value:expr) => {
+        // SAFETY: The register belongs to the virtual interface (the running
+        // guest's, or nobody's) and is implemented (the caller's count says so).
+        unsafe {
+            asm!(concat!("msr ", $name, ", {}"), in(reg) u64::from($value), options(nomem, nostack, preserves_flags))
+        }
+    };
+}
+
+/// Reads an active-priority register (its 32 bits).
+macro_rules! read_apr {
+    ($name:literal) => {{
+        let value: u64;
+        // SAFETY: Reading an active-priority register the interface implements
+        // has no side effect.
+        unsafe { asm!(concat!("mrs {}, ", $name), out(reg) value, options(nomem, nostack, preserves_flags)) };
+        value as u32
+    }};
+}
+
+/// Writes the first `count` (1, 2 or 4: [`active_priority_registers`])
+/// ICH_AP0R<n>_EL2 and ICH_AP1R<n>_EL2.
+fn write_active_priorities(count: usize, ap0r: &[u32; 4], ap1r: &[u32; 4]) {
+    if count > 2 {
+        write_apr!("ich_ap0r3_el2", ap0r[3]);
+        write_apr!("ich_ap0r2_el2", ap0r[2]);
+        write_apr!("ich_ap1r3_el2", ap1r[3]);
+        write_apr!("ich_ap1r2_el2", ap1r[2]);
+    }
+    if count > 1 {
+        write_apr!("ich_ap0r1_el2", ap0r[1]);
+        write_apr!("ich_ap1r1_el2", ap1r[1]);
+    }
+    write_apr!("ich_ap0r0_el2", ap0r[0]);
+    write_apr!("ich_ap1r0_el2", ap1r[0]);
+}
+
+/// Reads the first `count` ICH_AP0R<n>_EL2 and ICH_AP1R<n>_EL2 into
+/// `ap0r`/`ap1r`. (They are not cleared: only EL2 reads them, and every
+/// [`enter`] writes them all.)
+fn save_active_priorities(count: usize, ap0r: &mut [u32; 4], ap1r: &mut [u32; 4]) {
+    ap0r[0] = read_apr!("ich_ap0r0_el2");
+    ap1r[0] = read_apr!("ich_ap1r0_el2");
+    if count > 1 {
+        ap0r[1] = read_apr!("ich_ap0r1_el2");
+        ap1r[1] = read_apr!("ich_ap1r1_el2");
+    }
+    if count > 2 {
+        ap0r[2] = read_apr!("ich_ap0r2_el2");
+        ap0r[3] = read_apr!("ich_ap0r3_el2");
+        ap1r[2] = read_apr!("ich_ap1r2_el2");
+        ap1r[3] = read_apr!("ich_ap1r3_el2");
+    }
+}
+
+/// The number of ICH_AP0R<n>_EL2 (and ICH_AP1R<n>_EL2) of this machine's
+/// virtual interfaces, once [`reset`] found it (every CPU has the same GIC).
+static ACTIVE_PRIORITY_REGISTERS: AtomicUsize = AtomicUsize::new(1);
 
 macro_rules! list_register_access {
     ($($n:literal => $name:literal),* $(,)?) => {
@@ -68,18 +134,12 @@ pub fn reset() {
     for n in 0..list_registers() {
         write_lr(n, 0);
     }
-    // SAFETY: Turning the virtual interface off and clearing its active
-    // priorities; the host does not use it.
-    unsafe {
-        asm!(
-            "msr ich_hcr_el2, xzr",
-            "msr ich_ap0r0_el2, xzr",
-            "msr ich_ap1r0_el2, xzr",
-            "msr ich_vmcr_el2, xzr",
-            "isb",
-            options(nostack, preserves_flags)
-        )
-    };
+    // Every active-priority register the interface has.
+    let aprs = active_priority_registers(vtr());
+    ACTIVE_PRIORITY_REGISTERS.store(aprs, Ordering::Relaxed);
+    write_active_priorities(aprs, &[0; 4], &[0; 4]);
+    // SAFETY: Turning the virtual interface off; the host does not use it.
+    unsafe { asm!("msr ich_hcr_el2, xzr", "msr ich_vmcr_el2, xzr", "isb", options(nostack, preserves_flags)) };
 }
 
 /// What [`exit`] needs from [`enter`].
@@ -90,6 +150,8 @@ pub struct Entered {
     /// List registers written (the rest were left empty and stay so: a guest
     /// only changes the state of interrupts it was given).
     used: usize,
+    /// Active-priority registers of each group the interface has.
+    aprs: usize,
 }
 
 /// ICH_HCR_EL2.UIE: the maintenance interrupt fires when no more than one list
@@ -104,6 +166,11 @@ pub fn enter(state: &VgicState) -> Entered {
     for (n, &lr) in state.lrs[..used].iter().enumerate() {
         write_lr(n, lr);
     }
+    // Every active-priority register the interface has, for both groups: a
+    // guest may set any of them (ICV_AP0Rn/ICV_AP1Rn), and none of one
+    // guest's may be left for the next.
+    let aprs = ACTIVE_PRIORITY_REGISTERS.load(Ordering::Relaxed);
+    write_active_priorities(aprs, &state.ap0r, &state.ap1r);
     let host_sre: u64;
     // SAFETY: These registers belong to the guest's virtual interface and to its
     // EL1 view of the GIC; `exit` puts the host's ICC_SRE_EL1 back.
@@ -112,18 +179,16 @@ pub fn enter(state: &VgicState) -> Entered {
             "mrs {sre}, icc_sre_el1",
             "msr icc_sre_el1, {guest_sre}",
             "msr ich_vmcr_el2, {vmcr}",
-            "msr ich_ap1r0_el2, {ap1r0}",
             "msr ich_hcr_el2, {hcr}",
             "isb",
             sre = out(reg) host_sre,
             guest_sre = in(reg) ICC_SRE_EL1_GUEST,
             vmcr = in(reg) state.vmcr,
-            ap1r0 = in(reg) state.ap1r0,
             hcr = in(reg) ICH_HCR_EN,
             options(nostack, preserves_flags),
         );
     }
-    Entered { host_sre, used }
+    Entered { host_sre, used, aprs }
 }
 
 /// While the guest runs: reads the list registers in use back into `state`.
@@ -167,7 +232,7 @@ pub fn maintenance_pending() -> bool {
 /// Saves the virtual CPU interface into `state` and turns it off; the host gets
 /// its ICC_SRE_EL1 back.
 pub fn exit(state: &mut VgicState, entered: Entered) {
-    let Entered { host_sre, used } = entered;
+    let Entered { host_sre, used, aprs } = entered;
     for (n, lr) in state.lrs[..used].iter_mut().enumerate() {
         *lr = read_lr(n);
         // An empty interface for the host (and nothing of a protected guest's left).
@@ -175,18 +240,16 @@ pub fn exit(state: &mut VgicState, entered: Entered) {
     }
     // Those the guest has ended are empty now.
     state.recount_below(used);
+    save_active_priorities(aprs, &mut state.ap0r, &mut state.ap1r);
     // SAFETY: Saving the guest's virtual-interface state, then disabling it and
     // restoring the host's EL1 view of the GIC.
     unsafe {
         asm!(
             "mrs {vmcr}, ich_vmcr_el2",
-            "mrs {ap1r0}, ich_ap1r0_el2",
             "msr ich_hcr_el2, xzr",
-            "msr ich_ap1r0_el2, xzr",
             "msr icc_sre_el1, {sre}",
             "isb",
             vmcr = out(reg) state.vmcr,
-            ap1r0 = out(reg) state.ap1r0,
             sre = in(reg) host_sre,
             options(nostack, preserves_flags),
         );

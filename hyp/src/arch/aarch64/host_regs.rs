@@ -1,11 +1,33 @@
 //! The EL2 controls that hold the host in its place, set once per CPU before the
 //! first entry to the host.
 
+use crate::vm::trap_controls::{trap_controls, CpuIds, TrapControls};
 use aarch64_cpu::registers::{
-    Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, HCR_EL2, ID_AA64ISAR1_EL1, ID_AA64PFR0_EL1, MIDR_EL1, MPIDR_EL1,
-    VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
+    Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, HCR_EL2, ID_AA64DFR0_EL1, ID_AA64ISAR1_EL1, ID_AA64MMFR1_EL1,
+    ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MIDR_EL1, MPIDR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use core::arch::asm;
+
+/// The trap controls of this machine's CPUs (decided by the first CPU that
+/// configures itself; every CPU of a machine has the same features).
+static CONTROLS: spin::Once<TrapControls> = spin::Once::new();
+
+/// What the EL2 controls withhold beyond the base traps (see
+/// [`crate::vm::trap_controls`]); nothing before the first CPU is configured.
+#[inline]
+pub fn controls() -> &'static TrapControls {
+    CONTROLS.get().unwrap_or(&TrapControls::NONE)
+}
+
+/// This CPU's ID registers that [`trap_controls`] needs.
+fn cpu_ids() -> CpuIds {
+    CpuIds {
+        pfr0: ID_AA64PFR0_EL1.get(),
+        pfr1: ID_AA64PFR1_EL1.get(),
+        dfr0: ID_AA64DFR0_EL1.get(),
+        mmfr1: ID_AA64MMFR1_EL1.get(),
+    }
+}
 
 /// HCR_EL2 for the host:
 /// VM (0) stage-2 on; SWIO (1); FB (9) broadcast TLB/cache maintenance;
@@ -44,6 +66,16 @@ pub unsafe fn configure(stage2_root: usize, ipa_bits: u32, pa_range: u64) {
     CNTVOFF_EL2.set(0);
     // ID_AA64PFR0_EL1.GIC (bits 27:24): GICv3 system-register interface present.
     let gicv3_sysregs = (ID_AA64PFR0_EL1.get() >> 24) & 0xf != 0;
+    let controls = *CONTROLS.call_once(|| trap_controls(cpu_ids()));
+    // MDCR_EL2.HPMN = PMCR_EL0.N: every event counter is the host's.
+    let hpmn = if controls.pmu {
+        let pmcr: u64;
+        // SAFETY: Reading PMCR_EL0 has no side effect; the PMU exists.
+        unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack, preserves_flags)) };
+        (pmcr >> 11) & 0x1f
+    } else {
+        0
+    };
     // SAFETY: These writes configure traps and EL1 reset state only; the hyp's own
     // translation is untouched. ICC_SRE_EL2 exists when ID_AA64PFR0_EL1.GIC says so.
     unsafe {
@@ -51,21 +83,54 @@ pub unsafe fn configure(stage2_root: usize, ipa_bits: u32, pa_range: u64) {
             "msr vpidr_el2, {midr}",
             "msr cptr_el2, {cptr}",
             "msr hstr_el2, xzr",
-            "mrs {tmp}, pmcr_el0",
-            "ubfx {tmp}, {tmp}, #11, #5",
-            "msr mdcr_el2, {tmp}",
+            "msr mdcr_el2, {mdcr}",
             "msr sctlr_el1, {sctlr}",
             "isb",
             midr = in(reg) MIDR_EL1.get(),
             cptr = in(reg) CPTR_EL2_HOST,
+            mdcr = in(reg) hpmn | controls.mdcr_host,
             sctlr = in(reg) SCTLR_EL1_MMU_OFF,
-            tmp = out(reg) _,
             options(nostack, preserves_flags),
         );
+        disable_trace_and_profiling(&controls);
         if gicv3_sysregs {
             // ICC_SRE_EL2: SRE (0) and Enable (3): EL1 uses the GIC system registers.
             asm!("mrs {t}, icc_sre_el2", "orr {t}, {t}, #1", "orr {t}, {t}, #8", "msr icc_sre_el2, {t}", "isb", t = out(reg) _, options(nostack, preserves_flags));
         }
         asm!("tlbi vmalls12e1", "dsb ish", "isb", options(nostack, preserves_flags));
+    }
+}
+
+/// Keeps the trace unit and statistical profiling off where no one may use
+/// them (their reset values are UNKNOWN): trace prohibited at EL2
+/// (TRFCR_EL2 = 0: E2TRE, E0HTRE clear); the profiling buffer (EL2's, E2PB
+/// 0b00) disabled and no sampling at EL2 or EL1 (PMBLIMITR_EL1, PMSCR_EL2,
+/// PMSCR_EL1 = 0; the host's and guests' PMS*/PMB* accesses trap); the trace
+/// buffer (EL2's, E2TB 0b00) disabled (TRBLIMITR_EL1 = 0).
+///
+/// # Safety
+///
+/// `controls` must describe this CPU (each register exists with its feature).
+unsafe fn disable_trace_and_profiling(controls: &TrapControls) {
+    // SAFETY: The caller guarantees each feature; clearing these registers
+    // only stops trace and sampling, which nothing of the hyp's uses.
+    unsafe {
+        if controls.trace_filter {
+            // TRFCR_EL2.
+            asm!("msr s3_4_c1_c2_1, xzr", options(nomem, nostack, preserves_flags));
+        }
+        if controls.spe {
+            // PMBLIMITR_EL1, PMSCR_EL2, PMSCR_EL1.
+            asm!(
+                "msr s3_0_c9_c10_0, xzr",
+                "msr s3_4_c9_c9_0, xzr",
+                "msr s3_0_c9_c9_0, xzr",
+                options(nomem, nostack, preserves_flags)
+            );
+        }
+        if controls.trace_buffer {
+            // TRBLIMITR_EL1.
+            asm!("msr s3_0_c9_c11_0, xzr", options(nomem, nostack, preserves_flags));
+        }
     }
 }

@@ -10,9 +10,11 @@
 //! use FP about 150 instructions once per run.
 
 use super::gic_ppi::PpiFrame;
+use super::host_regs::controls;
 use crate::esr::Esr;
 use crate::vm::context::{El1Sysregs, FpState, Gprs, VcpuContext};
 use crate::vm::guest_trap::GuestTrap;
+use crate::vm::trap_controls::TrapControls;
 use core::arch::asm;
 use core::mem::MaybeUninit;
 
@@ -22,7 +24,8 @@ extern "C" {
     fn fpsimd_restore(state: *const FpState);
 }
 
-/// HCR_EL2 while a guest runs: VM (0) stage-2; SWIO (1); FMO, IMO, AMO (3..5)
+/// HCR_EL2 while a guest runs (with the bits of [`TrapControls::hcr_guest`]:
+/// TID1, and TERR, TEA, TLOR where the CPU has them): VM (0) stage-2; SWIO (1); FMO, IMO, AMO (3..5)
 /// physical interrupts and SErrors to EL2, so the host gets its CPU back; FB (9)
 /// and BSU = inner shareable (10); TWI, TWE (13, 14) trap WFI/WFE; TID3 (18)
 /// the ID registers, which guests read sanitised (`vm::sysreg`); TIDCP (20)
@@ -47,7 +50,9 @@ const HCR_GUEST: u64 = 1
     | 1 << 31;
 
 /// MDCR_EL2 bits for guests: TPMCR (5) and TPM (6) trap the PMU; TDA (9),
-/// TDOSA (10) and TDRA (11) trap the debug registers. HPMN comes from PMCR_EL0.N.
+/// TDOSA (10) and TDRA (11) trap the debug registers. HPMN comes from PMCR_EL0.N;
+/// [`TrapControls`] adds the trace-filter and profiling traps, and for a
+/// protected guest HPMD/HCCD.
 const MDCR_GUEST_TRAPS: u64 = 1 << 5 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11;
 
 /// CNTHCTL_EL2 for guests: EL1PCTEN (0) the physical counter is readable; EL1PCEN
@@ -56,6 +61,10 @@ const CNTHCTL_GUEST: u64 = 1;
 
 /// CPTR_EL2.TFP: trap FP/SIMD to EL2 (until the guest's state is loaded).
 const CPTR_TFP: u64 = 1 << 10;
+/// CPTR_EL2.TTA: a guest's accesses to the trace unit's system registers trap
+/// (and are UNDEFINED: `vm::sysreg`), so that it can neither program the
+/// host's trace unit nor read it.
+const CPTR_TTA: u64 = 1 << 20;
 /// ESR_EL2 exception class of a trapped FP/SIMD access.
 const EC_FP_ACCESS: u64 = 0x07;
 
@@ -137,6 +146,9 @@ pub struct GuestEntry {
     pub underflow_interrupt: bool,
     /// Without a GIC: assert the vCPU's virtual IRQ line (HCR_EL2.VI).
     pub virtual_irq: bool,
+    /// A protected VM's vCPU: the host's PMU counters and trace stop while it
+    /// is switched in.
+    pub protected: bool,
 }
 
 /// HCR_EL2.VI: a virtual IRQ is pending for the guest.
@@ -181,12 +193,14 @@ pub struct LiveGic {
     timer_activated: bool,
     /// HCR_EL2.VI as last written.
     virtual_irq: bool,
+    /// HCR_EL2 of this run without VI.
+    hcr: u64,
     /// The underflow maintenance interrupt as last asked for.
     underflow_interrupt: bool,
 }
 
 impl LiveGic {
-    fn enter(entry: &GuestEntry, ctx: &mut VcpuContext) -> LiveGic {
+    fn enter(entry: &GuestEntry, ctx: &mut VcpuContext, hcr: u64) -> LiveGic {
         // The physical PPI is made active before the list registers that
         // present the timer are loaded, so that it never fires meanwhile.
         let timer_activated =
@@ -205,6 +219,7 @@ impl LiveGic {
             ppi_frame: entry.ppi_frame,
             timer_activated,
             virtual_irq: entry.virtual_irq,
+            hcr,
             underflow_interrupt: false,
         };
         if entry.underflow_interrupt {
@@ -266,7 +281,7 @@ impl LiveGic {
     /// Without a GIC: sets the guest's virtual IRQ line (HCR_EL2.VI).
     pub fn set_virtual_irq(&mut self, asserted: bool) {
         if asserted != self.virtual_irq {
-            write_sysreg!("hcr_el2", HCR_GUEST | if asserted { HCR_VI } else { 0 });
+            write_sysreg!("hcr_el2", self.hcr | if asserted { HCR_VI } else { 0 });
             self.virtual_irq = asserted;
         }
     }
@@ -331,22 +346,99 @@ struct HostState {
     spsr: u64,
 }
 
+/// What a protected guest's run takes from the host and gives back
+/// ([`enter_protected`], [`leave_protected`]).
+#[derive(Clone, Copy, Default)]
+struct Hidden {
+    /// The counters the host enabled (PMCNTENSET_EL0).
+    counters: u64,
+    /// The host's trace filter (TRFCR_EL1).
+    trfcr: u64,
+    /// The host's TPIDR2_EL0.
+    tpidr2: u64,
+}
+
+/// For a protected guest's run, before it is switched in: the host's PMU
+/// counters stop (event counters and the cycle counter: they would count the
+/// guest's EL1 and EL0 and the hyp's work for it), trace at EL1 and EL0 is
+/// prohibited (TRFCR_EL1 = 0, which the guest cannot change: MDCR_EL2.TTRF),
+/// and the guest gets its own TPIDR2_EL0 (SME's, which no SME trap covers)
+/// and deferred-SError record (VDISR_EL2, its DISR_EL1). A non-protected
+/// guest runs with the host's counters, trace and TPIDR2_EL0 (the host may
+/// watch it) and with whatever VDISR_EL2 another non-protected guest left:
+/// a protected guest's never stays there ([`leave_protected`] clears it).
+fn enter_protected(controls: &TrapControls, ctx: &VcpuContext) -> Hidden {
+    let mut hidden = Hidden::default();
+    if controls.pmu {
+        hidden.counters = read_sysreg!("pmcntenset_el0");
+        write_sysreg!("pmcntenclr_el0", hidden.counters);
+    }
+    if controls.trace_filter {
+        hidden.trfcr = read_sysreg!("s3_0_c1_c2_1");
+        write_sysreg!("s3_0_c1_c2_1", 0);
+    }
+    if controls.tpidr2 {
+        hidden.tpidr2 = read_sysreg!("s3_3_c13_c0_5");
+        write_sysreg!("s3_3_c13_c0_5", ctx.tpidr2);
+    }
+    if controls.ras {
+        write_sysreg!("s3_4_c12_c1_1", ctx.disr);
+    }
+    hidden
+}
+
+/// After a protected guest's run, once it is switched out: its TPIDR2_EL0 and
+/// VDISR_EL2 go to `ctx` (VDISR_EL2 is cleared), and the host gets back what
+/// [`enter_protected`] took.
+fn leave_protected(controls: &TrapControls, ctx: &mut VcpuContext, hidden: Hidden) {
+    if controls.tpidr2 {
+        ctx.tpidr2 = read_sysreg!("s3_3_c13_c0_5");
+        write_sysreg!("s3_3_c13_c0_5", hidden.tpidr2);
+    }
+    if controls.ras {
+        ctx.disr = read_sysreg!("s3_4_c12_c1_1");
+        write_sysreg!("s3_4_c12_c1_1", 0);
+    }
+    if controls.trace_filter {
+        write_sysreg!("s3_0_c1_c2_1", hidden.trfcr);
+    }
+    if controls.pmu {
+        write_sysreg!("pmcntenset_el0", hidden.counters);
+    }
+}
+
 /// Runs `ctx` on this CPU as `entry` says until
 /// `on_trap` returns a result. Traps that `on_trap` resolves inside the hyp
 /// (`None`) re-enter the guest at once, without switching back to the host: only
 /// the registers a trap handler reads or writes (PC, PSTATE, and VBAR, ESR, FAR,
 /// ELR, SPSR of EL1 for injected exceptions) move between the CPU and `ctx`.
 /// The host's EL1, FP/SIMD and EL2 controls are as they were on return.
+///
+/// A protected guest's run is invisible to the host's PMU and trace: from the
+/// switch in to the switch out, the host's counters are off (and do not count
+/// at EL2 where MDCR_EL2.HPMD/HCCD exist) and trace is prohibited. The hyp's
+/// work for the host outside that window stays countable at EL2
+/// (PMCCFILTR_EL0.NSH), which `scripts/bench` measures with.
 pub fn run_guest<R>(
     ctx: &mut VcpuContext,
     entry: GuestEntry,
     mut on_trap: impl FnMut(&mut VcpuContext, GuestTrap, &mut LiveGic) -> Option<R>,
 ) -> R {
+    let controls = controls();
+    let mdcr = read_sysreg!("mdcr_el2");
+    let mut guest_mdcr = (mdcr & 0x1f) | MDCR_GUEST_TRAPS | controls.mdcr_guest;
+    let mut hidden = Hidden::default();
+    if entry.protected {
+        // The counters stop at EL2 first, then everywhere.
+        guest_mdcr |= controls.mdcr_protected;
+        write_sysreg!("mdcr_el2", guest_mdcr);
+        hidden = enter_protected(controls, ctx);
+    }
     let host = HostState {
         hcr: read_sysreg!("hcr_el2"),
         vttbr: read_sysreg!("vttbr_el2"),
         vmpidr: read_sysreg!("vmpidr_el2"),
-        mdcr: read_sysreg!("mdcr_el2"),
+        mdcr,
         cnthctl: read_sysreg!("cnthctl_el2"),
         cptr: read_sysreg!("cptr_el2"),
         elr: read_sysreg!("elr_el2"),
@@ -360,7 +452,8 @@ pub fn run_guest<R>(
     restore_el1(&ctx.sysregs);
     // The host's FP/SIMD registers stay live until the guest first needs them.
     let mut guest_fp_loaded = false;
-    write_sysreg!("cptr_el2", host.cptr | CPTR_TFP);
+    let guest_cptr = host.cptr | CPTR_TTA;
+    write_sysreg!("cptr_el2", guest_cptr | CPTR_TFP);
     write_sysreg!("vttbr_el2", entry.vttbr);
     write_sysreg!("vmpidr_el2", entry.vmpidr);
     if entry.flush_local_tlb {
@@ -368,12 +461,15 @@ pub fn run_guest<R>(
         // CPU only; it has no memory-safety effect.
         unsafe { asm!("isb", "tlbi vmalle1", "dsb nsh", options(nostack, preserves_flags)) };
     }
-    write_sysreg!("hcr_el2", HCR_GUEST | if entry.virtual_irq { HCR_VI } else { 0 });
+    let hcr = HCR_GUEST | controls.hcr_guest;
+    write_sysreg!("hcr_el2", hcr | if entry.virtual_irq { HCR_VI } else { 0 });
     write_sysreg!("cntvoff_el2", entry.cntvoff);
-    write_sysreg!("mdcr_el2", (host.mdcr & 0x1f) | MDCR_GUEST_TRAPS);
+    if !entry.protected {
+        write_sysreg!("mdcr_el2", guest_mdcr);
+    }
     write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
 
-    let mut live = LiveGic::enter(&entry, ctx);
+    let mut live = LiveGic::enter(&entry, ctx, hcr);
 
     let result = loop {
         write_sysreg!("elr_el2", ctx.pc);
@@ -385,7 +481,6 @@ pub fn run_guest<R>(
         ctx.pstate = read_sysreg!("spsr_el2");
         let esr = read_sysreg!("esr_el2");
         let far = read_sysreg!("far_el2");
-        let hpfar = read_sysreg!("hpfar_el2");
         ctx.sysregs.vbar = read_sysreg!("vbar_el1");
         ctx.sysregs.esr_el1 = read_sysreg!("esr_el1");
         ctx.sysregs.far_el1 = read_sysreg!("far_el1");
@@ -394,7 +489,7 @@ pub fn run_guest<R>(
         if kind == 0 && esr >> 26 == EC_FP_ACCESS && !guest_fp_loaded {
             // First FP/SIMD use of this run: stop trapping (EL2's own accesses
             // trap too), swap the registers, let the instruction retry.
-            write_sysreg!("cptr_el2", host.cptr);
+            write_sysreg!("cptr_el2", guest_cptr);
             // SAFETY: Barrier only.
             unsafe { asm!("isb", options(nostack, preserves_flags)) };
             // SAFETY: `host_fp` has room for a whole FpState (fpsimd_save only
@@ -407,9 +502,17 @@ pub fn run_guest<R>(
             guest_fp_loaded = true;
             continue;
         }
-        // HPFAR_EL2.FIPA is IPA[51:12]; the page offset comes from FAR.
-        let ipa = ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (far & 0xfff);
-        let trap = GuestTrap { kind, esr: Esr(esr), far, ipa };
+        // HPFAR_EL2 holds the faulting IPA only for the aborts `hpfar_valid`
+        // names (its FIPA is IPA[51:12]; the page offset comes from FAR);
+        // otherwise it is UNKNOWN and the trap gets no IPA.
+        let esr = Esr(esr);
+        let ipa = if kind == 0 && esr.hpfar_valid() {
+            let hpfar = read_sysreg!("hpfar_el2");
+            ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (far & 0xfff)
+        } else {
+            0
+        };
+        let trap = GuestTrap { kind, esr, far, ipa };
         live.sync(ctx);
         if let Some(result) = on_trap(ctx, trap, &mut live) {
             break result;
@@ -441,13 +544,18 @@ pub fn run_guest<R>(
     write_sysreg!("vmpidr_el2", host.vmpidr);
     // The host's virtual counter has no offset.
     write_sysreg!("cntvoff_el2", 0);
-    write_sysreg!("mdcr_el2", host.mdcr);
     write_sysreg!("cnthctl_el2", host.cnthctl);
     write_sysreg!("elr_el2", host.elr);
     write_sysreg!("spsr_el2", host.spsr);
     // The guest's virtual timer must not fire for the host.
     write_sysreg!("cntv_ctl_el0", 0);
     restore_el1(&host.sysregs);
+    if entry.protected {
+        // Everything of the guest's is put away: the host's counters and trace
+        // come back, then the counting at EL2.
+        leave_protected(controls, ctx, hidden);
+    }
+    write_sysreg!("mdcr_el2", host.mdcr);
     // SAFETY: Barrier only.
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
     if timer_activated {
