@@ -7,10 +7,11 @@
 //! MMU goes on, the logger starts, the host stage-2 is built and the host runs.
 
 use crate::arch::aarch64::cache;
-use crate::arch::aarch64::exception::{drop_to_host, HostEntry};
-use crate::arch::aarch64::host_regs;
 use crate::arch::aarch64::mmu;
-use crate::arch::aarch64::tlb::{El2Tlb, HostStage2Tlb};
+use crate::arch::aarch64::percpu;
+use crate::arch::aarch64::tlb::El2Tlb;
+use crate::arch::aarch64::world::VgicHardware;
+use crate::arch::percpu::{PerCpu, CPU_OFF, CPU_ON};
 use crate::console::{emergency, logger};
 use crate::emergency_println;
 use crate::host_lpi::LpiPage;
@@ -21,16 +22,16 @@ use crate::mm::memory::HostDmaMirror;
 use crate::mm::memory::{Env, MemoryState};
 use crate::mm::ownership::PageDb;
 use crate::mm::pgtable::PgTable;
-use crate::mm::phys::{HeapPages, IdentityMemory};
+use crate::mm::phys::HeapPages;
 use crate::mm::stage1::{self, Permission};
-use crate::percpu::{self, PerCpu, CPU_OFF, CPU_ON};
 use crate::platform::devices::DmaPolicy;
 use crate::platform::MAX_CPUS;
 use crate::platform::{Platform, PlatformError};
 use crate::range::{align_up, FixedVec, PhysRange, PAGE_SIZE, SIZE_2M};
+use crate::state::{with_env, Hyp, HypDevices};
 use crate::vm::table::VmTable;
 use crate::{cpus, fdt_edit, power, HEAP};
-use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, MIDR_EL1, MPIDR_EL1, SPSR_EL2};
+use aarch64_cpu::registers::{Readable, MIDR_EL1, MPIDR_EL1};
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicU64, AtomicU8};
@@ -112,33 +113,20 @@ fn allocate_stacks() -> Option<CpuStacks> {
     })
 }
 
-static MEMORY: spin::Once<spin::Mutex<MemoryState>> = spin::Once::new();
-static PLATFORM: spin::Once<Platform> = spin::Once::new();
-static VMS: spin::Once<spin::Mutex<VmTable>> = spin::Once::new();
-/// The redistributor pages whose LPI controls the hyp emulates for the host
-/// (sorted), fixed at boot.
-static HOST_LPI_PAGES: spin::Once<Vec<(u64, LpiPage)>> = spin::Once::new();
+/// The hyp's state, once boot has built it.
+static HYP: spin::Once<Hyp> = spin::Once::new();
 
-/// Which LPI control page holds `address`, if the hyp emulates it.
-pub fn host_lpi_page(address: u64) -> Option<LpiPage> {
-    let pages = HOST_LPI_PAGES.get()?;
-    let page = address & !(PAGE_SIZE - 1);
-    pages.binary_search_by_key(&page, |&(p, _)| p).ok().and_then(|i| pages.get(i)).map(|&(_, kind)| kind)
-}
-
-/// The VM table, once built. Lock order: VMs before memory.
-pub fn vms() -> Option<&'static spin::Mutex<VmTable>> {
-    VMS.get()
+/// The hyp's state, for the entries (the trap handlers, a secondary CPU's
+/// entry); `None` before boot has finished building it.
+pub fn hyp() -> Option<&'static Hyp> {
+    HYP.get()
 }
 
 /// The device frames the hyp maps for itself: the console UART, on GICv2 the
 /// virtual interface frames (GICH, GICV), the GIC frames of the CPUs' PPIs,
-/// and the SMMU it drives.
-pub fn hyp_devices() -> FixedVec<PhysRange, 5> {
-    let mut devices = FixedVec::default();
-    let Some(platform) = platform() else {
-        return devices;
-    };
+/// and the SMMU it drives (`smmu`).
+fn hyp_devices(platform: &Platform, smmu: Option<PhysRange>) -> HypDevices {
+    let mut devices = HypDevices::default();
     if let Some(uart) = platform.uart {
         devices.push(uart.regs);
     }
@@ -149,30 +137,10 @@ pub fn hyp_devices() -> FixedVec<PhysRange, 5> {
     if let Some(ppis) = gic_ppi_region(platform) {
         devices.push(ppis);
     }
-    if let Some(&frame) = SMMU_FRAME.get() {
+    if let Some(frame) = smmu {
         devices.push(frame);
     }
     devices
-}
-
-/// The SMMU's register frame, once the hyp has taken it.
-static SMMU_FRAME: spin::Once<PhysRange> = spin::Once::new();
-
-/// The platform the hyp booted on, once read.
-pub fn platform() -> Option<&'static Platform> {
-    PLATFORM.get()
-}
-
-/// Runs `f` with the memory state and the hyp's environment (heap pages, TLB
-/// maintenance of the host stage-2 and of EL2, identity-mapped memory). `None`
-/// before the state exists.
-pub fn with_memory<R>(f: impl FnOnce(&mut MemoryState, &mut Env<'_>) -> R) -> Option<R> {
-    let memory = MEMORY.get()?;
-    let mut state = memory.lock();
-    let (mut source, mut stage2_tlb, mut el2_tlb, mut phys) =
-        (HeapPages, HostStage2Tlb::default(), El2Tlb, IdentityMemory);
-    let mut env = Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut phys };
-    Some(f(&mut state, &mut env))
 }
 
 /// Stops boot with a message on the console (if any) and a failure status.
@@ -325,8 +293,7 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     // SAFETY: The MMU is on, only this CPU runs, and this is the only call.
     unsafe { logger::init() };
 
-    let platform = PLATFORM.call_once(|| platform);
-    report_boot(platform, dma_policy, image_range, pool);
+    report_boot(&platform, dma_policy, image_range, pool);
     if platform.selftest_stack_guard {
         log::info!("self-test: reading the boot stack guard page at {}", image.boot_stack_guard);
         // SAFETY: The guard page is never mapped: this read must take a fatal EL2
@@ -338,27 +305,23 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     let pa_range = mmu::pa_range_encoding();
     let ipa_bits = host_stage2::ipa_bits(pa_range);
     let records = allocate_records(records_bytes as usize);
-    let state = {
-        let (mut source, mut stage2_tlb, mut el2_tlb, mut phys) =
-            (HeapPages, HostStage2Tlb::default(), El2Tlb, IdentityMemory);
-        let mut env =
-            Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut phys };
-        match MemoryState::new(ram, hyp_ranges.as_slice(), records, ipa_bits, stage1, &mut env) {
-            Ok(state) => state,
-            Err(e) => fatal(format_args!("building the host stage-2 failed: {e}")),
-        }
+    let built = with_env(|env| MemoryState::new(ram, hyp_ranges.as_slice(), records, ipa_bits, stage1, env));
+    let mut state = match built {
+        Ok(state) => state,
+        Err(e) => fatal(format_args!("building the host stage-2 failed: {e}")),
     };
-    let mut state = state;
     state.use_memcache_for_guest_tables();
     state.host_devices = HostDevices::new(platform.devices.regions.as_slice(), dma_policy);
-    if let Some(frame) = smmu.filter(|_| iommu) {
+    let smmu_taken = smmu.filter(|_| iommu);
+    if let Some(frame) = smmu_taken {
         take_smmu(&mut state, frame, ipa_bits);
     } else if let Some(frame) = smmu {
         log::warn!("SMMU {frame}: not one the hyp can drive; withheld, and the devices behind it with it");
     }
+    let mut host_lpi_pages = Vec::new();
     if let Some(crate::platform::Gic::V3 { gicr, .. }) = platform.gic {
         // Mapped for the hyp (`gic_ppi_region`): the LPI controls are read here.
-        let mut pages = Vec::new();
+        let pages = &mut host_lpi_pages;
         crate::arch::aarch64::gicv3::for_each_lpi_control_page(gicr.start as usize, gicr.end as usize, |page, vlpi| {
             state.host_devices.emulate_page(page as u64);
             pages.push((page as u64, if vlpi { LpiPage::VirtualLpis } else { LpiPage::Controls }));
@@ -367,7 +330,6 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
             "GICv3: the LPI controls of {} redistributor page(s) emulated: LPIs withheld from the host",
             pages.len()
         );
-        HOST_LPI_PAGES.call_once(|| pages);
     }
     if let Some((gich, gicv)) = gicv2_virtual {
         // The host must not rewrite guests' list registers.
@@ -376,15 +338,30 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         log::info!("GICv2 virtual interface: GICH {gich} kept from the host, GICV {gicv} serves guests");
     }
     let root = state.host_stage2.root_address();
-    MEMORY.call_once(|| spin::Mutex::new(state));
-    VMS.call_once(|| spin::Mutex::new(VmTable::new(ipa_bits)));
     log::info!("host stage-2: {ipa_bits}-bit IPA, all RAM but hyp memory mapped, device space on demand");
     let (used, total) = HEAP.usage();
     log::info!("hyp pool: {used} of {total} bytes in use");
-
-    HOST_STAGE2.call_once(|| HostStage2Config { root, ipa_bits, pa_range });
+    let devices = hyp_devices(&platform, smmu_taken);
+    let vgic = vgic_hardware(&platform);
+    let vtcr = host_stage2::vtcr(ipa_bits, pa_range);
+    let vms = VmTable::new(ipa_bits);
+    let hyp = HYP.call_once(|| Hyp::new(platform, devices, vgic, root, vtcr, host_lpi_pages, state, vms));
     log::info!("entering the host at EL1: entry {:#x}, device tree {}", host.entry, host.fdt);
-    enter_host(host.entry, [host.fdt.start, 0, 0, 0])
+    hyp.enter_host(host.entry, [host.fdt.start, 0, 0, 0])
+}
+
+/// The virtual interface that presents guests' interrupts: GICv3's (in the
+/// device tree, with its system registers on this CPU), GICv2's (GICH and GICV
+/// in the device tree), or none. Every CPU has the same GIC.
+fn vgic_hardware(platform: &Platform) -> VgicHardware {
+    let gicv3 = matches!(platform.gic, Some(crate::platform::Gic::V3 { .. }));
+    if gicv3 && crate::arch::aarch64::gicv3::has_system_registers() {
+        VgicHardware::V3
+    } else if crate::arch::aarch64::gicv2::available() {
+        VgicHardware::V2
+    } else {
+        VgicHardware::None
+    }
 }
 
 /// Takes the SMMU at `frame` (mapped for the hyp): the host's devices get a
@@ -392,17 +369,18 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
 /// stage-2 from now on. The host's tree already shows the devices behind it,
 /// so failing here stops the boot.
 fn take_smmu(state: &mut MemoryState, frame: PhysRange, ipa_bits: u32) {
+    with_env(|env| take_smmu_with(state, frame, ipa_bits, env));
+}
+
+fn take_smmu_with(state: &mut MemoryState, frame: PhysRange, ipa_bits: u32, env: &mut Env<'_>) {
     let asid = usize::from(crate::smmu::SMMU_ASID);
-    let (mut source, mut stage2_tlb, mut el2_tlb, mut phys) =
-        (HeapPages, HostStage2Tlb::default(), El2Tlb, IdentityMemory);
-    let mut env = Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut phys };
     let table = match PgTable::new_stage1(host_stage2::root_level(ipa_bits), ipa_bits, asid, env.source) {
         Ok(table) => table,
         Err(e) => fatal(format_args!("SMMU {frame}: its table: {e}")),
     };
     let root = table.root_address() as u64;
     let mirror = HostDmaMirror { table, tlb: alloc::boxed::Box::new(crate::smmu::SmmuTlb) };
-    if let Err(e) = state.attach_host_dma(mirror, &mut env) {
+    if let Err(e) = state.attach_host_dma(mirror, env) {
         fatal(format_args!("SMMU {frame}: mapping the host's RAM for its devices: {e}"));
     }
     // SAFETY: The frame is the device tree's SMMUv3, mapped for the hyp as
@@ -410,7 +388,6 @@ fn take_smmu(state: &mut MemoryState, frame: PhysRange, ipa_bits: u32) {
     if let Err(why) = unsafe { crate::smmu::init(frame.start as usize, root, ipa_bits, mmu::MAIR_EL2_VALUE) } {
         fatal(format_args!("SMMU {frame}: {why}; the host's device tree gives it the devices behind it"));
     }
-    SMMU_FRAME.call_once(|| frame);
 }
 
 /// Bytes of the tables that map all of `ram` in 4 KiB pages (one level-3
@@ -423,33 +400,6 @@ fn host_table_reserve(ram: &[PhysRange]) -> u64 {
             (pages.div_ceil(512) + pages.div_ceil(512 * 512) + 4) * PAGE_SIZE
         })
         .sum()
-}
-
-/// What every CPU's EL2 controls need to run the host behind its stage-2.
-struct HostStage2Config {
-    root: usize,
-    ipa_bits: u32,
-    pa_range: u64,
-}
-
-static HOST_STAGE2: spin::Once<HostStage2Config> = spin::Once::new();
-
-/// Sets this CPU's EL2 controls for the host and enters it at EL1 at `entry`
-/// with x0..x3 = `x`, on this CPU's (empty) trap stack.
-pub fn enter_host(entry: u64, x: [u64; 4]) -> ! {
-    let Some(config) = HOST_STAGE2.get() else {
-        fatal(format_args!("a CPU reached the host before the host stage-2 existed"));
-    };
-    // SAFETY: The stage-2 at `root` is complete for `ipa_bits` and excludes hyp memory.
-    unsafe { host_regs::configure(config.root, config.ipa_bits, config.pa_range) };
-    crate::arch::aarch64::gicv3::reset();
-    crate::arch::aarch64::gicv2::reset();
-    ELR_EL2.set(entry);
-    // EL1h with D, A, I, F masked, as the boot protocol requires.
-    SPSR_EL2.set(0x3c5);
-    // SAFETY: ELR/SPSR/HCR/stage-2 are set; the trap stack is this CPU's, and
-    // whatever is on it belongs to a path that never returns.
-    unsafe { drop_to_host(&HostEntry { x }, percpu::this_cpu().trap_stack_top) }
 }
 
 /// One `PerCpu` per CPU of the device tree (at least one: the boot CPU, if the

@@ -6,7 +6,7 @@
 //! point a CPU at code of its choosing at EL2, nor start one outside the hyp.
 
 use crate::arch::aarch64::cache;
-use crate::percpu::{PerCpu, CPU_BOOTING, CPU_OFF, CPU_ON};
+use crate::arch::percpu::{PerCpu, CPU_BOOTING, CPU_OFF, CPU_ON};
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use smccc::psci::{PSCI_CPU_OFF, PSCI_CPU_ON_64};
@@ -37,9 +37,10 @@ fn cpus() -> &'static [&'static PerCpu] {
     CPUS.get().map_or(&[], Vec::as_slice)
 }
 
-/// The host's PSCI CPU_ON(`target` MPIDR, `entry`, `context`): the PSCI status.
-pub fn host_cpu_on(target: u64, entry: u64, context: u64) -> i64 {
-    if crate::boot::platform().and_then(|p| p.psci).is_none() {
+/// The host's PSCI CPU_ON(`target` MPIDR, `entry`, `context`): the PSCI
+/// status. `psci`: the platform has PSCI firmware to start CPUs with.
+pub fn host_cpu_on(psci: bool, target: u64, entry: u64, context: u64) -> i64 {
+    if !psci {
         return PSCI_NOT_SUPPORTED;
     }
     let Some(cpu) = cpus().iter().find(|c| c.mpidr & MPIDR_AFFINITY_MASK == target & MPIDR_AFFINITY_MASK) else {
@@ -67,19 +68,10 @@ pub fn host_cpu_on(target: u64, entry: u64, context: u64) -> i64 {
 
 /// The host's PSCI CPU_OFF on this CPU: returns only if the firmware refuses.
 pub fn host_cpu_off() -> i64 {
-    let cpu = crate::percpu::this_cpu();
+    let cpu = crate::arch::aarch64::percpu::this_cpu();
     log::info!("CPU {} (MPIDR {:#x}) off at the host's request", cpu.index, cpu.mpidr);
     cpu.power.store(CPU_OFF, Ordering::Release);
     let status = crate::power::psci_call(PSCI_CPU_OFF, [0; 3])[0] as i64;
     cpu.power.store(CPU_ON, Ordering::Release);
     status
-}
-
-/// Rust entry of a secondary CPU (from `head.S`), MMU on, on its trap stack.
-#[no_mangle]
-extern "C" fn hyp_boot_secondary(cpu: &'static PerCpu) -> ! {
-    cpu.power.store(CPU_ON, Ordering::Release);
-    let (entry, context) = (cpu.host_entry.load(Ordering::Relaxed), cpu.host_context.load(Ordering::Relaxed));
-    log::info!("CPU {} (MPIDR {:#x}) up at EL2: entering the host at {entry:#x}", cpu.index, cpu.mpidr);
-    crate::boot::enter_host(entry, [context, 0, 0, 0])
 }

@@ -7,22 +7,15 @@ use crate::arch::aarch64::world::VgicHardware;
 use crate::hypercall::HostServices;
 use crate::mm::invariants;
 use crate::mm::memory::{Env, MemoryState};
-use crate::vcpu_run::{guest_gic_version, physical_count, vgic_hardware, vttbr_of};
+use crate::state::Hyp;
+use crate::vcpu_run::{physical_count, vttbr_of};
 use crate::vm::table::{GuestPages, VmTable};
 use alloc::vec::Vec;
 use hyp_abi::{CheckScope, Exit, HypError};
 
-/// The host calls, served by the hyp's global state.
-pub struct HypServices;
-
-/// Runs `f` with the VM table, the memory state and the hyp's environment, in
-/// lock order (VMs, then memory).
-fn with_vms<T>(
-    f: impl FnOnce(&mut VmTable, &mut MemoryState, &mut Env<'_>) -> Result<T, HypError>,
-) -> Result<T, HypError> {
-    let vms = crate::boot::vms().ok_or(HypError::Busy)?;
-    let mut vms = vms.lock();
-    crate::boot::with_memory(|memory, env| f(&mut vms, memory, env)).unwrap_or(Err(HypError::Busy))
+/// The host calls, served by the hyp's state.
+pub struct HypServices<'a> {
+    pub hyp: &'a Hyp,
 }
 
 /// The TLB maintenance of a VM's stage-2.
@@ -31,24 +24,28 @@ fn guest_tlb(vms: &mut VmTable, handle: u64) -> Result<GuestStage2Tlb, HypError>
     Ok(GuestStage2Tlb { vttbr: vttbr_of(vm.stage2.root_address() as u64, vm.vmid()) })
 }
 
-fn run(
-    name: &str,
-    start: u64,
-    pages: u64,
-    f: impl FnOnce(&mut MemoryState, &mut Env<'_>) -> Result<(), HypError>,
-) -> Result<(), HypError> {
-    let result = crate::boot::with_memory(f).unwrap_or(Err(HypError::Busy));
-    // Faults of the host's devices are logged as they come.
-    crate::smmu::drain_events();
-    if let Err(error) = result {
-        log::debug!("host {name} {start:#x} x{pages}: {error}");
+impl HypServices<'_> {
+    /// Runs the host's memory call `name` on `start`, `pages`.
+    fn run(
+        &self,
+        name: &str,
+        start: u64,
+        pages: u64,
+        f: impl FnOnce(&mut MemoryState, &mut Env<'_>) -> Result<(), HypError>,
+    ) -> Result<(), HypError> {
+        let result = self.hyp.with_memory(f);
+        // Faults of the host's devices are logged as they come.
+        crate::smmu::drain_events();
+        if let Err(error) = result {
+            log::debug!("host {name} {start:#x} x{pages}: {error}");
+        }
+        result
     }
-    result
 }
 
-impl HostServices for HypServices {
+impl HostServices for HypServices<'_> {
     fn platform_flags(&mut self) -> u64 {
-        let permissive = crate::boot::platform().is_some_and(|p| p.dma_permissive);
+        let permissive = self.hyp.platform.dma_permissive;
         if permissive {
             hyp_abi::platform_flags::DMA_NOT_ISOLATED
         } else {
@@ -57,30 +54,28 @@ impl HostServices for HypServices {
     }
 
     fn share_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
-        run("share", start, pages, |s, env| s.host_share_hyp(start, pages, env))
+        self.run("share", start, pages, |s, env| s.host_share_hyp(start, pages, env))
     }
 
     fn unshare_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
-        run("unshare", start, pages, |s, env| s.host_unshare_hyp(start, pages, env))
+        self.run("unshare", start, pages, |s, env| s.host_unshare_hyp(start, pages, env))
     }
 
     fn donate_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
-        run("donate", start, pages, |s, env| s.host_donate_hyp(start, pages, env))
+        self.run("donate", start, pages, |s, env| s.host_donate_hyp(start, pages, env))
     }
 
     fn reclaim_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
-        run("reclaim", start, pages, |s, env| s.host_reclaim_hyp(start, pages, env))
+        self.run("reclaim", start, pages, |s, env| s.host_reclaim_hyp(start, pages, env))
     }
 
     fn check_invariants(&mut self, scope: u64) -> Result<[u64; 3], HypError> {
         let scope = CheckScope::from_raw(scope).ok_or(HypError::InvalidArgument)?;
         crate::smmu::drain_events();
-        let devices = crate::boot::hyp_devices();
-        let devices = devices.as_slice();
-        let vms = crate::boot::vms().ok_or(HypError::Busy)?;
-        let vms = vms.lock();
+        let devices = self.hyp.devices.as_slice();
+        let vms = self.hyp.vms().lock();
         let guests: Vec<_> = vms.stage2s().collect();
-        crate::boot::with_memory(|state, _| {
+        self.hyp.with_memory(|state, _| {
             // Either scope starts a new log of what the transitions touch.
             let touched = state.pages.take_touched();
             let report = match scope {
@@ -101,71 +96,70 @@ impl HostServices for HypServices {
             let (pool_used, _) = crate::HEAP.usage();
             Ok([report.count as u64, memcache, pool_used as u64])
         })
-        .unwrap_or(Err(HypError::Busy))
     }
 
     fn debug_exchange(&mut self, address: u64, value: u64) -> Result<u64, HypError> {
-        crate::boot::with_memory(|state, env| state.debug_exchange(address, value, env)).unwrap_or(Err(HypError::Busy))
+        self.hyp.with_memory(|state, env| state.debug_exchange(address, value, env))
     }
 
     fn vm_create(&mut self, ty: u64, vcpus: u64) -> Result<u64, HypError> {
-        with_vms(|vms, memory, env| {
-            let handle = vms.create(ty, vcpus, guest_gic_version(), memory, env)?;
+        self.hyp.with_vms(|vms, memory, env| {
+            let handle = vms.create(ty, vcpus, self.hyp.guest_gic_version(), memory, env)?;
             vms.get(handle)?.cntvoff = physical_count();
             Ok(handle)
         })
     }
 
     fn vm_map(&mut self, handle: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
-        with_vms(|vms, memory, env| {
+        self.hyp.with_vms(|vms, memory, env| {
             let mut tlb = guest_tlb(vms, handle)?;
             vms.map(handle, GuestPages { pa, ipa, count: pages }, memory, env, &mut tlb)
         })
     }
 
     fn vcpu_init(&mut self, handle: u64, vcpu: u64, pc: u64, x0: u64) -> Result<(), HypError> {
-        with_vms(|vms, _, _| vms.vcpu_init(handle, vcpu, pc, x0))
+        self.hyp.with_vms(|vms, _, _| vms.vcpu_init(handle, vcpu, pc, x0))
     }
 
     fn vcpu_run(&mut self, handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, HypError> {
-        crate::vcpu_run::vcpu_run(handle, vcpu, mmio_read_value)
+        crate::vcpu_run::vcpu_run(self.hyp, handle, vcpu, mmio_read_value)
     }
 
     fn vcpu_get_reg(&mut self, handle: u64, vcpu: u64, reg: u64) -> Result<u64, HypError> {
-        with_vms(|vms, _, _| vms.get_reg(handle, vcpu, reg))
+        self.hyp.with_vms(|vms, _, _| vms.get_reg(handle, vcpu, reg))
     }
 
     fn vcpu_set_reg(&mut self, handle: u64, vcpu: u64, reg: u64, value: u64) -> Result<(), HypError> {
-        with_vms(|vms, _, _| vms.set_reg(handle, vcpu, reg, value))
+        self.hyp.with_vms(|vms, _, _| vms.set_reg(handle, vcpu, reg, value))
     }
 
     fn vm_info(&mut self, handle: u64) -> Result<[u64; 3], HypError> {
-        with_vms(|vms, _, _| vms.info(handle))
+        self.hyp.with_vms(|vms, _, _| vms.info(handle))
     }
 
     fn vm_teardown(&mut self, handle: u64) -> Result<(), HypError> {
-        with_vms(|vms, memory, env| {
+        self.hyp.with_vms(|vms, memory, env| {
             let mut tlb = guest_tlb(vms, handle)?;
             vms.teardown(handle, memory, env, &mut tlb)
         })
     }
 
     fn vcpu_set_irq_line(&mut self, handle: u64, vcpu: u64, level: u64) -> Result<(), HypError> {
-        if vgic_hardware() != VgicHardware::None {
+        if self.hyp.vgic != VgicHardware::None {
             return Err(HypError::NotSupported);
         }
-        with_vms(|vms, _, _| vms.set_irq_line(handle, vcpu, level))
+        self.hyp.with_vms(|vms, _, _| vms.set_irq_line(handle, vcpu, level))
     }
 
     fn vcpu_inject_irq(&mut self, handle: u64, vcpu: u64, intid: u64) -> Result<u64, HypError> {
-        if vgic_hardware() == VgicHardware::None {
+        if self.hyp.vgic == VgicHardware::None {
             return Err(HypError::NotSupported);
         }
-        with_vms(|vms, _, _| vms.inject_irq(handle, vcpu, intid))
+        self.hyp.with_vms(|vms, _, _| vms.inject_irq(handle, vcpu, intid))
     }
 
     fn vm_reclaim(&mut self, handle: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
-        with_vms(|vms, memory, env| {
+        self.hyp.with_vms(|vms, memory, env| {
             let mut tlb = guest_tlb(vms, handle)?;
             vms.reclaim(handle, ipa, pages, memory, env, &mut tlb)
         })

@@ -16,15 +16,16 @@
 
 extern crate alloc;
 
+mod arch;
 mod console;
-mod esr;
 mod fdt_edit;
 mod fdt_format;
 mod host_lpi;
 mod hypercall;
+#[cfg(test)]
+mod layering_tests;
 mod layout;
 mod mm;
-mod percpu;
 mod platform;
 mod psci_relay;
 mod range;
@@ -33,15 +34,17 @@ mod smmu;
 mod testing;
 
 #[cfg(target_os = "none")]
-mod arch;
-#[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 mod cpus;
 #[cfg(target_os = "none")]
+mod entry;
+#[cfg(target_os = "none")]
 mod host_calls;
 #[cfg(target_os = "none")]
 mod power;
+#[cfg(target_os = "none")]
+mod state;
 #[cfg(target_os = "none")]
 mod trap;
 #[cfg(target_os = "none")]

@@ -9,6 +9,7 @@
 use crate::arch::aarch64::power::{firmware_call, semihosting_exit};
 use crate::console::emergency::EmergencyWriter;
 use crate::platform::PsciConduit;
+use crate::state::Hyp;
 use crate::vm::table::VmTable;
 use core::sync::atomic::{AtomicBool, Ordering};
 use hyp_abi::HypError;
@@ -48,8 +49,7 @@ const SCRUB_WAIT_SECONDS: u64 = 1;
 /// back to memory ([`VmTable::scrub_for_power_off`]), so that nothing of it
 /// survives into what the machine boots next. Returns the VM table's lock,
 /// held: the caller keeps it until the machine goes down (or the firmware
-/// returns), so that no VM is created, given memory or run meanwhile. `None`
-/// before the VM table exists (then there is nothing to scrub).
+/// returns), so that no VM is created, given memory or run meanwhile.
 ///
 /// # Errors
 ///
@@ -57,24 +57,20 @@ const SCRUB_WAIT_SECONDS: u64 = 1;
 /// guest that never traps, on a CPU whose host takes no interrupt: the host
 /// gets its CPU back at its next interrupt, and may ask again); `NoMemory` if
 /// the hyp could not map a page to zero it. Nothing is passed on then.
-pub fn scrub_before_power_off(name: &str) -> Result<Option<spin::MutexGuard<'static, VmTable>>, HypError> {
+pub fn scrub_before_power_off<'a>(hyp: &'a Hyp, name: &str) -> Result<spin::MutexGuard<'a, VmTable>, HypError> {
     use aarch64_cpu::registers::{Readable, CNTFRQ_EL0};
-    let Some(vms) = crate::boot::vms() else {
-        return Ok(None);
-    };
+    let vms = hyp.vms();
     let deadline = crate::vcpu_run::physical_count().saturating_add(CNTFRQ_EL0.get() * SCRUB_WAIT_SECONDS);
     loop {
         let mut table = vms.lock();
-        let Some(result) = crate::boot::with_memory(|memory, env| table.scrub_for_power_off(memory, env)) else {
-            return Ok(Some(table));
-        };
+        let result = hyp.with_memory(|memory, env| table.scrub_for_power_off(memory, env));
         match result {
-            Ok(0) => return Ok(Some(table)),
+            Ok(0) => return Ok(table),
             Ok(pages) => {
                 log::info!(
                     "host requested PSCI {name}: {pages} page(s) of protected VMs zeroed, and their vCPU contexts"
                 );
-                return Ok(Some(table));
+                return Ok(table);
             }
             Err(HypError::Busy) if crate::vcpu_run::physical_count() < deadline => {
                 drop(table);

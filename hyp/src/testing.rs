@@ -2,7 +2,8 @@
 //! the long random runs (`HYP_TEST_SEED`, and an operation count per test), and
 //! fakes of the page source and the TLB.
 
-use crate::mm::pgtable::{PageSource, TlbMaintenance};
+use crate::arch::tlb::TlbMaintenance;
+use crate::mm::pgtable::PageSource;
 use std::alloc::{alloc_zeroed, dealloc, GlobalAlloc, Layout};
 use std::collections::HashSet;
 

@@ -6,55 +6,33 @@
 
 use crate::arch::aarch64::exception::{ExceptionKind, TrapFrame, NEED_CALLEE_SAVED};
 use crate::arch::aarch64::inject::{inject_external_abort, inject_undefined};
+use crate::arch::esr::{Esr, ExceptionClass};
 use crate::emergency_println;
-use crate::esr::{Esr, ExceptionClass};
 use crate::mm::host_stage2::HostFault;
 use crate::psci_relay::{self, HostFirmwareCall};
+use crate::state::Hyp;
 use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, ESR_EL2, FAR_EL2, HPFAR_EL2, SPSR_EL2};
-
-/// Entry from `vectors.S` for every exception taken from the host. Returns 0,
-/// or n (19..=28) when the host's xn must be loaded from the frame's spare
-/// slot (see [`TrapFrame::set_x`]).
-#[no_mangle]
-extern "C" fn handle_lower_el_exception(frame: &mut TrapFrame, kind: u64) -> u64 {
-    match ExceptionKind::from_vector(kind) {
-        ExceptionKind::Synchronous => handle_host_sync(frame, false),
-        other => {
-            report_spurious_exception(other);
-            0
-        }
-    }
-}
-
-/// Entry from `vectors.S` after [`handle_lower_el_exception`] returned
-/// [`NEED_CALLEE_SAVED`]: the frame now holds the host's x19..x28 too, and
-/// the synchronous exception is handled again from the start (nothing was
-/// changed the first time). Never returns [`NEED_CALLEE_SAVED`].
-#[no_mangle]
-extern "C" fn handle_lower_el_exception_full_frame(frame: &mut TrapFrame) -> u64 {
-    handle_host_sync(frame, true)
-}
 
 /// Interrupts and SErrors are routed to EL1 (HCR_EL2.IMO/FMO/AMO clear): one
 /// arriving here is spurious. The host goes on.
 #[cold]
 #[inline(never)]
-fn report_spurious_exception(kind: ExceptionKind) {
+pub fn report_spurious_exception(kind: ExceptionKind) {
     log::warn!("unexpected {kind:?} from the host ignored");
 }
 
 /// `full_frame`: the frame holds x19..x28 (see [`NEED_CALLEE_SAVED`]).
-fn handle_host_sync(frame: &mut TrapFrame, full_frame: bool) -> u64 {
+pub fn handle_host_sync(hyp: &Hyp, frame: &mut TrapFrame, full_frame: bool) -> u64 {
     let esr = Esr(ESR_EL2.get());
     match esr.class() {
-        ExceptionClass::Hvc64 => handle_host_hvc(frame, esr),
+        ExceptionClass::Hvc64 => handle_host_hvc(hyp, frame, esr),
         ExceptionClass::Smc64 => {
             // A trapped SMC returns to the SMC itself: step over it.
             ELR_EL2.set(ELR_EL2.get() + 4);
-            handle_firmware_call(frame);
+            handle_firmware_call(hyp, frame);
         }
         ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => {
-            return handle_host_abort(frame, esr, full_frame)
+            return handle_host_abort(hyp, frame, esr, full_frame)
         }
         ExceptionClass::SysReg => return handle_host_sysreg(frame, esr),
         _ => refuse_host_trap(esr),
@@ -69,7 +47,8 @@ fn handle_host_sync(frame: &mut TrapFrame, full_frame: bool) -> u64 {
 #[cold]
 #[inline(never)]
 fn handle_host_sysreg(frame: &mut TrapFrame, esr: Esr) -> u64 {
-    use crate::vm::sysreg::{is_id_register_read, sanitize_host_id, SysRegAccess};
+    use crate::arch::sysreg::SysRegAccess;
+    use crate::vm::sysreg::{is_id_register_read, sanitize_host_id};
     let access = SysRegAccess::decode(esr.iss());
     if !is_id_register_read(access) {
         refuse_host_trap(esr);
@@ -88,23 +67,23 @@ fn refuse_host_trap(esr: Esr) {
     inject_undefined();
 }
 
-fn handle_host_hvc(frame: &mut TrapFrame, esr: Esr) {
+fn handle_host_hvc(hyp: &Hyp, frame: &mut TrapFrame, esr: Esr) {
     let function_id = frame.regs[0];
     if esr.immediate() != 0 {
         frame.regs[0] = hyp_abi::HypError::NotSupported.code() as u64;
         return;
     }
     if psci_relay::is_firmware_call(function_id) {
-        handle_firmware_call(frame);
+        handle_firmware_call(hyp, frame);
         return;
     }
     let mut args = [0u64; 7];
     args.copy_from_slice(&frame.regs[..7]);
-    let result = crate::hypercall::handle_host_hvc(&args, &mut crate::host_calls::HypServices);
+    let result = crate::hypercall::handle_host_hvc(&args, &mut crate::host_calls::HypServices { hyp });
     frame.regs[..4].copy_from_slice(&result);
 }
 
-fn handle_firmware_call(frame: &mut TrapFrame) {
+fn handle_firmware_call(hyp: &Hyp, frame: &mut TrapFrame) {
     let function_id = frame.regs[0];
     match psci_relay::classify(function_id) {
         HostFirmwareCall::Forward => {
@@ -114,7 +93,7 @@ fn handle_firmware_call(frame: &mut TrapFrame) {
         HostFirmwareCall::SystemReset => {
             // Protected VMs are scrubbed first; the VM table stays locked until
             // the reset (or the firmware's refusal) so that none runs meanwhile.
-            match crate::power::scrub_before_power_off("SYSTEM_RESET") {
+            match crate::power::scrub_before_power_off(hyp, "SYSTEM_RESET") {
                 Ok(_vms) => {
                     let args = [frame.regs[1], frame.regs[2], frame.regs[3]];
                     let result = crate::power::psci_call(function_id as u32, args);
@@ -127,10 +106,11 @@ fn handle_firmware_call(frame: &mut TrapFrame) {
             // SMC32 CPU_ON passes 32-bit arguments.
             let mask = if function_id & (1 << 30) == 0 { 0xffff_ffff } else { u64::MAX };
             let (target, entry, context) = (frame.regs[1] & mask, frame.regs[2] & mask, frame.regs[3] & mask);
-            frame.regs[0] = crate::cpus::host_cpu_on(target, entry, context) as u64;
+            let psci = hyp.platform.psci.is_some();
+            frame.regs[0] = crate::cpus::host_cpu_on(psci, target, entry, context) as u64;
         }
         HostFirmwareCall::CpuOff => frame.regs[0] = crate::cpus::host_cpu_off() as u64,
-        HostFirmwareCall::SystemOff => match crate::power::scrub_before_power_off("SYSTEM_OFF") {
+        HostFirmwareCall::SystemOff => match crate::power::scrub_before_power_off(hyp, "SYSTEM_OFF") {
             Ok(_vms) => {
                 log::info!("host requested PSCI SYSTEM_OFF: powering off");
                 crate::power::system_off(0);
@@ -153,7 +133,7 @@ const DEVICE_MAP_HEAP_RESERVE: usize = 64 << 10;
 // Kept out of line: inlined, its locals would make every hypercall's entry save
 // callee-saved registers it never uses.
 #[inline(never)]
-fn handle_host_abort(frame: &mut TrapFrame, esr: Esr, full_frame: bool) -> u64 {
+fn handle_host_abort(hyp: &Hyp, frame: &mut TrapFrame, esr: Esr, full_frame: bool) -> u64 {
     // HPFAR_EL2.FIPA holds IPA[51:12] of a stage-2 fault; the page offset is
     // FAR's. It is valid only for the aborts `Esr::hpfar_valid` names (any
     // translation fault among them); for the others it is UNKNOWN and not read.
@@ -166,15 +146,14 @@ fn handle_host_abort(frame: &mut TrapFrame, esr: Esr, full_frame: bool) -> u64 {
     // alignment and external aborts would fault again forever.
     let translation_ipa = ipa.filter(|_| matches!(esr.fault_status(), 0x04..=0x07));
     if let (Some(ipa), ExceptionClass::DataAbortLower) = (translation_ipa, esr.class()) {
-        if let Some(page) = crate::boot::host_lpi_page(ipa) {
+        if let Some(page) = hyp.host_lpi_page(ipa) {
             return emulate_lpi_access(frame, esr, ipa, page, full_frame);
         }
     }
     let (used, total) = crate::HEAP.usage();
     let room_for_tables = total - used >= DEVICE_MAP_HEAP_RESERVE;
     let outcome = match translation_ipa {
-        Some(ipa) => crate::boot::with_memory(|state, env| state.host_device_fault(ipa, room_for_tables, env))
-            .unwrap_or(HostFault::Refused),
+        Some(ipa) => hyp.with_memory(|state, env| state.host_device_fault(ipa, room_for_tables, env)),
         None => HostFault::Refused,
     };
     match outcome {

@@ -6,16 +6,17 @@
 
 use crate::arch::aarch64::gic_ppi::PpiFrame;
 use crate::arch::aarch64::world::{run_guest, GuestEntry, LiveGic, VgicHardware};
-use crate::esr::ExceptionClass;
-use crate::vm::context::VcpuContext;
+use crate::arch::context::VcpuContext;
+use crate::arch::esr::ExceptionClass;
+use crate::arch::list_registers::VgicState;
+use crate::arch::timer::{self, VTIMER_INTID};
+use crate::arch::trap_record::GuestTrap;
+use crate::state::Hyp;
 use crate::vm::exit::GuardCall;
-use crate::vm::guest_trap::{self, GuestTrap, IpaKind, Outcome, VmView};
+use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState, VmTable};
-use crate::vm::vgic::VgicState;
 use crate::vm::vgic_dist::{Filled, GicVersion};
 use crate::vm::vgic_mmio::frame_of;
-use crate::vm::vtimer::{self, VTIMER_INTID};
-use core::sync::atomic::{AtomicU8, Ordering};
 use hyp_abi::{Exit, HypError};
 
 /// Injected exceptions one run may take before the VM is declared dead: a
@@ -31,37 +32,8 @@ pub fn physical_count() -> u64 {
     CNTPCT_EL0.get()
 }
 
-/// [`vgic_hardware`], once decided: 0 not yet, else `1 + VgicHardware as u8`.
-static VGIC_HARDWARE: AtomicU8 = AtomicU8::new(0);
-
-/// The virtual interface that presents guests' interrupts: GICv3's (in the
-/// device tree, with its system registers on this CPU), GICv2's (GICH and GICV
-/// in the device tree), or none. Decided once: every CPU has the same GIC.
-pub fn vgic_hardware() -> VgicHardware {
-    const ALL: [VgicHardware; 3] = [VgicHardware::None, VgicHardware::V3, VgicHardware::V2];
-    if let Some(&known) = ALL.get(usize::from(VGIC_HARDWARE.load(Ordering::Relaxed)).wrapping_sub(1)) {
-        return known;
-    }
-    let gicv3 = crate::boot::platform().is_some_and(|p| matches!(p.gic, Some(crate::platform::Gic::V3 { .. })));
-    let hardware = if gicv3 && crate::arch::aarch64::gicv3::has_system_registers() {
-        VgicHardware::V3
-    } else if crate::arch::aarch64::gicv2::available() {
-        VgicHardware::V2
-    } else {
-        VgicHardware::None
-    };
-    let code = ALL.iter().position(|&h| h == hardware).map_or(0, |i| i as u8 + 1);
-    VGIC_HARDWARE.store(code, Ordering::Relaxed);
-    hardware
-}
-
-/// The GIC architecture guests see on this platform.
-pub fn guest_gic_version() -> GicVersion {
-    gic_version_of(vgic_hardware())
-}
-
 /// The GIC architecture guests see given the virtual interface that serves them.
-fn gic_version_of(hardware: VgicHardware) -> GicVersion {
+pub fn gic_version_of(hardware: VgicHardware) -> GicVersion {
     match hardware {
         VgicHardware::V2 => GicVersion::V2,
         VgicHardware::V3 | VgicHardware::None => GicVersion::V3,
@@ -91,8 +63,8 @@ fn wants_underflow_interrupt(filled: Filled, lrs: &VgicState) -> bool {
 
 /// The VM of a running vCPU, as its trap handlers see it: each question takes
 /// the VM table's lock for its answer only.
-struct RunningVm {
-    vms: &'static spin::Mutex<VmTable>,
+struct RunningVm<'a> {
+    vms: &'a spin::Mutex<VmTable>,
     handle: u64,
     vcpu: usize,
     hardware: VgicHardware,
@@ -105,7 +77,7 @@ struct RunningVm {
 /// one of its vCPUs runs, which blocks teardown).
 const PSCI_INTERNAL_FAILURE: i64 = -6;
 
-impl RunningVm {
+impl RunningVm<'_> {
     fn with_vm<T>(&self, default: T, f: impl FnOnce(&mut Vm) -> T) -> T {
         let mut vms = self.vms.lock();
         match vms.get(self.handle) {
@@ -137,7 +109,7 @@ impl RunningVm {
     }
 }
 
-impl VmView for RunningVm {
+impl VmView for RunningVm<'_> {
     fn ipa_kind(&self, ipa: u64) -> IpaKind {
         self.vms.lock().ipa_kind(self.handle, ipa)
     }
@@ -163,7 +135,7 @@ impl VmView for RunningVm {
         self.vcpu
     }
 
-    fn id_register(&self, reg: crate::vm::sysreg::SysReg) -> u64 {
+    fn id_register(&self, reg: crate::arch::sysreg::SysReg) -> u64 {
         crate::arch::aarch64::id_regs::read_id_register(reg)
     }
 
@@ -179,7 +151,7 @@ impl VmView for RunningVm {
 /// A physical interrupt while the guest ran: the guest's own virtual timer
 /// firing and the maintenance interrupt are served here; anything else is the
 /// host's, which gets its CPU back.
-fn serve_irq(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm) -> Outcome {
+fn serve_irq(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) -> Outcome {
     let mut ours = live.maintenance_pending();
     if live.manages_timer_ppi() && live.timer_asserted() && !live.timer_ppi_active() {
         live.activate_timer_ppi();
@@ -195,7 +167,7 @@ fn serve_irq(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm) -> Out
 
 /// A WFI: returns at once if the vCPU has an interrupt to take (also with
 /// interrupts masked, as on hardware); else the host gets the CPU.
-fn serve_wfi(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm) -> Outcome {
+fn serve_wfi(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) -> Outcome {
     if live.timer_asserted() {
         live.activate_timer_ppi();
         view.timer_pending();
@@ -212,7 +184,12 @@ fn serve_wfi(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm) -> Out
 /// A data abort (the caller checked) at the guest's GIC distributor or
 /// redistributors: emulated. `None` if `trap` is not one (or cannot be
 /// decoded: the caller injects an abort).
-fn serve_gic_access(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic, view: &RunningVm) -> Option<Outcome> {
+fn serve_gic_access(
+    ctx: &mut VcpuContext,
+    trap: &GuestTrap,
+    live: &mut LiveGic,
+    view: &RunningVm<'_>,
+) -> Option<Outcome> {
     // Decided without the lock: most data aborts are the host's MMIO.
     let (frame, offset) = frame_of(gic_version_of(view.hardware), view.vcpus, trap.ipa)?;
     let access = crate::vm::exit::decode_mmio(trap.esr)?;
@@ -279,7 +256,12 @@ fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut
 /// Without a GIC the guest's IRQ line (HCR_EL2.VI) is the host's line or its
 /// virtual timer's output, recomputed at every trap (a guest's interrupt
 /// handler reads its interrupt controller, which traps) and at entry.
-fn update_irq_line(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic, view: &RunningVm) -> Option<Outcome> {
+fn update_irq_line(
+    ctx: &mut VcpuContext,
+    trap: &GuestTrap,
+    live: &mut LiveGic,
+    view: &RunningVm<'_>,
+) -> Option<Outcome> {
     live.set_virtual_irq(view.irq_line() || live.timer_asserted());
     if trap.kind == 0 && trap.esr.class() == ExceptionClass::WfiWfe && live.virtual_irq() {
         // An interrupt is pending: WFI returns at once.
@@ -290,7 +272,7 @@ fn update_irq_line(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic, 
 }
 
 /// Serves one trap of the running guest.
-fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &RunningVm, protected: bool) -> Outcome {
+fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &RunningVm<'_>, protected: bool) -> Outcome {
     if view.hardware == VgicHardware::None {
         if let Some(outcome) = update_irq_line(ctx, &trap, live, view) {
             return outcome;
@@ -319,13 +301,11 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
 }
 
 /// `VCPU_RUN`: see `docs/abi.md`.
-pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, HypError> {
+pub fn vcpu_run(hyp: &Hyp, handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, HypError> {
     // Claim the vCPU under the lock; run it without the lock.
-    let Some(vms_lock) = crate::boot::vms() else {
-        return Err(HypError::Busy);
-    };
-    let this_cpu = crate::percpu::this_cpu();
-    let hardware = vgic_hardware();
+    let vms_lock = hyp.vms();
+    let this_cpu = crate::arch::aarch64::percpu::this_cpu();
+    let hardware = hyp.vgic;
     let ppi_frame = PpiFrame(this_cpu.ppi_frame);
     let (ctx, entry, protected, index, vcpus) = {
         let mut vms = vms_lock.lock();
@@ -346,7 +326,7 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
         let v = &mut vm.vcpus[index];
         // The timer is level-triggered: asserted at entry, it is pending.
         let (ctl, cval) = (v.ctx.sysregs.cntv_ctl, v.ctx.sysregs.cntv_cval);
-        let timer_output = vtimer::asserted(ctl, cval, physical_count().wrapping_sub(vm.cntvoff));
+        let timer_output = timer::asserted(ctl, cval, physical_count().wrapping_sub(vm.cntvoff));
         let timer_asserted = hardware != VgicHardware::None && timer_output;
         if timer_asserted {
             vm.gic.make_pending_from_hardware(index, VTIMER_INTID);
@@ -414,7 +394,7 @@ pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, Hy
             Exit::Wfi { timer_deadline: u64::MAX }
         }
         Exit::Wfi { .. } => {
-            Exit::Wfi { timer_deadline: vtimer::deadline(ctx.sysregs.cntv_ctl, ctx.sysregs.cntv_cval, entry.cntvoff) }
+            Exit::Wfi { timer_deadline: timer::deadline(ctx.sysregs.cntv_ctl, ctx.sysregs.cntv_cval, entry.cntvoff) }
         }
         other => other,
     };

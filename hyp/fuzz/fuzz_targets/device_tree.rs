@@ -2,16 +2,9 @@
 //! it must answer with a platform or an error, never panic or read out of bounds.
 
 #![no_main]
-#![allow(dead_code)]
 
 use libfuzzer_sys::fuzz_target;
-
-#[path = "../../src/fdt_format.rs"]
-mod fdt_format;
-#[path = "../../src/platform/mod.rs"]
-mod platform;
-#[path = "../../src/range.rs"]
-mod range;
+use hyp_fuzz::platform;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = platform::Platform::from_fdt(data) {

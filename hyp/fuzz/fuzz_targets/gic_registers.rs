@@ -5,33 +5,11 @@
 //! interrupt twice to a vCPU, and never let two vCPUs hold the same SPI.
 
 #![no_main]
-#![allow(dead_code)]
 
 use libfuzzer_sys::fuzz_target;
+use hyp_fuzz::arch::list_registers::VgicState;
+use hyp_fuzz::vm::{vgic_dist, vgic_mmio};
 
-#[path = "../../src/vm/context.rs"]
-mod context;
-#[path = "../../src/esr.rs"]
-mod esr;
-#[path = "../../src/vm/exit.rs"]
-mod exit;
-#[path = "../../src/vm/guest_trap.rs"]
-mod guest_trap;
-#[path = "../../src/vm/sysreg.rs"]
-mod sysreg;
-#[path = "../../src/vm/vgic.rs"]
-mod vgic;
-#[path = "../../src/vm/vgic_dist.rs"]
-mod vgic_dist;
-#[path = "../../src/vm/vgic_mmio.rs"]
-mod vgic_mmio;
-
-/// `crate::vm::...` as the hyp names these modules.
-mod vm {
-    pub(crate) use super::{context, exit, guest_trap, sysreg, vgic, vgic_dist};
-}
-
-use vgic::VgicState;
 use vgic_dist::{Distributor, GicVersion, INTID_LIMIT};
 
 const LIST_REGISTERS: usize = 4;

@@ -4,29 +4,13 @@
 //! VM's own memory.
 
 #![no_main]
-#![allow(dead_code)]
 
 use libfuzzer_sys::fuzz_target;
+use hyp_fuzz::arch::trap_record::GuestTrap;
+use hyp_fuzz::arch::{context, esr};
+use hyp_fuzz::vm::{exit, guest_trap};
 
-#[path = "../../src/vm/context.rs"]
-mod context;
-#[path = "../../src/esr.rs"]
-mod esr;
-#[path = "../../src/vm/exit.rs"]
-mod exit;
-#[path = "../../src/vm/guest_trap.rs"]
-mod guest_trap;
-#[path = "../../src/vm/sysreg.rs"]
-mod sysreg;
-#[path = "../../src/vm/vgic.rs"]
-mod vgic;
-
-/// `crate::vm::...` as the hyp names these modules.
-mod vm {
-    pub(crate) use super::{context, exit, sysreg, vgic};
-}
-
-use guest_trap::{GuestTrap, IpaKind, Outcome, VmView};
+use guest_trap::{IpaKind, Outcome, VmView};
 
 struct View {
     kind: u8,
@@ -58,7 +42,7 @@ impl VmView for View {
     fn vcpu_index(&self) -> usize {
         0
     }
-    fn id_register(&self, _: sysreg::SysReg) -> u64 {
+    fn id_register(&self, _: hyp_fuzz::arch::sysreg::SysReg) -> u64 {
         u64::from(self.kind) * 0x0101_0101_0101_0101
     }
     fn gicv3(&self) -> bool {

@@ -3,13 +3,10 @@
 //! result must decode as the ABI says.
 
 #![no_main]
-#![allow(dead_code)]
 
 use hyp_abi::{decode_result, Exit, HostCall, HypError};
 use libfuzzer_sys::fuzz_target;
-
-#[path = "../../src/hypercall.rs"]
-mod hypercall;
+use hyp_fuzz::hypercall;
 
 /// Answers every call with an error or a fixed value, counting the calls.
 #[derive(Default)]

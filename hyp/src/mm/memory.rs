@@ -7,11 +7,12 @@
 //! order that can be undone without memory if the second table runs out of it,
 //! and only then writes the records.
 
+use crate::arch::tlb::TlbMaintenance;
 use crate::mm::host_devices::HostDevices;
 use crate::mm::host_stage2::{root_level, HostFault};
 use crate::mm::memcache::{Memcache, MemcacheSource};
 use crate::mm::ownership::{Owner, PageDb, PageRecord, RangeError, VmId};
-use crate::mm::pgtable::{PageSource, PgTable, PgTableError, TlbMaintenance};
+use crate::mm::pgtable::{PageSource, PgTable, PgTableError};
 use crate::mm::regions::for_each_piece_outside;
 use crate::range::{PhysRange, PAGE_SIZE};
 use aarch64_paging::descriptor::{El1Attributes, El23Attributes, Stage2Attributes};

@@ -28,6 +28,7 @@
 //! Tables are accessed at their physical address (the hyp's stage-1 is an identity
 //! map of its pool and of donated pages; in host tests they are heap pages).
 
+use crate::arch::tlb::TlbMaintenance;
 use aarch64_paging::descriptor::{Descriptor, PagingAttributes, PhysicalAddress};
 use aarch64_paging::paging::{Constraints, MemoryRegion, PageTable as HwTable, Translation, TranslationRegime};
 use aarch64_paging::Mapping;
@@ -82,16 +83,6 @@ pub trait PageSource {
     fn alloc_page(&mut self) -> Option<usize>;
     /// Takes back a page `alloc_page` gave out.
     fn free_page(&mut self, page: usize);
-}
-
-/// The TLB maintenance of one translation context.
-pub trait TlbMaintenance {
-    /// Removes cached translations of the leaf (page or block) at `address`, `level`.
-    fn invalidate_leaf(&mut self, address: usize, level: usize);
-    /// Removes every cached translation and walk of the context.
-    fn invalidate_all(&mut self);
-    /// Waits until all maintenance issued so far has completed everywhere.
-    fn sync(&mut self);
 }
 
 /// A singly linked list of free pages, the link stored in each page's first word,

@@ -6,8 +6,9 @@
 //! memory is not mapped; pages the host lends or donates are added (and removed)
 //! at run time by `mm::memory`.
 
+use crate::arch::tlb::TlbMaintenance;
 use crate::mm::memory::{map_identity_chunked, HYP_DATA, HYP_DEVICE, HYP_RODATA, HYP_TEXT};
-use crate::mm::pgtable::{PageSource, PgTable, PgTableError, TlbMaintenance};
+use crate::mm::pgtable::{PageSource, PgTable, PgTableError};
 use crate::mm::regions::for_each_piece_outside;
 use crate::range::PhysRange;
 use aarch64_paging::descriptor::El23Attributes;

@@ -1,7 +1,7 @@
 //! The SMMUv3 register and queue accesses (target only).
 
 use super::format::{self, regs, Event, Features};
-use crate::mm::pgtable::TlbMaintenance;
+use crate::arch::tlb::TlbMaintenance;
 use alloc::alloc::{alloc_zeroed, Layout};
 
 /// The ASID of the host's devices' context.

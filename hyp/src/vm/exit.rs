@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::esr::Esr;
+use crate::arch::esr::Esr;
 use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
 use smccc::psci::{
     PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_CPU_OFF, PSCI_CPU_ON_32, PSCI_CPU_ON_64, PSCI_FEATURES,

@@ -3,26 +3,14 @@
 
 #![forbid(unsafe_code)]
 
-use crate::esr::{Esr, ExceptionClass};
-use crate::vm::context::{VcpuContext, PSTATE_EL1H_MASKED};
+use crate::arch::context::{VcpuContext, PSTATE_EL1H_MASKED};
+use crate::arch::esr::ExceptionClass;
+use crate::arch::sysreg::{SysReg, SysRegAccess};
 use crate::vm::exit::{decode_mmio, guest_call, store_value, GuardCall, GuestCall, MmioAccess, NOT_SUPPORTED};
-use crate::vm::sysreg::{classify, sanitize_id, SysReg, SysRegAccess, SysRegHandling, OSLSR_UNLOCKED};
+use crate::vm::sysreg::{classify, sanitize_id, SysRegHandling, OSLSR_UNLOCKED};
 use hyp_abi::Exit;
 
-/// One trap, as the world switch saw it.
-#[derive(Clone, Copy, Debug)]
-pub struct GuestTrap {
-    /// Vector kind: 0 synchronous, 1 IRQ, 2 FIQ, 3 SError.
-    pub kind: u64,
-    pub esr: Esr,
-    /// FAR_EL2 (the guest VA of an abort).
-    pub far: u64,
-    /// The faulting IPA of an abort whose HPFAR_EL2 holds it
-    /// ([`Esr::hpfar_valid`]); 0 for any other trap. Only such aborts may
-    /// become MMIO exits (translation faults, which always have one) or
-    /// lost-page exits; 0 is never one of the guest's GIC frames.
-    pub ipa: u64,
-}
+use crate::arch::trap_record::GuestTrap;
 
 /// What an IPA is to the VM that faulted on it.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -302,6 +290,7 @@ pub fn complete_read(ctx: &mut VcpuContext, access: MmioAccess, data: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::esr::Esr;
 
     /// A VM whose IPAs are all `kind` and whose vCPU 1 may be started (index 1).
     struct Fake(IpaKind);

@@ -1,14 +1,10 @@
 //! Virtual machines: the VM table (per-VM state behind generation-checked
 //! handles), vCPU contexts, and what the hyp does with each guest exit.
 
-pub mod context;
 pub mod exit;
 pub mod guest_trap;
 pub mod mmio_guard;
 pub mod sysreg;
 pub mod table;
-pub mod trap_controls;
-pub mod vgic;
 pub mod vgic_dist;
 pub mod vgic_mmio;
-pub mod vtimer;

@@ -2,10 +2,11 @@
 //! stale or forged handle finds no VM (never another one). A VM's id (its slot
 //! number + 1) names it in the page records and is its VMID; VMID 0 is the host's.
 
+use crate::arch::context::VcpuContext;
+use crate::arch::tlb::TlbMaintenance;
 use crate::mm::memory::{Env, Guest, MemoryState, GUEST_POISONED, HYP_DATA};
 use crate::mm::ownership::{Owner, VmId};
-use crate::mm::pgtable::{Entry, PgTable, TlbMaintenance};
-use crate::vm::context::VcpuContext;
+use crate::mm::pgtable::{Entry, PgTable};
 use crate::vm::exit::{GuardCall, MmioAccess, NOT_SUPPORTED};
 use crate::vm::mmio_guard::{GuardError, MmioGuard};
 use crate::vm::vgic_dist::{Distributor, GicVersion, Routed};

@@ -510,7 +510,7 @@ impl crate::vm::guest_trap::VmView for TableView<'_> {
     fn vcpu_index(&self) -> usize {
         0
     }
-    fn id_register(&self, _: crate::vm::sysreg::SysReg) -> u64 {
+    fn id_register(&self, _: crate::arch::sysreg::SysReg) -> u64 {
         0
     }
     fn gicv3(&self) -> bool {
@@ -525,8 +525,9 @@ impl crate::vm::guest_trap::VmView for TableView<'_> {
 /// an instruction fetch: stage-2 translation faults) ends with the fatal exit
 /// that shows nothing, never an exit the host could serve.
 fn touching_is_fatal(vms: &mut VmTable, handle: u64, ipa: u64) -> bool {
-    use crate::esr::Esr;
-    use crate::vm::guest_trap::{handle as serve, GuestTrap, Outcome};
+    use crate::arch::esr::Esr;
+    use crate::arch::trap_record::GuestTrap;
+    use crate::vm::guest_trap::{handle as serve, Outcome};
     const LOAD: u64 = 0x24 << 26 | 1 << 25 | 1 << 24 | 3 << 22 | 0x7;
     const STORE: u64 = LOAD | 1 << 6;
     const FETCH: u64 = 0x20 << 26 | 1 << 25 | 0x7;

@@ -13,7 +13,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::vm::vgic::{lr_intid, pending_lr, VgicState};
+use crate::arch::list_registers::{lr_intid, pending_lr, VgicState};
 use hyp_abi::MAX_VCPUS_PER_VM;
 
 /// Shared peripheral interrupts a VM has: INTIDs 32..96.

@@ -49,7 +49,7 @@ fn the_most_urgent_go_first_and_the_rest_wait() {
     let mut lrs = VgicState::default();
     assert_eq!(d.fill(0, &mut lrs, 4, None), Filled { overflow: true });
     assert_eq!(intids(&lrs), vec![51, 53, 55, 54]);
-    assert_eq!(crate::vm::vgic::lr_priority(lrs.lrs[0]), 0x20);
+    assert_eq!(crate::arch::list_registers::lr_priority(lrs.lrs[0]), 0x20);
     // The guest ends two of them; the next two in priority order get in.
     lrs.lrs[0] = 0;
     lrs.lrs[2] = 0;
@@ -122,8 +122,8 @@ fn sgis_reach_the_vcpus_named_and_the_timer_is_tied_to_its_ppi() {
     d.make_pending_from_hardware(2, 27);
     d.fill(2, &mut lrs, 4, Some(27));
     assert_eq!(intids(&lrs), vec![5, 27]);
-    assert!(crate::vm::vgic::lr_is_hw(lrs.lrs[1]));
-    assert!(!crate::vm::vgic::lr_is_hw(lrs.lrs[0]));
+    assert!(crate::arch::list_registers::lr_is_hw(lrs.lrs[1]));
+    assert!(!crate::arch::list_registers::lr_is_hw(lrs.lrs[0]));
     assert_eq!(d.make_pending(3, 27), None, "no vCPU 3");
     assert_eq!(d.make_pending(0, INTID_LIMIT), None);
 }
@@ -134,7 +134,7 @@ fn sgis_reach_the_vcpus_named_and_the_timer_is_tied_to_its_ppi() {
 /// register, whose end the GIC does not pass on to the physical interrupt.
 #[test]
 fn a_host_injected_timer_interrupt_never_gets_a_hardware_list_register() {
-    use crate::vm::vgic::{lr_intid, lr_is_hw};
+    use crate::arch::list_registers::{lr_intid, lr_is_hw};
     let mut d = open(1);
     let mut lrs = VgicState::default();
     // The host injects 27 (the hyp's VCPU_INJECT_IRQ is `make_pending`).

@@ -9,7 +9,7 @@
 //! group 0, which the virtual interface signals as IRQ and `GICV_IAR`
 //! acknowledges.
 
-use crate::vm::vgic::{from_v2, to_v2, VgicState, MAX_LIST_REGISTERS};
+use crate::arch::list_registers::{self, from_v2, to_v2, ListRegisterFile, VgicState, MAX_LIST_REGISTERS};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 static GICH: AtomicUsize = AtomicUsize::new(0);
@@ -50,6 +50,20 @@ pub fn list_registers() -> usize {
     ((read(GICH_VTR) & 0x3f) as usize + 1).min(MAX_LIST_REGISTERS)
 }
 
+/// The list registers as `GICH_LR<n>`, converted to and from the layout kept.
+struct GichLrs;
+
+impl ListRegisterFile for GichLrs {
+    #[inline(always)]
+    fn read(&mut self, n: usize) -> u64 {
+        from_v2(read(GICH_LR0 + 4 * n))
+    }
+    #[inline(always)]
+    fn write(&mut self, n: usize, lr: u64) {
+        write(GICH_LR0 + 4 * n, to_v2(lr));
+    }
+}
+
 /// What [`exit`] needs from [`enter`]: the list registers written.
 #[derive(Clone, Copy, Debug)]
 pub struct Entered {
@@ -71,10 +85,7 @@ pub fn reset() {
 
 /// Loads `state` into the virtual interface and turns it on.
 pub fn enter(state: &VgicState) -> Entered {
-    let used = usize::from(state.used).min(MAX_LIST_REGISTERS);
-    for (n, &lr) in state.lrs[..used].iter().enumerate() {
-        write(GICH_LR0 + 4 * n, to_v2(lr));
-    }
+    let used = list_registers::load(&mut GichLrs, state);
     write(GICH_VMCR, state.vmcr as u32);
     write(GICH_APR, state.ap1r[0]);
     write(GICH_HCR, HCR_EN);
@@ -83,23 +94,12 @@ pub fn enter(state: &VgicState) -> Entered {
 
 /// Reads the list registers in use back into `state` (the guest still runs).
 pub fn sync_live(state: &mut VgicState, entered: &Entered) {
-    if entered.used == 0 {
-        return;
-    }
-    for (n, lr) in state.lrs[..entered.used].iter_mut().enumerate() {
-        *lr = from_v2(read(GICH_LR0 + 4 * n));
-    }
-    state.recount_below(entered.used);
+    list_registers::sync_live(&mut GichLrs, state, entered.used);
 }
 
 /// While the guest runs: writes the list registers the hyp changed back.
 pub fn load_live(state: &mut VgicState, entered: &mut Entered) {
-    let used = usize::from(state.used).min(MAX_LIST_REGISTERS).max(entered.used);
-    for (n, &lr) in state.lrs[..used].iter().enumerate() {
-        write(GICH_LR0 + 4 * n, to_v2(lr));
-    }
-    entered.used = used;
-    state.changed = false;
+    list_registers::load_live(&mut GichLrs, state, &mut entered.used);
 }
 
 /// GICH_HCR.UIE and GICH_MISR: the maintenance interrupt on (near) underflow.
@@ -120,10 +120,7 @@ pub fn maintenance_pending() -> bool {
 /// nothing of the guest's stays in GICH (its VMCR too is cleared, as pKVM
 /// does, although the host is never given GICH).
 pub fn exit(state: &mut VgicState, entered: Entered) {
-    sync_live(state, &entered);
-    for n in 0..entered.used {
-        write(GICH_LR0 + 4 * n, 0);
-    }
+    list_registers::save_and_empty(&mut GichLrs, state, entered.used);
     state.vmcr = u64::from(read(GICH_VMCR));
     state.ap1r[0] = read(GICH_APR);
     write(GICH_APR, 0);

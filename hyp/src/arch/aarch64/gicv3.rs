@@ -3,7 +3,7 @@
 //! come back on exit; the interface is off while the host runs (the host uses
 //! the physical CPU interface, `ICC_*_EL1`).
 
-use crate::vm::vgic::{active_priority_registers, VgicState, MAX_LIST_REGISTERS};
+use crate::arch::list_registers::{self, active_priority_registers, ListRegisterFile, VgicState, MAX_LIST_REGISTERS};
 use core::arch::asm;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -142,6 +142,20 @@ pub fn reset() {
     unsafe { asm!("msr ich_hcr_el2, xzr", "msr ich_vmcr_el2, xzr", "isb", options(nostack, preserves_flags)) };
 }
 
+/// The list registers as `ICH_LR<n>_EL2`.
+struct SystemRegisterLrs;
+
+impl ListRegisterFile for SystemRegisterLrs {
+    #[inline(always)]
+    fn read(&mut self, n: usize) -> u64 {
+        read_lr(n)
+    }
+    #[inline(always)]
+    fn write(&mut self, n: usize, lr: u64) {
+        write_lr(n, lr);
+    }
+}
+
 /// What [`exit`] needs from [`enter`].
 #[derive(Clone, Copy, Debug)]
 pub struct Entered {
@@ -160,12 +174,7 @@ const ICH_HCR_UIE: u64 = 1 << 1;
 
 /// Loads `state` into the virtual CPU interface and turns it on.
 pub fn enter(state: &VgicState) -> Entered {
-    // Only the list registers in use move: none at all for a vCPU without
-    // interrupts in flight (the common case of an exit-heavy guest).
-    let used = usize::from(state.used).min(MAX_LIST_REGISTERS);
-    for (n, &lr) in state.lrs[..used].iter().enumerate() {
-        write_lr(n, lr);
-    }
+    let used = list_registers::load(&mut SystemRegisterLrs, state);
     // Every active-priority register the interface has, for both groups: a
     // guest may set any of them (ICV_AP0Rn/ICV_AP1Rn), and none of one
     // guest's may be left for the next.
@@ -193,24 +202,13 @@ pub fn enter(state: &VgicState) -> Entered {
 
 /// While the guest runs: reads the list registers in use back into `state`.
 pub fn sync_live(state: &mut VgicState, entered: &Entered) {
-    if entered.used == 0 {
-        return;
-    }
-    for (n, lr) in state.lrs[..entered.used].iter_mut().enumerate() {
-        *lr = read_lr(n);
-    }
-    state.recount_below(entered.used);
+    list_registers::sync_live(&mut SystemRegisterLrs, state, entered.used);
 }
 
 /// While the guest runs: writes the list registers the hyp changed in `state`
 /// back into the interface.
 pub fn load_live(state: &mut VgicState, entered: &mut Entered) {
-    let used = usize::from(state.used).min(MAX_LIST_REGISTERS).max(entered.used);
-    for (n, &lr) in state.lrs[..used].iter().enumerate() {
-        write_lr(n, lr);
-    }
-    entered.used = used;
-    state.changed = false;
+    list_registers::load_live(&mut SystemRegisterLrs, state, &mut entered.used);
 }
 
 /// Asks for the maintenance interrupt when the list registers run (nearly)
@@ -233,13 +231,8 @@ pub fn maintenance_pending() -> bool {
 /// its ICC_SRE_EL1 back.
 pub fn exit(state: &mut VgicState, entered: Entered) {
     let Entered { host_sre, used, aprs } = entered;
-    for (n, lr) in state.lrs[..used].iter_mut().enumerate() {
-        *lr = read_lr(n);
-        // An empty interface for the host (and nothing of a protected guest's left).
-        write_lr(n, 0);
-    }
-    // Those the guest has ended are empty now.
-    state.recount_below(used);
+    // An empty interface for the host (and nothing of a protected guest's left).
+    list_registers::save_and_empty(&mut SystemRegisterLrs, state, used);
     save_active_priorities(aprs, &mut state.ap0r, &mut state.ap1r);
     // SAFETY: Saving the guest's virtual-interface state, then disabling it and
     // restoring the host's EL1 view of the GIC.

@@ -1,7 +1,7 @@
 //! The EL2 controls that hold the host in its place, set once per CPU before the
 //! first entry to the host.
 
-use crate::vm::trap_controls::{trap_controls, CpuIds, TrapControls};
+use crate::arch::trap_controls::{trap_controls, CpuIds, TrapControls};
 use aarch64_cpu::registers::{
     Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, HCR_EL2, ID_AA64DFR0_EL1, ID_AA64ISAR1_EL1, ID_AA64MMFR1_EL1,
     ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MIDR_EL1, MPIDR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
@@ -13,7 +13,7 @@ use core::arch::asm;
 static CONTROLS: spin::Once<TrapControls> = spin::Once::new();
 
 /// What the EL2 controls withhold beyond the base traps (see
-/// [`crate::vm::trap_controls`]); nothing before the first CPU is configured.
+/// [`crate::arch::trap_controls`]); nothing before the first CPU is configured.
 #[inline]
 pub fn controls() -> &'static TrapControls {
     CONTROLS.get().unwrap_or(&TrapControls::NONE)
@@ -51,10 +51,11 @@ const CPTR_EL2_HOST: u64 = 0x33ff;
 ///
 /// # Safety
 ///
-/// `stage2_root` must be the root of a complete host stage-2 for `ipa_bits`, and
+/// `stage2_root` must be the root of a complete host stage-2 of the shape `vtcr`
+/// (VTCR_EL2) describes, and
 /// the hyp's memory must not be mapped in it.
-pub unsafe fn configure(stage2_root: usize, ipa_bits: u32, pa_range: u64) {
-    VTCR_EL2.set(crate::mm::host_stage2::vtcr(ipa_bits, pa_range));
+pub unsafe fn configure(stage2_root: usize, vtcr: u64) {
+    VTCR_EL2.set(vtcr);
     // VMID 0 is the host's.
     VTTBR_EL2.set(stage2_root as u64);
     let pauth = ID_AA64ISAR1_EL1.read(ID_AA64ISAR1_EL1::APA) != 0 || ID_AA64ISAR1_EL1.read(ID_AA64ISAR1_EL1::API) != 0;

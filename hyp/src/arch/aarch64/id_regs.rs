@@ -2,7 +2,7 @@
 //! (`vm::sysreg`): Op0 3, Op1 0, CRn 0, CRm 1..7, any Op2; and REVIDR_EL1 and
 //! AIDR_EL1, which guests read through the hyp (HCR_EL2.TID1).
 
-use crate::vm::sysreg::{SysReg, AIDR_EL1, REVIDR_EL1};
+use crate::arch::sysreg::{SysReg, AIDR_EL1, REVIDR_EL1};
 use core::arch::asm;
 
 macro_rules! id_register_reads {

@@ -58,7 +58,7 @@ pub unsafe fn enable(root: usize) {
 }
 
 /// This CPU's live EL2 MMU registers, for a secondary CPU to load at entry.
-pub fn current_setup() -> crate::percpu::BootMmu {
+pub fn current_setup() -> crate::arch::percpu::BootMmu {
     let (mair, tcr, ttbr0, sctlr): (u64, u64, u64, u64);
     // SAFETY: Reading EL2 system registers at EL2 has no side effect.
     unsafe {
@@ -74,5 +74,5 @@ pub fn current_setup() -> crate::percpu::BootMmu {
             options(nomem, nostack, preserves_flags),
         );
     }
-    crate::percpu::BootMmu { mair, tcr, ttbr0, sctlr }
+    crate::arch::percpu::BootMmu { mair, tcr, ttbr0, sctlr }
 }

@@ -11,6 +11,7 @@ pub mod host_regs;
 pub mod id_regs;
 pub mod inject;
 pub mod mmu;
+pub mod percpu;
 pub mod power;
 pub mod tlb;
 pub mod world;
@@ -19,22 +20,22 @@ use core::arch::global_asm;
 
 global_asm!(
     include_str!("head.S"),
-    trap_stack_top = const crate::percpu::TRAP_STACK_TOP_OFFSET,
-    boot_mmu = const crate::percpu::BOOT_MMU_OFFSET,
+    trap_stack_top = const crate::arch::percpu::TRAP_STACK_TOP_OFFSET,
+    boot_mmu = const crate::arch::percpu::BOOT_MMU_OFFSET,
 );
 global_asm!(
     include_str!("vectors.S"),
     trap_frame_size = const core::mem::size_of::<exception::TrapFrame>(),
     frame_x30 = const core::mem::offset_of!(exception::TrapFrame, regs) + 30 * 8,
-    emergency_top = const crate::percpu::EMERGENCY_STACK_TOP_OFFSET,
-    guest_gprs = const crate::percpu::GUEST_GPRS_OFFSET,
+    emergency_top = const crate::arch::percpu::EMERGENCY_STACK_TOP_OFFSET,
+    guest_gprs = const crate::arch::percpu::GUEST_GPRS_OFFSET,
     need_callee_saved = const exception::NEED_CALLEE_SAVED,
 );
 global_asm!(
     include_str!("switch.S"),
-    guest_gprs = const crate::percpu::GUEST_GPRS_OFFSET,
-    hyp_sp = const crate::percpu::HYP_SP_OFFSET,
-    fp_fpcr = const core::mem::offset_of!(crate::vm::context::FpState, fpcr),
+    guest_gprs = const crate::arch::percpu::GUEST_GPRS_OFFSET,
+    hyp_sp = const crate::arch::percpu::HYP_SP_OFFSET,
+    fp_fpcr = const core::mem::offset_of!(crate::arch::context::FpState, fpcr),
 );
 
 /// Waits for an event forever: the end of every path that cannot go on.

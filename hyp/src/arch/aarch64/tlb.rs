@@ -1,7 +1,7 @@
 //! TLB maintenance for the hyp's two kinds of tables, broadcast to the inner
 //! shareable domain so that every CPU sees it.
 
-use crate::mm::pgtable::TlbMaintenance;
+use crate::arch::tlb::TlbMaintenance;
 use core::arch::asm;
 
 /// The host's stage-2 (VMID 0). Valid while VTTBR_EL2 holds the host's VMID,

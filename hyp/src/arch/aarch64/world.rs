@@ -11,10 +11,10 @@
 
 use super::gic_ppi::PpiFrame;
 use super::host_regs::controls;
-use crate::esr::Esr;
-use crate::vm::context::{El1Sysregs, FpState, Gprs, VcpuContext};
-use crate::vm::guest_trap::GuestTrap;
-use crate::vm::trap_controls::TrapControls;
+use crate::arch::context::{El1Sysregs, FpState, Gprs, VcpuContext};
+use crate::arch::esr::Esr;
+use crate::arch::trap_controls::TrapControls;
+use crate::arch::trap_record::GuestTrap;
 use core::arch::asm;
 use core::mem::MaybeUninit;
 
@@ -180,7 +180,7 @@ enum VgicEntered {
 }
 
 /// The virtual timer's PPI, physically.
-const VTIMER_PPI: u32 = crate::vm::vtimer::VTIMER_INTID;
+const VTIMER_PPI: u32 = crate::arch::timer::VTIMER_INTID;
 
 /// The running guest's interrupt state, for its trap handler: the list
 /// registers (read into the context before each handler runs; written back

@@ -66,20 +66,3 @@ pub const GUEST_GPRS_OFFSET: usize = core::mem::offset_of!(PerCpu, guest_gprs);
 pub const HYP_SP_OFFSET: usize = core::mem::offset_of!(PerCpu, hyp_sp);
 /// Offset of `boot_mmu`, for `head.S`.
 pub const BOOT_MMU_OFFSET: usize = core::mem::offset_of!(PerCpu, boot_mmu);
-
-/// Makes `per_cpu` this CPU's state.
-#[cfg(target_os = "none")]
-pub fn install(per_cpu: &'static PerCpu) {
-    use aarch64_cpu::registers::{Writeable, TPIDR_EL2};
-    TPIDR_EL2.set(per_cpu as *const PerCpu as u64);
-}
-
-/// This CPU's state, once [`install`]ed (by the boot path, or `head.S` for a
-/// secondary CPU).
-#[cfg(target_os = "none")]
-pub fn this_cpu() -> &'static PerCpu {
-    use aarch64_cpu::registers::{Readable, TPIDR_EL2};
-    // SAFETY: After `install`, TPIDR_EL2 holds a `&'static PerCpu`; the boot path
-    // installs one before the host (the only caller's trigger) ever runs.
-    unsafe { &*(TPIDR_EL2.get() as *const PerCpu) }
-}

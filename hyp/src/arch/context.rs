@@ -64,7 +64,7 @@ pub struct VcpuContext {
     pub sysregs: El1Sysregs,
     pub fp: FpState,
     /// Virtual interrupts (GICv3 list registers and those waiting for one).
-    pub vgic: crate::vm::vgic::VgicState,
+    pub vgic: crate::arch::list_registers::VgicState,
     /// TPIDR2_EL0, switched where the CPU has SME (no SME trap covers it).
     pub tpidr2: u64,
     /// DISR_EL1 as the guest sees it (VDISR_EL2), switched where the CPU has RAS.

@@ -1,7 +1,7 @@
 //! The list registers of one vCPU: how the GIC's virtual CPU interface presents
 //! interrupts to the guest. Plain data, kept in the GICv3 layout (converted for
 //! GICv2 by `arch::aarch64::gicv2`), and the operations the distributor model
-//! ([`crate::vm::vgic_dist`]) needs to fill them; `arch::aarch64::gicv3`/`gicv2`
+//! (`vm::vgic_dist`) needs to fill them; `arch::aarch64::gicv3`/`gicv2`
 //! move them in and out of the hardware around each run.
 //!
 //! A guest acknowledges and ends its interrupts itself, through the virtual CPU
@@ -181,6 +181,71 @@ impl VgicState {
     }
 }
 
+/// The list registers of a virtual CPU interface, in the layout kept here:
+/// GICv3's system registers, GICv2's GICH (converted with [`to_v2`] and
+/// [`from_v2`]), or a fake in the tests. The moves between a [`VgicState`] and
+/// the interface are written once, below, for both.
+pub trait ListRegisterFile {
+    /// List register `n` (below [`MAX_LIST_REGISTERS`]).
+    fn read(&mut self, n: usize) -> u64;
+    /// Sets list register `n` (below [`MAX_LIST_REGISTERS`]).
+    fn write(&mut self, n: usize, lr: u64);
+}
+
+/// Loads the list registers `state` uses into `file` (none at all for a vCPU
+/// without interrupts in flight, the common case of an exit-heavy guest);
+/// returns how many were written. The others are empty and stay so: a guest
+/// only changes the state of interrupts it was given.
+#[inline(always)]
+pub fn load(file: &mut impl ListRegisterFile, state: &VgicState) -> usize {
+    let used = usize::from(state.used).min(MAX_LIST_REGISTERS);
+    for (n, &lr) in state.lrs[..used].iter().enumerate() {
+        file.write(n, lr);
+    }
+    used
+}
+
+/// While the guest runs: reads the first `used` list registers back into
+/// `state` (those the guest has ended are empty now).
+#[inline(always)]
+pub fn sync_live(file: &mut impl ListRegisterFile, state: &mut VgicState, used: usize) {
+    if used == 0 {
+        return;
+    }
+    for (n, lr) in state.lrs[..used].iter_mut().enumerate() {
+        *lr = file.read(n);
+    }
+    state.recount_below(used);
+}
+
+/// While the guest runs: writes the list registers the hyp changed in `state`
+/// back into `file`; `used` grows to cover them.
+#[inline(always)]
+pub fn load_live(file: &mut impl ListRegisterFile, state: &mut VgicState, used: &mut usize) {
+    let live = usize::from(state.used).min(MAX_LIST_REGISTERS).max(*used);
+    for (n, &lr) in state.lrs[..live].iter().enumerate() {
+        file.write(n, lr);
+    }
+    *used = live;
+    state.changed = false;
+}
+
+/// At the exit: reads the first `used` list registers back into `state` and
+/// empties them, so that nothing of the guest's is left in the interface
+/// (those the guest has ended are empty in `state` too).
+#[inline(always)]
+pub fn save_and_empty(file: &mut impl ListRegisterFile, state: &mut VgicState, used: usize) {
+    if used == 0 {
+        // Nothing was loaded: what the hyp queued since stays queued.
+        return;
+    }
+    for (n, lr) in state.lrs[..used.min(MAX_LIST_REGISTERS)].iter_mut().enumerate() {
+        *lr = file.read(n);
+        file.write(n, 0);
+    }
+    state.recount_below(used);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +303,47 @@ mod tests {
         let hw = pending_lr(27, 0x40, Some(27));
         assert_eq!(to_v2(hw), 27 | 1 << 31 | 27 << 10 | 8 << 23 | 1 << 28);
         assert_eq!(from_v2(to_v2(hw)), hw);
+    }
+
+    /// A list-register file that keeps what it is given and counts accesses.
+    #[derive(Default)]
+    struct FakeFile {
+        lrs: [u64; MAX_LIST_REGISTERS],
+        accesses: usize,
+    }
+
+    impl ListRegisterFile for FakeFile {
+        fn read(&mut self, n: usize) -> u64 {
+            self.accesses += 1;
+            self.lrs[n]
+        }
+        fn write(&mut self, n: usize, lr: u64) {
+            self.accesses += 1;
+            self.lrs[n] = lr;
+        }
+    }
+
+    #[test]
+    fn the_model_moves_only_the_list_registers_in_use_and_leaves_none_behind() {
+        let mut file = FakeFile::default();
+        let mut state = VgicState::default();
+        assert_eq!(load(&mut file, &state), 0);
+        assert_eq!(file.accesses, 0, "no interrupt in flight: no list register moves");
+        state.set(0, pending_lr(40, 0xa0, None));
+        state.set(2, pending_lr(41, 0x80, None));
+        let mut used = load(&mut file, &state);
+        assert_eq!(used, 3);
+        assert_eq!(file.lrs[2], state.lrs[2]);
+        // The guest ends the interrupt in list register 2 while it runs.
+        file.lrs[2] = 0;
+        sync_live(&mut file, &mut state, used);
+        assert_eq!(state.used, 1, "list register 2 ended: only 0 stays in use");
+        // The hyp adds one in list register 4 while the guest runs.
+        state.set(4, pending_lr(42, 0x10, None));
+        load_live(&mut file, &mut state, &mut used);
+        assert_eq!((used, file.lrs[4], state.changed), (5, state.lrs[4], false));
+        save_and_empty(&mut file, &mut state, used);
+        assert!(file.lrs.iter().all(|&lr| lr == 0), "nothing of the guest's is left in the interface");
+        assert_eq!((lr_intid(state.lrs[0]), lr_intid(state.lrs[4]), state.used), (40, 42, 5));
     }
 }
