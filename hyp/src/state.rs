@@ -113,7 +113,7 @@ impl Hyp {
 
     /// The GIC architecture guests see on this platform.
     pub fn guest_gic_version(&self) -> GicVersion {
-        crate::vcpu_run::gic_version_of(self.vgic)
+        gic_version_of(self.vgic)
     }
 
     /// Sets this CPU's EL2 controls for the host and enters it at EL1 at
@@ -140,4 +140,12 @@ pub fn with_env<R>(f: impl FnOnce(&mut Env<'_>) -> R) -> R {
         (HeapPages, HostStage2Tlb::default(), El2Tlb, IdentityMemory);
     let mut env = Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut phys };
     f(&mut env)
+}
+
+/// The GIC architecture guests see given the virtual interface that serves them.
+pub fn gic_version_of(hardware: VgicHardware) -> GicVersion {
+    match hardware {
+        VgicHardware::V2 => GicVersion::V2,
+        VgicHardware::V3 | VgicHardware::None => GicVersion::V3,
+    }
 }

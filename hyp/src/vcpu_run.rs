@@ -11,11 +11,11 @@ use crate::arch::esr::ExceptionClass;
 use crate::arch::list_registers::VgicState;
 use crate::arch::timer::{self, VTIMER_INTID};
 use crate::arch::trap_record::GuestTrap;
-use crate::state::Hyp;
+use crate::state::{gic_version_of, Hyp};
 use crate::vm::exit::GuardCall;
 use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState, VmTable};
-use crate::vm::vgic_dist::{Filled, GicVersion};
+use crate::vm::vgic_dist::Filled;
 use crate::vm::vgic_mmio::frame_of;
 use hyp_abi::{Exit, HypError};
 
@@ -30,14 +30,6 @@ const MAX_TRAPS_PER_RUN: u32 = 4096;
 pub fn physical_count() -> u64 {
     use aarch64_cpu::registers::{Readable, CNTPCT_EL0};
     CNTPCT_EL0.get()
-}
-
-/// The GIC architecture guests see given the virtual interface that serves them.
-pub fn gic_version_of(hardware: VgicHardware) -> GicVersion {
-    match hardware {
-        VgicHardware::V2 => GicVersion::V2,
-        VgicHardware::V3 | VgicHardware::None => GicVersion::V3,
-    }
 }
 
 pub fn vttbr_of(root: u64, vmid: u16) -> u64 {

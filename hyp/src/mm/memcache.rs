@@ -3,9 +3,9 @@
 //! pages themselves, so that it needs no memory of its own. The page records say
 //! which donated pages are in use; the list holds exactly the others.
 
-use crate::mm::memory::PhysMemory;
 use crate::mm::ownership::{PageDb, PageRecord};
 use crate::mm::pgtable::PageSource;
+use crate::mm::phys_memory::PhysMemory;
 
 /// A free list of donated pages.
 #[derive(Default)]

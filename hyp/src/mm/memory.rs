@@ -13,6 +13,7 @@ use crate::mm::host_stage2::{root_level, HostFault};
 use crate::mm::memcache::{Memcache, MemcacheSource};
 use crate::mm::ownership::{Owner, PageDb, PageRecord, RangeError, VmId};
 use crate::mm::pgtable::{PageSource, PgTable, PgTableError};
+use crate::mm::phys_memory::PhysMemory;
 use crate::mm::regions::for_each_piece_outside;
 use crate::range::{PhysRange, PAGE_SIZE};
 use aarch64_paging::descriptor::{El1Attributes, El23Attributes, Stage2Attributes};
@@ -57,14 +58,6 @@ pub const HYP_DATA: El23Attributes =
     EL2_BASE.union(El23Attributes::ATTRIBUTE_INDEX_1).union(El23Attributes::INNER_SHAREABLE).union(El23Attributes::XN);
 /// MMIO the hyp uses: Device-nGnRE (MAIR index 0), never executable.
 pub const HYP_DEVICE: El23Attributes = EL2_BASE.union(El23Attributes::ATTRIBUTE_INDEX_0).union(El23Attributes::XN);
-
-/// Access to physical memory by address, for scrubbing and debug accesses.
-pub trait PhysMemory {
-    /// Zeroes the page at `page`.
-    fn zero_page(&mut self, page: u64);
-    fn read_u64(&mut self, address: u64) -> u64;
-    fn write_u64(&mut self, address: u64, value: u64);
-}
 
 /// What a transition needs from the environment: table pages and TLB maintenance
 /// for both tables, and access to memory.

@@ -11,5 +11,6 @@ pub mod ownership;
 pub mod pgtable;
 #[cfg(target_os = "none")]
 pub mod phys;
+pub mod phys_memory;
 pub mod regions;
 pub mod stage1;

@@ -1,8 +1,8 @@
 //! The hyp's own implementations of the memory environment: table pages from its
 //! heap, and physical memory through its identity map.
 
-use crate::mm::memory::PhysMemory;
 use crate::mm::pgtable::{PageSource, PAGE_SIZE};
+use crate::mm::phys_memory::PhysMemory;
 use core::alloc::Layout;
 
 /// Table pages from the hyp's heap (its pool).

@@ -675,7 +675,7 @@ impl VmTable {
     /// their host and asks again). `NoMemory` if a page could not be mapped
     /// for the hyp to zero it.
     ///
-    /// [`PhysMemory::zero_page`]: crate::mm::memory::PhysMemory::zero_page
+    /// [`PhysMemory::zero_page`]: crate::mm::phys_memory::PhysMemory::zero_page
     pub fn scrub_for_power_off(&mut self, memory: &mut MemoryState, env: &mut Env<'_>) -> Result<u64, HypError> {
         let mut running = false;
         for vm in self.slots.iter_mut().filter_map(|s| s.vm.as_mut()).filter(|vm| vm.protected) {

@@ -3,8 +3,9 @@
 
 use super::*;
 use crate::mm::invariants::check;
-use crate::mm::memory::{PhysMemory, HYP_DATA};
+use crate::mm::memory::HYP_DATA;
 use crate::mm::ownership::PageDb;
+use crate::mm::phys_memory::PhysMemory;
 use crate::range::PhysRange;
 use crate::testing::{FakeTlb, HeapSource};
 use aarch64_paging::paging::El2;
