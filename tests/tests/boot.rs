@@ -530,10 +530,11 @@ fn scripts_run_exits_zero_on_success_and_nonzero_without_el2() {
 /// the hyp's GIC (v3, and v2 on a GICv2 board), its timer and the shim's PL011
 /// working both ways (the guest echoes the console line the script types; the
 /// PL011 driver receives only by interrupt), from a device tree the shim wrote,
-/// and every page comes back after it powers off.
+/// and every page comes back after it powers off. The GICv2 run has 512 MiB of
+/// RAM (`--memory 512M`: the kernel's load address follows the RAM size).
 #[test]
 fn linux_guest_reaches_user_space_in_both_vm_types() {
-    let gicv2: &[&str] = &["--protected", "-M", "virt,virtualization=on,gic-version=2"];
+    let gicv2: &[&str] = &["--protected", "--memory", "512M", "-M", "virt,virtualization=on,gic-version=2"];
     for (args, kind, gic) in
         [(&[][..], "NonProtected", 3), (&["--protected"][..], "Protected", 3), (gicv2, "Protected", 2)]
     {
@@ -541,7 +542,10 @@ fn linux_guest_reaches_user_space_in_both_vm_types() {
         command.args(args).env("RUN_TIMEOUT", "300");
         let run = run_with_timeout(command, Duration::from_secs(900));
         let created = format!("[host INFO] linux: a {kind} VM of 2 vCPUs with 256 MiB at IPA 0x80000000");
+        let ram =
+            if gic == 2 { "[hyp INFO] RAM: 512 MiB in 1 bank(s)" } else { "[hyp INFO] RAM: 1024 MiB in 1 bank(s)" };
         let mut markers = vec![
+            ram,
             "[host INFO] linux: guest RAM at host 0x",
             ": Image (",
             "bytes) at IPA 0x80000000, initramfs (",
