@@ -1,10 +1,49 @@
 # Shared helpers of the scripts in this folder; source it, do not run it.
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # the constants are for the scripts that source this
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The host shim's target; the hyp's is HYP_TARGET (no FP/SIMD registers).
 TARGET=aarch64-unknown-none
 HYP_TARGET=aarch64-unknown-none-softfloat
 IMAGE_DIR="$REPO_ROOT/target/image"
+
+# The calling script as the user names it: scripts/NAME.
+script_name() {
+    echo "scripts/$(basename "$0")"
+}
+
+# Prints the calling script's usage: its header comment (the comment lines
+# after the #! line), without the leading "# ".
+print_usage() {
+    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+}
+
+# Answers --help or -h anywhere in the arguments with the usage (exit 0):
+# called first, so that neither reaches QEMU, whose own help would answer.
+handle_help() {
+    local arg
+    for arg in "$@"; do
+        case "$arg" in
+            --help | -h) print_usage; exit 0 ;;
+        esac
+    done
+}
+
+# An argument the script does not take: says which, and where the usage is (exit 2).
+unknown_option() {
+    echo "$(script_name): unknown option '$1' (usage: $(script_name) --help)" >&2
+    exit 2
+}
+
+# Checks that option $1 got a value $2 that is a whole number (exit 2 if not).
+need_number() {
+    case "${2:-}" in
+        '' | *[!0-9]*)
+            echo "$(script_name): $1 needs a whole number, not '${2:-}' (usage: $(script_name) --help)" >&2
+            exit 2 ;;
+    esac
+}
 
 # Installs the toolchain of rust-toolchain.toml with its target and components
 # (a no-op when they are there).
@@ -71,4 +110,73 @@ ensure_uboot() {
 qemu_default_args() {
     echo -M virt,virtualization=on,gic-version=3 -cpu max -m 1G -nographic -nic none \
         -semihosting -append hyp.exit=semihosting
+}
+
+# Prints size $1 (QEMU -m style: a whole number of MiB, with an optional M or
+# G suffix, e.g. 512, 512M, 2G) in MiB; fails with the reason if it is not one.
+size_in_mib() {
+    local size="${1#size=}"
+    size="${size%%,*}"
+    case "$size" in
+        '' | *[!0-9MmGg]* | *[MmGg]*[0-9MmGg]* | [MmGg]*)
+            echo "'$1' is not a memory size: give a whole number of MiB or GiB, e.g. 512M or 2G" >&2
+            return 1 ;;
+        *[Gg]) echo $(( ${size%[Gg]} * 1024 )) ;;
+        *[Mm]) echo $(( ${size%[Mm]} )) ;;
+        *) echo $(( size )) ;;
+    esac
+}
+
+# Where scripts/run-linux has QEMU's loader put the guest's kernel Image, on
+# the virt board with RAM_MIB of RAM, for an Image of KERNEL_BYTES and an
+# initramfs of INITRD_BYTES; prints the address, or fails saying what does
+# not fit and how much RAM would:
+#   linux_guest_kernel_address RAM_MIB KERNEL_BYTES INITRD_BYTES
+# What is already in RAM then (QEMU's hw/arm/boot.c and the hyp's boot.rs):
+# the hyp and the host shim at the bottom (well under 32 MiB), the initramfs
+# at RAM + min(RAM / 2, 128 MiB) and QEMU's device tree right after it, and at
+# the top the hyp's carve-out (its pool: 8 MiB, page records of 1 MiB per GiB
+# and host stage-2 tables of 2 MiB per GiB, twice that with an SMMU, 2 MiB
+# aligned; taken here as at most 9 MiB + 5 MiB per GiB). The host shim then
+# takes the highest 256 MiB (2 MiB aligned) clear of all of it for the guest.
+LINUX_GUEST_RAM_MIB=256
+VIRT_RAM_BASE=$((0x40000000))
+linux_guest_kernel_address() {
+    local ram_mib="$1" kernel_bytes="$2" initrd_bytes="$3"
+    local mib=$((1 << 20)) align=$((2 << 20))
+    local ram_end=$((VIRT_RAM_BASE + ram_mib * mib))
+    local low_end=$((VIRT_RAM_BASE + 32 * mib))
+    local half=$((ram_mib / 2)) initrd
+    [ "$half" -lt 128 ] || half=128
+    initrd=$((VIRT_RAM_BASE + half * mib))
+    # The initramfs and the device tree QEMU writes after it (2 MiB is ample).
+    local initrd_end=$(((initrd + initrd_bytes + align - 1) / align * align + align))
+    local carve_out=$(((9 * mib + 5 * mib * ((ram_mib + 1023) / 1024) + align - 1) / align * align))
+    local top=$((ram_end - carve_out))
+    local kernel kernel_end
+    kernel_end=$(((low_end + kernel_bytes + align - 1) / align * align))
+    if [ "$kernel_end" -le "$initrd" ]; then
+        kernel=$low_end # below the initramfs: all above it stays free
+    else
+        kernel=$initrd_end
+        kernel_end=$(((kernel + kernel_bytes + align - 1) / align * align))
+    fi
+    # The guest's RAM: above both, or between the kernel and the initramfs.
+    local above=$((kernel_end > initrd_end ? kernel_end : initrd_end))
+    local guest=$((LINUX_GUEST_RAM_MIB * mib))
+    if [ $((top - above)) -ge "$guest" ] || [ $((initrd - kernel_end)) -ge "$guest" ]; then
+        printf '0x%x\n' "$kernel"
+        return 0
+    fi
+    return 1
+}
+
+# The least RAM (MiB, a multiple of 2) with which linux_guest_kernel_address
+# finds a place, for those sizes of kernel and initramfs.
+linux_guest_min_ram_mib() {
+    local kernel_bytes="$1" initrd_bytes="$2" ram_mib=$LINUX_GUEST_RAM_MIB
+    until linux_guest_kernel_address "$ram_mib" "$kernel_bytes" "$initrd_bytes" >/dev/null; do
+        ram_mib=$((ram_mib + 2))
+    done
+    echo "$ram_mib"
 }

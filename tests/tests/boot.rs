@@ -530,10 +530,11 @@ fn scripts_run_exits_zero_on_success_and_nonzero_without_el2() {
 /// the hyp's GIC (v3, and v2 on a GICv2 board), its timer and the shim's PL011
 /// working both ways (the guest echoes the console line the script types; the
 /// PL011 driver receives only by interrupt), from a device tree the shim wrote,
-/// and every page comes back after it powers off.
+/// and every page comes back after it powers off. The GICv2 run has 512 MiB of
+/// RAM (`--memory 512M`: the kernel's load address follows the RAM size).
 #[test]
 fn linux_guest_reaches_user_space_in_both_vm_types() {
-    let gicv2: &[&str] = &["--protected", "-M", "virt,virtualization=on,gic-version=2"];
+    let gicv2: &[&str] = &["--protected", "--memory", "512M", "-M", "virt,virtualization=on,gic-version=2"];
     for (args, kind, gic) in
         [(&[][..], "NonProtected", 3), (&["--protected"][..], "Protected", 3), (gicv2, "Protected", 2)]
     {
@@ -541,7 +542,10 @@ fn linux_guest_reaches_user_space_in_both_vm_types() {
         command.args(args).env("RUN_TIMEOUT", "300");
         let run = run_with_timeout(command, Duration::from_secs(900));
         let created = format!("[host INFO] linux: a {kind} VM of 2 vCPUs with 256 MiB at IPA 0x80000000");
+        let ram =
+            if gic == 2 { "[hyp INFO] RAM: 512 MiB in 1 bank(s)" } else { "[hyp INFO] RAM: 1024 MiB in 1 bank(s)" };
         let mut markers = vec![
+            ram,
             "[host INFO] linux: guest RAM at host 0x",
             ": Image (",
             "bytes) at IPA 0x80000000, initramfs (",
@@ -587,8 +591,9 @@ fn linux_guest_reaches_user_space_in_both_vm_types() {
 /// exception) and it goes on; the /dev/hyp driver loads and the user-space VMM
 /// runs a guest in a non-protected and a protected VM, is refused the
 /// protected one's memory and registers, and gets every page back; then it
-/// boots the Linux guest in each VM type (2 vCPUs in threads, console both
-/// ways) and again gets every page back.
+/// boots the Linux guest in each VM type (`hyp-vmm linux`: 2 vCPUs in
+/// threads, 256 MiB; `hyp-vmm run`: 3 vCPUs, 320 MiB; console both ways) and
+/// again gets every page back; `hyp-vmm run` refuses a tenth vCPU.
 #[test]
 fn linux_host_boots_and_is_refused_the_hyps_memory() {
     let mut command = Command::new(repo_root().join("scripts/run-linux-host"));
@@ -646,13 +651,15 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "hyp-vmm: ok: the NonProtected Linux guest powered off: Ok(())",
         "hyp-vmm: ok: every page of the Linux guest came back: Ok(Accounting { pinned: 0, given: 65536, returned: 65536, memcache: 256 })",
         "linux-host: hyp-vmm linux (non-protected) exited with status 0",
-        "hyp-vmm: linux: a Protected VM of 2 vCPUs, 256 MiB of this process at IPA 0x80000000",
-        "smp: Brought up 1 node, 2 CPUs",
+        "hyp-vmm: linux: a Protected VM of 3 vCPUs, 320 MiB of this process at IPA 0x80000000",
+        "smp: Brought up 1 node, 3 CPUs",
         "guest: linux-guest: user space reached",
         "guest: linux-guest: console input: hello from the linux host",
         "hyp-vmm: ok: the Protected Linux guest powered off: Ok(())",
-        "hyp-vmm: ok: every page of the Linux guest came back: Ok(Accounting { pinned: 0, given: 65536, returned: 65536, memcache: 256 })",
-        "linux-host: hyp-vmm linux (protected) exited with status 0",
+        "hyp-vmm: ok: every page of the Linux guest came back: Ok(Accounting { pinned: 0, given: 81920, returned: 81920, memcache: 256 })",
+        "linux-host: hyp-vmm run (protected, 3 vCPUs, 320 MiB) exited with status 0",
+        "hyp-vmm: --vcpus 9: a VM has 1 to 8 vCPUs (the hyp's limit per VM) (usage: hyp-vmm --help)",
+        "linux-host: hyp-vmm run --vcpus 9 exited with status 2",
         "[hyp INFO] host requested PSCI SYSTEM_OFF: powering off",
         "run succeeded",
     ]);

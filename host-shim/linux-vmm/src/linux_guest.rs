@@ -1,5 +1,6 @@
-//! `hyp-vmm linux [--protected] IMAGE INITRAMFS`: boots a Linux guest of two
-//! vCPUs and 256 MiB from the host's shell, as the host shim does on bare
+//! `hyp-vmm run` (and `hyp-vmm linux`): boots a Linux guest from the host's
+//! shell with the kernel, initramfs, command line, RAM and vCPUs of its
+//! command line (default: 256 MiB, two vCPUs), as the host shim does on bare
 //! metal (host-shim/src/linux_guest.rs) and with the same portable parts
 //! (`vmm`: boot layout, device tree, PL011): the guest's RAM is this process's
 //! memory (pinned and given to the VM by /dev/hyp), each vCPU runs in a thread
@@ -8,6 +9,7 @@
 use crate::dev_hyp::DevHyp;
 use hyp_abi::image_header::ImageHeader;
 use hyp_abi::{Exit, VmType};
+use linux_vmm::command_line::RunOptions;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,30 +20,31 @@ use vmm::guest_tree::{GuestGic, GuestTree};
 use vmm::pl011::Pl011;
 
 const GUEST_RAM: u64 = 0x8000_0000;
-const GUEST_RAM_SIZE: usize = 256 << 20;
 const PAGE: usize = 4096;
+/// Pages per VM_MAP call: 2 MiB, the granule of the guest's RAM size.
+const MAP_CHUNK: u64 = 512;
 const UART: u64 = 0x0900_0000;
 const UART_INTID: u32 = 33;
-const VCPUS: usize = 2;
-const BOOTARGS: &str = "console=ttyAMA0 rdinit=/init";
 /// Longest a vCPU thread sleeps in a WFI before it looks for console input.
 const WFI_POLL: Duration = Duration::from_millis(10);
 
 /// The guest's RAM: an anonymous mapping of this process.
 struct GuestRam {
     base: *mut u8,
+    size: usize,
 }
 
 impl GuestRam {
-    fn new() -> Result<GuestRam, String> {
-        let base = crate::anonymous_memory(GUEST_RAM_SIZE).ok_or("no 256 MiB for the guest's RAM")?;
-        Ok(GuestRam { base })
+    fn new(size: usize) -> Result<GuestRam, String> {
+        let base = crate::anonymous_memory(size)
+            .ok_or_else(|| format!("no {} MiB for the guest's RAM: give less with --memory", size >> 20))?;
+        Ok(GuestRam { base, size })
     }
 
     /// The bytes at guest-physical `ipa`, `len` long, for loading (before the
     /// VM gets the memory: a protected VM's pages are not the host's after).
     fn slice(&mut self, ipa: u64, len: usize) -> Result<&mut [u8], String> {
-        let offset = ipa.checked_sub(GUEST_RAM).map(|o| o as usize).filter(|o| o + len <= GUEST_RAM_SIZE);
+        let offset = ipa.checked_sub(GUEST_RAM).map(|o| o as usize).filter(|o| o + len <= self.size);
         let offset = offset.ok_or("outside the guest's RAM")?;
         // SAFETY: In the mapping (checked above), which `&mut self` makes exclusive.
         Ok(unsafe { core::slice::from_raw_parts_mut(self.base.add(offset), len) })
@@ -56,9 +59,10 @@ struct Shared<'a> {
     /// Console input, filled by a thread of its own (it may block in read
     /// for ever, so it is not one of the scoped threads).
     input: Arc<Mutex<VecDeque<u8>>>,
-    on: [AtomicBool; VCPUS],
+    /// Whether each vCPU is on (PSCI CPU_ON and CPU_OFF), by index.
+    on: Vec<AtomicBool>,
     /// Each vCPU thread's pthread, to kick it out of a run (0: not started).
-    threads: [AtomicU64; VCPUS],
+    threads: Vec<AtomicU64>,
     done: AtomicBool,
     end: Mutex<Option<Exit>>,
     /// Wakes threads sleeping in a WFI or waiting to be started.
@@ -244,38 +248,49 @@ fn host_gic() -> GuestGic {
     }
 }
 
-/// Boots the guest to its power-off; true if it got there and every page came back.
-pub fn run(hyp: &DevHyp, ty: VmType, image_path: &str, initrd_path: &str) -> Result<(), String> {
-    let image = std::fs::read(image_path).map_err(|e| format!("{image_path}: {e}"))?;
-    let initrd = std::fs::read(initrd_path).map_err(|e| format!("{initrd_path}: {e}"))?;
+/// Boots the guest of `options` to its power-off; true if it got there and
+/// every page came back.
+pub fn run(hyp: &DevHyp, ty: VmType, options: &RunOptions) -> Result<(), String> {
+    let image_path = &options.kernel;
+    let image = std::fs::read(image_path).map_err(|e| format!("the kernel {image_path}: {e}"))?;
+    let initrd = match &options.initrd {
+        Some(path) => std::fs::read(path).map_err(|e| format!("the initramfs {path}: {e}"))?,
+        None => Vec::new(),
+    };
     // The whole file: its header must also cover it (`image_size`).
-    let header = ImageHeader::parse(&image).map_err(|e| format!("{image_path}: {e}"))?;
-    let layout =
-        boot_layout::place(GUEST_RAM, GUEST_RAM_SIZE as u64, header, initrd.len() as u64).map_err(|e| e.to_string())?;
-    let mut ram = GuestRam::new()?;
+    let header = ImageHeader::parse(&image).map_err(|e| format!("the kernel {image_path}: {e}"))?;
+    let ram_size = options.memory;
+    let layout = boot_layout::place(GUEST_RAM, ram_size, header, initrd.len() as u64)
+        .map_err(|e| format!("{} MiB of guest RAM (--memory): {e}", ram_size >> 20))?;
+    let mut ram = GuestRam::new(ram_size as usize)?;
     ram.slice(layout.kernel, image.len())?.copy_from_slice(&image);
     ram.slice(layout.initrd, initrd.len())?.copy_from_slice(&initrd);
+    let vcpus = options.vcpus as usize;
     let tree = GuestTree {
-        ram: (GUEST_RAM, GUEST_RAM_SIZE as u64),
-        vcpus: VCPUS as u32,
+        ram: (GUEST_RAM, ram_size),
+        vcpus: options.vcpus,
         gic: host_gic(),
         uart: UART,
         uart_intid: UART_INTID,
-        bootargs: BOOTARGS,
-        initrd: Some((layout.initrd, layout.initrd + initrd.len() as u64)),
+        bootargs: &options.cmdline,
+        initrd: options.initrd.as_ref().map(|_| (layout.initrd, layout.initrd + initrd.len() as u64)),
     };
     let tree_size = tree.write(ram.slice(layout.tree, boot_layout::TREE_ROOM as usize)?).map_err(|e| e.to_string())?;
     println!(
-        "hyp-vmm: linux: a {ty:?} VM of {VCPUS} vCPUs, 256 MiB of this process at IPA {GUEST_RAM:#x}: Image at \
+        "hyp-vmm: linux: a {ty:?} VM of {vcpus} vCPUs, {} MiB of this process at IPA {GUEST_RAM:#x}: Image at \
          {:#x}, initramfs at {:#x}, device tree ({tree_size} bytes) at {:#x}",
-        layout.kernel, layout.initrd, layout.tree
+        ram_size >> 20,
+        layout.kernel,
+        layout.initrd,
+        layout.tree
     );
-    let pages = (GUEST_RAM_SIZE / PAGE) as u64;
-    let handle = hyp.vm_create(ty, VCPUS as u64).map_err(|e| format!("create the VM: {e}"))?;
-    for chunk in (0..pages).step_by(512) {
+    let pages = ram_size / PAGE as u64;
+    let handle = hyp.vm_create(ty, vcpus as u64).map_err(|e| format!("create the VM: {e}"))?;
+    for chunk in (0..pages).step_by(MAP_CHUNK as usize) {
         // SAFETY: Inside the mapping.
         let address = unsafe { ram.base.add(chunk as usize * PAGE) };
-        hyp.vm_map(handle, address, GUEST_RAM + chunk * PAGE as u64, 512).map_err(|e| format!("map: {e}"))?;
+        hyp.vm_map(handle, address, GUEST_RAM + chunk * PAGE as u64, MAP_CHUNK)
+            .map_err(|e| format!("map the guest's RAM at IPA {:#x}: {e}", GUEST_RAM + chunk * PAGE as u64))?;
     }
     hyp.vcpu_init(handle, 0, layout.kernel, layout.tree).map_err(|e| format!("vCPU 0: {e}"))?;
     let shared = Shared {
@@ -283,8 +298,8 @@ pub fn run(hyp: &DevHyp, ty: VmType, image_path: &str, initrd_path: &str) -> Res
         handle,
         uart: Mutex::new(Console { model: Pl011::default(), line: Vec::new() }),
         input: Arc::new(Mutex::new(VecDeque::new())),
-        on: [AtomicBool::new(true), AtomicBool::new(false)],
-        threads: [AtomicU64::new(0), AtomicU64::new(0)],
+        on: (0..vcpus).map(|vcpu| AtomicBool::new(vcpu == 0)).collect(),
+        threads: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
         done: AtomicBool::new(false),
         end: Mutex::new(None),
         kick: Arc::new((Mutex::new(()), Condvar::new())),
@@ -300,7 +315,7 @@ pub fn run(hyp: &DevHyp, ty: VmType, image_path: &str, initrd_path: &str) -> Res
         }
     });
     std::thread::scope(|scope| {
-        for vcpu in 0..VCPUS {
+        for vcpu in 0..vcpus {
             let shared = &shared;
             scope.spawn(move || run_vcpu(shared, vcpu));
         }
@@ -309,8 +324,8 @@ pub fn run(hyp: &DevHyp, ty: VmType, image_path: &str, initrd_path: &str) -> Res
     let end = *shared.end.lock().unwrap_or_else(|e| e.into_inner());
     hyp.vm_teardown(handle).map_err(|e| format!("teardown: {e}"))?;
     if ty == VmType::Protected {
-        for chunk in (0..pages).step_by(512) {
-            hyp.vm_reclaim(handle, GUEST_RAM + chunk * PAGE as u64, 512).map_err(|e| format!("reclaim: {e}"))?;
+        for chunk in (0..pages).step_by(MAP_CHUNK as usize) {
+            hyp.vm_reclaim(handle, GUEST_RAM + chunk * PAGE as u64, MAP_CHUNK).map_err(|e| format!("reclaim: {e}"))?;
         }
     }
     match end {

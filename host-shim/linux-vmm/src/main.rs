@@ -8,8 +8,11 @@
 //! is back, the protected one zeroed, as the driver's accounting shows. Prints
 //! one line per step; exits 0 only if all of them held.
 //!
-//! `hyp-vmm linux [--protected] IMAGE INITRAMFS` boots a Linux guest (see
-//! `linux_guest`) and exits 0 if it powered off and every page came back.
+//! `hyp-vmm run --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE]
+//! [--vcpus N] [--protected]` boots a Linux guest (see `linux_guest`) and exits
+//! 0 if it powered off and every page came back; `hyp-vmm linux [--protected]
+//! IMAGE INITRAMFS` is the same with the defaults. The command line:
+//! `command_line` (`hyp-vmm --help`).
 
 mod dev_hyp;
 mod guests;
@@ -17,6 +20,7 @@ mod linux_guest;
 
 use dev_hyp::DevHyp;
 use hyp_abi::{Exit, VmType};
+use linux_vmm::command_line::{self, Command, RunOptions};
 use std::process::ExitCode;
 
 const PAGE: usize = 4096;
@@ -196,12 +200,13 @@ fn check() -> bool {
     passed
 }
 
-fn linux(ty: VmType, image: &str, initrd: &str) -> bool {
+fn linux(options: &RunOptions) -> bool {
     let hyp = match DevHyp::open() {
         Ok(hyp) => hyp,
         Err(e) => return step(false, format_args!("open /dev/hyp: {e}")),
     };
-    let result = linux_guest::run(&hyp, ty, image, initrd);
+    let ty = if options.protected { VmType::Protected } else { VmType::NonProtected };
+    let result = linux_guest::run(&hyp, ty, options);
     let mut passed = step(result.is_ok(), format_args!("the {ty:?} Linux guest powered off: {result:?}"));
     let accounting = hyp.accounting();
     passed &= step(
@@ -212,14 +217,22 @@ fn linux(ty: VmType, image: &str, initrd: &str) -> bool {
 }
 
 fn main() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_default();
-    let args: Vec<String> = std::env::args().skip(2).collect();
-    let passed = match (command.as_str(), args.as_slice()) {
-        ("check", []) => check(),
-        ("linux", [flag, image, initrd]) if flag == "--protected" => linux(VmType::Protected, image, initrd),
-        ("linux", [image, initrd]) => linux(VmType::NonProtected, image, initrd),
-        _ => {
-            eprintln!("usage: hyp-vmm check | hyp-vmm linux [--protected] IMAGE INITRAMFS");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = command_line::parse(&args).and_then(|command| {
+        if let Command::Run(options) = &command {
+            options.check_files()?;
+        }
+        Ok(command)
+    });
+    let passed = match command {
+        Ok(Command::Help) => {
+            println!("{}", command_line::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Check) => check(),
+        Ok(Command::Run(options)) => linux(&options),
+        Err(error) => {
+            eprintln!("hyp-vmm: {error} (usage: hyp-vmm --help)");
             return ExitCode::from(2);
         }
     };
