@@ -745,3 +745,59 @@ fn boots_on_raspberry_pi_3b_with_its_own_device_tree() {
     boot.assert_absent(&["FAILED", "PANIC", "ERROR"]);
     boot.assert_status(0);
 }
+
+/// The message every bad `hyp.*` word ends with: the valid words and their forms.
+const VALID_HYP_WORDS: &str = "; fix or remove it (QEMU -append, the bootloader's bootargs). Valid hyp.* arguments: \
+     hyp.exit=semihosting, hyp.selftest=stack-guard, hyp.host-kernel=<address>, hyp.dma=permissive (numbers: \
+     decimal, or hex with 0x)";
+
+/// Panics unless `line` is a whole line of the console.
+fn assert_line(boot: &Boot, line: &str) {
+    assert!(
+        boot.console.lines().any(|l| l.trim_end_matches('\r') == line),
+        "line {line:?} missing; console:\n{}",
+        boot.console
+    );
+}
+
+/// A bad boot argument of the hyp stops the boot before the host runs, with
+/// a line naming the word and listing the valid ones, and a failure status.
+fn assert_hyp_refuses_bootargs(append: &str, line: &str) {
+    let boot = boot(&["-append", append], TIMEOUT);
+    assert_line(&boot, &format!("[hyp ERROR] {line}{VALID_HYP_WORDS}"));
+    boot.assert_absent(&["[host", "entering the host"]);
+    boot.assert_status(1);
+}
+
+#[test]
+fn an_unknown_hyp_boot_argument_stops_the_boot() {
+    assert_hyp_refuses_bootargs(
+        "console=ttyAMA0 hyp.exit=semihosting hyp.frobnicate=1",
+        "boot argument \"hyp.frobnicate=1\": unknown hyp.* argument",
+    );
+}
+
+#[test]
+fn a_host_kernel_address_that_is_not_a_number_stops_the_boot() {
+    // Before, this ran the test shim as if the word were absent.
+    assert_hyp_refuses_bootargs(
+        "hyp.exit=semihosting hyp.host-kernel=zzz",
+        "boot argument \"hyp.host-kernel=zzz\": not a number: hyp.host-kernel=<address>",
+    );
+}
+
+/// A bad `shim.*` word fails the shim's run before any check, naming the
+/// word and listing the valid ones.
+#[test]
+fn an_unknown_shim_boot_argument_fails_the_run() {
+    let boot = boot(&["-append", "hyp.exit=semihosting shim.frobnicate"], TIMEOUT);
+    let error = "[host ERROR] boot argument \"shim.frobnicate\": unknown shim.* argument; fix or remove it (QEMU \
+                 -append, the bootloader's bootargs). Valid shim.* arguments: shim.vm-rounds=<N>, \
+                 shim.smp-rounds=<N>, shim.linux-guest=protected|non-protected, shim.guest-kernel=<address>,<size>, \
+                 shim.fuzz-calls=<N>, shim.fuzz-seed=<N>, shim.split-stress=<N>, shim.console-attack, \
+                 shim.reset-scrub (numbers: decimal, or hex with 0x)";
+    assert_line(&boot, error);
+    boot.assert_markers_in_order(&["[hyp INFO] entering the host at EL1", error, "[host ERROR] host checks FAILED"]);
+    boot.assert_absent(&["[host INFO] ok:", "all host checks passed"]);
+    boot.assert_status(1);
+}

@@ -15,6 +15,7 @@
 
 use core::fmt;
 
+pub mod bootargs;
 pub mod image_header;
 
 /// SMCCC function-ID bit 31: fast call.
