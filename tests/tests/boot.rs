@@ -801,3 +801,54 @@ fn an_unknown_shim_boot_argument_fails_the_run() {
     boot.assert_absent(&["[host INFO] ok:", "all host checks passed"]);
     boot.assert_status(1);
 }
+
+/// A file for a test under `target/image/test-inputs`.
+fn test_input(name: &str, bytes: &[u8]) -> String {
+    let dir = repo_root().join("target/image/test-inputs");
+    std::fs::create_dir_all(&dir).expect("target/image is writable");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("the test input is written");
+    path.display().to_string()
+}
+
+/// A damaged `hyp.img` is refused by its first instructions: one line saying
+/// so (from the image's first pages, with the console found in the device
+/// tree), then a failure status; nothing of the rest of the image runs.
+fn assert_damaged_image_refused(name: &str, original: &[u8], image: &[u8]) {
+    assert_eq!(hyp_abi::image_seal::verify(original), Ok(()), "the built image is sealed");
+    let path = test_input(name, image);
+    let boot = boot_tests::boot_image(std::path::Path::new(&path), &[], TIMEOUT);
+    // The checksum of what was loaded, the size and checksum the header records.
+    let sealed = u64::from_le_bytes(original[40..48].try_into().expect("8 bytes"));
+    let recorded = u64::from_le_bytes(original[48..56].try_into().expect("8 bytes"));
+    let mut loaded = image.to_vec();
+    loaded.resize(sealed as usize, 0);
+    let computed = hyp_abi::image_seal::checksum(&loaded);
+    assert_ne!(computed, recorded);
+    assert_line(
+        &boot,
+        &format!(
+            "[hyp ERROR] hyp image damaged: checksum {computed:#x} over its {sealed:#x} bytes, the header says \
+             {recorded:#x}: the Image changed or was cut short after scripts/build-image sealed it; load it again, \
+             or rebuild it (cargo run -p hyp-image-tool -- verify FILE checks a copy)"
+        ),
+    );
+    boot.assert_absent(&["[hyp INFO]", "[host"]);
+    boot.assert_status(1);
+    assert!(boot.elapsed < Duration::from_secs(60), "took {:?}", boot.elapsed);
+}
+
+#[test]
+fn a_hyp_image_with_a_byte_flipped_is_refused() {
+    let original = std::fs::read(boot_tests::image()).expect("the image reads");
+    let mut image = original.clone();
+    let middle = image.len() / 2;
+    image[middle] ^= 0x10;
+    assert_damaged_image_refused("hyp-flipped.img", &original, &image);
+}
+
+#[test]
+fn a_truncated_hyp_image_is_refused() {
+    let original = std::fs::read(boot_tests::image()).expect("the image reads");
+    assert_damaged_image_refused("hyp-truncated.img", &original, &original[..original.len() - 3 * 1024]);
+}

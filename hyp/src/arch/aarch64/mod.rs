@@ -22,6 +22,7 @@ global_asm!(
     trap_stack_top = const crate::percpu::TRAP_STACK_TOP_OFFSET,
     boot_mmu = const crate::percpu::BOOT_MMU_OFFSET,
 );
+global_asm!(include_str!("image_check.S"));
 global_asm!(
     include_str!("vectors.S"),
     trap_frame_size = const core::mem::size_of::<exception::TrapFrame>(),
