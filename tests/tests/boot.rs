@@ -852,3 +852,51 @@ fn a_truncated_hyp_image_is_refused() {
     let original = std::fs::read(boot_tests::image()).expect("the image reads");
     assert_damaged_image_refused("hyp-truncated.img", &original, &original[..original.len() - 3 * 1024]);
 }
+
+/// The Linux-guest loader of the host shim refuses a kernel that is not an
+/// arm64 Image, and an EFI-stub Image cut short, naming what is wrong.
+#[test]
+fn the_linux_guest_loader_refuses_bad_kernels() {
+    // The arm64 Image header and a PE/COFF header whose one section ends at 1 MiB.
+    let mut efi = vec![0u8; 0x1_0000];
+    efi[16..24].copy_from_slice(&0x20_0000u64.to_le_bytes());
+    efi[24..32].copy_from_slice(&0xau64.to_le_bytes());
+    efi[56..60].copy_from_slice(b"ARM\x64");
+    efi[60..64].copy_from_slice(&0x40u32.to_le_bytes());
+    efi[0x40..0x44].copy_from_slice(b"PE\0\0");
+    efi[0x46..0x48].copy_from_slice(&1u16.to_le_bytes());
+    let section = 0x40 + 24;
+    efi[section + 16..section + 20].copy_from_slice(&0xf_f000u32.to_le_bytes());
+    efi[section + 20..section + 24].copy_from_slice(&0x1000u32.to_le_bytes());
+    let gzip: Vec<u8> = [0x1f, 0x8b, 0x08, 0x00].iter().copied().cycle().take(0x1_0000).collect();
+    let initrd = test_input("initrd.bin", &[0x30; 512]);
+    for (name, kernel, error) in [
+        (
+            "kernel-cut.img",
+            &efi[..],
+            "the kernel Image is cut short: its PE/COFF header describes 0x100000 bytes, 0x10000 are present; copy \
+             it again (and give its whole size)",
+        ),
+        (
+            "kernel-gzip.img",
+            &gzip[..],
+            "not an arm64 kernel Image (no ARM\\x64 magic at offset 0x38): give the uncompressed Image",
+        ),
+    ] {
+        let kernel_path = test_input(name, kernel);
+        let append = format!(
+            "hyp.exit=semihosting shim.linux-guest=non-protected shim.guest-kernel=0x60000000,{}",
+            kernel.len()
+        );
+        let loader = format!("loader,file={kernel_path},addr=0x60000000,force-raw=on");
+        let boot = boot(&["-append", &append, "-initrd", &initrd, "-device", &loader], TIMEOUT);
+        let line = format!("[host ERROR] linux: the guest kernel at 0x60000000 ({} bytes): {error}", kernel.len());
+        boot.assert_markers_in_order(&[
+            &line,
+            "[host ERROR] FAILED: prepare the Linux guest: the kernel is not a whole arm64 Image",
+            "[host ERROR] host checks FAILED",
+        ]);
+        boot.assert_absent(&["[host INFO] guest: ", "all host checks passed"]);
+        boot.assert_status(1);
+    }
+}

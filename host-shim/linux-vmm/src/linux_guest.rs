@@ -6,7 +6,6 @@
 //! of its own, the guest's console is this process's stdin and stdout.
 
 use crate::dev_hyp::DevHyp;
-use hyp_abi::image_header::ImageHeader;
 use hyp_abi::{Exit, VmType};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -248,8 +247,9 @@ fn host_gic() -> GuestGic {
 pub fn run(hyp: &DevHyp, ty: VmType, image_path: &str, initrd_path: &str) -> Result<(), String> {
     let image = std::fs::read(image_path).map_err(|e| format!("{image_path}: {e}"))?;
     let initrd = std::fs::read(initrd_path).map_err(|e| format!("{initrd_path}: {e}"))?;
-    // The whole file: its header must also cover it (`image_size`).
-    let header = ImageHeader::parse(&image).map_err(|e| format!("{image_path}: {e}"))?;
+    // The whole file: its header must cover it (`image_size`), and an EFI
+    // stub's PE/COFF header must not describe more of it than is there.
+    let header = vmm::kernel_image::check(&image).map_err(|e| format!("{image_path}: {e}"))?;
     let layout =
         boot_layout::place(GUEST_RAM, GUEST_RAM_SIZE as u64, header, initrd.len() as u64).map_err(|e| e.to_string())?;
     let mut ram = GuestRam::new()?;
