@@ -419,21 +419,6 @@ fn probe_check() -> bool {
     passed
 }
 
-/// `shim.reset-scrub` in the bootargs.
-fn reset_scrub_requested(platform: &HostPlatform) -> bool {
-    let (address, size) = platform.device_tree;
-    // SAFETY: The device tree the shim was entered with: `size` bytes at
-    // `address`, host memory the shim never writes.
-    let blob = unsafe { core::slice::from_raw_parts(address as *const u8, size as usize) };
-    let Ok(fdt) = fdt::Fdt::new(blob) else {
-        return false;
-    };
-    fdt.find_node("/chosen")
-        .and_then(|c| c.property("bootargs"))
-        .and_then(|p| p.as_str())
-        .is_some_and(|args| args.split_ascii_whitespace().any(|a| a == "shim.reset-scrub"))
-}
-
 /// Marks the page after the protected guest's page across the reset.
 const RESET_MAGIC: u64 = 0x5c2b_0000_0000_2e5e;
 
@@ -490,7 +475,7 @@ fn reset_scrub(platform: &HostPlatform) -> bool {
 /// Runs the checks; true when all passed.
 pub fn run_all(platform: &HostPlatform) -> bool {
     let mut passed = true;
-    if reset_scrub_requested(platform) {
+    if platform.reset_scrub {
         passed &= reset_scrub(platform);
     }
     let memcache = memcache_pages();

@@ -21,7 +21,6 @@ use crate::console::Console;
 use crate::gic::GicConfig;
 use crate::hypercall;
 use crate::platform::HostPlatform;
-use hyp_abi::image_header::{ImageHeader, IMAGE_HEADER_SIZE};
 use hyp_abi::{Exit, VmType};
 use vmm::boot_layout::{self, BootLayout, TREE_ROOM};
 use vmm::guest_tree::{GuestGic, GuestTree};
@@ -94,19 +93,13 @@ fn prepare(platform: &HostPlatform) -> Result<Prepared, &'static str> {
     if !in_ram(platform, kernel, kernel_size) || !in_ram(platform, initrd, initrd_size) {
         return Err("the kernel or the initramfs is not in RAM");
     }
-    if kernel_size < IMAGE_HEADER_SIZE as u64 {
-        return Err("the kernel is smaller than an Image header");
-    }
-    let mut header_bytes = [0u8; IMAGE_HEADER_SIZE];
-    // SAFETY: The header lies in RAM (checked above), where the bootloader put the Image.
-    unsafe { copy(kernel, header_bytes.as_mut_ptr() as u64, IMAGE_HEADER_SIZE as u64) };
-    let header = ImageHeader::parse(&header_bytes).map_err(|error| {
-        log::error!("linux: {error}");
-        "the kernel is not a usable arm64 Image"
+    // SAFETY: The kernel lies in RAM (checked above), where the bootloader
+    // put it; nothing writes it while the shim reads it.
+    let kernel_bytes = unsafe { core::slice::from_raw_parts(kernel as *const u8, kernel_size as usize) };
+    let header = vmm::kernel_image::check(kernel_bytes).map_err(|error| {
+        log::error!("linux: the guest kernel at {kernel:#x} ({kernel_size} bytes): {error}");
+        "the kernel is not a whole arm64 Image"
     })?;
-    if kernel_size > header.image_size {
-        return Err("the kernel's size is larger than its Image header's image_size");
-    }
     let layout = boot_layout::place(GUEST_RAM, GUEST_RAM_SIZE, header, initrd_size).map_err(|error| {
         log::error!("linux: {error}");
         "the kernel and initramfs do not fit in the guest's RAM"

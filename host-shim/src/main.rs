@@ -61,6 +61,10 @@ extern "C" fn shim_main(dtb: usize, entry_counter: u64) -> ! {
     // SAFETY: The base is the device tree's console PL011 (or 0 for none), and
     // this is the first and only call.
     unsafe { console::init(platform.uart_kind, platform.uart_base) };
+    if let Some(error) = platform.bootargs_error {
+        log::error!("{error}");
+        platform.power_off(false);
+    }
     #[cfg(feature = "bench")]
     let status = bench::run_all(&platform, entry_counter);
     #[cfg(not(feature = "bench"))]

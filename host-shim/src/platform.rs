@@ -4,6 +4,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use fdt::Fdt;
+use hyp_abi::bootargs::{BootArgError, HypArgs, ShimArgs};
 
 /// Most carve-outs the shim remembers.
 pub const MAX_HYP_REGIONS: usize = 4;
@@ -54,6 +55,11 @@ pub struct HostPlatform {
     /// The console check instead of the others: `shim.console-attack`
     /// (see `console_checks.rs`).
     pub console_attack: bool,
+    /// The reset check: `shim.reset-scrub` (see `leak_checks.rs`).
+    pub reset_scrub: bool,
+    /// The first bad `shim.*` word of the bootargs: the run fails with its
+    /// message instead of running anything.
+    pub bootargs_error: Option<BootArgError>,
 }
 
 /// `hyp.exit=semihosting` in the bootargs: QEMU runs with `-semihosting`, and
@@ -76,14 +82,6 @@ fn cells(value: &[u8], at: usize, count: usize) -> Option<u64> {
         let b = value.get(i * 4..i * 4 + 4)?;
         Some(acc << 32 | u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
     })
-}
-
-/// A number in decimal or, with `0x`, in hex.
-fn parse_number(text: &str) -> Option<u64> {
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
 }
 
 /// `#address-cells` / `#size-cells` of the node at `path` (defaults 2 and 1).
@@ -145,6 +143,8 @@ impl HostPlatform {
             device_tree: (dtb as u64, 0),
             fuzz_seed: 1,
             console_attack: false,
+            reset_scrub: false,
+            bootargs_error: None,
         };
         // SAFETY: x0 at entry is the address of a device tree, per the boot protocol.
         let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb as *const u8) }) else {
@@ -185,29 +185,18 @@ impl HostPlatform {
             platform.ram_end = ram.starting_address as u64 + ram.size.unwrap_or(0) as u64;
         }
         let bootargs = fdt.find_node("/chosen").and_then(|c| c.property("bootargs")).and_then(|p| p.as_str());
-        let arg = |key: &str| -> Option<u64> {
-            bootargs
-                .into_iter()
-                .flat_map(str::split_ascii_whitespace)
-                .find_map(|a| a.strip_prefix(key))
-                .and_then(|n| n.parse().ok())
-        };
-        if let Some(rounds) = arg("shim.vm-rounds=") {
-            platform.vm_stress_rounds = rounds;
-        }
-        platform.linux_guest = bootargs.into_iter().flat_map(str::split_ascii_whitespace).find_map(|a| {
-            match a.strip_prefix("shim.linux-guest=")? {
-                "protected" => Some(hyp_abi::VmType::Protected),
-                "non-protected" => Some(hyp_abi::VmType::NonProtected),
-                _ => None,
-            }
-        });
-        platform.guest_kernel = bootargs
-            .into_iter()
-            .flat_map(str::split_ascii_whitespace)
-            .find_map(|a| a.strip_prefix("shim.guest-kernel="))
-            .and_then(|v| v.split_once(','))
-            .and_then(|(address, size)| Some((parse_number(address)?, parse_number(size)?)));
+        let args = ShimArgs::parse(bootargs.unwrap_or(""));
+        platform.bootargs_error = args.error;
+        let args = args.args;
+        platform.vm_stress_rounds = args.vm_rounds.unwrap_or(DEFAULT_VM_STRESS_ROUNDS);
+        platform.smp_stress_rounds = args.smp_rounds.unwrap_or(DEFAULT_SMP_STRESS_ROUNDS);
+        platform.linux_guest = args.linux_guest;
+        platform.guest_kernel = args.guest_kernel;
+        platform.fuzz_calls = args.fuzz_calls.unwrap_or(0);
+        platform.fuzz_seed = args.fuzz_seed.unwrap_or(1);
+        platform.split_stress = args.split_stress.unwrap_or(0);
+        platform.console_attack = args.console_attack;
+        platform.reset_scrub = args.reset_scrub;
         let chosen_number = |name: &str| {
             let value = fdt.find_node("/chosen")?.property(name)?.value;
             matches!(value.len(), 4 | 8).then(|| cells(value, 0, value.len() / 4))?
@@ -215,21 +204,9 @@ impl HostPlatform {
         platform.initrd = chosen_number("linux,initrd-start")
             .zip(chosen_number("linux,initrd-end"))
             .filter(|(start, end)| start < end);
-        if let Some(calls) = arg("shim.fuzz-calls=") {
-            platform.fuzz_calls = calls;
-        }
-        if let Some(seed) = arg("shim.fuzz-seed=") {
-            platform.fuzz_seed = seed;
-        }
-        if let Some(transitions) = arg("shim.split-stress=") {
-            platform.split_stress = transitions;
-        }
-        if let Some(rounds) = arg("shim.smp-rounds=") {
-            platform.smp_stress_rounds = rounds;
-        }
-        let flag = |name: &str| bootargs.into_iter().flat_map(str::split_ascii_whitespace).any(|a| a == name);
-        platform.console_attack = flag("shim.console-attack");
-        SEMIHOSTING_EXIT.store(flag("hyp.exit=semihosting"), Ordering::Relaxed);
+        // The hyp's words are the hyp's to check (it stopped on a bad one).
+        let semihosting = bootargs.is_some_and(|args| HypArgs::parse(args).args.exit_semihosting);
+        SEMIHOSTING_EXIT.store(semihosting, Ordering::Relaxed);
         platform.gic = crate::gic::GicConfig::from_fdt(&fdt);
         platform.timer_intid = fdt
             .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])

@@ -171,6 +171,9 @@ fn read_platform(dtb: usize) -> Platform {
         // (and later identity-mapped as device memory) its registers are at this address.
         unsafe { emergency::set_uart(uart.model, uart.regs.start as usize) };
     }
+    if let Some(error) = platform.bootargs_error {
+        fatal(format_args!("{error}"));
+    }
     platform
 }
 

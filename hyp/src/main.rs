@@ -33,6 +33,9 @@ mod smmu;
 #[cfg(test)]
 mod testing;
 
+// The report of a damaged image, called by name from `image_check.S`.
+#[cfg(target_os = "none")]
+use hyp_image_check as _;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
@@ -41,6 +44,8 @@ mod cpus;
 mod entry;
 #[cfg(target_os = "none")]
 mod host_calls;
+#[cfg(test)]
+mod image_check_tests;
 #[cfg(target_os = "none")]
 mod power;
 #[cfg(target_os = "none")]

@@ -752,3 +752,158 @@ fn boots_on_raspberry_pi_3b_with_its_own_device_tree() {
     boot.assert_absent(&["FAILED", "PANIC", "ERROR"]);
     boot.assert_status(0);
 }
+
+/// The message every bad `hyp.*` word ends with: the valid words and their forms.
+const VALID_HYP_WORDS: &str = "; fix or remove it (QEMU -append, the bootloader's bootargs). Valid hyp.* arguments: \
+     hyp.exit=semihosting, hyp.selftest=stack-guard, hyp.host-kernel=<address>, hyp.dma=permissive (numbers: \
+     decimal, or hex with 0x)";
+
+/// Panics unless `line` is a whole line of the console.
+fn assert_line(boot: &Boot, line: &str) {
+    assert!(
+        boot.console.lines().any(|l| l.trim_end_matches('\r') == line),
+        "line {line:?} missing; console:\n{}",
+        boot.console
+    );
+}
+
+/// A bad boot argument of the hyp stops the boot before the host runs, with
+/// a line naming the word and listing the valid ones, and a failure status.
+fn assert_hyp_refuses_bootargs(append: &str, line: &str) {
+    let boot = boot(&["-append", append], TIMEOUT);
+    assert_line(&boot, &format!("[hyp ERROR] {line}{VALID_HYP_WORDS}"));
+    boot.assert_absent(&["[host", "entering the host"]);
+    boot.assert_status(1);
+}
+
+#[test]
+fn an_unknown_hyp_boot_argument_stops_the_boot() {
+    assert_hyp_refuses_bootargs(
+        "console=ttyAMA0 hyp.exit=semihosting hyp.frobnicate=1",
+        "boot argument \"hyp.frobnicate=1\": unknown hyp.* argument",
+    );
+}
+
+#[test]
+fn a_host_kernel_address_that_is_not_a_number_stops_the_boot() {
+    // Before, this ran the test shim as if the word were absent.
+    assert_hyp_refuses_bootargs(
+        "hyp.exit=semihosting hyp.host-kernel=zzz",
+        "boot argument \"hyp.host-kernel=zzz\": not a number: hyp.host-kernel=<address>",
+    );
+}
+
+/// A bad `shim.*` word fails the shim's run before any check, naming the
+/// word and listing the valid ones.
+#[test]
+fn an_unknown_shim_boot_argument_fails_the_run() {
+    let boot = boot(&["-append", "hyp.exit=semihosting shim.frobnicate"], TIMEOUT);
+    let error = "[host ERROR] boot argument \"shim.frobnicate\": unknown shim.* argument; fix or remove it (QEMU \
+                 -append, the bootloader's bootargs). Valid shim.* arguments: shim.vm-rounds=<N>, \
+                 shim.smp-rounds=<N>, shim.linux-guest=protected|non-protected, shim.guest-kernel=<address>,<size>, \
+                 shim.fuzz-calls=<N>, shim.fuzz-seed=<N>, shim.split-stress=<N>, shim.console-attack, \
+                 shim.reset-scrub (numbers: decimal, or hex with 0x)";
+    assert_line(&boot, error);
+    boot.assert_markers_in_order(&["[hyp INFO] entering the host at EL1", error, "[host ERROR] host checks FAILED"]);
+    boot.assert_absent(&["[host INFO] ok:", "all host checks passed"]);
+    boot.assert_status(1);
+}
+
+/// A file for a test under `target/image/test-inputs`.
+fn test_input(name: &str, bytes: &[u8]) -> String {
+    let dir = repo_root().join("target/image/test-inputs");
+    std::fs::create_dir_all(&dir).expect("target/image is writable");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("the test input is written");
+    path.display().to_string()
+}
+
+/// A damaged `hyp.img` is refused by its first instructions: one line saying
+/// so (from the image's first pages, with the console found in the device
+/// tree), then a failure status; nothing of the rest of the image runs.
+fn assert_damaged_image_refused(name: &str, original: &[u8], image: &[u8]) {
+    assert_eq!(hyp_abi::image_seal::verify(original), Ok(()), "the built image is sealed");
+    let path = test_input(name, image);
+    let boot = boot_tests::boot_image(std::path::Path::new(&path), &[], TIMEOUT);
+    // The checksum of what was loaded, the size and checksum the header records.
+    let sealed = u64::from_le_bytes(original[40..48].try_into().expect("8 bytes"));
+    let recorded = u64::from_le_bytes(original[48..56].try_into().expect("8 bytes"));
+    let mut loaded = image.to_vec();
+    loaded.resize(sealed as usize, 0);
+    let computed = hyp_abi::image_seal::checksum(&loaded);
+    assert_ne!(computed, recorded);
+    assert_line(
+        &boot,
+        &format!(
+            "[hyp ERROR] hyp image damaged: checksum {computed:#x} over its {sealed:#x} bytes, the header says \
+             {recorded:#x}: the Image changed or was cut short after scripts/build-image sealed it; load it again, \
+             or rebuild it (cargo run -p hyp-image-tool -- verify FILE checks a copy)"
+        ),
+    );
+    boot.assert_absent(&["[hyp INFO]", "[host"]);
+    boot.assert_status(1);
+    assert!(boot.elapsed < Duration::from_secs(60), "took {:?}", boot.elapsed);
+}
+
+#[test]
+fn a_hyp_image_with_a_byte_flipped_is_refused() {
+    let original = std::fs::read(boot_tests::image()).expect("the image reads");
+    let mut image = original.clone();
+    let middle = image.len() / 2;
+    image[middle] ^= 0x10;
+    assert_damaged_image_refused("hyp-flipped.img", &original, &image);
+}
+
+#[test]
+fn a_truncated_hyp_image_is_refused() {
+    let original = std::fs::read(boot_tests::image()).expect("the image reads");
+    assert_damaged_image_refused("hyp-truncated.img", &original, &original[..original.len() - 3 * 1024]);
+}
+
+/// The Linux-guest loader of the host shim refuses a kernel that is not an
+/// arm64 Image, and an EFI-stub Image cut short, naming what is wrong.
+#[test]
+fn the_linux_guest_loader_refuses_bad_kernels() {
+    // The arm64 Image header and a PE/COFF header whose one section ends at 1 MiB.
+    let mut efi = vec![0u8; 0x1_0000];
+    efi[16..24].copy_from_slice(&0x20_0000u64.to_le_bytes());
+    efi[24..32].copy_from_slice(&0xau64.to_le_bytes());
+    efi[56..60].copy_from_slice(b"ARM\x64");
+    efi[60..64].copy_from_slice(&0x40u32.to_le_bytes());
+    efi[0x40..0x44].copy_from_slice(b"PE\0\0");
+    efi[0x46..0x48].copy_from_slice(&1u16.to_le_bytes());
+    let section = 0x40 + 24;
+    efi[section + 16..section + 20].copy_from_slice(&0xf_f000u32.to_le_bytes());
+    efi[section + 20..section + 24].copy_from_slice(&0x1000u32.to_le_bytes());
+    let gzip: Vec<u8> = [0x1f, 0x8b, 0x08, 0x00].iter().copied().cycle().take(0x1_0000).collect();
+    let initrd = test_input("initrd.bin", &[0x30; 512]);
+    for (name, kernel, error) in [
+        (
+            "kernel-cut.img",
+            &efi[..],
+            "the kernel Image is cut short: its PE/COFF header describes 0x100000 bytes, 0x10000 are present; copy \
+             it again (and give its whole size)",
+        ),
+        (
+            "kernel-gzip.img",
+            &gzip[..],
+            "not an arm64 kernel Image (no ARM\\x64 magic at offset 0x38): give the uncompressed Image",
+        ),
+    ] {
+        let kernel_path = test_input(name, kernel);
+        let append = format!(
+            "hyp.exit=semihosting shim.linux-guest=non-protected shim.guest-kernel=0x60000000,{}",
+            kernel.len()
+        );
+        let loader = format!("loader,file={kernel_path},addr=0x60000000,force-raw=on");
+        let boot = boot(&["-append", &append, "-initrd", &initrd, "-device", &loader], TIMEOUT);
+        let line = format!("[host ERROR] linux: the guest kernel at 0x60000000 ({} bytes): {error}", kernel.len());
+        boot.assert_markers_in_order(&[
+            &line,
+            "[host ERROR] FAILED: prepare the Linux guest: the kernel is not a whole arm64 Image",
+            "[host ERROR] host checks FAILED",
+        ]);
+        boot.assert_absent(&["[host INFO] guest: ", "all host checks passed"]);
+        boot.assert_status(1);
+    }
+}

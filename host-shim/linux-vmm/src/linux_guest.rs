@@ -7,7 +7,6 @@
 //! of its own, the guest's console is this process's stdin and stdout.
 
 use crate::dev_hyp::DevHyp;
-use hyp_abi::image_header::ImageHeader;
 use hyp_abi::{Exit, VmType};
 use linux_vmm::command_line::RunOptions;
 use std::collections::VecDeque;
@@ -257,8 +256,9 @@ pub fn run(hyp: &DevHyp, ty: VmType, options: &RunOptions) -> Result<(), String>
         Some(path) => std::fs::read(path).map_err(|e| format!("the initramfs {path}: {e}"))?,
         None => Vec::new(),
     };
-    // The whole file: its header must also cover it (`image_size`).
-    let header = ImageHeader::parse(&image).map_err(|e| format!("the kernel {image_path}: {e}"))?;
+    // The whole file: its header must cover it (`image_size`), and an EFI
+    // stub's PE/COFF header must not describe more of it than is there.
+    let header = vmm::kernel_image::check(&image).map_err(|e| format!("the kernel {image_path}: {e}"))?;
     let ram_size = options.memory;
     let layout = boot_layout::place(GUEST_RAM, ram_size, header, initrd.len() as u64)
         .map_err(|e| format!("{} MiB of guest RAM (--memory): {e}", ram_size >> 20))?;

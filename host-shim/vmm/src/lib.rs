@@ -14,4 +14,5 @@ extern crate std;
 pub mod boot_layout;
 pub mod fdt_writer;
 pub mod guest_tree;
+pub mod kernel_image;
 pub mod pl011;

@@ -15,7 +15,9 @@
 
 use core::fmt;
 
+pub mod bootargs;
 pub mod image_header;
+pub mod image_seal;
 
 /// SMCCC function-ID bit 31: fast call.
 const SMCCC_FAST_CALL: u32 = 1 << 31;

@@ -121,6 +121,9 @@ pub struct Platform {
     /// `hyp.dma=permissive` in the bootargs: the host gets its bus masters
     /// without an IOMMU, and protected VMs are not DMA-isolated.
     pub dma_permissive: bool,
+    /// The first bad `hyp.*` word of the bootargs (`hyp_abi::bootargs`): the
+    /// boot stops with its message.
+    pub bootargs_error: Option<hyp_abi::bootargs::BootArgError>,
     /// The tree nests deeper than the walk follows: node indices past the cut
     /// are unknown, so no node is disabled in the host's tree.
     pub walk_truncated: bool,
@@ -163,23 +166,6 @@ impl fmt::Display for ShortName {
     }
 }
 
-/// The bootargs token that selects semihosting exit statuses.
-pub const SEMIHOSTING_EXIT_ARG: &str = "hyp.exit=semihosting";
-/// The bootargs token of the stack-guard self-test.
-pub const SELFTEST_STACK_GUARD_ARG: &str = "hyp.selftest=stack-guard";
-/// Bootargs prefix naming the host kernel's address (decimal, or hex with `0x`).
-pub const HOST_KERNEL_ARG: &str = "hyp.host-kernel=";
-/// The bootargs token that gives the host its DMA devices without an IOMMU.
-pub const DMA_PERMISSIVE_ARG: &str = "hyp.dma=permissive";
-
-/// A number in decimal or, with `0x`, in hex.
-fn parse_number(text: &str) -> Option<u64> {
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
-}
-
 const GIC_V3_COMPATIBLE: &[&str] = &["arm,gic-v3"];
 const GIC_V2_COMPATIBLE: &[&str] =
     &["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic", "arm,cortex-a7-gic", "arm,gic-v2"];
@@ -205,11 +191,12 @@ impl Platform {
         }
         let chosen = fdt.find_node("/chosen");
         if let Some(args) = chosen.as_ref().and_then(|c| dt::prop_str(c, "bootargs")) {
-            platform.semihosting_exit = args.split_ascii_whitespace().any(|a| a == SEMIHOSTING_EXIT_ARG);
-            platform.selftest_stack_guard = args.split_ascii_whitespace().any(|a| a == SELFTEST_STACK_GUARD_ARG);
-            platform.host_kernel =
-                args.split_ascii_whitespace().find_map(|a| a.strip_prefix(HOST_KERNEL_ARG)).and_then(parse_number);
-            platform.dma_permissive = args.split_ascii_whitespace().any(|a| a == DMA_PERMISSIVE_ARG);
+            let parsed = hyp_abi::bootargs::HypArgs::parse(args);
+            platform.semihosting_exit = parsed.args.exit_semihosting;
+            platform.selftest_stack_guard = parsed.args.selftest_stack_guard;
+            platform.host_kernel = parsed.args.host_kernel;
+            platform.dma_permissive = parsed.args.dma_permissive;
+            platform.bootargs_error = parsed.error;
         }
         // The initramfs the bootloader loaded for the host: never the hyp's.
         let chosen_number = |name: &str| chosen.as_ref()?.property(name).and_then(|p| dt::read_cells(p.value));
@@ -452,6 +439,7 @@ mod tests {
         let p = Platform::from_fdt(include_bytes!("testdata/virt-bootargs.dtb")).expect("parses");
         assert!(p.semihosting_exit);
         assert!(p.selftest_stack_guard);
+        assert_eq!(p.bootargs_error, None);
         let plain = Platform::from_fdt(VIRT_GICV3).expect("parses");
         assert!(!plain.semihosting_exit && !plain.selftest_stack_guard);
         assert_eq!(plain.host_kernel, None);
@@ -477,15 +465,6 @@ mod tests {
         );
         assert_eq!(p.reserved(), &[r(0, 0x10000), r(0x800_0000, 0x820_0000)]);
         assert_eq!(p.psci, None);
-    }
-
-    #[test]
-    fn host_kernel_addresses_parse_in_hex_and_decimal() {
-        assert_eq!(parse_number("0x42000000"), Some(0x4200_0000));
-        assert_eq!(parse_number("1107296256"), Some(0x4200_0000));
-        assert_eq!(parse_number("0x"), None);
-        assert_eq!(parse_number("0x1_0000"), None);
-        assert_eq!(parse_number("-1"), None);
     }
 
     #[test]

@@ -23,14 +23,21 @@ _start:
     .quad   __image_size        /* image_size: bss and boot stack included */
     .quad   IMAGE_FLAGS         /* flags */
     .quad   0                   /* res2 */
-    .quad   0                   /* res3 */
-    .quad   0                   /* res4 */
+    .quad   __image_file_size   /* res3: sealed size, the Image file's bytes (hyp_abi::image_seal) */
+    .quad   0                   /* res4: their checksum, written by scripts/build-image */
     .ascii  "ARM\x64"           /* magic */
     .long   0                   /* res5 */
 
 primary_entry:
     mov     x19, x0             /* x19 = device tree, kept across the calls below */
     adr     x20, _start         /* x20 = load address (the image is linked at 0) */
+
+    /* Check the Image's seal before anything reads past its first pages. */
+    adrp    x9, __boot_stack_top
+    add     x9, x9, :lo12:__boot_stack_top
+    mov     sp, x9
+    mov     x1, x20
+    bl      image_check         /* image_check.S: returns only for an intact Image */
 
     /* Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend. */
     adrp    x9, __rela_start

@@ -23,6 +23,7 @@ global_asm!(
     trap_stack_top = const crate::arch::percpu::TRAP_STACK_TOP_OFFSET,
     boot_mmu = const crate::arch::percpu::BOOT_MMU_OFFSET,
 );
+global_asm!(include_str!("image_check.S"));
 global_asm!(
     include_str!("vectors.S"),
     trap_frame_size = const core::mem::size_of::<exception::TrapFrame>(),
