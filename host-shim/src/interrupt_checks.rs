@@ -31,6 +31,7 @@ pub fn run_all(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     passed &= burst_vm(platform, pa);
     passed &= timer_vm(platform, pa, false);
     passed &= timer_vm(platform, pa, true);
+    passed &= host_tick_vm(platform, pa);
     passed &= sgi_vm(platform, pa);
     passed
 }
@@ -179,6 +180,60 @@ fn timer_vm(platform: &crate::platform::HostPlatform, pa: u64, spin: bool) -> bo
     passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the timer VM down");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the timer VM's page");
     passed
+}
+
+/// The host's own tick while a guest has the virtual timer. A Linux host at
+/// EL1 ticks with its virtual timer (CNTV), which is the guest's during a run;
+/// a guest that computes, its own timer served in the hyp, must still give the
+/// CPU back at the host's deadline. The host arms its CNTV 20 periods ahead
+/// (its physical-timer tick stopped) and runs a non-protected timer guest that
+/// spins for 30,000 of its own 1 ms ticks: the run must end with
+/// `Interrupted` once the host's deadline has passed, long before the guest
+/// is done (its tick count, x19, is read back; without the host's deadline the
+/// run lasted until the hyp's 4,096-trap limit). Counted in guest ticks and
+/// host counter values, not wall-clock time.
+fn host_tick_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+    use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTVCT_EL0};
+    use core::arch::asm;
+    const TICKS: u64 = 30_000;
+    const DEADLINE_PERIODS: u64 = 20;
+    let Some(gic) = platform.gic else {
+        log::info!("no GIC: the host-tick check is skipped");
+        return true;
+    };
+    let gic_name = if matches!(gic, crate::gic::GicConfig::V2 { .. }) { "GICv2" } else { "GICv3" };
+    let period = (CNTFRQ_EL0.get() / 1000).max(1);
+    load(pa, if gic_name == "GICv2" { guest_timer2() } else { guest_timer() });
+    let ready = create_vm(VmType::NonProtected, 1).and_then(|h| {
+        hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
+        hypercall::vcpu_init(h, 0, GUEST_ENTRY, TICKS | 1 << 15 | period << 16)?;
+        Ok(h)
+    });
+    let Ok(handle) = ready else {
+        return check!(false, "set up the host-tick VM: {ready:?}");
+    };
+    crate::gic::stop_tick();
+    let deadline = CNTVCT_EL0.get() + DEADLINE_PERIODS * period;
+    // SAFETY: The host's own virtual timer, armed with its interrupt left to
+    // the hyp while the guest runs (this CPU's IRQs stay as they are).
+    unsafe {
+        asm!("msr cntv_cval_el0, {}", "mov {t}, #1", "msr cntv_ctl_el0, {t}", "isb", in(reg) deadline, t = out(reg) _, options(nostack))
+    };
+    let exit = run_vcpu(handle, 0, 0);
+    let returned_at = CNTVCT_EL0.get();
+    // SAFETY: Turning the host's virtual timer off again.
+    unsafe { asm!("msr cntv_ctl_el0, xzr", "isb", options(nostack)) };
+    let ticks = hypercall::vcpu_get_reg(handle, 0, hyp_abi::VcpuReg::X(19));
+    let passed = check!(
+        exit == Ok(Exit::Interrupted)
+            && returned_at >= deadline
+            && ticks.is_ok_and(|t| t < TICKS / 30),
+        "a guest computing with its own timer ticking gives the CPU back at the host's virtual-timer deadline ({gic_name}): {exit:?} after {:?} of its ticks, {} periods after the deadline",
+        ticks,
+        returned_at.saturating_sub(deadline) / period
+    );
+    // A non-protected VM's pages come back with its teardown.
+    passed & check!(hypercall::vm_teardown(handle).is_ok(), "tear the host-tick VM down")
 }
 
 /// An SGI between vCPUs: vCPU 0 of a protected VM starts vCPU 1 with PSCI

@@ -19,6 +19,7 @@
 //! [`Hyp::with_vms`] takes 1 then 2; nothing takes 1 while holding 2.
 
 use crate::arch::aarch64::exception::{drop_to_host, HostEntry};
+use crate::arch::aarch64::gic_ppi::PpiFrame;
 use crate::arch::aarch64::host_regs;
 use crate::arch::aarch64::percpu::this_cpu;
 use crate::arch::aarch64::tlb::{El2Tlb, HostStage2Tlb};
@@ -124,6 +125,12 @@ impl Hyp {
         unsafe { host_regs::configure(self.host_stage2_root, self.host_vtcr) };
         crate::arch::aarch64::gicv3::reset();
         crate::arch::aarch64::gicv2::reset();
+        if self.vgic == VgicHardware::V3 {
+            // The EL2 physical timer, the stand-in for the host's tick while
+            // a guest runs (`world`), must be signalled as an IRQ whatever the
+            // host makes of its other PPIs.
+            PpiFrame(this_cpu().ppi_frame).set_group1(crate::arch::aarch64::world::HYP_TIMER_PPI);
+        }
         ELR_EL2.set(entry);
         // EL1h with D, A, I, F masked, as the boot protocol requires.
         SPSR_EL2.set(0x3c5);

@@ -9,6 +9,9 @@
 //! Both GIC versions keep the banked PPI state at the same offsets: GICv2 in
 //! the distributor (banked per CPU), GICv3 in the CPU's redistributor SGI frame.
 
+const IGROUPR0: usize = 0x80;
+const ISENABLER0: usize = 0x100;
+const ICENABLER0: usize = 0x180;
 const ISACTIVER0: usize = 0x300;
 const ICACTIVER0: usize = 0x380;
 
@@ -31,6 +34,30 @@ impl PpiFrame {
         // memory for the hyp; the write touches only the bit of `intid`, which
         // the hyp owns while a guest runs.
         unsafe { core::ptr::write_volatile((self.0 + offset) as *mut u32, 1 << (intid % 32)) };
+    }
+
+    /// Enables (`true`) or disables `intid` (a PPI) on this CPU.
+    pub fn set_enabled(self, intid: u32, enabled: bool) {
+        if !self.exists() {
+            return;
+        }
+        let offset = if enabled { ISENABLER0 } else { ICENABLER0 };
+        // SAFETY: As for `set_active`: only the bit of `intid`, a PPI the hyp
+        // owns (the EL2 physical timer's).
+        unsafe { core::ptr::write_volatile((self.0 + offset) as *mut u32, 1 << (intid % 32)) };
+    }
+
+    /// Puts `intid` (a PPI the hyp owns) in group 1, which the host's CPU
+    /// interface signals as an IRQ (GICv3; a GICv2 without security keeps
+    /// group 0, which it signals as an IRQ too).
+    pub fn set_group1(self, intid: u32) {
+        if !self.exists() {
+            return;
+        }
+        let address = (self.0 + IGROUPR0) as *mut u32;
+        // SAFETY: As for `set_active`; read-modify-write of the one bit of a
+        // PPI the hyp owns, on this CPU, before the host runs on it.
+        unsafe { core::ptr::write_volatile(address, core::ptr::read_volatile(address) | 1 << (intid % 32)) };
     }
 
     /// Whether `intid` is active on this CPU.
