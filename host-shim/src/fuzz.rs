@@ -25,6 +25,7 @@ use crate::platform::{HostPlatform, MAX_CPUS};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hyp_abi::{vendor_hyp_fn, CheckScope, HostCall, HypError, HOST_CALL_BASE};
+use testkit::rng::Rng;
 use model::{
     Answers, Expect, Model, OkCheck, Page, VmState, CODE_PAGES, CORE_MEMCACHE, CORE_MEMCACHE_PAGES, GUEST_ENTRY,
     HOSTILE_MEMCACHE, HOSTILE_MEMCACHE_PAGES, HOSTILE_PAGES, PAGE, SLOTS, WINDOW_PAGES,
@@ -39,28 +40,6 @@ const TICK_HZ: u64 = 100;
 const HOSTILE_IPAS: [u64; 3] = [0, GUEST_ENTRY + 0x1000, GUEST_ENTRY + 0x2000];
 /// Bytes per window (each CPU's, and the shared one).
 const WINDOW: u64 = WINDOW_PAGES * PAGE;
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick(&mut self, values: &[u64]) -> u64 {
-        values[self.below(values.len() as u64) as usize]
-    }
-}
 
 /// What went wrong on a CPU (the first thing only: it stops there).
 #[derive(Clone, Copy, Debug)]
@@ -482,7 +461,7 @@ pub fn run_on_this_cpu(cpu: usize, calls: u64, seed: u64, participant: u64) -> [
         setup.features,
     );
     let model = run.model.insert(model);
-    let mut rng = Rng((seed ^ participant.wrapping_mul(0x9e37_79b9_7f4a_7c15)).max(1));
+    let mut rng = Rng::new(seed ^ participant.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut fuzzer = Fuzzer {
         cpu,
         platform,
@@ -619,7 +598,7 @@ impl Fuzzer<'_> {
         // The next slot: another VM of ours, none, or (with several CPUs)
         // perhaps another CPU's.
         let next = if self.model.multi && !read_only { stale } else { live + 1 };
-        let options = [live, live, live, live ^ 1 << 32, next, 0, u64::MAX, rng.0, stale];
+        let options = [live, live, live, live ^ 1 << 32, next, 0, u64::MAX, rng.state(), stale];
         rng.pick(&options)
     }
 
@@ -640,7 +619,7 @@ impl Fuzzer<'_> {
             scratch + 8,
             !0xfff,
             self.model.page(HOSTILE_MEMCACHE),
-            rng.0,
+            rng.state(),
             shared,
             shared,
         ];
@@ -807,7 +786,7 @@ impl Fuzzer<'_> {
                 // Interrupts for live, stale and forged VMs, good and bad INTIDs.
                 let handle = self.handle(rng, false);
                 let vcpu = rng.pick(&[0, 0, 1, 8, u64::MAX]);
-                let options = [0, 27, 40, 95, 96, 1019, 1020, u64::from(u32::MAX), rng.0];
+                let options = [0, 27, 40, 95, 96, 1019, 1020, u64::from(u32::MAX), rng.state()];
                 let intid = rng.pick(&options);
                 self.issue(HostCall::VcpuInjectIrq, [handle, vcpu, intid, 0, 0, 0]);
                 // And the IRQ line of boards without a GIC (refused with one).

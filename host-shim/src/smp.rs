@@ -17,6 +17,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hyp_abi::{Exit, HypError, VmType, ABI_VERSION_MAJOR, ABI_VERSION_MINOR};
 use smccc::psci::{PSCI_AFFINITY_INFO_64, PSCI_CPU_ON_64};
+use testkit::rng::Rng;
 
 const PAGE: u64 = 4096;
 /// Stack of each secondary CPU.
@@ -457,18 +458,6 @@ fn migrating_vcpu(platform: &HostPlatform) -> bool {
     passed
 }
 
-/// A small seeded generator (xorshift64*), for the stress run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// `rounds` rounds of CPU `cpu`'s share of the stress run, with `seed`: create
 /// a VM (protected or not, by the seed), give it a page, run it to SYSTEM_OFF,
 /// lend a page to the hyp and take it back, donate one and reclaim it, tear the
@@ -482,7 +471,7 @@ impl Rng {
 fn stress(cpu: usize, seed: u64, rounds: u64) -> [u64; 4] {
     let pages = cpu_pages(cpu);
     let (code, shared, donated) = (pages, pages + PAGE, pages + 2 * PAGE);
-    let mut rng = Rng(seed ^ (cpu as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::new(seed ^ (cpu as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let fail = |e: HypError, round: u64, step: u64| [e.code() as u64, round, 0, step];
     let (mut busy, mut still_donated) = (0u64, false);
     for round in 0..rounds {
