@@ -4,10 +4,17 @@
 
 use core::arch::{asm, global_asm};
 
-global_asm!(include_str!("head.S"));
-global_asm!(include_str!("vectors.S"));
+/// A file of the assembler macros the shim shares with the hyp (`asm/aarch64/`).
+macro_rules! shared_asm {
+    ($file:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../asm/aarch64/", $file))
+    };
+}
+
+global_asm!(shared_asm!("image_entry.S"), include_str!("head.S"));
+global_asm!(shared_asm!("gpr_frame.S"), include_str!("vectors.S"));
 global_asm!(include_str!("guests.S"));
-global_asm!(include_str!("register_probe.S"));
+global_asm!(shared_asm!("gpr_frame.S"), include_str!("register_probe.S"));
 
 extern "C" {
     fn hvc_register_probe(function: u64, out: *mut [u64; 31]);

@@ -27,20 +27,7 @@ hvc_register_probe:
     hvc     #0
     stp     x0, x1, [sp, #-16]!     /* results x0, x1 while x0 takes `out` */
     ldr     x0, [sp, #16 + 104]
-    stp     x2, x3, [x0, #16 * 1]
-    stp     x4, x5, [x0, #16 * 2]
-    stp     x6, x7, [x0, #16 * 3]
-    stp     x8, x9, [x0, #16 * 4]
-    stp     x10, x11, [x0, #16 * 5]
-    stp     x12, x13, [x0, #16 * 6]
-    stp     x14, x15, [x0, #16 * 7]
-    stp     x16, x17, [x0, #16 * 8]
-    stp     x18, x19, [x0, #16 * 9]
-    stp     x20, x21, [x0, #16 * 10]
-    stp     x22, x23, [x0, #16 * 11]
-    stp     x24, x25, [x0, #16 * 12]
-    stp     x26, x27, [x0, #16 * 13]
-    stp     x28, x29, [x0, #16 * 14]
+    pairs_x2_to_x29 stp, x0
     str     x30, [x0, #16 * 15]
     ldp     x2, x3, [sp], #16
     stp     x2, x3, [x0, #16 * 0]
