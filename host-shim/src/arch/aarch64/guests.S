@@ -23,10 +23,30 @@
 .set GUEST_GICC, 0x02010000     /* hyp_abi::GUEST_GICV2_CPU_INTERFACE */
 
 
-/* x0 = `fn`, then HVC #0: a PSCI or hypervisor call. */
-.macro call_hyp fn
+/*
+ * A guest's image is the code between its two labels, guest_<name>_start and
+ * guest_<name>_end (guests/mod.rs copies it into the VM's page).
+ */
+.macro guest_start name, align
+.balign \align
+.global guest_\name\()_start
+guest_\name\()_start:
+.endm
+
+.macro guest_end name
+.global guest_\name\()_end
+guest_\name\()_end:
+.endm
+
+/* x0 = `fn`, a 32-bit SMCCC function ID. */
+.macro function_id fn
     mov     x0, #(\fn & 0xffff)
     movk    x0, #(\fn >> 16), lsl #16
+.endm
+
+/* x0 = `fn`, then HVC #0: a PSCI or hypervisor call. */
+.macro call_hyp fn
+    function_id \fn
     hvc     #0
 .endm
 
@@ -44,17 +64,29 @@
 .endm
 
 /*
+ * Opens the guest's distributor, GICD_CTLR = `ctlr`, and enables every SPI
+ * (INTIDs 32..96); with `sgis_ppis` yes, every SGI and PPI too (GICv2, whose
+ * distributor banks them). Uses x9, w10 (left -1).
+ */
+.macro open_distributor ctlr, sgis_ppis
+    mov     x9, #GUEST_GICD
+    mov     w10, #\ctlr
+    str     w10, [x9]
+    mov     w10, #-1
+    .ifc \sgis_ppis, yes
+    str     w10, [x9, #0x100]
+    .endif
+    str     w10, [x9, #0x104]
+    str     w10, [x9, #0x108]
+.endm
+
+/*
  * Opens the guest's GICv3 distributor (both groups, affinity routing) and
  * this vCPU's redistributor (awake), and enables every SGI, PPI and SPI
  * (INTIDs 0..96). Uses x9..x12.
  */
 .macro gicv3_open_all
-    mov     x9, #GUEST_GICD
-    mov     w10, #0x13
-    str     w10, [x9]
-    mov     w10, #-1
-    str     w10, [x9, #0x104]
-    str     w10, [x9, #0x108]
+    open_distributor 0x13, no
     mrs     x11, mpidr_el1
     and     x11, x11, #0xff
     mov     x12, #GUEST_GICR
@@ -75,8 +107,7 @@
     mrs     x9, mpidr_el1
     tst     x9, #0xff
     b.ne    99f
-    mov     x0, #(PSCI_CPU_ON_64 & 0xffff)
-    movk    x0, #(PSCI_CPU_ON_64 >> 16), lsl #16
+    function_id PSCI_CPU_ON_64
     mov     x1, #1
     adr     x2, \code
     add     x2, x2, #0x1000
@@ -87,13 +118,120 @@
 
 /* The same for a GICv2 distributor (banked SGIs and PPIs). Uses x9, x10. */
 .macro gicv2_open_all
-    mov     x9, #GUEST_GICD
-    mov     w10, #1
-    str     w10, [x9]
-    mov     w10, #-1
-    str     w10, [x9, #0x100]
-    str     w10, [x9, #0x104]
-    str     w10, [x9, #0x108]
+    open_distributor 1, yes
+.endm
+
+/* x0 = `fn`, x1 = `arg`, then HVC #0. */
+.macro call_hyp_with fn, arg
+    function_id \fn
+    mov     x1, \arg
+    hvc     #0
+.endm
+
+/* VBAR_EL1 = `start` + 0x800, where each guest with vectors keeps them. Uses x9. */
+.macro install_vectors start
+    adr     x9, \start
+    add     x9, x9, #0x800
+    msr     vbar_el1, x9
+    isb
+.endm
+
+/* Opens the GICv3 virtual CPU interface: priority mask 0xff, group 1 on. Uses x9 (left 1). */
+.macro gicv3_cpu_interface_on
+    mov     x9, #0xff
+    msr     icc_pmr_el1, x9
+    mov     x9, #1
+    msr     icc_igrpen1_el1, x9
+.endm
+
+/* Opens the GICv2 CPU interface at `gicc`: GICC_PMR 0xf8, group 0 on. Uses w9 (left 1). */
+.macro gicv2_cpu_interface_on gicc
+    mov     w9, #0xf8
+    str     w9, [\gicc, #0x4]
+    mov     w9, #1
+    str     w9, [\gicc, #0x0]
+.endm
+
+/* Arms the virtual timer `period` (a register) counter ticks ahead. Uses x9. */
+.macro arm_vtimer period
+    mrs     x9, cntvct_el0
+    add     x9, x9, \period
+    msr     cntv_cval_el0, x9
+    mov     x9, #1
+    msr     cntv_ctl_el0, x9
+.endm
+
+/*
+ * The vector table at +0x800 of a guest that takes IRQs: every entry reports
+ * to IRQ_FAULT and turns the VM off (fault_vectors), but the IRQ one (+0x280,
+ * current EL with SP_EL1), which is the code after this macro, up to the
+ * `fault_vectors 10` that ends the table.
+ */
+.macro irq_vectors
+    .balign 2048
+    fault_vectors 5
+    .balign 128
+.endm
+
+/*
+ * In a timer handler: counts a tick in x19; the last one (x21) turns the
+ * timer off, any other re-arms it x22 counter ticks later. Uses x10.
+ */
+.macro count_tick
+    add     x19, x19, #1
+    cmp     x19, x21
+    b.lo    96f
+    msr     cntv_ctl_el0, xzr       /* the last tick: the timer goes off */
+96: mrs     x10, cntv_cval_el0
+    add     x10, x10, x22
+    msr     cntv_cval_el0, x10
+.endm
+
+/*
+ * In an IRQ handler: acknowledges the interrupt, stores its INTID where `to`
+ * says (report: to IRQ_REPORT, an MMIO exit; log: to the log at x24, entry
+ * x19), ends it and counts it in x19, and returns. `gic` is v3 (ICC_*
+ * registers), v2 (the GICC at x22), or either (x25 = 2: GICv2). Uses x9, x10.
+ */
+.macro take_irq gic, to
+    .ifc \gic, either
+    cmp     x25, #2
+    b.eq    97f
+    .endif
+    .ifnc \gic, v2
+    mrs     x9, icc_iar1_el1
+    store_intid x9, \to
+    msr     icc_eoir1_el1, x9
+    .endif
+    .ifc \gic, either
+    b       98f
+97:
+    .endif
+    .ifnc \gic, v3
+    ldr     w9, [x22, #0xc]
+    and     x10, x9, #0x3ff
+    store_intid x10, \to
+    str     w9, [x22, #0x10]
+    .endif
+98: add     x19, x19, #1
+    eret
+.endm
+
+/* GICD_IPRIORITYR of the distributor at x23: `intid, priority` pairs. Uses w9. */
+.macro set_priorities intid, priority, more:vararg
+    mov     w9, #\priority
+    strb    w9, [x23, #(0x400 + \intid)]
+    .ifnb \more
+    set_priorities \more
+    .endif
+.endm
+
+.macro store_intid intid, to
+    .ifc \to, report
+    str     \intid, [x20, #IRQ_REPORT]
+    .else
+    str     \intid, [x24, x19, lsl #3]
+    .endif
 .endm
 
 .arch_extension fp
@@ -106,9 +244,7 @@
  * read of UART_STATUS, and the PSCI minor version the hyp reports, then a
  * newline, then turns its VM off.
  */
-.balign 4
-.global guest_console_start
-guest_console_start:
+guest_start console, 4
     mov     x19, x0
     mov     x20, #GUEST_UART
     adr     x1, 9f
@@ -131,20 +267,16 @@ guest_console_start:
 3:  b       3b
 9:  .asciz  "hello from guest "
 .balign 4
-.global guest_console_end
-guest_console_end:
+guest_end console
 
 /*
  * Misbehaving guest: executes an undefined instruction with no exception vector
  * (VBAR_EL1 = 0, which is not its memory), so every injected exception faults
  * again: the hyp must end the VM with a fatal exit, not loop or crash.
  */
-.balign 4
-.global guest_crash_start
-guest_crash_start:
+guest_start crash, 4
     udf     #0
-.global guest_crash_end
-guest_crash_end:
+guest_end crash
 
 /*
  * Benchmark guest: x0 = what to do, x1 = how many times, then SYSTEM_OFF.
@@ -152,9 +284,7 @@ guest_crash_end:
  * to the UART (each an exit to the host); 3: WFI forever (each run exits at
  * once); 4: reads of its GIC distributor's GICD_TYPER (emulated by the hyp).
  */
-.balign 4
-.global guest_bench_start
-guest_bench_start:
+guest_start bench, 4
     mov     x19, x0
     mov     x20, x1
     cmp     x19, #3
@@ -175,23 +305,17 @@ guest_bench_start:
     b.ne    1b
     ldr     w9, [x22, #4]
     b       1b
-3:  mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
+3:  call_hyp PSCI_SYSTEM_OFF
     b       3b
 4:  wfi
     b       4b
-.global guest_bench_end
-guest_bench_end:
+guest_end bench
 
 /* Off guest: turns its VM off at once (the stress test's guest). */
-.balign 4
-.global guest_off_start
-guest_off_start:
+guest_start off, 4
     call_hyp PSCI_SYSTEM_OFF
 1:  b       1b
-.global guest_off_end
-guest_off_end:
+guest_end off
 
 /*
  * Memory-test guest: fills the page after its code with seed + i (x0 = seed),
@@ -199,9 +323,7 @@ guest_off_end:
  * call the hyp leaves to the host (x1 = seed), waits for an interrupt (WFI),
  * touches its data page once more, and resets its VM.
  */
-.balign 4
-.global guest_memtest_start
-guest_memtest_start:
+guest_start memtest, 4
     mov     x19, x0
     mov     x20, #GUEST_UART
     adr     x21, guest_memtest_start
@@ -232,16 +354,12 @@ guest_memtest_start:
     cmp     x6, x19
     csel    x4, x4, xzr, eq
     str     x4, [x20, #GUEST_RESULT]
-    mov     x0, #(HOST_CALL & 0xffff)
-    movk    x0, #(HOST_CALL >> 16), lsl #16
-    mov     x1, x19
-    hvc     #0
+    call_hyp_with HOST_CALL, x19
     wfi
     ldr     x3, [x21]
     call_hyp PSCI_SYSTEM_RESET
 3:  b       3b
-.global guest_memtest_end
-guest_memtest_end:
+guest_end memtest
 
 /*
  * Malicious guest: tries what a guest must not reach and reports each outcome
@@ -255,13 +373,8 @@ guest_memtest_end:
  * this VM ends).
  */
 .set GUEST_REPORT, 0x28
-.balign 4096
-.global guest_evil_start
-guest_evil_start:
-    adr     x9, guest_evil_start
-    add     x9, x9, #0x800
-    msr     vbar_el1, x9
-    isb
+guest_start evil, 4096
+    install_vectors guest_evil_start
     mov     x20, #GUEST_UART
     mov     x0, #0x0001             /* a SiP (firmware) call: never reaches firmware */
     movk    x0, #0xC200, lsl #16
@@ -292,8 +405,7 @@ evil_vectors:
     msr     elr_el1, x10
     eret
     .endr
-.global guest_evil_end
-guest_evil_end:
+guest_end evil
 
 /*
  * MMIO-guard guest: reports with 64-bit MMIO writes to GUEST_UART +
@@ -310,13 +422,8 @@ guest_evil_end:
 .set GUARD_ENROLL, 0xC6000006
 .set GUARD_MAP, 0xC6000007
 .set GUARD_UNMAP, 0xC6000008
-.balign 4096
-.global guest_guard_start
-guest_guard_start:
-    adr     x9, guest_guard_start
-    add     x9, x9, #0x800
-    msr     vbar_el1, x9
-    isb
+guest_start guard, 4096
+    install_vectors guest_guard_start
     mov     x20, #GUEST_UART
     mov     x1, #1
     str     x1, [x20, #GUEST_REPORT]        /* unguarded: reaches the host */
@@ -359,8 +466,7 @@ guard_vectors:
     msr     elr_el1, x10
     eret
     .endr
-.global guest_guard_end
-guest_guard_end:
+guest_end guard
 
 /*
  * SMP guest, for a VM of SMP_VCPUS vCPUs; its data page follows its code page.
@@ -374,9 +480,7 @@ guest_guard_end:
  * The others then call CPU_OFF; vCPU 0 waits until AFFINITY_INFO says they
  * are off, and turns the VM off.
  */
-.balign 4
-.global guest_smp_start
-guest_smp_start:
+guest_start smp, 4
     mrs     x19, mpidr_el1
     and     x19, x19, #0xff
     adr     x20, guest_smp_start
@@ -384,8 +488,7 @@ guest_smp_start:
     mov     x24, xzr
     cbnz    x19, 2f
     mov     x22, #1
-1:  mov     x0, #(PSCI_CPU_ON_64 & 0xffff)
-    movk    x0, #(PSCI_CPU_ON_64 >> 16), lsl #16
+1:  function_id PSCI_CPU_ON_64
     mov     x1, x22
     mov     x2, x20
     mov     x3, x22
@@ -407,16 +510,14 @@ guest_smp_start:
     cbnz    x4, 5f
     subs    x23, x23, #1
     b.ne    3b
-5:  mov     x0, #(HOST_CALL & 0xffff)
-    movk    x0, #(HOST_CALL >> 16), lsl #16
+5:  function_id HOST_CALL
     and     x24, x24, #0xff
     orr     x1, x4, x19, lsl #8
     orr     x1, x1, x24, lsl #16
     hvc     #0
     cbnz    x19, 8f
     mov     x22, #1
-6:  mov     x0, #(PSCI_AFFINITY_INFO_64 & 0xffff)
-    movk    x0, #(PSCI_AFFINITY_INFO_64 >> 16), lsl #16
+6:  function_id PSCI_AFFINITY_INFO_64
     mov     x1, x22
     mov     x2, xzr
     hvc     #0
@@ -427,13 +528,10 @@ guest_smp_start:
     b.lo    6b
     call_hyp PSCI_SYSTEM_OFF
 7:  b       7b
-8:  mov     x0, #(PSCI_CPU_OFF & 0xffff)
-    movk    x0, #(PSCI_CPU_OFF >> 16), lsl #16
-    hvc     #0
+8:  call_hyp PSCI_CPU_OFF
 9:  b       9b
 .balign 4
-.global guest_smp_end
-guest_smp_end:
+guest_end smp
 
 /*
  * Probing guest: its data page (+0x1000) holds a zero-terminated list of IPAs
@@ -441,9 +539,7 @@ guest_smp_end:
  * lends to another VM there). It reads each one and reports the value it got
  * to PROBE_REPORT, then writes 0xbad to each, then turns its VM off.
  */
-.balign 4
-.global guest_probe_start
-guest_probe_start:
+guest_start probe, 4
     adr     x21, guest_probe_start
     add     x21, x21, #0x1000
     mov     x20, #GUEST_UART
@@ -459,26 +555,20 @@ guest_probe_start:
     cbz     x1, 4f
     str     x4, [x1]
     b       3b
-4:  mov     x0, #(PSCI_SYSTEM_OFF & 0xffff)
-    movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0
+4:  call_hyp PSCI_SYSTEM_OFF
 5:  b       5b
 .balign 4
-.global guest_probe_end
-guest_probe_end:
+guest_end probe
 
 /*
  * Spinning guest: masks every interrupt and exception it can and loops forever.
  * Only the hyp taking the CPU back (a physical interrupt routed to EL2) ends a
  * run of it.
  */
-.balign 4
-.global guest_spin_start
-guest_spin_start:
+guest_start spin, 4
     msr     daifset, #0xf
 1:  b       1b
-.global guest_spin_end
-guest_spin_end:
+guest_end spin
 
 /*
  * Interrupt guest: x0 = how many interrupts to take. On vCPU 0 it first starts
@@ -492,27 +582,31 @@ guest_spin_end:
  * store to IRQ_REPORT (an MMIO exit the host sees), and ends the interrupt
  * (ICC_EOIR1_EL1). After x0 interrupts it turns its VM off. Any other exception
  * reports ESR_EL1 to IRQ_FAULT and turns the VM off.
+ *
+ * For GICv2 (`gic` v2, guest_irq2) its CPU interface is memory-mapped (GICC
+ * at GUEST_GICC): it opens it (GICC_PMR 0xf8, GICC_CTLR group 0 enabled),
+ * acknowledges with GICC_IAR and ends with GICC_EOIR.
  */
 .set IRQ_REPORT, 0x38
 .set IRQ_FAULT, 0x40
 .set IRQ_READY, 0x48
-.balign 4096
-.global guest_irq_start
-guest_irq_start:
+.macro irq_guest name, gic
+guest_start \name, 4096
     mov     x21, x0
-    start_vcpu1 guest_irq_start, 0
+    start_vcpu1 guest_\name\()_start, 0
     mov     x19, xzr
     mov     x20, #GUEST_UART
-    adr     x9, guest_irq_start
-    add     x9, x9, #0x800
-    msr     vbar_el1, x9
-    isb
+    .ifc \gic, v3
+    install_vectors guest_\name\()_start
     gicv3_open_all
-    mov     x9, #0xff
-    msr     icc_pmr_el1, x9
-    mov     x9, #1
-    msr     icc_igrpen1_el1, x9
+    gicv3_cpu_interface_on
     isb
+    .else
+    mov     x22, #GUEST_GICC
+    install_vectors guest_\name\()_start
+    gicv2_open_all
+    gicv2_cpu_interface_on x22
+    .endif
     str     xzr, [x20, #IRQ_READY]
     msr     daifclr, #2
 1:  cmp     x19, x21
@@ -520,18 +614,12 @@ guest_irq_start:
     msr     daifset, #2
     call_hyp PSCI_SYSTEM_OFF
 2:  b       2b
-.balign 2048
-irq_vectors:
-    fault_vectors 5
-    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
-    mrs     x9, icc_iar1_el1
-    str     x9, [x20, #IRQ_REPORT]
-    msr     icc_eoir1_el1, x9
-    add     x19, x19, #1
-    eret
+    irq_vectors
+    take_irq \gic, report
     fault_vectors 10
-.global guest_irq_end
-guest_irq_end:
+guest_end \name
+.endm
+irq_guest irq, v3
 
 /*
  * Timer guest: x0 = how many ticks to count (bits 14:0) | spin (bit 15) | the
@@ -543,29 +631,27 @@ guest_irq_end:
  * turns the timer off, so that the count is exact however slow the run. It
  * then reports the count with HOST_CALL (x1) and turns its VM off. Any other
  * exception reports ESR_EL1 to IRQ_FAULT and turns the VM off.
+ *
+ * For GICv2 (`gic` v2, guest_timer2) its CPU interface is at GUEST_GICC (as
+ * guest_irq2's).
  */
-.balign 4096
-.global guest_timer_start
-guest_timer_start:
+.macro timer_guest name, gic
+guest_start \name, 4096
     and     x21, x0, #0x7fff
     ubfx    x26, x0, #15, #1
     lsr     x22, x0, #16
     mov     x19, xzr
     mov     x20, #GUEST_UART
-    adr     x9, guest_timer_start
-    add     x9, x9, #0x800
-    msr     vbar_el1, x9
-    isb
+    install_vectors guest_\name\()_start
+    .ifc \gic, v3
     gicv3_open_all
-    mov     x9, #0xff
-    msr     icc_pmr_el1, x9
-    mov     x9, #1
-    msr     icc_igrpen1_el1, x9
-    mrs     x9, cntvct_el0
-    add     x9, x9, x22
-    msr     cntv_cval_el0, x9
-    mov     x9, #1
-    msr     cntv_ctl_el0, x9
+    gicv3_cpu_interface_on
+    .else
+    gicv2_open_all
+    mov     x23, #GUEST_GICC
+    gicv2_cpu_interface_on x23
+    .endif
+    arm_vtimer x22
     isb
     msr     daifclr, #2
 1:  cbnz    x26, 4f                 /* spinning: the timer must interrupt the loop */
@@ -574,40 +660,38 @@ guest_timer_start:
     b.lo    1b
     msr     daifset, #2
     msr     cntv_ctl_el0, xzr
-    mov     x0, #(HOST_CALL & 0xffff)
-    movk    x0, #(HOST_CALL >> 16), lsl #16
-    mov     x1, x19
-    hvc     #0
+    call_hyp_with HOST_CALL, x19
     call_hyp PSCI_SYSTEM_OFF
 2:  b       2b
-.balign 2048
-timer_vectors:
-    fault_vectors 5
-    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
+    irq_vectors
+    .ifc \gic, v3
     mrs     x9, icc_iar1_el1
     cmp     x9, #27
+    .else
+    ldr     w9, [x23, #0xc]
+    and     x11, x9, #0x3ff
+    cmp     x11, #27
+    .endif
     b.ne    3f
-    add     x19, x19, #1
-    cmp     x19, x21
-    b.lo    6f
-    msr     cntv_ctl_el0, xzr       /* the last tick: the timer goes off */
-6:  mrs     x10, cntv_cval_el0
-    add     x10, x10, x22
-    msr     cntv_cval_el0, x10
-3:  msr     icc_eoir1_el1, x9
+    count_tick
+3:
+    .ifc \gic, v3
+    msr     icc_eoir1_el1, x9
+    .else
+    str     w9, [x23, #0x10]
+    .endif
     eret
     fault_vectors 10
-.global guest_timer_end
-guest_timer_end:
+guest_end \name
+.endm
+timer_guest timer, v3
 
 /*
  * SGI guest, run as vCPU 1 beside the interrupt guest (which starts it): opens the
  * distributor, sends SGI 5 to vCPU 0 (ICC_SGI1R_EL1: TargetList bit 0,
  * INTID 5), then turns itself off.
  */
-.balign 4
-.global guest_sgi_start
-guest_sgi_start:
+guest_start sgi, 4
     gicv3_open_all
     mov     x1, #(5 << 24)
     orr     x1, x1, #1
@@ -615,123 +699,19 @@ guest_sgi_start:
     call_hyp PSCI_CPU_OFF
 1:  b       1b
 .balign 4
-.global guest_sgi_end
-guest_sgi_end:
+guest_end sgi
 
-/*
- * The interrupt guest for GICv2: the same as guest_irq (starting vCPU 1 too),
- * but its CPU interface
- * is memory-mapped (GICC at GUEST_GICC): it opens it (GICC_PMR 0xf8,
- * GICC_CTLR group 0 enabled), acknowledges with GICC_IAR and ends with
- * GICC_EOIR. x0 = how many interrupts to take.
- */
-.balign 4096
-.global guest_irq2_start
-guest_irq2_start:
-    mov     x21, x0
-    start_vcpu1 guest_irq2_start, 0
-    mov     x19, xzr
-    mov     x20, #GUEST_UART
-    mov     x22, #GUEST_GICC
-    adr     x9, guest_irq2_start
-    add     x9, x9, #0x800
-    msr     vbar_el1, x9
-    isb
-    gicv2_open_all
-    mov     w9, #0xf8
-    str     w9, [x22, #0x4]
-    mov     w9, #1
-    str     w9, [x22, #0x0]
-    str     xzr, [x20, #IRQ_READY]
-    msr     daifclr, #2
-1:  cmp     x19, x21
-    b.lo    1b
-    msr     daifset, #2
-    call_hyp PSCI_SYSTEM_OFF
-2:  b       2b
-.balign 2048
-irq2_vectors:
-    fault_vectors 5
-    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
-    ldr     w9, [x22, #0xc]
-    and     x10, x9, #0x3ff
-    str     x10, [x20, #IRQ_REPORT]
-    str     w9, [x22, #0x10]
-    add     x19, x19, #1
-    eret
-    fault_vectors 10
-.global guest_irq2_end
-guest_irq2_end:
+/* The interrupt guest for GICv2 (see guest_irq). */
+irq_guest irq2, v2
 
-/*
- * The timer guest for GICv2: the same as guest_timer, with its CPU interface
- * at GUEST_GICC (as guest_irq2).
- */
-.balign 4096
-.global guest_timer2_start
-guest_timer2_start:
-    and     x21, x0, #0x7fff
-    ubfx    x26, x0, #15, #1
-    lsr     x22, x0, #16
-    mov     x19, xzr
-    mov     x20, #GUEST_UART
-    adr     x9, guest_timer2_start
-    add     x9, x9, #0x800
-    msr     vbar_el1, x9
-    isb
-    gicv2_open_all
-    mov     x23, #GUEST_GICC
-    mov     w9, #0xf8
-    str     w9, [x23, #0x4]
-    mov     w9, #1
-    str     w9, [x23, #0x0]
-    mrs     x9, cntvct_el0
-    add     x9, x9, x22
-    msr     cntv_cval_el0, x9
-    mov     x9, #1
-    msr     cntv_ctl_el0, x9
-    isb
-    msr     daifclr, #2
-1:  cbnz    x26, 4f                 /* spinning: the timer must interrupt the loop */
-    wfi
-4:  cmp     x19, x21
-    b.lo    1b
-    msr     daifset, #2
-    msr     cntv_ctl_el0, xzr
-    mov     x0, #(HOST_CALL & 0xffff)
-    movk    x0, #(HOST_CALL >> 16), lsl #16
-    mov     x1, x19
-    hvc     #0
-    call_hyp PSCI_SYSTEM_OFF
-2:  b       2b
-.balign 2048
-timer2_vectors:
-    fault_vectors 5
-    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
-    ldr     w9, [x23, #0xc]
-    and     x11, x9, #0x3ff
-    cmp     x11, #27
-    b.ne    3f
-    add     x19, x19, #1
-    cmp     x19, x21
-    b.lo    6f
-    msr     cntv_ctl_el0, xzr       /* the last tick: the timer goes off */
-6:  mrs     x10, cntv_cval_el0
-    add     x10, x10, x22
-    msr     cntv_cval_el0, x10
-3:  str     w9, [x23, #0x10]
-    eret
-    fault_vectors 10
-.global guest_timer2_end
-guest_timer2_end:
+/* The timer guest for GICv2 (see guest_timer). */
+timer_guest timer2, v2
 
 /*
  * SGI guest for GICv2: opens the distributor, sends SGI 5 to vCPU 0 with a
  * write of GICD_SGIR (CPUTargetList bit 0), then turns itself off.
  */
-.balign 4
-.global guest_sgi2_start
-guest_sgi2_start:
+guest_start sgi2, 4
     gicv2_open_all
     mov     x1, #GUEST_GICD
     mov     w2, #5
@@ -740,8 +720,7 @@ guest_sgi2_start:
     call_hyp PSCI_CPU_OFF
 1:  b       1b
 .balign 4
-.global guest_sgi2_end
-guest_sgi2_end:
+guest_end sgi2
 
 /*
  * Timer benchmark guest (GICv3): opens its interface, arms its virtual timer
@@ -749,19 +728,11 @@ guest_sgi2_end:
  * waits with WFI forever. Its handler reports the INTID (IRQ_REPORT) and ends
  * it, leaving the timer asserted, so that the timer interrupt comes again.
  */
-.balign 4096
-.global guest_vtimer_bench_start
-guest_vtimer_bench_start:
+guest_start vtimer_bench, 4096
     mov     x20, #GUEST_UART
-    adr     x9, guest_vtimer_bench_start
-    add     x9, x9, #0x800
-    msr     vbar_el1, x9
-    isb
+    install_vectors guest_vtimer_bench_start
     gicv3_open_all
-    mov     x9, #0xff
-    msr     icc_pmr_el1, x9
-    mov     x9, #1
-    msr     icc_igrpen1_el1, x9
+    gicv3_cpu_interface_on
     msr     cntv_cval_el0, xzr
     msr     cntv_ctl_el0, x9
     isb
@@ -769,17 +740,13 @@ guest_vtimer_bench_start:
     msr     daifclr, #2
 1:  wfi
     b       1b
-.balign 2048
-vtimer_bench_vectors:
-    fault_vectors 5
-    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
+    irq_vectors
     mrs     x9, icc_iar1_el1
     str     x9, [x20, #IRQ_REPORT]
     msr     icc_eoir1_el1, x9
     eret
     fault_vectors 10
-.global guest_vtimer_bench_end
-guest_vtimer_bench_end:
+guest_end vtimer_bench
 
 /*
  * Distributor guest, for either GIC version (x0 = 2: GICv2, else GICv3): it
@@ -802,53 +769,29 @@ guest_vtimer_bench_end:
  *     44 and runs vCPU 1); turns itself off (PSCI CPU_OFF).
  */
 .set GIC_VALUE, 0x50
-.balign 4096
-.global guest_gic_start
-guest_gic_start:
+guest_start gic, 4096
     mov     x25, x0
     start_vcpu1 guest_gic_start, 1
     mov     x19, xzr
     mov     x20, #GUEST_UART
     mov     x22, #GUEST_GICC
     mov     x23, #GUEST_GICD
-    adr     x9, guest_gic_start
-    add     x9, x9, #0x800
-    msr     vbar_el1, x9
-    isb
+    install_vectors guest_gic_start
     cmp     x25, #2
     b.eq    1f
-    mov     x9, #0xff
-    msr     icc_pmr_el1, x9
-    mov     x9, #1
-    msr     icc_igrpen1_el1, x9
+    gicv3_cpu_interface_on
     mov     w9, #0x13
     str     w9, [x23]
     mov     x9, #GUEST_GICR
     str     wzr, [x9, #0x14]
     isb
     b       2f
-1:  mov     w9, #0xf8
-    str     w9, [x22, #0x4]
-    mov     w9, #1
-    str     w9, [x22]
+1:  gicv2_cpu_interface_on x22
     str     w9, [x23]
 2:  ldr     w9, [x23, #0x4]
     and     x9, x9, #0x1f
     str     x9, [x20, #GIC_VALUE]
-    mov     w9, #0xe0
-    strb    w9, [x23, #(0x400 + 50)]
-    mov     w9, #0x20
-    strb    w9, [x23, #(0x400 + 51)]
-    mov     w9, #0xc0
-    strb    w9, [x23, #(0x400 + 52)]
-    mov     w9, #0x40
-    strb    w9, [x23, #(0x400 + 53)]
-    mov     w9, #0xa0
-    strb    w9, [x23, #(0x400 + 54)]
-    mov     w9, #0x60
-    strb    w9, [x23, #(0x400 + 55)]
-    mov     w9, #0x80
-    strb    w9, [x23, #(0x400 + 42)]
+    set_priorities 50, 0xe0, 51, 0x20, 52, 0xc0, 53, 0x40, 54, 0xa0, 55, 0x60, 42, 0x80
     ldrb    w9, [x23, #(0x400 + 51)]
     str     x9, [x20, #GIC_VALUE]
     mov     w9, #(0x3f << 18)
@@ -894,25 +837,10 @@ guest_gic_start:
     msr     daifset, #2
     call_hyp PSCI_CPU_OFF
 8:  b       8b
-.balign 2048
-gic_vectors:
-    fault_vectors 5
-    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
-    cmp     x25, #2
-    b.eq    1f
-    mrs     x9, icc_iar1_el1
-    str     x9, [x20, #IRQ_REPORT]
-    msr     icc_eoir1_el1, x9
-    b       2f
-1:  ldr     w9, [x22, #0xc]
-    and     x10, x9, #0x3ff
-    str     x10, [x20, #IRQ_REPORT]
-    str     w9, [x22, #0x10]
-2:  add     x19, x19, #1
-    eret
+    irq_vectors
+    take_irq either, report
     fault_vectors 10
-.global guest_gic_end
-guest_gic_end:
+guest_end gic
 
 /*
  * Burst guest, for either GIC version (x0 = how many interrupts | 2 << 16 for
@@ -923,9 +851,7 @@ guest_gic_end:
  * through the maintenance interrupt. Then it reports the log (IRQ_REPORT, one
  * store each) and turns its VM off.
  */
-.balign 4096
-.global guest_burst_start
-guest_burst_start:
+guest_start burst, 4096
     and     x21, x0, #0xffff
     lsr     x25, x0, #16
     mov     x19, xzr
@@ -939,17 +865,11 @@ guest_burst_start:
     cmp     x25, #2
     b.eq    1f
     gicv3_open_all
-    mov     x9, #0xff
-    msr     icc_pmr_el1, x9
-    mov     x9, #1
-    msr     icc_igrpen1_el1, x9
+    gicv3_cpu_interface_on
     isb
     b       2f
 1:  gicv2_open_all
-    mov     w9, #0xf8
-    str     w9, [x22, #0x4]
-    mov     w9, #1
-    str     w9, [x22]
+    gicv2_cpu_interface_on x22
 2:  str     xzr, [x20, #IRQ_READY]
     msr     daifclr, #2
 3:  cmp     x19, x21
@@ -963,25 +883,10 @@ guest_burst_start:
     b.lo    4b
     call_hyp PSCI_SYSTEM_OFF
 5:  b       5b
-.balign 2048
-burst_vectors:
-    fault_vectors 5
-    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
-    cmp     x25, #2
-    b.eq    1f
-    mrs     x9, icc_iar1_el1
-    str     x9, [x24, x19, lsl #3]
-    msr     icc_eoir1_el1, x9
-    b       2f
-1:  ldr     w9, [x22, #0xc]
-    and     x10, x9, #0x3ff
-    str     x10, [x24, x19, lsl #3]
-    str     w9, [x22, #0x10]
-2:  add     x19, x19, #1
-    eret
+    irq_vectors
+    take_irq either, log
     fault_vectors 10
-.global guest_burst_end
-guest_burst_end:
+guest_end burst
 
 /*
  * IRQ-line guest, for a board without a GIC: x0 = ticks (bits 15:0) | the
@@ -997,9 +902,7 @@ guest_burst_end:
  */
 .set IRQ_STATUS, 0x58
 .set IRQ_ACK, 0x60
-.balign 4096
-.global guest_line_start
-guest_line_start:
+guest_start line, 4096
     and     x21, x0, #0xffff
     lsr     x22, x0, #16
     mov     x19, xzr
@@ -1008,11 +911,7 @@ guest_line_start:
     adr     x9, guest_line_start
     add     x9, x9, #0x800
     msr     vbar_el1, x9
-    mrs     x9, cntvct_el0
-    add     x9, x9, x22
-    msr     cntv_cval_el0, x9
-    mov     x9, #1
-    msr     cntv_ctl_el0, x9
+    arm_vtimer x22
     isb
     msr     daifclr, #2
 1:  wfi
@@ -1027,15 +926,10 @@ guest_line_start:
     cbz     x23, 2b
     msr     daifset, #2
     orr     x1, x19, x23, lsl #16
-    mov     x0, #(HOST_CALL & 0xffff)
-    movk    x0, #(HOST_CALL >> 16), lsl #16
-    hvc     #0
+    call_hyp HOST_CALL
     call_hyp PSCI_SYSTEM_OFF
 3:  b       3b
-.balign 2048
-line_vectors:
-    fault_vectors 5
-    .balign 128                     /* +0x280: IRQ at EL1 with SP_EL1 */
+    irq_vectors
     ldr     x9, [x20, #IRQ_STATUS]
     cbz     x9, 4f
     str     xzr, [x20, #IRQ_ACK]
@@ -1044,14 +938,7 @@ line_vectors:
     and     x10, x10, #7
     cmp     x10, #5
     b.ne    5f
-    add     x19, x19, #1
-    cmp     x19, x21
-    b.lo    6f
-    msr     cntv_ctl_el0, xzr       /* the last tick: the timer goes off */
-6:  mrs     x10, cntv_cval_el0
-    add     x10, x10, x22
-    msr     cntv_cval_el0, x10
+    count_tick
 5:  eret
     fault_vectors 10
-.global guest_line_end
-guest_line_end:
+guest_end line
