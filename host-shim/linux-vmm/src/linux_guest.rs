@@ -1,6 +1,6 @@
 //! `hyp-vmm linux [--protected] IMAGE INITRAMFS`: boots a Linux guest of two
 //! vCPUs and 256 MiB from the host's shell, as the host shim does on bare
-//! metal (host-shim/src/linux_guest.rs) and with the same portable parts
+//! metal (host-shim/src/suites/linux_guest.rs) and with the same portable parts
 //! (`vmm`: boot layout, device tree, PL011): the guest's RAM is this process's
 //! memory (pinned and given to the VM by /dev/hyp), each vCPU runs in a thread
 //! of its own, the guest's console is this process's stdin and stdout.

@@ -3,77 +3,23 @@
 //! until reclaimed, and come back zeroed; every bad call returns its documented
 //! error, and the hyp's invariant checker stays clean throughout.
 
-use crate::checks::{check, probe_hyp_memory, Access};
-use crate::hypercall::{self, InvariantReport};
-use crate::platform::HostPlatform;
-use core::cell::UnsafeCell;
+use crate::harness::debug_calls::{debug_calls, invariants};
+use crate::harness::hypercall::{self, InvariantReport};
+use crate::harness::platform::HostPlatform;
+use crate::harness::probe::{probe_hyp_memory, Access};
+use crate::harness::report::check;
+use crate::harness::scratch::{page, read, write, PAGE};
 use hyp_abi::{HypError, MAX_PAGES_PER_CALL};
-
-const PAGE: u64 = 4096;
-/// Pages of scratch memory the checks lend and donate (and give VMs: 1, 7, 8).
-const SCRATCH_PAGES: usize = 12 + STRESS_PAGES + MEMCACHE_PAGES;
-/// Pages the VM stress run gives its 32 VMs, after the others.
-const STRESS_PAGES: usize = 32;
-/// Pages the VM checks donate to the hyp for VM stage-2 tables, after those.
-pub const MEMCACHE_PAGES: usize = 192;
-
-/// Page-aligned host memory in the shim's bss (the shim runs with its MMU off, so
-/// these addresses are physical).
-#[repr(C, align(4096))]
-struct Scratch(UnsafeCell<[u64; SCRATCH_PAGES * 512]>);
-
-// SAFETY: The shim runs on one CPU; the hyp touches the memory only while it is
-// lent or donated, which is exactly what is being checked.
-unsafe impl Sync for Scratch {}
-
-static SCRATCH: Scratch = Scratch(UnsafeCell::new([0; SCRATCH_PAGES * 512]));
-
-pub fn page(index: usize) -> u64 {
-    SCRATCH.0.get() as u64 + index as u64 * PAGE
-}
-
-/// The first page donated for the hyp's memcache.
-pub fn memcache_pages() -> u64 {
-    page(12 + STRESS_PAGES)
-}
-
-/// The page the stress run gives its VM `index`.
-pub fn stress_page(index: usize) -> u64 {
-    page(12 + index)
-}
-
-pub fn read(address: u64) -> u64 {
-    // SAFETY: `address` is in SCRATCH and 8-byte aligned; volatile because the hyp
-    // may write it.
-    unsafe { core::ptr::read_volatile(address as *const u64) }
-}
-
-pub fn write(address: u64, value: u64) {
-    // SAFETY: As for `read`.
-    unsafe { core::ptr::write_volatile(address as *mut u64, value) }
-}
 
 /// One bad call: what it tries, the call, its address and page count, and the
 /// error it must return.
 type BadCall = (&'static str, fn(u64, u64) -> Result<(), HypError>, u64, u64, HypError);
 
-/// The hyp's invariant checker is clean (left out against a production hyp,
-/// which has none).
-pub fn invariants(what: &str) -> bool {
-    if !crate::checks::debug_calls() {
-        return true;
-    }
-    match hypercall::check_invariants() {
-        Ok(InvariantReport { violations: 0, .. }) => true,
-        other => check!(false, "invariant check after {what}: {other:?}"),
-    }
-}
-
 /// Runs the memory checks; true when all passed.
 pub fn run_all(platform: &HostPlatform) -> bool {
     let mut passed = true;
     // Against a production hyp the checks that need a debug call are left out.
-    let debug = crate::checks::debug_calls();
+    let debug = debug_calls();
     let before = hypercall::check_invariants();
     if debug {
         passed &= check!(

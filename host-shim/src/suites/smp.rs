@@ -1,35 +1,25 @@
-//! The host on every CPU: the shim starts its other CPUs with PSCI CPU_ON (which
-//! the hyp serves), hands them work, and checks what they did.
-//!
-//! The shim runs with its MMU off, where exclusive accesses (and so locks) are
-//! not dependable. The CPUs therefore share nothing but one mailbox per
-//! secondary CPU, in which every word has a single writer: the boot CPU posts a
-//! job and bumps `posted`; the secondary does it, writes its results and sets
-//! `done` to the same number. Secondaries never log; the boot CPU reports.
+//! The SMP checks: every CPU up in the shim through PSCI CPU_ON (which the
+//! hyp serves), a 4-vCPU guest whose vCPUs run at once on four CPUs, a vCPU
+//! moving between CPUs, every CPU creating, running and tearing down VMs at
+//! the same time, and CPUs turned off and on again. The other CPUs get their
+//! work through `harness::cpus`; only the boot CPU logs.
 
-use crate::arch::{guest_console, guest_off, guest_smp, secondary_entry};
-use crate::checks::check;
-use crate::hypercall;
-use crate::platform::{HostPlatform, MAX_CPUS};
-use crate::vm_checks::{load, GUEST_ENTRY, GUEST_UART, GUEST_UART_STATUS, STATUS_ANSWER};
-use aarch64_cpu::registers::{CurrentEL, Readable, MPIDR_EL1};
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::guests::{self, load, GUEST_ENTRY, GUEST_UART, GUEST_UART_STATUS, HOST_CALL, STATUS_ANSWER};
+use crate::harness::cpus::{
+    self, arrival, own_index, post, secondaries, start_cpu, turn_off, wait_for, AFFINITY_OFF, MPIDR_AFFINITY_MASK,
+};
+use crate::harness::debug_calls::debug_calls;
+use crate::harness::hypercall;
+use crate::harness::platform::{HostPlatform, MAX_CPUS};
+use crate::harness::report::check;
+use crate::harness::scratch::{PageAligned, PAGE};
+use aarch64_cpu::registers::{Readable, MPIDR_EL1};
 use hyp_abi::{Exit, HypError, VmType, ABI_VERSION_MAJOR, ABI_VERSION_MINOR};
-use smccc::psci::{PSCI_AFFINITY_INFO_64, PSCI_CPU_ON_64};
+use smccc::psci::PSCI_CPU_ON_64;
 use testkit::rng::Rng;
 
-const PAGE: u64 = 4096;
-/// Stack of each secondary CPU.
-const STACK_SIZE: usize = 32 << 10;
-/// Polls of a mailbox before the boot CPU declares a secondary lost.
-const MAX_POLLS: u64 = 1 << 32;
-/// MPIDR affinity fields.
-const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
-/// vCPUs of the SMP guest's VM (`SMP_VCPUS` in guests.S).
+/// vCPUs of the SMP guest's VM (`SMP_VCPUS` in guests/macros.S).
 const SMP_VCPUS: usize = 4;
-/// The guests' report call (`HOST_CALL` in guests.S).
-const HOST_CALL: u64 = 0xC500_0001;
 /// Runs of one vCPU before it is declared stuck.
 const MAX_RUNS: u64 = 100_000;
 /// Scratch pages per CPU for the stress run: guest code, a page to share, one
@@ -39,71 +29,16 @@ const PAGES_PER_CPU: usize = 3;
 const SCRATCH_PAGES: usize = 2 + PAGES_PER_CPU * MAX_CPUS;
 
 /// PSCI statuses the checks expect.
-const PSCI_SUCCESS: i64 = 0;
 const PSCI_INVALID_PARAMETERS: i64 = -2;
 const PSCI_ALREADY_ON: i64 = -4;
-const AFFINITY_OFF: i64 = 1;
 
-/// Jobs a secondary CPU can be given (`Mailbox::job[0]`).
-const JOB_RUN_VCPU: u64 = 1;
-const JOB_STRESS: u64 = 2;
-const JOB_OFF: u64 = 3;
-const JOB_RUN_ONCE: u64 = 4;
-const JOB_READ_BLOCKS: u64 = 5;
-const JOB_FUZZ: u64 = 6;
-
-/// One secondary CPU's mailbox. Every field has one writer (see the module
-/// comment); `head.S` reads `stack_top` at offset 0.
-#[repr(C)]
-pub struct Mailbox {
-    stack_top: AtomicU64,
-    /// Times this CPU entered the shim (secondary).
-    arrivals: AtomicU64,
-    /// Its MPIDR_EL1 and CurrentEL, and the VERSION hypercall's answer, from
-    /// its last arrival (secondary).
-    mpidr: AtomicU64,
-    el: AtomicU64,
-    version: AtomicU64,
-    /// Jobs posted (boot CPU) and done (secondary).
-    posted: AtomicU64,
-    done: AtomicU64,
-    /// The job: kind and arguments (boot CPU).
-    job: [AtomicU64; 4],
-    /// What it did (secondary).
-    result: [AtomicU64; 4],
-}
-
-impl Mailbox {
-    const fn new() -> Mailbox {
-        Mailbox {
-            stack_top: AtomicU64::new(0),
-            arrivals: AtomicU64::new(0),
-            mpidr: AtomicU64::new(0),
-            el: AtomicU64::new(0),
-            version: AtomicU64::new(0),
-            posted: AtomicU64::new(0),
-            done: AtomicU64::new(0),
-            job: [const { AtomicU64::new(0) }; 4],
-            result: [const { AtomicU64::new(0) }; 4],
-        }
-    }
-}
-
-static MAILBOXES: [Mailbox; MAX_CPUS] = [const { Mailbox::new() }; MAX_CPUS];
-
-#[repr(C, align(4096))]
-struct Memory<const N: usize>(UnsafeCell<[u8; N]>);
-
-// SAFETY: Each stack is used by one CPU only; each scratch page by one CPU at a
-// time (the boot CPU hands pages out with the jobs), or by the hyp and guests
-// while lent, which is what the checks are about.
-unsafe impl<const N: usize> Sync for Memory<N> {}
-
-static STACKS: Memory<{ STACK_SIZE * MAX_CPUS }> = Memory(UnsafeCell::new([0; STACK_SIZE * MAX_CPUS]));
-static SCRATCH: Memory<{ SCRATCH_PAGES * 4096 }> = Memory(UnsafeCell::new([0; SCRATCH_PAGES * 4096]));
+// Each page is used by one CPU at a time (the boot CPU hands pages out with
+// the jobs), or by the hyp and guests while lent, which is what the checks are
+// about.
+static SCRATCH: PageAligned<{ SCRATCH_PAGES * PAGE as usize }> = PageAligned::new();
 
 fn scratch_page(index: usize) -> u64 {
-    SCRATCH.0.get() as u64 + index as u64 * PAGE
+    SCRATCH.base() + index as u64 * PAGE
 }
 
 /// The stress pages of CPU `cpu`.
@@ -116,130 +51,6 @@ fn zero_page(pa: u64) {
         // SAFETY: `pa` is one of the shim's scratch pages, not lent to anyone now.
         unsafe { core::ptr::write_volatile((pa + offset) as *mut u64, 0) };
     }
-}
-
-/// Rust entry of a secondary CPU (from `head.S`), on its own stack.
-#[no_mangle]
-extern "C" fn shim_secondary_main(mailbox: &'static Mailbox) -> ! {
-    mailbox.mpidr.store(MPIDR_EL1.get(), Ordering::Relaxed);
-    mailbox.el.store(CurrentEL.read(CurrentEL::EL), Ordering::Relaxed);
-    let version = hypercall::version().map_or(u64::MAX, |(major, minor)| major << 32 | minor);
-    mailbox.version.store(version, Ordering::Relaxed);
-    // Jobs posted before a CPU_OFF are finished: start from the last one.
-    mailbox.done.store(mailbox.posted.load(Ordering::Acquire), Ordering::Release);
-    mailbox.arrivals.store(mailbox.arrivals.load(Ordering::Relaxed) + 1, Ordering::Release);
-    aarch64_cpu::asm::sev();
-    let cpu = MAILBOXES.iter().position(|m| core::ptr::eq(m, mailbox)).unwrap_or(0);
-    loop {
-        let posted = mailbox.posted.load(Ordering::Acquire);
-        if posted == mailbox.done.load(Ordering::Relaxed) {
-            aarch64_cpu::asm::wfe();
-            continue;
-        }
-        let job: [u64; 4] = core::array::from_fn(|i| mailbox.job[i].load(Ordering::Relaxed));
-        let result = match job[0] {
-            JOB_RUN_VCPU => run_reporting_vcpu(job[1], job[2]),
-            JOB_STRESS => stress(cpu, job[1], job[2]),
-            JOB_RUN_ONCE => run_once(job[1], job[2], job[3]),
-            JOB_READ_BLOCKS => crate::split_stress::read_blocks(),
-            JOB_FUZZ => crate::fuzz::run_on_this_cpu(cpu, job[1], job[2], job[3]),
-            _ => [0; 4],
-        };
-        for (slot, value) in mailbox.result.iter().zip(result) {
-            slot.store(value, Ordering::Relaxed);
-        }
-        mailbox.done.store(posted, Ordering::Release);
-        aarch64_cpu::asm::sev();
-        if job[0] == JOB_OFF {
-            // The boot CPU watches AFFINITY_INFO; the hyp relays CPU_OFF.
-            let psci_hvc = job[1] != 0;
-            let args = [0; 17];
-            let _ = if psci_hvc {
-                smccc::hvc64(smccc::psci::PSCI_CPU_OFF, args)
-            } else {
-                smccc::smc64(smccc::psci::PSCI_CPU_OFF, args)
-            };
-        }
-    }
-}
-
-/// Posts `job` to CPU `cpu`'s mailbox.
-fn post(cpu: usize, job: [u64; 4]) {
-    let mailbox = &MAILBOXES[cpu];
-    for (slot, value) in mailbox.job.iter().zip(job) {
-        slot.store(value, Ordering::Relaxed);
-    }
-    mailbox.posted.store(mailbox.posted.load(Ordering::Relaxed) + 1, Ordering::Release);
-    aarch64_cpu::asm::sev();
-}
-
-/// Waits until CPU `cpu` has done its last job; its results, or `None` if it
-/// never finished.
-fn wait(cpu: usize) -> Option<[u64; 4]> {
-    let mailbox = &MAILBOXES[cpu];
-    let posted = mailbox.posted.load(Ordering::Relaxed);
-    for _ in 0..MAX_POLLS {
-        if mailbox.done.load(Ordering::Acquire) == posted {
-            return Some(core::array::from_fn(|i| mailbox.result[i].load(Ordering::Relaxed)));
-        }
-        core::hint::spin_loop();
-    }
-    None
-}
-
-/// Starts CPU `cpu` (MPIDR `mpidr`) in the shim and waits for it to arrive.
-fn start_cpu(platform: &HostPlatform, cpu: usize, mpidr: u64) -> Result<(), i64> {
-    let mailbox = &MAILBOXES[cpu];
-    let top = STACKS.0.get() as u64 + ((cpu + 1) * STACK_SIZE) as u64;
-    mailbox.stack_top.store(top, Ordering::Relaxed);
-    let arrivals = mailbox.arrivals.load(Ordering::Acquire);
-    let entry = secondary_entry as *const () as u64;
-    let status = platform.psci_call(PSCI_CPU_ON_64, [mpidr, entry, mailbox as *const Mailbox as u64])[0] as i64;
-    if status != PSCI_SUCCESS {
-        return Err(status);
-    }
-    for _ in 0..MAX_POLLS {
-        if mailbox.arrivals.load(Ordering::Acquire) != arrivals {
-            return Ok(());
-        }
-        core::hint::spin_loop();
-    }
-    Err(i64::MIN)
-}
-
-/// The CPUs the shim can use besides the boot CPU: (index, MPIDR).
-fn secondaries(platform: &HostPlatform) -> impl Iterator<Item = (usize, u64)> + '_ {
-    let own = MPIDR_EL1.get() & MPIDR_AFFINITY_MASK;
-    platform.cpus().iter().copied().enumerate().filter(move |&(_, mpidr)| mpidr & MPIDR_AFFINITY_MASK != own)
-}
-
-/// Starts every other CPU in the shim; returns how many came up.
-pub fn start_secondaries(platform: &HostPlatform) -> usize {
-    if !platform.psci {
-        return 0;
-    }
-    secondaries(platform).filter(|&(cpu, mpidr)| start_cpu(platform, cpu, mpidr).is_ok()).count()
-}
-
-/// The indices of the CPUs besides the boot CPU.
-pub fn secondary_indices(platform: &HostPlatform) -> impl Iterator<Item = usize> + '_ {
-    secondaries(platform).map(|(cpu, _)| cpu)
-}
-
-/// Has CPU `cpu` read blocks for the split stress (`split_stress::read_blocks`).
-pub fn post_read_blocks(cpu: usize) {
-    post(cpu, [JOB_READ_BLOCKS, 0, 0, 0]);
-}
-
-/// Has CPU `cpu` run its share of the hostile host (`fuzz::run_on_this_cpu`
-/// with these arguments).
-pub fn post_fuzz(cpu: usize, args: [u64; 3]) {
-    post(cpu, [JOB_FUZZ, args[0], args[1], args[2]]);
-}
-
-/// Waits until CPU `cpu` has done its last job: its results, or `None`.
-pub fn wait_for(cpu: usize) -> Option<[u64; 4]> {
-    wait(cpu)
 }
 
 /// Runs the SMP checks (with more than one CPU); true when all passed.
@@ -262,9 +73,7 @@ fn bring_up(platform: &HostPlatform) -> bool {
     let mut passed = true;
     for (cpu, mpidr) in secondaries(platform) {
         let started = start_cpu(platform, cpu, mpidr);
-        let mailbox = &MAILBOXES[cpu];
-        let (seen, el) = (mailbox.mpidr.load(Ordering::Relaxed), mailbox.el.load(Ordering::Relaxed));
-        let version = mailbox.version.load(Ordering::Relaxed);
+        let cpus::Arrival { mpidr: seen, el, version, .. } = arrival(cpu);
         passed &= check!(
             started.is_ok()
                 && seen & MPIDR_AFFINITY_MASK == mpidr
@@ -293,7 +102,7 @@ fn run_reporting_vcpu(handle: u64, vcpu: u64) -> [u64; 4] {
         match hypercall::vcpu_run(handle, vcpu, 0) {
             Ok(Exit::Hypercall { function: HOST_CALL, arg }) => reported = arg,
             Ok(Exit::CpuOn { vcpu: target }) if vcpu == 0 => {
-                post(target as usize, [JOB_RUN_VCPU, handle, target, 0]);
+                post(target as usize, run_vcpu_job, [handle, target, 0]);
                 started |= 1 << target;
             }
             Ok(Exit::Interrupted) => {}
@@ -322,7 +131,7 @@ fn run_vcpu0_refusing_the_host(handle: u64) -> ([u64; 4], [Result<(), HypError>;
                     // should (it would wait for vCPUs forever). Stop here.
                     return ([3, u64::MAX, 0, runs], attempts);
                 }
-                post(1, [JOB_RUN_VCPU, handle, 1, 0]);
+                post(1, run_vcpu_job, [handle, 1, 0]);
                 let mut rest = run_reporting_vcpu(handle, 0);
                 rest[2] |= 0b10;
                 rest[3] += runs;
@@ -347,7 +156,7 @@ fn smp_guest(platform: &HostPlatform, ty: VmType) -> bool {
         return true;
     }
     let (code, data) = (scratch_page(0), scratch_page(1));
-    load(code, guest_smp());
+    load(code, guests::smp());
     zero_page(data);
     let ready = hypercall::vm_create(ty, SMP_VCPUS as u64).and_then(|h| {
         hypercall::vm_map(h, code, GUEST_ENTRY, 2)?;
@@ -367,7 +176,7 @@ fn smp_guest(platform: &HostPlatform, ty: VmType) -> bool {
         (run_reporting_vcpu(handle, 0), None)
     };
     let others: [Option<[u64; 4]>; SMP_VCPUS] =
-        core::array::from_fn(|cpu| if cpu == 0 { Some(own) } else { wait(cpu) });
+        core::array::from_fn(|cpu| if cpu == 0 { Some(own) } else { wait_for(cpu) });
     let all_met = others.iter().all(|r| matches!(r, Some([0, reported, _, _]) if reported & 0xff == 1));
     let indices_right = others
         .iter()
@@ -407,14 +216,24 @@ fn run_once(handle: u64, vcpu: u64, value: u64) -> [u64; 4] {
     }
 }
 
+/// [`run_reporting_vcpu`] as another CPU's job: `[handle, vcpu, _]`.
+fn run_vcpu_job(_cpu: usize, [handle, vcpu, _]: [u64; 3]) -> [u64; 4] {
+    run_reporting_vcpu(handle, vcpu)
+}
+
+/// [`run_once`] as another CPU's job: `[handle, vcpu, value]`.
+fn run_once_job(_cpu: usize, [handle, vcpu, value]: [u64; 3]) -> [u64; 4] {
+    run_once(handle, vcpu, value)
+}
+
 /// A vCPU moves between CPUs: the console guest's vCPU runs on every CPU in
 /// turn, one exit each, and its output comes out whole (its registers, EL1
 /// state and the per-CPU TLB bookkeeping follow it).
 fn migrating_vcpu(platform: &HostPlatform) -> bool {
     let count = platform.cpus().len();
-    let own = platform.cpus().iter().position(|&m| m == MPIDR_EL1.get() & MPIDR_AFFINITY_MASK).unwrap_or(0);
+    let own = own_index(platform);
     let code = scratch_page(0);
-    load(code, guest_console());
+    load(code, guests::console());
     let ready = hypercall::vm_create(VmType::NonProtected, 1).and_then(|h| {
         hypercall::vm_map(h, code, GUEST_ENTRY, 1)?;
         hypercall::vcpu_init(h, 0, GUEST_ENTRY, u64::from(b'M'))?;
@@ -429,8 +248,8 @@ fn migrating_vcpu(platform: &HostPlatform) -> bool {
         let result = if cpu == own {
             run_once(handle, 0, value)
         } else {
-            post(cpu, [JOB_RUN_ONCE, handle, 0, value]);
-            wait(cpu).unwrap_or([u64::MAX, 0, 0, 0])
+            post(cpu, run_once_job, [handle, 0, value]);
+            wait_for(cpu).unwrap_or([u64::MAX, 0, 0, 0])
         };
         used |= 1 << cpu;
         let exit = (result[0] == 0).then(|| Exit::decode([result[1], result[2], result[3]])).flatten();
@@ -478,7 +297,7 @@ fn stress(cpu: usize, seed: u64, rounds: u64) -> [u64; 4] {
         let choice = rng.next();
         let ty = if choice & 1 == 0 { VmType::Protected } else { VmType::NonProtected };
         let vcpus = 1 + (choice >> 1) % 2;
-        load(code, guest_off());
+        load(code, guests::off());
         let handle = match hypercall::vm_create(ty, vcpus) {
             Ok(h) => h,
             Err(e) => return fail(e, round, 1),
@@ -525,6 +344,11 @@ fn stress(cpu: usize, seed: u64, rounds: u64) -> [u64; 4] {
     [0, rounds, busy, if still_donated { donated } else { 0 }]
 }
 
+/// [`stress`] as another CPU's job: `[seed, rounds, _]`.
+fn stress_job(cpu: usize, [seed, rounds, _]: [u64; 3]) -> [u64; 4] {
+    stress(cpu, seed, rounds)
+}
+
 /// Every CPU runs its share of the stress run at once; afterwards the hyp's
 /// memory accounting must be what it was and its invariants must hold.
 fn stress_all(platform: &HostPlatform) -> bool {
@@ -533,16 +357,16 @@ fn stress_all(platform: &HostPlatform) -> bool {
     let before = hypercall::check_invariants();
     let cpus: [bool; MAX_CPUS] = core::array::from_fn(|i| i < platform.cpus().len());
     for (cpu, _) in secondaries(platform) {
-        post(cpu, [JOB_STRESS, SEED, rounds, 0]);
+        post(cpu, stress_job, [SEED, rounds, 0]);
     }
-    let own_index = platform.cpus().iter().position(|&m| m == MPIDR_EL1.get() & MPIDR_AFFINITY_MASK).unwrap_or(0);
-    let own = stress(own_index, SEED, rounds);
+    let own_cpu = own_index(platform);
+    let own = stress(own_cpu, SEED, rounds);
     let mut passed = true;
     let mut busy = 0;
     let mut results: [Option<[u64; 4]>; MAX_CPUS] = [None; MAX_CPUS];
     for (cpu, &present) in cpus.iter().enumerate() {
         if present {
-            results[cpu] = if cpu == own_index { Some(own) } else { wait(cpu) };
+            results[cpu] = if cpu == own_cpu { Some(own) } else { wait_for(cpu) };
         }
     }
     for (cpu, &result) in results.iter().enumerate().filter(|&(cpu, _)| cpus[cpu]) {
@@ -561,7 +385,7 @@ fn stress_all(platform: &HostPlatform) -> bool {
         }
     }
     log::info!("stress: {busy} reclaims of a donated page answered Busy while another CPU's VM used it");
-    if !crate::checks::debug_calls() {
+    if !debug_calls() {
         log::info!("production hyp: no invariant checker to compare its memory after the all-CPU stress run");
         return passed;
     }
@@ -571,22 +395,6 @@ fn stress_all(platform: &HostPlatform) -> bool {
         "after the all-CPU stress run the hyp's memory is what it was and its invariants hold ({after:?})"
     );
     passed
-}
-
-/// Asks CPU `cpu` to turn itself off and waits until AFFINITY_INFO says it is;
-/// returns whether it took the job and the last AFFINITY_INFO answer.
-fn turn_off(platform: &HostPlatform, cpu: usize, mpidr: u64) -> (bool, i64) {
-    post(cpu, [JOB_OFF, u64::from(platform.psci_hvc), 0, 0]);
-    let acknowledged = wait(cpu).is_some();
-    let mut state = i64::MIN;
-    for _ in 0..MAX_POLLS {
-        state = platform.psci_call(PSCI_AFFINITY_INFO_64, [mpidr, 0, 0])[0] as i64;
-        if state == AFFINITY_OFF {
-            break;
-        }
-        core::hint::spin_loop();
-    }
-    (acknowledged, state)
 }
 
 /// The secondaries turn themselves off (PSCI CPU_OFF through the hyp), which
@@ -599,9 +407,9 @@ fn off_and_on_again(platform: &HostPlatform) -> bool {
             check!(acknowledged && state == AFFINITY_OFF, "CPU {cpu} off with PSCI CPU_OFF: AFFINITY_INFO {state}");
     }
     if let Some((cpu, mpidr)) = secondaries(platform).next() {
-        let arrivals = MAILBOXES[cpu].arrivals.load(Ordering::Acquire);
+        let arrivals = arrival(cpu).count;
         let again = start_cpu(platform, cpu, mpidr);
-        let now = MAILBOXES[cpu].arrivals.load(Ordering::Acquire);
+        let now = arrival(cpu).count;
         passed &= check!(again.is_ok() && now == arrivals + 1, "CPU {cpu} started again after CPU_OFF: {again:?}");
         let (acknowledged, state) = turn_off(platform, cpu, mpidr);
         passed &= check!(acknowledged && state == AFFINITY_OFF, "CPU {cpu} off again: AFFINITY_INFO {state}");

@@ -37,7 +37,7 @@ pub const SLOTS: usize = 8;
 /// and a map's reserve while it runs (6 more, for a moment), rounded up.
 pub const PAGES_PER_VM: u64 = 16;
 /// The IPA of each VM's code.
-pub const GUEST_ENTRY: u64 = 0x8000_0000;
+pub use crate::guests::GUEST_ENTRY;
 /// Most IPA pages a VM can have mapped or poisoned here (0, 0x1000, and four
 /// from `GUEST_ENTRY` on).
 const MAX_MAPS: usize = 8;
@@ -316,7 +316,7 @@ pub struct Model {
     /// Other CPUs fuzz at the same time.
     pub multi: bool,
     ram: (u64, u64),
-    hyp: [(u64, u64); crate::platform::MAX_HYP_REGIONS],
+    hyp: [(u64, u64); crate::harness::platform::MAX_HYP_REGIONS],
     hyp_count: usize,
     /// This CPU's window, and the span of all windows (the shared one included).
     pub window: u64,
@@ -339,13 +339,13 @@ impl Model {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         multi: bool,
-        platform: &crate::platform::HostPlatform,
+        platform: &crate::harness::platform::HostPlatform,
         window: u64,
         windows: (u64, u64),
         shared: Option<u64>,
         features: [u64; 2],
     ) -> Model {
-        let mut hyp = [(0, 0); crate::platform::MAX_HYP_REGIONS];
+        let mut hyp = [(0, 0); crate::harness::platform::MAX_HYP_REGIONS];
         for (slot, &region) in hyp.iter_mut().zip(platform.hyp_regions()) {
             *slot = region;
         }

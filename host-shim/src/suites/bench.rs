@@ -4,19 +4,18 @@
 //! instruction, at EL2 too (PMCCFILTR_EL0.NSH). Each is printed as a line
 //! `BENCH <name> <value>` for the script to collect.
 
-use crate::arch::{guest_bench, guest_irq, guest_vtimer_bench};
-use crate::hypercall;
-use crate::memory_checks::{memcache_pages, page, MEMCACHE_PAGES};
-use crate::platform::HostPlatform;
+use crate::guests::{self, load, GUEST_ENTRY};
+use crate::harness::hypercall;
+use crate::harness::instructions::{now, start as pmu_start};
+use crate::harness::platform::HostPlatform;
+use crate::harness::report::ALL_CHECKS_PASSED;
+use crate::harness::scratch::{memcache_pages, page, MEMCACHE_PAGES};
+use core::arch::asm;
 use hyp_abi::{Exit, HypError, VmType, MAX_PAGES_PER_CALL};
 
-const GUEST_ENTRY: u64 = 0x8000_0000;
 const MIB: u64 = 1 << 20;
 /// Operations per averaged figure.
 const ITERATIONS: u64 = 1000;
-
-use crate::instructions::{now, start as pmu_start};
-use core::arch::asm;
 
 /// Instructions `f` takes, per call, over `n` calls, less the loop's own cost.
 fn per_op(n: u64, mut f: impl FnMut()) -> u64 {
@@ -38,17 +37,9 @@ fn report(name: &str, value: u64) {
     log::info!("BENCH {name} {value}");
 }
 
-/// Copies the benchmark guest to `pa`.
-fn load_guest(pa: u64) {
-    for (i, byte) in guest_bench().iter().enumerate() {
-        // SAFETY: `pa` is a page of the shim's that nobody else holds now.
-        unsafe { core::ptr::write_volatile((pa as *mut u8).add(i), *byte) };
-    }
-}
-
 /// A VM with the benchmark guest at `pa` (`pages` pages from there); returns its handle.
 fn vm_with(ty: VmType, pa: u64, pages: u64, mode: u64, count: u64) -> Result<u64, HypError> {
-    load_guest(pa);
+    load(pa, guests::bench());
     let handle = hypercall::vm_create(ty, 1)?;
     for chunk in (0..pages).step_by(MAX_PAGES_PER_CALL as usize) {
         let n = (pages - chunk).min(MAX_PAGES_PER_CALL);
@@ -105,7 +96,7 @@ fn guest_loop(mode: u64) -> Result<u64, HypError> {
 /// handler's first store (an MMIO exit) reaches the host. Each round also
 /// holds the end of the previous interrupt (EOI, ERET), as a guest's would.
 fn virtual_irq_to_handler() -> Result<u64, HypError> {
-    interrupt_round_trips(guest_irq(), |handle| hypercall::vcpu_inject_irq(handle, 0, 40).map(|_| ()), 40)
+    interrupt_round_trips(guests::irq(), |handle| hypercall::vcpu_inject_irq(handle, 0, 40).map(|_| ()), 40)
 }
 
 /// The virtual timer to the guest's handler: `VCPU_RUN` of a vCPU whose timer
@@ -113,7 +104,7 @@ fn virtual_irq_to_handler() -> Result<u64, HypError> {
 /// sees the timer asserted and presents PPI 27, and the handler's first store
 /// reaches the host.
 fn virtual_timer_to_handler() -> Result<u64, HypError> {
-    interrupt_round_trips(guest_vtimer_bench(), |_| Ok(()), 27)
+    interrupt_round_trips(guests::vtimer_bench(), |_| Ok(()), 27)
 }
 
 /// Loads `code` into a non-protected VM, runs it until it is ready, then
@@ -126,10 +117,7 @@ fn interrupt_round_trips(
     intid: u64,
 ) -> Result<u64, HypError> {
     let pa = page(1);
-    for (i, byte) in code.iter().enumerate() {
-        // SAFETY: `pa` is a page of the shim's that nobody else holds now.
-        unsafe { core::ptr::write_volatile((pa as *mut u8).add(i), *byte) };
-    }
+    load(pa, code);
     let handle = hypercall::vm_create(VmType::NonProtected, 1)?;
     hypercall::vm_map(handle, pa, GUEST_ENTRY, 1)?;
     hypercall::vcpu_init(handle, 0, GUEST_ENTRY, u64::MAX)?;
@@ -270,7 +258,7 @@ impl core::ops::Deref for Name {
 pub fn run_all(platform: &HostPlatform, entry_counter: u64) -> bool {
     match run_benches(platform, entry_counter) {
         Ok(()) => {
-            log::info!("{}", crate::ALL_CHECKS_PASSED);
+            log::info!("{ALL_CHECKS_PASSED}");
             true
         }
         Err(error) => {

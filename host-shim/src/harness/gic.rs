@@ -69,6 +69,9 @@ const GICC_EOIR: u64 = 0x10;
 const TICK_PRIORITY: u8 = 0x80;
 /// Polls of a GIC status bit before giving up.
 const MAX_POLLS: u32 = 1 << 20;
+/// Redistributor frames walked looking for this CPU's, at most: a bound only
+/// (the last frame of a real GIC says so first), 64 for each of 8 CPUs.
+const MAX_REDISTRIBUTOR_FRAMES: usize = 8 * 64;
 
 fn read32(address: u64) -> u32 {
     // SAFETY: Callers pass registers of the device tree's GIC.
@@ -152,7 +155,7 @@ fn own_redistributor(base: u64) -> Option<u64> {
     let mpidr = MPIDR_EL1.get();
     let affinity = (mpidr & 0xff_ffff) | (mpidr >> 32 & 0xff) << 24;
     let mut frame = base;
-    for _ in 0..crate::platform::MAX_CPUS * 64 {
+    for _ in 0..MAX_REDISTRIBUTOR_FRAMES {
         // SAFETY: `frame` is a redistributor frame of the device tree's GIC.
         let typer = unsafe { core::ptr::read_volatile((frame + GICR_TYPER) as *const u64) };
         if typer >> 32 == affinity {

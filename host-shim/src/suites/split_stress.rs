@@ -8,9 +8,11 @@
 //! reclaim transitions instead of the host checks (`-smp 4 -m 4G`: the blocks
 //! are taken from the second GiB of RAM on, fresh 1 GiB blocks).
 
-use crate::checks::check;
-use crate::hypercall;
-use crate::platform::HostPlatform;
+use crate::harness::cpus::{post, secondary_indices, start_secondaries, wait_for};
+use crate::harness::debug_calls::debug_calls;
+use crate::harness::hypercall;
+use crate::harness::platform::HostPlatform;
+use crate::harness::report::check;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 const PAGE: u64 = 4096;
@@ -26,7 +28,7 @@ static CURRENT_BLOCK: AtomicU64 = AtomicU64::new(0);
 /// A reader's job (secondary CPUs): until the donor stops, read every page
 /// but the donor's of the block it works in and of its neighbours. Returns
 /// `[0, passes, pages read, 0]`.
-pub fn read_blocks() -> [u64; 4] {
+fn read_blocks(_cpu: usize, _args: [u64; 3]) -> [u64; 4] {
     let (mut passes, mut reads) = (0u64, 0u64);
     loop {
         let block = CURRENT_BLOCK.load(Ordering::Acquire);
@@ -49,7 +51,7 @@ pub fn read_blocks() -> [u64; 4] {
 /// Runs `transitions` donate/reclaim transitions in fresh blocks while the
 /// other CPUs read around them.
 pub fn run(platform: &HostPlatform, transitions: u64) -> bool {
-    let secondaries = crate::smp::start_secondaries(platform);
+    let secondaries = start_secondaries(platform);
     let first_free = platform.ram_start.next_multiple_of(1 << 30) + (1 << 30);
     let blocks = transitions.div_ceil(TRANSITIONS_PER_BLOCK);
     let last = first_free + blocks * BLOCK;
@@ -66,8 +68,8 @@ pub fn run(platform: &HostPlatform, transitions: u64) -> bool {
     }
     log::info!("split stress: {transitions} transitions in {blocks} fresh 2 MiB blocks from {first_free:#x}, {secondaries} CPUs reading");
     CURRENT_BLOCK.store(first_free, Ordering::Release);
-    for cpu in crate::smp::secondary_indices(platform) {
-        crate::smp::post_read_blocks(cpu);
+    for cpu in secondary_indices(platform) {
+        post(cpu, read_blocks, [0; 3]);
     }
     let mut done = 0u64;
     let mut failure = None;
@@ -92,8 +94,8 @@ pub fn run(platform: &HostPlatform, transitions: u64) -> bool {
     aarch64_cpu::asm::sev();
     let mut passed = check!(failure.is_none(), "split stress: every donation and reclaim answered Ok: {failure:?}");
     let mut reads = 0;
-    for cpu in crate::smp::secondary_indices(platform) {
-        let result = crate::smp::wait_for(cpu);
+    for cpu in secondary_indices(platform) {
+        let result = wait_for(cpu);
         passed &= check!(
             matches!(result, Some([0, passes, _, _]) if passes > 0),
             "split stress: CPU {cpu} read its blocks throughout without an abort: {result:?}"
@@ -103,7 +105,7 @@ pub fn run(platform: &HostPlatform, transitions: u64) -> bool {
     // A production hyp has no invariant checker: the reads are the test there.
     let report = hypercall::check_invariants();
     passed &= check!(
-        !crate::checks::debug_calls() || matches!(report, Ok(r) if r.violations == 0),
+        !debug_calls() || matches!(report, Ok(r) if r.violations == 0),
         "split stress: {done} transitions in fresh 2 MiB and 1 GiB blocks while {secondaries} CPUs read {reads} pages around them: zero host aborts, invariants clean ({report:?})"
     );
     passed

@@ -14,10 +14,10 @@
 //! drains. What QEMU does show is the host's control register, which the hyp
 //! reads before each line.
 
-use crate::arch::probe_read;
-use crate::checks::{arm_probe, check, probe_was_refused};
-use crate::hypercall;
-use crate::platform::HostPlatform;
+use crate::harness::hypercall;
+use crate::harness::platform::HostPlatform;
+use crate::harness::probe;
+use crate::harness::report::check;
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTVCT_EL0};
 use hyp_drivers::uart::UartKind;
 
@@ -52,11 +52,8 @@ fn write32(address: u64, value: u32) {
 /// was refused, and how long it took in counter ticks.
 fn refused_access(address: u64) -> (bool, u64) {
     let start = CNTVCT_EL0.get();
-    arm_probe();
-    // SAFETY: The handler is armed to skip the abort; `address` is 8-byte
-    // aligned hyp memory, which the hyp must refuse.
-    let _ = unsafe { probe_read(address) };
-    (probe_was_refused(), CNTVCT_EL0.get() - start)
+    let refused = probe::read(address).is_none();
+    (refused, CNTVCT_EL0.get() - start)
 }
 
 /// An unknown hypercall: whether it was refused with NOT_SUPPORTED, and its ticks.

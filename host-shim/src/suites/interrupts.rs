@@ -3,12 +3,13 @@
 //! priorities, pending state, routing), the virtual timer (waiting in WFI and
 //! interrupting a running guest), SGIs between vCPUs.
 
-use crate::arch::{
-    guest_burst, guest_gic, guest_irq, guest_irq2, guest_line, guest_sgi, guest_sgi2, guest_timer, guest_timer2,
-};
-use crate::checks::check;
-use crate::hypercall;
-use crate::vm_checks::{create_vm, load, run_vcpu, GUEST_ENTRY, GUEST_UART};
+use crate::guests::{self, load, GUEST_ENTRY, GUEST_UART, HOST_CALL};
+use crate::harness::gic::{self, GicConfig};
+use crate::harness::hypercall;
+use crate::harness::platform::HostPlatform;
+use crate::harness::probe;
+use crate::harness::report::check;
+use crate::harness::vms::{create_vm, run_vcpu};
 use hyp_abi::{Exit, HypError, VmType};
 
 const REPORT: u64 = GUEST_UART + 0x38;
@@ -17,11 +18,11 @@ const READY: u64 = GUEST_UART + 0x48;
 const GIC_VALUE: u64 = GUEST_UART + 0x50;
 
 /// Runs the interrupt checks with the guests' code in the pages at `pa`.
-pub fn run_all(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+pub fn run_all(platform: &HostPlatform, pa: u64) -> bool {
     let mut passed = true;
     if let Some(gic) = platform.gic {
         passed &= check!(
-            crate::gic::enable_guest_ppis(gic),
+            gic::enable_guest_ppis(gic),
             "the host lets the maintenance (PPI 25) and virtual timer (PPI 27) interrupts reach the hyp"
         );
     }
@@ -40,11 +41,11 @@ pub fn run_all(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
 /// each exactly once through its virtual CPU interface, acknowledging and
 /// ending them itself. Bad injections get their errors. Without a GIC the
 /// call answers `NotSupported`.
-fn interrupt_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+fn interrupt_vm(platform: &HostPlatform, pa: u64) -> bool {
     const INTIDS: [u64; 7] = [90, 40, 41, 3, 27, 42, 95];
     let mut passed = true;
     let gic = platform.gic;
-    load(pa, if matches!(gic, Some(crate::gic::GicConfig::V2 { .. })) { guest_irq2() } else { guest_irq() });
+    load(pa, if matches!(gic, Some(GicConfig::V2 { .. })) { guests::irq2() } else { guests::irq() });
     let ready = create_vm(VmType::Protected, 1).and_then(|h| {
         hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
         hypercall::vcpu_init(h, 0, GUEST_ENTRY, INTIDS.len() as u64)?;
@@ -53,12 +54,12 @@ fn interrupt_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     let Ok(handle) = ready else {
         return check!(false, "set up the interrupt VM: {ready:?}");
     };
-    if let Some(crate::gic::GicConfig::V2 { control: Some(gich), .. }) = gic {
-        crate::checks::arm_probe();
+    if let Some(GicConfig::V2 { control: Some(gich), .. }) = gic {
+        probe::arm_probe();
         // SAFETY: The probe handler is armed for an abort here; a read has no effect.
-        let value = unsafe { crate::arch::probe_read(gich) };
+        let value = unsafe { crate::harness::arch::probe_read(gich) };
         passed &= check!(
-            crate::checks::probe_was_refused(),
+            probe::probe_was_refused(),
             "the GICv2 virtual interface control frame (GICH at {gich:#x}) is refused to the host ({value:#x})"
         );
     }
@@ -101,7 +102,7 @@ fn interrupt_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
                 }
             }
         }
-        let gic_name = if matches!(gic, Some(crate::gic::GicConfig::V2 { .. })) { "GICv2" } else { "GICv3" };
+        let gic_name = if matches!(gic, Some(GicConfig::V2 { .. })) { "GICv2" } else { "GICv3" };
         let mut sorted = taken;
         sorted[..count.min(8)].sort_unstable();
         let mut expected = INTIDS;
@@ -124,17 +125,17 @@ fn interrupt_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
 /// expired timer as PPI 27. The guest counts its ticks. With `spin` the guest
 /// never waits or traps: each tick must interrupt it while it runs (the
 /// physical timer interrupt reaches the hyp, which presents it at once).
-fn timer_vm(platform: &crate::platform::HostPlatform, pa: u64, spin: bool) -> bool {
+fn timer_vm(platform: &HostPlatform, pa: u64, spin: bool) -> bool {
     use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
     const TICKS: u64 = 10;
     let Some(gic) = platform.gic else {
         log::info!("no GIC: the virtual timer check is skipped");
         return true;
     };
-    let gic_name = if matches!(gic, crate::gic::GicConfig::V2 { .. }) { "GICv2" } else { "GICv3" };
+    let gic_name = if matches!(gic, GicConfig::V2 { .. }) { "GICv2" } else { "GICv3" };
     let period = (CNTFRQ_EL0.get() / 1000).max(1);
     let mut passed = true;
-    load(pa, if gic_name == "GICv2" { guest_timer2() } else { guest_timer() });
+    load(pa, if gic_name == "GICv2" { guests::timer2() } else { guests::timer() });
     let ready = create_vm(VmType::Protected, 1).and_then(|h| {
         hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
         hypercall::vcpu_init(h, 0, GUEST_ENTRY, TICKS | u64::from(spin) << 15 | period << 16)?;
@@ -154,7 +155,7 @@ fn timer_vm(platform: &crate::platform::HostPlatform, pa: u64, spin: bool) -> bo
                 }
             }
             Ok(Exit::Interrupted) => other_exits += 1,
-            Ok(Exit::Hypercall { function: 0xC500_0001, arg }) => reported = Some(arg),
+            Ok(Exit::Hypercall { function: HOST_CALL, arg }) => reported = Some(arg),
             Ok(Exit::Mmio { ipa, write: true, value, .. }) if ipa == GUEST_UART + 0x40 => fault = Some(value),
             other => {
                 end = Some(other);
@@ -186,15 +187,15 @@ fn timer_vm(platform: &crate::platform::HostPlatform, pa: u64, spin: bool) -> bo
 /// then on); vCPU 1 writes ICC_SGI1R_EL1 (GICv3) or GICD_SGIR (GICv2) for
 /// vCPU 0; the hyp makes SGI 5 pending for vCPU 0 and tells the host
 /// (`Exit::Wake`), which runs vCPU 0; its handler takes SGI 5.
-fn sgi_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+fn sgi_vm(platform: &HostPlatform, pa: u64) -> bool {
     let Some(gic) = platform.gic else {
         log::info!("no GIC: the SGI check is skipped");
         return true;
     };
-    let v2 = matches!(gic, crate::gic::GicConfig::V2 { .. });
+    let v2 = matches!(gic, GicConfig::V2 { .. });
     let mut passed = true;
-    load(pa, if v2 { guest_irq2() } else { guest_irq() });
-    load(pa + 0x1000, if v2 { guest_sgi2() } else { guest_sgi() });
+    load(pa, if v2 { guests::irq2() } else { guests::irq() });
+    load(pa + 0x1000, if v2 { guests::sgi2() } else { guests::sgi() });
     let ready = create_vm(VmType::Protected, 2).and_then(|h| {
         hypercall::vm_map(h, pa, GUEST_ENTRY, 2)?;
         hypercall::vcpu_init(h, 0, GUEST_ENTRY, 1)?;
@@ -282,16 +283,16 @@ impl Seen {
 /// The guest's own distributor, emulated by the hyp (the host sees none of
 /// these accesses): a protected guest enables, prioritises, pends and routes
 /// its interrupts (see `guest_gic` in guests.S) and takes them as configured.
-fn distributor_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+fn distributor_vm(platform: &HostPlatform, pa: u64) -> bool {
     let Some(gic) = platform.gic else {
         log::info!("no GIC: the distributor check is skipped");
         return true;
     };
-    let v2 = matches!(gic, crate::gic::GicConfig::V2 { .. });
+    let v2 = matches!(gic, GicConfig::V2 { .. });
     let gic_name = if v2 { "GICv2" } else { "GICv3" };
     let mut passed = true;
-    load(pa, guest_gic());
-    load(pa + 0x1000, if v2 { guest_irq2() } else { guest_irq() });
+    load(pa, guests::gic());
+    load(pa + 0x1000, if v2 { guests::irq2() } else { guests::irq() });
     let ready = create_vm(VmType::Protected, 2).and_then(|h| {
         hypercall::vm_map(h, pa, GUEST_ENTRY, 2)?;
         hypercall::vcpu_init(h, 0, GUEST_ENTRY, if v2 { 2 } else { 3 })?;
@@ -348,16 +349,16 @@ fn distributor_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
 /// More interrupts than list registers, to a guest that never exits while it
 /// takes them: the rest arrive through the maintenance interrupt (the list
 /// registers ran low), in INTID order (all of priority 0).
-fn burst_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+fn burst_vm(platform: &HostPlatform, pa: u64) -> bool {
     const COUNT: usize = 10;
     let Some(gic) = platform.gic else {
         log::info!("no GIC: the maintenance interrupt check is skipped");
         return true;
     };
-    let v2 = matches!(gic, crate::gic::GicConfig::V2 { .. });
+    let v2 = matches!(gic, GicConfig::V2 { .. });
     let gic_name = if v2 { "GICv2" } else { "GICv3" };
     let mut passed = true;
-    load(pa, guest_burst());
+    load(pa, guests::burst());
     let ready = create_vm(VmType::Protected, 1).and_then(|h| {
         hypercall::vm_map(h, pa, GUEST_ENTRY, 2)?;
         hypercall::vcpu_init(h, 0, GUEST_ENTRY, COUNT as u64 | if v2 { 2 << 16 } else { 0 })?;
@@ -395,13 +396,13 @@ fn burst_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
 /// virtual timer ticks through it (the hyp ORs the timer's output into the
 /// line), then the host raises the line itself and lowers it when the guest
 /// acknowledges (see `guest_line` in guests.S). With a GIC the call is refused.
-fn irq_line_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+fn irq_line_vm(platform: &HostPlatform, pa: u64) -> bool {
     use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
     const TICKS: u64 = 5;
     const STATUS: u64 = GUEST_UART + 0x58;
     const ACK: u64 = GUEST_UART + 0x60;
     let mut passed = true;
-    load(pa, guest_line());
+    load(pa, guests::line());
     let period = (CNTFRQ_EL0.get() / 1000).max(1);
     let ready = create_vm(VmType::Protected, 1).and_then(|h| {
         hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
@@ -444,7 +445,7 @@ fn irq_line_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
                     }
                 }
                 Ok(Exit::Interrupted) => {}
-                Ok(Exit::Hypercall { function: 0xC500_0001, arg }) => reported = Some((arg & 0xffff, arg >> 16)),
+                Ok(Exit::Hypercall { function: HOST_CALL, arg }) => reported = Some((arg & 0xffff, arg >> 16)),
                 other => {
                     end = Some(other);
                     break;

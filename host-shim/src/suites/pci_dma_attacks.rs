@@ -7,9 +7,12 @@
 //! nothing. Without the device (or the bus) there is nothing to attack and the
 //! check says so.
 
-use crate::arch::{probe_read, probe_write};
-use crate::checks::check;
-use crate::platform::HostPlatform;
+use crate::guests;
+use crate::harness::arch::{probe_read, probe_write};
+use crate::harness::attack_target;
+use crate::harness::platform::HostPlatform;
+use crate::harness::report::check;
+use crate::harness::scratch;
 
 /// QEMU's edu: PCI vendor 0x1234, device 0x11e8.
 const EDU_ID: u32 = 0x11e8_1234;
@@ -83,7 +86,7 @@ fn dma(bar: u64, src: u64, dst: u64, count: u64, to_memory: bool) -> bool {
 }
 
 fn words(page: u64) -> [u64; 4] {
-    core::array::from_fn(|i| crate::memory_checks::read(page + 8 * i as u64))
+    core::array::from_fn(|i| scratch::read(page + 8 * i as u64))
 }
 
 fn fill(page: u64, value: u64) {
@@ -116,9 +119,9 @@ pub fn run_all(platform: &HostPlatform, page: u64, a: u64, b: u64) -> bool {
 
     // The protected target: a guest whose code page the device aims at (its
     // first words read while the page is still the host's).
-    crate::vm_checks::load(page, crate::arch::guest_console());
+    guests::load(page, guests::console());
     let code = words(page);
-    let Some(handle) = crate::attack_target::create(page, "PCIe DMA attack") else {
+    let Some(handle) = attack_target::create(page, "PCIe DMA attack") else {
         return false;
     };
 
@@ -142,6 +145,6 @@ pub fn run_all(platform: &HostPlatform, page: u64, a: u64, b: u64) -> bool {
         "edu DMA at the protected page and the hyp's image, and DMA reading the protected page, finish without reaching them: the host got {:x?}",
         words(b)
     );
-    passed &= crate::attack_target::check_intact(handle, "DMA attack");
+    passed &= attack_target::check_intact(handle, "DMA attack");
     passed
 }

@@ -18,121 +18,16 @@
 //!   middle of RAM, the host asks for PSCI SYSTEM_RESET with the VM alive, and
 //!   after the reboot (QEMU keeps RAM) the page must read zero.
 //!
-//! The guests are here, in `global_asm!`, so that the check is one file. Its
-//! VMs and exits are not in `vm_checks`' summary.
+//! Its guests are in `guests/leak.S`. Its VMs and exits are not in the VM
+//! checks' summary.
 
-use crate::checks::check;
-use crate::hypercall;
-use crate::memory_checks::{memcache_pages, page, MEMCACHE_PAGES};
-use crate::platform::HostPlatform;
-use crate::vm_checks::{load, GUEST_ENTRY, GUEST_UART};
-use core::arch::{asm, global_asm};
+use crate::guests::{self, load, GUEST_ENTRY, GUEST_UART};
+use crate::harness::hypercall;
+use crate::harness::platform::HostPlatform;
+use crate::harness::report::check;
+use crate::harness::scratch::{memcache_pages, page, MEMCACHE_PAGES};
+use core::arch::asm;
 use hyp_abi::{Exit, VmType};
-
-global_asm!(
-    ".section .rodata.leak_guests, \"a\"",
-    // Counting guest: x0 = n. Loops n times (two instructions each), then
-    // makes n / 4096 PSCI VERSION calls (answered in the hyp) and turns its
-    // VM off.
-    ".balign 4",
-    ".global leak_count_start",
-    "leak_count_start:",
-    "    mov     x19, x0",
-    "    lsr     x20, x0, #12",
-    "1:  subs    x19, x19, #1",
-    "    b.ne    1b",
-    "2:  cbz     x20, 3f",
-    "    sub     x20, x20, #1",
-    "    movz    x0, #0x8400, lsl #16",
-    "    hvc     #0",
-    "    b       2b",
-    "3:  movz    x0, #0x0008",
-    "    movk    x0, #0x8400, lsl #16",
-    "    hvc     #0",
-    "4:  b       4b",
-    ".global leak_count_end",
-    "leak_count_end:",
-    // Probing guest: x0 = a value for TPIDR2_EL0. Installs its vectors (+0x800),
-    // then for each register reports (value, ESR_EL1 of an exception it took,
-    // else 0) with two 64-bit MMIO stores at GUEST_UART + 0x100 + 16 * k:
-    // REVIDR_EL1, AIDR_EL1, ERRIDR_EL1, LORID_EL1, TPIDR2_EL0 (written with x0,
-    // read back), TRCIDR0. A register that is UNDEFINED leaves the value -1.
-    // Its vector (current EL, SPx, synchronous) records ESR_EL1 in x2 and
-    // skips the instruction. Then it turns its VM off.
-    ".balign 4096",
-    ".global leak_probe_start",
-    "leak_probe_start:",
-    "    adr     x9, leak_probe_start",
-    "    add     x9, x9, #0x800",
-    "    msr     vbar_el1, x9",
-    "    isb",
-    "    mov     x19, x0",
-    "    movz    x20, #0x0300, lsl #16",
-    "    add     x20, x20, #0x100",
-    "    mov     x2, #0",
-    "    mov     x1, #-1",
-    "    mrs     x1, revidr_el1",
-    "    str     x1, [x20]",
-    "    str     x2, [x20, #8]",
-    "    add     x20, x20, #16",
-    "    mov     x2, #0",
-    "    mov     x1, #-1",
-    "    mrs     x1, aidr_el1",
-    "    str     x1, [x20]",
-    "    str     x2, [x20, #8]",
-    "    add     x20, x20, #16",
-    "    mov     x2, #0",
-    "    mov     x1, #-1",
-    "    mrs     x1, s3_0_c5_c3_0",
-    "    str     x1, [x20]",
-    "    str     x2, [x20, #8]",
-    "    add     x20, x20, #16",
-    "    mov     x2, #0",
-    "    mov     x1, #-1",
-    "    mrs     x1, s3_0_c10_c4_7",
-    "    str     x1, [x20]",
-    "    str     x2, [x20, #8]",
-    "    add     x20, x20, #16",
-    "    mov     x2, #0",
-    "    mov     x1, #-1",
-    "    msr     s3_3_c13_c0_5, x19",
-    "    mrs     x1, s3_3_c13_c0_5",
-    "    str     x1, [x20]",
-    "    str     x2, [x20, #8]",
-    "    add     x20, x20, #16",
-    "    mov     x2, #0",
-    "    mov     x1, #-1",
-    "    mrs     x1, s2_1_c0_c8_7",
-    "    str     x1, [x20]",
-    "    str     x2, [x20, #8]",
-    "    movz    x0, #0x0008",
-    "    movk    x0, #0x8400, lsl #16",
-    "    hvc     #0",
-    "5:  b       5b",
-    ".balign 0x800",
-    "    .skip   0x200",
-    "    mrs     x2, esr_el1",
-    "    mrs     x9, elr_el1",
-    "    add     x9, x9, #4",
-    "    msr     elr_el1, x9",
-    "    eret",
-    ".global leak_probe_end",
-    "leak_probe_end:",
-);
-
-extern "C" {
-    static leak_count_start: u8;
-    static leak_count_end: u8;
-    static leak_probe_start: u8;
-    static leak_probe_end: u8;
-}
-
-/// The code between two labels above.
-fn code(start: &'static u8, end: &'static u8) -> &'static [u8] {
-    let (s, e) = (start as *const u8, end as *const u8);
-    // SAFETY: The two labels delimit one read-only blob in `.rodata.leak_guests`.
-    unsafe { core::slice::from_raw_parts(s, e as usize - s as usize) }
-}
 
 /// Loop iterations of the counting guest: 2^23, so 2^24 instructions at EL1
 /// and 2^11 calls the hyp answers.
@@ -181,8 +76,7 @@ struct Counts {
 /// Runs the counting guest in a VM of type `ty` with the counters running;
 /// `Err` says what went wrong.
 fn counted_run(ty: VmType, code_page: u64, two_counters: bool) -> Result<Counts, &'static str> {
-    // SAFETY: Only the addresses of the labels are taken.
-    load(code_page, code(unsafe { &leak_count_start }, unsafe { &leak_count_end }));
+    load(code_page, guests::leak_count());
     let handle = hypercall::vm_create(ty, 1).map_err(|_| "VM_CREATE")?;
     let mut result = (|| {
         hypercall::vm_map(handle, code_page, GUEST_ENTRY, 1).map_err(|_| "VM_MAP")?;
@@ -320,8 +214,7 @@ struct Probe {
 
 /// Runs the probing guest in a protected VM with `secret` for TPIDR2_EL0.
 fn probe(code_page: u64, secret: u64) -> Result<Probe, &'static str> {
-    // SAFETY: Only the addresses of the labels are taken.
-    load(code_page, code(unsafe { &leak_probe_start }, unsafe { &leak_probe_end }));
+    load(code_page, guests::leak_probe());
     let handle = hypercall::vm_create(VmType::Protected, 1).map_err(|_| "VM_CREATE")?;
     let mut words = [0u64; 12];
     let mut result = (|| {
@@ -465,7 +358,7 @@ fn reset_scrub(platform: &HostPlatform) -> bool {
     }
     let memcache = memcache_pages();
     let donated = hypercall::donate_hyp(memcache, MEMCACHE_PAGES as u64).is_ok();
-    load(page(1), crate::arch::guest_memtest());
+    load(page(1), guests::memtest());
     let Ok(handle) = hypercall::vm_create(VmType::Protected, 1) else {
         return check!(false, "reset scrub: VM_CREATE (memcache donated: {donated})");
     };

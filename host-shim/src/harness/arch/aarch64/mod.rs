@@ -1,6 +1,7 @@
 //! The host shim's assembly: Image entry and EL1 vectors, and the one instruction
 //! sequences the isolation check needs (a load that may be aborted) and the
 //! register-preservation check (a hypercall with every register patterned).
+//! The guests' code is in `crate::guests`.
 
 use core::arch::{asm, global_asm};
 
@@ -13,63 +14,15 @@ macro_rules! shared_asm {
 
 global_asm!(shared_asm!("image_entry.S"), include_str!("head.S"));
 global_asm!(shared_asm!("gpr_frame.S"), include_str!("vectors.S"));
-global_asm!(include_str!("guests.S"));
 global_asm!(shared_asm!("gpr_frame.S"), include_str!("register_probe.S"));
 
 extern "C" {
     fn hvc_register_probe(function: u64, out: *mut [u64; 31]);
     fn id_register_probe(out: *mut [u64; 4]);
-    static guest_console_start: u8;
-    static guest_console_end: u8;
-    static guest_crash_start: u8;
-    static guest_crash_end: u8;
-    static guest_off_start: u8;
-    static guest_off_end: u8;
-    static guest_memtest_start: u8;
-    static guest_memtest_end: u8;
-    static guest_bench_start: u8;
-    static guest_bench_end: u8;
     static __image_start: u8;
     static __image_end: u8;
-    static guest_evil_start: u8;
-    static guest_evil_end: u8;
-    static guest_guard_start: u8;
-    static guest_guard_end: u8;
-    static guest_sgi2_start: u8;
-    static guest_sgi2_end: u8;
-    static guest_sgi_start: u8;
-    static guest_sgi_end: u8;
-    static guest_timer2_start: u8;
-    static guest_timer2_end: u8;
-    static guest_timer_start: u8;
-    static guest_timer_end: u8;
-    static guest_vtimer_bench_start: u8;
-    static guest_vtimer_bench_end: u8;
-    static guest_gic_start: u8;
-    static guest_gic_end: u8;
-    static guest_burst_start: u8;
-    static guest_burst_end: u8;
-    static guest_line_start: u8;
-    static guest_line_end: u8;
-    static guest_irq2_start: u8;
-    static guest_irq2_end: u8;
-    static guest_irq_start: u8;
-    static guest_irq_end: u8;
-    static guest_spin_start: u8;
-    static guest_spin_end: u8;
-    static guest_probe_start: u8;
-    static guest_probe_end: u8;
-    static guest_smp_start: u8;
-    static guest_smp_end: u8;
     /// head.S: where a secondary CPU enters the shim, x0 = its mailbox.
     pub fn secondary_entry();
-}
-
-/// The code of a guest payload from `guests.S`.
-fn payload(start: &'static u8, end: &'static u8) -> &'static [u8] {
-    let (s, e) = (start as *const u8, end as *const u8);
-    // SAFETY: The two labels delimit one read-only blob in `.rodata.guests`.
-    unsafe { core::slice::from_raw_parts(s, e as usize - s as usize) }
 }
 
 /// Where the shim's own image is in RAM: code, data, bss and boot stack.
@@ -77,128 +30,6 @@ pub fn image_range() -> (u64, u64) {
     // SAFETY: Only the addresses of the linker script's symbols are taken.
     let (start, end) = unsafe { (&__image_start as *const u8 as u64, &__image_end as *const u8 as u64) };
     (start, end)
-}
-
-/// The console guest's code.
-pub fn guest_console() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_console_start }, unsafe { &guest_console_end })
-}
-
-/// The guest that turns its VM off at once.
-pub fn guest_off() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_off_start }, unsafe { &guest_off_end })
-}
-
-/// The memory-test guest's code (its data page follows it at +0x1000).
-pub fn guest_memtest() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_memtest_start }, unsafe { &guest_memtest_end })
-}
-
-/// The benchmark guest's code.
-#[cfg_attr(not(feature = "bench"), allow(dead_code))]
-pub fn guest_bench() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_bench_start }, unsafe { &guest_bench_end })
-}
-
-/// The malicious guest's code (one page: code, then its vectors at +0x800).
-pub fn guest_evil() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_evil_start }, unsafe { &guest_evil_end })
-}
-
-/// The MMIO-guard guest's code (one page: code, then its vectors at +0x800).
-pub fn guest_guard() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_guard_start }, unsafe { &guest_guard_end })
-}
-
-/// The SGI-sending guest for GICv2 (GICD_SGIR).
-pub fn guest_sgi2() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_sgi2_start }, unsafe { &guest_sgi2_end })
-}
-
-/// The SGI-sending guest's code.
-pub fn guest_sgi() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_sgi_start }, unsafe { &guest_sgi_end })
-}
-
-/// The timer guest for GICv2's memory-mapped CPU interface.
-pub fn guest_timer2() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_timer2_start }, unsafe { &guest_timer2_end })
-}
-
-/// The timer guest's code (one page: code, then its vectors at +0x800).
-pub fn guest_timer() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_timer_start }, unsafe { &guest_timer_end })
-}
-
-/// The distributor guest's code.
-pub fn guest_gic() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_gic_start }, unsafe { &guest_gic_end })
-}
-
-/// The burst guest's code.
-pub fn guest_burst() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_burst_start }, unsafe { &guest_burst_end })
-}
-
-/// The IRQ-line guest's code (boards without a GIC).
-pub fn guest_line() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_line_start }, unsafe { &guest_line_end })
-}
-
-/// The timer benchmark guest's code.
-#[cfg_attr(not(feature = "bench"), allow(dead_code))]
-pub fn guest_vtimer_bench() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_vtimer_bench_start }, unsafe { &guest_vtimer_bench_end })
-}
-
-/// The interrupt guest for GICv2's memory-mapped CPU interface.
-pub fn guest_irq2() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_irq2_start }, unsafe { &guest_irq2_end })
-}
-
-/// The interrupt guest's code (one page: code, then its vectors at +0x800).
-pub fn guest_irq() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_irq_start }, unsafe { &guest_irq_end })
-}
-
-/// The guest that spins forever with interrupts masked.
-pub fn guest_spin() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_spin_start }, unsafe { &guest_spin_end })
-}
-
-/// The probing guest's code (its list of IPAs goes at +0x1000).
-pub fn guest_probe() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_probe_start }, unsafe { &guest_probe_end })
-}
-
-/// The SMP guest's code (its data page follows it at +0x1000).
-pub fn guest_smp() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_smp_start }, unsafe { &guest_smp_end })
-}
-
-/// The misbehaving guest's code.
-pub fn guest_crash() -> &'static [u8] {
-    // SAFETY: Only the addresses of the labels are taken.
-    payload(unsafe { &guest_crash_start }, unsafe { &guest_crash_end })
 }
 
 /// x0..x30 as saved by `vectors.S`.

@@ -5,7 +5,7 @@ use hyp_abi::{decode_result, HostCall, HypError};
 
 /// Issues the call with function ID `function` and arguments x1..x6.
 pub fn raw_call(function: u32, args: [u64; 6]) -> [u64; 4] {
-    crate::arch::hvc(function, args)
+    crate::harness::arch::hvc(function, args)
 }
 
 fn call(call: HostCall, args: [u64; 6]) -> Result<[u64; 3], HypError> {

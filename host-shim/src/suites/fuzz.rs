@@ -18,23 +18,27 @@
 
 mod model;
 
-use crate::arch::{guest_bench, probe_read};
-use crate::checks::{check, probe_hyp_memory, Access};
-use crate::hypercall::{self, raw_call};
-use crate::platform::{HostPlatform, MAX_CPUS};
+use crate::guests;
+use crate::harness::cpus::{own_index, post, secondary_indices, start_secondaries, wait_for};
+use crate::harness::gic;
+use crate::harness::hostile_registers::{hostile_registers, MAX_HOSTILE_REGISTERS};
+use crate::harness::hypercall::{self, raw_call};
+use crate::harness::platform::{HostPlatform, MAX_CPUS};
+use crate::harness::probe::{self, probe_hyp_memory, Access};
+use crate::harness::report::check;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hyp_abi::{vendor_hyp_fn, CheckScope, HostCall, HypError, HOST_CALL_BASE};
-use testkit::rng::Rng;
 use model::{
     Answers, Expect, Model, OkCheck, Page, VmState, CODE_PAGES, CORE_MEMCACHE, CORE_MEMCACHE_PAGES, GUEST_ENTRY,
     HOSTILE_MEMCACHE, HOSTILE_MEMCACHE_PAGES, HOSTILE_PAGES, PAGE, SLOTS, WINDOW_PAGES,
 };
+use testkit::rng::Rng;
 
 /// Every this many calls a CPU has the hyp check everything, not only what
 /// the calls since the last check touched.
 pub const FULL_CHECK_EVERY: u64 = 256;
-/// The host's timer tick on each CPU (as `vm_checks`' spinning guest has it).
+/// The host's timer tick on each CPU (as the VM checks' spinning guest has it).
 const TICK_HZ: u64 = 100;
 /// IPAs the hostile `VM_MAP`s use (page counts 1 or 2 there).
 const HOSTILE_IPAS: [u64; 3] = [0, GUEST_ENTRY + 0x1000, GUEST_ENTRY + 0x2000];
@@ -191,10 +195,10 @@ pub fn run(platform: &HostPlatform, calls: u64, seed: u64) -> bool {
         [0, bits, flags, _] => [bits, flags],
         other => return check!(false, "hostile host: FEATURES answered {other:x?}"),
     };
-    let started = if platform.cpus().len() > 1 { crate::smp::start_secondaries(platform) } else { 0 };
+    let started = if platform.cpus().len() > 1 { start_secondaries(platform) } else { 0 };
     let secondaries: [Option<usize>; MAX_CPUS] = {
         let mut list = [None; MAX_CPUS];
-        for (slot, cpu) in list.iter_mut().zip(crate::smp::secondary_indices(platform).take(started)) {
+        for (slot, cpu) in list.iter_mut().zip(secondary_indices(platform).take(started)) {
             *slot = Some(cpu);
         }
         list
@@ -221,17 +225,17 @@ pub fn run(platform: &HostPlatform, calls: u64, seed: u64) -> bool {
     let start = counter();
     let share = |p: u64| calls / participants + u64::from(p < calls % participants);
     for (p, cpu) in secondaries.iter().flatten().enumerate() {
-        crate::smp::post_fuzz(*cpu, [share(p as u64 + 1), seed, p as u64 + 1]);
+        post(*cpu, run_on_this_cpu, [share(p as u64 + 1), seed, p as u64 + 1]);
     }
     let own = own_index(platform);
-    run_on_this_cpu(own, share(0), seed, 0);
+    run_on_this_cpu(own, [share(0), seed, 0]);
     let mut passed = true;
     let mut lost = [false; MAX_CPUS];
     for cpu in secondaries.iter().flatten().copied() {
         // A CPU still making calls is waited for; one that stopped is lost.
         let mut last = u64::MAX;
         let result = loop {
-            if let Some(result) = crate::smp::wait_for(cpu) {
+            if let Some(result) = wait_for(cpu) {
                 break Some(result);
             }
             let now = PROGRESS[cpu].load(Ordering::Relaxed);
@@ -293,13 +297,6 @@ pub fn run(platform: &HostPlatform, calls: u64, seed: u64) -> bool {
     );
     passed &= take_everything_back(platform, setup, own, &secondaries, total.created);
     passed
-}
-
-/// The CPU index (in the device tree's list) of the CPU running this.
-fn own_index(platform: &HostPlatform) -> usize {
-    use aarch64_cpu::registers::{Readable, MPIDR_EL1};
-    let own = MPIDR_EL1.get() & 0xff_00ff_ffff;
-    platform.cpus().iter().position(|&m| m & 0xff_00ff_ffff == own).unwrap_or(0)
 }
 
 /// The physical counter (CNTPCT_EL0).
@@ -439,9 +436,10 @@ impl core::fmt::Display for Described {
     }
 }
 
-/// A CPU's job: its share of the calls (the boot CPU's too). Returns
-/// `[0 or 1 (failed), calls made, 0, 0]`; the details are in its run.
-pub fn run_on_this_cpu(cpu: usize, calls: u64, seed: u64, participant: u64) -> [u64; 4] {
+/// A CPU's job: its share of the calls (the boot CPU's too), `[calls, seed,
+/// participant]`. Returns `[0 or 1 (failed), calls made, 0, 0]`; the details
+/// are in its run.
+fn run_on_this_cpu(cpu: usize, [calls, seed, participant]: [u64; 3]) -> [u64; 4] {
     // SAFETY: Set before any job was posted.
     let Some(setup) = (unsafe { (*SETUP.0.get()).as_ref() }) else {
         return [1, 0, 0, 0];
@@ -470,12 +468,12 @@ pub fn run_on_this_cpu(cpu: usize, calls: u64, seed: u64, participant: u64) -> [
         failure: &mut run.failure,
         call: 0,
         kind: 0,
-        device_registers: crate::device_attacks::hostile_registers(platform),
+        device_registers: hostile_registers(platform),
     };
     // A tick, as an OS has: a guest that loops without a trap (the hostile
     // calls set random PCs and registers) loses the CPU at the next one.
     let tick = match (platform.gic, platform.timer_intid) {
-        (Some(gic), Some(intid)) => crate::gic::start_tick(gic, intid, TICK_HZ),
+        (Some(gic), Some(intid)) => gic::start_tick(gic, intid, TICK_HZ),
         _ => false,
     };
     fuzzer.start();
@@ -498,8 +496,8 @@ pub fn run_on_this_cpu(cpu: usize, calls: u64, seed: u64, participant: u64) -> [
         fuzzer.clean_up();
     }
     if tick {
-        crate::gic::stop_tick();
-        crate::gic::take_pending_interrupts();
+        gic::stop_tick();
+        gic::take_pending_interrupts();
     }
     let failed = fuzzer.failure.is_some();
     if failed {
@@ -517,7 +515,7 @@ struct Fuzzer<'a> {
     failure: &'a mut Option<(u64, u64, Failure)>,
     call: u64,
     kind: u64,
-    device_registers: ([(u64, bool); crate::device_attacks::MAX_HOSTILE_REGISTERS], usize),
+    device_registers: ([(u64, bool); MAX_HOSTILE_REGISTERS], usize),
 }
 
 impl Fuzzer<'_> {
@@ -669,10 +667,8 @@ impl Fuzzer<'_> {
                     self.fail(Failure::Access { what: "the VMs' own code page", address: pa, refused: true });
                     return;
                 }
-                for (i, byte) in guest_bench().iter().enumerate() {
-                    // SAFETY: The page is this CPU's and nobody else's now (the model says Host).
-                    unsafe { core::ptr::write_volatile((pa as *mut u8).add(i), *byte) };
-                }
+                // The page is this CPU's and nobody else's now (the model says Host).
+                guests::load(pa, guests::bench());
                 if let Some([0, ..]) = self.issue(HostCall::VmMap, [vm.handle, pa, GUEST_ENTRY, 1, 0, 0]) {
                     self.issue(HostCall::VcpuInit, [vm.handle, 0, GUEST_ENTRY, 2, 0, 0]);
                 }
@@ -683,9 +679,9 @@ impl Fuzzer<'_> {
                     let vcpu = rng.pick(&[0, 0, 1, 7, 8, u64::MAX]);
                     // A tick that came while the host ran is the host's: taken
                     // now, it does not end the guest's run at once.
-                    crate::gic::take_pending_interrupts();
+                    gic::take_pending_interrupts();
                     self.issue(HostCall::VcpuRun, [vm.handle, vcpu, rng.next(), 0, 0, 0]);
-                    crate::gic::take_pending_interrupts();
+                    gic::take_pending_interrupts();
                     self.issue(HostCall::VmInfo, [vm.handle, 0, 0, 0, 0, 0]);
                 }
             }
@@ -803,9 +799,9 @@ impl Fuzzer<'_> {
                     let refused = if narrow {
                         // GICR_CTLR: only a write that sets EnableLPIs is refused
                         // (the SMMU's 32-bit registers are refused whatever).
-                        crate::device_attacks::write32_refused(register, value as u32 | 1)
+                        probe::write32_refused(register, value as u32 | 1)
                     } else {
-                        crate::device_attacks::write_refused(register, value)
+                        probe::write_refused(register, value)
                     };
                     if !refused {
                         self.fail(Failure::Access { what: "device register write", address: register, refused });
@@ -939,8 +935,5 @@ impl Fuzzer<'_> {
 
 /// Reads `pa` and reports whether the hyp refused it (without logging).
 fn probe_refused(pa: u64) -> bool {
-    crate::checks::arm_probe();
-    // SAFETY: The handler is armed to skip the abort; `pa` is page-aligned.
-    let _ = unsafe { probe_read(pa) };
-    crate::checks::probe_was_refused()
+    probe::read(pa).is_none()
 }

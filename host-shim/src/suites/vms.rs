@@ -4,107 +4,22 @@
 //! protected one's; teardown returns every page (the protected VM's zeroed); a
 //! crashing guest ends with a fatal exit; bad VM calls return their errors.
 
-use crate::arch::{
-    guest_console, guest_crash, guest_evil, guest_guard, guest_memtest, guest_off, guest_probe, guest_spin,
-};
-use crate::checks::{check, probe_hyp_memory, Access};
-use crate::hypercall;
-use crate::memory_checks::{invariants, page, read};
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::guests::{self, load, GUEST_ENTRY, GUEST_UART, HOST_CALL};
+use crate::harness::debug_calls::{debug_calls, invariants};
+use crate::harness::gic;
+use crate::harness::hypercall;
+use crate::harness::platform::HostPlatform;
+use crate::harness::probe::{probe_hyp_memory, Access};
+use crate::harness::report::check;
+use crate::harness::scratch::{memcache_pages, page, read, stress_page, MEMCACHE_PAGES};
+use crate::harness::vms::{counts, create_vm, run_console, run_vcpu};
 use hyp_abi::{Exit, HostCall, HypError, VcpuReg, VmType};
-
-/// Where the guests' code goes in guest-physical memory.
-pub const GUEST_ENTRY: u64 = 0x8000_0000;
-/// The UART the shim emulates for its guests.
-pub const GUEST_UART: u64 = 0x0300_0000;
-/// Reads of this register get [`STATUS_ANSWER`].
-pub const GUEST_UART_STATUS: u64 = GUEST_UART + 0x18;
-pub const STATUS_ANSWER: u64 = b'R' as u64;
-/// Runs before a guest is declared stuck.
-const MAX_RUNS: usize = 256;
-
-/// What the VM checks did, for the summary line.
-static VMS_CREATED: AtomicU64 = AtomicU64::new(0);
-static PROTECTED_CREATED: AtomicU64 = AtomicU64::new(0);
-static EXITS: AtomicU64 = AtomicU64::new(0);
-
-/// Adds one with a plain load and store: the shim runs on one CPU with its MMU
-/// off, where exclusive accesses are not dependable.
-fn bump(counter: &AtomicU64) {
-    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-}
-
-/// `VM_CREATE`, counted.
-pub(crate) fn create_vm(ty: VmType, vcpus: u64) -> Result<u64, HypError> {
-    let handle = hypercall::vm_create(ty, vcpus)?;
-    bump(&VMS_CREATED);
-    if ty == VmType::Protected {
-        bump(&PROTECTED_CREATED);
-    }
-    Ok(handle)
-}
-
-/// `VCPU_RUN`, counting exits.
-pub(crate) fn run_vcpu(handle: u64, vcpu: u64, value: u64) -> Result<Exit, HypError> {
-    let exit = hypercall::vcpu_run(handle, vcpu, value)?;
-    bump(&EXITS);
-    Ok(exit)
-}
-
-/// Copies `code` to the start of the page at `pa` (host memory, MMU off).
-pub fn load(pa: u64, code: &[u8]) {
-    for (i, byte) in code.iter().enumerate() {
-        // SAFETY: `pa` is a scratch page of the shim's, not given to anyone yet;
-        // the code is far smaller than a page.
-        unsafe { core::ptr::write_volatile((pa as *mut u8).add(i), *byte) };
-    }
-}
-
-/// A console line collected from MMIO writes.
-struct Line {
-    bytes: [u8; 64],
-    len: usize,
-}
-
-impl Line {
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("<not UTF-8>")
-    }
-}
-
-/// Runs vCPU 0 until SYSTEM_OFF, emulating the UART; returns the first line.
-fn run_console(handle: u64, tag: char) -> Result<Line, &'static str> {
-    let mut line = Line { bytes: [0; 64], len: 0 };
-    let mut answer = 0;
-    for _ in 0..MAX_RUNS {
-        match run_vcpu(handle, 0, answer) {
-            Ok(Exit::Mmio { ipa: GUEST_UART, size_bytes: 1, write: true, value }) => {
-                if value == u64::from(b'\n') {
-                    log::info!("guest {tag}: {}", line.as_str());
-                } else if line.len < line.bytes.len() {
-                    line.bytes[line.len] = value as u8;
-                    line.len += 1;
-                }
-            }
-            Ok(Exit::Mmio { ipa: GUEST_UART_STATUS, size_bytes: 4, write: false, .. }) => answer = STATUS_ANSWER,
-            Ok(Exit::SystemOff) => return Ok(line),
-            Ok(_) => return Err("unexpected exit"),
-            Err(_) => return Err("run failed"),
-        }
-    }
-    Err("guest did not finish")
-}
-
-/// Runs a console guest's vCPU 0 to SYSTEM_OFF: whether it printed `expected`.
-pub(crate) fn console_prints(handle: u64, tag: char, expected: &str) -> Result<bool, &'static str> {
-    run_console(handle, tag).map(|line| line.as_str() == expected)
-}
 
 fn console_vm(ty: VmType, pa: u64, tag: char) -> bool {
     let protected = ty == VmType::Protected;
     let kind = if protected { "protected" } else { "non-protected" };
     let mut passed = true;
-    load(pa, guest_console());
+    load(pa, guests::console());
     let first_word = read(pa);
     let Ok(handle) = create_vm(ty, 1) else {
         return check!(false, "create a {kind} VM");
@@ -161,7 +76,7 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
     let protected = ty == VmType::Protected;
     let kind = if protected { "protected" } else { "non-protected" };
     let mut passed = true;
-    load(code, guest_memtest());
+    load(code, guests::memtest());
     let Ok(handle) = create_vm(ty, 1) else {
         return check!(false, "create the {kind} memory-test VM");
     };
@@ -172,7 +87,7 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
     );
     passed &=
         check!(hypercall::vcpu_init(handle, 0, GUEST_ENTRY, SEED).is_ok(), "initialise the {kind} memory-test VM");
-    let (result, d8) = crate::arch::with_d8(0x5eed_f00d, || run_vcpu(handle, 0, 0));
+    let (result, d8) = crate::harness::arch::with_d8(0x5eed_f00d, || run_vcpu(handle, 0, 0));
     passed &= check!(d8 == 0x5eed_f00d, "the host's FP registers survive a guest that uses FP/SIMD: d8 {d8:#x}");
     passed &= check!(
         result == Ok(Exit::Mmio { ipa: GUEST_UART + 0x20, size_bytes: 8, write: true, value: 1 }),
@@ -180,7 +95,7 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
     );
     let call = run_vcpu(handle, 0, 0);
     passed &= check!(
-        call == Ok(Exit::Hypercall { function: 0xC500_0001, arg: SEED }),
+        call == Ok(Exit::Hypercall { function: HOST_CALL, arg: SEED }),
         "{kind} guest call left to the host: {call:x?}"
     );
     let wfi = run_vcpu(handle, 0, 0);
@@ -221,7 +136,7 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
 fn malicious_vm(pa: u64) -> bool {
     const REPORT: u64 = GUEST_UART + 0x28;
     let mut passed = true;
-    load(pa, guest_evil());
+    load(pa, guests::evil());
     let Ok(handle) = create_vm(VmType::Protected, 1) else {
         return check!(false, "create the malicious VM");
     };
@@ -287,7 +202,7 @@ fn guarded_vm(pa: u64, ty: VmType) -> bool {
     const INJECTED_WRITE_ABORT: u64 = 0x25 << 26 | 1 << 25 | 1 << 6 | 0x10;
     const INVALID_PARAMETER: u64 = -3i64 as u64;
     let mut passed = true;
-    load(pa, guest_guard());
+    load(pa, guests::guard());
     let ready = create_vm(ty, 1).and_then(|handle| {
         hypercall::vm_map(handle, pa, GUEST_ENTRY, 1)?;
         hypercall::vcpu_init(handle, 0, GUEST_ENTRY, 0)?;
@@ -362,14 +277,14 @@ fn probing_vm(code: u64, list: u64, lent: u64, hyp: &[(u64, u64)]) -> bool {
     let mut count = 0;
     // The list ends at 0, so a region at address 0 (a spin-table page) is left out.
     let hyp_bases = hyp.iter().map(|r| r.0).filter(|&base| base != 0).take(2);
-    for address in hyp_bases.chain([crate::arch::park as *const () as u64 & !7, lent]) {
+    for address in hyp_bases.chain([crate::harness::arch::park as *const () as u64 & !7, lent]) {
         if count < targets.len() - 1 {
             targets[count] = address;
             count += 1;
         }
     }
     let targets = &targets[..count];
-    load(code, guest_probe());
+    load(code, guests::probe());
     for (i, &address) in targets.iter().chain([&0]).enumerate() {
         // SAFETY: `list` is a scratch page of the shim's, not given to anyone yet.
         unsafe { core::ptr::write_volatile((list as *mut u64).add(i), address) };
@@ -430,7 +345,7 @@ fn probing_vm(code: u64, list: u64, lent: u64, hyp: &[(u64, u64)]) -> bool {
 /// returns to the host with an "interrupted" exit, and the host takes its tick
 /// (its timer keeps ticking) and decides what to run; here it stops the VM after
 /// a few ticks.
-fn spinning_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+fn spinning_vm(platform: &HostPlatform, pa: u64) -> bool {
     const TICKS: u64 = 5;
     const TICK_HZ: u64 = 100;
     let (Some(gic), Some(intid)) = (platform.gic, platform.timer_intid) else {
@@ -438,7 +353,7 @@ fn spinning_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
         return true;
     };
     let mut passed = true;
-    load(pa, guest_spin());
+    load(pa, guests::spin());
     let ready = create_vm(VmType::Protected, 1).and_then(|h| {
         hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
         hypercall::vcpu_init(h, 0, GUEST_ENTRY, 0)?;
@@ -447,26 +362,26 @@ fn spinning_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
     let Ok(handle) = ready else {
         return check!(false, "set up the spinning VM: {ready:?}");
     };
-    passed &= check!(crate::gic::start_tick(gic, intid, TICK_HZ), "host timer tick on INTID {intid} through {gic:x?}");
-    let start = crate::gic::ticks();
+    passed &= check!(gic::start_tick(gic, intid, TICK_HZ), "host timer tick on INTID {intid} through {gic:x?}");
+    let start = gic::ticks();
     let (mut interrupted, mut other) = (0u64, None);
     for _ in 0..10_000 {
         match run_vcpu(handle, 0, 0) {
             Ok(Exit::Interrupted) => {
                 interrupted += 1;
-                crate::gic::take_pending_interrupts();
+                gic::take_pending_interrupts();
             }
             exit => {
                 other = Some(exit);
                 break;
             }
         }
-        if crate::gic::ticks() - start >= TICKS {
+        if gic::ticks() - start >= TICKS {
             break;
         }
     }
-    crate::gic::stop_tick();
-    let ticks = crate::gic::ticks() - start;
+    gic::stop_tick();
+    let ticks = gic::ticks() - start;
     passed &= check!(
         other.is_none() && ticks >= TICKS && interrupted >= TICKS,
         "a protected guest spinning with interrupts masked is preempted: {interrupted} interrupted exits, the host's timer ticked {ticks} times ({other:?})"
@@ -478,7 +393,7 @@ fn spinning_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
 
 fn crashing_vm(pa: u64) -> bool {
     let mut passed = true;
-    load(pa, guest_crash());
+    load(pa, guests::crash());
     let Ok(handle) = create_vm(VmType::NonProtected, 1) else {
         return check!(false, "create the crashing VM");
     };
@@ -569,15 +484,15 @@ const STRESS_VMS: usize = 32;
 /// memory accounting must be what it was and the invariants must hold.
 fn stress(rounds: u64) -> bool {
     let before = hypercall::check_invariants();
-    let code = guest_off();
+    let code = guests::off();
     for i in 0..STRESS_VMS {
-        load(crate::memory_checks::stress_page(i), code);
+        load(stress_page(i), code);
     }
     for round in 0..rounds {
         let mut handles = [0u64; STRESS_VMS];
         for (i, handle) in handles.iter_mut().enumerate() {
             let ty = if i % 2 == 0 { VmType::Protected } else { VmType::NonProtected };
-            let pa = crate::memory_checks::stress_page(i);
+            let pa = stress_page(i);
             let ok = create_vm(ty, 1).and_then(|h| {
                 *handle = h;
                 hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
@@ -605,10 +520,10 @@ fn stress(rounds: u64) -> bool {
         }
         // The guests' code comes back zeroed from the protected VMs: load it again.
         for i in (0..STRESS_VMS).step_by(2) {
-            load(crate::memory_checks::stress_page(i), code);
+            load(stress_page(i), code);
         }
     }
-    if !crate::checks::debug_calls() {
+    if !debug_calls() {
         return check!(
             true,
             "{rounds} rounds of {STRESS_VMS} VMs created, run, torn down and reclaimed (production hyp: no invariant checker to compare its memory)"
@@ -621,15 +536,19 @@ fn stress(rounds: u64) -> bool {
     )
 }
 
-/// Runs the VM checks; true when all passed. `hyp` is an address of hyp memory;
-/// `stress_rounds` rounds of the 32-VM stress run.
-pub fn run_all(platform: &crate::platform::HostPlatform, hyp: u64, stress_rounds: u64) -> bool {
+/// The first VM checks: a VM needs donated memory, which the host then
+/// donates (for every VM check up to [`finish`]); then the console,
+/// memory-test, malicious, MMIO-guard, probing, crashing and spinning guests.
+/// True when all passed.
+pub fn run_all(platform: &HostPlatform) -> bool {
     let mut passed = true;
     let refused = create_vm(VmType::Protected, 1);
     passed &= check!(refused == Err(HypError::NoMemory), "a VM needs donated memory first: {refused:?}");
-    let memcache = crate::memory_checks::memcache_pages();
-    let pages = crate::memory_checks::MEMCACHE_PAGES as u64;
-    passed &= check!(hypercall::donate_hyp(memcache, pages).is_ok(), "donate {pages} pages for VM metadata (memcache)");
+    let pages = MEMCACHE_PAGES as u64;
+    passed &= check!(
+        hypercall::donate_hyp(memcache_pages(), pages).is_ok(),
+        "donate {pages} pages for VM metadata (memcache)"
+    );
     passed &= console_vm(VmType::Protected, page(1), 'P');
     passed &= console_vm(VmType::NonProtected, page(7), 'N');
     passed &= memtest_vm(VmType::Protected, page(2), page(3));
@@ -640,20 +559,26 @@ pub fn run_all(platform: &crate::platform::HostPlatform, hyp: u64, stress_rounds
     passed &= probing_vm(page(2), page(3), page(4), platform.hyp_regions());
     passed &= crashing_vm(page(8));
     passed &= spinning_vm(platform, page(8));
-    passed &= crate::interrupt_checks::run_all(platform, page(8));
-    passed &= crate::device_attacks::run_all(platform, page(8));
-    passed &= crate::pci_dma_attacks::run_all(platform, page(8), page(9), page(10));
-    passed &= bad_calls(hyp);
+    passed
+}
+
+/// Bad VM calls (`hyp` is an address of hyp memory), then `stress_rounds`
+/// rounds of the 32-VM stress run. True when all passed.
+pub fn bad_calls_and_stress(hyp: u64, stress_rounds: u64) -> bool {
+    let mut passed = bad_calls(hyp);
     passed &= stress(stress_rounds);
-    passed &= crate::smp::run_all(platform);
-    let back = hypercall::reclaim_hyp(memcache, pages);
-    passed &= check!(back.is_ok(), "every memcache page is free again and comes back: {back:?}");
+    passed
+}
+
+/// The end of the VM checks: the donated memcache comes back whole, and the
+/// summary of every VM the checks ran. True when all passed.
+pub fn finish() -> bool {
+    let back = hypercall::reclaim_hyp(memcache_pages(), MEMCACHE_PAGES as u64);
+    let mut passed = check!(back.is_ok(), "every memcache page is free again and comes back: {back:?}");
     passed &= invariants("reclaiming the memcache");
+    let (created, protected, exits) = counts();
     log::info!(
-        "summary: {} VMs created ({} protected), {} exits handled, every page back with the host",
-        VMS_CREATED.load(Ordering::Relaxed),
-        PROTECTED_CREATED.load(Ordering::Relaxed),
-        EXITS.load(Ordering::Relaxed)
+        "summary: {created} VMs created ({protected} protected), {exits} exits handled, every page back with the host"
     );
     passed
 }

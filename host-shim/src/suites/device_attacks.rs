@@ -8,112 +8,20 @@
 //! `hyp.dma=permissive` (FEATURES says so) the host gets fw_cfg and virtio
 //! back, and the ITS and LPIs stay withheld.
 
-use crate::arch::{probe_read, probe_read32, probe_write, probe_write32_from_x25};
-use crate::checks::{arm_probe, check, probe_was_refused};
-use crate::hypercall;
-use crate::platform::HostPlatform;
+use crate::harness::attack_target;
+use crate::harness::gic::GicConfig;
+use crate::harness::hostile_registers::{
+    find, FW_CFG_DMA, GICR_CTLR, GICR_INVALLR, GICR_PENDBASER, GICR_PROPBASER, GICR_SETLPIR, GICR_TYPER, GICR_WAKER,
+    GITS_BASER0, GITS_CBASER, GITS_CTLR, GITS_CWRITER,
+};
+use crate::harness::hypercall;
+use crate::harness::platform::HostPlatform;
+use crate::harness::probe::{read, read32, write32_refused, write_refused};
+use crate::harness::report::check;
+use crate::harness::scratch;
 
-/// ITS registers.
-const GITS_CTLR: u64 = 0x0;
-const GITS_CBASER: u64 = 0x80;
-const GITS_CWRITER: u64 = 0x88;
-const GITS_BASER0: u64 = 0x100;
-/// Redistributor (RD frame) registers.
-const GICR_CTLR: u64 = 0x0;
-const GICR_TYPER: u64 = 0x8;
-const GICR_WAKER: u64 = 0x14;
-const GICR_SETLPIR: u64 = 0x40;
-const GICR_PROPBASER: u64 = 0x70;
-const GICR_PENDBASER: u64 = 0x78;
-const GICR_INVALLR: u64 = 0xb0;
-/// fw_cfg's DMA address register (big-endian; a write starts a transfer).
-const FW_CFG_DMA: u64 = 0x10;
 /// "virt": a virtio-mmio transport's magic value.
 const VIRTIO_MAGIC: u32 = 0x7472_6976;
-
-pub fn write_refused(address: u64, value: u64) -> bool {
-    arm_probe();
-    // SAFETY: The handler is armed; the address is aligned device space, and
-    // the store is what the hyp must refuse.
-    unsafe { probe_write(address, value) };
-    probe_was_refused()
-}
-
-pub fn write32_refused(address: u64, value: u32) -> bool {
-    arm_probe();
-    // SAFETY: As in `write_refused`.
-    unsafe { probe_write32_from_x25(address, value) };
-    probe_was_refused()
-}
-
-/// Reads 8 bytes; `None` if refused.
-fn read(address: u64) -> Option<u64> {
-    arm_probe();
-    // SAFETY: The handler is armed; reading device registers is harmless here.
-    let value = unsafe { probe_read(address) };
-    (!probe_was_refused()).then_some(value)
-}
-
-fn read32(address: u64) -> Option<u32> {
-    arm_probe();
-    // SAFETY: As in `read`.
-    let value = unsafe { probe_read32(address) };
-    (!probe_was_refused()).then_some(value)
-}
-
-/// The first `reg` address of the first node compatible with `names`.
-fn find(fdt: &fdt::Fdt<'_>, names: &[&str]) -> Option<u64> {
-    let node = fdt.find_compatible(names)?;
-    Some(node.reg()?.next()?.starting_address as u64)
-}
-
-/// Most device registers the hostile host's fuzzer writes.
-pub const MAX_HOSTILE_REGISTERS: usize = 16;
-
-/// The device registers whose every write the hyp must refuse (address, and
-/// whether the register is 32 bits wide): the ITS's, the redistributor's LPI
-/// controls, the SMMU's (CR0, STRTAB_BASE, CMDQ_BASE, GBPA), and with DMA
-/// isolation fw_cfg's DMA and a virtio transport's.
-pub fn hostile_registers(platform: &HostPlatform) -> ([(u64, bool); MAX_HOSTILE_REGISTERS], usize) {
-    let mut registers = [(0, false); MAX_HOSTILE_REGISTERS];
-    let mut count = 0;
-    let mut add = |address: u64, narrow: bool| {
-        if let Some(slot) = registers.get_mut(count) {
-            *slot = (address, narrow);
-            count += 1;
-        }
-    };
-    // SAFETY: The device tree the hyp gave the shim, at the address it passed.
-    let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(platform.device_tree.0 as *const u8) }) else {
-        return (registers, 0);
-    };
-    if let Some(its) = find(&fdt, &["arm,gic-v3-its"]) {
-        for offset in [GITS_CTLR, GITS_CBASER, GITS_CWRITER, GITS_BASER0] {
-            add(its + offset, false);
-        }
-    }
-    if let Some(crate::gic::GicConfig::V3 { redistributors: rd, .. }) = platform.gic {
-        for offset in [GICR_PROPBASER, GICR_PENDBASER, GICR_INVALLR, GICR_SETLPIR] {
-            add(rd + offset, false);
-        }
-        add(rd + GICR_CTLR, true);
-    }
-    if let Some(smmu) = find(&fdt, &["arm,smmu-v3"]) {
-        for (offset, narrow) in [(0x20, true), (0x44, true), (0x80, false), (0x90, false)] {
-            add(smmu + offset, narrow);
-        }
-    }
-    let permissive = hypercall::platform_flags().is_ok_and(|f| f & hyp_abi::platform_flags::DMA_NOT_ISOLATED != 0);
-    if !permissive {
-        if let Some(fw_cfg) = find(&fdt, &["qemu,fw-cfg-mmio"]) {
-            add(fw_cfg + FW_CFG_DMA, false);
-        }
-        if let Some(virtio) = find(&fdt, &["virtio,mmio"]) {
-            add(virtio + 0x70, true);
-        }
-    }
-    (registers, count)
-}
 
 /// Runs every attack; `page` is a scratch page the shim gives a protected VM.
 pub fn run_all(platform: &HostPlatform, page: u64) -> bool {
@@ -128,7 +36,7 @@ pub fn run_all(platform: &HostPlatform, page: u64) -> bool {
     passed &= check!(flags.is_ok(), "FEATURES platform flags {flags:x?} (DMA isolated: {})", !permissive);
 
     // A protected guest whose code page is every attack's target.
-    let Some(handle) = crate::attack_target::create(page, "device attacks") else {
+    let Some(handle) = attack_target::create(page, "device attacks") else {
         return false;
     };
     let targets = [("the protected VM's page", page), ("the hyp's image", hyp_image)];
@@ -138,7 +46,7 @@ pub fn run_all(platform: &HostPlatform, page: u64) -> bool {
         for (_, target) in targets {
             refused &= write_refused(its + GITS_BASER0, target | 1 << 63);
         }
-        let queue = crate::memory_checks::page(10);
+        let queue = scratch::page(10);
         refused &= write_refused(its + GITS_CBASER, queue | 1 << 63);
         refused &= write_refused(its + GITS_CWRITER, 0x20);
         passed &= check!(
@@ -146,7 +54,7 @@ pub fn run_all(platform: &HostPlatform, page: u64) -> bool {
             "ITS at {its:#x} withheld: GITS_CTLR read, GITS_BASER0 (at the protected page, at the hyp's image), GITS_CBASER and GITS_CWRITER writes all aborted"
         );
     }
-    if let Some(crate::gic::GicConfig::V3 { redistributors: rd, .. }) = platform.gic {
+    if let Some(GicConfig::V3 { redistributors: rd, .. }) = platform.gic {
         let typer = read(rd + GICR_TYPER);
         passed &= check!(
             typer.is_some_and(|t| t >> 32 == 0),
@@ -203,6 +111,6 @@ pub fn run_all(platform: &HostPlatform, page: u64) -> bool {
     }
 
     // The target page is intact: the protected guest runs its code as loaded.
-    passed &= crate::attack_target::check_intact(handle, "device attacks");
+    passed &= attack_target::check_intact(handle, "device attacks");
     passed
 }
