@@ -5,6 +5,7 @@
 //! with the hostile host on every CPU (each enables its own PPI and timer; the
 //! tick count is then approximate).
 
+use crate::harness::mmio::Registers;
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -73,23 +74,17 @@ const MAX_POLLS: u32 = 1 << 20;
 /// (the last frame of a real GIC says so first), 64 for each of 8 CPUs.
 const MAX_REDISTRIBUTOR_FRAMES: usize = 8 * 64;
 
-fn read32(address: u64) -> u32 {
-    // SAFETY: Callers pass registers of the device tree's GIC.
-    unsafe { core::ptr::read_volatile(address as *const u32) }
+/// The registers at `base`: a frame of the device tree's GIC.
+fn registers(base: u64) -> Registers {
+    // SAFETY: Every base this module passes is the device tree's GIC's
+    // (distributor, CPU interface, a redistributor's RD or SGI frame), and it
+    // accesses registers of theirs only, bytes only where they allow them.
+    unsafe { Registers::new(base) }
 }
 
-fn write32(address: u64, value: u32) {
-    // SAFETY: As above.
-    unsafe { core::ptr::write_volatile(address as *mut u32, value) };
-}
-
-fn write8(address: u64, value: u8) {
-    // SAFETY: As above (priority registers are byte-accessible).
-    unsafe { core::ptr::write_volatile(address as *mut u8, value) };
-}
-
-fn wait_while(address: u64, mask: u32) -> bool {
-    (0..MAX_POLLS).any(|_| read32(address) & mask == 0)
+/// Polls until the bits `mask` of register `offset` of `frame` are clear.
+fn wait_while(frame: Registers, offset: u64, mask: u32) -> bool {
+    (0..MAX_POLLS).any(|_| frame.read32(offset) & mask == 0)
 }
 
 /// Enables `intid` (a PPI) as a group 1 interrupt for this CPU, and this CPU's
@@ -99,22 +94,24 @@ fn enable_ppi(gic: GicConfig, intid: u32) -> bool {
     match gic {
         GicConfig::V3 { distributor, redistributors } => {
             // ARE and both group enables, in either security view.
-            write32(distributor + GICD_CTLR, 0x13);
-            if !wait_while(distributor + GICD_CTLR, 1 << 31) {
+            let gicd = registers(distributor);
+            gicd.write32(GICD_CTLR, 0x13);
+            if !wait_while(gicd, GICD_CTLR, 1 << 31) {
                 return false;
             }
             let Some(frame) = own_redistributor(redistributors) else {
                 return false;
             };
-            let waker = read32(frame + GICR_WAKER);
-            write32(frame + GICR_WAKER, waker & !(1 << 1));
-            if !wait_while(frame + GICR_WAKER, 1 << 2) {
+            let rd = registers(frame);
+            let waker = rd.read32(GICR_WAKER);
+            rd.write32(GICR_WAKER, waker & !(1 << 1));
+            if !wait_while(rd, GICR_WAKER, 1 << 2) {
                 return false;
             }
-            let sgi = frame + GICR_SGI_FRAME;
-            write32(sgi + GICD_IGROUPR, read32(sgi + GICD_IGROUPR) | bit);
-            write8(sgi + GICD_IPRIORITYR + u64::from(intid), TICK_PRIORITY);
-            write32(sgi + GICD_ISENABLER, bit);
+            let sgi = registers(frame + GICR_SGI_FRAME);
+            sgi.write32(GICD_IGROUPR, sgi.read32(GICD_IGROUPR) | bit);
+            sgi.write8(GICD_IPRIORITYR + u64::from(intid), TICK_PRIORITY);
+            sgi.write32(GICD_ISENABLER, bit);
             // SAFETY: The hyp enabled the system-register interface for EL1
             // (ICC_SRE_EL2.Enable); these set this CPU's interface only.
             unsafe {
@@ -136,11 +133,12 @@ fn enable_ppi(gic: GicConfig, intid: u32) -> bool {
             GIC_VERSION.store(3, Ordering::Relaxed);
         }
         GicConfig::V2 { distributor, cpu_interface, .. } => {
-            write32(distributor + GICD_CTLR, 1);
-            write8(distributor + GICD_IPRIORITYR + u64::from(intid), TICK_PRIORITY);
-            write32(distributor + GICD_ISENABLER, bit);
-            write32(cpu_interface + GICC_PMR, 0xff);
-            write32(cpu_interface + GICC_CTLR, 1);
+            let (gicd, gicc) = (registers(distributor), registers(cpu_interface));
+            gicd.write32(GICD_CTLR, 1);
+            gicd.write8(GICD_IPRIORITYR + u64::from(intid), TICK_PRIORITY);
+            gicd.write32(GICD_ISENABLER, bit);
+            gicc.write32(GICC_PMR, 0xff);
+            gicc.write32(GICC_CTLR, 1);
             CPU_INTERFACE.store(cpu_interface, Ordering::Relaxed);
             GIC_VERSION.store(2, Ordering::Relaxed);
         }
@@ -156,8 +154,7 @@ fn own_redistributor(base: u64) -> Option<u64> {
     let affinity = (mpidr & 0xff_ffff) | (mpidr >> 32 & 0xff) << 24;
     let mut frame = base;
     for _ in 0..MAX_REDISTRIBUTOR_FRAMES {
-        // SAFETY: `frame` is a redistributor frame of the device tree's GIC.
-        let typer = unsafe { core::ptr::read_volatile((frame + GICR_TYPER) as *const u64) };
+        let typer = registers(frame).read64(GICR_TYPER);
         if typer >> 32 == affinity {
             return Some(frame);
         }
@@ -231,7 +228,7 @@ pub fn handle_irq() {
             unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nostack)) };
             iar & 0xff_ffff
         }
-        2 => u64::from(read32(CPU_INTERFACE.load(Ordering::Relaxed) + GICC_IAR)),
+        2 => u64::from(registers(CPU_INTERFACE.load(Ordering::Relaxed)).read32(GICC_IAR)),
         _ => return,
     };
     if intid == TIMER_INTID.load(Ordering::Relaxed) {
@@ -245,6 +242,6 @@ pub fn handle_irq() {
     match version {
         // SAFETY: Ending the interrupt just acknowledged.
         3 => unsafe { asm!("msr icc_eoir1_el1, {}", "isb", in(reg) intid, options(nostack)) },
-        _ => write32(CPU_INTERFACE.load(Ordering::Relaxed) + GICC_EOIR, intid as u32),
+        _ => registers(CPU_INTERFACE.load(Ordering::Relaxed)).write32(GICC_EOIR, intid as u32),
     }
 }

@@ -15,6 +15,7 @@ pub mod gic;
 pub mod hostile_registers;
 pub mod hypercall;
 pub mod instructions;
+pub mod mmio;
 pub mod platform;
 pub mod probe;
 pub mod report;

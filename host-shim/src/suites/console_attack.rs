@@ -15,17 +15,13 @@
 //! reads before each line.
 
 use crate::harness::hypercall;
+use crate::harness::mmio::Registers;
 use crate::harness::platform::HostPlatform;
 use crate::harness::probe;
 use crate::harness::report::check;
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTVCT_EL0};
 use hyp_drivers::uart::UartKind;
-
-/// PL011 flag and control registers, and the control register's enables.
-const FR: u64 = 0x18;
-const CR: u64 = 0x30;
-const CR_UARTEN: u32 = 1;
-const CR_TXE: u32 = 1 << 8;
+use vmm::pl011::{CR, CR_TXE, CR_UARTEN, FR};
 
 /// Refused accesses (and unknown hypercalls) made while the UART is off.
 const CALLS_WHILE_OFF: u64 = 16;
@@ -36,17 +32,6 @@ const CALLS_WHILE_OFF: u64 = 16;
 const BEFORE_OFFSET: u64 = 0x100;
 const WHILE_OFF_OFFSET: u64 = 0x200;
 const AFTER_OFFSET: u64 = 0x300;
-
-fn read32(address: u64) -> u32 {
-    // SAFETY: `address` is a register of the console PL011, the host's device
-    // (mapped for it by the hyp), 4-byte aligned; the MMU is off.
-    unsafe { core::ptr::read_volatile(address as *const u32) }
-}
-
-fn write32(address: u64, value: u32) {
-    // SAFETY: As for `read32`.
-    unsafe { core::ptr::write_volatile(address as *mut u32, value) }
-}
 
 /// A refused read of hyp memory at `address` (which the hyp logs): whether it
 /// was refused, and how long it took in counter ticks.
@@ -71,16 +56,18 @@ pub fn run(platform: &HostPlatform) -> bool {
     if platform.uart_kind != UartKind::Pl011 || platform.uart_base == 0 {
         return check!(false, "console attack: the console is not a PL011");
     }
-    let base = platform.uart_base as u64;
+    // SAFETY: The device tree's console PL011, the host's device (mapped for
+    // it by the hyp); only its flag and control registers are touched.
+    let uart = unsafe { Registers::new(platform.uart_base as u64) };
     let ticks_per_ms = (CNTFRQ_EL0.get() / 1000).max(1);
-    let cr = read32(base + CR);
+    let cr = uart.read32(CR);
     let (before_refused, before_ticks) = refused_access(hyp + BEFORE_OFFSET);
 
     // The UART off: from here until it is on again, nothing logs (the shim's
     // own console would drop its lines too).
-    write32(base + CR, cr & !(CR_UARTEN | CR_TXE));
-    let cr_off = read32(base + CR);
-    let fr_off = read32(base + FR);
+    uart.write32(CR, cr & !(CR_UARTEN | CR_TXE));
+    let cr_off = uart.read32(CR);
+    let fr_off = uart.read32(FR);
     let mut all_refused = true;
     let mut slowest = 0;
     for i in 0..CALLS_WHILE_OFF {
@@ -89,7 +76,7 @@ pub fn run(platform: &HostPlatform) -> bool {
         all_refused &= refused && unknown_refused;
         slowest = slowest.max(ticks).max(unknown_ticks);
     }
-    write32(base + CR, cr);
+    uart.write32(CR, cr);
 
     let (after_refused, after_ticks) = refused_access(hyp + AFTER_OFFSET);
     let version = hypercall::version();

@@ -8,8 +8,8 @@
 //! check says so.
 
 use crate::guests;
-use crate::harness::arch::{probe_read, probe_write};
 use crate::harness::attack_target;
+use crate::harness::mmio::Registers;
 use crate::harness::platform::HostPlatform;
 use crate::harness::report::check;
 use crate::harness::scratch;
@@ -27,27 +27,6 @@ const EDU_TO_MEMORY: u64 = 2;
 /// PCI config space: command register (memory space, bus master) and BAR0.
 const PCI_COMMAND: u64 = 0x04;
 const PCI_BAR0: u64 = 0x10;
-
-fn read32(address: u64) -> u32 {
-    // SAFETY: `address` is config space or a BAR of the device found on the
-    // bus the hyp gave the host: plain device registers.
-    unsafe { core::ptr::read_volatile(address as *const u32) }
-}
-
-fn write32(address: u64, value: u32) {
-    // SAFETY: As in `read32`.
-    unsafe { core::ptr::write_volatile(address as *mut u32, value) }
-}
-
-fn write64(address: u64, value: u64) {
-    // SAFETY: As in `read32`; edu's DMA registers take 8-byte accesses.
-    unsafe { probe_write(address, value) }
-}
-
-fn read64(address: u64) -> u64 {
-    // SAFETY: As in `read32`.
-    unsafe { probe_read(address) }
-}
 
 /// The bridge's ECAM and its 32-bit memory window, if the host's tree shows
 /// the bridge (enabled).
@@ -69,15 +48,15 @@ fn pcie(fdt: &fdt::Fdt<'_>) -> Option<(u64, u64)> {
 }
 
 /// One DMA of `count` bytes; waits (bounded) until the device is done.
-fn dma(bar: u64, src: u64, dst: u64, count: u64, to_memory: bool) -> bool {
-    write64(bar + EDU_DMA_SRC, src);
-    write64(bar + EDU_DMA_DST, dst);
-    write64(bar + EDU_DMA_COUNT, count);
-    write64(bar + EDU_DMA_CMD, 1 | if to_memory { EDU_TO_MEMORY } else { 0 });
+fn dma(edu: Registers, src: u64, dst: u64, count: u64, to_memory: bool) -> bool {
+    edu.write64(EDU_DMA_SRC, src);
+    edu.write64(EDU_DMA_DST, dst);
+    edu.write64(EDU_DMA_COUNT, count);
+    edu.write64(EDU_DMA_CMD, 1 | if to_memory { EDU_TO_MEMORY } else { 0 });
     // edu completes a transfer 100 ms (virtual time) later: wait up to 5 s.
     use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
     let deadline = CNTPCT_EL0.get() + 5 * CNTFRQ_EL0.get();
-    while read64(bar + EDU_DMA_CMD) & 1 != 0 {
+    while edu.read64(EDU_DMA_CMD) & 1 != 0 {
         if CNTPCT_EL0.get() > deadline {
             return false;
         }
@@ -107,13 +86,20 @@ pub fn run_all(platform: &HostPlatform, page: u64, a: u64, b: u64) -> bool {
         log::info!("PCIe DMA attack: no PCIe bus for the host (withheld without an SMMU the hyp drives)");
         return true;
     };
-    let Some(config) = (0..32).map(|device| ecam + (device << 15)).find(|&cfg| read32(cfg) == EDU_ID) else {
+    // SAFETY: Config space of a device on the bus the hyp gave the host
+    // (plain device registers), read for its ID and, for edu, given its BAR.
+    let config_space = |config: u64| unsafe { Registers::new(config) };
+    let Some(config) =
+        (0..32).map(|device| ecam + (device << 15)).find(|&config| config_space(config).read32(0) == EDU_ID)
+    else {
         log::info!("PCIe DMA attack: no edu device on bus 0");
         return true;
     };
-    write32(config + PCI_BAR0, window as u32);
-    write32(config + PCI_COMMAND, 0b110);
+    config_space(config).write32(PCI_BAR0, window as u32);
+    config_space(config).write32(PCI_COMMAND, 0b110);
     let bar = window;
+    // SAFETY: edu's BAR0, just placed in the bridge's window: its registers.
+    let edu = unsafe { Registers::new(bar) };
     let hyp_image = platform.hyp_regions().first().map_or(0, |r| r.0);
     let mut passed = true;
 
@@ -128,18 +114,18 @@ pub fn run_all(platform: &HostPlatform, page: u64, a: u64, b: u64) -> bool {
     // DMA into and out of the host's own pages works.
     fill(a, 0x5eed_0000_0000_0000);
     fill(b, 0);
-    let done = dma(bar, a, EDU_BUFFER, 32, false) && dma(bar, EDU_BUFFER, b, 32, true);
+    let done = dma(edu, a, EDU_BUFFER, 32, false) && dma(edu, EDU_BUFFER, b, 32, true);
     passed &= check!(
         done && words(b) == words(a),
         "edu at {config:#x} (BAR0 {bar:#x}) copies the host's page {a:#x} to {b:#x} by DMA through the SMMU: {:x?}",
         words(b)
     );
     // DMA writes at the protected page and at the hyp's image.
-    let writes = dma(bar, EDU_BUFFER, page, 32, true) & dma(bar, EDU_BUFFER, hyp_image, 32, true);
+    let writes = dma(edu, EDU_BUFFER, page, 32, true) & dma(edu, EDU_BUFFER, hyp_image, 32, true);
     // DMA read of the protected page, then back into a host page: must not
     // bring the guest's code out.
     fill(b, 0);
-    let read = dma(bar, page, EDU_BUFFER, 32, false) & dma(bar, EDU_BUFFER, b, 32, true);
+    let read = dma(edu, page, EDU_BUFFER, 32, false) & dma(edu, EDU_BUFFER, b, 32, true);
     passed &= check!(
         writes && read && words(b) != code,
         "edu DMA at the protected page and the hyp's image, and DMA reading the protected page, finish without reaching them: the host got {:x?}",
