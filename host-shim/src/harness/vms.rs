@@ -1,8 +1,9 @@
 //! VM calls the suites share: `VM_CREATE` and `VCPU_RUN` counted for the VM
 //! checks' summary line, and running a console guest to its end.
 
-use crate::guests::{GUEST_UART, GUEST_UART_STATUS, STATUS_ANSWER};
+use crate::guests::{GUEST_ENTRY, GUEST_UART, GUEST_UART_STATUS, STATUS_ANSWER};
 use crate::harness::hypercall;
+use crate::harness::report::check;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hyp_abi::{Exit, HypError, VmType};
 
@@ -28,6 +29,20 @@ pub fn create_vm(ty: VmType, vcpus: u64) -> Result<u64, HypError> {
         bump(&PROTECTED_CREATED);
     }
     Ok(handle)
+}
+
+/// A VM of `ty` with `vcpus` vCPUs (counted), given the `pages` pages at
+/// `pa` from IPA [`GUEST_ENTRY`] on, its vCPU 0 to start there with `x0`.
+pub fn create_ready(ty: VmType, vcpus: u64, pa: u64, pages: u64, x0: u64) -> Result<u64, HypError> {
+    let handle = create_vm(ty, vcpus)?;
+    hypercall::vm_map(handle, pa, GUEST_ENTRY, pages)?;
+    hypercall::vcpu_init(handle, 0, GUEST_ENTRY, x0)?;
+    Ok(handle)
+}
+
+/// Tears VM `handle` down, checked: "tear the `what` down".
+pub fn tear_down(handle: u64, what: &str) -> bool {
+    check!(hypercall::vm_teardown(handle).is_ok(), "tear the {what} down")
 }
 
 /// `VCPU_RUN`, counting exits.

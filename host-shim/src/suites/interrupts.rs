@@ -9,13 +9,24 @@ use crate::harness::hypercall;
 use crate::harness::platform::HostPlatform;
 use crate::harness::probe;
 use crate::harness::report::check;
-use crate::harness::vms::{create_vm, run_vcpu};
+use crate::harness::vms::{create_ready, run_vcpu, tear_down};
 use hyp_abi::{Exit, HypError, VmType};
 
 const REPORT: u64 = GUEST_UART + 0x38;
 const FAULT: u64 = GUEST_UART + 0x40;
 const READY: u64 = GUEST_UART + 0x48;
 const GIC_VALUE: u64 = GUEST_UART + 0x50;
+
+/// The board's GIC: whether it is a GICv2, and its name; `None` (logged:
+/// the `check` is skipped) without one.
+fn board_gic(platform: &HostPlatform, check: &str) -> Option<(bool, &'static str)> {
+    let Some(gic) = platform.gic else {
+        log::info!("no GIC: the {check} check is skipped");
+        return None;
+    };
+    let v2 = matches!(gic, GicConfig::V2 { .. });
+    Some((v2, if v2 { "GICv2" } else { "GICv3" }))
+}
 
 /// Runs the interrupt checks with the guests' code in the pages at `pa`.
 pub fn run_all(platform: &HostPlatform, pa: u64) -> bool {
@@ -46,11 +57,7 @@ fn interrupt_vm(platform: &HostPlatform, pa: u64) -> bool {
     let mut passed = true;
     let gic = platform.gic;
     load(pa, if matches!(gic, Some(GicConfig::V2 { .. })) { guests::irq2() } else { guests::irq() });
-    let ready = create_vm(VmType::Protected, 1).and_then(|h| {
-        hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
-        hypercall::vcpu_init(h, 0, GUEST_ENTRY, INTIDS.len() as u64)?;
-        Ok(h)
-    });
+    let ready = create_ready(VmType::Protected, 1, pa, 1, INTIDS.len() as u64);
     let Ok(handle) = ready else {
         return check!(false, "set up the interrupt VM: {ready:?}");
     };
@@ -114,7 +121,7 @@ fn interrupt_vm(platform: &HostPlatform, pa: u64) -> bool {
         );
         passed &= check!(end == Some(Ok(Exit::SystemOff)), "the interrupt guest ends with SYSTEM_OFF: {end:?}");
     }
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the interrupt VM down");
+    passed &= tear_down(handle, "interrupt VM");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the interrupt VM's page");
     passed
 }
@@ -128,19 +135,13 @@ fn interrupt_vm(platform: &HostPlatform, pa: u64) -> bool {
 fn timer_vm(platform: &HostPlatform, pa: u64, spin: bool) -> bool {
     use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
     const TICKS: u64 = 10;
-    let Some(gic) = platform.gic else {
-        log::info!("no GIC: the virtual timer check is skipped");
+    let Some((v2, gic_name)) = board_gic(platform, "virtual timer") else {
         return true;
     };
-    let gic_name = if matches!(gic, GicConfig::V2 { .. }) { "GICv2" } else { "GICv3" };
     let period = (CNTFRQ_EL0.get() / 1000).max(1);
     let mut passed = true;
-    load(pa, if gic_name == "GICv2" { guests::timer2() } else { guests::timer() });
-    let ready = create_vm(VmType::Protected, 1).and_then(|h| {
-        hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
-        hypercall::vcpu_init(h, 0, GUEST_ENTRY, TICKS | u64::from(spin) << 15 | period << 16)?;
-        Ok(h)
-    });
+    load(pa, if v2 { guests::timer2() } else { guests::timer() });
+    let ready = create_ready(VmType::Protected, 1, pa, 1, TICKS | u64::from(spin) << 15 | period << 16);
     let Ok(handle) = ready else {
         return check!(false, "set up the timer VM: {ready:?}");
     };
@@ -177,7 +178,7 @@ fn timer_vm(platform: &HostPlatform, pa: u64, spin: bool) -> bool {
         );
     }
     passed &= check!(end == Some(Ok(Exit::SystemOff)), "the timer guest ends with SYSTEM_OFF: {end:?}");
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the timer VM down");
+    passed &= tear_down(handle, "timer VM");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the timer VM's page");
     passed
 }
@@ -188,19 +189,13 @@ fn timer_vm(platform: &HostPlatform, pa: u64, spin: bool) -> bool {
 /// vCPU 0; the hyp makes SGI 5 pending for vCPU 0 and tells the host
 /// (`Exit::Wake`), which runs vCPU 0; its handler takes SGI 5.
 fn sgi_vm(platform: &HostPlatform, pa: u64) -> bool {
-    let Some(gic) = platform.gic else {
-        log::info!("no GIC: the SGI check is skipped");
+    let Some((v2, _)) = board_gic(platform, "SGI") else {
         return true;
     };
-    let v2 = matches!(gic, GicConfig::V2 { .. });
     let mut passed = true;
     load(pa, if v2 { guests::irq2() } else { guests::irq() });
     load(pa + 0x1000, if v2 { guests::sgi2() } else { guests::sgi() });
-    let ready = create_vm(VmType::Protected, 2).and_then(|h| {
-        hypercall::vm_map(h, pa, GUEST_ENTRY, 2)?;
-        hypercall::vcpu_init(h, 0, GUEST_ENTRY, 1)?;
-        Ok(h)
-    });
+    let ready = create_ready(VmType::Protected, 2, pa, 2, 1);
     let Ok(handle) = ready else {
         return check!(false, "set up the SGI VM: {ready:?}");
     };
@@ -232,7 +227,7 @@ fn sgi_vm(platform: &HostPlatform, pa: u64) -> bool {
         taken == Some(5) && end == Some(Ok(Exit::SystemOff)),
         "vCPU 0 takes the SGI from vCPU 1 through its virtual CPU interface: INTID {taken:?}, then {end:?}"
     );
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the SGI VM down");
+    passed &= tear_down(handle, "SGI VM");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 2).is_ok(), "reclaim the SGI VM's pages");
     passed
 }
@@ -284,20 +279,13 @@ impl Seen {
 /// these accesses): a protected guest enables, prioritises, pends and routes
 /// its interrupts (see `guest_gic` in guests.S) and takes them as configured.
 fn distributor_vm(platform: &HostPlatform, pa: u64) -> bool {
-    let Some(gic) = platform.gic else {
-        log::info!("no GIC: the distributor check is skipped");
+    let Some((v2, gic_name)) = board_gic(platform, "distributor") else {
         return true;
     };
-    let v2 = matches!(gic, GicConfig::V2 { .. });
-    let gic_name = if v2 { "GICv2" } else { "GICv3" };
     let mut passed = true;
     load(pa, guests::gic());
     load(pa + 0x1000, if v2 { guests::irq2() } else { guests::irq() });
-    let ready = create_vm(VmType::Protected, 2).and_then(|h| {
-        hypercall::vm_map(h, pa, GUEST_ENTRY, 2)?;
-        hypercall::vcpu_init(h, 0, GUEST_ENTRY, if v2 { 2 } else { 3 })?;
-        Ok(h)
-    });
+    let ready = create_ready(VmType::Protected, 2, pa, 2, if v2 { 2 } else { 3 });
     let Ok(handle) = ready else {
         return check!(false, "set up the distributor VM: {ready:?}");
     };
@@ -341,7 +329,7 @@ fn distributor_vm(platform: &HostPlatform, pa: u64) -> bool {
         seen.reports().get(8),
         seen.fault
     );
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the distributor VM down");
+    passed &= tear_down(handle, "distributor VM");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 2).is_ok(), "reclaim the distributor VM's pages");
     passed
 }
@@ -351,19 +339,12 @@ fn distributor_vm(platform: &HostPlatform, pa: u64) -> bool {
 /// registers ran low), in INTID order (all of priority 0).
 fn burst_vm(platform: &HostPlatform, pa: u64) -> bool {
     const COUNT: usize = 10;
-    let Some(gic) = platform.gic else {
-        log::info!("no GIC: the maintenance interrupt check is skipped");
+    let Some((v2, gic_name)) = board_gic(platform, "maintenance interrupt") else {
         return true;
     };
-    let v2 = matches!(gic, GicConfig::V2 { .. });
-    let gic_name = if v2 { "GICv2" } else { "GICv3" };
     let mut passed = true;
     load(pa, guests::burst());
-    let ready = create_vm(VmType::Protected, 1).and_then(|h| {
-        hypercall::vm_map(h, pa, GUEST_ENTRY, 2)?;
-        hypercall::vcpu_init(h, 0, GUEST_ENTRY, COUNT as u64 | if v2 { 2 << 16 } else { 0 })?;
-        Ok(h)
-    });
+    let ready = create_ready(VmType::Protected, 1, pa, 2, COUNT as u64 | if v2 { 2 << 16 } else { 0 });
     let Ok(handle) = ready else {
         return check!(false, "set up the burst VM: {ready:?}");
     };
@@ -387,7 +368,7 @@ fn burst_vm(platform: &HostPlatform, pa: u64) -> bool {
         count == COUNT && taken == expected && end == Ok(Exit::SystemOff),
         "a guest that never exits takes each of {COUNT} interrupts once through the list registers and the maintenance interrupt ({gic_name}): {taken:?}"
     );
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the burst VM down");
+    passed &= tear_down(handle, "burst VM");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 2).is_ok(), "reclaim the burst VM's pages");
     passed
 }
@@ -404,11 +385,7 @@ fn irq_line_vm(platform: &HostPlatform, pa: u64) -> bool {
     let mut passed = true;
     load(pa, guests::line());
     let period = (CNTFRQ_EL0.get() / 1000).max(1);
-    let ready = create_vm(VmType::Protected, 1).and_then(|h| {
-        hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
-        hypercall::vcpu_init(h, 0, GUEST_ENTRY, TICKS | period << 16)?;
-        Ok(h)
-    });
+    let ready = create_ready(VmType::Protected, 1, pa, 1, TICKS | period << 16);
     let Ok(handle) = ready else {
         return check!(false, "set up the IRQ-line VM: {ready:?}");
     };
@@ -457,7 +434,7 @@ fn irq_line_vm(platform: &HostPlatform, pa: u64) -> bool {
             "without a GIC a protected guest takes its timer ticks and the host's interrupt through its virtual IRQ line: (ticks, host interrupts) {reported:?}, then {end:?}"
         );
     }
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the IRQ-line VM down");
+    passed &= tear_down(handle, "IRQ-line VM");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the IRQ-line VM's page");
     passed
 }

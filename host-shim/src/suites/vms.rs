@@ -12,7 +12,7 @@ use crate::harness::platform::HostPlatform;
 use crate::harness::probe::{probe_hyp_memory, Access};
 use crate::harness::report::check;
 use crate::harness::scratch::{memcache_pages, page, read, stress_page, MEMCACHE_PAGES};
-use crate::harness::vms::{counts, create_vm, run_console, run_vcpu};
+use crate::harness::vms::{counts, create_ready, create_vm, run_console, run_vcpu, tear_down};
 use hyp_abi::{Exit, HostCall, HypError, VcpuReg, VmType};
 
 fn console_vm(ty: VmType, pa: u64, tag: char) -> bool {
@@ -115,7 +115,7 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
             fatal == Ok(Exit::Fatal { esr: 0, address: 0 }),
             "the protected VM touching its lost page ends, showing nothing: {fatal:x?}"
         );
-        passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the crashed protected VM down");
+        passed &= tear_down(handle, "crashed protected VM");
         passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim its code page");
     } else {
         passed &= check!(
@@ -125,7 +125,7 @@ fn memtest_vm(ty: VmType, code: u64, data: u64) -> bool {
         );
         let reset = run_vcpu(handle, 0, 0);
         passed &= check!(reset == Ok(Exit::SystemReset), "non-protected guest resets its VM: {reset:?}");
-        passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the non-protected memory-test VM down");
+        passed &= tear_down(handle, "non-protected memory-test VM");
     }
     passed &= invariants("the memory-test VM");
     passed
@@ -186,7 +186,7 @@ fn malicious_vm(pa: u64) -> bool {
         "a guest store outside its memory is an MMIO exit for the host: {stray:x?}"
     );
     passed &= check!(end == Some(Ok(Exit::SystemOff)), "the malicious guest's SYSTEM_OFF ends only its VM: {end:?}");
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the malicious VM down");
+    passed &= tear_down(handle, "malicious VM");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the malicious VM's page");
     passed &= invariants("the malicious VM");
     passed
@@ -203,11 +203,7 @@ fn guarded_vm(pa: u64, ty: VmType) -> bool {
     const INVALID_PARAMETER: u64 = -3i64 as u64;
     let mut passed = true;
     load(pa, guests::guard());
-    let ready = create_vm(ty, 1).and_then(|handle| {
-        hypercall::vm_map(handle, pa, GUEST_ENTRY, 1)?;
-        hypercall::vcpu_init(handle, 0, GUEST_ENTRY, 0)?;
-        Ok(handle)
-    });
+    let ready = create_ready(ty, 1, pa, 1, 0);
     let Ok(handle) = ready else {
         return check!(false, "set up the MMIO-guard VM ({ty:?}): {ready:?}");
     };
@@ -250,7 +246,7 @@ fn guarded_vm(pa: u64, ty: VmType) -> bool {
     );
     passed &= check!(stray.is_none(), "MMIO guard ({ty:?}): no refused access reached the host: {stray:x?}");
     passed &= check!(end == Some(Ok(Exit::SystemOff)), "the MMIO-guard guest turned its VM off: {end:?}");
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the MMIO-guard VM down");
+    passed &= tear_down(handle, "MMIO-guard VM");
     if ty == VmType::Protected {
         passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the MMIO-guard VM's page");
     }
@@ -333,7 +329,7 @@ fn probing_vm(code: u64, list: u64, lent: u64, hyp: &[(u64, u64)]) -> bool {
     // SAFETY: As above; the page is lent, which leaves the host its access.
     let content = unsafe { core::ptr::read_volatile(lent as *const u64) };
     passed &= check!(content == LENT_CONTENT, "the page lent to the other VM is unchanged: {content:#x}");
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the probing VM down");
+    passed &= tear_down(handle, "probing VM");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 2).is_ok(), "reclaim the probing VM's pages");
     passed &= check!(other.and_then(hypercall::vm_teardown).is_ok(), "tear the other VM down");
     passed &= invariants("the probing VM");
@@ -354,11 +350,7 @@ fn spinning_vm(platform: &HostPlatform, pa: u64) -> bool {
     };
     let mut passed = true;
     load(pa, guests::spin());
-    let ready = create_vm(VmType::Protected, 1).and_then(|h| {
-        hypercall::vm_map(h, pa, GUEST_ENTRY, 1)?;
-        hypercall::vcpu_init(h, 0, GUEST_ENTRY, 0)?;
-        Ok(h)
-    });
+    let ready = create_ready(VmType::Protected, 1, pa, 1, 0);
     let Ok(handle) = ready else {
         return check!(false, "set up the spinning VM: {ready:?}");
     };
@@ -386,7 +378,7 @@ fn spinning_vm(platform: &HostPlatform, pa: u64) -> bool {
         other.is_none() && ticks >= TICKS && interrupted >= TICKS,
         "a protected guest spinning with interrupts masked is preempted: {interrupted} interrupted exits, the host's timer ticked {ticks} times ({other:?})"
     );
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the spinning VM down");
+    passed &= tear_down(handle, "spinning VM");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the spinning VM's page");
     passed
 }
@@ -406,7 +398,7 @@ fn crashing_vm(pa: u64) -> bool {
     );
     let again = run_vcpu(handle, 0, 0);
     passed &= check!(again == Err(HypError::NoSuchVm), "the crashed VM does not run again: {again:?}");
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the crashed VM down");
+    passed &= tear_down(handle, "crashed VM");
     passed &= invariants("a crashed VM");
     passed
 }
@@ -469,7 +461,7 @@ fn bad_calls(hyp: u64) -> bool {
     let empty = hypercall::vm_reclaim(handle, GUEST_ENTRY + 0x5000, 1);
     passed &=
         check!(empty == Err(HypError::InvalidArgument), "reclaiming an IPA that holds no page refused: {empty:?}");
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the VM down");
+    passed &= tear_down(handle, "VM");
     passed &= check!(hypercall::vm_teardown(handle) == Err(HypError::NoSuchVm), "tearing it down twice refused");
     passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim its page");
     passed &= invariants("bad VM calls");

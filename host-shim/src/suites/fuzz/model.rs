@@ -522,6 +522,19 @@ impl Model {
         }
     }
 
+    /// VM `handle`, one of this CPU's, alive, with a vCPU `vcpu`; else what a
+    /// call about that vCPU must answer.
+    fn live_vcpu(&self, handle: u64, vcpu: u64) -> Result<Vm, Expect> {
+        let vm = self.vms[self.own(handle)?].expect("own");
+        if vm.state != VmState::Alive {
+            Err(Expect::err(HypError::NoSuchVm))
+        } else if vcpu >= vm.vcpus {
+            Err(Expect::err(HypError::NoSuchVcpu))
+        } else {
+            Ok(vm)
+        }
+    }
+
     /// What `call` with x1..x6 = `args` must answer.
     pub fn expect(&self, call: HostCall, args: [u64; 6]) -> Expect {
         let [a1, a2, a3, a4, _, _] = args;
@@ -546,35 +559,17 @@ impl Model {
                 }
             }
             HostCall::VmMap => self.expect_map(a1, a2, a3, a4),
-            HostCall::VcpuInit => match self.own(a1) {
+            HostCall::VcpuInit => match self.live_vcpu(a1, a2) {
                 Err(e) => e,
-                Ok(slot) => {
-                    let vm = self.vms[slot].expect("own");
-                    if vm.state != VmState::Alive {
-                        Expect::err(HypError::NoSuchVm)
-                    } else if a2 >= vm.vcpus {
-                        Expect::err(HypError::NoSuchVcpu)
-                    } else if vm.protected && (a2 != 0 || vm.vcpu[0].started) {
-                        Expect::err(HypError::PermissionDenied)
-                    } else {
-                        Expect::ok(OkCheck::Any)
-                    }
-                }
+                Ok(vm) if vm.protected && (a2 != 0 || vm.vcpu[0].started) => Expect::err(HypError::PermissionDenied),
+                Ok(_) => Expect::ok(OkCheck::Any),
             },
-            HostCall::VcpuRun => match self.own(a1) {
+            HostCall::VcpuRun => match self.live_vcpu(a1, a2) {
                 Err(e) => e,
-                Ok(slot) => {
-                    let vm = self.vms[slot].expect("own");
-                    if vm.state != VmState::Alive {
-                        Expect::err(HypError::NoSuchVm)
-                    } else if a2 >= vm.vcpus {
-                        Expect::err(HypError::NoSuchVcpu)
-                    } else if vm.vcpu[a2 as usize].power == Power::Off {
-                        Expect::err(HypError::VcpuOff)
-                    } else {
-                        let pristine = vm.vcpu[a2 as usize].pristine;
-                        Expect::ok(OkCheck::Exit { pristine, protected: vm.protected, vcpus: vm.vcpus })
-                    }
+                Ok(vm) if vm.vcpu[a2 as usize].power == Power::Off => Expect::err(HypError::VcpuOff),
+                Ok(vm) => {
+                    let pristine = vm.vcpu[a2 as usize].pristine;
+                    Expect::ok(OkCheck::Exit { pristine, protected: vm.protected, vcpus: vm.vcpus })
                 }
             },
             HostCall::VcpuGetReg | HostCall::VcpuSetReg => match self.target(a1) {
@@ -622,15 +617,10 @@ impl Model {
             HostCall::VmReclaim => self.expect_reclaim(a1, a2, a3),
             HostCall::VcpuInjectIrq if !self.gic => Expect::err(HypError::NotSupported),
             HostCall::VcpuSetIrqLine if self.gic => Expect::err(HypError::NotSupported),
-            HostCall::VcpuInjectIrq | HostCall::VcpuSetIrqLine => match self.own(a1) {
+            HostCall::VcpuInjectIrq | HostCall::VcpuSetIrqLine => match self.live_vcpu(a1, a2) {
                 Err(e) => e,
-                Ok(slot) => {
-                    let vm = self.vms[slot].expect("own");
-                    if vm.state != VmState::Alive {
-                        Expect::err(HypError::NoSuchVm)
-                    } else if a2 >= vm.vcpus {
-                        Expect::err(HypError::NoSuchVcpu)
-                    } else if call == HostCall::VcpuSetIrqLine {
+                Ok(vm) => {
+                    if call == HostCall::VcpuSetIrqLine {
                         if a3 > 1 {
                             Expect::err(HypError::InvalidArgument)
                         } else {
