@@ -32,7 +32,7 @@ __guest_enter:
     mov     x2, sp
     str     x2, [x1, #PERCPU_HYP_SP]
     str     x0, [x1, #PERCPU_GUEST_GPRS]
-    pairs_x2_to_x29 ldp, x0
+    gpr_pairs ldp, x0, 29
     ldr     x30, [x0, #16 * 15]
     ldp     x0, x1, [x0, #16 * 0]
     eret

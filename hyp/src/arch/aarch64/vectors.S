@@ -24,20 +24,20 @@
 
 /* Saves x0..x30 into a TrapFrame at sp (x0, x1 already saved by the vector stub). */
 .macro save_frame_rest
-    pairs_x2_to_x29 stp, sp
+    gpr_pairs stp, sp, 29
     str     x30, [sp, #FRAME_X30]
 .endm
 
 /* Saves x2..x18, x29 and x30 (x0, x1 already saved by the vector stub). */
 .macro save_frame_caller_saved
-    pairs_x2_to_x17 stp, sp
+    gpr_pairs stp, sp, 17
     str     x18, [sp, #16 * 9]
     stp     x29, x30, [sp, #16 * 14 + 8]
 .endm
 
 /* Undoes save_frame_caller_saved and pops the frame. */
 .macro restore_frame_caller_saved
-    pairs_x2_to_x17 ldp, sp
+    gpr_pairs ldp, sp, 17
     ldr     x18, [sp, #16 * 9]
     ldp     x29, x30, [sp, #16 * 14 + 8]
     ldp     x0, x1, [sp, #16 * 0]
@@ -170,7 +170,7 @@ host_save_callee_saved:
 
 /* x0 = the running vCPU's Gprs; the guest's x0, x1 are in the frame at sp. */
 guest_trap:
-    pairs_x2_to_x29 stp, x0
+    gpr_pairs stp, x0, 29
     str     x30, [x0, #16 * 15]
     ldp     x2, x3, [sp, #16 * 0]
     stp     x2, x3, [x0, #16 * 0]

@@ -27,7 +27,7 @@ hvc_register_probe:
     hvc     #0
     stp     x0, x1, [sp, #-16]!     /* results x0, x1 while x0 takes `out` */
     ldr     x0, [sp, #16 + 104]
-    pairs_x2_to_x29 stp, x0
+    gpr_pairs stp, x0, 29
     str     x30, [x0, #16 * 15]
     ldp     x2, x3, [sp], #16
     stp     x2, x3, [x0, #16 * 0]

@@ -28,11 +28,11 @@ shim_vectors:
     .endr
 
 common:
-    pairs_x2_to_x29 stp, sp
+    gpr_pairs stp, sp, 29
     str     x30, [sp, #16 * 15]
     mov     x0, sp
     bl      shim_exception
-    pairs_x2_to_x29 ldp, sp
+    gpr_pairs ldp, sp, 29
     ldr     x30, [sp, #16 * 15]
     ldp     x0, x1, [sp, #0]
     add     sp, sp, #FRAME_SIZE
