@@ -9,30 +9,13 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../src/vm/context.rs"]
-mod context;
 #[path = "../../src/esr.rs"]
 mod esr;
-#[path = "../../src/vm/exit.rs"]
-mod exit;
-#[path = "../../src/vm/guest_trap.rs"]
-mod guest_trap;
-#[path = "../../src/vm/sysreg.rs"]
-mod sysreg;
-#[path = "../../src/vm/vgic.rs"]
-mod vgic;
-#[path = "../../src/vm/vgic_dist.rs"]
-mod vgic_dist;
-#[path = "../../src/vm/vgic_mmio.rs"]
-mod vgic_mmio;
+mod vm;
 
-/// `crate::vm::...` as the hyp names these modules.
-mod vm {
-    pub(crate) use super::{context, exit, guest_trap, sysreg, vgic, vgic_dist};
-}
-
-use vgic::VgicState;
-use vgic_dist::{Distributor, GicVersion, INTID_LIMIT};
+use vm::vgic::VgicState;
+use vm::vgic_dist::{Distributor, GicVersion, INTID_LIMIT};
+use vm::vgic_mmio;
 
 const LIST_REGISTERS: usize = 4;
 

@@ -8,25 +8,12 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../src/vm/context.rs"]
-mod context;
 #[path = "../../src/esr.rs"]
 mod esr;
-#[path = "../../src/vm/exit.rs"]
-mod exit;
-#[path = "../../src/vm/guest_trap.rs"]
-mod guest_trap;
-#[path = "../../src/vm/sysreg.rs"]
-mod sysreg;
-#[path = "../../src/vm/vgic.rs"]
-mod vgic;
+mod vm;
 
-/// `crate::vm::...` as the hyp names these modules.
-mod vm {
-    pub(crate) use super::{context, exit, sysreg, vgic};
-}
-
-use guest_trap::{GuestTrap, IpaKind, Outcome, VmView};
+use vm::guest_trap::{self, GuestTrap, IpaKind, Outcome, VmView};
+use vm::{context, exit, sysreg};
 
 struct View {
     kind: u8,
