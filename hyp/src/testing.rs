@@ -1,4 +1,4 @@
-//! Helpers of the host-side tests: a small deterministic PRNG and the knobs of
+//! Helpers of the host-side tests: the deterministic PRNG and the knobs of
 //! the long random runs (`HYP_TEST_SEED`, and an operation count per test), and
 //! fakes of the page source and the TLB.
 
@@ -9,28 +9,8 @@ use std::collections::HashSet;
 
 const K4: usize = 4096;
 
-/// xorshift64*: deterministic, fast, good enough to drive random operations.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.max(1))
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The PRNG of the random runs (shared with the host shim).
+pub use testkit::rng::Rng;
 
 /// The seed of the random runs: `HYP_TEST_SEED`, or a fixed default.
 pub fn seed_from_env() -> u64 {

@@ -7,7 +7,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -44,6 +44,14 @@ impl Boot {
     /// Panics unless QEMU exited by itself with `expected`.
     pub fn assert_status(&self, expected: i32) {
         assert_eq!(self.status, Some(expected), "exit status; console:\n{}", self.console);
+    }
+
+    /// Panics unless every marker appears, in order, nothing failed or
+    /// panicked, and QEMU exited with 0.
+    pub fn assert_passed(&self, markers: &[&str]) {
+        self.assert_markers_in_order(markers);
+        self.assert_absent(&["FAILED", "PANIC"]);
+        self.assert_status(0);
     }
 }
 
@@ -84,19 +92,35 @@ pub fn default_args() -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
 }
 
+/// The child's stdout and stderr (both piped), in that order.
+fn output_pipes(child: &mut Child) -> [Box<dyn Read + Send>; 2] {
+    [Box::new(child.stdout.take().expect("piped")), Box::new(child.stderr.take().expect("piped"))]
+}
+
+/// Waits for `child`, calling `each_poll` every 20 ms, until it exits (its
+/// status) or `timeout` has passed since `start` (then it is killed: `None`).
+fn wait_or_kill(child: &mut Child, start: Instant, timeout: Duration, mut each_poll: impl FnMut()) -> Option<i32> {
+    loop {
+        each_poll();
+        if let Some(status) = child.try_wait().expect("wait works") {
+            return status.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs `program args`, capturing stdout and stderr, killing it after `timeout`.
 pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Boot {
     let start = Instant::now();
     let mut child =
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the program starts");
     let (tx, rx) = mpsc::channel();
-    for (index, mut pipe) in [
-        Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().expect("piped")),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (index, mut pipe) in output_pipes(&mut child).into_iter().enumerate() {
         let tx = tx.clone();
         thread::spawn(move || {
             let mut buf = Vec::new();
@@ -105,17 +129,7 @@ pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Boot {
         });
     }
     drop(tx);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait works") {
-            break status.code();
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_or_kill(&mut child, start, timeout, || {});
     // stdout first, then stderr: deterministic order for the marker checks.
     let mut outputs: Vec<(usize, Vec<u8>)> = rx.iter().collect();
     outputs.sort_by_key(|(index, _)| *index);
@@ -154,27 +168,24 @@ pub fn boot_typing(extra: &[&str], script: &[(&str, &str)], timeout: Duration) -
         .spawn()
         .expect("QEMU starts");
     let console = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let readers: Vec<_> = [
-        Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().expect("piped")),
-    ]
-    .into_iter()
-    .map(|mut pipe| {
-        let console = Arc::clone(&console);
-        thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
+    let readers: Vec<_> = output_pipes(&mut child)
+        .into_iter()
+        .map(|mut pipe| {
+            let console = Arc::clone(&console);
+            thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    console.lock().expect("not poisoned").extend_from_slice(&chunk[..n]);
                 }
-                console.lock().expect("not poisoned").extend_from_slice(&chunk[..n]);
-            }
+            })
         })
-    })
-    .collect();
+        .collect();
     let mut stdin = child.stdin.take().expect("piped");
     let (mut step, mut seen) = (0, 0);
-    let status = loop {
+    let status = wait_or_kill(&mut child, start, timeout, || {
         if let Some(&(prompt, input)) = script.get(step) {
             let text = String::from_utf8_lossy(&console.lock().expect("not poisoned")).into_owned();
             if let Some(at) = text.get(seen..).and_then(|rest| rest.find(prompt)) {
@@ -184,16 +195,7 @@ pub fn boot_typing(extra: &[&str], script: &[(&str, &str)], timeout: Duration) -
                 step += 1;
             }
         }
-        if let Some(status) = child.try_wait().expect("wait works") {
-            break status.code();
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    });
     for reader in readers {
         let _ = reader.join();
     }

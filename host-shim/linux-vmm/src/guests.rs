@@ -1,10 +1,10 @@
-//! The host shim's small test guests (host-shim/src/arch/aarch64/guests.S),
-//! assembled into this binary too: the same code runs in VMs made from a
-//! Linux host.
+//! The host shim's small test guests (host-shim/src/guests/guests.S, with
+//! the macros of macros.S), assembled into this binary too: the same code
+//! runs in VMs made from a Linux host.
 
 use core::arch::global_asm;
 
-global_asm!(include_str!("../../src/arch/aarch64/guests.S"));
+global_asm!(include_str!("../../src/guests/macros.S"), include_str!("../../src/guests/guests.S"));
 
 extern "C" {
     static guest_console_start: u8;
@@ -23,7 +23,7 @@ pub fn console() -> &'static [u8] {
     }
 }
 
-/// Where the guests expect their UART (GUEST_UART in guests.S), and the
+/// Where the guests expect their UART (GUEST_UART in macros.S), and the
 /// register whose reads the host answers.
 pub const GUEST_UART: u64 = 0x0300_0000;
 pub const GUEST_UART_STATUS: u64 = GUEST_UART + 0x18;

@@ -1,7 +1,7 @@
 //! `hyp-vmm run` (and `hyp-vmm linux`): boots a Linux guest from the host's
 //! shell with the kernel, initramfs, command line, RAM and vCPUs of its
 //! command line (default: 256 MiB, two vCPUs), as the host shim does on bare
-//! metal (host-shim/src/linux_guest.rs) and with the same portable parts
+//! metal (host-shim/src/suites/linux_guest.rs) and with the same portable parts
 //! (`vmm`: boot layout, device tree, PL011): the guest's RAM is this process's
 //! memory (pinned and given to the VM by /dev/hyp), each vCPU runs in a thread
 //! of its own, the guest's console is this process's stdin and stdout.

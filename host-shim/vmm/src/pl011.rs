@@ -7,12 +7,12 @@
 /// Register offsets.
 const DR: u64 = 0x00;
 const RSR: u64 = 0x04;
-const FR: u64 = 0x18;
+pub const FR: u64 = 0x18;
 const ILPR: u64 = 0x20;
 const IBRD: u64 = 0x24;
 const FBRD: u64 = 0x28;
 const LCR_H: u64 = 0x2c;
-const CR: u64 = 0x30;
+pub const CR: u64 = 0x30;
 const IFLS: u64 = 0x34;
 const IMSC: u64 = 0x38;
 const RIS: u64 = 0x3c;
@@ -32,6 +32,9 @@ pub const INT_TX: u32 = 1 << 5;
 pub const INT_RT: u32 = 1 << 6;
 /// The bits IMSC keeps (the PL011 has 11 interrupt sources).
 const INT_ALL: u32 = 0x7ff;
+/// Control register enables: the UART, its transmitter.
+pub const CR_UARTEN: u32 = 1;
+pub const CR_TXE: u32 = 1 << 8;
 /// Reset values: CR with TXE and RXE set, IFLS with both triggers at half.
 const CR_RESET: u32 = 0x300;
 const IFLS_RESET: u32 = 0x12;

@@ -5,9 +5,10 @@
  *
  * Entered with the MMU and D-cache off, x0 = physical address of the device tree
  * (Linux arm64 boot protocol), at EL2, or at EL1 on a machine without EL2.
+ * The header, relocation and bss macros are the host shim's too
+ * (asm/aarch64/image_entry.S).
  */
 
-.set R_AARCH64_RELATIVE, 1027   /* the only relocation type a PIE of ours contains */
 .set CURRENT_EL_EL2, 2 << 2     /* CurrentEL.EL (bits 3:2) when at EL2 */
 .set IMAGE_FLAGS, 0xa           /* LE, 4 KiB pages (bits 2:1 = 1), any base (bit 3) */
 .set CPTR_EL2_NO_FP_TRAP, 0x33ff /* nVHE RES1 bits, TFP (10) clear: FP/SIMD is the host's */
@@ -17,55 +18,23 @@
 .section .text.head, "ax"
 .global _start
 _start:
-    b       primary_entry       /* code0 */
-    .long   0                   /* code1 */
-    .quad   0                   /* text_offset: load at a 2 MiB-aligned base + 0 */
-    .quad   __image_size        /* image_size: bss and boot stack included */
-    .quad   IMAGE_FLAGS         /* flags */
-    .quad   0                   /* res2 */
-    .quad   __image_file_size   /* res3: sealed size, the Image file's bytes (hyp_abi::image_seal) */
-    .quad   0                   /* res4: their checksum, written by scripts/build-image */
-    .ascii  "ARM\x64"           /* magic */
-    .long   0                   /* res5 */
+    /* res3: the sealed size, the Image file's bytes; res4: their checksum,
+       written by scripts/build-image (hyp_abi::image_seal). */
+    image_header primary_entry, IMAGE_FLAGS, __image_file_size, 0
 
 primary_entry:
     mov     x19, x0             /* x19 = device tree, kept across the calls below */
     adr     x20, _start         /* x20 = load address (the image is linked at 0) */
 
     /* Check the Image's seal before anything reads past its first pages. */
-    adrp    x9, __boot_stack_top
-    add     x9, x9, :lo12:__boot_stack_top
+    adr_l   x9, __boot_stack_top
     mov     sp, x9
     mov     x1, x20
     bl      image_check         /* image_check.S: returns only for an intact Image */
 
-    /* Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend. */
-    adrp    x9, __rela_start
-    add     x9, x9, :lo12:__rela_start
-    adrp    x10, __rela_end
-    add     x10, x10, :lo12:__rela_end
-1:  cmp     x9, x10
-    b.hs    3f
-    ldp     x11, x12, [x9], #16 /* r_offset, r_info */
-    ldr     x13, [x9], #8       /* r_addend */
-    cmp     w12, #R_AARCH64_RELATIVE
-    b.ne    bad_relocation
-    add     x13, x13, x20
-    str     x13, [x20, x11]
-    b       1b
-3:
-    /* Clear bss (16-byte aligned at both ends by the linker script). */
-    adrp    x9, __bss_start
-    add     x9, x9, :lo12:__bss_start
-    adrp    x10, __bss_end
-    add     x10, x10, :lo12:__bss_end
-4:  cmp     x9, x10
-    b.hs    5f
-    stp     xzr, xzr, [x9], #16
-    b       4b
-5:
-    adrp    x9, __boot_stack_top
-    add     x9, x9, :lo12:__boot_stack_top
+    apply_relocations x20, bad_relocation
+    clear_bss
+    adr_l   x9, __boot_stack_top
     mov     sp, x9
     mov     x29, xzr
     mov     x30, xzr
@@ -84,15 +53,13 @@ primary_entry:
      * Until the boot CPU has its PerCpu, TPIDR_EL2 points at a stand-in whose
      * first word (the emergency stack top) is the top of the boot stack.
      */
-    adrp    x10, early_percpu
-    add     x10, x10, :lo12:early_percpu
+    adr_l   x10, early_percpu
     mov     x9, sp
     str     x9, [x10]
     msr     tpidr_el2, x10
     isb
 
-    adrp    x9, hyp_vectors
-    add     x9, x9, :lo12:hyp_vectors
+    adr_l   x9, hyp_vectors
     msr     vbar_el2, x9
     isb
     mov     x0, x19
@@ -120,8 +87,7 @@ secondary_entry:
     mov     x9, #CPTR_EL2_NO_FP_TRAP
     msr     cptr_el2, x9
     msr     tpidr_el2, x19
-    adrp    x9, hyp_vectors
-    add     x9, x9, :lo12:hyp_vectors
+    adr_l   x9, hyp_vectors
     msr     vbar_el2, x9
     ldp     x9, x10, [x19, #PERCPU_BOOT_MMU]
     ldp     x11, x12, [x19, #PERCPU_BOOT_MMU + 16]

@@ -18,13 +18,17 @@ pub mod world;
 
 use core::arch::global_asm;
 
+// The macros the hyp's assembly shares with the host shim's live outside
+// either crate, in `asm/aarch64/`; each file goes in front of the code using it.
 global_asm!(
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../asm/aarch64/image_entry.S")),
     include_str!("head.S"),
     trap_stack_top = const crate::arch::percpu::TRAP_STACK_TOP_OFFSET,
     boot_mmu = const crate::arch::percpu::BOOT_MMU_OFFSET,
 );
 global_asm!(include_str!("image_check.S"));
 global_asm!(
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../asm/aarch64/gpr_frame.S")),
     include_str!("vectors.S"),
     trap_frame_size = const core::mem::size_of::<exception::TrapFrame>(),
     frame_x30 = const core::mem::offset_of!(exception::TrapFrame, regs) + 30 * 8,
@@ -33,6 +37,7 @@ global_asm!(
     need_callee_saved = const exception::NEED_CALLEE_SAVED,
 );
 global_asm!(
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../asm/aarch64/gpr_frame.S")),
     include_str!("switch.S"),
     guest_gprs = const crate::arch::percpu::GUEST_GPRS_OFFSET,
     hyp_sp = const crate::arch::percpu::HYP_SP_OFFSET,

@@ -7,7 +7,8 @@
  * `__guest_enter`'s frame, from where `guest_exit` (switch.S) returns to it. Exceptions taken from EL2 itself are
  * always fatal: they switch to this CPU's emergency stack (its top is the first
  * word of the PerCpu that TPIDR_EL2 points at) without touching the faulting
- * stack, which may be the one that overflowed.
+ * stack, which may be the one that overflowed. The register save/restore
+ * macros are shared with the host shim (asm/aarch64/gpr_frame.S).
  */
 
 .set TRAP_FRAME_SIZE, {trap_frame_size}  /* size_of::<TrapFrame>() */
@@ -23,47 +24,20 @@
 
 /* Saves x0..x30 into a TrapFrame at sp (x0, x1 already saved by the vector stub). */
 .macro save_frame_rest
-    stp     x2, x3, [sp, #16 * 1]
-    stp     x4, x5, [sp, #16 * 2]
-    stp     x6, x7, [sp, #16 * 3]
-    stp     x8, x9, [sp, #16 * 4]
-    stp     x10, x11, [sp, #16 * 5]
-    stp     x12, x13, [sp, #16 * 6]
-    stp     x14, x15, [sp, #16 * 7]
-    stp     x16, x17, [sp, #16 * 8]
-    stp     x18, x19, [sp, #16 * 9]
-    stp     x20, x21, [sp, #16 * 10]
-    stp     x22, x23, [sp, #16 * 11]
-    stp     x24, x25, [sp, #16 * 12]
-    stp     x26, x27, [sp, #16 * 13]
-    stp     x28, x29, [sp, #16 * 14]
+    gpr_pairs stp, sp, 29
     str     x30, [sp, #FRAME_X30]
 .endm
 
 /* Saves x2..x18, x29 and x30 (x0, x1 already saved by the vector stub). */
 .macro save_frame_caller_saved
-    stp     x2, x3, [sp, #16 * 1]
-    stp     x4, x5, [sp, #16 * 2]
-    stp     x6, x7, [sp, #16 * 3]
-    stp     x8, x9, [sp, #16 * 4]
-    stp     x10, x11, [sp, #16 * 5]
-    stp     x12, x13, [sp, #16 * 6]
-    stp     x14, x15, [sp, #16 * 7]
-    stp     x16, x17, [sp, #16 * 8]
+    gpr_pairs stp, sp, 17
     str     x18, [sp, #16 * 9]
     stp     x29, x30, [sp, #16 * 14 + 8]
 .endm
 
 /* Undoes save_frame_caller_saved and pops the frame. */
 .macro restore_frame_caller_saved
-    ldp     x2, x3, [sp, #16 * 1]
-    ldp     x4, x5, [sp, #16 * 2]
-    ldp     x6, x7, [sp, #16 * 3]
-    ldp     x8, x9, [sp, #16 * 4]
-    ldp     x10, x11, [sp, #16 * 5]
-    ldp     x12, x13, [sp, #16 * 6]
-    ldp     x14, x15, [sp, #16 * 7]
-    ldp     x16, x17, [sp, #16 * 8]
+    gpr_pairs ldp, sp, 17
     ldr     x18, [sp, #16 * 9]
     ldp     x29, x30, [sp, #16 * 14 + 8]
     ldp     x0, x1, [sp, #16 * 0]
@@ -196,20 +170,7 @@ host_save_callee_saved:
 
 /* x0 = the running vCPU's Gprs; the guest's x0, x1 are in the frame at sp. */
 guest_trap:
-    stp     x2, x3, [x0, #16 * 1]
-    stp     x4, x5, [x0, #16 * 2]
-    stp     x6, x7, [x0, #16 * 3]
-    stp     x8, x9, [x0, #16 * 4]
-    stp     x10, x11, [x0, #16 * 5]
-    stp     x12, x13, [x0, #16 * 6]
-    stp     x14, x15, [x0, #16 * 7]
-    stp     x16, x17, [x0, #16 * 8]
-    stp     x18, x19, [x0, #16 * 9]
-    stp     x20, x21, [x0, #16 * 10]
-    stp     x22, x23, [x0, #16 * 11]
-    stp     x24, x25, [x0, #16 * 12]
-    stp     x26, x27, [x0, #16 * 13]
-    stp     x28, x29, [x0, #16 * 14]
+    gpr_pairs stp, x0, 29
     str     x30, [x0, #16 * 15]
     ldp     x2, x3, [sp, #16 * 0]
     stp     x2, x3, [x0, #16 * 0]

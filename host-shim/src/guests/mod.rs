@@ -1,0 +1,101 @@
+//! The guests the shim runs in VMs: small position-independent EL1 programs
+//! (`guests.S`; the leak checks' in `leak.S`; their shared macros and
+//! constants in `macros.S`), each described where it is written, and the IPA
+//! layout they expect. The shim copies one into a page it gives a VM at
+//! [`GUEST_ENTRY`] and starts a vCPU there with x0 as its argument.
+
+use core::arch::global_asm;
+
+global_asm!(include_str!("macros.S"), include_str!("guests.S"), include_str!("leak.S"));
+
+/// Where the guests' code goes in guest-physical memory.
+pub const GUEST_ENTRY: u64 = 0x8000_0000;
+/// The UART the shim emulates for its guests (`GUEST_UART` in macros.S).
+pub const GUEST_UART: u64 = 0x0300_0000;
+/// Reads of this register get [`STATUS_ANSWER`].
+pub const GUEST_UART_STATUS: u64 = GUEST_UART + 0x18;
+pub const STATUS_ANSWER: u64 = b'R' as u64;
+/// The call the guests report with, which the hyp leaves to the host
+/// (`HOST_CALL` in macros.S).
+pub const HOST_CALL: u64 = 0xC500_0001;
+
+/// Copies `code` to the start of the page at `pa` (host memory, MMU off).
+pub fn load(pa: u64, code: &[u8]) {
+    for (i, byte) in code.iter().enumerate() {
+        // SAFETY: `pa` is a scratch page of the shim's, not given to anyone yet;
+        // the code is far smaller than a page.
+        unsafe { core::ptr::write_volatile((pa as *mut u8).add(i), *byte) };
+    }
+}
+
+/// The code between two labels of the guests' assembly.
+fn image(start: &'static u8, end: &'static u8) -> &'static [u8] {
+    let (s, e) = (start as *const u8, end as *const u8);
+    // SAFETY: The two labels delimit one read-only blob in `.rodata.guests`
+    // (or `.rodata.leak_guests`).
+    unsafe { core::slice::from_raw_parts(s, e as usize - s as usize) }
+}
+
+/// One function per guest, returning its code: `name: start_label..end_label`.
+macro_rules! guest_images {
+    ($($(#[$attr:meta])* $name:ident: $start:ident..$end:ident,)*) => {
+        extern "C" {
+            $(static $start: u8; static $end: u8;)*
+        }
+        $(
+            $(#[$attr])*
+            pub fn $name() -> &'static [u8] {
+                // SAFETY: Only the addresses of the labels are taken.
+                image(unsafe { &$start }, unsafe { &$end })
+            }
+        )*
+    };
+}
+
+guest_images! {
+    /// The console guest's code.
+    console: guest_console_start..guest_console_end,
+    /// The misbehaving guest's code.
+    crash: guest_crash_start..guest_crash_end,
+    /// The benchmark guest's code.
+    bench: guest_bench_start..guest_bench_end,
+    /// The guest that turns its VM off at once.
+    off: guest_off_start..guest_off_end,
+    /// The memory-test guest's code (its data page follows it at +0x1000).
+    memtest: guest_memtest_start..guest_memtest_end,
+    /// The malicious guest's code (one page: code, then its vectors at +0x800).
+    evil: guest_evil_start..guest_evil_end,
+    /// The MMIO-guard guest's code (one page: code, then its vectors at +0x800).
+    guard: guest_guard_start..guest_guard_end,
+    /// The SMP guest's code (its data page follows it at +0x1000).
+    smp: guest_smp_start..guest_smp_end,
+    /// The probing guest's code (its list of IPAs goes at +0x1000).
+    probe: guest_probe_start..guest_probe_end,
+    /// The guest that spins forever with interrupts masked.
+    spin: guest_spin_start..guest_spin_end,
+    /// The interrupt guest's code (one page: code, then its vectors at +0x800).
+    irq: guest_irq_start..guest_irq_end,
+    /// The timer guest's code (one page: code, then its vectors at +0x800).
+    timer: guest_timer_start..guest_timer_end,
+    /// The SGI-sending guest's code.
+    sgi: guest_sgi_start..guest_sgi_end,
+    /// The interrupt guest for GICv2's memory-mapped CPU interface.
+    irq2: guest_irq2_start..guest_irq2_end,
+    /// The timer guest for GICv2's memory-mapped CPU interface.
+    timer2: guest_timer2_start..guest_timer2_end,
+    /// The SGI-sending guest for GICv2 (GICD_SGIR).
+    sgi2: guest_sgi2_start..guest_sgi2_end,
+    /// The timer benchmark guest's code.
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
+    vtimer_bench: guest_vtimer_bench_start..guest_vtimer_bench_end,
+    /// The distributor guest's code.
+    gic: guest_gic_start..guest_gic_end,
+    /// The burst guest's code.
+    burst: guest_burst_start..guest_burst_end,
+    /// The IRQ-line guest's code (boards without a GIC).
+    line: guest_line_start..guest_line_end,
+    /// The leak checks' counting guest (`leak.S`).
+    leak_count: guest_leak_count_start..guest_leak_count_end,
+    /// The leak checks' probing guest (`leak.S`; its vectors at +0x800).
+    leak_probe: guest_leak_probe_start..guest_leak_probe_end,
+}

@@ -1,0 +1,187 @@
+//! The host shim's assembly: Image entry and EL1 vectors, and the one instruction
+//! sequences the isolation check needs (a load that may be aborted) and the
+//! register-preservation check (a hypercall with every register patterned).
+//! The guests' code is in `crate::guests`.
+
+use core::arch::{asm, global_asm};
+
+/// A file of the assembler macros the shim shares with the hyp (`asm/aarch64/`).
+macro_rules! shared_asm {
+    ($file:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../asm/aarch64/", $file))
+    };
+}
+
+global_asm!(shared_asm!("image_entry.S"), include_str!("head.S"));
+global_asm!(shared_asm!("gpr_frame.S"), include_str!("vectors.S"));
+global_asm!(shared_asm!("gpr_frame.S"), include_str!("register_probe.S"));
+
+extern "C" {
+    fn hvc_register_probe(function: u64, out: *mut [u64; 31]);
+    fn id_register_probe(out: *mut [u64; 4]);
+    static __image_start: u8;
+    static __image_end: u8;
+    /// head.S: where a secondary CPU enters the shim, x0 = its mailbox.
+    pub fn secondary_entry();
+}
+
+/// Where the shim's own image is in RAM: code, data, bss and boot stack.
+pub fn image_range() -> (u64, u64) {
+    // SAFETY: Only the addresses of the linker script's symbols are taken.
+    let (start, end) = unsafe { (&__image_start as *const u8 as u64, &__image_end as *const u8 as u64) };
+    (start, end)
+}
+
+/// x0..x30 as saved by `vectors.S`.
+#[repr(C)]
+pub struct ShimFrame {
+    pub regs: [u64; 32],
+}
+
+const _: () = assert!(core::mem::size_of::<ShimFrame>() == 256);
+
+/// Loads 8 bytes from `address`, which may abort: the exception handler then
+/// skips the load and the result is whatever x0 held (the address itself).
+///
+/// # Safety
+///
+/// `address` must be 8-byte aligned, and an exception on it must be one that the
+/// shim's handler is armed to skip.
+pub unsafe fn probe_read(address: u64) -> u64 {
+    let value: u64;
+    // SAFETY: The caller guarantees the handler is armed for a fault here; if the
+    // load succeeds it only reads.
+    unsafe { asm!("ldr {v}, [{a}]", a = in(reg) address, v = lateout(reg) value, options(nostack, readonly)) };
+    value
+}
+
+/// Stores `value` to `address`, which may abort: the handler then skips the store.
+///
+/// # Safety
+///
+/// As for [`probe_read`]; and if the store is not refused it really writes.
+pub unsafe fn probe_write(address: u64, value: u64) {
+    // SAFETY: The caller guarantees the handler is armed for a fault here.
+    unsafe { asm!("str {v}, [{a}]", a = in(reg) address, v = in(reg) value, options(nostack)) };
+}
+
+/// Loads 4 bytes from `address`, which may abort (as [`probe_read`]).
+///
+/// # Safety
+///
+/// As for [`probe_read`], with 4-byte alignment.
+pub unsafe fn probe_read32(address: u64) -> u32 {
+    let value: u32;
+    // SAFETY: As for `probe_read`.
+    unsafe { asm!("ldr {v:w}, [{a}]", a = in(reg) address, v = lateout(reg) value, options(nostack, readonly)) };
+    value
+}
+
+/// Stores 4 bytes to `address` from x25 (a register the hyp does not save on
+/// its fast path, so a trapped store from it takes the hyp's slow path),
+/// which may abort: the handler then skips the store.
+///
+/// # Safety
+///
+/// As for [`probe_write`], with 4-byte alignment.
+pub unsafe fn probe_write32_from_x25(address: u64, value: u32) {
+    // SAFETY: As for `probe_write`.
+    unsafe {
+        asm!("mov w25, {v:w}", "str w25, [{a}]", a = in(reg) address, v = in(reg) value, out("x25") _, options(nostack))
+    };
+}
+
+/// An SMCCC 1.1 call with `HVC #0`: function ID in x0, arguments in x1..x6;
+/// returns x0..x3. x4..x17 count as clobbered, as SMCCC 1.1 allows.
+pub fn hvc(function: u32, args: [u64; 6]) -> [u64; 4] {
+    let (r0, r1, r2, r3);
+    // SAFETY: HVC #0 enters the hyp, which follows SMCCC: it returns here with
+    // results in x0..x3 and changes no memory of ours.
+    unsafe {
+        asm!(
+            "hvc #0",
+            inout("x0") u64::from(function) => r0,
+            inout("x1") args[0] => r1,
+            inout("x2") args[1] => r2,
+            inout("x3") args[2] => r3,
+            inout("x4") args[3] => _,
+            inout("x5") args[4] => _,
+            inout("x6") args[5] => _,
+            out("x7") _, out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _,
+            options(nostack),
+        );
+    }
+    [r0, r1, r2, r3]
+}
+
+/// The value `register_probe.S` puts in x`n` before its hypercall.
+pub const fn probe_pattern(n: usize) -> u64 {
+    0x5a5a_0000_0000_0000 | n as u64
+}
+
+/// Calls `function` by `HVC #0` with x1..x3 zero and x4..x30 set to
+/// `probe_pattern(n)`, and returns x0..x30 as the hyp left them.
+pub fn hvc_registers_after(function: u32) -> [u64; 31] {
+    let mut registers = [0u64; 31];
+    // SAFETY: The probe saves and restores every callee-saved register (and
+    // x18) itself, writes only the 31 words `registers` provides, and the
+    // hypercall it makes changes no memory of ours.
+    unsafe { hvc_register_probe(u64::from(function), &mut registers) };
+    registers
+}
+
+/// ID_AA64PFR0_EL1 as read into x2, x19 and x28, and x20 (patterned
+/// `probe_pattern(20)`) afterwards: see `register_probe.S`.
+pub fn id_register_reads() -> [u64; 4] {
+    let mut out = [0u64; 4];
+    // SAFETY: The probe saves and restores the callee-saved registers it uses
+    // and writes only the four words `out` provides.
+    unsafe { id_register_probe(&mut out) };
+    out
+}
+
+/// Runs `f` with `value` in d8 (a callee-saved FP register) and returns what d8
+/// holds afterwards: the host's FP/SIMD state must survive what `f` does.
+pub fn with_d8<R>(value: u64, f: impl FnOnce() -> R) -> (R, u64) {
+    // SAFETY: Writing d8 only; AAPCS64 makes it callee-saved, and nothing between
+    // here and the read below is expected to change it.
+    unsafe { asm!("fmov d8, {}", in(reg) value, out("v8") _, options(nomem, nostack)) };
+    let result = f();
+    let after: u64;
+    // SAFETY: Reading d8 has no side effect.
+    unsafe { asm!("fmov {}, d8", out(reg) after, options(nomem, nostack)) };
+    (result, after)
+}
+
+/// Ends QEMU with `status` through semihosting (`SYS_EXIT`,
+/// `ADP_Stopped_ApplicationExit`).
+///
+/// # Safety
+///
+/// QEMU must serve semihosting (`-semihosting`); without it `HLT` is an
+/// undefined instruction.
+pub unsafe fn semihosting_exit(status: u32) {
+    /// ADP_Stopped_ApplicationExit.
+    const APPLICATION_EXIT: u64 = 0x20026;
+    /// SYS_EXIT operation number.
+    const SYS_EXIT: u64 = 0x18;
+    let block: [u64; 2] = [APPLICATION_EXIT, u64::from(status)];
+    // SAFETY: The caller guarantees a semihosting host; the parameter block
+    // stays alive for the duration of the call.
+    unsafe {
+        asm!(
+            "hlt #0xf000",
+            inout("x0") SYS_EXIT => _,
+            in("x1") block.as_ptr(),
+            options(nostack),
+        );
+    }
+}
+
+/// Waits forever.
+pub fn park() -> ! {
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}
