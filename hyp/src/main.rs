@@ -16,6 +16,7 @@
 
 extern crate alloc;
 
+mod addr;
 mod arch;
 mod console;
 mod fdt_edit;
