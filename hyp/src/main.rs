@@ -22,6 +22,7 @@ mod console;
 mod fdt_edit;
 mod fdt_format;
 mod host_lpi;
+mod host_request;
 mod hypercall;
 #[cfg(test)]
 mod layering_tests;
