@@ -10,7 +10,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::addr::{GuestPages, Ipa, PageCount, PhysAddr};
+use crate::addr::{Ipa, PageCount, PhysAddr};
 use crate::vm::handle::{VcpuIndex, VmHandle};
 use hyp_abi::{CheckScope, HostCall, HypError};
 
@@ -45,7 +45,9 @@ pub enum HostRequest {
     },
     VmMap {
         vm: VmHandle,
-        pages: GuestPages,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
     },
     VcpuInit {
         vm: VmHandle,
@@ -122,10 +124,9 @@ impl HostRequest {
             HostCall::DonateHyp => HostRequest::DonateHyp { start, pages },
             HostCall::ReclaimHyp => HostRequest::ReclaimHyp { start, pages },
             HostCall::VmCreate => HostRequest::VmCreate { ty: a1, vcpus: a2 },
-            HostCall::VmMap => HostRequest::VmMap {
-                vm,
-                pages: GuestPages { pa: PhysAddr::new(a2), ipa: Ipa::new(a3), count: PageCount::new(a4) },
-            },
+            HostCall::VmMap => {
+                HostRequest::VmMap { vm, pa: PhysAddr::new(a2), ipa: Ipa::new(a3), pages: PageCount::new(a4) }
+            }
             HostCall::VcpuInit => HostRequest::VcpuInit { vm, vcpu, pc: a3, x0: a4 },
             HostCall::VcpuRun => HostRequest::VcpuRun { vm, vcpu, mmio_read_value: a3 },
             HostCall::VcpuGetReg => HostRequest::VcpuGetReg { vm, vcpu, reg: a3 },
@@ -163,11 +164,9 @@ mod tests {
             decode(HostCall::VmMap, [vm.raw(), 0x4010_0000, 0x8000_0000, 16, 9, 9]),
             Ok(HostRequest::VmMap {
                 vm,
-                pages: GuestPages {
-                    pa: PhysAddr::new(0x4010_0000),
-                    ipa: Ipa::new(0x8000_0000),
-                    count: PageCount::new(16)
-                }
+                pa: PhysAddr::new(0x4010_0000),
+                ipa: Ipa::new(0x8000_0000),
+                pages: PageCount::new(16)
             })
         );
         assert_eq!(

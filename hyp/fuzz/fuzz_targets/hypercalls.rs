@@ -6,7 +6,7 @@
 #![no_main]
 
 use hyp_abi::{decode_result, CheckScope, Exit, HostCall, HypError};
-use hyp_fuzz::addr::{GuestPages, Ipa, PageCount, PhysAddr};
+use hyp_fuzz::addr::{Ipa, PageCount, PhysAddr};
 use hyp_fuzz::hypercall;
 use hyp_fuzz::vm::handle::{VcpuIndex, VmHandle};
 use libfuzzer_sys::fuzz_target;
@@ -55,8 +55,8 @@ impl hypercall::HostServices for Services {
         self.called(&[ty, vcpus]);
         Ok(VmHandle::new(1 << 32 | 1))
     }
-    fn vm_map(&mut self, vm: VmHandle, pages: GuestPages) -> Result<(), HypError> {
-        self.called(&[vm.raw(), pages.pa.raw(), pages.ipa.raw(), pages.count.raw()]);
+    fn vm_map(&mut self, vm: VmHandle, pa: PhysAddr, ipa: Ipa, pages: PageCount) -> Result<(), HypError> {
+        self.called(&[vm.raw(), pa.raw(), ipa.raw(), pages.raw()]);
         Err(HypError::OutOfRange)
     }
     fn vcpu_init(&mut self, vm: VmHandle, vcpu: VcpuIndex, pc: u64, x0: u64) -> Result<(), HypError> {

@@ -10,7 +10,7 @@
 //! The transitions take what the host named as typed addresses and counts
 //! ([`crate::addr`]); below them, records and tables work on plain numbers.
 
-use crate::addr::{GuestPages, PageCount, PhysAddr};
+use crate::addr::{Ipa, PageCount, PhysAddr};
 use crate::arch::tlb::TlbMaintenance;
 use crate::mm::host_devices::HostDevices;
 use crate::mm::host_stage2::{root_level, HostFault};
@@ -546,10 +546,12 @@ impl MemoryState {
     pub fn host_donate_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pages: GuestPages,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
-        let (pa, ipa, pages) = (pages.pa.raw(), pages.ipa.raw(), pages.count.raw());
+        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
         self.require(pa, pages, |r| r == PageRecord::HOST)?;
         self.pages.touched.guest(guest.id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
@@ -574,10 +576,12 @@ impl MemoryState {
     pub fn host_share_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pages: GuestPages,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
-        let (pa, ipa, pages) = (pages.pa.raw(), pages.ipa.raw(), pages.count.raw());
+        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
         self.require(pa, pages, |r| r == PageRecord::HOST)?;
         self.pages.touched.guest(guest.id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
@@ -596,10 +600,12 @@ impl MemoryState {
     pub fn host_unshare_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pages: GuestPages,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
-        let (pa, ipa, pages) = (pages.pa.raw(), pages.ipa.raw(), pages.count.raw());
+        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
         let id = guest.id;
         self.require(pa, pages, |r| r.owner == Owner::Host && r.borrower == Some(Owner::Vm(id)))?;
         self.pages.touched.guest(id);
@@ -623,10 +629,12 @@ impl MemoryState {
     pub fn host_reclaim_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pages: GuestPages,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
-        self.reclaim_guest(guest, pages, false, env)
+        self.reclaim_guest(guest, pa, ipa, pages, false, env)
     }
 
     /// [`MemoryState::host_reclaim_guest`] from a guest that may still run: its
@@ -641,20 +649,24 @@ impl MemoryState {
     pub fn host_reclaim_guest_poisoning(
         &mut self,
         guest: &mut Guest<'_>,
-        pages: GuestPages,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
-        self.reclaim_guest(guest, pages, true, env)
+        self.reclaim_guest(guest, pa, ipa, pages, true, env)
     }
 
     fn reclaim_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pages: GuestPages,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         poison: bool,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
-        let (pa, ipa, pages) = (pages.pa.raw(), pages.ipa.raw(), pages.count.raw());
+        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
         let id = guest.id;
         self.require(pa, pages, |r| r.owner == Owner::Vm(id) && r.borrower.is_none())?;
         self.pages.touched.guest(id);

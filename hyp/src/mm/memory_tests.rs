@@ -104,8 +104,7 @@ impl Fixture {
     /// Runs `op` with the host's raw numbers; guest operations act on guest `g`
     /// (VM id `g + 1`) at `ipa`.
     fn call_guest(&mut self, op: Op, g: usize, start: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
-        let (start, pages) = (PhysAddr::new(start), PageCount::new(pages));
-        let given = GuestPages { pa: start, ipa: Ipa::new(ipa), count: pages };
+        let (start, ipa, pages) = (PhysAddr::new(start), Ipa::new(ipa), PageCount::new(pages));
         let mut env = Env {
             source: &mut self.source,
             stage2_tlb: &mut self.stage2_tlb,
@@ -119,11 +118,11 @@ impl Fixture {
             Op::Unshare => state.host_unshare_hyp(start, pages, &mut env),
             Op::Donate => state.host_donate_hyp(start, pages, &mut env),
             Op::Reclaim => state.host_reclaim_hyp(start, pages, &mut env),
-            Op::DonateGuest => state.host_donate_guest(&mut guest, given, &mut env),
-            Op::ShareGuest => state.host_share_guest(&mut guest, given, &mut env),
-            Op::UnshareGuest => state.host_unshare_guest(&mut guest, given, &mut env),
-            Op::ReclaimGuest => state.host_reclaim_guest(&mut guest, given, &mut env),
-            Op::PoisonGuest => state.host_reclaim_guest_poisoning(&mut guest, given, &mut env),
+            Op::DonateGuest => state.host_donate_guest(&mut guest, start, ipa, pages, &mut env),
+            Op::ShareGuest => state.host_share_guest(&mut guest, start, ipa, pages, &mut env),
+            Op::UnshareGuest => state.host_unshare_guest(&mut guest, start, ipa, pages, &mut env),
+            Op::ReclaimGuest => state.host_reclaim_guest(&mut guest, start, ipa, pages, &mut env),
+            Op::PoisonGuest => state.host_reclaim_guest_poisoning(&mut guest, start, ipa, pages, &mut env),
         }
     }
 

@@ -250,7 +250,7 @@ impl VmTable {
     pub fn get(&mut self, handle: VmHandle) -> Result<&mut Vm, HypError> {
         let index = handle.slot().ok_or(HypError::NoSuchVm)?;
         let slot = self.slots.get_mut(index).ok_or(HypError::NoSuchVm)?;
-        if slot.generation != handle.generation() {
+        if u64::from(slot.generation) != handle.generation() {
             return Err(HypError::NoSuchVm);
         }
         slot.vm.as_mut().ok_or(HypError::NoSuchVm)
@@ -336,9 +336,9 @@ impl VmTable {
         }
         let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb };
         if vm.protected {
-            memory.host_donate_guest(&mut guest, pages, env)?;
+            memory.host_donate_guest(&mut guest, pages.pa, pages.ipa, pages.count, env)?;
         } else {
-            memory.host_share_guest(&mut guest, pages, env)?;
+            memory.host_share_guest(&mut guest, pages.pa, pages.ipa, pages.count, env)?;
         }
         vm.pages_held += pages.count.raw();
         Ok(())
@@ -520,12 +520,8 @@ impl VmTable {
                     }
                 }
                 let pages = ((end - start) / 4096) as u64;
-                let run = GuestPages {
-                    pa: PhysAddr::new(pa as u64),
-                    ipa: Ipa::new(start as u64),
-                    count: PageCount::new(pages),
-                };
-                memory.host_unshare_guest(&mut guest, run, env)?;
+                let (pa, ipa) = (PhysAddr::new(pa as u64), Ipa::new(start as u64));
+                memory.host_unshare_guest(&mut guest, pa, ipa, PageCount::new(pages), env)?;
                 vm.pages_held -= pages;
                 cursor = end;
             }
@@ -580,11 +576,11 @@ impl VmTable {
             .map(|l| (l.pa + (ipa as usize - l.start)) as u64)
             .ok_or(HypError::InvalidArgument)?;
         let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb: &mut *tlb };
-        let taken = GuestPages { pa: PhysAddr::new(pa), ipa: Ipa::new(ipa), count: PageCount::new(pages) };
+        let (pa, ipa, count) = (PhysAddr::new(pa), Ipa::new(ipa), PageCount::new(pages));
         if live {
-            memory.host_reclaim_guest_poisoning(&mut guest, taken, env)?;
+            memory.host_reclaim_guest_poisoning(&mut guest, pa, ipa, count, env)?;
         } else {
-            memory.host_reclaim_guest(&mut guest, taken, env)?;
+            memory.host_reclaim_guest(&mut guest, pa, ipa, count, env)?;
         }
         vm.pages_held -= pages;
         self.free_if_empty(handle, memory, env, tlb);
@@ -600,7 +596,8 @@ impl VmTable {
         env: &mut Env<'_>,
         tlb: &mut dyn TlbMaintenance,
     ) {
-        let Some(slot) = handle.slot().and_then(|index| self.slots.get_mut(index)) else {
+        // (The caller found the VM: `usize::MAX`, no slot, is never taken.)
+        let Some(slot) = self.slots.get_mut(handle.slot().unwrap_or(usize::MAX)) else {
             return;
         };
         let done = slot.vm.as_ref().is_some_and(|vm| vm.state == VmState::TornDown && vm.pages_held == 0);
