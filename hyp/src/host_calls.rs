@@ -2,6 +2,7 @@
 //! lock, runs the transition with the hyp's environment, and logs failures at
 //! debug level (a hostile host must not be able to flood the console).
 
+use crate::addr::{GuestPages, Ipa, PageCount, PhysAddr};
 use crate::arch::aarch64::tlb::GuestStage2Tlb;
 use crate::arch::aarch64::world::VgicHardware;
 use crate::hypercall::HostServices;
@@ -9,7 +10,8 @@ use crate::mm::invariants;
 use crate::mm::memory::{Env, MemoryState};
 use crate::state::Hyp;
 use crate::vcpu_run::{physical_count, vttbr_of};
-use crate::vm::table::{GuestPages, VmTable};
+use crate::vm::handle::{VcpuIndex, VmHandle};
+use crate::vm::table::VmTable;
 use alloc::vec::Vec;
 use hyp_abi::{CheckScope, Exit, HypError};
 
@@ -19,7 +21,7 @@ pub struct HypServices<'a> {
 }
 
 /// The TLB maintenance of a VM's stage-2.
-fn guest_tlb(vms: &mut VmTable, handle: u64) -> Result<GuestStage2Tlb, HypError> {
+fn guest_tlb(vms: &mut VmTable, handle: VmHandle) -> Result<GuestStage2Tlb, HypError> {
     let vm = vms.get(handle)?;
     Ok(GuestStage2Tlb { vttbr: vttbr_of(vm.stage2.root_address() as u64, vm.vmid()) })
 }
@@ -29,15 +31,17 @@ impl HypServices<'_> {
     fn run(
         &self,
         name: &str,
-        start: u64,
-        pages: u64,
+        start: PhysAddr,
+        pages: PageCount,
         f: impl FnOnce(&mut MemoryState, &mut Env<'_>) -> Result<(), HypError>,
     ) -> Result<(), HypError> {
         let result = self.hyp.with_memory(f);
         // Faults of the host's devices are logged as they come.
         crate::smmu::drain_events();
         if let Err(error) = result {
-            log::debug!("host {name} {start:#x} x{pages}: {error}");
+            // As numbers: with the types' formatters the calls took more
+            // instructions (scripts/bench), for a line that is rarely printed.
+            log::debug!("host {name} {:#x} x{}: {error}", start.raw(), pages.raw());
         }
         result
     }
@@ -53,24 +57,23 @@ impl HostServices for HypServices<'_> {
         }
     }
 
-    fn share_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
+    fn share_hyp(&mut self, start: PhysAddr, pages: PageCount) -> Result<(), HypError> {
         self.run("share", start, pages, |s, env| s.host_share_hyp(start, pages, env))
     }
 
-    fn unshare_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
+    fn unshare_hyp(&mut self, start: PhysAddr, pages: PageCount) -> Result<(), HypError> {
         self.run("unshare", start, pages, |s, env| s.host_unshare_hyp(start, pages, env))
     }
 
-    fn donate_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
+    fn donate_hyp(&mut self, start: PhysAddr, pages: PageCount) -> Result<(), HypError> {
         self.run("donate", start, pages, |s, env| s.host_donate_hyp(start, pages, env))
     }
 
-    fn reclaim_hyp(&mut self, start: u64, pages: u64) -> Result<(), HypError> {
+    fn reclaim_hyp(&mut self, start: PhysAddr, pages: PageCount) -> Result<(), HypError> {
         self.run("reclaim", start, pages, |s, env| s.host_reclaim_hyp(start, pages, env))
     }
 
-    fn check_invariants(&mut self, scope: u64) -> Result<[u64; 3], HypError> {
-        let scope = CheckScope::from_raw(scope).ok_or(HypError::InvalidArgument)?;
+    fn check_invariants(&mut self, scope: CheckScope) -> Result<[u64; 3], HypError> {
         crate::smmu::drain_events();
         let devices = self.hyp.devices.as_slice();
         let vms = self.hyp.vms().lock();
@@ -98,11 +101,11 @@ impl HostServices for HypServices<'_> {
         })
     }
 
-    fn debug_exchange(&mut self, address: u64, value: u64) -> Result<u64, HypError> {
+    fn debug_exchange(&mut self, address: PhysAddr, value: u64) -> Result<u64, HypError> {
         self.hyp.with_memory(|state, env| state.debug_exchange(address, value, env))
     }
 
-    fn vm_create(&mut self, ty: u64, vcpus: u64) -> Result<u64, HypError> {
+    fn vm_create(&mut self, ty: u64, vcpus: u64) -> Result<VmHandle, HypError> {
         self.hyp.with_vms(|vms, memory, env| {
             let handle = vms.create(ty, vcpus, self.hyp.guest_gic_version(), memory, env)?;
             vms.get(handle)?.cntvoff = physical_count();
@@ -110,55 +113,55 @@ impl HostServices for HypServices<'_> {
         })
     }
 
-    fn vm_map(&mut self, handle: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+    fn vm_map(&mut self, handle: VmHandle, pa: PhysAddr, ipa: Ipa, pages: PageCount) -> Result<(), HypError> {
         self.hyp.with_vms(|vms, memory, env| {
             let mut tlb = guest_tlb(vms, handle)?;
             vms.map(handle, GuestPages { pa, ipa, count: pages }, memory, env, &mut tlb)
         })
     }
 
-    fn vcpu_init(&mut self, handle: u64, vcpu: u64, pc: u64, x0: u64) -> Result<(), HypError> {
+    fn vcpu_init(&mut self, handle: VmHandle, vcpu: VcpuIndex, pc: u64, x0: u64) -> Result<(), HypError> {
         self.hyp.with_vms(|vms, _, _| vms.vcpu_init(handle, vcpu, pc, x0))
     }
 
-    fn vcpu_run(&mut self, handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, HypError> {
+    fn vcpu_run(&mut self, handle: VmHandle, vcpu: VcpuIndex, mmio_read_value: u64) -> Result<Exit, HypError> {
         crate::vcpu_run::vcpu_run(self.hyp, handle, vcpu, mmio_read_value)
     }
 
-    fn vcpu_get_reg(&mut self, handle: u64, vcpu: u64, reg: u64) -> Result<u64, HypError> {
+    fn vcpu_get_reg(&mut self, handle: VmHandle, vcpu: VcpuIndex, reg: u64) -> Result<u64, HypError> {
         self.hyp.with_vms(|vms, _, _| vms.get_reg(handle, vcpu, reg))
     }
 
-    fn vcpu_set_reg(&mut self, handle: u64, vcpu: u64, reg: u64, value: u64) -> Result<(), HypError> {
+    fn vcpu_set_reg(&mut self, handle: VmHandle, vcpu: VcpuIndex, reg: u64, value: u64) -> Result<(), HypError> {
         self.hyp.with_vms(|vms, _, _| vms.set_reg(handle, vcpu, reg, value))
     }
 
-    fn vm_info(&mut self, handle: u64) -> Result<[u64; 3], HypError> {
+    fn vm_info(&mut self, handle: VmHandle) -> Result<[u64; 3], HypError> {
         self.hyp.with_vms(|vms, _, _| vms.info(handle))
     }
 
-    fn vm_teardown(&mut self, handle: u64) -> Result<(), HypError> {
+    fn vm_teardown(&mut self, handle: VmHandle) -> Result<(), HypError> {
         self.hyp.with_vms(|vms, memory, env| {
             let mut tlb = guest_tlb(vms, handle)?;
             vms.teardown(handle, memory, env, &mut tlb)
         })
     }
 
-    fn vcpu_set_irq_line(&mut self, handle: u64, vcpu: u64, level: u64) -> Result<(), HypError> {
+    fn vcpu_set_irq_line(&mut self, handle: VmHandle, vcpu: VcpuIndex, level: u64) -> Result<(), HypError> {
         if self.hyp.vgic != VgicHardware::None {
             return Err(HypError::NotSupported);
         }
         self.hyp.with_vms(|vms, _, _| vms.set_irq_line(handle, vcpu, level))
     }
 
-    fn vcpu_inject_irq(&mut self, handle: u64, vcpu: u64, intid: u64) -> Result<u64, HypError> {
+    fn vcpu_inject_irq(&mut self, handle: VmHandle, vcpu: VcpuIndex, intid: u64) -> Result<u64, HypError> {
         if self.hyp.vgic == VgicHardware::None {
             return Err(HypError::NotSupported);
         }
         self.hyp.with_vms(|vms, _, _| vms.inject_irq(handle, vcpu, intid))
     }
 
-    fn vm_reclaim(&mut self, handle: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+    fn vm_reclaim(&mut self, handle: VmHandle, ipa: Ipa, pages: PageCount) -> Result<(), HypError> {
         self.hyp.with_vms(|vms, memory, env| {
             let mut tlb = guest_tlb(vms, handle)?;
             vms.reclaim(handle, ipa, pages, memory, env, &mut tlb)

@@ -16,11 +16,13 @@
 
 extern crate alloc;
 
+mod addr;
 mod arch;
 mod console;
 mod fdt_edit;
 mod fdt_format;
 mod host_lpi;
+mod host_request;
 mod hypercall;
 #[cfg(test)]
 mod layering_tests;

@@ -4,6 +4,7 @@
 //! on GICv2, SGIs, WFI with an interrupt pending, its virtual timer firing,
 //! the maintenance interrupt, PSCI), and release it with its exit.
 
+use crate::addr::Ipa;
 use crate::arch::aarch64::gic_ppi::PpiFrame;
 use crate::arch::aarch64::world::{run_guest, GuestEntry, LiveGic, VgicHardware};
 use crate::arch::context::VcpuContext;
@@ -14,6 +15,7 @@ use crate::arch::trap_record::GuestTrap;
 use crate::state::{gic_version_of, Hyp};
 use crate::vm::exit::GuardCall;
 use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
+use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState, VmTable};
 use crate::vm::vgic_dist::Filled;
 use crate::vm::vgic_mmio::frame_of;
@@ -57,7 +59,7 @@ fn wants_underflow_interrupt(filled: Filled, lrs: &VgicState) -> bool {
 /// the VM table's lock for its answer only.
 struct RunningVm<'a> {
     vms: &'a spin::Mutex<VmTable>,
-    handle: u64,
+    handle: VmHandle,
     vcpu: usize,
     hardware: VgicHardware,
     ppi_frame: PpiFrame,
@@ -103,7 +105,7 @@ impl RunningVm<'_> {
 
 impl VmView for RunningVm<'_> {
     fn ipa_kind(&self, ipa: u64) -> IpaKind {
-        self.vms.lock().ipa_kind(self.handle, ipa)
+        self.vms.lock().ipa_kind(self.handle, Ipa::new(ipa))
     }
 
     fn cpu_on(&self, target: u64, entry: u64, context: u64) -> Result<u64, i64> {
@@ -293,7 +295,7 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
 }
 
 /// `VCPU_RUN`: see `docs/abi.md`.
-pub fn vcpu_run(hyp: &Hyp, handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<Exit, HypError> {
+pub fn vcpu_run(hyp: &Hyp, handle: VmHandle, vcpu: VcpuIndex, mmio_read_value: u64) -> Result<Exit, HypError> {
     // Claim the vCPU under the lock; run it without the lock.
     let vms_lock = hyp.vms();
     let this_cpu = crate::arch::aarch64::percpu::this_cpu();
@@ -305,7 +307,7 @@ pub fn vcpu_run(hyp: &Hyp, handle: u64, vcpu: u64, mmio_read_value: u64) -> Resu
         if vm.state != VmState::Alive {
             return Err(HypError::NoSuchVm);
         }
-        let index = usize::try_from(vcpu).ok().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
+        let index = vcpu.to_usize().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
         let v = &vm.vcpus[index];
         if v.running {
             return Err(HypError::Busy);

@@ -26,6 +26,9 @@ pub mod vm_exit;
 #[path = "../../src/vm/guest_trap.rs"]
 #[doc(hidden)]
 pub mod vm_guest_trap;
+#[path = "../../src/vm/handle.rs"]
+#[doc(hidden)]
+pub mod vm_handle;
 #[path = "../../src/vm/sysreg.rs"]
 #[doc(hidden)]
 pub mod vm_sysreg;
@@ -49,13 +52,18 @@ pub mod arch {
 pub mod vm {
     pub use super::vm_exit as exit;
     pub use super::vm_guest_trap as guest_trap;
+    pub use super::vm_handle as handle;
     pub use super::vm_sysreg as sysreg;
     pub use super::vm_vgic_dist as vgic_dist;
     pub use super::vm_vgic_mmio as vgic_mmio;
 }
 
+#[path = "../../src/addr.rs"]
+pub mod addr;
 #[path = "../../src/fdt_format.rs"]
 pub mod fdt_format;
+#[path = "../../src/host_request.rs"]
+pub mod host_request;
 #[path = "../../src/hypercall.rs"]
 pub mod hypercall;
 #[path = "../../src/platform/mod.rs"]

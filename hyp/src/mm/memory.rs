@@ -6,7 +6,11 @@
 //! with a specific error, changing nothing), then changes the page tables in an
 //! order that can be undone without memory if the second table runs out of it,
 //! and only then writes the records.
+//!
+//! The transitions take what the host named as typed addresses and counts
+//! ([`crate::addr`]); below them, records and tables work on plain numbers.
 
+use crate::addr::{Ipa, PageCount, PhysAddr};
 use crate::arch::tlb::TlbMaintenance;
 use crate::mm::host_devices::HostDevices;
 use crate::mm::host_stage2::{root_level, HostFault};
@@ -414,7 +418,8 @@ impl MemoryState {
     ///
     /// `InvalidArgument` (count), `NotAligned`, `OutOfRange` (wraps, not RAM),
     /// `NotOwned` (not the host's, or already lent), `NoMemory`.
-    pub fn host_share_hyp(&mut self, start: u64, pages: u64, env: &mut Env<'_>) -> Result<(), HypError> {
+    pub fn host_share_hyp(&mut self, start: PhysAddr, pages: PageCount, env: &mut Env<'_>) -> Result<(), HypError> {
+        let (start, pages) = (start.raw(), pages.raw());
         self.require(start, pages, |r| r == PageRecord::HOST)?;
         let (s, e) = Self::span(start, pages);
         self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;
@@ -426,7 +431,8 @@ impl MemoryState {
     /// # Errors
     ///
     /// As [`MemoryState::host_share_hyp`]; `NotOwned` if a page is not lent to the hyp.
-    pub fn host_unshare_hyp(&mut self, start: u64, pages: u64, env: &mut Env<'_>) -> Result<(), HypError> {
+    pub fn host_unshare_hyp(&mut self, start: PhysAddr, pages: PageCount, env: &mut Env<'_>) -> Result<(), HypError> {
+        let (start, pages) = (start.raw(), pages.raw());
         self.require(start, pages, |r| r.owner == Owner::Host && r.borrower == Some(Owner::Hyp))?;
         let (s, e) = Self::span(start, pages);
         self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb).map_err(table_error)?;
@@ -439,7 +445,8 @@ impl MemoryState {
     /// # Errors
     ///
     /// As [`MemoryState::host_share_hyp`].
-    pub fn host_donate_hyp(&mut self, start: u64, pages: u64, env: &mut Env<'_>) -> Result<(), HypError> {
+    pub fn host_donate_hyp(&mut self, start: PhysAddr, pages: PageCount, env: &mut Env<'_>) -> Result<(), HypError> {
+        let (start, pages) = (start.raw(), pages.raw());
         self.require(start, pages, |r| r == PageRecord::HOST)?;
         let (s, e) = Self::span(start, pages);
         self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;
@@ -464,7 +471,8 @@ impl MemoryState {
     ///
     /// As [`MemoryState::host_share_hyp`]; `NotOwned` if a page was never donated
     /// (or is the hyp's own), `Busy` if the hyp is using it.
-    pub fn host_reclaim_hyp(&mut self, start: u64, pages: u64, env: &mut Env<'_>) -> Result<(), HypError> {
+    pub fn host_reclaim_hyp(&mut self, start: PhysAddr, pages: PageCount, env: &mut Env<'_>) -> Result<(), HypError> {
+        let (start, pages) = (start.raw(), pages.raw());
         self.require(start, pages, |r| r.owner == Owner::Hyp && r.donated && r.borrower.is_none())?;
         self.require(start, pages, |r| !r.in_use).map_err(|_| HypError::Busy)?;
         // Free donated pages are exactly the memcache's.
@@ -538,11 +546,12 @@ impl MemoryState {
     pub fn host_donate_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pa: u64,
-        ipa: u64,
-        pages: u64,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
+        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
         self.require(pa, pages, |r| r == PageRecord::HOST)?;
         self.pages.touched.guest(guest.id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
@@ -567,11 +576,12 @@ impl MemoryState {
     pub fn host_share_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pa: u64,
-        ipa: u64,
-        pages: u64,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
+        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
         self.require(pa, pages, |r| r == PageRecord::HOST)?;
         self.pages.touched.guest(guest.id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
@@ -590,11 +600,12 @@ impl MemoryState {
     pub fn host_unshare_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pa: u64,
-        ipa: u64,
-        pages: u64,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
+        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
         let id = guest.id;
         self.require(pa, pages, |r| r.owner == Owner::Host && r.borrower == Some(Owner::Vm(id)))?;
         self.pages.touched.guest(id);
@@ -618,9 +629,9 @@ impl MemoryState {
     pub fn host_reclaim_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pa: u64,
-        ipa: u64,
-        pages: u64,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
         self.reclaim_guest(guest, pa, ipa, pages, false, env)
@@ -638,9 +649,9 @@ impl MemoryState {
     pub fn host_reclaim_guest_poisoning(
         &mut self,
         guest: &mut Guest<'_>,
-        pa: u64,
-        ipa: u64,
-        pages: u64,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
         self.reclaim_guest(guest, pa, ipa, pages, true, env)
@@ -649,12 +660,13 @@ impl MemoryState {
     fn reclaim_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pa: u64,
-        ipa: u64,
-        pages: u64,
+        pa: PhysAddr,
+        ipa: Ipa,
+        pages: PageCount,
         poison: bool,
         env: &mut Env<'_>,
     ) -> Result<(), HypError> {
+        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
         let id = guest.id;
         self.require(pa, pages, |r| r.owner == Owner::Vm(id) && r.borrower.is_none())?;
         self.pages.touched.guest(id);
@@ -698,7 +710,8 @@ impl MemoryState {
     ///
     /// `NotAligned` unless 8-byte aligned; `OutOfRange` outside RAM; `NotOwned`
     /// unless the page is lent to the hyp by the host.
-    pub fn debug_exchange(&mut self, address: u64, value: u64, env: &mut Env<'_>) -> Result<u64, HypError> {
+    pub fn debug_exchange(&mut self, address: PhysAddr, value: u64, env: &mut Env<'_>) -> Result<u64, HypError> {
+        let address = address.raw();
         if !address.is_multiple_of(8) {
             return Err(HypError::NotAligned);
         }

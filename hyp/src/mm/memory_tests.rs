@@ -3,6 +3,7 @@
 //! against a plain per-page model.
 
 use super::*;
+use crate::addr::Ipa;
 use crate::mm::invariants::{check, check_touched, Report, ViolationKind};
 use crate::mm::ownership::PageDb;
 use crate::mm::ownership::VmId;
@@ -100,8 +101,10 @@ impl Fixture {
         self.call_guest(op, 0, start, 0, pages)
     }
 
-    /// Runs `op`; guest operations act on guest `g` (VM id `g + 1`) at `ipa`.
+    /// Runs `op` with the host's raw numbers; guest operations act on guest `g`
+    /// (VM id `g + 1`) at `ipa`.
     fn call_guest(&mut self, op: Op, g: usize, start: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+        let (start, ipa, pages) = (PhysAddr::new(start), Ipa::new(ipa), PageCount::new(pages));
         let mut env = Env {
             source: &mut self.source,
             stage2_tlb: &mut self.stage2_tlb,
@@ -225,13 +228,13 @@ fn share_lets_the_hyp_use_a_page_until_unshared() {
     f.assert_clean();
     assert!(f.hyp_maps(page) && f.host_maps(page), "shared: both map it");
     let (state, mut env) = f.env();
-    assert_eq!(state.debug_exchange(page + 8, 0xabcd, &mut env), Ok(0x1234));
+    assert_eq!(state.debug_exchange(PhysAddr::new(page + 8), 0xabcd, &mut env), Ok(0x1234));
     assert_eq!(f.memory.read_u64(page + 8), 0xabcd);
     f.call(Op::Unshare, page, 1).unwrap();
     f.assert_clean();
     assert!(!f.hyp_maps(page));
     let (state, mut env) = f.env();
-    assert_eq!(state.debug_exchange(page + 8, 1, &mut env), Err(HypError::NotOwned));
+    assert_eq!(state.debug_exchange(PhysAddr::new(page + 8), 1, &mut env), Err(HypError::NotOwned));
     assert!(!f.el2_tlb.leaves.is_empty(), "unshare invalidated the hyp's TLB");
 }
 

@@ -2,12 +2,14 @@
 //! stale or forged handle finds no VM (never another one). A VM's id (its slot
 //! number + 1) names it in the page records and is its VMID; VMID 0 is the host's.
 
+use crate::addr::{GuestPages, Ipa, PageCount, PhysAddr};
 use crate::arch::context::VcpuContext;
 use crate::arch::tlb::TlbMaintenance;
 use crate::mm::memory::{Env, Guest, MemoryState, GUEST_POISONED, HYP_DATA};
 use crate::mm::ownership::{Owner, VmId};
 use crate::mm::pgtable::{Entry, PgTable};
 use crate::vm::exit::{GuardCall, MmioAccess, NOT_SUPPORTED};
+use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::mmio_guard::{GuardError, MmioGuard};
 use crate::vm::vgic_dist::{Distributor, GicVersion, Routed};
 use aarch64_paging::paging::Stage2;
@@ -126,14 +128,6 @@ impl TlbMaintenance for NoTlb {
     fn sync(&mut self) {}
 }
 
-/// Host pages for a VM: `count` pages at physical `pa`, for the IPAs `ipa..`.
-#[derive(Clone, Copy, Debug)]
-pub struct GuestPages {
-    pub pa: u64,
-    pub ipa: u64,
-    pub count: u64,
-}
-
 /// Lifecycle of a VM.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum VmState {
@@ -178,8 +172,8 @@ impl Vm {
         self.id
     }
 
-    fn vcpu(&mut self, index: u64) -> Result<&mut Vcpu, HypError> {
-        usize::try_from(index).ok().and_then(|i| self.vcpus.get_mut(i)).ok_or(HypError::NoSuchVcpu)
+    fn vcpu(&mut self, index: VcpuIndex) -> Result<&mut Vcpu, HypError> {
+        index.to_usize().and_then(|i| self.vcpus.get_mut(i)).ok_or(HypError::NoSuchVcpu)
     }
 
     /// The index of the vCPU whose MPIDR affinity is `target`.
@@ -248,20 +242,15 @@ impl VmTable {
         VmTable { slots: (0..MAX_VMS).map(|_| Slot { generation: 1, vm: None }).collect(), ipa_bits }
     }
 
-    fn handle(index: usize, generation: u32) -> u64 {
-        u64::from(generation) << 32 | (index as u64 + 1)
-    }
-
     /// The VM behind `handle`.
     ///
     /// # Errors
     ///
     /// `NoSuchVm` for a handle of no live slot or of an earlier generation.
-    pub fn get(&mut self, handle: u64) -> Result<&mut Vm, HypError> {
-        let index =
-            usize::try_from(handle & 0xffff_ffff).ok().and_then(|i| i.checked_sub(1)).ok_or(HypError::NoSuchVm)?;
+    pub fn get(&mut self, handle: VmHandle) -> Result<&mut Vm, HypError> {
+        let index = handle.slot().ok_or(HypError::NoSuchVm)?;
         let slot = self.slots.get_mut(index).ok_or(HypError::NoSuchVm)?;
-        if u64::from(slot.generation) != handle >> 32 {
+        if u64::from(slot.generation) != handle.generation() {
             return Err(HypError::NoSuchVm);
         }
         slot.vm.as_mut().ok_or(HypError::NoSuchVm)
@@ -280,7 +269,7 @@ impl VmTable {
         gic_version: GicVersion,
         memory: &mut MemoryState,
         env: &mut Env<'_>,
-    ) -> Result<u64, HypError> {
+    ) -> Result<VmHandle, HypError> {
         let ty = VmType::from_raw(ty).ok_or(HypError::InvalidArgument)?;
         if vcpus == 0 || vcpus > MAX_VCPUS_PER_VM {
             return Err(HypError::InvalidArgument);
@@ -323,7 +312,7 @@ impl VmTable {
             state: VmState::Alive,
             last_vcpu_on_cpu: [NO_VCPU; crate::platform::MAX_CPUS],
         });
-        Ok(Self::handle(index, slot.generation))
+        Ok(VmHandle::of_slot(index, slot.generation))
     }
 
     /// Gives the VM the host `pages`: donated to a
@@ -335,7 +324,7 @@ impl VmTable {
     /// transition reports.
     pub fn map(
         &mut self,
-        handle: u64,
+        handle: VmHandle,
         pages: GuestPages,
         memory: &mut MemoryState,
         env: &mut Env<'_>,
@@ -351,7 +340,7 @@ impl VmTable {
         } else {
             memory.host_share_guest(&mut guest, pages.pa, pages.ipa, pages.count, env)?;
         }
-        vm.pages_held += pages.count;
+        vm.pages_held += pages.count.raw();
         Ok(())
     }
 
@@ -365,14 +354,14 @@ impl VmTable {
     /// other than 0, or its vCPU 0 once started (a second `VCPU_INIT`, or after
     /// it ran); `Busy` while a non-protected VM's vCPU runs. A refused call
     /// changes nothing.
-    pub fn vcpu_init(&mut self, handle: u64, index: u64, pc: u64, x0: u64) -> Result<(), HypError> {
+    pub fn vcpu_init(&mut self, handle: VmHandle, index: VcpuIndex, pc: u64, x0: u64) -> Result<(), HypError> {
         let vm = self.get(handle)?;
         if vm.state != VmState::Alive {
             return Err(HypError::NoSuchVm);
         }
         let protected = vm.protected;
         let vcpu = vm.vcpu(index)?;
-        if protected && (index != 0 || vcpu.started) {
+        if protected && (index.raw() != 0 || vcpu.started) {
             return Err(HypError::PermissionDenied);
         }
         if vcpu.running {
@@ -393,12 +382,12 @@ impl VmTable {
     ///
     /// `NoSuchVm` (also for a VM that no longer runs), `NoSuchVcpu`,
     /// `InvalidArgument` for an INTID the VM does not have (96 or more).
-    pub fn inject_irq(&mut self, handle: u64, index: u64, intid: u64) -> Result<u64, HypError> {
+    pub fn inject_irq(&mut self, handle: VmHandle, index: VcpuIndex, intid: u64) -> Result<u64, HypError> {
         let vm = self.get(handle)?;
         if vm.state != VmState::Alive {
             return Err(HypError::NoSuchVm);
         }
-        let index = usize::try_from(index).ok().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
+        let index = index.to_usize().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
         let intid = u32::try_from(intid).map_err(|_| HypError::InvalidArgument)?;
         match vm.gic.make_pending(index, intid) {
             Some(Routed::Vcpu(target)) => Ok(target as u64),
@@ -413,7 +402,7 @@ impl VmTable {
     ///
     /// `NoSuchVm` (also for a VM that no longer runs), `NoSuchVcpu`,
     /// `InvalidArgument` for a level other than 0 or 1.
-    pub fn set_irq_line(&mut self, handle: u64, index: u64, level: u64) -> Result<(), HypError> {
+    pub fn set_irq_line(&mut self, handle: VmHandle, index: VcpuIndex, level: u64) -> Result<(), HypError> {
         let vm = self.get(handle)?;
         if vm.state != VmState::Alive {
             return Err(HypError::NoSuchVm);
@@ -428,7 +417,12 @@ impl VmTable {
     }
 
     /// The vCPU and register a register call names, if the host may touch them.
-    fn register_access(&mut self, handle: u64, index: u64, reg: u64) -> Result<(&mut Vcpu, VcpuReg), HypError> {
+    fn register_access(
+        &mut self,
+        handle: VmHandle,
+        index: VcpuIndex,
+        reg: u64,
+    ) -> Result<(&mut Vcpu, VcpuReg), HypError> {
         let vm = self.get(handle)?;
         let protected = vm.protected;
         let vcpu = vm.vcpu(index)?;
@@ -448,7 +442,7 @@ impl VmTable {
     ///
     /// `NoSuchVm`, `NoSuchVcpu`, `InvalidArgument` (register), `PermissionDenied`
     /// for a protected VM, `Busy` while it runs.
-    pub fn get_reg(&mut self, handle: u64, index: u64, reg: u64) -> Result<u64, HypError> {
+    pub fn get_reg(&mut self, handle: VmHandle, index: VcpuIndex, reg: u64) -> Result<u64, HypError> {
         let (vcpu, reg) = self.register_access(handle, index, reg)?;
         Ok(match reg {
             VcpuReg::X(n) => vcpu.ctx.gprs.x[usize::from(n)],
@@ -463,7 +457,7 @@ impl VmTable {
     /// # Errors
     ///
     /// As [`VmTable::get_reg`].
-    pub fn set_reg(&mut self, handle: u64, index: u64, reg: u64, value: u64) -> Result<(), HypError> {
+    pub fn set_reg(&mut self, handle: VmHandle, index: VcpuIndex, reg: u64, value: u64) -> Result<(), HypError> {
         let (vcpu, reg) = self.register_access(handle, index, reg)?;
         match reg {
             VcpuReg::X(n) => vcpu.ctx.gprs.x[usize::from(n)] = value,
@@ -480,7 +474,7 @@ impl VmTable {
     /// # Errors
     ///
     /// `NoSuchVm`.
-    pub fn info(&mut self, handle: u64) -> Result<[u64; 3], HypError> {
+    pub fn info(&mut self, handle: VmHandle) -> Result<[u64; 3], HypError> {
         let vm = self.get(handle)?;
         Ok([u64::from(vm.protected), vm.vcpus.len() as u64, vm.pages_held])
     }
@@ -494,7 +488,7 @@ impl VmTable {
     /// `NoSuchVm` (also if already torn down), `Busy` while a vCPU runs, `NoMemory`.
     pub fn teardown(
         &mut self,
-        handle: u64,
+        handle: VmHandle,
         memory: &mut MemoryState,
         env: &mut Env<'_>,
         tlb: &mut dyn TlbMaintenance,
@@ -526,7 +520,8 @@ impl VmTable {
                     }
                 }
                 let pages = ((end - start) / 4096) as u64;
-                memory.host_unshare_guest(&mut guest, pa as u64, start as u64, pages, env)?;
+                let (pa, ipa) = (PhysAddr::new(pa as u64), Ipa::new(start as u64));
+                memory.host_unshare_guest(&mut guest, pa, ipa, PageCount::new(pages), env)?;
                 vm.pages_held -= pages;
                 cursor = end;
             }
@@ -551,13 +546,14 @@ impl VmTable {
     /// VM's; `NoMemory`. A failed call takes nothing back.
     pub fn reclaim(
         &mut self,
-        handle: u64,
-        ipa: u64,
-        pages: u64,
+        handle: VmHandle,
+        ipa: Ipa,
+        pages: PageCount,
         memory: &mut MemoryState,
         env: &mut Env<'_>,
         tlb: &mut dyn TlbMaintenance,
     ) -> Result<(), HypError> {
+        let (ipa, pages) = (ipa.raw(), pages.raw());
         let vm = self.get(handle)?;
         let live = vm.state != VmState::TornDown;
         if live && (!vm.protected || vm.vcpus.iter().any(|v| v.running)) {
@@ -580,10 +576,11 @@ impl VmTable {
             .map(|l| (l.pa + (ipa as usize - l.start)) as u64)
             .ok_or(HypError::InvalidArgument)?;
         let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb: &mut *tlb };
+        let (pa, ipa, count) = (PhysAddr::new(pa), Ipa::new(ipa), PageCount::new(pages));
         if live {
-            memory.host_reclaim_guest_poisoning(&mut guest, pa, ipa, pages, env)?;
+            memory.host_reclaim_guest_poisoning(&mut guest, pa, ipa, count, env)?;
         } else {
-            memory.host_reclaim_guest(&mut guest, pa, ipa, pages, env)?;
+            memory.host_reclaim_guest(&mut guest, pa, ipa, count, env)?;
         }
         vm.pages_held -= pages;
         self.free_if_empty(handle, memory, env, tlb);
@@ -594,13 +591,13 @@ impl VmTable {
     /// goes back to `source` and its handle stops working.
     fn free_if_empty(
         &mut self,
-        handle: u64,
+        handle: VmHandle,
         memory: &mut MemoryState,
         env: &mut Env<'_>,
         tlb: &mut dyn TlbMaintenance,
     ) {
-        let index = (handle & 0xffff_ffff) as usize - 1;
-        let Some(slot) = self.slots.get_mut(index) else {
+        // (The caller found the VM: `usize::MAX`, no slot, is never taken.)
+        let Some(slot) = self.slots.get_mut(handle.slot().unwrap_or(usize::MAX)) else {
             return;
         };
         let done = slot.vm.as_ref().is_some_and(|vm| vm.state == VmState::TornDown && vm.pages_held == 0);
@@ -616,11 +613,12 @@ impl VmTable {
     }
 
     /// What `ipa` is to the VM behind `handle`: one walk of its stage-2.
-    pub fn ipa_kind(&mut self, handle: u64, ipa: u64) -> crate::vm::guest_trap::IpaKind {
+    pub fn ipa_kind(&mut self, handle: VmHandle, ipa: Ipa) -> crate::vm::guest_trap::IpaKind {
         use crate::vm::guest_trap::IpaKind;
         let Ok(vm) = self.get(handle) else {
             return IpaKind::Other;
         };
+        let ipa = ipa.raw();
         match usize::try_from(ipa).map_or(Entry::Empty, |ipa| vm.stage2.entry_at(ipa)) {
             Entry::Mapped(_) => IpaKind::Memory,
             Entry::Marked(mark) if mark == GUEST_POISONED => IpaKind::Lost,
@@ -632,7 +630,7 @@ impl VmTable {
     /// Serves the guest's MMIO guard `call` for the VM behind `handle`; the
     /// SMCCC result (0, or INVALID_PARAMETER for an IPA that is misaligned,
     /// the VM's memory or beyond its IPA space, or NOT_SUPPORTED).
-    pub fn mmio_guard(&mut self, handle: u64, call: GuardCall) -> u64 {
+    pub fn mmio_guard(&mut self, handle: VmHandle, call: GuardCall) -> u64 {
         const INVALID_PARAMETER: u64 = -3i64 as u64;
         let ipa_limit = 1u64 << self.ipa_bits;
         let Ok(vm) = self.get(handle) else {

@@ -2,6 +2,7 @@
 //! of protected and non-protected VMs against the real memory state.
 
 use super::*;
+use crate::addr::{Ipa, PageCount, PhysAddr};
 use crate::mm::invariants::check;
 use crate::mm::memory::HYP_DATA;
 use crate::mm::ownership::PageDb;
@@ -92,7 +93,7 @@ impl World {
         f(&mut self.memory, &mut env)
     }
 
-    fn create(&mut self, ty: u64, vcpus: u64) -> Result<u64, HypError> {
+    fn create(&mut self, ty: u64, vcpus: u64) -> Result<VmHandle, HypError> {
         let mut env = Env {
             source: &mut self.source,
             stage2_tlb: &mut self.s2,
@@ -102,17 +103,19 @@ impl World {
         self.vms.create(ty, vcpus, crate::vm::vgic_dist::GicVersion::V3, &mut self.memory, &mut env)
     }
 
-    fn map(&mut self, h: u64, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+    /// `VM_MAP` with the host's raw numbers.
+    fn map(&mut self, h: VmHandle, pa: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
         let mut env = Env {
             source: &mut self.source,
             stage2_tlb: &mut self.s2,
             el2_tlb: &mut self.el2,
             memory: &mut self.zeroes,
         };
-        self.vms.map(h, GuestPages { pa, ipa, count: pages }, &mut self.memory, &mut env, &mut self.guest_tlb)
+        let pages = GuestPages { pa: PhysAddr::new(pa), ipa: Ipa::new(ipa), count: PageCount::new(pages) };
+        self.vms.map(h, pages, &mut self.memory, &mut env, &mut self.guest_tlb)
     }
 
-    fn teardown(&mut self, h: u64) -> Result<(), HypError> {
+    fn teardown(&mut self, h: VmHandle) -> Result<(), HypError> {
         let mut env = Env {
             source: &mut self.source,
             stage2_tlb: &mut self.s2,
@@ -122,14 +125,15 @@ impl World {
         self.vms.teardown(h, &mut self.memory, &mut env, &mut self.guest_tlb)
     }
 
-    fn reclaim(&mut self, h: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+    /// `VM_RECLAIM` with the host's raw numbers.
+    fn reclaim(&mut self, h: VmHandle, ipa: u64, pages: u64) -> Result<(), HypError> {
         let mut env = Env {
             source: &mut self.source,
             stage2_tlb: &mut self.s2,
             el2_tlb: &mut self.el2,
             memory: &mut self.zeroes,
         };
-        self.vms.reclaim(h, ipa, pages, &mut self.memory, &mut env, &mut self.guest_tlb)
+        self.vms.reclaim(h, Ipa::new(ipa), PageCount::new(pages), &mut self.memory, &mut env, &mut self.guest_tlb)
     }
 
     fn assert_clean(&self) {
@@ -148,8 +152,9 @@ fn stale_and_forged_handles_find_no_vm() {
     let mut w = World::new();
     let h = w.create(0, 1).unwrap();
     assert!(w.vms.get(h).is_ok());
-    for forged in [0, h + 1, h ^ (1 << 32), h & 0xffff_ffff, u64::MAX, (MAX_VMS as u64 + 1) | 1 << 32] {
-        assert_eq!(w.vms.get(forged).err(), Some(HypError::NoSuchVm), "{forged:#x}");
+    let raw = h.raw();
+    for forged in [0, raw + 1, raw ^ (1 << 32), raw & 0xffff_ffff, u64::MAX, (MAX_VMS as u64 + 1) | 1 << 32] {
+        assert_eq!(w.vms.get(VmHandle::new(forged)).err(), Some(HypError::NoSuchVm), "{forged:#x}");
     }
     w.teardown(h).unwrap();
     assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm), "freed at teardown: held nothing");
@@ -176,22 +181,22 @@ fn registers_of_protected_vms_are_refused() {
     let mut w = World::new();
     let p = w.create(1, 2).unwrap();
     let n = w.create(0, 2).unwrap();
-    w.vms.vcpu_init(p, 0, 0x8000_0000, 7).unwrap();
-    w.vms.vcpu_init(n, 1, 0x8000_0000, 7).unwrap();
+    w.vms.vcpu_init(p, VcpuIndex::new(0), 0x8000_0000, 7).unwrap();
+    w.vms.vcpu_init(n, VcpuIndex::new(1), 0x8000_0000, 7).unwrap();
     for vcpu in [0, 1] {
-        assert_eq!(w.vms.get_reg(p, vcpu, 0), Err(HypError::PermissionDenied));
-        assert_eq!(w.vms.set_reg(p, vcpu, 0, 1), Err(HypError::PermissionDenied));
+        assert_eq!(w.vms.get_reg(p, VcpuIndex::new(vcpu), 0), Err(HypError::PermissionDenied));
+        assert_eq!(w.vms.set_reg(p, VcpuIndex::new(vcpu), 0, 1), Err(HypError::PermissionDenied));
     }
-    assert_eq!(w.vms.get_reg(n, 1, 0), Ok(7));
-    assert_eq!(w.vms.get_reg(n, 1, 31), Ok(0x8000_0000));
-    w.vms.set_reg(n, 1, 3, 0x33).unwrap();
-    assert_eq!(w.vms.get_reg(n, 1, 3), Ok(0x33));
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 0), Ok(7));
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 31), Ok(0x8000_0000));
+    w.vms.set_reg(n, VcpuIndex::new(1), 3, 0x33).unwrap();
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 3), Ok(0x33));
     // PSTATE can never name EL2.
-    w.vms.set_reg(n, 1, 32, 0x3c9).unwrap();
-    assert_eq!(w.vms.get_reg(n, 1, 32), Ok(0x3c5));
-    assert_eq!(w.vms.get_reg(n, 2, 0), Err(HypError::NoSuchVcpu));
-    assert_eq!(w.vms.get_reg(n, 1, 34), Err(HypError::InvalidArgument));
-    assert_eq!(w.vms.vcpu_init(n, u64::MAX, 0, 0), Err(HypError::NoSuchVcpu));
+    w.vms.set_reg(n, VcpuIndex::new(1), 32, 0x3c9).unwrap();
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 32), Ok(0x3c5));
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(2), 0), Err(HypError::NoSuchVcpu));
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 34), Err(HypError::InvalidArgument));
+    assert_eq!(w.vms.vcpu_init(n, VcpuIndex::new(u64::MAX), 0, 0), Err(HypError::NoSuchVcpu));
 }
 
 #[test]
@@ -207,8 +212,8 @@ fn protected_memory_leaves_the_host_until_reclaimed_zeroed() {
     assert_eq!(w.map(h, 0x4030_0000, 1 << 48, 1), Err(HypError::OutOfRange), "IPA out of range");
     // Forced back from the live VM: zeroed, and the IPA is now lost to the VM.
     w.reclaim(h, 0x8000_f000, 1).unwrap();
-    assert_eq!(w.vms.ipa_kind(h, 0x8000_f008), crate::vm::guest_trap::IpaKind::Lost);
-    assert_eq!(w.vms.ipa_kind(h, 0x8000_e000), crate::vm::guest_trap::IpaKind::Memory);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_f008)), crate::vm::guest_trap::IpaKind::Lost);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_e000)), crate::vm::guest_trap::IpaKind::Memory);
     assert!(w.host_maps(0x4010_f000) && w.zeroes.0.contains(&0x4010_f000));
     w.assert_clean();
     w.teardown(h).unwrap();
@@ -282,7 +287,7 @@ fn vm_tables_live_in_donated_memory() {
     let mut w = World::with_real_bank(Some(real));
     w.memory.use_memcache_for_guest_tables();
     assert_eq!(w.create(1, 1), Err(HypError::NoMemory), "nothing donated yet");
-    w.memory_call(|m, env| m.host_donate_hyp(base, PAGES as u64, env)).unwrap();
+    w.memory_call(|m, env| m.host_donate_hyp(PhysAddr::new(base), PageCount::new(PAGES as u64), env)).unwrap();
     assert_eq!(w.memory.memcache_pages(), (PAGES as u64, 0));
     let h = w.create(1, 1).unwrap();
     w.map(h, 0x4010_0000, 0x8000_0000, 2).unwrap();
@@ -290,7 +295,7 @@ fn vm_tables_live_in_donated_memory() {
     assert_eq!((free + used, w.memory.memcache.len()), (PAGES as u64, free));
     assert!(used >= 2, "root and tables in use: {used}");
     assert_eq!(
-        w.memory_call(|m, env| m.host_reclaim_hyp(base, PAGES as u64, env)),
+        w.memory_call(|m, env| m.host_reclaim_hyp(PhysAddr::new(base), PageCount::new(PAGES as u64), env)),
         Err(HypError::Busy),
         "tables in use"
     );
@@ -298,7 +303,7 @@ fn vm_tables_live_in_donated_memory() {
     w.teardown(h).unwrap();
     w.reclaim(h, 0x8000_0000, 2).unwrap();
     assert_eq!(w.memory.memcache_pages(), (PAGES as u64, 0), "every table page came back");
-    w.memory_call(|m, env| m.host_reclaim_hyp(base, PAGES as u64, env)).unwrap();
+    w.memory_call(|m, env| m.host_reclaim_hyp(PhysAddr::new(base), PageCount::new(PAGES as u64), env)).unwrap();
     assert_eq!(w.memory.memcache_pages(), (0, 0));
     w.assert_clean();
     // SAFETY: Allocated above with this layout; no record refers to it any more.
@@ -309,7 +314,7 @@ fn vm_tables_live_in_donated_memory() {
 fn guest_psci_cpu_on_starts_only_an_off_vcpu_and_affinity_info_follows() {
     let mut w = World::new();
     let h = w.create(1, 3).unwrap();
-    w.vms.vcpu_init(h, 0, 0x8000_0000, 0).unwrap();
+    w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0000, 0).unwrap();
     let vm = w.vms.get(h).unwrap();
     assert_eq!(vm.vcpus[1].power, VcpuPower::Off);
     assert_eq!(vm.psci_affinity_info(vcpu_mpidr(1)), 1, "OFF");
@@ -343,20 +348,24 @@ fn another_vcpu_on_a_cpu_asks_for_a_local_tlb_flush() {
 fn injected_interrupts_are_routed_and_bad_ones_are_refused() {
     let mut w = World::new();
     let h = w.create(1, 2).unwrap();
-    assert_eq!(w.vms.inject_irq(h, 1, 40), Ok(0), "an SPI goes where the guest routes it: vCPU 0 out of reset");
-    assert_eq!(w.vms.inject_irq(h, 1, 27), Ok(1), "a PPI goes to the vCPU named");
-    assert_eq!(w.vms.inject_irq(h, 1, 96), Err(HypError::InvalidArgument), "beyond the VM's SPIs");
-    assert_eq!(w.vms.inject_irq(h, 1, 1020), Err(HypError::InvalidArgument));
-    assert_eq!(w.vms.inject_irq(h, 1, 1 << 40), Err(HypError::InvalidArgument));
-    assert_eq!(w.vms.inject_irq(h, 2, 40), Err(HypError::NoSuchVcpu));
-    assert_eq!(w.vms.inject_irq(h ^ 1 << 32, 0, 40), Err(HypError::NoSuchVm));
+    assert_eq!(
+        w.vms.inject_irq(h, VcpuIndex::new(1), 40),
+        Ok(0),
+        "an SPI goes where the guest routes it: vCPU 0 out of reset"
+    );
+    assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(1), 27), Ok(1), "a PPI goes to the vCPU named");
+    assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(1), 96), Err(HypError::InvalidArgument), "beyond the VM's SPIs");
+    assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(1), 1020), Err(HypError::InvalidArgument));
+    assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(1), 1 << 40), Err(HypError::InvalidArgument));
+    assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(2), 40), Err(HypError::NoSuchVcpu));
+    assert_eq!(w.vms.inject_irq(VmHandle::new(h.raw() ^ 1 << 32), VcpuIndex::new(0), 40), Err(HypError::NoSuchVm));
     let vm = w.vms.get(h).unwrap();
     assert_eq!(vm.gic.pending_word(1, 0), 1 << 27);
     assert_eq!(vm.gic.pending_word(0, 1), 1 << 8);
     vm.gic.set_irouter(41, 7);
-    assert_eq!(w.vms.inject_irq(h, 0, 41), Ok(u64::MAX), "routed to no vCPU of the VM");
+    assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(0), 41), Ok(u64::MAX), "routed to no vCPU of the VM");
     w.teardown(h).unwrap();
-    assert_eq!(w.vms.inject_irq(h, 1, 40), Err(HypError::NoSuchVm));
+    assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(1), 40), Err(HypError::NoSuchVm));
 }
 
 #[test]
@@ -368,31 +377,31 @@ fn the_mmio_guard_refuses_memory_and_far_ipas_and_decides_what_is_mmio() {
     w.map(h, 0x4010_0000, 0x8000_0000, 16).unwrap();
     let invalid = -3i64 as u64;
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0000 }), NOT_SUPPORTED, "not enrolled");
-    assert_eq!(w.vms.ipa_kind(h, 0x900_0000), IpaKind::Other, "no guard: everything outside memory is MMIO");
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0000)), IpaKind::Other, "no guard: everything outside memory is MMIO");
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Enroll), 0);
-    assert_eq!(w.vms.ipa_kind(h, 0x900_0000), IpaKind::Refused);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0000)), IpaKind::Refused);
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0000 }), 0);
-    assert_eq!(w.vms.ipa_kind(h, 0x900_0ff8), IpaKind::Other);
-    assert_eq!(w.vms.ipa_kind(h, 0x900_1000), IpaKind::Refused);
-    assert_eq!(w.vms.ipa_kind(h, 0x8000_0000), IpaKind::Memory, "memory is never MMIO");
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0ff8)), IpaKind::Other);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_1000)), IpaKind::Refused);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_0000)), IpaKind::Memory, "memory is never MMIO");
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x8000_1000 }), invalid, "the VM's memory");
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 1 << 48 }), invalid, "beyond the IPA space");
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0004 }), invalid, "misaligned");
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Unmap { ipa: 0x900_0000 }), 0);
-    assert_eq!(w.vms.ipa_kind(h, 0x900_0000), IpaKind::Refused);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0000)), IpaKind::Refused);
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Unmap { ipa: 0x900_0000 }), invalid, "not allowed any more");
-    assert_eq!(w.vms.mmio_guard(h + 1, GuardCall::Enroll), NOT_SUPPORTED, "no such VM");
+    assert_eq!(w.vms.mmio_guard(VmHandle::new(h.raw() + 1), GuardCall::Enroll), NOT_SUPPORTED, "no such VM");
 }
 
 /// A vCPU's power state and entry (PC, x0), as the table holds them.
-fn vcpu_state(w: &mut World, h: u64, index: usize) -> (VcpuPower, u64, u64) {
+fn vcpu_state(w: &mut World, h: VmHandle, index: usize) -> (VcpuPower, u64, u64) {
     let v = &w.vms.get(h).unwrap().vcpus[index];
     (v.power, v.ctx.pc, v.ctx.gprs.x[0])
 }
 
 /// What `VCPU_RUN` does to a vCPU under the lock when it enters (`true`) and
 /// when the run ends (`false`).
-fn set_running(w: &mut World, h: u64, index: usize, running: bool) {
+fn set_running(w: &mut World, h: VmHandle, index: usize, running: bool) {
     let v = &mut w.vms.get(h).unwrap().vcpus[index];
     v.running = running;
     if running {
@@ -415,56 +424,68 @@ fn protected_vcpu_entry_is_set_once_by_the_host_and_only_for_vcpu_0() {
     w.map(h, 0x4010_0000, 0x8000_0000, 4).unwrap();
     // Before anything ran: no secondary takes the host's entry.
     for vcpu in [1, 2] {
-        assert_eq!(w.vms.vcpu_init(h, vcpu, 0x8000_1000, 1), Err(PermissionDenied), "secondary {vcpu}");
+        assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(vcpu), 0x8000_1000, 1), Err(PermissionDenied), "secondary {vcpu}");
         assert_eq!(vcpu_state(&mut w, h, vcpu as usize), (Off, 0, 0));
     }
-    assert_eq!(w.vms.vcpu_init(h, 3, 0x8000_1000, 1), Err(NoSuchVcpu));
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(3), 0x8000_1000, 1), Err(NoSuchVcpu));
     // vCPU 0: once.
-    w.vms.vcpu_init(h, 0, 0x8000_0000, 7).unwrap();
+    w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0000, 7).unwrap();
     assert_eq!(vcpu_state(&mut w, h, 0), (OnPending, 0x8000_0000, 7));
-    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(PermissionDenied), "a second entry before it ran");
+    assert_eq!(
+        w.vms.vcpu_init(h, VcpuIndex::new(0), 0x6666_0000, 66),
+        Err(PermissionDenied),
+        "a second entry before it ran"
+    );
     assert_eq!(vcpu_state(&mut w, h, 0), (OnPending, 0x8000_0000, 7));
     // While it runs, and after it exited.
     set_running(&mut w, h, 0, true);
-    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(PermissionDenied), "while it runs");
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(0), 0x6666_0000, 66), Err(PermissionDenied), "while it runs");
     w.vms.get(h).unwrap().vcpus[0].ctx.pc = 0x8000_0040;
     set_running(&mut w, h, 0, false);
-    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(PermissionDenied), "after it exited");
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(0), 0x6666_0000, 66), Err(PermissionDenied), "after it exited");
     assert_eq!(vcpu_state(&mut w, h, 0), (On, 0x8000_0040, 7), "the guest's own state, untouched");
     // A secondary the guest started with CPU_ON: its entry is the guest's.
     assert_eq!(w.vms.get(h).unwrap().psci_cpu_on(vcpu_mpidr(1), 0x8000_2000, 5), Ok(1));
-    assert_eq!(w.vms.vcpu_init(h, 1, 0x6666_0000, 66), Err(PermissionDenied), "after the guest's CPU_ON");
+    assert_eq!(
+        w.vms.vcpu_init(h, VcpuIndex::new(1), 0x6666_0000, 66),
+        Err(PermissionDenied),
+        "after the guest's CPU_ON"
+    );
     assert_eq!(vcpu_state(&mut w, h, 1), (OnPending, 0x8000_2000, 5));
     set_running(&mut w, h, 1, true);
-    assert_eq!(w.vms.vcpu_init(h, 1, 0x6666_0000, 66), Err(PermissionDenied), "while it runs");
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(1), 0x6666_0000, 66), Err(PermissionDenied), "while it runs");
     set_running(&mut w, h, 1, false);
     // Its guest turns it off (the CPU_OFF exit): only the guest starts it again.
     w.vms.get(h).unwrap().vcpus[1].power = Off;
-    assert_eq!(w.vms.vcpu_init(h, 1, 0x6666_0000, 66), Err(PermissionDenied), "after its CPU_OFF");
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(1), 0x6666_0000, 66), Err(PermissionDenied), "after its CPU_OFF");
     assert_eq!(vcpu_state(&mut w, h, 1).0, Off);
     assert_eq!(w.vms.get(h).unwrap().psci_cpu_on(vcpu_mpidr(1), 0x8000_3000, 6), Ok(1));
     assert_eq!(vcpu_state(&mut w, h, 1), (OnPending, 0x8000_3000, 6));
     // vCPU 0 off by its guest's CPU_OFF: the host cannot start it again either.
     w.vms.get(h).unwrap().vcpus[0].power = Off;
-    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(PermissionDenied), "vCPU 0 after its CPU_OFF");
+    assert_eq!(
+        w.vms.vcpu_init(h, VcpuIndex::new(0), 0x6666_0000, 66),
+        Err(PermissionDenied),
+        "vCPU 0 after its CPU_OFF"
+    );
     assert_eq!(vcpu_state(&mut w, h, 0), (Off, 0x8000_0040, 7));
     // The secondary its guest never started stays off.
-    assert_eq!(w.vms.vcpu_init(h, 2, 0x6666_0000, 66), Err(PermissionDenied));
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(2), 0x6666_0000, 66), Err(PermissionDenied));
     assert_eq!(vcpu_state(&mut w, h, 2), (Off, 0, 0));
     // No register write, at any stage.
     for vcpu in 0..3 {
         for reg in [0, 31, 32, 33] {
-            assert_eq!(w.vms.set_reg(h, vcpu, reg, 0x6666_0000), Err(PermissionDenied));
+            assert_eq!(w.vms.set_reg(h, VcpuIndex::new(vcpu), reg, 0x6666_0000), Err(PermissionDenied));
         }
     }
     // Crashed, then torn down: no VM to initialise.
     w.vms.get(h).unwrap().state = VmState::Crashed;
-    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(NoSuchVm), "crashed");
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(0), 0x6666_0000, 66), Err(NoSuchVm), "crashed");
     w.teardown(h).unwrap();
-    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(NoSuchVm), "torn down");
-    assert_eq!(w.vms.vcpu_init(h, 2, 0x6666_0000, 66), Err(NoSuchVm), "torn down");
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(0), 0x6666_0000, 66), Err(NoSuchVm), "torn down");
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(2), 0x6666_0000, 66), Err(NoSuchVm), "torn down");
     w.reclaim(h, 0x8000_0000, 4).unwrap();
-    assert_eq!(w.vms.vcpu_init(h, 0, 0x6666_0000, 66), Err(NoSuchVm), "gone");
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(0), 0x6666_0000, 66), Err(NoSuchVm), "gone");
     w.assert_clean();
 }
 
@@ -474,30 +495,30 @@ fn protected_vcpu_entry_is_set_once_by_the_host_and_only_for_vcpu_0() {
 fn non_protected_vcpus_are_started_by_the_host_whenever_they_do_not_run() {
     let mut w = World::new();
     let h = w.create(0, 2).unwrap();
-    w.vms.vcpu_init(h, 1, 0x8000_1000, 1).unwrap();
-    w.vms.vcpu_init(h, 0, 0x8000_0000, 2).unwrap();
-    w.vms.vcpu_init(h, 0, 0x8000_0100, 3).unwrap();
+    w.vms.vcpu_init(h, VcpuIndex::new(1), 0x8000_1000, 1).unwrap();
+    w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0000, 2).unwrap();
+    w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0100, 3).unwrap();
     assert_eq!(vcpu_state(&mut w, h, 0), (VcpuPower::OnPending, 0x8000_0100, 3));
     set_running(&mut w, h, 0, true);
-    assert_eq!(w.vms.vcpu_init(h, 0, 0x8000_0200, 4), Err(HypError::Busy));
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0200, 4), Err(HypError::Busy));
     set_running(&mut w, h, 0, false);
-    w.vms.vcpu_init(h, 0, 0x8000_0200, 4).unwrap();
+    w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0200, 4).unwrap();
     assert_eq!(vcpu_state(&mut w, h, 0), (VcpuPower::OnPending, 0x8000_0200, 4));
-    w.vms.set_reg(h, 1, 31, 0x8000_1100).unwrap();
+    w.vms.set_reg(h, VcpuIndex::new(1), 31, 0x8000_1100).unwrap();
     assert_eq!(vcpu_state(&mut w, h, 1), (VcpuPower::OnPending, 0x8000_1100, 1));
     w.teardown(h).unwrap();
-    assert_eq!(w.vms.vcpu_init(h, 0, 0x8000_0000, 0), Err(HypError::NoSuchVm));
+    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0000, 0), Err(HypError::NoSuchVm));
 }
 
 /// A VM's view for `guest_trap::handle`: its IPAs as the table says.
 struct TableView<'a> {
     vms: std::cell::RefCell<&'a mut VmTable>,
-    handle: u64,
+    handle: VmHandle,
 }
 
 impl crate::vm::guest_trap::VmView for TableView<'_> {
     fn ipa_kind(&self, ipa: u64) -> crate::vm::guest_trap::IpaKind {
-        self.vms.borrow_mut().ipa_kind(self.handle, ipa)
+        self.vms.borrow_mut().ipa_kind(self.handle, Ipa::new(ipa))
     }
     fn cpu_on(&self, _: u64, _: u64, _: u64) -> Result<u64, i64> {
         Err(-2)
@@ -525,7 +546,7 @@ impl crate::vm::guest_trap::VmView for TableView<'_> {
 /// Whether the protected VM behind `handle` touching `ipa` (a load, a store,
 /// an instruction fetch: stage-2 translation faults) ends with the fatal exit
 /// that shows nothing, never an exit the host could serve.
-fn touching_is_fatal(vms: &mut VmTable, handle: u64, ipa: u64) -> bool {
+fn touching_is_fatal(vms: &mut VmTable, handle: VmHandle, ipa: u64) -> bool {
     use crate::arch::esr::Esr;
     use crate::arch::trap_record::GuestTrap;
     use crate::vm::guest_trap::{handle as serve, Outcome};
@@ -573,7 +594,7 @@ fn world_with_memcache(bank: &Bank) -> World {
     let mut w = World::with_real_bank(Some(bank.range));
     w.memory.use_memcache_for_guest_tables();
     let (start, pages) = (bank.range.start, bank.pages());
-    w.memory_call(|m, env| m.host_donate_hyp(start, pages, env)).unwrap();
+    w.memory_call(|m, env| m.host_donate_hyp(PhysAddr::new(start), PageCount::new(pages), env)).unwrap();
     w
 }
 
@@ -599,7 +620,7 @@ fn forced_reclaims_poison_the_stage2_and_take_no_hyp_memory() {
     let bank = Bank::new(512);
     let mut w = world_with_memcache(&bank);
     let h = w.create(1, 1).unwrap();
-    w.vms.vcpu_init(h, 0, BASE, 0).unwrap();
+    w.vms.vcpu_init(h, VcpuIndex::new(0), BASE, 0).unwrap();
     let mut flat = None;
     for i in 0..CYCLES {
         let ipa = BASE + i * 4096;
@@ -618,7 +639,7 @@ fn forced_reclaims_poison_the_stage2_and_take_no_hyp_memory() {
     w.assert_clean();
     for i in 0..CYCLES {
         let ipa = BASE + i * 4096;
-        assert_eq!(w.vms.ipa_kind(h, ipa + 8), crate::vm::guest_trap::IpaKind::Lost, "{ipa:#x}");
+        assert_eq!(w.vms.ipa_kind(h, Ipa::new(ipa + 8)), crate::vm::guest_trap::IpaKind::Lost, "{ipa:#x}");
         assert!(touching_is_fatal(&mut w.vms, h, ipa + 0x10), "{ipa:#x}");
     }
     assert!(!touching_is_fatal(&mut w.vms, h, BASE + CYCLES * 4096), "past the poisoned pages: not fatal");
@@ -631,7 +652,7 @@ fn forced_reclaims_poison_the_stage2_and_take_no_hyp_memory() {
     assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm));
     assert_eq!(w.memory.memcache_pages(), (bank.pages(), 0));
     let (start, pages) = (bank.range.start, bank.pages());
-    w.memory_call(|m, env| m.host_reclaim_hyp(start, pages, env)).unwrap();
+    w.memory_call(|m, env| m.host_reclaim_hyp(PhysAddr::new(start), PageCount::new(pages), env)).unwrap();
     w.assert_clean();
 }
 
@@ -658,7 +679,7 @@ fn with_the_memcache_used_up_maps_fail_cleanly_and_forced_reclaims_still_poison(
             }
             Err(error) => {
                 assert_eq!(error, HypError::NoMemory);
-                assert_eq!(w.vms.ipa_kind(h, 0x8000_0000 + k * M2), IpaKind::Other, "nothing there");
+                assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_0000 + k * M2)), IpaKind::Other, "nothing there");
                 break;
             }
         }
@@ -667,11 +688,11 @@ fn with_the_memcache_used_up_maps_fail_cleanly_and_forced_reclaims_still_poison(
     w.assert_clean();
     // Splitting the block needs a table: refused, nothing changed.
     assert_eq!(w.reclaim(h, 0x8020_1000, 1), Err(HypError::NoMemory));
-    assert_eq!(w.vms.ipa_kind(h, 0x8020_1000), IpaKind::Memory);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8020_1000)), IpaKind::Memory);
     assert_eq!(w.vms.info(h), Ok([1, 1, 513]));
     // A page of its own: forced back and poisoned without memory.
     w.reclaim(h, 0x8000_1000, 1).unwrap();
-    assert_eq!(w.vms.ipa_kind(h, 0x8000_1000), IpaKind::Lost);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_1000)), IpaKind::Lost);
     assert!(touching_is_fatal(&mut w.vms, h, 0x8000_1000));
     w.assert_clean();
     // The whole block goes back at once after teardown (no split), and the VM with it.
@@ -680,7 +701,7 @@ fn with_the_memcache_used_up_maps_fail_cleanly_and_forced_reclaims_still_poison(
     assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm));
     assert_eq!(w.memory.memcache_pages(), (bank.pages(), 0));
     let (start, pages) = (bank.range.start, bank.pages());
-    w.memory_call(|m, env| m.host_reclaim_hyp(start, pages, env)).unwrap();
+    w.memory_call(|m, env| m.host_reclaim_hyp(PhysAddr::new(start), PageCount::new(pages), env)).unwrap();
     w.assert_clean();
 }
 
@@ -731,13 +752,13 @@ fn power_off_scrubs_every_page_and_register_of_protected_vms_only() {
     w.map(live, 0x407f_0000, 0x9020_0000, 88).unwrap();
     w.map(gone, 0x4030_0000, 0x8000_0000, 1).unwrap();
     w.map(other, 0x4040_0000, 0x8000_0000, 4).unwrap();
-    w.vms.vcpu_init(live, 0, 0x8000_0000, 0x5ec7e7).unwrap();
-    w.vms.vcpu_init(other, 0, 0x8000_0000, 0x0bed).unwrap();
+    w.vms.vcpu_init(live, VcpuIndex::new(0), 0x8000_0000, 0x5ec7e7).unwrap();
+    w.vms.vcpu_init(other, VcpuIndex::new(0), 0x8000_0000, 0x0bed).unwrap();
     w.vms.get(live).unwrap().vcpus[0].ctx.gprs.x[5] = 0x5ec7e7;
     w.vms.get(live).unwrap().vcpus[0].ctx.tpidr2 = 0x5ec7e7;
     w.teardown(gone).unwrap();
     let stage1_tables = w.memory.hyp_stage1.table_pages();
-    let context = |w: &mut World, h: u64, vcpu: usize| w.vms.get(h).unwrap().vcpus[vcpu].ctx.page();
+    let context = |w: &mut World, h: VmHandle, vcpu: usize| w.vms.get(h).unwrap().vcpus[vcpu].ctx.page();
     let contexts = [context(&mut w, live, 0), context(&mut w, live, 1), context(&mut w, gone, 0)];
     let other_context = context(&mut w, other, 0);
     let scrub = |w: &mut World| {
@@ -764,7 +785,11 @@ fn power_off_scrubs_every_page_and_register_of_protected_vms_only() {
     let vcpu = &w.vms.get(live).unwrap().vcpus[0];
     assert_eq!((vcpu.ctx.gprs.x[0], vcpu.ctx.gprs.x[5], vcpu.ctx.tpidr2, vcpu.ctx.pc), (0, 0, 0, 0));
     assert_eq!(vcpu.power, VcpuPower::Off);
-    assert_eq!(w.vms.get_reg(other, 0, 0), Ok(0x0bed), "a non-protected VM is the host's to see: untouched");
+    assert_eq!(
+        w.vms.get_reg(other, VcpuIndex::new(0), 0),
+        Ok(0x0bed),
+        "a non-protected VM is the host's to see: untouched"
+    );
     assert_eq!(w.vms.get(other).unwrap().state, VmState::Alive);
     // The hyp mapped each piece only while it zeroed it.
     assert_eq!(w.memory.hyp_stage1.table_pages(), stage1_tables);
@@ -775,7 +800,7 @@ fn power_off_scrubs_every_page_and_register_of_protected_vms_only() {
     w.assert_clean();
     // The protected VMs can be torn down and reclaimed as before (should the
     // firmware return); the live one never runs again.
-    assert_eq!(w.vms.vcpu_init(live, 0, 0, 0), Err(HypError::NoSuchVm));
+    assert_eq!(w.vms.vcpu_init(live, VcpuIndex::new(0), 0, 0), Err(HypError::NoSuchVm));
     w.teardown(live).unwrap();
     w.reclaim(live, 0x8000_0000, 3).unwrap();
     w.reclaim(live, 0x9000_0000, 512).unwrap();
