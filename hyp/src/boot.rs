@@ -122,6 +122,21 @@ pub fn hyp() -> Option<&'static Hyp> {
     HYP.get()
 }
 
+/// The hyp's state without [`hyp`]'s check that it is built: its address,
+/// known at link time, so that the host's trap entry spends no instruction
+/// on it (the check cost the null hypercall five).
+///
+/// # Safety
+///
+/// Boot must have built the state. It has when the host traps: the host runs
+/// only after [`Hyp::enter_host`], and the one `Hyp` it is called on is the
+/// one `boot` stores here before entering the host (a secondary CPU enters
+/// the host through [`hyp`]'s checked value).
+pub unsafe fn hyp_built() -> &'static Hyp {
+    // SAFETY: The caller guarantees `HYP` is initialised.
+    unsafe { HYP.get_unchecked() }
+}
+
 /// The device frames the hyp maps for itself: the console UART, on GICv2 the
 /// virtual interface frames (GICH, GICV), the GIC frames of the CPUs' PPIs,
 /// and the SMMU it drives (`smmu`).

@@ -9,10 +9,9 @@ use crate::state::Hyp;
 use crate::trap::{handle_host_sync, report_spurious_exception};
 use core::sync::atomic::Ordering;
 
-/// The hyp's state. The host (whose traps arrive here) and the secondary
-/// CPUs (which the host starts) run only after boot built it, so its absence
-/// is a hyp bug: reported, and the machine stops.
-#[inline(always)]
+/// The hyp's state for a secondary CPU. The host starts the secondary CPUs
+/// only after boot built it, so its absence is a hyp bug: reported, and the
+/// machine stops.
 fn hyp() -> &'static Hyp {
     match crate::boot::hyp() {
         Some(hyp) => hyp,
@@ -20,8 +19,6 @@ fn hyp() -> &'static Hyp {
     }
 }
 
-/// Out of line, so that the entries' fast path builds no stack frame for the
-/// report (it cost the null hypercall 14 instructions).
 #[cold]
 #[inline(never)]
 fn no_state() -> ! {
@@ -29,18 +26,23 @@ fn no_state() -> ! {
     crate::power::system_off(1)
 }
 
+/// The hyp's state on an exception from the host.
+#[inline(always)]
+fn hyp_on_host_trap() -> &'static Hyp {
+    // SAFETY: The host traps only once it runs, and it runs only after boot
+    // built the state (`hyp_built`'s contract).
+    unsafe { crate::boot::hyp_built() }
+}
+
 /// Entry from `vectors.S` for every exception taken from the host. Returns 0,
 /// or n (19..=28) when the host's xn must be loaded from the frame's spare
 /// slot (see [`TrapFrame::set_x`]).
 #[no_mangle]
 extern "C" fn handle_lower_el_exception(frame: &mut TrapFrame, kind: u64) -> u64 {
-    match ExceptionKind::from_vector(kind) {
-        ExceptionKind::Synchronous => handle_host_sync(hyp(), frame, false),
-        other => {
-            report_spurious_exception(other);
-            0
-        }
+    if ExceptionKind::from_vector(kind) != ExceptionKind::Synchronous {
+        return report_spurious_exception(kind);
     }
+    handle_host_sync(hyp_on_host_trap(), frame, false)
 }
 
 /// Entry from `vectors.S` after [`handle_lower_el_exception`] returned
@@ -50,7 +52,7 @@ extern "C" fn handle_lower_el_exception(frame: &mut TrapFrame, kind: u64) -> u64
 /// `NEED_CALLEE_SAVED`.
 #[no_mangle]
 extern "C" fn handle_lower_el_exception_full_frame(frame: &mut TrapFrame) -> u64 {
-    handle_host_sync(hyp(), frame, true)
+    handle_host_sync(hyp_on_host_trap(), frame, true)
 }
 
 /// Rust entry of a secondary CPU (from `head.S`), MMU on, on its trap stack:

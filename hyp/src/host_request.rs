@@ -109,6 +109,10 @@ impl HostRequest {
     ///
     /// `NotSupported` for a function ID that is not a host call of this build;
     /// `InvalidArgument` for an invariant-check scope the ABI does not define.
+    ///
+    /// Inlined into the trap handler, where its match and the dispatch's
+    /// become one jump table (scripts/bench).
+    #[inline(always)]
     pub fn decode(regs: &[u64; 7]) -> Result<HostRequest, HypError> {
         let call = HostCall::from_function_id(regs[0])
             .filter(|call| DEBUG_HYPERCALLS || !call.is_debug())

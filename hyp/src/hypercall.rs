@@ -37,46 +37,50 @@ pub trait HostServices {
     fn vcpu_set_irq_line(&mut self, vm: VmHandle, vcpu: VcpuIndex, level: u64) -> Result<(), HypError>;
 }
 
-/// Handles one host hypercall: `regs` are x0..x6 at the HVC, the result is the
-/// x0..x3 to return. Function IDs that are not host calls get `NOT_SUPPORTED`.
-pub fn handle_host_hvc(regs: &[u64; 7], services: &mut dyn HostServices) -> [u64; 4] {
-    let request = match HostRequest::decode(regs) {
-        Ok(request) => request,
-        Err(error) => return encode_result(Err(error)),
-    };
-    encode_result(dispatch(request, services))
+/// Handles one host hypercall, as [`HostRequest::decode`] gave it (from x0..x6
+/// at the HVC): the x0..x3 to return. Function IDs that are not host calls
+/// get `NOT_SUPPORTED`.
+#[inline(always)]
+pub fn serve(decoded: Result<HostRequest, HypError>, services: &mut dyn HostServices) -> [u64; 4] {
+    match decoded {
+        Ok(request) => dispatch(request, services),
+        Err(error) => encode_result(Err(error)),
+    }
 }
 
-/// Serves a decoded request: its result registers x1..x3. Inlined with the
+/// Serves a decoded request: its result registers x0..x3. Inlined with the
 /// decoder into the trap handler, where the two matches become one jump table
 /// (without it some calls took more instructions than before the typed edge:
 /// scripts/bench).
 #[inline(always)]
-fn dispatch(request: HostRequest, services: &mut dyn HostServices) -> Result<[u64; 3], HypError> {
-    let done = |r: Result<(), HypError>| r.map(|()| [0, 0, 0]);
+fn dispatch(request: HostRequest, services: &mut dyn HostServices) -> [u64; 4] {
+    // Each arm encodes its own result: merged into one `Result` first, the
+    // results of all arms went through the stack (scripts/bench).
+    let done = |r: Result<(), HypError>| encode_result(r.map(|()| [0, 0, 0]));
+    let one = |r: Result<u64, HypError>| encode_result(r.map(|value| [value, 0, 0]));
     match request {
-        HostRequest::Version => Ok([ABI_VERSION_MAJOR, ABI_VERSION_MINOR, 0]),
-        HostRequest::Features => Ok([HostCall::features_bitmap(DEBUG_HYPERCALLS), services.platform_flags(), 0]),
+        HostRequest::Version => encode_result(Ok([ABI_VERSION_MAJOR, ABI_VERSION_MINOR, 0])),
+        HostRequest::Features => {
+            encode_result(Ok([HostCall::features_bitmap(DEBUG_HYPERCALLS), services.platform_flags(), 0]))
+        }
         HostRequest::ShareHyp { start, pages } => done(services.share_hyp(start, pages)),
         HostRequest::UnshareHyp { start, pages } => done(services.unshare_hyp(start, pages)),
         HostRequest::DonateHyp { start, pages } => done(services.donate_hyp(start, pages)),
         HostRequest::ReclaimHyp { start, pages } => done(services.reclaim_hyp(start, pages)),
-        HostRequest::DebugCheckInvariants { scope } => services.check_invariants(scope),
-        HostRequest::DebugExchange { address, value } => services.debug_exchange(address, value).map(|old| [old, 0, 0]),
-        HostRequest::VmCreate { ty, vcpus } => services.vm_create(ty, vcpus).map(|vm| [vm.raw(), 0, 0]),
+        HostRequest::DebugCheckInvariants { scope } => encode_result(services.check_invariants(scope)),
+        HostRequest::DebugExchange { address, value } => one(services.debug_exchange(address, value)),
+        HostRequest::VmCreate { ty, vcpus } => one(services.vm_create(ty, vcpus).map(VmHandle::raw)),
         HostRequest::VmMap { vm, pa, ipa, pages } => done(services.vm_map(vm, pa, ipa, pages)),
         HostRequest::VcpuInit { vm, vcpu, pc, x0 } => done(services.vcpu_init(vm, vcpu, pc, x0)),
         HostRequest::VcpuRun { vm, vcpu, mmio_read_value } => {
-            services.vcpu_run(vm, vcpu, mmio_read_value).map(Exit::encode)
+            encode_result(services.vcpu_run(vm, vcpu, mmio_read_value).map(Exit::encode))
         }
-        HostRequest::VcpuGetReg { vm, vcpu, reg } => services.vcpu_get_reg(vm, vcpu, reg).map(|value| [value, 0, 0]),
+        HostRequest::VcpuGetReg { vm, vcpu, reg } => one(services.vcpu_get_reg(vm, vcpu, reg)),
         HostRequest::VcpuSetReg { vm, vcpu, reg, value } => done(services.vcpu_set_reg(vm, vcpu, reg, value)),
-        HostRequest::VmInfo { vm } => services.vm_info(vm),
+        HostRequest::VmInfo { vm } => encode_result(services.vm_info(vm)),
         HostRequest::VmTeardown { vm } => done(services.vm_teardown(vm)),
         HostRequest::VmReclaim { vm, ipa, pages } => done(services.vm_reclaim(vm, ipa, pages)),
-        HostRequest::VcpuInjectIrq { vm, vcpu, intid } => {
-            services.vcpu_inject_irq(vm, vcpu, intid).map(|target| [target, 0, 0])
-        }
+        HostRequest::VcpuInjectIrq { vm, vcpu, intid } => one(services.vcpu_inject_irq(vm, vcpu, intid)),
         HostRequest::VcpuSetIrqLine { vm, vcpu, level } => done(services.vcpu_set_irq_line(vm, vcpu, level)),
     }
 }
@@ -160,7 +164,7 @@ mod tests {
         a1: u64,
         a2: u64,
     ) -> Result<[u64; 3], Result<HypError, hyp_abi::UnknownStatus>> {
-        decode_result(handle_host_hvc(&[id, a1, a2, u64::MAX, 0, 0, 0], memory))
+        decode_result(serve(HostRequest::decode(&[id, a1, a2, u64::MAX, 0, 0, 0]), memory))
     }
 
     #[test]

@@ -8,24 +8,43 @@ use crate::arch::aarch64::exception::{ExceptionKind, TrapFrame, NEED_CALLEE_SAVE
 use crate::arch::aarch64::inject::{inject_external_abort, inject_undefined};
 use crate::arch::esr::{Esr, ExceptionClass};
 use crate::emergency_println;
+use crate::host_request::HostRequest;
 use crate::mm::host_stage2::HostFault;
 use crate::psci_relay::{self, HostFirmwareCall};
 use crate::state::Hyp;
 use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, ESR_EL2, FAR_EL2, HPFAR_EL2, SPSR_EL2};
 
 /// Interrupts and SErrors are routed to EL1 (HCR_EL2.IMO/FMO/AMO clear): one
-/// arriving here is spurious. The host goes on.
+/// arriving here is spurious. The host goes on. `kind` is the vector's
+/// number; returns what the entry returns (0), so that the entry's fast path
+/// tail-calls it and builds no frame.
 #[cold]
 #[inline(never)]
-pub fn report_spurious_exception(kind: ExceptionKind) {
-    log::warn!("unexpected {kind:?} from the host ignored");
+pub fn report_spurious_exception(kind: u64) -> u64 {
+    log::warn!("unexpected {:?} from the host ignored", ExceptionKind::from_vector(kind));
+    0
 }
 
 /// `full_frame`: the frame holds x19..x28 (see [`NEED_CALLEE_SAVED`]).
+#[inline(always)]
 pub fn handle_host_sync(hyp: &Hyp, frame: &mut TrapFrame, full_frame: bool) -> u64 {
     let esr = Esr(ESR_EL2.get());
+    // The hypercall inline, every other class out of line: one compare on
+    // the hot path (a match over the classes is a search, and its arms'
+    // registers would be saved on every hypercall).
+    if esr.class() == ExceptionClass::Hvc64 {
+        handle_host_hvc(hyp, frame, esr);
+        0
+    } else {
+        handle_host_other(hyp, frame, esr, full_frame)
+    }
+}
+
+/// Every synchronous exception from the host but an HVC: out of line, so
+/// that the hypercall path carries none of their registers.
+#[inline(never)]
+fn handle_host_other(hyp: &Hyp, frame: &mut TrapFrame, esr: Esr, full_frame: bool) -> u64 {
     match esr.class() {
-        ExceptionClass::Hvc64 => handle_host_hvc(hyp, frame, esr),
         ExceptionClass::Smc64 => {
             // A trapped SMC returns to the SMC itself: step over it.
             ELR_EL2.set(ELR_EL2.get() + 4);
@@ -67,20 +86,24 @@ fn refuse_host_trap(esr: Esr) {
     inject_undefined();
 }
 
+#[inline(always)]
 fn handle_host_hvc(hyp: &Hyp, frame: &mut TrapFrame, esr: Esr) {
     let function_id = frame.regs[0];
     if esr.immediate() != 0 {
         frame.regs[0] = hyp_abi::HypError::NotSupported.code() as u64;
         return;
     }
-    if psci_relay::is_firmware_call(function_id) {
-        handle_firmware_call(hyp, frame);
-        return;
-    }
     let mut args = [0u64; 7];
     args.copy_from_slice(&frame.regs[..7]);
-    let result = crate::hypercall::handle_host_hvc(&args, &mut crate::host_calls::HypServices { hyp });
-    frame.regs[..4].copy_from_slice(&result);
+    // Decoded as a host call first (the hot path); a function ID that is not
+    // one may be a firmware call.
+    match HostRequest::decode(&args) {
+        Err(_) if psci_relay::is_firmware_call(function_id) => handle_firmware_call(hyp, frame),
+        decoded => {
+            let result = crate::hypercall::serve(decoded, &mut crate::host_calls::HypServices { hyp });
+            frame.regs[..4].copy_from_slice(&result);
+        }
+    }
 }
 
 fn handle_firmware_call(hyp: &Hyp, frame: &mut TrapFrame) {

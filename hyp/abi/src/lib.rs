@@ -165,7 +165,9 @@ impl HostCall {
     }
 
     /// Decodes a function ID; `None` for anything that is not exactly a known host call
-    /// (wrong owner, SMC32 convention, yielding call, unknown number).
+    /// (wrong owner, SMC32 convention, yielding call, unknown number). Inlined, so that
+    /// in the hyp's trap handler its match and the dispatch's become one jump table.
+    #[inline(always)]
     pub fn from_function_id(function_id: u64) -> Option<HostCall> {
         let id = u32::try_from(function_id).ok()?;
         if id & !FUNCTION_NUMBER_MASK != VENDOR_HYP_SMC64_BASE {

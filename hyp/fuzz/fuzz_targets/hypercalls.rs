@@ -7,6 +7,7 @@
 
 use hyp_abi::{decode_result, CheckScope, Exit, HostCall, HypError};
 use hyp_fuzz::addr::{Ipa, PageCount, PhysAddr};
+use hyp_fuzz::host_request::HostRequest;
 use hyp_fuzz::hypercall;
 use hyp_fuzz::vm::handle::{VcpuIndex, VmHandle};
 use libfuzzer_sys::fuzz_target;
@@ -125,7 +126,7 @@ fuzz_target!(|data: &[u8]| {
         regs[i] = u64::from_le_bytes(bytes);
     }
     let mut services = Services::default();
-    let out = hypercall::handle_host_hvc(&regs, &mut services);
+    let out = hypercall::serve(HostRequest::decode(&regs), &mut services);
     let call = HostCall::from_function_id(regs[0]);
     match call {
         None => {
