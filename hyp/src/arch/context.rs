@@ -69,6 +69,11 @@ pub struct VcpuContext {
     pub tpidr2: u64,
     /// DISR_EL1 as the guest sees it (VDISR_EL2), switched where the CPU has RAS.
     pub disr: u64,
+    /// While the vCPU runs, `sysregs`' ESR_EL1, FAR_EL1, ELR_EL1 and SPSR_EL1
+    /// are not read back after each trap (they are when the run ends): an
+    /// exception injected by the hyp sets them and this flag, and the world
+    /// switch loads them before the guest goes on.
+    pub exception_injected: bool,
 }
 
 impl VcpuContext {

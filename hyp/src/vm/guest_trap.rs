@@ -107,7 +107,8 @@ pub enum Outcome {
 const FSC_EXTERNAL_ABORT: u64 = 0x10;
 
 /// Makes the guest take a synchronous exception with `esr` (and `far`) at its
-/// EL1 vector, as the architecture would have.
+/// EL1 vector, as the architecture would have. Without `far`, FAR_EL1 is 0
+/// (the architecture makes it UNKNOWN).
 pub fn inject(ctx: &mut VcpuContext, esr: u64, far: Option<u64>) {
     let from_el0 = (ctx.pstate >> 2) & 3 == 0;
     let aarch32 = ctx.pstate & (1 << 4) != 0;
@@ -119,9 +120,8 @@ pub fn inject(ctx: &mut VcpuContext, esr: u64, far: Option<u64>) {
         (false, false, true) => 0x200,
     };
     ctx.sysregs.esr_el1 = esr;
-    if let Some(far) = far {
-        ctx.sysregs.far_el1 = far;
-    }
+    ctx.sysregs.far_el1 = far.unwrap_or(0);
+    ctx.exception_injected = true;
     ctx.sysregs.elr_el1 = ctx.pc;
     ctx.sysregs.spsr_el1 = ctx.pstate;
     ctx.pc = ctx.sysregs.vbar.wrapping_add(offset);
@@ -480,6 +480,7 @@ mod tests {
         assert_eq!(c.sysregs.esr_el1 & 0x3f, 0x10);
         assert_eq!(c.sysregs.elr_el1, 0x8000_0000);
         assert_eq!(c.sysregs.far_el1, 0x900_0000);
+        assert!(c.exception_injected, "the world switch must load the EL1 registers set");
         let mut c = ctx();
         let with_isv_on_memory = 0x24 << 26 | 1 << 25 | 1 << 24 | 0x7;
         assert_eq!(handle(&mut c, trap(with_isv_on_memory, 0x4000), false, &Fake(IpaKind::Memory)), Outcome::Injected);

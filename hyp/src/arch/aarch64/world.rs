@@ -122,6 +122,17 @@ fn restore_el1(regs: &El1Sysregs) {
     el1_registers!(write_all);
 }
 
+/// Loads the EL1 exception registers an injection set
+/// ([`VcpuContext::exception_injected`]).
+#[inline(always)]
+fn load_injected_exception(ctx: &mut VcpuContext) {
+    ctx.exception_injected = false;
+    write_sysreg!("esr_el1", ctx.sysregs.esr_el1);
+    write_sysreg!("far_el1", ctx.sysregs.far_el1);
+    write_sysreg!("elr_el1", ctx.sysregs.elr_el1);
+    write_sysreg!("spsr_el1", ctx.sysregs.spsr_el1);
+}
+
 /// Where and as what a vCPU runs.
 #[derive(Clone, Copy, Debug)]
 pub struct GuestEntry {
@@ -523,11 +534,9 @@ pub fn run_guest<R>(
         ctx.pstate = read_sysreg!("spsr_el2");
         let esr = read_sysreg!("esr_el2");
         let far = read_sysreg!("far_el2");
+        // What an injection reads; the four registers it writes are not
+        // read back here (see `VcpuContext::exception_injected`).
         ctx.sysregs.vbar = read_sysreg!("vbar_el1");
-        ctx.sysregs.esr_el1 = read_sysreg!("esr_el1");
-        ctx.sysregs.far_el1 = read_sysreg!("far_el1");
-        ctx.sysregs.elr_el1 = read_sysreg!("elr_el1");
-        ctx.sysregs.spsr_el1 = read_sysreg!("spsr_el1");
         if kind == 0 && esr >> 26 == EC_FP_ACCESS && !guest_fp_loaded {
             // First FP/SIMD use of this run: stop trapping (EL2's own accesses
             // trap too), swap the registers, let the instruction retry.
@@ -559,14 +568,17 @@ pub fn run_guest<R>(
         if let Some(result) = on_trap(ctx, trap, &mut live) {
             break result;
         }
+        if ctx.exception_injected {
+            load_injected_exception(ctx);
+        }
         if ctx.vgic.changed {
             live.load(ctx);
         }
-        write_sysreg!("esr_el1", ctx.sysregs.esr_el1);
-        write_sysreg!("far_el1", ctx.sysregs.far_el1);
-        write_sysreg!("elr_el1", ctx.sysregs.elr_el1);
-        write_sysreg!("spsr_el1", ctx.sysregs.spsr_el1);
     };
+    // An injection just before an exit: loaded, so that the read below keeps it.
+    if ctx.exception_injected {
+        load_injected_exception(ctx);
+    }
 
     let timer_activated = live.exit(ctx);
     ctx.sysregs = read_el1();
