@@ -10,7 +10,7 @@
 //! The transitions take what the host named as typed addresses and counts
 //! ([`crate::addr`]); below them, records and tables work on plain numbers.
 
-use crate::addr::{Ipa, PageCount, PhysAddr};
+use crate::addr::{GuestPages, PageCount, PhysAddr};
 use crate::arch::tlb::TlbMaintenance;
 use crate::mm::host_devices::HostDevices;
 use crate::mm::host_stage2::{root_level, HostFault};
@@ -78,6 +78,18 @@ pub struct Guest<'a> {
     pub id: VmId,
     pub stage2: &'a mut PgTable<Stage2>,
     pub tlb: &'a mut dyn TlbMaintenance,
+}
+
+/// What a guest transition returns.
+pub type GuestResult = Result<(), HypError>;
+
+/// What a reclaim leaves at the guest's IPAs.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum GuestIpas {
+    /// Nothing (a torn-down guest).
+    Unmapped,
+    /// Invalid entries marked [`GUEST_POISONED`] (a guest that may still run).
+    Poisoned,
 }
 
 /// The machine's memory state.
@@ -536,144 +548,115 @@ impl MemoryState {
     }
 
     /// Gives host pages to a guest (a protected VM's memory): they leave the host
-    /// stage-2 and appear at `ipa..` in the guest's.
+    /// stage-2 and appear at their IPAs in the guest's.
     ///
     /// # Errors
     ///
     /// As the host-hyp calls for the pages; for the IPA range `NotAligned`,
     /// `OutOfRange` (beyond the guest's IPA space, or wraps), `InvalidArgument`
     /// (already mapped in the guest).
-    pub fn host_donate_guest(
-        &mut self,
-        guest: &mut Guest<'_>,
-        pa: PhysAddr,
-        ipa: Ipa,
-        pages: PageCount,
-        env: &mut Env<'_>,
-    ) -> Result<(), HypError> {
-        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
-        self.require(pa, pages, |r| r == PageRecord::HOST)?;
-        self.pages.touched.guest(guest.id);
-        let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
-        let (s, e) = Self::span(pa, pages);
-        guest.stage2.map(gs, ge, s, GUEST_RAM, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
+    pub fn host_donate_guest(&mut self, guest: &mut Guest<'_>, at: GuestPages, env: &mut Env<'_>) -> GuestResult {
+        let (gs, ge) = self.map_host_pages_in_guest(guest, at, env)?;
+        let (s, e) = Self::span(at.pa.raw(), at.count.raw());
         if let Err(error) = self.host_unmap_ram(s, e, env) {
             let _ = guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb);
             return Err(table_error(error));
         }
         let id = guest.id;
+        let (pa, pages) = (at.pa.raw(), at.count.raw());
         self.pages
             .update(pa, pages, |_| PageRecord { owner: Owner::Vm(id), borrower: None, donated: false, in_use: false })
             .map_err(range_error)
     }
 
     /// Lends host pages to a guest (a non-protected VM's memory): the host keeps
-    /// them, the guest maps them at `ipa..`.
+    /// them, the guest maps them at their IPAs.
     ///
     /// # Errors
     ///
     /// As [`MemoryState::host_donate_guest`].
-    pub fn host_share_guest(
+    pub fn host_share_guest(&mut self, guest: &mut Guest<'_>, at: GuestPages, env: &mut Env<'_>) -> GuestResult {
+        self.map_host_pages_in_guest(guest, at, env)?;
+        let id = guest.id;
+        let (pa, pages) = (at.pa.raw(), at.count.raw());
+        self.pages.update(pa, pages, |r| PageRecord { borrower: Some(Owner::Vm(id)), ..r }).map_err(range_error)
+    }
+
+    /// What a donation and a share begin with: the pages must be the host's
+    /// alone, and are mapped at free IPAs of the guest. The guest's range.
+    fn map_host_pages_in_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pa: PhysAddr,
-        ipa: Ipa,
-        pages: PageCount,
+        at: GuestPages,
         env: &mut Env<'_>,
-    ) -> Result<(), HypError> {
-        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
+    ) -> Result<(usize, usize), HypError> {
+        let (pa, ipa, pages) = (at.pa.raw(), at.ipa.raw(), at.count.raw());
         self.require(pa, pages, |r| r == PageRecord::HOST)?;
         self.pages.touched.guest(guest.id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
         let (s, _) = Self::span(pa, pages);
         guest.stage2.map(gs, ge, s, GUEST_RAM, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
-        let id = guest.id;
-        self.pages.update(pa, pages, |r| PageRecord { borrower: Some(Owner::Vm(id)), ..r }).map_err(range_error)
+        Ok((gs, ge))
     }
 
-    /// Ends a share with a guest: it loses `ipa..`, which must map `pa..`.
+    /// What an unshare and a reclaim begin with: every page's record passes
+    /// `wanted`, and the guest maps exactly these pages at their IPAs. The
+    /// guest's range.
+    fn require_guest_mapping(
+        &mut self,
+        guest: &Guest<'_>,
+        at: GuestPages,
+        wanted: impl Fn(PageRecord) -> bool,
+    ) -> Result<(usize, usize), HypError> {
+        let (pa, ipa, pages) = (at.pa.raw(), at.ipa.raw(), at.count.raw());
+        self.require(pa, pages, wanted)?;
+        self.pages.touched.guest(guest.id);
+        let (gs, ge) = Self::check_guest_range(guest, ipa, pages, false)?;
+        if !Self::guest_maps(guest, gs, ge, pa) {
+            return Err(HypError::InvalidArgument);
+        }
+        Ok((gs, ge))
+    }
+
+    /// Ends a share with a guest: it loses the IPAs, which must map the pages.
     ///
     /// # Errors
     ///
     /// `NotOwned` unless every page is host-owned and lent to this guest;
     /// `InvalidArgument` unless the guest maps exactly these pages there.
-    pub fn host_unshare_guest(
-        &mut self,
-        guest: &mut Guest<'_>,
-        pa: PhysAddr,
-        ipa: Ipa,
-        pages: PageCount,
-        env: &mut Env<'_>,
-    ) -> Result<(), HypError> {
-        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
+    pub fn host_unshare_guest(&mut self, guest: &mut Guest<'_>, at: GuestPages, env: &mut Env<'_>) -> GuestResult {
         let id = guest.id;
-        self.require(pa, pages, |r| r.owner == Owner::Host && r.borrower == Some(Owner::Vm(id)))?;
-        self.pages.touched.guest(id);
-        let (gs, ge) = Self::check_guest_range(guest, ipa, pages, false)?;
-        if !Self::guest_maps(guest, gs, ge, pa) {
-            return Err(HypError::InvalidArgument);
-        }
+        let lent = |r: PageRecord| r.owner == Owner::Host && r.borrower == Some(Owner::Vm(id));
+        let (gs, ge) = self.require_guest_mapping(guest, at, lent)?;
         guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
-        self.pages.update(pa, pages, |r| PageRecord { borrower: None, ..r }).map_err(range_error)
+        self.pages.update(at.pa.raw(), at.count.raw(), |r| PageRecord { borrower: None, ..r }).map_err(range_error)
     }
 
-    /// Takes pages back from a guest that owns them (after teardown): the guest
-    /// loses `ipa..`, the hyp zeroes the pages, the host gets them back. All
-    /// table pages are reserved first, so nothing fails halfway.
+    /// Takes pages back from a guest that owns them: the guest loses their
+    /// IPAs, the hyp zeroes the pages, the host gets them back. All table
+    /// pages are reserved first, so nothing fails halfway.
     ///
-    /// # Errors
-    ///
-    /// `NotOwned` unless every page is owned by this guest and not lent;
-    /// `InvalidArgument` unless the guest maps exactly these pages at `ipa..`;
-    /// `NoMemory`.
-    pub fn host_reclaim_guest(
-        &mut self,
-        guest: &mut Guest<'_>,
-        pa: PhysAddr,
-        ipa: Ipa,
-        pages: PageCount,
-        env: &mut Env<'_>,
-    ) -> Result<(), HypError> {
-        self.reclaim_guest(guest, pa, ipa, pages, false, env)
-    }
-
-    /// [`MemoryState::host_reclaim_guest`] from a guest that may still run: its
-    /// stage-2 keeps every page of `ipa..` as an invalid entry marked
+    /// With [`GuestIpas::Poisoned`], for a guest that may still run: its
+    /// stage-2 keeps every page of the range as an invalid entry marked
     /// [`GUEST_POISONED`], in the tables that mapped them (from the host's
     /// donation: no hyp memory per page), so that its next access faults and
     /// the IPAs can never be given to it again.
     ///
     /// # Errors
     ///
-    /// As [`MemoryState::host_reclaim_guest`].
-    pub fn host_reclaim_guest_poisoning(
+    /// `NotOwned` unless every page is owned by this guest and not lent;
+    /// `InvalidArgument` unless the guest maps exactly these pages there;
+    /// `NoMemory`.
+    pub fn host_reclaim_guest(
         &mut self,
         guest: &mut Guest<'_>,
-        pa: PhysAddr,
-        ipa: Ipa,
-        pages: PageCount,
+        at: GuestPages,
+        ipas: GuestIpas,
         env: &mut Env<'_>,
-    ) -> Result<(), HypError> {
-        self.reclaim_guest(guest, pa, ipa, pages, true, env)
-    }
-
-    fn reclaim_guest(
-        &mut self,
-        guest: &mut Guest<'_>,
-        pa: PhysAddr,
-        ipa: Ipa,
-        pages: PageCount,
-        poison: bool,
-        env: &mut Env<'_>,
-    ) -> Result<(), HypError> {
-        let (pa, ipa, pages) = (pa.raw(), ipa.raw(), pages.raw());
+    ) -> GuestResult {
         let id = guest.id;
-        self.require(pa, pages, |r| r.owner == Owner::Vm(id) && r.borrower.is_none())?;
-        self.pages.touched.guest(id);
-        let (gs, ge) = Self::check_guest_range(guest, ipa, pages, false)?;
-        if !Self::guest_maps(guest, gs, ge, pa) {
-            return Err(HypError::InvalidArgument);
-        }
+        let (gs, ge) = self.require_guest_mapping(guest, at, |r| r.owner == Owner::Vm(id) && r.borrower.is_none())?;
+        let (pa, pages) = (at.pa.raw(), at.count.raw());
         let (s, e) = Self::span(pa, pages);
         let reserved = self
             .hyp_stage1
@@ -688,10 +671,11 @@ impl MemoryState {
         }
         // From here on nothing can fail for memory (poisoning reuses the entries
         // the mappings had: it needs no table an unmap does not need).
-        if poison {
-            guest.stage2.unmap_marking(gs, ge, GUEST_POISONED, &mut guest_source!(self, env), guest.tlb)
-        } else {
-            guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb)
+        match ipas {
+            GuestIpas::Poisoned => {
+                guest.stage2.unmap_marking(gs, ge, GUEST_POISONED, &mut guest_source!(self, env), guest.tlb)
+            }
+            GuestIpas::Unmapped => guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb),
         }
         .map_err(table_error)?;
         self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;

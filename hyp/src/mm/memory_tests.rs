@@ -3,7 +3,7 @@
 //! against a plain per-page model.
 
 use super::*;
-use crate::addr::Ipa;
+use crate::addr::{GuestPages, Ipa};
 use crate::mm::invariants::{check, check_touched, Report, ViolationKind};
 use crate::mm::ownership::PageDb;
 use crate::mm::ownership::VmId;
@@ -105,6 +105,7 @@ impl Fixture {
     /// (VM id `g + 1`) at `ipa`.
     fn call_guest(&mut self, op: Op, g: usize, start: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
         let (start, ipa, pages) = (PhysAddr::new(start), Ipa::new(ipa), PageCount::new(pages));
+        let at = GuestPages { pa: start, ipa, count: pages };
         let mut env = Env {
             source: &mut self.source,
             stage2_tlb: &mut self.stage2_tlb,
@@ -118,11 +119,11 @@ impl Fixture {
             Op::Unshare => state.host_unshare_hyp(start, pages, &mut env),
             Op::Donate => state.host_donate_hyp(start, pages, &mut env),
             Op::Reclaim => state.host_reclaim_hyp(start, pages, &mut env),
-            Op::DonateGuest => state.host_donate_guest(&mut guest, start, ipa, pages, &mut env),
-            Op::ShareGuest => state.host_share_guest(&mut guest, start, ipa, pages, &mut env),
-            Op::UnshareGuest => state.host_unshare_guest(&mut guest, start, ipa, pages, &mut env),
-            Op::ReclaimGuest => state.host_reclaim_guest(&mut guest, start, ipa, pages, &mut env),
-            Op::PoisonGuest => state.host_reclaim_guest_poisoning(&mut guest, start, ipa, pages, &mut env),
+            Op::DonateGuest => state.host_donate_guest(&mut guest, at, &mut env),
+            Op::ShareGuest => state.host_share_guest(&mut guest, at, &mut env),
+            Op::UnshareGuest => state.host_unshare_guest(&mut guest, at, &mut env),
+            Op::ReclaimGuest => state.host_reclaim_guest(&mut guest, at, GuestIpas::Unmapped, &mut env),
+            Op::PoisonGuest => state.host_reclaim_guest(&mut guest, at, GuestIpas::Poisoned, &mut env),
         }
     }
 

@@ -5,7 +5,7 @@
 use crate::addr::{GuestPages, Ipa, PageCount, PhysAddr};
 use crate::arch::context::VcpuContext;
 use crate::arch::tlb::TlbMaintenance;
-use crate::mm::memory::{Env, Guest, MemoryState, GUEST_POISONED, HYP_DATA};
+use crate::mm::memory::{Env, Guest, GuestIpas, MemoryState, GUEST_POISONED, HYP_DATA};
 use crate::mm::ownership::{Owner, VmId};
 use crate::mm::pgtable::{Entry, PgTable};
 use crate::vm::exit::{GuardCall, MmioAccess, NOT_SUPPORTED};
@@ -336,9 +336,9 @@ impl VmTable {
         }
         let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb };
         if vm.protected {
-            memory.host_donate_guest(&mut guest, pages.pa, pages.ipa, pages.count, env)?;
+            memory.host_donate_guest(&mut guest, pages, env)?;
         } else {
-            memory.host_share_guest(&mut guest, pages.pa, pages.ipa, pages.count, env)?;
+            memory.host_share_guest(&mut guest, pages, env)?;
         }
         vm.pages_held += pages.count.raw();
         Ok(())
@@ -521,7 +521,7 @@ impl VmTable {
                 }
                 let pages = ((end - start) / 4096) as u64;
                 let (pa, ipa) = (PhysAddr::new(pa as u64), Ipa::new(start as u64));
-                memory.host_unshare_guest(&mut guest, pa, ipa, PageCount::new(pages), env)?;
+                memory.host_unshare_guest(&mut guest, GuestPages { pa, ipa, count: PageCount::new(pages) }, env)?;
                 vm.pages_held -= pages;
                 cursor = end;
             }
@@ -576,12 +576,9 @@ impl VmTable {
             .map(|l| (l.pa + (ipa as usize - l.start)) as u64)
             .ok_or(HypError::InvalidArgument)?;
         let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb: &mut *tlb };
-        let (pa, ipa, count) = (PhysAddr::new(pa), Ipa::new(ipa), PageCount::new(pages));
-        if live {
-            memory.host_reclaim_guest_poisoning(&mut guest, pa, ipa, count, env)?;
-        } else {
-            memory.host_reclaim_guest(&mut guest, pa, ipa, count, env)?;
-        }
+        let at = GuestPages { pa: PhysAddr::new(pa), ipa: Ipa::new(ipa), count: PageCount::new(pages) };
+        let ipas = if live { GuestIpas::Poisoned } else { GuestIpas::Unmapped };
+        memory.host_reclaim_guest(&mut guest, at, ipas, env)?;
         vm.pages_held -= pages;
         self.free_if_empty(handle, memory, env, tlb);
         Ok(())
