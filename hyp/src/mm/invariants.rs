@@ -121,11 +121,24 @@ fn guests_of(record: PageRecord) -> impl Iterator<Item = VmId> {
     owner.into_iter().chain(borrower)
 }
 
-/// `[start, end)` clipped to a table's `limit`, as a walk's arguments, or
-/// `None` when nothing of it is left.
-fn clip(range: PhysRange, limit: usize) -> Option<(usize, usize)> {
-    let end = range.end.min(limit as u64);
-    (range.start < end).then_some((range.start as usize, end as usize))
+/// The bytes of `range` that are RAM, calling `per_run` on each run of page
+/// records there.
+fn ram_under(state: &MemoryState, range: PhysRange, mut per_run: impl FnMut(PhysRange, PageRecord)) -> u64 {
+    let mut ram_bytes = 0;
+    state.pages.for_each_run_in(range, |run, record| {
+        ram_bytes += run.size();
+        per_run(run, record);
+    });
+    ram_bytes
+}
+
+/// The output range of the leaf `[start, end)` mapped at `pa`, which must be
+/// the identity (else reported).
+fn identity_output(start: usize, end: usize, pa: usize, report: &mut Report) -> PhysRange {
+    if pa != start {
+        report.add(start as u64, ViolationKind::NotIdentity);
+    }
+    PhysRange { start: start as u64, end: end as u64 }
 }
 
 /// Checks `state` and the stage-2s of `guests` whole; `hyp_devices` are the
@@ -208,17 +221,9 @@ impl Checker<'_> {
     /// Every host stage-2 leaf in `range`: identity, and RAM only where the host may be.
     fn host_stage2(&mut self, range: PhysRange) {
         let (state, report) = (self.state, &mut self.report);
-        let Some((s, e)) = clip(range, state.host_stage2.limit()) else {
-            return;
-        };
-        state.host_stage2.for_each_leaf(s, e, |leaf| {
-            if leaf.pa != leaf.start {
-                report.add(leaf.start as u64, ViolationKind::NotIdentity);
-            }
-            let range = PhysRange { start: leaf.start as u64, end: leaf.end as u64 };
-            let mut ram_bytes = 0;
-            state.pages.for_each_run_in(range, |run, record| {
-                ram_bytes += run.size();
+        state.host_stage2.for_each_leaf_in(range, |leaf| {
+            let range = identity_output(leaf.start, leaf.end, leaf.pa, report);
+            let ram_bytes = ram_under(state, range, |run, record| {
                 if !host_may_map(record) {
                     report.add(run.start, ViolationKind::HostMapsForeignPage);
                 } else if leaf.attributes != HOST_RAM {
@@ -240,14 +245,9 @@ impl Checker<'_> {
         let Some(dma) = &state.host_dma else {
             return;
         };
-        let Some((s, e)) = clip(range, dma.table.limit()) else {
-            return;
-        };
-        dma.table.for_each_leaf(s, e, |leaf| {
+        dma.table.for_each_leaf_in(range, |leaf| {
             let range = PhysRange { start: leaf.start as u64, end: leaf.end as u64 };
-            let mut ram_bytes = 0;
-            state.pages.for_each_run_in(range, |run, record| {
-                ram_bytes += run.size();
+            let ram_bytes = ram_under(state, range, |run, record| {
                 if !host_may_map(record) {
                     report.add(run.start, ViolationKind::DeviceMapsForeignPage);
                 }
@@ -261,17 +261,9 @@ impl Checker<'_> {
     /// Every hyp stage-1 leaf in `range`: identity, and only pages the hyp may use.
     fn hyp_stage1(&mut self, range: PhysRange) {
         let (state, hyp_devices, report) = (self.state, self.hyp_devices, &mut self.report);
-        let Some((s, e)) = clip(range, state.hyp_stage1.limit()) else {
-            return;
-        };
-        state.hyp_stage1.for_each_leaf(s, e, |leaf| {
-            if leaf.pa != leaf.start {
-                report.add(leaf.start as u64, ViolationKind::NotIdentity);
-            }
-            let range = PhysRange { start: leaf.start as u64, end: leaf.end as u64 };
-            let mut ram_bytes = 0;
-            state.pages.for_each_run_in(range, |run, record| {
-                ram_bytes += run.size();
+        state.hyp_stage1.for_each_leaf_in(range, |leaf| {
+            let range = identity_output(leaf.start, leaf.end, leaf.pa, report);
+            let ram_bytes = ram_under(state, range, |run, record| {
                 if !hyp_maps(record) {
                     report.add(run.start, ViolationKind::HypMapsForeignPage);
                 } else if !hyp_private(record) && leaf.attributes != HYP_DATA {
@@ -351,9 +343,7 @@ impl Checker<'_> {
                 report.add(leaf.start as u64, ViolationKind::GuestWrongAttributes);
             }
             let range = PhysRange { start: leaf.pa as u64, end: (leaf.pa + (leaf.end - leaf.start)) as u64 };
-            let mut ram_bytes = 0;
-            state.pages.for_each_run_in(range, |run, record| {
-                ram_bytes += run.size();
+            let ram_bytes = ram_under(state, range, |run, record| {
                 if record.state_for(Owner::Vm(id)).is_none() {
                     report.add(run.start, ViolationKind::GuestMapsForeignPage);
                 }

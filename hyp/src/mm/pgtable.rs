@@ -331,6 +331,14 @@ where
         self.mapping.translation().underflows.try_borrow().map_or(0, |u| *u)
     }
 
+    /// [`PgTable::for_each_leaf`] over `range`, clipped to the table's limit.
+    pub fn for_each_leaf_in(&self, range: crate::range::PhysRange, f: impl FnMut(Leaf<R::Attributes>)) {
+        let end = range.end.min(self.limit as u64);
+        if range.start < end {
+            self.for_each_leaf(range.start as usize, end as usize, f);
+        }
+    }
+
     /// Calls `f` with each valid leaf overlapping `[start, end)`, clipped to it.
     pub fn for_each_leaf(&self, start: usize, end: usize, mut f: impl FnMut(Leaf<R::Attributes>)) {
         let Ok(region) = self.check_range(start, end) else {
