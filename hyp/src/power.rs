@@ -6,7 +6,7 @@
 //! with QEMU's `-semihosting`), a semihosting exit carries the status first, so
 //! that a failed boot ends QEMU with a non-zero status.
 
-use crate::arch::aarch64::power::{firmware_call, semihosting_exit};
+use crate::arch::aarch64::power::firmware_call;
 use crate::console::emergency::EmergencyWriter;
 use crate::platform::PsciConduit;
 use crate::state::Hyp;
@@ -33,7 +33,7 @@ pub fn system_off(status: u32) -> ! {
     EmergencyWriter::flush();
     if SEMIHOSTING_EXIT.load(Ordering::Relaxed) {
         // SAFETY: The bootargs say a semihosting host is attached.
-        unsafe { semihosting_exit(status) };
+        unsafe { hyp_drivers::semihosting::exit(status) };
     }
     psci_call(smccc::psci::PSCI_SYSTEM_OFF, [0; 3]);
     crate::arch::aarch64::park()

@@ -300,7 +300,7 @@ pub fn fail_stop() -> ! {
         // SAFETY: The bootargs say QEMU runs with -semihosting, which serves
         // the call and does not return (were it absent, the HLT's exception
         // comes back here, and STOPPING parks the CPU).
-        unsafe { crate::arch::semihosting_exit(1) };
+        unsafe { hyp_drivers::semihosting::exit(1) };
     }
     let args = [0u64; 17];
     if PSCI_HVC.load(Ordering::Relaxed) {

@@ -13,5 +13,6 @@ pub mod line;
 pub mod log_level;
 pub mod ns16550;
 pub mod pl011;
+pub mod semihosting;
 pub mod tx;
 pub mod uart;

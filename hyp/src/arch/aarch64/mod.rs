@@ -1,5 +1,5 @@
 //! Everything that needs `asm!`/`global_asm!`: entry, vectors, MMU switch-on, cache
-//! and TLB maintenance, SMC/HVC conduits, semihosting. This module imports nothing
+//! and TLB maintenance, SMC/HVC conduits. This module imports nothing
 //! from the layers above; the vectors call the trap handlers by symbol name.
 
 pub mod cache;

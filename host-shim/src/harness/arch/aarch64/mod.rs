@@ -154,31 +154,6 @@ pub fn with_d8<R>(value: u64, f: impl FnOnce() -> R) -> (R, u64) {
     (result, after)
 }
 
-/// Ends QEMU with `status` through semihosting (`SYS_EXIT`,
-/// `ADP_Stopped_ApplicationExit`).
-///
-/// # Safety
-///
-/// QEMU must serve semihosting (`-semihosting`); without it `HLT` is an
-/// undefined instruction.
-pub unsafe fn semihosting_exit(status: u32) {
-    /// ADP_Stopped_ApplicationExit.
-    const APPLICATION_EXIT: u64 = 0x20026;
-    /// SYS_EXIT operation number.
-    const SYS_EXIT: u64 = 0x18;
-    let block: [u64; 2] = [APPLICATION_EXIT, u64::from(status)];
-    // SAFETY: The caller guarantees a semihosting host; the parameter block
-    // stays alive for the duration of the call.
-    unsafe {
-        asm!(
-            "hlt #0xf000",
-            inout("x0") SYS_EXIT => _,
-            in("x1") block.as_ptr(),
-            options(nostack),
-        );
-    }
-}
-
 /// Waits forever.
 pub fn park() -> ! {
     loop {
