@@ -38,25 +38,22 @@ mod testing;
 // The report of a damaged image, called by name from `image_check.S`.
 #[cfg(target_os = "none")]
 use hyp_image_check as _;
-#[cfg(target_os = "none")]
-mod boot;
-#[cfg(target_os = "none")]
-mod cpus;
-#[cfg(target_os = "none")]
-mod entry;
-#[cfg(target_os = "none")]
-mod host_calls;
 #[cfg(test)]
 mod image_check_tests;
-#[cfg(target_os = "none")]
-mod power;
-#[cfg(target_os = "none")]
-mod state;
-#[cfg(target_os = "none")]
-mod trap;
-#[cfg(target_os = "none")]
-mod vcpu_run;
 mod vm;
+
+/// Declares modules of the bare-metal build only.
+macro_rules! target_only {
+    ($($module:ident),* $(,)?) => {
+        $(
+            #[cfg(target_os = "none")]
+            mod $module;
+        )*
+    };
+}
+
+// The boot and trap paths and the state they build and serve.
+target_only!(boot, cpus, entry, host_calls, power, state, trap, vcpu_run);
 
 /// The hyp's heap, fed with its memory pool at boot.
 #[cfg(target_os = "none")]
