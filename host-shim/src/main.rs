@@ -22,19 +22,6 @@ mod harness;
 #[cfg(target_os = "none")]
 mod suites;
 
-// The names `harness/platform.rs` and `suites/linux_guest.rs` still use, from
-// before the split (another branch edits those two files): remove once they
-// name the harness themselves.
-#[cfg(target_os = "none")]
-use harness::report::ALL_CHECKS_PASSED;
-#[cfg(target_os = "none")]
-use harness::{arch, console, gic, hypercall, instructions, platform, report as checks};
-#[cfg(target_os = "none")]
-mod memory_checks {
-    pub use crate::harness::debug_calls::invariants;
-    pub use crate::harness::scratch::{memcache_pages, MEMCACHE_PAGES};
-}
-
 #[cfg(target_os = "none")]
 use harness::platform::HostPlatform;
 

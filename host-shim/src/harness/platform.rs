@@ -23,7 +23,7 @@ pub struct HostPlatform {
     /// Rounds of the all-CPU stress run per CPU: `shim.smp-rounds=N`.
     pub smp_stress_rounds: u64,
     /// The interrupt controller, if the shim can drive it.
-    pub gic: Option<crate::gic::GicConfig>,
+    pub gic: Option<crate::harness::gic::GicConfig>,
     /// INTID of the EL1 non-secure physical timer (`/timer`, second entry).
     pub timer_intid: Option<u32>,
     /// `(base, size)` of each `/reserved-memory/hyp@...` node.
@@ -207,7 +207,7 @@ impl HostPlatform {
         // The hyp's words are the hyp's to check (it stopped on a bad one).
         let semihosting = bootargs.is_some_and(|args| HypArgs::parse(args).args.exit_semihosting);
         SEMIHOSTING_EXIT.store(semihosting, Ordering::Relaxed);
-        platform.gic = crate::gic::GicConfig::from_fdt(&fdt);
+        platform.gic = crate::harness::gic::GicConfig::from_fdt(&fdt);
         platform.timer_intid = fdt
             .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
             .and_then(|t| t.property("interrupts"))
@@ -268,13 +268,13 @@ impl HostPlatform {
     /// false, or any check failed on any CPU) ends with [`fail_stop`] instead,
     /// whose status is 1, and scripts require the success line too.
     pub fn power_off(&self, passed: bool) -> ! {
-        if !passed || crate::checks::any_failed() {
+        if !passed || crate::harness::report::any_failed() {
             log::error!("host checks FAILED");
             fail_stop();
         }
-        log::info!("{}", crate::ALL_CHECKS_PASSED);
+        log::info!("{}", crate::harness::report::ALL_CHECKS_PASSED);
         log::info!("PSCI SYSTEM_OFF");
-        crate::console::Console::flush();
+        crate::harness::console::Console::flush();
         let args = [0u64; 17];
         if self.psci_hvc {
             smccc::hvc64(smccc::psci::PSCI_SYSTEM_OFF, args);
@@ -282,7 +282,7 @@ impl HostPlatform {
             smccc::smc64(smccc::psci::PSCI_SYSTEM_OFF, args);
         }
         log::error!("SYSTEM_OFF returned");
-        crate::arch::park()
+        crate::harness::arch::park()
     }
 }
 
@@ -292,10 +292,10 @@ impl HostPlatform {
 /// the missing success line fails the run.
 pub fn fail_stop() -> ! {
     if STOPPING.load(Ordering::Relaxed) {
-        crate::arch::park()
+        crate::harness::arch::park()
     }
     STOPPING.store(true, Ordering::Relaxed);
-    crate::console::Console::flush();
+    crate::harness::console::Console::flush();
     if SEMIHOSTING_EXIT.load(Ordering::Relaxed) {
         // SAFETY: The bootargs say QEMU runs with -semihosting, which serves
         // the call and does not return (were it absent, the HLT's exception
@@ -308,5 +308,5 @@ pub fn fail_stop() -> ! {
     } else {
         smccc::smc64(smccc::psci::PSCI_SYSTEM_OFF, args);
     }
-    crate::arch::park()
+    crate::harness::arch::park()
 }

@@ -194,7 +194,7 @@ fn timer_vm(platform: &HostPlatform, pa: u64, spin: bool) -> bool {
 /// is done (its tick count, x19, is read back; without the host's deadline the
 /// run lasted until the hyp's 4,096-trap limit). Counted in guest ticks and
 /// host counter values, not wall-clock time.
-fn host_tick_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
+fn host_tick_vm(platform: &crate::harness::platform::HostPlatform, pa: u64) -> bool {
     use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTVCT_EL0};
     use core::arch::asm;
     const TICKS: u64 = 30_000;
@@ -203,14 +203,14 @@ fn host_tick_vm(platform: &crate::platform::HostPlatform, pa: u64) -> bool {
         log::info!("no GIC: the host-tick check is skipped");
         return true;
     };
-    let gic_name = if matches!(gic, crate::gic::GicConfig::V2 { .. }) { "GICv2" } else { "GICv3" };
+    let gic_name = if matches!(gic, crate::harness::gic::GicConfig::V2 { .. }) { "GICv2" } else { "GICv3" };
     let period = (CNTFRQ_EL0.get() / 1000).max(1);
     load(pa, if gic_name == "GICv2" { guests::timer2() } else { guests::timer() });
     let ready = create_ready(VmType::NonProtected, 1, pa, 1, TICKS | 1 << 15 | period << 16);
     let Ok(handle) = ready else {
         return check!(false, "set up the host-tick VM: {ready:?}");
     };
-    crate::gic::stop_tick();
+    crate::harness::gic::stop_tick();
     let deadline = CNTVCT_EL0.get() + DEADLINE_PERIODS * period;
     // SAFETY: The host's own virtual timer, armed with its interrupt left to
     // the hyp while the guest runs (this CPU's IRQs stay as they are).

@@ -16,11 +16,11 @@
 //! guest, and when the guest powers off tears the VM down and takes every page
 //! back (a protected VM's zeroed).
 
-use crate::checks::check;
-use crate::console::Console;
-use crate::gic::GicConfig;
-use crate::hypercall;
-use crate::platform::HostPlatform;
+use crate::harness::console::Console;
+use crate::harness::gic::GicConfig;
+use crate::harness::hypercall;
+use crate::harness::platform::HostPlatform;
+use crate::harness::report::check;
 use hyp_abi::{Exit, VmType};
 use vmm::boot_layout::{self, BootLayout, TREE_ROOM};
 use vmm::guest_tree::{GuestGic, GuestTree};
@@ -109,9 +109,9 @@ fn prepare(platform: &HostPlatform) -> Result<Prepared, &'static str> {
         Some(GicConfig::V2 { .. }) => GuestGic::V2,
         None => return Err("a Linux guest needs a GIC"),
     };
-    let image = crate::arch::image_range();
+    let image = crate::harness::arch::image_range();
     let (tree, tree_size) = platform.device_tree;
-    let mut busy = [(0, 0); 4 + crate::platform::MAX_HYP_REGIONS];
+    let mut busy = [(0, 0); 4 + crate::harness::platform::MAX_HYP_REGIONS];
     busy[..4].copy_from_slice(&[image, (tree, tree + tree_size), (kernel, kernel + kernel_size), (initrd, initrd_end)]);
     for (slot, (base, size)) in busy[4..].iter_mut().zip(platform.hyp_regions()) {
         *slot = (*base, base + size);
@@ -157,17 +157,17 @@ pub fn run(platform: &HostPlatform, ty: VmType) -> bool {
         Ok(prepared) => prepared,
         Err(reason) => return check!(false, "prepare the Linux guest: {reason}"),
     };
-    let memcache = crate::memory_checks::memcache_pages();
-    let memcache_pages = crate::memory_checks::MEMCACHE_PAGES as u64;
+    let memcache = crate::harness::scratch::memcache_pages();
+    let memcache_pages = crate::harness::scratch::MEMCACHE_PAGES as u64;
     let mut passed = check!(hypercall::donate_hyp(memcache, memcache_pages).is_ok(), "donate the memcache");
     if let Some(gic) = platform.gic {
         passed &= check!(
-            crate::gic::start_tick(gic, platform.timer_intid.unwrap_or(30), 100),
+            crate::harness::gic::start_tick(gic, platform.timer_intid.unwrap_or(30), 100),
             "the host's 100 Hz tick (time slices)"
         );
     }
-    crate::instructions::start();
-    let created_at = crate::instructions::now();
+    crate::harness::instructions::start();
+    let created_at = crate::harness::instructions::now();
     let pages = GUEST_RAM_SIZE / PAGE;
     let ready = hypercall::vm_create(ty, 2).and_then(|handle| {
         for page in (0..pages).step_by(512) {
@@ -181,7 +181,7 @@ pub fn run(platform: &HostPlatform, ty: VmType) -> bool {
     };
     log::info!("linux: a {ty:?} VM of 2 vCPUs with 256 MiB at IPA {GUEST_RAM:#x}");
     let end = run_vcpus(handle, created_at);
-    crate::gic::stop_tick();
+    crate::harness::gic::stop_tick();
     passed &= check!(end == Some(Exit::SystemOff), "the Linux guest powered off: {end:?}");
     passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the Linux VM down");
     // Lent pages come back with the teardown; donated ones are reclaimed, zeroed.
@@ -193,7 +193,7 @@ pub fn run(platform: &HostPlatform, ty: VmType) -> bool {
     };
     passed &= check!(back.is_ok(), "every page of the Linux VM back with the host: {back:?}");
     passed &= check!(hypercall::reclaim_hyp(memcache, memcache_pages).is_ok(), "the memcache back with the host");
-    passed &= crate::memory_checks::invariants("the Linux guest");
+    passed &= crate::harness::debug_calls::invariants("the Linux guest");
     passed
 }
 
@@ -201,7 +201,7 @@ pub fn run(platform: &HostPlatform, ty: VmType) -> bool {
 struct ConsoleLines {
     line: [u8; 160],
     len: usize,
-    /// The instruction count at VM creation (see `crate::instructions`).
+    /// The instruction count at VM creation (see `crate::harness::instructions`).
     created_at: u64,
 }
 
@@ -215,7 +215,7 @@ impl ConsoleLines {
                 log::info!(
                     "linux: user space reached {} instructions after VM creation ({} MMIO, {} WFI, {} interrupted, \
                      {} other exits)",
-                    crate::instructions::now().wrapping_sub(self.created_at),
+                    crate::harness::instructions::now().wrapping_sub(self.created_at),
                     EXITS.mmio.load(Relaxed),
                     EXITS.wfi.load(Relaxed),
                     EXITS.interrupted.load(Relaxed),
@@ -308,7 +308,7 @@ fn run_vcpus(handle: u64, created_at: u64) -> Option<Exit> {
                 vcpu ^= 1;
             }
             Ok(Exit::Interrupted) => {
-                crate::gic::take_pending_interrupts();
+                crate::harness::gic::take_pending_interrupts();
                 uart.poll_input(handle);
                 vcpu ^= 1;
             }
