@@ -649,6 +649,12 @@ fn forced_reclaims_poison_the_stage2_and_take_no_hyp_memory() {
     w.assert_clean();
     // The VM goes with its teardown (it holds no page), its tables back to the memcache.
     w.teardown(h).unwrap();
+    assert_gone_and_memcache_returned(&mut w, h, &bank);
+}
+
+/// The VM `h` is gone with its tables: the memcache holds all of `bank`
+/// again, which the host then takes back, leaving a clean state.
+fn assert_gone_and_memcache_returned(w: &mut World, h: VmHandle, bank: &Bank) {
     assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm));
     assert_eq!(w.memory.memcache_pages(), (bank.pages(), 0));
     let (start, pages) = (bank.range.start, bank.pages());
@@ -698,11 +704,7 @@ fn with_the_memcache_used_up_maps_fail_cleanly_and_forced_reclaims_still_poison(
     // The whole block goes back at once after teardown (no split), and the VM with it.
     w.teardown(h).unwrap();
     w.reclaim(h, 0x8020_0000, 512).unwrap();
-    assert_eq!(w.vms.get(h).err(), Some(HypError::NoSuchVm));
-    assert_eq!(w.memory.memcache_pages(), (bank.pages(), 0));
-    let (start, pages) = (bank.range.start, bank.pages());
-    w.memory_call(|m, env| m.host_reclaim_hyp(PhysAddr::new(start), PageCount::new(pages), env)).unwrap();
-    w.assert_clean();
+    assert_gone_and_memcache_returned(&mut w, h, &bank);
 }
 
 /// A non-protected VM's teardown returns its pages in runs found in its
