@@ -428,49 +428,38 @@ fn protected_vcpu_entry_is_set_once_by_the_host_and_only_for_vcpu_0() {
         assert_eq!(vcpu_state(&mut w, h, vcpu as usize), (Off, 0, 0));
     }
     assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(3), 0x8000_1000, 1), Err(NoSuchVcpu));
-    // vCPU 0: once.
+    // vCPU 0: once. (`other_entry`: a later VCPU_INIT of the host's.)
+    let other_entry = |w: &mut World, vcpu: u64| w.vms.vcpu_init(h, VcpuIndex::new(vcpu), 0x6666_0000, 66);
     w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0000, 7).unwrap();
     assert_eq!(vcpu_state(&mut w, h, 0), (OnPending, 0x8000_0000, 7));
-    assert_eq!(
-        w.vms.vcpu_init(h, VcpuIndex::new(0), 0x6666_0000, 66),
-        Err(PermissionDenied),
-        "a second entry before it ran"
-    );
+    assert_eq!(other_entry(&mut w, 0), Err(PermissionDenied), "a second entry before it ran");
     assert_eq!(vcpu_state(&mut w, h, 0), (OnPending, 0x8000_0000, 7));
     // While it runs, and after it exited.
     set_running(&mut w, h, 0, true);
-    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(0), 0x6666_0000, 66), Err(PermissionDenied), "while it runs");
+    assert_eq!(other_entry(&mut w, 0), Err(PermissionDenied), "while it runs");
     w.vms.get(h).unwrap().vcpus[0].ctx.pc = 0x8000_0040;
     set_running(&mut w, h, 0, false);
-    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(0), 0x6666_0000, 66), Err(PermissionDenied), "after it exited");
+    assert_eq!(other_entry(&mut w, 0), Err(PermissionDenied), "after it exited");
     assert_eq!(vcpu_state(&mut w, h, 0), (On, 0x8000_0040, 7), "the guest's own state, untouched");
     // A secondary the guest started with CPU_ON: its entry is the guest's.
     assert_eq!(w.vms.get(h).unwrap().psci_cpu_on(vcpu_mpidr(1), 0x8000_2000, 5), Ok(1));
-    assert_eq!(
-        w.vms.vcpu_init(h, VcpuIndex::new(1), 0x6666_0000, 66),
-        Err(PermissionDenied),
-        "after the guest's CPU_ON"
-    );
+    assert_eq!(other_entry(&mut w, 1), Err(PermissionDenied), "after the guest's CPU_ON");
     assert_eq!(vcpu_state(&mut w, h, 1), (OnPending, 0x8000_2000, 5));
     set_running(&mut w, h, 1, true);
-    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(1), 0x6666_0000, 66), Err(PermissionDenied), "while it runs");
+    assert_eq!(other_entry(&mut w, 1), Err(PermissionDenied), "while it runs");
     set_running(&mut w, h, 1, false);
     // Its guest turns it off (the CPU_OFF exit): only the guest starts it again.
     w.vms.get(h).unwrap().vcpus[1].power = Off;
-    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(1), 0x6666_0000, 66), Err(PermissionDenied), "after its CPU_OFF");
+    assert_eq!(other_entry(&mut w, 1), Err(PermissionDenied), "after its CPU_OFF");
     assert_eq!(vcpu_state(&mut w, h, 1).0, Off);
     assert_eq!(w.vms.get(h).unwrap().psci_cpu_on(vcpu_mpidr(1), 0x8000_3000, 6), Ok(1));
     assert_eq!(vcpu_state(&mut w, h, 1), (OnPending, 0x8000_3000, 6));
     // vCPU 0 off by its guest's CPU_OFF: the host cannot start it again either.
     w.vms.get(h).unwrap().vcpus[0].power = Off;
-    assert_eq!(
-        w.vms.vcpu_init(h, VcpuIndex::new(0), 0x6666_0000, 66),
-        Err(PermissionDenied),
-        "vCPU 0 after its CPU_OFF"
-    );
+    assert_eq!(other_entry(&mut w, 0), Err(PermissionDenied), "vCPU 0 after its CPU_OFF");
     assert_eq!(vcpu_state(&mut w, h, 0), (Off, 0x8000_0040, 7));
     // The secondary its guest never started stays off.
-    assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(2), 0x6666_0000, 66), Err(PermissionDenied));
+    assert_eq!(other_entry(&mut w, 2), Err(PermissionDenied));
     assert_eq!(vcpu_state(&mut w, h, 2), (Off, 0, 0));
     // No register write, at any stage.
     for vcpu in 0..3 {
