@@ -12,6 +12,19 @@
 .set PERCPU_HYP_SP, {hyp_sp}            /* offset_of!(PerCpu, hyp_sp) */
 .set FP_FPCR, {fp_fpcr}                 /* offset_of!(FpState, fpcr); fpsr follows */
 
+/* `op` of qa, qb at 16 * a from `base`, then of the pairs in `more`. */
+.macro fp_pair_each op, base, a, b, more:vararg
+    \op     q\a, q\b, [\base, #16 * \a]
+    .ifnb \more
+    fp_pair_each \op, \base, \more
+    .endif
+.endm
+
+/* `op` (stp: save, ldp: restore) of q0..q31 as an FpState at `base`. */
+.macro fp_pairs op, base
+    fp_pair_each \op, \base, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+.endm
+
 .section .text.switch, "ax"
 
 /*
@@ -59,22 +72,7 @@ guest_exit:
 /* fpsimd_save(state: *mut FpState) */
 .global fpsimd_save
 fpsimd_save:
-    stp     q0, q1, [x0, #32 * 0]
-    stp     q2, q3, [x0, #32 * 1]
-    stp     q4, q5, [x0, #32 * 2]
-    stp     q6, q7, [x0, #32 * 3]
-    stp     q8, q9, [x0, #32 * 4]
-    stp     q10, q11, [x0, #32 * 5]
-    stp     q12, q13, [x0, #32 * 6]
-    stp     q14, q15, [x0, #32 * 7]
-    stp     q16, q17, [x0, #32 * 8]
-    stp     q18, q19, [x0, #32 * 9]
-    stp     q20, q21, [x0, #32 * 10]
-    stp     q22, q23, [x0, #32 * 11]
-    stp     q24, q25, [x0, #32 * 12]
-    stp     q26, q27, [x0, #32 * 13]
-    stp     q28, q29, [x0, #32 * 14]
-    stp     q30, q31, [x0, #32 * 15]
+    fp_pairs stp, x0
     mrs     x1, fpcr
     mrs     x2, fpsr
     add     x3, x0, #FP_FPCR
@@ -84,22 +82,7 @@ fpsimd_save:
 /* fpsimd_restore(state: *const FpState) */
 .global fpsimd_restore
 fpsimd_restore:
-    ldp     q0, q1, [x0, #32 * 0]
-    ldp     q2, q3, [x0, #32 * 1]
-    ldp     q4, q5, [x0, #32 * 2]
-    ldp     q6, q7, [x0, #32 * 3]
-    ldp     q8, q9, [x0, #32 * 4]
-    ldp     q10, q11, [x0, #32 * 5]
-    ldp     q12, q13, [x0, #32 * 6]
-    ldp     q14, q15, [x0, #32 * 7]
-    ldp     q16, q17, [x0, #32 * 8]
-    ldp     q18, q19, [x0, #32 * 9]
-    ldp     q20, q21, [x0, #32 * 10]
-    ldp     q22, q23, [x0, #32 * 11]
-    ldp     q24, q25, [x0, #32 * 12]
-    ldp     q26, q27, [x0, #32 * 13]
-    ldp     q28, q29, [x0, #32 * 14]
-    ldp     q30, q31, [x0, #32 * 15]
+    fp_pairs ldp, x0
     add     x3, x0, #FP_FPCR
     ldp     x1, x2, [x3]
     msr     fpcr, x1
