@@ -13,12 +13,20 @@
 .ifndef GPR_FRAME_MACROS
 .set GPR_FRAME_MACROS, 1
 
-/* `op` of xa, xb at their slot (x0 is at 0, so xa at 8 * a), then of the pairs in `more`. */
-.macro gpr_pair_each op, base, a, b, more:vararg
-    \op     x\a, x\b, [\base, #8 * \a]
+/*
+ * `op` of the registers `reg`a, `reg`b at their slot in an array of `size`-byte
+ * registers from `base` (`reg`0 at 0), then of the pairs in `more`.
+ */
+.macro reg_pair_each op, base, reg, size, a, b, more:vararg
+    \op     \reg\a, \reg\b, [\base, #\size * \a]
     .ifnb \more
-    gpr_pair_each \op, \base, \more
+    reg_pair_each \op, \base, \reg, \size, \more
     .endif
+.endm
+
+/* `op` of xa, xb at their slot (x0 is at 0, so xa at 8 * a), then of the pairs in `more`. */
+.macro gpr_pair_each op, base, more:vararg
+    reg_pair_each \op, \base, x, 8, \more
 .endm
 
 /* `op` of the pairs x2, x3 up to x16, x17 (`last` 17) or x28, x29 (`last` 29). */

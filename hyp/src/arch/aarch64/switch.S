@@ -1,8 +1,8 @@
 /*
  * The world switch: entering a guest with its general registers, coming back
  * when it traps, and saving/restoring FP/SIMD state (the hyp itself never uses
- * FP/SIMD, so only this code touches those registers). The register load
- * macro is shared with the host shim (asm/aarch64/gpr_frame.S).
+ * FP/SIMD, so only this code touches those registers). The register pair
+ * macros are shared with the host shim (asm/aarch64/gpr_frame.S).
  */
 
 .arch_extension fp
@@ -12,17 +12,9 @@
 .set PERCPU_HYP_SP, {hyp_sp}            /* offset_of!(PerCpu, hyp_sp) */
 .set FP_FPCR, {fp_fpcr}                 /* offset_of!(FpState, fpcr); fpsr follows */
 
-/* `op` of qa, qb at 16 * a from `base`, then of the pairs in `more`. */
-.macro fp_pair_each op, base, a, b, more:vararg
-    \op     q\a, q\b, [\base, #16 * \a]
-    .ifnb \more
-    fp_pair_each \op, \base, \more
-    .endif
-.endm
-
 /* `op` (stp: save, ldp: restore) of q0..q31 as an FpState at `base`. */
 .macro fp_pairs op, base
-    fp_pair_each \op, \base, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+    reg_pair_each \op, \base, q, 16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
 .endm
 
 .section .text.switch, "ax"
