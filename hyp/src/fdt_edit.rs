@@ -11,7 +11,7 @@
 
 use core::fmt;
 
-use crate::fdt_format::{FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_MAGIC, FDT_NOP, FDT_PROP, HEADER_SIZE};
+use hyp_abi::fdt::{Header, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_MAGIC, FDT_NOP, FDT_PROP, HEADER_SIZE};
 
 /// Why a device tree could not be rewritten.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -446,21 +446,16 @@ pub fn with_reserved_memory(
     let strings_size = out.len - strings_offset;
     let total = out.len;
 
-    let header: [u32; 10] = [
-        FDT_MAGIC,
-        total as u32,
-        struct_offset as u32,
-        strings_offset as u32,
-        rsvmap_offset as u32,
-        17,
-        16,
-        be32(input, 28)?,
-        strings_size as u32,
-        struct_size as u32,
-    ];
-    for (i, word) in header.iter().enumerate() {
-        out.buf[i * 4..i * 4 + 4].copy_from_slice(&word.to_be_bytes());
-    }
+    let header = Header {
+        total_size: total as u32,
+        struct_offset: struct_offset as u32,
+        strings_offset: strings_offset as u32,
+        reservations_offset: rsvmap_offset as u32,
+        boot_cpu: be32(input, 28)?,
+        strings_size: strings_size as u32,
+        struct_size: struct_size as u32,
+    };
+    out.buf[..HEADER_SIZE].copy_from_slice(&header.to_bytes());
     Ok(total)
 }
 

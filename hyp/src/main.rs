@@ -20,7 +20,6 @@ mod addr;
 mod arch;
 mod console;
 mod fdt_edit;
-mod fdt_format;
 mod host_lpi;
 mod host_request;
 mod hypercall;

@@ -5,12 +5,7 @@
 
 use core::fmt;
 
-const FDT_MAGIC: u32 = 0xd00d_feed;
-const FDT_BEGIN_NODE: u32 = 1;
-const FDT_END_NODE: u32 = 2;
-const FDT_PROP: u32 = 3;
-const FDT_END: u32 = 9;
-const HEADER_SIZE: usize = 40;
+use hyp_abi::fdt::{Header, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_PROP, HEADER_SIZE};
 /// The memory reservation block: one terminating (0, 0) entry.
 const RESERVATION_BLOCK_SIZE: usize = 16;
 /// Room for distinct property names.
@@ -193,21 +188,17 @@ impl<'a> FdtWriter<'a> {
         let total = strings_start + strings_len;
         let strings = self.buffer.get_mut(strings_start..total).ok_or(FdtWriteError::NoRoom)?;
         strings.copy_from_slice(&self.strings[..strings_len]);
-        let header = [
-            FDT_MAGIC,
-            total as u32,
-            struct_start as u32,
-            strings_start as u32,
-            HEADER_SIZE as u32, // the memory reservation block
-            17,                 // version
-            16,                 // last compatible version
-            0,                  // boot CPU
-            strings_len as u32,
-            struct_size as u32,
-        ];
-        for (i, word) in header.iter().enumerate() {
-            self.buffer[i * 4..i * 4 + 4].copy_from_slice(&word.to_be_bytes());
-        }
+        let header = Header {
+            total_size: total as u32,
+            struct_offset: struct_start as u32,
+            strings_offset: strings_start as u32,
+            // The memory reservation block follows the header.
+            reservations_offset: HEADER_SIZE as u32,
+            boot_cpu: 0,
+            strings_size: strings_len as u32,
+            struct_size: struct_size as u32,
+        };
+        self.buffer[..HEADER_SIZE].copy_from_slice(&header.to_bytes());
         Ok(total)
     }
 }

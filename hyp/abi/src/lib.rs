@@ -16,6 +16,7 @@
 use core::fmt;
 
 pub mod bootargs;
+pub mod fdt;
 pub mod image_header;
 pub mod image_seal;
 

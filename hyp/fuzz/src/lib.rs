@@ -60,8 +60,6 @@ pub mod vm {
 
 #[path = "../../src/addr.rs"]
 pub mod addr;
-#[path = "../../src/fdt_format.rs"]
-pub mod fdt_format;
 #[path = "../../src/host_request.rs"]
 pub mod host_request;
 #[path = "../../src/hypercall.rs"]

@@ -7,7 +7,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::fdt_format::{FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_MAGIC, FDT_NOP, FDT_PROP, HEADER_SIZE};
+use hyp_abi::fdt::{FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_MAGIC, FDT_NOP, FDT_PROP, HEADER_SIZE};
 
 /// Deepest node nesting accepted (real trees stay below 10; the crate keeps 64
 /// parents).
