@@ -6,14 +6,12 @@
 //! switched off or does not drain is dropped.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use hyp_drivers::pl011::Pl011;
 use hyp_drivers::tx::TxState;
-use hyp_drivers::uart::{Uart, UartKind};
+use hyp_drivers::uart::{Uart, UartKind, UartSlot};
 use log::{LevelFilter, Log, Metadata, Record};
 
-static UART_BASE: AtomicUsize = AtomicUsize::new(0);
-static UART_KIND: AtomicU64 = AtomicU64::new(0);
+static UART: UartSlot = UartSlot::new();
 /// Whether the UART is stuck (plain loads and stores only).
 static TX: TxState = TxState::new();
 
@@ -22,10 +20,7 @@ pub struct Console;
 
 impl Console {
     fn uart() -> Option<Uart> {
-        let base = UART_BASE.load(Ordering::Relaxed);
-        let kind = UartKind::unpack(UART_KIND.load(Ordering::Relaxed));
-        // SAFETY: Only `init` stores a non-zero base: the device tree's console UART.
-        (base != 0).then(|| unsafe { Uart::attach(kind, base) })
+        UART.get()
     }
 
     /// A byte typed at the console, if one is waiting.
@@ -85,8 +80,8 @@ pub unsafe fn init(kind: UartKind, base: usize) {
         // SAFETY: The caller guarantees a PL011 at `base`.
         let _ = unsafe { Pl011::new(base) };
     }
-    UART_KIND.store(kind.pack(), Ordering::Relaxed);
-    UART_BASE.store(base, Ordering::Relaxed);
+    // SAFETY: The caller's guarantee: a non-zero `base` is that UART.
+    unsafe { UART.set(kind, base) };
     // SAFETY: Single CPU, called once, before any log record.
     unsafe {
         let _ = log::set_logger_racy(&LOGGER);

@@ -4,6 +4,7 @@
 use crate::ns16550::Ns16550;
 use crate::pl011::Pl011;
 use crate::tx::Transmitter;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Which UART, and how to reach its registers.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
@@ -28,6 +29,45 @@ impl UartKind {
             0 => UartKind::Pl011,
             _ => UartKind::Ns16550 { reg_shift: ((bits >> 4) & 0xf) as u8, io_width: ((bits >> 8) & 0xff) as u8 },
         }
+    }
+}
+
+/// Where the console UART is, for writers that take no lock: nothing until
+/// [`UartSlot::set`].
+pub struct UartSlot {
+    base: AtomicUsize,
+    kind: AtomicU64,
+}
+
+impl UartSlot {
+    pub const fn new() -> UartSlot {
+        UartSlot { base: AtomicUsize::new(0), kind: AtomicU64::new(0) }
+    }
+
+    /// Makes the UART of `kind` at `base` the one [`UartSlot::get`] returns
+    /// (0: none).
+    ///
+    /// # Safety
+    ///
+    /// A non-zero `base` must be such a UART's register block, mapped as
+    /// device memory at that address for as long as the slot is read.
+    pub unsafe fn set(&self, kind: UartKind, base: usize) {
+        self.kind.store(kind.pack(), Ordering::Relaxed);
+        self.base.store(base, Ordering::Release);
+    }
+
+    /// The UART, if one was set.
+    pub fn get(&self) -> Option<Uart> {
+        let base = self.base.load(Ordering::Acquire);
+        let kind = UartKind::unpack(self.kind.load(Ordering::Relaxed));
+        // SAFETY: `set`'s contract holds for every non-zero base stored.
+        (base != 0).then(|| unsafe { Uart::attach(kind, base) })
+    }
+}
+
+impl Default for UartSlot {
+    fn default() -> UartSlot {
+        UartSlot::new()
     }
 }
 

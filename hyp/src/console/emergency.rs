@@ -3,16 +3,14 @@
 //! its FIFO full, which costs the hyp dropped output, never its progress.
 
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use hyp_drivers::line::LineBuffer;
 use hyp_drivers::pl011::Pl011;
 use hyp_drivers::tx::{Sent, TxState};
-use hyp_drivers::uart::{Uart, UartKind};
+use hyp_drivers::uart::{Uart, UartKind, UartSlot};
 
 /// Base address of the console UART (0: none known yet) and its kind. Written
 /// once per boot with plain stores, so they are usable before the MMU is on.
-static UART_BASE: AtomicUsize = AtomicUsize::new(0);
-static UART_KIND: AtomicU64 = AtomicU64::new(0);
+static UART: UartSlot = UartSlot::new();
 
 /// Whether the UART is stuck, and what was dropped (plain loads and stores).
 static TX: TxState = TxState::new();
@@ -35,8 +33,8 @@ pub unsafe fn set_uart(kind: UartKind, base: usize) {
         let uart = unsafe { Pl011::new(base) };
         TX.flush(&uart);
     }
-    UART_KIND.store(kind.pack(), Ordering::Relaxed);
-    UART_BASE.store(base, Ordering::Release);
+    // SAFETY: The caller's guarantee: `base` is that UART, identity-mapped.
+    unsafe { UART.set(kind, base) };
 }
 
 /// Writes lines straight to the UART, taking no lock; does nothing without one.
@@ -44,10 +42,7 @@ pub struct EmergencyWriter;
 
 impl EmergencyWriter {
     fn uart() -> Option<Uart> {
-        let base = UART_BASE.load(Ordering::Acquire);
-        let kind = UartKind::unpack(UART_KIND.load(Ordering::Relaxed));
-        // SAFETY: `set_uart`'s contract holds for every non-zero value stored.
-        (base != 0).then(|| unsafe { Uart::attach(kind, base) })
+        UART.get()
     }
 
     /// Writes one whole line. If output was dropped since the last line that
