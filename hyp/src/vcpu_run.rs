@@ -119,7 +119,7 @@ impl VmView for RunningVm<'_> {
     fn send_sgi(&self, targets: u64, intid: u32) -> u64 {
         self.with_vm(0, |vm| {
             let before = vm.gic.deliverable_mask();
-            vm.gic.send_sgi(targets, intid);
+            vm.gic.send_sgi(targets, intid, self.vcpu);
             let after = vm.gic.deliverable_mask();
             after & !before | after & (1 << self.vcpu)
         })
@@ -192,10 +192,7 @@ fn serve_gic_access(
     let (value, woken) = view.with_vm((0, 0), |vm| {
         let before = if write.is_some() { vm.gic.deliverable_mask() } else { 0 };
         let effect = vm.gic.mmio(view.vcpu, frame, offset, access.size_bytes, write);
-        if let Some((targets, intid)) = effect.sgi {
-            vm.gic.send_sgi(targets, intid);
-        }
-        let woken = if effect.may_deliver || effect.sgi.is_some() { vm.gic.deliverable_mask() & !before } else { 0 };
+        let woken = if effect.may_deliver { vm.gic.deliverable_mask() & !before } else { 0 };
         (effect.value, woken)
     });
     if write.is_none() && register != 31 {
@@ -218,8 +215,14 @@ const GICC_DIR: u64 = 0x1000;
 /// On GICv2, a guest's access to its CPU interface (GICC at
 /// [`hyp_abi::GUEST_GICV2_CPU_INTERFACE`]) is performed on the virtual CPU
 /// interface (GICV); true if `trap` (a data abort, the caller checked) was one
-/// (then the guest moves past it).
-fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic) -> bool {
+/// (then the guest moves past it). When the guest ends an SGI, the same SGI
+/// from another source may take its list register.
+fn serve_gicv2_cpu_interface(
+    ctx: &mut VcpuContext,
+    trap: &GuestTrap,
+    live: &mut LiveGic,
+    view: &RunningVm<'_>,
+) -> bool {
     use crate::arch::aarch64::gicv2::{cpu_interface_access, CPU_INTERFACE_SIZE};
     let offset = trap.ipa.wrapping_sub(hyp_abi::GUEST_GICV2_CPU_INTERFACE);
     if offset >= CPU_INTERFACE_SIZE {
@@ -236,6 +239,10 @@ fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut
         if (offset == GICC_EOIR || offset == GICC_DIR) && value & 0x3ff == VTIMER_INTID {
             // The guest ended its timer interrupt: the physical PPI may fire again.
             live.deactivate_timer_ppi();
+        }
+        if (offset == GICC_EOIR || offset == GICC_DIR) && value & 0x3ff < 16 {
+            live.sync(ctx);
+            view.fill(ctx, live);
         }
     } else {
         let value = cpu_interface_access(offset, None);
@@ -281,7 +288,7 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
             // (An abort whose IPA HPFAR_EL2 did not give has `ipa` 0, which
             // is no GIC frame: it goes on to `guest_trap::handle`.)
             ExceptionClass::DataAbortLower => {
-                if view.hardware == VgicHardware::V2 && serve_gicv2_cpu_interface(ctx, &trap, live) {
+                if view.hardware == VgicHardware::V2 && serve_gicv2_cpu_interface(ctx, &trap, live, view) {
                     return Outcome::Resume;
                 }
                 if let Some(outcome) = serve_gic_access(ctx, &trap, live, view) {

@@ -2,12 +2,13 @@
 //! distributor and redistributors from any of its vCPUs, mixed with host
 //! injections and list-register fills, on either GIC version. The model must
 //! never panic, never present an INTID the VM does not have, never present one
-//! interrupt twice to a vCPU, and never let two vCPUs hold the same SPI.
+//! interrupt twice to a vCPU, never let two vCPUs hold the same SPI, and never
+//! name an SGI source the VM does not have (GICv2) or any source (GICv3).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use hyp_fuzz::arch::list_registers::VgicState;
+use hyp_fuzz::arch::list_registers::{lr_source, VgicState};
 use hyp_fuzz::vm::{vgic_dist, vgic_mmio};
 
 use vgic_dist::{Distributor, GicVersion, INTID_LIMIT};
@@ -54,6 +55,10 @@ fuzz_target!(|data: &[u8]| {
         }
         let mut spi_holder = [None; INTID_LIMIT as usize];
         for (v, state) in lrs.iter().enumerate() {
+            for &lr in state.lrs.iter().filter(|&&lr| lr != 0) {
+                let source = lr_source(lr) as usize;
+                assert!(source < vcpus && (version == GicVersion::V2 || source == 0), "source {source} on vCPU {v}");
+            }
             let held: Vec<u32> = state.held_intids().collect();
             for (i, &intid) in held.iter().enumerate() {
                 assert!(intid < INTID_LIMIT, "INTID {intid} presented");

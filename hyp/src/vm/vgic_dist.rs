@@ -10,10 +10,17 @@
 //! group enabled, interrupt enabled, SPI routed to that vCPU and not held by
 //! another's list registers. Those that fit go in priority order (then INTID);
 //! a more urgent one may push a less urgent, unacknowledged one back out.
+//!
+//! On GICv2 an SGI is pending per (target, INTID, source CPU): each source is
+//! its own interrupt, which GICC_IAR reports with the source and GICC_EOIR
+//! ends. The list registers present one source of an SGI at a time (two list
+//! registers with the same virtual INTID are UNPREDICTABLE); the next goes in
+//! when the guest has ended the one before (the hyp sees that end: GICv2's CPU
+//! interface traps). GICv3 SGIs have no source.
 
 #![forbid(unsafe_code)]
 
-use crate::arch::list_registers::{lr_intid, pending_lr, VgicState};
+use crate::arch::list_registers::{lr_intid, lr_source, pending_lr, with_source, VgicState};
 use hyp_abi::MAX_VCPUS_PER_VM;
 
 /// Shared peripheral interrupts a VM has: INTIDs 32..96.
@@ -47,6 +54,9 @@ pub struct PrivateIrqs {
     /// register. The host's injection of the same INTID, or the guest's own
     /// set-pending write, gives a purely virtual one.
     from_hardware: u32,
+    /// GICv2: the source CPUs each SGI is pending from (bit n: vCPU n);
+    /// `pending` has SGI n's bit exactly when `sgi_sources[n]` is not zero.
+    sgi_sources: [u8; 16],
 }
 
 impl Default for PrivateIrqs {
@@ -61,6 +71,7 @@ impl Default for PrivateIrqs {
             asleep: true,
             held_spis: [0; 2],
             from_hardware: 0,
+            sgi_sources: [0; 16],
         }
     }
 }
@@ -176,6 +187,11 @@ impl Distributor {
         if vcpu >= self.vcpus || intid >= INTID_LIMIT {
             return None;
         }
+        if intid < 16 {
+            // (GICv2: the SGI comes from the vCPU itself.)
+            self.pend_sgi(vcpu, intid, vcpu);
+            return Some(Routed::Vcpu(vcpu));
+        }
         if intid < 32 {
             self.private[vcpu].pending |= 1 << intid;
             return Some(Routed::Vcpu(vcpu));
@@ -199,10 +215,50 @@ impl Distributor {
     }
 
     /// Makes SGI `intid` (0..16) pending for the vCPUs of `targets` (bit n:
-    /// vCPU n) that the VM has.
-    pub fn send_sgi(&mut self, targets: u64, intid: u32) {
+    /// vCPU n) that the VM has, sent by vCPU `source` (GICv2 keeps it).
+    pub fn send_sgi(&mut self, targets: u64, intid: u32, source: usize) {
         for vcpu in (0..self.vcpus).filter(|v| targets & (1 << v) != 0) {
-            self.private[vcpu].pending |= 1 << (intid % 16);
+            self.pend_sgi(vcpu, intid % 16, source);
+        }
+    }
+
+    /// SGI `intid` of `vcpu` pending from `source` (only GICv2 keeps sources).
+    fn pend_sgi(&mut self, vcpu: usize, intid: u32, source: usize) {
+        let p = &mut self.private[vcpu];
+        p.pending |= 1 << intid;
+        if self.version == GicVersion::V2 {
+            p.sgi_sources[intid as usize] |= 1 << (source % 8);
+        }
+    }
+
+    /// GICv2 GICD_SPENDSGIR/CPENDSGIR byte of SGI `intid` as `vcpu` sees it:
+    /// the source CPUs it is pending from.
+    pub fn sgi_sources(&self, vcpu: usize, intid: u32) -> u8 {
+        self.private[..self.vcpus].get(vcpu).and_then(|p| p.sgi_sources.get(intid as usize)).copied().unwrap_or(0)
+    }
+
+    /// Sets (`set`) or clears the SGI `intid` of `vcpu` pending from the
+    /// sources of `sources` (bit n: vCPU n), those the VM has (GICv2
+    /// GICD_SPENDSGIR/CPENDSGIR). Sources already in a list register are not
+    /// affected.
+    pub fn write_sgi_sources(&mut self, vcpu: usize, intid: u32, sources: u8, set: bool) {
+        let implemented = ((1u32 << self.vcpus.min(8)) - 1) as u8;
+        if self.version != GicVersion::V2 || intid >= 16 {
+            return;
+        }
+        let Some(p) = self.private[..self.vcpus].get_mut(vcpu) else {
+            return;
+        };
+        let byte = &mut p.sgi_sources[intid as usize];
+        if set {
+            *byte |= sources & implemented;
+        } else {
+            *byte &= !sources;
+        }
+        if *byte == 0 {
+            p.pending &= !(1 << intid);
+        } else {
+            p.pending |= 1 << intid;
         }
     }
 
@@ -237,8 +293,9 @@ impl Distributor {
         p.held_spis = still;
     }
 
-    /// The most urgent interrupt `vcpu` could take now: (priority, INTID).
-    fn best_candidate(&self, vcpu: usize) -> Option<(u8, u32)> {
+    /// The most urgent interrupt `vcpu` could take now: (priority, INTID),
+    /// leaving out the private INTIDs of `blocked`.
+    fn best_candidate(&self, vcpu: usize, blocked: u32) -> Option<(u8, u32)> {
         if !self.group_enabled() {
             return None;
         }
@@ -249,7 +306,7 @@ impl Distributor {
                 best = Some((priority, intid));
             }
         };
-        let mut bits = p.pending & p.enabled;
+        let mut bits = p.pending & p.enabled & !blocked;
         while bits != 0 {
             let n = bits.trailing_zeros();
             bits &= bits - 1;
@@ -272,11 +329,15 @@ impl Distributor {
     /// The vCPUs that have an interrupt they could take (bit n: vCPU n):
     /// pending, enabled, routed to it, whether or not it fits in a list register.
     pub fn deliverable_mask(&self) -> u64 {
-        (0..self.vcpus).filter(|&v| self.best_candidate(v).is_some()).fold(0, |mask, v| mask | 1 << v)
+        (0..self.vcpus).filter(|&v| self.best_candidate(v, 0).is_some()).fold(0, |mask, v| mask | 1 << v)
     }
 
-    fn clear_pending(&mut self, vcpu: usize, intid: u32) {
-        if intid < 32 {
+    /// Clears `intid`'s pending state for `vcpu`; of a GICv2 SGI, only from
+    /// `source`.
+    fn clear_pending(&mut self, vcpu: usize, intid: u32, source: u32) {
+        if intid < 16 && self.version == GicVersion::V2 {
+            self.write_sgi_sources(vcpu, intid, 1 << source, false);
+        } else if intid < 32 {
             self.private[vcpu].pending &= !(1 << intid);
             self.private[vcpu].from_hardware &= !(1 << intid);
         } else if intid < INTID_LIMIT {
@@ -312,38 +373,70 @@ impl Distributor {
             return Filled::default();
         }
         self.release_ended(vcpu, lrs);
-        while let Some((priority, intid)) = self.best_candidate(vcpu) {
+        // GICv2 SGIs in a list register from a source not pending again: the
+        // next source waits until the guest has ended that one.
+        let mut blocked = 0u32;
+        while let Some((priority, intid)) = self.best_candidate(vcpu, blocked) {
             let from_hardware = intid < 32 && self.private[vcpu].from_hardware & (1 << intid) != 0;
-            self.clear_pending(vcpu, intid);
             if let Some(slot) = lrs.slot_of(intid) {
-                // Acknowledged already (active): pending again too.
-                lrs.make_pending(slot);
+                let source = lr_source(lrs.lrs[slot]);
+                if self.pending_from(vcpu, intid, source) {
+                    // Acknowledged already (active): pending again too.
+                    self.clear_pending(vcpu, intid, source);
+                    lrs.make_pending(slot);
+                } else {
+                    blocked |= 1 << intid;
+                }
                 continue;
             }
             let slot = match lrs.free_slot(count) {
                 Some(slot) => slot,
                 None => match lrs.evictable_slot(count, priority) {
                     Some(slot) => {
-                        let evicted = lr_intid(lrs.lrs[slot]);
-                        self.hold(vcpu, evicted, false);
-                        self.make_pending(vcpu, evicted);
+                        let evicted = lrs.lrs[slot];
+                        self.hold(vcpu, lr_intid(evicted), false);
+                        self.pend_again(vcpu, evicted);
                         slot
                     }
-                    None => {
-                        if from_hardware {
-                            self.make_pending_from_hardware(vcpu, intid);
-                        } else {
-                            self.make_pending(vcpu, intid);
-                        }
-                        return Filled { overflow: true };
-                    }
+                    None => return Filled { overflow: true },
                 },
             };
+            let source = self.lowest_source(vcpu, intid);
+            self.clear_pending(vcpu, intid, source);
             let physical = hw_intid.filter(|&hw| hw == intid && from_hardware);
-            lrs.set(slot, pending_lr(intid, priority, physical));
+            lrs.set(slot, with_source(pending_lr(intid, priority, physical), source));
             self.hold(vcpu, intid, true);
         }
         Filled::default()
+    }
+
+    /// Whether `intid` is pending for `vcpu` from `source` (a GICv2 SGI), or
+    /// at all (anything else).
+    fn pending_from(&self, vcpu: usize, intid: u32, source: u32) -> bool {
+        if intid < 16 && self.version == GicVersion::V2 {
+            self.sgi_sources(vcpu, intid) & (1 << source) != 0
+        } else {
+            self.pending_word(vcpu, intid as usize / 32) & (1 << (intid % 32)) != 0
+        }
+    }
+
+    /// The lowest source CPU a GICv2 SGI is pending from (0 for anything else).
+    fn lowest_source(&self, vcpu: usize, intid: u32) -> u32 {
+        match self.sgi_sources(vcpu, intid) {
+            0 => 0,
+            sources => sources.trailing_zeros(),
+        }
+    }
+
+    /// The interrupt of list register `lr`, pushed out before the guest
+    /// acknowledged it, is pending again (a GICv2 SGI from its source).
+    fn pend_again(&mut self, vcpu: usize, lr: u64) {
+        let intid = lr_intid(lr);
+        if intid < 16 {
+            self.pend_sgi(vcpu, intid, lr_source(lr) as usize);
+        } else {
+            self.make_pending(vcpu, intid);
+        }
     }
 
     /// Bitmap word `word` (INTIDs 32*word..) of enables, as `vcpu` sees it.
@@ -371,8 +464,11 @@ impl Distributor {
     }
 
     /// Sets or clears pending bits (a guest's GICD_ISPENDR/ICPENDR write).
-    /// Only interrupts not yet in a list register are affected.
+    /// Only interrupts not yet in a list register are affected. GICv2's SGI
+    /// bits are read-only here (GICD_SPENDSGIR/CPENDSGIR set and clear them,
+    /// per source).
     pub fn write_pending(&mut self, vcpu: usize, word: usize, bits: u32, set: bool) {
+        let bits = if word == 0 && self.version == GicVersion::V2 { bits & !0xffff } else { bits };
         if word == 0 && !set {
             if let Some(p) = self.private[..self.vcpus].get_mut(vcpu) {
                 p.from_hardware &= !bits;
