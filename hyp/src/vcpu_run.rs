@@ -18,7 +18,7 @@ use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState, VmTable};
 use crate::vm::vgic_dist::Filled;
-use crate::vm::vgic_mmio::frame_of;
+use crate::vm::vgic_mmio::{frame_of, holds_pending_state, Frame};
 use hyp_abi::{Exit, HypError};
 
 /// Injected exceptions one run may take before the VM is declared dead: a
@@ -189,7 +189,14 @@ fn serve_gic_access(
     let access = crate::vm::exit::decode_mmio(trap.esr)?;
     let register = usize::from(access.register);
     let write = access.write.then(|| if register == 31 { 0 } else { ctx.gprs.x[register] });
+    // The pending registers see this vCPU's pending list registers too (not
+    // those of another vCPU, which may be running elsewhere).
+    let own_pending =
+        holds_pending_state(frame, offset) && !matches!(frame, Frame::Redistributor { vcpu, .. } if vcpu != view.vcpu);
     let (value, woken) = view.with_vm((0, 0), |vm| {
+        if own_pending {
+            vm.gic.unfill_pending(view.vcpu, &mut ctx.vgic);
+        }
         let before = if write.is_some() { vm.gic.deliverable_mask() } else { 0 };
         let effect = vm.gic.mmio(view.vcpu, frame, offset, access.size_bytes, write);
         let woken = if effect.may_deliver { vm.gic.deliverable_mask() & !before } else { 0 };
@@ -199,7 +206,7 @@ fn serve_gic_access(
         ctx.gprs.x[register] = crate::vm::exit::load_value(access, value);
     }
     ctx.pc = ctx.pc.wrapping_add(4);
-    if woken & (1 << view.vcpu) != 0 {
+    if own_pending || woken & (1 << view.vcpu) != 0 {
         view.fill(ctx, live);
     }
     Some(match woken & !(1 << view.vcpu) {

@@ -52,9 +52,12 @@ pub fn pending_lr(intid: u32, priority: u8, physical: Option<u32>) -> u64 {
     LR_STATE_PENDING | hw | LR_GROUP1 | u64::from(priority) << LR_PRIORITY_SHIFT | u64::from(intid)
 }
 
-/// `lr` (not tied to a physical interrupt) presenting a GICv2 SGI from CPU
-/// `source`.
+/// `lr` presenting a GICv2 SGI from CPU `source`; a list register tied to a
+/// physical interrupt is left as it is (its pINTID is no source).
 pub fn with_source(lr: u64, source: u32) -> u64 {
+    if lr_is_hw(lr) {
+        return lr;
+    }
     lr & !LR_SOURCE_MASK | (u64::from(source) << LR_PINTID_SHIFT) & LR_SOURCE_MASK
 }
 
@@ -157,6 +160,19 @@ impl VgicState {
                 self.changed = true;
             }
         }
+    }
+
+    /// Takes the pending state out of list register `slot` (one not tied to
+    /// a physical interrupt): the list register as it was, if it was pending.
+    /// An active one stays active; one that was only pending is empty now.
+    pub fn take_pending(&mut self, slot: usize) -> Option<u64> {
+        let lr = *self.lrs.get(slot)?;
+        if lr & LR_STATE_PENDING == 0 || lr_is_hw(lr) {
+            return None;
+        }
+        let left = lr & !LR_STATE_PENDING;
+        self.set(slot, if left & LR_STATE_MASK == 0 { 0 } else { left });
+        Some(lr)
     }
 
     /// An empty list register among the first `count`.
@@ -305,6 +321,12 @@ mod tests {
         s.make_pending(1);
         assert_eq!(s.lrs[1] & LR_STATE_MASK, LR_STATE_PENDING | LR_STATE_ACTIVE);
         assert!(s.any_pending());
+        let mut taken = s;
+        assert_eq!(taken.take_pending(1), Some(s.lrs[1]));
+        assert_eq!(taken.lrs[1] & LR_STATE_MASK, LR_STATE_ACTIVE, "active and pending: active stays");
+        assert_eq!(taken.take_pending(1), None, "only active");
+        assert_eq!((taken.take_pending(0), taken.lrs[0]), (Some(s.lrs[0]), 0), "only pending: empty");
+        assert_eq!(taken.take_pending(3), None, "empty");
         assert_eq!(s.held_intids().collect::<Vec<_>>(), vec![40, 41, 42]);
     }
 
@@ -342,7 +364,9 @@ mod tests {
         let active_from_7 = from_v2(5 | 7 << 10 | 2 << 28);
         assert_eq!((lr_source(active_from_7), lr_intid(active_from_7)), (7, 5));
         assert_eq!(with_source(sgi, 9), with_source(sgi, 1), "three bits only");
-        assert_eq!(lr_source(pending_lr(27, 0x20, Some(27))), 0, "a HW list register's pINTID is no source");
+        let hw = pending_lr(27, 0x20, Some(27));
+        assert_eq!(lr_source(hw), 0, "a HW list register's pINTID is no source");
+        assert_eq!(with_source(hw, 0), hw, "nor is it overwritten by one");
         assert_eq!(lr_source(pending_lr(40, 0x20, None)), 0);
     }
 

@@ -410,6 +410,27 @@ impl Distributor {
         Filled::default()
     }
 
+    /// Takes what `vcpu`'s list registers (`lrs`, as just saved) present as
+    /// pending back into the distributor (an active one stays in its list
+    /// register, active), so that a guest's access to its pending registers
+    /// sees and changes those too, as the architecture has them; the next
+    /// [`Distributor::fill`] puts back what is still pending. The virtual
+    /// timer's list register tied to its PPI stays.
+    pub fn unfill_pending(&mut self, vcpu: usize, lrs: &mut VgicState) {
+        if vcpu >= self.vcpus {
+            return;
+        }
+        for slot in 0..usize::from(lrs.used) {
+            let Some(lr) = lrs.take_pending(slot) else {
+                continue;
+            };
+            if lrs.lrs[slot] == 0 {
+                self.hold(vcpu, lr_intid(lr), false);
+            }
+            self.pend_again(vcpu, lr);
+        }
+    }
+
     /// Whether `intid` is pending for `vcpu` from `source` (a GICv2 SGI), or
     /// at all (anything else).
     fn pending_from(&self, vcpu: usize, intid: u32, source: u32) -> bool {

@@ -266,3 +266,37 @@ fn gicv3_sgis_have_no_source() {
     assert_eq!(d.pending_word(0, 0) & 1 << 5, 0);
     assert_eq!(d.sgi_sources(0, 5), 0);
 }
+
+/// The pending registers see what a vCPU's list registers hold as pending:
+/// taken back into the distributor (GICv2 SGIs with their source), active ones
+/// left active, and the next fill puts back what is still pending.
+#[test]
+fn pending_list_registers_go_back_to_the_distributor_for_the_pending_registers() {
+    use crate::arch::list_registers::{from_v2, to_v2};
+    let mut d = open_v2(3);
+    d.write_enabled(0, 1, u32::MAX, true);
+    let mut lrs = VgicState::default();
+    d.send_sgi(0b001, 3, 2);
+    d.send_sgi(0b001, 4, 1);
+    d.make_pending(0, 40);
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(sgis(&lrs), vec![(3, 2), (4, 1), (40, 0)]);
+    // The guest acknowledged SGI 4 (active).
+    lrs.lrs[1] = from_v2(to_v2(lrs.lrs[1]) & !(3 << 28) | 2 << 28);
+    d.unfill_pending(0, &mut lrs);
+    assert_eq!(sgis(&lrs), vec![(4, 1)], "only the active one stays");
+    assert_eq!((d.sgi_sources(0, 3), d.sgi_sources(0, 4)), (0b100, 0));
+    assert_eq!(d.pending_word(0, 1), 1 << 8, "SPI 40 pending in the distributor again");
+    // A clear-pending write now reaches SPI 40; SGI 3 comes back from its source.
+    d.write_pending(0, 1, 1 << 8, false);
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(sgis(&lrs), vec![(3, 2), (4, 1)]);
+    // Another vCPU may now take an SPI given back (nobody holds it).
+    d.make_pending(0, 40);
+    d.fill(0, &mut lrs, 4, None);
+    d.unfill_pending(0, &mut lrs);
+    d.set_targets(40, 0b10);
+    let mut other = VgicState::default();
+    d.fill(1, &mut other, 4, None);
+    assert_eq!(sgis(&other), vec![(40, 0)]);
+}

@@ -48,6 +48,18 @@ pub fn frame_of(version: GicVersion, vcpus: usize, ipa: u64) -> Option<(Frame, u
     Some((Frame::Redistributor { vcpu, sgi: offset >= SGI_FRAME }, offset % SGI_FRAME))
 }
 
+/// Whether the register at `offset` of `frame` holds pending state
+/// (GICD/GICR_ISPENDR, ICPENDR; GICv2's GICD_SPENDSGIR, CPENDSGIR): an access
+/// must see the pending interrupts of the accessing vCPU's list registers
+/// ([`Distributor::unfill_pending`]).
+pub fn holds_pending_state(frame: Frame, offset: u64) -> bool {
+    match frame {
+        Frame::Distributor => matches!(offset, 0x200..0x300 | 0xf10..0xf30),
+        Frame::Redistributor { sgi: true, .. } => matches!(offset, 0x200..0x300),
+        _ => false,
+    }
+}
+
 /// What a register access did beyond its value.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
 pub struct Effect {
