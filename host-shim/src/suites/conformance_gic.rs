@@ -293,12 +293,11 @@ impl Remote {
         let end = self.power_off(0, Op::SystemOff);
         let mut passed = check!(
             off.is_none() && end == Ok(Exit::SystemOff),
-            "the {what} VM ends: its other vCPUs with CPU_OFF ({off:?}), vCPU 0 with SYSTEM_OFF ({end:?})"
+            "the {what} ends: its other vCPUs with CPU_OFF ({off:?}), vCPU 0 with SYSTEM_OFF ({end:?})"
         );
         passed &= tear_down(self.handle, what);
         if ty == VmType::Protected {
-            passed &=
-                check!(hypercall::vm_reclaim(self.handle, GUEST_ENTRY, 1).is_ok(), "reclaim the {what} VM's page");
+            passed &= check!(hypercall::vm_reclaim(self.handle, GUEST_ENTRY, 1).is_ok(), "reclaim the {what}'s page");
         }
         passed
     }
@@ -380,7 +379,7 @@ fn gicv2_sgis(pa: u64, ty: VmType, cpus: Cpus) -> bool {
         "GICv2 SGIs ({ty:?}, {}): GICD_SGIR to a list, to all but the sender, to the sender and with the reserved filter; (GICD_SPENDSGIR0 of vCPUs 0..3, SGI 4 pending by the reserved filter), then GICC_IAR per vCPU, the source in bits 12:10, then SGI 4 set pending from vCPUs 1 and 2 and cleared from 2: {seen:x?}",
         cpus.describe()
     );
-    passed & vm.finish(ty, "GICv2 SGI")
+    passed & vm.finish(ty, "GICv2 SGI VM")
 }
 
 /// What [`gicv3_sgis`] sees.
@@ -416,7 +415,7 @@ fn gicv3_sgis(pa: u64, ty: VmType, cpus: Cpus) -> bool {
         "GICv3 SGIs ({ty:?}, {}): ICC_SGI1R_EL1 to a target list, to all but the sender (IRM), to Aff1 1 and range 1 (nobody), ICC_SGI0R_EL1 and ICC_ASGI1R_EL1 (group 0: nothing); vCPU 0's GICR_ISPENDR0, then ICC_IAR1_EL1 per vCPU: {seen:x?}",
         cpus.describe()
     );
-    passed & vm.finish(ty, "GICv3 SGI")
+    passed & vm.finish(ty, "GICv3 SGI VM")
 }
 
 /// What [`priorities_and_eoi_modes`] sees.
@@ -519,5 +518,5 @@ fn priorities_and_eoi_modes(pa: u64, ty: VmType, v2: bool, cpus: Cpus) -> bool {
         "{gic_name} priorities and EOI modes ({ty:?}, {}): preemption (IAR, RPR, taken, RPR, waiting, taken after both ended, RPR idle), priority mask 0x90 then 0xff, binary point 5 then 4, EOImode 0, EOImode 1 (IAR, RPR after EOIR, pending behind its active self, taken after DIR, nothing left): {seen:x?}",
         cpus.describe()
     );
-    passed & vm.finish(ty, "priority")
+    passed & vm.finish(ty, if v2 { "GICv2 priority VM" } else { "GICv3 priority VM" })
 }
