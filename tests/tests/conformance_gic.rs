@@ -26,7 +26,7 @@ fn lines(gic: u32, ty: &str) -> Vec<String> {
         )
     };
     let priorities = format!(
-        "[host INFO] ok: GICv{gic} priorities and EOI modes ({ty}, {STEPS}): preemption (IAR, RPR, taken, RPR, waiting, taken after both ended, RPR idle), priority mask 0x90 then 0xff, binary point 5 then 4, EOImode 0, EOImode 1 (IAR, RPR after EOIR, pending behind its active self, taken after DIR, nothing left): Ok(([28, 80, 29, 40, 3ff, 2a, ff], [3ff, 3ff, 2a], [2b, 3ff, 29, 2b, 29], [28, 28], [28, ff, 3ff, 28, 3ff]))"
+        "[host INFO] ok: GICv{gic} priorities and EOI modes ({ty}, {STEPS}): preemption (IAR, RPR, taken, RPR, waiting, taken after both ended, RPR idle), priority mask 0x90 then 0xff, binary point 5 then 4, EOImode 0, EOImode 1 (IAR, RPR after EOIR, pending behind its active self, taken after DIR, nothing left): Ok(([28, 80, 29, 40, 3ff, 2a, ff], [3ff, 3ff, 2a], [[2b, 3ff, 29], [2b, 29, 3ff]], [28, 28], [28, ff, 3ff, 28, 3ff]))"
     );
     let mut lines = Vec::new();
     for (check, vm) in [(sgis, "SGI"), (priorities, "priority")] {

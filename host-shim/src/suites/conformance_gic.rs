@@ -419,7 +419,7 @@ fn gicv3_sgis(pa: u64, ty: VmType, cpus: Cpus) -> bool {
 }
 
 /// What [`priorities_and_eoi_modes`] sees.
-type Priorities = ([u64; 7], [u64; 3], [u64; 5], [u64; 2], [u64; 5]);
+type Priorities = ([u64; 7], [u64; 3], [[u64; 3]; 2], [u64; 2], [u64; 5]);
 
 /// One vCPU, SPIs 40..43 at priorities 0x80, 0x40, 0xa0, 0x60, injected by
 /// the host as the steps need them:
@@ -429,7 +429,7 @@ type Priorities = ([u64; 7], [u64; 3], [u64; 5], [u64; 2], [u64; 5]);
 ///   at 0xff it is;
 /// - the binary point (as GICC_BPR counts it): with 5 (group priority bits
 ///   7:6), 43 (0x60) active holds off 41 (0x40) until ended; with 4 (bits
-///   7:5) 41 preempts 43;
+///   7:5) 41 preempts 43 (and nothing is left after);
 /// - EOImode 0: EOIR ends 40, which injected again is taken at once;
 /// - EOImode 1: EOIR only drops 40's priority (running priority idle); 40
 ///   injected again stays pending behind its active self until DIR; then it
@@ -465,22 +465,23 @@ fn priorities_and_eoi_modes(pa: u64, ty: VmType, v2: bool, cpus: Cpus) -> bool {
         vm.eoir(0, unmasked)?;
         let mask = [masked_iar, masked_wait, unmasked];
 
-        vm.bpr(0, 5)?;
-        inject(43)?;
-        let grouped = vm.iar(0)?;
-        inject(41)?;
-        let held_off = vm.wait_irq(0)?;
-        vm.eoir(0, grouped)?;
-        let after = vm.wait_irq(0)?;
-        vm.eoir(0, after)?;
-        vm.bpr(0, 4)?;
-        inject(43)?;
-        let finer = vm.iar(0)?;
-        inject(41)?;
-        let preempts = vm.wait_irq(0)?;
-        vm.eoir(0, preempts)?;
-        vm.eoir(0, finer)?;
-        let binary_point = [grouped, held_off, after, finer, preempts];
+        // 43 active, 41 pending: what is taken before 43 ends, and after.
+        let mut binary_point = [[SPURIOUS; 3]; 2];
+        for (point, seen) in [5, 4].into_iter().zip(binary_point.iter_mut()) {
+            vm.bpr(0, point)?;
+            inject(43)?;
+            seen[0] = vm.iar(0)?;
+            inject(41)?;
+            for (slot, end_active) in [(1, true), (2, false)] {
+                seen[slot] = vm.wait_irq(0)?;
+                if seen[slot] != SPURIOUS {
+                    vm.eoir(0, seen[slot])?;
+                }
+                if end_active {
+                    vm.eoir(0, seen[0])?;
+                }
+            }
+        }
 
         vm.eoi_mode(0, false)?;
         inject(40)?;
@@ -509,7 +510,7 @@ fn priorities_and_eoi_modes(pa: u64, ty: VmType, v2: bool, cpus: Cpus) -> bool {
     let expected: Priorities = (
         [40, 0x80, 41, 0x40, SPURIOUS, 42, 0xff],
         [SPURIOUS, SPURIOUS, 42],
-        [43, SPURIOUS, 41, 43, 41],
+        [[43, SPURIOUS, 41], [43, 41, SPURIOUS]],
         [40, 40],
         [40, 0xff, SPURIOUS, 40, SPURIOUS],
     );

@@ -189,6 +189,13 @@ fn open_v2(vcpus: usize) -> Distributor {
     d
 }
 
+/// [`open_v2`] with every SPI enabled too, and empty list registers.
+fn open_v2_spis(vcpus: usize) -> (Distributor, VgicState) {
+    let mut d = open_v2(vcpus);
+    d.write_enabled(0, 1, u32::MAX, true);
+    (d, VgicState::default())
+}
+
 /// (INTID, source) of each list register in use.
 fn sgis(lrs: &VgicState) -> Vec<(u32, u32)> {
     use crate::arch::list_registers::{lr_intid, lr_source};
@@ -237,9 +244,7 @@ fn gicv2_sgi_sources_are_delivered_one_after_the_other() {
 /// is pending again from its own source.
 #[test]
 fn an_evicted_gicv2_sgi_keeps_its_source() {
-    let mut d = open_v2(4);
-    d.write_enabled(0, 1, u32::MAX, true);
-    let mut lrs = VgicState::default();
+    let (mut d, mut lrs) = open_v2_spis(4);
     d.set_priority(0, 5, 0xa0);
     d.send_sgi(0b001, 5, 3);
     d.fill(0, &mut lrs, 1, None);
@@ -273,9 +278,7 @@ fn gicv3_sgis_have_no_source() {
 #[test]
 fn pending_list_registers_go_back_to_the_distributor_for_the_pending_registers() {
     use crate::arch::list_registers::{from_v2, to_v2};
-    let mut d = open_v2(3);
-    d.write_enabled(0, 1, u32::MAX, true);
-    let mut lrs = VgicState::default();
+    let (mut d, mut lrs) = open_v2_spis(3);
     d.send_sgi(0b001, 3, 2);
     d.send_sgi(0b001, 4, 1);
     d.make_pending(0, 40);
