@@ -89,6 +89,14 @@ impl RunningVm<'_> {
         live.set_underflow_interrupt(wants_underflow_interrupt(filled, &ctx.vgic));
     }
 
+    /// Gives what the vCPU's list registers hold as pending back to the
+    /// distributor, for an access to its pending registers (the next fill
+    /// puts back what is still pending).
+    #[cold]
+    fn unfill_pending(&self, ctx: &mut VcpuContext) {
+        self.with_vm((), |vm| vm.gic.unfill_pending(self.vcpu, &mut ctx.vgic));
+    }
+
     /// Without a GIC: the vCPU's virtual IRQ line as the host set it.
     fn irq_line(&self) -> bool {
         self.with_vm(false, |vm| vm.vcpus.get(self.vcpu).is_some_and(|v| v.irq_line))
@@ -193,10 +201,10 @@ fn serve_gic_access(
     // those of another vCPU, which may be running elsewhere).
     let own_pending =
         holds_pending_state(frame, offset) && !matches!(frame, Frame::Redistributor { vcpu, .. } if vcpu != view.vcpu);
+    if own_pending {
+        view.unfill_pending(ctx);
+    }
     let (value, woken) = view.with_vm((0, 0), |vm| {
-        if own_pending {
-            vm.gic.unfill_pending(view.vcpu, &mut ctx.vgic);
-        }
         let before = if write.is_some() { vm.gic.deliverable_mask() } else { 0 };
         let effect = vm.gic.mmio(view.vcpu, frame, offset, access.size_bytes, write);
         let woken = if effect.may_deliver { vm.gic.deliverable_mask() & !before } else { 0 };
@@ -248,8 +256,7 @@ fn serve_gicv2_cpu_interface(
             live.deactivate_timer_ppi();
         }
         if (offset == GICC_EOIR || offset == GICC_DIR) && value & 0x3ff < 16 {
-            live.sync(ctx);
-            view.fill(ctx, live);
+            refill_after_sgi_end(ctx, value & 0x3ff, live, view);
         }
     } else {
         let value = cpu_interface_access(offset, None);
@@ -259,6 +266,18 @@ fn serve_gicv2_cpu_interface(
     }
     ctx.pc = ctx.pc.wrapping_add(4);
     true
+}
+
+/// The guest ended (or deactivated) GICv2 SGI `intid`: its list register as
+/// the interface has it now, then the same SGI from its next source, if one
+/// waits.
+#[cold]
+#[inline(never)]
+fn refill_after_sgi_end(ctx: &mut VcpuContext, intid: u32, live: &mut LiveGic, view: &RunningVm<'_>) {
+    if let Some(slot) = ctx.vgic.slot_of(intid) {
+        crate::arch::aarch64::gicv2::sync_one(&mut ctx.vgic, slot);
+    }
+    view.fill(ctx, live);
 }
 
 /// Without a GIC the guest's IRQ line (HCR_EL2.VI) is the host's line or its

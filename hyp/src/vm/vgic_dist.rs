@@ -86,6 +86,17 @@ pub enum Routed {
     Unrouted,
 }
 
+/// What became of a GICv2 SGI in [`Distributor::fill`].
+enum SgiFill {
+    /// It is in a list register.
+    Placed,
+    /// Its list register presents it from a source not pending again: the
+    /// next source waits until the guest has ended that one.
+    Waits,
+    /// No list register for it.
+    Overflow,
+}
+
 /// What filling a vCPU's list registers did.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
 pub struct Filled {
@@ -187,13 +198,13 @@ impl Distributor {
         if vcpu >= self.vcpus || intid >= INTID_LIMIT {
             return None;
         }
-        if intid < 16 {
-            // (GICv2: the SGI comes from the vCPU itself.)
-            self.pend_sgi(vcpu, intid, vcpu);
-            return Some(Routed::Vcpu(vcpu));
-        }
         if intid < 32 {
-            self.private[vcpu].pending |= 1 << intid;
+            if intid < 16 {
+                // (GICv2: the SGI comes from the vCPU itself.)
+                self.pend_sgi(vcpu, intid, vcpu);
+            } else {
+                self.private[vcpu].pending |= 1 << intid;
+            }
             return Some(Routed::Vcpu(vcpu));
         }
         let spi = (intid - 32) as usize;
@@ -332,12 +343,10 @@ impl Distributor {
         (0..self.vcpus).filter(|&v| self.best_candidate(v, 0).is_some()).fold(0, |mask, v| mask | 1 << v)
     }
 
-    /// Clears `intid`'s pending state for `vcpu`; of a GICv2 SGI, only from
-    /// `source`.
-    fn clear_pending(&mut self, vcpu: usize, intid: u32, source: u32) {
-        if intid < 16 && self.version == GicVersion::V2 {
-            self.write_sgi_sources(vcpu, intid, 1 << source, false);
-        } else if intid < 32 {
+    /// Clears `intid`'s pending state for `vcpu` (not a GICv2 SGI's, which is
+    /// per source).
+    fn clear_pending(&mut self, vcpu: usize, intid: u32) {
+        if intid < 32 {
             self.private[vcpu].pending &= !(1 << intid);
             self.private[vcpu].from_hardware &= !(1 << intid);
         } else if intid < INTID_LIMIT {
@@ -377,37 +386,80 @@ impl Distributor {
         // next source waits until the guest has ended that one.
         let mut blocked = 0u32;
         while let Some((priority, intid)) = self.best_candidate(vcpu, blocked) {
-            let from_hardware = intid < 32 && self.private[vcpu].from_hardware & (1 << intid) != 0;
-            if let Some(slot) = lrs.slot_of(intid) {
-                let source = lr_source(lrs.lrs[slot]);
-                if self.pending_from(vcpu, intid, source) {
-                    // Acknowledged already (active): pending again too.
-                    self.clear_pending(vcpu, intid, source);
-                    lrs.make_pending(slot);
-                } else {
-                    blocked |= 1 << intid;
+            if intid < 16 && self.version == GicVersion::V2 {
+                match self.fill_gicv2_sgi(vcpu, lrs, count, priority, intid) {
+                    SgiFill::Placed => {}
+                    SgiFill::Waits => blocked |= 1 << intid,
+                    SgiFill::Overflow => return Filled { overflow: true },
                 }
                 continue;
             }
-            let slot = match lrs.free_slot(count) {
-                Some(slot) => slot,
-                None => match lrs.evictable_slot(count, priority) {
-                    Some(slot) => {
-                        let evicted = lrs.lrs[slot];
-                        self.hold(vcpu, lr_intid(evicted), false);
-                        self.pend_again(vcpu, evicted);
-                        slot
-                    }
-                    None => return Filled { overflow: true },
-                },
+            let from_hardware = intid < 32 && self.private[vcpu].from_hardware & (1 << intid) != 0;
+            if let Some(slot) = lrs.slot_of(intid) {
+                // Acknowledged already (active): pending again too.
+                self.clear_pending(vcpu, intid);
+                lrs.make_pending(slot);
+                continue;
+            }
+            let Some(slot) = self.slot_for(vcpu, lrs, count, priority) else {
+                return Filled { overflow: true };
             };
-            let source = self.lowest_source(vcpu, intid);
-            self.clear_pending(vcpu, intid, source);
+            self.clear_pending(vcpu, intid);
             let physical = hw_intid.filter(|&hw| hw == intid && from_hardware);
-            lrs.set(slot, with_source(pending_lr(intid, priority, physical), source));
+            lrs.set(slot, pending_lr(intid, priority, physical));
             self.hold(vcpu, intid, true);
         }
         Filled::default()
+    }
+
+    /// A list register for an interrupt of `priority` among `vcpu`'s first
+    /// `count`: an empty one, or one whose less urgent, unacknowledged
+    /// interrupt goes back to pending.
+    fn slot_for(&mut self, vcpu: usize, lrs: &mut VgicState, count: usize, priority: u8) -> Option<usize> {
+        if let Some(slot) = lrs.free_slot(count) {
+            return Some(slot);
+        }
+        let slot = lrs.evictable_slot(count, priority)?;
+        let evicted = lrs.lrs[slot];
+        self.hold(vcpu, lr_intid(evicted), false);
+        self.pend_again(vcpu, evicted);
+        Some(slot)
+    }
+
+    /// GICv2 SGI `intid` into `vcpu`'s list registers, one source at a time:
+    /// into the list register that presents it if that is the same source
+    /// (active and pending), else into a list register of its own if none
+    /// presents it, from its lowest source.
+    #[cold]
+    fn fill_gicv2_sgi(&mut self, vcpu: usize, lrs: &mut VgicState, count: usize, priority: u8, intid: u32) -> SgiFill {
+        let sources = self.sgi_sources(vcpu, intid);
+        if let Some(slot) = lrs.slot_of(intid) {
+            let source = lr_source(lrs.lrs[slot]);
+            if sources & (1 << source) == 0 {
+                return SgiFill::Waits;
+            }
+            self.write_sgi_sources(vcpu, intid, 1 << source, false);
+            lrs.make_pending(slot);
+            return SgiFill::Placed;
+        }
+        let Some(slot) = self.slot_for(vcpu, lrs, count, priority) else {
+            return SgiFill::Overflow;
+        };
+        let source = sources.trailing_zeros();
+        self.write_sgi_sources(vcpu, intid, 1 << source, false);
+        lrs.set(slot, with_source(pending_lr(intid, priority, None), source));
+        SgiFill::Placed
+    }
+
+    /// The interrupt of list register `lr`, pushed out before the guest
+    /// acknowledged it, is pending again (a GICv2 SGI from its source).
+    fn pend_again(&mut self, vcpu: usize, lr: u64) {
+        let intid = lr_intid(lr);
+        if intid < 16 {
+            self.pend_sgi(vcpu, intid, lr_source(lr) as usize);
+        } else {
+            self.make_pending(vcpu, intid);
+        }
     }
 
     /// Takes what `vcpu`'s list registers (`lrs`, as just saved) present as
@@ -428,35 +480,6 @@ impl Distributor {
                 self.hold(vcpu, lr_intid(lr), false);
             }
             self.pend_again(vcpu, lr);
-        }
-    }
-
-    /// Whether `intid` is pending for `vcpu` from `source` (a GICv2 SGI), or
-    /// at all (anything else).
-    fn pending_from(&self, vcpu: usize, intid: u32, source: u32) -> bool {
-        if intid < 16 && self.version == GicVersion::V2 {
-            self.sgi_sources(vcpu, intid) & (1 << source) != 0
-        } else {
-            self.pending_word(vcpu, intid as usize / 32) & (1 << (intid % 32)) != 0
-        }
-    }
-
-    /// The lowest source CPU a GICv2 SGI is pending from (0 for anything else).
-    fn lowest_source(&self, vcpu: usize, intid: u32) -> u32 {
-        match self.sgi_sources(vcpu, intid) {
-            0 => 0,
-            sources => sources.trailing_zeros(),
-        }
-    }
-
-    /// The interrupt of list register `lr`, pushed out before the guest
-    /// acknowledged it, is pending again (a GICv2 SGI from its source).
-    fn pend_again(&mut self, vcpu: usize, lr: u64) {
-        let intid = lr_intid(lr);
-        if intid < 16 {
-            self.pend_sgi(vcpu, intid, lr_source(lr) as usize);
-        } else {
-            self.make_pending(vcpu, intid);
         }
     }
 

@@ -274,9 +274,7 @@ impl LiveGic {
         self.entered.is_some()
     }
 
-    /// Reads the list registers in use back into `ctx` (done before each trap
-    /// handler; again by a handler that changed them through the interface).
-    pub fn sync(&mut self, ctx: &mut VcpuContext) {
+    fn sync(&mut self, ctx: &mut VcpuContext) {
         match &self.entered {
             Some(VgicEntered::V3(e)) => super::gicv3::sync_live(&mut ctx.vgic, e),
             Some(VgicEntered::V2(e)) => super::gicv2::sync_live(&mut ctx.vgic, e),
