@@ -18,7 +18,7 @@ const STEPS: &str = "the vCPU on another CPU at every step";
 fn lines(gic: u32, ty: &str) -> Vec<String> {
     let sgis = if gic == 2 {
         format!(
-            "[host INFO] ok: GICv2 SGIs ({ty}, {STEPS}): GICD_SGIR to a list, to all but the sender, to the sender and with the reserved filter; (GICD_SPENDSGIR0 of vCPUs 0..3, SGI 4 pending by the reserved filter), then GICC_IAR per vCPU, the source in bits 12:10, then SGI 4 set pending from vCPUs 1 and 2 and cleared from 2: Ok(([7000000, 4000000, 2000000], 0, [[3, 403, 803, 3ff], [803, 3ff, 3ff, 3ff], [403, 3ff, 3ff, 3ff]], [404, 3ff]))"
+            "[host INFO] ok: GICv2 SGIs ({ty}, {STEPS}): GICD_SGIR to a list, to all but the sender, to the sender and with the reserved filter; (GICD_SPENDSGIR0 of vCPUs 0..3, SGI 4 pending by the reserved filter), then GICC_IAR per vCPU, the source in bits 12:10, then SGI 4 set pending from vCPUs 1 and 2 and cleared from 2, then SGI 5 from vCPUs 2 and 1 in EOImode 1 (GICC_IAR, each ended by EOIR and DIR): Ok(([7000000, 4000000, 2000000], 0, [[3, 403, 803, 3ff], [803, 3ff, 3ff, 3ff], [403, 3ff, 3ff, 3ff]], [404, 3ff], [405, 805, 3ff]))"
         )
     } else {
         format!(

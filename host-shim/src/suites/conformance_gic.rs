@@ -342,7 +342,7 @@ fn second_cpu(platform: &HostPlatform) -> Option<(usize, u64, bool)> {
 }
 
 /// What [`gicv2_sgis`] sees.
-type Gicv2Sgis = ([u64; 3], u64, [[u64; 4]; 3], [u64; 2]);
+type Gicv2Sgis = ([u64; 3], u64, [[u64; 4]; 3], [u64; 2], [u64; 3]);
 
 /// GICv2 SGIs among three vCPUs: vCPU 1 sends SGI 3 to the list {0, 2}, vCPU
 /// 2 to all but itself, vCPU 0 to itself, and vCPU 0 SGI 4 with the reserved
@@ -350,7 +350,9 @@ type Gicv2Sgis = ([u64; 3], u64, [[u64; 4]; 3], [u64; 2]);
 /// source; GICC_IAR gives SGI 3 once per source, with the source CPU in bits
 /// 12:10, each after the one before is ended. Then vCPU 0 sets SGI 4 pending
 /// from vCPUs 1 and 2 (GICD_SPENDSGIR1), clears it from 2 (GICD_CPENDSGIR1)
-/// and takes it from 1 only.
+/// and takes it from 1 only. Last, in EOImode 1, vCPUs 1 and 2 send it SGI 5:
+/// it takes the one from vCPU 1, drops its priority and deactivates it
+/// (GICC_DIR with the source), then the one from vCPU 2.
 fn gicv2_sgis(pa: u64, ty: VmType, cpus: Cpus) -> bool {
     let Ok(mut vm) = Remote::start(ty, 3, pa, true, cpus).map_err(|f| check!(false, "set up the GICv2 SGI VM: {f:?}"))
     else {
@@ -366,17 +368,32 @@ fn gicv2_sgis(pa: u64, ty: VmType, cpus: Cpus) -> bool {
         let taken = [vm.drain(0)?, vm.drain(1)?, vm.drain(2)?];
         vm.store(0, GICD + 0xf24, 0b110)?;
         vm.store(0, GICD + 0xf14, 0b100)?;
-        Ok((pending, reserved, taken, vm.drain(0)?))
+        let cleared = vm.drain(0)?;
+        vm.eoi_mode(0, true)?;
+        vm.store(2, GICD + 0xf00, 1 << 16 | 5)?;
+        vm.store(1, GICD + 0xf00, 1 << 16 | 5)?;
+        let mut split = [SPURIOUS; 3];
+        for slot in split.iter_mut() {
+            *slot = vm.iar(0)?;
+            if *slot == SPURIOUS {
+                break;
+            }
+            vm.eoir(0, *slot)?;
+            vm.dir(0, *slot)?;
+        }
+        vm.eoi_mode(0, false)?;
+        Ok((pending, reserved, taken, cleared, split))
     })();
     let expected: Gicv2Sgis = (
         [0x0700_0000, 0x0400_0000, 0x0200_0000],
         0,
         [[0x003, 0x403, 0x803, SPURIOUS], [0x803, SPURIOUS, SPURIOUS, SPURIOUS], [0x403, SPURIOUS, SPURIOUS, SPURIOUS]],
         [0x404, SPURIOUS],
+        [0x405, 0x805, SPURIOUS],
     );
     let passed = check!(
         seen == Ok(expected),
-        "GICv2 SGIs ({ty:?}, {}): GICD_SGIR to a list, to all but the sender, to the sender and with the reserved filter; (GICD_SPENDSGIR0 of vCPUs 0..3, SGI 4 pending by the reserved filter), then GICC_IAR per vCPU, the source in bits 12:10, then SGI 4 set pending from vCPUs 1 and 2 and cleared from 2: {seen:x?}",
+        "GICv2 SGIs ({ty:?}, {}): GICD_SGIR to a list, to all but the sender, to the sender and with the reserved filter; (GICD_SPENDSGIR0 of vCPUs 0..3, SGI 4 pending by the reserved filter), then GICC_IAR per vCPU, the source in bits 12:10, then SGI 4 set pending from vCPUs 1 and 2 and cleared from 2, then SGI 5 from vCPUs 2 and 1 in EOImode 1 (GICC_IAR, each ended by EOIR and DIR): {seen:x?}",
         cpus.describe()
     );
     passed & vm.finish(ty, "GICv2 SGI VM")
