@@ -1,9 +1,10 @@
 //! A hostile guest at its GIC: any access (frame, offset, size, value) to its
 //! distributor and redistributors from any of its vCPUs, mixed with host
-//! injections, list-register fills and give-backs, on either GIC version. The model must
-//! never panic, never present an INTID the VM does not have, never present one
-//! interrupt twice to a vCPU, never let two vCPUs hold the same SPI, and never
-//! name an SGI source the VM does not have (GICv2) or any source (GICv3).
+//! injections, list-register fills and give-backs, on either GIC version. The
+//! model must never panic, never present an INTID the VM does not have, never
+//! present one interrupt twice to a vCPU, never let two vCPUs hold the same
+//! SPI, and never name an SGI source the VM does not have (GICv2) or any
+//! source (GICv3).
 
 #![no_main]
 
