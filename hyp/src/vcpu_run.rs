@@ -18,7 +18,7 @@ use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState, VmTable};
 use crate::vm::vgic_dist::Filled;
-use crate::vm::vgic_mmio::frame_of;
+use crate::vm::vgic_mmio::{frame_of, holds_pending_state, Frame};
 use hyp_abi::{Exit, HypError};
 
 /// Injected exceptions one run may take before the VM is declared dead: a
@@ -89,6 +89,14 @@ impl RunningVm<'_> {
         live.set_underflow_interrupt(wants_underflow_interrupt(filled, &ctx.vgic));
     }
 
+    /// Gives what the vCPU's list registers hold as pending back to the
+    /// distributor, for an access to its pending registers (the next fill
+    /// puts back what is still pending).
+    #[cold]
+    fn unfill_pending(&self, ctx: &mut VcpuContext) {
+        self.with_vm((), |vm| vm.gic.unfill_pending(self.vcpu, &mut ctx.vgic));
+    }
+
     /// Without a GIC: the vCPU's virtual IRQ line as the host set it.
     fn irq_line(&self) -> bool {
         self.with_vm(false, |vm| vm.vcpus.get(self.vcpu).is_some_and(|v| v.irq_line))
@@ -119,7 +127,7 @@ impl VmView for RunningVm<'_> {
     fn send_sgi(&self, targets: u64, intid: u32) -> u64 {
         self.with_vm(0, |vm| {
             let before = vm.gic.deliverable_mask();
-            vm.gic.send_sgi(targets, intid);
+            vm.gic.send_sgi(targets, intid, self.vcpu);
             let after = vm.gic.deliverable_mask();
             after & !before | after & (1 << self.vcpu)
         })
@@ -189,6 +197,13 @@ fn serve_gic_access(
     let access = crate::vm::exit::decode_mmio(trap.esr)?;
     let register = usize::from(access.register);
     let write = access.write.then(|| if register == 31 { 0 } else { ctx.gprs.x[register] });
+    // The pending registers see this vCPU's pending list registers too (not
+    // those of another vCPU, which may be running elsewhere).
+    let own_pending =
+        holds_pending_state(frame, offset) && !matches!(frame, Frame::Redistributor { vcpu, .. } if vcpu != view.vcpu);
+    if own_pending {
+        view.unfill_pending(ctx);
+    }
     // The load's register is written under the lock too: fewer values live
     // across it (scripts/bench).
     let gprs = &mut ctx.gprs;
@@ -198,17 +213,14 @@ fn serve_gic_access(
         if write.is_none() && register != 31 {
             gprs.x[register] = crate::vm::exit::load_value(access, effect.value);
         }
-        if let Some((targets, intid)) = effect.sgi {
-            vm.gic.send_sgi(targets, intid);
-        }
-        if effect.may_deliver || effect.sgi.is_some() {
+        if effect.may_deliver {
             vm.gic.deliverable_mask() & !before
         } else {
             0
         }
     });
     ctx.pc = ctx.pc.wrapping_add(4);
-    if woken & (1 << view.vcpu) != 0 {
+    if own_pending || woken & (1 << view.vcpu) != 0 {
         view.fill(ctx, live);
     }
     Some(match woken & !(1 << view.vcpu) {
@@ -224,8 +236,14 @@ const GICC_DIR: u64 = 0x1000;
 /// On GICv2, a guest's access to its CPU interface (GICC at
 /// [`hyp_abi::GUEST_GICV2_CPU_INTERFACE`]) is performed on the virtual CPU
 /// interface (GICV); true if `trap` (a data abort, the caller checked) was one
-/// (then the guest moves past it).
-fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic) -> bool {
+/// (then the guest moves past it). When the guest ends an SGI, the same SGI
+/// from another source may take its list register.
+fn serve_gicv2_cpu_interface(
+    ctx: &mut VcpuContext,
+    trap: &GuestTrap,
+    live: &mut LiveGic,
+    view: &RunningVm<'_>,
+) -> bool {
     use crate::arch::aarch64::gicv2::{cpu_interface_access, CPU_INTERFACE_SIZE};
     let offset = trap.ipa.wrapping_sub(hyp_abi::GUEST_GICV2_CPU_INTERFACE);
     if offset >= CPU_INTERFACE_SIZE {
@@ -243,6 +261,9 @@ fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut
             // The guest ended its timer interrupt: the physical PPI may fire again.
             live.deactivate_timer_ppi();
         }
+        if (offset == GICC_EOIR || offset == GICC_DIR) && value & 0x3ff < 16 {
+            refill_after_sgi_end(ctx, value & 0x3ff, live, view);
+        }
     } else {
         let value = cpu_interface_access(offset, None);
         if register != 31 {
@@ -251,6 +272,18 @@ fn serve_gicv2_cpu_interface(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut
     }
     ctx.pc = ctx.pc.wrapping_add(4);
     true
+}
+
+/// The guest ended (or deactivated) GICv2 SGI `intid`: its list register as
+/// the interface has it now, then the same SGI from its next source, if one
+/// waits.
+#[cold]
+#[inline(never)]
+fn refill_after_sgi_end(ctx: &mut VcpuContext, intid: u32, live: &mut LiveGic, view: &RunningVm<'_>) {
+    if let Some(slot) = ctx.vgic.slot_of(intid) {
+        crate::arch::aarch64::gicv2::sync_one(&mut ctx.vgic, slot);
+    }
+    view.fill(ctx, live);
 }
 
 /// Without a GIC the guest's IRQ line (HCR_EL2.VI) is the host's line or its
@@ -281,7 +314,7 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
             // (An abort whose IPA HPFAR_EL2 did not give has `ipa` 0, which
             // is no GIC frame: it goes on to `guest_trap::handle`.)
             ExceptionClass::DataAbortLower => {
-                if view.hardware == VgicHardware::V2 && serve_gicv2_cpu_interface(ctx, &trap, live) {
+                if view.hardware == VgicHardware::V2 && serve_gicv2_cpu_interface(ctx, &trap, live, view) {
                     return Outcome::Resume;
                 }
                 if let Some(outcome) = serve_gic_access(ctx, &trap, live, view) {

@@ -710,3 +710,122 @@ guest_start line, 4096
 5:  eret
     fault_vectors 10
 guest_end line
+
+/*
+ * Remote-controlled GIC guest, for either GIC version (x0 = 2: GICv2, else
+ * GICv3; the conformance checks, suites/conformance_gic.rs). It does what the
+ * host tells it, one command at a time, so that the host can check each
+ * architectural step and run the vCPU on another CPU between steps. A command
+ * is two MMIO loads the host answers: REMOTE_CMD (the operation in bits 7:0,
+ * an IPA in bits 63:32) and REMOTE_ARG (a value); the result goes to
+ * REMOTE_RESULT with a 64-bit store (0 where an operation has none).
+ * Operations (REMOTE_* in the suite):
+ *   0 PSCI CPU_OFF, 1 PSCI SYSTEM_OFF (no result);
+ *   2 a 32-bit store of the value at the IPA, 3 a 32-bit load from it;
+ *   4..6 the value to ICC_SGI1R_EL1, ICC_SGI0R_EL1, ICC_ASGI1R_EL1;
+ *   7 ICC_IAR1_EL1 read; 8, 9 the value to ICC_EOIR1_EL1, ICC_DIR_EL1;
+ *   10..12 the value to ICC_PMR_EL1, ICC_BPR1_EL1, ICC_CTLR_EL1;
+ *   13 ICC_RPR_EL1 read; 14 the value to ICC_IGRPEN1_EL1;
+ *   15 unmask IRQs for at most `value` polls: the INTID the IRQ handler
+ *      acknowledged (GICC_IAR or ICC_IAR1_EL1, not ended), 1023 if none;
+ *   16 PSCI CPU_ON of the vCPU with MPIDR `value`, here, x0 the same: status.
+ * The IRQ handler leaves IRQs masked on return. Any other exception reports
+ * ESR_EL1 to IRQ_FAULT and turns the VM off.
+ */
+.set REMOTE_CMD, 0x68
+.set REMOTE_ARG, 0x70
+.set REMOTE_RESULT, 0x78
+.set REMOTE_OPS, 17
+guest_start remote, 4096
+    mov     x25, x0
+    mov     x20, #GUEST_UART
+    install_vectors guest_remote_start
+1:  ldr     x21, [x20, #REMOTE_CMD]
+    ldr     x22, [x20, #REMOTE_ARG]
+    lsr     x23, x21, #32
+    and     x21, x21, #0xff
+    mov     x0, xzr
+    cmp     x21, #REMOTE_OPS
+    b.hs    2f
+    adr     x9, 3f
+    add     x9, x9, x21, lsl #2
+    br      x9
+2:  str     x0, [x20, #REMOTE_RESULT]
+    b       1b
+3:  b       10f
+    b       11f
+    b       12f
+    b       13f
+    b       14f
+    b       15f
+    b       16f
+    b       17f
+    b       18f
+    b       19f
+    b       20f
+    b       21f
+    b       22f
+    b       23f
+    b       24f
+    b       25f
+    b       26f
+10: call_hyp PSCI_CPU_OFF
+    b       10b
+11: call_hyp PSCI_SYSTEM_OFF
+    b       11b
+12: str     w22, [x23]
+    b       2b
+13: ldr     w0, [x23]
+    b       2b
+14: msr     icc_sgi1r_el1, x22
+    b       29f
+15: msr     icc_sgi0r_el1, x22
+    b       29f
+16: msr     icc_asgi1r_el1, x22
+    b       29f
+17: mrs     x0, icc_iar1_el1
+    b       2b
+18: msr     icc_eoir1_el1, x22
+    b       29f
+19: msr     icc_dir_el1, x22
+    b       29f
+20: msr     icc_pmr_el1, x22
+    b       29f
+21: msr     icc_bpr1_el1, x22
+    b       29f
+22: msr     icc_ctlr_el1, x22
+    b       29f
+23: mrs     x0, icc_rpr_el1
+    b       2b
+24: msr     icc_igrpen1_el1, x22
+    b       29f
+25: mov     x19, #1023
+    msr     daifclr, #2
+27: cmp     x19, #1023
+    b.ne    28f
+    subs    x22, x22, #1
+    b.hi    27b
+28: msr     daifset, #2
+    mov     x0, x19
+    b       2b
+26: function_id PSCI_CPU_ON_64
+    mov     x1, x22
+    adr     x2, guest_remote_start
+    mov     x3, x25
+    hvc     #0
+    b       2b
+29: isb
+    b       2b
+    irq_vectors
+    cmp     x25, #2
+    b.ne    4f
+    mov     x9, #GUEST_GICC
+    ldr     w19, [x9, #0xc]
+    b       5f
+4:  mrs     x19, icc_iar1_el1
+5:  mrs     x9, spsr_el1
+    orr     x9, x9, #0x80
+    msr     spsr_el1, x9
+    eret
+    fault_vectors 10
+guest_end remote

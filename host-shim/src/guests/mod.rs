@@ -92,6 +92,8 @@ guest_images! {
     gic: guest_gic_start..guest_gic_end,
     /// The burst guest's code.
     burst: guest_burst_start..guest_burst_end,
+    /// The remote-controlled GIC guest (one page: code, then its vectors at +0x800).
+    remote: guest_remote_start..guest_remote_end,
     /// The IRQ-line guest's code (boards without a GIC).
     line: guest_line_start..guest_line_end,
     /// The leak checks' counting guest (`leak.S`).

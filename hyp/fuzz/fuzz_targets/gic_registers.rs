@@ -1,13 +1,15 @@
 //! A hostile guest at its GIC: any access (frame, offset, size, value) to its
 //! distributor and redistributors from any of its vCPUs, mixed with host
-//! injections and list-register fills, on either GIC version. The model must
-//! never panic, never present an INTID the VM does not have, never present one
-//! interrupt twice to a vCPU, and never let two vCPUs hold the same SPI.
+//! injections, list-register fills and give-backs, on either GIC version. The
+//! model must never panic, never present an INTID the VM does not have, never
+//! present one interrupt twice to a vCPU, never let two vCPUs hold the same
+//! SPI, and never name an SGI source the VM does not have (GICv2) or any
+//! source (GICv3).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use hyp_fuzz::arch::list_registers::VgicState;
+use hyp_fuzz::arch::list_registers::{lr_source, VgicState};
 use hyp_fuzz::vm::{vgic_dist, vgic_mmio};
 
 use vgic_dist::{Distributor, GicVersion, INTID_LIMIT};
@@ -26,14 +28,14 @@ fuzz_target!(|data: &[u8]| {
         let byte = |i: usize| op.get(i).copied().unwrap_or(0);
         let vcpu = usize::from(byte(1)) % vcpus;
         let value = u64::from_le_bytes(core::array::from_fn(|i| byte(4 + i)));
-        match byte(0) % 5 {
+        match byte(0) % 6 {
             0 | 1 => {
                 // A register access: an IPA in or near the GIC windows.
                 let ipa = hyp_abi::GUEST_GIC_DISTRIBUTOR + (u64::from(byte(2)) << 12 | u64::from(byte(3)) << 4) * 2
                     + value % 8;
                 if let Some((frame, offset)) = vgic_mmio::frame_of(version, vcpus, ipa) {
                     let size = 1 << (byte(2) % 4);
-                    let write = (byte(0) % 5 == 1).then_some(value);
+                    let write = (byte(0) % 6 == 1).then_some(value);
                     let _ = gic.mmio(vcpu, frame, offset, size, write);
                 }
             }
@@ -43,6 +45,11 @@ fuzz_target!(|data: &[u8]| {
             3 => {
                 let hw = (byte(2) & 1 != 0).then_some(27);
                 gic.fill(vcpu, &mut lrs[vcpu], LIST_REGISTERS, hw);
+            }
+            5 => {
+                // An access to the pending registers gives back what the
+                // list registers hold as pending.
+                gic.unfill_pending(vcpu, &mut lrs[vcpu]);
             }
             _ => {
                 // The guest ends (or acknowledges) what a list register holds.
@@ -54,6 +61,10 @@ fuzz_target!(|data: &[u8]| {
         }
         let mut spi_holder = [None; INTID_LIMIT as usize];
         for (v, state) in lrs.iter().enumerate() {
+            for &lr in state.lrs.iter().filter(|&&lr| lr != 0) {
+                let source = lr_source(lr) as usize;
+                assert!(source < vcpus && (version == GicVersion::V2 || source == 0), "source {source} on vCPU {v}");
+            }
             let held: Vec<u32> = state.held_intids().collect();
             for (i, &intid) in held.iter().enumerate() {
                 assert!(intid < INTID_LIMIT, "INTID {intid} presented");

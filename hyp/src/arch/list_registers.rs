@@ -24,6 +24,12 @@ const LR_GROUP1: u64 = 1 << 60;
 const LR_PRIORITY_SHIFT: u32 = 48;
 const LR_PINTID_SHIFT: u32 = 32;
 const LR_VINTID_MASK: u64 = 0xffff_ffff;
+/// A GICv2 SGI's source CPU (0..8), which GICC_IAR reports and GICC_EOIR
+/// names: kept in the low bits of the pINTID field of a list register that is
+/// not tied to a physical interrupt, where GICv2's GICH_LR has its CPUID
+/// (bits 12:10, the low bits of its PhysicalID). Only GICv2 distributors set
+/// it; a GICv3 SGI has no source, so it never reaches ICH_LR<n>_EL2.
+const LR_SOURCE_MASK: u64 = 7 << LR_PINTID_SHIFT;
 
 /// How many ICH_AP0R<n>_EL2 (and as many ICH_AP1R<n>_EL2) a virtual CPU
 /// interface with this ICH_VTR_EL2 has: one bit per preemption level, 32 per
@@ -46,6 +52,25 @@ pub fn pending_lr(intid: u32, priority: u8, physical: Option<u32>) -> u64 {
     LR_STATE_PENDING | hw | LR_GROUP1 | u64::from(priority) << LR_PRIORITY_SHIFT | u64::from(intid)
 }
 
+/// `lr` presenting a GICv2 SGI from CPU `source`; a list register tied to a
+/// physical interrupt is left as it is (its pINTID is no source).
+pub fn with_source(lr: u64, source: u32) -> u64 {
+    if lr_is_hw(lr) {
+        return lr;
+    }
+    lr & !LR_SOURCE_MASK | (u64::from(source) << LR_PINTID_SHIFT) & LR_SOURCE_MASK
+}
+
+/// The source CPU of the GICv2 SGI a list register presents (0 for anything
+/// else).
+pub fn lr_source(lr: u64) -> u32 {
+    if lr_is_hw(lr) {
+        0
+    } else {
+        ((lr & LR_SOURCE_MASK) >> LR_PINTID_SHIFT) as u32
+    }
+}
+
 /// The INTID a list register presents.
 pub fn lr_intid(lr: u64) -> u32 {
     (lr & LR_VINTID_MASK) as u32
@@ -63,12 +88,14 @@ pub fn lr_is_hw(lr: u64) -> bool {
 
 /// A list register of the (GICv3) layout kept here, in the GICv2 layout:
 /// group 0 (signalled as IRQ and acknowledged by `GICV_IAR`), 5-bit priority,
-/// HW with the physical ID at bits 19:10.
+/// HW with the physical ID at bits 19:10, or else an SGI's source CPU at bits
+/// 12:10 (CPUID).
 pub fn to_v2(lr: u64) -> u32 {
     let state = ((lr >> LR_STATE_SHIFT) & 3) as u32;
     let priority = u32::from(lr_priority(lr)) >> 3;
-    let hw = if lr_is_hw(lr) { 1 << 31 | (((lr >> LR_PINTID_SHIFT) & 0x3ff) as u32) << 10 } else { 0 };
-    (lr & 0x3ff) as u32 | hw | priority << 23 | state << 28
+    let id =
+        if lr_is_hw(lr) { 1 << 31 | (((lr >> LR_PINTID_SHIFT) & 0x3ff) as u32) << 10 } else { lr_source(lr) << 10 };
+    (lr & 0x3ff) as u32 | id | priority << 23 | state << 28
 }
 
 /// A GICv2 list register back in the layout kept here (0 when empty).
@@ -77,9 +104,13 @@ pub fn from_v2(lr: u32) -> u64 {
     if state == 0 {
         return 0;
     }
-    let hw = if lr & (1 << 31) != 0 { LR_HW | u64::from((lr >> 10) & 0x3ff) << LR_PINTID_SHIFT } else { 0 };
+    let id = if lr & (1 << 31) != 0 {
+        LR_HW | u64::from((lr >> 10) & 0x3ff) << LR_PINTID_SHIFT
+    } else {
+        u64::from((lr >> 10) & 7) << LR_PINTID_SHIFT
+    };
     state << LR_STATE_SHIFT
-        | hw
+        | id
         | LR_GROUP1
         | u64::from((lr >> 23) & 0x1f) << (LR_PRIORITY_SHIFT + 3)
         | u64::from(lr & 0x3ff)
@@ -129,6 +160,19 @@ impl VgicState {
                 self.changed = true;
             }
         }
+    }
+
+    /// Takes the pending state out of list register `slot` (one not tied to
+    /// a physical interrupt): the list register as it was, if it was pending.
+    /// An active one stays active; one that was only pending is empty now.
+    pub fn take_pending(&mut self, slot: usize) -> Option<u64> {
+        let lr = *self.lrs.get(slot)?;
+        if lr & LR_STATE_PENDING == 0 || lr_is_hw(lr) {
+            return None;
+        }
+        let left = lr & !LR_STATE_PENDING;
+        self.set(slot, if left & LR_STATE_MASK == 0 { 0 } else { left });
+        Some(lr)
     }
 
     /// An empty list register among the first `count`.
@@ -277,6 +321,12 @@ mod tests {
         s.make_pending(1);
         assert_eq!(s.lrs[1] & LR_STATE_MASK, LR_STATE_PENDING | LR_STATE_ACTIVE);
         assert!(s.any_pending());
+        let mut taken = s;
+        assert_eq!(taken.take_pending(1), Some(s.lrs[1]));
+        assert_eq!(taken.lrs[1] & LR_STATE_MASK, LR_STATE_ACTIVE, "active and pending: active stays");
+        assert_eq!(taken.take_pending(1), None, "only active");
+        assert_eq!((taken.take_pending(0), taken.lrs[0]), (Some(s.lrs[0]), 0), "only pending: empty");
+        assert_eq!(taken.take_pending(3), None, "empty");
         assert_eq!(s.held_intids().collect::<Vec<_>>(), vec![40, 41, 42]);
     }
 
@@ -303,6 +353,21 @@ mod tests {
         let hw = pending_lr(27, 0x40, Some(27));
         assert_eq!(to_v2(hw), 27 | 1 << 31 | 27 << 10 | 8 << 23 | 1 << 28);
         assert_eq!(from_v2(to_v2(hw)), hw);
+    }
+
+    #[test]
+    fn a_gicv2_sgi_carries_its_source_cpu_in_cpuid() {
+        let sgi = with_source(pending_lr(5, 0xa0, None), 3);
+        assert_eq!((lr_intid(sgi), lr_source(sgi)), (5, 3));
+        assert_eq!(to_v2(sgi), 5 | 3 << 10 | 20 << 23 | 1 << 28, "CPUID (bits 12:10) 3");
+        assert_eq!(from_v2(to_v2(sgi)), sgi);
+        let active_from_7 = from_v2(5 | 7 << 10 | 2 << 28);
+        assert_eq!((lr_source(active_from_7), lr_intid(active_from_7)), (7, 5));
+        assert_eq!(with_source(sgi, 9), with_source(sgi, 1), "three bits only");
+        let hw = pending_lr(27, 0x20, Some(27));
+        assert_eq!(lr_source(hw), 0, "a HW list register's pINTID is no source");
+        assert_eq!(with_source(hw, 0), hw, "nor is it overwritten by one");
+        assert_eq!(lr_source(pending_lr(40, 0x20, None)), 0);
     }
 
     /// A list-register file that keeps what it is given and counts accesses.

@@ -46,6 +46,12 @@ pub fn classify(access: SysRegAccess) -> SysRegHandling {
         // ERXMISC0..3 (CRm 5): RAZ/WI, as KVM.
         SysReg { op0: 3, op1: 0, crn: 5, crm: 3..=5, .. } => SysRegHandling::ReadsAsZero,
         SysReg { op0: 2, op1: 0, crn: 1, crm: 1, op2: 4 } if access.read => SysRegHandling::OsLockStatus,
+        // ICC_ASGI1R_EL1 (Op2 6) and ICC_SGI0R_EL1 (Op2 7) writes: with one
+        // security state (GICD_CTLR.DS reads one) both pend only SGIs of
+        // group 0 at their targets, and every SGI of a VM is group 1
+        // (GICR_IGROUPR0 reads all ones): nothing becomes pending, as on such
+        // a GIC (and under KVM). ICC_SGI1R_EL1 is `guest_trap`'s.
+        SysReg { op0: 3, op1: 0, crn: 12, crm: 11, op2: 6 | 7 } if !access.read => SysRegHandling::ReadsAsZero,
         // The trace unit's registers (TRC*, Op1 1): the guest has no trace.
         SysReg { op0: 2, op1: 1, .. } => SysRegHandling::Undefined,
         SysReg { op0: 2, .. } => SysRegHandling::ReadsAsZero,
@@ -201,6 +207,16 @@ mod tests {
         assert_eq!(sanitize_id(id(7, 1), all, true) >> 16 & 0xf, 0, "no LORegions");
         assert_eq!(sanitize_id(id(7, 1), all, true) | 0xf << 16, all);
         assert_eq!(sanitize_id(id(5, 0), all, true) >> 40 & 0xf, 0, "no trace filter");
+    }
+
+    #[test]
+    fn group_0_and_alternate_group_1_sgi_writes_are_accepted_and_pend_nothing() {
+        let access =
+            |op2: u32, read: bool| SysRegAccess::decode(3 << 20 | op2 << 17 | 12 << 10 | 11 << 1 | u32::from(read));
+        assert_eq!(classify(access(6, false)), SysRegHandling::ReadsAsZero, "msr icc_asgi1r_el1");
+        assert_eq!(classify(access(7, false)), SysRegHandling::ReadsAsZero, "msr icc_sgi0r_el1");
+        assert_eq!(classify(access(6, true)), SysRegHandling::Undefined, "write-only");
+        assert_eq!(classify(access(7, true)), SysRegHandling::Undefined, "write-only");
     }
 
     #[test]

@@ -10,10 +10,17 @@
 //! group enabled, interrupt enabled, SPI routed to that vCPU and not held by
 //! another's list registers. Those that fit go in priority order (then INTID);
 //! a more urgent one may push a less urgent, unacknowledged one back out.
+//!
+//! On GICv2 an SGI is pending per (target, INTID, source CPU): each source is
+//! its own interrupt, which GICC_IAR reports with the source and GICC_EOIR
+//! ends. The list registers present one source of an SGI at a time (two list
+//! registers with the same virtual INTID are UNPREDICTABLE); the next goes in
+//! when the guest has ended the one before (the hyp sees that end: GICv2's CPU
+//! interface traps). GICv3 SGIs have no source.
 
 #![forbid(unsafe_code)]
 
-use crate::arch::list_registers::{lr_intid, pending_lr, VgicState};
+use crate::arch::list_registers::{lr_intid, lr_source, pending_lr, with_source, VgicState};
 use hyp_abi::MAX_VCPUS_PER_VM;
 
 /// Shared peripheral interrupts a VM has: INTIDs 32..96.
@@ -47,6 +54,9 @@ pub struct PrivateIrqs {
     /// register. The host's injection of the same INTID, or the guest's own
     /// set-pending write, gives a purely virtual one.
     from_hardware: u32,
+    /// GICv2: the source CPUs each SGI is pending from (bit n: vCPU n);
+    /// `pending` has SGI n's bit exactly when `sgi_sources[n]` is not zero.
+    sgi_sources: [u8; 16],
 }
 
 impl Default for PrivateIrqs {
@@ -61,6 +71,7 @@ impl Default for PrivateIrqs {
             asleep: true,
             held_spis: [0; 2],
             from_hardware: 0,
+            sgi_sources: [0; 16],
         }
     }
 }
@@ -73,6 +84,17 @@ pub enum Routed {
     /// Nowhere yet: an SPI whose route names no vCPU of the VM. It stays
     /// pending until the guest routes it.
     Unrouted,
+}
+
+/// What became of a GICv2 SGI in [`Distributor::fill`].
+enum SgiFill {
+    /// It is in a list register.
+    Placed,
+    /// Its list register presents it from a source not pending again: the
+    /// next source waits until the guest has ended that one.
+    Waits,
+    /// No list register for it.
+    Overflow,
 }
 
 /// What filling a vCPU's list registers did.
@@ -177,7 +199,12 @@ impl Distributor {
             return None;
         }
         if intid < 32 {
-            self.private[vcpu].pending |= 1 << intid;
+            if intid < 16 {
+                // (GICv2: the SGI comes from the vCPU itself.)
+                self.pend_sgi(vcpu, intid, vcpu);
+            } else {
+                self.private[vcpu].pending |= 1 << intid;
+            }
             return Some(Routed::Vcpu(vcpu));
         }
         let spi = (intid - 32) as usize;
@@ -199,10 +226,50 @@ impl Distributor {
     }
 
     /// Makes SGI `intid` (0..16) pending for the vCPUs of `targets` (bit n:
-    /// vCPU n) that the VM has.
-    pub fn send_sgi(&mut self, targets: u64, intid: u32) {
+    /// vCPU n) that the VM has, sent by vCPU `source` (GICv2 keeps it).
+    pub fn send_sgi(&mut self, targets: u64, intid: u32, source: usize) {
         for vcpu in (0..self.vcpus).filter(|v| targets & (1 << v) != 0) {
-            self.private[vcpu].pending |= 1 << (intid % 16);
+            self.pend_sgi(vcpu, intid % 16, source);
+        }
+    }
+
+    /// SGI `intid` of `vcpu` pending from `source` (only GICv2 keeps sources).
+    fn pend_sgi(&mut self, vcpu: usize, intid: u32, source: usize) {
+        let p = &mut self.private[vcpu];
+        p.pending |= 1 << intid;
+        if self.version == GicVersion::V2 {
+            p.sgi_sources[intid as usize] |= 1 << (source % 8);
+        }
+    }
+
+    /// GICv2 GICD_SPENDSGIR/CPENDSGIR byte of SGI `intid` as `vcpu` sees it:
+    /// the source CPUs it is pending from.
+    pub fn sgi_sources(&self, vcpu: usize, intid: u32) -> u8 {
+        self.private[..self.vcpus].get(vcpu).and_then(|p| p.sgi_sources.get(intid as usize)).copied().unwrap_or(0)
+    }
+
+    /// Sets (`set`) or clears the SGI `intid` of `vcpu` pending from the
+    /// sources of `sources` (bit n: vCPU n), those the VM has (GICv2
+    /// GICD_SPENDSGIR/CPENDSGIR). Sources already in a list register are not
+    /// affected.
+    pub fn write_sgi_sources(&mut self, vcpu: usize, intid: u32, sources: u8, set: bool) {
+        let implemented = ((1u32 << self.vcpus.min(8)) - 1) as u8;
+        if self.version != GicVersion::V2 || intid >= 16 {
+            return;
+        }
+        let Some(p) = self.private[..self.vcpus].get_mut(vcpu) else {
+            return;
+        };
+        let byte = &mut p.sgi_sources[intid as usize];
+        if set {
+            *byte |= sources & implemented;
+        } else {
+            *byte &= !sources;
+        }
+        if *byte == 0 {
+            p.pending &= !(1 << intid);
+        } else {
+            p.pending |= 1 << intid;
         }
     }
 
@@ -237,8 +304,9 @@ impl Distributor {
         p.held_spis = still;
     }
 
-    /// The most urgent interrupt `vcpu` could take now: (priority, INTID).
-    fn best_candidate(&self, vcpu: usize) -> Option<(u8, u32)> {
+    /// The most urgent interrupt `vcpu` could take now: (priority, INTID),
+    /// leaving out the private INTIDs of `blocked`.
+    fn best_candidate(&self, vcpu: usize, blocked: u32) -> Option<(u8, u32)> {
         if !self.group_enabled() {
             return None;
         }
@@ -249,7 +317,7 @@ impl Distributor {
                 best = Some((priority, intid));
             }
         };
-        let mut bits = p.pending & p.enabled;
+        let mut bits = p.pending & p.enabled & !blocked;
         while bits != 0 {
             let n = bits.trailing_zeros();
             bits &= bits - 1;
@@ -272,9 +340,11 @@ impl Distributor {
     /// The vCPUs that have an interrupt they could take (bit n: vCPU n):
     /// pending, enabled, routed to it, whether or not it fits in a list register.
     pub fn deliverable_mask(&self) -> u64 {
-        (0..self.vcpus).filter(|&v| self.best_candidate(v).is_some()).fold(0, |mask, v| mask | 1 << v)
+        (0..self.vcpus).filter(|&v| self.best_candidate(v, 0).is_some()).fold(0, |mask, v| mask | 1 << v)
     }
 
+    /// Clears `intid`'s pending state for `vcpu` (not a GICv2 SGI's, which is
+    /// per source).
     fn clear_pending(&mut self, vcpu: usize, intid: u32) {
         if intid < 32 {
             self.private[vcpu].pending &= !(1 << intid);
@@ -312,38 +382,105 @@ impl Distributor {
             return Filled::default();
         }
         self.release_ended(vcpu, lrs);
-        while let Some((priority, intid)) = self.best_candidate(vcpu) {
+        // GICv2 SGIs in a list register from a source not pending again: the
+        // next source waits until the guest has ended that one.
+        let mut blocked = 0u32;
+        while let Some((priority, intid)) = self.best_candidate(vcpu, blocked) {
+            if intid < 16 && self.version == GicVersion::V2 {
+                match self.fill_gicv2_sgi(vcpu, lrs, count, priority, intid) {
+                    SgiFill::Placed => {}
+                    SgiFill::Waits => blocked |= 1 << intid,
+                    SgiFill::Overflow => return Filled { overflow: true },
+                }
+                continue;
+            }
             let from_hardware = intid < 32 && self.private[vcpu].from_hardware & (1 << intid) != 0;
-            self.clear_pending(vcpu, intid);
             if let Some(slot) = lrs.slot_of(intid) {
                 // Acknowledged already (active): pending again too.
+                self.clear_pending(vcpu, intid);
                 lrs.make_pending(slot);
                 continue;
             }
-            let slot = match lrs.free_slot(count) {
-                Some(slot) => slot,
-                None => match lrs.evictable_slot(count, priority) {
-                    Some(slot) => {
-                        let evicted = lr_intid(lrs.lrs[slot]);
-                        self.hold(vcpu, evicted, false);
-                        self.make_pending(vcpu, evicted);
-                        slot
-                    }
-                    None => {
-                        if from_hardware {
-                            self.make_pending_from_hardware(vcpu, intid);
-                        } else {
-                            self.make_pending(vcpu, intid);
-                        }
-                        return Filled { overflow: true };
-                    }
-                },
+            let Some(slot) = self.slot_for(vcpu, lrs, count, priority) else {
+                return Filled { overflow: true };
             };
+            self.clear_pending(vcpu, intid);
             let physical = hw_intid.filter(|&hw| hw == intid && from_hardware);
             lrs.set(slot, pending_lr(intid, priority, physical));
             self.hold(vcpu, intid, true);
         }
         Filled::default()
+    }
+
+    /// A list register for an interrupt of `priority` among `vcpu`'s first
+    /// `count`: an empty one, or one whose less urgent, unacknowledged
+    /// interrupt goes back to pending.
+    fn slot_for(&mut self, vcpu: usize, lrs: &mut VgicState, count: usize, priority: u8) -> Option<usize> {
+        if let Some(slot) = lrs.free_slot(count) {
+            return Some(slot);
+        }
+        let slot = lrs.evictable_slot(count, priority)?;
+        let evicted = lrs.lrs[slot];
+        self.hold(vcpu, lr_intid(evicted), false);
+        self.pend_again(vcpu, evicted);
+        Some(slot)
+    }
+
+    /// GICv2 SGI `intid` into `vcpu`'s list registers, one source at a time:
+    /// into the list register that presents it if that is the same source
+    /// (active and pending), else into a list register of its own if none
+    /// presents it, from its lowest source.
+    #[cold]
+    fn fill_gicv2_sgi(&mut self, vcpu: usize, lrs: &mut VgicState, count: usize, priority: u8, intid: u32) -> SgiFill {
+        let sources = self.sgi_sources(vcpu, intid);
+        if let Some(slot) = lrs.slot_of(intid) {
+            let source = lr_source(lrs.lrs[slot]);
+            if sources & (1 << source) == 0 {
+                return SgiFill::Waits;
+            }
+            self.write_sgi_sources(vcpu, intid, 1 << source, false);
+            lrs.make_pending(slot);
+            return SgiFill::Placed;
+        }
+        let Some(slot) = self.slot_for(vcpu, lrs, count, priority) else {
+            return SgiFill::Overflow;
+        };
+        let source = sources.trailing_zeros();
+        self.write_sgi_sources(vcpu, intid, 1 << source, false);
+        lrs.set(slot, with_source(pending_lr(intid, priority, None), source));
+        SgiFill::Placed
+    }
+
+    /// The interrupt of list register `lr`, pushed out before the guest
+    /// acknowledged it, is pending again (a GICv2 SGI from its source).
+    fn pend_again(&mut self, vcpu: usize, lr: u64) {
+        let intid = lr_intid(lr);
+        if intid < 16 {
+            self.pend_sgi(vcpu, intid, lr_source(lr) as usize);
+        } else {
+            self.make_pending(vcpu, intid);
+        }
+    }
+
+    /// Takes what `vcpu`'s list registers (`lrs`, as just saved) present as
+    /// pending back into the distributor (an active one stays in its list
+    /// register, active), so that a guest's access to its pending registers
+    /// sees and changes those too, as the architecture has them; the next
+    /// [`Distributor::fill`] puts back what is still pending. The virtual
+    /// timer's list register tied to its PPI stays.
+    pub fn unfill_pending(&mut self, vcpu: usize, lrs: &mut VgicState) {
+        if vcpu >= self.vcpus {
+            return;
+        }
+        for slot in 0..usize::from(lrs.used) {
+            let Some(lr) = lrs.take_pending(slot) else {
+                continue;
+            };
+            if lrs.lrs[slot] == 0 {
+                self.hold(vcpu, lr_intid(lr), false);
+            }
+            self.pend_again(vcpu, lr);
+        }
     }
 
     /// Bitmap word `word` (INTIDs 32*word..) of enables, as `vcpu` sees it.
@@ -371,8 +508,11 @@ impl Distributor {
     }
 
     /// Sets or clears pending bits (a guest's GICD_ISPENDR/ICPENDR write).
-    /// Only interrupts not yet in a list register are affected.
+    /// Only interrupts not yet in a list register are affected. GICv2's SGI
+    /// bits are read-only here (GICD_SPENDSGIR/CPENDSGIR set and clear them,
+    /// per source).
     pub fn write_pending(&mut self, vcpu: usize, word: usize, bits: u32, set: bool) {
+        let bits = if word == 0 && self.version == GicVersion::V2 { bits & !0xffff } else { bits };
         if word == 0 && !set {
             if let Some(p) = self.private[..self.vcpus].get_mut(vcpu) {
                 p.from_hardware &= !bits;

@@ -116,7 +116,7 @@ fn spis_go_where_the_guest_routes_them_and_to_one_vcpu_at_a_time() {
 #[test]
 fn sgis_reach_the_vcpus_named_and_the_timer_is_tied_to_its_ppi() {
     let mut d = open(3);
-    d.send_sgi(0b101 | 1 << 9, 5);
+    d.send_sgi(0b101 | 1 << 9, 5, 1);
     assert_eq!(d.deliverable_mask(), 0b101);
     let mut lrs = VgicState::default();
     d.make_pending_from_hardware(2, 27);
@@ -179,4 +179,127 @@ fn a_host_injected_timer_interrupt_never_gets_a_hardware_list_register() {
     d.make_pending_from_hardware(0, 40);
     d.make_pending_from_hardware(0, 3);
     assert_eq!(d.pending_word(0, 1) & 1 << 8, 0);
+}
+
+/// A GICv2 distributor for `vcpus` vCPUs with group 0 enabled (SGIs are
+/// enabled out of reset).
+fn open_v2(vcpus: usize) -> Distributor {
+    let mut d = Distributor::new(GicVersion::V2, vcpus);
+    d.set_ctlr(1);
+    d
+}
+
+/// [`open_v2`] with every SPI enabled too, and empty list registers.
+fn open_v2_spis(vcpus: usize) -> (Distributor, VgicState) {
+    let mut d = open_v2(vcpus);
+    d.write_enabled(0, 1, u32::MAX, true);
+    (d, VgicState::default())
+}
+
+/// (INTID, source) of each list register in use.
+fn sgis(lrs: &VgicState) -> Vec<(u32, u32)> {
+    use crate::arch::list_registers::{lr_intid, lr_source};
+    lrs.lrs[..usize::from(lrs.used)].iter().filter(|&&lr| lr != 0).map(|&lr| (lr_intid(lr), lr_source(lr))).collect()
+}
+
+/// GICv2: an SGI from two sources is two interrupts. The list registers hold
+/// one source at a time (the same virtual INTID twice is UNPREDICTABLE); the
+/// other comes once the guest has ended the first, and nothing is lost or
+/// merged across sources. The same source again while its SGI is active makes
+/// it active and pending.
+#[test]
+fn gicv2_sgi_sources_are_delivered_one_after_the_other() {
+    use crate::arch::list_registers::{from_v2, to_v2};
+    let mut d = open_v2(3);
+    let mut lrs = VgicState::default();
+    d.send_sgi(0b001, 5, 2);
+    d.send_sgi(0b001, 5, 1);
+    assert_eq!(d.fill(0, &mut lrs, 4, None), Filled { overflow: false }, "a waiting source is no overflow");
+    assert_eq!(sgis(&lrs), vec![(5, 1)], "the lowest source first");
+    assert_eq!(d.sgi_sources(0, 5), 0b100, "source 2 still pending");
+    // The guest acknowledges it (active); source 1 sends again: active and
+    // pending in the same list register. Source 2 still waits.
+    lrs.lrs[0] = from_v2(to_v2(lrs.lrs[0]) & !(3 << 28) | 2 << 28);
+    d.send_sgi(0b001, 5, 1);
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(sgis(&lrs), vec![(5, 1)]);
+    assert_eq!(to_v2(lrs.lrs[0]) >> 28 & 3, 3, "active and pending");
+    assert_eq!(d.sgi_sources(0, 5), 0b100);
+    // Ended (twice): source 2 goes in.
+    lrs.set(0, 0);
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(sgis(&lrs), vec![(5, 2)]);
+    assert_eq!(d.pending_word(0, 0) & 1 << 5, 0, "no source left");
+    // Another SGI is not held up by SGI 5's wait.
+    d.send_sgi(0b001, 5, 0);
+    d.send_sgi(0b001, 6, 0);
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(sgis(&lrs), vec![(5, 2), (6, 0)]);
+    // The host's injection of an SGI comes from the vCPU itself.
+    d.make_pending(1, 3);
+    assert_eq!(d.sgi_sources(1, 3), 0b010);
+}
+
+/// A GICv2 SGI pushed out of its list register by a more urgent interrupt
+/// is pending again from its own source.
+#[test]
+fn an_evicted_gicv2_sgi_keeps_its_source() {
+    let (mut d, mut lrs) = open_v2_spis(4);
+    d.set_priority(0, 5, 0xa0);
+    d.send_sgi(0b001, 5, 3);
+    d.fill(0, &mut lrs, 1, None);
+    assert_eq!(sgis(&lrs), vec![(5, 3)]);
+    d.set_priority(0, 40, 0x10);
+    d.make_pending(0, 40);
+    assert_eq!(d.fill(0, &mut lrs, 1, None), Filled { overflow: true });
+    assert_eq!(sgis(&lrs), vec![(40, 0)]);
+    assert_eq!(d.sgi_sources(0, 5), 0b1000, "pending again from vCPU 3");
+    lrs.set(0, 0);
+    d.fill(0, &mut lrs, 1, None);
+    assert_eq!(sgis(&lrs), vec![(5, 3)]);
+}
+
+/// GICv3 SGIs have no source: sends from several vCPUs are one pending SGI.
+#[test]
+fn gicv3_sgis_have_no_source() {
+    let mut d = open(3);
+    d.send_sgi(0b001, 5, 1);
+    d.send_sgi(0b001, 5, 2);
+    let mut lrs = VgicState::default();
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(sgis(&lrs), vec![(5, 0)]);
+    assert_eq!(d.pending_word(0, 0) & 1 << 5, 0);
+    assert_eq!(d.sgi_sources(0, 5), 0);
+}
+
+/// The pending registers see what a vCPU's list registers hold as pending:
+/// taken back into the distributor (GICv2 SGIs with their source), active ones
+/// left active, and the next fill puts back what is still pending.
+#[test]
+fn pending_list_registers_go_back_to_the_distributor_for_the_pending_registers() {
+    use crate::arch::list_registers::{from_v2, to_v2};
+    let (mut d, mut lrs) = open_v2_spis(3);
+    d.send_sgi(0b001, 3, 2);
+    d.send_sgi(0b001, 4, 1);
+    d.make_pending(0, 40);
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(sgis(&lrs), vec![(3, 2), (4, 1), (40, 0)]);
+    // The guest acknowledged SGI 4 (active).
+    lrs.lrs[1] = from_v2(to_v2(lrs.lrs[1]) & !(3 << 28) | 2 << 28);
+    d.unfill_pending(0, &mut lrs);
+    assert_eq!(sgis(&lrs), vec![(4, 1)], "only the active one stays");
+    assert_eq!((d.sgi_sources(0, 3), d.sgi_sources(0, 4)), (0b100, 0));
+    assert_eq!(d.pending_word(0, 1), 1 << 8, "SPI 40 pending in the distributor again");
+    // A clear-pending write now reaches SPI 40; SGI 3 comes back from its source.
+    d.write_pending(0, 1, 1 << 8, false);
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(sgis(&lrs), vec![(3, 2), (4, 1)]);
+    // Another vCPU may now take an SPI given back (nobody holds it).
+    d.make_pending(0, 40);
+    d.fill(0, &mut lrs, 4, None);
+    d.unfill_pending(0, &mut lrs);
+    d.set_targets(40, 0b10);
+    let mut other = VgicState::default();
+    d.fill(1, &mut other, 4, None);
+    assert_eq!(sgis(&other), vec![(40, 0)]);
 }

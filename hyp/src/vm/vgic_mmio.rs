@@ -48,15 +48,26 @@ pub fn frame_of(version: GicVersion, vcpus: usize, ipa: u64) -> Option<(Frame, u
     Some((Frame::Redistributor { vcpu, sgi: offset >= SGI_FRAME }, offset % SGI_FRAME))
 }
 
+/// Whether the register at `offset` of `frame` holds pending state
+/// (GICD/GICR_ISPENDR, ICPENDR; GICv2's GICD_SPENDSGIR, CPENDSGIR): an access
+/// must see the pending interrupts of the accessing vCPU's list registers
+/// ([`Distributor::unfill_pending`]).
+pub fn holds_pending_state(frame: Frame, offset: u64) -> bool {
+    match frame {
+        Frame::Distributor => matches!(offset, 0x200..0x300 | 0xf10..0xf30),
+        Frame::Redistributor { sgi: true, .. } => matches!(offset, 0x200..0x300),
+        _ => false,
+    }
+}
+
 /// What a register access did beyond its value.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
 pub struct Effect {
     /// What a read returns.
     pub value: u64,
-    /// The access may have made interrupts deliverable (enable, pend, route).
+    /// The access may have made interrupts deliverable (enable, pend, route,
+    /// a GICv2 GICD_SGIR write).
     pub may_deliver: bool,
-    /// A GICv2 GICD_SGIR write: (vCPUs named, SGI INTID).
-    pub sgi: Option<(u64, u32)>,
 }
 
 const PIDR2_OFFSET_V3: u64 = 0xffe8;
@@ -142,13 +153,18 @@ impl Distributor {
                 }
                 self.config_access(from, word, write)
             }
+            // GICD_SGIR (write-only): the SGI comes from the writer.
             0xf00 if !v3 && word_access => match write {
-                Some(value) => Effect {
-                    sgi: Some(crate::vm::guest_trap::gicv2_sgir_targets(value as u32, from)),
-                    ..Effect::default()
-                },
+                Some(value) => {
+                    let (targets, intid) = crate::vm::guest_trap::gicv2_sgir_targets(value as u32, from);
+                    self.send_sgi(targets, intid, from);
+                    Effect { may_deliver: true, ..Effect::default() }
+                }
                 None => Effect::default(),
             },
+            // GICD_CPENDSGIR<n>, GICD_SPENDSGIR<n>: a byte per SGI, bit n for
+            // source CPU n, banked per vCPU.
+            0xf10..0xf30 if !v3 => self.sgi_sources_access(from, offset, size, write),
             0x6100..0x7fe0 if v3 && offset.is_multiple_of(4) && (size == 8 || size == 4) => {
                 let intid = ((offset - 0x6000) / 8) as u32;
                 let high = offset % 8 == 4;
@@ -178,6 +194,26 @@ impl Distributor {
             PIDR2_OFFSET_V3 if v3 && word_access => read(0x3b),
             PIDR2_OFFSET_V2 if !v3 && word_access => read(0x2b),
             _ => Effect::default(),
+        }
+    }
+
+    /// GICD_CPENDSGIR<n> (from 0xf10) or GICD_SPENDSGIR<n> (from 0xf20) of
+    /// `vcpu`: bytes or words.
+    fn sgi_sources_access(&mut self, vcpu: usize, offset: u64, size: u8, write: Option<u64>) -> Effect {
+        let set = offset >= 0xf20;
+        let first = (offset & 0xf) as u32;
+        if !(size == 1 || size == 4) || !first.is_multiple_of(u32::from(size)) {
+            return Effect::default();
+        }
+        let intids = first..first + u32::from(size);
+        match write {
+            None => read(intids.rev().fold(0, |value, intid| value << 8 | u64::from(self.sgi_sources(vcpu, intid)))),
+            Some(value) => {
+                for (n, intid) in intids.enumerate() {
+                    self.write_sgi_sources(vcpu, intid, (value >> (8 * n)) as u8, set);
+                }
+                Effect { may_deliver: set, ..Effect::default() }
+            }
         }
     }
 

@@ -103,7 +103,46 @@ fn a_gicv2_distributor_banks_private_interrupts_and_sends_sgis() {
     assert_eq!(read32(&mut d, 0, D, 0x800 + 44), 0x0303_0303, "only existing vCPUs");
     assert_eq!(read32(&mut d, 0, D, 0x080), 0, "group 0");
     let effect = d.mmio(1, D, 0xf00, 4, Some(1 << 24 | 3));
-    assert_eq!(effect.sgi, Some((0xfd, 3)), "all but the sender");
+    assert!(effect.may_deliver);
+    assert_eq!(d.sgi_sources(0, 3), 0b10, "all but the sender: vCPU 0, from vCPU 1");
+    assert_eq!(d.sgi_sources(1, 3), 0);
     assert_eq!(read32(&mut d, 0, D, 0xf00), 0, "write-only");
     assert_eq!(read32(&mut d, 0, D, 0x6100), 0, "no IROUTER");
+}
+
+/// GICD_SGIR's three filters (and the reserved fourth), and the per-source
+/// pending state GICD_SPENDSGIR/CPENDSGIR show and change (GICv2).
+#[test]
+fn gicv2_sgis_are_pending_per_source_through_sgir_and_the_sgi_pending_registers() {
+    let mut d = Distributor::new(GicVersion::V2, 3);
+    // Filter 0: the list (vCPUs 0 and 2; bit 7 names no vCPU), from vCPU 1.
+    d.mmio(1, D, 0xf00, 4, Some(0b1000_0101 << 16 | 4));
+    // Filter 1: all but the sender (vCPU 2).
+    d.mmio(2, D, 0xf00, 4, Some(1 << 24 | 4));
+    // Filter 2: the sender only; filter 3 is reserved: nothing.
+    d.mmio(0, D, 0xf00, 4, Some(2 << 24 | 4));
+    d.mmio(0, D, 0xf00, 4, Some(3 << 24 | 0xff << 16 | 6));
+    // SPENDSGIR1 (SGIs 4..7) byte 0 is SGI 4: bit n, source vCPU n.
+    assert_eq!(read32(&mut d, 0, D, 0xf24), 0b111, "vCPU 0: SGI 4 from 0, 1 and 2; nothing of SGI 6");
+    assert_eq!(read32(&mut d, 1, D, 0xf24), 0b100, "vCPU 1: from vCPU 2 only");
+    assert_eq!(read32(&mut d, 2, D, 0xf14), 0b010, "vCPU 2 (CPENDSGIR reads the same): from vCPU 1");
+    assert_eq!(d.mmio(0, D, 0xf24, 1, None).value, 0b111, "byte access");
+    assert_eq!(read32(&mut d, 0, D, 0x200) & 0xffff, 1 << 4, "ISPENDR0: pending from any source");
+    // Clear one source, set another (source vCPU 7 and 5 do not exist).
+    d.mmio(0, D, 0xf14, 1, Some(0b001));
+    d.mmio(1, D, 0xf27, 1, Some(0b1010_0001));
+    assert_eq!(d.sgi_sources(0, 4), 0b110);
+    assert_eq!(d.sgi_sources(1, 7), 0b001, "only sources the VM has");
+    assert_eq!(read32(&mut d, 1, D, 0x200) & 0xffff, 1 << 4 | 1 << 7);
+    d.mmio(1, D, 0xf14, 4, Some(0xff << 24 | 0xff));
+    assert_eq!(read32(&mut d, 1, D, 0x200) & 0xffff, 0, "all sources cleared: not pending");
+    // ISPENDR0/ICPENDR0 cannot set or clear an SGI: those bits are read-only.
+    d.mmio(1, D, 0x200, 4, Some(0xffff));
+    d.mmio(0, D, 0x280, 4, Some(0xffff));
+    assert_eq!(read32(&mut d, 1, D, 0x200) & 0xffff, 0);
+    assert_eq!(d.sgi_sources(0, 4), 0b110);
+    // GICv3 has no such registers.
+    let mut v3 = Distributor::new(GicVersion::V3, 2);
+    v3.mmio(0, D, 0xf24, 4, Some(0xff));
+    assert_eq!(read32(&mut v3, 0, D, 0xf24), 0);
 }

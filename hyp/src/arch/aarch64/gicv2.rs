@@ -97,6 +97,14 @@ pub fn sync_live(state: &mut VgicState, entered: &Entered) {
     list_registers::sync_live(&mut GichLrs, state, entered.used);
 }
 
+/// While the guest runs: reads list register `slot` back into `state` (the
+/// guest changed it through GICV just now).
+pub fn sync_one(state: &mut VgicState, slot: usize) {
+    if slot < list_registers() {
+        state.set(slot, GichLrs.read(slot));
+    }
+}
+
 /// While the guest runs: writes the list registers the hyp changed back.
 pub fn load_live(state: &mut VgicState, entered: &mut Entered) {
     list_registers::load_live(&mut GichLrs, state, &mut entered.used);
