@@ -159,9 +159,12 @@ fn serve_irq(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) ->
     Outcome::Resume
 }
 
-/// A WFI: returns at once if the vCPU has an interrupt to take (also with
-/// interrupts masked, as on hardware); else the host gets the CPU.
-fn serve_wfi(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) -> Outcome {
+/// A WFI or WFE: returns at once if the vCPU has an interrupt to take (also
+/// with interrupts masked, as on hardware); else the host gets the CPU. A WFE
+/// waits for an event the host cannot see (a sibling's SEV or store), so it
+/// ends with the deadline 0, "runnable now": the host runs another vCPU of
+/// that CPU first, if it has one (the yield to a lock holder), or this one again.
+fn serve_wfi(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic, view: &RunningVm<'_>) -> Outcome {
     if live.timer_asserted() {
         live.activate_timer_ppi();
         view.timer_pending();
@@ -172,7 +175,8 @@ fn serve_wfi(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) ->
     if ctx.vgic.any_pending() {
         return Outcome::Resume;
     }
-    Outcome::ToHost { exit: Exit::Wfi { timer_deadline: u64::MAX }, pending_read: None }
+    let timer_deadline = if trap.esr.is_wfe() { 0 } else { u64::MAX };
+    Outcome::ToHost { exit: Exit::Wfi { timer_deadline }, pending_read: None }
 }
 
 /// A data abort (the caller checked) at the guest's GIC distributor or
@@ -277,7 +281,7 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
     }
     if trap.kind == 0 && live.is_present() {
         match trap.esr.class() {
-            ExceptionClass::WfiWfe => return serve_wfi(ctx, live, view),
+            ExceptionClass::WfiWfe => return serve_wfi(ctx, &trap, live, view),
             // (An abort whose IPA HPFAR_EL2 did not give has `ipa` 0, which
             // is no GIC frame: it goes on to `guest_trap::handle`.)
             ExceptionClass::DataAbortLower => {
@@ -380,6 +384,8 @@ pub fn vcpu_run(hyp: &Hyp, handle: VmHandle, vcpu: VcpuIndex, mmio_read_value: u
         vm.gic.release_ended(index, &ctx.vgic);
     }
     let exit = match exit {
+        // A WFE (see `serve_wfi`).
+        Exit::Wfi { timer_deadline: 0 } => exit,
         // A timer whose interrupt the guest disabled wakes nothing.
         Exit::Wfi { .. }
             if hardware != VgicHardware::None

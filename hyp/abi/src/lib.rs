@@ -272,7 +272,10 @@ pub enum Exit {
     /// The guest waits for an interrupt (WFI/WFE) and none is pending for it.
     /// `timer_deadline` is the physical counter value (CNTPCT) at which its
     /// virtual timer fires, `u64::MAX` if the timer is off or masked: the host
-    /// may run something else until then, or until it injects an interrupt.
+    /// may run something else until then, or until it injects an interrupt or
+    /// another vCPU wakes it. For a WFE it is 0: the event it waits for is
+    /// not the host's to see, so the vCPU may run at once (after the others
+    /// sharing its CPU: the yield).
     Wfi { timer_deadline: u64 },
     /// PSCI SYSTEM_OFF from the guest.
     SystemOff,
@@ -292,9 +295,10 @@ pub enum Exit {
     CpuOff,
     /// Interrupts became pending for the VM's vCPUs in `targets` (bit n:
     /// vCPU n) that they can take: the guest sent an SGI, or enabled, pended
-    /// or routed an interrupt in its distributor. The host should run them
-    /// (interrupting those that run on other CPUs is not needed: they see it
-    /// at their next exit or WFI).
+    /// or routed an interrupt in its distributor. The host should run them,
+    /// and kick those that run on other CPUs (an interrupt to that CPU ends
+    /// their run with `Interrupted`; without it they see the interrupt at
+    /// their next exit or WFI).
     Wake { targets: u64 },
 }
 
