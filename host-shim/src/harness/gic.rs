@@ -224,13 +224,18 @@ pub fn start_tick(gic: GicConfig, intid: u32, hz: u64) -> bool {
 /// The SGI with which one CPU of the shim wakes another: out of a guest (the
 /// hyp ends the run with `Exit::Interrupted`) or out of [`wait_for_interrupt`].
 pub const KICK_SGI: u32 = 1;
+/// The SGI with which one CPU wakes another's vCPU: the shim names it to the
+/// hyp (`hyp_abi::RunFlags::kick_sgi`), which then sends it itself for a
+/// sibling's SGI and takes it at EL2 while the vCPU runs (on GICv3), without
+/// an exit; in the host it wakes [`wait_for_interrupt`] like [`KICK_SGI`].
+pub const VCPU_KICK_SGI: u32 = 2;
 
-/// Enables the kick SGI and `timer_intid` (the EL1 physical timer, which
+/// Enables the kick SGIs and `timer_intid` (the EL1 physical timer, which
 /// [`wait_for_interrupt`] arms) on this CPU; returns this CPU's GICv2 CPU
 /// interface bit (0 on GICv3), which [`kick`] needs, or `None` if the GIC did
 /// not respond.
 pub fn enable_kick(gic: GicConfig, timer_intid: u32) -> Option<u64> {
-    if !(enable_ppi(gic, KICK_SGI) && enable_ppi(gic, timer_intid)) {
+    if !(enable_ppi(gic, KICK_SGI) && enable_ppi(gic, VCPU_KICK_SGI) && enable_ppi(gic, timer_intid)) {
         return None;
     }
     Some(match gic {
@@ -240,9 +245,9 @@ pub fn enable_kick(gic: GicConfig, timer_intid: u32) -> Option<u64> {
     })
 }
 
-/// Sends the kick SGI to the CPU of MPIDR `mpidr` (GICv3) or of CPU
-/// interface bit `gicv2_mask` (GICv2).
-pub fn kick(gic: GicConfig, mpidr: u64, gicv2_mask: u64) {
+/// Sends SGI `sgi` ([`KICK_SGI`] or [`VCPU_KICK_SGI`]) to the CPU of MPIDR
+/// `mpidr` (GICv3) or of CPU interface bit `gicv2_mask` (GICv2).
+pub fn kick(gic: GicConfig, mpidr: u64, gicv2_mask: u64, sgi: u32) {
     match gic {
         GicConfig::V3 { .. } => {
             // ICC_SGI1R_EL1: Aff3 [55:48], RS [47:44] (Aff0 / 16), Aff2
@@ -251,7 +256,7 @@ pub fn kick(gic: GicConfig, mpidr: u64, gicv2_mask: u64) {
             let value = (mpidr >> 32 & 0xff) << 48
                 | (aff0 >> 4) << 44
                 | (mpidr >> 16 & 0xff) << 32
-                | u64::from(KICK_SGI) << 24
+                | u64::from(sgi & 0xf) << 24
                 | (mpidr >> 8 & 0xff) << 16
                 | 1 << (aff0 & 0xf);
             // SAFETY: Sends an SGI; the host owns its physical CPU interface.
@@ -259,7 +264,7 @@ pub fn kick(gic: GicConfig, mpidr: u64, gicv2_mask: u64) {
         }
         GicConfig::V2 { distributor, .. } => {
             aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
-            registers(distributor).write32(GICD_SGIR, ((gicv2_mask as u32 & 0xff) << 16) | KICK_SGI);
+            registers(distributor).write32(GICD_SGIR, ((gicv2_mask as u32 & 0xff) << 16) | (sgi & 0xf));
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::harness::platform::{HostPlatform, MAX_CPUS};
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1};
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use core::sync::atomic::{AtomicBool, AtomicU64};
-use hyp_abi::{Exit, HypError};
+use hyp_abi::{Exit, HypError, RunFlags};
 
 /// The most vCPUs a VM run this way has.
 pub const MAX_VCPUS: usize = MAX_CPUS;
@@ -98,10 +98,10 @@ impl VcpuSeat {
         }
     }
 
-    /// Sends the kick to the CPU of this vCPU (nothing before it is ready).
-    fn kick(&self, gic: GicConfig) {
+    /// Sends SGI `sgi` to the CPU of this vCPU (nothing before it is ready).
+    fn kick(&self, gic: GicConfig, sgi: u32) {
         if self.ready.load(Acquire) {
-            gic::kick(gic, self.mpidr.load(Relaxed), self.gicv2_mask.load(Relaxed));
+            gic::kick(gic, self.mpidr.load(Relaxed), self.gicv2_mask.load(Relaxed), sgi);
         }
     }
 
@@ -296,7 +296,7 @@ impl<'a> CpuShare<'a> {
         if self.is_mine(vcpu) {
             self.wait_until[vcpu] = 0;
         } else if let Some(seat) = SEATS.get(vcpu) {
-            seat.kick(self.gic);
+            seat.kick(self.gic, gic::VCPU_KICK_SGI);
         }
     }
 
@@ -317,7 +317,7 @@ impl<'a> CpuShare<'a> {
         seat.value.store(write.unwrap_or(0), Relaxed);
         let posted = seat.posted.load(Relaxed) + 1;
         seat.posted.store(posted, Release);
-        SEATS[0].kick(self.gic);
+        SEATS[0].kick(self.gic, gic::KICK_SGI);
         while seat.served.load(Acquire) != posted {
             if stopped_anywhere() {
                 return 0;
@@ -373,6 +373,13 @@ impl<'a> CpuShare<'a> {
         let slice = CNTFRQ_EL0.get() / SLICES_PER_SECOND;
         let mut answer = [0u64; MAX_VCPUS];
         let mut from = self.mine.trailing_zeros() as usize % self.vcpus;
+        // A vCPU with this CPU to itself waits in the hyp, and its siblings'
+        // SGIs reach it there through the hyp's kick (GICv3).
+        let flags = if self.mine.count_ones() == 1 {
+            RunFlags { wait_in_hyp: true, kick_sgi: Some(gic::VCPU_KICK_SGI as u8) }
+        } else {
+            RunFlags::default()
+        };
         loop {
             if stopped_anywhere() {
                 return Ok(None);
@@ -387,7 +394,7 @@ impl<'a> CpuShare<'a> {
                 continue;
             };
             gic::set_wakeup(self.wakeup(Some(vcpu), now, slice));
-            let exit = hypercall::vcpu_run(self.handle, vcpu as u64, answer[vcpu]);
+            let exit = hypercall::vcpu_run_with(self.handle, vcpu as u64, answer[vcpu], flags);
             gic::set_wakeup(u64::MAX);
             answer[vcpu] = 0;
             let exits = &SEATS[vcpu].exits;
@@ -434,7 +441,7 @@ impl<'a> CpuShare<'a> {
         }
         for (vcpu, seat) in SEATS.iter().enumerate().take(self.vcpus) {
             if !self.is_mine(vcpu) {
-                seat.kick(self.gic);
+                seat.kick(self.gic, gic::KICK_SGI);
             }
         }
         aarch64_cpu::asm::sev();
