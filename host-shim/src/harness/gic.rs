@@ -250,15 +250,7 @@ pub fn enable_kick(gic: GicConfig, timer_intid: u32) -> Option<u64> {
 pub fn kick(gic: GicConfig, mpidr: u64, gicv2_mask: u64, sgi: u32) {
     match gic {
         GicConfig::V3 { .. } => {
-            // ICC_SGI1R_EL1: Aff3 [55:48], RS [47:44] (Aff0 / 16), Aff2
-            // [39:32], INTID [27:24], Aff1 [23:16], target list [15:0].
-            let aff0 = mpidr & 0xff;
-            let value = (mpidr >> 32 & 0xff) << 48
-                | (aff0 >> 4) << 44
-                | (mpidr >> 16 & 0xff) << 32
-                | u64::from(sgi & 0xf) << 24
-                | (mpidr >> 8 & 0xff) << 16
-                | 1 << (aff0 & 0xf);
+            let value = hyp_drivers::gic_sgi::sgi1r_to(mpidr, sgi);
             // SAFETY: Sends an SGI; the host owns its physical CPU interface.
             unsafe { asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack)) };
         }

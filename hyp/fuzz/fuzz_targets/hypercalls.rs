@@ -63,7 +63,13 @@ impl hypercall::HostServices for Services {
         self.called(&[vm.raw(), vcpu.raw(), pc, x0]);
         Ok(())
     }
-    fn vcpu_run(&mut self, vm: VmHandle, vcpu: VcpuIndex, value: u64, flags: hyp_abi::RunFlags) -> Result<Exit, HypError> {
+    fn vcpu_run(
+        &mut self,
+        vm: VmHandle,
+        vcpu: VcpuIndex,
+        value: u64,
+        flags: hyp_abi::RunFlags,
+    ) -> Result<Exit, HypError> {
         self.called(&[vm.raw(), vcpu.raw(), value, flags.raw()]);
         Ok(Exit::Wfi { timer_deadline: value })
     }

@@ -230,13 +230,7 @@ pub fn maintenance_pending() -> bool {
 /// Sends SGI `intid` (group 1) to the physical CPU of MPIDR `mpidr`
 /// (ICC_SGI1R_EL1 at EL2: the physical CPU interface).
 pub fn send_sgi(mpidr: u64, intid: u8) {
-    let aff0 = mpidr & 0xff;
-    let value = (mpidr >> 32 & 0xff) << 48
-        | (aff0 >> 4) << 44
-        | (mpidr >> 16 & 0xff) << 32
-        | u64::from(intid & 0xf) << 24
-        | (mpidr >> 8 & 0xff) << 16
-        | 1 << (aff0 & 0xf);
+    let value = hyp_drivers::gic_sgi::sgi1r_to(mpidr, u32::from(intid));
     // SAFETY: Generates an SGI; stores that made the interrupt's cause visible
     // come first (DSB), and no memory of the hyp's is touched.
     unsafe { asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack, preserves_flags)) };
