@@ -192,14 +192,15 @@ fn serve_wfi(ctx: &mut VcpuContext, wfe: bool, live: &mut LiveGic, view: &Runnin
     }
     view.fill(ctx, live);
     if !ctx.vgic.any_pending() && view.flags.wait_in_hyp {
-        // The vCPU has this CPU to itself: wait here until a physical
-        // interrupt (the guest's timer, a kick, the host's own). The guest
-        // then executes its WFI again, which completes if an interrupt became
-        // pending for it; the physical one, still pending, traps first and is
-        // served (`serve_irq`) or ends the run. A WFE waits for an event and
-        // goes on (it may end early, as on hardware).
+        // The vCPU has this CPU to itself. A WFE goes on at once (it may end
+        // early, as on hardware; a physical WFE here, with IRQs masked, might
+        // not wake for the host's interrupts). A WFI waits here until a
+        // physical interrupt (the guest's timer, a kick, the host's own, all
+        // of which end a WFI also when masked); the guest then executes its
+        // WFI again, which completes if an interrupt became pending for it,
+        // and the physical one, still pending, traps first and is served
+        // (`serve_irq`) or ends the run.
         if wfe {
-            aarch64_cpu::asm::wfe();
             ctx.pc = ctx.pc.wrapping_add(4);
         } else {
             aarch64_cpu::asm::wfi();

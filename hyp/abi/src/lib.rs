@@ -343,8 +343,8 @@ impl Exit {
 /// of its own (0: as before, every wait and wake goes through the host).
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
 pub struct RunFlags {
-    /// Bit 0: a WFI with nothing to take waits in the hyp (a physical WFI; a
-    /// WFE, a physical WFE) until a physical interrupt instead of exiting. The
+    /// Bit 0: a WFI with nothing to take waits in the hyp (a physical WFI)
+    /// until a physical interrupt instead of exiting (a WFE goes on). The
     /// host enables PPIs 25 and 27 on the CPU (the guest's timer wakes it) and
     /// gets its CPU back with any interrupt of its own (`Exit::Interrupted`).
     pub wait_in_hyp: bool,
