@@ -124,8 +124,14 @@ impl HostServices for HypServices<'_> {
         self.hyp.with_vms(|vms, _, _| vms.vcpu_init(handle, vcpu, pc, x0))
     }
 
-    fn vcpu_run(&mut self, handle: VmHandle, vcpu: VcpuIndex, mmio_read_value: u64) -> Result<Exit, HypError> {
-        crate::vcpu_run::vcpu_run(self.hyp, handle, vcpu, mmio_read_value)
+    fn vcpu_run(
+        &mut self,
+        handle: VmHandle,
+        vcpu: VcpuIndex,
+        mmio_read_value: u64,
+        flags: hyp_abi::RunFlags,
+    ) -> Result<Exit, HypError> {
+        crate::vcpu_run::vcpu_run(self.hyp, handle, vcpu, mmio_read_value, flags)
     }
 
     fn vcpu_get_reg(&mut self, handle: VmHandle, vcpu: VcpuIndex, reg: u64) -> Result<u64, HypError> {

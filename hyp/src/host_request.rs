@@ -59,6 +59,7 @@ pub enum HostRequest {
         vm: VmHandle,
         vcpu: VcpuIndex,
         mmio_read_value: u64,
+        flags: hyp_abi::RunFlags,
     },
     /// `reg` is a [`hyp_abi::VcpuReg`], checked after the VM and the vCPU.
     VcpuGetReg {
@@ -132,7 +133,12 @@ impl HostRequest {
                 HostRequest::VmMap { vm, pa: PhysAddr::new(a2), ipa: Ipa::new(a3), pages: PageCount::new(a4) }
             }
             HostCall::VcpuInit => HostRequest::VcpuInit { vm, vcpu, pc: a3, x0: a4 },
-            HostCall::VcpuRun => HostRequest::VcpuRun { vm, vcpu, mmio_read_value: a3 },
+            HostCall::VcpuRun => HostRequest::VcpuRun {
+                vm,
+                vcpu,
+                mmio_read_value: a3,
+                flags: hyp_abi::RunFlags::from_raw(a4).ok_or(HypError::InvalidArgument)?,
+            },
             HostCall::VcpuGetReg => HostRequest::VcpuGetReg { vm, vcpu, reg: a3 },
             HostCall::VcpuSetReg => HostRequest::VcpuSetReg { vm, vcpu, reg: a3, value: a4 },
             HostCall::VmInfo => HostRequest::VmInfo { vm },
@@ -182,9 +188,15 @@ mod tests {
             Ok(HostRequest::VmReclaim { vm, ipa: Ipa::new(0x8000_0000), pages: PageCount::new(4) })
         );
         assert_eq!(
-            decode(HostCall::VcpuRun, [vm.raw(), 1, 0x41, 9, 9, 9]),
-            Ok(HostRequest::VcpuRun { vm, vcpu, mmio_read_value: 0x41 })
+            decode(HostCall::VcpuRun, [vm.raw(), 1, 0x41, 0x203, 9, 9]),
+            Ok(HostRequest::VcpuRun {
+                vm,
+                vcpu,
+                mmio_read_value: 0x41,
+                flags: hyp_abi::RunFlags { wait_in_hyp: true, kick_sgi: Some(2) }
+            })
         );
+        assert_eq!(decode(HostCall::VcpuRun, [vm.raw(), 1, 0, 1 << 16, 0, 0]), Err(HypError::InvalidArgument));
     }
 
     #[test]

@@ -27,7 +27,13 @@ pub trait HostServices {
     fn vm_create(&mut self, ty: u64, vcpus: u64) -> Result<VmHandle, HypError>;
     fn vm_map(&mut self, vm: VmHandle, pa: PhysAddr, ipa: Ipa, pages: PageCount) -> Result<(), HypError>;
     fn vcpu_init(&mut self, vm: VmHandle, vcpu: VcpuIndex, pc: u64, x0: u64) -> Result<(), HypError>;
-    fn vcpu_run(&mut self, vm: VmHandle, vcpu: VcpuIndex, mmio_read_value: u64) -> Result<Exit, HypError>;
+    fn vcpu_run(
+        &mut self,
+        vm: VmHandle,
+        vcpu: VcpuIndex,
+        mmio_read_value: u64,
+        flags: hyp_abi::RunFlags,
+    ) -> Result<Exit, HypError>;
     fn vcpu_get_reg(&mut self, vm: VmHandle, vcpu: VcpuIndex, reg: u64) -> Result<u64, HypError>;
     fn vcpu_set_reg(&mut self, vm: VmHandle, vcpu: VcpuIndex, reg: u64, value: u64) -> Result<(), HypError>;
     fn vm_info(&mut self, vm: VmHandle) -> Result<[u64; 3], HypError>;
@@ -72,8 +78,8 @@ fn dispatch(request: HostRequest, services: &mut dyn HostServices) -> [u64; 4] {
         HostRequest::VmCreate { ty, vcpus } => one(services.vm_create(ty, vcpus).map(VmHandle::raw)),
         HostRequest::VmMap { vm, pa, ipa, pages } => done(services.vm_map(vm, pa, ipa, pages)),
         HostRequest::VcpuInit { vm, vcpu, pc, x0 } => done(services.vcpu_init(vm, vcpu, pc, x0)),
-        HostRequest::VcpuRun { vm, vcpu, mmio_read_value } => {
-            encode_result(services.vcpu_run(vm, vcpu, mmio_read_value).map(Exit::encode))
+        HostRequest::VcpuRun { vm, vcpu, mmio_read_value, flags } => {
+            encode_result(services.vcpu_run(vm, vcpu, mmio_read_value, flags).map(Exit::encode))
         }
         HostRequest::VcpuGetReg { vm, vcpu, reg } => one(services.vcpu_get_reg(vm, vcpu, reg)),
         HostRequest::VcpuSetReg { vm, vcpu, reg, value } => done(services.vcpu_set_reg(vm, vcpu, reg, value)),
@@ -130,7 +136,13 @@ mod tests {
             self.0.push(("init", vm.raw(), vcpu.raw()));
             Ok(())
         }
-        fn vcpu_run(&mut self, _vm: VmHandle, _vcpu: VcpuIndex, _value: u64) -> Result<Exit, HypError> {
+        fn vcpu_run(
+            &mut self,
+            _vm: VmHandle,
+            _vcpu: VcpuIndex,
+            _value: u64,
+            _flags: hyp_abi::RunFlags,
+        ) -> Result<Exit, HypError> {
             Ok(Exit::Mmio { ipa: 0x900_0000, size_bytes: 1, write: true, value: 0x41 })
         }
         fn vcpu_get_reg(&mut self, _vm: VmHandle, _vcpu: VcpuIndex, _reg: u64) -> Result<u64, HypError> {

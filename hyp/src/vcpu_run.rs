@@ -19,7 +19,7 @@ use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState, VmTable};
 use crate::vm::vgic_dist::Filled;
 use crate::vm::vgic_mmio::{frame_of, holds_pending_state, Frame};
-use hyp_abi::{Exit, HypError};
+use hyp_abi::{Exit, HypError, RunFlags};
 
 /// Injected exceptions one run may take before the VM is declared dead: a
 /// guest with no working vector faults at its vector forever.
@@ -65,6 +65,8 @@ struct RunningVm<'a> {
     ppi_frame: PpiFrame,
     /// The VM's vCPU count (fixed at creation), for its GIC windows.
     vcpus: usize,
+    /// How the host runs it (`hyp_abi::RunFlags`); the kick only on GICv3.
+    flags: RunFlags,
 }
 
 /// PSCI INTERNAL_FAILURE: the VM went away under the caller (cannot happen while
@@ -129,7 +131,8 @@ impl VmView for RunningVm<'_> {
             let before = vm.gic.deliverable_mask();
             vm.gic.send_sgi(targets, intid, self.vcpu);
             let after = vm.gic.deliverable_mask();
-            after & !before | after & (1 << self.vcpu)
+            let woken = after & !before | after & (1 << self.vcpu);
+            woken & !kick_running(vm, woken & !(1 << self.vcpu))
         })
     }
 
@@ -150,11 +153,29 @@ impl VmView for RunningVm<'_> {
     }
 }
 
+/// Kicks the vCPUs in `targets` that run on a CPU whose host asked for kicks
+/// (`RunFlags::kick_sgi`): sends each CPU its SGI. Returns those kicked, which
+/// see their interrupts without the host. Under the VM table's lock, so a
+/// target cannot leave its run unnoticed; a kick that lands after the target
+/// went back to its host anyway is the host's to ignore.
+fn kick_running(vm: &Vm, targets: u64) -> u64 {
+    let mut kicked = 0;
+    for (index, vcpu) in vm.vcpus.iter().enumerate().filter(|&(i, _)| targets & 1 << i != 0) {
+        if let (true, Some((mpidr, sgi))) = (vcpu.running, vcpu.kick) {
+            crate::arch::aarch64::gicv3::send_sgi(mpidr, sgi);
+            kicked |= 1 << index;
+        }
+    }
+    kicked
+}
+
 /// A physical interrupt while the guest ran: the guest's own virtual timer
-/// firing and the maintenance interrupt are served here; anything else is the
-/// host's, which gets its CPU back.
+/// firing, the maintenance interrupt and the host's kick (a sibling sent this
+/// vCPU an interrupt) are served here; anything else is the host's, which
+/// gets its CPU back.
 fn serve_irq(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) -> Outcome {
-    let mut ours = live.maintenance_pending();
+    let kicked = view.flags.kick_sgi.is_some_and(|sgi| view.ppi_frame.take_pending(u32::from(sgi)));
+    let mut ours = kicked | live.maintenance_pending();
     if live.manages_timer_ppi() && live.timer_asserted() && !live.timer_ppi_active() {
         live.activate_timer_ppi();
         view.timer_pending();
@@ -167,20 +188,40 @@ fn serve_irq(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) ->
     Outcome::Resume
 }
 
-/// A WFI: returns at once if the vCPU has an interrupt to take (also with
-/// interrupts masked, as on hardware); else the host gets the CPU.
-fn serve_wfi(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) -> Outcome {
+/// A WFI or WFE: returns at once if the vCPU has an interrupt to take (also
+/// with interrupts masked, as on hardware); else the host gets the CPU. A WFE
+/// waits for an event the host cannot see (a sibling's SEV or store), so it
+/// ends with the deadline 0, "runnable now": the host runs another vCPU of
+/// that CPU first, if it has one (the yield to a lock holder), or this one again.
+fn serve_wfi(ctx: &mut VcpuContext, wfe: bool, live: &mut LiveGic, view: &RunningVm<'_>) -> Outcome {
     if live.timer_asserted() {
         live.activate_timer_ppi();
         view.timer_pending();
     }
     view.fill(ctx, live);
+    if !ctx.vgic.any_pending() && view.flags.wait_in_hyp {
+        // The vCPU has this CPU to itself. A WFE goes on at once (it may end
+        // early, as on hardware; a physical WFE here, with IRQs masked, might
+        // not wake for the host's interrupts). A WFI waits here until a
+        // physical interrupt (the guest's timer, a kick, the host's own, all
+        // of which end a WFI also when masked); the guest then executes its
+        // WFI again, which completes if an interrupt became pending for it,
+        // and the physical one, still pending, traps first and is served
+        // (`serve_irq`) or ends the run.
+        if wfe {
+            ctx.pc = ctx.pc.wrapping_add(4);
+        } else {
+            aarch64_cpu::asm::wfi();
+        }
+        return Outcome::Resume;
+    }
     // Either way the guest goes on past its WFI (when the host runs it again).
     ctx.pc = ctx.pc.wrapping_add(4);
     if ctx.vgic.any_pending() {
         return Outcome::Resume;
     }
-    Outcome::ToHost { exit: Exit::Wfi { timer_deadline: u64::MAX }, pending_read: None }
+    let timer_deadline = if wfe { 0 } else { u64::MAX };
+    Outcome::ToHost { exit: Exit::Wfi { timer_deadline }, pending_read: None }
 }
 
 /// A data abort (the caller checked) at the guest's GIC distributor or
@@ -310,7 +351,7 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
     // traps first (the most frequent), the line without a GIC after.
     if trap.kind == 0 && live.is_present() {
         match trap.esr.class() {
-            ExceptionClass::WfiWfe => return serve_wfi(ctx, live, view),
+            ExceptionClass::WfiWfe => return serve_wfi(ctx, trap.esr.is_wfe(), live, view),
             // (An abort whose IPA HPFAR_EL2 did not give has `ipa` 0, which
             // is no GIC frame: it goes on to `guest_trap::handle`.)
             ExceptionClass::DataAbortLower => {
@@ -336,7 +377,14 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
 }
 
 /// `VCPU_RUN`: see `docs/abi.md`.
-pub fn vcpu_run(hyp: &Hyp, handle: VmHandle, vcpu: VcpuIndex, mmio_read_value: u64) -> Result<Exit, HypError> {
+pub fn vcpu_run(
+    hyp: &Hyp,
+    handle: VmHandle,
+    vcpu: VcpuIndex,
+    mmio_read_value: u64,
+    flags: RunFlags,
+) -> Result<Exit, HypError> {
+    let flags = RunFlags { kick_sgi: flags.kick_sgi.filter(|_| hyp.vgic == VgicHardware::V3), ..flags };
     // Claim the vCPU under the lock; run it without the lock.
     let vms_lock = hyp.vms();
     let this_cpu = crate::arch::aarch64::percpu::this_cpu();
@@ -387,6 +435,7 @@ pub fn vcpu_run(hyp: &Hyp, handle: VmHandle, vcpu: VcpuIndex, mmio_read_value: u
             guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);
         }
         v.running = true;
+        v.kick = flags.kick_sgi.map(|sgi| (this_cpu.mpidr, sgi));
         v.power = VcpuPower::On;
         (&mut *v.ctx as *mut VcpuContext, entry, vm.protected, index, vm.vcpus.len())
     };
@@ -394,7 +443,7 @@ pub fn vcpu_run(hyp: &Hyp, handle: VmHandle, vcpu: VcpuIndex, mmio_read_value: u
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).
     let ctx = unsafe { &mut *ctx };
-    let view = RunningVm { vms: vms_lock, handle, vcpu: index, hardware, ppi_frame, vcpus };
+    let view = RunningVm { vms: vms_lock, handle, vcpu: index, hardware, ppi_frame, vcpus, flags };
     let (mut injections, mut traps) = (0u32, 0u32);
     let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap, live| {
         traps += 1;
@@ -421,6 +470,8 @@ pub fn vcpu_run(hyp: &Hyp, handle: VmHandle, vcpu: VcpuIndex, mmio_read_value: u
         vm.gic.release_ended(index, &ctx.vgic);
     }
     let exit = match exit {
+        // A WFE (see `serve_wfi`).
+        Exit::Wfi { timer_deadline: 0 } => exit,
         // A timer whose interrupt the guest disabled wakes nothing.
         Exit::Wfi { .. }
             if hardware != VgicHardware::None
@@ -435,6 +486,7 @@ pub fn vcpu_run(hyp: &Hyp, handle: VmHandle, vcpu: VcpuIndex, mmio_read_value: u
     };
     if let Some(v) = vm.vcpus.get_mut(index) {
         v.running = false;
+        v.kick = None;
         v.pending_read = pending_read;
         if exit == Exit::CpuOff {
             v.power = VcpuPower::Off;

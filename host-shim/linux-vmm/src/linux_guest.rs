@@ -206,6 +206,9 @@ fn run_vcpu(shared: &Shared<'_>, vcpu: usize) {
                 shared.kick();
             }
             Ok(Exit::CpuOff) => shared.on[vcpu].store(false, Ordering::SeqCst),
+            // A WFE: runnable now; let a thread this one waits for (sharing
+            // its CPU) run first.
+            Ok(Exit::Wfi { timer_deadline: 0 }) => std::thread::yield_now(),
             Ok(Exit::Wfi { timer_deadline }) => {
                 let ticks = timer_deadline.saturating_sub(counter());
                 let wait = Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / frequency);

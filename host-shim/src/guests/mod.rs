@@ -1,12 +1,12 @@
 //! The guests the shim runs in VMs: small position-independent EL1 programs
-//! (`guests.S`; the leak checks' in `leak.S`; their shared macros and
+//! (`guests.S`; the leak checks' in `leak.S`, the IPI ping-pong in `ipi.S`; their shared macros and
 //! constants in `macros.S`), each described where it is written, and the IPA
 //! layout they expect. The shim copies one into a page it gives a VM at
 //! [`GUEST_ENTRY`] and starts a vCPU there with x0 as its argument.
 
 use core::arch::global_asm;
 
-global_asm!(include_str!("macros.S"), include_str!("guests.S"), include_str!("leak.S"));
+global_asm!(include_str!("macros.S"), include_str!("guests.S"), include_str!("leak.S"), include_str!("ipi.S"));
 
 /// Where the guests' code goes in guest-physical memory.
 pub const GUEST_ENTRY: u64 = 0x8000_0000;
@@ -88,6 +88,8 @@ guest_images! {
     /// The timer benchmark guest's code.
     #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     vtimer_bench: guest_vtimer_bench_start..guest_vtimer_bench_end,
+    /// The IPI ping-pong guest's code (two pages: vCPU 0's, then vCPU 1's; `ipi.S`).
+    ipi: guest_ipi_start..guest_ipi_end,
     /// The distributor guest's code.
     gic: guest_gic_start..guest_gic_end,
     /// The burst guest's code.

@@ -121,6 +121,13 @@ extern "C" fn shim_secondary_main(mailbox: &'static Mailbox) -> ! {
     }
 }
 
+/// Waits for a secondary's word to change: it signals each (SEV). Under
+/// QEMU's single-threaded TCG (`-icount`) a WFE also hands the emulation to the
+/// other CPUs, which a spinning poll starved (the secondary never arrived).
+fn wait_for_event() {
+    aarch64_cpu::asm::wfe();
+}
+
 /// Posts `job` (null: turn off) with `args` to CPU `cpu`'s mailbox.
 fn post_raw(cpu: usize, job: *mut (), args: [u64; 3]) {
     let mailbox = &MAILBOXES[cpu];
@@ -146,7 +153,7 @@ pub fn wait_for(cpu: usize) -> Option<[u64; 4]> {
         if mailbox.done.load(Ordering::Acquire) == posted {
             return Some(core::array::from_fn(|i| mailbox.result[i].load(Ordering::Relaxed)));
         }
-        core::hint::spin_loop();
+        wait_for_event();
     }
     None
 }
@@ -189,7 +196,7 @@ pub fn start_cpu(platform: &HostPlatform, cpu: usize, mpidr: u64) -> Result<(), 
         if mailbox.arrivals.load(Ordering::Acquire) != arrivals {
             return Ok(());
         }
-        core::hint::spin_loop();
+        wait_for_event();
     }
     Err(i64::MIN)
 }

@@ -3,7 +3,10 @@
 //! which is how it shows that a guest cannot keep its CPU. Runs with the MMU
 //! off (register accesses are device accesses already); on the boot CPU, and
 //! with the hostile host on every CPU (each enables its own PPI and timer; the
-//! tick count is then approximate).
+//! tick count is then approximate). Also what lets one CPU wake another:
+//! the kick (an SGI, [`kick`]) and a wait until a deadline or a kick
+//! ([`wait_for_interrupt`]), with which the Linux-guest mode runs each vCPU on
+//! a CPU of its own.
 
 use crate::harness::mmio::Registers;
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0};
@@ -26,6 +29,24 @@ pub enum GicConfig {
 }
 
 impl GicConfig {
+    /// The configuration as three words, for a job on another CPU
+    /// ([`GicConfig::from_words`] reads them back).
+    pub fn to_words(self) -> [u64; 3] {
+        match self {
+            GicConfig::V3 { distributor, redistributors } => [distributor, redistributors, u64::MAX],
+            GicConfig::V2 { distributor, cpu_interface, control } => [distributor, cpu_interface, control.unwrap_or(0)],
+        }
+    }
+
+    /// What [`GicConfig::to_words`] wrote (GICH is never at 0, GICv3 never
+    /// has it).
+    pub fn from_words([distributor, second, third]: [u64; 3]) -> GicConfig {
+        match third {
+            u64::MAX => GicConfig::V3 { distributor, redistributors: second },
+            control => GicConfig::V2 { distributor, cpu_interface: second, control: (control != 0).then_some(control) },
+        }
+    }
+
     /// The interrupt controller of the device tree, if it is one the shim drives.
     pub fn from_fdt(fdt: &fdt::Fdt<'_>) -> Option<GicConfig> {
         if let Some(node) = fdt.find_compatible(&["arm,gic-v3"]) {
@@ -57,6 +78,10 @@ const GICD_CTLR: u64 = 0x0;
 const GICD_IGROUPR: u64 = 0x80;
 const GICD_ISENABLER: u64 = 0x100;
 const GICD_IPRIORITYR: u64 = 0x400;
+/// GICv2: the CPU targets of the banked interrupts (read: this CPU's own
+/// interface bit), and the SGI register.
+const GICD_ITARGETSR: u64 = 0x800;
+const GICD_SGIR: u64 = 0xf00;
 /// GICv3 redistributor registers (RD frame, then SGI frame at +64 KiB).
 const GICR_TYPER: u64 = 0x8;
 const GICR_WAKER: u64 = 0x14;
@@ -194,6 +219,71 @@ pub fn start_tick(gic: GicConfig, intid: u32, hz: u64) -> bool {
     PERIOD.store(period, Ordering::Relaxed);
     arm_timer(period);
     true
+}
+
+/// The SGI with which one CPU of the shim wakes another: out of a guest (the
+/// hyp ends the run with `Exit::Interrupted`) or out of [`wait_for_interrupt`].
+pub const KICK_SGI: u32 = 1;
+/// The SGI with which one CPU wakes another's vCPU: the shim names it to the
+/// hyp (`hyp_abi::RunFlags::kick_sgi`), which then sends it itself for a
+/// sibling's SGI and takes it at EL2 while the vCPU runs (on GICv3), without
+/// an exit; in the host it wakes [`wait_for_interrupt`] like [`KICK_SGI`].
+pub const VCPU_KICK_SGI: u32 = 2;
+
+/// Enables the kick SGIs and `timer_intid` (the EL1 physical timer, which
+/// [`wait_for_interrupt`] arms) on this CPU; returns this CPU's GICv2 CPU
+/// interface bit (0 on GICv3), which [`kick`] needs, or `None` if the GIC did
+/// not respond.
+pub fn enable_kick(gic: GicConfig, timer_intid: u32) -> Option<u64> {
+    if !(enable_ppi(gic, KICK_SGI) && enable_ppi(gic, VCPU_KICK_SGI) && enable_ppi(gic, timer_intid)) {
+        return None;
+    }
+    Some(match gic {
+        GicConfig::V3 { .. } => 0,
+        // The banked ITARGETSR0..7 read as this CPU's own interface bit.
+        GicConfig::V2 { distributor, .. } => u64::from(registers(distributor).read32(GICD_ITARGETSR) & 0xff),
+    })
+}
+
+/// Sends SGI `sgi` ([`KICK_SGI`] or [`VCPU_KICK_SGI`]) to the CPU of MPIDR
+/// `mpidr` (GICv3) or of CPU interface bit `gicv2_mask` (GICv2).
+pub fn kick(gic: GicConfig, mpidr: u64, gicv2_mask: u64, sgi: u32) {
+    match gic {
+        GicConfig::V3 { .. } => {
+            let value = hyp_drivers::gic_sgi::sgi1r_to(mpidr, sgi);
+            // SAFETY: Sends an SGI; the host owns its physical CPU interface.
+            unsafe { asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack)) };
+        }
+        GicConfig::V2 { distributor, .. } => {
+            aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+            registers(distributor).write32(GICD_SGIR, ((gicv2_mask as u32 & 0xff) << 16) | (sgi & 0xf));
+        }
+    }
+}
+
+/// Waits on this CPU (WFI) until the physical count reaches `deadline`
+/// (`u64::MAX`: no deadline) or another interrupt (a kick) arrives, then
+/// takes the pending interrupts. The timer is the EL1 physical one, enabled by
+/// [`enable_kick`]; it is off again on return.
+pub fn wait_for_interrupt(deadline: u64) {
+    set_wakeup(deadline);
+    // A pending interrupt ends WFI also with IRQs masked (they are, in the shim).
+    aarch64_cpu::asm::wfi();
+    stop_tick();
+    take_pending_interrupts();
+}
+
+/// Arms this CPU's physical timer to interrupt at physical count `deadline`
+/// (`u64::MAX`: not at all), e.g. to end a guest's time slice.
+pub fn set_wakeup(deadline: u64) {
+    if deadline == u64::MAX {
+        stop_tick();
+        return;
+    }
+    // SAFETY: Programs this CPU's physical timer (CNTHCTL_EL2.EL1PCEN).
+    unsafe {
+        asm!("msr cntp_cval_el0, {}", "mov {t}, #1", "msr cntp_ctl_el0, {t}", "isb", in(reg) deadline, t = out(reg) _, options(nostack))
+    };
 }
 
 /// Stops the tick: the timer's output goes low, so nothing stays pending for

@@ -91,7 +91,17 @@ pub fn vcpu_init(handle: u64, vcpu: u64, pc: u64, x0: u64) -> Result<(), HypErro
 
 /// Runs a vCPU until it exits; `mmio_read_value` answers a pending MMIO read.
 pub fn vcpu_run(handle: u64, vcpu: u64, mmio_read_value: u64) -> Result<hyp_abi::Exit, HypError> {
-    call(HostCall::VcpuRun, [handle, vcpu, mmio_read_value, 0, 0, 0])
+    vcpu_run_with(handle, vcpu, mmio_read_value, hyp_abi::RunFlags::default())
+}
+
+/// `vcpu_run` with `flags` (x4): waits in the hyp, the host's vCPU kick.
+pub fn vcpu_run_with(
+    handle: u64,
+    vcpu: u64,
+    mmio_read_value: u64,
+    flags: hyp_abi::RunFlags,
+) -> Result<hyp_abi::Exit, HypError> {
+    call(HostCall::VcpuRun, [handle, vcpu, mmio_read_value, flags.raw(), 0, 0])
         .and_then(|regs| hyp_abi::Exit::decode(regs).ok_or(HypError::NotSupported))
 }
 

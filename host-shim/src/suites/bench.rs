@@ -7,6 +7,7 @@
 use crate::guests::{self, load, GUEST_ENTRY};
 use crate::harness::hypercall;
 use crate::harness::instructions::{now, start as pmu_start};
+use crate::harness::ipi_guest::ping_pong;
 use crate::harness::platform::HostPlatform;
 use crate::harness::report::ALL_CHECKS_PASSED;
 use crate::harness::scratch::{memcache_pages, page, MEMCACHE_PAGES};
@@ -135,6 +136,25 @@ fn interrupt_round_trips(
     Ok(cost)
 }
 
+/// An IPI from vCPU 0 to vCPU 1 of a non-protected VM and back, each on a CPU
+/// of its own: (the ping-pong guest's run with `ITERATIONS` rounds - its run
+/// with none) / `ITERATIONS`. Every CPU's instructions count (virtual time).
+fn ipi_round_trip(platform: &HostPlatform) -> Result<u64, HypError> {
+    let mut costs = [0u64; 2];
+    for (cost, rounds) in costs.iter_mut().zip([0, ITERATIONS]) {
+        let run = ping_pong(platform, VmType::NonProtected, page(1), rounds).map_err(|error| {
+            log::error!("BENCH failed: the IPI ping-pong: {error}");
+            HypError::InvalidArgument
+        })?;
+        if run.rounds != Some(rounds) || run.end != Exit::SystemOff || !run.own_cpus {
+            log::error!("BENCH failed: the IPI ping-pong ran {run}");
+            return Err(HypError::InvalidArgument);
+        }
+        *cost = run.instructions;
+    }
+    Ok((costs[1] - costs[0]) / ITERATIONS)
+}
+
 fn run_benches(platform: &HostPlatform, entry_counter: u64) -> Result<(), HypError> {
     // Reset to the shim's first instruction: the counter's ticks, scaled to
     // nanoseconds, which are instructions under -icount shift=0.
@@ -217,6 +237,8 @@ fn run_benches(platform: &HostPlatform, entry_counter: u64) -> Result<(), HypErr
     report("stage2_table_bytes_per_gib", (used()? - before_map) * 4096 * 4);
     destroy(one, VmType::Protected, pages)?;
     destroy(two, VmType::Protected, 0)?;
+    // Last: it starts a second CPU, which waits for jobs afterwards.
+    report("ipi_round_trip", ipi_round_trip(platform)?);
     hypercall::reclaim_hyp(memcache_pages(), MEMCACHE_PAGES as u64)?;
     Ok(())
 }

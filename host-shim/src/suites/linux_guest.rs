@@ -10,17 +10,22 @@
 //! protocol wants them, writes the guest's device tree beside them
 //! (`vmm::guest_tree`), and gives the range to a VM of two vCPUs at IPA
 //! 0x8000_0000 (donated to a protected VM, lent to a non-protected one). It
-//! starts vCPU 0 at the Image with x0 = the tree, runs both vCPUs on this CPU
-//! in time slices of its own 100 Hz tick, serves a PL011 at IPA 0x0900_0000
-//! (SPI 33) from MMIO exits, passing what is typed at its own console to the
-//! guest, and when the guest powers off tears the VM down and takes every page
-//! back (a protected VM's zeroed).
+//! starts vCPU 0 at the Image with x0 = the tree, serves a PL011 at IPA
+//! 0x0900_0000 (SPI 33) from MMIO exits, passing what is typed at its own
+//! console to the guest, and when the guest powers off tears the VM down and
+//! takes every page back (a protected VM's zeroed).
+//!
+//! Scheduling (`harness::vcpu_cpus`): with a second CPU, vCPU 1 runs there
+//! and vCPU 0 on the boot CPU, which has the UART (the other CPU forwards its
+//! vCPU's accesses); with one CPU, both share it in 10 ms slices.
 
 use crate::harness::console::Console;
+use crate::harness::cpus;
 use crate::harness::gic::GicConfig;
 use crate::harness::hypercall;
 use crate::harness::platform::HostPlatform;
 use crate::harness::report::check;
+use crate::harness::vcpu_cpus::{self, Devices};
 use hyp_abi::{Exit, VmType};
 use vmm::boot_layout::{self, BootLayout, TREE_ROOM};
 use vmm::guest_tree::{GuestGic, GuestTree};
@@ -34,28 +39,8 @@ const PAGE: u64 = 4096;
 const UART: u64 = 0x0900_0000;
 const UART_INTID: u32 = 33;
 const BOOTARGS: &str = "console=ttyAMA0 earlycon=pl011,0x9000000 rdinit=/init";
-/// Runs before the guest is declared stuck.
-const MAX_RUNS: u64 = 50_000_000;
-/// Exits of the Linux VM so far, by kind: MMIO, WFI, interrupted, other. The
-/// shim runs on one CPU with its MMU off: plain counters.
-struct ExitCounts {
-    mmio: core::sync::atomic::AtomicU64,
-    wfi: core::sync::atomic::AtomicU64,
-    interrupted: core::sync::atomic::AtomicU64,
-    other: core::sync::atomic::AtomicU64,
-}
-
-static EXITS: ExitCounts = ExitCounts {
-    mmio: core::sync::atomic::AtomicU64::new(0),
-    wfi: core::sync::atomic::AtomicU64::new(0),
-    interrupted: core::sync::atomic::AtomicU64::new(0),
-    other: core::sync::atomic::AtomicU64::new(0),
-};
-
-fn count(counter: &core::sync::atomic::AtomicU64) {
-    use core::sync::atomic::Ordering::Relaxed;
-    counter.store(counter.load(Relaxed) + 1, Relaxed);
-}
+/// The guest's vCPUs.
+const VCPUS: usize = 2;
 
 /// The line of the guest's init that ends its boot.
 const USER_SPACE_MARKER: &[u8] = b"linux-guest: user space reached";
@@ -160,16 +145,17 @@ pub fn run(platform: &HostPlatform, ty: VmType) -> bool {
     let memcache = crate::harness::scratch::memcache_pages();
     let memcache_pages = crate::harness::scratch::MEMCACHE_PAGES as u64;
     let mut passed = check!(hypercall::donate_hyp(memcache, memcache_pages).is_ok(), "donate the memcache");
-    if let Some(gic) = platform.gic {
-        passed &= check!(
-            crate::harness::gic::start_tick(gic, platform.timer_intid.unwrap_or(30), 100),
-            "the host's 100 Hz tick (time slices)"
-        );
-    }
+    let Some(gic) = platform.gic else {
+        return check!(false, "a Linux guest needs a GIC");
+    };
+    // vCPU 1 on a CPU of its own if there is one; else both on this CPU.
+    let Some(placement) = vcpu_cpus::place(platform, gic, VCPUS) else {
+        return check!(false, "kicks and wake-ups on the boot CPU: the GIC did not answer");
+    };
     crate::harness::instructions::start();
     let created_at = crate::harness::instructions::now();
     let pages = GUEST_RAM_SIZE / PAGE;
-    let ready = hypercall::vm_create(ty, 2).and_then(|handle| {
+    let ready = hypercall::vm_create(ty, VCPUS as u64).and_then(|handle| {
         for page in (0..pages).step_by(512) {
             hypercall::vm_map(handle, prepared.host_ram + page * PAGE, GUEST_RAM + page * PAGE, 512)?;
         }
@@ -180,10 +166,15 @@ pub fn run(platform: &HostPlatform, ty: VmType) -> bool {
         return check!(false, "set up the Linux VM: {ready:?}");
     };
     log::info!("linux: a {ty:?} VM of 2 vCPUs with 256 MiB at IPA {GUEST_RAM:#x}");
-    let end = run_vcpus(handle, created_at);
-    crate::harness::gic::stop_tick();
+    match placement.job_cpu(1) {
+        Some(cpu) => log::info!("linux: vCPU 0 runs on CPU {}, vCPU 1 on CPU {cpu}", cpus::own_index(platform)),
+        None => log::info!("linux: both vCPUs run on CPU {} in time slices", cpus::own_index(platform)),
+    }
+    let mut uart = GuestUart { model: Pl011::default(), lines: ConsoleLines { line: [0; 160], len: 0, created_at } };
+    let end = vcpu_cpus::run(&placement, handle, &mut uart).map_err(|error| log::error!("linux: {error}")).ok();
     passed &= check!(end == Some(Exit::SystemOff), "the Linux guest powered off: {end:?}");
-    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the Linux VM down");
+    let teardown = hypercall::vm_teardown(handle);
+    passed &= check!(teardown.is_ok(), "tear the Linux VM down: {teardown:?}");
     // Lent pages come back with the teardown; donated ones are reclaimed, zeroed.
     let back = match ty {
         VmType::Protected => {
@@ -211,15 +202,14 @@ impl ConsoleLines {
             log::info!("guest: {}", core::str::from_utf8(&self.line[..self.len]).unwrap_or("(not UTF-8)"));
             if &self.line[..self.len] == USER_SPACE_MARKER {
                 // Exact under -icount shift=0 (e.g. scripts/run-linux -icount shift=0,sleep=off).
-                use core::sync::atomic::Ordering::Relaxed;
                 log::info!(
                     "linux: user space reached {} instructions after VM creation ({} MMIO, {} WFI, {} interrupted, \
                      {} other exits)",
                     crate::harness::instructions::now().wrapping_sub(self.created_at),
-                    EXITS.mmio.load(Relaxed),
-                    EXITS.wfi.load(Relaxed),
-                    EXITS.interrupted.load(Relaxed),
-                    EXITS.other.load(Relaxed)
+                    vcpu_cpus::total_exits(|e| &e.mmio),
+                    vcpu_cpus::total_exits(|e| &e.wfi),
+                    vcpu_cpus::total_exits(|e| &e.interrupted),
+                    vcpu_cpus::total_exits(|e| &e.other)
                 );
             }
             self.len = 0;
@@ -236,9 +226,24 @@ struct GuestUart {
     lines: ConsoleLines,
 }
 
+impl Devices for GuestUart {
+    fn mmio(&mut self, handle: u64, _vcpu: usize, ipa: u64, write: Option<u64>) -> (u64, Option<usize>) {
+        // The UART is the only device; other loads read 0.
+        match ipa.checked_sub(UART).filter(|&offset| offset < 0x1000) {
+            Some(offset) => self.access(handle, offset, write),
+            None => (0, None),
+        }
+    }
+
+    fn poll(&mut self, handle: u64) -> Option<usize> {
+        self.poll_input(handle)
+    }
+}
+
 impl GuestUart {
-    /// An MMIO access at `offset`; the value a load reads.
-    fn access(&mut self, handle: u64, offset: u64, write: Option<u64>) -> u64 {
+    /// An MMIO access at `offset`: the value a load reads, and the vCPU its
+    /// interrupt went to, if it was raised.
+    fn access(&mut self, handle: u64, offset: u64, write: Option<u64>) -> (u64, Option<usize>) {
         let value = match write {
             Some(value) => {
                 if let Some(byte) = self.model.write(offset, value as u32) {
@@ -250,15 +255,13 @@ impl GuestUart {
         };
         // A level interrupt over an edge injection: inject again after any
         // store or data read that leaves it asserted.
-        if write.is_some() || offset == 0 {
-            self.raise(handle);
-        }
-        value
+        let woken = if write.is_some() || offset == 0 { self.raise(handle) } else { None };
+        (value, woken)
     }
 
     /// Moves what was typed at the shim's console into the UART, while the
-    /// guest's driver listens.
-    fn poll_input(&mut self, handle: u64) {
+    /// guest's driver listens; the vCPU its interrupt went to, if raised.
+    fn poll_input(&mut self, handle: u64) -> Option<usize> {
         let mut received = false;
         while self.model.wants_input() {
             let Some(byte) = Console::read_byte() else {
@@ -267,61 +270,17 @@ impl GuestUart {
             received |= self.model.receive(byte);
         }
         if received {
-            self.raise(handle);
+            self.raise(handle)
+        } else {
+            None
         }
     }
 
-    fn raise(&self, handle: u64) {
-        if self.model.interrupt() {
-            let _ = hypercall::vcpu_inject_irq(handle, 0, u64::from(UART_INTID));
+    fn raise(&self, handle: u64) -> Option<usize> {
+        if !self.model.interrupt() {
+            return None;
         }
+        let vcpu = hypercall::vcpu_inject_irq(handle, 0, u64::from(UART_INTID)).ok()?;
+        usize::try_from(vcpu).ok().filter(|&v| v < VCPUS)
     }
-}
-
-/// Runs the two vCPUs in turn until the guest powers off, resets or dies.
-fn run_vcpus(handle: u64, created_at: u64) -> Option<Exit> {
-    let mut uart = GuestUart { model: Pl011::default(), lines: ConsoleLines { line: [0; 160], len: 0, created_at } };
-    let mut on = [true, false];
-    let mut answer = [0u64; 2];
-    let mut vcpu = 0usize;
-    for _ in 0..MAX_RUNS {
-        if !on[vcpu] {
-            vcpu ^= 1;
-            continue;
-        }
-        let exit = hypercall::vcpu_run(handle, vcpu as u64, answer[vcpu]);
-        answer[vcpu] = 0;
-        count(match exit {
-            Ok(Exit::Mmio { .. }) => &EXITS.mmio,
-            Ok(Exit::Wfi { .. }) => &EXITS.wfi,
-            Ok(Exit::Interrupted) => &EXITS.interrupted,
-            _ => &EXITS.other,
-        });
-        match exit {
-            Ok(Exit::Mmio { ipa, write, value, .. }) if (UART..UART + 0x1000).contains(&ipa) => {
-                answer[vcpu] = uart.access(handle, ipa - UART, write.then_some(value));
-            }
-            Ok(Exit::Mmio { .. } | Exit::Hypercall { .. }) => {}
-            Ok(Exit::CpuOn { vcpu: other }) => on[other as usize & 1] = true,
-            Ok(Exit::CpuOff) => {
-                on[vcpu] = false;
-                vcpu ^= 1;
-            }
-            Ok(Exit::Interrupted) => {
-                crate::harness::gic::take_pending_interrupts();
-                uart.poll_input(handle);
-                vcpu ^= 1;
-            }
-            Ok(Exit::Wfi { .. } | Exit::Wake { .. }) => {
-                uart.poll_input(handle);
-                vcpu ^= 1;
-            }
-            Ok(end @ (Exit::SystemOff | Exit::SystemReset | Exit::Fatal { .. })) => return Some(end),
-            Err(error) => {
-                log::warn!("linux: run of vCPU {vcpu}: {error}");
-                vcpu ^= 1;
-            }
-        }
-    }
-    None
 }

@@ -1,6 +1,6 @@
 //! The SMP checks: every CPU up in the shim through PSCI CPU_ON (which the
 //! hyp serves), a 4-vCPU guest whose vCPUs run at once on four CPUs, a vCPU
-//! moving between CPUs, every CPU creating, running and tearing down VMs at
+//! moving between CPUs, two vCPUs on two CPUs sending each other SGIs, every CPU creating, running and tearing down VMs at
 //! the same time, and CPUs turned off and on again. The other CPUs get their
 //! work through `harness::cpus`; only the boot CPU logs.
 
@@ -10,10 +10,11 @@ use crate::harness::cpus::{
 };
 use crate::harness::debug_calls::debug_calls;
 use crate::harness::hypercall;
+use crate::harness::ipi_guest::{ping_pong, PingPongError};
 use crate::harness::platform::{HostPlatform, MAX_CPUS};
 use crate::harness::report::check;
 use crate::harness::scratch::{PageAligned, PAGE};
-use aarch64_cpu::registers::{Readable, MPIDR_EL1};
+use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, MPIDR_EL1};
 use hyp_abi::{Exit, HypError, VmType, ABI_VERSION_MAJOR, ABI_VERSION_MINOR};
 use smccc::psci::PSCI_CPU_ON_64;
 use testkit::rng::Rng;
@@ -64,9 +65,37 @@ pub fn run_all(platform: &HostPlatform) -> bool {
     passed &= smp_guest(platform, VmType::NonProtected);
     passed &= smp_guest(platform, VmType::Protected);
     passed &= migrating_vcpu(platform);
+    passed &= ipi_ping_pong(platform, VmType::NonProtected);
+    passed &= ipi_ping_pong(platform, VmType::Protected);
     passed &= stress_all(platform);
     passed &= off_and_on_again(platform);
     passed
+}
+
+/// IPI rounds of the ping-pong check.
+const IPI_ROUNDS: u64 = 200;
+
+/// Two vCPUs, each on a CPU of its own, send each other SGIs `IPI_ROUNDS`
+/// times (`harness::ipi_guest`): every round completes through the host's
+/// kicks, in less time than one 10 ms tick per round (which is what an IPI
+/// cost when the vCPUs shared a CPU; the guest arms no timer).
+fn ipi_ping_pong(platform: &HostPlatform, ty: VmType) -> bool {
+    let run = ping_pong(platform, ty, scratch_page(0), IPI_ROUNDS);
+    if let Err(PingPongError::NoGicV3) = run {
+        log::info!("no GICv3: the IPI ping-pong guest needs ICC_SGI1R_EL1");
+        return true;
+    }
+    let tick = CNTFRQ_EL0.get() / 100;
+    let ok = run.as_ref().is_ok_and(|r| {
+        r.rounds == Some(IPI_ROUNDS) && r.end == Exit::SystemOff && r.own_cpus && r.ticks < IPI_ROUNDS * tick
+    });
+    match run {
+        Ok(run) => check!(
+            ok,
+            "a {ty:?} VM's two vCPUs on two CPUs ping-pong {IPI_ROUNDS} SGIs, each round under a 10 ms tick: {run}"
+        ),
+        Err(error) => check!(false, "a {ty:?} VM's two vCPUs on two CPUs ping-pong {IPI_ROUNDS} SGIs: {error}"),
+    }
 }
 
 fn bring_up(platform: &HostPlatform) -> bool {

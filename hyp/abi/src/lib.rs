@@ -275,7 +275,10 @@ pub enum Exit {
     /// The guest waits for an interrupt (WFI/WFE) and none is pending for it.
     /// `timer_deadline` is the physical counter value (CNTPCT) at which its
     /// virtual timer fires, `u64::MAX` if the timer is off or masked: the host
-    /// may run something else until then, or until it injects an interrupt.
+    /// may run something else until then, or until it injects an interrupt or
+    /// another vCPU wakes it. For a WFE it is 0: the event it waits for is
+    /// not the host's to see, so the vCPU may run at once (after the others
+    /// sharing its CPU: the yield).
     Wfi { timer_deadline: u64 },
     /// PSCI SYSTEM_OFF from the guest.
     SystemOff,
@@ -295,9 +298,10 @@ pub enum Exit {
     CpuOff,
     /// Interrupts became pending for the VM's vCPUs in `targets` (bit n:
     /// vCPU n) that they can take: the guest sent an SGI, or enabled, pended
-    /// or routed an interrupt in its distributor. The host should run them
-    /// (interrupting those that run on other CPUs is not needed: they see it
-    /// at their next exit or WFI).
+    /// or routed an interrupt in its distributor. The host should run them,
+    /// and kick those that run on other CPUs (an interrupt to that CPU ends
+    /// their run with `Interrupted`; without it they see the interrupt at
+    /// their next exit or WFI).
     Wake { targets: u64 },
 }
 
@@ -335,6 +339,46 @@ impl Exit {
             9 => Exit::Wake { targets: a },
             _ => return None,
         })
+    }
+}
+
+/// `VCPU_RUN`'s x4: how the host runs the vCPU, for a vCPU with a physical CPU
+/// of its own (0: as before, every wait and wake goes through the host).
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct RunFlags {
+    /// Bit 0: a WFI with nothing to take waits in the hyp (a physical WFI)
+    /// until a physical interrupt instead of exiting (a WFE goes on). The
+    /// host enables PPIs 25 and 27 on the CPU (the guest's timer wakes it) and
+    /// gets its CPU back with any interrupt of its own (`Exit::Interrupted`).
+    pub wait_in_hyp: bool,
+    /// Bit 1 with bits 11:8: the host's vCPU kick, an SGI. While this vCPU
+    /// runs, a sibling that makes an interrupt deliverable for it (an SGI)
+    /// makes the hyp send that SGI to this CPU instead of naming the vCPU in
+    /// `Exit::Wake`; the hyp takes it at EL2 (clears it pending) and presents
+    /// the interrupt without an exit. One that lands in the host after the
+    /// run ended is the host's to ignore. GICv3 only (ignored elsewhere).
+    pub kick_sgi: Option<u8>,
+}
+
+impl RunFlags {
+    const WAIT_IN_HYP: u64 = 1;
+    const KICK: u64 = 1 << 1;
+    const KICK_SGI_SHIFT: u32 = 8;
+    const KNOWN: u64 = Self::WAIT_IN_HYP | Self::KICK | 0xf << Self::KICK_SGI_SHIFT;
+
+    /// x4 as the host passes it; `None` if it sets a bit this ABI does not
+    /// define, or an SGI number without bit 1 (so that `raw` gives x4 back).
+    pub fn from_raw(raw: u64) -> Option<RunFlags> {
+        let sgi = (raw >> Self::KICK_SGI_SHIFT & 0xf) as u8;
+        if raw & !Self::KNOWN != 0 || (raw & Self::KICK == 0 && sgi != 0) {
+            return None;
+        }
+        Some(RunFlags { wait_in_hyp: raw & Self::WAIT_IN_HYP != 0, kick_sgi: (raw & Self::KICK != 0).then_some(sgi) })
+    }
+
+    pub fn raw(self) -> u64 {
+        let kick = self.kick_sgi.map_or(0, |sgi| Self::KICK | u64::from(sgi & 0xf) << Self::KICK_SGI_SHIFT);
+        u64::from(self.wait_in_hyp) | kick
     }
 }
 
@@ -523,6 +567,18 @@ pub fn encode_result(result: Result<[u64; 3], HypError>) -> [u64; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_flags_round_trip_and_refuse_unknown_bits() {
+        let all = RunFlags { wait_in_hyp: true, kick_sgi: Some(15) };
+        assert_eq!(RunFlags::from_raw(all.raw()), Some(all));
+        assert_eq!(RunFlags::from_raw(0), Some(RunFlags::default()));
+        assert_eq!(RunFlags::from_raw(0x1), Some(RunFlags { wait_in_hyp: true, kick_sgi: None }));
+        assert_eq!(RunFlags::from_raw(0x201), None, "an SGI number without the kick bit");
+        assert_eq!(RunFlags::from_raw(0x202).and_then(|f| f.kick_sgi), Some(2));
+        assert_eq!(RunFlags::from_raw(1 << 4), None);
+        assert_eq!(RunFlags::from_raw(1 << 12), None);
+    }
 
     #[test]
     fn host_call_ids_are_vendor_hyp_smc64_fast_calls() {

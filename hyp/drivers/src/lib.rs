@@ -1,4 +1,5 @@
-//! Small MMIO drivers used by both bare-metal programs of this repository.
+//! Small MMIO drivers used by both bare-metal programs of this repository
+//! (and the GICv3 SGI register's encoding, `gic_sgi`).
 //!
 //! Each driver turns a raw base address into a typed register block once, in an
 //! `unsafe` constructor whose contract is written down; every access after that is
@@ -9,6 +10,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod gic_sgi;
 pub mod line;
 pub mod log_level;
 pub mod ns16550;

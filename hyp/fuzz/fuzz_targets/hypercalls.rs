@@ -64,8 +64,14 @@ impl hypercall::HostServices for Services {
         self.called(&[vm.raw(), vcpu.raw(), pc, x0]);
         Ok(())
     }
-    fn vcpu_run(&mut self, vm: VmHandle, vcpu: VcpuIndex, value: u64) -> Result<Exit, HypError> {
-        self.called(&[vm.raw(), vcpu.raw(), value]);
+    fn vcpu_run(
+        &mut self,
+        vm: VmHandle,
+        vcpu: VcpuIndex,
+        value: u64,
+        flags: hyp_abi::RunFlags,
+    ) -> Result<Exit, HypError> {
+        self.called(&[vm.raw(), vcpu.raw(), value, flags.raw()]);
         Ok(Exit::Wfi { timer_deadline: value })
     }
     fn vcpu_get_reg(&mut self, vm: VmHandle, vcpu: VcpuIndex, reg: u64) -> Result<u64, HypError> {
@@ -109,12 +115,11 @@ fn argument_count(call: HostCall) -> usize {
         | HostCall::ReclaimHyp
         | HostCall::VmCreate
         | HostCall::DebugExchange => 2,
-        HostCall::VcpuRun
-        | HostCall::VcpuGetReg
+        HostCall::VcpuGetReg
         | HostCall::VmReclaim
         | HostCall::VcpuInjectIrq
         | HostCall::VcpuSetIrqLine => 3,
-        HostCall::VmMap | HostCall::VcpuInit | HostCall::VcpuSetReg => 4,
+        HostCall::VmMap | HostCall::VcpuInit | HostCall::VcpuSetReg | HostCall::VcpuRun => 4,
     }
 }
 

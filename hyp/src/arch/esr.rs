@@ -121,6 +121,11 @@ impl Esr {
         (self.0 & 0x1ff_ffff) as u32
     }
 
+    /// For a trapped WFI or WFE (EC 0x01): whether it was a WFE (ISS.TI bit 0).
+    pub fn is_wfe(self) -> bool {
+        self.iss() & 1 != 0
+    }
+
     /// IL: the trapped instruction was 32 bits long.
     pub fn is_32bit_instruction(self) -> bool {
         self.0 & (1 << 25) != 0

@@ -233,8 +233,10 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
         ExceptionClass::WfiWfe => {
             step(ctx);
             // The caller fills in the timer deadline (the live timer registers
-            // are not in `ctx` during a run).
-            Outcome::ToHost { exit: Exit::Wfi { timer_deadline: u64::MAX }, pending_read: None }
+            // are not in `ctx` during a run); a WFE's is 0, "runnable now"
+            // (`vcpu_run::serve_wfi`).
+            let timer_deadline = if trap.esr.is_wfe() { 0 } else { u64::MAX };
+            Outcome::ToHost { exit: Exit::Wfi { timer_deadline }, pending_read: None }
         }
         // (Checked in this order so that the common abort, which is not at a
         // lost page, pays for one walk only.)

@@ -113,6 +113,9 @@ pub struct Vcpu {
     pub started: bool,
     /// Running on some CPU right now.
     pub running: bool,
+    /// While it runs: the physical CPU's MPIDR and the SGI the host asked the
+    /// hyp to kick it with (`hyp_abi::RunFlags::kick_sgi`).
+    pub kick: Option<(u64, u8)>,
     /// An MMIO load waiting for the host's value.
     pub pending_read: Option<MmioAccess>,
     /// Without a GIC: the virtual IRQ line as the host set it.
@@ -294,6 +297,7 @@ impl VmTable {
                 power: VcpuPower::Off,
                 started: false,
                 running: false,
+                kick: None,
                 pending_read: None,
                 irq_line: false,
             });

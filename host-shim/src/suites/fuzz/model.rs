@@ -564,6 +564,8 @@ impl Model {
                 Ok(vm) if vm.protected && (a2 != 0 || vm.vcpu[0].started) => Expect::err(HypError::PermissionDenied),
                 Ok(_) => Expect::ok(OkCheck::Any),
             },
+            // Unknown run flags are refused at decode, before the handle.
+            HostCall::VcpuRun if hyp_abi::RunFlags::from_raw(a4).is_none() => Expect::err(HypError::InvalidArgument),
             HostCall::VcpuRun => match self.live_vcpu(a1, a2) {
                 Err(e) => e,
                 Ok(vm) if vm.vcpu[a2 as usize].power == Power::Off => Expect::err(HypError::VcpuOff),

@@ -12,6 +12,8 @@
 const IGROUPR0: usize = 0x80;
 const ISENABLER0: usize = 0x100;
 const ICENABLER0: usize = 0x180;
+const ISPENDR0: usize = 0x200;
+const ICPENDR0: usize = 0x280;
 const ISACTIVER0: usize = 0x300;
 const ICACTIVER0: usize = 0x380;
 
@@ -58,6 +60,25 @@ impl PpiFrame {
         // SAFETY: As for `set_active`; read-modify-write of the one bit of a
         // PPI the hyp owns, on this CPU, before the host runs on it.
         unsafe { core::ptr::write_volatile(address, core::ptr::read_volatile(address) | 1 << (intid % 32)) };
+    }
+
+    /// If `intid` (the host's kick SGI, GICv3: its redistributor clears an
+    /// SGI's pending state through ICPENDR0) is pending on this CPU, clears it
+    /// and says so.
+    pub fn take_pending(self, intid: u32) -> bool {
+        if !self.exists() {
+            return false;
+        }
+        let bit = 1 << (intid % 32);
+        // SAFETY: As for `set_active`; a read, then a write of the one bit of
+        // the SGI the host named as its kick (`hyp_abi::RunFlags`).
+        unsafe {
+            if core::ptr::read_volatile((self.0 + ISPENDR0) as *const u32) & bit == 0 {
+                return false;
+            }
+            core::ptr::write_volatile((self.0 + ICPENDR0) as *mut u32, bit);
+        }
+        true
     }
 
     /// Whether `intid` is active on this CPU.

@@ -227,6 +227,15 @@ pub fn maintenance_pending() -> bool {
     misr != 0
 }
 
+/// Sends SGI `intid` (group 1) to the physical CPU of MPIDR `mpidr`
+/// (ICC_SGI1R_EL1 at EL2: the physical CPU interface).
+pub fn send_sgi(mpidr: u64, intid: u8) {
+    let value = hyp_drivers::gic_sgi::sgi1r_to(mpidr, u32::from(intid));
+    // SAFETY: Generates an SGI; stores that made the interrupt's cause visible
+    // come first (DSB), and no memory of the hyp's is touched.
+    unsafe { asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack, preserves_flags)) };
+}
+
 /// Saves the virtual CPU interface into `state` and turns it off; the host gets
 /// its ICC_SRE_EL1 back.
 pub fn exit(state: &mut VgicState, entered: Entered) {
