@@ -1,15 +1,18 @@
 //! The benchmark variant of the host shim (cargo feature `bench`, run by
 //! `scripts/bench` under QEMU with `-icount shift=0`): every figure is a count of
 //! instructions from the PMU cycle counter, which then counts exactly one per
-//! instruction, at EL2 too (PMCCFILTR_EL0.NSH). Each is printed as a line
-//! `BENCH <name> <value>` for the script to collect.
+//! instruction, at EL2 too (PMCCFILTR_EL0.NSH), with its EL2 share from an
+//! event counter that counts instructions at EL2 only. Each is printed as a
+//! line `BENCH <name> <all> <el2>` (`-` where the EL2 share is not measured:
+//! sizes, and figures spanning several CPUs) for the script to collect. The
+//! result of every timed call is checked: one failure fails the run, which
+//! then ends with `BENCH failed` instead of `BENCH complete`.
 
 use crate::guests::{self, load, GUEST_ENTRY};
 use crate::harness::hypercall;
-use crate::harness::instructions::{now, start as pmu_start};
+use crate::harness::instructions::{counts, start as pmu_start, Counts};
 use crate::harness::ipi_guest::ping_pong;
 use crate::harness::platform::HostPlatform;
-use crate::harness::report::ALL_CHECKS_PASSED;
 use crate::harness::scratch::{memcache_pages, page, MEMCACHE_PAGES};
 use core::arch::asm;
 use hyp_abi::{Exit, HypError, VmType, MAX_PAGES_PER_CALL};
@@ -18,24 +21,41 @@ const MIB: u64 = 1 << 20;
 /// Operations per averaged figure.
 const ITERATIONS: u64 = 1000;
 
-/// Instructions `f` takes, per call, over `n` calls, less the loop's own cost.
-fn per_op(n: u64, mut f: impl FnMut()) -> u64 {
+/// Instructions `f` takes, per call, over `n` calls, less the loop's own
+/// cost; the first failure of `f` ends the measurement with its error.
+fn per_op(n: u64, mut f: impl FnMut() -> Result<(), HypError>) -> Result<Counts, HypError> {
     let empty = {
-        let start = now();
+        let start = counts();
         for _ in 0..n {
-            core::hint::black_box(());
+            core::hint::black_box(Ok::<(), HypError>(()))?;
         }
-        now() - start
+        counts() - start
     };
-    let start = now();
+    let start = counts();
     for _ in 0..n {
-        f();
+        f()?;
     }
-    (now() - start).saturating_sub(empty) / n
+    Ok((counts() - start).saturating_sub(empty).per(n))
 }
 
-fn report(name: &str, value: u64) {
-    log::info!("BENCH {name} {value}");
+/// A figure with its EL2 share.
+fn report(name: &str, value: Counts) {
+    log::info!("BENCH {name} {} {}", value.all, value.el2);
+}
+
+/// A figure without an EL2 share (a size, or instructions of several CPUs).
+fn report_plain(name: &str, value: u64) {
+    log::info!("BENCH {name} {value} -");
+}
+
+/// `Err` unless `exit` is what the call should have ended with.
+fn expect_exit(exit: Exit, expected: impl FnOnce(&Exit) -> bool) -> Result<(), HypError> {
+    if expected(&exit) {
+        Ok(())
+    } else {
+        log::error!("BENCH failed: unexpected exit {exit:?}");
+        Err(HypError::InvalidArgument)
+    }
 }
 
 /// A VM with the benchmark guest at `pa` (`pages` pages from there); returns its handle.
@@ -70,33 +90,33 @@ fn destroy(handle: u64, ty: VmType, pages: u64) -> Result<(), HypError> {
 }
 
 /// Runs vCPU 0 until SYSTEM_OFF, answering nothing; returns the instructions.
-fn run_to_off(handle: u64) -> Result<u64, HypError> {
-    let start = now();
+fn run_to_off(handle: u64) -> Result<Counts, HypError> {
+    let start = counts();
     loop {
         match hypercall::vcpu_run(handle, 0, 0)? {
-            Exit::SystemOff => return Ok(now() - start),
+            Exit::SystemOff => return Ok(counts() - start),
             Exit::Mmio { .. } => {}
-            _ => return Err(HypError::InvalidArgument),
+            exit => return expect_exit(exit, |_| false).map(|()| Counts::default()),
         }
     }
 }
 
 /// Guest-loop figures: (run with `count` operations - run with none) / count.
-fn guest_loop(mode: u64) -> Result<u64, HypError> {
-    let mut costs = [0u64; 2];
+fn guest_loop(mode: u64) -> Result<Counts, HypError> {
+    let mut costs = [Counts::default(); 2];
     for (i, count) in [0, ITERATIONS].into_iter().enumerate() {
         let handle = vm_with(VmType::NonProtected, page(1), 1, mode, count)?;
         costs[i] = run_to_off(handle)?;
         destroy(handle, VmType::NonProtected, 1)?;
     }
-    Ok((costs[1] - costs[0]) / ITERATIONS)
+    Ok((costs[1] - costs[0]).per(ITERATIONS))
 }
 
 /// A virtual interrupt from the host to the guest's handler: `VCPU_INJECT_IRQ`,
 /// then `VCPU_RUN` of a vCPU waiting with interrupts unmasked, until its IRQ
 /// handler's first store (an MMIO exit) reaches the host. Each round also
 /// holds the end of the previous interrupt (EOI, ERET), as a guest's would.
-fn virtual_irq_to_handler() -> Result<u64, HypError> {
+fn virtual_irq_to_handler() -> Result<Counts, HypError> {
     interrupt_round_trips(guests::irq(), |handle| hypercall::vcpu_inject_irq(handle, 0, 40).map(|_| ()), 40)
 }
 
@@ -104,7 +124,7 @@ fn virtual_irq_to_handler() -> Result<u64, HypError> {
 /// stays expired; it ends its previous timer interrupt, waits with WFI, the hyp
 /// sees the timer asserted and presents PPI 27, and the handler's first store
 /// reaches the host.
-fn virtual_timer_to_handler() -> Result<u64, HypError> {
+fn virtual_timer_to_handler() -> Result<Counts, HypError> {
     interrupt_round_trips(guests::vtimer_bench(), |_| Ok(()), 27)
 }
 
@@ -116,7 +136,7 @@ fn interrupt_round_trips(
     code: &[u8],
     mut before: impl FnMut(u64) -> Result<(), HypError>,
     intid: u64,
-) -> Result<u64, HypError> {
+) -> Result<Counts, HypError> {
     let pa = page(1);
     load(pa, code);
     let handle = hypercall::vm_create(VmType::NonProtected, 1)?;
@@ -124,16 +144,13 @@ fn interrupt_round_trips(
     hypercall::vcpu_init(handle, 0, GUEST_ENTRY, u64::MAX)?;
     // Its interface is set up when it says it is ready.
     let _ = hypercall::vcpu_run(handle, 0, 0)?;
-    let mut failed = false;
     let cost = per_op(ITERATIONS, || {
-        let delivered = before(handle).and_then(|()| hypercall::vcpu_run(handle, 0, 0));
-        failed |= !matches!(delivered, Ok(Exit::Mmio { value, .. }) if value == intid);
+        before(handle)?;
+        let exit = hypercall::vcpu_run(handle, 0, 0)?;
+        expect_exit(exit, |exit| matches!(exit, Exit::Mmio { value, .. } if *value == intid))
     });
     destroy(handle, VmType::NonProtected, 1)?;
-    if failed {
-        return Err(HypError::InvalidArgument);
-    }
-    Ok(cost)
+    cost
 }
 
 /// An IPI from vCPU 0 to vCPU 1 of a non-protected VM and back, each on a CPU
@@ -161,29 +178,31 @@ fn run_benches(platform: &HostPlatform, entry_counter: u64) -> Result<(), HypErr
     let frequency: u64;
     // SAFETY: Reading CNTFRQ_EL0 has no side effect.
     unsafe { asm!("mrs {}, cntfrq_el0", out(reg) frequency, options(nomem, nostack)) };
-    report("reset_to_host_instructions", entry_counter * 1_000_000_000 / frequency.max(1));
+    report_plain("reset_to_host_instructions", entry_counter * 1_000_000_000 / frequency.max(1));
 
     pmu_start();
+    let abi = hypercall::version()?;
     report(
         "null_hypercall",
-        per_op(ITERATIONS, || {
-            let _ = hypercall::version();
-        }),
+        per_op(ITERATIONS, || match hypercall::version()? {
+            version if version == abi => Ok(()),
+            _ => Err(HypError::InvalidArgument),
+        })?,
     );
     let p = page(0);
     report(
         "share_unshare_one_page",
         per_op(ITERATIONS, || {
-            let _ = hypercall::share_hyp(p, 1);
-            let _ = hypercall::unshare_hyp(p, 1);
-        }),
+            hypercall::share_hyp(p, 1)?;
+            hypercall::unshare_hyp(p, 1)
+        })?,
     );
     report(
         "donate_reclaim_one_page",
         per_op(ITERATIONS, || {
-            let _ = hypercall::donate_hyp(p, 1);
-            let _ = hypercall::reclaim_hyp(p, 1);
-        }),
+            hypercall::donate_hyp(p, 1)?;
+            hypercall::reclaim_hyp(p, 1)
+        })?,
     );
 
     hypercall::donate_hyp(memcache_pages(), MEMCACHE_PAGES as u64)?;
@@ -200,8 +219,9 @@ fn run_benches(platform: &HostPlatform, entry_counter: u64) -> Result<(), HypErr
         report(
             &alloc_name("run_exit_at_once_", name),
             per_op(ITERATIONS, || {
-                let _ = hypercall::vcpu_run(handle, 0, 0);
-            }),
+                let exit = hypercall::vcpu_run(handle, 0, 0)?;
+                expect_exit(exit, |exit| matches!(exit, Exit::Wfi { .. }))
+            })?,
         );
         destroy(handle, ty, 1)?;
     }
@@ -211,11 +231,11 @@ fn run_benches(platform: &HostPlatform, entry_counter: u64) -> Result<(), HypErr
     for (ty, name) in [(VmType::Protected, "protected"), (VmType::NonProtected, "non_protected")] {
         for mib in [1u64, 16, 256] {
             let pages = mib * MIB / 4096;
-            let start = now();
+            let start = counts();
             let handle = vm_with(ty, region, pages, 0, 0)?;
             run_to_off(handle)?;
             destroy(handle, ty, pages)?;
-            report(&alloc_name(&alloc_name("lifecycle_", name), &lifecycle_suffix(mib)), now() - start);
+            report(&alloc_name(&alloc_name("lifecycle_", name), &lifecycle_suffix(mib)), counts() - start);
         }
     }
 
@@ -227,18 +247,18 @@ fn run_benches(platform: &HostPlatform, entry_counter: u64) -> Result<(), HypErr
     let two = hypercall::vm_create(VmType::Protected, 2)?;
     let with_two = used()? - with_one;
     let per_vcpu = with_two - (with_one - base);
-    report("hyp_bytes_per_vcpu", per_vcpu * 4096);
-    report("hyp_bytes_per_vm", (with_one - base - per_vcpu) * 4096);
+    report_plain("hyp_bytes_per_vcpu", per_vcpu * 4096);
+    report_plain("hyp_bytes_per_vm", (with_one - base - per_vcpu) * 4096);
     let before_map = used()?;
     let pages = 256 * MIB / 4096;
     for chunk in (0..pages).step_by(MAX_PAGES_PER_CALL as usize) {
         hypercall::vm_map(one, region + chunk * 4096, GUEST_ENTRY + chunk * 4096, MAX_PAGES_PER_CALL)?;
     }
-    report("stage2_table_bytes_per_gib", (used()? - before_map) * 4096 * 4);
+    report_plain("stage2_table_bytes_per_gib", (used()? - before_map) * 4096 * 4);
     destroy(one, VmType::Protected, pages)?;
     destroy(two, VmType::Protected, 0)?;
     // Last: it starts a second CPU, which waits for jobs afterwards.
-    report("ipi_round_trip", ipi_round_trip(platform)?);
+    report_plain("ipi_round_trip", ipi_round_trip(platform)?);
     hypercall::reclaim_hyp(memcache_pages(), MEMCACHE_PAGES as u64)?;
     Ok(())
 }
@@ -280,11 +300,11 @@ impl core::ops::Deref for Name {
 pub fn run_all(platform: &HostPlatform, entry_counter: u64) -> bool {
     match run_benches(platform, entry_counter) {
         Ok(()) => {
-            log::info!("{ALL_CHECKS_PASSED}");
+            log::info!("BENCH complete");
             true
         }
         Err(error) => {
-            log::error!("benchmark failed: {error}");
+            log::error!("BENCH failed: {error}");
             false
         }
     }
