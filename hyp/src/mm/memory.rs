@@ -502,9 +502,7 @@ impl MemoryState {
             return Err(table_error(error));
         }
         // Scrub before the host (and its devices) can reach the pages again.
-        for page in (start..start + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
-            env.memory.zero_page(page);
-        }
+        env.memory.scrub(start, pages);
         if let Err(error) = self.host_map_ram(s, e, env) {
             give_back(&mut self.memcache, env.memory);
             return Err(table_error(error));
@@ -679,9 +677,7 @@ impl MemoryState {
         }
         .map_err(table_error)?;
         self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;
-        for page in (pa..pa + pages * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
-            env.memory.zero_page(page);
-        }
+        env.memory.scrub(pa, pages);
         self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb).map_err(table_error)?;
         self.host_map_ram(s, e, env).map_err(table_error)?;
         self.pages.update(pa, pages, |_| PageRecord::HOST).map_err(range_error)

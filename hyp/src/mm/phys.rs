@@ -33,12 +33,16 @@ pub struct IdentityMemory;
 
 impl PhysMemory for IdentityMemory {
     fn zero_page(&mut self, page: u64) {
-        // SAFETY: The page is mapped read-write at this address in the hyp's
-        // stage-1 and owned by (or lent to) the hyp, so nothing else uses it as Rust memory.
-        unsafe { crate::arch::aarch64::cache::zero_page(page as usize) };
-        // The zeroes must reach memory before the page goes back: the host may
-        // read it with its caches off.
-        crate::arch::aarch64::cache::clean_invalidate(page as usize, PAGE_SIZE);
+        self.scrub(page, 1);
+    }
+
+    fn scrub(&mut self, start: u64, pages: u64) {
+        // The zeroes must reach memory before the pages go back: the host may
+        // read them with its caches off (the host's stage-2 has no FWB).
+        // SAFETY: The pages are mapped read-write at these addresses in the
+        // hyp's stage-1 and owned by (or lent to) the hyp, so nothing else
+        // uses them as Rust memory.
+        unsafe { crate::arch::aarch64::cache::zero_and_clean(start as usize, pages as usize * PAGE_SIZE) };
     }
 
     fn read_u64(&mut self, address: u64) -> u64 {

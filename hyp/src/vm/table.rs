@@ -735,9 +735,7 @@ fn scrub_vm_owned_pages(memory: &mut MemoryState, env: &mut Env<'_>) -> Result<u
                 result = Err(HypError::NoMemory);
                 return;
             }
-            for page in (start..end).step_by(PAGE as usize) {
-                env.memory.zero_page(page);
-            }
+            env.memory.scrub(start, (end - start) / PAGE);
             if hyp_stage1.unmap(s, e, env.source, env.el2_tlb).is_err() {
                 result = Err(HypError::NoMemory);
                 return;
