@@ -206,6 +206,15 @@ fn run_benches(platform: &HostPlatform, entry_counter: u64) -> Result<(), HypErr
     );
 
     hypercall::donate_hyp(memcache_pages(), MEMCACHE_PAGES as u64)?;
+    // The same with the memcache holding MEMCACHE_PAGES free pages: taking
+    // one given page off its list must not walk the list.
+    report(
+        "donate_reclaim_one_page_beside_memcache",
+        per_op(ITERATIONS, || {
+            hypercall::donate_hyp(p, 1)?;
+            hypercall::reclaim_hyp(p, 1)
+        })?,
+    );
     report("guest_psci_version", guest_loop(1)?);
     report("guest_mmio_exit_round_trip", guest_loop(2)?);
     report("guest_gic_distributor_read", guest_loop(4)?);
