@@ -223,7 +223,11 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     // The host can split every block of its RAM (a donation per 2 MiB): room
     // for the host stage-2's tables of all of it, and the SMMU's copy.
     let split_tables = host_table_reserve(ram) * if platform.devices.smmu.is_some() { 2 } else { 1 };
-    let pool_size = align_up(POOL_BASE_SIZE + records_bytes + split_tables, SIZE_2M).unwrap_or(u64::MAX);
+    // The hyp's stage-1 keeps a last-level table per 2 MiB window it ever
+    // mapped (donated, shared or scrubbed pages): room for all of RAM's.
+    let hyp_stage1_tables = host_table_reserve(ram);
+    let pool_size =
+        align_up(POOL_BASE_SIZE + records_bytes + split_tables + hyp_stage1_tables, SIZE_2M).unwrap_or(u64::MAX);
     let Some(pool) = find_free(ram, taken.as_slice(), pool_size, SIZE_2M, Placement::Highest) else {
         fatal(format_args!("no room for the hyp's {pool_size:#x}-byte memory pool in RAM"));
     };

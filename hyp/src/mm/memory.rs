@@ -235,6 +235,11 @@ impl MemoryState {
         hyp_stage1: PgTable<El2>,
         env: &mut Env<'_>,
     ) -> Result<MemoryState, HypError> {
+        let mut hyp_stage1 = hyp_stage1;
+        // Its last-level tables are in the pool's budget (one per 2 MiB of
+        // RAM): donating, sharing and scrubbing need no table work once a
+        // window has one.
+        hyp_stage1.keep_leaf_tables();
         let mut pages = PageDb::new(ram, records).map_err(range_error)?;
         for range in hyp {
             pages.update(range.start, range.size() / PAGE_SIZE, |_| PageRecord::HYP).map_err(range_error)?;

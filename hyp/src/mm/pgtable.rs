@@ -19,6 +19,13 @@
 //! - **Freeing tables when their range empties**: after an unmap, each table that
 //!   covered an edge of the range and is now empty is removed. Freed pages go back
 //!   to the source only after the TLB maintenance has completed.
+//! - **Direct leaf updates.** A map or unmap that stays inside one existing
+//!   last-level table (and leaves it neither full of new blocks nor empty)
+//!   reads and writes that table's entries directly, one walk of table
+//!   descriptors to find it, instead of the crate's generic walks (about ten
+//!   per operation with the checks above): the same descriptors, the same
+//!   TLB maintenance, a fraction of the instructions. Everything else takes
+//!   the crate's path.
 //! - **Marked invalid entries** ([`PgTable::unmap_marking`]): an unmap may leave a
 //!   software annotation in the invalid entries it writes (as pKVM annotates
 //!   invalid stage-2 entries), which the walker ignores and [`PgTable::entry_at`]
@@ -32,9 +39,11 @@ use crate::arch::tlb::TlbMaintenance;
 use aarch64_paging::descriptor::{Descriptor, PagingAttributes, PhysicalAddress};
 use aarch64_paging::paging::{Constraints, MemoryRegion, PageTable as HwTable, Translation, TranslationRegime};
 use aarch64_paging::Mapping;
+use bitflags::Flags;
 use core::cell::RefCell;
 use core::fmt;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Size of a page and of a table.
 pub const PAGE_SIZE: usize = 4096;
@@ -47,6 +56,36 @@ pub const MAX_TABLES_PER_OP: usize = 64;
 /// is mapped and unmapped again and again does not take a page from its source
 /// and give it back each time.
 const RESERVE_KEEP: usize = 4;
+
+/// Entries of a table.
+const ENTRIES: usize = PAGE_SIZE / 8;
+/// The output address bits of a descriptor (48-bit physical addresses), as
+/// aarch64-paging masks them.
+const OUTPUT_ADDRESS: usize = !(PAGE_SIZE - 1) & !(0xffff << 48);
+/// Bits 1:0 of a table descriptor (levels 0 to 2).
+const TABLE_DESCRIPTOR: usize = 0b11;
+
+/// The entries of a range inside one last-level table, for a direct update.
+struct LeafEntries<'a> {
+    /// The whole table.
+    table: &'a [AtomicUsize],
+    /// The range's first entry in it, and how many.
+    first: usize,
+    count: usize,
+}
+
+impl LeafEntries<'_> {
+    fn range(&self) -> &[AtomicUsize] {
+        &self.table[self.first..self.first + self.count]
+    }
+
+    /// Whether an entry outside the range holds something (so the table
+    /// stays, whatever happens to the range).
+    fn others_hold_something(&self) -> bool {
+        let (before, rest) = self.table.split_at(self.first);
+        before.iter().chain(&rest[self.count..]).any(|entry| entry.load(Ordering::Relaxed) != 0)
+    }
+}
 
 /// Bytes mapped by one entry at `level`.
 pub const fn granule(level: usize) -> usize {
@@ -196,6 +235,9 @@ pub struct PgTable<R: TranslationRegime> {
     keep: usize,
     /// Exclusive end of the input address space this table serves.
     limit: usize,
+    /// Last-level tables stay when their range empties (see
+    /// [`PgTable::keep_leaf_tables`]).
+    keeps_leaf_tables: bool,
 }
 
 impl<R: TranslationRegime<Asid = (), VaRange = ()>> PgTable<R>
@@ -256,7 +298,16 @@ where
     ReserveTranslation: Translation<R::Attributes>,
 {
     fn with_mapping(mapping: Mapping<ReserveTranslation, R>, root_level: usize, input_bits: u32) -> Self {
-        Self { mapping, root_level, keep: RESERVE_KEEP, limit: 1usize << input_bits }
+        Self { mapping, root_level, keep: RESERVE_KEEP, limit: 1usize << input_bits, keeps_leaf_tables: false }
+    }
+
+    /// From now on, an unmap that empties a last-level table at its edge keeps
+    /// the table (a later map of its window writes one entry, with no table
+    /// to allocate, zero and free, and no whole-context invalidation). For a
+    /// table whose every last-level table is accounted for ahead of time: the
+    /// hyp's own stage-1, whose pool holds one per 2 MiB of RAM.
+    pub fn keep_leaf_tables(&mut self) {
+        self.keeps_leaf_tables = true;
     }
 
     /// Keeps no reserve pages between operations: for tables whose pages are
@@ -329,6 +380,41 @@ where
     /// How many tables the crate had to take outside the reserve (must stay 0).
     pub fn reserve_underflows(&self) -> usize {
         self.mapping.translation().underflows.try_borrow().map_or(0, |u| *u)
+    }
+
+    /// The last-level table entries of `[start, end)`, when the range lies
+    /// inside one last-level table without covering it whole and the walk to
+    /// that table meets only table descriptors: the case of the direct
+    /// updates. `None` sends the caller down the crate's path.
+    fn leaf_entries(&self, start: usize, end: usize) -> Option<LeafEntries<'_>> {
+        let window = granule(LEAF_LEVEL - 1);
+        let first_page = start & !(window - 1);
+        // One root page (no concatenated root), a range in one window, not all of it.
+        if self.root_level >= LEAF_LEVEL
+            || self.limit > granule(self.root_level) * ENTRIES
+            || end > first_page + window
+            || end - start >= window
+        {
+            return None;
+        }
+        let mut table = self.root_address();
+        for level in self.root_level..LEAF_LEVEL {
+            let index = (start / granule(level)) % ENTRIES;
+            // SAFETY: `table` is a table page of this mapping (its root, or the
+            // output address of a table descriptor of it), identity-mapped and
+            // page aligned, so entry `index` < 512 lies inside it; the
+            // descriptors are only ever accessed atomically; `&self` keeps
+            // the page from being freed.
+            let descriptor = unsafe { &*(table as *const AtomicUsize).add(index) }.load(Ordering::Acquire);
+            if descriptor & TABLE_DESCRIPTOR != TABLE_DESCRIPTOR {
+                return None;
+            }
+            table = descriptor & OUTPUT_ADDRESS;
+        }
+        // SAFETY: As above: a last-level table page of this mapping, 512
+        // descriptors, borrowed for as long as `&self`.
+        let entries = unsafe { core::slice::from_raw_parts(table as *const AtomicUsize, ENTRIES) };
+        Some(LeafEntries { table: entries, first: (start / PAGE_SIZE) % ENTRIES, count: (end - start) / PAGE_SIZE })
     }
 
     /// [`PgTable::for_each_leaf`] over `range`, clipped to the table's limit.
@@ -487,6 +573,18 @@ where
         if !pa.is_multiple_of(PAGE_SIZE) || pa.checked_add(end - start).is_none() {
             return Err(PgTableError::BadRange);
         }
+        if let Some(leaves) = self.leaf_entries(start, end) {
+            // Pages of one existing table: the descriptors the crate would write.
+            if leaves.range().iter().any(|entry| entry.load(Ordering::Relaxed) != 0) {
+                return Err(PgTableError::AlreadyMapped);
+            }
+            let flags = (attributes | R::Attributes::VALID | R::Attributes::TABLE_OR_PAGE).bits();
+            for (i, entry) in leaves.range().iter().enumerate() {
+                entry.store(((pa + i * PAGE_SIZE) & OUTPUT_ADDRESS) | flags, Ordering::Release);
+            }
+            tlb.sync();
+            return Ok(());
+        }
         if !self.is_vacant(start, end) {
             return Err(PgTableError::AlreadyMapped);
         }
@@ -563,6 +661,26 @@ where
         tlb: &mut dyn TlbMaintenance,
     ) -> Result<(), PgTableError> {
         let region = self.check_range(start, end)?;
+        let marking = fill != R::Attributes::default();
+        let table_stays =
+            |leaves: &LeafEntries<'_>| marking || self.keeps_leaf_tables || leaves.others_hold_something();
+        if let Some(leaves) = self.leaf_entries(start, end).filter(table_stays) {
+            // Pages of one existing table that stays: as below, a plain unmap
+            // clears the valid entries (a mark stays), a marking one writes
+            // the mark into every entry; each valid one is invalidated.
+            for (i, entry) in leaves.range().iter().enumerate() {
+                let old = entry.load(Ordering::Relaxed);
+                let valid = old & R::Attributes::VALID.bits() != 0;
+                if valid || marking {
+                    entry.store(fill.bits(), Ordering::Release);
+                }
+                if valid {
+                    tlb.invalidate_leaf(start + i * PAGE_SIZE, LEAF_LEVEL);
+                }
+            }
+            tlb.sync();
+            return Ok(());
+        }
         let straddling = self.straddling_leaves(start, end);
         let needed = self.tables_to_split(start, end, &straddling);
         self.fill_reserve(needed, source)?;
@@ -598,7 +716,6 @@ where
         // table of its level exists (the piece is not a whole entry of the level
         // above, so the window of that entry also holds pages outside the range,
         // which the make step mapped at the piece's level or deeper).
-        let marking = fill != R::Attributes::default();
         let mut leaves: LeafList = LeafList::new();
         let mut address = start;
         while address < end {
@@ -633,7 +750,8 @@ where
         }
 
         // Free the tables at the edges that are now empty, deepest first.
-        for level in (self.root_level + 1..=LEAF_LEVEL).rev() {
+        let deepest_freed = if self.keeps_leaf_tables { LEAF_LEVEL - 1 } else { LEAF_LEVEL };
+        for level in (self.root_level + 1..=deepest_freed).rev() {
             let window = granule(level - 1);
             let first = start & !(window - 1);
             let last = (end - PAGE_SIZE) & !(window - 1);

@@ -99,6 +99,26 @@ fn tables_are_freed_when_their_range_empties() {
 }
 
 #[test]
+fn a_table_that_keeps_its_leaf_tables_reuses_them_without_invalidating_all() {
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    t.keep_leaf_tables();
+    t.map(0x4000_0000, 0x4000_1000, 0x8000_0000, RW, &mut src, &mut tlb).unwrap();
+    let tables = t.table_pages();
+    for _ in 0..3 {
+        tlb = FakeTlb::default();
+        t.unmap(0x4000_0000, 0x4000_1000, &mut src, &mut tlb).unwrap();
+        assert_eq!((tlb.leaves.as_slice(), tlb.all), (&[(0x4000_0000, 3)][..], 0), "one page, no context flush");
+        assert_eq!(t.table_pages(), tables, "the emptied last-level table stays");
+        assert!(leaves(&t).is_empty());
+        t.map(0x4000_0000, 0x4000_1000, 0x8000_0000, RW, &mut src, &mut tlb).unwrap();
+        assert_eq!(leaves(&t).len(), 1);
+    }
+    // A whole window unmapped still goes, table and all.
+    t.unmap(0, 4 * G1, &mut src, &mut tlb).unwrap();
+    assert_eq!(t.table_pages(), 1);
+}
+
+#[test]
 fn without_memory_nothing_changes() {
     let (mut t, mut src, mut tlb) = (table(), HeapSource { limit: Some(0), ..Default::default() }, FakeTlb::default());
     assert_eq!(t.map(K4, 2 * K4, 0, RW, &mut src, &mut tlb), Err(PgTableError::NoMemory));
@@ -279,8 +299,26 @@ fn random_operations_agree_with_the_model() {
                 model.intervals.push((s, e, pa, attr));
             }
         } else {
+            // Every page the range mapped must leave the TLB: by a leaf
+            // invalidation covering it, or a whole-context one; then a sync.
+            let mapped: Vec<(usize, usize)> = model
+                .intervals
+                .iter()
+                .filter(|&&(a, b, _, _)| a < e && s < b)
+                .map(|&(a, b, _, _)| (a.max(s), b.min(e)))
+                .collect();
+            tlb = FakeTlb::default();
             assert_eq!(t.unmap(s, e, &mut src, &mut tlb), Ok(()), "{context}");
             model.unmap(s, e);
+            if tlb.all == 0 {
+                for &(a, b) in &mapped {
+                    for page in (a..b).step_by(K4) {
+                        let covered = tlb.leaves.iter().any(|&(at, level)| at <= page && page < at + granule(level));
+                        assert!(covered, "{context}: page {page:#x} unmapped without an invalidation");
+                    }
+                }
+            }
+            assert!(tlb.syncs > 0, "{context}: no sync");
         }
         // Compare around the operation every time, everything now and then.
         let (lo, hi) = if op % 256 == 0 {

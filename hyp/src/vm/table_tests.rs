@@ -268,8 +268,12 @@ fn many_vms_created_and_torn_down_leave_nothing_behind() {
             }
         }
         assert_eq!(w.vms.count(), 0, "round {round}");
+        // (The hyp's stage-1 keeps the last-level tables of the windows its
+        // scrubs touched in the first round, too.)
         let now = w.source.outstanding.len();
-        assert_eq!(*outstanding.get_or_insert(now), now, "round {round}: table pages leaked");
+        if round >= 1 {
+            assert_eq!(*outstanding.get_or_insert(now), now, "round {round}: table pages leaked");
+        }
     }
     w.assert_clean();
 }
@@ -782,8 +786,10 @@ fn power_off_scrubs_every_page_and_register_of_protected_vms_only() {
         "a non-protected VM is the host's to see: untouched"
     );
     assert_eq!(w.vms.get(other).unwrap().state, VmState::Alive);
-    // The hyp mapped each piece only while it zeroed it.
-    assert_eq!(w.memory.hyp_stage1.table_pages(), stage1_tables);
+    // The hyp mapped each piece only while it zeroed it (keeping at most a
+    // last-level table per 2 MiB window of the pages).
+    let windows: std::collections::BTreeSet<u64> = guest_pages.iter().map(|&pa| pa >> 21).collect();
+    assert!(w.memory.hyp_stage1.table_pages() <= stage1_tables + windows.len());
     for &pa in &guest_pages {
         assert!(w.memory.hyp_stage1.leaf_at(pa as usize).is_none(), "{pa:#x} still mapped for the hyp");
         assert!(!w.host_maps(pa), "{pa:#x}: still the protected VM's");
