@@ -209,14 +209,14 @@ fn serve_wfi(ctx: &mut VcpuContext, wfe: bool, live: &mut LiveGic, view: &Runnin
         // and the physical one, still pending, traps first and is served
         // (`serve_irq`) or ends the run.
         if wfe {
-            ctx.pc = ctx.pc.wrapping_add(4);
+            ctx.skip_instruction();
         } else {
             aarch64_cpu::asm::wfi();
         }
         return Outcome::Resume;
     }
     // Either way the guest goes on past its WFI (when the host runs it again).
-    ctx.pc = ctx.pc.wrapping_add(4);
+    ctx.skip_instruction();
     if ctx.vgic.any_pending() {
         return Outcome::Resume;
     }
@@ -260,7 +260,7 @@ fn serve_gic_access(
             0
         }
     });
-    ctx.pc = ctx.pc.wrapping_add(4);
+    ctx.skip_instruction();
     if own_pending || woken & (1 << view.vcpu) != 0 {
         view.fill(ctx, live);
     }
@@ -311,7 +311,7 @@ fn serve_gicv2_cpu_interface(
             ctx.gprs.x[register] = crate::vm::exit::load_value(access, u64::from(value));
         }
     }
-    ctx.pc = ctx.pc.wrapping_add(4);
+    ctx.skip_instruction();
     true
 }
 
@@ -339,7 +339,7 @@ fn update_irq_line(
     live.set_virtual_irq(view.irq_line() || live.timer_asserted());
     if trap.kind == 0 && trap.esr.class() == ExceptionClass::WfiWfe && live.virtual_irq() {
         // An interrupt is pending: WFI returns at once.
-        ctx.pc = ctx.pc.wrapping_add(4);
+        ctx.skip_instruction();
         return Some(Outcome::Resume);
     }
     None

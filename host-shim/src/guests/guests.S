@@ -137,8 +137,8 @@ guest_end memtest
  * with a 64-bit MMIO write to GUEST_UART + GUEST_REPORT (exceptions it takes
  * itself are reported by its own vector, which then skips the instruction):
  * an SMC to a firmware (SiP) service (x0 must come back NOT_SUPPORTED), the
- * PMU cycle counter (trapped: UNDEFINED comes back), a debug register (reads
- * as zero: reported) and the OS lock (a write ignored), ID_AA64DFR0_EL1
+ * PMU cycle counter (trapped: UNDEFINED comes back), a debug register (its
+ * own, zero out of reset: reported) and the OS lock (unlocked), ID_AA64DFR0_EL1
  * (trapped, sanitised: reported), an EL2 register (UNDEFINED at EL1), a store
  * outside its memory (an MMIO exit the host sees), then PSCI SYSTEM_OFF (only
  * this VM ends).

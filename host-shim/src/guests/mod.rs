@@ -1,12 +1,19 @@
 //! The guests the shim runs in VMs: small position-independent EL1 programs
-//! (`guests.S`; the leak checks' in `leak.S`, the IPI ping-pong in `ipi.S`; their shared macros and
+//! (`guests.S`; the leak checks' in `leak.S`, the IPI ping-pong in `ipi.S`, the debug conformance
+//! guest in `debug.S`; their shared macros and
 //! constants in `macros.S`), each described where it is written, and the IPA
 //! layout they expect. The shim copies one into a page it gives a VM at
 //! [`GUEST_ENTRY`] and starts a vCPU there with x0 as its argument.
 
 use core::arch::global_asm;
 
-global_asm!(include_str!("macros.S"), include_str!("guests.S"), include_str!("leak.S"), include_str!("ipi.S"));
+global_asm!(
+    include_str!("macros.S"),
+    include_str!("guests.S"),
+    include_str!("leak.S"),
+    include_str!("ipi.S"),
+    include_str!("debug.S")
+);
 
 /// Where the guests' code goes in guest-physical memory.
 pub const GUEST_ENTRY: u64 = 0x8000_0000;
@@ -102,4 +109,46 @@ guest_images! {
     leak_count: guest_leak_count_start..guest_leak_count_end,
     /// The leak checks' probing guest (`leak.S`; its vectors at +0x800).
     leak_probe: guest_leak_probe_start..guest_leak_probe_end,
+    /// The debug conformance guest (`debug.S`; its vectors at +0x800).
+    debug: guest_debug_start..guest_debug_end,
+}
+
+extern "C" {
+    static guest_debug_bp_target: u8;
+    static guest_debug_step_target: u8;
+    static guest_debug_step_done: u8;
+    static guest_debug_data: u8;
+    static guest_debug_store: u8;
+    static guest_debug_load: u8;
+}
+
+/// Where the debug guest's labels are in its VM (at [`GUEST_ENTRY`]).
+#[derive(Clone, Copy, Debug)]
+pub struct DebugGuestLayout {
+    /// The function its breakpoint checks break on.
+    pub bp_target: u64,
+    /// The code it steps, and where stepping ends.
+    pub step_target: u64,
+    pub step_done: u64,
+    /// The word its watchpoint checks watch, and its store and load of it.
+    pub data: u64,
+    pub store: u64,
+    pub load: u64,
+}
+
+/// The debug guest's labels as IPAs.
+pub fn debug_layout() -> DebugGuestLayout {
+    let start = debug().as_ptr() as u64;
+    let at = |label: &'static u8| GUEST_ENTRY + (label as *const u8 as u64 - start);
+    // SAFETY: Only the addresses of the labels are taken.
+    unsafe {
+        DebugGuestLayout {
+            bp_target: at(&guest_debug_bp_target),
+            step_target: at(&guest_debug_step_target),
+            step_done: at(&guest_debug_step_done),
+            data: at(&guest_debug_data),
+            store: at(&guest_debug_store),
+            load: at(&guest_debug_load),
+        }
+    }
 }

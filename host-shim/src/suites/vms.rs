@@ -167,7 +167,7 @@ fn malicious_vm(pa: u64) -> bool {
         check!(ec(reports[1]) == 0 && reports[1] != 0, "a guest reading the PMU gets UNDEFINED: ESR {:#x}", reports[1]);
     passed &= check!(
         reports[2] == 0,
-        "a guest reading a debug register gets zero, and its OS lock write is ignored: {:#x}",
+        "a guest reading its DBGBVR0_EL1 gets its own (zero out of reset), not the host's: {:#x}",
         reports[2]
     );
     let (pmu, debug) = (reports[3] >> 8 & 0xf, reports[3] & 0xf);

@@ -1,6 +1,8 @@
 //! A vCPU's saved state. The layouts are read by the world-switch assembly
 //! (`arch/aarch64/switch.S`), which pins them with the assertions below.
 
+use crate::arch::debug::{DebugRegs, PSTATE_BTYPE, PSTATE_SS};
+
 /// General registers x0..x30 (index 31 is padding), in `TrapFrame` order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
@@ -69,6 +71,16 @@ pub struct VcpuContext {
     pub tpidr2: u64,
     /// DISR_EL1 as the guest sees it (VDISR_EL2), switched where the CPU has RAS.
     pub disr: u64,
+    /// The breakpoint and watchpoint registers, loaded into the CPU only for
+    /// runs that use them (`arch::debug`); MDSCR_EL1 is in `sysregs`.
+    pub debug: DebugRegs,
+    /// The host's breakpoint and watchpoint registers while this vCPU's are
+    /// loaded (a run's scratch, kept in hyp memory that neither the host nor
+    /// the guest reads: `arch::aarch64::debug_switch`).
+    pub host_debug: DebugRegs,
+    /// OSLSR_EL1.OSLK: the OS lock as the guest last set it with OSLAR_EL1
+    /// (locked out of reset, as on a CPU's cold reset and under KVM).
+    pub os_lock: bool,
     /// While the vCPU runs, `sysregs`' ESR_EL1, FAR_EL1, ELR_EL1 and SPSR_EL1
     /// are not read back after each trap (they are when the run ends): an
     /// exception injected by the hyp sets them and this flag, and the world
@@ -82,7 +94,18 @@ impl VcpuContext {
         let mut ctx = VcpuContext { pc, pstate: PSTATE_EL1H_MASKED, ..VcpuContext::default() };
         ctx.gprs.x[0] = x0;
         ctx.sysregs.sctlr = SCTLR_EL1_RESET;
+        ctx.os_lock = true;
         ctx
+    }
+
+    /// Moves the vCPU past the instruction that trapped, which the hyp
+    /// completed for it: the PC by 4, and PSTATE.SS and BTYPE cleared as
+    /// completing the instruction clears them, so that a guest stepping it
+    /// (MDSCR_EL1.SS) takes its step exception before the next instruction
+    /// (as KVM's `kvm_skip_instr`).
+    pub fn skip_instruction(&mut self) {
+        self.pc = self.pc.wrapping_add(4);
+        self.pstate &= !(PSTATE_SS | PSTATE_BTYPE);
     }
 }
 

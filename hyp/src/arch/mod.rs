@@ -11,6 +11,7 @@
 //! the bare-metal target only.
 
 pub mod context;
+pub mod debug;
 pub mod esr;
 pub mod list_registers;
 pub mod percpu;

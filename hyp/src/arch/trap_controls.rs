@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+use crate::arch::debug::DebugCounts;
+
 /// The ID register values the decisions depend on.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
 pub struct CpuIds {
@@ -68,6 +70,8 @@ pub struct TrapControls {
     /// FEAT_RAS: the guest's deferred-SError record (its DISR_EL1, which is
     /// VDISR_EL2 while HCR_EL2.AMO is set) is switched with its state.
     pub ras: bool,
+    /// The breakpoints and watchpoints switched for guests that debug.
+    pub debug: DebugCounts,
 }
 
 impl TrapControls {
@@ -83,6 +87,7 @@ impl TrapControls {
         trace_buffer: false,
         tpidr2: false,
         ras: false,
+        debug: DebugCounts { breakpoints: 0, watchpoints: 0 },
     };
 }
 
@@ -126,6 +131,7 @@ pub fn trap_controls(ids: CpuIds) -> TrapControls {
         trace_buffer,
         tpidr2,
         ras,
+        debug: DebugCounts::from_dfr0(ids.dfr0),
     }
 }
 

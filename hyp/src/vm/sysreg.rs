@@ -3,9 +3,13 @@
 //! which the hyp keeps trapped ([`sanitize_host_id`]). A guest's, so
 //! that an unmodified OS boots: the ID registers (trapped by HCR_EL2.TID3),
 //! reported with the features guests do not get hidden, and the debug
-//! registers (trapped by MDCR_EL2.TDA/TDOSA/TDRA), which read as zero and
-//! ignore writes, with the OS lock reported unlocked (as pKVM gives protected
-//! guests). The PMU stays UNDEFINED, which the PMUVer of 0 in the ID
+//! registers that MDCR_EL2.TDOSA and TDRA trap: the OS lock (OSLSR_EL1.OSLK
+//! reflects the last OSLAR_EL1 write; it does not block the guest's debug
+//! exceptions, which is the one way it differs from the architecture) and,
+//! as KVM, OSDLR_EL1, DBGPRCR_EL1 and MDRAR_EL1 reading as zero and ignoring
+//! writes. The other debug registers (MDCR_EL2.TDA) are the guest's own: the
+//! world switch loads them at the first access (`arch::debug`), so only those
+//! the CPU does not have come here, and they are UNDEFINED. The PMU stays UNDEFINED, which the PMUVer of 0 in the ID
 //! registers announces; pointer authentication is hidden (its keys are not
 //! switched yet). With the controls of issue 19 (`arch::trap_controls`), as
 //! KVM has them: REVIDR_EL1 and AIDR_EL1 (HCR_EL2.TID1) read as the
@@ -16,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+use crate::arch::debug::{guest_dfr0, DBGPRCR_EL1, MDRAR_EL1, OSDLR_EL1, OSLAR_EL1, OSLSR_EL1};
 use crate::arch::sysreg::{SysReg, SysRegAccess, AIDR_EL1, REVIDR_EL1};
 
 /// What the hyp does with a trapped system-register access.
@@ -25,18 +30,23 @@ pub enum SysRegHandling {
     IdRegister,
     /// REVIDR_EL1 or AIDR_EL1 (HCR_EL2.TID1): the hardware's value.
     ImplementationId,
-    /// OSLSR_EL1: the OS lock is implemented and unlocked.
+    /// An OSLSR_EL1 read: the OS lock is implemented, and locked or not as
+    /// the guest last set it ([`oslsr`]).
     OsLockStatus,
-    /// Another debug register (Op0 2, Op1 0 or 3), or a RAS error-record
+    /// An OSLAR_EL1 write: bit 0 locks or unlocks the OS lock.
+    OsLockSet,
+    /// OSDLR_EL1, DBGPRCR_EL1 or MDRAR_EL1 (read), or a RAS error-record
     /// register (ERR*, HCR_EL2.TERR): reads as zero, writes ignored.
     ReadsAsZero,
     /// Anything else (the PMU among them): UNDEFINED.
     Undefined,
 }
 
-/// OSLSR_EL1 as the guest reads it: OSLM = 0b10 (the OS lock is implemented),
-/// OSLK = 0 (unlocked).
-pub const OSLSR_UNLOCKED: u64 = 0b1000;
+/// OSLSR_EL1 as the guest reads it: OSLM = 0b10 (bit 3: the OS lock is
+/// implemented), OSLK (bit 1) as the guest set it.
+pub fn oslsr(locked: bool) -> u64 {
+    0b1000 | u64::from(locked) << 1
+}
 
 pub fn classify(access: SysRegAccess) -> SysRegHandling {
     match access.reg {
@@ -45,7 +55,11 @@ pub fn classify(access: SysRegAccess) -> SysRegHandling {
         // ERRIDR_EL1, ERRSELR_EL1 (CRm 3), ERXFR/CTLR/STATUS/ADDR/PFG* (CRm 4),
         // ERXMISC0..3 (CRm 5): RAZ/WI, as KVM.
         SysReg { op0: 3, op1: 0, crn: 5, crm: 3..=5, .. } => SysRegHandling::ReadsAsZero,
-        SysReg { op0: 2, op1: 0, crn: 1, crm: 1, op2: 4 } if access.read => SysRegHandling::OsLockStatus,
+        reg if reg == OSLSR_EL1 && access.read => SysRegHandling::OsLockStatus,
+        reg if reg == OSLAR_EL1 && !access.read => SysRegHandling::OsLockSet,
+        reg if reg == OSDLR_EL1 || reg == DBGPRCR_EL1 || (reg == MDRAR_EL1 && access.read) => {
+            SysRegHandling::ReadsAsZero
+        }
         // ICC_ASGI1R_EL1 (Op2 6) and ICC_SGI0R_EL1 (Op2 7) writes: with one
         // security state (GICD_CTLR.DS reads one) both pend only SGIs of
         // group 0 at their targets, and every SGI of a VM is group 1
@@ -53,8 +67,10 @@ pub fn classify(access: SysRegAccess) -> SysRegHandling {
         // a GIC (and under KVM). ICC_SGI1R_EL1 is `guest_trap`'s.
         SysReg { op0: 3, op1: 0, crn: 12, crm: 11, op2: 6 | 7 } if !access.read => SysRegHandling::ReadsAsZero,
         // The trace unit's registers (TRC*, Op1 1): the guest has no trace.
-        SysReg { op0: 2, op1: 1, .. } => SysRegHandling::Undefined,
-        SysReg { op0: 2, .. } => SysRegHandling::ReadsAsZero,
+        // The other debug registers trap only before the world switch has
+        // loaded the guest's, which it does at the first access to one the
+        // CPU has (`arch::debug::access_loads_guest_state`): what comes here
+        // is a breakpoint or watchpoint beyond the CPU's count.
         _ => SysRegHandling::Undefined,
     }
 }
@@ -88,10 +104,11 @@ pub fn sanitize_id(reg: SysReg, hardware: u64, gicv3: bool) -> u64 {
         (6, 1) => set_field(set_field(set_field(set_field(hardware, 4, 0), 8, 0), 24, 0), 28, 0),
         (6, 2) => set_field(set_field(hardware, 8, 0), 12, 0),
         // ID_AA64DFR0_EL1: no PMU, no statistical profiling, no trace (unit,
-        // filter or buffer), no branch records; the debug architecture and
-        // breakpoints as they are.
+        // filter or buffer), no branch records; the breakpoints, watchpoints
+        // and context comparators as they are (all are switched), the debug
+        // version at most one without banked breakpoints (`guest_dfr0`).
         (5, 0) => {
-            let value = set_field(hardware, 4, 0);
+            let value = set_field(guest_dfr0(hardware), 4, 0);
             let value = set_field(value, 8, 0);
             let value = set_field(value, 32, 0);
             let value = set_field(value, 40, 0);
@@ -167,7 +184,7 @@ mod tests {
         assert_eq!(classify(access), SysRegHandling::IdRegister);
         // msr oslar_el1, xzr: Op0 2, Op1 0, CRn 1, CRm 0, Op2 4, write.
         let oslar = SysRegAccess::decode(2 << 20 | 4 << 17 | 1 << 10 | 31 << 5);
-        assert_eq!(classify(oslar), SysRegHandling::ReadsAsZero);
+        assert_eq!(classify(oslar), SysRegHandling::OsLockSet);
         let oslsr = SysRegAccess::decode(2 << 20 | 4 << 17 | 1 << 10 | 1 << 1 | 1);
         assert_eq!(classify(oslsr), SysRegHandling::OsLockStatus);
         // mrs pmccntr_el0: Op0 3, Op1 3, CRn 9, CRm 13, Op2 0.
@@ -201,8 +218,20 @@ mod tests {
         assert_eq!(classify(access(2, 1, 0, 1, 0, false)), SysRegHandling::Undefined);
         // TRFCR_EL1 (Op0 3, Op1 0, CRn 1, CRm 2, Op2 1).
         assert_eq!(classify(access(3, 0, 1, 2, 1, false)), SysRegHandling::Undefined);
-        // The debug registers stay RAZ/WI (MDCCSR_EL0 is Op1 3).
-        assert_eq!(classify(access(2, 3, 0, 1, 0, true)), SysRegHandling::ReadsAsZero);
+        // OSDLR_EL1, DBGPRCR_EL1 and MDRAR_EL1 are RAZ/WI as in KVM; the
+        // debug registers MDCR_EL2.TDA traps are loaded by the world switch
+        // before they get here, so a breakpoint the CPU lacks (DBGBVR15_EL1)
+        // or MDCCSR_EL0 once loaded is UNDEFINED.
+        for read in [true, false] {
+            assert_eq!(classify(access(2, 0, 1, 3, 4, read)), SysRegHandling::ReadsAsZero, "OSDLR_EL1");
+            assert_eq!(classify(access(2, 0, 1, 4, 4, read)), SysRegHandling::ReadsAsZero, "DBGPRCR_EL1");
+        }
+        assert_eq!(classify(access(2, 0, 1, 0, 0, true)), SysRegHandling::ReadsAsZero, "MDRAR_EL1");
+        assert_eq!(classify(access(2, 0, 1, 0, 0, false)), SysRegHandling::Undefined, "MDRAR_EL1 is read-only");
+        assert_eq!(classify(access(2, 0, 1, 0, 4, true)), SysRegHandling::Undefined, "OSLAR_EL1 is write-only");
+        assert_eq!(classify(access(2, 0, 1, 1, 4, false)), SysRegHandling::Undefined, "OSLSR_EL1 is read-only");
+        assert_eq!(classify(access(2, 0, 0, 15, 4, true)), SysRegHandling::Undefined, "DBGBVR15_EL1");
+        assert_eq!(classify(access(2, 3, 0, 1, 0, true)), SysRegHandling::Undefined, "MDCCSR_EL0");
         let all = u64::MAX;
         assert_eq!(sanitize_id(id(7, 1), all, true) >> 16 & 0xf, 0, "no LORegions");
         assert_eq!(sanitize_id(id(7, 1), all, true) | 0xf << 16, all);
@@ -228,8 +257,11 @@ mod tests {
         assert_eq!(pfr0 & 0xffff, 0xffff, "exception levels untouched");
         let dfr0 = sanitize_id(id(5, 0), all, true);
         assert_eq!(dfr0 >> 8 & 0xf, 0, "no PMU");
-        assert_eq!(dfr0 & 0xf, 0xf, "debug architecture untouched");
+        assert_eq!(dfr0 & 0xf, 0xa, "the debug version at most Debugv8p8");
         assert_eq!(dfr0 >> 12 & 0xff, 0xff, "breakpoints and watchpoints untouched");
+        assert_eq!(dfr0 >> 28 & 0xf, 0xf, "context comparators untouched");
+        assert_eq!(sanitize_id(id(5, 0), 0xb, true) & 0xf, 0xa, "Debugv8p9 (banked breakpoints) is not announced");
+        assert_eq!(sanitize_id(id(5, 0), 0x9, true) & 0xf, 0x9, "Debugv8p4 as it is");
         assert_eq!(sanitize_id(id(4, 4), all, true), 0, "no SVE");
         assert_eq!(sanitize_id(id(4, 1), all, true) >> 24 & 0xf, 0, "no SME");
         assert_eq!(sanitize_id(id(1, 2), all, true) >> 24 & 0xf, 0, "AArch32 view: no PMU");

@@ -9,6 +9,7 @@
 //! an MMIO round trip with eager switching, and the trap costs a guest that does
 //! use FP about 150 instructions once per run.
 
+use super::debug_switch;
 use super::gic_ppi::PpiFrame;
 use super::host_regs::controls;
 use crate::arch::context::{El1Sysregs, FpState, Gprs, VcpuContext};
@@ -50,7 +51,9 @@ const HCR_GUEST: u64 = 1
     | 1 << 31;
 
 /// MDCR_EL2 bits for guests: TPMCR (5) and TPM (6) trap the PMU; TDA (9),
-/// TDOSA (10) and TDRA (11) trap the debug registers. HPMN comes from PMCR_EL0.N;
+/// TDOSA (10) and TDRA (11) trap the debug registers (TDA only until the
+/// guest's debug registers are loaded: `debug_switch`); TDE (8) stays clear,
+/// so that the guest's debug exceptions go to its own EL1. HPMN comes from PMCR_EL0.N;
 /// [`TrapControls`] adds the trace-filter and profiling traps, and for a
 /// protected guest HPMD/HCCD.
 const MDCR_GUEST_TRAPS: u64 = 1 << 5 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11;
@@ -477,8 +480,11 @@ pub fn run_guest<R>(
     mut on_trap: impl FnMut(&mut VcpuContext, GuestTrap, &mut LiveGic) -> Option<R>,
 ) -> R {
     let controls = controls();
+    // Whether the guest's debug registers are in the CPU (`debug_switch`).
+    let mut debug_loaded = debug_switch::enter(ctx);
     let mdcr = read_sysreg!("mdcr_el2");
-    let mut guest_mdcr = (mdcr & 0x1f) | MDCR_GUEST_TRAPS | controls.mdcr_guest;
+    let base_mdcr = (mdcr & 0x1f) | MDCR_GUEST_TRAPS | controls.mdcr_guest;
+    let mut guest_mdcr = debug_switch::guest_mdcr(base_mdcr, debug_loaded);
     let mut hidden = Hidden::default();
     if entry.protected {
         // The counters stop at EL2 first, then everywhere.
@@ -553,6 +559,10 @@ pub fn run_guest<R>(
             guest_fp_loaded = true;
             continue;
         }
+        if kind == 0 && esr >> 26 == debug_switch::EC_SYSREG && debug_switch::load_on_access(esr, ctx, debug_loaded) {
+            debug_loaded = true;
+            continue;
+        }
         // HPFAR_EL2 holds the faulting IPA only for the aborts `hpfar_valid`
         // names (its FIPA is IPA[51:12]; the page offset comes from FAR);
         // otherwise it is UNKNOWN and the trap gets no IPA.
@@ -582,6 +592,9 @@ pub fn run_guest<R>(
 
     let timer_activated = live.exit(ctx);
     ctx.sysregs = read_el1();
+    if debug_loaded {
+        debug_switch::exit(ctx);
+    }
     // (If the guest used FP/SIMD, TFP is already clear: EL2 may touch them.)
     if guest_fp_loaded {
         // SAFETY: As above; `guest_fp_loaded` is set only after `fpsimd_save`

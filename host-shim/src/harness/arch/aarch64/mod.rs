@@ -160,3 +160,34 @@ pub fn park() -> ! {
         aarch64_cpu::asm::wfe();
     }
 }
+
+/// The shim's own breakpoint 0 and watchpoint 0: DBGBVR0_EL1, DBGBCR0_EL1,
+/// DBGWVR0_EL1, DBGWCR0_EL1 (the host reaches them directly: the hyp traps
+/// only guests' debug accesses).
+pub fn debug_point0() -> [u64; 4] {
+    let (bvr, bcr, wvr, wcr);
+    // SAFETY: Reading debug registers at EL1 has no side effect.
+    unsafe {
+        asm!(
+            "mrs {}, dbgbvr0_el1", "mrs {}, dbgbcr0_el1", "mrs {}, dbgwvr0_el1", "mrs {}, dbgwcr0_el1",
+            out(reg) bvr, out(reg) bcr, out(reg) wvr, out(reg) wcr,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+    [bvr, bcr, wvr, wcr]
+}
+
+/// Sets the shim's breakpoint 0 and watchpoint 0 (as [`debug_point0`] reads
+/// them). The shim never enables its own debug exceptions (MDSCR_EL1.MDE and
+/// KDE stay clear), so enabled points here never fire in the shim.
+pub fn set_debug_point0([bvr, bcr, wvr, wcr]: [u64; 4]) {
+    // SAFETY: The shim's own debug registers; with its debug exceptions
+    // disabled they change nothing it runs.
+    unsafe {
+        asm!(
+            "msr dbgbvr0_el1, {}", "msr dbgbcr0_el1, {}", "msr dbgwvr0_el1, {}", "msr dbgwcr0_el1, {}", "isb",
+            in(reg) bvr, in(reg) bcr, in(reg) wvr, in(reg) wcr,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+}
