@@ -82,6 +82,7 @@ impl VcpuContext {
         let mut ctx = VcpuContext { pc, pstate: PSTATE_EL1H_MASKED, ..VcpuContext::default() };
         ctx.gprs.x[0] = x0;
         ctx.sysregs.sctlr = SCTLR_EL1_RESET;
+        ctx.sysregs.cpacr = crate::arch::sysreg::CPACR_HIDDEN_ENABLES;
         ctx
     }
 }
