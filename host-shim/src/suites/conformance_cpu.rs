@@ -192,6 +192,11 @@ const OTHER_FP_SEED: u64 = 0x5eed_0000;
 static GIC_WORDS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 static TIMER_INTID: AtomicU64 = AtomicU64::new(0);
 static OTHER_GICV2_MASK: AtomicU64 = AtomicU64::new(0);
+/// Set by the other CPU's [`wfi_job`] once it can be kicked (its kick SGIs
+/// enabled, its interface bit published); cleared before each.
+static OTHER_READY: AtomicU64 = AtomicU64::new(0);
+/// Polls of [`OTHER_READY`] before the other CPU is declared lost.
+const READY_POLLS: u64 = 1 << 28;
 
 /// `VCPU_RUN` as another CPU's job: `[handle, vcpu, value]`, with the host's
 /// FP/SIMD registers untouched.
@@ -225,6 +230,7 @@ fn wfi_job(_cpu: usize, [handle, vcpu, _]: [u64; 3]) -> [u64; 4] {
         return [2, 0, 0, 0];
     };
     OTHER_GICV2_MASK.store(mask, Release);
+    OTHER_READY.store(1, Release);
     let flags = RunFlags { wait_in_hyp: true, kick_sgi: Some(gic::VCPU_KICK_SGI as u8) };
     let (mut isr, mut interrupted, mut wfi) = (None, 0, 0);
     for _ in 0..MAX_RUNS {
@@ -243,6 +249,20 @@ fn wfi_job(_cpu: usize, [handle, vcpu, _]: [u64; 3]) -> [u64; 4] {
         }
     }
     [1, 0, interrupted, wfi]
+}
+
+/// Posts [`wfi_job`] for vCPU 0 of `handle` to CPU `cpu` and waits until that
+/// CPU can be kicked.
+fn post_wfi_job(cpu: usize, handle: u64) -> Result<(), Failure> {
+    OTHER_READY.store(0, Release);
+    post(cpu, wfi_job, [handle, 0, 0]);
+    for _ in 0..READY_POLLS {
+        if OTHER_READY.load(Acquire) != 0 {
+            return Ok(());
+        }
+        core::hint::spin_loop();
+    }
+    Err(Failure::Lost)
 }
 
 /// What one command gave: its result, and the ESR_EL1 of the exception its
@@ -814,7 +834,7 @@ fn wfi_wake_ups(pa: u64, ty: VmType, v2: bool, cpus: Cpus) -> bool {
         // vCPU 0 to the other CPU, in WFI there.
         vm.until(cpu, 0, Op::Wfi as u64, &[ARG], &mut None)?;
         vm.pinned = true;
-        post(cpu, wfi_job, [handle, 0, 0]);
+        post_wfi_job(cpu, handle)?;
         let seen_on = (|| Ok([vm.affinity_info(1, 0)?, vm.cpu_on(1, 0, 0, 0)?]))();
         let sent = vm.sgi(1, 0, 5);
         let by_sgi = wait_for(cpu).ok_or(Failure::Lost)?;
@@ -824,7 +844,7 @@ fn wfi_wake_ups(pa: u64, ty: VmType, v2: bool, cpus: Cpus) -> bool {
         vm.eoir(0, sgi)?;
         vm.until(cpu, 0, Op::Wfi as u64, &[ARG], &mut None)?;
         vm.pinned = true;
-        post(cpu, wfi_job, [handle, 0, 0]);
+        post_wfi_job(cpu, handle)?;
         let injected = hypercall::vcpu_inject_irq(handle, 0, SPI);
         vm.kick(1);
         let by_spi = wait_for(cpu).ok_or(Failure::Lost)?;

@@ -129,6 +129,8 @@ pub struct Distributor {
     irouter: [u64; SPI_COUNT],
     /// SPIs some vCPU's list registers hold (they go to no other until ended).
     held: [u32; SPI_WORDS],
+    /// The vCPUs whose noted active state is not empty (bit n: vCPU n).
+    noted_active: u64,
     private: [PrivateIrqs; MAX_VCPUS],
 }
 
@@ -172,6 +174,7 @@ impl Distributor {
             targets: [1; SPI_COUNT],
             irouter: [0; SPI_COUNT],
             held: [0; SPI_WORDS],
+            noted_active: 0,
             private: [PrivateIrqs::default(); MAX_VCPUS],
         }
     }
@@ -317,13 +320,20 @@ impl Distributor {
     /// without a trap: a vCPU's own accesses see them as they are
     /// ([`Distributor::unfill_pending`] records them first), another vCPU's
     /// as of its last exit.
+    #[inline]
     pub fn note_active(&mut self, vcpu: usize, lrs: &VgicState) {
+        // At every exit: nothing to do for a vCPU with empty list registers
+        // and nothing noted (the common case of an exit-heavy guest).
+        if lrs.used == 0 && self.noted_active & (1 << (vcpu % 64)) == 0 {
+            return;
+        }
+        self.note_active_from(vcpu, lrs);
+    }
+
+    fn note_active_from(&mut self, vcpu: usize, lrs: &VgicState) {
         let Some(p) = self.private[..self.vcpus].get_mut(vcpu) else {
             return;
         };
-        if lrs.used == 0 && p.active == 0 && p.active_spis == [0; SPI_WORDS] {
-            return;
-        }
         let (mut private, mut spis) = (0u32, [0u32; SPI_WORDS]);
         for intid in lrs.active_intids() {
             match intid {
@@ -337,6 +347,12 @@ impl Distributor {
         }
         p.active = private;
         p.active_spis = spis;
+        let bit = 1 << (vcpu % 64);
+        if private == 0 && spis == [0; SPI_WORDS] {
+            self.noted_active &= !bit;
+        } else {
+            self.noted_active |= bit;
+        }
     }
 
     /// Bitmap word `word` (INTIDs 32*word..) of active interrupts as `vcpu`
