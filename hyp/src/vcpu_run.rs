@@ -18,7 +18,7 @@ use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState, VmTable};
 use crate::vm::vgic_dist::Filled;
-use crate::vm::vgic_mmio::{frame_of, holds_pending_state, Frame};
+use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame};
 use hyp_abi::{Exit, HypError, RunFlags};
 
 /// Injected exceptions one run may take before the VM is declared dead: a
@@ -144,6 +144,14 @@ impl VmView for RunningVm<'_> {
         crate::arch::aarch64::id_regs::read_id_register(reg)
     }
 
+    fn cpacr(&self) -> u64 {
+        crate::arch::aarch64::cpacr::read()
+    }
+
+    fn set_cpacr(&self, value: u64) {
+        crate::arch::aarch64::cpacr::write(value);
+    }
+
     fn gicv3(&self) -> bool {
         self.hardware == VgicHardware::V3
     }
@@ -238,10 +246,10 @@ fn serve_gic_access(
     let access = crate::vm::exit::decode_mmio(trap.esr)?;
     let register = usize::from(access.register);
     let write = access.write.then(|| if register == 31 { 0 } else { ctx.gprs.x[register] });
-    // The pending registers see this vCPU's pending list registers too (not
+    // The pending and active registers see this vCPU's list registers (not
     // those of another vCPU, which may be running elsewhere).
     let own_pending =
-        holds_pending_state(frame, offset) && !matches!(frame, Frame::Redistributor { vcpu, .. } if vcpu != view.vcpu);
+        reflects_list_registers(frame, offset) && !matches!(frame, Frame::Redistributor { vcpu, .. } if vcpu != view.vcpu);
     if own_pending {
         view.unfill_pending(ctx);
     }
@@ -469,6 +477,7 @@ pub fn vcpu_run(
     if vm.gic.holds_spis(index) {
         vm.gic.release_ended(index, &ctx.vgic);
     }
+    vm.gic.note_active(index, &ctx.vgic);
     let exit = match exit {
         // A WFE (see `serve_wfi`).
         Exit::Wfi { timer_deadline: 0 } => exit,

@@ -1,6 +1,6 @@
 //! The guests the shim runs in VMs: small position-independent EL1 programs
 //! (`guests.S`; the leak checks' in `leak.S`, the IPI ping-pong in `ipi.S`, the debug conformance
-//! guest in `debug.S`; their shared macros and
+//! guest in `debug.S`, the CPU conformance guest in `cpu.S`; their shared macros and
 //! constants in `macros.S`), each described where it is written, and the IPA
 //! layout they expect. The shim copies one into a page it gives a VM at
 //! [`GUEST_ENTRY`] and starts a vCPU there with x0 as its argument.
@@ -12,7 +12,8 @@ global_asm!(
     include_str!("guests.S"),
     include_str!("leak.S"),
     include_str!("ipi.S"),
-    include_str!("debug.S")
+    include_str!("debug.S"),
+    include_str!("cpu.S")
 );
 
 /// Where the guests' code goes in guest-physical memory.
@@ -103,6 +104,8 @@ guest_images! {
     burst: guest_burst_start..guest_burst_end,
     /// The remote-controlled GIC guest (one page: code, then its vectors at +0x800).
     remote: guest_remote_start..guest_remote_end,
+    /// The CPU conformance guest (`cpu.S`; one page: code, then its vectors at +0x800).
+    cpu: guest_cpu_start..guest_cpu_end,
     /// The IRQ-line guest's code (boards without a GIC).
     line: guest_line_start..guest_line_end,
     /// The leak checks' counting guest (`leak.S`).

@@ -1,6 +1,7 @@
 //! The check suites. Each stands on `crate::harness` and `crate::guests`
 //! alone, never on another suite; `main.rs` decides which run, in what order.
 
+pub mod conformance_cpu;
 pub mod conformance_debug;
 pub mod conformance_gic;
 pub mod console_attack;

@@ -1,6 +1,7 @@
 //! The device tree a Linux guest boots with: its RAM, its vCPUs (started with
 //! PSCI over HVC), the GIC the hyp emulates for it, the virtual timer, one
-//! PL011 and `/chosen` (bootargs, initramfs, console).
+//! PL011 and `/chosen` (bootargs, initramfs, console). Nothing the hyp hides
+//! from guests (the PMU, statistical profiling, trace) has a node.
 
 use crate::fdt_writer::{FdtWriteError, FdtWriter};
 use hyp_abi::{GUEST_GICV2_CPU_INTERFACE, GUEST_GICV3_REDISTRIBUTORS, GUEST_GIC_DISTRIBUTOR, MAX_VCPUS_PER_VM};
@@ -260,6 +261,22 @@ mod tests {
         let clock = fdt.find_node("/apb-pclk").unwrap();
         assert_eq!(clock.property("clock-frequency").unwrap().as_usize(), Some(24_000_000));
         assert_eq!(fdt.find_node("/psci").unwrap().property("method").unwrap().as_str(), Some("hvc"));
+    }
+
+    /// The hyp hides the PMU, statistical profiling and trace from guests (the
+    /// ID registers say 0, their registers UNDEF): no node may announce them.
+    #[test]
+    fn the_guest_tree_announces_no_pmu_profiling_or_trace() {
+        for gic in [GuestGic::V2, GuestGic::V3] {
+            let mut buffer = [0u8; 4096];
+            let size = tree(gic).write(&mut buffer).unwrap();
+            let fdt = fdt::Fdt::new(&buffer[..size]).unwrap();
+            let hidden = ["arm,armv8-pmuv3", "arm,statistical-profiling-extension-v1", "arm,embedded-trace-extension"];
+            for compatible in hidden {
+                assert!(fdt.find_compatible(&[compatible]).is_none(), "{gic:?}: {compatible}");
+            }
+            assert!(fdt.all_nodes().all(|n| !n.name.starts_with("pmu")), "{gic:?}: a pmu node");
+        }
     }
 
     #[test]

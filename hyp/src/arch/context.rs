@@ -95,6 +95,7 @@ impl VcpuContext {
         ctx.gprs.x[0] = x0;
         ctx.sysregs.sctlr = SCTLR_EL1_RESET;
         ctx.os_lock = true;
+        ctx.sysregs.cpacr = crate::arch::sysreg::CPACR_HIDDEN_ENABLES;
         ctx
     }
 

@@ -16,6 +16,7 @@ pub const MAX_LIST_REGISTERS: usize = 16;
 
 const LR_STATE_SHIFT: u32 = 62;
 const LR_STATE_PENDING: u64 = 1 << LR_STATE_SHIFT;
+const LR_STATE_ACTIVE: u64 = 2 << LR_STATE_SHIFT;
 const LR_STATE_MASK: u64 = 3 << LR_STATE_SHIFT;
 /// The virtual interrupt is tied to a physical one (pINTID): the guest's
 /// deactivation deactivates it too.
@@ -216,6 +217,13 @@ impl VgicState {
     pub fn recount_below(&mut self, bound: usize) {
         let bound = bound.min(MAX_LIST_REGISTERS);
         self.used = self.lrs[..bound].iter().rposition(|&lr| lr & LR_STATE_MASK != 0).map_or(0, |last| last + 1) as u8;
+    }
+
+    /// The INTIDs the guest acknowledged and has not deactivated (state
+    /// active, or active and pending): the active state the distributor's
+    /// GICD_ISACTIVER/ICACTIVER report.
+    pub fn active_intids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.live().iter().filter(|&&lr| lr & LR_STATE_ACTIVE != 0).map(|&lr| lr_intid(lr))
     }
 
     /// The INTIDs in list registers (pending or active), for the distributor

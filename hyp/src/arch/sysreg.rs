@@ -37,3 +37,13 @@ impl SysRegAccess {
 /// REVIDR_EL1 (Op0 3, Op1 0, CRn 0, CRm 0, Op2 6) and AIDR_EL1 (Op1 1, Op2 7).
 pub const REVIDR_EL1: SysReg = SysReg { op0: 3, op1: 0, crn: 0, crm: 0, op2: 6 };
 pub const AIDR_EL1: SysReg = SysReg { op0: 3, op1: 1, crn: 0, crm: 0, op2: 7 };
+/// CPACR_EL1 (Op0 3, Op1 0, CRn 1, CRm 0, Op2 2): a guest's accesses trap
+/// (CPTR_EL2.TCPAC), so that its SVE and SME enables stay hidden.
+pub const CPACR_EL1: SysReg = SysReg { op0: 3, op1: 0, crn: 1, crm: 0, op2: 2 };
+/// CPACR_EL1.ZEN (17:16) and SMEN (25:24), the EL1 enables of SVE and SME,
+/// which guests do not have: always set in the hardware register while a
+/// guest runs, so that its accesses to SVE and SME are not trapped to EL1
+/// (EC 0x19, 0x1D, as on a CPU with them) but to EL2 (CPTR_EL2.TZ, TSM),
+/// where the hyp makes them UNDEFINED; and read as zero (RES0 without the
+/// features).
+pub const CPACR_HIDDEN_ENABLES: u64 = 3 << 16 | 3 << 24;

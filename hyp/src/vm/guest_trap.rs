@@ -7,7 +7,7 @@ use crate::arch::context::{VcpuContext, PSTATE_EL1H_MASKED};
 use crate::arch::esr::ExceptionClass;
 use crate::arch::sysreg::{SysReg, SysRegAccess};
 use crate::vm::exit::{decode_mmio, guest_call, store_value, GuardCall, GuestCall, MmioAccess, NOT_SUPPORTED};
-use crate::vm::sysreg::{classify, oslsr, sanitize_id, SysRegHandling};
+use crate::vm::sysreg::{classify, cpacr_as_read, cpacr_as_written, oslsr, sanitize_id, SysRegHandling};
 use hyp_abi::Exit;
 
 use crate::arch::trap_record::GuestTrap;
@@ -45,6 +45,9 @@ pub trait VmView {
     fn vcpu_index(&self) -> usize;
     /// The hardware value of ID register `reg` (also REVIDR_EL1 and AIDR_EL1).
     fn id_register(&self, reg: SysReg) -> u64;
+    /// The running guest's CPACR_EL1 (live in the CPU while it runs).
+    fn cpacr(&self) -> u64;
+    fn set_cpacr(&self, value: u64);
     /// Whether the VM's GIC has the GICv3 system-register interface.
     fn gicv3(&self) -> bool;
     /// Serves an MMIO guard call; the SMCCC result for the guest's x0.
@@ -223,6 +226,12 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
                     ctx.os_lock = value & 1 != 0;
                     0
                 }
+                SysRegHandling::ArchitecturalFeatureAccess if access.read => cpacr_as_read(vm.cpacr()),
+                SysRegHandling::ArchitecturalFeatureAccess => {
+                    let rt = usize::from(access.rt);
+                    vm.set_cpacr(cpacr_as_written(if rt == 31 { 0 } else { ctx.gprs.x[rt] }));
+                    0
+                }
                 SysRegHandling::ReadsAsZero => 0,
                 SysRegHandling::Undefined => {
                     inject_undefined(ctx);
@@ -325,6 +334,11 @@ mod tests {
         fn id_register(&self, _: SysReg) -> u64 {
             u64::MAX
         }
+        /// FP/SIMD enabled, and the hidden enables the hyp keeps set.
+        fn cpacr(&self) -> u64 {
+            3 << 20 | crate::arch::sysreg::CPACR_HIDDEN_ENABLES
+        }
+        fn set_cpacr(&self, _: u64) {}
         fn gicv3(&self) -> bool {
             true
         }

@@ -21,7 +21,7 @@
 #![forbid(unsafe_code)]
 
 use crate::arch::debug::{guest_dfr0, DBGPRCR_EL1, MDRAR_EL1, OSDLR_EL1, OSLAR_EL1, OSLSR_EL1};
-use crate::arch::sysreg::{SysReg, SysRegAccess, AIDR_EL1, REVIDR_EL1};
+use crate::arch::sysreg::{SysReg, SysRegAccess, AIDR_EL1, CPACR_EL1, CPACR_HIDDEN_ENABLES, REVIDR_EL1};
 
 /// What the hyp does with a trapped system-register access.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -38,6 +38,9 @@ pub enum SysRegHandling {
     /// OSDLR_EL1, DBGPRCR_EL1 or MDRAR_EL1 (read), or a RAS error-record
     /// register (ERR*, HCR_EL2.TERR): reads as zero, writes ignored.
     ReadsAsZero,
+    /// CPACR_EL1 (CPTR_EL2.TCPAC): the guest's value, without the SVE and SME
+    /// enables ([`cpacr_as_read`], [`cpacr_as_written`]).
+    ArchitecturalFeatureAccess,
     /// Anything else (the PMU among them): UNDEFINED.
     Undefined,
 }
@@ -48,10 +51,24 @@ pub fn oslsr(locked: bool) -> u64 {
     0b1000 | u64::from(locked) << 1
 }
 
+/// CPACR_EL1 as a guest reads it, given the hardware's: ZEN and SMEN are RES0
+/// (no SVE, no SME).
+pub fn cpacr_as_read(hardware: u64) -> u64 {
+    hardware & !CPACR_HIDDEN_ENABLES
+}
+
+/// The hardware CPACR_EL1 for a guest's write of `value`: with ZEN and SMEN
+/// set, so that SVE and SME trap to EL2, which makes them UNDEFINED
+/// ([`CPACR_HIDDEN_ENABLES`]).
+pub fn cpacr_as_written(value: u64) -> u64 {
+    value | CPACR_HIDDEN_ENABLES
+}
+
 pub fn classify(access: SysRegAccess) -> SysRegHandling {
     match access.reg {
         SysReg { op0: 3, op1: 0, crn: 0, crm: 1..=7, .. } if access.read => SysRegHandling::IdRegister,
         reg if access.read && (reg == REVIDR_EL1 || reg == AIDR_EL1) => SysRegHandling::ImplementationId,
+        CPACR_EL1 => SysRegHandling::ArchitecturalFeatureAccess,
         // ERRIDR_EL1, ERRSELR_EL1 (CRm 3), ERXFR/CTLR/STATUS/ADDR/PFG* (CRm 4),
         // ERXMISC0..3 (CRm 5): RAZ/WI, as KVM.
         SysReg { op0: 3, op1: 0, crn: 5, crm: 3..=5, .. } => SysRegHandling::ReadsAsZero,
@@ -236,6 +253,19 @@ mod tests {
         assert_eq!(sanitize_id(id(7, 1), all, true) >> 16 & 0xf, 0, "no LORegions");
         assert_eq!(sanitize_id(id(7, 1), all, true) | 0xf << 16, all);
         assert_eq!(sanitize_id(id(5, 0), all, true) >> 40 & 0xf, 0, "no trace filter");
+    }
+
+    #[test]
+    fn cpacr_hides_the_sve_and_sme_enables() {
+        let cpacr = |read: bool| SysRegAccess::decode(3 << 20 | 2 << 17 | 1 << 10 | u32::from(read));
+        assert_eq!(classify(cpacr(true)), SysRegHandling::ArchitecturalFeatureAccess);
+        assert_eq!(classify(cpacr(false)), SysRegHandling::ArchitecturalFeatureAccess);
+        // FPEN (21:20) and TTA (28) as written; ZEN (17:16), SMEN (25:24) set
+        // underneath and read as zero.
+        let written = 3 << 20 | 1 << 28 | 3 << 16;
+        assert_eq!(cpacr_as_written(written), 3 << 20 | 1 << 28 | 3 << 16 | 3 << 24);
+        assert_eq!(cpacr_as_read(cpacr_as_written(written)), 3 << 20 | 1 << 28);
+        assert_eq!(cpacr_as_read(crate::arch::context::VcpuContext::at_entry(0, 0).sysregs.cpacr), 0, "out of reset");
     }
 
     #[test]

@@ -199,7 +199,10 @@ impl Vm {
     /// [`VmView::cpu_on`]: crate::vm::guest_trap::VmView::cpu_on
     pub fn psci_cpu_on(&mut self, target: u64, entry: u64, context: u64) -> Result<u64, i64> {
         let index = self.vcpu_by_mpidr(target).ok_or(crate::vm::guest_trap::PSCI_INVALID_PARAMETERS)?;
-        if !entry.is_multiple_of(4) {
+        // PSCI (DEN0022) answers INVALID_ADDRESS for an entry point known to
+        // be unavailable to the caller: unaligned, or not the VM's memory (its
+        // stage-2 maps nothing else; MMIO is not memory to start a CPU in).
+        if !entry.is_multiple_of(4) || self.stage2.leaf_at(entry as usize).is_none() {
             return Err(psci_status::INVALID_ADDRESS);
         }
         let vcpu = &mut self.vcpus[index];

@@ -318,11 +318,15 @@ fn vm_tables_live_in_donated_memory() {
 fn guest_psci_cpu_on_starts_only_an_off_vcpu_and_affinity_info_follows() {
     let mut w = World::new();
     let h = w.create(1, 3).unwrap();
+    w.map(h, 0x4010_0000, 0x8000_0000, 2).unwrap();
     w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0000, 0).unwrap();
     let vm = w.vms.get(h).unwrap();
     assert_eq!(vm.vcpus[1].power, VcpuPower::Off);
     assert_eq!(vm.psci_affinity_info(vcpu_mpidr(1)), 1, "OFF");
     assert_eq!(vm.psci_cpu_on(vcpu_mpidr(1), 0x8000_1002, 5), Err(-9), "unaligned entry: INVALID_ADDRESS");
+    assert_eq!(vm.psci_cpu_on(vcpu_mpidr(1), 0x8000_2000, 5), Err(-9), "not the VM's memory: INVALID_ADDRESS");
+    assert_eq!(vm.psci_cpu_on(vcpu_mpidr(1), 0x0300_0000, 5), Err(-9), "MMIO: INVALID_ADDRESS");
+    assert_eq!(vm.vcpus[1].power, VcpuPower::Off, "a refused CPU_ON changes nothing");
     assert_eq!(vm.psci_cpu_on(7, 0x8000_1000, 5), Err(-2), "no vCPU with that MPIDR");
     assert_eq!(vm.psci_cpu_on(1, 0x8000_1000, 5), Ok(1), "Aff0 alone names vCPU 1");
     assert_eq!(vm.vcpus[1].power, VcpuPower::OnPending);
@@ -528,6 +532,10 @@ impl crate::vm::guest_trap::VmView for TableView<'_> {
     fn id_register(&self, _: crate::arch::sysreg::SysReg) -> u64 {
         0
     }
+    fn cpacr(&self) -> u64 {
+        0
+    }
+    fn set_cpacr(&self, _: u64) {}
     fn gicv3(&self) -> bool {
         true
     }

@@ -57,6 +57,10 @@ pub struct PrivateIrqs {
     /// GICv2: the source CPUs each SGI is pending from (bit n: vCPU n);
     /// `pending` has SGI n's bit exactly when `sgi_sources[n]` is not zero.
     sgi_sources: [u8; 16],
+    /// Active in this vCPU's list registers as last seen ([`Distributor::note_active`]):
+    /// its SGIs and PPIs (bit n: INTID n) and SPIs (bit n: INTID 32 + n).
+    active: u32,
+    active_spis: [u32; SPI_WORDS],
 }
 
 impl Default for PrivateIrqs {
@@ -72,6 +76,8 @@ impl Default for PrivateIrqs {
             held_spis: [0; 2],
             from_hardware: 0,
             sgi_sources: [0; 16],
+            active: 0,
+            active_spis: [0; SPI_WORDS],
         }
     }
 }
@@ -123,6 +129,8 @@ pub struct Distributor {
     irouter: [u64; SPI_COUNT],
     /// SPIs some vCPU's list registers hold (they go to no other until ended).
     held: [u32; SPI_WORDS],
+    /// The vCPUs whose noted active state is not empty (bit n: vCPU n).
+    noted_active: u64,
     private: [PrivateIrqs; MAX_VCPUS],
 }
 
@@ -166,6 +174,7 @@ impl Distributor {
             targets: [1; SPI_COUNT],
             irouter: [0; SPI_COUNT],
             held: [0; SPI_WORDS],
+            noted_active: 0,
             private: [PrivateIrqs::default(); MAX_VCPUS],
         }
     }
@@ -302,6 +311,57 @@ impl Distributor {
             *held &= !(was & !is);
         }
         p.held_spis = still;
+    }
+
+    /// Records what `vcpu`'s list registers (`lrs`, as just saved) hold as
+    /// active, for the active registers (GICD_ISACTIVER/ICACTIVER,
+    /// GICR_ISACTIVER0/ICACTIVER0). The active state lives in the list
+    /// registers, where the guest acknowledges and ends its interrupts
+    /// without a trap: a vCPU's own accesses see them as they are
+    /// ([`Distributor::unfill_pending`] records them first), another vCPU's
+    /// as of its last exit.
+    #[inline]
+    pub fn note_active(&mut self, vcpu: usize, lrs: &VgicState) {
+        // At every exit: nothing to do for a vCPU with empty list registers
+        // and nothing noted (the common case of an exit-heavy guest).
+        if lrs.used == 0 && self.noted_active & (1 << (vcpu % 64)) == 0 {
+            return;
+        }
+        self.note_active_from(vcpu, lrs);
+    }
+
+    fn note_active_from(&mut self, vcpu: usize, lrs: &VgicState) {
+        let Some(p) = self.private[..self.vcpus].get_mut(vcpu) else {
+            return;
+        };
+        let (mut private, mut spis) = (0u32, [0u32; SPI_WORDS]);
+        for intid in lrs.active_intids() {
+            match intid {
+                0..32 => private |= 1 << intid,
+                32..INTID_LIMIT => {
+                    let (word, mask) = bit(intid - 32);
+                    spis[word] |= mask;
+                }
+                _ => {}
+            }
+        }
+        p.active = private;
+        p.active_spis = spis;
+        let bit = 1 << (vcpu % 64);
+        if private == 0 && spis == [0; SPI_WORDS] {
+            self.noted_active &= !bit;
+        } else {
+            self.noted_active |= bit;
+        }
+    }
+
+    /// Bitmap word `word` (INTIDs 32*word..) of active interrupts as `vcpu`
+    /// sees it: its own SGIs and PPIs, and the SPIs active on any vCPU.
+    pub fn active_word(&self, vcpu: usize, word: usize) -> u32 {
+        match word {
+            0 => self.private[..self.vcpus].get(vcpu).map_or(0, |p| p.active),
+            w => self.private[..self.vcpus].iter().filter_map(|p| p.active_spis.get(w - 1)).fold(0, |all, &s| all | s),
+        }
     }
 
     /// The most urgent interrupt `vcpu` could take now: (priority, INTID),
@@ -472,6 +532,7 @@ impl Distributor {
         if vcpu >= self.vcpus {
             return;
         }
+        self.note_active(vcpu, lrs);
         for slot in 0..usize::from(lrs.used) {
             let Some(lr) = lrs.take_pending(slot) else {
                 continue;

@@ -303,3 +303,40 @@ fn pending_list_registers_go_back_to_the_distributor_for_the_pending_registers()
     d.fill(1, &mut other, 4, None);
     assert_eq!(sgis(&other), vec![(40, 0)]);
 }
+
+#[test]
+fn the_active_registers_show_what_the_list_registers_hold_active() {
+    use crate::vm::vgic_mmio::Frame;
+    let mut d = open(2);
+    let mut lrs = VgicState::default();
+    d.make_pending(0, 40);
+    d.send_sgi(0b01, 3, 0);
+    d.make_pending(0, 41);
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(intids(&lrs), vec![3, 40, 41]);
+    // The guest acknowledged SGI 3 and SPI 40 (41 stays pending).
+    for slot in 0..2 {
+        lrs.lrs[slot] = lrs.lrs[slot] & !(3 << 62) | 2 << 62;
+    }
+    assert_eq!(d.active_word(0, 1), 0, "not seen before the list registers are");
+    d.unfill_pending(0, &mut lrs);
+    let sgi_frame = |vcpu| Frame::Redistributor { vcpu, sgi: true };
+    for (from, frame, offset, expected) in [
+        (0, Frame::Distributor, 0x304, 1 << 8),
+        (0, Frame::Distributor, 0x384, 1 << 8),
+        (1, Frame::Distributor, 0x304, 1 << 8),
+        (0, sgi_frame(0), 0x300, 1 << 3),
+        (1, sgi_frame(0), 0x380, 1 << 3),
+        (1, sgi_frame(1), 0x300, 0),
+        (0, Frame::Distributor, 0x300, 0),
+    ] {
+        assert_eq!(d.mmio(from, frame, offset, 4, None).value, expected, "{from} {frame:?} {offset:#x}");
+    }
+    assert!(crate::vm::vgic_mmio::reflects_list_registers(Frame::Distributor, 0x304));
+    assert!(crate::vm::vgic_mmio::reflects_list_registers(sgi_frame(0), 0x380));
+    // The guest ended both: nothing active once the list registers are seen.
+    lrs.lrs[0] = 0;
+    lrs.lrs[1] = 0;
+    d.note_active(0, &lrs);
+    assert_eq!((d.active_word(0, 0), d.active_word(1, 1)), (0, 0));
+}

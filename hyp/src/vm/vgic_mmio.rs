@@ -1,9 +1,11 @@
 //! A guest's accesses to its GIC distributor (GICD) and, on GICv3, its
 //! redistributors (GICR), served by the hyp from the VM's [`Distributor`]:
 //! where the windows are in the guest's IPA space, and what each register
-//! offset means. Registers the model does not keep read as zero and ignore
-//! writes (active state, group modifiers, LPIs), as the architecture allows
-//! for an implementation without them.
+//! offset means. The active registers read the active state of the list
+//! registers (`Distributor::note_active`); writes to them are ignored.
+//! Registers the model does not keep read as zero and ignore writes (group
+//! modifiers, LPIs), as the architecture allows for an implementation
+//! without them.
 
 #![forbid(unsafe_code)]
 
@@ -48,14 +50,14 @@ pub fn frame_of(version: GicVersion, vcpus: usize, ipa: u64) -> Option<(Frame, u
     Some((Frame::Redistributor { vcpu, sgi: offset >= SGI_FRAME }, offset % SGI_FRAME))
 }
 
-/// Whether the register at `offset` of `frame` holds pending state
-/// (GICD/GICR_ISPENDR, ICPENDR; GICv2's GICD_SPENDSGIR, CPENDSGIR): an access
-/// must see the pending interrupts of the accessing vCPU's list registers
-/// ([`Distributor::unfill_pending`]).
-pub fn holds_pending_state(frame: Frame, offset: u64) -> bool {
+/// Whether the register at `offset` of `frame` holds pending or active state
+/// (GICD/GICR_ISPENDR, ICPENDR, ISACTIVER, ICACTIVER; GICv2's
+/// GICD_SPENDSGIR, CPENDSGIR): an access must see the accessing vCPU's list
+/// registers as they are ([`Distributor::unfill_pending`]).
+pub fn reflects_list_registers(frame: Frame, offset: u64) -> bool {
     match frame {
-        Frame::Distributor => matches!(offset, 0x200..0x300 | 0xf10..0xf30),
-        Frame::Redistributor { sgi: true, .. } => matches!(offset, 0x200..0x300),
+        Frame::Distributor => matches!(offset, 0x200..0x400 | 0xf10..0xf30),
+        Frame::Redistributor { sgi: true, .. } => matches!(offset, 0x200..0x400),
         _ => false,
     }
 }
@@ -236,7 +238,8 @@ impl Distributor {
             return read(u64::from(match kind {
                 // GICv3: every interrupt group 1 (RAO); GICv2: group 0 (RAZ).
                 Bitmap::Group if self.version == GicVersion::V3 => u32::MAX,
-                Bitmap::Group | Bitmap::Active => 0,
+                Bitmap::Group => 0,
+                Bitmap::Active => self.active_word(vcpu, word),
                 Bitmap::SetEnable | Bitmap::ClearEnable => self.enabled_word(vcpu, word),
                 Bitmap::SetPending | Bitmap::ClearPending => self.pending_word(vcpu, word),
             }));

@@ -3,6 +3,7 @@
 //! from the layers above; the vectors call the trap handlers by symbol name.
 
 pub mod cache;
+pub mod cpacr;
 pub mod debug_switch;
 pub mod exception;
 pub mod gic_ppi;

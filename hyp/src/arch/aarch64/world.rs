@@ -64,6 +64,9 @@ const CNTHCTL_GUEST: u64 = 1;
 
 /// CPTR_EL2.TFP: trap FP/SIMD to EL2 (until the guest's state is loaded).
 const CPTR_TFP: u64 = 1 << 10;
+/// CPTR_EL2.TCPAC: a guest's CPACR_EL1 accesses trap, so that the hyp keeps
+/// the SVE and SME enables set underneath and hidden (`vm::sysreg`).
+const CPTR_TCPAC: u64 = 1 << 31;
 /// CPTR_EL2.TTA: a guest's accesses to the trace unit's system registers trap
 /// (and are UNDEFINED: `vm::sysreg`), so that it can neither program the
 /// host's trace unit nor read it.
@@ -511,7 +514,7 @@ pub fn run_guest<R>(
     restore_el1(&ctx.sysregs);
     // The host's FP/SIMD registers stay live until the guest first needs them.
     let mut guest_fp_loaded = false;
-    let guest_cptr = host.cptr | CPTR_TTA;
+    let guest_cptr = host.cptr | CPTR_TTA | CPTR_TCPAC;
     write_sysreg!("cptr_el2", guest_cptr | CPTR_TFP);
     write_sysreg!("vttbr_el2", entry.vttbr);
     write_sysreg!("vmpidr_el2", entry.vmpidr);

@@ -15,10 +15,12 @@ macro_rules! shared_asm {
 global_asm!(shared_asm!("image_entry.S"), include_str!("head.S"));
 global_asm!(shared_asm!("gpr_frame.S"), include_str!("vectors.S"));
 global_asm!(shared_asm!("gpr_frame.S"), include_str!("register_probe.S"));
+global_asm!(include_str!("fp_probe.S"));
 
 extern "C" {
     fn hvc_register_probe(function: u64, out: *mut [u64; 31]);
     fn id_register_probe(out: *mut [u64; 4]);
+    fn fp_hvc_probe(function: u64, x1: u64, x2: u64, x3: u64, x4: u64, seed: u64, out: *mut [u64; 5]);
     static __image_start: u8;
     static __image_end: u8;
     /// head.S: where a secondary CPU enters the shim, x0 = its mailbox.
@@ -113,6 +115,20 @@ pub fn hvc(function: u32, args: [u64; 6]) -> [u64; 4] {
         );
     }
     [r0, r1, r2, r3]
+}
+
+/// One `HVC #0` (x0 = `function`, x1..x4 = `args`) with the host's V0..V31,
+/// FPCR and FPSR set from `seed` (`fp_probe.S`): x0..x3 as returned, and a
+/// mask of the FP/SIMD registers the call changed (bit n: Vn, bit 32 FPCR,
+/// bit 33 FPSR), which must be 0 also when the call ran a guest that used
+/// FP/SIMD.
+pub fn hvc_keeping_fp(function: u32, args: [u64; 4], seed: u64) -> ([u64; 4], u64) {
+    let mut out = [0u64; 5];
+    // SAFETY: `fp_hvc_probe` follows AAPCS64 (it restores D8..D15, FPCR and
+    // FPSR, and the other FP/SIMD registers are caller-saved), makes one
+    // SMCCC call, which changes no memory of ours, and writes only `out`.
+    unsafe { fp_hvc_probe(u64::from(function), args[0], args[1], args[2], args[3], seed, &mut out) };
+    ([out[0], out[1], out[2], out[3]], out[4])
 }
 
 /// The value `register_probe.S` puts in x`n` before its hypercall.
