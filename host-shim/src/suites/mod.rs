@@ -2,6 +2,7 @@
 //! alone, never on another suite; `main.rs` decides which run, in what order.
 
 pub mod conformance_gic;
+pub mod conformance_timers;
 pub mod console_attack;
 pub mod device_attacks;
 pub mod fuzz;
