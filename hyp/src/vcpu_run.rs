@@ -425,9 +425,15 @@ fn serve_gicv2_cpu_interface(
         return false;
     };
     let register = usize::from(access.register);
+    // The list registers as the hyp left them (a timer's interrupt lowered
+    // at this trap) are what the access acts on; after it, the context
+    // follows the interface (an acknowledged or ended interrupt), so that a
+    // later load does not bring back a state the guest has moved past.
+    live.flush(ctx);
     if access.write {
         let value = if register == 31 { 0 } else { ctx.gprs.x[register] as u32 };
         cpu_interface_access(offset, Some(value));
+        live.resync(ctx);
         if (offset == GICC_EOIR || offset == GICC_DIR) && value & 0x3ff == VTIMER_INTID {
             // The guest ended its timer interrupt: the physical PPI may fire again.
             live.deactivate_timer_ppi();
@@ -441,6 +447,7 @@ fn serve_gicv2_cpu_interface(
         }
     } else {
         let value = cpu_interface_access(offset, None);
+        live.resync(ctx);
         if register != 31 {
             ctx.gprs.x[register] = crate::vm::exit::load_value(access, u64::from(value));
         }

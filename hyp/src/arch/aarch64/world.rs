@@ -395,6 +395,22 @@ impl LiveGic {
         }
     }
 
+    /// Before the hyp performs a guest's access on the virtual CPU interface
+    /// (GICv2's GICV): the list registers the hyp changed in this trap reach
+    /// the interface first, so that the access acts on them.
+    pub fn flush(&mut self, ctx: &mut VcpuContext) {
+        if ctx.vgic.changed {
+            self.load(ctx);
+        }
+    }
+
+    /// After such an access: the context sees what it did to the list
+    /// registers (an acknowledge, an end), so that no later load of the
+    /// context undoes it.
+    pub fn resync(&mut self, ctx: &mut VcpuContext) {
+        self.sync(ctx);
+    }
+
     /// Whether the guest's virtual timer asserts its output now (ISTATUS set,
     /// enabled, not masked).
     pub fn timer_asserted(&self) -> bool {
