@@ -177,13 +177,13 @@ fn check_timer(vm: &mut Remote, t: &Timer, pending_reg: u64) -> Result<Seen, Fai
     let disabled = [before, pending(vm)?, vm.wait_irq(0)?];
 
     vm.op(0, t.ctl, ENABLE | IMASK)?;
-    vm.op(0, t.tval, 1_000_000)?;
+    vm.op(0, t.tval, FAR_TICKS)?;
     let first = vm.op(0, t.tval_read, 0)? as u32 as i32;
     let second = vm.op(0, t.tval_read, 0)? as u32 as i32;
     vm.op(0, t.tval, (-100i64) as u64)?;
     let expired = vm.op(0, t.tval_read, 0)? as u32 as i32;
     let istatus = vm.op(0, t.ctl_read, 0)?;
-    let tval = [0 < first && first <= 1_000_000, second < first, expired < -100, istatus == ENABLE | IMASK | 4];
+    let tval = [0 < first && first as u64 <= FAR_TICKS, second < first, expired < -100, istatus == ENABLE | IMASK | 4];
 
     vm.op(0, t.ctl, 0)?;
     let cval = vm.op(0, t.count, 0)? + WFI_TICKS;
