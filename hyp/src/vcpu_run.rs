@@ -577,15 +577,21 @@ pub fn vcpu_run(
         let timer_output = timer::asserted(ctl, cval, now.wrapping_sub(vm.cntvoff));
         let timer_asserted = hardware != VgicHardware::None && timer_output;
         let ptimer_output = v.ctx.ptimer.asserted(now);
-        if hardware != VgicHardware::None {
-            if timer_asserted {
-                vm.gic.make_pending_from_hardware(index, VTIMER_INTID);
-            } else {
+        if timer_asserted {
+            vm.gic.make_pending_from_hardware(index, VTIMER_INTID);
+        }
+        if hardware != VgicHardware::None && ptimer_output {
+            vm.gic.make_pending_from_hardware(index, PTIMER_INTID);
+        }
+        // (Only a timer interrupt raised from its line can fall: nothing to
+        // look at for most runs.)
+        let line = v.ctx.vgic.line;
+        let raised = |intid: u32| line & 1 << intid != 0;
+        if hardware != VgicHardware::None && (line != 0 || vm.gic.any_from_hardware(index)) {
+            if !timer_asserted && (raised(VTIMER_INTID) || vm.gic.pending_from_hardware(index, VTIMER_INTID)) {
                 vm.gic.lower_line(index, VTIMER_INTID, &mut v.ctx.vgic);
             }
-            if ptimer_output {
-                vm.gic.make_pending_from_hardware(index, PTIMER_INTID);
-            } else {
+            if !ptimer_output && (raised(PTIMER_INTID) || vm.gic.pending_from_hardware(index, PTIMER_INTID)) {
                 vm.gic.lower_line(index, PTIMER_INTID, &mut v.ctx.vgic);
             }
         }

@@ -245,6 +245,11 @@ impl Distributor {
         self.private[..self.vcpus].get(vcpu).is_some_and(|p| intid < 32 && p.from_hardware & 1 << intid != 0)
     }
 
+    /// Whether any PPI of `vcpu` is pending from its line.
+    pub fn any_from_hardware(&self, vcpu: usize) -> bool {
+        self.private[..self.vcpus].get(vcpu).is_some_and(|p| p.from_hardware != 0)
+    }
+
     /// Makes SGI `intid` (0..16) pending for the vCPUs of `targets` (bit n:
     /// vCPU n) that the VM has, sent by vCPU `source` (GICv2 keeps it).
     pub fn send_sgi(&mut self, targets: u64, intid: u32, source: usize) {
