@@ -85,6 +85,7 @@ fn run_checks(platform: &HostPlatform, features: Result<u64, hyp_abi::HypError>)
     passed &= suites::conformance_gic::run_all(platform, page(8));
     passed &= suites::conformance_debug::run_all(platform, page(8));
     passed &= suites::conformance_cpu::run_all(platform, page(8), page(9));
+    passed &= suites::conformance_timers::run_all(platform, page(8));
     passed &= suites::device_attacks::run_all(platform, page(8));
     passed &= suites::pci_dma_attacks::run_all(platform, page(8), page(9), page(10));
     passed &= suites::vms::bad_calls_and_stress(hyp, platform.vm_stress_rounds);

@@ -2,7 +2,14 @@
 //! table's lock, run it without the lock, serve in the hyp the traps that need
 //! no host (the guest's GIC distributor and redistributors, its CPU interface
 //! on GICv2, SGIs, WFI with an interrupt pending, its virtual timer firing,
-//! the maintenance interrupt, PSCI), and release it with its exit.
+//! its emulated physical timer, the maintenance interrupt, PSCI), and release
+//! it with its exit.
+//!
+//! Both timers' interrupts follow their output level: raised when it is
+//! asserted, and lowered (the pending state only; an active interrupt is the
+//! guest's to end) when the hyp sees it low: at entry, at every trap for an
+//! interrupt a list register presents, and at each access to the physical
+//! timer or to the guest's pending registers.
 
 use crate::addr::Ipa;
 use crate::arch::aarch64::gic_ppi::PpiFrame;
@@ -10,6 +17,8 @@ use crate::arch::aarch64::world::{run_guest, GuestEntry, LiveGic, VgicHardware};
 use crate::arch::context::VcpuContext;
 use crate::arch::esr::ExceptionClass;
 use crate::arch::list_registers::VgicState;
+use crate::arch::phys_timer::{PhysTimerReg, PTIMER_INTID};
+use crate::arch::sysreg::SysRegAccess;
 use crate::arch::timer::{self, VTIMER_INTID};
 use crate::arch::trap_record::GuestTrap;
 use crate::state::{gic_version_of, Hyp};
@@ -93,10 +102,53 @@ impl RunningVm<'_> {
 
     /// Gives what the vCPU's list registers hold as pending back to the
     /// distributor, for an access to its pending registers (the next fill
-    /// puts back what is still pending).
+    /// puts back what is still pending); a timer's interrupt whose output is
+    /// low is pending no more.
     #[cold]
-    fn unfill_pending(&self, ctx: &mut VcpuContext) {
-        self.with_vm((), |vm| vm.gic.unfill_pending(self.vcpu, &mut ctx.vgic));
+    fn unfill_pending(&self, ctx: &mut VcpuContext, live: &LiveGic) {
+        let vtimer_low = !live.timer_asserted();
+        let ptimer_low = !ctx.ptimer.asserted(physical_count());
+        self.with_vm((), |vm| {
+            vm.gic.unfill_pending(self.vcpu, &mut ctx.vgic);
+            if vtimer_low {
+                vm.gic.lower_line(self.vcpu, VTIMER_INTID, &mut ctx.vgic);
+            }
+            if ptimer_low {
+                vm.gic.lower_line(self.vcpu, PTIMER_INTID, &mut ctx.vgic);
+            }
+        });
+    }
+
+    /// After the guest's access to its pending registers: if neither a list
+    /// register nor the distributor holds the virtual timer's interrupt from
+    /// its physical PPI (the guest cleared it, or its output fell), the hyp's
+    /// hold on the physical PPI ends, so that it can fire again.
+    #[cold]
+    fn settle_vtimer_ppi(&self, ctx: &VcpuContext, live: &mut LiveGic) {
+        if ctx.vgic.slot_of(VTIMER_INTID).is_some() {
+            return;
+        }
+        if !self.with_vm(false, |vm| vm.gic.pending_from_hardware(self.vcpu, VTIMER_INTID)) {
+            live.deactivate_timer_ppi();
+        }
+    }
+
+    /// The guest's physical timer asserts its output: PPI 30 is pending (also
+    /// while a list register holds it active: pending and active).
+    fn raise_ptimer(&self, ctx: &mut VcpuContext, live: &mut LiveGic) {
+        if ctx.vgic.is_pending(PTIMER_INTID) {
+            return;
+        }
+        self.with_vm((), |vm| vm.gic.make_pending_from_hardware(self.vcpu, PTIMER_INTID));
+        self.fill(ctx, live);
+    }
+
+    /// The guest's physical timer's output is low: PPI 30's pending state
+    /// goes.
+    fn lower_ptimer(&self, ctx: &mut VcpuContext) {
+        self.with_vm((), |vm| {
+            vm.gic.lower_line(self.vcpu, PTIMER_INTID, &mut ctx.vgic);
+        });
     }
 
     /// Without a GIC: the vCPU's virtual IRQ line as the host set it.
@@ -177,13 +229,85 @@ fn kick_running(vm: &Vm, targets: u64) -> u64 {
     kicked
 }
 
+/// The guest's physical timer after a change (its registers, the count):
+/// its interrupt follows its output, and the EL2 timer is armed for the
+/// moment the output rises.
+fn update_phys_timer(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) {
+    let asserted = ctx.ptimer.asserted(physical_count());
+    live.set_phys_timer_deadline(if asserted { u64::MAX } else { ctx.ptimer.deadline() });
+    if !live.is_present() {
+        live.set_virtual_irq(view.irq_line() || live.timer_asserted() || asserted);
+    } else if asserted {
+        view.raise_ptimer(ctx, live);
+    } else {
+        view.lower_ptimer(ctx);
+    }
+}
+
+/// A guest's access to its physical timer's registers (CNTP_CTL_EL0,
+/// CNTP_CVAL_EL0, CNTP_TVAL_EL0, which trap: CNTHCTL_EL2.EL1PCEN is clear);
+/// `None` for another system register.
+fn serve_phys_timer(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic, view: &RunningVm<'_>) -> Option<Outcome> {
+    let access = SysRegAccess::decode(trap.esr.iss());
+    let reg = PhysTimerReg::decode(access.reg)?;
+    let rt = usize::from(access.rt);
+    if access.read {
+        if rt != 31 {
+            ctx.gprs.x[rt] = ctx.ptimer.read(reg, physical_count());
+        }
+    } else {
+        let value = if rt == 31 { 0 } else { ctx.gprs.x[rt] };
+        ctx.ptimer.write(reg, value, physical_count());
+        update_phys_timer(ctx, live, view);
+    }
+    ctx.pc = ctx.pc.wrapping_add(4);
+    Some(Outcome::Resume)
+}
+
+/// At every trap of a guest with a GIC, the timers' interrupts as the list
+/// registers present them against the timers' outputs: the virtual timer's
+/// pending interrupt goes when its output fell (the guest disabled, masked
+/// or re-armed it without a trap), and the physical timer's comes back when
+/// its output is still high after the guest ended it. Costs nothing while no
+/// list register is in use and the physical timer is off.
+#[inline(always)]
+fn sample_timer_lines(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) {
+    if ctx.vgic.used != 0 && ctx.vgic.is_pending(VTIMER_INTID) && !live.timer_asserted() {
+        lower_vtimer(ctx, live);
+    }
+    if ctx.ptimer.armed() && ctx.ptimer.asserted(physical_count()) && !ctx.vgic.is_pending(PTIMER_INTID) {
+        view.raise_ptimer(ctx, live);
+    }
+}
+
+/// The virtual timer's output fell while a list register presents its
+/// interrupt as pending: the pending state goes. If the list register is
+/// empty then, the hyp's hold on the physical PPI ends too (the guest will
+/// not deactivate what it never acknowledged); an active one stays, and the
+/// guest's end of it deactivates the physical PPI as before.
+#[cold]
+fn lower_vtimer(ctx: &mut VcpuContext, live: &mut LiveGic) {
+    if ctx.vgic.lower(VTIMER_INTID) == Some(true) {
+        live.deactivate_timer_ppi();
+    }
+}
+
 /// A physical interrupt while the guest ran: the guest's own virtual timer
-/// firing, the maintenance interrupt and the host's kick (a sibling sent this
-/// vCPU an interrupt) are served here; anything else is the host's, which
-/// gets its CPU back.
+/// firing, the EL2 timer at the guest's physical-timer deadline, the
+/// maintenance interrupt and the host's kick (a sibling sent this vCPU an
+/// interrupt) are served here; anything else (the EL2 timer at the host's
+/// deadline among them) is the host's, which gets its CPU back.
 fn serve_irq(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) -> Outcome {
+    let hyp_timer = live.hyp_timer_fired();
+    if hyp_timer && live.host_tick_due(physical_count()) {
+        return Outcome::ToHost { exit: Exit::Interrupted, pending_read: None };
+    }
+    if hyp_timer {
+        // The guest's physical timer's deadline: its output rose.
+        update_phys_timer(ctx, live, view);
+    }
     let kicked = view.flags.kick_sgi.is_some_and(|sgi| view.ppi_frame.take_pending(u32::from(sgi)));
-    let mut ours = kicked | live.maintenance_pending();
+    let mut ours = hyp_timer | kicked | live.maintenance_pending();
     if live.manages_timer_ppi() && live.timer_asserted() && !live.timer_ppi_active() {
         live.activate_timer_ppi();
         view.timer_pending();
@@ -205,6 +329,9 @@ fn serve_wfi(ctx: &mut VcpuContext, wfe: bool, live: &mut LiveGic, view: &Runnin
     if live.timer_asserted() {
         live.activate_timer_ppi();
         view.timer_pending();
+    }
+    if ctx.ptimer.asserted(physical_count()) {
+        view.raise_ptimer(ctx, live);
     }
     view.fill(ctx, live);
     if !ctx.vgic.any_pending() && view.flags.wait_in_hyp {
@@ -251,7 +378,7 @@ fn serve_gic_access(
     let own_pending =
         reflects_list_registers(frame, offset) && !matches!(frame, Frame::Redistributor { vcpu, .. } if vcpu != view.vcpu);
     if own_pending {
-        view.unfill_pending(ctx);
+        view.unfill_pending(ctx, live);
     }
     // The load's register is written under the lock too: fewer values live
     // across it (scripts/bench).
@@ -271,6 +398,9 @@ fn serve_gic_access(
     ctx.skip_instruction();
     if own_pending || woken & (1 << view.vcpu) != 0 {
         view.fill(ctx, live);
+    }
+    if own_pending {
+        view.settle_vtimer_ppi(ctx, live);
     }
     Some(match woken & !(1 << view.vcpu) {
         0 => Outcome::Resume,
@@ -303,9 +433,15 @@ fn serve_gicv2_cpu_interface(
         return false;
     };
     let register = usize::from(access.register);
+    // The list registers as the hyp left them (a timer's interrupt lowered
+    // at this trap) are what the access acts on; after it, the context
+    // follows the interface (an acknowledged or ended interrupt), so that a
+    // later load does not bring back a state the guest has moved past.
+    live.flush(ctx);
     if access.write {
         let value = if register == 31 { 0 } else { ctx.gprs.x[register] as u32 };
         cpu_interface_access(offset, Some(value));
+        live.resync(ctx);
         if (offset == GICC_EOIR || offset == GICC_DIR) && value & 0x3ff == VTIMER_INTID {
             // The guest ended its timer interrupt: the physical PPI may fire again.
             live.deactivate_timer_ppi();
@@ -313,8 +449,13 @@ fn serve_gicv2_cpu_interface(
         if (offset == GICC_EOIR || offset == GICC_DIR) && value & 0x3ff < 16 {
             refill_after_sgi_end(ctx, value & 0x3ff, live, view);
         }
+        if (offset == GICC_EOIR || offset == GICC_DIR) && value & 0x3ff == PTIMER_INTID {
+            // Still asserted: pending again, as a level interrupt.
+            refill_after_ptimer_end(ctx, live, view);
+        }
     } else {
         let value = cpu_interface_access(offset, None);
+        live.resync(ctx);
         if register != 31 {
             ctx.gprs.x[register] = crate::vm::exit::load_value(access, u64::from(value));
         }
@@ -335,8 +476,21 @@ fn refill_after_sgi_end(ctx: &mut VcpuContext, intid: u32, live: &mut LiveGic, v
     view.fill(ctx, live);
 }
 
-/// Without a GIC the guest's IRQ line (HCR_EL2.VI) is the host's line or its
-/// virtual timer's output, recomputed at every trap (a guest's interrupt
+/// The guest ended (or deactivated) its physical timer's interrupt (GICv2):
+/// if the timer still asserts its output, the interrupt is pending again.
+#[cold]
+#[inline(never)]
+fn refill_after_ptimer_end(ctx: &mut VcpuContext, live: &mut LiveGic, view: &RunningVm<'_>) {
+    if let Some(slot) = ctx.vgic.slot_of(PTIMER_INTID) {
+        crate::arch::aarch64::gicv2::sync_one(&mut ctx.vgic, slot);
+    }
+    if ctx.ptimer.asserted(physical_count()) {
+        view.raise_ptimer(ctx, live);
+    }
+}
+
+/// Without a GIC the guest's IRQ line (HCR_EL2.VI) is the host's line or one
+/// of its timers' outputs, recomputed at every trap (a guest's interrupt
 /// handler reads its interrupt controller, which traps) and at entry.
 fn update_irq_line(
     ctx: &mut VcpuContext,
@@ -344,7 +498,8 @@ fn update_irq_line(
     live: &mut LiveGic,
     view: &RunningVm<'_>,
 ) -> Option<Outcome> {
-    live.set_virtual_irq(view.irq_line() || live.timer_asserted());
+    let ptimer = ctx.ptimer.asserted(physical_count());
+    live.set_virtual_irq(view.irq_line() || live.timer_asserted() || ptimer);
     if trap.kind == 0 && trap.esr.class() == ExceptionClass::WfiWfe && live.virtual_irq() {
         // An interrupt is pending: WFI returns at once.
         ctx.skip_instruction();
@@ -355,8 +510,16 @@ fn update_irq_line(
 
 /// Serves one trap of the running guest.
 fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &RunningVm<'_>, protected: bool) -> Outcome {
+    if trap.kind == 0 && trap.esr.class() == ExceptionClass::SysReg {
+        if let Some(outcome) = serve_phys_timer(ctx, &trap, live, view) {
+            return outcome;
+        }
+    }
     // A GIC is present exactly when the hardware is not `None`: the GIC's
     // traps first (the most frequent), the line without a GIC after.
+    if live.is_present() {
+        sample_timer_lines(ctx, live, view);
+    }
     if trap.kind == 0 && live.is_present() {
         match trap.esr.class() {
             ExceptionClass::WfiWfe => return serve_wfi(ctx, trap.esr.is_wfe(), live, view),
@@ -415,12 +578,30 @@ pub fn vcpu_run(
         let flush_local_tlb = vm.switch_vcpu_on_cpu(this_cpu.index, index);
         let vttbr = vttbr_of(vm.stage2.root_address() as u64, vm.vmid());
         let v = &mut vm.vcpus[index];
-        // The timer is level-triggered: asserted at entry, it is pending.
+        // The timers are level-triggered: asserted at entry, their
+        // interrupts are pending; low, they are not (an active one stays).
+        let now = physical_count();
         let (ctl, cval) = (v.ctx.sysregs.cntv_ctl, v.ctx.sysregs.cntv_cval);
-        let timer_output = timer::asserted(ctl, cval, physical_count().wrapping_sub(vm.cntvoff));
+        let timer_output = timer::asserted(ctl, cval, now.wrapping_sub(vm.cntvoff));
         let timer_asserted = hardware != VgicHardware::None && timer_output;
+        let ptimer_output = v.ctx.ptimer.asserted(now);
         if timer_asserted {
             vm.gic.make_pending_from_hardware(index, VTIMER_INTID);
+        }
+        if hardware != VgicHardware::None && ptimer_output {
+            vm.gic.make_pending_from_hardware(index, PTIMER_INTID);
+        }
+        // (Only a timer interrupt raised from its line can fall: nothing to
+        // look at for most runs.)
+        let line = v.ctx.vgic.line;
+        let raised = |intid: u32| line & 1 << intid != 0;
+        if hardware != VgicHardware::None && (line != 0 || vm.gic.any_from_hardware(index)) {
+            if !timer_asserted && (raised(VTIMER_INTID) || vm.gic.pending_from_hardware(index, VTIMER_INTID)) {
+                vm.gic.lower_line(index, VTIMER_INTID, &mut v.ctx.vgic);
+            }
+            if !ptimer_output && (raised(PTIMER_INTID) || vm.gic.pending_from_hardware(index, PTIMER_INTID)) {
+                vm.gic.lower_line(index, PTIMER_INTID, &mut v.ctx.vgic);
+            }
         }
         let filled = if hardware != VgicHardware::None && vm.gic.may_fill(index) {
             vm.gic.fill(index, &mut v.ctx.vgic, hardware.list_registers(), hw_timer(hardware, ppi_frame))
@@ -436,7 +617,8 @@ pub fn vcpu_run(
             ppi_frame,
             timer_physically_active: timer_asserted || v.ctx.vgic.slot_of(VTIMER_INTID).is_some(),
             underflow_interrupt: wants_underflow_interrupt(filled, &v.ctx.vgic),
-            virtual_irq: hardware == VgicHardware::None && (v.irq_line || timer_output),
+            virtual_irq: hardware == VgicHardware::None && (v.irq_line || timer_output || ptimer_output),
+            phys_timer_deadline: if ptimer_output { u64::MAX } else { v.ctx.ptimer.deadline() },
             protected: vm.protected,
         };
         if let Some(access) = v.pending_read.take() {
@@ -481,15 +663,19 @@ pub fn vcpu_run(
     let exit = match exit {
         // A WFE (see `serve_wfi`).
         Exit::Wfi { timer_deadline: 0 } => exit,
-        // A timer whose interrupt the guest disabled wakes nothing.
-        Exit::Wfi { .. }
-            if hardware != VgicHardware::None
-                && vm.gic.private(index).is_none_or(|p| p.enabled & 1 << VTIMER_INTID == 0) =>
-        {
-            Exit::Wfi { timer_deadline: u64::MAX }
-        }
+        // The earlier of the timers' deadlines (physical counts); a timer
+        // whose interrupt the guest disabled wakes nothing.
         Exit::Wfi { .. } => {
-            Exit::Wfi { timer_deadline: timer::deadline(ctx.sysregs.cntv_ctl, ctx.sysregs.cntv_cval, entry.cntvoff) }
+            let enabled = |vm: &mut Vm, intid: u32| {
+                hardware == VgicHardware::None || vm.gic.private(index).is_some_and(|p| p.enabled & 1 << intid != 0)
+            };
+            let virtual_deadline = if enabled(vm, VTIMER_INTID) {
+                timer::deadline(ctx.sysregs.cntv_ctl, ctx.sysregs.cntv_cval, entry.cntvoff)
+            } else {
+                u64::MAX
+            };
+            let physical_deadline = if enabled(vm, PTIMER_INTID) { ctx.ptimer.deadline() } else { u64::MAX };
+            Exit::Wfi { timer_deadline: virtual_deadline.min(physical_deadline) }
         }
         other => other,
     };

@@ -728,14 +728,19 @@ guest_end line
  *   13 ICC_RPR_EL1 read; 14 the value to ICC_IGRPEN1_EL1;
  *   15 unmask IRQs for at most `value` polls: the INTID the IRQ handler
  *      acknowledged (GICC_IAR or ICC_IAR1_EL1, not ended), 1023 if none;
- *   16 PSCI CPU_ON of the vCPU with MPIDR `value`, here, x0 the same: status.
+ *   16 PSCI CPU_ON of the vCPU with MPIDR `value`, here, x0 the same: status;
+ *   17..21 the virtual timer: the value to CNTV_CTL_EL0, CNTV_CTL_EL0 read,
+ *      the value to CNTV_CVAL_EL0, to CNTV_TVAL_EL0, CNTV_TVAL_EL0 read;
+ *   22..26 the same for the physical timer (CNTP_*);
+ *   27 CNTVCT_EL0 read, 28 CNTPCT_EL0 read;
+ *   29 WFI with IRQs masked (no result).
  * The IRQ handler leaves IRQs masked on return. Any other exception reports
  * ESR_EL1 to IRQ_FAULT and turns the VM off.
  */
 .set REMOTE_CMD, 0x68
 .set REMOTE_ARG, 0x70
 .set REMOTE_RESULT, 0x78
-.set REMOTE_OPS, 17
+.set REMOTE_OPS, 30
 guest_start remote, 4096
     mov     x25, x0
     mov     x20, #GUEST_UART
@@ -769,6 +774,19 @@ guest_start remote, 4096
     b       24f
     b       25f
     b       26f
+    b       30f
+    b       31f
+    b       32f
+    b       33f
+    b       34f
+    b       35f
+    b       36f
+    b       37f
+    b       38f
+    b       39f
+    b       40f
+    b       41f
+    b       42f
 10: call_hyp PSCI_CPU_OFF
     b       10b
 11: call_hyp PSCI_SYSTEM_OFF
@@ -815,6 +833,34 @@ guest_start remote, 4096
     hvc     #0
     b       2b
 29: isb
+    b       2b
+30: msr     cntv_ctl_el0, x22
+    b       29b
+31: mrs     x0, cntv_ctl_el0
+    b       2b
+32: msr     cntv_cval_el0, x22
+    b       29b
+33: msr     cntv_tval_el0, x22
+    b       29b
+34: mrs     x0, cntv_tval_el0
+    b       2b
+35: msr     cntp_ctl_el0, x22
+    b       29b
+36: mrs     x0, cntp_ctl_el0
+    b       2b
+37: msr     cntp_cval_el0, x22
+    b       29b
+38: msr     cntp_tval_el0, x22
+    b       29b
+39: mrs     x0, cntp_tval_el0
+    b       2b
+40: isb
+    mrs     x0, cntvct_el0
+    b       2b
+41: isb
+    mrs     x0, cntpct_el0
+    b       2b
+42: wfi
     b       2b
     irq_vectors
     cmp     x25, #2

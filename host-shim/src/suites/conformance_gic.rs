@@ -30,22 +30,22 @@ use hyp_abi::{
 };
 
 /// The remote guest's registers (`REMOTE_*` in guests.S) and its fault report.
-const CMD: u64 = GUEST_UART + 0x68;
-const ARG: u64 = GUEST_UART + 0x70;
-const RESULT: u64 = GUEST_UART + 0x78;
-const FAULT: u64 = GUEST_UART + 0x40;
+pub(crate) const CMD: u64 = GUEST_UART + 0x68;
+pub(crate) const ARG: u64 = GUEST_UART + 0x70;
+pub(crate) const RESULT: u64 = GUEST_UART + 0x78;
+pub(crate) const FAULT: u64 = GUEST_UART + 0x40;
 /// What GICC_IAR and ICC_IAR1_EL1 read with nothing to acknowledge.
-const SPURIOUS: u64 = 1023;
+pub(crate) const SPURIOUS: u64 = 1023;
 /// The remote guest's polls for an interrupt before it reports none.
 const POLLS: u64 = 4096;
 /// Runs of one command before the guest is declared stuck.
-const MAX_RUNS: usize = 64;
+pub(crate) const MAX_RUNS: usize = 64;
 /// PSCI ALREADY_ON.
 const PSCI_ALREADY_ON: i64 = -4;
 
-/// The remote guest's operations (see guests.S).
+/// The remote guest's operations (see guests.S; the timer suite's too).
 #[derive(Clone, Copy, Debug)]
-enum Op {
+pub(crate) enum Op {
     CpuOff = 0,
     SystemOff = 1,
     Store = 2,
@@ -63,11 +63,24 @@ enum Op {
     Igrpen1 = 14,
     WaitIrq = 15,
     CpuOn = 16,
+    CntvCtl = 17,
+    CntvCtlRead = 18,
+    CntvCval = 19,
+    CntvTval = 20,
+    CntvTvalRead = 21,
+    CntpCtl = 22,
+    CntpCtlRead = 23,
+    CntpCval = 24,
+    CntpTval = 25,
+    CntpTvalRead = 26,
+    CntvctRead = 27,
+    CntpctRead = 28,
+    Wfi = 29,
 }
 
 /// Why a step did not give its result.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Failure {
+pub(crate) enum Failure {
     Run(HypError),
     /// An exit the step did not expect.
     Unexpected(Exit),
@@ -79,10 +92,10 @@ enum Failure {
 
 /// The CPUs the vCPUs run on: this one, and another if there is one.
 #[derive(Clone, Copy)]
-struct Cpus {
-    own: usize,
+pub(crate) struct Cpus {
+    pub(crate) own: usize,
     /// (index, MPIDR, whether this suite started it).
-    other: Option<(usize, u64, bool)>,
+    pub(crate) other: Option<(usize, u64, bool)>,
 }
 
 impl Cpus {
@@ -94,7 +107,7 @@ impl Cpus {
         }
     }
 
-    fn describe(&self) -> &'static str {
+    pub(crate) fn describe(&self) -> &'static str {
         if self.other.is_some() {
             "the vCPU on another CPU at every step"
         } else {
@@ -109,19 +122,19 @@ fn run_job(_cpu: usize, [handle, vcpu, value]: [u64; 3]) -> [u64; 4] {
 }
 
 /// A VM of the remote guest, driven one command at a time.
-struct Remote {
-    handle: u64,
+pub(crate) struct Remote {
+    pub(crate) handle: u64,
     vcpus: u64,
     v2: bool,
     cpus: Cpus,
     /// Commands done (which CPU runs the next: [`Cpus::for_step`]).
-    step: usize,
+    pub(crate) step: usize,
 }
 
 impl Remote {
     /// One `VCPU_RUN` of `vcpu` (answering a load with `value`), on the CPU
     /// whose turn it is.
-    fn run(&self, vcpu: u64, value: u64) -> Result<Exit, Failure> {
+    pub(crate) fn run(&self, vcpu: u64, value: u64) -> Result<Exit, Failure> {
         let cpu = self.cpus.for_step(self.step);
         if cpu == self.cpus.own {
             return run_vcpu(self.handle, vcpu, value).map_err(Failure::Run);
@@ -137,7 +150,7 @@ impl Remote {
     /// Runs `vcpu` (answering its pending load with `value`) until it loads
     /// from or stores to `ipa`: the value stored. A wake, a CPU_ON or the
     /// host's own interrupt on the way is no business of these checks.
-    fn until(&self, vcpu: u64, mut value: u64, ipa: u64) -> Result<u64, Failure> {
+    pub(crate) fn until(&self, vcpu: u64, mut value: u64, ipa: u64) -> Result<u64, Failure> {
         for _ in 0..MAX_RUNS {
             match self.run(vcpu, value)? {
                 Exit::Mmio { ipa: at, value: stored, .. } if at == ipa => return Ok(stored),
@@ -156,7 +169,7 @@ impl Remote {
     }
 
     /// `op` with `ipa` and `value` on `vcpu` (waiting for a command): its result.
-    fn cmd(&mut self, vcpu: u64, op: Op, ipa: u64, value: u64) -> Result<u64, Failure> {
+    pub(crate) fn cmd(&mut self, vcpu: u64, op: Op, ipa: u64, value: u64) -> Result<u64, Failure> {
         self.until(vcpu, op as u64 | ipa << 32, ARG)?;
         let result = self.until(vcpu, value, RESULT)?;
         self.until(vcpu, 0, CMD)?;
@@ -165,15 +178,15 @@ impl Remote {
     }
 
     /// `op` on `vcpu` with a value only.
-    fn op(&mut self, vcpu: u64, op: Op, value: u64) -> Result<u64, Failure> {
+    pub(crate) fn op(&mut self, vcpu: u64, op: Op, value: u64) -> Result<u64, Failure> {
         self.cmd(vcpu, op, 0, value)
     }
 
-    fn store(&mut self, vcpu: u64, ipa: u64, value: u64) -> Result<(), Failure> {
+    pub(crate) fn store(&mut self, vcpu: u64, ipa: u64, value: u64) -> Result<(), Failure> {
         self.cmd(vcpu, Op::Store, ipa, value).map(|_| ())
     }
 
-    fn load(&mut self, vcpu: u64, ipa: u64) -> Result<u64, Failure> {
+    pub(crate) fn load(&mut self, vcpu: u64, ipa: u64) -> Result<u64, Failure> {
         self.cmd(vcpu, Op::Load, ipa, 0)
     }
 
@@ -187,11 +200,11 @@ impl Remote {
         }
     }
 
-    fn iar(&mut self, vcpu: u64) -> Result<u64, Failure> {
+    pub(crate) fn iar(&mut self, vcpu: u64) -> Result<u64, Failure> {
         self.cpu_interface(vcpu, 0xc, Op::Iar, None)
     }
 
-    fn eoir(&mut self, vcpu: u64, intid: u64) -> Result<u64, Failure> {
+    pub(crate) fn eoir(&mut self, vcpu: u64, intid: u64) -> Result<u64, Failure> {
         self.cpu_interface(vcpu, 0x10, Op::Eoir, Some(intid))
     }
 
@@ -229,7 +242,7 @@ impl Remote {
 
     /// Unmasks IRQs on `vcpu` until one is taken: the INTID its handler
     /// acknowledged (not ended), or [`SPURIOUS`].
-    fn wait_irq(&mut self, vcpu: u64) -> Result<u64, Failure> {
+    pub(crate) fn wait_irq(&mut self, vcpu: u64) -> Result<u64, Failure> {
         self.op(vcpu, Op::WaitIrq, POLLS)
     }
 
@@ -254,7 +267,7 @@ impl Remote {
     /// A VM of `vcpus` vCPUs running the remote guest, all started (by vCPU
     /// 0's PSCI CPU_ON: the only way a protected VM's secondaries start), the
     /// distributor and every CPU interface open.
-    fn start(ty: VmType, vcpus: u64, pa: u64, v2: bool, cpus: Cpus) -> Result<Remote, Failure> {
+    pub(crate) fn start(ty: VmType, vcpus: u64, pa: u64, v2: bool, cpus: Cpus) -> Result<Remote, Failure> {
         // (Again for each VM: a protected VM's page comes back zeroed.)
         load(pa, guests::remote());
         let handle = create_ready(ty, vcpus, pa, 1, if v2 { 2 } else { 3 }).map_err(Failure::Run)?;
@@ -288,7 +301,7 @@ impl Remote {
 
     /// Turns the vCPUs off (CPU_OFF, then vCPU 0's SYSTEM_OFF), tears the VM
     /// down and takes its page back.
-    fn finish(self, ty: VmType, what: &str) -> bool {
+    pub(crate) fn finish(self, ty: VmType, what: &str) -> bool {
         let off = (1..self.vcpus).map(|vcpu| self.power_off(vcpu, Op::CpuOff)).find(|exit| *exit != Ok(Exit::CpuOff));
         let end = self.power_off(0, Op::SystemOff);
         let mut passed = check!(
@@ -329,7 +342,7 @@ pub fn run_all(platform: &HostPlatform, pa: u64) -> bool {
 
 /// A second CPU for the vCPUs to move to: started here (or already running
 /// the shim), if the board has one.
-fn second_cpu(platform: &HostPlatform) -> Option<(usize, u64, bool)> {
+pub(crate) fn second_cpu(platform: &HostPlatform) -> Option<(usize, u64, bool)> {
     if !platform.psci {
         return None;
     }

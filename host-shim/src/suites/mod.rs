@@ -4,6 +4,7 @@
 pub mod conformance_cpu;
 pub mod conformance_debug;
 pub mod conformance_gic;
+pub mod conformance_timers;
 pub mod console_attack;
 pub mod device_attacks;
 pub mod fuzz;

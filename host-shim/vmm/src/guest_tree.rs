@@ -1,7 +1,9 @@
 //! The device tree a Linux guest boots with: its RAM, its vCPUs (started with
-//! PSCI over HVC), the GIC the hyp emulates for it, the virtual timer, one
-//! PL011 and `/chosen` (bootargs, initramfs, console). Nothing the hyp hides
-//! from guests (the PMU, statistical profiling, trace) has a node.
+//! PSCI over HVC), the GIC the hyp emulates for it, the architected timer
+//! (its virtual timer is the hardware's, its non-secure physical timer, PPI
+//! 30, the hyp's emulation: both work as the tree says), one PL011 and
+//! `/chosen` (bootargs, initramfs, console). Nothing the hyp hides from guests
+//! (the PMU, statistical profiling, trace) has a node.
 
 use crate::fdt_writer::{FdtWriteError, FdtWriter};
 use hyp_abi::{GUEST_GICV2_CPU_INTERFACE, GUEST_GICV3_REDISTRIBUTORS, GUEST_GIC_DISTRIBUTOR, MAX_VCPUS_PER_VM};

@@ -14,6 +14,9 @@ pub mod arch_esr;
 #[path = "../../src/arch/list_registers.rs"]
 #[doc(hidden)]
 pub mod arch_list_registers;
+#[path = "../../src/arch/phys_timer.rs"]
+#[doc(hidden)]
+pub mod arch_phys_timer;
 #[path = "../../src/arch/sysreg.rs"]
 #[doc(hidden)]
 pub mod arch_sysreg;
@@ -44,6 +47,7 @@ pub mod arch {
     pub use super::arch_context as context;
     pub use super::arch_esr as esr;
     pub use super::arch_list_registers as list_registers;
+    pub use super::arch_phys_timer as phys_timer;
     pub use super::arch_sysreg as sysreg;
     pub use super::arch_trap_record as trap_record;
 }

@@ -86,6 +86,8 @@ pub struct VcpuContext {
     /// exception injected by the hyp sets them and this flag, and the world
     /// switch loads them before the guest goes on.
     pub exception_injected: bool,
+    /// The guest's EL1 physical timer, emulated (its registers trap).
+    pub ptimer: crate::arch::phys_timer::PhysTimer,
 }
 
 impl VcpuContext {

@@ -136,6 +136,11 @@ pub struct VgicState {
     /// The list registers changed in the hyp since they were last loaded into
     /// the hardware (the running guest must see them).
     pub changed: bool,
+    /// PPIs (bit n: INTID n) whose list register presents them as pending
+    /// because their line (a timer's output) is high, not latched by a
+    /// host's injection or a guest's set-pending write: only these fall
+    /// with the line ([`VgicState::lower`]).
+    pub line: u32,
 }
 
 impl VgicState {
@@ -153,6 +158,29 @@ impl VgicState {
         self.live().iter().any(|lr| lr & LR_STATE_PENDING != 0)
     }
 
+    /// Whether a list register presents `intid` as pending.
+    pub fn is_pending(&self, intid: u32) -> bool {
+        self.live().iter().any(|&lr| lr & LR_STATE_PENDING != 0 && lr_intid(lr) == intid)
+    }
+
+    /// The line of level-sensitive `intid` fell: the pending state leaves the
+    /// list register presenting it from its line (tied to a physical
+    /// interrupt or not; [`VgicState::line`]); an active one stays active,
+    /// the guest's to end. `Some(true)` if that list
+    /// register is empty now, `Some(false)` if it stays (active), `None` if
+    /// none presented `intid` as pending.
+    pub fn lower(&mut self, intid: u32) -> Option<bool> {
+        if intid >= 32 || self.line & 1 << intid == 0 {
+            return None;
+        }
+        self.line &= !(1 << intid);
+        let slot = self.live().iter().position(|&lr| lr & LR_STATE_PENDING != 0 && lr_intid(lr) == intid)?;
+        let left = self.lrs[slot] & !LR_STATE_PENDING;
+        let empty = left & LR_STATE_MASK == 0;
+        self.set(slot, if empty { 0 } else { left });
+        Some(empty)
+    }
+
     /// Makes the interrupt in `slot` pending again (a new edge while active).
     pub fn make_pending(&mut self, slot: usize) {
         if let Some(lr) = self.lrs.get_mut(slot) {
@@ -163,13 +191,19 @@ impl VgicState {
         }
     }
 
-    /// Takes the pending state out of list register `slot` (one not tied to
-    /// a physical interrupt): the list register as it was, if it was pending.
-    /// An active one stays active; one that was only pending is empty now.
+    /// Takes the pending state out of list register `slot`: the list
+    /// register as it was, if it was pending. An active one stays active; one
+    /// that was only pending is empty now. (One tied to a physical interrupt
+    /// goes back to the distributor as pending from its physical twin, so
+    /// that the next fill ties it again: its physical interrupt stays active
+    /// meanwhile.)
     pub fn take_pending(&mut self, slot: usize) -> Option<u64> {
         let lr = *self.lrs.get(slot)?;
-        if lr & LR_STATE_PENDING == 0 || lr_is_hw(lr) {
+        if lr & LR_STATE_PENDING == 0 {
             return None;
+        }
+        if lr_intid(lr) < 32 {
+            self.line &= !(1 << lr_intid(lr));
         }
         let left = lr & !LR_STATE_PENDING;
         self.set(slot, if left & LR_STATE_MASK == 0 { 0 } else { left });
@@ -335,7 +369,34 @@ mod tests {
         assert_eq!(taken.take_pending(1), None, "only active");
         assert_eq!((taken.take_pending(0), taken.lrs[0]), (Some(s.lrs[0]), 0), "only pending: empty");
         assert_eq!(taken.take_pending(3), None, "empty");
+        let mut hw = VgicState::default();
+        hw.set(0, pending_lr(27, 0xf0, Some(27)));
+        assert_eq!(hw.take_pending(0), Some(pending_lr(27, 0xf0, Some(27))), "tied: taken too");
+        assert_eq!(hw.used, 0);
         assert_eq!(s.held_intids().collect::<Vec<_>>(), vec![40, 41, 42]);
+    }
+
+    #[test]
+    fn a_falling_line_takes_only_the_pending_state() {
+        let mut s = VgicState::default();
+        s.set(0, pending_lr(30, 0xa0, None));
+        s.set(1, pending_lr(27, 0xa0, Some(27)) | LR_STATE_ACTIVE);
+        s.set(2, pending_lr(26, 0xa0, None) & !LR_STATE_MASK | LR_STATE_ACTIVE);
+        s.set(3, pending_lr(29, 0xa0, None));
+        s.line = 1 << 30 | 1 << 27 | 1 << 26;
+        assert_eq!(s.lower(29), None, "latched, not from the line: stays pending");
+        assert!(s.is_pending(30) && s.is_pending(27) && !s.is_pending(26));
+        assert_eq!(s.lower(30), Some(true), "only pending: gone");
+        assert_eq!(s.lrs[0], 0);
+        assert_eq!(s.lower(27), Some(false), "pending and active: stays active");
+        assert_eq!(s.lrs[1] & LR_STATE_MASK, LR_STATE_ACTIVE);
+        assert!(lr_is_hw(s.lrs[1]), "still tied");
+        assert_eq!(s.lower(26), None, "active only: untouched");
+        assert_eq!(s.lrs[2] & LR_STATE_MASK, LR_STATE_ACTIVE);
+        assert_eq!(s.lower(40), None, "not held");
+        assert_eq!(s.lower(30), None, "once");
+        assert_eq!(s.used, 4);
+        assert_eq!(s.line, 0);
     }
 
     #[test]

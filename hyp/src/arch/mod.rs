@@ -4,7 +4,7 @@
 //!
 //! The modules here are portable definitions (register layouts and contexts,
 //! ESR decoding, the trap record, system-register encodings, list-register and
-//! timer arithmetic, the trap controls, the per-CPU layout the assembly reads,
+//! timer arithmetic (the virtual timer's and the emulated physical timer's), the trap controls, the per-CPU layout the assembly reads,
 //! the TLB-maintenance interface): plain data and arithmetic, built and
 //! unit-tested on the development machine. `aarch64` is the hardware access
 //! (everything with `asm!`, system registers, the assembly files), built for
@@ -15,6 +15,7 @@ pub mod debug;
 pub mod esr;
 pub mod list_registers;
 pub mod percpu;
+pub mod phys_timer;
 pub mod sysreg;
 pub mod timer;
 pub mod tlb;

@@ -20,7 +20,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::arch::list_registers::{lr_intid, lr_source, pending_lr, with_source, VgicState};
+use crate::arch::list_registers::{lr_intid, lr_is_hw, lr_source, pending_lr, with_source, VgicState};
 use hyp_abi::MAX_VCPUS_PER_VM;
 
 /// Shared peripheral interrupts a VM has: INTIDs 32..96.
@@ -109,6 +109,18 @@ pub struct Filled {
     /// Deliverable interrupts did not all fit (a maintenance interrupt, or the
     /// next entry, brings them in).
     pub overflow: bool,
+}
+
+/// Notes in `lrs` whether private interrupt `intid`, going into its list
+/// register as pending, comes from its line (`VgicState::line`).
+fn note_line(lrs: &mut VgicState, intid: u32, from_line: bool) {
+    if intid < 32 {
+        if from_line {
+            lrs.line |= 1 << intid;
+        } else {
+            lrs.line &= !(1 << intid);
+        }
+    }
 }
 
 /// One VM's distributor.
@@ -223,15 +235,28 @@ impl Distributor {
         Some(if targets == 0 { Routed::Unrouted } else { Routed::Vcpu(targets.trailing_zeros() as usize) })
     }
 
-    /// Makes PPI `intid` of `vcpu` pending because the physical PPI it mirrors
-    /// asserts (the hyp's own timer path): [`Distributor::fill`] may tie it to
-    /// that physical interrupt. Nothing for an INTID that is not a PPI.
+    /// Makes PPI `intid` of `vcpu` pending because its line asserts (a
+    /// timer's output: the virtual timer's mirrors its physical PPI, which
+    /// [`Distributor::fill`] may tie it to), not latched: it falls with the
+    /// line ([`Distributor::lower_line`]). Nothing for an INTID that is not a
+    /// PPI.
     pub fn make_pending_from_hardware(&mut self, vcpu: usize, intid: u32) {
         if vcpu < self.vcpus && (16..32).contains(&intid) {
             let p = &mut self.private[vcpu];
             p.pending |= 1 << intid;
             p.from_hardware |= 1 << intid;
         }
+    }
+
+    /// Whether PPI `intid` of `vcpu` is pending from its physical twin (not
+    /// yet in a list register).
+    pub fn pending_from_hardware(&self, vcpu: usize, intid: u32) -> bool {
+        self.private[..self.vcpus].get(vcpu).is_some_and(|p| intid < 32 && p.from_hardware & 1 << intid != 0)
+    }
+
+    /// Whether any PPI of `vcpu` is pending from its line.
+    pub fn any_from_hardware(&self, vcpu: usize) -> bool {
+        self.private[..self.vcpus].get(vcpu).is_some_and(|p| p.from_hardware != 0)
     }
 
     /// Makes SGI `intid` (0..16) pending for the vCPUs of `targets` (bit n:
@@ -255,6 +280,21 @@ impl Distributor {
     /// the source CPUs it is pending from.
     pub fn sgi_sources(&self, vcpu: usize, intid: u32) -> u8 {
         self.private[..self.vcpus].get(vcpu).and_then(|p| p.sgi_sources.get(intid as usize)).copied().unwrap_or(0)
+    }
+
+    /// The line of level-sensitive PPI `intid` of `vcpu` (a timer's) fell:
+    /// the pending state it gave goes, here and in the vCPU's list registers
+    /// `lrs` (an active one stays active: only the guest ends it; a latched
+    /// one, the host's injection or the guest's set-pending write, stays).
+    /// The result is [`VgicState::lower`]'s.
+    pub fn lower_line(&mut self, vcpu: usize, intid: u32, lrs: &mut VgicState) -> Option<bool> {
+        if let Some(p) = self.private[..self.vcpus].get_mut(vcpu) {
+            if (16..32).contains(&intid) && p.from_hardware & 1 << intid != 0 {
+                p.pending &= !(1 << intid);
+                p.from_hardware &= !(1 << intid);
+            }
+        }
+        lrs.lower(intid)
     }
 
     /// Sets (`set`) or clears the SGI `intid` of `vcpu` pending from the
@@ -458,6 +498,7 @@ impl Distributor {
             if let Some(slot) = lrs.slot_of(intid) {
                 // Acknowledged already (active): pending again too.
                 self.clear_pending(vcpu, intid);
+                note_line(lrs, intid, from_hardware);
                 lrs.make_pending(slot);
                 continue;
             }
@@ -465,6 +506,7 @@ impl Distributor {
                 return Filled { overflow: true };
             };
             self.clear_pending(vcpu, intid);
+            note_line(lrs, intid, from_hardware);
             let physical = hw_intid.filter(|&hw| hw == intid && from_hardware);
             lrs.set(slot, pending_lr(intid, priority, physical));
             self.hold(vcpu, intid, true);
@@ -481,8 +523,9 @@ impl Distributor {
         }
         let slot = lrs.evictable_slot(count, priority)?;
         let evicted = lrs.lrs[slot];
+        let from_line = lr_intid(evicted) < 32 && lrs.line & 1 << lr_intid(evicted) != 0;
         self.hold(vcpu, lr_intid(evicted), false);
-        self.pend_again(vcpu, evicted);
+        self.pend_again(vcpu, evicted, from_line);
         Some(slot)
     }
 
@@ -512,10 +555,15 @@ impl Distributor {
     }
 
     /// The interrupt of list register `lr`, pushed out before the guest
-    /// acknowledged it, is pending again (a GICv2 SGI from its source).
-    fn pend_again(&mut self, vcpu: usize, lr: u64) {
+    /// acknowledged it, is pending again (a GICv2 SGI from its source; one
+    /// tied to its physical twin, or pending from its line, as pending from
+    /// the line, so that the next fill ties it again and it still falls
+    /// with the line).
+    fn pend_again(&mut self, vcpu: usize, lr: u64, from_line: bool) {
         let intid = lr_intid(lr);
-        if intid < 16 {
+        if lr_is_hw(lr) || from_line {
+            self.make_pending_from_hardware(vcpu, intid);
+        } else if intid < 16 {
             self.pend_sgi(vcpu, intid, lr_source(lr) as usize);
         } else {
             self.make_pending(vcpu, intid);
@@ -526,21 +574,22 @@ impl Distributor {
     /// pending back into the distributor (an active one stays in its list
     /// register, active), so that a guest's access to its pending registers
     /// sees and changes those too, as the architecture has them; the next
-    /// [`Distributor::fill`] puts back what is still pending. The virtual
-    /// timer's list register tied to its PPI stays.
+    /// [`Distributor::fill`] puts back what is still pending (the virtual
+    /// timer's tied to its PPI again).
     pub fn unfill_pending(&mut self, vcpu: usize, lrs: &mut VgicState) {
         if vcpu >= self.vcpus {
             return;
         }
         self.note_active(vcpu, lrs);
         for slot in 0..usize::from(lrs.used) {
+            let line = lrs.line;
             let Some(lr) = lrs.take_pending(slot) else {
                 continue;
             };
             if lrs.lrs[slot] == 0 {
                 self.hold(vcpu, lr_intid(lr), false);
             }
-            self.pend_again(vcpu, lr);
+            self.pend_again(vcpu, lr, lr_intid(lr) < 32 && line & 1 << lr_intid(lr) != 0);
         }
     }
 

@@ -340,3 +340,45 @@ fn the_active_registers_show_what_the_list_registers_hold_active() {
     d.note_active(0, &lrs);
     assert_eq!((d.active_word(0, 0), d.active_word(1, 1)), (0, 0));
 }
+
+#[test]
+fn a_timer_interrupt_falls_with_its_line_but_a_latched_one_stays() {
+    let mut d = open(1);
+    let mut lrs = VgicState::default();
+    // From the line, in a list register (tied on GICv3): lowered.
+    d.make_pending_from_hardware(0, 27);
+    d.fill(0, &mut lrs, 4, Some(27));
+    assert_eq!(d.lower_line(0, 27, &mut lrs), Some(true), "only pending: the list register empties");
+    assert!(intids(&lrs).is_empty());
+    // From the line, not yet delivered (the PPI disabled): the distributor's
+    // pending state goes.
+    d.write_enabled(0, 0, 1 << 30, false);
+    d.make_pending_from_hardware(0, 30);
+    assert_eq!(d.pending_word(0, 0) & 1 << 30, 1 << 30);
+    assert_eq!(d.lower_line(0, 30, &mut lrs), None);
+    assert_eq!(d.pending_word(0, 0) & 1 << 30, 0);
+    // Injected by the host (latched): stays, in the distributor and in its
+    // list register.
+    d.make_pending(0, 30);
+    assert_eq!(d.lower_line(0, 30, &mut lrs), None);
+    assert_eq!(d.pending_word(0, 0) & 1 << 30, 1 << 30, "latched");
+    d.write_enabled(0, 0, 1 << 30, true);
+    d.fill(0, &mut lrs, 4, Some(27));
+    assert_eq!(d.lower_line(0, 30, &mut lrs), None);
+    assert_eq!(intids(&lrs), vec![30], "latched: still presented");
+}
+
+#[test]
+fn a_tied_timer_interrupt_taken_back_for_a_pending_read_is_tied_again() {
+    let mut d = open(1);
+    let mut lrs = VgicState::default();
+    d.make_pending_from_hardware(0, 27);
+    d.fill(0, &mut lrs, 4, Some(27));
+    d.unfill_pending(0, &mut lrs);
+    assert!(intids(&lrs).is_empty());
+    assert_eq!(d.pending_word(0, 0), 1 << 27, "the pending register sees it");
+    assert!(d.pending_from_hardware(0, 27), "still from its line");
+    d.fill(0, &mut lrs, 4, Some(27));
+    assert!(crate::arch::list_registers::lr_is_hw(lrs.lrs[0]), "tied again: the guest's end deactivates the PPI");
+    assert_eq!(d.lower_line(0, 27, &mut lrs), Some(true), "and falls with the line");
+}

@@ -49,6 +49,33 @@ impl PpiFrame {
         unsafe { core::ptr::write_volatile((self.0 + offset) as *mut u32, 1 << (intid % 32)) };
     }
 
+    /// Whether `intid` is enabled on this CPU.
+    pub fn is_enabled(self, intid: u32) -> bool {
+        self.exists() && self.read(ISENABLER0) & 1 << (intid % 32) != 0
+    }
+
+    /// Whether `intid` is in group 1 on this CPU.
+    pub fn is_group1(self, intid: u32) -> bool {
+        self.exists() && self.read(IGROUPR0) & 1 << (intid % 32) != 0
+    }
+
+    /// Puts `intid` back in group 0 (undoing [`PpiFrame::set_group1`] for a
+    /// PPI the hyp borrowed from the host for a run).
+    pub fn set_group0(self, intid: u32) {
+        if !self.exists() {
+            return;
+        }
+        let address = (self.0 + IGROUPR0) as *mut u32;
+        // SAFETY: As for `set_group1`.
+        unsafe { core::ptr::write_volatile(address, core::ptr::read_volatile(address) & !(1 << (intid % 32))) };
+    }
+
+    fn read(self, offset: usize) -> u32 {
+        // SAFETY: As for `set_active`; the caller checked that the frame
+        // exists, and a read of these registers has no side effect.
+        unsafe { core::ptr::read_volatile((self.0 + offset) as *const u32) }
+    }
+
     /// Puts `intid` (a PPI the hyp owns) in group 1, which the host's CPU
     /// interface signals as an IRQ (GICv3; a GICv2 without security keeps
     /// group 0, which it signals as an IRQ too).

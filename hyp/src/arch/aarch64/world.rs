@@ -59,7 +59,8 @@ const HCR_GUEST: u64 = 1
 const MDCR_GUEST_TRAPS: u64 = 1 << 5 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11;
 
 /// CNTHCTL_EL2 for guests: EL1PCTEN (0) the physical counter is readable; EL1PCEN
-/// (1) clear, the physical timer traps (guests use the virtual timer).
+/// (1) clear, the physical timer's registers trap: the hardware's stays the
+/// host's, the guest's is emulated (`crate::arch::phys_timer`).
 const CNTHCTL_GUEST: u64 = 1;
 
 /// CPTR_EL2.TFP: trap FP/SIMD to EL2 (until the guest's state is loaded).
@@ -163,6 +164,9 @@ pub struct GuestEntry {
     pub underflow_interrupt: bool,
     /// Without a GIC: assert the vCPU's virtual IRQ line (HCR_EL2.VI).
     pub virtual_irq: bool,
+    /// The physical count at which the guest's physical timer's output rises
+    /// (`u64::MAX`: not during this run, or already risen).
+    pub phys_timer_deadline: u64,
     /// A protected VM's vCPU: the host's PMU counters and trace stop while it
     /// is switched in.
     pub protected: bool,
@@ -199,40 +203,116 @@ enum VgicEntered {
 /// The virtual timer's PPI, physically.
 const VTIMER_PPI: u32 = crate::arch::timer::VTIMER_INTID;
 /// The EL2 physical timer's PPI (CNTHP), which stands in for the host's
-/// virtual timer while a guest has it ([`HostTick`]).
+/// virtual timer while a guest has it ([`HypTimer`]).
 pub const HYP_TIMER_PPI: u32 = 26;
 
-/// The host's timer tick while a guest runs. A host at EL1 (Linux entered
-/// there by the hyp) ticks with the virtual timer, which is the guest's during
-/// its run; a guest that computes without exiting (its own timer is served in
-/// the hyp) would keep the CPU from its host for as long as it likes: a Linux
-/// host running four guests saw soft lockups of 23 s and RCU stalls. So the
-/// EL2 physical timer is armed with the host's deadline (same count: the
-/// host's CNTVOFF_EL2 is 0) and its PPI enabled for the run; when it fires,
+/// The EL2 physical timer (CNTHP, PPI 26) while a guest runs: it stands in
+/// for the host's tick and brings the hyp the guest's emulated physical
+/// timer's deadline ([`crate::arch::phys_timer`]), armed at the earlier of
+/// the two.
+///
+/// The host's tick: a host at EL1 (Linux entered there by the hyp) ticks with
+/// the virtual timer, which is the guest's during its run; a guest that
+/// computes without exiting (its own timer is served in the hyp) would keep
+/// the CPU from its host for as long as it likes: a Linux host running four
+/// guests saw soft lockups of 23 s and RCU stalls. So the EL2 physical timer
+/// is armed with the host's deadline (same count: the host's CNTVOFF_EL2 is
+/// 0) and its PPI enabled for the run; when it fires at the host's deadline,
 /// the physical interrupt ends the run (HCR_EL2.IMO) like any other host
-/// interrupt, and the host takes its own timer interrupt on return. Nothing
-/// of it stays armed or enabled for the host.
-struct HostTick {
+/// interrupt, and the host takes its own timer interrupt on return. When it
+/// fires at the guest's deadline, the hyp raises the guest's PPI 30 and arms
+/// it again for the host alone. Nothing of it stays armed or enabled for the
+/// host.
+struct HypTimer {
+    /// The host's virtual-timer deadline (physical count; `u64::MAX`: none).
+    host_deadline: u64,
+    /// The guest's physical-timer deadline (`u64::MAX`: none, or already
+    /// raised).
+    guest_deadline: u64,
+    /// CNTHP_CTL_EL2 is enabled.
     armed: bool,
+    /// PPI 26 is enabled for this run.
+    ppi_enabled: bool,
 }
 
-impl HostTick {
-    fn arm(host: &El1Sysregs, ppi_frame: PpiFrame) -> HostTick {
+impl HypTimer {
+    fn arm(host: &El1Sysregs, guest_deadline: u64, ppi_frame: PpiFrame) -> HypTimer {
         // The host's virtual count is the physical count (CNTVOFF_EL2 0).
-        let deadline = crate::arch::timer::deadline(host.cntv_ctl, host.cntv_cval, 0);
-        let armed = deadline != u64::MAX && ppi_frame.exists();
-        if armed {
-            write_sysreg!("cnthp_cval_el2", deadline);
-            write_sysreg!("cnthp_ctl_el2", CNTHP_CTL_ENABLE);
-            ppi_frame.set_enabled(HYP_TIMER_PPI, true);
+        let host_deadline = crate::arch::timer::deadline(host.cntv_ctl, host.cntv_cval, 0);
+        let mut timer = HypTimer { host_deadline, guest_deadline, armed: false, ppi_enabled: false };
+        timer.program(ppi_frame);
+        timer
+    }
+
+    /// Arms CNTHP at the earlier deadline (or stops it).
+    fn program(&mut self, ppi_frame: PpiFrame) {
+        let deadline = self.host_deadline.min(self.guest_deadline);
+        if deadline == u64::MAX || !ppi_frame.exists() {
+            if self.armed {
+                write_sysreg!("cnthp_ctl_el2", 0);
+                self.armed = false;
+            }
+            return;
         }
-        HostTick { armed }
+        write_sysreg!("cnthp_cval_el2", deadline);
+        if !self.armed {
+            write_sysreg!("cnthp_ctl_el2", CNTHP_CTL_ENABLE);
+            self.armed = true;
+        }
+        if !self.ppi_enabled {
+            ppi_frame.set_enabled(HYP_TIMER_PPI, true);
+            self.ppi_enabled = true;
+        }
     }
 
     fn disarm(self, ppi_frame: PpiFrame) {
         if self.armed {
             write_sysreg!("cnthp_ctl_el2", 0);
+        }
+        if self.ppi_enabled {
             ppi_frame.set_enabled(HYP_TIMER_PPI, false);
+        }
+    }
+}
+
+/// How the virtual timer's physical PPI was set up for a run: a host that
+/// did not enable PPI 27 itself on this CPU (a Linux host that ticks with
+/// its physical timer, or `hyp-vmm`'s host, or the shim before it enables
+/// it) gets it enabled for the run only, so that the guest's timer reaches
+/// the hyp the moment it fires without the host's help.
+#[derive(Clone, Copy)]
+struct VtimerPpi {
+    enabled_for_run: bool,
+    grouped_for_run: bool,
+}
+
+impl VtimerPpi {
+    /// On GICv3 the PPI goes to group 1 (which the host's CPU interface
+    /// signals as an IRQ) for the run if it is not there; a GICv2's host
+    /// signals group 0 as an IRQ (the shim enables no other group), where it
+    /// stays.
+    fn borrow(ppi_frame: PpiFrame, vgic: VgicHardware) -> VtimerPpi {
+        let mut ppi = VtimerPpi { enabled_for_run: false, grouped_for_run: false };
+        if !ppi_frame.exists() || ppi_frame.is_enabled(VTIMER_PPI) {
+            return ppi;
+        }
+        if vgic == VgicHardware::V3 && !ppi_frame.is_group1(VTIMER_PPI) {
+            ppi_frame.set_group1(VTIMER_PPI);
+            ppi.grouped_for_run = true;
+        }
+        ppi_frame.set_enabled(VTIMER_PPI, true);
+        ppi.enabled_for_run = true;
+        ppi
+    }
+
+    /// Gives the host its own setting back (after the exit made the PPI
+    /// inactive again).
+    fn give_back(self, ppi_frame: PpiFrame) {
+        if self.enabled_for_run {
+            ppi_frame.set_enabled(VTIMER_PPI, false);
+        }
+        if self.grouped_for_run {
+            ppi_frame.set_group0(VTIMER_PPI);
         }
     }
 }
@@ -242,8 +322,8 @@ const CNTHP_CTL_ENABLE: u64 = 1;
 
 /// The running guest's interrupt state, for its trap handler: the list
 /// registers (read into the context before each handler runs; written back
-/// after it if it changed them), the live virtual timer, the maintenance
-/// interrupt.
+/// after it if it changed them), the live virtual timer, the EL2 timer that
+/// brings the guest's physical-timer deadline, the maintenance interrupt.
 pub struct LiveGic {
     entered: Option<VgicEntered>,
     ppi_frame: PpiFrame,
@@ -255,10 +335,18 @@ pub struct LiveGic {
     hcr: u64,
     /// The underflow maintenance interrupt as last asked for.
     underflow_interrupt: bool,
+    hyp_timer: HypTimer,
+    vtimer_ppi: VtimerPpi,
 }
 
 impl LiveGic {
-    fn enter(entry: &GuestEntry, ctx: &mut VcpuContext, hcr: u64) -> LiveGic {
+    fn enter(entry: &GuestEntry, ctx: &mut VcpuContext, hcr: u64, host: &El1Sysregs) -> LiveGic {
+        let hyp_timer = HypTimer::arm(host, entry.phys_timer_deadline, entry.ppi_frame);
+        let vtimer_ppi = if entry.vgic != VgicHardware::None {
+            VtimerPpi::borrow(entry.ppi_frame, entry.vgic)
+        } else {
+            VtimerPpi { enabled_for_run: false, grouped_for_run: false }
+        };
         // The physical PPI is made active before the list registers that
         // present the timer are loaded, so that it never fires meanwhile.
         let timer_activated =
@@ -279,6 +367,8 @@ impl LiveGic {
             virtual_irq: entry.virtual_irq,
             hcr,
             underflow_interrupt: false,
+            hyp_timer,
+            vtimer_ppi,
         };
         if entry.underflow_interrupt {
             live.set_underflow_interrupt(true);
@@ -311,10 +401,47 @@ impl LiveGic {
         }
     }
 
+    /// Before the hyp performs a guest's access on the virtual CPU interface
+    /// (GICv2's GICV): the list registers the hyp changed in this trap reach
+    /// the interface first, so that the access acts on them.
+    pub fn flush(&mut self, ctx: &mut VcpuContext) {
+        if ctx.vgic.changed {
+            self.load(ctx);
+        }
+    }
+
+    /// After such an access: the context sees what it did to the list
+    /// registers (an acknowledge, an end), so that no later load of the
+    /// context undoes it.
+    pub fn resync(&mut self, ctx: &mut VcpuContext) {
+        self.sync(ctx);
+    }
+
     /// Whether the guest's virtual timer asserts its output now (ISTATUS set,
     /// enabled, not masked).
     pub fn timer_asserted(&self) -> bool {
         read_sysreg!("cntv_ctl_el0") & 0b111 == 0b101
+    }
+
+    /// Whether the EL2 timer fired (its deadline, the host's or the guest's
+    /// physical timer's, has come).
+    pub fn hyp_timer_fired(&self) -> bool {
+        self.hyp_timer.armed && read_sysreg!("cnthp_ctl_el2") & 0b101 == 0b101
+    }
+
+    /// Whether the host's tick is due at physical count `now`.
+    pub fn host_tick_due(&self, now: u64) -> bool {
+        now >= self.hyp_timer.host_deadline
+    }
+
+    /// The guest's physical timer's output rises at physical count
+    /// `deadline` (`u64::MAX`: not before the guest changes it): the EL2
+    /// timer is armed for it (and the host's tick).
+    pub fn set_phys_timer_deadline(&mut self, deadline: u64) {
+        if deadline != self.hyp_timer.guest_deadline {
+            self.hyp_timer.guest_deadline = deadline;
+            self.hyp_timer.program(self.ppi_frame);
+        }
     }
 
     /// Whether the timer's physical PPI is active (so it cannot fire now).
@@ -379,13 +506,15 @@ impl LiveGic {
         }
     }
 
-    fn exit(self, ctx: &mut VcpuContext) -> bool {
+    /// Empties the virtual interface into `ctx`: whether the run made the
+    /// timer's PPI active, and what to undo once the host's timers are back.
+    fn exit(self, ctx: &mut VcpuContext) -> (bool, HypTimer, VtimerPpi) {
         match self.entered {
             Some(VgicEntered::V3(e)) => super::gicv3::exit(&mut ctx.vgic, e),
             Some(VgicEntered::V2(e)) => super::gicv2::exit(&mut ctx.vgic, e),
             None => {}
         }
-        self.timer_activated
+        (self.timer_activated, self.hyp_timer, self.vtimer_ppi)
     }
 }
 
@@ -506,7 +635,6 @@ pub fn run_guest<R>(
         spsr: read_sysreg!("spsr_el2"),
         sysregs: read_el1(),
     };
-    let host_tick = HostTick::arm(&host.sysregs, entry.ppi_frame);
     // Written by `fpsimd_save` when the guest first uses FP/SIMD, read back only
     // then: left uninitialised so that runs which never touch FP/SIMD (most) do
     // not pay for zeroing 528 bytes.
@@ -531,7 +659,7 @@ pub fn run_guest<R>(
     }
     write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
 
-    let mut live = LiveGic::enter(&entry, ctx, hcr);
+    let mut live = LiveGic::enter(&entry, ctx, hcr, &host.sysregs);
 
     let result = loop {
         write_sysreg!("elr_el2", ctx.pc);
@@ -592,8 +720,13 @@ pub fn run_guest<R>(
     if ctx.exception_injected {
         load_injected_exception(ctx);
     }
+    // List registers the last trap changed (a timer's interrupt lowered, a
+    // fill before a wake): loaded, so that the save at the exit keeps them.
+    if ctx.vgic.changed {
+        live.load(ctx);
+    }
 
-    let timer_activated = live.exit(ctx);
+    let (timer_activated, hyp_timer, vtimer_ppi) = live.exit(ctx);
     ctx.sysregs = read_el1();
     if debug_loaded {
         debug_switch::exit(ctx);
@@ -620,7 +753,7 @@ pub fn run_guest<R>(
     // The guest's virtual timer must not fire for the host, nor the stand-in
     // for the host's own.
     write_sysreg!("cntv_ctl_el0", 0);
-    host_tick.disarm(entry.ppi_frame);
+    hyp_timer.disarm(entry.ppi_frame);
     restore_el1(&host.sysregs);
     if entry.protected {
         // Everything of the guest's is put away: the host's counters and trace
@@ -634,5 +767,6 @@ pub fn run_guest<R>(
         // The host's own timer state is loaded: its output drives the PPI again.
         entry.ppi_frame.set_active(VTIMER_PPI, false);
     }
+    vtimer_ppi.give_back(entry.ppi_frame);
     result
 }
