@@ -212,7 +212,7 @@ fn default_boot_reports_platform_and_passes_host_checks() {
         "[host INFO] ok: GICR_TYPER of CPU 0's redistributor read through the hyp: Some(",
         "[host INFO] ok: LPIs withheld: PROPBASER and PENDBASER (at the protected page, at the hyp's image), GICR_CTLR.EnableLPIs, INVALLR, SETLPIR writes aborted; GICR_CTLR reads Some(",
         "[host INFO] ok: GICR_WAKER written from x25 through the hyp (its slow path): Some(",
-        "[host INFO] summary: 679 VMs created (344 protected), ",
+        "[host INFO] summary: 681 VMs created (345 protected), ",
     ]);
 }
 
