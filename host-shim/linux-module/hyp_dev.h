@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * /dev/hyp: the ioctls of the hyp's host driver (hyp_dev.c). Each maps onto
+ * /dev/hyp: the ioctls of the hyp's host driver (dev_hyp.c). Each maps onto
  * one host hypercall of the hyp's ABI (hyp/abi, docs/abi.md): the ioctl
  * number is the call's number (its function ID minus 0xC600_1000), `args`
  * are its x1..x6 and `results` its x0..x3 as the hyp returned them. The

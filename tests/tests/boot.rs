@@ -574,7 +574,9 @@ fn linux_guest_reaches_user_space_in_both_vm_types() {
 /// protected one's memory and registers, and gets every page back; then it
 /// boots the Linux guest in each VM type (`hyp-vmm linux`: 2 vCPUs in
 /// threads, 256 MiB; `hyp-vmm run`: 3 vCPUs, 320 MiB; console both ways) and
-/// again gets every page back; `hyp-vmm run` refuses a tenth vCPU.
+/// again gets every page back; `hyp-vmm run` refuses a tenth vCPU. In
+/// between, `kvm-api-test` drives the driver's /dev/kvm through the KVM API in
+/// both VM types: each ioctl and its errors, and a tiny guest's exact exits.
 #[test]
 fn linux_host_boots_and_is_refused_the_hyps_memory() {
     let mut command = Command::new(repo_root().join("scripts/run-linux-host"));
@@ -611,6 +613,7 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "linux-host: the read of the hyp's memory was refused",
         "linux-host: still running",
         "hyp: ABI 0.6, /dev/hyp ready",
+        "hyp: /dev/kvm ready (KVM API 12, IPA limit 48 bits)",
         "linux-host: /dev/hyp ready",
         "hyp-vmm: ok: /dev/hyp answers: ABI Ok((0, 6))",
         "hyp-vmm: ok: the host reads the VM's x0: Ok(78)",
@@ -624,6 +627,35 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "hyp-vmm: ok: every page given to a VM came back: Ok(Accounting { pinned: 0, given: 2, returned: 2, memcache: 256 })",
         "hyp-vmm: all checks passed",
         "linux-host: hyp-vmm check exited with status 0",
+        // The driver's /dev/kvm, through the KVM API (kvm-api-test).
+        "kvm-api-test: ok: system: KVM_GET_API_VERSION: 12",
+        "kvm-api-test: ok: system: KVM_CREATE_VM with type bit 8: Invalid argument",
+        "kvm-api-test: ok: non-protected: overlapping slot: File exists",
+        "kvm-api-test: ok: non-protected: unaligned guest address: Invalid argument",
+        "kvm-api-test: ok: non-protected: unknown register (elr_el1): No such file or directory",
+        "kvm-api-test: ok: non-protected: KVM_RUN with immediate_exit: Interrupted system call",
+        "kvm-api-test: ok: non-protected: MMIO store exit: reason 6, address 0x10000000, len 4, write 1, data 0xbeef",
+        "kvm-api-test: ok: non-protected: MMIO load exit: reason 6, address 0x10000008, len 4, write 0",
+        "kvm-api-test: ok: non-protected: the loaded value stored back: reason 6, address 0x10000010, len 4, write 1, data 0xcafef00d",
+        "kvm-api-test: ok: non-protected: a signal during the guest's WFI: Interrupted system call, reason 10",
+        "kvm-api-test: ok: non-protected: PSCI SYSTEM_OFF: reason 24, type 1, ndata 1",
+        "kvm-api-test: ok: non-protected: x3 after the run: 0xcafef00d",
+        "kvm-api-test: ok: non-protected: every pin dropped at release: 16 pages pinned, 16 unpinned",
+        "kvm-api-test: ok: non-protected: the guest's memory after release: first word 0xd2a20001",
+        "kvm-api-test: ok: protected: KVM_CREATE_VM(0x80000000): a VM fd",
+        "kvm-api-test: ok: protected: overlapping slot: File exists",
+        "kvm-api-test: ok: protected: setting x5 before the first run: Operation not permitted",
+        "kvm-api-test: ok: protected: pc after the first run: Operation not permitted",
+        "kvm-api-test: ok: protected: MMIO store exit: reason 6, address 0x10000000, len 4, write 1, data 0xbeef",
+        "kvm-api-test: ok: protected: MMIO load exit: reason 6, address 0x10000008, len 4, write 0",
+        "kvm-api-test: ok: protected: the loaded value stored back: reason 6, address 0x10000010, len 4, write 1, data 0xcafef00d",
+        "kvm-api-test: ok: protected: a signal during the guest's WFI: Interrupted system call, reason 10",
+        "kvm-api-test: ok: protected: PSCI SYSTEM_OFF: reason 24, type 1, ndata 1",
+        "kvm-api-test: ok: protected: x3 after the run: Operation not permitted",
+        "kvm-api-test: ok: protected: every pin dropped at release: 16 pages pinned, 16 unpinned",
+        "kvm-api-test: ok: protected: the guest's memory after release: first word 0",
+        "kvm-api-test: all 103 checks passed",
+        "linux-host: kvm-api-test exited with status 0",
         "hyp-vmm: linux: a NonProtected VM of 2 vCPUs, 256 MiB of this process at IPA 0x80000000",
         "guest: [",
         "smp: Brought up 1 node, 2 CPUs",
@@ -644,7 +676,15 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "[hyp INFO] host requested PSCI SYSTEM_OFF: powering off",
         "run succeeded",
     ]);
-    run.assert_absent(&["Kernel panic", "Oops", "PANIC", "UNDEFINED injected", "the hyp's memory was readable"]);
+    run.assert_absent(&[
+        "Kernel panic",
+        "Oops",
+        "PANIC",
+        "UNDEFINED injected",
+        "the hyp's memory was readable",
+        "kvm-api-test: FAILED",
+        "not returned",
+    ]);
     run.assert_status(0);
 }
 

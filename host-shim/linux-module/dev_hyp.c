@@ -9,7 +9,6 @@
  * (which VMs, which calls, in what order) lives in the Rust VMM.
  */
 
-#include <linux/arm-smccc.h>
 #include <linux/gfp.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
@@ -18,23 +17,9 @@
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 
+#include "hyp_calls.h"
 #include "hyp_dev.h"
 
-/* Host call function IDs: 0xC600_1000 + number (hyp/abi). */
-#define HOST_CALL(number) (0xC6001000u + (number))
-#define CALL_DONATE_HYP 4
-#define CALL_RECLAIM_HYP 5
-#define CALL_VM_MAP 7
-#define CALL_VM_INFO 12
-#define CALL_VM_TEARDOWN 13
-#define CALL_VM_RECLAIM 14
-/* hyp_abi::HypError::InvalidArgument, NoSuchVm. */
-#define HYP_INVALID_ARGUMENT (-3L)
-#define HYP_NO_SUCH_VM (-10L)
-
-/* Memcache pages per open file: VM and vCPU state and stage-2 tables. */
-#define MEMCACHE_ORDER 8
-#define MEMCACHE_PAGES (1UL << MEMCACHE_ORDER)
 /* Most guest pages one file may have pinned. */
 #define MAX_PINNED (1UL << 17)
 
@@ -58,19 +43,9 @@ struct hyp_file {
 	unsigned int handle_count;
 };
 
-static struct arm_smccc_res hyp_call(u32 number, const u64 a[6])
-{
-	struct arm_smccc_res res;
-
-	arm_smccc_1_1_hvc(HOST_CALL(number), a[0], a[1], a[2], a[3], a[4], a[5], &res);
-	return res;
-}
-
 static long hyp_call2(u32 number, u64 a0, u64 a1, u64 a2)
 {
-	const u64 a[6] = { a0, a1, a2, 0, 0, 0 };
-
-	return (long)hyp_call(number, a).a0;
+	return hyp_call4(number, a0, a1, a2, 0);
 }
 
 static void forget_handle(struct hyp_file *f, u64 handle)
@@ -357,7 +332,8 @@ static struct miscdevice hyp_device = {
 static int __init hyp_dev_init(void)
 {
 	const u64 none[6] = { 0 };
-	struct arm_smccc_res version = hyp_call(0, none);
+	struct arm_smccc_res version = hyp_call(CALL_VERSION, none);
+	int ret;
 
 	if (version.a0 != 0) {
 		pr_err("hyp: no hyp answers (VERSION returned %ld)\n", (long)version.a0);
@@ -365,19 +341,26 @@ static int __init hyp_dev_init(void)
 	}
 	pr_info("hyp: ABI %lu.%lu, /dev/hyp ready\n", version.a1, version.a2);
 	/* FEATURES x2 bit 0 (hyp_abi::platform_flags::DMA_NOT_ISOLATED). */
-	if (hyp_call(1, none).a2 & 1)
+	if (hyp_call(CALL_FEATURES, none).a2 & 1)
 		pr_warn("hyp: booted with hyp.dma=permissive: protected VMs are NOT isolated from DMA the host programs\n");
 	else
 		pr_info("hyp: DMA isolation: bus masters withheld from the host\n");
-	return misc_register(&hyp_device);
+	ret = misc_register(&hyp_device);
+	if (ret)
+		return ret;
+	ret = kvm_dev_register();
+	if (ret)
+		misc_deregister(&hyp_device);
+	return ret;
 }
 
 static void __exit hyp_dev_exit(void)
 {
+	kvm_dev_deregister();
 	misc_deregister(&hyp_device);
 }
 
 module_init(hyp_dev_init);
 module_exit(hyp_dev_exit);
-MODULE_DESCRIPTION("/dev/hyp: the host's hypercalls to the pKVM-style hyp");
+MODULE_DESCRIPTION("/dev/hyp and /dev/kvm: the host's doors to the pKVM-style hyp");
 MODULE_LICENSE("Dual MIT/GPL");

@@ -1,0 +1,395 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kvm-api-test: the KVM API of the hyp's /dev/kvm (host-shim/linux-module/
+ * dev_kvm.c), checked from user space in the Linux host, for a non-protected
+ * and a protected VM: each ioctl, its errors for bad input and calls in the
+ * wrong state, and a tiny guest (raw instructions in a memory slot) that
+ * makes an MMIO store, an MMIO load (value supplied here), waits in WFI
+ * (where a signal ends KVM_RUN with -EINTR) and calls PSCI SYSTEM_OFF; every
+ * exit is checked exactly. Prints one "kvm-api-test: ok: ..." line per check
+ * ("FAILED" for a failed one) and "kvm-api-test: all N checks passed".
+ * Exits 0 only if every check passed. Raw ioctls rather than the rust-vmm
+ * crates: the checks need malformed calls (wrong sizes, bad fds, bad ids) the
+ * crates' typed wrappers do not let a caller make.
+ *   kvm-api-test
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#ifndef KVM_VM_TYPE_ARM_PROTECTED
+#define KVM_VM_TYPE_ARM_PROTECTED (1UL << 31)
+#endif
+
+#define PAGE 4096UL
+#define SLOT_PAGES 16
+#define GUEST_BASE 0x80000000ULL
+#define MMIO_BASE 0x10000000ULL
+/* The hyp's core registers: x0..x30, pc, pstate, sp_el1. */
+#define CORE_REGS 34
+#define RESET_PSTATE 0x3c5ULL
+
+/* The guest (see the header): its instructions, in order. */
+static const uint32_t guest_code[] = {
+	0xd2a20001, /* mov x1, #0x10000000 */
+	0xd297dde2, /* mov x2, #0xbeef */
+	0xb9000022, /* str w2, [x1]        MMIO store */
+	0xb9400823, /* ldr w3, [x1, #8]    MMIO load */
+	0xb9001023, /* str w3, [x1, #16]   the loaded value, stored back */
+	0xd503207f, /* wfi                 nothing to wake it: the host waits */
+	0xd2800100, /* mov x0, #0x8 */
+	0xf2b08000, /* movk x0, #0x8400, lsl #16: PSCI SYSTEM_OFF */
+	0xd4000002, /* hvc #0 */
+	0x14000000, /* b . */
+};
+#define MMIO_READ_VALUE 0xcafef00dU
+
+static int checks, failures;
+/* What the checks of the moment are about: "system", or the VM type. */
+static const char *scope = "system";
+
+static void check(int ok, const char *fmt, ...)
+{
+	va_list args;
+
+	checks++;
+	if (!ok)
+		failures++;
+	printf("kvm-api-test: %s: ", ok ? "ok" : "FAILED");
+	va_start(args, fmt);
+	vprintf(fmt, args);
+	va_end(args);
+	printf("\n");
+}
+
+/* An ioctl that must fail with `expected` (errno). */
+static void expect_errno(int fd, unsigned long request, unsigned long arg, int expected, const char *what)
+{
+	int ret = ioctl(fd, request, arg);
+	int err = errno;
+
+	check(ret == -1 && err == expected, "%s: %s: %s (expected %s)", scope, what,
+	      ret == -1 ? strerror(err) : "succeeded", strerror(expected));
+}
+
+static uint64_t core_id(unsigned long offset)
+{
+	return KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offset / sizeof(uint32_t));
+}
+
+#define CORE_REG(field) core_id(offsetof(struct kvm_regs, field))
+
+static int get_reg(int vcpu, uint64_t id, uint64_t *value)
+{
+	struct kvm_one_reg reg = { .id = id, .addr = (uint64_t)(uintptr_t)value };
+
+	return ioctl(vcpu, KVM_GET_ONE_REG, &reg) == 0 ? 0 : errno;
+}
+
+static int set_reg(int vcpu, uint64_t id, uint64_t value)
+{
+	struct kvm_one_reg reg = { .id = id, .addr = (uint64_t)(uintptr_t)&value };
+
+	return ioctl(vcpu, KVM_SET_ONE_REG, &reg) == 0 ? 0 : errno;
+}
+
+static int set_slot(int vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host, uint32_t flags)
+{
+	struct kvm_userspace_memory_region region = {
+		.slot = slot,
+		.flags = flags,
+		.guest_phys_addr = gpa,
+		.memory_size = size,
+		.userspace_addr = (uint64_t)(uintptr_t)host,
+	};
+
+	return ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) == 0 ? 0 : errno;
+}
+
+/* A counter of /proc/vmstat, exact: the CPUs' pending deltas folded in first. */
+static unsigned long vmstat(const char *name)
+{
+	char line[128];
+	unsigned long value = 0;
+	size_t len = strlen(name);
+	int refresh = open("/proc/sys/vm/stat_refresh", O_WRONLY | O_CLOEXEC);
+	FILE *f;
+
+	if (refresh >= 0) {
+		if (write(refresh, "1", 1) != 1)
+			printf("kvm-api-test: vm/stat_refresh: %s\n", strerror(errno));
+		close(refresh);
+	}
+	f = fopen("/proc/vmstat", "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, name, len) == 0 && line[len] == ' ')
+			value = strtoul(line + len + 1, NULL, 10);
+	fclose(f);
+	return value;
+}
+
+static void on_alarm(int signal)
+{
+	(void)signal;
+}
+
+static uint64_t mmio_data(const struct kvm_run *run)
+{
+	uint64_t value = 0;
+
+	memcpy(&value, run->mmio.data, sizeof(value));
+	return value;
+}
+
+/* One VM of the type, through its whole life. */
+static void check_vm(int kvm, int protected, int ipa_limit)
+{
+	const char *name = protected ? "protected" : "non-protected";
+	unsigned long type = protected ? KVM_VM_TYPE_ARM_PROTECTED : KVM_VM_TYPE_ARM_IPA_SIZE(40);
+	unsigned long pins_acquired = vmstat("nr_foll_pin_acquired");
+	unsigned long pins_released = vmstat("nr_foll_pin_released");
+	struct kvm_vcpu_init init;
+	struct kvm_reg_list *list;
+	struct kvm_run *run;
+	struct itimerval alarm_in = { .it_value = { .tv_usec = 200000 } };
+	uint64_t value = 0;
+	uint8_t *memory;
+	int vm, vcpu, ret, err;
+
+	scope = name;
+	vm = ioctl(kvm, KVM_CREATE_VM, type);
+	check(vm >= 0, "%s: KVM_CREATE_VM(%#lx): %s", name, type, vm >= 0 ? "a VM fd" : strerror(errno));
+	if (vm < 0)
+		return;
+	ret = ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_VM_IPA_SIZE);
+	check(ret == ipa_limit, "%s: KVM_CHECK_EXTENSION on the VM fd: IPA size %d", name, ret);
+	memset(&init, 0xff, sizeof(init));
+	ret = ioctl(vm, KVM_ARM_PREFERRED_TARGET, &init);
+	check(ret == 0 && init.target == KVM_ARM_TARGET_GENERIC_V8 && init.features[0] == 0,
+	      "%s: KVM_ARM_PREFERRED_TARGET: target %u, features %#x", name, init.target, init.features[0]);
+
+	/* Memory: a slot, and Linux's errors for the bad ones. */
+	memory = mmap(NULL, SLOT_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+		      -1, 0);
+	if (memory == MAP_FAILED) {
+		check(0, "%s: mmap of the guest's memory: %s", name, strerror(errno));
+		close(vm);
+		return;
+	}
+	memcpy(memory, guest_code, sizeof(guest_code));
+	check(set_slot(vm, 0, GUEST_BASE, SLOT_PAGES * PAGE, memory, 0) == 0,
+	      "%s: KVM_SET_USER_MEMORY_REGION slot 0: 64 KiB at IPA %#llx", name, GUEST_BASE);
+	err = set_slot(vm, 1, GUEST_BASE + PAGE, PAGE, memory, 0);
+	check(err == EEXIST, "%s: overlapping slot: %s", name, strerror(err));
+	err = set_slot(vm, 1, GUEST_BASE + 0x100000 + 8, PAGE, memory, 0);
+	check(err == EINVAL, "%s: unaligned guest address: %s", name, strerror(err));
+	err = set_slot(vm, 1, GUEST_BASE + 0x100000, PAGE, memory + 8, 0);
+	check(err == EINVAL, "%s: unaligned user address: %s", name, strerror(err));
+	err = set_slot(vm, 1, GUEST_BASE + 0x100000, PAGE + 8, memory, 0);
+	check(err == EINVAL, "%s: unaligned size: %s", name, strerror(err));
+	err = set_slot(vm, 32, GUEST_BASE + 0x100000, PAGE, memory, 0);
+	check(err == EINVAL, "%s: slot 32: %s", name, strerror(err));
+	err = set_slot(vm, 1, GUEST_BASE + 0x100000, PAGE, memory, KVM_MEM_READONLY);
+	check(err == EINVAL, "%s: read-only slot (unsupported flag): %s", name, strerror(err));
+	err = set_slot(vm, 5, 0, 0, NULL, 0);
+	check(err == EINVAL, "%s: deleting a slot that does not exist: %s", name, strerror(err));
+	err = set_slot(vm, 0, GUEST_BASE, 2 * SLOT_PAGES * PAGE, memory, 0);
+	check(err == EINVAL, "%s: changing slot 0's size: %s", name, strerror(err));
+	err = set_slot(vm, 1, 1ULL << 40, PAGE, memory, 0);
+	check(err == EFAULT, "%s: slot beyond the VM's 40-bit IPA size: %s", name, strerror(err));
+	expect_errno(vm, _IOW(KVMIO, 0x46, uint64_t), 0, EINVAL, "KVM_SET_USER_MEMORY_REGION of the wrong size");
+
+	/* The vCPU. */
+	expect_errno(vm, KVM_CREATE_VCPU, 8, EINVAL, "KVM_CREATE_VCPU 8 (beyond the 8 vCPUs)");
+	vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+	check(vcpu >= 0, "%s: KVM_CREATE_VCPU 0: %s", name, vcpu >= 0 ? "a vCPU fd" : strerror(errno));
+	if (vcpu < 0)
+		goto out_vm;
+	expect_errno(vm, KVM_CREATE_VCPU, 0, EEXIST, "KVM_CREATE_VCPU 0 again");
+	run = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+	check(run == MAP_FAILED && errno == EINVAL, "%s: mmap of two pages of the vCPU: %s", name,
+	      run == MAP_FAILED ? strerror(errno) : "mapped");
+	if (run != MAP_FAILED)
+		munmap(run, 2 * PAGE);
+	run = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+	check(run != MAP_FAILED, "%s: mmap of struct kvm_run", name);
+	if (run == MAP_FAILED)
+		goto out_vcpu;
+	expect_errno(vcpu, KVM_RUN, 0, ENOEXEC, "KVM_RUN before KVM_ARM_VCPU_INIT");
+	check(get_reg(vcpu, CORE_REG(regs.pc), &value) == ENOEXEC, "%s: KVM_GET_ONE_REG before KVM_ARM_VCPU_INIT: %s",
+	      name, strerror(ENOEXEC));
+	memset(&init, 0, sizeof(init));
+	init.target = KVM_ARM_TARGET_GENERIC_V8;
+	init.features[0] = 1U << KVM_ARM_VCPU_PMU_V3;
+	expect_errno(vcpu, KVM_ARM_VCPU_INIT, (unsigned long)&init, EINVAL, "KVM_ARM_VCPU_INIT with the PMU feature");
+	init.features[0] = 1U << KVM_ARM_VCPU_PSCI_0_2;
+	init.target = 0;
+	expect_errno(vcpu, KVM_ARM_VCPU_INIT, (unsigned long)&init, EINVAL, "KVM_ARM_VCPU_INIT of target 0");
+	init.target = KVM_ARM_TARGET_GENERIC_V8;
+	ret = ioctl(vcpu, KVM_ARM_VCPU_INIT, &init);
+	check(ret == 0, "%s: KVM_ARM_VCPU_INIT (PSCI 0.2): %s", name, ret == 0 ? "done" : strerror(errno));
+
+	/* Registers before the first run. */
+	list = calloc(1, sizeof(*list) + CORE_REGS * sizeof(uint64_t));
+	if (!list)
+		goto out_vcpu;
+	ret = ioctl(vcpu, KVM_GET_REG_LIST, list);
+	check(ret == -1 && errno == E2BIG && list->n == CORE_REGS, "%s: KVM_GET_REG_LIST of 0: E2BIG, n = %llu", name,
+	      (unsigned long long)list->n);
+	ret = ioctl(vcpu, KVM_GET_REG_LIST, list);
+	check(ret == 0 && list->reg[0] == CORE_REG(regs.regs[0]) && list->reg[31] == CORE_REG(regs.pc) &&
+		      list->reg[32] == CORE_REG(regs.pstate) && list->reg[33] == CORE_REG(sp_el1),
+	      "%s: KVM_GET_REG_LIST: x0..x30, pc, pstate, sp_el1", name);
+	free(list);
+	check(get_reg(vcpu, CORE_REG(regs.pstate), &value) == 0 && value == RESET_PSTATE,
+	      "%s: pstate out of reset: %#llx", name, (unsigned long long)value);
+	check(get_reg(vcpu, CORE_REG(elr_el1), &value) == ENOENT, "%s: unknown register (elr_el1): %s", name,
+	      strerror(ENOENT));
+	check(get_reg(vcpu, (CORE_REG(regs.regs[0]) & ~KVM_REG_SIZE_MASK) | KVM_REG_SIZE_U32, &value) == EINVAL,
+	      "%s: x0 as a 32-bit register: %s", name, strerror(EINVAL));
+	check(set_reg(vcpu, CORE_REG(regs.pc), GUEST_BASE) == 0 && get_reg(vcpu, CORE_REG(regs.pc), &value) == 0 &&
+		      value == GUEST_BASE,
+	      "%s: pc set and read back: %#llx", name, (unsigned long long)value);
+	err = set_reg(vcpu, CORE_REG(regs.regs[5]), 0x1234);
+	check(err == (protected ? EPERM : 0), "%s: setting x5 before the first run: %s", name,
+	      err ? strerror(err) : "done");
+
+	/* The first run: immediate_exit. The VM now exists in the hyp. */
+	run->immediate_exit = 1;
+	expect_errno(vcpu, KVM_RUN, 0, EINTR, "KVM_RUN with immediate_exit");
+	run->immediate_exit = 0;
+	expect_errno(vcpu, KVM_RUN, 1, EINVAL, "KVM_RUN with an argument");
+	expect_errno(vm, KVM_CREATE_VCPU, 1, EBUSY, "KVM_CREATE_VCPU after the first run");
+	err = get_reg(vcpu, CORE_REG(regs.pc), &value);
+	if (protected)
+		check(err == EPERM, "%s: pc after the first run: %s", name, strerror(err));
+	else
+		check(err == 0 && value == GUEST_BASE, "%s: pc after the first run: %#llx", name,
+		      (unsigned long long)value);
+	err = set_reg(vcpu, CORE_REG(regs.regs[6]), 1);
+	check(err == (protected ? EPERM : 0), "%s: setting x6 after the first run: %s", name,
+	      err ? strerror(err) : "done");
+
+	/* The guest: MMIO store, MMIO load, WFI (a signal), SYSTEM_OFF. */
+	ret = ioctl(vcpu, KVM_RUN, 0);
+	check(ret == 0 && run->exit_reason == KVM_EXIT_MMIO && run->mmio.phys_addr == MMIO_BASE &&
+		      run->mmio.len == 4 && run->mmio.is_write && mmio_data(run) == 0xbeef,
+	      "%s: MMIO store exit: reason %u, address %#llx, len %u, write %u, data %#llx", name, run->exit_reason,
+	      (unsigned long long)run->mmio.phys_addr, run->mmio.len, run->mmio.is_write,
+	      (unsigned long long)mmio_data(run));
+	ret = ioctl(vcpu, KVM_RUN, 0);
+	check(ret == 0 && run->exit_reason == KVM_EXIT_MMIO && run->mmio.phys_addr == MMIO_BASE + 8 &&
+		      run->mmio.len == 4 && !run->mmio.is_write,
+	      "%s: MMIO load exit: reason %u, address %#llx, len %u, write %u", name, run->exit_reason,
+	      (unsigned long long)run->mmio.phys_addr, run->mmio.len, run->mmio.is_write);
+	{
+		uint32_t read_value = MMIO_READ_VALUE;
+
+		memcpy(run->mmio.data, &read_value, sizeof(read_value));
+	}
+	ret = ioctl(vcpu, KVM_RUN, 0);
+	check(ret == 0 && run->exit_reason == KVM_EXIT_MMIO && run->mmio.phys_addr == MMIO_BASE + 16 &&
+		      run->mmio.len == 4 && run->mmio.is_write && mmio_data(run) == MMIO_READ_VALUE,
+	      "%s: the loaded value stored back: reason %u, address %#llx, len %u, write %u, data %#llx", name,
+	      run->exit_reason, (unsigned long long)run->mmio.phys_addr, run->mmio.len, run->mmio.is_write,
+	      (unsigned long long)mmio_data(run));
+	setitimer(ITIMER_REAL, &alarm_in, NULL);
+	ret = ioctl(vcpu, KVM_RUN, 0);
+	err = errno;
+	check(ret == -1 && err == EINTR && run->exit_reason == KVM_EXIT_INTR,
+	      "%s: a signal during the guest's WFI: %s, reason %u", name, ret == -1 ? strerror(err) : "no error",
+	      run->exit_reason);
+	ret = ioctl(vcpu, KVM_RUN, 0);
+	check(ret == 0 && run->exit_reason == KVM_EXIT_SYSTEM_EVENT &&
+		      run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN && run->system_event.ndata == 1 &&
+		      run->system_event.data[0] == 0,
+	      "%s: PSCI SYSTEM_OFF: reason %u, type %u, ndata %u", name, run->exit_reason, run->system_event.type,
+	      run->system_event.ndata);
+	err = get_reg(vcpu, CORE_REG(regs.regs[3]), &value);
+	if (protected) {
+		check(err == EPERM, "%s: x3 after the run: %s", name, strerror(err));
+	} else {
+		check(err == 0 && value == MMIO_READ_VALUE, "%s: x3 after the run: %#llx", name,
+		      (unsigned long long)value);
+		err = get_reg(vcpu, CORE_REG(regs.regs[5]), &value);
+		check(err == 0 && value == 0x1234, "%s: x5, set before the first run: %#llx", name,
+		      (unsigned long long)value);
+	}
+	munmap(run, PAGE);
+out_vcpu:
+	close(vcpu);
+	expect_errno(vcpu, KVM_RUN, 0, EBADF, "KVM_RUN on a closed vCPU fd");
+out_vm:
+	close(vm);
+	/* The last fd gone: the VM torn down, its pages back (a protected VM's zeroed), unpinned. */
+	pins_acquired = vmstat("nr_foll_pin_acquired") - pins_acquired;
+	pins_released = vmstat("nr_foll_pin_released") - pins_released;
+	check(pins_acquired == SLOT_PAGES && pins_released == SLOT_PAGES,
+	      "%s: every pin dropped at release: %lu pages pinned, %lu unpinned", name, pins_acquired, pins_released);
+	value = 0;
+	memcpy(&value, memory, sizeof(uint32_t));
+	check(value == (protected ? 0 : guest_code[0]), "%s: the guest's memory after release: first word %#llx", name,
+	      (unsigned long long)value);
+	munmap(memory, SLOT_PAGES * PAGE);
+}
+
+int main(void)
+{
+	struct sigaction action = { .sa_handler = on_alarm };
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	int ret, limit;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	sigaction(SIGALRM, &action, NULL);
+	check(kvm >= 0, "system: open /dev/kvm: %s", kvm >= 0 ? "done" : strerror(errno));
+	if (kvm < 0)
+		return 1;
+	ret = ioctl(kvm, KVM_GET_API_VERSION, 0);
+	check(ret == KVM_API_VERSION, "system: KVM_GET_API_VERSION: %d", ret);
+	ret = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+	check(ret == (int)PAGE, "system: KVM_GET_VCPU_MMAP_SIZE: %d", ret);
+	check(ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ONE_REG) == 1 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_PSCI_0_2) == 1 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IMMEDIATE_EXIT) == 1,
+	      "system: KVM_CHECK_EXTENSION: USER_MEMORY, ONE_REG, ARM_PSCI_0_2, IMMEDIATE_EXIT");
+	check(ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS) == 8 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS) == 8 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS) == 32,
+	      "system: KVM_CHECK_EXTENSION: 8 vCPUs, 32 memory slots");
+	check(ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) == 0 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD) == 0 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_DEVICE_CTRL) == 0 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_PMU_V3) == 0 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_MMU) == 0,
+	      "system: KVM_CHECK_EXTENSION: no IRQFD, IOEVENTFD, DEVICE_CTRL, PMU, SYNC_MMU");
+	limit = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_VM_IPA_SIZE);
+	check(limit >= 40 && limit <= 48, "system: KVM_CHECK_EXTENSION: IPA size limit %d bits", limit);
+	expect_errno(kvm, KVM_CREATE_VM, 1UL << 8, EINVAL, "KVM_CREATE_VM with type bit 8");
+	expect_errno(kvm, KVM_CREATE_VM, KVM_VM_TYPE_ARM_IPA_SIZE(31), EINVAL, "KVM_CREATE_VM with a 31-bit IPA");
+	expect_errno(kvm, KVM_CREATE_VM, KVM_VM_TYPE_ARM_IPA_SIZE(limit + 1), EINVAL,
+		     "KVM_CREATE_VM with an IPA beyond the limit");
+	expect_errno(kvm, KVM_CREATE_VCPU, 0, EINVAL, "KVM_CREATE_VCPU on /dev/kvm");
+	expect_errno(-1, KVM_GET_API_VERSION, 0, EBADF, "KVM_GET_API_VERSION on fd -1");
+	check_vm(kvm, 0, limit);
+	check_vm(kvm, 1, limit);
+	close(kvm);
+	if (failures)
+		printf("kvm-api-test: %d of %d checks FAILED\n", failures, checks);
+	else
+		printf("kvm-api-test: all %d checks passed\n", checks);
+	return failures ? 1 : 0;
+}

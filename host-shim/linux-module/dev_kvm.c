@@ -1,0 +1,876 @@
+// SPDX-License-Identifier: MIT
+/*
+ * /dev/kvm: the core of Linux's KVM user-space API for arm64
+ * (Documentation/virt/kvm/api.rst) on the hyp's host calls, so that a KVM
+ * VMM drives the hyp. The host's own KVM is absent (the kernel runs at EL1,
+ * under the hyp), so the name is free. Glue only, as /dev/hyp: the VM types,
+ * what a protected VM refuses and every guest exit are the hyp's; this file
+ * translates (docs/abi.md, "The Linux host's /dev/kvm", has the subset and
+ * the errno of each refusal).
+ *
+ * The hyp makes a VM with its vCPU count fixed, KVM one vCPU at a time, so
+ * the hyp's VM is made at the first KVM_RUN of any of its vCPUs (as Linux's
+ * pKVM does): until then the memory slots are pinned and recorded, and the
+ * vCPUs' core registers are kept here; then the VM is created with the
+ * vCPUs made so far, the slots are mapped (lent to a non-protected VM,
+ * donated to a protected one) and the registers set (for a protected VM only
+ * vCPU 0's entry and x0, the hyp's VCPU_INIT; it refuses the rest).
+ */
+
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
+#include <linux/kref.h>
+#include <linux/kvm.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/wait.h>
+
+#include "hyp_calls.h"
+
+/* Not in the 6.1 uapi header yet: Linux's pKVM bit of the VM type. */
+#ifndef KVM_VM_TYPE_ARM_PROTECTED
+#define KVM_VM_TYPE_ARM_PROTECTED (1UL << 31)
+#endif
+
+#define KVM_API_VERSION_NUMBER 12
+/* The hyp's vCPUs per VM (VM_CREATE). */
+#define MAX_VCPUS 8
+/* Memory slots per VM (KVM_CAP_NR_MEMSLOTS). */
+#define MAX_SLOTS 32
+/* Most guest pages one VM may have pinned (512 MiB). */
+#define MAX_PINNED_PAGES (1UL << 17)
+/* KVM_CREATE_VM's IPA size when the type names none (Linux's KVM_PHYS_SHIFT). */
+#define DEFAULT_IPA_BITS 40
+#define MIN_IPA_BITS 32
+/* KVM_ARM_VCPU_INIT features the hyp has: it always offers PSCI 1.1. */
+#define SUPPORTED_FEATURES (BIT(KVM_ARM_VCPU_POWER_OFF) | BIT(KVM_ARM_VCPU_PSCI_0_2))
+
+/* The hyp's register numbers (VCPU_GET_REG): x0..x30, then these. */
+#define HYP_REG_PC 31
+#define HYP_REG_PSTATE 32
+#define HYP_REG_SP_EL1 33
+#define HYP_REGS 34
+/* KVM's reset PSTATE, which VCPU_INIT also gives: EL1h, D, A, I, F masked. */
+#define RESET_PSTATE 0x3c5
+
+/* VCPU_RUN's exit reasons (x1 bits 7:0). */
+enum hyp_exit {
+	EXIT_MMIO = 0,
+	EXIT_HYPERCALL = 1,
+	EXIT_WFI = 2,
+	EXIT_SYSTEM_OFF = 3,
+	EXIT_SYSTEM_RESET = 4,
+	EXIT_FATAL = 5,
+	EXIT_INTERRUPTED = 6,
+	EXIT_CPU_ON = 7,
+	EXIT_CPU_OFF = 8,
+	EXIT_WAKE = 9,
+};
+
+struct kvm_slot {
+	bool used;
+	u64 gpa;
+	u64 size;
+	u64 uaddr;
+	unsigned long npages;
+	struct page **pages;
+};
+
+struct kvm_vm_state;
+
+struct kvm_vcpu_state {
+	struct kvm_vm_state *vm;
+	unsigned int index;
+	/* Serialises this vCPU's ioctls (KVM_RUN holds it while the guest runs). */
+	struct mutex lock;
+	struct kvm_run *run;
+	bool initialised;
+	bool power_off;
+	/* The core registers until the hyp's VM exists (hyp numbering). */
+	u64 regs[HYP_REGS];
+	/* An MMIO read is waiting for the value user space puts in run->mmio.data. */
+	bool mmio_read_pending;
+	unsigned int mmio_read_len;
+	struct task_struct *running;
+};
+
+struct kvm_vm_state {
+	struct kref ref;
+	/* Slots, vCPUs and the hyp VM's creation. */
+	struct mutex lock;
+	bool is_protected;
+	unsigned int ipa_bits;
+	/* The hyp's VM handle, 0 until the first KVM_RUN. */
+	u64 handle;
+	/* Its creation failed: the VM is torn down, its slots released; it answers -EIO. */
+	bool dead;
+	struct page *memcache;
+	struct kvm_slot slots[MAX_SLOTS];
+	unsigned long pinned;
+	struct kvm_vcpu_state *vcpus[MAX_VCPUS];
+	unsigned int vcpu_count;
+	/* Bumped and woken at a CPU_ON or a wake exit: off or idle vCPUs look again. */
+	wait_queue_head_t events_wait;
+	atomic_t events;
+};
+
+/* The VM's IPA limit: the hyp gives VMs what its PARange mapping gives the host. */
+static unsigned int hyp_ipa_bits(void)
+{
+	static const unsigned int bits[] = { 32, 36, 39, 39, 44, 48, 48 };
+	u64 pa_range = read_sysreg(id_aa64mmfr0_el1) & 0xf;
+
+	return pa_range < ARRAY_SIZE(bits) ? bits[pa_range] : 48;
+}
+
+/* The errno of a hyp error (docs/abi.md, "The Linux host's /dev/kvm"). */
+static long hyp_errno(long status)
+{
+	switch (status) {
+	case 0:
+		return 0;
+	case HYP_INVALID_ARGUMENT:
+	case HYP_NOT_ALIGNED:
+	case HYP_NO_SUCH_VCPU:
+		return -EINVAL;
+	case HYP_OUT_OF_RANGE:
+		return -EFAULT;
+	case HYP_NOT_OWNED:
+	case HYP_PERMISSION_DENIED:
+		return -EPERM;
+	case HYP_BUSY:
+		return -EBUSY;
+	case HYP_NO_MEMORY:
+		return -ENOMEM;
+	case HYP_NOT_SUPPORTED:
+		return -EOPNOTSUPP;
+	default:
+		/* NoSuchVm: the VM crashed or is gone. */
+		return -EIO;
+	}
+}
+
+/*
+ * Unpins a slot's pages; for a protected VM, reclaims each first (zeroed).
+ * `lent_back`: a non-protected VM's pages are back (no VM, or torn down);
+ * if not, they stay pinned: the kernel must never reuse a page a guest uses.
+ */
+static void release_slot(struct kvm_vm_state *vm, struct kvm_slot *slot, bool lent_back)
+{
+	unsigned long i;
+
+	for (i = 0; i < slot->npages; i++) {
+		if (vm->handle && !vm->is_protected && !lent_back)
+			continue;
+		if (vm->handle && vm->is_protected) {
+			long status = hyp_call4(CALL_VM_RECLAIM, vm->handle, slot->gpa + i * PAGE_SIZE, 1, 0);
+
+			/* InvalidArgument: never mapped (the VM's creation stopped short). */
+			if (status != 0 && status != HYP_NO_SUCH_VM && status != HYP_INVALID_ARGUMENT) {
+				pr_warn("kvm: page at IPA %#llx not returned (%ld); kept pinned\n",
+					slot->gpa + i * PAGE_SIZE, status);
+				continue;
+			}
+		}
+		unpin_user_page(slot->pages[i]);
+	}
+	vm->pinned -= slot->npages;
+	kvfree(slot->pages);
+	memset(slot, 0, sizeof(*slot));
+}
+
+/* Gives a slot's pages to the hyp's VM, one VM_MAP per physically consecutive run. */
+static long map_slot(struct kvm_vm_state *vm, struct kvm_slot *slot)
+{
+	unsigned long i = 0;
+
+	while (i < slot->npages) {
+		unsigned long run = 1;
+		long status;
+
+		while (i + run < slot->npages && run < HYP_MAP_MAX_PAGES &&
+		       page_to_pfn(slot->pages[i + run]) == page_to_pfn(slot->pages[i]) + run)
+			run++;
+		status = hyp_call4(CALL_VM_MAP, vm->handle, page_to_phys(slot->pages[i]),
+				   slot->gpa + i * PAGE_SIZE, run);
+		if (status != 0)
+			return hyp_errno(status);
+		i += run;
+	}
+	return 0;
+}
+
+/* Ends the hyp's VM and takes every page back. Under vm->lock, or at the last reference. */
+static void destroy_hyp_vm(struct kvm_vm_state *vm)
+{
+	long status = 0;
+	unsigned int i;
+
+	if (vm->handle)
+		status = hyp_call4(CALL_VM_TEARDOWN, vm->handle, 0, 0, 0);
+	if (status != 0 && status != HYP_NO_SUCH_VM)
+		pr_warn("kvm: VM teardown refused (%ld); its lent pages stay pinned\n", status);
+	for (i = 0; i < MAX_SLOTS; i++)
+		if (vm->slots[i].used)
+			release_slot(vm, &vm->slots[i], status == 0 || status == HYP_NO_SUCH_VM);
+	vm->handle = 0;
+}
+
+static void vm_free(struct kref *ref)
+{
+	struct kvm_vm_state *vm = container_of(ref, struct kvm_vm_state, ref);
+
+	unsigned int i;
+
+	destroy_hyp_vm(vm);
+	for (i = 0; i < vm->vcpu_count; i++) {
+		/* A kvm_run page still mapped somewhere keeps its own reference. */
+		free_page((unsigned long)vm->vcpus[i]->run);
+		kfree(vm->vcpus[i]);
+	}
+	if (hyp_call4(CALL_RECLAIM_HYP, page_to_phys(vm->memcache), MEMCACHE_PAGES, 0, 0) == 0)
+		__free_pages(vm->memcache, MEMCACHE_ORDER);
+	else
+		pr_warn("kvm: memcache not returned by the hyp; its pages stay out of use\n");
+	kfree(vm);
+}
+
+/*
+ * Makes the hyp's VM: the vCPUs made so far, every slot mapped, the
+ * initialised vCPUs started with their registers. Under vm->lock.
+ */
+static long create_hyp_vm(struct kvm_vm_state *vm)
+{
+	const u64 create[6] = { vm->is_protected ? 1 : 0, vm->vcpu_count, 0, 0, 0, 0 };
+	struct arm_smccc_res res = hyp_call(CALL_VM_CREATE, create);
+	unsigned int i, reg;
+	long ret = 0;
+
+	if ((long)res.a0 != 0)
+		return hyp_errno((long)res.a0);
+	vm->handle = res.a1;
+	for (i = 0; i < MAX_SLOTS && ret == 0; i++)
+		if (vm->slots[i].used)
+			ret = map_slot(vm, &vm->slots[i]);
+	for (i = 0; i < vm->vcpu_count && ret == 0; i++) {
+		struct kvm_vcpu_state *vcpu = vm->vcpus[i];
+
+		/* A protected VM's other vCPUs start only through its guest's CPU_ON. */
+		if (!vcpu->initialised || vcpu->power_off || (vm->is_protected && i != 0))
+			continue;
+		ret = hyp_errno(hyp_call4(CALL_VCPU_INIT, vm->handle, i, vcpu->regs[HYP_REG_PC], vcpu->regs[0]));
+		for (reg = 1; reg < HYP_REGS && ret == 0 && !vm->is_protected; reg++)
+			if (reg != HYP_REG_PC)
+				ret = hyp_errno(hyp_call4(CALL_VCPU_SET_REG, vm->handle, i, reg, vcpu->regs[reg]));
+	}
+	if (ret != 0) {
+		destroy_hyp_vm(vm);
+		vm->dead = true;
+	}
+	return ret;
+}
+
+/* KVM_REG_ARM_CORE ids of the core registers the hyp has, in hyp numbering. */
+static u64 core_reg_id(unsigned int hyp_reg)
+{
+	unsigned long offset;
+
+	if (hyp_reg <= 30)
+		offset = offsetof(struct kvm_regs, regs.regs[hyp_reg]);
+	else if (hyp_reg == HYP_REG_PC)
+		offset = offsetof(struct kvm_regs, regs.pc);
+	else if (hyp_reg == HYP_REG_PSTATE)
+		offset = offsetof(struct kvm_regs, regs.pstate);
+	else
+		offset = offsetof(struct kvm_regs, sp_el1);
+	return KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offset / sizeof(u32));
+}
+
+/* The hyp's number of a register id, or a negative errno as Linux gives for it. */
+static long hyp_reg_of(u64 id)
+{
+	unsigned int reg;
+
+	if ((id & KVM_REG_ARCH_MASK) != KVM_REG_ARM64)
+		return -EINVAL;
+	for (reg = 0; reg < HYP_REGS; reg++)
+		if (core_reg_id(reg) == id)
+			return reg;
+	/* A core register of another size, as Linux checks it. */
+	if ((id & KVM_REG_ARM_COPROC_MASK) == KVM_REG_ARM_CORE) {
+		for (reg = 0; reg < HYP_REGS; reg++)
+			if ((core_reg_id(reg) & ~KVM_REG_SIZE_MASK) == (id & ~KVM_REG_SIZE_MASK))
+				return -EINVAL;
+	}
+	return -ENOENT;
+}
+
+static long vcpu_one_reg(struct kvm_vcpu_state *vcpu, unsigned int ioctl, void __user *argp)
+{
+	struct kvm_vm_state *vm = vcpu->vm;
+	struct kvm_one_reg one;
+	u64 __user *value_ptr;
+	long reg;
+	u64 value = 0;
+	long ret = 0;
+
+	if (!vcpu->initialised)
+		return -ENOEXEC;
+	if (copy_from_user(&one, argp, sizeof(one)))
+		return -EFAULT;
+	reg = hyp_reg_of(one.id);
+	if (reg < 0)
+		return reg;
+	value_ptr = u64_to_user_ptr(one.addr);
+	if (ioctl == KVM_SET_ONE_REG && get_user(value, value_ptr))
+		return -EFAULT;
+	mutex_lock(&vm->lock);
+	if (vm->handle) {
+		if (ioctl == KVM_GET_ONE_REG) {
+			const u64 a[6] = { vm->handle, vcpu->index, reg, 0, 0, 0 };
+			struct arm_smccc_res res = hyp_call(CALL_VCPU_GET_REG, a);
+
+			ret = hyp_errno((long)res.a0);
+			value = res.a1;
+		} else {
+			ret = hyp_errno(hyp_call4(CALL_VCPU_SET_REG, vm->handle, vcpu->index, reg, value));
+		}
+	} else if (ioctl == KVM_GET_ONE_REG) {
+		value = vcpu->regs[reg];
+	} else if (vm->is_protected && value != vcpu->regs[reg] &&
+		   !(vcpu->index == 0 && (reg == 0 || reg == HYP_REG_PC))) {
+		/* The hyp takes only vCPU 0's entry and x0 from the host (VCPU_INIT). */
+		ret = -EPERM;
+	} else {
+		vcpu->regs[reg] = value;
+	}
+	mutex_unlock(&vm->lock);
+	if (ret == 0 && ioctl == KVM_GET_ONE_REG && put_user(value, value_ptr))
+		ret = -EFAULT;
+	return ret;
+}
+
+static long vcpu_reg_list(void __user *argp)
+{
+	struct kvm_reg_list __user *user_list = argp;
+	struct kvm_reg_list list;
+	unsigned int reg;
+
+	if (copy_from_user(&list, user_list, sizeof(list)))
+		return -EFAULT;
+	if (put_user((u64)HYP_REGS, &user_list->n))
+		return -EFAULT;
+	if (list.n < HYP_REGS)
+		return -E2BIG;
+	for (reg = 0; reg < HYP_REGS; reg++)
+		if (put_user(core_reg_id(reg), &user_list->reg[reg]))
+			return -EFAULT;
+	return 0;
+}
+
+static long vcpu_init(struct kvm_vcpu_state *vcpu, void __user *argp)
+{
+	struct kvm_vm_state *vm = vcpu->vm;
+	struct kvm_vcpu_init init;
+	long ret = 0;
+	unsigned int i;
+
+	if (copy_from_user(&init, argp, sizeof(init)))
+		return -EFAULT;
+	if (init.target != KVM_ARM_TARGET_GENERIC_V8)
+		return -EINVAL;
+	if (init.features[0] & ~SUPPORTED_FEATURES)
+		return -EINVAL;
+	for (i = 1; i < ARRAY_SIZE(init.features); i++)
+		if (init.features[i])
+			return -EINVAL;
+	mutex_lock(&vm->lock);
+	if (vm->handle) {
+		/* A reset of a vCPU of the running VM: the hyp's VCPU_INIT decides. */
+		if (init.features[0] & BIT(KVM_ARM_VCPU_POWER_OFF))
+			ret = -EBUSY;
+		else
+			ret = hyp_errno(hyp_call4(CALL_VCPU_INIT, vm->handle, vcpu->index, 0, 0));
+	} else {
+		memset(vcpu->regs, 0, sizeof(vcpu->regs));
+		vcpu->regs[HYP_REG_PSTATE] = RESET_PSTATE;
+		vcpu->power_off = init.features[0] & BIT(KVM_ARM_VCPU_POWER_OFF);
+	}
+	if (ret == 0)
+		vcpu->initialised = true;
+	mutex_unlock(&vm->lock);
+	return ret;
+}
+
+/* Waits for a CPU_ON or a wake (or until `timeout`); false when a signal came. */
+static bool wait_for_event(struct kvm_vm_state *vm, int seen, long timeout)
+{
+	return wait_event_interruptible_timeout(vm->events_wait, atomic_read(&vm->events) != seen, timeout) >= 0;
+}
+
+static void signal_event(struct kvm_vm_state *vm)
+{
+	atomic_inc(&vm->events);
+	wake_up_interruptible_all(&vm->events_wait);
+}
+
+/* Kicks the vCPUs named in `targets` off their CPUs, so that they see their interrupts. */
+static void kick_vcpus(struct kvm_vm_state *vm, u64 targets)
+{
+	unsigned int i;
+
+	mutex_lock(&vm->lock);
+	for (i = 0; i < vm->vcpu_count; i++) {
+		struct task_struct *task = READ_ONCE(vm->vcpus[i]->running);
+
+		if ((targets & BIT_ULL(i)) && task)
+			kick_process(task);
+	}
+	mutex_unlock(&vm->lock);
+	signal_event(vm);
+}
+
+/* Runs the guest until an exit user space handles; fills vcpu->run. */
+static long vcpu_run(struct kvm_vcpu_state *vcpu)
+{
+	struct kvm_vm_state *vm = vcpu->vm;
+	struct kvm_run *run = vcpu->run;
+	u64 read_value = 0;
+	long ret = 0;
+
+	if (!vcpu->initialised)
+		return -ENOEXEC;
+	mutex_lock(&vm->lock);
+	if (vm->dead)
+		ret = -EIO;
+	else if (!vm->handle)
+		ret = create_hyp_vm(vm);
+	mutex_unlock(&vm->lock);
+	if (ret)
+		return ret;
+	if (vcpu->mmio_read_pending)
+		memcpy(&read_value, run->mmio.data, min_t(unsigned int, vcpu->mmio_read_len, sizeof(read_value)));
+	if (READ_ONCE(run->immediate_exit))
+		return -EINTR;
+	for (;;) {
+		int seen = atomic_read(&vm->events);
+		const u64 a[6] = { vm->handle, vcpu->index, read_value, 0, 0, 0 };
+		struct arm_smccc_res res;
+		long status;
+		u64 reason;
+
+		if (signal_pending(current)) {
+			run->exit_reason = KVM_EXIT_INTR;
+			return -EINTR;
+		}
+		WRITE_ONCE(vcpu->running, current);
+		res = hyp_call(CALL_VCPU_RUN, a);
+		WRITE_ONCE(vcpu->running, NULL);
+		status = (long)res.a0;
+		if (status == HYP_VCPU_OFF) {
+			/* Powered off: wait for a sibling's CPU_ON (KVM's KVM_RUN blocks too). */
+			wait_for_event(vm, seen, MAX_SCHEDULE_TIMEOUT);
+			continue;
+		}
+		if (status != 0)
+			return hyp_errno(status);
+		vcpu->mmio_read_pending = false;
+		read_value = 0;
+		reason = res.a1 & 0xff;
+		switch (reason) {
+		case EXIT_MMIO: {
+			unsigned int len = (res.a1 >> 8) & 0xff;
+			bool is_write = res.a1 & BIT(16);
+
+			run->exit_reason = KVM_EXIT_MMIO;
+			run->mmio.phys_addr = res.a2;
+			run->mmio.len = len;
+			run->mmio.is_write = is_write;
+			memset(run->mmio.data, 0, sizeof(run->mmio.data));
+			if (is_write)
+				memcpy(run->mmio.data, &res.a3, min_t(unsigned int, len, sizeof(res.a3)));
+			vcpu->mmio_read_pending = !is_write;
+			vcpu->mmio_read_len = len;
+			return 0;
+		}
+		case EXIT_HYPERCALL:
+			run->exit_reason = KVM_EXIT_HYPERCALL;
+			memset(&run->hypercall, 0, sizeof(run->hypercall));
+			run->hypercall.nr = res.a2;
+			run->hypercall.args[0] = res.a3;
+			return 0;
+		case EXIT_SYSTEM_OFF:
+		case EXIT_SYSTEM_RESET:
+			run->exit_reason = KVM_EXIT_SYSTEM_EVENT;
+			memset(&run->system_event, 0, sizeof(run->system_event));
+			run->system_event.type =
+				reason == EXIT_SYSTEM_OFF ? KVM_SYSTEM_EVENT_SHUTDOWN : KVM_SYSTEM_EVENT_RESET;
+			run->system_event.ndata = 1;
+			return 0;
+		case EXIT_FATAL:
+			run->exit_reason = KVM_EXIT_FAIL_ENTRY;
+			run->fail_entry.hardware_entry_failure_reason = res.a2;
+			run->fail_entry.cpu = vcpu->index;
+			return 0;
+		case EXIT_WFI:
+			/* WFE (deadline 0): runnable now. WFI: idle until a wake or a tick. */
+			if (res.a2 == 0)
+				cond_resched();
+			else
+				wait_for_event(vm, seen, res.a2 == U64_MAX ? MAX_SCHEDULE_TIMEOUT : 1);
+			break;
+		case EXIT_CPU_ON:
+			signal_event(vm);
+			break;
+		case EXIT_WAKE:
+			kick_vcpus(vm, res.a2);
+			break;
+		case EXIT_CPU_OFF:
+		case EXIT_INTERRUPTED:
+		default:
+			cond_resched();
+			break;
+		}
+	}
+}
+
+static long vcpu_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
+{
+	struct kvm_vcpu_state *vcpu = file->private_data;
+	void __user *argp = (void __user *)arg;
+	long ret;
+
+	mutex_lock(&vcpu->lock);
+	switch (ioctl) {
+	case KVM_RUN:
+		ret = arg ? -EINVAL : vcpu_run(vcpu);
+		break;
+	case KVM_ARM_VCPU_INIT:
+		ret = vcpu_init(vcpu, argp);
+		break;
+	case KVM_GET_ONE_REG:
+	case KVM_SET_ONE_REG:
+		ret = vcpu_one_reg(vcpu, ioctl, argp);
+		break;
+	case KVM_GET_REG_LIST:
+		ret = vcpu->initialised ? vcpu_reg_list(argp) : -ENOEXEC;
+		break;
+	default:
+		ret = -EINVAL;
+	}
+	mutex_unlock(&vcpu->lock);
+	return ret;
+}
+
+static int vcpu_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct kvm_vcpu_state *vcpu = file->private_data;
+
+	if (vma->vm_pgoff != 0 || vma->vm_end - vma->vm_start != PAGE_SIZE)
+		return -EINVAL;
+	return vm_insert_page(vma, vma->vm_start, virt_to_page(vcpu->run));
+}
+
+static int vcpu_release(struct inode *inode, struct file *file)
+{
+	struct kvm_vcpu_state *vcpu = file->private_data;
+
+	/* The vCPU's state stays with the VM (its slot in vm->vcpus) until the VM goes. */
+	kref_put(&vcpu->vm->ref, vm_free);
+	return 0;
+}
+
+static const struct file_operations vcpu_fops = {
+	.owner = THIS_MODULE,
+	.release = vcpu_release,
+	.unlocked_ioctl = vcpu_ioctl,
+	.mmap = vcpu_mmap,
+	.llseek = noop_llseek,
+};
+
+static long vm_create_vcpu(struct kvm_vm_state *vm, unsigned long id)
+{
+	struct kvm_vcpu_state *vcpu;
+	long fd;
+
+	if (id >= MAX_VCPUS)
+		return -EINVAL;
+	mutex_lock(&vm->lock);
+	fd = -EBUSY;
+	/* The hyp's VM has its vCPUs from its creation (the first KVM_RUN) on. */
+	if (vm->handle)
+		goto out;
+	/* vCPU ids are the hyp's indices: made in order, each once. */
+	fd = id < vm->vcpu_count ? -EEXIST : -EINVAL;
+	if (id != vm->vcpu_count)
+		goto out;
+	fd = -ENOMEM;
+	vcpu = kzalloc(sizeof(*vcpu), GFP_KERNEL);
+	if (!vcpu)
+		goto out;
+	vcpu->run = (struct kvm_run *)get_zeroed_page(GFP_KERNEL);
+	if (!vcpu->run) {
+		kfree(vcpu);
+		goto out;
+	}
+	vcpu->vm = vm;
+	vcpu->index = id;
+	mutex_init(&vcpu->lock);
+	kref_get(&vm->ref);
+	fd = anon_inode_getfd("kvm-vcpu", &vcpu_fops, vcpu, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		kref_put(&vm->ref, vm_free);
+		free_page((unsigned long)vcpu->run);
+		kfree(vcpu);
+		goto out;
+	}
+	vm->vcpus[vm->vcpu_count++] = vcpu;
+out:
+	mutex_unlock(&vm->lock);
+	return fd;
+}
+
+/* Whether [gpa, gpa + size) meets another used slot than `except`. */
+static bool overlaps(struct kvm_vm_state *vm, u64 gpa, u64 size, unsigned int except)
+{
+	unsigned int i;
+
+	for (i = 0; i < MAX_SLOTS; i++) {
+		struct kvm_slot *s = &vm->slots[i];
+
+		if (i != except && s->used && gpa < s->gpa + s->size && s->gpa < gpa + size)
+			return true;
+	}
+	return false;
+}
+
+/* KVM_SET_USER_MEMORY_REGION with Linux's checks and errnos, then pin (and map). Under vm->lock. */
+static long set_memory_region(struct kvm_vm_state *vm, const struct kvm_userspace_memory_region *mem)
+{
+	unsigned int id = mem->slot & 0xffff;
+	struct kvm_slot *slot;
+	unsigned long npages;
+	long pinned;
+
+	if (vm->dead)
+		return -EIO;
+	if (mem->flags != 0 || (mem->slot >> 16) != 0 || id >= MAX_SLOTS)
+		return -EINVAL;
+	if (!PAGE_ALIGNED(mem->memory_size) || !PAGE_ALIGNED(mem->guest_phys_addr) ||
+	    !PAGE_ALIGNED(mem->userspace_addr) ||
+	    !access_ok(u64_to_user_ptr(mem->userspace_addr), mem->memory_size) ||
+	    mem->guest_phys_addr + mem->memory_size < mem->guest_phys_addr)
+		return -EINVAL;
+	slot = &vm->slots[id];
+	npages = mem->memory_size >> PAGE_SHIFT;
+	if (mem->memory_size == 0) {
+		if (!slot->used)
+			return -EINVAL;
+		/* pKVM refuses slot changes of a protected VM that ran; the hyp unmaps no lent page. */
+		if (vm->handle)
+			return vm->is_protected ? -EPERM : -EBUSY;
+		release_slot(vm, slot, true);
+		return 0;
+	}
+	if (slot->used) {
+		/* Linux: the size and user address of a slot never change; a move may. */
+		if (mem->userspace_addr != slot->uaddr || mem->memory_size != slot->size)
+			return -EINVAL;
+		if (mem->guest_phys_addr == slot->gpa)
+			return 0;
+		if (overlaps(vm, mem->guest_phys_addr, mem->memory_size, id))
+			return -EEXIST;
+		if (vm->handle)
+			return vm->is_protected ? -EPERM : -EBUSY;
+		if ((mem->guest_phys_addr + mem->memory_size) > (1ULL << vm->ipa_bits))
+			return -EFAULT;
+		slot->gpa = mem->guest_phys_addr;
+		return 0;
+	}
+	if (overlaps(vm, mem->guest_phys_addr, mem->memory_size, MAX_SLOTS))
+		return -EEXIST;
+	/* arm64's KVM: a slot beyond the VM's IPA size is -EFAULT. */
+	if ((mem->guest_phys_addr + mem->memory_size) > (1ULL << vm->ipa_bits))
+		return -EFAULT;
+	if (vm->handle && vm->is_protected)
+		return -EPERM;
+	if (npages > MAX_PINNED_PAGES - vm->pinned)
+		return -ENOMEM;
+	slot->pages = kvmalloc_array(npages, sizeof(*slot->pages), GFP_KERNEL);
+	if (!slot->pages)
+		return -ENOMEM;
+	pinned = pin_user_pages_fast(mem->userspace_addr, npages, FOLL_WRITE | FOLL_LONGTERM, slot->pages);
+	if (pinned != npages) {
+		if (pinned > 0)
+			unpin_user_pages(slot->pages, pinned);
+		kvfree(slot->pages);
+		slot->pages = NULL;
+		return -EFAULT;
+	}
+	slot->used = true;
+	slot->gpa = mem->guest_phys_addr;
+	slot->size = mem->memory_size;
+	slot->uaddr = mem->userspace_addr;
+	slot->npages = npages;
+	vm->pinned += npages;
+	if (vm->handle) {
+		long ret = map_slot(vm, slot);
+
+		if (ret) {
+			/* A lent page cannot come back from a live VM: keep the slot. */
+			return ret;
+		}
+	}
+	return 0;
+}
+
+/* KVM_CHECK_EXTENSION, on /dev/kvm or a VM fd: only what this driver does. */
+static long check_extension(unsigned long cap)
+{
+	switch (cap) {
+	case KVM_CAP_USER_MEMORY:
+	case KVM_CAP_ONE_REG:
+	case KVM_CAP_ARM_PSCI_0_2:
+	case KVM_CAP_IMMEDIATE_EXIT:
+		return 1;
+	case KVM_CAP_NR_VCPUS:
+	case KVM_CAP_MAX_VCPUS:
+	case KVM_CAP_MAX_VCPU_ID:
+		return MAX_VCPUS;
+	case KVM_CAP_NR_MEMSLOTS:
+		return MAX_SLOTS;
+	case KVM_CAP_ARM_VM_IPA_SIZE:
+		return hyp_ipa_bits();
+	default:
+		return 0;
+	}
+}
+
+static long vm_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
+{
+	struct kvm_vm_state *vm = file->private_data;
+	void __user *argp = (void __user *)arg;
+
+	switch (ioctl) {
+	case KVM_CREATE_VCPU:
+		return vm_create_vcpu(vm, arg);
+	case KVM_SET_USER_MEMORY_REGION: {
+		struct kvm_userspace_memory_region mem;
+		long ret;
+
+		if (copy_from_user(&mem, argp, sizeof(mem)))
+			return -EFAULT;
+		mutex_lock(&vm->lock);
+		ret = set_memory_region(vm, &mem);
+		mutex_unlock(&vm->lock);
+		return ret;
+	}
+	case KVM_ARM_PREFERRED_TARGET: {
+		struct kvm_vcpu_init init = { .target = KVM_ARM_TARGET_GENERIC_V8 };
+
+		return copy_to_user(argp, &init, sizeof(init)) ? -EFAULT : 0;
+	}
+	case KVM_CHECK_EXTENSION:
+		return check_extension(arg);
+	default:
+		return -EINVAL;
+	}
+}
+
+static int vm_release(struct inode *inode, struct file *file)
+{
+	struct kvm_vm_state *vm = file->private_data;
+
+	kref_put(&vm->ref, vm_free);
+	return 0;
+}
+
+static const struct file_operations vm_fops = {
+	.owner = THIS_MODULE,
+	.release = vm_release,
+	.unlocked_ioctl = vm_ioctl,
+	.llseek = noop_llseek,
+};
+
+static long create_vm(unsigned long type)
+{
+	unsigned long ipa_bits = KVM_VM_TYPE_ARM_IPA_SIZE(type);
+	struct kvm_vm_state *vm;
+	long fd;
+
+	if (type & ~(KVM_VM_TYPE_ARM_IPA_SIZE_MASK | KVM_VM_TYPE_ARM_PROTECTED))
+		return -EINVAL;
+	if (ipa_bits == 0)
+		ipa_bits = DEFAULT_IPA_BITS;
+	if (ipa_bits < MIN_IPA_BITS || ipa_bits > hyp_ipa_bits())
+		return -EINVAL;
+	vm = kzalloc(sizeof(*vm), GFP_KERNEL);
+	if (!vm)
+		return -ENOMEM;
+	kref_init(&vm->ref);
+	mutex_init(&vm->lock);
+	init_waitqueue_head(&vm->events_wait);
+	vm->is_protected = type & KVM_VM_TYPE_ARM_PROTECTED;
+	vm->ipa_bits = ipa_bits;
+	vm->memcache = alloc_pages(GFP_KERNEL | __GFP_ZERO, MEMCACHE_ORDER);
+	if (!vm->memcache ||
+	    hyp_call4(CALL_DONATE_HYP, page_to_phys(vm->memcache), MEMCACHE_PAGES, 0, 0) != 0) {
+		if (vm->memcache)
+			__free_pages(vm->memcache, MEMCACHE_ORDER);
+		kfree(vm);
+		return -ENOMEM;
+	}
+	fd = anon_inode_getfd("kvm-vm", &vm_fops, vm, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		kref_put(&vm->ref, vm_free);
+	return fd;
+}
+
+static long kvm_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
+{
+	switch (ioctl) {
+	case KVM_GET_API_VERSION:
+		return arg ? -EINVAL : KVM_API_VERSION_NUMBER;
+	case KVM_CHECK_EXTENSION:
+		return check_extension(arg);
+	case KVM_GET_VCPU_MMAP_SIZE:
+		return arg ? -EINVAL : PAGE_SIZE;
+	case KVM_CREATE_VM:
+		return create_vm(arg);
+	default:
+		return -EINVAL;
+	}
+}
+
+static const struct file_operations kvm_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = kvm_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice kvm_device = {
+	.minor = KVM_MINOR,
+	.name = "kvm",
+	.fops = &kvm_fops,
+	.mode = 0600,
+};
+
+int kvm_dev_register(void)
+{
+	int ret = misc_register(&kvm_device);
+
+	if (ret == 0)
+		pr_info("hyp: /dev/kvm ready (KVM API %d, IPA limit %u bits)\n", KVM_API_VERSION_NUMBER,
+			hyp_ipa_bits());
+	return ret;
+}
+
+void kvm_dev_deregister(void)
+{
+	misc_deregister(&kvm_device);
+}
