@@ -5,6 +5,8 @@
 //! `scripts/lib.sh`, so that the two never drift apart); tests append arguments,
 //! which QEMU lets override the earlier ones.
 
+pub mod conformance;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -6,7 +6,7 @@
 //! ID_AA64DFR0_EL1 says) and what they keep, and the host's own debug
 //! registers untouched by the guest's, for both VM types.
 
-use boot_tests::boot;
+use boot_tests::conformance::{assert_conformance, teardown_lines};
 use std::time::Duration;
 
 /// Generous for TCG on a loaded 2-core machine; a boot takes seconds.
@@ -28,26 +28,13 @@ fn lines(ty: &str) -> Vec<String> {
         format!("[host INFO] ok: software step ({ty}, {RUNS}): add, an MMIO load and an MMIO store (exits to the host), a PSCI call (answered in the hyp) among plain instructions: the load's value, then (ESR_EL1, ELR_EL1 - the first instruction) of each step: Ok((52, [(cf000022, 4), (ce000022, 8), (cf000022, c), (ce000022, 10), (cf000022, 14), (cf000022, 18), (ce000022, 1c), (cf000022, 20)]))"),
         format!("[host INFO] ok: the host's own DBGBVR0, DBGBCR0, DBGWVR0, DBGWCR0 read back as the host set them after every run of the {ty} guest (runs after which they differed: 0)"),
         "[host INFO] ok: the debug VM ends with SYSTEM_OFF (Ok(SystemOff))".into(),
-        "[host INFO] ok: tear the debug VM down".into(),
     ];
-    if ty == "Protected" {
-        lines.push("[host INFO] ok: reclaim the debug VM's page".into());
-    }
+    lines.extend(teardown_lines("debug VM", ty));
     lines
 }
 
 fn conformance_on(gic: u32) {
-    let machine = format!("virt,virtualization=on,gic-version={gic}");
-    let boot = boot(&["-M", &machine, "-smp", "2"], TIMEOUT);
-    let mut expected = lines("NonProtected");
-    expected.extend(lines("Protected"));
-    expected.push("[host INFO] ok: the debug conformance checks' second CPU (1) is off again: 1".into());
-    expected.push("[host INFO] all host checks passed".into());
-    // Each line whole: it ends where the console's line ends.
-    let expected: Vec<String> = expected.into_iter().map(|line| line + "\r\n").collect();
-    let markers: Vec<&str> = expected.iter().map(String::as_str).collect();
-    boot.assert_passed(&markers);
-    boot.assert_absent(&["ERROR", "WARN"]);
+    assert_conformance(gic, TIMEOUT, "debug", lines);
 }
 
 #[test]

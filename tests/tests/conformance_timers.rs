@@ -6,7 +6,7 @@
 //! wake a WFI as the architecture has them, for both VM types, and their
 //! interrupts follow their output level.
 
-use boot_tests::boot;
+use boot_tests::conformance::{assert_conformance, vm_end_lines};
 use std::time::Duration;
 
 /// Generous for TCG on a loaded 2-core machine; a boot takes seconds.
@@ -24,28 +24,12 @@ fn lines(gic: u32, ty: &str) -> Vec<String> {
         ));
     }
     let what = format!("GICv{gic} timer VM");
-    lines.push(format!(
-        "[host INFO] ok: the {what} ends: its other vCPUs with CPU_OFF (None), vCPU 0 with SYSTEM_OFF (Ok(SystemOff))"
-    ));
-    lines.push(format!("[host INFO] ok: tear the {what} down"));
-    if ty == "Protected" {
-        lines.push(format!("[host INFO] ok: reclaim the {what}'s page"));
-    }
+    lines.extend(vm_end_lines(&what, ty));
     lines
 }
 
 fn conformance_on(gic: u32) {
-    let machine = format!("virt,virtualization=on,gic-version={gic}");
-    let boot = boot(&["-M", &machine, "-smp", "2"], TIMEOUT);
-    let mut expected = lines(gic, "NonProtected");
-    expected.extend(lines(gic, "Protected"));
-    expected.push("[host INFO] ok: the timer conformance checks' second CPU (1) is off again: 1".into());
-    expected.push("[host INFO] all host checks passed".into());
-    // Each line whole: it ends where the console's line ends.
-    let expected: Vec<String> = expected.into_iter().map(|line| line + "\r\n").collect();
-    let markers: Vec<&str> = expected.iter().map(String::as_str).collect();
-    boot.assert_passed(&markers);
-    boot.assert_absent(&["ERROR", "WARN"]);
+    assert_conformance(gic, TIMEOUT, "timer", |ty| lines(gic, ty));
 }
 
 #[test]

@@ -3,8 +3,9 @@
  * guest (guests.S), it does what the host tells it, one command at a time, so
  * that the host can check each architectural step and run the vCPU on another
  * physical CPU between steps. A command is two MMIO loads the host answers:
- * CPU_CMD (the operation in bits 7:0, an extra argument in bits 63:32) and
- * CPU_ARG (a value); the result goes to CPU_RESULT with a 64-bit store. If the
+ * REMOTE_CMD (the operation in bits 7:0, an extra argument in bits 63:32)
+ * and REMOTE_ARG (a value; both macros.S's, fetched by `fetch_command`); the
+ * result goes to REMOTE_RESULT with a 64-bit store. If the
  * command's instruction took a synchronous exception, its ESR_EL1 is stored
  * to CPU_TRAPPED first (the handler skips the instruction).
  *
@@ -31,9 +32,6 @@
  * IRQ_FAULT and turns the VM off.
  */
 .section .rodata.guests, "a"
-.set CPU_CMD, 0x68
-.set CPU_ARG, 0x70
-.set CPU_RESULT, 0x78
 .set CPU_BOOT, 0x80
 .set CPU_BOOT_ALT, 0x88
 .set CPU_TRAPPED, 0x90
@@ -65,20 +63,11 @@ guest_start cpu, 4096
     mov     x9, #(3 << 20)          /* CPACR_EL1.FPEN: FP/SIMD at EL1 */
     msr     cpacr_el1, x9
     isb
-3:  ldr     x21, [x20, #CPU_CMD]
-    ldr     x22, [x20, #CPU_ARG]
-    lsr     x23, x21, #32
-    and     x21, x21, #0xff
-    mov     x0, xzr
-    cmp     x21, #CPU_OPS
-    b.hs    4f
-    adr     x9, 5f
-    add     x9, x9, x21, lsl #2
-    br      x9
+3:  fetch_command CPU_OPS, 5f, 4f
 4:  cbz     x26, 6f
     str     x26, [x20, #CPU_TRAPPED]
     mov     x26, xzr
-6:  str     x0, [x20, #CPU_RESULT]
+6:  str     x0, [x20, #REMOTE_RESULT]
     b       3b
 5:  b       10f
     b       11f

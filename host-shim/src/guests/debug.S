@@ -56,16 +56,7 @@ guest_start debug, 4096
     msr     mdscr_el1, x9
     isb
     msr     daifclr, #8
-1:  ldr     x21, [x20, #REMOTE_CMD]
-    ldr     x22, [x20, #REMOTE_ARG]
-    lsr     x23, x21, #32
-    and     x21, x21, #0xff
-    mov     x0, xzr
-    cmp     x21, #DEBUG_OPS
-    b.hs    2f
-    adr     x9, 3f
-    add     x9, x9, x21, lsl #2
-    br      x9
+1:  fetch_command DEBUG_OPS, 3f, 2f
 2:  str     x0, [x20, #REMOTE_RESULT]
     b       1b
 3:  b       10f

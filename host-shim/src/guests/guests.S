@@ -737,24 +737,12 @@ guest_end line
  * The IRQ handler leaves IRQs masked on return. Any other exception reports
  * ESR_EL1 to IRQ_FAULT and turns the VM off.
  */
-.set REMOTE_CMD, 0x68
-.set REMOTE_ARG, 0x70
-.set REMOTE_RESULT, 0x78
 .set REMOTE_OPS, 30
 guest_start remote, 4096
     mov     x25, x0
     mov     x20, #GUEST_UART
     install_vectors guest_remote_start
-1:  ldr     x21, [x20, #REMOTE_CMD]
-    ldr     x22, [x20, #REMOTE_ARG]
-    lsr     x23, x21, #32
-    and     x21, x21, #0xff
-    mov     x0, xzr
-    cmp     x21, #REMOTE_OPS
-    b.hs    2f
-    adr     x9, 3f
-    add     x9, x9, x21, lsl #2
-    br      x9
+1:  fetch_command REMOTE_OPS, 3f, 2f
 2:  str     x0, [x20, #REMOTE_RESULT]
     b       1b
 3:  b       10f

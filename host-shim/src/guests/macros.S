@@ -117,6 +117,36 @@ guest_\name\()_end:
 99:
 .endm
 
+/*
+ * The command registers of the guests the host drives one command at a time
+ * (the remote, debug and CPU conformance guests), UART offsets: the host
+ * answers loads of REMOTE_CMD (the operation in bits 7:0, an argument in bits
+ * 63:32) and REMOTE_ARG (a value); the result goes to REMOTE_RESULT.
+ */
+.set REMOTE_CMD, 0x68
+.set REMOTE_ARG, 0x70
+.set REMOTE_RESULT, 0x78
+
+/*
+ * Fetches the next command (x20 = the guest UART): x21 = its operation, x22
+ * = REMOTE_ARG, x23 = its bits 63:32, x0 = 0 (the result of an operation
+ * that has none); then branches to entry x21 of `table` (one branch
+ * instruction per operation), or to `unknown` if the operation is `ops` or
+ * more. Uses x9.
+ */
+.macro fetch_command ops, table, unknown
+    ldr     x21, [x20, #REMOTE_CMD]
+    ldr     x22, [x20, #REMOTE_ARG]
+    lsr     x23, x21, #32
+    and     x21, x21, #0xff
+    mov     x0, xzr
+    cmp     x21, #\ops
+    b.hs    \unknown
+    adr     x9, \table
+    add     x9, x9, x21, lsl #2
+    br      x9
+.endm
+
 /* The same for a GICv2 distributor (banked SGIs and PPIs). Uses x9, x10. */
 .macro gicv2_open_all
     open_distributor 1, yes

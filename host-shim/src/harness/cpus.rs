@@ -10,6 +10,7 @@
 use crate::harness::arch::secondary_entry;
 use crate::harness::hypercall;
 use crate::harness::platform::{HostPlatform, MAX_CPUS};
+use crate::harness::report::check;
 use crate::harness::scratch::PageAligned;
 use aarch64_cpu::registers::{CurrentEL, Readable, MPIDR_EL1};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -240,4 +241,33 @@ pub fn turn_off(platform: &HostPlatform, cpu: usize, mpidr: u64) -> (bool, i64) 
         core::hint::spin_loop();
     }
     (acknowledged, state)
+}
+
+/// PSCI ALREADY_ON: CPU_ON of a CPU that is running.
+const PSCI_ALREADY_ON: i64 = -4;
+
+/// A second CPU for a suite's vCPUs to move to, if the board has one:
+/// (index, MPIDR, whether it was started here rather than already running
+/// the shim).
+pub fn start_second_cpu(platform: &HostPlatform) -> Option<(usize, u64, bool)> {
+    if !platform.psci {
+        return None;
+    }
+    let (cpu, mpidr) = secondaries(platform).next()?;
+    match start_cpu(platform, cpu, mpidr) {
+        Ok(()) => Some((cpu, mpidr, true)),
+        Err(PSCI_ALREADY_ON) => Some((cpu, mpidr, false)),
+        Err(_) => None,
+    }
+}
+
+/// Turns the second CPU of [`start_second_cpu`] off again if it was started
+/// there, checked on a line of "the `checks` checks"; true if it is off (or
+/// was not started there).
+pub fn turn_off_second_cpu(platform: &HostPlatform, second: Option<(usize, u64, bool)>, checks: &str) -> bool {
+    let Some((cpu, mpidr, true)) = second else {
+        return true;
+    };
+    let (acknowledged, state) = turn_off(platform, cpu, mpidr);
+    check!(acknowledged && state == AFFINITY_OFF, "the {checks} checks' second CPU ({cpu}) is off again: {state}")
 }

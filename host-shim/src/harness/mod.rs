@@ -20,6 +20,7 @@ pub mod ipi_guest;
 pub mod mmio;
 pub mod platform;
 pub mod probe;
+pub mod remote_guest;
 pub mod report;
 pub mod scratch;
 pub mod vcpu_cpus;

@@ -45,6 +45,16 @@ pub fn tear_down(handle: u64, what: &str) -> bool {
     check!(hypercall::vm_teardown(handle).is_ok(), "tear the {what} down")
 }
 
+/// Tears the VM `what` down ([`tear_down`]) and, a protected one, takes its
+/// page at [`GUEST_ENTRY`] back; true if all of it passed.
+pub fn tear_down_and_reclaim(handle: u64, ty: VmType, what: &str) -> bool {
+    let mut passed = tear_down(handle, what);
+    if ty == VmType::Protected {
+        passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the {what}'s page");
+    }
+    passed
+}
+
 /// `VCPU_RUN`, counting exits.
 pub fn run_vcpu(handle: u64, vcpu: u64, value: u64) -> Result<Exit, HypError> {
     let exit = hypercall::vcpu_run(handle, vcpu, value)?;

@@ -25,35 +25,29 @@
 //! - Active state: GICD_ISACTIVER/ICACTIVER (and GICR_ISACTIVER0) show the
 //!   interrupts a vCPU acknowledged and has not ended, to it and to others.
 
-use crate::guests::{self, load, GUEST_ENTRY, GUEST_UART};
+use crate::guests::{self, load, GUEST_UART};
 use crate::harness::arch::hvc_keeping_fp;
-use crate::harness::cpus::{self, own_index, post, secondaries, wait_for};
+use crate::harness::cpus::{own_index, post, start_second_cpu, turn_off_second_cpu, wait_for};
 use crate::harness::gic::{self, GicConfig};
 use crate::harness::hypercall;
 use crate::harness::platform::HostPlatform;
+use crate::harness::remote_guest::{check_vm_ends, decode, Cpus, Failure, ARG, CMD, FAULT, MAX_RUNS, RESULT};
 use crate::harness::report::check;
-use crate::harness::vms::{create_ready, run_vcpu, tear_down};
+use crate::harness::vms::{create_ready, run_vcpu};
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use hyp_abi::{
-    Exit, HostCall, HypError, RunFlags, VmType, GUEST_GICV2_CPU_INTERFACE as GICC, GUEST_GICV3_REDISTRIBUTORS as GICR,
+    Exit, HostCall, RunFlags, VmType, GUEST_GICV2_CPU_INTERFACE as GICC, GUEST_GICV3_REDISTRIBUTORS as GICR,
     GUEST_GIC_DISTRIBUTOR as GICD,
 };
 
-/// The guest's registers (`CPU_*` in cpu.S) and its fault report.
-const CMD: u64 = GUEST_UART + 0x68;
-const ARG: u64 = GUEST_UART + 0x70;
-const RESULT: u64 = GUEST_UART + 0x78;
+/// The guest's own registers (`CPU_*` in cpu.S); its command registers and
+/// fault report are `remote_guest`'s.
 const BOOT: u64 = GUEST_UART + 0x80;
 const BOOT_ALT: u64 = GUEST_UART + 0x88;
 const TRAPPED: u64 = GUEST_UART + 0x90;
-const FAULT: u64 = GUEST_UART + 0x40;
-/// Runs of one command before the guest is declared stuck.
-const MAX_RUNS: usize = 64;
 /// The context vCPU 0 starts with.
 const CONTEXT: u64 = 0xc0;
-/// PSCI statuses.
-const PSCI_ALREADY_ON: i64 = -4;
 /// ISR_EL1.I: a virtual IRQ is pending.
 const ISR_I: u64 = 1 << 7;
 /// The SPIs of these checks.
@@ -150,33 +144,15 @@ const FEATURES: [Feature; 14] = [
 /// The GICv3 CPU interface: PFR0.GIC, ICC_SRE_EL1.
 const GIC_FEATURE: Feature = Feature { name: "GICv3 CPU interface (PFR0.GIC)", fields: &[(PFR0, 24)], probes: &[18] };
 
-/// Why a step did not give its result.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Failure {
-    Run(HypError),
-    /// An exit the step did not expect.
-    Unexpected(Exit),
-    /// The guest took an exception it did not expect (its ESR_EL1).
-    Fault(u64),
-    /// No answer (the other CPU, or too many runs).
-    Lost,
-}
+/// PSCI ALREADY_ON.
+const PSCI_ALREADY_ON: i64 = -4;
 
-/// The CPUs the vCPUs run on: this one, and another if there is one.
-#[derive(Clone, Copy)]
-struct Cpus {
-    own: usize,
-    /// (index, MPIDR, whether this suite started it).
-    other: Option<(usize, u64, bool)>,
-}
-
-impl Cpus {
-    fn describe(&self) -> &'static str {
-        if self.other.is_some() {
-            "the vCPUs on alternate CPUs"
-        } else {
-            "one CPU"
-        }
+/// How the checks' lines say where the vCPUs ran.
+fn vcpus_placement(cpus: &Cpus) -> &'static str {
+    if cpus.other.is_some() {
+        "the vCPUs on alternate CPUs"
+    } else {
+        "one CPU"
     }
 }
 
@@ -494,24 +470,8 @@ impl Guest {
         self.host_fp = None;
         let off = on.iter().map(|&vcpu| self.power_off(vcpu, Op::CpuOff)).find(|exit| *exit != Ok(Exit::CpuOff));
         let end = self.power_off(0, Op::SystemOff);
-        let mut passed = check!(
-            off.is_none() && end == Ok(Exit::SystemOff),
-            "the {what} ends: its other vCPUs with CPU_OFF ({off:?}), vCPU 0 with SYSTEM_OFF ({end:?})"
-        );
         let what = core::str::from_utf8(&what.bytes[..what.len]).unwrap_or("?");
-        passed &= tear_down(self.handle, what);
-        if ty == VmType::Protected {
-            passed &= check!(hypercall::vm_reclaim(self.handle, GUEST_ENTRY, 1).is_ok(), "reclaim the {what}'s page");
-        }
-        passed
-    }
-}
-
-/// An exit from `VCPU_RUN`'s registers.
-fn decode(regs: [u64; 4]) -> Result<Exit, Failure> {
-    match hyp_abi::decode_result(regs) {
-        Ok(exit) => Exit::decode(exit).ok_or(Failure::Lost),
-        Err(error) => Err(error.map_or(Failure::Lost, Failure::Run)),
+        check_vm_ends(self.handle, ty, what, off, end)
     }
 }
 
@@ -537,7 +497,7 @@ pub fn run_all(platform: &HostPlatform, pa: u64, second_pa: u64) -> bool {
     if guests::cpu().len() > 0x1000 {
         return check!(false, "the CPU conformance guest's code runs into its vectors: {:#x}", guests::cpu().len());
     }
-    let cpus = Cpus { own: own_index(platform), other: second_cpu(platform) };
+    let cpus = Cpus { own: own_index(platform), other: start_second_cpu(platform) };
     let mut passed = true;
     for ty in [VmType::NonProtected, VmType::Protected] {
         passed &= id_registers_and_traps(pa, ty, v2, cpus);
@@ -546,28 +506,7 @@ pub fn run_all(platform: &HostPlatform, pa: u64, second_pa: u64) -> bool {
         passed &= wfi_wake_ups(pa, ty, v2, cpus);
         passed &= active_state(pa, ty, v2, cpus);
     }
-    if let Some((cpu, mpidr, true)) = cpus.other {
-        let (acknowledged, state) = cpus::turn_off(platform, cpu, mpidr);
-        passed &= check!(
-            acknowledged && state == cpus::AFFINITY_OFF,
-            "the CPU conformance checks' second CPU ({cpu}) is off again: {state}"
-        );
-    }
-    passed
-}
-
-/// A second CPU for the vCPUs to move to: started here (or already running
-/// the shim), if the board has one.
-fn second_cpu(platform: &HostPlatform) -> Option<(usize, u64, bool)> {
-    if !platform.psci {
-        return None;
-    }
-    let (cpu, mpidr) = secondaries(platform).next()?;
-    match cpus::start_cpu(platform, cpu, mpidr) {
-        Ok(()) => Some((cpu, mpidr, true)),
-        Err(PSCI_ALREADY_ON) => Some((cpu, mpidr, false)),
-        Err(_) => None,
-    }
+    passed & turn_off_second_cpu(platform, cpus.other, "CPU conformance")
 }
 
 fn gic_name(v2: bool) -> &'static str {
@@ -666,7 +605,7 @@ fn id_registers_and_traps(pa: u64, ty: VmType, v2: bool, cpus: Cpus) -> bool {
     let mut passed = check!(
         trapped == 0 && ids[0] == ids[1],
         "{gic} ID registers ({ty:?}, {}): all {ID_REGISTERS} of the ID space read without an exception ({trapped} took one), the same on both vCPUs ({}):{listing}",
-        cpus.describe(),
+        vcpus_placement(&cpus),
         ids[0] == ids[1]
     );
     let field = |(register, shift): Field| ids[0][register] >> shift & 0xf;
@@ -731,7 +670,7 @@ fn fp_simd_across_vcpus(pa: u64, second_pa: u64, ty: VmType, v2: bool, cpus: Cpu
     let passed = check!(
         seen == Ok(([0; 6], [0; 2])),
         "{gic} FP/SIMD ({ty:?}, {}): vCPUs 0 and 1 of a VM and vCPU 0 of another each read back their own V0..V31, FPCR and FPSR, twice (registers that differ), and the host's own FP/SIMD registers survive every run (on each CPU): {seen:x?}",
-        cpus.describe()
+        vcpus_placement(&cpus)
     );
     let ended = first.finish(ty, &[1], gic, "FP/SIMD");
     passed & ended & second.finish(ty, &[], gic, "second FP/SIMD")
@@ -798,7 +737,7 @@ fn psci_power_states(pa: u64, ty: VmType, v2: bool, cpus: Cpus) -> bool {
     let passed = check!(
         seen == Ok(expected),
         "{gic} PSCI ({ty:?}, {}): AFFINITY_INFO of vCPU 1 and of no vCPU, CPU_ON of no vCPU (Aff0 2, Aff1 1), unaligned and outside memory; CPU_ON, AFFINITY_INFO, CPU_ON again while pending; vCPU 1's entry and context; AFFINITY_INFO, CPU_ON of vCPU 1 and of vCPU 0 itself once on; AFFINITY_INFO polled while vCPU 1 turns off elsewhere, CPU_ON at the other entry; its entry and context, AFFINITY_INFO: {seen:?}",
-        cpus.describe()
+        vcpus_placement(&cpus)
     );
     passed & vm.finish(ty, &[1], gic, "PSCI")
 }
@@ -862,7 +801,7 @@ fn wfi_wake_ups(pa: u64, ty: VmType, v2: bool, cpus: Cpus) -> bool {
     let passed = check!(
         seen == Ok(expected),
         "{gic} WFI with IRQs masked ({ty:?}, {}): with SPI 40 pending (ISR_EL1, WFI exits, acknowledged); vCPU 0 in WFI (on the other CPU where there is one) seen ON by vCPU 1 (AFFINITY_INFO, CPU_ON), woken by its SGI 5 (status, ISR_EL1, WFI exits, acknowledged), then by SPI 40 from the host: {seen:?}",
-        cpus.describe()
+        vcpus_placement(&cpus)
     );
     passed & vm.finish(ty, &[1], gic, "WFI")
 }
@@ -939,7 +878,7 @@ fn active_state(pa: u64, ty: VmType, v2: bool, cpus: Cpus) -> bool {
     let passed = check!(
         seen == Ok(expected),
         "{gic} active state ({ty:?}, {}): vCPU 0 acknowledges SPI 40 and SGI 3; its GICD_ISACTIVER1, ICACTIVER1, {} and vCPU 1's GICD_ISACTIVER1; vCPU 1's view of vCPU 0's SGIs, then after both ended GICD_ISACTIVER1 and the SGIs' again: {seen:x?}",
-        cpus.describe(),
+        vcpus_placement(&cpus),
         if v2 { "GICD_ISACTIVER0" } else { "GICR_ISACTIVER0" }
     );
     passed & vm.finish(ty, &[1], gic, "active-state")

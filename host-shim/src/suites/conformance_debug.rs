@@ -16,31 +16,23 @@
 //! fire in the guest either, and must read back as the shim set them after
 //! every guest run, of a protected guest too.
 
-use crate::guests::{self, load, DebugGuestLayout, GUEST_ENTRY, GUEST_UART, GUEST_UART_STATUS, STATUS_ANSWER};
+use crate::guests::{self, load, DebugGuestLayout, GUEST_UART, GUEST_UART_STATUS, STATUS_ANSWER};
 use crate::harness::arch::{debug_point0, set_debug_point0};
-use crate::harness::cpus::{self, own_index, post, secondaries, wait_for};
-use crate::harness::hypercall;
+use crate::harness::cpus::{own_index, start_second_cpu, turn_off_second_cpu};
 use crate::harness::platform::HostPlatform;
+use crate::harness::remote_guest::{run_on_other_cpu, Failure, ARG, CMD, FAULT, MAX_RUNS, RESULT};
 use crate::harness::report::check;
-use crate::harness::vms::{create_ready, run_vcpu, tear_down};
-use hyp_abi::{Exit, HypError, VmType};
+use crate::harness::vms::{create_ready, run_vcpu, tear_down_and_reclaim};
+use hyp_abi::{Exit, VmType};
 
-/// The guest's command registers (`REMOTE_*` in guests.S), its fault report
-/// and its debug-exception reports (`DEBUG_*` in debug.S).
-const CMD: u64 = GUEST_UART + 0x68;
-const ARG: u64 = GUEST_UART + 0x70;
-const RESULT: u64 = GUEST_UART + 0x78;
-const FAULT: u64 = GUEST_UART + 0x40;
+/// The guest's debug-exception reports (`DEBUG_*` in debug.S); its command
+/// registers and fault report are `remote_guest`'s.
 const REPORT_ESR: u64 = GUEST_UART + 0x80;
 const REPORT_FAR: u64 = GUEST_UART + 0x88;
 const REPORT_ELR: u64 = GUEST_UART + 0x90;
 const SCRATCH: u64 = GUEST_UART + 0x98;
-/// Runs of one command before the guest is declared stuck.
-const MAX_RUNS: usize = 64;
 /// Debug exceptions one command may report.
 const MAX_REPORTS: usize = 12;
-/// PSCI ALREADY_ON.
-const PSCI_ALREADY_ON: i64 = -4;
 
 /// MDSCR_EL1.MDE (15) and KDE (13): breakpoints, watchpoints and step taken at EL1.
 const MDSCR_MDE_KDE: u64 = 1 << 15 | 1 << 13;
@@ -80,18 +72,6 @@ enum Kind {
     Wcr = 3,
 }
 
-/// Why a step did not give its result.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Failure {
-    Run(HypError),
-    /// An exit the step did not expect.
-    Unexpected(Exit),
-    /// The guest took an exception it does not handle (its ESR_EL1).
-    Fault(u64),
-    /// No answer (the other CPU, or too many runs or reports).
-    Lost,
-}
-
 /// One debug exception the guest reported: ESR_EL1, FAR_EL1 (watchpoints
 /// only), ELR_EL1.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -112,11 +92,6 @@ impl Reports {
     fn as_slice(&self) -> &[Report] {
         &self.taken[..self.count]
     }
-}
-
-/// `VCPU_RUN` as another CPU's job: `[handle, vcpu, value]`.
-fn run_job(_cpu: usize, [handle, vcpu, value]: [u64; 3]) -> [u64; 4] {
-    hyp_abi::encode_result(hypercall::vcpu_run(handle, vcpu, value).map(Exit::encode))
 }
 
 /// The debug guest's VM (one vCPU), run on this CPU and another in turn.
@@ -149,12 +124,7 @@ impl DebugVm {
         if cpu == self.own {
             return run_vcpu(self.handle, 0, value).map_err(Failure::Run);
         }
-        post(cpu, run_job, [self.handle, 0, value]);
-        let regs = wait_for(cpu).ok_or(Failure::Lost)?;
-        match hyp_abi::decode_result(regs) {
-            Ok(exit) => Exit::decode(exit).ok_or(Failure::Lost),
-            Err(error) => Err(error.map_or(Failure::Lost, Failure::Run)),
-        }
+        run_on_other_cpu(cpu, self.handle, 0, value)
     }
 
     /// `op` with `arg` (bits 63:32 of the command) and `value`: its result
@@ -225,12 +195,8 @@ impl DebugVm {
             }
             Err(Failure::Lost)
         })();
-        let mut passed = check!(end == Ok(Exit::SystemOff), "the {what} ends with SYSTEM_OFF ({end:?})");
-        passed &= tear_down(self.handle, what);
-        if ty == VmType::Protected {
-            passed &= check!(hypercall::vm_reclaim(self.handle, GUEST_ENTRY, 1).is_ok(), "reclaim the {what}'s page");
-        }
-        passed
+        let passed = check!(end == Ok(Exit::SystemOff), "the {what} ends with SYSTEM_OFF ({end:?})");
+        passed & tear_down_and_reclaim(self.handle, ty, what)
     }
 }
 
@@ -239,7 +205,7 @@ impl DebugVm {
 pub fn run_all(platform: &HostPlatform, pa: u64) -> bool {
     let layout = guests::debug_layout();
     let own = own_index(platform);
-    let other = second_cpu(platform);
+    let other = start_second_cpu(platform);
     let steps = if other.is_some() { "the vCPU on another CPU at every run" } else { "one CPU" };
     let saved = debug_point0();
     let points = host_points(&layout);
@@ -249,28 +215,7 @@ pub fn run_all(platform: &HostPlatform, pa: u64) -> bool {
         passed &= debug_checks(ty, pa, own, other.map(|(cpu, ..)| cpu), &layout, points, steps);
     }
     set_debug_point0(saved);
-    if let Some((cpu, mpidr, true)) = other {
-        let (acknowledged, state) = cpus::turn_off(platform, cpu, mpidr);
-        passed &= check!(
-            acknowledged && state == cpus::AFFINITY_OFF,
-            "the debug conformance checks' second CPU ({cpu}) is off again: {state}"
-        );
-    }
-    passed
-}
-
-/// A second CPU for the vCPU to move to: started here (or already running
-/// the shim), if the board has one.
-fn second_cpu(platform: &HostPlatform) -> Option<(usize, u64, bool)> {
-    if !platform.psci {
-        return None;
-    }
-    let (cpu, mpidr) = secondaries(platform).next()?;
-    match cpus::start_cpu(platform, cpu, mpidr) {
-        Ok(()) => Some((cpu, mpidr, true)),
-        Err(PSCI_ALREADY_ON) => Some((cpu, mpidr, false)),
-        Err(_) => None,
-    }
+    passed & turn_off_second_cpu(platform, other, "debug conformance")
 }
 
 /// (ID_AA64DFR0_EL1's breakpoints, watchpoints, context comparators), and

@@ -3,7 +3,7 @@
 //! hardware's, CNTV_*, PPI 27) and the EL1 physical timer (emulated by the
 //! hyp, CNTP_*, PPI 30), each checked the same way, as an outside
 //! conformance suite would. The remote guest of the GIC checks
-//! (`conformance_gic`, `guest_remote` in guests.S) does one timer-register
+//! (`harness::remote_guest`, `guest_remote` in guests.S) does one timer-register
 //! access, pending-register read, WFI or interrupt wait at a time for the
 //! host; with a second CPU each step runs on the other CPU than the one
 //! before.
@@ -18,10 +18,10 @@
 //! timer armed ends at its deadline (for the physical timer, exactly its
 //! compare value, a physical count) and the interrupt is taken.
 
-use super::conformance_gic::{second_cpu, Cpus, Failure, Op, Remote, ARG, FAULT, MAX_RUNS, RESULT, SPURIOUS};
-use crate::harness::cpus::{self, own_index};
+use crate::harness::cpus::{own_index, start_second_cpu, turn_off_second_cpu};
 use crate::harness::gic::GicConfig;
 use crate::harness::platform::HostPlatform;
+use crate::harness::remote_guest::{Cpus, Failure, Op, Remote, ARG, CMD, FAULT, MAX_RUNS, RESULT, SPURIOUS};
 use crate::harness::report::check;
 use hyp_abi::{Exit, VmType, GUEST_GICV3_REDISTRIBUTORS as GICR, GUEST_GIC_DISTRIBUTOR as GICD};
 
@@ -90,19 +90,12 @@ pub fn run_all(platform: &HostPlatform, pa: u64) -> bool {
         return true;
     };
     let v2 = matches!(gic, GicConfig::V2 { .. });
-    let cpus = Cpus { own: own_index(platform), other: second_cpu(platform) };
+    let cpus = Cpus { own: own_index(platform), other: start_second_cpu(platform) };
     let mut passed = true;
     for ty in [VmType::NonProtected, VmType::Protected] {
         passed &= timers(pa, ty, v2, cpus);
     }
-    if let Some((cpu, mpidr, true)) = cpus.other {
-        let (acknowledged, state) = cpus::turn_off(platform, cpu, mpidr);
-        passed &= check!(
-            acknowledged && state == cpus::AFFINITY_OFF,
-            "the timer conformance checks' second CPU ({cpu}) is off again: {state}"
-        );
-    }
-    passed
+    passed & turn_off_second_cpu(platform, cpus.other, "timer conformance")
 }
 
 /// Both timers of one vCPU of a VM of type `ty`.
@@ -209,7 +202,7 @@ fn wfi(vm: &mut Remote) -> Result<u64, Failure> {
     for _ in 0..MAX_RUNS {
         match vm.run(0, 0)? {
             Exit::Mmio { ipa: RESULT, .. } => {
-                vm.until(0, 0, super::conformance_gic::CMD)?;
+                vm.until(0, 0, CMD)?;
                 vm.step += 1;
                 return deadline.ok_or(Failure::Lost);
             }
