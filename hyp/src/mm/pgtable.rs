@@ -450,7 +450,50 @@ where
     }
 
     /// The entry that translates `address`: one walk, whatever it finds.
+    ///
+    /// A table with one root page (every stage-2 and stage-1 table the hyp
+    /// builds) is walked here directly, one descriptor per level: a guest's
+    /// MMIO abort asks this once, and `walk_range`'s general walk cost it 161
+    /// instructions (`docs/performance.md`, issue 23).
     pub fn entry_at(&self, address: usize) -> Entry<R::Attributes> {
+        if self.root_level > LEAF_LEVEL || self.limit > granule(self.root_level) * ENTRIES {
+            return self.entry_at_walked(address);
+        }
+        let page = address & !(PAGE_SIZE - 1);
+        if page >= self.limit {
+            return Entry::Empty;
+        }
+        let mut table = self.root_address();
+        let mut level = self.root_level;
+        loop {
+            let index = (page / granule(level)) % ENTRIES;
+            // SAFETY: As in `leaf_entries`: `table` is a table page of this
+            // mapping (its root, or the output address of one of its table
+            // descriptors), identity-mapped and page aligned, so entry
+            // `index` < 512 lies inside it; descriptors are only ever accessed
+            // atomically; `&self` keeps the page from being freed.
+            let descriptor = unsafe { &*(table as *const AtomicUsize).add(index) }.load(Ordering::Acquire);
+            if level < LEAF_LEVEL && descriptor & TABLE_DESCRIPTOR == TABLE_DESCRIPTOR {
+                table = descriptor & OUTPUT_ADDRESS;
+                level += 1;
+                continue;
+            }
+            let flags = R::Attributes::from_bits_retain(descriptor & !OUTPUT_ADDRESS);
+            return if flags.contains(R::Attributes::VALID) {
+                let size = granule(level);
+                let start = page & !(size - 1);
+                let attributes = flags - R::Attributes::TABLE_OR_PAGE - R::Attributes::VALID;
+                Entry::Mapped(Leaf { start, end: start + size, pa: descriptor & OUTPUT_ADDRESS, level, attributes })
+            } else if descriptor != 0 {
+                Entry::Marked(flags)
+            } else {
+                Entry::Empty
+            };
+        }
+    }
+
+    /// [`PgTable::entry_at`] through `walk_range` (a concatenated root).
+    fn entry_at_walked(&self, address: usize) -> Entry<R::Attributes> {
         let page = address & !(PAGE_SIZE - 1);
         let Ok(region) = self.check_range(page, page + PAGE_SIZE) else {
             return Entry::Empty;

@@ -252,19 +252,19 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
             let timer_deadline = if trap.esr.is_wfe() { 0 } else { u64::MAX };
             Outcome::ToHost { exit: Exit::Wfi { timer_deadline }, pending_read: None }
         }
-        // (Checked in this order so that the common abort, which is not at a
-        // lost page, pays for one walk only.)
-        ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower
-            if ipa_kind(trap.ipa) == IpaKind::Lost && trap.esr.hpfar_valid() =>
-        {
-            let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
-            Outcome::ToHost { exit: Exit::Fatal { esr, address }, pending_read: None }
-        }
-        ExceptionClass::DataAbortLower => {
+        // One stage-2 walk answers both questions an abort asks: is its IPA
+        // a lost page, is it the VM's memory.
+        ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => {
+            let kind = ipa_kind(trap.ipa);
+            if kind == IpaKind::Lost && trap.esr.hpfar_valid() {
+                let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
+                return Outcome::ToHost { exit: Exit::Fatal { esr, address }, pending_read: None };
+            }
             // (A translation fault's HPFAR_EL2 holds its IPA: `Esr::hpfar_valid`.)
             let translation = matches!(trap.esr.fault_status(), 0x04..=0x07);
+            let data = trap.esr.class() == ExceptionClass::DataAbortLower;
             match decode_mmio(trap.esr) {
-                Some(access) if translation && ipa_kind(trap.ipa) == IpaKind::Other => {
+                Some(access) if data && translation && kind == IpaKind::Other => {
                     if access.write {
                         let reg = usize::from(access.register);
                         let value = if reg == 31 { 0 } else { store_value(access, ctx.gprs.x[reg]) };
@@ -281,10 +281,6 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
                     Outcome::Injected
                 }
             }
-        }
-        ExceptionClass::InstructionAbortLower => {
-            inject_abort(ctx, &trap);
-            Outcome::Injected
         }
         _ => {
             inject_undefined(ctx);
