@@ -45,6 +45,11 @@ impl VmView for View {
     fn id_register(&self, _: hyp_fuzz::arch::sysreg::SysReg) -> u64 {
         u64::from(self.kind) * 0x0101_0101_0101_0101
     }
+    /// Whatever the fuzzer chose: the guest reads it back masked.
+    fn cpacr(&self) -> u64 {
+        u64::from(self.kind) * 0x0101_0101_0101_0101
+    }
+    fn set_cpacr(&self, _: u64) {}
     fn gicv3(&self) -> bool {
         self.kind & 1 != 0
     }

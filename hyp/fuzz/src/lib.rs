@@ -8,6 +8,9 @@
 #[path = "../../src/arch/context.rs"]
 #[doc(hidden)]
 pub mod arch_context;
+#[path = "../../src/arch/debug.rs"]
+#[doc(hidden)]
+pub mod arch_debug;
 #[path = "../../src/arch/esr.rs"]
 #[doc(hidden)]
 pub mod arch_esr;
@@ -45,6 +48,7 @@ pub mod vm_vgic_mmio;
 /// `crate::arch::...` as the hyp names these modules.
 pub mod arch {
     pub use super::arch_context as context;
+    pub use super::arch_debug as debug;
     pub use super::arch_esr as esr;
     pub use super::arch_list_registers as list_registers;
     pub use super::arch_phys_timer as phys_timer;
