@@ -382,6 +382,34 @@ where
         self.mapping.translation().underflows.try_borrow().map_or(0, |u| *u)
     }
 
+    /// The walk of a table with one root page to `address`, one descriptor
+    /// per level, following table descriptors: the table that holds the
+    /// entry where it stops (a leaf, an invalid entry, or the last level),
+    /// its level, and the descriptor. `None` for a concatenated root (the
+    /// crate's walk serves those) or an address beyond the table.
+    fn descriptor_at(&self, address: usize) -> Option<(usize, usize, usize)> {
+        if self.root_level > LEAF_LEVEL || self.limit > granule(self.root_level) * ENTRIES || address >= self.limit {
+            return None;
+        }
+        let mut table = self.root_address();
+        let mut level = self.root_level;
+        loop {
+            let index = (address / granule(level)) % ENTRIES;
+            // SAFETY: `table` is a table page of this mapping (its root, or
+            // the output address of one of its table descriptors),
+            // identity-mapped and page aligned, so entry `index` < 512 lies
+            // inside it; descriptors are only ever accessed atomically;
+            // `&self` keeps the page from being freed.
+            let descriptor = unsafe { &*(table as *const AtomicUsize).add(index) }.load(Ordering::Acquire);
+            if level < LEAF_LEVEL && descriptor & TABLE_DESCRIPTOR == TABLE_DESCRIPTOR {
+                table = descriptor & OUTPUT_ADDRESS;
+                level += 1;
+            } else {
+                return Some((table, level, descriptor));
+            }
+        }
+    }
+
     /// The last-level table entries of `[start, end)`, when the range lies
     /// inside one last-level table without covering it whole and the walk to
     /// that table meets only table descriptors: the case of the direct
@@ -389,30 +417,17 @@ where
     fn leaf_entries(&self, start: usize, end: usize) -> Option<LeafEntries<'_>> {
         let window = granule(LEAF_LEVEL - 1);
         let first_page = start & !(window - 1);
-        // One root page (no concatenated root), a range in one window, not all of it.
-        if self.root_level >= LEAF_LEVEL
-            || self.limit > granule(self.root_level) * ENTRIES
-            || end > first_page + window
-            || end - start >= window
-        {
+        // A range in one window, not all of it (`descriptor_at` refuses a
+        // concatenated root).
+        if self.root_level >= LEAF_LEVEL || end > first_page + window || end - start >= window {
             return None;
         }
-        let mut table = self.root_address();
-        for level in self.root_level..LEAF_LEVEL {
-            let index = (start / granule(level)) % ENTRIES;
-            // SAFETY: `table` is a table page of this mapping (its root, or the
-            // output address of a table descriptor of it), identity-mapped and
-            // page aligned, so entry `index` < 512 lies inside it; the
-            // descriptors are only ever accessed atomically; `&self` keeps
-            // the page from being freed.
-            let descriptor = unsafe { &*(table as *const AtomicUsize).add(index) }.load(Ordering::Acquire);
-            if descriptor & TABLE_DESCRIPTOR != TABLE_DESCRIPTOR {
-                return None;
-            }
-            table = descriptor & OUTPUT_ADDRESS;
+        let (table, level, _) = self.descriptor_at(start)?;
+        if level != LEAF_LEVEL {
+            return None;
         }
-        // SAFETY: As above: a last-level table page of this mapping, 512
-        // descriptors, borrowed for as long as `&self`.
+        // SAFETY: As in `descriptor_at`: a last-level table page of this
+        // mapping, 512 descriptors, borrowed for as long as `&self`.
         let entries = unsafe { core::slice::from_raw_parts(table as *const AtomicUsize, ENTRIES) };
         Some(LeafEntries { table: entries, first: (start / PAGE_SIZE) % ENTRIES, count: (end - start) / PAGE_SIZE })
     }
@@ -456,39 +471,23 @@ where
     /// MMIO abort asks this once, and `walk_range`'s general walk cost it 161
     /// instructions (`docs/performance.md`, issue 23).
     pub fn entry_at(&self, address: usize) -> Entry<R::Attributes> {
+        let page = address & !(PAGE_SIZE - 1);
         if self.root_level > LEAF_LEVEL || self.limit > granule(self.root_level) * ENTRIES {
             return self.entry_at_walked(address);
         }
-        let page = address & !(PAGE_SIZE - 1);
-        if page >= self.limit {
+        let Some((_, level, descriptor)) = self.descriptor_at(page) else {
             return Entry::Empty;
-        }
-        let mut table = self.root_address();
-        let mut level = self.root_level;
-        loop {
-            let index = (page / granule(level)) % ENTRIES;
-            // SAFETY: As in `leaf_entries`: `table` is a table page of this
-            // mapping (its root, or the output address of one of its table
-            // descriptors), identity-mapped and page aligned, so entry
-            // `index` < 512 lies inside it; descriptors are only ever accessed
-            // atomically; `&self` keeps the page from being freed.
-            let descriptor = unsafe { &*(table as *const AtomicUsize).add(index) }.load(Ordering::Acquire);
-            if level < LEAF_LEVEL && descriptor & TABLE_DESCRIPTOR == TABLE_DESCRIPTOR {
-                table = descriptor & OUTPUT_ADDRESS;
-                level += 1;
-                continue;
-            }
-            let flags = R::Attributes::from_bits_retain(descriptor & !OUTPUT_ADDRESS);
-            return if flags.contains(R::Attributes::VALID) {
-                let size = granule(level);
-                let start = page & !(size - 1);
-                let attributes = flags - R::Attributes::TABLE_OR_PAGE - R::Attributes::VALID;
-                Entry::Mapped(Leaf { start, end: start + size, pa: descriptor & OUTPUT_ADDRESS, level, attributes })
-            } else if descriptor != 0 {
-                Entry::Marked(flags)
-            } else {
-                Entry::Empty
-            };
+        };
+        let flags = R::Attributes::from_bits_retain(descriptor & !OUTPUT_ADDRESS);
+        if flags.contains(R::Attributes::VALID) {
+            let size = granule(level);
+            let start = page & !(size - 1);
+            let attributes = flags - R::Attributes::TABLE_OR_PAGE - R::Attributes::VALID;
+            Entry::Mapped(Leaf { start, end: start + size, pa: descriptor & OUTPUT_ADDRESS, level, attributes })
+        } else if descriptor != 0 {
+            Entry::Marked(flags)
+        } else {
+            Entry::Empty
         }
     }
 
