@@ -148,10 +148,7 @@ void vm_free(struct kref *ref)
 		free_page((unsigned long)vm->vcpus[i]->run);
 		kfree(vm->vcpus[i]);
 	}
-	if (hyp_call4(CALL_RECLAIM_HYP, page_to_phys(vm->memcache), MEMCACHE_PAGES, 0, 0) == 0)
-		__free_pages(vm->memcache, MEMCACHE_ORDER);
-	else
-		pr_warn("kvm: memcache not returned by the hyp; its pages stay out of use\n");
+	memcache_client_end();
 	kfree(vm);
 }
 
@@ -787,11 +784,7 @@ static long create_vm(unsigned long type)
 	kvm_eventfd_init(vm);
 	vm->is_protected = type & KVM_VM_TYPE_ARM_PROTECTED;
 	vm->ipa_bits = ipa_bits;
-	vm->memcache = alloc_pages(GFP_KERNEL | __GFP_ZERO, MEMCACHE_ORDER);
-	if (!vm->memcache ||
-	    hyp_call4(CALL_DONATE_HYP, page_to_phys(vm->memcache), MEMCACHE_PAGES, 0, 0) != 0) {
-		if (vm->memcache)
-			__free_pages(vm->memcache, MEMCACHE_ORDER);
+	if (memcache_client_start() != 0) {
 		kfree(vm);
 		return -ENOMEM;
 	}

@@ -114,7 +114,6 @@ struct kvm_vm_state {
 	u64 handle;
 	/* Its creation failed: the VM is torn down, its slots released; it answers -EIO. */
 	bool dead;
-	struct page *memcache;
 	struct kvm_slot slots[MAX_SLOTS];
 	unsigned long pinned;
 	struct kvm_vcpu_state *vcpus[MAX_VCPUS];
