@@ -276,7 +276,15 @@ static long vcpu_one_reg(struct kvm_vcpu_state *vcpu, unsigned int ioctl, void _
 	if (ioctl == KVM_SET_ONE_REG && get_user(value, value_ptr))
 		return -EFAULT;
 	mutex_lock(&vm->lock);
-	if (vm->handle) {
+	if (vm->handle && vm->is_protected && vcpu->index != 0 && ioctl == KVM_SET_ONE_REG) {
+		/*
+		 * A protected VM's other vCPUs start only by their guest's CPU_ON,
+		 * which resets them: a VMM writing the reset value it reads back
+		 * (kvmtool does, in each vCPU's thread, while vCPU 0 may already run)
+		 * changes nothing; any other value is refused, as before the first run.
+		 */
+		ret = value == vcpu->regs[reg] ? 0 : -EPERM;
+	} else if (vm->handle) {
 		if (ioctl == KVM_GET_ONE_REG) {
 			const u64 a[6] = { vm->handle, vcpu->index, reg, 0, 0, 0 };
 			struct arm_smccc_res res = hyp_call(CALL_VCPU_GET_REG, a);
@@ -395,13 +403,34 @@ static long vcpu_run(struct kvm_vcpu_state *vcpu)
 	if (!vcpu->initialised)
 		return -ENOEXEC;
 	mutex_lock(&vm->lock);
-	if (vm->dead)
+	if (vm->dead) {
 		ret = -EIO;
-	else if (!vm->handle)
+	} else if (!vm->handle && !vcpu->power_off) {
 		ret = create_hyp_vm(vm);
+		if (ret == 0)
+			signal_event(vm);
+	}
 	mutex_unlock(&vm->lock);
 	if (ret)
 		return ret;
+	/*
+	 * A vCPU powered off at KVM_ARM_VCPU_INIT does not make the VM (its
+	 * siblings may not have their registers yet, and a protected VM takes
+	 * vCPU 0's only at its creation): it waits for the VM, then for its
+	 * CPU_ON, as KVM's would wait for its CPU_ON.
+	 */
+	while (!READ_ONCE(vm->handle)) {
+		int seen = atomic_read(&vm->events);
+
+		if (READ_ONCE(vm->dead))
+			return -EIO;
+		if (READ_ONCE(run->immediate_exit) || signal_pending(current)) {
+			run->exit_reason = KVM_EXIT_INTR;
+			return -EINTR;
+		}
+		if (!READ_ONCE(vm->handle))
+			wait_for_event(vm, seen, MAX_SCHEDULE_TIMEOUT);
+	}
 	if (vcpu->mmio_read_pending)
 		memcpy(&read_value, run->mmio.data, min_t(unsigned int, vcpu->mmio_read_len, sizeof(read_value)));
 	if (READ_ONCE(run->immediate_exit))
@@ -687,6 +716,8 @@ static long check_extension(unsigned long cap)
 	switch (cap) {
 	case KVM_CAP_USER_MEMORY:
 	case KVM_CAP_ONE_REG:
+	/* PSCI: the hyp's 1.1, which a VMM also gets without asking for 0.2 (see KVM_ARM_VCPU_INIT). */
+	case KVM_CAP_ARM_PSCI:
 	case KVM_CAP_ARM_PSCI_0_2:
 	case KVM_CAP_IMMEDIATE_EXIT:
 	case KVM_CAP_DEVICE_CTRL:
