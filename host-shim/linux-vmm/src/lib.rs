@@ -3,3 +3,4 @@
 //! builds for aarch64 Linux only).
 
 pub mod command_line;
+pub mod kvm_layout;
