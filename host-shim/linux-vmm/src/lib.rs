@@ -4,3 +4,4 @@
 
 pub mod command_line;
 pub mod kvm_layout;
+pub mod mmio_data;

@@ -24,6 +24,7 @@ use kvm_bindings::{
 use kvm_ioctls::{DeviceFd, Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_vmm::command_line::RunOptions;
 use linux_vmm::kvm_layout::{self, GIC_INTERRUPTS, GUEST_RAM, UART, UART_INTID};
+use linux_vmm::mmio_data;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
@@ -185,11 +186,6 @@ impl Console {
     }
 }
 
-/// A little-endian MMIO value of up to 8 bytes.
-fn mmio_value(data: &[u8]) -> u64 {
-    data.iter().rev().fold(0, |value, &byte| value << 8 | u64::from(byte))
-}
-
 /// One vCPU's thread: runs it until the guest ends. Secondary vCPUs start
 /// powered off: their `KVM_RUN` waits until the guest's PSCI `CPU_ON`.
 fn run_vcpu(shared: &Shared<'_>, vcpu: &mut VcpuFd, index: usize) {
@@ -199,7 +195,7 @@ fn run_vcpu(shared: &Shared<'_>, vcpu: &mut VcpuFd, index: usize) {
         match vcpu.run() {
             Ok(VcpuExit::MmioWrite(address, data)) => {
                 if (UART..UART + UART_SIZE).contains(&address) {
-                    shared.uart_access(address - UART, Some(mmio_value(data)));
+                    shared.uart_access(address - UART, Some(mmio_data::stored_value(data)));
                 }
             }
             Ok(VcpuExit::MmioRead(address, data)) => {
@@ -208,9 +204,7 @@ fn run_vcpu(shared: &Shared<'_>, vcpu: &mut VcpuFd, index: usize) {
                 } else {
                     0
                 };
-                for (i, byte) in data.iter_mut().enumerate() {
-                    *byte = (value >> (8 * i)) as u8;
-                }
+                mmio_data::answer_load(data, value);
             }
             Ok(VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN, _)) => shared.finish(End::PowerOff),
             Ok(VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_RESET, _)) => shared.finish(End::Reset),
