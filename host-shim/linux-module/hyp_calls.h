@@ -25,6 +25,9 @@
 #define CALL_VM_INFO 12
 #define CALL_VM_TEARDOWN 13
 #define CALL_VM_RECLAIM 14
+#define CALL_VCPU_INJECT_IRQ 15
+#define CALL_VM_SET_GIC 17
+#define CALL_VM_SET_SPI_LEVEL 18
 
 /* hyp_abi::HypError. */
 #define HYP_NOT_SUPPORTED (-1L)
