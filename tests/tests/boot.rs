@@ -574,7 +574,8 @@ fn linux_guest_reaches_user_space_in_both_vm_types() {
 /// protected one's memory and registers, and gets every page back; then it
 /// boots the Linux guest in each VM type on /dev/kvm (`hyp-vmm linux`: 2
 /// vCPUs in threads, 256 MiB; `hyp-vmm run`: 3 vCPUs, 320 MiB; console both
-/// ways) and again gets every page back (readable, a protected VM's zeroed);
+/// ways) and again gets every page back (every pin dropped, every page
+/// readable, a protected VM's zeroed);
 /// `hyp-vmm run` refuses a ninth vCPU. In
 /// between, `kvm-api-test` drives the driver's /dev/kvm through the KVM API in
 /// both VM types: each ioctl and its errors, and a tiny guest's exact exits.
@@ -672,14 +673,14 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "guest: linux-guest: user space reached",
         "guest: linux-guest: console input: hello from the linux host",
         "hyp-vmm: ok: the NonProtected Linux guest powered off: Ok(())",
-        "hyp-vmm: ok: every page of the Linux guest came back: Ok(\"65536 pages readable again\")",
+        "hyp-vmm: ok: every page of the Linux guest came back: Ok(\"65536 pages readable again; 65536 pins taken and 65536 dropped\")",
         "linux-host: hyp-vmm linux (non-protected) exited with status 0",
         "hyp-vmm: linux: a protected VM of 3 vCPUs on /dev/kvm (type 0x80000020, vGICv3), 320 MiB of this process at IPA 0x80000000",
         "smp: Brought up 1 node, 3 CPUs",
         "guest: linux-guest: user space reached",
         "guest: linux-guest: console input: hello from the linux host",
         "hyp-vmm: ok: the Protected Linux guest powered off: Ok(())",
-        "hyp-vmm: ok: every page of the Linux guest came back: Ok(\"81920 pages readable again, every one zeroed\")",
+        "hyp-vmm: ok: every page of the Linux guest came back: Ok(\"81920 pages readable again, every one zeroed; 81920 pins taken and 81920 dropped\")",
         "linux-host: hyp-vmm run (protected, 3 vCPUs, 320 MiB) exited with status 0",
         "hyp-vmm: --vcpus 9: a VM has 1 to 8 vCPUs (the hyp's limit per VM) (usage: hyp-vmm --help)",
         "linux-host: hyp-vmm run --vcpus 9 exited with status 2",

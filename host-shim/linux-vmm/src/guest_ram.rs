@@ -2,7 +2,17 @@
 //! gets it and looked at again after the VM is gone, to see that every page
 //! came back to the host.
 
+use linux_vmm::page_pins::{self, PinCounts};
+
 pub const PAGE: usize = 4096;
+
+/// The kernel's page pin counts now, exact: each CPU's pending deltas are
+/// folded in first (`vm/stat_refresh`, root only; without it the counts may
+/// lag by a few pages a CPU).
+fn pin_counts() -> Option<PinCounts> {
+    let _ = std::fs::write("/proc/sys/vm/stat_refresh", "1");
+    page_pins::parse(&std::fs::read_to_string("/proc/vmstat").ok()?)
+}
 
 /// `len` bytes of fresh private anonymous memory, page aligned.
 pub fn anonymous_memory(len: usize) -> Option<*mut u8> {
@@ -26,13 +36,15 @@ pub struct GuestRam {
     base: *mut u8,
     size: usize,
     base_ipa: u64,
+    /// The kernel's page pin counts before any VM had the RAM.
+    pins_before: Option<PinCounts>,
 }
 
 impl GuestRam {
     pub fn new(base_ipa: u64, size: usize) -> Result<GuestRam, String> {
         let base = anonymous_memory(size)
             .ok_or_else(|| format!("no {} MiB for the guest's RAM: give less with --memory", size >> 20))?;
-        Ok(GuestRam { base, size, base_ipa })
+        Ok(GuestRam { base, size, base_ipa, pins_before: pin_counts() })
     }
 
     /// Where the mapping is in this process (for `KVM_SET_USER_MEMORY_REGION`).
@@ -54,18 +66,22 @@ impl GuestRam {
     }
 
     /// After the VM is gone (every KVM fd of it closed): whether every page is
-    /// the host's again. Each page must be readable (the hyp refuses the host
-    /// a page it has not given back: SIGBUS); a protected VM's pages must also
-    /// read as zeros (the hyp scrubs each page it reclaims from one). What it
-    /// found, or the first page that is not back.
+    /// the host's again. Every pin taken since this RAM was made must be
+    /// dropped (`page_pins`: the driver unpins a page when the hyp gives it
+    /// back); each page must be readable (the hyp refuses the host a page it
+    /// has not given back: SIGBUS); a protected VM's pages must also read as
+    /// zeros (the hyp scrubs each page it reclaims from one). What it found,
+    /// or what is not back.
     pub fn check_returned(&self, protected: bool) -> Result<String, String> {
         let pages = self.size / PAGE;
+        let pins = self.pins_before.zip(pin_counts()).ok_or("/proc/vmstat has no page pin counts")?;
+        let pins = page_pins::judge(pages as u64, pins.0, pins.1)?;
         // SAFETY: The mapping is this process's, page aligned, `pages` long.
         if let Some(page) = unsafe { crate::abort_guard::first_refused(self.base, PAGE, pages) } {
             return Err(format!("the page at IPA {:#x} is refused to the host", self.base_ipa + (page * PAGE) as u64));
         }
         if !protected {
-            return Ok(format!("{pages} pages readable again"));
+            return Ok(format!("{pages} pages readable again; {pins}"));
         }
         // SAFETY: Every page was just read without a fault: the whole mapping
         // is readable, and no VM uses it any more.
@@ -74,7 +90,7 @@ impl GuestRam {
             Some(page) => {
                 Err(format!("the page at IPA {:#x} came back unscrubbed", self.base_ipa + (page * PAGE) as u64))
             }
-            None => Ok(format!("{pages} pages readable again, every one zeroed")),
+            None => Ok(format!("{pages} pages readable again, every one zeroed; {pins}")),
         }
     }
 }

@@ -5,3 +5,4 @@
 pub mod command_line;
 pub mod kvm_layout;
 pub mod mmio_data;
+pub mod page_pins;
