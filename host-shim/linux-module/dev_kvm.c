@@ -79,6 +79,12 @@ static void release_slot(struct kvm_vm_state *vm, struct kvm_slot *slot, bool le
 	unsigned long i;
 
 	for (i = 0; i < slot->npages; i++) {
+		/*
+		 * A protected VM's slot is one VM_RECLAIM (a page scrubbed) per
+		 * page: hundreds of MiB take seconds, and with no reschedule the
+		 * CPU stalls RCU (seen with four guests at once).
+		 */
+		cond_resched();
 		if (vm->handle && !vm->is_protected && !lent_back)
 			continue;
 		if (vm->handle && vm->is_protected) {

@@ -572,9 +572,11 @@ fn linux_guest_reaches_user_space_in_both_vm_types() {
 /// exception) and it goes on; the /dev/hyp driver loads and the user-space VMM
 /// runs a guest in a non-protected and a protected VM, is refused the
 /// protected one's memory and registers, and gets every page back; then it
-/// boots the Linux guest in each VM type (`hyp-vmm linux`: 2 vCPUs in
-/// threads, 256 MiB; `hyp-vmm run`: 3 vCPUs, 320 MiB; console both ways) and
-/// again gets every page back; `hyp-vmm run` refuses a tenth vCPU. In
+/// boots the Linux guest in each VM type on /dev/kvm (`hyp-vmm linux`: 2
+/// vCPUs in threads, 256 MiB; `hyp-vmm run`: 3 vCPUs, 320 MiB; console both
+/// ways) and again gets every page back (every pin dropped, every page
+/// readable, a protected VM's zeroed);
+/// `hyp-vmm run` refuses a ninth vCPU. In
 /// between, `kvm-api-test` drives the driver's /dev/kvm through the KVM API in
 /// both VM types: each ioctl and its errors, and a tiny guest's exact exits.
 #[test]
@@ -665,20 +667,20 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "kvm-api-test: ok: protected vGIC: the ioeventfd was signalled once: 1",
         "kvm-api-test: all 205 checks passed",
         "linux-host: kvm-api-test exited with status 0",
-        "hyp-vmm: linux: a NonProtected VM of 2 vCPUs, 256 MiB of this process at IPA 0x80000000",
+        "hyp-vmm: linux: a non-protected VM of 2 vCPUs on /dev/kvm (type 0x20, vGICv3), 256 MiB of this process at IPA 0x80000000",
         "guest: [",
         "smp: Brought up 1 node, 2 CPUs",
         "guest: linux-guest: user space reached",
         "guest: linux-guest: console input: hello from the linux host",
         "hyp-vmm: ok: the NonProtected Linux guest powered off: Ok(())",
-        "hyp-vmm: ok: every page of the Linux guest came back: Ok(Accounting { pinned: 0, given: 65536, returned: 65536, memcache: 256 })",
+        "hyp-vmm: ok: every page of the Linux guest came back: Ok(\"65536 pages readable again; 65536 pins taken and 65536 dropped\")",
         "linux-host: hyp-vmm linux (non-protected) exited with status 0",
-        "hyp-vmm: linux: a Protected VM of 3 vCPUs, 320 MiB of this process at IPA 0x80000000",
+        "hyp-vmm: linux: a protected VM of 3 vCPUs on /dev/kvm (type 0x80000020, vGICv3), 320 MiB of this process at IPA 0x80000000",
         "smp: Brought up 1 node, 3 CPUs",
         "guest: linux-guest: user space reached",
         "guest: linux-guest: console input: hello from the linux host",
         "hyp-vmm: ok: the Protected Linux guest powered off: Ok(())",
-        "hyp-vmm: ok: every page of the Linux guest came back: Ok(Accounting { pinned: 0, given: 81920, returned: 81920, memcache: 256 })",
+        "hyp-vmm: ok: every page of the Linux guest came back: Ok(\"81920 pages readable again, every one zeroed; 81920 pins taken and 81920 dropped\")",
         "linux-host: hyp-vmm run (protected, 3 vCPUs, 320 MiB) exited with status 0",
         "hyp-vmm: --vcpus 9: a VM has 1 to 8 vCPUs (the hyp's limit per VM) (usage: hyp-vmm --help)",
         "linux-host: hyp-vmm run --vcpus 9 exited with status 2",
