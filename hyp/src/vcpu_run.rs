@@ -22,7 +22,8 @@ use crate::arch::sysreg::SysRegAccess;
 use crate::arch::timer::{self, VTIMER_INTID};
 use crate::arch::trap_record::GuestTrap;
 use crate::state::{gic_version_of, Hyp};
-use crate::vm::exit::GuardCall;
+use crate::arch::aarch64::tlb::GuestStage2Tlb;
+use crate::vm::exit::{GuardCall, MemoryCall, INVALID_PARAMETER, NOT_SUPPORTED};
 use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState, VmTable};
@@ -67,6 +68,7 @@ fn wants_underflow_interrupt(filled: Filled, lrs: &VgicState) -> bool {
 /// The VM of a running vCPU, as its trap handlers see it: each question takes
 /// the VM table's lock for its answer only.
 struct RunningVm<'a> {
+    hyp: &'a Hyp,
     vms: &'a spin::Mutex<VmTable>,
     handle: VmHandle,
     vcpu: usize,
@@ -210,6 +212,24 @@ impl VmView for RunningVm<'_> {
 
     fn mmio_guard(&self, call: GuardCall) -> u64 {
         self.vms.lock().mmio_guard(self.handle, call)
+    }
+
+    fn guest_memory(&self, call: MemoryCall) -> u64 {
+        let result = self.hyp.with_vms_from_guest(|vms, memory, env| {
+            let vm = vms.get(self.handle)?;
+            let mut tlb = GuestStage2Tlb { vttbr: vttbr_of(vm.stage2.root_address() as u64, vm.vmid()) };
+            vms.guest_memory(self.handle, call, memory, env, &mut tlb)
+        });
+        match result {
+            Ok(()) => 0,
+            Err(HypError::NotSupported | HypError::NoSuchVm) => NOT_SUPPORTED,
+            // pKVM refuses every bad request with INVALID_PARAMETER; the
+            // reason is the guest's business (and a debug line's).
+            Err(error) => {
+                log::debug!("guest memory call {call:x?}: {error}");
+                INVALID_PARAMETER
+            }
+        }
     }
 }
 
@@ -633,7 +653,7 @@ pub fn vcpu_run(
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).
     let ctx = unsafe { &mut *ctx };
-    let view = RunningVm { vms: vms_lock, handle, vcpu: index, hardware, ppi_frame, vcpus, flags };
+    let view = RunningVm { hyp, vms: vms_lock, handle, vcpu: index, hardware, ppi_frame, vcpus, flags };
     let (mut injections, mut traps) = (0u32, 0u32);
     let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap, live| {
         traps += 1;
