@@ -116,7 +116,8 @@ pub fn guest_call(args: CallArgs, protected: bool) -> GuestCall {
         _ if (id >> 24) & 0x3f == 5 => GuestCall::Host,
         hyp_abi::VENDOR_HYP_CALL_UID => GuestCall::ReturnAll(hyp_abi::KVM_VENDOR_HYP_UID),
         _ => match hyp_abi::GuestCall::from_function_id(id) {
-            Some(call) if !call.offered(protected) => GuestCall::Return(NOT_SUPPORTED),
+            // (As KVM answers what it does not offer: x1..x3 zeroed too.)
+            Some(call) if !call.offered(protected) => GuestCall::ReturnAll([NOT_SUPPORTED, 0, 0, 0]),
             Some(call) => vendor_call(call, [arg, arg2, arg3], protected),
             None => GuestCall::Return(NOT_SUPPORTED),
         },
@@ -130,7 +131,7 @@ fn vendor_call(call: hyp_abi::GuestCall, [arg, arg2, arg3]: [u64; 3], protected:
     // registers they do not use (Linux passes 0), so that they can grow.
     let memory = |call: fn(u64) -> MemoryCall| {
         if arg2 != 0 || arg3 != 0 {
-            GuestCall::Return(INVALID_PARAMETER)
+            GuestCall::ReturnAll([INVALID_PARAMETER, 0, 0, 0])
         } else {
             GuestCall::Memory(call(arg))
         }
@@ -293,11 +294,13 @@ mod tests {
         assert_eq!(guest_call([0xC600_0004, ipa, 0, 0], true), GuestCall::Memory(MemoryCall::Unshare { ipa }));
         assert_eq!(guest_call([0xC600_0009, ipa, 0, 0], true), GuestCall::Memory(MemoryCall::Relinquish { ipa }));
         for id in [0xC600_0003, 0xC600_0004, 0xC600_0009] {
-            assert_eq!(guest_call([id, ipa, 1, 0], true), GuestCall::Return(INVALID_PARAMETER), "{id:#x}: x2");
-            assert_eq!(guest_call([id, ipa, 0, 1], true), GuestCall::Return(INVALID_PARAMETER), "{id:#x}: x3");
+            let invalid = GuestCall::ReturnAll([INVALID_PARAMETER, 0, 0, 0]);
+            assert_eq!(guest_call([id, ipa, 1, 0], true), invalid, "{id:#x}: x2");
+            assert_eq!(guest_call([id, ipa, 0, 1], true), invalid, "{id:#x}: x3");
         }
         for id in [0xC600_0002, 0xC600_0003, 0xC600_0004, 0xC600_0009] {
-            assert_eq!(guest_call([id, ipa, 0, 0], false), GuestCall::Return(NOT_SUPPORTED), "{id:#x}: non-protected");
+            let refused = GuestCall::ReturnAll([NOT_SUPPORTED, 0, 0, 0]);
+            assert_eq!(guest_call([id, ipa, 0, 0], false), refused, "{id:#x}: non-protected");
             assert_eq!(guest_call([id & 0xBFFF_FFFF, ipa, 0, 0], true), GuestCall::Return(NOT_SUPPORTED), "SMC32");
         }
     }
