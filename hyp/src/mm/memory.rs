@@ -682,14 +682,22 @@ impl MemoryState {
         env: &mut Env<'_>,
     ) -> GuestResult {
         let id = guest.id;
+        // The common case first, checked as cheaply as before sharing
+        // existed: pages the guest owns alone. Only if that fails, the check
+        // that admits pages it shares with the host, which then leave the
+        // host (and its devices) first, each run a complete unshare of its
+        // own: a later failure for memory leaves them the guest's alone,
+        // never half-shared.
+        let alone = |r: PageRecord| r.owner == Owner::Vm(id) && r.borrower.is_none();
         let owned = |r: PageRecord| r.owner == Owner::Vm(id) && matches!(r.borrower, None | Some(Owner::Host));
-        let (gs, ge) = self.require_guest_mapping(guest, at, owned)?;
+        let (shared, (gs, ge)) = match self.require_guest_mapping(guest, at, alone) {
+            Err(HypError::NotOwned) => (true, self.require_guest_mapping(guest, at, owned)?),
+            other => (false, other?),
+        };
+        let shared = core::cell::Cell::new(shared);
         let (pa, pages) = (at.pa.raw(), at.count.raw());
         let (s, e) = Self::span(pa, pages);
-        // The pages the guest shares with the host leave the host (and its
-        // devices) first, each run a complete unshare of its own: a later
-        // failure for memory leaves them the guest's alone, never half-shared.
-        loop {
+        while shared.get() {
             // (Up to 8 runs a pass: the records change under the walk.)
             let mut shared_runs: crate::range::FixedVec<PhysRange, 8> = crate::range::FixedVec::default();
             self.pages.for_each_run_in(PhysRange { start: pa, end: pa + pages * PAGE_SIZE }, |run, r| {
@@ -697,9 +705,7 @@ impl MemoryState {
                     shared_runs.push(run);
                 }
             });
-            if shared_runs.is_empty() {
-                break;
-            }
+            shared.set(shared_runs.as_slice().len() == 8);
             for run in shared_runs.as_slice() {
                 self.host_unmap_ram(run.start as usize, run.end as usize, env).map_err(table_error)?;
                 let unshared = |r: PageRecord| PageRecord { borrower: None, ..r };

@@ -124,7 +124,9 @@ pub fn guest_call(args: CallArgs, protected: bool) -> GuestCall {
     }
 }
 
-/// A vendor-hyp call the VM is offered, with its x1..x3.
+/// A vendor-hyp call the VM is offered, with its x1..x3. (Out of line: no
+/// hot path makes these calls.)
+#[inline(never)]
 fn vendor_call(call: hyp_abi::GuestCall, [arg, arg2, arg3]: [u64; 3], protected: bool) -> GuestCall {
     use hyp_abi::GuestCall as Call;
     // The memory calls take one granule at x1; pKVM refuses anything in the
