@@ -28,17 +28,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#ifndef KVM_VM_TYPE_ARM_PROTECTED
-#define KVM_VM_TYPE_ARM_PROTECTED (1UL << 31)
-#endif
-
-#define PAGE 4096UL
-#define SLOT_PAGES 16
-#define GUEST_BASE 0x80000000ULL
-#define MMIO_BASE 0x10000000ULL
-/* The hyp's core registers: x0..x30, pc, pstate, sp_el1. */
-#define CORE_REGS 34
-#define RESET_PSTATE 0x3c5ULL
+#include "kvm_test.h"
 
 /* The guest (see the header): its instructions, in order. */
 static const uint32_t guest_code[] = {
@@ -55,11 +45,11 @@ static const uint32_t guest_code[] = {
 };
 #define MMIO_READ_VALUE 0xcafef00dU
 
-static int checks, failures;
+int checks, failures;
 /* What the checks of the moment are about: "system", or the VM type. */
-static const char *scope = "system";
+const char *scope = "system";
 
-static void check(int ok, const char *fmt, ...)
+void check(int ok, const char *fmt, ...)
 {
 	va_list args;
 
@@ -74,7 +64,7 @@ static void check(int ok, const char *fmt, ...)
 }
 
 /* An ioctl that must fail with `expected` (errno). */
-static void expect_errno(int fd, unsigned long request, unsigned long arg, int expected, const char *what)
+void expect_errno(int fd, unsigned long request, unsigned long arg, int expected, const char *what)
 {
 	int ret = ioctl(fd, request, arg);
 	int err = errno;
@@ -83,28 +73,27 @@ static void expect_errno(int fd, unsigned long request, unsigned long arg, int e
 	      ret == -1 ? strerror(err) : "succeeded", strerror(expected));
 }
 
-static uint64_t core_id(unsigned long offset)
+uint64_t core_id(unsigned long offset)
 {
 	return KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offset / sizeof(uint32_t));
 }
 
-#define CORE_REG(field) core_id(offsetof(struct kvm_regs, field))
 
-static int get_reg(int vcpu, uint64_t id, uint64_t *value)
+int get_reg(int vcpu, uint64_t id, uint64_t *value)
 {
 	struct kvm_one_reg reg = { .id = id, .addr = (uint64_t)(uintptr_t)value };
 
 	return ioctl(vcpu, KVM_GET_ONE_REG, &reg) == 0 ? 0 : errno;
 }
 
-static int set_reg(int vcpu, uint64_t id, uint64_t value)
+int set_reg(int vcpu, uint64_t id, uint64_t value)
 {
 	struct kvm_one_reg reg = { .id = id, .addr = (uint64_t)(uintptr_t)&value };
 
 	return ioctl(vcpu, KVM_SET_ONE_REG, &reg) == 0 ? 0 : errno;
 }
 
-static int set_slot(int vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host, uint32_t flags)
+int set_slot(int vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host, uint32_t flags)
 {
 	struct kvm_userspace_memory_region region = {
 		.slot = slot,
@@ -141,12 +130,12 @@ static unsigned long vmstat(const char *name)
 	return value;
 }
 
-static void on_alarm(int signal)
+void on_alarm(int signal)
 {
 	(void)signal;
 }
 
-static uint64_t mmio_data(const struct kvm_run *run)
+uint64_t mmio_data(const struct kvm_run *run)
 {
 	uint64_t value = 0;
 
@@ -211,6 +200,11 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	err = set_slot(vm, 1, 1ULL << 40, PAGE, memory, 0);
 	check(err == EFAULT, "%s: slot beyond the VM's 40-bit IPA size: %s", name, strerror(err));
 	expect_errno(vm, _IOW(KVMIO, 0x46, uint64_t), 0, EINVAL, "KVM_SET_USER_MEMORY_REGION of the wrong size");
+	{
+		struct kvm_irq_level line = { .irq = KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT | 40, .level = 1 };
+
+		expect_errno(vm, KVM_IRQ_LINE, (unsigned long)&line, ENXIO, "KVM_IRQ_LINE without a vGIC");
+	}
 
 	/* The vCPU. */
 	expect_errno(vm, KVM_CREATE_VCPU, 8, EINVAL, "KVM_CREATE_VCPU 8 (beyond the 8 vCPUs)");
@@ -243,17 +237,27 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	check(ret == 0, "%s: KVM_ARM_VCPU_INIT (PSCI 0.2): %s", name, ret == 0 ? "done" : strerror(errno));
 
 	/* Registers before the first run. */
-	list = calloc(1, sizeof(*list) + CORE_REGS * sizeof(uint64_t));
+	list = calloc(1, sizeof(*list) + REG_LIST_LENGTH * sizeof(uint64_t));
 	if (!list)
 		goto out_vcpu;
 	ret = ioctl(vcpu, KVM_GET_REG_LIST, list);
-	check(ret == -1 && errno == E2BIG && list->n == CORE_REGS, "%s: KVM_GET_REG_LIST of 0: E2BIG, n = %llu", name,
-	      (unsigned long long)list->n);
+	check(ret == -1 && errno == E2BIG && list->n == REG_LIST_LENGTH, "%s: KVM_GET_REG_LIST of 0: E2BIG, n = %llu",
+	      name, (unsigned long long)list->n);
 	ret = ioctl(vcpu, KVM_GET_REG_LIST, list);
 	check(ret == 0 && list->reg[0] == CORE_REG(regs.regs[0]) && list->reg[31] == CORE_REG(regs.pc) &&
-		      list->reg[32] == CORE_REG(regs.pstate) && list->reg[33] == CORE_REG(sp_el1),
-	      "%s: KVM_GET_REG_LIST: x0..x30, pc, pstate, sp_el1", name);
+		      list->reg[32] == CORE_REG(regs.pstate) && list->reg[33] == CORE_REG(sp_el1) &&
+		      list->reg[34] == REG_MPIDR_EL1 && list->reg[35] == KVM_REG_ARM_PSCI_VERSION,
+	      "%s: KVM_GET_REG_LIST: x0..x30, pc, pstate, sp_el1, MPIDR_EL1, PSCI version", name);
 	free(list);
+	check(get_reg(vcpu, REG_MPIDR_EL1, &value) == 0 && value == 0x80000000ULL, "%s: MPIDR_EL1 of vCPU 0: %#llx",
+	      name, (unsigned long long)value);
+	err = set_reg(vcpu, REG_MPIDR_EL1, 0x80000001ULL);
+	check(err == EINVAL && set_reg(vcpu, REG_MPIDR_EL1, 0x80000000ULL) == 0,
+	      "%s: MPIDR_EL1 keeps its value (another: %s)", name, strerror(err));
+	check(get_reg(vcpu, KVM_REG_ARM_PSCI_VERSION, &value) == 0 && value == 0x10001,
+	      "%s: the PSCI version pseudo-register: %#llx (1.1)", name, (unsigned long long)value);
+	err = set_reg(vcpu, KVM_REG_ARM_PSCI_VERSION, 0x10000);
+	check(err == EINVAL, "%s: PSCI version 1.0 refused: %s", name, strerror(err));
 	check(get_reg(vcpu, CORE_REG(regs.pstate), &value) == 0 && value == RESET_PSTATE,
 	      "%s: pstate out of reset: %#llx", name, (unsigned long long)value);
 	check(get_reg(vcpu, CORE_REG(elr_el1), &value) == ENOENT, "%s: unknown register (elr_el1): %s", name,
@@ -370,12 +374,18 @@ int main(void)
 		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS) == 8 &&
 		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS) == 32,
 	      "system: KVM_CHECK_EXTENSION: 8 vCPUs, 32 memory slots");
-	check(ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) == 0 &&
-		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD) == 0 &&
-		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_DEVICE_CTRL) == 0 &&
+	check(ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_DEVICE_CTRL) == 1 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IRQCHIP) == 1 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_IRQ_LINE_LAYOUT_2) == 1,
+	      "system: KVM_CHECK_EXTENSION: DEVICE_CTRL, IRQCHIP, ARM_IRQ_LINE_LAYOUT_2");
+	check(ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) == 1 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD) == 1 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD_ANY_LENGTH) == 1,
+	      "system: KVM_CHECK_EXTENSION: IRQFD, IOEVENTFD, IOEVENTFD_ANY_LENGTH");
+	check(ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_SIGNAL_MSI) == 0 &&
 		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_PMU_V3) == 0 &&
 		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_MMU) == 0,
-	      "system: KVM_CHECK_EXTENSION: no IRQFD, IOEVENTFD, DEVICE_CTRL, PMU, SYNC_MMU");
+	      "system: KVM_CHECK_EXTENSION: no SIGNAL_MSI, PMU, SYNC_MMU");
 	limit = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_VM_IPA_SIZE);
 	check(limit >= 40 && limit <= 48, "system: KVM_CHECK_EXTENSION: IPA size limit %d bits", limit);
 	expect_errno(kvm, KVM_CREATE_VM, 1UL << 8, EINVAL, "KVM_CREATE_VM with type bit 8");
@@ -386,6 +396,8 @@ int main(void)
 	expect_errno(-1, KVM_GET_API_VERSION, 0, EBADF, "KVM_GET_API_VERSION on fd -1");
 	check_vm(kvm, 0, limit);
 	check_vm(kvm, 1, limit);
+	check_vgic(kvm, 0);
+	check_vgic(kvm, 1);
 	close(kvm);
 	if (failures)
 		printf("kvm-api-test: %d of %d checks FAILED\n", failures, checks);

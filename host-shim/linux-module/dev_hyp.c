@@ -32,7 +32,6 @@ struct given_page {
 
 struct hyp_file {
 	struct mutex lock;
-	struct page *memcache;
 	struct given_page *given;
 	unsigned long given_count;
 	/* Accounting: pages ever given, pages ever returned. */
@@ -272,11 +271,7 @@ static int hyp_open(struct inode *inode, struct file *file)
 		return -ENOMEM;
 	mutex_init(&f->lock);
 	f->given = kvcalloc(MAX_PINNED, sizeof(*f->given), GFP_KERNEL);
-	f->memcache = alloc_pages(GFP_KERNEL | __GFP_ZERO, MEMCACHE_ORDER);
-	if (!f->given || !f->memcache ||
-	    hyp_call2(CALL_DONATE_HYP, page_to_phys(f->memcache), MEMCACHE_PAGES, 0) != 0) {
-		if (f->memcache)
-			__free_pages(f->memcache, MEMCACHE_ORDER);
+	if (!f->given || memcache_client_start() != 0) {
 		kvfree(f->given);
 		kfree(f);
 		return -ENOMEM;
@@ -306,10 +301,7 @@ static int hyp_release(struct inode *inode, struct file *file)
 			pr_warn("hyp: page at IPA %#llx not returned (%ld); kept pinned\n", g->ipa, status);
 		}
 	}
-	if (hyp_call2(CALL_RECLAIM_HYP, page_to_phys(f->memcache), MEMCACHE_PAGES, 0) == 0)
-		__free_pages(f->memcache, MEMCACHE_ORDER);
-	else
-		pr_warn("hyp: memcache not returned by the hyp; its pages stay out of use\n");
+	memcache_client_end();
 	kvfree(f->given);
 	kfree(f);
 	return 0;
@@ -358,6 +350,7 @@ static void __exit hyp_dev_exit(void)
 {
 	kvm_dev_deregister();
 	misc_deregister(&hyp_device);
+	memcache_release_all();
 }
 
 module_init(hyp_dev_init);

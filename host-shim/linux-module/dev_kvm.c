@@ -30,94 +30,8 @@
 #include <linux/uaccess.h>
 #include <linux/wait.h>
 
+#include "dev_kvm.h"
 #include "hyp_calls.h"
-
-/* Not in the 6.1 uapi header yet: Linux's pKVM bit of the VM type. */
-#ifndef KVM_VM_TYPE_ARM_PROTECTED
-#define KVM_VM_TYPE_ARM_PROTECTED (1UL << 31)
-#endif
-
-#define KVM_API_VERSION_NUMBER 12
-/* The hyp's vCPUs per VM (VM_CREATE). */
-#define MAX_VCPUS 8
-/* Memory slots per VM (KVM_CAP_NR_MEMSLOTS). */
-#define MAX_SLOTS 32
-/* Most guest pages one VM may have pinned (512 MiB). */
-#define MAX_PINNED_PAGES (1UL << 17)
-/* KVM_CREATE_VM's IPA size when the type names none (Linux's KVM_PHYS_SHIFT). */
-#define DEFAULT_IPA_BITS 40
-#define MIN_IPA_BITS 32
-/* KVM_ARM_VCPU_INIT features the hyp has: it always offers PSCI 1.1. */
-#define SUPPORTED_FEATURES (BIT(KVM_ARM_VCPU_POWER_OFF) | BIT(KVM_ARM_VCPU_PSCI_0_2))
-
-/* The hyp's register numbers (VCPU_GET_REG): x0..x30, then these. */
-#define HYP_REG_PC 31
-#define HYP_REG_PSTATE 32
-#define HYP_REG_SP_EL1 33
-#define HYP_REGS 34
-/* KVM's reset PSTATE, which VCPU_INIT also gives: EL1h, D, A, I, F masked. */
-#define RESET_PSTATE 0x3c5
-
-/* VCPU_RUN's exit reasons (x1 bits 7:0). */
-enum hyp_exit {
-	EXIT_MMIO = 0,
-	EXIT_HYPERCALL = 1,
-	EXIT_WFI = 2,
-	EXIT_SYSTEM_OFF = 3,
-	EXIT_SYSTEM_RESET = 4,
-	EXIT_FATAL = 5,
-	EXIT_INTERRUPTED = 6,
-	EXIT_CPU_ON = 7,
-	EXIT_CPU_OFF = 8,
-	EXIT_WAKE = 9,
-};
-
-struct kvm_slot {
-	bool used;
-	u64 gpa;
-	u64 size;
-	u64 uaddr;
-	unsigned long npages;
-	struct page **pages;
-};
-
-struct kvm_vm_state;
-
-struct kvm_vcpu_state {
-	struct kvm_vm_state *vm;
-	unsigned int index;
-	/* Serialises this vCPU's ioctls (KVM_RUN holds it while the guest runs). */
-	struct mutex lock;
-	struct kvm_run *run;
-	bool initialised;
-	bool power_off;
-	/* The core registers until the hyp's VM exists (hyp numbering). */
-	u64 regs[HYP_REGS];
-	/* An MMIO read is waiting for the value user space puts in run->mmio.data. */
-	bool mmio_read_pending;
-	unsigned int mmio_read_len;
-	struct task_struct *running;
-};
-
-struct kvm_vm_state {
-	struct kref ref;
-	/* Slots, vCPUs and the hyp VM's creation. */
-	struct mutex lock;
-	bool is_protected;
-	unsigned int ipa_bits;
-	/* The hyp's VM handle, 0 until the first KVM_RUN. */
-	u64 handle;
-	/* Its creation failed: the VM is torn down, its slots released; it answers -EIO. */
-	bool dead;
-	struct page *memcache;
-	struct kvm_slot slots[MAX_SLOTS];
-	unsigned long pinned;
-	struct kvm_vcpu_state *vcpus[MAX_VCPUS];
-	unsigned int vcpu_count;
-	/* Bumped and woken at a CPU_ON or a wake exit: off or idle vCPUs look again. */
-	wait_queue_head_t events_wait;
-	atomic_t events;
-};
 
 /* The VM's IPA limit: the hyp gives VMs what its PARange mapping gives the host. */
 static unsigned int hyp_ipa_bits(void)
@@ -129,7 +43,7 @@ static unsigned int hyp_ipa_bits(void)
 }
 
 /* The errno of a hyp error (docs/abi.md, "The Linux host's /dev/kvm"). */
-static long hyp_errno(long status)
+long hyp_errno(long status)
 {
 	switch (status) {
 	case 0:
@@ -165,6 +79,12 @@ static void release_slot(struct kvm_vm_state *vm, struct kvm_slot *slot, bool le
 	unsigned long i;
 
 	for (i = 0; i < slot->npages; i++) {
+		/*
+		 * A protected VM's slot is one VM_RECLAIM (a page scrubbed) per
+		 * page: hundreds of MiB take seconds, and with no reschedule the
+		 * CPU stalls RCU (seen with four guests at once).
+		 */
+		cond_resched();
 		if (vm->handle && !vm->is_protected && !lent_back)
 			continue;
 		if (vm->handle && vm->is_protected) {
@@ -221,22 +141,20 @@ static void destroy_hyp_vm(struct kvm_vm_state *vm)
 	vm->handle = 0;
 }
 
-static void vm_free(struct kref *ref)
+void vm_free(struct kref *ref)
 {
 	struct kvm_vm_state *vm = container_of(ref, struct kvm_vm_state, ref);
 
 	unsigned int i;
 
+	kvm_eventfd_release(vm);
 	destroy_hyp_vm(vm);
 	for (i = 0; i < vm->vcpu_count; i++) {
 		/* A kvm_run page still mapped somewhere keeps its own reference. */
 		free_page((unsigned long)vm->vcpus[i]->run);
 		kfree(vm->vcpus[i]);
 	}
-	if (hyp_call4(CALL_RECLAIM_HYP, page_to_phys(vm->memcache), MEMCACHE_PAGES, 0, 0) == 0)
-		__free_pages(vm->memcache, MEMCACHE_ORDER);
-	else
-		pr_warn("kvm: memcache not returned by the hyp; its pages stay out of use\n");
+	memcache_client_end();
 	kfree(vm);
 }
 
@@ -247,13 +165,18 @@ static void vm_free(struct kref *ref)
 static long create_hyp_vm(struct kvm_vm_state *vm)
 {
 	const u64 create[6] = { vm->is_protected ? 1 : 0, vm->vcpu_count, 0, 0, 0, 0 };
-	struct arm_smccc_res res = hyp_call(CALL_VM_CREATE, create);
+	struct arm_smccc_res res;
 	unsigned int i, reg;
-	long ret = 0;
+	long ret = kvm_vgic_check_ready(vm);
 
+	/* An incomplete vGIC: nothing made, user space may complete it and run again. */
+	if (ret)
+		return ret;
+	res = hyp_call(CALL_VM_CREATE, create);
 	if ((long)res.a0 != 0)
 		return hyp_errno((long)res.a0);
 	vm->handle = res.a1;
+	ret = kvm_vgic_apply(vm);
 	for (i = 0; i < MAX_SLOTS && ret == 0; i++)
 		if (vm->slots[i].used)
 			ret = map_slot(vm, &vm->slots[i]);
@@ -310,6 +233,25 @@ static long hyp_reg_of(u64 id)
 	return -ENOENT;
 }
 
+/* Registers the hyp fixes for every vCPU: MPIDR_EL1 (vCPU n's is 0x8000_0000 | n) and the PSCI version (1.1). */
+#define REG_MPIDR_EL1 ARM64_SYS_REG(3, 0, 0, 0, 5)
+static const u64 fixed_reg_ids[] = { REG_MPIDR_EL1, KVM_REG_ARM_PSCI_VERSION };
+#define REG_LIST_LENGTH (HYP_REGS + ARRAY_SIZE(fixed_reg_ids))
+
+/* Whether `id` is one of the fixed registers; its value in `value`. */
+static bool fixed_reg(const struct kvm_vcpu_state *vcpu, u64 id, u64 *value)
+{
+	if (id == REG_MPIDR_EL1) {
+		*value = BIT(31) | vcpu->index;
+		return true;
+	}
+	if (id == KVM_REG_ARM_PSCI_VERSION) {
+		*value = 0x10001;
+		return true;
+	}
+	return false;
+}
+
 static long vcpu_one_reg(struct kvm_vcpu_state *vcpu, unsigned int ioctl, void __user *argp)
 {
 	struct kvm_vm_state *vm = vcpu->vm;
@@ -323,14 +265,32 @@ static long vcpu_one_reg(struct kvm_vcpu_state *vcpu, unsigned int ioctl, void _
 		return -ENOEXEC;
 	if (copy_from_user(&one, argp, sizeof(one)))
 		return -EFAULT;
+	value_ptr = u64_to_user_ptr(one.addr);
+	if (fixed_reg(vcpu, one.id, &value)) {
+		u64 written;
+
+		/* Readable in both VM types (not the guest's state); a write may only keep the value. */
+		if (ioctl == KVM_GET_ONE_REG)
+			return put_user(value, value_ptr) ? -EFAULT : 0;
+		if (get_user(written, value_ptr))
+			return -EFAULT;
+		return written == value ? 0 : -EINVAL;
+	}
 	reg = hyp_reg_of(one.id);
 	if (reg < 0)
 		return reg;
-	value_ptr = u64_to_user_ptr(one.addr);
 	if (ioctl == KVM_SET_ONE_REG && get_user(value, value_ptr))
 		return -EFAULT;
 	mutex_lock(&vm->lock);
-	if (vm->handle) {
+	if (vm->handle && vm->is_protected && vcpu->index != 0 && ioctl == KVM_SET_ONE_REG) {
+		/*
+		 * A protected VM's other vCPUs start only by their guest's CPU_ON,
+		 * which resets them: a VMM writing the reset value it reads back
+		 * (kvmtool does, in each vCPU's thread, while vCPU 0 may already run)
+		 * changes nothing; any other value is refused, as before the first run.
+		 */
+		ret = value == vcpu->regs[reg] ? 0 : -EPERM;
+	} else if (vm->handle) {
 		if (ioctl == KVM_GET_ONE_REG) {
 			const u64 a[6] = { vm->handle, vcpu->index, reg, 0, 0, 0 };
 			struct arm_smccc_res res = hyp_call(CALL_VCPU_GET_REG, a);
@@ -363,12 +323,15 @@ static long vcpu_reg_list(void __user *argp)
 
 	if (copy_from_user(&list, user_list, sizeof(list)))
 		return -EFAULT;
-	if (put_user((u64)HYP_REGS, &user_list->n))
+	if (put_user((u64)REG_LIST_LENGTH, &user_list->n))
 		return -EFAULT;
-	if (list.n < HYP_REGS)
+	if (list.n < REG_LIST_LENGTH)
 		return -E2BIG;
 	for (reg = 0; reg < HYP_REGS; reg++)
 		if (put_user(core_reg_id(reg), &user_list->reg[reg]))
+			return -EFAULT;
+	for (reg = 0; reg < ARRAY_SIZE(fixed_reg_ids); reg++)
+		if (put_user(fixed_reg_ids[reg], &user_list->reg[HYP_REGS + reg]))
 			return -EFAULT;
 	return 0;
 }
@@ -420,7 +383,7 @@ static void signal_event(struct kvm_vm_state *vm)
 }
 
 /* Kicks the vCPUs named in `targets` off their CPUs, so that they see their interrupts. */
-static void kick_vcpus(struct kvm_vm_state *vm, u64 targets)
+void kick_vcpus(struct kvm_vm_state *vm, u64 targets)
 {
 	unsigned int i;
 
@@ -446,13 +409,34 @@ static long vcpu_run(struct kvm_vcpu_state *vcpu)
 	if (!vcpu->initialised)
 		return -ENOEXEC;
 	mutex_lock(&vm->lock);
-	if (vm->dead)
+	if (vm->dead) {
 		ret = -EIO;
-	else if (!vm->handle)
+	} else if (!vm->handle && !vcpu->power_off) {
 		ret = create_hyp_vm(vm);
+		if (ret == 0)
+			signal_event(vm);
+	}
 	mutex_unlock(&vm->lock);
 	if (ret)
 		return ret;
+	/*
+	 * A vCPU powered off at KVM_ARM_VCPU_INIT does not make the VM (its
+	 * siblings may not have their registers yet, and a protected VM takes
+	 * vCPU 0's only at its creation): it waits for the VM, then for its
+	 * CPU_ON, as KVM's would wait for its CPU_ON.
+	 */
+	while (!READ_ONCE(vm->handle)) {
+		int seen = atomic_read(&vm->events);
+
+		if (READ_ONCE(vm->dead))
+			return -EIO;
+		if (READ_ONCE(run->immediate_exit) || signal_pending(current)) {
+			run->exit_reason = KVM_EXIT_INTR;
+			return -EINTR;
+		}
+		if (!READ_ONCE(vm->handle))
+			wait_for_event(vm, seen, MAX_SCHEDULE_TIMEOUT);
+	}
 	if (vcpu->mmio_read_pending)
 		memcpy(&read_value, run->mmio.data, min_t(unsigned int, vcpu->mmio_read_len, sizeof(read_value)));
 	if (READ_ONCE(run->immediate_exit))
@@ -487,6 +471,9 @@ static long vcpu_run(struct kvm_vcpu_state *vcpu)
 			unsigned int len = (res.a1 >> 8) & 0xff;
 			bool is_write = res.a1 & BIT(16);
 
+			/* A store an ioeventfd takes: signalled, and the guest goes on. */
+			if (is_write && kvm_ioeventfd_signal(vm, res.a2, len, res.a3))
+				break;
 			run->exit_reason = KVM_EXIT_MMIO;
 			run->mmio.phys_addr = res.a2;
 			run->mmio.len = len;
@@ -735,8 +722,16 @@ static long check_extension(unsigned long cap)
 	switch (cap) {
 	case KVM_CAP_USER_MEMORY:
 	case KVM_CAP_ONE_REG:
+	/* PSCI: the hyp's 1.1, which a VMM also gets without asking for 0.2 (see KVM_ARM_VCPU_INIT). */
+	case KVM_CAP_ARM_PSCI:
 	case KVM_CAP_ARM_PSCI_0_2:
 	case KVM_CAP_IMMEDIATE_EXIT:
+	case KVM_CAP_DEVICE_CTRL:
+	case KVM_CAP_IRQCHIP:
+	case KVM_CAP_ARM_IRQ_LINE_LAYOUT_2:
+	case KVM_CAP_IOEVENTFD:
+	case KVM_CAP_IOEVENTFD_ANY_LENGTH:
+	case KVM_CAP_IRQFD:
 		return 1;
 	case KVM_CAP_NR_VCPUS:
 	case KVM_CAP_MAX_VCPUS:
@@ -777,6 +772,14 @@ static long vm_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
 	}
 	case KVM_CHECK_EXTENSION:
 		return check_extension(arg);
+	case KVM_CREATE_DEVICE:
+		return kvm_vgic_create_device(vm, argp);
+	case KVM_IRQ_LINE:
+		return kvm_vgic_irq_line(vm, argp);
+	case KVM_IOEVENTFD:
+		return kvm_ioeventfd(vm, argp);
+	case KVM_IRQFD:
+		return kvm_irqfd(vm, argp);
 	default:
 		return -EINVAL;
 	}
@@ -815,13 +818,10 @@ static long create_vm(unsigned long type)
 	kref_init(&vm->ref);
 	mutex_init(&vm->lock);
 	init_waitqueue_head(&vm->events_wait);
+	kvm_eventfd_init(vm);
 	vm->is_protected = type & KVM_VM_TYPE_ARM_PROTECTED;
 	vm->ipa_bits = ipa_bits;
-	vm->memcache = alloc_pages(GFP_KERNEL | __GFP_ZERO, MEMCACHE_ORDER);
-	if (!vm->memcache ||
-	    hyp_call4(CALL_DONATE_HYP, page_to_phys(vm->memcache), MEMCACHE_PAGES, 0, 0) != 0) {
-		if (vm->memcache)
-			__free_pages(vm->memcache, MEMCACHE_ORDER);
+	if (memcache_client_start() != 0) {
 		kfree(vm);
 		return -ENOMEM;
 	}

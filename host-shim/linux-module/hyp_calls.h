@@ -25,6 +25,9 @@
 #define CALL_VM_INFO 12
 #define CALL_VM_TEARDOWN 13
 #define CALL_VM_RECLAIM 14
+#define CALL_VCPU_INJECT_IRQ 15
+#define CALL_VM_SET_GIC 17
+#define CALL_VM_SET_SPI_LEVEL 18
 
 /* hyp_abi::HypError. */
 #define HYP_NOT_SUPPORTED (-1L)
@@ -42,7 +45,7 @@
 /* Most pages one VM_MAP or VM_RECLAIM names. */
 #define HYP_MAP_MAX_PAGES 512
 
-/* Memcache pages donated per open file (/dev/hyp) or per VM (/dev/kvm). */
+/* Memcache pages donated per client: an open /dev/hyp file or a /dev/kvm VM (memcache.c). */
 #define MEMCACHE_ORDER 8
 #define MEMCACHE_PAGES (1UL << MEMCACHE_ORDER)
 
@@ -63,5 +66,14 @@ static inline long hyp_call4(u32 number, u64 a0, u64 a1, u64 a2, u64 a3)
 
 int kvm_dev_register(void);
 void kvm_dev_deregister(void);
+
+/* memcache.c: the pool of pages donated to the hyp's memcache. */
+/* A client starts: one more chunk donated (0, or -ENOMEM). */
+int memcache_client_start(void);
+/* A client ended (its VMs gone): every free chunk beyond one per live client comes back. */
+void memcache_client_end(void);
+/* At the module's exit: every chunk back. */
+void memcache_release_all(void);
+unsigned long memcache_donated_pages(void);
 
 #endif

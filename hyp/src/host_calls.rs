@@ -167,6 +167,20 @@ impl HostServices for HypServices<'_> {
         self.hyp.with_vms(|vms, _, _| vms.inject_irq(handle, vcpu, intid))
     }
 
+    fn vm_set_gic(&mut self, handle: VmHandle, distributor: u64, second: u64) -> Result<(), HypError> {
+        if self.hyp.vgic == VgicHardware::None {
+            return Err(HypError::NotSupported);
+        }
+        self.hyp.with_vms(|vms, _, _| vms.set_gic_layout(handle, distributor, second))
+    }
+
+    fn vm_set_spi_level(&mut self, handle: VmHandle, vcpu: VcpuIndex, intid: u64, level: u64) -> Result<u64, HypError> {
+        if self.hyp.vgic == VgicHardware::None {
+            return Err(HypError::NotSupported);
+        }
+        self.hyp.with_vms(|vms, _, _| vms.set_spi_level(handle, vcpu, intid, level))
+    }
+
     fn vm_reclaim(&mut self, handle: VmHandle, ipa: Ipa, pages: PageCount) -> Result<(), HypError> {
         self.hyp.with_vms(|vms, memory, env| {
             let mut tlb = guest_tlb(vms, handle)?;

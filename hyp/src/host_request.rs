@@ -94,6 +94,18 @@ pub enum HostRequest {
         vcpu: VcpuIndex,
         level: u64,
     },
+    /// The IPAs are checked by the VM table (alignment, IPA space, overlap).
+    VmSetGic {
+        vm: VmHandle,
+        distributor: u64,
+        second: u64,
+    },
+    VmSetSpiLevel {
+        vm: VmHandle,
+        vcpu: VcpuIndex,
+        intid: u64,
+        level: u64,
+    },
     DebugCheckInvariants {
         scope: CheckScope,
     },
@@ -146,6 +158,8 @@ impl HostRequest {
             HostCall::VmReclaim => HostRequest::VmReclaim { vm, ipa: Ipa::new(a2), pages: PageCount::new(a3) },
             HostCall::VcpuInjectIrq => HostRequest::VcpuInjectIrq { vm, vcpu, intid: a3 },
             HostCall::VcpuSetIrqLine => HostRequest::VcpuSetIrqLine { vm, vcpu, level: a3 },
+            HostCall::VmSetGic => HostRequest::VmSetGic { vm, distributor: a2, second: a3 },
+            HostCall::VmSetSpiLevel => HostRequest::VmSetSpiLevel { vm, vcpu, intid: a3, level: a4 },
             HostCall::DebugCheckInvariants => {
                 HostRequest::DebugCheckInvariants { scope: CheckScope::from_raw(a1).ok_or(HypError::InvalidArgument)? }
             }
@@ -212,7 +226,7 @@ mod tests {
 
     #[test]
     fn unknown_ids_and_bad_scopes_are_refused() {
-        for id in [0u64, 0xC600_1011, 0x8400_0000, u64::MAX, 0xC600_1002 | (1 << 32)] {
+        for id in [0u64, 0xC600_1013, 0x8400_0000, u64::MAX, 0xC600_1002 | (1 << 32)] {
             assert_eq!(HostRequest::decode(&[id, 0, 0, 0, 0, 0, 0]), Err(HypError::NotSupported), "{id:#x}");
         }
         let check = decode(HostCall::DebugCheckInvariants, [2, 0, 0, 0, 0, 0]);

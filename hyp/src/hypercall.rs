@@ -41,6 +41,8 @@ pub trait HostServices {
     fn vm_reclaim(&mut self, vm: VmHandle, ipa: Ipa, pages: PageCount) -> Result<(), HypError>;
     fn vcpu_inject_irq(&mut self, vm: VmHandle, vcpu: VcpuIndex, intid: u64) -> Result<u64, HypError>;
     fn vcpu_set_irq_line(&mut self, vm: VmHandle, vcpu: VcpuIndex, level: u64) -> Result<(), HypError>;
+    fn vm_set_gic(&mut self, vm: VmHandle, distributor: u64, second: u64) -> Result<(), HypError>;
+    fn vm_set_spi_level(&mut self, vm: VmHandle, vcpu: VcpuIndex, intid: u64, level: u64) -> Result<u64, HypError>;
 }
 
 /// Handles one host hypercall, as [`HostRequest::decode`] gave it (from x0..x6
@@ -88,6 +90,8 @@ fn dispatch(request: HostRequest, services: &mut dyn HostServices) -> [u64; 4] {
         HostRequest::VmReclaim { vm, ipa, pages } => done(services.vm_reclaim(vm, ipa, pages)),
         HostRequest::VcpuInjectIrq { vm, vcpu, intid } => one(services.vcpu_inject_irq(vm, vcpu, intid)),
         HostRequest::VcpuSetIrqLine { vm, vcpu, level } => done(services.vcpu_set_irq_line(vm, vcpu, level)),
+        HostRequest::VmSetGic { vm, distributor, second } => done(services.vm_set_gic(vm, distributor, second)),
+        HostRequest::VmSetSpiLevel { vm, vcpu, intid, level } => one(services.vm_set_spi_level(vm, vcpu, intid, level)),
     }
 }
 
@@ -168,6 +172,20 @@ mod tests {
             self.0.push(("irq line", level, 0));
             Ok(())
         }
+        fn vm_set_gic(&mut self, _vm: VmHandle, distributor: u64, second: u64) -> Result<(), HypError> {
+            self.0.push(("gic", distributor, second));
+            Ok(())
+        }
+        fn vm_set_spi_level(
+            &mut self,
+            _vm: VmHandle,
+            _vcpu: VcpuIndex,
+            intid: u64,
+            level: u64,
+        ) -> Result<u64, HypError> {
+            self.0.push(("spi level", intid, level));
+            Ok(1)
+        }
     }
 
     fn call(
@@ -236,7 +254,7 @@ mod tests {
     #[test]
     fn unknown_ids_are_not_supported_and_reach_nothing() {
         let m = &mut Recorder::default();
-        for id in [0u64, 0xC600_1011, 0xC600_0000, 0x8400_0000, u64::MAX, 0xC600_1002 | (1 << 32), 0x8600_1002] {
+        for id in [0u64, 0xC600_1013, 0xC600_0000, 0x8400_0000, u64::MAX, 0xC600_1002 | (1 << 32), 0x8600_1002] {
             assert_eq!(call(m, id, 0, 0), Err(Ok(HypError::NotSupported)), "{id:#x}");
         }
         assert!(m.0.is_empty());

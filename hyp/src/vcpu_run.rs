@@ -28,7 +28,7 @@ use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState};
 use crate::vm::vgic_dist::Filled;
-use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame};
+use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame, GicLayout};
 use hyp_abi::{Exit, HypError, RunFlags};
 
 /// Injected exceptions one run may take before the VM is declared dead: a
@@ -77,6 +77,8 @@ struct RunningVm<'a> {
     ppi_frame: PpiFrame,
     /// The VM's vCPU count (fixed at creation), for its GIC windows.
     vcpus: usize,
+    /// Where its GIC windows are (fixed once a vCPU ran).
+    gic_layout: GicLayout,
     /// How the host runs it (`hyp_abi::RunFlags`); the kick only on GICv3.
     flags: RunFlags,
 }
@@ -394,7 +396,7 @@ fn serve_gic_access(
     view: &RunningVm<'_>,
 ) -> Option<Outcome> {
     // Decided without the lock: most data aborts are the host's MMIO.
-    let (frame, offset) = frame_of(gic_version_of(view.hardware), view.vcpus, trap.ipa)?;
+    let (frame, offset) = frame_of(gic_version_of(view.hardware), view.vcpus, &view.gic_layout, trap.ipa)?;
     let access = crate::vm::exit::decode_mmio(trap.esr)?;
     let register = usize::from(access.register);
     let write = access.write.then(|| if register == 31 { 0 } else { ctx.gprs.x[register] });
@@ -438,7 +440,7 @@ const GICC_EOIR: u64 = 0x10;
 const GICC_DIR: u64 = 0x1000;
 
 /// On GICv2, a guest's access to its CPU interface (GICC at
-/// [`hyp_abi::GUEST_GICV2_CPU_INTERFACE`]) is performed on the virtual CPU
+/// `GicLayout::cpu_interface`) is performed on the virtual CPU
 /// interface (GICV); true if `trap` (a data abort, the caller checked) was one
 /// (then the guest moves past it). When the guest ends an SGI, the same SGI
 /// from another source may take its list register.
@@ -449,7 +451,7 @@ fn serve_gicv2_cpu_interface(
     view: &RunningVm<'_>,
 ) -> bool {
     use crate::arch::aarch64::gicv2::{cpu_interface_access, CPU_INTERFACE_SIZE};
-    let offset = trap.ipa.wrapping_sub(hyp_abi::GUEST_GICV2_CPU_INTERFACE);
+    let offset = trap.ipa.wrapping_sub(view.gic_layout.cpu_interface);
     if offset >= CPU_INTERFACE_SIZE {
         return false;
     }
@@ -586,7 +588,7 @@ pub fn vcpu_run(
     let this_cpu = crate::arch::aarch64::percpu::this_cpu();
     let hardware = hyp.vgic;
     let ppi_frame = PpiFrame(this_cpu.ppi_frame);
-    let (ctx, entry, protected, index, vcpus) = {
+    let (ctx, entry, protected, index, vcpus, gic_layout) = {
         let mut vms = vms_lock.lock();
         let vm = vms.get(handle)?;
         if vm.state != VmState::Alive {
@@ -602,6 +604,7 @@ pub fn vcpu_run(
         }
         let flush_local_tlb = vm.switch_vcpu_on_cpu(this_cpu.index, index);
         let vttbr = vttbr_of(vm.stage2.root_address() as u64, vm.vmid());
+        vm.ran = true;
         let v = &mut vm.vcpus[index];
         // The timers are level-triggered: asserted at entry, their
         // interrupts are pending; low, they are not (an active one stays).
@@ -652,13 +655,13 @@ pub fn vcpu_run(
         v.running = true;
         v.kick = flags.kick_sgi.map(|sgi| (this_cpu.mpidr, sgi));
         v.power = VcpuPower::On;
-        (&mut *v.ctx as *mut VcpuContext, entry, vm.protected, index, vm.vcpus.len())
+        (&mut *v.ctx as *mut VcpuContext, entry, vm.protected, index, vm.vcpus.len(), vm.gic_layout)
     };
     // SAFETY: `running` gives this CPU the vCPU alone until it is cleared below;
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).
     let ctx = unsafe { &mut *ctx };
-    let view = RunningVm { hyp, handle, vcpu: index, hardware, ppi_frame, vcpus, flags };
+    let view = RunningVm { hyp, handle, vcpu: index, hardware, ppi_frame, vcpus, gic_layout, flags };
     let (mut injections, mut traps) = (0u32, 0u32);
     let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap, live| {
         traps += 1;

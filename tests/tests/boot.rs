@@ -22,10 +22,10 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[hyp INFO] host stage-2: ",
     "[hyp INFO] entering the host at EL1: entry ",
     "[host INFO] ok: host shim running at EL1",
-    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 6))",
-    "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c00000000001ffff)",
+    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 7))",
+    "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c00000000007ffff)",
     "[host INFO] ok: unknown hypercall 0xc6001fff returned -1",
-    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 6], first register changed None",
+    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 7], first register changed None",
     "[host INFO] ok: ID_AA64PFR0_EL1 read into x2, x19 and x28 alike (0x",
     "), SVE 0 (hidden), x20 kept",
     "[host INFO] ok: PSCI CPU_ON of the running CPU: ALREADY_ON from the hyp (-4)",
@@ -431,7 +431,7 @@ fn smp4_every_cpu_runs_the_host_vcpus_run_in_parallel_and_stress_leaves_memory_u
         .flat_map(|cpu| {
             [
                 format!("[hyp INFO] CPU {cpu} (MPIDR {cpu:#x}) up at EL2: entering the host at 0x"),
-                format!("[host INFO] ok: CPU {cpu} (MPIDR {cpu:#x}) started with PSCI CPU_ON (Ok(())): runs the shim at EL1, MPIDR_EL1 0x8000000{cpu}, VERSION 0x6"),
+                format!("[host INFO] ok: CPU {cpu} (MPIDR {cpu:#x}) started with PSCI CPU_ON (Ok(())): runs the shim at EL1, MPIDR_EL1 0x8000000{cpu}, VERSION 0x7"),
             ]
         })
         .collect();
@@ -581,9 +581,11 @@ fn linux_guest_reaches_user_space_in_both_vm_types() {
 /// exception) and it goes on; the /dev/hyp driver loads and the user-space VMM
 /// runs a guest in a non-protected and a protected VM, is refused the
 /// protected one's memory and registers, and gets every page back; then it
-/// boots the Linux guest in each VM type (`hyp-vmm linux`: 2 vCPUs in
-/// threads, 256 MiB; `hyp-vmm run`: 3 vCPUs, 320 MiB; console both ways) and
-/// again gets every page back; `hyp-vmm run` refuses a tenth vCPU. In
+/// boots the Linux guest in each VM type on /dev/kvm (`hyp-vmm linux`: 2
+/// vCPUs in threads, 256 MiB; `hyp-vmm run`: 3 vCPUs, 320 MiB; console both
+/// ways) and again gets every page back (every pin dropped, every page
+/// readable, a protected VM's zeroed);
+/// `hyp-vmm run` refuses a ninth vCPU. In
 /// between, `kvm-api-test` drives the driver's /dev/kvm through the KVM API in
 /// both VM types: each ioctl and its errors, and a tiny guest's exact exits.
 #[test]
@@ -621,10 +623,10 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "]: unhandled exception: DABT (lower EL), ESR 0x0000000092000010, synchronous external abort",
         "linux-host: the read of the hyp's memory was refused",
         "linux-host: still running",
-        "hyp: ABI 0.6, /dev/hyp ready",
+        "hyp: ABI 0.7, /dev/hyp ready",
         "hyp: /dev/kvm ready (KVM API 12, IPA limit 48 bits)",
         "linux-host: /dev/hyp ready",
-        "hyp-vmm: ok: /dev/hyp answers: ABI Ok((0, 6))",
+        "hyp-vmm: ok: /dev/hyp answers: ABI Ok((0, 7))",
         "hyp-vmm: ok: the host reads the VM's x0: Ok(78)",
         "hyp-vmm: ok: the non-protected guest ran to SYSTEM_OFF printing Ok(\"hello from guest N R1\")",
         "hyp-vmm: ok: the lent page came back as it was",
@@ -663,22 +665,31 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "kvm-api-test: ok: protected: x3 after the run: Operation not permitted",
         "kvm-api-test: ok: protected: every pin dropped at release: 16 pages pinned, 16 unpinned",
         "kvm-api-test: ok: protected: the guest's memory after release: first word 0",
-        "kvm-api-test: all 103 checks passed",
+        // The vGIC device, KVM_IRQ_LINE levels, irqfd and ioeventfd (kvm_vgic_test.c).
+        "kvm-api-test: ok: non-protected vGIC: the guest took SPI 40 at its first run: ok, reason 6, address 0x10000000, INTID 40",
+        "kvm-api-test: ok: non-protected vGIC: the guest took SPI 40 again, its line still high when the guest ended it: ok, reason 6, address 0x10000000, INTID 40",
+        "kvm-api-test: ok: non-protected vGIC: the guest took the irqfd's interrupt, its store went to the ioeventfd, it powered off: reason 24",
+        "kvm-api-test: ok: non-protected vGIC: the ioeventfd was signalled once: 1",
+        "kvm-api-test: ok: protected vGIC: the guest took SPI 40 at its first run: ok, reason 6, address 0x10000000, INTID 40",
+        "kvm-api-test: ok: protected vGIC: the guest took SPI 40 again, its line still high when the guest ended it: ok, reason 6, address 0x10000000, INTID 40",
+        "kvm-api-test: ok: protected vGIC: the guest took the irqfd's interrupt, its store went to the ioeventfd, it powered off: reason 24",
+        "kvm-api-test: ok: protected vGIC: the ioeventfd was signalled once: 1",
+        "kvm-api-test: all 205 checks passed",
         "linux-host: kvm-api-test exited with status 0",
-        "hyp-vmm: linux: a NonProtected VM of 2 vCPUs, 256 MiB of this process at IPA 0x80000000",
+        "hyp-vmm: linux: a non-protected VM of 2 vCPUs on /dev/kvm (type 0x20, vGICv3), 256 MiB of this process at IPA 0x80000000",
         "guest: [",
         "smp: Brought up 1 node, 2 CPUs",
         "guest: linux-guest: user space reached",
         "guest: linux-guest: console input: hello from the linux host",
         "hyp-vmm: ok: the NonProtected Linux guest powered off: Ok(())",
-        "hyp-vmm: ok: every page of the Linux guest came back: Ok(Accounting { pinned: 0, given: 65536, returned: 65536, memcache: 256 })",
+        "hyp-vmm: ok: every page of the Linux guest came back: Ok(\"65536 pages readable again; 65536 pins taken and 65536 dropped\")",
         "linux-host: hyp-vmm linux (non-protected) exited with status 0",
-        "hyp-vmm: linux: a Protected VM of 3 vCPUs, 320 MiB of this process at IPA 0x80000000",
+        "hyp-vmm: linux: a protected VM of 3 vCPUs on /dev/kvm (type 0x80000020, vGICv3), 320 MiB of this process at IPA 0x80000000",
         "smp: Brought up 1 node, 3 CPUs",
         "guest: linux-guest: user space reached",
         "guest: linux-guest: console input: hello from the linux host",
         "hyp-vmm: ok: the Protected Linux guest powered off: Ok(())",
-        "hyp-vmm: ok: every page of the Linux guest came back: Ok(Accounting { pinned: 0, given: 81920, returned: 81920, memcache: 256 })",
+        "hyp-vmm: ok: every page of the Linux guest came back: Ok(\"81920 pages readable again, every one zeroed; 81920 pins taken and 81920 dropped\")",
         "linux-host: hyp-vmm run (protected, 3 vCPUs, 320 MiB) exited with status 0",
         "hyp-vmm: --vcpus 9: a VM has 1 to 8 vCPUs (the hyp's limit per VM) (usage: hyp-vmm --help)",
         "linux-host: hyp-vmm run --vcpus 9 exited with status 2",

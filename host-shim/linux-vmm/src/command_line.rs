@@ -22,8 +22,9 @@ usage: hyp-vmm run --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE]
        hyp-vmm linux [--protected] IMAGE INITRAMFS
        hyp-vmm --help
 
-hyp-vmm is the user-space VMM of a Linux host running on the hyp; it runs VMs
-through /dev/hyp (the hyp_dev.ko driver).
+hyp-vmm is the user-space VMM of a Linux host running on the hyp: run and
+linux use Linux's KVM API on /dev/kvm (the hyp_dev.ko driver's, or Linux's
+own KVM), check the hyp's own calls on /dev/hyp.
 
   run       boots an arm64 Linux kernel Image in a VM; its console (a PL011,
             ttyAMA0) is this process's stdin and stdout. Exits 0 if the guest

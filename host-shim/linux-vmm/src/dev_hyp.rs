@@ -101,11 +101,6 @@ impl DevHyp {
         Exit::decode(words).ok_or(CallError::Hyp(HypError::NotSupported))
     }
 
-    /// Makes interrupt `intid` pending; the vCPU it goes to.
-    pub fn vcpu_inject_irq(&self, handle: u64, vcpu: u64, intid: u64) -> Result<u64, CallError> {
-        self.call(HostCall::VcpuInjectIrq, [handle, vcpu, intid, 0, 0, 0]).map(|[target, _, _]| target)
-    }
-
     pub fn vcpu_get_reg(&self, handle: u64, vcpu: u64, reg: u64) -> Result<u64, CallError> {
         self.call(HostCall::VcpuGetReg, [handle, vcpu, reg, 0, 0, 0]).map(|[value, _, _]| value)
     }

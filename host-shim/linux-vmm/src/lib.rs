@@ -3,3 +3,6 @@
 //! builds for aarch64 Linux only).
 
 pub mod command_line;
+pub mod kvm_layout;
+pub mod mmio_data;
+pub mod page_pins;

@@ -1,112 +1,112 @@
 //! `hyp-vmm run` (and `hyp-vmm linux`): boots a Linux guest from the host's
 //! shell with the kernel, initramfs, command line, RAM and vCPUs of its
-//! command line (default: 256 MiB, two vCPUs), as the host shim does on bare
-//! metal (host-shim/src/suites/linux_guest.rs) and with the same portable parts
-//! (`vmm`: boot layout, device tree, PL011): the guest's RAM is this process's
-//! memory (pinned and given to the VM by /dev/hyp), each vCPU runs in a thread
-//! of its own, the guest's console is this process's stdin and stdout.
+//! options (default: 256 MiB, two vCPUs), on `/dev/kvm` through the rust-vmm
+//! crates `kvm-ioctls` and `kvm-bindings`, as any KVM VMM would: on the hyp's
+//! Linux host the driver's `/dev/kvm` (host-shim/linux-module/dev_kvm.c), or
+//! Linux's own KVM. The portable parts are the host shim's (`vmm`: boot
+//! layout, device tree, PL011); the platform is `kvm_layout`'s. The guest's
+//! RAM is this process's memory (one slot), each vCPU runs in a thread of its
+//! own, the vGIC is KVM's (`KVM_CREATE_DEVICE`), the guest's console is this
+//! process's stdin and stdout with the PL011's interrupt a level on
+//! `KVM_IRQ_LINE`.
 
-use crate::dev_hyp::DevHyp;
-use hyp_abi::{Exit, VmType};
+use crate::guest_ram::GuestRam;
+use core::mem::offset_of;
+use kvm_bindings::{
+    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2,
+    kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, kvm_regs, kvm_userspace_memory_region, kvm_vcpu_init, PSR_MODE_EL1h,
+    KVM_ARM_IRQ_TYPE_SHIFT, KVM_ARM_IRQ_TYPE_SPI, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2,
+    KVM_DEV_ARM_VGIC_CTRL_INIT, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
+    KVM_REG_ARM64, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+    KVM_VGIC_V2_ADDR_TYPE_CPU, KVM_VGIC_V2_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
+    PSR_A_BIT, PSR_D_BIT, PSR_F_BIT, PSR_I_BIT,
+};
+use kvm_ioctls::{DeviceFd, Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_vmm::command_line::RunOptions;
+use linux_vmm::kvm_layout::{self, GIC_INTERRUPTS, GUEST_RAM, UART, UART_INTID};
+use linux_vmm::mmio_data;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use vmm::boot_layout;
 use vmm::guest_tree::{GuestGic, GuestTree};
 use vmm::pl011::Pl011;
 
-const GUEST_RAM: u64 = 0x8000_0000;
-const PAGE: usize = 4096;
-/// Pages per VM_MAP call: 2 MiB, the granule of the guest's RAM size.
-const MAP_CHUNK: u64 = 512;
-const UART: u64 = 0x0900_0000;
-const UART_INTID: u32 = 33;
-/// Longest a vCPU thread sleeps in a WFI before it looks for console input.
-const WFI_POLL: Duration = Duration::from_millis(10);
+const UART_SIZE: u64 = 0x1000;
+/// How often the console thread offers waiting input to a guest not yet
+/// ready for it.
+const INPUT_POLL: Duration = Duration::from_millis(10);
 
-/// The guest's RAM: an anonymous mapping of this process.
-struct GuestRam {
-    base: *mut u8,
-    size: usize,
+/// `ONE_REG` ids of the core registers set at boot: `KVM_REG_ARM_CORE` with
+/// the register's offset in `struct kvm_regs` in 32-bit words.
+const fn core_register(offset: usize) -> u64 {
+    KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE as u64 | (offset / 4) as u64
+}
+const REG_X0: u64 = core_register(offset_of!(kvm_regs, regs.regs));
+const REG_PC: u64 = core_register(offset_of!(kvm_regs, regs.pc));
+const REG_PSTATE: u64 = core_register(offset_of!(kvm_regs, regs.pstate));
+/// EL1h with D, A, I and F masked: the boot protocol's state, and KVM's reset
+/// value (so a protected VM takes the write: it changes nothing).
+const BOOT_PSTATE: u64 = (PSR_MODE_EL1h | PSR_D_BIT | PSR_A_BIT | PSR_I_BIT | PSR_F_BIT) as u64;
+
+// `kvm_layout`'s plain numbers are those of the uapi headers.
+const _: () = assert!(kvm_layout::IRQ_TYPE_SHIFT == KVM_ARM_IRQ_TYPE_SHIFT);
+const _: () = assert!(kvm_layout::IRQ_TYPE_SPI == KVM_ARM_IRQ_TYPE_SPI);
+const _: () = assert!(BOOT_PSTATE == 0x3c5);
+
+/// How the guest ended.
+#[derive(Clone, Debug, Eq, PartialEq)]
+enum End {
+    /// PSCI SYSTEM_OFF (`KVM_SYSTEM_EVENT_SHUTDOWN`).
+    PowerOff,
+    /// PSCI SYSTEM_RESET (`KVM_SYSTEM_EVENT_RESET`): not served, the run ends.
+    Reset,
+    /// An exit or error this VMM cannot go on from.
+    Failed(String),
 }
 
-impl GuestRam {
-    fn new(size: usize) -> Result<GuestRam, String> {
-        let base = crate::anonymous_memory(size)
-            .ok_or_else(|| format!("no {} MiB for the guest's RAM: give less with --memory", size >> 20))?;
-        Ok(GuestRam { base, size })
-    }
-
-    /// The bytes at guest-physical `ipa`, `len` long, for loading (before the
-    /// VM gets the memory: a protected VM's pages are not the host's after).
-    fn slice(&mut self, ipa: u64, len: usize) -> Result<&mut [u8], String> {
-        let offset = ipa.checked_sub(GUEST_RAM).map(|o| o as usize).filter(|o| o + len <= self.size);
-        let offset = offset.ok_or("outside the guest's RAM")?;
-        // SAFETY: In the mapping (checked above), which `&mut self` makes exclusive.
-        Ok(unsafe { core::slice::from_raw_parts_mut(self.base.add(offset), len) })
-    }
-}
+/// A vCPU's `kvm_run.immediate_exit`, for another thread to set.
+struct ImmediateExit(AtomicPtr<u8>);
 
 /// What the vCPU threads share.
 struct Shared<'a> {
-    hyp: &'a DevHyp,
-    handle: u64,
+    vm: &'a VmFd,
     uart: Mutex<Console>,
     /// Console input, filled by a thread of its own (it may block in read
-    /// for ever, so it is not one of the scoped threads).
-    input: Arc<Mutex<VecDeque<u8>>>,
-    /// Whether each vCPU is on (PSCI CPU_ON and CPU_OFF), by index.
-    on: Vec<AtomicBool>,
-    /// Each vCPU thread's pthread, to kick it out of a run (0: not started).
+    /// for ever, so it is not one of the scoped threads and holds nothing of
+    /// the VM), and its arrival.
+    input: Arc<(Mutex<VecDeque<u8>>, Condvar)>,
+    /// Each vCPU thread's pthread, to signal it out of `KVM_RUN` (0: not started).
     threads: Vec<AtomicU64>,
+    /// Each vCPU's `immediate_exit`, valid while its `VcpuFd` lives (longer
+    /// than every thread that uses it: the fds are dropped after the scope).
+    immediate_exits: Vec<ImmediateExit>,
     done: AtomicBool,
-    end: Mutex<Option<Exit>>,
-    /// Wakes threads sleeping in a WFI or waiting to be started.
-    kick: Arc<(Mutex<()>, Condvar)>,
+    end: Mutex<Option<End>>,
 }
 
-/// The guest's UART and its output line.
+/// The guest's UART, its output line and its interrupt line's level.
 struct Console {
     model: Pl011,
     line: Vec<u8>,
+    level: bool,
 }
 
 impl Shared<'_> {
-    fn kick(&self) {
-        self.kick.1.notify_all();
-    }
-
-    fn sleep(&self, at_most: Duration) {
-        let guard = self.kick.0.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = self.kick.1.wait_timeout(guard, at_most);
-    }
-
-    fn raise(&self, console: &Console) {
-        if console.model.interrupt() {
-            if let Ok(target) = self.hyp.vcpu_inject_irq(self.handle, 0, u64::from(UART_INTID)) {
-                self.kick_vcpus(1 << target.min(63));
-            }
+    /// Drives the UART's interrupt line to what the model says, if it changed:
+    /// the line is a level (`KVM_IRQ_LINE` 1 while the PL011 asserts it, 0
+    /// when it stops), and KVM's vGIC keeps it pending while it is high.
+    fn follow_level(&self, console: &mut Console) {
+        let level = console.model.interrupt();
+        if level == console.level {
+            return;
         }
-    }
-
-    /// Makes the vCPUs of `targets` (bit n: vCPU n) take what is pending for
-    /// them now: a signal to a thread inside VCPU_RUN interrupts its CPU, the
-    /// hyp ends the run, and the thread enters again with the interrupt in
-    /// place (the hyp does not interrupt a running vCPU itself); a sleeping
-    /// thread is woken.
-    fn kick_vcpus(&self, targets: u64) {
-        for (vcpu, thread) in self.threads.iter().enumerate() {
-            let thread = thread.load(Ordering::SeqCst);
-            if targets & 1 << vcpu != 0 && thread != 0 {
-                // SAFETY: `thread` is a live vCPU thread of this process (they
-                // end only after `done`), and SIGUSR1 has a no-op handler.
-                unsafe { libc::pthread_kill(thread as libc::pthread_t, libc::SIGUSR1) };
-            }
+        match self.vm.set_irq_line(kvm_layout::spi_line(UART_INTID), level) {
+            Ok(()) => console.level = level,
+            Err(e) => self.finish(End::Failed(format!("KVM_IRQ_LINE of INTID {UART_INTID} to {}: {e}", level as u8))),
         }
-        self.kick();
     }
 
     /// An MMIO access to the UART at `offset`; what a load reads.
@@ -121,36 +121,57 @@ impl Shared<'_> {
             }
             None => u64::from(console.model.read(offset)),
         };
-        if write.is_some() || offset == 0 {
-            self.raise(&console);
-        }
+        // An access may make the driver ready for input (`Pl011::wants_input`).
+        self.offer_input(&mut console);
+        self.follow_level(&mut console);
         value
     }
 
-    /// Moves console input into the UART while the guest's driver listens.
-    fn poll_input(&self) {
-        let mut input = self.input.lock().unwrap_or_else(|e| e.into_inner());
-        if input.is_empty() {
-            return;
-        }
-        let mut console = self.uart.lock().unwrap_or_else(|e| e.into_inner());
-        let mut received = false;
+    /// Moves waiting console input into the UART while the guest's driver
+    /// listens. Lock order: the UART, then the input.
+    fn offer_input(&self, console: &mut Console) {
+        let mut input = self.input.0.lock().unwrap_or_else(|e| e.into_inner());
         while console.model.wants_input() {
             let Some(byte) = input.pop_front() else { break };
-            received |= console.model.receive(byte);
-        }
-        if received {
-            self.raise(&console);
+            console.model.receive(byte);
         }
     }
 
-    fn finish(&self, exit: Option<Exit>) {
-        let mut end = self.end.lock().unwrap_or_else(|e| e.into_inner());
-        if end.is_none() {
-            *end = exit;
+    /// The console thread: offers input as it arrives (a vCPU in WFI makes no
+    /// UART access that would), and again while the guest is not ready for it.
+    fn feed_console(&self) {
+        while !self.done.load(Ordering::SeqCst) {
+            {
+                let mut console = self.uart.lock().unwrap_or_else(|e| e.into_inner());
+                self.offer_input(&mut console);
+                self.follow_level(&mut console);
+            }
+            let input = self.input.0.lock().unwrap_or_else(|e| e.into_inner());
+            let wait = if input.is_empty() { INPUT_POLL * 10 } else { INPUT_POLL };
+            let _ = self.input.1.wait_timeout(input, wait);
         }
+    }
+
+    /// Ends the run: the first end wins; every vCPU thread leaves `KVM_RUN`
+    /// (its `immediate_exit` set, then a signal: in the driver or about to
+    /// enter, `KVM_RUN` returns `EINTR`).
+    fn finish(&self, end: End) {
+        self.end.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(end);
         self.done.store(true, Ordering::SeqCst);
-        self.kick();
+        for flag in &self.immediate_exits {
+            // SAFETY: The pointer is into a live vCPU's kvm_run (see
+            // `immediate_exits`); KVM reads the byte at each KVM_RUN.
+            unsafe { flag.0.load(Ordering::SeqCst).write_volatile(1) };
+        }
+        for thread in &self.threads {
+            let thread = thread.load(Ordering::SeqCst);
+            if thread != 0 {
+                // SAFETY: `thread` is a vCPU thread of this process, alive
+                // until the scope ends, and SIGUSR1 has a no-op handler.
+                unsafe { libc::pthread_kill(thread as libc::pthread_t, libc::SIGUSR1) };
+            }
+        }
+        self.input.1.notify_all();
     }
 }
 
@@ -165,68 +186,40 @@ impl Console {
     }
 }
 
-/// The virtual counter (the host's CNTVOFF_EL2 is 0: the physical count).
-fn counter() -> u64 {
-    let value: u64;
-    // SAFETY: Linux lets EL0 read the virtual counter.
-    unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) value) };
-    value
-}
-
-fn counter_frequency() -> u64 {
-    let value: u64;
-    // SAFETY: Reading CNTFRQ_EL0 at EL0 is allowed.
-    unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) value) };
-    value.max(1)
-}
-
-/// One vCPU's thread: runs it until the guest ends.
-fn run_vcpu(shared: &Shared<'_>, vcpu: usize) {
+/// One vCPU's thread: runs it until the guest ends. Secondary vCPUs start
+/// powered off: their `KVM_RUN` waits until the guest's PSCI `CPU_ON`.
+fn run_vcpu(shared: &Shared<'_>, vcpu: &mut VcpuFd, index: usize) {
     // SAFETY: pthread_self has no preconditions.
-    shared.threads[vcpu].store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
-    let frequency = counter_frequency();
-    let mut answer = 0;
+    shared.threads[index].store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
     while !shared.done.load(Ordering::SeqCst) {
-        if !shared.on[vcpu].load(Ordering::SeqCst) {
-            shared.sleep(WFI_POLL);
-            continue;
-        }
-        shared.poll_input();
-        let exit = shared.hyp.vcpu_run(shared.handle, vcpu as u64, answer);
-        answer = 0;
-        match exit {
-            Ok(Exit::Mmio { ipa, write, value, .. }) if (UART..UART + 0x1000).contains(&ipa) => {
-                answer = shared.uart_access(ipa - UART, write.then_some(value));
-            }
-            Ok(Exit::Mmio { .. } | Exit::Hypercall { .. } | Exit::Interrupted) => {}
-            Ok(Exit::CpuOn { vcpu: other }) => {
-                if let Some(on) = shared.on.get(other as usize) {
-                    on.store(true, Ordering::SeqCst);
+        match vcpu.run() {
+            Ok(VcpuExit::MmioWrite(address, data)) => {
+                if (UART..UART + UART_SIZE).contains(&address) {
+                    shared.uart_access(address - UART, Some(mmio_data::stored_value(data)));
                 }
-                shared.kick();
             }
-            Ok(Exit::CpuOff) => shared.on[vcpu].store(false, Ordering::SeqCst),
-            // A WFE: runnable now; let a thread this one waits for (sharing
-            // its CPU) run first.
-            Ok(Exit::Wfi { timer_deadline: 0 }) => std::thread::yield_now(),
-            Ok(Exit::Wfi { timer_deadline }) => {
-                let ticks = timer_deadline.saturating_sub(counter());
-                let wait = Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / frequency);
-                shared.sleep(wait.min(WFI_POLL));
+            Ok(VcpuExit::MmioRead(address, data)) => {
+                let value = if (UART..UART + UART_SIZE).contains(&address) {
+                    shared.uart_access(address - UART, None)
+                } else {
+                    0
+                };
+                mmio_data::answer_load(data, value);
             }
-            Ok(Exit::Wake { targets }) => shared.kick_vcpus(targets),
-            Ok(end @ (Exit::SystemOff | Exit::SystemReset | Exit::Fatal { .. })) => shared.finish(Some(end)),
-            Err(e) => {
-                println!("hyp-vmm: run of vCPU {vcpu}: {e}");
-                shared.finish(None);
-            }
+            Ok(VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN, _)) => shared.finish(End::PowerOff),
+            Ok(VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_RESET, _)) => shared.finish(End::Reset),
+            // A hypercall this VMM offers nothing for: the guest sees it unanswered.
+            Ok(VcpuExit::Hypercall(_) | VcpuExit::Intr) => {}
+            Ok(other) => shared.finish(End::Failed(format!("vCPU {index}: exit {other:?}"))),
+            Err(e) if e.errno() == libc::EINTR => {}
+            Err(e) => shared.finish(End::Failed(format!("KVM_RUN of vCPU {index}: {e}"))),
         }
     }
 }
 
 extern "C" fn on_kick(_: i32) {}
 
-/// SIGUSR1 does nothing but interrupt: see `Shared::kick_vcpus`.
+/// SIGUSR1 does nothing but interrupt `KVM_RUN`: see `Shared::finish`.
 fn install_kick_handler() {
     // SAFETY: A zeroed sigaction with a plain handler that touches nothing.
     let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
@@ -236,23 +229,104 @@ fn install_kick_handler() {
     unsafe { libc::sigaction(libc::SIGUSR1, &action, core::ptr::null_mut()) };
 }
 
-/// Which GIC the hyp emulates for guests: the one the host has.
-fn host_gic() -> GuestGic {
-    let base = std::path::Path::new("/sys/firmware/devicetree/base");
-    let gicv3 = std::fs::read_dir(base).into_iter().flatten().flatten().any(|node| {
-        std::fs::read(node.path().join("compatible"))
-            .is_ok_and(|c| c.split(|&b| b == 0).any(|name| name == b"arm,gic-v3"))
-    });
-    if gicv3 {
-        GuestGic::V3
-    } else {
-        GuestGic::V2
-    }
+/// Sets the vGIC's attribute `attr` of `group`; `value` is where KVM reads
+/// its value (0: none).
+fn set_gic_attribute(gic: &DeviceFd, group: u32, attr: u32, value: u64) -> Result<(), String> {
+    let attribute = kvm_device_attr { flags: 0, group, attr: attr.into(), addr: value };
+    gic.set_device_attr(&attribute)
+        .map_err(|e| format!("KVM_SET_DEVICE_ATTR of the vGIC, group {group} attribute {attr}: {e}"))
 }
 
-/// Boots the guest of `options` to its power-off; true if it got there and
-/// every page came back.
-pub fn run(hyp: &DevHyp, ty: VmType, options: &RunOptions) -> Result<(), String> {
+/// Sets one of the vGIC's `KVM_DEV_ARM_VGIC_GRP_ADDR` addresses.
+fn set_gic_address(gic: &DeviceFd, kind: u32, address: u64) -> Result<(), String> {
+    set_gic_attribute(gic, KVM_DEV_ARM_VGIC_GRP_ADDR, kind, &address as *const u64 as u64)
+}
+
+/// KVM's vGIC: a GICv3, or a GICv2 where KVM has none (`ENODEV`), at
+/// `kvm_layout`'s addresses, with `GIC_INTERRUPTS` interrupts, initialised
+/// (after every vCPU is made).
+fn create_gic(vm: &VmFd, vcpus: u32) -> Result<(GuestGic, DeviceFd), String> {
+    let mut device = kvm_create_device { type_: kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, fd: 0, flags: 0 };
+    let (gic, fd) = match vm.create_device(&mut device) {
+        Ok(fd) => (kvm_layout::gic_v3(vcpus), fd),
+        Err(e) if e.errno() == libc::ENODEV => {
+            device.type_ = kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2;
+            let fd = vm.create_device(&mut device).map_err(|e| format!("KVM_CREATE_DEVICE of a vGICv2: {e}"))?;
+            (kvm_layout::gic_v2(), fd)
+        }
+        Err(e) => return Err(format!("KVM_CREATE_DEVICE of a vGICv3: {e}")),
+    };
+    match gic {
+        GuestGic::V3 { distributor, redistributors } => {
+            set_gic_address(&fd, KVM_VGIC_V3_ADDR_TYPE_DIST, distributor)?;
+            set_gic_address(&fd, KVM_VGIC_V3_ADDR_TYPE_REDIST, redistributors)?;
+        }
+        GuestGic::V2 { distributor, cpu_interface } => {
+            set_gic_address(&fd, KVM_VGIC_V2_ADDR_TYPE_DIST, distributor)?;
+            set_gic_address(&fd, KVM_VGIC_V2_ADDR_TYPE_CPU, cpu_interface)?;
+        }
+    }
+    // The interrupt count is a 32-bit value.
+    let interrupts: u32 = GIC_INTERRUPTS;
+    set_gic_attribute(&fd, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, &interrupts as *const u32 as u64)?;
+    set_gic_attribute(&fd, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, 0)?;
+    Ok((gic, fd))
+}
+
+/// The VM's vCPUs, each initialised with PSCI 0.2; all but vCPU 0 powered off
+/// (the guest starts them with PSCI `CPU_ON`).
+fn create_vcpus(vm: &VmFd, count: u32) -> Result<Vec<VcpuFd>, String> {
+    let mut init = kvm_vcpu_init::default();
+    vm.get_preferred_target(&mut init).map_err(|e| format!("KVM_ARM_PREFERRED_TARGET: {e}"))?;
+    init.features[0] |= 1 << KVM_ARM_VCPU_PSCI_0_2;
+    (0..count)
+        .map(|index| {
+            let vcpu = vm.create_vcpu(index.into()).map_err(|e| format!("KVM_CREATE_VCPU {index}: {e}"))?;
+            let mut features = init;
+            if index > 0 {
+                features.features[0] |= 1 << KVM_ARM_VCPU_POWER_OFF;
+            }
+            vcpu.vcpu_init(&features).map_err(|e| format!("KVM_ARM_VCPU_INIT of vCPU {index}: {e}"))?;
+            Ok(vcpu)
+        })
+        .collect()
+}
+
+/// vCPU 0 enters the kernel at `entry` with the device tree's address in x0,
+/// as the arm64 boot protocol wants.
+fn set_boot_registers(vcpu: &VcpuFd, entry: u64, tree: u64) -> Result<(), String> {
+    for (id, name, value) in [(REG_PSTATE, "pstate", BOOT_PSTATE), (REG_PC, "pc", entry), (REG_X0, "x0", tree)] {
+        vcpu.set_one_reg(id, &value.to_le_bytes()).map_err(|e| format!("KVM_SET_ONE_REG of vCPU 0's {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Why a guest did not power off, and whether its VM had started to run
+/// (then its memory had gone to the hyp).
+#[derive(Debug)]
+pub struct Failure {
+    pub reason: String,
+    pub ran: bool,
+}
+
+/// Boots the guest of `options` in `ram` to its end; Ok if it powered off.
+/// Every KVM fd of the VM is closed when this returns (the driver then takes
+/// the VM down and gives its pages back).
+pub fn run(ram: &mut GuestRam, options: &RunOptions) -> Result<(), Failure> {
+    let guest = set_up(ram, options).map_err(|reason| Failure { reason, ran: false })?;
+    guest.run().map_err(|reason| Failure { reason, ran: true })
+}
+
+/// A VM made, loaded and ready to run.
+struct Guest {
+    vm: VmFd,
+    vcpus: Vec<VcpuFd>,
+    gic: DeviceFd,
+}
+
+/// Loads the kernel, initramfs and device tree into `ram` and makes the VM
+/// on `/dev/kvm`: its memory slot, vCPUs, vGIC and vCPU 0's boot registers.
+fn set_up(ram: &mut GuestRam, options: &RunOptions) -> Result<Guest, String> {
     let image_path = &options.kernel;
     let image = std::fs::read(image_path).map_err(|e| format!("the kernel {image_path}: {e}"))?;
     let initrd = match &options.initrd {
@@ -262,77 +336,99 @@ pub fn run(hyp: &DevHyp, ty: VmType, options: &RunOptions) -> Result<(), String>
     // The whole file: its header must cover it (`image_size`), and an EFI
     // stub's PE/COFF header must not describe more of it than is there.
     let header = vmm::kernel_image::check(&image).map_err(|e| format!("the kernel {image_path}: {e}"))?;
-    let ram_size = options.memory;
+    let ram_size = ram.size() as u64;
     let layout = boot_layout::place(GUEST_RAM, ram_size, header, initrd.len() as u64)
         .map_err(|e| format!("{} MiB of guest RAM (--memory): {e}", ram_size >> 20))?;
-    let mut ram = GuestRam::new(ram_size as usize)?;
     ram.slice(layout.kernel, image.len())?.copy_from_slice(&image);
     ram.slice(layout.initrd, initrd.len())?.copy_from_slice(&initrd);
-    let vcpus = options.vcpus as usize;
+
+    let kvm = Kvm::new().map_err(|e| format!("open /dev/kvm: {e}"))?;
+    let ipa_limit = u32::try_from(kvm.get_host_ipa_limit()).unwrap_or(0);
+    let vm_type = kvm_layout::vm_type(ipa_limit, GUEST_RAM + ram_size, options.protected)?;
+    let vm = kvm.create_vm_with_type(vm_type).map_err(|e| format!("KVM_CREATE_VM of type {vm_type:#x}: {e}"))?;
+    let slot = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: GUEST_RAM,
+        memory_size: ram_size,
+        userspace_addr: ram.host_address(),
+    };
+    // SAFETY: The slot is `ram`'s mapping, which this process never unmaps
+    // (`GuestRam`); it outlives the VM.
+    unsafe { vm.set_user_memory_region(slot) }.map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
+    let vcpus = create_vcpus(&vm, options.vcpus)?;
+    let (gic, gic_fd) = create_gic(&vm, options.vcpus)?;
+
     let tree = GuestTree {
         ram: (GUEST_RAM, ram_size),
         vcpus: options.vcpus,
-        gic: host_gic(),
+        gic,
         uart: UART,
         uart_intid: UART_INTID,
         bootargs: &options.cmdline,
         initrd: options.initrd.as_ref().map(|_| (layout.initrd, layout.initrd + initrd.len() as u64)),
     };
     let tree_size = tree.write(ram.slice(layout.tree, boot_layout::TREE_ROOM as usize)?).map_err(|e| e.to_string())?;
+    let vcpu0 = vcpus.first().ok_or("no vCPU")?;
+    set_boot_registers(vcpu0, layout.kernel, layout.tree)?;
     println!(
-        "hyp-vmm: linux: a {ty:?} VM of {vcpus} vCPUs, {} MiB of this process at IPA {GUEST_RAM:#x}: Image at \
-         {:#x}, initramfs at {:#x}, device tree ({tree_size} bytes) at {:#x}",
+        "hyp-vmm: linux: a {} VM of {} vCPUs on /dev/kvm (type {vm_type:#x}, vGIC{}), {} MiB of this process at IPA \
+         {GUEST_RAM:#x}: Image at {:#x}, initramfs at {:#x}, device tree ({tree_size} bytes) at {:#x}",
+        if options.protected { "protected" } else { "non-protected" },
+        options.vcpus,
+        if matches!(gic, GuestGic::V3 { .. }) { "v3" } else { "v2" },
         ram_size >> 20,
         layout.kernel,
         layout.initrd,
         layout.tree
     );
-    let pages = ram_size / PAGE as u64;
-    let handle = hyp.vm_create(ty, vcpus as u64).map_err(|e| format!("create the VM: {e}"))?;
-    for chunk in (0..pages).step_by(MAP_CHUNK as usize) {
-        // SAFETY: Inside the mapping.
-        let address = unsafe { ram.base.add(chunk as usize * PAGE) };
-        hyp.vm_map(handle, address, GUEST_RAM + chunk * PAGE as u64, MAP_CHUNK)
-            .map_err(|e| format!("map the guest's RAM at IPA {:#x}: {e}", GUEST_RAM + chunk * PAGE as u64))?;
-    }
-    hyp.vcpu_init(handle, 0, layout.kernel, layout.tree).map_err(|e| format!("vCPU 0: {e}"))?;
-    let shared = Shared {
-        hyp,
-        handle,
-        uart: Mutex::new(Console { model: Pl011::default(), line: Vec::new() }),
-        input: Arc::new(Mutex::new(VecDeque::new())),
-        on: (0..vcpus).map(|vcpu| AtomicBool::new(vcpu == 0)).collect(),
-        threads: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
-        done: AtomicBool::new(false),
-        end: Mutex::new(None),
-        kick: Arc::new((Mutex::new(()), Condvar::new())),
-    };
-    install_kick_handler();
-    let (input, kick) = (shared.input.clone(), shared.kick.clone());
-    // Console input: this process's stdin, a byte at a time.
-    std::thread::spawn(move || {
-        let mut byte = [0u8];
-        while matches!(std::io::stdin().read(&mut byte), Ok(1)) {
-            input.lock().unwrap_or_else(|e| e.into_inner()).push_back(byte[0]);
-            kick.1.notify_all();
-        }
-    });
-    std::thread::scope(|scope| {
-        for vcpu in 0..vcpus {
+    Ok(Guest { vm, vcpus, gic: gic_fd })
+}
+
+impl Guest {
+    /// Runs every vCPU in a thread of its own, and the console, until the
+    /// guest ends; then closes every fd of the VM: the vCPUs (and their
+    /// kvm_run mappings), the vGIC, the VM.
+    fn run(self) -> Result<(), String> {
+        let Guest { vm, mut vcpus, gic } = self;
+        let shared = Shared {
+            vm: &vm,
+            uart: Mutex::new(Console { model: Pl011::default(), line: Vec::new(), level: false }),
+            input: Arc::new((Mutex::new(VecDeque::new()), Condvar::new())),
+            threads: vcpus.iter().map(|_| AtomicU64::new(0)).collect(),
+            immediate_exits: vcpus
+                .iter_mut()
+                .map(|vcpu| ImmediateExit(AtomicPtr::new(&mut vcpu.get_kvm_run().immediate_exit)))
+                .collect(),
+            done: AtomicBool::new(false),
+            end: Mutex::new(None),
+        };
+        install_kick_handler();
+        let input = shared.input.clone();
+        // Console input: this process's stdin, a byte at a time.
+        std::thread::spawn(move || {
+            let mut byte = [0u8];
+            while matches!(std::io::stdin().read(&mut byte), Ok(1)) {
+                input.0.lock().unwrap_or_else(|e| e.into_inner()).push_back(byte[0]);
+                input.1.notify_all();
+            }
+        });
+        std::thread::scope(|scope| {
             let shared = &shared;
-            scope.spawn(move || run_vcpu(shared, vcpu));
+            scope.spawn(move || shared.feed_console());
+            for (index, vcpu) in vcpus.iter_mut().enumerate() {
+                scope.spawn(move || run_vcpu(shared, vcpu, index));
+            }
+        });
+        let _ = std::io::stdout().flush();
+        let end = shared.end.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(shared);
+        drop(vcpus);
+        drop(gic);
+        drop(vm);
+        match end {
+            Some(End::PowerOff) => Ok(()),
+            other => Err(format!("the guest ended with {other:?}")),
         }
-    });
-    let _ = std::io::stdout().flush();
-    let end = *shared.end.lock().unwrap_or_else(|e| e.into_inner());
-    hyp.vm_teardown(handle).map_err(|e| format!("teardown: {e}"))?;
-    if ty == VmType::Protected {
-        for chunk in (0..pages).step_by(MAP_CHUNK as usize) {
-            hyp.vm_reclaim(handle, GUEST_RAM + chunk * PAGE as u64, MAP_CHUNK).map_err(|e| format!("reclaim: {e}"))?;
-        }
-    }
-    match end {
-        Some(Exit::SystemOff) => Ok(()),
-        other => Err(format!("the guest ended with {other:?}")),
     }
 }

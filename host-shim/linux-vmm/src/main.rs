@@ -1,4 +1,6 @@
-//! `hyp-vmm`: the user-space VMM of a Linux host, on `/dev/hyp`.
+//! `hyp-vmm`: the user-space VMM of a Linux host: its Linux guests on
+//! `/dev/kvm` (Linux's KVM API, through the rust-vmm crates), its checks of
+//! the hyp's own calls on `/dev/hyp`.
 //!
 //! `hyp-vmm check` runs the console test guest in a non-protected and in a
 //! protected VM from the host's shell: the guest's output arrives through MMIO
@@ -9,38 +11,23 @@
 //! one line per step; exits 0 only if all of them held.
 //!
 //! `hyp-vmm run --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE]
-//! [--vcpus N] [--protected]` boots a Linux guest (see `linux_guest`) and exits
-//! 0 if it powered off and every page came back; `hyp-vmm linux [--protected]
+//! [--vcpus N] [--protected]` boots a Linux guest on `/dev/kvm` (see
+//! `linux_guest`) and exits 0 if it powered off and every page of its RAM
+//! came back (`guest_ram`); `hyp-vmm linux [--protected]
 //! IMAGE INITRAMFS` is the same with the defaults. The command line:
 //! `command_line` (`hyp-vmm --help`).
 
+mod abort_guard;
 mod dev_hyp;
+mod guest_ram;
 mod guests;
 mod linux_guest;
 
 use dev_hyp::DevHyp;
+use guest_ram::PAGE;
 use hyp_abi::{Exit, VmType};
 use linux_vmm::command_line::{self, Command, RunOptions};
 use std::process::ExitCode;
-
-const PAGE: usize = 4096;
-
-/// `len` bytes of fresh private anonymous memory, page aligned (memory a VM
-/// gets: the driver pins it).
-pub fn anonymous_memory(len: usize) -> Option<*mut u8> {
-    // SAFETY: A fresh private anonymous mapping; nothing else refers to it.
-    let address = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    (address != libc::MAP_FAILED).then_some(address.cast())
-}
 
 /// One page of this process's memory, page aligned, for a guest.
 struct GuestPage {
@@ -49,7 +36,7 @@ struct GuestPage {
 
 impl GuestPage {
     fn new() -> Option<GuestPage> {
-        anonymous_memory(PAGE).map(|address| GuestPage { address })
+        guest_ram::anonymous_memory(PAGE).map(|address| GuestPage { address })
     }
 
     fn load(&self, code: &[u8]) {
@@ -65,47 +52,10 @@ impl GuestPage {
 
     /// Reads the page's first word, catching a synchronous external abort
     /// (a protected VM's page: the kernel delivers SIGBUS): the word, or the
-    /// signal. No child process: fork would make the kernel copy the pinned
-    /// page for the child, reading a page the hyp gave away.
+    /// signal.
     fn read_guarded(&self) -> Result<u64, i32> {
-        abort_guard::read(self.address.cast())
-    }
-}
-
-/// One load whose SIGBUS is caught: the handler notes the signal and moves
-/// the PC past the load (a single `ldr`, so 4 bytes).
-mod abort_guard {
-    use core::sync::atomic::{AtomicI32, Ordering};
-
-    static CAUGHT: AtomicI32 = AtomicI32::new(0);
-
-    extern "C" fn on_sigbus(signal: i32, _: *mut libc::siginfo_t, context: *mut libc::c_void) {
-        CAUGHT.store(signal, Ordering::SeqCst);
-        // SAFETY: The kernel passes the interrupted context; stepping its PC
-        // over the faulting `ldr` resumes after it.
-        unsafe { (*context.cast::<libc::ucontext_t>()).uc_mcontext.pc += 4 };
-    }
-
-    pub fn read(address: *const u64) -> Result<u64, i32> {
-        CAUGHT.store(0, Ordering::SeqCst);
-        // SAFETY: A zeroed sigaction with a handler of the SA_SIGINFO form.
-        let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
-        action.sa_sigaction = on_sigbus as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO;
-        // SAFETY: As above: filled in by sigaction.
-        let mut previous: libc::sigaction = unsafe { core::mem::zeroed() };
-        // SAFETY: Installs the handler for the duration of the load below.
-        unsafe { libc::sigaction(libc::SIGBUS, &action, &mut previous) };
-        let value: u64;
-        // SAFETY: `address` is a mapped page of this process; if the hyp
-        // refuses the access the handler skips this one instruction.
-        unsafe { core::arch::asm!("mov {v}, xzr", "ldr {v}, [{a}]", v = out(reg) value, a = in(reg) address) };
-        // SAFETY: Restores what was there before.
-        unsafe { libc::sigaction(libc::SIGBUS, &previous, core::ptr::null_mut()) };
-        match CAUGHT.load(Ordering::SeqCst) {
-            0 => Ok(value),
-            signal => Err(signal),
-        }
+        // SAFETY: The page is mapped and page aligned.
+        unsafe { abort_guard::read(self.address.cast()) }
     }
 }
 
@@ -200,19 +150,21 @@ fn check() -> bool {
     passed
 }
 
+/// `hyp-vmm run`: the guest on `/dev/kvm`, then the look at its RAM once
+/// every KVM fd of the VM is closed.
 fn linux(options: &RunOptions) -> bool {
-    let hyp = match DevHyp::open() {
-        Ok(hyp) => hyp,
-        Err(e) => return step(false, format_args!("open /dev/hyp: {e}")),
-    };
     let ty = if options.protected { VmType::Protected } else { VmType::NonProtected };
-    let result = linux_guest::run(&hyp, ty, options);
-    let mut passed = step(result.is_ok(), format_args!("the {ty:?} Linux guest powered off: {result:?}"));
-    let accounting = hyp.accounting();
-    passed &= step(
-        accounting.as_ref().is_ok_and(|a| a.pinned == 0 && a.given == a.returned && a.given > 0),
-        format_args!("every page of the Linux guest came back: {accounting:?}"),
-    );
+    let mut ram = match guest_ram::GuestRam::new(linux_vmm::kvm_layout::GUEST_RAM, options.memory as usize) {
+        Ok(ram) => ram,
+        Err(e) => return step(false, format_args!("the guest's RAM: {e}")),
+    };
+    let result = linux_guest::run(&mut ram, options);
+    let shown = result.as_ref().map_err(|failure| failure.reason.as_str());
+    let mut passed = step(result.is_ok(), format_args!("the {ty:?} Linux guest powered off: {shown:?}"));
+    // A protected VM's pages are scrubbed only if the VM had them.
+    let ran = result.as_ref().err().is_none_or(|failure| failure.ran);
+    let back = ram.check_returned(options.protected && ran);
+    passed &= step(back.is_ok(), format_args!("every page of the Linux guest came back: {back:?}"));
     passed
 }
 

@@ -788,6 +788,12 @@ impl Fuzzer<'_> {
                 // And the IRQ line of boards without a GIC (refused with one).
                 let level = rng.pick(&[0, 1, 2, u64::MAX]);
                 self.issue(HostCall::VcpuSetIrqLine, [handle, vcpu, level, 0, 0, 0]);
+                // SPI lines driven as levels (SGIs and PPIs refused).
+                self.issue(HostCall::VmSetSpiLevel, [handle, vcpu, intid, level, 0, 0]);
+                // The GIC moved: good and bad windows, before and after a run.
+                let places = [0x3fff_0000, 0x3ffd_0000, 0x0800_0000, 0x1000, !0xffff, 0x1_0000, rng.state()];
+                let (distributor, second) = (rng.pick(&places), rng.pick(&places));
+                self.issue(HostCall::VmSetGic, [handle, distributor, second, 0, 0, 0]);
             }
             16 => {
                 // Device registers that would make a bus master or the GIC write

@@ -90,8 +90,8 @@ fn prepare(platform: &HostPlatform) -> Result<Prepared, &'static str> {
         "the kernel and initramfs do not fit in the guest's RAM"
     })?;
     let gic = match platform.gic {
-        Some(GicConfig::V3 { .. }) => GuestGic::V3,
-        Some(GicConfig::V2 { .. }) => GuestGic::V2,
+        Some(GicConfig::V3 { .. }) => GuestGic::HYP_V3,
+        Some(GicConfig::V2 { .. }) => GuestGic::HYP_V2,
         None => return Err("a Linux guest needs a GIC"),
     };
     let image = crate::harness::arch::image_range();

@@ -403,6 +403,39 @@ fn crashing_vm(pa: u64) -> bool {
     passed
 }
 
+/// `VM_SET_GIC` and `VM_SET_SPI_LEVEL` with bad arguments for `handle`, a VM
+/// of two vCPUs that has not run (then a good placement): each refused with
+/// its error. Without a GIC both are `NotSupported`.
+fn bad_gic_calls(handle: u64, raw: &dyn Fn(HostCall, [u64; 6]) -> Result<[u64; 3], HypError>) -> bool {
+    let mut passed = true;
+    let level = |intid: u64, vcpu: u64, level: u64| raw(HostCall::VmSetSpiLevel, [handle, vcpu, intid, level, 0, 0]);
+    let place = |distributor: u64, second: u64| raw(HostCall::VmSetGic, [handle, distributor, second, 0, 0, 0]);
+    if level(40, 0, 2) == Err(HypError::NotSupported) {
+        return check!(
+            place(0x3fff_0000, 0x3ff0_0000) == Err(HypError::NotSupported),
+            "without a GIC, VM_SET_GIC and VM_SET_SPI_LEVEL are not supported"
+        );
+    }
+    passed &= check!(level(40, 0, 2) == Err(HypError::InvalidArgument), "an SPI level of 2 refused");
+    passed &= check!(level(31, 0, 1) == Err(HypError::InvalidArgument), "a PPI's level refused (SPIs only)");
+    passed &= check!(level(96, 0, 1) == Err(HypError::InvalidArgument), "INTID 96's level refused (past the SPIs)");
+    passed &= check!(level(40, 2, 1) == Err(HypError::NoSuchVcpu), "an SPI level naming vCPU 2 refused");
+    passed &= check!(
+        raw(HostCall::VmSetSpiLevel, [handle ^ (1 << 32), 0, 40, 1, 0, 0]) == Err(HypError::NoSuchVm),
+        "an SPI level for a forged handle refused"
+    );
+    passed &= check!(level(40, 0, 1) == Ok([0, 0, 0]), "SPI 40's line raised: it goes to vCPU 0");
+    passed &= check!(level(40, 0, 0) == Ok([0, 0, 0]), "SPI 40's line lowered");
+    passed &= check!(place(0x3fff_1000, 0x3ff0_0000) == Err(HypError::NotAligned), "an unaligned distributor refused");
+    passed &= check!(place(0x3fff_0000, 0x3ff0_0800) == Err(HypError::NotAligned), "an unaligned second frame refused");
+    passed &=
+        check!(place(1 << 60, 0x3ff0_0000) == Err(HypError::OutOfRange), "a distributor past the IPA space refused");
+    passed &= check!(place(0x3fff_0000, !0xffff) == Err(HypError::OutOfRange), "a second frame that wraps refused");
+    passed &= check!(place(0x3ff0_0000, 0x3ff0_0000) == Err(HypError::InvalidArgument), "overlapping windows refused");
+    passed &= check!(place(0x3fff_0000, 0x3ff0_0000) == Ok([0, 0, 0]), "the GIC placed where kvmtool puts it");
+    passed
+}
+
 fn bad_calls(hyp: u64) -> bool {
     let mut passed = true;
     let raw = |call: HostCall, args: [u64; 6]| {
@@ -441,6 +474,7 @@ fn bad_calls(hyp: u64) -> bool {
     passed &= check!(forged_run == Err(HypError::NoSuchVm), "running a forged handle refused: {forged_run:?}");
     let off = run_vcpu(handle, 0, 0);
     passed &= check!(off == Err(HypError::VcpuOff), "running an uninitialised vCPU refused: {off:?}");
+    passed &= bad_gic_calls(handle, &raw);
     passed &= check!(
         hypercall::vm_map(handle, hyp, GUEST_ENTRY, 1) == Err(HypError::NotOwned),
         "giving a VM hyp memory refused"

@@ -1,5 +1,6 @@
 //! The device tree a Linux guest boots with: its RAM, its vCPUs (started with
-//! PSCI over HVC), the GIC the hyp emulates for it, the architected timer
+//! PSCI over HVC), its GIC where the VMM put it (the hyp's fixed addresses
+//! for a VM made through host calls, the VMM's choice on `/dev/kvm`), the architected timer
 //! (its virtual timer is the hardware's, its non-secure physical timer, PPI
 //! 30, the hyp's emulation: both work as the tree says), one PL011 and
 //! `/chosen` (bootargs, initramfs, console). Nothing the hyp hides from guests
@@ -8,11 +9,30 @@
 use crate::fdt_writer::{FdtWriteError, FdtWriter};
 use hyp_abi::{GUEST_GICV2_CPU_INTERFACE, GUEST_GICV3_REDISTRIBUTORS, GUEST_GIC_DISTRIBUTOR, MAX_VCPUS_PER_VM};
 
-/// Which GIC the guest finds (the hyp emulates the one the hardware has).
+/// Which GIC the guest finds (the hyp emulates the one the hardware has) and
+/// where, in its IPA space.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum GuestGic {
-    V2,
-    V3,
+    /// Distributor (4 KiB) and CPU interface (8 KiB).
+    V2 { distributor: u64, cpu_interface: u64 },
+    /// Distributor (64 KiB) and the redistributors, 128 KiB per vCPU from
+    /// `redistributors` on.
+    V3 { distributor: u64, redistributors: u64 },
+}
+
+impl GuestGic {
+    /// Where the hyp puts a GICv2 of a VM made through host calls (`hyp_abi`).
+    pub const HYP_V2: GuestGic =
+        GuestGic::V2 { distributor: GUEST_GIC_DISTRIBUTOR, cpu_interface: GUEST_GICV2_CPU_INTERFACE };
+    /// Where the hyp puts a GICv3 of a VM made through host calls (`hyp_abi`).
+    pub const HYP_V3: GuestGic =
+        GuestGic::V3 { distributor: GUEST_GIC_DISTRIBUTOR, redistributors: GUEST_GICV3_REDISTRIBUTORS };
+
+    pub fn distributor(&self) -> u64 {
+        match *self {
+            GuestGic::V2 { distributor, .. } | GuestGic::V3 { distributor, .. } => distributor,
+        }
+    }
 }
 
 /// What goes into the guest's tree.
@@ -65,11 +85,11 @@ const IRQ_LEVEL_HIGH: u32 = 4;
 /// The architected timer's PPIs (secure, non-secure physical, virtual, hypervisor).
 const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
 /// GICv3: distributor 64 KiB; each redistributor 128 KiB (RD and SGI frames).
-const GICV3_DISTRIBUTOR_SIZE: u64 = 0x1_0000;
-const GICV3_REDISTRIBUTOR_SIZE: u64 = 0x2_0000;
+pub const GICV3_DISTRIBUTOR_SIZE: u64 = 0x1_0000;
+pub const GICV3_REDISTRIBUTOR_SIZE: u64 = 0x2_0000;
 /// GICv2: distributor 4 KiB, CPU interface 8 KiB.
-const GICV2_DISTRIBUTOR_SIZE: u64 = 0x1000;
-const GICV2_CPU_INTERFACE_SIZE: u64 = 0x2000;
+pub const GICV2_DISTRIBUTOR_SIZE: u64 = 0x1000;
+pub const GICV2_CPU_INTERFACE_SIZE: u64 = 0x2000;
 const PL011_SIZE: u64 = 0x1000;
 /// The PL011's reference clock (what QEMU's virt board describes).
 const PL011_CLOCK_HZ: u32 = 24_000_000;
@@ -125,8 +145,8 @@ impl GuestTree<'_> {
 
         // GICv2 PPI specifiers name the CPUs they reach (bits 15:8).
         let ppi_flags = match self.gic {
-            GuestGic::V2 => ((1 << self.vcpus) - 1) << 8 | IRQ_LEVEL_HIGH,
-            GuestGic::V3 => IRQ_LEVEL_HIGH,
+            GuestGic::V2 { .. } => ((1 << self.vcpus) - 1) << 8 | IRQ_LEVEL_HIGH,
+            GuestGic::V3 { .. } => IRQ_LEVEL_HIGH,
         };
         w.begin_node("timer")?;
         w.property_string("compatible", "arm,armv8-timer")?;
@@ -138,26 +158,18 @@ impl GuestTree<'_> {
         w.property_empty("always-on")?;
         w.end_node()?;
 
-        w.begin_node(name.format("interrupt-controller@", GUEST_GIC_DISTRIBUTOR))?;
+        w.begin_node(name.format("interrupt-controller@", self.gic.distributor()))?;
         match self.gic {
-            GuestGic::V3 => {
+            GuestGic::V3 { distributor, redistributors } => {
                 w.property_string("compatible", "arm,gic-v3")?;
-                let redistributors = GICV3_REDISTRIBUTOR_SIZE * u64::from(self.vcpus);
-                w.property_u64s(
-                    "reg",
-                    &[GUEST_GIC_DISTRIBUTOR, GICV3_DISTRIBUTOR_SIZE, GUEST_GICV3_REDISTRIBUTORS, redistributors],
-                )?;
+                let redistributors_size = GICV3_REDISTRIBUTOR_SIZE * u64::from(self.vcpus);
+                w.property_u64s("reg", &[distributor, GICV3_DISTRIBUTOR_SIZE, redistributors, redistributors_size])?;
             }
-            GuestGic::V2 => {
+            GuestGic::V2 { distributor, cpu_interface } => {
                 w.property_string("compatible", "arm,cortex-a15-gic")?;
                 w.property_u64s(
                     "reg",
-                    &[
-                        GUEST_GIC_DISTRIBUTOR,
-                        GICV2_DISTRIBUTOR_SIZE,
-                        GUEST_GICV2_CPU_INTERFACE,
-                        GICV2_CPU_INTERFACE_SIZE,
-                    ],
+                    &[distributor, GICV2_DISTRIBUTOR_SIZE, cpu_interface, GICV2_CPU_INTERFACE_SIZE],
                 )?;
             }
         }
@@ -239,7 +251,7 @@ mod tests {
     #[test]
     fn a_gicv3_guest_tree_describes_everything_linux_needs() {
         let mut buffer = [0u8; 4096];
-        let size = tree(GuestGic::V3).write(&mut buffer).unwrap();
+        let size = tree(GuestGic::HYP_V3).write(&mut buffer).unwrap();
         let fdt = fdt::Fdt::new(&buffer[..size]).unwrap();
         let chosen = fdt.chosen();
         assert_eq!(chosen.bootargs(), Some("console=ttyAMA0 rdinit=/init"));
@@ -269,7 +281,7 @@ mod tests {
     /// ID registers say 0, their registers UNDEF): no node may announce them.
     #[test]
     fn the_guest_tree_announces_no_pmu_profiling_or_trace() {
-        for gic in [GuestGic::V2, GuestGic::V3] {
+        for gic in [GuestGic::HYP_V2, GuestGic::HYP_V3] {
             let mut buffer = [0u8; 4096];
             let size = tree(gic).write(&mut buffer).unwrap();
             let fdt = fdt::Fdt::new(&buffer[..size]).unwrap();
@@ -284,7 +296,7 @@ mod tests {
     #[test]
     fn a_gicv2_guest_tree_names_the_cpu_interface_and_the_timer_cpus() {
         let mut buffer = [0u8; 4096];
-        let size = GuestTree { initrd: None, ..tree(GuestGic::V2) }.write(&mut buffer).unwrap();
+        let size = GuestTree { initrd: None, ..tree(GuestGic::HYP_V2) }.write(&mut buffer).unwrap();
         let fdt = fdt::Fdt::new(&buffer[..size]).unwrap();
         let gic = fdt.find_compatible(&["arm,cortex-a15-gic"]).unwrap();
         let reg: Vec<_> = gic.reg().unwrap().map(|r| (r.starting_address as u64, r.size)).collect();
@@ -294,13 +306,33 @@ mod tests {
         assert!(fdt.find_node("/chosen").unwrap().property("linux,initrd-start").is_none());
     }
 
+    /// A VMM on `/dev/kvm` puts the GIC where it likes (kvmtool's layout
+    /// here): the node's name and registers follow.
+    #[test]
+    fn the_gic_is_described_where_the_vmm_put_it() {
+        let mut buffer = [0u8; 4096];
+        let v3 = GuestGic::V3 { distributor: 0x3fff_0000, redistributors: 0x3ffb_0000 };
+        let size = GuestTree { vcpus: 2, ..tree(v3) }.write(&mut buffer).unwrap();
+        let fdt = fdt::Fdt::new(&buffer[..size]).unwrap();
+        let gic = fdt.find_node("/interrupt-controller@3fff0000").unwrap();
+        let reg: Vec<_> = gic.reg().unwrap().map(|r| (r.starting_address as u64, r.size)).collect();
+        assert_eq!(reg, [(0x3fff_0000, Some(0x1_0000)), (0x3ffb_0000, Some(0x4_0000))]);
+        let v2 = GuestGic::V2 { distributor: 0x3fff_0000, cpu_interface: 0x3ffd_0000 };
+        let size = tree(v2).write(&mut buffer).unwrap();
+        let fdt = fdt::Fdt::new(&buffer[..size]).unwrap();
+        let gic = fdt.find_compatible(&["arm,cortex-a15-gic"]).unwrap();
+        assert_eq!(gic.name, "interrupt-controller@3fff0000");
+        let reg: Vec<_> = gic.reg().unwrap().map(|r| (r.starting_address as u64, r.size)).collect();
+        assert_eq!(reg, [(0x3fff_0000, Some(0x1000)), (0x3ffd_0000, Some(0x2000))]);
+    }
+
     #[test]
     fn impossible_trees_are_refused() {
         let mut buffer = [0u8; 4096];
-        assert_eq!(GuestTree { vcpus: 0, ..tree(GuestGic::V3) }.write(&mut buffer), Err(TreeError::VcpuCount));
-        assert_eq!(GuestTree { vcpus: 9, ..tree(GuestGic::V3) }.write(&mut buffer), Err(TreeError::VcpuCount));
-        let ppi = GuestTree { uart_intid: 27, ..tree(GuestGic::V3) };
+        assert_eq!(GuestTree { vcpus: 0, ..tree(GuestGic::HYP_V3) }.write(&mut buffer), Err(TreeError::VcpuCount));
+        assert_eq!(GuestTree { vcpus: 9, ..tree(GuestGic::HYP_V3) }.write(&mut buffer), Err(TreeError::VcpuCount));
+        let ppi = GuestTree { uart_intid: 27, ..tree(GuestGic::HYP_V3) };
         assert_eq!(ppi.write(&mut buffer), Err(TreeError::UartInterrupt));
-        assert_eq!(tree(GuestGic::V3).write(&mut buffer[..256]), Err(TreeError::Write(FdtWriteError::NoRoom)));
+        assert_eq!(tree(GuestGic::HYP_V3).write(&mut buffer[..256]), Err(TreeError::Write(FdtWriteError::NoRoom)));
     }
 }

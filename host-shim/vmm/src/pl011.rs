@@ -1,8 +1,9 @@
 //! A PL011 UART as a guest sees it (Arm DDI 0183), served from MMIO exits:
 //! transmit is immediate (the transmit FIFO is always empty), receive has a
 //! 32-byte FIFO the VMM fills from its own console. The interrupt is a level:
-//! [`Pl011::interrupt`] says whether it is asserted, and the VMM re-injects
-//! it after each change while it is (the hyp's injection is an edge).
+//! [`Pl011::interrupt`] says whether it is asserted: the host shim re-injects
+//! it after each change while it is (the hyp's injection is an edge),
+//! `hyp-vmm` drives a `KVM_IRQ_LINE` level with it.
 
 /// Register offsets.
 const DR: u64 = 0x00;

@@ -89,6 +89,18 @@ pub enum HostCall {
     /// x2 = vCPU index, x3 = level (0 or 1). The line stays as set until the
     /// host sets it again.
     VcpuSetIrqLine = 16,
+    /// Place the VM's GIC in its IPA space, before any of its vCPUs ran: x1 =
+    /// handle, x2 = the distributor's IPA (64 KiB window, 64 KiB aligned), x3 =
+    /// GICv3: the redistributors' IPA (vCPU n's 128 KiB at x3 + n * 0x2_0000,
+    /// 64 KiB aligned); GICv2: the CPU interface's IPA (8 KiB, 4 KiB aligned).
+    /// Until then the VM has [`GUEST_GIC_DISTRIBUTOR`] and its siblings.
+    VmSetGic = 17,
+    /// Set the input line of a level-sensitive SPI: x1 = handle, x2 = a vCPU
+    /// index of the VM, x3 = INTID (32..95), x4 = level (0 or 1). While the
+    /// line is high the SPI is pending (again after the guest ends it); when
+    /// it falls, a level-configured SPI not yet taken stops being pending.
+    /// Returns x1 as [`HostCall::VcpuInjectIrq`] does.
+    VmSetSpiLevel = 18,
     /// Test builds only: run the invariant checker, x1 = [`CheckScope`]. Returns
     /// x1 = violations, x2 = free memcache pages | memcache pages in use << 32
     /// (a full check only; `u64::MAX` otherwise), x3 = bytes of the hyp's pool in use.
@@ -133,7 +145,7 @@ pub const MAX_PAGES_PER_CALL: u64 = 512;
 
 impl HostCall {
     /// Every host call, in function-number order.
-    pub const ALL: [HostCall; 19] = [
+    pub const ALL: [HostCall; 21] = [
         HostCall::Version,
         HostCall::Features,
         HostCall::ShareHyp,
@@ -151,6 +163,8 @@ impl HostCall {
         HostCall::VmReclaim,
         HostCall::VcpuInjectIrq,
         HostCall::VcpuSetIrqLine,
+        HostCall::VmSetGic,
+        HostCall::VmSetSpiLevel,
         HostCall::DebugCheckInvariants,
         HostCall::DebugExchange,
     ];
@@ -195,6 +209,8 @@ impl HostCall {
             14 => HostCall::VmReclaim,
             15 => HostCall::VcpuInjectIrq,
             16 => HostCall::VcpuSetIrqLine,
+            17 => HostCall::VmSetGic,
+            18 => HostCall::VmSetSpiLevel,
             62 => HostCall::DebugCheckInvariants,
             63 => HostCall::DebugExchange,
             _ => return None,
@@ -395,6 +411,9 @@ pub const GUEST_GIC_DISTRIBUTOR: u64 = 0x0200_0000;
 /// SGI_base) at this IPA + n * 0x2_0000. Emulated by the hyp.
 pub const GUEST_GICV3_REDISTRIBUTORS: u64 = 0x0210_0000;
 
+/// GICv2: the size of a guest's CPU interface window (GICC, through GICC_DIR).
+pub const GUEST_GICV2_CPU_INTERFACE_SIZE: u64 = 0x2000;
+
 /// The SPIs a VM has: INTIDs 32..96 (GICD_TYPER.ITLinesNumber 2).
 pub const GUEST_SPI_LIMIT: u64 = 96;
 
@@ -516,7 +535,7 @@ pub const MMIO_GUARD_CAPACITY: usize = 32;
 /// ABI major version: bumped when an existing call changes incompatibly.
 pub const ABI_VERSION_MAJOR: u64 = 0;
 /// ABI minor version: bumped when calls are added.
-pub const ABI_VERSION_MINOR: u64 = 6;
+pub const ABI_VERSION_MINOR: u64 = 7;
 
 /// Every error a hypercall can return in x0. Codes are stable; `-1` and `-3`
 /// coincide with SMCCC `NOT_SUPPORTED` and `INVALID_PARAMETER`.
@@ -665,7 +684,7 @@ mod tests {
             0xC500_1000,
             0xC600_0000,
             0xC600_0FFF,
-            0xC600_1011,
+            0xC600_1013,
             0xC600_1040,
             0xC600_FFFF,
             0x1_C600_1000,
@@ -677,8 +696,8 @@ mod tests {
 
     #[test]
     fn features_bitmap_has_one_bit_per_call() {
-        assert_eq!(HostCall::features_bitmap(false), 0x1_ffff);
-        assert_eq!(HostCall::features_bitmap(true), 0x1_ffff | 3 << 62);
+        assert_eq!(HostCall::features_bitmap(false), 0x7_ffff);
+        assert_eq!(HostCall::features_bitmap(true), 0x7_ffff | 3 << 62);
     }
 
     #[test]

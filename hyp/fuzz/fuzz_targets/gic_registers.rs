@@ -1,6 +1,6 @@
 //! A hostile guest at its GIC: any access (frame, offset, size, value) to its
 //! distributor and redistributors from any of its vCPUs, mixed with host
-//! injections, list-register fills and give-backs, on either GIC version. The
+//! injections and SPI lines, list-register fills and give-backs, on either GIC version. The
 //! model must never panic, never present an INTID the VM does not have, never
 //! present one interrupt twice to a vCPU, never let two vCPUs hold the same
 //! SPI, and never name an SGI source the VM does not have (GICv2) or any
@@ -33,11 +33,15 @@ fuzz_target!(|data: &[u8]| {
                 // A register access: an IPA in or near the GIC windows.
                 let ipa = hyp_abi::GUEST_GIC_DISTRIBUTOR + (u64::from(byte(2)) << 12 | u64::from(byte(3)) << 4) * 2
                     + value % 8;
-                if let Some((frame, offset)) = vgic_mmio::frame_of(version, vcpus, ipa) {
+                if let Some((frame, offset)) = vgic_mmio::frame_of(version, vcpus, &vgic_mmio::GicLayout::default(), ipa) {
                     let size = 1 << (byte(2) % 4);
                     let write = (byte(0) % 6 == 1).then_some(value);
                     let _ = gic.mmio(vcpu, frame, offset, size, write);
                 }
+            }
+            2 if byte(3) & 4 != 0 => {
+                // A device model's line, raised or lowered.
+                let _ = gic.set_spi_level(u32::from(byte(2)) | u32::from(byte(3) & 3) << 8, byte(3) & 8 != 0);
             }
             2 => {
                 let _ = gic.make_pending(vcpu, u32::from(byte(2)) | u32::from(byte(3) & 3) << 8);

@@ -102,6 +102,14 @@ impl hypercall::HostServices for Services {
         self.called(&[vm.raw(), vcpu.raw(), level]);
         Err(HypError::NotSupported)
     }
+    fn vm_set_gic(&mut self, vm: VmHandle, distributor: u64, second: u64) -> Result<(), HypError> {
+        self.called(&[vm.raw(), distributor, second]);
+        Err(HypError::Busy)
+    }
+    fn vm_set_spi_level(&mut self, vm: VmHandle, vcpu: VcpuIndex, intid: u64, level: u64) -> Result<u64, HypError> {
+        self.called(&[vm.raw(), vcpu.raw(), intid, level]);
+        Ok(intid)
+    }
 }
 
 /// How many argument registers (x1..) `call` takes.
@@ -118,8 +126,13 @@ fn argument_count(call: HostCall) -> usize {
         HostCall::VcpuGetReg
         | HostCall::VmReclaim
         | HostCall::VcpuInjectIrq
-        | HostCall::VcpuSetIrqLine => 3,
-        HostCall::VmMap | HostCall::VcpuInit | HostCall::VcpuSetReg | HostCall::VcpuRun => 4,
+        | HostCall::VcpuSetIrqLine
+        | HostCall::VmSetGic => 3,
+        HostCall::VmMap
+        | HostCall::VcpuInit
+        | HostCall::VcpuSetReg
+        | HostCall::VcpuRun
+        | HostCall::VmSetSpiLevel => 4,
     }
 }
 

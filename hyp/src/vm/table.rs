@@ -12,6 +12,7 @@ use crate::vm::exit::{GuardCall, MemoryCall, MmioAccess, INVALID_PARAMETER, NOT_
 use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::mmio_guard::{GuardError, MmioGuard};
 use crate::vm::vgic_dist::{Distributor, GicVersion, Routed};
+use crate::vm::vgic_mmio::GicLayout;
 use aarch64_paging::paging::Stage2;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
@@ -156,6 +157,10 @@ pub struct Vm {
     pub cntvoff: u64,
     /// The VM's GIC distributor (and redistributors): its interrupts' state.
     pub gic: Distributor,
+    /// Where its GIC windows are in its IPA space.
+    pub gic_layout: GicLayout,
+    /// Some vCPU of the VM has run (its GIC can no longer move).
+    pub ran: bool,
     /// The MMIO the guest allows to reach the host, once it enrolled.
     pub mmio_guard: MmioGuard,
     pub state: VmState,
@@ -316,6 +321,8 @@ impl VmTable {
             mmio_guard: MmioGuard::default(),
             cntvoff: 0,
             gic: Distributor::new(gic_version, vcpus as usize),
+            gic_layout: GicLayout::default(),
+            ran: false,
             state: VmState::Alive,
             last_vcpu_on_cpu: [NO_VCPU; crate::platform::MAX_CPUS],
         });
@@ -397,6 +404,57 @@ impl VmTable {
         let index = index.to_usize().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
         let intid = u32::try_from(intid).map_err(|_| HypError::InvalidArgument)?;
         match vm.gic.make_pending(index, intid) {
+            Some(Routed::Vcpu(target)) => Ok(target as u64),
+            Some(Routed::Unrouted) => Ok(u64::MAX),
+            None => Err(HypError::InvalidArgument),
+        }
+    }
+
+    /// Places the VM's GIC windows (`VM_SET_GIC`), before any of its vCPUs ran.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm` (also for a VM that no longer runs), `Busy` once a vCPU
+    /// ran, and [`GicLayout::placed`]'s.
+    pub fn set_gic_layout(&mut self, handle: VmHandle, distributor: u64, second: u64) -> Result<(), HypError> {
+        let ipa_limit = 1u64 << self.ipa_bits;
+        let vm = self.get(handle)?;
+        if vm.state != VmState::Alive {
+            return Err(HypError::NoSuchVm);
+        }
+        if vm.ran {
+            return Err(HypError::Busy);
+        }
+        vm.gic_layout = GicLayout::placed(vm.gic.version, vm.vcpus.len(), distributor, second, ipa_limit)?;
+        Ok(())
+    }
+
+    /// Sets the input line of SPI `intid` (`VM_SET_SPI_LEVEL`); returns the
+    /// vCPU to run for it, as [`VmTable::inject_irq`] does.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchVm` (also for a VM that no longer runs), `NoSuchVcpu`,
+    /// `InvalidArgument` (not an SPI of the VM, a level other than 0 or 1).
+    pub fn set_spi_level(
+        &mut self,
+        handle: VmHandle,
+        index: VcpuIndex,
+        intid: u64,
+        level: u64,
+    ) -> Result<u64, HypError> {
+        let vm = self.get(handle)?;
+        if vm.state != VmState::Alive {
+            return Err(HypError::NoSuchVm);
+        }
+        index.to_usize().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
+        let level = match level {
+            0 => false,
+            1 => true,
+            _ => return Err(HypError::InvalidArgument),
+        };
+        let intid = u32::try_from(intid).map_err(|_| HypError::InvalidArgument)?;
+        match vm.gic.set_spi_level(intid, level) {
             Some(Routed::Vcpu(target)) => Ok(target as u64),
             Some(Routed::Unrouted) => Ok(u64::MAX),
             None => Err(HypError::InvalidArgument),

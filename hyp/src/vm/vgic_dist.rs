@@ -141,6 +141,10 @@ pub struct Distributor {
     irouter: [u64; SPI_COUNT],
     /// SPIs some vCPU's list registers hold (they go to no other until ended).
     held: [u32; SPI_WORDS],
+    /// The input lines of the SPIs the host drives as levels
+    /// ([`Distributor::set_spi_level`]): high ones are pending whenever no
+    /// list register holds them.
+    line: [u32; SPI_WORDS],
     /// The vCPUs whose noted active state is not empty (bit n: vCPU n).
     noted_active: u64,
     private: [PrivateIrqs; MAX_VCPUS],
@@ -186,6 +190,7 @@ impl Distributor {
             targets: [1; SPI_COUNT],
             irouter: [0; SPI_COUNT],
             held: [0; SPI_WORDS],
+            line: [0; SPI_WORDS],
             noted_active: 0,
             private: [PrivateIrqs::default(); MAX_VCPUS],
         }
@@ -231,6 +236,37 @@ impl Distributor {
         let spi = (intid - 32) as usize;
         let (word, mask) = bit(intid - 32);
         self.pending[word] |= mask;
+        let targets = u32::from(self.targets[spi]) & ((1 << self.vcpus) - 1);
+        Some(if targets == 0 { Routed::Unrouted } else { Routed::Vcpu(targets.trailing_zeros() as usize) })
+    }
+
+    /// Sets the input line of SPI `intid` (the host's device model drives it as
+    /// a level): while high, the SPI is pending whenever no list register
+    /// holds it (so again after the guest ends it, [`Distributor::release_ended`]);
+    /// when it falls, a level-configured SPI no list register holds stops
+    /// being pending (an edge-configured one keeps the edge it latched). One
+    /// already in a list register stays there until the guest takes or ends
+    /// it: the guest may take it once after the line fell, which a level
+    /// interrupt's handler must tolerate anyway. `None` for an INTID that is
+    /// not one of the VM's SPIs.
+    pub fn set_spi_level(&mut self, intid: u32, high: bool) -> Option<Routed> {
+        if !(32..INTID_LIMIT).contains(&intid) {
+            return None;
+        }
+        let spi = (intid - 32) as usize;
+        let (word, mask) = bit(intid - 32);
+        let rising = high && self.line[word] & mask == 0;
+        if high {
+            self.line[word] |= mask;
+            if rising || self.held[word] & mask == 0 {
+                self.pending[word] |= mask;
+            }
+        } else {
+            self.line[word] &= !mask;
+            if self.edge[word] & mask == 0 {
+                self.pending[word] &= !mask;
+            }
+        }
         let targets = u32::from(self.targets[spi]) & ((1 << self.vcpus) - 1);
         Some(if targets == 0 { Routed::Unrouted } else { Routed::Vcpu(targets.trailing_zeros() as usize) })
     }
@@ -347,8 +383,11 @@ impl Distributor {
             let (word, mask) = bit(intid - 32);
             still[word] |= mask & p.held_spis[word];
         }
-        for (held, (was, is)) in self.held.iter_mut().zip(p.held_spis.iter().zip(still)) {
-            *held &= !(was & !is);
+        for (word, is) in still.iter().enumerate() {
+            let ended = p.held_spis[word] & !is;
+            self.held[word] &= !ended;
+            // A level SPI whose line is still high is pending again.
+            self.pending[word] |= ended & self.line[word] & !self.edge[word];
         }
         p.held_spis = still;
     }

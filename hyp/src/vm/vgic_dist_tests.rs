@@ -87,6 +87,44 @@ fn an_active_interrupt_becomes_active_and_pending_in_its_list_register() {
 }
 
 #[test]
+fn a_level_spi_is_pending_while_its_line_is_high_and_again_after_the_guest_ends_it() {
+    let mut d = open(2);
+    let mut lrs = VgicState::default();
+    assert_eq!(d.set_spi_level(31, true), None, "a PPI is not an SPI");
+    assert_eq!(d.set_spi_level(INTID_LIMIT, true), None, "past the VM's SPIs");
+    // Raised and lowered before the guest looked: nothing left.
+    assert_eq!(d.set_spi_level(40, true), Some(Routed::Vcpu(0)));
+    assert_eq!(d.pending_word(0, 1), 1 << 8);
+    d.set_spi_level(40, false);
+    assert_eq!(d.pending_word(0, 1), 0, "a level SPI falls with its line");
+    // Raised: the guest takes it (active), the line stays high; raising it
+    // again changes nothing while a list register holds it.
+    d.set_spi_level(40, true);
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(intids(&lrs), vec![40]);
+    lrs.lrs[0] = lrs.lrs[0] & !(3 << 62) | 2 << 62;
+    d.set_spi_level(40, true);
+    assert_eq!(d.pending_word(0, 1), 0, "held: no second edge");
+    // The guest ends it with the line still high: pending again.
+    lrs.lrs[0] = 0;
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(intids(&lrs), vec![40], "the level brings it back");
+    // The device is served: the line falls, the guest ends it, it is gone.
+    d.set_spi_level(40, false);
+    lrs.lrs[0] = 0;
+    d.fill(0, &mut lrs, 4, None);
+    assert!(intids(&lrs).is_empty());
+    assert_eq!(d.pending_word(0, 1), 0);
+    // An edge-configured SPI keeps the edge it latched when the line falls.
+    d.set_edge_word(0, 1, 1 << 9);
+    d.set_spi_level(41, true);
+    d.set_spi_level(41, false);
+    assert_eq!(d.pending_word(0, 1), 1 << 9);
+    d.set_irouter(42, 7);
+    assert_eq!(d.set_spi_level(42, true), Some(Routed::Unrouted), "routed to no vCPU of the VM");
+}
+
+#[test]
 fn spis_go_where_the_guest_routes_them_and_to_one_vcpu_at_a_time() {
     let mut d = open(2);
     let (mut lrs0, mut lrs1) = (VgicState::default(), VgicState::default());

@@ -10,7 +10,10 @@
 #![forbid(unsafe_code)]
 
 use crate::vm::vgic_dist::{Distributor, GicVersion, INTID_LIMIT};
-use hyp_abi::{GUEST_GICV3_REDISTRIBUTORS, GUEST_GIC_DISTRIBUTOR, MAX_VCPUS_PER_VM};
+use hyp_abi::{
+    HypError, GUEST_GICV2_CPU_INTERFACE, GUEST_GICV2_CPU_INTERFACE_SIZE, GUEST_GICV3_REDISTRIBUTORS,
+    GUEST_GIC_DISTRIBUTOR, MAX_VCPUS_PER_VM,
+};
 
 /// Size of the distributor window (GICv3: 64 KiB; GICv2's 4 KiB of registers
 /// repeat nothing: the rest reads as zero).
@@ -32,14 +35,89 @@ pub enum Frame {
     Unused,
 }
 
-/// The frame and offset of `ipa`, if it is in the VM's GIC windows.
-pub fn frame_of(version: GicVersion, vcpus: usize, ipa: u64) -> Option<(Frame, u64)> {
-    let in_distributor = ipa.wrapping_sub(GUEST_GIC_DISTRIBUTOR);
+/// Where a VM's GIC windows are in its IPA space: the hyp's defaults
+/// ([`GUEST_GIC_DISTRIBUTOR`] and its siblings) until the host places them
+/// (`VM_SET_GIC`, before the VM first runs).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct GicLayout {
+    pub distributor: u64,
+    /// GICv3: vCPU 0's redistributor, the others' after it.
+    pub redistributors: u64,
+    /// Bytes of the redistributor window: past the VM's last vCPU and inside
+    /// it, an access reads as zero ([`Frame::Unused`]); past it, the access
+    /// is not the GIC's.
+    pub redistributors_size: u64,
+    /// GICv2: the CPU interface (GICC).
+    pub cpu_interface: u64,
+}
+
+impl Default for GicLayout {
+    fn default() -> GicLayout {
+        GicLayout {
+            distributor: GUEST_GIC_DISTRIBUTOR,
+            redistributors: GUEST_GICV3_REDISTRIBUTORS,
+            redistributors_size: REDISTRIBUTOR_STRIDE * MAX_VCPUS_PER_VM,
+            cpu_interface: GUEST_GICV2_CPU_INTERFACE,
+        }
+    }
+}
+
+/// The alignment of the distributor and of GICv3's redistributors (their
+/// 64 KiB frames), and of GICv2's CPU interface (4 KiB).
+const FRAME_ALIGNMENT: u64 = 0x1_0000;
+const GICV2_CPU_INTERFACE_ALIGNMENT: u64 = 0x1000;
+
+impl GicLayout {
+    /// The layout the host asks for: the distributor at `distributor` and,
+    /// `second`, GICv3's redistributors (one per vCPU, `vcpus` of them) or
+    /// GICv2's CPU interface, in an IPA space of `ipa_limit` bytes.
+    ///
+    /// # Errors
+    ///
+    /// `NotAligned` (distributor or redistributors not 64 KiB aligned, the
+    /// CPU interface not 4 KiB aligned), `OutOfRange` (a window wraps or
+    /// ends past the IPA space), `InvalidArgument` (the windows overlap).
+    pub fn placed(
+        version: GicVersion,
+        vcpus: usize,
+        distributor: u64,
+        second: u64,
+        ipa_limit: u64,
+    ) -> Result<GicLayout, HypError> {
+        let (second_size, second_alignment) = match version {
+            GicVersion::V3 => (REDISTRIBUTOR_STRIDE * vcpus as u64, FRAME_ALIGNMENT),
+            GicVersion::V2 => (GUEST_GICV2_CPU_INTERFACE_SIZE, GICV2_CPU_INTERFACE_ALIGNMENT),
+        };
+        if !distributor.is_multiple_of(FRAME_ALIGNMENT) || !second.is_multiple_of(second_alignment) {
+            return Err(HypError::NotAligned);
+        }
+        let end = |base: u64, size: u64| base.checked_add(size).filter(|&end| end <= ipa_limit);
+        let distributor_end = end(distributor, DISTRIBUTOR_SIZE).ok_or(HypError::OutOfRange)?;
+        let second_end = end(second, second_size).ok_or(HypError::OutOfRange)?;
+        if distributor < second_end && second < distributor_end {
+            return Err(HypError::InvalidArgument);
+        }
+        Ok(match version {
+            GicVersion::V3 => GicLayout {
+                distributor,
+                redistributors: second,
+                redistributors_size: second_size,
+                ..GicLayout::default()
+            },
+            GicVersion::V2 => GicLayout { distributor, cpu_interface: second, ..GicLayout::default() },
+        })
+    }
+}
+
+/// The frame and offset of `ipa`, if it is in the VM's GIC windows (as
+/// `layout` places them).
+pub fn frame_of(version: GicVersion, vcpus: usize, layout: &GicLayout, ipa: u64) -> Option<(Frame, u64)> {
+    let in_distributor = ipa.wrapping_sub(layout.distributor);
     if in_distributor < DISTRIBUTOR_SIZE {
         return Some((Frame::Distributor, in_distributor));
     }
-    let in_redistributors = ipa.wrapping_sub(GUEST_GICV3_REDISTRIBUTORS);
-    if version != GicVersion::V3 || in_redistributors >= REDISTRIBUTOR_STRIDE * MAX_VCPUS_PER_VM {
+    let in_redistributors = ipa.wrapping_sub(layout.redistributors);
+    if version != GicVersion::V3 || in_redistributors >= layout.redistributors_size {
         return None;
     }
     let vcpu = (in_redistributors / REDISTRIBUTOR_STRIDE) as usize;

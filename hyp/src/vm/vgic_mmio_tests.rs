@@ -17,13 +17,62 @@ fn read32(d: &mut Distributor, from: usize, frame: Frame, offset: u64) -> u64 {
 #[test]
 fn windows_map_to_frames() {
     let v3 = GicVersion::V3;
-    assert_eq!(frame_of(v3, 2, 0x0200_0004), Some((D, 4)));
-    assert_eq!(frame_of(v3, 2, 0x0210_0008), Some((rd(0), 8)));
-    assert_eq!(frame_of(v3, 2, 0x0213_0100), Some((sgi(1), 0x100)));
-    assert_eq!(frame_of(v3, 2, 0x0214_0000), Some((Frame::Unused, 0)), "no vCPU 2");
-    assert_eq!(frame_of(v3, 2, 0x0220_0000), None, "past the window");
-    assert_eq!(frame_of(GicVersion::V2, 2, 0x0210_0008), None, "GICv2 has no redistributors");
-    assert_eq!(frame_of(v3, 2, 0x0900_0000), None);
+    assert_eq!(frame_of(v3, 2, &GicLayout::default(), 0x0200_0004), Some((D, 4)));
+    assert_eq!(frame_of(v3, 2, &GicLayout::default(), 0x0210_0008), Some((rd(0), 8)));
+    assert_eq!(frame_of(v3, 2, &GicLayout::default(), 0x0213_0100), Some((sgi(1), 0x100)));
+    assert_eq!(frame_of(v3, 2, &GicLayout::default(), 0x0214_0000), Some((Frame::Unused, 0)), "no vCPU 2");
+    assert_eq!(frame_of(v3, 2, &GicLayout::default(), 0x0220_0000), None, "past the window");
+    assert_eq!(frame_of(GicVersion::V2, 2, &GicLayout::default(), 0x0210_0008), None, "GICv2 has no redistributors");
+    assert_eq!(frame_of(v3, 2, &GicLayout::default(), 0x0900_0000), None);
+}
+
+#[test]
+fn a_placed_gicv3_layout_has_one_redistributor_per_vcpu_and_nothing_past_them() {
+    let v3 = GicVersion::V3;
+    // kvmtool's layout: the distributor below 1 GiB, two redistributors below it.
+    let layout = GicLayout::placed(v3, 2, 0x3fff_0000, 0x3ffb_0000, 1 << 40).expect("valid");
+    assert_eq!(frame_of(v3, 2, &layout, 0x3fff_0004), Some((D, 4)));
+    assert_eq!(frame_of(v3, 2, &layout, 0x3ffb_0008), Some((rd(0), 8)));
+    assert_eq!(frame_of(v3, 2, &layout, 0x3ffe_0100), Some((sgi(1), 0x100)));
+    assert_eq!(frame_of(v3, 2, &layout, 0x3ffa_0000), None, "below the first");
+    assert_eq!(frame_of(v3, 2, &layout, 0x0200_0000), None, "the default window is gone");
+    assert_eq!(frame_of(v3, 2, &layout, 0x0210_0000), None);
+    let after = GicLayout::placed(v3, 2, 0x0800_0000, 0x080a_0000, 1 << 40).expect("valid");
+    assert_eq!(frame_of(v3, 2, &after, 0x080e_0000), None, "no third vCPU: not the GIC's");
+}
+
+#[test]
+fn a_placed_gicv2_layout_moves_the_cpu_interface() {
+    let v2 = GicVersion::V2;
+    let layout = GicLayout::placed(v2, 1, 0x3fff_0000, 0x3ffd_0000, 1 << 40).expect("valid");
+    assert_eq!((layout.distributor, layout.cpu_interface), (0x3fff_0000, 0x3ffd_0000));
+    assert_eq!(frame_of(v2, 1, &layout, 0x3fff_0100), Some((D, 0x100)));
+    assert_eq!(frame_of(v2, 1, &layout, 0x3ffd_0000), None, "the CPU interface is not a distributor frame");
+}
+
+#[test]
+fn a_bad_layout_is_refused() {
+    let (v2, v3) = (GicVersion::V2, GicVersion::V3);
+    let limit = 1u64 << 32;
+    assert_eq!(GicLayout::placed(v3, 1, 0x3fff_1000, 0x3ffd_0000, limit), Err(HypError::NotAligned));
+    assert_eq!(GicLayout::placed(v3, 1, 0x3fff_0000, 0x3ffd_1000, limit), Err(HypError::NotAligned));
+    assert_eq!(GicLayout::placed(v2, 1, 0x3fff_0000, 0x3ffd_0800, limit), Err(HypError::NotAligned));
+    assert!(GicLayout::placed(v2, 1, 0x3fff_0000, 0x3ffd_1000, limit).is_ok(), "4 KiB suffices on GICv2");
+    assert_eq!(
+        GicLayout::placed(v3, 1, limit - 0x1_0000, 0, limit),
+        Ok(GicLayout {
+            distributor: limit - 0x1_0000,
+            redistributors: 0,
+            redistributors_size: 0x2_0000,
+            cpu_interface: hyp_abi::GUEST_GICV2_CPU_INTERFACE,
+        })
+    );
+    assert_eq!(GicLayout::placed(v3, 1, limit, 0, limit), Err(HypError::OutOfRange));
+    assert_eq!(GicLayout::placed(v3, 2, 0, limit - 0x2_0000, limit), Err(HypError::OutOfRange), "two vCPUs");
+    assert_eq!(GicLayout::placed(v3, 1, 0, u64::MAX - 0xffff, u64::MAX), Err(HypError::OutOfRange), "wraps");
+    assert_eq!(GicLayout::placed(v3, 2, 0x10_0000, 0x0f_0000, limit), Err(HypError::InvalidArgument), "overlap");
+    assert_eq!(GicLayout::placed(v2, 1, 0x10_0000, 0x10_f000, limit), Err(HypError::InvalidArgument), "overlap");
+    assert!(GicLayout::placed(v3, 2, 0x10_0000, 0x0c_0000, limit).is_ok(), "adjacent");
 }
 
 #[test]

@@ -174,6 +174,35 @@ impl Expect {
     }
 }
 
+/// What `VM_SET_GIC` answers for a VM of `vcpus` vCPUs that has not run: its
+/// distributor (64 KiB) at `distributor`, and at `second` GICv3's
+/// redistributors (128 KiB a vCPU) or GICv2's CPU interface (8 KiB). The
+/// hyp's IPA size lies between `IPA_BITS_MIN` and `IPA_BITS_MAX`, so an end
+/// between the two may be either.
+fn gic_layout_answers(v3: bool, vcpus: u64, distributor: u64, second: u64) -> Answers {
+    let (second_size, second_alignment) = if v3 { (0x2_0000 * vcpus, 0x1_0000) } else { (0x2000, 0x1000) };
+    if !distributor.is_multiple_of(0x1_0000) || !second.is_multiple_of(second_alignment) {
+        return Answers::err(HypError::NotAligned);
+    }
+    let ends = [distributor.checked_add(0x1_0000), second.checked_add(second_size)];
+    let mut maybe_out_of_range = false;
+    for end in ends {
+        match end {
+            None => return Answers::err(HypError::OutOfRange),
+            Some(end) if end > 1 << IPA_BITS_MAX => return Answers::err(HypError::OutOfRange),
+            Some(end) if end > 1 << IPA_BITS_MIN => maybe_out_of_range = true,
+            Some(_) => {}
+        }
+    }
+    let overlap = distributor < second + second_size && second < distributor + 0x1_0000;
+    let answers = if overlap { Answers::err(HypError::InvalidArgument) } else { Answers::OK };
+    if maybe_out_of_range {
+        answers.or_err(HypError::OutOfRange)
+    } else {
+        answers
+    }
+}
+
 /// Three-valued: a predicate over pages some of whose state is unknown.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 enum Tri {
@@ -248,6 +277,8 @@ pub struct Vm {
     /// One of its vCPUs ran code other than the pristine path (its GIC's
     /// routing may be anything since).
     pub wild: bool,
+    /// One of its vCPUs ran (its GIC can no longer move: `VM_SET_GIC` is `Busy`).
+    pub ran: bool,
 }
 
 impl Vm {
@@ -264,6 +295,7 @@ impl Vm {
             poisoned: [0; MAX_MAPS],
             npoisoned: 0,
             wild: false,
+            ran: false,
         }
     }
 
@@ -329,6 +361,8 @@ pub struct Model {
     stale_next: usize,
     /// The hyp serves `VCPU_INJECT_IRQ` (a GIC) rather than `VCPU_SET_IRQ_LINE`.
     pub gic: bool,
+    /// The guests' GIC is a GICv3 (else GICv2, if there is one).
+    gic_v3: bool,
     /// FEATURES x1 and x2, as read at the start.
     pub features: [u64; 2],
 }
@@ -362,6 +396,7 @@ impl Model {
             stale: [0; STALE],
             stale_next: 0,
             gic: platform.gic.is_some(),
+            gic_v3: matches!(platform.gic, Some(crate::harness::gic::GicConfig::V3 { .. })),
             features,
         }
     }
@@ -640,6 +675,28 @@ impl Model {
                     }
                 }
             },
+            HostCall::VmSetGic | HostCall::VmSetSpiLevel if !self.gic => Expect::err(HypError::NotSupported),
+            HostCall::VmSetGic => match self.own(a1) {
+                Err(e) => e,
+                Ok(slot) => {
+                    let vm = self.vms[slot].expect("own");
+                    if vm.state != VmState::Alive {
+                        Expect::err(HypError::NoSuchVm)
+                    } else if vm.ran {
+                        Expect::err(HypError::Busy)
+                    } else {
+                        let answers = gic_layout_answers(self.gic_v3, vm.vcpus, a2, a3);
+                        Expect { answers, ok: OkCheck::Any, skip: false }
+                    }
+                }
+            },
+            HostCall::VmSetSpiLevel => match self.live_vcpu(a1, a2) {
+                Err(e) => e,
+                Ok(_) if a4 > 1 || !(32..INTID_LIMIT).contains(&a3) => Expect::err(HypError::InvalidArgument),
+                Ok(vm) if vm.wild => Expect::ok(OkCheck::SpiTarget { vcpus: vm.vcpus }),
+                // Out of reset every SPI targets vCPU 0.
+                Ok(_) => Expect::ok(OkCheck::Exact([0, 0, 0])),
+            },
             HostCall::DebugCheckInvariants => match CheckScope::from_raw(a1) {
                 None => Expect::err(HypError::InvalidArgument),
                 Some(_) => Expect::ok(OkCheck::NoViolations),
@@ -795,6 +852,7 @@ impl Model {
             HostCall::VcpuRun => {
                 if let Target::Own(slot) = self.target(a1) {
                     if let Some(vm) = self.vms[slot].as_mut() {
+                        vm.ran = true;
                         let vcpu = &mut vm.vcpu[a2 as usize];
                         vcpu.power = Power::On;
                         if !vcpu.pristine {

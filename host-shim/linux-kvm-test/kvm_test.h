@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the files of kvm-api-test share: the guest's layout and the check
+ * helpers (defined in kvm_api_test.c).
+ */
+#ifndef KVM_TEST_H
+#define KVM_TEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <linux/kvm.h>
+
+#ifndef KVM_VM_TYPE_ARM_PROTECTED
+#define KVM_VM_TYPE_ARM_PROTECTED (1UL << 31)
+#endif
+
+#define PAGE 4096UL
+#define SLOT_PAGES 16
+#define GUEST_BASE 0x80000000ULL
+#define MMIO_BASE 0x10000000ULL
+/* The hyp's core registers: x0..x30, pc, pstate, sp_el1. */
+#define CORE_REGS 34
+/* KVM_GET_REG_LIST: the core registers, then MPIDR_EL1 and the PSCI version. */
+#define REG_LIST_LENGTH (CORE_REGS + 2)
+#define REG_MPIDR_EL1 ARM64_SYS_REG(3, 0, 0, 0, 5)
+#define RESET_PSTATE 0x3c5ULL
+
+
+#define CORE_REG(field) core_id(offsetof(struct kvm_regs, field))
+
+extern int checks, failures;
+/* What the checks are about now ("system", "protected", ...). */
+extern const char *scope;
+
+void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void expect_errno(int fd, unsigned long request, unsigned long arg, int expected, const char *what);
+uint64_t core_id(unsigned long offset);
+int get_reg(int vcpu, uint64_t id, uint64_t *value);
+int set_reg(int vcpu, uint64_t id, uint64_t value);
+int set_slot(int vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host, uint32_t flags);
+uint64_t mmio_data(const struct kvm_run *run);
+void on_alarm(int signal);
+
+/* kvm_vgic_test.c: the vGIC device and KVM_IRQ_LINE, for a VM of the type. */
+void check_vgic(int kvm, int protected);
+
+#endif
