@@ -81,6 +81,7 @@ fn run_checks(platform: &HostPlatform, features: Result<u64, hyp_abi::HypError>)
     passed &= suites::host_view::run_all(platform);
     passed &= suites::memory::run_all(platform);
     passed &= suites::vms::run_all(platform);
+    passed &= suites::guest_memory::run_all(page(8));
     passed &= suites::interrupts::run_all(platform, page(8));
     passed &= suites::conformance_gic::run_all(platform, page(8));
     passed &= suites::conformance_debug::run_all(platform, page(8));

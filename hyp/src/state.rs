@@ -22,7 +22,7 @@ use crate::arch::aarch64::exception::{drop_to_host, HostEntry};
 use crate::arch::aarch64::gic_ppi::PpiFrame;
 use crate::arch::aarch64::host_regs;
 use crate::arch::aarch64::percpu::this_cpu;
-use crate::arch::aarch64::tlb::{El2Tlb, HostStage2Tlb};
+use crate::arch::aarch64::tlb::{El2Tlb, GuestStage2Tlb, HostStage2Tlb};
 use crate::arch::aarch64::world::VgicHardware;
 use crate::host_lpi::LpiPage;
 use crate::mm::memory::{Env, MemoryState};
@@ -98,6 +98,21 @@ impl Hyp {
     ) -> Result<T, HypError> {
         let mut vms = self.vms.lock();
         self.with_memory(|memory, env| f(&mut vms, memory, env))
+    }
+
+    /// [`Hyp::with_vms`] from a guest's trap: a vCPU runs on this CPU, so
+    /// VTTBR_EL2 holds its VM's VMID, and the host stage-2's TLB maintenance
+    /// switches to the host's (VMID 0) around each invalidation.
+    pub fn with_vms_from_guest<T>(
+        &self,
+        f: impl FnOnce(&mut VmTable, &mut MemoryState, &mut Env<'_>) -> Result<T, HypError>,
+    ) -> Result<T, HypError> {
+        let mut vms = self.vms.lock();
+        let mut state = self.memory.lock();
+        let (mut source, mut el2_tlb, mut phys) = (HeapPages, El2Tlb, IdentityMemory);
+        let mut stage2_tlb = GuestStage2Tlb { vttbr: crate::vcpu_run::vttbr_of(self.host_stage2_root as u64, 0) };
+        let mut env = Env { source: &mut source, stage2_tlb: &mut stage2_tlb, el2_tlb: &mut el2_tlb, memory: &mut phys };
+        f(&mut vms, &mut state, &mut env)
     }
 
     /// The VM table's lock alone (first in lock order).

@@ -22,10 +22,11 @@ use crate::arch::sysreg::SysRegAccess;
 use crate::arch::timer::{self, VTIMER_INTID};
 use crate::arch::trap_record::GuestTrap;
 use crate::state::{gic_version_of, Hyp};
-use crate::vm::exit::GuardCall;
+use crate::arch::aarch64::tlb::GuestStage2Tlb;
+use crate::vm::exit::{GuardCall, MemoryCall, INVALID_PARAMETER, NOT_SUPPORTED};
 use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::handle::{VcpuIndex, VmHandle};
-use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState, VmTable};
+use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState};
 use crate::vm::vgic_dist::Filled;
 use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame, GicLayout};
 use hyp_abi::{Exit, HypError, RunFlags};
@@ -67,7 +68,9 @@ fn wants_underflow_interrupt(filled: Filled, lrs: &VgicState) -> bool {
 /// The VM of a running vCPU, as its trap handlers see it: each question takes
 /// the VM table's lock for its answer only.
 struct RunningVm<'a> {
-    vms: &'a spin::Mutex<VmTable>,
+    /// The hyp: its VM table (whose lock each question takes), and for the
+    /// guest's memory calls its memory state.
+    hyp: &'a Hyp,
     handle: VmHandle,
     vcpu: usize,
     hardware: VgicHardware,
@@ -86,7 +89,7 @@ const PSCI_INTERNAL_FAILURE: i64 = -6;
 
 impl RunningVm<'_> {
     fn with_vm<T>(&self, default: T, f: impl FnOnce(&mut Vm) -> T) -> T {
-        let mut vms = self.vms.lock();
+        let mut vms = self.hyp.vms().lock();
         match vms.get(self.handle) {
             Ok(vm) => f(vm),
             Err(_) => default,
@@ -169,7 +172,7 @@ impl RunningVm<'_> {
 
 impl VmView for RunningVm<'_> {
     fn ipa_kind(&self, ipa: u64) -> IpaKind {
-        self.vms.lock().ipa_kind(self.handle, Ipa::new(ipa))
+        self.hyp.vms().lock().ipa_kind(self.handle, Ipa::new(ipa))
     }
 
     fn cpu_on(&self, target: u64, entry: u64, context: u64) -> Result<u64, i64> {
@@ -211,7 +214,29 @@ impl VmView for RunningVm<'_> {
     }
 
     fn mmio_guard(&self, call: GuardCall) -> u64 {
-        self.vms.lock().mmio_guard(self.handle, call)
+        self.hyp.vms().lock().mmio_guard(self.handle, call)
+    }
+
+    // Rare (a guest's I/O buffers change hands) and heavy (both locks, the
+    // host's tables): kept out of the trap path's code.
+    #[cold]
+    #[inline(never)]
+    fn guest_memory(&self, call: MemoryCall) -> u64 {
+        let result = self.hyp.with_vms_from_guest(|vms, memory, env| {
+            let vm = vms.get(self.handle)?;
+            let mut tlb = GuestStage2Tlb { vttbr: vttbr_of(vm.stage2.root_address() as u64, vm.vmid()) };
+            vms.guest_memory(self.handle, call, memory, env, &mut tlb)
+        });
+        match result {
+            Ok(()) => 0,
+            Err(HypError::NotSupported | HypError::NoSuchVm) => NOT_SUPPORTED,
+            // pKVM refuses every bad request with INVALID_PARAMETER; the
+            // reason is the guest's business (and a debug line's).
+            Err(error) => {
+                log::debug!("guest memory call {call:x?}: {error}");
+                INVALID_PARAMETER
+            }
+        }
     }
 }
 
@@ -636,7 +661,7 @@ pub fn vcpu_run(
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).
     let ctx = unsafe { &mut *ctx };
-    let view = RunningVm { vms: vms_lock, handle, vcpu: index, hardware, ppi_frame, vcpus, gic_layout, flags };
+    let view = RunningVm { hyp, handle, vcpu: index, hardware, ppi_frame, vcpus, gic_layout, flags };
     let (mut injections, mut traps) = (0u32, 0u32);
     let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap, live| {
         traps += 1;

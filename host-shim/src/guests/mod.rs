@@ -1,6 +1,7 @@
 //! The guests the shim runs in VMs: small position-independent EL1 programs
 //! (`guests.S`; the leak checks' in `leak.S`, the IPI ping-pong in `ipi.S`, the debug conformance
-//! guest in `debug.S`, the CPU conformance guest in `cpu.S`; their shared macros and
+//! guest in `debug.S`, the CPU conformance guest in `cpu.S`, the memory-call guest in
+//! `memcall.S`; their shared macros and
 //! constants in `macros.S`), each described where it is written, and the IPA
 //! layout they expect. The shim copies one into a page it gives a VM at
 //! [`GUEST_ENTRY`] and starts a vCPU there with x0 as its argument.
@@ -13,7 +14,8 @@ global_asm!(
     include_str!("leak.S"),
     include_str!("ipi.S"),
     include_str!("debug.S"),
-    include_str!("cpu.S")
+    include_str!("cpu.S"),
+    include_str!("memcall.S")
 );
 
 /// Where the guests' code goes in guest-physical memory.
@@ -114,6 +116,8 @@ guest_images! {
     leak_probe: guest_leak_probe_start..guest_leak_probe_end,
     /// The debug conformance guest (`debug.S`; its vectors at +0x800).
     debug: guest_debug_start..guest_debug_end,
+    /// The memory-call guest (`memcall.S`; its vectors at +0x800).
+    memcall: guest_memcall_start..guest_memcall_end,
 }
 
 extern "C" {

@@ -8,6 +8,7 @@ pub mod conformance_timers;
 pub mod console_attack;
 pub mod device_attacks;
 pub mod fuzz;
+pub mod guest_memory;
 pub mod host_view;
 pub mod hypercall_abi;
 pub mod interrupts;

@@ -7,8 +7,8 @@
 //! once; `docs/abi.md` describes each call.
 //!
 //! Host-facing calls are numbered from [`HOST_CALL_BASE`] so that they never collide
-//! with the guest-facing vendor calls ([`GuestCall`]), which reuse the numbers of
-//! Android's pKVM.
+//! with the guest-facing vendor calls ([`GuestCall`]), which use Linux's (KVM's)
+//! numbers and Android's pKVM's where Linux defines none.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -417,53 +417,113 @@ pub const GUEST_GICV2_CPU_INTERFACE_SIZE: u64 = 0x2000;
 /// The SPIs a VM has: INTIDs 32..96 (GICD_TYPER.ITLinesNumber 2).
 pub const GUEST_SPI_LIMIT: u64 = 96;
 
-/// The vendor-hyp calls a guest may make (HVC, SMCCC 1.1 SMC64 fast calls,
-/// function ID `0xC600_0000 | number`). Numbers as in Android's pKVM, whose
-/// guests (pvmfw, Microdroid) already make them.
+/// SMCCC function-ID bit 30 clear and owner 6: the vendor-hyp SMC32 fast calls
+/// (`0x8600_xxxx`), where Linux's KVM puts its call-UID query and FEATURES.
+pub const VENDOR_HYP_SMC32_BASE: u32 = SMCCC_FAST_CALL | OWNER_VENDOR_HYP;
+
+/// The SMCCC "Call UID" query of the vendor-hyp service (SMC32, function
+/// 0xFF01; Linux's `ARM_SMCCC_VENDOR_HYP_CALL_UID_FUNC_ID`).
+pub const VENDOR_HYP_CALL_UID: u32 = VENDOR_HYP_SMC32_BASE | 0xFF01;
+
+/// KVM's UID, 28b46fb6-2ec5-11e9-a9ca-4b564d003a74, as the Call UID query
+/// returns it in x0..x3 (Linux's `ARM_SMCCC_VENDOR_HYP_UID_KVM_REG_0..3`):
+/// a Linux guest uses KVM's vendor calls only behind this UID.
+pub const KVM_VENDOR_HYP_UID: [u64; 4] = [0xb66f_b428, 0xe911_c52e, 0x564b_caa9, 0x743a_004d];
+
+/// KVM's FEATURES query as Linux makes it: SMC32 function 0
+/// (`ARM_SMCCC_VENDOR_HYP_KVM_FEATURES_FUNC_ID`, `0x8600_0000`).
+pub const KVM_FEATURES_SMC32: u32 = VENDOR_HYP_SMC32_BASE;
+
+/// The vendor-hyp calls a guest may make (HVC, SMCCC 1.1 fast calls). Numbers
+/// as in Linux's `include/linux/arm-smccc.h` (KVM's functions 0..4 and 7),
+/// and, where Linux reserves the number for pKVM without defining it
+/// (5, 6, 8, 9), as in Android's pKVM, whose guests (pvmfw, Microdroid)
+/// make them. Each is the SMC64 call `0xC600_0000 | number`, except
+/// [`GuestCall::Features`], which Linux makes as SMC32 ([`KVM_FEATURES_SMC32`]).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 #[repr(u16)]
 pub enum GuestCall {
-    /// x0 = bitmap of the supported guest calls (bit n: number n).
+    /// x0..x3 = bitmap of the vendor calls the VM is offered (bit n: function
+    /// n; x1..x3 hold functions 32..127, none), by VM type: see
+    /// [`GuestCall::offered`].
     Features = 0,
+    /// x0 = the granule of memory sharing ([`GUEST_MEMORY_GRANULE`]).
+    /// x1..x3 must be 0. Protected VMs only.
+    HypMeminfo = 2,
+    /// Share the granule at IPA x1 (its own memory) with the host: the host
+    /// may read and write it until [`GuestCall::MemUnshare`]. x2, x3 must be 0.
+    /// Protected VMs only.
+    MemShare = 3,
+    /// End the share of the granule at IPA x1: every host mapping of it is
+    /// gone when the call returns. x2, x3 must be 0. Protected VMs only.
+    MemUnshare = 4,
     /// x0 = the MMIO guard's granule in bytes ([`MMIO_GUARD_GRANULE`]).
     MmioGuardInfo = 5,
     /// From now on, for the VM's whole life, only MMIO the guard allows leaves
     /// the hyp; any other access outside the VM's memory gets a synchronous
     /// external abort. x0 = 0.
     MmioGuardEnroll = 6,
-    /// Allow MMIO to the granule at IPA x1 (aligned, outside the VM's memory).
-    /// x0 = 0, or -3 (INVALID_PARAMETER: misaligned, the VM's memory, beyond
-    /// its IPA space), or -1 (NOT_SUPPORTED: not enrolled, or the guard
-    /// already holds [`MMIO_GUARD_CAPACITY`] granules).
+    /// Allow MMIO to the granule at IPA x1 (aligned, outside the VM's memory):
+    /// Android's MMIO_GUARD_MAP and Linux's MMIO_GUARD, the same call with
+    /// the same argument (Linux's guest never enrols: before enrolment every
+    /// access passes anyway, and the call only checks its argument). x0 = 0,
+    /// or -3 (INVALID_PARAMETER: misaligned, the VM's memory, beyond its IPA
+    /// space), or -1 (NOT_SUPPORTED: enrolled and the guard already holds
+    /// [`MMIO_GUARD_CAPACITY`] granules).
     MmioGuardMap = 7,
     /// Stop allowing the granule at IPA x1. x0 = 0, or -3 (it was not allowed).
     MmioGuardUnmap = 8,
+    /// Give the granule at IPA x1 back to the host, zeroed: the VM's IPA maps
+    /// nothing from then on. x2, x3 must be 0. Protected VMs only.
+    MemRelinquish = 9,
 }
 
 impl GuestCall {
-    pub const ALL: [GuestCall; 5] = [
+    pub const ALL: [GuestCall; 9] = [
         GuestCall::Features,
+        GuestCall::HypMeminfo,
+        GuestCall::MemShare,
+        GuestCall::MemUnshare,
         GuestCall::MmioGuardInfo,
         GuestCall::MmioGuardEnroll,
         GuestCall::MmioGuardMap,
         GuestCall::MmioGuardUnmap,
+        GuestCall::MemRelinquish,
     ];
 
-    /// The SMCCC function ID.
+    /// The SMCCC function ID (SMC64; FEATURES is also answered at
+    /// [`KVM_FEATURES_SMC32`], Linux's ID).
     pub const fn function_id(self) -> u32 {
         vendor_hyp_fn(self as u16)
     }
 
     /// The call with function ID `id`, if it is one.
     pub fn from_function_id(id: u32) -> Option<GuestCall> {
+        if id == KVM_FEATURES_SMC32 {
+            return Some(GuestCall::Features);
+        }
         GuestCall::ALL.into_iter().find(|call| call.function_id() == id)
     }
 
-    /// What [`GuestCall::Features`] answers.
-    pub fn features_bitmap() -> u64 {
-        GuestCall::ALL.iter().fold(0, |bits, call| bits | 1 << (*call as u16))
+    /// Whether a VM of this kind is offered the call. Memory sharing is for
+    /// protected VMs only: a non-protected VM's memory is the host's already,
+    /// and pKVM leaves such a VM's vendor calls to the host's KVM, which
+    /// offers none of them. The MMIO guard serves both kinds.
+    pub const fn offered(self, protected: bool) -> bool {
+        match self {
+            GuestCall::HypMeminfo | GuestCall::MemShare | GuestCall::MemUnshare | GuestCall::MemRelinquish => protected,
+            _ => true,
+        }
+    }
+
+    /// What [`GuestCall::Features`] answers in x0 to a VM of this kind.
+    pub fn features_bitmap(protected: bool) -> u64 {
+        GuestCall::ALL.iter().filter(|call| call.offered(protected)).fold(0, |bits, call| bits | 1 << (*call as u16))
     }
 }
+
+/// The granule of a guest's memory calls ([`GuestCall::HypMeminfo`]): one page.
+pub const GUEST_MEMORY_GRANULE: u64 = 4096;
 
 /// The MMIO guard's granule: what one [`GuestCall::MmioGuardMap`] allows.
 pub const MMIO_GUARD_GRANULE: u64 = 4096;

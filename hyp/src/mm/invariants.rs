@@ -7,7 +7,9 @@
 
 #![forbid(unsafe_code)]
 
-use crate::mm::memory::{MemoryState, GUEST_RAM, HOST_DEVICE, HOST_DMA_RAM, HOST_RAM, HYP_DATA, HYP_DEVICE};
+use crate::mm::memory::{
+    MemoryState, GUEST_RAM, HOST_BORROWED, HOST_DEVICE, HOST_DMA_RAM, HOST_RAM, HYP_DATA, HYP_DEVICE,
+};
 use crate::mm::ownership::{Owner, PageRecord, Touched, VmId};
 use crate::mm::pgtable::PgTable;
 use crate::range::{FixedVec, PhysRange};
@@ -21,7 +23,8 @@ pub enum ViolationKind {
     HostMapsForeignPage,
     /// A page the host owns or borrows is missing from the host stage-2.
     HostPageUnmapped,
-    /// The host stage-2 maps a page with attributes other than its state implies.
+    /// The host stage-2 maps a page with attributes other than its state
+    /// implies (its own RAM, or a guest's page it borrows: never executable).
     HostWrongAttributes,
     /// The host stage-2 maps device space the device policy withholds (or
     /// that no device-tree node names, or a page the hyp emulates).
@@ -96,6 +99,16 @@ impl Report {
 /// The host may map a page when it owns or borrows it.
 fn host_may_map(record: PageRecord) -> bool {
     record.state_for(Owner::Host).is_some()
+}
+
+/// The attributes the host stage-2 maps a page with: its own RAM's, or a
+/// guest's page it borrows (a protected VM's MEM_SHARE), never executable.
+fn host_attributes(record: PageRecord) -> aarch64_paging::descriptor::Stage2Attributes {
+    if record.owner == Owner::Host {
+        HOST_RAM
+    } else {
+        HOST_BORROWED
+    }
 }
 
 /// The hyp maps a page when it is its own, donated to it, or lent to it.
@@ -226,7 +239,7 @@ impl Checker<'_> {
             let ram_bytes = ram_under(state, range, |run, record| {
                 if !host_may_map(record) {
                     report.add(run.start, ViolationKind::HostMapsForeignPage);
-                } else if leaf.attributes != HOST_RAM {
+                } else if leaf.attributes != host_attributes(record) {
                     report.add(run.start, ViolationKind::HostWrongAttributes);
                 }
             });

@@ -10,7 +10,7 @@
 //! The transitions take what the host named as typed addresses and counts
 //! ([`crate::addr`]); below them, records and tables work on plain numbers.
 
-use crate::addr::{GuestPages, PageCount, PhysAddr};
+use crate::addr::{GuestPages, Ipa, PageCount, PhysAddr};
 use crate::arch::tlb::TlbMaintenance;
 use crate::mm::host_devices::HostDevices;
 use crate::mm::host_stage2::{root_level, HostFault};
@@ -33,6 +33,13 @@ pub const HOST_RAM: Stage2Attributes = Stage2Attributes::MEMATTR_NORMAL_INNER_WB
     .union(Stage2Attributes::SH_INNER)
     .union(Stage2Attributes::S2AP_ACCESS_RW)
     .union(Stage2Attributes::ACCESS_FLAG);
+/// A protected VM's page it shares with the host (MEM_SHARE), in the host
+/// stage-2: as host RAM but never executable. The host needs to read and
+/// write a guest's I/O buffers, never to run them: a page whose content the
+/// guest may change under the host at any time is no code the host should
+/// take, and the distinct attributes let the checker tell a borrowed page
+/// from one of the host's own in every leaf.
+pub const HOST_BORROWED: Stage2Attributes = HOST_RAM.union(Stage2Attributes::XN);
 /// Device space in the host stage-2: Device-nGnRE, read-write, never executable.
 pub const HOST_DEVICE: Stage2Attributes = Stage2Attributes::MEMATTR_DEVICE_nGnRE
     .union(Stage2Attributes::S2AP_ACCESS_RW)
@@ -289,7 +296,7 @@ impl MemoryState {
     pub fn attach_host_dma(&mut self, mut mirror: HostDmaMirror, env: &mut Env<'_>) -> Result<(), HypError> {
         let mut runs: alloc::vec::Vec<(usize, usize)> = alloc::vec::Vec::new();
         self.host_stage2.for_each_leaf(0, self.host_stage2.limit(), |leaf| {
-            if leaf.attributes == HOST_RAM {
+            if leaf.attributes == HOST_RAM || leaf.attributes == HOST_BORROWED {
                 match runs.last_mut() {
                     Some(last) if last.1 == leaf.start => last.1 = leaf.end,
                     _ => runs.push((leaf.start, leaf.end)),
@@ -322,7 +329,19 @@ impl MemoryState {
     /// Gives `[s, e)` of RAM back to the host: its stage-2, then its devices;
     /// undone if the second fails.
     fn host_map_ram(&mut self, s: usize, e: usize, env: &mut Env<'_>) -> Result<(), PgTableError> {
-        self.host_stage2.map(s, e, s, HOST_RAM, env.source, env.stage2_tlb)?;
+        self.host_map_ram_as(s, e, HOST_RAM, env)
+    }
+
+    /// [`MemoryState::host_map_ram`] with the host stage-2's `attributes`
+    /// ([`HOST_RAM`], or [`HOST_BORROWED`] for a guest's shared page).
+    fn host_map_ram_as(
+        &mut self,
+        s: usize,
+        e: usize,
+        attributes: Stage2Attributes,
+        env: &mut Env<'_>,
+    ) -> Result<(), PgTableError> {
+        self.host_stage2.map(s, e, s, attributes, env.source, env.stage2_tlb)?;
         if let Some(dma) = &mut self.host_dma {
             if let Err(error) = dma.table.map(s, e, s, HOST_DMA_RAM, env.source, &mut *dma.tlb) {
                 let _ = self.host_stage2.unmap(s, e, env.source, env.stage2_tlb);
@@ -637,7 +656,12 @@ impl MemoryState {
 
     /// Takes pages back from a guest that owns them: the guest loses their
     /// IPAs, the hyp zeroes the pages, the host gets them back. All table
-    /// pages are reserved first, so nothing fails halfway.
+    /// pages are reserved first, so nothing fails halfway. Pages the guest
+    /// shares with the host are unshared first (taken from the host and its
+    /// devices, as the guest's MEM_UNSHARE would), so that the host never
+    /// sees them being zeroed; they come back as its own with the rest. A
+    /// call that then fails for memory has ended those shares (the pages the
+    /// host asked for are the guest's alone), and changed nothing else.
     ///
     /// With [`GuestIpas::Poisoned`], for a guest that may still run: its
     /// stage-2 keeps every page of the range as an invalid entry marked
@@ -647,9 +671,9 @@ impl MemoryState {
     ///
     /// # Errors
     ///
-    /// `NotOwned` unless every page is owned by this guest and not lent;
-    /// `InvalidArgument` unless the guest maps exactly these pages there;
-    /// `NoMemory`.
+    /// `NotOwned` unless every page is owned by this guest (alone, or shared
+    /// with the host); `InvalidArgument` unless the guest maps exactly these
+    /// pages there; `NoMemory`.
     pub fn host_reclaim_guest(
         &mut self,
         guest: &mut Guest<'_>,
@@ -658,9 +682,36 @@ impl MemoryState {
         env: &mut Env<'_>,
     ) -> GuestResult {
         let id = guest.id;
-        let (gs, ge) = self.require_guest_mapping(guest, at, |r| r.owner == Owner::Vm(id) && r.borrower.is_none())?;
+        // The common case first, checked as cheaply as before sharing
+        // existed: pages the guest owns alone. Only if that fails, the check
+        // that admits pages it shares with the host, which then leave the
+        // host (and its devices) first, each run a complete unshare of its
+        // own: a later failure for memory leaves them the guest's alone,
+        // never half-shared.
+        let alone = |r: PageRecord| r.owner == Owner::Vm(id) && r.borrower.is_none();
+        let owned = |r: PageRecord| r.owner == Owner::Vm(id) && matches!(r.borrower, None | Some(Owner::Host));
+        let (shared, (gs, ge)) = match self.require_guest_mapping(guest, at, alone) {
+            Err(HypError::NotOwned) => (true, self.require_guest_mapping(guest, at, owned)?),
+            other => (false, other?),
+        };
+        let shared = core::cell::Cell::new(shared);
         let (pa, pages) = (at.pa.raw(), at.count.raw());
         let (s, e) = Self::span(pa, pages);
+        while shared.get() {
+            // (Up to 8 runs a pass: the records change under the walk.)
+            let mut shared_runs: crate::range::FixedVec<PhysRange, 8> = crate::range::FixedVec::default();
+            self.pages.for_each_run_in(PhysRange { start: pa, end: pa + pages * PAGE_SIZE }, |run, r| {
+                if r.borrower == Some(Owner::Host) {
+                    shared_runs.push(run);
+                }
+            });
+            shared.set(shared_runs.as_slice().len() == 8);
+            for run in shared_runs.as_slice() {
+                self.host_unmap_ram(run.start as usize, run.end as usize, env).map_err(table_error)?;
+                let unshared = |r: PageRecord| PageRecord { borrower: None, ..r };
+                self.pages.update(run.start, run.size() / PAGE_SIZE, unshared).map_err(range_error)?;
+            }
+        }
         let reserved = self
             .hyp_stage1
             .reserve_for_map(s, e, s, env.source)
@@ -686,6 +737,71 @@ impl MemoryState {
         self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb).map_err(table_error)?;
         self.host_map_ram(s, e, env).map_err(table_error)?;
         self.pages.update(pa, pages, |_| PageRecord::HOST).map_err(range_error)
+    }
+
+    /// The page a guest's memory call names: its IPA must be page-aligned,
+    /// inside the guest's IPA space and map a page (not MMIO, not a page the
+    /// host took back). The page's physical address.
+    fn guest_page(guest: &Guest<'_>, ipa: Ipa) -> Result<u64, HypError> {
+        let ipa = ipa.raw();
+        if !ipa.is_multiple_of(PAGE_SIZE) {
+            return Err(HypError::NotAligned);
+        }
+        if ipa.checked_add(PAGE_SIZE).is_none_or(|end| end > guest.stage2.limit() as u64) {
+            return Err(HypError::OutOfRange);
+        }
+        let leaf = guest.stage2.leaf_at(ipa as usize).ok_or(HypError::NotOwned)?;
+        Ok((leaf.pa + (ipa as usize - leaf.start)) as u64)
+    }
+
+    /// A guest shares one of its own pages with the host (MEM_SHARE): the
+    /// page stays the guest's (and mapped for it), the host borrows it, and
+    /// the host stage-2 and the host's devices map it ([`HOST_BORROWED`]).
+    ///
+    /// # Errors
+    ///
+    /// `NotAligned`, `OutOfRange` (beyond the guest's IPA space), `NotOwned`
+    /// (nothing mapped there, or not a page the guest owns alone: lent to it
+    /// by the host, or already shared), `NoMemory`. Nothing changes then.
+    pub fn guest_share_host(&mut self, guest: &mut Guest<'_>, ipa: Ipa, env: &mut Env<'_>) -> GuestResult {
+        let id = guest.id;
+        let pa = Self::guest_page(guest, ipa)?;
+        self.require(pa, 1, |r| r.owner == Owner::Vm(id) && r.borrower.is_none())?;
+        let (s, e) = Self::span(pa, 1);
+        self.host_map_ram_as(s, e, HOST_BORROWED, env).map_err(table_error)?;
+        self.pages.update(pa, 1, |r| PageRecord { borrower: Some(Owner::Host), ..r }).map_err(range_error)
+    }
+
+    /// A guest ends the share of a page with the host (MEM_UNSHARE): the
+    /// host's devices, then the host stage-2, lose it, with their TLBs
+    /// invalidated before this returns.
+    ///
+    /// # Errors
+    ///
+    /// As [`MemoryState::guest_share_host`]; `NotOwned` unless the guest
+    /// shares the page with the host.
+    pub fn guest_unshare_host(&mut self, guest: &mut Guest<'_>, ipa: Ipa, env: &mut Env<'_>) -> GuestResult {
+        let id = guest.id;
+        let pa = Self::guest_page(guest, ipa)?;
+        self.require(pa, 1, |r| r.owner == Owner::Vm(id) && r.borrower == Some(Owner::Host))?;
+        let (s, e) = Self::span(pa, 1);
+        self.host_unmap_ram(s, e, env).map_err(table_error)?;
+        self.pages.update(pa, 1, |r| PageRecord { borrower: None, ..r }).map_err(range_error)
+    }
+
+    /// A guest gives one of its pages back to the host (MEM_RELINQUISH):
+    /// zeroed and cleaned to memory, the host's again, and nothing at the IPA
+    /// (as in pKVM, where the host may then give the IPA a page again). Also a
+    /// page the guest shares with the host.
+    ///
+    /// # Errors
+    ///
+    /// As [`MemoryState::guest_share_host`]; `NotOwned` unless the guest owns
+    /// the page.
+    pub fn guest_relinquish(&mut self, guest: &mut Guest<'_>, ipa: Ipa, env: &mut Env<'_>) -> GuestResult {
+        let pa = Self::guest_page(guest, ipa)?;
+        let at = GuestPages { pa: PhysAddr::new(pa), ipa, count: PageCount::new(1) };
+        self.host_reclaim_guest(guest, at, GuestIpas::Unmapped, env)
     }
 
     /// Reads the u64 at `address` and writes `value` there, for the host's tests of

@@ -124,6 +124,9 @@ impl Fixture {
             Op::UnshareGuest => state.host_unshare_guest(&mut guest, at, &mut env),
             Op::ReclaimGuest => state.host_reclaim_guest(&mut guest, at, GuestIpas::Unmapped, &mut env),
             Op::PoisonGuest => state.host_reclaim_guest(&mut guest, at, GuestIpas::Poisoned, &mut env),
+            Op::GuestShareHost => state.guest_share_host(&mut guest, ipa, &mut env),
+            Op::GuestUnshareHost => state.guest_unshare_host(&mut guest, ipa, &mut env),
+            Op::GuestRelinquish => state.guest_relinquish(&mut guest, ipa, &mut env),
         }
     }
 
@@ -197,9 +200,18 @@ enum Op {
     ReclaimGuest,
     /// A reclaim from a guest that may still run: its IPAs stay poisoned.
     PoisonGuest,
+    /// The guest's MEM_SHARE of the page at its IPA (the PA is not named).
+    GuestShareHost,
+    /// The guest's MEM_UNSHARE.
+    GuestUnshareHost,
+    /// The guest's MEM_RELINQUISH.
+    GuestRelinquish,
 }
 
-const ALL_OPS: [Op; 9] = [
+/// The guest's own calls: one page at an IPA.
+const GUEST_CALLS: [Op; 3] = [Op::GuestShareHost, Op::GuestUnshareHost, Op::GuestRelinquish];
+
+const ALL_OPS: [Op; 12] = [
     Op::Share,
     Op::Unshare,
     Op::Donate,
@@ -209,6 +221,9 @@ const ALL_OPS: [Op; 9] = [
     Op::UnshareGuest,
     Op::ReclaimGuest,
     Op::PoisonGuest,
+    Op::GuestShareHost,
+    Op::GuestUnshareHost,
+    Op::GuestRelinquish,
 ];
 
 #[test]
@@ -308,6 +323,115 @@ fn every_bad_call_returns_its_error_and_changes_nothing() {
         assert!(f.snapshot() == before, "{what} changed something");
         f.assert_clean();
     }
+}
+
+/// A protected guest shares a page with the host: still its own and mapped
+/// for it, the host (and its devices) may use it, never execute it; unshared,
+/// it leaves every host table with their TLBs invalidated; relinquished, it
+/// is the host's own again, zeroed, and the guest's IPA maps nothing.
+#[test]
+fn a_guest_shares_its_page_with_the_host_until_it_unshares_or_relinquishes_it() {
+    let mut f = Fixture::new();
+    let page = RAM0.start + 0x60_0000;
+    f.call_guest(Op::DonateGuest, 0, page, 0x8000_0000, 4).unwrap();
+    f.memory.write_u64(page + K4, 0x5ec2e7);
+    f.call_guest(Op::GuestShareHost, 0, 0, 0x8000_1000, 0).unwrap();
+    f.assert_clean();
+    let leaf = f.state.host_stage2.leaf_at((page + K4) as usize).map(|l| l.attributes);
+    assert_eq!(leaf, Some(HOST_BORROWED), "read-write for the host, never executable");
+    assert!(f.devices_reach(page + K4) && !f.host_maps(page) && !f.devices_reach(page + 2 * K4));
+    assert_eq!(f.state.pages.get(page + K4).map(|r| (r.owner, r.borrower)), Some((Owner::Vm(1), Some(Owner::Host))));
+    assert!(f.guests[0].leaf_at(0x8000_1000).is_some(), "still the guest's");
+    assert_eq!(f.memory.read_u64(page + K4), 0x5ec2e7, "sharing does not touch the content");
+    f.stage2_tlb.leaves.clear();
+    f.call_guest(Op::GuestUnshareHost, 0, 0, 0x8000_1000, 0).unwrap();
+    f.assert_clean();
+    assert!(!f.host_maps(page + K4) && !f.devices_reach(page + K4));
+    assert!(f.stage2_tlb.leaves.iter().any(|&(a, _)| a as u64 == page + K4), "host TLB invalidated");
+    f.call_guest(Op::GuestShareHost, 0, 0, 0x8000_2000, 0).unwrap();
+    f.call_guest(Op::GuestRelinquish, 0, 0, 0x8000_2000, 0).unwrap();
+    f.call_guest(Op::GuestRelinquish, 0, 0, 0x8000_3000, 0).unwrap();
+    f.assert_clean();
+    for p in [page + 2 * K4, page + 3 * K4] {
+        assert!(f.memory.zeroed.contains(&p) && f.host_maps(p) && f.devices_reach(p));
+        assert_eq!(f.state.pages.get(p), Some(PageRecord::HOST));
+        assert_eq!(f.state.host_stage2.leaf_at(p as usize).map(|l| l.attributes), Some(HOST_RAM));
+    }
+    assert_eq!(f.guests[0].entry_at(0x8000_2000), Entry::Empty, "nothing at the IPA, as in pKVM");
+    // The host takes the rest back (a teardown's reclaim), one page shared.
+    f.call_guest(Op::GuestShareHost, 0, 0, 0x8000_1000, 0).unwrap();
+    f.call_guest(Op::ReclaimGuest, 0, page, 0x8000_0000, 2).unwrap();
+    f.assert_clean();
+    assert!(f.memory.zeroed.contains(&(page + K4)) && f.state.pages.get(page + K4) == Some(PageRecord::HOST));
+    assert_eq!(f.state.host_stage2.leaf_at((page + K4) as usize).map(|l| l.attributes), Some(HOST_RAM));
+}
+
+/// Every bad guest call: its error, and nothing changed.
+#[test]
+fn every_bad_guest_call_returns_its_error_and_changes_nothing() {
+    let mut f = Fixture::new();
+    let page = RAM0.start + 0x60_0000;
+    f.call_guest(Op::DonateGuest, 0, page, 0x8000_0000, 2).unwrap();
+    f.call_guest(Op::ShareGuest, 1, page + 0x10000, 0x8000_0000, 1).unwrap();
+    f.call_guest(Op::GuestShareHost, 0, 0, 0x8000_1000, 0).unwrap();
+    let before = f.snapshot();
+    let cases: &[(Op, usize, u64, HypError, &str)] = &[
+        (Op::GuestShareHost, 0, 0x8000_0800, HypError::NotAligned, "unaligned"),
+        (Op::GuestShareHost, 0, 1 << GUEST_IPA_BITS, HypError::OutOfRange, "beyond its IPA space"),
+        (Op::GuestShareHost, 0, !(K4 - 1), HypError::OutOfRange, "wraps"),
+        (Op::GuestShareHost, 0, 0x900_0000, HypError::NotOwned, "MMIO: nothing mapped"),
+        (Op::GuestShareHost, 0, 0x8000_2000, HypError::NotOwned, "past its memory"),
+        (Op::GuestShareHost, 0, 0x8000_1000, HypError::NotOwned, "twice"),
+        (Op::GuestShareHost, 1, 0x8000_0000, HypError::NotOwned, "a page the host lends it"),
+        (Op::GuestUnshareHost, 0, 0x8000_0000, HypError::NotOwned, "never shared"),
+        (Op::GuestUnshareHost, 1, 0x8000_0000, HypError::NotOwned, "a page the host lends it"),
+        (Op::GuestUnshareHost, 1, 0x8000_1000, HypError::NotOwned, "another guest's IPA"),
+        (Op::GuestRelinquish, 1, 0x8000_0000, HypError::NotOwned, "a page the host lends it"),
+        (Op::GuestRelinquish, 0, 0x8000_0008, HypError::NotAligned, "unaligned"),
+    ];
+    for &(op, g, ipa, error, what) in cases {
+        assert_eq!(f.call_guest(op, g, 0, ipa, 0), Err(error), "{what}");
+        assert!(f.snapshot() == before, "{what} changed something");
+        f.assert_clean();
+    }
+    // A poisoned IPA (the host took the page back from the live guest) is
+    // nothing to share.
+    f.call_guest(Op::GuestUnshareHost, 0, 0, 0x8000_1000, 0).unwrap();
+    f.call_guest(Op::PoisonGuest, 0, page + K4, 0x8000_1000, 1).unwrap();
+    assert_eq!(f.call_guest(Op::GuestShareHost, 0, 0, 0x8000_1000, 0), Err(HypError::NotOwned));
+    f.assert_clean();
+}
+
+/// The checker sees a shared page the host maps executable, and a guest's
+/// page the host maps while not shared.
+#[test]
+fn the_checker_holds_the_host_to_exactly_the_pages_guests_share() {
+    let mut f = Fixture::new();
+    let page = RAM0.start + 0x60_0000;
+    f.call_guest(Op::DonateGuest, 0, page, 0x8000_0000, 2).unwrap();
+    f.call_guest(Op::GuestShareHost, 0, 0, 0x8000_0000, 0).unwrap();
+    let (s, env) = f.env();
+    s.host_stage2.unmap(page as usize, (page + K4) as usize, env.source, env.stage2_tlb).unwrap();
+    s.host_stage2
+        .map(page as usize, (page + K4) as usize, page as usize, HOST_RAM, env.source, env.stage2_tlb)
+        .unwrap();
+    let report = check(&f.state, &[UART], &[(1, &f.guests[0]), (2, &f.guests[1])]);
+    assert!(kinds(&report).contains(&(ViolationKind::HostWrongAttributes, page)), "{:?}", kinds(&report));
+    let (s, env) = f.env();
+    s.host_stage2.unmap(page as usize, (page + K4) as usize, env.source, env.stage2_tlb).unwrap();
+    let report = check(&f.state, &[UART], &[(1, &f.guests[0]), (2, &f.guests[1])]);
+    assert!(kinds(&report).contains(&(ViolationKind::HostPageUnmapped, page)), "{:?}", kinds(&report));
+    let (s, env) = f.env();
+    s.host_stage2
+        .map(page as usize, (page + K4) as usize, page as usize, HOST_BORROWED, env.source, env.stage2_tlb)
+        .unwrap();
+    f.assert_clean();
+    f.call_guest(Op::GuestUnshareHost, 0, 0, 0x8000_0000, 0).unwrap();
+    let (s, env) = f.env();
+    let next = (page + K4) as usize;
+    s.host_stage2.map(next, next + 4096, next, HOST_BORROWED, env.source, env.stage2_tlb).unwrap();
+    let report = check(&f.state, &[UART], &[(1, &f.guests[0]), (2, &f.guests[1])]);
+    assert!(kinds(&report).contains(&(ViolationKind::HostMapsForeignPage, page + K4)), "{:?}", kinds(&report));
 }
 
 #[test]
@@ -500,8 +624,42 @@ struct Model {
     poisoned: [HashSet<u64>; 2],
 }
 
+/// A guest's own call on the page at `ipa`, by the rules written out.
+fn model_guest_call(model: &mut Model, op: Op, g: usize, ipa: u64) -> Result<(), HypError> {
+    if !ipa.is_multiple_of(K4) {
+        return Err(HypError::NotAligned);
+    }
+    if ipa.checked_add(K4).is_none_or(|end| end > 1 << GUEST_IPA_BITS) {
+        return Err(HypError::OutOfRange);
+    }
+    let vm = Owner::Vm(g as VmId + 1);
+    let pa = *model.guests[g].get(&ipa).ok_or(HypError::NotOwned)?;
+    let r = model.records.get(&pa).copied().unwrap_or(PageRecord::HOST);
+    let acceptable = match op {
+        Op::GuestShareHost => r.owner == vm && r.borrower.is_none(),
+        Op::GuestUnshareHost => r.owner == vm && r.borrower == Some(Owner::Host),
+        _ => r.owner == vm && matches!(r.borrower, None | Some(Owner::Host)),
+    };
+    if !acceptable {
+        return Err(HypError::NotOwned);
+    }
+    let new = match op {
+        Op::GuestShareHost => PageRecord { borrower: Some(Owner::Host), ..r },
+        Op::GuestUnshareHost => PageRecord { borrower: None, ..r },
+        _ => {
+            model.guests[g].remove(&ipa);
+            PageRecord::HOST
+        }
+    };
+    model.records.insert(pa, new);
+    Ok(())
+}
+
 /// The rules, written out per page, independently of `MemoryState`.
 fn model_call(model: &mut Model, op: Op, g: usize, start: u64, ipa: u64, pages: u64) -> Result<(), HypError> {
+    if GUEST_CALLS.contains(&op) {
+        return model_guest_call(model, op, g, ipa);
+    }
     if pages == 0 || pages > MAX_PAGES_PER_CALL {
         return Err(HypError::InvalidArgument);
     }
@@ -522,7 +680,8 @@ fn model_call(model: &mut Model, op: Op, g: usize, start: u64, ipa: u64, pages: 
         Op::Unshare => r.owner == Owner::Host && r.borrower == Some(Owner::Hyp),
         Op::Reclaim => r.owner == Owner::Hyp && r.donated && r.borrower.is_none(),
         Op::UnshareGuest => r.owner == Owner::Host && r.borrower == Some(vm),
-        Op::ReclaimGuest | Op::PoisonGuest => r.owner == vm && r.borrower.is_none(),
+        Op::ReclaimGuest | Op::PoisonGuest => r.owner == vm && matches!(r.borrower, None | Some(Owner::Host)),
+        Op::GuestShareHost | Op::GuestUnshareHost | Op::GuestRelinquish => false,
     };
     if !addresses.iter().all(|&a| wanted(get(model, a))) {
         return Err(HypError::NotOwned);
@@ -566,6 +725,7 @@ fn model_call(model: &mut Model, op: Op, g: usize, start: u64, ipa: u64, pages: 
             Op::Reclaim | Op::ReclaimGuest | Op::PoisonGuest => PageRecord::HOST,
             Op::DonateGuest => PageRecord { owner: vm, ..PageRecord::HOST },
             Op::ShareGuest => PageRecord { borrower: Some(vm), ..r },
+            Op::GuestShareHost | Op::GuestUnshareHost | Op::GuestRelinquish => r,
         };
         model.records.insert(a, new);
     }
@@ -640,6 +800,8 @@ fn random_transitions_agree_with_the_model() {
     }
     let mut successes = [0usize; ALL_OPS.len()];
     let mut recent: Vec<Recent> = Vec::new();
+    // The guests' recent successful shares with the host: (guest, IPA).
+    let mut recent_shares: Vec<(usize, u64)> = Vec::new();
     for i in 0..ops {
         let which = rng.below(ALL_OPS.len() as u64) as usize;
         let op = ALL_OPS[which];
@@ -666,7 +828,22 @@ fn random_transitions_agree_with_the_model() {
             _ => None,
         };
         let guest_op = matches!(op, Op::UnshareGuest | Op::ReclaimGuest | Op::PoisonGuest);
-        if let (Some(u), true) = (undoes, rng.below(2) == 0) {
+        // The guest's own calls: mostly at a page of one of its donations,
+        // an unshare mostly at a page it shared.
+        if GUEST_CALLS.contains(&op) && rng.below(4) != 0 {
+            if let Some(&(_, _, _, guest_ipa, p)) = recent.iter().rev().find(|r| r.0 == Op::DonateGuest && r.1 == g) {
+                ipa = guest_ipa + rng.below(p) * K4;
+            }
+            if let (Op::GuestUnshareHost, Some(&(_, shared))) =
+                (op, recent_shares.iter().rev().find(|r| r.0 == g && rng.below(2) == 0))
+            {
+                ipa = shared;
+            }
+        }
+        // (A guest's reclaims more often: its own calls take pages from its
+        // donations, which then no longer come back whole.)
+        let undo = if matches!(op, Op::ReclaimGuest | Op::PoisonGuest) { rng.below(4) != 0 } else { rng.below(2) == 0 };
+        if let (Some(u), true) = (undoes, undo) {
             if let Some(&(_, _, s, guest_ipa, p)) = recent.iter().rev().find(|r| r.0 == u && (!guest_op || r.1 == g)) {
                 (start, ipa, pages) = (s, guest_ipa, p);
             }
@@ -681,7 +858,19 @@ fn random_transitions_agree_with_the_model() {
         if got.is_err() {
             let after = if i % 64 == 0 { f.snapshot() } else { f.snapshot_of(window) };
             assert!(after == before, "{context}: a failed call changed something");
-        } else if matches!(op, Op::Share | Op::Donate | Op::ShareGuest | Op::DonateGuest) {
+        } else if let Some(u) = undoes {
+            // Undone: not worth undoing again.
+            recent.retain(|r| !(r.0 == u && r.2 == start && r.4 == pages && (!guest_op || (r.1 == g && r.3 == ipa))));
+        }
+        if got.is_ok() && matches!(op, Op::GuestUnshareHost | Op::GuestRelinquish) {
+            recent_shares.retain(|&r| r != (g, ipa));
+        }
+        if got.is_ok() && op == Op::GuestShareHost {
+            recent_shares.push((g, ipa));
+            if recent_shares.len() > 8 {
+                recent_shares.remove(0);
+            }
+        } else if got.is_ok() && matches!(op, Op::Share | Op::Donate | Op::ShareGuest | Op::DonateGuest) {
             recent.push((op, g, start, ipa, pages));
             if recent.len() > 32 {
                 recent.remove(0);

@@ -1,6 +1,10 @@
 //! Decisions about guest exits, kept apart from the registers they come from so
 //! that they can be tested: which guest calls the hyp answers itself, and how a
 //! stage-2 data abort decodes into an MMIO access.
+//!
+//! The vendor-hyp calls follow Linux's KVM numbering (`hyp_abi::GuestCall`)
+//! and answer as pKVM does: every refusal of a call the VM is offered is
+//! INVALID_PARAMETER, a call it is not offered NOT_SUPPORTED.
 
 #![forbid(unsafe_code)]
 
@@ -17,12 +21,16 @@ pub const NOT_SUPPORTED: u64 = -1i64 as u64;
 pub const PSCI_VERSION_1_1: u64 = 0x1_0001;
 /// SMCCC 1.1.
 pub const SMCCC_VERSION_1_1: u64 = 0x1_0001;
+/// SMCCC INVALID_PARAMETER: what pKVM answers every refused vendor call.
+pub const INVALID_PARAMETER: u64 = -3i64 as u64;
 
 /// What to do with a guest's HVC (or trapped SMC).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum GuestCall {
     /// Answer in the guest's x0 and resume it.
     Return(u64),
+    /// Answer in the guest's x0..x3 and resume it.
+    ReturnAll([u64; 4]),
     /// The guest turns its VM off.
     SystemOff,
     /// The guest resets its VM.
@@ -38,6 +46,17 @@ pub enum GuestCall {
     AffinityInfo { target: u64, level: u64 },
     /// A call about the VM's MMIO guard (answered in x0 by the VM's state).
     MmioGuard(GuardCall),
+    /// A protected VM's call about its memory, one granule at `ipa`
+    /// (answered in x0, x1..x3 zeroed, by the memory state).
+    Memory(MemoryCall),
+}
+
+/// A protected guest's memory calls, each of the granule at an IPA.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum MemoryCall {
+    Share { ipa: u64 },
+    Unshare { ipa: u64 },
+    Relinquish { ipa: u64 },
 }
 
 /// The MMIO guard calls that change or consult the VM's guard.
@@ -59,8 +78,9 @@ fn arguments_of(id: u32, args: CallArgs) -> [u64; 3] {
     [args[1] & mask, args[2] & mask, args[3] & mask]
 }
 
-/// Decides a guest call from its x0..x3 (function ID and arguments).
-pub fn guest_call(args: CallArgs) -> GuestCall {
+/// Decides a guest call from its x0..x3 (function ID and arguments), made by
+/// a VM that is `protected` or not.
+pub fn guest_call(args: CallArgs, protected: bool) -> GuestCall {
     let Ok(id) = u32::try_from(args[0]) else {
         return GuestCall::Return(NOT_SUPPORTED);
     };
@@ -94,14 +114,41 @@ pub fn guest_call(args: CallArgs) -> GuestCall {
         PSCI_SYSTEM_OFF => GuestCall::SystemOff,
         PSCI_SYSTEM_RESET => GuestCall::SystemReset,
         _ if (id >> 24) & 0x3f == 5 => GuestCall::Host,
+        hyp_abi::VENDOR_HYP_CALL_UID => GuestCall::ReturnAll(hyp_abi::KVM_VENDOR_HYP_UID),
         _ => match hyp_abi::GuestCall::from_function_id(id) {
-            Some(hyp_abi::GuestCall::Features) => GuestCall::Return(hyp_abi::GuestCall::features_bitmap()),
-            Some(hyp_abi::GuestCall::MmioGuardInfo) => GuestCall::Return(hyp_abi::MMIO_GUARD_GRANULE),
-            Some(hyp_abi::GuestCall::MmioGuardEnroll) => GuestCall::MmioGuard(GuardCall::Enroll),
-            Some(hyp_abi::GuestCall::MmioGuardMap) => GuestCall::MmioGuard(GuardCall::Map { ipa: arg }),
-            Some(hyp_abi::GuestCall::MmioGuardUnmap) => GuestCall::MmioGuard(GuardCall::Unmap { ipa: arg }),
+            // (As KVM answers what it does not offer: x1..x3 zeroed too.)
+            Some(call) if !call.offered(protected) => GuestCall::ReturnAll([NOT_SUPPORTED, 0, 0, 0]),
+            Some(call) => vendor_call(call, [arg, arg2, arg3], protected),
             None => GuestCall::Return(NOT_SUPPORTED),
         },
+    }
+}
+
+/// A vendor-hyp call the VM is offered, with its x1..x3. (Out of line: no
+/// hot path makes these calls.)
+#[inline(never)]
+fn vendor_call(call: hyp_abi::GuestCall, [arg, arg2, arg3]: [u64; 3], protected: bool) -> GuestCall {
+    use hyp_abi::GuestCall as Call;
+    // The memory calls take one granule at x1; pKVM refuses anything in the
+    // registers they do not use (Linux passes 0), so that they can grow.
+    let memory = |call: fn(u64) -> MemoryCall| {
+        if arg2 != 0 || arg3 != 0 {
+            GuestCall::ReturnAll([INVALID_PARAMETER, 0, 0, 0])
+        } else {
+            GuestCall::Memory(call(arg))
+        }
+    };
+    match call {
+        Call::Features => GuestCall::ReturnAll([Call::features_bitmap(protected), 0, 0, 0]),
+        Call::HypMeminfo if arg != 0 || arg2 != 0 || arg3 != 0 => GuestCall::ReturnAll([INVALID_PARAMETER, 0, 0, 0]),
+        Call::HypMeminfo => GuestCall::ReturnAll([hyp_abi::GUEST_MEMORY_GRANULE, 0, 0, 0]),
+        Call::MemShare => memory(|ipa| MemoryCall::Share { ipa }),
+        Call::MemUnshare => memory(|ipa| MemoryCall::Unshare { ipa }),
+        Call::MemRelinquish => memory(|ipa| MemoryCall::Relinquish { ipa }),
+        Call::MmioGuardInfo => GuestCall::Return(hyp_abi::MMIO_GUARD_GRANULE),
+        Call::MmioGuardEnroll => GuestCall::MmioGuard(GuardCall::Enroll),
+        Call::MmioGuardMap => GuestCall::MmioGuard(GuardCall::Map { ipa: arg }),
+        Call::MmioGuardUnmap => GuestCall::MmioGuard(GuardCall::Unmap { ipa: arg }),
     }
 }
 
@@ -169,54 +216,95 @@ mod tests {
 
     #[test]
     fn the_hyp_answers_psci_and_smccc_queries() {
-        assert_eq!(guest_call([PSCI_VERSION.into(), 0, 0, 0]), GuestCall::Return(PSCI_VERSION_1_1));
-        assert_eq!(guest_call([SMCCC_VERSION.into(), 0, 0, 0]), GuestCall::Return(SMCCC_VERSION_1_1));
-        assert_eq!(guest_call([PSCI_FEATURES.into(), PSCI_SYSTEM_OFF.into(), 0, 0]), GuestCall::Return(0));
-        assert_eq!(guest_call([PSCI_FEATURES.into(), 0xC400_0001, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
-        assert_eq!(guest_call([SMCCC_ARCH_FEATURES.into(), 0x8000_8000, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
-        assert_eq!(guest_call([PSCI_SYSTEM_OFF.into(), 0, 0, 0]), GuestCall::SystemOff);
-        assert_eq!(guest_call([PSCI_SYSTEM_RESET.into(), 0, 0, 0]), GuestCall::SystemReset);
+        assert_eq!(guest_call([PSCI_VERSION.into(), 0, 0, 0], false), GuestCall::Return(PSCI_VERSION_1_1));
+        assert_eq!(guest_call([SMCCC_VERSION.into(), 0, 0, 0], false), GuestCall::Return(SMCCC_VERSION_1_1));
+        assert_eq!(guest_call([PSCI_FEATURES.into(), PSCI_SYSTEM_OFF.into(), 0, 0], false), GuestCall::Return(0));
+        assert_eq!(guest_call([PSCI_FEATURES.into(), 0xC400_0001, 0, 0], false), GuestCall::Return(NOT_SUPPORTED));
+        assert_eq!(
+            guest_call([SMCCC_ARCH_FEATURES.into(), 0x8000_8000, 0, 0], false),
+            GuestCall::Return(NOT_SUPPORTED)
+        );
+        assert_eq!(guest_call([PSCI_SYSTEM_OFF.into(), 0, 0, 0], false), GuestCall::SystemOff);
+        assert_eq!(guest_call([PSCI_SYSTEM_RESET.into(), 0, 0, 0], false), GuestCall::SystemReset);
     }
 
     #[test]
     fn cpu_power_calls_decode_with_their_arguments() {
         assert_eq!(
-            guest_call([PSCI_CPU_ON_64.into(), 2, 0x8000_1000, 7]),
+            guest_call([PSCI_CPU_ON_64.into(), 2, 0x8000_1000, 7], false),
             GuestCall::CpuOn { target: 2, entry: 0x8000_1000, context: 7 }
         );
         assert_eq!(
-            guest_call([PSCI_CPU_ON_32.into(), 1 << 32 | 1, 1 << 40 | 0x8000_0000, 0]),
+            guest_call([PSCI_CPU_ON_32.into(), 1 << 32 | 1, 1 << 40 | 0x8000_0000, 0], false),
             GuestCall::CpuOn { target: 1, entry: 0x8000_0000, context: 0 },
             "SMC32 arguments are 32-bit"
         );
-        assert_eq!(guest_call([PSCI_CPU_OFF.into(), 0, 0, 0]), GuestCall::CpuOff);
+        assert_eq!(guest_call([PSCI_CPU_OFF.into(), 0, 0, 0], false), GuestCall::CpuOff);
         assert_eq!(
-            guest_call([PSCI_AFFINITY_INFO_64.into(), 3, 0, 0]),
+            guest_call([PSCI_AFFINITY_INFO_64.into(), 3, 0, 0], false),
             GuestCall::AffinityInfo { target: 3, level: 0 }
         );
-        assert_eq!(guest_call([PSCI_FEATURES.into(), PSCI_CPU_ON_64.into(), 0, 0]), GuestCall::Return(0));
+        assert_eq!(guest_call([PSCI_FEATURES.into(), PSCI_CPU_ON_64.into(), 0, 0], false), GuestCall::Return(0));
     }
 
     #[test]
     fn unknown_calls_are_not_supported_and_standard_hyp_calls_go_to_the_host() {
-        assert_eq!(guest_call([0xC600_1000, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED), "host ABI is not for guests");
-        assert_eq!(guest_call([0x1234, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
-        assert_eq!(guest_call([u64::MAX, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
-        assert_eq!(guest_call([0xC500_0001, 0, 0, 0]), GuestCall::Host);
+        assert_eq!(
+            guest_call([0xC600_1000, 0, 0, 0], false),
+            GuestCall::Return(NOT_SUPPORTED),
+            "host ABI is not for guests"
+        );
+        assert_eq!(guest_call([0x1234, 0, 0, 0], false), GuestCall::Return(NOT_SUPPORTED));
+        assert_eq!(guest_call([u64::MAX, 0, 0, 0], false), GuestCall::Return(NOT_SUPPORTED));
+        assert_eq!(guest_call([0xC500_0001, 0, 0, 0], false), GuestCall::Host);
     }
 
     #[test]
     fn guest_vendor_calls_decode_and_host_calls_stay_refused() {
-        assert_eq!(guest_call([0xC600_0000, 0, 0, 0]), GuestCall::Return(0b1_1110_0001), "features");
-        assert_eq!(guest_call([0xC600_0005, 0, 0, 0]), GuestCall::Return(4096), "granule");
-        assert_eq!(guest_call([0xC600_0006, 0, 0, 0]), GuestCall::MmioGuard(GuardCall::Enroll));
-        assert_eq!(
-            guest_call([0xC600_0007, 0x900_0000, 0, 0]),
-            GuestCall::MmioGuard(GuardCall::Map { ipa: 0x900_0000 })
-        );
-        assert_eq!(guest_call([0xC600_0008, 0x1000, 0, 0]), GuestCall::MmioGuard(GuardCall::Unmap { ipa: 0x1000 }));
-        assert_eq!(guest_call([0x8600_0007, 0x900_0000, 0, 0]), GuestCall::Return(NOT_SUPPORTED), "SMC32: not ours");
-        assert_eq!(guest_call([0xC600_0001, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
+        let call = |args: CallArgs| guest_call(args, false);
+        assert_eq!(call([0xC600_0005, 0, 0, 0]), GuestCall::Return(4096), "granule");
+        assert_eq!(call([0xC600_0006, 0, 0, 0]), GuestCall::MmioGuard(GuardCall::Enroll));
+        assert_eq!(call([0xC600_0007, 0x900_0000, 0, 0]), GuestCall::MmioGuard(GuardCall::Map { ipa: 0x900_0000 }));
+        assert_eq!(call([0xC600_0008, 0x1000, 0, 0]), GuestCall::MmioGuard(GuardCall::Unmap { ipa: 0x1000 }));
+        assert_eq!(call([0x8600_0007, 0x900_0000, 0, 0]), GuestCall::Return(NOT_SUPPORTED), "SMC32: not ours");
+        assert_eq!(call([0xC600_0001, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED), "KVM's PTP: not offered");
+        assert_eq!(call([0xC600_000A, 0, 0, 0]), GuestCall::Return(NOT_SUPPORTED));
+    }
+
+    #[test]
+    fn linux_finds_kvms_uid_and_the_features_of_its_vm_type() {
+        let uid = [0xb66f_b428, 0xe911_c52e, 0x564b_caa9, 0x743a_004d];
+        for protected in [false, true] {
+            assert_eq!(guest_call([0x8600_FF01, 7, 7, 7], protected), GuestCall::ReturnAll(uid));
+        }
+        // Bits 0 (FEATURES), 2..4 (MEMINFO, MEM_SHARE, MEM_UNSHARE), 5..8
+        // (the MMIO guard), 9 (MEM_RELINQUISH); x1..x3 zero (functions 32..).
+        assert_eq!(guest_call([0x8600_0000, 7, 7, 7], true), GuestCall::ReturnAll([0b11_1111_1101, 0, 0, 0]));
+        assert_eq!(guest_call([0x8600_0000, 7, 7, 7], false), GuestCall::ReturnAll([0b1_1110_0001, 0, 0, 0]));
+        assert_eq!(guest_call([0xC600_0000, 0, 0, 0], true), GuestCall::ReturnAll([0b11_1111_1101, 0, 0, 0]));
+        assert_eq!(guest_call([0x8600_FF00, 0, 0, 0], true), GuestCall::Return(NOT_SUPPORTED), "call count");
+    }
+
+    #[test]
+    fn memory_calls_are_a_protected_vms_and_take_one_granule_at_x1() {
+        let meminfo = [0xC600_0002, 0, 0, 0];
+        assert_eq!(guest_call(meminfo, true), GuestCall::ReturnAll([4096, 0, 0, 0]));
+        assert_eq!(guest_call([0xC600_0002, 1, 0, 0], true), GuestCall::ReturnAll([INVALID_PARAMETER, 0, 0, 0]));
+        assert_eq!(guest_call([0xC600_0002, 0, 0, 1], true), GuestCall::ReturnAll([INVALID_PARAMETER, 0, 0, 0]));
+        let ipa = 0x8000_3000;
+        assert_eq!(guest_call([0xC600_0003, ipa, 0, 0], true), GuestCall::Memory(MemoryCall::Share { ipa }));
+        assert_eq!(guest_call([0xC600_0004, ipa, 0, 0], true), GuestCall::Memory(MemoryCall::Unshare { ipa }));
+        assert_eq!(guest_call([0xC600_0009, ipa, 0, 0], true), GuestCall::Memory(MemoryCall::Relinquish { ipa }));
+        for id in [0xC600_0003, 0xC600_0004, 0xC600_0009] {
+            let invalid = GuestCall::ReturnAll([INVALID_PARAMETER, 0, 0, 0]);
+            assert_eq!(guest_call([id, ipa, 1, 0], true), invalid, "{id:#x}: x2");
+            assert_eq!(guest_call([id, ipa, 0, 1], true), invalid, "{id:#x}: x3");
+        }
+        for id in [0xC600_0002, 0xC600_0003, 0xC600_0004, 0xC600_0009] {
+            let refused = GuestCall::ReturnAll([NOT_SUPPORTED, 0, 0, 0]);
+            assert_eq!(guest_call([id, ipa, 0, 0], false), refused, "{id:#x}: non-protected");
+            assert_eq!(guest_call([id & 0xBFFF_FFFF, ipa, 0, 0], true), GuestCall::Return(NOT_SUPPORTED), "SMC32");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@
 use crate::arch::context::{VcpuContext, PSTATE_EL1H_MASKED};
 use crate::arch::esr::ExceptionClass;
 use crate::arch::sysreg::{SysReg, SysRegAccess};
-use crate::vm::exit::{decode_mmio, guest_call, store_value, GuardCall, GuestCall, MmioAccess, NOT_SUPPORTED};
+use crate::vm::exit::{
+    decode_mmio, guest_call, store_value, GuardCall, GuestCall, MemoryCall, MmioAccess, NOT_SUPPORTED,
+};
 use crate::vm::sysreg::{classify, cpacr_as_read, cpacr_as_written, oslsr, sanitize_id, SysRegHandling};
 use hyp_abi::Exit;
 
@@ -52,6 +54,9 @@ pub trait VmView {
     fn gicv3(&self) -> bool;
     /// Serves an MMIO guard call; the SMCCC result for the guest's x0.
     fn mmio_guard(&self, call: GuardCall) -> u64;
+    /// Serves a protected VM's memory call (share, unshare, relinquish); the
+    /// SMCCC result for the guest's x0.
+    fn guest_memory(&self, call: MemoryCall) -> u64;
 }
 
 /// ICC_SGI1R_EL1 as a trapped system-register access (Op0 3, Op1 0, CRn 12,
@@ -172,9 +177,18 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
                 return Outcome::Resume;
             }
             let x = &ctx.gprs.x;
-            match guest_call([x[0], x[1], x[2], x[3]]) {
+            match guest_call([x[0], x[1], x[2], x[3]], protected) {
                 GuestCall::Return(value) => {
                     ctx.gprs.x[0] = value;
+                    Outcome::Resume
+                }
+                GuestCall::ReturnAll(values) => {
+                    ctx.gprs.x[..4].copy_from_slice(&values);
+                    Outcome::Resume
+                }
+                GuestCall::Memory(call) => {
+                    let status = vm.guest_memory(call);
+                    ctx.gprs.x[..4].copy_from_slice(&[status, 0, 0, 0]);
                     Outcome::Resume
                 }
                 GuestCall::SystemOff => Outcome::ToHost { exit: Exit::SystemOff, pending_read: None },
@@ -342,6 +356,12 @@ mod tests {
             match call {
                 GuardCall::Map { ipa: 0x900_0000 } => 0,
                 _ => NOT_SUPPORTED,
+            }
+        }
+        fn guest_memory(&self, call: MemoryCall) -> u64 {
+            match call {
+                MemoryCall::Share { ipa: 0x8000_1000 } => 0,
+                _ => crate::vm::exit::INVALID_PARAMETER,
             }
         }
     }
@@ -541,6 +561,24 @@ mod tests {
         c.gprs.x[..2].copy_from_slice(&[0xC600_0007, 0x900_1000]);
         assert_eq!(handle(&mut c, trap(hvc, 0), true, &OTHER), Outcome::Resume);
         assert_eq!(c.gprs.x[0], NOT_SUPPORTED);
+    }
+
+    #[test]
+    fn memory_calls_answer_in_x0_with_x1_to_x3_zeroed_and_only_for_protected_vms() {
+        let hvc = 0x16 << 26 | 1 << 25;
+        let mut c = ctx();
+        c.gprs.x[..4].copy_from_slice(&[0xC600_0003, 0x8000_1000, 0, 0]);
+        assert_eq!(handle(&mut c, trap(hvc, 0), true, &OTHER), Outcome::Resume);
+        assert_eq!(&c.gprs.x[..4], &[0, 0, 0, 0], "the VM's answer");
+        c.gprs.x[..4].copy_from_slice(&[0xC600_0004, 0x8000_1000, 0, 0]);
+        assert_eq!(handle(&mut c, trap(hvc, 0), true, &OTHER), Outcome::Resume);
+        assert_eq!(&c.gprs.x[..4], &[crate::vm::exit::INVALID_PARAMETER, 0, 0, 0]);
+        c.gprs.x[..4].copy_from_slice(&[0xC600_0003, 0x8000_1000, 0, 0]);
+        assert_eq!(handle(&mut c, trap(hvc, 0), false, &OTHER), Outcome::Resume);
+        assert_eq!(c.gprs.x[0], NOT_SUPPORTED, "a non-protected VM is not offered sharing");
+        c.gprs.x[..4].copy_from_slice(&[0x8600_FF01, 5, 5, 5]);
+        assert_eq!(handle(&mut c, trap(hvc, 0), false, &OTHER), Outcome::Resume);
+        assert_eq!(&c.gprs.x[..4], &hyp_abi::KVM_VENDOR_HYP_UID);
     }
 
     #[test]

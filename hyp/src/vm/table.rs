@@ -8,7 +8,7 @@ use crate::arch::tlb::TlbMaintenance;
 use crate::mm::memory::{Env, Guest, GuestIpas, MemoryState, GUEST_POISONED, HYP_DATA};
 use crate::mm::ownership::{Owner, VmId};
 use crate::mm::pgtable::{Entry, PgTable};
-use crate::vm::exit::{GuardCall, MmioAccess, NOT_SUPPORTED};
+use crate::vm::exit::{GuardCall, MemoryCall, MmioAccess, INVALID_PARAMETER, NOT_SUPPORTED};
 use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::mmio_guard::{GuardError, MmioGuard};
 use crate::vm::vgic_dist::{Distributor, GicVersion, Routed};
@@ -689,11 +689,45 @@ impl VmTable {
         }
     }
 
+    /// Serves a protected guest's memory `call` for the VM behind `handle`
+    /// (one of whose vCPUs runs and made it): its page shared with the host,
+    /// unshared, or given back. `host_tlb` is the TLB maintenance of the host
+    /// stage-2 from the guest's context (its VMID, not the guest's), `tlb`
+    /// the guest's.
+    ///
+    /// # Errors
+    ///
+    /// `NotSupported` for a VM that is not protected (or gone); what the
+    /// transition reports (`NotAligned`, `OutOfRange`, `NotOwned`,
+    /// `NoMemory`). Nothing changes then.
+    pub fn guest_memory(
+        &mut self,
+        handle: VmHandle,
+        call: MemoryCall,
+        memory: &mut MemoryState,
+        env: &mut Env<'_>,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), HypError> {
+        let vm = self.get(handle).map_err(|_| HypError::NotSupported)?;
+        if !vm.protected || vm.state != VmState::Alive {
+            return Err(HypError::NotSupported);
+        }
+        let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb };
+        match call {
+            MemoryCall::Share { ipa } => memory.guest_share_host(&mut guest, Ipa::new(ipa), env),
+            MemoryCall::Unshare { ipa } => memory.guest_unshare_host(&mut guest, Ipa::new(ipa), env),
+            MemoryCall::Relinquish { ipa } => {
+                memory.guest_relinquish(&mut guest, Ipa::new(ipa), env)?;
+                vm.pages_held -= 1;
+                Ok(())
+            }
+        }
+    }
+
     /// Serves the guest's MMIO guard `call` for the VM behind `handle`; the
     /// SMCCC result (0, or INVALID_PARAMETER for an IPA that is misaligned,
     /// the VM's memory or beyond its IPA space, or NOT_SUPPORTED).
     pub fn mmio_guard(&mut self, handle: VmHandle, call: GuardCall) -> u64 {
-        const INVALID_PARAMETER: u64 = -3i64 as u64;
         let ipa_limit = 1u64 << self.ipa_bits;
         let Ok(vm) = self.get(handle) else {
             return NOT_SUPPORTED;

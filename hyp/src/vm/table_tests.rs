@@ -145,6 +145,17 @@ impl World {
     fn host_maps(&self, pa: u64) -> bool {
         self.memory.host_stage2.leaf_at(pa as usize).is_some()
     }
+
+    /// A guest's memory call, as a running vCPU of VM `h` makes it.
+    fn guest_memory(&mut self, h: VmHandle, call: crate::vm::exit::MemoryCall) -> Result<(), HypError> {
+        let mut env = Env {
+            source: &mut self.source,
+            stage2_tlb: &mut self.s2,
+            el2_tlb: &mut self.el2,
+            memory: &mut self.zeroes,
+        };
+        self.vms.guest_memory(h, call, &mut self.memory, &mut env, &mut self.guest_tlb)
+    }
 }
 
 #[test]
@@ -377,6 +388,45 @@ fn injected_interrupts_are_routed_and_bad_ones_are_refused() {
 }
 
 #[test]
+fn a_protected_guest_shares_unshares_and_relinquishes_its_pages() {
+    use crate::vm::exit::MemoryCall::{Relinquish, Share, Unshare};
+    let mut w = World::new();
+    let p = w.create(1, 1).unwrap();
+    let n = w.create(0, 1).unwrap();
+    w.map(p, 0x4010_0000, 0x8000_0000, 4).unwrap();
+    w.map(n, 0x4020_0000, 0x8000_0000, 1).unwrap();
+    assert_eq!(w.guest_memory(n, Share { ipa: 0x8000_0000 }), Err(HypError::NotSupported), "non-protected");
+    assert_eq!(w.guest_memory(p, Share { ipa: 0x8000_1000 }), Ok(()));
+    assert!(w.host_maps(0x4010_1000) && !w.host_maps(0x4010_0000));
+    w.assert_clean();
+    assert_eq!(w.guest_memory(p, Share { ipa: 0x8000_1000 }), Err(HypError::NotOwned), "twice");
+    assert_eq!(w.guest_memory(p, Unshare { ipa: 0x8000_2000 }), Err(HypError::NotOwned), "never shared");
+    assert_eq!(w.guest_memory(p, Share { ipa: 0x8000_1800 }), Err(HypError::NotAligned));
+    assert_eq!(w.guest_memory(p, Share { ipa: 0x900_0000 }), Err(HypError::NotOwned), "MMIO");
+    assert_eq!(w.guest_memory(p, Share { ipa: !0xfff }), Err(HypError::OutOfRange));
+    assert_eq!(w.guest_memory(p, Unshare { ipa: 0x8000_1000 }), Ok(()));
+    assert!(!w.host_maps(0x4010_1000), "unshared: out of the host's reach");
+    w.assert_clean();
+    // Relinquish: the page is the host's again, zeroed; the VM holds one less.
+    assert_eq!(w.guest_memory(p, Share { ipa: 0x8000_3000 }), Ok(()));
+    assert_eq!(w.guest_memory(p, Relinquish { ipa: 0x8000_2000 }), Ok(()));
+    assert!(w.host_maps(0x4010_2000) && w.zeroes.0.contains(&0x4010_2000));
+    assert_eq!(w.vms.info(p), Ok([1, 1, 3]));
+    assert_eq!(w.guest_memory(p, Relinquish { ipa: 0x8000_2000 }), Err(HypError::NotOwned), "nothing there now");
+    assert_eq!(w.vms.ipa_kind(p, Ipa::new(0x8000_2000)), crate::vm::guest_trap::IpaKind::Other);
+    w.assert_clean();
+    // Teardown with a page still shared: the reclaim takes it from the host,
+    // zeroes it and gives it back as the host's own.
+    w.teardown(p).unwrap();
+    assert_eq!(w.guest_memory(p, Unshare { ipa: 0x8000_3000 }), Err(HypError::NotSupported), "torn down");
+    assert_eq!(w.reclaim(p, 0x8000_0000, 2), Ok(()));
+    assert_eq!(w.reclaim(p, 0x8000_3000, 1), Ok(()));
+    assert!(w.zeroes.0.contains(&0x4010_3000) && w.host_maps(0x4010_3000));
+    assert_eq!(w.vms.info(p), Err(HypError::NoSuchVm));
+    w.assert_clean();
+}
+
+#[test]
 fn the_mmio_guard_refuses_memory_and_far_ipas_and_decides_what_is_mmio() {
     use crate::vm::exit::{GuardCall, NOT_SUPPORTED};
     use crate::vm::guest_trap::IpaKind;
@@ -384,8 +434,12 @@ fn the_mmio_guard_refuses_memory_and_far_ipas_and_decides_what_is_mmio() {
     let h = w.create(1, 1).unwrap();
     w.map(h, 0x4010_0000, 0x8000_0000, 16).unwrap();
     let invalid = -3i64 as u64;
-    assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0000 }), NOT_SUPPORTED, "not enrolled");
+    // Linux's guest maps without enrolling: checked, and everything passes.
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0000 }), 0, "not enrolled");
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x8000_1000 }), invalid, "not enrolled: the VM's memory");
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Unmap { ipa: 0x900_0000 }), NOT_SUPPORTED, "not enrolled");
     assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0000)), IpaKind::Other, "no guard: everything outside memory is MMIO");
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_1000)), IpaKind::Other);
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Enroll), 0);
     assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0000)), IpaKind::Refused);
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0000 }), 0);
@@ -540,6 +594,9 @@ impl crate::vm::guest_trap::VmView for TableView<'_> {
         true
     }
     fn mmio_guard(&self, _: GuardCall) -> u64 {
+        NOT_SUPPORTED
+    }
+    fn guest_memory(&self, _: crate::vm::exit::MemoryCall) -> u64 {
         NOT_SUPPORTED
     }
 }
