@@ -67,6 +67,17 @@ pub enum GuardCall {
     Unmap { ipa: u64 },
 }
 
+/// PSCI 0.1 as Linux's KVM numbers it (`KVM_PSCI_FN_*` of its arm64 uapi): a
+/// VMM that does not ask KVM for PSCI 0.2 describes these IDs in its guest's
+/// device tree ("arm,psci"), and `/dev/kvm` says it has them
+/// (`KVM_CAP_ARM_PSCI`). CPU_SUSPEND returns at once (a standby state may end
+/// at any time), CPU_ON starts the target with x0 = 0 (PSCI 0.1 has no context
+/// ID), MIGRATE is NOT_SUPPORTED, as KVM answers them.
+const KVM_PSCI_0_1_CPU_SUSPEND: u32 = 0x95c1_ba5e;
+const KVM_PSCI_0_1_CPU_OFF: u32 = 0x95c1_ba5f;
+const KVM_PSCI_0_1_CPU_ON: u32 = 0x95c1_ba60;
+const KVM_PSCI_0_1_MIGRATE: u32 = 0x95c1_ba61;
+
 /// The guest's x0..x3 of a call: function ID and three arguments.
 pub type CallArgs = [u64; 4];
 
@@ -86,6 +97,11 @@ pub fn guest_call(args: CallArgs, protected: bool) -> GuestCall {
     };
     let [arg, arg2, arg3] = arguments_of(id, args);
     match id {
+        // KVM's PSCI 0.1 (full-width arguments, whatever bit 30 of the ID says).
+        KVM_PSCI_0_1_CPU_SUSPEND => GuestCall::Return(0),
+        KVM_PSCI_0_1_CPU_OFF => GuestCall::CpuOff,
+        KVM_PSCI_0_1_CPU_ON => GuestCall::CpuOn { target: args[1], entry: args[2], context: 0 },
+        KVM_PSCI_0_1_MIGRATE => GuestCall::Return(NOT_SUPPORTED),
         PSCI_VERSION => GuestCall::Return(PSCI_VERSION_1_1),
         SMCCC_VERSION => GuestCall::Return(SMCCC_VERSION_1_1),
         PSCI_CPU_ON_32 | PSCI_CPU_ON_64 => GuestCall::CpuOn { target: arg, entry: arg2, context: arg3 },
@@ -245,6 +261,19 @@ mod tests {
             GuestCall::AffinityInfo { target: 3, level: 0 }
         );
         assert_eq!(guest_call([PSCI_FEATURES.into(), PSCI_CPU_ON_64.into(), 0, 0], false), GuestCall::Return(0));
+    }
+
+    #[test]
+    fn kvm_psci_0_1_ids_are_the_same_calls() {
+        assert_eq!(guest_call([0x95c1_ba5e, 0, 0, 0], true), GuestCall::Return(0), "CPU_SUSPEND");
+        assert_eq!(guest_call([0x95c1_ba5f, 0, 0, 0], false), GuestCall::CpuOff);
+        assert_eq!(
+            guest_call([0x95c1_ba60, 1, 1 << 40 | 0x8000_0000, 9], true),
+            GuestCall::CpuOn { target: 1, entry: 1 << 40 | 0x8000_0000, context: 0 },
+            "full-width entry, no context ID"
+        );
+        assert_eq!(guest_call([0x95c1_ba61, 0, 0, 0], false), GuestCall::Return(NOT_SUPPORTED), "MIGRATE");
+        assert_eq!(guest_call([0x95c1_ba62, 0, 0, 0], false), GuestCall::Return(NOT_SUPPORTED));
     }
 
     #[test]
