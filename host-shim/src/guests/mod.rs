@@ -1,7 +1,7 @@
 //! The guests the shim runs in VMs: small position-independent EL1 programs
 //! (`guests.S`; the leak checks' in `leak.S`, the IPI ping-pong in `ipi.S`, the debug conformance
 //! guest in `debug.S`, the CPU conformance guest in `cpu.S`, the memory-call guest in
-//! `memcall.S`; their shared macros and
+//! `memcall.S`, the hostile host's sharing guest in `share.S`; their shared macros and
 //! constants in `macros.S`), each described where it is written, and the IPA
 //! layout they expect. The shim copies one into a page it gives a VM at
 //! [`GUEST_ENTRY`] and starts a vCPU there with x0 as its argument.
@@ -15,7 +15,8 @@ global_asm!(
     include_str!("ipi.S"),
     include_str!("debug.S"),
     include_str!("cpu.S"),
-    include_str!("memcall.S")
+    include_str!("memcall.S"),
+    include_str!("share.S")
 );
 
 /// Where the guests' code goes in guest-physical memory.
@@ -118,6 +119,8 @@ guest_images! {
     debug: guest_debug_start..guest_debug_end,
     /// The memory-call guest (`memcall.S`; its vectors at +0x800).
     memcall: guest_memcall_start..guest_memcall_end,
+    /// The hostile host's sharing guest (`share.S`; its page follows it at +0x1000).
+    share: guest_share_start..guest_share_end,
 }
 
 extern "C" {

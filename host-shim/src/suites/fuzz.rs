@@ -6,7 +6,13 @@
 //! (`fuzz/model.rs`); after every call the hyp's invariant checker must report
 //! nothing (over what the calls since the last check touched, and over
 //! everything every [`FULL_CHECK_EVERY`] calls and at the end); every so often
-//! the host reads its protected VMs' and donated pages and must be refused. At
+//! the host reads its protected VMs' and donated pages and must be refused
+//! (but for the pages they share with it). Guests in protected VMs share a
+//! page with the host, share and unshare it, or relinquish it (a sharing
+//! guest, `guests/share.S`); the model learns the page's state when the guest
+//! turns its VM off, and hostile calls then aim at those pages: lend, donate,
+//! reclaim, map into another VM, take back by force, tear down, exchange.
+//! Every page a protected VM gives back must come back zeroed. At
 //! the end everything is torn down and every page must be back with the host.
 //!
 //! Runs instead of the checks when the bootargs say `shim.fuzz-calls=N`
@@ -28,10 +34,10 @@ use crate::harness::probe::{self, probe_hyp_memory, Access};
 use crate::harness::report::check;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use hyp_abi::{vendor_hyp_fn, CheckScope, HostCall, HypError, HOST_CALL_BASE};
+use hyp_abi::{vendor_hyp_fn, CheckScope, Exit, HostCall, HypError, HOST_CALL_BASE};
 use model::{
-    Answers, Expect, Model, OkCheck, Page, VmState, CODE_PAGES, CORE_MEMCACHE, CORE_MEMCACHE_PAGES, GUEST_ENTRY,
-    HOSTILE_MEMCACHE, HOSTILE_MEMCACHE_PAGES, HOSTILE_PAGES, PAGE, SLOTS, WINDOW_PAGES,
+    Answers, Expect, Model, OkCheck, Page, Sharing, VmState, CODE_PAGES, CORE_MEMCACHE, CORE_MEMCACHE_PAGES,
+    GUEST_ENTRY, HOSTILE_MEMCACHE, HOSTILE_MEMCACHE_PAGES, HOSTILE_PAGES, PAGE, SHARING_DATA, SLOTS, WINDOW_PAGES,
 };
 use testkit::rng::Rng;
 
@@ -42,6 +48,11 @@ pub const FULL_CHECK_EVERY: u64 = 256;
 const TICK_HZ: u64 = 100;
 /// IPAs the hostile `VM_MAP`s use (page counts 1 or 2 there).
 const HOSTILE_IPAS: [u64; 3] = [0, GUEST_ENTRY + 0x1000, GUEST_ENTRY + 0x2000];
+/// Runs the sharing guest gets to make its memory call and turn its VM off
+/// (a tick may end a run first; the guest then goes on where it was).
+const SHARING_RUNS: usize = 64;
+/// What the host writes into a sharing guest's data page before giving it.
+const SHARING_MARK: u64 = 0x5ea2_ed00_0000_0000;
 /// Bytes per window (each CPU's, and the shared one).
 const WINDOW: u64 = WINDOW_PAGES * PAGE;
 
@@ -57,6 +68,11 @@ enum Failure {
     Access { what: &'static str, address: u64, refused: bool },
     /// A VM the fuzzer created got a handle one of its VMs has.
     HandleTwice { handle: u64 },
+    /// The host's read of a page a guest shared, unshared or relinquished
+    /// (or a protected VM gave back) found something else than it must.
+    Content { what: &'static str, address: u64, read: Option<u64>, expected: Option<u64> },
+    /// The sharing guest of VM `handle` did not turn its VM off.
+    SharingUnfinished { handle: u64 },
 }
 
 /// What a CPU counted.
@@ -76,6 +92,17 @@ struct Stats {
     forced_reclaims: u64,
     /// Per host call (in `HostCall::ALL` order): answers checked, and `Ok`s among them.
     by_call: [[u64; 2]; CALLS],
+    /// Sharing guests that made their call in a protected VM (in
+    /// `Sharing::ALL` order), and in a non-protected one (refused).
+    sharing: [u64; 3],
+    sharing_refused: u64,
+    /// Calls aimed at pages a sharing guest changed, per host call: answers
+    /// checked, `Ok`s.
+    aimed: [[u64; 2]; CALLS],
+    /// Pages taken back from a protected VM while it shared them with the
+    /// host (by force from a live VM, or after its teardown), and of those
+    /// by force.
+    borrowed_back: [u64; 2],
 }
 
 /// Host calls the ABI has.
@@ -134,6 +161,10 @@ impl Stats {
         created: 0,
         forced_reclaims: 0,
         by_call: [[0; 2]; CALLS],
+        sharing: [0; 3],
+        sharing_refused: 0,
+        aimed: [[0; 2]; CALLS],
+        borrowed_back: [0; 2],
     };
 
     fn add(&mut self, other: &Stats) {
@@ -150,6 +181,16 @@ impl Stats {
             mine[0] += theirs[0];
             mine[1] += theirs[1];
         }
+        for (mine, theirs) in self.sharing.iter_mut().zip(&other.sharing) {
+            *mine += theirs;
+        }
+        self.sharing_refused += other.sharing_refused;
+        for (mine, theirs) in self.aimed.iter_mut().zip(&other.aimed) {
+            mine[0] += theirs[0];
+            mine[1] += theirs[1];
+        }
+        self.borrowed_back[0] += other.borrowed_back[0];
+        self.borrowed_back[1] += other.borrowed_back[1];
     }
 }
 
@@ -288,6 +329,16 @@ pub fn run(platform: &HostPlatform, calls: u64, seed: u64) -> bool {
         total.forced_reclaims,
     );
     log::info!("hostile host: answers per call, Ok of all: {}", PerCall(&total.by_call));
+    log::info!(
+        "hostile host: sharing guests in protected VMs shared {}, shared and unshared {}, relinquished {} page(s) ({} in non-protected VMs were refused); {} pages taken back from protected VMs while shared with the host ({} by force); calls aimed at those pages, Ok of all: {}",
+        total.sharing[0],
+        total.sharing[1],
+        total.sharing[2],
+        total.sharing_refused,
+        total.borrowed_back[0],
+        total.borrowed_back[1],
+        PerCall(&total.aimed),
+    );
     if lost.contains(&true) {
         return false;
     }
@@ -432,6 +483,12 @@ impl core::fmt::Display for Described {
                 write!(f, "{what} at {address:#x}: refused {refused}")
             }
             Failure::HandleTwice { handle } => write!(f, "VM_CREATE gave handle {handle:#x}, which a live VM has"),
+            Failure::Content { what, address, read, expected } => {
+                write!(f, "{what} at {address:#x}: read {read:x?}, must be {expected:x?} (None: refused)")
+            }
+            Failure::SharingUnfinished { handle } => {
+                write!(f, "the sharing guest of VM {handle:#x} did not turn its VM off in {SHARING_RUNS} runs")
+            }
         }
     }
 }
@@ -542,6 +599,16 @@ impl Fuzzer<'_> {
             return None;
         }
         let live = call == HostCall::VmReclaim && self.model.vm(args[0]).is_some_and(|v| v.state != VmState::TornDown);
+        // The own window's pages a protected VM of ours would give back.
+        let mut giving = [0u64; 8];
+        let mut borrowed = false;
+        if let Some(vm) = self.model.vm(args[0]).filter(|v| call == HostCall::VmReclaim && v.protected) {
+            for (i, slot) in giving.iter_mut().enumerate().take(args[2].min(8) as usize) {
+                let pa = vm.pa_at(args[1].wrapping_add(i as u64 * PAGE));
+                borrowed |= pa.is_some() && pa == vm.host_borrowed;
+                *slot = pa.filter(|&pa| self.model.is_own(pa)).unwrap_or(0);
+            }
+        }
         in_flight(self.cpu, call.function_id(), &args);
         let got = raw_call(call.function_id(), args);
         self.stats.forced_reclaims += u64::from(live && got[0] == 0);
@@ -561,7 +628,25 @@ impl Fuzzer<'_> {
             return None;
         }
         self.model.apply(call, args, got);
+        if got[0] == 0 {
+            self.stats.borrowed_back[0] += u64::from(borrowed);
+            self.stats.borrowed_back[1] += u64::from(borrowed && live);
+            for pa in giving.into_iter().filter(|&pa| pa != 0) {
+                self.zeroed(pa, "a page a protected VM gave back");
+            }
+        }
         Some(got)
+    }
+
+    /// The host's page at `pa` reads as zero, every word of it.
+    fn zeroed(&mut self, pa: u64, what: &'static str) {
+        for at in (pa..pa + PAGE).step_by(8) {
+            let word = probe::read(at);
+            if word != Some(0) {
+                self.fail(Failure::Content { what, address: at, read: word, expected: Some(0) });
+                return;
+            }
+        }
     }
 
     fn check_invariants(&mut self, scope: CheckScope) {
@@ -630,7 +715,7 @@ impl Fuzzer<'_> {
 
     /// One call (or a few, for lifecycle work) of a random kind.
     fn one(&mut self, rng: &mut Rng) {
-        let kind = rng.below(18);
+        let kind = rng.below(20);
         self.kind = kind;
         match kind {
             // Legitimate-looking lifecycle work.
@@ -814,7 +899,168 @@ impl Fuzzer<'_> {
                     }
                 }
             }
-            _ => self.probe(rng),
+            17 => self.probe(rng),
+            18 => self.set_up_sharing_guest(rng),
+            _ => self.aim_at_sharing_page(rng),
+        }
+    }
+
+    /// A VM of ours gets the sharing guest: its code, and a hostile page of
+    /// the window (marked) as its data page, which the guest shares, shares
+    /// and unshares, or relinquishes before it turns its VM off. Then the
+    /// host reads and writes the page: as it left it while the guest shares
+    /// it (or when its VM is not protected, which refuses the guest's call),
+    /// refused once the guest took it back, zero (and the host's) once the
+    /// guest gave it up; and the VM holds one page less then.
+    fn set_up_sharing_guest(&mut self, rng: &mut Rng) {
+        let slot = rng.below(SLOTS as u64) as usize;
+        let Some(vm) = self.model.vms[slot] else {
+            return;
+        };
+        let code = CODE_PAGES + slot as u64;
+        if vm.state != VmState::Alive
+            || !vm.room_at(GUEST_ENTRY, 2)
+            || !vm.room_at(SHARING_DATA, 2)
+            || self.model.page_state(code) != Page::Host
+        {
+            return;
+        }
+        let Some(data) = self.model.host_page(rng.below(HOSTILE_PAGES)) else {
+            return;
+        };
+        let pa = self.model.page(code);
+        let mark = SHARING_MARK | data;
+        // Both are this CPU's and nobody else's now (the model says Host).
+        if probe_refused(pa) || probe::write_refused(data, mark) {
+            self.fail(Failure::Access {
+                what: "the sharing guest's pages, still the host's",
+                address: data,
+                refused: true,
+            });
+            return;
+        }
+        guests::load(pa, guests::share());
+        let sharing = rng.pick(&Sharing::ALL);
+        let handle = vm.handle;
+        let worked = |answer: Option<[u64; 4]>| answer.is_some_and(|r| r[0] == 0);
+        if !worked(self.issue(HostCall::VmMap, [handle, pa, GUEST_ENTRY, 1, 0, 0])) {
+            return;
+        }
+        self.model.loaded_sharing_guest(slot);
+        if !worked(self.issue(HostCall::VmMap, [handle, data, SHARING_DATA, 1, 0, 0]))
+            || !worked(self.issue(HostCall::VcpuInit, [handle, 0, GUEST_ENTRY, sharing.arg(), 0, 0]))
+        {
+            return;
+        }
+        // Run until the guest turns its VM off (the model then knows what it did).
+        let mut off = false;
+        for _ in 0..SHARING_RUNS {
+            gic::take_pending_interrupts();
+            let got = self.issue(HostCall::VcpuRun, [handle, 0, 0, 0, 0, 0]);
+            gic::take_pending_interrupts();
+            match got {
+                Some(r) if r[0] == 0 => {
+                    if Exit::decode([r[1], r[2], r[3]]) == Some(Exit::SystemOff) {
+                        off = true;
+                        break;
+                    }
+                }
+                _ => return,
+            }
+        }
+        if !off {
+            self.fail(Failure::SharingUnfinished { handle });
+            return;
+        }
+        let (read, writable) = match (vm.protected, sharing) {
+            (false, _) | (true, Sharing::Share) => (Some(mark), true),
+            (true, Sharing::ShareUnshare) => (None, false),
+            (true, Sharing::Relinquish) => (Some(0), true),
+        };
+        let got = probe::read(data);
+        if got != read {
+            self.fail(Failure::Content {
+                what: "the sharing guest's data page",
+                address: data,
+                read: got,
+                expected: read,
+            });
+            return;
+        }
+        if vm.protected && sharing == Sharing::Relinquish {
+            self.zeroed(data, "a page a guest relinquished");
+        }
+        if self.failure.is_none() && probe::write_refused(data + 8, !mark) == writable {
+            let what = "the host's write of the sharing guest's data page";
+            self.fail(Failure::Access { what, address: data + 8, refused: writable });
+            return;
+        }
+        // The VM holds one page less after a relinquish.
+        self.issue(HostCall::VmInfo, [handle, 0, 0, 0, 0, 0]);
+        if vm.protected {
+            self.stats.sharing[Sharing::ALL.iter().position(|&s| s == sharing).unwrap_or(0)] += 1;
+        } else {
+            self.stats.sharing_refused += 1;
+        }
+    }
+
+    /// A hostile call at a page a sharing guest changed, whatever the page is
+    /// now (the VM's and the host's, the VM's alone, the host's, or since
+    /// lent, donated or given to a VM): lent to the hyp or back, donated or
+    /// reclaimed, a word of it exchanged, mapped into a VM of ours, taken
+    /// back from the VM holding it (by force while it lives), or that VM torn
+    /// down. Then the host reads it, refused exactly when the model says.
+    fn aim_at_sharing_page(&mut self, rng: &mut Rng) {
+        let Some(pa) = self.model.sharing_page(rng.next()) else {
+            return;
+        };
+        let holder = self.model.holder_of(pa).and_then(|(slot, ipa)| self.model.vms[slot].map(|v| (v.handle, ipa)));
+        let any = self.model.vms[rng.below(SLOTS as u64) as usize].map(|v| v.handle);
+        let before = self.stats.by_call;
+        match rng.below(8) {
+            kind @ 0..=3 => {
+                let call = [HostCall::ShareHyp, HostCall::UnshareHyp, HostCall::DonateHyp, HostCall::ReclaimHyp]
+                    [kind as usize];
+                self.issue(call, [pa, rng.pick(&[1, 1, 1, 2]), 0, 0, 0, 0]);
+            }
+            4 => {
+                let word = pa + 8 * rng.below(PAGE / 8);
+                self.issue(HostCall::DebugExchange, [word, rng.next(), 0, 0, 0, 0]);
+            }
+            5 => {
+                // Into any VM of ours (its holder's too), at the IPA a guest
+                // gave it up at among others.
+                if let Some(handle) = any {
+                    let ipa = rng.pick(&[SHARING_DATA, HOSTILE_IPAS[0], HOSTILE_IPAS[2]]);
+                    self.issue(HostCall::VmMap, [handle, pa, ipa, 1, 0, 0]);
+                }
+            }
+            6 => match (holder, any) {
+                (Some((handle, ipa)), _) => {
+                    self.issue(HostCall::VmReclaim, [handle, ipa, 1, 0, 0, 0]);
+                }
+                // An IPA a guest relinquished: nothing there.
+                (None, Some(handle)) => {
+                    self.issue(HostCall::VmReclaim, [handle, SHARING_DATA, 1, 0, 0, 0]);
+                }
+                (None, None) => {}
+            },
+            _ => {
+                if let Some((handle, _)) = holder {
+                    self.issue(HostCall::VmTeardown, [handle, 0, 0, 0, 0, 0]);
+                }
+            }
+        }
+        for ((aimed, after), before) in self.stats.aimed.iter_mut().zip(&self.stats.by_call).zip(&before) {
+            aimed[0] += after[0] - before[0];
+            aimed[1] += after[1] - before[1];
+        }
+        if let Some(must) = self.model.read_refused(pa) {
+            self.stats.probes += 1;
+            let refused = probe_refused(pa);
+            if refused != must {
+                self.fail(Failure::Access { what: "read of a page a guest shared or gave up", address: pa, refused });
+            }
         }
     }
 
@@ -825,11 +1071,13 @@ impl Fuzzer<'_> {
         for vm in self.model.vms.iter().flatten().filter(|v| v.protected) {
             for &(_, pa) in vm.maps() {
                 self.stats.probes += 1;
-                if !probe_refused(pa) {
+                // Refused, but for the page it shares with the host.
+                let must = vm.host_borrowed != Some(pa);
+                if probe_refused(pa) != must {
                     *self.failure = Some((
                         self.call,
                         self.kind,
-                        Failure::Access { what: "read of a protected VM's page", address: pa, refused: false },
+                        Failure::Access { what: "read of a protected VM's page", address: pa, refused: !must },
                     ));
                     return;
                 }

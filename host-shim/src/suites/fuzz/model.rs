@@ -4,6 +4,11 @@
 //! hyp, donated to it, given to one of its VMs) and each of its VMs (handle,
 //! type, state, vCPUs, the pages at each IPA, the poisoned IPAs).
 //!
+//! A protected VM's sharing guest (`guests/share.S`) shares its data page
+//! with the host, shares and unshares it, or relinquishes it, then turns its
+//! VM off: from that exit on the model knows the page as the VM's and
+//! borrowed by the host, as the host's again, or as the VM's alone.
+//!
 //! Where the model knows the state the answer is exact. It does not know two
 //! things, by design of the ABI: whether the hyp uses a donated page right now
 //! (a reclaim answers `Ok` or `Busy`), and, when several CPUs fuzz at once,
@@ -38,6 +43,10 @@ pub const SLOTS: usize = 8;
 pub const PAGES_PER_VM: u64 = 16;
 /// The IPA of each VM's code.
 pub use crate::guests::GUEST_ENTRY;
+/// The IPA of the sharing guest's data page (the page after its code).
+pub const SHARING_DATA: u64 = GUEST_ENTRY + PAGE;
+/// Pages a guest memory call changed, remembered for the calls aimed at them.
+const SHARING_PAGES: usize = 4;
 /// Most IPA pages a VM can have mapped or poisoned here (0, 0x1000, and four
 /// from `GUEST_ENTRY` on).
 const MAX_MAPS: usize = 8;
@@ -203,6 +212,38 @@ fn gic_layout_answers(v3: bool, vcpus: u64, distributor: u64, second: u64) -> An
     }
 }
 
+/// What the sharing guest does with its data page (its x0).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Sharing {
+    /// MEM_SHARE: the page stays the VM's, the host borrows it.
+    Share,
+    /// MEM_SHARE then MEM_UNSHARE: the VM's alone again.
+    ShareUnshare,
+    /// MEM_RELINQUISH: the host's, zeroed; nothing at the IPA any more.
+    Relinquish,
+}
+
+impl Sharing {
+    pub const ALL: [Sharing; 3] = [Sharing::Share, Sharing::ShareUnshare, Sharing::Relinquish];
+
+    /// The guest's x0 for it (`share.S`).
+    pub fn arg(self) -> u64 {
+        match self {
+            Sharing::Share => 1,
+            Sharing::ShareUnshare => 2,
+            Sharing::Relinquish => 3,
+        }
+    }
+
+    fn from_arg(x0: u64) -> Sharing {
+        match x0 {
+            2 => Sharing::ShareUnshare,
+            3 => Sharing::Relinquish,
+            _ => Sharing::Share,
+        }
+    }
+}
+
 /// Three-valued: a predicate over pages some of whose state is unknown.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 enum Tri {
@@ -235,6 +276,8 @@ enum Kind {
     /// Owned by (a protected VM) or lent to (a non-protected VM) our VM in this slot.
     VmOwned(usize),
     VmLent(usize),
+    /// Owned by our protected VM in this slot, which shares it with the host.
+    HostBorrowed(usize),
 }
 
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -279,6 +322,12 @@ pub struct Vm {
     pub wild: bool,
     /// One of its vCPUs ran (its GIC can no longer move: `VM_SET_GIC` is `Busy`).
     pub ran: bool,
+    /// Its code at `GUEST_ENTRY` is the sharing guest's (else the bench guest's).
+    pub sharing_guest: bool,
+    /// What the sharing guest, started and not yet off, does to its data page.
+    program: Option<Sharing>,
+    /// The page it shares with the host (its sharing guest's data page).
+    pub host_borrowed: Option<u64>,
 }
 
 impl Vm {
@@ -296,6 +345,9 @@ impl Vm {
             npoisoned: 0,
             wild: false,
             ran: false,
+            sharing_guest: false,
+            program: None,
+            host_borrowed: None,
         }
     }
 
@@ -323,9 +375,17 @@ impl Vm {
 
     fn unmap(&mut self, ipa: u64) {
         if let Some(i) = self.maps().iter().position(|m| m.0 == ipa) {
+            if self.host_borrowed == Some(self.maps[i].1) {
+                self.host_borrowed = None;
+            }
             self.nmaps -= 1;
             self.maps[i] = self.maps[self.nmaps];
         }
+    }
+
+    /// Whether `ipa` is free to map and `pages` more pages fit the model.
+    pub fn room_at(&self, ipa: u64, pages: usize) -> bool {
+        self.vacant(ipa) && self.nmaps + pages <= MAX_MAPS
     }
 }
 
@@ -365,6 +425,9 @@ pub struct Model {
     gic_v3: bool,
     /// FEATURES x1 and x2, as read at the start.
     pub features: [u64; 2],
+    /// Pages a sharing guest's memory call changed (0: none yet).
+    sharing_pages: [u64; SHARING_PAGES],
+    sharing_next: usize,
 }
 
 impl Model {
@@ -398,6 +461,8 @@ impl Model {
             gic: platform.gic.is_some(),
             gic_v3: matches!(platform.gic, Some(crate::harness::gic::GicConfig::V3 { .. })),
             features,
+            sharing_pages: [0; SHARING_PAGES],
+            sharing_next: 0,
         }
     }
 
@@ -419,6 +484,26 @@ impl Model {
             .map(|i| self.page(i))
     }
 
+    /// A page a sharing guest's memory call changed, if any (whatever it is now).
+    pub fn sharing_page(&self, pick: u64) -> Option<u64> {
+        let known = self.sharing_next.min(SHARING_PAGES);
+        (known > 0).then(|| self.sharing_pages[pick as usize % known])
+    }
+
+    /// Our VM in `slot` has the sharing guest's code at `GUEST_ENTRY`.
+    pub fn loaded_sharing_guest(&mut self, slot: usize) {
+        if let Some(vm) = self.vms[slot].as_mut() {
+            vm.sharing_guest = true;
+        }
+    }
+
+    /// The slot of our VM that holds `pa`, and the IPA it holds it at.
+    pub fn holder_of(&self, pa: u64) -> Option<(usize, u64)> {
+        let slot = self.holder(pa)?;
+        let ipa = self.vms[slot]?.maps().iter().find(|m| m.1 == pa)?.0;
+        Some((slot, ipa))
+    }
+
     /// Our VM with this handle.
     pub fn vm(&self, handle: u64) -> Option<&Vm> {
         self.vms.iter().flatten().find(|v| v.handle == handle)
@@ -431,6 +516,11 @@ impl Model {
 
     pub fn stale_handles(&self) -> &[u64] {
         &self.stale
+    }
+
+    /// Whether `pa` is in the own window (which no other CPU touches).
+    pub fn is_own(&self, pa: u64) -> bool {
+        self.own_index(pa).is_some()
     }
 
     fn own_index(&self, pa: u64) -> Option<u64> {
@@ -456,7 +546,9 @@ impl Model {
     /// What the page at `pa` (page-aligned, RAM) is; `None` when unknown.
     fn kind(&self, pa: u64) -> Option<Kind> {
         let vm_kind = |slot: usize| {
-            if self.vms[slot].is_some_and(|v| v.protected) {
+            if self.vms[slot].is_some_and(|v| v.host_borrowed == Some(pa)) {
+                Kind::HostBorrowed(slot)
+            } else if self.vms[slot].is_some_and(|v| v.protected) {
                 Kind::VmOwned(slot)
             } else {
                 Kind::VmLent(slot)
@@ -844,13 +936,18 @@ impl Model {
             HostCall::VcpuInit => {
                 if let Target::Own(slot) = self.target(a1) {
                     if let Some(vm) = self.vms[slot].as_mut() {
-                        let set_up = vm.pa_at(GUEST_ENTRY).is_some() && a2 == 0 && a3 == GUEST_ENTRY && a4 == 2;
+                        // The bench guest with x0 = 2, or the sharing guest.
+                        let at_entry = vm.pa_at(GUEST_ENTRY).is_some() && a2 == 0 && a3 == GUEST_ENTRY;
+                        let set_up = at_entry && (a4 == 2 || vm.sharing_guest);
                         vm.vcpu[a2 as usize] = Vcpu { power: Power::OnPending, started: true, pristine: set_up };
+                        // (A non-protected VM's memory calls change nothing.)
+                        vm.program = (at_entry && vm.sharing_guest && vm.protected).then(|| Sharing::from_arg(a4));
                     }
                 }
             }
             HostCall::VcpuRun => {
                 if let Target::Own(slot) = self.target(a1) {
+                    let mut done = None;
                     if let Some(vm) = self.vms[slot].as_mut() {
                         vm.ran = true;
                         let vcpu = &mut vm.vcpu[a2 as usize];
@@ -858,7 +955,12 @@ impl Model {
                         if !vcpu.pristine {
                             vm.wild = true;
                         }
-                        match Exit::decode([regs[1], regs[2], regs[3]]) {
+                        let exit = Exit::decode([regs[1], regs[2], regs[3]]);
+                        // The sharing guest turns its VM off once its call is made.
+                        if exit == Some(Exit::SystemOff) {
+                            done = vm.program.take();
+                        }
+                        match exit {
                             Some(Exit::Fatal { .. }) => vm.state = VmState::Crashed,
                             Some(Exit::CpuOff) => {
                                 vm.vcpu[a2 as usize] = Vcpu { power: Power::Off, started: true, pristine: false };
@@ -869,6 +971,9 @@ impl Model {
                             }
                             _ => {}
                         }
+                    }
+                    if let Some(sharing) = done {
+                        self.shared_by_guest(slot, sharing);
                     }
                 }
             }
@@ -928,8 +1033,30 @@ impl Model {
         }
     }
 
+    /// What the sharing guest of our protected VM in `slot` did to its data
+    /// page (if it has one there: else its call failed, and nothing changed).
+    fn shared_by_guest(&mut self, slot: usize, sharing: Sharing) {
+        let Some(vm) = self.vms[slot].as_mut() else {
+            return;
+        };
+        let Some(pa) = vm.pa_at(SHARING_DATA) else {
+            return;
+        };
+        match sharing {
+            Sharing::Share => vm.host_borrowed = Some(pa),
+            Sharing::ShareUnshare => vm.host_borrowed = None,
+            Sharing::Relinquish => {
+                // Nothing at the IPA now (not poisoned: it may be given a page again).
+                vm.unmap(SHARING_DATA);
+                self.give_back(pa);
+            }
+        }
+        self.sharing_pages[self.sharing_next % SHARING_PAGES] = pa;
+        self.sharing_next += 1;
+    }
+
     /// Whether the host's read of `pa` must be refused: a page our protected
-    /// VM owns or the hyp holds (donated, its own); `None` if unknown.
+    /// VM owns alone or the hyp holds (donated, its own); `None` if unknown.
     pub fn read_refused(&self, pa: u64) -> Option<bool> {
         self.kind(pa).map(|k| matches!(k, Kind::Donated | Kind::Hyp | Kind::VmOwned(_)))
     }
