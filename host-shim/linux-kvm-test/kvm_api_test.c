@@ -106,6 +106,19 @@ int set_slot(int vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host, uin
 	return ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) == 0 ? 0 : errno;
 }
 
+uint8_t *guest_memory(const void *code, size_t size)
+{
+	uint8_t *memory = mmap(NULL, SLOT_PAGES * PAGE, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+
+	if (memory == MAP_FAILED) {
+		check(0, "%s: mmap of the guest's memory: %s", scope, strerror(errno));
+		return NULL;
+	}
+	memcpy(memory, code, size);
+	return memory;
+}
+
 /* A counter of /proc/vmstat, exact: the CPUs' pending deltas folded in first. */
 static unsigned long vmstat(const char *name)
 {
@@ -171,14 +184,11 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	      "%s: KVM_ARM_PREFERRED_TARGET: target %u, features %#x", name, init.target, init.features[0]);
 
 	/* Memory: a slot, and Linux's errors for the bad ones. */
-	memory = mmap(NULL, SLOT_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-		      -1, 0);
-	if (memory == MAP_FAILED) {
-		check(0, "%s: mmap of the guest's memory: %s", name, strerror(errno));
+	memory = guest_memory(guest_code, sizeof(guest_code));
+	if (!memory) {
 		close(vm);
 		return;
 	}
-	memcpy(memory, guest_code, sizeof(guest_code));
 	check(set_slot(vm, 0, GUEST_BASE, SLOT_PAGES * PAGE, memory, 0) == 0,
 	      "%s: KVM_SET_USER_MEMORY_REGION slot 0: 64 KiB at IPA %#llx", name, GUEST_BASE);
 	err = set_slot(vm, 1, GUEST_BASE + PAGE, PAGE, memory, 0);

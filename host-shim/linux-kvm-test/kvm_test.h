@@ -39,6 +39,8 @@ int get_reg(int vcpu, uint64_t id, uint64_t *value);
 int set_reg(int vcpu, uint64_t id, uint64_t value);
 int set_slot(int vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host, uint32_t flags);
 uint64_t mmio_data(const struct kvm_run *run);
+/* SLOT_PAGES of fresh memory for a guest, `code` at its start; NULL (a failed check) if there is none. */
+uint8_t *guest_memory(const void *code, size_t size);
 void on_alarm(int signal);
 
 /* kvm_vgic_test.c: the vGIC device and KVM_IRQ_LINE, for a VM of the type. */

@@ -273,14 +273,11 @@ void check_vgic(int kvm, int protected)
 	check(vm >= 0, "%s: KVM_CREATE_VM: %s", name, vm >= 0 ? "a VM fd" : strerror(errno));
 	if (vm < 0)
 		return;
-	memory = mmap(NULL, SLOT_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-		      -1, 0);
-	if (memory == MAP_FAILED) {
-		check(0, "%s: mmap of the guest's memory: %s", name, strerror(errno));
+	memory = guest_memory(guest_irq_code, (size_t)(guest_irq_code_end - guest_irq_code));
+	if (!memory) {
 		close(vm);
 		return;
 	}
-	memcpy(memory, guest_irq_code, (size_t)(guest_irq_code_end - guest_irq_code));
 	check(set_slot(vm, 0, GUEST_BASE, SLOT_PAGES * PAGE, memory, 0) == 0, "%s: the guest's memory slot", name);
 	vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
 	if (vcpu < 0 || ioctl(vcpu, KVM_ARM_VCPU_INIT, &init) != 0 ||

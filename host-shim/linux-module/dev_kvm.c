@@ -472,8 +472,11 @@ static long vcpu_run(struct kvm_vcpu_state *vcpu)
 			bool is_write = res.a1 & BIT(16);
 
 			/* A store an ioeventfd takes: signalled, and the guest goes on. */
-			if (is_write && kvm_ioeventfd_signal(vm, res.a2, len, res.a3))
+			if (is_write && kvm_ioeventfd_signal(vm, res.a2, len, res.a3)) {
+				/* A guest storing there in a loop keeps this thread in the kernel: yield. */
+				cond_resched();
 				break;
+			}
 			run->exit_reason = KVM_EXIT_MMIO;
 			run->mmio.phys_addr = res.a2;
 			run->mmio.len = len;

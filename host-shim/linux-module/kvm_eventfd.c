@@ -251,8 +251,8 @@ long kvm_irqfd(struct kvm_vm_state *vm, void __user *argp)
 	if (args.flags & KVM_IRQFD_FLAG_DEASSIGN)
 		return irqfd_deassign(vm, &args);
 	mutex_lock(&vm->lock);
-	/* Linux: an irqfd needs the initialised in-kernel irqchip (EAGAIN before). */
-	ret = vm->vgic.ready || (vm->vgic.type && vm->handle) ? 0 : -EAGAIN;
+	/* Linux: an irqfd needs the initialised in-kernel irqchip (CTRL_INIT or the first run; EAGAIN before). */
+	ret = vm->vgic.ready ? 0 : -EAGAIN;
 	if (ret == 0 && args.gsi >= (vm->vgic.nr_irqs ? vm->vgic.nr_irqs : VGIC_NR_IRQS) - 32)
 		ret = -EINVAL;
 	mutex_unlock(&vm->lock);

@@ -15,7 +15,7 @@ use crate::harness::scratch::{memcache_pages, page, read, stress_page, MEMCACHE_
 use crate::harness::vms::{counts, create_ready, create_vm, run_console, run_vcpu, tear_down};
 use hyp_abi::{Exit, HostCall, HypError, VcpuReg, VmType};
 
-fn console_vm(ty: VmType, pa: u64, tag: char) -> bool {
+fn console_vm(ty: VmType, pa: u64, tag: char, gic: bool) -> bool {
     let protected = ty == VmType::Protected;
     let kind = if protected { "protected" } else { "non-protected" };
     let mut passed = true;
@@ -51,6 +51,14 @@ fn console_vm(ty: VmType, pa: u64, tag: char) -> bool {
         Err(why) => passed &= check!(false, "{kind} VM run: {why}"),
     }
     passed &= invariants("running a VM");
+    // The GIC of a VM that ran stays where it is (its guest may have opened it there).
+    let moved = hyp_abi::decode_result(hypercall::raw_call(
+        HostCall::VmSetGic.function_id(),
+        [handle, 0x3fff_0000, 0x3ff0_0000, 0, 0, 0],
+    ))
+    .map_err(|e| e.ok());
+    let refusal = if gic { HypError::Busy } else { HypError::NotSupported };
+    passed &= check!(moved == Err(Some(refusal)), "moving the {kind} VM's GIC after it ran refused: {moved:?}");
     passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the {kind} VM down");
     let again = run_vcpu(handle, 0, 0);
     passed &= check!(again == Err(HypError::NoSuchVm), "running the torn-down {kind} VM refused: {again:?}");
@@ -575,8 +583,8 @@ pub fn run_all(platform: &HostPlatform) -> bool {
         hypercall::donate_hyp(memcache_pages(), pages).is_ok(),
         "donate {pages} pages for VM metadata (memcache)"
     );
-    passed &= console_vm(VmType::Protected, page(1), 'P');
-    passed &= console_vm(VmType::NonProtected, page(7), 'N');
+    passed &= console_vm(VmType::Protected, page(1), 'P', platform.gic.is_some());
+    passed &= console_vm(VmType::NonProtected, page(7), 'N', platform.gic.is_some());
     passed &= memtest_vm(VmType::Protected, page(2), page(3));
     passed &= memtest_vm(VmType::NonProtected, page(4), page(5));
     passed &= malicious_vm(page(6));

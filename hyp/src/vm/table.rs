@@ -171,6 +171,16 @@ pub struct Vm {
     pub last_vcpu_on_cpu: [u8; crate::platform::MAX_CPUS],
 }
 
+/// The x1 of `VCPU_INJECT_IRQ` and `VM_SET_SPI_LEVEL`: the vCPU an interrupt
+/// goes to (`u64::MAX`: none yet); `InvalidArgument` for an INTID the VM lacks.
+fn routed_answer(routed: Option<Routed>) -> Result<u64, HypError> {
+    match routed {
+        Some(Routed::Vcpu(target)) => Ok(target as u64),
+        Some(Routed::Unrouted) => Ok(u64::MAX),
+        None => Err(HypError::InvalidArgument),
+    }
+}
+
 /// No vCPU ran on that CPU.
 pub const NO_VCPU: u8 = u8::MAX;
 
@@ -403,11 +413,7 @@ impl VmTable {
         }
         let index = index.to_usize().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
         let intid = u32::try_from(intid).map_err(|_| HypError::InvalidArgument)?;
-        match vm.gic.make_pending(index, intid) {
-            Some(Routed::Vcpu(target)) => Ok(target as u64),
-            Some(Routed::Unrouted) => Ok(u64::MAX),
-            None => Err(HypError::InvalidArgument),
-        }
+        routed_answer(vm.gic.make_pending(index, intid))
     }
 
     /// Places the VM's GIC windows (`VM_SET_GIC`), before any of its vCPUs ran.
@@ -454,11 +460,7 @@ impl VmTable {
             _ => return Err(HypError::InvalidArgument),
         };
         let intid = u32::try_from(intid).map_err(|_| HypError::InvalidArgument)?;
-        match vm.gic.set_spi_level(intid, level) {
-            Some(Routed::Vcpu(target)) => Ok(target as u64),
-            Some(Routed::Unrouted) => Ok(u64::MAX),
-            None => Err(HypError::InvalidArgument),
-        }
+        routed_answer(vm.gic.set_spi_level(intid, level))
     }
 
     /// Sets a vCPU's virtual IRQ line (platforms without a GIC).

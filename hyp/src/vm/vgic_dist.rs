@@ -236,8 +236,18 @@ impl Distributor {
         let spi = (intid - 32) as usize;
         let (word, mask) = bit(intid - 32);
         self.pending[word] |= mask;
+        Some(self.route_of(spi))
+    }
+
+    /// Where SPI number `spi` (INTID 32 + `spi`) goes now: the first vCPU the
+    /// guest routed it to, or none.
+    fn route_of(&self, spi: usize) -> Routed {
         let targets = u32::from(self.targets[spi]) & ((1 << self.vcpus) - 1);
-        Some(if targets == 0 { Routed::Unrouted } else { Routed::Vcpu(targets.trailing_zeros() as usize) })
+        if targets == 0 {
+            Routed::Unrouted
+        } else {
+            Routed::Vcpu(targets.trailing_zeros() as usize)
+        }
     }
 
     /// Sets the input line of SPI `intid` (the host's device model drives it as
@@ -267,8 +277,7 @@ impl Distributor {
                 self.pending[word] &= !mask;
             }
         }
-        let targets = u32::from(self.targets[spi]) & ((1 << self.vcpus) - 1);
-        Some(if targets == 0 { Routed::Unrouted } else { Routed::Vcpu(targets.trailing_zeros() as usize) })
+        Some(self.route_of(spi))
     }
 
     /// Makes PPI `intid` of `vcpu` pending because its line asserts (a
