@@ -180,3 +180,48 @@ linux_guest_min_ram_mib() {
     done
     echo "$ram_mib"
 }
+
+# fetch_debian_modules LINUX_DIR OUT_DIR NAME...: copies the modules NAME...
+# and every module they depend on (read from each module's own .modinfo) out
+# of the Debian kernel package of scripts/fetch-linux (LINUX_DIR: its
+# output; the package is downloaded again once) into OUT_DIR, with OUT_DIR/order
+# listing them dependencies first. Does nothing if OUT_DIR/order exists.
+fetch_debian_modules() {
+    local linux="$1" modules="$2" work package tree name
+    shift 2
+    [ ! -f "$modules/order" ] || return 0
+    work="$(mktemp -d)"
+    package="$(cat "$linux/kernel-package")"
+    (cd "$work" && apt-get download "$package:arm64" >&2 2>/dev/null)
+    dpkg-deb -x "$work"/linux-image-*.deb "$work/kernel"
+    tree="$(find "$work/kernel/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -1)"
+    mkdir -p "$modules"
+    local order=()
+    # The value of FIELD in a module's .modinfo (NUL-separated FIELD=VALUE strings).
+    modinfo_field() {
+        tr '\0' '\n' <"$1" | sed -n "s/^$2=//p" | head -1
+    }
+    # Depth first, dependencies before the module that needs them.
+    add_module() {
+        local name="$1" file dependency seen
+        for seen in "${order[@]}"; do
+            [ "$seen" != "$name" ] || return 0
+        done
+        file="$(find "$tree" -name "$name.ko" | head -1)"
+        if [ -z "$file" ]; then
+            echo "$(script_name): $package has no module $name" >&2
+            rm -rf "$work"
+            exit 1
+        fi
+        for dependency in $(modinfo_field "$file" depends | tr ',' ' '); do
+            add_module "$dependency"
+        done
+        cp "$file" "$modules/$name.ko"
+        order+=("$name")
+    }
+    for name in "$@"; do
+        add_module "$name"
+    done
+    printf '%s\n' "${order[@]}" >"$modules/order"
+    rm -rf "$work"
+}

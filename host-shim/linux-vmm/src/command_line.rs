@@ -18,6 +18,7 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyAMA0 rdinit=/init";
 
 pub const USAGE: &str = "\
 usage: hyp-vmm run --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE] [--vcpus N] [--protected]
+                   [--disk PATH]...
        hyp-vmm check
        hyp-vmm linux [--protected] IMAGE INITRAMFS
        hyp-vmm --help
@@ -36,7 +37,14 @@ own KVM), check the hyp's own calls on /dev/hyp.
                      of 2 MiB, at least 16M (default: 256M)
     --vcpus N        vCPUs, 1 to 8, each run by a thread of this process (default: 2)
     --protected      a protected VM: the host cannot read its memory or
-                     registers (default: a non-protected VM)
+                     registers (default: a non-protected VM); its virtio
+                     devices reach only memory it shares (its kernel needs
+                     CONFIG_ARM_PKVM_GUEST and CONFIG_DMA_RESTRICTED_POOL)
+    --disk PATH      a virtio-blk disk backed by the file PATH (read-write;
+                     flushes reach the file's storage); again for more disks
+                     (vda, vdb, ... in the order given)
+            Every guest also gets a virtio console (hvc0, output to stdout)
+            and a virtio entropy device, over virtio-mmio.
   check     runs a small test guest in a non-protected and a protected VM and
             checks what the host may and may not see of each
   linux     the same as run --kernel IMAGE --initrd INITRAMFS [--protected]";
@@ -59,6 +67,8 @@ pub struct RunOptions {
     pub memory: u64,
     pub vcpus: u32,
     pub protected: bool,
+    /// The virtio-blk disks' image files, in order.
+    pub disks: Vec<String>,
 }
 
 /// What is wrong with the command line; each says what to do.
@@ -144,6 +154,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
 fn parse_run(args: &[String]) -> Result<RunOptions, UsageError> {
     let (mut kernel, mut initrd, mut cmdline, mut memory, mut vcpus) = (None, None, None, None, None);
     let mut protected = false;
+    let mut disks = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         // `--option=value` and `--option value` alike.
@@ -160,6 +171,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, UsageError> {
             "--memory" => set_once(&mut memory, parse_memory(&value("--memory")?)?, "--memory")?,
             "--vcpus" => set_once(&mut vcpus, parse_vcpus(&value("--vcpus")?)?, "--vcpus")?,
             "--protected" if inline.is_none() => protected = true,
+            "--disk" => disks.push(value("--disk")?),
             _ if arg.starts_with('-') => {
                 return Err(UsageError::UnknownOption { command: "run", option: arg.clone() });
             }
@@ -173,6 +185,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, UsageError> {
         memory: memory.unwrap_or(DEFAULT_MEMORY),
         vcpus: vcpus.unwrap_or(DEFAULT_VCPUS),
         protected,
+        disks,
     })
 }
 
@@ -195,6 +208,7 @@ fn parse_linux(args: &[String]) -> Result<RunOptions, UsageError> {
         memory: DEFAULT_MEMORY,
         vcpus: DEFAULT_VCPUS,
         protected,
+        disks: Vec::new(),
     })
 }
 
@@ -243,7 +257,8 @@ impl RunOptions {
     /// [`UsageError::FileUnreadable`] naming the file and why.
     pub fn check_files(&self) -> Result<(), UsageError> {
         let files = [("kernel", Some(&self.kernel)), ("initramfs", self.initrd.as_ref())];
-        for (what, path) in files {
+        let disks = self.disks.iter().map(|disk| ("disk image", Some(disk)));
+        for (what, path) in files.into_iter().chain(disks) {
             let Some(path) = path else { continue };
             let reason = match std::fs::metadata(Path::new(path)) {
                 Ok(meta) if meta.is_file() => continue,
@@ -273,7 +288,10 @@ mod tests {
 
     #[test]
     fn run_with_every_option() {
-        let options = run("run --kernel /Image --initrd /initrd.gz --cmdline quiet --memory 1G --vcpus 4 --protected");
+        let options = run(
+            "run --kernel /Image --initrd /initrd.gz --cmdline quiet --memory 1G --vcpus 4 --protected --disk /d.img \
+             --disk=/e.img",
+        );
         assert_eq!(
             options,
             Ok(RunOptions {
@@ -283,6 +301,7 @@ mod tests {
                 memory: 1 << 30,
                 vcpus: 4,
                 protected: true,
+                disks: vec!["/d.img".into(), "/e.img".into()],
             })
         );
     }
@@ -358,7 +377,7 @@ mod tests {
         for line in ["--help", "-h", "help", "run --help", "run --kernel k -h", "check --help"] {
             assert_eq!(parse(&args(line)), Ok(Command::Help), "{line}");
         }
-        for option in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--protected"] {
+        for option in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--protected", "--disk"] {
             assert!(USAGE.contains(option), "the usage lacks {option}");
         }
     }
@@ -387,6 +406,10 @@ mod tests {
         assert!(matches!(error, UsageError::FileUnreadable { what: "initramfs", .. }), "{error:?}");
         assert!(error.to_string().contains("No such file"), "{error}");
         options.initrd = None;
+        options.disks = vec![kernel.clone(), dir.join("no-disk").to_str().unwrap().to_owned()];
+        let error = options.check_files().unwrap_err();
+        assert!(matches!(error, UsageError::FileUnreadable { what: "disk image", .. }), "{error:?}");
+        options.disks.clear();
         options.kernel = dir.to_str().unwrap().to_owned();
         assert!(options.check_files().unwrap_err().to_string().ends_with("not a file"));
         std::fs::remove_dir_all(&dir).unwrap();

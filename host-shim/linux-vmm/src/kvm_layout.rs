@@ -13,6 +13,21 @@ pub const GUEST_RAM: u64 = 0x8000_0000;
 pub const UART: u64 = 0x0900_0000;
 pub const UART_INTID: u32 = 33;
 
+/// The virtio-mmio devices: windows of 0x200 bytes from here (where QEMU's
+/// virt board has them), interrupts from SPI 2 (INTID 34) on, one each.
+pub const VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;
+pub const VIRTIO_FIRST_INTID: u32 = 34;
+/// The most devices: one SPI each, within the vGIC's interrupts.
+pub const VIRTIO_MAX_DEVICES: usize = (GIC_INTERRUPTS - VIRTIO_FIRST_INTID) as usize;
+/// A protected guest's restricted DMA pool (`vmm::guest_tree`): the top of
+/// its RAM. Its virtio buffers and rings are bounced through it.
+pub const DMA_POOL_SIZE: u64 = 16 << 20;
+
+/// The virtio-mmio window of device `index`.
+pub const fn virtio_window(index: usize) -> u64 {
+    VIRTIO_MMIO_BASE + index as u64 * vmm::guest_tree::VIRTIO_MMIO_SIZE
+}
+
 /// The vGIC, as kvmtool lays it out: the distributor in the 64 KiB below
 /// 1 GiB, a GICv3's redistributors (128 KiB a vCPU) right below it, a
 /// GICv2's CPU interface 128 KiB below it. Clear of the UART and of RAM.
@@ -77,6 +92,10 @@ pub fn spi_line(intid: u32) -> u32 {
 /// the 1 GiB line is, the redistributors below it.
 const _: () = assert!(GIC_DISTRIBUTOR + GICV3_DISTRIBUTOR_SIZE == 0x4000_0000);
 const _: () = assert!(GICV2_CPU_INTERFACE + GICV2_CPU_INTERFACE_SIZE <= GIC_DISTRIBUTOR);
+/// The virtio windows sit between the UART and the GIC.
+const _: () = assert!(VIRTIO_MMIO_BASE >= UART + 0x1000);
+const _: () = assert!(virtio_window(VIRTIO_MAX_DEVICES) <= GICV2_CPU_INTERFACE - 0x10_0000);
+const _: () = assert!(VIRTIO_FIRST_INTID > UART_INTID);
 
 #[cfg(test)]
 mod tests {

@@ -6,3 +6,4 @@ pub mod command_line;
 pub mod kvm_layout;
 pub mod mmio_data;
 pub mod page_pins;
+pub mod virtio;

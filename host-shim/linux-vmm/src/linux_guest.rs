@@ -11,6 +11,7 @@
 //! `KVM_IRQ_LINE`.
 
 use crate::guest_ram::GuestRam;
+use crate::virtio_bus::VirtioBus;
 use core::mem::offset_of;
 use kvm_bindings::{
     kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2,
@@ -23,7 +24,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{DeviceFd, Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_vmm::command_line::RunOptions;
-use linux_vmm::kvm_layout::{self, GIC_INTERRUPTS, GUEST_RAM, UART, UART_INTID};
+use linux_vmm::kvm_layout::{self, DMA_POOL_SIZE, GIC_INTERRUPTS, GUEST_RAM, UART, UART_INTID};
 use linux_vmm::mmio_data;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -73,6 +74,7 @@ struct ImmediateExit(AtomicPtr<u8>);
 /// What the vCPU threads share.
 struct Shared<'a> {
     vm: &'a VmFd,
+    virtio: &'a VirtioBus,
     uart: Mutex<Console>,
     /// Console input, filled by a thread of its own (it may block in read
     /// for ever, so it is not one of the scoped threads and holds nothing of
@@ -194,13 +196,23 @@ fn run_vcpu(shared: &Shared<'_>, vcpu: &mut VcpuFd, index: usize) {
     while !shared.done.load(Ordering::SeqCst) {
         match vcpu.run() {
             Ok(VcpuExit::MmioWrite(address, data)) => {
+                let value = mmio_data::stored_value(data);
                 if (UART..UART + UART_SIZE).contains(&address) {
-                    shared.uart_access(address - UART, Some(mmio_data::stored_value(data)));
+                    shared.uart_access(address - UART, Some(value));
+                } else if shared.virtio.claims(address) {
+                    if let Err(e) = shared.virtio.access(shared.vm, address, data.len(), Some(value)) {
+                        shared.finish(End::Failed(e));
+                    }
                 }
             }
             Ok(VcpuExit::MmioRead(address, data)) => {
                 let value = if (UART..UART + UART_SIZE).contains(&address) {
                     shared.uart_access(address - UART, None)
+                } else if shared.virtio.claims(address) {
+                    shared.virtio.access(shared.vm, address, data.len(), None).unwrap_or_else(|e| {
+                        shared.finish(End::Failed(e));
+                        0
+                    })
                 } else {
                     0
                 };
@@ -322,6 +334,7 @@ struct Guest {
     vm: VmFd,
     vcpus: Vec<VcpuFd>,
     gic: DeviceFd,
+    virtio: VirtioBus,
 }
 
 /// Loads the kernel, initramfs and device tree into `ram` and makes the VM
@@ -337,7 +350,11 @@ fn set_up(ram: &mut GuestRam, options: &RunOptions) -> Result<Guest, String> {
     // stub's PE/COFF header must not describe more of it than is there.
     let header = vmm::kernel_image::check(&image).map_err(|e| format!("the kernel {image_path}: {e}"))?;
     let ram_size = ram.size() as u64;
-    let layout = boot_layout::place(GUEST_RAM, ram_size, header, initrd.len() as u64)
+    // A protected guest's restricted DMA pool takes the top of its RAM; the
+    // boot layout goes below it.
+    let dma_pool = options.protected.then_some((GUEST_RAM + ram_size.saturating_sub(DMA_POOL_SIZE), DMA_POOL_SIZE));
+    let layout_size = ram_size - dma_pool.map_or(0, |(_, size)| size);
+    let layout = boot_layout::place(GUEST_RAM, layout_size, header, initrd.len() as u64)
         .map_err(|e| format!("{} MiB of guest RAM (--memory): {e}", ram_size >> 20))?;
     ram.slice(layout.kernel, image.len())?.copy_from_slice(&image);
     ram.slice(layout.initrd, initrd.len())?.copy_from_slice(&initrd);
@@ -358,6 +375,8 @@ fn set_up(ram: &mut GuestRam, options: &RunOptions) -> Result<Guest, String> {
     unsafe { vm.set_user_memory_region(slot) }.map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
     let vcpus = create_vcpus(&vm, options.vcpus)?;
     let (gic, gic_fd) = create_gic(&vm, options.vcpus)?;
+    let virtio = VirtioBus::new(ram, options)?;
+    let virtio_nodes = virtio.nodes();
 
     let tree = GuestTree {
         ram: (GUEST_RAM, ram_size),
@@ -367,6 +386,8 @@ fn set_up(ram: &mut GuestRam, options: &RunOptions) -> Result<Guest, String> {
         uart_intid: UART_INTID,
         bootargs: &options.cmdline,
         initrd: options.initrd.as_ref().map(|_| (layout.initrd, layout.initrd + initrd.len() as u64)),
+        virtio: &virtio_nodes,
+        dma_pool,
     };
     let tree_size = tree.write(ram.slice(layout.tree, boot_layout::TREE_ROOM as usize)?).map_err(|e| e.to_string())?;
     let vcpu0 = vcpus.first().ok_or("no vCPU")?;
@@ -382,7 +403,11 @@ fn set_up(ram: &mut GuestRam, options: &RunOptions) -> Result<Guest, String> {
         layout.initrd,
         layout.tree
     );
-    Ok(Guest { vm, vcpus, gic: gic_fd })
+    println!("hyp-vmm: linux: virtio devices: {}", virtio.describe());
+    if let Some((base, size)) = dma_pool {
+        println!("hyp-vmm: linux: the guest's restricted DMA pool: {} MiB at IPA {base:#x}", size >> 20);
+    }
+    Ok(Guest { vm, vcpus, gic: gic_fd, virtio })
 }
 
 impl Guest {
@@ -390,9 +415,10 @@ impl Guest {
     /// guest ends; then closes every fd of the VM: the vCPUs (and their
     /// kvm_run mappings), the vGIC, the VM.
     fn run(self) -> Result<(), String> {
-        let Guest { vm, mut vcpus, gic } = self;
+        let Guest { vm, mut vcpus, gic, virtio } = self;
         let shared = Shared {
             vm: &vm,
+            virtio: &virtio,
             uart: Mutex::new(Console { model: Pl011::default(), line: Vec::new(), level: false }),
             input: Arc::new((Mutex::new(VecDeque::new()), Condvar::new())),
             threads: vcpus.iter().map(|_| AtomicU64::new(0)).collect(),

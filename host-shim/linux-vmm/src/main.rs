@@ -22,6 +22,7 @@ mod dev_hyp;
 mod guest_ram;
 mod guests;
 mod linux_guest;
+mod virtio_bus;
 
 use dev_hyp::DevHyp;
 use guest_ram::PAGE;

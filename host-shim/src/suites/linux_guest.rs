@@ -118,6 +118,8 @@ fn prepare(platform: &HostPlatform) -> Result<Prepared, &'static str> {
         uart_intid: UART_INTID,
         bootargs: BOOTARGS,
         initrd: Some((layout.initrd, layout.initrd + initrd_size)),
+        virtio: &[],
+        dma_pool: None,
     };
     // SAFETY: The tree's room is the top TREE_ROOM bytes of the free range
     // found above, which nothing else uses.

@@ -48,7 +48,24 @@ pub struct GuestTree<'a> {
     pub bootargs: &'a str,
     /// Guest-physical start and end of the initramfs.
     pub initrd: Option<(u64, u64)>,
+    /// The virtio-mmio devices.
+    pub virtio: &'a [VirtioMmioNode],
+    /// Guest-physical base and size of the pool a protected guest bounces
+    /// its devices' DMA through (a `restricted-dma-pool` its virtio devices
+    /// name): the guest shares it with the host at boot, and its drivers
+    /// hand the devices only buffers inside it.
+    pub dma_pool: Option<(u64, u64)>,
 }
+
+/// A virtio-mmio device's window and its interrupt (an SPI, level high).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct VirtioMmioNode {
+    pub base: u64,
+    pub intid: u32,
+}
+
+/// The size of a virtio-mmio device's register window.
+pub const VIRTIO_MMIO_SIZE: u64 = 0x200;
 
 /// Why no tree was written.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -57,6 +74,8 @@ pub enum TreeError {
     VcpuCount,
     /// The UART's interrupt is not an SPI.
     UartInterrupt,
+    /// A virtio device's interrupt is not an SPI.
+    VirtioInterrupt,
     Write(FdtWriteError),
 }
 
@@ -71,6 +90,7 @@ impl core::fmt::Display for TreeError {
         match self {
             TreeError::VcpuCount => write!(f, "a VM has 1 to {MAX_VCPUS_PER_VM} vCPUs"),
             TreeError::UartInterrupt => f.write_str("the UART's interrupt must be an SPI (INTID 32 or more)"),
+            TreeError::VirtioInterrupt => f.write_str("a virtio device's interrupt must be an SPI (INTID 32 or more)"),
             TreeError::Write(error) => write!(f, "{error}"),
         }
     }
@@ -78,6 +98,7 @@ impl core::fmt::Display for TreeError {
 
 const GIC_PHANDLE: u32 = 1;
 const CLOCK_PHANDLE: u32 = 2;
+const DMA_POOL_PHANDLE: u32 = 3;
 /// Interrupt specifier cells: type (SPI 0, PPI 1), number, flags.
 const GIC_SPI: u32 = 0;
 const GIC_PPI: u32 = 1;
@@ -103,6 +124,9 @@ impl GuestTree<'_> {
         if self.uart_intid < 32 {
             return Err(TreeError::UartInterrupt);
         }
+        if self.virtio.iter().any(|device| device.intid < 32) {
+            return Err(TreeError::VirtioInterrupt);
+        }
         let mut w = FdtWriter::new(buffer)?;
         let mut name = NameBuffer { bytes: [0; 48] };
         w.begin_node("")?;
@@ -124,6 +148,19 @@ impl GuestTree<'_> {
         w.property_string("device_type", "memory")?;
         w.property_u64s("reg", &[self.ram.0, self.ram.1])?;
         w.end_node()?;
+
+        if let Some((base, size)) = self.dma_pool {
+            w.begin_node("reserved-memory")?;
+            w.property_u32("#address-cells", 2)?;
+            w.property_u32("#size-cells", 2)?;
+            w.property_empty("ranges")?;
+            w.begin_node(name.format("restricted-dma@", base))?;
+            w.property_string("compatible", "restricted-dma-pool")?;
+            w.property_u64s("reg", &[base, size])?;
+            w.property_u32("phandle", DMA_POOL_PHANDLE)?;
+            w.end_node()?;
+            w.end_node()?;
+        }
 
         w.begin_node("cpus")?;
         w.property_u32("#address-cells", 1)?;
@@ -193,6 +230,18 @@ impl GuestTree<'_> {
         w.property_strings("clock-names", &["uartclk", "apb_pclk"])?;
         w.end_node()?;
 
+        for device in self.virtio {
+            w.begin_node(name.format("virtio_mmio@", device.base))?;
+            w.property_string("compatible", "virtio,mmio")?;
+            w.property_u64s("reg", &[device.base, VIRTIO_MMIO_SIZE])?;
+            w.property_cells("interrupts", &[GIC_SPI, device.intid - 32, IRQ_LEVEL_HIGH])?;
+            w.property_empty("dma-coherent")?;
+            if self.dma_pool.is_some() {
+                w.property_u32("memory-region", DMA_POOL_PHANDLE)?;
+            }
+            w.end_node()?;
+        }
+
         w.end_node()?;
         Ok(w.finish()?)
     }
@@ -241,6 +290,8 @@ mod tests {
             uart_intid: 33,
             bootargs: "console=ttyAMA0 rdinit=/init",
             initrd: Some((0x8300_0000, 0x8314_0000)),
+            virtio: &[],
+            dma_pool: None,
         }
     }
 
@@ -324,6 +375,41 @@ mod tests {
         assert_eq!(gic.name, "interrupt-controller@3fff0000");
         let reg: Vec<_> = gic.reg().unwrap().map(|r| (r.starting_address as u64, r.size)).collect();
         assert_eq!(reg, [(0x3fff_0000, Some(0x1000)), (0x3ffd_0000, Some(0x2000))]);
+    }
+
+    /// A protected guest's virtio devices name the pool it bounces their
+    /// DMA through; a non-protected guest's devices have none.
+    #[test]
+    fn virtio_devices_and_the_restricted_dma_pool_are_described() {
+        let devices = [VirtioMmioNode { base: 0xa00_0000, intid: 34 }, VirtioMmioNode { base: 0xa00_0200, intid: 35 }];
+        let mut buffer = [0u8; 4096];
+        let protected =
+            GuestTree { virtio: &devices, dma_pool: Some((0x8f00_0000, 0x100_0000)), ..tree(GuestGic::HYP_V3) };
+        let size = protected.write(&mut buffer).unwrap();
+        let fdt = fdt::Fdt::new(&buffer[..size]).unwrap();
+        let pool = fdt.find_node("/reserved-memory/restricted-dma@8f000000").unwrap();
+        assert_eq!(pool.compatible().map(|c| c.first()), Some("restricted-dma-pool"));
+        let reg: Vec<_> = pool.reg().unwrap().map(|r| (r.starting_address as u64, r.size)).collect();
+        assert_eq!(reg, [(0x8f00_0000, Some(0x100_0000))]);
+        let nodes: Vec<_> = fdt.all_nodes().filter(|n| n.name.starts_with("virtio_mmio@")).collect();
+        assert_eq!(nodes.len(), 2);
+        let second = fdt.find_node("/virtio_mmio@a000200").unwrap();
+        assert_eq!(second.compatible().map(|c| c.first()), Some("virtio,mmio"));
+        let reg: Vec<_> = second.reg().unwrap().map(|r| (r.starting_address as u64, r.size)).collect();
+        assert_eq!(reg, [(0xa00_0200, Some(0x200))]);
+        assert_eq!(cells(second.property("interrupts").unwrap().value), [0, 3, 4], "SPI 3 = INTID 35, level");
+        assert!(second.property("dma-coherent").is_some());
+        let phandle = pool.property("phandle").unwrap().as_usize();
+        assert_eq!(second.property("memory-region").unwrap().as_usize(), phandle);
+        let size = GuestTree { virtio: &devices, ..tree(GuestGic::HYP_V3) }.write(&mut buffer).unwrap();
+        let fdt = fdt::Fdt::new(&buffer[..size]).unwrap();
+        assert!(fdt.find_node("/reserved-memory").is_none());
+        assert!(fdt.find_node("/virtio_mmio@a000000").unwrap().property("memory-region").is_none());
+        let bad = [VirtioMmioNode { base: 0xa00_0000, intid: 16 }];
+        assert_eq!(
+            GuestTree { virtio: &bad, ..tree(GuestGic::HYP_V3) }.write(&mut buffer),
+            Err(TreeError::VirtioInterrupt)
+        );
     }
 
     #[test]
