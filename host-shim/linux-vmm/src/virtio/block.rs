@@ -44,6 +44,9 @@ pub struct Block {
     id: [u8; VIRTIO_BLK_ID_BYTES as usize],
     /// Requests served, for the VMM's report.
     pub requests: u64,
+    /// The data of the request being served: kept from one request to the
+    /// next (at most `MOST_DATA`), so that a request costs no allocation.
+    scratch: Vec<u8>,
 }
 
 impl Block {
@@ -55,7 +58,7 @@ impl Block {
         for (slot, byte) in name.iter_mut().zip(id.bytes()) {
             *slot = byte;
         }
-        Ok(Block { file, sectors: size / SECTOR, read_only, id: name, requests: 0 })
+        Ok(Block { file, sectors: size / SECTOR, read_only, id: name, requests: 0, scratch: Vec::new() })
     }
 
     /// One request: its status, and the bytes written into the guest's buffers.
@@ -100,11 +103,11 @@ impl Block {
         writer: &mut virtio_queue::Writer<'_>,
     ) -> Result<(u32, usize), DeviceError> {
         let Some(offset) = self.span(sector, count) else { return Ok((VIRTIO_BLK_S_IOERR, 0)) };
-        let mut data = vec![0u8; count];
-        if self.file.read_exact_at(&mut data, offset).is_err() {
+        self.scratch.resize(count, 0);
+        if self.file.read_exact_at(&mut self.scratch, offset).is_err() {
             return Ok((VIRTIO_BLK_S_IOERR, 0));
         }
-        writer.write_all(&data).map_err(|e| DeviceError::Memory(e.to_string()))?;
+        writer.write_all(&self.scratch).map_err(|e| DeviceError::Memory(e.to_string()))?;
         Ok((VIRTIO_BLK_S_OK, count))
     }
 
@@ -113,9 +116,9 @@ impl Block {
         let Some(offset) = self.span(sector, count).filter(|_| !self.read_only) else {
             return Ok(VIRTIO_BLK_S_IOERR);
         };
-        let mut data = vec![0u8; count];
-        reader.read_exact(&mut data).map_err(|e| DeviceError::Memory(e.to_string()))?;
-        Ok(if self.file.write_all_at(&data, offset).is_ok() { VIRTIO_BLK_S_OK } else { VIRTIO_BLK_S_IOERR })
+        self.scratch.resize(count, 0);
+        reader.read_exact(&mut self.scratch).map_err(|e| DeviceError::Memory(e.to_string()))?;
+        Ok(if self.file.write_all_at(&self.scratch, offset).is_ok() { VIRTIO_BLK_S_OK } else { VIRTIO_BLK_S_IOERR })
     }
 }
 
