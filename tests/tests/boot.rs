@@ -734,7 +734,7 @@ fn linux_host_runs_virtio_guests() {
         "guest: virtio-guest: disk: ext4 on /dev/vdb: wrote, synced, remounted and read back \"virtio disk token ",
         "hyp-vmm: ok: every page of the Linux guest came back: Ok(\"65536 pages readable again; 65536 pins taken and 65536 dropped\")",
         "linux-host: hyp-vmm run (virtio integrity, non-protected) exited with status 0",
-        "linux-host: virtio-blk: the image file holds the 64 MiB the guest wrote (sha256 matches)",
+        "linux-host: virtio-blk (non-protected): the image file holds the 64 MiB the guest wrote (sha256 matches)",
         "linux-host: the VMM was killed mid-write (status 137)",
         "[killed guest] guest: virtio-guest: disk: flushed 8 MiB, sha256 ",
         "linux-host: virtio-blk: after the kill, the image file holds the 8 MiB flushed before it (sha256 matches)",
