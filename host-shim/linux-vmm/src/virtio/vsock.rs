@@ -39,6 +39,7 @@
 use super::{serve_queue, Chain, DeviceError, DeviceMemory, VirtioDevice};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
+use std::ops::Bound;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
@@ -229,8 +230,12 @@ pub struct Vsock {
     socket_prefix: String,
     connections: BTreeMap<Ends, Connection>,
     /// RSTs owed for packets that matched no connection, or for connections
-    /// already closed.
-    resets: VecDeque<Ends>,
+    /// already closed: the CID each comes from (the one the guest
+    /// addressed), and the ends.
+    resets: VecDeque<(u64, Ends)>,
+    /// The connection whose data goes first in the next receive buffer (the
+    /// one after the last served: round robin). None: the first.
+    turn: Option<Ends>,
     epoll: OwnedFd,
     receive_starved: bool,
     /// One packet's data, allocated once.
@@ -288,6 +293,7 @@ impl Vsock {
             socket_prefix: socket_prefix.to_owned(),
             connections: BTreeMap::new(),
             resets: VecDeque::new(),
+            turn: None,
             // SAFETY: `epoll` is a new fd nobody else owns.
             epoll: unsafe { OwnedFd::from_raw_fd(epoll) },
             receive_starved: false,
@@ -301,10 +307,15 @@ impl Vsock {
         self.connections.len()
     }
 
-    /// Owes the guest an RST for `ends` (bounded: beyond, it is dropped).
+    /// Owes the guest an RST from the host for `ends` (bounded: beyond, it
+    /// is dropped).
     fn owe_reset(&mut self, ends: Ends) {
+        self.owe_reset_from(HOST_CID, ends);
+    }
+
+    fn owe_reset_from(&mut self, cid: u64, ends: Ends) {
         if self.resets.len() < MAX_PENDING_RESETS {
-            self.resets.push_back(ends);
+            self.resets.push_back((cid, ends));
         } else {
             self.counts.dropped += 1;
         }
@@ -349,11 +360,19 @@ impl Vsock {
             self.counts.dropped += 1;
             return Ok(0);
         }
+        if packet.dst_cid() != HOST_CID {
+            // Nobody but the host is here: an RST from the CID the guest
+            // addressed (one from the host could end its connections there).
+            if packet.op() != OP_RST {
+                self.owe_reset_from(packet.dst_cid(), ends);
+            }
+            return Ok(0);
+        }
         if packet.op() == OP_RST {
             self.connections.remove(&ends);
             return Ok(0);
         }
-        if packet.dst_cid() != HOST_CID || packet.type_() != TYPE_STREAM {
+        if packet.type_() != TYPE_STREAM {
             self.reset(ends);
             return Ok(0);
         }
@@ -479,8 +498,9 @@ impl Vsock {
                 .set_op(op)
                 .set_buf_alloc(BUFFER);
         };
-        if let Some(ends) = self.resets.pop_front() {
+        if let Some((cid, ends)) = self.resets.pop_front() {
             header(packet, self.guest_cid, ends, OP_RST);
+            packet.set_src_cid(cid);
             self.counts.resets_sent += 1;
             return Some(PKT_HEADER_SIZE as u32);
         }
@@ -488,7 +508,14 @@ impl Vsock {
         let room = packet.data_slice().map_or(0, |slice| slice.len()).min(MAX_PACKET_DATA as usize);
         let mut broken = None;
         let mut filled = None;
-        for (&ends, connection) in self.connections.iter_mut() {
+        let order: Vec<Ends> = match self.turn {
+            Some(turn) => {
+                self.connections.range(turn..).chain(self.connections.range(..turn)).map(|(&e, _)| e).collect()
+            }
+            None => self.connections.keys().copied().collect(),
+        };
+        for ends in order {
+            let Some(connection) = self.connections.get_mut(&ends) else { continue };
             let control = if connection.owe_response {
                 connection.owe_response = false;
                 Some((OP_RESPONSE, 0))
@@ -560,6 +587,7 @@ impl Vsock {
         }
         let (ends, length) = filled?;
         self.watch(ends);
+        self.turn = self.connections.range((Bound::Excluded(ends), Bound::Unbounded)).next().map(|(&e, _)| e);
         Some(length)
     }
 
@@ -873,7 +901,8 @@ mod tests {
         // Another destination than the host, another type, an unknown op,
         // a packet for no connection: RST each. An RST is never answered.
         g.send(Header { dst_cid: 7, ..Header::to_host(9, OP_REQUEST) }, &[]);
-        assert_eq!(g.receive_op(), Some(OP_RST));
+        let (reset, _) = g.receive().unwrap();
+        assert_eq!((reset.op, reset.src_cid), (OP_RST, 7), "from the CID the guest addressed");
         g.send(Header { kind: 2, ..Header::to_host(9, OP_REQUEST) }, &[]);
         assert_eq!(g.receive_op(), Some(OP_RST));
         g.send(Header::to_host(9, OP_CREDIT_UPDATE), &[]);
@@ -937,6 +966,30 @@ mod tests {
             let expected = if (port as usize) < MAX_CONNECTIONS { OP_RESPONSE } else { OP_RST };
             assert_eq!(g.receive_op(), Some(expected), "connection {port}");
         }
+    }
+
+    #[test]
+    fn busy_connections_take_turns() {
+        let mut g = guest("turns");
+        let listener = g.listen(4);
+        let mut hosts = Vec::new();
+        for guest_port in [1, 2] {
+            g.send(Header { src_port: guest_port, ..Header::to_host(4, OP_REQUEST) }, &[]);
+            hosts.push(listener.accept().unwrap().0);
+            assert_eq!(g.receive_op(), Some(OP_RESPONSE));
+        }
+        for (host, byte) in hosts.iter_mut().zip([1u8, 2]) {
+            host.write_all(&[byte; 10_000]).unwrap();
+        }
+        g.driver.transport.poll_backend(&g.driver.memory);
+        let ports: Vec<(u32, u8)> = (0..4)
+            .map(|_| {
+                let (header, data) = g.receive().unwrap();
+                assert_eq!((header.op, header.len), (OP_RW, 4096));
+                (header.dst_port, data[0])
+            })
+            .collect();
+        assert_eq!(ports, [(1, 1), (2, 2), (1, 1), (2, 2)]);
     }
 
     #[test]
