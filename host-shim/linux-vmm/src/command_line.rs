@@ -49,8 +49,10 @@ own KVM), check the hyp's own calls on /dev/hyp.
     --vsock CID,PATH a virtio-vsock device, the guest's CID being CID (3 or
                      more): a guest connecting to the host (CID 2) on port P
                      is connected to the host's unix socket PATH_P (RST if
-                     nothing listens there); the host cannot connect to the
-                     guest
+                     nothing listens there); a host program connecting to
+                     the unix socket PATH (made by the VMM) and writing
+                     \"CONNECT P\\n\" reaches the guest's port P once it reads
+                     \"OK <host port>\\n\" back
             Every guest also gets a virtio console (hvc0, output to stdout)
             and a virtio entropy device, over virtio-mmio.
   check     runs a small test guest in a non-protected and a protected VM and

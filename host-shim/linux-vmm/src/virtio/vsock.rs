@@ -3,8 +3,12 @@
 //! host (CID 2) on port P is connected to the host's unix socket `PATH_P`
 //! (`hyp-vmm run --vsock CID,PATH`). Packets are parsed and built with the
 //! `virtio-vsock` crate; the connections' state machine and their credit
-//! are this file's. Connections are made by the guest only: the host cannot
-//! connect to the guest.
+//! are this file's. The other way, as Firecracker too: a host program
+//! connects to the unix socket PATH itself, the device's listener, and
+//! writes `CONNECT P` and a newline; the device sends the guest a REQUEST
+//! to its port P (from a host port of its own, from 2^30 up) and, on the
+//! guest's RESPONSE, writes `OK <host port>` and a newline back, after which
+//! the socket carries the connection; the guest's RST closes the socket.
 //!
 //! A connection: the guest's REQUEST makes the device connect a unix socket
 //! (non-blocking: a full backlog is a refusal) and answer RESPONSE, or RST if
@@ -24,8 +28,10 @@
 //! answered with RST.
 //!
 //! Bounds: at most `MAX_CONNECTIONS` connections (a REQUEST beyond is
-//! refused with RST), `BUFFER` bytes each, `MAX_PENDING_RESETS` RSTs waiting
-//! for receive buffers (beyond, a RST is dropped), one packet buffer.
+//! refused with RST, a host program's CONNECT beyond is closed), `BUFFER`
+//! bytes each, `MAX_PENDING_RESETS` RSTs waiting for receive buffers
+//! (beyond, a RST is dropped), `MAX_CALLERS` host programs that have not
+//! yet sent their (at most 32-byte) CONNECT line, one packet buffer.
 //!
 //! Threads: transmit packets are served in the vCPU thread that notified the
 //! queue (and what that makes owed, a RESPONSE, is sent at once if the guest
@@ -41,7 +47,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::ops::Bound;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
@@ -74,6 +81,14 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_PACKET_DATA: u32 = 64 << 10;
 /// RSTs owed for packets that match no connection, at most.
 pub const MAX_PENDING_RESETS: usize = 256;
+/// Host programs connected to the listener that have not yet named a
+/// port, at most (more are closed at once).
+pub const MAX_CALLERS: usize = 8;
+/// The longest `CONNECT P` line a host program may send.
+const MAX_CONNECT_LINE: usize = 32;
+/// The host ports of host-initiated connections start here (as
+/// Firecracker's), above what a guest's own ports are likely to be.
+const FIRST_HOST_PORT: u32 = 1 << 30;
 /// The guest is told of the room it has again (CREDIT_UPDATE) once this much
 /// was passed on since it was last told: a guest out of credit has at least
 /// this much coming once the socket took a quarter of the buffer.
@@ -102,6 +117,11 @@ struct Connection {
     peer_forwarded: u32,
     sent: u32,
     owe_response: bool,
+    /// A host program asked for this connection (through the listener): the
+    /// guest is owed a REQUEST, and the connection carries nothing until the
+    /// guest's RESPONSE.
+    owe_request: bool,
+    established: bool,
     owe_credit_update: bool,
     owe_credit_request: bool,
     /// SHUTDOWN(send) owed: the socket reached its end of file.
@@ -120,6 +140,7 @@ struct Connection {
 }
 
 impl Connection {
+    /// A connection the guest asked for (its REQUEST): the RESPONSE is owed.
     fn new(socket: UnixStream, peer_buffer: u32, peer_forwarded: u32) -> Connection {
         Connection {
             socket,
@@ -131,6 +152,8 @@ impl Connection {
             peer_forwarded,
             sent: 0,
             owe_response: true,
+            owe_request: false,
+            established: true,
             owe_credit_update: false,
             owe_credit_request: false,
             owe_end_of_file: false,
@@ -141,6 +164,11 @@ impl Connection {
             interest: 0,
             readable: false,
         }
+    }
+
+    /// A connection a host program asked for: the REQUEST is owed.
+    fn called(socket: UnixStream) -> Connection {
+        Connection { owe_response: false, owe_request: true, established: false, ..Connection::new(socket, 0, 0) }
     }
 
     /// What the guest may still send: its credit.
@@ -156,7 +184,11 @@ impl Connection {
 
     /// Whether the device reads the socket for the guest now.
     fn wants_to_read(&self) -> bool {
-        !self.owe_response && !self.socket_ended && !self.guest_receives_no_more && self.peer_credit() > 0
+        self.established
+            && !self.owe_response
+            && !self.socket_ended
+            && !self.guest_receives_no_more
+            && self.peer_credit() > 0
     }
 
     /// Passes waiting guest data to the socket, as much as it takes; shuts
@@ -210,7 +242,11 @@ impl Connection {
 
     /// Whether a control packet is owed.
     fn owes_control(&self) -> bool {
-        self.owe_response || self.owe_end_of_file || self.owe_credit_update || self.owe_credit_request
+        self.owe_response
+            || self.owe_request
+            || self.owe_end_of_file
+            || self.owe_credit_update
+            || self.owe_credit_request
     }
 }
 
@@ -224,10 +260,23 @@ pub struct VsockCounts {
     pub dropped: u64,
 }
 
+/// A host program connected to the listener that has not yet said which
+/// guest port it wants (`CONNECT P` and a newline).
+struct Caller {
+    socket: UnixStream,
+    line: Vec<u8>,
+}
+
 pub struct Vsock {
     guest_cid: u64,
     /// Connections to port P go to the unix socket `{socket_prefix}_{P}`.
     socket_prefix: String,
+    /// Where host programs connect to reach the guest: the unix socket
+    /// `{socket_prefix}` itself.
+    listener: UnixListener,
+    callers: Vec<Caller>,
+    /// The host port the next host-initiated connection gets.
+    next_host_port: u32,
     connections: BTreeMap<Ends, Connection>,
     /// RSTs owed for packets that matched no connection, or for connections
     /// already closed: the CID each comes from (the one the guest
@@ -283,23 +332,89 @@ impl Vsock {
     /// The device of a guest with CID `guest_cid` whose connections to host
     /// port P go to the unix socket `{socket_prefix}_{P}`.
     pub fn new(guest_cid: u64, socket_prefix: &str) -> Result<Vsock, String> {
+        // A socket left by an earlier run is replaced; any other file is not.
+        if std::fs::symlink_metadata(socket_prefix).is_ok_and(|meta| meta.file_type().is_socket()) {
+            let _ = std::fs::remove_file(socket_prefix);
+        }
+        let listener =
+            UnixListener::bind(socket_prefix).map_err(|e| format!("the vsock listener {socket_prefix}: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| format!("the vsock listener {socket_prefix}: {e}"))?;
         // SAFETY: epoll_create1 with a constant flag; the fd is owned at once.
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epoll < 0 {
             return Err(format!("epoll_create1 for virtio-vsock: {}", std::io::Error::last_os_error()));
         }
+        // SAFETY: `epoll` is a new fd nobody else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        epoll_control(&epoll, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), libc::EPOLLIN as u32);
         Ok(Vsock {
             guest_cid,
             socket_prefix: socket_prefix.to_owned(),
+            listener,
+            callers: Vec::new(),
+            next_host_port: FIRST_HOST_PORT,
             connections: BTreeMap::new(),
             resets: VecDeque::new(),
             turn: None,
-            // SAFETY: `epoll` is a new fd nobody else owns.
-            epoll: unsafe { OwnedFd::from_raw_fd(epoll) },
+            epoll,
             receive_starved: false,
             scratch: vec![0; MAX_PACKET_DATA as usize],
             counts: VsockCounts::default(),
         })
+    }
+
+    /// Takes the host programs waiting at the listener (each then names a
+    /// port); beyond `MAX_CALLERS` waiting, a new one is closed at once.
+    fn accept_callers(&mut self) {
+        while let Ok((socket, _)) = self.listener.accept() {
+            if self.callers.len() >= MAX_CALLERS || socket.set_nonblocking(true).is_err() {
+                continue;
+            }
+            epoll_control(&self.epoll, libc::EPOLL_CTL_ADD, socket.as_raw_fd(), libc::EPOLLIN as u32);
+            self.callers.push(Caller { socket, line: Vec::new() });
+            // Its line may be there already.
+            self.hear_caller(self.callers.len() - 1);
+        }
+    }
+
+    /// Reads the `CONNECT P` line of the caller at `index` (a byte at a
+    /// time: what follows the line is the connection's data); once whole,
+    /// the guest is owed a REQUEST for port P. A caller that ends, errs, or
+    /// sends anything else is closed.
+    fn hear_caller(&mut self, index: usize) {
+        let Some(caller) = self.callers.get_mut(index) else { return };
+        let mut byte = [0u8];
+        let complete = loop {
+            match caller.socket.read(&mut byte) {
+                Ok(1) if byte[0] == b'\n' => break Some(true),
+                Ok(1) if caller.line.len() < MAX_CONNECT_LINE => caller.line.push(byte[0]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                _ => break Some(false),
+            }
+        };
+        let Some(complete) = complete else { return };
+        let caller = self.callers.swap_remove(index);
+        let port = std::str::from_utf8(&caller.line)
+            .ok()
+            .and_then(|line| line.trim_end_matches('\r').strip_prefix("CONNECT "))
+            .and_then(|port| port.parse::<u32>().ok());
+        let (true, Some(guest_port)) = (complete, port) else { return };
+        if self.connections.len() >= MAX_CONNECTIONS {
+            return;
+        }
+        let mut ends = Ends { guest_port, host_port: self.next_host_port };
+        while self.connections.contains_key(&ends) {
+            ends.host_port = ends.host_port.checked_add(1).unwrap_or(FIRST_HOST_PORT);
+        }
+        self.next_host_port = ends.host_port.checked_add(1).unwrap_or(FIRST_HOST_PORT);
+        let mut connection = Connection::called(caller.socket);
+        // The socket is in the epoll set for its line: `watch` takes it out
+        // until the guest answers.
+        connection.interest = libc::EPOLLIN as u32;
+        self.connections.insert(ends, connection);
+        self.counts.connections += 1;
+        self.watch(ends);
     }
 
     /// How many connections are open (the tests').
@@ -387,6 +502,14 @@ impl Vsock {
         connection.peer_buffer = packet.buf_alloc();
         connection.peer_forwarded = packet.fwd_cnt();
         let healthy = match packet.op() {
+            // The guest accepts a host program's connection: the program
+            // learns it with `OK` and the connection's host port.
+            OP_RESPONSE if !connection.established && !connection.owe_request => {
+                connection.established = true;
+                let line = format!("OK {}\n", ends.host_port);
+                matches!(connection.socket.write(line.as_bytes()), Ok(written) if written == line.len())
+            }
+            _ if !connection.established => false,
             OP_RW => {
                 let length = packet.len() as usize;
                 if connection.guest_sent_all || packet.len() > connection.guest_credit() {
@@ -451,9 +574,18 @@ impl Vsock {
         let count = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 16, 0) };
         let ready = &events[..count.max(0) as usize];
         let mut broken = Vec::new();
+        let mut callers_heard = Vec::new();
         for event in ready {
             let fd = event.u64 as RawFd;
             let flags = event.events;
+            if fd == self.listener.as_raw_fd() {
+                self.accept_callers();
+                continue;
+            }
+            if self.callers.iter().any(|caller| caller.socket.as_raw_fd() == fd) {
+                callers_heard.push(fd);
+                continue;
+            }
             let Some((&ends, connection)) = self.connections.iter_mut().find(|(_, c)| c.socket.as_raw_fd() == fd)
             else {
                 continue;
@@ -467,6 +599,11 @@ impl Vsock {
         }
         for ends in broken {
             self.reset(ends);
+        }
+        for fd in callers_heard {
+            if let Some(index) = self.callers.iter().position(|caller| caller.socket.as_raw_fd() == fd) {
+                self.hear_caller(index);
+            }
         }
         let finished: Vec<Ends> = self.connections.iter().filter(|(_, c)| c.finished()).map(|(&e, _)| e).collect();
         for ends in finished {
@@ -519,6 +656,9 @@ impl Vsock {
             let control = if connection.owe_response {
                 connection.owe_response = false;
                 Some((OP_RESPONSE, 0))
+            } else if connection.owe_request {
+                connection.owe_request = false;
+                Some((OP_REQUEST, 0))
             } else if connection.owe_end_of_file {
                 connection.owe_end_of_file = false;
                 Some((OP_SHUTDOWN, SHUTDOWN_SEND))
@@ -619,6 +759,13 @@ impl Vsock {
     }
 }
 
+impl Drop for Vsock {
+    /// The listener's socket file goes with it.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket_prefix);
+    }
+}
+
 impl VirtioDevice for Vsock {
     fn device_type(&self) -> u32 {
         VIRTIO_ID_VSOCK
@@ -686,6 +833,7 @@ impl VirtioDevice for Vsock {
     /// The driver reset the device: every connection is closed.
     fn reset(&mut self) {
         self.connections.clear();
+        self.callers.clear();
         self.resets.clear();
         self.receive_starved = false;
     }
@@ -695,7 +843,6 @@ impl VirtioDevice for Vsock {
 mod tests {
     use super::*;
     use crate::virtio::test_driver::Driver;
-    use std::os::unix::net::UnixListener;
     use std::path::PathBuf;
     use vm_memory::{Bytes, GuestAddress};
 
@@ -966,6 +1113,57 @@ mod tests {
             let expected = if (port as usize) < MAX_CONNECTIONS { OP_RESPONSE } else { OP_RST };
             assert_eq!(g.receive_op(), Some(expected), "connection {port}");
         }
+    }
+
+    #[test]
+    fn a_host_program_connects_to_a_guest_port() {
+        let mut g = guest("called");
+        let mut host = UnixStream::connect(&g.prefix).unwrap();
+        host.write_all(b"CONNECT 52\n").unwrap();
+        g.driver.transport.poll_backend(&g.driver.memory);
+        let (request, _) = g.receive().unwrap();
+        let from_host = (OP_REQUEST, HOST_CID, FIRST_HOST_PORT, GUEST_CID, 52, BUFFER);
+        assert_eq!(
+            (request.op, request.src_cid, request.src_port, request.dst_cid, request.dst_port, request.buf_alloc),
+            from_host
+        );
+        // The guest accepts: the program reads OK and its host port.
+        let to_port = |op| Header { src_port: 52, ..Header::to_host(FIRST_HOST_PORT, op) };
+        g.send(to_port(OP_RESPONSE), &[]);
+        let mut line = [0u8; 14];
+        host.read_exact(&mut line).unwrap();
+        assert_eq!(&line, b"OK 1073741824\n");
+        host.write_all(b"ping").unwrap();
+        g.driver.transport.poll_backend(&g.driver.memory);
+        let (data_header, data) = g.receive().unwrap();
+        assert_eq!((data_header.op, &data[..]), (OP_RW, &b"ping"[..]));
+        g.send(Header { len: 4, ..to_port(OP_RW) }, b"pong");
+        let mut got = [0u8; 4];
+        host.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"pong");
+        // A guest that refuses (RST): the program reads the end, no OK.
+        let mut refused = UnixStream::connect(&g.prefix).unwrap();
+        refused.write_all(b"CONNECT 53\n").unwrap();
+        g.driver.transport.poll_backend(&g.driver.memory);
+        let (request, _) = g.receive().unwrap();
+        assert_eq!((request.op, request.src_port), (OP_REQUEST, FIRST_HOST_PORT + 1));
+        g.send(Header { src_port: 53, ..Header::to_host(FIRST_HOST_PORT + 1, OP_RST) }, &[]);
+        assert_eq!(refused.read(&mut got).unwrap(), 0);
+        // Anything but a CONNECT line is closed, and the guest hears nothing.
+        let mut bad = UnixStream::connect(&g.prefix).unwrap();
+        bad.write_all(b"HELLO 52\n").unwrap();
+        g.driver.transport.poll_backend(&g.driver.memory);
+        assert_eq!(bad.read(&mut got).unwrap(), 0);
+        assert_eq!(g.receive_op(), None);
+        // Data from a guest before its RESPONSE resets the connection.
+        let mut early = UnixStream::connect(&g.prefix).unwrap();
+        early.write_all(b"CONNECT 54\n").unwrap();
+        g.driver.transport.poll_backend(&g.driver.memory);
+        assert_eq!(g.receive_op(), Some(OP_REQUEST));
+        g.send(Header { src_port: 54, len: 1, ..Header::to_host(FIRST_HOST_PORT + 2, OP_RW) }, b"x");
+        assert_eq!(g.receive_op(), Some(OP_RST));
+        assert_eq!(early.read(&mut got).unwrap(), 0);
+        assert!(g.driver.transport.live());
     }
 
     #[test]
