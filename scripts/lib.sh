@@ -185,11 +185,15 @@ linux_guest_min_ram_mib() {
 # and every module they depend on (read from each module's own .modinfo) out
 # of the Debian kernel package of scripts/fetch-linux (LINUX_DIR: its
 # output; the package is downloaded again once) into OUT_DIR, with OUT_DIR/order
-# listing them dependencies first. Does nothing if OUT_DIR/order exists.
+# listing them dependencies first. Does nothing if OUT_DIR/order exists and
+# OUT_DIR/wanted names the same NAME... (a changed list fetches again).
 fetch_debian_modules() {
     local linux="$1" modules="$2" work package tree name
     shift 2
-    [ ! -f "$modules/order" ] || return 0
+    if [ -f "$modules/order" ] && [ "$(cat "$modules/wanted" 2>/dev/null)" = "$*" ]; then
+        return 0
+    fi
+    rm -rf "$modules"
     work="$(mktemp -d)"
     package="$(cat "$linux/kernel-package")"
     (cd "$work" && apt-get download "$package:arm64" >&2 2>/dev/null)
@@ -223,5 +227,6 @@ fetch_debian_modules() {
         add_module "$name"
     done
     printf '%s\n' "${order[@]}" >"$modules/order"
+    echo "$*" >"$modules/wanted"
     rm -rf "$work"
 }

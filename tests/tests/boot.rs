@@ -724,7 +724,7 @@ fn linux_host_runs_virtio_guests() {
     let run = run_with_timeout(command, Duration::from_secs(900));
     run.assert_markers_in_order(&[
         "linux-host: hyp-vmm check exited with status 0",
-        "hyp-vmm: linux: virtio devices: virtio-blk at 0xa000000 (INTID 34), virtio-blk at 0xa000200 (INTID 35), virtio-console at 0xa000400 (INTID 36), virtio-rng at 0xa000600 (INTID 37)",
+        "hyp-vmm: linux: virtio devices: virtio-blk at 0xa000000 (INTID 34), virtio-blk at 0xa000200 (INTID 35), virtio-console at 0xa000400 (INTID 36), virtio-rng at 0xa000600 (INTID 37), virtio-net at 0xa000800 (INTID 38), virtio-vsock at 0xa000a00 (INTID 39)",
         "guest: virtio-guest: user space reached",
         "guest hvc0: virtio-guest: hello on hvc0",
         "guest: virtio-guest: hw_random: virtio_rng.0, 32 bytes read from /dev/hwrng",
@@ -732,8 +732,19 @@ fn linux_host_runs_virtio_guests() {
         "guest: virtio-guest: disk: wrote 64 MiB to /dev/vda, sha256 ",
         "guest: virtio-guest: disk: read 64 MiB back from /dev/vda, sha256 matches",
         "guest: virtio-guest: disk: ext4 on /dev/vdb: wrote, synced, remounted and read back \"virtio disk token ",
+        "guest: virtio-guest: net: 10.0.2.1 answers ping: 3 packets transmitted, 3 packets received, 0% packet loss",
+        "guest: virtio-guest: payload: 16 MiB, sha256 ",
+        "guest: virtio-guest: net: nc to 10.0.2.1:5555 exited with status 0",
+        "guest: vsock-pipe: sent 16777216 bytes to 2:5556, the peer closed",
+        "guest: virtio-guest: vsock: vsock-pipe connect 2 5556 exited with status 0",
+        "guest: vsock-pipe: received 16777216 bytes on vsock port 5557",
+        "guest: virtio-guest: vsock: vsock-pipe listen 5557 exited with status 0",
+        "hyp-vmm: linux: the virtio backend thread woke ",
         "hyp-vmm: ok: every page of the Linux guest came back: Ok(\"65536 pages readable again; 65536 pins taken and 65536 dropped\")",
         "linux-host: hyp-vmm run (virtio integrity, non-protected) exited with status 0",
+        "linux-host: virtio-net (non-protected): the host received the 16 MiB the guest sent over TCP (sha256 matches)",
+        "linux-host: virtio-vsock (non-protected): the host received the 16 MiB the guest sent over vsock (sha256 matches)",
+        "linux-host: virtio-vsock (non-protected): the guest received the 16 MiB the host sent over vsock (sha256 matches)",
         "linux-host: virtio-blk (non-protected): the image file holds the 64 MiB the guest wrote (sha256 matches)",
         "linux-host: the VMM was killed mid-write (non-protected, status 137)",
         "[killed guest] guest: virtio-guest: disk: flushed 8 MiB, sha256 ",
@@ -755,6 +766,10 @@ fn linux_host_runs_virtio_guests() {
         "SIGBUS at host address",
         "not what was written",
         "is not the",
+        "not the guest's",
+        "not the host's",
+        "vsock: no /dev/vsock",
+        "net: no eth0",
     ]);
     run.assert_status(0);
 }

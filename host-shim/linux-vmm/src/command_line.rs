@@ -18,7 +18,7 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyAMA0 rdinit=/init";
 
 pub const USAGE: &str = "\
 usage: hyp-vmm run --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE] [--vcpus N] [--protected]
-                   [--disk PATH]...
+                   [--disk PATH]... [--tap NAME] [--vsock CID,PATH]
        hyp-vmm check
        hyp-vmm linux [--protected] IMAGE INITRAMFS
        hyp-vmm --help
@@ -43,6 +43,16 @@ own KVM), check the hyp's own calls on /dev/hyp.
     --disk PATH      a virtio-blk disk backed by the file PATH (read-write;
                      flushes reach the file's storage); again for more disks
                      (vda, vdb, ... in the order given)
+    --tap NAME       a virtio-net device on the host's tap device NAME (made
+                     if it does not exist; the host configures it), MAC
+                     02:68:79:70:00:01, no offloads
+    --vsock CID,PATH a virtio-vsock device, the guest's CID being CID (3 or
+                     more): a guest connecting to the host (CID 2) on port P
+                     is connected to the host's unix socket PATH_P (RST if
+                     nothing listens there); a host program connecting to
+                     the unix socket PATH (made by the VMM) and writing
+                     \"CONNECT P\\n\" reaches the guest's port P once it reads
+                     \"OK <host port>\\n\" back
             Every guest also gets a virtio console (hvc0, output to stdout)
             and a virtio entropy device, over virtio-mmio.
   check     runs a small test guest in a non-protected and a protected VM and
@@ -69,7 +79,16 @@ pub struct RunOptions {
     pub protected: bool,
     /// The virtio-blk disks' image files, in order.
     pub disks: Vec<String>,
+    /// The tap device of the virtio-net device.
+    pub tap: Option<String>,
+    /// The virtio-vsock device: the guest's CID and the unix sockets' path prefix.
+    pub vsock: Option<(u64, String)>,
 }
+
+/// The longest tap name Linux takes (IFNAMSIZ less the NUL).
+pub const MAX_TAP_NAME: usize = 15;
+/// The lowest CID a guest may have: 0 to 2 are the hypervisor's and the host's.
+pub const MIN_GUEST_CID: u64 = 3;
 
 /// What is wrong with the command line; each says what to do.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -88,6 +107,8 @@ pub enum UsageError {
     UnexpectedArgument { command: &'static str, argument: String },
     LinuxArguments,
     FileUnreadable { what: &'static str, path: String, reason: String },
+    BadTapName(String),
+    BadVsock(String),
 }
 
 impl fmt::Display for UsageError {
@@ -122,6 +143,17 @@ impl fmt::Display for UsageError {
             UsageError::FileUnreadable { what, path, reason } => {
                 write!(f, "the {what} '{path}' cannot be read: {reason}")
             }
+            UsageError::BadTapName(name) => write!(
+                f,
+                "--tap '{name}' is not a network interface name: give 1 to {MAX_TAP_NAME} characters without '/', \
+                 spaces or ':'"
+            ),
+            UsageError::BadVsock(value) => write!(
+                f,
+                "--vsock '{value}': give CID,PATH, the guest's CID a number from {MIN_GUEST_CID} to {} and PATH the \
+                 unix sockets' path prefix",
+                u32::MAX - 1
+            ),
         }
     }
 }
@@ -155,6 +187,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, UsageError> {
     let (mut kernel, mut initrd, mut cmdline, mut memory, mut vcpus) = (None, None, None, None, None);
     let mut protected = false;
     let mut disks = Vec::new();
+    let (mut tap, mut vsock) = (None, None);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         // `--option=value` and `--option value` alike.
@@ -172,6 +205,8 @@ fn parse_run(args: &[String]) -> Result<RunOptions, UsageError> {
             "--vcpus" => set_once(&mut vcpus, parse_vcpus(&value("--vcpus")?)?, "--vcpus")?,
             "--protected" if inline.is_none() => protected = true,
             "--disk" => disks.push(value("--disk")?),
+            "--tap" => set_once(&mut tap, parse_tap(&value("--tap")?)?, "--tap")?,
+            "--vsock" => set_once(&mut vsock, parse_vsock(&value("--vsock")?)?, "--vsock")?,
             _ if arg.starts_with('-') => {
                 return Err(UsageError::UnknownOption { command: "run", option: arg.clone() });
             }
@@ -186,7 +221,35 @@ fn parse_run(args: &[String]) -> Result<RunOptions, UsageError> {
         vcpus: vcpus.unwrap_or(DEFAULT_VCPUS),
         protected,
         disks,
+        tap,
+        vsock,
     })
+}
+
+/// A network interface name Linux takes.
+fn parse_tap(name: &str) -> Result<String, UsageError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_TAP_NAME
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(UsageError::BadTapName(name.to_owned()))
+    }
+}
+
+/// `CID,PATH`: a guest CID (3 to 2^32 - 2: Linux's CIDs are 32-bit, and
+/// the last is "any") and a path prefix.
+fn parse_vsock(value: &str) -> Result<(u64, String), UsageError> {
+    let bad = || UsageError::BadVsock(value.to_owned());
+    let (cid, path) = value.split_once(',').ok_or_else(bad)?;
+    let cid: u64 = cid.parse().map_err(|_| bad())?;
+    if !(MIN_GUEST_CID..u64::from(u32::MAX)).contains(&cid) || path.is_empty() {
+        return Err(bad());
+    }
+    Ok((cid, path.to_owned()))
 }
 
 /// `linux [--protected] IMAGE INITRAMFS`, the older form (scripts/linux-host-init).
@@ -209,6 +272,8 @@ fn parse_linux(args: &[String]) -> Result<RunOptions, UsageError> {
         vcpus: DEFAULT_VCPUS,
         protected,
         disks: Vec::new(),
+        tap: None,
+        vsock: None,
     })
 }
 
@@ -290,7 +355,7 @@ mod tests {
     fn run_with_every_option() {
         let options = run(
             "run --kernel /Image --initrd /initrd.gz --cmdline quiet --memory 1G --vcpus 4 --protected --disk /d.img \
-             --disk=/e.img",
+             --disk=/e.img --tap tap0 --vsock 3,/tmp/v.sock",
         );
         assert_eq!(
             options,
@@ -302,6 +367,8 @@ mod tests {
                 vcpus: 4,
                 protected: true,
                 disks: vec!["/d.img".into(), "/e.img".into()],
+                tap: Some("tap0".into()),
+                vsock: Some((3, "/tmp/v.sock".into())),
             })
         );
     }
@@ -373,11 +440,27 @@ mod tests {
     }
 
     #[test]
+    fn tap_names_and_vsock_addresses() {
+        assert_eq!(run("run --kernel k --tap hyp-tap0").map(|o| o.tap), Ok(Some("hyp-tap0".into())));
+        for name in ["a/b", "sixteen-chars-xx", "a:b", ".."] {
+            assert_eq!(run(&format!("run --kernel k --tap {name}")), Err(UsageError::BadTapName(name.into())));
+        }
+        assert_eq!(run("run --kernel k --tap a --tap b"), Err(UsageError::Repeated("--tap")));
+        assert_eq!(run("run --kernel k --vsock 4294967294,/s").map(|o| o.vsock), Ok(Some((4294967294, "/s".into()))));
+        for value in ["3", "2,/s", "4294967295,/s", "x,/s", "3,", ",/s", "-3,/s"] {
+            assert_eq!(run(&format!("run --kernel k --vsock {value}")), Err(UsageError::BadVsock(value.into())));
+        }
+        assert!(UsageError::BadVsock("2,/s".into()).to_string().contains("from 3 to 4294967294"));
+    }
+
+    #[test]
     fn help_anywhere() {
         for line in ["--help", "-h", "help", "run --help", "run --kernel k -h", "check --help"] {
             assert_eq!(parse(&args(line)), Ok(Command::Help), "{line}");
         }
-        for option in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--protected", "--disk"] {
+        for option in
+            ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--protected", "--disk", "--tap", "--vsock"]
+        {
             assert!(USAGE.contains(option), "the usage lacks {option}");
         }
     }

@@ -174,6 +174,7 @@ impl Shared<'_> {
             }
         }
         self.input.1.notify_all();
+        self.virtio.stop();
     }
 }
 
@@ -442,6 +443,12 @@ impl Guest {
         std::thread::scope(|scope| {
             let shared = &shared;
             scope.spawn(move || shared.feed_console());
+            // The virtio devices' host sides (a tap, vsock's sockets).
+            scope.spawn(move || {
+                if let Err(e) = shared.virtio.serve_backends(shared.vm) {
+                    shared.finish(End::Failed(e));
+                }
+            });
             for (index, vcpu) in vcpus.iter_mut().enumerate() {
                 scope.spawn(move || run_vcpu(shared, vcpu, index));
             }

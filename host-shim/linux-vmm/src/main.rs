@@ -11,9 +11,10 @@
 //! one line per step; exits 0 only if all of them held.
 //!
 //! `hyp-vmm run --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE]
-//! [--vcpus N] [--protected]` boots a Linux guest on `/dev/kvm` (see
-//! `linux_guest`) and exits 0 if it powered off and every page of its RAM
-//! came back (`guest_ram`); `hyp-vmm linux [--protected]
+//! [--vcpus N] [--protected] [--disk PATH]... [--tap NAME] [--vsock
+//! CID,PATH]` boots a Linux guest on `/dev/kvm` (see `linux_guest`, and
+//! `virtio_bus` for its devices) and exits 0 if it powered off and every
+//! page of its RAM came back (`guest_ram`); `hyp-vmm linux [--protected]
 //! IMAGE INITRAMFS` is the same with the defaults. The command line:
 //! `command_line` (`hyp-vmm --help`).
 
@@ -22,6 +23,7 @@ mod dev_hyp;
 mod guest_ram;
 mod guests;
 mod linux_guest;
+mod tap;
 mod virtio_bus;
 
 use dev_hyp::DevHyp;

@@ -295,6 +295,17 @@ impl MmioTransport {
         }
     }
 
+    /// The fd the device's backend signals readiness on (`VirtioDevice::backend_fd`).
+    pub fn backend_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.device.backend_fd()
+    }
+
+    /// Whether the backend's fd should be polled now: only while the driver
+    /// runs the device and the device can take what arrives.
+    pub fn backend_wanted(&self) -> bool {
+        self.live() && self.device.backend_wanted()
+    }
+
     /// The host side has something for the guest: let the device serve its
     /// queues (only while the driver runs it).
     pub fn poll_backend(&mut self, memory: &DeviceMemory) {

@@ -8,12 +8,15 @@ pub mod block;
 pub mod console;
 pub mod device_memory;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 #[cfg(test)]
 mod test_driver;
+pub mod vsock;
 
 use device_memory::DeviceMemory;
 use std::fmt;
+use std::os::fd::RawFd;
 use virtio_queue::Queue;
 
 /// Feature bits every device here offers (virtio 1.2 section 6).
@@ -78,6 +81,20 @@ pub trait VirtioDevice: Send {
     /// serve the queues that wait for it. Whether to interrupt.
     fn poll_backend(&mut self, _queues: &mut [Queue], _memory: &DeviceMemory) -> Result<bool, DeviceError> {
         Ok(false)
+    }
+    /// The host-side file whose readiness means `poll_backend` has work (a
+    /// tap device, an epoll set of sockets): the bus's backend thread polls
+    /// it (`VirtioBus::serve_backends`). None: the device has no backend to
+    /// wait for.
+    fn backend_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Whether `poll_backend` can make progress when `backend_fd` is ready:
+    /// false while the guest offers no buffer to receive into. The bus then
+    /// stops polling the fd until the guest accesses the device (a notify
+    /// makes it true again), so a ready fd cannot keep a thread spinning.
+    fn backend_wanted(&self) -> bool {
+        true
     }
     /// The driver reset the device (status 0): drop what it was doing.
     fn reset(&mut self) {}
