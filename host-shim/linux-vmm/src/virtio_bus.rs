@@ -18,7 +18,7 @@ use kvm_ioctls::VmFd;
 use linux_vmm::command_line::RunOptions;
 use linux_vmm::kvm_layout::{self, GUEST_RAM, VIRTIO_FIRST_INTID, VIRTIO_MAX_DEVICES};
 use linux_vmm::virtio::block::Block;
-use linux_vmm::virtio::console::{Console, Sink};
+use linux_vmm::virtio::console::{self, Console, Sink};
 use linux_vmm::virtio::device_memory::DeviceMemory;
 use linux_vmm::virtio::mmio::MmioTransport;
 use linux_vmm::virtio::net::Net;
@@ -76,19 +76,7 @@ fn guest_memory(ram: &GuestRam) -> Result<GuestMemoryMmap, String> {
 
 /// hvc0's output, a line at a time, as `guest hvc0: ...`.
 fn console_printer() -> Sink {
-    let mut line = Vec::new();
-    Box::new(move |bytes: &[u8]| {
-        for &byte in bytes {
-            match byte {
-                b'\n' => {
-                    println!("guest hvc0: {}", String::from_utf8_lossy(&line));
-                    line.clear();
-                }
-                b'\r' => {}
-                _ => line.push(byte),
-            }
-        }
-    })
+    console::line_sink(|line: &[u8]| println!("guest hvc0: {}", String::from_utf8_lossy(line)))
 }
 
 impl VirtioBus {

@@ -3,7 +3,7 @@
 //! what the host types waits in `input` until the driver offers receive
 //! buffers.
 
-use super::{serve_queue, Chain, DeviceError, DeviceMemory, VirtioDevice};
+use super::{next_chain, serve_queue, Chain, DeviceError, DeviceMemory, VirtioDevice};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,34 @@ const MOST_BYTES: usize = 64 << 10;
 
 /// Where the guest's output goes, a chunk at a time.
 pub type Sink = Box<dyn FnMut(&[u8]) + Send>;
+
+/// The longest line `line_sink` holds back: beyond, what it has is passed on
+/// as a line (a guest that never sends a newline cannot grow it further).
+pub const MOST_LINE: usize = 4096;
+
+/// A sink that hands `print` the output a line at a time (without its
+/// newline; carriage returns dropped), or `MOST_LINE` bytes of a longer one.
+pub fn line_sink(mut print: impl FnMut(&[u8]) + Send + 'static) -> Sink {
+    let mut line = Vec::new();
+    Box::new(move |bytes: &[u8]| {
+        for &byte in bytes {
+            match byte {
+                b'\n' => {
+                    print(&line);
+                    line.clear();
+                }
+                b'\r' => {}
+                _ => {
+                    line.push(byte);
+                    if line.len() >= MOST_LINE {
+                        print(&line);
+                        line.clear();
+                    }
+                }
+            }
+        }
+    })
+}
 
 pub struct Console {
     output: Sink,
@@ -43,7 +71,7 @@ impl Console {
         let mut input = self.input.lock().unwrap_or_else(|e| e.into_inner());
         let mut used = false;
         while !input.is_empty() {
-            let Some(chain) = queue.pop_descriptor_chain(memory) else { break };
+            let Some(chain) = next_chain(queue, memory)? else { break };
             let head = chain.head_index();
             let mut writer = chain.writer(memory).map_err(DeviceError::from)?;
             let count = writer.available_bytes().min(input.len());
@@ -104,6 +132,27 @@ mod tests {
     use super::*;
     use crate::virtio::test_driver::Driver;
     use vm_memory::{Bytes, GuestAddress};
+
+    /// A guest that never sends a newline: the line sink passes its output
+    /// on in `MOST_LINE` pieces instead of holding all of it.
+    #[test]
+    fn the_line_sink_holds_back_at_most_one_bounded_line() {
+        let printed = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+        let lines = printed.clone();
+        let mut sink = line_sink(move |line: &[u8]| lines.lock().unwrap().push(line.to_vec()));
+        sink(b"one\r\ntw");
+        sink(b"o\n");
+        for _ in 0..3 {
+            sink(&[b'x'; MOST_LINE]);
+        }
+        sink(b"y\n");
+        let printed = printed.lock().unwrap();
+        assert_eq!(printed.len(), 6);
+        assert_eq!(printed[0], b"one");
+        assert_eq!(printed[1], b"two");
+        assert!(printed[2..5].iter().all(|line| line[..] == [b'x'; MOST_LINE]));
+        assert_eq!(printed[5], b"y");
+    }
 
     #[test]
     fn output_reaches_the_sink_and_input_the_receive_buffers() {

@@ -339,8 +339,9 @@ mod tests {
     use super::*;
     use crate::virtio::device_memory::tests::{ram, FakeShares};
     use crate::virtio::rng::Rng;
-    use crate::virtio::test_driver::{Driver, RAM_BASE};
+    use crate::virtio::test_driver::{within_seconds, Driver, QUEUE_SIZE, RAM_BASE};
     use std::sync::Arc;
+    use vm_memory::Bytes;
 
     fn rng() -> Box<dyn VirtioDevice> {
         Box::new(Rng::new(Box::new(std::io::repeat(7))))
@@ -406,6 +407,24 @@ mod tests {
         driver.transport.write(reg(VIRTIO_MMIO_STATUS), 4, 0, &driver.memory);
         assert_eq!(driver.transport.status(), 0);
         assert!(!driver.transport.interrupt_level());
+    }
+
+    /// A driver whose available index runs more than the queue's size
+    /// ahead: the device needs a reset (it had spun for ever in the vCPU's
+    /// thread, holding the device's lock).
+    #[test]
+    fn an_available_index_beyond_the_queue_s_size_makes_the_device_need_a_reset() {
+        let driver = Driver::start(rng(), false);
+        let (_, avail, _) = Driver::rings(0);
+        driver.guest().write_obj(QUEUE_SIZE + 1, vm_memory::GuestAddress(avail + 2)).unwrap();
+        let mut driver = within_seconds(10, move || {
+            let mut driver = driver;
+            driver.notify(0);
+            driver
+        });
+        assert!(!driver.transport.live());
+        let reports = driver.transport.take_reports();
+        assert!(reports[0].contains("queue 0"), "{reports:?}");
     }
 
     #[test]

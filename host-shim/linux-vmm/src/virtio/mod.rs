@@ -103,6 +103,30 @@ pub trait VirtioDevice: Send {
 /// One request taken from a queue: its descriptor chain.
 pub type Chain<'a> = virtio_queue::DescriptorChain<&'a DeviceMemory>;
 
+/// The next chain the driver made available on `queue`, or None if there is
+/// none. `virtio-queue`'s `pop_descriptor_chain` answers None too for a ring
+/// it cannot use (an available index more than the queue's size ahead, an
+/// entry the device may not read, a queue not ready), while
+/// `enable_notification` still sees work: a loop that re-checks there
+/// would spin for ever in a vCPU or the backend thread. Here those are errors.
+pub fn next_chain<'a>(queue: &mut Queue, memory: &'a DeviceMemory) -> Result<Option<Chain<'a>>, DeviceError> {
+    use virtio_queue::{QueueOwnedT, QueueT};
+    if !queue.ready() {
+        return Err(DeviceError::Request("a queue the driver has not made ready".into()));
+    }
+    let available = queue.avail_idx(memory, std::sync::atomic::Ordering::Acquire)?;
+    if available.0 == queue.next_avail() {
+        return Ok(None);
+    }
+    match queue.iter(memory)?.next() {
+        Some(chain) => Ok(Some(chain)),
+        None => Err(DeviceError::Memory(format!(
+            "the driver's available ring (index {}) has no entry the device may read",
+            queue.next_avail()
+        ))),
+    }
+}
+
 /// Serves what the driver made available on `queue`: `serve` handles each
 /// chain and says how many bytes it wrote into it; each goes to the used
 /// ring. With EVENT_IDX the driver is asked to notify again only once the
@@ -117,7 +141,7 @@ pub fn serve_queue(
     let mut served = false;
     loop {
         queue.disable_notification(memory)?;
-        while let Some(chain) = queue.pop_descriptor_chain(memory) {
+        while let Some(chain) = next_chain(queue, memory)? {
             let head = chain.head_index();
             let written = serve(chain)?;
             queue.add_used(memory, head, written)?;

@@ -15,7 +15,7 @@
 //! notifies the receive queue; the frames meanwhile wait in the tap's own
 //! bounded queue (the kernel drops beyond it, as a full NIC would).
 
-use super::{serve_queue, Chain, DeviceError, DeviceMemory, VirtioDevice};
+use super::{next_chain, serve_queue, Chain, DeviceError, DeviceMemory, VirtioDevice};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -121,7 +121,7 @@ impl Net {
     fn receive(&mut self, queue: &mut Queue, memory: &DeviceMemory) -> Result<bool, DeviceError> {
         let mut used = false;
         loop {
-            let Some(chain) = queue.pop_descriptor_chain(memory) else {
+            let Some(chain) = next_chain(queue, memory)? else {
                 // Ask the driver to notify when it adds buffers (EVENT_IDX);
                 // some may have come meanwhile.
                 if queue.enable_notification(memory)? {
@@ -229,8 +229,9 @@ impl VirtioDevice for Net {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::test_driver::Driver;
+    use crate::virtio::test_driver::{within_seconds, Driver, QUEUE_SIZE as DRIVER_QUEUE_SIZE};
     use std::os::fd::FromRawFd;
+    use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_QUEUE_READY, VIRTIO_MMIO_QUEUE_SEL};
     use vm_memory::{Bytes, GuestAddress};
 
     /// A device on one end of a seqpacket socket pair (a fake tap: a frame a
@@ -338,6 +339,44 @@ mod tests {
         driver.guest().read_slice(&mut got, GuestAddress(small + HEADER as u64)).unwrap();
         assert_eq!(&got, b"fits");
         assert_eq!((&network).read(&mut [0u8; 16]).ok(), None);
+    }
+
+    /// A receive ring whose available index runs more than the queue's size
+    /// ahead, while a frame waits: the device needs a reset (the backend
+    /// thread had spun for ever, holding the device's lock).
+    #[test]
+    fn a_receive_index_beyond_the_queue_s_size_makes_the_device_need_a_reset() {
+        let (driver, network) = net();
+        let (_, avail, _) = Driver::rings(RECEIVE);
+        driver.guest().write_obj(DRIVER_QUEUE_SIZE + 1, GuestAddress(avail + 2)).unwrap();
+        (&network).write_all(b"a frame").unwrap();
+        let mut driver = within_seconds(10, move || {
+            let mut driver = driver;
+            driver.transport.poll_backend(&driver.memory);
+            driver
+        });
+        assert!(!driver.transport.live());
+        assert!(!driver.transport.take_reports().is_empty());
+    }
+
+    /// The driver offers a receive buffer, then makes the queue not ready
+    /// (allowed after DRIVER_OK): a frame from the tap is not put there and
+    /// the device needs a reset instead of spinning.
+    #[test]
+    fn a_receive_queue_made_not_ready_is_not_served() {
+        let (mut driver, network) = net();
+        let buffer = driver.buffer(2);
+        driver.offer(RECEIVE, &[(buffer, 2048, true)]);
+        driver.transport.write(VIRTIO_MMIO_QUEUE_SEL.into(), 4, RECEIVE as u64, &driver.memory);
+        driver.transport.write(VIRTIO_MMIO_QUEUE_READY.into(), 4, 0, &driver.memory);
+        (&network).write_all(b"a frame").unwrap();
+        let driver = within_seconds(10, move || {
+            let mut driver = driver;
+            driver.transport.poll_backend(&driver.memory);
+            driver
+        });
+        assert_eq!(driver.used(RECEIVE).0, 0);
+        assert!(!driver.transport.live());
     }
 
     #[test]

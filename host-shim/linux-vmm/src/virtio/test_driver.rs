@@ -128,3 +128,17 @@ impl Driver {
         self.transport.write(VIRTIO_MMIO_INTERRUPT_ACK.into(), 4, status, &self.memory);
     }
 }
+
+/// Runs `step` in a thread of its own and gives back what it returns, or
+/// fails the test if it has not returned within `seconds` (a device that
+/// spins for ever).
+pub fn within_seconds<T: Send + 'static>(seconds: u64, step: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(step());
+    });
+    match result.recv_timeout(std::time::Duration::from_secs(seconds)) {
+        Ok(value) => value,
+        Err(_) => panic!("the device did not return within {seconds} s"),
+    }
+}

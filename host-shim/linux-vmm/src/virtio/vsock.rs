@@ -42,7 +42,7 @@
 //! receive buffer left the device stops asking to be polled until the guest
 //! notifies its receive queue.
 
-use super::{serve_queue, Chain, DeviceError, DeviceMemory, VirtioDevice};
+use super::{next_chain, serve_queue, Chain, DeviceError, DeviceMemory, VirtioDevice};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::ops::Bound;
@@ -737,7 +737,7 @@ impl Vsock {
         self.look_at_sockets();
         let mut used = false;
         while self.has_work() {
-            let Some(mut chain) = queue.pop_descriptor_chain(memory) else {
+            let Some(mut chain) = next_chain(queue, memory)? else {
                 if queue.enable_notification(memory)? {
                     continue;
                 }
@@ -842,7 +842,7 @@ impl VirtioDevice for Vsock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::test_driver::Driver;
+    use crate::virtio::test_driver::{within_seconds, Driver, QUEUE_SIZE as DRIVER_QUEUE_SIZE};
     use std::path::PathBuf;
     use vm_memory::{Bytes, GuestAddress};
 
@@ -983,6 +983,23 @@ mod tests {
         fn receive_op(&mut self) -> Option<u16> {
             self.receive().map(|(header, _)| header.op)
         }
+    }
+
+    /// The guest's receive ring says more than the queue's size is available
+    /// while an RST is owed (its REQUEST found nobody listening): the device
+    /// needs a reset (the vCPU had spun for ever, holding the device's lock).
+    #[test]
+    fn a_receive_index_beyond_the_queue_s_size_makes_the_device_need_a_reset() {
+        let g = guest("bad-index");
+        let (_, avail, _) = Driver::rings(RECEIVE);
+        g.driver.guest().write_obj(DRIVER_QUEUE_SIZE + 1, GuestAddress(avail + 2)).unwrap();
+        let mut g = within_seconds(10, move || {
+            let mut g = g;
+            g.send(Header::to_host(1234, OP_REQUEST), &[]);
+            g
+        });
+        assert!(!g.driver.transport.live());
+        assert!(!g.driver.transport.take_reports().is_empty());
     }
 
     #[test]
