@@ -726,6 +726,7 @@ fn linux_host_runs_virtio_guests() {
         "linux-host: hyp-vmm check exited with status 0",
         "hyp-vmm: linux: virtio devices: virtio-blk at 0xa000000 (INTID 34), virtio-blk at 0xa000200 (INTID 35), virtio-console at 0xa000400 (INTID 36), virtio-rng at 0xa000600 (INTID 37), virtio-net at 0xa000800 (INTID 38), virtio-vsock at 0xa000a00 (INTID 39)",
         "guest: virtio-guest: user space reached",
+        "guest: virtio-guest: hvc0 input: hello on hvc0 from the host",
         "guest hvc0: virtio-guest: hello on hvc0",
         "guest: virtio-guest: hw_random: virtio_rng.0, 32 bytes read from /dev/hwrng",
         "guest: virtio-guest: disk: /dev/vda has 147456 sectors",
@@ -770,6 +771,7 @@ fn linux_host_runs_virtio_guests() {
         "not the host's",
         "vsock: no /dev/vsock",
         "net: no eth0",
+        "no input on hvc0",
     ]);
     run.assert_status(0);
 }

@@ -18,7 +18,7 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyAMA0 rdinit=/init";
 
 pub const USAGE: &str = "\
 usage: hyp-vmm run --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE] [--vcpus N] [--protected]
-                   [--disk PATH]... [--tap NAME] [--vsock CID,PATH]
+                   [--disk PATH]... [--tap NAME] [--vsock CID,PATH] [--console-input ttyAMA0|hvc0]
        hyp-vmm check
        hyp-vmm linux [--protected] IMAGE INITRAMFS
        hyp-vmm --help
@@ -53,6 +53,9 @@ own KVM), check the hyp's own calls on /dev/hyp.
                      the unix socket PATH (made by the VMM) and writing
                      \"CONNECT P\\n\" reaches the guest's port P once it reads
                      \"OK <host port>\\n\" back
+    --console-input ttyAMA0|hvc0
+                     which console this process's stdin goes to: the PL011
+                     (default) or the virtio console
             Every guest also gets a virtio console (hvc0, output to stdout)
             and a virtio entropy device, over virtio-mmio.
   check     runs a small test guest in a non-protected and a protected VM and
@@ -83,6 +86,8 @@ pub struct RunOptions {
     pub tap: Option<String>,
     /// The virtio-vsock device: the guest's CID and the unix sockets' path prefix.
     pub vsock: Option<(u64, String)>,
+    /// This process's stdin goes to the virtio console (hvc0), not the PL011.
+    pub input_to_hvc0: bool,
 }
 
 /// The longest tap name Linux takes (IFNAMSIZ less the NUL).
@@ -107,6 +112,7 @@ pub enum UsageError {
     UnexpectedArgument { command: &'static str, argument: String },
     LinuxArguments,
     FileUnreadable { what: &'static str, path: String, reason: String },
+    BadConsole(String),
     BadTapName(String),
     BadVsock(String),
 }
@@ -140,6 +146,9 @@ impl fmt::Display for UsageError {
                 write!(f, "{command}: unexpected argument '{argument}'")
             }
             UsageError::LinuxArguments => write!(f, "linux takes [--protected] IMAGE INITRAMFS"),
+            UsageError::BadConsole(name) => {
+                write!(f, "--console-input '{name}': give ttyAMA0 (the PL011) or hvc0 (the virtio console)")
+            }
             UsageError::FileUnreadable { what, path, reason } => {
                 write!(f, "the {what} '{path}' cannot be read: {reason}")
             }
@@ -188,6 +197,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, UsageError> {
     let mut protected = false;
     let mut disks = Vec::new();
     let (mut tap, mut vsock) = (None, None);
+    let mut console_input: Option<bool> = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         // `--option=value` and `--option value` alike.
@@ -207,6 +217,14 @@ fn parse_run(args: &[String]) -> Result<RunOptions, UsageError> {
             "--disk" => disks.push(value("--disk")?),
             "--tap" => set_once(&mut tap, parse_tap(&value("--tap")?)?, "--tap")?,
             "--vsock" => set_once(&mut vsock, parse_vsock(&value("--vsock")?)?, "--vsock")?,
+            "--console-input" => {
+                let to_hvc0 = match value("--console-input")?.as_str() {
+                    "hvc0" => true,
+                    "ttyAMA0" => false,
+                    other => return Err(UsageError::BadConsole(other.to_owned())),
+                };
+                set_once(&mut console_input, to_hvc0, "--console-input")?;
+            }
             _ if arg.starts_with('-') => {
                 return Err(UsageError::UnknownOption { command: "run", option: arg.clone() });
             }
@@ -223,6 +241,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, UsageError> {
         disks,
         tap,
         vsock,
+        input_to_hvc0: console_input.unwrap_or(false),
     })
 }
 
@@ -274,6 +293,7 @@ fn parse_linux(args: &[String]) -> Result<RunOptions, UsageError> {
         disks: Vec::new(),
         tap: None,
         vsock: None,
+        input_to_hvc0: false,
     })
 }
 
@@ -355,7 +375,7 @@ mod tests {
     fn run_with_every_option() {
         let options = run(
             "run --kernel /Image --initrd /initrd.gz --cmdline quiet --memory 1G --vcpus 4 --protected --disk /d.img \
-             --disk=/e.img --tap tap0 --vsock 3,/tmp/v.sock",
+             --disk=/e.img --tap tap0 --vsock 3,/tmp/v.sock --console-input hvc0",
         );
         assert_eq!(
             options,
@@ -369,7 +389,20 @@ mod tests {
                 disks: vec!["/d.img".into(), "/e.img".into()],
                 tap: Some("tap0".into()),
                 vsock: Some((3, "/tmp/v.sock".into())),
+                input_to_hvc0: true,
             })
+        );
+    }
+
+    #[test]
+    fn console_input_goes_to_one_console() {
+        assert_eq!(run("run --kernel k").map(|o| o.input_to_hvc0), Ok(false));
+        assert_eq!(run("run --kernel k --console-input ttyAMA0").map(|o| o.input_to_hvc0), Ok(false));
+        assert_eq!(run("run --kernel k --console-input=hvc0").map(|o| o.input_to_hvc0), Ok(true));
+        assert_eq!(run("run --kernel k --console-input hvc1"), Err(UsageError::BadConsole("hvc1".into())));
+        assert_eq!(
+            run("run --kernel k --console-input hvc0 --console-input hvc0"),
+            Err(UsageError::Repeated("--console-input"))
         );
     }
 
@@ -458,9 +491,18 @@ mod tests {
         for line in ["--help", "-h", "help", "run --help", "run --kernel k -h", "check --help"] {
             assert_eq!(parse(&args(line)), Ok(Command::Help), "{line}");
         }
-        for option in
-            ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--protected", "--disk", "--tap", "--vsock"]
-        {
+        for option in [
+            "--kernel",
+            "--initrd",
+            "--cmdline",
+            "--memory",
+            "--vcpus",
+            "--protected",
+            "--disk",
+            "--tap",
+            "--vsock",
+            "--console-input",
+        ] {
             assert!(USAGE.contains(option), "the usage lacks {option}");
         }
     }

@@ -336,6 +336,8 @@ struct Guest {
     vcpus: Vec<VcpuFd>,
     gic: DeviceFd,
     virtio: VirtioBus,
+    /// Whether this process's stdin goes to the virtio console.
+    input_to_hvc0: bool,
 }
 
 /// Loads the kernel, initramfs and device tree into `ram` and makes the VM
@@ -408,7 +410,7 @@ fn set_up(ram: &mut GuestRam, options: &RunOptions) -> Result<Guest, String> {
     if let Some((base, size)) = dma_pool {
         println!("hyp-vmm: linux: the guest's restricted DMA pool: {} MiB at IPA {base:#x}", size >> 20);
     }
-    Ok(Guest { vm, vcpus, gic: gic_fd, virtio })
+    Ok(Guest { vm, vcpus, gic: gic_fd, virtio, input_to_hvc0: options.input_to_hvc0 })
 }
 
 impl Guest {
@@ -416,7 +418,7 @@ impl Guest {
     /// guest ends; then closes every fd of the VM: the vCPUs (and their
     /// kvm_run mappings), the vGIC, the VM.
     fn run(self) -> Result<(), String> {
-        let Guest { vm, mut vcpus, gic, virtio } = self;
+        let Guest { vm, mut vcpus, gic, virtio, input_to_hvc0 } = self;
         let shared = Shared {
             vm: &vm,
             virtio: &virtio,
@@ -432,14 +434,17 @@ impl Guest {
         };
         install_kick_handler();
         let input = shared.input.clone();
-        // Console input: this process's stdin, a byte at a time.
-        std::thread::spawn(move || {
-            let mut byte = [0u8];
-            while matches!(std::io::stdin().read(&mut byte), Ok(1)) {
-                input.0.lock().unwrap_or_else(|e| e.into_inner()).push_back(byte[0]);
-                input.1.notify_all();
-            }
-        });
+        // The PL011's input: this process's stdin, a byte at a time (unless
+        // it goes to the virtio console, whose device reads it).
+        if !input_to_hvc0 {
+            std::thread::spawn(move || {
+                let mut byte = [0u8];
+                while matches!(std::io::stdin().read(&mut byte), Ok(1)) {
+                    input.0.lock().unwrap_or_else(|e| e.into_inner()).push_back(byte[0]);
+                    input.1.notify_all();
+                }
+            });
+        }
         std::thread::scope(|scope| {
             let shared = &shared;
             scope.spawn(move || shared.feed_console());

@@ -18,14 +18,13 @@ use kvm_ioctls::VmFd;
 use linux_vmm::command_line::RunOptions;
 use linux_vmm::kvm_layout::{self, GUEST_RAM, VIRTIO_FIRST_INTID, VIRTIO_MAX_DEVICES};
 use linux_vmm::virtio::block::Block;
-use linux_vmm::virtio::console::{self, Console, Sink};
+use linux_vmm::virtio::console::{self, Console, Input, Sink};
 use linux_vmm::virtio::device_memory::DeviceMemory;
 use linux_vmm::virtio::mmio::MmioTransport;
 use linux_vmm::virtio::net::Net;
 use linux_vmm::virtio::rng::Rng;
 use linux_vmm::virtio::vsock::Vsock;
 use linux_vmm::virtio::VirtioDevice;
-use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,7 +95,8 @@ impl VirtioBus {
             let id = format!("hyp-vmm-disk{index}");
             devices.push(Box::new(Block::new(file, false, &id).map_err(|e| format!("{path}: {e}"))?));
         }
-        let input = Arc::new(Mutex::new(VecDeque::new()));
+        // hvc0's input, if asked: this process's stdin, read when it is ready.
+        let input = options.input_to_hvc0.then(|| Input { source: Box::new(std::io::stdin()), fd: 0 });
         devices.push(Box::new(Console::new(console_printer(), input)));
         let urandom = File::open("/dev/urandom").map_err(|e| format!("/dev/urandom for virtio-rng: {e}"))?;
         devices.push(Box::new(Rng::new(Box::new(urandom))));
