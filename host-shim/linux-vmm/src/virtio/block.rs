@@ -42,8 +42,6 @@ pub struct Block {
     read_only: bool,
     /// The ID `VIRTIO_BLK_T_GET_ID` returns (20 bytes, zero-padded).
     id: [u8; VIRTIO_BLK_ID_BYTES as usize],
-    /// Requests served, for the VMM's report.
-    pub requests: u64,
     /// The data of the request being served: kept from one request to the
     /// next (at most `MOST_DATA`), so that a request costs no allocation.
     scratch: Vec<u8>,
@@ -58,7 +56,7 @@ impl Block {
         for (slot, byte) in name.iter_mut().zip(id.bytes()) {
             *slot = byte;
         }
-        Ok(Block { file, sectors: size / SECTOR, read_only, id: name, requests: 0, scratch: Vec::new() })
+        Ok(Block { file, sectors: size / SECTOR, read_only, id: name, scratch: Vec::new() })
     }
 
     /// One request: its status, and the bytes written into the guest's buffers.
@@ -84,7 +82,6 @@ impl Block {
             _ => (VIRTIO_BLK_S_UNSUPP, 0),
         };
         status_writer.write_all(&[status as u8]).map_err(|e| DeviceError::Memory(e.to_string()))?;
-        self.requests += 1;
         Ok(written as u32 + 1)
     }
 

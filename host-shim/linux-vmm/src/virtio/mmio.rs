@@ -70,10 +70,6 @@ impl MmioTransport {
         self.device.name()
     }
 
-    pub fn device_type(&self) -> u32 {
-        self.device.device_type()
-    }
-
     /// Every feature the device offers.
     pub fn offered_features(&self) -> u64 {
         let platform = if self.protected { F_ACCESS_PLATFORM } else { 0 };
@@ -186,7 +182,12 @@ impl MmioTransport {
             register if configurable => {
                 let Some(queue) = self.selected_queue().filter(|q| !q.ready()) else { return };
                 match register {
-                    VIRTIO_MMIO_QUEUE_NUM => queue.set_size(value as u16),
+                    // A size beyond 16 bits is no size: ignored, not truncated.
+                    VIRTIO_MMIO_QUEUE_NUM => {
+                        if let Ok(size) = u16::try_from(value) {
+                            queue.set_size(size);
+                        }
+                    }
                     VIRTIO_MMIO_QUEUE_DESC_LOW => queue.set_desc_table_address(Some(value), None),
                     VIRTIO_MMIO_QUEUE_DESC_HIGH => queue.set_desc_table_address(None, Some(value)),
                     VIRTIO_MMIO_QUEUE_AVAIL_LOW => queue.set_avail_ring_address(Some(value), None),
@@ -319,6 +320,12 @@ impl MmioTransport {
         }
     }
 
+    /// Queue `index`'s size, for the tests.
+    #[cfg(test)]
+    fn queue_size(&self, index: usize) -> Option<u16> {
+        self.queues.get(index).map(|queue| queue.size())
+    }
+
     fn reset(&mut self) {
         self.device.reset();
         for queue in &mut self.queues {
@@ -425,6 +432,17 @@ mod tests {
         assert!(!driver.transport.live());
         let reports = driver.transport.take_reports();
         assert!(reports[0].contains("queue 0"), "{reports:?}");
+    }
+
+    /// A queue size beyond 16 bits is ignored, not cut to its low 16 bits.
+    #[test]
+    fn a_queue_size_beyond_16_bits_is_ignored() {
+        let memory = DeviceMemory::whole(ram(RAM_BASE, 0x10_0000));
+        let mut transport = MmioTransport::new(rng(), false);
+        transport.write(reg(VIRTIO_MMIO_QUEUE_NUM), 4, 0x1_0010, &memory);
+        assert_eq!(transport.queue_size(0), Some(64), "still the reset size");
+        transport.write(reg(VIRTIO_MMIO_QUEUE_NUM), 4, 16, &memory);
+        assert_eq!(transport.queue_size(0), Some(16));
     }
 
     #[test]
