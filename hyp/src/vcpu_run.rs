@@ -171,8 +171,12 @@ impl RunningVm<'_> {
 }
 
 impl VmView for RunningVm<'_> {
-    fn ipa_kind(&self, ipa: u64) -> IpaKind {
+    fn ipa_kind(&self, ipa: u64) -> (IpaKind, u64) {
         self.hyp.vms().lock().ipa_kind(self.handle, Ipa::new(ipa))
+    }
+
+    fn mappings_generation(&self) -> u64 {
+        crate::vm::table::guest_mappings_generation()
     }
 
     fn cpu_on(&self, target: u64, entry: u64, context: u64) -> Result<u64, i64> {

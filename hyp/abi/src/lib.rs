@@ -323,6 +323,7 @@ pub enum Exit {
 
 impl Exit {
     /// Registers x1..x3.
+    #[inline(always)]
     pub fn encode(self) -> [u64; 3] {
         match self {
             Exit::Mmio { ipa, size_bytes, write, value } => {

@@ -88,6 +88,28 @@ pub struct VcpuContext {
     pub exception_injected: bool,
     /// The guest's EL1 physical timer, emulated (its registers trap).
     pub ptimer: crate::arch::phys_timer::PhysTimer,
+    /// What the hyp last found the page of one of this vCPU's stage-2
+    /// aborts to be, kept while no guest's mappings changed since.
+    pub abort_answer: AbortAnswer,
+}
+
+/// The hyp's last answer about the page of a stage-2 abort (what the page
+/// is to the VM: memory, lost, MMIO, refused; opaque here), with the count of
+/// guest mapping changes it was read at: a repeated MMIO exit to the same
+/// page (a device's doorbell) then needs neither the VM table's lock nor a
+/// walk of the stage-2 (`vm::guest_trap`).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct AbortAnswer {
+    /// IPA >> 12 (`u64::MAX`: no answer yet).
+    pub page: u64,
+    pub generation: u64,
+    pub answer: u8,
+}
+
+impl Default for AbortAnswer {
+    fn default() -> AbortAnswer {
+        AbortAnswer { page: u64::MAX, generation: 0, answer: 0 }
+    }
 }
 
 impl VcpuContext {
@@ -114,6 +136,9 @@ impl VcpuContext {
 
 const _: () = {
     assert!(core::mem::size_of::<Gprs>() == 256);
+    // `el1_save` and `el1_restore` (switch.S) move 26 registers in field order.
+    assert!(core::mem::size_of::<El1Sysregs>() == 26 * 8);
+    assert!(core::mem::offset_of!(El1Sysregs, cntv_ctl) == 24 * 8);
     assert!(core::mem::size_of::<FpState>() == 32 * 16 + 16);
     assert!(core::mem::offset_of!(FpState, fpcr) == 512);
 };

@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::arch::context::{VcpuContext, PSTATE_EL1H_MASKED};
+use crate::arch::context::{AbortAnswer, VcpuContext, PSTATE_EL1H_MASKED};
 use crate::arch::esr::ExceptionClass;
 use crate::arch::sysreg::{SysReg, SysRegAccess};
 use crate::vm::exit::{
@@ -31,8 +31,11 @@ pub enum IpaKind {
 /// What a trap handler may ask of the VM whose vCPU trapped (the hyp answers
 /// these under the VM table's lock; tests use fakes).
 pub trait VmView {
-    /// What `ipa` is to the VM.
-    fn ipa_kind(&self, ipa: u64) -> IpaKind;
+    /// What `ipa` is to the VM, and the count of guest mapping changes the
+    /// answer holds for (`vm::table::guest_mappings_generation`).
+    fn ipa_kind(&self, ipa: u64) -> (IpaKind, u64);
+    /// The count of guest mapping changes now.
+    fn mappings_generation(&self) -> u64;
     /// PSCI CPU_ON of the vCPU whose MPIDR is `target`: makes it runnable at
     /// `entry` with x0 = `context` and returns its index, or the PSCI status
     /// that refuses the call.
@@ -155,11 +158,32 @@ pub fn inject_undefined(ctx: &mut VcpuContext) {
     inject(ctx, 1 << 25, None);
 }
 
+impl IpaKind {
+    fn from_answer(answer: u8) -> Option<IpaKind> {
+        [IpaKind::Memory, IpaKind::Lost, IpaKind::Other, IpaKind::Refused].get(usize::from(answer)).copied()
+    }
+}
+
+/// What `ipa` is to the VM: the vCPU's last answer if it was about the same
+/// page and no guest mapping changed since (a device's doorbell, written
+/// again and again), else `vm`'s, remembered.
+fn ipa_kind_remembered(ctx: &mut VcpuContext, vm: &impl VmView, ipa: u64) -> IpaKind {
+    let page = ipa >> 12;
+    let last = ctx.abort_answer;
+    if last.page == page && last.generation == vm.mappings_generation() {
+        if let Some(kind) = IpaKind::from_answer(last.answer) {
+            return kind;
+        }
+    }
+    let (kind, generation) = vm.ipa_kind(ipa);
+    ctx.abort_answer = AbortAnswer { page, generation, answer: kind as u8 };
+    kind
+}
+
 /// Handles `trap` on `ctx`. `vm` answers what the faulting IPA is to the VM and
 /// serves PSCI calls about its other vCPUs; `protected` withholds the syndrome
 /// of a fatal exit.
 pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl VmView) -> Outcome {
-    let ipa_kind = |ipa| vm.ipa_kind(ipa);
     if trap.kind != 0 {
         // An interrupt (or SError) for the host: give the CPU back.
         return Outcome::ToHost { exit: Exit::Interrupted, pending_read: None };
@@ -269,7 +293,7 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
         // One stage-2 walk answers both questions an abort asks: is its IPA
         // a lost page, is it the VM's memory.
         ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => {
-            let kind = ipa_kind(trap.ipa);
+            let kind = ipa_kind_remembered(ctx, vm, trap.ipa);
             if kind == IpaKind::Lost && trap.esr.hpfar_valid() {
                 let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
                 return Outcome::ToHost { exit: Exit::Fatal { esr, address }, pending_read: None };
@@ -319,11 +343,16 @@ mod tests {
     use crate::arch::esr::Esr;
 
     /// A VM whose IPAs are all `kind` and whose vCPU 1 may be started (index 1).
+    /// Its answers are never remembered (each is for a count of mapping
+    /// changes already past).
     struct Fake(IpaKind);
 
     impl VmView for Fake {
-        fn ipa_kind(&self, _: u64) -> IpaKind {
-            self.0
+        fn ipa_kind(&self, _: u64) -> (IpaKind, u64) {
+            (self.0, 0)
+        }
+        fn mappings_generation(&self) -> u64 {
+            1
         }
         fn cpu_on(&self, target: u64, _: u64, _: u64) -> Result<u64, i64> {
             if target == 1 {
@@ -621,5 +650,82 @@ mod tests {
         let irq = GuestTrap { kind: 1, ..trap(0, 0) };
         assert_eq!(handle(&mut c, irq, false, &OTHER), Outcome::ToHost { exit: Exit::Interrupted, pending_read: None });
         assert_eq!(c.pc, 0x8000_0000);
+    }
+
+    /// A VM whose mapping changes the test counts, and which counts its walks.
+    struct Counting {
+        kind: core::cell::Cell<IpaKind>,
+        generation: core::cell::Cell<u64>,
+        walks: core::cell::Cell<u32>,
+    }
+
+    impl Counting {
+        fn new(kind: IpaKind) -> Counting {
+            Counting { kind: kind.into(), generation: 7.into(), walks: 0.into() }
+        }
+    }
+
+    impl VmView for Counting {
+        fn ipa_kind(&self, _: u64) -> (IpaKind, u64) {
+            self.walks.set(self.walks.get() + 1);
+            (self.kind.get(), self.generation.get())
+        }
+        fn mappings_generation(&self) -> u64 {
+            self.generation.get()
+        }
+        fn cpu_on(&self, _: u64, _: u64, _: u64) -> Result<u64, i64> {
+            Err(-2)
+        }
+        fn affinity_info(&self, _: u64) -> i64 {
+            1
+        }
+        fn send_sgi(&self, _: u64, _: u32) -> u64 {
+            0
+        }
+        fn vcpu_index(&self) -> usize {
+            0
+        }
+        fn id_register(&self, _: SysReg) -> u64 {
+            0
+        }
+        fn cpacr(&self) -> u64 {
+            0
+        }
+        fn set_cpacr(&self, _: u64) {}
+        fn gicv3(&self) -> bool {
+            true
+        }
+        fn mmio_guard(&self, _: GuardCall) -> u64 {
+            NOT_SUPPORTED
+        }
+        fn guest_memory(&self, _: MemoryCall) -> u64 {
+            NOT_SUPPORTED
+        }
+    }
+
+    /// A 32-bit store of x1 that faults on translation (level 3), with a valid syndrome.
+    const STORE_X1: u64 = 0x24 << 26 | 1 << 25 | 1 << 24 | 2 << 22 | 1 << 16 | 1 << 6 | 0x07;
+
+    #[test]
+    fn a_repeated_abort_on_one_page_is_answered_without_a_walk_until_a_mapping_changes() {
+        let vm = Counting::new(IpaKind::Other);
+        let mut c = ctx();
+        let mmio = |outcome: Outcome| matches!(outcome, Outcome::ToHost { exit: Exit::Mmio { .. }, .. });
+        assert!(mmio(handle(&mut c, trap(STORE_X1, 0x900_0000), false, &vm)));
+        assert!(mmio(handle(&mut c, trap(STORE_X1, 0x900_0ff8), false, &vm)));
+        assert_eq!(vm.walks.get(), 1, "the same page, nothing changed: remembered");
+        assert!(mmio(handle(&mut c, trap(STORE_X1, 0x900_1000), false, &vm)));
+        assert_eq!(vm.walks.get(), 2, "another page: walked");
+        // The host maps memory there (any mapping change counts): the same
+        // page is walked again, and the new answer holds.
+        vm.kind.set(IpaKind::Lost);
+        vm.generation.set(8);
+        let lost = handle(&mut c, trap(STORE_X1, 0x900_1000), false, &vm);
+        assert!(matches!(lost, Outcome::ToHost { exit: Exit::Fatal { .. }, .. }), "{lost:?}");
+        assert_eq!(vm.walks.get(), 3);
+        vm.kind.set(IpaKind::Refused);
+        vm.generation.set(9);
+        assert_eq!(handle(&mut c, trap(STORE_X1, 0x900_1000), true, &vm), Outcome::Injected);
+        assert_eq!(vm.walks.get(), 4);
     }
 }

@@ -16,7 +16,28 @@ use crate::vm::vgic_mmio::GicLayout;
 use aarch64_paging::paging::Stage2;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 use hyp_abi::{HypError, VcpuReg, VmType, MAX_VCPUS_PER_VM};
+
+/// Counts changes to the guests' mappings: bumped under the VM table's lock
+/// *before* any guest's stage-2 or MMIO guard changes. What an IPA is to a VM
+/// (`VmTable::ipa_kind`), read under the lock at count G, still holds while
+/// the count reads G: the trap path then answers a repeated abort on the
+/// same page without the lock (`vm::guest_trap`). A change that removes a
+/// mapping completes its stores before its TLB invalidation, so a vCPU that
+/// faults because of it sees the new count.
+static GUEST_MAPPINGS_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The count of guest mapping changes so far ([`GUEST_MAPPINGS_GENERATION`]).
+pub fn guest_mappings_generation() -> u64 {
+    GUEST_MAPPINGS_GENERATION.load(Ordering::Acquire)
+}
+
+/// A guest's side of a transition that may change its stage-2: counted first.
+fn changing_guest<'a>(id: VmId, stage2: &'a mut PgTable<Stage2>, tlb: &'a mut dyn TlbMaintenance) -> Guest<'a> {
+    GUEST_MAPPINGS_GENERATION.fetch_add(1, Ordering::SeqCst);
+    Guest { id, stage2, tlb }
+}
 
 /// Most VMs alive at once.
 pub const MAX_VMS: usize = 64;
@@ -358,7 +379,7 @@ impl VmTable {
         if vm.state != VmState::Alive {
             return Err(HypError::NoSuchVm);
         }
-        let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb };
+        let mut guest = changing_guest(vm.id, &mut vm.stage2, tlb);
         if vm.protected {
             memory.host_donate_guest(&mut guest, pages, env)?;
         } else {
@@ -573,7 +594,7 @@ impl VmTable {
             // one transition each, found one after the other in the table itself
             // (a list of them would be hyp memory the host could grow).
             const MOST: usize = hyp_abi::MAX_PAGES_PER_CALL as usize * 4096;
-            let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb };
+            let mut guest = changing_guest(vm.id, &mut vm.stage2, tlb);
             let mut cursor = 0;
             while let Some(first) = guest.stage2.first_leaf_from(cursor) {
                 let (start, pa) = (first.start, first.pa);
@@ -642,7 +663,7 @@ impl VmTable {
             .leaf_at(ipa as usize)
             .map(|l| (l.pa + (ipa as usize - l.start)) as u64)
             .ok_or(HypError::InvalidArgument)?;
-        let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb: &mut *tlb };
+        let mut guest = changing_guest(vm.id, &mut vm.stage2, &mut *tlb);
         let at = GuestPages { pa: PhysAddr::new(pa), ipa: Ipa::new(ipa), count: PageCount::new(pages) };
         let ipas = if live { GuestIpas::Poisoned } else { GuestIpas::Unmapped };
         memory.host_reclaim_guest(&mut guest, at, ipas, env)?;
@@ -667,6 +688,7 @@ impl VmTable {
         let done = slot.vm.as_ref().is_some_and(|vm| vm.state == VmState::TornDown && vm.pages_held == 0);
         if done {
             if let Some(vm) = slot.vm.take() {
+                GUEST_MAPPINGS_GENERATION.fetch_add(1, Ordering::SeqCst);
                 memory.destroy_guest_table(vm.stage2, env, tlb);
                 for vcpu in vm.vcpus {
                     memory.free_guest_page(vcpu.ctx.into_page(), env);
@@ -676,19 +698,24 @@ impl VmTable {
         }
     }
 
-    /// What `ipa` is to the VM behind `handle`: one walk of its stage-2.
-    pub fn ipa_kind(&mut self, handle: VmHandle, ipa: Ipa) -> crate::vm::guest_trap::IpaKind {
+    /// What `ipa` is to the VM behind `handle` (one walk of its stage-2), and
+    /// the count of guest mapping changes it holds for
+    /// ([`guest_mappings_generation`]).
+    pub fn ipa_kind(&mut self, handle: VmHandle, ipa: Ipa) -> (crate::vm::guest_trap::IpaKind, u64) {
         use crate::vm::guest_trap::IpaKind;
+        // Every change is counted under the lock this table is behind.
+        let generation = GUEST_MAPPINGS_GENERATION.load(Ordering::Relaxed);
         let Ok(vm) = self.get(handle) else {
-            return IpaKind::Other;
+            return (IpaKind::Other, generation);
         };
         let ipa = ipa.raw();
-        match usize::try_from(ipa).map_or(Entry::Empty, |ipa| vm.stage2.entry_at(ipa)) {
+        let kind = match usize::try_from(ipa).map_or(Entry::Empty, |ipa| vm.stage2.entry_at(ipa)) {
             Entry::Mapped(_) => IpaKind::Memory,
             Entry::Marked(mark) if mark == GUEST_POISONED => IpaKind::Lost,
             Entry::Marked(_) | Entry::Empty if vm.mmio_guard.allows(ipa) => IpaKind::Other,
             Entry::Marked(_) | Entry::Empty => IpaKind::Refused,
-        }
+        };
+        (kind, generation)
     }
 
     /// Serves a protected guest's memory `call` for the VM behind `handle`
@@ -714,7 +741,7 @@ impl VmTable {
         if !vm.protected || vm.state != VmState::Alive {
             return Err(HypError::NotSupported);
         }
-        let mut guest = Guest { id: vm.id, stage2: &mut vm.stage2, tlb };
+        let mut guest = changing_guest(vm.id, &mut vm.stage2, tlb);
         match call {
             MemoryCall::Share { ipa } => memory.guest_share_host(&mut guest, Ipa::new(ipa), env),
             MemoryCall::Unshare { ipa } => memory.guest_unshare_host(&mut guest, Ipa::new(ipa), env),
@@ -734,6 +761,8 @@ impl VmTable {
         let Ok(vm) = self.get(handle) else {
             return NOT_SUPPORTED;
         };
+        // What the guard allows is part of what an IPA is to the VM.
+        GUEST_MAPPINGS_GENERATION.fetch_add(1, Ordering::SeqCst);
         let result = match call {
             GuardCall::Enroll => {
                 vm.mmio_guard.enroll();

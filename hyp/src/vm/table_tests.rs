@@ -223,8 +223,8 @@ fn protected_memory_leaves_the_host_until_reclaimed_zeroed() {
     assert_eq!(w.map(h, 0x4030_0000, 1 << 48, 1), Err(HypError::OutOfRange), "IPA out of range");
     // Forced back from the live VM: zeroed, and the IPA is now lost to the VM.
     w.reclaim(h, 0x8000_f000, 1).unwrap();
-    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_f008)), crate::vm::guest_trap::IpaKind::Lost);
-    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_e000)), crate::vm::guest_trap::IpaKind::Memory);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_f008)).0, crate::vm::guest_trap::IpaKind::Lost);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_e000)).0, crate::vm::guest_trap::IpaKind::Memory);
     assert!(w.host_maps(0x4010_f000) && w.zeroes.0.contains(&0x4010_f000));
     w.assert_clean();
     w.teardown(h).unwrap();
@@ -413,7 +413,7 @@ fn a_protected_guest_shares_unshares_and_relinquishes_its_pages() {
     assert!(w.host_maps(0x4010_2000) && w.zeroes.0.contains(&0x4010_2000));
     assert_eq!(w.vms.info(p), Ok([1, 1, 3]));
     assert_eq!(w.guest_memory(p, Relinquish { ipa: 0x8000_2000 }), Err(HypError::NotOwned), "nothing there now");
-    assert_eq!(w.vms.ipa_kind(p, Ipa::new(0x8000_2000)), crate::vm::guest_trap::IpaKind::Other);
+    assert_eq!(w.vms.ipa_kind(p, Ipa::new(0x8000_2000)).0, crate::vm::guest_trap::IpaKind::Other);
     w.assert_clean();
     // Teardown with a page still shared: the reclaim takes it from the host,
     // zeroes it and gives it back as the host's own.
@@ -438,19 +438,23 @@ fn the_mmio_guard_refuses_memory_and_far_ipas_and_decides_what_is_mmio() {
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0000 }), 0, "not enrolled");
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x8000_1000 }), invalid, "not enrolled: the VM's memory");
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Unmap { ipa: 0x900_0000 }), NOT_SUPPORTED, "not enrolled");
-    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0000)), IpaKind::Other, "no guard: everything outside memory is MMIO");
-    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_1000)), IpaKind::Other);
+    assert_eq!(
+        w.vms.ipa_kind(h, Ipa::new(0x900_0000)).0,
+        IpaKind::Other,
+        "no guard: everything outside memory is MMIO"
+    );
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_1000)).0, IpaKind::Other);
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Enroll), 0);
-    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0000)), IpaKind::Refused);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0000)).0, IpaKind::Refused);
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0000 }), 0);
-    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0ff8)), IpaKind::Other);
-    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_1000)), IpaKind::Refused);
-    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_0000)), IpaKind::Memory, "memory is never MMIO");
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0ff8)).0, IpaKind::Other);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_1000)).0, IpaKind::Refused);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_0000)).0, IpaKind::Memory, "memory is never MMIO");
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x8000_1000 }), invalid, "the VM's memory");
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 1 << 48 }), invalid, "beyond the IPA space");
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0004 }), invalid, "misaligned");
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Unmap { ipa: 0x900_0000 }), 0);
-    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0000)), IpaKind::Refused);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x900_0000)).0, IpaKind::Refused);
     assert_eq!(w.vms.mmio_guard(h, GuardCall::Unmap { ipa: 0x900_0000 }), invalid, "not allowed any more");
     assert_eq!(w.vms.mmio_guard(VmHandle::new(h.raw() + 1), GuardCall::Enroll), NOT_SUPPORTED, "no such VM");
 }
@@ -568,8 +572,11 @@ struct TableView<'a> {
 }
 
 impl crate::vm::guest_trap::VmView for TableView<'_> {
-    fn ipa_kind(&self, ipa: u64) -> crate::vm::guest_trap::IpaKind {
+    fn ipa_kind(&self, ipa: u64) -> (crate::vm::guest_trap::IpaKind, u64) {
         self.vms.borrow_mut().ipa_kind(self.handle, Ipa::new(ipa))
+    }
+    fn mappings_generation(&self) -> u64 {
+        crate::vm::table::guest_mappings_generation()
     }
     fn cpu_on(&self, _: u64, _: u64, _: u64) -> Result<u64, i64> {
         Err(-2)
@@ -697,7 +704,7 @@ fn forced_reclaims_poison_the_stage2_and_take_no_hyp_memory() {
     w.assert_clean();
     for i in 0..CYCLES {
         let ipa = BASE + i * 4096;
-        assert_eq!(w.vms.ipa_kind(h, Ipa::new(ipa + 8)), crate::vm::guest_trap::IpaKind::Lost, "{ipa:#x}");
+        assert_eq!(w.vms.ipa_kind(h, Ipa::new(ipa + 8)).0, crate::vm::guest_trap::IpaKind::Lost, "{ipa:#x}");
         assert!(touching_is_fatal(&mut w.vms, h, ipa + 0x10), "{ipa:#x}");
     }
     assert!(!touching_is_fatal(&mut w.vms, h, BASE + CYCLES * 4096), "past the poisoned pages: not fatal");
@@ -743,7 +750,7 @@ fn with_the_memcache_used_up_maps_fail_cleanly_and_forced_reclaims_still_poison(
             }
             Err(error) => {
                 assert_eq!(error, HypError::NoMemory);
-                assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_0000 + k * M2)), IpaKind::Other, "nothing there");
+                assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_0000 + k * M2)).0, IpaKind::Other, "nothing there");
                 break;
             }
         }
@@ -752,11 +759,11 @@ fn with_the_memcache_used_up_maps_fail_cleanly_and_forced_reclaims_still_poison(
     w.assert_clean();
     // Splitting the block needs a table: refused, nothing changed.
     assert_eq!(w.reclaim(h, 0x8020_1000, 1), Err(HypError::NoMemory));
-    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8020_1000)), IpaKind::Memory);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8020_1000)).0, IpaKind::Memory);
     assert_eq!(w.vms.info(h), Ok([1, 1, 513]));
     // A page of its own: forced back and poisoned without memory.
     w.reclaim(h, 0x8000_1000, 1).unwrap();
-    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_1000)), IpaKind::Lost);
+    assert_eq!(w.vms.ipa_kind(h, Ipa::new(0x8000_1000)).0, IpaKind::Lost);
     assert!(touching_is_fatal(&mut w.vms, h, 0x8000_1000));
     w.assert_clean();
     // The whole block goes back at once after teardown (no split), and the VM with it.
@@ -870,4 +877,34 @@ fn power_off_scrubs_every_page_and_register_of_protected_vms_only() {
     w.reclaim(gone, 0x8000_0000, 1).unwrap();
     assert_eq!(w.vms.count(), 1);
     w.assert_clean();
+}
+
+/// Every change of what an IPA is to a VM moves the count a vCPU's
+/// remembered answer is checked against (`vm::guest_trap`): a map, a reclaim
+/// (the page becomes lost), the MMIO guard's enrolment and changes, a
+/// teardown. (Other tests run at once and move it too: only growth is
+/// checked.)
+#[test]
+fn every_change_of_a_guests_mappings_is_counted() {
+    use crate::vm::exit::GuardCall;
+    use crate::vm::table::guest_mappings_generation as count;
+    let mut w = World::new();
+    let h = w.create(1, 1).unwrap();
+    let before = count();
+    w.map(h, 0x4010_0000, 0x8000_0000, 16).unwrap();
+    let (kind, at) = w.vms.ipa_kind(h, Ipa::new(0x8000_f000));
+    assert_eq!(kind, crate::vm::guest_trap::IpaKind::Memory);
+    assert!(at > before, "a map");
+    w.reclaim(h, 0x8000_f000, 1).unwrap();
+    assert!(count() > at, "a reclaim from the live VM");
+    let at = count();
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Enroll), 0);
+    assert!(count() > at, "the guard's enrolment");
+    let at = count();
+    assert_eq!(w.vms.mmio_guard(h, GuardCall::Map { ipa: 0x900_0000 }), 0);
+    assert!(count() > at, "a guard map");
+    let at = count();
+    w.teardown(h).unwrap();
+    w.reclaim(h, 0x8000_0000, 15).unwrap();
+    assert!(count() > at, "a teardown and its reclaim");
 }

@@ -300,6 +300,7 @@ impl Distributor {
     }
 
     /// Whether any PPI of `vcpu` is pending from its line.
+    #[inline(always)]
     pub fn any_from_hardware(&self, vcpu: usize) -> bool {
         self.private[..self.vcpus].get(vcpu).is_some_and(|p| p.from_hardware != 0)
     }

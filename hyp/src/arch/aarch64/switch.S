@@ -80,3 +80,98 @@ fpsimd_restore:
     msr     fpcr, x1
     msr     fpsr, x2
     ret
+
+/*
+ * el1_save(regs: *mut El1Sysregs): the EL1 registers a world switch moves,
+ * read into `regs` (in El1Sysregs' field order, two per store).
+ */
+.global el1_save
+el1_save:
+    mrs     x1, sctlr_el1
+    mrs     x2, ttbr0_el1
+    stp     x1, x2, [x0, #0]
+    mrs     x1, ttbr1_el1
+    mrs     x2, tcr_el1
+    stp     x1, x2, [x0, #16]
+    mrs     x1, mair_el1
+    mrs     x2, amair_el1
+    stp     x1, x2, [x0, #32]
+    mrs     x1, vbar_el1
+    mrs     x2, contextidr_el1
+    stp     x1, x2, [x0, #48]
+    mrs     x1, tpidr_el0
+    mrs     x2, tpidrro_el0
+    stp     x1, x2, [x0, #64]
+    mrs     x1, tpidr_el1
+    mrs     x2, sp_el0
+    stp     x1, x2, [x0, #80]
+    mrs     x1, sp_el1
+    mrs     x2, elr_el1
+    stp     x1, x2, [x0, #96]
+    mrs     x1, spsr_el1
+    mrs     x2, esr_el1
+    stp     x1, x2, [x0, #112]
+    mrs     x1, far_el1
+    mrs     x2, afsr0_el1
+    stp     x1, x2, [x0, #128]
+    mrs     x1, afsr1_el1
+    mrs     x2, par_el1
+    stp     x1, x2, [x0, #144]
+    mrs     x1, cpacr_el1
+    mrs     x2, cntkctl_el1
+    stp     x1, x2, [x0, #160]
+    mrs     x1, csselr_el1
+    mrs     x2, mdscr_el1
+    stp     x1, x2, [x0, #176]
+    mrs     x1, cntv_ctl_el0
+    mrs     x2, cntv_cval_el0
+    stp     x1, x2, [x0, #192]
+    ret
+
+/*
+ * el1_restore(regs: *const El1Sysregs): the reverse. The virtual timer's
+ * compare value is written before its control, so that it never fires on a
+ * stale value. The caller synchronises (ISB or ERET).
+ */
+.global el1_restore
+el1_restore:
+    ldp     x1, x2, [x0, #0]
+    msr     sctlr_el1, x1
+    msr     ttbr0_el1, x2
+    ldp     x1, x2, [x0, #16]
+    msr     ttbr1_el1, x1
+    msr     tcr_el1, x2
+    ldp     x1, x2, [x0, #32]
+    msr     mair_el1, x1
+    msr     amair_el1, x2
+    ldp     x1, x2, [x0, #48]
+    msr     vbar_el1, x1
+    msr     contextidr_el1, x2
+    ldp     x1, x2, [x0, #64]
+    msr     tpidr_el0, x1
+    msr     tpidrro_el0, x2
+    ldp     x1, x2, [x0, #80]
+    msr     tpidr_el1, x1
+    msr     sp_el0, x2
+    ldp     x1, x2, [x0, #96]
+    msr     sp_el1, x1
+    msr     elr_el1, x2
+    ldp     x1, x2, [x0, #112]
+    msr     spsr_el1, x1
+    msr     esr_el1, x2
+    ldp     x1, x2, [x0, #128]
+    msr     far_el1, x1
+    msr     afsr0_el1, x2
+    ldp     x1, x2, [x0, #144]
+    msr     afsr1_el1, x1
+    msr     par_el1, x2
+    ldp     x1, x2, [x0, #160]
+    msr     cpacr_el1, x1
+    msr     cntkctl_el1, x2
+    ldp     x1, x2, [x0, #176]
+    msr     csselr_el1, x1
+    msr     mdscr_el1, x2
+    ldp     x1, x2, [x0, #192]
+    msr     cntv_cval_el0, x2
+    msr     cntv_ctl_el0, x1
+    ret

@@ -23,6 +23,8 @@ extern "C" {
     fn __guest_enter(gprs: *mut Gprs) -> u64;
     fn fpsimd_save(state: *mut FpState);
     fn fpsimd_restore(state: *const FpState);
+    fn el1_save(regs: *mut El1Sysregs);
+    fn el1_restore(regs: *const El1Sysregs);
 }
 
 /// HCR_EL2 while a guest runs (with the bits of [`TrapControls::hcr_guest`]:
@@ -93,40 +95,20 @@ macro_rules! write_sysreg {
     }};
 }
 
-/// The EL1 registers a world switch moves: field of [`El1Sysregs`] and system
-/// register, in the order they are written back (the timer's compare value
-/// before its control, so that it never fires on a stale value).
-macro_rules! el1_registers {
-    ($apply:ident) => {
-        $apply! {
-            sctlr: "sctlr_el1", ttbr0: "ttbr0_el1", ttbr1: "ttbr1_el1", tcr: "tcr_el1",
-            mair: "mair_el1", amair: "amair_el1", vbar: "vbar_el1", contextidr: "contextidr_el1",
-            tpidr_el0: "tpidr_el0", tpidrro_el0: "tpidrro_el0", tpidr_el1: "tpidr_el1",
-            sp_el0: "sp_el0", sp_el1: "sp_el1", elr_el1: "elr_el1", spsr_el1: "spsr_el1",
-            esr_el1: "esr_el1", far_el1: "far_el1", afsr0: "afsr0_el1", afsr1: "afsr1_el1",
-            par: "par_el1", cpacr: "cpacr_el1", cntkctl: "cntkctl_el1", csselr: "csselr_el1",
-            mdscr: "mdscr_el1", cntv_cval: "cntv_cval_el0", cntv_ctl: "cntv_ctl_el0",
-        }
-    };
+/// Reads the EL1 registers a world switch moves into `regs` (`el1_save`).
+#[inline(always)]
+fn save_el1(regs: &mut El1Sysregs) {
+    // SAFETY: `el1_save` reads system registers and writes all of `*regs`,
+    // a valid El1Sysregs (repr(C), 26 u64 in the order it stores them).
+    unsafe { el1_save(regs) };
 }
 
-/// The live EL1 context, read whole (so no zeroed copy is made first).
-fn read_el1() -> El1Sysregs {
-    macro_rules! read_all {
-        ($($field:ident: $register:literal),* $(,)?) => {
-            El1Sysregs { $($field: read_sysreg!($register)),* }
-        };
-    }
-    el1_registers!(read_all)
-}
-
+/// Writes them back from `regs` (`el1_restore`).
+#[inline(always)]
 fn restore_el1(regs: &El1Sysregs) {
-    macro_rules! write_all {
-        ($($field:ident: $register:literal),* $(,)?) => {{
-            $(write_sysreg!($register, regs.$field);)*
-        }};
-    }
-    el1_registers!(write_all);
+    // SAFETY: The registers belong to the EL1 context being switched; the
+    // caller owns the switch and synchronises before EL1 runs.
+    unsafe { el1_restore(regs) };
 }
 
 /// Loads the EL1 exception registers an injection set
@@ -518,10 +500,10 @@ impl LiveGic {
     }
 }
 
-/// The host's EL1 state and EL2 controls while a guest runs. (Its FP/SIMD state
-/// is saved separately, and only if the guest uses FP/SIMD.)
+/// The host's EL2 controls while a guest runs. (Its EL1 registers are saved
+/// beside them, its FP/SIMD state separately and only if the guest uses
+/// FP/SIMD.)
 struct HostState {
-    sysregs: El1Sysregs,
     hcr: u64,
     vttbr: u64,
     vmpidr: u64,
@@ -633,8 +615,14 @@ pub fn run_guest<R>(
         cptr: read_sysreg!("cptr_el2"),
         elr: read_sysreg!("elr_el2"),
         spsr: read_sysreg!("spsr_el2"),
-        sysregs: read_el1(),
     };
+    // Every field is written by `el1_save`: not zeroed first.
+    let mut host_sysregs = MaybeUninit::<El1Sysregs>::uninit();
+    // SAFETY: `el1_save` reads system registers and writes all 26 fields of
+    // the (repr(C)) El1Sysregs behind the pointer.
+    unsafe { el1_save(host_sysregs.as_mut_ptr()) };
+    // SAFETY: Initialised just above.
+    let host_sysregs = unsafe { host_sysregs.assume_init_ref() };
     // Written by `fpsimd_save` when the guest first uses FP/SIMD, read back only
     // then: left uninitialised so that runs which never touch FP/SIMD (most) do
     // not pay for zeroing 528 bytes.
@@ -659,7 +647,7 @@ pub fn run_guest<R>(
     }
     write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
 
-    let mut live = LiveGic::enter(&entry, ctx, hcr, &host.sysregs);
+    let mut live = LiveGic::enter(&entry, ctx, hcr, host_sysregs);
 
     let result = loop {
         write_sysreg!("elr_el2", ctx.pc);
@@ -727,7 +715,7 @@ pub fn run_guest<R>(
     }
 
     let (timer_activated, hyp_timer, vtimer_ppi) = live.exit(ctx);
-    ctx.sysregs = read_el1();
+    save_el1(&mut ctx.sysregs);
     if debug_loaded {
         debug_switch::exit(ctx);
     }
@@ -754,7 +742,7 @@ pub fn run_guest<R>(
     // for the host's own.
     write_sysreg!("cntv_ctl_el0", 0);
     hyp_timer.disarm(entry.ppi_frame);
-    restore_el1(&host.sysregs);
+    restore_el1(host_sysregs);
     if entry.protected {
         // Everything of the guest's is put away: the host's counters and trace
         // come back, then the counting at EL2.
