@@ -409,7 +409,7 @@ impl Distributor {
     /// without a trap: a vCPU's own accesses see them as they are
     /// ([`Distributor::unfill_pending`] records them first), another vCPU's
     /// as of its last exit.
-    #[inline]
+    #[inline(always)]
     pub fn note_active(&mut self, vcpu: usize, lrs: &VgicState) {
         // At every exit: nothing to do for a vCPU with empty list registers
         // and nothing noted (the common case of an exit-heavy guest).
