@@ -29,6 +29,7 @@ use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState};
 use crate::vm::vgic_dist::Filled;
 use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame, GicLayout};
+use core::cell::Cell;
 use hyp_abi::{Exit, HypError, RunFlags};
 
 /// Injected exceptions one run may take before the VM is declared dead: a
@@ -81,6 +82,9 @@ struct RunningVm<'a> {
     gic_layout: GicLayout,
     /// How the host runs it (`hyp_abi::RunFlags`); the kick only on GICv3.
     flags: RunFlags,
+    /// The distributor filled the vCPU's list registers during the run (it
+    /// may have given them SPIs, which the exit must record).
+    filled: Cell<bool>,
 }
 
 /// PSCI INTERNAL_FAILURE: the VM went away under the caller (cannot happen while
@@ -99,6 +103,7 @@ impl RunningVm<'_> {
     /// Moves what the vCPU can take into its list registers (live), and asks
     /// for the maintenance interrupt if some did not fit.
     fn fill(&self, ctx: &mut VcpuContext, live: &mut LiveGic) {
+        self.filled.set(true);
         let count = self.hardware.list_registers();
         let hw = hw_timer(self.hardware, self.ppi_frame);
         let filled = self.with_vm(Default::default(), |vm| vm.gic.fill(self.vcpu, &mut ctx.vgic, count, hw));
@@ -252,7 +257,7 @@ impl VmView for RunningVm<'_> {
 fn kick_running(vm: &Vm, targets: u64) -> u64 {
     let mut kicked = 0;
     for (index, vcpu) in vm.vcpus.iter().enumerate().filter(|&(i, _)| targets & 1 << i != 0) {
-        if let (true, Some((mpidr, sgi))) = (vcpu.running, vcpu.kick) {
+        if let Some((mpidr, sgi)) = vcpu.ctx.kick_target() {
             crate::arch::aarch64::gicv3::send_sgi(mpidr, sgi);
             kicked |= 1 << index;
         }
@@ -592,7 +597,7 @@ pub fn vcpu_run(
     let this_cpu = crate::arch::aarch64::percpu::this_cpu();
     let hardware = hyp.vgic;
     let ppi_frame = PpiFrame(this_cpu.ppi_frame);
-    let (ctx, entry, protected, index, vcpus, gic_layout) = {
+    let (ctx, entry, protected, index, vcpus, gic_layout, exit_needs_distributor, release) = {
         let mut vms = vms_lock.lock();
         let vm = vms.get(handle)?;
         if vm.state != VmState::Alive {
@@ -600,7 +605,7 @@ pub fn vcpu_run(
         }
         let index = vcpu.to_usize().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
         let v = &vm.vcpus[index];
-        if v.running {
+        if v.ctx.running() {
             return Err(HypError::Busy);
         }
         if v.power == VcpuPower::Off {
@@ -653,19 +658,43 @@ pub fn vcpu_run(
             phys_timer_deadline: if ptimer_output { u64::MAX } else { v.ctx.ptimer.deadline() },
             protected: vm.protected,
         };
-        if let Some(access) = v.pending_read.take() {
+        if let Some(access) = v.ctx.take_pending_read() {
             guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);
         }
-        v.running = true;
-        v.kick = flags.kick_sgi.map(|sgi| (this_cpu.mpidr, sgi));
+        v.ctx.claim(flags.kick_sgi.map(|sgi| (this_cpu.mpidr, sgi)));
         v.power = VcpuPower::On;
-        (&mut *v.ctx as *mut VcpuContext, entry, vm.protected, index, vm.vcpus.len(), vm.gic_layout)
+        // The distributor's records of the vCPU that its exit must update
+        // under the lock (SPIs its list registers hold, active interrupts
+        // noted at an earlier exit); without them, and without a change
+        // during the run, the exit releases the vCPU without the lock.
+        let exit_needs_distributor = vm.gic.holds_spis(index) || vm.gic.has_noted_active(index);
+        let release = v.ctx.release_handle();
+        (
+            &mut *v.ctx as *mut VcpuContext,
+            entry,
+            vm.protected,
+            index,
+            vm.vcpus.len(),
+            vm.gic_layout,
+            exit_needs_distributor,
+            release,
+        )
     };
-    // SAFETY: `running` gives this CPU the vCPU alone until it is cleared below;
+    // SAFETY: The claim gives this CPU the vCPU alone until `release` below;
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).
     let ctx = unsafe { &mut *ctx };
-    let view = RunningVm { hyp, handle, vcpu: index, hardware, ppi_frame, vcpus, gic_layout, flags };
+    let view = RunningVm {
+        hyp,
+        handle,
+        vcpu: index,
+        hardware,
+        ppi_frame,
+        vcpus,
+        gic_layout,
+        flags,
+        filled: Cell::new(false),
+    };
     let (mut injections, mut traps) = (0u32, 0u32);
     let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap, live| {
         traps += 1;
@@ -681,8 +710,18 @@ pub fn vcpu_run(
         }
         (traps >= MAX_TRAPS_PER_RUN).then_some((Exit::Interrupted, None))
     });
+    // Most exits (MMIO, interrupts, hypercalls) of a vCPU with empty list
+    // registers, no SPIs given to it and nothing noted: nothing to record
+    // in the distributor, so no lock (`release_ended` and `note_active`
+    // below would do nothing).
+    let plain_exit = !matches!(exit, Exit::Fatal { .. } | Exit::Wfi { .. } | Exit::CpuOff);
+    if plain_exit && !exit_needs_distributor && !view.filled.get() && ctx.vgic.used == 0 {
+        release.release(pending_read);
+        return Ok(exit);
+    }
     let mut vms = vms_lock.lock();
     let Ok(vm) = vms.get(handle) else {
+        release.release(pending_read);
         return Ok(exit);
     };
     if matches!(exit, Exit::Fatal { .. }) {
@@ -712,12 +751,10 @@ pub fn vcpu_run(
         other => other,
     };
     if let Some(v) = vm.vcpus.get_mut(index) {
-        v.running = false;
-        v.kick = None;
-        v.pending_read = pending_read;
         if exit == Exit::CpuOff {
             v.power = VcpuPower::Off;
         }
     }
+    release.release(pending_read);
     Ok(exit)
 }

@@ -66,6 +66,9 @@ impl ContextPage {
         let context = page as *mut VcpuContext;
         // SAFETY: The caller hands over the page; alignment 4096 suits the context.
         unsafe { context.write(VcpuContext::default()) };
+        // SAFETY: As above: the record's place is in the page, after the
+        // context, and 64-byte aligned.
+        unsafe { ((page + RUN_RECORD_OFFSET) as *mut RunRecord).write(RunRecord::default()) };
         // SAFETY: Pages are never at address 0.
         ContextPage { context: unsafe { NonNull::new_unchecked(context) } }
     }
@@ -78,6 +81,99 @@ impl ContextPage {
     /// The page's address.
     fn page(&self) -> u64 {
         self.context.as_ptr() as u64
+    }
+
+    fn record(&self) -> *mut RunRecord {
+        (self.context.as_ptr() as usize + RUN_RECORD_OFFSET) as *mut RunRecord
+    }
+
+    fn state(&self) -> &AtomicU64 {
+        // SAFETY: `new` initialised the record, which lives as long as the
+        // page; no reference to the whole record is ever made, and its state
+        // is only ever accessed atomically.
+        unsafe { &*core::ptr::addr_of!((*self.record()).state) }
+    }
+
+    /// Whether some CPU runs the vCPU now.
+    pub fn running(&self) -> bool {
+        self.state().load(Ordering::Acquire) & RUN_STATE_RUNNING != 0
+    }
+
+    /// While it runs with a kick (`hyp_abi::RunFlags::kick_sgi`): the MPIDR
+    /// of its CPU and the SGI.
+    pub fn kick_target(&self) -> Option<(u64, u8)> {
+        let state = self.state().load(Ordering::Acquire);
+        let kicked = RUN_STATE_RUNNING | RUN_STATE_KICK;
+        (state & kicked == kicked).then_some((state >> 16, (state >> 8) as u8))
+    }
+
+    /// Claims the vCPU for this CPU (under the VM table's lock, which every
+    /// claim takes: two CPUs never claim it at once), with its kick.
+    pub fn claim(&mut self, kick: Option<(u64, u8)>) {
+        let kick =
+            kick.map_or(0, |(mpidr, sgi)| RUN_STATE_KICK | u64::from(sgi) << 8 | (mpidr & MPIDR_AFFINITY_MASK) << 16);
+        self.state().store(RUN_STATE_RUNNING | kick, Ordering::Release);
+    }
+
+    /// The MMIO load the vCPU waits for, taken (under the lock, while it
+    /// does not run).
+    pub fn take_pending_read(&mut self) -> Option<MmioAccess> {
+        // SAFETY: `&mut self`, and the vCPU does not run: nothing else
+        // touches the record's load.
+        unsafe { (*self.record()).pending_read.take() }
+    }
+
+    /// Forgets the MMIO load the vCPU waits for (a reset; it does not run).
+    fn forget_pending_read(&mut self) {
+        let _ = self.take_pending_read();
+    }
+
+    /// What the CPU that claimed the vCPU needs to release it without the
+    /// VM table's lock ([`VcpuRelease::release`]).
+    pub fn release_handle(&mut self) -> VcpuRelease {
+        VcpuRelease { record: self.record() }
+    }
+}
+
+/// The vCPU's run state: a CPU runs it.
+const RUN_STATE_RUNNING: u64 = 1;
+/// The vCPU's run state: kick it with SGI (bits 15:8) at MPIDR (bits 63:16).
+const RUN_STATE_KICK: u64 = 1 << 1;
+
+/// What a vCPU's page holds after its context: whether a CPU runs the vCPU
+/// (and how to kick it there), and the MMIO load it waits for. Outside
+/// [`VcpuContext`], so that no reference to the context covers it: the CPU
+/// that runs the vCPU releases it without the VM table's lock, while other
+/// CPUs read its state under the lock.
+#[repr(C)]
+#[derive(Default)]
+struct RunRecord {
+    state: AtomicU64,
+    pending_read: Option<MmioAccess>,
+}
+
+const RUN_RECORD_OFFSET: usize = (core::mem::size_of::<VcpuContext>() + 63) & !63;
+const _: () = assert!(RUN_RECORD_OFFSET + core::mem::size_of::<RunRecord>() <= 4096);
+
+/// Releases a vCPU its CPU claimed: returned by the claim in
+/// [`VmTable::claim_vcpu`], valid until used (the VM, and the vCPU's page,
+/// cannot go away while the vCPU runs: teardown and every reset refuse).
+pub struct VcpuRelease {
+    record: *mut RunRecord,
+}
+
+impl VcpuRelease {
+    /// Records the MMIO load the vCPU now waits for, then releases it: the
+    /// release is the last access of this CPU to the vCPU, and the next CPU
+    /// to claim it sees everything written before (Release/Acquire).
+    pub fn release(self, pending_read: Option<MmioAccess>) {
+        // SAFETY: The vCPU is still claimed by this CPU, so nothing else
+        // touches the record's load; the record lives in the vCPU's page,
+        // which cannot be freed while the vCPU runs.
+        unsafe {
+            (*self.record).pending_read = pending_read;
+            (*core::ptr::addr_of!((*self.record).state)).store(0, Ordering::Release);
+        }
     }
 }
 
@@ -133,13 +229,6 @@ pub struct Vcpu {
     /// Ever started (by `VCPU_INIT` or a sibling's CPU_ON). A protected VM's
     /// vCPU takes its entry state from the host only before this.
     pub started: bool,
-    /// Running on some CPU right now.
-    pub running: bool,
-    /// While it runs: the physical CPU's MPIDR and the SGI the host asked the
-    /// hyp to kick it with (`hyp_abi::RunFlags::kick_sgi`).
-    pub kick: Option<(u64, u8)>,
-    /// An MMIO load waiting for the host's value.
-    pub pending_read: Option<MmioAccess>,
     /// Without a GIC: the virtual IRQ line as the host set it.
     pub irq_line: bool,
 }
@@ -249,7 +338,7 @@ impl Vm {
         }
         // An off vCPU never runs, so nothing else has its context now.
         *vcpu.ctx = VcpuContext::at_entry(entry, context);
-        vcpu.pending_read = None;
+        vcpu.ctx.forget_pending_read();
         vcpu.power = VcpuPower::OnPending;
         vcpu.started = true;
         Ok(index as u64)
@@ -331,15 +420,7 @@ impl VmTable {
             // SAFETY: The page is fresh from the guest source, mapped for the hyp,
             // and this vCPU's alone until the VM is freed.
             let ctx = unsafe { ContextPage::new(page) };
-            list.push(Vcpu {
-                ctx,
-                power: VcpuPower::Off,
-                started: false,
-                running: false,
-                kick: None,
-                pending_read: None,
-                irq_line: false,
-            });
+            list.push(Vcpu { ctx, power: VcpuPower::Off, started: false, irq_line: false });
         }
         let slot = &mut self.slots[index];
         let id = (index + 1) as VmId;
@@ -409,13 +490,13 @@ impl VmTable {
         if protected && (index.raw() != 0 || vcpu.started) {
             return Err(HypError::PermissionDenied);
         }
-        if vcpu.running {
+        if vcpu.ctx.running() {
             return Err(HypError::Busy);
         }
         *vcpu.ctx = VcpuContext::at_entry(pc, x0);
         vcpu.power = VcpuPower::OnPending;
         vcpu.started = true;
-        vcpu.pending_read = None;
+        vcpu.ctx.forget_pending_read();
         Ok(())
     }
 
@@ -518,7 +599,7 @@ impl VmTable {
         if protected {
             return Err(HypError::PermissionDenied);
         }
-        if vcpu.running {
+        if vcpu.ctx.running() {
             return Err(HypError::Busy);
         }
         Ok((vcpu, reg))
@@ -585,7 +666,7 @@ impl VmTable {
         if vm.state == VmState::TornDown {
             return Err(HypError::NoSuchVm);
         }
-        if vm.vcpus.iter().any(|v| v.running) {
+        if vm.vcpus.iter().any(|v| v.ctx.running()) {
             return Err(HypError::Busy);
         }
         if !vm.protected {
@@ -644,7 +725,7 @@ impl VmTable {
         let (ipa, pages) = (ipa.raw(), pages.raw());
         let vm = self.get(handle)?;
         let live = vm.state != VmState::TornDown;
-        if live && (!vm.protected || vm.vcpus.iter().any(|v| v.running)) {
+        if live && (!vm.protected || vm.vcpus.iter().any(|v| v.ctx.running())) {
             return Err(HypError::Busy);
         }
         if pages == 0 || pages > hyp_abi::MAX_PAGES_PER_CALL {
@@ -807,7 +888,7 @@ impl VmTable {
             if vm.state == VmState::Alive {
                 vm.state = VmState::Crashed;
             }
-            running |= vm.vcpus.iter().any(|v| v.running);
+            running |= vm.vcpus.iter().any(|v| v.ctx.running());
         }
         if running {
             return Err(HypError::Busy);
@@ -818,7 +899,7 @@ impl VmTable {
                 // Through the page too: the zeroes must reach memory, which a
                 // reset may keep while it drops the caches.
                 env.memory.zero_page(vcpu.ctx.page());
-                vcpu.pending_read = None;
+                vcpu.ctx.forget_pending_read();
                 vcpu.power = VcpuPower::Off;
             }
             vm.gic = Distributor::new(vm.gic.version, vm.gic.vcpus());

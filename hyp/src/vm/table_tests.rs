@@ -469,9 +469,11 @@ fn vcpu_state(w: &mut World, h: VmHandle, index: usize) -> (VcpuPower, u64, u64)
 /// when the run ends (`false`).
 fn set_running(w: &mut World, h: VmHandle, index: usize, running: bool) {
     let v = &mut w.vms.get(h).unwrap().vcpus[index];
-    v.running = running;
     if running {
+        v.ctx.claim(None);
         v.power = VcpuPower::On;
+    } else {
+        v.ctx.release_handle().release(None);
     }
 }
 

@@ -419,6 +419,12 @@ impl Distributor {
         self.note_active_from(vcpu, lrs);
     }
 
+    /// Whether [`Distributor::note_active`] has something to forget for
+    /// `vcpu` even when its list registers are empty.
+    pub fn has_noted_active(&self, vcpu: usize) -> bool {
+        self.noted_active & (1 << (vcpu % 64)) != 0
+    }
+
     fn note_active_from(&mut self, vcpu: usize, lrs: &VgicState) {
         let Some(p) = self.private[..self.vcpus].get_mut(vcpu) else {
             return;
