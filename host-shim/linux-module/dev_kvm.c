@@ -69,35 +69,94 @@ long hyp_errno(long status)
 	}
 }
 
+/* Pages of a slot from `first` on that are physically consecutive: at most one VM_MAP's worth. */
+static unsigned long slot_run(const struct kvm_slot *slot, unsigned long first)
+{
+	unsigned long run = 1;
+
+	while (first + run < slot->npages && run < HYP_MAP_MAX_PAGES &&
+	       page_to_pfn(slot->pages[first + run]) == page_to_pfn(slot->pages[first]) + run)
+		run++;
+	return run;
+}
+
 /*
- * Unpins a slot's pages; for a protected VM, reclaims each first (zeroed).
+ * Whether a protected VM's page is the host's after a VM_RECLAIM of it that
+ * answered `status`: taken back, the VM gone with its pages, or never mapped
+ * (InvalidArgument: the VM's creation stopped short, or the guest gave the
+ * page back itself).
+ */
+static bool reclaimed_page_back(long status)
+{
+	return status == 0 || status == HYP_NO_SUCH_VM || status == HYP_INVALID_ARGUMENT;
+}
+
+/* One reference drop per folio: a huge page at once. */
+static void unpin_slot_pages(struct kvm_slot *slot, unsigned long first, unsigned long pages)
+{
+	unpin_user_pages(slot->pages + first, pages);
+}
+
+/*
+ * Takes back a protected VM's pages first..first + pages of a slot, one run
+ * of physically consecutive pages (what one VM_MAP gave): one VM_RECLAIM
+ * (each page scrubbed), then unpinned. A run the hyp refuses as a range
+ * (InvalidArgument, NotOwned: pages never mapped, or given back by the
+ * guest) is taken back page by page; a page the hyp keeps stays pinned.
+ */
+static void reclaim_slot_run(struct kvm_vm_state *vm, struct kvm_slot *slot, unsigned long first,
+			     unsigned long pages)
+{
+	u64 ipa = slot->gpa + first * PAGE_SIZE;
+	long status = hyp_call4(CALL_VM_RECLAIM, vm->handle, ipa, pages, 0);
+	unsigned long i;
+
+	if (status == 0 || status == HYP_NO_SUCH_VM) {
+		unpin_slot_pages(slot, first, pages);
+		return;
+	}
+	if (pages == 1 || (status != HYP_INVALID_ARGUMENT && status != HYP_NOT_OWNED)) {
+		if (reclaimed_page_back(status)) {
+			unpin_slot_pages(slot, first, pages);
+			return;
+		}
+		pr_warn("kvm: %lu pages at IPA %#llx not returned (%ld); kept pinned\n", pages, ipa, status);
+		return;
+	}
+	for (i = first; i < first + pages; i++) {
+		status = hyp_call4(CALL_VM_RECLAIM, vm->handle, slot->gpa + i * PAGE_SIZE, 1, 0);
+		if (reclaimed_page_back(status))
+			unpin_user_page(slot->pages[i]);
+		else
+			pr_warn("kvm: page at IPA %#llx not returned (%ld); kept pinned\n", slot->gpa + i * PAGE_SIZE,
+				status);
+	}
+}
+
+/*
+ * Unpins a slot's pages; for a protected VM, reclaims them first (zeroed),
+ * a run of physically consecutive pages per call (reclaim_slot_run).
  * `lent_back`: a non-protected VM's pages are back (no VM, or torn down);
  * if not, they stay pinned: the kernel must never reuse a page a guest uses.
  */
 static void release_slot(struct kvm_vm_state *vm, struct kvm_slot *slot, bool lent_back)
 {
-	unsigned long i;
+	unsigned long i = 0;
 
-	for (i = 0; i < slot->npages; i++) {
+	while (i < slot->npages) {
+		unsigned long run = slot_run(slot, i);
+
 		/*
-		 * A protected VM's slot is one VM_RECLAIM (a page scrubbed) per
-		 * page: hundreds of MiB take seconds, and with no reschedule the
-		 * CPU stalls RCU (seen with four guests at once).
+		 * A run's VM_RECLAIM scrubs up to 2 MiB: hundreds of MiB take
+		 * long, and with no reschedule the CPU stalls RCU (seen with
+		 * four guests at once).
 		 */
 		cond_resched();
-		if (vm->handle && !vm->is_protected && !lent_back)
-			continue;
-		if (vm->handle && vm->is_protected) {
-			long status = hyp_call4(CALL_VM_RECLAIM, vm->handle, slot->gpa + i * PAGE_SIZE, 1, 0);
-
-			/* InvalidArgument: never mapped (the VM's creation stopped short). */
-			if (status != 0 && status != HYP_NO_SUCH_VM && status != HYP_INVALID_ARGUMENT) {
-				pr_warn("kvm: page at IPA %#llx not returned (%ld); kept pinned\n",
-					slot->gpa + i * PAGE_SIZE, status);
-				continue;
-			}
-		}
-		unpin_user_page(slot->pages[i]);
+		if (vm->handle && vm->is_protected)
+			reclaim_slot_run(vm, slot, i, run);
+		else if (!vm->handle || lent_back)
+			unpin_slot_pages(slot, i, run);
+		i += run;
 	}
 	vm->pinned -= slot->npages;
 	kvfree(slot->pages);
@@ -110,12 +169,9 @@ static long map_slot(struct kvm_vm_state *vm, struct kvm_slot *slot)
 	unsigned long i = 0;
 
 	while (i < slot->npages) {
-		unsigned long run = 1;
+		unsigned long run = slot_run(slot, i);
 		long status;
 
-		while (i + run < slot->npages && run < HYP_MAP_MAX_PAGES &&
-		       page_to_pfn(slot->pages[i + run]) == page_to_pfn(slot->pages[i]) + run)
-			run++;
 		status = hyp_call4(CALL_VM_MAP, vm->handle, page_to_phys(slot->pages[i]),
 				   slot->gpa + i * PAGE_SIZE, run);
 		if (status != 0)

@@ -43,9 +43,12 @@ struct hyp_call {
  */
 #define HYP_VM_MAP HYP_IOCTL(7)
 /*
- * VM_RECLAIM: args = handle, IPA, pages. The pages come back (zeroed) and
- * are unpinned. The driver reclaims them one hypercall per page (the pages it
- * pinned need not be physically consecutive); results[0] is the first error.
+ * VM_RECLAIM: args = handle, IPA, pages (any number up to the file's limit).
+ * The pages come back (zeroed) and are unpinned. The driver keeps what it
+ * gave as runs of physically consecutive pages and reclaims each run's part
+ * inside the range with one hypercall per piece of at most 512 pages (a
+ * piece the hyp refuses as a range, page by page); a page the hyp keeps
+ * stays pinned. results[0] is the first error.
  */
 #define HYP_VM_RECLAIM HYP_IOCTL(14)
 /*

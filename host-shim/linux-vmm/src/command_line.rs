@@ -20,6 +20,7 @@ pub const USAGE: &str = "\
 usage: hyp-vmm run --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE] [--vcpus N] [--protected]
                    [--disk PATH]... [--tap NAME] [--vsock CID,PATH] [--console-input ttyAMA0|hvc0]
        hyp-vmm check
+       hyp-vmm bench-memory [MIB]...
        hyp-vmm linux [--protected] IMAGE INITRAMFS
        hyp-vmm --help
 
@@ -60,6 +61,12 @@ own KVM), check the hyp's own calls on /dev/hyp.
             and a virtio entropy device, over virtio-mmio.
   check     runs a small test guest in a non-protected and a protected VM and
             checks what the host may and may not see of each
+  bench-memory
+            counts the instructions of a VM's memory through /dev/hyp: for
+            each size (MiB, 1 to 256; default: 1 16 256), a non-protected and
+            a protected VM made, given that much of this process's memory
+            (allocated and faulted in first), run to SYSTEM_OFF, torn down
+            and its memory taken back; every call checked
   linux     the same as run --kernel IMAGE --initrd INITRAMFS [--protected]";
 
 /// What the command line asks for.
@@ -67,8 +74,15 @@ own KVM), check the hyp's own calls on /dev/hyp.
 pub enum Command {
     Help,
     Check,
+    /// The VM sizes to count, in MiB.
+    BenchMemory(Vec<u64>),
     Run(RunOptions),
 }
+
+/// The sizes `bench-memory` counts by default, in MiB.
+pub const BENCH_SIZES: [u64; 3] = [1, 16, 256];
+/// The largest VM `bench-memory` makes, in MiB (the host's RAM under QEMU is 1 GiB).
+pub const MAX_BENCH_MIB: u64 = 256;
 
 /// A VM to boot a kernel in.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -115,13 +129,16 @@ pub enum UsageError {
     BadConsole(String),
     BadTapName(String),
     BadVsock(String),
+    BadBenchSize(String),
 }
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UsageError::NoCommand => write!(f, "no command given"),
-            UsageError::UnknownCommand(c) => write!(f, "unknown command '{c}': the commands are run, check and linux"),
+            UsageError::UnknownCommand(c) => {
+                write!(f, "unknown command '{c}': the commands are run, check, bench-memory and linux")
+            }
             UsageError::UnknownOption { command, option } => write!(f, "{command}: unknown option '{option}'"),
             UsageError::MissingValue(option) => write!(f, "{option} needs a value"),
             UsageError::Repeated(option) => write!(f, "{option} is given twice: give it once"),
@@ -163,6 +180,9 @@ impl fmt::Display for UsageError {
                  unix sockets' path prefix",
                 u32::MAX - 1
             ),
+            UsageError::BadBenchSize(value) => {
+                write!(f, "bench-memory: '{value}' is not a size: give whole MiB, 1 to {MAX_BENCH_MIB}")
+            }
         }
     }
 }
@@ -186,10 +206,26 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             Some(a) if a.starts_with('-') => Err(UsageError::UnknownOption { command: "check", option: a.clone() }),
             Some(a) => Err(UsageError::UnexpectedArgument { command: "check", argument: a.clone() }),
         },
+        "bench-memory" => parse_bench_sizes(rest).map(Command::BenchMemory),
         "run" => parse_run(rest).map(Command::Run),
         "linux" => parse_linux(rest).map(Command::Run),
         other => Err(UsageError::UnknownCommand(other.to_owned())),
     }
+}
+
+fn parse_bench_sizes(args: &[String]) -> Result<Vec<u64>, UsageError> {
+    if args.is_empty() {
+        return Ok(BENCH_SIZES.to_vec());
+    }
+    args.iter()
+        .map(|arg| match arg.parse::<u64>() {
+            Ok(mib) if (1..=MAX_BENCH_MIB).contains(&mib) => Ok(mib),
+            _ if arg.starts_with('-') => {
+                Err(UsageError::UnknownOption { command: "bench-memory", option: arg.clone() })
+            }
+            _ => Err(UsageError::BadBenchSize(arg.clone())),
+        })
+        .collect()
 }
 
 fn parse_run(args: &[String]) -> Result<RunOptions, UsageError> {
@@ -470,6 +506,20 @@ mod tests {
             "--vcpus 0: a VM has 1 to 8 vCPUs (the hyp's limit per VM)"
         );
         assert!(UsageError::NotASize("x".into()).to_string().contains("e.g. 512M, 2G"));
+    }
+
+    #[test]
+    fn bench_memory_sizes() {
+        assert_eq!(parse(&args("bench-memory")), Ok(Command::BenchMemory(vec![1, 16, 256])));
+        assert_eq!(parse(&args("bench-memory 4 256")), Ok(Command::BenchMemory(vec![4, 256])));
+        for bad in ["0", "257", "1M", "x"] {
+            assert_eq!(parse(&args(&format!("bench-memory {bad}"))), Err(UsageError::BadBenchSize(bad.into())));
+        }
+        assert_eq!(
+            parse(&args("bench-memory --fast")),
+            Err(UsageError::UnknownOption { command: "bench-memory", option: "--fast".into() })
+        );
+        assert!(UsageError::BadBenchSize("0".into()).to_string().contains("1 to 256"));
     }
 
     #[test]

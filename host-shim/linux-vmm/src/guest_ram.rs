@@ -9,7 +9,7 @@ pub const PAGE: usize = 4096;
 /// The kernel's page pin counts now, exact: each CPU's pending deltas are
 /// folded in first (`vm/stat_refresh`, root only; without it the counts may
 /// lag by a few pages a CPU).
-fn pin_counts() -> Option<PinCounts> {
+pub fn pin_counts() -> Option<PinCounts> {
     let _ = std::fs::write("/proc/sys/vm/stat_refresh", "1");
     page_pins::parse(&std::fs::read_to_string("/proc/vmstat").ok()?)
 }

@@ -10,6 +10,9 @@
 //! is back, the protected one zeroed, as the driver's accounting shows. Prints
 //! one line per step; exits 0 only if all of them held.
 //!
+//! `hyp-vmm bench-memory [MIB]...` counts the instructions of a VM's memory
+//! through `/dev/hyp` (create, map, teardown, reclaim: `memory_bench`).
+//!
 //! `hyp-vmm run --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE]
 //! [--vcpus N] [--protected] [--disk PATH]... [--tap NAME] [--vsock
 //! CID,PATH]` boots a Linux guest on `/dev/kvm` (see `linux_guest`, and
@@ -22,7 +25,10 @@ mod abort_guard;
 mod dev_hyp;
 mod guest_ram;
 mod guests;
+mod instruction_counter;
 mod linux_guest;
+mod memory_bench;
+mod reclaim_parts;
 mod tap;
 mod virtio_bus;
 
@@ -63,13 +69,13 @@ impl GuestPage {
 }
 
 /// Prints a step and whether it held.
-fn step(held: bool, what: std::fmt::Arguments<'_>) -> bool {
+pub(crate) fn step(held: bool, what: std::fmt::Arguments<'_>) -> bool {
     println!("hyp-vmm: {}: {what}", if held { "ok" } else { "FAILED" });
     held
 }
 
 /// Runs vCPU 0 until SYSTEM_OFF, serving the console; its first line.
-fn run_console(hyp: &DevHyp, handle: u64) -> Result<String, String> {
+pub(crate) fn run_console(hyp: &DevHyp, handle: u64) -> Result<String, String> {
     let mut line = String::new();
     let mut answer = 0;
     for _ in 0..256 {
@@ -145,9 +151,12 @@ fn check() -> bool {
     let mut passed = step(version.is_ok(), format_args!("/dev/hyp answers: ABI {version:?}"));
     passed &= console_vm(&hyp, VmType::NonProtected);
     passed &= console_vm(&hyp, VmType::Protected);
+    passed &= reclaim_parts::check(&hyp);
     let accounting = hyp.accounting();
     passed &= step(
-        accounting.as_ref().is_ok_and(|a| a.pinned == 0 && a.given == a.returned && a.given == 2),
+        accounting
+            .as_ref()
+            .is_ok_and(|a| a.pinned == 0 && a.given == a.returned && a.given == 2 + reclaim_parts::PAGES),
         format_args!("every page given to a VM came back: {accounting:?}"),
     );
     passed
@@ -185,6 +194,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Check) => check(),
+        Ok(Command::BenchMemory(sizes)) => memory_bench::bench(&sizes),
         Ok(Command::Run(options)) => linux(&options),
         Err(error) => {
             eprintln!("hyp-vmm: {error} (usage: hyp-vmm --help)");
