@@ -332,11 +332,22 @@ impl PageDb {
             return Err(RangeError::OutOfRange);
         };
         let records = &mut bank.records[first..first + pages as usize];
-        if records.iter().any(|&bits| !update(PageRecord::unpack(bits)).is_representable()) {
+        // The common case: a transition's pages all in one state (what one
+        // call gave). The first page's new record is decided once and reused
+        // for every page equal to it; the others are decided one by one. (An
+        // update that ignores the old record compiles to a plain fill.)
+        let Some(&head) = records.first() else {
+            return Ok(());
+        };
+        let new_head = update(PageRecord::unpack(head));
+        if !new_head.is_representable()
+            || records.iter().any(|&bits| bits != head && !update(PageRecord::unpack(bits)).is_representable())
+        {
             return Err(RangeError::OutOfRange);
         }
+        let new_head = new_head.pack();
         for bits in records {
-            *bits = update(PageRecord::unpack(*bits)).pack();
+            *bits = if *bits == head { new_head } else { update(PageRecord::unpack(*bits)).pack() };
         }
         self.touched.range(start, start + pages * PAGE_SIZE);
         Ok(())
