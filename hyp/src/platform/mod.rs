@@ -10,14 +10,15 @@
 pub mod devices;
 mod dt;
 mod fdt_check;
+mod node;
 
 pub use devices::{DeviceRegion, DeviceTable};
 
 use crate::range::{FixedVec, PhysRange};
 use core::fmt;
 use dt::Bus;
-use fdt::node::FdtNode;
 use fdt::Fdt;
+use node::Node;
 
 /// RAM banks the hyp keeps track of.
 pub const MAX_RAM_BANKS: usize = 16;
@@ -189,7 +190,7 @@ impl Platform {
                 platform.reserved.push(range);
             }
         }
-        let chosen = fdt.find_node("/chosen");
+        let chosen = fdt.find_node("/chosen").map(Node::new);
         if let Some(args) = chosen.as_ref().and_then(|c| dt::prop_str(c, "bootargs")) {
             let parsed = hyp_abi::bootargs::HypArgs::parse(args);
             platform.semihosting_exit = parsed.args.exit_semihosting;
@@ -211,7 +212,7 @@ impl Platform {
             .map(|p| p.split(':').next().unwrap_or(p))
             .and_then(|p| resolve_alias(&fdt, p));
 
-        let root = fdt.find_node("/").ok_or(PlatformError::BadDeviceTree)?;
+        let root = fdt.find_node("/").map(Node::new).ok_or(PlatformError::BadDeviceTree)?;
         let bus = Bus::root(&root);
         let mut walker = Walker { platform: &mut platform, next_index: 1 };
         walker.visit_children(&root, &bus, 1, stdout_path, false);
@@ -234,7 +235,7 @@ fn resolve_alias<'a>(fdt: &Fdt<'a>, path: &'a str) -> Option<&'a str> {
     if path.starts_with('/') {
         return Some(path);
     }
-    let aliases = fdt.find_node("/aliases")?;
+    let aliases = Node::new(fdt.find_node("/aliases")?);
     dt::prop_str(&aliases, path)
 }
 
@@ -252,7 +253,7 @@ impl Walker<'_> {
     /// children are RAM: none of them is a device.
     fn visit_children(
         &mut self,
-        node: &FdtNode<'_, '_>,
+        node: &Node<'_, '_>,
         bus: &Bus<'_, '_>,
         depth: usize,
         stdout: Option<&str>,
@@ -288,7 +289,7 @@ impl Walker<'_> {
         }
     }
 
-    fn visit(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>, depth: usize, stdout_rest: Option<&str>) {
+    fn visit(&mut self, node: &Node<'_, '_>, bus: &Bus<'_, '_>, depth: usize, stdout_rest: Option<&str>) {
         let name = node.name.split('@').next().unwrap_or(node.name);
         if depth == 1 && dt::prop_str(node, "device_type") == Some("memory") && is_enabled(node) {
             for (base, size) in bus.regs(node).flatten() {
@@ -325,7 +326,7 @@ impl Walker<'_> {
         }
     }
 
-    fn visit_cpu(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) {
+    fn visit_cpu(&mut self, node: &Node<'_, '_>, bus: &Bus<'_, '_>) {
         let Some(mpidr) = node.property("reg").and_then(|p| dt::read_cells(p.value)) else {
             return;
         };
@@ -343,7 +344,7 @@ impl Walker<'_> {
         self.platform.cpus.push(Cpu { mpidr, enable_method });
     }
 
-    fn visit_stdout(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) {
+    fn visit_stdout(&mut self, node: &Node<'_, '_>, bus: &Bus<'_, '_>) {
         let cell = |name: &str| node.property(name).and_then(|p| dt::read_cells(p.value));
         let model = if dt::is_compatible(node, PL011_COMPATIBLE) {
             Some(UartModel::Pl011)
@@ -365,11 +366,11 @@ impl Walker<'_> {
     }
 }
 
-fn is_enabled(node: &FdtNode<'_, '_>) -> bool {
+fn is_enabled(node: &Node<'_, '_>) -> bool {
     matches!(dt::prop_str(node, "status"), None | Some("okay") | Some("ok"))
 }
 
-fn gic_of(node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) -> Option<Gic> {
+fn gic_of(node: &Node<'_, '_>, bus: &Bus<'_, '_>) -> Option<Gic> {
     let frame = |i: usize| bus.reg(node, i).and_then(|(b, s)| PhysRange::from_base_size(b, s));
     if dt::is_compatible(node, GIC_V3_COMPATIBLE) {
         return Some(Gic::V3 { gicd: frame(0)?, gicr: frame(1)? });
