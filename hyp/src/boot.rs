@@ -46,6 +46,13 @@ const TAKEN_RANGES: usize = 2 + crate::platform::MAX_RESERVED + 1 + 1 + MAX_CPUS
 const TRAP_STACK_SIZE: usize = 64 << 10;
 /// Per-CPU emergency stack for fatal exceptions taken at EL2.
 const EMERGENCY_STACK_SIZE: usize = 16 << 10;
+/// One CPU's stacks with their guard pages, as the buddy heap hands them out
+/// (a power of two): 88 KiB in a 128 KiB block.
+const CPU_STACKS_BLOCK: u64 = (PAGE_SIZE as usize + TRAP_STACK_SIZE + PAGE_SIZE as usize + EMERGENCY_STACK_SIZE)
+    .next_power_of_two() as u64;
+/// Room in the pool's early part for the EL2 stage-1 tables (64 pages; QEMU's
+/// virt board needs a few).
+const EARLY_TABLES_SIZE: u64 = 256 << 10;
 
 /// The host shim Image, embedded by `scripts/build-image`.
 #[cfg(host_shim_embedded)]
@@ -232,8 +239,11 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         fatal(format_args!("no room for the hyp's {pool_size:#x}-byte memory pool in RAM"));
     };
     taken.push(pool);
+    // The MMU-off allocations (the CPUs' stacks, the stage-1 tables) come from
+    // an early part of the pool, the only part boot invalidates (see `mm::heap`).
+    let early_part = platform.cpus.len().max(1) as u64 * CPU_STACKS_BLOCK + EARLY_TABLES_SIZE;
     // SAFETY: The pool lies in RAM, clear of every range in use; the hyp owns it.
-    unsafe { HEAP.add_memory(pool.start as usize, pool.end as usize) };
+    unsafe { HEAP.add_pool(pool.start as usize, pool.end as usize, early_part as usize) };
 
     // Every CPU's stacks now: their guard pages are holes in the stage-1.
     let mut stacks: FixedVec<CpuStacks, MAX_CPUS> = FixedVec::default();
@@ -296,12 +306,26 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         Err(e) => fatal(format_args!("building the EL2 stage-1 tables failed: {e}")),
     };
 
-    // SAFETY: The hyp image (data, bss, stacks) and the pool, and the host's Image
-    // and device tree, were written only with the MMU off, i.e. straight to memory:
-    // any cached line for them is stale and must not be used or written back.
+    // Memory written with the MMU off went straight to memory, past any line
+    // the caches may hold for it from before the hyp (the boot protocol has
+    // the bootloader clean only the loaded Image to the point of coherency).
+    // Once the MMU is on, a stale line there would be read instead of what
+    // was written (and a dirty one could be written back over it): so every
+    // line of what was written with the MMU off, and will be read through a
+    // cacheable mapping, is invalidated first. That is the hyp image's data
+    // and bss (with the boot stack), the part of the pool the heap wrote (its
+    // early part: the stage-1 tables, the free-list links there), and the
+    // host's Image and device tree (the host reads them with its caches on).
+    // The rest of the pool needs none: the hyp never read it with the MMU
+    // off, and writes it through the cache before reading it (a stale line
+    // for it holds nothing anyone reads; a write updates it). With the MMU
+    // off, data accesses are Device-nGnRnE and allocate no line in between.
+    let (pool_written, pool_written_end) = HEAP.written_early();
+    // SAFETY: These ranges were written only with the MMU off, i.e. straight to
+    // memory: any cached line for them is stale and must not be used or written back.
     unsafe {
         cache::invalidate(image.rodata_end as usize, (image.end - image.rodata_end) as usize);
-        cache::invalidate(pool.start as usize, pool.size() as usize);
+        cache::invalidate(pool_written, pool_written_end - pool_written);
         cache::invalidate(host.image.start as usize, host.image.size() as usize);
         cache::invalidate(host.fdt.start as usize, host.fdt.size() as usize);
     }
@@ -363,6 +387,9 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     log::info!("host stage-2: {ipa_bits}-bit IPA, all RAM but hyp memory mapped, device space on demand");
     let (used, total) = HEAP.usage();
     log::info!("hyp pool: {used} of {total} bytes in use");
+    if HEAP.early_part_ran_out() {
+        log::warn!("hyp pool: its early part ({early_part:#x} bytes) ran out with the MMU off: all of the pool was invalidated");
+    }
     let devices = hyp_devices(&platform, smmu_taken);
     let vgic = vgic_hardware(&platform);
     let vtcr = host_stage2::vtcr(ipa_bits, pa_range);
