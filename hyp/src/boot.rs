@@ -6,6 +6,7 @@
 //! and builds its stage-1 tables, all without locks and without logging. Then the
 //! MMU goes on, the logger starts, the host stage-2 is built and the host runs.
 
+use crate::arch::aarch64::bulk_copy;
 use crate::arch::aarch64::cache;
 use crate::arch::aarch64::mmu;
 use crate::arch::aarch64::percpu;
@@ -54,9 +55,14 @@ const CPU_STACKS_BLOCK: u64 = (PAGE_SIZE as usize + TRAP_STACK_SIZE + PAGE_SIZE 
 /// virt board needs a few).
 const EARLY_TABLES_SIZE: u64 = 256 << 10;
 
+/// Bytes aligned to 64, so that boot copies them a 64-byte block per loop turn.
+#[cfg(host_shim_embedded)]
+#[repr(C, align(64))]
+struct Aligned<T: ?Sized>(T);
+
 /// The host shim Image, embedded by `scripts/build-image`.
 #[cfg(host_shim_embedded)]
-static HOST_IMAGE: &[u8] = include_bytes!(env!("HOST_SHIM_IMAGE_PATH"));
+static HOST_IMAGE: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("HOST_SHIM_IMAGE_PATH")));
 
 extern "C" {
     static __image_start: u8;
@@ -642,7 +648,8 @@ fn prepare_host(
 /// (plus its text_offset). MMU off: these are physical writes.
 #[cfg(host_shim_embedded)]
 fn place_host_shim(platform: &Platform, taken: &mut FixedVec<PhysRange, TAKEN_RANGES>) -> PhysRange {
-    let header = match hyp_abi::image_header::ImageHeader::parse(HOST_IMAGE) {
+    let host_image = &HOST_IMAGE.0;
+    let header = match hyp_abi::image_header::ImageHeader::parse(host_image) {
         Ok(h) => h,
         Err(e) => fatal(format_args!("embedded host image: {e}")),
     };
@@ -652,9 +659,12 @@ fn place_host_shim(platform: &Platform, taken: &mut FixedVec<PhysRange, TAKEN_RA
     };
     taken.push(slot);
     let image = PhysRange { start: slot.start + header.text_offset, end: slot.end };
-    // SAFETY: `slot` is RAM nobody uses (checked against every taken range above).
-    let destination = unsafe { core::slice::from_raw_parts_mut(image.start as *mut u8, HOST_IMAGE.len()) };
-    destination.copy_from_slice(HOST_IMAGE);
+    if image.size() < host_image.len() as u64 {
+        fatal(format_args!("embedded host image: {:#x} bytes, more than its image_size", host_image.len()));
+    }
+    // SAFETY: `slot` is RAM nobody uses (checked against every taken range
+    // above), and the Image's bytes fit in it (just checked).
+    unsafe { bulk_copy::copy(image.start as *mut u8, host_image.as_ptr(), host_image.len()) };
     image
 }
 
