@@ -117,7 +117,7 @@ const HYP_KEPT: &[&str] = &["arm,smmu-v3", "arm,gic-v3-its"];
 const SMMU_V3: &[&str] = &["arm,smmu-v3"];
 
 /// Whether the node's DMA goes through an IOMMU.
-fn behind_iommu(node: &Node<'_, '_>) -> bool {
+fn behind_iommu(node: &Node<'_>) -> bool {
     node.property("iommu-map").is_some() || node.property("iommus").is_some()
 }
 
@@ -128,17 +128,17 @@ const PCI_HOST: &[&str] = &["pci-host-ecam-generic", "pci-host-cam-generic"];
 /// Whether the node is a PCI host bridge: its `reg` is config space, its
 /// children's `reg` are PCI addresses, its `ranges` are the windows of the
 /// devices' BARs.
-pub fn is_pci_host(node: &Node<'_, '_>) -> bool {
+pub fn is_pci_host(node: &Node<'_>) -> bool {
     dt::prop_str(node, "device_type") == Some("pci") || dt::is_compatible(node, PCI_HOST)
 }
 
 /// Whether the node's MMIO is not a device at all (RAM, reserved memory, CPUs).
-fn is_not_a_device(node: &Node<'_, '_>) -> bool {
+fn is_not_a_device(node: &Node<'_>) -> bool {
     matches!(dt::prop_str(node, "device_type"), Some("memory") | Some("cpu"))
 }
 
 /// The class of a node's `index`-th `reg` entry.
-fn reg_class(node: &Node<'_, '_>, index: usize) -> DeviceClass {
+fn reg_class(node: &Node<'_>, index: usize) -> DeviceClass {
     if dt::is_compatible(node, GIC_V3) {
         // GICD, the redistributor regions, then GICC, GICH, GICV. The hyp
         // maps and emulates the LPI controls of the first redistributor region
@@ -183,7 +183,7 @@ pub struct DeviceTable {
 impl DeviceTable {
     /// Records the MMIO of `node` (depth-first index `index`, on `bus`).
     /// Returns whether its children are to be skipped (a PCI host bridge's).
-    pub fn visit(&mut self, node: &Node<'_, '_>, bus: &Bus<'_, '_>, index: usize, dma_permissive: bool) -> bool {
+    pub fn visit(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>, index: usize, dma_permissive: bool) -> bool {
         if is_not_a_device(node) {
             return false;
         }
@@ -242,7 +242,7 @@ impl DeviceTable {
 
 /// The CPU-side windows of a PCI host bridge's `ranges` (3 PCI address
 /// cells, the parent's address cells, 2 size cells).
-fn pci_windows<'s>(node: &'s Node<'_, '_>, bus: &'s Bus<'_, '_>) -> impl Iterator<Item = Option<PhysRange>> + 's {
+fn pci_windows<'s>(node: &'s Node<'_>, bus: &'s Bus<'_, '_>) -> impl Iterator<Item = Option<PhysRange>> + 's {
     let value = node.property("ranges").map(|p| p.value).unwrap_or(&[]);
     let entry = (3 + bus.address_cells + 2) * 4;
     value.chunks_exact(entry).map(move |e| {

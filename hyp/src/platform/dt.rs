@@ -28,13 +28,13 @@ pub struct Bus<'p, 'a> {
 
 impl<'p, 'a> Bus<'p, 'a> {
     /// The bus of the root node's children.
-    pub fn root(root: &Node<'_, 'a>) -> Bus<'p, 'a> {
+    pub fn root(root: &Node<'a>) -> Bus<'p, 'a> {
         let (address_cells, size_cells) = cells_of(root);
         Bus { address_cells, size_cells, ranges: Some(&[]), parent_address_cells: address_cells, parent: None }
     }
 
     /// The bus of `node`'s children, where `node` sits on `self`.
-    pub fn child_bus<'c>(&'c self, node: &Node<'_, 'a>) -> Bus<'c, 'a>
+    pub fn child_bus<'c>(&'c self, node: &Node<'a>) -> Bus<'c, 'a>
     where
         'p: 'c,
     {
@@ -73,7 +73,7 @@ impl<'p, 'a> Bus<'p, 'a> {
 
     /// The `reg` entries of a node on this bus, translated; `None` entries where the
     /// cells cannot be read or translated.
-    pub fn regs<'s>(&'s self, node: &Node<'_, 'a>) -> impl Iterator<Item = Option<(u64, u64)>> + 's
+    pub fn regs<'s>(&'s self, node: &Node<'a>) -> impl Iterator<Item = Option<(u64, u64)>> + 's
     where
         'a: 's,
     {
@@ -90,7 +90,7 @@ impl<'p, 'a> Bus<'p, 'a> {
     }
 
     /// The `index`-th `reg` entry, if present and readable.
-    pub fn reg(&self, node: &Node<'_, '_>, index: usize) -> Option<(u64, u64)> {
+    pub fn reg(&self, node: &Node<'_>, index: usize) -> Option<(u64, u64)> {
         let value = node.property("reg")?.value;
         let entry_bytes = (self.address_cells + self.size_cells) * 4;
         let entry = value.get(index * entry_bytes..(index + 1) * entry_bytes)?;
@@ -104,7 +104,7 @@ impl<'p, 'a> Bus<'p, 'a> {
 /// 2, 1), at most 4 each (real trees use 1 to 3; a larger value, from a
 /// corrupted tree, must not overflow the entry arithmetic: such `reg`s simply
 /// do not read).
-fn cells_of(node: &Node<'_, '_>) -> (usize, usize) {
+fn cells_of(node: &Node<'_>) -> (usize, usize) {
     let read = |name: &str, default: usize| {
         node.property(name).and_then(|p| read_cells(p.value)).map_or(default, |v| v as usize)
     };
@@ -129,14 +129,14 @@ pub fn read_cells(bytes: &[u8]) -> Option<u64> {
 }
 
 /// A property as a NUL-terminated string (the first one of a string list).
-pub fn prop_str<'a>(node: &Node<'_, 'a>, name: &str) -> Option<&'a str> {
+pub fn prop_str<'a>(node: &Node<'a>, name: &str) -> Option<&'a str> {
     let value = node.property(name)?.value;
     let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
     core::str::from_utf8(&value[..end]).ok()
 }
 
 /// Whether any string of the node's `compatible` list equals one of `names`.
-pub fn is_compatible(node: &Node<'_, '_>, names: &[&str]) -> bool {
+pub fn is_compatible(node: &Node<'_>, names: &[&str]) -> bool {
     node.property("compatible").is_some_and(|p| {
         p.value.split(|&b| b == 0).filter(|s| !s.is_empty()).any(|s| names.iter().any(|n| n.as_bytes() == s))
     })

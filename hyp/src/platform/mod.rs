@@ -18,7 +18,7 @@ use crate::range::{FixedVec, PhysRange};
 use core::fmt;
 use dt::Bus;
 use fdt::Fdt;
-use node::Node;
+use node::{Node, Tree};
 
 /// RAM banks the hyp keeps track of.
 pub const MAX_RAM_BANKS: usize = 16;
@@ -190,7 +190,8 @@ impl Platform {
                 platform.reserved.push(range);
             }
         }
-        let chosen = fdt.find_node("/chosen").map(Node::new);
+        let root = Tree::new(blob).and_then(Tree::root).ok_or(PlatformError::BadDeviceTree)?;
+        let chosen = top_level_node(&root, "chosen");
         if let Some(args) = chosen.as_ref().and_then(|c| dt::prop_str(c, "bootargs")) {
             let parsed = hyp_abi::bootargs::HypArgs::parse(args);
             platform.semihosting_exit = parsed.args.exit_semihosting;
@@ -210,9 +211,8 @@ impl Platform {
             .as_ref()
             .and_then(|c| dt::prop_str(c, "stdout-path").or_else(|| dt::prop_str(c, "linux,stdout-path")))
             .map(|p| p.split(':').next().unwrap_or(p))
-            .and_then(|p| resolve_alias(&fdt, p));
+            .and_then(|p| resolve_alias(&root, p));
 
-        let root = fdt.find_node("/").map(Node::new).ok_or(PlatformError::BadDeviceTree)?;
         let bus = Bus::root(&root);
         let mut walker = Walker { platform: &mut platform, next_index: 1 };
         walker.visit_children(&root, &bus, 1, stdout_path, false);
@@ -230,12 +230,18 @@ impl Platform {
     }
 }
 
+/// The root's child called `name` (any unit address), as the crate's
+/// `find_node("/name")` finds it.
+fn top_level_node<'a>(root: &Node<'a>, name: &str) -> Option<Node<'a>> {
+    root.children().find(|child| child.name.split('@').next() == Some(name))
+}
+
 /// Turns an alias (`serial0`) into a path; paths pass through.
-fn resolve_alias<'a>(fdt: &Fdt<'a>, path: &'a str) -> Option<&'a str> {
+fn resolve_alias<'a>(root: &Node<'a>, path: &'a str) -> Option<&'a str> {
     if path.starts_with('/') {
         return Some(path);
     }
-    let aliases = Node::new(fdt.find_node("/aliases")?);
+    let aliases = top_level_node(root, "aliases")?;
     dt::prop_str(&aliases, path)
 }
 
@@ -253,7 +259,7 @@ impl Walker<'_> {
     /// children are RAM: none of them is a device.
     fn visit_children(
         &mut self,
-        node: &Node<'_, '_>,
+        node: &Node<'_>,
         bus: &Bus<'_, '_>,
         depth: usize,
         stdout: Option<&str>,
@@ -289,7 +295,7 @@ impl Walker<'_> {
         }
     }
 
-    fn visit(&mut self, node: &Node<'_, '_>, bus: &Bus<'_, '_>, depth: usize, stdout_rest: Option<&str>) {
+    fn visit(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>, depth: usize, stdout_rest: Option<&str>) {
         let name = node.name.split('@').next().unwrap_or(node.name);
         if depth == 1 && dt::prop_str(node, "device_type") == Some("memory") && is_enabled(node) {
             for (base, size) in bus.regs(node).flatten() {
@@ -326,7 +332,7 @@ impl Walker<'_> {
         }
     }
 
-    fn visit_cpu(&mut self, node: &Node<'_, '_>, bus: &Bus<'_, '_>) {
+    fn visit_cpu(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>) {
         let Some(mpidr) = node.property("reg").and_then(|p| dt::read_cells(p.value)) else {
             return;
         };
@@ -344,7 +350,7 @@ impl Walker<'_> {
         self.platform.cpus.push(Cpu { mpidr, enable_method });
     }
 
-    fn visit_stdout(&mut self, node: &Node<'_, '_>, bus: &Bus<'_, '_>) {
+    fn visit_stdout(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>) {
         let cell = |name: &str| node.property(name).and_then(|p| dt::read_cells(p.value));
         let model = if dt::is_compatible(node, PL011_COMPATIBLE) {
             Some(UartModel::Pl011)
@@ -366,11 +372,11 @@ impl Walker<'_> {
     }
 }
 
-fn is_enabled(node: &Node<'_, '_>) -> bool {
+fn is_enabled(node: &Node<'_>) -> bool {
     matches!(dt::prop_str(node, "status"), None | Some("okay") | Some("ok"))
 }
 
-fn gic_of(node: &Node<'_, '_>, bus: &Bus<'_, '_>) -> Option<Gic> {
+fn gic_of(node: &Node<'_>, bus: &Bus<'_, '_>) -> Option<Gic> {
     let frame = |i: usize| bus.reg(node, i).and_then(|(b, s)| PhysRange::from_base_size(b, s));
     if dt::is_compatible(node, GIC_V3_COMPATIBLE) {
         return Some(Gic::V3 { gicd: frame(0)?, gicr: frame(1)? });
