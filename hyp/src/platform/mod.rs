@@ -18,7 +18,7 @@ use crate::range::{FixedVec, PhysRange};
 use core::fmt;
 use dt::Bus;
 use fdt::Fdt;
-use node::{Node, Tree};
+use node::{Node, Prop, Tree};
 
 /// RAM banks the hyp keeps track of.
 pub const MAX_RAM_BANKS: usize = 16;
@@ -192,7 +192,7 @@ impl Platform {
         }
         let root = Tree::new(blob).and_then(Tree::root).ok_or(PlatformError::BadDeviceTree)?;
         let chosen = top_level_node(&root, "chosen");
-        if let Some(args) = chosen.as_ref().and_then(|c| dt::prop_str(c, "bootargs")) {
+        if let Some(args) = chosen.as_ref().and_then(|c| dt::prop_str(c, Prop::Bootargs)) {
             let parsed = hyp_abi::bootargs::HypArgs::parse(args);
             platform.semihosting_exit = parsed.args.exit_semihosting;
             platform.selftest_stack_guard = parsed.args.selftest_stack_guard;
@@ -201,15 +201,15 @@ impl Platform {
             platform.bootargs_error = parsed.error;
         }
         // The initramfs the bootloader loaded for the host: never the hyp's.
-        let chosen_number = |name: &str| chosen.as_ref()?.property(name).and_then(|p| dt::read_cells(p.value));
-        if let (Some(start), Some(end)) = (chosen_number("linux,initrd-start"), chosen_number("linux,initrd-end")) {
+        let chosen_number = |name: Prop| chosen.as_ref()?.get(name).and_then(|p| dt::read_cells(p.value));
+        if let (Some(start), Some(end)) = (chosen_number(Prop::InitrdStart), chosen_number(Prop::InitrdEnd)) {
             if start < end {
                 platform.reserved.push(PhysRange { start, end });
             }
         }
         let stdout_path = chosen
             .as_ref()
-            .and_then(|c| dt::prop_str(c, "stdout-path").or_else(|| dt::prop_str(c, "linux,stdout-path")))
+            .and_then(|c| dt::prop_str(c, Prop::StdoutPath).or_else(|| dt::prop_str(c, Prop::LinuxStdoutPath)))
             .map(|p| p.split(':').next().unwrap_or(p))
             .and_then(|p| resolve_alias(&root, p));
 
@@ -242,7 +242,7 @@ fn resolve_alias<'a>(root: &Node<'a>, path: &'a str) -> Option<&'a str> {
         return Some(path);
     }
     let aliases = top_level_node(root, "aliases")?;
-    dt::prop_str(&aliases, path)
+    dt::string_of(aliases.property(path)?.value)
 }
 
 struct Walker<'p> {
@@ -297,7 +297,7 @@ impl Walker<'_> {
 
     fn visit(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>, depth: usize, stdout_rest: Option<&str>) {
         let name = node.name.split('@').next().unwrap_or(node.name);
-        if depth == 1 && dt::prop_str(node, "device_type") == Some("memory") && is_enabled(node) {
+        if depth == 1 && dt::prop_str(node, Prop::DeviceType) == Some("memory") && is_enabled(node) {
             for (base, size) in bus.regs(node).flatten() {
                 if let Some(range) = PhysRange::from_base_size(base, size).filter(|r| !r.is_empty()) {
                     self.platform.ram.push(range);
@@ -315,13 +315,13 @@ impl Walker<'_> {
             }
         }
         if depth == 1 && name == "psci" {
-            self.platform.psci = match dt::prop_str(node, "method") {
+            self.platform.psci = match dt::prop_str(node, Prop::Method) {
                 Some("smc") => Some(PsciConduit::Smc),
                 Some("hvc") => Some(PsciConduit::Hvc),
                 _ => None,
             };
         }
-        if depth == 2 && dt::prop_str(node, "device_type") == Some("cpu") && is_enabled(node) {
+        if depth == 2 && dt::prop_str(node, Prop::DeviceType) == Some("cpu") && is_enabled(node) {
             self.visit_cpu(node, bus);
         }
         if stdout_rest == Some("") {
@@ -333,13 +333,13 @@ impl Walker<'_> {
     }
 
     fn visit_cpu(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>) {
-        let Some(mpidr) = node.property("reg").and_then(|p| dt::read_cells(p.value)) else {
+        let Some(mpidr) = node.get(Prop::Reg).and_then(|p| dt::read_cells(p.value)) else {
             return;
         };
-        let enable_method = match dt::prop_str(node, "enable-method") {
+        let enable_method = match dt::prop_str(node, Prop::EnableMethod) {
             Some("psci") => EnableMethod::Psci,
             Some("spin-table") => node
-                .property("cpu-release-addr")
+                .get(Prop::CpuReleaseAddr)
                 .and_then(|p| dt::read_cells(p.value))
                 .map_or(EnableMethod::Unknown, |release_address| EnableMethod::SpinTable { release_address }),
             // The boot CPU often has no enable-method; PSCI is what starts it again.
@@ -351,12 +351,12 @@ impl Walker<'_> {
     }
 
     fn visit_stdout(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>) {
-        let cell = |name: &str| node.property(name).and_then(|p| dt::read_cells(p.value));
+        let cell = |name: Prop| node.get(name).and_then(|p| dt::read_cells(p.value));
         let model = if dt::is_compatible(node, PL011_COMPATIBLE) {
             Some(UartModel::Pl011)
         } else if dt::is_compatible(node, NS16550_COMPATIBLE) {
-            let reg_shift = cell("reg-shift").unwrap_or(0).min(4) as u8;
-            let io_width = cell("reg-io-width").unwrap_or(1) as u8;
+            let reg_shift = cell(Prop::RegShift).unwrap_or(0).min(4) as u8;
+            let io_width = cell(Prop::RegIoWidth).unwrap_or(1) as u8;
             Some(UartModel::Ns16550 { reg_shift, io_width: if io_width == 4 { 4 } else { 1 } })
         } else {
             None
@@ -367,13 +367,13 @@ impl Walker<'_> {
                 return;
             }
         }
-        let compatible = dt::prop_str(node, "compatible").unwrap_or("(no compatible)");
+        let compatible = dt::prop_str(node, Prop::Compatible).unwrap_or("(no compatible)");
         self.platform.unsupported_console = Some(ShortName::new(compatible));
     }
 }
 
 fn is_enabled(node: &Node<'_>) -> bool {
-    matches!(dt::prop_str(node, "status"), None | Some("okay") | Some("ok"))
+    matches!(dt::prop_str(node, Prop::Status), None | Some("okay") | Some("ok"))
 }
 
 fn gic_of(node: &Node<'_>, bus: &Bus<'_, '_>) -> Option<Gic> {

@@ -6,9 +6,12 @@
 //! subtree's properties the same way; the walk asks each node for a dozen
 //! properties, with the MMU off, where each byte is a device access. That was
 //! the largest part of reset to host (1.4 million instructions for QEMU's 58
-//! nodes and 229 properties, docs/performance.md). Here a lookup compares the
-//! wanted name with each property's name in the strings block, most of them
-//! rejected at their first byte, and nothing is decoded that is not used.
+//! nodes and 229 properties, docs/performance.md). Here a node is read once
+//! when the walk reaches it: each property name the walk uses ([`Prop`]) is
+//! recognised as it passes and its value kept, so that a lookup is one load;
+//! a child is stepped over without decoding its properties. A name the walk
+//! does not know in advance (an alias) is found by comparing names in the
+//! strings block ([`Node::property`]).
 //!
 //! [`super::fdt_check::check`] has walked the whole tree first (every token
 //! known, every offset and length inside its block, nodes balanced, names
@@ -30,14 +33,136 @@ pub struct Property<'a> {
     pub value: &'a [u8],
 }
 
-/// A node: its name (unit address included, "" for the root) and where its
-/// properties start.
+/// The properties the walk reads, found in one pass over each node.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Prop {
+    Compatible,
+    Status,
+    Reg,
+    Ranges,
+    AddressCells,
+    SizeCells,
+    DeviceType,
+    IommuMap,
+    Iommus,
+    RedistributorRegions,
+    Method,
+    EnableMethod,
+    CpuReleaseAddr,
+    RegShift,
+    RegIoWidth,
+    Bootargs,
+    StdoutPath,
+    LinuxStdoutPath,
+    InitrdStart,
+    InitrdEnd,
+}
+
+/// How many [`Prop`]s there are.
+const PROPS: usize = Prop::InitrdEnd as usize + 1;
+
+impl Prop {
+    /// Every [`Prop`], in the order of their discriminants.
+    #[cfg(test)]
+    pub const ALL: [Prop; PROPS] = [
+        Prop::Compatible,
+        Prop::Status,
+        Prop::Reg,
+        Prop::Ranges,
+        Prop::AddressCells,
+        Prop::SizeCells,
+        Prop::DeviceType,
+        Prop::IommuMap,
+        Prop::Iommus,
+        Prop::RedistributorRegions,
+        Prop::Method,
+        Prop::EnableMethod,
+        Prop::CpuReleaseAddr,
+        Prop::RegShift,
+        Prop::RegIoWidth,
+        Prop::Bootargs,
+        Prop::StdoutPath,
+        Prop::LinuxStdoutPath,
+        Prop::InitrdStart,
+        Prop::InitrdEnd,
+    ];
+
+    /// The property's name in the tree (the inverse of [`Prop::of_name`]).
+    #[cfg(test)]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Prop::Compatible => "compatible",
+            Prop::Status => "status",
+            Prop::Reg => "reg",
+            Prop::Ranges => "ranges",
+            Prop::AddressCells => "#address-cells",
+            Prop::SizeCells => "#size-cells",
+            Prop::DeviceType => "device_type",
+            Prop::IommuMap => "iommu-map",
+            Prop::Iommus => "iommus",
+            Prop::RedistributorRegions => "#redistributor-regions",
+            Prop::Method => "method",
+            Prop::EnableMethod => "enable-method",
+            Prop::CpuReleaseAddr => "cpu-release-addr",
+            Prop::RegShift => "reg-shift",
+            Prop::RegIoWidth => "reg-io-width",
+            Prop::Bootargs => "bootargs",
+            Prop::StdoutPath => "stdout-path",
+            Prop::LinuxStdoutPath => "linux,stdout-path",
+            Prop::InitrdStart => "linux,initrd-start",
+            Prop::InitrdEnd => "linux,initrd-end",
+        }
+    }
+
+    /// The [`Prop`] called `name`, if any.
+    fn of_name(name: &[u8]) -> Option<Prop> {
+        Some(match name {
+            b"compatible" => Prop::Compatible,
+            b"status" => Prop::Status,
+            b"reg" => Prop::Reg,
+            b"ranges" => Prop::Ranges,
+            b"#address-cells" => Prop::AddressCells,
+            b"#size-cells" => Prop::SizeCells,
+            b"device_type" => Prop::DeviceType,
+            b"iommu-map" => Prop::IommuMap,
+            b"iommus" => Prop::Iommus,
+            b"#redistributor-regions" => Prop::RedistributorRegions,
+            b"method" => Prop::Method,
+            b"enable-method" => Prop::EnableMethod,
+            b"cpu-release-addr" => Prop::CpuReleaseAddr,
+            b"reg-shift" => Prop::RegShift,
+            b"reg-io-width" => Prop::RegIoWidth,
+            b"bootargs" => Prop::Bootargs,
+            b"stdout-path" => Prop::StdoutPath,
+            b"linux,stdout-path" => Prop::LinuxStdoutPath,
+            b"linux,initrd-start" => Prop::InitrdStart,
+            b"linux,initrd-end" => Prop::InitrdEnd,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a [`Prop`]'s value is in the structure block: offset and length
+/// (`ABSENT`: the node has no such property).
+#[derive(Clone, Copy)]
+struct Slot {
+    offset: u32,
+    length: u32,
+}
+
+const ABSENT: Slot = Slot { offset: u32::MAX, length: 0 };
+
+/// A node: its name (unit address included, "" for the root), where its
+/// properties and its children start, and the values of its [`Prop`]s.
 #[derive(Clone, Copy)]
 pub struct Node<'a> {
     pub name: &'a str,
     tree: Tree<'a>,
     /// Offset in the structure block of the first token after the name.
     body: usize,
+    /// Offset of the first token after the properties (a child, or the end).
+    children: usize,
+    slots: [Slot; PROPS],
 }
 
 fn align4(at: usize) -> Option<usize> {
@@ -78,7 +203,31 @@ impl<'a> Tree<'a> {
         let rest = self.structure.get(name_at..)?;
         let length = rest.iter().position(|&b| b == 0)?;
         let name = core::str::from_utf8(&rest[..length]).unwrap_or("");
-        Some(Node { name, tree: self, body: align4(name_at + length + 1)? })
+        let body = align4(name_at + length + 1)?;
+        // One pass over the properties: the value of each Prop's first one.
+        let mut slots = [ABSENT; PROPS];
+        let mut at = body;
+        loop {
+            match self.token(at) {
+                Some(FDT_NOP) => at += 4,
+                Some(FDT_PROP) => {
+                    let length = self.token(at.checked_add(4)?)?;
+                    let name_offset = self.token(at.checked_add(8)?)? as usize;
+                    let value_at = at.checked_add(12)?;
+                    let names = self.strings.get(name_offset..)?;
+                    let name = &names[..names.iter().position(|&b| b == 0)?];
+                    if let Some(prop) = Prop::of_name(name) {
+                        let slot = &mut slots[prop as usize];
+                        if slot.offset == u32::MAX {
+                            *slot = Slot { offset: u32::try_from(value_at).ok()?, length };
+                        }
+                    }
+                    at = align4(value_at.checked_add(length as usize)?)?;
+                }
+                _ => break,
+            }
+        }
+        Some(Node { name, tree: self, body, children: at, slots })
     }
 
     /// The offset just past the subtree whose FDT_BEGIN_NODE token is at `at`.
@@ -123,7 +272,19 @@ impl<'a> Tree<'a> {
 }
 
 impl<'a> Node<'a> {
-    /// The first property called `name`, if the node has one.
+    /// The node's first `prop`, if it has one.
+    pub fn get(&self, prop: Prop) -> Option<Property<'a>> {
+        let slot = self.slots[prop as usize];
+        if slot.offset == u32::MAX {
+            return None;
+        }
+        let start = slot.offset as usize;
+        let value = self.tree.structure.get(start..start.checked_add(slot.length as usize)?)?;
+        Some(Property { value })
+    }
+
+    /// The first property called `name`, if the node has one (for names not
+    /// known in advance: [`Node::get`] finds a [`Prop`] at once).
     pub fn property(&self, name: &str) -> Option<Property<'a>> {
         let tree = &self.tree;
         let mut at = self.body;
@@ -148,7 +309,7 @@ impl<'a> Node<'a> {
 
     /// The node's children, in the tree's order.
     pub fn children(&self) -> Children<'a> {
-        Children { tree: self.tree, at: Some(self.body) }
+        Children { tree: self.tree, at: Some(self.children) }
     }
 }
 
@@ -199,6 +360,12 @@ mod tests {
             assert_eq!(node.property(wanted).map(|p| p.value), expected, "{} {wanted:?}", raw.name);
             *lookups += 1;
         }
+        for prop in Prop::ALL {
+            let expected = raw.property(prop.name()).map(|p| p.value);
+            assert_eq!(node.get(prop).map(|p| p.value), expected, "{} {prop:?}", raw.name);
+            assert_eq!(Prop::of_name(prop.name().as_bytes()), Some(prop));
+            *lookups += 1;
+        }
         let children: Vec<Node<'_>> = node.children().collect();
         let raw_children: Vec<FdtNode<'_, '_>> = raw.children().collect();
         assert_eq!(children.len(), raw_children.len(), "{}", raw.name);
@@ -237,6 +404,7 @@ mod tests {
             let Some(root) = short.root() else { continue };
             for child in root.children() {
                 let _ = child.property("reg");
+                let _ = child.get(Prop::Reg);
                 let _ = child.children().count();
             }
         }
