@@ -177,8 +177,9 @@ fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     power::system_off(1)
 }
 
-/// Reads the platform from the device tree at `dtb`, and selects the console.
-fn read_platform(dtb: usize) -> Platform {
+/// Reads the platform from the device tree at `dtb` into `platform` (a
+/// `Platform::default()`), and selects the console.
+fn read_platform(dtb: usize, platform: &mut Platform) {
     // SAFETY: The boot protocol passes the device tree's address in x0; the header
     // is read first and only `totalsize` bytes are used after that.
     let blob = unsafe {
@@ -189,10 +190,9 @@ fn read_platform(dtb: usize) -> Platform {
         }
         core::slice::from_raw_parts(dtb as *const u8, total)
     };
-    let platform = match Platform::from_fdt(blob) {
-        Ok(p) => p,
-        Err(e) => fatal(format_args!("device tree at {dtb:#x}: {e}")),
-    };
+    if let Err(e) = platform.fill_from_fdt(blob) {
+        fatal(format_args!("device tree at {dtb:#x}: {e}"));
+    }
     power::configure(platform.semihosting_exit, platform.psci);
     if let Some(uart) = platform.uart {
         // SAFETY: The device tree names this PL011 as the console; with the MMU off
@@ -202,13 +202,14 @@ fn read_platform(dtb: usize) -> Platform {
     if let Some(error) = platform.bootargs_error {
         fatal(format_args!("{error}"));
     }
-    platform
 }
 
 /// Rust entry of the boot CPU at EL2 (from `head.S`), MMU off.
 #[no_mangle]
 extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
-    let platform = read_platform(dtb);
+    // Filled in place: the MMU is off, and a copy of it is dear.
+    let mut platform = Platform::default();
+    read_platform(dtb, &mut platform);
     let image = image_layout();
     debug_assert_eq!(image.start, load_address as u64);
     let Some(image_range) = PhysRange::from_base_size(image.start, image.end - image.start) else {
@@ -768,7 +769,7 @@ fn report_devices(platform: &Platform, dma_policy: DmaPolicy) {
 /// this cannot work and power off with a failure status.
 #[no_mangle]
 extern "C" fn boot_not_at_el2(dtb: usize) -> ! {
-    let _ = read_platform(dtb);
+    read_platform(dtb, &mut Platform::default());
     fatal(format_args!(
         "entered at EL1, but this hypervisor must be entered at EL2: under QEMU add virtualization=on to -M (e.g. -M virt,virtualization=on); on a board, have the firmware or bootloader enter the Image at EL2"
     ))
