@@ -205,7 +205,8 @@ impl Platform {
                 platform.reserved.push(range);
             }
         }
-        let root = Tree::new(blob).and_then(Tree::root).ok_or(PlatformError::BadDeviceTree)?;
+        let tree = Tree::new(blob).ok_or(PlatformError::BadDeviceTree)?;
+        let root = tree.root().ok_or(PlatformError::BadDeviceTree)?;
         let chosen = top_level_node(&root, "chosen");
         if let Some(args) = chosen.as_ref().and_then(|c| dt::prop_str(c, Prop::Bootargs)) {
             let parsed = hyp_abi::bootargs::HypArgs::parse(args);
@@ -248,7 +249,7 @@ impl Platform {
 /// The root's child called `name` (any unit address), as the crate's
 /// `find_node("/name")` finds it.
 fn top_level_node<'a>(root: &Node<'a>, name: &str) -> Option<Node<'a>> {
-    root.children().find(|child| child.name.split('@').next() == Some(name))
+    root.children().named(name)
 }
 
 /// Turns an alias (`serial0`) into a path; paths pass through.
