@@ -530,10 +530,8 @@ fn allocate_records(bytes: usize) -> &'static mut [u32] {
     if base == 0 {
         fatal(format_args!("no memory for the page records"));
     }
-    for page in (base..base + size).step_by(PAGE_SIZE as usize) {
-        // SAFETY: The page is part of the fresh allocation above, mapped read-write.
-        unsafe { cache::zero_page(page) };
-    }
+    // SAFETY: The pages are the fresh allocation above, mapped read-write.
+    unsafe { cache::zero_pages(base, size) };
     // SAFETY: `size` bytes at `base` are allocated for good (never freed) and
     // zeroed, so they are valid u32s; nothing else refers to them.
     unsafe { core::slice::from_raw_parts_mut(base as *mut u32, bytes / 4) }

@@ -246,6 +246,15 @@ impl Platform {
     }
 }
 
+/// A node's name without its unit address (`pl011@9000000` -> `pl011`).
+fn base_name(name: &str) -> &str {
+    // A byte search: '@' is ASCII, so the cut is at a character boundary.
+    match name.as_bytes().iter().position(|&b| b == b'@') {
+        Some(at) => name.get(..at).unwrap_or(name),
+        None => name,
+    }
+}
+
 /// The root's child called `name` (any unit address), as the crate's
 /// `find_node("/name")` finds it.
 fn top_level_node<'a>(root: &Node<'a>, name: &str) -> Option<Node<'a>> {
@@ -285,6 +294,12 @@ impl Walker<'_> {
             self.platform.walk_truncated |= node.children().next().is_some();
             return;
         }
+        // The next component of the stdout path, the same for every child.
+        let stdout = stdout.map(|rest| {
+            let rest = rest.trim_start_matches('/');
+            let (component, remainder) = rest.split_once('/').unwrap_or((rest, ""));
+            (component, !component.contains('@'), remainder)
+        });
         for child in node.children() {
             let index = self.next_index;
             self.next_index += 1;
@@ -292,11 +307,8 @@ impl Walker<'_> {
             let pci = !no_devices
                 && !not_devices
                 && self.platform.devices.visit(&child, bus, index, self.platform.dma_permissive);
-            let on_stdout = stdout.and_then(|rest| {
-                let rest = rest.trim_start_matches('/');
-                let (component, remainder) = rest.split_once('/').unwrap_or((rest, ""));
-                let matches = child.name == component
-                    || (!component.contains('@') && child.name.split('@').next() == Some(component));
+            let on_stdout = stdout.and_then(|(component, any_address, remainder)| {
+                let matches = child.name == component || (any_address && base_name(child.name) == component);
                 matches.then_some(remainder)
             });
             self.visit(&child, bus, depth, on_stdout);
@@ -312,7 +324,7 @@ impl Walker<'_> {
     }
 
     fn visit(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>, depth: usize, stdout_rest: Option<&str>) {
-        let name = node.name.split('@').next().unwrap_or(node.name);
+        let name = base_name(node.name);
         if depth == 1 && dt::prop_str(node, Prop::DeviceType) == Some("memory") && is_enabled(node) {
             for (base, size) in bus.regs(node).flatten() {
                 if let Some(range) = PhysRange::from_base_size(base, size).filter(|r| !r.is_empty()) {
