@@ -51,9 +51,12 @@ const EMERGENCY_STACK_SIZE: usize = 16 << 10;
 /// (a power of two): 88 KiB in a 128 KiB block.
 const CPU_STACKS_BLOCK: u64 = (PAGE_SIZE as usize + TRAP_STACK_SIZE + PAGE_SIZE as usize + EMERGENCY_STACK_SIZE)
     .next_power_of_two() as u64;
-/// Room in the pool's early part for the EL2 stage-1 tables (64 pages; QEMU's
-/// virt board needs a few).
-const EARLY_TABLES_SIZE: u64 = 256 << 10;
+/// Room in the pool's early part for the EL2 stage-1 tables: 32 pages, where
+/// QEMU's virt board needs under ten (one per level and a last-level table per
+/// 2 MiB window that has a region's end or a guard page in it). Should a
+/// board need more, the whole pool joins early, and is invalidated (slower,
+/// as correct; the boot log says so).
+const EARLY_TABLES_SIZE: u64 = 128 << 10;
 
 /// Bytes aligned to 64, so that boot copies them a 64-byte block per loop turn.
 #[cfg(host_shim_embedded)]
