@@ -19,7 +19,7 @@ const TURN: usize = 64;
 /// `src` must be valid for reads and `dst` for writes of `len` bytes, and the
 /// two ranges must not overlap.
 pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
-    let whole = if (dst as usize | src as usize) % 16 == 0 { len - len % TURN } else { 0 };
+    let whole = if (dst as usize | src as usize).is_multiple_of(16) { len - len % TURN } else { 0 };
     if whole > 0 {
         // SAFETY: The caller vouches for both ranges; the loop reads and
         // writes exactly their first `whole` bytes, 16-byte aligned pairs.
