@@ -6,6 +6,7 @@
 //! and builds its stage-1 tables, all without locks and without logging. Then the
 //! MMU goes on, the logger starts, the host stage-2 is built and the host runs.
 
+use crate::arch::aarch64::bulk_copy;
 use crate::arch::aarch64::cache;
 use crate::arch::aarch64::mmu;
 use crate::arch::aarch64::percpu;
@@ -46,10 +47,25 @@ const TAKEN_RANGES: usize = 2 + crate::platform::MAX_RESERVED + 1 + 1 + MAX_CPUS
 const TRAP_STACK_SIZE: usize = 64 << 10;
 /// Per-CPU emergency stack for fatal exceptions taken at EL2.
 const EMERGENCY_STACK_SIZE: usize = 16 << 10;
+/// One CPU's stacks with their guard pages, as the buddy heap hands them out
+/// (a power of two): 88 KiB in a 128 KiB block.
+const CPU_STACKS_BLOCK: u64 = (PAGE_SIZE as usize + TRAP_STACK_SIZE + PAGE_SIZE as usize + EMERGENCY_STACK_SIZE)
+    .next_power_of_two() as u64;
+/// Room in the pool's early part for the EL2 stage-1 tables: 32 pages, where
+/// QEMU's virt board needs under ten (one per level and a last-level table per
+/// 2 MiB window that has a region's end or a guard page in it). Should a
+/// board need more, the whole pool joins early, and is invalidated (slower,
+/// as correct; the boot log says so).
+const EARLY_TABLES_SIZE: u64 = 128 << 10;
+
+/// Bytes aligned to 64, so that boot copies them a 64-byte block per loop turn.
+#[cfg(host_shim_embedded)]
+#[repr(C, align(64))]
+struct Aligned<T: ?Sized>(T);
 
 /// The host shim Image, embedded by `scripts/build-image`.
 #[cfg(host_shim_embedded)]
-static HOST_IMAGE: &[u8] = include_bytes!(env!("HOST_SHIM_IMAGE_PATH"));
+static HOST_IMAGE: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("HOST_SHIM_IMAGE_PATH")));
 
 extern "C" {
     static __image_start: u8;
@@ -164,8 +180,9 @@ fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     power::system_off(1)
 }
 
-/// Reads the platform from the device tree at `dtb`, and selects the console.
-fn read_platform(dtb: usize) -> Platform {
+/// Reads the platform from the device tree at `dtb` into `platform` (a
+/// `Platform::default()`), and selects the console.
+fn read_platform(dtb: usize, platform: &mut Platform) {
     // SAFETY: The boot protocol passes the device tree's address in x0; the header
     // is read first and only `totalsize` bytes are used after that.
     let blob = unsafe {
@@ -176,10 +193,9 @@ fn read_platform(dtb: usize) -> Platform {
         }
         core::slice::from_raw_parts(dtb as *const u8, total)
     };
-    let platform = match Platform::from_fdt(blob) {
-        Ok(p) => p,
-        Err(e) => fatal(format_args!("device tree at {dtb:#x}: {e}")),
-    };
+    if let Err(e) = platform.fill_from_fdt(blob) {
+        fatal(format_args!("device tree at {dtb:#x}: {e}"));
+    }
     power::configure(platform.semihosting_exit, platform.psci);
     if let Some(uart) = platform.uart {
         // SAFETY: The device tree names this PL011 as the console; with the MMU off
@@ -189,13 +205,14 @@ fn read_platform(dtb: usize) -> Platform {
     if let Some(error) = platform.bootargs_error {
         fatal(format_args!("{error}"));
     }
-    platform
 }
 
 /// Rust entry of the boot CPU at EL2 (from `head.S`), MMU off.
 #[no_mangle]
 extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
-    let platform = read_platform(dtb);
+    // Filled in place: the MMU is off, and a copy of it is dear.
+    let mut platform = Platform::default();
+    read_platform(dtb, &mut platform);
     let image = image_layout();
     debug_assert_eq!(image.start, load_address as u64);
     let Some(image_range) = PhysRange::from_base_size(image.start, image.end - image.start) else {
@@ -232,8 +249,11 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         fatal(format_args!("no room for the hyp's {pool_size:#x}-byte memory pool in RAM"));
     };
     taken.push(pool);
+    // The MMU-off allocations (the CPUs' stacks, the stage-1 tables) come from
+    // an early part of the pool, the only part boot invalidates (see `mm::heap`).
+    let early_part = platform.cpus.len().max(1) as u64 * CPU_STACKS_BLOCK + EARLY_TABLES_SIZE;
     // SAFETY: The pool lies in RAM, clear of every range in use; the hyp owns it.
-    unsafe { HEAP.add_memory(pool.start as usize, pool.end as usize) };
+    unsafe { HEAP.add_pool(pool.start as usize, pool.end as usize, early_part as usize) };
 
     // Every CPU's stacks now: their guard pages are holes in the stage-1.
     let mut stacks: FixedVec<CpuStacks, MAX_CPUS> = FixedVec::default();
@@ -296,12 +316,26 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
         Err(e) => fatal(format_args!("building the EL2 stage-1 tables failed: {e}")),
     };
 
-    // SAFETY: The hyp image (data, bss, stacks) and the pool, and the host's Image
-    // and device tree, were written only with the MMU off, i.e. straight to memory:
-    // any cached line for them is stale and must not be used or written back.
+    // Memory written with the MMU off went straight to memory, past any line
+    // the caches may hold for it from before the hyp (the boot protocol has
+    // the bootloader clean only the loaded Image to the point of coherency).
+    // Once the MMU is on, a stale line there would be read instead of what
+    // was written (and a dirty one could be written back over it): so every
+    // line of what was written with the MMU off, and will be read through a
+    // cacheable mapping, is invalidated first. That is the hyp image's data
+    // and bss (with the boot stack), the part of the pool the heap wrote (its
+    // early part: the stage-1 tables, the free-list links there), and the
+    // host's Image and device tree (the host reads them with its caches on).
+    // The rest of the pool needs none: the hyp never read it with the MMU
+    // off, and writes it through the cache before reading it (a stale line
+    // for it holds nothing anyone reads; a write updates it). With the MMU
+    // off, data accesses are Device-nGnRnE and allocate no line in between.
+    let (pool_written, pool_written_end) = HEAP.written_early();
+    // SAFETY: These ranges were written only with the MMU off, i.e. straight to
+    // memory: any cached line for them is stale and must not be used or written back.
     unsafe {
         cache::invalidate(image.rodata_end as usize, (image.end - image.rodata_end) as usize);
-        cache::invalidate(pool.start as usize, pool.size() as usize);
+        cache::invalidate(pool_written, pool_written_end - pool_written);
         cache::invalidate(host.image.start as usize, host.image.size() as usize);
         cache::invalidate(host.fdt.start as usize, host.fdt.size() as usize);
     }
@@ -363,6 +397,9 @@ extern "C" fn hyp_boot_primary(dtb: usize, load_address: usize) -> ! {
     log::info!("host stage-2: {ipa_bits}-bit IPA, all RAM but hyp memory mapped, device space on demand");
     let (used, total) = HEAP.usage();
     log::info!("hyp pool: {used} of {total} bytes in use");
+    if HEAP.early_part_ran_out() {
+        log::warn!("hyp pool: its early part ({early_part:#x} bytes) ran out with the MMU off: all of the pool was invalidated");
+    }
     let devices = hyp_devices(&platform, smmu_taken);
     let vgic = vgic_hardware(&platform);
     let vtcr = host_stage2::vtcr(ipa_bits, pa_range);
@@ -496,10 +533,8 @@ fn allocate_records(bytes: usize) -> &'static mut [u32] {
     if base == 0 {
         fatal(format_args!("no memory for the page records"));
     }
-    for page in (base..base + size).step_by(PAGE_SIZE as usize) {
-        // SAFETY: The page is part of the fresh allocation above, mapped read-write.
-        unsafe { cache::zero_page(page) };
-    }
+    // SAFETY: The pages are the fresh allocation above, mapped read-write.
+    unsafe { cache::zero_pages(base, size) };
     // SAFETY: `size` bytes at `base` are allocated for good (never freed) and
     // zeroed, so they are valid u32s; nothing else refers to them.
     unsafe { core::slice::from_raw_parts_mut(base as *mut u32, bytes / 4) }
@@ -615,7 +650,8 @@ fn prepare_host(
 /// (plus its text_offset). MMU off: these are physical writes.
 #[cfg(host_shim_embedded)]
 fn place_host_shim(platform: &Platform, taken: &mut FixedVec<PhysRange, TAKEN_RANGES>) -> PhysRange {
-    let header = match hyp_abi::image_header::ImageHeader::parse(HOST_IMAGE) {
+    let host_image = &HOST_IMAGE.0;
+    let header = match hyp_abi::image_header::ImageHeader::parse(host_image) {
         Ok(h) => h,
         Err(e) => fatal(format_args!("embedded host image: {e}")),
     };
@@ -625,9 +661,12 @@ fn place_host_shim(platform: &Platform, taken: &mut FixedVec<PhysRange, TAKEN_RA
     };
     taken.push(slot);
     let image = PhysRange { start: slot.start + header.text_offset, end: slot.end };
-    // SAFETY: `slot` is RAM nobody uses (checked against every taken range above).
-    let destination = unsafe { core::slice::from_raw_parts_mut(image.start as *mut u8, HOST_IMAGE.len()) };
-    destination.copy_from_slice(HOST_IMAGE);
+    if image.size() < host_image.len() as u64 {
+        fatal(format_args!("embedded host image: {:#x} bytes, more than its image_size", host_image.len()));
+    }
+    // SAFETY: `slot` is RAM nobody uses (checked against every taken range
+    // above), and the Image's bytes fit in it (just checked).
+    unsafe { bulk_copy::copy(image.start as *mut u8, host_image.as_ptr(), host_image.len()) };
     image
 }
 
@@ -731,7 +770,7 @@ fn report_devices(platform: &Platform, dma_policy: DmaPolicy) {
 /// this cannot work and power off with a failure status.
 #[no_mangle]
 extern "C" fn boot_not_at_el2(dtb: usize) -> ! {
-    let _ = read_platform(dtb);
+    read_platform(dtb, &mut Platform::default());
     fatal(format_args!(
         "entered at EL1, but this hypervisor must be entered at EL2: under QEMU add virtualization=on to -M (e.g. -M virt,virtualization=on); on a board, have the firmware or bootloader enter the Image at EL2"
     ))

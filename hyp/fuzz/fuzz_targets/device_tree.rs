@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = hyp_abi::bootargs::HypArgs::parse(text);
         let _ = hyp_abi::bootargs::ShimArgs::parse(text);
     }
-    if let Ok(p) = platform::Platform::from_fdt(data) {
+    // As boot reads it: into a default platform, in place.
+    let mut p = platform::Platform::default();
+    if p.fill_from_fdt(data).is_ok() {
         // What discovery found is consistent: RAM banks are real ranges.
         assert!(!p.ram.is_empty());
         for bank in p.ram.as_slice() {

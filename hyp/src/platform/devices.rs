@@ -9,9 +9,9 @@
 #![forbid(unsafe_code)]
 
 use super::dt::{self, Bus};
+use super::node::{Node, Prop};
 use super::ShortName;
 use crate::range::PhysRange;
-use fdt::node::FdtNode;
 
 /// Device regions the hyp records; more are reported and, being unknown to
 /// the host stage-2, withheld.
@@ -117,8 +117,8 @@ const HYP_KEPT: &[&str] = &["arm,smmu-v3", "arm,gic-v3-its"];
 const SMMU_V3: &[&str] = &["arm,smmu-v3"];
 
 /// Whether the node's DMA goes through an IOMMU.
-fn behind_iommu(node: &FdtNode<'_, '_>) -> bool {
-    node.property("iommu-map").is_some() || node.property("iommus").is_some()
+fn behind_iommu(node: &Node<'_>) -> bool {
+    node.get(Prop::IommuMap).is_some() || node.get(Prop::Iommus).is_some()
 }
 
 const GIC_V3: &[&str] = &["arm,gic-v3"];
@@ -128,24 +128,24 @@ const PCI_HOST: &[&str] = &["pci-host-ecam-generic", "pci-host-cam-generic"];
 /// Whether the node is a PCI host bridge: its `reg` is config space, its
 /// children's `reg` are PCI addresses, its `ranges` are the windows of the
 /// devices' BARs.
-pub fn is_pci_host(node: &FdtNode<'_, '_>) -> bool {
-    dt::prop_str(node, "device_type") == Some("pci") || dt::is_compatible(node, PCI_HOST)
+pub fn is_pci_host(node: &Node<'_>) -> bool {
+    dt::prop_str(node, Prop::DeviceType) == Some("pci") || dt::is_compatible(node, PCI_HOST)
 }
 
 /// Whether the node's MMIO is not a device at all (RAM, reserved memory, CPUs).
-fn is_not_a_device(node: &FdtNode<'_, '_>) -> bool {
-    matches!(dt::prop_str(node, "device_type"), Some("memory") | Some("cpu"))
+fn is_not_a_device(node: &Node<'_>) -> bool {
+    matches!(dt::prop_str(node, Prop::DeviceType), Some("memory") | Some("cpu"))
 }
 
 /// The class of a node's `index`-th `reg` entry.
-fn reg_class(node: &FdtNode<'_, '_>, index: usize) -> DeviceClass {
+fn reg_class(node: &Node<'_>, index: usize) -> DeviceClass {
     if dt::is_compatible(node, GIC_V3) {
         // GICD, the redistributor regions, then GICC, GICH, GICV. The hyp
         // maps and emulates the LPI controls of the first redistributor region
         // only (its CPUs are the first ones, and it runs at most MAX_CPUS):
         // further regions are kept from the host.
         let redistributor_regions =
-            node.property("#redistributor-regions").and_then(|p| dt::read_cells(p.value)).unwrap_or(1) as usize;
+            node.get(Prop::RedistributorRegions).and_then(|p| dt::read_cells(p.value)).unwrap_or(1) as usize;
         return match index {
             0 => DeviceClass::Mmio,
             1 => DeviceClass::Redistributors,
@@ -183,7 +183,7 @@ pub struct DeviceTable {
 impl DeviceTable {
     /// Records the MMIO of `node` (depth-first index `index`, on `bus`).
     /// Returns whether its children are to be skipped (a PCI host bridge's).
-    pub fn visit(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>, index: usize, dma_permissive: bool) -> bool {
+    pub fn visit(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>, index: usize, dma_permissive: bool) -> bool {
         if is_not_a_device(node) {
             return false;
         }
@@ -191,7 +191,7 @@ impl DeviceTable {
         if self.smmu.is_none() && dt::is_compatible(node, SMMU_V3) {
             self.smmu = bus.reg(node, 0).and_then(|(base, size)| PhysRange::from_base_size(base, size));
         }
-        let name = ShortName::new(dt::prop_str(node, "compatible").unwrap_or(node.name));
+        let name = ShortName::new(dt::prop_str(node, Prop::Compatible).unwrap_or(node.name));
         let mut withheld = false;
         for (i, (base, size)) in bus.regs(node).enumerate().filter_map(|(i, r)| Some((i, r?))) {
             let Some(range) = PhysRange::from_base_size(base, size).filter(|r| !r.is_empty()) else {
@@ -242,8 +242,8 @@ impl DeviceTable {
 
 /// The CPU-side windows of a PCI host bridge's `ranges` (3 PCI address
 /// cells, the parent's address cells, 2 size cells).
-fn pci_windows<'s>(node: &'s FdtNode<'_, '_>, bus: &'s Bus<'_, '_>) -> impl Iterator<Item = Option<PhysRange>> + 's {
-    let value = node.property("ranges").map(|p| p.value).unwrap_or(&[]);
+fn pci_windows<'s>(node: &'s Node<'_>, bus: &'s Bus<'_, '_>) -> impl Iterator<Item = Option<PhysRange>> + 's {
+    let value = node.get(Prop::Ranges).map(|p| p.value).unwrap_or(&[]);
     let entry = (3 + bus.address_cells + 2) * 4;
     value.chunks_exact(entry).map(move |e| {
         let parent = dt::read_cells(&e[12..12 + bus.address_cells * 4])?;

@@ -6,7 +6,7 @@
 //! The `fdt` crate parses the blob; this module only interprets cells. It never
 //! panics on its own account: malformed cells make a `reg` unusable (`None`).
 
-use fdt::node::FdtNode;
+use super::node::{Node, Prop};
 
 /// Deepest nesting the walk follows; real trees are under 10 levels.
 pub const MAX_DEPTH: usize = 16;
@@ -28,13 +28,13 @@ pub struct Bus<'p, 'a> {
 
 impl<'p, 'a> Bus<'p, 'a> {
     /// The bus of the root node's children.
-    pub fn root(root: &FdtNode<'_, 'a>) -> Bus<'p, 'a> {
+    pub fn root(root: &Node<'a>) -> Bus<'p, 'a> {
         let (address_cells, size_cells) = cells_of(root);
         Bus { address_cells, size_cells, ranges: Some(&[]), parent_address_cells: address_cells, parent: None }
     }
 
     /// The bus of `node`'s children, where `node` sits on `self`.
-    pub fn child_bus<'c>(&'c self, node: &FdtNode<'_, 'a>) -> Bus<'c, 'a>
+    pub fn child_bus<'c>(&'c self, node: &Node<'a>) -> Bus<'c, 'a>
     where
         'p: 'c,
     {
@@ -42,7 +42,7 @@ impl<'p, 'a> Bus<'p, 'a> {
         Bus {
             address_cells,
             size_cells,
-            ranges: node.property("ranges").map(|p| p.value),
+            ranges: node.get(Prop::Ranges).map(|p| p.value),
             parent_address_cells: self.address_cells,
             parent: Some(self),
         }
@@ -73,11 +73,11 @@ impl<'p, 'a> Bus<'p, 'a> {
 
     /// The `reg` entries of a node on this bus, translated; `None` entries where the
     /// cells cannot be read or translated.
-    pub fn regs<'s>(&'s self, node: &FdtNode<'_, 'a>) -> impl Iterator<Item = Option<(u64, u64)>> + 's
+    pub fn regs<'s>(&'s self, node: &Node<'a>) -> impl Iterator<Item = Option<(u64, u64)>> + 's
     where
         'a: 's,
     {
-        let value = node.property("reg").map(|p| p.value).unwrap_or(&[]);
+        let value = node.get(Prop::Reg).map(|p| p.value).unwrap_or(&[]);
         let entry_bytes = (self.address_cells + self.size_cells) * 4;
         value.chunks(entry_bytes.max(4)).filter(move |_| entry_bytes > 0).map(move |entry| {
             if entry.len() != entry_bytes {
@@ -90,8 +90,8 @@ impl<'p, 'a> Bus<'p, 'a> {
     }
 
     /// The `index`-th `reg` entry, if present and readable.
-    pub fn reg(&self, node: &FdtNode<'_, '_>, index: usize) -> Option<(u64, u64)> {
-        let value = node.property("reg")?.value;
+    pub fn reg(&self, node: &Node<'_>, index: usize) -> Option<(u64, u64)> {
+        let value = node.get(Prop::Reg)?.value;
         let entry_bytes = (self.address_cells + self.size_cells) * 4;
         let entry = value.get(index * entry_bytes..(index + 1) * entry_bytes)?;
         let (address, size) = entry.split_at(self.address_cells * 4);
@@ -104,11 +104,10 @@ impl<'p, 'a> Bus<'p, 'a> {
 /// 2, 1), at most 4 each (real trees use 1 to 3; a larger value, from a
 /// corrupted tree, must not overflow the entry arithmetic: such `reg`s simply
 /// do not read).
-fn cells_of(node: &FdtNode<'_, '_>) -> (usize, usize) {
-    let read = |name: &str, default: usize| {
-        node.property(name).and_then(|p| read_cells(p.value)).map_or(default, |v| v as usize)
-    };
-    (read("#address-cells", 2).min(4), read("#size-cells", 1).min(4))
+fn cells_of(node: &Node<'_>) -> (usize, usize) {
+    let read =
+        |name: Prop, default: usize| node.get(name).and_then(|p| read_cells(p.value)).map_or(default, |v| v as usize);
+    (read(Prop::AddressCells, 2).min(4), read(Prop::SizeCells, 1).min(4))
 }
 
 /// Reads one or two big-endian 32-bit cells as a number; more than two cells keep
@@ -129,15 +128,19 @@ pub fn read_cells(bytes: &[u8]) -> Option<u64> {
 }
 
 /// A property as a NUL-terminated string (the first one of a string list).
-pub fn prop_str<'a>(node: &FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {
-    let value = node.property(name)?.value;
+pub fn prop_str<'a>(node: &Node<'a>, name: Prop) -> Option<&'a str> {
+    string_of(node.get(name)?.value)
+}
+
+/// A property's value as a NUL-terminated string (the first one of a string list).
+pub fn string_of(value: &[u8]) -> Option<&str> {
     let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
     core::str::from_utf8(&value[..end]).ok()
 }
 
 /// Whether any string of the node's `compatible` list equals one of `names`.
-pub fn is_compatible(node: &FdtNode<'_, '_>, names: &[&str]) -> bool {
-    node.property("compatible").is_some_and(|p| {
+pub fn is_compatible(node: &Node<'_>, names: &[&str]) -> bool {
+    node.get(Prop::Compatible).is_some_and(|p| {
         p.value.split(|&b| b == 0).filter(|s| !s.is_empty()).any(|s| names.iter().any(|n| n.as_bytes() == s))
     })
 }

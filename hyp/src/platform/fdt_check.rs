@@ -13,6 +13,7 @@ use hyp_abi::fdt::{FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_MAGIC, FDT_NOP, FD
 /// parents).
 const MAX_DEPTH: usize = 32;
 
+#[inline(always)]
 fn be32(bytes: &[u8], at: usize) -> Option<u32> {
     let word = bytes.get(at..at.checked_add(4)?)?;
     Some(u32::from_be_bytes([word[0], word[1], word[2], word[3]]))

@@ -10,14 +10,15 @@
 pub mod devices;
 mod dt;
 mod fdt_check;
+mod node;
 
 pub use devices::{DeviceRegion, DeviceTable};
 
 use crate::range::{FixedVec, PhysRange};
 use core::fmt;
 use dt::Bus;
-use fdt::node::FdtNode;
 use fdt::Fdt;
+use node::{Node, Prop, Tree};
 
 /// RAM banks the hyp keeps track of.
 pub const MAX_RAM_BANKS: usize = 16;
@@ -179,18 +180,35 @@ impl Platform {
     ///
     /// [`PlatformError::BadDeviceTree`] if the blob does not parse,
     /// [`PlatformError::NoMemory`] if it names no RAM.
+    #[cfg(test)]
     pub fn from_fdt(blob: &[u8]) -> Result<Platform, PlatformError> {
+        let mut platform = Platform::default();
+        platform.fill_from_fdt(blob)?;
+        Ok(platform)
+    }
+
+    /// [`Platform::from_fdt`] into `self`, which must be `Platform::default()`:
+    /// boot reads the tree with the MMU off, where returning the 12 KiB
+    /// `Platform` by value cost two copies of it (58,000 instructions).
+    ///
+    /// # Errors
+    ///
+    /// As [`Platform::from_fdt`].
+    pub fn fill_from_fdt(&mut self, blob: &[u8]) -> Result<(), PlatformError> {
+        let platform = self;
         fdt_check::check(blob).ok_or(PlatformError::BadDeviceTree)?;
         let fdt = Fdt::new(blob).map_err(|_| PlatformError::BadDeviceTree)?;
-        let mut platform = Platform { fdt_size: fdt.total_size(), ..Platform::default() };
+        platform.fdt_size = fdt.total_size();
         for reservation in fdt.memory_reservations() {
             let start = reservation.address() as u64;
             if let Some(range) = PhysRange::from_base_size(start, reservation.size() as u64) {
                 platform.reserved.push(range);
             }
         }
-        let chosen = fdt.find_node("/chosen");
-        if let Some(args) = chosen.as_ref().and_then(|c| dt::prop_str(c, "bootargs")) {
+        let tree = Tree::new(blob).ok_or(PlatformError::BadDeviceTree)?;
+        let root = tree.root().ok_or(PlatformError::BadDeviceTree)?;
+        let chosen = top_level_node(&root, "chosen");
+        if let Some(args) = chosen.as_ref().and_then(|c| dt::prop_str(c, Prop::Bootargs)) {
             let parsed = hyp_abi::bootargs::HypArgs::parse(args);
             platform.semihosting_exit = parsed.args.exit_semihosting;
             platform.selftest_stack_guard = parsed.args.selftest_stack_guard;
@@ -199,27 +217,26 @@ impl Platform {
             platform.bootargs_error = parsed.error;
         }
         // The initramfs the bootloader loaded for the host: never the hyp's.
-        let chosen_number = |name: &str| chosen.as_ref()?.property(name).and_then(|p| dt::read_cells(p.value));
-        if let (Some(start), Some(end)) = (chosen_number("linux,initrd-start"), chosen_number("linux,initrd-end")) {
+        let chosen_number = |name: Prop| chosen.as_ref()?.get(name).and_then(|p| dt::read_cells(p.value));
+        if let (Some(start), Some(end)) = (chosen_number(Prop::InitrdStart), chosen_number(Prop::InitrdEnd)) {
             if start < end {
                 platform.reserved.push(PhysRange { start, end });
             }
         }
         let stdout_path = chosen
             .as_ref()
-            .and_then(|c| dt::prop_str(c, "stdout-path").or_else(|| dt::prop_str(c, "linux,stdout-path")))
+            .and_then(|c| dt::prop_str(c, Prop::StdoutPath).or_else(|| dt::prop_str(c, Prop::LinuxStdoutPath)))
             .map(|p| p.split(':').next().unwrap_or(p))
-            .and_then(|p| resolve_alias(&fdt, p));
+            .and_then(|p| resolve_alias(&root, p));
 
-        let root = fdt.find_node("/").ok_or(PlatformError::BadDeviceTree)?;
         let bus = Bus::root(&root);
-        let mut walker = Walker { platform: &mut platform, next_index: 1 };
+        let mut walker = Walker { platform, next_index: 1 };
         walker.visit_children(&root, &bus, 1, stdout_path, false);
 
-        if platform.ram.is_empty() {
+        if walker.platform.ram.is_empty() {
             return Err(PlatformError::NoMemory);
         }
-        Ok(platform)
+        Ok(())
     }
 
     /// Every range of RAM the hyp must never hand out: `/memreserve/` and
@@ -229,13 +246,28 @@ impl Platform {
     }
 }
 
+/// A node's name without its unit address (`pl011@9000000` -> `pl011`).
+fn base_name(name: &str) -> &str {
+    // A byte search: '@' is ASCII, so the cut is at a character boundary.
+    match name.as_bytes().iter().position(|&b| b == b'@') {
+        Some(at) => name.get(..at).unwrap_or(name),
+        None => name,
+    }
+}
+
+/// The root's child called `name` (any unit address), as the crate's
+/// `find_node("/name")` finds it.
+fn top_level_node<'a>(root: &Node<'a>, name: &str) -> Option<Node<'a>> {
+    root.children().named(name)
+}
+
 /// Turns an alias (`serial0`) into a path; paths pass through.
-fn resolve_alias<'a>(fdt: &Fdt<'a>, path: &'a str) -> Option<&'a str> {
+fn resolve_alias<'a>(root: &Node<'a>, path: &'a str) -> Option<&'a str> {
     if path.starts_with('/') {
         return Some(path);
     }
-    let aliases = fdt.find_node("/aliases")?;
-    dt::prop_str(&aliases, path)
+    let aliases = top_level_node(root, "aliases")?;
+    dt::string_of(aliases.property(path)?.value)
 }
 
 struct Walker<'p> {
@@ -252,7 +284,7 @@ impl Walker<'_> {
     /// children are RAM: none of them is a device.
     fn visit_children(
         &mut self,
-        node: &FdtNode<'_, '_>,
+        node: &Node<'_>,
         bus: &Bus<'_, '_>,
         depth: usize,
         stdout: Option<&str>,
@@ -262,6 +294,12 @@ impl Walker<'_> {
             self.platform.walk_truncated |= node.children().next().is_some();
             return;
         }
+        // The next component of the stdout path, the same for every child.
+        let stdout = stdout.map(|rest| {
+            let rest = rest.trim_start_matches('/');
+            let (component, remainder) = rest.split_once('/').unwrap_or((rest, ""));
+            (component, !component.contains('@'), remainder)
+        });
         for child in node.children() {
             let index = self.next_index;
             self.next_index += 1;
@@ -269,11 +307,8 @@ impl Walker<'_> {
             let pci = !no_devices
                 && !not_devices
                 && self.platform.devices.visit(&child, bus, index, self.platform.dma_permissive);
-            let on_stdout = stdout.and_then(|rest| {
-                let rest = rest.trim_start_matches('/');
-                let (component, remainder) = rest.split_once('/').unwrap_or((rest, ""));
-                let matches = child.name == component
-                    || (!component.contains('@') && child.name.split('@').next() == Some(component));
+            let on_stdout = stdout.and_then(|(component, any_address, remainder)| {
+                let matches = child.name == component || (any_address && base_name(child.name) == component);
                 matches.then_some(remainder)
             });
             self.visit(&child, bus, depth, on_stdout);
@@ -288,9 +323,9 @@ impl Walker<'_> {
         }
     }
 
-    fn visit(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>, depth: usize, stdout_rest: Option<&str>) {
-        let name = node.name.split('@').next().unwrap_or(node.name);
-        if depth == 1 && dt::prop_str(node, "device_type") == Some("memory") && is_enabled(node) {
+    fn visit(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>, depth: usize, stdout_rest: Option<&str>) {
+        let name = base_name(node.name);
+        if depth == 1 && dt::prop_str(node, Prop::DeviceType) == Some("memory") && is_enabled(node) {
             for (base, size) in bus.regs(node).flatten() {
                 if let Some(range) = PhysRange::from_base_size(base, size).filter(|r| !r.is_empty()) {
                     self.platform.ram.push(range);
@@ -308,13 +343,13 @@ impl Walker<'_> {
             }
         }
         if depth == 1 && name == "psci" {
-            self.platform.psci = match dt::prop_str(node, "method") {
+            self.platform.psci = match dt::prop_str(node, Prop::Method) {
                 Some("smc") => Some(PsciConduit::Smc),
                 Some("hvc") => Some(PsciConduit::Hvc),
                 _ => None,
             };
         }
-        if depth == 2 && dt::prop_str(node, "device_type") == Some("cpu") && is_enabled(node) {
+        if depth == 2 && dt::prop_str(node, Prop::DeviceType) == Some("cpu") && is_enabled(node) {
             self.visit_cpu(node, bus);
         }
         if stdout_rest == Some("") {
@@ -325,14 +360,14 @@ impl Walker<'_> {
         }
     }
 
-    fn visit_cpu(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) {
-        let Some(mpidr) = node.property("reg").and_then(|p| dt::read_cells(p.value)) else {
+    fn visit_cpu(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>) {
+        let Some(mpidr) = node.get(Prop::Reg).and_then(|p| dt::read_cells(p.value)) else {
             return;
         };
-        let enable_method = match dt::prop_str(node, "enable-method") {
+        let enable_method = match dt::prop_str(node, Prop::EnableMethod) {
             Some("psci") => EnableMethod::Psci,
             Some("spin-table") => node
-                .property("cpu-release-addr")
+                .get(Prop::CpuReleaseAddr)
                 .and_then(|p| dt::read_cells(p.value))
                 .map_or(EnableMethod::Unknown, |release_address| EnableMethod::SpinTable { release_address }),
             // The boot CPU often has no enable-method; PSCI is what starts it again.
@@ -343,13 +378,13 @@ impl Walker<'_> {
         self.platform.cpus.push(Cpu { mpidr, enable_method });
     }
 
-    fn visit_stdout(&mut self, node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) {
-        let cell = |name: &str| node.property(name).and_then(|p| dt::read_cells(p.value));
+    fn visit_stdout(&mut self, node: &Node<'_>, bus: &Bus<'_, '_>) {
+        let cell = |name: Prop| node.get(name).and_then(|p| dt::read_cells(p.value));
         let model = if dt::is_compatible(node, PL011_COMPATIBLE) {
             Some(UartModel::Pl011)
         } else if dt::is_compatible(node, NS16550_COMPATIBLE) {
-            let reg_shift = cell("reg-shift").unwrap_or(0).min(4) as u8;
-            let io_width = cell("reg-io-width").unwrap_or(1) as u8;
+            let reg_shift = cell(Prop::RegShift).unwrap_or(0).min(4) as u8;
+            let io_width = cell(Prop::RegIoWidth).unwrap_or(1) as u8;
             Some(UartModel::Ns16550 { reg_shift, io_width: if io_width == 4 { 4 } else { 1 } })
         } else {
             None
@@ -360,16 +395,16 @@ impl Walker<'_> {
                 return;
             }
         }
-        let compatible = dt::prop_str(node, "compatible").unwrap_or("(no compatible)");
+        let compatible = dt::prop_str(node, Prop::Compatible).unwrap_or("(no compatible)");
         self.platform.unsupported_console = Some(ShortName::new(compatible));
     }
 }
 
-fn is_enabled(node: &FdtNode<'_, '_>) -> bool {
-    matches!(dt::prop_str(node, "status"), None | Some("okay") | Some("ok"))
+fn is_enabled(node: &Node<'_>) -> bool {
+    matches!(dt::prop_str(node, Prop::Status), None | Some("okay") | Some("ok"))
 }
 
-fn gic_of(node: &FdtNode<'_, '_>, bus: &Bus<'_, '_>) -> Option<Gic> {
+fn gic_of(node: &Node<'_>, bus: &Bus<'_, '_>) -> Option<Gic> {
     let frame = |i: usize| bus.reg(node, i).and_then(|(b, s)| PhysRange::from_base_size(b, s));
     if dt::is_compatible(node, GIC_V3_COMPATIBLE) {
         return Some(Gic::V3 { gicd: frame(0)?, gicr: frame(1)? });

@@ -121,6 +121,56 @@ pub unsafe fn zero_and_clean(start: usize, len: usize) {
     }
 }
 
+/// Zeroes `[start, start + len)`, whole pages, with `DC ZVA`, eight blocks per
+/// loop turn and the block size read once (boot zeroes the page records of
+/// all RAM, 1 MiB per GiB: page by page, [`zero_page`] took twice the
+/// instructions); page by page with [`zero_page`] where the block is over
+/// 512 bytes or ZVA is prohibited.
+///
+/// # Safety
+///
+/// As [`zero_page`], for every page of the range; `start` and `len` are
+/// multiples of 4 KiB.
+pub unsafe fn zero_pages(start: usize, len: usize) {
+    const PAGE: usize = 4096;
+    let dczid: u64;
+    // SAFETY: Reading DCZID_EL0 has no side effect.
+    unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack, preserves_flags)) };
+    let block = 4usize << (dczid & 0xf);
+    if dczid & (1 << 4) != 0 || 8 * block > PAGE {
+        for page in (start..start.saturating_add(len)).step_by(PAGE) {
+            // SAFETY: The caller vouches for every page of the range.
+            unsafe { zero_page(page) };
+        }
+        return;
+    }
+    if len == 0 {
+        return;
+    }
+    // SAFETY: The caller vouches for every page of `[start, start + len)`; the
+    // loop zeroes exactly its blocks, eight per turn (a page holds a multiple
+    // of eight blocks: checked above).
+    unsafe {
+        asm!(
+            "2:",
+            "dc zva, {a}", "add {a}, {a}, {b}",
+            "dc zva, {a}", "add {a}, {a}, {b}",
+            "dc zva, {a}", "add {a}, {a}, {b}",
+            "dc zva, {a}", "add {a}, {a}, {b}",
+            "dc zva, {a}", "add {a}, {a}, {b}",
+            "dc zva, {a}", "add {a}, {a}, {b}",
+            "dc zva, {a}", "add {a}, {a}, {b}",
+            "dc zva, {a}", "add {a}, {a}, {b}",
+            "cmp {a}, {e}",
+            "b.lo 2b",
+            a = inout(reg) start => _,
+            b = in(reg) block,
+            e = in(reg) start + len,
+            options(nostack),
+        );
+    }
+}
+
 /// Zeroes the 4 KiB page at `page` with `DC ZVA` (one instruction per block of
 /// DCZID_EL0 bytes), or with pairs of stores where ZVA is prohibited.
 ///

@@ -21,6 +21,13 @@
 .set PSCI_SYSTEM_OFF, 0x84000008
 .set CURRENT_EL_EL2, 2 << 2
 
+/* One FNV-1a step of the checksum (hash x11, prime x13) over the word in \word. */
+.macro fnv_step word
+    eor     x11, x11, \word
+    mul     x11, x11, x13
+    eor     x11, x11, x11, lsr #32
+.endm
+
 .section .text.image_check, "ax"
 
 /*
@@ -49,17 +56,48 @@ image_check:
     movk    x11, #0xcbf2, lsl #48   /* offset basis 0xcbf29ce484222325 */
     movz    x13, #0x01b3
     movk    x13, #0x100, lsl #32    /* prime 0x100000001b3 */
+    /* The header's eight words, the checksum field read as 0. */
     mov     x14, #0                 /* offset */
 1:  ldr     x15, [x1, x14]
     cmp     x14, #CHECKSUM_OFFSET
     csel    x15, xzr, x15, eq
-    eor     x11, x11, x15
-    mul     x11, x11, x13
-    eor     x11, x11, x11, lsr #32
+    fnv_step x15
     add     x14, x14, #8
-    cmp     x14, x9
+    cmp     x14, #IMAGE_HEADER_SIZE
     b.lo    1b
-    cmp     x11, x12
+    /*
+     * The rest, 64 bytes per turn while a whole turn remains (three
+     * instructions a word instead of nine: the check was 0.48 million of
+     * reset to host), then word by word.
+     */
+    add     x2, x1, #IMAGE_HEADER_SIZE  /* next word */
+    add     x3, x1, x9              /* end of the sealed bytes */
+    sub     x4, x9, #IMAGE_HEADER_SIZE
+    and     x4, x4, #~63
+    add     x4, x2, x4              /* end of the whole turns */
+    cmp     x2, x4
+    b.hs    3f
+2:  ldp     x5, x6, [x2], #16
+    fnv_step x5
+    fnv_step x6
+    ldp     x5, x6, [x2], #16
+    fnv_step x5
+    fnv_step x6
+    ldp     x5, x6, [x2], #16
+    fnv_step x5
+    fnv_step x6
+    ldp     x5, x6, [x2], #16
+    fnv_step x5
+    fnv_step x6
+    cmp     x2, x4
+    b.lo    2b
+3:  cmp     x2, x3
+    b.hs    5f
+4:  ldr     x5, [x2], #8
+    fnv_step x5
+    cmp     x2, x3
+    b.lo    4b
+5:  cmp     x11, x12
     b.ne    mismatch
     ret
 

@@ -2,6 +2,7 @@
 //! and TLB maintenance, SMC/HVC conduits. This module imports nothing
 //! from the layers above; the vectors call the trap handlers by symbol name.
 
+pub mod bulk_copy;
 pub mod cache;
 pub mod cpacr;
 pub mod debug_switch;
