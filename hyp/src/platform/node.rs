@@ -323,25 +323,36 @@ pub struct Children<'a> {
 }
 
 impl<'a> Children<'a> {
-    /// The first child called `name` (any unit address), as the crate's
-    /// `find_node` finds it; only that one is read.
-    pub fn named(mut self, name: &str) -> Option<Node<'a>> {
+    /// The offset of the next child's `FDT_BEGIN_NODE`, past NOPs and the
+    /// parent's properties; the walk then stands after that child's
+    /// subtree. `None` at the parent's end (or at something malformed), and
+    /// from then on.
+    fn next_child_at(&mut self) -> Option<usize> {
         let mut at = self.at.take()?;
         loop {
             match self.tree.token(at)? {
                 FDT_NOP => at += 4,
                 FDT_PROP => at = self.tree.after_property(at)?,
                 FDT_BEGIN_NODE => {
-                    let full = self.tree.structure.get(at.checked_add(4)?..)?;
-                    let base = full.iter().position(|&b| b == 0 || b == b'@')?;
-                    if full[..base] == *name.as_bytes() {
-                        return self.tree.node_at(at);
-                    }
-                    at = self.tree.skip_subtree(at)?;
+                    self.at = self.tree.skip_subtree(at);
+                    return Some(at);
                 }
                 _ => return None,
             }
         }
+    }
+
+    /// The first child called `name` (any unit address), as the crate's
+    /// `find_node` finds it; only that one is read.
+    pub fn named(mut self, name: &str) -> Option<Node<'a>> {
+        while let Some(at) = self.next_child_at() {
+            let full = self.tree.structure.get(at.checked_add(4)?..)?;
+            let base = full.iter().position(|&b| b == 0 || b == b'@')?;
+            if full[..base] == *name.as_bytes() {
+                return self.tree.node_at(at);
+            }
+        }
+        None
     }
 }
 
@@ -349,19 +360,13 @@ impl<'a> Iterator for Children<'a> {
     type Item = Node<'a>;
 
     fn next(&mut self) -> Option<Node<'a>> {
-        let mut at = self.at.take()?;
-        loop {
-            match self.tree.token(at)? {
-                FDT_NOP => at += 4,
-                FDT_PROP => at = self.tree.after_property(at)?,
-                FDT_BEGIN_NODE => {
-                    let child = self.tree.node_at(at)?;
-                    self.at = self.tree.skip_subtree(at);
-                    return Some(child);
-                }
-                _ => return None,
-            }
+        let at = self.next_child_at()?;
+        let child = self.tree.node_at(at);
+        if child.is_none() {
+            // A malformed child ends the walk.
+            self.at = None;
         }
+        child
     }
 }
 

@@ -155,8 +155,8 @@ struct RunRecord {
 const RUN_RECORD_OFFSET: usize = (core::mem::size_of::<VcpuContext>() + 63) & !63;
 const _: () = assert!(RUN_RECORD_OFFSET + core::mem::size_of::<RunRecord>() <= 4096);
 
-/// Releases a vCPU its CPU claimed: returned by the claim in
-/// [`VmTable::claim_vcpu`], valid until used (the VM, and the vCPU's page,
+/// Releases a vCPU its CPU claimed: taken at the claim
+/// ([`ContextPage::release_handle`], under the VM table's lock), valid until used (the VM, and the vCPU's page,
 /// cannot go away while the vCPU runs: teardown and every reset refuse).
 pub struct VcpuRelease {
     record: *mut RunRecord,

@@ -413,7 +413,7 @@ impl Distributor {
     pub fn note_active(&mut self, vcpu: usize, lrs: &VgicState) {
         // At every exit: nothing to do for a vCPU with empty list registers
         // and nothing noted (the common case of an exit-heavy guest).
-        if lrs.used == 0 && self.noted_active & (1 << (vcpu % 64)) == 0 {
+        if lrs.used == 0 && !self.has_noted_active(vcpu) {
             return;
         }
         self.note_active_from(vcpu, lrs);

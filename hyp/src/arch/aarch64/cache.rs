@@ -86,10 +86,8 @@ pub unsafe fn zero_and_clean(start: usize, len: usize) {
     let line = dcache_line_size();
     let fused = dczid & (1 << 4) == 0 && 4usize << (dczid & 0xf) == line && (8 * line) <= PAGE;
     if !fused {
-        for page in (start..start.saturating_add(len)).step_by(PAGE) {
-            // SAFETY: The caller vouches for every page of the range.
-            unsafe { zero_page(page) };
-        }
+        // SAFETY: The caller vouches for every page of the range.
+        unsafe { zero_pages(start, len) };
         clean_invalidate(start, len);
         return;
     }
