@@ -26,10 +26,12 @@ use crate::arch::aarch64::tlb::GuestStage2Tlb;
 use crate::vm::exit::{GuardCall, MemoryCall, INVALID_PARAMETER, NOT_SUPPORTED};
 use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::handle::{VcpuIndex, VmHandle};
-use crate::vm::table::{vcpu_mpidr, VcpuPower, Vm, VmState};
+use crate::vm::loaded::{self, Loaded};
+use crate::vm::table::{vcpu_mpidr, VcpuPower, VcpuRelease, Vm, VmState, VmTable};
+use crate::platform::MAX_CPUS;
 use crate::vm::vgic_dist::Filled;
 use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame, GicLayout};
-use core::cell::Cell;
+use core::cell::{Cell, UnsafeCell};
 use hyp_abi::{Exit, HypError, RunFlags};
 
 /// Injected exceptions one run may take before the VM is declared dead: a
@@ -584,6 +586,232 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
 }
 
 /// `VCPU_RUN`: see `docs/abi.md`.
+/// A claimed vCPU, ready to run.
+struct Claim {
+    ctx: *mut VcpuContext,
+    entry: GuestEntry,
+    protected: bool,
+    index: usize,
+    /// The VM's vCPU count and GIC windows.
+    vcpus: usize,
+    gic_layout: GicLayout,
+    /// The distributor holds records of the vCPU that its exit must update
+    /// under the lock (SPIs its list registers hold, active interrupts noted
+    /// at an earlier exit).
+    exit_needs_distributor: bool,
+    release: VcpuRelease,
+}
+
+/// What a claim under the lock found that a claim without it reuses
+/// (`vm::loaded`): remembered only when that claim had nothing to do but
+/// claim (no interrupt to deliver or lower, no timer output high, nothing for
+/// the exit to record), which stays so while nothing touches the VM.
+#[derive(Clone, Copy)]
+struct QuietRun {
+    vttbr: u64,
+    cntvoff: u64,
+    protected: bool,
+    /// Without a GIC: the vCPU's IRQ line as the host set it.
+    irq_line: bool,
+    index: usize,
+    vcpus: usize,
+    gic_layout: GicLayout,
+}
+
+/// Per CPU, the vCPU it claimed last under the lock if that claim was quiet.
+struct LoadedOnCpu(UnsafeCell<Option<Loaded<QuietRun>>>);
+
+// SAFETY: Each CPU reads and writes only the element of its own index
+// (`loaded_on`), at EL2 with interrupts masked: never two at once.
+unsafe impl Sync for LoadedOnCpu {}
+
+static LOADED: [LoadedOnCpu; MAX_CPUS] = [const { LoadedOnCpu(UnsafeCell::new(None)) }; MAX_CPUS];
+
+/// CPU `cpu`'s remembered vCPU.
+///
+/// # Safety
+///
+/// `cpu` is this CPU's index, and no other reference to its element lives.
+unsafe fn loaded_on(cpu: usize) -> Option<&'static mut Option<Loaded<QuietRun>>> {
+    // SAFETY: As the caller vouches (see `LoadedOnCpu`'s Sync).
+    LOADED.get(cpu).map(|cell| unsafe { &mut *cell.0.get() })
+}
+
+/// Claims the vCPU without the VM table's lock if this CPU ran it last and
+/// nothing touched its VM since (`vm::loaded`), and it is still quiet: both
+/// timers' outputs low, no line raised, empty list registers. Completes the
+/// MMIO load it waits for.
+#[inline(always)]
+fn claim_loaded(
+    cpu: usize,
+    handle: VmHandle,
+    vcpu: VcpuIndex,
+    kick: Option<(u64, u8)>,
+    hardware: VgicHardware,
+    ppi_frame: PpiFrame,
+    mmio_read_value: u64,
+) -> Option<Claim> {
+    // SAFETY: `cpu` is this CPU's index; the reference ends with this call.
+    let loaded = unsafe { loaded_on(cpu) }?;
+    let (page, run) = loaded::claim(cpu, loaded.as_ref(), handle, vcpu, kick)?;
+    // SAFETY: Claimed just now at an unchanged count: the context is this
+    // CPU's alone until it releases the vCPU.
+    let ctx = unsafe { &mut *page.context() };
+    let now = physical_count();
+    let timer_output = timer::asserted(ctx.sysregs.cntv_ctl, ctx.sysregs.cntv_cval, now.wrapping_sub(run.cntvoff));
+    if timer_output || ctx.ptimer.asserted(now) || ctx.vgic.line != 0 || ctx.vgic.used != 0 {
+        page.unclaim();
+        return None;
+    }
+    // SAFETY: As above.
+    if let Some(access) = unsafe { page.take_pending_read() } {
+        guest_trap::complete_read(ctx, access, mmio_read_value);
+    }
+    let entry = GuestEntry {
+        vttbr: run.vttbr,
+        vmpidr: vcpu_mpidr(run.index),
+        flush_local_tlb: false,
+        vgic: hardware,
+        cntvoff: run.cntvoff,
+        ppi_frame,
+        timer_physically_active: false,
+        underflow_interrupt: false,
+        virtual_irq: hardware == VgicHardware::None && run.irq_line,
+        phys_timer_deadline: ctx.ptimer.deadline(),
+        protected: run.protected,
+    };
+    Some(Claim {
+        ctx: ctx as *mut VcpuContext,
+        entry,
+        protected: run.protected,
+        index: run.index,
+        vcpus: run.vcpus,
+        gic_layout: run.gic_layout,
+        exit_needs_distributor: false,
+        release: page.release_handle(),
+    })
+}
+
+/// Claims the vCPU under the VM table's lock: its timers' lines, the
+/// distributor's decisions, the list registers filled; remembers it for
+/// this CPU's next run if there was nothing to do but claim.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn claim_locked(
+    vms: &mut VmTable,
+    cpu: usize,
+    handle: VmHandle,
+    vcpu: VcpuIndex,
+    kick: Option<(u64, u8)>,
+    hardware: VgicHardware,
+    ppi_frame: PpiFrame,
+    mmio_read_value: u64,
+) -> Result<Claim, HypError> {
+    // SAFETY: `cpu` is this CPU's index; the reference ends with this call.
+    let mut loaded = unsafe { loaded_on(cpu) };
+    if let Some(loaded) = loaded.as_mut() {
+        **loaded = None;
+    }
+    let (vm, touches) = vms.get_counted(handle)?;
+    if vm.state != VmState::Alive {
+        return Err(HypError::NoSuchVm);
+    }
+    let index = vcpu.to_usize().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
+    if vm.vcpus[index].power == VcpuPower::Off {
+        return Err(HypError::VcpuOff);
+    }
+    // First: from here on the context is this CPU's (a CPU that ran the
+    // vCPU last may claim it without the lock: `vm::loaded`).
+    if !vm.vcpus[index].ctx.claim(kick) {
+        return Err(HypError::Busy);
+    }
+    let flush_local_tlb = vm.switch_vcpu_on_cpu(cpu, index);
+    let vttbr = vttbr_of(vm.stage2.root_address() as u64, vm.vmid());
+    vm.ran = true;
+    let v = &mut vm.vcpus[index];
+    // The timers are level-triggered: asserted at entry, their
+    // interrupts are pending; low, they are not (an active one stays).
+    let now = physical_count();
+    let (ctl, cval) = (v.ctx.sysregs.cntv_ctl, v.ctx.sysregs.cntv_cval);
+    let timer_output = timer::asserted(ctl, cval, now.wrapping_sub(vm.cntvoff));
+    let timer_asserted = hardware != VgicHardware::None && timer_output;
+    let ptimer_output = v.ctx.ptimer.asserted(now);
+    if timer_asserted {
+        vm.gic.make_pending_from_hardware(index, VTIMER_INTID);
+    }
+    if hardware != VgicHardware::None && ptimer_output {
+        vm.gic.make_pending_from_hardware(index, PTIMER_INTID);
+    }
+    // (Only a timer interrupt raised from its line can fall: nothing to
+    // look at for most runs.)
+    let line = v.ctx.vgic.line;
+    let raised = |intid: u32| line & 1 << intid != 0;
+    let lines_to_look_at = hardware != VgicHardware::None && (line != 0 || vm.gic.any_from_hardware(index));
+    if lines_to_look_at {
+        if !timer_asserted && (raised(VTIMER_INTID) || vm.gic.pending_from_hardware(index, VTIMER_INTID)) {
+            vm.gic.lower_line(index, VTIMER_INTID, &mut v.ctx.vgic);
+        }
+        if !ptimer_output && (raised(PTIMER_INTID) || vm.gic.pending_from_hardware(index, PTIMER_INTID)) {
+            vm.gic.lower_line(index, PTIMER_INTID, &mut v.ctx.vgic);
+        }
+    }
+    let may_fill = hardware != VgicHardware::None && vm.gic.may_fill(index);
+    let filled = if may_fill {
+        vm.gic.fill(index, &mut v.ctx.vgic, hardware.list_registers(), hw_timer(hardware, ppi_frame))
+    } else {
+        Default::default()
+    };
+    let entry = GuestEntry {
+        vttbr,
+        vmpidr: vcpu_mpidr(index),
+        flush_local_tlb,
+        vgic: hardware,
+        cntvoff: vm.cntvoff,
+        ppi_frame,
+        timer_physically_active: timer_asserted || v.ctx.vgic.slot_of(VTIMER_INTID).is_some(),
+        underflow_interrupt: wants_underflow_interrupt(filled, &v.ctx.vgic),
+        virtual_irq: hardware == VgicHardware::None && (v.irq_line || timer_output || ptimer_output),
+        phys_timer_deadline: if ptimer_output { u64::MAX } else { v.ctx.ptimer.deadline() },
+        protected: vm.protected,
+    };
+    if let Some(access) = v.ctx.take_pending_read() {
+        guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);
+    }
+    v.power = VcpuPower::On;
+    // Without records to update and without a change during the run, the
+    // exit releases the vCPU without the lock.
+    let exit_needs_distributor = vm.gic.holds_spis(index) || vm.gic.has_noted_active(index);
+    // (The claim without the lock looks at the list registers and the
+    // lines itself.)
+    let quiet = !timer_output && !ptimer_output && !lines_to_look_at && !may_fill && !exit_needs_distributor;
+    let page = v.ctx.page_ref();
+    let claim = Claim {
+        ctx: &mut *v.ctx as *mut VcpuContext,
+        entry,
+        protected: vm.protected,
+        index,
+        vcpus: vm.vcpus.len(),
+        gic_layout: vm.gic_layout,
+        exit_needs_distributor,
+        release: page.release_handle(),
+    };
+    if quiet {
+        let run = QuietRun {
+            vttbr,
+            cntvoff: vm.cntvoff,
+            protected: vm.protected,
+            irq_line: vm.vcpus[index].irq_line,
+            index,
+            vcpus: claim.vcpus,
+            gic_layout: claim.gic_layout,
+        };
+        if let Some(loaded) = loaded {
+            *loaded = Some(Loaded::new(handle, vcpu, touches, page, run));
+        }
+    }
+    Ok(claim)
+}
+
 pub fn vcpu_run(
     hyp: &Hyp,
     handle: VmHandle,
@@ -592,94 +820,21 @@ pub fn vcpu_run(
     flags: RunFlags,
 ) -> Result<Exit, HypError> {
     let flags = RunFlags { kick_sgi: flags.kick_sgi.filter(|_| hyp.vgic == VgicHardware::V3), ..flags };
-    // Claim the vCPU under the lock; run it without the lock.
+    // Claim the vCPU (without the lock if this CPU ran it last and nothing
+    // touched its VM since: `vm::loaded`); run it without the lock.
     let vms_lock = hyp.vms();
     let this_cpu = crate::arch::aarch64::percpu::this_cpu();
     let hardware = hyp.vgic;
     let ppi_frame = PpiFrame(this_cpu.ppi_frame);
-    let (ctx, entry, protected, index, vcpus, gic_layout, exit_needs_distributor, release) = {
-        let mut vms = vms_lock.lock();
-        let vm = vms.get(handle)?;
-        if vm.state != VmState::Alive {
-            return Err(HypError::NoSuchVm);
-        }
-        let index = vcpu.to_usize().filter(|&i| i < vm.vcpus.len()).ok_or(HypError::NoSuchVcpu)?;
-        let v = &vm.vcpus[index];
-        if v.ctx.running() {
-            return Err(HypError::Busy);
-        }
-        if v.power == VcpuPower::Off {
-            return Err(HypError::VcpuOff);
-        }
-        let flush_local_tlb = vm.switch_vcpu_on_cpu(this_cpu.index, index);
-        let vttbr = vttbr_of(vm.stage2.root_address() as u64, vm.vmid());
-        vm.ran = true;
-        let v = &mut vm.vcpus[index];
-        // The timers are level-triggered: asserted at entry, their
-        // interrupts are pending; low, they are not (an active one stays).
-        let now = physical_count();
-        let (ctl, cval) = (v.ctx.sysregs.cntv_ctl, v.ctx.sysregs.cntv_cval);
-        let timer_output = timer::asserted(ctl, cval, now.wrapping_sub(vm.cntvoff));
-        let timer_asserted = hardware != VgicHardware::None && timer_output;
-        let ptimer_output = v.ctx.ptimer.asserted(now);
-        if timer_asserted {
-            vm.gic.make_pending_from_hardware(index, VTIMER_INTID);
-        }
-        if hardware != VgicHardware::None && ptimer_output {
-            vm.gic.make_pending_from_hardware(index, PTIMER_INTID);
-        }
-        // (Only a timer interrupt raised from its line can fall: nothing to
-        // look at for most runs.)
-        let line = v.ctx.vgic.line;
-        let raised = |intid: u32| line & 1 << intid != 0;
-        if hardware != VgicHardware::None && (line != 0 || vm.gic.any_from_hardware(index)) {
-            if !timer_asserted && (raised(VTIMER_INTID) || vm.gic.pending_from_hardware(index, VTIMER_INTID)) {
-                vm.gic.lower_line(index, VTIMER_INTID, &mut v.ctx.vgic);
+    let kick = flags.kick_sgi.map(|sgi| (this_cpu.mpidr, sgi));
+    let Claim { ctx, entry, protected, index, vcpus, gic_layout, exit_needs_distributor, release } =
+        match claim_loaded(this_cpu.index, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value) {
+            Some(claimed) => claimed,
+            None => {
+                let mut vms = vms_lock.lock();
+                claim_locked(&mut vms, this_cpu.index, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value)?
             }
-            if !ptimer_output && (raised(PTIMER_INTID) || vm.gic.pending_from_hardware(index, PTIMER_INTID)) {
-                vm.gic.lower_line(index, PTIMER_INTID, &mut v.ctx.vgic);
-            }
-        }
-        let filled = if hardware != VgicHardware::None && vm.gic.may_fill(index) {
-            vm.gic.fill(index, &mut v.ctx.vgic, hardware.list_registers(), hw_timer(hardware, ppi_frame))
-        } else {
-            Default::default()
         };
-        let entry = GuestEntry {
-            vttbr,
-            vmpidr: vcpu_mpidr(index),
-            flush_local_tlb,
-            vgic: hardware,
-            cntvoff: vm.cntvoff,
-            ppi_frame,
-            timer_physically_active: timer_asserted || v.ctx.vgic.slot_of(VTIMER_INTID).is_some(),
-            underflow_interrupt: wants_underflow_interrupt(filled, &v.ctx.vgic),
-            virtual_irq: hardware == VgicHardware::None && (v.irq_line || timer_output || ptimer_output),
-            phys_timer_deadline: if ptimer_output { u64::MAX } else { v.ctx.ptimer.deadline() },
-            protected: vm.protected,
-        };
-        if let Some(access) = v.ctx.take_pending_read() {
-            guest_trap::complete_read(&mut v.ctx, access, mmio_read_value);
-        }
-        v.ctx.claim(flags.kick_sgi.map(|sgi| (this_cpu.mpidr, sgi)));
-        v.power = VcpuPower::On;
-        // The distributor's records of the vCPU that its exit must update
-        // under the lock (SPIs its list registers hold, active interrupts
-        // noted at an earlier exit); without them, and without a change
-        // during the run, the exit releases the vCPU without the lock.
-        let exit_needs_distributor = vm.gic.holds_spis(index) || vm.gic.has_noted_active(index);
-        let release = v.ctx.release_handle();
-        (
-            &mut *v.ctx as *mut VcpuContext,
-            entry,
-            vm.protected,
-            index,
-            vm.vcpus.len(),
-            vm.gic_layout,
-            exit_needs_distributor,
-            release,
-        )
-    };
     // SAFETY: The claim gives this CPU the vCPU alone until `release` below;
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).
@@ -720,6 +875,12 @@ pub fn vcpu_run(
         return Ok(exit);
     }
     let mut vms = vms_lock.lock();
+    // (The access below counts: what this CPU remembered of the vCPU no
+    // longer holds, and its next claim need not look.)
+    // SAFETY: This CPU's index; the reference ends here.
+    if let Some(loaded) = unsafe { loaded_on(this_cpu.index) } {
+        *loaded = None;
+    }
     let Ok(vm) = vms.get(handle) else {
         release.release(pending_read);
         return Ok(exit);

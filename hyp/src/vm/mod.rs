@@ -4,6 +4,7 @@
 pub mod exit;
 pub mod guest_trap;
 pub mod handle;
+pub mod loaded;
 pub mod mmio_guard;
 pub mod sysreg;
 pub mod table;

@@ -94,9 +94,11 @@ impl ContextPage {
         unsafe { &*core::ptr::addr_of!((*self.record()).state) }
     }
 
-    /// Whether some CPU runs the vCPU now.
+    /// Whether some CPU runs the vCPU now. (Sequentially consistent: read
+    /// after the VM's access count was bumped, it sees a claim that CPU's
+    /// check of the count missed: `vm::loaded`.)
     pub fn running(&self) -> bool {
-        self.state().load(Ordering::Acquire) & RUN_STATE_RUNNING != 0
+        self.state().load(Ordering::SeqCst) & RUN_STATE_RUNNING != 0
     }
 
     /// While it runs with a kick (`hyp_abi::RunFlags::kick_sgi`): the MPIDR
@@ -107,12 +109,17 @@ impl ContextPage {
         (state & kicked == kicked).then_some((state >> 16, (state >> 8) as u8))
     }
 
-    /// Claims the vCPU for this CPU (under the VM table's lock, which every
-    /// claim takes: two CPUs never claim it at once), with its kick.
-    pub fn claim(&mut self, kick: Option<(u64, u8)>) {
-        let kick =
-            kick.map_or(0, |(mpidr, sgi)| RUN_STATE_KICK | u64::from(sgi) << 8 | (mpidr & MPIDR_AFFINITY_MASK) << 16);
-        self.state().store(RUN_STATE_RUNNING | kick, Ordering::Release);
+    /// Claims the vCPU for this CPU, with its kick, under the VM table's lock;
+    /// false if another CPU claimed it first (a CPU that ran it last claims
+    /// it again without the lock: `vm::loaded`).
+    pub fn claim(&mut self, kick: Option<(u64, u8)>) -> bool {
+        self.page_ref().try_claim(kick)
+    }
+
+    /// The page, for the CPU that keeps the vCPU loaded between runs
+    /// (`vm::loaded`).
+    pub fn page_ref(&self) -> PageRef {
+        PageRef { context: self.context }
     }
 
     /// The MMIO load the vCPU waits for, taken (under the lock, while it
@@ -127,11 +134,65 @@ impl ContextPage {
     fn forget_pending_read(&mut self) {
         let _ = self.take_pending_read();
     }
+}
 
-    /// What the CPU that claimed the vCPU needs to release it without the
-    /// VM table's lock ([`VcpuRelease::release`]).
-    pub fn release_handle(&mut self) -> VcpuRelease {
-        VcpuRelease { record: self.record() }
+/// A vCPU's page as a CPU that ran the vCPU keeps it between runs
+/// (`vm::loaded`): valid while the VM's access count is the one it was taken
+/// at, or while that CPU's claim window is open (a teardown frees no page
+/// before every window open at its count closed:
+/// [`crate::vm::loaded::wait_for_claims`]).
+#[derive(Clone, Copy)]
+pub struct PageRef {
+    context: NonNull<VcpuContext>,
+}
+
+impl PageRef {
+    fn state(&self) -> &AtomicU64 {
+        let record = (self.context.as_ptr() as usize + RUN_RECORD_OFFSET) as *const RunRecord;
+        // SAFETY: The page's record was initialised with it (`ContextPage::new`)
+        // and lives as long as the page (see the type's validity); its state is
+        // only ever accessed atomically.
+        unsafe { &*core::ptr::addr_of!((*record).state) }
+    }
+
+    /// Claims the vCPU for this CPU, with its kick: false if a CPU runs it.
+    pub fn try_claim(&self, kick: Option<(u64, u8)>) -> bool {
+        let kick =
+            kick.map_or(0, |(mpidr, sgi)| RUN_STATE_KICK | u64::from(sgi) << 8 | (mpidr & MPIDR_AFFINITY_MASK) << 16);
+        self.state().compare_exchange(0, RUN_STATE_RUNNING | kick, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+    }
+
+    /// Gives back a claim this CPU made and used for nothing.
+    pub fn unclaim(&self) {
+        self.state().store(0, Ordering::Release);
+    }
+
+    /// The vCPU's context.
+    ///
+    /// # Safety
+    ///
+    /// This CPU claimed the vCPU ([`PageRef::try_claim`]) and the VM's access
+    /// count has not moved since the page was taken: the page is the vCPU's
+    /// and this CPU's alone until it releases it.
+    pub unsafe fn context(&self) -> *mut VcpuContext {
+        self.context.as_ptr()
+    }
+
+    /// The MMIO load the vCPU waits for, taken.
+    ///
+    /// # Safety
+    ///
+    /// As [`PageRef::context`].
+    pub unsafe fn take_pending_read(&self) -> Option<MmioAccess> {
+        let record = (self.context.as_ptr() as usize + RUN_RECORD_OFFSET) as *mut RunRecord;
+        // SAFETY: The caller owns the vCPU (see above): nothing else touches
+        // the record's load.
+        unsafe { (*record).pending_read.take() }
+    }
+
+    /// What releases the vCPU ([`VcpuRelease::release`]).
+    pub fn release_handle(&self) -> VcpuRelease {
+        VcpuRelease { record: (self.context.as_ptr() as usize + RUN_RECORD_OFFSET) as *mut RunRecord }
     }
 }
 
@@ -358,6 +419,19 @@ impl Vm {
 struct Slot {
     generation: u32,
     vm: Option<Vm>,
+    /// Accesses to the slot's VM under the VM table's lock
+    /// ([`VmTable::get`], and those that walk every VM): a CPU that ran one
+    /// of its vCPUs runs it again without the lock while this count holds
+    /// (`vm::loaded`). Written only under the lock, read by any CPU.
+    touches: AtomicU64,
+}
+
+impl Slot {
+    /// Counts an access to the slot's VM under the lock: sequentially
+    /// consistent, before the access reads whether a vCPU runs.
+    fn touch(&self) {
+        self.touches.store(self.touches.load(Ordering::Relaxed).wrapping_add(1), Ordering::SeqCst);
+    }
 }
 
 /// All VMs.
@@ -370,7 +444,11 @@ pub struct VmTable {
 impl VmTable {
     /// An empty table for guests with `ipa_bits`-bit IPAs.
     pub fn new(ipa_bits: u32) -> VmTable {
-        VmTable { slots: (0..MAX_VMS).map(|_| Slot { generation: 1, vm: None }).collect(), ipa_bits }
+        // (The slots never move: `vm::loaded` keeps pointers to their counts.)
+        VmTable {
+            slots: (0..MAX_VMS).map(|_| Slot { generation: 1, vm: None, touches: AtomicU64::new(0) }).collect(),
+            ipa_bits,
+        }
     }
 
     /// The VM behind `handle`.
@@ -379,12 +457,25 @@ impl VmTable {
     ///
     /// `NoSuchVm` for a handle of no live slot or of an earlier generation.
     pub fn get(&mut self, handle: VmHandle) -> Result<&mut Vm, HypError> {
+        self.get_counted(handle).map(|(vm, _)| vm)
+    }
+
+    /// As [`VmTable::get`], with the access count of the VM's slot (for
+    /// `vm::loaded`: the slots never move, so the count lives as long as the
+    /// table).
+    ///
+    /// # Errors
+    ///
+    /// As [`VmTable::get`].
+    pub fn get_counted(&mut self, handle: VmHandle) -> Result<(&mut Vm, &AtomicU64), HypError> {
         let index = handle.slot().ok_or(HypError::NoSuchVm)?;
         let slot = self.slots.get_mut(index).ok_or(HypError::NoSuchVm)?;
         if u64::from(slot.generation) != handle.generation() {
             return Err(HypError::NoSuchVm);
         }
-        slot.vm.as_mut().ok_or(HypError::NoSuchVm)
+        slot.touch();
+        let Slot { vm, touches, .. } = slot;
+        Ok((vm.as_mut().ok_or(HypError::NoSuchVm)?, touches))
     }
 
     /// Creates a VM; returns its handle.
@@ -423,6 +514,7 @@ impl VmTable {
             list.push(Vcpu { ctx, power: VcpuPower::Off, started: false, irq_line: false });
         }
         let slot = &mut self.slots[index];
+        slot.touch();
         let id = (index + 1) as VmId;
         slot.vm = Some(Vm {
             id,
@@ -768,6 +860,10 @@ impl VmTable {
         };
         let done = slot.vm.as_ref().is_some_and(|vm| vm.state == VmState::TornDown && vm.pages_held == 0);
         if done {
+            slot.touch();
+            // A CPU that ran one of its vCPUs may be in its claim window, at
+            // the page it kept: the pages go only once no window is open.
+            crate::vm::loaded::wait_for_claims();
             if let Some(vm) = slot.vm.take() {
                 GUEST_MAPPINGS_GENERATION.fetch_add(1, Ordering::SeqCst);
                 memory.destroy_guest_table(vm.stage2, env, tlb);
@@ -884,6 +980,9 @@ impl VmTable {
     /// [`PhysMemory::zero_page`]: crate::mm::phys_memory::PhysMemory::zero_page
     pub fn scrub_for_power_off(&mut self, memory: &mut MemoryState, env: &mut Env<'_>) -> Result<u64, HypError> {
         let mut running = false;
+        for slot in self.slots.iter().filter(|s| s.vm.as_ref().is_some_and(|vm| vm.protected)) {
+            slot.touch();
+        }
         for vm in self.slots.iter_mut().filter_map(|s| s.vm.as_mut()).filter(|vm| vm.protected) {
             if vm.state == VmState::Alive {
                 vm.state = VmState::Crashed;

@@ -473,7 +473,7 @@ fn set_running(w: &mut World, h: VmHandle, index: usize, running: bool) {
         v.ctx.claim(None);
         v.power = VcpuPower::On;
     } else {
-        v.ctx.release_handle().release(None);
+        v.ctx.page_ref().release_handle().release(None);
     }
 }
 
@@ -909,4 +909,151 @@ fn every_change_of_a_guests_mappings_is_counted() {
     w.teardown(h).unwrap();
     w.reclaim(h, 0x8000_0000, 15).unwrap();
     assert!(count() > at, "a teardown and its reclaim");
+}
+
+/// What `VCPU_RUN` does under the lock when it claims vCPU `index` and
+/// remembers it for its CPU (`vm::loaded`); then the run ends, and the CPU
+/// releases the vCPU without the lock.
+fn run_once_under_the_lock(w: &mut World, h: VmHandle, index: u64) -> crate::vm::loaded::Loaded<u64> {
+    let (vm, touches) = w.vms.get_counted(h).unwrap();
+    let v = &mut vm.vcpus[index as usize];
+    assert!(v.ctx.claim(None));
+    v.power = VcpuPower::On;
+    let page = v.ctx.page_ref();
+    let loaded = crate::vm::loaded::Loaded::new(h, VcpuIndex::new(index), touches, page, 0x5eed + index);
+    page.release_handle().release(None);
+    loaded
+}
+
+#[test]
+fn a_cpu_claims_the_vcpu_it_ran_last_without_the_lock_until_anything_touches_the_vm() {
+    use crate::vm::loaded::claim;
+    let mut w = World::new();
+    let h = w.create(0, 2).unwrap();
+    w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0000, 0).unwrap();
+    let loaded = run_once_under_the_lock(&mut w, h, 0);
+    // This CPU claims it again, as often as it likes, with what the claim
+    // under the lock found; while it holds it, neither kind of claim gets it.
+    for _ in 0..3 {
+        let (page, payload) = claim(0, Some(&loaded), h, VcpuIndex::new(0), None).unwrap();
+        assert_eq!(payload, 0x5eed);
+        assert!(claim(0, Some(&loaded), h, VcpuIndex::new(0), None).is_none());
+        page.release_handle().release(None);
+    }
+    let (page, _) = claim(0, Some(&loaded), h, VcpuIndex::new(0), None).unwrap();
+    assert!(!w.vms.get(h).unwrap().vcpus[0].ctx.claim(None), "a claim under the lock while it runs");
+    page.release_handle().release(None);
+    assert!(claim(0, Some(&loaded), h, VcpuIndex::new(0), None).is_none(), "the access above counted");
+    // Another vCPU, another generation's handle, no record: not this one.
+    let loaded = run_once_under_the_lock(&mut w, h, 0);
+    assert!(claim(0, Some(&loaded), h, VcpuIndex::new(1), None).is_none());
+    assert!(claim(0, Some(&loaded), VmHandle::new(h.raw() + (1 << 32)), VcpuIndex::new(0), None).is_none());
+    assert!(claim(0, None::<&crate::vm::loaded::Loaded<u64>>, h, VcpuIndex::new(0), None).is_none());
+    assert!(claim(0, Some(&loaded), h, VcpuIndex::new(0), None).is_some_and(|(page, _)| {
+        page.release_handle().release(None);
+        true
+    }));
+    // Every kind of access under the lock ends it: an injected interrupt, a
+    // register read, teardown.
+    let touches: [&dyn Fn(&mut World); 3] = [
+        &|w| {
+            w.vms.inject_irq(h, VcpuIndex::new(0), 1).unwrap();
+        },
+        &|w| {
+            w.vms.get_reg(h, VcpuIndex::new(0), 0).unwrap();
+        },
+        &|w| w.teardown(h).unwrap(),
+    ];
+    for touch in touches {
+        let loaded = run_once_under_the_lock(&mut w, h, 0);
+        touch(&mut w);
+        assert!(claim(0, Some(&loaded), h, VcpuIndex::new(0), None).is_none());
+    }
+    // The power-off scrub walks every protected VM (without `get`): it counts too.
+    let p = w.create(1, 1).unwrap();
+    w.vms.vcpu_init(p, VcpuIndex::new(0), 0x8000_0000, 0).unwrap();
+    let loaded = run_once_under_the_lock(&mut w, p, 0);
+    let World { vms, memory, source, s2, el2, zeroes, .. } = &mut w;
+    let mut env = Env { source, stage2_tlb: s2, el2_tlb: el2, memory: zeroes };
+    vms.scrub_for_power_off(memory, &mut env).unwrap();
+    assert!(claim(0, Some(&loaded), p, VcpuIndex::new(0), None).is_none());
+}
+
+#[test]
+fn claims_with_and_without_the_lock_never_both_win() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    /// A CPU's record: raw pointers into the table, which outlives both threads.
+    struct Record(crate::vm::loaded::Loaded<u64>);
+    // SAFETY: The table the record points into lives until both threads joined.
+    unsafe impl Send for Record {}
+    const WINS: usize = 2_000;
+    let mut w = World::new();
+    let h = w.create(0, 1).unwrap();
+    w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0000, 0).unwrap();
+    let record = Record(run_once_under_the_lock(&mut w, h, 0));
+    let world = Arc::new(Mutex::new(w));
+    let inside = Arc::new(AtomicBool::new(false));
+    let (fast_wins, locked_wins) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = {
+        let (fast_wins, locked_wins) = (fast_wins.clone(), locked_wins.clone());
+        move || {
+            assert!(Instant::now() < deadline, "no progress");
+            fast_wins.load(Ordering::Relaxed) >= WINS && locked_wins.load(Ordering::Relaxed) >= WINS
+        }
+    };
+    fn hold(inside: &AtomicBool) {
+        assert!(!inside.swap(true, Ordering::SeqCst), "two CPUs hold the vCPU at once");
+        for _ in 0..50 {
+            std::hint::spin_loop();
+        }
+        inside.store(false, Ordering::SeqCst);
+    }
+    let fast = {
+        let (world, inside, wins, done) = (world.clone(), inside.clone(), fast_wins.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut record = record;
+            while !done() {
+                match crate::vm::loaded::claim(1, Some(&record.0), h, VcpuIndex::new(0), None) {
+                    Some((page, _)) => {
+                        hold(&inside);
+                        wins.fetch_add(1, Ordering::Relaxed);
+                        page.release_handle().release(None);
+                    }
+                    None => {
+                        // Its claim under the lock, which remembers afresh.
+                        let mut w = world.lock().unwrap();
+                        let (vm, touches) = w.vms.get_counted(h).unwrap();
+                        let v = &mut vm.vcpus[0];
+                        if v.ctx.claim(None) {
+                            let page = v.ctx.page_ref();
+                            record = Record(crate::vm::loaded::Loaded::new(h, VcpuIndex::new(0), touches, page, 0));
+                            drop(w);
+                            hold(&inside);
+                            page.release_handle().release(None);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    while !done() {
+        {
+            let mut w = world.lock().unwrap();
+            let v = &mut w.vms.get(h).unwrap().vcpus[0];
+            if v.ctx.claim(None) {
+                let page = v.ctx.page_ref();
+                drop(w);
+                hold(&inside);
+                locked_wins.fetch_add(1, Ordering::Relaxed);
+                page.release_handle().release(None);
+            }
+        }
+        for _ in 0..200 {
+            std::hint::spin_loop();
+        }
+    }
+    fast.join().unwrap();
 }

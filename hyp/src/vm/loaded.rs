@@ -1,0 +1,102 @@
+//! A vCPU kept loaded on the CPU that ran it last, so that the host's next
+//! `VCPU_RUN` of it there claims it without the VM table's lock (pKVM's
+//! `vcpu_load` without the extra hypercall: the hyp loads on a run and puts
+//! lazily, when anyone else touches the VM).
+//!
+//! A claim under the lock ends with the CPU remembering the vCPU
+//! ([`Loaded`]: its handle, its page, the VM slot's access count at that
+//! moment, and what that claim found for the run). Every access to the VM
+//! under the lock counts first (`VmTable::get`), so an unchanged count means
+//! that nothing of the VM changed since: not its interrupts, its vCPUs'
+//! power, its state, nor its existence. The CPU's next claim of that vCPU then
+//! only takes the vCPU's run state ([`claim`]):
+//!
+//! 1. it opens its claim window (a per-CPU flag, sequentially consistent);
+//! 2. checks the count, claims the run state (compare-and-swap: a claim under
+//!    the lock uses one too, so two CPUs never both win), checks the count
+//!    again (an access that read "not running" before the claim counted
+//!    first, so the second check sees it: the claim is given back);
+//! 3. closes the window.
+//!
+//! The page stays valid through the window because a teardown counts first
+//! and frees no vCPU page until every open window closed
+//! ([`wait_for_claims`]): a CPU in its window either sees the new count, or
+//! opened the window before the teardown looked.
+
+use crate::platform::MAX_CPUS;
+use crate::vm::handle::{VcpuIndex, VmHandle};
+use crate::vm::table::PageRef;
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+
+/// Per CPU: in its claim window.
+static CLAIMING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// What a CPU keeps of the vCPU it claimed last under the lock, with `P`,
+/// what that claim found for the run (its caller's to define).
+#[derive(Clone, Copy)]
+pub struct Loaded<P> {
+    handle: VmHandle,
+    vcpu: VcpuIndex,
+    /// The VM slot's access count, and its value just after the claim.
+    touches: *const AtomicU64,
+    seen: u64,
+    page: PageRef,
+    payload: P,
+}
+
+impl<P: Copy> Loaded<P> {
+    /// Remembers the vCPU `vcpu` of the VM `handle`, claimed under the VM
+    /// table's lock: `touches` is its slot's access count (which lives as long
+    /// as the table: `VmTable::touches`), read under that lock.
+    pub fn new(handle: VmHandle, vcpu: VcpuIndex, touches: &AtomicU64, page: PageRef, payload: P) -> Loaded<P> {
+        Loaded { handle, vcpu, touches, seen: touches.load(Ordering::Relaxed), page, payload }
+    }
+
+    fn count(&self) -> u64 {
+        // SAFETY: The count is a slot's of the VM table, whose slots never
+        // move nor go away (`VmTable::new`).
+        unsafe { (*self.touches).load(Ordering::SeqCst) }
+    }
+}
+
+/// Claims the vCPU `vcpu` of the VM `handle` on CPU `cpu` without the VM
+/// table's lock, if `loaded` (what that CPU remembered) is that vCPU and
+/// nothing touched its VM since; with its kick, as a claim under the lock.
+/// Returns its page, claimed (the caller owns the vCPU until it releases or
+/// [`PageRef::unclaim`]s it), and what the last claim under the lock found.
+pub fn claim<P: Copy>(
+    cpu: usize,
+    loaded: Option<&Loaded<P>>,
+    handle: VmHandle,
+    vcpu: VcpuIndex,
+    kick: Option<(u64, u8)>,
+) -> Option<(PageRef, P)> {
+    let loaded = loaded.filter(|l| l.handle == handle && l.vcpu == vcpu)?;
+    let window = CLAIMING.get(cpu)?;
+    window.store(true, Ordering::Relaxed);
+    // The window is open before the count is read.
+    fence(Ordering::SeqCst);
+    let claimed = loaded.count() == loaded.seen && loaded.page.try_claim(kick);
+    let result = if claimed && loaded.count() == loaded.seen {
+        Some((loaded.page, loaded.payload))
+    } else {
+        if claimed {
+            loaded.page.unclaim();
+        }
+        None
+    };
+    window.store(false, Ordering::Release);
+    result
+}
+
+/// Waits until no CPU is in a claim window that opened before now: for a
+/// teardown, after it counted its access, before it frees the VM's pages.
+/// (A window is a few dozen instructions with interrupts masked.)
+pub fn wait_for_claims() {
+    fence(Ordering::SeqCst);
+    for window in &CLAIMING {
+        while window.load(Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+    }
+}
