@@ -26,8 +26,8 @@ use crate::arch::aarch64::tlb::GuestStage2Tlb;
 use crate::vm::exit::{GuardCall, MemoryCall, INVALID_PARAMETER, NOT_SUPPORTED};
 use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::handle::{VcpuIndex, VmHandle};
-use crate::vm::loaded::{self, Loaded};
-use crate::vm::table::{vcpu_mpidr, VcpuPower, VcpuRelease, Vm, VmState, VmTable};
+use crate::vm::loaded::{self, Counted, Loaded};
+use crate::vm::table::{vcpu_mpidr, PageRef, VcpuPower, Vm, VmState, VmTable};
 use crate::platform::MAX_CPUS;
 use crate::vm::vgic_dist::Filled;
 use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame, GicLayout};
@@ -599,7 +599,12 @@ struct Claim {
     /// under the lock (SPIs its list registers hold, active interrupts noted
     /// at an earlier exit).
     exit_needs_distributor: bool,
-    release: VcpuRelease,
+    /// The vCPU's page (what releases it).
+    page: PageRef,
+    /// A claim under the lock that had nothing to do but claim: its VM's
+    /// access count then (the CPU remembers the vCPU if its exit releases
+    /// it without the lock too).
+    quiet: Option<Counted>,
 }
 
 /// What a claim under the lock found that a claim without it reuses
@@ -611,7 +616,8 @@ struct QuietRun {
     vttbr: u64,
     cntvoff: u64,
     protected: bool,
-    /// Without a GIC: the vCPU's IRQ line as the host set it.
+    /// Without a GIC: the vCPU's IRQ line as the host set it (the timers'
+    /// outputs were low).
     irq_line: bool,
     index: usize,
     vcpus: usize,
@@ -688,7 +694,8 @@ fn claim_loaded(
         vcpus: run.vcpus,
         gic_layout: run.gic_layout,
         exit_needs_distributor: false,
-        release: page.release_handle(),
+        page,
+        quiet: None,
     })
 }
 
@@ -707,11 +714,6 @@ fn claim_locked(
     ppi_frame: PpiFrame,
     mmio_read_value: u64,
 ) -> Result<Claim, HypError> {
-    // SAFETY: `cpu` is this CPU's index; the reference ends with this call.
-    let mut loaded = unsafe { loaded_on(cpu) };
-    if let Some(loaded) = loaded.as_mut() {
-        **loaded = None;
-    }
     let (vm, touches) = vms.get_counted(handle)?;
     if vm.state != VmState::Alive {
         return Err(HypError::NoSuchVm);
@@ -784,32 +786,18 @@ fn claim_locked(
     // (The claim without the lock looks at the list registers and the
     // lines itself.)
     let quiet = !timer_output && !ptimer_output && !lines_to_look_at && !may_fill && !exit_needs_distributor;
-    let page = v.ctx.page_ref();
-    let claim = Claim {
-        ctx: &mut *v.ctx as *mut VcpuContext,
+    let (ctx, page) = (&mut *v.ctx as *mut VcpuContext, v.ctx.page_ref());
+    Ok(Claim {
+        ctx,
         entry,
         protected: vm.protected,
         index,
         vcpus: vm.vcpus.len(),
         gic_layout: vm.gic_layout,
         exit_needs_distributor,
-        release: page.release_handle(),
-    };
-    if quiet {
-        let run = QuietRun {
-            vttbr,
-            cntvoff: vm.cntvoff,
-            protected: vm.protected,
-            irq_line: vm.vcpus[index].irq_line,
-            index,
-            vcpus: claim.vcpus,
-            gic_layout: claim.gic_layout,
-        };
-        if let Some(loaded) = loaded {
-            *loaded = Some(Loaded::new(handle, vcpu, touches, page, run));
-        }
-    }
-    Ok(claim)
+        page,
+        quiet: quiet.then(|| Counted::now(touches)),
+    })
 }
 
 pub fn vcpu_run(
@@ -827,7 +815,7 @@ pub fn vcpu_run(
     let hardware = hyp.vgic;
     let ppi_frame = PpiFrame(this_cpu.ppi_frame);
     let kick = flags.kick_sgi.map(|sgi| (this_cpu.mpidr, sgi));
-    let Claim { ctx, entry, protected, index, vcpus, gic_layout, exit_needs_distributor, release } =
+    let Claim { ctx, entry, protected, index, vcpus, gic_layout, exit_needs_distributor, page, quiet } =
         match claim_loaded(this_cpu.index, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value) {
             Some(claimed) => claimed,
             None => {
@@ -871,7 +859,25 @@ pub fn vcpu_run(
     // below would do nothing).
     let plain_exit = !matches!(exit, Exit::Fatal { .. } | Exit::Wfi { .. } | Exit::CpuOff);
     if plain_exit && !exit_needs_distributor && !view.filled.get() && ctx.vgic.used == 0 {
-        release.release(pending_read);
+        if let Some(counted) = quiet {
+            // Nothing to do but claim at the claim, nothing to record now:
+            // this CPU's next run of the vCPU claims it without the lock
+            // while nothing touches the VM (`vm::loaded`).
+            let run = QuietRun {
+                vttbr: entry.vttbr,
+                cntvoff: entry.cntvoff,
+                protected,
+                irq_line: entry.virtual_irq,
+                index,
+                vcpus,
+                gic_layout,
+            };
+            // SAFETY: This CPU's index; the reference ends here.
+            if let Some(loaded) = unsafe { loaded_on(this_cpu.index) } {
+                *loaded = Some(Loaded::new(handle, vcpu, counted, page, run));
+            }
+        }
+        page.release_handle().release(pending_read);
         return Ok(exit);
     }
     let mut vms = vms_lock.lock();
@@ -882,7 +888,7 @@ pub fn vcpu_run(
         *loaded = None;
     }
     let Ok(vm) = vms.get(handle) else {
-        release.release(pending_read);
+        page.release_handle().release(pending_read);
         return Ok(exit);
     };
     if matches!(exit, Exit::Fatal { .. }) {
@@ -916,6 +922,6 @@ pub fn vcpu_run(
             v.power = VcpuPower::Off;
         }
     }
-    release.release(pending_read);
+    page.release_handle().release(pending_read);
     Ok(exit)
 }

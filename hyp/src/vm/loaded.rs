@@ -31,31 +31,44 @@ use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 /// Per CPU: in its claim window.
 static CLAIMING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
+/// A VM slot's access count as a claim under the VM table's lock read it.
+#[derive(Clone, Copy)]
+pub struct Counted {
+    touches: *const AtomicU64,
+    seen: u64,
+}
+
+impl Counted {
+    /// Reads `touches`, a slot's access count (which lives as long as the
+    /// table: `VmTable::get_counted`), under the VM table's lock.
+    pub fn now(touches: &AtomicU64) -> Counted {
+        Counted { touches, seen: touches.load(Ordering::Relaxed) }
+    }
+
+    /// Whether nothing touched the VM since.
+    fn holds(&self) -> bool {
+        // SAFETY: The count is a slot's of the VM table, whose slots never
+        // move nor go away (`VmTable::new`).
+        unsafe { (*self.touches).load(Ordering::SeqCst) == self.seen }
+    }
+}
+
 /// What a CPU keeps of the vCPU it claimed last under the lock, with `P`,
 /// what that claim found for the run (its caller's to define).
 #[derive(Clone, Copy)]
 pub struct Loaded<P> {
     handle: VmHandle,
     vcpu: VcpuIndex,
-    /// The VM slot's access count, and its value just after the claim.
-    touches: *const AtomicU64,
-    seen: u64,
+    counted: Counted,
     page: PageRef,
     payload: P,
 }
 
 impl<P: Copy> Loaded<P> {
     /// Remembers the vCPU `vcpu` of the VM `handle`, claimed under the VM
-    /// table's lock: `touches` is its slot's access count (which lives as long
-    /// as the table: `VmTable::touches`), read under that lock.
-    pub fn new(handle: VmHandle, vcpu: VcpuIndex, touches: &AtomicU64, page: PageRef, payload: P) -> Loaded<P> {
-        Loaded { handle, vcpu, touches, seen: touches.load(Ordering::Relaxed), page, payload }
-    }
-
-    fn count(&self) -> u64 {
-        // SAFETY: The count is a slot's of the VM table, whose slots never
-        // move nor go away (`VmTable::new`).
-        unsafe { (*self.touches).load(Ordering::SeqCst) }
+    /// table's lock when its slot's count was `counted`.
+    pub fn new(handle: VmHandle, vcpu: VcpuIndex, counted: Counted, page: PageRef, payload: P) -> Loaded<P> {
+        Loaded { handle, vcpu, counted, page, payload }
     }
 }
 
@@ -76,8 +89,8 @@ pub fn claim<P: Copy>(
     window.store(true, Ordering::Relaxed);
     // The window is open before the count is read.
     fence(Ordering::SeqCst);
-    let claimed = loaded.count() == loaded.seen && loaded.page.try_claim(kick);
-    let result = if claimed && loaded.count() == loaded.seen {
+    let claimed = loaded.counted.holds() && loaded.page.try_claim(kick);
+    let result = if claimed && loaded.counted.holds() {
         Some((loaded.page, loaded.payload))
     } else {
         if claimed {

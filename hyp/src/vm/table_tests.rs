@@ -920,7 +920,13 @@ fn run_once_under_the_lock(w: &mut World, h: VmHandle, index: u64) -> crate::vm:
     assert!(v.ctx.claim(None));
     v.power = VcpuPower::On;
     let page = v.ctx.page_ref();
-    let loaded = crate::vm::loaded::Loaded::new(h, VcpuIndex::new(index), touches, page, 0x5eed + index);
+    let loaded = crate::vm::loaded::Loaded::new(
+        h,
+        VcpuIndex::new(index),
+        crate::vm::loaded::Counted::now(touches),
+        page,
+        0x5eed + index,
+    );
     page.release_handle().release(None);
     loaded
 }
@@ -1029,7 +1035,8 @@ fn claims_with_and_without_the_lock_never_both_win() {
                         let v = &mut vm.vcpus[0];
                         if v.ctx.claim(None) {
                             let page = v.ctx.page_ref();
-                            record = Record(crate::vm::loaded::Loaded::new(h, VcpuIndex::new(0), touches, page, 0));
+                            let counted = crate::vm::loaded::Counted::now(touches);
+                            record = Record(crate::vm::loaded::Loaded::new(h, VcpuIndex::new(0), counted, page, 0));
                             drop(w);
                             hold(&inside);
                             page.release_handle().release(None);
