@@ -20,16 +20,13 @@
 //!
 //! The page stays valid through the window because a teardown counts first
 //! and frees no vCPU page until every open window closed
-//! ([`wait_for_claims`]): a CPU in its window either sees the new count, or
+//! (`vm::claim_window`): a CPU in its window either sees the new count, or
 //! opened the window before the teardown looked.
 
-use crate::platform::MAX_CPUS;
+use crate::vm::claim_window;
 use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::table::PageRef;
-use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-
-/// Per CPU: in its claim window.
-static CLAIMING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// A VM slot's access count as a claim under the VM table's lock read it.
 #[derive(Clone, Copy)]
@@ -85,10 +82,7 @@ pub fn claim<P: Copy>(
     kick: Option<(u64, u8)>,
 ) -> Option<(PageRef, P)> {
     let loaded = loaded.filter(|l| l.handle == handle && l.vcpu == vcpu)?;
-    let window = CLAIMING.get(cpu)?;
-    window.store(true, Ordering::Relaxed);
-    // The window is open before the count is read.
-    fence(Ordering::SeqCst);
+    let window = claim_window::open(cpu)?;
     let claimed = loaded.counted.holds() && loaded.page.try_claim(kick);
     let result = if claimed && loaded.counted.holds() {
         Some((loaded.page, loaded.payload))
@@ -98,18 +92,6 @@ pub fn claim<P: Copy>(
         }
         None
     };
-    window.store(false, Ordering::Release);
+    claim_window::close(window);
     result
-}
-
-/// Waits until no CPU is in a claim window that opened before now: for a
-/// teardown, after it counted its access, before it frees the VM's pages.
-/// (A window is a few dozen instructions with interrupts masked.)
-pub fn wait_for_claims() {
-    fence(Ordering::SeqCst);
-    for window in &CLAIMING {
-        while window.load(Ordering::Acquire) {
-            core::hint::spin_loop();
-        }
-    }
 }

@@ -1,6 +1,7 @@
 //! Virtual machines: the VM table (per-VM state behind generation-checked
 //! handles), vCPU contexts, and what the hyp does with each guest exit.
 
+pub mod claim_window;
 pub mod exit;
 pub mod guest_trap;
 pub mod handle;

@@ -140,7 +140,7 @@ impl ContextPage {
 /// (`vm::loaded`): valid while the VM's access count is the one it was taken
 /// at, or while that CPU's claim window is open (a teardown frees no page
 /// before every window open at its count closed:
-/// [`crate::vm::loaded::wait_for_claims`]).
+/// [`crate::vm::claim_window::wait_for_claims`]).
 #[derive(Clone, Copy)]
 pub struct PageRef {
     context: NonNull<VcpuContext>,
@@ -863,7 +863,7 @@ impl VmTable {
             slot.touch();
             // A CPU that ran one of its vCPUs may be in its claim window, at
             // the page it kept: the pages go only once no window is open.
-            crate::vm::loaded::wait_for_claims();
+            crate::vm::claim_window::wait_for_claims();
             if let Some(vm) = slot.vm.take() {
                 GUEST_MAPPINGS_GENERATION.fetch_add(1, Ordering::SeqCst);
                 memory.destroy_guest_table(vm.stage2, env, tlb);
