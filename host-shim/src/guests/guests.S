@@ -82,6 +82,23 @@ guest_start bench, 4
     b       4b
 guest_end bench
 
+/*
+ * Counting guest: x0 = n. Stores n, n-1, ..., 1 to GUEST_UART, each a 64-bit
+ * MMIO store (one exit), then stores 0 there forever: every later run exits
+ * at once. The SMP checks run its vCPU from two CPUs at once
+ * (suites/smp.rs, contended_vcpu).
+ */
+guest_start count, 4
+    mov     x20, x0
+    mov     x21, #GUEST_UART
+1:  cbz     x20, 2f
+    str     x20, [x21]
+    sub     x20, x20, #1
+    b       1b
+2:  str     xzr, [x21]
+    b       2b
+guest_end count
+
 /* Off guest: turns its VM off at once (the stress test's guest). */
 guest_start off, 4
     call_hyp PSCI_SYSTEM_OFF

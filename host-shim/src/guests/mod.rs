@@ -70,6 +70,8 @@ guest_images! {
     crash: guest_crash_start..guest_crash_end,
     /// The benchmark guest's code.
     bench: guest_bench_start..guest_bench_end,
+    /// The counting guest (one MMIO store of each count, then zeroes).
+    count: guest_count_start..guest_count_end,
     /// The guest that turns its VM off at once.
     off: guest_off_start..guest_off_end,
     /// The memory-test guest's code (its data page follows it at +0x1000).

@@ -1,6 +1,7 @@
 //! The SMP checks: every CPU up in the shim through PSCI CPU_ON (which the
 //! hyp serves), a 4-vCPU guest whose vCPUs run at once on four CPUs, a vCPU
-//! moving between CPUs, two vCPUs on two CPUs sending each other SGIs, every CPU creating, running and tearing down VMs at
+//! moving between CPUs, one vCPU run from two CPUs at once (and its VM torn
+//! down under one of them), two vCPUs on two CPUs sending each other SGIs, every CPU creating, running and tearing down VMs at
 //! the same time, and CPUs turned off and on again. The other CPUs get their
 //! work through `harness::cpus`; only the boot CPU logs.
 
@@ -15,7 +16,8 @@ use crate::harness::platform::{HostPlatform, MAX_CPUS};
 use crate::harness::report::check;
 use crate::harness::scratch::{PageAligned, PAGE};
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, MPIDR_EL1};
-use hyp_abi::{Exit, HypError, VmType, ABI_VERSION_MAJOR, ABI_VERSION_MINOR};
+use core::sync::atomic::{AtomicU64, Ordering};
+use hyp_abi::{Exit, HypError, VcpuReg, VmType, ABI_VERSION_MAJOR, ABI_VERSION_MINOR};
 use smccc::psci::PSCI_CPU_ON_64;
 use testkit::rng::Rng;
 
@@ -65,6 +67,7 @@ pub fn run_all(platform: &HostPlatform) -> bool {
     passed &= smp_guest(platform, VmType::NonProtected);
     passed &= smp_guest(platform, VmType::Protected);
     passed &= migrating_vcpu(platform);
+    passed &= contended_vcpu(platform);
     passed &= ipi_ping_pong(platform, VmType::NonProtected);
     passed &= ipi_ping_pong(platform, VmType::Protected);
     passed &= stress_all(platform);
@@ -304,6 +307,177 @@ fn migrating_vcpu(platform: &HostPlatform) -> bool {
     );
     passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the migrating VM down");
     passed
+}
+
+/// Counts the counting guest stores while two CPUs run its vCPU at once.
+const CONTENDED_COUNTS: u64 = 6_000;
+/// `VCPU_RUN`s one CPU tries before it gives up on a contended vCPU.
+const CONTENDED_ATTEMPTS: u64 = 200_000;
+/// How a contended run loop ended (its result's last word).
+const ENDED_COUNTED_OUT: u64 = 1;
+const ENDED_NO_VM: u64 = 2;
+/// Runs of the second CPU so far in [`contend`] (written by it alone).
+static CONTENDED_PROGRESS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs vCPU 0 of `handle` (the counting guest) until its guest counted out
+/// (stores 0) or its VM is gone, marking each count it sees in the bitmap at
+/// `bitmap` (0: none); every `touch_every`-th attempt (0: never) first reads a
+/// register of the vCPU, an access under the VM table's lock (`Busy` while
+/// the other CPU runs it). Returns `[error (0: none), counts seen, Busy
+/// answers, how it ended]`; error 1: a count seen twice on this CPU, 2: an
+/// answer no run may give (the answer's code in the third word), 3: the
+/// attempts ran out.
+fn contend(handle: u64, bitmap: u64, touch_every: u64, report_progress: bool) -> [u64; 4] {
+    let (mut seen, mut busy) = (0u64, 0u64);
+    for attempt in 0..CONTENDED_ATTEMPTS {
+        if touch_every != 0 && attempt % touch_every == 0 {
+            let _ = hypercall::vcpu_get_reg(handle, 0, VcpuReg::X(20));
+        }
+        match hypercall::vcpu_run(handle, 0, 0) {
+            Ok(Exit::Mmio { ipa: GUEST_UART, write: true, value: 0, .. }) => {
+                return [0, seen, busy, ENDED_COUNTED_OUT];
+            }
+            Ok(Exit::Mmio { ipa: GUEST_UART, write: true, size_bytes: 8, value }) => {
+                if bitmap != 0 && value <= CONTENDED_COUNTS {
+                    let word = (bitmap + value / 64 * 8) as *mut u64;
+                    // SAFETY: One of this CPU's scratch pages, which it alone
+                    // writes until its job is done (CONTENDED_COUNTS / 8 bytes
+                    // fit in a page).
+                    let bits = unsafe { word.read_volatile() };
+                    if bits & 1 << (value % 64) != 0 {
+                        return [1, seen, value, 0];
+                    }
+                    // SAFETY: As above.
+                    unsafe { word.write_volatile(bits | 1 << (value % 64)) };
+                }
+                seen += 1;
+                if report_progress {
+                    CONTENDED_PROGRESS.store(seen, Ordering::Release);
+                }
+            }
+            Err(HypError::Busy) => busy += 1,
+            Err(HypError::NoSuchVm) => return [0, seen, busy, ENDED_NO_VM],
+            Ok(_) => return [2, seen, u64::MAX, 0],
+            Err(error) => return [2, seen, error.code() as u64, 0],
+        }
+    }
+    [3, seen, busy, 0]
+}
+
+/// [`contend`] as the second CPU's job: `[handle, bitmap, touch_every]`.
+fn contend_job(_cpu: usize, [handle, bitmap, touch_every]: [u64; 3]) -> [u64; 4] {
+    contend(handle, bitmap, touch_every, true)
+}
+
+/// A CPU runs a vCPU again without the VM table's lock while nothing touched
+/// its VM (`vm::loaded` in the hyp): two CPUs run one vCPU at once, each as
+/// fast as it can, one of them also reading its registers now and then; the
+/// guest's counts must come out each exactly once (two CPUs never both run
+/// it, no run is lost or repeated). Then one CPU tears the VM down while the
+/// other runs its vCPU in a loop: teardown is `Busy` while that run lasts,
+/// the other CPU's next run gets `NoSuchVm`, and the hyp's memory and
+/// invariants hold afterwards.
+fn contended_vcpu(platform: &HostPlatform) -> bool {
+    let own = own_index(platform);
+    let Some(other) = cpus::secondary_indices(platform).next() else {
+        return true;
+    };
+    let code = scratch_page(0);
+    load(code, guests::count());
+    let (own_bitmap, other_bitmap) = (cpu_pages(own), cpu_pages(other));
+    zero_page(own_bitmap);
+    zero_page(other_bitmap);
+    let ready = |count: u64| {
+        hypercall::vm_create(VmType::NonProtected, 1).and_then(|h| {
+            hypercall::vm_map(h, code, GUEST_ENTRY, 1)?;
+            hypercall::vcpu_init(h, 0, GUEST_ENTRY, count)?;
+            Ok(h)
+        })
+    };
+    let Ok(handle) = ready(CONTENDED_COUNTS) else {
+        return check!(false, "set up the contended VM");
+    };
+    post(other, contend_job, [handle, other_bitmap, 0]);
+    let mine = contend(handle, own_bitmap, 64, false);
+    let theirs = wait_for(other).unwrap_or([u64::MAX; 4]);
+    // Every count once: on neither CPU twice (each checked its own), never on
+    // both, and all of them.
+    let (mut both, mut missing) = (0u64, 0u64);
+    for value in 1..=CONTENDED_COUNTS {
+        let bit = |bitmap: u64| {
+            // SAFETY: The bitmaps are scratch pages both CPUs are done with.
+            let word = unsafe { ((bitmap + value / 64 * 8) as *const u64).read_volatile() };
+            word & 1 << (value % 64) != 0
+        };
+        match (bit(own_bitmap), bit(other_bitmap)) {
+            (true, true) => both += 1,
+            (false, false) => missing += 1,
+            _ => {}
+        }
+    }
+    let counted = mine[0] == 0
+        && theirs[0] == 0
+        && mine[3] == ENDED_COUNTED_OUT
+        && theirs[3] == ENDED_COUNTED_OUT
+        && mine[1] + theirs[1] == CONTENDED_COUNTS
+        && mine[1] > 0
+        && theirs[1] > 0
+        && both == 0
+        && missing == 0;
+    let mut passed = check!(
+        counted,
+        "one vCPU run from two CPUs at once: counts 1..={CONTENDED_COUNTS} each seen once ({} on CPU {own}, {} on CPU {other}, none on both: {both}, none missing: {missing}; ended {} and {}, errors {} and {})",
+        mine[1],
+        theirs[1],
+        mine[3],
+        theirs[3],
+        mine[0],
+        theirs[0]
+    );
+    passed &= check!(hypercall::vm_teardown(handle).is_ok(), "tear the contended VM down");
+    // Teardown while the other CPU runs the vCPU over and over.
+    let Ok(handle) = ready(u64::MAX) else {
+        return check!(false, "set up the VM torn down under a running CPU");
+    };
+    let warm = contend_quietly(handle, 64);
+    CONTENDED_PROGRESS.store(0, Ordering::Release);
+    post(other, contend_job, [handle, 0, 0]);
+    while CONTENDED_PROGRESS.load(Ordering::Acquire) < 256 {
+        core::hint::spin_loop();
+    }
+    let mut busy = 0u64;
+    let down = loop {
+        match hypercall::vm_teardown(handle) {
+            Err(HypError::Busy) if busy < CONTENDED_ATTEMPTS => busy += 1,
+            other => break other,
+        }
+    };
+    let theirs = wait_for(other).unwrap_or([u64::MAX; 4]);
+    let after = hypercall::vcpu_run(handle, 0, 0);
+    let report = hypercall::check_invariants();
+    passed &= check!(
+        warm && down.is_ok()
+            && theirs[0] == 0
+            && theirs[3] == ENDED_NO_VM
+            && after == Err(HypError::NoSuchVm)
+            && (!debug_calls() || report.as_ref().is_ok_and(|r| r.violations == 0)),
+        "a VM torn down by one CPU while another ran its vCPU in a loop: teardown {down:?} ({busy} times Busy before), the other CPU's next run NoSuchVm after {} runs (ended {}, error {}), invariants {}",
+        theirs[1],
+        theirs[3],
+        theirs[0],
+        match &report {
+            Ok(r) if r.violations == 0 => "hold",
+            Ok(_) => "VIOLATED",
+            Err(_) => "not checked (production hyp)",
+        }
+    );
+    passed
+}
+
+/// `runs` runs of vCPU 0 of `handle` on this CPU, each an MMIO exit (so that
+/// this CPU remembers the vCPU).
+fn contend_quietly(handle: u64, runs: u64) -> bool {
+    (0..runs).all(|_| matches!(hypercall::vcpu_run(handle, 0, 0), Ok(Exit::Mmio { .. })))
 }
 
 /// `rounds` rounds of CPU `cpu`'s share of the stress run, with `seed`: create
