@@ -586,6 +586,21 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
 }
 
 /// `VCPU_RUN`: see `docs/abi.md`.
+/// What a `VCPU_RUN` asks for, and where it runs.
+#[derive(Clone, Copy)]
+struct RunRequest {
+    /// This CPU's index.
+    cpu: usize,
+    handle: VmHandle,
+    vcpu: VcpuIndex,
+    /// The host's kick while the vCPU runs: this CPU's MPIDR and the SGI.
+    kick: Option<(u64, u8)>,
+    hardware: VgicHardware,
+    ppi_frame: PpiFrame,
+    /// What the MMIO load the vCPU waits for reads.
+    mmio_read_value: u64,
+}
+
 /// A claimed vCPU, ready to run.
 struct Claim {
     ctx: *mut VcpuContext,
@@ -648,15 +663,8 @@ unsafe fn loaded_on(cpu: usize) -> Option<&'static mut Option<Loaded<QuietRun>>>
 /// timers' outputs low, no line raised, empty list registers. Completes the
 /// MMIO load it waits for.
 #[inline(always)]
-fn claim_loaded(
-    cpu: usize,
-    handle: VmHandle,
-    vcpu: VcpuIndex,
-    kick: Option<(u64, u8)>,
-    hardware: VgicHardware,
-    ppi_frame: PpiFrame,
-    mmio_read_value: u64,
-) -> Option<Claim> {
+fn claim_loaded(request: RunRequest) -> Option<Claim> {
+    let RunRequest { cpu, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value } = request;
     // SAFETY: `cpu` is this CPU's index; the reference ends with this call.
     let loaded = unsafe { loaded_on(cpu) }?;
     let (page, run) = loaded::claim(cpu, loaded.as_ref(), handle, vcpu, kick)?;
@@ -702,18 +710,9 @@ fn claim_loaded(
 /// Claims the vCPU under the VM table's lock: its timers' lines, the
 /// distributor's decisions, the list registers filled; remembers it for
 /// this CPU's next run if there was nothing to do but claim.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn claim_locked(
-    vms: &mut VmTable,
-    cpu: usize,
-    handle: VmHandle,
-    vcpu: VcpuIndex,
-    kick: Option<(u64, u8)>,
-    hardware: VgicHardware,
-    ppi_frame: PpiFrame,
-    mmio_read_value: u64,
-) -> Result<Claim, HypError> {
+fn claim_locked(vms: &mut VmTable, request: RunRequest) -> Result<Claim, HypError> {
+    let RunRequest { cpu, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value } = request;
     let (vm, touches) = vms.get_counted(handle)?;
     if vm.state != VmState::Alive {
         return Err(HypError::NoSuchVm);
@@ -816,11 +815,11 @@ pub fn vcpu_run(
     let ppi_frame = PpiFrame(this_cpu.ppi_frame);
     let kick = flags.kick_sgi.map(|sgi| (this_cpu.mpidr, sgi));
     let Claim { ctx, entry, protected, index, vcpus, gic_layout, exit_needs_distributor, page, quiet } =
-        match claim_loaded(this_cpu.index, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value) {
-            Some(claimed) => claimed,
-            None => {
-                let mut vms = vms_lock.lock();
-                claim_locked(&mut vms, this_cpu.index, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value)?
+        {
+            let request = RunRequest { cpu: this_cpu.index, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value };
+            match claim_loaded(request) {
+                Some(claimed) => claimed,
+                None => claim_locked(&mut vms_lock.lock(), request)?,
             }
         };
     // SAFETY: The claim gives this CPU the vCPU alone until `release` below;
