@@ -31,22 +31,20 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// A VM slot's access count as a claim under the VM table's lock read it.
 #[derive(Clone, Copy)]
 pub struct Counted {
-    touches: *const AtomicU64,
+    touches: &'static AtomicU64,
     seen: u64,
 }
 
 impl Counted {
-    /// Reads `touches`, a slot's access count (which lives as long as the
-    /// table: `VmTable::get_counted`), under the VM table's lock.
-    pub fn now(touches: &AtomicU64) -> Counted {
+    /// Reads `touches`, a slot's access count (never freed:
+    /// `VmTable::get_counted`), under the VM table's lock.
+    pub fn now(touches: &'static AtomicU64) -> Counted {
         Counted { touches, seen: touches.load(Ordering::Relaxed) }
     }
 
     /// Whether nothing touched the VM since.
     fn holds(&self) -> bool {
-        // SAFETY: The count is a slot's of the VM table, whose slots never
-        // move nor go away (`VmTable::new`).
-        unsafe { (*self.touches).load(Ordering::SeqCst) == self.seen }
+        self.touches.load(Ordering::SeqCst) == self.seen
     }
 }
 

@@ -104,7 +104,9 @@ impl ContextPage {
     /// While it runs with a kick (`hyp_abi::RunFlags::kick_sgi`): the MPIDR
     /// of its CPU and the SGI.
     pub fn kick_target(&self) -> Option<(u64, u8)> {
-        let state = self.state().load(Ordering::Acquire);
+        // Sequentially consistent, as `running`: read after an access
+        // counted, it sees a claim without the lock that missed the count.
+        let state = self.state().load(Ordering::SeqCst);
         let kicked = RUN_STATE_RUNNING | RUN_STATE_KICK;
         (state & kicked == kicked).then_some((state >> 16, (state >> 8) as u8))
     }
@@ -216,9 +218,10 @@ struct RunRecord {
 const RUN_RECORD_OFFSET: usize = (core::mem::size_of::<VcpuContext>() + 63) & !63;
 const _: () = assert!(RUN_RECORD_OFFSET + core::mem::size_of::<RunRecord>() <= 4096);
 
-/// Releases a vCPU its CPU claimed: taken at the claim
-/// ([`ContextPage::release_handle`], under the VM table's lock), valid until used (the VM, and the vCPU's page,
-/// cannot go away while the vCPU runs: teardown and every reset refuse).
+/// Releases a vCPU its CPU claimed: taken at the claim, with or without the
+/// VM table's lock ([`PageRef::release_handle`]), valid until used (the VM,
+/// and the vCPU's page, cannot go away while the vCPU runs: teardown and
+/// every reset refuse).
 pub struct VcpuRelease {
     record: *mut RunRecord,
 }
@@ -419,24 +422,27 @@ impl Vm {
 struct Slot {
     generation: u32,
     vm: Option<Vm>,
-    /// Accesses to the slot's VM under the VM table's lock
-    /// ([`VmTable::get`], and those that walk every VM): a CPU that ran one
-    /// of its vCPUs runs it again without the lock while this count holds
-    /// (`vm::loaded`). Written only under the lock, read by any CPU.
-    touches: AtomicU64,
 }
 
-impl Slot {
-    /// Counts an access to the slot's VM under the lock: sequentially
-    /// consistent, before the access reads whether a vCPU runs.
-    fn touch(&self) {
-        self.touches.store(self.touches.load(Ordering::Relaxed).wrapping_add(1), Ordering::SeqCst);
-    }
+/// Per slot: accesses to the slot's VM under the VM table's lock
+/// ([`VmTable::get`], and those that walk every VM): a CPU that ran one of
+/// its vCPUs runs it again without the lock while the count holds
+/// (`vm::loaded`). Written only under the lock, read by any CPU, and only
+/// ever through shared references (never part of a `&mut` of the table).
+type AccessCounts = [AtomicU64; MAX_VMS];
+
+/// Counts an access to a slot's VM under the lock: sequentially consistent,
+/// before the access reads whether a vCPU runs.
+fn touch(count: &AtomicU64) {
+    count.store(count.load(Ordering::Relaxed).wrapping_add(1), Ordering::SeqCst);
 }
 
 /// All VMs.
 pub struct VmTable {
     slots: Vec<Slot>,
+    /// The slots' access counts: allocated once and never freed (other CPUs
+    /// read them without the lock, through records that outlive nothing).
+    touches: &'static AccessCounts,
     /// IPA size of every guest stage-2 (VTCR_EL2 is shared by all of them).
     ipa_bits: u32,
 }
@@ -444,9 +450,10 @@ pub struct VmTable {
 impl VmTable {
     /// An empty table for guests with `ipa_bits`-bit IPAs.
     pub fn new(ipa_bits: u32) -> VmTable {
-        // (The slots never move: `vm::loaded` keeps pointers to their counts.)
         VmTable {
-            slots: (0..MAX_VMS).map(|_| Slot { generation: 1, vm: None, touches: AtomicU64::new(0) }).collect(),
+            slots: (0..MAX_VMS).map(|_| Slot { generation: 1, vm: None }).collect(),
+            // One table lives as long as the hyp; the unit tests' leak 512 bytes each.
+            touches: alloc::boxed::Box::leak(alloc::boxed::Box::new([const { AtomicU64::new(0) }; MAX_VMS])),
             ipa_bits,
         }
     }
@@ -461,21 +468,20 @@ impl VmTable {
     }
 
     /// As [`VmTable::get`], with the access count of the VM's slot (for
-    /// `vm::loaded`: the slots never move, so the count lives as long as the
-    /// table).
+    /// `vm::loaded`; the counts are never freed).
     ///
     /// # Errors
     ///
     /// As [`VmTable::get`].
-    pub fn get_counted(&mut self, handle: VmHandle) -> Result<(&mut Vm, &AtomicU64), HypError> {
+    pub fn get_counted(&mut self, handle: VmHandle) -> Result<(&mut Vm, &'static AtomicU64), HypError> {
         let index = handle.slot().ok_or(HypError::NoSuchVm)?;
         let slot = self.slots.get_mut(index).ok_or(HypError::NoSuchVm)?;
         if u64::from(slot.generation) != handle.generation() {
             return Err(HypError::NoSuchVm);
         }
-        slot.touch();
-        let Slot { vm, touches, .. } = slot;
-        Ok((vm.as_mut().ok_or(HypError::NoSuchVm)?, touches))
+        let touches = &self.touches[index];
+        touch(touches);
+        Ok((slot.vm.as_mut().ok_or(HypError::NoSuchVm)?, touches))
     }
 
     /// Creates a VM; returns its handle.
@@ -513,8 +519,8 @@ impl VmTable {
             let ctx = unsafe { ContextPage::new(page) };
             list.push(Vcpu { ctx, power: VcpuPower::Off, started: false, irq_line: false });
         }
+        touch(&self.touches[index]);
         let slot = &mut self.slots[index];
-        slot.touch();
         let id = (index + 1) as VmId;
         slot.vm = Some(Vm {
             id,
@@ -855,12 +861,13 @@ impl VmTable {
         tlb: &mut dyn TlbMaintenance,
     ) {
         // (The caller found the VM: `usize::MAX`, no slot, is never taken.)
-        let Some(slot) = self.slots.get_mut(handle.slot().unwrap_or(usize::MAX)) else {
+        let index = handle.slot().unwrap_or(usize::MAX);
+        let (Some(slot), Some(touches)) = (self.slots.get_mut(index), self.touches.get(index)) else {
             return;
         };
         let done = slot.vm.as_ref().is_some_and(|vm| vm.state == VmState::TornDown && vm.pages_held == 0);
         if done {
-            slot.touch();
+            touch(touches);
             // A CPU that ran one of its vCPUs may be in its claim window, at
             // the page it kept: the pages go only once no window is open.
             crate::vm::claim_window::wait_for_claims();
@@ -980,9 +987,15 @@ impl VmTable {
     /// [`PhysMemory::zero_page`]: crate::mm::phys_memory::PhysMemory::zero_page
     pub fn scrub_for_power_off(&mut self, memory: &mut MemoryState, env: &mut Env<'_>) -> Result<u64, HypError> {
         let mut running = false;
-        for slot in self.slots.iter().filter(|s| s.vm.as_ref().is_some_and(|vm| vm.protected)) {
-            slot.touch();
+        // Every VM counts (no vCPU runs again without the lock while the
+        // caller holds it, as `power` says), and no claim window stays open
+        // at a page this writes.
+        for (slot, touches) in self.slots.iter().zip(self.touches.iter()) {
+            if slot.vm.is_some() {
+                touch(touches);
+            }
         }
+        crate::vm::claim_window::wait_for_claims();
         for vm in self.slots.iter_mut().filter_map(|s| s.vm.as_mut()).filter(|vm| vm.protected) {
             if vm.state == VmState::Alive {
                 vm.state = VmState::Crashed;
