@@ -15,8 +15,8 @@ use crate::harness::ipi_guest::{ping_pong, PingPongError};
 use crate::harness::platform::{HostPlatform, MAX_CPUS};
 use crate::harness::report::check;
 use crate::harness::scratch::{PageAligned, PAGE};
-use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, MPIDR_EL1};
-use core::sync::atomic::{AtomicU64, Ordering};
+use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hyp_abi::{Exit, HypError, VcpuReg, VmType, ABI_VERSION_MAJOR, ABI_VERSION_MINOR};
 use smccc::psci::PSCI_CPU_ON_64;
 use testkit::rng::Rng;
@@ -316,8 +316,16 @@ const CONTENDED_ATTEMPTS: u64 = 200_000;
 /// How a contended run loop ended (its result's last word).
 const ENDED_COUNTED_OUT: u64 = 1;
 const ENDED_NO_VM: u64 = 2;
+const ENDED_AT_LIMIT: u64 = 3;
+/// How long the boot CPU waits for the other CPU's first counts.
+const CONTENDED_WAIT_SECONDS: u64 = 10;
 /// Runs of the second CPU so far in [`contend`] (written by it alone).
 static CONTENDED_PROGRESS: AtomicU64 = AtomicU64::new(0);
+/// Set by the boot CPU (alone) when the second CPU's [`contend`] is to stop
+/// (a teardown that never got in).
+static CONTENDED_STOP: AtomicBool = AtomicBool::new(false);
+/// How [`contend`] ended when told to stop.
+const ENDED_STOPPED: u64 = 4;
 
 /// Runs vCPU 0 of `handle` (the counting guest) until its guest counted out
 /// (stores 0) or its VM is gone, marking each count it sees in the bitmap at
@@ -326,10 +334,16 @@ static CONTENDED_PROGRESS: AtomicU64 = AtomicU64::new(0);
 /// the other CPU runs it). Returns `[error (0: none), counts seen, Busy
 /// answers, how it ended]`; error 1: a count seen twice on this CPU, 2: an
 /// answer no run may give (the answer's code in the third word), 3: the
-/// attempts ran out.
-fn contend(handle: u64, bitmap: u64, touch_every: u64, report_progress: bool) -> [u64; 4] {
+/// attempts ran out (on the boot CPU; the other CPU's job tries until its VM
+/// is gone, the guest counted out, or [`CONTENDED_STOP`]). Stops after
+/// `limit` counts.
+fn contend(handle: u64, bitmap: u64, touch_every: u64, report_progress: bool, limit: u64) -> [u64; 4] {
     let (mut seen, mut busy) = (0u64, 0u64);
-    for attempt in 0..CONTENDED_ATTEMPTS {
+    let attempts = if report_progress { u64::MAX } else { CONTENDED_ATTEMPTS };
+    for attempt in 0..attempts {
+        if report_progress && CONTENDED_STOP.load(Ordering::Acquire) {
+            return [0, seen, busy, ENDED_STOPPED];
+        }
         if touch_every != 0 && attempt % touch_every == 0 {
             let _ = hypercall::vcpu_get_reg(handle, 0, VcpuReg::X(20));
         }
@@ -354,6 +368,9 @@ fn contend(handle: u64, bitmap: u64, touch_every: u64, report_progress: bool) ->
                 if report_progress {
                     CONTENDED_PROGRESS.store(seen, Ordering::Release);
                 }
+                if seen == limit {
+                    return [0, seen, busy, ENDED_AT_LIMIT];
+                }
             }
             Err(HypError::Busy) => busy += 1,
             Err(HypError::NoSuchVm) => return [0, seen, busy, ENDED_NO_VM],
@@ -366,7 +383,16 @@ fn contend(handle: u64, bitmap: u64, touch_every: u64, report_progress: bool) ->
 
 /// [`contend`] as the second CPU's job: `[handle, bitmap, touch_every]`.
 fn contend_job(_cpu: usize, [handle, bitmap, touch_every]: [u64; 3]) -> [u64; 4] {
-    contend(handle, bitmap, touch_every, true)
+    contend(handle, bitmap, touch_every, true, u64::MAX)
+}
+
+/// Waits until the other CPU's [`contend`] reported `counts` counts, or
+/// [`CONTENDED_WAIT_SECONDS`] passed (its job failed: its result says why).
+fn wait_for_progress(counts: u64) {
+    let deadline = CNTPCT_EL0.get() + CNTFRQ_EL0.get() * CONTENDED_WAIT_SECONDS;
+    while CONTENDED_PROGRESS.load(Ordering::Acquire) < counts && CNTPCT_EL0.get() < deadline {
+        core::hint::spin_loop();
+    }
 }
 
 /// A CPU runs a vCPU again without the VM table's lock while nothing touched
@@ -397,8 +423,15 @@ fn contended_vcpu(platform: &HostPlatform) -> bool {
     let Ok(handle) = ready(CONTENDED_COUNTS) else {
         return check!(false, "set up the contended VM");
     };
+    // This CPU takes the first count, and goes on only once the other took
+    // one too: both run the vCPU, however the host's CPUs are scheduled.
+    let first = contend(handle, own_bitmap, 0, false, 1);
+    CONTENDED_PROGRESS.store(0, Ordering::Release);
+    CONTENDED_STOP.store(false, Ordering::Release);
     post(other, contend_job, [handle, other_bitmap, 0]);
-    let mine = contend(handle, own_bitmap, 64, false);
+    wait_for_progress(1);
+    let rest = contend(handle, own_bitmap, 64, false, u64::MAX);
+    let mine = [first[0] | rest[0], first[1] + rest[1], first[2] + rest[2], rest[3]];
     let theirs = wait_for(other).unwrap_or([u64::MAX; 4]);
     // Every count once: on neither CPU twice (each checked its own), never on
     // both, and all of them.
@@ -420,7 +453,7 @@ fn contended_vcpu(platform: &HostPlatform) -> bool {
         && mine[3] == ENDED_COUNTED_OUT
         && theirs[3] == ENDED_COUNTED_OUT
         && mine[1] + theirs[1] == CONTENDED_COUNTS
-        && mine[1] > 0
+        && first[3] == ENDED_AT_LIMIT
         && theirs[1] > 0
         && both == 0
         && missing == 0;
@@ -442,16 +475,19 @@ fn contended_vcpu(platform: &HostPlatform) -> bool {
     let warm = contend_quietly(handle, 64);
     CONTENDED_PROGRESS.store(0, Ordering::Release);
     post(other, contend_job, [handle, 0, 0]);
-    while CONTENDED_PROGRESS.load(Ordering::Acquire) < 256 {
-        core::hint::spin_loop();
-    }
-    let mut busy = 0u64;
+    wait_for_progress(256);
+    // (Busy while the other CPU's run lasts: it may take many tries to fall
+    // between two runs, so the bound is time, not tries.)
+    let (mut busy, deadline) = (0u64, CNTPCT_EL0.get() + CNTFRQ_EL0.get() * 3 * CONTENDED_WAIT_SECONDS);
     let down = loop {
         match hypercall::vm_teardown(handle) {
-            Err(HypError::Busy) if busy < CONTENDED_ATTEMPTS => busy += 1,
+            Err(HypError::Busy) if CNTPCT_EL0.get() < deadline => busy += 1,
             other => break other,
         }
     };
+    if down.is_err() {
+        CONTENDED_STOP.store(true, Ordering::Release);
+    }
     let theirs = wait_for(other).unwrap_or([u64::MAX; 4]);
     let after = hypercall::vcpu_run(handle, 0, 0);
     let report = hypercall::check_invariants();
