@@ -3,9 +3,10 @@
 //! `vcpu_load` without the extra hypercall: the hyp loads on a run and puts
 //! lazily, when anyone else touches the VM).
 //!
-//! A claim under the lock ends with the CPU remembering the vCPU
-//! ([`Loaded`]: its handle, its page, the VM slot's access count at that
-//! moment, and what that claim found for the run). Every access to the VM
+//! A claim under the lock that had nothing to do but claim, whose run then
+//! ends in a release without the lock, leaves the CPU a record of the vCPU
+//! ([`Loaded`]: its handle, its page, the VM slot's access count at the
+//! claim, and what that claim found for the run). Every access to the VM
 //! under the lock counts first (`VmTable::get`), so an unchanged count means
 //! that nothing of the VM changed since: not its interrupts, its vCPUs'
 //! power, its state, nor its existence. The CPU's next claim of that vCPU then
