@@ -585,7 +585,6 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
     guest_trap::handle(ctx, trap, protected, view)
 }
 
-/// `VCPU_RUN`: see `docs/abi.md`.
 /// What a `VCPU_RUN` asks for, and where it runs.
 #[derive(Clone, Copy)]
 struct RunRequest {
@@ -639,7 +638,8 @@ struct QuietRun {
     gic_layout: GicLayout,
 }
 
-/// Per CPU, the vCPU it claimed last under the lock if that claim was quiet.
+/// Per CPU, the vCPU it claimed last under the lock if that claim was quiet
+/// and its run ended in a release without the lock.
 struct LoadedOnCpu(UnsafeCell<Option<Loaded<QuietRun>>>);
 
 // SAFETY: Each CPU reads and writes only the element of its own index
@@ -708,8 +708,9 @@ fn claim_loaded(request: RunRequest) -> Option<Claim> {
 }
 
 /// Claims the vCPU under the VM table's lock: its timers' lines, the
-/// distributor's decisions, the list registers filled; remembers it for
-/// this CPU's next run if there was nothing to do but claim.
+/// distributor's decisions, the list registers filled; says whether there
+/// was nothing to do but claim (`Claim::quiet`: the release then remembers
+/// the vCPU for this CPU's next run).
 #[inline(always)]
 fn claim_locked(vms: &mut VmTable, request: RunRequest) -> Result<Claim, HypError> {
     let RunRequest { cpu, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value } = request;
@@ -799,6 +800,7 @@ fn claim_locked(vms: &mut VmTable, request: RunRequest) -> Result<Claim, HypErro
     })
 }
 
+/// `VCPU_RUN`: see `docs/abi.md`.
 pub fn vcpu_run(
     hyp: &Hyp,
     handle: VmHandle,
@@ -822,7 +824,7 @@ pub fn vcpu_run(
                 None => claim_locked(&mut vms_lock.lock(), request)?,
             }
         };
-    // SAFETY: The claim gives this CPU the vCPU alone until `release` below;
+    // SAFETY: The claim gives this CPU the vCPU alone until it releases it below;
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).
     let ctx = unsafe { &mut *ctx };

@@ -84,7 +84,7 @@ impl ContextPage {
     }
 
     fn record(&self) -> *mut RunRecord {
-        (self.context.as_ptr() as usize + RUN_RECORD_OFFSET) as *mut RunRecord
+        self.page_ref().record()
     }
 
     fn state(&self) -> &AtomicU64 {
@@ -129,7 +129,7 @@ impl ContextPage {
     pub fn take_pending_read(&mut self) -> Option<MmioAccess> {
         // SAFETY: `&mut self`, and the vCPU does not run: nothing else
         // touches the record's load.
-        unsafe { (*self.record()).pending_read.take() }
+        unsafe { self.page_ref().take_pending_read() }
     }
 
     /// Forgets the MMIO load the vCPU waits for (a reset; it does not run).
@@ -149,12 +149,16 @@ pub struct PageRef {
 }
 
 impl PageRef {
+    /// The page's run record, after the context.
+    fn record(&self) -> *mut RunRecord {
+        (self.context.as_ptr() as usize + RUN_RECORD_OFFSET) as *mut RunRecord
+    }
+
     fn state(&self) -> &AtomicU64 {
-        let record = (self.context.as_ptr() as usize + RUN_RECORD_OFFSET) as *const RunRecord;
         // SAFETY: The page's record was initialised with it (`ContextPage::new`)
         // and lives as long as the page (see the type's validity); its state is
         // only ever accessed atomically.
-        unsafe { &*core::ptr::addr_of!((*record).state) }
+        unsafe { &*core::ptr::addr_of!((*self.record()).state) }
     }
 
     /// Claims the vCPU for this CPU, with its kick: false if a CPU runs it.
@@ -186,15 +190,14 @@ impl PageRef {
     ///
     /// As [`PageRef::context`].
     pub unsafe fn take_pending_read(&self) -> Option<MmioAccess> {
-        let record = (self.context.as_ptr() as usize + RUN_RECORD_OFFSET) as *mut RunRecord;
         // SAFETY: The caller owns the vCPU (see above): nothing else touches
         // the record's load.
-        unsafe { (*record).pending_read.take() }
+        unsafe { (*self.record()).pending_read.take() }
     }
 
     /// What releases the vCPU ([`VcpuRelease::release`]).
     pub fn release_handle(&self) -> VcpuRelease {
-        VcpuRelease { record: (self.context.as_ptr() as usize + RUN_RECORD_OFFSET) as *mut RunRecord }
+        VcpuRelease { record: self.record() }
     }
 }
 
