@@ -488,6 +488,7 @@ fn make_per_cpus(platform: &Platform, stacks: &[CpuStacks]) -> (&'static PerCpu,
             power: AtomicU8::new(power),
             host_entry: AtomicU64::new(0),
             host_context: AtomicU64::new(0),
+            host_el2: Default::default(),
         }));
         list.push(per_cpu);
     }

@@ -27,10 +27,10 @@ use crate::vm::exit::{GuardCall, MemoryCall, INVALID_PARAMETER, NOT_SUPPORTED};
 use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::loaded::{self, Counted, Loaded};
-use crate::vm::table::{vcpu_mpidr, PageRef, VcpuPower, Vm, VmState, VmTable};
+use crate::vm::table::{vcpu_mpidr, GicWindows, PageRef, VcpuPower, Vm, VmState, VmTable};
 use crate::platform::MAX_CPUS;
 use crate::vm::vgic_dist::Filled;
-use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame, GicLayout};
+use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame};
 use core::cell::{Cell, UnsafeCell};
 use hyp_abi::{Exit, HypError, RunFlags};
 
@@ -78,10 +78,8 @@ struct RunningVm<'a> {
     vcpu: usize,
     hardware: VgicHardware,
     ppi_frame: PpiFrame,
-    /// The VM's vCPU count (fixed at creation), for its GIC windows.
-    vcpus: usize,
-    /// Where its GIC windows are (fixed once a vCPU ran).
-    gic_layout: GicLayout,
+    /// Its GIC windows (in the vCPU's page).
+    gic: &'a GicWindows,
     /// How the host runs it (`hyp_abi::RunFlags`); the kick only on GICv3.
     flags: RunFlags,
     /// The distributor filled the vCPU's list registers during the run (it
@@ -407,7 +405,7 @@ fn serve_gic_access(
     view: &RunningVm<'_>,
 ) -> Option<Outcome> {
     // Decided without the lock: most data aborts are the host's MMIO.
-    let (frame, offset) = frame_of(gic_version_of(view.hardware), view.vcpus, &view.gic_layout, trap.ipa)?;
+    let (frame, offset) = frame_of(gic_version_of(view.hardware), view.gic.vcpus, &view.gic.layout, trap.ipa)?;
     let access = crate::vm::exit::decode_mmio(trap.esr)?;
     let register = usize::from(access.register);
     let write = access.write.then(|| if register == 31 { 0 } else { ctx.gprs.x[register] });
@@ -451,7 +449,7 @@ const GICC_EOIR: u64 = 0x10;
 const GICC_DIR: u64 = 0x1000;
 
 /// On GICv2, a guest's access to its CPU interface (GICC at
-/// `GicLayout::cpu_interface`) is performed on the virtual CPU
+/// `vgic_mmio::GicLayout::cpu_interface`) is performed on the virtual CPU
 /// interface (GICV); true if `trap` (a data abort, the caller checked) was one
 /// (then the guest moves past it). When the guest ends an SGI, the same SGI
 /// from another source may take its list register.
@@ -462,7 +460,7 @@ fn serve_gicv2_cpu_interface(
     view: &RunningVm<'_>,
 ) -> bool {
     use crate::arch::aarch64::gicv2::{cpu_interface_access, CPU_INTERFACE_SIZE};
-    let offset = trap.ipa.wrapping_sub(view.gic_layout.cpu_interface);
+    let offset = trap.ipa.wrapping_sub(view.gic.layout.cpu_interface);
     if offset >= CPU_INTERFACE_SIZE {
         return false;
     }
@@ -606,9 +604,6 @@ struct Claim {
     entry: GuestEntry,
     protected: bool,
     index: usize,
-    /// The VM's vCPU count and GIC windows.
-    vcpus: usize,
-    gic_layout: GicLayout,
     /// The distributor holds records of the vCPU that its exit must update
     /// under the lock (SPIs its list registers hold, active interrupts noted
     /// at an earlier exit).
@@ -634,8 +629,6 @@ struct QuietRun {
     /// outputs were low).
     irq_line: bool,
     index: usize,
-    vcpus: usize,
-    gic_layout: GicLayout,
 }
 
 /// Per CPU, the vCPU it claimed last under the lock if that claim was quiet
@@ -699,8 +692,6 @@ fn claim_loaded(request: RunRequest) -> Option<Claim> {
         entry,
         protected: run.protected,
         index: run.index,
-        vcpus: run.vcpus,
-        gic_layout: run.gic_layout,
         exit_needs_distributor: false,
         page,
         quiet: None,
@@ -787,13 +778,13 @@ fn claim_locked(vms: &mut VmTable, request: RunRequest) -> Result<Claim, HypErro
     // lines itself.)
     let quiet = !timer_output && !ptimer_output && !lines_to_look_at && !may_fill && !exit_needs_distributor;
     let (ctx, page) = (&mut *v.ctx as *mut VcpuContext, v.ctx.page_ref());
+    // SAFETY: Claimed above; no reference to the windows lives.
+    unsafe { page.set_gic_windows(GicWindows { layout: vm.gic_layout, vcpus: vm.vcpus.len() }) };
     Ok(Claim {
         ctx,
         entry,
         protected: vm.protected,
         index,
-        vcpus: vm.vcpus.len(),
-        gic_layout: vm.gic_layout,
         exit_needs_distributor,
         page,
         quiet: quiet.then(|| Counted::now(touches)),
@@ -816,7 +807,7 @@ pub fn vcpu_run(
     let hardware = hyp.vgic;
     let ppi_frame = PpiFrame(this_cpu.ppi_frame);
     let kick = flags.kick_sgi.map(|sgi| (this_cpu.mpidr, sgi));
-    let Claim { ctx, entry, protected, index, vcpus, gic_layout, exit_needs_distributor, page, quiet } =
+    let Claim { ctx, entry, protected, index, exit_needs_distributor, page, quiet } =
         {
             let request = RunRequest { cpu: this_cpu.index, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value };
             match claim_loaded(request) {
@@ -828,14 +819,15 @@ pub fn vcpu_run(
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).
     let ctx = unsafe { &mut *ctx };
+    // SAFETY: As above; the reference ends with the run, before the release.
+    let gic = unsafe { page.gic_windows() };
     let view = RunningVm {
         hyp,
         handle,
         vcpu: index,
         hardware,
         ppi_frame,
-        vcpus,
-        gic_layout,
+        gic,
         flags,
         filled: Cell::new(false),
     };
@@ -870,8 +862,6 @@ pub fn vcpu_run(
                 protected,
                 irq_line: entry.virtual_irq,
                 index,
-                vcpus,
-                gic_layout,
             };
             // SAFETY: This CPU's index; the reference ends here.
             if let Some(loaded) = unsafe { loaded_on(this_cpu.index) } {

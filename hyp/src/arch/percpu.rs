@@ -24,6 +24,26 @@ pub const CPU_BOOTING: u8 = 1;
 /// [`PerCpu::power`]: the CPU runs under the hyp.
 pub const CPU_ON: u8 = 2;
 
+/// The host's EL2 controls on one CPU as `host_regs::configure` set them for
+/// the host: nothing changes them while the host runs, so the world switch
+/// puts them back from here after a guest's run instead of reading them
+/// before it. Written and read by their own CPU only (relaxed atomics: plain
+/// loads and stores).
+#[derive(Debug, Default)]
+pub struct HostEl2Controls {
+    pub hcr: AtomicU64,
+    pub vttbr: AtomicU64,
+    pub vmpidr: AtomicU64,
+    pub mdcr: AtomicU64,
+    pub cnthctl: AtomicU64,
+    pub cptr: AtomicU64,
+    /// The base of a guest's controls derived from the host's (the world
+    /// switch adds what depends on the run).
+    pub guest_hcr: AtomicU64,
+    pub guest_mdcr: AtomicU64,
+    pub guest_cptr: AtomicU64,
+}
+
 /// One CPU's hyp state.
 #[repr(C)]
 #[derive(Debug)]
@@ -51,6 +71,8 @@ pub struct PerCpu {
     /// Where the host asked this CPU to start (PSCI CPU_ON), and its x0.
     pub host_entry: AtomicU64,
     pub host_context: AtomicU64,
+    /// The host's EL2 controls on this CPU.
+    pub host_el2: HostEl2Controls,
 }
 
 /// Offset of `emergency_stack_top`, for `vectors.S`.

@@ -195,6 +195,27 @@ impl PageRef {
         unsafe { (*self.record()).pending_read.take() }
     }
 
+    /// The VM's GIC windows as the last claim under the lock copied them.
+    ///
+    /// # Safety
+    ///
+    /// As [`PageRef::context`]; the reference is not used after the release.
+    pub unsafe fn gic_windows<'a>(&self) -> &'a GicWindows {
+        // SAFETY: The caller owns the vCPU (see above): only it writes them.
+        unsafe { &*core::ptr::addr_of!((*self.record()).gic) }
+    }
+
+    /// Copies the VM's GIC windows into the page (a claim under the lock).
+    ///
+    /// # Safety
+    ///
+    /// As [`PageRef::context`], and no reference from
+    /// [`PageRef::gic_windows`] lives.
+    pub unsafe fn set_gic_windows(&self, windows: GicWindows) {
+        // SAFETY: As the caller vouches: this CPU owns the vCPU.
+        unsafe { core::ptr::addr_of_mut!((*self.record()).gic).write(windows) };
+    }
+
     /// What releases the vCPU ([`VcpuRelease::release`]).
     pub fn release_handle(&self) -> VcpuRelease {
         VcpuRelease { record: self.record() }
@@ -216,6 +237,18 @@ const RUN_STATE_KICK: u64 = 1 << 1;
 struct RunRecord {
     state: AtomicU64,
     pending_read: Option<MmioAccess>,
+    /// The VM's GIC windows, for the CPU that runs the vCPU.
+    gic: GicWindows,
+}
+
+/// What a running vCPU's trap handlers need of its VM's GIC windows: where
+/// they are and how many vCPUs the redistributors cover. Both are fixed once
+/// a vCPU ran; each claim under the lock copies them into the vCPU's page, so
+/// that a run (also one claimed without the lock) reads them there.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GicWindows {
+    pub layout: GicLayout,
+    pub vcpus: usize,
 }
 
 const RUN_RECORD_OFFSET: usize = (core::mem::size_of::<VcpuContext>() + 63) & !63;

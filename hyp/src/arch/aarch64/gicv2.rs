@@ -70,6 +70,14 @@ pub struct Entered {
     used: usize,
 }
 
+impl Entered {
+    /// How many list registers the run has written (the rest are empty).
+    #[inline(always)]
+    pub fn used(&self) -> usize {
+        self.used
+    }
+}
+
 /// Empties and turns off this CPU's virtual interface (once per CPU).
 pub fn reset() {
     if !available() {

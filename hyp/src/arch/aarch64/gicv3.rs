@@ -168,6 +168,14 @@ pub struct Entered {
     aprs: usize,
 }
 
+impl Entered {
+    /// How many list registers the run has written (the rest are empty).
+    #[inline(always)]
+    pub fn used(&self) -> usize {
+        self.used
+    }
+}
+
 /// ICH_HCR_EL2.UIE: the maintenance interrupt fires when no more than one list
 /// register holds an interrupt.
 const ICH_HCR_UIE: u64 = 1 << 1;

@@ -7,6 +7,7 @@ use aarch64_cpu::registers::{
     ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MIDR_EL1, MPIDR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// The trap controls of this machine's CPUs (decided by the first CPU that
 /// configures itself; every CPU of a machine has the same features).
@@ -47,7 +48,9 @@ const SCTLR_EL1_MMU_OFF: u64 = (1 << 11) | (1 << 20) | (1 << 22) | (1 << 23) | (
 /// (the hyp does not switch SVE state yet), TFP (10) clear: FP/SIMD is the host's.
 const CPTR_EL2_HOST: u64 = 0x33ff;
 
-/// Programs this CPU's EL2 controls for running the host behind `stage2_root`.
+/// Programs this CPU's EL2 controls for running the host behind `stage2_root`,
+/// and records them in its `PerCpu::host_el2` (the world switch puts them
+/// back from there).
 ///
 /// # Safety
 ///
@@ -55,15 +58,20 @@ const CPTR_EL2_HOST: u64 = 0x33ff;
 /// (VTCR_EL2) describes, and
 /// the hyp's memory must not be mapped in it.
 pub unsafe fn configure(stage2_root: usize, vtcr: u64) {
+    let recorded = &super::percpu::this_cpu().host_el2;
+    let record = |field: &AtomicU64, value: u64| {
+        field.store(value, Ordering::Relaxed);
+        value
+    };
     VTCR_EL2.set(vtcr);
     // VMID 0 is the host's.
-    VTTBR_EL2.set(stage2_root as u64);
+    VTTBR_EL2.set(record(&recorded.vttbr, stage2_root as u64));
     let pauth = ID_AA64ISAR1_EL1.read(ID_AA64ISAR1_EL1::APA) != 0 || ID_AA64ISAR1_EL1.read(ID_AA64ISAR1_EL1::API) != 0;
-    HCR_EL2.set(HCR_HOST | if pauth { HCR_PAUTH } else { 0 });
+    HCR_EL2.set(record(&recorded.hcr, HCR_HOST | if pauth { HCR_PAUTH } else { 0 }));
     // The host reads its own IDs.
-    VMPIDR_EL2.set(MPIDR_EL1.get());
+    VMPIDR_EL2.set(record(&recorded.vmpidr, MPIDR_EL1.get()));
     // EL1 may use the physical counter and timer; no virtual offset.
-    CNTHCTL_EL2.set(0b11);
+    CNTHCTL_EL2.set(record(&recorded.cnthctl, 0b11));
     CNTVOFF_EL2.set(0);
     // ID_AA64PFR0_EL1.GIC (bits 27:24): GICv3 system-register interface present.
     let gicv3_sysregs = (ID_AA64PFR0_EL1.get() >> 24) & 0xf != 0;
@@ -88,11 +96,17 @@ pub unsafe fn configure(stage2_root: usize, vtcr: u64) {
             "msr sctlr_el1, {sctlr}",
             "isb",
             midr = in(reg) MIDR_EL1.get(),
-            cptr = in(reg) CPTR_EL2_HOST,
-            mdcr = in(reg) hpmn | controls.mdcr_host,
+            cptr = in(reg) record(&recorded.cptr, CPTR_EL2_HOST),
+            mdcr = in(reg) record(&recorded.mdcr, hpmn | controls.mdcr_host),
             sctlr = in(reg) SCTLR_EL1_MMU_OFF,
             options(nostack, preserves_flags),
         );
+        let host_mdcr = recorded.mdcr.load(Ordering::Relaxed);
+        let host_cptr = recorded.cptr.load(Ordering::Relaxed);
+        let guest = super::world::guest_base_controls(host_mdcr, host_cptr, &controls);
+        recorded.guest_hcr.store(guest.hcr, Ordering::Relaxed);
+        recorded.guest_mdcr.store(guest.mdcr, Ordering::Relaxed);
+        recorded.guest_cptr.store(guest.cptr, Ordering::Relaxed);
         disable_trace_and_profiling(&controls);
         if gicv3_sysregs {
             // ICC_SRE_EL2: SRE (0) and Enable (3): EL1 uses the GIC system registers.

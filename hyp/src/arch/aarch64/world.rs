@@ -18,6 +18,7 @@ use crate::arch::trap_controls::TrapControls;
 use crate::arch::trap_record::GuestTrap;
 use core::arch::asm;
 use core::mem::MaybeUninit;
+use core::sync::atomic::Ordering;
 
 extern "C" {
     fn __guest_enter(gprs: *mut Gprs) -> u64;
@@ -363,7 +364,22 @@ impl LiveGic {
         self.entered.is_some()
     }
 
+    /// After a trap: the list registers in use read back into `ctx` (none
+    /// in use, most traps: nothing to read, and no call).
+    #[inline(always)]
     fn sync(&mut self, ctx: &mut VcpuContext) {
+        let used = match &self.entered {
+            Some(VgicEntered::V3(e)) => e.used(),
+            Some(VgicEntered::V2(e)) => e.used(),
+            None => 0,
+        };
+        if used != 0 {
+            self.sync_lrs(ctx);
+        }
+    }
+
+    #[inline(never)]
+    fn sync_lrs(&mut self, ctx: &mut VcpuContext) {
         match &self.entered {
             Some(VgicEntered::V3(e)) => super::gicv3::sync_live(&mut ctx.vgic, e),
             Some(VgicEntered::V2(e)) => super::gicv2::sync_live(&mut ctx.vgic, e),
@@ -500,17 +516,30 @@ impl LiveGic {
     }
 }
 
-/// The host's EL2 controls while a guest runs. (Its EL1 registers are saved
-/// beside them, its FP/SIMD state separately and only if the guest uses
-/// FP/SIMD.)
-struct HostState {
-    hcr: u64,
-    vttbr: u64,
-    vmpidr: u64,
-    mdcr: u64,
-    cnthctl: u64,
-    cptr: u64,
-    /// Where the host's HVC returns to, and its PSTATE.
+/// A guest's EL2 controls before what depends on its run (the virtual IRQ
+/// line, its debug registers, protection, the FP/SIMD trap).
+pub struct GuestBaseControls {
+    pub hcr: u64,
+    pub mdcr: u64,
+    pub cptr: u64,
+}
+
+/// The base of a guest's EL2 controls on a CPU whose host runs with MDCR_EL2
+/// `host_mdcr` (its HPMN is kept) and CPTR_EL2 `host_cptr`: computed once per
+/// CPU (`host_regs::configure`, into `PerCpu::host_el2`).
+pub fn guest_base_controls(host_mdcr: u64, host_cptr: u64, controls: &TrapControls) -> GuestBaseControls {
+    GuestBaseControls {
+        hcr: HCR_GUEST | controls.hcr_guest,
+        mdcr: (host_mdcr & 0x1f) | MDCR_GUEST_TRAPS | controls.mdcr_guest,
+        cptr: host_cptr | CPTR_TTA | CPTR_TCPAC,
+    }
+}
+
+/// Where the host's HVC returns to, and its PSTATE, while a guest runs. (Its
+/// EL2 controls come back from `PerCpu::host_el2`, its EL1 registers are
+/// saved beside these, its FP/SIMD state separately and only if the guest
+/// uses FP/SIMD.)
+struct HostReturn {
     elr: u64,
     spsr: u64,
 }
@@ -593,29 +622,20 @@ pub fn run_guest<R>(
     entry: GuestEntry,
     mut on_trap: impl FnMut(&mut VcpuContext, GuestTrap, &mut LiveGic) -> Option<R>,
 ) -> R {
-    let controls = controls();
+    // The host's EL2 controls (as `host_regs::configure` set them).
+    let host_el2 = &super::percpu::this_cpu().host_el2;
     // Whether the guest's debug registers are in the CPU (`debug_switch`).
     let mut debug_loaded = debug_switch::enter(ctx);
-    let mdcr = read_sysreg!("mdcr_el2");
-    let base_mdcr = (mdcr & 0x1f) | MDCR_GUEST_TRAPS | controls.mdcr_guest;
+    let base_mdcr = host_el2.guest_mdcr.load(Ordering::Relaxed);
     let mut guest_mdcr = debug_switch::guest_mdcr(base_mdcr, debug_loaded);
     let mut hidden = Hidden::default();
     if entry.protected {
         // The counters stop at EL2 first, then everywhere.
-        guest_mdcr |= controls.mdcr_protected;
+        guest_mdcr |= controls().mdcr_protected;
         write_sysreg!("mdcr_el2", guest_mdcr);
-        hidden = enter_protected(controls, ctx);
+        hidden = enter_protected(controls(), ctx);
     }
-    let host = HostState {
-        hcr: read_sysreg!("hcr_el2"),
-        vttbr: read_sysreg!("vttbr_el2"),
-        vmpidr: read_sysreg!("vmpidr_el2"),
-        mdcr,
-        cnthctl: read_sysreg!("cnthctl_el2"),
-        cptr: read_sysreg!("cptr_el2"),
-        elr: read_sysreg!("elr_el2"),
-        spsr: read_sysreg!("spsr_el2"),
-    };
+    let host = HostReturn { elr: read_sysreg!("elr_el2"), spsr: read_sysreg!("spsr_el2") };
     // Every field is written by `el1_save`: not zeroed first.
     let mut host_sysregs = MaybeUninit::<El1Sysregs>::uninit();
     // SAFETY: `el1_save` reads system registers and writes all 26 fields of
@@ -630,7 +650,7 @@ pub fn run_guest<R>(
     restore_el1(&ctx.sysregs);
     // The host's FP/SIMD registers stay live until the guest first needs them.
     let mut guest_fp_loaded = false;
-    let guest_cptr = host.cptr | CPTR_TTA | CPTR_TCPAC;
+    let guest_cptr = host_el2.guest_cptr.load(Ordering::Relaxed);
     write_sysreg!("cptr_el2", guest_cptr | CPTR_TFP);
     write_sysreg!("vttbr_el2", entry.vttbr);
     write_sysreg!("vmpidr_el2", entry.vmpidr);
@@ -639,7 +659,7 @@ pub fn run_guest<R>(
         // CPU only; it has no memory-safety effect.
         unsafe { asm!("isb", "tlbi vmalle1", "dsb nsh", options(nostack, preserves_flags)) };
     }
-    let hcr = HCR_GUEST | controls.hcr_guest;
+    let hcr = host_el2.guest_hcr.load(Ordering::Relaxed);
     write_sysreg!("hcr_el2", hcr | if entry.virtual_irq { HCR_VI } else { 0 });
     write_sysreg!("cntvoff_el2", entry.cntvoff);
     if !entry.protected {
@@ -729,13 +749,13 @@ pub fn run_guest<R>(
         }
     }
 
-    write_sysreg!("cptr_el2", host.cptr);
-    write_sysreg!("hcr_el2", host.hcr);
-    write_sysreg!("vttbr_el2", host.vttbr);
-    write_sysreg!("vmpidr_el2", host.vmpidr);
+    write_sysreg!("cptr_el2", host_el2.cptr.load(Ordering::Relaxed));
+    write_sysreg!("hcr_el2", host_el2.hcr.load(Ordering::Relaxed));
+    write_sysreg!("vttbr_el2", host_el2.vttbr.load(Ordering::Relaxed));
+    write_sysreg!("vmpidr_el2", host_el2.vmpidr.load(Ordering::Relaxed));
     // The host's virtual counter has no offset.
     write_sysreg!("cntvoff_el2", 0);
-    write_sysreg!("cnthctl_el2", host.cnthctl);
+    write_sysreg!("cnthctl_el2", host_el2.cnthctl.load(Ordering::Relaxed));
     write_sysreg!("elr_el2", host.elr);
     write_sysreg!("spsr_el2", host.spsr);
     // The guest's virtual timer must not fire for the host, nor the stand-in
@@ -746,9 +766,9 @@ pub fn run_guest<R>(
     if entry.protected {
         // Everything of the guest's is put away: the host's counters and trace
         // come back, then the counting at EL2.
-        leave_protected(controls, ctx, hidden);
+        leave_protected(controls(), ctx, hidden);
     }
-    write_sysreg!("mdcr_el2", host.mdcr);
+    write_sysreg!("mdcr_el2", host_el2.mdcr.load(Ordering::Relaxed));
     // SAFETY: Barrier only.
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
     if timer_activated {
