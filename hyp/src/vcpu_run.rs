@@ -666,6 +666,9 @@ fn claim_loaded(request: RunRequest) -> Option<Claim> {
     let ctx = unsafe { &mut *page.context() };
     let now = physical_count();
     let timer_output = timer::asserted(ctx.sysregs.cntv_ctl, ctx.sysregs.cntv_cval, now.wrapping_sub(run.cntvoff));
+    // (Read before the pending load is taken, whose write the compiler does
+    // not see past.)
+    let phys_timer_deadline = ctx.ptimer.deadline();
     if timer_output || ctx.ptimer.asserted(now) || ctx.vgic.line != 0 || ctx.vgic.used != 0 {
         page.unclaim();
         return None;
@@ -684,7 +687,7 @@ fn claim_loaded(request: RunRequest) -> Option<Claim> {
         timer_physically_active: false,
         underflow_interrupt: false,
         virtual_irq: hardware == VgicHardware::None && run.irq_line,
-        phys_timer_deadline: ctx.ptimer.deadline(),
+        phys_timer_deadline,
         protected: run.protected,
     };
     Some(Claim {

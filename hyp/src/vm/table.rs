@@ -192,7 +192,13 @@ impl PageRef {
     pub unsafe fn take_pending_read(&self) -> Option<MmioAccess> {
         // SAFETY: The caller owns the vCPU (see above): nothing else touches
         // the record's load.
-        unsafe { (*self.record()).pending_read.take() }
+        let pending_read = unsafe { &mut (*self.record()).pending_read };
+        // (Most runs wait for no load: nothing to write back then.)
+        if pending_read.is_some() {
+            pending_read.take()
+        } else {
+            None
+        }
     }
 
     /// The VM's GIC windows as the last claim under the lock copied them.
