@@ -103,7 +103,7 @@ pub unsafe fn configure(stage2_root: usize, vtcr: u64) {
         );
         let host_mdcr = recorded.mdcr.load(Ordering::Relaxed);
         let host_cptr = recorded.cptr.load(Ordering::Relaxed);
-        let guest = super::world::guest_base_controls(host_mdcr, host_cptr, &controls);
+        let guest = super::guest_controls::guest_base_controls(host_mdcr, host_cptr, &controls);
         recorded.guest_hcr.store(guest.hcr, Ordering::Relaxed);
         recorded.guest_mdcr.store(guest.mdcr, Ordering::Relaxed);
         recorded.guest_cptr.store(guest.cptr, Ordering::Relaxed);

@@ -10,6 +10,7 @@ pub mod exception;
 pub mod gic_ppi;
 pub mod gicv2;
 pub mod gicv3;
+pub mod guest_controls;
 pub mod host_regs;
 pub mod id_regs;
 pub mod inject;
