@@ -921,15 +921,21 @@ static struct miscdevice kvm_device = {
 
 int kvm_dev_register(void)
 {
-	int ret = misc_register(&kvm_device);
+	int ret = kvm_eventfd_module_init();
 
-	if (ret == 0)
-		pr_info("hyp: /dev/kvm ready (KVM API %d, IPA limit %u bits)\n", KVM_API_VERSION_NUMBER,
-			hyp_ipa_bits());
-	return ret;
+	if (ret)
+		return ret;
+	ret = misc_register(&kvm_device);
+	if (ret) {
+		kvm_eventfd_module_exit();
+		return ret;
+	}
+	pr_info("hyp: /dev/kvm ready (KVM API %d, IPA limit %u bits)\n", KVM_API_VERSION_NUMBER, hyp_ipa_bits());
+	return 0;
 }
 
 void kvm_dev_deregister(void)
 {
 	misc_deregister(&kvm_device);
+	kvm_eventfd_module_exit();
 }

@@ -147,6 +147,9 @@ long kvm_vgic_apply(struct kvm_vm_state *vm);
 bool kvm_vgic_platform_is_v3(void);
 
 /* kvm_eventfd.c */
+/* Module load and unload: the queue where irqfds whose eventfd closed are dropped. */
+int kvm_eventfd_module_init(void);
+void kvm_eventfd_module_exit(void);
 void kvm_eventfd_init(struct kvm_vm_state *vm);
 /* At the VM's end: every registration dropped. */
 void kvm_eventfd_release(struct kvm_vm_state *vm);

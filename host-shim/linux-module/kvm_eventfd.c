@@ -46,7 +46,26 @@ struct kvm_irqfd_entry {
 	wait_queue_entry_t wait;
 	poll_table pt;
 	struct work_struct inject;
+	/* Queued when the eventfd closes (EPOLLHUP): the irqfd goes, as in Linux. */
+	struct work_struct shutdown;
 };
+
+/*
+ * Where closed irqfds are dropped: a queue of the module's own, so that a
+ * VM's end can wait for every drop in progress (each touches the VM's list).
+ */
+static struct workqueue_struct *irqfd_cleanup_wq;
+
+int kvm_eventfd_module_init(void)
+{
+	irqfd_cleanup_wq = alloc_workqueue("hyp-irqfd-cleanup", 0, 0);
+	return irqfd_cleanup_wq ? 0 : -ENOMEM;
+}
+
+void kvm_eventfd_module_exit(void)
+{
+	destroy_workqueue(irqfd_cleanup_wq);
+}
 
 void kvm_eventfd_init(struct kvm_vm_state *vm)
 {
@@ -189,7 +208,9 @@ static int irqfd_wakeup(wait_queue_entry_t *wait, unsigned int mode, int sync, v
 		eventfd_ctx_do_read(irqfd->ctx, &count);
 		schedule_work(&irqfd->inject);
 	}
-	/* EPOLLHUP (the eventfd closed): the entry stays until deassigned or the VM goes; it holds the context. */
+	/* The eventfd closed: the irqfd is dropped (irqfd_shutdown), as Linux's KVM does. */
+	if (key_to_poll(key) & EPOLLHUP)
+		queue_work(irqfd_cleanup_wq, &irqfd->shutdown);
 	return 0;
 }
 
@@ -200,7 +221,8 @@ static void irqfd_queue(struct file *file, wait_queue_head_t *wqh, poll_table *p
 	add_wait_queue(wqh, &irqfd->wait);
 }
 
-static void irqfd_free(struct kvm_irqfd_entry *irqfd)
+/* Frees an irqfd taken off its VM's list; not from its own shutdown work (see irqfd_free). */
+static void irqfd_destroy(struct kvm_irqfd_entry *irqfd)
 {
 	u64 count;
 
@@ -208,6 +230,34 @@ static void irqfd_free(struct kvm_irqfd_entry *irqfd)
 	cancel_work_sync(&irqfd->inject);
 	eventfd_ctx_put(irqfd->ctx);
 	kfree(irqfd);
+}
+
+/*
+ * Frees an irqfd the caller took off its VM's list (deassigned, or the VM's
+ * end): a drop queued by the eventfd's close is cancelled, or waited for
+ * (it finds the irqfd off the list and leaves it to the caller).
+ */
+static void irqfd_free(struct kvm_irqfd_entry *irqfd)
+{
+	cancel_work_sync(&irqfd->shutdown);
+	irqfd_destroy(irqfd);
+}
+
+/* The eventfd closed: whoever takes the irqfd off the list frees it. */
+static void irqfd_shutdown(struct work_struct *work)
+{
+	struct kvm_irqfd_entry *irqfd = container_of(work, struct kvm_irqfd_entry, shutdown);
+	struct kvm_vm_state *vm = irqfd->vm;
+	bool taken = false;
+
+	mutex_lock(&vm->eventfd_lock);
+	if (!list_empty(&irqfd->link)) {
+		list_del_init(&irqfd->link);
+		taken = true;
+	}
+	mutex_unlock(&vm->eventfd_lock);
+	if (taken)
+		irqfd_destroy(irqfd);
 }
 
 static long irqfd_deassign(struct kvm_vm_state *vm, const struct kvm_irqfd *args)
@@ -220,7 +270,7 @@ static long irqfd_deassign(struct kvm_vm_state *vm, const struct kvm_irqfd *args
 	mutex_lock(&vm->eventfd_lock);
 	list_for_each_entry_safe(irqfd, next, &vm->irqfds, link) {
 		if (irqfd->ctx == ctx && irqfd->gsi == args->gsi) {
-			list_del(&irqfd->link);
+			list_del_init(&irqfd->link);
 			found = irqfd;
 			break;
 		}
@@ -250,6 +300,8 @@ long kvm_irqfd(struct kvm_vm_state *vm, void __user *argp)
 		return -EINVAL;
 	if (args.flags & KVM_IRQFD_FLAG_DEASSIGN)
 		return irqfd_deassign(vm, &args);
+	/* Irqfds whose eventfds have closed are gone before this one counts (MAX_IRQFDS). */
+	flush_workqueue(irqfd_cleanup_wq);
 	mutex_lock(&vm->lock);
 	/* Linux: an irqfd needs the initialised in-kernel irqchip (CTRL_INIT or the first run; EAGAIN before). */
 	ret = vm->vgic.ready ? 0 : -EAGAIN;
@@ -269,6 +321,8 @@ long kvm_irqfd(struct kvm_vm_state *vm, void __user *argp)
 	irqfd->vm = vm;
 	irqfd->gsi = args.gsi;
 	INIT_WORK(&irqfd->inject, irqfd_inject);
+	INIT_WORK(&irqfd->shutdown, irqfd_shutdown);
+	INIT_LIST_HEAD(&irqfd->link);
 	irqfd->ctx = eventfd_ctx_fileget(f.file);
 	if (IS_ERR(irqfd->ctx)) {
 		ret = PTR_ERR(irqfd->ctx);
@@ -306,11 +360,19 @@ void kvm_eventfd_release(struct kvm_vm_state *vm)
 {
 	struct kvm_ioeventfd_entry *e, *next_e;
 	struct kvm_irqfd_entry *irqfd, *next;
+	LIST_HEAD(taken);
 
-	list_for_each_entry_safe(irqfd, next, &vm->irqfds, link) {
-		list_del(&irqfd->link);
+	/* (The VM's last reference is going: no ioctl adds or takes irqfds now.) */
+	mutex_lock(&vm->eventfd_lock);
+	list_for_each_entry_safe(irqfd, next, &vm->irqfds, link)
+		list_move_tail(&irqfd->link, &taken);
+	mutex_unlock(&vm->eventfd_lock);
+	list_for_each_entry_safe(irqfd, next, &taken, link) {
+		list_del_init(&irqfd->link);
 		irqfd_free(irqfd);
 	}
+	/* Drops the eventfds' closes started: they took their irqfds off the list before, and use the VM's lock. */
+	flush_workqueue(irqfd_cleanup_wq);
 	list_for_each_entry_safe(e, next_e, &vm->ioeventfds, link) {
 		list_del(&e->link);
 		eventfd_ctx_put(e->ctx);
