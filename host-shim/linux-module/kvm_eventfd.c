@@ -221,29 +221,27 @@ static void irqfd_queue(struct file *file, wait_queue_head_t *wqh, poll_table *p
 	add_wait_queue(wqh, &irqfd->wait);
 }
 
-/* Frees an irqfd taken off its VM's list; not from its own shutdown work (see irqfd_free). */
-static void irqfd_destroy(struct kvm_irqfd_entry *irqfd)
+/*
+ * Frees an irqfd its caller took off its VM's list (under the list's lock:
+ * whoever takes it off owns it). Off the eventfd's wait queue first, so
+ * that no close can queue its shutdown again; then a shutdown queued before
+ * is cancelled or waited for (it finds the irqfd off the list and does
+ * nothing), unless `from_shutdown`: the shutdown work itself, which must
+ * not wait for itself.
+ */
+static void irqfd_free(struct kvm_irqfd_entry *irqfd, bool from_shutdown)
 {
 	u64 count;
 
 	eventfd_ctx_remove_wait_queue(irqfd->ctx, &irqfd->wait, &count);
+	if (!from_shutdown)
+		cancel_work_sync(&irqfd->shutdown);
 	cancel_work_sync(&irqfd->inject);
 	eventfd_ctx_put(irqfd->ctx);
 	kfree(irqfd);
 }
 
-/*
- * Frees an irqfd the caller took off its VM's list (deassigned, or the VM's
- * end): a drop queued by the eventfd's close is cancelled, or waited for
- * (it finds the irqfd off the list and leaves it to the caller).
- */
-static void irqfd_free(struct kvm_irqfd_entry *irqfd)
-{
-	cancel_work_sync(&irqfd->shutdown);
-	irqfd_destroy(irqfd);
-}
-
-/* The eventfd closed: whoever takes the irqfd off the list frees it. */
+/* The eventfd closed: the irqfd goes, if deassign or the VM's end did not take it first. */
 static void irqfd_shutdown(struct work_struct *work)
 {
 	struct kvm_irqfd_entry *irqfd = container_of(work, struct kvm_irqfd_entry, shutdown);
@@ -257,7 +255,7 @@ static void irqfd_shutdown(struct work_struct *work)
 	}
 	mutex_unlock(&vm->eventfd_lock);
 	if (taken)
-		irqfd_destroy(irqfd);
+		irqfd_free(irqfd, true);
 }
 
 static long irqfd_deassign(struct kvm_vm_state *vm, const struct kvm_irqfd *args)
@@ -279,7 +277,7 @@ static long irqfd_deassign(struct kvm_vm_state *vm, const struct kvm_irqfd *args
 	eventfd_ctx_put(ctx);
 	/* Outside the list's lock: the inject work may be running, and takes vm->lock. */
 	if (found)
-		irqfd_free(found);
+		irqfd_free(found, false);
 	/* Linux: deassigning an irqfd that is not assigned is not an error. */
 	return 0;
 }
@@ -359,19 +357,18 @@ long kvm_irqfd(struct kvm_vm_state *vm, void __user *argp)
 void kvm_eventfd_release(struct kvm_vm_state *vm)
 {
 	struct kvm_ioeventfd_entry *e, *next_e;
-	struct kvm_irqfd_entry *irqfd, *next;
-	LIST_HEAD(taken);
+	struct kvm_irqfd_entry *irqfd;
 
-	/* (The VM's last reference is going: no ioctl adds or takes irqfds now.) */
+	/* One at a time under the lock: a close's shutdown work may take any of them meanwhile. */
 	mutex_lock(&vm->eventfd_lock);
-	list_for_each_entry_safe(irqfd, next, &vm->irqfds, link)
-		list_move_tail(&irqfd->link, &taken);
-	mutex_unlock(&vm->eventfd_lock);
-	list_for_each_entry_safe(irqfd, next, &taken, link) {
+	while ((irqfd = list_first_entry_or_null(&vm->irqfds, struct kvm_irqfd_entry, link))) {
 		list_del_init(&irqfd->link);
-		irqfd_free(irqfd);
+		mutex_unlock(&vm->eventfd_lock);
+		irqfd_free(irqfd, false);
+		mutex_lock(&vm->eventfd_lock);
 	}
-	/* Drops the eventfds' closes started: they took their irqfds off the list before, and use the VM's lock. */
+	mutex_unlock(&vm->eventfd_lock);
+	/* Waits for the drops closes started: they took their irqfds off the list before, and take its lock. */
 	flush_workqueue(irqfd_cleanup_wq);
 	list_for_each_entry_safe(e, next_e, &vm->ioeventfds, link) {
 		list_del(&e->link);
