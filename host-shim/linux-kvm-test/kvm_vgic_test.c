@@ -146,7 +146,7 @@ static int set_up_vgic(int vcpu, int device, int v3)
 	const uint64_t dist_attr = v3 ? KVM_VGIC_V3_ADDR_TYPE_DIST : KVM_VGIC_V2_ADDR_TYPE_DIST;
 	struct kvm_device_attr has = { .group = KVM_DEV_ARM_VGIC_GRP_DIST_REGS };
 	uint64_t address = DISTRIBUTOR + (v3 ? 0x1000 : 0x800);
-	uint32_t nr_irqs = 128;
+	uint32_t nr_irqs = 320;
 	int err, ok = 1;
 
 	err = ioctl(device, KVM_HAS_DEVICE_ATTR, &has) == 0 ? 0 : errno;
@@ -166,11 +166,12 @@ static int set_up_vgic(int vcpu, int device, int v3)
 	err = set_attr(device, KVM_DEV_ARM_VGIC_GRP_ADDR, dist_attr, &address);
 	check(ok && err == EEXIST, "%s: distributor at %#llx, and not twice: %s", scope, DISTRIBUTOR, strerror(err));
 	err = set_attr(device, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, &nr_irqs);
-	check(err == EINVAL, "%s: 128 interrupts (the hyp has 96): %s", scope, strerror(err));
-	nr_irqs = 64;
+	check(err == EINVAL, "%s: 320 interrupts (the hyp has 288): %s", scope, strerror(err));
+	/* Firecracker's count (128 SPIs), past what the hyp had before ABI 0.8. */
+	nr_irqs = 160;
 	ok &= set_attr(device, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, &nr_irqs) == 0;
 	err = set_attr(device, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, &nr_irqs);
-	check(ok && err == EBUSY, "%s: 64 interrupts, and not twice: %s", scope, strerror(err));
+	check(ok && err == EBUSY, "%s: 160 interrupts, and not twice: %s", scope, strerror(err));
 	/* A run without the second frame: ENXIO, and nothing made. */
 	expect_errno(vcpu, KVM_RUN, 0, ENXIO, "KVM_RUN with the vGIC's addresses incomplete");
 	err = set_attr(device, KVM_DEV_ARM_VGIC_GRP_ADDR, second_attr, &second);
@@ -232,7 +233,7 @@ static void check_eventfds(int vm, int vcpu, struct kvm_run *run)
 	      scope);
 	check(ioeventfd(vm, stored, MMIO_BASE, 4, SPI + 1, match | KVM_IOEVENTFD_FLAG_DEASSIGN) == ENOENT,
 	      "%s: deassigning a registration that does not exist: ENOENT", scope);
-	check(irqfd(vm, signal, 32, 0) == EINVAL, "%s: KVM_IRQFD of GSI 32 (32 SPIs) refused", scope);
+	check(irqfd(vm, signal, 128, 0) == EINVAL, "%s: KVM_IRQFD of GSI 128 (128 SPIs) refused", scope);
 	check(irqfd(vm, signal, 8, KVM_IRQFD_FLAG_RESAMPLE) == EINVAL, "%s: KVM_IRQFD with a resample fd refused",
 	      scope);
 	/* An irqfd goes with its eventfd (Linux drops it at the close): more than a VM may hold at once (64). */
@@ -326,8 +327,13 @@ void check_vgic(int kvm, int protected)
 	/* KVM_IRQ_LINE: Linux's errors, then SPI 40 raised before the first run. */
 	err = irq_line(vm, KVM_ARM_IRQ_TYPE_SPI, 0, 31, 1);
 	check(err == EINVAL, "%s: KVM_IRQ_LINE of SPI 31: %s", name, strerror(err));
-	err = irq_line(vm, KVM_ARM_IRQ_TYPE_SPI, 0, 64, 1);
-	check(err == EINVAL, "%s: KVM_IRQ_LINE of INTID 64 (64 interrupts): %s", name, strerror(err));
+	err = irq_line(vm, KVM_ARM_IRQ_TYPE_SPI, 0, 160, 1);
+	check(err == EINVAL, "%s: KVM_IRQ_LINE of INTID 160 (160 interrupts): %s", name, strerror(err));
+	err = irq_line(vm, KVM_ARM_IRQ_TYPE_SPI, 0, 159, 1);
+	if (err == 0)
+		err = irq_line(vm, KVM_ARM_IRQ_TYPE_SPI, 0, 159, 0);
+	check(err == 0, "%s: KVM_IRQ_LINE of SPI 159 (the last of 160) raised and lowered: %s", name,
+	      err ? strerror(err) : "done");
 	err = irq_line(vm, KVM_ARM_IRQ_TYPE_PPI, 3, 20, 1);
 	check(err == EINVAL, "%s: KVM_IRQ_LINE of a PPI of vCPU 3 (there is one vCPU): %s", name, strerror(err));
 	err = irq_line(vm, KVM_ARM_IRQ_TYPE_CPU, 0, 0, 1);

@@ -67,8 +67,8 @@ struct kvm_vm_state;
 
 /* An address of the vGIC not set yet (Linux's VGIC_ADDR_UNDEF). */
 #define VGIC_ADDR_UNDEF (~0ULL)
-/* The hyp's INTIDs per VM: SGIs, PPIs and 64 SPIs (GUEST_SPI_LIMIT). */
-#define VGIC_NR_IRQS 96
+/* The hyp's INTIDs per VM: SGIs, PPIs and 256 SPIs (GUEST_SPI_LIMIT). */
+#define VGIC_NR_IRQS 288
 #define VGIC_NR_SPIS (VGIC_NR_IRQS - 32)
 
 /* The vGIC device (KVM_CREATE_DEVICE), as user space set it up. Under vm->lock. */

@@ -114,7 +114,7 @@ static long set_nr_irqs(struct kvm_vm_state *vm, const struct kvm_device_attr *a
 
 	if (get_user(value, (u32 __user *)u64_to_user_ptr(attr->addr)))
 		return -EFAULT;
-	/* Linux: at least the private interrupts and 32 SPIs, a multiple of 32; the hyp has 96. */
+	/* Linux: at least the private interrupts and 32 SPIs, a multiple of 32; the hyp has 288. */
 	if (value < 64 || value > VGIC_NR_IRQS || (value & 31))
 		return -EINVAL;
 	if (vm->vgic.ready || vm->handle || vm->vgic.nr_irqs)

@@ -65,8 +65,8 @@ guest_\name\()_end:
 .endm
 
 /*
- * Opens the guest's distributor, GICD_CTLR = `ctlr`, and enables every SPI
- * (INTIDs 32..96); with `sgis_ppis` yes, every SGI and PPI too (GICv2, whose
+ * Opens the guest's distributor, GICD_CTLR = `ctlr`, and enables the SPIs
+ * the tests use (INTIDs 32..96 of its 32..288); with `sgis_ppis` yes, every SGI and PPI too (GICv2, whose
  * distributor banks them). Uses x9, w10 (left -1).
  */
 .macro open_distributor ctlr, sgis_ppis
@@ -83,8 +83,8 @@ guest_\name\()_end:
 
 /*
  * Opens the guest's GICv3 distributor (both groups, affinity routing) and
- * this vCPU's redistributor (awake), and enables every SGI, PPI and SPI
- * (INTIDs 0..96). Uses x9..x12.
+ * this vCPU's redistributor (awake), and enables every SGI and PPI and the
+ * SPIs the tests use (INTIDs 0..96). Uses x9..x12.
  */
 .macro gicv3_open_all
     open_distributor 0x13, no

@@ -867,7 +867,7 @@ impl Fuzzer<'_> {
                 // Interrupts for live, stale and forged VMs, good and bad INTIDs.
                 let handle = self.handle(rng, false);
                 let vcpu = rng.pick(&[0, 0, 1, 8, u64::MAX]);
-                let options = [0, 27, 40, 95, 96, 1019, 1020, u64::from(u32::MAX), rng.state()];
+                let options = [0, 27, 40, 95, 96, 287, 288, 1019, 1020, u64::from(u32::MAX), rng.state()];
                 let intid = rng.pick(&options);
                 self.issue(HostCall::VcpuInjectIrq, [handle, vcpu, intid, 0, 0, 0]);
                 // And the IRQ line of boards without a GIC (refused with one).

@@ -79,7 +79,7 @@ fn interrupt_vm(platform: &HostPlatform, pa: u64) -> bool {
             passed &= check!(hypercall::vcpu_inject_irq(handle, 0, intid) == Ok(0), "inject INTID {intid}: for vCPU 0");
         }
         let bad = [
-            hypercall::vcpu_inject_irq(handle, 0, 96),
+            hypercall::vcpu_inject_irq(handle, 0, 288),
             hypercall::vcpu_inject_irq(handle, 0, 1020),
             hypercall::vcpu_inject_irq(handle, 1, 40),
             hypercall::vcpu_inject_irq(handle ^ 1 << 40, 0, 40),
@@ -346,8 +346,8 @@ fn distributor_vm(platform: &HostPlatform, pa: u64) -> bool {
     passed &= check!(started == Ok(Exit::CpuOn { vcpu: 1 }), "the distributor guest starts vCPU 1: {started:?}");
     let first = seen.run_until_stop(handle, 0);
     passed &= check!(
-        matches!(first, Ok(Exit::Mmio { ipa: READY, .. })) && seen.values() == [2, 0x20],
-        "{gic_name} distributor: 96 INTIDs (ITLinesNumber {:?}), a priority reads back ({:#x?})",
+        matches!(first, Ok(Exit::Mmio { ipa: READY, .. })) && seen.values() == [8, 0x20],
+        "{gic_name} distributor: 288 INTIDs (ITLinesNumber {:?}), a priority reads back ({:#x?})",
         seen.values().first(),
         seen.values().get(1)
     );
@@ -442,7 +442,7 @@ fn irq_line_vm(platform: &HostPlatform, pa: u64) -> bool {
     };
     if platform.gic.is_some() {
         let refused =
-            [hypercall::vcpu_set_irq_line(handle, 0, 1), hypercall::vcpu_inject_irq(handle, 0, 96).map(|_| ())];
+            [hypercall::vcpu_set_irq_line(handle, 0, 1), hypercall::vcpu_inject_irq(handle, 0, 288).map(|_| ())];
         passed &= check!(
             refused == [Err(HypError::NotSupported), Err(HypError::InvalidArgument)],
             "with a GIC the IRQ line is not the host's to set: {refused:?}"

@@ -426,7 +426,9 @@ fn bad_gic_calls(handle: u64, raw: &dyn Fn(HostCall, [u64; 6]) -> Result<[u64; 3
     }
     passed &= check!(level(40, 0, 2) == Err(HypError::InvalidArgument), "an SPI level of 2 refused");
     passed &= check!(level(31, 0, 1) == Err(HypError::InvalidArgument), "a PPI's level refused (SPIs only)");
-    passed &= check!(level(96, 0, 1) == Err(HypError::InvalidArgument), "INTID 96's level refused (past the SPIs)");
+    passed &= check!(level(288, 0, 1) == Err(HypError::InvalidArgument), "INTID 288's level refused (past the SPIs)");
+    passed &= check!(level(287, 0, 1) == Ok([0, 0, 0]), "SPI 287's line raised (the last SPI): it goes to vCPU 0");
+    passed &= check!(level(287, 0, 0) == Ok([0, 0, 0]), "SPI 287's line lowered");
     passed &= check!(level(40, 2, 1) == Err(HypError::NoSuchVcpu), "an SPI level naming vCPU 2 refused");
     passed &= check!(
         raw(HostCall::VmSetSpiLevel, [handle ^ (1 << 32), 0, 40, 1, 0, 0]) == Err(HypError::NoSuchVm),

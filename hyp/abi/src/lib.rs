@@ -415,8 +415,10 @@ pub const GUEST_GICV3_REDISTRIBUTORS: u64 = 0x0210_0000;
 /// GICv2: the size of a guest's CPU interface window (GICC, through GICC_DIR).
 pub const GUEST_GICV2_CPU_INTERFACE_SIZE: u64 = 0x2000;
 
-/// The SPIs a VM has: INTIDs 32..96 (GICD_TYPER.ITLinesNumber 2).
-pub const GUEST_SPI_LIMIT: u64 = 96;
+/// One past the last INTID a VM has: its SPIs are INTIDs 32..288
+/// (GICD_TYPER.ITLinesNumber 8), as QEMU's `virt` machine gives its guests,
+/// and more than Firecracker (128 SPIs) or kvmtool ask for.
+pub const GUEST_SPI_LIMIT: u64 = 288;
 
 /// SMCCC function-ID bit 30 clear and owner 6: the vendor-hyp SMC32 fast calls
 /// (`0x8600_xxxx`), where Linux's KVM puts its call-UID query and FEATURES.
@@ -536,7 +538,7 @@ pub const MMIO_GUARD_CAPACITY: usize = 32;
 /// ABI major version: bumped when an existing call changes incompatibly.
 pub const ABI_VERSION_MAJOR: u64 = 0;
 /// ABI minor version: bumped when calls are added.
-pub const ABI_VERSION_MINOR: u64 = 7;
+pub const ABI_VERSION_MINOR: u64 = 8;
 
 /// Every error a hypercall can return in x0. Codes are stable; `-1` and `-3`
 /// coincide with SMCCC `NOT_SUPPORTED` and `INVALID_PARAMETER`.

@@ -373,7 +373,8 @@ fn injected_interrupts_are_routed_and_bad_ones_are_refused() {
         "an SPI goes where the guest routes it: vCPU 0 out of reset"
     );
     assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(1), 27), Ok(1), "a PPI goes to the vCPU named");
-    assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(1), 96), Err(HypError::InvalidArgument), "beyond the VM's SPIs");
+    assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(1), 288), Err(HypError::InvalidArgument), "beyond the VM's SPIs");
+    assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(1), 287), Ok(0), "the VM's last SPI");
     assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(1), 1020), Err(HypError::InvalidArgument));
     assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(1), 1 << 40), Err(HypError::InvalidArgument));
     assert_eq!(w.vms.inject_irq(h, VcpuIndex::new(2), 40), Err(HypError::NoSuchVcpu));

@@ -23,11 +23,16 @@
 use crate::arch::list_registers::{lr_intid, lr_is_hw, lr_source, pending_lr, with_source, VgicState};
 use hyp_abi::MAX_VCPUS_PER_VM;
 
-/// Shared peripheral interrupts a VM has: INTIDs 32..96.
-pub const SPI_COUNT: usize = 64;
-/// One past the last INTID a VM has.
-pub const INTID_LIMIT: u32 = 32 + SPI_COUNT as u32;
+/// One past the last INTID a VM has (`hyp_abi::GUEST_SPI_LIMIT`; a KVM VMM
+/// asks for its count with the vGIC device's `NR_IRQS`, which the driver
+/// refuses past this).
+pub const INTID_LIMIT: u32 = hyp_abi::GUEST_SPI_LIMIT as u32;
+/// Shared peripheral interrupts a VM has: INTIDs 32..[`INTID_LIMIT`].
+pub const SPI_COUNT: usize = INTID_LIMIT as usize - 32;
 const SPI_WORDS: usize = SPI_COUNT / 32;
+// Whole bitmap words, below the special INTIDs (1020..), and a word summary
+// fits a u32.
+const _: () = assert!(SPI_COUNT % 32 == 0 && INTID_LIMIT <= 1020 && SPI_WORDS <= 32);
 const MAX_VCPUS: usize = MAX_VCPUS_PER_VM as usize;
 
 /// The GIC architecture a VM sees (that of the platform's GIC).
@@ -49,6 +54,9 @@ pub struct PrivateIrqs {
     pub asleep: bool,
     /// SPIs in this vCPU's list registers (bit n: INTID 32 + n).
     held_spis: [u32; SPI_WORDS],
+    /// The words of `held_spis` that are not zero (bit w: word w), so that
+    /// the common questions cost one test however many SPIs a VM has.
+    held_words: u32,
     /// Pending because their physical twin asserts (the virtual timer, made
     /// pending by the hyp itself): only these may get a hardware list
     /// register. The host's injection of the same INTID, or the guest's own
@@ -61,6 +69,8 @@ pub struct PrivateIrqs {
     /// its SGIs and PPIs (bit n: INTID n) and SPIs (bit n: INTID 32 + n).
     active: u32,
     active_spis: [u32; SPI_WORDS],
+    /// The words of `active_spis` that are not zero (bit w: word w).
+    active_words: u32,
 }
 
 impl Default for PrivateIrqs {
@@ -73,11 +83,13 @@ impl Default for PrivateIrqs {
             edge: 0xffff,
             priority: [0; 32],
             asleep: true,
-            held_spis: [0; 2],
+            held_spis: [0; SPI_WORDS],
+            held_words: 0,
             from_hardware: 0,
             sgi_sources: [0; 16],
             active: 0,
             active_spis: [0; SPI_WORDS],
+            active_words: 0,
         }
     }
 }
@@ -131,6 +143,10 @@ pub struct Distributor {
     /// GICD_CTLR bits the guest wrote (group enables).
     ctlr: u32,
     enabled: [u32; SPI_WORDS],
+    /// The words of `enabled` that are not zero (bit w: word w): an SPI is
+    /// deliverable only if enabled, so the search for one looks at these
+    /// words alone (a guest enables the few its devices use).
+    enabled_words: u32,
     pending: [u32; SPI_WORDS],
     edge: [u32; SPI_WORDS],
     priority: [u8; SPI_COUNT],
@@ -184,6 +200,7 @@ impl Distributor {
             vcpus: vcpus.clamp(1, MAX_VCPUS),
             ctlr: 0,
             enabled: [0; SPI_WORDS],
+            enabled_words: 0,
             pending: [0; SPI_WORDS],
             edge: [0; SPI_WORDS],
             priority: [0; SPI_COUNT],
@@ -376,7 +393,7 @@ impl Distributor {
 
     /// Whether `vcpu`'s list registers held SPIs when last filled.
     pub fn holds_spis(&self, vcpu: usize) -> bool {
-        self.private.get(vcpu).is_some_and(|p| p.held_spis != [0; SPI_WORDS])
+        self.private.get(vcpu).is_some_and(|p| p.held_words != 0)
     }
 
     /// Forgets the SPIs `vcpu`'s list registers (`lrs`, as just saved) no
@@ -385,21 +402,31 @@ impl Distributor {
         let Some(p) = self.private[..self.vcpus].get_mut(vcpu) else {
             return;
         };
-        if p.held_spis == [0; SPI_WORDS] {
+        if p.held_words == 0 {
             return;
         }
-        let mut still = [0u32; SPI_WORDS];
-        for intid in lrs.held_intids().filter(|i| (32..INTID_LIMIT).contains(i)) {
-            let (word, mask) = bit(intid - 32);
-            still[word] |= mask & p.held_spis[word];
-        }
-        for (word, is) in still.iter().enumerate() {
-            let ended = p.held_spis[word] & !is;
+        // Word by word of those held (a few list registers each time: no
+        // bitmap of every word built or copied).
+        let mut words = p.held_words;
+        while words != 0 {
+            let word = words.trailing_zeros() as usize;
+            words &= words - 1;
+            let still = lrs
+                .held_intids()
+                .filter(|i| (32..INTID_LIMIT).contains(i))
+                .map(|intid| bit(intid - 32))
+                .filter(|&(w, _)| w == word)
+                .fold(0, |still, (_, mask)| still | mask)
+                & p.held_spis[word];
+            let ended = p.held_spis[word] & !still;
             self.held[word] &= !ended;
             // A level SPI whose line is still high is pending again.
             self.pending[word] |= ended & self.line[word] & !self.edge[word];
+            p.held_spis[word] = still;
+            if still == 0 {
+                p.held_words &= !(1 << word);
+            }
         }
-        p.held_spis = still;
     }
 
     /// Records what `vcpu`'s list registers (`lrs`, as just saved) hold as
@@ -429,21 +456,30 @@ impl Distributor {
         let Some(p) = self.private[..self.vcpus].get_mut(vcpu) else {
             return;
         };
-        let (mut private, mut spis) = (0u32, [0u32; SPI_WORDS]);
+        // The words noted before are cleared, then the list registers' set
+        // (no bitmap of every word built or copied).
+        let mut old = p.active_words;
+        while old != 0 {
+            p.active_spis[old.trailing_zeros() as usize] = 0;
+            old &= old - 1;
+        }
+        p.active_words = 0;
+        let mut private = 0u32;
         for intid in lrs.active_intids() {
             match intid {
                 0..32 => private |= 1 << intid,
                 32..INTID_LIMIT => {
                     let (word, mask) = bit(intid - 32);
-                    spis[word] |= mask;
+                    p.active_spis[word] |= mask;
+                    p.active_words |= 1 << word;
                 }
                 _ => {}
             }
         }
         p.active = private;
-        p.active_spis = spis;
+        let nothing = private == 0 && p.active_words == 0;
         let bit = 1 << (vcpu % 64);
-        if private == 0 && spis == [0; SPI_WORDS] {
+        if nothing {
             self.noted_active &= !bit;
         } else {
             self.noted_active |= bit;
@@ -478,7 +514,10 @@ impl Distributor {
             bits &= bits - 1;
             consider(p.priority[n as usize], n);
         }
-        for word in 0..SPI_WORDS {
+        let mut words = self.enabled_words;
+        while words != 0 {
+            let word = words.trailing_zeros() as usize % SPI_WORDS;
+            words &= words - 1;
             let mut bits = self.pending[word] & self.enabled[word] & !(self.held[word] & !p.held_spis[word]);
             while bits != 0 {
                 let n = bits.trailing_zeros();
@@ -515,12 +554,17 @@ impl Distributor {
             return;
         }
         let (word, mask) = bit(intid - 32);
+        let p = &mut self.private[vcpu];
         if held {
             self.held[word] |= mask;
-            self.private[vcpu].held_spis[word] |= mask;
+            p.held_spis[word] |= mask;
+            p.held_words |= 1 << word;
         } else {
             self.held[word] &= !mask;
-            self.private[vcpu].held_spis[word] &= !mask;
+            p.held_spis[word] &= !mask;
+            if p.held_spis[word] == 0 {
+                p.held_words &= !(1 << word);
+            }
         }
     }
 
@@ -665,11 +709,20 @@ impl Distributor {
 
     /// Sets (`set`) or clears the enable bits `bits` of word `word`.
     pub fn write_enabled(&mut self, vcpu: usize, word: usize, bits: u32, set: bool) {
-        let target = match word {
-            0 => self.private[..self.vcpus].get_mut(vcpu).map(|p| &mut p.enabled),
-            w => self.enabled.get_mut(w - 1),
-        };
-        set_or_clear(target, bits, set);
+        match word {
+            0 => set_or_clear(self.private[..self.vcpus].get_mut(vcpu).map(|p| &mut p.enabled), bits, set),
+            w => {
+                set_or_clear(self.enabled.get_mut(w - 1), bits, set);
+                if let Some(&enabled) = self.enabled.get(w - 1) {
+                    let summary = 1 << (w - 1);
+                    if enabled != 0 {
+                        self.enabled_words |= summary;
+                    } else {
+                        self.enabled_words &= !summary;
+                    }
+                }
+            }
+        }
     }
 
     /// Sets or clears pending bits (a guest's GICD_ISPENDR/ICPENDR write).

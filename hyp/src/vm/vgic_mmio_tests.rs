@@ -80,7 +80,7 @@ fn a_gicv3_guest_finds_its_distributor_and_redistributors() {
     let mut d = Distributor::new(GicVersion::V3, 2);
     assert_eq!(read32(&mut d, 0, D, 0xffe8) >> 4 & 0xf, 3, "PIDR2: GICv3");
     let typer = read32(&mut d, 0, D, 0x4);
-    assert_eq!((typer & 0x1f, typer >> 19 & 0x1f, typer >> 5 & 7), (2, 9, 1), "96 INTIDs, 10-bit IDs, 2 CPUs");
+    assert_eq!((typer & 0x1f, typer >> 19 & 0x1f, typer >> 5 & 7), (8, 9, 1), "288 INTIDs, 10-bit IDs, 2 CPUs");
     assert_eq!(read32(&mut d, 0, D, 0x0), 1 << 4 | 1 << 6, "ARE and DS, disabled");
     assert!(d.mmio(0, D, 0x0, 4, Some(0x13)).may_deliver);
     assert_eq!(read32(&mut d, 0, D, 0x0), 0x53);
@@ -129,9 +129,14 @@ fn gicv3_enables_priorities_and_routes_are_kept() {
     d.mmio(0, D, 0x284, 4, Some(1 << 11));
     assert_eq!(read32(&mut d, 0, D, 0x204), 1 << 8);
     // Beyond the VM's INTIDs and unknown registers: read as zero, writes ignored.
-    assert_eq!(d.mmio(0, D, 0x10c, 4, Some(u32::MAX.into())), Effect::default());
-    assert_eq!(read32(&mut d, 0, D, 0x10c), 0);
-    assert_eq!(read32(&mut d, 0, D, 0x6000 + 8 * 96), 0);
+    assert_eq!(d.mmio(0, D, 0x124, 4, Some(u32::MAX.into())), Effect::default(), "ISENABLER9: INTIDs 288..");
+    assert_eq!(read32(&mut d, 0, D, 0x124), 0);
+    assert_eq!(read32(&mut d, 0, D, 0x6000 + 8 * 288), 0);
+    // The last SPI (287) is the VM's: enabled, routed, read back.
+    d.mmio(0, D, 0x120, 4, Some(1 << 31));
+    assert_eq!(read32(&mut d, 0, D, 0x120), 1 << 31, "ISENABLER8 bit 31: SPI 287");
+    d.mmio(0, D, 0x6000 + 8 * 287, 8, Some(1));
+    assert_eq!(d.mmio(0, D, 0x6000 + 8 * 287, 8, None).value, 1, "IROUTER of SPI 287");
     assert_eq!(read32(&mut d, 0, D, 0x800), 0, "no ITARGETSR with affinity routing");
     assert_eq!(d.mmio(0, D, 0x104, 2, None).value, 0, "halfword: not a register access");
 }
