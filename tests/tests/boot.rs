@@ -433,7 +433,7 @@ fn smp4_every_cpu_runs_the_host_vcpus_run_in_parallel_and_stress_leaves_memory_u
         .flat_map(|cpu| {
             [
                 format!("[hyp INFO] CPU {cpu} (MPIDR {cpu:#x}) up at EL2: entering the host at 0x"),
-                format!("[host INFO] ok: CPU {cpu} (MPIDR {cpu:#x}) started with PSCI CPU_ON (Ok(())): runs the shim at EL1, MPIDR_EL1 0x8000000{cpu}, VERSION 0x7"),
+                format!("[host INFO] ok: CPU {cpu} (MPIDR {cpu:#x}) started with PSCI CPU_ON (Ok(())): runs the shim at EL1, MPIDR_EL1 0x8000000{cpu}, VERSION 0x8"),
             ]
         })
         .collect();
@@ -632,7 +632,7 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "hyp: ABI 0.8, /dev/hyp ready",
         "hyp: /dev/kvm ready (KVM API 12, IPA limit 48 bits)",
         "linux-host: /dev/hyp ready",
-        "hyp-vmm: ok: /dev/hyp answers: ABI Ok((0, 7))",
+        "hyp-vmm: ok: /dev/hyp answers: ABI Ok((0, 8))",
         "hyp-vmm: ok: the host reads the VM's x0: Ok(78)",
         "hyp-vmm: ok: the non-protected guest ran to SYSTEM_OFF printing Ok(\"hello from guest N R1\")",
         "hyp-vmm: ok: the lent page came back as it was",

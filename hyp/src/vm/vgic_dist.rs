@@ -32,7 +32,7 @@ pub const SPI_COUNT: usize = INTID_LIMIT as usize - 32;
 const SPI_WORDS: usize = SPI_COUNT / 32;
 // Whole bitmap words, below the special INTIDs (1020..), and a word summary
 // fits a u32.
-const _: () = assert!(SPI_COUNT % 32 == 0 && INTID_LIMIT <= 1020 && SPI_WORDS <= 32);
+const _: () = assert!(SPI_COUNT.is_multiple_of(32) && INTID_LIMIT <= 1020 && SPI_WORDS <= 32);
 const MAX_VCPUS: usize = MAX_VCPUS_PER_VM as usize;
 
 /// The GIC architecture a VM sees (that of the platform's GIC).
