@@ -408,6 +408,7 @@ int main(void)
 	check_vm(kvm, 1, limit);
 	check_vgic(kvm, 0);
 	check_vgic(kvm, 1);
+	check_irqfd_close_races(kvm);
 	close(kvm);
 	if (failures)
 		printf("kvm-api-test: %d of %d checks FAILED\n", failures, checks);

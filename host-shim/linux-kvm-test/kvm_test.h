@@ -45,5 +45,6 @@ void on_alarm(int signal);
 
 /* kvm_vgic_test.c: the vGIC device and KVM_IRQ_LINE, for a VM of the type. */
 void check_vgic(int kvm, int protected);
+void check_irqfd_close_races(int kvm);
 
 #endif

@@ -373,3 +373,59 @@ out:
 	close(vm);
 	munmap(memory, SLOT_PAGES * PAGE);
 }
+
+/*
+ * An irqfd's eventfd closed as its VM goes away (the close's drop queued as
+ * the VM's release takes the irqfds itself), 32 times, both orders: every
+ * step succeeds and the host carries on (a freed irqfd dropped twice, or a
+ * drop re-queued on one, would corrupt the host's lists).
+ */
+void check_irqfd_close_races(int kvm)
+{
+	const uint64_t distributor = DISTRIBUTOR;
+	struct kvm_create_device create = { .type = KVM_DEV_TYPE_ARM_VGIC_V3 };
+	struct kvm_vcpu_init init = { .target = KVM_ARM_TARGET_GENERIC_V8 };
+	int round, done = 0;
+
+	scope = "irqfd close races";
+	for (round = 0; round < 32; round++) {
+		int vm = ioctl(kvm, KVM_CREATE_VM, 0), vcpu = -1, device = -1, signal = -1, v3, ok;
+		uint64_t second;
+
+		if (vm < 0)
+			break;
+		vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+		create.type = KVM_DEV_TYPE_ARM_VGIC_V3;
+		v3 = ioctl(vm, KVM_CREATE_DEVICE, &create) == 0;
+		if (v3) {
+			device = (int)create.fd;
+		} else {
+			create.type = KVM_DEV_TYPE_ARM_VGIC_V2;
+			if (ioctl(vm, KVM_CREATE_DEVICE, &create) == 0)
+				device = (int)create.fd;
+		}
+		second = v3 ? GICV3_REDISTRIBUTORS : GICV2_CPU_INTERFACE;
+		ok = vcpu >= 0 && ioctl(vcpu, KVM_ARM_VCPU_INIT, &init) == 0 && device >= 0 &&
+		     set_attr(device, KVM_DEV_ARM_VGIC_GRP_ADDR,
+			      v3 ? KVM_VGIC_V3_ADDR_TYPE_DIST : KVM_VGIC_V2_ADDR_TYPE_DIST, &distributor) == 0 &&
+		     set_attr(device, KVM_DEV_ARM_VGIC_GRP_ADDR,
+			      v3 ? KVM_VGIC_V3_ADDR_TYPE_REDIST : KVM_VGIC_V2_ADDR_TYPE_CPU, &second) == 0 &&
+		     set_attr(device, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, NULL) == 0;
+		signal = eventfd(0, EFD_NONBLOCK);
+		ok = ok && signal >= 0 && irqfd(vm, signal, 8, 0) == 0;
+		/* Even rounds: the eventfd first, its drop queued as the VM goes; odd: the VM first. */
+		if (round % 2 == 0 && signal >= 0)
+			close(signal);
+		if (device >= 0)
+			close(device);
+		if (vcpu >= 0)
+			close(vcpu);
+		close(vm);
+		if (round % 2 == 1 && signal >= 0)
+			close(signal);
+		if (!ok)
+			break;
+		done++;
+	}
+	check(done == 32, "%s: 32 VMs with an irqfd, its eventfd closed before or after the VM: %d done", scope, done);
+}
