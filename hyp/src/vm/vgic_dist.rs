@@ -187,6 +187,25 @@ fn set_or_clear(word: Option<&mut u32>, bits: u32, set: bool) {
     }
 }
 
+/// The set bits of `bits` (a word summary: bit w, word w), lowest first.
+fn set_bits(mut bits: u32) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        let n = (bits != 0).then(|| bits.trailing_zeros() as usize)?;
+        bits &= bits - 1;
+        Some(n)
+    })
+}
+
+/// Keeps bit `word` of the word summary `summary` in step with `value`, that
+/// word's bitmap: set while it is not zero.
+fn note_word(summary: &mut u32, word: usize, value: u32) {
+    if value != 0 {
+        *summary |= 1 << word;
+    } else {
+        *summary &= !(1 << word);
+    }
+}
+
 fn bit(intid: u32) -> (usize, u32) {
     ((intid / 32) as usize, 1 << (intid % 32))
 }
@@ -407,10 +426,7 @@ impl Distributor {
         }
         // Word by word of those held (a few list registers each time: no
         // bitmap of every word built or copied).
-        let mut words = p.held_words;
-        while words != 0 {
-            let word = words.trailing_zeros() as usize;
-            words &= words - 1;
+        for word in set_bits(p.held_words) {
             let still = lrs
                 .held_intids()
                 .filter(|i| (32..INTID_LIMIT).contains(i))
@@ -423,9 +439,7 @@ impl Distributor {
             // A level SPI whose line is still high is pending again.
             self.pending[word] |= ended & self.line[word] & !self.edge[word];
             p.held_spis[word] = still;
-            if still == 0 {
-                p.held_words &= !(1 << word);
-            }
+            note_word(&mut p.held_words, word, still);
         }
     }
 
@@ -458,10 +472,8 @@ impl Distributor {
         };
         // The words noted before are cleared, then the list registers' set
         // (no bitmap of every word built or copied).
-        let mut old = p.active_words;
-        while old != 0 {
-            p.active_spis[old.trailing_zeros() as usize] = 0;
-            old &= old - 1;
+        for word in set_bits(p.active_words) {
+            p.active_spis[word] = 0;
         }
         p.active_words = 0;
         let mut private = 0u32;
@@ -514,10 +526,9 @@ impl Distributor {
             bits &= bits - 1;
             consider(p.priority[n as usize], n);
         }
-        let mut words = self.enabled_words;
-        while words != 0 {
-            let word = words.trailing_zeros() as usize % SPI_WORDS;
-            words &= words - 1;
+        for word in set_bits(self.enabled_words) {
+            // (Always below SPI_WORDS: spares the bounds checks.)
+            let word = word % SPI_WORDS;
             let mut bits = self.pending[word] & self.enabled[word] & !(self.held[word] & !p.held_spis[word]);
             while bits != 0 {
                 let n = bits.trailing_zeros();
@@ -558,14 +569,11 @@ impl Distributor {
         if held {
             self.held[word] |= mask;
             p.held_spis[word] |= mask;
-            p.held_words |= 1 << word;
         } else {
             self.held[word] &= !mask;
             p.held_spis[word] &= !mask;
-            if p.held_spis[word] == 0 {
-                p.held_words &= !(1 << word);
-            }
         }
+        note_word(&mut p.held_words, word, p.held_spis[word]);
     }
 
     /// Moves the interrupts `vcpu` can take into its first `count` list
@@ -714,12 +722,7 @@ impl Distributor {
             w => {
                 set_or_clear(self.enabled.get_mut(w - 1), bits, set);
                 if let Some(&enabled) = self.enabled.get(w - 1) {
-                    let summary = 1 << (w - 1);
-                    if enabled != 0 {
-                        self.enabled_words |= summary;
-                    } else {
-                        self.enabled_words &= !summary;
-                    }
+                    note_word(&mut self.enabled_words, w - 1, enabled);
                 }
             }
         }

@@ -420,3 +420,47 @@ fn a_tied_timer_interrupt_taken_back_for_a_pending_read_is_tied_again() {
     assert!(crate::arch::list_registers::lr_is_hw(lrs.lrs[0]), "tied again: the guest's end deactivates the PPI");
     assert_eq!(d.lower_line(0, 27, &mut lrs), Some(true), "and falls with the line");
 }
+
+#[test]
+fn the_last_words_of_spis_are_delivered_held_ended_and_disabled_like_the_first() {
+    let mut d = Distributor::new(GicVersion::V3, 2);
+    d.set_ctlr(0b10);
+    let (last, word) = (INTID_LIMIT - 1, (INTID_LIMIT / 32 - 1) as usize);
+    let mut lrs = VgicState::default();
+    assert_eq!(d.make_pending(0, last), Some(Routed::Vcpu(0)));
+    assert_eq!(d.deliverable_mask(), 0, "the last SPI is not enabled yet");
+    d.write_enabled(0, word, 1 << 31, true);
+    d.write_enabled(0, 3, 1 << 5, true);
+    assert_eq!(d.deliverable_mask(), 1, "enabled in the last word (and SPI 101's): vCPU 0 may take it");
+    d.fill(0, &mut lrs, 4, None);
+    assert_eq!(intids(&lrs), vec![last]);
+    assert!(d.holds_spis(0));
+    // Held by vCPU 0: made pending again, it goes to no other vCPU.
+    d.set_irouter(last, 1);
+    d.make_pending(0, last);
+    let mut lrs1 = VgicState::default();
+    d.fill(1, &mut lrs1, 4, None);
+    assert!(intids(&lrs1).is_empty(), "held by vCPU 0's list registers");
+    // vCPU 0's guest ends it: the hold goes, and vCPU 1 takes the pending one.
+    lrs.lrs[0] = 0;
+    d.release_ended(0, &lrs);
+    assert!(!d.holds_spis(0));
+    d.fill(1, &mut lrs1, 4, None);
+    assert_eq!(intids(&lrs1), vec![last]);
+    // Active there, it is noted in its word; ended, the note goes.
+    lrs1.lrs[0] = lrs1.lrs[0] & !(3 << 62) | 2 << 62;
+    d.note_active(1, &lrs1);
+    assert_eq!(d.active_word(0, word), 1 << 31);
+    lrs1.lrs[0] = 0;
+    d.note_active(1, &lrs1);
+    assert_eq!(d.active_word(0, word), 0);
+    assert!(!d.has_noted_active(1));
+    // Disabled again: pending, but deliverable nowhere; another enabled word
+    // (SPI 101's) still is.
+    d.release_ended(1, &lrs1);
+    d.make_pending(1, last);
+    d.write_enabled(0, word, 1 << 31, false);
+    assert_eq!(d.deliverable_mask(), 0);
+    d.make_pending(0, 101);
+    assert_eq!(d.deliverable_mask(), 1);
+}

@@ -85,6 +85,11 @@ pub unsafe fn configure(stage2_root: usize, vtcr: u64) {
     } else {
         0
     };
+    let host_mdcr = hpmn | controls.mdcr_host;
+    let guest = super::guest_controls::guest_base_controls(host_mdcr, CPTR_EL2_HOST, &controls);
+    record(&recorded.guest_hcr, guest.hcr);
+    record(&recorded.guest_mdcr, guest.mdcr);
+    record(&recorded.guest_cptr, guest.cptr);
     // SAFETY: These writes configure traps and EL1 reset state only; the hyp's own
     // translation is untouched. ICC_SRE_EL2 exists when ID_AA64PFR0_EL1.GIC says so.
     unsafe {
@@ -97,16 +102,10 @@ pub unsafe fn configure(stage2_root: usize, vtcr: u64) {
             "isb",
             midr = in(reg) MIDR_EL1.get(),
             cptr = in(reg) record(&recorded.cptr, CPTR_EL2_HOST),
-            mdcr = in(reg) record(&recorded.mdcr, hpmn | controls.mdcr_host),
+            mdcr = in(reg) record(&recorded.mdcr, host_mdcr),
             sctlr = in(reg) SCTLR_EL1_MMU_OFF,
             options(nostack, preserves_flags),
         );
-        let host_mdcr = recorded.mdcr.load(Ordering::Relaxed);
-        let host_cptr = recorded.cptr.load(Ordering::Relaxed);
-        let guest = super::guest_controls::guest_base_controls(host_mdcr, host_cptr, &controls);
-        recorded.guest_hcr.store(guest.hcr, Ordering::Relaxed);
-        recorded.guest_mdcr.store(guest.mdcr, Ordering::Relaxed);
-        recorded.guest_cptr.store(guest.cptr, Ordering::Relaxed);
         disable_trace_and_profiling(&controls);
         if gicv3_sysregs {
             // ICC_SRE_EL2: SRE (0) and Enable (3): EL1 uses the GIC system registers.
