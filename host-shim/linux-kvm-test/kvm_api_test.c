@@ -93,6 +93,132 @@ int set_reg(int vcpu, uint64_t id, uint64_t value)
 	return ioctl(vcpu, KVM_SET_ONE_REG, &reg) == 0 ? 0 : errno;
 }
 
+int reg_io(int vcpu, unsigned long request, uint64_t id, void *value)
+{
+	struct kvm_one_reg reg = { .id = id, .addr = (uint64_t)(uintptr_t)value };
+
+	return ioctl(vcpu, request, &reg) == 0 ? 0 : errno;
+}
+
+/* The id of a core register of another size than 64 bits. */
+static uint64_t core_id_sized(uint64_t id, uint64_t size)
+{
+	return (id & ~KVM_REG_SIZE_MASK) | size;
+}
+
+#define V_REG(n) core_id_sized(CORE_REG(fp_regs.vregs[n]), KVM_REG_SIZE_U128)
+#define FPCR_REG core_id_sized(CORE_REG(fp_regs.fpcr), KVM_REG_SIZE_U32)
+#define TIMER_REG_COUNT KVM_REG_ARM_TIMER_CNT
+
+/*
+ * The registers beyond the hyp's first ones (SP_EL0, ELR_EL1, SPSRs, V0..V31,
+ * FPSR, FPCR, the timer's) before the first run: a non-protected VM's take
+ * what the VMM writes, a protected VM's keep their reset values.
+ */
+static void check_more_registers_before_run(int vcpu, int protected, const char *name)
+{
+	const uint64_t pattern[2] = { 0x0123456789abcdefULL, 0xfedcba9876543210ULL };
+	uint64_t vreg[2] = { pattern[0], pattern[1] }, value = 0, later = 0;
+	uint32_t fpcr = 0x03000000;
+	int err;
+
+	check(get_reg(vcpu, ARM64_SYS_REG(3, 0, 1, 0, 0), &value) == ENOENT,
+	      "%s: a register the driver does not have (SCTLR_EL1): %s", name, strerror(ENOENT));
+	check(reg_io(vcpu, KVM_GET_ONE_REG, core_id_sized(V_REG(5), KVM_REG_SIZE_U64), &value) == EINVAL,
+	      "%s: V5 as a 64-bit register: %s", name, strerror(EINVAL));
+	err = reg_io(vcpu, KVM_SET_ONE_REG, V_REG(5), vreg);
+	check(err == (protected ? EPERM : 0), "%s: V5 (128 bits) set before the first run: %s", name,
+	      err ? strerror(err) : "done");
+	vreg[0] = vreg[1] = 1;
+	check(reg_io(vcpu, KVM_GET_ONE_REG, V_REG(5), vreg) == 0 && vreg[0] == (protected ? 0 : pattern[0]) &&
+		      vreg[1] == (protected ? 0 : pattern[1]),
+	      "%s: V5 reads back %#llx:%#llx", name, (unsigned long long)vreg[1], (unsigned long long)vreg[0]);
+	err = set_reg(vcpu, CORE_REG(elr_el1), 0x1234);
+	check(err == (protected ? EPERM : 0), "%s: ELR_EL1 set: %s", name, err ? strerror(err) : "done");
+	err = reg_io(vcpu, KVM_SET_ONE_REG, FPCR_REG, &fpcr);
+	check(err == (protected ? EPERM : 0), "%s: FPCR (32 bits) set: %s", name, err ? strerror(err) : "done");
+	/* The AArch32 SPSRs: the driver keeps them for user space, in both VM types. */
+	check(set_reg(vcpu, CORE_REG(spsr[KVM_SPSR_FIQ]), 0x1d3) == 0 &&
+		      get_reg(vcpu, CORE_REG(spsr[KVM_SPSR_FIQ]), &value) == 0 && value == 0x1d3,
+	      "%s: SPSR_fiq kept: %#llx", name, (unsigned long long)value);
+	check(get_reg(vcpu, TIMER_REG_COUNT, &value) == 0 && get_reg(vcpu, TIMER_REG_COUNT, &later) == 0 &&
+		      later >= value,
+	      "%s: the virtual count runs: %llu, then %llu", name, (unsigned long long)value,
+	      (unsigned long long)later);
+	err = set_reg(vcpu, TIMER_REG_COUNT, 1ULL << 40);
+	check(err == (protected ? EPERM : 0), "%s: the virtual count set: %s", name, err ? strerror(err) : "done");
+}
+
+/* The vCPU's power as KVM_GET/SET_MP_STATE see it (QEMU powers its secondaries off this way). */
+static int mp_state(int vcpu, unsigned long request, uint32_t *state)
+{
+	struct kvm_mp_state mp = { .mp_state = *state };
+	int ret = ioctl(vcpu, request, &mp);
+
+	*state = mp.mp_state;
+	return ret == 0 ? 0 : errno;
+}
+
+static void check_mp_state_before_run(int vcpu, const char *name)
+{
+	uint32_t state = 99;
+
+	check(mp_state(vcpu, KVM_GET_MP_STATE, &state) == 0 && state == KVM_MP_STATE_RUNNABLE,
+	      "%s: KVM_GET_MP_STATE out of KVM_ARM_VCPU_INIT: %u (runnable)", name, state);
+	state = KVM_MP_STATE_HALTED;
+	check(mp_state(vcpu, KVM_SET_MP_STATE, &state) == EINVAL, "%s: KVM_SET_MP_STATE HALTED: %s", name,
+	      strerror(EINVAL));
+	state = KVM_MP_STATE_STOPPED;
+	check(mp_state(vcpu, KVM_SET_MP_STATE, &state) == 0 && mp_state(vcpu, KVM_GET_MP_STATE, &state) == 0 &&
+		      state == KVM_MP_STATE_STOPPED,
+	      "%s: KVM_SET_MP_STATE STOPPED, read back: %u", name, state);
+	state = KVM_MP_STATE_RUNNABLE;
+	check(mp_state(vcpu, KVM_SET_MP_STATE, &state) == 0 && mp_state(vcpu, KVM_GET_MP_STATE, &state) == 0 &&
+		      state == KVM_MP_STATE_RUNNABLE,
+	      "%s: KVM_SET_MP_STATE RUNNABLE again, read back: %u", name, state);
+}
+
+static void check_mp_state_after_run(int vcpu, const char *name)
+{
+	uint32_t state = KVM_MP_STATE_STOPPED;
+
+	check(mp_state(vcpu, KVM_SET_MP_STATE, &state) == EBUSY, "%s: KVM_SET_MP_STATE STOPPED after the first run: %s",
+	      name, strerror(EBUSY));
+	state = KVM_MP_STATE_RUNNABLE;
+	check(mp_state(vcpu, KVM_SET_MP_STATE, &state) == 0 && mp_state(vcpu, KVM_GET_MP_STATE, &state) == 0 &&
+		      state == KVM_MP_STATE_RUNNABLE,
+	      "%s: KVM_SET_MP_STATE keeping RUNNABLE after the first run: %u", name, state);
+}
+
+/* The same after the first run: a non-protected VM's went to the hyp with it, a protected VM's are out of reach. */
+static void check_more_registers_after_run(int vcpu, int protected, const char *name)
+{
+	uint64_t vreg[2] = { 0, 0 }, value = 0;
+	uint32_t fpcr = 0;
+	int err;
+
+	err = reg_io(vcpu, KVM_GET_ONE_REG, V_REG(5), vreg);
+	if (protected) {
+		check(err == EPERM, "%s: V5 after the first run: %s", name, strerror(err));
+		err = get_reg(vcpu, TIMER_REG_COUNT, &value);
+		check(err == EPERM, "%s: the virtual count after the first run: %s", name, strerror(err));
+		return;
+	}
+	check(err == 0 && vreg[0] == 0x0123456789abcdefULL && vreg[1] == 0xfedcba9876543210ULL,
+	      "%s: V5 in the hyp's vCPU: %#llx:%#llx", name, (unsigned long long)vreg[1], (unsigned long long)vreg[0]);
+	check(get_reg(vcpu, CORE_REG(elr_el1), &value) == 0 && value == 0x1234, "%s: ELR_EL1 in the hyp's vCPU: %#llx",
+	      name, (unsigned long long)value);
+	check(reg_io(vcpu, KVM_GET_ONE_REG, FPCR_REG, &fpcr) == 0 && fpcr == 0x03000000,
+	      "%s: FPCR in the hyp's vCPU: %#x", name, fpcr);
+	/* The count went on from where the VMM set it (1 << 40), in the hyp now. */
+	check(get_reg(vcpu, TIMER_REG_COUNT, &value) == 0 && value >= 1ULL << 40 && value < (1ULL << 40) + (1ULL << 36),
+	      "%s: the virtual count in the hyp: %#llx", name, (unsigned long long)value);
+	err = set_reg(vcpu, TIMER_REG_COUNT, 1ULL << 41);
+	check(err == 0 && get_reg(vcpu, TIMER_REG_COUNT, &value) == 0 && value >= 1ULL << 41 &&
+		      value < (1ULL << 41) + (1ULL << 36),
+	      "%s: the virtual count moved in the hyp: %#llx", name, (unsigned long long)value);
+}
+
 int set_slot(int vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host, uint32_t flags)
 {
 	struct kvm_userspace_memory_region region = {
@@ -254,10 +380,15 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	check(ret == -1 && errno == E2BIG && list->n == REG_LIST_LENGTH, "%s: KVM_GET_REG_LIST of 0: E2BIG, n = %llu",
 	      name, (unsigned long long)list->n);
 	ret = ioctl(vcpu, KVM_GET_REG_LIST, list);
-	check(ret == 0 && list->reg[0] == CORE_REG(regs.regs[0]) && list->reg[31] == CORE_REG(regs.pc) &&
-		      list->reg[32] == CORE_REG(regs.pstate) && list->reg[33] == CORE_REG(sp_el1) &&
-		      list->reg[34] == REG_MPIDR_EL1 && list->reg[35] == KVM_REG_ARM_PSCI_VERSION,
-	      "%s: KVM_GET_REG_LIST: x0..x30, pc, pstate, sp_el1, MPIDR_EL1, PSCI version", name);
+	check(ret == 0 && list->reg[0] == CORE_REG(regs.regs[0]) && list->reg[31] == CORE_REG(regs.sp) &&
+		      list->reg[32] == CORE_REG(regs.pc) && list->reg[33] == CORE_REG(regs.pstate) &&
+		      list->reg[34] == CORE_REG(sp_el1) && list->reg[35] == CORE_REG(elr_el1) &&
+		      list->reg[36] == CORE_REG(spsr[0]) && list->reg[41] == V_REG(0) && list->reg[72] == V_REG(31) &&
+		      list->reg[73] == core_id_sized(CORE_REG(fp_regs.fpsr), KVM_REG_SIZE_U32) &&
+		      list->reg[74] == FPCR_REG && list->reg[75] == KVM_REG_ARM_PSCI_VERSION &&
+		      list->reg[76] == KVM_REG_ARM_TIMER_CTL && list->reg[77] == KVM_REG_ARM_TIMER_CNT &&
+		      list->reg[78] == KVM_REG_ARM_TIMER_CVAL && list->reg[79] == REG_MPIDR_EL1,
+	      "%s: KVM_GET_REG_LIST: Linux's core registers, the PSCI version, the timer's, MPIDR_EL1", name);
 	free(list);
 	check(get_reg(vcpu, REG_MPIDR_EL1, &value) == 0 && value == 0x80000000ULL, "%s: MPIDR_EL1 of vCPU 0: %#llx",
 	      name, (unsigned long long)value);
@@ -270,8 +401,8 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	check(err == EINVAL, "%s: PSCI version 1.0 refused: %s", name, strerror(err));
 	check(get_reg(vcpu, CORE_REG(regs.pstate), &value) == 0 && value == RESET_PSTATE,
 	      "%s: pstate out of reset: %#llx", name, (unsigned long long)value);
-	check(get_reg(vcpu, CORE_REG(elr_el1), &value) == ENOENT, "%s: unknown register (elr_el1): %s", name,
-	      strerror(ENOENT));
+	check_more_registers_before_run(vcpu, protected, name);
+	check_mp_state_before_run(vcpu, name);
 	check(get_reg(vcpu, (CORE_REG(regs.regs[0]) & ~KVM_REG_SIZE_MASK) | KVM_REG_SIZE_U32, &value) == EINVAL,
 	      "%s: x0 as a 32-bit register: %s", name, strerror(EINVAL));
 	check(set_reg(vcpu, CORE_REG(regs.pc), GUEST_BASE) == 0 && get_reg(vcpu, CORE_REG(regs.pc), &value) == 0 &&
@@ -296,6 +427,8 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	err = set_reg(vcpu, CORE_REG(regs.regs[6]), 1);
 	check(err == (protected ? EPERM : 0), "%s: setting x6 after the first run: %s", name,
 	      err ? strerror(err) : "done");
+	check_more_registers_after_run(vcpu, protected, name);
+	check_mp_state_after_run(vcpu, name);
 
 	/* The guest: MMIO store, MMIO load, WFI (a signal), SYSTEM_OFF. */
 	ret = ioctl(vcpu, KVM_RUN, 0);
@@ -392,6 +525,10 @@ int main(void)
 		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD) == 1 &&
 		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD_ANY_LENGTH) == 1,
 	      "system: KVM_CHECK_EXTENSION: IRQFD, IOEVENTFD, IOEVENTFD_ANY_LENGTH");
+	check(ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_DESTROY_MEMORY_REGION_WORKS) == 1 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_JOIN_MEMORY_REGIONS_WORKS) == 1 &&
+		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_MP_STATE) == 1,
+	      "system: KVM_CHECK_EXTENSION: DESTROY_MEMORY_REGION_WORKS, JOIN_MEMORY_REGIONS_WORKS, MP_STATE (QEMU's)");
 	check(ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_SIGNAL_MSI) == 0 &&
 		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_PMU_V3) == 0 &&
 		      ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_MMU) == 0,

@@ -18,10 +18,12 @@
 #define SLOT_PAGES 16
 #define GUEST_BASE 0x80000000ULL
 #define MMIO_BASE 0x10000000ULL
-/* The hyp's core registers: x0..x30, pc, pstate, sp_el1. */
-#define CORE_REGS 34
-/* KVM_GET_REG_LIST: the core registers, then MPIDR_EL1 and the PSCI version. */
-#define REG_LIST_LENGTH (CORE_REGS + 2)
+/*
+ * KVM_GET_REG_LIST: Linux's core registers (x0..x30, sp, pc, pstate, sp_el1,
+ * elr_el1, the five SPSRs, V0..V31, FPSR, FPCR), the PSCI version, the
+ * virtual timer's CTL, CNT and CVAL, MPIDR_EL1.
+ */
+#define REG_LIST_LENGTH (31 + 10 + 32 + 2 + 1 + 3 + 1)
 #define REG_MPIDR_EL1 ARM64_SYS_REG(3, 0, 0, 0, 5)
 #define RESET_PSTATE 0x3c5ULL
 
@@ -37,6 +39,8 @@ void expect_errno(int fd, unsigned long request, unsigned long arg, int expected
 uint64_t core_id(unsigned long offset);
 int get_reg(int vcpu, uint64_t id, uint64_t *value);
 int set_reg(int vcpu, uint64_t id, uint64_t value);
+/* KVM_GET_ONE_REG or KVM_SET_ONE_REG of `id` with the value (of the id's size) at `value`; 0 or errno. */
+int reg_io(int vcpu, unsigned long request, uint64_t id, void *value);
 int set_slot(int vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host, uint32_t flags);
 uint64_t mmio_data(const struct kvm_run *run);
 /* SLOT_PAGES of fresh memory for a guest, `code` at its start; NULL (a failed check) if there is none. */

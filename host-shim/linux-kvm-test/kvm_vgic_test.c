@@ -172,13 +172,17 @@ static int set_up_vgic(int vcpu, int device, int v3)
 	ok &= set_attr(device, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, &nr_irqs) == 0;
 	err = set_attr(device, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, &nr_irqs);
 	check(ok && err == EBUSY, "%s: 160 interrupts, and not twice: %s", scope, strerror(err));
+	/* QEMU's order: CTRL_INIT before the last address, which Linux takes. */
+	err = set_attr(device, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, NULL);
+	check(err == 0, "%s: KVM_DEV_ARM_VGIC_CTRL_INIT before the %s's address: %s", scope,
+	      v3 ? "redistributors" : "CPU interface", err ? strerror(err) : "done");
 	/* A run without the second frame: ENXIO, and nothing made. */
 	expect_errno(vcpu, KVM_RUN, 0, ENXIO, "KVM_RUN with the vGIC's addresses incomplete");
 	err = set_attr(device, KVM_DEV_ARM_VGIC_GRP_ADDR, second_attr, &second);
-	check(err == 0, "%s: %s at %#llx: %s", scope, v3 ? "redistributors" : "CPU interface",
+	check(err == 0, "%s: %s at %#llx after CTRL_INIT: %s", scope, v3 ? "redistributors" : "CPU interface",
 	      (unsigned long long)second, err ? strerror(err) : "done");
 	err = set_attr(device, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, NULL);
-	check(err == 0, "%s: KVM_DEV_ARM_VGIC_CTRL_INIT: %s", scope, err ? strerror(err) : "done");
+	check(err == 0, "%s: KVM_DEV_ARM_VGIC_CTRL_INIT again: %s", scope, err ? strerror(err) : "done");
 	{
 		struct kvm_device_attr get = { .group = KVM_DEV_ARM_VGIC_GRP_ADDR, .attr = dist_attr,
 					       .addr = (uint64_t)(uintptr_t)&address };
@@ -349,7 +353,7 @@ void check_vgic(int kvm, int protected)
 	expect_interrupt(vcpu, run, "at its first run");
 	err = set_attr(device, KVM_DEV_ARM_VGIC_GRP_ADDR,
 		       v3 ? KVM_VGIC_V3_ADDR_TYPE_DIST : KVM_VGIC_V2_ADDR_TYPE_DIST, &address);
-	check(err == EBUSY, "%s: the distributor moved after the first run: %s", name, strerror(err));
+	check(err == EEXIST, "%s: the distributor set again after the first run: %s", name, strerror(err));
 	check(irq_line(vm, KVM_ARM_IRQ_TYPE_SPI, 0, SPI, 0) == 0, "%s: SPI %d lowered", name, SPI);
 	/* The guest ends it and waits in WFI: nothing pending, a signal ends the wait. */
 	setitimer(ITIMER_REAL, &alarm_in, NULL);

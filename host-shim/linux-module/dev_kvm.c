@@ -33,6 +33,13 @@
 #include "dev_kvm.h"
 #include "hyp_calls.h"
 
+/* The physical count, which is the host's virtual count (the hyp gives the host no offset). */
+static u64 physical_count(void)
+{
+	isb();
+	return read_sysreg(cntvct_el0);
+}
+
 /* The VM's IPA limit: the hyp gives VMs what its PARange mapping gives the host. */
 static unsigned int hyp_ipa_bits(void)
 {
@@ -222,6 +229,7 @@ static long create_hyp_vm(struct kvm_vm_state *vm)
 {
 	const u64 create[6] = { vm->is_protected ? 1 : 0, vm->vcpu_count, 0, 0, 0, 0 };
 	struct arm_smccc_res res;
+	const char *step = "VM_SET_GIC";
 	unsigned int i, reg;
 	long ret = kvm_vgic_check_ready(vm);
 
@@ -233,140 +241,256 @@ static long create_hyp_vm(struct kvm_vm_state *vm)
 		return hyp_errno((long)res.a0);
 	vm->handle = res.a1;
 	ret = kvm_vgic_apply(vm);
-	for (i = 0; i < MAX_SLOTS && ret == 0; i++)
+	for (i = 0; i < MAX_SLOTS && ret == 0; i++) {
+		step = "VM_MAP";
 		if (vm->slots[i].used)
 			ret = map_slot(vm, &vm->slots[i]);
+	}
 	for (i = 0; i < vm->vcpu_count && ret == 0; i++) {
 		struct kvm_vcpu_state *vcpu = vm->vcpus[i];
 
 		/* A protected VM's other vCPUs start only through its guest's CPU_ON. */
 		if (!vcpu->initialised || vcpu->power_off || (vm->is_protected && i != 0))
 			continue;
+		step = "VCPU_INIT";
 		ret = hyp_errno(hyp_call4(CALL_VCPU_INIT, vm->handle, i, vcpu->regs[HYP_REG_PC], vcpu->regs[0]));
+		/* VCPU_INIT reset the rest: only what differs goes (the virtual count, the VM's, below). */
+		step = "VCPU_SET_REG";
 		for (reg = 1; reg < HYP_REGS && ret == 0 && !vm->is_protected; reg++)
-			if (reg != HYP_REG_PC)
+			if (reg != HYP_REG_PC && reg != HYP_REG_TIMER_COUNT &&
+			    vcpu->regs[reg] != (reg == HYP_REG_PSTATE ? RESET_PSTATE : 0))
 				ret = hyp_errno(hyp_call4(CALL_VCPU_SET_REG, vm->handle, i, reg, vcpu->regs[reg]));
 	}
+	/* The count the guest's virtual counter showed so far goes on from here (KVM_REG_ARM_TIMER_CNT). */
+	if (ret == 0 && !vm->is_protected)
+		ret = hyp_errno(hyp_call4(CALL_VCPU_SET_REG, vm->handle, 0, HYP_REG_TIMER_COUNT,
+					  physical_count() - vm->count_offset));
 	if (ret != 0) {
+		pr_warn_ratelimited("kvm: the hyp refused the VM at its first run (%s: %ld); the VM is dead\n", step,
+				    ret);
 		destroy_hyp_vm(vm);
 		vm->dead = true;
 	}
 	return ret;
 }
 
-/* KVM_REG_ARM_CORE ids of the core registers the hyp has, in hyp numbering. */
-static u64 core_reg_id(unsigned int hyp_reg)
-{
-	unsigned long offset;
+/* What a register id of KVM_GET_REG_LIST is here. */
+enum reg_kind {
+	/* One hyp register (`hyp`). */
+	REG_HYP,
+	/* A SIMD register: the hyp's `hyp` (bits 63:0) and `hyp` + 1 (bits 127:64). */
+	REG_VREG,
+	/* kvm_regs.spsr[1 + `hyp`], kept in the driver (spsr_aarch32). */
+	REG_SPSR32,
+	/* A value the hyp fixes for every vCPU (fixed_reg). */
+	REG_FIXED,
+};
 
-	if (hyp_reg <= 30)
-		offset = offsetof(struct kvm_regs, regs.regs[hyp_reg]);
-	else if (hyp_reg == HYP_REG_PC)
-		offset = offsetof(struct kvm_regs, regs.pc);
-	else if (hyp_reg == HYP_REG_PSTATE)
-		offset = offsetof(struct kvm_regs, regs.pstate);
-	else
-		offset = offsetof(struct kvm_regs, sp_el1);
-	return KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offset / sizeof(u32));
-}
+struct reg_ref {
+	u64 id;
+	enum reg_kind kind;
+	unsigned int hyp;
+};
 
-/* The hyp's number of a register id, or a negative errno as Linux gives for it. */
-static long hyp_reg_of(u64 id)
-{
-	unsigned int reg;
-
-	if ((id & KVM_REG_ARCH_MASK) != KVM_REG_ARM64)
-		return -EINVAL;
-	for (reg = 0; reg < HYP_REGS; reg++)
-		if (core_reg_id(reg) == id)
-			return reg;
-	/* A core register of another size, as Linux checks it. */
-	if ((id & KVM_REG_ARM_COPROC_MASK) == KVM_REG_ARM_CORE) {
-		for (reg = 0; reg < HYP_REGS; reg++)
-			if ((core_reg_id(reg) & ~KVM_REG_SIZE_MASK) == (id & ~KVM_REG_SIZE_MASK))
-				return -EINVAL;
-	}
-	return -ENOENT;
-}
-
+#define CORE_REG(size, field) \
+	(KVM_REG_ARM64 | (size) | KVM_REG_ARM_CORE | (offsetof(struct kvm_regs, field) / sizeof(u32)))
 /* Registers the hyp fixes for every vCPU: MPIDR_EL1 (vCPU n's is 0x8000_0000 | n) and the PSCI version (1.1). */
 #define REG_MPIDR_EL1 ARM64_SYS_REG(3, 0, 0, 0, 5)
-static const u64 fixed_reg_ids[] = { REG_MPIDR_EL1, KVM_REG_ARM_PSCI_VERSION };
-#define REG_LIST_LENGTH (HYP_REGS + ARRAY_SIZE(fixed_reg_ids))
+/*
+ * KVM_GET_REG_LIST: the core registers as Linux lists them (x0..x30, SP_EL0,
+ * PC, PSTATE, SP_EL1, ELR_EL1, the five SPSRs, V0..V31, FPSR, FPCR), the
+ * PSCI version, the virtual timer's three and MPIDR_EL1.
+ */
+#define REG_LIST_LENGTH (31 + 5 + 5 + 32 + 2 + 1 + 3 + 1)
 
-/* Whether `id` is one of the fixed registers; its value in `value`. */
-static bool fixed_reg(const struct kvm_vcpu_state *vcpu, u64 id, u64 *value)
+/* The i-th register of the list; false past its end. */
+static bool reg_at(unsigned int i, struct reg_ref *ref)
 {
-	if (id == REG_MPIDR_EL1) {
-		*value = BIT(31) | vcpu->index;
+	/* After x30, in struct kvm_regs's order, as Linux lists them. */
+	static const struct reg_ref after_x30[] = {
+		{ CORE_REG(KVM_REG_SIZE_U64, regs.sp), REG_HYP, HYP_REG_SP_EL0 },
+		{ CORE_REG(KVM_REG_SIZE_U64, regs.pc), REG_HYP, HYP_REG_PC },
+		{ CORE_REG(KVM_REG_SIZE_U64, regs.pstate), REG_HYP, HYP_REG_PSTATE },
+		{ CORE_REG(KVM_REG_SIZE_U64, sp_el1), REG_HYP, HYP_REG_SP_EL1 },
+		{ CORE_REG(KVM_REG_SIZE_U64, elr_el1), REG_HYP, HYP_REG_ELR_EL1 },
+		{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_EL1]), REG_HYP, HYP_REG_SPSR_EL1 },
+		{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_ABT]), REG_SPSR32, 0 },
+		{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_UND]), REG_SPSR32, 1 },
+		{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_IRQ]), REG_SPSR32, 2 },
+		{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_FIQ]), REG_SPSR32, 3 },
+	};
+	/* After V31. */
+	static const struct reg_ref after_v31[] = {
+		{ CORE_REG(KVM_REG_SIZE_U32, fp_regs.fpsr), REG_HYP, HYP_REG_FPSR },
+		{ CORE_REG(KVM_REG_SIZE_U32, fp_regs.fpcr), REG_HYP, HYP_REG_FPCR },
+		{ KVM_REG_ARM_PSCI_VERSION, REG_FIXED, 0 },
+		{ KVM_REG_ARM_TIMER_CTL, REG_HYP, HYP_REG_TIMER_CTL },
+		{ KVM_REG_ARM_TIMER_CNT, REG_HYP, HYP_REG_TIMER_COUNT },
+		{ KVM_REG_ARM_TIMER_CVAL, REG_HYP, HYP_REG_TIMER_CVAL },
+		{ REG_MPIDR_EL1, REG_FIXED, 0 },
+	};
+
+	if (i < 31) {
+		*ref = (struct reg_ref){ CORE_REG(KVM_REG_SIZE_U64, regs.regs[i]), REG_HYP, i };
 		return true;
 	}
-	if (id == KVM_REG_ARM_PSCI_VERSION) {
-		*value = 0x10001;
+	i -= 31;
+	if (i < ARRAY_SIZE(after_x30)) {
+		*ref = after_x30[i];
+		return true;
+	}
+	i -= ARRAY_SIZE(after_x30);
+	if (i < 32) {
+		*ref = (struct reg_ref){ CORE_REG(KVM_REG_SIZE_U128, fp_regs.vregs[i]), REG_VREG, HYP_REG_V0 + 2 * i };
+		return true;
+	}
+	i -= 32;
+	if (i < ARRAY_SIZE(after_v31)) {
+		*ref = after_v31[i];
 		return true;
 	}
 	return false;
 }
 
-static long vcpu_one_reg(struct kvm_vcpu_state *vcpu, unsigned int ioctl, void __user *argp)
+static_assert(REG_LIST_LENGTH == 31 + 10 + 32 + 7, "the register list's length");
+
+/* What `id` names, or a negative errno as Linux gives for it. */
+static long decode_reg(u64 id, struct reg_ref *ref)
+{
+	unsigned int i;
+
+	if ((id & KVM_REG_ARCH_MASK) != KVM_REG_ARM64)
+		return -EINVAL;
+	for (i = 0; reg_at(i, ref); i++)
+		if (ref->id == id)
+			return 0;
+	/* A core register of another size, as Linux checks it. */
+	if ((id & KVM_REG_ARM_COPROC_MASK) == KVM_REG_ARM_CORE) {
+		for (i = 0; reg_at(i, ref); i++)
+			if ((ref->id & ~KVM_REG_SIZE_MASK) == (id & ~KVM_REG_SIZE_MASK))
+				return -EINVAL;
+	}
+	return -ENOENT;
+}
+
+/* A fixed register's value (`ref->kind` is REG_FIXED). */
+static u64 fixed_reg(const struct kvm_vcpu_state *vcpu, const struct reg_ref *ref)
+{
+	return ref->id == REG_MPIDR_EL1 ? BIT(31) | vcpu->index : 0x10001;
+}
+
+/*
+ * One hyp register of the vCPU: from the hyp once its VM exists, else as the
+ * driver keeps it. Under vm->lock.
+ */
+static long get_hyp_reg(struct kvm_vcpu_state *vcpu, unsigned int reg, u64 *value)
 {
 	struct kvm_vm_state *vm = vcpu->vm;
-	struct kvm_one_reg one;
-	u64 __user *value_ptr;
-	long reg;
-	u64 value = 0;
-	long ret = 0;
 
-	if (!vcpu->initialised)
-		return -ENOEXEC;
-	if (copy_from_user(&one, argp, sizeof(one)))
-		return -EFAULT;
-	value_ptr = u64_to_user_ptr(one.addr);
-	if (fixed_reg(vcpu, one.id, &value)) {
-		u64 written;
+	if (vm->handle) {
+		const u64 a[6] = { vm->handle, vcpu->index, reg, 0, 0, 0 };
+		struct arm_smccc_res res = hyp_call(CALL_VCPU_GET_REG, a);
 
-		/* Readable in both VM types (not the guest's state); a write may only keep the value. */
-		if (ioctl == KVM_GET_ONE_REG)
-			return put_user(value, value_ptr) ? -EFAULT : 0;
-		if (get_user(written, value_ptr))
-			return -EFAULT;
-		return written == value ? 0 : -EINVAL;
+		*value = res.a1;
+		return hyp_errno((long)res.a0);
+	} else if (reg == HYP_REG_TIMER_COUNT) {
+		*value = physical_count() - vm->count_offset;
+	} else {
+		*value = vcpu->regs[reg];
 	}
-	reg = hyp_reg_of(one.id);
-	if (reg < 0)
-		return reg;
-	if (ioctl == KVM_SET_ONE_REG && get_user(value, value_ptr))
-		return -EFAULT;
-	mutex_lock(&vm->lock);
-	if (vm->handle && vm->is_protected && vcpu->index != 0 && ioctl == KVM_SET_ONE_REG) {
+	return 0;
+}
+
+static long set_hyp_reg(struct kvm_vcpu_state *vcpu, unsigned int reg, u64 value)
+{
+	struct kvm_vm_state *vm = vcpu->vm;
+
+	if (vm->handle && vm->is_protected && vcpu->index != 0 && reg != HYP_REG_TIMER_COUNT) {
 		/*
 		 * A protected VM's other vCPUs start only by their guest's CPU_ON,
 		 * which resets them: a VMM writing the reset value it reads back
 		 * (kvmtool does, in each vCPU's thread, while vCPU 0 may already run)
 		 * changes nothing; any other value is refused, as before the first run.
 		 */
-		ret = value == vcpu->regs[reg] ? 0 : -EPERM;
-	} else if (vm->handle) {
-		if (ioctl == KVM_GET_ONE_REG) {
-			const u64 a[6] = { vm->handle, vcpu->index, reg, 0, 0, 0 };
-			struct arm_smccc_res res = hyp_call(CALL_VCPU_GET_REG, a);
+		return value == vcpu->regs[reg] ? 0 : -EPERM;
+	}
+	if (vm->handle)
+		return hyp_errno(hyp_call4(CALL_VCPU_SET_REG, vm->handle, vcpu->index, reg, value));
+	if (reg == HYP_REG_TIMER_COUNT) {
+		/* A protected VM's counter is the hyp's to start. */
+		if (vm->is_protected)
+			return -EPERM;
+		vm->count_offset = physical_count() - value;
+		return 0;
+	}
+	/* The hyp takes only vCPU 0's entry and x0 from the host (VCPU_INIT). */
+	if (vm->is_protected && value != vcpu->regs[reg] && !(vcpu->index == 0 && (reg == 0 || reg == HYP_REG_PC)))
+		return -EPERM;
+	vcpu->regs[reg] = value;
+	return 0;
+}
 
-			ret = hyp_errno((long)res.a0);
-			value = res.a1;
+static long vcpu_one_reg(struct kvm_vcpu_state *vcpu, unsigned int ioctl, void __user *argp)
+{
+	struct kvm_vm_state *vm = vcpu->vm;
+	struct kvm_one_reg one;
+	struct reg_ref ref;
+	void __user *user_value;
+	u64 value[2] = { 0, 0 };
+	size_t size;
+	long ret;
+
+	if (!vcpu->initialised)
+		return -ENOEXEC;
+	if (copy_from_user(&one, argp, sizeof(one)))
+		return -EFAULT;
+	ret = decode_reg(one.id, &ref);
+	if (ret)
+		return ret;
+	user_value = u64_to_user_ptr(one.addr);
+	size = KVM_REG_SIZE(one.id);
+	if (ioctl == KVM_SET_ONE_REG && copy_from_user(value, user_value, size))
+		return -EFAULT;
+	mutex_lock(&vm->lock);
+	switch (ref.kind) {
+	case REG_FIXED:
+		/* Readable in both VM types (not the guest's state); a write may only keep the value. */
+		if (ioctl == KVM_GET_ONE_REG)
+			value[0] = fixed_reg(vcpu, &ref);
+		else
+			ret = value[0] == fixed_reg(vcpu, &ref) ? 0 : -EINVAL;
+		break;
+	case REG_SPSR32:
+		/* AArch32 state the hyp's vCPUs never use: user space's to keep, in both VM types. */
+		if (ioctl == KVM_GET_ONE_REG)
+			value[0] = vcpu->spsr_aarch32[ref.hyp];
+		else
+			vcpu->spsr_aarch32[ref.hyp] = value[0];
+		break;
+	case REG_VREG:
+		if (ioctl == KVM_GET_ONE_REG) {
+			ret = get_hyp_reg(vcpu, ref.hyp, &value[0]);
+			if (ret == 0)
+				ret = get_hyp_reg(vcpu, ref.hyp + 1, &value[1]);
+		} else if (vm->is_protected && !vm->handle && (value[0] != vcpu->regs[ref.hyp] ||
+								value[1] != vcpu->regs[ref.hyp + 1])) {
+			/* Both halves or neither. */
+			ret = -EPERM;
 		} else {
-			ret = hyp_errno(hyp_call4(CALL_VCPU_SET_REG, vm->handle, vcpu->index, reg, value));
+			ret = set_hyp_reg(vcpu, ref.hyp, value[0]);
+			if (ret == 0)
+				ret = set_hyp_reg(vcpu, ref.hyp + 1, value[1]);
 		}
-	} else if (ioctl == KVM_GET_ONE_REG) {
-		value = vcpu->regs[reg];
-	} else if (vm->is_protected && value != vcpu->regs[reg] &&
-		   !(vcpu->index == 0 && (reg == 0 || reg == HYP_REG_PC))) {
-		/* The hyp takes only vCPU 0's entry and x0 from the host (VCPU_INIT). */
-		ret = -EPERM;
-	} else {
-		vcpu->regs[reg] = value;
+		break;
+	case REG_HYP:
+		if (ioctl == KVM_GET_ONE_REG)
+			ret = get_hyp_reg(vcpu, ref.hyp, &value[0]);
+		else
+			ret = set_hyp_reg(vcpu, ref.hyp, size == sizeof(u32) ? (u32)value[0] : value[0]);
+		break;
 	}
 	mutex_unlock(&vm->lock);
-	if (ret == 0 && ioctl == KVM_GET_ONE_REG && put_user(value, value_ptr))
+	if (ret == 0 && ioctl == KVM_GET_ONE_REG && copy_to_user(user_value, value, size))
 		ret = -EFAULT;
 	return ret;
 }
@@ -375,7 +499,8 @@ static long vcpu_reg_list(void __user *argp)
 {
 	struct kvm_reg_list __user *user_list = argp;
 	struct kvm_reg_list list;
-	unsigned int reg;
+	struct reg_ref ref;
+	unsigned int i;
 
 	if (copy_from_user(&list, user_list, sizeof(list)))
 		return -EFAULT;
@@ -383,11 +508,8 @@ static long vcpu_reg_list(void __user *argp)
 		return -EFAULT;
 	if (list.n < REG_LIST_LENGTH)
 		return -E2BIG;
-	for (reg = 0; reg < HYP_REGS; reg++)
-		if (put_user(core_reg_id(reg), &user_list->reg[reg]))
-			return -EFAULT;
-	for (reg = 0; reg < ARRAY_SIZE(fixed_reg_ids); reg++)
-		if (put_user(fixed_reg_ids[reg], &user_list->reg[HYP_REGS + reg]))
+	for (i = 0; reg_at(i, &ref); i++)
+		if (put_user(ref.id, &user_list->reg[i]))
 			return -EFAULT;
 	return 0;
 }
@@ -417,6 +539,7 @@ static long vcpu_init(struct kvm_vcpu_state *vcpu, void __user *argp)
 			ret = hyp_errno(hyp_call4(CALL_VCPU_INIT, vm->handle, vcpu->index, 0, 0));
 	} else {
 		memset(vcpu->regs, 0, sizeof(vcpu->regs));
+		memset(vcpu->spsr_aarch32, 0, sizeof(vcpu->spsr_aarch32));
 		vcpu->regs[HYP_REG_PSTATE] = RESET_PSTATE;
 		vcpu->power_off = init.features[0] & BIT(KVM_ARM_VCPU_POWER_OFF);
 	}
@@ -512,8 +635,11 @@ static long vcpu_run(struct kvm_vcpu_state *vcpu)
 		res = hyp_call(CALL_VCPU_RUN, a);
 		WRITE_ONCE(vcpu->running, NULL);
 		status = (long)res.a0;
+		if (status == 0)
+			WRITE_ONCE(vcpu->power_off, false);
 		if (status == HYP_VCPU_OFF) {
 			/* Powered off: wait for a sibling's CPU_ON (KVM's KVM_RUN blocks too). */
+			WRITE_ONCE(vcpu->power_off, true);
 			wait_for_event(vm, seen, MAX_SCHEDULE_TIMEOUT);
 			continue;
 		}
@@ -571,18 +697,56 @@ static long vcpu_run(struct kvm_vcpu_state *vcpu)
 				wait_for_event(vm, seen, res.a2 == U64_MAX ? MAX_SCHEDULE_TIMEOUT : 1);
 			break;
 		case EXIT_CPU_ON:
+			if (res.a2 < vm->vcpu_count)
+				WRITE_ONCE(vm->vcpus[res.a2]->power_off, false);
 			signal_event(vm);
 			break;
 		case EXIT_WAKE:
 			kick_vcpus(vm, res.a2);
 			break;
 		case EXIT_CPU_OFF:
+			WRITE_ONCE(vcpu->power_off, true);
+			cond_resched();
+			break;
 		case EXIT_INTERRUPTED:
 		default:
 			cond_resched();
 			break;
 		}
 	}
+}
+
+/*
+ * KVM_GET_MP_STATE/KVM_SET_MP_STATE: RUNNABLE or STOPPED (PSCI off). QEMU
+ * powers its secondary vCPUs off this way rather than with the POWER_OFF
+ * feature. Before the first run a write is the POWER_OFF feature's; after it
+ * the power is the guest's (PSCI) and the hyp's: the state is what the runs
+ * reported (off when the hyp said so or the guest called CPU_OFF, on after
+ * a CPU_ON or a run), and a write may only keep it (EBUSY).
+ */
+static long vcpu_mp_state(struct kvm_vcpu_state *vcpu, unsigned int ioctl, void __user *argp)
+{
+	struct kvm_vm_state *vm = vcpu->vm;
+	struct kvm_mp_state state;
+	long ret = 0;
+
+	if (!vcpu->initialised)
+		return -ENOEXEC;
+	if (ioctl == KVM_GET_MP_STATE) {
+		state.mp_state = READ_ONCE(vcpu->power_off) ? KVM_MP_STATE_STOPPED : KVM_MP_STATE_RUNNABLE;
+		return copy_to_user(argp, &state, sizeof(state)) ? -EFAULT : 0;
+	}
+	if (copy_from_user(&state, argp, sizeof(state)))
+		return -EFAULT;
+	if (state.mp_state != KVM_MP_STATE_RUNNABLE && state.mp_state != KVM_MP_STATE_STOPPED)
+		return -EINVAL;
+	mutex_lock(&vm->lock);
+	if (!vm->handle)
+		WRITE_ONCE(vcpu->power_off, state.mp_state == KVM_MP_STATE_STOPPED);
+	else if (READ_ONCE(vcpu->power_off) != (state.mp_state == KVM_MP_STATE_STOPPED))
+		ret = -EBUSY;
+	mutex_unlock(&vm->lock);
+	return ret;
 }
 
 static long vcpu_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
@@ -605,6 +769,10 @@ static long vcpu_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
 		break;
 	case KVM_GET_REG_LIST:
 		ret = vcpu->initialised ? vcpu_reg_list(argp) : -ENOEXEC;
+		break;
+	case KVM_GET_MP_STATE:
+	case KVM_SET_MP_STATE:
+		ret = vcpu_mp_state(vcpu, ioctl, argp);
 		break;
 	default:
 		ret = -EINVAL;
@@ -780,7 +948,16 @@ static long check_extension(unsigned long cap)
 {
 	switch (cap) {
 	case KVM_CAP_USER_MEMORY:
+	/*
+	 * Two fixes of 2.6.29 that every KVM has and QEMU requires: a slot of
+	 * size 0 deletes (before the VM first runs here, see set_memory_region),
+	 * adjacent slots may be joined.
+	 */
+	case KVM_CAP_DESTROY_MEMORY_REGION_WORKS:
+	case KVM_CAP_JOIN_MEMORY_REGIONS_WORKS:
 	case KVM_CAP_ONE_REG:
+	/* RUNNABLE and STOPPED (vcpu_mp_state). */
+	case KVM_CAP_MP_STATE:
 	/* PSCI: the hyp's 1.1, which a VMM also gets without asking for 0.2 (see KVM_ARM_VCPU_INIT). */
 	case KVM_CAP_ARM_PSCI:
 	case KVM_CAP_ARM_PSCI_0_2:
@@ -880,6 +1057,8 @@ static long create_vm(unsigned long type)
 	kvm_eventfd_init(vm);
 	vm->is_protected = type & KVM_VM_TYPE_ARM_PROTECTED;
 	vm->ipa_bits = ipa_bits;
+	/* The guest's virtual counter starts at 0 with the VM, as Linux's. */
+	vm->count_offset = physical_count();
 	if (memcache_client_start() != 0) {
 		kfree(vm);
 		return -ENOMEM;

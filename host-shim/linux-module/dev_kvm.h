@@ -32,11 +32,25 @@
 /* KVM_ARM_VCPU_INIT features the hyp has: it always offers PSCI 1.1. */
 #define SUPPORTED_FEATURES (BIT(KVM_ARM_VCPU_POWER_OFF) | BIT(KVM_ARM_VCPU_PSCI_0_2))
 
-/* The hyp's register numbers (VCPU_GET_REG): x0..x30, then these. */
+/* The hyp's register numbers (VCPU_GET_REG, hyp_abi::VcpuReg): x0..x30, then these. */
 #define HYP_REG_PC 31
 #define HYP_REG_PSTATE 32
 #define HYP_REG_SP_EL1 33
-#define HYP_REGS 34
+#define HYP_REG_SP_EL0 34
+#define HYP_REG_ELR_EL1 35
+#define HYP_REG_SPSR_EL1 36
+#define HYP_REG_FPSR 37
+#define HYP_REG_FPCR 38
+#define HYP_REG_TIMER_CTL 39
+#define HYP_REG_TIMER_CVAL 40
+/* The VM's virtual count (one for all its vCPUs). */
+#define HYP_REG_TIMER_COUNT 41
+/* V0..V31 in halves: 64 + 2n bits 63:0 of Vn, 65 + 2n bits 127:64. */
+#define HYP_REG_V0 64
+/* One past the last hyp register number (42..63 are none). */
+#define HYP_REGS 128
+/* KVM's AArch32 SPSRs (abt, und, irq, fiq: kvm_regs.spsr[1..4]), which the hyp's AArch64-only vCPUs lack. */
+#define AARCH32_SPSRS 4
 /* KVM's reset PSTATE, which VCPU_INIT also gives: EL1h, D, A, I, F masked. */
 #define RESET_PSTATE 0x3c5
 
@@ -96,8 +110,10 @@ struct kvm_vcpu_state {
 	struct kvm_run *run;
 	bool initialised;
 	bool power_off;
-	/* The core registers until the hyp's VM exists (hyp numbering). */
+	/* The core and timer registers until the hyp's VM exists (hyp numbering). */
 	u64 regs[HYP_REGS];
+	/* kvm_regs.spsr[1..4]: kept here for user space alone (the guest never sees them). */
+	u64 spsr_aarch32[AARCH32_SPSRS];
 	/* An MMIO read is waiting for the value user space puts in run->mmio.data. */
 	bool mmio_read_pending;
 	unsigned int mmio_read_len;
@@ -112,6 +128,8 @@ struct kvm_vm_state {
 	unsigned int ipa_bits;
 	/* The hyp's VM handle, 0 until the first KVM_RUN. */
 	u64 handle;
+	/* Until then the guest's virtual count is the physical count less this (KVM_REG_ARM_TIMER_CNT). */
+	u64 count_offset;
 	/* Its creation failed: the VM is torn down, its slots released; it answers -EIO. */
 	bool dead;
 	struct kvm_slot slots[MAX_SLOTS];

@@ -95,10 +95,11 @@ static long set_address(struct kvm_vm_state *vm, const struct kvm_device_attr *a
 		return -ENXIO;
 	if (get_user(value, (u64 __user *)u64_to_user_ptr(attr->addr)))
 		return -EFAULT;
-	if (vgic->ready || vm->handle)
-		return -EBUSY;
+	/* Linux: each address once (EEXIST), before or after CTRL_INIT, until the first run. */
 	if (*slot != VGIC_ADDR_UNDEF)
 		return -EEXIST;
+	if (vm->handle)
+		return -EBUSY;
 	if (value & (alignment - 1))
 		return -EINVAL;
 	/* Linux: an address (with its size) beyond the VM's IPA space is E2BIG. */
@@ -133,10 +134,10 @@ static long set_attr(struct kvm_vm_state *vm, const struct kvm_device_attr *attr
 	case KVM_DEV_ARM_VGIC_GRP_CTRL:
 		if (attr->attr != KVM_DEV_ARM_VGIC_CTRL_INIT)
 			return -ENXIO;
-		if (vm->vgic.ready)
-			return 0;
-		if (vm->vgic.distributor == VGIC_ADDR_UNDEF || vm->vgic.second == VGIC_ADDR_UNDEF)
-			return -ENXIO;
+		/*
+		 * Linux initialises the distributor here, addresses or not (QEMU
+		 * sets them after); KVM_RUN refuses a vGIC still without them.
+		 */
 		vm->vgic.ready = true;
 		return 0;
 	default:

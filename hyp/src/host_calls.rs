@@ -135,11 +135,11 @@ impl HostServices for HypServices<'_> {
     }
 
     fn vcpu_get_reg(&mut self, handle: VmHandle, vcpu: VcpuIndex, reg: u64) -> Result<u64, HypError> {
-        self.hyp.with_vms(|vms, _, _| vms.get_reg(handle, vcpu, reg))
+        self.hyp.with_vms(|vms, _, _| vms.get_reg(handle, vcpu, reg, physical_count()))
     }
 
     fn vcpu_set_reg(&mut self, handle: VmHandle, vcpu: VcpuIndex, reg: u64, value: u64) -> Result<(), HypError> {
-        self.hyp.with_vms(|vms, _, _| vms.set_reg(handle, vcpu, reg, value))
+        self.hyp.with_vms(|vms, _, _| vms.set_reg(handle, vcpu, reg, value, physical_count()))
     }
 
     fn vm_info(&mut self, handle: VmHandle) -> Result<[u64; 3], HypError> {

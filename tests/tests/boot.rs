@@ -22,10 +22,10 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[hyp INFO] host stage-2: ",
     "[hyp INFO] entering the host at EL1: entry ",
     "[host INFO] ok: host shim running at EL1",
-    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 8))",
+    "[host INFO] ok: hypercall round trip: VERSION returned Ok((0, 9))",
     "[host INFO] ok: hypercall round trip: FEATURES returned Ok(c00000000007ffff)",
     "[host INFO] ok: unknown hypercall 0xc6001fff returned -1",
-    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 8], first register changed None",
+    "[host INFO] ok: VERSION with x4..x30 patterned: answered [0, 0, 9], first register changed None",
     "[host INFO] ok: ID_AA64PFR0_EL1 read into x2, x19 and x28 alike (0x",
     "), SVE 0 (hidden), x20 kept",
     "[host INFO] ok: PSCI CPU_ON of the running CPU: ALREADY_ON from the hyp (-4)",
@@ -629,10 +629,10 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "]: unhandled exception: DABT (lower EL), ESR 0x0000000092000010, synchronous external abort",
         "linux-host: the read of the hyp's memory was refused",
         "linux-host: still running",
-        "hyp: ABI 0.8, /dev/hyp ready",
+        "hyp: ABI 0.9, /dev/hyp ready",
         "hyp: /dev/kvm ready (KVM API 12, IPA limit 48 bits)",
         "linux-host: /dev/hyp ready",
-        "hyp-vmm: ok: /dev/hyp answers: ABI Ok((0, 8))",
+        "hyp-vmm: ok: /dev/hyp answers: ABI Ok((0, 9))",
         "hyp-vmm: ok: the host reads the VM's x0: Ok(78)",
         "hyp-vmm: ok: the non-protected guest ran to SYSTEM_OFF printing Ok(\"hello from guest N R1\")",
         "hyp-vmm: ok: the lent page came back as it was",
@@ -722,6 +722,33 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "kvm-api-test: FAILED",
         "not returned",
     ]);
+    run.assert_status(0);
+}
+
+/// QEMU, unmodified (Debian's arm64 `qemu-system-aarch64`, `scripts/fetch-qemu-arm64`),
+/// as the KVM VMM on the Linux host's `/dev/kvm` (`scripts/run-qemu-vmm`):
+/// `-accel kvm -cpu host` boots the Linux guest with two vCPUs (the second
+/// powered off through `KVM_SET_MP_STATE` until the guest's PSCI `CPU_ON`),
+/// the guest echoes a line from QEMU's serial port (the UART's interrupt
+/// through `KVM_IRQ_LINE`), powers off, and QEMU reads the virtual counter
+/// (`KVM_REG_ARM_TIMER_CNT`) and exits 0.
+#[test]
+fn qemu_runs_a_linux_guest_on_dev_kvm() {
+    let mut command = Command::new(repo_root().join("scripts/run-qemu-vmm"));
+    command.env("RUN_TIMEOUT", "600");
+    let run = run_with_timeout(command, Duration::from_secs(900));
+    run.assert_markers_in_order(&[
+        "linux-qemu-vmm: /dev/kvm is there",
+        "linux-qemu-vmm: QEMU unpacked: QEMU emulator version 7.2",
+        "linux-qemu-vmm: qemu-system-aarch64 -accel kvm, 2 vCPUs",
+        "linux-guest: user space reached",
+        "linux-guest: console input: ",
+        "reboot: Power down",
+        "linux-qemu-vmm: qemu-system-aarch64 exited with status 0",
+        "linux-qemu-vmm: done",
+        "run succeeded: QEMU ran the guest on /dev/kvm with 2 vCPUs",
+    ]);
+    run.assert_absent(&["kvm run failed", "Segmentation fault", "Aborted", "Oops", "PANIC"]);
     run.assert_status(0);
 }
 

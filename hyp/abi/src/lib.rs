@@ -250,13 +250,32 @@ impl VmType {
 /// Most vCPUs of one VM.
 pub const MAX_VCPUS_PER_VM: u64 = 8;
 
-/// A vCPU register as named by `VcpuGetReg`/`VcpuSetReg`: 0..=30 are x0..x30.
+/// A vCPU register as named by `VcpuGetReg`/`VcpuSetReg`: 0..=30 are x0..x30,
+/// then PC (31), PSTATE (32), SP_EL1 (33), SP_EL0 (34), ELR_EL1 (35),
+/// SPSR_EL1 (36), FPSR (37), FPCR (38), the virtual timer's CNTV_CTL_EL0
+/// (39) and CNTV_CVAL_EL0 (40), the VM's virtual count (41: CNTVCT_EL0 as the
+/// vCPU reads it now; a write moves the whole VM's counter, as KVM's
+/// `KVM_REG_ARM_TIMER_CNT` does), and 64..=127 the SIMD registers V0..V31 in
+/// halves (64 + 2n: bits 63:0 of Vn, 65 + 2n: bits 127:64).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum VcpuReg {
     X(u8),
     Pc,
     Pstate,
     SpEl1,
+    SpEl0,
+    ElrEl1,
+    SpsrEl1,
+    Fpsr,
+    Fpcr,
+    TimerCtl,
+    TimerCval,
+    TimerCount,
+    /// Half of SIMD register V`n`: `high` is bits 127:64.
+    V {
+        n: u8,
+        high: bool,
+    },
 }
 
 impl VcpuReg {
@@ -266,6 +285,15 @@ impl VcpuReg {
             31 => Some(VcpuReg::Pc),
             32 => Some(VcpuReg::Pstate),
             33 => Some(VcpuReg::SpEl1),
+            34 => Some(VcpuReg::SpEl0),
+            35 => Some(VcpuReg::ElrEl1),
+            36 => Some(VcpuReg::SpsrEl1),
+            37 => Some(VcpuReg::Fpsr),
+            38 => Some(VcpuReg::Fpcr),
+            39 => Some(VcpuReg::TimerCtl),
+            40 => Some(VcpuReg::TimerCval),
+            41 => Some(VcpuReg::TimerCount),
+            64..=127 => Some(VcpuReg::V { n: ((raw - 64) / 2) as u8, high: raw % 2 == 1 }),
             _ => None,
         }
     }
@@ -276,6 +304,15 @@ impl VcpuReg {
             VcpuReg::Pc => 31,
             VcpuReg::Pstate => 32,
             VcpuReg::SpEl1 => 33,
+            VcpuReg::SpEl0 => 34,
+            VcpuReg::ElrEl1 => 35,
+            VcpuReg::SpsrEl1 => 36,
+            VcpuReg::Fpsr => 37,
+            VcpuReg::Fpcr => 38,
+            VcpuReg::TimerCtl => 39,
+            VcpuReg::TimerCval => 40,
+            VcpuReg::TimerCount => 41,
+            VcpuReg::V { n, high } => 64 + 2 * u64::from(n) + u64::from(high),
         }
     }
 }
@@ -538,7 +575,7 @@ pub const MMIO_GUARD_CAPACITY: usize = 32;
 /// ABI major version: bumped when an existing call changes incompatibly.
 pub const ABI_VERSION_MAJOR: u64 = 0;
 /// ABI minor version: bumped when calls are added.
-pub const ABI_VERSION_MINOR: u64 = 8;
+pub const ABI_VERSION_MINOR: u64 = 9;
 
 /// Every error a hypercall can return in x0. Codes are stable; `-1` and `-3`
 /// coincide with SMCCC `NOT_SUPPORTED` and `INVALID_PARAMETER`.
@@ -663,6 +700,19 @@ mod tests {
     }
 
     #[test]
+    fn vcpu_registers_round_trip_and_refuse_the_gaps() {
+        for raw in (0..=41).chain(64..=127) {
+            let reg = VcpuReg::from_raw(raw).map(VcpuReg::raw);
+            assert_eq!(reg, Some(raw), "register {raw}");
+        }
+        for raw in (42..64).chain([128, 1 << 32, u64::MAX]) {
+            assert_eq!(VcpuReg::from_raw(raw), None, "register {raw}");
+        }
+        assert_eq!(VcpuReg::from_raw(64), Some(VcpuReg::V { n: 0, high: false }));
+        assert_eq!(VcpuReg::from_raw(127), Some(VcpuReg::V { n: 31, high: true }));
+    }
+
+    #[test]
     fn host_call_ids_are_vendor_hyp_smc64_fast_calls() {
         assert_eq!(HostCall::Version.function_id(), 0xC600_1000);
         assert_eq!(HostCall::Features.function_id(), 0xC600_1001);
@@ -728,10 +778,8 @@ mod tests {
     fn registers_and_types_decode() {
         assert_eq!(VcpuReg::from_raw(0), Some(VcpuReg::X(0)));
         assert_eq!(VcpuReg::from_raw(31), Some(VcpuReg::Pc));
-        assert_eq!(VcpuReg::from_raw(34), None);
-        for raw in 0..=33 {
-            assert_eq!(VcpuReg::from_raw(raw).map(VcpuReg::raw), Some(raw));
-        }
+        assert_eq!(VcpuReg::from_raw(34), Some(VcpuReg::SpEl0));
+        assert_eq!(VcpuReg::from_raw(42), None);
         assert_eq!(VmType::from_raw(1), Some(VmType::Protected));
         assert_eq!(VmType::from_raw(2), None);
     }

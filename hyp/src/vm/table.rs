@@ -731,49 +731,95 @@ impl VmTable {
         handle: VmHandle,
         index: VcpuIndex,
         reg: u64,
-    ) -> Result<(&mut Vcpu, VcpuReg), HypError> {
+    ) -> Result<(&mut Vm, usize, VcpuReg), HypError> {
         let vm = self.get(handle)?;
-        let protected = vm.protected;
         let vcpu = vm.vcpu(index)?;
+        let running = vcpu.ctx.running();
         let reg = VcpuReg::from_raw(reg).ok_or(HypError::InvalidArgument)?;
-        if protected {
+        if vm.protected {
             return Err(HypError::PermissionDenied);
         }
-        if vcpu.ctx.running() {
+        // The virtual count is the VM's: not moved under any running vCPU.
+        let busy = if reg == VcpuReg::TimerCount { vm.vcpus.iter().any(|v| v.ctx.running()) } else { running };
+        if busy {
             return Err(HypError::Busy);
         }
-        Ok((vcpu, reg))
+        let index = index.to_usize().ok_or(HypError::NoSuchVcpu)?;
+        Ok((vm, index, reg))
     }
 
-    /// Reads a register of a non-protected VM's vCPU.
+    /// Reads a register of a non-protected VM's vCPU; `now` is the physical
+    /// count (for the virtual count).
     ///
     /// # Errors
     ///
     /// `NoSuchVm`, `NoSuchVcpu`, `InvalidArgument` (register), `PermissionDenied`
-    /// for a protected VM, `Busy` while it runs.
-    pub fn get_reg(&mut self, handle: VmHandle, index: VcpuIndex, reg: u64) -> Result<u64, HypError> {
-        let (vcpu, reg) = self.register_access(handle, index, reg)?;
+    /// for a protected VM, `Busy` while it runs (for the virtual count: while
+    /// any of the VM's vCPUs runs).
+    pub fn get_reg(&mut self, handle: VmHandle, index: VcpuIndex, reg: u64, now: u64) -> Result<u64, HypError> {
+        let (vm, index, reg) = self.register_access(handle, index, reg)?;
+        let cntvoff = vm.cntvoff;
+        let ctx = &vm.vcpus.get(index).ok_or(HypError::NoSuchVcpu)?.ctx;
         Ok(match reg {
-            VcpuReg::X(n) => vcpu.ctx.gprs.x[usize::from(n)],
-            VcpuReg::Pc => vcpu.ctx.pc,
-            VcpuReg::Pstate => vcpu.ctx.pstate,
-            VcpuReg::SpEl1 => vcpu.ctx.sysregs.sp_el1,
+            VcpuReg::X(n) => ctx.gprs.x[usize::from(n)],
+            VcpuReg::Pc => ctx.pc,
+            VcpuReg::Pstate => ctx.pstate,
+            VcpuReg::SpEl1 => ctx.sysregs.sp_el1,
+            VcpuReg::SpEl0 => ctx.sysregs.sp_el0,
+            VcpuReg::ElrEl1 => ctx.sysregs.elr_el1,
+            VcpuReg::SpsrEl1 => ctx.sysregs.spsr_el1,
+            VcpuReg::Fpsr => ctx.fp.fpsr,
+            VcpuReg::Fpcr => ctx.fp.fpcr,
+            VcpuReg::TimerCtl => ctx.sysregs.cntv_ctl,
+            VcpuReg::TimerCval => ctx.sysregs.cntv_cval,
+            VcpuReg::TimerCount => now.wrapping_sub(cntvoff),
+            VcpuReg::V { n, high } => (ctx.fp.q[usize::from(n)] >> if high { 64 } else { 0 }) as u64,
         })
     }
 
-    /// Writes a register of a non-protected VM's vCPU.
+    /// Writes a register of a non-protected VM's vCPU (the virtual count: the
+    /// VM's counter offset, for all its vCPUs).
     ///
     /// # Errors
     ///
     /// As [`VmTable::get_reg`].
-    pub fn set_reg(&mut self, handle: VmHandle, index: VcpuIndex, reg: u64, value: u64) -> Result<(), HypError> {
-        let (vcpu, reg) = self.register_access(handle, index, reg)?;
+    pub fn set_reg(
+        &mut self,
+        handle: VmHandle,
+        index: VcpuIndex,
+        reg: u64,
+        value: u64,
+        now: u64,
+    ) -> Result<(), HypError> {
+        let (vm, index, reg) = self.register_access(handle, index, reg)?;
+        if reg == VcpuReg::TimerCount {
+            vm.cntvoff = now.wrapping_sub(value);
+            return Ok(());
+        }
+        let ctx = &mut vm.vcpus.get_mut(index).ok_or(HypError::NoSuchVcpu)?.ctx;
         match reg {
-            VcpuReg::X(n) => vcpu.ctx.gprs.x[usize::from(n)] = value,
-            VcpuReg::Pc => vcpu.ctx.pc = value,
+            VcpuReg::X(n) => ctx.gprs.x[usize::from(n)] = value,
+            VcpuReg::Pc => ctx.pc = value,
             // Only EL1/EL0 AArch64 states with their flags: never EL2.
-            VcpuReg::Pstate => vcpu.ctx.pstate = sanitize_pstate(value),
-            VcpuReg::SpEl1 => vcpu.ctx.sysregs.sp_el1 = value,
+            VcpuReg::Pstate => ctx.pstate = sanitize_pstate(value),
+            VcpuReg::SpEl1 => ctx.sysregs.sp_el1 = value,
+            VcpuReg::SpEl0 => ctx.sysregs.sp_el0 = value,
+            VcpuReg::ElrEl1 => ctx.sysregs.elr_el1 = value,
+            // (The guest may write any of these itself: an ERET to a mode it
+            // may not enter is an illegal return, which the CPU handles.)
+            VcpuReg::SpsrEl1 => ctx.sysregs.spsr_el1 = value,
+            // 32-bit registers (KVM's ids for them are 32 bits wide).
+            VcpuReg::Fpsr => ctx.fp.fpsr = value & 0xffff_ffff,
+            VcpuReg::Fpcr => ctx.fp.fpcr = value & 0xffff_ffff,
+            // ENABLE and IMASK; ISTATUS is the timer's to say.
+            VcpuReg::TimerCtl => ctx.sysregs.cntv_ctl = value & 0b11,
+            VcpuReg::TimerCval => ctx.sysregs.cntv_cval = value,
+            VcpuReg::V { n, high } => {
+                let q = &mut ctx.fp.q[usize::from(n)];
+                let (shift, keep) = if high { (64, u128::from(u64::MAX)) } else { (0, u128::from(u64::MAX) << 64) };
+                *q = (*q & keep) | u128::from(value) << shift;
+            }
+            VcpuReg::TimerCount => {}
         }
         Ok(())
     }

@@ -195,19 +195,57 @@ fn registers_of_protected_vms_are_refused() {
     w.vms.vcpu_init(p, VcpuIndex::new(0), 0x8000_0000, 7).unwrap();
     w.vms.vcpu_init(n, VcpuIndex::new(1), 0x8000_0000, 7).unwrap();
     for vcpu in [0, 1] {
-        assert_eq!(w.vms.get_reg(p, VcpuIndex::new(vcpu), 0), Err(HypError::PermissionDenied));
-        assert_eq!(w.vms.set_reg(p, VcpuIndex::new(vcpu), 0, 1), Err(HypError::PermissionDenied));
+        assert_eq!(w.vms.get_reg(p, VcpuIndex::new(vcpu), 0, 0), Err(HypError::PermissionDenied));
+        assert_eq!(w.vms.set_reg(p, VcpuIndex::new(vcpu), 0, 1, 0), Err(HypError::PermissionDenied));
     }
-    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 0), Ok(7));
-    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 31), Ok(0x8000_0000));
-    w.vms.set_reg(n, VcpuIndex::new(1), 3, 0x33).unwrap();
-    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 3), Ok(0x33));
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 0, 0), Ok(7));
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 31, 0), Ok(0x8000_0000));
+    w.vms.set_reg(n, VcpuIndex::new(1), 3, 0x33, 0).unwrap();
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 3, 0), Ok(0x33));
     // PSTATE can never name EL2.
-    w.vms.set_reg(n, VcpuIndex::new(1), 32, 0x3c9).unwrap();
-    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 32), Ok(0x3c5));
-    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(2), 0), Err(HypError::NoSuchVcpu));
-    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 34), Err(HypError::InvalidArgument));
+    w.vms.set_reg(n, VcpuIndex::new(1), 32, 0x3c9, 0).unwrap();
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 32, 0), Ok(0x3c5));
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(2), 0, 0), Err(HypError::NoSuchVcpu));
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 42, 0), Err(HypError::InvalidArgument));
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(1), 128, 0), Err(HypError::InvalidArgument));
     assert_eq!(w.vms.vcpu_init(n, VcpuIndex::new(u64::MAX), 0, 0), Err(HypError::NoSuchVcpu));
+}
+
+#[test]
+fn the_rest_of_a_non_protected_vcpus_registers_read_back_as_written() {
+    let mut w = World::new();
+    let n = w.create(0, 2).unwrap();
+    let p = w.create(1, 1).unwrap();
+    let v1 = VcpuIndex::new(1);
+    for (reg, value, read_back) in [
+        (VcpuReg::SpEl0, u64::MAX, u64::MAX),
+        (VcpuReg::ElrEl1, 0x1234, 0x1234),
+        (VcpuReg::SpsrEl1, 0x3c5, 0x3c5),
+        (VcpuReg::Fpsr, 0xffff_ffff_0800_0000, 0x0800_0000),
+        (VcpuReg::Fpcr, 0x0300_0000, 0x0300_0000),
+        (VcpuReg::TimerCtl, 0b111, 0b011),
+        (VcpuReg::TimerCval, 0xdead_beef, 0xdead_beef),
+    ] {
+        assert_eq!(w.vms.get_reg(n, v1, reg.raw(), 0), Ok(0), "{reg:?} out of reset");
+        w.vms.set_reg(n, v1, reg.raw(), value, 0).unwrap();
+        assert_eq!(w.vms.get_reg(n, v1, reg.raw(), 0), Ok(read_back), "{reg:?}");
+        assert_eq!(w.vms.get_reg(n, VcpuIndex::new(0), reg.raw(), 0), Ok(0), "{reg:?} of the other vCPU");
+        assert_eq!(w.vms.set_reg(p, VcpuIndex::new(0), reg.raw(), value, 0), Err(HypError::PermissionDenied));
+    }
+    // The two halves of a SIMD register, each alone.
+    let (low, high) = (VcpuReg::V { n: 31, high: false }, VcpuReg::V { n: 31, high: true });
+    w.vms.set_reg(n, v1, high.raw(), 0xaaaa, 0).unwrap();
+    w.vms.set_reg(n, v1, low.raw(), 0x5555, 0).unwrap();
+    assert_eq!(w.vms.get_reg(n, v1, high.raw(), 0), Ok(0xaaaa));
+    assert_eq!(w.vms.get_reg(n, v1, low.raw(), 0), Ok(0x5555));
+    assert_eq!(w.vms.get_reg(n, v1, VcpuReg::V { n: 30, high: true }.raw(), 0), Ok(0));
+    // The virtual count: the physical count less the VM's offset, for every vCPU.
+    let count = VcpuReg::TimerCount.raw();
+    let offset = w.vms.get(n).unwrap().cntvoff;
+    assert_eq!(w.vms.get_reg(n, v1, count, offset + 500), Ok(500));
+    w.vms.set_reg(n, v1, count, 100, 1_000).unwrap();
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(0), count, 1_050), Ok(150));
+    assert_eq!(w.vms.get_reg(p, VcpuIndex::new(0), count, 0), Err(HypError::PermissionDenied));
 }
 
 #[test]
@@ -533,7 +571,7 @@ fn protected_vcpu_entry_is_set_once_by_the_host_and_only_for_vcpu_0() {
     // No register write, at any stage.
     for vcpu in 0..3 {
         for reg in [0, 31, 32, 33] {
-            assert_eq!(w.vms.set_reg(h, VcpuIndex::new(vcpu), reg, 0x6666_0000), Err(PermissionDenied));
+            assert_eq!(w.vms.set_reg(h, VcpuIndex::new(vcpu), reg, 0x6666_0000, 0), Err(PermissionDenied));
         }
     }
     // Crashed, then torn down: no VM to initialise.
@@ -562,7 +600,7 @@ fn non_protected_vcpus_are_started_by_the_host_whenever_they_do_not_run() {
     set_running(&mut w, h, 0, false);
     w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0200, 4).unwrap();
     assert_eq!(vcpu_state(&mut w, h, 0), (VcpuPower::OnPending, 0x8000_0200, 4));
-    w.vms.set_reg(h, VcpuIndex::new(1), 31, 0x8000_1100).unwrap();
+    w.vms.set_reg(h, VcpuIndex::new(1), 31, 0x8000_1100, 0).unwrap();
     assert_eq!(vcpu_state(&mut w, h, 1), (VcpuPower::OnPending, 0x8000_1100, 1));
     w.teardown(h).unwrap();
     assert_eq!(w.vms.vcpu_init(h, VcpuIndex::new(0), 0x8000_0000, 0), Err(HypError::NoSuchVm));
@@ -856,7 +894,7 @@ fn power_off_scrubs_every_page_and_register_of_protected_vms_only() {
     assert_eq!((vcpu.ctx.gprs.x[0], vcpu.ctx.gprs.x[5], vcpu.ctx.tpidr2, vcpu.ctx.pc), (0, 0, 0, 0));
     assert_eq!(vcpu.power, VcpuPower::Off);
     assert_eq!(
-        w.vms.get_reg(other, VcpuIndex::new(0), 0),
+        w.vms.get_reg(other, VcpuIndex::new(0), 0, 0),
         Ok(0x0bed),
         "a non-protected VM is the host's to see: untouched"
     );
@@ -967,7 +1005,7 @@ fn a_cpu_claims_the_vcpu_it_ran_last_without_the_lock_until_anything_touches_the
             w.vms.inject_irq(h, VcpuIndex::new(0), 1).unwrap();
         },
         &|w| {
-            w.vms.get_reg(h, VcpuIndex::new(0), 0).unwrap();
+            w.vms.get_reg(h, VcpuIndex::new(0), 0, 0).unwrap();
         },
         &|w| w.teardown(h).unwrap(),
     ];

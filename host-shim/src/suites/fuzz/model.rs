@@ -707,7 +707,7 @@ impl Model {
                 Target::Foreign => {
                     let mut answers = Answers::err(HypError::NoSuchVm).or_err(HypError::NoSuchVcpu);
                     if a2 < MAX_VCPUS_PER_VM {
-                        answers = if a3 > 33 {
+                        answers = if hyp_abi::VcpuReg::from_raw(a3).is_none() {
                             answers.or_err(HypError::InvalidArgument)
                         } else {
                             answers.or_err(HypError::PermissionDenied).or_err(HypError::Busy).or(Answers::OK)
@@ -719,7 +719,7 @@ impl Model {
                     let vm = self.vms[slot].expect("own");
                     if a2 >= vm.vcpus {
                         Expect::err(HypError::NoSuchVcpu)
-                    } else if a3 > 33 {
+                    } else if hyp_abi::VcpuReg::from_raw(a3).is_none() {
                         Expect::err(HypError::InvalidArgument)
                     } else if vm.protected {
                         Expect::err(HypError::PermissionDenied)
