@@ -303,33 +303,33 @@ struct reg_ref {
  */
 #define REG_LIST_LENGTH (31 + 5 + 5 + 32 + 2 + 1 + 3 + 1)
 
+/* After x30, in struct kvm_regs's order, as Linux lists them. */
+static const struct reg_ref after_x30[] = {
+	{ CORE_REG(KVM_REG_SIZE_U64, regs.sp), REG_HYP, HYP_REG_SP_EL0 },
+	{ CORE_REG(KVM_REG_SIZE_U64, regs.pc), REG_HYP, HYP_REG_PC },
+	{ CORE_REG(KVM_REG_SIZE_U64, regs.pstate), REG_HYP, HYP_REG_PSTATE },
+	{ CORE_REG(KVM_REG_SIZE_U64, sp_el1), REG_HYP, HYP_REG_SP_EL1 },
+	{ CORE_REG(KVM_REG_SIZE_U64, elr_el1), REG_HYP, HYP_REG_ELR_EL1 },
+	{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_EL1]), REG_HYP, HYP_REG_SPSR_EL1 },
+	{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_ABT]), REG_SPSR32, 0 },
+	{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_UND]), REG_SPSR32, 1 },
+	{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_IRQ]), REG_SPSR32, 2 },
+	{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_FIQ]), REG_SPSR32, 3 },
+};
+/* After V31. */
+static const struct reg_ref after_v31[] = {
+	{ CORE_REG(KVM_REG_SIZE_U32, fp_regs.fpsr), REG_HYP, HYP_REG_FPSR },
+	{ CORE_REG(KVM_REG_SIZE_U32, fp_regs.fpcr), REG_HYP, HYP_REG_FPCR },
+	{ KVM_REG_ARM_PSCI_VERSION, REG_FIXED, 0 },
+	{ KVM_REG_ARM_TIMER_CTL, REG_HYP, HYP_REG_TIMER_CTL },
+	{ KVM_REG_ARM_TIMER_CNT, REG_HYP, HYP_REG_TIMER_COUNT },
+	{ KVM_REG_ARM_TIMER_CVAL, REG_HYP, HYP_REG_TIMER_CVAL },
+	{ REG_MPIDR_EL1, REG_FIXED, 0 },
+};
+
 /* The i-th register of the list; false past its end. */
 static bool reg_at(unsigned int i, struct reg_ref *ref)
 {
-	/* After x30, in struct kvm_regs's order, as Linux lists them. */
-	static const struct reg_ref after_x30[] = {
-		{ CORE_REG(KVM_REG_SIZE_U64, regs.sp), REG_HYP, HYP_REG_SP_EL0 },
-		{ CORE_REG(KVM_REG_SIZE_U64, regs.pc), REG_HYP, HYP_REG_PC },
-		{ CORE_REG(KVM_REG_SIZE_U64, regs.pstate), REG_HYP, HYP_REG_PSTATE },
-		{ CORE_REG(KVM_REG_SIZE_U64, sp_el1), REG_HYP, HYP_REG_SP_EL1 },
-		{ CORE_REG(KVM_REG_SIZE_U64, elr_el1), REG_HYP, HYP_REG_ELR_EL1 },
-		{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_EL1]), REG_HYP, HYP_REG_SPSR_EL1 },
-		{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_ABT]), REG_SPSR32, 0 },
-		{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_UND]), REG_SPSR32, 1 },
-		{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_IRQ]), REG_SPSR32, 2 },
-		{ CORE_REG(KVM_REG_SIZE_U64, spsr[KVM_SPSR_FIQ]), REG_SPSR32, 3 },
-	};
-	/* After V31. */
-	static const struct reg_ref after_v31[] = {
-		{ CORE_REG(KVM_REG_SIZE_U32, fp_regs.fpsr), REG_HYP, HYP_REG_FPSR },
-		{ CORE_REG(KVM_REG_SIZE_U32, fp_regs.fpcr), REG_HYP, HYP_REG_FPCR },
-		{ KVM_REG_ARM_PSCI_VERSION, REG_FIXED, 0 },
-		{ KVM_REG_ARM_TIMER_CTL, REG_HYP, HYP_REG_TIMER_CTL },
-		{ KVM_REG_ARM_TIMER_CNT, REG_HYP, HYP_REG_TIMER_COUNT },
-		{ KVM_REG_ARM_TIMER_CVAL, REG_HYP, HYP_REG_TIMER_CVAL },
-		{ REG_MPIDR_EL1, REG_FIXED, 0 },
-	};
-
 	if (i < 31) {
 		*ref = (struct reg_ref){ CORE_REG(KVM_REG_SIZE_U64, regs.regs[i]), REG_HYP, i };
 		return true;
@@ -352,7 +352,8 @@ static bool reg_at(unsigned int i, struct reg_ref *ref)
 	return false;
 }
 
-static_assert(REG_LIST_LENGTH == 31 + 10 + 32 + 7, "the register list's length");
+static_assert(REG_LIST_LENGTH == 31 + ARRAY_SIZE(after_x30) + 32 + ARRAY_SIZE(after_v31),
+	      "the register list's length");
 
 /* What `id` names, or a negative errno as Linux gives for it. */
 static long decode_reg(u64 id, struct reg_ref *ref)
@@ -541,7 +542,7 @@ static long vcpu_init(struct kvm_vcpu_state *vcpu, void __user *argp)
 		memset(vcpu->regs, 0, sizeof(vcpu->regs));
 		memset(vcpu->spsr_aarch32, 0, sizeof(vcpu->spsr_aarch32));
 		vcpu->regs[HYP_REG_PSTATE] = RESET_PSTATE;
-		vcpu->power_off = init.features[0] & BIT(KVM_ARM_VCPU_POWER_OFF);
+		WRITE_ONCE(vcpu->power_off, init.features[0] & BIT(KVM_ARM_VCPU_POWER_OFF));
 	}
 	if (ret == 0)
 		vcpu->initialised = true;

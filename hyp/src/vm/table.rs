@@ -731,6 +731,7 @@ impl VmTable {
         handle: VmHandle,
         index: VcpuIndex,
         reg: u64,
+        write: bool,
     ) -> Result<(&mut Vm, usize, VcpuReg), HypError> {
         let vm = self.get(handle)?;
         let vcpu = vm.vcpu(index)?;
@@ -739,8 +740,14 @@ impl VmTable {
         if vm.protected {
             return Err(HypError::PermissionDenied);
         }
-        // The virtual count is the VM's: not moved under any running vCPU.
-        let busy = if reg == VcpuReg::TimerCount { vm.vcpus.iter().any(|v| v.ctx.running()) } else { running };
+        // The virtual count is the VM's: not moved under any running vCPU,
+        // and readable while they run (it changes only under the lock, with
+        // none running).
+        let busy = match reg {
+            VcpuReg::TimerCount if write => vm.vcpus.iter().any(|v| v.ctx.running()),
+            VcpuReg::TimerCount => false,
+            _ => running,
+        };
         if busy {
             return Err(HypError::Busy);
         }
@@ -754,10 +761,10 @@ impl VmTable {
     /// # Errors
     ///
     /// `NoSuchVm`, `NoSuchVcpu`, `InvalidArgument` (register), `PermissionDenied`
-    /// for a protected VM, `Busy` while it runs (for the virtual count: while
-    /// any of the VM's vCPUs runs).
+    /// for a protected VM, `Busy` while it runs (not for the virtual count:
+    /// the VM's, readable at any time).
     pub fn get_reg(&mut self, handle: VmHandle, index: VcpuIndex, reg: u64, now: u64) -> Result<u64, HypError> {
-        let (vm, index, reg) = self.register_access(handle, index, reg)?;
+        let (vm, index, reg) = self.register_access(handle, index, reg, false)?;
         let cntvoff = vm.cntvoff;
         let ctx = &vm.vcpus.get(index).ok_or(HypError::NoSuchVcpu)?.ctx;
         Ok(match reg {
@@ -782,7 +789,8 @@ impl VmTable {
     ///
     /// # Errors
     ///
-    /// As [`VmTable::get_reg`].
+    /// As [`VmTable::get_reg`], and `Busy` for the virtual count while any of
+    /// the VM's vCPUs runs.
     pub fn set_reg(
         &mut self,
         handle: VmHandle,
@@ -791,7 +799,7 @@ impl VmTable {
         value: u64,
         now: u64,
     ) -> Result<(), HypError> {
-        let (vm, index, reg) = self.register_access(handle, index, reg)?;
+        let (vm, index, reg) = self.register_access(handle, index, reg, true)?;
         if reg == VcpuReg::TimerCount {
             vm.cntvoff = now.wrapping_sub(value);
             return Ok(());

@@ -246,6 +246,14 @@ fn the_rest_of_a_non_protected_vcpus_registers_read_back_as_written() {
     w.vms.set_reg(n, v1, count, 100, 1_000).unwrap();
     assert_eq!(w.vms.get_reg(n, VcpuIndex::new(0), count, 1_050), Ok(150));
     assert_eq!(w.vms.get_reg(p, VcpuIndex::new(0), count, 0), Err(HypError::PermissionDenied));
+    // While vCPU 0 runs: its own registers are Busy, the VM's count reads but
+    // does not move, vCPU 1's registers are the host's.
+    assert!(w.vms.get(n).unwrap().vcpus[0].ctx.claim(None));
+    assert_eq!(w.vms.get_reg(n, VcpuIndex::new(0), 0, 0), Err(HypError::Busy));
+    assert_eq!(w.vms.get_reg(n, v1, count, 1_100), Ok(200));
+    assert_eq!(w.vms.set_reg(n, v1, count, 7, 1_100), Err(HypError::Busy));
+    assert_eq!(w.vms.get_reg(n, v1, count, 1_100), Ok(200), "the count did not move");
+    assert_eq!(w.vms.set_reg(n, v1, VcpuReg::ElrEl1.raw(), 7, 0), Ok(()));
 }
 
 #[test]
@@ -568,10 +576,11 @@ fn protected_vcpu_entry_is_set_once_by_the_host_and_only_for_vcpu_0() {
     // The secondary its guest never started stays off.
     assert_eq!(other_entry(&mut w, 2), Err(PermissionDenied));
     assert_eq!(vcpu_state(&mut w, h, 2), (Off, 0, 0));
-    // No register write, at any stage.
+    // No register read or write, at any stage, by any number the ABI has.
     for vcpu in 0..3 {
-        for reg in [0, 31, 32, 33] {
+        for reg in (0..=41).chain(64..=127) {
             assert_eq!(w.vms.set_reg(h, VcpuIndex::new(vcpu), reg, 0x6666_0000, 0), Err(PermissionDenied));
+            assert_eq!(w.vms.get_reg(h, VcpuIndex::new(vcpu), reg, 0), Err(PermissionDenied));
         }
     }
     // Crashed, then torn down: no VM to initialise.
