@@ -261,10 +261,16 @@ static long create_hyp_vm(struct kvm_vm_state *vm)
 			    vcpu->regs[reg] != (reg == HYP_REG_PSTATE ? RESET_PSTATE : 0))
 				ret = hyp_errno(hyp_call4(CALL_VCPU_SET_REG, vm->handle, i, reg, vcpu->regs[reg]));
 	}
-	/* The count the guest's virtual counter showed so far goes on from here (KVM_REG_ARM_TIMER_CNT). */
-	if (ret == 0 && !vm->is_protected)
+	/*
+	 * The count the guest's virtual counter showed so far goes on from here
+	 * (KVM_REG_ARM_TIMER_CNT): the host may set a protected VM's too, before
+	 * it first runs.
+	 */
+	if (ret == 0) {
+		step = "VCPU_SET_REG of the virtual count";
 		ret = hyp_errno(hyp_call4(CALL_VCPU_SET_REG, vm->handle, 0, HYP_REG_TIMER_COUNT,
 					  physical_count() - vm->count_offset));
+	}
 	if (ret != 0) {
 		pr_warn_ratelimited("kvm: the hyp refused the VM at its first run (%s: %ld); the VM is dead\n", step,
 				    ret);
@@ -418,9 +424,7 @@ static long set_hyp_reg(struct kvm_vcpu_state *vcpu, unsigned int reg, u64 value
 	if (vm->handle)
 		return hyp_errno(hyp_call4(CALL_VCPU_SET_REG, vm->handle, vcpu->index, reg, value));
 	if (reg == HYP_REG_TIMER_COUNT) {
-		/* A protected VM's counter is the hyp's to start. */
-		if (vm->is_protected)
-			return -EPERM;
+		/* The VM's, in either type (the hyp takes it at the first run). */
 		vm->count_offset = physical_count() - value;
 		return 0;
 	}
@@ -686,6 +690,9 @@ static long vcpu_run(struct kvm_vcpu_state *vcpu)
 			run->system_event.ndata = 1;
 			return 0;
 		case EXIT_FATAL:
+			/* (A protected VM's syndrome and address are withheld: 0.) */
+			pr_warn_ratelimited("kvm: vCPU %u's guest crashed (ESR %#llx, address %#llx); its VM runs no more\n",
+					    vcpu->index, (unsigned long long)res.a2, (unsigned long long)res.a3);
 			run->exit_reason = KVM_EXIT_FAIL_ENTRY;
 			run->fail_entry.hardware_entry_failure_reason = res.a2;
 			run->fail_entry.cpu = vcpu->index;

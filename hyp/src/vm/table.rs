@@ -737,7 +737,12 @@ impl VmTable {
         let vcpu = vm.vcpu(index)?;
         let running = vcpu.ctx.running();
         let reg = VcpuReg::from_raw(reg).ok_or(HypError::InvalidArgument)?;
-        if vm.protected {
+        // A protected VM's registers are its guest's. Its virtual count is
+        // not: the physical count less an offset taken from it, which its
+        // host may read, and may set before the VM first runs (as it sets
+        // vCPU 0's entry), a KVM VMM's `KVM_REG_ARM_TIMER_CNT`.
+        let host_may = reg == VcpuReg::TimerCount && (!write || !vm.ran);
+        if vm.protected && !host_may {
             return Err(HypError::PermissionDenied);
         }
         // The virtual count is the VM's: not moved under any running vCPU,
@@ -755,14 +760,15 @@ impl VmTable {
         Ok((vm, index, reg))
     }
 
-    /// Reads a register of a non-protected VM's vCPU; `now` is the physical
-    /// count (for the virtual count).
+    /// Reads a register of a non-protected VM's vCPU, or a VM's virtual count;
+    /// `now` is the physical count (for the virtual count).
     ///
     /// # Errors
     ///
     /// `NoSuchVm`, `NoSuchVcpu`, `InvalidArgument` (register), `PermissionDenied`
-    /// for a protected VM, `Busy` while it runs (not for the virtual count:
-    /// the VM's, readable at any time).
+    /// for a protected VM (not for its virtual count, which the host may read,
+    /// and set before the VM first runs), `Busy` while it runs (not for the
+    /// virtual count: the VM's, readable at any time).
     pub fn get_reg(&mut self, handle: VmHandle, index: VcpuIndex, reg: u64, now: u64) -> Result<u64, HypError> {
         let (vm, index, reg) = self.register_access(handle, index, reg, false)?;
         let cntvoff = vm.cntvoff;

@@ -722,7 +722,15 @@ impl Model {
                     } else if hyp_abi::VcpuReg::from_raw(a3).is_none() {
                         Expect::err(HypError::InvalidArgument)
                     } else if vm.protected {
-                        Expect::err(HypError::PermissionDenied)
+                        // Its virtual count is the host's to read, and to set
+                        // before the VM first ran.
+                        let count = a3 == hyp_abi::VcpuReg::TimerCount.raw();
+                        let set = call == HostCall::VcpuSetReg;
+                        if count && !(set && vm.ran) {
+                            Expect::ok(OkCheck::Any)
+                        } else {
+                            Expect::err(HypError::PermissionDenied)
+                        }
                     } else {
                         Expect::ok(OkCheck::Any)
                     }
