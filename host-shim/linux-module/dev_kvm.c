@@ -280,6 +280,9 @@ static long create_hyp_vm(struct kvm_vm_state *vm)
 	return ret;
 }
 
+/* PSTATE's condition flags N, Z, C, V. */
+#define PSTATE_NZCV (0xfULL << 28)
+
 /* What a register id of KVM_GET_REG_LIST is here. */
 enum reg_kind {
 	/* One hyp register (`hyp`). */
@@ -428,8 +431,14 @@ static long set_hyp_reg(struct kvm_vcpu_state *vcpu, unsigned int reg, u64 value
 		vm->count_offset = physical_count() - value;
 		return 0;
 	}
-	/* The hyp takes only vCPU 0's entry and x0 from the host (VCPU_INIT). */
-	if (vm->is_protected && value != vcpu->regs[reg] && !(vcpu->index == 0 && (reg == 0 || reg == HYP_REG_PC)))
+	/*
+	 * The hyp takes only vCPU 0's entry and x0 from the host (VCPU_INIT).
+	 * PSTATE's condition flags are no state a guest starts from: a VMM may
+	 * write its own (QEMU's reset PSTATE has Z set, and a refusal would keep
+	 * QEMU from writing PC after it); the hyp's VCPU_INIT clears them.
+	 */
+	if (vm->is_protected && value != vcpu->regs[reg] && !(vcpu->index == 0 && (reg == 0 || reg == HYP_REG_PC)) &&
+	    !(reg == HYP_REG_PSTATE && (value & ~PSTATE_NZCV) == (vcpu->regs[reg] & ~PSTATE_NZCV)))
 		return -EPERM;
 	vcpu->regs[reg] = value;
 	return 0;

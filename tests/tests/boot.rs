@@ -734,7 +734,8 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
 /// powered off through `KVM_SET_MP_STATE` until the guest's PSCI `CPU_ON`),
 /// the guest echoes a line from QEMU's serial port (the UART's interrupt
 /// through `KVM_IRQ_LINE`), powers off, and QEMU reads the virtual counter
-/// (`KVM_REG_ARM_TIMER_CNT`) and exits 0.
+/// (`KVM_REG_ARM_TIMER_CNT`) and exits 0; then the same as a protected VM
+/// (`with-protected-vm` sets the type bit in QEMU's `KVM_CREATE_VM`).
 #[test]
 fn qemu_runs_a_linux_guest_on_dev_kvm() {
     let mut command = Command::new(repo_root().join("scripts/run-qemu-vmm"));
@@ -748,8 +749,14 @@ fn qemu_runs_a_linux_guest_on_dev_kvm() {
         "linux-guest: console input: ",
         "reboot: Power down",
         "linux-qemu-vmm: run (non-protected) exited with status 0",
+        "linux-qemu-vmm: run (protected): qemu-system-aarch64 -accel kvm, 2 vCPUs",
+        "with-protected-vm: KVM_CREATE_VM(type 0x80000028) made VM fd",
+        "linux-guest: user space reached",
+        "linux-guest: console input: ",
+        "reboot: Power down",
+        "linux-qemu-vmm: run (protected) exited with status 0",
         "linux-qemu-vmm: done",
-        "run succeeded: QEMU ran the guest on /dev/kvm with 2 vCPUs",
+        "run succeeded: QEMU ran the guest on /dev/kvm with 2 vCPUs, non-protected and protected",
     ]);
     run.assert_absent(&["kvm run failed", "Segmentation fault", "Aborted", "Oops", "PANIC"]);
     run.assert_status(0);
