@@ -137,6 +137,14 @@ static void check_more_registers_before_run(int vcpu, int protected, const char 
 	check(err == (protected ? EPERM : 0), "%s: ELR_EL1 set: %s", name, err ? strerror(err) : "done");
 	err = reg_io(vcpu, KVM_SET_ONE_REG, FPCR_REG, &fpcr);
 	check(err == (protected ? EPERM : 0), "%s: FPCR (32 bits) set: %s", name, err ? strerror(err) : "done");
+	/* PSTATE's condition flags are no starting state: QEMU's reset PSTATE has Z set. */
+	err = set_reg(vcpu, CORE_REG(regs.pstate), RESET_PSTATE | 1ULL << 30);
+	check(err == 0, "%s: pstate with the Z flag (QEMU's reset value): %s", name, err ? strerror(err) : "done");
+	err = set_reg(vcpu, CORE_REG(regs.pstate), 0x3c4);
+	check(err == (protected ? EPERM : 0), "%s: pstate of another mode (EL1t): %s", name,
+	      err ? strerror(err) : "done");
+	err = set_reg(vcpu, CORE_REG(regs.pstate), RESET_PSTATE);
+	check(err == 0, "%s: the reset pstate again: %s", name, err ? strerror(err) : "done");
 	/* The AArch32 SPSRs: the driver keeps them for user space, in both VM types. */
 	check(set_reg(vcpu, CORE_REG(spsr[KVM_SPSR_FIQ]), 0x1d3) == 0 &&
 		      get_reg(vcpu, CORE_REG(spsr[KVM_SPSR_FIQ]), &value) == 0 && value == 0x1d3,
