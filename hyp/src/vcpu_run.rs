@@ -906,7 +906,8 @@ pub fn vcpu_run(
                 hardware == VgicHardware::None || vm.gic.private(index).is_some_and(|p| p.enabled & 1 << intid != 0)
             };
             let virtual_deadline = if enabled(vm, VTIMER_INTID) {
-                timer::deadline(ctx.sysregs.cntv_ctl, ctx.sysregs.cntv_cval, entry.cntvoff)
+                let (ctl, cval) = (ctx.sysregs.cntv_ctl, ctx.sysregs.cntv_cval);
+                timer::deadline_with_offset(ctl, cval, entry.cntvoff, physical_count())
             } else {
                 u64::MAX
             };

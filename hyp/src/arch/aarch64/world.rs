@@ -181,7 +181,7 @@ struct HypTimer {
 impl HypTimer {
     fn arm(host: &El1Sysregs, guest_deadline: u64, ppi_frame: PpiFrame) -> HypTimer {
         // The host's virtual count is the physical count (CNTVOFF_EL2 0).
-        let host_deadline = crate::arch::timer::deadline(host.cntv_ctl, host.cntv_cval, 0);
+        let host_deadline = crate::arch::timer::deadline(host.cntv_ctl, host.cntv_cval);
         let mut timer = HypTimer { host_deadline, guest_deadline, armed: false, ppi_enabled: false };
         timer.program(ppi_frame);
         timer
