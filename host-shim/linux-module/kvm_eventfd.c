@@ -22,9 +22,12 @@
 #include "dev_kvm.h"
 #include "hyp_calls.h"
 
-/* Most of each per VM (Linux's bus holds 1000 devices; a VM has a handful). */
-#define MAX_IOEVENTFDS 64
-#define MAX_IRQFDS 64
+/*
+ * Most of each per VM: Linux's MMIO bus limit (NR_IOBUS_DEVS). QEMU registers
+ * one ioeventfd per virtqueue, and its virtio-serial alone has 64 queues.
+ */
+#define MAX_IOEVENTFDS 1000
+#define MAX_IRQFDS 1000
 
 struct kvm_ioeventfd_entry {
 	struct list_head link;
