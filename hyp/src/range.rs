@@ -106,6 +106,10 @@ impl<T: Copy + Default, const N: usize> FixedVec<T, N> {
         &self.items[..self.len]
     }
 
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.items[..self.len]
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -406,6 +406,11 @@ fn serve_gic_access(
 ) -> Option<Outcome> {
     // Decided without the lock: most data aborts are the host's MMIO.
     let (frame, offset) = frame_of(gic_version_of(view.hardware), view.gic.vcpus, &view.gic.layout, trap.ipa)?;
+    // (Without an IPA from HPFAR_EL2 `trap.ipa` is 0, which a window placed
+    // at 0 would claim.)
+    if !trap.esr.hpfar_valid() {
+        return None;
+    }
     let access = crate::vm::exit::decode_mmio(trap.esr)?;
     let register = usize::from(access.register);
     let write = access.write.then(|| if register == 31 { 0 } else { ctx.gprs.x[register] });
@@ -461,7 +466,7 @@ fn serve_gicv2_cpu_interface(
 ) -> bool {
     use crate::arch::aarch64::gicv2::{cpu_interface_access, CPU_INTERFACE_SIZE};
     let offset = trap.ipa.wrapping_sub(view.gic.layout.cpu_interface);
-    if offset >= CPU_INTERFACE_SIZE {
+    if offset >= CPU_INTERFACE_SIZE || !trap.esr.hpfar_valid() {
         return false;
     }
     let Some(access) = crate::vm::exit::decode_mmio(trap.esr).filter(|a| a.size_bytes == 4 && offset.is_multiple_of(4))

@@ -369,8 +369,12 @@ impl MemoryState {
         guest_source!(self, env).alloc_page()
     }
 
-    /// Gives back a page from [`MemoryState::alloc_guest_page`].
+    /// Gives back a page from [`MemoryState::alloc_guest_page`], zeroed and
+    /// cleaned to the point of coherency first: it held a vCPU's registers,
+    /// and a page of the memcache stays in the host's RAM, which a host that
+    /// never reclaims it reads after a reset.
     pub fn free_guest_page(&mut self, page: usize, env: &mut Env<'_>) {
+        env.memory.scrub(page as u64, 1);
         guest_source!(self, env).free_page(page);
     }
 

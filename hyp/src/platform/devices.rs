@@ -79,6 +79,9 @@ pub struct DeviceRegion {
     pub class: DeviceClass,
     /// The node's first `compatible` string (or its name), for the boot log.
     pub name: ShortName,
+    /// Of a `BehindIommu` region, the IOMMU its node names
+    /// ([`DeviceTable::settle_iommus`]); otherwise 0.
+    pub iommu: u32,
 }
 
 /// Registers that cannot master the bus. Anything not here (and not below) is
@@ -119,6 +122,43 @@ const SMMU_V3: &[&str] = &["arm,smmu-v3"];
 /// Whether the node's DMA goes through an IOMMU.
 fn behind_iommu(node: &Node<'_>) -> bool {
     node.get(Prop::IommuMap).is_some() || node.get(Prop::Iommus).is_some()
+}
+
+/// The one IOMMU (its phandle) that every entry of the node's `iommus` and
+/// `iommu-map` names, read as an SMMUv3's (`#iommu-cells` 1: `iommus` is
+/// phandle and stream pairs, `iommu-map` is RID base, phandle, stream base
+/// and length); 0 (no node's phandle) if the node names none, names two, or
+/// its entries are not of that shape. The hyp drives one SMMU: a device whose
+/// DMA goes through another (in bypass at reset, or an SMMUv2 with other
+/// cells) is an unisolated bus master.
+fn iommu_phandle(node: &Node<'_>) -> u32 {
+    let mut named = 0;
+    let mut name = |phandle: u32| {
+        if phandle == 0 || (named != 0 && named != phandle) {
+            return false;
+        }
+        named = phandle;
+        true
+    };
+    let cell = |entry: &[u8], index: usize| -> Option<u32> {
+        let bytes = entry.get(index * 4..index * 4 + 4)?;
+        Some(u32::from_be_bytes(bytes.try_into().ok()?))
+    };
+    let props = [(Prop::Iommus, 2, 0), (Prop::IommuMap, 4, 1)];
+    for (prop, cells, at) in props {
+        let Some(value) = node.get(prop).map(|p| p.value) else {
+            continue;
+        };
+        if value.is_empty() || value.len() % (cells * 4) != 0 {
+            return 0;
+        }
+        for entry in value.chunks_exact(cells * 4) {
+            if !cell(entry, at).is_some_and(&mut name) {
+                return 0;
+            }
+        }
+    }
+    named
 }
 
 const GIC_V3: &[&str] = &["arm,gic-v3"];
@@ -174,10 +214,13 @@ pub struct DeviceTable {
     /// Depth-first indices (the root is 0) of the nodes the host's tree shows
     /// as disabled.
     pub withheld_nodes: crate::range::FixedVec<u16, MAX_WITHHELD_NODES>,
-    /// Of those, the ones behind an IOMMU: enabled again when the hyp drives it.
-    pub iommu_nodes: crate::range::FixedVec<u16, 8>,
-    /// The first `arm,smmu-v3`'s register frame.
+    /// Of those, the ones behind an IOMMU: enabled again when the hyp drives
+    /// it. With the IOMMU they name until [`DeviceTable::settle_iommus`].
+    pub iommu_nodes: crate::range::FixedVec<(u16, u32), 8>,
+    /// The first `arm,smmu-v3`'s register frame, the one the hyp drives.
     pub smmu: Option<PhysRange>,
+    /// Its phandle (0: it has none, so no device names it).
+    pub smmu_phandle: u32,
 }
 
 impl DeviceTable {
@@ -190,7 +233,9 @@ impl DeviceTable {
         let strict = DmaPolicy { permissive: dma_permissive, iommu: false };
         if self.smmu.is_none() && dt::is_compatible(node, SMMU_V3) {
             self.smmu = bus.reg(node, 0).and_then(|(base, size)| PhysRange::from_base_size(base, size));
+            self.smmu_phandle = node.get(Prop::Phandle).and_then(|p| dt::read_cells(p.value)).map_or(0, |p| p as u32);
         }
+        let iommu = if behind_iommu(node) { iommu_phandle(node) } else { 0 };
         let name = ShortName::new(dt::prop_str(node, Prop::Compatible).unwrap_or(node.name));
         let mut withheld = false;
         for (i, (base, size)) in bus.regs(node).enumerate().filter_map(|(i, r)| Some((i, r?))) {
@@ -199,15 +244,21 @@ impl DeviceTable {
             };
             let class = reg_class(node, i);
             let is_gic = dt::is_compatible(node, GIC_V3) || dt::is_compatible(node, GIC_V2);
-            let pci_class = if is_pci_host(node) && behind_iommu(node) { DeviceClass::BehindIommu } else { class };
+            let pci_class = if is_pci_host(node) && iommu != 0 { DeviceClass::BehindIommu } else { class };
             withheld |= !is_gic && !pci_class.host_may_map(strict);
-            self.regions.push(DeviceRegion { range: range.page_aligned_outward(), class: pci_class, name });
+            let region_iommu = if pci_class == DeviceClass::BehindIommu { iommu } else { 0 };
+            self.regions.push(DeviceRegion {
+                range: range.page_aligned_outward(),
+                class: pci_class,
+                name,
+                iommu: region_iommu,
+            });
         }
         let pci = is_pci_host(node);
-        let class = if behind_iommu(node) { DeviceClass::BehindIommu } else { DeviceClass::BusMaster };
+        let class = if iommu != 0 { DeviceClass::BehindIommu } else { DeviceClass::BusMaster };
         if pci {
             for window in pci_windows(node, bus).flatten() {
-                self.regions.push(DeviceRegion { range: window, class, name });
+                self.regions.push(DeviceRegion { range: window, class, name, iommu });
             }
             withheld |= !dma_permissive;
         }
@@ -215,18 +266,37 @@ impl DeviceTable {
             if let Ok(index) = u16::try_from(index) {
                 self.withheld_nodes.push(index);
                 if pci && class == DeviceClass::BehindIommu {
-                    self.iommu_nodes.push(index);
+                    self.iommu_nodes.push((index, iommu));
                 }
             }
         }
         pci
     }
 
+    /// After the walk (the SMMU may come after the devices that name it):
+    /// a region behind an IOMMU other than the one the hyp drives is a plain
+    /// bus master, and its node stays disabled whatever the hyp drives.
+    pub fn settle_iommus(&mut self) {
+        let driven = self.smmu_phandle;
+        for region in self.regions.as_mut_slice() {
+            if region.class == DeviceClass::BehindIommu && (driven == 0 || region.iommu != driven) {
+                *region = DeviceRegion { class: DeviceClass::BusMaster, iommu: 0, ..*region };
+            }
+        }
+        let mut kept = crate::range::FixedVec::default();
+        for &(node, iommu) in self.iommu_nodes.as_slice() {
+            if driven != 0 && iommu == driven {
+                kept.push((node, iommu));
+            }
+        }
+        self.iommu_nodes = kept;
+    }
+
     /// The nodes the host's tree shows disabled under `policy`.
     pub fn disabled_nodes(&self, policy: DmaPolicy) -> crate::range::FixedVec<u16, MAX_WITHHELD_NODES> {
         let mut nodes = crate::range::FixedVec::default();
         for &node in self.withheld_nodes.as_slice() {
-            if !(policy.iommu && self.iommu_nodes.as_slice().contains(&node)) {
+            if !(policy.iommu && self.iommu_nodes.as_slice().iter().any(|&(n, _)| n == node)) {
                 nodes.push(node);
             }
         }
@@ -297,6 +367,33 @@ mod tests {
         assert!(!DeviceClass::BusMaster.host_may_map(iommu));
         assert!(DeviceClass::BehindIommu.host_may_map(iommu));
         assert!(!DeviceClass::BehindIommu.host_may_map(DmaPolicy::default()));
+    }
+
+    /// Only a root complex whose every `iommu-map` entry names the SMMU the
+    /// hyp drives (the first `arm,smmu-v3`) is behind an IOMMU: one behind
+    /// the second SMMUv3, one split between both, one behind an MMU-500 are
+    /// plain bus masters, withheld whatever the hyp drives.
+    #[test]
+    fn only_the_driven_smmus_devices_are_behind_an_iommu() {
+        let p = Platform::from_fdt(include_bytes!("testdata/two-smmus.dtb")).expect("parses");
+        assert_eq!(p.devices.smmu.map(|r| r.start), Some(0x905_0000));
+        assert_ne!(p.devices.smmu_phandle, 0);
+        assert_eq!(class(&p, 0x40_1000_0000), Some(DeviceClass::BehindIommu), "ECAM behind the driven SMMU");
+        assert_eq!(class(&p, 0x1000_0000), Some(DeviceClass::BehindIommu), "its window");
+        assert_eq!(class(&p, 0x50_1000_0000), Some(DeviceClass::BusMaster), "behind the second SMMUv3");
+        assert_eq!(class(&p, 0x3000_0000), Some(DeviceClass::BusMaster), "its window");
+        assert_eq!(class(&p, 0x60_1000_0000), Some(DeviceClass::BusMaster), "split between both");
+        assert_eq!(class(&p, 0x5000_0000), Some(DeviceClass::BusMaster), "its window");
+        assert_eq!(class(&p, 0x70_1000_0000), Some(DeviceClass::BusMaster), "behind the MMU-500");
+        assert_eq!(class(&p, 0x6000_0000), Some(DeviceClass::BusMaster), "its window");
+        // All four bridges and the three IOMMUs are withheld; with the SMMU
+        // driven, only the first bridge (the first node, index 2) comes back.
+        let iommu = DmaPolicy { permissive: false, iommu: true };
+        let strict = p.devices.disabled_nodes(DmaPolicy::default());
+        let driven = p.devices.disabled_nodes(iommu);
+        assert_eq!(strict.len(), 7, "{:?}", strict.as_slice());
+        assert_eq!(driven.len(), 6);
+        assert!(strict.as_slice().contains(&2) && !driven.as_slice().contains(&2));
     }
 
     #[test]

@@ -232,6 +232,7 @@ impl Platform {
         let bus = Bus::root(&root);
         let mut walker = Walker { platform, next_index: 1 };
         walker.visit_children(&root, &bus, 1, stdout_path, false);
+        walker.platform.devices.settle_iommus();
 
         if walker.platform.ram.is_empty() {
             return Err(PlatformError::NoMemory);

@@ -673,7 +673,19 @@ impl VmTable {
         if vm.ran {
             return Err(HypError::Busy);
         }
-        vm.gic_layout = GicLayout::placed(vm.gic.version, vm.vcpus.len(), distributor, second, ipa_limit)?;
+        let layout = GicLayout::placed(vm.gic.version, vm.vcpus.len(), distributor, second, ipa_limit)?;
+        // Memory the host took back from the VM (poisoned IPAs) ends the VM
+        // when touched: a window there would answer with GIC registers the
+        // host sets instead ([`VmTable::reclaim`] keeps the other order out).
+        let poisoned = |window: &core::ops::Range<u64>| {
+            (window.start..window.end)
+                .step_by(4096)
+                .any(|ipa| matches!(vm.stage2.entry_at(ipa as usize), Entry::Marked(mark) if mark == GUEST_POISONED))
+        };
+        if layout.windows(vm.gic.version).iter().any(poisoned) {
+            return Err(HypError::InvalidArgument);
+        }
+        vm.gic_layout = layout;
         Ok(())
     }
 
@@ -936,6 +948,13 @@ impl VmTable {
         }
         if ipa.checked_add(pages * 4096).is_none_or(|end| end > vm.stage2.limit() as u64) {
             return Err(HypError::OutOfRange);
+        }
+        // A live VM's IPA taken back is poisoned: the guest's next access
+        // ends it. Inside a GIC window the access would be the emulated
+        // GIC's, answered with registers the host sets: refused (the host
+        // tears the VM down first).
+        if live && vm.gic_layout.meets(vm.gic.version, ipa, ipa + pages * 4096) {
+            return Err(HypError::InvalidArgument);
         }
         // The range must map host-physically contiguous pages (what the host gave
         // in one call): then one transition takes them all back, or none.

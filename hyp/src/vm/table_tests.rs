@@ -1120,3 +1120,58 @@ fn claims_with_and_without_the_lock_never_both_win() {
     }
     fast.join().unwrap();
 }
+
+/// A freed VM's vCPU contexts go back to the memcache (host RAM the hyp
+/// holds) zeroed: a host that never reclaims them and resets would otherwise
+/// read a protected guest's last registers there.
+#[test]
+fn a_freed_vms_vcpu_contexts_are_zeroed_before_their_pages_are_reused() {
+    let mut w = World::new();
+    let vm = w.create(1, 2).unwrap();
+    w.map(vm, 0x4010_0000, 0x8000_0000, 1).unwrap();
+    w.vms.vcpu_init(vm, VcpuIndex::new(0), 0x8000_0000, 0x5ec7e7).unwrap();
+    w.vms.get(vm).unwrap().vcpus[0].ctx.gprs.x[7] = 0x5ec7e7;
+    let contexts: Vec<u64> = (0..2).map(|i| w.vms.get(vm).unwrap().vcpus[i].ctx.page()).collect();
+    w.teardown(vm).unwrap();
+    assert!(contexts.iter().all(|c| !w.zeroes.0.contains(c)), "not before the VM is freed");
+    w.reclaim(vm, 0x8000_0000, 1).unwrap();
+    assert!(w.vms.get(vm).is_err(), "the last reclaim freed the VM");
+    for &page in &contexts {
+        assert!(w.zeroes.0.contains(&page), "context {page:#x} freed without a scrub");
+    }
+    w.assert_clean();
+}
+
+/// A live VM's memory inside its GIC windows cannot be taken back (there a
+/// poisoned IPA would be the emulated GIC's, whose registers the host sets,
+/// rather than a fatal exit), and the windows cannot be moved over poisoned
+/// IPAs; nothing changes on either refusal.
+#[test]
+fn memory_in_a_gic_window_is_not_taken_from_a_live_vm() {
+    let distributor = hyp_abi::GUEST_GIC_DISTRIBUTOR;
+    let mut w = World::new();
+    let vm = w.create(1, 1).unwrap();
+    w.map(vm, 0x4010_0000, distributor + 0x1000, 1).unwrap();
+    w.map(vm, 0x4020_0000, 0x8000_0000, 1).unwrap();
+    assert_eq!(w.reclaim(vm, distributor + 0x1000, 1), Err(HypError::InvalidArgument));
+    assert!(!w.host_maps(0x4010_0000), "still the VM's");
+    assert_eq!(w.vms.ipa_kind(vm, Ipa::new(distributor + 0x1000)).0, crate::vm::guest_trap::IpaKind::Memory);
+    // Outside the windows a forced reclaim poisons the IPA; the windows may
+    // not move there.
+    w.reclaim(vm, 0x8000_0000, 1).unwrap();
+    assert_eq!(w.vms.ipa_kind(vm, Ipa::new(0x8000_0000)).0, crate::vm::guest_trap::IpaKind::Lost);
+    let before = w.vms.get(vm).unwrap().gic_layout;
+    assert_eq!(w.vms.set_gic_layout(vm, 0x8000_0000, 0x8010_0000), Err(HypError::InvalidArgument));
+    assert_eq!(
+        w.vms.set_gic_layout(vm, 0x7ff0_0000, 0x8000_0000),
+        Err(HypError::InvalidArgument),
+        "the redistributors over it"
+    );
+    assert_eq!(w.vms.get(vm).unwrap().gic_layout, before);
+    assert!(w.vms.set_gic_layout(vm, 0x9000_0000, 0x9010_0000).is_ok(), "elsewhere");
+    // Torn down, the VM gives everything back.
+    w.teardown(vm).unwrap();
+    w.reclaim(vm, distributor + 0x1000, 1).unwrap();
+    assert!(w.host_maps(0x4010_0000));
+    w.assert_clean();
+}

@@ -109,6 +109,25 @@ impl GicLayout {
     }
 }
 
+impl GicLayout {
+    /// The IPA ranges the emulated GIC answers in, for a GIC of `version`:
+    /// the distributor's, and GICv3's redistributors' or GICv2's CPU
+    /// interface's (each wrapping nowhere: `placed` checked them, and the
+    /// default lies low).
+    pub fn windows(&self, version: GicVersion) -> [core::ops::Range<u64>; 2] {
+        let second = match version {
+            GicVersion::V3 => self.redistributors..self.redistributors.saturating_add(self.redistributors_size),
+            GicVersion::V2 => self.cpu_interface..self.cpu_interface.saturating_add(GUEST_GICV2_CPU_INTERFACE_SIZE),
+        };
+        [self.distributor..self.distributor.saturating_add(DISTRIBUTOR_SIZE), second]
+    }
+
+    /// Whether `[start, end)` meets a window of [`GicLayout::windows`].
+    pub fn meets(&self, version: GicVersion, start: u64, end: u64) -> bool {
+        self.windows(version).iter().any(|w| start < w.end && w.start < end)
+    }
+}
+
 /// The frame and offset of `ipa`, if it is in the VM's GIC windows (as
 /// `layout` places them).
 pub fn frame_of(version: GicVersion, vcpus: usize, layout: &GicLayout, ipa: u64) -> Option<(Frame, u64)> {

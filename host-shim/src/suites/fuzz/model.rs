@@ -82,6 +82,11 @@ impl Answers {
         self.0 & 1 != 0
     }
 
+    /// The same outcomes but `Ok`.
+    pub fn without_ok(self) -> Answers {
+        Answers(self.0 & !1)
+    }
+
     /// Whether the status in x0 is one of these (0 for `Ok`; an unknown
     /// status never is).
     pub fn accepts(self, status: u64) -> bool {
@@ -328,6 +333,9 @@ pub struct Vm {
     program: Option<Sharing>,
     /// The page it shares with the host (its sharing guest's data page).
     pub host_borrowed: Option<u64>,
+    /// Its GIC's distributor and second window as `VM_SET_GIC` placed them
+    /// (`None`: where they are out of reset).
+    gic_placed: Option<(u64, u64)>,
 }
 
 impl Vm {
@@ -348,7 +356,26 @@ impl Vm {
             sharing_guest: false,
             program: None,
             host_borrowed: None,
+            gic_placed: None,
         }
+    }
+
+    /// The IPA ranges its emulated GIC answers in (GICv3's on a platform
+    /// without a GIC, as the hyp's).
+    fn gic_windows(&self, v3: bool) -> [(u64, u64); 2] {
+        let default_second = if v3 { hyp_abi::GUEST_GICV3_REDISTRIBUTORS } else { hyp_abi::GUEST_GICV2_CPU_INTERFACE };
+        let (distributor, second) = self.gic_placed.unwrap_or((hyp_abi::GUEST_GIC_DISTRIBUTOR, default_second));
+        let second_size = match (v3, self.gic_placed) {
+            (true, None) => 0x2_0000 * hyp_abi::MAX_VCPUS_PER_VM,
+            (true, Some(_)) => 0x2_0000 * self.vcpus,
+            (false, _) => hyp_abi::GUEST_GICV2_CPU_INTERFACE_SIZE,
+        };
+        [(distributor, distributor + 0x1_0000), (second, second.saturating_add(second_size))]
+    }
+
+    /// Whether `[start, end)` meets its GIC windows.
+    fn meets_gic(&self, v3: bool, start: u64, end: u64) -> bool {
+        self.gic_windows(v3).iter().any(|&(s, e)| start < e && s < end)
     }
 
     pub fn maps(&self) -> &[(u64, u64)] {
@@ -785,7 +812,14 @@ impl Model {
                     } else if vm.ran {
                         Expect::err(HypError::Busy)
                     } else {
-                        let answers = gic_layout_answers(self.gic_v3, vm.vcpus, a2, a3);
+                        let mut answers = gic_layout_answers(self.gic_v3, vm.vcpus, a2, a3);
+                        // Not over IPAs the host took back from the VM.
+                        let placed = Vm { gic_placed: Some((a2, a3)), ..vm };
+                        if answers.has_ok()
+                            && vm.poisoned().iter().any(|&ipa| placed.meets_gic(self.gic_v3, ipa, ipa + PAGE))
+                        {
+                            answers = answers.without_ok().or_err(HypError::InvalidArgument);
+                        }
                         Expect { answers, ok: OkCheck::Any, skip: false }
                     }
                 }
@@ -871,6 +905,11 @@ impl Model {
             Some(end) if end > 1 << IPA_BITS_MAX => return Expect::err(HypError::OutOfRange),
             Some(end) if end > 1 << IPA_BITS_MIN => return Expect::skip(),
             Some(_) => {}
+        }
+        // A live VM keeps what lies in its GIC windows (a poisoned IPA there
+        // would be the emulated GIC's).
+        if live && vm.meets_gic(self.gic_v3 || !self.gic, ipa, ipa + pages * PAGE) {
+            return Expect::err(HypError::InvalidArgument);
         }
         let Some(pa) = vm.pa_at(ipa) else {
             return Expect::err(HypError::InvalidArgument);
@@ -1009,6 +1048,13 @@ impl Model {
                     }
                     if self.vms[slot].is_some_and(|v| v.nmaps == 0) {
                         self.free(slot);
+                    }
+                }
+            }
+            HostCall::VmSetGic => {
+                if let Target::Own(slot) = self.target(a1) {
+                    if let Some(vm) = self.vms[slot].as_mut() {
+                        vm.gic_placed = Some((a2, a3));
                     }
                 }
             }
