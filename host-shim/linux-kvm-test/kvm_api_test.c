@@ -26,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kvm_test.h"
@@ -344,6 +345,18 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	check(err == EFAULT, "%s: slot beyond the VM's 40-bit IPA size: %s", name, strerror(err));
 	expect_errno(vm, _IOW(KVMIO, 0x46, uint64_t), 0, EINVAL, "KVM_SET_USER_MEMORY_REGION of the wrong size");
 	{
+		/* Linux's KVM: only the VM's creator sets its slots; a child gets EIO. */
+		pid_t child = fork();
+		int status = -1;
+
+		if (child == 0)
+			_exit(set_slot(vm, 3, GUEST_BASE + 0x300000, PAGE, memory, 0) == EIO ? 0 : 1);
+		if (child > 0)
+			waitpid(child, &status, 0);
+		check(child > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "%s: KVM_SET_USER_MEMORY_REGION from a forked child: EIO", name);
+	}
+	{
 		struct kvm_irq_level line = { .irq = KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT | 40, .level = 1 };
 
 		expect_errno(vm, KVM_IRQ_LINE, (unsigned long)&line, ENXIO, "KVM_IRQ_LINE without a vGIC");
@@ -365,6 +378,21 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	check(run != MAP_FAILED, "%s: mmap of struct kvm_run", name);
 	if (run == MAP_FAILED)
 		goto out_vcpu;
+	if (protected) {
+		/*
+		 * Only private anonymous memory may become a protected VM's: the
+		 * kernel reads a driver's page (the run page) or a shared one on
+		 * its own, and would take an abort once it left the host.
+		 */
+		void *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+		err = set_slot(vm, 2, GUEST_BASE + 0x200000, PAGE, run, 0);
+		check(err == EINVAL, "%s: the vCPU's run page as a slot: %s", name, strerror(err));
+		err = shared == MAP_FAILED ? 0 : set_slot(vm, 2, GUEST_BASE + 0x200000, PAGE, shared, 0);
+		check(err == EINVAL, "%s: shared memory as a slot: %s", name, strerror(err));
+		if (shared != MAP_FAILED)
+			munmap(shared, PAGE);
+	}
 	expect_errno(vcpu, KVM_RUN, 0, ENOEXEC, "KVM_RUN before KVM_ARM_VCPU_INIT");
 	check(get_reg(vcpu, CORE_REG(regs.pc), &value) == ENOEXEC, "%s: KVM_GET_ONE_REG before KVM_ARM_VCPU_INIT: %s",
 	      name, strerror(ENOEXEC));

@@ -19,12 +19,14 @@
 
 #include <linux/anon_inodes.h>
 #include <linux/file.h>
+#include <linux/hugetlb.h>
 #include <linux/kref.h>
 #include <linux/kvm.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
@@ -98,10 +100,16 @@ static bool reclaimed_page_back(long status)
 	return status == 0 || status == HYP_NO_SUCH_VM || status == HYP_INVALID_ARGUMENT;
 }
 
-/* One reference drop per folio: a huge page at once. */
+static void signal_event(struct kvm_vm_state *vm);
+
+/*
+ * One reference drop per folio: a huge page at once. Dirty: the guest wrote
+ * them through its stage-2, which the host's page tables never saw (an
+ * anonymous page with a copy in swap would otherwise be dropped as clean).
+ */
 static void unpin_slot_pages(struct kvm_slot *slot, unsigned long first, unsigned long pages)
 {
-	unpin_user_pages(slot->pages + first, pages);
+	unpin_user_pages_dirty_lock(slot->pages + first, pages, true);
 }
 
 /*
@@ -166,6 +174,7 @@ static void release_slot(struct kvm_vm_state *vm, struct kvm_slot *slot, bool le
 		i += run;
 	}
 	vm->pinned -= slot->npages;
+	account_locked_vm(vm->mm, slot->npages, false);
 	kvfree(slot->pages);
 	memset(slot, 0, sizeof(*slot));
 }
@@ -218,6 +227,7 @@ void vm_free(struct kref *ref)
 		kfree(vm->vcpus[i]);
 	}
 	memcache_client_end();
+	mmdrop(vm->mm);
 	kfree(vm);
 }
 
@@ -275,7 +285,9 @@ static long create_hyp_vm(struct kvm_vm_state *vm)
 		pr_warn_ratelimited("kvm: the hyp refused the VM at its first run (%s: %ld); the VM is dead\n", step,
 				    ret);
 		destroy_hyp_vm(vm);
-		vm->dead = true;
+		WRITE_ONCE(vm->dead, true);
+		/* Siblings waiting for the VM (powered off at init) see it dead. */
+		signal_event(vm);
 	}
 	return ret;
 }
@@ -581,12 +593,15 @@ void kick_vcpus(struct kvm_vm_state *vm, u64 targets)
 	unsigned int i;
 
 	mutex_lock(&vm->lock);
+	/* A task may leave KVM_RUN and exit meanwhile: task structs are freed after RCU. */
+	rcu_read_lock();
 	for (i = 0; i < vm->vcpu_count; i++) {
 		struct task_struct *task = READ_ONCE(vm->vcpus[i]->running);
 
 		if ((targets & BIT_ULL(i)) && task)
 			kick_process(task);
 	}
+	rcu_read_unlock();
 	mutex_unlock(&vm->lock);
 	signal_event(vm);
 }
@@ -772,7 +787,12 @@ static long vcpu_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
 	void __user *argp = (void __user *)arg;
 	long ret;
 
-	mutex_lock(&vcpu->lock);
+	/*
+	 * KVM_RUN holds the lock while its vCPU waits (powered off, or in WFI
+	 * with no timer): another thread's ioctl waits killably, as in Linux's KVM.
+	 */
+	if (mutex_lock_killable(&vcpu->lock))
+		return -EINTR;
 	switch (ioctl) {
 	case KVM_RUN:
 		ret = arg ? -EINVAL : vcpu_run(vcpu);
@@ -881,6 +901,53 @@ static bool overlaps(struct kvm_vm_state *vm, u64 gpa, u64 size, unsigned int ex
 }
 
 /* KVM_SET_USER_MEMORY_REGION with Linux's checks and errnos, then pin (and map). Under vm->lock. */
+/*
+ * Whether [start, start + size) is private anonymous memory (of small or huge
+ * pages) throughout; the caller holds the mmap lock. A protected VM's memory
+ * leaves the host's stage-2 for good, and any access of the host's kernel to
+ * it takes an abort the kernel cannot survive: only memory the process alone
+ * reaches may go there. A file's page cache (read for other processes), a
+ * shared mapping, or a driver's pages mapped into the process (this module's
+ * own run page, which KVM_RUN writes) would be read by the kernel on its own.
+ */
+static bool private_anonymous(struct mm_struct *mm, unsigned long start, unsigned long size)
+{
+	unsigned long address = start, end = start + size;
+
+	while (address < end) {
+		struct vm_area_struct *vma = vma_lookup(mm, address);
+
+		if (!vma || (vma->vm_flags & (VM_SHARED | VM_MAYSHARE | VM_IO | VM_PFNMAP | VM_MIXEDMAP)))
+			return false;
+		if (!vma_is_anonymous(vma) && !is_vm_hugetlb_page(vma))
+			return false;
+		address = vma->vm_end;
+	}
+	return true;
+}
+
+/*
+ * Pins the slot's pages (all or none): for a protected VM only private
+ * anonymous memory, checked and pinned under one hold of the mmap lock so
+ * that no mapping changes between the two. Returns the pages pinned.
+ */
+static long pin_slot_pages(struct kvm_vm_state *vm, unsigned long uaddr, unsigned long npages, struct page **pages)
+{
+	struct mm_struct *mm = current->mm;
+	long pinned;
+
+	if (!vm->is_protected)
+		return pin_user_pages_fast(uaddr, npages, FOLL_WRITE | FOLL_LONGTERM, pages);
+	if (mmap_read_lock_killable(mm))
+		return -EINTR;
+	if (!private_anonymous(mm, uaddr, npages << PAGE_SHIFT))
+		pinned = -EINVAL;
+	else
+		pinned = pin_user_pages(uaddr, npages, FOLL_WRITE | FOLL_LONGTERM, pages, NULL);
+	mmap_read_unlock(mm);
+	return pinned;
+}
+
 static long set_memory_region(struct kvm_vm_state *vm, const struct kvm_userspace_memory_region *mem)
 {
 	unsigned int id = mem->slot & 0xffff;
@@ -889,6 +956,9 @@ static long set_memory_region(struct kvm_vm_state *vm, const struct kvm_userspac
 	long pinned;
 
 	if (vm->dead)
+		return -EIO;
+	/* Linux's KVM: another process (a child, or one the fd was sent to) gets -EIO. */
+	if (current->mm != vm->mm)
 		return -EIO;
 	if (mem->flags != 0 || (mem->slot >> 16) != 0 || id >= MAX_SLOTS)
 		return -EINVAL;
@@ -932,16 +1002,26 @@ static long set_memory_region(struct kvm_vm_state *vm, const struct kvm_userspac
 		return -EPERM;
 	if (npages > MAX_PINNED_PAGES - vm->pinned)
 		return -ENOMEM;
-	slot->pages = kvmalloc_array(npages, sizeof(*slot->pages), GFP_KERNEL);
-	if (!slot->pages)
+	/*
+	 * Pinned pages count against the process's RLIMIT_MEMLOCK (none for
+	 * CAP_IPC_LOCK), as pKVM's pins of a protected VM's memory do: the
+	 * number of VMs does not bound them.
+	 */
+	if (account_locked_vm(vm->mm, npages, true))
 		return -ENOMEM;
-	pinned = pin_user_pages_fast(mem->userspace_addr, npages, FOLL_WRITE | FOLL_LONGTERM, slot->pages);
+	slot->pages = kvmalloc_array(npages, sizeof(*slot->pages), GFP_KERNEL_ACCOUNT);
+	if (!slot->pages) {
+		account_locked_vm(vm->mm, npages, false);
+		return -ENOMEM;
+	}
+	pinned = pin_slot_pages(vm, mem->userspace_addr, npages, slot->pages);
 	if (pinned != npages) {
 		if (pinned > 0)
 			unpin_user_pages(slot->pages, pinned);
 		kvfree(slot->pages);
 		slot->pages = NULL;
-		return -EFAULT;
+		account_locked_vm(vm->mm, npages, false);
+		return pinned == -EINVAL || pinned == -EINTR ? pinned : -EFAULT;
 	}
 	slot->used = true;
 	slot->gpa = mem->guest_phys_addr;
@@ -1074,9 +1154,12 @@ static long create_vm(unsigned long type)
 	kvm_eventfd_init(vm);
 	vm->is_protected = type & KVM_VM_TYPE_ARM_PROTECTED;
 	vm->ipa_bits = ipa_bits;
+	vm->mm = current->mm;
+	mmgrab(vm->mm);
 	/* The guest's virtual counter starts at 0 with the VM, as Linux's. */
 	vm->count_offset = physical_count();
 	if (memcache_client_start() != 0) {
+		mmdrop(vm->mm);
 		kfree(vm);
 		return -ENOMEM;
 	}

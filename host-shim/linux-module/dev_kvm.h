@@ -134,6 +134,8 @@ struct kvm_vm_state {
 	bool dead;
 	struct kvm_slot slots[MAX_SLOTS];
 	unsigned long pinned;
+	/* The creator's memory: only it sets slots, and their pins count against its RLIMIT_MEMLOCK. */
+	struct mm_struct *mm;
 	struct kvm_vcpu_state *vcpus[MAX_VCPUS];
 	unsigned int vcpu_count;
 	/* Bumped and woken at a CPU_ON or a wake exit: off or idle vCPUs look again. */
