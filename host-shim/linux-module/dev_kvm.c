@@ -119,33 +119,36 @@ static void unpin_slot_pages(struct kvm_slot *slot, unsigned long first, unsigne
  * (InvalidArgument, NotOwned: pages never mapped, or given back by the
  * guest) is taken back page by page; a page the hyp keeps stays pinned.
  */
-static void reclaim_slot_run(struct kvm_vm_state *vm, struct kvm_slot *slot, unsigned long first,
-			     unsigned long pages)
+static unsigned long reclaim_slot_run(struct kvm_vm_state *vm, struct kvm_slot *slot, unsigned long first,
+				      unsigned long pages)
 {
 	u64 ipa = slot->gpa + first * PAGE_SIZE;
 	long status = hyp_call4(CALL_VM_RECLAIM, vm->handle, ipa, pages, 0);
-	unsigned long i;
+	unsigned long i, kept = 0;
 
 	if (status == 0 || status == HYP_NO_SUCH_VM) {
 		unpin_slot_pages(slot, first, pages);
-		return;
+		return 0;
 	}
 	if (pages == 1 || (status != HYP_INVALID_ARGUMENT && status != HYP_NOT_OWNED)) {
 		if (reclaimed_page_back(status)) {
 			unpin_slot_pages(slot, first, pages);
-			return;
+			return 0;
 		}
 		pr_warn("kvm: %lu pages at IPA %#llx not returned (%ld); kept pinned\n", pages, ipa, status);
-		return;
+		return pages;
 	}
 	for (i = first; i < first + pages; i++) {
 		status = hyp_call4(CALL_VM_RECLAIM, vm->handle, slot->gpa + i * PAGE_SIZE, 1, 0);
-		if (reclaimed_page_back(status))
-			unpin_user_page(slot->pages[i]);
-		else
+		if (reclaimed_page_back(status)) {
+			unpin_slot_pages(slot, i, 1);
+		} else {
 			pr_warn("kvm: page at IPA %#llx not returned (%ld); kept pinned\n", slot->gpa + i * PAGE_SIZE,
 				status);
+			kept++;
+		}
 	}
+	return kept;
 }
 
 /*
@@ -156,7 +159,7 @@ static void reclaim_slot_run(struct kvm_vm_state *vm, struct kvm_slot *slot, uns
  */
 static void release_slot(struct kvm_vm_state *vm, struct kvm_slot *slot, bool lent_back)
 {
-	unsigned long i = 0;
+	unsigned long i = 0, kept = 0;
 
 	while (i < slot->npages) {
 		unsigned long run = slot_run(slot, i);
@@ -168,13 +171,16 @@ static void release_slot(struct kvm_vm_state *vm, struct kvm_slot *slot, bool le
 		 */
 		cond_resched();
 		if (vm->handle && vm->is_protected)
-			reclaim_slot_run(vm, slot, i, run);
+			kept += reclaim_slot_run(vm, slot, i, run);
 		else if (!vm->handle || lent_back)
 			unpin_slot_pages(slot, i, run);
+		else
+			kept += run;
 		i += run;
 	}
 	vm->pinned -= slot->npages;
-	account_locked_vm(vm->mm, slot->npages, false);
+	/* Pages the hyp kept stay pinned for good, and stay counted as locked. */
+	account_locked_vm(vm->mm, slot->npages - kept, false);
 	kvfree(slot->pages);
 	memset(slot, 0, sizeof(*slot));
 }
@@ -1002,26 +1008,26 @@ static long set_memory_region(struct kvm_vm_state *vm, const struct kvm_userspac
 		return -EPERM;
 	if (npages > MAX_PINNED_PAGES - vm->pinned)
 		return -ENOMEM;
+	slot->pages = kvmalloc_array(npages, sizeof(*slot->pages), GFP_KERNEL_ACCOUNT);
+	if (!slot->pages)
+		return -ENOMEM;
+	pinned = pin_slot_pages(vm, mem->userspace_addr, npages, slot->pages);
 	/*
 	 * Pinned pages count against the process's RLIMIT_MEMLOCK (none for
 	 * CAP_IPC_LOCK), as pKVM's pins of a protected VM's memory do: the
-	 * number of VMs does not bound them.
+	 * number of VMs does not bound them. Charged once the memory was found
+	 * fit (a protected VM's wrong memory is EINVAL whatever the limit).
 	 */
-	if (account_locked_vm(vm->mm, npages, true))
-		return -ENOMEM;
-	slot->pages = kvmalloc_array(npages, sizeof(*slot->pages), GFP_KERNEL_ACCOUNT);
-	if (!slot->pages) {
-		account_locked_vm(vm->mm, npages, false);
-		return -ENOMEM;
+	if (pinned == npages && account_locked_vm(vm->mm, npages, true)) {
+		unpin_user_pages(slot->pages, pinned);
+		pinned = -ENOMEM;
 	}
-	pinned = pin_slot_pages(vm, mem->userspace_addr, npages, slot->pages);
 	if (pinned != npages) {
 		if (pinned > 0)
 			unpin_user_pages(slot->pages, pinned);
 		kvfree(slot->pages);
 		slot->pages = NULL;
-		account_locked_vm(vm->mm, npages, false);
-		return pinned == -EINVAL || pinned == -EINTR ? pinned : -EFAULT;
+		return pinned == -EINVAL || pinned == -EINTR || pinned == -ENOMEM ? pinned : -EFAULT;
 	}
 	slot->used = true;
 	slot->gpa = mem->guest_phys_addr;

@@ -26,6 +26,7 @@ mod hypercall;
 #[cfg(test)]
 mod layering_tests;
 mod layout;
+mod log_budget;
 mod mm;
 mod platform;
 mod psci_relay;

@@ -12,6 +12,7 @@ use crate::host_request::HostRequest;
 use crate::mm::host_stage2::HostFault;
 use crate::psci_relay::{self, HostFirmwareCall};
 use crate::state::Hyp;
+use crate::log_budget::{log_count, LogLine, HOST_REFUSALS};
 use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, ESR_EL2, FAR_EL2, HPFAR_EL2, SPSR_EL2};
 
 /// Interrupts and SErrors are routed to EL1 (HCR_EL2.IMO/FMO/AMO clear): one
@@ -21,7 +22,10 @@ use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, ESR_EL2, FAR_EL2, HPF
 #[cold]
 #[inline(never)]
 pub fn report_spurious_exception(kind: u64) -> u64 {
-    log::warn!("unexpected {:?} from the host ignored", ExceptionKind::from_vector(kind));
+    match HOST_REFUSALS.next() {
+        LogLine::Full => log::warn!("unexpected {:?} from the host ignored", ExceptionKind::from_vector(kind)),
+        line => log_count(line),
+    }
     0
 }
 
@@ -82,7 +86,10 @@ fn handle_host_sysreg(frame: &mut TrapFrame, esr: Esr) -> u64 {
 #[cold]
 #[inline(never)]
 fn refuse_host_trap(esr: Esr) {
-    log::warn!("host trap not handled, UNDEFINED injected: {esr}, ELR {:#x}", ELR_EL2.get());
+    match HOST_REFUSALS.next() {
+        LogLine::Full => log::warn!("host trap not handled, UNDEFINED injected: {esr}, ELR {:#x}", ELR_EL2.get()),
+        line => log_count(line),
+    }
     inject_undefined();
 }
 
@@ -185,7 +192,9 @@ fn handle_host_abort(hyp: &Hyp, frame: &mut TrapFrame, esr: Esr, full_frame: boo
         }
         HostFault::AlreadyMapped => {}
         HostFault::Refused => {
+            let line = HOST_REFUSALS.next();
             match ipa {
+                _ if line != LogLine::Full => log_count(line),
                 Some(ipa) => log::info!(
                     "host access to {ipa:#x} blocked: synchronous external abort injected, {esr}, ELR {:#x}",
                     ELR_EL2.get()
@@ -216,7 +225,10 @@ fn emulate_lpi_access(
     use crate::host_lpi::{decide, LpiDecision};
     use crate::vm::exit::{decode_mmio, load_value, store_value};
     let Some(access) = decode_mmio(esr) else {
-        log::info!("host access to LPI controls at {ipa:#x} without a valid syndrome refused: {esr}");
+        match HOST_REFUSALS.next() {
+            LogLine::Full => log::info!("host access to LPI controls at {ipa:#x} without a valid syndrome refused: {esr}"),
+            line => log_count(line),
+        }
         inject_external_abort(false, esr.is_write());
         return 0;
     };
@@ -227,7 +239,10 @@ fn emulate_lpi_access(
     let bytes = u64::from(access.size_bytes);
     let write = access.write.then(|| store_value(access, if register == 31 { 0 } else { frame.regs[register] }));
     if decide(page, ipa & 0xfff, bytes, write) == LpiDecision::Refuse {
-        log::info!("host access to LPI controls at {ipa:#x} refused (LPIs are withheld): {esr}");
+        match HOST_REFUSALS.next() {
+            LogLine::Full => log::info!("host access to LPI controls at {ipa:#x} refused (LPIs are withheld): {esr}"),
+            line => log_count(line),
+        }
         inject_external_abort(false, access.write);
         return 0;
     }

@@ -47,7 +47,9 @@ pub const FULL_CHECK_EVERY: u64 = 256;
 /// The host's timer tick on each CPU (as the VM checks' spinning guest has it).
 const TICK_HZ: u64 = 100;
 /// IPAs the hostile `VM_MAP`s use (page counts 1 or 2 there).
-const HOSTILE_IPAS: [u64; 3] = [0, GUEST_ENTRY + 0x1000, GUEST_ENTRY + 0x2000];
+/// (The last lies in a VM's GIC distributor window as it is out of reset: a
+/// live VM's page there cannot be taken back by force.)
+const HOSTILE_IPAS: [u64; 4] = [0, GUEST_ENTRY + 0x1000, GUEST_ENTRY + 0x2000, hyp_abi::GUEST_GIC_DISTRIBUTOR + 0x1000];
 /// Runs the sharing guest gets to make its memory call and turn its VM off
 /// (a tick may end a run first; the guest then goes on where it was).
 const SHARING_RUNS: usize = 64;
@@ -800,6 +802,7 @@ impl Fuzzer<'_> {
                     HOSTILE_IPAS[0],
                     HOSTILE_IPAS[1],
                     HOSTILE_IPAS[2],
+                    HOSTILE_IPAS[3],
                     GUEST_ENTRY + 8,
                     1 << 48,
                     !0xfff,
@@ -807,7 +810,7 @@ impl Fuzzer<'_> {
                 ];
                 let ipa = match poisoned {
                     Some(poisoned) if plausible && rng.below(2) == 0 => poisoned,
-                    _ if plausible => rng.pick(&options[..3]),
+                    _ if plausible => rng.pick(&options[..4]),
                     _ => rng.pick(&options),
                 };
                 let pages =
@@ -875,8 +878,10 @@ impl Fuzzer<'_> {
                 self.issue(HostCall::VcpuSetIrqLine, [handle, vcpu, level, 0, 0, 0]);
                 // SPI lines driven as levels (SGIs and PPIs refused).
                 self.issue(HostCall::VmSetSpiLevel, [handle, vcpu, intid, level, 0, 0]);
-                // The GIC moved: good and bad windows, before and after a run.
-                let places = [0x3fff_0000, 0x3ffd_0000, 0x0800_0000, 0x1000, !0xffff, 0x1_0000, rng.state()];
+                // The GIC moved: good and bad windows, before and after a run
+                // (also over the IPAs the host may have taken back by force).
+                let places =
+                    [0x3fff_0000, 0x3ffd_0000, 0x0800_0000, 0x1000, !0xffff, 0x1_0000, GUEST_ENTRY, rng.state()];
                 let (distributor, second) = (rng.pick(&places), rng.pick(&places));
                 self.issue(HostCall::VmSetGic, [handle, distributor, second, 0, 0, 0]);
             }

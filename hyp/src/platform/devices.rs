@@ -233,7 +233,9 @@ impl DeviceTable {
         let strict = DmaPolicy { permissive: dma_permissive, iommu: false };
         if self.smmu.is_none() && dt::is_compatible(node, SMMU_V3) {
             self.smmu = bus.reg(node, 0).and_then(|(base, size)| PhysRange::from_base_size(base, size));
-            self.smmu_phandle = node.get(Prop::Phandle).and_then(|p| dt::read_cells(p.value)).map_or(0, |p| p as u32);
+            // (Old trees name it `linux,phandle` only.)
+            let phandle = node.get(Prop::Phandle).or_else(|| node.get(Prop::LinuxPhandle));
+            self.smmu_phandle = phandle.and_then(|p| dt::read_cells(p.value)).map_or(0, |p| p as u32);
         }
         let iommu = if behind_iommu(node) { iommu_phandle(node) } else { 0 };
         let name = ShortName::new(dt::prop_str(node, Prop::Compatible).unwrap_or(node.name));

@@ -951,10 +951,10 @@ impl VmTable {
         }
         // A live VM's IPA taken back is poisoned: the guest's next access
         // ends it. Inside a GIC window the access would be the emulated
-        // GIC's, answered with registers the host sets: refused (the host
-        // tears the VM down first).
+        // GIC's, answered with registers the host sets: `Busy` (the host
+        // tears the VM down first, as for a live non-protected VM).
         if live && vm.gic_layout.meets(vm.gic.version, ipa, ipa + pages * 4096) {
-            return Err(HypError::InvalidArgument);
+            return Err(HypError::Busy);
         }
         // The range must map host-physically contiguous pages (what the host gave
         // in one call): then one transition takes them all back, or none.

@@ -1153,7 +1153,7 @@ fn memory_in_a_gic_window_is_not_taken_from_a_live_vm() {
     let vm = w.create(1, 1).unwrap();
     w.map(vm, 0x4010_0000, distributor + 0x1000, 1).unwrap();
     w.map(vm, 0x4020_0000, 0x8000_0000, 1).unwrap();
-    assert_eq!(w.reclaim(vm, distributor + 0x1000, 1), Err(HypError::InvalidArgument));
+    assert_eq!(w.reclaim(vm, distributor + 0x1000, 1), Err(HypError::Busy));
     assert!(!w.host_maps(0x4010_0000), "still the VM's");
     assert_eq!(w.vms.ipa_kind(vm, Ipa::new(distributor + 0x1000)).0, crate::vm::guest_trap::IpaKind::Memory);
     // Outside the windows a forced reclaim poisons the IPA; the windows may

@@ -909,7 +909,7 @@ impl Model {
         // A live VM keeps what lies in its GIC windows (a poisoned IPA there
         // would be the emulated GIC's).
         if live && vm.meets_gic(self.gic_v3 || !self.gic, ipa, ipa + pages * PAGE) {
-            return Expect::err(HypError::InvalidArgument);
+            return Expect::err(HypError::Busy);
         }
         let Some(pa) = vm.pa_at(ipa) else {
             return Expect::err(HypError::InvalidArgument);
