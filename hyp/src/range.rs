@@ -110,6 +110,16 @@ impl<T: Copy + Default, const N: usize> FixedVec<T, N> {
         &mut self.items[..self.len]
     }
 
+    /// Takes out the item at `index`, the last one taking its place.
+    pub fn swap_remove(&mut self, index: usize) -> Option<T> {
+        if index >= self.len {
+            return None;
+        }
+        self.items.swap(index, self.len - 1);
+        self.len -= 1;
+        self.items.get(self.len).copied()
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

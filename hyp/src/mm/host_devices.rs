@@ -94,7 +94,7 @@ mod tests {
     use crate::platform::ShortName;
 
     fn region(start: u64, end: u64, class: DeviceClass) -> DeviceRegion {
-        DeviceRegion { range: PhysRange { start, end }, class, name: ShortName::default(), iommu: 0 }
+        DeviceRegion { range: PhysRange { start, end }, class, name: ShortName::default() }
     }
 
     fn r(start: u64, end: u64) -> PhysRange {

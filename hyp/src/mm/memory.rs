@@ -582,14 +582,21 @@ impl MemoryState {
     /// `OutOfRange` (beyond the guest's IPA space, or wraps), `InvalidArgument`
     /// (already mapped in the guest).
     pub fn host_donate_guest(&mut self, guest: &mut Guest<'_>, at: GuestPages, env: &mut Env<'_>) -> GuestResult {
-        let (gs, ge) = self.map_host_pages_in_guest(guest, at, env)?;
-        let (s, e) = Self::span(at.pa.raw(), at.count.raw());
-        if let Err(error) = self.host_unmap_ram(s, e, env) {
-            let _ = guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb);
+        // The host (its CPUs and its devices) loses the pages before the guest
+        // maps them, as in pKVM: no moment has both at a page, in which a
+        // sibling vCPU could already write there while the host still reads.
+        let (pa, ipa, pages) = (at.pa.raw(), at.ipa.raw(), at.count.raw());
+        self.require(pa, pages, |r| r == PageRecord::HOST)?;
+        self.pages.touched.guest(guest.id);
+        let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
+        let (s, e) = Self::span(pa, pages);
+        self.host_unmap_ram(s, e, env).map_err(table_error)?;
+        if let Err(error) = guest.stage2.map(gs, ge, s, GUEST_RAM, &mut guest_source!(self, env), guest.tlb) {
+            // Back in the tables the unmap split: no table page is needed.
+            let _ = self.host_map_ram(s, e, env);
             return Err(table_error(error));
         }
         let id = guest.id;
-        let (pa, pages) = (at.pa.raw(), at.count.raw());
         self.pages
             .update(pa, pages, |_| PageRecord { owner: Owner::Vm(id), borrower: None, donated: false, in_use: false })
             .map_err(range_error)
@@ -608,8 +615,8 @@ impl MemoryState {
         self.pages.update(pa, pages, |r| PageRecord { borrower: Some(Owner::Vm(id)), ..r }).map_err(range_error)
     }
 
-    /// What a donation and a share begin with: the pages must be the host's
-    /// alone, and are mapped at free IPAs of the guest. The guest's range.
+    /// What a share begins with: the pages must be the host's alone, and are
+    /// mapped at free IPAs of the guest. The guest's range.
     fn map_host_pages_in_guest(
         &mut self,
         guest: &mut Guest<'_>,

@@ -70,7 +70,6 @@ impl Fixture {
             range: PhysRange { start: 0, end: RAM0.start },
             class: crate::platform::devices::DeviceClass::Mmio,
             name: Default::default(),
-            iommu: 0,
         };
         state.host_devices = crate::mm::host_devices::HostDevices::new(&[mmio], Default::default());
         // The host's devices behind an IOMMU: their table follows every transition.

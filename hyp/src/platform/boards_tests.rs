@@ -69,7 +69,9 @@ const BOARDS: &[Expected] = &[
     },
     Expected {
         file: "imx8mp-evk.dtb",
-        ram: &[(0x4000_0000, 0x1_0000_0000), (0x1_0000_0000, 0x1_c000_0000)],
+        // Two adjacent banks in the tree (3 GiB below 4 GiB, 3 GiB above):
+        // one bank of RAM (`add_ram`).
+        ram: &[(0x4000_0000, 0x1_c000_0000)],
         console: Err("fsl,imx8mp-uart"),
         gic: Some("v3"),
         cpus: 4,

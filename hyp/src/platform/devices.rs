@@ -79,9 +79,6 @@ pub struct DeviceRegion {
     pub class: DeviceClass,
     /// The node's first `compatible` string (or its name), for the boot log.
     pub name: ShortName,
-    /// Of a `BehindIommu` region, the IOMMU its node names
-    /// ([`DeviceTable::settle_iommus`]); otherwise 0.
-    pub iommu: u32,
 }
 
 /// Registers that cannot master the bus. Anything not here (and not below) is
@@ -215,12 +212,28 @@ pub struct DeviceTable {
     /// as disabled.
     pub withheld_nodes: crate::range::FixedVec<u16, MAX_WITHHELD_NODES>,
     /// Of those, the ones behind an IOMMU: enabled again when the hyp drives
-    /// it. With the IOMMU they name until [`DeviceTable::settle_iommus`].
-    pub iommu_nodes: crate::range::FixedVec<(u16, u32), 8>,
+    /// it (only those behind the SMMU it drives, once
+    /// [`DeviceTable::settle_iommus`] ran).
+    pub iommu_nodes: crate::range::FixedVec<u16, 8>,
+    /// Until then: the IOMMU each PCIe node behind one names, and its regions.
+    iommu_claims: crate::range::FixedVec<IommuClaim, 8>,
     /// The first `arm,smmu-v3`'s register frame, the one the hyp drives.
     pub smmu: Option<PhysRange>,
     /// Its phandle (0: it has none, so no device names it).
     pub smmu_phandle: u32,
+}
+
+/// A PCIe node behind an IOMMU, as the walk found it
+/// ([`DeviceTable::settle_iommus`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct IommuClaim {
+    /// The node's depth-first index.
+    node: u16,
+    /// The IOMMU's phandle (`iommu_phandle`).
+    iommu: u32,
+    /// Its regions: `regions[first..end]`.
+    first: u16,
+    end: u16,
 }
 
 impl DeviceTable {
@@ -233,42 +246,46 @@ impl DeviceTable {
         let strict = DmaPolicy { permissive: dma_permissive, iommu: false };
         if self.smmu.is_none() && dt::is_compatible(node, SMMU_V3) {
             self.smmu = bus.reg(node, 0).and_then(|(base, size)| PhysRange::from_base_size(base, size));
-            // (Old trees name it `linux,phandle` only.)
-            let phandle = node.get(Prop::Phandle).or_else(|| node.get(Prop::LinuxPhandle));
+            // (Found by name: one node's lookup. Old trees say `linux,phandle` only.)
+            let phandle = node.property("phandle").or_else(|| node.property("linux,phandle"));
             self.smmu_phandle = phandle.and_then(|p| dt::read_cells(p.value)).map_or(0, |p| p as u32);
         }
+        let first_region = self.regions.len();
         let iommu = if behind_iommu(node) { iommu_phandle(node) } else { 0 };
         let name = ShortName::new(dt::prop_str(node, Prop::Compatible).unwrap_or(node.name));
         let mut withheld = false;
+        // (Asked once per node, not per `reg` entry: each is string compares.)
+        let pci = is_pci_host(node);
+        let mut is_gic = None;
         for (i, (base, size)) in bus.regs(node).enumerate().filter_map(|(i, r)| Some((i, r?))) {
             let Some(range) = PhysRange::from_base_size(base, size).filter(|r| !r.is_empty()) else {
                 continue;
             };
             let class = reg_class(node, i);
-            let is_gic = dt::is_compatible(node, GIC_V3) || dt::is_compatible(node, GIC_V2);
-            let pci_class = if is_pci_host(node) && iommu != 0 { DeviceClass::BehindIommu } else { class };
+            let is_gic =
+                *is_gic.get_or_insert_with(|| dt::is_compatible(node, GIC_V3) || dt::is_compatible(node, GIC_V2));
+            let pci_class = if pci && iommu != 0 { DeviceClass::BehindIommu } else { class };
             withheld |= !is_gic && !pci_class.host_may_map(strict);
-            let region_iommu = if pci_class == DeviceClass::BehindIommu { iommu } else { 0 };
-            self.regions.push(DeviceRegion {
-                range: range.page_aligned_outward(),
-                class: pci_class,
-                name,
-                iommu: region_iommu,
-            });
+            self.regions.push(DeviceRegion { range: range.page_aligned_outward(), class: pci_class, name });
         }
-        let pci = is_pci_host(node);
         let class = if iommu != 0 { DeviceClass::BehindIommu } else { DeviceClass::BusMaster };
         if pci {
             for window in pci_windows(node, bus).flatten() {
-                self.regions.push(DeviceRegion { range: window, class, name, iommu });
+                self.regions.push(DeviceRegion { range: window, class, name });
             }
             withheld |= !dma_permissive;
+            let claim = (u16::try_from(index), u16::try_from(first_region), u16::try_from(self.regions.len()));
+            if let (DeviceClass::BehindIommu, (Ok(node), Ok(first), Ok(end))) = (class, claim) {
+                // (Past 8 such bridges the claim is not kept: `settle_iommus`
+                // makes the rest plain bus masters.)
+                self.iommu_claims.push(IommuClaim { node, iommu, first, end });
+            }
         }
         if withheld {
             if let Ok(index) = u16::try_from(index) {
                 self.withheld_nodes.push(index);
                 if pci && class == DeviceClass::BehindIommu {
-                    self.iommu_nodes.push((index, iommu));
+                    self.iommu_nodes.push(index);
                 }
             }
         }
@@ -280,15 +297,21 @@ impl DeviceTable {
     /// bus master, and its node stays disabled whatever the hyp drives.
     pub fn settle_iommus(&mut self) {
         let driven = self.smmu_phandle;
-        for region in self.regions.as_mut_slice() {
-            if region.class == DeviceClass::BehindIommu && (driven == 0 || region.iommu != driven) {
-                *region = DeviceRegion { class: DeviceClass::BusMaster, iommu: 0, ..*region };
+        let claims = self.iommu_claims;
+        let behind_driven = |c: &&IommuClaim| driven != 0 && c.iommu == driven;
+        for (i, region) in self.regions.as_mut_slice().iter_mut().enumerate() {
+            if region.class != DeviceClass::BehindIommu {
+                continue;
+            }
+            let claimed = claims.as_slice().iter().filter(behind_driven);
+            if !claimed.into_iter().any(|c| usize::from(c.first) <= i && i < usize::from(c.end)) {
+                region.class = DeviceClass::BusMaster;
             }
         }
         let mut kept = crate::range::FixedVec::default();
-        for &(node, iommu) in self.iommu_nodes.as_slice() {
-            if driven != 0 && iommu == driven {
-                kept.push((node, iommu));
+        for &node in self.iommu_nodes.as_slice() {
+            if claims.as_slice().iter().filter(behind_driven).any(|c| c.node == node) {
+                kept.push(node);
             }
         }
         self.iommu_nodes = kept;
@@ -298,7 +321,7 @@ impl DeviceTable {
     pub fn disabled_nodes(&self, policy: DmaPolicy) -> crate::range::FixedVec<u16, MAX_WITHHELD_NODES> {
         let mut nodes = crate::range::FixedVec::default();
         for &node in self.withheld_nodes.as_slice() {
-            if !(policy.iommu && self.iommu_nodes.as_slice().iter().any(|&(n, _)| n == node)) {
+            if !(policy.iommu && self.iommu_nodes.as_slice().contains(&node)) {
                 nodes.push(node);
             }
         }

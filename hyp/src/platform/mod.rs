@@ -247,6 +247,22 @@ impl Platform {
     }
 }
 
+/// Adds `range` to `ram`, as one bank with every bank it touches or
+/// overlaps: a page range that crosses from one bank of the tree into the
+/// next, adjacent one is one range of RAM to the page records (a VM's run of
+/// physically consecutive pages may cross there, and would otherwise be
+/// refused for lying in two banks, for good).
+fn add_ram<const N: usize>(ram: &mut FixedVec<PhysRange, N>, range: PhysRange) {
+    let mut merged = range;
+    // (The union may touch a bank the range alone did not: again until none.)
+    while let Some(i) = ram.as_slice().iter().position(|b| b.start <= merged.end && merged.start <= b.end) {
+        if let Some(bank) = ram.swap_remove(i) {
+            merged = PhysRange { start: bank.start.min(merged.start), end: bank.end.max(merged.end) };
+        }
+    }
+    ram.push(merged);
+}
+
 /// A node's name without its unit address (`pl011@9000000` -> `pl011`).
 fn base_name(name: &str) -> &str {
     // A byte search: '@' is ASCII, so the cut is at a character boundary.
@@ -329,7 +345,7 @@ impl Walker<'_> {
         if depth == 1 && dt::prop_str(node, Prop::DeviceType) == Some("memory") && is_enabled(node) {
             for (base, size) in bus.regs(node).flatten() {
                 if let Some(range) = PhysRange::from_base_size(base, size).filter(|r| !r.is_empty()) {
-                    self.platform.ram.push(range);
+                    add_ram(&mut self.platform.ram, range);
                 }
             }
         }
@@ -507,6 +523,27 @@ mod tests {
     fn the_hosts_initramfs_is_reserved() {
         let p = Platform::from_fdt(include_bytes!("testdata/virt-initrd.dtb")).expect("parses");
         assert_eq!(p.reserved(), &[r(0x4800_0000, 0x480f_11a3)]);
+    }
+
+    /// Banks that touch or overlap become one, in any order of the tree;
+    /// apart ones stay apart.
+    #[test]
+    fn adjacent_ram_banks_are_one_bank() {
+        let mut ram: FixedVec<PhysRange, 4> = FixedVec::default();
+        add_ram(&mut ram, r(0x4000_0000, 0x5000_0000));
+        add_ram(&mut ram, r(0x6000_0000, 0x7000_0000));
+        add_ram(&mut ram, r(0x8000_0000, 0x9000_0000));
+        assert_eq!(ram.len(), 3);
+        // Fills the gap between the first two: the three of them one bank.
+        add_ram(&mut ram, r(0x5000_0000, 0x6000_0000));
+        assert_eq!(ram.as_slice(), &[r(0x8000_0000, 0x9000_0000), r(0x4000_0000, 0x7000_0000)]);
+        // Touches the last one's end; lies inside the first.
+        add_ram(&mut ram, r(0x9000_0000, 0x9000_1000));
+        add_ram(&mut ram, r(0x4800_0000, 0x4900_0000));
+        let mut banks: Vec<PhysRange> = ram.as_slice().to_vec();
+        banks.sort_by_key(|b| b.start);
+        assert_eq!(banks, [r(0x4000_0000, 0x7000_0000), r(0x8000_0000, 0x9000_1000)]);
+        assert!(!ram.overflowed());
     }
 
     #[test]

@@ -26,6 +26,9 @@ struct Smmu {
     eventq_log2: u32,
     /// Commands the SMMU refused or did not finish (logged).
     errors: u64,
+    /// Translation is off for good after a failed maintenance
+    /// ([`Smmu::stop_all_dma`]): every device access aborts.
+    stopped: bool,
 }
 
 static SMMU: spin::Once<spin::Mutex<Smmu>> = spin::Once::new();
@@ -130,7 +133,7 @@ pub unsafe fn init(base: usize, ttb0: u64, va_bits: u32, mair: u64) -> Result<()
     write32(base, regs::EVENTQ_PROD, 0);
     write32(base, regs::EVENTQ_CONS, 0);
 
-    let mut smmu = Smmu { base, cmdq, cmdq_log2, cmdq_prod: 0, eventq, eventq_log2, errors: 0 };
+    let mut smmu = Smmu { base, cmdq, cmdq_log2, cmdq_prod: 0, eventq, eventq_log2, errors: 0, stopped: false };
     let enable = |value: u32| {
         write32(base, regs::CR0, value);
         poll(base, regs::CR0ACK, |v| v == value)
@@ -141,13 +144,14 @@ pub unsafe fn init(base: usize, ttb0: u64, va_bits: u32, mair: u64) -> Result<()
     smmu.command(format::cmd_cfgi_all());
     smmu.command(format::cmd_tlbi_nh_asid(SMMU_ASID));
     smmu.sync();
+    // (Translation stays off, and every device access aborts, if not.)
+    if smmu.errors != 0 {
+        return Err("the SMMU refused its first commands");
+    }
     if !enable(format::CR0_CMDQEN | format::CR0_EVTQEN)
         || !enable(format::CR0_CMDQEN | format::CR0_EVTQEN | format::CR0_SMMUEN)
     {
         return Err("the SMMU did not turn on");
-    }
-    if smmu.errors != 0 {
-        return Err("the SMMU refused its first commands");
     }
     log::info!(
         "SMMUv3: the hyp's; {streams} streams translate through the host's RAM only (stage 1, ASID {SMMU_ASID}), OAS {} bits",
@@ -175,9 +179,13 @@ impl Smmu {
 
     /// Queues one command (waiting, bounded, for room).
     fn command(&mut self, command: [u64; 2]) {
+        if self.stopped {
+            return;
+        }
         if self.queue_full() && !poll(self.base, regs::CMDQ_CONS, |_| !self.queue_full()) {
             self.errors += 1;
             log::error!("SMMU command queue stuck full: command {:#x} dropped", command[0]);
+            self.stop_all_dma();
             return;
         }
         let mask = (1u32 << self.cmdq_log2) - 1;
@@ -188,6 +196,9 @@ impl Smmu {
     /// Publishes the queued commands with a CMD_SYNC and waits (bounded) until
     /// the SMMU has consumed them all.
     fn sync(&mut self) {
+        if self.stopped {
+            return;
+        }
         self.command(format::cmd_sync());
         publish();
         write32(self.base, regs::CMDQ_PROD, self.cmdq_prod);
@@ -200,7 +211,26 @@ impl Smmu {
                 "SMMU did not complete its commands: CONS {cons:#x} (error {}), PROD {prod:#x}",
                 cons >> format::CMDQ_CONS_ERR_SHIFT & 0x7f
             );
+            self.stop_all_dma();
         }
+    }
+
+    /// Maintenance failed: the SMMU may still hold translations of pages the
+    /// host no longer owns (a protected VM's, the hyp's). Fails closed:
+    /// translation goes off, and with GBPA set to abort at init every device
+    /// access aborts from now on. The host's DMA breaks; no device reaches a
+    /// page it should not.
+    fn stop_all_dma(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        write32(self.base, regs::CR0, 0);
+        let acknowledged = poll(self.base, regs::CR0ACK, |v| v & format::CR0_SMMUEN == 0);
+        log::error!(
+            "SMMU: maintenance failed: translation off, every device access aborts from now on{}",
+            if acknowledged { "" } else { " (the SMMU did not acknowledge CR0)" }
+        );
     }
 }
 
