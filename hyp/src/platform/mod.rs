@@ -427,7 +427,12 @@ fn gic_of(node: &Node<'_>, bus: &Bus<'_, '_>) -> Option<Gic> {
         return Some(Gic::V3 { gicd: frame(0)?, gicr: frame(1)? });
     }
     if dt::is_compatible(node, GIC_V2_COMPATIBLE) {
-        return Some(Gic::V2 { gicd: frame(0)?, gicc: frame(1)?, gich: frame(2), gicv: frame(3) });
+        // The hyp serves a guest's whole 8 KiB CPU interface from GICV
+        // (GICC_DIR at 0x1000): a smaller frame in the tree would make a
+        // guest's access there an abort at EL2, so such a GIC counts as
+        // without virtualization.
+        let gicv = frame(3).filter(|r| r.size() >= hyp_abi::GUEST_GICV2_CPU_INTERFACE_SIZE);
+        return Some(Gic::V2 { gicd: frame(0)?, gicc: frame(1)?, gich: frame(2), gicv });
     }
     None
 }

@@ -182,11 +182,18 @@ impl Smmu {
         if self.stopped {
             return;
         }
-        if self.queue_full() && !poll(self.base, regs::CMDQ_CONS, |_| !self.queue_full()) {
-            self.errors += 1;
-            log::error!("SMMU command queue stuck full: command {:#x} dropped", command[0]);
-            self.stop_all_dma();
-            return;
+        if self.queue_full() {
+            // The SMMU reads only what PROD publishes: an unmap's per-page
+            // invalidations (up to 511 before one sync) fill the queue
+            // unpublished, so publish them and wait for room.
+            publish();
+            write32(self.base, regs::CMDQ_PROD, self.cmdq_prod);
+            if !poll(self.base, regs::CMDQ_CONS, |_| !self.queue_full()) {
+                self.errors += 1;
+                log::error!("SMMU command queue stuck full: command {:#x} dropped", command[0]);
+                self.stop_all_dma();
+                return;
+            }
         }
         let mask = (1u32 << self.cmdq_log2) - 1;
         write_words(self.cmdq + 16 * (self.cmdq_prod & mask) as usize, &command);

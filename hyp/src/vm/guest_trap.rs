@@ -139,6 +139,9 @@ pub fn inject(ctx: &mut VcpuContext, esr: u64, far: Option<u64>) {
     ctx.pstate = PSTATE_EL1H_MASKED;
 }
 
+/// SPSR's M[4]: the interrupted state was AArch32.
+const PSTATE_AARCH32: u64 = 1 << 4;
+
 /// Injects a synchronous external abort for the access of `trap`.
 pub fn inject_abort(ctx: &mut VcpuContext, trap: &GuestTrap) {
     let same_el = (ctx.pstate >> 2) & 3 == 1;
@@ -187,6 +190,13 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
     if trap.kind != 0 {
         // An interrupt (or SError) for the host: give the CPU back.
         return Outcome::ToHost { exit: Exit::Interrupted, pending_read: None };
+    }
+    if ctx.pstate & PSTATE_AARCH32 != 0 {
+        // The guest entered AArch32 at EL0, though its ID registers say it
+        // has none: the hyp decodes and steps over AArch64 instructions
+        // only. The VM ends, as KVM's does for a 32-bit mode it does not offer.
+        let esr = if protected { 0 } else { trap.esr.0 };
+        return Outcome::ToHost { exit: Exit::Fatal { esr, address: 0 }, pending_read: None };
     }
     let step = |ctx: &mut VcpuContext| ctx.skip_instruction();
     match trap.esr.class() {
@@ -300,6 +310,15 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
             }
             // (A translation fault's HPFAR_EL2 holds its IPA: `Esr::hpfar_valid`.)
             let translation = matches!(trap.esr.fault_status(), 0x04..=0x07);
+            // A translation or access-flag fault at what is the VM's memory
+            // now met a break-before-make on another CPU (a block split
+            // under the lock for a relinquish, or a forced reclaim elsewhere
+            // in the block): the access retries (the run's trap limit bounds
+            // it), where an abort would have hit the guest on its own memory.
+            let transient = translation || matches!(trap.esr.fault_status(), 0x08..=0x0b);
+            if kind == IpaKind::Memory && transient && trap.esr.hpfar_valid() {
+                return Outcome::Resume;
+            }
             let data = trap.esr.class() == ExceptionClass::DataAbortLower;
             match decode_mmio(trap.esr) {
                 Some(access) if data && translation && kind == IpaKind::Other => {
@@ -570,10 +589,42 @@ mod tests {
         assert_eq!(c.sysregs.elr_el1, 0x8000_0000);
         assert_eq!(c.sysregs.far_el1, 0x900_0000);
         assert!(c.exception_injected, "the world switch must load the EL1 registers set");
+        // A permission fault on its memory (a write where it may not) gets
+        // the abort.
         let mut c = ctx();
-        let with_isv_on_memory = 0x24 << 26 | 1 << 25 | 1 << 24 | 0x7;
-        assert_eq!(handle(&mut c, trap(with_isv_on_memory, 0x4000), false, &Fake(IpaKind::Memory)), Outcome::Injected);
+        let permission_on_memory = 0x24 << 26 | 1 << 25 | 1 << 24 | 1 << 6 | 0xf;
+        assert_eq!(
+            handle(&mut c, trap(permission_on_memory, 0x4000), false, &Fake(IpaKind::Memory)),
+            Outcome::Injected
+        );
         assert_eq!(c.sysregs.esr_el1 >> 26, 0x25);
+    }
+
+    /// A guest that entered AArch32 EL0 anyway ends at its next trap the hyp
+    /// would decode (no syndrome for a protected one).
+    #[test]
+    fn a_guest_in_aarch32_ends() {
+        let mut c = ctx();
+        c.pstate = 0x10;
+        let load = 0x24 << 26 | 1 << 25 | 1 << 24 | 2 << 22 | 0x07;
+        let fatal = |esr| Outcome::ToHost { exit: Exit::Fatal { esr, address: 0 }, pending_read: None };
+        assert_eq!(handle(&mut c, trap(load, 0x900_0000), true, &OTHER), fatal(0));
+        assert_eq!(handle(&mut c, trap(load, 0x900_0000), false, &OTHER), fatal(load));
+        assert_eq!(c.pc, 0x8000_0000, "nothing stepped");
+    }
+
+    /// A translation (or access-flag) fault at what is the VM's memory by the
+    /// time the hyp looks came from another CPU's break-before-make of the
+    /// block: the guest retries the access, nothing injected, PC unchanged.
+    #[test]
+    fn a_fault_on_memory_mapped_meanwhile_is_retried() {
+        for fault_status in [0x07, 0x06, 0x0b] {
+            let mut c = ctx();
+            let load = 0x24 << 26 | 1 << 25 | 1 << 24 | 2 << 22 | fault_status;
+            assert_eq!(handle(&mut c, trap(load, 0x4000), true, &Fake(IpaKind::Memory)), Outcome::Resume);
+            assert_eq!(c.pc, 0x8000_0000);
+            assert!(!c.exception_injected);
+        }
     }
 
     #[test]

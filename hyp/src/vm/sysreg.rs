@@ -105,7 +105,11 @@ pub fn sanitize_id(reg: SysReg, hardware: u64, gicv3: bool) -> u64 {
         // ID_AA64PFR0_EL1: no SVE (CPTR_EL2.TZ traps it), no AMU, no MPAM,
         // and the GIC interface the VM really has.
         (4, 0) => {
-            let value = set_field(hardware, 32, 0);
+            // AArch64 only at EL0 and EL1 (the hyp decodes and steps over
+            // AArch64 instructions only: `guest_trap::handle`).
+            let value = set_field(hardware, 0, (hardware & 0xf).min(1));
+            let value = set_field(value, 4, (hardware >> 4 & 0xf).min(1));
+            let value = set_field(value, 32, 0);
             let value = set_field(value, 40, 0);
             let value = set_field(value, 44, 0);
             set_field(value, 24, u64::from(gicv3))
@@ -284,7 +288,9 @@ mod tests {
         let pfr0 = sanitize_id(id(4, 0), all, false);
         assert_eq!((pfr0 >> 32 & 0xf, pfr0 >> 24 & 0xf, pfr0 >> 44 & 0xf), (0, 0, 0), "SVE, GIC, AMU");
         assert_eq!(sanitize_id(id(4, 0), 0, true) >> 24 & 0xf, 1, "GICv3 system registers");
-        assert_eq!(pfr0 & 0xffff, 0xffff, "exception levels untouched");
+        assert_eq!(pfr0 & 0xff, 0x11, "EL0 and EL1 in AArch64 only");
+        assert_eq!(pfr0 >> 8 & 0xff, 0xff, "EL2 and EL3 as they are");
+        assert_eq!(sanitize_id(id(4, 0), 0x11, true) & 0xff, 0x11, "AArch64-only hardware as it is");
         let dfr0 = sanitize_id(id(5, 0), all, true);
         assert_eq!(dfr0 >> 8 & 0xf, 0, "no PMU");
         assert_eq!(dfr0 & 0xf, 0xa, "the debug version at most Debugv8p8");

@@ -47,6 +47,11 @@ const CPTR_TTA: u64 = 1 << 20;
 /// CPTR_EL2.TCPAC: a guest's CPACR_EL1 accesses trap, so that the hyp keeps
 /// the SVE and SME enables set underneath and hidden (`vm::sysreg`).
 const CPTR_TCPAC: u64 = 1 << 31;
+/// CPTR_EL2.TAM: the activity monitors trap (their counters count the host's
+/// and other VMs' cycles and instructions too; guests are told there is no
+/// AMU, and an access is UNDEFINED). Set whether or not the CPU has them, as
+/// KVM's nVHE switch does.
+const CPTR_TAM: u64 = 1 << 30;
 
 /// A guest's EL2 controls before what depends on its run (the virtual IRQ
 /// line, its debug registers, protection, the FP/SIMD trap).
@@ -63,6 +68,6 @@ pub fn guest_base_controls(host_mdcr: u64, host_cptr: u64, controls: &TrapContro
     GuestBaseControls {
         hcr: HCR_GUEST | controls.hcr_guest,
         mdcr: (host_mdcr & 0x1f) | MDCR_GUEST_TRAPS | controls.mdcr_guest,
-        cptr: host_cptr | CPTR_TTA | CPTR_TCPAC,
+        cptr: host_cptr | CPTR_TTA | CPTR_TCPAC | CPTR_TAM,
     }
 }
