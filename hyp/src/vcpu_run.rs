@@ -214,6 +214,10 @@ impl VmView for RunningVm<'_> {
         crate::arch::aarch64::cpacr::read()
     }
 
+    fn sctlr(&self) -> u64 {
+        crate::arch::aarch64::inject::live_sctlr_el1()
+    }
+
     fn set_cpacr(&self, value: u64) {
         crate::arch::aarch64::cpacr::write(value);
     }

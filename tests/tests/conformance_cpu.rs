@@ -14,8 +14,9 @@ const TIMEOUT: Duration = Duration::from_secs(600);
 
 const CPUS: &str = "the vCPUs on alternate CPUs";
 
-/// QEMU's `-cpu max` as a guest sees it (PFR0 without the GIC field).
-const PFR0_WITHOUT_GIC: u64 = 0x1201_0010_2011_0222;
+/// QEMU's `-cpu max` as a guest sees it (PFR0 without the GIC field; EL0 and
+/// EL1 AArch64 only, where the CPU also has AArch32 at both).
+const PFR0_WITHOUT_GIC: u64 = 0x1201_0010_2011_0211;
 const REST_OF_THE_ID_REGISTERS: &str = "PFR1 0x21 ZFR0 0x0 SMFR0 0x0 DFR0 0x10305009 DFR1 0x0 ISAR0 0x1221111110212120 ISAR1 0x11111100211002 ISAR2 0x0 MMFR0 0x32310201126 MMFR1 0x11010201122 MMFR2 0x1021011010011011 MMFR3 0x0";
 
 /// The suite's lines for one VM type (`NonProtected` or `Protected`) on the

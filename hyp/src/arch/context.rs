@@ -56,6 +56,32 @@ pub const SCTLR_EL1_RESET: u64 = (1 << 11) | (1 << 20) | (1 << 22) | (1 << 23) |
 /// PSTATE of a vCPU at its entry: EL1h with D, A, I, F masked.
 pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
 
+/// PSTATE.PAN, .DIT and .SSBS.
+const PSTATE_PAN: u64 = 1 << 22;
+const PSTATE_DIT: u64 = 1 << 24;
+const PSTATE_SSBS: u64 = 1 << 12;
+/// SCTLR_EL1.SPAN (0: PAN is set on an exception to EL1) and .DSSBS (SSBS's
+/// value on one).
+const SCTLR_SPAN: u64 = 1 << 23;
+const SCTLR_DSSBS: u64 = 1 << 44;
+
+/// The PSTATE an exception the hyp makes an EL1 take starts with, from the
+/// `interrupted` PSTATE and the EL1's `sctlr` (Arm ARM `AArch64.TakeException`,
+/// as KVM's `enter_exception64`): EL1h, D, A, I, F masked; PAN set if it was,
+/// or if SCTLR_EL1.SPAN is 0 (the CPU's own exception would set it); DIT kept;
+/// SSBS as SCTLR_EL1.DSSBS says; the rest (UAO, BTYPE, the flags) clear.
+/// Without FEAT_PAN SPAN is RES1 and PAN never set; without SSBS DSSBS is RES0.
+pub fn exception_pstate(interrupted: u64, sctlr: u64) -> u64 {
+    let mut pstate = PSTATE_EL1H_MASKED | (interrupted & PSTATE_DIT);
+    if interrupted & PSTATE_PAN != 0 || sctlr & SCTLR_SPAN == 0 {
+        pstate |= PSTATE_PAN;
+    }
+    if sctlr & SCTLR_DSSBS != 0 {
+        pstate |= PSTATE_SSBS;
+    }
+    pstate
+}
+
 /// Everything a vCPU is.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
@@ -142,3 +168,19 @@ const _: () = {
     assert!(core::mem::size_of::<FpState>() == 32 * 16 + 16);
     assert!(core::mem::offset_of!(FpState, fpcr) == 512);
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exceptions_pstate_keeps_pan_dit_and_takes_ssbs_from_sctlr() {
+        let span = SCTLR_SPAN;
+        assert_eq!(exception_pstate(0, span), PSTATE_EL1H_MASKED, "nothing to keep");
+        assert_eq!(exception_pstate(PSTATE_PAN, span), PSTATE_EL1H_MASKED | PSTATE_PAN, "PAN stays set");
+        assert_eq!(exception_pstate(0, 0), PSTATE_EL1H_MASKED | PSTATE_PAN, "SPAN 0 sets PAN");
+        assert_eq!(exception_pstate(PSTATE_DIT | 0xf000_0000 | 0x3c4, span), PSTATE_EL1H_MASKED | PSTATE_DIT);
+        assert_eq!(exception_pstate(PSTATE_SSBS, span), PSTATE_EL1H_MASKED, "SSBS from DSSBS only");
+        assert_eq!(exception_pstate(0, span | SCTLR_DSSBS), PSTATE_EL1H_MASKED | PSTATE_SSBS);
+    }
+}

@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::arch::context::{AbortAnswer, VcpuContext, PSTATE_EL1H_MASKED};
+use crate::arch::context::{exception_pstate, AbortAnswer, VcpuContext};
 use crate::arch::esr::ExceptionClass;
 use crate::arch::sysreg::{SysReg, SysRegAccess};
 use crate::vm::exit::{
@@ -52,6 +52,9 @@ pub trait VmView {
     fn id_register(&self, reg: SysReg) -> u64;
     /// The running guest's CPACR_EL1 (live in the CPU while it runs).
     fn cpacr(&self) -> u64;
+    /// The running guest's SCTLR_EL1 (live too): an injected exception's
+    /// PSTATE depends on it.
+    fn sctlr(&self) -> u64;
     fn set_cpacr(&self, value: u64);
     /// Whether the VM's GIC has the GICv3 system-register interface.
     fn gicv3(&self) -> bool;
@@ -120,7 +123,7 @@ const FSC_EXTERNAL_ABORT: u64 = 0x10;
 /// Makes the guest take a synchronous exception with `esr` (and `far`) at its
 /// EL1 vector, as the architecture would have. Without `far`, FAR_EL1 is 0
 /// (the architecture makes it UNKNOWN).
-pub fn inject(ctx: &mut VcpuContext, esr: u64, far: Option<u64>) {
+pub fn inject(ctx: &mut VcpuContext, esr: u64, far: Option<u64>, sctlr: u64) {
     let from_el0 = (ctx.pstate >> 2) & 3 == 0;
     let aarch32 = ctx.pstate & (1 << 4) != 0;
     let sp_elx = ctx.pstate & 1 != 0;
@@ -136,14 +139,14 @@ pub fn inject(ctx: &mut VcpuContext, esr: u64, far: Option<u64>) {
     ctx.sysregs.elr_el1 = ctx.pc;
     ctx.sysregs.spsr_el1 = ctx.pstate;
     ctx.pc = ctx.sysregs.vbar.wrapping_add(offset);
-    ctx.pstate = PSTATE_EL1H_MASKED;
+    ctx.pstate = exception_pstate(ctx.pstate, sctlr);
 }
 
 /// SPSR's M[4]: the interrupted state was AArch32.
 const PSTATE_AARCH32: u64 = 1 << 4;
 
 /// Injects a synchronous external abort for the access of `trap`.
-pub fn inject_abort(ctx: &mut VcpuContext, trap: &GuestTrap) {
+pub fn inject_abort(ctx: &mut VcpuContext, trap: &GuestTrap, sctlr: u64) {
     let same_el = (ctx.pstate >> 2) & 3 == 1;
     let instruction = trap.esr.class() == ExceptionClass::InstructionAbortLower;
     let class: u64 = match (instruction, same_el) {
@@ -153,12 +156,12 @@ pub fn inject_abort(ctx: &mut VcpuContext, trap: &GuestTrap) {
         (true, false) => 0x20,
     };
     let wnr = if trap.esr.is_write() && !instruction { 1 << 6 } else { 0 };
-    inject(ctx, (class << 26) | (1 << 25) | wnr | FSC_EXTERNAL_ABORT, Some(trap.far));
+    inject(ctx, (class << 26) | (1 << 25) | wnr | FSC_EXTERNAL_ABORT, Some(trap.far), sctlr);
 }
 
 /// Injects an UNDEFINED exception (EC 0).
-pub fn inject_undefined(ctx: &mut VcpuContext) {
-    inject(ctx, 1 << 25, None);
+pub fn inject_undefined(ctx: &mut VcpuContext, sctlr: u64) {
+    inject(ctx, 1 << 25, None, sctlr);
 }
 
 impl IpaKind {
@@ -282,7 +285,7 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
                 }
                 SysRegHandling::ReadsAsZero => 0,
                 SysRegHandling::Undefined => {
-                    inject_undefined(ctx);
+                    inject_undefined(ctx, vm.sctlr());
                     return Outcome::Injected;
                 }
             };
@@ -334,13 +337,13 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
                     }
                 }
                 _ => {
-                    inject_abort(ctx, &trap);
+                    inject_abort(ctx, &trap, vm.sctlr());
                     Outcome::Injected
                 }
             }
         }
         _ => {
-            inject_undefined(ctx);
+            inject_undefined(ctx, vm.sctlr());
             Outcome::Injected
         }
     }
@@ -395,6 +398,10 @@ mod tests {
         /// FP/SIMD enabled, and the hidden enables the hyp keeps set.
         fn cpacr(&self) -> u64 {
             3 << 20 | crate::arch::sysreg::CPACR_HIDDEN_ENABLES
+        }
+        /// SPAN set (PAN kept as it was), DSSBS clear: out of reset.
+        fn sctlr(&self) -> u64 {
+            crate::arch::context::SCTLR_EL1_RESET
         }
         fn set_cpacr(&self, _: u64) {}
         fn gicv3(&self) -> bool {
@@ -600,6 +607,18 @@ mod tests {
         assert_eq!(c.sysregs.esr_el1 >> 26, 0x25);
     }
 
+    /// An injected exception keeps the guest's PAN (its kernel's guard
+    /// against touching user memory), as the CPU's own would.
+    #[test]
+    fn an_injected_exception_keeps_pan() {
+        let mut c = ctx();
+        c.pstate |= 1 << 22;
+        let no_isv = 0x24 << 26 | 1 << 25 | 0x7;
+        assert_eq!(handle(&mut c, trap(no_isv, 0x900_0000), false, &OTHER), Outcome::Injected);
+        assert_eq!(c.pstate, 0x3c5 | 1 << 22);
+        assert_eq!(c.sysregs.spsr_el1 & 1 << 22, 1 << 22);
+    }
+
     /// A guest that entered AArch32 EL0 anyway ends at its next trap the hyp
     /// would decode (no syndrome for a protected one).
     #[test]
@@ -741,6 +760,9 @@ mod tests {
         }
         fn cpacr(&self) -> u64 {
             0
+        }
+        fn sctlr(&self) -> u64 {
+            crate::arch::context::SCTLR_EL1_RESET
         }
         fn set_cpacr(&self, _: u64) {}
         fn gicv3(&self) -> bool {

@@ -654,6 +654,9 @@ impl crate::vm::guest_trap::VmView for TableView<'_> {
     fn cpacr(&self) -> u64 {
         0
     }
+    fn sctlr(&self) -> u64 {
+        crate::arch::context::SCTLR_EL1_RESET
+    }
     fn set_cpacr(&self, _: u64) {}
     fn gicv3(&self) -> bool {
         true

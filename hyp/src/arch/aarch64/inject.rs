@@ -1,12 +1,16 @@
 //! Injecting synchronous exceptions into the host's EL1, as the architecture would
 //! have taken them had the hyp not been there: the host's own vector handles them.
 
+use crate::arch::context::exception_pstate;
 use aarch64_cpu::registers::{
-    Readable, Writeable, ELR_EL1, ELR_EL2, ESR_EL1, FAR_EL1, FAR_EL2, SPSR_EL1, SPSR_EL2, VBAR_EL1,
+    Readable, Writeable, ELR_EL1, ELR_EL2, ESR_EL1, FAR_EL1, FAR_EL2, SCTLR_EL1, SPSR_EL1, SPSR_EL2, VBAR_EL1,
 };
 
-/// SPSR value for entering the host's EL1 vector: EL1h with D, A, I, F masked.
-const SPSR_EL1H_MASKED: u64 = 0x3c5;
+/// SCTLR_EL1 as it is in the CPU now (the host's, or the running guest's):
+/// what the PSTATE of an exception taken to that EL1 depends on.
+pub fn live_sctlr_el1() -> u64 {
+    SCTLR_EL1.get()
+}
 /// ESR IL bit: 32-bit instruction.
 const ESR_IL: u64 = 1 << 25;
 /// Fault status: synchronous external abort, not on a table walk.
@@ -37,7 +41,7 @@ fn inject(esr: u64) {
     ELR_EL1.set(elr);
     SPSR_EL1.set(spsr);
     ELR_EL2.set(VBAR_EL1.get() + vector_offset(spsr));
-    SPSR_EL2.set(SPSR_EL1H_MASKED);
+    SPSR_EL2.set(exception_pstate(spsr, SCTLR_EL1.get()));
 }
 
 /// Makes the interrupted host access take a synchronous external abort (data
