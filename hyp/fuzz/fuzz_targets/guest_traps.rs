@@ -60,6 +60,9 @@ impl VmView for View {
     fn cpacr(&self) -> u64 {
         u64::from(self.kind) * 0x0101_0101_0101_0101
     }
+    fn sctlr(&self) -> u64 {
+        u64::from(self.kind).wrapping_mul(0x0123_4567_89ab_cdef)
+    }
     fn set_cpacr(&self, _: u64) {}
     fn gicv3(&self) -> bool {
         self.kind & 1 != 0
