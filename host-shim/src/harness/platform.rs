@@ -250,6 +250,18 @@ impl HostPlatform {
         &self.hyp_regions[..self.hyp_region_count]
     }
 
+    /// `size` bytes of RAM nothing else uses, ending at the 2 MiB boundary at
+    /// or below the hyp's pool (its last carve-out, at the top of RAM), far
+    /// from the shim's own memory: their start, or `None` if that would come
+    /// within 2 MiB of another carve-out or of the start of RAM.
+    pub fn spare_ram_below_pool(&self, size: u64) -> Option<u64> {
+        let pool = self.hyp_regions().last()?.0;
+        let top = pool & !0x1f_ffff;
+        let low = top.checked_sub(size)?;
+        let below = self.hyp_regions().iter().rev().skip(1).map(|&(base, size)| base + size).max().unwrap_or(0);
+        (low >= below.max(self.ram_start) + (2 << 20)).then_some(low)
+    }
+
     /// The MPIDRs of the CPUs the shim may use.
     pub fn cpus(&self) -> &[u64] {
         &self.cpus[..self.cpu_count]

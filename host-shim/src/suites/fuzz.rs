@@ -248,17 +248,14 @@ pub fn run(platform: &HostPlatform, calls: u64, seed: u64) -> bool {
     };
     let participants = 1 + started as u64;
     log::info!("hostile host: {calls} calls, seed {seed}, on {participants} CPU(s)");
-    // The windows: below the hyp's pool (the last carve-out), far from the
-    // shim's own memory; with several CPUs the shared one is the highest.
-    let pool = platform.hyp_regions().last().map_or(0, |r| r.0);
-    let top = pool & !0x1f_ffff;
+    // The windows: below the hyp's pool, far from the shim's own memory;
+    // with several CPUs the shared one is the highest.
     let multi = participants > 1;
     let count = participants + u64::from(multi);
-    let low = top.saturating_sub(count * WINDOW);
-    let below = platform.hyp_regions().iter().rev().skip(1).map(|&(base, size)| base + size).max().unwrap_or(0);
-    if low < below.max(platform.ram_start) + (2 << 20) {
-        return check!(false, "hostile host: RAM too small for {count} windows of 4 MiB below {top:#x}");
-    }
+    let Some(low) = platform.spare_ram_below_pool(count * WINDOW) else {
+        return check!(false, "hostile host: RAM too small for {count} windows of 4 MiB below the hyp's pool");
+    };
+    let top = low + count * WINDOW;
     let setup =
         Setup { platform, seed, participants, shared: multi.then_some(top - WINDOW), windows: (low, top), features };
     // SAFETY: No job runs yet; the jobs posted below read it.

@@ -7,12 +7,13 @@
 //! nothing. Without the device (or the bus) there is nothing to attack and the
 //! check says so.
 
-use crate::guests;
+use crate::guests::{self, GUEST_ENTRY};
 use crate::harness::attack_target;
+use crate::harness::hypercall;
 use crate::harness::mmio::Registers;
 use crate::harness::platform::HostPlatform;
 use crate::harness::report::check;
-use crate::harness::scratch;
+use crate::harness::scratch::PAGE;
 
 /// QEMU's edu: PCI vendor 0x1234, device 0x11e8.
 const EDU_ID: u32 = 0x11e8_1234;
@@ -64,13 +65,19 @@ fn dma(edu: Registers, src: u64, dst: u64, count: u64, to_memory: bool) -> bool 
     true
 }
 
+/// The first four words of `page`: a scratch page, or one of the spare block
+/// the shim alone uses (the MMU is off: plain physical reads).
 fn words(page: u64) -> [u64; 4] {
-    core::array::from_fn(|i| scratch::read(page + 8 * i as u64))
+    // SAFETY: As above: host RAM no one else writes through the CPU, read
+    // volatile because devices and the hyp may have written it.
+    core::array::from_fn(|i| unsafe { core::ptr::read_volatile((page + 8 * i as u64) as *const u64) })
 }
 
+/// Fills `page` (as for [`words`], and the host's at the time) with a pattern.
 fn fill(page: u64, value: u64) {
     for i in 0..512 {
-        // SAFETY: A scratch page of the shim's, not given to anyone.
+        // SAFETY: A page of the host's RAM the shim alone uses, not given to
+        // anyone now.
         unsafe { core::ptr::write_volatile((page + 8 * i) as *mut u64, value ^ i) };
     }
 }
@@ -132,5 +139,74 @@ pub fn run_all(platform: &HostPlatform, page: u64, a: u64, b: u64) -> bool {
         words(b)
     );
     passed &= attack_target::check_intact(handle, "DMA attack");
+    passed &= invalidations_past_the_queue(platform, edu, page, a, b);
+    passed
+}
+
+/// Pages of one donation inside a 2 MiB block already split: one TLB
+/// invalidation each in the SMMU, more than its command queue holds (256).
+const OVERFLOW_PAGES: u64 = 300;
+
+/// A donation of [`OVERFLOW_PAGES`] pages inside one split 2 MiB block queues
+/// more invalidations before its sync than the SMMU's command queue holds: the
+/// hyp must publish the queue as it fills. Dropped invalidations would leave
+/// the device's cached translation of the last page, so edu could still write
+/// and read it; a stalled queue would stop every DMA. The last page's
+/// translation is cached by a DMA just before the donation.
+fn invalidations_past_the_queue(platform: &HostPlatform, edu: Registers, page: u64, a: u64, b: u64) -> bool {
+    const BLOCK: u64 = 2 << 20;
+    let Some(block) = platform.spare_ram_below_pool(BLOCK) else {
+        return check!(false, "SMMU queue overflow: no spare 2 MiB block below the hyp's pool");
+    };
+    let Some(handle) = attack_target::create(page, "SMMU queue overflow") else {
+        return false;
+    };
+    // The guest's IPAs for the block's pages: 2 MiB above its code.
+    let ipa = GUEST_ENTRY + BLOCK;
+    // The block's first page splits it (in the SMMU's table as in the host's
+    // stage-2); the rest of the block stays the host's.
+    let split = hypercall::vm_map(handle, block, ipa, 1);
+    let first = block + PAGE;
+    let last = first + (OVERFLOW_PAGES - 1) * PAGE;
+    fill(last, 0x1a57_0000_0000_0000);
+    let host_data = words(last);
+    fill(b, 0);
+    let cached = dma(edu, last, EDU_BUFFER, 32, false) && dma(edu, EDU_BUFFER, b, 32, true) && words(b) == host_data;
+    let mut passed = check!(
+        split.is_ok() && cached,
+        "SMMU queue overflow: block {block:#x} split ({split:?}), its page {last:#x} read by DMA (translation cached): {cached}"
+    );
+    let donated = hypercall::vm_map(handle, first, ipa + PAGE, OVERFLOW_PAGES);
+    passed &= check!(
+        donated.is_ok(),
+        "SMMU queue overflow: {OVERFLOW_PAGES} pages of the split block donated in one call: {donated:?}"
+    );
+    // Write at the last page, then read it back (through edu's buffer, which
+    // holds other data by then).
+    fill(a, 0x0bad_0000_0000_0000);
+    let written = dma(edu, a, EDU_BUFFER, 32, false) && dma(edu, EDU_BUFFER, last, 32, true);
+    fill(a, 0x0ffe_0000_0000_0000);
+    fill(b, 0);
+    let read = dma(edu, a, EDU_BUFFER, 32, false)
+        && dma(edu, last, EDU_BUFFER, 32, false)
+        && dma(edu, EDU_BUFFER, b, 32, true);
+    let seen = words(b);
+    passed &= check!(
+        written && read && seen[0] != 0x0bad_0000_0000_0000 && seen != host_data,
+        "SMMU queue overflow: edu DMA at the donated page {last:#x} (written, then read) finishes without reaching it: the host got {seen:x?}"
+    );
+    // The queue still works: DMA between the host's own pages.
+    fill(a, 0x5eed_0000_0000_0100);
+    fill(b, 0);
+    let copied = dma(edu, a, EDU_BUFFER, 32, false) && dma(edu, EDU_BUFFER, b, 32, true) && words(b) == words(a);
+    passed &= check!(copied, "SMMU queue overflow: DMA between the host's pages still works after it: {:x?}", words(b));
+    passed &= attack_target::check_intact(handle, "SMMU queue overflow");
+    let reclaimed = hypercall::vm_reclaim(handle, ipa, OVERFLOW_PAGES + 1);
+    let zeroed = reclaimed.is_ok() && (first..=last).step_by(PAGE as usize).all(|p| words(p) == [0; 4]);
+    passed &= check!(
+        zeroed,
+        "SMMU queue overflow: the block's {} pages reclaimed and zeroed: {reclaimed:?}",
+        OVERFLOW_PAGES + 1
+    );
     passed
 }

@@ -29,6 +29,10 @@ struct Smmu {
     /// Translation is off for good after a failed maintenance
     /// ([`Smmu::stop_all_dma`]): every device access aborts.
     stopped: bool,
+    /// GBPA read back with ABORT set: while translation is off, the SMMU
+    /// aborts every access. QEMU before 8.1 does not model GBPA (it reads
+    /// zero) and lets every access through instead.
+    aborts_when_off: bool,
 }
 
 static SMMU: spin::Once<spin::Mutex<Smmu>> = spin::Once::new();
@@ -103,6 +107,7 @@ pub unsafe fn init(base: usize, ttb0: u64, va_bits: u32, mair: u64) -> Result<()
     if !poll(base, regs::GBPA, |v| v & format::GBPA_UPDATE == 0) {
         return Err("the SMMU did not take GBPA");
     }
+    let aborts_when_off = read32(base, regs::GBPA) & format::GBPA_ABORT != 0;
     write32(base, regs::IRQ_CTRL, 0);
     write32(base, regs::CR1, format::CR1_WB_ISH);
     // RECINVSID: record events for out-of-range streams; PTM: private TLB.
@@ -133,7 +138,8 @@ pub unsafe fn init(base: usize, ttb0: u64, va_bits: u32, mair: u64) -> Result<()
     write32(base, regs::EVENTQ_PROD, 0);
     write32(base, regs::EVENTQ_CONS, 0);
 
-    let mut smmu = Smmu { base, cmdq, cmdq_log2, cmdq_prod: 0, eventq, eventq_log2, errors: 0, stopped: false };
+    let mut smmu =
+        Smmu { base, cmdq, cmdq_log2, cmdq_prod: 0, eventq, eventq_log2, errors: 0, stopped: false, aborts_when_off };
     let enable = |value: u32| {
         write32(base, regs::CR0, value);
         poll(base, regs::CR0ACK, |v| v == value)
@@ -157,6 +163,11 @@ pub unsafe fn init(base: usize, ttb0: u64, va_bits: u32, mair: u64) -> Result<()
         "SMMUv3: the hyp's; {streams} streams translate through the host's RAM only (stage 1, ASID {SMMU_ASID}), OAS {} bits",
         features.oas_bits
     );
+    if !aborts_when_off {
+        log::info!(
+            "SMMUv3: GBPA does not keep ABORT (QEMU before 8.1 does not model it): turned off, this SMMU would let every device access through, so a failed maintenance stops the machine"
+        );
+    }
     SMMU.call_once(|| spin::Mutex::new(smmu));
     Ok(())
 }
@@ -226,10 +237,18 @@ impl Smmu {
     /// host no longer owns (a protected VM's, the hyp's). Fails closed:
     /// translation goes off, and with GBPA set to abort at init every device
     /// access aborts from now on. The host's DMA breaks; no device reaches a
-    /// page it should not.
+    /// page it should not. An SMMU that does not keep GBPA's ABORT would let
+    /// every access through once off: then the machine stops, as on the hyp's
+    /// own fatal errors.
     fn stop_all_dma(&mut self) {
         if self.stopped {
             return;
+        }
+        if !self.aborts_when_off {
+            log::error!(
+                "SMMU: maintenance failed and this SMMU cannot abort device accesses (GBPA): stopping the machine"
+            );
+            crate::power::system_off(1);
         }
         self.stopped = true;
         write32(self.base, regs::CR0, 0);
