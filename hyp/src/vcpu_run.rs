@@ -34,9 +34,6 @@ use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame};
 use core::cell::{Cell, UnsafeCell};
 use hyp_abi::{Exit, HypError, RunFlags};
 
-/// Injected exceptions one run may take before the VM is declared dead: a
-/// guest with no working vector faults at its vector forever.
-const MAX_INJECTIONS_PER_RUN: u32 = 64;
 /// Traps the hyp may serve in one run without returning to the host, so that a
 /// guest calling the hyp in a loop cannot keep the host's CPU.
 const MAX_TRAPS_PER_RUN: u32 = 4096;
@@ -847,16 +844,22 @@ pub fn vcpu_run(
         flags,
         filled: Cell::new(false),
     };
-    let (mut injections, mut traps) = (0u32, 0u32);
+    let mut traps = 0u32;
     let (exit, pending_read) = run_guest(ctx, entry, |ctx, trap, live| {
         traps += 1;
         match serve(ctx, trap, live, &view, protected) {
             Outcome::ToHost { exit, pending_read } => return Some((exit, pending_read)),
-            Outcome::Injected if injections + 1 >= MAX_INJECTIONS_PER_RUN => {
+            // The exception was taken at the very vector it enters (a guest
+            // without a working vector): it would be taken there again
+            // forever, in the same state. Any other injection is the guest's
+            // to handle, however many it takes (a program catching its own
+            // faults); a guest that loops through its vectors anyway is
+            // bounded like any other by the traps of a run.
+            Outcome::Injected if ctx.pc == ctx.sysregs.elr_el1 => {
                 let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
                 return Some((Exit::Fatal { esr, address }, None));
             }
-            Outcome::Injected => injections += 1,
+            Outcome::Injected => {}
             Outcome::Deliver => view.fill(ctx, live),
             Outcome::Resume => {}
         }

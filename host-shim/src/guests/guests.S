@@ -196,6 +196,35 @@ evil_vectors:
 guest_end evil
 
 /*
+ * Fault-catching guest: reads the PMU's cycle counter (trapped: the hyp
+ * injects UNDEFINED) x0 times, each exception caught by its own vector, which
+ * counts it in x21 and skips the read, all without an exit; then reports the
+ * count with a 64-bit MMIO write to GUEST_UART + GUEST_REPORT and turns its
+ * VM off. However many exceptions a guest handles in one run, it is not dead.
+ */
+guest_start catch, 4096
+    install_vectors guest_catch_start
+    mov     x20, #GUEST_UART
+    mov     x21, #0
+    mov     x22, x0
+1:  mrs     x1, pmccntr_el0
+    subs    x22, x22, #1
+    b.ne    1b
+    str     x21, [x20, #GUEST_REPORT]
+    call_hyp PSCI_SYSTEM_OFF
+2:  b       2b
+.balign 2048
+    .rept 16
+    .balign 128
+    add     x21, x21, #1
+    mrs     x10, elr_el1
+    add     x10, x10, #4
+    msr     elr_el1, x10
+    eret
+    .endr
+guest_end catch
+
+/*
  * MMIO-guard guest: reports with 64-bit MMIO writes to GUEST_UART +
  * GUEST_REPORT and, where the UART is not allowed, with HOST_CALL (x1 = the
  * value). Unguarded, its store to the UART reaches the host. It asks the

@@ -391,6 +391,47 @@ fn spinning_vm(platform: &HostPlatform, pa: u64) -> bool {
     passed
 }
 
+/// Exceptions a guest catches itself in one run: many more than any limit on
+/// injections would allow.
+const CAUGHT_FAULTS: u64 = 1000;
+
+/// A guest that catches [`CAUGHT_FAULTS`] injected UNDEFINED exceptions
+/// without an exit runs on to its end; its VM is not declared dead.
+fn fault_catching_vm(pa: u64) -> bool {
+    const REPORT: u64 = GUEST_UART + 0x28;
+    load(pa, guests::catch());
+    let Ok(handle) = create_vm(VmType::Protected, 1) else {
+        return check!(false, "create the fault-catching VM");
+    };
+    let mut passed = check!(
+        hypercall::vm_map(handle, pa, GUEST_ENTRY, 1).is_ok()
+            && hypercall::vcpu_init(handle, 0, GUEST_ENTRY, CAUGHT_FAULTS).is_ok(),
+        "give the fault-catching VM its page and start it"
+    );
+    // Its report, past any interrupted exits (the host's timer).
+    let mut report = None;
+    let mut end = None;
+    for _ in 0..64 {
+        match run_vcpu(handle, 0, 0) {
+            Ok(Exit::Interrupted) => continue,
+            Ok(Exit::Mmio { ipa: REPORT, size_bytes: 8, write: true, value }) if report.is_none() => {
+                report = Some(value)
+            }
+            other => {
+                end = Some(other);
+                break;
+            }
+        }
+    }
+    passed &= check!(
+        report == Some(CAUGHT_FAULTS) && end == Some(Ok(Exit::SystemOff)),
+        "a guest catching {CAUGHT_FAULTS} injected exceptions in a run goes on: it counted {report:?}, then {end:?}"
+    );
+    passed &= tear_down(handle, "fault-catching VM");
+    passed &= check!(hypercall::vm_reclaim(handle, GUEST_ENTRY, 1).is_ok(), "reclaim the fault-catching VM's page");
+    passed
+}
+
 fn crashing_vm(pa: u64) -> bool {
     let mut passed = true;
     load(pa, guests::crash());
@@ -593,6 +634,7 @@ pub fn run_all(platform: &HostPlatform) -> bool {
     passed &= guarded_vm(page(6), VmType::Protected);
     passed &= guarded_vm(page(6), VmType::NonProtected);
     passed &= probing_vm(page(2), page(3), page(4), platform.hyp_regions());
+    passed &= fault_catching_vm(page(8));
     passed &= crashing_vm(page(8));
     passed &= spinning_vm(platform, page(8));
     passed
