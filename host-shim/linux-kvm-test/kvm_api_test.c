@@ -200,6 +200,65 @@ static void check_mp_state_after_run(int vcpu, const char *name)
 	      "%s: KVM_SET_MP_STATE keeping RUNNABLE after the first run: %u", name, state);
 }
 
+/* The VmFlags of the mapping holding address (/proc/self/smaps), without the newline; 0 if found. */
+static int mapping_flags(const void *address, char *flags, size_t size)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[512];
+	int inside = 0, found = 0;
+
+	if (!f)
+		return -1;
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned long start, end;
+
+		/* A mapping's first line: "start-end perms ..." (no field name is two hex numbers). */
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2) {
+			inside = (unsigned long)address >= start && (unsigned long)address < end;
+		} else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+			line[strcspn(line, "\n")] = 0;
+			snprintf(flags, size, "%s", line + 8);
+			found = 1;
+		}
+	}
+	fclose(f);
+	return found ? 0 : -1;
+}
+
+/* Whether smaps' VmFlags list holds the two-letter flag. */
+static int has_flag(const char *flags, const char *flag)
+{
+	for (const char *p = strstr(flags, flag); p; p = strstr(p + 1, flag))
+		if ((p == flags || p[-1] == ' ') && (p[2] == ' ' || p[2] == 0))
+			return 1;
+	return 0;
+}
+
+/*
+ * A protected VM's memory, once the guest ran, is kept from the kernel's own
+ * copies of it, which would read pages that left the host (an abort the
+ * kernel does not survive): its mapping is left out of forks ("dc") and core
+ * dumps ("dd") and is not KSM's ("mg"); a fork now gives the child no mapping
+ * of it, and the kernel copied nothing.
+ */
+static void check_kept_from_kernel_copies(const uint8_t *memory, const char *name)
+{
+	char flags[256] = "";
+	pid_t child;
+	int status = -1;
+
+	check(mapping_flags(memory, flags, sizeof(flags)) == 0 && has_flag(flags, "dc") && has_flag(flags, "dd") &&
+		      !has_flag(flags, "mg"),
+	      "%s: the slot's mapping is left out of forks and core dumps, not KSM's: VmFlags%s", name, flags);
+	child = fork();
+	if (child == 0)
+		_exit(madvise((void *)memory, PAGE, MADV_NORMAL) == -1 && errno == ENOMEM ? 0 : 1);
+	if (child > 0)
+		waitpid(child, &status, 0);
+	check(child > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "%s: a fork after the guest ran: the child has no mapping of the guest's memory", name);
+}
+
 /* The same after the first run: a non-protected VM's went to the hyp with it, a protected VM's are out of reach. */
 static void check_more_registers_after_run(int vcpu, int protected, const char *name)
 {
@@ -323,6 +382,9 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 		close(vm);
 		return;
 	}
+	if (protected)
+		check(madvise(memory, SLOT_PAGES * PAGE, MADV_MERGEABLE) == 0,
+		      "%s: the guest's memory offered to KSM first, as QEMU offers its RAM", name);
 	check(set_slot(vm, 0, GUEST_BASE, SLOT_PAGES * PAGE, memory, 0) == 0,
 	      "%s: KVM_SET_USER_MEMORY_REGION slot 0: 64 KiB at IPA %#llx", name, GUEST_BASE);
 	err = set_slot(vm, 1, GUEST_BASE + PAGE, PAGE, memory, 0);
@@ -472,6 +534,8 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	      "%s: MMIO store exit: reason %u, address %#llx, len %u, write %u, data %#llx", name, run->exit_reason,
 	      (unsigned long long)run->mmio.phys_addr, run->mmio.len, run->mmio.is_write,
 	      (unsigned long long)mmio_data(run));
+	if (protected)
+		check_kept_from_kernel_copies(memory, name);
 	/* The guest ran: a protected VM's count is now the hyp's alone (still readable). */
 	err = set_reg(vcpu, TIMER_REG_COUNT, 1ULL << 42);
 	check(err == (protected ? EPERM : 0), "%s: the virtual count set after the guest ran: %s", name,

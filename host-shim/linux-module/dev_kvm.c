@@ -18,6 +18,7 @@
  */
 
 #include <linux/anon_inodes.h>
+#include <linux/capability.h>
 #include <linux/file.h>
 #include <linux/hugetlb.h>
 #include <linux/kref.h>
@@ -30,6 +31,7 @@
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 #include <linux/wait.h>
 
 #include "dev_kvm.h"
@@ -933,24 +935,68 @@ static bool private_anonymous(struct mm_struct *mm, unsigned long start, unsigne
 }
 
 /*
- * Pins the slot's pages (all or none): for a protected VM only private
- * anonymous memory, checked and pinned under one hold of the mmap lock so
- * that no mapping changes between the two. Returns the pages pinned.
+ * Keeps the kernel's own copies away from a protected VM's memory: each
+ * mapping holding [start, start + size) (whole mappings: the module cannot
+ * split one) is left out of a fork's child (VM_DONTCOPY, MADV_DONTFORK's:
+ * a fork copies pinned anonymous pages, reading them) and of core dumps
+ * (VM_DONTDUMP), and is no longer KSM's to merge (ksmd reads every page it
+ * scans). The caller holds the mmap lock for writing, and the range is
+ * mapped throughout (private_anonymous).
+ */
+static void keep_from_kernel_copies(struct mm_struct *mm, unsigned long start, unsigned long size)
+{
+	unsigned long address = start, end = start + size;
+
+	while (address < end) {
+		struct vm_area_struct *vma = vma_lookup(mm, address);
+
+		if (!vma)
+			return;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+		vm_flags_mod(vma, VM_DONTCOPY | VM_DONTDUMP, VM_MERGEABLE);
+#else
+		vma->vm_flags = (vma->vm_flags | VM_DONTCOPY | VM_DONTDUMP) & ~VM_MERGEABLE;
+#endif
+		address = vma->vm_end;
+	}
+}
+
+/*
+ * Pins the slot's pages (all or none) and charges them to the process's
+ * RLIMIT_MEMLOCK (none for CAP_IPC_LOCK), as pKVM's pins of a protected VM's
+ * memory are: the number of VMs does not bound them. For a protected VM only
+ * private anonymous memory, checked, pinned, charged and kept from the
+ * kernel's copies (keep_from_kernel_copies) under one hold of the mmap lock,
+ * so that no mapping changes meanwhile; its wrong memory is EINVAL whatever
+ * the limit. Returns the pages pinned, or an errno (-ENOMEM over the limit).
  */
 static long pin_slot_pages(struct kvm_vm_state *vm, unsigned long uaddr, unsigned long npages, struct page **pages)
 {
 	struct mm_struct *mm = current->mm;
 	long pinned;
 
-	if (!vm->is_protected)
-		return pin_user_pages_fast(uaddr, npages, FOLL_WRITE | FOLL_LONGTERM, pages);
-	if (mmap_read_lock_killable(mm))
+	if (!vm->is_protected) {
+		pinned = pin_user_pages_fast(uaddr, npages, FOLL_WRITE | FOLL_LONGTERM, pages);
+		if (pinned == npages && account_locked_vm(mm, npages, true)) {
+			unpin_user_pages(pages, pinned);
+			return -ENOMEM;
+		}
+		return pinned;
+	}
+	if (mmap_write_lock_killable(mm))
 		return -EINTR;
-	if (!private_anonymous(mm, uaddr, npages << PAGE_SHIFT))
+	if (!private_anonymous(mm, uaddr, npages << PAGE_SHIFT)) {
 		pinned = -EINVAL;
-	else
+	} else {
 		pinned = pin_user_pages(uaddr, npages, FOLL_WRITE | FOLL_LONGTERM, pages, NULL);
-	mmap_read_unlock(mm);
+		if (pinned == npages && __account_locked_vm(mm, npages, true, current, capable(CAP_IPC_LOCK))) {
+			unpin_user_pages(pages, pinned);
+			pinned = -ENOMEM;
+		} else if (pinned == npages) {
+			keep_from_kernel_copies(mm, uaddr, npages << PAGE_SHIFT);
+		}
+	}
+	mmap_write_unlock(mm);
 	return pinned;
 }
 
@@ -1012,16 +1058,6 @@ static long set_memory_region(struct kvm_vm_state *vm, const struct kvm_userspac
 	if (!slot->pages)
 		return -ENOMEM;
 	pinned = pin_slot_pages(vm, mem->userspace_addr, npages, slot->pages);
-	/*
-	 * Pinned pages count against the process's RLIMIT_MEMLOCK (none for
-	 * CAP_IPC_LOCK), as pKVM's pins of a protected VM's memory do: the
-	 * number of VMs does not bound them. Charged once the memory was found
-	 * fit (a protected VM's wrong memory is EINVAL whatever the limit).
-	 */
-	if (pinned == npages && account_locked_vm(vm->mm, npages, true)) {
-		unpin_user_pages(slot->pages, pinned);
-		pinned = -ENOMEM;
-	}
 	if (pinned != npages) {
 		if (pinned > 0)
 			unpin_user_pages(slot->pages, pinned);
