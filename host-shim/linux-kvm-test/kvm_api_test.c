@@ -217,7 +217,8 @@ static int mapping_flags(const void *address, char *flags, size_t size)
 			inside = (unsigned long)address >= start && (unsigned long)address < end;
 		} else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
 			line[strcspn(line, "\n")] = 0;
-			snprintf(flags, size, "%s", line + 8);
+			/* (Truncated to the caller's buffer if longer.) */
+			snprintf(flags, size, "%.*s", (int)(size - 1), line + 8);
 			found = 1;
 		}
 	}
@@ -232,6 +233,35 @@ static int has_flag(const char *flags, const char *flag)
 		if ((p == flags || p[-1] == ' ') && (p[2] == ' ' || p[2] == 0))
 			return 1;
 	return 0;
+}
+
+/*
+ * Hibernation's snapshot reads every page the kernel has: while a protected
+ * VM lives it is refused (EBUSY from the driver's PM notifier, before any
+ * task is frozen), where this kernel can hibernate at all.
+ */
+static void check_hibernation_refused(const char *name)
+{
+	char states[128] = "";
+	int fd = open("/sys/power/state", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, states, sizeof(states) - 1);
+	int err = 0;
+
+	if (fd >= 0)
+		close(fd);
+	states[strcspn(states, "\n")] = 0;
+	if (n <= 0 || !strstr(states, "disk")) {
+		check(1, "%s: this kernel cannot hibernate (/sys/power/state: %s)", name, states);
+		return;
+	}
+	fd = open("/sys/power/state", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "disk", 4) != -1)
+		err = fd < 0 ? errno : 0;
+	else
+		err = errno;
+	if (fd >= 0)
+		close(fd);
+	check(err == EBUSY, "%s: hibernation while a protected VM lives: %s", name, err ? strerror(err) : "not refused");
 }
 
 /*
@@ -257,6 +287,7 @@ static void check_kept_from_kernel_copies(const uint8_t *memory, const char *nam
 		waitpid(child, &status, 0);
 	check(child > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
 	      "%s: a fork after the guest ran: the child has no mapping of the guest's memory", name);
+	check_hibernation_refused(name);
 }
 
 /* The same after the first run: a non-protected VM's went to the hyp with it, a protected VM's are out of reach. */

@@ -30,6 +30,7 @@
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
+#include <linux/suspend.h>
 #include <linux/uaccess.h>
 #include <linux/version.h>
 #include <linux/wait.h>
@@ -154,6 +155,27 @@ static unsigned long reclaim_slot_run(struct kvm_vm_state *vm, struct kvm_slot *
 }
 
 /*
+ * Protected VMs that exist in the hyp, and pages of protected VMs the hyp
+ * kept for good: while either is not zero, hibernation is refused, since its
+ * snapshot reads every page the kernel has, these too (an abort the kernel
+ * does not survive).
+ */
+static atomic_t protected_hyp_vms = ATOMIC_INIT(0);
+static atomic_long_t protected_pages_kept = ATOMIC_LONG_INIT(0);
+
+static int refuse_hibernation(struct notifier_block *nb, unsigned long action, void *data)
+{
+	if (action != PM_HIBERNATION_PREPARE)
+		return NOTIFY_DONE;
+	if (atomic_read(&protected_hyp_vms) == 0 && atomic_long_read(&protected_pages_kept) == 0)
+		return NOTIFY_OK;
+	pr_warn("kvm: hibernation refused: protected VMs' memory is the hyp's, and the snapshot would read it\n");
+	return notifier_from_errno(-EBUSY);
+}
+
+static struct notifier_block hibernation_guard = { .notifier_call = refuse_hibernation };
+
+/*
  * Unpins a slot's pages; for a protected VM, reclaims them first (zeroed),
  * a run of physically consecutive pages per call (reclaim_slot_run).
  * `lent_back`: a non-protected VM's pages are back (no VM, or torn down);
@@ -181,6 +203,8 @@ static void release_slot(struct kvm_vm_state *vm, struct kvm_slot *slot, bool le
 		i += run;
 	}
 	vm->pinned -= slot->npages;
+	if (vm->handle && vm->is_protected)
+		atomic_long_add(kept, &protected_pages_kept);
 	/* Pages the hyp kept stay pinned for good, and stay counted as locked. */
 	account_locked_vm(vm->mm, slot->npages - kept, false);
 	kvfree(slot->pages);
@@ -218,6 +242,8 @@ static void destroy_hyp_vm(struct kvm_vm_state *vm)
 	for (i = 0; i < MAX_SLOTS; i++)
 		if (vm->slots[i].used)
 			release_slot(vm, &vm->slots[i], status == 0 || status == HYP_NO_SUCH_VM);
+	if (vm->handle && vm->is_protected)
+		atomic_dec(&protected_hyp_vms);
 	vm->handle = 0;
 }
 
@@ -258,6 +284,8 @@ static long create_hyp_vm(struct kvm_vm_state *vm)
 	if ((long)res.a0 != 0)
 		return hyp_errno((long)res.a0);
 	vm->handle = res.a1;
+	if (vm->is_protected)
+		atomic_inc(&protected_hyp_vms);
 	ret = kvm_vgic_apply(vm);
 	for (i = 0; i < MAX_SLOTS && ret == 0; i++) {
 		step = "VM_MAP";
@@ -940,8 +968,10 @@ static bool private_anonymous(struct mm_struct *mm, unsigned long start, unsigne
  * split one) is left out of a fork's child (VM_DONTCOPY, MADV_DONTFORK's:
  * a fork copies pinned anonymous pages, reading them) and of core dumps
  * (VM_DONTDUMP), and is no longer KSM's to merge (ksmd reads every page it
- * scans). The caller holds the mmap lock for writing, and the range is
- * mapped throughout (private_anonymous).
+ * scans). VM_DONTEXPAND makes it special, so that MADV_DODUMP is refused and
+ * MADV_MERGEABLE ignored (MADV_DOFORK still undoes VM_DONTCOPY: only VM_IO
+ * stops it, which would stop the pins too). The caller holds the mmap lock
+ * for writing, and the range is mapped throughout (private_anonymous).
  */
 static void keep_from_kernel_copies(struct mm_struct *mm, unsigned long start, unsigned long size)
 {
@@ -953,9 +983,9 @@ static void keep_from_kernel_copies(struct mm_struct *mm, unsigned long start, u
 		if (!vma)
 			return;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
-		vm_flags_mod(vma, VM_DONTCOPY | VM_DONTDUMP, VM_MERGEABLE);
+		vm_flags_mod(vma, VM_DONTCOPY | VM_DONTDUMP | VM_DONTEXPAND, VM_MERGEABLE);
 #else
-		vma->vm_flags = (vma->vm_flags | VM_DONTCOPY | VM_DONTDUMP) & ~VM_MERGEABLE;
+		vma->vm_flags = (vma->vm_flags | VM_DONTCOPY | VM_DONTDUMP | VM_DONTEXPAND) & ~VM_MERGEABLE;
 #endif
 		address = vma->vm_end;
 	}
@@ -1246,8 +1276,14 @@ int kvm_dev_register(void)
 
 	if (ret)
 		return ret;
+	ret = register_pm_notifier(&hibernation_guard);
+	if (ret) {
+		kvm_eventfd_module_exit();
+		return ret;
+	}
 	ret = misc_register(&kvm_device);
 	if (ret) {
+		unregister_pm_notifier(&hibernation_guard);
 		kvm_eventfd_module_exit();
 		return ret;
 	}
@@ -1258,5 +1294,6 @@ int kvm_dev_register(void)
 void kvm_dev_deregister(void)
 {
 	misc_deregister(&kvm_device);
+	unregister_pm_notifier(&hibernation_guard);
 	kvm_eventfd_module_exit();
 }
