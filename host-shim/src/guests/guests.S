@@ -150,6 +150,38 @@ guest_start memtest, 4
 guest_end memtest
 
 /*
+ * Fault-catching guest: reads the PMU's cycle counter (trapped: the hyp
+ * injects UNDEFINED) x0 times, each exception caught by its own vector, which
+ * counts it in x21 and skips the read, all without an exit; then reports the
+ * count with a 64-bit MMIO write to GUEST_UART + GUEST_REPORT and turns its
+ * VM off. However many exceptions a guest handles in one run, it is not dead.
+ * Compact: its vector table starts at its first byte, its code sits in the
+ * table's SP_EL0 entries (unused: it runs on SP_EL1), and the only handler
+ * it needs, synchronous at EL1 with SP_EL1, is at +0x200.
+ */
+.set GUEST_REPORT, 0x28         /* UART offset where the catching and malicious guests report */
+guest_start catch, 2048
+    adr     x9, guest_catch_start
+    msr     vbar_el1, x9
+    isb
+    mov     x20, #GUEST_UART
+    mov     x21, #0
+    mov     x22, x0
+1:  mrs     x1, pmccntr_el0
+    subs    x22, x22, #1
+    b.ne    1b
+    str     x21, [x20, #GUEST_REPORT]
+    call_hyp PSCI_SYSTEM_OFF
+2:  b       2b
+.balign 512
+    add     x21, x21, #1
+    mrs     x10, elr_el1
+    add     x10, x10, #4
+    msr     elr_el1, x10
+    eret
+guest_end catch
+
+/*
  * Malicious guest: tries what a guest must not reach and reports each outcome
  * with a 64-bit MMIO write to GUEST_UART + GUEST_REPORT (exceptions it takes
  * itself are reported by its own vector, which then skips the instruction):
@@ -160,7 +192,6 @@ guest_end memtest
  * outside its memory (an MMIO exit the host sees), then PSCI SYSTEM_OFF (only
  * this VM ends).
  */
-.set GUEST_REPORT, 0x28
 guest_start evil, 4096
     install_vectors guest_evil_start
     mov     x20, #GUEST_UART
@@ -194,35 +225,6 @@ evil_vectors:
     eret
     .endr
 guest_end evil
-
-/*
- * Fault-catching guest: reads the PMU's cycle counter (trapped: the hyp
- * injects UNDEFINED) x0 times, each exception caught by its own vector, which
- * counts it in x21 and skips the read, all without an exit; then reports the
- * count with a 64-bit MMIO write to GUEST_UART + GUEST_REPORT and turns its
- * VM off. However many exceptions a guest handles in one run, it is not dead.
- */
-guest_start catch, 4096
-    install_vectors guest_catch_start
-    mov     x20, #GUEST_UART
-    mov     x21, #0
-    mov     x22, x0
-1:  mrs     x1, pmccntr_el0
-    subs    x22, x22, #1
-    b.ne    1b
-    str     x21, [x20, #GUEST_REPORT]
-    call_hyp PSCI_SYSTEM_OFF
-2:  b       2b
-.balign 2048
-    .rept 16
-    .balign 128
-    add     x21, x21, #1
-    mrs     x10, elr_el1
-    add     x10, x10, #4
-    msr     elr_el1, x10
-    eret
-    .endr
-guest_end catch
 
 /*
  * MMIO-guard guest: reports with 64-bit MMIO writes to GUEST_UART +

@@ -78,7 +78,7 @@ guest_images! {
     memtest: guest_memtest_start..guest_memtest_end,
     /// The malicious guest's code (one page: code, then its vectors at +0x800).
     evil: guest_evil_start..guest_evil_end,
-    /// The fault-catching guest's code (one page: code, then its vectors at +0x800).
+    /// The fault-catching guest's code (its vectors at its start, its handler at +0x200).
     catch: guest_catch_start..guest_catch_end,
     /// The MMIO-guard guest's code (one page: code, then its vectors at +0x800).
     guard: guest_guard_start..guest_guard_end,
