@@ -25,6 +25,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -629,6 +631,74 @@ out_vm:
 	munmap(memory, SLOT_PAGES * PAGE);
 }
 
+/* Writes value into the file at path; 0 or an errno. */
+static int write_file(const char *path, const char *value)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	int err = 0;
+
+	if (fd < 0)
+		return errno;
+	if (write(fd, value, strlen(value)) < 0)
+		err = errno;
+	close(fd);
+	return err;
+}
+
+/* The memory cgroup the check makes, and its limit: 3.5 MiB, three VMs' memcache chunks and change. */
+#define CHECK_CGROUP "/sys/fs/cgroup/kvm-api-test"
+#define CHECK_CGROUP_LIMIT "3670016"
+/* VMs the check asks for: far more than fit under the limit. */
+#define CHARGED_VMS 16
+
+/*
+ * Each VM's memcache donation (1 MiB of pages the hyp takes) and the driver's
+ * own structures are charged to the creating process's memory cgroup, as
+ * Linux's KVM charges its VMs' memory: a child limited to 3.5 MiB makes
+ * three VMs, and the fourth is ENOMEM (a 1 MiB allocation over the limit
+ * fails rather than invoking the OOM killer). Unaccounted, all sixteen would
+ * be made, and the hyp's memcache would grow without a limit a memory
+ * cgroup can set.
+ */
+static void check_vms_charged_to_the_memory_cgroup(int kvm)
+{
+	pid_t child;
+	int status = -1, err;
+
+	mkdir("/sys/fs/cgroup", 0755);
+	if (mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, NULL) != 0 && errno != EBUSY) {
+		check(0, "memcg: mount cgroup2 at /sys/fs/cgroup: %s", strerror(errno));
+		return;
+	}
+	err = write_file("/sys/fs/cgroup/cgroup.subtree_control", "+memory");
+	if (!err && mkdir(CHECK_CGROUP, 0755) != 0 && errno != EEXIST)
+		err = errno;
+	if (err) {
+		check(0, "memcg: a memory cgroup for the check: %s", strerror(err));
+		return;
+	}
+	child = fork();
+	if (child == 0) {
+		int made = 0, vm_err = 0;
+
+		if (write_file(CHECK_CGROUP "/cgroup.procs", "0") || write_file(CHECK_CGROUP "/memory.max", CHECK_CGROUP_LIMIT))
+			_exit(0x7f);
+		for (made = 0; made < CHARGED_VMS; made++)
+			if (ioctl(kvm, KVM_CREATE_VM, 0) < 0) {
+				vm_err = errno;
+				break;
+			}
+		_exit(made | (vm_err == ENOMEM ? 0x40 : 0));
+	}
+	if (child > 0)
+		waitpid(child, &status, 0);
+	status = child > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	check(status != 0x7f && status >= 0 && (status & 0x40) && (status & 0x3f) >= 1 && (status & 0x3f) <= 3,
+	      "memcg: VMs made under a memory.max of %s bytes: %d, then ENOMEM: %s", CHECK_CGROUP_LIMIT,
+	      status < 0 ? -1 : status & 0x3f, status >= 0 && (status & 0x40) ? "yes" : "no");
+	rmdir(CHECK_CGROUP);
+}
+
 int main(void)
 {
 	struct sigaction action = { .sa_handler = on_alarm };
@@ -682,6 +752,7 @@ int main(void)
 	check_vgic(kvm, 0);
 	check_vgic(kvm, 1);
 	check_irqfd_close_races(kvm);
+	check_vms_charged_to_the_memory_cgroup(kvm);
 	close(kvm);
 	if (failures)
 		printf("kvm-api-test: %d of %d checks FAILED\n", failures, checks);

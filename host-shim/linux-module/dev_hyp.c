@@ -434,12 +434,12 @@ static long hyp_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 
 static int hyp_open(struct inode *inode, struct file *file)
 {
-	struct hyp_file *f = kzalloc(sizeof(*f), GFP_KERNEL);
+	struct hyp_file *f = kzalloc(sizeof(*f), GFP_KERNEL_ACCOUNT);
 
 	if (!f)
 		return -ENOMEM;
 	mutex_init(&f->lock);
-	f->runs = kvcalloc(MAX_PINNED, sizeof(*f->runs), GFP_KERNEL);
+	f->runs = kvcalloc(MAX_PINNED, sizeof(*f->runs), GFP_KERNEL_ACCOUNT);
 	if (!f->runs || memcache_client_start() != 0) {
 		kvfree(f->runs);
 		kfree(f);

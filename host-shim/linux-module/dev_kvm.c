@@ -897,10 +897,10 @@ static long vm_create_vcpu(struct kvm_vm_state *vm, unsigned long id)
 	if (id != vm->vcpu_count)
 		goto out;
 	fd = -ENOMEM;
-	vcpu = kzalloc(sizeof(*vcpu), GFP_KERNEL);
+	vcpu = kzalloc(sizeof(*vcpu), GFP_KERNEL_ACCOUNT);
 	if (!vcpu)
 		goto out;
-	vcpu->run = (struct kvm_run *)get_zeroed_page(GFP_KERNEL);
+	vcpu->run = (struct kvm_run *)get_zeroed_page(GFP_KERNEL_ACCOUNT);
 	if (!vcpu->run) {
 		kfree(vcpu);
 		goto out;
@@ -1217,7 +1217,7 @@ static long create_vm(unsigned long type)
 		ipa_bits = DEFAULT_IPA_BITS;
 	if (ipa_bits < MIN_IPA_BITS || ipa_bits > hyp_ipa_bits())
 		return -EINVAL;
-	vm = kzalloc(sizeof(*vm), GFP_KERNEL);
+	vm = kzalloc(sizeof(*vm), GFP_KERNEL_ACCOUNT);
 	if (!vm)
 		return -ENOMEM;
 	kref_init(&vm->ref);

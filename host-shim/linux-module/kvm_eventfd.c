@@ -165,7 +165,7 @@ long kvm_ioeventfd(struct kvm_vm_state *vm, void __user *argp)
 	if (count >= MAX_IOEVENTFDS)
 		goto out;
 	ret = -ENOMEM;
-	e = kmalloc(sizeof(*e), GFP_KERNEL);
+	e = kmalloc(sizeof(*e), GFP_KERNEL_ACCOUNT);
 	if (!e)
 		goto out;
 	*e = wanted;
@@ -314,7 +314,7 @@ long kvm_irqfd(struct kvm_vm_state *vm, void __user *argp)
 	f = fdget(args.fd);
 	if (!f.file)
 		return -EBADF;
-	irqfd = kzalloc(sizeof(*irqfd), GFP_KERNEL);
+	irqfd = kzalloc(sizeof(*irqfd), GFP_KERNEL_ACCOUNT);
 	if (!irqfd) {
 		fdput(f);
 		return -ENOMEM;

@@ -30,11 +30,11 @@ static unsigned long clients;
 
 int memcache_client_start(void)
 {
-	struct memcache_chunk *chunk = kmalloc(sizeof(*chunk), GFP_KERNEL);
+	struct memcache_chunk *chunk = kmalloc(sizeof(*chunk), GFP_KERNEL_ACCOUNT);
 
 	if (!chunk)
 		return -ENOMEM;
-	chunk->pages = alloc_pages(GFP_KERNEL | __GFP_ZERO, MEMCACHE_ORDER);
+	chunk->pages = alloc_pages(GFP_KERNEL_ACCOUNT | __GFP_ZERO, MEMCACHE_ORDER);
 	if (!chunk->pages || hyp_call4(CALL_DONATE_HYP, page_to_phys(chunk->pages), MEMCACHE_PAGES, 0, 0) != 0) {
 		if (chunk->pages)
 			__free_pages(chunk->pages, MEMCACHE_ORDER);
