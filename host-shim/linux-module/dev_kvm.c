@@ -155,22 +155,56 @@ static unsigned long reclaim_slot_run(struct kvm_vm_state *vm, struct kvm_slot *
 }
 
 /*
- * Protected VMs that exist in the hyp, and pages of protected VMs the hyp
- * kept for good: while either is not zero, hibernation is refused, since its
- * snapshot reads every page the kernel has, these too (an abort the kernel
- * does not survive).
+ * Protected VMs that exist in the hyp (or are being made), and pages of
+ * protected VMs the hyp kept for good: while either is not zero, hibernation
+ * is refused, since its snapshot reads every page the kernel has, these too
+ * (an abort the kernel does not survive). Once hibernation has begun (from
+ * its PREPARE notification to its POST one), no protected VM is made: a VMM
+ * that reaches its first KVM_RUN before the freezer stops it gets -EINTR and
+ * runs again after. The lock makes the check and the count one step.
  */
+static DEFINE_SPINLOCK(hibernation_lock);
+static bool hibernating;
 static atomic_t protected_hyp_vms = ATOMIC_INIT(0);
 static atomic_long_t protected_pages_kept = ATOMIC_LONG_INIT(0);
 
+/* Counts a protected VM about to be made; false (nothing counted) while hibernation runs. */
+static bool protected_vm_may_start(void)
+{
+	bool may;
+
+	spin_lock(&hibernation_lock);
+	may = !hibernating;
+	if (may)
+		atomic_inc(&protected_hyp_vms);
+	spin_unlock(&hibernation_lock);
+	return may;
+}
+
 static int refuse_hibernation(struct notifier_block *nb, unsigned long action, void *data)
 {
-	if (action != PM_HIBERNATION_PREPARE)
-		return NOTIFY_DONE;
-	if (atomic_read(&protected_hyp_vms) == 0 && atomic_long_read(&protected_pages_kept) == 0)
+	bool busy;
+
+	switch (action) {
+	case PM_HIBERNATION_PREPARE:
+		spin_lock(&hibernation_lock);
+		busy = atomic_read(&protected_hyp_vms) != 0 || atomic_long_read(&protected_pages_kept) != 0;
+		if (!busy)
+			hibernating = true;
+		spin_unlock(&hibernation_lock);
+		if (!busy)
+			return NOTIFY_OK;
+		pr_warn("kvm: hibernation refused: protected VMs' memory is the hyp's, and the snapshot would read it\n");
+		return notifier_from_errno(-EBUSY);
+	case PM_POST_HIBERNATION:
+	case PM_POST_RESTORE:
+		spin_lock(&hibernation_lock);
+		hibernating = false;
+		spin_unlock(&hibernation_lock);
 		return NOTIFY_OK;
-	pr_warn("kvm: hibernation refused: protected VMs' memory is the hyp's, and the snapshot would read it\n");
-	return notifier_from_errno(-EBUSY);
+	default:
+		return NOTIFY_DONE;
+	}
 }
 
 static struct notifier_block hibernation_guard = { .notifier_call = refuse_hibernation };
@@ -280,12 +314,15 @@ static long create_hyp_vm(struct kvm_vm_state *vm)
 	/* An incomplete vGIC: nothing made, user space may complete it and run again. */
 	if (ret)
 		return ret;
+	if (vm->is_protected && !protected_vm_may_start())
+		return -EINTR;
 	res = hyp_call(CALL_VM_CREATE, create);
-	if ((long)res.a0 != 0)
+	if ((long)res.a0 != 0) {
+		if (vm->is_protected)
+			atomic_dec(&protected_hyp_vms);
 		return hyp_errno((long)res.a0);
+	}
 	vm->handle = res.a1;
-	if (vm->is_protected)
-		atomic_inc(&protected_hyp_vms);
 	ret = kvm_vgic_apply(vm);
 	for (i = 0; i < MAX_SLOTS && ret == 0; i++) {
 		step = "VM_MAP";
@@ -661,6 +698,8 @@ static long vcpu_run(struct kvm_vcpu_state *vcpu)
 			signal_event(vm);
 	}
 	mutex_unlock(&vm->lock);
+	if (ret == -EINTR)
+		run->exit_reason = KVM_EXIT_INTR;
 	if (ret)
 		return ret;
 	/*
