@@ -30,7 +30,7 @@ struct Smmu {
     /// ([`Smmu::stop_all_dma`]): every device access aborts.
     stopped: bool,
     /// GBPA read back with ABORT set: while translation is off, the SMMU
-    /// aborts every access. QEMU before 8.1 does not model GBPA (it reads
+    /// aborts every access. QEMU 7.2 does not model GBPA (it reads
     /// zero) and lets every access through instead.
     aborts_when_off: bool,
 }
@@ -98,7 +98,9 @@ pub unsafe fn init(base: usize, ttb0: u64, va_bits: u32, mair: u64) -> Result<()
     if let Some(why) = features.unusable() {
         return Err(why);
     }
-    // Off first, with incoming transactions aborted meanwhile.
+    // Off first, with incoming transactions aborted meanwhile (where GBPA is
+    // modelled: QEMU 7.2 lets them through until translation is on; the
+    // host, the only one to program a device, does not run yet).
     write32(base, regs::CR0, 0);
     if !poll(base, regs::CR0ACK, |v| v == 0) {
         return Err("the SMMU did not turn off");
@@ -165,7 +167,7 @@ pub unsafe fn init(base: usize, ttb0: u64, va_bits: u32, mair: u64) -> Result<()
     );
     if !aborts_when_off {
         log::info!(
-            "SMMUv3: GBPA does not keep ABORT (QEMU before 8.1 does not model it): turned off, this SMMU would let every device access through, so a failed maintenance stops the machine"
+            "SMMUv3: GBPA does not keep ABORT (QEMU 7.2 does not model it): turned off, this SMMU would let every device access through, so a failed maintenance stops the machine"
         );
     }
     SMMU.call_once(|| spin::Mutex::new(smmu));
