@@ -47,10 +47,15 @@ impl LogBudget {
 /// every 4096.
 pub static HOST_REFUSALS: LogBudget = LogBudget::new(64, 4096);
 
-/// Logs the count line of `HOST_REFUSALS`, if `line` is one.
-pub fn log_count(line: LogLine) {
-    if let LogLine::Count(n) = line {
-        log::info!("{n} host accesses and traps refused so far (after the first 64, one line per 4096)");
+/// Counts one more host refusal in `HOST_REFUSALS`: logs it with `full` while
+/// the budget lasts, then only the count line every 4096.
+pub fn log_host_refusal(full: impl FnOnce()) {
+    match HOST_REFUSALS.next() {
+        LogLine::Full => full(),
+        LogLine::Count(n) => {
+            log::info!("{n} host accesses and traps refused so far (after the first 64, one line per 4096)")
+        }
+        LogLine::Quiet => {}
     }
 }
 

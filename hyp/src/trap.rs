@@ -12,7 +12,7 @@ use crate::host_request::HostRequest;
 use crate::mm::host_stage2::HostFault;
 use crate::psci_relay::{self, HostFirmwareCall};
 use crate::state::Hyp;
-use crate::log_budget::{log_count, LogLine, HOST_REFUSALS};
+use crate::log_budget::log_host_refusal;
 use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, ESR_EL2, FAR_EL2, HPFAR_EL2, SPSR_EL2};
 
 /// Interrupts and SErrors are routed to EL1 (HCR_EL2.IMO/FMO/AMO clear): one
@@ -22,10 +22,7 @@ use aarch64_cpu::registers::{Readable, Writeable, ELR_EL2, ESR_EL2, FAR_EL2, HPF
 #[cold]
 #[inline(never)]
 pub fn report_spurious_exception(kind: u64) -> u64 {
-    match HOST_REFUSALS.next() {
-        LogLine::Full => log::warn!("unexpected {:?} from the host ignored", ExceptionKind::from_vector(kind)),
-        line => log_count(line),
-    }
+    log_host_refusal(|| log::warn!("unexpected {:?} from the host ignored", ExceptionKind::from_vector(kind)));
     0
 }
 
@@ -86,10 +83,7 @@ fn handle_host_sysreg(frame: &mut TrapFrame, esr: Esr) -> u64 {
 #[cold]
 #[inline(never)]
 fn refuse_host_trap(esr: Esr) {
-    match HOST_REFUSALS.next() {
-        LogLine::Full => log::warn!("host trap not handled, UNDEFINED injected: {esr}, ELR {:#x}", ELR_EL2.get()),
-        line => log_count(line),
-    }
+    log_host_refusal(|| log::warn!("host trap not handled, UNDEFINED injected: {esr}, ELR {:#x}", ELR_EL2.get()));
     inject_undefined();
 }
 
@@ -192,9 +186,7 @@ fn handle_host_abort(hyp: &Hyp, frame: &mut TrapFrame, esr: Esr, full_frame: boo
         }
         HostFault::AlreadyMapped => {}
         HostFault::Refused => {
-            let line = HOST_REFUSALS.next();
-            match ipa {
-                _ if line != LogLine::Full => log_count(line),
+            log_host_refusal(|| match ipa {
                 Some(ipa) => log::info!(
                     "host access to {ipa:#x} blocked: synchronous external abort injected, {esr}, ELR {:#x}",
                     ELR_EL2.get()
@@ -204,7 +196,7 @@ fn handle_host_abort(hyp: &Hyp, frame: &mut TrapFrame, esr: Esr, full_frame: boo
                     FAR_EL2.get(),
                     ELR_EL2.get()
                 ),
-            }
+            });
             inject_external_abort(esr.class() == ExceptionClass::InstructionAbortLower, esr.is_write());
         }
     }
@@ -225,10 +217,7 @@ fn emulate_lpi_access(
     use crate::host_lpi::{decide, LpiDecision};
     use crate::vm::exit::{decode_mmio, load_value, store_value};
     let Some(access) = decode_mmio(esr) else {
-        match HOST_REFUSALS.next() {
-            LogLine::Full => log::info!("host access to LPI controls at {ipa:#x} without a valid syndrome refused: {esr}"),
-            line => log_count(line),
-        }
+        log_host_refusal(|| log::info!("host access to LPI controls at {ipa:#x} without a valid syndrome refused: {esr}"));
         inject_external_abort(false, esr.is_write());
         return 0;
     };
@@ -239,10 +228,7 @@ fn emulate_lpi_access(
     let bytes = u64::from(access.size_bytes);
     let write = access.write.then(|| store_value(access, if register == 31 { 0 } else { frame.regs[register] }));
     if decide(page, ipa & 0xfff, bytes, write) == LpiDecision::Refuse {
-        match HOST_REFUSALS.next() {
-            LogLine::Full => log::info!("host access to LPI controls at {ipa:#x} refused (LPIs are withheld): {esr}"),
-            line => log_count(line),
-        }
+        log_host_refusal(|| log::info!("host access to LPI controls at {ipa:#x} refused (LPIs are withheld): {esr}"));
         inject_external_abort(false, access.write);
         return 0;
     }

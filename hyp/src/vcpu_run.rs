@@ -34,8 +34,6 @@ use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame};
 use core::cell::{Cell, UnsafeCell};
 use hyp_abi::{Exit, HypError, RunFlags};
 
-/// PSTATE's M[4:0]: the exception level, the stack pointer, AArch32.
-const PSTATE_MODE: u64 = 0x1f;
 /// Traps the hyp may serve in one run without returning to the host, so that a
 /// guest calling the hyp in a loop cannot keep the host's CPU.
 const MAX_TRAPS_PER_RUN: u32 = 4096;
@@ -851,16 +849,11 @@ pub fn vcpu_run(
         traps += 1;
         match serve(ctx, trap, live, &view, protected) {
             Outcome::ToHost { exit, pending_read } => return Some((exit, pending_read)),
-            // The exception was taken at the very vector it enters, in the
-            // mode it enters it in (a guest without a working vector): it
-            // would be taken there again forever, in the same state. Any
-            // other injection is the guest's to handle, however many it
-            // takes (a program catching its own faults); a guest that loops
-            // through its vectors anyway is bounded like any other by the
-            // traps of a run.
-            Outcome::Injected
-                if ctx.pc == ctx.sysregs.elr_el1 && (ctx.sysregs.spsr_el1 ^ ctx.pstate) & PSTATE_MODE == 0 =>
-            {
+            // A guest without a working vector ends. Any other injection is
+            // the guest's to handle, however many it takes (a program
+            // catching its own faults); a guest that loops through its
+            // vectors anyway is bounded like any other by the traps of a run.
+            Outcome::Injected if guest_trap::injected_at_its_own_vector(ctx) => {
                 let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
                 return Some((Exit::Fatal { esr, address }, None));
             }

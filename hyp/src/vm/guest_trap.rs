@@ -144,6 +144,15 @@ pub fn inject(ctx: &mut VcpuContext, esr: u64, far: Option<u64>, sctlr: u64) {
 
 /// SPSR's M[4]: the interrupted state was AArch32.
 const PSTATE_AARCH32: u64 = 1 << 4;
+/// PSTATE's M[4:0]: the exception level, the stack pointer, AArch32.
+const PSTATE_MODE: u64 = 0x1f;
+
+/// Whether the exception [`inject`] just made the guest take was taken at the
+/// very vector it enters, in the mode it enters it in (a guest without a
+/// working vector): it would be taken there again forever, in the same state.
+pub fn injected_at_its_own_vector(ctx: &VcpuContext) -> bool {
+    ctx.pc == ctx.sysregs.elr_el1 && (ctx.sysregs.spsr_el1 ^ ctx.pstate) & PSTATE_MODE == 0
+}
 
 /// Injects a synchronous external abort for the access of `trap`.
 pub fn inject_abort(ctx: &mut VcpuContext, trap: &GuestTrap, sctlr: u64) {
@@ -617,6 +626,34 @@ mod tests {
         assert_eq!(handle(&mut c, trap(no_isv, 0x900_0000), false, &OTHER), Outcome::Injected);
         assert_eq!(c.pstate, 0x3c5 | 1 << 22);
         assert_eq!(c.sysregs.spsr_el1 & 1 << 22, 1 << 22);
+    }
+
+    /// An abort at the vector the injection enters, in the mode it enters
+    /// it in, is a guest without a working vector; one taken elsewhere, or
+    /// at that address from EL0, is the guest's to handle.
+    #[test]
+    fn only_a_fault_at_the_vector_it_enters_is_a_dead_vector() {
+        let fetch = 0x20 << 26 | 1 << 25 | 0x07;
+        // EL1h at VBAR + 0x200 (its own vector for EL1h).
+        let mut c = ctx();
+        c.sysregs.vbar = 0x8000_0000;
+        c.pc = 0x8000_0200;
+        assert_eq!(handle(&mut c, trap(fetch, 0x9000_0000), false, &OTHER), Outcome::Injected);
+        assert!(injected_at_its_own_vector(&c));
+        // EL1h elsewhere.
+        let mut c = ctx();
+        c.sysregs.vbar = 0x8000_0000;
+        c.pc = 0x8000_0400;
+        assert_eq!(handle(&mut c, trap(fetch, 0x9000_0000), false, &OTHER), Outcome::Injected);
+        assert!(!injected_at_its_own_vector(&c));
+        // EL0 at VBAR + 0x400, the address of EL0's vector, but in another mode.
+        let mut c = ctx();
+        c.sysregs.vbar = 0x8000_0000;
+        c.pc = 0x8000_0400;
+        c.pstate = 0;
+        assert_eq!(handle(&mut c, trap(fetch, 0x9000_0000), false, &OTHER), Outcome::Injected);
+        assert_eq!(c.pc, 0x8000_0400);
+        assert!(!injected_at_its_own_vector(&c));
     }
 
     /// A guest that entered AArch32 EL0 anyway ends at its next trap the hyp

@@ -107,9 +107,7 @@ impl GicLayout {
             GicVersion::V2 => GicLayout { distributor, cpu_interface: second, ..GicLayout::default() },
         })
     }
-}
 
-impl GicLayout {
     /// The IPA ranges the emulated GIC answers in, for a GIC of `version`:
     /// the distributor's, and GICv3's redistributors' or GICv2's CPU
     /// interface's (each wrapping nowhere: `placed` checked them, and the
