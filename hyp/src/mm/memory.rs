@@ -448,6 +448,30 @@ impl MemoryState {
         Ok(())
     }
 
+    /// [`MemoryState::require`], first asking whether every record is
+    /// exactly `typical` (which `wanted` accepts): one comparison of the
+    /// packed records per page, where decoding each costs several times
+    /// that. Only a range that fails it is checked record by record.
+    fn require_typical(
+        &mut self,
+        start: u64,
+        pages: u64,
+        typical: PageRecord,
+        wanted: impl Fn(PageRecord) -> bool,
+    ) -> Result<(), HypError> {
+        check_count(pages)?;
+        if self.pages.all_are(start, pages, typical) == Ok(true) {
+            self.pages.touched.range(start, start + pages * PAGE_SIZE);
+            return Ok(());
+        }
+        self.require(start, pages, wanted)
+    }
+
+    /// [`MemoryState::require`] of pages that must all be exactly `record`.
+    fn require_exactly(&mut self, start: u64, pages: u64, record: PageRecord) -> Result<(), HypError> {
+        self.require_typical(start, pages, record, |r| r == record)
+    }
+
     fn span(start: u64, pages: u64) -> (usize, usize) {
         (start as usize, (start + pages * PAGE_SIZE) as usize)
     }
@@ -460,7 +484,7 @@ impl MemoryState {
     /// `NotOwned` (not the host's, or already lent), `NoMemory`.
     pub fn host_share_hyp(&mut self, start: PhysAddr, pages: PageCount, env: &mut Env<'_>) -> Result<(), HypError> {
         let (start, pages) = (start.raw(), pages.raw());
-        self.require(start, pages, |r| r == PageRecord::HOST)?;
+        self.require_exactly(start, pages, PageRecord::HOST)?;
         let (s, e) = Self::span(start, pages);
         self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;
         self.pages.update(start, pages, |r| PageRecord { borrower: Some(Owner::Hyp), ..r }).map_err(range_error)
@@ -487,7 +511,7 @@ impl MemoryState {
     /// As [`MemoryState::host_share_hyp`].
     pub fn host_donate_hyp(&mut self, start: PhysAddr, pages: PageCount, env: &mut Env<'_>) -> Result<(), HypError> {
         let (start, pages) = (start.raw(), pages.raw());
-        self.require(start, pages, |r| r == PageRecord::HOST)?;
+        self.require_exactly(start, pages, PageRecord::HOST)?;
         let (s, e) = Self::span(start, pages);
         self.hyp_stage1.map(s, e, s, HYP_DATA, env.source, env.el2_tlb).map_err(table_error)?;
         if let Err(error) = self.host_unmap_ram(s, e, env) {
@@ -537,7 +561,7 @@ impl MemoryState {
         }
         // Nothing can fail from here: hide from the hyp.
         self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb).map_err(table_error)?;
-        self.pages.update(start, pages, |_| PageRecord::HOST).map_err(range_error)
+        self.pages.set(start, pages, PageRecord::HOST).map_err(range_error)
     }
 
     /// Checks a guest IPA range of `pages` pages: aligned, inside the guest's IPA
@@ -564,6 +588,11 @@ impl MemoryState {
 
     /// Whether the guest maps `[ipa, ipa + pages)` exactly to `pa..`.
     fn guest_maps(guest: &Guest<'_>, ipa: usize, end: usize, pa: u64) -> bool {
+        // One leaf holding the whole range (a block mapped whole, the common
+        // case of a VM's memory): one walk.
+        if let Some(leaf) = guest.stage2.leaf_at(ipa).filter(|leaf| end <= leaf.end) {
+            return (leaf.pa + (ipa - leaf.start)) as u64 == pa;
+        }
         let mut covered = 0;
         let mut identical = true;
         guest.stage2.for_each_leaf(ipa, end, |leaf| {
@@ -586,7 +615,7 @@ impl MemoryState {
         // maps them, as in pKVM: no moment has both at a page, in which a
         // sibling vCPU could already write there while the host still reads.
         let (pa, ipa, pages) = (at.pa.raw(), at.ipa.raw(), at.count.raw());
-        self.require(pa, pages, |r| r == PageRecord::HOST)?;
+        self.require_exactly(pa, pages, PageRecord::HOST)?;
         self.pages.touched.guest(guest.id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
         let (s, e) = Self::span(pa, pages);
@@ -598,7 +627,7 @@ impl MemoryState {
         }
         let id = guest.id;
         self.pages
-            .update(pa, pages, |_| PageRecord { owner: Owner::Vm(id), borrower: None, donated: false, in_use: false })
+            .set(pa, pages, PageRecord { owner: Owner::Vm(id), borrower: None, donated: false, in_use: false })
             .map_err(range_error)
     }
 
@@ -624,7 +653,7 @@ impl MemoryState {
         env: &mut Env<'_>,
     ) -> Result<(usize, usize), HypError> {
         let (pa, ipa, pages) = (at.pa.raw(), at.ipa.raw(), at.count.raw());
-        self.require(pa, pages, |r| r == PageRecord::HOST)?;
+        self.require_exactly(pa, pages, PageRecord::HOST)?;
         self.pages.touched.guest(guest.id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, true)?;
         let (s, _) = Self::span(pa, pages);
@@ -639,10 +668,11 @@ impl MemoryState {
         &mut self,
         guest: &Guest<'_>,
         at: GuestPages,
+        typical: PageRecord,
         wanted: impl Fn(PageRecord) -> bool,
     ) -> Result<(usize, usize), HypError> {
         let (pa, ipa, pages) = (at.pa.raw(), at.ipa.raw(), at.count.raw());
-        self.require(pa, pages, wanted)?;
+        self.require_typical(pa, pages, typical, wanted)?;
         self.pages.touched.guest(guest.id);
         let (gs, ge) = Self::check_guest_range(guest, ipa, pages, false)?;
         if !Self::guest_maps(guest, gs, ge, pa) {
@@ -659,8 +689,9 @@ impl MemoryState {
     /// `InvalidArgument` unless the guest maps exactly these pages there.
     pub fn host_unshare_guest(&mut self, guest: &mut Guest<'_>, at: GuestPages, env: &mut Env<'_>) -> GuestResult {
         let id = guest.id;
-        let lent = |r: PageRecord| r.owner == Owner::Host && r.borrower == Some(Owner::Vm(id));
-        let (gs, ge) = self.require_guest_mapping(guest, at, lent)?;
+        let lent = PageRecord { owner: Owner::Host, borrower: Some(Owner::Vm(id)), donated: false, in_use: false };
+        let wanted = |r: PageRecord| r.owner == Owner::Host && r.borrower == Some(Owner::Vm(id));
+        let (gs, ge) = self.require_guest_mapping(guest, at, lent, wanted)?;
         guest.stage2.unmap(gs, ge, &mut guest_source!(self, env), guest.tlb).map_err(table_error)?;
         self.pages.update(at.pa.raw(), at.count.raw(), |r| PageRecord { borrower: None, ..r }).map_err(range_error)
     }
@@ -701,8 +732,9 @@ impl MemoryState {
         // never half-shared.
         let alone = |r: PageRecord| r.owner == Owner::Vm(id) && r.borrower.is_none();
         let owned = |r: PageRecord| r.owner == Owner::Vm(id) && matches!(r.borrower, None | Some(Owner::Host));
-        let (shared, (gs, ge)) = match self.require_guest_mapping(guest, at, alone) {
-            Err(HypError::NotOwned) => (true, self.require_guest_mapping(guest, at, owned)?),
+        let typical = PageRecord { owner: Owner::Vm(id), borrower: None, donated: false, in_use: false };
+        let (shared, (gs, ge)) = match self.require_guest_mapping(guest, at, typical, alone) {
+            Err(HypError::NotOwned) => (true, self.require_guest_mapping(guest, at, typical, owned)?),
             other => (false, other?),
         };
         let shared = core::cell::Cell::new(shared);
@@ -747,7 +779,7 @@ impl MemoryState {
         env.memory.scrub(pa, pages);
         self.hyp_stage1.unmap(s, e, env.source, env.el2_tlb).map_err(table_error)?;
         self.host_map_ram(s, e, env).map_err(table_error)?;
-        self.pages.update(pa, pages, |_| PageRecord::HOST).map_err(range_error)
+        self.pages.set(pa, pages, PageRecord::HOST).map_err(range_error)
     }
 
     /// The page a guest's memory call names: its IPA must be page-aligned,

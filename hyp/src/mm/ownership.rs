@@ -314,6 +314,31 @@ impl PageDb {
         Ok(())
     }
 
+    /// Whether every page of a located range has exactly `record`: the
+    /// packed records compared whole, without decoding them.
+    ///
+    /// # Errors
+    ///
+    /// As [`PageDb::locate`].
+    pub fn all_are(&self, start: u64, pages: u64, record: PageRecord) -> Result<bool, RangeError> {
+        let (bank, first) = self.locate(start, pages)?;
+        let Some(bank) = self.storage[bank].as_ref() else {
+            return Err(RangeError::OutOfRange);
+        };
+        let want = record.pack();
+        let records = &bank.records[first..first + pages as usize];
+        // Two records a 64-bit word, eight a turn, no early exit: under three
+        // instructions a page (a decoded check costs several times that).
+        let pair = |pair: &[u32; 2]| u64::from(pair[0]) | u64::from(pair[1]) << 32;
+        let want_pair = pair(&[want, want]);
+        let (octets, rest) = records.as_chunks::<8>();
+        let mut differ = rest.iter().fold(0, |differ, &bits| differ | u64::from(bits ^ want));
+        for octet in octets {
+            differ |= octet.as_chunks::<2>().0.iter().fold(0, |differ, word| differ | (pair(word) ^ want_pair));
+        }
+        Ok(differ == 0)
+    }
+
     /// Sets the record of every page of a located range to `update(old)`.
     /// Callers check the range first; a range that does not locate changes nothing.
     ///
@@ -349,6 +374,36 @@ impl PageDb {
         for bits in records {
             *bits = if *bits == head { new_head } else { update(PageRecord::unpack(*bits)).pack() };
         }
+        self.touched.range(start, start + pages * PAGE_SIZE);
+        Ok(())
+    }
+
+    /// Sets the record of every page of a located range to `record`, whatever
+    /// it was: [`PageDb::update`] for a transition that checked the range
+    /// already, as a plain fill.
+    ///
+    /// # Errors
+    ///
+    /// As [`PageDb::locate`], or `OutOfRange` if `record` cannot be
+    /// represented (nothing is written then either).
+    pub fn set(&mut self, start: u64, pages: u64, record: PageRecord) -> Result<(), RangeError> {
+        let (bank, first) = self.locate(start, pages)?;
+        let Some(bank) = self.storage[bank].as_mut() else {
+            return Err(RangeError::OutOfRange);
+        };
+        if !record.is_representable() {
+            return Err(RangeError::OutOfRange);
+        }
+        let records = &mut bank.records[first..first + pages as usize];
+        // Opaque to the optimiser, so that a fill of zeroes (a host record)
+        // stays these 64-bit stores instead of a call of `memset`, which
+        // stores 8 bytes a turn of three instructions.
+        let bits = core::hint::black_box(record.pack());
+        let (octets, rest) = records.as_chunks_mut::<8>();
+        for octet in octets {
+            *octet = [bits; 8];
+        }
+        rest.fill(bits);
         self.touched.range(start, start + pages * PAGE_SIZE);
         Ok(())
     }
@@ -426,6 +481,46 @@ mod tests {
         assert!(db.take_touched().ranges().is_empty());
         db.update(0x1000, 1, |r| PageRecord { in_use: true, ..r }).unwrap();
         assert_eq!(db.take_touched().ranges(), &[PhysRange { start: 0, end: 0x20_0000 }], "every update is noted");
+    }
+
+    #[test]
+    fn all_are_finds_one_different_record_anywhere() {
+        let mut d = db(&[PhysRange { start: 0, end: 0x100_0000 }]);
+        let vm = PageRecord { owner: Owner::Vm(9), borrower: None, donated: false, in_use: false };
+        d.update(0x1000, 700, |_| vm).unwrap();
+        assert_eq!(d.all_are(0x1000, 700, vm), Ok(true));
+        assert_eq!(d.all_are(0, 700, vm), Ok(false), "the page before");
+        assert_eq!(d.all_are(0x2000, 700, vm), Ok(false), "the page after");
+        for page in [0, 1, 7, 8, 9, 350, 691, 699] {
+            let at = 0x1000 + page * PAGE_SIZE;
+            d.update(at, 1, |r| PageRecord { borrower: Some(Owner::Host), ..r }).unwrap();
+            assert_eq!(d.all_are(0x1000, 700, vm), Ok(false), "page {page} differs");
+            assert_eq!(d.all_are(at, 1, vm), Ok(false));
+            d.update(at, 1, |_| vm).unwrap();
+        }
+        assert_eq!(d.all_are(0x1000, 700, vm), Ok(true));
+        assert_eq!(d.all_are(0x1800, 1, vm), Err(RangeError::NotAligned));
+        assert_eq!(d.all_are(0xff_f000, 2, vm), Err(RangeError::OutOfRange));
+        assert_eq!(d.all_are(0x1000, 0, vm), Err(RangeError::OutOfRange));
+    }
+
+    #[test]
+    fn set_fills_exactly_the_range() {
+        let mut d = db(&[PhysRange { start: 0, end: 0x100_0000 }]);
+        let vm = PageRecord { owner: Owner::Vm(3), borrower: None, donated: false, in_use: false };
+        for (start, pages) in [(0x3000, 1), (0x5000, 8), (0x1_0000, 13), (0x2_0000, 700)] {
+            d.set(start, pages, vm).unwrap();
+            assert_eq!(d.all_are(start, pages, vm), Ok(true));
+            assert_eq!(d.get(start - PAGE_SIZE).map(|r| r.owner), Some(Owner::Host), "the page before");
+            assert_eq!(d.get(start + pages * PAGE_SIZE).map(|r| r.owner), Some(Owner::Host), "the page after");
+            d.set(start, pages, PageRecord::HOST).unwrap();
+            assert_eq!(d.all_are(0, 0x1000, PageRecord::HOST), Ok(true));
+        }
+        let unstorable =
+            PageRecord { owner: Owner::Vm(1), borrower: Some(Owner::Vm(2)), donated: false, in_use: false };
+        assert_eq!(d.set(0, 2, unstorable), Err(RangeError::OutOfRange));
+        assert_eq!(d.set(0xff_f000, 2, vm), Err(RangeError::OutOfRange));
+        assert_eq!(d.all_are(0, 0x1000, PageRecord::HOST), Ok(true), "refused: nothing written");
     }
 
     #[test]

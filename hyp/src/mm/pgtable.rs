@@ -65,16 +65,18 @@ const OUTPUT_ADDRESS: usize = !(PAGE_SIZE - 1) & !(0xffff << 48);
 /// Bits 1:0 of a table descriptor (levels 0 to 2).
 const TABLE_DESCRIPTOR: usize = 0b11;
 
-/// The entries of a range inside one last-level table, for a direct update.
-struct LeafEntries<'a> {
+/// The entries of a range of whole entries of one level inside one table,
+/// for a direct update.
+struct TableEntries<'a> {
     /// The whole table.
     table: &'a [AtomicUsize],
-    /// The range's first entry in it, and how many.
+    /// Its level, and the range's first entry in it and how many.
+    level: usize,
     first: usize,
     count: usize,
 }
 
-impl LeafEntries<'_> {
+impl TableEntries<'_> {
     fn range(&self) -> &[AtomicUsize] {
         &self.table[self.first..self.first + self.count]
     }
@@ -82,8 +84,20 @@ impl LeafEntries<'_> {
     /// Whether an entry outside the range holds something (so the table
     /// stays, whatever happens to the range).
     fn others_hold_something(&self) -> bool {
+        // The neighbours first: a VM's memory is mapped and unmapped in
+        // address order, up or down, so one of them usually holds something.
+        let neighbours = [self.first.checked_sub(1), Some(self.first + self.count)];
+        let loaded = |index: Option<usize>| index.and_then(|i| self.table.get(i)).map(|e| e.load(Ordering::Relaxed));
+        if neighbours.into_iter().any(|index| loaded(index).is_some_and(|entry| entry != 0)) {
+            return true;
+        }
         let (before, rest) = self.table.split_at(self.first);
         before.iter().chain(&rest[self.count..]).any(|entry| entry.load(Ordering::Relaxed) != 0)
+    }
+
+    /// Whether every entry of the range is zero (invalid and unmarked).
+    fn range_is_empty(&self) -> bool {
+        self.range().iter().all(|entry| entry.load(Ordering::Relaxed) == 0)
     }
 }
 
@@ -382,25 +396,41 @@ where
         self.mapping.translation().underflows.try_borrow().map_or(0, |u| *u)
     }
 
+    /// Whether the table is walked here directly: one root page (every table
+    /// the hyp builds; the crate's walk serves a concatenated root).
+    fn walks_directly(&self) -> bool {
+        self.root_level <= LEAF_LEVEL && self.limit <= granule(self.root_level) * ENTRIES
+    }
+
+    /// The descriptor of entry `index` of table page `table`.
+    ///
+    /// # Safety
+    ///
+    /// `table` is a table page of this mapping (its root, or the output
+    /// address of one of its table descriptors), and `index` < 512.
+    unsafe fn descriptor_in(table: usize, index: usize) -> usize {
+        // SAFETY: The caller's contract: the page is identity-mapped and page
+        // aligned, so the entry lies inside it; descriptors are only ever
+        // accessed atomically; `&self` of the caller keeps the page from being
+        // freed.
+        unsafe { &*(table as *const AtomicUsize).add(index) }.load(Ordering::Acquire)
+    }
+
     /// The walk of a table with one root page to `address`, one descriptor
     /// per level, following table descriptors: the table that holds the
     /// entry where it stops (a leaf, an invalid entry, or the last level),
     /// its level, and the descriptor. `None` for a concatenated root (the
     /// crate's walk serves those) or an address beyond the table.
     fn descriptor_at(&self, address: usize) -> Option<(usize, usize, usize)> {
-        if self.root_level > LEAF_LEVEL || self.limit > granule(self.root_level) * ENTRIES || address >= self.limit {
+        if !self.walks_directly() || address >= self.limit {
             return None;
         }
         let mut table = self.root_address();
         let mut level = self.root_level;
         loop {
             let index = (address / granule(level)) % ENTRIES;
-            // SAFETY: `table` is a table page of this mapping (its root, or
-            // the output address of one of its table descriptors),
-            // identity-mapped and page aligned, so entry `index` < 512 lies
-            // inside it; descriptors are only ever accessed atomically;
-            // `&self` keeps the page from being freed.
-            let descriptor = unsafe { &*(table as *const AtomicUsize).add(index) }.load(Ordering::Acquire);
+            // SAFETY: `table` is the root or a table descriptor's output address.
+            let descriptor = unsafe { Self::descriptor_in(table, index) };
             if level < LEAF_LEVEL && descriptor & TABLE_DESCRIPTOR == TABLE_DESCRIPTOR {
                 table = descriptor & OUTPUT_ADDRESS;
                 level += 1;
@@ -410,26 +440,61 @@ where
         }
     }
 
-    /// The last-level table entries of `[start, end)`, when the range lies
-    /// inside one last-level table without covering it whole and the walk to
-    /// that table meets only table descriptors: the case of the direct
-    /// updates. `None` sends the caller down the crate's path.
-    fn leaf_entries(&self, start: usize, end: usize) -> Option<LeafEntries<'_>> {
-        let window = granule(LEAF_LEVEL - 1);
-        let first_page = start & !(window - 1);
-        // A range in one window, not all of it (`descriptor_at` refuses a
-        // concatenated root).
-        if self.root_level >= LEAF_LEVEL || end > first_page + window || end - start >= window {
+    /// The table page at `level` that serves `address`, when the walk there
+    /// meets only table descriptors.
+    fn table_at(&self, address: usize, level: usize) -> Option<usize> {
+        if !self.walks_directly() || address >= self.limit || level > LEAF_LEVEL {
             return None;
         }
-        let (table, level, _) = self.descriptor_at(start)?;
-        if level != LEAF_LEVEL {
+        let mut table = self.root_address();
+        for above in self.root_level..level {
+            // SAFETY: `table` is the root or a table descriptor's output address.
+            let descriptor = unsafe { Self::descriptor_in(table, (address / granule(above)) % ENTRIES) };
+            if descriptor & TABLE_DESCRIPTOR != TABLE_DESCRIPTOR {
+                return None;
+            }
+            table = descriptor & OUTPUT_ADDRESS;
+        }
+        Some(table)
+    }
+
+    /// The entries of `[start, end)` at `level`, when the range is whole
+    /// entries of that level inside one table of it, below the root, and the
+    /// walk to that table meets only table descriptors: the case of the
+    /// direct updates. `None` sends the caller down the crate's path.
+    fn entries_at(&self, start: usize, end: usize, level: usize) -> Option<TableEntries<'_>> {
+        let size = granule(level);
+        let window = size * ENTRIES;
+        if level <= self.root_level
+            || start >= end
+            || !start.is_multiple_of(size)
+            || !end.is_multiple_of(size)
+            || start & !(window - 1) != (end - 1) & !(window - 1)
+        {
             return None;
         }
-        // SAFETY: As in `descriptor_at`: a last-level table page of this
-        // mapping, 512 descriptors, borrowed for as long as `&self`.
+        let table = self.table_at(start, level)?;
+        // SAFETY: As in `descriptor_in`: a table page of this mapping, 512
+        // descriptors, borrowed for as long as `&self`.
         let entries = unsafe { core::slice::from_raw_parts(table as *const AtomicUsize, ENTRIES) };
-        Some(LeafEntries { table: entries, first: (start / PAGE_SIZE) % ENTRIES, count: (end - start) / PAGE_SIZE })
+        Some(TableEntries { table: entries, level, first: (start / size) % ENTRIES, count: (end - start) / size })
+    }
+
+    /// The last-level entries of `[start, end)`, a range inside one
+    /// last-level table that does not cover it whole (a whole window may be
+    /// one block instead).
+    fn leaf_entries(&self, start: usize, end: usize) -> Option<TableEntries<'_>> {
+        if end - start >= granule(LEAF_LEVEL - 1) {
+            return None;
+        }
+        self.entries_at(start, end, LEAF_LEVEL)
+    }
+
+    /// The level-2 entries of `[start, end)` (2 MiB blocks), as
+    /// [`PgTable::entries_at`]: a map or unmap of whole 2 MiB pieces of one
+    /// 1 GiB window.
+    fn block_entries(&self, start: usize, end: usize) -> Option<TableEntries<'_>> {
+        self.entries_at(start, end, LEAF_LEVEL - 1)
     }
 
     /// [`PgTable::for_each_leaf`] over `range`, clipped to the table's limit.
@@ -472,7 +537,7 @@ where
     /// instructions (`docs/performance.md`, issue 23).
     pub fn entry_at(&self, address: usize) -> Entry<R::Attributes> {
         let page = address & !(PAGE_SIZE - 1);
-        if self.root_level > LEAF_LEVEL || self.limit > granule(self.root_level) * ENTRIES {
+        if !self.walks_directly() {
             return self.entry_at_walked(address);
         }
         let Some((_, level, descriptor)) = self.descriptor_at(page) else {
@@ -627,6 +692,20 @@ where
             tlb.sync();
             return Ok(());
         }
+        let block = granule(LEAF_LEVEL - 1);
+        if pa.is_multiple_of(block) && !attributes.contains(R::Attributes::TABLE_OR_PAGE) {
+            if let Some(blocks) = self.block_entries(start, end).filter(TableEntries::range_is_empty) {
+                // Whole 2 MiB pieces of one table, all empty: the blocks the
+                // crate would write, without its walks.
+                let flags = (attributes | R::Attributes::VALID).bits();
+                for (i, entry) in blocks.range().iter().enumerate() {
+                    entry.store(((pa + i * block) & OUTPUT_ADDRESS) | flags, Ordering::Release);
+                }
+                tlb.sync();
+                self.release_pages(self.keep, source);
+                return Ok(());
+            }
+        }
         if !self.is_vacant(start, end) {
             return Err(PgTableError::AlreadyMapped);
         }
@@ -705,22 +784,24 @@ where
         let region = self.check_range(start, end)?;
         let marking = fill != R::Attributes::default();
         let table_stays =
-            |leaves: &LeafEntries<'_>| marking || self.keeps_leaf_tables || leaves.others_hold_something();
+            |leaves: &TableEntries<'_>| marking || self.keeps_leaf_tables || leaves.others_hold_something();
         if let Some(leaves) = self.leaf_entries(start, end).filter(table_stays) {
-            // Pages of one existing table that stays: as below, a plain unmap
-            // clears the valid entries (a mark stays), a marking one writes
-            // the mark into every entry; each valid one is invalidated.
-            for (i, entry) in leaves.range().iter().enumerate() {
-                let old = entry.load(Ordering::Relaxed);
-                let valid = old & R::Attributes::VALID.bits() != 0;
-                if valid || marking {
-                    entry.store(fill.bits(), Ordering::Release);
-                }
-                if valid {
-                    tlb.invalidate_leaf(start + i * PAGE_SIZE, LEAF_LEVEL);
-                }
-            }
-            tlb.sync();
+            // Pages of one existing table that stays.
+            Self::clear_entries(&leaves, start, fill, marking, tlb);
+            return Ok(());
+        }
+        // Whole 2 MiB pieces of one table that stays, none of them a table:
+        // the same, one entry a block.
+        let no_subtables = |blocks: &TableEntries<'_>| {
+            blocks.range().iter().all(|entry| entry.load(Ordering::Relaxed) & TABLE_DESCRIPTOR != TABLE_DESCRIPTOR)
+        };
+        if let Some(blocks) = self
+            .block_entries(start, end)
+            .filter(no_subtables)
+            .filter(|blocks| marking || blocks.others_hold_something())
+        {
+            Self::clear_entries(&blocks, start, fill, marking, tlb);
+            self.release_pages(self.keep, source);
             return Ok(());
         }
         let straddling = self.straddling_leaves(start, end);
@@ -822,6 +903,31 @@ where
         Ok(())
     }
 
+    /// The direct unmap of `entries` (the range from `start`), which hold no
+    /// table descriptor, in a table that stays: a plain unmap clears the
+    /// valid entries (a mark stays), a marking one writes `fill` into every
+    /// entry; each valid one is invalidated, as the crate's path would.
+    fn clear_entries(
+        entries: &TableEntries<'_>,
+        start: usize,
+        fill: R::Attributes,
+        marking: bool,
+        tlb: &mut dyn TlbMaintenance,
+    ) {
+        let size = granule(entries.level);
+        for (i, entry) in entries.range().iter().enumerate() {
+            let old = entry.load(Ordering::Relaxed);
+            let valid = old & R::Attributes::VALID.bits() != 0;
+            if valid || marking {
+                entry.store(fill.bits(), Ordering::Release);
+            }
+            if valid {
+                tlb.invalidate_leaf(start + i * size, entries.level);
+            }
+        }
+        tlb.sync();
+    }
+
     /// Frees every table, the root included, into `source`. The caller has made
     /// sure no walker uses the table any more (for a stage-2: the VM never runs
     /// again, and `tlb` drops the VMID's entries before the pages are reused).
@@ -868,6 +974,9 @@ where
     /// Stops at the first entry that is not empty, so an empty window costs one
     /// visit per entry of its table, a full one one visit.
     pub fn is_vacant(&self, start: usize, end: usize) -> bool {
+        if let Some(vacant) = self.vacant_directly(start, end) {
+            return vacant;
+        }
         let mut found = false;
         if let Ok(region) = self.check_range(start, end) {
             let _ = self.mapping.walk_range(&region, &mut |_, descriptor, _| {
@@ -880,6 +989,23 @@ where
             });
         }
         !found
+    }
+
+    /// [`PgTable::is_vacant`] where the direct walk decides it: a range whose
+    /// first page is covered by an entry that is not empty, or that lies
+    /// inside one empty entry, or that is whole empty entries of one table.
+    /// `None` leaves it to the crate's walk.
+    fn vacant_directly(&self, start: usize, end: usize) -> Option<bool> {
+        self.check_range(start, end).ok()?;
+        let (_, level, descriptor) = self.descriptor_at(start)?;
+        if descriptor != 0 {
+            return Some(false);
+        }
+        if end <= (start & !(granule(level) - 1)) + granule(level) {
+            return Some(true);
+        }
+        let empty_entries = self.leaf_entries(start, end).or_else(|| self.block_entries(start, end));
+        empty_entries.filter(TableEntries::range_is_empty).map(|_| true)
     }
 
     /// Whether the entry at `level` covering `address` points to a subtable.

@@ -119,6 +119,39 @@ fn a_table_that_keeps_its_leaf_tables_reuses_them_without_invalidating_all() {
 }
 
 #[test]
+fn whole_2m_pieces_of_a_table_are_mapped_and_unmapped_directly() {
+    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    t.map(G1, G1 + M2, 0x4000_0000, RW, &mut src, &mut tlb).unwrap();
+    let tables = t.table_pages();
+    // Into the existing level-2 table: 2 MiB blocks, no new table, no page taken.
+    let taken = src.outstanding.len();
+    t.map(G1 + 4 * M2, G1 + 6 * M2, 0x4080_0000, RO, &mut src, &mut tlb).unwrap();
+    assert_eq!((t.table_pages(), src.outstanding.len()), (tables, taken));
+    let got: Vec<_> = leaves(&t).iter().map(|l| (l.start, l.pa, l.level, l.attributes)).collect();
+    assert_eq!(
+        got,
+        vec![(G1, 0x4000_0000, 2, RW), (G1 + 4 * M2, 0x4080_0000, 2, RO), (G1 + 5 * M2, 0x40a0_0000, 2, RO)]
+    );
+    assert!(!t.is_vacant(G1 + 3 * M2, G1 + 5 * M2) && t.is_vacant(G1 + M2, G1 + 4 * M2));
+    assert_eq!(t.map(G1 + 5 * M2, G1 + 7 * M2, 0, RW, &mut src, &mut tlb), Err(PgTableError::AlreadyMapped));
+    // Out of it: one invalidation per block that was valid, none for the hole.
+    tlb = FakeTlb::default();
+    t.unmap(G1 + 3 * M2, G1 + 5 * M2, &mut src, &mut tlb).unwrap();
+    assert_eq!((tlb.leaves.clone(), tlb.all), (vec![(G1 + 4 * M2, 2)], 0));
+    assert!(tlb.syncs > 0);
+    // A mark replaces a block and stays through a plain unmap.
+    t.unmap_marking(G1 + 5 * M2, G1 + 6 * M2, Stage2Attributes::SWFLAG_0, &mut src, &mut tlb).unwrap();
+    assert_eq!(t.entry_at(G1 + 5 * M2 + K4), Entry::Marked(Stage2Attributes::SWFLAG_0));
+    t.unmap(G1 + 5 * M2, G1 + 6 * M2, &mut src, &mut tlb).unwrap();
+    assert_eq!(t.entry_at(G1 + 5 * M2), Entry::Marked(Stage2Attributes::SWFLAG_0));
+    assert!(!t.is_vacant(G1 + 5 * M2, G1 + 6 * M2));
+    // The last pieces out: the tables go (the crate's path), as before.
+    t.unmap(G1, 2 * G1, &mut src, &mut tlb).unwrap();
+    assert_eq!(t.table_pages(), 1);
+    assert_eq!(t.reserve_underflows(), 0);
+}
+
+#[test]
 fn without_memory_nothing_changes() {
     let (mut t, mut src, mut tlb) = (table(), HeapSource { limit: Some(0), ..Default::default() }, FakeTlb::default());
     assert_eq!(t.map(K4, 2 * K4, 0, RW, &mut src, &mut tlb), Err(PgTableError::NoMemory));
@@ -337,6 +370,8 @@ fn random_operations_agree_with_the_model() {
         }
         assert_eq!(Model::normalised(got), Model::normalised(want), "{context}");
         assert_eq!(t.reserve_underflows(), 0, "{context}: worst-case estimate too low");
+        let (vs, ve) = random_range(&mut rng);
+        assert_eq!(t.is_vacant(vs, ve), !model.overlaps(vs, ve), "{context}: is_vacant({vs:#x}..{ve:#x})");
         if model.intervals.is_empty() {
             assert_eq!(t.table_pages(), 1, "{context}: empty tables left behind");
         }
