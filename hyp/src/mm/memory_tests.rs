@@ -819,6 +819,13 @@ fn random_transitions_agree_with_the_model() {
             3 => MAX_PAGES_PER_CALL,
             _ => 1 + rng.below(8),
         };
+        // Now and then a whole 2 MiB block at a 2 MiB IPA (a VM's memory in
+        // huge pages): the tables' direct block paths.
+        if rng.below(8) == 0 {
+            start = RAM0.start + rng.below(32) * crate::range::SIZE_2M;
+            ipa = rng.below(16) * crate::range::SIZE_2M;
+            pages = MAX_PAGES_PER_CALL;
+        }
         // Half the time, undo a recent share or donation exactly.
         let undoes = match op {
             Op::Unshare => Some(Op::Share),
