@@ -448,10 +448,11 @@ impl MemoryState {
         Ok(())
     }
 
-    /// [`MemoryState::require`], first asking whether every record is
-    /// exactly `typical` (which `wanted` accepts): one comparison of the
-    /// packed records per page, where decoding each costs several times
-    /// that. Only a range that fails it is checked record by record.
+    /// [`MemoryState::require`], first asking whether every record of a
+    /// range of 16 pages or more is exactly `typical` (which `wanted`
+    /// accepts): one comparison of the packed records per page, where
+    /// decoding each costs several times that. Only a range that fails it
+    /// is checked record by record.
     fn require_typical(
         &mut self,
         start: u64,
@@ -460,7 +461,8 @@ impl MemoryState {
         wanted: impl Fn(PageRecord) -> bool,
     ) -> Result<(), HypError> {
         check_count(pages)?;
-        if self.pages.all_are(start, pages, typical) == Ok(true) {
+        // (A few pages are checked as fast one by one: no second pass then.)
+        if pages >= 16 && self.pages.all_are(start, pages, typical) == Ok(true) {
             self.pages.touched.range(start, start + pages * PAGE_SIZE);
             return Ok(());
         }
