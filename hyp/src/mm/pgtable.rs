@@ -933,6 +933,22 @@ where
     /// again, and `tlb` drops the VMID's entries before the pages are reused).
     pub fn destroy(mut self, source: &mut dyn PageSource, tlb: &mut dyn TlbMaintenance) {
         let root = self.root_address();
+        if self.walks_directly() {
+            // The tables found through their table descriptors, after the
+            // TLB forgot them all: the crate's unmap would visit every entry
+            // of every table (about 200,000 instructions for a VM of a page).
+            tlb.invalidate_all();
+            tlb.sync();
+            Self::free_subtables(root, self.root_level, source);
+            self.release_pages(0, source);
+            // Nothing is left for the crate to free but the root, which goes
+            // back here: forgotten, not dropped (the mapping owns no memory
+            // of its own, and was never activated, so its drop would only
+            // visit the root's entries again).
+            core::mem::forget(self.mapping);
+            source.free_page(root);
+            return;
+        }
         let limit = self.limit;
         // Clearing everything frees every subtable (into `source`, after `tlb`).
         let _ = self.unmap(0, limit, source, tlb);
@@ -943,6 +959,24 @@ where
         // the page is then unused and goes back.
         drop(self.mapping);
         source.free_page(root);
+    }
+
+    /// Frees into `source` every table below `table` (a table page of this
+    /// mapping at `level`), each after the tables below it.
+    fn free_subtables(table: usize, level: usize, source: &mut dyn PageSource) {
+        if level >= LEAF_LEVEL {
+            return;
+        }
+        for index in 0..ENTRIES {
+            // SAFETY: `table` is the root or a table descriptor's output
+            // address, not freed yet (a table goes after its entries were read).
+            let descriptor = unsafe { Self::descriptor_in(table, index) };
+            if descriptor & TABLE_DESCRIPTOR == TABLE_DESCRIPTOR {
+                let subtable = descriptor & OUTPUT_ADDRESS;
+                Self::free_subtables(subtable, level + 1, source);
+                source.free_page(subtable);
+            }
+        }
     }
 
     /// Whether the table at `level` that serves `window_start` (a window of one

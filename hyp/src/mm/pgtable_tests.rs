@@ -152,6 +152,22 @@ fn whole_2m_pieces_of_a_table_are_mapped_and_unmapped_directly() {
 }
 
 #[test]
+fn destroy_frees_every_table_after_one_whole_invalidation() {
+    let (mut src, mut tlb) = (HeapSource::default(), FakeTlb::default());
+    let mut t = PgTable::new(0, 40, Stage2, &mut src).unwrap();
+    for (i, start) in [0, 3 * G1 + 5 * M2 + 7 * K4, 300 * G1, 513 * G1 + M2].into_iter().enumerate() {
+        t.map(start, start + K4, 0x4000_0000 + i * K4, RW, &mut src, &mut tlb).unwrap();
+        t.map(start + 2 * M2, start + 4 * M2, 0x8000_0000, RO, &mut src, &mut tlb).unwrap();
+    }
+    t.unmap_marking(300 * G1, 300 * G1 + K4, MARK, &mut src, &mut tlb).unwrap();
+    assert!(t.table_pages() > 8);
+    tlb = FakeTlb::default();
+    t.destroy(&mut src, &mut tlb);
+    assert!(src.outstanding.is_empty(), "every table page went back");
+    assert!(tlb.all >= 1 && tlb.syncs >= 1 && tlb.leaves.is_empty());
+}
+
+#[test]
 fn without_memory_nothing_changes() {
     let (mut t, mut src, mut tlb) = (table(), HeapSource { limit: Some(0), ..Default::default() }, FakeTlb::default());
     assert_eq!(t.map(K4, 2 * K4, 0, RW, &mut src, &mut tlb), Err(PgTableError::NoMemory));
