@@ -24,8 +24,12 @@
 //!   reads and writes that table's entries directly, one walk of table
 //!   descriptors to find it, instead of the crate's generic walks (about ten
 //!   per operation with the checks above): the same descriptors, the same
-//!   TLB maintenance, a fraction of the instructions. Everything else takes
-//!   the crate's path.
+//!   TLB maintenance, a fraction of the instructions. The same for whole
+//!   2 MiB pieces of one level-2 table (a VM's memory in huge pages, one
+//!   `VM_MAP` or reclaim per 2 MiB): a map into empty entries writes the
+//!   blocks, an unmap of entries that hold no table clears them (when the
+//!   table keeps something else). `is_vacant` and `destroy` read descriptors
+//!   directly too. Everything else takes the crate's path.
 //! - **Marked invalid entries** ([`PgTable::unmap_marking`]): an unmap may leave a
 //!   software annotation in the invalid entries it writes (as pKVM annotates
 //!   invalid stage-2 entries), which the walker ignores and [`PgTable::entry_at`]
