@@ -68,6 +68,11 @@ const ENTRIES: usize = PAGE_SIZE / 8;
 const OUTPUT_ADDRESS: usize = !(PAGE_SIZE - 1) & !(0xffff << 48);
 /// Bits 1:0 of a table descriptor (levels 0 to 2).
 const TABLE_DESCRIPTOR: usize = 0b11;
+/// Bit 0 of a descriptor: valid.
+const VALID_BIT: usize = 0b1;
+/// Bits 1:0 of a root's table descriptor that `destroy` made invalid (no
+/// mark has bit 1: `unmap_marking` refuses such a marker).
+const DETACHED_TABLE: usize = 0b10;
 
 /// The entries of a range of whole entries of one level inside one table,
 /// for a direct update.
@@ -420,6 +425,17 @@ where
         unsafe { &*(table as *const AtomicUsize).add(index) }.load(Ordering::Acquire)
     }
 
+    /// The 512 descriptors of table page `table`.
+    ///
+    /// # Safety
+    ///
+    /// As [`PgTable::descriptor_in`]; the page outlives the borrow.
+    unsafe fn entries_of<'a>(table: usize) -> &'a [AtomicUsize] {
+        // SAFETY: The caller's contract: a whole table page, identity-mapped,
+        // page aligned, accessed only atomically.
+        unsafe { core::slice::from_raw_parts(table as *const AtomicUsize, ENTRIES) }
+    }
+
     /// The walk of a table with one root page to `address`, one descriptor
     /// per level, following table descriptors: the table that holds the
     /// entry where it stops (a leaf, an invalid entry, or the last level),
@@ -496,8 +512,13 @@ where
 
     /// The level-2 entries of `[start, end)` (2 MiB blocks), as
     /// [`PgTable::entries_at`]: a map or unmap of whole 2 MiB pieces of one
-    /// 1 GiB window.
+    /// 1 GiB window, not all of it.
     fn block_entries(&self, start: usize, end: usize) -> Option<TableEntries<'_>> {
+        // (A whole window is one entry of the level above: the crate's path
+        // maps or marks it there and frees the table.)
+        if end - start >= granule(LEAF_LEVEL - 2) {
+            return None;
+        }
         self.entries_at(start, end, LEAF_LEVEL - 1)
     }
 
@@ -765,7 +786,8 @@ where
         tlb: &mut dyn TlbMaintenance,
     ) -> Result<(), PgTableError> {
         self.check_range(start, end)?;
-        if marker & R::Attributes::VALID != R::Attributes::default() || marker == R::Attributes::default() {
+        let descriptor_bits = R::Attributes::VALID | R::Attributes::TABLE_OR_PAGE;
+        if marker & descriptor_bits != R::Attributes::default() || marker == R::Attributes::default() {
             return Err(PgTableError::BadRange);
         }
         let mut covered = 0;
@@ -938,12 +960,31 @@ where
     pub fn destroy(mut self, source: &mut dyn PageSource, tlb: &mut dyn TlbMaintenance) {
         let root = self.root_address();
         if self.walks_directly() {
-            // The tables found through their table descriptors, after the
-            // TLB forgot them all: the crate's unmap would visit every entry
-            // of every table (about 200,000 instructions for a VM of a page).
+            // The tables found through their table descriptors rather than
+            // by the crate's unmap, which visits every entry of every table
+            // (about 200,000 instructions for a VM of a page). Break first:
+            // each table descriptor of the root loses VALID (keeping the
+            // table's address for the walk below), so that no walk, not even
+            // a speculative one, reaches the tables while the TLB forgets
+            // them; then they go.
+            // SAFETY: The root page of this mapping, 512 descriptors.
+            let root_entries = unsafe { Self::entries_of(root) };
+            for entry in root_entries {
+                let descriptor = entry.load(Ordering::Relaxed);
+                if descriptor & TABLE_DESCRIPTOR == TABLE_DESCRIPTOR {
+                    entry.store(descriptor & !VALID_BIT, Ordering::Release);
+                }
+            }
             tlb.invalidate_all();
             tlb.sync();
-            Self::free_subtables(root, self.root_level, source);
+            for entry in root_entries {
+                let descriptor = entry.load(Ordering::Relaxed);
+                if descriptor & TABLE_DESCRIPTOR == DETACHED_TABLE && descriptor & OUTPUT_ADDRESS != 0 {
+                    let table = descriptor & OUTPUT_ADDRESS;
+                    Self::free_subtables(table, self.root_level + 1, source);
+                    source.free_page(table);
+                }
+            }
             self.release_pages(0, source);
             // Nothing is left for the crate to free but the root, which goes
             // back here: forgotten, not dropped (the mapping owns no memory
@@ -972,8 +1013,8 @@ where
             return;
         }
         for index in 0..ENTRIES {
-            // SAFETY: `table` is the root or a table descriptor's output
-            // address, not freed yet (a table goes after its entries were read).
+            // SAFETY: `table` is a table of this mapping below the root, not
+            // freed yet (a table goes after its entries were read).
             let descriptor = unsafe { Self::descriptor_in(table, index) };
             if descriptor & TABLE_DESCRIPTOR == TABLE_DESCRIPTOR {
                 let subtable = descriptor & OUTPUT_ADDRESS;

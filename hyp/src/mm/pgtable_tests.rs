@@ -120,7 +120,8 @@ fn a_table_that_keeps_its_leaf_tables_reuses_them_without_invalidating_all() {
 
 #[test]
 fn whole_2m_pieces_of_a_table_are_mapped_and_unmapped_directly() {
-    let (mut t, mut src, mut tlb) = (table(), HeapSource::default(), FakeTlb::default());
+    let (mut src, mut tlb) = (HeapSource::default(), FakeTlb::default());
+    let mut t = PgTable::new(0, 40, Stage2, &mut src).unwrap();
     t.map(G1, G1 + M2, 0x4000_0000, RW, &mut src, &mut tlb).unwrap();
     let tables = t.table_pages();
     // Into the existing level-2 table: 2 MiB blocks, no new table, no page taken.
@@ -149,6 +150,20 @@ fn whole_2m_pieces_of_a_table_are_mapped_and_unmapped_directly() {
     t.unmap(G1, 2 * G1, &mut src, &mut tlb).unwrap();
     assert_eq!(t.table_pages(), 1);
     assert_eq!(t.reserve_underflows(), 0);
+    // Marking a whole 1 GiB window of blocks: one marked entry a level up,
+    // the level-2 table freed (the crate's path).
+    t.map(3 * G1, 3 * G1 + K4, 0x4000_0000, RW, &mut src, &mut tlb).unwrap();
+    t.map(2 * G1, 3 * G1, 0x1_0020_0000, RW, &mut src, &mut tlb).unwrap();
+    let before = t.table_pages();
+    // (A marker must not look like a descriptor: refused, nothing changes.)
+    let table_bit = Stage2Attributes::SWFLAG_0 | Stage2Attributes::TABLE_OR_PAGE;
+    assert_eq!(t.unmap_marking(2 * G1, 2 * G1 + M2, table_bit, &mut src, &mut tlb), Err(PgTableError::BadRange));
+    assert!(matches!(t.entry_at(2 * G1), Entry::Mapped(Leaf { level: 2, .. })));
+    t.unmap_marking(2 * G1, 3 * G1, Stage2Attributes::SWFLAG_0, &mut src, &mut tlb).unwrap();
+    assert_eq!(t.table_pages(), before - 1);
+    assert_eq!(t.entry_at(2 * G1 + 7 * M2), Entry::Marked(Stage2Attributes::SWFLAG_0));
+    t.destroy(&mut src, &mut tlb);
+    assert!(src.outstanding.is_empty(), "every table page went back, the marks' too");
 }
 
 #[test]
