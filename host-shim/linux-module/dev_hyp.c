@@ -19,6 +19,7 @@
 
 #include "hyp_calls.h"
 #include "hyp_dev.h"
+#include "protected_memory.h"
 
 /* Most guest pages one file may have pinned. */
 #define MAX_PINNED (1UL << 17)
@@ -47,8 +48,9 @@ struct hyp_file {
 	unsigned long given_count;
 	u64 given_total;
 	u64 returned_total;
-	/* Handles of VMs made through this file (for teardown at release). */
+	/* Handles of VMs made through this file (for teardown at release), and which are protected. */
 	u64 handles[64];
+	bool protected[64];
 	unsigned int handle_count;
 };
 
@@ -57,16 +59,36 @@ static long hyp_call2(u32 number, u64 a0, u64 a1, u64 a2)
 	return hyp_call4(number, a0, a1, a2, 0);
 }
 
+/* The VM is gone from the hyp: no longer the file's to tear down. */
 static void forget_handle(struct hyp_file *f, u64 handle)
 {
 	unsigned int i;
 
 	for (i = 0; i < f->handle_count; i++) {
 		if (f->handles[i] == handle) {
-			f->handles[i] = f->handles[--f->handle_count];
+			if (f->protected[i])
+				protected_vm_gone();
+			f->handle_count--;
+			f->handles[i] = f->handles[f->handle_count];
+			f->protected[i] = f->protected[f->handle_count];
 			return;
 		}
 	}
+}
+
+/*
+ * Whether pages given to VM `handle` leave the host for good: a protected VM
+ * of this file, or one it did not make (another file's, or none: the hyp
+ * decides; the driver guards the memory as if it were protected).
+ */
+static bool given_for_good(struct hyp_file *f, u64 handle)
+{
+	unsigned int i;
+
+	for (i = 0; i < f->handle_count; i++)
+		if (f->handles[i] == handle)
+			return f->protected[i];
+	return true;
 }
 
 /*
@@ -343,17 +365,27 @@ static long hyp_ioctl_locked(struct hyp_file *f, unsigned int cmd, struct hyp_ca
 	case HYP_VM_TEARDOWN: {
 		struct arm_smccc_res res;
 
+		/* VM_CREATE's type: 1 protected (hyp_abi::VmType). */
+		bool protected = cmd == HYP_VM_CREATE && call->args[0] == 1;
+
 		/* Every VM must be tracked, so that release can tear it down. */
 		if (cmd == HYP_VM_CREATE && f->handle_count == ARRAY_SIZE(f->handles))
 			return -ENOSPC;
+		/* Counted while it exists: hibernation would read its memory. */
+		if (protected && !protected_vm_may_start())
+			return -EINTR;
 		res = hyp_call(_IOC_NR(cmd), call->args);
 
 		call->results[0] = res.a0;
 		call->results[1] = res.a1;
 		call->results[2] = res.a2;
 		call->results[3] = res.a3;
-		if (cmd == HYP_VM_CREATE && res.a0 == 0)
-			f->handles[f->handle_count++] = res.a1;
+		if (cmd == HYP_VM_CREATE && res.a0 == 0) {
+			f->handles[f->handle_count] = res.a1;
+			f->protected[f->handle_count++] = protected;
+		} else if (protected) {
+			protected_vm_gone();
+		}
 		/* Lent pages come back with a non-protected VM's teardown. */
 		if (cmd == HYP_VM_TEARDOWN && res.a0 == 0) {
 			const u64 info[6] = { call->args[0], 0, 0, 0, 0, 0 };
@@ -366,6 +398,20 @@ static long hyp_ioctl_locked(struct hyp_file *f, unsigned int cmd, struct hyp_ca
 		return 0;
 	}
 	case HYP_VM_MAP:
+		/*
+		 * A protected VM's memory must be the process's own (private
+		 * anonymous: else -EINVAL, nothing pinned) and is kept from the
+		 * kernel's copies (forks, core dumps, KSM) before it is pinned,
+		 * as /dev/kvm does: the kernel reading a page the hyp took is an
+		 * abort it does not survive.
+		 */
+		if (given_for_good(f, call->args[0]) && PAGE_ALIGNED(call->args[1]) && call->args[3] != 0 &&
+		    call->args[3] <= MAX_PINNED) {
+			long guarded = guard_protected_memory(call->args[1], call->args[3] << PAGE_SHIFT);
+
+			if (guarded != 0)
+				return guarded;
+		}
 		call->results[0] = hyp_vm_map(f, call);
 		return 0;
 	case HYP_VM_RECLAIM:
@@ -465,6 +511,12 @@ static int hyp_release(struct inode *inode, struct file *file)
 	runs = f->run_count;
 	for (i = runs; i-- > 0;)
 		reclaim_from_run(f, i, 0, f->runs[i].pages, true);
+	/* The VMs are gone; what the hyp kept stays pinned, and counted, for good. */
+	for (i = 0; i < f->handle_count; i++)
+		if (f->protected[i])
+			protected_vm_gone();
+	if (f->given_count)
+		protected_pages_kept_for_good(f->given_count);
 	memcache_client_end();
 	kvfree(f->runs);
 	kfree(f);

@@ -37,6 +37,7 @@
 
 #include "dev_kvm.h"
 #include "hyp_calls.h"
+#include "protected_memory.h"
 
 /* The physical count, which is the host's virtual count (the hyp gives the host no offset). */
 static u64 physical_count(void)
@@ -154,60 +155,6 @@ static unsigned long reclaim_slot_run(struct kvm_vm_state *vm, struct kvm_slot *
 	return kept;
 }
 
-/*
- * Protected VMs that exist in the hyp (or are being made), and pages of
- * protected VMs the hyp kept for good: while either is not zero, hibernation
- * is refused, since its snapshot reads every page the kernel has, these too
- * (an abort the kernel does not survive). Once hibernation has begun (from
- * its PREPARE notification to its POST one), no protected VM is made: a VMM
- * that reaches its first KVM_RUN before the freezer stops it gets -EINTR and
- * runs again after. The lock makes the check and the count one step.
- */
-static DEFINE_SPINLOCK(hibernation_lock);
-static bool hibernating;
-static atomic_t protected_hyp_vms = ATOMIC_INIT(0);
-static atomic_long_t protected_pages_kept = ATOMIC_LONG_INIT(0);
-
-/* Counts a protected VM about to be made; false (nothing counted) while hibernation runs. */
-static bool protected_vm_may_start(void)
-{
-	bool may;
-
-	spin_lock(&hibernation_lock);
-	may = !hibernating;
-	if (may)
-		atomic_inc(&protected_hyp_vms);
-	spin_unlock(&hibernation_lock);
-	return may;
-}
-
-static int refuse_hibernation(struct notifier_block *nb, unsigned long action, void *data)
-{
-	bool busy;
-
-	switch (action) {
-	case PM_HIBERNATION_PREPARE:
-		spin_lock(&hibernation_lock);
-		busy = atomic_read(&protected_hyp_vms) != 0 || atomic_long_read(&protected_pages_kept) != 0;
-		if (!busy)
-			hibernating = true;
-		spin_unlock(&hibernation_lock);
-		if (!busy)
-			return NOTIFY_OK;
-		pr_warn("kvm: hibernation refused: protected VMs' memory is the hyp's, and the snapshot would read it\n");
-		return notifier_from_errno(-EBUSY);
-	case PM_POST_HIBERNATION:
-	case PM_POST_RESTORE:
-		spin_lock(&hibernation_lock);
-		hibernating = false;
-		spin_unlock(&hibernation_lock);
-		return NOTIFY_OK;
-	default:
-		return NOTIFY_DONE;
-	}
-}
-
-static struct notifier_block hibernation_guard = { .notifier_call = refuse_hibernation };
 
 /*
  * Unpins a slot's pages; for a protected VM, reclaims them first (zeroed),
@@ -238,7 +185,7 @@ static void release_slot(struct kvm_vm_state *vm, struct kvm_slot *slot, bool le
 	}
 	vm->pinned -= slot->npages;
 	if (vm->handle && vm->is_protected)
-		atomic_long_add(kept, &protected_pages_kept);
+		protected_pages_kept_for_good(kept);
 	/* Pages the hyp kept stay pinned for good, and stay counted as locked. */
 	account_locked_vm(vm->mm, slot->npages - kept, false);
 	kvfree(slot->pages);
@@ -277,7 +224,7 @@ static void destroy_hyp_vm(struct kvm_vm_state *vm)
 		if (vm->slots[i].used)
 			release_slot(vm, &vm->slots[i], status == 0 || status == HYP_NO_SUCH_VM);
 	if (vm->handle && vm->is_protected)
-		atomic_dec(&protected_hyp_vms);
+		protected_vm_gone();
 	vm->handle = 0;
 }
 
@@ -319,7 +266,7 @@ static long create_hyp_vm(struct kvm_vm_state *vm)
 	res = hyp_call(CALL_VM_CREATE, create);
 	if ((long)res.a0 != 0) {
 		if (vm->is_protected)
-			atomic_dec(&protected_hyp_vms);
+			protected_vm_gone();
 		return hyp_errno((long)res.a0);
 	}
 	vm->handle = res.a1;
@@ -976,59 +923,7 @@ static bool overlaps(struct kvm_vm_state *vm, u64 gpa, u64 size, unsigned int ex
 }
 
 /* KVM_SET_USER_MEMORY_REGION with Linux's checks and errnos, then pin (and map). Under vm->lock. */
-/*
- * Whether [start, start + size) is private anonymous memory (of small or huge
- * pages) throughout; the caller holds the mmap lock. A protected VM's memory
- * leaves the host's stage-2 for good, and any access of the host's kernel to
- * it takes an abort the kernel cannot survive: only memory the process alone
- * reaches may go there. A file's page cache (read for other processes), a
- * shared mapping, or a driver's pages mapped into the process (this module's
- * own run page, which KVM_RUN writes) would be read by the kernel on its own.
- */
-static bool private_anonymous(struct mm_struct *mm, unsigned long start, unsigned long size)
-{
-	unsigned long address = start, end = start + size;
 
-	while (address < end) {
-		struct vm_area_struct *vma = vma_lookup(mm, address);
-
-		if (!vma || (vma->vm_flags & (VM_SHARED | VM_MAYSHARE | VM_IO | VM_PFNMAP | VM_MIXEDMAP)))
-			return false;
-		if (!vma_is_anonymous(vma) && !is_vm_hugetlb_page(vma))
-			return false;
-		address = vma->vm_end;
-	}
-	return true;
-}
-
-/*
- * Keeps the kernel's own copies away from a protected VM's memory: each
- * mapping holding [start, start + size) (whole mappings: the module cannot
- * split one) is left out of a fork's child (VM_DONTCOPY, MADV_DONTFORK's:
- * a fork copies pinned anonymous pages, reading them) and of core dumps
- * (VM_DONTDUMP), and is no longer KSM's to merge (ksmd reads every page it
- * scans). VM_DONTEXPAND makes it special, so that MADV_DODUMP is refused and
- * MADV_MERGEABLE ignored (MADV_DOFORK still undoes VM_DONTCOPY: only VM_IO
- * stops it, which would stop the pins too). The caller holds the mmap lock
- * for writing, and the range is mapped throughout (private_anonymous).
- */
-static void keep_from_kernel_copies(struct mm_struct *mm, unsigned long start, unsigned long size)
-{
-	unsigned long address = start, end = start + size;
-
-	while (address < end) {
-		struct vm_area_struct *vma = vma_lookup(mm, address);
-
-		if (!vma)
-			return;
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
-		vm_flags_mod(vma, VM_DONTCOPY | VM_DONTDUMP | VM_DONTEXPAND, VM_MERGEABLE);
-#else
-		vma->vm_flags = (vma->vm_flags | VM_DONTCOPY | VM_DONTDUMP | VM_DONTEXPAND) & ~VM_MERGEABLE;
-#endif
-		address = vma->vm_end;
-	}
-}
 
 /*
  * Pins the slot's pages (all or none) and charges them to the process's
@@ -1315,14 +1210,14 @@ int kvm_dev_register(void)
 
 	if (ret)
 		return ret;
-	ret = register_pm_notifier(&hibernation_guard);
+	ret = protected_memory_register();
 	if (ret) {
 		kvm_eventfd_module_exit();
 		return ret;
 	}
 	ret = misc_register(&kvm_device);
 	if (ret) {
-		unregister_pm_notifier(&hibernation_guard);
+		protected_memory_deregister();
 		kvm_eventfd_module_exit();
 		return ret;
 	}
@@ -1333,6 +1228,6 @@ int kvm_dev_register(void)
 void kvm_dev_deregister(void)
 {
 	misc_deregister(&kvm_device);
-	unregister_pm_notifier(&hibernation_guard);
+	protected_memory_deregister();
 	kvm_eventfd_module_exit();
 }

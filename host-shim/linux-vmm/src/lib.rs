@@ -6,4 +6,5 @@ pub mod command_line;
 pub mod kvm_layout;
 pub mod mmio_data;
 pub mod page_pins;
+pub mod smaps;
 pub mod virtio;

@@ -28,6 +28,7 @@ mod guests;
 mod instruction_counter;
 mod linux_guest;
 mod memory_bench;
+mod memory_guards;
 mod reclaim_parts;
 mod tap;
 mod virtio_bus;
@@ -131,6 +132,9 @@ fn console_vm(hyp: &DevHyp, ty: VmType) -> bool {
         line.as_deref() == Ok(expected.as_str()),
         format_args!("the {kind} guest ran to SYSTEM_OFF printing {line:?}"),
     );
+    if protected {
+        passed &= memory_guards::after_protected_run(page.address);
+    }
     passed &= step(hyp.vm_teardown(handle).is_ok(), format_args!("tear the {kind} VM down"));
     if protected {
         let back = hyp.vm_reclaim(handle, guests::GUEST_ENTRY, 1);
@@ -151,6 +155,7 @@ fn check() -> bool {
     let mut passed = step(version.is_ok(), format_args!("/dev/hyp answers: ABI {version:?}"));
     passed &= console_vm(&hyp, VmType::NonProtected);
     passed &= console_vm(&hyp, VmType::Protected);
+    passed &= memory_guards::shared_memory_refused(&hyp);
     passed &= reclaim_parts::check(&hyp);
     let accounting = hyp.accounting();
     passed &= step(
