@@ -76,19 +76,15 @@ static void forget_handle(struct hyp_file *f, u64 handle)
 	}
 }
 
-/*
- * Whether pages given to VM `handle` leave the host for good: a protected VM
- * of this file, or one it did not make (another file's, or none: the hyp
- * decides; the driver guards the memory as if it were protected).
- */
-static bool given_for_good(struct hyp_file *f, u64 handle)
+/* The index of `handle` among the file's VMs, or -1 (another file's VM, or none). */
+static int own_handle(struct hyp_file *f, u64 handle)
 {
 	unsigned int i;
 
 	for (i = 0; i < f->handle_count; i++)
 		if (f->handles[i] == handle)
-			return f->protected[i];
-	return true;
+			return i;
+	return -1;
 }
 
 /*
@@ -269,24 +265,45 @@ static long reclaim_from_run(struct hyp_file *f, unsigned long index, unsigned l
  * consecutive pages to the VM with one hypercall. A batch ends at a 2 MiB
  * boundary of the user address, so that a transparent huge page (2 MiB
  * aligned there) is one run, one call: and a 2 MiB block in the VM's
- * stage-2 where its IPA is 2 MiB aligned too.
+ * stage-2 where its IPA is 2 MiB aligned too. Returns 0 or the driver's
+ * -errno; `*refused` is the hyp's first refusal (0: all given). What was
+ * given before a failure stays given (the file takes it back at close).
  */
-static long hyp_vm_map(struct hyp_file *f, struct hyp_call *call)
+static long hyp_vm_map(struct hyp_file *f, struct hyp_call *call, bool protected, long *refused)
 {
 	u64 handle = call->args[0], uaddr = call->args[1], ipa = call->args[2], pages = call->args[3];
+	struct mm_struct *mm = current->mm;
 	struct page **batch;
 	u64 done = 0;
 	long status = 0;
 
-	if (!PAGE_ALIGNED(uaddr) || !PAGE_ALIGNED(ipa) || pages == 0 || pages > MAX_PINNED - f->given_count)
-		return HYP_INVALID_ARGUMENT;
+	*refused = 0;
+	if (!PAGE_ALIGNED(uaddr) || !PAGE_ALIGNED(ipa) || pages == 0 || pages > MAX_PINNED - f->given_count) {
+		*refused = HYP_INVALID_ARGUMENT;
+		return 0;
+	}
 	batch = kmalloc_array(MAP_BATCH, sizeof(*batch), GFP_KERNEL);
 	if (!batch)
 		return -ENOMEM;
-	while (done < pages && status == 0) {
+	/*
+	 * A protected VM's memory: checked (the process's own), kept from the
+	 * kernel's copies, then pinned and given, all under one hold of the
+	 * mmap lock (for writing, then for reading), so that no mapping can
+	 * change in between (protected_memory.c).
+	 */
+	if (protected) {
+		status = guard_protected_memory_locked(uaddr, pages << PAGE_SHIFT);
+		if (status != 0) {
+			kfree(batch);
+			return status;
+		}
+	}
+	while (done < pages && status == 0 && *refused == 0) {
 		u64 to_boundary = MAP_BATCH - ((uaddr >> PAGE_SHIFT) + done) % MAP_BATCH;
 		int count = min_t(u64, pages - done, to_boundary);
-		int pinned = pin_user_pages_fast(uaddr + done * PAGE_SIZE, count, FOLL_WRITE | FOLL_LONGTERM, batch);
+		int pinned = protected ? pin_guarded_pages(uaddr + done * PAGE_SIZE, count, batch) :
+					 pin_user_pages_fast(uaddr + done * PAGE_SIZE, count, FOLL_WRITE | FOLL_LONGTERM,
+							     batch);
 		int i = 0;
 
 		if (pinned != count) {
@@ -303,8 +320,8 @@ static long hyp_vm_map(struct hyp_file *f, struct hyp_call *call)
 			while (i + run < count && page_to_pfn(batch[i + run]) == page_to_pfn(batch[i]) + run)
 				run++;
 			a[3] = run;
-			status = (long)hyp_call(CALL_VM_MAP, a).a0;
-			if (status != 0) {
+			*refused = (long)hyp_call(CALL_VM_MAP, a).a0;
+			if (*refused != 0) {
 				unpin_user_pages(batch + i, count - i);
 				break;
 			}
@@ -313,6 +330,8 @@ static long hyp_vm_map(struct hyp_file *f, struct hyp_call *call)
 		}
 		done += count;
 	}
+	if (protected)
+		mmap_read_unlock(mm);
 	kfree(batch);
 	return status;
 }
@@ -397,23 +416,19 @@ static long hyp_ioctl_locked(struct hyp_file *f, unsigned int cmd, struct hyp_ca
 		}
 		return 0;
 	}
-	case HYP_VM_MAP:
-		/*
-		 * A protected VM's memory must be the process's own (private
-		 * anonymous: else -EINVAL, nothing pinned) and is kept from the
-		 * kernel's copies (forks, core dumps, KSM) before it is pinned,
-		 * as /dev/kvm does: the kernel reading a page the hyp took is an
-		 * abort it does not survive.
-		 */
-		if (given_for_good(f, call->args[0]) && PAGE_ALIGNED(call->args[1]) && call->args[3] != 0 &&
-		    call->args[3] <= MAX_PINNED) {
-			long guarded = guard_protected_memory(call->args[1], call->args[3] << PAGE_SHIFT);
+	case HYP_VM_MAP: {
+		/* Only into a VM made through this file: its pages are the file's to take back. */
+		int index = own_handle(f, call->args[0]);
 
-			if (guarded != 0)
-				return guarded;
-		}
-		call->results[0] = hyp_vm_map(f, call);
-		return 0;
+		long refused, ret;
+
+		if (index < 0)
+			return -EINVAL;
+		/* The driver's failures are the ioctl's (errnos overlap the hyp's codes); the hyp's, results[0]. */
+		ret = hyp_vm_map(f, call, f->protected[index], &refused);
+		call->results[0] = refused;
+		return ret;
+	}
 	case HYP_VM_RECLAIM:
 		call->results[0] = hyp_vm_reclaim(f, call->args[0], call->args[1], call->args[2]);
 		if (call->results[0] == 0) {
@@ -511,10 +526,21 @@ static int hyp_release(struct inode *inode, struct file *file)
 	runs = f->run_count;
 	for (i = runs; i-- > 0;)
 		reclaim_from_run(f, i, 0, f->runs[i].pages, true);
-	/* The VMs are gone; what the hyp kept stays pinned, and counted, for good. */
-	for (i = 0; i < f->handle_count; i++)
-		if (f->protected[i])
+	/*
+	 * A protected VM the hyp still has (a vCPU another file runs kept it
+	 * from the teardown) stays counted, and so do the pages the hyp kept:
+	 * hibernation stays refused for good rather than read them.
+	 */
+	for (i = 0; i < f->handle_count; i++) {
+		const u64 info[6] = { f->handles[i], 0, 0, 0, 0, 0 };
+
+		if (!f->protected[i])
+			continue;
+		if (hyp_call(CALL_VM_INFO, info).a0 != 0)
 			protected_vm_gone();
+		else
+			pr_warn("hyp: protected VM %#llx outlives its file; hibernation stays refused\n", f->handles[i]);
+	}
 	if (f->given_count)
 		protected_pages_kept_for_good(f->given_count);
 	memcache_client_end();

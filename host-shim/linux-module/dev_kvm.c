@@ -30,9 +30,7 @@
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
-#include <linux/suspend.h>
 #include <linux/uaccess.h>
-#include <linux/version.h>
 #include <linux/wait.h>
 
 #include "dev_kvm.h"
@@ -922,9 +920,6 @@ static bool overlaps(struct kvm_vm_state *vm, u64 gpa, u64 size, unsigned int ex
 	return false;
 }
 
-/* KVM_SET_USER_MEMORY_REGION with Linux's checks and errnos, then pin (and map). Under vm->lock. */
-
-
 /*
  * Pins the slot's pages (all or none) and charges them to the process's
  * RLIMIT_MEMLOCK (none for CAP_IPC_LOCK), as pKVM's pins of a protected VM's
@@ -952,7 +947,7 @@ static long pin_slot_pages(struct kvm_vm_state *vm, unsigned long uaddr, unsigne
 	if (!private_anonymous(mm, uaddr, npages << PAGE_SHIFT)) {
 		pinned = -EINVAL;
 	} else {
-		pinned = pin_user_pages(uaddr, npages, FOLL_WRITE | FOLL_LONGTERM, pages, NULL);
+		pinned = pin_guarded_pages(uaddr, npages, pages);
 		if (pinned == npages && __account_locked_vm(mm, npages, true, current, capable(CAP_IPC_LOCK))) {
 			unpin_user_pages(pages, pinned);
 			pinned = -ENOMEM;
@@ -964,6 +959,7 @@ static long pin_slot_pages(struct kvm_vm_state *vm, unsigned long uaddr, unsigne
 	return pinned;
 }
 
+/* KVM_SET_USER_MEMORY_REGION with Linux's checks and errnos, then pin (and map). Under vm->lock. */
 static long set_memory_region(struct kvm_vm_state *vm, const struct kvm_userspace_memory_region *mem)
 {
 	unsigned int id = mem->slot & 0xffff;

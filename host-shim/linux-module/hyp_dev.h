@@ -37,15 +37,19 @@ struct hyp_call {
 /*
  * VM_CREATE makes at most 64 VMs per open file (-ENOSPC after that).
  *
- * VM_MAP: args = handle, user address (page aligned), IPA, pages. The driver
+ * VM_MAP: args = handle, user address (page aligned), IPA, pages. The
+ * driver's own failures (EINVAL, EFAULT: memory it cannot pin, ENOMEM, EINTR)
+ * fail the ioctl; the hyp's refusal is results[0]. The driver
  * pins the pages and gives each to the VM (lent to a non-protected VM,
- * donated to a protected one); they stay pinned until they come back. For a
- * protected VM (or one another file made) the memory must be private
+ * donated to a protected one); they stay pinned until they come back. Only
+ * into a VM made through the same file (EINVAL otherwise: the file takes its
+ * pages back at close). For a protected VM the memory must be private
  * anonymous (the ioctl fails with EINVAL otherwise, nothing pinned), and its
  * mappings are left out of forks and core dumps and taken from KSM
  * (VM_DONTCOPY, VM_DONTDUMP, VM_DONTEXPAND, not VM_MERGEABLE), as /dev/kvm
  * does: the kernel reading a page the hyp took is an abort it does not
- * survive. A protected VM_CREATE while hibernation runs fails with EINTR;
+ * survive (checked, flagged and pinned under one hold of the mmap lock). A
+ * protected VM_CREATE while hibernation runs fails with EINTR;
  * while a protected VM exists (or the hyp kept pages of one), hibernation is
  * refused (EBUSY).
  */

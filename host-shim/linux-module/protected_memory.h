@@ -24,9 +24,14 @@ bool private_anonymous(struct mm_struct *mm, unsigned long start, unsigned long 
 /* Leaves the mappings holding the range out of forks, core dumps and KSM; mmap lock held for writing. */
 void keep_from_kernel_copies(struct mm_struct *mm, unsigned long start, unsigned long size);
 /*
- * Both for the current process, under one hold of its mmap lock for
- * writing: 0, or -EINVAL (not private anonymous: nothing changed), -EINTR.
+ * Both for the current process's [start, start + size), under its mmap lock
+ * for writing, which it then keeps for reading (the caller pins with
+ * pin_guarded_pages() and ends with mmap_read_unlock()), so that no mapping
+ * changes between the check and the pins: 0; or -EINVAL (not private
+ * anonymous, or wraps: nothing changed), -EINTR, the lock not held then.
  */
-long guard_protected_memory(unsigned long start, unsigned long size);
+long guard_protected_memory_locked(unsigned long start, unsigned long size);
+/* Pins `pages` pages from `start` for good (FOLL_LONGTERM), under the mmap lock (either way): the count, or -errno. */
+long pin_guarded_pages(unsigned long start, unsigned long pages, struct page **into);
 
 #endif

@@ -156,6 +156,7 @@ fn check() -> bool {
     passed &= console_vm(&hyp, VmType::NonProtected);
     passed &= console_vm(&hyp, VmType::Protected);
     passed &= memory_guards::shared_memory_refused(&hyp);
+    passed &= memory_guards::foreign_vm_refused(&hyp);
     passed &= reclaim_parts::check(&hyp);
     let accounting = hyp.accounting();
     passed &= step(

@@ -3,7 +3,9 @@
 //! its guest ran, the page's mapping is left out of forks and core dumps and
 //! is not KSM's, and a fork does not bring the kernel down (it would copy
 //! the pinned page, reading what the hyp took); memory that is not the
-//! process's own (a shared mapping) is refused before anything is pinned.
+//! process's own (a shared mapping) is refused before anything is pinned;
+//! and no file gives memory to a VM another file made (which would not take
+//! it back at its close).
 
 use crate::dev_hyp::{CallError, DevHyp};
 use crate::guest_ram::PAGE;
@@ -66,5 +68,30 @@ pub fn shared_memory_refused(hyp: &DevHyp) -> bool {
     step(
         refused && before.is_ok() && before.ok() == after.ok(),
         format_args!("a protected VM given a shared mapping: refused with EINVAL, nothing pinned: {answer:?}"),
+    )
+}
+
+/// `VM_MAP` into a VM another open file of `/dev/hyp` made: refused
+/// (EINVAL), nothing pinned by either file.
+pub fn foreign_vm_refused(hyp: &DevHyp) -> bool {
+    let other = match DevHyp::open() {
+        Ok(other) => other,
+        Err(e) => return step(false, format_args!("a second open of /dev/hyp: {e}")),
+    };
+    let Some(address) = crate::guest_ram::anonymous_memory(PAGE) else {
+        return step(false, format_args!("a page for the foreign VM_MAP"));
+    };
+    let answer = other.vm_create(VmType::Protected, 1).map(|handle| {
+        let mapped = hyp.vm_map(handle, address, guests::GUEST_ENTRY, 1);
+        let _ = other.vm_teardown(handle);
+        mapped
+    });
+    let refused = matches!(&answer, Ok(Err(CallError::Driver(e))) if e.raw_os_error() == Some(libc::EINVAL));
+    let pinned = (hyp.accounting().map(|a| a.pinned), other.accounting().map(|a| a.pinned));
+    // SAFETY: Unmaps the page mapped above, which nothing uses any more.
+    unsafe { libc::munmap(address.cast(), PAGE) };
+    step(
+        refused && matches!(pinned, (Ok(0), Ok(0))),
+        format_args!("VM_MAP into a VM another file made: refused with EINVAL, nothing pinned: {answer:?}, {pinned:?}"),
     )
 }
