@@ -494,9 +494,8 @@ where
             return None;
         }
         let table = self.table_at(start, level)?;
-        // SAFETY: As in `descriptor_in`: a table page of this mapping, 512
-        // descriptors, borrowed for as long as `&self`.
-        let entries = unsafe { core::slice::from_raw_parts(table as *const AtomicUsize, ENTRIES) };
+        // SAFETY: A table page of this mapping, borrowed for as long as `&self`.
+        let entries = unsafe { Self::entries_of(table) };
         Some(TableEntries { table: entries, level, first: (start / size) % ENTRIES, count: (end - start) / size })
     }
 
