@@ -419,7 +419,6 @@ static long hyp_ioctl_locked(struct hyp_file *f, unsigned int cmd, struct hyp_ca
 	case HYP_VM_MAP: {
 		/* Only into a VM made through this file: its pages are the file's to take back. */
 		int index = own_handle(f, call->args[0]);
-
 		long refused, ret;
 
 		if (index < 0)

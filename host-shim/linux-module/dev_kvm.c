@@ -153,7 +153,6 @@ static unsigned long reclaim_slot_run(struct kvm_vm_state *vm, struct kvm_slot *
 	return kept;
 }
 
-
 /*
  * Unpins a slot's pages; for a protected VM, reclaims them first (zeroed),
  * a run of physically consecutive pages per call (reclaim_slot_run).

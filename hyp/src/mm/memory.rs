@@ -628,9 +628,7 @@ impl MemoryState {
             return Err(table_error(error));
         }
         let id = guest.id;
-        self.pages
-            .set(pa, pages, PageRecord { owner: Owner::Vm(id), borrower: None, donated: false, in_use: false })
-            .map_err(range_error)
+        self.pages.set(pa, pages, PageRecord::owned_by(Owner::Vm(id))).map_err(range_error)
     }
 
     /// Lends host pages to a guest (a non-protected VM's memory): the host keeps
@@ -734,7 +732,7 @@ impl MemoryState {
         // never half-shared.
         let alone = |r: PageRecord| r.owner == Owner::Vm(id) && r.borrower.is_none();
         let owned = |r: PageRecord| r.owner == Owner::Vm(id) && matches!(r.borrower, None | Some(Owner::Host));
-        let typical = PageRecord { owner: Owner::Vm(id), borrower: None, donated: false, in_use: false };
+        let typical = PageRecord::owned_by(Owner::Vm(id));
         let (shared, (gs, ge)) = match self.require_guest_mapping(guest, at, typical, alone) {
             Err(HypError::NotOwned) => (true, self.require_guest_mapping(guest, at, typical, owned)?),
             other => (false, other?),

@@ -46,8 +46,13 @@ pub struct PageRecord {
 }
 
 impl PageRecord {
-    pub const HOST: PageRecord = PageRecord { owner: Owner::Host, borrower: None, donated: false, in_use: false };
-    pub const HYP: PageRecord = PageRecord { owner: Owner::Hyp, borrower: None, donated: false, in_use: false };
+    pub const HOST: PageRecord = PageRecord::owned_by(Owner::Host);
+    pub const HYP: PageRecord = PageRecord::owned_by(Owner::Hyp);
+
+    /// A page `owner` owns alone, neither lent nor donated.
+    pub const fn owned_by(owner: Owner) -> PageRecord {
+        PageRecord { owner, borrower: None, donated: false, in_use: false }
+    }
 
     /// The state of this page for `who`, or `None` if `who` may not touch it.
     pub fn state_for(&self, who: Owner) -> Option<PageState> {
@@ -296,6 +301,20 @@ impl PageDb {
         bank.records.get(index).map(|&bits| PageRecord::unpack(bits))
     }
 
+    /// The records of a located range (see [`PageDb::locate`]).
+    fn records(&self, start: u64, pages: u64) -> Result<&[u32], RangeError> {
+        let (bank, first) = self.locate(start, pages)?;
+        let bank = self.storage[bank].as_ref().ok_or(RangeError::OutOfRange)?;
+        Ok(&bank.records[first..first + pages as usize])
+    }
+
+    /// [`PageDb::records`], to write.
+    fn records_mut(&mut self, start: u64, pages: u64) -> Result<&mut [u32], RangeError> {
+        let (bank, first) = self.locate(start, pages)?;
+        let bank = self.storage[bank].as_mut().ok_or(RangeError::OutOfRange)?;
+        Ok(&mut bank.records[first..first + pages as usize])
+    }
+
     /// Calls `f` with the record of each page of a located range; stops at the
     /// first `Err` and returns it.
     pub fn check<E>(
@@ -304,11 +323,7 @@ impl PageDb {
         pages: u64,
         mut f: impl FnMut(u64, PageRecord) -> Result<(), E>,
     ) -> Result<(), Result<E, RangeError>> {
-        let (bank, first) = self.locate(start, pages).map_err(Err)?;
-        let Some(bank) = self.storage[bank].as_ref() else {
-            return Err(Err(RangeError::OutOfRange));
-        };
-        for (i, &bits) in bank.records[first..first + pages as usize].iter().enumerate() {
+        for (i, &bits) in self.records(start, pages).map_err(Err)?.iter().enumerate() {
             f(start + i as u64 * PAGE_SIZE, PageRecord::unpack(bits)).map_err(Ok)?;
         }
         Ok(())
@@ -321,12 +336,8 @@ impl PageDb {
     ///
     /// As [`PageDb::locate`].
     pub fn all_are(&self, start: u64, pages: u64, record: PageRecord) -> Result<bool, RangeError> {
-        let (bank, first) = self.locate(start, pages)?;
-        let Some(bank) = self.storage[bank].as_ref() else {
-            return Err(RangeError::OutOfRange);
-        };
         let want = record.pack();
-        let records = &bank.records[first..first + pages as usize];
+        let records = self.records(start, pages)?;
         // Two records a 64-bit word, eight a turn, no early exit: under three
         // instructions a page (a decoded check costs several times that).
         let pair = |pair: &[u32; 2]| u64::from(pair[0]) | u64::from(pair[1]) << 32;
@@ -352,11 +363,7 @@ impl PageDb {
         pages: u64,
         update: impl Fn(PageRecord) -> PageRecord,
     ) -> Result<(), RangeError> {
-        let (bank, first) = self.locate(start, pages)?;
-        let Some(bank) = self.storage[bank].as_mut() else {
-            return Err(RangeError::OutOfRange);
-        };
-        let records = &mut bank.records[first..first + pages as usize];
+        let records = self.records_mut(start, pages)?;
         // The common case: a transition's pages all in one state (what one
         // call gave). The first page's new record is decided once and reused
         // for every page equal to it; the others are decided one by one. (An
@@ -387,14 +394,10 @@ impl PageDb {
     /// As [`PageDb::locate`], or `OutOfRange` if `record` cannot be
     /// represented (nothing is written then either).
     pub fn set(&mut self, start: u64, pages: u64, record: PageRecord) -> Result<(), RangeError> {
-        let (bank, first) = self.locate(start, pages)?;
-        let Some(bank) = self.storage[bank].as_mut() else {
-            return Err(RangeError::OutOfRange);
-        };
         if !record.is_representable() {
             return Err(RangeError::OutOfRange);
         }
-        let records = &mut bank.records[first..first + pages as usize];
+        let records = self.records_mut(start, pages)?;
         // Opaque to the optimiser, so that a fill of zeroes (a host record)
         // stays these 64-bit stores instead of a call of `memset`, which
         // stores 8 bytes a turn of three instructions.

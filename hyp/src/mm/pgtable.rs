@@ -479,14 +479,16 @@ where
     }
 
     /// The entries of `[start, end)` at `level`, when the range is whole
-    /// entries of that level inside one table of it, below the root, and the
-    /// walk to that table meets only table descriptors: the case of the
-    /// direct updates. `None` sends the caller down the crate's path.
+    /// entries of that level inside one table of it (not all of them: a
+    /// whole table's window may be one entry a level up), below the root,
+    /// and the walk to that table meets only table descriptors: the case of
+    /// the direct updates. `None` sends the caller down the crate's path.
     fn entries_at(&self, start: usize, end: usize, level: usize) -> Option<TableEntries<'_>> {
         let size = granule(level);
         let window = size * ENTRIES;
         if level <= self.root_level
             || start >= end
+            || end - start >= window
             || !start.is_multiple_of(size)
             || !end.is_multiple_of(size)
             || start & !(window - 1) != (end - 1) & !(window - 1)
@@ -499,25 +501,15 @@ where
         Some(TableEntries { table: entries, level, first: (start / size) % ENTRIES, count: (end - start) / size })
     }
 
-    /// The last-level entries of `[start, end)`, a range inside one
-    /// last-level table that does not cover it whole (a whole window may be
-    /// one block instead).
+    /// The last-level entries of `[start, end)` (pages), as
+    /// [`PgTable::entries_at`].
     fn leaf_entries(&self, start: usize, end: usize) -> Option<TableEntries<'_>> {
-        if end - start >= granule(LEAF_LEVEL - 1) {
-            return None;
-        }
         self.entries_at(start, end, LEAF_LEVEL)
     }
 
     /// The level-2 entries of `[start, end)` (2 MiB blocks), as
-    /// [`PgTable::entries_at`]: a map or unmap of whole 2 MiB pieces of one
-    /// 1 GiB window, not all of it.
+    /// [`PgTable::entries_at`].
     fn block_entries(&self, start: usize, end: usize) -> Option<TableEntries<'_>> {
-        // (A whole window is one entry of the level above: the crate's path
-        // maps or marks it there and frees the table.)
-        if end - start >= granule(LEAF_LEVEL - 2) {
-            return None;
-        }
         self.entries_at(start, end, LEAF_LEVEL - 1)
     }
 
@@ -706,26 +698,17 @@ where
         }
         if let Some(leaves) = self.leaf_entries(start, end) {
             // Pages of one existing table: the descriptors the crate would write.
-            if leaves.range().iter().any(|entry| entry.load(Ordering::Relaxed) != 0) {
+            if !leaves.range_is_empty() {
                 return Err(PgTableError::AlreadyMapped);
             }
-            let flags = (attributes | R::Attributes::VALID | R::Attributes::TABLE_OR_PAGE).bits();
-            for (i, entry) in leaves.range().iter().enumerate() {
-                entry.store(((pa + i * PAGE_SIZE) & OUTPUT_ADDRESS) | flags, Ordering::Release);
-            }
-            tlb.sync();
+            Self::fill_entries(&leaves, pa, attributes | R::Attributes::VALID | R::Attributes::TABLE_OR_PAGE, tlb);
             return Ok(());
         }
-        let block = granule(LEAF_LEVEL - 1);
-        if pa.is_multiple_of(block) && !attributes.contains(R::Attributes::TABLE_OR_PAGE) {
+        if pa.is_multiple_of(granule(LEAF_LEVEL - 1)) && !attributes.contains(R::Attributes::TABLE_OR_PAGE) {
             if let Some(blocks) = self.block_entries(start, end).filter(TableEntries::range_is_empty) {
                 // Whole 2 MiB pieces of one table, all empty: the blocks the
                 // crate would write, without its walks.
-                let flags = (attributes | R::Attributes::VALID).bits();
-                for (i, entry) in blocks.range().iter().enumerate() {
-                    entry.store(((pa + i * block) & OUTPUT_ADDRESS) | flags, Ordering::Release);
-                }
-                tlb.sync();
+                Self::fill_entries(&blocks, pa, attributes | R::Attributes::VALID, tlb);
                 self.release_pages(self.keep, source);
                 return Ok(());
             }
@@ -926,6 +909,18 @@ where
         tlb.sync();
         self.release_pages(self.keep, source);
         Ok(())
+    }
+
+    /// The direct map of `entries`, which are empty: each maps the next
+    /// piece of its level from `pa` on, with the descriptor bits `flags`
+    /// (what the crate writes for that level); new mappings need no
+    /// invalidation, only the barrier that makes them visible.
+    fn fill_entries(entries: &TableEntries<'_>, pa: usize, flags: R::Attributes, tlb: &mut dyn TlbMaintenance) {
+        let size = granule(entries.level);
+        for (i, entry) in entries.range().iter().enumerate() {
+            entry.store(((pa + i * size) & OUTPUT_ADDRESS) | flags.bits(), Ordering::Release);
+        }
+        tlb.sync();
     }
 
     /// The direct unmap of `entries` (the range from `start`), which hold no
