@@ -27,7 +27,7 @@ use crate::vm::exit::{GuardCall, MemoryCall, INVALID_PARAMETER, NOT_SUPPORTED};
 use crate::vm::guest_trap::{self, IpaKind, Outcome, VmView};
 use crate::vm::handle::{VcpuIndex, VmHandle};
 use crate::vm::loaded::{self, Counted, Loaded};
-use crate::vm::table::{vcpu_mpidr, GicWindows, PageRef, VcpuPower, Vm, VmState, VmTable};
+use crate::vm::table::{vcpu_mpidr, GicWindows, PageRef, VcpuPower, Vm, VmState};
 use crate::platform::MAX_CPUS;
 use crate::vm::vgic_dist::Filled;
 use crate::vm::vgic_mmio::{frame_of, reflects_list_registers, Frame};
@@ -213,6 +213,10 @@ impl VmView for RunningVm<'_> {
 
     fn sctlr(&self) -> u64 {
         crate::arch::aarch64::inject::live_sctlr_el1()
+    }
+
+    fn vbar(&self) -> u64 {
+        crate::arch::aarch64::inject::live_vbar_el1()
     }
 
     fn set_cpacr(&self, value: u64) {
@@ -716,8 +720,9 @@ fn claim_loaded(request: RunRequest) -> Option<Claim> {
 // (scripts/bench: the MMIO round trip 907 inline, 895 out of line; a run
 // that claims under the lock pays about 50 for the call).
 #[inline(never)]
-fn claim_locked(vms: &mut VmTable, request: RunRequest) -> Result<Claim, HypError> {
+fn claim_locked(hyp: &Hyp, request: RunRequest) -> Result<Claim, HypError> {
     let RunRequest { cpu, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value } = request;
+    let mut vms = hyp.vms().lock();
     let (vm, touches) = vms.get_counted(handle)?;
     if vm.state != VmState::Alive {
         return Err(HypError::NoSuchVm);
@@ -820,14 +825,11 @@ pub fn vcpu_run(
     let hardware = hyp.vgic;
     let ppi_frame = PpiFrame(this_cpu.ppi_frame);
     let kick = flags.kick_sgi.map(|sgi| (this_cpu.mpidr, sgi));
-    let Claim { ctx, entry, protected, index, exit_needs_distributor, page, quiet } =
-        {
-            let request = RunRequest { cpu: this_cpu.index, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value };
-            match claim_loaded(request) {
-                Some(claimed) => claimed,
-                None => claim_locked(&mut vms_lock.lock(), request)?,
-            }
-        };
+    let request = || RunRequest { cpu: this_cpu.index, handle, vcpu, kick, hardware, ppi_frame, mmio_read_value };
+    let Claim { ctx, entry, protected, index, exit_needs_distributor, page, quiet } = match claim_loaded(request()) {
+        Some(claimed) => claimed,
+        None => claim_locked(hyp, request())?,
+    };
     // SAFETY: The claim gives this CPU the vCPU alone until it releases it below;
     // the context is in its own page (it does not move) and the VM cannot be
     // freed while a vCPU runs (teardown answers Busy).

@@ -55,6 +55,9 @@ pub trait VmView {
     /// The running guest's SCTLR_EL1 (live too): an injected exception's
     /// PSTATE depends on it.
     fn sctlr(&self) -> u64;
+    /// The running guest's VBAR_EL1 (live too, and read only here: not at
+    /// every trap): where an injected exception enters.
+    fn vbar(&self) -> u64;
     fn set_cpacr(&self, value: u64);
     /// Whether the VM's GIC has the GICv3 system-register interface.
     fn gicv3(&self) -> bool;
@@ -122,8 +125,9 @@ const FSC_EXTERNAL_ABORT: u64 = 0x10;
 
 /// Makes the guest take a synchronous exception with `esr` (and `far`) at its
 /// EL1 vector, as the architecture would have. Without `far`, FAR_EL1 is 0
-/// (the architecture makes it UNKNOWN).
-pub fn inject(ctx: &mut VcpuContext, esr: u64, far: Option<u64>, sctlr: u64) {
+/// (the architecture makes it UNKNOWN). `sctlr` and `vbar` are the guest's
+/// SCTLR_EL1 and VBAR_EL1.
+pub fn inject(ctx: &mut VcpuContext, esr: u64, far: Option<u64>, sctlr: u64, vbar: u64) {
     let from_el0 = (ctx.pstate >> 2) & 3 == 0;
     let aarch32 = ctx.pstate & (1 << 4) != 0;
     let sp_elx = ctx.pstate & 1 != 0;
@@ -138,7 +142,7 @@ pub fn inject(ctx: &mut VcpuContext, esr: u64, far: Option<u64>, sctlr: u64) {
     ctx.exception_injected = true;
     ctx.sysregs.elr_el1 = ctx.pc;
     ctx.sysregs.spsr_el1 = ctx.pstate;
-    ctx.pc = ctx.sysregs.vbar.wrapping_add(offset);
+    ctx.pc = vbar.wrapping_add(offset);
     ctx.pstate = exception_pstate(ctx.pstate, sctlr);
 }
 
@@ -155,7 +159,7 @@ pub fn injected_at_its_own_vector(ctx: &VcpuContext) -> bool {
 }
 
 /// Injects a synchronous external abort for the access of `trap`.
-pub fn inject_abort(ctx: &mut VcpuContext, trap: &GuestTrap, sctlr: u64) {
+pub fn inject_abort(ctx: &mut VcpuContext, trap: &GuestTrap, vm: &impl VmView) {
     let same_el = (ctx.pstate >> 2) & 3 == 1;
     let instruction = trap.esr.class() == ExceptionClass::InstructionAbortLower;
     let class: u64 = match (instruction, same_el) {
@@ -165,12 +169,12 @@ pub fn inject_abort(ctx: &mut VcpuContext, trap: &GuestTrap, sctlr: u64) {
         (true, false) => 0x20,
     };
     let wnr = if trap.esr.is_write() && !instruction { 1 << 6 } else { 0 };
-    inject(ctx, (class << 26) | (1 << 25) | wnr | FSC_EXTERNAL_ABORT, Some(trap.far), sctlr);
+    inject(ctx, (class << 26) | (1 << 25) | wnr | FSC_EXTERNAL_ABORT, Some(trap.far), vm.sctlr(), vm.vbar());
 }
 
 /// Injects an UNDEFINED exception (EC 0).
-pub fn inject_undefined(ctx: &mut VcpuContext, sctlr: u64) {
-    inject(ctx, 1 << 25, None, sctlr);
+pub fn inject_undefined(ctx: &mut VcpuContext, vm: &impl VmView) {
+    inject(ctx, 1 << 25, None, vm.sctlr(), vm.vbar());
 }
 
 impl IpaKind {
@@ -203,12 +207,8 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
         // An interrupt (or SError) for the host: give the CPU back.
         return Outcome::ToHost { exit: Exit::Interrupted, pending_read: None };
     }
-    if ctx.pstate & PSTATE_AARCH32 != 0 {
-        // The guest entered AArch32 at EL0, though its ID registers say it
-        // has none: the hyp decodes and steps over AArch64 instructions
-        // only. The VM ends, as KVM's does for a 32-bit mode it does not offer.
-        let esr = if protected { 0 } else { trap.esr.0 };
-        return Outcome::ToHost { exit: Exit::Fatal { esr, address: 0 }, pending_read: None };
+    if let Some(fatal) = aarch32_fatal(ctx, &trap, protected) {
+        return fatal;
     }
     let step = |ctx: &mut VcpuContext| ctx.skip_instruction();
     match trap.esr.class() {
@@ -294,7 +294,7 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
                 }
                 SysRegHandling::ReadsAsZero => 0,
                 SysRegHandling::Undefined => {
-                    inject_undefined(ctx, vm.sctlr());
+                    inject_undefined(ctx, vm);
                     return Outcome::Injected;
                 }
             };
@@ -314,45 +314,62 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
         }
         // One stage-2 walk answers both questions an abort asks: is its IPA
         // a lost page, is it the VM's memory.
-        ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => {
-            let kind = ipa_kind_remembered(ctx, vm, trap.ipa);
-            if kind == IpaKind::Lost && trap.esr.hpfar_valid() {
-                let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
-                return Outcome::ToHost { exit: Exit::Fatal { esr, address }, pending_read: None };
-            }
-            // (A translation fault's HPFAR_EL2 holds its IPA: `Esr::hpfar_valid`.)
-            let translation = matches!(trap.esr.fault_status(), 0x04..=0x07);
-            // A translation or access-flag fault at what is the VM's memory
-            // now met a break-before-make on another CPU (a block split
-            // under the lock for a relinquish, or a forced reclaim elsewhere
-            // in the block): the access retries (the run's trap limit bounds
-            // it), where an abort would have hit the guest on its own memory.
-            let transient = translation || matches!(trap.esr.fault_status(), 0x08..=0x0b);
-            if kind == IpaKind::Memory && transient && trap.esr.hpfar_valid() {
-                return Outcome::Resume;
-            }
-            let data = trap.esr.class() == ExceptionClass::DataAbortLower;
-            match decode_mmio(trap.esr) {
-                Some(access) if data && translation && kind == IpaKind::Other => {
-                    if access.write {
-                        let reg = usize::from(access.register);
-                        let value = if reg == 31 { 0 } else { store_value(access, ctx.gprs.x[reg]) };
-                        step(ctx);
-                        let exit = Exit::Mmio { ipa: trap.ipa, size_bytes: access.size_bytes, write: true, value };
-                        Outcome::ToHost { exit, pending_read: None }
-                    } else {
-                        let exit = Exit::Mmio { ipa: trap.ipa, size_bytes: access.size_bytes, write: false, value: 0 };
-                        Outcome::ToHost { exit, pending_read: Some(access) }
-                    }
-                }
-                _ => {
-                    inject_abort(ctx, &trap, vm.sctlr());
-                    Outcome::Injected
-                }
+        ExceptionClass::DataAbortLower | ExceptionClass::InstructionAbortLower => abort(ctx, trap, protected, vm),
+        _ => {
+            inject_undefined(ctx, vm);
+            Outcome::Injected
+        }
+    }
+}
+
+/// A guest that entered AArch32 at EL0, though its ID registers say it has
+/// none, ends at its next trap the hyp would decode: the hyp decodes and
+/// steps over AArch64 instructions only (KVM ends a VM too in a 32-bit mode
+/// it does not offer).
+#[inline(always)]
+fn aarch32_fatal(ctx: &VcpuContext, trap: &GuestTrap, protected: bool) -> Option<Outcome> {
+    (ctx.pstate & PSTATE_AARCH32 != 0).then(|| {
+        let esr = if protected { 0 } else { trap.esr.0 };
+        Outcome::ToHost { exit: Exit::Fatal { esr, address: 0 }, pending_read: None }
+    })
+}
+
+/// A stage-2 data or instruction abort: the VM's memory met a transient
+/// break (retried), its MMIO (an exit), or neither (an abort injected).
+#[inline(always)]
+fn abort(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl VmView) -> Outcome {
+    let kind = ipa_kind_remembered(ctx, vm, trap.ipa);
+    if kind == IpaKind::Lost && trap.esr.hpfar_valid() {
+        let (esr, address) = if protected { (0, 0) } else { (trap.esr.0, trap.ipa) };
+        return Outcome::ToHost { exit: Exit::Fatal { esr, address }, pending_read: None };
+    }
+    // (A translation fault's HPFAR_EL2 holds its IPA: `Esr::hpfar_valid`.)
+    let translation = matches!(trap.esr.fault_status(), 0x04..=0x07);
+    // A translation or access-flag fault at what is the VM's memory
+    // now met a break-before-make on another CPU (a block split
+    // under the lock for a relinquish, or a forced reclaim elsewhere
+    // in the block): the access retries (the run's trap limit bounds
+    // it), where an abort would have hit the guest on its own memory.
+    let transient = translation || matches!(trap.esr.fault_status(), 0x08..=0x0b);
+    if kind == IpaKind::Memory && transient && trap.esr.hpfar_valid() {
+        return Outcome::Resume;
+    }
+    let data = trap.esr.class() == ExceptionClass::DataAbortLower;
+    match decode_mmio(trap.esr) {
+        Some(access) if data && translation && kind == IpaKind::Other => {
+            if access.write {
+                let reg = usize::from(access.register);
+                let value = if reg == 31 { 0 } else { store_value(access, ctx.gprs.x[reg]) };
+                ctx.skip_instruction();
+                let exit = Exit::Mmio { ipa: trap.ipa, size_bytes: access.size_bytes, write: true, value };
+                Outcome::ToHost { exit, pending_read: None }
+            } else {
+                let exit = Exit::Mmio { ipa: trap.ipa, size_bytes: access.size_bytes, write: false, value: 0 };
+                Outcome::ToHost { exit, pending_read: Some(access) }
             }
         }
         _ => {
-            inject_undefined(ctx, vm.sctlr());
+            inject_abort(ctx, &trap, vm);
             Outcome::Injected
         }
     }
@@ -371,6 +388,9 @@ pub fn complete_read(ctx: &mut VcpuContext, access: MmioAccess, data: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The guest's VBAR_EL1 as the fake views give it.
+    const TEST_VBAR: u64 = 0x8000_1000;
     use crate::arch::esr::Esr;
 
     /// A VM whose IPAs are all `kind` and whose vCPU 1 may be started (index 1).
@@ -412,6 +432,9 @@ mod tests {
         fn sctlr(&self) -> u64 {
             crate::arch::context::SCTLR_EL1_RESET
         }
+        fn vbar(&self) -> u64 {
+            TEST_VBAR
+        }
         fn set_cpacr(&self, _: u64) {}
         fn gicv3(&self) -> bool {
             true
@@ -437,9 +460,7 @@ mod tests {
     }
 
     fn ctx() -> VcpuContext {
-        let mut c = VcpuContext::at_entry(0x8000_0000, 0);
-        c.sysregs.vbar = 0x8000_1000;
-        c
+        VcpuContext::at_entry(0x8000_0000, 0)
     }
 
     #[test]
@@ -636,23 +657,20 @@ mod tests {
         let fetch = 0x20 << 26 | 1 << 25 | 0x07;
         // EL1h at VBAR + 0x200 (its own vector for EL1h).
         let mut c = ctx();
-        c.sysregs.vbar = 0x8000_0000;
-        c.pc = 0x8000_0200;
+        c.pc = 0x8000_1200;
         assert_eq!(handle(&mut c, trap(fetch, 0x9000_0000), false, &OTHER), Outcome::Injected);
         assert!(injected_at_its_own_vector(&c));
         // EL1h elsewhere.
         let mut c = ctx();
-        c.sysregs.vbar = 0x8000_0000;
-        c.pc = 0x8000_0400;
+        c.pc = 0x8000_1400;
         assert_eq!(handle(&mut c, trap(fetch, 0x9000_0000), false, &OTHER), Outcome::Injected);
         assert!(!injected_at_its_own_vector(&c));
         // EL0 at VBAR + 0x400, the address of EL0's vector, but in another mode.
         let mut c = ctx();
-        c.sysregs.vbar = 0x8000_0000;
-        c.pc = 0x8000_0400;
+        c.pc = 0x8000_1400;
         c.pstate = 0;
         assert_eq!(handle(&mut c, trap(fetch, 0x9000_0000), false, &OTHER), Outcome::Injected);
-        assert_eq!(c.pc, 0x8000_0400);
+        assert_eq!(c.pc, 0x8000_1400);
         assert!(!injected_at_its_own_vector(&c));
     }
 
@@ -800,6 +818,9 @@ mod tests {
         }
         fn sctlr(&self) -> u64 {
             crate::arch::context::SCTLR_EL1_RESET
+        }
+        fn vbar(&self) -> u64 {
+            TEST_VBAR
         }
         fn set_cpacr(&self, _: u64) {}
         fn gicv3(&self) -> bool {

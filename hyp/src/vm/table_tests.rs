@@ -657,6 +657,9 @@ impl crate::vm::guest_trap::VmView for TableView<'_> {
     fn sctlr(&self) -> u64 {
         crate::arch::context::SCTLR_EL1_RESET
     }
+    fn vbar(&self) -> u64 {
+        0
+    }
     fn set_cpacr(&self, _: u64) {}
     fn gicv3(&self) -> bool {
         true

@@ -54,11 +54,6 @@ impl PpiFrame {
         self.exists() && self.read(ISENABLER0) & 1 << (intid % 32) != 0
     }
 
-    /// Whether `intid` is in group 1 on this CPU.
-    pub fn is_group1(self, intid: u32) -> bool {
-        self.exists() && self.read(IGROUPR0) & 1 << (intid % 32) != 0
-    }
-
     /// Puts `intid` back in group 0 (undoing [`PpiFrame::set_group1`] for a
     /// PPI the hyp borrowed from the host for a run).
     pub fn set_group0(self, intid: u32) {
@@ -66,7 +61,7 @@ impl PpiFrame {
             return;
         }
         let address = (self.0 + IGROUPR0) as *mut u32;
-        // SAFETY: As for `set_group1`.
+        // SAFETY: As for `move_to_group1`.
         unsafe { core::ptr::write_volatile(address, core::ptr::read_volatile(address) & !(1 << (intid % 32))) };
     }
 
@@ -80,13 +75,27 @@ impl PpiFrame {
     /// interface signals as an IRQ (GICv3; a GICv2 without security keeps
     /// group 0, which it signals as an IRQ too).
     pub fn set_group1(self, intid: u32) {
+        self.move_to_group1(intid);
+    }
+
+    /// [`PpiFrame::set_group1`], unless `intid` is there already; says
+    /// whether it moved it (one read of the register either way).
+    pub fn move_to_group1(self, intid: u32) -> bool {
         if !self.exists() {
-            return;
+            return false;
         }
         let address = (self.0 + IGROUPR0) as *mut u32;
+        let bit = 1 << (intid % 32);
         // SAFETY: As for `set_active`; read-modify-write of the one bit of a
         // PPI the hyp owns, on this CPU, before the host runs on it.
-        unsafe { core::ptr::write_volatile(address, core::ptr::read_volatile(address) | 1 << (intid % 32)) };
+        unsafe {
+            let groups = core::ptr::read_volatile(address);
+            if groups & bit != 0 {
+                return false;
+            }
+            core::ptr::write_volatile(address, groups | bit);
+        }
+        true
     }
 
     /// If `intid` (the host's kick SGI, GICv3: its redistributor clears an

@@ -11,6 +11,12 @@ use aarch64_cpu::registers::{
 pub fn live_sctlr_el1() -> u64 {
     SCTLR_EL1.get()
 }
+
+/// VBAR_EL1 as it is in the CPU now: where an exception taken to that EL1
+/// enters.
+pub fn live_vbar_el1() -> u64 {
+    VBAR_EL1.get()
+}
 /// ESR IL bit: 32-bit instruction.
 const ESR_IL: u64 = 1 << 25;
 /// Fault status: synchronous external abort, not on a table walk.

@@ -239,10 +239,7 @@ impl VtimerPpi {
         if !ppi_frame.exists() || ppi_frame.is_enabled(VTIMER_PPI) {
             return ppi;
         }
-        if vgic == VgicHardware::V3 && !ppi_frame.is_group1(VTIMER_PPI) {
-            ppi_frame.set_group1(VTIMER_PPI);
-            ppi.grouped_for_run = true;
-        }
+        ppi.grouped_for_run = vgic == VgicHardware::V3 && ppi_frame.move_to_group1(VTIMER_PPI);
         ppi_frame.set_enabled(VTIMER_PPI, true);
         ppi.enabled_for_run = true;
         ppi
@@ -549,8 +546,9 @@ fn leave_protected(controls: &TrapControls, ctx: &mut VcpuContext, hidden: Hidde
 /// Runs `ctx` on this CPU as `entry` says until
 /// `on_trap` returns a result. Traps that `on_trap` resolves inside the hyp
 /// (`None`) re-enter the guest at once, without switching back to the host: only
-/// the registers a trap handler reads or writes (PC, PSTATE, and VBAR, ESR, FAR,
-/// ELR, SPSR of EL1 for injected exceptions) move between the CPU and `ctx`.
+/// the registers a trap handler reads or writes (PC, PSTATE, and ESR, FAR, ELR,
+/// SPSR of EL1 for injected exceptions, which read VBAR_EL1 and SCTLR_EL1 live)
+/// move between the CPU and `ctx`.
 /// The host's EL1, FP/SIMD and EL2 controls are as they were on return.
 ///
 /// A protected guest's run is invisible to the host's PMU and trace: from the
@@ -620,9 +618,6 @@ pub fn run_guest<R>(
         ctx.pstate = read_sysreg!("spsr_el2");
         let esr = read_sysreg!("esr_el2");
         let far = read_sysreg!("far_el2");
-        // What an injection reads; the four registers it writes are not
-        // read back here (see `VcpuContext::exception_injected`).
-        ctx.sysregs.vbar = read_sysreg!("vbar_el1");
         if kind == 0 && esr >> 26 == EC_FP_ACCESS && !guest_fp_loaded {
             // First FP/SIMD use of this run: stop trapping (EL2's own accesses
             // trap too), swap the registers, let the instruction retry.
