@@ -112,6 +112,40 @@ qemu_default_args() {
         -semihosting -append hyp.exit=semihosting
 }
 
+# Boots the benchmark image (target/image/hyp-bench.img) on one CPU with
+# -icount shift=0 and QEMU's per-instruction trace (-singlestep -d
+# exec,nochain: one line per executed instruction), streamed through a fifo
+# in $2 (a scratch folder) to `python3 -c "$3" FIFO ARGS...` (the remaining
+# arguments), and stops the boot once the benchmark printed figure $1 (the
+# trace ends a fraction of a second later). Fails with the boot's output if
+# the figure never printed.
+traced_bench_boot() {
+    local figure="$1" work="$2" consumer="$3" reader qemu
+    shift 3
+    rm -f "$work/fifo" "$work/console"
+    mkfifo "$work/fifo"
+    python3 -c "$consumer" "$work/fifo" "$@" &
+    reader=$!
+    # shellcheck disable=SC2046
+    timeout 1800 qemu-system-aarch64 $(qemu_default_args) -smp 1 -icount shift=0,sleep=off \
+        -singlestep -d exec,nochain -D "$work/fifo" -kernel "$IMAGE_DIR/hyp-bench.img" >"$work/console" 2>&1 &
+    qemu=$!
+    while kill -0 "$qemu" 2>/dev/null; do
+        if grep -q "BENCH $figure " "$work/console" 2>/dev/null; then
+            kill "$qemu"
+            break
+        fi
+        sleep 0.2
+    done
+    wait "$qemu" || true
+    wait "$reader"
+    if ! grep -q "BENCH $figure " "$work/console"; then
+        echo "$(script_name): the benchmark boot ended before it printed $figure; its output:" >&2
+        cat "$work/console" >&2
+        return 1
+    fi
+}
+
 # Prints size $1 (QEMU -m style: a whole number of MiB, with an optional M or
 # G suffix, e.g. 512, 512M, 2G) in MiB; fails with the reason if it is not one.
 size_in_mib() {
