@@ -567,13 +567,15 @@ pub fn run_guest<R>(
     let mut debug_loaded = debug_switch::enter(ctx);
     let base_mdcr = host_el2.guest_mdcr.load(Ordering::Relaxed);
     let mut guest_mdcr = debug_switch::guest_mdcr(base_mdcr, debug_loaded);
-    let mut hidden = Hidden::default();
-    if entry.protected {
+    // (Only a protected run has something hidden: nothing kept for the others.)
+    let hidden = if entry.protected {
         // The counters stop at EL2 first, then everywhere.
         guest_mdcr |= controls().mdcr_protected;
         write_sysreg!("mdcr_el2", guest_mdcr);
-        hidden = enter_protected(controls(), ctx);
-    }
+        Some(enter_protected(controls(), ctx))
+    } else {
+        None
+    };
     let host = HostReturn { elr: read_sysreg!("elr_el2"), spsr: read_sysreg!("spsr_el2") };
     // Every field is written by `el1_save`: not zeroed first.
     let mut host_sysregs = MaybeUninit::<El1Sysregs>::uninit();
@@ -699,7 +701,7 @@ pub fn run_guest<R>(
     write_sysreg!("cntv_ctl_el0", 0);
     hyp_timer.disarm(entry.ppi_frame);
     restore_el1(host_sysregs);
-    if entry.protected {
+    if let Some(hidden) = hidden {
         // Everything of the guest's is put away: the host's counters and trace
         // come back, then the counting at EL2.
         leave_protected(controls(), ctx, hidden);
