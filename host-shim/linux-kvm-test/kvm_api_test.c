@@ -382,6 +382,18 @@ uint64_t mmio_data(const struct kvm_run *run)
 	return value;
 }
 
+/* The driver module's reference count (/sys/module/hyp_dev/refcnt), or -1. */
+static long module_references(void)
+{
+	char text[32] = "";
+	int fd = open("/sys/module/hyp_dev/refcnt", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, text, sizeof(text) - 1);
+
+	if (fd >= 0)
+		close(fd);
+	return n > 0 ? strtol(text, NULL, 10) : -1;
+}
+
 /* One VM of the type, through its whole life. */
 static void check_vm(int kvm, int protected, int ipa_limit)
 {
@@ -396,6 +408,7 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	uint64_t value = 0;
 	uint8_t *memory;
 	int vm, vcpu, ret, err;
+	long references_at_start = module_references(), references;
 
 	scope = name;
 	vm = ioctl(kvm, KVM_CREATE_VM, type);
@@ -543,8 +556,16 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	      err ? strerror(err) : "done");
 
 	/* The first run: immediate_exit. The VM now exists in the hyp. */
+	references = module_references();
 	run->immediate_exit = 1;
 	expect_errno(vcpu, KVM_RUN, 0, EINTR, "KVM_RUN with immediate_exit");
+	/*
+	 * While the hyp has a protected VM the module stays loaded: its
+	 * notifier is what refuses hibernation, which would read the VM's pages.
+	 */
+	check(references >= 0 && module_references() == references + protected,
+	      "%s: the module's references with the VM in the hyp: %ld, %ld before", name, module_references(),
+	      references);
 	run->immediate_exit = 0;
 	expect_errno(vcpu, KVM_RUN, 1, EINVAL, "KVM_RUN with an argument");
 	expect_errno(vm, KVM_CREATE_VCPU, 1, EBUSY, "KVM_CREATE_VCPU after the first run");
@@ -619,6 +640,8 @@ out_vcpu:
 	expect_errno(vcpu, KVM_RUN, 0, EBADF, "KVM_RUN on a closed vCPU fd");
 out_vm:
 	close(vm);
+	check(module_references() == references_at_start, "%s: the module's references after the VM: %ld, %ld before",
+	      name, module_references(), references_at_start);
 	/* The last fd gone: the VM torn down, its pages back (a protected VM's zeroed), unpinned. */
 	pins_acquired = vmstat("nr_foll_pin_acquired") - pins_acquired;
 	pins_released = vmstat("nr_foll_pin_released") - pins_released;

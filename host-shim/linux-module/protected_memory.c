@@ -10,6 +10,7 @@
 #include <linux/atomic.h>
 #include <linux/hugetlb.h>
 #include <linux/mm.h>
+#include <linux/module.h>
 #include <linux/spinlock.h>
 #include <linux/suspend.h>
 #include <linux/version.h>
@@ -31,6 +32,14 @@ static bool hibernating;
 static atomic_t protected_hyp_vms = ATOMIC_INIT(0);
 static atomic_long_t protected_pages_kept = ATOMIC_LONG_INIT(0);
 
+/*
+ * While either count is not zero the module stays loaded (a reference of its
+ * own: rmmod says it is in use), since its notifier is what refuses
+ * hibernation: a protected VM can outlive every file (a vCPU another file
+ * ran kept it from the teardown), and kept pages are kept for good, so that
+ * with the module gone a snapshot would read them.
+ */
+
 /* Counts a protected VM about to be made; false (nothing counted) while hibernation runs. */
 bool protected_vm_may_start(void)
 {
@@ -38,8 +47,11 @@ bool protected_vm_may_start(void)
 
 	spin_lock(&hibernation_lock);
 	may = !hibernating;
-	if (may)
+	if (may) {
 		atomic_inc(&protected_hyp_vms);
+		/* The caller holds the module (an open file): it is live. */
+		__module_get(THIS_MODULE);
+	}
 	spin_unlock(&hibernation_lock);
 	return may;
 }
@@ -75,11 +87,15 @@ static struct notifier_block hibernation_guard = { .notifier_call = refuse_hiber
 void protected_vm_gone(void)
 {
 	atomic_dec(&protected_hyp_vms);
+	/* Never the last reference: the caller's file holds one until its release returns. */
+	module_put(THIS_MODULE);
 }
 
 void protected_pages_kept_for_good(unsigned long pages)
 {
-	atomic_long_add(pages, &protected_pages_kept);
+	/* The first kept pages hold the module for good. */
+	if (pages && atomic_long_fetch_add(pages, &protected_pages_kept) == 0)
+		__module_get(THIS_MODULE);
 }
 
 int protected_memory_register(void)

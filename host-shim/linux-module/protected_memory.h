@@ -9,11 +9,14 @@
 #include <linux/mm_types.h>
 #include <linux/types.h>
 
-/* Counts a protected VM about to be made; false (nothing counted) while hibernation runs. */
+/*
+ * Counts a protected VM about to be made, and holds the module while it is
+ * counted; false (nothing counted) while hibernation runs.
+ */
 bool protected_vm_may_start(void);
 /* A protected VM counted by protected_vm_may_start() is gone (or was never made). */
 void protected_vm_gone(void);
-/* Pages of protected VMs the hyp kept: pinned for good, hibernation refused for good. */
+/* Pages of protected VMs the hyp kept: pinned, hibernation refused and the module held, for good. */
 void protected_pages_kept_for_good(unsigned long pages);
 /* The PM notifier that refuses hibernation while either count is not zero. */
 int protected_memory_register(void);
