@@ -563,9 +563,12 @@ static void check_vm(int kvm, int protected, int ipa_limit)
 	 * While the hyp has a protected VM the module stays loaded: its
 	 * notifier is what refuses hibernation, which would read the VM's pages.
 	 */
-	check(references >= 0 && module_references() == references + protected,
-	      "%s: the module's references with the VM in the hyp: %ld, %ld before", name, module_references(),
-	      references);
+	{
+		long now = module_references();
+
+		check(references >= 0 && now == references + protected,
+		      "%s: the module's references with the VM in the hyp: %ld, %ld before", name, now, references);
+	}
 	run->immediate_exit = 0;
 	expect_errno(vcpu, KVM_RUN, 1, EINVAL, "KVM_RUN with an argument");
 	expect_errno(vm, KVM_CREATE_VCPU, 1, EBUSY, "KVM_CREATE_VCPU after the first run");
@@ -640,8 +643,9 @@ out_vcpu:
 	expect_errno(vcpu, KVM_RUN, 0, EBADF, "KVM_RUN on a closed vCPU fd");
 out_vm:
 	close(vm);
-	check(module_references() == references_at_start, "%s: the module's references after the VM: %ld, %ld before",
-	      name, module_references(), references_at_start);
+	references = module_references();
+	check(references == references_at_start, "%s: the module's references after the VM: %ld, %ld before", name,
+	      references, references_at_start);
 	/* The last fd gone: the VM torn down, its pages back (a protected VM's zeroed), unpinned. */
 	pins_acquired = vmstat("nr_foll_pin_acquired") - pins_acquired;
 	pins_released = vmstat("nr_foll_pin_released") - pins_released;

@@ -220,7 +220,8 @@ static void destroy_hyp_vm(struct kvm_vm_state *vm)
 	for (i = 0; i < MAX_SLOTS; i++)
 		if (vm->slots[i].used)
 			release_slot(vm, &vm->slots[i], status == 0 || status == HYP_NO_SUCH_VM);
-	if (vm->handle && vm->is_protected)
+	/* A protected VM the hyp kept (its teardown refused) stays counted: hibernation stays refused. */
+	if (vm->handle && vm->is_protected && (status == 0 || status == HYP_NO_SUCH_VM))
 		protected_vm_gone();
 	vm->handle = 0;
 }

@@ -15,6 +15,8 @@ use guest_trap::{IpaKind, Outcome, VmView};
 struct View {
     kind: u8,
     vcpus: u64,
+    /// The guest's VBAR_EL1, as the fuzzer chose it.
+    vbar: u64,
 }
 
 impl View {
@@ -63,6 +65,9 @@ impl VmView for View {
     fn sctlr(&self) -> u64 {
         u64::from(self.kind).wrapping_mul(0x0123_4567_89ab_cdef)
     }
+    fn vbar(&self) -> u64 {
+        self.vbar
+    }
     fn set_cpacr(&self, _: u64) {}
     fn gicv3(&self) -> bool {
         self.kind & 1 != 0
@@ -89,12 +94,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut ctx = context::VcpuContext::at_entry(word(0), word(1));
     ctx.pstate = word(2);
-    ctx.sysregs.vbar = word(3);
     for i in 0..31 {
         ctx.gprs.x[i] = word(4 + i % 8);
     }
     let trap = GuestTrap { kind: word(12) % 4, esr: esr::Esr(word(13)), far: word(14), ipa: word(15) };
-    let view = View { kind: data.first().copied().unwrap_or(0), vcpus: 1 + word(16) % 8 };
+    let view = View { kind: data.first().copied().unwrap_or(0), vcpus: 1 + word(16) % 8, vbar: word(3) };
     let protected = word(17) & 1 != 0;
     match guest_trap::handle(&mut ctx, trap, protected, &view) {
         Outcome::ToHost { exit: hyp_abi::Exit::Mmio { .. }, .. } => {

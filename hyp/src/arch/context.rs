@@ -107,10 +107,11 @@ pub struct VcpuContext {
     /// OSLSR_EL1.OSLK: the OS lock as the guest last set it with OSLAR_EL1
     /// (locked out of reset, as on a CPU's cold reset and under KVM).
     pub os_lock: bool,
-    /// While the vCPU runs, `sysregs`' ESR_EL1, FAR_EL1, ELR_EL1 and SPSR_EL1
-    /// are not read back after each trap (they are when the run ends): an
-    /// exception injected by the hyp sets them and this flag, and the world
-    /// switch loads them before the guest goes on.
+    /// While the vCPU runs, `sysregs` is not read back after each trap (it is
+    /// when the run ends): an exception injected by the hyp sets ESR_EL1,
+    /// FAR_EL1, ELR_EL1 and SPSR_EL1 there and this flag, and the world switch
+    /// loads them before the guest goes on (the injection reads VBAR_EL1 and
+    /// SCTLR_EL1 live).
     pub exception_injected: bool,
     /// The guest's EL1 physical timer, emulated (its registers trap).
     pub ptimer: crate::arch::phys_timer::PhysTimer,
