@@ -187,9 +187,19 @@ static int set_up_vgic(int vcpu, int device, int v3)
 		struct kvm_device_attr get = { .group = KVM_DEV_ARM_VGIC_GRP_ADDR, .attr = dist_attr,
 					       .addr = (uint64_t)(uintptr_t)&address };
 
+		/* The count is 32 bits wide: the word after it stays as it was. */
+		uint32_t count[2] = { 0, 0x5a5a5a5a };
+		struct kvm_device_attr get_count = { .group = KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
+						     .addr = (uint64_t)(uintptr_t)count };
+
 		address = 0;
 		check(ioctl(device, KVM_GET_DEVICE_ATTR, &get) == 0 && address == DISTRIBUTOR,
 		      "%s: GET_DEVICE_ATTR of the distributor: %#llx", scope, (unsigned long long)address);
+		check(ioctl(device, KVM_GET_DEVICE_ATTR, &get_count) == 0 && count[0] == 160 && count[1] == 0x5a5a5a5a,
+		      "%s: GET_DEVICE_ATTR of the interrupt count: %u (the next word %#x)", scope, count[0], count[1]);
+		get.addr = 8;
+		check(ioctl(device, KVM_GET_DEVICE_ATTR, &get) == -1 && errno == EFAULT,
+		      "%s: GET_DEVICE_ATTR into an unmapped address: %s", scope, strerror(errno));
 	}
 	return err;
 }

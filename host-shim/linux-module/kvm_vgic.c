@@ -85,16 +85,14 @@ static long has_attr(struct kvm_vgic *vgic, const struct kvm_device_attr *attr)
 	}
 }
 
-static long set_address(struct kvm_vm_state *vm, const struct kvm_device_attr *attr)
+static long set_address(struct kvm_vm_state *vm, const struct kvm_device_attr *attr, u64 value)
 {
 	struct kvm_vgic *vgic = &vm->vgic;
-	u64 size, alignment, value;
+	u64 size, alignment;
 	u64 *slot = address_of(vgic, attr->attr, &size, &alignment);
 
 	if (!slot)
 		return -ENXIO;
-	if (get_user(value, (u64 __user *)u64_to_user_ptr(attr->addr)))
-		return -EFAULT;
 	/* Linux: each address once (EEXIST), before or after CTRL_INIT, until the first run. */
 	if (*slot != VGIC_ADDR_UNDEF)
 		return -EEXIST;
@@ -109,12 +107,8 @@ static long set_address(struct kvm_vm_state *vm, const struct kvm_device_attr *a
 	return 0;
 }
 
-static long set_nr_irqs(struct kvm_vm_state *vm, const struct kvm_device_attr *attr)
+static long set_nr_irqs(struct kvm_vm_state *vm, u64 value)
 {
-	u32 value;
-
-	if (get_user(value, (u32 __user *)u64_to_user_ptr(attr->addr)))
-		return -EFAULT;
 	/* Linux: at least the private interrupts and 32 SPIs, a multiple of 32; the hyp has 288. */
 	if (value < 64 || value > VGIC_NR_IRQS || (value & 31))
 		return -EINVAL;
@@ -124,13 +118,14 @@ static long set_nr_irqs(struct kvm_vm_state *vm, const struct kvm_device_attr *a
 	return 0;
 }
 
-static long set_attr(struct kvm_vm_state *vm, const struct kvm_device_attr *attr)
+/* `value`: what the attribute's user pointer held (read before the lock). */
+static long set_attr(struct kvm_vm_state *vm, const struct kvm_device_attr *attr, u64 value)
 {
 	switch (attr->group) {
 	case KVM_DEV_ARM_VGIC_GRP_ADDR:
-		return set_address(vm, attr);
+		return set_address(vm, attr, value);
 	case KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
-		return set_nr_irqs(vm, attr);
+		return set_nr_irqs(vm, value);
 	case KVM_DEV_ARM_VGIC_GRP_CTRL:
 		if (attr->attr != KVM_DEV_ARM_VGIC_CTRL_INIT)
 			return -ENXIO;
@@ -145,7 +140,8 @@ static long set_attr(struct kvm_vm_state *vm, const struct kvm_device_attr *attr
 	}
 }
 
-static long get_attr(struct kvm_vm_state *vm, const struct kvm_device_attr *attr)
+/* The attribute's value into `*value` (written to user space after the lock). */
+static long get_attr(struct kvm_vm_state *vm, const struct kvm_device_attr *attr, u64 *value)
 {
 	u64 size, alignment;
 	u64 *slot;
@@ -155,10 +151,11 @@ static long get_attr(struct kvm_vm_state *vm, const struct kvm_device_attr *attr
 		slot = address_of(&vm->vgic, attr->attr, &size, &alignment);
 		if (!slot)
 			return -ENXIO;
-		return put_user(*slot, (u64 __user *)u64_to_user_ptr(attr->addr)) ? -EFAULT : 0;
+		*value = *slot;
+		return 0;
 	case KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
-		return put_user(vm->vgic.nr_irqs ? vm->vgic.nr_irqs : VGIC_NR_IRQS,
-				(u32 __user *)u64_to_user_ptr(attr->addr)) ? -EFAULT : 0;
+		*value = vm->vgic.nr_irqs ? vm->vgic.nr_irqs : VGIC_NR_IRQS;
+		return 0;
 	default:
 		return -ENXIO;
 	}
@@ -167,7 +164,10 @@ static long get_attr(struct kvm_vm_state *vm, const struct kvm_device_attr *attr
 static long vgic_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
 {
 	struct kvm_vm_state *vm = file->private_data;
+	void __user *user_value;
 	struct kvm_device_attr attr;
+	u64 value = 0;
+	u32 value32;
 	long ret;
 
 	if (ioctl != KVM_SET_DEVICE_ATTR && ioctl != KVM_GET_DEVICE_ATTR && ioctl != KVM_HAS_DEVICE_ATTR)
@@ -176,15 +176,33 @@ static long vgic_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
 		return -EFAULT;
 	if (attr.flags)
 		return -EINVAL;
+	user_value = u64_to_user_ptr(attr.addr);
+	/*
+	 * User memory only outside vm->lock (as Linux reads it first): a page
+	 * that never comes (a FUSE mapping whose server does not answer) must
+	 * not hold the VM's lock, which irqfd injections and every vCPU wait for.
+	 */
+	if (ioctl == KVM_SET_DEVICE_ATTR && attr.group == KVM_DEV_ARM_VGIC_GRP_ADDR &&
+	    get_user(value, (u64 __user *)user_value))
+		return -EFAULT;
+	if (ioctl == KVM_SET_DEVICE_ATTR && attr.group == KVM_DEV_ARM_VGIC_GRP_NR_IRQS) {
+		if (get_user(value32, (u32 __user *)user_value))
+			return -EFAULT;
+		value = value32;
+	}
 	mutex_lock(&vm->lock);
 	if (ioctl == KVM_HAS_DEVICE_ATTR)
 		ret = has_attr(&vm->vgic, &attr);
 	else if (ioctl == KVM_SET_DEVICE_ATTR)
-		ret = set_attr(vm, &attr);
+		ret = set_attr(vm, &attr, value);
 	else
-		ret = get_attr(vm, &attr);
+		ret = get_attr(vm, &attr, &value);
 	mutex_unlock(&vm->lock);
-	return ret;
+	if (ret || ioctl != KVM_GET_DEVICE_ATTR)
+		return ret;
+	if (attr.group == KVM_DEV_ARM_VGIC_GRP_NR_IRQS)
+		return put_user((u32)value, (u32 __user *)user_value) ? -EFAULT : 0;
+	return put_user(value, (u64 __user *)user_value) ? -EFAULT : 0;
 }
 
 static int vgic_release(struct inode *inode, struct file *file)
@@ -207,6 +225,7 @@ long kvm_vgic_create_device(struct kvm_vm_state *vm, void __user *argp)
 {
 	struct kvm_create_device __user *user_cd = argp;
 	struct kvm_create_device cd;
+	bool installed = false;
 	long fd;
 
 	if (copy_from_user(&cd, argp, sizeof(cd)))
@@ -234,16 +253,16 @@ long kvm_vgic_create_device(struct kvm_vm_state *vm, void __user *argp)
 		kref_put(&vm->ref, vm_free);
 		goto out;
 	}
-	if (put_user((u32)fd, &user_cd->fd)) {
-		/* The fd is installed: user space closes it, as with Linux's. */
-		fd = -EFAULT;
-	}
+	installed = true;
 	vm->vgic.type = cd.type;
 	vm->vgic.distributor = VGIC_ADDR_UNDEF;
 	vm->vgic.second = VGIC_ADDR_UNDEF;
 out:
 	mutex_unlock(&vm->lock);
-	return fd < 0 ? fd : 0;
+	if (!installed)
+		return fd < 0 ? fd : 0;
+	/* After the lock (user memory). The fd is installed: on EFAULT user space closes it, as with Linux's. */
+	return put_user((u32)fd, &user_cd->fd) ? -EFAULT : 0;
 }
 
 long kvm_vgic_check_ready(struct kvm_vm_state *vm)
