@@ -301,7 +301,8 @@ fn serve_phys_timer(ctx: &mut VcpuContext, trap: &GuestTrap, live: &mut LiveGic,
         ctx.ptimer.write(reg, value, physical_count());
         update_phys_timer(ctx, live, view);
     }
-    ctx.pc = ctx.pc.wrapping_add(4);
+    // (Past it as the CPU would be: a step or branch-target state ends with it.)
+    ctx.skip_instruction();
     Some(Outcome::Resume)
 }
 
@@ -412,8 +413,8 @@ fn serve_gic_access(
     // Decided without the lock: most data aborts are the host's MMIO.
     let (frame, offset) = frame_of(gic_version_of(view.hardware), view.gic.vcpus, &view.gic.layout, trap.ipa)?;
     // (Without an IPA from HPFAR_EL2 `trap.ipa` is 0, which a window placed
-    // at 0 would claim.)
-    if !trap.esr.hpfar_valid() {
+    // at 0 would claim. From AArch32: `guest_trap::handle` ends the VM.)
+    if !trap.esr.hpfar_valid() || guest_trap::in_aarch32(ctx) {
         return None;
     }
     let access = crate::vm::exit::decode_mmio(trap.esr)?;
@@ -460,23 +461,27 @@ const GICC_DIR: u64 = 0x1000;
 
 /// On GICv2, a guest's access to its CPU interface (GICC at
 /// `vgic_mmio::GicLayout::cpu_interface`) is performed on the virtual CPU
-/// interface (GICV); true if `trap` (a data abort, the caller checked) was one
-/// (then the guest moves past it). When the guest ends an SGI, the same SGI
-/// from another source may take its list register.
+/// interface (GICV); `None` if `trap` (a data abort, the caller checked) was
+/// not one. An access of another size than an aligned 32-bit word, or one
+/// without a syndrome to decode, gets an abort: it never goes to the host as
+/// MMIO, which would give it the guest's store. When the guest ends an SGI,
+/// the same SGI from another source may take its list register.
 fn serve_gicv2_cpu_interface(
     ctx: &mut VcpuContext,
     trap: &GuestTrap,
     live: &mut LiveGic,
     view: &RunningVm<'_>,
-) -> bool {
+) -> Option<Outcome> {
     use crate::arch::aarch64::gicv2::{cpu_interface_access, CPU_INTERFACE_SIZE};
     let offset = trap.ipa.wrapping_sub(view.gic.layout.cpu_interface);
-    if offset >= CPU_INTERFACE_SIZE || !trap.esr.hpfar_valid() {
-        return false;
+    // (From AArch32: `guest_trap::handle` ends the VM.)
+    if offset >= CPU_INTERFACE_SIZE || !trap.esr.hpfar_valid() || guest_trap::in_aarch32(ctx) {
+        return None;
     }
     let Some(access) = crate::vm::exit::decode_mmio(trap.esr).filter(|a| a.size_bytes == 4 && offset.is_multiple_of(4))
     else {
-        return false;
+        guest_trap::inject_abort(ctx, trap, view);
+        return Some(Outcome::Injected);
     };
     let register = usize::from(access.register);
     // The list registers as the hyp left them (a timer's interrupt lowered
@@ -507,7 +512,7 @@ fn serve_gicv2_cpu_interface(
         }
     }
     ctx.skip_instruction();
-    true
+    Some(Outcome::Resume)
 }
 
 /// The guest ended (or deactivated) GICv2 SGI `intid`: its list register as
@@ -546,7 +551,8 @@ fn update_irq_line(
 ) -> Option<Outcome> {
     let ptimer = ctx.ptimer.asserted(physical_count());
     live.set_virtual_irq(view.irq_line() || live.timer_asserted() || ptimer);
-    if trap.kind == 0 && trap.esr.class() == ExceptionClass::WfiWfe && live.virtual_irq() {
+    if trap.kind == 0 && trap.esr.class() == ExceptionClass::WfiWfe && live.virtual_irq() && !guest_trap::in_aarch32(ctx)
+    {
         // An interrupt is pending: WFI returns at once.
         ctx.skip_instruction();
         return Some(Outcome::Resume);
@@ -568,12 +574,17 @@ fn serve(ctx: &mut VcpuContext, trap: GuestTrap, live: &mut LiveGic, view: &Runn
     }
     if trap.kind == 0 && live.is_present() {
         match trap.esr.class() {
-            ExceptionClass::WfiWfe => return serve_wfi(ctx, trap.esr.is_wfe(), live, view),
+            // (From AArch32: `guest_trap::handle` ends the VM.)
+            ExceptionClass::WfiWfe if !guest_trap::in_aarch32(ctx) => {
+                return serve_wfi(ctx, trap.esr.is_wfe(), live, view)
+            }
             // (An abort whose IPA HPFAR_EL2 did not give has `ipa` 0, which
             // is no GIC frame: it goes on to `guest_trap::handle`.)
             ExceptionClass::DataAbortLower => {
-                if view.hardware == VgicHardware::V2 && serve_gicv2_cpu_interface(ctx, &trap, live, view) {
-                    return Outcome::Resume;
+                if view.hardware == VgicHardware::V2 {
+                    if let Some(outcome) = serve_gicv2_cpu_interface(ctx, &trap, live, view) {
+                        return outcome;
+                    }
                 }
                 if let Some(outcome) = serve_gic_access(ctx, &trap, live, view) {
                     return outcome;

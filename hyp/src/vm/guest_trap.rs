@@ -322,13 +322,22 @@ pub fn handle(ctx: &mut VcpuContext, trap: GuestTrap, protected: bool, vm: &impl
     }
 }
 
+/// Whether the guest trapped from AArch32 (EL0: its ID registers offer no
+/// AArch32, but a CPU that has it lets EL1 return there): the hyp decodes
+/// and steps over AArch64 instructions only, so it serves no such trap
+/// (the run's own handlers leave it to [`handle`], which ends the VM).
+#[inline(always)]
+pub fn in_aarch32(ctx: &VcpuContext) -> bool {
+    ctx.pstate & PSTATE_AARCH32 != 0
+}
+
 /// A guest that entered AArch32 at EL0, though its ID registers say it has
 /// none, ends at its next trap the hyp would decode: the hyp decodes and
 /// steps over AArch64 instructions only (KVM ends a VM too in a 32-bit mode
 /// it does not offer).
 #[inline(always)]
 fn aarch32_fatal(ctx: &VcpuContext, trap: &GuestTrap, protected: bool) -> Option<Outcome> {
-    (ctx.pstate & PSTATE_AARCH32 != 0).then(|| {
+    in_aarch32(ctx).then(|| {
         let esr = if protected { 0 } else { trap.esr.0 };
         Outcome::ToHost { exit: Exit::Fatal { esr, address: 0 }, pending_read: None }
     })
