@@ -717,7 +717,7 @@ fn linux_host_boots_and_is_refused_the_hyps_memory() {
         "kvm-api-test: ok: protected vGIC: the ioeventfd was signalled once: 1",
         "kvm-api-test: ok: irqfd close races: 32 VMs with an irqfd, its eventfd closed before or after the VM: 32 done",
         "kvm-api-test: ok: memcg: VMs made under a memory.max of 3670016 bytes: 3, then ENOMEM: yes",
-        "kvm-api-test: all 271 checks passed",
+        "kvm-api-test: all 275 checks passed",
         "linux-host: kvm-api-test exited with status 0",
         "hyp-vmm: linux: a non-protected VM of 2 vCPUs on /dev/kvm (type 0x20, vGICv3), 256 MiB of this process at IPA 0x80000000",
         "guest: [",
