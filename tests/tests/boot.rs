@@ -107,6 +107,7 @@ const SUCCESS_MARKERS: &[&str] = &[
     "[host INFO] ok: a guest catching 1000 injected exceptions in a run goes on: it counted Some(1000), then Some(Ok(SystemOff))",
     "[host INFO] ok: a guest faulting without vectors ends with a fatal exit: Ok(Fatal {",
     "[host INFO] ok: the crashed VM does not run again: Err(NoSuchVm)",
+    "[host INFO] ok: a guest at AArch32 EL0 ends at its WFI with a fatal exit (EC 0x01): Ok(Fatal {",
     "[host INFO] ok: host timer tick on INTID 30 through V",
     "[host INFO] ok: a protected guest spinning with interrupts masked is preempted: ",
     " interrupted exits, the host's timer ticked 5 times (None)",
@@ -222,7 +223,7 @@ fn default_boot_reports_platform_and_passes_host_checks() {
         "[host INFO] ok: GICR_TYPER of CPU 0's redistributor read through the hyp: Some(",
         "[host INFO] ok: LPIs withheld: PROPBASER and PENDBASER (at the protected page, at the hyp's image), GICR_CTLR.EnableLPIs, INVALLR, SETLPIR writes aborted; GICR_CTLR reads Some(",
         "[host INFO] ok: GICR_WAKER written from x25 through the hyp (its slow path): Some(",
-        "[host INFO] summary: 684 VMs created (347 protected), ",
+        "[host INFO] summary: 685 VMs created (347 protected), ",
     ]);
 }
 
@@ -428,6 +429,8 @@ fn boots_with_gicv2() {
         "[host INFO] ok: vCPU 0 starts vCPU 1 with PSCI CPU_ON: Ok(CpuOn { vcpu: 1 })",
         "[host INFO] ok: the protected SGI VM's vCPUs are its guest's: VCPU_INIT of vCPU 0 (it ran) and of vCPU 1 (its guest started it) refused: [Err(PermissionDenied), Err(PermissionDenied)]",
         "[host INFO] ok: vCPU 0 takes the SGI from vCPU 1 through its virtual CPU interface: INTID Some(5), then Some(Ok(SystemOff))",
+        "[host INFO] ok: GICv2 CPU interface (NonProtected): a byte store to GICC_PMR takes a synchronous external abort, no MMIO exit: Err(Fault(",
+        "[host INFO] ok: GICv2 CPU interface (Protected): a byte store to GICC_PMR takes a synchronous external abort, no MMIO exit: Err(Fault(",
     ]);
 }
 

@@ -16,16 +16,21 @@ pub fn pin_counts() -> Option<PinCounts> {
 
 /// `len` bytes of fresh private anonymous memory, page aligned.
 pub fn anonymous_memory(len: usize) -> Option<*mut u8> {
-    // SAFETY: A fresh private anonymous mapping; nothing else refers to it.
+    fresh_anonymous(len, libc::MAP_PRIVATE)
+}
+
+/// `len` bytes of fresh shared anonymous memory, page aligned (what a
+/// protected VM must refuse).
+pub fn shared_anonymous_memory(len: usize) -> Option<*mut u8> {
+    fresh_anonymous(len, libc::MAP_SHARED)
+}
+
+/// A fresh anonymous mapping, readable and writable, `sharing` (MAP_PRIVATE
+/// or MAP_SHARED).
+fn fresh_anonymous(len: usize, sharing: libc::c_int) -> Option<*mut u8> {
+    // SAFETY: A fresh anonymous mapping; nothing else refers to it.
     let address = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
+        libc::mmap(core::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, sharing | libc::MAP_ANONYMOUS, -1, 0)
     };
     (address != libc::MAP_FAILED).then_some(address.cast())
 }

@@ -41,30 +41,19 @@ pub fn after_protected_run(address: *const u8) -> bool {
 
 /// A protected VM given a shared mapping: refused (EINVAL), nothing pinned.
 pub fn shared_memory_refused(hyp: &DevHyp) -> bool {
-    // SAFETY: A fresh shared anonymous mapping; nothing else refers to it.
-    let address = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if address == libc::MAP_FAILED {
+    let Some(address) = crate::guest_ram::shared_anonymous_memory(PAGE) else {
         return step(false, format_args!("a shared page: {}", std::io::Error::last_os_error()));
-    }
+    };
     let before = hyp.accounting().map(|a| a.pinned);
     let answer = hyp.vm_create(VmType::Protected, 1).map(|handle| {
-        let mapped = hyp.vm_map(handle, address.cast::<u8>(), guests::GUEST_ENTRY, 1);
+        let mapped = hyp.vm_map(handle, address, guests::GUEST_ENTRY, 1);
         let _ = hyp.vm_teardown(handle);
         mapped
     });
     let refused = matches!(&answer, Ok(Err(CallError::Driver(e))) if e.raw_os_error() == Some(libc::EINVAL));
     let after = hyp.accounting().map(|a| a.pinned);
     // SAFETY: Unmaps the page mapped above, which nothing uses any more.
-    unsafe { libc::munmap(address, PAGE) };
+    unsafe { libc::munmap(address.cast(), PAGE) };
     step(
         refused && before.is_ok() && before.ok() == after.ok(),
         format_args!("a protected VM given a shared mapping: refused with EINVAL, nothing pinned: {answer:?}"),

@@ -50,6 +50,30 @@ guest_start crash, 4
 guest_end crash
 
 /*
+ * AArch32 guest: returns from EL1 to AArch32 EL0 (Thumb, user mode), which
+ * its ID registers do not offer but QEMU's CPU has, at a 16-bit WFI. The hyp
+ * decodes and steps over AArch64 instructions only: it must end the VM (a
+ * fatal exit with the WFI's syndrome), not serve the WFI and step 4 bytes.
+ * SCTLR_EL1.nTWI/nTWE are set so that EL0's WFI is not the guest EL1's trap.
+ */
+guest_start aarch32, 4
+    mrs     x1, sctlr_el1
+    orr     x1, x1, #(1 << 16)
+    orr     x1, x1, #(1 << 18)
+    msr     sctlr_el1, x1
+    adr     x1, 1f
+    msr     elr_el1, x1
+    mov     x1, #0x30               /* M[4] AArch32, M[3:0] user, T (bit 5): Thumb */
+    msr     spsr_el1, x1
+    isb
+    eret
+1:  .hword  0xbf30                  /* WFI (T1) */
+    .hword  0xbf30
+    .hword  0xbf30
+    .hword  0xbf30
+guest_end aarch32
+
+/*
  * Benchmark guest: x0 = what to do, x1 = how many times, then SYSTEM_OFF.
  * 0: nothing; 1: PSCI VERSION calls (answered by the hyp); 2: MMIO byte writes
  * to the UART (each an exit to the host); 3: WFI forever (each run exits at
@@ -781,11 +805,12 @@ guest_end line
  *      the value to CNTV_CVAL_EL0, to CNTV_TVAL_EL0, CNTV_TVAL_EL0 read;
  *   22..26 the same for the physical timer (CNTP_*);
  *   27 CNTVCT_EL0 read, 28 CNTPCT_EL0 read;
- *   29 WFI with IRQs masked (no result).
+ *   29 WFI with IRQs masked (no result);
+ *   30 an 8-bit store of the value at the IPA (no result).
  * The IRQ handler leaves IRQs masked on return. Any other exception reports
  * ESR_EL1 to IRQ_FAULT and turns the VM off.
  */
-.set REMOTE_OPS, 30
+.set REMOTE_OPS, 31
 guest_start remote, 4096
     mov     x25, x0
     mov     x20, #GUEST_UART
@@ -823,6 +848,7 @@ guest_start remote, 4096
     b       40f
     b       41f
     b       42f
+    b       43f
 10: call_hyp PSCI_CPU_OFF
     b       10b
 11: call_hyp PSCI_SYSTEM_OFF
@@ -898,6 +924,8 @@ guest_start remote, 4096
     b       2b
 42: wfi
     b       2b
+43: strb    w22, [x23]
+    b       29b
     irq_vectors
     cmp     x25, #2
     b.ne    4f

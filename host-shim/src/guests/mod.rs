@@ -68,6 +68,8 @@ guest_images! {
     console: guest_console_start..guest_console_end,
     /// The misbehaving guest's code.
     crash: guest_crash_start..guest_crash_end,
+    /// The guest that returns to AArch32 EL0 at a Thumb WFI.
+    aarch32: guest_aarch32_start..guest_aarch32_end,
     /// The benchmark guest's code.
     bench: guest_bench_start..guest_bench_end,
     /// The counting guest (one MMIO store of each count, then zeroes).

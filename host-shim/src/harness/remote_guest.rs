@@ -63,6 +63,7 @@ pub(crate) enum Op {
     CntvctRead = 27,
     CntpctRead = 28,
     Wfi = 29,
+    StoreByte = 30,
 }
 
 /// Why a step did not give its result.

@@ -16,14 +16,18 @@
 //!   one waits; the priority mask; the binary point's group priority.
 //! - Active state and EOI modes: EOImode 0 (EOIR ends), EOImode 1 (EOIR drops
 //!   the priority, DIR deactivates; until then the interrupt stays active).
+//! - GICv2's CPU interface takes aligned 32-bit accesses only: a byte store
+//!   aborts in the guest, and never reaches the host.
 
 use crate::harness::cpus::{own_index, start_second_cpu, turn_off_second_cpu};
 use crate::harness::gic::GicConfig;
 use crate::harness::hypercall;
 use crate::harness::platform::HostPlatform;
-use crate::harness::remote_guest::{Cpus, Failure, Op, Remote, SPURIOUS};
+use crate::harness::remote_guest::{check_vm_ends, Cpus, Failure, Op, Remote, SPURIOUS};
 use crate::harness::report::check;
-use hyp_abi::{VmType, GUEST_GICV3_REDISTRIBUTORS as GICR, GUEST_GIC_DISTRIBUTOR as GICD};
+use hyp_abi::{
+    VmType, GUEST_GICV2_CPU_INTERFACE as GICC, GUEST_GICV3_REDISTRIBUTORS as GICR, GUEST_GIC_DISTRIBUTOR as GICD,
+};
 
 /// Runs the GIC conformance checks with the guest's code in the page at `pa`;
 /// true when all passed. Without a GIC there is nothing to check.
@@ -38,6 +42,9 @@ pub fn run_all(platform: &HostPlatform, pa: u64) -> bool {
     for ty in [VmType::NonProtected, VmType::Protected] {
         passed &= if v2 { gicv2_sgis(pa, ty, cpus) } else { gicv3_sgis(pa, ty, cpus) };
         passed &= priorities_and_eoi_modes(pa, ty, v2, cpus);
+        if v2 {
+            passed &= gicv2_cpu_interface_byte_store(pa, ty, cpus);
+        }
     }
     passed & turn_off_second_cpu(platform, cpus.other, "GIC conformance")
 }
@@ -98,6 +105,26 @@ fn gicv2_sgis(pa: u64, ty: VmType, cpus: Cpus) -> bool {
         cpus.describe()
     );
     passed & vm.finish(ty, "GICv2 SGI VM")
+}
+
+/// A GICv2 guest's byte store to its CPU interface (GICC_PMR): the hyp
+/// performs only aligned 32-bit accesses there, and anything else gets a
+/// synchronous external abort (EC 0x25 from EL1, DFSC 0x10); it never reaches
+/// the host as an MMIO exit, which would hand it the stored value (a
+/// protected guest's too). The guest reports the abort and powers off.
+fn gicv2_cpu_interface_byte_store(pa: u64, ty: VmType, cpus: Cpus) -> bool {
+    let Ok(mut vm) =
+        Remote::start(ty, 1, pa, true, cpus).map_err(|f| check!(false, "set up the GICv2 byte-store VM: {f:?}"))
+    else {
+        return false;
+    };
+    let stored = vm.cmd(0, Op::StoreByte, GICC + 0x4, 0xa5);
+    let aborted = matches!(stored, Err(Failure::Fault(esr)) if esr >> 26 == 0x25 && esr & 0x3f == 0x10);
+    let passed = check!(
+        aborted,
+        "GICv2 CPU interface ({ty:?}): a byte store to GICC_PMR takes a synchronous external abort, no MMIO exit: {stored:x?}"
+    );
+    passed & check_vm_ends(vm.handle, ty, "GICv2 byte-store VM", None, vm.run(0, 0))
 }
 
 /// What [`gicv3_sgis`] sees.

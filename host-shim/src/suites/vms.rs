@@ -452,6 +452,28 @@ fn crashing_vm(pa: u64) -> bool {
     passed
 }
 
+/// A guest that returns to AArch32 EL0 (Thumb, at a 16-bit WFI) ends with a
+/// fatal exit carrying the WFI's syndrome: the hyp decodes and steps over
+/// AArch64 instructions only, so none of its own trap handlers serves the
+/// WFI (which would step 4 bytes over 2) before the path that ends the VM.
+fn aarch32_vm(pa: u64) -> bool {
+    let mut passed = true;
+    load(pa, guests::aarch32());
+    let Ok(handle) = create_vm(VmType::NonProtected, 1) else {
+        return check!(false, "create the AArch32 VM");
+    };
+    passed &= check!(hypercall::vm_map(handle, pa, GUEST_ENTRY, 1).is_ok(), "give the AArch32 VM its page");
+    passed &= check!(hypercall::vcpu_init(handle, 0, GUEST_ENTRY, 0).is_ok(), "initialise the AArch32 VM");
+    let exit = run_vcpu(handle, 0, 0);
+    passed &= check!(
+        matches!(exit, Ok(Exit::Fatal { esr, address: 0 }) if esr >> 26 == 0x01),
+        "a guest at AArch32 EL0 ends at its WFI with a fatal exit (EC 0x01): {exit:x?}"
+    );
+    passed &= tear_down(handle, "AArch32 VM");
+    passed &= invariants("an AArch32 VM");
+    passed
+}
+
 /// `VM_SET_GIC` and `VM_SET_SPI_LEVEL` with bad arguments for `handle`, a VM
 /// of two vCPUs that has not run (then a good placement): each refused with
 /// its error. Without a GIC both are `NotSupported`.
@@ -636,6 +658,7 @@ pub fn run_all(platform: &HostPlatform) -> bool {
     passed &= probing_vm(page(2), page(3), page(4), platform.hyp_regions());
     passed &= fault_catching_vm(page(8));
     passed &= crashing_vm(page(8));
+    passed &= aarch32_vm(page(8));
     passed &= spinning_vm(platform, page(8));
     passed
 }
